@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/* auth.h - user tokens (JWT, HS256, through libjwt) and cluster credentials.
+ *
+ * User requests carry "Authorization: Bearer <JWT>": HS256 signed with
+ * JWT_SECRET, "sub" (the user id) and "exp" required, "exp" honoured.
+ * Cluster requests (worker <-> master) carry "Authorization: Bearer
+ * <CLUSTER_SECRET>", compared in constant time. This is the only file that
+ * includes jwt.h.
+ */
+#ifndef ECHOFS_AUTH_H
+#define ECHOFS_AUTH_H
+
+#include "echofs/common.h"
+#include "echofs/http_server.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Longest token accepted, in bytes. */
+#define EFS_JWT_MAX 4096
+
+/* Verifies @token against @secret at time @now_s (Unix seconds). On
+ * success writes the subject into @user (EFS_ID_MAX + 1 bytes) and returns
+ * 0; otherwise returns -EACCES and points *reason at a static phrase
+ * ("token expired", "bad signature"...). A subject is 1..64 characters of
+ * [A-Za-z0-9_.@+-]. */
+int efs_jwt_verify(const char *secret, const char *token, int64_t now_s, char *user,
+		   const char **reason);
+
+/* Creates an HS256 token for @user valid for @ttl_s seconds from @now_s.
+ * On success *out is a malloc'd string the caller frees. 0, -EINVAL (bad
+ * user) or -ENOMEM. */
+int efs_jwt_issue(const char *secret, const char *user, int64_t ttl_s, int64_t now_s,
+		  char **out);
+
+/* True when @user is a valid subject. */
+bool efs_user_valid(const char *user);
+
+/* Returns the token of an "Authorization: Bearer <token>" header value, or
+ * NULL when @header is NULL or another scheme. */
+const char *efs_auth_bearer(const char *header);
+
+/* The secrets a daemon checks requests against. */
+struct efs_auth_keys {
+	const char *jwt_secret;     /* NULL: user tokens are refused */
+	const char *cluster_secret; /* NULL: cluster credentials are refused */
+};
+
+/* The efs_http_auth_fn both daemons use; @ctx is a struct efs_auth_keys.
+ * Replies 401 with a JSON error (and WWW-Authenticate) when the request's
+ * credentials do not satisfy @mode. */
+int efs_auth_check(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx);
+
+#endif

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* common.h - small macros every EchoFS source file uses.
+ *
+ * Error convention, project-wide: a function returns 0 (or a count) on
+ * success and a negative errno value on failure (-EINVAL bad input, -ENOENT
+ * not found, -EEXIST conflict, -ENOMEM, -E2BIG over a cap, -EIO a backend
+ * failed, -EAGAIN a dependency is unavailable right now). Out-parameters are
+ * left untouched on failure. Helpers never log; the caller that decides
+ * what to do logs once, with context.
+ */
+#ifndef ECHOFS_COMMON_H
+#define ECHOFS_COMMON_H
+
+/* The system headers that declare banned functions come before banned.h. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EFS_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define EFS_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define EFS_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define EFS_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#define EFS_UNUSED __attribute__((unused))
+#define EFS_WARN_UNUSED __attribute__((warn_unused_result))
+
+#define EFS_KIB ((uint64_t)1024)
+#define EFS_MIB (EFS_KIB * 1024)
+#define EFS_GIB (EFS_MIB * 1024)
+
+/* Longest id (worker, file, session) accepted anywhere, without the NUL. */
+#define EFS_ID_MAX 64
+
+#include "echofs/banned.h"
+
+#endif

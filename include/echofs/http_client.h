@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/* http_client.h - the one wrapper around libcurl.
+ *
+ * A call describes one request; efs_http_call_run() performs it and
+ * efs_http_call_run_parallel() performs several at once (curl multi), which
+ * is how replicas are written side by side. Easy handles are pooled so
+ * keep-alive connections to the same server are reused between calls.
+ * Every response body is capped: a reply larger than resp_cap fails with
+ * -E2BIG. Thread-safe; call efs_http_client_global_init() once at start.
+ */
+#ifndef ECHOFS_HTTP_CLIENT_H
+#define ECHOFS_HTTP_CLIENT_H
+
+#include "echofs/buf.h"
+#include "echofs/common.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Called with each piece of a streamed response body; return 0 to go on or
+ * a negative errno to abort the transfer with that error. */
+typedef int (*efs_http_sink_fn)(void *ctx, const char *data, size_t len);
+
+struct efs_http_call {
+	/* request */
+	const char *method;       /* "GET", "PUT", ... */
+	const char *url;
+	const char *bearer;       /* Authorization: Bearer <bearer>, or NULL */
+	const char *content_type; /* or NULL */
+	const char *extra_header; /* one more "Name: value" header, or NULL */
+	const void *body;         /* request body from memory, or NULL */
+	size_t body_len;
+	long timeout_ms;          /* whole transfer; 0 = 30 s */
+	long connect_timeout_ms;  /* 0 = 2 s */
+	/* response: into @resp (capped at resp_cap; 0 = 1 MiB), or to @sink */
+	efs_http_sink_fn sink;
+	void *sink_ctx;
+	size_t resp_cap;
+	struct efs_buf resp;
+	/* results */
+	long status;          /* HTTP status, 0 when no response arrived */
+	int error;            /* 0, or -errno of a transport failure */
+	char errmsg[160];     /* what failed, for logs */
+};
+
+/* Initialises libcurl; call once from main before any thread starts. */
+int efs_http_client_global_init(void);
+/* Frees the handle pool and libcurl; after every call has finished. */
+void efs_http_client_global_cleanup(void);
+
+/* Prepares @call for @method and @url with everything else zero. */
+void efs_http_call_init(struct efs_http_call *call, const char *method, const char *url);
+/* Frees the response buffer. */
+void efs_http_call_release(struct efs_http_call *call);
+
+/* Performs one call. Returns 0 when a response arrived (any status; see
+ * call->status) or the transport error (also in call->error):
+ * -ECONNREFUSED, -ETIMEDOUT, -E2BIG (response over the cap), -EIO. */
+int efs_http_call_run(struct efs_http_call *call);
+
+/* Performs @n calls concurrently and returns when all are done. Returns 0;
+ * each call's own result is in its status / error fields. */
+int efs_http_call_run_parallel(struct efs_http_call **calls, size_t n);
+
+#endif

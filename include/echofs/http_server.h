@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/* http_server.h - the one wrapper around libmicrohttpd, used by both daemons.
+ *
+ * A server owns a route table. Each route names a method, a path pattern
+ * whose "{name}" segments capture path parameters
+ * ("/api/v1/files/{fileId}/download"), the authentication it needs, and up
+ * to three callbacks:
+ *
+ *   begin(req)   headers are in, the body is not: may reply at once (a 411,
+ *                413, 404...), in which case the body is never read.
+ *   body(req)    streaming routes only: called with each piece of the body
+ *                as it arrives; nothing is buffered by the wrapper.
+ *   handle(req)  the whole body has arrived (for buffered routes it is in
+ *                req->body, capped at the route's max_body): must reply.
+ *
+ * Every callback returns 0 or a negative errno; a failure without a reply
+ * becomes a 500 JSON error. After a reply has been set, the rest of the
+ * body is read and dropped (up to a limit, then the connection is closed).
+ *
+ * Threading: one thread per connection (libmicrohttpd's
+ * MHD_USE_THREAD_PER_CONNECTION), so a handler may block on disk or on
+ * another server; the request's thread is the only one touching it.
+ * Per-request state lives in struct efs_http_req, allocated on the first
+ * call and freed, with req->state (via state_free), when the request is
+ * complete. One access-log line is written per request at info level.
+ */
+#ifndef ECHOFS_HTTP_SERVER_H
+#define ECHOFS_HTTP_SERVER_H
+
+#include "echofs/buf.h"
+#include "echofs/common.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct efs_http_server;
+struct efs_http_req;
+
+/* Authentication a route requires; checked before begin(). */
+enum efs_auth_mode {
+	EFS_AUTH_NONE = 0,   /* anyone */
+	EFS_AUTH_USER = 1,   /* a valid user JWT; req->user is its subject */
+	EFS_AUTH_CLUSTER = 2, /* Authorization: Bearer <CLUSTER_SECRET> */
+	EFS_AUTH_ANY = 3,    /* either of the two */
+};
+
+typedef int (*efs_http_fn)(struct efs_http_req *req);
+typedef int (*efs_http_body_fn)(struct efs_http_req *req, const char *data, size_t len);
+
+struct efs_http_route {
+	const char *method;  /* "GET", "POST", ... */
+	const char *pattern; /* "/api/v1/workers/{workerId}/heartbeat" */
+	enum efs_auth_mode auth;
+	efs_http_fn begin;     /* optional */
+	efs_http_body_fn body; /* optional: streaming body */
+	efs_http_fn handle;    /* required */
+	size_t max_body;       /* buffered routes: 0 = the server default */
+};
+
+#define EFS_HTTP_MAX_PARAMS 4
+#define EFS_HTTP_PARAM_MAX 128 /* longest path parameter, bytes */
+
+struct efs_http_req {
+	struct efs_http_server *server;
+	const struct efs_http_route *route;
+	const char *method;
+	const char *path;
+	/* Captured path parameters, in pattern order, NUL-terminated. */
+	unsigned param_count;
+	char param_names[EFS_HTTP_MAX_PARAMS][32];
+	char params[EFS_HTTP_MAX_PARAMS][EFS_HTTP_PARAM_MAX + 1];
+	/* Content-Length, or -1 when absent (chunked or no body). */
+	int64_t content_length;
+	/* Buffered routes: the body once handle() runs. */
+	struct efs_buf body;
+	/* Set by authentication: the user id (JWT sub) or "" for the cluster. */
+	char user[EFS_ID_MAX + 1];
+	bool is_cluster;
+	/* Free for the route: per-request state, freed by state_free. */
+	void *state;
+	void (*state_free)(void *state);
+	/* Private to the wrapper. */
+	struct efs_http_req_private *priv;
+};
+
+/* Called for every route needing authentication. Must either fill
+ * req->user / req->is_cluster and return 0, or reply 401 and return 0,
+ * or return a negative errno. */
+typedef int (*efs_http_auth_fn)(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx);
+
+struct efs_http_server_config {
+	const void *addr; /* struct sockaddr_in / sockaddr_in6 */
+	unsigned addrlen;
+	const struct efs_http_route *routes;
+	size_t route_count;
+	efs_http_auth_fn auth;
+	void *auth_ctx;            /* handed to auth */
+	void *ctx;                 /* the daemon's context: efs_http_ctx(req) */
+	size_t max_body;           /* default cap for buffered bodies (1 MiB) */
+	size_t conn_memory_limit;  /* per-connection pool: caps headers (256 KiB) */
+	unsigned max_connections;  /* (512) */
+	unsigned idle_timeout_s;   /* idle keep-alive connections closed after (60) */
+};
+
+/* Starts listening and serving. On success *out is the server.
+ * -EADDRINUSE, -EACCES, or another -errno when the socket cannot be bound. */
+int efs_http_server_start(const struct efs_http_server_config *cfg,
+			  struct efs_http_server **out);
+/* The port actually bound (useful with port 0). */
+uint16_t efs_http_server_port(const struct efs_http_server *srv);
+/* Graceful stop: stops accepting, waits up to @grace_ms for requests in
+ * flight to finish, then closes every connection and frees the server.
+ * NULL is accepted. */
+void efs_http_server_stop(struct efs_http_server *srv, int64_t grace_ms);
+
+/* The ctx given in the server config. */
+void *efs_http_ctx(const struct efs_http_req *req);
+
+/* Request accessors; returned strings live as long as the request. */
+const char *efs_http_param(const struct efs_http_req *req, const char *name);
+const char *efs_http_header(const struct efs_http_req *req, const char *name);
+const char *efs_http_query(const struct efs_http_req *req, const char *name);
+/* True when a reply has been set for this request. */
+bool efs_http_replied(const struct efs_http_req *req);
+
+/* Adds a response header to the reply that will be sent. 0 or -ENOMEM,
+ * -E2BIG past 16 headers. */
+int efs_http_add_header(struct efs_http_req *req, const char *name, const char *value);
+
+/* Replies. Each returns 0 or a negative errno; only the first reply of a
+ * request counts (later ones return -EALREADY). */
+int efs_http_reply_json(struct efs_http_req *req, unsigned status, json_t *body); /* steals body */
+int efs_http_reply_empty(struct efs_http_req *req, unsigned status);
+int efs_http_reply_bytes(struct efs_http_req *req, unsigned status, const char *content_type,
+			 const void *data, size_t len); /* copies data */
+/* {"error": {"code": code, "message": ...}}; @extra (stolen, may be NULL)
+ * is merged into the error object, e.g. {"missing": [1, 2]}. */
+int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const char *code,
+			       json_t *extra, const char *fmt, ...) EFS_PRINTF(5, 6);
+#define efs_http_reply_error(req, status, code, ...)                                             \
+	efs_http_reply_error_extra((req), (status), (code), NULL, __VA_ARGS__)
+
+/* Streaming reply: read() is called from the connection's thread for the
+ * next piece at byte offset @pos, returns the bytes written into @out
+ * (1..max), 0 at the end, or a negative errno to abort the connection.
+ * @length is the Content-Length or -1 (chunked). free_fn(ctx) runs when the
+ * response is done, also when it was never sent. */
+typedef ssize_t (*efs_http_read_fn)(void *ctx, uint64_t pos, char *out, size_t max);
+int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t length,
+			  efs_http_read_fn read, void *ctx, void (*free_fn)(void *ctx));
+
+/* Parses the buffered body as a JSON object. On failure replies 400
+ * ("invalid_json") and returns -EINVAL. */
+int efs_http_body_json(struct efs_http_req *req, json_t **out);
+
+/* Path matching, exposed for unit tests: true when @path matches @pattern;
+ * captured parameters are written to @req (may be NULL). */
+bool efs_http_route_match(const char *pattern, const char *path, struct efs_http_req *req);
+
+#endif

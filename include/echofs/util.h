@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/* util.h - time, random ids, bounded string and number helpers. */
+#ifndef ECHOFS_UTIL_H
+#define ECHOFS_UTIL_H
+
+#include "echofs/common.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+/* Wall-clock time in milliseconds since the Unix epoch. */
+int64_t efs_now_ms(void);
+/* Monotonic time in milliseconds, for durations and timeouts. */
+int64_t efs_mono_ms(void);
+/* Monotonic time in nanoseconds. */
+int64_t efs_mono_ns(void);
+/* Sleeps for @ms milliseconds (restarted after signals). */
+void efs_sleep_ms(int64_t ms);
+
+/* Writes @ms (Unix epoch ms) as "2026-11-26T10:00:00Z" into @out, which
+ * holds at least EFS_ISO8601_LEN bytes. Returns @out. */
+#define EFS_ISO8601_LEN 32
+char *efs_iso8601(int64_t ms, char *out);
+
+/* Fills @out with @nbytes random bytes from the kernel. 0 or -errno. */
+int efs_random_bytes(void *out, size_t nbytes);
+/* Writes a random id of 2 * @nbytes lowercase hex digits and a NUL into @out
+ * (size >= 2 * nbytes + 1). 0 or -errno. */
+int efs_random_hex(char *out, size_t nbytes);
+
+/* Writes @len bytes of @in as lowercase hex plus a NUL into @out
+ * (size >= 2 * len + 1). */
+void efs_hex_encode(const void *in, size_t len, char *out);
+
+/* Copies @src into @dst of @size bytes, always NUL-terminated when size > 0.
+ * Returns strlen(src); a value >= size means it was truncated. */
+size_t efs_strlcpy(char *dst, const char *src, size_t size);
+
+/* Parses a whole decimal string (no sign, no spaces, no trailing garbage)
+ * into @out. An optional binary suffix K, M, G or T (KiB...) multiplies it
+ * when @allow_suffix. 0, -EINVAL (not a number) or -ERANGE (overflow). */
+int efs_parse_u64(const char *s, bool allow_suffix, uint64_t *out);
+
+/* True when @s is 1..EFS_ID_MAX characters of [A-Za-z0-9_-]. Ids that pass
+ * are safe in paths, URLs, SQL text and log lines. */
+bool efs_id_valid(const char *s);
+
+/* True when @s is exactly 64 lowercase hex digits (a SHA-256 chunk id). */
+bool efs_chunk_id_valid(const char *s);
+
+/* Compares two secrets in time independent of where they differ (and of
+ * their lengths, which are hashed first). */
+bool efs_secret_equal(const char *a, const char *b);
+
+/* Creates directory @path and its parents with mode 0700 where missing.
+ * 0 or -errno. */
+int efs_mkdir_p(const char *path);
+
+/* Writes @len bytes to @path atomically and durably: a temporary file in the
+ * same directory, fsync, rename, fsync of the directory. 0 or -errno. */
+int efs_write_file_atomic(const char *path, const void *data, size_t len);
+
+/* Reads at most @cap - 1 bytes of @path into @out and NUL-terminates it.
+ * Returns the length, -ENOENT, -E2BIG when the file is larger, or -errno. */
+long efs_read_file(const char *path, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/* auth.c - JWT verification and issue (libjwt), cluster secret checks. */
+#include "echofs/auth.h"
+#include "echofs/util.h"
+
+#include <jwt.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+bool efs_user_valid(const char *user)
+{
+	size_t n = 0;
+	if (!user)
+		return false;
+	for (; user[n]; n++) {
+		char c = user[n];
+		if (n >= EFS_ID_MAX)
+			return false;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '@' || c == '+' || c == '-'))
+			return false;
+	}
+	return n > 0;
+}
+
+int efs_jwt_verify(const char *secret, const char *token, int64_t now_s, char *user,
+		   const char **reason)
+{
+	jwt_t *jwt = NULL;
+	int r = -EACCES;
+
+	if (!token || !*token) {
+		*reason = "empty token";
+		return -EACCES;
+	}
+	if (strlen(token) > EFS_JWT_MAX) {
+		*reason = "token too long";
+		return -EACCES;
+	}
+	/* libjwt skips the signature check for "alg": "none", so the
+	 * algorithm is checked explicitly after decoding. */
+	if (jwt_decode(&jwt, token, (const unsigned char *)secret, (int)strlen(secret)) != 0 ||
+	    !jwt) {
+		*reason = "malformed token or bad signature";
+		goto out;
+	}
+	if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+		*reason = "token not signed with HS256";
+		goto out;
+	}
+	errno = 0;
+	long exp = jwt_get_grant_int(jwt, "exp");
+	if (errno != 0) {
+		*reason = "token has no numeric exp claim";
+		goto out;
+	}
+	if ((int64_t)exp <= now_s) {
+		*reason = "token expired";
+		goto out;
+	}
+	const char *sub = jwt_get_grant(jwt, "sub");
+	if (!sub || !*sub) {
+		*reason = "token has no sub claim";
+		goto out;
+	}
+	if (!efs_user_valid(sub)) {
+		*reason = "token sub is not a valid user id";
+		goto out;
+	}
+	efs_strlcpy(user, sub, EFS_ID_MAX + 1);
+	r = 0;
+out:
+	jwt_free(jwt);
+	return r;
+}
+
+int efs_jwt_issue(const char *secret, const char *user, int64_t ttl_s, int64_t now_s,
+		  char **out)
+{
+	jwt_t *jwt = NULL;
+	int r = -ENOMEM;
+
+	if (!efs_user_valid(user) || ttl_s <= 0)
+		return -EINVAL;
+	if (jwt_new(&jwt) != 0)
+		return -ENOMEM;
+	if (jwt_add_grant(jwt, "sub", user) != 0 ||
+	    jwt_add_grant_int(jwt, "iat", (long)now_s) != 0 ||
+	    jwt_add_grant_int(jwt, "exp", (long)(now_s + ttl_s)) != 0 ||
+	    jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret,
+			(int)strlen(secret)) != 0)
+		goto out;
+	char *token = jwt_encode_str(jwt);
+	if (!token)
+		goto out;
+	*out = token;
+	r = 0;
+out:
+	jwt_free(jwt);
+	return r;
+}
+
+const char *efs_auth_bearer(const char *header)
+{
+	if (!header || strncasecmp(header, "Bearer ", 7) != 0)
+		return NULL;
+	header += 7;
+	while (*header == ' ')
+		header++;
+	return *header ? header : NULL;
+}
+
+static int refuse(struct efs_http_req *req, const char *code, const char *message)
+{
+	efs_http_add_header(req, "WWW-Authenticate", "Bearer");
+	return efs_http_reply_error(req, 401, code, "%s", message);
+}
+
+int efs_auth_check(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx)
+{
+	const struct efs_auth_keys *keys = ctx;
+	const char *token = efs_auth_bearer(efs_http_header(req, "Authorization"));
+	const char *reason = NULL;
+
+	if (!token)
+		return refuse(req, "unauthorized",
+			      "missing credentials: send Authorization: Bearer <token>");
+	if (mode == EFS_AUTH_CLUSTER || mode == EFS_AUTH_ANY) {
+		if (keys->cluster_secret && efs_secret_equal(token, keys->cluster_secret)) {
+			req->is_cluster = true;
+			req->user[0] = '\0';
+			return 0;
+		}
+		if (mode == EFS_AUTH_CLUSTER)
+			return refuse(req, "unauthorized",
+				      "this endpoint needs the cluster secret");
+	}
+	if (!keys->jwt_secret)
+		return refuse(req, "invalid_token", "user tokens are not accepted here");
+	if (efs_jwt_verify(keys->jwt_secret, token, (int64_t)time(NULL), req->user, &reason) < 0)
+		return refuse(req, "invalid_token", reason);
+	return 0;
+}

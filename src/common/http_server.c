@@ -1,0 +1,608 @@
+/* SPDX-License-Identifier: MIT */
+/* http_server.c - owns libmicrohttpd: routing, auth hook, replies, limits,
+ * access log and graceful shutdown. Nothing else in EchoFS includes
+ * microhttpd.h. */
+#include "echofs/http_server.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_BODY (1024 * 1024)
+#define DEFAULT_CONN_MEMORY (256 * 1024)
+#define DEFAULT_MAX_CONNECTIONS 512
+#define DEFAULT_IDLE_TIMEOUT_S 60
+#define MAX_REPLY_HEADERS 16
+/* After an early reply, at most this much of the remaining body is read and
+ * dropped (so the client sees the reply); past it the connection closes. */
+#define MAX_DISCARD_BYTES (64 * 1024 * 1024)
+#define STREAM_BLOCK_SIZE (64 * 1024)
+
+struct efs_http_server {
+	struct MHD_Daemon *daemon;
+	int listen_fd;
+	uint16_t port;
+	struct efs_http_server_config cfg;
+	atomic_int inflight;
+};
+
+struct reply_header {
+	char *name;
+	char *value;
+};
+
+/* Everything about a request the route callbacks do not see. */
+struct efs_http_req_private {
+	struct MHD_Connection *conn;
+	int64_t start_ns;
+	struct MHD_Response *response; /* the reply, once set */
+	unsigned status;
+	uint64_t bytes_in;
+	_Atomic uint64_t bytes_out;
+	uint64_t discarded;
+	bool queued; /* the reply has been handed to libmicrohttpd */
+	unsigned header_count;
+	struct reply_header headers[MAX_REPLY_HEADERS];
+};
+
+struct stream_tramp {
+	efs_http_read_fn read;
+	void *ctx;
+	void (*free_fn)(void *ctx);
+	struct efs_http_req_private *priv;
+};
+
+/* ---- route matching ------------------------------------------------- */
+
+/* Returns the end of the segment starting at @s. */
+static const char *segment_end(const char *s)
+{
+	const char *e = strchr(s, '/');
+	return e ? e : s + strlen(s);
+}
+
+bool efs_http_route_match(const char *pattern, const char *path, struct efs_http_req *req)
+{
+	unsigned nparams = 0;
+	const char *p = pattern, *u = path;
+
+	if (*p != '/' || *u != '/')
+		return false;
+	while (*p && *u) {
+		p++, u++; /* skip '/' */
+		const char *pe = segment_end(p), *ue = segment_end(u);
+		size_t plen = (size_t)(pe - p), ulen = (size_t)(ue - u);
+		if (plen > 2 && p[0] == '{' && p[plen - 1] == '}') {
+			if (ulen == 0 || ulen > EFS_HTTP_PARAM_MAX || nparams >= EFS_HTTP_MAX_PARAMS)
+				return false;
+			if (req) {
+				size_t nlen = EFS_MIN(plen - 2, sizeof(req->param_names[0]) - 1);
+				memcpy(req->param_names[nparams], p + 1, nlen);
+				req->param_names[nparams][nlen] = '\0';
+				memcpy(req->params[nparams], u, ulen);
+				req->params[nparams][ulen] = '\0';
+			}
+			nparams++;
+		} else if (plen != ulen || memcmp(p, u, plen) != 0) {
+			return false;
+		}
+		p = pe, u = ue;
+	}
+	if (*p || *u)
+		return false;
+	if (req)
+		req->param_count = nparams;
+	return true;
+}
+
+/* Finds the route for method+path. Sets *path_known when some route has
+ * this path under another method (405 rather than 404). */
+static const struct efs_http_route *find_route(const struct efs_http_server *srv,
+					       const char *method, const char *path,
+					       struct efs_http_req *req, bool *path_known)
+{
+	*path_known = false;
+	for (int pass = 0; pass < 2; pass++) {
+		/* HEAD falls back to the GET route on the second pass. */
+		const char *m = pass == 0 ? method : "GET";
+		if (pass == 1 && strcmp(method, "HEAD") != 0)
+			break;
+		for (size_t i = 0; i < srv->cfg.route_count; i++) {
+			const struct efs_http_route *r = &srv->cfg.routes[i];
+			if (!efs_http_route_match(r->pattern, path, NULL))
+				continue;
+			if (strcmp(r->method, m) != 0) {
+				*path_known = true;
+				continue;
+			}
+			efs_http_route_match(r->pattern, path, req);
+			return r;
+		}
+	}
+	return NULL;
+}
+
+/* ---- accessors ------------------------------------------------------ */
+
+void *efs_http_ctx(const struct efs_http_req *req)
+{
+	return req->server->cfg.ctx;
+}
+
+const char *efs_http_param(const struct efs_http_req *req, const char *name)
+{
+	for (unsigned i = 0; i < req->param_count; i++)
+		if (strcmp(req->param_names[i], name) == 0)
+			return req->params[i];
+	return NULL;
+}
+
+const char *efs_http_header(const struct efs_http_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->priv->conn, MHD_HEADER_KIND, name);
+}
+
+const char *efs_http_query(const struct efs_http_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->priv->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+bool efs_http_replied(const struct efs_http_req *req)
+{
+	return req->priv->response != NULL;
+}
+
+int efs_http_add_header(struct efs_http_req *req, const char *name, const char *value)
+{
+	struct efs_http_req_private *priv = req->priv;
+	if (priv->header_count >= MAX_REPLY_HEADERS)
+		return -E2BIG;
+	char *n = strdup(name), *v = strdup(value);
+	if (!n || !v) {
+		free(n);
+		free(v);
+		return -ENOMEM;
+	}
+	priv->headers[priv->header_count].name = n;
+	priv->headers[priv->header_count].value = v;
+	priv->header_count++;
+	return 0;
+}
+
+/* ---- replies -------------------------------------------------------- */
+
+/* Attaches @resp (owned from here on) as the request's reply. */
+static int set_reply(struct efs_http_req *req, unsigned status, struct MHD_Response *resp)
+{
+	struct efs_http_req_private *priv = req->priv;
+	if (!resp)
+		return -ENOMEM;
+	if (priv->response) {
+		MHD_destroy_response(resp);
+		return -EALREADY;
+	}
+	for (unsigned i = 0; i < priv->header_count; i++)
+		MHD_add_response_header(resp, priv->headers[i].name, priv->headers[i].value);
+	priv->response = resp;
+	priv->status = status;
+	return 0;
+}
+
+static int reply_buffer(struct efs_http_req *req, unsigned status, const char *content_type,
+			char *data, size_t len)
+{
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(data);
+		return -ENOMEM;
+	}
+	if (content_type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	req->priv->bytes_out = len;
+	return set_reply(req, status, resp);
+}
+
+int efs_http_reply_json(struct efs_http_req *req, unsigned status, json_t *body)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (!text)
+		return -ENOMEM;
+	return reply_buffer(req, status, "application/json", text, strlen(text));
+}
+
+int efs_http_reply_empty(struct efs_http_req *req, unsigned status)
+{
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+	return set_reply(req, status, resp);
+}
+
+int efs_http_reply_bytes(struct efs_http_req *req, unsigned status, const char *content_type,
+			 const void *data, size_t len)
+{
+	char *copy = malloc(len ? len : 1);
+	if (!copy)
+		return -ENOMEM;
+	if (len)
+		memcpy(copy, data, len);
+	return reply_buffer(req, status, content_type, copy, len);
+}
+
+int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const char *code,
+			       json_t *extra, const char *fmt, ...)
+{
+	char message[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+
+	json_t *err = json_pack("{s:s, s:s}", "code", code, "message", message);
+	if (!err) {
+		json_decref(extra);
+		return -ENOMEM;
+	}
+	if (extra)
+		json_object_update(err, extra);
+	json_decref(extra);
+	return efs_http_reply_json(req, status, json_pack("{s:o}", "error", err));
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct stream_tramp *t = cls;
+	ssize_t n = t->read(t->ctx, pos, buf, max);
+	if (n == 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (n < 0)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	t->priv->bytes_out += (uint64_t)n;
+	return n;
+}
+
+static void stream_free(void *cls)
+{
+	struct stream_tramp *t = cls;
+	if (t->free_fn)
+		t->free_fn(t->ctx);
+	free(t);
+}
+
+int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t length,
+			  efs_http_read_fn read, void *ctx, void (*free_fn)(void *ctx))
+{
+	struct stream_tramp *t = calloc(1, sizeof(*t));
+	if (!t) {
+		if (free_fn)
+			free_fn(ctx);
+		return -ENOMEM;
+	}
+	t->read = read;
+	t->ctx = ctx;
+	t->free_fn = free_fn;
+	t->priv = req->priv;
+	uint64_t size = length < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)length;
+	struct MHD_Response *resp = MHD_create_response_from_callback(
+		size, STREAM_BLOCK_SIZE, stream_read, t, stream_free);
+	if (!resp) {
+		stream_free(t);
+		return -ENOMEM;
+	}
+	return set_reply(req, status, resp);
+}
+
+int efs_http_body_json(struct efs_http_req *req, json_t **out)
+{
+	json_error_t jerr;
+	json_t *j = NULL;
+	if (req->body.len > 0)
+		j = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!j || !json_is_object(j)) {
+		json_decref(j);
+		efs_http_reply_error(req, 400, "invalid_json",
+				     "request body must be a JSON object%s%s",
+				     req->body.len ? ": " : "", req->body.len ? jerr.text : "");
+		return -EINVAL;
+	}
+	*out = j;
+	return 0;
+}
+
+/* ---- the libmicrohttpd callbacks ------------------------------------ */
+
+static enum MHD_Result queue_reply(struct efs_http_req *req)
+{
+	struct efs_http_req_private *priv = req->priv;
+	if (priv->queued)
+		return MHD_YES;
+	priv->queued = true;
+	enum MHD_Result ret = MHD_queue_response(priv->conn, priv->status, priv->response);
+	if (ret != MHD_YES)
+		efs_warn("could not queue the %u reply to %s %s", priv->status, req->method,
+			 req->path);
+	return ret;
+}
+
+/* Runs a route callback and turns an unanswered failure into a 500. */
+static void run_callback(struct efs_http_req *req, efs_http_fn fn)
+{
+	int r = fn(req);
+	if (r < 0 && !efs_http_replied(req)) {
+		efs_error("%s %s failed: %s", req->method, req->path, strerror(-r));
+		efs_http_reply_error(req, 500, "internal_error", "internal error: %s",
+				     strerror(-r));
+	}
+}
+
+static int64_t parse_content_length(struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						     MHD_HTTP_HEADER_CONTENT_LENGTH);
+	uint64_t v;
+	if (!cl || efs_parse_u64(cl, false, &v) < 0 || v > INT64_MAX)
+		return -1;
+	return (int64_t)v;
+}
+
+/* First call for a request: route, authenticate, begin(). */
+static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
+{
+	bool path_known;
+	struct efs_http_req_private *priv = req->priv;
+	const struct efs_http_route *route =
+		find_route(srv, req->method, req->path, req, &path_known);
+
+	req->content_length = parse_content_length(priv->conn);
+	if (!route) {
+		if (path_known)
+			efs_http_reply_error(req, 405, "method_not_allowed",
+					     "%s is not allowed on %s", req->method, req->path);
+		else
+			efs_http_reply_error(req, 404, "not_found", "no such endpoint: %s",
+					     req->path);
+		return;
+	}
+	req->route = route;
+	size_t max_body = route->max_body ? route->max_body : srv->cfg.max_body;
+	efs_buf_init(&req->body, max_body);
+
+	if (route->auth != EFS_AUTH_NONE && srv->cfg.auth) {
+		int r = srv->cfg.auth(req, route->auth, srv->cfg.auth_ctx);
+		if (r < 0 && !efs_http_replied(req))
+			efs_http_reply_error(req, 500, "internal_error",
+					     "authentication failed: %s", strerror(-r));
+		if (efs_http_replied(req))
+			return;
+	}
+	if (!route->body && req->content_length > (int64_t)max_body) {
+		efs_http_reply_error(req, 413, "body_too_large",
+				     "request body of %lld bytes exceeds the limit of %zu bytes",
+				     (long long)req->content_length, max_body);
+		return;
+	}
+	if (route->begin)
+		run_callback(req, route->begin);
+}
+
+/* A piece of the body. Returns false when the connection must close. */
+static bool body_piece(struct efs_http_req *req, const char *data, size_t len)
+{
+	struct efs_http_req_private *priv = req->priv;
+	priv->bytes_in += len;
+	if (efs_http_replied(req)) {
+		priv->discarded += len;
+		return priv->discarded <= MAX_DISCARD_BYTES;
+	}
+	if (req->route->body) {
+		int r = req->route->body(req, data, len);
+		if (r < 0 && !efs_http_replied(req)) {
+			efs_error("%s %s: body failed: %s", req->method, req->path, strerror(-r));
+			efs_http_reply_error(req, 500, "internal_error", "internal error: %s",
+					     strerror(-r));
+		}
+		return true;
+	}
+	if (efs_buf_append(&req->body, data, len) < 0)
+		efs_http_reply_error(req, 413, "body_too_large",
+				     "request body exceeds the limit of %zu bytes", req->body.cap);
+	return true;
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+				      const char *method, const char *version,
+				      const char *upload_data, size_t *upload_data_size,
+				      void **con_cls)
+{
+	struct efs_http_server *srv = cls;
+	struct efs_http_req *req = *con_cls;
+
+	if (!req) {
+		req = calloc(1, sizeof(*req));
+		struct efs_http_req_private *priv = calloc(1, sizeof(*priv));
+		if (!req || !priv) {
+			free(req);
+			free(priv);
+			return MHD_NO;
+		}
+		req->priv = priv;
+		req->server = srv;
+		req->method = method;
+		req->path = url;
+		req->content_length = -1;
+		efs_buf_init(&req->body, 0);
+		priv->conn = conn;
+		priv->start_ns = efs_mono_ns();
+		atomic_fetch_add(&srv->inflight, 1);
+		*con_cls = req;
+		first_call(srv, req);
+		/* A reply decided before the body is read goes out now; the
+		 * body is then never read. */
+		if (efs_http_replied(req))
+			return queue_reply(req);
+		return MHD_YES;
+	}
+
+	if (*upload_data_size > 0) {
+		bool keep = body_piece(req, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return keep ? MHD_YES : MHD_NO;
+	}
+
+	/* The whole body is in. */
+	if (!efs_http_replied(req))
+		run_callback(req, req->route->handle);
+	if (!efs_http_replied(req)) {
+		efs_error("%s %s: handler returned without a reply", req->method, req->path);
+		efs_http_reply_error(req, 500, "internal_error", "no reply");
+	}
+	return queue_reply(req);
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			      enum MHD_RequestTerminationCode toe)
+{
+	struct efs_http_server *srv = cls;
+	struct efs_http_req *req = *con_cls;
+	if (!req)
+		return;
+	struct efs_http_req_private *priv = req->priv;
+	double ms = (double)(efs_mono_ns() - priv->start_ns) / 1e6;
+	const char *user = req->is_cluster ? "(cluster)" : (req->user[0] ? req->user : "-");
+	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s", req->method,
+			 req->path, priv->status, (unsigned long long)priv->bytes_in,
+			 (unsigned long long)priv->bytes_out, ms, user);
+	else
+		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s aborted=%d",
+			 req->method, req->path, priv->status, (unsigned long long)priv->bytes_in,
+			 (unsigned long long)priv->bytes_out, ms, user, (int)toe);
+
+	if (req->state_free)
+		req->state_free(req->state);
+	efs_buf_release(&req->body);
+	if (priv->response)
+		MHD_destroy_response(priv->response);
+	for (unsigned i = 0; i < priv->header_count; i++) {
+		free(priv->headers[i].name);
+		free(priv->headers[i].value);
+	}
+	free(priv);
+	free(req);
+	*con_cls = NULL;
+	atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	vsnprintf(line, sizeof(line), fmt, ap);
+	size_t n = strlen(line);
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	efs_debug("libmicrohttpd: %s", line);
+}
+
+/* ---- lifecycle ------------------------------------------------------ */
+
+static int open_listener(const struct efs_http_server_config *cfg, int *out_fd,
+			 uint16_t *out_port)
+{
+	const struct sockaddr *sa = cfg->addr;
+	int one = 1;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, sa, cfg->addrlen) < 0 || listen(fd, 1024) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	struct sockaddr_storage bound;
+	socklen_t len = sizeof(bound);
+	getsockname(fd, (struct sockaddr *)&bound, &len);
+	if (bound.ss_family == AF_INET6)
+		*out_port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+	else
+		*out_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+	*out_fd = fd;
+	return 0;
+}
+
+int efs_http_server_start(const struct efs_http_server_config *cfg,
+			  struct efs_http_server **out)
+{
+	struct efs_http_server *srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return -ENOMEM;
+	srv->cfg = *cfg;
+	if (!srv->cfg.max_body)
+		srv->cfg.max_body = DEFAULT_MAX_BODY;
+	if (!srv->cfg.conn_memory_limit)
+		srv->cfg.conn_memory_limit = DEFAULT_CONN_MEMORY;
+	if (!srv->cfg.max_connections)
+		srv->cfg.max_connections = DEFAULT_MAX_CONNECTIONS;
+	if (!srv->cfg.idle_timeout_s)
+		srv->cfg.idle_timeout_s = DEFAULT_IDLE_TIMEOUT_S;
+	atomic_init(&srv->inflight, 0);
+
+	int r = open_listener(cfg, &srv->listen_fd, &srv->port);
+	if (r < 0) {
+		free(srv);
+		return r;
+	}
+	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+			 MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	if (((const struct sockaddr *)cfg->addr)->sa_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	srv->daemon = MHD_start_daemon(
+		flags, 0, NULL, NULL, access_handler, srv,
+		MHD_OPTION_LISTEN_SOCKET, srv->listen_fd,
+		MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
+		MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout_s,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, srv->cfg.conn_memory_limit,
+		MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+		MHD_OPTION_END);
+	if (!srv->daemon) {
+		close(srv->listen_fd);
+		free(srv);
+		return -EIO;
+	}
+	*out = srv;
+	return 0;
+}
+
+uint16_t efs_http_server_port(const struct efs_http_server *srv)
+{
+	return srv->port;
+}
+
+void efs_http_server_stop(struct efs_http_server *srv, int64_t grace_ms)
+{
+	if (!srv)
+		return;
+	MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+	int64_t deadline = efs_mono_ms() + grace_ms;
+	while (atomic_load(&srv->inflight) > 0 && efs_mono_ms() < deadline)
+		efs_sleep_ms(10);
+	int left = atomic_load(&srv->inflight);
+	if (left > 0)
+		efs_warn("shutdown: %d requests still in flight after %lld ms, closing them", left,
+			 (long long)grace_ms);
+	MHD_stop_daemon(srv->daemon);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+	free(srv);
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/* api.h - the master's HTTP handlers, one file per resource:
+ * api_workers.c, api_system.c, api_files.c. routes.c maps them to paths. */
+#ifndef ECHOFS_MASTER_API_H
+#define ECHOFS_MASTER_API_H
+
+#include "echofs/http_server.h"
+#include "master/master.h"
+
+/* api_workers.c */
+int efs_api_worker_register(struct efs_http_req *req);
+int efs_api_worker_heartbeat(struct efs_http_req *req);
+int efs_api_worker_list(struct efs_http_req *req);
+/* api_system.c */
+int efs_api_health(struct efs_http_req *req);
+/* api_files.c */
+int efs_api_file_list(struct efs_http_req *req);
+
+/* Replies 503 "metadata_unavailable" or 500 for a store error @r. */
+int efs_api_store_error(struct efs_http_req *req, int r);
+
+static inline struct efs_master *efs_api_master(struct efs_http_req *req)
+{
+	return efs_http_ctx(req);
+}
+
+#endif

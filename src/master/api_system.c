@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/* api_system.c - health. */
+#include "master/api.h"
+
+/* "ok" when the store answers and at least REPLICATION_FACTOR workers are
+ * alive (a new file can be stored in full); otherwise "degraded". 503 only
+ * when the metadata store is unreachable. */
+int efs_api_health(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	size_t alive = 0, total = 0;
+
+	int r = efs_meta_ping(m->meta);
+	if (r == 0)
+		r = efs_registry_count(&m->registry, &alive, &total);
+	bool metadata_ok = r == 0;
+	bool ok = metadata_ok && alive >= m->cfg.replication_factor;
+	return efs_http_reply_json(
+		req, metadata_ok ? 200 : 503,
+		json_pack("{s:s, s:I, s:I, s:s, s:I}", "status", ok ? "ok" : "degraded",
+			  "workers_alive", (json_int_t)alive, "workers_total", (json_int_t)total,
+			  "metadata", metadata_ok ? "ok" : "unavailable", "replication_factor",
+			  (json_int_t)m->cfg.replication_factor));
+}

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/* config.c - the master's environment variables. */
+#include "master/config.h"
+#include "echofs/config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errlen)
+{
+	uint64_t v;
+	int r;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if ((r = efs_env_port("MASTER_PORT", 8080, &cfg->port, err, errlen)) < 0 ||
+	    (r = efs_env_string("MASTER_HOST", "0.0.0.0", false, &cfg->host, err, errlen)) < 0 ||
+	    (r = efs_env_listen_host("MASTER_HOST", "0.0.0.0", cfg->port, &cfg->listen_addr,
+				     &cfg->listen_addrlen, err, errlen)) < 0 ||
+	    (r = efs_env_string("DATABASE_URL", NULL, false, &cfg->database_url, err, errlen)) <
+		    0 ||
+	    (r = efs_env_string("DATA_DIR", "./data/master", false, &cfg->data_dir, err,
+				errlen)) < 0 ||
+	    (r = efs_env_string("REDIS_ADDR", NULL, false, &cfg->redis_addr, err, errlen)) < 0 ||
+	    (r = efs_env_string("JWT_SECRET", NULL, true, &cfg->jwt_secret, err, errlen)) < 0 ||
+	    (r = efs_env_string("CLUSTER_SECRET", NULL, true, &cfg->cluster_secret, err,
+				errlen)) < 0 ||
+	    (r = efs_env_log_level("LOG_LEVEL", EFS_LOG_INFO, &cfg->log_level, err, errlen)) < 0)
+		return r;
+
+	if ((r = efs_env_u64("REPLICATION_FACTOR", 3, 1, EFS_MAX_REPLICATION, false, &v, err,
+			     errlen)) < 0)
+		return r;
+	cfg->replication_factor = (unsigned)v;
+	if ((r = efs_env_u64("CHUNK_SIZE", 1024 * 1024, 1, EFS_MAX_CHUNK_SIZE, true,
+			     &cfg->chunk_size, err, errlen)) < 0)
+		return r;
+	if ((r = efs_env_u64("HEARTBEAT_INTERVAL_MS", EFS_MASTER_DEFAULT_HEARTBEAT_MS, 10,
+			     3600000, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->heartbeat_interval_ms = (int64_t)v;
+	if ((r = efs_env_u64("WORKER_DEAD_AFTER_MS", EFS_MASTER_DEFAULT_DEAD_AFTER_MS, 10,
+			     86400000, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->worker_dead_after_ms = (int64_t)v;
+	if ((r = efs_env_u64("REPAIR_AFTER_MS", EFS_MASTER_DEFAULT_REPAIR_AFTER_MS, 0,
+			     30LL * 86400000, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->repair_after_ms = (int64_t)v;
+
+	if (cfg->worker_dead_after_ms <= cfg->heartbeat_interval_ms) {
+		snprintf(err, errlen,
+			 "WORKER_DEAD_AFTER_MS (%lld) must be greater than HEARTBEAT_INTERVAL_MS "
+			 "(%lld), or live workers would flap",
+			 (long long)cfg->worker_dead_after_ms,
+			 (long long)cfg->heartbeat_interval_ms);
+		return -EINVAL;
+	}
+	return 0;
+}

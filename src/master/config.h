@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* config.h - the master's configuration, read from the environment.
+ * Every variable, its default and why: docs/OPERATIONS.md. */
+#ifndef ECHOFS_MASTER_CONFIG_H
+#define ECHOFS_MASTER_CONFIG_H
+
+#include "echofs/log.h"
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct efs_master_config {
+	const char *host;
+	uint16_t port;
+	struct sockaddr_storage listen_addr;
+	unsigned listen_addrlen;
+	const char *database_url; /* NULL: SQLite under data_dir */
+	const char *data_dir;
+	const char *redis_addr;   /* NULL: no Redis */
+	const char *jwt_secret;
+	const char *cluster_secret;
+	unsigned replication_factor;
+	uint64_t chunk_size;
+	enum efs_log_level log_level;
+	int64_t heartbeat_interval_ms;
+	int64_t worker_dead_after_ms;
+	int64_t repair_after_ms;
+};
+
+#define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000
+#define EFS_MASTER_DEFAULT_DEAD_AFTER_MS 10000
+#define EFS_MASTER_DEFAULT_REPAIR_AFTER_MS 600000
+#define EFS_MAX_CHUNK_SIZE (64 * 1024 * 1024)
+#define EFS_MAX_REPLICATION 16
+
+/* Reads the master's variables. 0, or -EINVAL with one line naming the
+ * variable in @err. */
+int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errlen);
+
+#endif

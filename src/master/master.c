@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/* master.c - start and stop of the master's parts, in dependency order. */
+#include "master/master.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define SHUTDOWN_GRACE_MS 30000
+
+int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, char *err,
+		     size_t errlen)
+{
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	m->cfg = *cfg;
+	if ((r = efs_mkdir_p(cfg->data_dir)) < 0) {
+		snprintf(err, errlen, "DATA_DIR: cannot create %s: %s", cfg->data_dir,
+			 strerror(-r));
+		return r;
+	}
+	if ((r = efs_meta_open(cfg->database_url, cfg->data_dir, &m->meta, err, errlen)) < 0)
+		return r;
+	efs_registry_init(&m->registry, m->meta, cfg->worker_dead_after_ms);
+	m->keys.jwt_secret = cfg->jwt_secret;
+	m->keys.cluster_secret = cfg->cluster_secret;
+
+	struct efs_http_server_config http = {
+		.addr = &m->cfg.listen_addr,
+		.addrlen = m->cfg.listen_addrlen,
+		.routes = efs_master_routes,
+		.route_count = efs_master_route_count,
+		.auth = efs_auth_check,
+		.auth_ctx = &m->keys,
+		.ctx = m,
+	};
+	if ((r = efs_http_server_start(&http, &m->http)) < 0) {
+		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/MASTER_PORT): %s",
+			 cfg->host, cfg->port, strerror(-r));
+		efs_meta_close(m->meta);
+		m->meta = NULL;
+		return r;
+	}
+	efs_info("listening on %s:%u; metadata in %s; replication %u, chunk size %llu",
+		 cfg->host, efs_http_server_port(m->http), efs_meta_backend(m->meta),
+		 cfg->replication_factor, (unsigned long long)cfg->chunk_size);
+	return 0;
+}
+
+void efs_master_stop(struct efs_master *m)
+{
+	efs_http_server_stop(m->http, SHUTDOWN_GRACE_MS);
+	m->http = NULL;
+	efs_meta_close(m->meta);
+	m->meta = NULL;
+}

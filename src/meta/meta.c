@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/* meta.c - picks the backend from DATABASE_URL and forwards every call. */
+#include "echofs/meta.h"
+#include "echofs/util.h"
+#include "meta/backend.h"
+#include "meta/sql.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int efs_meta_open(const char *database_url, const char *data_dir, struct efs_meta **out,
+		  char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	const struct efs_sql_driver *driver;
+	const char *target;
+	struct efs_meta *m;
+	int r;
+
+	if (!database_url || !*database_url) {
+		int n = snprintf(path, sizeof(path), "%s/echofs.db", data_dir);
+		if (n < 0 || (size_t)n >= sizeof(path)) {
+			snprintf(err, errlen, "DATA_DIR is too long");
+			return -EINVAL;
+		}
+		driver = &efs_sql_sqlite_driver;
+		target = path;
+	} else if (strncmp(database_url, "sqlite:", 7) == 0 && database_url[7]) {
+		driver = &efs_sql_sqlite_driver;
+		target = database_url + 7;
+	} else if (strncmp(database_url, "postgres://", 11) == 0 ||
+		   strncmp(database_url, "postgresql://", 13) == 0) {
+		driver = efs_sql_postgres_driver;
+		target = database_url;
+		if (!driver) {
+			snprintf(err, errlen,
+				 "DATABASE_URL: the PostgreSQL backend is not available in this build");
+			return -EINVAL;
+		}
+	} else {
+		snprintf(err, errlen,
+			 "DATABASE_URL: '%.48s' is neither sqlite:PATH nor postgres://...",
+			 database_url);
+		return -EINVAL;
+	}
+
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	r = efs_sql_store_open(driver, target, &m->impl, err, errlen);
+	if (r < 0) {
+		free(m);
+		return r;
+	}
+	m->ops = &efs_sql_store_ops;
+	*out = m;
+	return 0;
+}
+
+void efs_meta_close(struct efs_meta *m)
+{
+	if (!m)
+		return;
+	m->ops->close(m->impl);
+	free(m);
+}
+
+const char *efs_meta_backend(const struct efs_meta *m)
+{
+	return m->ops->backend_name(m->impl);
+}
+
+int efs_meta_schema_version(struct efs_meta *m, int *out)
+{
+	return m->ops->schema_version(m->impl, out);
+}
+
+int efs_meta_ping(struct efs_meta *m)
+{
+	return m->ops->ping(m->impl);
+}
+
+int efs_meta_worker_register(struct efs_meta *m, const struct efs_worker_info *w)
+{
+	return m->ops->worker_register(m->impl, w);
+}
+
+int efs_meta_worker_retire_url(struct efs_meta *m, const char *url, const char *keep_id)
+{
+	return m->ops->worker_retire_url(m->impl, url, keep_id);
+}
+
+int efs_meta_worker_heartbeat(struct efs_meta *m, const char *worker_id,
+			      uint64_t capacity_bytes, uint64_t free_bytes,
+			      uint64_t chunk_count, int64_t now_ms)
+{
+	return m->ops->worker_heartbeat(m->impl, worker_id, capacity_bytes, free_bytes,
+					chunk_count, now_ms);
+}
+
+int efs_meta_worker_get(struct efs_meta *m, const char *worker_id, struct efs_worker_info *out)
+{
+	return m->ops->worker_get(m->impl, worker_id, out);
+}
+
+int efs_meta_worker_list(struct efs_meta *m, struct efs_worker_info **out, size_t *count)
+{
+	return m->ops->worker_list(m->impl, out, count);
+}

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/* schema.c - the metadata schema, one migration per version.
+ *
+ * Migrations only ever get appended: a store at version N applies N+1...
+ * in order, each in its own transaction together with its row in
+ * efs_schema. The SQL is the common subset of SQLite and PostgreSQL
+ * (BIGINT, TEXT, INTEGER; no AUTOINCREMENT/SERIAL). Times are Unix
+ * milliseconds in BIGINT columns.
+ */
+#include "meta/schema.h"
+
+static const char schema_v1[] =
+	/* Workers: registration and the latest heartbeat. */
+	"CREATE TABLE workers ("
+	"  worker_id TEXT PRIMARY KEY,"
+	"  url TEXT NOT NULL,"
+	"  capacity_bytes BIGINT NOT NULL DEFAULT 0,"
+	"  free_bytes BIGINT NOT NULL DEFAULT 0,"
+	"  chunk_count BIGINT NOT NULL DEFAULT 0,"
+	"  registered_at BIGINT NOT NULL,"
+	"  last_heartbeat BIGINT NOT NULL"
+	");"
+	/* Files: one row per complete file; written last on upload. */
+	"CREATE TABLE files ("
+	"  file_id TEXT PRIMARY KEY,"
+	"  owner TEXT NOT NULL,"
+	"  name TEXT NOT NULL,"
+	"  size BIGINT NOT NULL,"
+	"  sha256 TEXT NOT NULL,"
+	"  chunk_size BIGINT NOT NULL,"
+	"  chunk_count BIGINT NOT NULL,"
+	"  replication INTEGER NOT NULL,"
+	"  stored_bytes BIGINT NOT NULL,"
+	"  created_at BIGINT NOT NULL"
+	");"
+	"CREATE INDEX files_by_owner ON files (owner, file_id);"
+	/* Chunks: keyed by the SHA-256 of their bytes, so dedup is a lookup.
+	 * refcount = file_chunks rows + session_chunks rows naming it. */
+	"CREATE TABLE chunks ("
+	"  chunk_id TEXT PRIMARY KEY,"
+	"  size BIGINT NOT NULL,"
+	"  stored_size BIGINT NOT NULL,"
+	"  compressed INTEGER NOT NULL,"
+	"  refcount BIGINT NOT NULL DEFAULT 0,"
+	"  created_at BIGINT NOT NULL"
+	");"
+	/* The ordered chunk list of each file. */
+	"CREATE TABLE file_chunks ("
+	"  file_id TEXT NOT NULL,"
+	"  idx BIGINT NOT NULL,"
+	"  chunk_id TEXT NOT NULL,"
+	"  PRIMARY KEY (file_id, idx)"
+	");"
+	"CREATE INDEX file_chunks_by_chunk ON file_chunks (chunk_id);"
+	/* Where each chunk's replicas are; state 0 = good, 1 = bad. */
+	"CREATE TABLE replicas ("
+	"  chunk_id TEXT NOT NULL,"
+	"  worker_id TEXT NOT NULL,"
+	"  state INTEGER NOT NULL DEFAULT 0,"
+	"  created_at BIGINT NOT NULL,"
+	"  PRIMARY KEY (chunk_id, worker_id)"
+	");"
+	"CREATE INDEX replicas_by_worker ON replicas (worker_id);"
+	/* Upload sessions and the chunks received so far. */
+	"CREATE TABLE sessions ("
+	"  session_id TEXT PRIMARY KEY,"
+	"  owner TEXT NOT NULL,"
+	"  name TEXT NOT NULL,"
+	"  declared_size BIGINT,"
+	"  chunk_size BIGINT NOT NULL,"
+	"  created_at BIGINT NOT NULL,"
+	"  expires_at BIGINT NOT NULL"
+	");"
+	"CREATE INDEX sessions_by_expiry ON sessions (expires_at);"
+	"CREATE TABLE session_chunks ("
+	"  session_id TEXT NOT NULL,"
+	"  idx BIGINT NOT NULL,"
+	"  chunk_id TEXT NOT NULL,"
+	"  size BIGINT NOT NULL,"
+	"  PRIMARY KEY (session_id, idx)"
+	");"
+	"CREATE INDEX session_chunks_by_chunk ON session_chunks (chunk_id);";
+
+const struct efs_migration efs_migrations[] = {
+	{1, schema_v1},
+};
+const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/* config.c - the worker's environment variables. */
+#include "worker/config.h"
+#include "echofs/config.h"
+#include "echofs/util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Splits a comma-separated URL list into cfg->master_urls. */
+static int parse_master_urls(struct efs_worker_config *cfg, const char *list, char *err,
+			     size_t errlen)
+{
+	const char *p = list;
+	cfg->master_count = 0;
+	while (*p) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (!*p)
+			break;
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '/'))
+			len--;
+		if (cfg->master_count >= EFS_MAX_MASTERS) {
+			snprintf(err, errlen, "MASTER_URL: more than %d masters", EFS_MAX_MASTERS);
+			return -EINVAL;
+		}
+		char *url = cfg->master_urls[cfg->master_count];
+		if (len > EFS_URL_MAX) {
+			snprintf(err, errlen, "MASTER_URL: a URL is longer than %d bytes",
+				 EFS_URL_MAX);
+			return -EINVAL;
+		}
+		memcpy(url, p, len);
+		url[len] = '\0';
+		if (!efs_http_url_valid(url)) {
+			snprintf(err, errlen, "MASTER_URL: '%.64s' is not an http:// URL", url);
+			return -EINVAL;
+		}
+		cfg->master_count++;
+		p += len;
+		while (*p && *p != ',')
+			p++;
+	}
+	if (cfg->master_count == 0) {
+		snprintf(err, errlen, "MASTER_URL: no URL given");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errlen)
+{
+	const char *advertise, *masters;
+	uint64_t v;
+	int r;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if ((r = efs_env_port("WORKER_PORT", 8081, &cfg->port, err, errlen)) < 0 ||
+	    (r = efs_env_string("WORKER_HOST", "0.0.0.0", false, &cfg->host, err, errlen)) < 0 ||
+	    (r = efs_env_listen_host("WORKER_HOST", "0.0.0.0", cfg->port, &cfg->listen_addr,
+				     &cfg->listen_addrlen, err, errlen)) < 0 ||
+	    (r = efs_env_string("WORKER_DATA_DIR", "./data/worker", false, &cfg->data_dir, err,
+				errlen)) < 0 ||
+	    (r = efs_env_string("WORKER_ADVERTISE_URL", NULL, false, &advertise, err, errlen)) <
+		    0 ||
+	    (r = efs_env_string("MASTER_URL", "http://127.0.0.1:8080", false, &masters, err,
+				errlen)) < 0 ||
+	    (r = efs_env_string("CLUSTER_SECRET", NULL, true, &cfg->cluster_secret, err,
+				errlen)) < 0 ||
+	    (r = efs_env_u64("WORKER_CAPACITY_BYTES", 0, 0, UINT64_MAX >> 1, true,
+			     &cfg->capacity_bytes, err, errlen)) < 0 ||
+	    (r = efs_env_log_level("LOG_LEVEL", EFS_LOG_INFO, &cfg->log_level, err, errlen)) < 0)
+		return r;
+	if ((r = efs_env_u64("SCRUB_INTERVAL_MS", EFS_WORKER_DEFAULT_SCRUB_MS, 100,
+			     365LL * 86400000, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->scrub_interval_ms = (int64_t)v;
+
+	if (advertise) {
+		size_t len = efs_strlcpy(cfg->advertise_url, advertise, sizeof(cfg->advertise_url));
+		while (len > 0 && cfg->advertise_url[len - 1] == '/')
+			cfg->advertise_url[--len] = '\0';
+		if (len >= sizeof(cfg->advertise_url) || !efs_http_url_valid(cfg->advertise_url)) {
+			snprintf(err, errlen, "WORKER_ADVERTISE_URL: '%.64s' is not an http:// URL",
+				 advertise);
+			return -EINVAL;
+		}
+	} else {
+		snprintf(cfg->advertise_url, sizeof(cfg->advertise_url), "http://127.0.0.1:%u",
+			 cfg->port);
+	}
+	return parse_master_urls(cfg, masters, err, errlen);
+}

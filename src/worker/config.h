@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* config.h - the worker's configuration, read from the environment.
+ * Every variable, its default and why: docs/OPERATIONS.md. */
+#ifndef ECHOFS_WORKER_CONFIG_H
+#define ECHOFS_WORKER_CONFIG_H
+
+#include "echofs/log.h"
+#include "echofs/meta.h"
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define EFS_MAX_MASTERS 8
+
+struct efs_worker_config {
+	const char *host;
+	uint16_t port;
+	struct sockaddr_storage listen_addr;
+	unsigned listen_addrlen;
+	const char *data_dir;
+	char advertise_url[EFS_URL_MAX + 1];
+	/* MASTER_URL split at commas, without trailing slashes. */
+	char master_urls[EFS_MAX_MASTERS][EFS_URL_MAX + 1];
+	unsigned master_count;
+	const char *cluster_secret;
+	uint64_t capacity_bytes; /* 0: the filesystem's size */
+	int64_t scrub_interval_ms;
+	enum efs_log_level log_level;
+};
+
+#define EFS_WORKER_DEFAULT_SCRUB_MS (24LL * 3600 * 1000)
+
+/* Reads the worker's variables. 0, or -EINVAL with one line naming the
+ * variable in @err. */
+int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errlen);
+
+#endif

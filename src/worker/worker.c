@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/* worker.c - start and stop of the worker's parts, and its disk space. */
+#include "worker/worker.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#define SHUTDOWN_GRACE_MS 30000
+
+int efs_worker_space(const struct efs_worker *w, struct efs_worker_space *out)
+{
+	struct statvfs vfs;
+	if (statvfs(w->cfg.data_dir, &vfs) < 0)
+		return -errno;
+	uint64_t fs_size = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+	uint64_t fs_free = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	uint64_t used = 0, chunks = 0; /* what the chunk store holds */
+
+	out->chunk_count = chunks;
+	if (w->cfg.capacity_bytes) {
+		out->capacity_bytes = w->cfg.capacity_bytes;
+		uint64_t left = used < w->cfg.capacity_bytes ? w->cfg.capacity_bytes - used : 0;
+		out->free_bytes = EFS_MIN(left, fs_free);
+	} else {
+		out->capacity_bytes = fs_size;
+		out->free_bytes = fs_free;
+	}
+	return 0;
+}
+
+int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, char *err,
+		     size_t errlen)
+{
+	int r;
+
+	memset(w, 0, sizeof(*w));
+	w->cfg = *cfg;
+	w->keys.cluster_secret = cfg->cluster_secret;
+	if ((r = efs_mkdir_p(cfg->data_dir)) < 0) {
+		snprintf(err, errlen, "WORKER_DATA_DIR: cannot create %s: %s", cfg->data_dir,
+			 strerror(-r));
+		return r;
+	}
+	struct efs_http_server_config http = {
+		.addr = &w->cfg.listen_addr,
+		.addrlen = w->cfg.listen_addrlen,
+		.routes = efs_worker_routes,
+		.route_count = efs_worker_route_count,
+		.auth = efs_auth_check,
+		.auth_ctx = &w->keys,
+		.ctx = w,
+	};
+	if ((r = efs_http_server_start(&http, &w->http)) < 0) {
+		snprintf(err, errlen, "cannot listen on %s:%u (WORKER_HOST/WORKER_PORT): %s",
+			 cfg->host, cfg->port, strerror(-r));
+		return r;
+	}
+	if ((r = efs_heartbeat_start(&w->heartbeat, w)) < 0) {
+		snprintf(err, errlen, "cannot start the heartbeat loop: %s", strerror(-r));
+		efs_http_server_stop(w->http, 0);
+		w->http = NULL;
+		return r;
+	}
+	efs_info("listening on %s:%u, advertised as %s; data in %s; masters: %s%s",
+		 cfg->host, efs_http_server_port(w->http), cfg->advertise_url, cfg->data_dir,
+		 cfg->master_urls[0], cfg->master_count > 1 ? " (and more)" : "");
+	return 0;
+}
+
+void efs_worker_stop(struct efs_worker *w)
+{
+	efs_heartbeat_stop(&w->heartbeat);
+	efs_http_server_stop(w->http, SHUTDOWN_GRACE_MS);
+	w->http = NULL;
+}

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* worker.h - the worker process: its identity, its disk, its HTTP API and
+ * its heartbeat loop to the master. */
+#ifndef ECHOFS_WORKER_WORKER_H
+#define ECHOFS_WORKER_WORKER_H
+
+#include "echofs/auth.h"
+#include "echofs/http_server.h"
+#include "worker/config.h"
+#include "worker/heartbeat.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+struct efs_worker {
+	struct efs_worker_config cfg;
+	struct efs_auth_keys keys;
+	struct efs_http_server *http;
+	struct efs_heartbeat heartbeat;
+};
+
+/* Prepares the data directory, starts serving and the heartbeat loop. On
+ * failure writes one line to @err; -EINVAL means configuration (exit 2). */
+int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, char *err,
+		     size_t errlen);
+/* Stops the heartbeat loop, finishes requests in flight, stops serving. */
+void efs_worker_stop(struct efs_worker *w);
+
+/* What the worker reports about its space: the capacity (the filesystem's
+ * size, or WORKER_CAPACITY_BYTES) and what is still free of it. */
+struct efs_worker_space {
+	uint64_t capacity_bytes;
+	uint64_t free_bytes;
+	uint64_t chunk_count;
+};
+int efs_worker_space(const struct efs_worker *w, struct efs_worker_space *out);
+
+/* The worker's route table (routes.c). */
+extern const struct efs_http_route efs_worker_routes[];
+extern const size_t efs_worker_route_count;
+
+#endif
