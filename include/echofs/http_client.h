@@ -28,7 +28,7 @@ struct efs_http_call {
 	const char *url;
 	const char *bearer;       /* Authorization: Bearer <bearer>, or NULL */
 	const char *content_type; /* or NULL */
-	const char *extra_header; /* one more "Name: value" header, or NULL */
+	const char *headers[4];   /* more "Name: value" headers; unused slots NULL */
 	const void *body;         /* request body from memory, or NULL */
 	size_t body_len;
 	long timeout_ms;          /* whole transfer; 0 = 30 s */
@@ -38,6 +38,9 @@ struct efs_http_call {
 	void *sink_ctx;
 	size_t resp_cap;
 	struct efs_buf resp;
+	/* One response header to capture (case-insensitive name), or NULL. */
+	const char *capture_header;
+	char captured[128]; /* its value, "" when absent */
 	/* results */
 	long status;          /* HTTP status, 0 when no response arrived */
 	int error;            /* 0, or -errno of a transport failure */

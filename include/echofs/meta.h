@@ -33,6 +33,66 @@ struct efs_worker_info {
 	int64_t last_heartbeat_ms; /* last registration or heartbeat, Unix ms */
 };
 
+#define EFS_NAME_MAX 255     /* longest file name, bytes */
+#define EFS_FILE_ID_LEN 32   /* file and session ids: 32 hex digits */
+#define EFS_MAX_REPLICAS 16  /* most replicas listed per chunk */
+
+struct efs_file_info {
+	char file_id[EFS_ID_MAX + 1];
+	char owner[EFS_ID_MAX + 1];
+	char name[EFS_NAME_MAX + 1];
+	uint64_t size;
+	char sha256[65];
+	uint64_t chunk_size;
+	uint64_t chunk_count;
+	unsigned replication;
+	uint64_t stored_bytes; /* sum of the chunks' stored sizes, one replica */
+	int64_t created_at_ms;
+};
+
+struct efs_chunk_info {
+	char chunk_id[65]; /* SHA-256 hex of the uncompressed bytes */
+	uint64_t size;        /* uncompressed */
+	uint64_t stored_size; /* as stored on the workers */
+	bool compressed;      /* stored as gzip */
+};
+
+/* A replica as the master sees it: where it is and whether it is usable. */
+struct efs_replica {
+	char worker_id[EFS_ID_MAX + 1];
+	char url[EFS_URL_MAX + 1];
+	int64_t last_heartbeat_ms; /* of its worker; 0 if the worker is unknown */
+	bool bad;                  /* failed a read or a checksum */
+};
+
+/* Chunk number @index of a file with its replicas. */
+struct efs_file_chunk {
+	uint64_t index;
+	struct efs_chunk_info chunk;
+	unsigned replica_count;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+};
+
+struct efs_session_info {
+	char session_id[EFS_ID_MAX + 1];
+	char owner[EFS_ID_MAX + 1];
+	char name[EFS_NAME_MAX + 1];
+	int64_t declared_size; /* -1 when the client did not say */
+	uint64_t chunk_size;
+	bool hidden;           /* a one-request upload, not a client's session */
+	int64_t version;       /* bumped by every chunk received */
+	int64_t created_at_ms;
+	int64_t expires_at_ms;
+};
+
+/* A chunk a session has received. */
+struct efs_session_chunk {
+	uint64_t index;
+	char chunk_id[65];
+	uint64_t size;
+	uint64_t stored_size;
+};
+
 /* Opens the store named by @database_url: NULL or "" for SQLite at
  * @data_dir/echofs.db, "sqlite:PATH" for SQLite at PATH, "postgres://..." or
  * "postgresql://..." for PostgreSQL. Creates what is missing and applies
@@ -66,5 +126,70 @@ int efs_meta_worker_get(struct efs_meta *m, const char *worker_id, struct efs_wo
 /* Every worker, ordered by worker_id. *out is a malloc'd array the caller
  * frees (NULL when the count is 0). */
 int efs_meta_worker_list(struct efs_meta *m, struct efs_worker_info **out, size_t *count);
+
+/* ---- sessions (also the one-request uploads, as hidden sessions) ---- */
+
+int efs_meta_session_create(struct efs_meta *m, const struct efs_session_info *s);
+/* -ENOENT when unknown (expired ones are found until the collector ends
+ * them: callers check expires_at_ms). */
+int efs_meta_session_get(struct efs_meta *m, const char *session_id,
+			 struct efs_session_info *out);
+/* The chunks received so far, ordered by index. *out is malloc'd. */
+int efs_meta_session_chunks(struct efs_meta *m, const char *session_id,
+			    struct efs_session_chunk **out, size_t *count);
+/* Records chunk @index of a session, in one transaction: the chunk gains a
+ * reference (its row is created with its replicas on @worker_ids, or, with
+ * @dedup, an existing row is reused and @worker_ids are added to its
+ * replicas) and whatever chunk the session had at @index loses one. -ENOENT when the session is gone; -ESTALE when
+ * @dedup was asked for a chunk the collector removed meanwhile (the caller
+ * stores it again). */
+int efs_meta_session_put_chunk(struct efs_meta *m, const char *session_id, uint64_t index,
+			       const struct efs_chunk_info *chunk, const char *const *worker_ids,
+			       size_t worker_count, bool dedup, int64_t now_ms);
+/* Turns a session into @file in one transaction: the file row, its chunk
+ * list (the session's chunks, moved, not copied), and the session's end.
+ * -ENOENT when the session is gone; -ESTALE when it received a chunk since
+ * @version was read (the caller reads the chunks again). */
+int efs_meta_session_complete(struct efs_meta *m, const char *session_id, int64_t version,
+			      const struct efs_file_info *file);
+/* Ends a session and releases its chunks. -ENOENT when unknown. */
+int efs_meta_session_delete(struct efs_meta *m, const char *session_id, int64_t now_ms);
+/* Up to @max ids of sessions that expired before @now_ms. */
+int efs_meta_session_expired(struct efs_meta *m, int64_t now_ms, size_t max,
+			     char (*ids)[EFS_ID_MAX + 1], size_t *count);
+
+/* ---- files ----------------------------------------------------------- */
+
+/* -ENOENT when unknown. */
+int efs_meta_file_get(struct efs_meta *m, const char *file_id, struct efs_file_info *out);
+/* Chunks @first .. @first + @max - 1 of a file with their replicas. */
+int efs_meta_file_chunks(struct efs_meta *m, const char *file_id, uint64_t first, size_t max,
+			 struct efs_file_chunk **out, size_t *count);
+/* @owner's files ordered by (created_at, file_id), starting after the
+ * cursor (after_created_ms, after_id); after_id "" starts at the first. */
+int efs_meta_file_list(struct efs_meta *m, const char *owner, int64_t after_created_ms,
+		       const char *after_id, size_t limit, struct efs_file_info **out,
+		       size_t *count);
+/* Deletes a file of @owner and releases its chunks, in one transaction.
+ * -ENOENT when there is no such file of that owner. */
+int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *owner,
+			 int64_t now_ms);
+
+/* ---- chunks, replicas, garbage --------------------------------------- */
+
+/* A stored chunk and its replicas (NULL @replicas: just the chunk).
+ * -ENOENT when not stored. */
+int efs_meta_chunk_get(struct efs_meta *m, const char *chunk_id, struct efs_chunk_info *out,
+		       struct efs_replica *replicas, unsigned *replica_count);
+/* Marks a replica bad (a failed read or checksum): it is no longer read
+ * and repair replaces it. */
+int efs_meta_replica_mark_bad(struct efs_meta *m, const char *chunk_id, const char *worker_id);
+/* Up to @max chunks unreferenced since before @before_ms. */
+int efs_meta_garbage_list(struct efs_meta *m, int64_t before_ms, size_t max,
+			  char (*ids)[65], size_t *count);
+/* Removes an unreferenced chunk's rows, in one transaction, and reports
+ * where its replicas were. -ENOENT when it is referenced again (or gone). */
+int efs_meta_garbage_take(struct efs_meta *m, const char *chunk_id,
+			  struct efs_replica *replicas, unsigned *replica_count);
 
 #endif

@@ -53,6 +53,10 @@ bool efs_chunk_id_valid(const char *s);
  * their lengths, which are hashed first). */
 bool efs_secret_equal(const char *a, const char *b);
 
+/* True when @s is valid UTF-8 without control characters (a name that can
+ * go into JSON, headers and logs), 1..@max_len bytes. */
+bool efs_name_valid(const char *s, size_t max_len);
+
 /* Creates directory @path and its parents with mode 0700 where missing.
  * 0 or -errno. */
 int efs_mkdir_p(const char *path);

@@ -41,7 +41,7 @@ int efs_buf_reserve(struct efs_buf *b, size_t extra)
 	size_t grow = b->alloc ? b->alloc : 256;
 	while (grow < need)
 		grow = grow > SIZE_MAX / 2 ? need : grow * 2;
-	if (grow > b->cap + 1)
+	if (b->cap < SIZE_MAX && grow > b->cap + 1)
 		grow = b->cap + 1;
 	char *p = realloc(b->data, grow);
 	if (!p)

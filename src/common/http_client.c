@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define DEFAULT_RESP_CAP (1024 * 1024)
 #define DEFAULT_TIMEOUT_MS 30000
@@ -102,6 +103,27 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
 	return len;
 }
 
+/* Keeps the value of call->capture_header. */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct transfer *t = userdata;
+	size_t len = size * nmemb;
+	size_t name_len = strlen(t->call->capture_header);
+	if (len > name_len + 1 && data[name_len] == ':' &&
+	    strncasecmp(data, t->call->capture_header, name_len) == 0) {
+		const char *v = data + name_len + 1;
+		size_t vlen = len - name_len - 1;
+		while (vlen > 0 && (*v == ' ' || *v == '\t'))
+			v++, vlen--;
+		while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+			vlen--;
+		vlen = EFS_MIN(vlen, sizeof(t->call->captured) - 1);
+		memcpy(t->call->captured, v, vlen);
+		t->call->captured[vlen] = '\0';
+	}
+	return len;
+}
+
 static size_t on_read(char *out, size_t size, size_t nmemb, void *userdata)
 {
 	struct transfer *t = userdata;
@@ -145,6 +167,11 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 	SETOPT(h, CURLOPT_WRITEFUNCTION, on_write);
 	SETOPT(h, CURLOPT_WRITEDATA, t);
 	SETOPT(h, CURLOPT_TCP_NODELAY, 1L);
+	call->captured[0] = '\0';
+	if (call->capture_header) {
+		SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
+		SETOPT(h, CURLOPT_HEADERDATA, t);
+	}
 	if (strcmp(call->method, "HEAD") == 0)
 		SETOPT(h, CURLOPT_NOBODY, 1L);
 	if (call->body) {
@@ -164,8 +191,8 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 		snprintf(header, sizeof(header), "Content-Type: %s", call->content_type);
 		t->headers = curl_slist_append(t->headers, header);
 	}
-	if (call->extra_header)
-		t->headers = curl_slist_append(t->headers, call->extra_header);
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(call->headers) && call->headers[i]; i++)
+		t->headers = curl_slist_append(t->headers, call->headers[i]);
 	if (!t->headers)
 		goto fail;
 	SETOPT(h, CURLOPT_HTTPHEADER, t->headers);

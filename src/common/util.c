@@ -175,6 +175,44 @@ bool efs_secret_equal(const char *a, const char *b)
 	return CRYPTO_memcmp(ha, hb, sizeof(ha)) == 0;
 }
 
+bool efs_name_valid(const char *s, size_t max_len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = 0;
+	if (!s || !*s)
+		return false;
+	while (p[n]) {
+		unsigned c = p[n];
+		size_t extra;
+		uint32_t cp;
+		if (c < 0x20 || c == 0x7f)
+			return false;
+		if (c < 0x80) {
+			n++;
+			continue;
+		} else if ((c & 0xe0) == 0xc0) {
+			extra = 1, cp = c & 0x1f;
+		} else if ((c & 0xf0) == 0xe0) {
+			extra = 2, cp = c & 0x0f;
+		} else if ((c & 0xf8) == 0xf0) {
+			extra = 3, cp = c & 0x07;
+		} else {
+			return false;
+		}
+		for (size_t i = 1; i <= extra; i++) {
+			if ((p[n + i] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (p[n + i] & 0x3f);
+		}
+		/* No overlong forms, surrogates or values past U+10FFFF. */
+		if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) ||
+		    (extra == 3 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		n += extra + 1;
+	}
+	return n <= max_len;
+}
+
 int efs_mkdir_p(const char *path)
 {
 	char tmp[PATH_MAX];

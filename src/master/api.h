@@ -14,7 +14,22 @@ int efs_api_worker_list(struct efs_http_req *req);
 /* api_system.c */
 int efs_api_health(struct efs_http_req *req);
 /* api_files.c */
+int efs_api_file_upload_begin(struct efs_http_req *req);
+int efs_api_file_upload_body(struct efs_http_req *req, const char *data, size_t len);
+int efs_api_file_upload(struct efs_http_req *req);
 int efs_api_file_list(struct efs_http_req *req);
+int efs_api_file_get(struct efs_http_req *req);
+int efs_api_file_download(struct efs_http_req *req);
+int efs_api_file_delete(struct efs_http_req *req);
+json_t *efs_api_file_json(const struct efs_file_info *f);
+/* api_sessions.c */
+int efs_api_session_init(struct efs_http_req *req);
+int efs_api_session_chunk_begin(struct efs_http_req *req);
+int efs_api_session_chunk_body(struct efs_http_req *req, const char *data, size_t len);
+int efs_api_session_chunk(struct efs_http_req *req);
+int efs_api_session_complete(struct efs_http_req *req);
+int efs_api_session_status(struct efs_http_req *req);
+int efs_api_session_abort(struct efs_http_req *req);
 
 /* Replies 503 "metadata_unavailable" or 500 for a store error @r. */
 int efs_api_store_error(struct efs_http_req *req, int r);

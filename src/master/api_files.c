@@ -1,22 +1,507 @@
 /* SPDX-License-Identifier: MIT */
-/* api_files.c - the file endpoints. */
+/* api_files.c - the file endpoints: one-request upload, metadata, listing,
+ * download with ranges, delete. */
+#include "echofs/hash.h"
+#include "echofs/log.h"
+#include "echofs/multipart.h"
+#include "echofs/range.h"
 #include "echofs/util.h"
 #include "master/api.h"
+#include "master/chunker.h"
+#include "master/chunk_io.h"
+#include "master/download.h"
+#include "master/placement.h"
+#include "master/upload.h"
+
+#include <string.h>
+#include <strings.h>
+#include <ctype.h>
 
 #define LIST_LIMIT_DEFAULT 100
 #define LIST_LIMIT_MAX 1000
+#define CURSOR_MAX 128
 
-/* GET /api/v1/files?limit=N&cursor=C - the caller's files. The data path
- * has not landed yet, so the list is always empty; the parameters are
- * already checked as they will be. */
+/* ---- the File object ------------------------------------------------- */
+
+json_t *efs_api_file_json(const struct efs_file_info *f)
+{
+	char when[EFS_ISO8601_LEN];
+	return json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:s, s:s}", "file_id",
+			 f->file_id, "name", f->name, "size", (json_int_t)f->size, "sha256",
+			 f->sha256, "chunk_size", (json_int_t)f->chunk_size, "chunk_count",
+			 (json_int_t)f->chunk_count, "replication", (json_int_t)f->replication,
+			 "stored_bytes", (json_int_t)f->stored_bytes, "owner", f->owner,
+			 "created_at", efs_iso8601(f->created_at_ms, when));
+}
+
+/* Loads file @file_id of the caller. Replies 404 (also for another user's
+ * file: its existence is not revealed) or 503 and returns < 0. */
+static int load_own_file(struct efs_http_req *req, const char *file_id,
+			 struct efs_file_info *out)
+{
+	struct efs_master *m = efs_api_master(req);
+	int r = efs_id_valid(file_id) ? efs_meta_file_get(m->meta, file_id, out) : -ENOENT;
+	if (r == 0 && strcmp(out->owner, req->user) != 0)
+		r = -ENOENT;
+	if (r == -ENOENT)
+		efs_http_reply_error(req, 404, "file_not_found", "no file %.64s", file_id);
+	else if (r < 0)
+		efs_api_store_error(req, r);
+	return r;
+}
+
+/* ---- POST /api/v1/files/upload --------------------------------------- */
+
+struct upload {
+	struct efs_master *m;
+	char session_id[EFS_ID_MAX + 1];
+	bool session_open;
+	char name[EFS_NAME_MAX + 1];
+	struct efs_chunker chunker;
+	struct efs_upload_buffers bufs;
+	struct efs_sha256 file_hash;
+	uint64_t stored_bytes;
+	struct efs_multipart *mp; /* NULL: raw body */
+	bool in_file_part;
+	bool file_part_seen;
+	uint64_t other_part_bytes;
+	/* the first failure, replied when the body callback returns */
+	unsigned fail_status;
+	const char *fail_code;
+	char fail_message[256];
+};
+
+#define OTHER_PARTS_MAX (64 * 1024) /* form fields beside the file */
+
+static int upload_fail(struct upload *up, unsigned status, const char *code, const char *message,
+		       int err)
+{
+	if (!up->fail_status) {
+		up->fail_status = status;
+		up->fail_code = code;
+		efs_strlcpy(up->fail_message, message, sizeof(up->fail_message));
+	}
+	return err;
+}
+
+static void upload_free(void *state)
+{
+	struct upload *up = state;
+	if (!up)
+		return;
+	if (up->session_open) {
+		/* Never completed (bad input, no capacity, the client hung
+		 * up): its chunks lose their reference now. */
+		int r = efs_meta_session_delete(up->m->meta, up->session_id, efs_now_ms());
+		if (r < 0 && r != -ENOENT)
+			efs_warn("upload %s: could not release its chunks (%s); the session "
+				 "collector will",
+				 up->session_id, strerror(-r));
+	}
+	efs_multipart_free(up->mp);
+	efs_chunker_release(&up->chunker);
+	efs_upload_buffers_release(&up->bufs);
+	efs_sha256_release(&up->file_hash);
+	free(up);
+}
+
+/* Chunker output: each full chunk is stored before more is read. */
+static int upload_emit(void *ctx, uint64_t index, const char *data, size_t len)
+{
+	struct upload *up = ctx;
+	struct efs_chunk_result res;
+	efs_sha256_update(&up->file_hash, data, len);
+	int r = efs_upload_chunk(up->m, &up->bufs, up->session_id, index, data, len, NULL, &res);
+	if (r == -EAGAIN)
+		return upload_fail(up, 503, "no_capacity",
+				   "not enough live workers to store every replica", r);
+	if (r < 0) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "cannot store chunk %llu: %s",
+			 (unsigned long long)index, strerror(-r));
+		return upload_fail(up, 500, "store_failed", msg, r);
+	}
+	up->stored_bytes += res.chunk.stored_size;
+	return 0;
+}
+
+static int part_begin(void *ctx, const char *name, const char *filename,
+		      const char *content_type)
+{
+	struct upload *up = ctx;
+	if (strcmp(name, "file") != 0 || up->file_part_seen)
+		return 0;
+	up->in_file_part = true;
+	up->file_part_seen = true;
+	if (filename && *filename) {
+		if (!efs_name_valid(filename, EFS_NAME_MAX))
+			return upload_fail(up, 400, "invalid_name",
+					   "the file name must be 1-255 bytes of UTF-8 without "
+					   "control characters",
+					   -EINVAL);
+		efs_strlcpy(up->name, filename, sizeof(up->name));
+	}
+	return 0;
+}
+
+static int part_data(void *ctx, const char *data, size_t len)
+{
+	struct upload *up = ctx;
+	if (up->in_file_part)
+		return efs_chunker_feed(&up->chunker, data, len);
+	up->other_part_bytes += len;
+	if (up->other_part_bytes > OTHER_PARTS_MAX)
+		return upload_fail(up, 413, "form_too_large",
+				   "form fields beside the file part exceed 64 KiB", -E2BIG);
+	return 0;
+}
+
+static int part_end(void *ctx)
+{
+	struct upload *up = ctx;
+	up->in_file_part = false;
+	return 0;
+}
+
+static const struct efs_multipart_callbacks upload_parts = {part_begin, part_data, part_end};
+
+/* Headers are in: decide raw or multipart, check the name and capacity,
+ * and open the hidden session the chunks will belong to. */
+int efs_api_file_upload_begin(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	const char *content_type = efs_http_header(req, "Content-Type");
+	const char *name = efs_http_query(req, "name");
+	char boundary[128];
+	size_t alive = 0;
+	bool multipart = content_type && strncasecmp(content_type, "multipart/form-data", 19) == 0;
+
+	if (multipart && efs_multipart_boundary(content_type, boundary, sizeof(boundary)) < 0)
+		return efs_http_reply_error(req, 400, "invalid_multipart",
+					    "multipart/form-data needs a boundary parameter");
+	if (name && !efs_name_valid(name, EFS_NAME_MAX))
+		return efs_http_reply_error(req, 400, "invalid_name",
+					    "name must be 1-255 bytes of UTF-8 without control "
+					    "characters");
+	if (!multipart && !name)
+		return efs_http_reply_error(req, 400, "missing_name",
+					    "a raw upload names the file with ?name=");
+	int r = efs_placement_live_count(m, &alive);
+	if (r < 0)
+		return efs_api_store_error(req, r);
+	if (alive < m->cfg.replication_factor)
+		return efs_http_reply_error(req, 503, "no_capacity",
+					    "%zu live workers, %u needed for every replica", alive,
+					    m->cfg.replication_factor);
+
+	struct upload *up = calloc(1, sizeof(*up));
+	if (!up)
+		return -ENOMEM;
+	up->m = m;
+	req->state = up;
+	req->state_free = upload_free;
+	efs_chunker_init(&up->chunker, m->cfg.chunk_size, upload_emit, up);
+	efs_upload_buffers_init(&up->bufs);
+	if ((r = efs_sha256_init(&up->file_hash)) < 0)
+		return r;
+	if (name)
+		efs_strlcpy(up->name, name, sizeof(up->name));
+	if (multipart && (r = efs_multipart_new(boundary, &upload_parts, up, &up->mp)) < 0)
+		return r;
+
+	struct efs_session_info s = {0};
+	if ((r = efs_random_hex(s.session_id, EFS_FILE_ID_LEN / 2)) < 0)
+		return r;
+	efs_strlcpy(s.owner, req->user, sizeof(s.owner));
+	efs_strlcpy(s.name, up->name[0] ? up->name : "-", sizeof(s.name));
+	s.declared_size = -1;
+	s.chunk_size = m->cfg.chunk_size;
+	s.hidden = true;
+	s.created_at_ms = efs_now_ms();
+	s.expires_at_ms = s.created_at_ms + m->cfg.session_ttl_ms;
+	if ((r = efs_meta_session_create(m->meta, &s)) < 0)
+		return efs_api_store_error(req, r);
+	efs_strlcpy(up->session_id, s.session_id, sizeof(up->session_id));
+	up->session_open = true;
+	return 0;
+}
+
+static int upload_reply_failure(struct efs_http_req *req, struct upload *up, int r)
+{
+	if (up->fail_status)
+		return efs_http_reply_error(req, up->fail_status, up->fail_code, "%s",
+					    up->fail_message);
+	if (r == -EBADMSG)
+		return efs_http_reply_error(req, 400, "invalid_multipart", "malformed multipart body: %s",
+					    efs_multipart_error(up->mp));
+	return r;
+}
+
+int efs_api_file_upload_body(struct efs_http_req *req, const char *data, size_t len)
+{
+	struct upload *up = req->state;
+	int r = up->mp ? efs_multipart_feed(up->mp, data, len)
+		       : efs_chunker_feed(&up->chunker, data, len);
+	return r < 0 ? upload_reply_failure(req, up, r) : 0;
+}
+
+int efs_api_file_upload(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct upload *up = req->state;
+	struct efs_session_info s;
+	struct efs_file_info f = {0};
+	int r;
+
+	if (up->mp) {
+		if ((r = efs_multipart_finish(up->mp)) < 0)
+			return upload_reply_failure(req, up, r);
+		if (!up->file_part_seen)
+			return efs_http_reply_error(req, 400, "missing_file",
+						    "the multipart body has no part named \"file\"");
+		if (!up->name[0])
+			return efs_http_reply_error(req, 400, "missing_name",
+						    "the file part has no filename and there is "
+						    "no ?name=");
+	}
+	if ((r = efs_chunker_finish(&up->chunker)) < 0)
+		return upload_reply_failure(req, up, r);
+	if ((r = efs_meta_session_get(m->meta, up->session_id, &s)) < 0)
+		return efs_api_store_error(req, r == -ENOENT ? -EIO : r);
+
+	if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
+		return r;
+	efs_strlcpy(f.owner, req->user, sizeof(f.owner));
+	efs_strlcpy(f.name, up->name, sizeof(f.name));
+	f.size = up->chunker.total_bytes;
+	efs_sha256_final_hex(&up->file_hash, f.sha256);
+	f.chunk_size = m->cfg.chunk_size;
+	f.chunk_count = up->chunker.next_index;
+	f.replication = m->cfg.replication_factor;
+	f.stored_bytes = up->stored_bytes;
+	f.created_at_ms = efs_now_ms();
+	/* The file row is the last write: every chunk is durable by now. */
+	if ((r = efs_meta_session_complete(m->meta, up->session_id, s.version, &f)) < 0)
+		return efs_api_store_error(req, r == -ENOENT || r == -ESTALE ? -EIO : r);
+	up->session_open = false;
+	efs_info("file %s stored: \"%s\", %llu bytes in %llu chunks, %llu stored, owner %s",
+		 f.file_id, f.name, (unsigned long long)f.size, (unsigned long long)f.chunk_count,
+		 (unsigned long long)f.stored_bytes, f.owner);
+	return efs_http_reply_json(req, 201, efs_api_file_json(&f));
+}
+
+/* ---- GET /api/v1/files ------------------------------------------------ */
+
+/* A cursor is "<created_ms>.<file_id>" of the last file of a page. */
+static int parse_cursor(const char *cursor, int64_t *created, char *file_id)
+{
+	char copy[CURSOR_MAX];
+	uint64_t ms;
+	if (efs_strlcpy(copy, cursor, sizeof(copy)) >= sizeof(copy))
+		return -EINVAL;
+	char *dot = strchr(copy, '.');
+	if (!dot)
+		return -EINVAL;
+	*dot = '\0';
+	if (efs_parse_u64(copy, false, &ms) < 0 || ms > INT64_MAX || !efs_id_valid(dot + 1))
+		return -EINVAL;
+	*created = (int64_t)ms;
+	efs_strlcpy(file_id, dot + 1, EFS_ID_MAX + 1);
+	return 0;
+}
+
 int efs_api_file_list(struct efs_http_req *req)
 {
+	struct efs_master *m = efs_api_master(req);
 	const char *limit_s = efs_http_query(req, "limit");
+	const char *cursor = efs_http_query(req, "cursor");
+	char after_id[EFS_ID_MAX + 1] = "";
+	int64_t after_created = -1;
 	uint64_t limit = LIST_LIMIT_DEFAULT;
+	struct efs_file_info *files;
+	size_t n;
+
 	if (limit_s && (efs_parse_u64(limit_s, false, &limit) < 0 || limit < 1 ||
 			limit > LIST_LIMIT_MAX))
 		return efs_http_reply_error(req, 400, "invalid_limit",
 					    "limit must be an integer from 1 to %d", LIST_LIMIT_MAX);
-	return efs_http_reply_json(req, 200,
-				   json_pack("{s:[], s:n}", "files", "next_cursor"));
+	if (cursor && *cursor && parse_cursor(cursor, &after_created, after_id) < 0)
+		return efs_http_reply_error(req, 400, "invalid_cursor",
+					    "cursor must be a next_cursor value from a listing");
+	/* One more than asked tells whether there is a next page. */
+	int r = efs_meta_file_list(m->meta, req->user, after_created, after_id, limit + 1, &files,
+				   &n);
+	if (r < 0)
+		return efs_api_store_error(req, r);
+	json_t *list = json_array();
+	size_t shown = EFS_MIN(n, (size_t)limit);
+	for (size_t i = 0; i < shown; i++)
+		json_array_append_new(list, efs_api_file_json(&files[i]));
+	json_t *next = json_null();
+	if (n > limit) {
+		char c[CURSOR_MAX];
+		snprintf(c, sizeof(c), "%lld.%s", (long long)files[shown - 1].created_at_ms,
+			 files[shown - 1].file_id);
+		next = json_string(c);
+	}
+	free(files);
+	return efs_http_reply_json(req, 200, json_pack("{s:o, s:o}", "files", list, "next_cursor",
+						       next));
+}
+
+/* ---- GET /api/v1/files/{fileId} -------------------------------------- */
+
+int efs_api_file_get(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct efs_file_info f;
+	if (load_own_file(req, efs_http_param(req, "fileId"), &f) < 0)
+		return 0;
+	json_t *obj = efs_api_file_json(&f);
+	json_t *chunks = json_array();
+	for (uint64_t first = 0; first < f.chunk_count;) {
+		struct efs_file_chunk *batch;
+		size_t n;
+		int r = efs_meta_file_chunks(m->meta, f.file_id, first, 256, &batch, &n);
+		if (r < 0) {
+			json_decref(obj);
+			json_decref(chunks);
+			return efs_api_store_error(req, r);
+		}
+		for (size_t i = 0; i < n; i++) {
+			json_t *reps = json_array();
+			for (unsigned k = 0; k < batch[i].replica_count; k++) {
+				const struct efs_replica *rep = &batch[i].replicas[k];
+				if (rep->bad)
+					continue;
+				json_array_append_new(reps, json_pack("{s:s, s:s}", "worker_id",
+								      rep->worker_id, "url",
+								      rep->url));
+			}
+			json_array_append_new(
+				chunks,
+				json_pack("{s:I, s:s, s:I, s:I, s:b, s:o}", "index",
+					  (json_int_t)batch[i].index, "chunk_id",
+					  batch[i].chunk.chunk_id, "size",
+					  (json_int_t)batch[i].chunk.size, "stored_size",
+					  (json_int_t)batch[i].chunk.stored_size, "compressed",
+					  batch[i].chunk.compressed, "replicas", reps));
+		}
+		free(batch);
+		if (n == 0)
+			break;
+		first += 256;
+	}
+	json_object_set_new(obj, "chunks", chunks);
+	return efs_http_reply_json(req, 200, obj);
+}
+
+/* ---- GET /api/v1/files/{fileId}/download ------------------------------ */
+
+static ssize_t download_read(void *ctx, uint64_t pos, char *out, size_t max)
+{
+	return efs_reader_read(ctx, out, max);
+}
+
+static void download_free(void *ctx)
+{
+	efs_reader_free(ctx);
+}
+
+/* Content-Disposition with an ASCII fallback and the exact UTF-8 name. */
+static void content_disposition(const char *name, char *out, size_t size)
+{
+	char ascii[EFS_NAME_MAX + 1];
+	char encoded[3 * EFS_NAME_MAX + 1];
+	size_t a = 0, e = 0;
+	bool plain = true;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+		bool safe = *p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\';
+		plain = plain && safe;
+		ascii[a++] = safe ? (char)*p : '_';
+		if (isalnum(*p) || strchr("-._~", *p)) {
+			encoded[e++] = (char)*p;
+		} else {
+			snprintf(encoded + e, 4, "%%%02X", *p);
+			e += 3;
+		}
+	}
+	ascii[a] = '\0';
+	encoded[e] = '\0';
+	if (plain)
+		snprintf(out, size, "attachment; filename=\"%s\"", ascii);
+	else
+		snprintf(out, size, "attachment; filename=\"%s\"; filename*=UTF-8''%s", ascii,
+			 encoded);
+}
+
+int efs_api_file_download(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct efs_file_info f;
+	struct efs_reader *rd;
+	char header[1024], etag[80];
+	uint64_t first = 0, last = 0;
+	unsigned status = 200;
+
+	if (load_own_file(req, efs_http_param(req, "fileId"), &f) < 0)
+		return 0;
+	int range = efs_range_parse(efs_http_header(req, "Range"), f.size, &first, &last);
+	if (range == -ERANGE) {
+		snprintf(header, sizeof(header), "bytes */%llu", (unsigned long long)f.size);
+		efs_http_add_header(req, "Content-Range", header);
+		return efs_http_reply_error(req, 416, "range_not_satisfiable",
+					    "the file has %llu bytes", (unsigned long long)f.size);
+	}
+	if (range == 1) {
+		status = 206;
+		snprintf(header, sizeof(header), "bytes %llu-%llu/%llu", (unsigned long long)first,
+			 (unsigned long long)last, (unsigned long long)f.size);
+		efs_http_add_header(req, "Content-Range", header);
+	} else {
+		first = 0;
+		last = f.size ? f.size - 1 : 0;
+	}
+	int r = efs_reader_new(m, &f, first, f.size ? last : 0, &rd);
+	if (r < 0)
+		return r;
+	if (f.size == 0)
+		efs_reader_free(rd), rd = NULL;
+	/* The first chunk is fetched now: if no replica answers, the client
+	 * gets a JSON 503 instead of a stream cut short. */
+	if (rd && (r = efs_reader_prefetch(rd)) < 0) {
+		efs_reader_free(rd);
+		if (r == -EAGAIN)
+			return efs_api_store_error(req, r);
+		return efs_http_reply_error(req, 503, "chunk_unavailable",
+					    "no replica of the file's data could be read now");
+	}
+	snprintf(etag, sizeof(etag), "\"%s\"", f.sha256);
+	content_disposition(f.name, header, sizeof(header));
+	efs_http_add_header(req, "Content-Type", "application/octet-stream");
+	efs_http_add_header(req, "Content-Disposition", header);
+	efs_http_add_header(req, "ETag", etag);
+	efs_http_add_header(req, "Accept-Ranges", "bytes");
+	if (!rd)
+		return efs_http_reply_empty(req, 200);
+	return efs_http_reply_stream(req, status, (int64_t)(last - first + 1), download_read, rd,
+				     download_free);
+}
+
+/* ---- DELETE /api/v1/files/{fileId} ----------------------------------- */
+
+int efs_api_file_delete(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	const char *file_id = efs_http_param(req, "fileId");
+	int r = efs_id_valid(file_id) ? efs_meta_file_delete(m->meta, file_id, req->user,
+							       efs_now_ms())
+				      : -ENOENT;
+	if (r == -ENOENT)
+		return efs_http_reply_error(req, 404, "file_not_found", "no file %.64s", file_id);
+	if (r < 0)
+		return efs_api_store_error(req, r);
+	efs_info("file %s deleted by %s; its chunks are collected once unreferenced", file_id,
+		 req->user);
+	return efs_http_reply_empty(req, 204);
 }

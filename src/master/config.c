@@ -46,6 +46,14 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			     30LL * 86400000, false, &v, err, errlen)) < 0)
 		return r;
 	cfg->repair_after_ms = (int64_t)v;
+	if ((r = efs_env_u64("SESSION_TTL", EFS_MASTER_DEFAULT_SESSION_TTL_S, 1, 30LL * 86400,
+			     false, &v, err, errlen)) < 0)
+		return r;
+	cfg->session_ttl_ms = (int64_t)v * 1000;
+	if ((r = efs_env_u64("GC_GRACE_MS", EFS_MASTER_DEFAULT_GC_GRACE_MS, 0, 7LL * 86400000,
+			     false, &v, err, errlen)) < 0)
+		return r;
+	cfg->gc_grace_ms = (int64_t)v;
 
 	if (cfg->worker_dead_after_ms <= cfg->heartbeat_interval_ms) {
 		snprintf(err, errlen,

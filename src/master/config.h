@@ -25,11 +25,15 @@ struct efs_master_config {
 	int64_t heartbeat_interval_ms;
 	int64_t worker_dead_after_ms;
 	int64_t repair_after_ms;
+	int64_t session_ttl_ms;  /* SESSION_TTL, seconds in the environment */
+	int64_t gc_grace_ms;     /* unreferenced chunks are kept this long */
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000
 #define EFS_MASTER_DEFAULT_DEAD_AFTER_MS 10000
 #define EFS_MASTER_DEFAULT_REPAIR_AFTER_MS 600000
+#define EFS_MASTER_DEFAULT_SESSION_TTL_S 86400
+#define EFS_MASTER_DEFAULT_GC_GRACE_MS 10000
 #define EFS_MAX_CHUNK_SIZE (64 * 1024 * 1024)
 #define EFS_MAX_REPLICATION 16
 

@@ -43,6 +43,14 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		m->meta = NULL;
 		return r;
 	}
+	if ((r = efs_gc_start(&m->gc, m)) < 0) {
+		snprintf(err, errlen, "cannot start the collector: %s", strerror(-r));
+		efs_http_server_stop(m->http, 0);
+		m->http = NULL;
+		efs_meta_close(m->meta);
+		m->meta = NULL;
+		return r;
+	}
 	efs_info("listening on %s:%u; metadata in %s; replication %u, chunk size %llu",
 		 cfg->host, efs_http_server_port(m->http), efs_meta_backend(m->meta),
 		 cfg->replication_factor, (unsigned long long)cfg->chunk_size);
@@ -51,6 +59,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 
 void efs_master_stop(struct efs_master *m)
 {
+	efs_gc_stop(&m->gc);
 	efs_http_server_stop(m->http, SHUTDOWN_GRACE_MS);
 	m->http = NULL;
 	efs_meta_close(m->meta);

@@ -8,6 +8,7 @@
 #include "echofs/http_server.h"
 #include "echofs/meta.h"
 #include "master/config.h"
+#include "master/gc.h"
 #include "master/registry.h"
 
 struct efs_master {
@@ -16,6 +17,7 @@ struct efs_master {
 	struct efs_registry registry;
 	struct efs_auth_keys keys;
 	struct efs_http_server *http;
+	struct efs_gc gc;
 };
 
 /* Opens the store and starts serving. On failure writes one line to @err

@@ -1,18 +1,39 @@
 /* SPDX-License-Identifier: MIT */
-/* routes.c - every endpoint of the master, in one table. */
+/* routes.c - every endpoint of the master, in one table. Literal paths
+ * come before parameter paths that could match them. */
 #include "master/api.h"
+
+#define JSON_BODY_MAX (16 * 1024)
 
 const struct efs_http_route efs_master_routes[] = {
 	/* system */
 	{"GET", "/api/v1/health", EFS_AUTH_NONE, .handle = efs_api_health},
 	/* workers (cluster) */
 	{"POST", "/api/v1/workers/register", EFS_AUTH_CLUSTER,
-	 .handle = efs_api_worker_register, .max_body = 16 * 1024},
+	 .handle = efs_api_worker_register, .max_body = JSON_BODY_MAX},
 	{"POST", "/api/v1/workers/{workerId}/heartbeat", EFS_AUTH_CLUSTER,
-	 .handle = efs_api_worker_heartbeat, .max_body = 16 * 1024},
+	 .handle = efs_api_worker_heartbeat, .max_body = JSON_BODY_MAX},
 	{"GET", "/api/v1/workers", EFS_AUTH_ANY, .handle = efs_api_worker_list},
+	/* upload sessions (users) */
+	{"POST", "/api/v1/files/upload/init", EFS_AUTH_USER, .handle = efs_api_session_init,
+	 .max_body = JSON_BODY_MAX},
+	{"POST", "/api/v1/files/upload/chunk", EFS_AUTH_USER,
+	 .begin = efs_api_session_chunk_begin, .body = efs_api_session_chunk_body,
+	 .handle = efs_api_session_chunk},
+	{"POST", "/api/v1/files/upload/complete", EFS_AUTH_USER,
+	 .handle = efs_api_session_complete, .max_body = JSON_BODY_MAX},
+	{"GET", "/api/v1/files/upload/{sessionId}", EFS_AUTH_USER,
+	 .handle = efs_api_session_status},
+	{"DELETE", "/api/v1/files/upload/{sessionId}", EFS_AUTH_USER,
+	 .handle = efs_api_session_abort},
 	/* files (users) */
+	{"POST", "/api/v1/files/upload", EFS_AUTH_USER, .begin = efs_api_file_upload_begin,
+	 .body = efs_api_file_upload_body, .handle = efs_api_file_upload},
 	{"GET", "/api/v1/files", EFS_AUTH_USER, .handle = efs_api_file_list},
+	{"GET", "/api/v1/files/{fileId}", EFS_AUTH_USER, .handle = efs_api_file_get},
+	{"DELETE", "/api/v1/files/{fileId}", EFS_AUTH_USER, .handle = efs_api_file_delete},
+	{"GET", "/api/v1/files/{fileId}/download", EFS_AUTH_USER,
+	 .handle = efs_api_file_download},
 };
 
 const size_t efs_master_route_count = sizeof(efs_master_routes) / sizeof(efs_master_routes[0]);

@@ -21,6 +21,32 @@ struct efs_meta_ops {
 				uint64_t free_bytes, uint64_t chunk_count, int64_t now_ms);
 	int (*worker_get)(void *impl, const char *worker_id, struct efs_worker_info *out);
 	int (*worker_list)(void *impl, struct efs_worker_info **out, size_t *count);
+	int (*session_create)(void *impl, const struct efs_session_info *s);
+	int (*session_get)(void *impl, const char *session_id, struct efs_session_info *out);
+	int (*session_chunks)(void *impl, const char *session_id, struct efs_session_chunk **out,
+			      size_t *count);
+	int (*session_put_chunk)(void *impl, const char *session_id, uint64_t index,
+				 const struct efs_chunk_info *chunk, const char *const *worker_ids,
+				 size_t worker_count, bool dedup, int64_t now_ms);
+	int (*session_complete)(void *impl, const char *session_id, int64_t version,
+				const struct efs_file_info *file);
+	int (*session_delete)(void *impl, const char *session_id, int64_t now_ms);
+	int (*session_expired)(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
+			       size_t *count);
+	int (*file_get)(void *impl, const char *file_id, struct efs_file_info *out);
+	int (*file_chunks)(void *impl, const char *file_id, uint64_t first, size_t max,
+			   struct efs_file_chunk **out, size_t *count);
+	int (*file_list)(void *impl, const char *owner, int64_t after_created_ms,
+			 const char *after_id, size_t limit, struct efs_file_info **out,
+			 size_t *count);
+	int (*file_delete)(void *impl, const char *file_id, const char *owner, int64_t now_ms);
+	int (*chunk_get)(void *impl, const char *chunk_id, struct efs_chunk_info *out,
+			 struct efs_replica *replicas, unsigned *replica_count);
+	int (*replica_mark_bad)(void *impl, const char *chunk_id, const char *worker_id);
+	int (*garbage_list)(void *impl, int64_t before_ms, size_t max, char (*ids)[65],
+			    size_t *count);
+	int (*garbage_take)(void *impl, const char *chunk_id, struct efs_replica *replicas,
+			    unsigned *replica_count);
 };
 
 struct efs_meta {

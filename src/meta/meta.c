@@ -109,3 +109,92 @@ int efs_meta_worker_list(struct efs_meta *m, struct efs_worker_info **out, size_
 {
 	return m->ops->worker_list(m->impl, out, count);
 }
+
+int efs_meta_session_create(struct efs_meta *m, const struct efs_session_info *s)
+{
+	return m->ops->session_create(m->impl, s);
+}
+
+int efs_meta_session_get(struct efs_meta *m, const char *session_id,
+			 struct efs_session_info *out)
+{
+	return m->ops->session_get(m->impl, session_id, out);
+}
+
+int efs_meta_session_chunks(struct efs_meta *m, const char *session_id,
+			    struct efs_session_chunk **out, size_t *count)
+{
+	return m->ops->session_chunks(m->impl, session_id, out, count);
+}
+
+int efs_meta_session_put_chunk(struct efs_meta *m, const char *session_id, uint64_t index,
+			       const struct efs_chunk_info *chunk, const char *const *worker_ids,
+			       size_t worker_count, bool dedup, int64_t now_ms)
+{
+	return m->ops->session_put_chunk(m->impl, session_id, index, chunk, worker_ids,
+					 worker_count, dedup, now_ms);
+}
+
+int efs_meta_session_complete(struct efs_meta *m, const char *session_id, int64_t version,
+			      const struct efs_file_info *file)
+{
+	return m->ops->session_complete(m->impl, session_id, version, file);
+}
+
+int efs_meta_session_delete(struct efs_meta *m, const char *session_id, int64_t now_ms)
+{
+	return m->ops->session_delete(m->impl, session_id, now_ms);
+}
+
+int efs_meta_session_expired(struct efs_meta *m, int64_t now_ms, size_t max,
+			     char (*ids)[EFS_ID_MAX + 1], size_t *count)
+{
+	return m->ops->session_expired(m->impl, now_ms, max, ids, count);
+}
+
+int efs_meta_file_get(struct efs_meta *m, const char *file_id, struct efs_file_info *out)
+{
+	return m->ops->file_get(m->impl, file_id, out);
+}
+
+int efs_meta_file_chunks(struct efs_meta *m, const char *file_id, uint64_t first, size_t max,
+			 struct efs_file_chunk **out, size_t *count)
+{
+	return m->ops->file_chunks(m->impl, file_id, first, max, out, count);
+}
+
+int efs_meta_file_list(struct efs_meta *m, const char *owner, int64_t after_created_ms,
+		       const char *after_id, size_t limit, struct efs_file_info **out,
+		       size_t *count)
+{
+	return m->ops->file_list(m->impl, owner, after_created_ms, after_id, limit, out, count);
+}
+
+int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *owner,
+			 int64_t now_ms)
+{
+	return m->ops->file_delete(m->impl, file_id, owner, now_ms);
+}
+
+int efs_meta_chunk_get(struct efs_meta *m, const char *chunk_id, struct efs_chunk_info *out,
+		       struct efs_replica *replicas, unsigned *replica_count)
+{
+	return m->ops->chunk_get(m->impl, chunk_id, out, replicas, replica_count);
+}
+
+int efs_meta_replica_mark_bad(struct efs_meta *m, const char *chunk_id, const char *worker_id)
+{
+	return m->ops->replica_mark_bad(m->impl, chunk_id, worker_id);
+}
+
+int efs_meta_garbage_list(struct efs_meta *m, int64_t before_ms, size_t max,
+			  char (*ids)[65], size_t *count)
+{
+	return m->ops->garbage_list(m->impl, before_ms, max, ids, count);
+}
+
+int efs_meta_garbage_take(struct efs_meta *m, const char *chunk_id,
+			  struct efs_replica *replicas, unsigned *replica_count)
+{
+	return m->ops->garbage_take(m->impl, chunk_id, replicas, replica_count);
+}

@@ -33,15 +33,17 @@ static const char schema_v1[] =
 	"  stored_bytes BIGINT NOT NULL,"
 	"  created_at BIGINT NOT NULL"
 	");"
-	"CREATE INDEX files_by_owner ON files (owner, file_id);"
+	"CREATE INDEX files_by_owner ON files (owner, created_at, file_id);"
 	/* Chunks: keyed by the SHA-256 of their bytes, so dedup is a lookup.
-	 * refcount = file_chunks rows + session_chunks rows naming it. */
+	 * refcount = file_chunks rows + session_chunks rows naming it;
+	 * zero_since is when it last dropped to 0 (NULL while referenced). */
 	"CREATE TABLE chunks ("
 	"  chunk_id TEXT PRIMARY KEY,"
 	"  size BIGINT NOT NULL,"
 	"  stored_size BIGINT NOT NULL,"
 	"  compressed INTEGER NOT NULL,"
 	"  refcount BIGINT NOT NULL DEFAULT 0,"
+	"  zero_since BIGINT,"
 	"  created_at BIGINT NOT NULL"
 	");"
 	/* The ordered chunk list of each file. */
@@ -52,6 +54,7 @@ static const char schema_v1[] =
 	"  PRIMARY KEY (file_id, idx)"
 	");"
 	"CREATE INDEX file_chunks_by_chunk ON file_chunks (chunk_id);"
+	"CREATE INDEX chunks_garbage ON chunks (zero_since);"
 	/* Where each chunk's replicas are; state 0 = good, 1 = bad. */
 	"CREATE TABLE replicas ("
 	"  chunk_id TEXT NOT NULL,"
@@ -61,13 +64,17 @@ static const char schema_v1[] =
 	"  PRIMARY KEY (chunk_id, worker_id)"
 	");"
 	"CREATE INDEX replicas_by_worker ON replicas (worker_id);"
-	/* Upload sessions and the chunks received so far. */
+	/* Upload sessions and the chunks received so far. A one-request
+	 * upload runs as a hidden session, so its chunks are referenced (and
+	 * safe from the collector) from the moment they are stored. */
 	"CREATE TABLE sessions ("
 	"  session_id TEXT PRIMARY KEY,"
 	"  owner TEXT NOT NULL,"
 	"  name TEXT NOT NULL,"
 	"  declared_size BIGINT,"
 	"  chunk_size BIGINT NOT NULL,"
+	"  hidden INTEGER NOT NULL DEFAULT 0,"
+	"  version BIGINT NOT NULL DEFAULT 0,"
 	"  created_at BIGINT NOT NULL,"
 	"  expires_at BIGINT NOT NULL"
 	");"

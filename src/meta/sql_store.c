@@ -4,7 +4,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "meta/schema.h"
-#include "meta/sql.h"
+#include "meta/sql_store.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -12,26 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#define POOL_MAX 16
 #define ACQUIRE_TIMEOUT_MS 5000
 #define TX_ATTEMPTS 5
-
-struct sql_store {
-	const struct efs_sql_driver *driver;
-	char *target;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned size;
-	void *conns[POOL_MAX]; /* NULL: not connected (yet, or after a failure) */
-	bool busy[POOL_MAX];
-};
-
-/* A connection borrowed from the pool for one operation. */
-struct sql_conn {
-	struct sql_store *store;
-	unsigned slot;
-	void *conn;
-};
 
 /* ---- pool ----------------------------------------------------------- */
 
@@ -89,22 +71,15 @@ static void conn_release(struct sql_conn *c)
 
 /* ---- statements and transactions ------------------------------------ */
 
-static int q(struct sql_conn *c, const char *sql, const struct efs_sql_value *params, size_t n,
-	     efs_sql_row_fn cb, void *ctx, int64_t *changes)
+int sql_q(struct sql_conn *c, const char *sql, const struct efs_sql_value *params, size_t n,
+	  efs_sql_row_fn cb, void *ctx, int64_t *changes)
 {
 	return c->store->driver->exec(c->conn, sql, params, n, cb, ctx, changes);
 }
 
-#define Q(c, sql, cb, ctx, changes, ...)                                                          \
-	q((c), (sql), (const struct efs_sql_value[]){__VA_ARGS__},                                \
-	  sizeof((const struct efs_sql_value[]){__VA_ARGS__}) / sizeof(struct efs_sql_value),     \
-	  (cb), (ctx), (changes))
-
-typedef int (*tx_fn)(struct sql_conn *c, void *ctx);
-
 /* Runs @fn inside a transaction, retrying when the store reports a
  * conflict (-EBUSY: SQLite busy, PostgreSQL serialization failure). */
-static int run_tx(struct sql_store *s, tx_fn fn, void *ctx)
+int sql_run_tx(struct sql_store *s, sql_tx_fn fn, void *ctx)
 {
 	struct sql_conn c;
 	int r = conn_acquire(s, &c);
@@ -128,15 +103,15 @@ static int run_tx(struct sql_store *s, tx_fn fn, void *ctx)
 }
 
 /* Runs one statement outside an explicit transaction. */
-static int run_one(struct sql_store *s, const char *sql, const struct efs_sql_value *params,
-		   size_t n, efs_sql_row_fn cb, void *ctx, int64_t *changes)
+int sql_run_one(struct sql_store *s, const char *sql, const struct efs_sql_value *params,
+		size_t n, efs_sql_row_fn cb, void *ctx, int64_t *changes)
 {
 	struct sql_conn c;
 	int r = conn_acquire(s, &c);
 	if (r < 0)
 		return r;
 	for (int attempt = 0; attempt < TX_ATTEMPTS; attempt++) {
-		r = q(&c, sql, params, n, cb, ctx, changes);
+		r = sql_q(&c, sql, params, n, cb, ctx, changes);
 		if (r != -EBUSY)
 			break;
 		efs_sleep_ms(5 << attempt);
@@ -145,12 +120,7 @@ static int run_one(struct sql_store *s, const char *sql, const struct efs_sql_va
 	return r == -EBUSY ? -EAGAIN : r;
 }
 
-#define ONE(s, sql, cb, ctx, changes, ...)                                                        \
-	run_one((s), (sql), (const struct efs_sql_value[]){__VA_ARGS__},                          \
-		sizeof((const struct efs_sql_value[]){__VA_ARGS__}) / sizeof(struct efs_sql_value), \
-		(cb), (ctx), (changes))
-
-static int row_int(void *ctx, const struct efs_sql_row *row)
+int sql_row_int(void *ctx, const struct efs_sql_row *row)
 {
 	*(int64_t *)ctx = efs_sql_int(row, 0);
 	return 0;
@@ -171,8 +141,8 @@ static int migrate_tx(struct sql_conn *c, void *ctx)
 				    "  applied_at BIGINT NOT NULL)");
 	if (r < 0)
 		return r;
-	r = q(c, "SELECT COALESCE(MAX(version), 0) FROM efs_schema", NULL, 0, row_int, &version,
-	      NULL);
+	r = sql_q(c, "SELECT COALESCE(MAX(version), 0) FROM efs_schema", NULL, 0, sql_row_int,
+		  &version, NULL);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < efs_migration_count; i++) {
@@ -181,7 +151,7 @@ static int migrate_tx(struct sql_conn *c, void *ctx)
 			continue;
 		if ((r = d->exec_script(c->conn, mig->sql)) < 0)
 			return r;
-		r = Q(c, "INSERT INTO efs_schema (version, applied_at) VALUES ($1, $2)", NULL,
+		r = SQL_Q(c, "INSERT INTO efs_schema (version, applied_at) VALUES ($1, $2)", NULL,
 		      NULL, NULL, SQL_INT(mig->version), SQL_INT(efs_now_ms()));
 		if (r < 0)
 			return r;
@@ -217,7 +187,7 @@ int efs_sql_store_open(const struct efs_sql_driver *driver, const char *target, 
 		return -ENOMEM;
 	}
 	s->driver = driver;
-	s->size = EFS_MIN(driver->pool_size, POOL_MAX);
+	s->size = EFS_MIN(driver->pool_size, SQL_POOL_MAX);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 
@@ -225,7 +195,7 @@ int efs_sql_store_open(const struct efs_sql_driver *driver, const char *target, 
 	r = driver->connect(target, &s->conns[0], err, errlen);
 	if (r < 0)
 		goto fail;
-	r = run_tx(s, migrate_tx, &old_version);
+	r = sql_run_tx(s, migrate_tx, &old_version);
 	if (r < 0) {
 		snprintf(err, errlen, "%s: schema migration failed: %s", driver->name,
 			 strerror(-r));
@@ -248,8 +218,8 @@ static const char *store_backend_name(void *impl)
 static int store_schema_version(void *impl, int *out)
 {
 	int64_t v = 0;
-	int r = run_one(impl, "SELECT COALESCE(MAX(version), 0) FROM efs_schema", NULL, 0,
-			row_int, &v, NULL);
+	int r = sql_run_one(impl, "SELECT COALESCE(MAX(version), 0) FROM efs_schema", NULL, 0,
+			sql_row_int, &v, NULL);
 	if (r == 0)
 		*out = (int)v;
 	return r;
@@ -258,121 +228,8 @@ static int store_schema_version(void *impl, int *out)
 static int store_ping(void *impl)
 {
 	int64_t one = 0;
-	int r = run_one(impl, "SELECT 1", NULL, 0, row_int, &one, NULL);
+	int r = sql_run_one(impl, "SELECT 1", NULL, 0, sql_row_int, &one, NULL);
 	return r < 0 ? -EAGAIN : 0;
-}
-
-static int store_worker_register(void *impl, const struct efs_worker_info *w)
-{
-	return ONE(impl,
-		   "INSERT INTO workers (worker_id, url, capacity_bytes, free_bytes, chunk_count,"
-		   "  registered_at, last_heartbeat)"
-		   " VALUES ($1, $2, $3, $4, $5, $6, $7)"
-		   " ON CONFLICT (worker_id) DO UPDATE SET url = excluded.url,"
-		   "  capacity_bytes = excluded.capacity_bytes, free_bytes = excluded.free_bytes,"
-		   "  chunk_count = excluded.chunk_count, last_heartbeat = excluded.last_heartbeat",
-		   NULL, NULL, NULL, SQL_TEXT(w->worker_id), SQL_TEXT(w->url),
-		   SQL_INT(w->capacity_bytes), SQL_INT(w->free_bytes), SQL_INT(w->chunk_count),
-		   SQL_INT(w->registered_at_ms), SQL_INT(w->last_heartbeat_ms));
-}
-
-static int store_worker_retire_url(void *impl, const char *url, const char *keep_id)
-{
-	int64_t changed = 0;
-	int r = ONE(impl,
-		    "UPDATE workers SET last_heartbeat = 0"
-		    " WHERE url = $1 AND worker_id <> $2 AND last_heartbeat <> 0",
-		    NULL, NULL, &changed, SQL_TEXT(url), SQL_TEXT(keep_id));
-	return r < 0 ? r : (int)changed;
-}
-
-static int store_worker_heartbeat(void *impl, const char *worker_id, uint64_t capacity_bytes,
-				  uint64_t free_bytes, uint64_t chunk_count, int64_t now_ms)
-{
-	int64_t changed = 0;
-	int r = ONE(impl,
-		    "UPDATE workers SET capacity_bytes = $2, free_bytes = $3, chunk_count = $4,"
-		    "  last_heartbeat = $5 WHERE worker_id = $1",
-		    NULL, NULL, &changed, SQL_TEXT(worker_id), SQL_INT(capacity_bytes),
-		    SQL_INT(free_bytes), SQL_INT(chunk_count), SQL_INT(now_ms));
-	if (r < 0)
-		return r;
-	return changed > 0 ? 0 : -ENOENT;
-}
-
-#define WORKER_COLUMNS                                                                            \
-	"worker_id, url, capacity_bytes, free_bytes, chunk_count, registered_at, last_heartbeat"
-
-static void worker_from_row(const struct efs_sql_row *row, struct efs_worker_info *w)
-{
-	efs_strlcpy(w->worker_id, efs_sql_text(row, 0), sizeof(w->worker_id));
-	efs_strlcpy(w->url, efs_sql_text(row, 1), sizeof(w->url));
-	w->capacity_bytes = (uint64_t)efs_sql_int(row, 2);
-	w->free_bytes = (uint64_t)efs_sql_int(row, 3);
-	w->chunk_count = (uint64_t)efs_sql_int(row, 4);
-	w->registered_at_ms = efs_sql_int(row, 5);
-	w->last_heartbeat_ms = efs_sql_int(row, 6);
-}
-
-struct worker_one {
-	struct efs_worker_info *out;
-	bool found;
-};
-
-static int row_worker_one(void *ctx, const struct efs_sql_row *row)
-{
-	struct worker_one *one = ctx;
-	worker_from_row(row, one->out);
-	one->found = true;
-	return 0;
-}
-
-static int store_worker_get(void *impl, const char *worker_id, struct efs_worker_info *out)
-{
-	struct efs_worker_info tmp;
-	struct worker_one one = {&tmp, false};
-	int r = ONE(impl, "SELECT " WORKER_COLUMNS " FROM workers WHERE worker_id = $1",
-		    row_worker_one, &one, NULL, SQL_TEXT(worker_id));
-	if (r < 0)
-		return r;
-	if (!one.found)
-		return -ENOENT;
-	*out = tmp;
-	return 0;
-}
-
-struct worker_many {
-	struct efs_worker_info *items;
-	size_t count, alloc;
-};
-
-static int row_worker_many(void *ctx, const struct efs_sql_row *row)
-{
-	struct worker_many *many = ctx;
-	if (many->count == many->alloc) {
-		size_t grow = many->alloc ? many->alloc * 2 : 8;
-		struct efs_worker_info *p = realloc(many->items, grow * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		many->items = p;
-		many->alloc = grow;
-	}
-	worker_from_row(row, &many->items[many->count++]);
-	return 0;
-}
-
-static int store_worker_list(void *impl, struct efs_worker_info **out, size_t *count)
-{
-	struct worker_many many = {0};
-	int r = run_one(impl, "SELECT " WORKER_COLUMNS " FROM workers ORDER BY worker_id", NULL,
-			0, row_worker_many, &many, NULL);
-	if (r < 0) {
-		free(many.items);
-		return r;
-	}
-	*out = many.items;
-	*count = many.count;
-	return 0;
 }
 
 const struct efs_meta_ops efs_sql_store_ops = {
@@ -380,9 +237,24 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.close = store_close,
 	.schema_version = store_schema_version,
 	.ping = store_ping,
-	.worker_register = store_worker_register,
-	.worker_retire_url = store_worker_retire_url,
-	.worker_heartbeat = store_worker_heartbeat,
-	.worker_get = store_worker_get,
-	.worker_list = store_worker_list,
+	.worker_register = sql_worker_register,
+	.worker_retire_url = sql_worker_retire_url,
+	.worker_heartbeat = sql_worker_heartbeat,
+	.worker_get = sql_worker_get,
+	.worker_list = sql_worker_list,
+	.session_create = sql_session_create,
+	.session_get = sql_session_get,
+	.session_chunks = sql_session_chunks,
+	.session_put_chunk = sql_session_put_chunk,
+	.session_complete = sql_session_complete,
+	.session_delete = sql_session_delete,
+	.session_expired = sql_session_expired,
+	.file_get = sql_file_get,
+	.file_chunks = sql_file_chunks,
+	.file_list = sql_file_list,
+	.file_delete = sql_file_delete,
+	.chunk_get = sql_chunk_get,
+	.replica_mark_bad = sql_replica_mark_bad,
+	.garbage_list = sql_garbage_list,
+	.garbage_take = sql_garbage_take,
 };

@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* api.c - the worker's HTTP handlers. */
 #include "worker/api.h"
+#include "echofs/hash.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+
+#include <string.h>
 
 int efs_worker_api_health(struct efs_http_req *req)
 {
@@ -18,4 +23,190 @@ int efs_worker_api_health(struct efs_http_req *req)
 			  w->cfg.advertise_url, "capacity_bytes", (json_int_t)space.capacity_bytes,
 			  "free_bytes", (json_int_t)space.free_bytes, "chunk_count",
 			  (json_int_t)space.chunk_count));
+}
+
+/* Replies 400 unless the path names a valid chunk id; returns it or NULL. */
+static const char *chunk_id_param(struct efs_http_req *req)
+{
+	const char *id = efs_http_param(req, "chunkId");
+	if (efs_chunk_id_valid(id))
+		return id;
+	efs_http_reply_error(req, 400, "invalid_chunk_id",
+			     "a chunk id is 64 lowercase hex digits (SHA-256)");
+	return NULL;
+}
+
+static void writer_free(void *state)
+{
+	efs_store_write_abort(state);
+}
+
+int efs_worker_api_chunk_put_begin(struct efs_http_req *req)
+{
+	struct efs_worker *w = efs_http_ctx(req);
+	struct efs_store_writer *writer;
+	const char *id = chunk_id_param(req);
+	const char *enc = efs_http_header(req, EFS_HDR_ENCODING);
+	uint32_t flags = 0;
+
+	if (!id)
+		return 0;
+	if (enc && strcmp(enc, "gzip") == 0)
+		flags = EFS_STORE_GZIP;
+	else if (enc && strcmp(enc, "identity") != 0)
+		return efs_http_reply_error(req, 400, "invalid_encoding",
+					    EFS_HDR_ENCODING " must be gzip or identity");
+	if (req->content_length < 0)
+		return efs_http_reply_error(req, 411, "length_required",
+					    "a chunk upload needs a Content-Length");
+	if (req->content_length > EFS_STORE_MAX_CHUNK)
+		return efs_http_reply_error(req, 413, "chunk_too_large",
+					    "a chunk holds at most %d bytes", EFS_STORE_MAX_CHUNK);
+	int r = efs_store_write_begin(w->store, id, (uint64_t)req->content_length, flags, &writer);
+	if (r == -ENOSPC)
+		return efs_http_reply_error(req, 507, "insufficient_storage",
+					    "this worker is full (WORKER_CAPACITY_BYTES)");
+	if (r < 0) {
+		efs_error("chunk %.12s: cannot start the write: %s", id, strerror(-r));
+		return efs_http_reply_error(req, 500, "store_error", "cannot store the chunk: %s",
+					    strerror(-r));
+	}
+	req->state = writer;
+	req->state_free = writer_free;
+	return 0;
+}
+
+int efs_worker_api_chunk_put_body(struct efs_http_req *req, const char *data, size_t len)
+{
+	int r = efs_store_write(req->state, data, len);
+	if (r == -E2BIG)
+		return efs_http_reply_error(req, 400, "length_mismatch",
+					    "more bytes than Content-Length");
+	if (r < 0) {
+		efs_error("chunk write failed: %s", strerror(-r));
+		return efs_http_reply_error(req, 500, "store_error", "cannot store the chunk: %s",
+					    strerror(-r));
+	}
+	return 0;
+}
+
+int efs_worker_api_chunk_put(struct efs_http_req *req)
+{
+	struct efs_store_writer *writer = req->state;
+	const char *crc_hex = efs_http_header(req, EFS_HDR_CRC32C);
+	uint32_t crc = 0;
+
+	if (crc_hex) {
+		char *end;
+		unsigned long v = strtoul(crc_hex, &end, 16);
+		if (*crc_hex == '\0' || *end || strlen(crc_hex) > 8)
+			return efs_http_reply_error(req, 400, "invalid_checksum",
+						    EFS_HDR_CRC32C " must be 8 hex digits");
+		crc = (uint32_t)v;
+	}
+	req->state = NULL; /* commit frees the writer whatever happens */
+	int r = efs_store_write_commit(writer, crc_hex != NULL, crc);
+	if (r == -EBADMSG)
+		return efs_http_reply_error(req, 400, "checksum_mismatch",
+					    "the chunk's bytes do not match " EFS_HDR_CRC32C);
+	if (r == -EPROTO)
+		return efs_http_reply_error(req, 400, "length_mismatch",
+					    "fewer bytes than Content-Length");
+	if (r < 0) {
+		efs_error("chunk %.12s: cannot commit: %s", efs_http_param(req, "chunkId"),
+			  strerror(-r));
+		return efs_http_reply_error(req, 500, "store_error", "cannot store the chunk: %s",
+					    strerror(-r));
+	}
+	return efs_http_reply_json(req, 201,
+				   json_pack("{s:s, s:I}", "chunk_id", efs_http_param(req, "chunkId"),
+					     "size", (json_int_t)req->content_length));
+}
+
+static void add_chunk_headers(struct efs_http_req *req, uint32_t flags, uint32_t crc, bool with_crc)
+{
+	char hex[9];
+	efs_http_add_header(req, EFS_HDR_ENCODING, (flags & EFS_STORE_GZIP) ? "gzip" : "identity");
+	if (with_crc) {
+		snprintf(hex, sizeof(hex), "%08x", crc);
+		efs_http_add_header(req, EFS_HDR_CRC32C, hex);
+	}
+}
+
+int efs_worker_api_chunk_get(struct efs_http_req *req)
+{
+	struct efs_worker *w = efs_http_ctx(req);
+	const char *id = chunk_id_param(req);
+	struct efs_buf data;
+	uint32_t flags = 0;
+
+	if (!id)
+		return 0;
+	efs_buf_init(&data, EFS_STORE_MAX_CHUNK);
+	int r = efs_store_get(w->store, id, &data, &flags);
+	if (r == -ENOENT) {
+		efs_http_reply_error(req, 404, "chunk_not_found", "no chunk %s here", id);
+	} else if (r == -EBADMSG) {
+		efs_error("chunk %s failed its checksum: quarantined", id);
+		efs_http_reply_error(req, 500, "chunk_corrupt",
+				     "chunk %s failed its checksum on this worker", id);
+	} else if (r < 0) {
+		efs_error("chunk %s: read failed: %s", id, strerror(-r));
+		efs_http_reply_error(req, 500, "store_error", "cannot read the chunk: %s",
+				     strerror(-r));
+	} else {
+		add_chunk_headers(req, flags, efs_crc32c(0, data.data, data.len), true);
+		efs_http_reply_bytes(req, 200, "application/octet-stream", data.data, data.len);
+	}
+	efs_buf_release(&data);
+	return 0;
+}
+
+static ssize_t no_body(void *ctx, uint64_t pos, char *out, size_t max)
+{
+	return -EIO; /* HEAD: never asked for */
+}
+
+int efs_worker_api_chunk_head(struct efs_http_req *req)
+{
+	struct efs_worker *w = efs_http_ctx(req);
+	const char *id = chunk_id_param(req);
+	uint64_t length;
+	uint32_t flags;
+	int64_t mtime;
+
+	if (!id)
+		return 0;
+	int r = efs_store_stat(w->store, id, &length, &flags, &mtime);
+	if (r == -ENOENT || r == -EBADMSG)
+		return efs_http_reply_empty(req, 404);
+	if (r < 0)
+		return efs_http_reply_empty(req, 500);
+	add_chunk_headers(req, flags, 0, false);
+	return efs_http_reply_stream(req, 200, (int64_t)length, no_body, NULL, NULL);
+}
+
+int efs_worker_api_chunk_delete(struct efs_http_req *req)
+{
+	struct efs_worker *w = efs_http_ctx(req);
+	const char *id = chunk_id_param(req);
+	const char *since = efs_http_header(req, EFS_HDR_UNMODIFIED);
+	uint64_t since_ms = 0;
+
+	if (!id)
+		return 0;
+	if (since && efs_parse_u64(since, false, &since_ms) < 0)
+		return efs_http_reply_error(req, 400, "invalid_header",
+					    EFS_HDR_UNMODIFIED " must be Unix milliseconds");
+	int r = efs_store_delete(w->store, id, (int64_t)since_ms);
+	if (r == -ENOENT)
+		return efs_http_reply_error(req, 404, "chunk_not_found", "no chunk %s here", id);
+	if (r == -EBUSY)
+		return efs_http_reply_error(req, 412, "chunk_rewritten",
+					    "chunk %s was written again since; kept", id);
+	if (r < 0)
+		return efs_http_reply_error(req, 500, "store_error", "cannot delete: %s",
+					    strerror(-r));
+	efs_debug("chunk %s deleted", id);
+	return efs_http_reply_empty(req, 204);
 }

@@ -6,6 +6,17 @@
 #include "echofs/http_server.h"
 #include "worker/worker.h"
 
+/* Headers of the chunk protocol between master and workers. */
+#define EFS_HDR_ENCODING "X-Chunk-Encoding"   /* "gzip" or "identity" */
+#define EFS_HDR_CRC32C "X-Chunk-CRC32C"       /* 8 hex digits, of the payload */
+#define EFS_HDR_UNMODIFIED "X-Unmodified-Since-Ms" /* conditional DELETE */
+
 int efs_worker_api_health(struct efs_http_req *req);
+int efs_worker_api_chunk_put_begin(struct efs_http_req *req);
+int efs_worker_api_chunk_put_body(struct efs_http_req *req, const char *data, size_t len);
+int efs_worker_api_chunk_put(struct efs_http_req *req);
+int efs_worker_api_chunk_get(struct efs_http_req *req);
+int efs_worker_api_chunk_head(struct efs_http_req *req);
+int efs_worker_api_chunk_delete(struct efs_http_req *req);
 
 #endif

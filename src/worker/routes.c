@@ -5,6 +5,11 @@
 
 const struct efs_http_route efs_worker_routes[] = {
 	{"GET", "/health", EFS_AUTH_CLUSTER, .handle = efs_worker_api_health},
+	{"PUT", "/chunks/{chunkId}", EFS_AUTH_CLUSTER, .begin = efs_worker_api_chunk_put_begin,
+	 .body = efs_worker_api_chunk_put_body, .handle = efs_worker_api_chunk_put},
+	{"GET", "/chunks/{chunkId}", EFS_AUTH_CLUSTER, .handle = efs_worker_api_chunk_get},
+	{"HEAD", "/chunks/{chunkId}", EFS_AUTH_CLUSTER, .handle = efs_worker_api_chunk_head},
+	{"DELETE", "/chunks/{chunkId}", EFS_AUTH_CLUSTER, .handle = efs_worker_api_chunk_delete},
 };
 
 const size_t efs_worker_route_count = sizeof(efs_worker_routes) / sizeof(efs_worker_routes[0]);

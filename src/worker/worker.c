@@ -17,9 +17,11 @@ int efs_worker_space(const struct efs_worker *w, struct efs_worker_space *out)
 		return -errno;
 	uint64_t fs_size = (uint64_t)vfs.f_blocks * vfs.f_frsize;
 	uint64_t fs_free = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-	uint64_t used = 0, chunks = 0; /* what the chunk store holds */
+	struct efs_store_stats stats;
+	efs_store_stats(w->store, &stats);
+	uint64_t used = stats.bytes;
 
-	out->chunk_count = chunks;
+	out->chunk_count = stats.chunk_count;
 	if (w->cfg.capacity_bytes) {
 		out->capacity_bytes = w->cfg.capacity_bytes;
 		uint64_t left = used < w->cfg.capacity_bytes ? w->cfg.capacity_bytes - used : 0;
@@ -44,6 +46,8 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 			 strerror(-r));
 		return r;
 	}
+	if ((r = efs_store_open(cfg->data_dir, cfg->capacity_bytes, &w->store, err, errlen)) < 0)
+		return r;
 	struct efs_http_server_config http = {
 		.addr = &w->cfg.listen_addr,
 		.addrlen = w->cfg.listen_addrlen,
@@ -56,12 +60,16 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 	if ((r = efs_http_server_start(&http, &w->http)) < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%u (WORKER_HOST/WORKER_PORT): %s",
 			 cfg->host, cfg->port, strerror(-r));
+		efs_store_close(w->store);
+		w->store = NULL;
 		return r;
 	}
 	if ((r = efs_heartbeat_start(&w->heartbeat, w)) < 0) {
 		snprintf(err, errlen, "cannot start the heartbeat loop: %s", strerror(-r));
 		efs_http_server_stop(w->http, 0);
 		w->http = NULL;
+		efs_store_close(w->store);
+		w->store = NULL;
 		return r;
 	}
 	efs_info("listening on %s:%u, advertised as %s; data in %s; masters: %s%s",
@@ -75,4 +83,6 @@ void efs_worker_stop(struct efs_worker *w)
 	efs_heartbeat_stop(&w->heartbeat);
 	efs_http_server_stop(w->http, SHUTDOWN_GRACE_MS);
 	w->http = NULL;
+	efs_store_close(w->store);
+	w->store = NULL;
 }

@@ -8,6 +8,7 @@
 #include "echofs/http_server.h"
 #include "worker/config.h"
 #include "worker/heartbeat.h"
+#include "worker/store.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -15,6 +16,7 @@
 struct efs_worker {
 	struct efs_worker_config cfg;
 	struct efs_auth_keys keys;
+	struct efs_store *store;
 	struct efs_http_server *http;
 	struct efs_heartbeat heartbeat;
 };

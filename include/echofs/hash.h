@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* hash.h - SHA-256 (OpenSSL, the CPU's SHA extensions) for content ids and
+ * whole files; CRC32C (ISA-L) for cheap per-record checks. The only files
+ * that include OpenSSL's or ISA-L's CRC headers are hash.c and codec.c. */
+#ifndef ECHOFS_HASH_H
+#define ECHOFS_HASH_H
+
+#include "echofs/common.h"
+
+#include <stdint.h>
+
+#define EFS_SHA256_LEN 32
+#define EFS_SHA256_HEX_LEN 64
+
+/* An incremental SHA-256. */
+struct efs_sha256 {
+	void *ctx; /* EVP_MD_CTX */
+};
+
+/* 0 or -ENOMEM. */
+int efs_sha256_init(struct efs_sha256 *h);
+void efs_sha256_update(struct efs_sha256 *h, const void *data, size_t len);
+/* Writes the digest as 64 lowercase hex digits plus a NUL into @hex and
+ * releases the context. */
+void efs_sha256_final_hex(struct efs_sha256 *h, char hex[EFS_SHA256_HEX_LEN + 1]);
+/* Frees the context without a digest; NULL ctx accepted. */
+void efs_sha256_release(struct efs_sha256 *h);
+
+/* One-shot SHA-256 of a buffer, as hex. */
+void efs_sha256_hex(const void *data, size_t len, char hex[EFS_SHA256_HEX_LEN + 1]);
+
+/* CRC32C (Castagnoli) of @data continuing from @crc (0 to start). */
+uint32_t efs_crc32c(uint32_t crc, const void *data, size_t len);
+
+#endif

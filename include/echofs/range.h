@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: MIT */
+/* range.h - the HTTP Range header (RFC 9110 section 14), single ranges. */
+#ifndef ECHOFS_RANGE_H
+#define ECHOFS_RANGE_H
+
+#include "echofs/common.h"
+
+#include <stdint.h>
+
+/* Interprets a Range header value for a representation of @size bytes.
+ * Returns:
+ *   1        a single satisfiable range: [*first, *last] (inclusive);
+ *   0        no usable range (absent, another unit, several ranges,
+ *            malformed): send the whole representation with 200;
+ *   -ERANGE  a well-formed single range that is unsatisfiable: 416.
+ * "bytes=a-b" (b clamped to size-1), "bytes=a-", "bytes=-n" (the last n
+ * bytes). */
+int efs_range_parse(const char *header, uint64_t size, uint64_t *first, uint64_t *last);
+
+#endif

@@ -1,0 +1,486 @@
+/* SPDX-License-Identifier: MIT */
+/* api_sessions.c - chunked upload sessions: init, chunk, complete, status,
+ * abort. A session belongs to the user who opened it; anyone else, and
+ * anyone after it expired, gets 404. */
+#include "echofs/hash.h"
+#include "echofs/json.h"
+#include "echofs/log.h"
+#include "echofs/multipart.h"
+#include "echofs/util.h"
+#include "master/api.h"
+#include "master/chunk_io.h"
+#include "master/upload.h"
+
+#include <string.h>
+#include <strings.h>
+
+/* Most chunks one session (one file) may have. */
+#define MAX_SESSION_CHUNKS 1000000
+#define FIELD_MAX 128
+
+static json_t *received_json(const struct efs_session_chunk *chunks, size_t n)
+{
+	json_t *list = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(list, json_integer((json_int_t)chunks[i].index));
+	return list;
+}
+
+/* Loads the caller's live session @session_id; replies 404/503 otherwise. */
+static int load_session(struct efs_http_req *req, const char *session_id,
+			struct efs_session_info *out)
+{
+	struct efs_master *m = efs_api_master(req);
+	int r = session_id && efs_id_valid(session_id)
+			? efs_meta_session_get(m->meta, session_id, out)
+			: -ENOENT;
+	if (r == 0 && (out->hidden || strcmp(out->owner, req->user) != 0 ||
+		       out->expires_at_ms <= efs_now_ms()))
+		r = -ENOENT;
+	if (r == -ENOENT)
+		efs_http_reply_error(req, 404, "session_not_found",
+				     "no upload session %.64s (unknown, expired or finished)",
+				     session_id ? session_id : "");
+	else if (r < 0)
+		efs_api_store_error(req, r);
+	return r;
+}
+
+/* The number of chunks a session with a declared size has, or -1. */
+static int64_t expected_chunks(const struct efs_session_info *s)
+{
+	if (s->declared_size < 0)
+		return -1;
+	return (int64_t)(((uint64_t)s->declared_size + s->chunk_size - 1) / s->chunk_size);
+}
+
+/* ---- POST /api/v1/files/upload/init ----------------------------------- */
+
+int efs_api_session_init(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct efs_session_info s = {0};
+	const char *name;
+	uint64_t size = 0, chunk_size = m->cfg.chunk_size;
+	char when[EFS_ISO8601_LEN];
+	json_t *body;
+	int r;
+
+	if (efs_http_body_json(req, &body) < 0)
+		return 0;
+	if (efs_json_str(body, "name", EFS_NAME_MAX, &name) < 0 ||
+	    !efs_name_valid(name, EFS_NAME_MAX)) {
+		efs_http_reply_error(req, 400, "invalid_name",
+				     "name must be 1-255 bytes of UTF-8 without control "
+				     "characters");
+		goto out;
+	}
+	r = efs_json_u64(body, "chunk_size", &chunk_size);
+	if (r == -EINVAL || chunk_size < 1 || chunk_size > EFS_MAX_CHUNK_SIZE) {
+		efs_http_reply_error(req, 400, "invalid_chunk_size",
+				     "chunk_size must be an integer from 1 to %d",
+				     EFS_MAX_CHUNK_SIZE);
+		goto out;
+	}
+	r = efs_json_u64(body, "size", &size);
+	if (r == -EINVAL || (r == 0 && size > INT64_MAX)) {
+		efs_http_reply_error(req, 400, "invalid_size",
+				     "size must be a non-negative integer");
+		goto out;
+	}
+	s.declared_size = r == 0 ? (int64_t)size : -1;
+	s.chunk_size = chunk_size;
+	if (expected_chunks(&s) > MAX_SESSION_CHUNKS) {
+		efs_http_reply_error(req, 400, "too_many_chunks",
+				     "size / chunk_size exceeds %d chunks", MAX_SESSION_CHUNKS);
+		goto out;
+	}
+	if ((r = efs_random_hex(s.session_id, EFS_FILE_ID_LEN / 2)) < 0)
+		goto out;
+	efs_strlcpy(s.owner, req->user, sizeof(s.owner));
+	efs_strlcpy(s.name, name, sizeof(s.name));
+	s.created_at_ms = efs_now_ms();
+	s.expires_at_ms = s.created_at_ms + m->cfg.session_ttl_ms;
+	if ((r = efs_meta_session_create(m->meta, &s)) < 0) {
+		efs_api_store_error(req, r);
+		goto out;
+	}
+	efs_info("session %s opened by %s for \"%s\"", s.session_id, s.owner, s.name);
+	efs_http_reply_json(req, 201,
+			    json_pack("{s:s, s:I, s:s}", "session_id", s.session_id, "chunk_size",
+				      (json_int_t)s.chunk_size, "expires_at",
+				      efs_iso8601(s.expires_at_ms, when)));
+out:
+	json_decref(body);
+	return 0;
+}
+
+/* ---- POST /api/v1/files/upload/chunk ---------------------------------- */
+
+struct chunk_upload {
+	struct efs_multipart *mp; /* NULL: raw body */
+	struct efs_buf data;      /* the chunk, capped */
+	char session_id[FIELD_MAX + 1];
+	char chunk_index[FIELD_MAX + 1];
+	char *field; /* the form field being read, or NULL */
+	size_t field_len;
+	bool in_chunk_part;
+	bool chunk_part_seen;
+	bool too_large;
+};
+
+static void chunk_upload_free(void *state)
+{
+	struct chunk_upload *cu = state;
+	if (!cu)
+		return;
+	efs_multipart_free(cu->mp);
+	efs_buf_release(&cu->data);
+	free(cu);
+}
+
+static int cu_append(struct chunk_upload *cu, const char *data, size_t len)
+{
+	if (cu->too_large)
+		return 0;
+	if (efs_buf_append(&cu->data, data, len) == -E2BIG)
+		cu->too_large = true; /* answered 400 once the body is in */
+	return 0;
+}
+
+static int cu_part_begin(void *ctx, const char *name, const char *filename,
+			 const char *content_type)
+{
+	struct chunk_upload *cu = ctx;
+	cu->field = NULL;
+	cu->field_len = 0;
+	if (strcmp(name, "chunk") == 0 && !cu->chunk_part_seen) {
+		cu->in_chunk_part = cu->chunk_part_seen = true;
+	} else if (strcmp(name, "session_id") == 0) {
+		cu->field = cu->session_id;
+	} else if (strcmp(name, "chunk_index") == 0) {
+		cu->field = cu->chunk_index;
+	}
+	if (cu->field)
+		cu->field[0] = '\0';
+	return 0;
+}
+
+static int cu_part_data(void *ctx, const char *data, size_t len)
+{
+	struct chunk_upload *cu = ctx;
+	if (cu->in_chunk_part)
+		return cu_append(cu, data, len);
+	if (cu->field) {
+		if (cu->field_len + len > FIELD_MAX)
+			return -E2BIG;
+		memcpy(cu->field + cu->field_len, data, len);
+		cu->field_len += len;
+		cu->field[cu->field_len] = '\0';
+	}
+	return 0;
+}
+
+static int cu_part_end(void *ctx)
+{
+	struct chunk_upload *cu = ctx;
+	cu->in_chunk_part = false;
+	cu->field = NULL;
+	return 0;
+}
+
+static const struct efs_multipart_callbacks chunk_parts = {cu_part_begin, cu_part_data,
+							   cu_part_end};
+
+int efs_api_session_chunk_begin(struct efs_http_req *req)
+{
+	const char *content_type = efs_http_header(req, "Content-Type");
+	const char *sid = efs_http_query(req, "session_id");
+	const char *index = efs_http_query(req, "chunk_index");
+	char boundary[128];
+	bool multipart = content_type && strncasecmp(content_type, "multipart/form-data", 19) == 0;
+
+	struct chunk_upload *cu = calloc(1, sizeof(*cu));
+	if (!cu)
+		return -ENOMEM;
+	req->state = cu;
+	req->state_free = chunk_upload_free;
+	/* The session's own chunk size caps the chunk once it is known; the
+	 * hard cap until then is the largest chunk size there is. */
+	efs_buf_init(&cu->data, EFS_MAX_CHUNK_SIZE);
+	if (sid)
+		efs_strlcpy(cu->session_id, sid, sizeof(cu->session_id));
+	if (index)
+		efs_strlcpy(cu->chunk_index, index, sizeof(cu->chunk_index));
+	if (multipart) {
+		if (efs_multipart_boundary(content_type, boundary, sizeof(boundary)) < 0)
+			return efs_http_reply_error(req, 400, "invalid_multipart",
+						    "multipart/form-data needs a boundary");
+		return efs_multipart_new(boundary, &chunk_parts, cu, &cu->mp);
+	}
+	/* Raw: check what can be checked before the body is read. */
+	struct efs_session_info s;
+	if (load_session(req, sid, &s) < 0)
+		return 0;
+	if (req->content_length > (int64_t)s.chunk_size)
+		return efs_http_reply_error(req, 400, "chunk_too_large",
+					    "a chunk of this session holds at most %llu bytes",
+					    (unsigned long long)s.chunk_size);
+	cu->data.cap = s.chunk_size;
+	return 0;
+}
+
+int efs_api_session_chunk_body(struct efs_http_req *req, const char *data, size_t len)
+{
+	struct chunk_upload *cu = req->state;
+	if (!cu->mp)
+		return cu_append(cu, data, len);
+	int r = efs_multipart_feed(cu->mp, data, len);
+	if (r == -EBADMSG || r == -E2BIG)
+		return efs_http_reply_error(req, 400, "invalid_multipart",
+					    "malformed multipart body: %s",
+					    r == -E2BIG ? "a form field is too long"
+							: efs_multipart_error(cu->mp));
+	return r;
+}
+
+int efs_api_session_chunk(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct chunk_upload *cu = req->state;
+	struct efs_session_info s;
+	struct efs_upload_buffers bufs;
+	struct efs_chunk_result res;
+	const char *expect_sha = efs_http_header(req, "X-Chunk-SHA256");
+	char sha[EFS_SHA256_HEX_LEN + 1];
+	uint64_t index;
+	int r;
+
+	if (cu->mp) {
+		if ((r = efs_multipart_finish(cu->mp)) < 0)
+			return efs_http_reply_error(req, 400, "invalid_multipart",
+						    "malformed multipart body: %s",
+						    efs_multipart_error(cu->mp));
+		if (!cu->chunk_part_seen)
+			return efs_http_reply_error(req, 400, "missing_chunk",
+						    "the multipart body has no part named "
+						    "\"chunk\"");
+	}
+	if (load_session(req, cu->session_id[0] ? cu->session_id : NULL, &s) < 0)
+		return 0;
+	if (efs_parse_u64(cu->chunk_index, false, &index) < 0)
+		return efs_http_reply_error(req, 400, "invalid_chunk_index",
+					    "chunk_index must be a non-negative integer");
+	int64_t expected = expected_chunks(&s);
+	if ((expected >= 0 && index >= (uint64_t)expected) || index >= MAX_SESSION_CHUNKS)
+		return efs_http_reply_error(req, 400, "invalid_chunk_index",
+					    "chunk_index %llu is out of range (the file has %lld "
+					    "chunks)",
+					    (unsigned long long)index,
+					    (long long)(expected >= 0 ? expected : MAX_SESSION_CHUNKS));
+	if (cu->too_large || cu->data.len > s.chunk_size)
+		return efs_http_reply_error(req, 400, "chunk_too_large",
+					    "a chunk of this session holds at most %llu bytes",
+					    (unsigned long long)s.chunk_size);
+	if (expected >= 0) {
+		uint64_t want = (int64_t)index + 1 < expected
+					? s.chunk_size
+					: (uint64_t)s.declared_size - index * s.chunk_size;
+		if (cu->data.len != want)
+			return efs_http_reply_error(req, 400, "chunk_size_mismatch",
+						    "chunk %llu must be exactly %llu bytes, got %zu",
+						    (unsigned long long)index,
+						    (unsigned long long)want, cu->data.len);
+	} else if (cu->data.len == 0) {
+		return efs_http_reply_error(req, 400, "empty_chunk", "a chunk cannot be empty");
+	}
+	efs_sha256_hex(cu->data.data ? cu->data.data : "", cu->data.len, sha);
+	if (expect_sha && strcasecmp(expect_sha, sha) != 0)
+		return efs_http_reply_error(req, 400, "checksum_mismatch",
+					    "X-Chunk-SHA256 does not match the chunk's bytes "
+					    "(got %s)",
+					    sha);
+	efs_upload_buffers_init(&bufs);
+	r = efs_upload_chunk(m, &bufs, s.session_id, index, cu->data.data ? cu->data.data : "",
+			     cu->data.len, sha, &res);
+	efs_upload_buffers_release(&bufs);
+	if (r == -EAGAIN)
+		return efs_http_reply_error(req, 503, "no_capacity",
+					    "not enough live workers to store every replica");
+	if (r == -ENOENT)
+		return efs_http_reply_error(req, 404, "session_not_found",
+					    "the session ended while the chunk was stored");
+	if (r < 0)
+		return efs_api_store_error(req, r);
+	return efs_http_reply_json(req, 200,
+				   json_pack("{s:s, s:I, s:I, s:s}", "session_id", s.session_id,
+					     "chunk_index", (json_int_t)index, "size",
+					     (json_int_t)cu->data.len, "chunk_id", sha));
+}
+
+/* ---- POST /api/v1/files/upload/complete ------------------------------- */
+
+/* Hashes the session's chunks in order by reading them back from the
+ * workers (each verified against its own SHA-256): the file's SHA-256
+ * without holding the file anywhere. */
+static int hash_chunks(struct efs_master *m, const struct efs_session_chunk *chunks, size_t n,
+		       char *hex)
+{
+	struct efs_sha256 h;
+	struct efs_buf data, scratch;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	int r = efs_sha256_init(&h);
+	if (r < 0)
+		return r;
+	efs_buf_init(&data, SIZE_MAX);
+	efs_buf_init(&scratch, SIZE_MAX);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		struct efs_chunk_info info;
+		unsigned count = 0;
+		r = efs_meta_chunk_get(m->meta, chunks[i].chunk_id, &info, replicas, &count);
+		if (r == 0)
+			r = efs_chunk_read(m, &info, replicas, count, &data, &scratch);
+		if (r == 0)
+			efs_sha256_update(&h, data.data, data.len);
+	}
+	if (r == 0)
+		efs_sha256_final_hex(&h, hex);
+	efs_sha256_release(&h);
+	efs_buf_release(&data);
+	efs_buf_release(&scratch);
+	return r;
+}
+
+int efs_api_session_complete(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct efs_session_info s;
+	const char *sid = NULL;
+	json_t *body;
+	int r;
+
+	if (efs_http_body_json(req, &body) < 0)
+		return 0;
+	if (efs_json_str(body, "session_id", EFS_ID_MAX, &sid) < 0) {
+		json_decref(body);
+		return efs_http_reply_error(req, 400, "invalid_session_id",
+					    "session_id is required");
+	}
+	r = load_session(req, sid, &s);
+	json_decref(body);
+	if (r < 0)
+		return 0;
+
+	for (int attempt = 0; attempt < 3; attempt++) {
+		struct efs_session_chunk *chunks;
+		struct efs_file_info f = {0};
+		size_t n;
+		if ((r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n)) < 0)
+			return efs_api_store_error(req, r);
+		int64_t expected = expected_chunks(&s);
+		if (expected < 0)
+			expected = n ? (int64_t)chunks[n - 1].index + 1 : 0;
+		json_t *missing = json_array();
+		size_t k = 0;
+		uint64_t size = 0, stored = 0;
+		for (int64_t i = 0; i < expected; i++) {
+			if (k < n && chunks[k].index == (uint64_t)i) {
+				size += chunks[k].size;
+				stored += chunks[k].stored_size;
+				k++;
+			} else {
+				json_array_append_new(missing, json_integer(i));
+			}
+		}
+		if (json_array_size(missing) > 0) {
+			free(chunks);
+			return efs_http_reply_error_extra(
+				req, 409, "incomplete_session", json_pack("{s:o}", "missing", missing),
+				"%zu of %lld chunks are missing", json_array_size(missing),
+				(long long)expected);
+		}
+		json_decref(missing);
+		for (size_t i = 0; i + 1 < n; i++) {
+			if (chunks[i].size != s.chunk_size) {
+				free(chunks);
+				return efs_http_reply_error(req, 409, "short_chunk",
+							    "chunk %llu is shorter than chunk_size "
+							    "but is not the last one",
+							    (unsigned long long)chunks[i].index);
+			}
+		}
+		if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0 ||
+		    (r = hash_chunks(m, chunks, n, f.sha256)) < 0) {
+			free(chunks);
+			return efs_http_reply_error(req, 503, "chunk_unavailable",
+						    "the session's chunks could not be read back: %s",
+						    strerror(-r));
+		}
+		free(chunks);
+		efs_strlcpy(f.owner, s.owner, sizeof(f.owner));
+		efs_strlcpy(f.name, s.name, sizeof(f.name));
+		f.size = size;
+		f.chunk_size = s.chunk_size;
+		f.chunk_count = n;
+		f.replication = m->cfg.replication_factor;
+		f.stored_bytes = stored;
+		f.created_at_ms = efs_now_ms();
+		r = efs_meta_session_complete(m->meta, s.session_id, s.version, &f);
+		if (r == -ESTALE) { /* a chunk arrived meanwhile: look again */
+			if ((r = load_session(req, s.session_id, &s)) < 0)
+				return 0;
+			continue;
+		}
+		if (r == -ENOENT)
+			return efs_http_reply_error(req, 404, "session_not_found",
+						    "the session ended meanwhile");
+		if (r < 0)
+			return efs_api_store_error(req, r);
+		efs_info("session %s completed into file %s (%llu bytes, %llu chunks)",
+			 s.session_id, f.file_id, (unsigned long long)f.size,
+			 (unsigned long long)f.chunk_count);
+		return efs_http_reply_json(req, 201, efs_api_file_json(&f));
+	}
+	return efs_http_reply_error(req, 409, "session_busy",
+				    "chunks kept arriving during complete; retry");
+}
+
+/* ---- GET / DELETE /api/v1/files/upload/{sessionId} --------------------- */
+
+int efs_api_session_status(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct efs_session_info s;
+	struct efs_session_chunk *chunks;
+	char when[EFS_ISO8601_LEN];
+	size_t n;
+
+	if (load_session(req, efs_http_param(req, "sessionId"), &s) < 0)
+		return 0;
+	int r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n);
+	if (r < 0)
+		return efs_api_store_error(req, r);
+	json_t *obj = json_pack("{s:s, s:s, s:I, s:o, s:s}", "session_id", s.session_id, "name",
+				s.name, "chunk_size", (json_int_t)s.chunk_size, "received",
+				received_json(chunks, n), "expires_at",
+				efs_iso8601(s.expires_at_ms, when));
+	if (s.declared_size >= 0)
+		json_object_set_new(obj, "size", json_integer(s.declared_size));
+	free(chunks);
+	return efs_http_reply_json(req, 200, obj);
+}
+
+int efs_api_session_abort(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct efs_session_info s;
+	if (load_session(req, efs_http_param(req, "sessionId"), &s) < 0)
+		return 0;
+	int r = efs_meta_session_delete(m->meta, s.session_id, efs_now_ms());
+	if (r == -ENOENT)
+		return efs_http_reply_error(req, 404, "session_not_found", "no such session");
+	if (r < 0)
+		return efs_api_store_error(req, r);
+	efs_info("session %s aborted by %s", s.session_id, req->user);
+	return efs_http_reply_empty(req, 204);
+}

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/* chunk_io.c - parallel replica writes with replacement, verified reads. */
+#include "master/chunk_io.h"
+#include "echofs/codec.h"
+#include "echofs/hash.h"
+#include "echofs/http_client.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+#include "master/master.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define WRITE_ROUNDS 3
+#define CONNECT_TIMEOUT_MS 2000
+
+/* Budget for moving @len bytes to or from a worker: a stalled worker is
+ * given up on quickly enough for the client not to notice much. */
+static long transfer_timeout_ms(size_t len)
+{
+	return 10000 + (long)(len / (10 * 1024)); /* 10 s + 10 MB/s */
+}
+
+bool efs_replica_alive(const struct efs_master *m, const struct efs_replica *rep)
+{
+	return rep->last_heartbeat_ms > 0 &&
+	       efs_now_ms() - rep->last_heartbeat_ms <= m->cfg.worker_dead_after_ms;
+}
+
+int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data, size_t len,
+		    bool gzip, unsigned want, const struct efs_target *exclude,
+		    size_t exclude_count, struct efs_target *out)
+{
+	struct efs_target tried[EFS_MAX_REPLICAS * (WRITE_ROUNDS + 1) + EFS_MAX_REPLICAS];
+	struct efs_target pending[EFS_MAX_REPLICAS];
+	struct efs_http_call calls[EFS_MAX_REPLICAS];
+	struct efs_http_call *callp[EFS_MAX_REPLICAS];
+	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
+	char crc_header[40];
+	size_t tried_count = 0;
+	unsigned done = 0;
+
+	if (want > EFS_MAX_REPLICAS || exclude_count > EFS_MAX_REPLICAS)
+		return -EINVAL;
+	memcpy(tried, exclude, exclude_count * sizeof(*exclude));
+	tried_count = exclude_count;
+	snprintf(crc_header, sizeof(crc_header), "X-Chunk-CRC32C: %08x", efs_crc32c(0, data, len));
+
+	for (int round = 0; round < WRITE_ROUNDS && done < want; round++) {
+		int n = efs_placement_choose(m, want - done, len, tried, tried_count, pending);
+		if (n < 0)
+			return n;
+		if (n == 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			tried[tried_count++] = pending[i];
+			snprintf(urls[i], sizeof(urls[i]), "%s/chunks/%s", pending[i].url, chunk_id);
+			efs_http_call_init(&calls[i], "PUT", urls[i]);
+			calls[i].bearer = m->cfg.cluster_secret;
+			calls[i].content_type = "application/octet-stream";
+			calls[i].headers[0] = gzip ? "X-Chunk-Encoding: gzip"
+						   : "X-Chunk-Encoding: identity";
+			calls[i].headers[1] = crc_header;
+			calls[i].body = data;
+			calls[i].body_len = len;
+			calls[i].timeout_ms = transfer_timeout_ms(len);
+			calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
+			calls[i].resp_cap = 64 * 1024;
+			callp[i] = &calls[i];
+			efs_placement_load_add(pending[i].worker_id, 1);
+		}
+		efs_http_call_run_parallel(callp, (size_t)n);
+		for (int i = 0; i < n; i++) {
+			efs_placement_load_add(pending[i].worker_id, -1);
+			if (calls[i].error == 0 && calls[i].status == 201) {
+				out[done++] = pending[i];
+			} else if (calls[i].error) {
+				efs_warn("chunk %.12s: write to worker %s failed: %s; trying another",
+					 chunk_id, pending[i].worker_id, calls[i].errmsg);
+			} else {
+				efs_warn("chunk %.12s: worker %s answered %ld to a write: %.120s",
+					 chunk_id, pending[i].worker_id, calls[i].status,
+					 calls[i].resp.data ? calls[i].resp.data : "");
+			}
+			efs_http_call_release(&calls[i]);
+		}
+	}
+	if (done < want) {
+		efs_warn("chunk %.12s: only %u of %u replicas could be written", chunk_id, done, want);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+/* Orders replicas: usable ones (alive, not bad) first, shuffled. */
+static void order_replicas(const struct efs_master *m, const struct efs_replica *replicas,
+			   unsigned n, unsigned *order)
+{
+	unsigned k = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		unsigned start = k;
+		for (unsigned i = 0; i < n; i++) {
+			bool usable = !replicas[i].bad && efs_replica_alive(m, &replicas[i]);
+			if (usable == (pass == 0))
+				order[k++] = i;
+		}
+		for (unsigned i = k; i > start + 1; i--) {
+			uint32_t rnd;
+			efs_random_bytes(&rnd, sizeof(rnd));
+			unsigned j = start + rnd % (i - start);
+			unsigned t = order[i - 1];
+			order[i - 1] = order[j];
+			order[j] = t;
+		}
+	}
+}
+
+/* Fetches and verifies one replica. 0, or -EBADMSG (bad bytes: mark it)
+ * or another error (unreachable: do not). */
+static int read_replica(struct efs_master *m, const struct efs_chunk_info *chunk,
+			const struct efs_replica *rep, struct efs_buf *out, struct efs_buf *scratch)
+{
+	struct efs_http_call call;
+	char url[EFS_URL_MAX + 80];
+	char hex[EFS_SHA256_HEX_LEN + 1];
+	int r;
+
+	snprintf(url, sizeof(url), "%s/chunks/%s", rep->url, chunk->chunk_id);
+	efs_http_call_init(&call, "GET", url);
+	call.bearer = m->cfg.cluster_secret;
+	call.timeout_ms = transfer_timeout_ms(chunk->stored_size);
+	call.connect_timeout_ms = CONNECT_TIMEOUT_MS;
+	call.capture_header = "X-Chunk-Encoding";
+	call.resp = *scratch; /* reuse the caller's allocation */
+	/* Raw or gzip (kept only when smaller): never more than size. */
+	call.resp_cap = EFS_MAX(chunk->stored_size, chunk->size) + 1;
+	r = efs_http_call_run(&call);
+	*scratch = call.resp;
+	scratch->cap = SIZE_MAX;
+	if (r < 0) {
+		efs_warn("chunk %.12s: worker %s unreachable: %s", chunk->chunk_id, rep->worker_id,
+			 call.errmsg);
+		return r;
+	}
+	if (call.status == 404 || call.status == 500)
+		return -EBADMSG; /* lost or corrupt there */
+	if (call.status != 200)
+		return -EIO;
+	bool gzip = strcmp(call.captured, "gzip") == 0 ||
+		    (call.captured[0] == '\0' && chunk->compressed);
+	const char *bytes = scratch->data ? scratch->data : "";
+	if (gzip) {
+		r = efs_codec_decode(bytes, scratch->len, chunk->size, out);
+		if (r < 0)
+			return r == -EBADMSG ? -EBADMSG : r;
+	} else {
+		if (scratch->len != chunk->size)
+			return -EBADMSG;
+		efs_buf_reset(out);
+		if ((r = efs_buf_append(out, bytes, scratch->len)) < 0)
+			return r;
+	}
+	efs_sha256_hex(out->data ? out->data : "", out->len, hex);
+	return strcmp(hex, chunk->chunk_id) == 0 ? 0 : -EBADMSG;
+}
+
+int efs_chunk_read(struct efs_master *m, const struct efs_chunk_info *chunk,
+		   const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
+		   struct efs_buf *scratch)
+{
+	unsigned order[EFS_MAX_REPLICAS];
+	replica_count = EFS_MIN(replica_count, EFS_MAX_REPLICAS);
+	order_replicas(m, replicas, replica_count, order);
+	for (unsigned k = 0; k < replica_count; k++) {
+		const struct efs_replica *rep = &replicas[order[k]];
+		int r = read_replica(m, chunk, rep, out, scratch);
+		if (r == 0)
+			return 0;
+		if (r == -EBADMSG) {
+			efs_warn("chunk %.12s: replica on worker %s is missing or corrupt: marked "
+				 "bad for repair",
+				 chunk->chunk_id, rep->worker_id);
+			efs_meta_replica_mark_bad(m->meta, chunk->chunk_id, rep->worker_id);
+		}
+	}
+	efs_error("chunk %s: no replica could be read (%u tried)", chunk->chunk_id,
+		  replica_count);
+	return -EIO;
+}

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* chunk_io.h - the master's chunk transfers to and from workers.
+ *
+ * Writes go to all replicas in parallel; a replica that fails is replaced
+ * by another worker and only that one is retried. Reads try the usable
+ * replicas (alive, not marked bad) in random order, then the others; the
+ * bytes are decoded and checked against the chunk's SHA-256, and a replica
+ * that fails is marked bad in the metadata so repair replaces it.
+ */
+#ifndef ECHOFS_MASTER_CHUNK_IO_H
+#define ECHOFS_MASTER_CHUNK_IO_H
+
+#include "echofs/buf.h"
+#include "echofs/meta.h"
+#include "master/placement.h"
+
+struct efs_master;
+
+/* Stores the encoded chunk on @want workers besides those in @exclude.
+ * Returns 0 with the targets in @out, or -EAGAIN (not enough live workers
+ * with room: no capacity) or another -errno. */
+int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data, size_t len,
+		    bool gzip, unsigned want, const struct efs_target *exclude,
+		    size_t exclude_count, struct efs_target *out);
+
+/* Reads chunk @chunk from one of its replicas into @out (decoded and
+ * verified). @scratch holds the stored bytes. -EIO when no replica gave
+ * good bytes. */
+int efs_chunk_read(struct efs_master *m, const struct efs_chunk_info *chunk,
+		   const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
+		   struct efs_buf *scratch);
+
+/* True when the replica's worker is alive now. */
+bool efs_replica_alive(const struct efs_master *m, const struct efs_replica *rep);
+
+#endif

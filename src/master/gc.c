@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/* gc.c - session expiry and chunk collection. */
+#include "master/gc.h"
+#include "echofs/http_client.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+#include "master/master.h"
+
+#include <string.h>
+#include <time.h>
+
+#define GC_INTERVAL_MS 1000
+#define BATCH 128
+
+static void expire_sessions(struct efs_master *m)
+{
+	char (*ids)[EFS_ID_MAX + 1] = calloc(BATCH, sizeof(*ids));
+	size_t n = 0;
+	if (!ids)
+		return;
+	if (efs_meta_session_expired(m->meta, efs_now_ms(), BATCH, ids, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			int r = efs_meta_session_delete(m->meta, ids[i], efs_now_ms());
+			if (r == 0)
+				efs_info("session %s expired: its chunks were released", ids[i]);
+		}
+	}
+	free(ids);
+}
+
+/* Deletes the replicas of one collected chunk from their workers. */
+static void delete_replicas(struct efs_master *m, const char *chunk_id,
+			    const struct efs_replica *replicas, unsigned count, int64_t since_ms)
+{
+	struct efs_http_call calls[EFS_MAX_REPLICAS];
+	struct efs_http_call *callp[EFS_MAX_REPLICAS];
+	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
+	char since[64];
+	unsigned n = 0;
+
+	snprintf(since, sizeof(since), "X-Unmodified-Since-Ms: %lld", (long long)since_ms);
+	for (unsigned i = 0; i < count; i++) {
+		if (!replicas[i].url[0])
+			continue; /* its worker is unknown now */
+		snprintf(urls[n], sizeof(urls[n]), "%s/chunks/%s", replicas[i].url, chunk_id);
+		efs_http_call_init(&calls[n], "DELETE", urls[n]);
+		calls[n].bearer = m->cfg.cluster_secret;
+		calls[n].headers[0] = since;
+		calls[n].timeout_ms = 5000;
+		calls[n].connect_timeout_ms = 1000;
+		calls[n].resp_cap = 16 * 1024;
+		callp[n] = &calls[n];
+		n++;
+	}
+	efs_http_call_run_parallel(callp, n);
+	for (unsigned i = 0; i < n; i++) {
+		long st = calls[i].status;
+		if (calls[i].error || (st != 204 && st != 404 && st != 412))
+			efs_warn("chunk %.12s: delete on %s failed (%s%ld); left as an orphan",
+				 chunk_id, urls[i], calls[i].error ? calls[i].errmsg : "status ",
+				 calls[i].error ? 0L : st);
+		efs_http_call_release(&calls[i]);
+	}
+}
+
+int efs_gc_run_once(struct efs_master *m)
+{
+	char (*ids)[65] = calloc(BATCH, sizeof(*ids));
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	size_t n = 0;
+	int collected = 0;
+
+	if (!ids)
+		return -ENOMEM;
+	expire_sessions(m);
+	int64_t now = efs_now_ms();
+	int r = efs_meta_garbage_list(m->meta, now - m->cfg.gc_grace_ms, BATCH, ids, &n);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		unsigned count = 0;
+		int64_t decided = efs_now_ms();
+		int t = efs_meta_garbage_take(m->meta, ids[i], replicas, &count);
+		if (t == -ENOENT)
+			continue; /* referenced again meanwhile */
+		if (t < 0) {
+			r = t;
+			break;
+		}
+		delete_replicas(m, ids[i], replicas, count, decided - m->cfg.gc_grace_ms / 2);
+		collected++;
+	}
+	free(ids);
+	if (collected > 0)
+		efs_info("collector: %d unreferenced chunks removed", collected);
+	return r < 0 ? r : collected;
+}
+
+static bool wait_or_stop(struct efs_gc *gc, int64_t ms)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += ms / 1000;
+	deadline.tv_nsec += (ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&gc->lock);
+	while (!gc->stop && pthread_cond_timedwait(&gc->cond, &gc->lock, &deadline) == 0)
+		;
+	bool stop = gc->stop;
+	pthread_mutex_unlock(&gc->lock);
+	return stop;
+}
+
+static void *gc_main(void *arg)
+{
+	struct efs_gc *gc = arg;
+	bool failing = false;
+	while (!wait_or_stop(gc, GC_INTERVAL_MS)) {
+		int r = efs_gc_run_once(gc->m);
+		if (r < 0 && !failing)
+			efs_warn("collector: pass failed: %s (retrying every second)", strerror(-r));
+		failing = r < 0;
+	}
+	return NULL;
+}
+
+int efs_gc_start(struct efs_gc *gc, struct efs_master *m)
+{
+	memset(gc, 0, sizeof(*gc));
+	gc->m = m;
+	pthread_mutex_init(&gc->lock, NULL);
+	pthread_cond_init(&gc->cond, NULL);
+	int r = pthread_create(&gc->thread, NULL, gc_main, gc);
+	if (r != 0)
+		return -r;
+	gc->running = true;
+	return 0;
+}
+
+void efs_gc_stop(struct efs_gc *gc)
+{
+	if (!gc->running)
+		return;
+	pthread_mutex_lock(&gc->lock);
+	gc->stop = true;
+	pthread_cond_broadcast(&gc->cond);
+	pthread_mutex_unlock(&gc->lock);
+	pthread_join(gc->thread, NULL);
+	gc->running = false;
+	pthread_mutex_destroy(&gc->lock);
+	pthread_cond_destroy(&gc->cond);
+}

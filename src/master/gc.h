@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* gc.h - the master's collector: ends expired sessions and removes
+ * unreferenced chunks from the workers.
+ *
+ * Every second: expired sessions release their chunks; chunks unreferenced
+ * for longer than GC_GRACE_MS have their metadata removed (in one
+ * transaction that re-checks the count) and then a DELETE goes to each
+ * worker that held a replica. The DELETE carries X-Unmodified-Since-Ms =
+ * decision time - grace/2, so a replica stored again after the decision
+ * (a new upload of the same bytes) is kept by the worker. A replica the
+ * worker could not delete (worker down) stays behind as an orphan; the
+ * worker's chunk report finds it later.
+ */
+#ifndef ECHOFS_MASTER_GC_H
+#define ECHOFS_MASTER_GC_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+struct efs_master;
+
+struct efs_gc {
+	struct efs_master *m;
+	pthread_t thread;
+	bool running;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;
+};
+
+int efs_gc_start(struct efs_gc *gc, struct efs_master *m);
+void efs_gc_stop(struct efs_gc *gc);
+/* One pass now (tests and the loop). Returns chunks collected or -errno. */
+int efs_gc_run_once(struct efs_master *m);
+
+#endif

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/* placement.h - choose which workers receive a chunk's replicas.
+ *
+ * Candidates are the live workers with room for the chunk, never two on
+ * one worker or one URL, never an excluded one (already holding the chunk,
+ * or just failed). Among them the choice is random, weighted by free space
+ * divided by (1 + the writes this master has in flight to the worker), so
+ * emptier and idler workers get more and a burst does not pile on one.
+ */
+#ifndef ECHOFS_MASTER_PLACEMENT_H
+#define ECHOFS_MASTER_PLACEMENT_H
+
+#include "master/registry.h"
+
+struct efs_master;
+
+struct efs_target {
+	char worker_id[EFS_ID_MAX + 1];
+	char url[EFS_URL_MAX + 1];
+};
+
+/* Chooses up to @want targets for @need_bytes. Returns how many were
+ * chosen (possibly fewer than @want, possibly 0) or a store error. */
+int efs_placement_choose(struct efs_master *m, unsigned want, uint64_t need_bytes,
+			 const struct efs_target *exclude, size_t exclude_count,
+			 struct efs_target *out);
+/* Counts the live workers. */
+int efs_placement_live_count(struct efs_master *m, size_t *alive);
+
+/* Writes in flight to a worker, for the load part of the weighting. */
+void efs_placement_load_add(const char *worker_id, int delta);
+
+#endif

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/* upload.c - one chunk from bytes to a durable, referenced, replicated
+ * chunk. */
+#include "master/upload.h"
+#include "echofs/codec.h"
+#include "echofs/hash.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+#include "master/chunk_io.h"
+#include "master/master.h"
+
+#include <string.h>
+
+#define ATTEMPTS 3
+
+void efs_upload_buffers_init(struct efs_upload_buffers *b)
+{
+	efs_buf_init(&b->encoded, EFS_MAX_CHUNK_SIZE);
+}
+
+void efs_upload_buffers_release(struct efs_upload_buffers *b)
+{
+	efs_buf_release(&b->encoded);
+}
+
+int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
+		     const char *session_id, uint64_t index, const char *data, size_t len,
+		     const char *chunk_id, struct efs_chunk_result *out)
+{
+	struct efs_chunk_info chunk;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	struct efs_target have[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
+	const char *added_ids[EFS_MAX_REPLICAS];
+	unsigned want = m->cfg.replication_factor;
+	int r;
+
+	memset(&chunk, 0, sizeof(chunk));
+	if (chunk_id)
+		efs_strlcpy(chunk.chunk_id, chunk_id, sizeof(chunk.chunk_id));
+	else
+		efs_sha256_hex(data, len, chunk.chunk_id);
+	chunk.size = len;
+	r = efs_codec_encode(data, len, &bufs->encoded);
+	if (r < 0)
+		return r;
+	chunk.compressed = r == 1;
+	const char *stored = chunk.compressed ? bufs->encoded.data : data;
+	chunk.stored_size = chunk.compressed ? bufs->encoded.len : len;
+
+	for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
+		struct efs_chunk_info existing;
+		unsigned replica_count = 0, good = 0;
+		r = efs_meta_chunk_get(m->meta, chunk.chunk_id, &existing, replicas,
+				       &replica_count);
+		bool dedup = r == 0;
+		if (r < 0 && r != -ENOENT)
+			return r;
+		for (unsigned i = 0; dedup && i < replica_count; i++) {
+			efs_strlcpy(have[i].worker_id, replicas[i].worker_id,
+				    sizeof(have[i].worker_id));
+			efs_strlcpy(have[i].url, replicas[i].url, sizeof(have[i].url));
+			if (!replicas[i].bad && efs_replica_alive(m, &replicas[i]))
+				good++;
+		}
+		unsigned missing = good >= want ? 0 : want - good;
+		if (missing > 0) {
+			/* Each replica records its own encoding (the worker
+			 * answers it on read), so new replicas may use ours. */
+			r = efs_chunk_write(m, chunk.chunk_id, stored, chunk.stored_size,
+					    chunk.compressed, missing, have,
+					    dedup ? replica_count : 0, added);
+			if (r < 0)
+				return r;
+		}
+		for (unsigned i = 0; i < missing; i++)
+			added_ids[i] = added[i].worker_id;
+		r = efs_meta_session_put_chunk(m->meta, session_id, index, &chunk, added_ids, missing,
+					       dedup, efs_now_ms());
+		if (r == -ESTALE) {
+			efs_debug("chunk %.12s was collected while being reused; storing it again",
+				  chunk.chunk_id);
+			continue;
+		}
+		if (r < 0)
+			return r;
+		out->chunk = dedup ? existing : chunk;
+		out->deduplicated = dedup && missing == 0;
+		return 0;
+	}
+	return -EAGAIN;
+}

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* upload.h - storing one chunk of an upload: hash, compress, deduplicate,
+ * replicate, record.
+ *
+ * Both ways in use it: the one-request upload (a hidden session) and the
+ * client's chunked sessions. The order is the durability contract: the
+ * chunk is on every replica (fsync'd by the workers) before the metadata
+ * transaction that makes the session reference it; a crash in between
+ * leaves an orphan on the workers, never a reference to nothing.
+ *
+ * Deduplication: when the chunk is already stored, the session takes a
+ * reference to it first (atomically, so the collector cannot take it
+ * meanwhile) and only the replicas it lacks are written.
+ */
+#ifndef ECHOFS_MASTER_UPLOAD_H
+#define ECHOFS_MASTER_UPLOAD_H
+
+#include "echofs/buf.h"
+#include "echofs/meta.h"
+
+struct efs_master;
+
+struct efs_chunk_result {
+	struct efs_chunk_info chunk;
+	bool deduplicated; /* no bytes were sent to workers */
+};
+
+/* Scratch buffers an upload keeps across its chunks (no allocation per
+ * chunk). */
+struct efs_upload_buffers {
+	struct efs_buf encoded;
+};
+
+void efs_upload_buffers_init(struct efs_upload_buffers *b);
+void efs_upload_buffers_release(struct efs_upload_buffers *b);
+
+/* Stores @data as chunk @index of session @session_id. When @chunk_id is
+ * not NULL it is the chunk's SHA-256 hex, already computed. -EAGAIN: not
+ * enough live workers (503); -ENOENT: the session is gone; -errno. */
+int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
+		     const char *session_id, uint64_t index, const char *data, size_t len,
+		     const char *chunk_id, struct efs_chunk_result *out);
+
+#endif

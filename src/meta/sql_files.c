@@ -1,0 +1,575 @@
+/* SPDX-License-Identifier: MIT */
+/* sql_files.c - sessions, files, chunks, replicas and garbage.
+ *
+ * Reference counting: chunks.refcount is the number of session_chunks and
+ * file_chunks rows naming the chunk, kept exact inside the transactions
+ * that add or remove those rows (a chunk listed twice in one file counts
+ * twice). A chunk whose count drops to 0 gets zero_since; the collector
+ * takes it once that is older than its grace period, and only while the
+ * count is still 0 (garbage_take re-checks inside its transaction).
+ */
+#include "echofs/util.h"
+#include "meta/sql_store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Growable array filled by row callbacks. */
+struct rows {
+	void *items;
+	size_t count, alloc, item_size;
+};
+
+static void *rows_push(struct rows *r)
+{
+	if (r->count == r->alloc) {
+		size_t grow = r->alloc ? r->alloc * 2 : 16;
+		void *p = realloc(r->items, grow * r->item_size);
+		if (!p)
+			return NULL;
+		r->items = p;
+		r->alloc = grow;
+	}
+	void *item = (char *)r->items + r->count * r->item_size;
+	memset(item, 0, r->item_size);
+	r->count++;
+	return item;
+}
+
+/* ---- sessions -------------------------------------------------------- */
+
+#define SESSION_COLUMNS                                                                           \
+	"session_id, owner, name, declared_size, chunk_size, hidden, version, created_at,"       \
+	" expires_at"
+
+int sql_session_create(void *impl, const struct efs_session_info *s)
+{
+	return SQL_ONE(impl,
+		       "INSERT INTO sessions (" SESSION_COLUMNS ")"
+		       " VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
+		       NULL, NULL, NULL, SQL_TEXT(s->session_id), SQL_TEXT(s->owner),
+		       SQL_TEXT(s->name), s->declared_size < 0 ? SQL_NULL : SQL_INT(s->declared_size),
+		       SQL_INT(s->chunk_size), SQL_INT(s->hidden ? 1 : 0), SQL_INT(s->created_at_ms),
+		       SQL_INT(s->expires_at_ms));
+}
+
+static int row_session(void *ctx, const struct efs_sql_row *row)
+{
+	struct efs_session_info *s = ctx;
+	efs_strlcpy(s->session_id, efs_sql_text(row, 0), sizeof(s->session_id));
+	efs_strlcpy(s->owner, efs_sql_text(row, 1), sizeof(s->owner));
+	efs_strlcpy(s->name, efs_sql_text(row, 2), sizeof(s->name));
+	s->declared_size = efs_sql_null(row, 3) ? -1 : efs_sql_int(row, 3);
+	s->chunk_size = (uint64_t)efs_sql_int(row, 4);
+	s->hidden = efs_sql_int(row, 5) != 0;
+	s->version = efs_sql_int(row, 6);
+	s->created_at_ms = efs_sql_int(row, 7);
+	s->expires_at_ms = efs_sql_int(row, 8);
+	return 0;
+}
+
+int sql_session_get(void *impl, const char *session_id, struct efs_session_info *out)
+{
+	struct efs_session_info s = {0};
+	int r = SQL_ONE(impl, "SELECT " SESSION_COLUMNS " FROM sessions WHERE session_id = $1",
+			row_session, &s, NULL, SQL_TEXT(session_id));
+	if (r < 0)
+		return r;
+	if (!s.session_id[0])
+		return -ENOENT;
+	*out = s;
+	return 0;
+}
+
+static int row_session_chunk(void *ctx, const struct efs_sql_row *row)
+{
+	struct efs_session_chunk *c = rows_push(ctx);
+	if (!c)
+		return -ENOMEM;
+	c->index = (uint64_t)efs_sql_int(row, 0);
+	efs_strlcpy(c->chunk_id, efs_sql_text(row, 1), sizeof(c->chunk_id));
+	c->size = (uint64_t)efs_sql_int(row, 2);
+	c->stored_size = (uint64_t)efs_sql_int(row, 3);
+	return 0;
+}
+
+int sql_session_chunks(void *impl, const char *session_id, struct efs_session_chunk **out,
+		       size_t *count)
+{
+	struct rows rows = {.item_size = sizeof(struct efs_session_chunk)};
+	int r = SQL_ONE(impl,
+			"SELECT sc.idx, sc.chunk_id, sc.size, c.stored_size FROM session_chunks sc"
+			" JOIN chunks c ON c.chunk_id = sc.chunk_id"
+			" WHERE sc.session_id = $1 ORDER BY sc.idx",
+			row_session_chunk, &rows, NULL, SQL_TEXT(session_id));
+	if (r < 0) {
+		free(rows.items);
+		return r;
+	}
+	*out = rows.items;
+	*count = rows.count;
+	return 0;
+}
+
+/* Fails with -ENOENT unless the session exists. */
+static int session_exists(struct sql_conn *c, const char *session_id)
+{
+	int64_t found = 0;
+	int r = SQL_Q(c, "SELECT 1 FROM sessions WHERE session_id = $1", sql_row_int, &found, NULL,
+		      SQL_TEXT(session_id));
+	return r < 0 ? r : (found ? 0 : -ENOENT);
+}
+
+struct put_chunk {
+	const char *session_id;
+	uint64_t index;
+	const struct efs_chunk_info *chunk;
+	const char *const *worker_ids;
+	size_t worker_count;
+	bool dedup;
+	int64_t now_ms;
+};
+
+static int put_chunk_tx(struct sql_conn *c, void *ctx)
+{
+	struct put_chunk *p = ctx;
+	int64_t changed = 0;
+	int r;
+
+	if ((r = session_exists(c, p->session_id)) < 0)
+		return r;
+	if (p->dedup) {
+		r = SQL_Q(c,
+			  "UPDATE chunks SET refcount = refcount + 1, zero_since = NULL"
+			  " WHERE chunk_id = $1",
+			  NULL, NULL, &changed, SQL_TEXT(p->chunk->chunk_id));
+		if (r < 0)
+			return r;
+		if (changed == 0)
+			return -ESTALE; /* collected since the caller looked */
+	} else {
+		r = SQL_Q(c,
+			  "INSERT INTO chunks (chunk_id, size, stored_size, compressed, refcount,"
+			  "  zero_since, created_at) VALUES ($1, $2, $3, $4, 1, NULL, $5)"
+			  " ON CONFLICT (chunk_id) DO UPDATE SET refcount = chunks.refcount + 1,"
+			  "  zero_since = NULL",
+			  NULL, NULL, NULL, SQL_TEXT(p->chunk->chunk_id), SQL_INT(p->chunk->size),
+			  SQL_INT(p->chunk->stored_size), SQL_INT(p->chunk->compressed ? 1 : 0),
+			  SQL_INT(p->now_ms));
+		if (r < 0)
+			return r;
+	}
+	for (size_t i = 0; i < p->worker_count; i++) {
+		r = SQL_Q(c,
+			  "INSERT INTO replicas (chunk_id, worker_id, state, created_at)"
+			  " VALUES ($1, $2, 0, $3)"
+			  " ON CONFLICT (chunk_id, worker_id) DO UPDATE SET state = 0",
+			  NULL, NULL, NULL, SQL_TEXT(p->chunk->chunk_id), SQL_TEXT(p->worker_ids[i]),
+			  SQL_INT(p->now_ms));
+		if (r < 0)
+			return r;
+	}
+	/* The chunk the session had at this index, if any, loses its ref. */
+	r = SQL_Q(c,
+		  "UPDATE chunks SET refcount = refcount - 1,"
+		  "  zero_since = CASE WHEN refcount - 1 <= 0 THEN $3 ELSE zero_since END"
+		  " WHERE chunk_id = (SELECT chunk_id FROM session_chunks"
+		  "  WHERE session_id = $1 AND idx = $2)",
+		  NULL, NULL, NULL, SQL_TEXT(p->session_id), SQL_INT(p->index), SQL_INT(p->now_ms));
+	if (r < 0)
+		return r;
+	r = SQL_Q(c,
+		  "INSERT INTO session_chunks (session_id, idx, chunk_id, size)"
+		  " VALUES ($1, $2, $3, $4)"
+		  " ON CONFLICT (session_id, idx) DO UPDATE SET chunk_id = excluded.chunk_id,"
+		  "  size = excluded.size",
+		  NULL, NULL, NULL, SQL_TEXT(p->session_id), SQL_INT(p->index),
+		  SQL_TEXT(p->chunk->chunk_id), SQL_INT(p->chunk->size));
+	if (r < 0)
+		return r;
+	return SQL_Q(c, "UPDATE sessions SET version = version + 1 WHERE session_id = $1", NULL,
+		     NULL, NULL, SQL_TEXT(p->session_id));
+}
+
+int sql_session_put_chunk(void *impl, const char *session_id, uint64_t index,
+			  const struct efs_chunk_info *chunk, const char *const *worker_ids,
+			  size_t worker_count, bool dedup, int64_t now_ms)
+{
+	struct put_chunk p = {session_id, index, chunk, worker_ids, worker_count, dedup, now_ms};
+	return sql_run_tx(impl, put_chunk_tx, &p);
+}
+
+struct complete {
+	const char *session_id;
+	int64_t version;
+	const struct efs_file_info *file;
+};
+
+static int complete_tx(struct sql_conn *c, void *ctx)
+{
+	struct complete *p = ctx;
+	const struct efs_file_info *f = p->file;
+	int64_t version = -1;
+	int r = SQL_Q(c, "SELECT version FROM sessions WHERE session_id = $1", sql_row_int,
+		      &version, NULL, SQL_TEXT(p->session_id));
+	if (r < 0)
+		return r;
+	if (version < 0)
+		return -ENOENT;
+	if (version != p->version)
+		return -ESTALE;
+	r = SQL_Q(c,
+		  "INSERT INTO files (file_id, owner, name, size, sha256, chunk_size, chunk_count,"
+		  "  replication, stored_bytes, created_at)"
+		  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+		  NULL, NULL, NULL, SQL_TEXT(f->file_id), SQL_TEXT(f->owner), SQL_TEXT(f->name),
+		  SQL_INT(f->size), SQL_TEXT(f->sha256), SQL_INT(f->chunk_size),
+		  SQL_INT(f->chunk_count), SQL_INT(f->replication), SQL_INT(f->stored_bytes),
+		  SQL_INT(f->created_at_ms));
+	if (r < 0)
+		return r;
+	/* The references move from the session to the file: counts stay. */
+	r = SQL_Q(c,
+		  "INSERT INTO file_chunks (file_id, idx, chunk_id)"
+		  " SELECT $1, idx, chunk_id FROM session_chunks WHERE session_id = $2",
+		  NULL, NULL, NULL, SQL_TEXT(f->file_id), SQL_TEXT(p->session_id));
+	if (r < 0)
+		return r;
+	r = SQL_Q(c, "DELETE FROM session_chunks WHERE session_id = $1", NULL, NULL, NULL,
+		  SQL_TEXT(p->session_id));
+	if (r < 0)
+		return r;
+	return SQL_Q(c, "DELETE FROM sessions WHERE session_id = $1", NULL, NULL, NULL,
+		     SQL_TEXT(p->session_id));
+}
+
+int sql_session_complete(void *impl, const char *session_id, int64_t version,
+			 const struct efs_file_info *file)
+{
+	struct complete p = {session_id, version, file};
+	return sql_run_tx(impl, complete_tx, &p);
+}
+
+struct release {
+	const char *id;
+	const char *owner; /* files only */
+	int64_t now_ms;
+};
+
+static int session_delete_tx(struct sql_conn *c, void *ctx)
+{
+	struct release *p = ctx;
+	int r = session_exists(c, p->id);
+	if (r < 0)
+		return r;
+	r = SQL_Q(c,
+		  "UPDATE chunks SET"
+		  "  refcount = refcount - (SELECT COUNT(*) FROM session_chunks sc"
+		  "   WHERE sc.session_id = $1 AND sc.chunk_id = chunks.chunk_id),"
+		  "  zero_since = CASE WHEN refcount - (SELECT COUNT(*) FROM session_chunks sc"
+		  "   WHERE sc.session_id = $1 AND sc.chunk_id = chunks.chunk_id) <= 0"
+		  "   THEN $2 ELSE zero_since END"
+		  " WHERE chunk_id IN (SELECT chunk_id FROM session_chunks WHERE session_id = $1)",
+		  NULL, NULL, NULL, SQL_TEXT(p->id), SQL_INT(p->now_ms));
+	if (r < 0)
+		return r;
+	r = SQL_Q(c, "DELETE FROM session_chunks WHERE session_id = $1", NULL, NULL, NULL,
+		  SQL_TEXT(p->id));
+	if (r < 0)
+		return r;
+	return SQL_Q(c, "DELETE FROM sessions WHERE session_id = $1", NULL, NULL, NULL,
+		     SQL_TEXT(p->id));
+}
+
+int sql_session_delete(void *impl, const char *session_id, int64_t now_ms)
+{
+	struct release p = {session_id, NULL, now_ms};
+	return sql_run_tx(impl, session_delete_tx, &p);
+}
+
+struct id_list {
+	char (*ids)[EFS_ID_MAX + 1];
+	size_t count, max;
+};
+
+static int row_id(void *ctx, const struct efs_sql_row *row)
+{
+	struct id_list *l = ctx;
+	if (l->count < l->max)
+		efs_strlcpy(l->ids[l->count++], efs_sql_text(row, 0), EFS_ID_MAX + 1);
+	return 0;
+}
+
+int sql_session_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
+			size_t *count)
+{
+	struct id_list l = {ids, 0, max};
+	int r = SQL_ONE(impl, "SELECT session_id FROM sessions WHERE expires_at < $1 LIMIT $2",
+			row_id, &l, NULL, SQL_INT(now_ms), SQL_INT(max));
+	if (r == 0)
+		*count = l.count;
+	return r;
+}
+
+/* ---- files ----------------------------------------------------------- */
+
+#define FILE_COLUMNS                                                                              \
+	"file_id, owner, name, size, sha256, chunk_size, chunk_count, replication,"             \
+	" stored_bytes, created_at"
+
+static void file_from_row(const struct efs_sql_row *row, struct efs_file_info *f)
+{
+	efs_strlcpy(f->file_id, efs_sql_text(row, 0), sizeof(f->file_id));
+	efs_strlcpy(f->owner, efs_sql_text(row, 1), sizeof(f->owner));
+	efs_strlcpy(f->name, efs_sql_text(row, 2), sizeof(f->name));
+	f->size = (uint64_t)efs_sql_int(row, 3);
+	efs_strlcpy(f->sha256, efs_sql_text(row, 4), sizeof(f->sha256));
+	f->chunk_size = (uint64_t)efs_sql_int(row, 5);
+	f->chunk_count = (uint64_t)efs_sql_int(row, 6);
+	f->replication = (unsigned)efs_sql_int(row, 7);
+	f->stored_bytes = (uint64_t)efs_sql_int(row, 8);
+	f->created_at_ms = efs_sql_int(row, 9);
+}
+
+static int row_file_push(void *ctx, const struct efs_sql_row *row)
+{
+	struct efs_file_info *f = rows_push(ctx);
+	if (!f)
+		return -ENOMEM;
+	file_from_row(row, f);
+	return 0;
+}
+
+int sql_file_get(void *impl, const char *file_id, struct efs_file_info *out)
+{
+	struct rows rows = {.item_size = sizeof(struct efs_file_info)};
+	int r = SQL_ONE(impl, "SELECT " FILE_COLUMNS " FROM files WHERE file_id = $1",
+			row_file_push, &rows, NULL, SQL_TEXT(file_id));
+	if (r == 0 && rows.count == 0)
+		r = -ENOENT;
+	if (r == 0)
+		*out = *(struct efs_file_info *)rows.items;
+	free(rows.items);
+	return r;
+}
+
+int sql_file_list(void *impl, const char *owner, int64_t after_created_ms, const char *after_id,
+		  size_t limit, struct efs_file_info **out, size_t *count)
+{
+	struct rows rows = {.item_size = sizeof(struct efs_file_info)};
+	int r = SQL_ONE(impl,
+			"SELECT " FILE_COLUMNS " FROM files WHERE owner = $1"
+			" AND (created_at > $2 OR (created_at = $2 AND file_id > $3))"
+			" ORDER BY created_at, file_id LIMIT $4",
+			row_file_push, &rows, NULL, SQL_TEXT(owner), SQL_INT(after_created_ms),
+			SQL_TEXT(after_id), SQL_INT(limit));
+	if (r < 0) {
+		free(rows.items);
+		return r;
+	}
+	*out = rows.items;
+	*count = rows.count;
+	return 0;
+}
+
+static void replica_from_row(const struct efs_sql_row *row, int col, struct efs_replica *rep)
+{
+	efs_strlcpy(rep->worker_id, efs_sql_text(row, col), sizeof(rep->worker_id));
+	rep->bad = efs_sql_int(row, col + 1) != 0;
+	efs_strlcpy(rep->url, efs_sql_text(row, col + 2), sizeof(rep->url));
+	rep->last_heartbeat_ms = efs_sql_null(row, col + 3) ? 0 : efs_sql_int(row, col + 3);
+}
+
+static int row_file_chunk(void *ctx, const struct efs_sql_row *row)
+{
+	struct rows *rows = ctx;
+	uint64_t index = (uint64_t)efs_sql_int(row, 0);
+	struct efs_file_chunk *fc = rows->count
+		? (struct efs_file_chunk *)rows->items + rows->count - 1 : NULL;
+	if (!fc || fc->index != index) {
+		if (!(fc = rows_push(rows)))
+			return -ENOMEM;
+		fc->index = index;
+		efs_strlcpy(fc->chunk.chunk_id, efs_sql_text(row, 1), sizeof(fc->chunk.chunk_id));
+		fc->chunk.size = (uint64_t)efs_sql_int(row, 2);
+		fc->chunk.stored_size = (uint64_t)efs_sql_int(row, 3);
+		fc->chunk.compressed = efs_sql_int(row, 4) != 0;
+	}
+	if (!efs_sql_null(row, 5) && fc->replica_count < EFS_MAX_REPLICAS)
+		replica_from_row(row, 5, &fc->replicas[fc->replica_count++]);
+	return 0;
+}
+
+int sql_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
+		    struct efs_file_chunk **out, size_t *count)
+{
+	struct rows rows = {.item_size = sizeof(struct efs_file_chunk)};
+	int r = SQL_ONE(impl,
+			"SELECT fc.idx, c.chunk_id, c.size, c.stored_size, c.compressed,"
+			"  r.worker_id, r.state, w.url, w.last_heartbeat"
+			" FROM file_chunks fc JOIN chunks c ON c.chunk_id = fc.chunk_id"
+			" LEFT JOIN replicas r ON r.chunk_id = c.chunk_id"
+			" LEFT JOIN workers w ON w.worker_id = r.worker_id"
+			" WHERE fc.file_id = $1 AND fc.idx >= $2 AND fc.idx < $3"
+			" ORDER BY fc.idx, r.worker_id",
+			row_file_chunk, &rows, NULL, SQL_TEXT(file_id), SQL_INT(first),
+			SQL_INT(first + max));
+	if (r < 0) {
+		free(rows.items);
+		return r;
+	}
+	*out = rows.items;
+	*count = rows.count;
+	return 0;
+}
+
+static int file_delete_tx(struct sql_conn *c, void *ctx)
+{
+	struct release *p = ctx;
+	int64_t found = 0;
+	int r = SQL_Q(c, "SELECT 1 FROM files WHERE file_id = $1 AND owner = $2", sql_row_int,
+		      &found, NULL, SQL_TEXT(p->id), SQL_TEXT(p->owner));
+	if (r < 0)
+		return r;
+	if (!found)
+		return -ENOENT;
+	r = SQL_Q(c,
+		  "UPDATE chunks SET"
+		  "  refcount = refcount - (SELECT COUNT(*) FROM file_chunks fc"
+		  "   WHERE fc.file_id = $1 AND fc.chunk_id = chunks.chunk_id),"
+		  "  zero_since = CASE WHEN refcount - (SELECT COUNT(*) FROM file_chunks fc"
+		  "   WHERE fc.file_id = $1 AND fc.chunk_id = chunks.chunk_id) <= 0"
+		  "   THEN $2 ELSE zero_since END"
+		  " WHERE chunk_id IN (SELECT chunk_id FROM file_chunks WHERE file_id = $1)",
+		  NULL, NULL, NULL, SQL_TEXT(p->id), SQL_INT(p->now_ms));
+	if (r < 0)
+		return r;
+	r = SQL_Q(c, "DELETE FROM file_chunks WHERE file_id = $1", NULL, NULL, NULL,
+		  SQL_TEXT(p->id));
+	if (r < 0)
+		return r;
+	return SQL_Q(c, "DELETE FROM files WHERE file_id = $1", NULL, NULL, NULL, SQL_TEXT(p->id));
+}
+
+int sql_file_delete(void *impl, const char *file_id, const char *owner, int64_t now_ms)
+{
+	struct release p = {file_id, owner, now_ms};
+	return sql_run_tx(impl, file_delete_tx, &p);
+}
+
+/* ---- chunks, replicas, garbage ---------------------------------------- */
+
+static int row_chunk(void *ctx, const struct efs_sql_row *row)
+{
+	struct efs_chunk_info *c = ctx;
+	efs_strlcpy(c->chunk_id, efs_sql_text(row, 0), sizeof(c->chunk_id));
+	c->size = (uint64_t)efs_sql_int(row, 1);
+	c->stored_size = (uint64_t)efs_sql_int(row, 2);
+	c->compressed = efs_sql_int(row, 3) != 0;
+	return 0;
+}
+
+struct replica_list {
+	struct efs_replica *items;
+	unsigned count;
+};
+
+static int row_replica(void *ctx, const struct efs_sql_row *row)
+{
+	struct replica_list *l = ctx;
+	if (l->count < EFS_MAX_REPLICAS)
+		replica_from_row(row, 0, &l->items[l->count++]);
+	return 0;
+}
+
+static const char replicas_sql[] = "SELECT r.worker_id, r.state, w.url, w.last_heartbeat"
+				   " FROM replicas r LEFT JOIN workers w"
+				   " ON w.worker_id = r.worker_id WHERE r.chunk_id = $1"
+				   " ORDER BY r.worker_id";
+
+int sql_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
+		  struct efs_replica *replicas, unsigned *replica_count)
+{
+	struct efs_chunk_info c;
+	memset(&c, 0, sizeof(c));
+	int r = SQL_ONE(impl,
+			"SELECT chunk_id, size, stored_size, compressed FROM chunks"
+			" WHERE chunk_id = $1",
+			row_chunk, &c, NULL, SQL_TEXT(chunk_id));
+	if (r < 0)
+		return r;
+	if (!c.chunk_id[0])
+		return -ENOENT;
+	if (replicas) {
+		struct replica_list l = {replicas, 0};
+		r = SQL_ONE(impl, replicas_sql, row_replica, &l, NULL, SQL_TEXT(chunk_id));
+		if (r < 0)
+			return r;
+		*replica_count = l.count;
+	}
+	*out = c;
+	return 0;
+}
+
+int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id)
+{
+	return SQL_ONE(impl, "UPDATE replicas SET state = 1 WHERE chunk_id = $1 AND worker_id = $2",
+		       NULL, NULL, NULL, SQL_TEXT(chunk_id), SQL_TEXT(worker_id));
+}
+
+struct chunk_id_list {
+	char (*ids)[65];
+	size_t count, max;
+};
+
+static int row_chunk_id(void *ctx, const struct efs_sql_row *row)
+{
+	struct chunk_id_list *l = ctx;
+	if (l->count < l->max)
+		efs_strlcpy(l->ids[l->count++], efs_sql_text(row, 0), 65);
+	return 0;
+}
+
+int sql_garbage_list(void *impl, int64_t before_ms, size_t max, char (*ids)[65], size_t *count)
+{
+	struct chunk_id_list l = {ids, 0, max};
+	int r = SQL_ONE(impl,
+			"SELECT chunk_id FROM chunks WHERE refcount <= 0"
+			" AND zero_since IS NOT NULL AND zero_since < $1 LIMIT $2",
+			row_chunk_id, &l, NULL, SQL_INT(before_ms), SQL_INT(max));
+	if (r == 0)
+		*count = l.count;
+	return r;
+}
+
+struct take {
+	const char *chunk_id;
+	struct replica_list list;
+};
+
+static int garbage_take_tx(struct sql_conn *c, void *ctx)
+{
+	struct take *t = ctx;
+	int64_t changed = 0;
+	int r = SQL_Q(c, "DELETE FROM chunks WHERE chunk_id = $1 AND refcount <= 0", NULL, NULL,
+		      &changed, SQL_TEXT(t->chunk_id));
+	if (r < 0)
+		return r;
+	if (changed == 0)
+		return -ENOENT;
+	t->list.count = 0;
+	if ((r = SQL_Q(c, replicas_sql, row_replica, &t->list, NULL, SQL_TEXT(t->chunk_id))) < 0)
+		return r;
+	return SQL_Q(c, "DELETE FROM replicas WHERE chunk_id = $1", NULL, NULL, NULL,
+		     SQL_TEXT(t->chunk_id));
+}
+
+int sql_garbage_take(void *impl, const char *chunk_id, struct efs_replica *replicas,
+		     unsigned *replica_count)
+{
+	struct take t = {chunk_id, {replicas, 0}};
+	int r = sql_run_tx(impl, garbage_take_tx, &t);
+	if (r == 0)
+		*replica_count = t.list.count;
+	return r;
+}

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/* sql_store.h - what the SQL store's files share (private to src/meta):
+ * sql_store.c (pool, transactions, migrations), sql_workers.c and
+ * sql_files.c (the queries). */
+#ifndef ECHOFS_META_SQL_STORE_H
+#define ECHOFS_META_SQL_STORE_H
+
+#include "meta/sql.h"
+
+#include <pthread.h>
+
+#define SQL_POOL_MAX 16
+
+struct sql_store {
+	const struct efs_sql_driver *driver;
+	char *target;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned size;
+	void *conns[SQL_POOL_MAX]; /* NULL: not connected (yet, or after a failure) */
+	bool busy[SQL_POOL_MAX];
+};
+
+/* A connection borrowed from the pool for one operation. */
+struct sql_conn {
+	struct sql_store *store;
+	unsigned slot;
+	void *conn;
+};
+
+/* One statement on a borrowed connection. */
+int sql_q(struct sql_conn *c, const char *sql, const struct efs_sql_value *params, size_t n,
+	  efs_sql_row_fn cb, void *ctx, int64_t *changes);
+
+typedef int (*sql_tx_fn)(struct sql_conn *c, void *ctx);
+/* Runs @fn in a transaction on a pooled connection, retrying conflicts.
+ * -EAGAIN when the store is unreachable or stays busy. */
+int sql_run_tx(struct sql_store *s, sql_tx_fn fn, void *ctx);
+/* One statement on a pooled connection, outside a transaction. */
+int sql_run_one(struct sql_store *s, const char *sql, const struct efs_sql_value *params,
+		size_t n, efs_sql_row_fn cb, void *ctx, int64_t *changes);
+/* Row callback storing column 0 as int64 into *(int64_t *)ctx. */
+int sql_row_int(void *ctx, const struct efs_sql_row *row);
+
+#define SQL_PARAMS(...) (const struct efs_sql_value[]){__VA_ARGS__}
+#define SQL_NPARAMS(...) (sizeof(SQL_PARAMS(__VA_ARGS__)) / sizeof(struct efs_sql_value))
+
+/* sql_q / sql_run_one with the parameters listed inline. */
+#define SQL_Q(c, sql, cb, ctx, changes, ...)                                                      \
+	sql_q((c), (sql), SQL_PARAMS(__VA_ARGS__), SQL_NPARAMS(__VA_ARGS__), (cb), (ctx), (changes))
+#define SQL_ONE(s, sql, cb, ctx, changes, ...)                                                    \
+	sql_run_one((s), (sql), SQL_PARAMS(__VA_ARGS__), SQL_NPARAMS(__VA_ARGS__), (cb), (ctx),  \
+		    (changes))
+
+/* sql_workers.c */
+int sql_worker_register(void *impl, const struct efs_worker_info *w);
+int sql_worker_retire_url(void *impl, const char *url, const char *keep_id);
+int sql_worker_heartbeat(void *impl, const char *worker_id, uint64_t capacity_bytes,
+			 uint64_t free_bytes, uint64_t chunk_count, int64_t now_ms);
+int sql_worker_get(void *impl, const char *worker_id, struct efs_worker_info *out);
+int sql_worker_list(void *impl, struct efs_worker_info **out, size_t *count);
+
+/* sql_files.c */
+int sql_session_create(void *impl, const struct efs_session_info *s);
+int sql_session_get(void *impl, const char *session_id, struct efs_session_info *out);
+int sql_session_chunks(void *impl, const char *session_id, struct efs_session_chunk **out,
+		       size_t *count);
+int sql_session_put_chunk(void *impl, const char *session_id, uint64_t index,
+			  const struct efs_chunk_info *chunk, const char *const *worker_ids,
+			  size_t worker_count, bool dedup, int64_t now_ms);
+int sql_session_complete(void *impl, const char *session_id, int64_t version,
+			 const struct efs_file_info *file);
+int sql_session_delete(void *impl, const char *session_id, int64_t now_ms);
+int sql_session_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
+			size_t *count);
+int sql_file_get(void *impl, const char *file_id, struct efs_file_info *out);
+int sql_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
+		    struct efs_file_chunk **out, size_t *count);
+int sql_file_list(void *impl, const char *owner, int64_t after_created_ms, const char *after_id,
+		  size_t limit, struct efs_file_info **out, size_t *count);
+int sql_file_delete(void *impl, const char *file_id, const char *owner, int64_t now_ms);
+int sql_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
+		  struct efs_replica *replicas, unsigned *replica_count);
+int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id);
+int sql_garbage_list(void *impl, int64_t before_ms, size_t max, char (*ids)[65], size_t *count);
+int sql_garbage_take(void *impl, const char *chunk_id, struct efs_replica *replicas,
+		     unsigned *replica_count);
+
+#endif

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/* sql_workers.c - the workers table. */
+#include "echofs/util.h"
+#include "meta/sql_store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int sql_worker_register(void *impl, const struct efs_worker_info *w)
+{
+	return SQL_ONE(impl,
+		   "INSERT INTO workers (worker_id, url, capacity_bytes, free_bytes, chunk_count,"
+		   "  registered_at, last_heartbeat)"
+		   " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+		   " ON CONFLICT (worker_id) DO UPDATE SET url = excluded.url,"
+		   "  capacity_bytes = excluded.capacity_bytes, free_bytes = excluded.free_bytes,"
+		   "  chunk_count = excluded.chunk_count, last_heartbeat = excluded.last_heartbeat",
+		   NULL, NULL, NULL, SQL_TEXT(w->worker_id), SQL_TEXT(w->url),
+		   SQL_INT(w->capacity_bytes), SQL_INT(w->free_bytes), SQL_INT(w->chunk_count),
+		   SQL_INT(w->registered_at_ms), SQL_INT(w->last_heartbeat_ms));
+}
+
+int sql_worker_retire_url(void *impl, const char *url, const char *keep_id)
+{
+	int64_t changed = 0;
+	int r = SQL_ONE(impl,
+		    "UPDATE workers SET last_heartbeat = 0"
+		    " WHERE url = $1 AND worker_id <> $2 AND last_heartbeat <> 0",
+		    NULL, NULL, &changed, SQL_TEXT(url), SQL_TEXT(keep_id));
+	return r < 0 ? r : (int)changed;
+}
+
+int sql_worker_heartbeat(void *impl, const char *worker_id, uint64_t capacity_bytes,
+				  uint64_t free_bytes, uint64_t chunk_count, int64_t now_ms)
+{
+	int64_t changed = 0;
+	int r = SQL_ONE(impl,
+		    "UPDATE workers SET capacity_bytes = $2, free_bytes = $3, chunk_count = $4,"
+		    "  last_heartbeat = $5 WHERE worker_id = $1",
+		    NULL, NULL, &changed, SQL_TEXT(worker_id), SQL_INT(capacity_bytes),
+		    SQL_INT(free_bytes), SQL_INT(chunk_count), SQL_INT(now_ms));
+	if (r < 0)
+		return r;
+	return changed > 0 ? 0 : -ENOENT;
+}
+
+#define WORKER_COLUMNS                                                                            \
+	"worker_id, url, capacity_bytes, free_bytes, chunk_count, registered_at, last_heartbeat"
+
+static void worker_from_row(const struct efs_sql_row *row, struct efs_worker_info *w)
+{
+	efs_strlcpy(w->worker_id, efs_sql_text(row, 0), sizeof(w->worker_id));
+	efs_strlcpy(w->url, efs_sql_text(row, 1), sizeof(w->url));
+	w->capacity_bytes = (uint64_t)efs_sql_int(row, 2);
+	w->free_bytes = (uint64_t)efs_sql_int(row, 3);
+	w->chunk_count = (uint64_t)efs_sql_int(row, 4);
+	w->registered_at_ms = efs_sql_int(row, 5);
+	w->last_heartbeat_ms = efs_sql_int(row, 6);
+}
+
+struct worker_one {
+	struct efs_worker_info *out;
+	bool found;
+};
+
+static int row_worker_one(void *ctx, const struct efs_sql_row *row)
+{
+	struct worker_one *one = ctx;
+	worker_from_row(row, one->out);
+	one->found = true;
+	return 0;
+}
+
+int sql_worker_get(void *impl, const char *worker_id, struct efs_worker_info *out)
+{
+	struct efs_worker_info tmp;
+	struct worker_one one = {&tmp, false};
+	int r = SQL_ONE(impl, "SELECT " WORKER_COLUMNS " FROM workers WHERE worker_id = $1",
+		    row_worker_one, &one, NULL, SQL_TEXT(worker_id));
+	if (r < 0)
+		return r;
+	if (!one.found)
+		return -ENOENT;
+	*out = tmp;
+	return 0;
+}
+
+struct worker_many {
+	struct efs_worker_info *items;
+	size_t count, alloc;
+};
+
+static int row_worker_many(void *ctx, const struct efs_sql_row *row)
+{
+	struct worker_many *many = ctx;
+	if (many->count == many->alloc) {
+		size_t grow = many->alloc ? many->alloc * 2 : 8;
+		struct efs_worker_info *p = realloc(many->items, grow * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		many->items = p;
+		many->alloc = grow;
+	}
+	worker_from_row(row, &many->items[many->count++]);
+	return 0;
+}
+
+int sql_worker_list(void *impl, struct efs_worker_info **out, size_t *count)
+{
+	struct worker_many many = {0};
+	int r = sql_run_one(impl, "SELECT " WORKER_COLUMNS " FROM workers ORDER BY worker_id", NULL,
+			0, row_worker_many, &many, NULL);
+	if (r < 0) {
+		free(many.items);
+		return r;
+	}
+	*out = many.items;
+	*count = many.count;
+	return 0;
+}
+
