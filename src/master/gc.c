@@ -7,7 +7,6 @@
 #include "master/master.h"
 
 #include <string.h>
-#include <time.h>
 
 #define GC_INTERVAL_MS 1000
 #define BATCH 128
@@ -94,60 +93,25 @@ int efs_gc_run_once(struct efs_master *m)
 	return r < 0 ? r : collected;
 }
 
-static bool wait_or_stop(struct efs_gc *gc, int64_t ms)
+static void gc_main(struct efs_ticker *t, void *ctx)
 {
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += ms / 1000;
-	deadline.tv_nsec += (ms % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&gc->lock);
-	while (!gc->stop && pthread_cond_timedwait(&gc->cond, &gc->lock, &deadline) == 0)
-		;
-	bool stop = gc->stop;
-	pthread_mutex_unlock(&gc->lock);
-	return stop;
-}
-
-static void *gc_main(void *arg)
-{
-	struct efs_gc *gc = arg;
+	struct efs_gc *gc = ctx;
 	bool failing = false;
-	while (!wait_or_stop(gc, GC_INTERVAL_MS)) {
+	while (!efs_ticker_wait(t, GC_INTERVAL_MS)) {
 		int r = efs_gc_run_once(gc->m);
 		if (r < 0 && !failing)
 			efs_warn("collector: pass failed: %s (retrying every second)", strerror(-r));
 		failing = r < 0;
 	}
-	return NULL;
 }
 
 int efs_gc_start(struct efs_gc *gc, struct efs_master *m)
 {
-	memset(gc, 0, sizeof(*gc));
 	gc->m = m;
-	pthread_mutex_init(&gc->lock, NULL);
-	pthread_cond_init(&gc->cond, NULL);
-	int r = pthread_create(&gc->thread, NULL, gc_main, gc);
-	if (r != 0)
-		return -r;
-	gc->running = true;
-	return 0;
+	return efs_ticker_start(&gc->ticker, gc_main, gc);
 }
 
 void efs_gc_stop(struct efs_gc *gc)
 {
-	if (!gc->running)
-		return;
-	pthread_mutex_lock(&gc->lock);
-	gc->stop = true;
-	pthread_cond_broadcast(&gc->cond);
-	pthread_mutex_unlock(&gc->lock);
-	pthread_join(gc->thread, NULL);
-	gc->running = false;
-	pthread_mutex_destroy(&gc->lock);
-	pthread_cond_destroy(&gc->cond);
+	efs_ticker_stop(&gc->ticker);
 }

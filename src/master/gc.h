@@ -14,18 +14,13 @@
 #ifndef ECHOFS_MASTER_GC_H
 #define ECHOFS_MASTER_GC_H
 
-#include <pthread.h>
-#include <stdbool.h>
+#include "echofs/ticker.h"
 
 struct efs_master;
 
 struct efs_gc {
 	struct efs_master *m;
-	pthread_t thread;
-	bool running;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool stop;
+	struct efs_ticker ticker;
 };
 
 int efs_gc_start(struct efs_gc *gc, struct efs_master *m);

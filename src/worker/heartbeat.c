@@ -11,7 +11,6 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -51,25 +50,6 @@ static int id_store(const struct efs_heartbeat *hb, const char *id)
 		return r;
 	int n = snprintf(text, sizeof(text), "%s\n", id);
 	return efs_write_file_atomic(path, text, (size_t)n);
-}
-
-/* Waits @ms or until stop; returns true when asked to stop. */
-static bool wait_or_stop(struct efs_heartbeat *hb, int64_t ms)
-{
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += ms / 1000;
-	deadline.tv_nsec += (ms % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&hb->lock);
-	while (!hb->stop && pthread_cond_timedwait(&hb->cond, &hb->lock, &deadline) == 0)
-		;
-	bool stop = hb->stop;
-	pthread_mutex_unlock(&hb->lock);
-	return stop;
 }
 
 /* One POST to the current master. Returns 0 with call->status set, or the
@@ -186,7 +166,7 @@ static int do_heartbeat(struct efs_heartbeat *hb)
 	return r;
 }
 
-static void *heartbeat_main(void *arg)
+static void heartbeat_main(struct efs_ticker *t, void *arg)
 {
 	struct efs_heartbeat *hb = arg;
 	struct efs_worker *w = hb->worker;
@@ -214,7 +194,7 @@ static void *heartbeat_main(void *arg)
 					 w->cfg.master_urls[hb->master_index]);
 			failing = false;
 			backoff = BACKOFF_MIN_MS;
-			if (wait_or_stop(hb, hb->interval_ms))
+			if (efs_ticker_wait(t, hb->interval_ms))
 				break;
 			continue;
 		}
@@ -228,11 +208,10 @@ static void *heartbeat_main(void *arg)
 		pthread_mutex_lock(&hb->lock);
 		hb->master_index = (hb->master_index + 1) % w->cfg.master_count;
 		pthread_mutex_unlock(&hb->lock);
-		if (wait_or_stop(hb, backoff))
+		if (efs_ticker_wait(t, backoff))
 			break;
 		backoff = EFS_MIN(backoff * 2, BACKOFF_MAX_MS);
 	}
-	return NULL;
 }
 
 int efs_heartbeat_start(struct efs_heartbeat *hb, struct efs_worker *worker)
@@ -241,30 +220,19 @@ int efs_heartbeat_start(struct efs_heartbeat *hb, struct efs_worker *worker)
 	hb->worker = worker;
 	hb->interval_ms = 2000;
 	pthread_mutex_init(&hb->lock, NULL);
-	pthread_cond_init(&hb->cond, NULL);
 	id_load(hb);
-	int r = pthread_create(&hb->thread, NULL, heartbeat_main, hb);
-	if (r != 0) {
+	int r = efs_ticker_start(&hb->ticker, heartbeat_main, hb);
+	if (r < 0)
 		pthread_mutex_destroy(&hb->lock);
-		pthread_cond_destroy(&hb->cond);
-		return -r;
-	}
-	hb->running = true;
-	return 0;
+	return r;
 }
 
 void efs_heartbeat_stop(struct efs_heartbeat *hb)
 {
-	if (!hb->running)
+	if (!hb->ticker.running)
 		return;
-	pthread_mutex_lock(&hb->lock);
-	hb->stop = true;
-	pthread_cond_broadcast(&hb->cond);
-	pthread_mutex_unlock(&hb->lock);
-	pthread_join(hb->thread, NULL);
-	hb->running = false;
+	efs_ticker_stop(&hb->ticker);
 	pthread_mutex_destroy(&hb->lock);
-	pthread_cond_destroy(&hb->cond);
 }
 
 void efs_heartbeat_status(struct efs_heartbeat *hb, char *worker_id, bool *registered)

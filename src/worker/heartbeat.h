@@ -14,6 +14,7 @@
 #define ECHOFS_WORKER_HEARTBEAT_H
 
 #include "echofs/common.h"
+#include "echofs/ticker.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -23,11 +24,8 @@ struct efs_worker;
 
 struct efs_heartbeat {
 	struct efs_worker *worker;
-	pthread_t thread;
-	bool running;
+	struct efs_ticker ticker;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool stop;
 	/* Guarded by lock. */
 	char worker_id[EFS_ID_MAX + 1]; /* "" until the first registration */
 	bool registered;

@@ -340,20 +340,23 @@ void efs_store_write_abort(struct efs_store_writer *w)
 		writer_free(w, false);
 }
 
+/* Takes a chunk file of @file_size bytes out of the counts. */
+static void account_removed(struct efs_store *s, off_t file_size)
+{
+	pthread_mutex_lock(&s->lock);
+	s->chunk_count--;
+	s->bytes -= EFS_MIN(s->bytes, file_size > HEADER_LEN ? (uint64_t)file_size - HEADER_LEN : 0);
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* Moves a chunk that failed its checks out of the way. */
 static void quarantine(struct efs_store *s, const char *chunk_id, const char *path)
 {
 	char dest[PATH_MAX];
 	struct stat st;
 	snprintf(dest, sizeof(dest), "%s/corrupt/%s", s->dir, chunk_id);
-	if (stat(path, &st) == 0 && rename(path, dest) == 0) {
-		pthread_mutex_lock(&s->lock);
-		s->chunk_count--;
-		s->bytes -= EFS_MIN(s->bytes, st.st_size > HEADER_LEN
-							? (uint64_t)st.st_size - HEADER_LEN
-							: 0);
-		pthread_mutex_unlock(&s->lock);
-	}
+	if (stat(path, &st) == 0 && rename(path, dest) == 0)
+		account_removed(s, st.st_size);
 }
 
 int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out,
@@ -435,11 +438,7 @@ int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodifi
 		return -EBUSY;
 	if (unlink(path) < 0)
 		return -errno;
-	pthread_mutex_lock(&s->lock);
-	s->chunk_count--;
-	s->bytes -= EFS_MIN(s->bytes, st.st_size > HEADER_LEN ? (uint64_t)st.st_size - HEADER_LEN
-							       : 0);
-	pthread_mutex_unlock(&s->lock);
+	account_removed(s, st.st_size);
 	return 0;
 }
 
