@@ -6,6 +6,7 @@
 #                             the same under ASan/UBSan (separate build tree)
 #   make run                  start a local cluster (master + 3 workers)
 #   make bench                benchmarks (never part of `make test`)
+#   make fuzz                 libFuzzer harnesses (clang): bin/fuzz_multipart
 
 CC      := gcc
 PKGS    := libmicrohttpd libcurl jansson sqlite3 libjwt libcrypto libisal libpq
@@ -36,7 +37,7 @@ PROGS      := $(BIN)/echofs-master $(BIN)/echofs-worker $(BIN)/echofs
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit integration run bench clean format
+.PHONY: all deps test unit integration run bench clean format fuzz
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -81,6 +82,15 @@ run: deps all
 
 bench: deps all
 	@./bench/run.sh
+
+# Not part of `all` or `test`: needs clang. Run e.g.
+# bin/fuzz_multipart -max_total_time=60
+fuzz: bin/fuzz_multipart
+
+bin/fuzz_multipart: tests/fuzz/fuzz_multipart.c src/common/multipart.c src/common/buf.c src/common/util.c
+	@mkdir -p $(dir $@)
+	clang -g -fsanitize=fuzzer,address,undefined -std=c17 -D_GNU_SOURCE -Iinclude -o $@ $^ \
+	  $$(pkg-config --cflags --libs libcrypto)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

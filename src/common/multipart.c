@@ -501,6 +501,9 @@ static int parse_headers(struct efs_multipart *mp)
 	char *disposition = NULL, *content_type = NULL;
 	int r;
 
+	/* A NUL would silently cut a name short: refuse it like other controls. */
+	if (memchr(h, '\0', mp->hdr_len))
+		return bad(mp, "invalid character in part headers");
 	*end = '\0';
 	/* Unfold: a line starting with SP/HT continues the one before. */
 	if (is_ows(h[0]))
@@ -548,7 +551,7 @@ static int headers_done(struct efs_multipart *mp)
 	if (!mp->cb.part_begin)
 		return 0;
 	return callback_result(
-		mp, mp->cb.part_begin(mp->ctx, mp->name, mp->cur_filename, mp->cur_content_type));
+	    mp, mp->cb.part_begin(mp->ctx, mp->name, mp->cur_filename, mp->cur_content_type));
 }
 
 /* Collects header lines up to the blank line, within the size cap. */
@@ -606,7 +609,7 @@ static int read_body(struct efs_multipart *mp, const char **pos, const char *end
 		size_t n = EFS_MIN(need, avail);
 
 		if (memcmp(mp->delim + mp->hold_len, data, n) == 0) {
-			if (n == avail && n < need) {
+			if (n < need) { /* the data ran out: still a prefix */
 				mp->hold_len += n;
 				*pos = end;
 				return 0;
@@ -818,7 +821,7 @@ int efs_multipart_finish(struct efs_multipart *mp)
 	if (mp->state == ST_EPILOGUE)
 		return 0;
 	mp->err = bad(mp, mp->state == ST_PREAMBLE ? "no multipart boundary found"
-						     : "missing closing boundary");
+						   : "missing closing boundary");
 	return mp->err;
 }
 
