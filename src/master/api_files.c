@@ -112,9 +112,12 @@ static int upload_emit(void *ctx, uint64_t index, const char *data, size_t len)
 	struct efs_chunk_result res;
 	efs_sha256_update(&up->file_hash, data, len);
 	int r = efs_upload_chunk(up->m, &up->bufs, up->session_id, index, data, len, NULL, &res);
-	if (r == -EAGAIN)
+	if (r == -ENOSPC)
 		return upload_fail(up, 503, "no_capacity",
 				   "not enough live workers to store every replica", r);
+	if (r == -EAGAIN)
+		return upload_fail(up, 503, "metadata_unavailable",
+				   "the metadata store is unavailable; retry shortly", r);
 	if (r < 0) {
 		char msg[128];
 		snprintf(msg, sizeof(msg), "cannot store chunk %llu: %s",

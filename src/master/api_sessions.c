@@ -304,7 +304,7 @@ int efs_api_session_chunk(struct efs_http_req *req)
 	r = efs_upload_chunk(m, &bufs, s.session_id, index, cu->data.data ? cu->data.data : "",
 			     cu->data.len, sha, &res);
 	efs_upload_buffers_release(&bufs);
-	if (r == -EAGAIN)
+	if (r == -ENOSPC)
 		return efs_http_reply_error(req, 503, "no_capacity",
 					    "not enough live workers to store every replica");
 	if (r == -ENOENT)
@@ -402,11 +402,12 @@ int efs_api_session_complete(struct efs_http_req *req)
 		json_decref(missing);
 		for (size_t i = 0; i + 1 < n; i++) {
 			if (chunks[i].size != s.chunk_size) {
+				unsigned long long short_index = chunks[i].index;
 				free(chunks);
 				return efs_http_reply_error(req, 409, "short_chunk",
 							    "chunk %llu is shorter than chunk_size "
 							    "but is not the last one",
-							    (unsigned long long)chunks[i].index);
+							    short_index);
 			}
 		}
 		if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0 ||

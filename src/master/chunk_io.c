@@ -87,7 +87,7 @@ int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data
 	}
 	if (done < want) {
 		efs_warn("chunk %.12s: only %u of %u replicas could be written", chunk_id, done, want);
-		return -EAGAIN;
+		return -ENOSPC;
 	}
 	return 0;
 }
@@ -142,10 +142,12 @@ static int read_replica(struct efs_master *m, const struct efs_chunk_info *chunk
 			 call.errmsg);
 		return r;
 	}
-	if (call.status == 404 || call.status == 500)
-		return -EBADMSG; /* lost or corrupt there */
+	if (call.status == 404)
+		return -EBADMSG; /* lost there */
+	if (call.status == 500 && scratch->data && strstr(scratch->data, "\"chunk_corrupt\""))
+		return -EBADMSG; /* failed its checksum there (quarantined) */
 	if (call.status != 200)
-		return -EIO;
+		return -EIO; /* a passing failure: not marked */
 	bool gzip = strcmp(call.captured, "gzip") == 0 ||
 		    (call.captured[0] == '\0' && chunk->compressed);
 	const char *bytes = scratch->data ? scratch->data : "";

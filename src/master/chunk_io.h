@@ -17,7 +17,7 @@
 struct efs_master;
 
 /* Stores the encoded chunk on @want workers besides those in @exclude.
- * Returns 0 with the targets in @out, or -EAGAIN (not enough live workers
+ * Returns 0 with the targets in @out, or -ENOSPC (not enough live workers
  * with room: no capacity) or another -errno. */
 int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data, size_t len,
 		    bool gzip, unsigned want, const struct efs_target *exclude,

@@ -8,8 +8,9 @@
  * worker that held a replica. The DELETE carries X-Unmodified-Since-Ms =
  * decision time - grace/2, so a replica stored again after the decision
  * (a new upload of the same bytes) is kept by the worker. A replica the
- * worker could not delete (worker down) stays behind as an orphan; the
- * worker's chunk report finds it later.
+ * worker could not delete (worker down) stays behind as an orphan, to be
+ * found by comparing the worker's chunk report with the metadata (planned
+ * with the fault-tolerance work; efs_store_iterate is its worker side).
  */
 #ifndef ECHOFS_MASTER_GC_H
 #define ECHOFS_MASTER_GC_H

@@ -55,20 +55,22 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 		bool dedup = r == 0;
 		if (r < 0 && r != -ENOENT)
 			return r;
+		/* Workers holding a good, live replica are not asked again; a
+		 * bad replica's worker may take a fresh copy (it overwrites). */
 		for (unsigned i = 0; dedup && i < replica_count; i++) {
-			efs_strlcpy(have[i].worker_id, replicas[i].worker_id,
-				    sizeof(have[i].worker_id));
-			efs_strlcpy(have[i].url, replicas[i].url, sizeof(have[i].url));
-			if (!replicas[i].bad && efs_replica_alive(m, &replicas[i]))
-				good++;
+			if (replicas[i].bad || !efs_replica_alive(m, &replicas[i]))
+				continue;
+			efs_strlcpy(have[good].worker_id, replicas[i].worker_id,
+				    sizeof(have[good].worker_id));
+			efs_strlcpy(have[good].url, replicas[i].url, sizeof(have[good].url));
+			good++;
 		}
 		unsigned missing = good >= want ? 0 : want - good;
 		if (missing > 0) {
 			/* Each replica records its own encoding (the worker
 			 * answers it on read), so new replicas may use ours. */
 			r = efs_chunk_write(m, chunk.chunk_id, stored, chunk.stored_size,
-					    chunk.compressed, missing, have,
-					    dedup ? replica_count : 0, added);
+					    chunk.compressed, missing, have, good, added);
 			if (r < 0)
 				return r;
 		}

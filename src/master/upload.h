@@ -8,9 +8,11 @@
  * transaction that makes the session reference it; a crash in between
  * leaves an orphan on the workers, never a reference to nothing.
  *
- * Deduplication: when the chunk is already stored, the session takes a
- * reference to it first (atomically, so the collector cannot take it
- * meanwhile) and only the replicas it lacks are written.
+ * Deduplication: when the chunk is already stored with enough good, live
+ * replicas, nothing is sent: the session only takes a reference, in a
+ * transaction that fails (-ESTALE, and the chunk is stored afresh) if the
+ * collector removed the chunk meanwhile. When replicas are missing, only
+ * those are written before the reference is taken.
  */
 #ifndef ECHOFS_MASTER_UPLOAD_H
 #define ECHOFS_MASTER_UPLOAD_H
@@ -35,8 +37,9 @@ void efs_upload_buffers_init(struct efs_upload_buffers *b);
 void efs_upload_buffers_release(struct efs_upload_buffers *b);
 
 /* Stores @data as chunk @index of session @session_id. When @chunk_id is
- * not NULL it is the chunk's SHA-256 hex, already computed. -EAGAIN: not
- * enough live workers (503); -ENOENT: the session is gone; -errno. */
+ * not NULL it is the chunk's SHA-256 hex, already computed. -ENOSPC: not
+ * enough live workers with room (503 no_capacity); -EAGAIN: the metadata
+ * store is unavailable; -ENOENT: the session is gone; -errno. */
 int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 		     const char *session_id, uint64_t index, const char *data, size_t len,
 		     const char *chunk_id, struct efs_chunk_result *out);

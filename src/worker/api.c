@@ -97,12 +97,11 @@ int efs_worker_api_chunk_put(struct efs_http_req *req)
 	uint32_t crc = 0;
 
 	if (crc_hex) {
-		char *end;
-		unsigned long v = strtoul(crc_hex, &end, 16);
-		if (*crc_hex == '\0' || *end || strlen(crc_hex) > 8)
+		size_t n = strlen(crc_hex);
+		if (n != 8 || strspn(crc_hex, "0123456789abcdefABCDEF") != n)
 			return efs_http_reply_error(req, 400, "invalid_checksum",
 						    EFS_HDR_CRC32C " must be 8 hex digits");
-		crc = (uint32_t)v;
+		crc = (uint32_t)strtoul(crc_hex, NULL, 16);
 	}
 	req->state = NULL; /* commit frees the writer whatever happens */
 	int r = efs_store_write_commit(writer, crc_hex != NULL, crc);

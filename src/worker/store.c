@@ -39,7 +39,7 @@ struct efs_store_writer {
 };
 
 /* The header: "EFSC", version, flags, 2 reserved, length (le64), payload
- * CRC32C (le32), 12 reserved, header CRC32C over the first 28 bytes. */
+ * CRC32C (le32), 8 reserved, header CRC32C over the first 28 bytes. */
 static void header_encode(unsigned char *h, uint32_t flags, uint64_t length, uint32_t crc)
 {
 	memset(h, 0, HEADER_LEN);
@@ -138,12 +138,12 @@ static int scan(struct efs_store *s)
 		struct dirent *e;
 		while ((e = readdir(d))) {
 			struct stat st;
-			if (e->d_name[0] == '.')
-				continue;
-			if (!efs_chunk_id_valid(e->d_name)) {
-				unlinkat(dirfd(d), e->d_name, 0); /* a stray temporary */
+			if (strncmp(e->d_name, ".tmp-", 5) == 0) {
+				unlinkat(dirfd(d), e->d_name, 0); /* a write cut by a crash */
 				continue;
 			}
+			if (!efs_chunk_id_valid(e->d_name))
+				continue;
 			if (fstatat(dirfd(d), e->d_name, &st, 0) == 0 && st.st_size >= HEADER_LEN) {
 				s->chunk_count++;
 				s->bytes += (uint64_t)st.st_size - HEADER_LEN;
@@ -313,10 +313,9 @@ int efs_store_write_commit(struct efs_store_writer *w, bool check_crc, uint32_t 
 		r = -errno;
 		goto fail;
 	}
-	if (fsync(s->dir_fds[subdir_index(w->chunk_id)]) < 0) {
-		r = -errno;
-		goto fail_visible;
-	}
+	/* The chunk is in place now; a failed directory fsync is reported
+	 * (the write is not acknowledged) but the counts follow the file. */
+	r = fsync(s->dir_fds[subdir_index(w->chunk_id)]) < 0 ? -errno : 0;
 	pthread_mutex_lock(&s->lock);
 	if (replaced) {
 		s->bytes -= EFS_MIN(s->bytes, (uint64_t)old.st_size - HEADER_LEN);
@@ -326,9 +325,7 @@ int efs_store_write_commit(struct efs_store_writer *w, bool check_crc, uint32_t 
 	s->chunk_count++;
 	pthread_mutex_unlock(&s->lock);
 	writer_free(w, true);
-	return 0;
-fail_visible:
-	unlink(path);
+	return r;
 fail:
 	writer_free(w, false);
 	return r;

@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: MIT */
+/* test_codec.c - unit tests of the chunk codec (include/echofs/codec.h) and
+ * the hashes (include/echofs/hash.h).
+ *
+ * The codec stores a chunk as gzip only when that saves at least 10%; what
+ * it writes must be real gzip (the gzip tool reads it back) and decoding
+ * must refuse anything that does not come to exactly the expected bytes.
+ * The hashes are checked against the published test vectors.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "echofs/buf.h"
+#include "echofs/codec.h"
+#include "echofs/hash.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MIB (1024 * 1024)
+
+/* xorshift64*: a fixed, portable sequence for reproducible test data. */
+static uint64_t prng_next(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void fill_random(unsigned char *data, size_t len, uint64_t seed)
+{
+	uint64_t s = seed;
+	for (size_t i = 0; i < len; i++)
+		data[i] = (unsigned char)(prng_next(&s) >> 56);
+}
+
+/* English-like text: words from a list, in sentences, with punctuation. */
+static void fill_text(unsigned char *data, size_t len, uint64_t seed)
+{
+	static const char *const words[] = {
+		"the",	   "of",      "and",	 "to",	     "in",	"a",	    "is",
+		"that",	   "for",     "it",	 "as",	     "was",	"with",	    "be",
+		"by",	   "on",      "not",	 "he",	     "this",	"are",	    "or",
+		"his",	   "from",    "at",	 "which",    "but",	"have",	    "an",
+		"had",	   "they",    "you",	 "were",     "their",	"one",	    "all",
+		"we",	   "can",     "her",	 "has",	     "there",	"been",	    "if",
+		"more",	   "when",    "will",	 "would",    "who",	"so",	    "no",
+		"storage", "chunk",   "replica", "worker",   "master",	"file",	    "data",
+		"network", "disk",    "system",	 "cluster",  "request", "response", "server",
+		"client",  "session", "upload",	 "download", "metadata"};
+	uint64_t s = seed;
+	size_t pos = 0;
+	unsigned words_in_sentence = 0;
+
+	while (pos < len) {
+		const char *w = words[prng_next(&s) % EFS_ARRAY_SIZE(words)];
+		char piece[32];
+		int n;
+		words_in_sentence++;
+		if (words_in_sentence > 6 && prng_next(&s) % 5 == 0) {
+			n = snprintf(piece, sizeof(piece), "%s. ", w);
+			words_in_sentence = 0;
+		} else if (prng_next(&s) % 11 == 0) {
+			n = snprintf(piece, sizeof(piece), "%s, ", w);
+		} else {
+			n = snprintf(piece, sizeof(piece), "%s ", w);
+		}
+		for (int i = 0; i < n && pos < len; i++)
+			data[pos++] = (unsigned char)piece[i];
+	}
+}
+
+/* ---- codec ------------------------------------------------------------ */
+
+struct fixture {
+	unsigned char *text; /* 1 MiB of text */
+	struct efs_buf gz;   /* its gzip encoding */
+	struct efs_buf out;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	if (!f || !(f->text = malloc(MIB))) {
+		free(f);
+		return -1;
+	}
+	fill_text(f->text, MIB, 42);
+	efs_buf_init(&f->gz, SIZE_MAX);
+	efs_buf_init(&f->out, SIZE_MAX);
+	if (efs_codec_encode(f->text, MIB, &f->gz) != 1)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	if (!f)
+		return 0;
+	free(f->text);
+	efs_buf_release(&f->gz);
+	efs_buf_release(&f->out);
+	free(f);
+	return 0;
+}
+
+static void test_encode_empty_stays_raw(void **state)
+{
+	struct efs_buf out;
+	efs_buf_init(&out, SIZE_MAX);
+	assert_int_equal(efs_buf_puts(&out, "left over"), 0);
+
+	assert_int_equal(efs_codec_encode("", 0, &out), 0);
+	assert_int_equal(out.len, 0); /* reset first */
+	efs_buf_release(&out);
+}
+
+static void test_encode_tiny_stays_raw(void **state)
+{
+	unsigned char zeros[63];
+	struct efs_buf out;
+	memset(zeros, 0, sizeof(zeros));
+	efs_buf_init(&out, SIZE_MAX);
+	assert_int_equal(efs_buf_puts(&out, "left over"), 0);
+
+	/* Very compressible, but under 64 bytes: not worth a gzip member. */
+	for (size_t len = 1; len < 64; len++) {
+		assert_int_equal(efs_codec_encode(zeros, len, &out), 0);
+		assert_int_equal(out.len, 0);
+	}
+	efs_buf_release(&out);
+}
+
+static void test_encode_random_stays_raw(void **state)
+{
+	unsigned char *data = malloc(MIB);
+	struct efs_buf out;
+	assert_non_null(data);
+	fill_random(data, MIB, 7);
+	efs_buf_init(&out, SIZE_MAX);
+	assert_int_equal(efs_buf_puts(&out, "left over"), 0);
+
+	assert_int_equal(efs_codec_encode(data, MIB, &out), 0);
+	assert_int_equal(out.len, 0);
+	efs_buf_release(&out);
+	free(data);
+}
+
+static void test_encode_text_compresses_and_round_trips(void **state)
+{
+	struct fixture *f = *state;
+
+	/* setup encoded it already; encode again into a fresh buffer. */
+	struct efs_buf gz;
+	efs_buf_init(&gz, SIZE_MAX);
+	assert_int_equal(efs_codec_encode(f->text, MIB, &gz), 1);
+	assert_true(gz.len > 0);
+	assert_true(gz.len <= MIB * 45 / 100);
+	assert_int_equal(gz.len, f->gz.len); /* deterministic */
+	assert_memory_equal(gz.data, f->gz.data, gz.len);
+	efs_buf_release(&gz);
+
+	assert_int_equal(efs_codec_decode(f->gz.data, f->gz.len, MIB, &f->out), 0);
+	assert_int_equal(f->out.len, MIB);
+	assert_memory_equal(f->out.data, f->text, MIB);
+}
+
+/* Leaves 16-bit words of @pattern in the stack below the caller's frame,
+ * where the next call's locals will live. */
+static __attribute__((noinline)) void scribble_stack(uint16_t pattern)
+{
+	volatile uint16_t junk[128 * 1024]; /* 256 KiB: isal_zstream alone is ~70 KiB */
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(junk); i++)
+		junk[i] = pattern;
+}
+
+/* The encoding of a chunk depends on its bytes only, not on what the
+ * memory the encoder uses held before (uninitialised state). */
+static void test_encode_does_not_depend_on_stale_memory(void **state)
+{
+	struct fixture *f = *state;
+	static const uint16_t patterns[] = {0x0000, 0x0005, 0x0009, 0xffff};
+	struct efs_buf gz;
+	efs_buf_init(&gz, SIZE_MAX);
+
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(patterns); i++) {
+		scribble_stack(patterns[i]);
+		int r = efs_codec_encode(f->text, MIB, &gz);
+		if (r != 1 || gz.len != f->gz.len || memcmp(gz.data, f->gz.data, gz.len) != 0)
+			print_error("stack pattern 0x%04x: encode returned %d with %zu bytes; "
+				    "want 1 with the %zu bytes of the reference\n",
+				    patterns[i], r, gz.len, f->gz.len);
+		assert_int_equal(r, 1);
+		assert_int_equal(gz.len, f->gz.len);
+		assert_memory_equal(gz.data, f->gz.data, gz.len);
+	}
+	efs_buf_release(&gz);
+}
+
+static void test_encode_writes_real_gzip(void **state)
+{
+	struct fixture *f = *state;
+	char dir[] = "/tmp/efs-codec-XXXXXX";
+	char gz_path[64], cmd[160];
+	unsigned char *back = malloc(MIB + 1);
+	size_t got = 0, n;
+
+	assert_non_null(back);
+	assert_true(f->gz.len > 18);
+	assert_int_equal((unsigned char)f->gz.data[0], 0x1f);
+	assert_int_equal((unsigned char)f->gz.data[1], 0x8b);
+	assert_int_equal((unsigned char)f->gz.data[2], 8); /* deflate */
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(gz_path, sizeof(gz_path), "%s/chunk.gz", dir);
+	FILE *fp = fopen(gz_path, "wb");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(f->gz.data, 1, f->gz.len, fp), f->gz.len);
+	assert_int_equal(fclose(fp), 0);
+
+	snprintf(cmd, sizeof(cmd), "gzip -dc '%s'", gz_path);
+	FILE *pipe = popen(cmd, "r");
+	assert_non_null(pipe);
+	while (got <= MIB && (n = fread(back + got, 1, MIB + 1 - got, pipe)) > 0)
+		got += n;
+	int status = pclose(pipe);
+	unlink(gz_path);
+	rmdir(dir);
+
+	assert_int_equal(status, 0);
+	assert_int_equal(got, MIB);
+	assert_memory_equal(back, f->text, MIB);
+	free(back);
+}
+
+static void test_decode_wrong_length_fails(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(efs_codec_decode(f->gz.data, f->gz.len, MIB - 1, &f->out), -EBADMSG);
+	assert_int_equal(efs_codec_decode(f->gz.data, f->gz.len, MIB + 1, &f->out), -EBADMSG);
+	assert_int_equal(efs_codec_decode(f->gz.data, f->gz.len, 0, &f->out), -EBADMSG);
+	assert_int_equal(efs_codec_decode(f->gz.data, f->gz.len, MIB / 2, &f->out), -EBADMSG);
+}
+
+static void test_decode_flipped_byte_fails(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char *copy = malloc(f->gz.len);
+	assert_non_null(copy);
+	/* the middle of the deflate data, the CRC32 trailer, the ISIZE trailer */
+	size_t offsets[] = {f->gz.len / 2, f->gz.len - 6, f->gz.len - 2};
+
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(offsets); i++) {
+		memcpy(copy, f->gz.data, f->gz.len);
+		copy[offsets[i]] ^= 0x10;
+		assert_int_equal(efs_codec_decode(copy, f->gz.len, MIB, &f->out), -EBADMSG);
+	}
+	free(copy);
+}
+
+static void test_decode_truncated_fails(void **state)
+{
+	struct fixture *f = *state;
+	/* inside the header, in the middle, and cutting only the trailer
+	 * (CRC32 + ISIZE, 8 bytes), where the data itself is complete */
+	size_t lengths[] = {0, 5, 10, f->gz.len / 2, f->gz.len - 8, f->gz.len - 4,
+			    f->gz.len - 1};
+
+	size_t wrong = 0;
+
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(lengths); i++) {
+		int r = efs_codec_decode(f->gz.data, lengths[i], MIB, &f->out);
+		if (r != -EBADMSG) {
+			print_error("decode of the first %zu of %zu bytes returned %d, not -EBADMSG\n",
+				    lengths[i], f->gz.len, r);
+			wrong++;
+		}
+	}
+	assert_int_equal(wrong, 0);
+}
+
+static void test_decode_garbage_fails(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char garbage[4096];
+
+	fill_random(garbage, sizeof(garbage), 99);
+	assert_int_equal(efs_codec_decode(garbage, sizeof(garbage), sizeof(garbage), &f->out),
+			 -EBADMSG);
+	/* a gzip header followed by noise */
+	garbage[0] = 0x1f;
+	garbage[1] = 0x8b;
+	garbage[2] = 8;
+	garbage[3] = 0;
+	assert_int_equal(efs_codec_decode(garbage, sizeof(garbage), sizeof(garbage), &f->out),
+			 -EBADMSG);
+	/* text is not gzip */
+	assert_int_equal(efs_codec_decode(f->text, 4096, 4096, &f->out), -EBADMSG);
+}
+
+static void test_decode_resets_out_between_calls(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char small[5000];
+	struct efs_buf small_gz;
+
+	fill_text(small, sizeof(small), 5);
+	efs_buf_init(&small_gz, SIZE_MAX);
+	assert_int_equal(efs_codec_encode(small, sizeof(small), &small_gz), 1);
+
+	assert_int_equal(efs_buf_puts(&f->out, "left over"), 0);
+	assert_int_equal(efs_codec_decode(f->gz.data, f->gz.len, MIB, &f->out), 0);
+	assert_int_equal(f->out.len, MIB);
+	assert_memory_equal(f->out.data, f->text, MIB);
+
+	assert_int_equal(efs_codec_decode(small_gz.data, small_gz.len, sizeof(small), &f->out), 0);
+	assert_int_equal(f->out.len, sizeof(small));
+	assert_memory_equal(f->out.data, small, sizeof(small));
+	assert_int_equal(f->out.data[f->out.len], '\0');
+
+	assert_int_equal(efs_codec_decode(f->gz.data, f->gz.len, MIB, &f->out), 0);
+	assert_int_equal(f->out.len, MIB);
+	assert_memory_equal(f->out.data, f->text, MIB);
+	efs_buf_release(&small_gz);
+}
+
+/* -E2BIG is for output over out's cap; a cap of exactly the decoded
+ * length holds it. */
+static void test_decode_respects_cap(void **state)
+{
+	unsigned char small[5000];
+	struct efs_buf small_gz, out;
+
+	fill_text(small, sizeof(small), 6);
+	efs_buf_init(&small_gz, SIZE_MAX);
+	assert_int_equal(efs_codec_encode(small, sizeof(small), &small_gz), 1);
+
+	efs_buf_init(&out, sizeof(small) - 1);
+	assert_int_equal(efs_codec_decode(small_gz.data, small_gz.len, sizeof(small), &out),
+			 -E2BIG);
+	efs_buf_release(&out);
+
+	efs_buf_init(&out, sizeof(small));
+	assert_int_equal(efs_codec_decode(small_gz.data, small_gz.len, sizeof(small), &out), 0);
+	assert_int_equal(out.len, sizeof(small));
+	assert_memory_equal(out.data, small, sizeof(small));
+	efs_buf_release(&out);
+	efs_buf_release(&small_gz);
+}
+
+/* ---- hashes ----------------------------------------------------------- */
+
+#define SHA256_EMPTY "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#define SHA256_ABC "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+/* FIPS 180-2 appendix B.2: the 448-bit two-block message. */
+#define SHA256_TWO_BLOCK_MSG "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+#define SHA256_TWO_BLOCK "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+
+static void test_sha256_known_vectors(void **state)
+{
+	char hex[EFS_SHA256_HEX_LEN + 1];
+
+	memset(hex, 'x', sizeof(hex));
+	efs_sha256_hex("", 0, hex);
+	assert_string_equal(hex, SHA256_EMPTY);
+	efs_sha256_hex("abc", 3, hex);
+	assert_string_equal(hex, SHA256_ABC);
+	efs_sha256_hex(SHA256_TWO_BLOCK_MSG, strlen(SHA256_TWO_BLOCK_MSG), hex);
+	assert_string_equal(hex, SHA256_TWO_BLOCK);
+}
+
+static void test_sha256_incremental_equals_one_shot(void **state)
+{
+	struct fixture *f = *state;
+	char one_shot[EFS_SHA256_HEX_LEN + 1], pieces[EFS_SHA256_HEX_LEN + 1];
+	struct efs_sha256 h;
+	static const size_t sizes[] = {0, 1, 63, 64, 65, 1000, 4096, 0, 77777};
+	size_t off = 0, k = 0;
+
+	efs_sha256_hex(f->text, MIB, one_shot);
+	assert_int_equal(efs_sha256_init(&h), 0);
+	while (off < MIB) {
+		size_t n = EFS_MIN(sizes[k++ % EFS_ARRAY_SIZE(sizes)], MIB - off);
+		efs_sha256_update(&h, f->text + off, n);
+		off += n;
+	}
+	efs_sha256_final_hex(&h, pieces);
+	assert_string_equal(pieces, one_shot);
+
+	/* and the known vector, fed a byte at a time */
+	assert_int_equal(efs_sha256_init(&h), 0);
+	for (size_t i = 0; i < 3; i++)
+		efs_sha256_update(&h, "abc" + i, 1);
+	efs_sha256_final_hex(&h, pieces);
+	assert_string_equal(pieces, SHA256_ABC);
+
+	/* release without a digest frees the context */
+	assert_int_equal(efs_sha256_init(&h), 0);
+	efs_sha256_update(&h, "abc", 3);
+	efs_sha256_release(&h);
+	assert_null(h.ctx);
+	efs_sha256_release(&h); /* NULL ctx accepted */
+}
+
+static void test_crc32c_check_value(void **state)
+{
+	assert_int_equal(efs_crc32c(0, "123456789", 9), 0xE3069283u);
+	assert_int_equal(efs_crc32c(0, "", 0), 0);
+	/* RFC 3720 B.4: 32 bytes of zeros, and of 0xff */
+	unsigned char block[32];
+	memset(block, 0, sizeof(block));
+	assert_int_equal(efs_crc32c(0, block, sizeof(block)), 0x8A9136AAu);
+	memset(block, 0xff, sizeof(block));
+	assert_int_equal(efs_crc32c(0, block, sizeof(block)), 0x62A8AB43u);
+}
+
+static void test_crc32c_continues(void **state)
+{
+	struct fixture *f = *state;
+	uint32_t whole = efs_crc32c(0, f->text, MIB);
+	static const size_t splits[] = {0, 1, 4, 7, MIB / 2, MIB - 1, MIB};
+
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(splits); i++) {
+		size_t cut = splits[i];
+		uint32_t crc = efs_crc32c(0, f->text, cut);
+		crc = efs_crc32c(crc, f->text + cut, MIB - cut);
+		assert_int_equal(crc, whole);
+	}
+	assert_int_equal(efs_crc32c(efs_crc32c(0, "12345", 5), "6789", 4), 0xE3069283u);
+	assert_int_not_equal(whole, efs_crc32c(0, f->text, MIB - 1));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_encode_empty_stays_raw),
+		cmocka_unit_test(test_encode_tiny_stays_raw),
+		cmocka_unit_test(test_encode_random_stays_raw),
+		cmocka_unit_test_setup_teardown(test_encode_text_compresses_and_round_trips, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_encode_does_not_depend_on_stale_memory, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_encode_writes_real_gzip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_decode_wrong_length_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_decode_flipped_byte_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_decode_truncated_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_decode_garbage_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_decode_resets_out_between_calls, setup,
+						teardown),
+		cmocka_unit_test(test_decode_respects_cap),
+		cmocka_unit_test(test_sha256_known_vectors),
+		cmocka_unit_test_setup_teardown(test_sha256_incremental_equals_one_shot, setup,
+						teardown),
+		cmocka_unit_test(test_crc32c_check_value),
+		cmocka_unit_test_setup_teardown(test_crc32c_continues, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

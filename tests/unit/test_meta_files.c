@@ -1,0 +1,842 @@
+/* SPDX-License-Identifier: MIT */
+/* test_meta_files.c - unit tests of the data-path operations of the metadata
+ * store (include/echofs/meta.h) on SQLite, each in a fresh directory:
+ * sessions, chunks and their replicas, files, reference counting and the
+ * garbage the collector takes.
+ *
+ * Reference counts are not visible through the interface; they are checked
+ * through what they decide: whether efs_meta_garbage_list names a chunk.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "echofs/hash.h"
+#include "echofs/meta.h"
+#include "echofs/util.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define WORKERS 3
+#define MAX_GARBAGE 64
+
+static const char *const worker_ids[WORKERS] = {"w1", "w2", "w3"};
+
+struct fixture {
+	char dir[64];
+	struct efs_meta *m;
+	int64_t now; /* the "now" the test passes to the store */
+};
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int64_t worker_heartbeat(size_t i)
+{
+	return 5000 + (int64_t)i * 111;
+}
+
+static void worker_url(size_t i, char *url, size_t size)
+{
+	snprintf(url, size, "http://10.0.0.%zu:9000", i + 1);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char err[256] = "";
+	if (!f)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/efs-meta-XXXXXX");
+	if (!mkdtemp(f->dir)) {
+		free(f);
+		return -1;
+	}
+	if (efs_meta_open(NULL, f->dir, &f->m, err, sizeof(err)) < 0) {
+		print_error("efs_meta_open: %s\n", err);
+		free(f);
+		return -1;
+	}
+	for (size_t i = 0; i < WORKERS; i++) {
+		struct efs_worker_info w;
+		memset(&w, 0, sizeof(w));
+		efs_strlcpy(w.worker_id, worker_ids[i], sizeof(w.worker_id));
+		worker_url(i, w.url, sizeof(w.url));
+		w.capacity_bytes = 1000000;
+		w.free_bytes = 500000;
+		w.registered_at_ms = 1000;
+		w.last_heartbeat_ms = worker_heartbeat(i);
+		if (efs_meta_worker_register(f->m, &w) < 0)
+			return -1;
+	}
+	f->now = efs_now_ms();
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	efs_meta_close(f->m);
+	nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+
+/* Chunk @n: a real-looking id, sizes that tell chunks apart. */
+static struct efs_chunk_info chunk(unsigned n)
+{
+	struct efs_chunk_info c;
+	char label[32];
+	int len = snprintf(label, sizeof(label), "meta-chunk-%u", n);
+	memset(&c, 0, sizeof(c));
+	efs_sha256_hex(label, (size_t)len, c.chunk_id);
+	c.size = 1000 * (uint64_t)n + 1;
+	c.stored_size = 600 * (uint64_t)n + 1;
+	c.compressed = n % 2 == 1;
+	return c;
+}
+
+/* Session and file ids: 32 hex digits. */
+static void session_id(unsigned n, char id[EFS_ID_MAX + 1])
+{
+	snprintf(id, EFS_ID_MAX + 1, "%032x", 0x5e550000u + n);
+}
+
+static void file_id(unsigned n, char id[EFS_ID_MAX + 1])
+{
+	snprintf(id, EFS_ID_MAX + 1, "%032x", 0xf11e0000u + n);
+}
+
+static struct efs_session_info session_info(unsigned n, const char *owner, int64_t expires_at)
+{
+	struct efs_session_info s;
+	memset(&s, 0, sizeof(s));
+	session_id(n, s.session_id);
+	efs_strlcpy(s.owner, owner, sizeof(s.owner));
+	snprintf(s.name, sizeof(s.name), "upload-%u.bin", n);
+	s.declared_size = -1;
+	s.chunk_size = 4 * EFS_MIB;
+	s.hidden = false;
+	s.created_at_ms = 1000;
+	s.expires_at_ms = expires_at;
+	return s;
+}
+
+static void new_session(struct fixture *f, unsigned n, const char *owner)
+{
+	struct efs_session_info s = session_info(n, owner, f->now + 3600000);
+	assert_int_equal(efs_meta_session_create(f->m, &s), 0);
+}
+
+/* Puts chunk @c at @index of session @n, stored on every worker. */
+static int put(struct fixture *f, unsigned n, uint64_t index, const struct efs_chunk_info *c,
+	       bool dedup)
+{
+	char sid[EFS_ID_MAX + 1];
+	session_id(n, sid);
+	return efs_meta_session_put_chunk(f->m, sid, index, c, worker_ids, WORKERS, dedup, f->now);
+}
+
+static int64_t session_version(struct fixture *f, unsigned n)
+{
+	char sid[EFS_ID_MAX + 1];
+	struct efs_session_info s;
+	session_id(n, sid);
+	assert_int_equal(efs_meta_session_get(f->m, sid, &s), 0);
+	return s.version;
+}
+
+static struct efs_file_info file_info(unsigned n, const char *owner, int64_t created_at,
+				      uint64_t chunk_count)
+{
+	struct efs_file_info fi;
+	memset(&fi, 0, sizeof(fi));
+	file_id(n, fi.file_id);
+	efs_strlcpy(fi.owner, owner, sizeof(fi.owner));
+	snprintf(fi.name, sizeof(fi.name), "file-%u.txt", n);
+	fi.size = 12345 + n;
+	efs_sha256_hex(fi.name, strlen(fi.name), fi.sha256);
+	fi.chunk_size = 4 * EFS_MIB;
+	fi.chunk_count = chunk_count;
+	fi.replication = 3;
+	fi.stored_bytes = 777 + n;
+	fi.created_at_ms = created_at;
+	return fi;
+}
+
+/* Completes session @session_n (at its current version) as file @file_n. */
+static void complete(struct fixture *f, unsigned session_n, const struct efs_file_info *fi)
+{
+	char sid[EFS_ID_MAX + 1];
+	session_id(session_n, sid);
+	assert_int_equal(efs_meta_session_complete(f->m, sid, session_version(f, session_n), fi), 0);
+}
+
+/* A file of @owner made of chunks @chunks[0..count-1] through a session. */
+static void make_file(struct fixture *f, unsigned n, const char *owner, int64_t created_at,
+		      const unsigned *chunks, size_t count)
+{
+	struct efs_file_info fi = file_info(n, owner, created_at, count);
+	new_session(f, 1000 + n, owner);
+	for (size_t i = 0; i < count; i++) {
+		struct efs_chunk_info c = chunk(chunks[i]);
+		assert_int_equal(put(f, 1000 + n, i, &c, false), 0);
+	}
+	complete(f, 1000 + n, &fi);
+}
+
+/* Whether garbage_list(@before) names chunk @c. */
+static bool is_garbage(struct fixture *f, int64_t before, const struct efs_chunk_info *c)
+{
+	char ids[MAX_GARBAGE][65];
+	size_t count = SIZE_MAX;
+	assert_int_equal(efs_meta_garbage_list(f->m, before, MAX_GARBAGE, ids, &count), 0);
+	assert_true(count <= MAX_GARBAGE);
+	for (size_t i = 0; i < count; i++)
+		if (strcmp(ids[i], c->chunk_id) == 0)
+			return true;
+	return false;
+}
+
+static size_t garbage_count(struct fixture *f, int64_t before)
+{
+	char ids[MAX_GARBAGE][65];
+	size_t count = SIZE_MAX;
+	assert_int_equal(efs_meta_garbage_list(f->m, before, MAX_GARBAGE, ids, &count), 0);
+	return count;
+}
+
+static const struct efs_replica *find_replica(const struct efs_replica *replicas, unsigned count,
+					      const char *worker_id)
+{
+	for (unsigned i = 0; i < count; i++)
+		if (strcmp(replicas[i].worker_id, worker_id) == 0)
+			return &replicas[i];
+	return NULL;
+}
+
+/* The replicas are exactly the three workers, with their urls and
+ * heartbeats; @bad_worker (or NULL) is the one marked bad. */
+static void expect_worker_replicas(const struct efs_replica *replicas, unsigned count,
+				   const char *bad_worker)
+{
+	assert_int_equal(count, WORKERS);
+	for (size_t i = 0; i < WORKERS; i++) {
+		char url[EFS_URL_MAX + 1];
+		const struct efs_replica *r = find_replica(replicas, count, worker_ids[i]);
+		assert_non_null(r);
+		worker_url(i, url, sizeof(url));
+		assert_string_equal(r->url, url);
+		assert_int_equal(r->last_heartbeat_ms, worker_heartbeat(i));
+		assert_int_equal(r->bad, bad_worker && strcmp(bad_worker, worker_ids[i]) == 0);
+	}
+}
+
+static void expect_chunk(struct fixture *f, const struct efs_chunk_info *c,
+			 const char *bad_worker)
+{
+	struct efs_chunk_info got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(efs_meta_chunk_get(f->m, c->chunk_id, &got, replicas, &count), 0);
+	assert_string_equal(got.chunk_id, c->chunk_id);
+	assert_int_equal(got.size, c->size);
+	assert_int_equal(got.stored_size, c->stored_size);
+	assert_int_equal(got.compressed, c->compressed);
+	expect_worker_replicas(replicas, count, bad_worker);
+}
+
+static void expect_no_chunk(struct fixture *f, const struct efs_chunk_info *c)
+{
+	struct efs_chunk_info got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+	assert_int_equal(efs_meta_chunk_get(f->m, c->chunk_id, &got, replicas, &count), -ENOENT);
+}
+
+static void expect_same_file(const struct efs_file_info *got, const struct efs_file_info *want)
+{
+	assert_string_equal(got->file_id, want->file_id);
+	assert_string_equal(got->owner, want->owner);
+	assert_string_equal(got->name, want->name);
+	assert_int_equal(got->size, want->size);
+	assert_string_equal(got->sha256, want->sha256);
+	assert_int_equal(got->chunk_size, want->chunk_size);
+	assert_int_equal(got->chunk_count, want->chunk_count);
+	assert_int_equal(got->replication, want->replication);
+	assert_int_equal(got->stored_bytes, want->stored_bytes);
+	assert_int_equal(got->created_at_ms, want->created_at_ms);
+}
+
+/* ---- sessions ---------------------------------------------------------- */
+
+static void test_session_create_and_get(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_session_info s = session_info(1, "alice", 99999), got;
+
+	s.hidden = true;
+	s.version = 42; /* ignored: a session starts at version 0 */
+	assert_int_equal(efs_meta_session_create(f->m, &s), 0);
+	memset(&got, 0x55, sizeof(got));
+	assert_int_equal(efs_meta_session_get(f->m, s.session_id, &got), 0);
+	assert_string_equal(got.session_id, s.session_id);
+	assert_string_equal(got.owner, "alice");
+	assert_string_equal(got.name, s.name);
+	assert_int_equal(got.declared_size, -1);
+	assert_int_equal(got.chunk_size, 4 * EFS_MIB);
+	assert_true(got.hidden);
+	assert_int_equal(got.version, 0);
+	assert_int_equal(got.created_at_ms, 1000);
+	assert_int_equal(got.expires_at_ms, 99999);
+
+	struct efs_session_info s2 = session_info(2, "bob", 123456);
+	s2.declared_size = 10 * (int64_t)EFS_GIB;
+	assert_int_equal(efs_meta_session_create(f->m, &s2), 0);
+	assert_int_equal(efs_meta_session_get(f->m, s2.session_id, &got), 0);
+	assert_int_equal(got.declared_size, 10 * (int64_t)EFS_GIB);
+	assert_false(got.hidden);
+	assert_string_equal(got.owner, "bob");
+	assert_int_equal(got.expires_at_ms, 123456);
+}
+
+static void test_session_create_conflict_and_unknown(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_session_info s = session_info(3, "alice", 99999), got;
+	char sid[EFS_ID_MAX + 1];
+
+	assert_int_equal(efs_meta_session_create(f->m, &s), 0);
+	assert_int_equal(efs_meta_session_create(f->m, &s), -EEXIST);
+	session_id(4, sid);
+	got.version = 77;
+	assert_int_equal(efs_meta_session_get(f->m, sid, &got), -ENOENT);
+	assert_int_equal(got.version, 77); /* untouched */
+}
+
+static void test_put_chunk_adds_chunk_with_replicas(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), got;
+
+	new_session(f, 1, "alice");
+	assert_int_equal(put(f, 1, 0, &a, false), 0);
+	assert_int_equal(session_version(f, 1), 1);
+	expect_chunk(f, &a, NULL);
+
+	/* NULL replicas: just the chunk */
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, NULL, NULL), 0);
+	assert_int_equal(got.size, a.size);
+
+	/* each put bumps the version */
+	struct efs_chunk_info b = chunk(2);
+	assert_int_equal(put(f, 1, 1, &b, false), 0);
+	assert_int_equal(session_version(f, 1), 2);
+}
+
+static void test_replica_on_unknown_worker(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(3), got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+	const char *const workers[] = {"w1", "w9"};
+	char sid[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	session_id(1, sid);
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, workers, 2, false, f->now),
+			 0);
+	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
+	assert_int_equal(count, 2);
+	const struct efs_replica *known = find_replica(replicas, count, "w1");
+	const struct efs_replica *unknown = find_replica(replicas, count, "w9");
+	assert_non_null(known);
+	assert_non_null(unknown);
+	assert_int_equal(known->last_heartbeat_ms, worker_heartbeat(0));
+	assert_int_equal(unknown->last_heartbeat_ms, 0);
+}
+
+static void test_put_at_same_index_releases_old_chunk(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2);
+	struct efs_session_chunk *chunks = NULL;
+	size_t count = 0;
+	char sid[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	session_id(1, sid);
+	assert_int_equal(put(f, 1, 0, &a, false), 0);
+	assert_false(is_garbage(f, f->now + 1, &a));
+	assert_int_equal(put(f, 1, 0, &b, false), 0);
+	assert_int_equal(session_version(f, 1), 2);
+
+	assert_true(is_garbage(f, f->now + 1, &a));
+	assert_false(is_garbage(f, f->now + 1, &b));
+	/* unreferenced since now, which is not before now */
+	assert_false(is_garbage(f, f->now, &a));
+
+	assert_int_equal(efs_meta_session_chunks(f->m, sid, &chunks, &count), 0);
+	assert_int_equal(count, 1);
+	assert_int_equal(chunks[0].index, 0);
+	assert_string_equal(chunks[0].chunk_id, b.chunk_id);
+	free(chunks);
+
+	/* putting the same chunk at the same index again changes nothing */
+	assert_int_equal(put(f, 1, 0, &b, false), 0);
+	assert_false(is_garbage(f, f->now + 1, &b));
+}
+
+static void test_dedup_put(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), missing = chunk(9);
+	struct efs_chunk_info got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	struct efs_session_chunk *chunks = NULL;
+	unsigned replica_count = 0;
+	size_t count = 0;
+	const char *const first_two[] = {"w1", "w2"};
+	const char *const third[] = {"w3"};
+	char sid1[EFS_ID_MAX + 1], sid2[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	new_session(f, 2, "bob");
+	session_id(1, sid1);
+	session_id(2, sid2);
+	assert_int_equal(
+		efs_meta_session_put_chunk(f->m, sid1, 0, &a, first_two, 2, false, f->now), 0);
+
+	/* an existing chunk is reused and gains the new replicas */
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid2, 0, &a, third, 1, true, f->now), 0);
+	assert_int_equal(session_version(f, 2), 1);
+	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &replica_count), 0);
+	expect_worker_replicas(replicas, replica_count, NULL);
+
+	/* a chunk the collector removed: -ESTALE, and nothing changed */
+	assert_int_equal(put(f, 2, 1, &missing, true), -ESTALE);
+	assert_int_equal(session_version(f, 2), 1);
+	expect_no_chunk(f, &missing);
+	assert_int_equal(efs_meta_session_chunks(f->m, sid2, &chunks, &count), 0);
+	assert_int_equal(count, 1);
+	free(chunks);
+
+	/* both sessions hold a reference */
+	assert_int_equal(efs_meta_session_delete(f->m, sid1, f->now), 0);
+	assert_false(is_garbage(f, f->now + 1, &a));
+	assert_int_equal(efs_meta_session_delete(f->m, sid2, f->now), 0);
+	assert_true(is_garbage(f, f->now + 1, &a));
+}
+
+static void test_put_on_unknown_session(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1);
+
+	assert_int_equal(put(f, 77, 0, &a, false), -ENOENT);
+	assert_int_equal(put(f, 77, 0, &a, true), -ENOENT);
+	expect_no_chunk(f, &a); /* one transaction: no row left behind */
+}
+
+static void test_session_chunks_ordered_by_index(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info c[3] = {chunk(1), chunk(2), chunk(3)};
+	struct efs_session_chunk *chunks = NULL;
+	size_t count = 0;
+	char sid[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	session_id(1, sid);
+	assert_int_equal(put(f, 1, 2, &c[2], false), 0);
+	assert_int_equal(put(f, 1, 0, &c[0], false), 0);
+	assert_int_equal(put(f, 1, 1, &c[1], false), 0);
+
+	assert_int_equal(efs_meta_session_chunks(f->m, sid, &chunks, &count), 0);
+	assert_int_equal(count, 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(chunks[i].index, i);
+		assert_string_equal(chunks[i].chunk_id, c[i].chunk_id);
+		assert_int_equal(chunks[i].size, c[i].size);
+		assert_int_equal(chunks[i].stored_size, c[i].stored_size);
+	}
+	free(chunks);
+}
+
+/* ---- completing a session ------------------------------------------------ */
+
+static void test_complete_creates_file(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info c[3] = {chunk(1), chunk(2), chunk(3)};
+	struct efs_file_info fi = file_info(1, "alice", 5555, 3), got;
+	struct efs_file_chunk *chunks = NULL;
+	struct efs_file_info *list = NULL;
+	struct efs_session_info s;
+	size_t count = 0;
+	char sid[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	session_id(1, sid);
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(put(f, 1, i, &c[i], false), 0);
+	assert_int_equal(efs_meta_session_complete(f->m, sid, 3, &fi), 0);
+
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), 0);
+	expect_same_file(&got, &fi);
+
+	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 0, 100, &chunks, &count), 0);
+	assert_int_equal(count, 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(chunks[i].index, i);
+		assert_string_equal(chunks[i].chunk.chunk_id, c[i].chunk_id);
+		assert_int_equal(chunks[i].chunk.size, c[i].size);
+		assert_int_equal(chunks[i].chunk.stored_size, c[i].stored_size);
+		assert_int_equal(chunks[i].chunk.compressed, c[i].compressed);
+		expect_worker_replicas(chunks[i].replicas, chunks[i].replica_count, NULL);
+	}
+	free(chunks);
+	chunks = NULL;
+
+	/* a window of the list */
+	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 1, 1, &chunks, &count), 0);
+	assert_int_equal(count, 1);
+	assert_int_equal(chunks[0].index, 1);
+	assert_string_equal(chunks[0].chunk.chunk_id, c[1].chunk_id);
+	free(chunks);
+
+	assert_int_equal(efs_meta_file_list(f->m, "alice", 0, "", 10, &list, &count), 0);
+	assert_int_equal(count, 1);
+	expect_same_file(&list[0], &fi);
+	free(list);
+
+	/* the session is gone; its references moved to the file */
+	assert_int_equal(efs_meta_session_get(f->m, sid, &s), -ENOENT);
+	struct efs_session_chunk *left = NULL;
+	assert_int_equal(efs_meta_session_chunks(f->m, sid, &left, &count), 0);
+	assert_int_equal(count, 0);
+	free(left);
+	assert_int_equal(efs_meta_session_complete(f->m, sid, 3, &fi), -ENOENT);
+	assert_int_equal(garbage_count(f, INT64_MAX), 0);
+}
+
+static void test_complete_with_stale_version(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2);
+	struct efs_file_info fi = file_info(1, "alice", 5555, 2), got;
+	char sid[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	session_id(1, sid);
+	assert_int_equal(put(f, 1, 0, &a, false), 0);
+	int64_t version = session_version(f, 1);
+	assert_int_equal(put(f, 1, 1, &b, false), 0); /* arrives after the read */
+
+	assert_int_equal(efs_meta_session_complete(f->m, sid, version, &fi), -ESTALE);
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), -ENOENT);
+	assert_int_equal(session_version(f, 1), version + 1);
+
+	assert_int_equal(efs_meta_session_complete(f->m, sid, version + 1, &fi), 0);
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), 0);
+	assert_int_equal(got.chunk_count, 2);
+}
+
+/* ---- files --------------------------------------------------------------- */
+
+static void test_file_list_pages_by_created_at_and_id(void **state)
+{
+	struct fixture *f = *state;
+	/* created_at, in creation order; two share 200, inserted id-descending */
+	static const unsigned numbers[] = {5, 2, 4, 3, 1};
+	static const int64_t created[] = {400, 200, 300, 200, 100};
+	/* expected order: (100,f1) (200,f2) (200,f3) (300,f4) (400,f5) */
+	const unsigned one = 1;
+	struct efs_file_info *page = NULL;
+	size_t count = 0, seen = 0;
+	int64_t after_created = 0;
+	char after_id[EFS_ID_MAX + 1] = "";
+
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(numbers); i++)
+		make_file(f, numbers[i], "alice", created[i], &one, 1);
+	make_file(f, 9, "bob", 250, &one, 1);
+
+	for (int pages = 0; pages < 3; pages++) {
+		assert_int_equal(efs_meta_file_list(f->m, "alice", after_created, after_id, 2,
+						    &page, &count),
+				 0);
+		assert_int_equal(count, pages < 2 ? 2 : 1);
+		for (size_t i = 0; i < count; i++) {
+			char want[EFS_ID_MAX + 1];
+			file_id((unsigned)(seen + 1), want);
+			assert_string_equal(page[i].file_id, want);
+			assert_string_equal(page[i].owner, "alice");
+			seen++;
+		}
+		after_created = page[count - 1].created_at_ms;
+		efs_strlcpy(after_id, page[count - 1].file_id, sizeof(after_id));
+		free(page);
+		page = NULL;
+	}
+	assert_int_equal(seen, 5);
+	assert_int_equal(efs_meta_file_list(f->m, "alice", after_created, after_id, 2, &page,
+					    &count),
+			 0);
+	assert_int_equal(count, 0);
+	free(page);
+
+	/* owners see only their own files */
+	assert_int_equal(efs_meta_file_list(f->m, "bob", 0, "", 10, &page, &count), 0);
+	assert_int_equal(count, 1);
+	char bobs[EFS_ID_MAX + 1];
+	file_id(9, bobs);
+	assert_string_equal(page[0].file_id, bobs);
+	free(page);
+	page = NULL;
+	assert_int_equal(efs_meta_file_list(f->m, "carol", 0, "", 10, &page, &count), 0);
+	assert_int_equal(count, 0);
+	free(page);
+}
+
+static void test_file_delete_releases_chunks_to_the_collector(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned numbers[] = {1, 2, 3};
+	struct efs_file_info got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned replica_count = 0;
+	char fid[EFS_ID_MAX + 1];
+
+	make_file(f, 1, "alice", 100, numbers, 3);
+	file_id(1, fid);
+
+	assert_int_equal(efs_meta_file_delete(f->m, fid, "bob", f->now), -ENOENT);
+	assert_int_equal(efs_meta_file_get(f->m, fid, &got), 0);
+	assert_int_equal(garbage_count(f, f->now + 1), 0);
+
+	assert_int_equal(efs_meta_file_delete(f->m, fid, "alice", f->now), 0);
+	assert_int_equal(efs_meta_file_get(f->m, fid, &got), -ENOENT);
+	assert_int_equal(efs_meta_file_delete(f->m, fid, "alice", f->now), -ENOENT);
+
+	assert_int_equal(garbage_count(f, f->now + 1), 3);
+	for (unsigned i = 0; i < 3; i++) {
+		struct efs_chunk_info c = chunk(numbers[i]);
+		assert_true(is_garbage(f, f->now + 1, &c));
+		memset(replicas, 0, sizeof(replicas));
+		replica_count = 0;
+		assert_int_equal(efs_meta_garbage_take(f->m, c.chunk_id, replicas, &replica_count),
+				 0);
+		expect_worker_replicas(replicas, replica_count, NULL);
+		expect_no_chunk(f, &c);
+		assert_int_equal(efs_meta_garbage_take(f->m, c.chunk_id, replicas, &replica_count),
+				 -ENOENT);
+		assert_false(is_garbage(f, f->now + 1, &c));
+	}
+	assert_int_equal(garbage_count(f, INT64_MAX), 0);
+}
+
+/* refcount counts every index a chunk is at: one file listing chunk A
+ * twice, and a session listing it once. */
+static void test_chunk_twice_in_one_file(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2);
+	struct efs_file_info fi = file_info(1, "alice", 100, 3);
+	struct efs_file_chunk *chunks = NULL;
+	size_t count = 0;
+	char sid2[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	assert_int_equal(put(f, 1, 0, &a, false), 0);
+	assert_int_equal(put(f, 1, 1, &a, true), 0);
+	assert_int_equal(put(f, 1, 2, &b, false), 0);
+	/* replacing one of the two loses one reference of two */
+	assert_int_equal(put(f, 1, 1, &b, true), 0);
+	assert_false(is_garbage(f, f->now + 1, &a));
+	assert_int_equal(put(f, 1, 1, &a, true), 0);
+	complete(f, 1, &fi);
+
+	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 0, 10, &chunks, &count), 0);
+	assert_int_equal(count, 3);
+	assert_string_equal(chunks[0].chunk.chunk_id, a.chunk_id);
+	assert_string_equal(chunks[1].chunk.chunk_id, a.chunk_id);
+	assert_string_equal(chunks[2].chunk.chunk_id, b.chunk_id);
+	free(chunks);
+
+	/* another holder of A */
+	new_session(f, 2, "bob");
+	session_id(2, sid2);
+	assert_int_equal(put(f, 2, 0, &a, true), 0);
+
+	/* deleting the file drops its two references, not the session's */
+	assert_int_equal(efs_meta_file_delete(f->m, fi.file_id, "alice", f->now), 0);
+	assert_false(is_garbage(f, f->now + 1, &a));
+	assert_true(is_garbage(f, f->now + 1, &b));
+
+	assert_int_equal(efs_meta_session_delete(f->m, sid2, f->now), 0);
+	assert_true(is_garbage(f, f->now + 1, &a));
+}
+
+static void test_file_with_repeated_chunk_stays_referenced(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned twice[] = {1, 1};
+	static const unsigned once[] = {1};
+	struct efs_chunk_info a = chunk(1);
+	char fid1[EFS_ID_MAX + 1], fid2[EFS_ID_MAX + 1];
+
+	make_file(f, 1, "alice", 100, twice, 2);
+	make_file(f, 2, "alice", 200, once, 1);
+	file_id(1, fid1);
+	file_id(2, fid2);
+
+	assert_int_equal(efs_meta_file_delete(f->m, fid2, "alice", f->now), 0);
+	assert_false(is_garbage(f, f->now + 1, &a));
+	expect_chunk(f, &a, NULL);
+	assert_int_equal(efs_meta_file_delete(f->m, fid1, "alice", f->now), 0);
+	assert_true(is_garbage(f, f->now + 1, &a));
+}
+
+/* ---- garbage -------------------------------------------------------------- */
+
+static void test_garbage_take_of_rereferenced_chunk(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1);
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned replica_count = 0;
+	char sid1[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	session_id(1, sid1);
+	assert_int_equal(put(f, 1, 0, &a, false), 0);
+	assert_int_equal(efs_meta_session_delete(f->m, sid1, f->now), 0);
+	assert_true(is_garbage(f, f->now + 1, &a)); /* the collector decides */
+
+	new_session(f, 2, "bob"); /* and meanwhile an upload reuses the chunk */
+	assert_int_equal(put(f, 2, 0, &a, true), 0);
+	assert_false(is_garbage(f, f->now + 1, &a));
+
+	assert_int_equal(efs_meta_garbage_take(f->m, a.chunk_id, replicas, &replica_count),
+			 -ENOENT);
+	expect_chunk(f, &a, NULL);
+}
+
+static void test_session_delete_releases_chunks(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2);
+	struct efs_session_info s;
+	char sid[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	session_id(1, sid);
+	assert_int_equal(put(f, 1, 0, &a, false), 0);
+	assert_int_equal(put(f, 1, 1, &b, false), 0);
+	assert_int_equal(garbage_count(f, f->now + 1), 0);
+
+	assert_int_equal(efs_meta_session_delete(f->m, sid, f->now), 0);
+	assert_int_equal(efs_meta_session_get(f->m, sid, &s), -ENOENT);
+	assert_true(is_garbage(f, f->now + 1, &a));
+	assert_true(is_garbage(f, f->now + 1, &b));
+	assert_int_equal(garbage_count(f, f->now + 1), 2);
+	assert_int_equal(efs_meta_session_delete(f->m, sid, f->now), -ENOENT);
+}
+
+static void test_session_expired(void **state)
+{
+	struct fixture *f = *state;
+	char ids[8][EFS_ID_MAX + 1], want[EFS_ID_MAX + 1];
+	size_t count = SIZE_MAX;
+
+	for (unsigned i = 1; i <= 3; i++) {
+		struct efs_session_info s = session_info(i, "alice", 1000 * (int64_t)i);
+		assert_int_equal(efs_meta_session_create(f->m, &s), 0);
+	}
+
+	assert_int_equal(efs_meta_session_expired(f->m, 500, 8, ids, &count), 0);
+	assert_int_equal(count, 0);
+
+	assert_int_equal(efs_meta_session_expired(f->m, 2000, 8, ids, &count), 0);
+	assert_int_equal(count, 1); /* expires_at 2000 is not before 2000 */
+	session_id(1, want);
+	assert_string_equal(ids[0], want);
+
+	assert_int_equal(efs_meta_session_expired(f->m, 2001, 8, ids, &count), 0);
+	assert_int_equal(count, 2);
+	bool saw1 = false, saw2 = false;
+	for (size_t i = 0; i < count; i++) {
+		char id1[EFS_ID_MAX + 1], id2[EFS_ID_MAX + 1];
+		session_id(1, id1);
+		session_id(2, id2);
+		saw1 |= strcmp(ids[i], id1) == 0;
+		saw2 |= strcmp(ids[i], id2) == 0;
+	}
+	assert_true(saw1 && saw2);
+
+	assert_int_equal(efs_meta_session_expired(f->m, 100000, 1, ids, &count), 0);
+	assert_int_equal(count, 1);
+	assert_int_equal(efs_meta_session_expired(f->m, 100000, 8, ids, &count), 0);
+	assert_int_equal(count, 3);
+}
+
+static void test_replica_mark_bad(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1);
+	struct efs_file_info fi = file_info(1, "alice", 100, 1);
+	struct efs_file_chunk *chunks = NULL;
+	size_t count = 0;
+
+	new_session(f, 1, "alice");
+	assert_int_equal(put(f, 1, 0, &a, false), 0);
+	expect_chunk(f, &a, NULL);
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, a.chunk_id, "w2"), 0);
+	expect_chunk(f, &a, "w2");
+
+	complete(f, 1, &fi);
+	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 0, 10, &chunks, &count), 0);
+	assert_int_equal(count, 1);
+	expect_worker_replicas(chunks[0].replicas, chunks[0].replica_count, "w2");
+	free(chunks);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_session_create_and_get),
+		T(test_session_create_conflict_and_unknown),
+		T(test_put_chunk_adds_chunk_with_replicas),
+		T(test_replica_on_unknown_worker),
+		T(test_put_at_same_index_releases_old_chunk),
+		T(test_dedup_put),
+		T(test_put_on_unknown_session),
+		T(test_session_chunks_ordered_by_index),
+		T(test_complete_creates_file),
+		T(test_complete_with_stale_version),
+		T(test_file_list_pages_by_created_at_and_id),
+		T(test_file_delete_releases_chunks_to_the_collector),
+		T(test_chunk_twice_in_one_file),
+		T(test_file_with_repeated_chunk_stays_referenced),
+		T(test_garbage_take_of_rereferenced_chunk),
+		T(test_session_delete_releases_chunks),
+		T(test_session_expired),
+		T(test_replica_mark_bad),
+	};
+#undef T
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
