@@ -69,8 +69,10 @@ test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory unit integration
 
+# Every test binary runs; the target fails at the end if any failed.
 unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@failed=""; for t in $(UNIT_BIN); do echo "== $$t"; $$t || failed="$$failed $$t"; done; \
+	if [ -n "$$failed" ]; then echo "unit tests failed:$$failed"; exit 1; fi
 
 integration: $(PROGS)
 	ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
@@ -88,4 +90,4 @@ format:
 clean:
 	rm -rf build bin
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/src/master/main.d $(BUILD)/src/worker/main.d $(BUILD)/src/cli/main.d
+-include $(LIB_OBJ:.o=.d) $(UNIT_BIN:=.d) $(BUILD)/src/master/main.d $(BUILD)/src/worker/main.d $(BUILD)/src/cli/main.d

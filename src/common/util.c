@@ -215,9 +215,12 @@ static int fsync_parent_dir(const char *path)
 
 int efs_write_file_atomic(const char *path, const void *data, size_t len)
 {
-	char tmp[PATH_MAX];
-	int r = 0;
-	int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+	char tmp[PATH_MAX], suffix[17];
+	int r = efs_random_hex(suffix, 8);
+	if (r < 0)
+		return r;
+	/* A random suffix: two writers of one path never share a temp file. */
+	int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%s", path, suffix);
 	if (n < 0 || (size_t)n >= sizeof(tmp))
 		return -ENAMETOOLONG;
 
@@ -261,6 +264,8 @@ fail:
 long efs_read_file(const char *path, char *out, size_t cap)
 {
 	long r;
+	if (cap == 0)
+		return -E2BIG;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;

@@ -23,19 +23,23 @@ int main(void)
 		return EFS_EXIT_CONFIG;
 	}
 	efs_log_set_level(cfg.log_level);
-	if (strlen(cfg.jwt_secret) < 16 || strlen(cfg.cluster_secret) < 16)
-		efs_warn("JWT_SECRET or CLUSTER_SECRET is shorter than 16 characters; use long "
-			 "random secrets outside tests");
 	efs_daemon_signals_block();
 	if (efs_http_client_global_init() < 0) {
 		efs_error("cannot initialise libcurl");
 		return 1;
 	}
 	if ((r = efs_master_start(&master, &cfg, err, sizeof(err))) < 0) {
-		efs_error("%s", err);
+		/* A configuration error reads like the others: one line. */
+		if (r == -EINVAL)
+			fprintf(stderr, "echofs-master: %s\n", err);
+		else
+			efs_error("%s", err);
 		efs_http_client_global_cleanup();
 		return r == -EINVAL ? EFS_EXIT_CONFIG : 1;
 	}
+	if (strlen(cfg.jwt_secret) < 16 || strlen(cfg.cluster_secret) < 16)
+		efs_warn("JWT_SECRET or CLUSTER_SECRET is shorter than 16 characters; use long "
+			 "random secrets outside tests");
 	int sig = efs_daemon_wait_for_signal();
 	efs_info("%s received: finishing requests in flight, then exiting", strsignal(sig));
 	efs_master_stop(&master);

@@ -91,7 +91,16 @@ static int sqlite_connect(const char *target, void **conn, char *err, size_t err
 	if (rc != SQLITE_OK)
 		goto fail;
 	sqlite3_busy_timeout(c->db, 5000);
-	rc = sqlite3_exec(c->db, pragmas, NULL, NULL, &msg);
+	/* Switching a new database to WAL answers SQLITE_BUSY at once (no
+	 * busy handler) while another connection writes: retry for 5 s. */
+	for (int tries = 0; tries < 500; tries++) {
+		rc = sqlite3_exec(c->db, pragmas, NULL, NULL, &msg);
+		if (rc != SQLITE_BUSY)
+			break;
+		sqlite3_free(msg);
+		msg = NULL;
+		efs_sleep_ms(10);
+	}
 	if (rc != SQLITE_OK)
 		goto fail;
 	*conn = c;

@@ -35,7 +35,7 @@ static int parse_master_urls(struct efs_worker_config *cfg, const char *list, ch
 		memcpy(url, p, len);
 		url[len] = '\0';
 		if (!efs_http_url_valid(url)) {
-			snprintf(err, errlen, "MASTER_URL: '%.64s' is not an http:// URL", url);
+			snprintf(err, errlen, "MASTER_URL: '%.64s' is not an http(s):// URL", url);
 			return -EINVAL;
 		}
 		cfg->master_count++;
@@ -80,10 +80,12 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 
 	if (advertise) {
 		size_t len = efs_strlcpy(cfg->advertise_url, advertise, sizeof(cfg->advertise_url));
-		while (len > 0 && cfg->advertise_url[len - 1] == '/')
+		bool too_long = len >= sizeof(cfg->advertise_url);
+		while (!too_long && len > 0 && cfg->advertise_url[len - 1] == '/')
 			cfg->advertise_url[--len] = '\0';
-		if (len >= sizeof(cfg->advertise_url) || !efs_http_url_valid(cfg->advertise_url)) {
-			snprintf(err, errlen, "WORKER_ADVERTISE_URL: '%.64s' is not an http:// URL",
+		if (too_long || !efs_http_url_valid(cfg->advertise_url)) {
+			snprintf(err, errlen,
+				 "WORKER_ADVERTISE_URL: '%.64s' is not an http(s):// URL",
 				 advertise);
 			return -EINVAL;
 		}

@@ -29,7 +29,10 @@ int main(void)
 		return 1;
 	}
 	if ((r = efs_worker_start(&worker, &cfg, err, sizeof(err))) < 0) {
-		efs_error("%s", err);
+		if (r == -EINVAL)
+			fprintf(stderr, "echofs-worker: %s\n", err);
+		else
+			efs_error("%s", err);
 		efs_http_client_global_cleanup();
 		return r == -EINVAL ? EFS_EXIT_CONFIG : 1;
 	}
