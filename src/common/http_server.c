@@ -104,13 +104,15 @@ bool efs_http_route_match(const char *pattern, const char *path, struct efs_http
 	return true;
 }
 
-/* Finds the route for method+path. Sets *path_known when some route has
- * this path under another method (405 rather than 404). */
+/* Finds the route for method+path. When none fits but some route has this
+ * path under other methods (405 rather than 404), lists them in @allow
+ * ("GET, HEAD, DELETE"), which is "" otherwise. */
 static const struct efs_http_route *find_route(const struct efs_http_server *srv,
 					       const char *method, const char *path,
-					       struct efs_http_req *req, bool *path_known)
+					       struct efs_http_req *req, char *allow,
+					       size_t allow_len)
 {
-	*path_known = false;
+	allow[0] = '\0';
 	for (int pass = 0; pass < 2; pass++) {
 		/* HEAD falls back to the GET route on the second pass. */
 		const char *m = pass == 0 ? method : "GET";
@@ -121,7 +123,12 @@ static const struct efs_http_route *find_route(const struct efs_http_server *srv
 			if (!efs_http_route_match(r->pattern, path, NULL))
 				continue;
 			if (strcmp(r->method, m) != 0) {
-				*path_known = true;
+				if (pass == 0 && !strstr(allow, r->method)) {
+					size_t used = strlen(allow);
+					snprintf(allow + used, allow_len - used, "%s%s%s",
+						 used ? ", " : "", r->method,
+						 strcmp(r->method, "GET") == 0 ? ", HEAD" : "");
+				}
 				continue;
 			}
 			efs_http_route_match(r->pattern, path, req);
@@ -358,16 +365,19 @@ static int64_t parse_content_length(struct MHD_Connection *conn)
 /* First call for a request: route, authenticate, begin(). */
 static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
 {
-	bool path_known;
+	char allow[128];
 	struct efs_http_req_private *priv = req->priv;
 	const struct efs_http_route *route =
-		find_route(srv, req->method, req->path, req, &path_known);
+		find_route(srv, req->method, req->path, req, allow, sizeof(allow));
 
 	req->content_length = parse_content_length(priv->conn);
 	if (!route) {
-		if (path_known)
+		if (allow[0]) {
+			efs_http_add_header(req, "Allow", allow);
 			efs_http_reply_error(req, 405, "method_not_allowed",
-					     "%s is not allowed on %s", req->method, req->path);
+					     "%s is not allowed on %s (allowed: %s)", req->method,
+					     req->path, allow);
+		}
 		else
 			efs_http_reply_error(req, 404, "not_found", "no such endpoint: %s",
 					     req->path);

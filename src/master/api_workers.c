@@ -18,7 +18,9 @@ int efs_api_store_error(struct efs_http_req *req, int r)
 				    strerror(-r));
 }
 
-/* Reads the capacity figures a worker sends; replies 400 when malformed. */
+/* Reads the capacity figures a worker sends: capacity_bytes and
+ * free_bytes (required, free <= capacity), chunk_count (optional, 0).
+ * Replies 400 when malformed. */
 static int read_capacity(struct efs_http_req *req, json_t *body, uint64_t *capacity,
 			 uint64_t *free_bytes, uint64_t *chunk_count)
 {
@@ -27,10 +29,19 @@ static int read_capacity(struct efs_http_req *req, json_t *body, uint64_t *capac
 	for (size_t i = 0; i < EFS_ARRAY_SIZE(keys); i++) {
 		*outs[i] = 0;
 		int r = efs_json_u64(body, keys[i], outs[i]);
-		if (r == -EINVAL)
-			return efs_http_reply_error(req, 400, "invalid_field",
-						    "%s must be a non-negative integer", keys[i]),
-			       -EINVAL;
+		bool required = i < 2;
+		if (r == -EINVAL || (r == -ENOENT && required) || *outs[i] > INT64_MAX) {
+			efs_http_reply_error(req, 400, "invalid_field",
+					     "%s must be a non-negative integer%s", keys[i],
+					     required ? " (required)" : "");
+			return -EINVAL;
+		}
+	}
+	if (*free_bytes > *capacity) {
+		efs_http_reply_error(req, 400, "invalid_field",
+				     "free_bytes (%llu) exceeds capacity_bytes (%llu)",
+				     (unsigned long long)*free_bytes, (unsigned long long)*capacity);
+		return -EINVAL;
 	}
 	return 0;
 }

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# dev-cluster.sh - a local EchoFS cluster for development: one master and
+# three workers on 127.0.0.1, SQLite metadata and chunk data under ./data.
+#
+# Secrets are generated on the first run and kept in ./data/secrets.env, so
+# tokens and worker ids survive a restart. Ctrl-C stops everything cleanly.
+#
+# Environment: MASTER_PORT (8080), WORKER_BASE_PORT (8081: workers use
+# 8081..8083), WORKER_COUNT (3), DATA (./data), plus anything the daemons
+# read (CHUNK_SIZE, REPLICATION_FACTOR, LOG_LEVEL...).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+DATA=${DATA:-$ROOT/data}
+MASTER_PORT=${MASTER_PORT:-8080}
+WORKER_BASE_PORT=${WORKER_BASE_PORT:-8081}
+WORKER_COUNT=${WORKER_COUNT:-3}
+
+./scripts/install-deps.sh
+make -s all
+
+port_busy() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+for port in "$MASTER_PORT" $(seq "$WORKER_BASE_PORT" $((WORKER_BASE_PORT + WORKER_COUNT - 1))); do
+	if port_busy "$port"; then
+		echo "dev-cluster: port $port is already in use (is a cluster already running?)." >&2
+		echo "dev-cluster: set MASTER_PORT / WORKER_BASE_PORT to use other ports." >&2
+		exit 1
+	fi
+done
+
+mkdir -p "$DATA/logs"
+chmod 700 "$DATA"
+if [ ! -s "$DATA/secrets.env" ]; then
+	umask 077
+	{
+		echo "JWT_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+		echo "CLUSTER_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+	} >"$DATA/secrets.env"
+fi
+set -a
+# shellcheck source=/dev/null
+. "$DATA/secrets.env"
+set +a
+
+pids=()
+stop_all() {
+	local status=${1:-0}
+	trap - INT TERM
+	echo
+	echo "dev-cluster: stopping..."
+	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	echo "dev-cluster: stopped. Data is kept in $DATA."
+	exit "$status"
+}
+trap stop_all INT TERM
+
+MASTER_URL="http://127.0.0.1:$MASTER_PORT"
+MASTER_HOST=${MASTER_HOST:-127.0.0.1} MASTER_PORT=$MASTER_PORT DATA_DIR="$DATA/master" \
+	"$ROOT/bin/echofs-master" >>"$DATA/logs/master.log" 2>&1 &
+pids+=($!)
+for i in $(seq 1 "$WORKER_COUNT"); do
+	port=$((WORKER_BASE_PORT + i - 1))
+	WORKER_HOST=127.0.0.1 WORKER_PORT=$port WORKER_DATA_DIR="$DATA/worker$i" \
+		MASTER_URL="$MASTER_URL" \
+		"$ROOT/bin/echofs-worker" >>"$DATA/logs/worker$i.log" 2>&1 &
+	pids+=($!)
+done
+
+# Wait until every worker is registered and alive.
+alive=0
+for _ in $(seq 1 100); do
+	body=$(curl -s "$MASTER_URL/api/v1/health" || true)
+	alive=$(printf '%s' "$body" | sed -n 's/.*"workers_alive":\([0-9]*\).*/\1/p')
+	[ "${alive:-0}" -ge "$WORKER_COUNT" ] && break
+	sleep 0.1
+done
+if [ "${alive:-0}" -lt "$WORKER_COUNT" ]; then
+	echo "dev-cluster: the cluster did not come up; see $DATA/logs/" >&2
+	tail -n 5 "$DATA"/logs/*.log >&2 || true
+	stop_all 1
+fi
+
+TOKEN=$("$ROOT/bin/echofs" token --user dev --ttl 2592000)
+cat <<INFO
+
+EchoFS is running: master $MASTER_URL with $WORKER_COUNT workers (ports $WORKER_BASE_PORT..$((WORKER_BASE_PORT + WORKER_COUNT - 1))).
+Data and logs: $DATA (logs in $DATA/logs). Secrets: $DATA/secrets.env.
+
+A token for user "dev" (valid 30 days):
+  export ECHOFS_URL=$MASTER_URL
+  export ECHOFS_TOKEN=$TOKEN
+
+Try:
+  curl -s \$ECHOFS_URL/api/v1/health
+  curl -s -H "Authorization: Bearer \$ECHOFS_TOKEN" \$ECHOFS_URL/api/v1/workers
+  curl -s -H "Authorization: Bearer \$ECHOFS_TOKEN" \$ECHOFS_URL/api/v1/files
+  ./bin/echofs workers
+  ./bin/echofs token --user alice      # with JWT_SECRET from $DATA/secrets.env
+
+Ctrl-C stops the cluster.
+INFO
+
+# Stop everything when one process dies unexpectedly.
+set +e
+wait -n "${pids[@]}"
+status=$?
+echo "dev-cluster: a process exited (status $status); see $DATA/logs/" >&2
+stop_all 1

@@ -1,0 +1,82 @@
+"""conftest.py - pytest wiring for the EchoFS black-box tests.
+
+The harness itself (processes, clients, helpers) is in echofs_harness.py so
+that test modules can import it; this file turns it into fixtures:
+
+    cluster          a fresh, empty Cluster for one test (its own tmp dir);
+                     closed after the test even when it fails: every process
+                     must still be running unless the test stopped it, and
+                     must exit 0 on SIGTERM with a clean sanitizer report.
+    shared_cluster   one Cluster per test module, for tests that only read
+                     (auth, HTTP edge cases); modules build on it.
+
+When a test fails, the tail of every process's log is attached to its
+report. `pytest -m "not slow"` skips the tests marked slow.
+"""
+
+import os
+
+import pytest
+
+import echofs_harness as h
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow(reason): takes several seconds (the reason says why); "
+        "deselect with -m 'not slow'")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for mark in item.iter_markers("slow"):
+            if not (mark.kwargs.get("reason") or mark.args):
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.slow needs a reason")
+
+
+def pytest_report_header(config):
+    line = f"echofs binaries: {h.BIN_DIR}"
+    if h.SANITIZE:
+        line += f" (sanitizers: {h.SANITIZE})"
+    return [line, f"echofs timing margin: {h.TIMING_MARGIN_S}s"]
+
+
+def pytest_sessionstart(session):
+    missing = [b for b in ("echofs-master", "echofs-worker", "echofs")
+               if not (h.BIN_DIR / b).exists()]
+    if missing:
+        raise pytest.UsageError(f"missing binaries in {h.BIN_DIR}: {', '.join(missing)}; "
+                                "run make (or set ECHOFS_BIN_DIR)")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Fixtures stop everything they start; this catches what a crash of the
+    # harness itself could leave behind.
+    h.kill_leftovers()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when in ("setup", "call"):
+        for cluster in h.open_clusters():
+            for title, text in cluster.log_report():
+                report.sections.append((title, text))
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    c = h.Cluster(tmp_path, label=request.node.nodeid)
+    yield c
+    c.close()
+    if os.environ.get("ECHOFS_KEEP_LOGS"):
+        print(f"\nlogs of {request.node.nodeid}: {tmp_path}")
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(request, tmp_path_factory):
+    c = h.Cluster(tmp_path_factory.mktemp(request.module.__name__.replace(".", "_")),
+                  label=request.module.__name__)
+    yield c
+    c.close()

@@ -1,0 +1,965 @@
+"""echofs_harness.py - start real EchoFS processes on loopback and talk to them.
+
+The black-box tests in this directory use only what a client, an operator
+or a worker could see: the binaries, their environment variables, their exit
+status, their stderr, and HTTP. conftest.py turns the classes here into
+pytest fixtures; test modules import the helpers from here directly.
+
+    Cluster     owns every process, client and fake server of one test (or of
+                one module, for the shared fixtures) and checks, when closed,
+                that nothing crashed and that every process still running
+                stops cleanly on SIGTERM with exit status 0.
+    Master      an echofs-master: free port, own DATA_DIR, test secrets,
+                short heartbeat timings.
+    Worker      an echofs-worker pointed at a master (or a list of URLs).
+    Process     what both share: start / stop (SIGTERM, assert exit 0) /
+                kill (SIGKILL) / pause (SIGSTOP) / resume (SIGCONT) /
+                restart on the same data dir, log files, sanitizer checks.
+    ApiClient   a requests.Session with a base URL, a bearer token and a
+                default timeout.
+    ConnectionRecorder
+                a fake server that accepts and drops connections and records
+                when they came (fault injection: "the master is down").
+
+Environment:
+    ECHOFS_BIN_DIR        where the binaries are (default <repo>/bin)
+    ECHOFS_SANITIZE       non-empty: the binaries are built with sanitizers;
+                          set ASAN/UBSAN options and check their reports
+    ECHOFS_TIMING_MARGIN  seconds of slack added to timing deadlines
+                          (default 0.5, 1.5 with sanitizers)
+    ECHOFS_KEEP_LOGS      non-empty: print where the logs are kept
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("ECHOFS_BIN_DIR") or REPO / "bin")
+SANITIZE = os.environ.get("ECHOFS_SANITIZE", "").strip()
+
+# Fixed test secrets (longer than 16 characters, so the master does not warn).
+JWT_SECRET = "integration-jwt-secret-0123456789abcdef"
+CLUSTER_SECRET = "integration-cluster-secret-0123456789abcdef"
+
+# Default timings: short, so liveness tests run in about a second.
+HEARTBEAT_INTERVAL_MS = 200
+WORKER_DEAD_AFTER_MS = 1000
+
+# Slack added to deadlines computed from the configuration. Sanitized
+# binaries are several times slower, and CI machines have 2 cores.
+TIMING_MARGIN_S = float(os.environ.get("ECHOFS_TIMING_MARGIN") or (1.5 if SANITIZE else 0.5))
+# How long a process may take to answer after start, and to exit after SIGTERM.
+START_TIMEOUT_S = 30.0 if SANITIZE else 10.0
+STOP_TIMEOUT_S = 20.0 if SANITIZE else 10.0
+HTTP_TIMEOUT_S = 10.0
+
+ASAN_OPTIONS = "detect_leaks=1:abort_on_error=0:exitcode=23"
+UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1"
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "LeakSanitizer", "runtime error:")
+
+# Variables of the environment the daemons inherit; everything else (an
+# operator's JWT_SECRET, MASTER_URL, proxies...) is left out.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
+
+ISO8601_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+ERROR_CODE_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+
+
+# ---- small helpers ---------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, *, interval: float = 0.05,
+               what: str = "condition") -> Any:
+    """Polls predicate() until it returns something truthy, and returns it.
+
+    Connection errors from the predicate count as "not yet"; any other
+    exception (an AssertionError from Process.check_alive, say) propagates at
+    once. Fails with the last value seen when the deadline passes.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    last_error: Optional[BaseException] = None
+    while True:
+        try:
+            last = predicate()
+            last_error = None
+            if last:
+                return last
+        except (requests.RequestException, OSError) as e:
+            last_error = e
+        if time.monotonic() >= deadline:
+            detail = (f"; last value {last!r}" if last_error is None
+                      else f"; last error {last_error!r}")
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def _ephemeral_port_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_ports_lock = threading.Lock()
+_ports_given: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on, never given twice.
+
+    Chosen below the kernel's ephemeral range when possible, so an outgoing
+    connection cannot take it between this check and the daemon's bind().
+    """
+    lo, _ = _ephemeral_port_range()
+    first, last = 20000, min(lo, 65536) - 1
+    with _ports_lock:
+        for _ in range(500 if last - first > 1000 else 0):
+            port = random.randint(first, last)
+            if port in _ports_given:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _ports_given.add(port)
+            return port
+        while True:  # fall back to whatever the kernel picks
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _ports_given:
+                _ports_given.add(port)
+                return port
+
+
+def parse_iso8601(text: str) -> dt.datetime:
+    """Parses an ISO-8601 UTC timestamp as the API writes them; fails loudly."""
+    assert isinstance(text, str) and ISO8601_RE.match(text), f"not an ISO-8601 timestamp: {text!r}"
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def assert_json_error(resp: requests.Response, status: int | Iterable[int],
+                      code: Optional[str] = None) -> dict:
+    """Asserts resp is an error of the given status (or one of several) with
+    the body {"error": {"code": "snake_case", "message": "..."}}; returns the
+    error object."""
+    statuses = {status} if isinstance(status, int) else set(status)
+    assert resp.status_code in statuses, (
+        f"{resp.request.method} {resp.request.path_url}: expected status "
+        f"{sorted(statuses)}, got {resp.status_code}: {resp.text[:500]!r}")
+    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    assert ctype == "application/json", f"error Content-Type is {ctype!r}: {resp.text[:200]!r}"
+    try:
+        body = resp.json()
+    except ValueError as e:
+        raise AssertionError(f"error body is not JSON: {resp.text[:500]!r}") from e
+    assert isinstance(body, dict) and set(body) == {"error"}, f"error body shape: {body!r}"
+    err = body["error"]
+    assert isinstance(err, dict), f"error is not an object: {body!r}"
+    assert isinstance(err.get("code"), str) and ERROR_CODE_RE.match(err["code"]), \
+        f"error code is not snake_case: {err!r}"
+    assert isinstance(err.get("message"), str) and err["message"].strip(), \
+        f"error message is empty: {err!r}"
+    if code is not None:
+        assert err["code"] == code, f"error code {err['code']!r}, expected {code!r}"
+    return err
+
+
+# ---- JWTs built by hand (stdlib only) --------------------------------------
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_HMAC = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+
+def make_jwt(payload: dict, secret: str = JWT_SECRET, *, alg: str = "HS256",
+             header: Optional[dict] = None) -> str:
+    """A compact JWT. alg "none" gives an empty signature; header replaces
+    the default {"alg": alg, "typ": "JWT"} entirely."""
+    head = header if header is not None else {"alg": alg, "typ": "JWT"}
+    signing_input = (b64url(json.dumps(head, separators=(",", ":")).encode()) + "." +
+                     b64url(json.dumps(payload, separators=(",", ":")).encode()))
+    if alg == "none":
+        return signing_input + "."
+    mac = hmac.new(secret.encode(), signing_input.encode(), _HMAC[alg]).digest()
+    return signing_input + "." + b64url(mac)
+
+
+def decode_jwt(token: str) -> tuple[dict, dict, bytes]:
+    """(header, payload, signature) of a compact JWT, without verifying it."""
+    head, payload, sig = token.split(".")
+    return json.loads(b64url_decode(head)), json.loads(b64url_decode(payload)), b64url_decode(sig)
+
+
+def jwt_signature_valid(token: str, secret: str) -> bool:
+    signing_input, _, sig = token.rpartition(".")
+    mac = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return hmac.compare_digest(b64url(mac), sig)
+
+
+# ---- environment, sanitizers, the CLI ---------------------------------------
+
+
+def base_environ() -> dict[str, str]:
+    env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+    if SANITIZE:
+        env["ASAN_OPTIONS"] = ASAN_OPTIONS
+        env["UBSAN_OPTIONS"] = UBSAN_OPTIONS
+    return env
+
+
+def merge_env(*layers: Optional[dict]) -> dict[str, str]:
+    """Applies layers of overrides in order; a value of None unsets."""
+    env: dict[str, str] = {}
+    for layer in layers:
+        for k, v in (layer or {}).items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+    return env
+
+
+def sanitizer_reports(text: str) -> list[str]:
+    """Lines of text that show a sanitizer report."""
+    return [line for line in text.splitlines() if any(m in line for m in SANITIZER_MARKERS)]
+
+
+def assert_no_sanitizer_reports(text: str, who: str) -> None:
+    found = sanitizer_reports(text)
+    assert not found, f"{who}: sanitizer reported:\n" + "\n".join(found[:20]) + \
+        "\n--- stderr ---\n" + text[-8000:]
+
+
+def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 30.0,
+            check_sanitizer: bool = True) -> subprocess.CompletedProcess:
+    """Runs bin/echofs with the test environment (JWT_SECRET set) plus env
+    overrides (None unsets); returns the finished process (text output)."""
+    full_env = merge_env(base_environ(), {"JWT_SECRET": JWT_SECRET}, env)
+    proc = subprocess.run([str(BIN_DIR / "echofs"), *args], env=full_env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if SANITIZE and check_sanitizer:
+        assert_no_sanitizer_reports(proc.stderr, f"echofs {' '.join(args)}")
+    return proc
+
+
+def token(user: str = "alice", ttl: Optional[int] = None, secret: str = JWT_SECRET) -> str:
+    """A user token from `echofs token --user USER [--ttl TTL]`."""
+    args = ["token", "--user", user] + (["--ttl", str(ttl)] if ttl is not None else [])
+    proc = run_cli(*args, env={"JWT_SECRET": secret})
+    assert proc.returncode == 0, f"echofs {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].count(".") == 2, f"not a token: {proc.stdout!r}"
+    return lines[0]
+
+
+# ---- HTTP --------------------------------------------------------------------
+
+
+class ApiClient(requests.Session):
+    """A requests.Session bound to one server: paths starting with "/" are
+    joined to base_url, every request has a timeout, and bearer (when given)
+    is sent as Authorization: Bearer <bearer>. Proxy variables are ignored."""
+
+    def __init__(self, base_url: str, bearer: Optional[str] = None,
+                 timeout: float = HTTP_TIMEOUT_S):
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.trust_env = False
+        if bearer is not None:
+            self.headers["Authorization"] = f"Bearer {bearer}"
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+        if isinstance(url, str) and url.startswith("/"):
+            url = self.base_url + url
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after fork()
+except (OSError, AttributeError):
+    _prctl = None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: the daemon gets SIGKILL when
+    pytest dies, so not even a killed test run leaves it behind."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+# ---- processes ---------------------------------------------------------------
+
+_live_processes: set["Process"] = set()
+_live_lock = threading.Lock()
+
+
+def kill_leftovers() -> list[str]:
+    """SIGKILLs every process the harness started that is still running
+    (the last line of defence, for the end of the session); returns names."""
+    with _live_lock:
+        procs = list(_live_processes)
+    killed = []
+    for p in procs:
+        if p.running:
+            p.kill()
+            killed.append(p.name)
+    return killed
+
+
+class Process:
+    """One daemon. Its stdout and stderr are appended, run after run, to
+    <dir>/stdout.log and <dir>/stderr.log; each run starts with a header
+    line, and stderr() returns the current run only by default."""
+
+    binary_name = ""
+
+    def __init__(self, cluster: "Cluster", name: str, env: Optional[dict] = None):
+        self.cluster = cluster
+        self.name = name
+        self.dir: Path = cluster.tmp_path / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.env_overrides: dict = dict(env or {})
+        self.stdout_path = self.dir / "stdout.log"
+        self.stderr_path = self.dir / "stderr.log"
+        self.popen: Optional[subprocess.Popen] = None
+        self.runs = 0
+        self.paused = False
+        self.expect_running = False  # False once we stopped/killed it on purpose
+        self.stopping = False  # sent SIGTERM/SIGINT, exit status not yet checked
+        self._run_offset = 0
+
+    # -- configuration
+    @property
+    def binary(self) -> Path:
+        return BIN_DIR / self.binary_name
+
+    def default_env(self) -> dict:
+        return {}
+
+    def environ(self) -> dict[str, str]:
+        return merge_env(base_environ(), self.default_env(), self.cluster.env_for(self),
+                         self.env_overrides)
+
+    def setenv(self, **env: Any) -> None:
+        """Changes variables for the next start (None unsets)."""
+        self.env_overrides.update(env)
+
+    # -- lifecycle
+    def start(self) -> "Process":
+        assert not self.running, f"{self.name} is already running"
+        assert self.binary.exists(), f"{self.binary} does not exist: build it first (make)"
+        self.runs += 1
+        header = f"==== {self.name} run {self.runs} ({time.strftime('%H:%M:%S')}) ====\n".encode()
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            out.write(header)
+            err.write(header)
+            err.flush()
+            self._run_offset = err.tell()
+            self.popen = subprocess.Popen([str(self.binary)], cwd=self.dir, env=self.environ(),
+                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                          preexec_fn=_die_with_parent)
+        self.paused = False
+        self.expect_running = True
+        self.stopping = False
+        with _live_lock:
+            _live_processes.add(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.name} was never started"
+        return self.popen.pid
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return None if self.popen is None else self.popen.poll()
+
+    def check_alive(self) -> None:
+        """Fails at once (with the log) when the process died on its own."""
+        if self.expect_running and self.popen is not None and self.popen.poll() is not None:
+            self.expect_running = False
+            raise AssertionError(f"{self.name} exited unexpectedly with status "
+                                 f"{self.popen.returncode}\n{self.log_tail()}")
+
+    def signal(self, sig: int) -> None:
+        """Sends sig. After SIGTERM/SIGINT the process is expected to exit:
+        collect its status with wait_exit() (close() does it otherwise)."""
+        assert self.running, f"{self.name} is not running"
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.expect_running = False
+            self.stopping = True
+        os.kill(self.pid, sig)
+
+    def stop(self, timeout: Optional[float] = None, expect_code: int = 0) -> float:
+        """SIGTERM, wait, assert the exit status (0) and, with sanitizers, a
+        clean stderr. Returns the seconds the process took to exit."""
+        self.check_alive()
+        assert self.running, f"{self.name} is not running"
+        if self.paused:
+            self.resume()
+        timeout = STOP_TIMEOUT_S if timeout is None else timeout
+        began = time.monotonic()
+        self.signal(signal.SIGTERM)
+        rc = self._wait(timeout, "after SIGTERM")
+        took = time.monotonic() - began
+        assert rc == expect_code, (f"{self.name} exited with status {rc} after SIGTERM, "
+                                   f"expected {expect_code}\n{self.log_tail()}")
+        self.assert_sanitizer_clean()
+        return took
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, as far as the rest of the cluster can tell."""
+        if self.running:
+            os.kill(self.pid, signal.SIGKILL)
+            self.popen.wait()
+        self.expect_running = False
+        self.stopping = False
+        self.paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs (no heartbeats, no answers)."""
+        self.signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+        self.paused = False
+
+    def restart(self, **env: Any) -> "Process":
+        """Stops it cleanly if it runs, then starts it again on the same data
+        directory and port; env changes variables for the new run."""
+        if self.running:
+            self.stop()
+        self.setenv(**env)
+        return self.start()
+
+    def wait_exit(self, timeout: Optional[float] = None) -> int:
+        """Waits for the process to exit on its own; returns its status. A
+        process that does not exit in time is killed and the test fails."""
+        rc = self._wait(START_TIMEOUT_S if timeout is None else timeout, "waiting")
+        if rc not in (-signal.SIGKILL,):
+            self.assert_sanitizer_clean()
+        return rc
+
+    def _wait(self, timeout: float, after: str) -> int:
+        assert self.popen is not None
+        try:
+            rc = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.name} did not exit within {timeout:.1f}s ({after}); "
+                                 f"killed\n{self.log_tail()}") from None
+        finally:
+            self.expect_running = False
+            self.stopping = False
+            self.paused = False
+        return rc
+
+    # -- logs
+    def stderr(self, all_runs: bool = False) -> str:
+        try:
+            with open(self.stderr_path, "rb") as f:
+                if not all_runs:
+                    f.seek(self._run_offset)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def stderr_lines(self, all_runs: bool = False) -> list[str]:
+        return [line for line in self.stderr(all_runs).splitlines() if line.strip()]
+
+    def log_mark(self) -> int:
+        """A position in stderr; stderr_since(mark) is what came after it."""
+        try:
+            return self.stderr_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def stderr_since(self, mark: int) -> str:
+        with open(self.stderr_path, "rb") as f:
+            f.seek(mark)
+            return f.read().decode("utf-8", "replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0, since: Optional[int] = None):
+        """Polls stderr (of the current run, or since a log_mark) for a regex;
+        returns the match."""
+        rx = re.compile(pattern, re.M)
+
+        def found():
+            text = self.stderr() if since is None else self.stderr_since(since)
+            return rx.search(text)
+        return wait_until(found, timeout, what=f"{self.name} to log /{pattern}/")
+
+    def log_tail(self, lines: int = 60) -> str:
+        parts = []
+        for label, path in (("stderr", self.stderr_path), ("stdout", self.stdout_path)):
+            try:
+                text = path.read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            if label == "stdout" and all(l.startswith("==== ") for l in text.splitlines()):
+                continue  # nothing but run headers
+            tail = text.splitlines()[-lines:]
+            parts.append(f"--- {self.name} {label} (last {len(tail)} lines of {path}) ---\n" +
+                         "\n".join(tail))
+        return "\n".join(parts)
+
+    def assert_sanitizer_clean(self, all_runs: bool = False) -> None:
+        if SANITIZE:
+            assert_no_sanitizer_reports(self.stderr(all_runs), self.name)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"exited({self.returncode})"
+        return f"<{type(self).__name__} {self.name} {state}>"
+
+
+class Master(Process):
+    binary_name = "echofs-master"
+
+    def __init__(self, cluster: "Cluster", name: str, port: Optional[int] = None,
+                 env: Optional[dict] = None):
+        super().__init__(cluster, name, env)
+        self.port = port or free_port()
+        self.data_dirs = 0
+        self.data_dir = self._new_data_dir()
+        self._api_client: Optional[ApiClient] = None
+        self._anon_client: Optional[ApiClient] = None
+
+    def _new_data_dir(self) -> Path:
+        self.data_dirs += 1
+        return self.dir / ("data" if self.data_dirs == 1 else f"data{self.data_dirs}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def default_env(self) -> dict:
+        return {
+            "MASTER_HOST": "127.0.0.1",
+            "MASTER_PORT": self.port,
+            "DATA_DIR": self.data_dir,
+            "JWT_SECRET": JWT_SECRET,
+            "CLUSTER_SECRET": CLUSTER_SECRET,
+            "HEARTBEAT_INTERVAL_MS": HEARTBEAT_INTERVAL_MS,
+            "WORKER_DEAD_AFTER_MS": WORKER_DEAD_AFTER_MS,
+            "LOG_LEVEL": "info",
+        }
+
+    @property
+    def heartbeat_ms(self) -> int:
+        return int(self.environ()["HEARTBEAT_INTERVAL_MS"])
+
+    @property
+    def dead_after_ms(self) -> int:
+        return int(self.environ()["WORKER_DEAD_AFTER_MS"])
+
+    @property
+    def replication_factor(self) -> int:
+        return int(self.environ().get("REPLICATION_FACTOR", 3))
+
+    def dead_deadline_s(self) -> float:
+        """How long after a worker stops beating it must be listed dead:
+        WORKER_DEAD_AFTER_MS + one heartbeat + the timing margin."""
+        return (self.dead_after_ms + self.heartbeat_ms) / 1000 + TIMING_MARGIN_S
+
+    def restart(self, fresh_data_dir: bool = False, **env: Any) -> "Master":
+        """Restarts on the same port; fresh_data_dir forgets all metadata."""
+        if self.running:
+            self.stop()
+        if fresh_data_dir:
+            self.data_dir = self._new_data_dir()
+        self.setenv(**env)
+        self.start()
+        return self
+
+    # -- HTTP
+    def client(self, bearer: Optional[str] = None) -> ApiClient:
+        return self.cluster.client(self.url, bearer)
+
+    def cluster_client(self) -> ApiClient:
+        return self.client(CLUSTER_SECRET)
+
+    def user_client(self, user: str = "alice") -> ApiClient:
+        return self.client(self.cluster.token(user))
+
+    def _api(self) -> ApiClient:
+        if self._api_client is None:
+            self._api_client = self.cluster_client()
+        return self._api_client
+
+    def wait_ready(self, timeout: Optional[float] = None) -> dict:
+        """Polls GET /api/v1/health until it answers 200; returns the body."""
+        probe = self.cluster.client(self.url)
+        probe.timeout = 2.0
+
+        def ready():
+            self.check_alive()
+            r = probe.get("/api/v1/health")
+            return r.status_code == 200 and r.json()
+        return wait_until(ready, START_TIMEOUT_S if timeout is None else timeout,
+                          what=f"{self.name} to answer /api/v1/health")
+
+    def health(self) -> dict:
+        """GET /api/v1/health; asserts 200."""
+        if self._anon_client is None:
+            self._anon_client = self.client()
+        r = self._anon_client.get("/api/v1/health")
+        assert r.status_code == 200, f"health: {r.status_code} {r.text}"
+        return r.json()
+
+    def workers(self) -> list[dict]:
+        """GET /api/v1/workers with the cluster secret."""
+        self.check_alive()
+        r = self._api().get("/api/v1/workers")
+        assert r.status_code == 200, f"GET /api/v1/workers: {r.status_code} {r.text}"
+        body = r.json()
+        assert isinstance(body, dict) and isinstance(body.get("workers"), list), body
+        return body["workers"]
+
+    def worker_record(self, worker_id: str) -> Optional[dict]:
+        return next((w for w in self.workers() if w["worker_id"] == worker_id), None)
+
+    def wait_worker_status(self, worker_id: str, status: str,
+                           timeout: Optional[float] = None) -> dict:
+        def reached():
+            w = self.worker_record(worker_id)
+            return w if w and w["status"] == status else None
+        return wait_until(reached, self.dead_deadline_s() if timeout is None else timeout,
+                          what=f"worker {worker_id} to be {status} on {self.name}")
+
+    def wait_workers(self, alive: int, total: Optional[int] = None,
+                     timeout: Optional[float] = None) -> dict:
+        """Polls health until workers_alive == alive (and workers_total ==
+        total when given); returns the health body."""
+        def reached():
+            self.check_alive()
+            health = self.health()
+            ok = health.get("workers_alive") == alive and \
+                (total is None or health.get("workers_total") == total)
+            return health if ok else None
+        return wait_until(reached, START_TIMEOUT_S if timeout is None else timeout,
+                          what=f"{self.name}: {alive} workers alive" +
+                          (f" of {total}" if total is not None else ""))
+
+
+class Worker(Process):
+    binary_name = "echofs-worker"
+
+    def __init__(self, cluster: "Cluster", name: str, master_url: str,
+                 master: Optional[Master] = None, port: Optional[int] = None,
+                 env: Optional[dict] = None):
+        super().__init__(cluster, name, env)
+        self.master = master
+        self.master_url = master_url
+        self.port = port or free_port()
+        self.worker_id: Optional[str] = None  # set by wait_registered
+        self._cluster_client: Optional[ApiClient] = None
+
+    @property
+    def url(self) -> str:
+        """Where it listens (and, by default, what it advertises)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def advertise_url(self) -> str:
+        """The URL it gives the master: WORKER_ADVERTISE_URL, or url."""
+        return (self.environ().get("WORKER_ADVERTISE_URL") or self.url).rstrip("/")
+
+    @property
+    def data_dir(self) -> Path:
+        """WORKER_DATA_DIR (<its dir>/data unless overridden)."""
+        return Path(self.environ()["WORKER_DATA_DIR"])
+
+    @property
+    def id_file(self) -> Path:
+        return self.data_dir / "worker_id"
+
+    def stored_id(self) -> Optional[str]:
+        """The id in WORKER_DATA_DIR/worker_id, or None."""
+        try:
+            return self.id_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def default_env(self) -> dict:
+        return {
+            "WORKER_HOST": "127.0.0.1",
+            "WORKER_PORT": self.port,
+            "WORKER_DATA_DIR": self.dir / "data",
+            "MASTER_URL": self.master_url,
+            "CLUSTER_SECRET": CLUSTER_SECRET,
+            "LOG_LEVEL": "info",
+        }
+
+    def client(self, bearer: Optional[str] = None) -> ApiClient:
+        return self.cluster.client(self.url, bearer)
+
+    def health(self) -> requests.Response:
+        """GET /health with the cluster secret."""
+        if self._cluster_client is None:
+            self._cluster_client = self.client(CLUSTER_SECRET)
+        return self._cluster_client.get("/health")
+
+    def wait_ready(self, timeout: Optional[float] = None) -> None:
+        def ready():
+            self.check_alive()
+            return self.health().status_code == 200
+        wait_until(ready, START_TIMEOUT_S if timeout is None else timeout,
+                   what=f"{self.name} to answer /health")
+
+    def wait_registered(self, master: Optional[Master] = None,
+                        timeout: Optional[float] = None) -> str:
+        """Polls until this worker has stored an id in WORKER_DATA_DIR/worker_id
+        and the master lists that id as alive at this worker's URL; returns
+        (and remembers) the id. (The id file is written once the master has
+        answered, so a stale record of an earlier run cannot satisfy this
+        unless the id is the same.)"""
+        master = master or self.master
+        assert master is not None, f"{self.name}: which master?"
+
+        def registered():
+            self.check_alive()
+            wid = self.stored_id()
+            if wid is None:
+                return None
+            rec = master.worker_record(wid)
+            return wid if rec and rec["url"] == self.advertise_url and rec["status"] == "alive" \
+                else None
+        self.worker_id = wait_until(registered, START_TIMEOUT_S if timeout is None else timeout,
+                                    what=f"{self.name} to register with {master.name}")
+        return self.worker_id
+
+
+class ConnectionRecorder:
+    """A fake server on a port: accepts each connection, notes when it came
+    and closes it at once. Stands in for a master that is down but whose
+    port answers, and shows how often a client retries."""
+
+    def __init__(self, port: Optional[int] = None):
+        self.port = port or free_port()
+        self.times: list[float] = []
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", self.port))
+        self._sock.listen(64)
+        self._sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"recorder-{self.port}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            self.times.append(time.monotonic())
+            conn.close()
+
+    def close(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(5)
+            self._sock.close()
+
+
+# ---- the cluster -----------------------------------------------------------------
+
+_open_clusters: list["Cluster"] = []
+
+
+def open_clusters() -> list["Cluster"]:
+    return list(_open_clusters)
+
+
+class Cluster:
+    """Everything one test (or one module) started. Create masters and
+    workers with add_master / add_worker (or start() for the usual shape);
+    close() checks and stops them all.
+
+    master_env / worker_env are defaults for every master / worker of this
+    cluster; per-process keyword arguments override them (None unsets)."""
+
+    def __init__(self, tmp_path: Path, label: str = "",
+                 master_env: Optional[dict] = None, worker_env: Optional[dict] = None):
+        self.tmp_path = Path(tmp_path)
+        self.label = label
+        self.master_env = dict(master_env or {})
+        self.worker_env = dict(worker_env or {})
+        self.masters: list[Master] = []
+        self.workers: list[Worker] = []
+        self.extra: list[Process] = []
+        self._clients: list[ApiClient] = []
+        self._recorders: list[ConnectionRecorder] = []
+        self._tokens: dict[tuple, str] = {}
+        self.closed = False
+        _open_clusters.append(self)
+
+    @property
+    def processes(self) -> list[Process]:
+        return [*self.masters, *self.workers, *self.extra]
+
+    def env_for(self, proc: Process) -> dict:
+        if isinstance(proc, Master):
+            return self.master_env
+        if isinstance(proc, Worker):
+            return self.worker_env
+        return {}
+
+    def _unique(self, base: str) -> str:
+        names = {p.name for p in self.processes}
+        if base not in names:
+            return base
+        n = 2
+        while f"{base}-{n}" in names:
+            n += 1
+        return f"{base}-{n}"
+
+    # -- building
+    def add_master(self, name: str = "master", *, start: bool = True, wait: bool = True,
+                   port: Optional[int] = None, **env: Any) -> Master:
+        m = Master(self, self._unique(name), port=port, env=env)
+        self.masters.append(m)
+        if start:
+            m.start()
+            if wait:
+                m.wait_ready()
+        return m
+
+    def add_worker(self, name: Optional[str] = None, *, master: Optional[Master] = None,
+                   master_url: Optional[str] = None, start: bool = True, wait: bool = True,
+                   port: Optional[int] = None, **env: Any) -> Worker:
+        """A worker of master (default: the first master), or of an explicit
+        MASTER_URL list. wait: until it is registered and alive."""
+        if master is None and master_url is None:
+            assert self.masters, "add a master first, or give master_url"
+            master = self.masters[0]
+        w = Worker(self, self._unique(name or f"worker{len(self.workers) + 1}"),
+                   master_url=master_url or master.url, master=master, port=port, env=env)
+        self.workers.append(w)
+        if start:
+            w.start()
+            if wait and master is not None:
+                w.wait_registered()
+        return w
+
+    def start(self, workers: int = 3, master_env: Optional[dict] = None,
+              worker_env: Optional[dict] = None) -> Master:
+        """The usual shape: one master and N workers, all registered and alive."""
+        m = self.add_master(**(master_env or {}))
+        ws = [self.add_worker(master=m, wait=False, **(worker_env or {})) for _ in range(workers)]
+        for w in ws:
+            w.wait_registered()
+        m.wait_workers(alive=workers, total=workers)
+        return m
+
+    @property
+    def master(self) -> Master:
+        assert self.masters, "no master in this cluster"
+        return self.masters[0]
+
+    def recorder(self, port: Optional[int] = None) -> ConnectionRecorder:
+        rec = ConnectionRecorder(port)
+        self._recorders.append(rec)
+        return rec
+
+    # -- clients
+    def client(self, base_url: str, bearer: Optional[str] = None) -> ApiClient:
+        c = ApiClient(base_url, bearer)
+        self._clients.append(c)
+        return c
+
+    def token(self, user: str = "alice", ttl: Optional[int] = None) -> str:
+        """A token from `echofs token` (cached per user/ttl for this cluster)."""
+        key = (user, ttl)
+        if key not in self._tokens or ttl is not None:
+            self._tokens[key] = token(user, ttl)
+        return self._tokens[key]
+
+    # -- teardown
+    def close(self) -> None:
+        """Fails if a process died on its own or does not stop cleanly;
+        never leaves a process running either way."""
+        if self.closed:
+            return
+        self.closed = True
+        errors: list[str] = []
+        try:
+            for c in self._clients:
+                c.close()
+            for rec in self._recorders:
+                rec.close()
+            for p in self.processes:
+                if p.expect_running and not p.running:
+                    errors.append(f"{p.name} exited unexpectedly with status {p.returncode}")
+            # Workers first: a worker stopping can still reach its master.
+            for p in [*self.workers, *self.extra, *self.masters]:
+                if p.stopping:  # a test sent SIGTERM and did not wait
+                    try:
+                        rc = p.wait_exit(STOP_TIMEOUT_S)
+                        if rc != 0:
+                            errors.append(f"{p.name} exited with status {rc} after SIGTERM")
+                    except AssertionError as e:
+                        errors.append(str(e).split("\n", 1)[0])
+                elif p.running:
+                    try:
+                        p.stop()
+                    except AssertionError as e:
+                        errors.append(str(e).split("\n", 1)[0])
+            if SANITIZE:
+                for p in self.processes:
+                    found = sanitizer_reports(p.stderr(all_runs=True))
+                    if found:
+                        errors.append(f"{p.name}: sanitizer reported: {found[0]}")
+        finally:
+            for p in self.processes:
+                p.kill()
+            if self in _open_clusters:
+                _open_clusters.remove(self)
+        if errors:
+            raise AssertionError("cluster teardown: " + "; ".join(errors) + "\n" +
+                                 "\n".join(p.log_tail() for p in self.processes))
+
+    def log_report(self, lines: int = 60) -> list[tuple[str, str]]:
+        """(title, text) sections of every process's log tail."""
+        return [(f"echofs {p.name} log", p.log_tail(lines)) for p in self.processes]

@@ -1,0 +1,625 @@
+/* SPDX-License-Identifier: MIT */
+/* test_config.c - unit tests of the environment readers (config.h) and of
+ * the master's and the worker's configuration loaders: defaults, required
+ * secrets, malformed and out-of-range values, each refused with one line
+ * naming the variable. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+#include "echofs/config.h"
+#include "master/config.h"
+#include "worker/config.h"
+
+/* Every variable either loader reads. */
+static const char *const config_vars[] = {
+	"MASTER_HOST",
+	"MASTER_PORT",
+	"DATABASE_URL",
+	"DATA_DIR",
+	"REDIS_ADDR",
+	"JWT_SECRET",
+	"CLUSTER_SECRET",
+	"REPLICATION_FACTOR",
+	"CHUNK_SIZE",
+	"LOG_LEVEL",
+	"HEARTBEAT_INTERVAL_MS",
+	"WORKER_DEAD_AFTER_MS",
+	"REPAIR_AFTER_MS",
+	"WORKER_HOST",
+	"WORKER_PORT",
+	"WORKER_DATA_DIR",
+	"WORKER_ADVERTISE_URL",
+	"MASTER_URL",
+	"WORKER_CAPACITY_BYTES",
+	"SCRUB_INTERVAL_MS",
+	"EFS_TEST_VAR",
+};
+
+static int env_clear(void **state)
+{
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(config_vars); i++)
+		unsetenv(config_vars[i]);
+	return 0;
+}
+
+static void env_set(const char *name, const char *value)
+{
+	assert_int_equal(setenv(name, value, 1), 0);
+}
+
+/* The secrets both daemons require, so a test can focus on one variable. */
+static void env_secrets(void)
+{
+	env_set("JWT_SECRET", "jwt-test-secret");
+	env_set("CLUSTER_SECRET", "cluster-test-secret");
+}
+
+/* Asserts @err is a single line that mentions @name. */
+static void assert_err_names(const char *err, const char *name)
+{
+	if (!strstr(err, name))
+		print_error("error line \"%s\" does not name %s\n", err, name);
+	assert_non_null(strstr(err, name));
+	assert_null(strchr(err, '\n'));
+}
+
+/* Loads the master's config and asserts it is refused because of @name. */
+static void master_refused(const char *name)
+{
+	struct efs_master_config cfg;
+	char err[EFS_CONFIG_ERR_LEN] = "";
+	assert_int_equal(efs_master_config_load(&cfg, err, sizeof(err)), -EINVAL);
+	assert_err_names(err, name);
+}
+
+static void master_loads(struct efs_master_config *cfg)
+{
+	char err[EFS_CONFIG_ERR_LEN] = "";
+	int r = efs_master_config_load(cfg, err, sizeof(err));
+	if (r != 0)
+		print_error("efs_master_config_load: %d: %s\n", r, err);
+	assert_int_equal(r, 0);
+}
+
+static void worker_refused(const char *name)
+{
+	struct efs_worker_config cfg;
+	char err[EFS_CONFIG_ERR_LEN] = "";
+	assert_int_equal(efs_worker_config_load(&cfg, err, sizeof(err)), -EINVAL);
+	assert_err_names(err, name);
+}
+
+static void worker_loads(struct efs_worker_config *cfg)
+{
+	char err[EFS_CONFIG_ERR_LEN] = "";
+	int r = efs_worker_config_load(cfg, err, sizeof(err));
+	if (r != 0)
+		print_error("efs_worker_config_load: %d: %s\n", r, err);
+	assert_int_equal(r, 0);
+}
+
+/* ---- the generic readers ----------------------------------------------- */
+
+static void test_env_string(void **state)
+{
+	const char *v = NULL;
+	char err[EFS_CONFIG_ERR_LEN] = "";
+
+	assert_int_equal(efs_env_string("EFS_TEST_VAR", "dflt", false, &v, err, sizeof(err)), 0);
+	assert_string_equal(v, "dflt");
+	assert_int_equal(efs_env_string("EFS_TEST_VAR", NULL, false, &v, err, sizeof(err)), 0);
+	assert_null(v);
+
+	env_set("EFS_TEST_VAR", "value");
+	assert_int_equal(efs_env_string("EFS_TEST_VAR", "dflt", true, &v, err, sizeof(err)), 0);
+	assert_string_equal(v, "value");
+
+	/* empty counts as unset */
+	env_set("EFS_TEST_VAR", "");
+	v = "untouched";
+	assert_int_equal(efs_env_string("EFS_TEST_VAR", NULL, true, &v, err, sizeof(err)),
+			 -EINVAL);
+	assert_string_equal(v, "untouched");
+	assert_err_names(err, "EFS_TEST_VAR");
+	assert_int_equal(efs_env_string("EFS_TEST_VAR", "dflt", false, &v, err, sizeof(err)), 0);
+	assert_string_equal(v, "dflt");
+}
+
+static void test_env_u64(void **state)
+{
+	uint64_t v = 99;
+	char err[EFS_CONFIG_ERR_LEN] = "";
+
+	assert_int_equal(efs_env_u64("EFS_TEST_VAR", 5, 1, 10, false, &v, err, sizeof(err)), 0);
+	assert_true(v == 5);
+
+	env_set("EFS_TEST_VAR", "10");
+	assert_int_equal(efs_env_u64("EFS_TEST_VAR", 5, 1, 10, false, &v, err, sizeof(err)), 0);
+	assert_true(v == 10);
+
+	v = 99;
+	env_set("EFS_TEST_VAR", "11");
+	assert_int_equal(efs_env_u64("EFS_TEST_VAR", 5, 1, 10, false, &v, err, sizeof(err)),
+			 -EINVAL);
+	assert_err_names(err, "EFS_TEST_VAR");
+	assert_true(v == 99);
+
+	env_set("EFS_TEST_VAR", "2K");
+	assert_int_equal(efs_env_u64("EFS_TEST_VAR", 5, 1, 4096, false, &v, err, sizeof(err)),
+			 -EINVAL);
+	assert_err_names(err, "EFS_TEST_VAR");
+	assert_int_equal(efs_env_u64("EFS_TEST_VAR", 5, 1, 4096, true, &v, err, sizeof(err)), 0);
+	assert_true(v == 2048);
+
+	env_set("EFS_TEST_VAR", "99999999999999999999999");
+	assert_int_equal(efs_env_u64("EFS_TEST_VAR", 5, 0, UINT64_MAX, false, &v, err,
+				     sizeof(err)),
+			 -EINVAL);
+	assert_err_names(err, "EFS_TEST_VAR");
+}
+
+static void test_env_listen_host(void **state)
+{
+	struct sockaddr_storage ss;
+	unsigned len = 0;
+	char err[EFS_CONFIG_ERR_LEN] = "";
+
+	assert_int_equal(efs_env_listen_host("EFS_TEST_VAR", "0.0.0.0", 8080, &ss, &len, err,
+					     sizeof(err)),
+			 0);
+	assert_int_equal(ss.ss_family, AF_INET);
+	assert_int_equal(len, sizeof(struct sockaddr_in));
+	assert_int_equal(ntohs(((struct sockaddr_in *)&ss)->sin_port), 8080);
+	assert_int_equal(((struct sockaddr_in *)&ss)->sin_addr.s_addr, htonl(INADDR_ANY));
+
+	env_set("EFS_TEST_VAR", "localhost");
+	assert_int_equal(efs_env_listen_host("EFS_TEST_VAR", "0.0.0.0", 1, &ss, &len, err,
+					     sizeof(err)),
+			 0);
+	assert_int_equal(ss.ss_family, AF_INET);
+	assert_int_equal(((struct sockaddr_in *)&ss)->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+
+	env_set("EFS_TEST_VAR", "::1");
+	assert_int_equal(efs_env_listen_host("EFS_TEST_VAR", "0.0.0.0", 9000, &ss, &len, err,
+					     sizeof(err)),
+			 0);
+	assert_int_equal(ss.ss_family, AF_INET6);
+	assert_int_equal(len, sizeof(struct sockaddr_in6));
+	assert_int_equal(ntohs(((struct sockaddr_in6 *)&ss)->sin6_port), 9000);
+	assert_true(IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr));
+
+	env_set("EFS_TEST_VAR", "example.com");
+	assert_int_equal(efs_env_listen_host("EFS_TEST_VAR", "0.0.0.0", 1, &ss, &len, err,
+					     sizeof(err)),
+			 -EINVAL);
+	assert_err_names(err, "EFS_TEST_VAR");
+}
+
+static void test_http_url_valid(void **state)
+{
+	char long_url[600];
+
+	assert_true(efs_http_url_valid("http://a:1"));
+	assert_true(efs_http_url_valid("https://master.example:8443/base"));
+	assert_false(efs_http_url_valid(""));
+	assert_false(efs_http_url_valid("ftp://a"));
+	assert_false(efs_http_url_valid("http://"));
+	assert_false(efs_http_url_valid("http:///x"));
+	assert_false(efs_http_url_valid("HTTP//a"));
+	assert_false(efs_http_url_valid("http://a b"));
+	assert_false(efs_http_url_valid("http://a\"b"));
+	assert_false(efs_http_url_valid("http://a\\b"));
+	assert_false(efs_http_url_valid("http://a\n"));
+
+	memset(long_url, 'a', sizeof(long_url));
+	memcpy(long_url, "http://", 7);
+	long_url[512] = '\0';
+	assert_true(efs_http_url_valid(long_url));
+	long_url[512] = 'a';
+	long_url[513] = '\0';
+	assert_false(efs_http_url_valid(long_url));
+}
+
+/* ---- the master --------------------------------------------------------- */
+
+static void test_master_defaults(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_int_equal(cfg.port, 8080);
+	assert_string_equal(cfg.host, "0.0.0.0");
+	assert_int_equal(cfg.listen_addr.ss_family, AF_INET);
+	assert_int_equal(cfg.listen_addrlen, sizeof(struct sockaddr_in));
+	assert_int_equal(ntohs(((struct sockaddr_in *)&cfg.listen_addr)->sin_port), 8080);
+	assert_true(cfg.chunk_size == 1048576);
+	assert_int_equal(cfg.replication_factor, 3);
+	assert_string_equal(cfg.data_dir, "./data/master");
+	assert_null(cfg.database_url);
+	assert_null(cfg.redis_addr);
+	assert_string_equal(cfg.jwt_secret, "jwt-test-secret");
+	assert_string_equal(cfg.cluster_secret, "cluster-test-secret");
+	assert_int_equal(cfg.log_level, EFS_LOG_INFO);
+	assert_int_equal(cfg.heartbeat_interval_ms, EFS_MASTER_DEFAULT_HEARTBEAT_MS);
+	assert_int_equal(cfg.worker_dead_after_ms, EFS_MASTER_DEFAULT_DEAD_AFTER_MS);
+	assert_int_equal(cfg.repair_after_ms, EFS_MASTER_DEFAULT_REPAIR_AFTER_MS);
+	assert_true(cfg.worker_dead_after_ms > cfg.heartbeat_interval_ms);
+}
+
+static void test_master_overrides(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	env_set("MASTER_HOST", "::1");
+	env_set("MASTER_PORT", "9090");
+	env_set("DATABASE_URL", "sqlite:/tmp/x.db");
+	env_set("DATA_DIR", "/var/lib/echofs");
+	env_set("REDIS_ADDR", "127.0.0.1:6379");
+	env_set("REPLICATION_FACTOR", "2");
+	env_set("CHUNK_SIZE", "4M");
+	env_set("LOG_LEVEL", "DEBUG");
+	env_set("HEARTBEAT_INTERVAL_MS", "500");
+	env_set("WORKER_DEAD_AFTER_MS", "1500");
+	env_set("REPAIR_AFTER_MS", "0");
+	master_loads(&cfg);
+	assert_int_equal(cfg.port, 9090);
+	assert_string_equal(cfg.host, "::1");
+	assert_int_equal(cfg.listen_addr.ss_family, AF_INET6);
+	assert_int_equal(ntohs(((struct sockaddr_in6 *)&cfg.listen_addr)->sin6_port), 9090);
+	assert_string_equal(cfg.database_url, "sqlite:/tmp/x.db");
+	assert_string_equal(cfg.data_dir, "/var/lib/echofs");
+	assert_string_equal(cfg.redis_addr, "127.0.0.1:6379");
+	assert_int_equal(cfg.replication_factor, 2);
+	assert_true(cfg.chunk_size == 4194304);
+	assert_int_equal(cfg.log_level, EFS_LOG_DEBUG);
+	assert_int_equal(cfg.heartbeat_interval_ms, 500);
+	assert_int_equal(cfg.worker_dead_after_ms, 1500);
+	assert_int_equal(cfg.repair_after_ms, 0);
+}
+
+static void test_master_missing_jwt_secret(void **state)
+{
+	env_set("CLUSTER_SECRET", "cluster-test-secret");
+	master_refused("JWT_SECRET");
+	/* empty counts as missing */
+	env_set("JWT_SECRET", "");
+	master_refused("JWT_SECRET");
+}
+
+static void test_master_missing_cluster_secret(void **state)
+{
+	env_set("JWT_SECRET", "jwt-test-secret");
+	master_refused("CLUSTER_SECRET");
+	env_set("CLUSTER_SECRET", "");
+	master_refused("CLUSTER_SECRET");
+}
+
+static void test_master_port(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	env_set("MASTER_PORT", "abc");
+	master_refused("MASTER_PORT");
+	env_set("MASTER_PORT", "0");
+	master_refused("MASTER_PORT");
+	env_set("MASTER_PORT", "70000");
+	master_refused("MASTER_PORT");
+	env_set("MASTER_PORT", "65536");
+	master_refused("MASTER_PORT");
+	env_set("MASTER_PORT", "-1");
+	master_refused("MASTER_PORT");
+	env_set("MASTER_PORT", "80 ");
+	master_refused("MASTER_PORT");
+	env_set("MASTER_PORT", "8K");
+	master_refused("MASTER_PORT");
+
+	env_set("MASTER_PORT", "65535");
+	master_loads(&cfg);
+	assert_int_equal(cfg.port, 65535);
+	env_set("MASTER_PORT", "1");
+	master_loads(&cfg);
+	assert_int_equal(cfg.port, 1);
+}
+
+static void test_master_chunk_size(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	env_set("CHUNK_SIZE", "0");
+	master_refused("CHUNK_SIZE");
+	env_set("CHUNK_SIZE", "1G");
+	master_refused("CHUNK_SIZE");
+	env_set("CHUNK_SIZE", "67108865");
+	master_refused("CHUNK_SIZE");
+	env_set("CHUNK_SIZE", "lots");
+	master_refused("CHUNK_SIZE");
+
+	env_set("CHUNK_SIZE", "4M");
+	master_loads(&cfg);
+	assert_true(cfg.chunk_size == 4194304);
+	env_set("CHUNK_SIZE", "64MiB");
+	master_loads(&cfg);
+	assert_true(cfg.chunk_size == EFS_MAX_CHUNK_SIZE);
+	env_set("CHUNK_SIZE", "65536");
+	master_loads(&cfg);
+	assert_true(cfg.chunk_size == 65536);
+}
+
+static void test_master_replication(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	env_set("REPLICATION_FACTOR", "0");
+	master_refused("REPLICATION_FACTOR");
+	env_set("REPLICATION_FACTOR", "17");
+	master_refused("REPLICATION_FACTOR");
+	env_set("REPLICATION_FACTOR", "three");
+	master_refused("REPLICATION_FACTOR");
+	env_set("REPLICATION_FACTOR", "1");
+	master_loads(&cfg);
+	assert_int_equal(cfg.replication_factor, 1);
+	env_set("REPLICATION_FACTOR", "16");
+	master_loads(&cfg);
+	assert_int_equal(cfg.replication_factor, EFS_MAX_REPLICATION);
+}
+
+static void test_master_log_level(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	env_set("LOG_LEVEL", "loud");
+	master_refused("LOG_LEVEL");
+	env_set("LOG_LEVEL", "warn");
+	master_loads(&cfg);
+	assert_int_equal(cfg.log_level, EFS_LOG_WARN);
+	env_set("LOG_LEVEL", "error");
+	master_loads(&cfg);
+	assert_int_equal(cfg.log_level, EFS_LOG_ERROR);
+}
+
+static void test_master_dead_after_heartbeat(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	/* equal to the default heartbeat (2000) */
+	env_set("WORKER_DEAD_AFTER_MS", "2000");
+	master_refused("WORKER_DEAD_AFTER_MS");
+	/* smaller */
+	env_set("WORKER_DEAD_AFTER_MS", "1000");
+	master_refused("WORKER_DEAD_AFTER_MS");
+	/* smaller than an explicit heartbeat */
+	env_set("HEARTBEAT_INTERVAL_MS", "30000");
+	env_set("WORKER_DEAD_AFTER_MS", "29999");
+	master_refused("HEARTBEAT_INTERVAL_MS");
+	/* the default dead-after (10000) below an explicit heartbeat */
+	unsetenv("WORKER_DEAD_AFTER_MS");
+	master_refused("WORKER_DEAD_AFTER_MS");
+
+	env_set("WORKER_DEAD_AFTER_MS", "30001");
+	master_loads(&cfg);
+	assert_int_equal(cfg.heartbeat_interval_ms, 30000);
+	assert_int_equal(cfg.worker_dead_after_ms, 30001);
+}
+
+static void test_master_host(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	env_set("MASTER_HOST", "not-an-ip");
+	master_refused("MASTER_HOST");
+	env_set("MASTER_HOST", "127.0.0.1");
+	env_set("MASTER_PORT", "8123");
+	master_loads(&cfg);
+	assert_int_equal(cfg.listen_addr.ss_family, AF_INET);
+	assert_int_equal(((struct sockaddr_in *)&cfg.listen_addr)->sin_addr.s_addr,
+			 htonl(INADDR_LOOPBACK));
+	assert_int_equal(ntohs(((struct sockaddr_in *)&cfg.listen_addr)->sin_port), 8123);
+}
+
+/* ---- the worker ---------------------------------------------------------- */
+
+static void test_worker_defaults(void **state)
+{
+	struct efs_worker_config cfg;
+
+	env_set("CLUSTER_SECRET", "cluster-test-secret");
+	worker_loads(&cfg);
+	assert_int_equal(cfg.port, 8081);
+	assert_string_equal(cfg.host, "0.0.0.0");
+	assert_int_equal(cfg.listen_addr.ss_family, AF_INET);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&cfg.listen_addr)->sin_port), 8081);
+	assert_string_equal(cfg.data_dir, "./data/worker");
+	assert_string_equal(cfg.advertise_url, "http://127.0.0.1:8081");
+	assert_int_equal(cfg.master_count, 1);
+	assert_string_equal(cfg.master_urls[0], "http://127.0.0.1:8080");
+	assert_string_equal(cfg.cluster_secret, "cluster-test-secret");
+	assert_true(cfg.capacity_bytes == 0);
+	assert_int_equal(cfg.scrub_interval_ms, EFS_WORKER_DEFAULT_SCRUB_MS);
+	assert_int_equal(cfg.log_level, EFS_LOG_INFO);
+}
+
+static void test_worker_missing_cluster_secret(void **state)
+{
+	worker_refused("CLUSTER_SECRET");
+}
+
+static void test_worker_advertise_url(void **state)
+{
+	struct efs_worker_config cfg;
+
+	env_set("CLUSTER_SECRET", "cluster-test-secret");
+	/* derived from WORKER_PORT */
+	env_set("WORKER_PORT", "9001");
+	worker_loads(&cfg);
+	assert_int_equal(cfg.port, 9001);
+	assert_string_equal(cfg.advertise_url, "http://127.0.0.1:9001");
+
+	/* given explicitly, without its trailing slashes */
+	env_set("WORKER_ADVERTISE_URL", "http://10.0.0.7:8081//");
+	worker_loads(&cfg);
+	assert_string_equal(cfg.advertise_url, "http://10.0.0.7:8081");
+
+	env_set("WORKER_ADVERTISE_URL", "10.0.0.7:8081");
+	worker_refused("WORKER_ADVERTISE_URL");
+	env_set("WORKER_ADVERTISE_URL", "http://");
+	worker_refused("WORKER_ADVERTISE_URL");
+}
+
+static void test_worker_advertise_url_too_long(void **state)
+{
+	char url[EFS_URL_MAX + 100];
+
+	env_set("CLUSTER_SECRET", "cluster-test-secret");
+	memset(url, 'a', sizeof(url));
+	memcpy(url, "http://", 7);
+	url[sizeof(url) - 1] = '\0';
+	env_set("WORKER_ADVERTISE_URL", url);
+	worker_refused("WORKER_ADVERTISE_URL");
+	/* the same with a trailing slash to strip */
+	url[sizeof(url) - 2] = '/';
+	env_set("WORKER_ADVERTISE_URL", url);
+	worker_refused("WORKER_ADVERTISE_URL");
+}
+
+static void test_worker_master_urls(void **state)
+{
+	struct efs_worker_config cfg;
+
+	env_set("CLUSTER_SECRET", "cluster-test-secret");
+	env_set("MASTER_URL", "http://a:1, http://b:2/");
+	worker_loads(&cfg);
+	assert_int_equal(cfg.master_count, 2);
+	assert_string_equal(cfg.master_urls[0], "http://a:1");
+	assert_string_equal(cfg.master_urls[1], "http://b:2");
+
+	env_set("MASTER_URL", "https://m1.example:8443/,,http://m2:8080 ,http://m3:8080");
+	worker_loads(&cfg);
+	assert_int_equal(cfg.master_count, 3);
+	assert_string_equal(cfg.master_urls[0], "https://m1.example:8443");
+	assert_string_equal(cfg.master_urls[1], "http://m2:8080");
+	assert_string_equal(cfg.master_urls[2], "http://m3:8080");
+
+	env_set("MASTER_URL", "http://only:8080");
+	worker_loads(&cfg);
+	assert_int_equal(cfg.master_count, 1);
+	assert_string_equal(cfg.master_urls[0], "http://only:8080");
+}
+
+static void test_worker_master_url_refused(void **state)
+{
+	char list[EFS_MAX_MASTERS * 16 + 16];
+	size_t off = 0;
+
+	env_set("CLUSTER_SECRET", "cluster-test-secret");
+	env_set("MASTER_URL", "ftp://a:1");
+	worker_refused("MASTER_URL");
+	env_set("MASTER_URL", "a:1");
+	worker_refused("MASTER_URL");
+	env_set("MASTER_URL", "http://a:1,ftp://b:2");
+	worker_refused("MASTER_URL");
+	env_set("MASTER_URL", " , ,");
+	worker_refused("MASTER_URL");
+
+	/* more than EFS_MAX_MASTERS */
+	for (int i = 0; i <= EFS_MAX_MASTERS; i++)
+		off += (size_t)snprintf(list + off, sizeof(list) - off, "%shttp://m%d:1",
+					i ? "," : "", i);
+	assert_true(off < sizeof(list));
+	env_set("MASTER_URL", list);
+	worker_refused("MASTER_URL");
+}
+
+static void test_worker_capacity(void **state)
+{
+	struct efs_worker_config cfg;
+
+	env_set("CLUSTER_SECRET", "cluster-test-secret");
+	env_set("WORKER_CAPACITY_BYTES", "10G");
+	worker_loads(&cfg);
+	assert_true(cfg.capacity_bytes == 10737418240ULL);
+	env_set("WORKER_CAPACITY_BYTES", "1048576");
+	worker_loads(&cfg);
+	assert_true(cfg.capacity_bytes == 1048576);
+	env_set("WORKER_CAPACITY_BYTES", "ten gigs");
+	worker_refused("WORKER_CAPACITY_BYTES");
+}
+
+static void test_worker_scrub_interval(void **state)
+{
+	struct efs_worker_config cfg;
+
+	env_set("CLUSTER_SECRET", "cluster-test-secret");
+	env_set("SCRUB_INTERVAL_MS", "abc");
+	worker_refused("SCRUB_INTERVAL_MS");
+	env_set("SCRUB_INTERVAL_MS", "99");
+	worker_refused("SCRUB_INTERVAL_MS");
+	env_set("SCRUB_INTERVAL_MS", "60000");
+	worker_loads(&cfg);
+	assert_int_equal(cfg.scrub_interval_ms, 60000);
+}
+
+static void test_worker_port_and_host(void **state)
+{
+	env_set("CLUSTER_SECRET", "cluster-test-secret");
+	env_set("WORKER_PORT", "0");
+	worker_refused("WORKER_PORT");
+	env_set("WORKER_PORT", "http");
+	worker_refused("WORKER_PORT");
+	unsetenv("WORKER_PORT");
+	env_set("WORKER_HOST", "worker.local");
+	worker_refused("WORKER_HOST");
+	unsetenv("WORKER_HOST");
+	env_set("LOG_LEVEL", "verbose");
+	worker_refused("LOG_LEVEL");
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, env_clear, env_clear)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_env_string),
+		T(test_env_u64),
+		T(test_env_listen_host),
+		T(test_http_url_valid),
+		T(test_master_defaults),
+		T(test_master_overrides),
+		T(test_master_missing_jwt_secret),
+		T(test_master_missing_cluster_secret),
+		T(test_master_port),
+		T(test_master_chunk_size),
+		T(test_master_replication),
+		T(test_master_log_level),
+		T(test_master_dead_after_heartbeat),
+		T(test_master_host),
+		T(test_worker_defaults),
+		T(test_worker_missing_cluster_secret),
+		T(test_worker_advertise_url),
+		T(test_worker_advertise_url_too_long),
+		T(test_worker_master_urls),
+		T(test_worker_master_url_refused),
+		T(test_worker_capacity),
+		T(test_worker_scrub_interval),
+		T(test_worker_port_and_host),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
