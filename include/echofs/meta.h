@@ -140,12 +140,15 @@ int efs_meta_session_chunks(struct efs_meta *m, const char *session_id,
 /* Records chunk @index of a session, in one transaction: the chunk gains a
  * reference (its row is created with its replicas on @worker_ids, or, with
  * @dedup, an existing row is reused and @worker_ids are added to its
- * replicas) and whatever chunk the session had at @index loses one. -ENOENT when the session is gone; -ESTALE when
- * @dedup was asked for a chunk the collector removed meanwhile (the caller
- * stores it again). */
+ * replicas) and whatever chunk the session had at @index loses one. A
+ * hidden session's expiry moves to @hidden_expires_ms (a one-request
+ * upload lives while chunks arrive). -ENOENT when the session is gone;
+ * -ESTALE when @dedup was asked for a chunk the collector removed
+ * meanwhile (the caller stores it again). */
 int efs_meta_session_put_chunk(struct efs_meta *m, const char *session_id, uint64_t index,
 			       const struct efs_chunk_info *chunk, const char *const *worker_ids,
-			       size_t worker_count, bool dedup, int64_t now_ms);
+			       size_t worker_count, bool dedup, int64_t now_ms,
+			       int64_t hidden_expires_ms);
 /* Turns a session into @file in one transaction: the file row, its chunk
  * list (the session's chunks, moved, not copied), and the session's end.
  * -ENOENT when the session is gone; -ESTALE when it received a chunk since
@@ -184,6 +187,57 @@ int efs_meta_chunk_get(struct efs_meta *m, const char *chunk_id, struct efs_chun
 /* Marks a replica bad (a failed read or checksum): it is no longer read
  * and repair replaces it. */
 int efs_meta_replica_mark_bad(struct efs_meta *m, const char *chunk_id, const char *worker_id);
+/* Adds (or makes good again) replicas of a stored chunk on @worker_ids. */
+int efs_meta_replica_add(struct efs_meta *m, const char *chunk_id, const char *const *worker_ids,
+			 size_t worker_count, int64_t now_ms);
+/* Forgets one replica (it was repaired elsewhere, or deleted). */
+int efs_meta_replica_remove(struct efs_meta *m, const char *chunk_id, const char *worker_id);
+
+/* ---- repair and worker reports ---------------------------------------- */
+
+/* A referenced chunk with fewer than @replication good replicas on workers
+ * whose last heartbeat is after @holding_after_ms. */
+struct efs_repair_need {
+	char chunk_id[65];
+	unsigned holding; /* good replicas on such workers */
+};
+/* Up to @max chunks needing repair, those with the fewest replicas first. */
+int efs_meta_repair_list(struct efs_meta *m, unsigned replication, int64_t holding_after_ms,
+			 size_t max, struct efs_repair_need *out, size_t *count);
+/* How many referenced chunks have fewer than @replication good replicas on
+ * workers that heartbeat after @live_after_ms. */
+int efs_meta_under_replicated(struct efs_meta *m, unsigned replication, int64_t live_after_ms,
+			      uint64_t *count);
+
+/* One chunk a worker reports holding, and what the master decides. */
+enum efs_report_verdict {
+	EFS_REPORT_KEEP = 0,   /* known replica (or too young to judge) */
+	EFS_REPORT_ADOPT = 1,  /* the master had lost track: recorded again */
+	EFS_REPORT_DELETE = 2, /* not needed: surplus, unreferenced or orphan */
+};
+struct efs_report_entry {
+	char chunk_id[65];
+	int64_t mtime_ms; /* worker clock */
+	enum efs_report_verdict verdict;
+};
+struct efs_report_context {
+	const char *worker_id;
+	int64_t started_ms;       /* worker clock: when it began listing */
+	int64_t worker_now_ms;    /* worker clock: now */
+	int64_t orphan_grace_ms;  /* chunks unknown to the master younger than this are kept */
+	unsigned replication;
+	int64_t live_after_ms;    /* master clock: workers heartbeating since are alive */
+	int64_t now_ms;           /* master clock */
+};
+/* Reconciles one batch of a worker's report in one transaction, setting
+ * each entry's verdict. */
+int efs_meta_report_batch(struct efs_meta *m, const struct efs_report_context *ctx,
+			  struct efs_report_entry *entries, size_t count);
+/* Ends a report: good replicas on the worker that it did not report (and
+ * that existed well before the report began) are marked bad. Returns how
+ * many. */
+int efs_meta_report_finish(struct efs_meta *m, const struct efs_report_context *ctx);
+
 /* Up to @max chunks unreferenced since before @before_ms. */
 int efs_meta_garbage_list(struct efs_meta *m, int64_t before_ms, size_t max,
 			  char (*ids)[65], size_t *count);

@@ -221,7 +221,7 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	s.chunk_size = m->cfg.chunk_size;
 	s.hidden = true;
 	s.created_at_ms = efs_now_ms();
-	s.expires_at_ms = s.created_at_ms + m->cfg.session_ttl_ms;
+	s.expires_at_ms = s.created_at_ms + m->cfg.upload_idle_ms;
 	if ((r = efs_meta_session_create(m->meta, &s)) < 0)
 		return efs_api_store_error(req, r);
 	efs_strlcpy(up->session_id, s.session_id, sizeof(up->session_id));

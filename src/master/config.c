@@ -54,6 +54,17 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			     false, &v, err, errlen)) < 0)
 		return r;
 	cfg->gc_grace_ms = (int64_t)v;
+	if ((r = efs_env_u64("UPLOAD_IDLE_TIMEOUT_MS", EFS_MASTER_DEFAULT_UPLOAD_IDLE_MS, 1000,
+			     7LL * 86400000, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->upload_idle_ms = (int64_t)v;
+	if ((r = efs_env_u64("ORPHAN_GRACE_MS", EFS_MASTER_DEFAULT_ORPHAN_GRACE_MS, 0,
+			     30LL * 86400000, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->orphan_grace_ms = (int64_t)v;
+	if ((r = efs_env_u64("REPAIR_BANDWIDTH", EFS_MASTER_DEFAULT_REPAIR_BANDWIDTH, 1024,
+			     UINT64_MAX >> 2, true, &cfg->repair_bandwidth, err, errlen)) < 0)
+		return r;
 
 	if (cfg->worker_dead_after_ms <= cfg->heartbeat_interval_ms) {
 		snprintf(err, errlen,

@@ -27,6 +27,9 @@ struct efs_master_config {
 	int64_t repair_after_ms;
 	int64_t session_ttl_ms;  /* SESSION_TTL, seconds in the environment */
 	int64_t gc_grace_ms;     /* unreferenced chunks are kept this long */
+	int64_t upload_idle_ms;  /* a one-request upload silent this long is dropped */
+	int64_t orphan_grace_ms; /* unknown chunks on a worker younger than this are kept */
+	uint64_t repair_bandwidth; /* bytes/s that re-replication may copy */
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000
@@ -34,6 +37,9 @@ struct efs_master_config {
 #define EFS_MASTER_DEFAULT_REPAIR_AFTER_MS 600000
 #define EFS_MASTER_DEFAULT_SESSION_TTL_S 86400
 #define EFS_MASTER_DEFAULT_GC_GRACE_MS 10000
+#define EFS_MASTER_DEFAULT_UPLOAD_IDLE_MS 900000
+#define EFS_MASTER_DEFAULT_ORPHAN_GRACE_MS 3600000
+#define EFS_MASTER_DEFAULT_REPAIR_BANDWIDTH (32 * 1024 * 1024)
 #define EFS_MAX_CHUNK_SIZE (64 * 1024 * 1024)
 #define EFS_MAX_REPLICATION 16
 

@@ -76,8 +76,9 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 		}
 		for (unsigned i = 0; i < missing; i++)
 			added_ids[i] = added[i].worker_id;
+		int64_t now = efs_now_ms();
 		r = efs_meta_session_put_chunk(m->meta, session_id, index, &chunk, added_ids, missing,
-					       dedup, efs_now_ms());
+					       dedup, now, now + m->cfg.upload_idle_ms);
 		if (r == -ESTALE) {
 			efs_debug("chunk %.12s was collected while being reused; storing it again",
 				  chunk.chunk_id);

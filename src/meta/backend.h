@@ -27,7 +27,8 @@ struct efs_meta_ops {
 			      size_t *count);
 	int (*session_put_chunk)(void *impl, const char *session_id, uint64_t index,
 				 const struct efs_chunk_info *chunk, const char *const *worker_ids,
-				 size_t worker_count, bool dedup, int64_t now_ms);
+				 size_t worker_count, bool dedup, int64_t now_ms,
+				 int64_t hidden_expires_ms);
 	int (*session_complete)(void *impl, const char *session_id, int64_t version,
 				const struct efs_file_info *file);
 	int (*session_delete)(void *impl, const char *session_id, int64_t now_ms);
@@ -43,6 +44,16 @@ struct efs_meta_ops {
 	int (*chunk_get)(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 			 struct efs_replica *replicas, unsigned *replica_count);
 	int (*replica_mark_bad)(void *impl, const char *chunk_id, const char *worker_id);
+	int (*replica_add)(void *impl, const char *chunk_id, const char *const *worker_ids,
+			   size_t worker_count, int64_t now_ms);
+	int (*replica_remove)(void *impl, const char *chunk_id, const char *worker_id);
+	int (*repair_list)(void *impl, unsigned replication, int64_t holding_after_ms, size_t max,
+			   struct efs_repair_need *out, size_t *count);
+	int (*under_replicated)(void *impl, unsigned replication, int64_t live_after_ms,
+				uint64_t *count);
+	int (*report_batch)(void *impl, const struct efs_report_context *ctx,
+			    struct efs_report_entry *entries, size_t count);
+	int (*report_finish)(void *impl, const struct efs_report_context *ctx);
 	int (*garbage_list)(void *impl, int64_t before_ms, size_t max, char (*ids)[65],
 			    size_t *count);
 	int (*garbage_take)(void *impl, const char *chunk_id, struct efs_replica *replicas,

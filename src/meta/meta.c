@@ -129,10 +129,11 @@ int efs_meta_session_chunks(struct efs_meta *m, const char *session_id,
 
 int efs_meta_session_put_chunk(struct efs_meta *m, const char *session_id, uint64_t index,
 			       const struct efs_chunk_info *chunk, const char *const *worker_ids,
-			       size_t worker_count, bool dedup, int64_t now_ms)
+			       size_t worker_count, bool dedup, int64_t now_ms,
+			       int64_t hidden_expires_ms)
 {
 	return m->ops->session_put_chunk(m->impl, session_id, index, chunk, worker_ids,
-					 worker_count, dedup, now_ms);
+					 worker_count, dedup, now_ms, hidden_expires_ms);
 }
 
 int efs_meta_session_complete(struct efs_meta *m, const char *session_id, int64_t version,
@@ -197,4 +198,38 @@ int efs_meta_garbage_take(struct efs_meta *m, const char *chunk_id,
 			  struct efs_replica *replicas, unsigned *replica_count)
 {
 	return m->ops->garbage_take(m->impl, chunk_id, replicas, replica_count);
+}
+
+int efs_meta_replica_add(struct efs_meta *m, const char *chunk_id, const char *const *worker_ids,
+			 size_t worker_count, int64_t now_ms)
+{
+	return m->ops->replica_add(m->impl, chunk_id, worker_ids, worker_count, now_ms);
+}
+
+int efs_meta_replica_remove(struct efs_meta *m, const char *chunk_id, const char *worker_id)
+{
+	return m->ops->replica_remove(m->impl, chunk_id, worker_id);
+}
+
+int efs_meta_repair_list(struct efs_meta *m, unsigned replication, int64_t holding_after_ms,
+			 size_t max, struct efs_repair_need *out, size_t *count)
+{
+	return m->ops->repair_list(m->impl, replication, holding_after_ms, max, out, count);
+}
+
+int efs_meta_under_replicated(struct efs_meta *m, unsigned replication, int64_t live_after_ms,
+			      uint64_t *count)
+{
+	return m->ops->under_replicated(m->impl, replication, live_after_ms, count);
+}
+
+int efs_meta_report_batch(struct efs_meta *m, const struct efs_report_context *ctx,
+			  struct efs_report_entry *entries, size_t count)
+{
+	return m->ops->report_batch(m->impl, ctx, entries, count);
+}
+
+int efs_meta_report_finish(struct efs_meta *m, const struct efs_report_context *ctx)
+{
+	return m->ops->report_finish(m->impl, ctx);
 }

@@ -88,7 +88,12 @@ static const char schema_v1[] =
 	");"
 	"CREATE INDEX session_chunks_by_chunk ON session_chunks (chunk_id);";
 
+/* Version 2: when a worker last reported holding each replica (its own
+ * clock, the start of that report), for finding replicas it lost. */
+static const char schema_v2[] = "ALTER TABLE replicas ADD COLUMN seen_at BIGINT;";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1},
+	{2, schema_v2},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

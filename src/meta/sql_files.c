@@ -120,6 +120,25 @@ static int session_exists(struct sql_conn *c, const char *session_id)
 	return r < 0 ? r : (found ? 0 : -ENOENT);
 }
 
+/* Records good replicas of @chunk_id on @worker_ids (a replica marked bad
+ * before is good again: its worker was just written). */
+static int add_replicas(struct sql_conn *c, const char *chunk_id, const char *const *worker_ids,
+			size_t count, int64_t now_ms)
+{
+	for (size_t i = 0; i < count; i++) {
+		int r = SQL_Q(c,
+			      "INSERT INTO replicas (chunk_id, worker_id, state, created_at)"
+			      " VALUES ($1, $2, 0, $3)"
+			      " ON CONFLICT (chunk_id, worker_id) DO UPDATE SET state = 0,"
+			      "  created_at = excluded.created_at",
+			      NULL, NULL, NULL, SQL_TEXT(chunk_id), SQL_TEXT(worker_ids[i]),
+			      SQL_INT(now_ms));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 struct put_chunk {
 	const char *session_id;
 	uint64_t index;
@@ -128,6 +147,7 @@ struct put_chunk {
 	size_t worker_count;
 	bool dedup;
 	int64_t now_ms;
+	int64_t hidden_expires_ms;
 };
 
 static int put_chunk_tx(struct sql_conn *c, void *ctx)
@@ -159,16 +179,9 @@ static int put_chunk_tx(struct sql_conn *c, void *ctx)
 		if (r < 0)
 			return r;
 	}
-	for (size_t i = 0; i < p->worker_count; i++) {
-		r = SQL_Q(c,
-			  "INSERT INTO replicas (chunk_id, worker_id, state, created_at)"
-			  " VALUES ($1, $2, 0, $3)"
-			  " ON CONFLICT (chunk_id, worker_id) DO UPDATE SET state = 0",
-			  NULL, NULL, NULL, SQL_TEXT(p->chunk->chunk_id), SQL_TEXT(p->worker_ids[i]),
-			  SQL_INT(p->now_ms));
-		if (r < 0)
-			return r;
-	}
+	if ((r = add_replicas(c, p->chunk->chunk_id, p->worker_ids, p->worker_count,
+			      p->now_ms)) < 0)
+		return r;
 	/* The chunk the session had at this index, if any, loses its ref. */
 	r = SQL_Q(c,
 		  "UPDATE chunks SET refcount = refcount - 1,"
@@ -187,15 +200,20 @@ static int put_chunk_tx(struct sql_conn *c, void *ctx)
 		  SQL_TEXT(p->chunk->chunk_id), SQL_INT(p->chunk->size));
 	if (r < 0)
 		return r;
-	return SQL_Q(c, "UPDATE sessions SET version = version + 1 WHERE session_id = $1", NULL,
-		     NULL, NULL, SQL_TEXT(p->session_id));
+	/* A one-request upload stays alive while chunks keep arriving. */
+	return SQL_Q(c,
+		     "UPDATE sessions SET version = version + 1,"
+		     "  expires_at = CASE WHEN hidden = 1 THEN $2 ELSE expires_at END"
+		     " WHERE session_id = $1",
+		     NULL, NULL, NULL, SQL_TEXT(p->session_id), SQL_INT(p->hidden_expires_ms));
 }
 
 int sql_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 			  const struct efs_chunk_info *chunk, const char *const *worker_ids,
-			  size_t worker_count, bool dedup, int64_t now_ms)
+			  size_t worker_count, bool dedup, int64_t now_ms, int64_t hidden_expires_ms)
 {
-	struct put_chunk p = {session_id, index, chunk, worker_ids, worker_count, dedup, now_ms};
+	struct put_chunk p = {session_id,   index, chunk,  worker_ids,
+			      worker_count, dedup, now_ms, hidden_expires_ms};
 	return sql_run_tx(impl, put_chunk_tx, &p);
 }
 
@@ -509,6 +527,39 @@ int sql_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 	}
 	*out = c;
 	return 0;
+}
+
+struct add {
+	const char *chunk_id;
+	const char *const *worker_ids;
+	size_t count;
+	int64_t now_ms;
+};
+
+static int replica_add_tx(struct sql_conn *c, void *ctx)
+{
+	struct add *a = ctx;
+	int64_t found = 0;
+	int r = SQL_Q(c, "SELECT 1 FROM chunks WHERE chunk_id = $1", sql_row_int, &found, NULL,
+		      SQL_TEXT(a->chunk_id));
+	if (r < 0)
+		return r;
+	if (!found)
+		return -ENOENT; /* collected meanwhile: nothing to record */
+	return add_replicas(c, a->chunk_id, a->worker_ids, a->count, a->now_ms);
+}
+
+int sql_replica_add(void *impl, const char *chunk_id, const char *const *worker_ids,
+		    size_t worker_count, int64_t now_ms)
+{
+	struct add a = {chunk_id, worker_ids, worker_count, now_ms};
+	return sql_run_tx(impl, replica_add_tx, &a);
+}
+
+int sql_replica_remove(void *impl, const char *chunk_id, const char *worker_id)
+{
+	return SQL_ONE(impl, "DELETE FROM replicas WHERE chunk_id = $1 AND worker_id = $2", NULL,
+		       NULL, NULL, SQL_TEXT(chunk_id), SQL_TEXT(worker_id));
 }
 
 int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id)

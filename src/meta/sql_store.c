@@ -255,6 +255,12 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.file_delete = sql_file_delete,
 	.chunk_get = sql_chunk_get,
 	.replica_mark_bad = sql_replica_mark_bad,
+	.replica_add = sql_replica_add,
+	.replica_remove = sql_replica_remove,
+	.repair_list = sql_repair_list,
+	.under_replicated = sql_under_replicated,
+	.report_batch = sql_report_batch,
+	.report_finish = sql_report_finish,
 	.garbage_list = sql_garbage_list,
 	.garbage_take = sql_garbage_take,
 };
