@@ -12,7 +12,7 @@
 
 int efs_codec_encode(const void *in, size_t len, struct efs_buf *out)
 {
-	struct isal_zstream stream;
+	struct isal_zstream stream = {0}; /* init leaves fields (hist_bits) alone */
 	size_t limit = len - len / 10; /* must save at least 10% */
 	int r;
 
@@ -46,14 +46,15 @@ int efs_codec_encode(const void *in, size_t len, struct efs_buf *out)
 
 int efs_codec_decode(const void *in, size_t len, size_t expected_len, struct efs_buf *out)
 {
-	struct inflate_state state;
+	struct inflate_state state = {0};
 	int r;
 
 	efs_buf_reset(out);
 	if (len > UINT32_MAX || expected_len > UINT32_MAX)
 		return -EBADMSG;
-	/* One spare byte so output longer than expected is caught. */
-	if ((r = efs_buf_reserve(out, expected_len + 1)) < 0)
+	/* The buffer always has a spare byte (for the NUL): it catches output
+	 * longer than expected. */
+	if ((r = efs_buf_reserve(out, expected_len)) < 0)
 		return r;
 	isal_inflate_init(&state);
 	state.next_in = (uint8_t *)in;
@@ -62,7 +63,9 @@ int efs_codec_decode(const void *in, size_t len, size_t expected_len, struct efs
 	state.avail_out = (uint32_t)expected_len + 1;
 	state.crc_flag = ISAL_GZIP;
 	r = isal_inflate_stateless(&state);
-	if ((r != ISAL_DECOMP_OK && r != ISAL_END_INPUT) || state.total_out != expected_len)
+	/* ISAL_END_INPUT means the input stopped early: a truncated stream,
+	 * its CRC never checked. */
+	if (r != ISAL_DECOMP_OK || state.total_out != expected_len)
 		return -EBADMSG;
 	out->len = expected_len;
 	out->data[out->len] = '\0';

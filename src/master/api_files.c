@@ -411,7 +411,9 @@ static void download_free(void *ctx)
 	efs_reader_free(ctx);
 }
 
-/* Content-Disposition with an ASCII fallback and the exact UTF-8 name. */
+/* Content-Disposition with an ASCII fallback and the exact UTF-8 name;
+ * @out holds at least CONTENT_DISPOSITION_LEN bytes. */
+#define CONTENT_DISPOSITION_LEN (64 + 4 * EFS_NAME_MAX)
 static void content_disposition(const char *name, char *out, size_t size)
 {
 	char ascii[EFS_NAME_MAX + 1];
@@ -443,7 +445,7 @@ int efs_api_file_download(struct efs_http_req *req)
 	struct efs_master *m = efs_api_master(req);
 	struct efs_file_info f;
 	struct efs_reader *rd;
-	char header[1024], etag[80];
+	char header[CONTENT_DISPOSITION_LEN], etag[80];
 	uint64_t first = 0, last = 0;
 	unsigned status = 200;
 

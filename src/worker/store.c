@@ -125,10 +125,14 @@ static int read_all(int fd, void *data, size_t len, off_t offset)
 	return 0;
 }
 
-/* Counts the chunks already stored and removes leftovers of writes that
- * never finished (a crash between create and rename). */
-static int scan(struct efs_store *s)
+/* Counts the chunks stored (every file named by a chunk id: its payload
+ * is its size less the header, or 0) into s->chunk_count and s->bytes.
+ * With @remove_temps, leftovers of writes cut by a crash are removed (only
+ * at open: later, temporaries belong to writes in flight). */
+static int scan(struct efs_store *s, bool remove_temps)
 {
+	s->chunk_count = 0;
+	s->bytes = 0;
 	char path[PATH_MAX];
 	for (int i = 0; i < 256; i++) {
 		snprintf(path, sizeof(path), "%s/chunks/%02x", s->dir, i);
@@ -138,16 +142,15 @@ static int scan(struct efs_store *s)
 		struct dirent *e;
 		while ((e = readdir(d))) {
 			struct stat st;
-			if (strncmp(e->d_name, ".tmp-", 5) == 0) {
+			if (remove_temps && strncmp(e->d_name, ".tmp-", 5) == 0) {
 				unlinkat(dirfd(d), e->d_name, 0); /* a write cut by a crash */
 				continue;
 			}
-			if (!efs_chunk_id_valid(e->d_name))
+			if (!efs_chunk_id_valid(e->d_name) || fstatat(dirfd(d), e->d_name, &st, 0) < 0)
 				continue;
-			if (fstatat(dirfd(d), e->d_name, &st, 0) == 0 && st.st_size >= HEADER_LEN) {
-				s->chunk_count++;
+			s->chunk_count++;
+			if (st.st_size > HEADER_LEN)
 				s->bytes += (uint64_t)st.st_size - HEADER_LEN;
-			}
 		}
 		closedir(d);
 	}
@@ -181,7 +184,7 @@ int efs_store_open(const char *dir, uint64_t capacity_bytes, struct efs_store **
 		}
 	}
 	snprintf(path, sizeof(path), "%s/corrupt", dir);
-	if ((r = efs_mkdir_p(path)) < 0 || (r = scan(s)) < 0)
+	if ((r = efs_mkdir_p(path)) < 0 || (r = scan(s, true)) < 0)
 		goto fail;
 	*out = s;
 	return 0;
@@ -318,8 +321,11 @@ int efs_store_write_commit(struct efs_store_writer *w, bool check_crc, uint32_t 
 	r = fsync(s->dir_fds[subdir_index(w->chunk_id)]) < 0 ? -errno : 0;
 	pthread_mutex_lock(&s->lock);
 	if (replaced) {
-		s->bytes -= EFS_MIN(s->bytes, (uint64_t)old.st_size - HEADER_LEN);
-		s->chunk_count--;
+		s->bytes -= EFS_MIN(s->bytes, old.st_size > HEADER_LEN
+						      ? (uint64_t)old.st_size - HEADER_LEN
+						      : 0);
+		if (s->chunk_count > 0)
+			s->chunk_count--;
 	}
 	s->bytes += w->length;
 	s->chunk_count++;
@@ -337,23 +343,29 @@ void efs_store_write_abort(struct efs_store_writer *w)
 		writer_free(w, false);
 }
 
-/* Takes a chunk file of @file_size bytes out of the counts. */
+/* Takes a chunk file of @file_size bytes out of the counts (the rule of
+ * scan()). */
 static void account_removed(struct efs_store *s, off_t file_size)
 {
 	pthread_mutex_lock(&s->lock);
-	s->chunk_count--;
+	if (s->chunk_count > 0)
+		s->chunk_count--;
 	s->bytes -= EFS_MIN(s->bytes, file_size > HEADER_LEN ? (uint64_t)file_size - HEADER_LEN : 0);
 	pthread_mutex_unlock(&s->lock);
 }
 
-/* Moves a chunk that failed its checks out of the way. */
+/* Moves a chunk that failed its checks out of the way. A damaged file's
+ * size says nothing reliable about what was counted for it, so the counts
+ * are taken again from the disk (corruption is rare). */
 static void quarantine(struct efs_store *s, const char *chunk_id, const char *path)
 {
 	char dest[PATH_MAX];
-	struct stat st;
 	snprintf(dest, sizeof(dest), "%s/corrupt/%s", s->dir, chunk_id);
-	if (stat(path, &st) == 0 && rename(path, dest) == 0)
-		account_removed(s, st.st_size);
+	if (rename(path, dest) == 0) {
+		pthread_mutex_lock(&s->lock);
+		scan(s, false);
+		pthread_mutex_unlock(&s->lock);
+	}
 }
 
 int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out,

@@ -21,6 +21,11 @@ pytest fixtures; test modules import the helpers from here directly.
                 a fake server that accepts and drops connections and records
                 when they came (fault injection: "the master is down").
 
+Data-path helpers: ApiClient.upload / download / download_sha256 (files),
+chunk_store_usage (what a worker's WORKER_DATA_DIR/chunks holds; also
+Worker.chunk_usage and Cluster.chunk_usage), peak_rss_bytes (VmHWM of a
+process, also Process.peak_rss).
+
 Environment:
     ECHOFS_BIN_DIR        where the binaries are (default <repo>/bin)
     ECHOFS_SANITIZE       non-empty: the binaries are built with sanitizers;
@@ -187,6 +192,67 @@ def assert_json_error(resp: requests.Response, status: int | Iterable[int],
     return err
 
 
+# ---- the data path: chunk stores, memory ---------------------------------------
+
+# A worker stores each chunk as WORKER_DATA_DIR/chunks/<first 2 hex>/<chunk id>:
+# a 32-byte header, then the payload (gzip or raw) as the master sent it.
+CHUNK_HEADER_LEN = 32
+CHUNK_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ChunkUsage(tuple):
+    """(count, payload_bytes, ids) of one or more chunk stores; ids is a
+    {chunk_id: payload_bytes} dict when one store was measured, and the
+    multiset of ids (a dict chunk_id -> how many stores hold it) when several."""
+    __slots__ = ()
+
+    def __new__(cls, count: int, payload_bytes: int, ids: dict):
+        return super().__new__(cls, (count, payload_bytes, ids))
+
+    count = property(lambda self: self[0])
+    payload_bytes = property(lambda self: self[1])
+    ids = property(lambda self: self[2])
+
+
+def chunk_store_usage(data_dir: Path) -> ChunkUsage:
+    """What WORKER_DATA_DIR/chunks holds now: chunk files (names of 64 hex
+    digits; temporaries and quarantined chunks are not counted) and the sum
+    of their payloads (file size minus the 32-byte header). Files that vanish
+    while being listed are skipped."""
+    ids: dict[str, int] = {}
+    root = Path(data_dir) / "chunks"
+    try:
+        subdirs = list(os.scandir(root))
+    except FileNotFoundError:
+        return ChunkUsage(0, 0, ids)
+    for sub in subdirs:
+        if not sub.is_dir(follow_symlinks=False):
+            continue
+        try:
+            entries = list(os.scandir(sub.path))
+        except FileNotFoundError:
+            continue
+        for e in entries:
+            if not CHUNK_ID_RE.match(e.name):
+                continue
+            try:
+                size = e.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+            ids[e.name] = max(0, size - CHUNK_HEADER_LEN)
+    return ChunkUsage(len(ids), sum(ids.values()), ids)
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The peak resident set size (VmHWM in /proc/<pid>/status) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            value, unit = line.split()[1:3]
+            assert unit == "kB", line
+            return int(value) * 1024
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
 # ---- JWTs built by hand (stdlib only) --------------------------------------
 
 
@@ -304,6 +370,39 @@ class ApiClient(requests.Session):
             url = self.base_url + url
         kwargs.setdefault("timeout", self.timeout)
         return super().request(method, url, *args, **kwargs)
+
+    # -- the file API (a user's client)
+    def upload(self, data: Any, name: str = "file.bin", *, expect: int = 201,
+               **kwargs: Any) -> dict:
+        """POST /api/v1/files/upload with a raw body (bytes, or an iterable of
+        bytes for chunked transfer encoding) named ?name=; asserts the status
+        (201 by default) and returns the JSON body."""
+        headers = {"Content-Type": "application/octet-stream", **kwargs.pop("headers", {})}
+        r = self.post("/api/v1/files/upload", params={"name": name}, data=data,
+                      headers=headers, **kwargs)
+        assert r.status_code == expect, \
+            f"upload {name!r}: expected {expect}, got {r.status_code}: {r.text[:500]!r}"
+        return r.json()
+
+    def download(self, file_id: str, *, expect: int = 200, **kwargs: Any) -> bytes:
+        """GET /api/v1/files/{file_id}/download; asserts the status (200 by
+        default) and returns the body."""
+        r = self.get(f"/api/v1/files/{file_id}/download", **kwargs)
+        assert r.status_code == expect, \
+            f"download {file_id}: expected {expect}, got {r.status_code}: {r.text[:500]!r}"
+        return r.content
+
+    def download_sha256(self, file_id: str, block: int = 1 << 20) -> tuple[int, str]:
+        """Streams GET /api/v1/files/{file_id}/download (asserting 200);
+        returns (bytes received, their SHA-256 hex) without holding them."""
+        digest = hashlib.sha256()
+        size = 0
+        with self.get(f"/api/v1/files/{file_id}/download", stream=True) as r:
+            assert r.status_code == 200, f"download {file_id}: {r.status_code} {r.text[:500]!r}"
+            for piece in r.iter_content(block):
+                digest.update(piece)
+                size += len(piece)
+        return size, digest.hexdigest()
 
 
 try:
@@ -545,6 +644,11 @@ class Process:
         if SANITIZE:
             assert_no_sanitizer_reports(self.stderr(all_runs), self.name)
 
+    def peak_rss(self) -> int:
+        """The running process's peak resident set size in bytes (VmHWM)."""
+        assert self.running, f"{self.name} is not running"
+        return peak_rss_bytes(self.pid)
+
     def __repr__(self) -> str:
         state = "running" if self.running else f"exited({self.returncode})"
         return f"<{type(self).__name__} {self.name} {state}>"
@@ -710,6 +814,11 @@ class Worker(Process):
     @property
     def id_file(self) -> Path:
         return self.data_dir / "worker_id"
+
+    def chunk_usage(self) -> ChunkUsage:
+        """(count, payload_bytes, {chunk_id: payload_bytes}) of the chunk files
+        under WORKER_DATA_DIR/chunks (read from disk; works while it is down)."""
+        return chunk_store_usage(self.data_dir)
 
     def stored_id(self) -> Optional[str]:
         """The id in WORKER_DATA_DIR/worker_id, or None."""
@@ -959,6 +1068,20 @@ class Cluster:
         if errors:
             raise AssertionError("cluster teardown: " + "; ".join(errors) + "\n" +
                                  "\n".join(p.log_tail() for p in self.processes))
+
+    def chunk_usage(self, workers: Optional[Iterable[Worker]] = None) -> ChunkUsage:
+        """The chunk stores of workers (default: every worker of this cluster,
+        running or not) together: (replica files, payload bytes, {chunk_id:
+        how many of the stores hold it})."""
+        count = payload = 0
+        ids: dict[str, int] = {}
+        for w in (self.workers if workers is None else workers):
+            u = w.chunk_usage()
+            count += u.count
+            payload += u.payload_bytes
+            for cid in u.ids:
+                ids[cid] = ids.get(cid, 0) + 1
+        return ChunkUsage(count, payload, ids)
 
     def log_report(self, lines: int = 60) -> list[tuple[str, str]]:
         """(title, text) sections of every process's log tail."""
