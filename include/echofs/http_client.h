@@ -33,6 +33,7 @@ struct efs_http_call {
 	size_t body_len;
 	long timeout_ms;          /* whole transfer; 0 = 30 s */
 	long connect_timeout_ms;  /* 0 = 2 s */
+	long stall_timeout_s;     /* give up after this many seconds under 1 KiB/s; 0 = never */
 	/* response: into @resp (capped at resp_cap; 0 = 1 MiB), or to @sink */
 	efs_http_sink_fn sink;
 	void *sink_ctx;

@@ -164,6 +164,10 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 	SETOPT(h, CURLOPT_TIMEOUT_MS, call->timeout_ms ? call->timeout_ms : DEFAULT_TIMEOUT_MS);
 	SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS,
 	       call->connect_timeout_ms ? call->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS);
+	if (call->stall_timeout_s > 0) {
+		SETOPT(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+		SETOPT(h, CURLOPT_LOW_SPEED_TIME, call->stall_timeout_s);
+	}
 	SETOPT(h, CURLOPT_WRITEFUNCTION, on_write);
 	SETOPT(h, CURLOPT_WRITEDATA, t);
 	SETOPT(h, CURLOPT_TCP_NODELAY, 1L);

@@ -11,6 +11,7 @@
 int efs_api_worker_register(struct efs_http_req *req);
 int efs_api_worker_heartbeat(struct efs_http_req *req);
 int efs_api_worker_list(struct efs_http_req *req);
+int efs_api_worker_report(struct efs_http_req *req);
 /* api_system.c */
 int efs_api_health(struct efs_http_req *req);
 /* api_files.c */

@@ -2,9 +2,10 @@
 /* api_system.c - health. */
 #include "master/api.h"
 
-/* "ok" when the store answers and at least REPLICATION_FACTOR workers are
- * alive (a new file can be stored in full); otherwise "degraded". 503 only
- * when the metadata store is unreachable. */
+/* "ok" when the store answers, at least REPLICATION_FACTOR workers are
+ * alive (a new file can be stored in full) and no chunk is short of
+ * replicas; otherwise "degraded". 503 only when the metadata store is
+ * unreachable. */
 int efs_api_health(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
@@ -14,11 +15,16 @@ int efs_api_health(struct efs_http_req *req)
 	if (r == 0)
 		r = efs_registry_count(&m->registry, &alive, &total);
 	bool metadata_ok = r == 0;
-	bool ok = metadata_ok && alive >= m->cfg.replication_factor;
+	int64_t under = atomic_load(&m->repair.under_replicated);
+	bool ok = metadata_ok && alive >= m->cfg.replication_factor && under <= 0;
 	return efs_http_reply_json(
 		req, metadata_ok ? 200 : 503,
-		json_pack("{s:s, s:I, s:I, s:s, s:I}", "status", ok ? "ok" : "degraded",
-			  "workers_alive", (json_int_t)alive, "workers_total", (json_int_t)total,
-			  "metadata", metadata_ok ? "ok" : "unavailable", "replication_factor",
-			  (json_int_t)m->cfg.replication_factor));
+		json_pack("{s:s, s:I, s:I, s:s, s:I, s:I, s:{s:I, s:I}}", "status",
+			  ok ? "ok" : "degraded", "workers_alive", (json_int_t)alive,
+			  "workers_total", (json_int_t)total, "metadata",
+			  metadata_ok ? "ok" : "unavailable", "replication_factor",
+			  (json_int_t)m->cfg.replication_factor, "under_replicated",
+			  (json_int_t)(under < 0 ? 0 : under), "repair", "repaired_total",
+			  (json_int_t)atomic_load(&m->repair.repaired_total), "failed_total",
+			  (json_int_t)atomic_load(&m->repair.failed_total)));
 }

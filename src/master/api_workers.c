@@ -139,3 +139,110 @@ int efs_api_worker_list(struct efs_http_req *req)
 	free(list);
 	return efs_http_reply_json(req, 200, json_pack("{s:o}", "workers", workers));
 }
+
+/* POST /api/v1/workers/{workerId}/report - a worker's list of the chunks
+ * it holds (in batches), and the chunks its scrubber found corrupt:
+ *
+ *   {"started_at_ms": T, "now_ms": N, "chunks": [["<id>", mtime_ms], ...],
+ *    "last": true, "lost": ["<id>", ...]}
+ *
+ * Answers {"delete": [ids], "adopted": n, "lost_marked": n}: the worker
+ * deletes the listed chunks unless it wrote them after T. */
+int efs_api_worker_report(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	const char *worker_id = efs_http_param(req, "workerId");
+	struct efs_worker_info w;
+	struct efs_report_entry *entries = NULL;
+	uint64_t started = 0, worker_now = 0;
+	json_t *body, *chunks, *lost, *item;
+	size_t n = 0, i;
+	int adopted = 0, marked = 0, r;
+
+	if (!efs_id_valid(worker_id))
+		return efs_http_reply_error(req, 400, "invalid_worker_id",
+					    "worker id must be 1-64 characters of [A-Za-z0-9_-]");
+	if (efs_http_body_json(req, &body) < 0)
+		return 0;
+	r = efs_meta_worker_get(m->meta, worker_id, &w);
+	if (r < 0) {
+		if (r == -ENOENT)
+			efs_http_reply_error(req, 404, "worker_not_found",
+					     "unknown worker %s: register again", worker_id);
+		else
+			efs_api_store_error(req, r);
+		goto out;
+	}
+	chunks = json_object_get(body, "chunks");
+	lost = json_object_get(body, "lost");
+	if (efs_json_u64(body, "started_at_ms", &started) < 0 ||
+	    efs_json_u64(body, "now_ms", &worker_now) < 0 || started > INT64_MAX ||
+	    worker_now > INT64_MAX || (chunks && !json_is_array(chunks)) ||
+	    (lost && !json_is_array(lost))) {
+		efs_http_reply_error(req, 400, "invalid_report",
+				     "a report needs started_at_ms, now_ms, and arrays chunks/lost");
+		goto out;
+	}
+	n = chunks ? json_array_size(chunks) : 0;
+	entries = calloc(n ? n : 1, sizeof(*entries));
+	if (!entries) {
+		r = -ENOMEM;
+		goto out;
+	}
+	json_array_foreach(chunks, i, item)
+	{
+		const char *id = json_string_value(json_array_get(item, 0));
+		json_t *mtime = json_array_get(item, 1);
+		if (!efs_chunk_id_valid(id) || !json_is_integer(mtime)) {
+			efs_http_reply_error(req, 400, "invalid_report",
+					     "chunks[%zu] must be [\"<64 hex>\", mtime_ms]", i);
+			goto out;
+		}
+		efs_strlcpy(entries[i].chunk_id, id, sizeof(entries[i].chunk_id));
+		entries[i].mtime_ms = (int64_t)json_integer_value(mtime);
+	}
+	/* Replicas the scrubber found corrupt (the worker quarantined them). */
+	json_array_foreach(lost, i, item)
+	{
+		const char *id = json_string_value(item);
+		if (efs_chunk_id_valid(id) && efs_meta_replica_mark_bad(m->meta, id, worker_id) == 0)
+			marked++;
+	}
+	struct efs_report_context ctx = {
+		.worker_id = worker_id,
+		.started_ms = (int64_t)started,
+		.worker_now_ms = (int64_t)worker_now,
+		.orphan_grace_ms = m->cfg.orphan_grace_ms,
+		.replication = m->cfg.replication_factor,
+		.live_after_ms = efs_now_ms() - m->cfg.worker_dead_after_ms,
+		.now_ms = efs_now_ms(),
+	};
+	if (n > 0 && (r = efs_meta_report_batch(m->meta, &ctx, entries, n)) < 0) {
+		efs_api_store_error(req, r);
+		goto out;
+	}
+	json_t *del = json_array();
+	for (i = 0; i < n; i++) {
+		if (entries[i].verdict == EFS_REPORT_DELETE)
+			json_array_append_new(del, json_string(entries[i].chunk_id));
+		adopted += entries[i].verdict == EFS_REPORT_ADOPT;
+	}
+	if (json_is_true(json_object_get(body, "last"))) {
+		r = efs_meta_report_finish(m->meta, &ctx);
+		if (r > 0)
+			efs_warn("worker %s no longer holds %d replicas it should: marked bad for "
+				 "repair",
+				 worker_id, r);
+	}
+	if (adopted || json_array_size(del) || marked)
+		efs_info("worker %s report: %zu chunks, %d adopted again, %zu to delete, %d "
+			 "reported corrupt",
+			 worker_id, n, adopted, json_array_size(del), marked);
+	efs_http_reply_json(req, 200,
+			    json_pack("{s:o, s:i, s:i}", "delete", del, "adopted", adopted,
+				      "lost_marked", marked));
+out:
+	free(entries);
+	json_decref(body);
+	return r < 0 && !efs_http_replied(req) ? r : 0;
+}

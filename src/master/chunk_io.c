@@ -13,6 +13,9 @@
 
 #define WRITE_ROUNDS 3
 #define CONNECT_TIMEOUT_MS 2000
+/* A worker that moves less than 1 KiB/s for this long (paused, disk
+ * stuck) is given up on and the replica goes elsewhere. */
+#define STALL_TIMEOUT_S 3
 
 /* Budget for moving @len bytes to or from a worker: a stalled worker is
  * given up on quickly enough for the client not to notice much. */
@@ -65,6 +68,7 @@ int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data
 			calls[i].body_len = len;
 			calls[i].timeout_ms = transfer_timeout_ms(len);
 			calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
+			calls[i].stall_timeout_s = STALL_TIMEOUT_S;
 			calls[i].resp_cap = 64 * 1024;
 			callp[i] = &calls[i];
 			efs_placement_load_add(pending[i].worker_id, 1);
@@ -130,6 +134,7 @@ static int read_replica(struct efs_master *m, const struct efs_chunk_info *chunk
 	call.bearer = m->cfg.cluster_secret;
 	call.timeout_ms = transfer_timeout_ms(chunk->stored_size);
 	call.connect_timeout_ms = CONNECT_TIMEOUT_MS;
+	call.stall_timeout_s = STALL_TIMEOUT_S;
 	call.capture_header = "X-Chunk-Encoding";
 	call.resp = *scratch; /* reuse the caller's allocation */
 	/* Raw or gzip (kept only when smaller): never more than size. */

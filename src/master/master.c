@@ -43,8 +43,9 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		m->meta = NULL;
 		return r;
 	}
-	if ((r = efs_gc_start(&m->gc, m)) < 0) {
-		snprintf(err, errlen, "cannot start the collector: %s", strerror(-r));
+	if ((r = efs_gc_start(&m->gc, m)) < 0 || (r = efs_repair_start(&m->repair, m)) < 0) {
+		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
+		efs_gc_stop(&m->gc);
 		efs_http_server_stop(m->http, 0);
 		m->http = NULL;
 		efs_meta_close(m->meta);
@@ -59,6 +60,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 
 void efs_master_stop(struct efs_master *m)
 {
+	efs_repair_stop(&m->repair);
 	efs_gc_stop(&m->gc);
 	efs_http_server_stop(m->http, SHUTDOWN_GRACE_MS);
 	m->http = NULL;

@@ -9,6 +9,7 @@
 #include "echofs/meta.h"
 #include "master/config.h"
 #include "master/gc.h"
+#include "master/repair.h"
 #include "master/registry.h"
 
 struct efs_master {
@@ -18,6 +19,7 @@ struct efs_master {
 	struct efs_auth_keys keys;
 	struct efs_http_server *http;
 	struct efs_gc gc;
+	struct efs_repair repair;
 };
 
 /* Opens the store and starts serving. On failure writes one line to @err

@@ -13,6 +13,8 @@ const struct efs_http_route efs_master_routes[] = {
 	 .handle = efs_api_worker_register, .max_body = JSON_BODY_MAX},
 	{"POST", "/api/v1/workers/{workerId}/heartbeat", EFS_AUTH_CLUSTER,
 	 .handle = efs_api_worker_heartbeat, .max_body = JSON_BODY_MAX},
+	{"POST", "/api/v1/workers/{workerId}/report", EFS_AUTH_CLUSTER,
+	 .handle = efs_api_worker_report, .max_body = 4 * 1024 * 1024},
 	{"GET", "/api/v1/workers", EFS_AUTH_ANY, .handle = efs_api_worker_list},
 	/* upload sessions (users) */
 	{"POST", "/api/v1/files/upload/init", EFS_AUTH_USER, .handle = efs_api_session_init,

@@ -77,6 +77,13 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 			     365LL * 86400000, false, &v, err, errlen)) < 0)
 		return r;
 	cfg->scrub_interval_ms = (int64_t)v;
+	if ((r = efs_env_u64("SCRUB_BANDWIDTH", EFS_WORKER_DEFAULT_SCRUB_BANDWIDTH, 1024,
+			     UINT64_MAX >> 2, true, &cfg->scrub_bandwidth, err, errlen)) < 0)
+		return r;
+	if ((r = efs_env_u64("REPORT_INTERVAL_MS", EFS_WORKER_DEFAULT_REPORT_MS, 100,
+			     30LL * 86400000, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->report_interval_ms = (int64_t)v;
 
 	if (advertise) {
 		size_t len = efs_strlcpy(cfg->advertise_url, advertise, sizeof(cfg->advertise_url));

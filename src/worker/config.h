@@ -25,10 +25,14 @@ struct efs_worker_config {
 	const char *cluster_secret;
 	uint64_t capacity_bytes; /* 0: the filesystem's size */
 	int64_t scrub_interval_ms;
+	uint64_t scrub_bandwidth;   /* bytes/s the scrubber may read */
+	int64_t report_interval_ms; /* full chunk reports, besides one per registration */
 	enum efs_log_level log_level;
 };
 
 #define EFS_WORKER_DEFAULT_SCRUB_MS (24LL * 3600 * 1000)
+#define EFS_WORKER_DEFAULT_SCRUB_BANDWIDTH (32 * 1024 * 1024)
+#define EFS_WORKER_DEFAULT_REPORT_MS (3600LL * 1000)
 
 /* Reads the worker's variables. 0, or -EINVAL with one line naming the
  * variable in @err. */

@@ -5,6 +5,7 @@
 #include "echofs/json.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
+#include "worker/report.h"
 #include "worker/worker.h"
 
 #include <jansson.h>
@@ -52,9 +53,7 @@ static int id_store(const struct efs_heartbeat *hb, const char *id)
 	return efs_write_file_atomic(path, text, (size_t)n);
 }
 
-/* One POST to the current master. Returns 0 with call->status set, or the
- * transport error. */
-static int post_master(struct efs_heartbeat *hb, struct efs_http_call *call, const char *path,
+int efs_heartbeat_post(struct efs_heartbeat *hb, struct efs_http_call *call, const char *path,
 		       json_t *body)
 {
 	struct efs_worker *w = hb->worker;
@@ -70,7 +69,7 @@ static int post_master(struct efs_heartbeat *hb, struct efs_http_call *call, con
 	call->body = text;
 	call->body_len = strlen(text);
 	call->timeout_ms = REQUEST_TIMEOUT_MS;
-	call->resp_cap = 64 * 1024;
+	call->resp_cap = 4 * 1024 * 1024;
 	int r = efs_http_call_run(call);
 	free(text);
 	return r;
@@ -107,7 +106,7 @@ static int do_register(struct efs_heartbeat *hb)
 	json_object_set_new(body, "url", json_string(hb->worker->cfg.advertise_url));
 	if (hb->worker_id[0])
 		json_object_set_new(body, "worker_id", json_string(hb->worker_id));
-	r = post_master(hb, &call, "/api/v1/workers/register", body);
+	r = efs_heartbeat_post(hb, &call, "/api/v1/workers/register", body);
 	if (r < 0)
 		goto out;
 	if (call.status != 200) {
@@ -137,6 +136,7 @@ static int do_register(struct efs_heartbeat *hb)
 	pthread_mutex_lock(&hb->lock);
 	hb->registered = true;
 	pthread_mutex_unlock(&hb->lock);
+	hb->next_report_ms = 0; /* a (re)registered worker reports what it holds */
 	efs_info("registered with %s as %s; heartbeat every %lld ms",
 		 hb->worker->cfg.master_urls[hb->master_index], hb->worker_id,
 		 (long long)hb->interval_ms);
@@ -152,7 +152,7 @@ static int do_heartbeat(struct efs_heartbeat *hb)
 	struct efs_http_call call;
 	char path[EFS_ID_MAX + 64];
 	snprintf(path, sizeof(path), "/api/v1/workers/%s/heartbeat", hb->worker_id);
-	int r = post_master(hb, &call, path, space_json(hb));
+	int r = efs_heartbeat_post(hb, &call, path, space_json(hb));
 	if (r == 0) {
 		if (call.status == 200) {
 			json_t *answer = json_loadb(call.resp.data, call.resp.len, 0, NULL);
@@ -194,6 +194,7 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 					 w->cfg.master_urls[hb->master_index]);
 			failing = false;
 			backoff = BACKOFF_MIN_MS;
+			efs_report_tick(hb);
 			if (efs_ticker_wait(t, hb->interval_ms))
 				break;
 			continue;

@@ -16,11 +16,13 @@
 #include "echofs/common.h"
 #include "echofs/ticker.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 struct efs_worker;
+struct efs_http_call;
 
 struct efs_heartbeat {
 	struct efs_worker *worker;
@@ -31,12 +33,19 @@ struct efs_heartbeat {
 	bool registered;
 	unsigned master_index; /* the master being talked to */
 	int64_t interval_ms;
+	int64_t next_report_ms; /* monotonic: when the next full report is due */
 };
 
 /* Loads the stored id (if any) and starts the thread. 0 or -errno. */
 int efs_heartbeat_start(struct efs_heartbeat *hb, struct efs_worker *worker);
 /* Stops and joins the thread. */
 void efs_heartbeat_stop(struct efs_heartbeat *hb);
+/* POSTs @body (stolen) as JSON to @path on the current master with the
+ * cluster secret. 0 with call->status set (release the call after), or
+ * the transport error. */
+int efs_heartbeat_post(struct efs_heartbeat *hb, struct efs_http_call *call, const char *path,
+		       json_t *body);
+
 /* Copies the current id (EFS_ID_MAX + 1 bytes) and registration state. */
 void efs_heartbeat_status(struct efs_heartbeat *hb, char *worker_id, bool *registered);
 

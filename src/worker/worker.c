@@ -48,6 +48,11 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 	}
 	if ((r = efs_store_open(cfg->data_dir, cfg->capacity_bytes, &w->store, err, errlen)) < 0)
 		return r;
+	if ((r = efs_lost_queue_init(&w->lost)) < 0) {
+		efs_store_close(w->store);
+		w->store = NULL;
+		return r;
+	}
 	struct efs_http_server_config http = {
 		.addr = &w->cfg.listen_addr,
 		.addrlen = w->cfg.listen_addrlen,
@@ -60,29 +65,34 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 	if ((r = efs_http_server_start(&http, &w->http)) < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%u (WORKER_HOST/WORKER_PORT): %s",
 			 cfg->host, cfg->port, strerror(-r));
-		efs_store_close(w->store);
-		w->store = NULL;
-		return r;
+		goto fail_store;
 	}
-	if ((r = efs_heartbeat_start(&w->heartbeat, w)) < 0) {
-		snprintf(err, errlen, "cannot start the heartbeat loop: %s", strerror(-r));
+	if ((r = efs_heartbeat_start(&w->heartbeat, w)) < 0 ||
+	    (r = efs_scrub_start(&w->scrub, w)) < 0) {
+		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
+		efs_heartbeat_stop(&w->heartbeat);
 		efs_http_server_stop(w->http, 0);
 		w->http = NULL;
-		efs_store_close(w->store);
-		w->store = NULL;
-		return r;
+		goto fail_store;
 	}
 	efs_info("listening on %s:%u, advertised as %s; data in %s; masters: %s%s",
 		 cfg->host, efs_http_server_port(w->http), cfg->advertise_url, cfg->data_dir,
 		 cfg->master_urls[0], cfg->master_count > 1 ? " (and more)" : "");
 	return 0;
+fail_store:
+	efs_lost_queue_release(&w->lost);
+	efs_store_close(w->store);
+	w->store = NULL;
+	return r;
 }
 
 void efs_worker_stop(struct efs_worker *w)
 {
+	efs_scrub_stop(&w->scrub);
 	efs_heartbeat_stop(&w->heartbeat);
 	efs_http_server_stop(w->http, SHUTDOWN_GRACE_MS);
 	w->http = NULL;
 	efs_store_close(w->store);
 	w->store = NULL;
+	efs_lost_queue_release(&w->lost);
 }

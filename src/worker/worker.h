@@ -8,6 +8,8 @@
 #include "echofs/http_server.h"
 #include "worker/config.h"
 #include "worker/heartbeat.h"
+#include "worker/report.h"
+#include "worker/scrub.h"
 #include "worker/store.h"
 
 #include <pthread.h>
@@ -18,7 +20,9 @@ struct efs_worker {
 	struct efs_auth_keys keys;
 	struct efs_store *store;
 	struct efs_http_server *http;
+	struct efs_lost_queue lost; /* corrupt chunks for the master */
 	struct efs_heartbeat heartbeat;
+	struct efs_scrub scrub;
 };
 
 /* Prepares the data directory, starts serving and the heartbeat loop. On

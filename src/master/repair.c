@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/* repair.c - the re-replication loop. */
+#include "master/repair.h"
+#include "echofs/codec.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+#include "master/chunk_io.h"
+#include "master/master.h"
+
+#include <string.h>
+
+#define REPAIR_INTERVAL_MS 1000
+#define BATCH 64
+
+/* Copies one chunk to as many new workers as it lacks. Returns the bytes
+ * copied (for pacing) or -errno. */
+static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *need,
+			  int64_t holding_after, struct efs_buf *data, struct efs_buf *scratch,
+			  struct efs_buf *encoded)
+{
+	struct efs_chunk_info chunk;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	struct efs_target keep[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
+	const char *added_ids[EFS_MAX_REPLICAS];
+	unsigned count = 0, holding = 0;
+	int r = efs_meta_chunk_get(m->meta, need->chunk_id, &chunk, replicas, &count);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r; /* collected meanwhile */
+
+	/* Workers that hold (or may still hold) a good replica keep it. */
+	for (unsigned i = 0; i < count; i++) {
+		if (replicas[i].bad || replicas[i].last_heartbeat_ms <= holding_after)
+			continue;
+		efs_strlcpy(keep[holding].worker_id, replicas[i].worker_id,
+			    sizeof(keep[holding].worker_id));
+		efs_strlcpy(keep[holding].url, replicas[i].url, sizeof(keep[holding].url));
+		holding++;
+	}
+	if (holding >= m->cfg.replication_factor)
+		return 0;
+	unsigned missing = m->cfg.replication_factor - holding;
+
+	r = efs_chunk_read(m, &chunk, replicas, count, data, scratch);
+	if (r < 0) {
+		efs_error("repair: chunk %s has no readable replica (%u recorded): its data is "
+			  "unavailable until a worker holding it returns",
+			  chunk.chunk_id, count);
+		return r;
+	}
+	r = efs_codec_encode(data->data, data->len, encoded);
+	if (r < 0)
+		return r;
+	bool gzip = r == 1;
+	const char *bytes = gzip ? encoded->data : data->data;
+	size_t len = gzip ? encoded->len : data->len;
+	r = efs_chunk_write(m, chunk.chunk_id, bytes, len, gzip, missing, keep, holding, added);
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < missing; i++)
+		added_ids[i] = added[i].worker_id;
+	r = efs_meta_replica_add(m->meta, chunk.chunk_id, added_ids, missing, efs_now_ms());
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	/* The bad replicas are replaced: forget them (their workers, if they
+	 * still hold a copy, are told to delete it at their next report). */
+	for (unsigned i = 0; i < count; i++) {
+		bool rewritten = false;
+		for (unsigned k = 0; k < missing; k++)
+			rewritten |= strcmp(added[k].worker_id, replicas[i].worker_id) == 0;
+		if (replicas[i].bad && !rewritten)
+			efs_meta_replica_remove(m->meta, chunk.chunk_id, replicas[i].worker_id);
+	}
+	efs_debug("repair: chunk %.12s had %u usable replicas; copied to %u more (first: %s)",
+		  chunk.chunk_id, holding, missing, added[0].worker_id);
+	return (int64_t)len * missing;
+}
+
+static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_buf *scratch,
+			struct efs_buf *encoded)
+{
+	struct efs_master *m = rp->m;
+	struct efs_repair_need needs[BATCH];
+	uint64_t under = 0;
+	size_t n = 0;
+	int64_t now = efs_now_ms();
+
+	/* What the operator watches: chunks short of good replicas on workers
+	 * alive right now. */
+	if (efs_meta_under_replicated(m->meta, m->cfg.replication_factor,
+				      now - m->cfg.worker_dead_after_ms, &under) == 0)
+		atomic_store(&rp->under_replicated, (int64_t)under);
+	if (under == 0)
+		return;
+	/* What repair acts on: a dead worker's replicas count until it has
+	 * been dead for REPAIR_AFTER_MS. */
+	int64_t holding_after = now - m->cfg.worker_dead_after_ms - m->cfg.repair_after_ms;
+	if (efs_meta_repair_list(m->meta, m->cfg.replication_factor, holding_after, BATCH, needs,
+				 &n) < 0 ||
+	    n == 0)
+		return;
+
+	int64_t started = efs_mono_ms();
+	uint64_t copied = 0, done = 0, failed = 0;
+	for (size_t i = 0; i < n; i++) {
+		int64_t r = repair_one(m, &needs[i], holding_after, data, scratch, encoded);
+		if (r < 0) {
+			failed++;
+			continue;
+		}
+		done += r > 0;
+		copied += (uint64_t)r;
+		/* Pace: never ahead of REPAIR_BANDWIDTH bytes per second. */
+		int64_t due_ms = (int64_t)(copied * 1000 / m->cfg.repair_bandwidth);
+		int64_t ahead = due_ms - (efs_mono_ms() - started);
+		if (ahead > 0 && efs_ticker_wait(&rp->ticker, ahead))
+			break;
+	}
+	atomic_fetch_add(&rp->repaired_total, done);
+	atomic_fetch_add(&rp->failed_total, failed);
+	if (done || failed)
+		efs_info("repair: %llu chunks re-replicated (%llu bytes), %llu failed; %llu were "
+			 "under-replicated",
+			 (unsigned long long)done, (unsigned long long)copied,
+			 (unsigned long long)failed, (unsigned long long)under);
+}
+
+static void repair_main(struct efs_ticker *t, void *ctx)
+{
+	struct efs_repair *rp = ctx;
+	struct efs_buf data, scratch, encoded;
+	efs_buf_init(&data, SIZE_MAX);
+	efs_buf_init(&scratch, SIZE_MAX);
+	efs_buf_init(&encoded, SIZE_MAX);
+	while (!efs_ticker_wait(t, REPAIR_INTERVAL_MS))
+		repair_pass(rp, &data, &scratch, &encoded);
+	efs_buf_release(&data);
+	efs_buf_release(&scratch);
+	efs_buf_release(&encoded);
+}
+
+int efs_repair_start(struct efs_repair *rp, struct efs_master *m)
+{
+	rp->m = m;
+	atomic_init(&rp->under_replicated, -1);
+	atomic_init(&rp->repaired_total, 0);
+	atomic_init(&rp->failed_total, 0);
+	return efs_ticker_start(&rp->ticker, repair_main, rp);
+}
+
+void efs_repair_stop(struct efs_repair *rp)
+{
+	efs_ticker_stop(&rp->ticker);
+}

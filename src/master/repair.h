@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* repair.h - re-replication: brings every referenced chunk back to
+ * REPLICATION_FACTOR good replicas on live workers.
+ *
+ * Every second the loop asks the store for chunks with too few good
+ * replicas, counting a dead worker's replicas as still there until it has
+ * been dead for REPAIR_AFTER_MS (a worker that only restarts causes no
+ * copying). Chunks with the fewest replicas go first. Each is read from a
+ * good replica (verified against its SHA-256), written to new workers
+ * chosen by placement, and recorded; the replicas marked bad are then
+ * forgotten. Copying is paced to REPAIR_BANDWIDTH bytes per second so
+ * repair never starves client traffic. The count of under-replicated
+ * chunks (good replicas on live workers only) is kept for /health.
+ */
+#ifndef ECHOFS_MASTER_REPAIR_H
+#define ECHOFS_MASTER_REPAIR_H
+
+#include "echofs/ticker.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct efs_master;
+
+struct efs_repair {
+	struct efs_master *m;
+	struct efs_ticker ticker;
+	_Atomic int64_t under_replicated; /* -1 until the first pass */
+	_Atomic uint64_t repaired_total;   /* chunks copied since start */
+	_Atomic uint64_t failed_total;     /* copies that failed */
+};
+
+int efs_repair_start(struct efs_repair *rp, struct efs_master *m);
+void efs_repair_stop(struct efs_repair *rp);
+
+#endif

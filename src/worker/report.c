@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/* report.c - full chunk reports and lost-chunk reports to the master. */
+#include "worker/report.h"
+#include "echofs/http_client.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+#include "worker/heartbeat.h"
+#include "worker/worker.h"
+
+#include <jansson.h>
+#include <string.h>
+
+#define BATCH 5000
+
+int efs_lost_queue_init(struct efs_lost_queue *q)
+{
+	q->ids = calloc(EFS_LOST_MAX, sizeof(*q->ids));
+	q->count = 0;
+	pthread_mutex_init(&q->lock, NULL);
+	return q->ids ? 0 : -ENOMEM;
+}
+
+void efs_lost_queue_release(struct efs_lost_queue *q)
+{
+	free(q->ids);
+	q->ids = NULL;
+	pthread_mutex_destroy(&q->lock);
+}
+
+void efs_lost_queue_push(struct efs_lost_queue *q, const char *chunk_id)
+{
+	pthread_mutex_lock(&q->lock);
+	if (q->count < EFS_LOST_MAX)
+		efs_strlcpy(q->ids[q->count++], chunk_id, 65);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* Moves the queued ids into a JSON array. */
+static json_t *lost_take(struct efs_lost_queue *q)
+{
+	json_t *list = json_array();
+	pthread_mutex_lock(&q->lock);
+	for (size_t i = 0; i < q->count; i++)
+		json_array_append_new(list, json_string(q->ids[i]));
+	q->count = 0;
+	pthread_mutex_unlock(&q->lock);
+	return list;
+}
+
+struct report {
+	struct efs_heartbeat *hb;
+	int64_t started_ms;
+	json_t *chunks; /* the batch being filled */
+	json_t *lost;   /* sent with the first batch */
+	char path[EFS_ID_MAX + 64];
+	size_t listed, deleted;
+	int error;
+};
+
+/* Sends the current batch; deletes what the master says is not needed. */
+static int send_batch(struct report *rep, bool last)
+{
+	struct efs_worker *w = rep->hb->worker;
+	struct efs_http_call call;
+	json_t *body = json_pack("{s:I, s:I, s:o, s:b}", "started_at_ms",
+				 (json_int_t)rep->started_ms, "now_ms", (json_int_t)efs_now_ms(),
+				 "chunks", rep->chunks, "last", last);
+	rep->chunks = json_array();
+	if (rep->lost) {
+		json_object_set_new(body, "lost", rep->lost);
+		rep->lost = NULL;
+	}
+	int r = efs_heartbeat_post(rep->hb, &call, rep->path, body);
+	if (r == 0 && call.status != 200)
+		r = call.status == 404 ? -ENOENT : -EIO;
+	if (r == 0) {
+		json_t *answer = json_loadb(call.resp.data, call.resp.len, 0, NULL);
+		json_t *item;
+		size_t i;
+		json_array_foreach(json_object_get(answer, "delete"), i, item)
+		{
+			const char *id = json_string_value(item);
+			/* Written after the report began: a new upload; kept. */
+			if (efs_chunk_id_valid(id) &&
+			    efs_store_delete(w->store, id, rep->started_ms) == 0)
+				rep->deleted++;
+		}
+		json_decref(answer);
+	}
+	efs_http_call_release(&call);
+	return r;
+}
+
+static int list_chunk(void *ctx, const char *chunk_id, uint64_t length, int64_t mtime_ms)
+{
+	struct report *rep = ctx;
+	json_array_append_new(rep->chunks, json_pack("[s, I]", chunk_id, (json_int_t)mtime_ms));
+	rep->listed++;
+	if (json_array_size(rep->chunks) >= BATCH)
+		return send_batch(rep, false);
+	return 0;
+}
+
+static int report_full(struct efs_heartbeat *hb, const char *worker_id)
+{
+	struct report rep = {.hb = hb, .started_ms = efs_now_ms(), .chunks = json_array()};
+	rep.lost = lost_take(&hb->worker->lost);
+	snprintf(rep.path, sizeof(rep.path), "/api/v1/workers/%s/report", worker_id);
+	int r = efs_store_iterate(hb->worker->store, list_chunk, &rep);
+	if (r == 0)
+		r = send_batch(&rep, true);
+	json_decref(rep.chunks);
+	json_decref(rep.lost);
+	if (r == 0)
+		efs_info("chunk report sent: %zu chunks held, %zu deleted as not needed",
+			 rep.listed, rep.deleted);
+	return r;
+}
+
+static int report_lost(struct efs_heartbeat *hb, const char *worker_id)
+{
+	struct report rep = {.hb = hb, .started_ms = efs_now_ms(), .chunks = json_array()};
+	rep.lost = lost_take(&hb->worker->lost);
+	size_t n = json_array_size(rep.lost);
+	snprintf(rep.path, sizeof(rep.path), "/api/v1/workers/%s/report", worker_id);
+	int r = send_batch(&rep, false);
+	json_decref(rep.chunks);
+	json_decref(rep.lost);
+	if (r == 0)
+		efs_warn("reported %zu corrupt chunks to the master for repair", n);
+	return r;
+}
+
+void efs_report_tick(struct efs_heartbeat *hb)
+{
+	struct efs_worker *w = hb->worker;
+	char id[EFS_ID_MAX + 1];
+	bool registered, pending;
+	int r = 0;
+
+	efs_heartbeat_status(hb, id, &registered);
+	if (!registered || !id[0])
+		return;
+	int64_t now = efs_mono_ms();
+	if (now >= hb->next_report_ms) {
+		r = report_full(hb, id);
+		hb->next_report_ms = now + (r == 0 ? w->cfg.report_interval_ms : 5000);
+	} else {
+		pthread_mutex_lock(&w->lost.lock);
+		pending = w->lost.count > 0;
+		pthread_mutex_unlock(&w->lost.lock);
+		if (pending)
+			r = report_lost(hb, id);
+	}
+	if (r < 0)
+		efs_warn("chunk report to %s failed: %s; retrying later",
+			 w->cfg.master_urls[hb->master_index], strerror(-r));
+}

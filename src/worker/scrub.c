@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/* scrub.c - periodic verification of every stored chunk. */
+#include "worker/scrub.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+#include "worker/worker.h"
+
+#include <string.h>
+
+struct id_list {
+	char (*ids)[65];
+	size_t count, alloc;
+};
+
+static int collect(void *ctx, const char *chunk_id, uint64_t length, int64_t mtime_ms)
+{
+	struct id_list *l = ctx;
+	if (l->count == l->alloc) {
+		size_t grow = l->alloc ? l->alloc * 2 : 1024;
+		void *p = realloc(l->ids, grow * sizeof(*l->ids));
+		if (!p)
+			return -ENOMEM;
+		l->ids = p;
+		l->alloc = grow;
+	}
+	efs_strlcpy(l->ids[l->count++], chunk_id, 65);
+	return 0;
+}
+
+/* One pass over every chunk. Returns false when asked to stop. */
+static bool scrub_pass(struct efs_scrub *sc, struct efs_buf *buf)
+{
+	struct efs_worker *w = sc->worker;
+	struct id_list list = {0};
+	uint64_t bytes = 0, corrupt = 0;
+	int64_t started = efs_mono_ms();
+	bool go_on = true;
+
+	/* The ids first: the walk does not hold directories open while it
+	 * sleeps, and chunks written meanwhile wait for the next pass. */
+	if (efs_store_iterate(w->store, collect, &list) < 0) {
+		free(list.ids);
+		return true;
+	}
+	for (size_t i = 0; i < list.count; i++) {
+		uint32_t flags;
+		int r = efs_store_get(w->store, list.ids[i], buf, &flags);
+		atomic_fetch_add(&sc->chunks_checked, 1);
+		if (r == -EBADMSG) {
+			corrupt++;
+			atomic_fetch_add(&sc->corrupt_found, 1);
+			efs_error("scrub: chunk %s failed its checksum: quarantined, reporting it",
+				  list.ids[i]);
+			efs_lost_queue_push(&w->lost, list.ids[i]);
+		} else if (r == 0) {
+			bytes += buf->len;
+		}
+		int64_t due_ms = (int64_t)(bytes * 1000 / w->cfg.scrub_bandwidth);
+		int64_t ahead = due_ms - (efs_mono_ms() - started);
+		if (ahead > 0 && efs_ticker_wait(&sc->ticker, ahead)) {
+			go_on = false;
+			break;
+		}
+	}
+	atomic_fetch_add(&sc->passes, 1);
+	efs_debug("scrub: pass over %zu chunks (%llu bytes) in %lld ms, %llu corrupt", list.count,
+		  (unsigned long long)bytes, (long long)(efs_mono_ms() - started),
+		  (unsigned long long)corrupt);
+	free(list.ids);
+	return go_on;
+}
+
+static void scrub_main(struct efs_ticker *t, void *ctx)
+{
+	struct efs_scrub *sc = ctx;
+	struct efs_buf buf;
+	efs_buf_init(&buf, SIZE_MAX);
+	int64_t interval = sc->worker->cfg.scrub_interval_ms;
+	for (;;) {
+		int64_t started = efs_mono_ms();
+		if (efs_ticker_wait(t, interval - EFS_MIN(interval, efs_mono_ms() - started)))
+			break;
+		if (!scrub_pass(sc, &buf))
+			break;
+	}
+	efs_buf_release(&buf);
+}
+
+int efs_scrub_start(struct efs_scrub *sc, struct efs_worker *w)
+{
+	sc->worker = w;
+	atomic_init(&sc->passes, 0);
+	atomic_init(&sc->chunks_checked, 0);
+	atomic_init(&sc->corrupt_found, 0);
+	return efs_ticker_start(&sc->ticker, scrub_main, sc);
+}
+
+void efs_scrub_stop(struct efs_scrub *sc)
+{
+	efs_ticker_stop(&sc->ticker);
+}
