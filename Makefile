@@ -9,7 +9,7 @@
 #   make fuzz                 libFuzzer harnesses (clang): bin/fuzz_multipart
 
 CC      := gcc
-PKGS    := libmicrohttpd libcurl jansson sqlite3 libjwt libcrypto libisal libpq
+PKGS    := libmicrohttpd libcurl jansson sqlite3 libjwt libcrypto libisal libpq hiredis
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

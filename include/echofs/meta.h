@@ -238,6 +238,13 @@ int efs_meta_report_batch(struct efs_meta *m, const struct efs_report_context *c
  * many. */
 int efs_meta_report_finish(struct efs_meta *m, const struct efs_report_context *ctx);
 
+/* The lease for background duties (collection, repair, session expiry):
+ * true while this process holds it. With PostgreSQL it is a session-level
+ * advisory lock on a dedicated connection, so it moves to another master
+ * within seconds of this one dying; with SQLite (one master) it is always
+ * held. Call it before each round of duties. */
+bool efs_meta_lease(struct efs_meta *m);
+
 /* Up to @max chunks unreferenced since before @before_ms. */
 int efs_meta_garbage_list(struct efs_meta *m, int64_t before_ms, size_t max,
 			  char (*ids)[65], size_t *count);

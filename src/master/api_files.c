@@ -8,6 +8,7 @@
 #include "echofs/util.h"
 #include "master/api.h"
 #include "master/chunker.h"
+#include "master/cache.h"
 #include "master/chunk_io.h"
 #include "master/download.h"
 #include "master/placement.h"
@@ -40,7 +41,7 @@ static int load_own_file(struct efs_http_req *req, const char *file_id,
 			 struct efs_file_info *out)
 {
 	struct efs_master *m = efs_api_master(req);
-	int r = efs_id_valid(file_id) ? efs_meta_file_get(m->meta, file_id, out) : -ENOENT;
+	int r = efs_id_valid(file_id) ? efs_cache_file_get(m, file_id, out) : -ENOENT;
 	if (r == 0 && strcmp(out->owner, req->user) != 0)
 		r = -ENOENT;
 	if (r == -ENOENT)
@@ -502,6 +503,8 @@ int efs_api_file_delete(struct efs_http_req *req)
 	int r = efs_id_valid(file_id) ? efs_meta_file_delete(m->meta, file_id, req->user,
 							       efs_now_ms())
 				      : -ENOENT;
+	if (r == 0)
+		efs_cache_file_forget(m, file_id);
 	if (r == -ENOENT)
 		return efs_http_reply_error(req, 404, "file_not_found", "no file %.64s", file_id);
 	if (r < 0)

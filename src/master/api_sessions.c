@@ -8,6 +8,7 @@
 #include "echofs/multipart.h"
 #include "echofs/util.h"
 #include "master/api.h"
+#include "master/cache.h"
 #include "master/chunk_io.h"
 #include "master/upload.h"
 
@@ -32,7 +33,7 @@ static int load_session(struct efs_http_req *req, const char *session_id,
 {
 	struct efs_master *m = efs_api_master(req);
 	int r = session_id && efs_id_valid(session_id)
-			? efs_meta_session_get(m->meta, session_id, out)
+			? efs_cache_session_get(m, session_id, out)
 			: -ENOENT;
 	if (r == 0 && (out->hidden || strcmp(out->owner, req->user) != 0 ||
 		       out->expires_at_ms <= efs_now_ms()))
@@ -375,6 +376,14 @@ int efs_api_session_complete(struct efs_http_req *req)
 		struct efs_session_chunk *chunks;
 		struct efs_file_info f = {0};
 		size_t n;
+		/* The version first (from the store, never a cache): a chunk
+		 * arriving after this point makes the commit fail and retry. */
+		if ((r = efs_meta_session_get(m->meta, s.session_id, &s)) < 0) {
+			if (r == -ENOENT)
+				return efs_http_reply_error(req, 404, "session_not_found",
+							    "the session ended meanwhile");
+			return efs_api_store_error(req, r);
+		}
 		if ((r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n)) < 0)
 			return efs_api_store_error(req, r);
 		int64_t expected = expected_chunks(&s);
@@ -427,16 +436,14 @@ int efs_api_session_complete(struct efs_http_req *req)
 		f.stored_bytes = stored;
 		f.created_at_ms = efs_now_ms();
 		r = efs_meta_session_complete(m->meta, s.session_id, s.version, &f);
-		if (r == -ESTALE) { /* a chunk arrived meanwhile: look again */
-			if ((r = load_session(req, s.session_id, &s)) < 0)
-				return 0;
-			continue;
-		}
+		if (r == -ESTALE)
+			continue; /* a chunk arrived meanwhile: look again */
 		if (r == -ENOENT)
 			return efs_http_reply_error(req, 404, "session_not_found",
 						    "the session ended meanwhile");
 		if (r < 0)
 			return efs_api_store_error(req, r);
+		efs_cache_session_forget(m, s.session_id);
 		efs_info("session %s completed into file %s (%llu bytes, %llu chunks)",
 			 s.session_id, f.file_id, (unsigned long long)f.size,
 			 (unsigned long long)f.chunk_count);
@@ -478,6 +485,7 @@ int efs_api_session_abort(struct efs_http_req *req)
 	if (load_session(req, efs_http_param(req, "sessionId"), &s) < 0)
 		return 0;
 	int r = efs_meta_session_delete(m->meta, s.session_id, efs_now_ms());
+	efs_cache_session_forget(m, s.session_id);
 	if (r == -ENOENT)
 		return efs_http_reply_error(req, 404, "session_not_found", "no such session");
 	if (r < 0)

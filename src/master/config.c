@@ -2,6 +2,7 @@
 /* config.c - the master's environment variables. */
 #include "master/config.h"
 #include "echofs/config.h"
+#include "echofs/redis.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +28,14 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	    (r = efs_env_log_level("LOG_LEVEL", EFS_LOG_INFO, &cfg->log_level, err, errlen)) < 0)
 		return r;
 
+	if (cfg->redis_addr) {
+		char host[256];
+		uint16_t port;
+		if (efs_redis_parse_addr(cfg->redis_addr, host, sizeof(host), &port) < 0) {
+			snprintf(err, errlen, "REDIS_ADDR: '%.64s' is not host:port", cfg->redis_addr);
+			return -EINVAL;
+		}
+	}
 	if ((r = efs_env_u64("REPLICATION_FACTOR", 3, 1, EFS_MAX_REPLICATION, false, &v, err,
 			     errlen)) < 0)
 		return r;

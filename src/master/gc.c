@@ -4,6 +4,7 @@
 #include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
+#include "master/cache.h"
 #include "master/master.h"
 
 #include <string.h>
@@ -20,6 +21,7 @@ static void expire_sessions(struct efs_master *m)
 	if (efs_meta_session_expired(m->meta, efs_now_ms(), BATCH, ids, &n) == 0) {
 		for (size_t i = 0; i < n; i++) {
 			int r = efs_meta_session_delete(m->meta, ids[i], efs_now_ms());
+			efs_cache_session_forget(m, ids[i]);
 			if (r == 0)
 				efs_info("session %s expired: its chunks were released", ids[i]);
 		}
@@ -98,6 +100,9 @@ static void gc_main(struct efs_ticker *t, void *ctx)
 	struct efs_gc *gc = ctx;
 	bool failing = false;
 	while (!efs_ticker_wait(t, GC_INTERVAL_MS)) {
+		/* One master at a time collects (the others wait their turn). */
+		if (!efs_meta_lease(gc->m->meta))
+			continue;
 		int r = efs_gc_run_once(gc->m);
 		if (r < 0 && !failing)
 			efs_warn("collector: pass failed: %s (retrying every second)", strerror(-r));

@@ -2,7 +2,8 @@
 /* gc.h - the master's collector: ends expired sessions and removes
  * unreferenced chunks from the workers.
  *
- * Every second: expired sessions release their chunks; chunks unreferenced
+ * Every second, on the master holding the lease (efs_meta_lease): expired
+ * sessions release their chunks; chunks unreferenced
  * for longer than GC_GRACE_MS have their metadata removed (in one
  * transaction that re-checks the count) and then a DELETE goes to each
  * worker that held a replica. The DELETE carries X-Unmodified-Since-Ms =

@@ -23,7 +23,19 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	}
 	if ((r = efs_meta_open(cfg->database_url, cfg->data_dir, &m->meta, err, errlen)) < 0)
 		return r;
-	efs_registry_init(&m->registry, m->meta, cfg->worker_dead_after_ms);
+	if (cfg->redis_addr) {
+		if ((r = efs_redis_new(cfg->redis_addr, &m->redis)) < 0) {
+			snprintf(err, errlen, "REDIS_ADDR: '%s' is not host:port", cfg->redis_addr);
+			efs_meta_close(m->meta);
+			m->meta = NULL;
+			return -EINVAL;
+		}
+		if (efs_redis_ping(m->redis) < 0)
+			efs_warn("redis at %s does not answer yet: working from the metadata store "
+				 "until it does",
+				 cfg->redis_addr);
+	}
+	efs_registry_init(&m->registry, m->meta, m->redis, cfg->worker_dead_after_ms);
 	m->keys.jwt_secret = cfg->jwt_secret;
 	m->keys.cluster_secret = cfg->cluster_secret;
 
@@ -41,6 +53,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 			 cfg->host, cfg->port, strerror(-r));
 		efs_meta_close(m->meta);
 		m->meta = NULL;
+		efs_redis_free(m->redis);
+		m->redis = NULL;
 		return r;
 	}
 	if ((r = efs_gc_start(&m->gc, m)) < 0 || (r = efs_repair_start(&m->repair, m)) < 0) {
@@ -50,10 +64,13 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		m->http = NULL;
 		efs_meta_close(m->meta);
 		m->meta = NULL;
+		efs_redis_free(m->redis);
+		m->redis = NULL;
 		return r;
 	}
-	efs_info("listening on %s:%u; metadata in %s; replication %u, chunk size %llu",
+	efs_info("listening on %s:%u; metadata in %s%s%s; replication %u, chunk size %llu",
 		 cfg->host, efs_http_server_port(m->http), efs_meta_backend(m->meta),
+		 m->redis ? ", redis at " : "", m->redis ? cfg->redis_addr : "",
 		 cfg->replication_factor, (unsigned long long)cfg->chunk_size);
 	return 0;
 }
@@ -66,4 +83,6 @@ void efs_master_stop(struct efs_master *m)
 	m->http = NULL;
 	efs_meta_close(m->meta);
 	m->meta = NULL;
+	efs_redis_free(m->redis);
+	m->redis = NULL;
 }

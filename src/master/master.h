@@ -7,6 +7,7 @@
 #include "echofs/auth.h"
 #include "echofs/http_server.h"
 #include "echofs/meta.h"
+#include "echofs/redis.h"
 #include "master/config.h"
 #include "master/gc.h"
 #include "master/repair.h"
@@ -15,6 +16,7 @@
 struct efs_master {
 	struct efs_master_config cfg;
 	struct efs_meta *meta;
+	struct efs_redis *redis; /* NULL without REDIS_ADDR */
 	struct efs_registry registry;
 	struct efs_auth_keys keys;
 	struct efs_http_server *http;

@@ -6,10 +6,28 @@
 
 #include <stdlib.h>
 
-void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, int64_t dead_after_ms)
+void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct efs_redis *redis,
+		       int64_t dead_after_ms)
 {
 	reg->meta = meta;
+	reg->redis = redis;
 	reg->dead_after_ms = dead_after_ms;
+}
+
+static void hb_key(const char *worker_id, char *out, size_t size)
+{
+	snprintf(out, size, "efs:worker:%s:alive", worker_id);
+}
+
+/* Records liveness in Redis. 0, or -EAGAIN when Redis is not there. */
+static int redis_beat(struct efs_registry *reg, const char *worker_id, int64_t now)
+{
+	char key[EFS_ID_MAX + 32], value[24];
+	if (!reg->redis)
+		return -EAGAIN;
+	hb_key(worker_id, key, sizeof(key));
+	int n = snprintf(value, sizeof(value), "%lld", (long long)now);
+	return efs_redis_set(reg->redis, key, value, (size_t)n, reg->dead_after_ms, false);
 }
 
 int efs_registry_register(struct efs_registry *reg, const char *worker_id, const char *url,
@@ -39,6 +57,7 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 	bool known = efs_meta_worker_get(reg->meta, w.worker_id, &old) == 0;
 	if ((r = efs_meta_worker_register(reg->meta, &w)) < 0)
 		return r;
+	redis_beat(reg, w.worker_id, now);
 	r = efs_meta_worker_retire_url(reg->meta, w.url, w.worker_id);
 	if (r > 0)
 		efs_warn("worker %s now answers at %s: %d older record(s) at that URL marked dead",
@@ -54,8 +73,38 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 			   uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count)
 {
+	int64_t now = efs_now_ms();
+	if (redis_beat(reg, worker_id, now) == 0) {
+		/* The store's copy only every quarter period (one master of
+		 * several wins the NX). */
+		char key[EFS_ID_MAX + 32];
+		snprintf(key, sizeof(key), "efs:worker:%s:stored", worker_id);
+		if (efs_redis_set(reg->redis, key, "1", 1, EFS_MAX(reg->dead_after_ms / 4, 1),
+				  true) == 0)
+			return 0;
+	}
 	return efs_meta_worker_heartbeat(reg->meta, worker_id, capacity_bytes, free_bytes,
-					 chunk_count, efs_now_ms());
+					 chunk_count, now);
+}
+
+/* Liveness from Redis, where it answers: the key expires with the worker. */
+static void redis_alive(struct efs_registry *reg, struct efs_worker_status *list, size_t n)
+{
+	char (*keys)[EFS_ID_MAX + 32] = calloc(n, sizeof(*keys));
+	const char **key_ptrs = calloc(n, sizeof(*key_ptrs));
+	bool *alive = calloc(n, sizeof(*alive));
+	if (keys && key_ptrs && alive) {
+		for (size_t i = 0; i < n; i++) {
+			hb_key(list[i].info.worker_id, keys[i], sizeof(keys[i]));
+			key_ptrs[i] = keys[i];
+		}
+		if (efs_redis_exists_many(reg->redis, key_ptrs, n, alive) == 0)
+			for (size_t i = 0; i < n; i++)
+				list[i].alive = alive[i] && list[i].info.last_heartbeat_ms > 0;
+	}
+	free(keys);
+	free(key_ptrs);
+	free(alive);
 }
 
 int efs_registry_list(struct efs_registry *reg, struct efs_worker_status **out, size_t *count)
@@ -77,6 +126,8 @@ int efs_registry_list(struct efs_registry *reg, struct efs_worker_status **out, 
 				now - infos[i].last_heartbeat_ms <= reg->dead_after_ms;
 	}
 	free(infos);
+	if (reg->redis && n > 0)
+		redis_alive(reg, list, n);
 	*out = list;
 	*count = n;
 	return 0;

@@ -5,18 +5,24 @@
  * A worker is alive while its last heartbeat (or registration) is at most
  * WORKER_DEAD_AFTER_MS old; otherwise it is dead for reads and placement.
  * The registry keeps no state of its own: every record lives in the
- * metadata store, so several masters over one store agree on it.
+ * metadata store, so several masters over one store agree on it. With
+ * Redis, each heartbeat lands there as a key that expires after
+ * WORKER_DEAD_AFTER_MS (alive = the key exists, the same for every
+ * master), and the store's copy of the heartbeat is refreshed only every
+ * quarter of that period, which takes most of the write load off it.
  */
 #ifndef ECHOFS_MASTER_REGISTRY_H
 #define ECHOFS_MASTER_REGISTRY_H
 
 #include "echofs/meta.h"
+#include "echofs/redis.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
 struct efs_registry {
 	struct efs_meta *meta;
+	struct efs_redis *redis; /* NULL without REDIS_ADDR */
 	int64_t dead_after_ms;
 };
 
@@ -25,7 +31,8 @@ struct efs_worker_status {
 	bool alive;
 };
 
-void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, int64_t dead_after_ms);
+void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct efs_redis *redis,
+		       int64_t dead_after_ms);
 
 /* Registers a worker at @url. With @worker_id NULL a new id is made;
  * otherwise the worker keeps that id (a restart). The id is written to

@@ -89,8 +89,8 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	if (efs_meta_under_replicated(m->meta, m->cfg.replication_factor,
 				      now - m->cfg.worker_dead_after_ms, &under) == 0)
 		atomic_store(&rp->under_replicated, (int64_t)under);
-	if (under == 0)
-		return;
+	if (under == 0 || !efs_meta_lease(m->meta))
+		return; /* nothing to do, or another master repairs */
 	/* What repair acts on: a dead worker's replicas count until it has
 	 * been dead for REPAIR_AFTER_MS. */
 	int64_t holding_after = now - m->cfg.worker_dead_after_ms - m->cfg.repair_after_ms;

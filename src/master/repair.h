@@ -2,7 +2,8 @@
 /* repair.h - re-replication: brings every referenced chunk back to
  * REPLICATION_FACTOR good replicas on live workers.
  *
- * Every second the loop asks the store for chunks with too few good
+ * Every second the master holding the lease (efs_meta_lease) asks the
+ * store for chunks with too few good
  * replicas, counting a dead worker's replicas as still there until it has
  * been dead for REPAIR_AFTER_MS (a worker that only restarts causes no
  * copying). Chunks with the fewest replicas go first. Each is read from a

@@ -233,3 +233,8 @@ int efs_meta_report_finish(struct efs_meta *m, const struct efs_report_context *
 {
 	return m->ops->report_finish(m->impl, ctx);
 }
+
+bool efs_meta_lease(struct efs_meta *m)
+{
+	return m->ops->lease(m->impl);
+}

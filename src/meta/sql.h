@@ -59,6 +59,11 @@ struct efs_sql_driver {
 	/* Inside a transaction: serialises schema migrations between
 	 * processes starting at once. */
 	int (*lock_schema)(void *conn);
+	/* Tries to take the lease for background duties on a connection kept
+	 * for it alone, or, with @held, confirms it still holds it: 1 held, 0
+	 * held by another process, -errno. NULL: the lease is always held (a
+	 * single-process store). */
+	int (*lease_try)(void *conn, bool held);
 	/* True when the connection is broken and must be replaced. */
 	bool (*broken)(void *conn);
 	/* Column accessors (0-based). */
@@ -70,7 +75,7 @@ struct efs_sql_driver {
 };
 
 extern const struct efs_sql_driver efs_sql_sqlite_driver;
-/* NULL until the PostgreSQL driver is built in. */
+/* The PostgreSQL driver (postgres.c). */
 extern const struct efs_sql_driver *const efs_sql_postgres_driver;
 
 static inline int64_t efs_sql_int(const struct efs_sql_row *row, int col)

@@ -111,13 +111,16 @@ int sql_session_chunks(void *impl, const char *session_id, struct efs_session_ch
 	return 0;
 }
 
-/* Fails with -ENOENT unless the session exists. */
-static int session_exists(struct sql_conn *c, const char *session_id)
+/* Locks the session's row for the rest of the transaction (a no-op update
+ * takes the row lock in PostgreSQL; SQLite's BEGIN IMMEDIATE already
+ * serialises writers), so a concurrent chunk, complete or abort of the
+ * same session waits. -ENOENT unless the session exists. */
+static int lock_session(struct sql_conn *c, const char *session_id)
 {
-	int64_t found = 0;
-	int r = SQL_Q(c, "SELECT 1 FROM sessions WHERE session_id = $1", sql_row_int, &found, NULL,
-		      SQL_TEXT(session_id));
-	return r < 0 ? r : (found ? 0 : -ENOENT);
+	int64_t changed = 0;
+	int r = SQL_Q(c, "UPDATE sessions SET version = version WHERE session_id = $1", NULL, NULL,
+		      &changed, SQL_TEXT(session_id));
+	return r < 0 ? r : (changed ? 0 : -ENOENT);
 }
 
 /* Records good replicas of @chunk_id on @worker_ids (a replica marked bad
@@ -156,7 +159,7 @@ static int put_chunk_tx(struct sql_conn *c, void *ctx)
 	int64_t changed = 0;
 	int r;
 
-	if ((r = session_exists(c, p->session_id)) < 0)
+	if ((r = lock_session(c, p->session_id)) < 0)
 		return r;
 	if (p->dedup) {
 		r = SQL_Q(c,
@@ -228,8 +231,11 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 	struct complete *p = ctx;
 	const struct efs_file_info *f = p->file;
 	int64_t version = -1;
-	int r = SQL_Q(c, "SELECT version FROM sessions WHERE session_id = $1", sql_row_int,
-		      &version, NULL, SQL_TEXT(p->session_id));
+	int r = lock_session(c, p->session_id);
+	if (r < 0)
+		return r;
+	r = SQL_Q(c, "SELECT version FROM sessions WHERE session_id = $1", sql_row_int, &version,
+		  NULL, SQL_TEXT(p->session_id));
 	if (r < 0)
 		return r;
 	if (version < 0)
@@ -277,7 +283,7 @@ struct release {
 static int session_delete_tx(struct sql_conn *c, void *ctx)
 {
 	struct release *p = ctx;
-	int r = session_exists(c, p->id);
+	int r = lock_session(c, p->id);
 	if (r < 0)
 		return r;
 	r = SQL_Q(c,
@@ -444,12 +450,14 @@ int sql_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
 static int file_delete_tx(struct sql_conn *c, void *ctx)
 {
 	struct release *p = ctx;
-	int64_t found = 0;
-	int r = SQL_Q(c, "SELECT 1 FROM files WHERE file_id = $1 AND owner = $2", sql_row_int,
-		      &found, NULL, SQL_TEXT(p->id), SQL_TEXT(p->owner));
+	int64_t deleted = 0;
+	/* The file row goes first: of two concurrent deletes, the second finds
+	 * nothing and releases nothing. */
+	int r = SQL_Q(c, "DELETE FROM files WHERE file_id = $1 AND owner = $2", NULL, NULL,
+		      &deleted, SQL_TEXT(p->id), SQL_TEXT(p->owner));
 	if (r < 0)
 		return r;
-	if (!found)
+	if (!deleted)
 		return -ENOENT;
 	r = SQL_Q(c,
 		  "UPDATE chunks SET"
@@ -462,11 +470,8 @@ static int file_delete_tx(struct sql_conn *c, void *ctx)
 		  NULL, NULL, NULL, SQL_TEXT(p->id), SQL_INT(p->now_ms));
 	if (r < 0)
 		return r;
-	r = SQL_Q(c, "DELETE FROM file_chunks WHERE file_id = $1", NULL, NULL, NULL,
-		  SQL_TEXT(p->id));
-	if (r < 0)
-		return r;
-	return SQL_Q(c, "DELETE FROM files WHERE file_id = $1", NULL, NULL, NULL, SQL_TEXT(p->id));
+	return SQL_Q(c, "DELETE FROM file_chunks WHERE file_id = $1", NULL, NULL, NULL,
+		     SQL_TEXT(p->id));
 }
 
 int sql_file_delete(void *impl, const char *file_id, const char *owner, int64_t now_ms)

@@ -36,15 +36,23 @@ static int conn_acquire(struct sql_store *s, struct sql_conn *c)
 			if (!c->conn) {
 				char err[256];
 				int r = s->driver->connect(s->target, &c->conn, err, sizeof(err));
+				pthread_mutex_lock(&s->lock);
 				if (r < 0) {
-					efs_warn("metadata store unreachable: %s", err);
-					pthread_mutex_lock(&s->lock);
+					if (!s->unreachable)
+						efs_warn("metadata store unreachable: %s (answering 503 "
+							 "until it is back)",
+							 err);
+					s->unreachable = true;
 					s->busy[i] = false;
 					pthread_cond_signal(&s->cond);
 					pthread_mutex_unlock(&s->lock);
 					return -EAGAIN;
 				}
+				if (s->unreachable)
+					efs_info("metadata store reachable again");
+				s->unreachable = false;
 				s->conns[i] = c->conn;
+				pthread_mutex_unlock(&s->lock);
 			}
 			return 0;
 		}
@@ -161,11 +169,40 @@ static int migrate_tx(struct sql_conn *c, void *ctx)
 	return 0;
 }
 
+static bool store_lease(void *impl)
+{
+	struct sql_store *s = impl;
+	char err[256];
+	bool held = true;
+
+	if (!s->driver->lease_try)
+		return true;
+	pthread_mutex_lock(&s->lease_lock);
+	if (!s->lease_conn && s->driver->connect(s->target, &s->lease_conn, err, sizeof(err)) < 0)
+		s->lease_conn = NULL;
+	int r = s->lease_conn ? s->driver->lease_try(s->lease_conn, s->lease_held) : -EAGAIN;
+	if (r < 0 && s->lease_conn) {
+		/* A broken connection has lost the lock with it. */
+		s->driver->disconnect(s->lease_conn);
+		s->lease_conn = NULL;
+	}
+	held = r == 1;
+	if (held != s->lease_held)
+		efs_info(held ? "this master now runs the background duties (collection, repair)"
+			      : "another master runs the background duties now");
+	s->lease_held = held;
+	pthread_mutex_unlock(&s->lease_lock);
+	return held;
+}
+
 static void store_close(void *impl)
 {
 	struct sql_store *s = impl;
 	if (!s)
 		return;
+	if (s->lease_conn)
+		s->driver->disconnect(s->lease_conn);
+	pthread_mutex_destroy(&s->lease_lock);
 	for (unsigned i = 0; i < s->size; i++)
 		if (s->conns[i])
 			s->driver->disconnect(s->conns[i]);
@@ -190,6 +227,7 @@ int efs_sql_store_open(const struct efs_sql_driver *driver, const char *target, 
 	s->size = EFS_MIN(driver->pool_size, SQL_POOL_MAX);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
+	pthread_mutex_init(&s->lease_lock, NULL);
 
 	/* Connect one now, so a bad target fails at start with its reason. */
 	r = driver->connect(target, &s->conns[0], err, errlen);
@@ -261,6 +299,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.under_replicated = sql_under_replicated,
 	.report_batch = sql_report_batch,
 	.report_finish = sql_report_finish,
+	.lease = store_lease,
 	.garbage_list = sql_garbage_list,
 	.garbage_take = sql_garbage_take,
 };

@@ -19,6 +19,11 @@ struct sql_store {
 	unsigned size;
 	void *conns[SQL_POOL_MAX]; /* NULL: not connected (yet, or after a failure) */
 	bool busy[SQL_POOL_MAX];
+	bool unreachable; /* the last connect failed: logged once per outage */
+	/* The lease for background duties: its own connection. */
+	pthread_mutex_t lease_lock;
+	void *lease_conn;
+	bool lease_held;
 };
 
 /* A connection borrowed from the pool for one operation. */

@@ -279,5 +279,3 @@ const struct efs_sql_driver efs_sql_sqlite_driver = {
 	.pool_size = 4,
 };
 
-/* The PostgreSQL driver lands with the scale-out work. */
-const struct efs_sql_driver *const efs_sql_postgres_driver = NULL;

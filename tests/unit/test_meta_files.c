@@ -144,7 +144,7 @@ static int put(struct fixture *f, unsigned n, uint64_t index, const struct efs_c
 {
 	char sid[EFS_ID_MAX + 1];
 	session_id(n, sid);
-	return efs_meta_session_put_chunk(f->m, sid, index, c, worker_ids, WORKERS, dedup, f->now);
+	return efs_meta_session_put_chunk(f->m, sid, index, c, worker_ids, WORKERS, dedup, f->now, f->now + 60000);
 }
 
 static int64_t session_version(struct fixture *f, unsigned n)
@@ -357,7 +357,7 @@ static void test_replica_on_unknown_worker(void **state)
 
 	new_session(f, 1, "alice");
 	session_id(1, sid);
-	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, workers, 2, false, f->now),
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, workers, 2, false, f->now, f->now + 60000),
 			 0);
 	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
 	assert_int_equal(count, 2);
@@ -418,10 +418,10 @@ static void test_dedup_put(void **state)
 	session_id(1, sid1);
 	session_id(2, sid2);
 	assert_int_equal(
-		efs_meta_session_put_chunk(f->m, sid1, 0, &a, first_two, 2, false, f->now), 0);
+		efs_meta_session_put_chunk(f->m, sid1, 0, &a, first_two, 2, false, f->now, f->now + 60000), 0);
 
 	/* an existing chunk is reused and gains the new replicas */
-	assert_int_equal(efs_meta_session_put_chunk(f->m, sid2, 0, &a, third, 1, true, f->now), 0);
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid2, 0, &a, third, 1, true, f->now, f->now + 60000), 0);
 	assert_int_equal(session_version(f, 2), 1);
 	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &replica_count), 0);
 	expect_worker_replicas(replicas, replica_count, NULL);

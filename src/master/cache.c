@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/* cache.c - file and session metadata in Redis, JSON-encoded. */
+#include "master/cache.h"
+#include "echofs/json.h"
+#include "echofs/redis.h"
+#include "echofs/util.h"
+#include "master/master.h"
+
+#include <jansson.h>
+#include <string.h>
+
+#define ENTRY_MAX (8 * 1024)
+
+static void key_for(const char *kind, const char *id, char *out, size_t size)
+{
+	snprintf(out, size, "efs:%s:%s", kind, id);
+}
+
+/* Reads a cached JSON object; NULL on any miss. */
+static json_t *cache_get(struct efs_master *m, const char *kind, const char *id)
+{
+	char key[EFS_ID_MAX + 16];
+	struct efs_buf buf;
+	json_t *j = NULL;
+	if (!m->redis)
+		return NULL;
+	key_for(kind, id, key, sizeof(key));
+	efs_buf_init(&buf, ENTRY_MAX);
+	if (efs_redis_get(m->redis, key, &buf) == 0)
+		j = json_loadb(buf.data, buf.len, 0, NULL);
+	efs_buf_release(&buf);
+	return j;
+}
+
+static void cache_put(struct efs_master *m, const char *kind, const char *id, json_t *j,
+		      int64_t ttl_ms)
+{
+	char key[EFS_ID_MAX + 16];
+	char *text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (text && ttl_ms > 0) {
+		key_for(kind, id, key, sizeof(key));
+		efs_redis_set(m->redis, key, text, strlen(text), ttl_ms, false);
+	}
+	free(text);
+}
+
+static void cache_forget(struct efs_master *m, const char *kind, const char *id)
+{
+	char key[EFS_ID_MAX + 16];
+	if (!m->redis)
+		return;
+	key_for(kind, id, key, sizeof(key));
+	efs_redis_del(m->redis, key);
+}
+
+/* Copies string member @name into @out; false when missing or too long. */
+static bool take_str(const json_t *j, const char *name, char *out, size_t size)
+{
+	const char *s;
+	if (efs_json_str(j, name, size - 1, &s) < 0)
+		return false;
+	efs_strlcpy(out, s, size);
+	return true;
+}
+
+static bool take_u64(const json_t *j, const char *name, uint64_t *out)
+{
+	return efs_json_u64(j, name, out) == 0;
+}
+
+int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_file_info *out)
+{
+	struct efs_file_info f;
+	uint64_t replication, created;
+	json_t *j = cache_get(m, "file", file_id);
+	memset(&f, 0, sizeof(f));
+	if (j && take_str(j, "file_id", f.file_id, sizeof(f.file_id)) &&
+	    take_str(j, "owner", f.owner, sizeof(f.owner)) &&
+	    take_str(j, "name", f.name, sizeof(f.name)) && take_u64(j, "size", &f.size) &&
+	    take_str(j, "sha256", f.sha256, sizeof(f.sha256)) &&
+	    take_u64(j, "chunk_size", &f.chunk_size) &&
+	    take_u64(j, "chunk_count", &f.chunk_count) &&
+	    take_u64(j, "replication", &replication) &&
+	    take_u64(j, "stored_bytes", &f.stored_bytes) && take_u64(j, "created_at", &created) &&
+	    strcmp(f.file_id, file_id) == 0) {
+		json_decref(j);
+		f.replication = (unsigned)replication;
+		f.created_at_ms = (int64_t)created;
+		*out = f;
+		return 0;
+	}
+	json_decref(j);
+	int r = efs_meta_file_get(m->meta, file_id, &f);
+	if (r < 0)
+		return r;
+	if (m->redis)
+		cache_put(m, "file", file_id,
+			  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "file_id",
+				    f.file_id, "owner", f.owner, "name", f.name, "size",
+				    (json_int_t)f.size, "sha256", f.sha256, "chunk_size",
+				    (json_int_t)f.chunk_size, "chunk_count", (json_int_t)f.chunk_count,
+				    "replication", (json_int_t)f.replication, "stored_bytes",
+				    (json_int_t)f.stored_bytes, "created_at",
+				    (json_int_t)f.created_at_ms),
+			  EFS_FILE_CACHE_TTL_MS);
+	*out = f;
+	return 0;
+}
+
+void efs_cache_file_forget(struct efs_master *m, const char *file_id)
+{
+	cache_forget(m, "file", file_id);
+}
+
+int efs_cache_session_get(struct efs_master *m, const char *session_id,
+			  struct efs_session_info *out)
+{
+	struct efs_session_info s;
+	uint64_t chunk_size, created, expires;
+	json_t *j = cache_get(m, "session", session_id);
+	memset(&s, 0, sizeof(s));
+	if (j && take_str(j, "session_id", s.session_id, sizeof(s.session_id)) &&
+	    take_str(j, "owner", s.owner, sizeof(s.owner)) &&
+	    take_str(j, "name", s.name, sizeof(s.name)) &&
+	    take_u64(j, "chunk_size", &chunk_size) && take_u64(j, "created_at", &created) &&
+	    take_u64(j, "expires_at", &expires) && strcmp(s.session_id, session_id) == 0) {
+		json_t *size = json_object_get(j, "declared_size");
+		s.declared_size = json_is_integer(size) ? (int64_t)json_integer_value(size) : -1;
+		s.hidden = json_is_true(json_object_get(j, "hidden"));
+		s.chunk_size = chunk_size;
+		s.created_at_ms = (int64_t)created;
+		s.expires_at_ms = (int64_t)expires;
+		s.version = -1;
+		json_decref(j);
+		*out = s;
+		return 0;
+	}
+	json_decref(j);
+	int r = efs_meta_session_get(m->meta, session_id, &s);
+	if (r < 0)
+		return r;
+	/* Hidden sessions move their expiry with every chunk: not cached. */
+	if (m->redis && !s.hidden)
+		cache_put(m, "session", session_id,
+			  json_pack("{s:s, s:s, s:s, s:I, s:I, s:b, s:I, s:I}", "session_id",
+				    s.session_id, "owner", s.owner, "name", s.name, "declared_size",
+				    (json_int_t)s.declared_size, "chunk_size",
+				    (json_int_t)s.chunk_size, "hidden", s.hidden, "created_at",
+				    (json_int_t)s.created_at_ms, "expires_at",
+				    (json_int_t)s.expires_at_ms),
+			  s.expires_at_ms - efs_now_ms());
+	*out = s;
+	return 0;
+}
+
+void efs_cache_session_forget(struct efs_master *m, const char *session_id)
+{
+	cache_forget(m, "session", session_id);
+}

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/* cache.h - read-through caching of file and session metadata in Redis.
+ *
+ * A file's metadata never changes after it is written, so a download can
+ * find it in Redis without touching the store; delete removes the entry
+ * (on any master: Redis is shared). A session's fixed fields (owner, name,
+ * sizes, expiry) are cached until the session expires; its version, which
+ * changes with every chunk, is always read from the store. Without Redis,
+ * or while it is unreachable, every call goes to the store.
+ */
+#ifndef ECHOFS_MASTER_CACHE_H
+#define ECHOFS_MASTER_CACHE_H
+
+#include "echofs/meta.h"
+
+struct efs_master;
+
+#define EFS_FILE_CACHE_TTL_MS (10 * 60 * 1000)
+
+/* efs_meta_file_get through the cache. */
+int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_file_info *out);
+void efs_cache_file_forget(struct efs_master *m, const char *file_id);
+/* efs_meta_session_get through the cache; out->version is -1 when it came
+ * from the cache. */
+int efs_cache_session_get(struct efs_master *m, const char *session_id,
+			  struct efs_session_info *out);
+void efs_cache_session_forget(struct efs_master *m, const char *session_id);
+
+#endif

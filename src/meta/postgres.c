@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: MIT */
+/* postgres.c - the PostgreSQL driver of the SQL metadata store (libpq).
+ *
+ * Statements are prepared once per connection (named after the SQL text's
+ * address) and run with text parameters. Transactions run at READ
+ * COMMITTED: every read-modify-write in sql_*.c starts by writing (and so
+ * locking) the row it depends on, which is what makes that level enough
+ * for reference counts. Serialization failures and deadlocks come back as
+ * -EBUSY (the store retries the transaction); a broken connection as
+ * -EAGAIN, and the pool replaces it, so a restarted PostgreSQL is picked
+ * up again without restarting the master. Migrations run under a
+ * transaction-level advisory lock, so masters starting together take
+ * turns.
+ */
+#include "echofs/log.h"
+#include "echofs/util.h"
+#include "meta/sql.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <string.h>
+
+#define STMT_CACHE 128
+#define MAX_PARAMS 16
+
+struct pg_conn {
+	PGconn *db;
+	const char *prepared[STMT_CACHE]; /* SQL texts prepared, by address */
+	size_t prepared_count;
+	bool broken;
+};
+
+struct pg_row {
+	PGresult *res;
+	int row;
+};
+
+/* Maps a failed result to -errno, logging what is worth a line. */
+static int result_error(struct pg_conn *c, PGresult *res, const char *sql)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (PQstatus(c->db) != CONNECTION_OK) {
+		c->broken = true;
+		efs_warn("postgres: connection lost: %s", PQerrorMessage(c->db));
+		return -EAGAIN;
+	}
+	if (state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+		      strcmp(state, "55P03") == 0))
+		return -EBUSY; /* serialization failure, deadlock, lock timeout */
+	if (state && strcmp(state, "23505") == 0)
+		return -EEXIST;
+	if (state && strncmp(state, "08", 2) == 0) {
+		c->broken = true;
+		return -EAGAIN;
+	}
+	if (state && (strcmp(state, "57P01") == 0 || strcmp(state, "57P03") == 0)) {
+		c->broken = true; /* admin shutdown, cannot connect now */
+		return -EAGAIN;
+	}
+	efs_error("postgres: %s (in \"%.60s\")",
+		  res ? PQresultErrorMessage(res) : PQerrorMessage(c->db), sql);
+	return -EIO;
+}
+
+static void pg_disconnect(void *conn)
+{
+	struct pg_conn *c = conn;
+	if (!c)
+		return;
+	PQfinish(c->db);
+	free(c);
+}
+
+static int pg_connect(const char *target, void **conn, char *err, size_t errlen)
+{
+	struct pg_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->db = PQconnectdb(target);
+	if (!c->db || PQstatus(c->db) != CONNECTION_OK) {
+		const char *msg = c->db ? PQerrorMessage(c->db) : "out of memory";
+		char line[256];
+		efs_strlcpy(line, msg, sizeof(line));
+		for (char *p = line; *p; p++)
+			if (*p == '\n')
+				*p = ' ';
+		snprintf(err, errlen, "cannot connect to PostgreSQL: %s", line);
+		pg_disconnect(c);
+		return -EAGAIN;
+	}
+	/* Quiet notices ("relation already exists, skipping"). */
+	PGresult *res = PQexec(c->db, "SET client_min_messages = warning");
+	PQclear(res);
+	*conn = c;
+	return 0;
+}
+
+/* Prepares @sql on this connection once; returns its statement name. */
+static int prepare(struct pg_conn *c, const char *sql, char *name, size_t size)
+{
+	snprintf(name, size, "s%" PRIxPTR, (uintptr_t)sql);
+	for (size_t i = 0; i < c->prepared_count; i++)
+		if (c->prepared[i] == sql)
+			return 0;
+	PGresult *res = PQprepare(c->db, name, sql, 0, NULL);
+	int r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : result_error(c, res, sql);
+	PQclear(res);
+	if (r == 0 && c->prepared_count < STMT_CACHE)
+		c->prepared[c->prepared_count++] = sql;
+	else if (r == 0)
+		name[0] = '\0'; /* cache full: run unnamed next time */
+	return r;
+}
+
+static int pg_exec(void *conn, const char *sql, const struct efs_sql_value *params, size_t n,
+		   efs_sql_row_fn cb, void *ctx, int64_t *changes)
+{
+	struct pg_conn *c = conn;
+	char texts[MAX_PARAMS][24];
+	const char *values[MAX_PARAMS];
+	char name[32];
+	PGresult *res;
+	int r = 0;
+
+	if (n > MAX_PARAMS)
+		return -E2BIG;
+	for (size_t i = 0; i < n; i++) {
+		switch (params[i].type) {
+		case EFS_SQL_INT:
+			snprintf(texts[i], sizeof(texts[i]), "%" PRId64, params[i].i);
+			values[i] = texts[i];
+			break;
+		case EFS_SQL_TEXT:
+			values[i] = params[i].s;
+			break;
+		default:
+			values[i] = NULL;
+			break;
+		}
+	}
+	if ((r = prepare(c, sql, name, sizeof(name))) < 0)
+		return r;
+	if (name[0])
+		res = PQexecPrepared(c->db, name, (int)n, values, NULL, NULL, 0);
+	else
+		res = PQexecParams(c->db, sql, (int)n, NULL, values, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(res);
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		r = result_error(c, res, sql);
+		goto out;
+	}
+	if (cb) {
+		struct pg_row row = {res, 0};
+		struct efs_sql_row handle = {efs_sql_postgres_driver, &row};
+		int rows = PQntuples(res);
+		for (row.row = 0; row.row < rows && r == 0; row.row++)
+			r = cb(ctx, &handle);
+	}
+	if (r == 0 && changes) {
+		const char *t = PQcmdTuples(res);
+		*changes = t && *t ? strtoll(t, NULL, 10) : 0;
+	}
+out:
+	PQclear(res);
+	return r;
+}
+
+static int simple(struct pg_conn *c, const char *sql)
+{
+	PGresult *res = PQexec(c->db, sql);
+	ExecStatusType st = PQresultStatus(res);
+	int r = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : result_error(c, res, sql);
+	PQclear(res);
+	return r;
+}
+
+static int pg_exec_script(void *conn, const char *sql)
+{
+	return simple(conn, sql); /* PQexec runs ;-separated statements */
+}
+
+static int pg_begin(void *conn)
+{
+	return simple(conn, "BEGIN ISOLATION LEVEL READ COMMITTED");
+}
+
+static int pg_commit(void *conn)
+{
+	return simple(conn, "COMMIT");
+}
+
+static int pg_rollback(void *conn)
+{
+	struct pg_conn *c = conn;
+	if (PQstatus(c->db) != CONNECTION_OK)
+		return -EAGAIN;
+	return simple(conn, "ROLLBACK");
+}
+
+static int pg_lock_schema(void *conn)
+{
+	return simple(conn, "SELECT pg_advisory_xact_lock(4242424242)");
+}
+
+/* The lease is a session-level advisory lock: PostgreSQL drops it when
+ * this connection ends, however the master dies. */
+static int pg_lease_try(void *conn, bool held)
+{
+	struct pg_conn *c = conn;
+	/* Held: the connection being alive is proof enough (asking again
+	 * would only raise the lock's count). */
+	PGresult *res = PQexec(c->db, held ? "SELECT true" : "SELECT pg_try_advisory_lock(4242424243)");
+	int r;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		r = result_error(c, res, "pg_try_advisory_lock");
+	else
+		r = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return r;
+}
+
+static bool pg_broken(void *conn)
+{
+	struct pg_conn *c = conn;
+	return c->broken || PQstatus(c->db) != CONNECTION_OK;
+}
+
+static bool pg_col_null(const struct efs_sql_row *row, int col)
+{
+	const struct pg_row *r = row->impl;
+	return PQgetisnull(r->res, r->row, col);
+}
+
+static int64_t pg_col_int(const struct efs_sql_row *row, int col)
+{
+	const struct pg_row *r = row->impl;
+	return strtoll(PQgetvalue(r->res, r->row, col), NULL, 10);
+}
+
+static const char *pg_col_text(const struct efs_sql_row *row, int col)
+{
+	const struct pg_row *r = row->impl;
+	return PQgetvalue(r->res, r->row, col);
+}
+
+static const struct efs_sql_driver postgres_driver = {
+	.name = "postgres",
+	.connect = pg_connect,
+	.disconnect = pg_disconnect,
+	.exec = pg_exec,
+	.exec_script = pg_exec_script,
+	.begin = pg_begin,
+	.commit = pg_commit,
+	.rollback = pg_rollback,
+	.lock_schema = pg_lock_schema,
+	.lease_try = pg_lease_try,
+	.broken = pg_broken,
+	.col_null = pg_col_null,
+	.col_int = pg_col_int,
+	.col_text = pg_col_text,
+	.pool_size = 8,
+};
+
+const struct efs_sql_driver *const efs_sql_postgres_driver = &postgres_driver;
