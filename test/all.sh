@@ -1,16 +1,36 @@
 #!/usr/bin/env bash
 # test/all.sh - the one test command: installs what is missing, builds, and
-# runs every test (C unit tests and black-box tests), first on the
-# developer build, then again under AddressSanitizer and UBSan.
-# .ci/run calls exactly this.
+# runs every test. .ci/run calls exactly this.
+#
+#   1. C unit tests and black-box tests on the developer build (SQLite),
+#      with a throwaway PostgreSQL 15 and Redis running for the tests that
+#      need them (the store suite on PostgreSQL, two masters, outages);
+#   2. the whole black-box suite again with every master on PostgreSQL and
+#      Redis;
+#   3. the unit and black-box tests again under AddressSanitizer and UBSan;
+#   4. the curl walk through the API (test/api.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
 echo "== developer build (warnings are errors)"
 make -j2 all
+
+services=$(mktemp -d)
+trap './scripts/services.sh stop "$services"' EXIT
+echo "== starting PostgreSQL 15 and Redis for the tests"
+./scripts/services.sh start "$services" >/dev/null
+set -a
+# shellcheck source=/dev/null
+. "$services/env"
+set +a
+
 echo "== unit and black-box tests"
 make -j2 test
-echo "== the same under sanitizers"
+echo "== black-box tests with the masters on PostgreSQL and Redis"
+ECHOFS_TEST_BACKEND=postgres make integration
+echo "== unit and black-box tests under sanitizers"
 make -j2 SANITIZE=address,undefined test
+echo "== the API walk-through"
+./test/api.sh
 echo "== all tests passed"

@@ -121,6 +121,9 @@ void *efs_http_ctx(const struct efs_http_req *req);
 /* Request accessors; returned strings live as long as the request. */
 const char *efs_http_param(const struct efs_http_req *req, const char *name);
 const char *efs_http_header(const struct efs_http_req *req, const char *name);
+/* A query value with an encoded NUL ("%00") comes back as this string,
+ * which no validation accepts. */
+#define EFS_HTTP_INVALID_VALUE "\x01invalid"
 const char *efs_http_query(const struct efs_http_req *req, const char *name);
 /* True when a reply has been set for this request. */
 bool efs_http_replied(const struct efs_http_req *req);

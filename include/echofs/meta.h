@@ -190,6 +190,13 @@ int efs_meta_replica_mark_bad(struct efs_meta *m, const char *chunk_id, const ch
 /* Adds (or makes good again) replicas of a stored chunk on @worker_ids. */
 int efs_meta_replica_add(struct efs_meta *m, const char *chunk_id, const char *const *worker_ids,
 			 size_t worker_count, int64_t now_ms);
+/* Records copies of a chunk written for an upload that then failed: the
+ * chunk row is created unreferenced (refcount 0, zero_since now) unless it
+ * exists, and the copies become its replicas, so the collector removes
+ * them after its grace period (or they serve the existing chunk). */
+int efs_meta_chunk_record_unreferenced(struct efs_meta *m, const struct efs_chunk_info *chunk,
+				       const char *const *worker_ids, size_t worker_count,
+				       int64_t now_ms);
 /* Forgets one replica (it was repaired elsewhere, or deleted). */
 int efs_meta_replica_remove(struct efs_meta *m, const char *chunk_id, const char *worker_id);
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -160,7 +161,14 @@ const char *efs_http_header(const struct efs_http_req *req, const char *name)
 
 const char *efs_http_query(const struct efs_http_req *req, const char *name)
 {
-	return MHD_lookup_connection_value(req->priv->conn, MHD_GET_ARGUMENT_KIND, name);
+	const char *value = NULL;
+	size_t len = 0;
+	if (MHD_lookup_connection_value_n(req->priv->conn, MHD_GET_ARGUMENT_KIND, name,
+					  strlen(name), &value, &len) != MHD_YES ||
+	    !value)
+		return NULL;
+	/* "%00" decodes to a NUL: such a value would be silently cut short. */
+	return strlen(value) == len ? value : EFS_HTTP_INVALID_VALUE;
 }
 
 bool efs_http_replied(const struct efs_http_req *req)
@@ -429,6 +437,16 @@ static bool body_piece(struct efs_http_req *req, const char *data, size_t len)
 	return true;
 }
 
+/* True when the client is sending a body it did not ask permission for. */
+static bool body_expected(struct MHD_Connection *conn, const struct efs_http_req *req)
+{
+	const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
+	if (expect && strcasecmp(expect, "100-continue") == 0)
+		return false;
+	return req->content_length > 0 || (te && strcasestr(te, "chunked"));
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 				      const char *method, const char *version,
 				      const char *upload_data, size_t *upload_data_size,
@@ -456,9 +474,11 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		atomic_fetch_add(&srv->inflight, 1);
 		*con_cls = req;
 		first_call(srv, req);
-		/* A reply decided before the body is read goes out now; the
-		 * body is then never read. */
-		if (efs_http_replied(req))
+		/* A reply decided before the body is read goes out now when the
+		 * client waits for "100 Continue" (it then sends no body) or
+		 * sends none; otherwise the body is read and dropped first, so
+		 * a client still sending sees the reply, not a reset. */
+		if (efs_http_replied(req) && !body_expected(conn, req))
 			return queue_reply(req);
 		return MHD_YES;
 	}

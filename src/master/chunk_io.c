@@ -32,7 +32,7 @@ bool efs_replica_alive(const struct efs_master *m, const struct efs_replica *rep
 
 int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data, size_t len,
 		    bool gzip, unsigned want, const struct efs_target *exclude,
-		    size_t exclude_count, struct efs_target *out)
+		    size_t exclude_count, struct efs_target *out, unsigned *written)
 {
 	struct efs_target tried[EFS_MAX_REPLICAS * (WRITE_ROUNDS + 1) + EFS_MAX_REPLICAS];
 	struct efs_target pending[EFS_MAX_REPLICAS];
@@ -43,6 +43,7 @@ int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data
 	size_t tried_count = 0;
 	unsigned done = 0;
 
+	*written = 0;
 	if (want > EFS_MAX_REPLICAS || exclude_count > EFS_MAX_REPLICAS)
 		return -EINVAL;
 	memcpy(tried, exclude, exclude_count * sizeof(*exclude));
@@ -51,8 +52,10 @@ int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data
 
 	for (int round = 0; round < WRITE_ROUNDS && done < want; round++) {
 		int n = efs_placement_choose(m, want - done, len, tried, tried_count, pending);
-		if (n < 0)
+		if (n < 0) {
+			*written = done;
 			return n;
+		}
 		if (n == 0)
 			break;
 		for (int i = 0; i < n; i++) {
@@ -89,6 +92,7 @@ int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data
 			efs_http_call_release(&calls[i]);
 		}
 	}
+	*written = done;
 	if (done < want) {
 		efs_warn("chunk %.12s: only %u of %u replicas could be written", chunk_id, done, want);
 		return -ENOSPC;

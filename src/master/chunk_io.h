@@ -18,10 +18,12 @@ struct efs_master;
 
 /* Stores the encoded chunk on @want workers besides those in @exclude.
  * Returns 0 with the targets in @out, or -ENOSPC (not enough live workers
- * with room: no capacity) or another -errno. */
+ * with room: no capacity) or another -errno. *written is how many targets
+ * in @out hold the chunk, on failure too: the caller records them (as
+ * garbage, or as extra replicas) so no copy is left unaccounted for. */
 int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data, size_t len,
 		    bool gzip, unsigned want, const struct efs_target *exclude,
-		    size_t exclude_count, struct efs_target *out);
+		    size_t exclude_count, struct efs_target *out, unsigned *written);
 
 /* Reads chunk @chunk from one of its replicas into @out (decoded and
  * verified). @scratch holds the stored bytes. -EIO when no replica gave

@@ -53,12 +53,17 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 	bool gzip = r == 1;
 	const char *bytes = gzip ? encoded->data : data->data;
 	size_t len = gzip ? encoded->len : data->len;
-	r = efs_chunk_write(m, chunk.chunk_id, bytes, len, gzip, missing, keep, holding, added);
-	if (r < 0)
-		return r;
-	for (unsigned i = 0; i < missing; i++)
+	unsigned written = 0;
+	int w = efs_chunk_write(m, chunk.chunk_id, bytes, len, gzip, missing, keep, holding, added,
+				&written);
+	/* Whatever was written counts, even when not all of it could be. */
+	for (unsigned i = 0; i < written; i++)
 		added_ids[i] = added[i].worker_id;
-	r = efs_meta_replica_add(m->meta, chunk.chunk_id, added_ids, missing, efs_now_ms());
+	r = written ? efs_meta_replica_add(m->meta, chunk.chunk_id, added_ids, written,
+					   efs_now_ms())
+		    : 0;
+	if (w < 0)
+		return w;
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
 	/* The bad replicas are replaced: forget them (their workers, if they

@@ -69,10 +69,20 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 		if (missing > 0) {
 			/* Each replica records its own encoding (the worker
 			 * answers it on read), so new replicas may use ours. */
+			unsigned written = 0;
 			r = efs_chunk_write(m, chunk.chunk_id, stored, chunk.stored_size,
-					    chunk.compressed, missing, have, good, added);
-			if (r < 0)
+					    chunk.compressed, missing, have, good, added, &written);
+			if (r < 0) {
+				/* The copies that were written must not be lost
+				 * track of: recorded unreferenced, the collector
+				 * takes them after its grace period. */
+				for (unsigned i = 0; i < written; i++)
+					added_ids[i] = added[i].worker_id;
+				if (written > 0)
+					efs_meta_chunk_record_unreferenced(m->meta, &chunk, added_ids,
+									   written, efs_now_ms());
 				return r;
+			}
 		}
 		for (unsigned i = 0; i < missing; i++)
 			added_ids[i] = added[i].worker_id;

@@ -46,6 +46,9 @@ struct efs_meta_ops {
 	int (*replica_mark_bad)(void *impl, const char *chunk_id, const char *worker_id);
 	int (*replica_add)(void *impl, const char *chunk_id, const char *const *worker_ids,
 			   size_t worker_count, int64_t now_ms);
+	int (*chunk_record_unreferenced)(void *impl, const struct efs_chunk_info *chunk,
+					 const char *const *worker_ids, size_t worker_count,
+					 int64_t now_ms);
 	int (*replica_remove)(void *impl, const char *chunk_id, const char *worker_id);
 	int (*repair_list)(void *impl, unsigned replication, int64_t holding_after_ms, size_t max,
 			   struct efs_repair_need *out, size_t *count);

@@ -238,3 +238,10 @@ bool efs_meta_lease(struct efs_meta *m)
 {
 	return m->ops->lease(m->impl);
 }
+
+int efs_meta_chunk_record_unreferenced(struct efs_meta *m, const struct efs_chunk_info *chunk,
+				       const char *const *worker_ids, size_t worker_count,
+				       int64_t now_ms)
+{
+	return m->ops->chunk_record_unreferenced(m->impl, chunk, worker_ids, worker_count, now_ms);
+}

@@ -561,6 +561,35 @@ int sql_replica_add(void *impl, const char *chunk_id, const char *const *worker_
 	return sql_run_tx(impl, replica_add_tx, &a);
 }
 
+struct unreferenced {
+	const struct efs_chunk_info *chunk;
+	const char *const *worker_ids;
+	size_t count;
+	int64_t now_ms;
+};
+
+static int record_unreferenced_tx(struct sql_conn *c, void *ctx)
+{
+	struct unreferenced *u = ctx;
+	int r = SQL_Q(c,
+		      "INSERT INTO chunks (chunk_id, size, stored_size, compressed, refcount,"
+		      "  zero_since, created_at) VALUES ($1, $2, $3, $4, 0, $5, $5)"
+		      " ON CONFLICT (chunk_id) DO NOTHING",
+		      NULL, NULL, NULL, SQL_TEXT(u->chunk->chunk_id), SQL_INT(u->chunk->size),
+		      SQL_INT(u->chunk->stored_size), SQL_INT(u->chunk->compressed ? 1 : 0),
+		      SQL_INT(u->now_ms));
+	if (r < 0)
+		return r;
+	return add_replicas(c, u->chunk->chunk_id, u->worker_ids, u->count, u->now_ms);
+}
+
+int sql_chunk_record_unreferenced(void *impl, const struct efs_chunk_info *chunk,
+				  const char *const *worker_ids, size_t worker_count, int64_t now_ms)
+{
+	struct unreferenced u = {chunk, worker_ids, worker_count, now_ms};
+	return sql_run_tx(impl, record_unreferenced_tx, &u);
+}
+
 int sql_replica_remove(void *impl, const char *chunk_id, const char *worker_id)
 {
 	return SQL_ONE(impl, "DELETE FROM replicas WHERE chunk_id = $1 AND worker_id = $2", NULL,

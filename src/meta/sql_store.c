@@ -294,6 +294,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.chunk_get = sql_chunk_get,
 	.replica_mark_bad = sql_replica_mark_bad,
 	.replica_add = sql_replica_add,
+	.chunk_record_unreferenced = sql_chunk_record_unreferenced,
 	.replica_remove = sql_replica_remove,
 	.repair_list = sql_repair_list,
 	.under_replicated = sql_under_replicated,

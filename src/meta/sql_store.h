@@ -89,6 +89,8 @@ int sql_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id);
 int sql_replica_add(void *impl, const char *chunk_id, const char *const *worker_ids,
 		    size_t worker_count, int64_t now_ms);
+int sql_chunk_record_unreferenced(void *impl, const struct efs_chunk_info *chunk,
+				  const char *const *worker_ids, size_t worker_count, int64_t now_ms);
 int sql_replica_remove(void *impl, const char *chunk_id, const char *worker_id);
 
 /* sql_repair.c */
