@@ -208,7 +208,10 @@ struct efs_repair_need {
 	char chunk_id[65];
 	unsigned holding; /* good replicas on such workers */
 };
-/* Up to @max chunks needing repair, those with the fewest replicas first. */
+/* Up to @max chunks needing repair, those with the fewest replicas first.
+ * Chunks with no good replica at all are left out: nothing can be copied
+ * from them until a worker holding one comes back (they still count in
+ * efs_meta_under_replicated). */
 int efs_meta_repair_list(struct efs_meta *m, unsigned replication, int64_t holding_after_ms,
 			 size_t max, struct efs_repair_need *out, size_t *count);
 /* How many referenced chunks have fewer than @replication good replicas on

@@ -35,13 +35,16 @@ json_t *efs_api_file_json(const struct efs_file_info *f)
 			 "created_at", efs_iso8601(f->created_at_ms, when));
 }
 
-/* Loads file @file_id of the caller. Replies 404 (also for another user's
+/* Loads file @file_id of the caller (through the Redis cache when @cached:
+ * downloads, which check the chunk list anyway). Replies 404 (also for another user's
  * file: its existence is not revealed) or 503 and returns < 0. */
-static int load_own_file(struct efs_http_req *req, const char *file_id,
+static int load_own_file(struct efs_http_req *req, const char *file_id, bool cached,
 			 struct efs_file_info *out)
 {
 	struct efs_master *m = efs_api_master(req);
-	int r = efs_id_valid(file_id) ? efs_cache_file_get(m, file_id, out) : -ENOENT;
+	int r = !efs_id_valid(file_id)	? -ENOENT
+		: cached		? efs_cache_file_get(m, file_id, out)
+					: efs_meta_file_get(m->meta, file_id, out);
 	if (r == 0 && strcmp(out->owner, req->user) != 0)
 		r = -ENOENT;
 	if (r == -ENOENT)
@@ -359,7 +362,7 @@ int efs_api_file_get(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	struct efs_file_info f;
-	if (load_own_file(req, efs_http_param(req, "fileId"), &f) < 0)
+	if (load_own_file(req, efs_http_param(req, "fileId"), false, &f) < 0)
 		return 0;
 	json_t *obj = efs_api_file_json(&f);
 	json_t *chunks = json_array();
@@ -450,7 +453,7 @@ int efs_api_file_download(struct efs_http_req *req)
 	uint64_t first = 0, last = 0;
 	unsigned status = 200;
 
-	if (load_own_file(req, efs_http_param(req, "fileId"), &f) < 0)
+	if (load_own_file(req, efs_http_param(req, "fileId"), true, &f) < 0)
 		return 0;
 	int range = efs_range_parse(efs_http_header(req, "Range"), f.size, &first, &last);
 	if (range == -ERANGE) {
@@ -477,6 +480,13 @@ int efs_api_file_download(struct efs_http_req *req)
 	 * gets a JSON 503 instead of a stream cut short. */
 	if (rd && (r = efs_reader_prefetch(rd)) < 0) {
 		efs_reader_free(rd);
+		if (r == -ENOENT) {
+			/* Deleted since it was cached (on another master, or while
+			 * Redis was away). */
+			efs_cache_file_forget(m, f.file_id);
+			return efs_http_reply_error(req, 404, "file_not_found", "no file %.64s",
+						    f.file_id);
+		}
 		if (r == -EAGAIN)
 			return efs_api_store_error(req, r);
 		return efs_http_reply_error(req, 503, "chunk_unavailable",

@@ -233,6 +233,11 @@ int efs_api_worker_report(struct efs_http_req *req)
 			efs_warn("worker %s no longer holds %d replicas it should: marked bad for "
 				 "repair",
 				 worker_id, r);
+		if (r < 0) {
+			efs_api_store_error(req, r);
+			goto out;
+		}
+		r = 0;
 	}
 	if (adopted || json_array_size(del) || marked)
 		efs_info("worker %s report: %zu chunks, %d adopted again, %zu to delete, %d "

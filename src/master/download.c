@@ -71,6 +71,8 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 					     &rd->batch_count);
 		if (r < 0)
 			return r;
+		if (rd->batch_count == 0)
+			return -ENOENT; /* the file is gone (deleted meanwhile) */
 	}
 	efs_error("file %s: chunk %llu is missing from the metadata", rd->file.file_id,
 		  (unsigned long long)index);

@@ -21,7 +21,8 @@ int efs_reader_new(struct efs_master *m, const struct efs_file_info *file, uint6
 		   uint64_t last, struct efs_reader **out);
 void efs_reader_free(struct efs_reader *rd);
 /* Loads the chunk holding the next byte, so a failure shows before any
- * byte is sent. 0 or -EIO / store errors. */
+ * byte is sent. 0, -ENOENT (the file has no chunk list: deleted), -EIO or
+ * store errors. */
 int efs_reader_prefetch(struct efs_reader *rd);
 /* The next bytes into @out: count, 0 at the end, or -errno. */
 ssize_t efs_reader_read(struct efs_reader *rd, char *out, size_t max);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #define REPAIR_INTERVAL_MS 1000
+#define REPAIR_BACKOFF_MS 10000
 #define BATCH 64
 
 /* Copies one chunk to as many new workers as it lacks. Returns the bytes
@@ -39,6 +40,11 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 	if (holding >= m->cfg.replication_factor)
 		return 0;
 	unsigned missing = m->cfg.replication_factor - holding;
+	/* Somewhere to put a copy? If not, do not read the chunk at all. */
+	struct efs_target probe[EFS_MAX_REPLICAS];
+	r = efs_placement_choose(m, 1, chunk.stored_size, keep, holding, probe);
+	if (r <= 0)
+		return r < 0 ? r : -ENOSPC;
 
 	r = efs_chunk_read(m, &chunk, replicas, count, data, scratch);
 	if (r < 0) {
@@ -92,10 +98,19 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	/* What the operator watches: chunks short of good replicas on workers
 	 * alive right now. */
 	if (efs_meta_under_replicated(m->meta, m->cfg.replication_factor,
-				      now - m->cfg.worker_dead_after_ms, &under) == 0)
+				      now - m->cfg.worker_dead_after_ms, &under) == 0) {
 		atomic_store(&rp->under_replicated, (int64_t)under);
+	} else {
+		rp->store_ok_since = efs_mono_ms(); /* counts from its return */
+		return;
+	}
 	if (under == 0 || !efs_meta_lease(m->meta))
 		return; /* nothing to do, or another master repairs */
+	/* Heartbeat times in the store are stale after a start or an outage
+	 * of the store: wait until every live worker has beaten again, or
+	 * all of them would look dead and be copied needlessly. */
+	if (efs_mono_ms() - rp->store_ok_since < 2 * m->cfg.worker_dead_after_ms)
+		return;
 	/* What repair acts on: a dead worker's replicas count until it has
 	 * been dead for REPAIR_AFTER_MS. */
 	int64_t holding_after = now - m->cfg.worker_dead_after_ms - m->cfg.repair_after_ms;
@@ -122,6 +137,8 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	}
 	atomic_fetch_add(&rp->repaired_total, done);
 	atomic_fetch_add(&rp->failed_total, failed);
+	/* Nothing could be done (no room, nothing readable): back off. */
+	rp->backoff_until = done == 0 && failed > 0 ? efs_mono_ms() + REPAIR_BACKOFF_MS : 0;
 	if (done || failed)
 		efs_info("repair: %llu chunks re-replicated (%llu bytes), %llu failed; %llu were "
 			 "under-replicated",
@@ -136,8 +153,10 @@ static void repair_main(struct efs_ticker *t, void *ctx)
 	efs_buf_init(&data, SIZE_MAX);
 	efs_buf_init(&scratch, SIZE_MAX);
 	efs_buf_init(&encoded, SIZE_MAX);
-	while (!efs_ticker_wait(t, REPAIR_INTERVAL_MS))
-		repair_pass(rp, &data, &scratch, &encoded);
+	while (!efs_ticker_wait(t, REPAIR_INTERVAL_MS)) {
+		if (efs_mono_ms() >= rp->backoff_until)
+			repair_pass(rp, &data, &scratch, &encoded);
+	}
 	efs_buf_release(&data);
 	efs_buf_release(&scratch);
 	efs_buf_release(&encoded);
@@ -146,6 +165,8 @@ static void repair_main(struct efs_ticker *t, void *ctx)
 int efs_repair_start(struct efs_repair *rp, struct efs_master *m)
 {
 	rp->m = m;
+	rp->store_ok_since = efs_mono_ms();
+	rp->backoff_until = 0;
 	atomic_init(&rp->under_replicated, -1);
 	atomic_init(&rp->repaired_total, 0);
 	atomic_init(&rp->failed_total, 0);

@@ -29,6 +29,9 @@ struct efs_repair {
 	_Atomic int64_t under_replicated; /* -1 until the first pass */
 	_Atomic uint64_t repaired_total;   /* chunks copied since start */
 	_Atomic uint64_t failed_total;     /* copies that failed */
+	/* Loop thread only. */
+	int64_t store_ok_since; /* monotonic ms: the store answered since then */
+	int64_t backoff_until;  /* monotonic ms: no pass before */
 };
 
 int efs_repair_start(struct efs_repair *rp, struct efs_master *m);

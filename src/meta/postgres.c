@@ -77,7 +77,13 @@ static int pg_connect(const char *target, void **conn, char *err, size_t errlen)
 	struct pg_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	c->db = PQconnectdb(target);
+	/* Defaults first: anything the URL says overrides them. A dead peer
+	 * is noticed in seconds, not after the kernel's 2 h keepalive. */
+	static const char *const keywords[] = {"connect_timeout", "keepalives_idle",
+					       "keepalives_interval", "keepalives_count",
+					       "dbname", NULL};
+	const char *values[] = {"5", "10", "5", "3", target, NULL};
+	c->db = PQconnectdbParams(keywords, values, 1);
 	if (!c->db || PQstatus(c->db) != CONNECTION_OK) {
 		const char *msg = c->db ? PQerrorMessage(c->db) : "out of memory";
 		char line[256];
@@ -91,6 +97,8 @@ static int pg_connect(const char *target, void **conn, char *err, size_t errlen)
 	}
 	/* Quiet notices ("relation already exists, skipping"). */
 	PGresult *res = PQexec(c->db, "SET client_min_messages = warning");
+	PQclear(res);
+	res = PQexec(c->db, "SET statement_timeout = '30s'");
 	PQclear(res);
 	*conn = c;
 	return 0;

@@ -40,7 +40,7 @@ int sql_repair_list(void *impl, unsigned replication, int64_t holding_after_ms, 
 	struct need_list l = {out, 0, max};
 	int r = SQL_ONE(impl,
 			"SELECT chunk_id, holding FROM (" HOLDING_SQL ") t"
-			" WHERE holding < $2 ORDER BY holding, chunk_id LIMIT $3",
+			" WHERE holding < $2 AND holding > 0 ORDER BY holding, chunk_id LIMIT $3",
 			row_need, &l, NULL, SQL_INT(holding_after_ms), SQL_INT(replication),
 			SQL_INT(max));
 	if (r == 0)
@@ -96,6 +96,11 @@ static int judge(struct sql_conn *c, const struct efs_report_context *ctx,
 			e->verdict = EFS_REPORT_DELETE;
 		return 0;
 	}
+	/* Lock the chunk's row: concurrent reports (several masters) judge
+	 * one chunk at a time, so two surplus copies are not both dropped. */
+	if ((r = SQL_Q(c, "UPDATE chunks SET refcount = refcount WHERE chunk_id = $1", NULL, NULL,
+		       NULL, SQL_TEXT(e->chunk_id))) < 0)
+		return r;
 	if ((r = Q_INT(c, "SELECT state FROM replicas WHERE chunk_id = $1 AND worker_id = $2",
 		       &state, SQL_TEXT(e->chunk_id), SQL_TEXT(ctx->worker_id))) < 0)
 		return r;
@@ -115,14 +120,19 @@ static int judge(struct sql_conn *c, const struct efs_report_context *ctx,
 		}
 		return 0;
 	}
+	/* A copy no replica row names may be an upload's, written and not yet
+	 * recorded: only one older than the orphan grace is dropped. */
+	bool old = ctx->worker_now_ms - e->mtime_ms > ctx->orphan_grace_ms;
 	if (refcount == 0) {
-		e->verdict = EFS_REPORT_DELETE; /* unreferenced, and not recorded here */
+		if (old)
+			e->verdict = EFS_REPORT_DELETE; /* unreferenced, not recorded here */
 		return 0;
 	}
 	if ((r = good_live_count(c, e->chunk_id, ctx->live_after_ms, &good)) < 0)
 		return r;
 	if (good >= (int64_t)ctx->replication) {
-		e->verdict = EFS_REPORT_DELETE;
+		if (old)
+			e->verdict = EFS_REPORT_DELETE;
 		return 0;
 	}
 	e->verdict = EFS_REPORT_ADOPT;

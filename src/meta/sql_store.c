@@ -189,7 +189,8 @@ static bool store_lease(void *impl)
 	held = r == 1;
 	if (held != s->lease_held)
 		efs_info(held ? "this master now runs the background duties (collection, repair)"
-			      : "another master runs the background duties now");
+		    : r < 0 ? "background duties paused: the metadata store is unreachable"
+			    : "another master runs the background duties now");
 	s->lease_held = held;
 	pthread_mutex_unlock(&s->lease_lock);
 	return held;

@@ -7,6 +7,8 @@
 
 #include <string.h>
 
+#define FIRST_PASS_MAX_DELAY_MS (5 * 60 * 1000)
+
 struct id_list {
 	char (*ids)[65];
 	size_t count, alloc;
@@ -76,12 +78,18 @@ static void scrub_main(struct efs_ticker *t, void *ctx)
 	struct efs_buf buf;
 	efs_buf_init(&buf, SIZE_MAX);
 	int64_t interval = sc->worker->cfg.scrub_interval_ms;
+	/* The first pass comes within 5 minutes of a start, so a worker that
+	 * restarts more often than SCRUB_INTERVAL_MS is still scrubbed. */
+	int64_t wait_ms = EFS_MIN(interval, FIRST_PASS_MAX_DELAY_MS);
 	for (;;) {
-		int64_t started = efs_mono_ms();
-		if (efs_ticker_wait(t, interval - EFS_MIN(interval, efs_mono_ms() - started)))
+		if (efs_ticker_wait(t, wait_ms))
 			break;
+		int64_t started = efs_mono_ms();
 		if (!scrub_pass(sc, &buf))
 			break;
+		/* Passes start SCRUB_INTERVAL_MS apart (or back to back when a
+		 * pass takes longer than that). */
+		wait_ms = EFS_MAX(interval - (efs_mono_ms() - started), 0);
 	}
 	efs_buf_release(&buf);
 }
