@@ -7,6 +7,11 @@
  * keep-alive connections to the same server are reused between calls.
  * Every response body is capped: a reply larger than resp_cap fails with
  * -E2BIG. Thread-safe; call efs_http_client_global_init() once at start.
+ *
+ * A request body comes from memory (body/body_len) or is streamed from a
+ * source callback (source/source_len), so a client can send a file of any
+ * size without holding it. A progress hook sees the bytes moved while a
+ * transfer runs, and max_speed caps its rate.
  */
 #ifndef ECHOFS_HTTP_CLIENT_H
 #define ECHOFS_HTTP_CLIENT_H
@@ -22,6 +27,17 @@
  * a negative errno to abort the transfer with that error. */
 typedef int (*efs_http_sink_fn)(void *ctx, const char *data, size_t len);
 
+/* Fills @buf with up to @cap more bytes of a streamed request body. Returns
+ * how many (0 only at the end of the body) or a negative errno to abort the
+ * transfer with that error. */
+typedef ssize_t (*efs_http_source_fn)(void *ctx, char *buf, size_t cap);
+
+/* Called while a transfer runs (at least about once a second, and whenever
+ * bytes move) with the bytes received and sent so far; a total is 0 while
+ * it is unknown. Return 0 to go on or a negative errno to abort. */
+typedef int (*efs_http_progress_fn)(void *ctx, int64_t down_total, int64_t down_now,
+				    int64_t up_total, int64_t up_now);
+
 struct efs_http_call {
 	/* request */
 	const char *method;       /* "GET", "PUT", ... */
@@ -31,10 +47,19 @@ struct efs_http_call {
 	const char *headers[4];   /* more "Name: value" headers; unused slots NULL */
 	const void *body;         /* request body from memory, or NULL */
 	size_t body_len;
+	/* Or a streamed request body (used when body is NULL): source_len
+	 * bytes, or -1 when unknown (sent with chunked transfer encoding). */
+	efs_http_source_fn source;
+	void *source_ctx;
+	int64_t source_len;
+	efs_http_progress_fn progress; /* or NULL */
+	void *progress_ctx;
+	int64_t max_speed;        /* bytes/s cap each way; 0 = none */
 	long timeout_ms;          /* whole transfer; 0 = 30 s */
 	long connect_timeout_ms;  /* 0 = 2 s */
 	long stall_timeout_s;     /* give up after this many seconds under 1 KiB/s; 0 = never */
-	/* response: into @resp (capped at resp_cap; 0 = 1 MiB), or to @sink */
+	/* response: into @resp (capped at resp_cap; 0 = 1 MiB), or to @sink.
+	 * When the sink sees the first bytes, status and captured are set. */
 	efs_http_sink_fn sink;
 	void *sink_ctx;
 	size_t resp_cap;

@@ -27,7 +27,7 @@ struct transfer {
 	CURL *easy;
 	struct curl_slist *headers;
 	size_t upload_pos;
-	int sink_error;
+	int sink_error; /* also the source's and the progress hook's */
 };
 
 int efs_http_client_global_init(void)
@@ -92,6 +92,9 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
 	struct transfer *t = userdata;
 	size_t len = size * nmemb;
 	int r;
+	/* The sink may decide by the status (append on 206, restart on 200). */
+	if (t->call->status == 0)
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->call->status);
 	if (t->call->sink)
 		r = t->call->sink(t->call->sink_ctx, data, len);
 	else
@@ -132,6 +135,30 @@ static size_t on_read(char *out, size_t size, size_t nmemb, void *userdata)
 	memcpy(out, (const char *)t->call->body + t->upload_pos, n);
 	t->upload_pos += n;
 	return n;
+}
+
+static size_t on_source(char *out, size_t size, size_t nmemb, void *userdata)
+{
+	struct transfer *t = userdata;
+	ssize_t n = t->call->source(t->call->source_ctx, out, size * nmemb);
+	if (n < 0) {
+		t->sink_error = (int)n;
+		return CURL_READFUNC_ABORT;
+	}
+	return (size_t)n;
+}
+
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	struct transfer *t = userdata;
+	int r = t->call->progress(t->call->progress_ctx, (int64_t)dltotal, (int64_t)dlnow,
+				  (int64_t)ultotal, (int64_t)ulnow);
+	if (r < 0) {
+		t->sink_error = r;
+		return 1; /* aborts the transfer */
+	}
+	return 0;
 }
 
 /* Every setopt is checked once, here. */
@@ -184,6 +211,22 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 		SETOPT(h, CURLOPT_READDATA, t);
 		SETOPT(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)call->body_len);
 		/* The method stays what the call says (CUSTOMREQUEST). */
+	} else if (call->source) {
+		SETOPT(h, CURLOPT_UPLOAD, 1L);
+		SETOPT(h, CURLOPT_READFUNCTION, on_source);
+		SETOPT(h, CURLOPT_READDATA, t);
+		/* -1 makes libcurl send "Transfer-Encoding: chunked". */
+		SETOPT(h, CURLOPT_INFILESIZE_LARGE,
+		       (curl_off_t)(call->source_len >= 0 ? call->source_len : -1));
+	}
+	if (call->progress) {
+		SETOPT(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+		SETOPT(h, CURLOPT_XFERINFODATA, t);
+		SETOPT(h, CURLOPT_NOPROGRESS, 0L);
+	}
+	if (call->max_speed > 0) {
+		SETOPT(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)call->max_speed);
+		SETOPT(h, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)call->max_speed);
 	}
 	/* No "Expect: 100-continue" round trip on uploads. */
 	t->headers = curl_slist_append(t->headers, "Expect:");
@@ -235,6 +278,7 @@ static void transfer_finish(struct transfer *t, CURLcode code)
 			snprintf(call->errmsg, sizeof(call->errmsg), "%s",
 				 t->sink_error == -E2BIG ? "response too large"
 							 : strerror(-t->sink_error));
+			/* The status stays 0: the caller sees the error. */
 		} else {
 			call->error = map_curl_error(code);
 			snprintf(call->errmsg, sizeof(call->errmsg), "%s", curl_easy_strerror(code));
