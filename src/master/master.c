@@ -23,6 +23,12 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	}
 	if ((r = efs_meta_open(cfg->database_url, cfg->data_dir, &m->meta, err, errlen)) < 0)
 		return r;
+	if ((r = efs_metrics_new(&m->metrics)) < 0) {
+		snprintf(err, errlen, "cannot set up metrics: %s", strerror(-r));
+		efs_meta_close(m->meta);
+		m->meta = NULL;
+		return r;
+	}
 	efs_registry_init(&m->registry, m->meta, cfg->worker_dead_after_ms);
 	m->keys.jwt_secret = cfg->jwt_secret;
 	m->keys.cluster_secret = cfg->cluster_secret;
@@ -35,12 +41,15 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.auth = efs_auth_check,
 		.auth_ctx = &m->keys,
 		.ctx = m,
+		.metrics = m->metrics,
 	};
 	if ((r = efs_http_server_start(&http, &m->http)) < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/MASTER_PORT): %s",
 			 cfg->host, cfg->port, strerror(-r));
 		efs_meta_close(m->meta);
 		m->meta = NULL;
+		efs_metrics_free(m->metrics);
+		m->metrics = NULL;
 		return r;
 	}
 	if ((r = efs_gc_start(&m->gc, m)) < 0 || (r = efs_repair_start(&m->repair, m)) < 0) {
@@ -50,6 +59,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		m->http = NULL;
 		efs_meta_close(m->meta);
 		m->meta = NULL;
+		efs_metrics_free(m->metrics);
+		m->metrics = NULL;
 		return r;
 	}
 	efs_info("listening on %s:%u; metadata in %s; replication %u, chunk size %llu",
@@ -66,4 +77,6 @@ void efs_master_stop(struct efs_master *m)
 	m->http = NULL;
 	efs_meta_close(m->meta);
 	m->meta = NULL;
+	efs_metrics_free(m->metrics);
+	m->metrics = NULL;
 }

@@ -144,7 +144,8 @@ static int put(struct fixture *f, unsigned n, uint64_t index, const struct efs_c
 {
 	char sid[EFS_ID_MAX + 1];
 	session_id(n, sid);
-	return efs_meta_session_put_chunk(f->m, sid, index, c, worker_ids, WORKERS, dedup, f->now);
+	return efs_meta_session_put_chunk(f->m, sid, index, c, worker_ids, WORKERS, dedup, f->now,
+					  0);
 }
 
 static int64_t session_version(struct fixture *f, unsigned n)
@@ -357,7 +358,7 @@ static void test_replica_on_unknown_worker(void **state)
 
 	new_session(f, 1, "alice");
 	session_id(1, sid);
-	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, workers, 2, false, f->now),
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, workers, 2, false, f->now, 0),
 			 0);
 	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
 	assert_int_equal(count, 2);
@@ -418,10 +419,10 @@ static void test_dedup_put(void **state)
 	session_id(1, sid1);
 	session_id(2, sid2);
 	assert_int_equal(
-		efs_meta_session_put_chunk(f->m, sid1, 0, &a, first_two, 2, false, f->now), 0);
+		efs_meta_session_put_chunk(f->m, sid1, 0, &a, first_two, 2, false, f->now, 0), 0);
 
 	/* an existing chunk is reused and gains the new replicas */
-	assert_int_equal(efs_meta_session_put_chunk(f->m, sid2, 0, &a, third, 1, true, f->now), 0);
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid2, 0, &a, third, 1, true, f->now, 0), 0);
 	assert_int_equal(session_version(f, 2), 1);
 	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &replica_count), 0);
 	expect_worker_replicas(replicas, replica_count, NULL);
@@ -814,6 +815,41 @@ static void test_replica_mark_bad(void **state)
 	free(chunks);
 }
 
+/* The cluster totals: complete files only, distinct referenced chunks
+ * (a session's too) counted once, unreferenced chunks not at all. */
+static void test_stats(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned first[] = {1, 2, 3}, second[] = {2, 3, 4};
+	struct efs_meta_stats st;
+	char fid[EFS_ID_MAX + 1];
+
+	assert_int_equal(efs_meta_stats(f->m, &st), 0);
+	assert_true(st.file_count == 0 && st.logical_bytes == 0 && st.chunk_count == 0 &&
+		    st.chunk_bytes == 0 && st.stored_bytes == 0);
+
+	make_file(f, 1, "alice", 100, first, 3);
+	make_file(f, 2, "bob", 200, second, 3);
+	new_session(f, 7, "carol");
+	struct efs_chunk_info open = chunk(5);
+	assert_int_equal(put(f, 7, 0, &open, false), 0);
+
+	assert_int_equal(efs_meta_stats(f->m, &st), 0);
+	assert_int_equal(st.file_count, 2);
+	assert_int_equal(st.logical_bytes, (12345 + 1) + (12345 + 2));
+	assert_int_equal(st.chunk_count, 5); /* chunks 1..5, each once */
+	assert_int_equal(st.chunk_bytes, 1000 * (1 + 2 + 3 + 4 + 5) + 5);
+	assert_int_equal(st.stored_bytes, 600 * (1 + 2 + 3 + 4 + 5) + 5);
+
+	file_id(1, fid);
+	assert_int_equal(efs_meta_file_delete(f->m, fid, "alice", f->now), 0);
+	assert_int_equal(efs_meta_stats(f->m, &st), 0);
+	assert_int_equal(st.file_count, 1);
+	assert_int_equal(st.logical_bytes, 12345 + 2);
+	assert_int_equal(st.chunk_count, 4); /* chunk 1 waits for the collector */
+	assert_int_equal(st.chunk_bytes, 1000 * (2 + 3 + 4 + 5) + 4);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -836,6 +872,7 @@ int main(void)
 		T(test_session_delete_releases_chunks),
 		T(test_session_expired),
 		T(test_replica_mark_bad),
+		T(test_stats),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,7 +25,7 @@
 #include "echofs/meta.h"
 #include "echofs/util.h"
 
-#define LATEST_SCHEMA_VERSION 1
+#define LATEST_SCHEMA_VERSION 2
 
 /* ---- helpers --------------------------------------------------------- */
 
@@ -423,7 +423,7 @@ static void test_reopen_keeps_data(void **state)
 	efs_meta_close(m);
 
 	schema_rows(db, &rows_before, &max_before, &applied_before);
-	assert_int_equal(rows_before, 1);
+	assert_int_equal(rows_before, LATEST_SCHEMA_VERSION);
 	assert_int_equal(max_before, LATEST_SCHEMA_VERSION);
 	assert_true(applied_before > 0);
 
@@ -441,7 +441,7 @@ static void test_reopen_keeps_data(void **state)
 
 	/* the migration was not applied a second time */
 	schema_rows(db, &rows_after, &max_after, &applied_after);
-	assert_int_equal(rows_after, 1);
+	assert_int_equal(rows_after, LATEST_SCHEMA_VERSION);
 	assert_int_equal(max_after, LATEST_SCHEMA_VERSION);
 	assert_int_equal(applied_after, applied_before);
 }
@@ -651,7 +651,7 @@ static void concurrent_open_round(const char *dir)
 	}
 	path_in(db, sizeof(db), dir, "echofs.db");
 	schema_rows(db, &rows, &max_version, &applied_at);
-	assert_int_equal(rows, 1);
+	assert_int_equal(rows, LATEST_SCHEMA_VERSION);
 	assert_int_equal(max_version, LATEST_SCHEMA_VERSION);
 }
 
