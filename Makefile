@@ -30,7 +30,9 @@ BIN := $(if $(SANITIZE),$(BUILD)/bin,bin)
 
 LIB_SRC    := $(wildcard src/common/*.c src/meta/*.c) \
               $(filter-out %/main.c,$(wildcard src/master/*.c src/worker/*.c src/cli/*.c))
-LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# Sources made at build time: the dashboard page as a C array.
+GEN_SRC    := $(BUILD)/gen/dashboard_html.c
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o) $(GEN_SRC:.c=.o)
 LIB        := $(BUILD)/libechofs.a
 
 PROGS      := $(BIN)/echofs-master $(BIN)/echofs-worker $(BIN)/echofs
@@ -42,6 +44,13 @@ all: $(PROGS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/gen/dashboard_html.c: src/master/dashboard.html scripts/embed.sh
+	@mkdir -p $(dir $@)
+	./scripts/embed.sh efs_dashboard_html $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(LIB): $(LIB_OBJ)

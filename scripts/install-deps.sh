@@ -2,7 +2,9 @@
 # install-deps.sh - install the Debian packages EchoFS builds, runs and tests with.
 #
 # Idempotent: asks dpkg first and says nothing when every package is present.
-# Needs root (or sudo) only when something is missing.
+# Needs root (or sudo) only when something is missing. Also installs the
+# browser tests' npm packages (tests/browser, from its package-lock.json)
+# when node_modules is missing and npm is there.
 set -euo pipefail
 
 PACKAGES=(
@@ -13,14 +15,31 @@ PACKAGES=(
 	python3-pytest python3-requests
 	postgresql-15 redis-server
 	curl procps
+	prometheus chromium
 )
+
+# The dashboard's browser test drives Debian's Chromium with playwright-core.
+install_browser_packages() {
+	local dir
+	dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+	[ -d "$dir/node_modules/playwright-core" ] && return 0
+	if ! command -v npm >/dev/null; then
+		echo "install-deps: npm not found: the browser test will be skipped" >&2
+		return 0
+	fi
+	echo "install-deps: npm ci in tests/browser" >&2
+	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
 	status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
 	[ "$status" = "install ok installed" ] || missing+=("$pkg")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+	install_browser_packages
+	exit 0
+fi
 
 echo "install-deps: installing ${missing[*]}" >&2
 SUDO=""
@@ -28,4 +47,5 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_browser_packages
 echo "install-deps: done" >&2

@@ -23,12 +23,28 @@
  * Per-request state lives in struct efs_http_req, allocated on the first
  * call and freed, with req->state (via state_free), when the request is
  * complete. One access-log line is written per request at info level.
+ *
+ * Metrics: given a registry (cfg.metrics), the server records every
+ * request in it when the request completes, labelled with the route's
+ * pattern (never the raw path: "unmatched" when no route fits), the method
+ * (GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, or OTHER) and the status
+ * ("0" when no reply was sent):
+ *
+ *   echofs_http_requests_total{route,method,status}        counter
+ *   echofs_http_request_duration_seconds{route,method}     histogram, from
+ *                               the first byte in to the last byte out
+ *   echofs_http_request_body_bytes_total{route,method}     bytes in
+ *   echofs_http_response_body_bytes_total{route,method}    bytes out
+ *   echofs_http_requests_aborted_total{route,method}       connection
+ *                               closed before the reply was complete
+ *   echofs_http_requests_in_flight                         gauge
  */
 #ifndef ECHOFS_HTTP_SERVER_H
 #define ECHOFS_HTTP_SERVER_H
 
 #include "echofs/buf.h"
 #include "echofs/common.h"
+#include "echofs/metrics.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -102,6 +118,8 @@ struct efs_http_server_config {
 	size_t conn_memory_limit;  /* per-connection pool: caps headers (256 KiB) */
 	unsigned max_connections;  /* (512) */
 	unsigned idle_timeout_s;   /* idle keep-alive connections closed after (60) */
+	struct efs_metrics *metrics; /* optional: requests are recorded here (see above);
+				      * must outlive the server */
 };
 
 /* Starts listening and serving. On success *out is the server.
@@ -153,6 +171,12 @@ int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const 
 typedef ssize_t (*efs_http_read_fn)(void *ctx, uint64_t pos, char *out, size_t max);
 int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t length,
 			  efs_http_read_fn read, void *ctx, void (*free_fn)(void *ctx));
+
+/* Replies 200 with @count registries rendered one after the other in the
+ * Prometheus text format (they must not share family names). 0, -E2BIG
+ * past 16 MiB of text, -ENOMEM. */
+int efs_http_reply_metrics(struct efs_http_req *req, struct efs_metrics *const *regs,
+			   size_t count);
 
 /* Parses the buffered body as a JSON object. On failure replies 400
  * ("invalid_json") and returns -EINVAL. */

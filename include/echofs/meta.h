@@ -254,6 +254,19 @@ int efs_meta_report_finish(struct efs_meta *m, const struct efs_report_context *
  * within seconds of this one dying; with SQLite (one master) it is always
  * held. Call it before each round of duties. */
 bool efs_meta_lease(struct efs_meta *m);
+/* ---- totals ---------------------------------------------------------- */
+
+/* What the cluster stores, for /metrics and /api/v1/stats. */
+struct efs_meta_stats {
+	uint64_t file_count;    /* complete files (open sessions not counted) */
+	uint64_t logical_bytes; /* the sum of their sizes */
+	uint64_t chunk_count;   /* distinct chunks referenced by files or sessions */
+	uint64_t chunk_bytes;   /* their uncompressed sizes, each chunk once */
+	uint64_t stored_bytes;  /* their stored sizes, each chunk once (one replica) */
+};
+/* The totals above, in one statement: one aggregate pass over files and
+ * one over chunks, no joins. *out is untouched on failure. */
+int efs_meta_stats(struct efs_meta *m, struct efs_meta_stats *out);
 
 /* Up to @max chunks unreferenced since before @before_ms. */
 int efs_meta_garbage_list(struct efs_meta *m, int64_t before_ms, size_t max,

@@ -27,6 +27,17 @@
  * dropped (so the client sees the reply); past it the connection closes. */
 #define MAX_DISCARD_BYTES (64 * 1024 * 1024)
 #define STREAM_BLOCK_SIZE (64 * 1024)
+#define MAX_METRICS_TEXT (16 * 1024 * 1024)
+
+/* The families requests are recorded in (all NULL without a registry). */
+struct http_metrics {
+	struct efs_metric *requests;
+	struct efs_metric *duration;
+	struct efs_metric *bytes_in;
+	struct efs_metric *bytes_out;
+	struct efs_metric *aborted;
+	struct efs_metric *in_flight;
+};
 
 struct efs_http_server {
 	struct MHD_Daemon *daemon;
@@ -34,6 +45,7 @@ struct efs_http_server {
 	uint16_t port;
 	struct efs_http_server_config cfg;
 	atomic_int inflight;
+	struct http_metrics metrics;
 };
 
 struct reply_header {
@@ -317,6 +329,21 @@ int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t len
 	return set_reply(req, status, resp);
 }
 
+int efs_http_reply_metrics(struct efs_http_req *req, struct efs_metrics *const *regs,
+			   size_t count)
+{
+	struct efs_buf text;
+	int r = 0;
+	efs_buf_init(&text, MAX_METRICS_TEXT);
+	for (size_t i = 0; r == 0 && i < count; i++)
+		r = efs_metrics_render(regs[i], &text);
+	if (r == 0)
+		r = efs_http_reply_bytes(req, 200, EFS_METRICS_CONTENT_TYPE, text.data ? text.data : "",
+					 text.len);
+	efs_buf_release(&text);
+	return r;
+}
+
 int efs_http_body_json(struct efs_http_req *req, json_t **out)
 {
 	json_error_t jerr;
@@ -332,6 +359,79 @@ int efs_http_body_json(struct efs_http_req *req, json_t **out)
 	}
 	*out = j;
 	return 0;
+}
+
+/* ---- metrics -------------------------------------------------------- */
+
+/* The method as a label: the usual ones, anything else is OTHER (a client
+ * must not be able to invent label values). */
+static const char *method_label(const char *method)
+{
+	static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
+					    "PATCH"};
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(known); i++)
+		if (strcmp(method, known[i]) == 0)
+			return known[i];
+	return "OTHER";
+}
+
+static int declare_metrics(struct efs_metrics *reg, struct http_metrics *hm)
+{
+	static const char *const by_route[] = {"route", "method", NULL};
+	static const char *const by_status[] = {"route", "method", "status", NULL};
+	int r;
+
+	if ((r = efs_metrics_declare(reg, EFS_METRIC_COUNTER, "echofs_http_requests_total",
+				     "HTTP requests completed, by route pattern, method and "
+				     "status (0: no reply was sent).",
+				     by_status, NULL, 0, &hm->requests)) < 0 ||
+	    (r = efs_metrics_declare(reg, EFS_METRIC_HISTOGRAM,
+				     "echofs_http_request_duration_seconds",
+				     "Time from a request's arrival to the last byte of its "
+				     "reply, by route pattern and method.",
+				     by_route, NULL, 0, &hm->duration)) < 0 ||
+	    (r = efs_metrics_declare(reg, EFS_METRIC_COUNTER,
+				     "echofs_http_request_body_bytes_total",
+				     "Request body bytes received, by route pattern and method.",
+				     by_route, NULL, 0, &hm->bytes_in)) < 0 ||
+	    (r = efs_metrics_declare(reg, EFS_METRIC_COUNTER,
+				     "echofs_http_response_body_bytes_total",
+				     "Response body bytes sent, by route pattern and method.",
+				     by_route, NULL, 0, &hm->bytes_out)) < 0 ||
+	    (r = efs_metrics_declare(reg, EFS_METRIC_COUNTER,
+				     "echofs_http_requests_aborted_total",
+				     "Requests whose connection closed before the reply was "
+				     "complete, by route pattern and method.",
+				     by_route, NULL, 0, &hm->aborted)) < 0 ||
+	    (r = efs_metrics_declare(reg, EFS_METRIC_GAUGE, "echofs_http_requests_in_flight",
+				     "Requests being served now.", NULL, NULL, 0,
+				     &hm->in_flight)) < 0)
+		return r;
+	return 0;
+}
+
+/* Records a finished request. Failures (the series cap) only lose the
+ * sample: metrics never fail a request. */
+static void record_request(struct efs_http_server *srv, const struct efs_http_req *req,
+			   double seconds, bool aborted)
+{
+	const struct http_metrics *hm = &srv->metrics;
+	char status[16];
+	if (!hm->requests)
+		return;
+	snprintf(status, sizeof(status), "%u", req->priv->status);
+	const char *route = req->route ? req->route->pattern : "unmatched";
+	const char *method = method_label(req->method);
+	const char *const with_status[] = {route, method, status};
+	const char *const labels[] = {route, method};
+
+	efs_metric_add(hm->requests, with_status, 1);
+	efs_metric_observe(hm->duration, labels, seconds);
+	efs_metric_add(hm->bytes_in, labels, (double)req->priv->bytes_in);
+	efs_metric_add(hm->bytes_out, labels, (double)req->priv->bytes_out);
+	if (aborted)
+		efs_metric_add(hm->aborted, labels, 1);
+	efs_metric_add(hm->in_flight, NULL, -1);
 }
 
 /* ---- the libmicrohttpd callbacks ------------------------------------ */
@@ -472,6 +572,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		priv->conn = conn;
 		priv->start_ns = efs_mono_ns();
 		atomic_fetch_add(&srv->inflight, 1);
+		if (srv->metrics.in_flight)
+			efs_metric_add(srv->metrics.in_flight, NULL, 1);
 		*con_cls = req;
 		first_call(srv, req);
 		/* A reply decided before the body is read goes out now when the
@@ -508,6 +610,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 		return;
 	struct efs_http_req_private *priv = req->priv;
 	double ms = (double)(efs_mono_ns() - priv->start_ns) / 1e6;
+	record_request(srv, req, ms / 1e3, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
 	const char *user = req->is_cluster ? "(cluster)" : (req->user[0] ? req->user : "-");
 	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s", req->method,
@@ -587,7 +690,12 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 		srv->cfg.idle_timeout_s = DEFAULT_IDLE_TIMEOUT_S;
 	atomic_init(&srv->inflight, 0);
 
-	int r = open_listener(cfg, &srv->listen_fd, &srv->port);
+	int r = cfg->metrics ? declare_metrics(cfg->metrics, &srv->metrics) : 0;
+	if (r < 0) {
+		free(srv);
+		return r;
+	}
+	r = open_listener(cfg, &srv->listen_fd, &srv->port);
 	if (r < 0) {
 		free(srv);
 		return r;

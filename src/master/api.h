@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* api.h - the master's HTTP handlers, one file per resource:
- * api_workers.c, api_system.c, api_files.c. routes.c maps them to paths. */
+ * api_workers.c, api_system.c, api_files.c, api_sessions.c,
+ * api_metrics.c, api_dashboard.c. routes.c maps them to paths. */
 #ifndef ECHOFS_MASTER_API_H
 #define ECHOFS_MASTER_API_H
 
@@ -14,6 +15,11 @@ int efs_api_worker_list(struct efs_http_req *req);
 int efs_api_worker_report(struct efs_http_req *req);
 /* api_system.c */
 int efs_api_health(struct efs_http_req *req);
+/* api_metrics.c: GET /metrics (Prometheus text), GET /api/v1/stats */
+int efs_api_metrics(struct efs_http_req *req);
+int efs_api_stats(struct efs_http_req *req);
+/* api_dashboard.c: GET / */
+int efs_api_dashboard(struct efs_http_req *req);
 /* api_files.c */
 int efs_api_file_upload_begin(struct efs_http_req *req);
 int efs_api_file_upload_body(struct efs_http_req *req, const char *data, size_t len);

@@ -22,8 +22,10 @@ static void expire_sessions(struct efs_master *m)
 		for (size_t i = 0; i < n; i++) {
 			int r = efs_meta_session_delete(m->meta, ids[i], efs_now_ms());
 			efs_cache_session_forget(m, ids[i]);
-			if (r == 0)
+			if (r == 0) {
+				atomic_fetch_add(&m->gc.sessions_expired, 1);
 				efs_info("session %s expired: its chunks were released", ids[i]);
+			}
 		}
 	}
 	free(ids);
@@ -87,6 +89,7 @@ int efs_gc_run_once(struct efs_master *m)
 			break;
 		}
 		delete_replicas(m, ids[i], replicas, count, decided - m->cfg.gc_grace_ms / 2);
+		atomic_fetch_add(&m->gc.chunks_collected, 1);
 		collected++;
 	}
 	free(ids);
@@ -113,6 +116,8 @@ static void gc_main(struct efs_ticker *t, void *ctx)
 int efs_gc_start(struct efs_gc *gc, struct efs_master *m)
 {
 	gc->m = m;
+	atomic_init(&gc->chunks_collected, 0);
+	atomic_init(&gc->sessions_expired, 0);
 	return efs_ticker_start(&gc->ticker, gc_main, gc);
 }
 

@@ -18,11 +18,16 @@
 
 #include "echofs/ticker.h"
 
+#include <stdatomic.h>
+#include <stdint.h>
+
 struct efs_master;
 
 struct efs_gc {
 	struct efs_master *m;
 	struct efs_ticker ticker;
+	_Atomic uint64_t chunks_collected; /* since start */
+	_Atomic uint64_t sessions_expired; /* since start */
 };
 
 int efs_gc_start(struct efs_gc *gc, struct efs_master *m);

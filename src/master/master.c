@@ -23,9 +23,17 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	}
 	if ((r = efs_meta_open(cfg->database_url, cfg->data_dir, &m->meta, err, errlen)) < 0)
 		return r;
+	if ((r = efs_metrics_new(&m->metrics)) < 0) {
+		snprintf(err, errlen, "cannot set up metrics: %s", strerror(-r));
+		efs_meta_close(m->meta);
+		m->meta = NULL;
+		return r;
+	}
 	if (cfg->redis_addr) {
 		if ((r = efs_redis_new(cfg->redis_addr, &m->redis)) < 0) {
 			snprintf(err, errlen, "REDIS_ADDR: '%s' is not host:port", cfg->redis_addr);
+			efs_metrics_free(m->metrics);
+			m->metrics = NULL;
 			efs_meta_close(m->meta);
 			m->meta = NULL;
 			return -EINVAL;
@@ -47,6 +55,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.auth = efs_auth_check,
 		.auth_ctx = &m->keys,
 		.ctx = m,
+		.metrics = m->metrics,
 	};
 	if ((r = efs_http_server_start(&http, &m->http)) < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/MASTER_PORT): %s",
@@ -55,6 +64,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		m->meta = NULL;
 		efs_redis_free(m->redis);
 		m->redis = NULL;
+		efs_metrics_free(m->metrics);
+		m->metrics = NULL;
 		return r;
 	}
 	if ((r = efs_gc_start(&m->gc, m)) < 0 || (r = efs_repair_start(&m->repair, m)) < 0) {
@@ -66,6 +77,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		m->meta = NULL;
 		efs_redis_free(m->redis);
 		m->redis = NULL;
+		efs_metrics_free(m->metrics);
+		m->metrics = NULL;
 		return r;
 	}
 	efs_info("listening on %s:%u; metadata in %s%s%s; replication %u, chunk size %llu",
@@ -85,4 +98,6 @@ void efs_master_stop(struct efs_master *m)
 	m->meta = NULL;
 	efs_redis_free(m->redis);
 	m->redis = NULL;
+	efs_metrics_free(m->metrics);
+	m->metrics = NULL;
 }

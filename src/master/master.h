@@ -8,10 +8,19 @@
 #include "echofs/http_server.h"
 #include "echofs/meta.h"
 #include "echofs/redis.h"
+#include "echofs/metrics.h"
 #include "master/config.h"
 #include "master/gc.h"
 #include "master/repair.h"
 #include "master/registry.h"
+
+#include <stdatomic.h>
+
+/* Data-path counters since start, for GET /metrics and GET /api/v1/stats. */
+struct efs_master_counters {
+	_Atomic uint64_t chunks_uploaded;     /* chunks stored by uploads, both ways in */
+	_Atomic uint64_t chunks_deduplicated; /* of those, already on enough workers */
+};
 
 struct efs_master {
 	struct efs_master_config cfg;
@@ -22,6 +31,8 @@ struct efs_master {
 	struct efs_http_server *http;
 	struct efs_gc gc;
 	struct efs_repair repair;
+	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
+	struct efs_master_counters counters;
 };
 
 /* Opens the store and starts serving. On failure writes one line to @err

@@ -8,6 +8,11 @@
 const struct efs_http_route efs_master_routes[] = {
 	/* system */
 	{"GET", "/api/v1/health", EFS_AUTH_NONE, .handle = efs_api_health},
+	{"GET", "/api/v1/stats", EFS_AUTH_ANY, .handle = efs_api_stats},
+	/* observability: Prometheus scrapes without credentials (see
+	 * docs/OPERATIONS.md); the page holds no data of its own */
+	{"GET", "/metrics", EFS_AUTH_NONE, .handle = efs_api_metrics},
+	{"GET", "/", EFS_AUTH_NONE, .handle = efs_api_dashboard},
 	/* workers (cluster) */
 	{"POST", "/api/v1/workers/register", EFS_AUTH_CLUSTER,
 	 .handle = efs_api_worker_register, .max_body = JSON_BODY_MAX},

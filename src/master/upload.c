@@ -98,6 +98,9 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 			return r;
 		out->chunk = dedup ? existing : chunk;
 		out->deduplicated = dedup && missing == 0;
+		atomic_fetch_add(&m->counters.chunks_uploaded, 1);
+		if (out->deduplicated)
+			atomic_fetch_add(&m->counters.chunks_deduplicated, 1);
 		return 0;
 	}
 	return -EAGAIN;

@@ -188,6 +188,11 @@ int efs_meta_replica_mark_bad(struct efs_meta *m, const char *chunk_id, const ch
 	return m->ops->replica_mark_bad(m->impl, chunk_id, worker_id);
 }
 
+int efs_meta_stats(struct efs_meta *m, struct efs_meta_stats *out)
+{
+	return m->ops->stats(m->impl, out);
+}
+
 int efs_meta_garbage_list(struct efs_meta *m, int64_t before_ms, size_t max,
 			  char (*ids)[65], size_t *count)
 {

@@ -602,6 +602,36 @@ int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id
 		       NULL, NULL, NULL, SQL_TEXT(chunk_id), SQL_TEXT(worker_id));
 }
 
+/* ---- totals ----------------------------------------------------------- */
+
+static int row_stats(void *ctx, const struct efs_sql_row *row)
+{
+	struct efs_meta_stats *st = ctx;
+	st->file_count = (uint64_t)efs_sql_int(row, 0);
+	st->logical_bytes = (uint64_t)efs_sql_int(row, 1);
+	st->chunk_count = (uint64_t)efs_sql_int(row, 2);
+	st->chunk_bytes = (uint64_t)efs_sql_int(row, 3);
+	st->stored_bytes = (uint64_t)efs_sql_int(row, 4);
+	return 0;
+}
+
+int sql_stats(void *impl, struct efs_meta_stats *out)
+{
+	struct efs_meta_stats st;
+	memset(&st, 0, sizeof(st));
+	int r = sql_run_one(impl,
+			    "SELECT f.n, f.bytes, c.n, c.bytes, c.stored FROM"
+			    " (SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes"
+			    "  FROM files) f,"
+			    " (SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes,"
+			    "  CAST(COALESCE(SUM(stored_size), 0) AS BIGINT) AS stored"
+			    "  FROM chunks WHERE refcount > 0) c",
+			    NULL, 0, row_stats, &st, NULL);
+	if (r == 0)
+		*out = st;
+	return r;
+}
+
 struct chunk_id_list {
 	char (*ids)[65];
 	size_t count, max;

@@ -302,6 +302,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.report_batch = sql_report_batch,
 	.report_finish = sql_report_finish,
 	.lease = store_lease,
+	.stats = sql_stats,
 	.garbage_list = sql_garbage_list,
 	.garbage_take = sql_garbage_take,
 };

@@ -25,6 +25,70 @@ int efs_worker_api_health(struct efs_http_req *req)
 			  (json_int_t)space.chunk_count));
 }
 
+/* The scrape-time families: the store, the disk and the scrubber. */
+static int scrape(struct efs_worker *w, struct efs_metrics *reg)
+{
+	struct efs_worker_space space = {0};
+	struct efs_store_stats stats;
+	char id[EFS_ID_MAX + 1];
+	bool registered;
+
+	efs_heartbeat_status(&w->heartbeat, id, &registered);
+	efs_store_stats(w->store, &stats);
+	int space_error = efs_worker_space(w, &space);
+	const struct {
+		enum efs_metric_type type;
+		const char *name, *help;
+		double value;
+		bool present;
+	} values[] = {
+		{EFS_METRIC_GAUGE, "echofs_worker_registered",
+		 "1 when the master has accepted this worker's registration, else 0.", registered,
+		 true},
+		{EFS_METRIC_GAUGE, "echofs_store_chunks", "Chunks stored on this worker.",
+		 (double)stats.chunk_count, true},
+		{EFS_METRIC_GAUGE, "echofs_store_bytes",
+		 "Payload bytes stored (as stored: compressed or not), with writes in flight.",
+		 (double)stats.bytes, true},
+		{EFS_METRIC_GAUGE, "echofs_store_capacity_bytes",
+		 "Capacity: WORKER_CAPACITY_BYTES, or the size of the file system.",
+		 (double)space.capacity_bytes, space_error == 0},
+		{EFS_METRIC_GAUGE, "echofs_store_free_bytes",
+		 "Space left for chunks, as reported to the master.", (double)space.free_bytes,
+		 space_error == 0},
+		{EFS_METRIC_COUNTER, "echofs_scrub_passes_total",
+		 "Complete scrub passes over every stored chunk.",
+		 (double)atomic_load(&w->scrub.passes), true},
+		{EFS_METRIC_COUNTER, "echofs_scrub_chunks_checked_total",
+		 "Chunks the scrubber has re-read and verified.",
+		 (double)atomic_load(&w->scrub.chunks_checked), true},
+		{EFS_METRIC_COUNTER, "echofs_scrub_corrupt_chunks_total",
+		 "Chunks the scrubber found corrupt (quarantined and reported).",
+		 (double)atomic_load(&w->scrub.corrupt_found), true},
+	};
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(values); i++)
+		if (values[i].present)
+			r = efs_metrics_put(reg, values[i].type, values[i].name, values[i].help,
+					    values[i].value);
+	return r;
+}
+
+int efs_worker_api_metrics(struct efs_http_req *req)
+{
+	struct efs_worker *w = efs_http_ctx(req);
+	struct efs_metrics *now = NULL;
+	int r = efs_metrics_new(&now);
+	if (r == 0)
+		r = scrape(w, now);
+	if (r == 0) {
+		struct efs_metrics *const regs[] = {w->metrics, now};
+		r = efs_http_reply_metrics(req, regs, EFS_ARRAY_SIZE(regs));
+	}
+	efs_metrics_free(now);
+	return r;
+}
+
 /* Replies 400 unless the path names a valid chunk id; returns it or NULL. */
 static const char *chunk_id_param(struct efs_http_req *req)
 {

@@ -12,6 +12,7 @@
 #define EFS_HDR_UNMODIFIED "X-Unmodified-Since-Ms" /* conditional DELETE */
 
 int efs_worker_api_health(struct efs_http_req *req);
+int efs_worker_api_metrics(struct efs_http_req *req);
 int efs_worker_api_chunk_put_begin(struct efs_http_req *req);
 int efs_worker_api_chunk_put_body(struct efs_http_req *req, const char *data, size_t len);
 int efs_worker_api_chunk_put(struct efs_http_req *req);

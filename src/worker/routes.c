@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* routes.c - every endpoint of the worker, in one table. All need the
- * cluster secret. */
+/* routes.c - every endpoint of the worker, in one table. All but /metrics
+ * need the cluster secret; Prometheus scrapes without credentials (see
+ * docs/OPERATIONS.md). */
 #include "worker/api.h"
 
 const struct efs_http_route efs_worker_routes[] = {
 	{"GET", "/health", EFS_AUTH_CLUSTER, .handle = efs_worker_api_health},
+	{"GET", "/metrics", EFS_AUTH_NONE, .handle = efs_worker_api_metrics},
 	{"PUT", "/chunks/{chunkId}", EFS_AUTH_CLUSTER, .begin = efs_worker_api_chunk_put_begin,
 	 .body = efs_worker_api_chunk_put_body, .handle = efs_worker_api_chunk_put},
 	{"GET", "/chunks/{chunkId}", EFS_AUTH_CLUSTER, .handle = efs_worker_api_chunk_get},

@@ -53,6 +53,10 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 		w->store = NULL;
 		return r;
 	}
+	if ((r = efs_metrics_new(&w->metrics)) < 0) {
+		snprintf(err, errlen, "cannot set up metrics: %s", strerror(-r));
+		goto fail_store;
+	}
 	struct efs_http_server_config http = {
 		.addr = &w->cfg.listen_addr,
 		.addrlen = w->cfg.listen_addrlen,
@@ -61,6 +65,7 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 		.auth = efs_auth_check,
 		.auth_ctx = &w->keys,
 		.ctx = w,
+		.metrics = w->metrics,
 	};
 	if ((r = efs_http_server_start(&http, &w->http)) < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%u (WORKER_HOST/WORKER_PORT): %s",
@@ -80,6 +85,8 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 		 cfg->master_urls[0], cfg->master_count > 1 ? " (and more)" : "");
 	return 0;
 fail_store:
+	efs_metrics_free(w->metrics);
+	w->metrics = NULL;
 	efs_lost_queue_release(&w->lost);
 	efs_store_close(w->store);
 	w->store = NULL;
@@ -95,4 +102,6 @@ void efs_worker_stop(struct efs_worker *w)
 	efs_store_close(w->store);
 	w->store = NULL;
 	efs_lost_queue_release(&w->lost);
+	efs_metrics_free(w->metrics);
+	w->metrics = NULL;
 }

@@ -6,6 +6,7 @@
 
 #include "echofs/auth.h"
 #include "echofs/http_server.h"
+#include "echofs/metrics.h"
 #include "worker/config.h"
 #include "worker/heartbeat.h"
 #include "worker/report.h"
@@ -23,6 +24,7 @@ struct efs_worker {
 	struct efs_lost_queue lost; /* corrupt chunks for the master */
 	struct efs_heartbeat heartbeat;
 	struct efs_scrub scrub;
+	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
 };
 
 /* Prepares the data directory, starts serving and the heartbeat loop. On

@@ -24,8 +24,9 @@ def master(shared_cluster):
 
 def test_unknown_path_is_404_json(master):
     c = master.user_client()
+    # ("/" is the dashboard page: test_observability.py)
     for path in ("/nope", "/api/v1/nope", "/api/v2/health", "/api/v1/workers/x",
-                 "/api/v1/health/extra", "/api/v1/files/", "/"):
+                 "/api/v1/health/extra", "/api/v1/files/", "//"):
         assert_json_error(c.get(path), 404)
     assert_json_error(master.client().post("/api/v1/nope", json={}), 404)
 

@@ -814,6 +814,41 @@ static void test_replica_mark_bad(void **state)
 	free(chunks);
 }
 
+/* The cluster totals: complete files only, distinct referenced chunks
+ * (a session's too) counted once, unreferenced chunks not at all. */
+static void test_stats(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned first[] = {1, 2, 3}, second[] = {2, 3, 4};
+	struct efs_meta_stats st;
+	char fid[EFS_ID_MAX + 1];
+
+	assert_int_equal(efs_meta_stats(f->m, &st), 0);
+	assert_true(st.file_count == 0 && st.logical_bytes == 0 && st.chunk_count == 0 &&
+		    st.chunk_bytes == 0 && st.stored_bytes == 0);
+
+	make_file(f, 1, "alice", 100, first, 3);
+	make_file(f, 2, "bob", 200, second, 3);
+	new_session(f, 7, "carol");
+	struct efs_chunk_info open = chunk(5);
+	assert_int_equal(put(f, 7, 0, &open, false), 0);
+
+	assert_int_equal(efs_meta_stats(f->m, &st), 0);
+	assert_int_equal(st.file_count, 2);
+	assert_int_equal(st.logical_bytes, (12345 + 1) + (12345 + 2));
+	assert_int_equal(st.chunk_count, 5); /* chunks 1..5, each once */
+	assert_int_equal(st.chunk_bytes, 1000 * (1 + 2 + 3 + 4 + 5) + 5);
+	assert_int_equal(st.stored_bytes, 600 * (1 + 2 + 3 + 4 + 5) + 5);
+
+	file_id(1, fid);
+	assert_int_equal(efs_meta_file_delete(f->m, fid, "alice", f->now), 0);
+	assert_int_equal(efs_meta_stats(f->m, &st), 0);
+	assert_int_equal(st.file_count, 1);
+	assert_int_equal(st.logical_bytes, 12345 + 2);
+	assert_int_equal(st.chunk_count, 4); /* chunk 1 waits for the collector */
+	assert_int_equal(st.chunk_bytes, 1000 * (2 + 3 + 4 + 5) + 4);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -836,6 +871,7 @@ int main(void)
 		T(test_session_delete_releases_chunks),
 		T(test_session_expired),
 		T(test_replica_mark_bad),
+		T(test_stats),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: MIT */
+/* api_metrics.c - what the master tells about itself: GET /metrics
+ * (Prometheus text) and GET /api/v1/stats (JSON for the dashboard).
+ *
+ * Both read one snapshot: the metadata totals (one aggregate query), the
+ * worker list, and the counters the repair loop, the collector and the
+ * upload path keep as atomics. Nothing is cached: a scrape costs one pass
+ * over the files and chunks tables, less than one pass of the repair loop,
+ * which runs every second anyway. The HTTP metrics come from the registry
+ * that http_server.c fills. */
+#include "echofs/log.h"
+#include "master/api.h"
+
+#include <string.h>
+
+struct snapshot {
+	int meta_error; /* 0, or why the totals are missing */
+	struct efs_meta_stats totals;
+	int workers_error;
+	size_t workers_alive, workers_total;
+	uint64_t capacity_bytes, free_bytes; /* over live workers */
+	int64_t under_replicated;	     /* -1 before the repair loop's first pass */
+	uint64_t repaired, repair_failed;
+	uint64_t chunks_uploaded, chunks_deduplicated;
+	uint64_t chunks_collected, sessions_expired;
+};
+
+static void take_snapshot(struct efs_master *m, struct snapshot *s)
+{
+	struct efs_worker_status *workers = NULL;
+	size_t n = 0;
+
+	memset(s, 0, sizeof(*s));
+	s->meta_error = efs_meta_stats(m->meta, &s->totals);
+	s->workers_error = efs_registry_list(&m->registry, &workers, &n);
+	if (s->workers_error == 0) {
+		s->workers_total = n;
+		for (size_t i = 0; i < n; i++) {
+			if (!workers[i].alive)
+				continue;
+			s->workers_alive++;
+			s->capacity_bytes += workers[i].info.capacity_bytes;
+			s->free_bytes += workers[i].info.free_bytes;
+		}
+		free(workers);
+	}
+	s->under_replicated = atomic_load(&m->repair.under_replicated);
+	s->repaired = atomic_load(&m->repair.repaired_total);
+	s->repair_failed = atomic_load(&m->repair.failed_total);
+	s->chunks_uploaded = atomic_load(&m->counters.chunks_uploaded);
+	s->chunks_deduplicated = atomic_load(&m->counters.chunks_deduplicated);
+	s->chunks_collected = atomic_load(&m->gc.chunks_collected);
+	s->sessions_expired = atomic_load(&m->gc.sessions_expired);
+}
+
+/* @num / @den, or 1 when there is nothing to divide (no data: no
+ * reduction). */
+static double ratio(uint64_t num, uint64_t den)
+{
+	return den ? (double)num / (double)den : 1.0;
+}
+
+/* ---- GET /metrics -------------------------------------------------------- */
+
+static int put_totals(struct efs_metrics *reg, const struct efs_meta_stats *t)
+{
+	static const struct {
+		const char *name, *help;
+		size_t offset;
+	} gauges[] = {
+	    {"echofs_files", "Complete files stored.", offsetof(struct efs_meta_stats, file_count)},
+	    {"echofs_logical_bytes", "Sum of the sizes of all complete files.",
+	     offsetof(struct efs_meta_stats, logical_bytes)},
+	    {"echofs_chunks", "Distinct chunks referenced by files or upload sessions.",
+	     offsetof(struct efs_meta_stats, chunk_count)},
+	    {"echofs_chunk_bytes", "Uncompressed size of the distinct chunks, each counted once.",
+	     offsetof(struct efs_meta_stats, chunk_bytes)},
+	    {"echofs_stored_bytes",
+	     "Stored (compressed) size of the distinct chunks, one replica each.",
+	     offsetof(struct efs_meta_stats, stored_bytes)},
+	};
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(gauges); i++) {
+		const uint64_t *v = (const uint64_t *)((const char *)t + gauges[i].offset);
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, gauges[i].name, gauges[i].help,
+				    (double)*v);
+	}
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_compression_ratio",
+				    "echofs_chunk_bytes / echofs_stored_bytes: what gzip saves "
+				    "(1 when nothing is stored).",
+				    ratio(t->chunk_bytes, t->stored_bytes));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_dedup_ratio",
+				    "echofs_logical_bytes / echofs_chunk_bytes: what "
+				    "deduplication saves (1 when nothing is stored).",
+				    ratio(t->logical_bytes, t->chunk_bytes));
+	return r;
+}
+
+static int put_workers(struct efs_metrics *reg, const struct snapshot *s)
+{
+	static const char *const by_state[] = {"state", NULL};
+	struct efs_metric *workers;
+	int r = efs_metrics_declare(reg, EFS_METRIC_GAUGE, "echofs_workers",
+				    "Registered workers by liveness (dead: no heartbeat for "
+				    "WORKER_DEAD_AFTER_MS).",
+				    by_state, NULL, 0, &workers);
+	if (r == 0)
+		r = efs_metric_set(workers, (const char *const[]){"alive"},
+				   (double)s->workers_alive);
+	if (r == 0)
+		r = efs_metric_set(workers, (const char *const[]){"dead"},
+				   (double)(s->workers_total - s->workers_alive));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_cluster_capacity_bytes",
+				    "Capacity the live workers report, summed.",
+				    (double)s->capacity_bytes);
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_cluster_free_bytes",
+				    "Free space the live workers report, summed.",
+				    (double)s->free_bytes);
+	return r;
+}
+
+static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
+{
+	const struct {
+		const char *name, *help;
+		uint64_t value;
+	} counters[] = {
+	    {"echofs_repair_chunks_repaired_total",
+	     "Chunks re-replicated to new workers since the master started.", s->repaired},
+	    {"echofs_repair_failures_total", "Chunk copies by repair that failed.",
+	     s->repair_failed},
+	    {"echofs_upload_chunks_total", "Chunks stored by uploads (one-request and sessions).",
+	     s->chunks_uploaded},
+	    {"echofs_upload_chunks_deduplicated_total",
+	     "Uploaded chunks that were already stored: no bytes were sent to workers.",
+	     s->chunks_deduplicated},
+	    {"echofs_gc_chunks_collected_total", "Unreferenced chunks removed by the collector.",
+	     s->chunks_collected},
+	    {"echofs_gc_sessions_expired_total", "Upload sessions that expired.",
+	     s->sessions_expired},
+	};
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(counters); i++)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, counters[i].name, counters[i].help,
+				    (double)counters[i].value);
+	return r;
+}
+
+/* The scrape-time families: absent values are left out (a gap in a graph,
+ * not a false zero); echofs_metadata_up says why. */
+static int scrape(struct efs_master *m, struct efs_metrics *reg)
+{
+	struct snapshot s;
+	int r;
+
+	take_snapshot(m, &s);
+	r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_metadata_up",
+			    "1 when the metadata store answered this scrape, else 0.",
+			    s.meta_error == 0 && s.workers_error == 0);
+	if (r == 0 && s.meta_error == 0)
+		r = put_totals(reg, &s.totals);
+	if (r == 0 && s.workers_error == 0)
+		r = put_workers(reg, &s);
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_replication_factor",
+				    "REPLICATION_FACTOR: replicas each chunk should have.",
+				    m->cfg.replication_factor);
+	if (r == 0 && s.under_replicated >= 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_chunks_under_replicated",
+				    "Referenced chunks with fewer good replicas on live workers "
+				    "than REPLICATION_FACTOR (as of the repair loop's last pass).",
+				    (double)s.under_replicated);
+	if (r == 0)
+		r = put_counters(reg, &s);
+	return r;
+}
+
+int efs_api_metrics(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct efs_metrics *now = NULL;
+	int r = efs_metrics_new(&now);
+	if (r == 0)
+		r = scrape(m, now);
+	if (r == 0) {
+		struct efs_metrics *const regs[] = {m->metrics, now};
+		r = efs_http_reply_metrics(req, regs, EFS_ARRAY_SIZE(regs));
+	}
+	efs_metrics_free(now);
+	return r;
+}
+
+/* ---- GET /api/v1/stats ----------------------------------------------------- */
+
+/* A JSON integer from a count (counts stay far below 2^63). */
+#define J(v) ((json_int_t)(v))
+
+int efs_api_stats(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct snapshot s;
+
+	take_snapshot(m, &s);
+	if (s.meta_error < 0)
+		return efs_api_store_error(req, s.meta_error);
+	if (s.workers_error < 0)
+		return efs_api_store_error(req, s.workers_error);
+	const struct efs_meta_stats *t = &s.totals;
+	json_t *workers =
+	    json_pack("{s:I, s:I, s:I, s:I, s:I}", "alive", J(s.workers_alive), "dead",
+		      J(s.workers_total - s.workers_alive), "total", J(s.workers_total),
+		      "capacity_bytes", J(s.capacity_bytes), "free_bytes", J(s.free_bytes));
+	json_t *repair = json_pack("{s:I, s:I}", "repaired_total", J(s.repaired), "failed_total",
+				   J(s.repair_failed));
+	json_t *uploads = json_pack("{s:I, s:I}", "chunks_total", J(s.chunks_uploaded),
+				    "chunks_deduplicated_total", J(s.chunks_deduplicated));
+	json_t *gc = json_pack("{s:I, s:I}", "chunks_collected_total", J(s.chunks_collected),
+			       "sessions_expired_total", J(s.sessions_expired));
+	json_t *under = s.under_replicated >= 0 ? json_integer(s.under_replicated) : json_null();
+	/* "o" steals each part, also when the pack fails (NULL: ENOMEM). */
+	json_t *body = json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:o, s:o, s:o, s:o, s:o}", "files",
+	    J(t->file_count), "logical_bytes", J(t->logical_bytes), "chunks", J(t->chunk_count),
+	    "chunk_bytes", J(t->chunk_bytes), "stored_bytes", J(t->stored_bytes),
+	    "compression_ratio", ratio(t->chunk_bytes, t->stored_bytes), "dedup_ratio",
+	    ratio(t->logical_bytes, t->chunk_bytes), "replication_factor",
+	    J(m->cfg.replication_factor), "workers", workers, "under_replicated", under, "repair",
+	    repair, "uploads", uploads, "gc", gc);
+	if (!body)
+		return -ENOMEM;
+	return efs_http_reply_json(req, 200, body);
+}

@@ -1,0 +1,146 @@
+"""The dashboard at "/", driven in a real browser: Debian's Chromium
+(/usr/bin/chromium), headless, through playwright-core from npm
+(tests/browser/, installed with `npm ci` when node_modules is missing).
+
+The browser side is tests/browser/dashboard.spec.js; this test owns the
+cluster, kills a worker when the script asks, and checks what it reports.
+A screenshot is left in tests/artifacts/dashboard.png.
+"""
+
+import hashlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import echofs_harness as h
+
+BROWSER_DIR = h.REPO / "tests" / "browser"
+SPEC = BROWSER_DIR / "dashboard.spec.js"
+ARTIFACTS = h.REPO / "tests" / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+# Each browser step may wait this long (the page refreshes every 2 s).
+STEP_TIMEOUT_S = 60 if h.SANITIZE else 30
+TOTAL_TIMEOUT_S = 240 if h.SANITIZE else 150
+
+
+def browser_tools() -> str:
+    """The node binary, with playwright-core installed; skips when the
+    machine has no browser or no Node.js (scripts/install-deps.sh installs
+    them), fails when npm cannot install the locked packages."""
+    node = shutil.which("node")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (Debian package chromium; scripts/install-deps.sh)")
+    if not node or not shutil.which("npm"):
+        pytest.skip("Node.js and npm are missing (needed to run playwright-core)")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"npm ci in {BROWSER_DIR} failed:\n{r.stdout}\n{r.stderr}"
+    return node
+
+
+class Script:
+    """The node script: its stdout lines arrive in a queue (read by a
+    thread), so every wait has a deadline."""
+
+    def __init__(self, node: str, env: dict, log: Path):
+        self._stderr = open(log, "wb")
+        self.proc = subprocess.Popen([node, str(SPEC)], cwd=BROWSER_DIR, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr, text=True, bufsize=1,
+                                     start_new_session=True)
+        self.lines: queue.Queue = queue.Queue()
+        self.steps: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def next_line(self, deadline: float):
+        """The next protocol line (STEP lines are collected on the way), or
+        None when the script ended."""
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"the browser script did not finish in time; steps: {self.steps}"
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is not None and line.startswith("STEP "):
+                self.steps.append(line[5:])
+                continue
+            return line
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:  # the browser too: it is in the session
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._stderr.close()
+
+
+@pytest.mark.slow(reason="starts a browser and waits for a worker to be declared dead")
+def test_dashboard_shows_the_cluster_uploads_and_downloads(cluster, tmp_path):
+    node = browser_tools()
+    # Two replicas, so that uploads still work with one of three workers dead.
+    m = cluster.start(workers=3, master_env={"REPLICATION_FACTOR": 2})
+    token = cluster.token("alice")
+    upload = tmp_path / "holiday photos.bin"
+    data = os.urandom(2 * 1024 * 1024 + 4321) + b"echofs " * 50000  # 3 chunks
+    upload.write_bytes(data)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "dashboard.png"
+    for old in (screenshot, ARTIFACTS / "dashboard-failure.png"):
+        old.unlink(missing_ok=True)
+
+    env = {**h.base_environ(), "ECHOFS_URL": m.url, "ECHOFS_TOKEN": token,
+           "UPLOAD_FILE": str(upload), "DOWNLOAD_DIR": str(downloads),
+           "SCREENSHOT": str(screenshot), "CHROMIUM": str(CHROMIUM),
+           "STEP_TIMEOUT_MS": str(STEP_TIMEOUT_S * 1000)}
+    script = Script(node, env, tmp_path / "browser.log")
+    deadline = time.monotonic() + TOTAL_TIMEOUT_S
+    victim = cluster.workers[1]
+    result = None
+    try:
+        line = script.next_line(deadline)
+        assert line == "KILL", f"expected KILL, got {line!r}; steps: {script.steps}"
+        victim.kill()
+        script.send(f"killed {victim.worker_id}")
+        line = script.next_line(deadline)
+        assert line is not None and line.startswith("RESULT "), \
+            f"expected RESULT, got {line!r}; steps: {script.steps}"
+        result = json.loads(line[len("RESULT "):])
+        assert script.proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+    finally:
+        script.close()
+        log = (tmp_path / "browser.log").read_text(errors="replace")
+        if result is None:
+            print(f"browser script steps: {script.steps}\n{log}")
+    assert script.proc.returncode == 0, log
+    assert result["killed"] == victim.worker_id
+
+    # The page saw the worker dead: so does the master.
+    assert m.worker_record(victim.worker_id)["status"] == "dead"
+    # What the browser downloaded is what it uploaded, byte for byte.
+    got = Path(result["downloaded"]).read_bytes()
+    assert got == data
+    assert result["sha256"] == hashlib.sha256(data).hexdigest()
+    # And the master stored it under the user's name.
+    files = m.user_client("alice").get("/api/v1/files").json()["files"]
+    assert [(f["name"], f["size"]) for f in files] == [(upload.name, len(data))]
+    assert screenshot.exists() and screenshot.stat().st_size > 10_000
