@@ -16,18 +16,30 @@ static void key_for(const char *kind, const char *id, char *out, size_t size)
 	snprintf(out, size, "efs:%s:%s", kind, id);
 }
 
-/* Reads a cached JSON object; NULL on any miss. */
-static json_t *cache_get(struct efs_master *m, const char *kind, const char *id)
+/* What a forgotten entry holds until its TTL ends: a read that raced the
+ * delete cannot put the old entry back (entries are only ever added with
+ * NX), and a reader sees "gone" without asking the store. */
+#define TOMBSTONE "deleted"
+#define TOMBSTONE_TTL_MS (10 * 60 * 1000)
+
+/* Reads a cached JSON object; NULL on any miss. *gone is set when the
+ * entry says the object was deleted. */
+static json_t *cache_get(struct efs_master *m, const char *kind, const char *id, bool *gone)
 {
 	char key[EFS_ID_MAX + 16];
 	struct efs_buf buf;
 	json_t *j = NULL;
+	*gone = false;
 	if (!m->redis)
 		return NULL;
 	key_for(kind, id, key, sizeof(key));
 	efs_buf_init(&buf, ENTRY_MAX);
-	if (efs_redis_get(m->redis, key, &buf) == 0)
-		j = json_loadb(buf.data, buf.len, 0, NULL);
+	if (efs_redis_get(m->redis, key, &buf) == 0) {
+		if (buf.len == strlen(TOMBSTONE) && memcmp(buf.data, TOMBSTONE, buf.len) == 0)
+			*gone = true;
+		else
+			j = json_loadb(buf.data, buf.len, 0, NULL);
+	}
 	efs_buf_release(&buf);
 	return j;
 }
@@ -40,7 +52,7 @@ static void cache_put(struct efs_master *m, const char *kind, const char *id, js
 	json_decref(j);
 	if (text && ttl_ms > 0) {
 		key_for(kind, id, key, sizeof(key));
-		efs_redis_set(m->redis, key, text, strlen(text), ttl_ms, false);
+		efs_redis_set(m->redis, key, text, strlen(text), ttl_ms, true);
 	}
 	free(text);
 }
@@ -51,7 +63,9 @@ static void cache_forget(struct efs_master *m, const char *kind, const char *id)
 	if (!m->redis)
 		return;
 	key_for(kind, id, key, sizeof(key));
-	efs_redis_del(m->redis, key);
+	/* If Redis is away now, a stale entry may outlive the delete: the
+	 * download path notices the missing chunk list and answers 404. */
+	efs_redis_set(m->redis, key, TOMBSTONE, strlen(TOMBSTONE), TOMBSTONE_TTL_MS, false);
 }
 
 /* Copies string member @name into @out; false when missing or too long. */
@@ -73,7 +87,10 @@ int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_fil
 {
 	struct efs_file_info f;
 	uint64_t replication, created;
-	json_t *j = cache_get(m, "file", file_id);
+	bool gone;
+	json_t *j = cache_get(m, "file", file_id, &gone);
+	if (gone)
+		return -ENOENT;
 	memset(&f, 0, sizeof(f));
 	if (j && take_str(j, "file_id", f.file_id, sizeof(f.file_id)) &&
 	    take_str(j, "owner", f.owner, sizeof(f.owner)) &&
@@ -118,7 +135,10 @@ int efs_cache_session_get(struct efs_master *m, const char *session_id,
 {
 	struct efs_session_info s;
 	uint64_t chunk_size, created, expires;
-	json_t *j = cache_get(m, "session", session_id);
+	bool gone;
+	json_t *j = cache_get(m, "session", session_id, &gone);
+	if (gone)
+		return -ENOENT;
 	memset(&s, 0, sizeof(s));
 	if (j && take_str(j, "session_id", s.session_id, sizeof(s.session_id)) &&
 	    take_str(j, "owner", s.owner, sizeof(s.owner)) &&

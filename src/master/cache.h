@@ -2,8 +2,10 @@
 /* cache.h - read-through caching of file and session metadata in Redis.
  *
  * A file's metadata never changes after it is written, so a download can
- * find it in Redis without touching the store; delete removes the entry
- * (on any master: Redis is shared). A session's fixed fields (owner, name,
+ * find it in Redis without touching the store; delete replaces the entry
+ * with a tombstone (on any master: Redis is shared), and entries are only
+ * added where no key exists, so a read racing the delete cannot bring the
+ * file back. A session's fixed fields (owner, name,
  * sizes, expiry) are cached until the session expires; its version, which
  * changes with every chunk, is always read from the store. Without Redis,
  * or while it is unreachable, every call goes to the store.

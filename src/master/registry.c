@@ -74,17 +74,28 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 			   uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count)
 {
 	int64_t now = efs_now_ms();
-	if (redis_beat(reg, worker_id, now) == 0) {
-		/* The store's copy only every quarter period (one master of
-		 * several wins the NX). */
-		char key[EFS_ID_MAX + 32];
+	char key[EFS_ID_MAX + 32];
+	int r;
+
+	/* With Redis, the store's copy is written once a quarter period (the
+	 * first master to set the NX key writes it); in between, a worker the
+	 * store confirmed recently only refreshes its Redis key. */
+	if (reg->redis) {
 		snprintf(key, sizeof(key), "efs:worker:%s:stored", worker_id);
-		if (efs_redis_set(reg->redis, key, "1", 1, EFS_MAX(reg->dead_after_ms / 4, 1),
-				  true) == 0)
+		r = efs_redis_set(reg->redis, key, "1", 1, EFS_MAX(reg->dead_after_ms / 4, 1), true);
+		if (r == 0 && redis_beat(reg, worker_id, now) == 0)
 			return 0;
 	}
-	return efs_meta_worker_heartbeat(reg->meta, worker_id, capacity_bytes, free_bytes,
-					 chunk_count, now);
+	r = efs_meta_worker_heartbeat(reg->meta, worker_id, capacity_bytes, free_bytes,
+				      chunk_count, now);
+	if (r < 0) {
+		/* Unknown (or unconfirmed): no key may claim it is alive. */
+		if (reg->redis)
+			efs_redis_del(reg->redis, key);
+		return r;
+	}
+	redis_beat(reg, worker_id, now);
+	return 0;
 }
 
 /* Liveness from Redis, where it answers: the key expires with the worker. */
@@ -98,9 +109,13 @@ static void redis_alive(struct efs_registry *reg, struct efs_worker_status *list
 			hb_key(list[i].info.worker_id, keys[i], sizeof(keys[i]));
 			key_ptrs[i] = keys[i];
 		}
+		/* Alive when the key says so, or when the store saw a beat
+		 * recently (an emptied, restarted Redis must not make every
+		 * worker dead until its next beat). */
 		if (efs_redis_exists_many(reg->redis, key_ptrs, n, alive) == 0)
 			for (size_t i = 0; i < n; i++)
-				list[i].alive = alive[i] && list[i].info.last_heartbeat_ms > 0;
+				list[i].alive = list[i].alive ||
+						(alive[i] && list[i].info.last_heartbeat_ms > 0);
 	}
 	free(keys);
 	free(key_ptrs);

@@ -12,6 +12,11 @@ that test modules can import it; this file turns it into fixtures:
 
 When a test fails, the tail of every process's log is attached to its
 report. `pytest -m "not slow"` skips the tests marked slow.
+
+ECHOFS_TEST_BACKEND=postgres (with ECHOFS_TEST_PG_URL, and optionally
+ECHOFS_TEST_REDIS_ADDR, from scripts/services.sh) runs every cluster's
+masters on a fresh PostgreSQL database (and that Redis); tests listed in
+SQLITE_ONLY below are skipped then.
 """
 
 import os
@@ -32,13 +37,21 @@ def pytest_collection_modifyitems(config, items):
         for mark in item.iter_markers("slow"):
             if not (mark.kwargs.get("reason") or mark.args):
                 raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.slow needs a reason")
+        if h.BACKEND == "postgres":
+            node = item.nodeid.split("tests/integration/", 1)[-1]
+            reason = SQLITE_ONLY.get(node) or SQLITE_ONLY.get(node.split("[", 1)[0])
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
 
 
 def pytest_report_header(config):
     line = f"echofs binaries: {h.BIN_DIR}"
     if h.SANITIZE:
         line += f" (sanitizers: {h.SANITIZE})"
-    return [line, f"echofs timing margin: {h.TIMING_MARGIN_S}s"]
+    backend = f"echofs metadata backend: {h.BACKEND}"
+    if h.BACKEND == "postgres":
+        backend += f" ({h.PG_URL}" + (f", redis {h.REDIS_ADDR}" if h.REDIS_ADDR else "") + ")"
+    return [line, f"echofs timing margin: {h.TIMING_MARGIN_S}s", backend]
 
 
 def pytest_sessionstart(session):
@@ -47,6 +60,17 @@ def pytest_sessionstart(session):
     if missing:
         raise pytest.UsageError(f"missing binaries in {h.BIN_DIR}: {', '.join(missing)}; "
                                 "run make (or set ECHOFS_BIN_DIR)")
+    if h.BACKEND not in h.BACKENDS:
+        raise pytest.UsageError(f"ECHOFS_TEST_BACKEND={h.BACKEND!r}: use one of {h.BACKENDS}")
+    if h.BACKEND == "postgres" and not h.PG_URL:
+        raise pytest.UsageError("ECHOFS_TEST_BACKEND=postgres needs ECHOFS_TEST_PG_URL: "
+                                "scripts/services.sh start DIR && . DIR/env")
+
+
+# Tests that only make sense on the embedded SQLite store, skipped when
+# ECHOFS_TEST_BACKEND=postgres: node id (as pytest prints it, without the
+# tests/integration/ prefix) -> why.
+SQLITE_ONLY: dict[str, str] = {}
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -33,6 +33,27 @@ Environment:
     ECHOFS_TIMING_MARGIN  seconds of slack added to timing deadlines
                           (default 0.5, 1.5 with sanitizers)
     ECHOFS_KEEP_LOGS      non-empty: print where the logs are kept
+    ECHOFS_TEST_PG_URL    postgres://... of a PostgreSQL server the tests may
+                          create databases on (scripts/services.sh start DIR
+                          writes it to DIR/env); needed by backend="postgres"
+    ECHOFS_TEST_REDIS_ADDR
+                          host:port of a Redis the tests may use (and flush)
+    ECHOFS_TEST_BACKEND   "postgres": every Cluster runs its masters on a
+                          fresh PostgreSQL database of its own (and on
+                          ECHOFS_TEST_REDIS_ADDR when that is set); default
+                          "sqlite" (DATA_DIR/echofs.db)
+
+Backends (Cluster(backend=..., redis=...)): with backend="postgres" the
+cluster creates a database efs_<random> on ECHOFS_TEST_PG_URL when its first
+master is made, gives every master DATABASE_URL=<that database> (so a second
+add_master() shares the metadata with the first) and drops the database when
+it closes. redis=True passes ECHOFS_TEST_REDIS_ADDR as REDIS_ADDR; the shared
+Redis is flushed (FLUSHDB) when a cluster using it starts or closes and no
+other open cluster uses it (pytest runs tests one at a time, but a module's
+shared_cluster stays open beside the tests' own clusters). redis="dedicated"
+starts a redis-server of the cluster's own (cluster.redis_server) that a
+test may kill and restart. Helpers: psql(), pg_create_database(),
+pg_drop_database(), redis_cli(), Cluster.psql(), Cluster.redis_keys().
 """
 
 from __future__ import annotations
@@ -46,11 +67,14 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -75,6 +99,15 @@ TIMING_MARGIN_S = float(os.environ.get("ECHOFS_TIMING_MARGIN") or (1.5 if SANITI
 START_TIMEOUT_S = 30.0 if SANITIZE else 10.0
 STOP_TIMEOUT_S = 20.0 if SANITIZE else 10.0
 HTTP_TIMEOUT_S = 10.0
+
+# Backing services (see the module docstring).
+PG_URL = os.environ.get("ECHOFS_TEST_PG_URL", "").strip()
+REDIS_ADDR = os.environ.get("ECHOFS_TEST_REDIS_ADDR", "").strip()
+BACKEND = (os.environ.get("ECHOFS_TEST_BACKEND") or "sqlite").strip().lower()
+BACKENDS = ("sqlite", "postgres")
+PSQL = shutil.which("psql") or "/usr/bin/psql"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 ASAN_OPTIONS = "detect_leaks=1:abort_on_error=0:exitcode=23"
 UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1"
@@ -348,6 +381,86 @@ def token(user: str = "alice", ttl: Optional[int] = None, secret: str = JWT_SECR
     return lines[0]
 
 
+# ---- backing services: PostgreSQL and Redis ---------------------------------
+
+
+def _tool_environ() -> dict[str, str]:
+    """The environment of psql / redis-cli: the inherited basics only (no
+    PGPASSWORD, PGHOST... of the caller), and short connect timeouts."""
+    env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+    env["PGCONNECT_TIMEOUT"] = "5"
+    return env
+
+
+def pg_url_for(database: str, base: Optional[str] = None) -> str:
+    """base (default ECHOFS_TEST_PG_URL) with its database replaced."""
+    parts = urllib.parse.urlsplit(base or PG_URL)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
+def psql(sql: str, url: Optional[str] = None, *, check: bool = True,
+         timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Runs one SQL command with psql (unaligned, tuples only, stops at the
+    first error) on url (default ECHOFS_TEST_PG_URL); asserts success unless
+    check is False. stdout holds the rows, one a line, columns split by |."""
+    url = url or PG_URL
+    assert url, "ECHOFS_TEST_PG_URL is not set"
+    proc = subprocess.run([PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url,
+                           "-c", sql], env=_tool_environ(), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    if check:
+        assert proc.returncode == 0, \
+            f"psql {sql!r} exited {proc.returncode}: {proc.stderr.strip()}"
+    return proc
+
+
+def pg_create_database(prefix: str = "efs") -> tuple[str, str]:
+    """CREATE DATABASE <prefix>_<random>; returns (name, its URL)."""
+    name = f"{prefix}_{os.urandom(6).hex()}"
+    psql(f"CREATE DATABASE {name}")
+    return name, pg_url_for(name)
+
+
+def pg_drop_database(name: str, *, check: bool = True) -> bool:
+    """DROP DATABASE IF EXISTS name WITH (FORCE) (connections still open to
+    it are ended); returns whether it worked."""
+    assert re.match(r"^[a-z_][a-z0-9_]*$", name), name
+    proc = psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", check=check)
+    return proc.returncode == 0
+
+
+def pg_tables(url: str) -> list[str]:
+    """The tables of the public schema of the database at url, sorted."""
+    out = psql("SELECT table_name FROM information_schema.tables "
+               "WHERE table_schema = 'public' ORDER BY table_name", url).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def redis_cli(addr: str, *args: str, check: bool = True,
+              timeout: float = 10.0) -> subprocess.CompletedProcess:
+    """Runs redis-cli -h HOST -p PORT ARGS...; asserts exit 0 unless check
+    is False (redis-cli exits 0 on most errors: read stdout)."""
+    host, _, port = addr.rpartition(":")
+    proc = subprocess.run([REDIS_CLI, "-h", host or "127.0.0.1", "-p", port, *args],
+                          env=_tool_environ(), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    if check:
+        assert proc.returncode == 0, \
+            f"redis-cli {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}"
+    return proc
+
+
+def redis_keys(addr: str, pattern: str = "*") -> list[str]:
+    """Every key matching pattern (redis-cli --scan), sorted."""
+    out = redis_cli(addr, "--scan", "--pattern", pattern).stdout
+    return sorted(line for line in out.splitlines() if line)
+
+
+def redis_ping(addr: str) -> bool:
+    proc = redis_cli(addr, "ping", check=False, timeout=5.0)
+    return proc.returncode == 0 and proc.stdout.strip() == "PONG"
+
+
 # ---- HTTP --------------------------------------------------------------------
 
 
@@ -468,6 +581,10 @@ class Process:
     def default_env(self) -> dict:
         return {}
 
+    def argv(self) -> list[str]:
+        """The command line (the daemons take none: only the environment)."""
+        return [str(self.binary)]
+
     def environ(self) -> dict[str, str]:
         return merge_env(base_environ(), self.default_env(), self.cluster.env_for(self),
                          self.env_overrides)
@@ -487,7 +604,7 @@ class Process:
             err.write(header)
             err.flush()
             self._run_offset = err.tell()
-            self.popen = subprocess.Popen([str(self.binary)], cwd=self.dir, env=self.environ(),
+            self.popen = subprocess.Popen(self.argv(), cwd=self.dir, env=self.environ(),
                                           stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                           preexec_fn=_die_with_parent)
         self.paused = False
@@ -663,6 +780,9 @@ class Master(Process):
         self.port = port or free_port()
         self.data_dirs = 0
         self.data_dir = self._new_data_dir()
+        # DATABASE_URL (backend "postgres": the cluster's database; None:
+        # SQLite in DATA_DIR).
+        self.database_url: Optional[str] = cluster.database_url
         self._api_client: Optional[ApiClient] = None
         self._anon_client: Optional[ApiClient] = None
 
@@ -684,6 +804,8 @@ class Master(Process):
             "HEARTBEAT_INTERVAL_MS": HEARTBEAT_INTERVAL_MS,
             "WORKER_DEAD_AFTER_MS": WORKER_DEAD_AFTER_MS,
             "LOG_LEVEL": "info",
+            "DATABASE_URL": self.database_url,
+            "REDIS_ADDR": self.cluster.redis_addr,
         }
 
     @property
@@ -704,11 +826,14 @@ class Master(Process):
         return (self.dead_after_ms + self.heartbeat_ms) / 1000 + TIMING_MARGIN_S
 
     def restart(self, fresh_data_dir: bool = False, **env: Any) -> "Master":
-        """Restarts on the same port; fresh_data_dir forgets all metadata."""
+        """Restarts on the same port; fresh_data_dir forgets all metadata
+        (on PostgreSQL: this master moves to a new, empty database)."""
         if self.running:
             self.stop()
         if fresh_data_dir:
             self.data_dir = self._new_data_dir()
+            if self.database_url is not None:
+                self.database_url = self.cluster.new_database()
         self.setenv(**env)
         self.start()
         return self
@@ -876,6 +1001,38 @@ class Worker(Process):
         return self.worker_id
 
 
+class RedisServer(Process):
+    """A redis-server of one cluster's own (Cluster(redis="dedicated")), on a
+    free loopback port, not persisted: a test may kill() it (an outage) and
+    start() it again on the same port (it comes back empty)."""
+
+    binary_name = "redis-server"
+
+    def __init__(self, cluster: "Cluster", name: str, port: Optional[int] = None):
+        super().__init__(cluster, name)
+        self.port = port or free_port()
+
+    @property
+    def binary(self) -> Path:
+        return Path(REDIS_SERVER)
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--dir", str(self.dir), "--logfile", ""]
+
+    def wait_ready(self, timeout: Optional[float] = None) -> None:
+        def ready():
+            self.check_alive()
+            return redis_ping(self.addr)
+        wait_until(ready, START_TIMEOUT_S if timeout is None else timeout,
+                   what=f"{self.name} to answer PING")
+
+
 class ConnectionRecorder:
     """A fake server on a port: accepts each connection, notes when it came
     and closes it at once. Stands in for a master that is down but whose
@@ -930,14 +1087,33 @@ class Cluster:
     cluster; per-process keyword arguments override them (None unsets)."""
 
     def __init__(self, tmp_path: Path, label: str = "",
-                 master_env: Optional[dict] = None, worker_env: Optional[dict] = None):
+                 master_env: Optional[dict] = None, worker_env: Optional[dict] = None,
+                 backend: Optional[str] = None, redis: Any = None):
+        """backend: "sqlite" or "postgres" (default: ECHOFS_TEST_BACKEND, else
+        sqlite). redis: True (ECHOFS_TEST_REDIS_ADDR), "dedicated" (a
+        redis-server of this cluster's own), False (none), or None: the
+        shared one when ECHOFS_TEST_BACKEND=postgres and it is set."""
         self.tmp_path = Path(tmp_path)
         self.label = label
         self.master_env = dict(master_env or {})
         self.worker_env = dict(worker_env or {})
+        self.backend = (backend or BACKEND).lower()
+        assert self.backend in BACKENDS, f"unknown backend {self.backend!r}: one of {BACKENDS}"
+        if self.backend == "postgres":
+            assert PG_URL, "backend postgres needs ECHOFS_TEST_PG_URL (scripts/services.sh)"
+        if redis is None:
+            redis = bool(BACKEND == "postgres" and REDIS_ADDR)
+        if redis is True:
+            assert REDIS_ADDR, "redis=True needs ECHOFS_TEST_REDIS_ADDR (scripts/services.sh)"
+        assert redis in (True, False, "dedicated"), f"redis={redis!r}"
+        self.redis_mode = redis
+        self.redis_server: Optional[RedisServer] = None
+        self.databases: list[str] = []  # created here, dropped by close()
+        self._database_url: Optional[str] = None
         self.masters: list[Master] = []
         self.workers: list[Worker] = []
         self.extra: list[Process] = []
+        self.services: list[Process] = []  # stopped last (after the masters)
         self._clients: list[ApiClient] = []
         self._recorders: list[ConnectionRecorder] = []
         self._tokens: dict[tuple, str] = {}
@@ -946,7 +1122,64 @@ class Cluster:
 
     @property
     def processes(self) -> list[Process]:
-        return [*self.masters, *self.workers, *self.extra]
+        return [*self.masters, *self.workers, *self.extra, *self.services]
+
+    # -- backing services
+    @property
+    def uses_shared_redis(self) -> bool:
+        return self.redis_mode is True
+
+    @property
+    def redis_addr(self) -> Optional[str]:
+        """What the masters get as REDIS_ADDR (None: no Redis). A dedicated
+        server is started on first use."""
+        if self.redis_mode is True:
+            return REDIS_ADDR
+        if self.redis_mode == "dedicated":
+            if self.redis_server is None:
+                self.redis_server = RedisServer(self, self._unique("redis"))
+                self.services.append(self.redis_server)
+                self.redis_server.start()
+                self.redis_server.wait_ready()
+            return self.redis_server.addr
+        return None
+
+    def new_database(self) -> str:
+        """A fresh, empty PostgreSQL database (dropped by close()); its URL."""
+        name, url = pg_create_database()
+        self.databases.append(name)
+        return url
+
+    @property
+    def database_url(self) -> Optional[str]:
+        """The DATABASE_URL masters get by default: None for SQLite; for
+        PostgreSQL the cluster's database, created on first use (so the
+        Redis it shares is flushed then too, when no one else uses it)."""
+        if self.backend != "postgres":
+            return None
+        if self._database_url is None:
+            self._database_url = self.new_database()
+            self._flush_shared_redis()
+        return self._database_url
+
+    def psql(self, sql: str, **kwargs: Any) -> subprocess.CompletedProcess:
+        """psql on this cluster's database."""
+        assert self.database_url, "this cluster does not run on PostgreSQL"
+        return psql(sql, self.database_url, **kwargs)
+
+    def redis_keys(self, pattern: str = "efs:*") -> list[str]:
+        """The keys in this cluster's Redis (the shared one holds other
+        open clusters' keys too)."""
+        addr = self.redis_addr
+        assert addr, "this cluster does not use Redis"
+        return redis_keys(addr, pattern)
+
+    def _flush_shared_redis(self) -> None:
+        if not self.uses_shared_redis:
+            return
+        if any(c is not self and c.uses_shared_redis and not c.closed for c in _open_clusters):
+            return
+        redis_cli(REDIS_ADDR, "FLUSHDB", check=False)
 
     def env_for(self, proc: Process) -> dict:
         if isinstance(proc, Master):
@@ -967,6 +1200,8 @@ class Cluster:
     # -- building
     def add_master(self, name: str = "master", *, start: bool = True, wait: bool = True,
                    port: Optional[int] = None, **env: Any) -> Master:
+        if not self.masters and self.backend != "postgres":
+            self._flush_shared_redis()
         m = Master(self, self._unique(name), port=port, env=env)
         self.masters.append(m)
         if start:
@@ -977,9 +1212,17 @@ class Cluster:
 
     def add_worker(self, name: Optional[str] = None, *, master: Optional[Master] = None,
                    master_url: Optional[str] = None, start: bool = True, wait: bool = True,
-                   port: Optional[int] = None, **env: Any) -> Worker:
+                   port: Optional[int] = None, masters: Optional[Iterable[Master]] = None,
+                   **env: Any) -> Worker:
         """A worker of master (default: the first master), or of an explicit
-        MASTER_URL list. wait: until it is registered and alive."""
+        MASTER_URL list. masters: several masters (MASTER_URL=a,b in that
+        order; wait checks registration with master, or the first of them).
+        wait: until it is registered and alive."""
+        if masters is not None:
+            masters = list(masters)
+            assert masters, "masters is empty"
+            master_url = master_url or ",".join(x.url for x in masters)
+            master = master or masters[0]
         if master is None and master_url is None:
             assert self.masters, "add a master first, or give master_url"
             master = self.masters[0]
@@ -1042,7 +1285,8 @@ class Cluster:
                 if p.expect_running and not p.running:
                     errors.append(f"{p.name} exited unexpectedly with status {p.returncode}")
             # Workers first: a worker stopping can still reach its master.
-            for p in [*self.workers, *self.extra, *self.masters]:
+            # Services (a dedicated Redis) last: the masters use them.
+            for p in [*self.workers, *self.extra, *self.masters, *self.services]:
                 if p.stopping:  # a test sent SIGTERM and did not wait
                     try:
                         rc = p.wait_exit(STOP_TIMEOUT_S)
@@ -1065,6 +1309,13 @@ class Cluster:
                 p.kill()
             if self in _open_clusters:
                 _open_clusters.remove(self)
+            self._flush_shared_redis()
+            for name in self.databases:
+                # Best effort: a test that left PostgreSQL stopped fails on
+                # its own; the throwaway server goes with services.sh stop.
+                if not pg_drop_database(name, check=False):
+                    print(f"warning: could not drop database {name}", file=sys.stderr)
+            self.databases.clear()
         if errors:
             raise AssertionError("cluster teardown: " + "; ".join(errors) + "\n" +
                                  "\n".join(p.log_tail() for p in self.processes))

@@ -4,6 +4,11 @@
  * sessions, chunks and their replicas, files, reference counting and the
  * garbage the collector takes.
  *
+ * When ECHOFS_TEST_PG_URL is set (postgres://..., e.g. from
+ * `scripts/services.sh start DIR`), the same tests run a second time on
+ * PostgreSQL, each on a database of its own (efs_unit_<pid>_<n>, created
+ * through libpq and dropped at teardown). Unset, only SQLite runs.
+ *
  * Reference counts are not visible through the interface; they are checked
  * through what they decide: whether efs_meta_garbage_list names a chunk.
  */
@@ -14,13 +19,16 @@
 #include <cmocka.h>
 
 #include "echofs/hash.h"
+#include "echofs/log.h"
 #include "echofs/meta.h"
 #include "echofs/util.h"
 
 #include <ftw.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define WORKERS 3
 #define MAX_GARBAGE 64
@@ -29,9 +37,51 @@ static const char *const worker_ids[WORKERS] = {"w1", "w2", "w3"};
 
 struct fixture {
 	char dir[64];
+	char db[64]; /* the PostgreSQL database of this test, or "" (SQLite) */
 	struct efs_meta *m;
 	int64_t now; /* the "now" the test passes to the store */
 };
+
+/* ---- PostgreSQL -------------------------------------------------------- */
+
+/* ECHOFS_TEST_PG_URL while the PostgreSQL run is on, NULL for SQLite. */
+static const char *pg_url;
+static unsigned pg_databases;
+
+/* @base (postgres://user@host:port/db?query) naming database @db instead. */
+static int pg_url_with_db(const char *base, const char *db, char *out, size_t size)
+{
+	const char *auth = strstr(base, "://");
+	if (!auth)
+		return -EINVAL;
+	const char *path = strchr(auth + 3, '/');
+	const char *query = strchr(auth + 3, '?');
+	size_t head = path ? (size_t)(path - base) : query ? (size_t)(query - base) : strlen(base);
+	if (query && query < base + head)
+		head = (size_t)(query - base);
+	int n = snprintf(out, size, "%.*s/%s%s", (int)head, base, db, query ? query : "");
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+/* Runs one statement on the server's own database (CREATE/DROP DATABASE). */
+static int pg_admin(const char *sql)
+{
+	PGconn *c = PQconnectdb(pg_url);
+	int r = 0;
+	if (PQstatus(c) != CONNECTION_OK) {
+		print_error("cannot connect to %s: %s", pg_url, PQerrorMessage(c));
+		r = -1;
+	} else {
+		PGresult *res = PQexec(c, sql);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			print_error("%s: %s", sql, PQresultErrorMessage(res));
+			r = -1;
+		}
+		PQclear(res);
+	}
+	PQfinish(c);
+	return r;
+}
 
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
@@ -51,7 +101,7 @@ static void worker_url(size_t i, char *url, size_t size)
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	char err[256] = "";
+	char err[256] = "", url[512], sql[128];
 	if (!f)
 		return -1;
 	snprintf(f->dir, sizeof(f->dir), "/tmp/efs-meta-XXXXXX");
@@ -59,9 +109,27 @@ static int setup(void **state)
 		free(f);
 		return -1;
 	}
-	if (efs_meta_open(NULL, f->dir, &f->m, err, sizeof(err)) < 0) {
+	if (pg_url) {
+		snprintf(f->db, sizeof(f->db), "efs_unit_%ld_%u", (long)getpid(), ++pg_databases);
+		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->db);
+		if (pg_url_with_db(pg_url, f->db, url, sizeof(url)) < 0 || pg_admin(sql) < 0) {
+			rmdir(f->dir);
+			free(f);
+			return -1;
+		}
+	}
+	if (efs_meta_open(pg_url ? url : NULL, f->dir, &f->m, err, sizeof(err)) < 0) {
 		print_error("efs_meta_open: %s\n", err);
+		if (f->db[0]) {
+			snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->db);
+			pg_admin(sql);
+		}
+		rmdir(f->dir);
 		free(f);
+		return -1;
+	}
+	if (pg_url && strcmp(efs_meta_backend(f->m), "postgres") != 0) {
+		print_error("backend is %s, not postgres\n", efs_meta_backend(f->m));
 		return -1;
 	}
 	for (size_t i = 0; i < WORKERS; i++) {
@@ -84,10 +152,16 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
+	int r = 0;
 	efs_meta_close(f->m);
 	nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (f->db[0]) {
+		char sql[128];
+		snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->db);
+		r = pg_admin(sql);
+	}
 	free(f);
-	return 0;
+	return r;
 }
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -849,6 +923,59 @@ static void test_stats(void **state)
 	assert_int_equal(st.chunk_bytes, 1000 * (2 + 3 + 4 + 5) + 4);
 }
 
+/* ---- two stores on one database (two masters) ---------------------------- */
+
+/* A second store opened on the same database (a second master) sees what
+ * the first wrote, and the lease for background duties is held by one of
+ * them at a time: with PostgreSQL the first to ask keeps it until its store
+ * closes, then the other gets it; SQLite has one master and always holds
+ * it. */
+static void test_second_store_on_the_same_database(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned numbers[] = {1, 2};
+	struct efs_meta *other = NULL;
+	struct efs_file_info got;
+	char err[256] = "", url[512], fid[EFS_ID_MAX + 1];
+
+	if (f->db[0])
+		assert_int_equal(pg_url_with_db(pg_url, f->db, url, sizeof(url)), 0);
+	int r = efs_meta_open(f->db[0] ? url : NULL, f->dir, &other, err, sizeof(err));
+	if (r < 0)
+		print_error("efs_meta_open: %s\n", err);
+	assert_int_equal(r, 0);
+
+	make_file(f, 1, "alice", 100, numbers, 2);
+	file_id(1, fid);
+	assert_int_equal(efs_meta_file_get(other, fid, &got), 0);
+	assert_int_equal(got.chunk_count, 2);
+	assert_int_equal(efs_meta_file_delete(other, fid, "alice", f->now), 0);
+	assert_int_equal(efs_meta_file_get(f->m, fid, &got), -ENOENT);
+	assert_int_equal(garbage_count(f, f->now + 1), 2);
+
+	if (!f->db[0]) {
+		assert_true(efs_meta_lease(f->m));
+		assert_true(efs_meta_lease(other));
+		efs_meta_close(other);
+		return;
+	}
+	assert_true(efs_meta_lease(f->m));
+	assert_false(efs_meta_lease(other));
+	assert_true(efs_meta_lease(f->m)); /* kept while held */
+	assert_false(efs_meta_lease(other));
+	efs_meta_close(f->m);
+	f->m = NULL;
+	/* the lock went with the first store's connection */
+	assert_true(efs_meta_lease(other));
+	assert_true(efs_meta_lease(other));
+	/* a third store does not get it while the second holds it */
+	struct efs_meta *third = NULL;
+	assert_int_equal(efs_meta_open(url, f->dir, &third, err, sizeof(err)), 0);
+	assert_false(efs_meta_lease(third));
+	efs_meta_close(third);
+	f->m = other; /* closed by teardown */
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -872,7 +999,19 @@ int main(void)
 		T(test_session_expired),
 		T(test_replica_mark_bad),
 		T(test_stats),
+		T(test_second_store_on_the_same_database),
 	};
 #undef T
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	/* the store logs migrations at info level; keep the output to failures */
+	efs_log_set_level(EFS_LOG_WARN);
+	int failed = cmocka_run_group_tests_name("meta_files_sqlite", tests, NULL, NULL);
+	const char *url = getenv("ECHOFS_TEST_PG_URL");
+	if (url && *url) {
+		pg_url = url;
+		failed += cmocka_run_group_tests_name("meta_files_postgres", tests, NULL, NULL);
+	} else {
+		print_message("meta_files_postgres: not run (ECHOFS_TEST_PG_URL is not set)\n");
+	}
+	return failed;
 }
+
