@@ -57,7 +57,8 @@ struct efs_http_call {
 	int64_t max_speed;        /* bytes/s cap each way; 0 = none */
 	long timeout_ms;          /* whole transfer; 0 = 30 s */
 	long connect_timeout_ms;  /* 0 = 2 s */
-	long stall_timeout_s;     /* give up after this many seconds under 1 KiB/s; 0 = never */
+	long stall_timeout_s;     /* give up (-ETIMEDOUT) after this many seconds without a
+				   * byte moving either way; 0 = never */
 	/* response: into @resp (capped at resp_cap; 0 = 1 MiB), or to @sink.
 	 * When the sink sees the first bytes, status and captured are set. */
 	efs_http_sink_fn sink;

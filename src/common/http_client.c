@@ -28,6 +28,9 @@ struct transfer {
 	struct curl_slist *headers;
 	size_t upload_pos;
 	int sink_error; /* also the source's and the progress hook's */
+	/* Stall detection: bytes moved so far, and when that last changed. */
+	int64_t moved;
+	int64_t moved_at_ms;
 };
 
 int efs_http_client_global_init(void)
@@ -152,6 +155,21 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 		       curl_off_t ulnow)
 {
 	struct transfer *t = userdata;
+	if (t->call->stall_timeout_s > 0) {
+		/* No byte in either direction for the whole window: the peer is
+		 * stuck (paused, disk hung). libcurl's low-speed check averages
+		 * over several seconds and reacts far later. */
+		int64_t now = efs_mono_ms(), moved = (int64_t)(dlnow + ulnow);
+		if (moved != t->moved || t->moved_at_ms == 0) {
+			t->moved = moved;
+			t->moved_at_ms = now;
+		} else if (now - t->moved_at_ms > t->call->stall_timeout_s * 1000) {
+			t->sink_error = -ETIMEDOUT;
+			return 1;
+		}
+	}
+	if (!t->call->progress)
+		return 0;
 	int r = t->call->progress(t->call->progress_ctx, (int64_t)dltotal, (int64_t)dlnow,
 				  (int64_t)ultotal, (int64_t)ulnow);
 	if (r < 0) {
@@ -191,10 +209,6 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 	SETOPT(h, CURLOPT_TIMEOUT_MS, call->timeout_ms ? call->timeout_ms : DEFAULT_TIMEOUT_MS);
 	SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS,
 	       call->connect_timeout_ms ? call->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS);
-	if (call->stall_timeout_s > 0) {
-		SETOPT(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-		SETOPT(h, CURLOPT_LOW_SPEED_TIME, call->stall_timeout_s);
-	}
 	SETOPT(h, CURLOPT_WRITEFUNCTION, on_write);
 	SETOPT(h, CURLOPT_WRITEDATA, t);
 	SETOPT(h, CURLOPT_TCP_NODELAY, 1L);
@@ -219,7 +233,7 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 		SETOPT(h, CURLOPT_INFILESIZE_LARGE,
 		       (curl_off_t)(call->source_len >= 0 ? call->source_len : -1));
 	}
-	if (call->progress) {
+	if (call->progress || call->stall_timeout_s > 0) {
 		SETOPT(h, CURLOPT_XFERINFOFUNCTION, on_progress);
 		SETOPT(h, CURLOPT_XFERINFODATA, t);
 		SETOPT(h, CURLOPT_NOPROGRESS, 0L);

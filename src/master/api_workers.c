@@ -5,6 +5,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "master/api.h"
+#include "master/chunk_io.h"
 
 #include <stdlib.h>
 
@@ -223,7 +224,9 @@ int efs_api_worker_report(struct efs_http_req *req)
 	}
 	json_t *del = json_array();
 	for (i = 0; i < n; i++) {
-		if (entries[i].verdict == EFS_REPORT_DELETE)
+		/* A copy this master is writing right now is not an orphan. */
+		if (entries[i].verdict == EFS_REPORT_DELETE &&
+		    !efs_chunk_is_writing(entries[i].chunk_id))
 			json_array_append_new(del, json_string(entries[i].chunk_id));
 		adopted += entries[i].verdict == EFS_REPORT_ADOPT;
 	}

@@ -8,6 +8,7 @@
 #include "echofs/util.h"
 #include "master/master.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,6 +23,55 @@
 static long transfer_timeout_ms(size_t len)
 {
 	return 10000 + (long)(len / (10 * 1024)); /* 10 s + 10 MB/s */
+}
+
+#define WRITING_SLOTS 1024
+
+static pthread_mutex_t writing_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	char chunk_id[65];
+	unsigned count;
+} writing[WRITING_SLOTS];
+
+/* The slot holding @chunk_id, or (with @claim) a free one for it; -1. */
+static int writing_slot(const char *chunk_id, bool claim)
+{
+	int free_slot = -1;
+	for (int i = 0; i < WRITING_SLOTS; i++) {
+		if (writing[i].count && strcmp(writing[i].chunk_id, chunk_id) == 0)
+			return i;
+		if (!writing[i].count && free_slot < 0)
+			free_slot = i;
+	}
+	return claim ? free_slot : -1;
+}
+
+void efs_chunk_writing_begin(const char *chunk_id)
+{
+	pthread_mutex_lock(&writing_lock);
+	int i = writing_slot(chunk_id, true);
+	if (i >= 0) {
+		efs_strlcpy(writing[i].chunk_id, chunk_id, sizeof(writing[i].chunk_id));
+		writing[i].count++;
+	}
+	pthread_mutex_unlock(&writing_lock);
+}
+
+void efs_chunk_writing_end(const char *chunk_id)
+{
+	pthread_mutex_lock(&writing_lock);
+	int i = writing_slot(chunk_id, false);
+	if (i >= 0)
+		writing[i].count--;
+	pthread_mutex_unlock(&writing_lock);
+}
+
+bool efs_chunk_is_writing(const char *chunk_id)
+{
+	pthread_mutex_lock(&writing_lock);
+	bool found = writing_slot(chunk_id, false) >= 0;
+	pthread_mutex_unlock(&writing_lock);
+	return found;
 }
 
 bool efs_replica_alive(const struct efs_master *m, const struct efs_replica *rep)

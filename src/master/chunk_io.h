@@ -32,6 +32,14 @@ int efs_chunk_read(struct efs_master *m, const struct efs_chunk_info *chunk,
 		   const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
 		   struct efs_buf *scratch);
 
+/* Chunks this master is writing now (from the first replica PUT until the
+ * metadata records them): a worker's report must not have such copies
+ * deleted as orphans, however short ORPHAN_GRACE_MS is. Counted, so
+ * concurrent writers of the same chunk nest. */
+void efs_chunk_writing_begin(const char *chunk_id);
+void efs_chunk_writing_end(const char *chunk_id);
+bool efs_chunk_is_writing(const char *chunk_id);
+
 /* True when the replica's worker is alive now. */
 bool efs_replica_alive(const struct efs_master *m, const struct efs_replica *rep);
 

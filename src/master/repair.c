@@ -60,6 +60,7 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 	const char *bytes = gzip ? encoded->data : data->data;
 	size_t len = gzip ? encoded->len : data->len;
 	unsigned written = 0;
+	efs_chunk_writing_begin(chunk.chunk_id);
 	int w = efs_chunk_write(m, chunk.chunk_id, bytes, len, gzip, missing, keep, holding, added,
 				&written);
 	/* Whatever was written counts, even when not all of it could be. */
@@ -68,6 +69,7 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 	r = written ? efs_meta_replica_add(m->meta, chunk.chunk_id, added_ids, written,
 					   efs_now_ms())
 		    : 0;
+	efs_chunk_writing_end(chunk.chunk_id);
 	if (w < 0)
 		return w;
 	if (r < 0)

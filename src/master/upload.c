@@ -23,29 +23,17 @@ void efs_upload_buffers_release(struct efs_upload_buffers *b)
 	efs_buf_release(&b->encoded);
 }
 
-int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
-		     const char *session_id, uint64_t index, const char *data, size_t len,
-		     const char *chunk_id, struct efs_chunk_result *out)
+/* The dedup / write / record loop for one encoded chunk. */
+static int store_chunk(struct efs_master *m, const char *session_id, uint64_t index,
+		       const struct efs_chunk_info *chunkp, const char *stored,
+		       struct efs_chunk_result *out)
 {
-	struct efs_chunk_info chunk;
+	struct efs_chunk_info chunk = *chunkp;
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
 	struct efs_target have[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
 	const char *added_ids[EFS_MAX_REPLICAS];
 	unsigned want = m->cfg.replication_factor;
 	int r;
-
-	memset(&chunk, 0, sizeof(chunk));
-	if (chunk_id)
-		efs_strlcpy(chunk.chunk_id, chunk_id, sizeof(chunk.chunk_id));
-	else
-		efs_sha256_hex(data, len, chunk.chunk_id);
-	chunk.size = len;
-	r = efs_codec_encode(data, len, &bufs->encoded);
-	if (r < 0)
-		return r;
-	chunk.compressed = r == 1;
-	const char *stored = chunk.compressed ? bufs->encoded.data : data;
-	chunk.stored_size = chunk.compressed ? bufs->encoded.len : len;
 
 	for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
 		struct efs_chunk_info existing;
@@ -104,4 +92,32 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 		return 0;
 	}
 	return -EAGAIN;
+}
+
+int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
+		     const char *session_id, uint64_t index, const char *data, size_t len,
+		     const char *chunk_id, struct efs_chunk_result *out)
+{
+	struct efs_chunk_info chunk;
+	int r;
+
+	memset(&chunk, 0, sizeof(chunk));
+	if (chunk_id)
+		efs_strlcpy(chunk.chunk_id, chunk_id, sizeof(chunk.chunk_id));
+	else
+		efs_sha256_hex(data, len, chunk.chunk_id);
+	chunk.size = len;
+	r = efs_codec_encode(data, len, &bufs->encoded);
+	if (r < 0)
+		return r;
+	chunk.compressed = r == 1;
+	const char *stored = chunk.compressed ? bufs->encoded.data : data;
+	chunk.stored_size = chunk.compressed ? bufs->encoded.len : len;
+
+	/* From the first copy written until the metadata names it, a worker's
+	 * report must not have the chunk deleted as an orphan. */
+	efs_chunk_writing_begin(chunk.chunk_id);
+	r = store_chunk(m, session_id, index, &chunk, stored, out);
+	efs_chunk_writing_end(chunk.chunk_id);
+	return r;
 }

@@ -131,8 +131,11 @@ static int judge(struct sql_conn *c, const struct efs_report_context *ctx,
 	if ((r = good_live_count(c, e->chunk_id, ctx->live_after_ms, &good)) < 0)
 		return r;
 	if (good >= (int64_t)ctx->replication) {
-		if (old)
-			e->verdict = EFS_REPORT_DELETE;
+		/* Fully replicated elsewhere: an upload would not write it
+		 * (it deduplicates), so this copy is surplus, e.g. a write the
+		 * master gave up on that the worker finished later. (A chunk
+		 * the master is writing right now is kept by the caller.) */
+		e->verdict = EFS_REPORT_DELETE;
 		return 0;
 	}
 	e->verdict = EFS_REPORT_ADOPT;
