@@ -729,6 +729,18 @@ class Process:
             return 0
 
     def stderr_since(self, mark: int) -> str:
+        """What the process wrote to stderr after mark. A request's access
+        line is written when the server has finished it, which can be a
+        moment after the client has its answer: the log is first given
+        up to 1 s to stop growing (50 ms without a new byte)."""
+        deadline = time.monotonic() + 1.0
+        size = -1
+        while time.monotonic() < deadline:
+            now = self.log_mark()
+            if now == size:
+                break
+            size = now
+            time.sleep(0.05)
         with open(self.stderr_path, "rb") as f:
             f.seek(mark)
             return f.read().decode("utf-8", "replace")

@@ -338,8 +338,11 @@ def test_ls_stat_rm(master, tmp_path):
 
     mark = master.log_mark()
     lines = ok(echofs(env, "ls", "--limit", "2")).splitlines()
-    assert len(re.findall(r"access GET /api/v1/files 200", master.stderr_since(mark))) == 3, \
-        "ls did not follow the cursor page by page"
+    # The access line is written when the server finishes the request,
+    # which may be just after the client has the answer: poll briefly.
+    pages = lambda: len(re.findall(r"access GET /api/v1/files 200", master.stderr_since(mark)))
+    h.wait_until(lambda: pages() >= 3, 5, what="three listing pages in the access log")
+    assert pages() == 3, "ls did not follow the cursor page by page"
     assert lines[0].split()[:2] == ["FILE", "ID"], lines[0]
     rows = [l.split() for l in lines[1:]]
     assert [r[0] for r in rows] == ids
