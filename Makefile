@@ -5,7 +5,7 @@
 #   make SANITIZE=address,undefined test
 #                             the same under ASan/UBSan (separate build tree)
 #   make run                  start a local cluster (master + 3 workers)
-#   make bench                benchmarks (never part of `make test`)
+#   make bench [QUICK=1]      benchmarks (never part of `make test`), bench/run.sh
 #   make fuzz                 libFuzzer harnesses (clang): bin/fuzz_multipart
 
 CC      := gcc
@@ -91,8 +91,10 @@ integration: $(PROGS)
 run: deps all
 	@./scripts/dev-cluster.sh
 
+# QUICK=1: small files and short phases (under 2 minutes). See bench/run.sh.
 bench: deps all
-	@./bench/run.sh
+	@$(MAKE) --no-print-directory -C bench
+	@QUICK=$(QUICK) ./bench/run.sh
 
 # Not part of `all` or `test`: needs clang. Run e.g.
 # bin/fuzz_multipart -max_total_time=60

@@ -1,0 +1,191 @@
+# shellcheck shell=bash
+# lib.sh - shell helpers shared by bench/run.sh and bench/profile.sh: free
+# ports, a throw-away local cluster, process accounting from /proc, and
+# cleanup that stops only the processes the script started.
+#
+# Source it after `set -euo pipefail` with ROOT set to the repository and
+# WORK to the run's temporary directory. Every process started through
+# bench_spawn is recorded in BENCH_PIDS; bench_cleanup (installed by
+# bench_install_traps on EXIT, INT and TERM) stops them, newest first, and
+# removes WORK unless BENCH_KEEP=1.
+
+BENCH_PIDS=()
+BENCH_CLEANUP_HOOKS=()
+
+BENCH_T0=${EPOCHREALTIME:-0}
+
+# bench_log MESSAGE - to stderr, with the seconds since the script started.
+bench_log() {
+	local now=${EPOCHREALTIME:-0}
+	printf 'bench: [%6.1fs] %s\n' "$(awk -v a="$BENCH_T0" -v b="$now" 'BEGIN { print b - a }')" \
+		"$*" >&2
+}
+
+bench_die() {
+	bench_log "error: $*"
+	exit 1
+}
+
+# bench_spawn LOGFILE CMD... - start CMD in the background, stdout and
+# stderr to LOGFILE; its pid is in BENCH_LAST_PID and BENCH_PIDS.
+bench_spawn() {
+	local log=$1
+	shift
+	"$@" >"$log" 2>&1 &
+	BENCH_LAST_PID=$!
+	BENCH_PIDS+=("$BENCH_LAST_PID")
+}
+
+# bench_stop PID... - SIGTERM, up to 10 s to exit, then SIGKILL.
+bench_stop() {
+	local pid i
+	for pid in "$@"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "$@"; do
+		for i in $(seq 1 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			bench_log "pid $pid did not stop on SIGTERM; killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		wait "$pid" 2>/dev/null || true
+		bench_forget "$pid"
+	done
+}
+
+# bench_forget PID - drop PID from BENCH_PIDS once it is reaped, so that
+# cleanup never signals a recycled pid.
+bench_forget() {
+	local kept=() p
+	for p in "${BENCH_PIDS[@]}"; do
+		[ "$p" = "$1" ] || kept+=("$p")
+	done
+	BENCH_PIDS=("${kept[@]}")
+}
+
+bench_cleanup() {
+	local status=$?
+	local i hook
+	trap - EXIT INT TERM ERR
+	for ((i = ${#BENCH_PIDS[@]} - 1; i >= 0; i--)); do
+		bench_stop "${BENCH_PIDS[i]}"
+	done
+	for hook in "${BENCH_CLEANUP_HOOKS[@]}"; do
+		"$hook" || true
+	done
+	if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
+		if [ "${BENCH_KEEP:-0}" = 1 ]; then
+			bench_log "kept $WORK (BENCH_KEEP=1)"
+		else
+			rm -rf "$WORK"
+		fi
+	fi
+	return "$status"
+}
+
+bench_install_traps() {
+	trap 'bench_log "failed (status $?) at line $LINENO: $BASH_COMMAND"' ERR
+	trap bench_cleanup EXIT
+	trap 'bench_log "interrupted"; exit 130' INT
+	trap 'bench_log "terminated"; exit 143' TERM
+}
+
+# bench_port_free PORT - true when no socket uses PORT locally (listening,
+# connected or in TIME_WAIT: any of them can make a bind fail).
+bench_port_free() {
+	if command -v ss >/dev/null; then
+		[ -z "$(ss -Htan "( sport = :$1 )" 2>/dev/null)" ]
+	else
+		! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+	fi
+}
+
+# bench_pick_ports COUNT - print the first of COUNT consecutive free ports,
+# from a random start between 20000 and the kernel's ephemeral range
+# (which client sockets, ours and others', take their ports from).
+bench_pick_ports() {
+	local count=$1 low=20000 high base p ok
+	high=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+	[ "$high" -gt $((low + 1000)) ] || { low=10000; high=20000; }
+	for _ in $(seq 1 50); do
+		base=$((low + (RANDOM * 32768 + RANDOM) % (high - low - count)))
+		ok=1
+		for ((p = base; p < base + count; p++)); do
+			bench_port_free "$p" || { ok=0; break; }
+		done
+		if [ "$ok" = 1 ]; then
+			echo "$base"
+			return 0
+		fi
+	done
+	return 1
+}
+
+bench_secret() {
+	od -An -tx1 -N32 /dev/urandom | tr -d ' \n'
+}
+
+# bench_cluster_start DIR - one master and WORKER_COUNT (3) workers on
+# 127.0.0.1 with data under DIR, on free ports. Sets MASTER_URL, TOKEN,
+# MASTER_PID and WORKER_PIDS. Settings the daemons read (CHUNK_SIZE,
+# REPLICATION_FACTOR, LOG_LEVEL...) pass through the environment.
+bench_cluster_start() {
+	local dir=$1 count=${WORKER_COUNT:-3} base i port alive body
+	mkdir -p "$dir/logs"
+	JWT_SECRET=$(bench_secret)
+	CLUSTER_SECRET=$(bench_secret)
+	export JWT_SECRET CLUSTER_SECRET
+	base=$(bench_pick_ports $((count + 1))) || bench_die "no free ports for the cluster"
+	MASTER_URL="http://127.0.0.1:$base"
+	MASTER_HOST=127.0.0.1 MASTER_PORT=$base DATA_DIR="$dir/master" \
+		bench_spawn "$dir/logs/master.log" "$ROOT/bin/echofs-master"
+	MASTER_PID=$BENCH_LAST_PID
+	WORKER_PIDS=()
+	for i in $(seq 1 "$count"); do
+		port=$((base + i))
+		WORKER_HOST=127.0.0.1 WORKER_PORT=$port WORKER_DATA_DIR="$dir/worker$i" \
+			MASTER_URL="$MASTER_URL" \
+			bench_spawn "$dir/logs/worker$i.log" "$ROOT/bin/echofs-worker"
+		WORKER_PIDS+=("$BENCH_LAST_PID")
+	done
+	alive=0
+	for i in $(seq 1 150); do
+		kill -0 "$MASTER_PID" "${WORKER_PIDS[@]}" 2>/dev/null || break
+		body=$(curl -s "$MASTER_URL/api/v1/health" || true)
+		alive=$(printf '%s' "$body" | sed -n 's/.*"workers_alive": *\([0-9]*\).*/\1/p')
+		[ "${alive:-0}" -ge "$count" ] && break
+		sleep 0.1
+	done
+	if [ "${alive:-0}" -lt "$count" ]; then
+		tail -n 5 "$dir"/logs/*.log >&2 || true
+		bench_die "the cluster did not come up (logs in $dir/logs)"
+	fi
+	# shellcheck disable=SC2034 # for the scripts that source this file
+	TOKEN=$("$ROOT/bin/echofs" token --user bench --ttl 86400)
+}
+
+# bench_cpu_ticks PID... - utime + stime of the processes, in clock ticks
+# (fields 14 and 15 of /proc/PID/stat, counted after the command name).
+bench_cpu_ticks() {
+	local pid total=0
+	for pid in "$@"; do
+		total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
+	done
+	echo "$total"
+}
+
+# bench_status_kib PID FIELD - a kB figure from /proc/PID/status (VmHWM...).
+bench_status_kib() {
+	awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+# bench_alive PID... - fail (naming it) if a process has exited.
+bench_alive() {
+	local pid
+	for pid in "$@"; do
+		kill -0 "$pid" 2>/dev/null || bench_die "process $pid exited early (see the logs in $WORK)"
+	done
+}

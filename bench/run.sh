@@ -1,0 +1,357 @@
+#!/usr/bin/env bash
+# run.sh - the EchoFS benchmark (`make bench`): measures this machine's
+# baselines and a throw-away local cluster in one run, then prints a table
+# of figures, their ratios to the baselines and the performance targets,
+# and writes bench/results/latest.json. docs/PERFORMANCE.md explains the
+# figures.
+#
+#   baselines  dd conv=fsync of the large files (disk write); nginx from
+#              Debian serving the same files (large download, 4 KiB req/s)
+#   EchoFS     1 master + 3 workers on 127.0.0.1, replication 3, default
+#              CHUNK_SIZE (1 MiB), SQLite, data on the repository's disk:
+#              large uploads/downloads with curl (random and text files),
+#              4 KiB uploads/downloads with bench/loadgen, peak RSS, CPU
+#              seconds per GiB uploaded
+#
+# Environment (all optional):
+#   QUICK=1               64 MiB large files, 5 s small-file phases (< 2 min)
+#   BENCH_LARGE_MIB       large file size (512; QUICK 64)
+#   BENCH_SMALL_SECONDS   duration of each 4 KiB phase (20; QUICK 5)
+#   BENCH_CONCURRENCY     4 KiB phase concurrency (16)
+#   BENCH_BASELINE_RUNS   dd and nginx large-file runs; the median counts (3)
+#   BENCH_LOG_LEVEL       the daemons' LOG_LEVEL (warn: no access log lines)
+#   BENCH_TMPDIR          where the run's temp dir goes (ROOT/build); keep it
+#                         on the disk under test
+#   BENCH_RESULTS         the JSON output (bench/results/latest.json)
+#   BENCH_KEEP=1          keep the temp dir (logs, data) for inspection
+#   BENCH_STRICT=1        exit 1 when a target is missed (default: exit 0
+#                         whenever the measurements themselves succeeded)
+#
+# Every process it starts and the temp dir are removed on exit, failure,
+# Ctrl-C or SIGTERM. The secrets are generated per run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+
+case "${QUICK:-0}" in
+0 | "" | no | false) QUICK=0 ;;
+*) QUICK=1 ;;
+esac
+if [ "$QUICK" = 1 ]; then
+	LARGE_MIB=${BENCH_LARGE_MIB:-64}
+	SMALL_SECONDS=${BENCH_SMALL_SECONDS:-5}
+else
+	LARGE_MIB=${BENCH_LARGE_MIB:-512}
+	SMALL_SECONDS=${BENCH_SMALL_SECONDS:-20}
+fi
+CONCURRENCY=${BENCH_CONCURRENCY:-16}
+BASELINE_RUNS=${BENCH_BASELINE_RUNS:-3}
+SMALL_SIZE=4096
+RESULTS=${BENCH_RESULTS:-$ROOT/bench/results/latest.json}
+LOADGEN=$ROOT/build/bench/loadgen
+LARGE_BYTES=$((LARGE_MIB * 1048576))
+
+# The daemons' settings: the defaults, stated, except the log level.
+export WORKER_COUNT=3 REPLICATION_FACTOR=3 LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
+unset CHUNK_SIZE DATABASE_URL REDIS_ADDR
+
+[ -x "$ROOT/bin/echofs-master" ] || bench_die "bin/echofs-master is missing: run \`make bench\`"
+make --no-print-directory -s -C "$ROOT/bench"
+
+tmp_parent=${BENCH_TMPDIR:-$ROOT/build}
+mkdir -p "$tmp_parent"
+WORK=$(mktemp -d "$tmp_parent/bench-run.XXXXXX")
+bench_install_traps
+FACTS=$WORK/facts.env
+: >"$FACTS"
+
+# fact KEY VALUE - one measured or recorded figure, for report.py.
+fact() {
+	printf '%s=%s\n' "$1" "$2" >>"$FACTS"
+}
+
+# Space: the two large files, a dd copy, 3 replicas of each (the text one
+# compressed ~4x), the small files, and a margin.
+need_mib=$((LARGE_MIB * 2 + LARGE_MIB + LARGE_MIB * 3 + LARGE_MIB * 3 / 4 + 1024))
+avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
+[ "$avail_mib" -ge "$need_mib" ] ||
+	bench_die "$WORK has $avail_mib MiB free, the run needs about $need_mib MiB"
+
+fact date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+fact nproc "$(nproc)"
+fact kernel "$(uname -r)"
+fact cpu_model "$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+fact mem_total_mib $(($(awk '/^MemTotal:/ { print $2 }' /proc/meminfo) / 1024))
+fact loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+fact fs_type "$(stat -f -c %T "$WORK")"
+fact fs_device "$(df -P "$WORK" | awk 'NR == 2 { print $1 }')"
+fact git_commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+fact quick "$QUICK"
+fact large_bytes "$LARGE_BYTES"
+fact small_size "$SMALL_SIZE"
+fact small_seconds "$SMALL_SECONDS"
+fact concurrency "$CONCURRENCY"
+fact baseline_runs "$BASELINE_RUNS"
+fact workers "$WORKER_COUNT"
+fact replication "$REPLICATION_FACTOR"
+fact log_level "$LOG_LEVEL"
+fact tmpdir "$WORK"
+
+# ---- nginx ---------------------------------------------------------------
+
+NGINX=""
+POLICY_RC_CREATED=0
+remove_policy_rc() {
+	if [ "$POLICY_RC_CREATED" = 1 ]; then
+		${SUDO:-} rm -f /usr/sbin/policy-rc.d
+		POLICY_RC_CREATED=0
+	fi
+}
+BENCH_CLEANUP_HOOKS+=(remove_policy_rc)
+
+find_nginx() {
+	NGINX=$(command -v nginx || true)
+	[ -n "$NGINX" ] || { [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx; } || true
+}
+
+# Installs Debian's nginx if it is missing. A temporary policy-rc.d keeps
+# the package from starting a system-wide nginx on port 80: the benchmark
+# runs its own.
+ensure_nginx() {
+	find_nginx
+	[ -n "$NGINX" ] && return 0
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	bench_log "installing nginx (apt-get install -y nginx)"
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+		$SUDO chmod 755 /usr/sbin/policy-rc.d
+		POLICY_RC_CREATED=1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	local apt=(apt-get -o DPkg::Lock::Timeout=300)
+	[ -z "$SUDO" ] || apt=("$SUDO" "${apt[@]}")
+	if ! "${apt[@]}" install -y -q nginx >"$WORK/apt.log" 2>&1; then
+		"${apt[@]}" update -qq >>"$WORK/apt.log" 2>&1 || true
+		"${apt[@]}" install -y -q nginx >>"$WORK/apt.log" 2>&1 ||
+			{ tail -n 20 "$WORK/apt.log" >&2; bench_die "could not install nginx"; }
+	fi
+	remove_policy_rc
+	find_nginx
+	[ -n "$NGINX" ] || bench_die "nginx is not on PATH after installing it"
+}
+
+# nginx_start DOCROOT - nginx in the foreground (daemon off) on a free port,
+# serving DOCROOT with sendfile, keep-alive and no access log. Sets
+# NGINX_URL and NGINX_PID.
+nginx_start() {
+	local docroot=$1 dir=$WORK/nginx port user_line="" i
+	mkdir -p "$dir/tmp"
+	port=$(bench_pick_ports 1) || bench_die "no free port for nginx"
+	# As root nginx's workers would run as nobody, who cannot read the
+	# temp dir; they run as the invoking user instead.
+	[ "$(id -u)" -eq 0 ] && user_line="user root;"
+	cat >"$dir/nginx.conf" <<EOF
+$user_line
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	sendfile on;
+	tcp_nopush on;
+	tcp_nodelay on;
+	keepalive_timeout 75s;
+	keepalive_requests 1000000;
+	default_type application/octet-stream;
+	client_body_temp_path $dir/tmp/body;
+	proxy_temp_path $dir/tmp/proxy;
+	fastcgi_temp_path $dir/tmp/fastcgi;
+	uwsgi_temp_path $dir/tmp/uwsgi;
+	scgi_temp_path $dir/tmp/scgi;
+	server {
+		listen 127.0.0.1:$port;
+		root $docroot;
+	}
+}
+EOF
+	bench_spawn "$dir/stderr.log" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" \
+		-g 'daemon off;'
+	NGINX_PID=$BENCH_LAST_PID
+	NGINX_URL="http://127.0.0.1:$port"
+	for i in $(seq 1 100); do
+		curl -sf -o /dev/null "$NGINX_URL/small.bin" && return 0
+		kill -0 "$NGINX_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$dir/stderr.log" "$dir/error.log" >&2 2>/dev/null || true
+	bench_die "nginx did not start"
+}
+
+# ---- measuring helpers -----------------------------------------------------
+
+# curl_get URL [HEADER] - one streaming download to
+# /dev/null; sets GET_SECONDS and GET_BYTES.
+curl_get() {
+	local url=$1 header=${2:-X-Bench: 1} out code
+	out=$(curl -sS -o /dev/null -H "$header" -w '%{http_code} %{time_total} %{size_download}' "$url")
+	read -r code GET_SECONDS GET_BYTES <<<"$out"
+	[ "$code" = 200 ] || bench_die "GET $url answered HTTP $code"
+}
+
+mib_per_s() { # BYTES SECONDS
+	awk -v b="$1" -v s="$2" 'BEGIN { printf "%.2f", b / 1048576 / s }'
+}
+
+median() { # NUMBER...
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
+# loadgen_run NAME ARGS... - run the load generator, keep its JSON as
+# WORK/NAME.json, and fail on a run where every request failed.
+loadgen_run() {
+	local name=$1
+	shift
+	"$LOADGEN" "$@" >"$WORK/$name.json" || bench_die "loadgen $name failed"
+	grep -q '"ops": 0,' "$WORK/$name.json" && bench_die "loadgen $name: no request succeeded"
+	return 0
+}
+
+# ---- 1. test data ----------------------------------------------------------
+
+FILES=$WORK/files
+mkdir -p "$FILES"
+chmod 755 "$WORK" "$FILES"
+bench_log "generating the test files: ${LARGE_MIB} MiB random, ${LARGE_MIB} MiB text, 4 KiB"
+"$LOADGEN" gen --kind random --size "$LARGE_BYTES" --seed 1 >"$FILES/random.bin"
+"$LOADGEN" gen --kind text --size "$LARGE_BYTES" --seed 2 >"$FILES/text.txt"
+"$LOADGEN" gen --kind random --size "$SMALL_SIZE" --seed 3 >"$FILES/small.bin"
+# Written back now, so that no writeback of them overlaps a measurement.
+sync "$FILES/random.bin" "$FILES/text.txt" "$FILES/small.bin"
+declare -A SHA
+for kind in random text; do
+	file=$FILES/random.bin
+	[ "$kind" = text ] && file=$FILES/text.txt
+	SHA[$kind]=$(sha256sum "$file" | cut -d' ' -f1)
+done
+
+# ---- 2. baseline: the disk -------------------------------------------------
+
+for kind in random text; do
+	file=$FILES/random.bin
+	[ "$kind" = text ] && file=$FILES/text.txt
+	bench_log "baseline: dd conv=fsync of the $kind file (median of $BASELINE_RUNS)"
+	samples=()
+	for _ in $(seq 1 "$BASELINE_RUNS"); do
+		LC_ALL=C dd if="$file" of="$WORK/dd.out" bs=1M conv=fsync 2>"$WORK/dd.log"
+		secs=$(sed -n 's/.* copied, \([0-9.e+-]*\) s,.*/\1/p' "$WORK/dd.log")
+		[ -n "$secs" ] || bench_die "cannot read dd's output: $(cat "$WORK/dd.log")"
+		samples+=("$(mib_per_s "$LARGE_BYTES" "$secs")")
+		rm -f "$WORK/dd.out"
+	done
+	fact "dd_${kind}_mib_s" "$(median "${samples[@]}")"
+	fact "dd_${kind}_samples" "${samples[*]}"
+done
+
+# ---- 3. baseline: nginx ----------------------------------------------------
+
+ensure_nginx
+fact nginx_version "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
+nginx_start "$FILES"
+for kind in random text; do
+	name=random.bin
+	[ "$kind" = text ] && name=text.txt
+	bench_log "baseline: nginx download of the $kind file (median of $BASELINE_RUNS)"
+	samples=()
+	for _ in $(seq 1 "$BASELINE_RUNS"); do
+		curl_get "$NGINX_URL/$name"
+		[ "$GET_BYTES" = "$LARGE_BYTES" ] || bench_die "nginx sent $GET_BYTES bytes of $name"
+		samples+=("$(mib_per_s "$GET_BYTES" "$GET_SECONDS")")
+	done
+	fact "nginx_${kind}_mib_s" "$(median "${samples[@]}")"
+	fact "nginx_${kind}_samples" "${samples[*]}"
+done
+bench_log "baseline: nginx 4 KiB GETs, concurrency $CONCURRENCY, ${SMALL_SECONDS} s"
+loadgen_run nginx-4k get --url "$NGINX_URL/small.bin" --size "$SMALL_SIZE" \
+	--concurrency "$CONCURRENCY" --seconds "$SMALL_SECONDS"
+bench_stop "$NGINX_PID"
+
+# ---- 4. EchoFS: large files --------------------------------------------------
+
+bench_log "starting the cluster: 1 master + $WORKER_COUNT workers, replication $REPLICATION_FACTOR"
+bench_cluster_start "$WORK/cluster"
+AUTH="Authorization: Bearer $TOKEN"
+DAEMONS=("$MASTER_PID" "${WORKER_PIDS[@]}")
+CLK_TCK=$(getconf CLK_TCK)
+
+declare -A FILE_ID
+cpu_upload_start=$(bench_cpu_ticks "${DAEMONS[@]}")
+for kind in random text; do
+	file=$FILES/random.bin
+	[ "$kind" = text ] && file=$FILES/text.txt
+	bench_log "EchoFS: upload of the $kind file (${LARGE_MIB} MiB, curl -T, one request)"
+	before=$(bench_cpu_ticks "${DAEMONS[@]}")
+	# -T streams the file (--data-binary @file would read it whole).
+	out=$(curl -sS -X POST -T "$file" -H "$AUTH" -H 'Content-Type: application/octet-stream' \
+		-H 'Expect:' -o "$WORK/upload-$kind.json" -w '%{http_code} %{time_total}' \
+		"$MASTER_URL/api/v1/files/upload?name=bench-$kind")
+	after=$(bench_cpu_ticks "${DAEMONS[@]}")
+	read -r code secs <<<"$out"
+	[ "$code" = 201 ] ||
+		bench_die "upload of the $kind file: HTTP $code: $(head -c 300 "$WORK/upload-$kind.json")"
+	bench_alive "${DAEMONS[@]}"
+	resp=$WORK/upload-$kind.json
+	FILE_ID[$kind]=$(sed -n 's/.*"file_id": *"\([0-9a-f]*\)".*/\1/p' "$resp")
+	sha=$(sed -n 's/.*"sha256": *"\([0-9a-f]*\)".*/\1/p' "$resp")
+	stored=$(sed -n 's/.*"stored_bytes": *\([0-9]*\).*/\1/p' "$resp")
+	[ "$sha" = "${SHA[$kind]}" ] || bench_die "the $kind file's sha256 is $sha, expected ${SHA[$kind]}"
+	fact "upload_${kind}_mib_s" "$(mib_per_s "$LARGE_BYTES" "$secs")"
+	fact "upload_${kind}_cpu_s" "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+	fact "stored_${kind}_bytes" "$stored"
+done
+cpu_upload_end=$(bench_cpu_ticks "${DAEMONS[@]}")
+fact upload_cpu_s "$(awk -v t=$((cpu_upload_end - cpu_upload_start)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+fact upload_bytes $((LARGE_BYTES * 2))
+
+for kind in random text; do
+	bench_log "EchoFS: download of the $kind file"
+	before=$(bench_cpu_ticks "${DAEMONS[@]}")
+	curl_get "$MASTER_URL/api/v1/files/${FILE_ID[$kind]}/download" "$AUTH"
+	after=$(bench_cpu_ticks "${DAEMONS[@]}")
+	[ "$GET_BYTES" = "$LARGE_BYTES" ] || bench_die "the $kind download sent $GET_BYTES bytes"
+	fact "download_${kind}_mib_s" "$(mib_per_s "$GET_BYTES" "$GET_SECONDS")"
+	fact "download_${kind}_cpu_s" "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+done
+
+# ---- 5. EchoFS: 4 KiB files ------------------------------------------------
+
+bench_log "EchoFS: 4 KiB uploads, concurrency $CONCURRENCY, ${SMALL_SECONDS} s"
+loadgen_run small-upload upload --url "$MASTER_URL" --token "$TOKEN" --size "$SMALL_SIZE" \
+	--concurrency "$CONCURRENCY" --seconds "$SMALL_SECONDS" --ids-out "$WORK/ids.txt"
+bench_alive "${DAEMONS[@]}"
+bench_log "EchoFS: 4 KiB downloads, concurrency $CONCURRENCY, ${SMALL_SECONDS} s"
+loadgen_run small-download download --url "$MASTER_URL" --token "$TOKEN" --ids "$WORK/ids.txt" \
+	--size "$SMALL_SIZE" --concurrency "$CONCURRENCY" --seconds "$SMALL_SECONDS"
+bench_alive "${DAEMONS[@]}"
+
+# ---- 6. memory, then the report ----------------------------------------------
+
+fact master_vmhwm_kib "$(bench_status_kib "$MASTER_PID" VmHWM)"
+i=1
+for pid in "${WORKER_PIDS[@]}"; do
+	fact "worker${i}_vmhwm_kib" "$(bench_status_kib "$pid" VmHWM)"
+	i=$((i + 1))
+done
+fact loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+bench_stop "${DAEMONS[@]}"
+mkdir -p "$(dirname "$RESULTS")"
+report_args=(--work "$WORK" --out "$RESULTS")
+[ "${BENCH_STRICT:-0}" = 1 ] && report_args+=(--strict)
+PYTHON=/usr/bin/python3
+[ -x "$PYTHON" ] || PYTHON=python3
+"$PYTHON" "$ROOT/bench/report.py" "${report_args[@]}"
