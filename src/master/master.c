@@ -9,6 +9,22 @@
 
 #define SHUTDOWN_GRACE_MS 30000
 
+/* Stops and frees whatever of the master is running, in reverse order of
+ * start; parts never started are skipped. */
+static void release(struct efs_master *m, int64_t grace_ms)
+{
+	efs_repair_stop(&m->repair);
+	efs_gc_stop(&m->gc);
+	efs_http_server_stop(m->http, grace_ms);
+	m->http = NULL;
+	efs_meta_close(m->meta);
+	m->meta = NULL;
+	efs_redis_free(m->redis);
+	m->redis = NULL;
+	efs_metrics_free(m->metrics);
+	m->metrics = NULL;
+}
+
 int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, char *err,
 		     size_t errlen)
 {
@@ -22,21 +38,16 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		return r;
 	}
 	if ((r = efs_meta_open(cfg->database_url, cfg->data_dir, &m->meta, err, errlen)) < 0)
-		return r;
+		goto fail;
 	if ((r = efs_metrics_new(&m->metrics)) < 0) {
 		snprintf(err, errlen, "cannot set up metrics: %s", strerror(-r));
-		efs_meta_close(m->meta);
-		m->meta = NULL;
-		return r;
+		goto fail;
 	}
 	if (cfg->redis_addr) {
 		if ((r = efs_redis_new(cfg->redis_addr, &m->redis)) < 0) {
 			snprintf(err, errlen, "REDIS_ADDR: '%s' is not host:port", cfg->redis_addr);
-			efs_metrics_free(m->metrics);
-			m->metrics = NULL;
-			efs_meta_close(m->meta);
-			m->meta = NULL;
-			return -EINVAL;
+			r = -EINVAL;
+			goto fail;
 		}
 		if (efs_redis_ping(m->redis) < 0)
 			efs_warn("redis at %s does not answer yet: working from the metadata store "
@@ -60,44 +71,23 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	if ((r = efs_http_server_start(&http, &m->http)) < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/MASTER_PORT): %s",
 			 cfg->host, cfg->port, strerror(-r));
-		efs_meta_close(m->meta);
-		m->meta = NULL;
-		efs_redis_free(m->redis);
-		m->redis = NULL;
-		efs_metrics_free(m->metrics);
-		m->metrics = NULL;
-		return r;
+		goto fail;
 	}
 	if ((r = efs_gc_start(&m->gc, m)) < 0 || (r = efs_repair_start(&m->repair, m)) < 0) {
 		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
-		efs_gc_stop(&m->gc);
-		efs_http_server_stop(m->http, 0);
-		m->http = NULL;
-		efs_meta_close(m->meta);
-		m->meta = NULL;
-		efs_redis_free(m->redis);
-		m->redis = NULL;
-		efs_metrics_free(m->metrics);
-		m->metrics = NULL;
-		return r;
+		goto fail;
 	}
 	efs_info("listening on %s:%u; metadata in %s%s%s; replication %u, chunk size %llu",
 		 cfg->host, efs_http_server_port(m->http), efs_meta_backend(m->meta),
 		 m->redis ? ", redis at " : "", m->redis ? cfg->redis_addr : "",
 		 cfg->replication_factor, (unsigned long long)cfg->chunk_size);
 	return 0;
+fail:
+	release(m, 0);
+	return r;
 }
 
 void efs_master_stop(struct efs_master *m)
 {
-	efs_repair_stop(&m->repair);
-	efs_gc_stop(&m->gc);
-	efs_http_server_stop(m->http, SHUTDOWN_GRACE_MS);
-	m->http = NULL;
-	efs_meta_close(m->meta);
-	m->meta = NULL;
-	efs_redis_free(m->redis);
-	m->redis = NULL;
-	efs_metrics_free(m->metrics);
-	m->metrics = NULL;
+	release(m, SHUTDOWN_GRACE_MS);
 }
