@@ -95,11 +95,15 @@ A token for user "dev" (valid 30 days):
   export ECHOFS_TOKEN=$TOKEN
 
 Try:
-  curl -s \$ECHOFS_URL/api/v1/health
-  curl -s -H "Authorization: Bearer \$ECHOFS_TOKEN" \$ECHOFS_URL/api/v1/workers
-  curl -s -H "Authorization: Bearer \$ECHOFS_TOKEN" \$ECHOFS_URL/api/v1/files
+  ./bin/echofs put README.md           # prints the new file's id
+  ./bin/echofs ls
+  ./bin/echofs get FILE_ID -o copy.md
   ./bin/echofs workers
+  curl -s \$ECHOFS_URL/api/v1/health
+  curl -s -H "Authorization: Bearer \$ECHOFS_TOKEN" --data-binary @README.md "\$ECHOFS_URL/api/v1/files/upload?name=README.md"
   ./bin/echofs token --user alice      # with JWT_SECRET from $DATA/secrets.env
+
+Dashboard: $MASTER_URL/ (paste the token). Metrics: $MASTER_URL/metrics
 
 Ctrl-C stops the cluster.
 INFO
