@@ -66,13 +66,21 @@ static int send_batch(struct report *rep, bool last)
 				 (json_int_t)rep->started_ms, "now_ms", (json_int_t)efs_now_ms(),
 				 "chunks", rep->chunks, "last", last);
 	rep->chunks = json_array();
-	if (rep->lost) {
-		json_object_set_new(body, "lost", rep->lost);
-		rep->lost = NULL;
-	}
+	json_t *lost = rep->lost; /* ours until the master has it */
+	rep->lost = NULL;
+	if (lost)
+		json_object_set(body, "lost", lost);
 	int r = efs_heartbeat_post(rep->hb, &call, rep->path, body);
 	if (r == 0 && call.status != 200)
 		r = call.status == 404 ? -ENOENT : -EIO;
+	if (r < 0 && lost) {
+		/* Not delivered: queued again for the next attempt. */
+		json_t *item;
+		size_t i;
+		json_array_foreach(lost, i, item)
+			efs_lost_queue_push(&w->lost, json_string_value(item));
+	}
+	json_decref(lost);
 	if (r == 0) {
 		json_t *answer = json_loadb(call.resp.data, call.resp.len, 0, NULL);
 		json_t *item;

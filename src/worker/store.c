@@ -368,23 +368,40 @@ static void quarantine(struct efs_store *s, const char *chunk_id, const char *pa
 	}
 }
 
-int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out,
-		  uint32_t *flags)
+/* Opens chunk @chunk_id (its path goes to @path) and reads its header.
+ * On success *fd is open for the caller to close. -EINVAL (bad id),
+ * -ENOENT, -EBADMSG (damaged header: the caller quarantines) or -errno. */
+static int open_chunk(struct efs_store *s, const char *chunk_id, char *path, size_t path_size,
+		      int *fd, uint32_t *flags, uint64_t *length, uint32_t *crc)
 {
 	unsigned char header[HEADER_LEN];
-	char path[PATH_MAX];
-	uint64_t length;
-	uint32_t crc, f;
 	int r;
 
 	if (!efs_chunk_id_valid(chunk_id))
 		return -EINVAL;
-	chunk_path(s, chunk_id, path, sizeof(path));
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	chunk_path(s, chunk_id, path, path_size);
+	int f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0)
 		return -errno;
-	if ((r = read_all(fd, header, HEADER_LEN, 0)) < 0 ||
-	    (r = header_decode(header, &f, &length, &crc)) < 0)
+	if ((r = read_all(f, header, HEADER_LEN, 0)) < 0 ||
+	    (r = header_decode(header, flags, length, crc)) < 0) {
+		close(f);
+		return r;
+	}
+	*fd = f;
+	return 0;
+}
+
+int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out,
+		  uint32_t *flags)
+{
+	char path[PATH_MAX];
+	uint64_t length;
+	uint32_t crc, f;
+	int fd = -1;
+
+	int r = open_chunk(s, chunk_id, path, sizeof(path), &fd, &f, &length, &crc);
+	if (r < 0)
 		goto out;
 	efs_buf_reset(out);
 	if ((r = efs_buf_reserve(out, length)) < 0)
@@ -399,7 +416,8 @@ int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out
 	}
 	*flags = f;
 out:
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	if (r == -EBADMSG)
 		quarantine(s, chunk_id, path);
 	return r;
@@ -408,28 +426,28 @@ out:
 int efs_store_stat(struct efs_store *s, const char *chunk_id, uint64_t *length, uint32_t *flags,
 		   int64_t *mtime_ms)
 {
-	unsigned char header[HEADER_LEN];
 	char path[PATH_MAX];
 	struct stat st;
-	uint32_t crc;
-	int r;
+	uint64_t len;
+	uint32_t crc, f;
+	int fd = -1;
 
-	if (!efs_chunk_id_valid(chunk_id))
-		return -EINVAL;
-	chunk_path(s, chunk_id, path, sizeof(path));
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if ((r = read_all(fd, header, HEADER_LEN, 0)) == 0 &&
-	    (r = header_decode(header, flags, length, &crc)) == 0 && fstat(fd, &st) == 0) {
-		if ((uint64_t)st.st_size != *length + HEADER_LEN)
-			r = -EBADMSG;
-		*mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	int r = open_chunk(s, chunk_id, path, sizeof(path), &fd, &f, &len, &crc);
+	if (r == 0) {
+		if (fstat(fd, &st) < 0)
+			r = -errno;
+		else if ((uint64_t)st.st_size != len + HEADER_LEN)
+			r = -EBADMSG; /* truncated or extended behind our back */
+		close(fd);
 	}
-	close(fd);
 	if (r == -EBADMSG)
 		quarantine(s, chunk_id, path);
-	return r;
+	if (r < 0)
+		return r;
+	*length = len;
+	*flags = f;
+	*mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	return 0;
 }
 
 int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodified_since_ms)
