@@ -220,6 +220,18 @@ int sql_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 	return sql_run_tx(impl, put_chunk_tx, &p);
 }
 
+/* Removes a session and its chunk list (their references were moved or
+ * released by the caller). */
+static int end_session(struct sql_conn *c, const char *session_id)
+{
+	int r = SQL_Q(c, "DELETE FROM session_chunks WHERE session_id = $1", NULL, NULL, NULL,
+		      SQL_TEXT(session_id));
+	if (r < 0)
+		return r;
+	return SQL_Q(c, "DELETE FROM sessions WHERE session_id = $1", NULL, NULL, NULL,
+		     SQL_TEXT(session_id));
+}
+
 struct complete {
 	const char *session_id;
 	int64_t version;
@@ -259,12 +271,7 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 		  NULL, NULL, NULL, SQL_TEXT(f->file_id), SQL_TEXT(p->session_id));
 	if (r < 0)
 		return r;
-	r = SQL_Q(c, "DELETE FROM session_chunks WHERE session_id = $1", NULL, NULL, NULL,
-		  SQL_TEXT(p->session_id));
-	if (r < 0)
-		return r;
-	return SQL_Q(c, "DELETE FROM sessions WHERE session_id = $1", NULL, NULL, NULL,
-		     SQL_TEXT(p->session_id));
+	return end_session(c, p->session_id);
 }
 
 int sql_session_complete(void *impl, const char *session_id, int64_t version,
@@ -297,12 +304,7 @@ static int session_delete_tx(struct sql_conn *c, void *ctx)
 		  NULL, NULL, NULL, SQL_TEXT(p->id), SQL_INT(p->now_ms));
 	if (r < 0)
 		return r;
-	r = SQL_Q(c, "DELETE FROM session_chunks WHERE session_id = $1", NULL, NULL, NULL,
-		  SQL_TEXT(p->id));
-	if (r < 0)
-		return r;
-	return SQL_Q(c, "DELETE FROM sessions WHERE session_id = $1", NULL, NULL, NULL,
-		     SQL_TEXT(p->id));
+	return end_session(c, p->id);
 }
 
 int sql_session_delete(void *impl, const char *session_id, int64_t now_ms)
