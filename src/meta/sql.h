@@ -56,6 +56,13 @@ struct efs_sql_driver {
 	int (*begin)(void *conn);
 	int (*commit)(void *conn);
 	int (*rollback)(void *conn);
+	/* Inside a transaction: opens a savepoint; releases it (keeping what
+	 * was done since); or rolls back to it and releases it. A failure of
+	 * the last two means the transaction itself is lost. Needed only
+	 * with @group_commit (NULL otherwise). */
+	int (*savepoint)(void *conn);
+	int (*savepoint_release)(void *conn);
+	int (*savepoint_rollback)(void *conn);
 	/* Inside a transaction: serialises schema migrations between
 	 * processes starting at once. */
 	int (*lock_schema)(void *conn);
@@ -70,8 +77,15 @@ struct efs_sql_driver {
 	bool (*col_null)(const struct efs_sql_row *row, int col);
 	int64_t (*col_int)(const struct efs_sql_row *row, int col);
 	const char *(*col_text)(const struct efs_sql_row *row, int col); /* never NULL */
-	/* How many connections the store keeps. */
+	/* How many connections the store keeps for reads (and, without
+	 * @group_commit, for writes). */
 	unsigned pool_size;
+	/* True: the database has one writer at a time (SQLite), so write
+	 * transactions go through the store's one in-process writer, which
+	 * commits the queued ones together (sql_store.c). False: each runs on
+	 * a pooled connection, and the server groups concurrent commits
+	 * itself (PostgreSQL). */
+	bool group_commit;
 };
 
 extern const struct efs_sql_driver efs_sql_sqlite_driver;

@@ -44,7 +44,7 @@ static void *rows_push(struct rows *r)
 
 int sql_session_create(void *impl, const struct efs_session_info *s)
 {
-	return SQL_ONE(impl,
+	return SQL_WRITE(impl,
 		       "INSERT INTO sessions (" SESSION_COLUMNS ")"
 		       " VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
 		       NULL, NULL, NULL, SQL_TEXT(s->session_id), SQL_TEXT(s->owner),
@@ -594,13 +594,13 @@ int sql_chunk_record_unreferenced(void *impl, const struct efs_chunk_info *chunk
 
 int sql_replica_remove(void *impl, const char *chunk_id, const char *worker_id)
 {
-	return SQL_ONE(impl, "DELETE FROM replicas WHERE chunk_id = $1 AND worker_id = $2", NULL,
+	return SQL_WRITE(impl, "DELETE FROM replicas WHERE chunk_id = $1 AND worker_id = $2", NULL,
 		       NULL, NULL, SQL_TEXT(chunk_id), SQL_TEXT(worker_id));
 }
 
 int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id)
 {
-	return SQL_ONE(impl, "UPDATE replicas SET state = 1 WHERE chunk_id = $1 AND worker_id = $2",
+	return SQL_WRITE(impl, "UPDATE replicas SET state = 1 WHERE chunk_id = $1 AND worker_id = $2",
 		       NULL, NULL, NULL, SQL_TEXT(chunk_id), SQL_TEXT(worker_id));
 }
 

@@ -173,7 +173,7 @@ int sql_report_batch(void *impl, const struct efs_report_context *ctx,
 int sql_report_finish(void *impl, const struct efs_report_context *ctx)
 {
 	int64_t changed = 0;
-	int r = SQL_ONE(impl,
+	int r = SQL_WRITE(impl,
 			"UPDATE replicas SET state = 1 WHERE worker_id = $1 AND state = 0"
 			" AND created_at < $2 AND (seen_at IS NULL OR seen_at < $3)",
 			NULL, NULL, &changed, SQL_TEXT(ctx->worker_id),

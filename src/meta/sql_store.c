@@ -1,6 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* sql_store.c - the metadata store over an SQL driver: connection pool,
- * transactions with retry, migrations, and every query, written once. */
+ * transactions with retry and group commit, migrations.
+ *
+ * Group commit (drivers with group_commit, i.e. SQLite): a database with
+ * one writer at a time gains nothing from several connections competing
+ * for its lock, and each commit costs an fsync. So every write
+ * transaction of this process is queued for one writer connection. The
+ * first waiting caller that finds no group running leads: it takes what
+ * is queued, runs it as one BEGIN IMMEDIATE ... COMMIT with each caller's
+ * work in its own savepoint, and wakes the callers with their results.
+ * Callers wait on a condition variable, never in a sleep-and-poll loop;
+ * while one group commits, the next one gathers. Reads stay on the pool
+ * and run beside the writer (WAL). */
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "meta/schema.h"
@@ -16,6 +27,16 @@
 #define TX_ATTEMPTS 5
 
 /* ---- pool ----------------------------------------------------------- */
+
+/* Logs an outage of the store once, and its end. Called with s->lock held. */
+static void note_connect_locked(struct sql_store *s, int r, const char *err)
+{
+	if (r < 0 && !s->unreachable)
+		efs_warn("metadata store unreachable: %s (answering 503 until it is back)", err);
+	else if (r == 0 && s->unreachable)
+		efs_info("metadata store reachable again");
+	s->unreachable = r < 0;
+}
 
 static int conn_acquire(struct sql_store *s, struct sql_conn *c)
 {
@@ -37,20 +58,13 @@ static int conn_acquire(struct sql_store *s, struct sql_conn *c)
 				char err[256];
 				int r = s->driver->connect(s->target, &c->conn, err, sizeof(err));
 				pthread_mutex_lock(&s->lock);
+				note_connect_locked(s, r, err);
 				if (r < 0) {
-					if (!s->unreachable)
-						efs_warn("metadata store unreachable: %s (answering 503 "
-							 "until it is back)",
-							 err);
-					s->unreachable = true;
 					s->busy[i] = false;
 					pthread_cond_signal(&s->cond);
 					pthread_mutex_unlock(&s->lock);
 					return -EAGAIN;
 				}
-				if (s->unreachable)
-					efs_info("metadata store reachable again");
-				s->unreachable = false;
 				s->conns[i] = c->conn;
 				pthread_mutex_unlock(&s->lock);
 			}
@@ -85,10 +99,169 @@ int sql_q(struct sql_conn *c, const char *sql, const struct efs_sql_value *param
 	return c->store->driver->exec(c->conn, sql, params, n, cb, ctx, changes);
 }
 
+/* ---- group commit ---------------------------------------------------- */
+
+/* Opens the writer's connection if it has none. Leader only. */
+static int writer_connect(struct sql_store *s)
+{
+	char err[256];
+	if (s->writer.conn)
+		return 0;
+	int r = s->driver->connect(s->target, &s->writer.conn, err, sizeof(err));
+	if (r < 0)
+		s->writer.conn = NULL;
+	pthread_mutex_lock(&s->lock);
+	note_connect_locked(s, r, err);
+	pthread_mutex_unlock(&s->lock);
+	return r < 0 ? -EAGAIN : 0;
+}
+
+/* Runs @n queued transactions as one database transaction, each in its
+ * own savepoint, and commits once. Leaves each request's outcome in its
+ * result, or sets its retry flag (run it in a later group). Returns how
+ * many were committed. Leader only, without the writer's lock. */
+static size_t group_run(struct sql_store *s, struct sql_tx_request **batch, size_t n)
+{
+	const struct efs_sql_driver *d = s->driver;
+	struct sql_conn c = {s, 0, NULL};
+	size_t ran = 0, kept = 0;
+	bool lost = false;
+	int fate = writer_connect(s);
+
+	c.conn = s->writer.conn;
+	for (int attempt = 0; fate == 0; attempt++) {
+		fate = d->begin(c.conn);
+		if (fate != -EBUSY || attempt + 1 == TX_ATTEMPTS)
+			break;
+		efs_sleep_ms(5 << attempt); /* another process holds the database */
+	}
+	if (fate < 0) {
+		for (size_t i = 0; i < n; i++)
+			batch[i]->result = fate == -EBUSY ? -EAGAIN : fate;
+		goto out;
+	}
+	/* A savepoint that cannot be released or rolled back means the whole
+	 * transaction is gone (SQLite rolls it back itself on an I/O error or
+	 * a full disk): nothing more runs in it. */
+	while (ran < n && !lost) {
+		struct sql_tx_request *q = batch[ran];
+		if (d->savepoint(c.conn) < 0) {
+			lost = true;
+			break;
+		}
+		ran++;
+		q->result = q->fn(&c, q->ctx);
+		lost = (q->result == 0 ? d->savepoint_release(c.conn)
+				       : d->savepoint_rollback(c.conn)) < 0;
+	}
+	fate = lost ? -EAGAIN : d->commit(c.conn);
+	if (fate < 0)
+		d->rollback(c.conn);
+	for (size_t i = 0; i < n; i++) {
+		struct sql_tx_request *q = batch[i];
+		if (i < ran && q->result < 0)
+			q->retry = q->result == -EBUSY; /* its own error; its work undone */
+		else if (i < ran && fate == 0)
+			kept++;
+		else if (i >= ran || lost || fate == -EBUSY)
+			q->retry = true; /* not run, or its work went with the transaction */
+		else
+			q->result = fate; /* the COMMIT failed, and so did all it held */
+	}
+out:
+	if (s->writer.conn && d->broken(s->writer.conn)) {
+		d->disconnect(s->writer.conn);
+		s->writer.conn = NULL;
+	}
+	return kept;
+}
+
+/* Hands the outcomes of a group to its callers, and queues the ones to
+ * run again first, in their order. Called with the writer's lock held. */
+static void group_finish(struct sql_writer *w, struct sql_tx_request **batch, size_t n,
+			 size_t kept)
+{
+	struct sql_tx_request *again = NULL, *last = NULL;
+	size_t again_count = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct sql_tx_request *q = batch[i];
+		if (q->retry && ++q->attempts < TX_ATTEMPTS) {
+			q->retry = false;
+			q->next = NULL;
+			if (last)
+				last->next = q;
+			else
+				again = q;
+			last = q;
+			again_count++;
+			continue;
+		}
+		if (q->retry)
+			q->result = -EAGAIN; /* stays busy */
+		q->done = true;
+	}
+	if (again) {
+		last->next = w->head;
+		if (!w->head)
+			w->tail = last;
+		w->head = again;
+		w->queued += again_count;
+	}
+	if (kept) {
+		w->groups_committed++;
+		w->txs_committed += kept;
+	}
+}
+
+/* Queues @fn for the writer and waits for the COMMIT that holds it (or for
+ * its error), leading groups whenever no other caller does. */
+static int run_grouped(struct sql_store *s, sql_tx_fn fn, void *ctx)
+{
+	struct sql_writer *w = &s->writer;
+	struct sql_tx_request req = {.fn = fn, .ctx = ctx};
+	struct sql_tx_request *batch[SQL_GROUP_MAX];
+
+	pthread_mutex_lock(&w->lock);
+	if (w->tail)
+		w->tail->next = &req;
+	else
+		w->head = &req;
+	w->tail = &req;
+	w->queued++;
+	while (!req.done) {
+		if (w->running) {
+			pthread_cond_wait(&w->cond, &w->lock);
+			continue;
+		}
+		w->running = true;
+		size_t n = 0;
+		while (w->head && n < SQL_GROUP_MAX) {
+			batch[n++] = w->head;
+			w->head = w->head->next;
+		}
+		if (!w->head)
+			w->tail = NULL;
+		w->queued -= n;
+		pthread_mutex_unlock(&w->lock);
+		size_t kept = group_run(s, batch, n);
+		pthread_mutex_lock(&w->lock);
+		group_finish(w, batch, n, kept);
+		w->running = false;
+		pthread_cond_broadcast(&w->cond);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return req.result;
+}
+
+/* ---- one transaction per connection ------------------------------------ */
+
 /* Runs @fn inside a transaction, retrying when the store reports a
  * conflict (-EBUSY: SQLite busy, PostgreSQL serialization failure). */
 int sql_run_tx(struct sql_store *s, sql_tx_fn fn, void *ctx)
 {
+	if (s->driver->group_commit)
+		return run_grouped(s, fn, ctx);
 	struct sql_conn c;
 	int r = conn_acquire(s, &c);
 	if (r < 0)
@@ -126,6 +299,30 @@ int sql_run_one(struct sql_store *s, const char *sql, const struct efs_sql_value
 	}
 	conn_release(&c);
 	return r == -EBUSY ? -EAGAIN : r;
+}
+
+struct write_one {
+	const char *sql;
+	const struct efs_sql_value *params;
+	size_t n;
+	efs_sql_row_fn cb;
+	void *ctx;
+	int64_t *changes;
+};
+
+static int write_one_tx(struct sql_conn *c, void *arg)
+{
+	struct write_one *w = arg;
+	return sql_q(c, w->sql, w->params, w->n, w->cb, w->ctx, w->changes);
+}
+
+int sql_write_one(struct sql_store *s, const char *sql, const struct efs_sql_value *params,
+		  size_t n, efs_sql_row_fn cb, void *ctx, int64_t *changes)
+{
+	struct write_one w = {sql, params, n, cb, ctx, changes};
+	if (!s->driver->group_commit)
+		return sql_run_one(s, sql, params, n, cb, ctx, changes);
+	return sql_run_tx(s, write_one_tx, &w);
 }
 
 int sql_row_int(void *ctx, const struct efs_sql_row *row)
@@ -204,6 +401,10 @@ static void store_close(void *impl)
 	if (s->lease_conn)
 		s->driver->disconnect(s->lease_conn);
 	pthread_mutex_destroy(&s->lease_lock);
+	if (s->writer.conn)
+		s->driver->disconnect(s->writer.conn);
+	pthread_mutex_destroy(&s->writer.lock);
+	pthread_cond_destroy(&s->writer.cond);
 	for (unsigned i = 0; i < s->size; i++)
 		if (s->conns[i])
 			s->driver->disconnect(s->conns[i]);
@@ -229,6 +430,8 @@ int efs_sql_store_open(const struct efs_sql_driver *driver, const char *target, 
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	pthread_mutex_init(&s->lease_lock, NULL);
+	pthread_mutex_init(&s->writer.lock, NULL);
+	pthread_cond_init(&s->writer.cond, NULL);
 
 	/* Connect one now, so a bad target fails at start with its reason. */
 	r = driver->connect(target, &s->conns[0], err, errlen);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* sql_store.h - what the SQL store's files share (private to src/meta):
- * sql_store.c (pool, transactions, migrations), sql_workers.c and
- * sql_files.c (the queries). */
+ * sql_store.c (pool, transactions and group commit, migrations),
+ * sql_workers.c, sql_files.c and sql_repair.c (the queries). */
 #ifndef ECHOFS_META_SQL_STORE_H
 #define ECHOFS_META_SQL_STORE_H
 
@@ -10,6 +10,39 @@
 #include <pthread.h>
 
 #define SQL_POOL_MAX 16
+#define SQL_GROUP_MAX 64 /* most transactions sharing one commit */
+
+struct sql_conn;
+typedef int (*sql_tx_fn)(struct sql_conn *c, void *ctx);
+
+/* A write transaction waiting for the store's writer (group commit). It
+ * lives on its caller's stack until @done. */
+struct sql_tx_request {
+	sql_tx_fn fn;
+	void *ctx;
+	int result;   /* valid once done */
+	int attempts; /* groups it was run in that could not keep its work */
+	bool retry;   /* set by the group: queue it again */
+	bool done;    /* written under sql_writer.lock */
+	struct sql_tx_request *next;
+};
+
+/* The one in-process writer of a group_commit store: a queue of write
+ * transactions and the connection they run on. The first waiter finding
+ * no group running becomes its leader: it takes up to SQL_GROUP_MAX queued
+ * transactions, runs each in its own savepoint of one transaction,
+ * commits once, and wakes the rest. */
+struct sql_writer {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct sql_tx_request *head, *tail;
+	size_t queued;
+	bool running; /* a leader owns @conn */
+	void *conn;   /* NULL: not connected (yet, or after a failure) */
+	/* Counters since open: groups that committed and the transactions
+	 * they held (for tests and the micro benchmark). */
+	uint64_t groups_committed, txs_committed;
+};
 
 struct sql_store {
 	const struct efs_sql_driver *driver;
@@ -24,6 +57,7 @@ struct sql_store {
 	pthread_mutex_t lease_lock;
 	void *lease_conn;
 	bool lease_held;
+	struct sql_writer writer; /* used when driver->group_commit */
 };
 
 /* A connection borrowed from the pool for one operation. */
@@ -37,25 +71,46 @@ struct sql_conn {
 int sql_q(struct sql_conn *c, const char *sql, const struct efs_sql_value *params, size_t n,
 	  efs_sql_row_fn cb, void *ctx, int64_t *changes);
 
-typedef int (*sql_tx_fn)(struct sql_conn *c, void *ctx);
-/* Runs @fn in a transaction on a pooled connection, retrying conflicts.
+/* Runs @fn in a write transaction and returns its result: 0 only once the
+ * transaction that holds @fn's work is committed (durable). @fn returns 0
+ * to keep its work or a negative errno to undo all of it; -EBUSY (a
+ * conflict) makes the store run it again in a new transaction, up to 5
+ * times. @fn may run more than once, so it must not depend on state it
+ * changed in an earlier run that did not commit.
+ *
+ * With driver->group_commit, @fn runs on the store's writer connection
+ * inside a savepoint, together with other callers' transactions that were
+ * queued at the same time, and shares their COMMIT: its error undoes only
+ * its own work, but a failed COMMIT fails every transaction in it (each
+ * caller gets that error). Otherwise @fn runs alone on a pooled
+ * connection. Must not be called from inside an @fn.
+ *
  * -EAGAIN when the store is unreachable or stays busy. */
 int sql_run_tx(struct sql_store *s, sql_tx_fn fn, void *ctx);
-/* One statement on a pooled connection, outside a transaction. */
+/* One statement on a pooled connection, outside a transaction: for reads.
+ * A statement that writes goes through sql_write_one. */
 int sql_run_one(struct sql_store *s, const char *sql, const struct efs_sql_value *params,
 		size_t n, efs_sql_row_fn cb, void *ctx, int64_t *changes);
+/* One statement that writes, committed on its own (as sql_run_tx; with
+ * group_commit it joins the writer's queue rather than competing with it
+ * for the database lock). */
+int sql_write_one(struct sql_store *s, const char *sql, const struct efs_sql_value *params,
+		  size_t n, efs_sql_row_fn cb, void *ctx, int64_t *changes);
 /* Row callback storing column 0 as int64 into *(int64_t *)ctx. */
 int sql_row_int(void *ctx, const struct efs_sql_row *row);
 
 #define SQL_PARAMS(...) (const struct efs_sql_value[]){__VA_ARGS__}
 #define SQL_NPARAMS(...) (sizeof(SQL_PARAMS(__VA_ARGS__)) / sizeof(struct efs_sql_value))
 
-/* sql_q / sql_run_one with the parameters listed inline. */
+/* sql_q / sql_run_one / sql_write_one with the parameters listed inline. */
 #define SQL_Q(c, sql, cb, ctx, changes, ...)                                                      \
 	sql_q((c), (sql), SQL_PARAMS(__VA_ARGS__), SQL_NPARAMS(__VA_ARGS__), (cb), (ctx), (changes))
 #define SQL_ONE(s, sql, cb, ctx, changes, ...)                                                    \
 	sql_run_one((s), (sql), SQL_PARAMS(__VA_ARGS__), SQL_NPARAMS(__VA_ARGS__), (cb), (ctx),  \
 		    (changes))
+#define SQL_WRITE(s, sql, cb, ctx, changes, ...)                                                  \
+	sql_write_one((s), (sql), SQL_PARAMS(__VA_ARGS__), SQL_NPARAMS(__VA_ARGS__), (cb), (ctx), \
+		      (changes))
 
 /* sql_workers.c */
 int sql_worker_register(void *impl, const struct efs_worker_info *w);

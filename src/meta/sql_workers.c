@@ -8,7 +8,7 @@
 
 int sql_worker_register(void *impl, const struct efs_worker_info *w)
 {
-	return SQL_ONE(impl,
+	return SQL_WRITE(impl,
 		   "INSERT INTO workers (worker_id, url, capacity_bytes, free_bytes, chunk_count,"
 		   "  registered_at, last_heartbeat)"
 		   " VALUES ($1, $2, $3, $4, $5, $6, $7)"
@@ -23,7 +23,7 @@ int sql_worker_register(void *impl, const struct efs_worker_info *w)
 int sql_worker_retire_url(void *impl, const char *url, const char *keep_id)
 {
 	int64_t changed = 0;
-	int r = SQL_ONE(impl,
+	int r = SQL_WRITE(impl,
 		    "UPDATE workers SET last_heartbeat = 0"
 		    " WHERE url = $1 AND worker_id <> $2 AND last_heartbeat <> 0",
 		    NULL, NULL, &changed, SQL_TEXT(url), SQL_TEXT(keep_id));
@@ -34,7 +34,7 @@ int sql_worker_heartbeat(void *impl, const char *worker_id, uint64_t capacity_by
 				  uint64_t free_bytes, uint64_t chunk_count, int64_t now_ms)
 {
 	int64_t changed = 0;
-	int r = SQL_ONE(impl,
+	int r = SQL_WRITE(impl,
 		    "UPDATE workers SET capacity_bytes = $2, free_bytes = $3, chunk_count = $4,"
 		    "  last_heartbeat = $5 WHERE worker_id = $1",
 		    NULL, NULL, &changed, SQL_TEXT(worker_id), SQL_INT(capacity_bytes),

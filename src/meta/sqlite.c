@@ -2,10 +2,13 @@
 /* sqlite.c - the SQLite driver of the SQL metadata store (embedded default).
  *
  * WAL mode with synchronous=FULL: a committed transaction survives a crash
- * and a power cut. Write transactions start with BEGIN IMMEDIATE, so two
- * connections never deadlock upgrading a read lock; a busy database waits
- * up to 5 s (busy_timeout) before the store sees -EBUSY and retries.
- * Prepared statements are cached per connection by the SQL text's address.
+ * and a power cut. Inside one process every write goes through the store's
+ * single writer connection (group_commit: see sql_store.c), which runs
+ * each queued transaction in its own savepoint of one BEGIN IMMEDIATE ...
+ * COMMIT; readers use the pool and, in WAL mode, never wait for it. The
+ * busy handler (busy_timeout, 5 s) is left for other processes on the same
+ * file: another store opened on it, or the sqlite3 tool. Prepared
+ * statements are cached per connection by the SQL text's address.
  */
 #include "echofs/log.h"
 #include "echofs/util.h"
@@ -236,6 +239,23 @@ static int sqlite_rollback(void *conn)
 	return sqlite_simple(conn, "ROLLBACK");
 }
 
+static int sqlite_savepoint(void *conn)
+{
+	return sqlite_simple(conn, "SAVEPOINT efs_tx");
+}
+
+static int sqlite_savepoint_release(void *conn)
+{
+	return sqlite_simple(conn, "RELEASE efs_tx");
+}
+
+/* Fails ("no such savepoint") when an error such as SQLITE_FULL or
+ * SQLITE_IOERR has already rolled the whole transaction back. */
+static int sqlite_savepoint_rollback(void *conn)
+{
+	return sqlite_simple(conn, "ROLLBACK TO efs_tx; RELEASE efs_tx");
+}
+
 static int sqlite_lock_schema(void *conn)
 {
 	return 0; /* BEGIN IMMEDIATE already holds the write lock */
@@ -271,11 +291,15 @@ const struct efs_sql_driver efs_sql_sqlite_driver = {
 	.begin = sqlite_begin,
 	.commit = sqlite_commit,
 	.rollback = sqlite_rollback,
+	.savepoint = sqlite_savepoint,
+	.savepoint_release = sqlite_savepoint_release,
+	.savepoint_rollback = sqlite_savepoint_rollback,
 	.lock_schema = sqlite_lock_schema,
 	.broken = sqlite_broken,
 	.col_null = sqlite_col_null,
 	.col_int = sqlite_col_int,
 	.col_text = sqlite_col_text,
 	.pool_size = 4,
+	.group_commit = true,
 };
 
