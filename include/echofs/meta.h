@@ -155,6 +155,19 @@ int efs_meta_session_put_chunk(struct efs_meta *m, const char *session_id, uint6
  * @version was read (the caller reads the chunks again). */
 int efs_meta_session_complete(struct efs_meta *m, const char *session_id, int64_t version,
 			      const struct efs_file_info *file);
+/* Records a file of at most one chunk without a session, in one
+ * transaction: for a one-request upload whose body fit in one chunk, one
+ * commit instead of three (session_create, session_put_chunk,
+ * session_complete). @chunk (NULL for an empty file) gains a reference as
+ * in session_put_chunk (created with its replicas on @worker_ids, or, with
+ * @dedup, an existing row reused and @worker_ids added to its replicas)
+ * and becomes chunk 0 of @file. Call it only once every replica is
+ * durable. -ESTALE when @dedup was asked for a chunk the collector removed
+ * meanwhile (the caller stores it again); -EEXIST when @file's id is
+ * taken. On error nothing is recorded. */
+int efs_meta_file_create_single(struct efs_meta *m, const struct efs_file_info *file,
+				const struct efs_chunk_info *chunk, const char *const *worker_ids,
+				size_t worker_count, bool dedup, int64_t now_ms);
 /* Ends a session and releases its chunks. -ENOENT when unknown. */
 int efs_meta_session_delete(struct efs_meta *m, const char *session_id, int64_t now_ms);
 /* Up to @max ids of sessions that expired before @now_ms. */

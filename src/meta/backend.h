@@ -31,6 +31,9 @@ struct efs_meta_ops {
 				 int64_t hidden_expires_ms);
 	int (*session_complete)(void *impl, const char *session_id, int64_t version,
 				const struct efs_file_info *file);
+	int (*file_create_single)(void *impl, const struct efs_file_info *file,
+				  const struct efs_chunk_info *chunk, const char *const *worker_ids,
+				  size_t worker_count, bool dedup, int64_t now_ms);
 	int (*session_delete)(void *impl, const char *session_id, int64_t now_ms);
 	int (*session_expired)(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
 			       size_t *count);

@@ -142,6 +142,14 @@ int efs_meta_session_complete(struct efs_meta *m, const char *session_id, int64_
 	return m->ops->session_complete(m->impl, session_id, version, file);
 }
 
+int efs_meta_file_create_single(struct efs_meta *m, const struct efs_file_info *file,
+				const struct efs_chunk_info *chunk, const char *const *worker_ids,
+				size_t worker_count, bool dedup, int64_t now_ms)
+{
+	return m->ops->file_create_single(m->impl, file, chunk, worker_ids, worker_count, dedup,
+					  now_ms);
+}
+
 int efs_meta_session_delete(struct efs_meta *m, const char *session_id, int64_t now_ms)
 {
 	return m->ops->session_delete(m->impl, session_id, now_ms);

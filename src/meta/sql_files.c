@@ -153,19 +153,22 @@ struct put_chunk {
 	int64_t hidden_expires_ms;
 };
 
-static int put_chunk_tx(struct sql_conn *c, void *ctx)
+/* Gives @chunk one more reference: with @dedup the existing row (-ESTALE
+ * when the collector removed it), else the row is created (or, written
+ * concurrently by another upload, counted up); @worker_ids become its
+ * good replicas. */
+static int take_chunk_ref(struct sql_conn *c, const struct efs_chunk_info *chunk,
+			  const char *const *worker_ids, size_t worker_count, bool dedup,
+			  int64_t now_ms)
 {
-	struct put_chunk *p = ctx;
 	int64_t changed = 0;
 	int r;
 
-	if ((r = lock_session(c, p->session_id)) < 0)
-		return r;
-	if (p->dedup) {
+	if (dedup) {
 		r = SQL_Q(c,
 			  "UPDATE chunks SET refcount = refcount + 1, zero_since = NULL"
 			  " WHERE chunk_id = $1",
-			  NULL, NULL, &changed, SQL_TEXT(p->chunk->chunk_id));
+			  NULL, NULL, &changed, SQL_TEXT(chunk->chunk_id));
 		if (r < 0)
 			return r;
 		if (changed == 0)
@@ -176,14 +179,24 @@ static int put_chunk_tx(struct sql_conn *c, void *ctx)
 			  "  zero_since, created_at) VALUES ($1, $2, $3, $4, 1, NULL, $5)"
 			  " ON CONFLICT (chunk_id) DO UPDATE SET refcount = chunks.refcount + 1,"
 			  "  zero_since = NULL",
-			  NULL, NULL, NULL, SQL_TEXT(p->chunk->chunk_id), SQL_INT(p->chunk->size),
-			  SQL_INT(p->chunk->stored_size), SQL_INT(p->chunk->compressed ? 1 : 0),
-			  SQL_INT(p->now_ms));
+			  NULL, NULL, NULL, SQL_TEXT(chunk->chunk_id), SQL_INT(chunk->size),
+			  SQL_INT(chunk->stored_size), SQL_INT(chunk->compressed ? 1 : 0),
+			  SQL_INT(now_ms));
 		if (r < 0)
 			return r;
 	}
-	if ((r = add_replicas(c, p->chunk->chunk_id, p->worker_ids, p->worker_count,
-			      p->now_ms)) < 0)
+	return add_replicas(c, chunk->chunk_id, worker_ids, worker_count, now_ms);
+}
+
+static int put_chunk_tx(struct sql_conn *c, void *ctx)
+{
+	struct put_chunk *p = ctx;
+	int r;
+
+	if ((r = lock_session(c, p->session_id)) < 0)
+		return r;
+	if ((r = take_chunk_ref(c, p->chunk, p->worker_ids, p->worker_count, p->dedup,
+				p->now_ms)) < 0)
 		return r;
 	/* The chunk the session had at this index, if any, loses its ref. */
 	r = SQL_Q(c,
@@ -238,6 +251,18 @@ struct complete {
 	const struct efs_file_info *file;
 };
 
+static int insert_file(struct sql_conn *c, const struct efs_file_info *f)
+{
+	return SQL_Q(c,
+		     "INSERT INTO files (file_id, owner, name, size, sha256, chunk_size, chunk_count,"
+		     "  replication, stored_bytes, created_at)"
+		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+		     NULL, NULL, NULL, SQL_TEXT(f->file_id), SQL_TEXT(f->owner), SQL_TEXT(f->name),
+		     SQL_INT(f->size), SQL_TEXT(f->sha256), SQL_INT(f->chunk_size),
+		     SQL_INT(f->chunk_count), SQL_INT(f->replication), SQL_INT(f->stored_bytes),
+		     SQL_INT(f->created_at_ms));
+}
+
 static int complete_tx(struct sql_conn *c, void *ctx)
 {
 	struct complete *p = ctx;
@@ -254,15 +279,7 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 		return -ENOENT;
 	if (version != p->version)
 		return -ESTALE;
-	r = SQL_Q(c,
-		  "INSERT INTO files (file_id, owner, name, size, sha256, chunk_size, chunk_count,"
-		  "  replication, stored_bytes, created_at)"
-		  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-		  NULL, NULL, NULL, SQL_TEXT(f->file_id), SQL_TEXT(f->owner), SQL_TEXT(f->name),
-		  SQL_INT(f->size), SQL_TEXT(f->sha256), SQL_INT(f->chunk_size),
-		  SQL_INT(f->chunk_count), SQL_INT(f->replication), SQL_INT(f->stored_bytes),
-		  SQL_INT(f->created_at_ms));
-	if (r < 0)
+	if ((r = insert_file(c, f)) < 0)
 		return r;
 	/* The references move from the session to the file: counts stay. */
 	r = SQL_Q(c,
@@ -279,6 +296,37 @@ int sql_session_complete(void *impl, const char *session_id, int64_t version,
 {
 	struct complete p = {session_id, version, file};
 	return sql_run_tx(impl, complete_tx, &p);
+}
+
+struct single {
+	const struct efs_file_info *file;
+	const struct efs_chunk_info *chunk;
+	const char *const *worker_ids;
+	size_t worker_count;
+	bool dedup;
+	int64_t now_ms;
+};
+
+/* The file row first: a taken id fails before any reference is taken. */
+static int create_single_tx(struct sql_conn *c, void *ctx)
+{
+	struct single *p = ctx;
+	int r = insert_file(c, p->file);
+	if (r < 0 || !p->chunk)
+		return r;
+	if ((r = take_chunk_ref(c, p->chunk, p->worker_ids, p->worker_count, p->dedup,
+				p->now_ms)) < 0)
+		return r;
+	return SQL_Q(c, "INSERT INTO file_chunks (file_id, idx, chunk_id) VALUES ($1, 0, $2)", NULL,
+		     NULL, NULL, SQL_TEXT(p->file->file_id), SQL_TEXT(p->chunk->chunk_id));
+}
+
+int sql_file_create_single(void *impl, const struct efs_file_info *file,
+			   const struct efs_chunk_info *chunk, const char *const *worker_ids,
+			   size_t worker_count, bool dedup, int64_t now_ms)
+{
+	struct single p = {file, chunk, worker_ids, worker_count, dedup, now_ms};
+	return sql_run_tx(impl, create_single_tx, &p);
 }
 
 struct release {

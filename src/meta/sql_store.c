@@ -489,6 +489,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.session_chunks = sql_session_chunks,
 	.session_put_chunk = sql_session_put_chunk,
 	.session_complete = sql_session_complete,
+	.file_create_single = sql_file_create_single,
 	.session_delete = sql_session_delete,
 	.session_expired = sql_session_expired,
 	.file_get = sql_file_get,

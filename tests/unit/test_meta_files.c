@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* test_meta_files.c - unit tests of the data-path operations of the metadata
  * store (include/echofs/meta.h) on SQLite, each in a fresh directory:
- * sessions, chunks and their replicas, files, reference counting and the
- * garbage the collector takes.
+ * sessions, chunks and their replicas, files (also those of one chunk
+ * recorded without a session), reference counting and the garbage the
+ * collector takes.
  *
  * When ECHOFS_TEST_PG_URL is set (postgres://..., e.g. from
  * `scripts/services.sh start DIR`), the same tests run a second time on
@@ -631,6 +632,92 @@ static void test_complete_with_stale_version(void **state)
 
 /* ---- files --------------------------------------------------------------- */
 
+/* A one-chunk file in one transaction: the file row, its chunk list, the
+ * chunk with its replicas and one reference; a taken file id records
+ * nothing. */
+static void test_create_single_records_file_and_chunk(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2);
+	struct efs_file_info fi = file_info(1, "alice", 100, 1), got;
+	struct efs_file_info other = file_info(1, "bob", 200, 1);
+	struct efs_file_chunk *chunks = NULL;
+	size_t count = 0;
+
+	assert_int_equal(efs_meta_file_create_single(f->m, &fi, &a, worker_ids, WORKERS, false,
+						     f->now),
+			 0);
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), 0);
+	expect_same_file(&got, &fi);
+	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 0, 100, &chunks, &count), 0);
+	assert_int_equal(count, 1);
+	assert_int_equal(chunks[0].index, 0);
+	assert_string_equal(chunks[0].chunk.chunk_id, a.chunk_id);
+	expect_worker_replicas(chunks[0].replicas, chunks[0].replica_count, NULL);
+	free(chunks);
+	expect_chunk(f, &a, NULL);
+	assert_false(is_garbage(f, f->now + 1, &a));
+
+	/* the same file id again: -EEXIST, and its chunk is not recorded */
+	assert_int_equal(efs_meta_file_create_single(f->m, &other, &b, worker_ids, WORKERS, false,
+						     f->now),
+			 -EEXIST);
+	expect_no_chunk(f, &b);
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), 0);
+	assert_string_equal(got.owner, "alice");
+
+	/* exactly one reference: the delete releases the chunk */
+	assert_int_equal(efs_meta_file_delete(f->m, fi.file_id, "alice", f->now), 0);
+	assert_true(is_garbage(f, f->now + 1, &a));
+}
+
+/* With @dedup the existing chunk gains a reference and the new replicas;
+ * a chunk collected meanwhile answers -ESTALE and records nothing. */
+static void test_create_single_dedup(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned numbers[] = {1};
+	struct efs_chunk_info a = chunk(1), missing = chunk(9);
+	struct efs_file_info fi = file_info(2, "bob", 200, 1), got;
+	struct efs_file_info stale = file_info(3, "bob", 300, 1);
+	const char *const third[] = {"w3"};
+	char first[EFS_ID_MAX + 1];
+
+	make_file(f, 1, "alice", 100, numbers, 1);
+	file_id(1, first);
+	assert_int_equal(efs_meta_file_create_single(f->m, &fi, &a, third, 1, true, f->now), 0);
+	expect_chunk(f, &a, NULL);
+	assert_int_equal(efs_meta_file_delete(f->m, first, "alice", f->now), 0);
+	assert_false(is_garbage(f, f->now + 1, &a)); /* the second file holds it */
+	assert_int_equal(efs_meta_file_delete(f->m, fi.file_id, "bob", f->now), 0);
+	assert_true(is_garbage(f, f->now + 1, &a));
+
+	assert_int_equal(efs_meta_file_create_single(f->m, &stale, &missing, worker_ids, WORKERS,
+						     true, f->now),
+			 -ESTALE);
+	assert_int_equal(efs_meta_file_get(f->m, stale.file_id, &got), -ENOENT);
+	expect_no_chunk(f, &missing);
+}
+
+/* An empty file: the file row alone. */
+static void test_create_single_empty_file(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_file_info fi = file_info(4, "alice", 100, 0), got;
+	struct efs_file_chunk *chunks = NULL;
+	size_t count = 7;
+
+	fi.size = 0;
+	fi.stored_bytes = 0;
+	assert_int_equal(efs_meta_file_create_single(f->m, &fi, NULL, NULL, 0, false, f->now), 0);
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), 0);
+	expect_same_file(&got, &fi);
+	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 0, 100, &chunks, &count), 0);
+	assert_int_equal(count, 0);
+	free(chunks);
+}
+
+
 static void test_file_list_pages_by_created_at_and_id(void **state)
 {
 	struct fixture *f = *state;
@@ -994,6 +1081,9 @@ int main(void)
 		T(test_session_chunks_ordered_by_index),
 		T(test_complete_creates_file),
 		T(test_complete_with_stale_version),
+		T(test_create_single_records_file_and_chunk),
+		T(test_create_single_dedup),
+		T(test_create_single_empty_file),
 		T(test_file_list_pages_by_created_at_and_id),
 		T(test_file_delete_releases_chunks_to_the_collector),
 		T(test_chunk_twice_in_one_file),
