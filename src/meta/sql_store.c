@@ -118,13 +118,15 @@ static int writer_connect(struct sql_store *s)
 
 /* Runs @n queued transactions as one database transaction, each in its
  * own savepoint, and commits once. Leaves each request's outcome in its
- * result, or sets its retry flag (run it in a later group). Returns how
- * many were committed. Leader only, without the writer's lock. */
+ * result, or sets its retry flag (run it in a later group). A transaction
+ * lost before its COMMIT is blamed on the one member that lost it; the
+ * others run again without using up their attempts. Returns how many were
+ * committed. Leader only, without the writer's lock. */
 static size_t group_run(struct sql_store *s, struct sql_tx_request **batch, size_t n)
 {
 	const struct efs_sql_driver *d = s->driver;
 	struct sql_conn c = {s, 0, NULL};
-	size_t ran = 0, kept = 0;
+	size_t ran = 0, kept = 0, culprit = 0;
 	bool lost = false;
 	int fate = writer_connect(s);
 
@@ -145,6 +147,7 @@ static size_t group_run(struct sql_store *s, struct sql_tx_request **batch, size
 	 * a full disk): nothing more runs in it. */
 	while (ran < n && !lost) {
 		struct sql_tx_request *q = batch[ran];
+		culprit = ran;
 		if (d->savepoint(c.conn) < 0) {
 			lost = true;
 			break;
@@ -163,8 +166,10 @@ static size_t group_run(struct sql_store *s, struct sql_tx_request **batch, size
 			q->retry = q->result == -EBUSY; /* its own error; its work undone */
 		else if (i < ran && fate == 0)
 			kept++;
+		else if (lost && i != culprit)
+			q->retry = q->blameless = true; /* lost with another's transaction */
 		else if (i >= ran || lost || fate == -EBUSY)
-			q->retry = true; /* not run, or its work went with the transaction */
+			q->retry = true;
 		else
 			q->result = fate; /* the COMMIT failed, and so did all it held */
 	}
@@ -186,8 +191,8 @@ static void group_finish(struct sql_writer *w, struct sql_tx_request **batch, si
 
 	for (size_t i = 0; i < n; i++) {
 		struct sql_tx_request *q = batch[i];
-		if (q->retry && ++q->attempts < TX_ATTEMPTS) {
-			q->retry = false;
+		if (q->retry && (q->blameless || ++q->attempts < TX_ATTEMPTS)) {
+			q->retry = q->blameless = false;
 			q->next = NULL;
 			if (last)
 				last->next = q;

@@ -21,8 +21,9 @@ struct sql_tx_request {
 	sql_tx_fn fn;
 	void *ctx;
 	int result;   /* valid once done */
-	int attempts; /* groups it was run in that could not keep its work */
+	int attempts; /* runs that ended in a conflict or lost the transaction */
 	bool retry;   /* set by the group: queue it again */
+	bool blameless; /* ...and do not count it: another one lost the group */
 	bool done;    /* written under sql_writer.lock */
 	struct sql_tx_request *next;
 };

@@ -5,8 +5,10 @@
  * their rows, each visible to other connections as soon as its call
  * returns; transactions queued together share one COMMIT; a failing
  * transaction in a group loses only its own work and each caller gets its
- * own result; a failed COMMIT fails every caller of its group; -EBUSY from
- * a transaction runs it again; reads are not held up by a writing group.
+ * own result; a failed COMMIT fails every caller of its group; a member
+ * that loses the whole transaction is blamed alone and the others run
+ * again; -EBUSY from a transaction runs it again; reads are not held up by
+ * a writing group.
  *
  * To queue transactions deterministically behind one group, a "gate"
  * transaction holds the writer until the wanted number of callers are
@@ -99,6 +101,7 @@ struct insert {
 	const char *key;
 	const char *also_key;
 	bool dangling_child;
+	bool end_transaction; /* ROLLBACK the whole group, as SQLite does on an I/O error */
 	int busy_runs;
 	int fail_with;
 	int runs;
@@ -127,6 +130,8 @@ static int insert_tx(struct sql_conn *c, void *arg)
 		if (r < 0)
 			return r;
 	}
+	if (in->end_transaction && (r = c->store->driver->exec_script(c->conn, "ROLLBACK")) < 0)
+		return r;
 	if (in->runs <= in->busy_runs)
 		return -EBUSY;
 	return in->fail_with;
@@ -199,8 +204,9 @@ static void *gate_main(void *arg)
 	return NULL;
 }
 
-/* Runs @n insert transactions queued together behind a gate, so that they
- * form one group (n <= SQL_GROUP_MAX); each result lands in ins[i].result. */
+/* Runs @n insert transactions queued together, in this order, behind a
+ * gate, so that they form one group (n <= SQL_GROUP_MAX); each result lands
+ * in ins[i].result. */
 static void run_as_one_group(struct sql_store *s, struct insert *ins, size_t n)
 {
 	struct gate g = {s, n, -1};
@@ -213,6 +219,10 @@ static void run_as_one_group(struct sql_store *s, struct insert *ins, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		ins[i].s = s;
 		assert_int_equal(pthread_create(&tids[i], NULL, insert_main, &ins[i]), 0);
+		/* queued in this order (the last one releases the gate, after
+		 * which the queue empties) */
+		while (i + 1 < n && counters(s).queued < i + 1)
+			efs_sleep_ms(1);
 	}
 	assert_int_equal(pthread_join(gate_tid, NULL), 0);
 	for (size_t i = 0; i < n; i++)
@@ -397,6 +407,40 @@ static void test_busy_transaction_runs_again(void **state)
 	assert_int_equal(after.queued, 0);
 }
 
+/* A member whose failure ends the whole transaction (SQLite rolls it back
+ * by itself on an I/O error or a full disk) gets its error; the members
+ * that ran before it and those not run yet run again in the next group and
+ * commit. One that ends it while answering 0 is run again like a conflict,
+ * up to 5 times, and its mates are not charged for it. */
+static void test_lost_transaction_runs_the_others_again(void **state)
+{
+	struct fixture *f = *state;
+	struct insert ins[4] = {
+		{.key = "before"},
+		{.key = "io-error", .end_transaction = true, .fail_with = -EIO},
+		{.key = "after"},
+		{.key = "silent", .end_transaction = true},
+	};
+
+	run_as_one_group(f->s, ins, 4);
+	assert_int_equal(ins[1].result, -EIO);
+	assert_int_equal(ins[1].runs, 1);
+	assert_int_equal(run_of(f->s, "io-error"), -1);
+	/* "silent" ends every group it runs in: first [before, io-error],
+	 * then [before, after, silent] x 5; "before" and "after" are run
+	 * again each time and commit once "silent" has given up */
+	assert_int_equal(ins[3].result, -EAGAIN);
+	assert_int_equal(ins[3].runs, 5);
+	assert_int_equal(run_of(f->s, "silent"), -1);
+	assert_int_equal(ins[0].result, 0);
+	assert_int_equal(ins[0].runs, 7);
+	assert_int_equal(run_of(f->s, "before"), 7);
+	assert_int_equal(ins[2].result, 0);
+	assert_int_equal(ins[2].runs, 6);
+	assert_int_equal(run_of(f->s, "after"), 6);
+	assert_int_equal(counters(f->s).queued, 0);
+}
+
 /* A read on the pool neither waits for a group that is writing nor sees
  * its uncommitted rows. */
 struct peek {
@@ -459,6 +503,7 @@ int main(void)
 		T(test_failing_transaction_loses_only_its_own_work),
 		T(test_commit_failure_reaches_every_waiter),
 		T(test_busy_transaction_runs_again),
+		T(test_lost_transaction_runs_the_others_again),
 		T(test_reads_run_beside_a_writing_group),
 		T(test_write_one),
 	};
