@@ -13,7 +13,8 @@ and remove what nothing needs.
 Everything is black-box: HTTP (files, GET /api/v1/files/{id} for where the
 replicas are, /api/v1/workers, /api/v1/health with "under_replicated" and
 "repair": {"repaired_total", "failed_total"}), signals, and the workers'
-data directories (WORKER_DATA_DIR/chunks/<2 hex>/<chunk id>, quarantine in
+data directories (chunks in the volume files WORKER_DATA_DIR/volumes/*.vol,
+read and damaged through the harness's chunk_records helpers; quarantine in
 WORKER_DATA_DIR/corrupt/). Every wait is a poll with a deadline, scaled
 for sanitized binaries.
 """
@@ -325,8 +326,9 @@ def wait_fully_replicated(cluster: h.Cluster, api: h.ApiClient, m: h.Master, fil
 # ---- worker disks -------------------------------------------------------------------
 
 
-def chunk_file(w: h.Worker, chunk_id: str) -> Path:
-    return w.data_dir / "chunks" / chunk_id[:2] / chunk_id
+def stored_payload(w: h.Worker, chunk_id: str) -> Optional[bytes]:
+    """The chunk's payload as on w's disk now, or None when w does not hold it."""
+    return h.read_chunk_payload(w.data_dir, chunk_id)
 
 
 def quarantined(w: h.Worker) -> set[str]:
@@ -374,7 +376,7 @@ def replicas_missing_on_disk(api: h.ApiClient, cluster: h.Cluster, file_ids) -> 
         for c in file_info(api, fid)["chunks"]:
             for r in c["replicas"]:
                 w = by_id.get(r["worker_id"])
-                if w is not None and not chunk_file(w, c["chunk_id"]).exists():
+                if w is not None and c["chunk_id"] not in h.chunk_records(w.data_dir):
                     missing.append(f"file {fid} chunk {c['index']} ({c['chunk_id'][:12]}) "
                                    f"listed on {w.name} but not on its disk")
     return missing
@@ -560,9 +562,8 @@ def test_corrupted_worker_is_scrubbed_and_repaired(cluster, damage_id_file):
         victim.kill()  # the damage happens while it is down; it reads its id at start
     damaged: dict[str, str] = {}  # chunk id -> sha256 of the damaged file
     for cid in sorted(needed):
-        path = chunk_file(victim, cid)
-        overwrite(path, rng)
-        damaged[cid] = sha(path.read_bytes())
+        h.damage_chunk_payload(victim.data_dir, cid, rng)
+        damaged[cid] = sha(stored_payload(victim, cid))
     if damage_id_file:
         overwrite(victim.id_file, rng)
         victim.start()
@@ -581,12 +582,11 @@ def test_corrupted_worker_is_scrubbed_and_repaired(cluster, damage_id_file):
     def healed() -> list[str]:
         problems = []
         for cid, bad in damaged.items():
-            path = chunk_file(victim, cid)
-            try:
-                now = sha(path.read_bytes())
-            except FileNotFoundError:
+            payload = stored_payload(victim, cid)
+            if payload is None:
                 problems.append(f"{cid[:12]} not back on {victim.name}")
                 continue
+            now = sha(payload)
             if now == bad:
                 problems.append(f"{cid[:12]} still damaged on {victim.name}")
         return problems
@@ -831,10 +831,10 @@ def test_rejoining_worker_drops_surplus_and_deleted_chunks(cluster):
 
 @pytest.mark.slow(reason="a replica must be older than the report's 5 s skew margin")
 def test_chunk_files_lost_from_disk_are_reported_and_repaired(cluster):
-    """Nothing reads the files: only the workers' chunk reports can tell the
-    master that a chunk file was removed by hand from a running worker, and
-    that another worker came back (same worker_id) with an empty chunk store
-    (a replaced disk)."""
+    """Nothing reads the chunks: only the workers' chunk reports can tell the
+    master that a chunk's bytes were lost from one worker's disk while it was
+    down (its record made dead), and that another worker came back (same
+    worker_id) with an empty chunk store (a replaced disk)."""
     m = cluster.start(workers=3, master_env=master_env(),
                       worker_env={"REPORT_INTERVAL_MS": 500})
     api = m.user_client()
@@ -843,12 +843,16 @@ def test_chunk_files_lost_from_disk_are_reported_and_repaired(cluster):
     needed = chunk_ids_of(api, files)
     one, wiped = cluster.workers[1], cluster.workers[2]
     cid = file_info(api, next(iter(files)))["chunks"][1]["chunk_id"]
-    path = chunk_file(one, cid)
     _, repaired_before, _ = repair_stats(m)
-    path.unlink()
+    one_id = one.worker_id
+    one.kill()
+    h.drop_chunk_record(one.data_dir, cid)
+    assert cid not in one.chunk_usage().ids
+    one.start()
+    assert one.wait_registered() == one_id
     wid = wiped.worker_id
     wiped.kill()
-    for p in list((wiped.data_dir / "chunks").glob("*/*")):
+    for p in list((wiped.data_dir / "volumes").glob("*.vol")):
         p.unlink()
     assert wiped.chunk_usage().count == 0
     wiped.start()
@@ -932,7 +936,7 @@ def test_damaged_replica_found_by_a_read_is_replaced(cluster):
     cid = chunk["chunk_id"]
     holder_id = chunk["replicas"][0]["worker_id"]
     holder = next(w for w in cluster.workers if w.worker_id == holder_id)
-    overwrite(chunk_file(holder, cid), rng, lo=h.CHUNK_HEADER_LEN)  # the payload
+    h.damage_chunk_payload(holder.data_dir, cid, rng)
     _, repaired_before, _ = repair_stats(m)
 
     # Reads pick a random good replica first: download until one reads the
