@@ -1250,15 +1250,20 @@ static int migrate_legacy(struct efs_store *s)
 		return r;
 	snprintf(path, sizeof(path), "%s/chunks", s->dir);
 	rmdir(path);
-	int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
 	return 0;
 }
 
 /* ---- open and close ---------------------------------------------------- */
+
+static int fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
 
 int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 			struct efs_store **out, char *err, size_t errlen)
@@ -1292,6 +1297,10 @@ int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 		r = -errno;
 		goto fail;
 	}
+	/* volumes/ itself must survive a crash before the first record in it
+	 * is acknowledged (the files in it are covered by volume_start). */
+	if ((r = fsync_dir(dir)) < 0)
+		goto fail;
 	if ((r = load_volumes(s)) < 0 || (r = migrate_legacy(s)) < 0)
 		goto fail;
 	if (s->compact_interval_ms > 0) {

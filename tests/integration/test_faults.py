@@ -873,6 +873,57 @@ def test_chunk_files_lost_from_disk_are_reported_and_repaired(cluster):
     assert_downloads(api, files, f"from {wiped.name} alone")
 
 
+# ---- 7b. a data directory of the layout before volume files ------------------------------
+
+
+def write_old_layout_chunk(data_dir: Path, payload: bytes, gzip: bool = False,
+                           damage: bool = False) -> str:
+    """Writes a chunk file as workers stored them before volume files:
+    chunks/<2 hex>/<id>, a 32-byte header ("EFSC", version 1, flags, length
+    le64 at 8, payload CRC32C at 16, CRC32C of bytes 0..28 at 28), then the
+    payload. Returns the chunk id (the payload's SHA-256)."""
+    cid = hashlib.sha256(payload).hexdigest()
+    crc = h.crc32c(payload) ^ (1 if damage else 0)
+    head = bytearray(32)
+    head[0:4] = b"EFSC"
+    head[4] = 1
+    head[5] = 1 if gzip else 0
+    head[8:16] = len(payload).to_bytes(8, "little")
+    head[16:20] = crc.to_bytes(4, "little")
+    head[28:32] = h.crc32c(bytes(head[:28])).to_bytes(4, "little")
+    d = data_dir / "chunks" / cid[:2]
+    d.mkdir(parents=True, exist_ok=True)
+    (d / cid).write_bytes(bytes(head) + payload)
+    return cid
+
+
+def test_worker_on_an_old_layout_data_dir_serves_its_chunks(cluster):
+    """Upgrading a worker: its chunk files are imported into volume files at
+    start and served as before; a damaged one is quarantined."""
+    m = cluster.add_master(**master_env())
+    w = cluster.add_worker(master=m, start=False)
+    rng = random.Random(12)
+    kept = [rng.randbytes(n) for n in (1, 1000, CHUNK)]
+    ids = [write_old_layout_chunk(w.data_dir, p) for p in kept]
+    bad = write_old_layout_chunk(w.data_dir, rng.randbytes(500), damage=True)
+    w.start()
+    w.wait_registered()
+    wc = w.client(h.CLUSTER_SECRET)
+    for cid, payload in zip(ids, kept):
+        r = wc.get(f"/chunks/{cid}")
+        assert r.status_code == 200, r.text
+        assert r.content == payload
+        assert r.headers["X-Chunk-Encoding"] == "identity"
+    assert wc.get(f"/chunks/{bad}").status_code == 404
+    assert bad in quarantined(w)
+    assert not (w.data_dir / "chunks").exists(), "the old chunk directory was left behind"
+    assert set(w.chunk_usage().ids) == set(ids)
+    w.stop()
+    w.start()
+    w.wait_ready()
+    assert w.client(h.CLUSTER_SECRET).get(f"/chunks/{ids[1]}").content == kept[1]
+
+
 # ---- 8. a full worker --------------------------------------------------------------------
 
 
