@@ -15,7 +15,8 @@ static int hex_value(char c)
 void efs_chunk_key(const char *chunk_id, uint8_t key[EFS_CHUNK_KEY_LEN])
 {
 	for (size_t i = 0; i < EFS_CHUNK_KEY_LEN; i++)
-		key[i] = (uint8_t)(hex_value(chunk_id[2 * i]) << 4 | hex_value(chunk_id[2 * i + 1]));
+		key[i] =
+		    (uint8_t)(hex_value(chunk_id[2 * i]) << 4 | hex_value(chunk_id[2 * i + 1]));
 }
 
 /* Chunk ids are SHA-256 digests, but the store accepts any 64 hex digits, so
@@ -107,9 +108,9 @@ bool efs_chunk_index_remove(struct efs_chunk_index *ix, const uint8_t *key)
 	if (!loc)
 		return false;
 	size_t mask = ix->capacity - 1;
-	size_t hole = (size_t)((struct efs_chunk_slot *)((char *)loc -
-							 offsetof(struct efs_chunk_slot, loc)) -
-			       ix->slots);
+	size_t hole =
+	    (size_t)((struct efs_chunk_slot *)((char *)loc - offsetof(struct efs_chunk_slot, loc)) -
+		     ix->slots);
 	/* Backward shift: later entries of the same probe run move into the
 	 * hole, so lookups never need tombstones. */
 	for (size_t i = (hole + 1) & mask; ix->slots[i].used; i = (i + 1) & mask) {

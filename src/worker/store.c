@@ -47,24 +47,26 @@
 #define LEGACY_HEADER_LEN 32
 #define LEGACY_MAGIC "EFSC"
 
+struct tomb_bytes {
+	uint32_t target; /* a volume id */
+	uint64_t bytes;
+};
+
 struct volume {
 	uint32_t id;
 	int fd;
-	uint64_t size;	   /* end of the last region reserved */
-	uint64_t live;	   /* bytes of the records the index points to */
-	unsigned refs;	   /* the table, writers, readers, the dirty list, compaction */
-	unsigned writers;  /* regions reserved whose writer has not finished */
-	bool sealed;	   /* takes no more records */
-	bool dirty;	   /* on the dirty list: written since a sync round took it */
-	bool stuck;	   /* a compaction of it failed: not tried again */
+	uint64_t size;	  /* end of the last region reserved */
+	uint64_t live;	  /* bytes of the records the index points to */
+	unsigned refs;	  /* the table, writers, readers, the dirty list, compaction */
+	unsigned writers; /* regions reserved whose writer has not finished */
+	bool sealed;	  /* takes no more records */
+	bool dirty;	  /* on the dirty list: written since a sync round took it */
+	bool stuck;	  /* a compaction of it failed: not tried again */
 	struct volume *dirty_next;
 	struct volume *sync_next; /* the list a sync round works through */
 	/* Tombstones held here, by the volume of the record each deleted: one
 	 * is needed (counts as live) only while that volume exists. */
-	struct tomb_bytes {
-		uint32_t target;
-		uint64_t bytes;
-	} *tombs;
+	struct tomb_bytes *tombs;
 	size_t tomb_count;
 };
 
@@ -75,8 +77,8 @@ struct efs_store {
 	pthread_mutex_t lock;
 	pthread_cond_t synced;
 	struct efs_chunk_index index;
-	uint64_t bytes;	   /* payload bytes of indexed chunks */
-	uint64_t reserved; /* payload bytes of writes in flight */
+	uint64_t bytes;	      /* payload bytes of indexed chunks */
+	uint64_t reserved;    /* payload bytes of writes in flight */
 	struct volume **vols; /* by increasing id */
 	size_t vol_count, vol_alloc;
 	struct volume *active; /* NULL: the next reservation starts a volume */
@@ -502,8 +504,8 @@ static void copy_to_corrupt(struct efs_store *s, const char *chunk_id, int fd, u
 	char *buf = malloc(COPY_BUF_LEN);
 	if (out >= 0 && buf) {
 		for (uint64_t pos = 0; pos < len;) {
-			ssize_t got = pread(fd, buf, EFS_MIN(len - pos, COPY_BUF_LEN),
-					    (off_t)(offset + pos));
+			ssize_t got =
+			    pread(fd, buf, EFS_MIN(len - pos, COPY_BUF_LEN), (off_t)(offset + pos));
 			if (got <= 0 || write_all(out, buf, (size_t)got, pos) < 0)
 				break;
 			pos += (uint64_t)got;
@@ -517,8 +519,8 @@ static void copy_to_corrupt(struct efs_store *s, const char *chunk_id, int fd, u
 /* Takes a record that failed its checks out of the index (if the index
  * still points at it) and appends a tombstone so that it stays gone after
  * a restart; repair writes a good copy later. */
-static void quarantine(struct efs_store *s, const char *chunk_id, struct volume *v,
-		       uint64_t offset, uint64_t length)
+static void quarantine(struct efs_store *s, const char *chunk_id, struct volume *v, uint64_t offset,
+		       uint64_t length)
 {
 	uint8_t key[EFS_CHUNK_KEY_LEN];
 	uint64_t ticket;
@@ -546,15 +548,13 @@ struct scanned {
 	unsigned char trailer[TRAILER_LEN];
 };
 
-typedef int (*scan_fn)(struct efs_store *s, struct volume *v, const struct scanned *r,
-		       void *ctx);
+typedef int (*scan_fn)(struct efs_store *s, struct volume *v, const struct scanned *r, void *ctx);
 
 /* Follows the chain of headers from the start of @v up to @end. A region
  * whose trailer does not check (aborted, or cut by a crash) is skipped by
  * its length; a header that does not check ends the scan: what follows is
  * a torn tail (or damage) and counts as dead. */
-static int scan_volume(struct efs_store *s, struct volume *v, uint64_t end, scan_fn fn,
-		       void *ctx)
+static int scan_volume(struct efs_store *s, struct volume *v, uint64_t end, scan_fn fn, void *ctx)
 {
 	struct scanned r;
 	for (uint64_t off = 0; off + HEADER_LEN + TRAILER_LEN <= end;) {
@@ -568,8 +568,8 @@ static int scan_volume(struct efs_store *s, struct volume *v, uint64_t end, scan
 		err = read_all(v->fd, r.trailer, TRAILER_LEN, off + HEADER_LEN + r.rec.length);
 		if (err < 0 && err != -EBADMSG)
 			return err;
-		r.committed = err == 0 &&
-			      trailer_decode(r.trailer, r.rec.header_crc, &r.commit) == 0;
+		r.committed =
+		    err == 0 && trailer_decode(r.trailer, r.rec.header_crc, &r.commit) == 0;
 		r.offset = off;
 		if ((err = fn(s, v, &r, ctx)) < 0)
 			return err;
@@ -580,8 +580,7 @@ static int scan_volume(struct efs_store *s, struct volume *v, uint64_t end, scan
 
 /* At open: the newest record of each chunk wins; tombstones stay in the
  * index (marked) until every volume has been read. */
-static int replay_record(struct efs_store *s, struct volume *v, const struct scanned *r,
-			 void *ctx)
+static int replay_record(struct efs_store *s, struct volume *v, const struct scanned *r, void *ctx)
 {
 	uint8_t key[EFS_CHUNK_KEY_LEN];
 	if (!r->committed)
@@ -595,13 +594,13 @@ static int replay_record(struct efs_store *s, struct volume *v, const struct sca
 	if (old && old->seq >= r->commit.seq)
 		return 0;
 	struct efs_chunk_loc loc = {
-		.volume = v,
-		.offset = r->offset,
-		.seq = r->commit.seq,
-		.mtime_ms = r->commit.mtime_ms,
-		.length = (uint32_t)r->rec.length,
-		.flags = r->rec.flags,
-		.tombstone = r->rec.type == TYPE_TOMBSTONE,
+	    .volume = v,
+	    .offset = r->offset,
+	    .seq = r->commit.seq,
+	    .mtime_ms = r->commit.mtime_ms,
+	    .length = (uint32_t)r->rec.length,
+	    .flags = r->rec.flags,
+	    .tombstone = r->rec.type == TYPE_TOMBSTONE,
 	};
 	return efs_chunk_index_put(&s->index, key, &loc);
 }
@@ -688,8 +687,8 @@ static int load_volumes(struct efs_store *s)
 
 /* ---- writing ----------------------------------------------------------- */
 
-static int writer_begin(struct efs_store *s, const char *chunk_id, uint64_t length,
-			uint32_t flags, bool check_capacity, struct efs_store_writer **out)
+static int writer_begin(struct efs_store *s, const char *chunk_id, uint64_t length, uint32_t flags,
+			bool check_capacity, struct efs_store_writer **out)
 {
 	unsigned char header[HEADER_LEN];
 	struct record rec = {.type = TYPE_CHUNK, .flags = (uint8_t)flags, .length = length};
@@ -746,8 +745,8 @@ static void writer_drop(struct efs_store_writer *w)
  * index changes before the sync (as a rename used to): a read may see a
  * chunk whose write is not acknowledged yet, never one that is lost after
  * being acknowledged. Without @wait, *ticket is for wait_durable(). */
-static int writer_commit(struct efs_store_writer *w, bool check_crc, uint32_t crc,
-			 int64_t mtime_ms, bool wait, uint64_t *ticket)
+static int writer_commit(struct efs_store_writer *w, bool check_crc, uint32_t crc, int64_t mtime_ms,
+			 bool wait, uint64_t *ticket)
 {
 	struct efs_store *s = w->s;
 	unsigned char trailer[TRAILER_LEN];
@@ -861,8 +860,7 @@ static int check_header(const unsigned char *h, const char *chunk_id,
 	return 0;
 }
 
-int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out,
-		  uint32_t *flags)
+int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out, uint32_t *flags)
 {
 	unsigned char header[HEADER_LEN], trailer[TRAILER_LEN];
 	struct efs_chunk_loc loc;
@@ -877,7 +875,8 @@ int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out
 	if ((r = efs_buf_reserve(out, loc.length)) < 0)
 		goto out;
 	/* One system call for header, payload and trailer. */
-	struct iovec iov[3] = {{header, HEADER_LEN}, {out->data, loc.length}, {trailer, TRAILER_LEN}};
+	struct iovec iov[3] = {
+	    {header, HEADER_LEN}, {out->data, loc.length}, {trailer, TRAILER_LEN}};
 	ssize_t got = preadv(v->fd, iov, 3, (off_t)loc.offset);
 	if (got != (ssize_t)RECORD_LEN(loc.length)) {
 		if ((r = read_all(v->fd, header, HEADER_LEN, loc.offset)) < 0 ||
@@ -944,8 +943,8 @@ int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodifi
 		r = -ENOENT;
 	else if (unmodified_since_ms > 0 && loc->mtime_ms >= unmodified_since_ms)
 		r = -EBUSY;
-	else if ((r = append_tombstone(s, chunk_id, ((struct volume *)loc->volume)->id,
-				       &ticket)) == 0)
+	else if ((r = append_tombstone(s, chunk_id, ((struct volume *)loc->volume)->id, &ticket)) ==
+		 0)
 		index_drop(s, key, loc);
 	pthread_mutex_unlock(&s->lock);
 	return r < 0 ? r : wait_durable(s, ticket);
@@ -1005,8 +1004,7 @@ struct compaction {
  * time), to the end of the active volume, if it is still needed: a chunk
  * the index points at, or a tombstone whose deleted record's volume still
  * exists. A chunk whose payload fails its CRC is quarantined instead. */
-static int copy_record(struct efs_store *s, struct volume *v, const struct scanned *r,
-		       void *ctx)
+static int copy_record(struct efs_store *s, struct volume *v, const struct scanned *r, void *ctx)
 {
 	struct compaction *cp = ctx;
 	uint8_t key[EFS_CHUNK_KEY_LEN];
@@ -1109,8 +1107,7 @@ int efs_store_compact(struct efs_store *s)
 	}
 	for (size_t i = 0; i < s->vol_count && !pick; i++) {
 		struct volume *v = s->vols[i];
-		if (v->sealed && !v->stuck && v->writers == 0 &&
-		    volume_needed(s, v) * 2 <= v->size)
+		if (v->sealed && !v->stuck && v->writers == 0 && volume_needed(s, v) * 2 <= v->size)
 			pick = v;
 	}
 	if (pick)
@@ -1223,7 +1220,8 @@ static int migrate_legacy(struct efs_store *s)
 			struct dirent *e;
 			while (r == 0 && (e = readdir(d))) {
 				if (pass == 1 || strncmp(e->d_name, ".tmp-", 5) == 0) {
-					if (e->d_name[0] != '.' || strncmp(e->d_name, ".tmp-", 5) == 0)
+					if (e->d_name[0] != '.' ||
+					    strncmp(e->d_name, ".tmp-", 5) == 0)
 						unlinkat(dirfd(d), e->d_name, 0);
 					continue;
 				}
