@@ -41,6 +41,8 @@
 /* The active volume is sealed for compaction once at least half of it is
  * dead and it is at least this big (or the volume size, if smaller). */
 #define SEAL_ACTIVE_MIN_BYTES (64ull << 10)
+/* A sealed volume under volume_bytes / this is merged into the active one. */
+#define SMALL_VOLUME_DIV 8
 #define COPY_BUF_LEN (1u << 20)
 
 /* The layout before volumes: data/chunks/<2 hex>/<id>, a 32-byte header. */
@@ -1107,7 +1109,11 @@ int efs_store_compact(struct efs_store *s)
 	}
 	for (size_t i = 0; i < s->vol_count && !pick; i++) {
 		struct volume *v = s->vols[i];
-		if (v->sealed && !v->stuck && v->writers == 0 && volume_needed(s, v) * 2 <= v->size)
+		/* Half dead, or small: every start seals the volume it was
+		 * writing, and small ones are merged rather than kept for ever. */
+		if (v->sealed && !v->stuck && v->writers == 0 &&
+		    (volume_needed(s, v) * 2 <= v->size ||
+		     v->size < s->volume_bytes / SMALL_VOLUME_DIV))
 			pick = v;
 	}
 	if (pick)

@@ -27,10 +27,10 @@
  * volume after an open; a volume is sealed past volume_bytes.
  *
  * Delete appends a tombstone (synced like a write). A compactor thread
- * copies the live records of sealed volumes that are at least half dead
- * into the active volume (verbatim, so replay order is kept), syncs, then
- * unlinks the old file; an active volume that is half dead is sealed for
- * it. Every read checks the header, the trailer and the payload CRC; a
+ * copies the live records of sealed volumes that are at least half dead,
+ * or smaller than an eighth of volume_bytes (left by restarts), into the
+ * active volume (verbatim, so replay order is kept), syncs, then unlinks
+ * the old file; an active volume that is half dead is sealed for it. Every read checks the header, the trailer and the payload CRC; a
  * record that fails is copied to data/corrupt/<id>, dropped from the index
  * with a tombstone (so it reads as absent and repair can replace it) and
  * reported as -EBADMSG. A data directory of the layout before volumes

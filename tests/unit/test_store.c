@@ -1140,6 +1140,39 @@ static void test_compaction_quarantines_a_damaged_record(void **state)
 	assert_int_equal(efs_store_get(f->store, damaged, &f->buf, &flags), -ENOENT);
 }
 
+/* Every open starts a new volume; the small ones restarts leave behind
+ * are merged, and what they hold stays readable. */
+static void test_small_volumes_left_by_restarts_are_merged(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[100];
+	char id[65];
+	uint32_t flags;
+
+	volume_bytes = 1 << 20;
+	for (unsigned i = 0; i < 4; i++) {
+		reopen(f);
+		chunk_id(600 + i, id);
+		fill_pattern(data, sizeof(data), i);
+		put(f->store, id, data, sizeof(data), 0);
+	}
+	reopen(f);
+	volume_bytes = 4096;
+	assert_int_equal(volumes(f->store).volume_count, 4);
+	compact_all(f->store);
+	assert_int_equal(volumes(f->store).volume_count, 1);
+	for (int round = 0; round < 2; round++) {
+		expect_stats(f->store, 4, 400);
+		for (unsigned i = 0; i < 4; i++) {
+			chunk_id(600 + i, id);
+			fill_pattern(data, sizeof(data), i);
+			assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+			assert_memory_equal(f->buf.data, data, sizeof(data));
+		}
+		reopen(f);
+	}
+}
+
 /* Writes a chunk file of the layout before volumes. */
 static void write_legacy(const struct fixture *f, const char *id, const unsigned char *data,
 			 size_t len, uint32_t flags, uint32_t crc)
@@ -1324,6 +1357,7 @@ int main(int argc, char **argv)
 		T(test_compaction_reclaims_deleted_space),
 		T(test_compaction_keeps_needed_tombstones),
 		T(test_compaction_quarantines_a_damaged_record),
+		T(test_small_volumes_left_by_restarts_are_merged),
 		T(test_old_layout_is_imported),
 	};
 #undef T
