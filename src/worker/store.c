@@ -1,8 +1,21 @@
 /* SPDX-License-Identifier: MIT */
-/* store.c - one file per chunk, checksummed, written atomically. */
+/* store.c - the chunk store: checksummed records appended to volume files,
+ * with group commit (one fdatasync covers every commit waiting for one).
+ *
+ * Why volumes: one file per chunk cost an inode allocation, a rename and
+ * two syncs per replica; appends that share an fdatasync cost a fraction of
+ * one sync each. The layout and the crash rules are in store.h.
+ *
+ * Locking: one mutex (s->lock) guards the index, the volume table, the
+ * counts and the sync state. It is held across the small pwrites that must
+ * be ordered with the index (a reserved region's header, a trailer, a
+ * tombstone), never across payload I/O or fdatasync.
+ */
 #include "worker/store.h"
 #include "echofs/hash.h"
+#include "echofs/ticker.h"
 #include "echofs/util.h"
+#include "worker/chunk_index.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -11,89 +24,192 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#define HEADER_LEN 32
-#define MAGIC "EFSC"
+#define HEADER_LEN 96
+#define TRAILER_LEN 32
+#define RECORD_MAGIC "EFSR"
+#define COMMIT_MAGIC "EFSK"
 #define FORMAT_VERSION 1
+#define TYPE_CHUNK 1
+#define TYPE_TOMBSTONE 2
+#define RECORD_LEN(length) ((uint64_t)HEADER_LEN + (length) + TRAILER_LEN)
+
+#define DEFAULT_VOLUME_BYTES (256ull << 20)
+#define DEFAULT_COMPACT_INTERVAL_MS 2000
+/* The active volume is sealed for compaction once at least half of it is
+ * dead and it is at least this big (or the volume size, if smaller). */
+#define SEAL_ACTIVE_MIN_BYTES (64ull << 10)
+/* A sealed volume under volume_bytes / this is merged into the active one. */
+#define SMALL_VOLUME_DIV 8
+#define COPY_BUF_LEN (1u << 20)
+
+/* The layout before volumes: data/chunks/<2 hex>/<id>, a 32-byte header. */
+#define LEGACY_HEADER_LEN 32
+#define LEGACY_MAGIC "EFSC"
+
+struct tomb_bytes {
+	uint32_t target; /* a volume id */
+	uint64_t bytes;
+};
+
+struct volume {
+	uint32_t id;
+	int fd;
+	uint64_t size;	  /* end of the last region reserved */
+	uint64_t live;	  /* bytes of the records the index points to */
+	unsigned refs;	  /* the table, writers, readers, the dirty list, compaction */
+	unsigned writers; /* regions reserved whose writer has not finished */
+	bool sealed;	  /* takes no more records */
+	bool dirty;	  /* on the dirty list: written since a sync round took it */
+	bool stuck;	  /* a compaction of it failed: not tried again */
+	struct volume *dirty_next;
+	struct volume *sync_next; /* the list a sync round works through */
+	/* Tombstones held here, by the volume of the record each deleted: one
+	 * is needed (counts as live) only while that volume exists. */
+	struct tomb_bytes *tombs;
+	size_t tomb_count;
+};
 
 struct efs_store {
-	char dir[PATH_MAX - 128]; /* leaves room for "/chunks/xx/<id>" */
+	char dir[PATH_MAX - 128]; /* leaves room for "/volumes/<id>.vol" */
 	uint64_t capacity;
+	uint64_t volume_bytes;
 	pthread_mutex_t lock;
-	uint64_t chunk_count;
-	uint64_t bytes;    /* payload bytes of stored chunks */
-	uint64_t reserved; /* payload bytes of writes in flight */
-	int dir_fds[256];  /* chunks/<xx>, kept open for the directory fsync */
+	pthread_cond_t synced;
+	struct efs_chunk_index index;
+	uint64_t bytes;	      /* payload bytes of indexed chunks */
+	uint64_t reserved;    /* payload bytes of writes in flight */
+	struct volume **vols; /* by increasing id */
+	size_t vol_count, vol_alloc;
+	struct volume *active; /* NULL: the next reservation starts a volume */
+	uint32_t next_volume_id;
+	uint64_t next_seq;
+	int vol_dir_fd;
+	/* Group commit: tickets are handed out after a trailer or tombstone is
+	 * written; a sync round started after ticket t was handed out covers it. */
+	struct volume *dirty;
+	uint64_t sync_requested, sync_done;
+	bool syncing;
+	int broken; /* a failed fdatasync: writes refused from then on */
+	bool compactor_running;
+	struct efs_ticker compactor;
+	int64_t compact_interval_ms;
 };
 
 struct efs_store_writer {
 	struct efs_store *s;
+	struct volume *v;
+	uint64_t offset; /* of the header */
 	char chunk_id[65];
-	char tmp_path[PATH_MAX];
-	int fd;
+	uint32_t header_crc;
 	uint64_t length;
 	uint64_t written;
 	uint32_t flags;
 	uint32_t crc;
 };
 
-/* The header: "EFSC", version, flags, 2 reserved, length (le64), payload
- * CRC32C (le32), 8 reserved, header CRC32C over the first 28 bytes. */
-static void header_encode(unsigned char *h, uint32_t flags, uint64_t length, uint32_t crc)
+/* ---- record encoding ------------------------------------------------- */
+
+struct record {
+	uint8_t type;
+	uint8_t flags;
+	uint64_t length;
+	uint32_t target_volume; /* tombstones: the volume of the record deleted */
+	char chunk_id[65];
+	uint32_t header_crc;
+};
+
+struct commit {
+	uint32_t payload_crc;
+	uint64_t seq;
+	int64_t mtime_ms;
+};
+
+static void put_le(unsigned char *p, uint64_t v, int n)
 {
-	memset(h, 0, HEADER_LEN);
-	memcpy(h, MAGIC, 4);
-	h[4] = FORMAT_VERSION;
-	h[5] = (unsigned char)flags;
-	for (int i = 0; i < 8; i++)
-		h[8 + i] = (unsigned char)(length >> (8 * i));
-	for (int i = 0; i < 4; i++)
-		h[16 + i] = (unsigned char)(crc >> (8 * i));
-	uint32_t hcrc = efs_crc32c(0, h, 28);
-	for (int i = 0; i < 4; i++)
-		h[28 + i] = (unsigned char)(hcrc >> (8 * i));
+	for (int i = 0; i < n; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
 }
 
-static int header_decode(const unsigned char *h, uint32_t *flags, uint64_t *length,
-			 uint32_t *crc)
+static uint64_t get_le(const unsigned char *p, int n)
 {
-	uint32_t hcrc = 0;
-	uint64_t len = 0;
-	uint32_t c = 0;
-	for (int i = 0; i < 4; i++)
-		hcrc |= (uint32_t)h[28 + i] << (8 * i);
-	if (memcmp(h, MAGIC, 4) != 0 || h[4] != FORMAT_VERSION || efs_crc32c(0, h, 28) != hcrc)
+	uint64_t v = 0;
+	for (int i = 0; i < n; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+/* Header: "EFSR", version, type, flags, 1 reserved, length (le64), target
+ * volume (le32), 4 reserved, chunk id (64 ASCII), 4 reserved, CRC32C of
+ * the first 92 bytes. Returns the header CRC. */
+static uint32_t header_encode(unsigned char *h, const struct record *rec)
+{
+	memset(h, 0, HEADER_LEN);
+	memcpy(h, RECORD_MAGIC, 4);
+	h[4] = FORMAT_VERSION;
+	h[5] = rec->type;
+	h[6] = rec->flags;
+	put_le(h + 8, rec->length, 8);
+	put_le(h + 16, rec->target_volume, 4);
+	memcpy(h + 24, rec->chunk_id, 64);
+	uint32_t crc = efs_crc32c(0, h, 92);
+	put_le(h + 92, crc, 4);
+	return crc;
+}
+
+static int header_decode(const unsigned char *h, struct record *rec)
+{
+	uint32_t crc = (uint32_t)get_le(h + 92, 4);
+	if (memcmp(h, RECORD_MAGIC, 4) != 0 || h[4] != FORMAT_VERSION ||
+	    efs_crc32c(0, h, 92) != crc)
 		return -EBADMSG;
-	for (int i = 0; i < 8; i++)
-		len |= (uint64_t)h[8 + i] << (8 * i);
-	for (int i = 0; i < 4; i++)
-		c |= (uint32_t)h[16 + i] << (8 * i);
-	if (len > EFS_STORE_MAX_CHUNK)
+	rec->type = h[5];
+	rec->flags = h[6];
+	rec->length = get_le(h + 8, 8);
+	rec->target_volume = (uint32_t)get_le(h + 16, 4);
+	memcpy(rec->chunk_id, h + 24, 64);
+	rec->chunk_id[64] = '\0';
+	rec->header_crc = crc;
+	if ((rec->type != TYPE_CHUNK && rec->type != TYPE_TOMBSTONE) ||
+	    rec->length > EFS_STORE_MAX_CHUNK || (rec->type == TYPE_TOMBSTONE && rec->length) ||
+	    !efs_chunk_id_valid(rec->chunk_id))
 		return -EBADMSG;
-	*flags = h[5];
-	*length = len;
-	*crc = c;
 	return 0;
 }
 
-static int chunk_path(const struct efs_store *s, const char *chunk_id, char *out, size_t size)
+/* Trailer: payload CRC32C, "EFSK", sequence number (le64), commit time
+ * (le64 ms), 4 reserved, CRC32C of the first 28 bytes seeded with the
+ * header's CRC (so a trailer only ever commits its own header). */
+static void trailer_encode(unsigned char *t, uint32_t header_crc, const struct commit *c)
 {
-	int n = snprintf(out, size, "%s/chunks/%.2s/%s", s->dir, chunk_id, chunk_id);
-	return (n < 0 || (size_t)n >= size) ? -ENAMETOOLONG : 0;
+	memset(t, 0, TRAILER_LEN);
+	put_le(t, c->payload_crc, 4);
+	memcpy(t + 4, COMMIT_MAGIC, 4);
+	put_le(t + 8, c->seq, 8);
+	put_le(t + 16, (uint64_t)c->mtime_ms, 8);
+	put_le(t + 28, efs_crc32c(header_crc, t, 28), 4);
 }
 
-static int subdir_index(const char *chunk_id)
+static int trailer_decode(const unsigned char *t, uint32_t header_crc, struct commit *c)
 {
-	static const char hex[] = "0123456789abcdef";
-	return (int)((strchr(hex, chunk_id[0]) - hex) * 16 + (strchr(hex, chunk_id[1]) - hex));
+	if (memcmp(t + 4, COMMIT_MAGIC, 4) != 0 ||
+	    efs_crc32c(header_crc, t, 28) != (uint32_t)get_le(t + 28, 4))
+		return -EBADMSG;
+	c->payload_crc = (uint32_t)get_le(t, 4);
+	c->seq = get_le(t + 8, 8);
+	c->mtime_ms = (int64_t)get_le(t + 16, 8);
+	return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len, off_t offset)
+/* ---- I/O helpers ----------------------------------------------------- */
+
+static int write_all(int fd, const void *data, size_t len, uint64_t offset)
 {
 	const char *p = data;
 	while (len > 0) {
-		ssize_t w = pwrite(fd, p, len, offset);
+		ssize_t w = pwrite(fd, p, len, (off_t)offset);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -101,91 +217,1101 @@ static int write_all(int fd, const void *data, size_t len, off_t offset)
 		}
 		p += w;
 		len -= (size_t)w;
-		offset += w;
+		offset += (uint64_t)w;
 	}
 	return 0;
 }
 
-static int read_all(int fd, void *data, size_t len, off_t offset)
+/* -EBADMSG when the file ends first (a truncated volume). */
+static int read_all(int fd, void *data, size_t len, uint64_t offset)
 {
 	char *p = data;
 	while (len > 0) {
-		ssize_t got = pread(fd, p, len, offset);
+		ssize_t got = pread(fd, p, len, (off_t)offset);
 		if (got < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
 		}
 		if (got == 0)
-			return -EBADMSG; /* truncated */
+			return -EBADMSG;
 		p += got;
 		len -= (size_t)got;
-		offset += got;
+		offset += (uint64_t)got;
 	}
 	return 0;
 }
 
-/* Counts the chunks stored (every file named by a chunk id: its payload
- * is its size less the header, or 0) into s->chunk_count and s->bytes.
- * With @remove_temps, leftovers of writes cut by a crash are removed (only
- * at open: later, temporaries belong to writes in flight). */
-static int scan(struct efs_store *s, bool remove_temps)
+/* ---- volumes ---------------------------------------------------------- */
+
+static void volume_path(const struct efs_store *s, uint32_t id, char *out, size_t size)
 {
-	s->chunk_count = 0;
-	s->bytes = 0;
-	char path[PATH_MAX];
-	for (int i = 0; i < 256; i++) {
-		snprintf(path, sizeof(path), "%s/chunks/%02x", s->dir, i);
-		DIR *d = opendir(path);
-		if (!d)
-			return -errno;
-		struct dirent *e;
-		while ((e = readdir(d))) {
-			struct stat st;
-			if (remove_temps && strncmp(e->d_name, ".tmp-", 5) == 0) {
-				unlinkat(dirfd(d), e->d_name, 0); /* a write cut by a crash */
-				continue;
-			}
-			if (!efs_chunk_id_valid(e->d_name) || fstatat(dirfd(d), e->d_name, &st, 0) < 0)
-				continue;
-			s->chunk_count++;
-			if (st.st_size > HEADER_LEN)
-				s->bytes += (uint64_t)st.st_size - HEADER_LEN;
+	snprintf(out, size, "%s/volumes/%010u.vol", s->dir, id);
+}
+
+/* Under s->lock. */
+static void volume_unref(struct volume *v)
+{
+	if (--v->refs > 0)
+		return;
+	close(v->fd);
+	free(v->tombs);
+	free(v);
+}
+
+/* Under s->lock (or at open). */
+static int volume_add_tomb(struct volume *v, uint32_t target)
+{
+	for (size_t i = 0; i < v->tomb_count; i++) {
+		if (v->tombs[i].target == target) {
+			v->tombs[i].bytes += RECORD_LEN(0);
+			return 0;
 		}
-		closedir(d);
+	}
+	struct tomb_bytes *p = realloc(v->tombs, (v->tomb_count + 1) * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	v->tombs = p;
+	v->tombs[v->tomb_count++] = (struct tomb_bytes){target, RECORD_LEN(0)};
+	return 0;
+}
+
+static int volume_table_add(struct efs_store *s, struct volume *v)
+{
+	if (s->vol_count == s->vol_alloc) {
+		size_t grow = s->vol_alloc ? s->vol_alloc * 2 : 16;
+		struct volume **p = realloc(s->vols, grow * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		s->vols = p;
+		s->vol_alloc = grow;
+	}
+	s->vols[s->vol_count++] = v;
+	return 0;
+}
+
+static struct volume *volume_find(const struct efs_store *s, uint32_t id)
+{
+	for (size_t i = 0; i < s->vol_count; i++)
+		if (s->vols[i]->id == id)
+			return s->vols[i];
+	return NULL;
+}
+
+/* Bytes of @v that compaction would have to keep. */
+static uint64_t volume_needed(const struct efs_store *s, const struct volume *v)
+{
+	uint64_t needed = v->live;
+	for (size_t i = 0; i < v->tomb_count; i++)
+		if (v->tombs[i].target != v->id && volume_find(s, v->tombs[i].target))
+			needed += v->tombs[i].bytes;
+	return needed;
+}
+
+static void volume_table_remove(struct efs_store *s, struct volume *v)
+{
+	for (size_t i = 0; i < s->vol_count; i++) {
+		if (s->vols[i] == v) {
+			memmove(&s->vols[i], &s->vols[i + 1], (s->vol_count - i - 1) * sizeof(v));
+			s->vol_count--;
+			return;
+		}
+	}
+}
+
+/* Starts a new active volume. Under s->lock (rare: once per volume_bytes).
+ * The directory is fsync'd before any record in the file can be acknowledged. */
+static int volume_start(struct efs_store *s)
+{
+	char path[PATH_MAX];
+	struct volume *v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->id = s->next_volume_id;
+	volume_path(s, v->id, path, sizeof(path));
+	v->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (v->fd < 0) {
+		int r = -errno;
+		free(v);
+		return r;
+	}
+	v->refs = 1;
+	int r = fsync(s->vol_dir_fd) < 0 ? -errno : volume_table_add(s, v);
+	if (r < 0) {
+		close(v->fd);
+		unlink(path);
+		free(v);
+		return r;
+	}
+	s->next_volume_id++;
+	s->active = v;
+	return 0;
+}
+
+/* Takes a region of @record_len bytes at the end of the active volume and
+ * writes @header there. Under s->lock: because the header is written before
+ * any later region is reserved, a sync that covers a later record covers
+ * this header too, so a scan can always follow the chain of headers. The
+ * caller gets a reference to the volume and counts as one of its writers. */
+static int reserve(struct efs_store *s, const unsigned char *header, uint64_t record_len,
+		   struct volume **vol, uint64_t *offset)
+{
+	int r;
+	if (s->broken)
+		return s->broken;
+	struct volume *v = s->active;
+	if (v && v->size > 0 && v->size + record_len > s->volume_bytes) {
+		v->sealed = true;
+		s->active = v = NULL;
+	}
+	if (!v) {
+		if ((r = volume_start(s)) < 0)
+			return r;
+		v = s->active;
+	}
+	if ((r = write_all(v->fd, header, HEADER_LEN, v->size)) < 0)
+		return r;
+	*offset = v->size;
+	v->size += record_len;
+	v->refs++;
+	v->writers++;
+	*vol = v;
+	return 0;
+}
+
+/* Under s->lock: @v has bytes the next sync round must cover; returns the
+ * caller's ticket for wait_durable(). */
+static uint64_t mark_dirty(struct efs_store *s, struct volume *v)
+{
+	if (!v->dirty) {
+		v->dirty = true;
+		v->refs++;
+		v->dirty_next = s->dirty;
+		s->dirty = v;
+	}
+	return ++s->sync_requested;
+}
+
+/* Group commit. Returns once a sync round that started after @ticket was
+ * handed out has finished: the first waiter to find no round running leads
+ * one (fdatasync of every dirty volume), the others wait for it, so
+ * concurrent commits share one fdatasync. -EIO style errors when the sync
+ * failed; the store then refuses writes (the kernel may have dropped the
+ * dirty pages, so a retry proves nothing). */
+static int wait_durable(struct efs_store *s, uint64_t ticket)
+{
+	int r = 0;
+	pthread_mutex_lock(&s->lock);
+	while (s->sync_done < ticket && !s->broken) {
+		if (s->syncing) {
+			pthread_cond_wait(&s->synced, &s->lock);
+			continue;
+		}
+		s->syncing = true;
+		uint64_t target = s->sync_requested;
+		/* The round's own list: a volume written during the sync goes
+		 * back on s->dirty (dirty_next) without touching this one. */
+		struct volume *list = NULL;
+		for (struct volume *v = s->dirty; v; v = v->dirty_next) {
+			v->dirty = false;
+			v->sync_next = list;
+			list = v;
+		}
+		s->dirty = NULL;
+		pthread_mutex_unlock(&s->lock);
+		int err = 0;
+		for (struct volume *v = list; v; v = v->sync_next)
+			if (fdatasync(v->fd) < 0 && !err)
+				err = -errno;
+		pthread_mutex_lock(&s->lock);
+		while (list) {
+			struct volume *next = list->sync_next;
+			volume_unref(list);
+			list = next;
+		}
+		s->syncing = false;
+		if (err)
+			s->broken = err;
+		else
+			s->sync_done = target;
+		pthread_cond_broadcast(&s->synced);
+	}
+	if (s->sync_done < ticket)
+		r = s->broken;
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+/* ---- the index and the counts (under s->lock) ------------------------ */
+
+static void index_drop(struct efs_store *s, const uint8_t *key, const struct efs_chunk_loc *loc)
+{
+	struct volume *v = loc->volume;
+	v->live -= RECORD_LEN(loc->length);
+	s->bytes -= EFS_MIN(s->bytes, loc->length);
+	efs_chunk_index_remove(&s->index, key);
+}
+
+/* Points the index at a committed record, replacing what it pointed to. */
+static int index_set(struct efs_store *s, const uint8_t *key, const struct efs_chunk_loc *loc)
+{
+	struct efs_chunk_loc *old = efs_chunk_index_find(&s->index, key);
+	if (old)
+		index_drop(s, key, old);
+	int r = efs_chunk_index_put(&s->index, key, loc);
+	if (r < 0)
+		return r;
+	((struct volume *)loc->volume)->live += RECORD_LEN(loc->length);
+	s->bytes += loc->length;
+	return 0;
+}
+
+/* Appends a tombstone for @chunk_id (whose deleted record is in volume
+ * @target) and returns its sync ticket. Under s->lock. */
+static int append_tombstone(struct efs_store *s, const char *chunk_id, uint32_t target,
+			    uint64_t *ticket)
+{
+	unsigned char rec[HEADER_LEN + TRAILER_LEN];
+	struct record h = {.type = TYPE_TOMBSTONE, .target_volume = target};
+	struct volume *v;
+	uint64_t offset;
+
+	efs_strlcpy(h.chunk_id, chunk_id, sizeof(h.chunk_id));
+	uint32_t hcrc = header_encode(rec, &h);
+	struct commit c = {.payload_crc = 0, .seq = s->next_seq++, .mtime_ms = efs_now_ms()};
+	trailer_encode(rec + HEADER_LEN, hcrc, &c);
+	int r = reserve(s, rec, sizeof(rec), &v, &offset);
+	if (r < 0)
+		return r;
+	r = write_all(v->fd, rec + HEADER_LEN, TRAILER_LEN, offset + HEADER_LEN);
+	if (r == 0)
+		volume_add_tomb(v, target); /* on ENOMEM it counts as dead: compacted early */
+	v->writers--;
+	if (r == 0)
+		*ticket = mark_dirty(s, v);
+	volume_unref(v);
+	return r;
+}
+
+/* ---- quarantine -------------------------------------------------------- */
+
+/* Copies a damaged record's bytes to corrupt/<id> for the operator (best
+ * effort: a short file is fine, nothing depends on it). */
+static void copy_to_corrupt(struct efs_store *s, const char *chunk_id, int fd, uint64_t offset,
+			    uint64_t len)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/corrupt/%s", s->dir, chunk_id);
+	int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	char *buf = malloc(COPY_BUF_LEN);
+	if (out >= 0 && buf) {
+		for (uint64_t pos = 0; pos < len;) {
+			ssize_t got =
+			    pread(fd, buf, EFS_MIN(len - pos, COPY_BUF_LEN), (off_t)(offset + pos));
+			if (got <= 0 || write_all(out, buf, (size_t)got, pos) < 0)
+				break;
+			pos += (uint64_t)got;
+		}
+	}
+	free(buf);
+	if (out >= 0)
+		close(out);
+}
+
+/* Takes a record that failed its checks out of the index (if the index
+ * still points at it) and appends a tombstone so that it stays gone after
+ * a restart; repair writes a good copy later. */
+static void quarantine(struct efs_store *s, const char *chunk_id, struct volume *v, uint64_t offset,
+		       uint64_t length)
+{
+	uint8_t key[EFS_CHUNK_KEY_LEN];
+	uint64_t ticket;
+	copy_to_corrupt(s, chunk_id, v->fd, offset, RECORD_LEN(length));
+	efs_chunk_key(chunk_id, key);
+	pthread_mutex_lock(&s->lock);
+	struct efs_chunk_loc *loc = efs_chunk_index_find(&s->index, key);
+	if (loc && loc->volume == v && loc->offset == offset) {
+		/* Not waited for: if it is lost in a crash, the next read finds
+		 * the damage again. */
+		append_tombstone(s, chunk_id, v->id, &ticket);
+		index_drop(s, key, loc);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- scanning a volume ------------------------------------------------ */
+
+struct scanned {
+	uint64_t offset;
+	struct record rec;
+	bool committed; /* the trailer checks: the record counts */
+	struct commit commit;
+	unsigned char header[HEADER_LEN];
+	unsigned char trailer[TRAILER_LEN];
+};
+
+typedef int (*scan_fn)(struct efs_store *s, struct volume *v, const struct scanned *r, void *ctx);
+
+/* Follows the chain of headers from the start of @v up to @end. A region
+ * whose trailer does not check (aborted, or cut by a crash) is skipped by
+ * its length; a header that does not check ends the scan: what follows is
+ * a torn tail (or damage) and counts as dead. */
+static int scan_volume(struct efs_store *s, struct volume *v, uint64_t end, scan_fn fn, void *ctx)
+{
+	struct scanned r;
+	for (uint64_t off = 0; off + HEADER_LEN + TRAILER_LEN <= end;) {
+		int err = read_all(v->fd, r.header, HEADER_LEN, off);
+		if (err == -EBADMSG)
+			break;
+		if (err < 0)
+			return err;
+		if (header_decode(r.header, &r.rec) < 0 || off + RECORD_LEN(r.rec.length) > end)
+			break;
+		err = read_all(v->fd, r.trailer, TRAILER_LEN, off + HEADER_LEN + r.rec.length);
+		if (err < 0 && err != -EBADMSG)
+			return err;
+		r.committed =
+		    err == 0 && trailer_decode(r.trailer, r.rec.header_crc, &r.commit) == 0;
+		r.offset = off;
+		if ((err = fn(s, v, &r, ctx)) < 0)
+			return err;
+		off += RECORD_LEN(r.rec.length);
 	}
 	return 0;
 }
 
-int efs_store_open(const char *dir, uint64_t capacity_bytes, struct efs_store **out, char *err,
-		   size_t errlen)
+/* At open: the newest record of each chunk wins; tombstones stay in the
+ * index (marked) until every volume has been read. */
+static int replay_record(struct efs_store *s, struct volume *v, const struct scanned *r, void *ctx)
+{
+	uint8_t key[EFS_CHUNK_KEY_LEN];
+	if (!r->committed)
+		return 0;
+	if (r->commit.seq >= s->next_seq)
+		s->next_seq = r->commit.seq + 1;
+	if (r->rec.type == TYPE_TOMBSTONE && volume_add_tomb(v, r->rec.target_volume) < 0)
+		return -ENOMEM;
+	efs_chunk_key(r->rec.chunk_id, key);
+	struct efs_chunk_loc *old = efs_chunk_index_find(&s->index, key);
+	if (old && old->seq >= r->commit.seq)
+		return 0;
+	struct efs_chunk_loc loc = {
+	    .volume = v,
+	    .offset = r->offset,
+	    .seq = r->commit.seq,
+	    .mtime_ms = r->commit.mtime_ms,
+	    .length = (uint32_t)r->rec.length,
+	    .flags = r->rec.flags,
+	    .tombstone = r->rec.type == TYPE_TOMBSTONE,
+	};
+	return efs_chunk_index_put(&s->index, key, &loc);
+}
+
+static bool volume_name(const char *name, uint32_t *id)
+{
+	if (strlen(name) != 14 || strcmp(name + 10, ".vol") != 0)
+		return false;
+	uint64_t n = 0;
+	for (int i = 0; i < 10; i++) {
+		if (name[i] < '0' || name[i] > '9')
+			return false;
+		n = n * 10 + (uint64_t)(name[i] - '0');
+	}
+	if (n == 0 || n > UINT32_MAX - 1)
+		return false;
+	*id = (uint32_t)n;
+	return true;
+}
+
+static int compare_volume_ids(const void *a, const void *b)
+{
+	uint32_t x = (*(struct volume *const *)a)->id, y = (*(struct volume *const *)b)->id;
+	return x < y ? -1 : x > y;
+}
+
+/* Opens every volume (all sealed: new records go to a new volume), replays
+ * them into the index and counts what is live. */
+static int load_volumes(struct efs_store *s)
 {
 	char path[PATH_MAX];
-	struct efs_store *s = calloc(1, sizeof(*s));
+	int r = 0;
+	snprintf(path, sizeof(path), "%s/volumes", s->dir);
+	DIR *d = opendir(path);
+	if (!d)
+		return -errno;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		uint32_t id;
+		struct stat st;
+		if (!volume_name(e->d_name, &id))
+			continue;
+		struct volume *v = calloc(1, sizeof(*v));
+		if (!v) {
+			r = -ENOMEM;
+			break;
+		}
+		v->id = id;
+		v->sealed = true;
+		v->refs = 1;
+		v->fd = openat(dirfd(d), e->d_name, O_RDWR | O_CLOEXEC);
+		if (v->fd < 0 || fstat(v->fd, &st) < 0 || (r = volume_table_add(s, v)) < 0) {
+			r = r ? r : -errno;
+			if (v->fd >= 0)
+				close(v->fd);
+			free(v);
+			break;
+		}
+		v->size = (uint64_t)st.st_size;
+		if (id >= s->next_volume_id)
+			s->next_volume_id = id + 1;
+	}
+	closedir(d);
+	if (r < 0)
+		return r;
+	if (s->vol_count)
+		qsort(s->vols, s->vol_count, sizeof(*s->vols), compare_volume_ids);
+	for (size_t i = 0; i < s->vol_count; i++)
+		if ((r = scan_volume(s, s->vols[i], s->vols[i]->size, replay_record, NULL)) < 0)
+			return r;
+	size_t pos = 0;
+	struct efs_chunk_slot *slot;
+	while ((slot = efs_chunk_index_next(&s->index, &pos))) {
+		if (slot->loc.tombstone) {
+			efs_chunk_index_remove(&s->index, slot->key);
+			continue; /* another entry may have moved into this slot */
+		}
+		((struct volume *)slot->loc.volume)->live += RECORD_LEN(slot->loc.length);
+		s->bytes += slot->loc.length;
+		pos++;
+	}
+	return 0;
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+static int writer_begin(struct efs_store *s, const char *chunk_id, uint64_t length, uint32_t flags,
+			bool check_capacity, struct efs_store_writer **out)
+{
+	unsigned char header[HEADER_LEN];
+	struct record rec = {.type = TYPE_CHUNK, .flags = (uint8_t)flags, .length = length};
+
+	if (!efs_chunk_id_valid(chunk_id) || length > EFS_STORE_MAX_CHUNK)
+		return -EINVAL;
+	struct efs_store_writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	efs_strlcpy(rec.chunk_id, chunk_id, sizeof(rec.chunk_id));
+	efs_strlcpy(w->chunk_id, chunk_id, sizeof(w->chunk_id));
+	w->s = s;
+	w->length = length;
+	w->flags = flags;
+	w->header_crc = header_encode(header, &rec);
+	pthread_mutex_lock(&s->lock);
+	int r = 0;
+	if (check_capacity && s->capacity && s->bytes + s->reserved + length > s->capacity)
+		r = -ENOSPC;
+	else if ((r = reserve(s, header, RECORD_LEN(length), &w->v, &w->offset)) == 0)
+		s->reserved += length;
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0) {
+		free(w);
+		return r;
+	}
+	*out = w;
+	return 0;
+}
+
+/* Under s->lock. The region stays behind without a trailer (dead) unless
+ * the caller wrote one. */
+static void writer_finish(struct efs_store_writer *w)
+{
+	struct efs_store *s = w->s;
+	s->reserved -= w->length;
+	w->v->writers--;
+	volume_unref(w->v);
+	free(w);
+}
+
+static void writer_drop(struct efs_store_writer *w)
+{
+	struct efs_store *s = w->s;
+	pthread_mutex_lock(&s->lock);
+	writer_finish(w);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Writes the trailer and points the index at the record, then (with
+ * @wait) returns once it is durable. The sequence number is taken when the
+ * trailer is written, under the lock that orders index changes, so a replay
+ * orders a write and a delete of one chunk the way they happened. The
+ * index changes before the sync (as a rename used to): a read may see a
+ * chunk whose write is not acknowledged yet, never one that is lost after
+ * being acknowledged. Without @wait, *ticket is for wait_durable(). */
+static int writer_commit(struct efs_store_writer *w, bool check_crc, uint32_t crc, int64_t mtime_ms,
+			 bool wait, uint64_t *ticket)
+{
+	struct efs_store *s = w->s;
+	unsigned char trailer[TRAILER_LEN];
+	uint8_t key[EFS_CHUNK_KEY_LEN];
+	uint64_t my_ticket = 0;
 	int r;
+
+	if (w->written != w->length) {
+		writer_drop(w);
+		return -EPROTO;
+	}
+	if (check_crc && crc != w->crc) {
+		writer_drop(w);
+		return -EBADMSG;
+	}
+	efs_chunk_key(w->chunk_id, key);
+	pthread_mutex_lock(&s->lock);
+	r = s->broken;
+	if (r == 0) {
+		struct commit c = {.payload_crc = w->crc,
+				   .seq = s->next_seq++,
+				   .mtime_ms = mtime_ms ? mtime_ms : efs_now_ms()};
+		trailer_encode(trailer, w->header_crc, &c);
+		r = write_all(w->v->fd, trailer, TRAILER_LEN, w->offset + HEADER_LEN + w->length);
+		struct efs_chunk_loc loc = {.volume = w->v,
+					    .offset = w->offset,
+					    .seq = c.seq,
+					    .mtime_ms = c.mtime_ms,
+					    .length = (uint32_t)w->length,
+					    .flags = (uint8_t)w->flags};
+		if (r == 0)
+			r = index_set(s, key, &loc);
+		if (r == 0)
+			my_ticket = mark_dirty(s, w->v);
+	}
+	writer_finish(w);
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0)
+		return r;
+	if (!wait) {
+		*ticket = my_ticket;
+		return 0;
+	}
+	return wait_durable(s, my_ticket);
+}
+
+int efs_store_write_begin(struct efs_store *s, const char *chunk_id, uint64_t length,
+			  uint32_t flags, struct efs_store_writer **out)
+{
+	return writer_begin(s, chunk_id, length, flags, true, out);
+}
+
+int efs_store_write(struct efs_store_writer *w, const void *data, size_t len)
+{
+	if (len > w->length - w->written)
+		return -E2BIG;
+	int r = write_all(w->v->fd, data, len, w->offset + HEADER_LEN + w->written);
+	if (r < 0)
+		return r;
+	w->crc = efs_crc32c(w->crc, data, len);
+	w->written += len;
+	return 0;
+}
+
+int efs_store_write_commit(struct efs_store_writer *w, bool check_crc, uint32_t crc)
+{
+	return writer_commit(w, check_crc, crc, 0, true, NULL);
+}
+
+void efs_store_write_abort(struct efs_store_writer *w)
+{
+	if (w)
+		writer_drop(w);
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+/* Looks @chunk_id up; on success *loc is a copy and the caller holds a
+ * reference to its volume (release with put_volume). */
+static int lookup(struct efs_store *s, const char *chunk_id, struct efs_chunk_loc *loc)
+{
+	uint8_t key[EFS_CHUNK_KEY_LEN];
+	if (!efs_chunk_id_valid(chunk_id))
+		return -EINVAL;
+	efs_chunk_key(chunk_id, key);
+	pthread_mutex_lock(&s->lock);
+	struct efs_chunk_loc *found = efs_chunk_index_find(&s->index, key);
+	if (found) {
+		*loc = *found;
+		((struct volume *)loc->volume)->refs++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return found ? 0 : -ENOENT;
+}
+
+static void put_volume(struct efs_store *s, struct volume *v)
+{
+	pthread_mutex_lock(&s->lock);
+	volume_unref(v);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* The header at @loc must be the chunk's, as indexed. */
+static int check_header(const unsigned char *h, const char *chunk_id,
+			const struct efs_chunk_loc *loc, struct record *rec)
+{
+	if (header_decode(h, rec) < 0 || rec->type != TYPE_CHUNK ||
+	    strcmp(rec->chunk_id, chunk_id) != 0 || rec->length != loc->length ||
+	    rec->flags != loc->flags)
+		return -EBADMSG;
+	return 0;
+}
+
+int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out, uint32_t *flags)
+{
+	unsigned char header[HEADER_LEN], trailer[TRAILER_LEN];
+	struct efs_chunk_loc loc;
+	struct record rec;
+	struct commit c;
+
+	int r = lookup(s, chunk_id, &loc);
+	if (r < 0)
+		return r;
+	struct volume *v = loc.volume;
+	efs_buf_reset(out);
+	if ((r = efs_buf_reserve(out, loc.length)) < 0)
+		goto out;
+	/* One system call for header, payload and trailer. */
+	struct iovec iov[3] = {
+	    {header, HEADER_LEN}, {out->data, loc.length}, {trailer, TRAILER_LEN}};
+	ssize_t got = preadv(v->fd, iov, 3, (off_t)loc.offset);
+	if (got != (ssize_t)RECORD_LEN(loc.length)) {
+		if ((r = read_all(v->fd, header, HEADER_LEN, loc.offset)) < 0 ||
+		    (r = read_all(v->fd, out->data, loc.length, loc.offset + HEADER_LEN)) < 0 ||
+		    (r = read_all(v->fd, trailer, TRAILER_LEN,
+				  loc.offset + HEADER_LEN + loc.length)) < 0)
+			goto out;
+	}
+	if ((r = check_header(header, chunk_id, &loc, &rec)) < 0 ||
+	    (r = trailer_decode(trailer, rec.header_crc, &c)) < 0)
+		goto out;
+	if (efs_crc32c(0, out->data, loc.length) != c.payload_crc) {
+		r = -EBADMSG;
+		goto out;
+	}
+	out->len = loc.length;
+	out->data[loc.length] = '\0';
+	*flags = loc.flags;
+out:
+	if (r == -EBADMSG)
+		quarantine(s, chunk_id, v, loc.offset, loc.length);
+	put_volume(s, v);
+	return r;
+}
+
+int efs_store_stat(struct efs_store *s, const char *chunk_id, uint64_t *length, uint32_t *flags,
+		   int64_t *mtime_ms)
+{
+	unsigned char header[HEADER_LEN];
+	struct efs_chunk_loc loc;
+	struct record rec;
+
+	int r = lookup(s, chunk_id, &loc);
+	if (r < 0)
+		return r;
+	struct volume *v = loc.volume;
+	/* The header only: a HEAD must stay cheap; the payload is checked by
+	 * reads and the scrubber. */
+	if ((r = read_all(v->fd, header, HEADER_LEN, loc.offset)) == 0)
+		r = check_header(header, chunk_id, &loc, &rec);
+	if (r == -EBADMSG)
+		quarantine(s, chunk_id, v, loc.offset, loc.length);
+	put_volume(s, v);
+	if (r < 0)
+		return r;
+	*length = loc.length;
+	*flags = loc.flags;
+	*mtime_ms = loc.mtime_ms;
+	return 0;
+}
+
+int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodified_since_ms)
+{
+	uint8_t key[EFS_CHUNK_KEY_LEN];
+	uint64_t ticket = 0;
+	int r;
+
+	if (!efs_chunk_id_valid(chunk_id))
+		return -EINVAL;
+	efs_chunk_key(chunk_id, key);
+	pthread_mutex_lock(&s->lock);
+	struct efs_chunk_loc *loc = efs_chunk_index_find(&s->index, key);
+	if (!loc)
+		r = -ENOENT;
+	else if (unmodified_since_ms > 0 && loc->mtime_ms >= unmodified_since_ms)
+		r = -EBUSY;
+	else if ((r = append_tombstone(s, chunk_id, ((struct volume *)loc->volume)->id, &ticket)) ==
+		 0)
+		index_drop(s, key, loc);
+	pthread_mutex_unlock(&s->lock);
+	return r < 0 ? r : wait_durable(s, ticket);
+}
+
+struct listed {
+	uint8_t key[EFS_CHUNK_KEY_LEN];
+	uint64_t length;
+	int64_t mtime_ms;
+};
+
+int efs_store_iterate(struct efs_store *s, efs_store_iter_fn fn, void *ctx)
+{
+	char chunk_id[65];
+	size_t count = 0, pos = 0;
+	int r = 0;
+
+	/* A snapshot (48 bytes a chunk), so @fn runs without the lock and may
+	 * call back into the store (the chunk report deletes as it goes). */
+	pthread_mutex_lock(&s->lock);
+	struct listed *list = malloc(EFS_MAX(s->index.count, 1) * sizeof(*list));
+	struct efs_chunk_slot *slot;
+	while (list && (slot = efs_chunk_index_next(&s->index, &pos))) {
+		memcpy(list[count].key, slot->key, EFS_CHUNK_KEY_LEN);
+		list[count].length = slot->loc.length;
+		list[count].mtime_ms = slot->loc.mtime_ms;
+		count++;
+		pos++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!list)
+		return -ENOMEM;
+	for (size_t i = 0; i < count && r == 0; i++) {
+		efs_hex_encode(list[i].key, EFS_CHUNK_KEY_LEN, chunk_id);
+		r = fn(ctx, chunk_id, list[i].length, list[i].mtime_ms);
+	}
+	free(list);
+	return r;
+}
+
+void efs_store_stats(struct efs_store *s, struct efs_store_stats *out)
+{
+	pthread_mutex_lock(&s->lock);
+	out->chunk_count = s->index.count;
+	out->bytes = s->bytes + s->reserved;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- compaction -------------------------------------------------------- */
+
+struct compaction {
+	char *buf;
+	uint64_t ticket;
+};
+
+/* Copies one record of @v, verbatim (same sequence number and commit
+ * time), to the end of the active volume, if it is still needed: a chunk
+ * the index points at, or a tombstone whose deleted record's volume still
+ * exists. A chunk whose payload fails its CRC is quarantined instead. */
+static int copy_record(struct efs_store *s, struct volume *v, const struct scanned *r, void *ctx)
+{
+	struct compaction *cp = ctx;
+	uint8_t key[EFS_CHUNK_KEY_LEN];
+	struct volume *dest = NULL;
+	uint64_t dest_off = 0;
+	uint64_t len = r->rec.length;
+	int err;
+
+	if (!r->committed)
+		return 0;
+	efs_chunk_key(r->rec.chunk_id, key);
+	pthread_mutex_lock(&s->lock);
+	bool keep;
+	if (r->rec.type == TYPE_CHUNK) {
+		struct efs_chunk_loc *loc = efs_chunk_index_find(&s->index, key);
+		keep = loc && loc->volume == v && loc->offset == r->offset;
+	} else {
+		keep = r->rec.target_volume != v->id && volume_find(s, r->rec.target_volume);
+	}
+	err = keep ? reserve(s, r->header, RECORD_LEN(len), &dest, &dest_off) : 0;
+	pthread_mutex_unlock(&s->lock);
+	if (!keep || err < 0)
+		return err;
+
+	uint32_t crc = 0;
+	for (uint64_t pos = 0; pos < len && err == 0;) {
+		size_t n = (size_t)EFS_MIN(len - pos, COPY_BUF_LEN);
+		err = read_all(v->fd, cp->buf, n, r->offset + HEADER_LEN + pos);
+		if (err == 0)
+			err = write_all(dest->fd, cp->buf, n, dest_off + HEADER_LEN + pos);
+		crc = efs_crc32c(crc, cp->buf, n);
+		pos += n;
+	}
+	bool damaged = err == -EBADMSG || (err == 0 && crc != r->commit.payload_crc);
+	if (err == 0 && !damaged)
+		err = write_all(dest->fd, r->trailer, TRAILER_LEN, dest_off + HEADER_LEN + len);
+	pthread_mutex_lock(&s->lock);
+	if (err == 0 && !damaged) {
+		struct efs_chunk_loc *loc = efs_chunk_index_find(&s->index, key);
+		if (r->rec.type == TYPE_CHUNK && loc && loc->volume == v &&
+		    loc->offset == r->offset) {
+			v->live -= RECORD_LEN(len);
+			dest->live += RECORD_LEN(len);
+			loc->volume = dest;
+			loc->offset = dest_off;
+		}
+		/* else: deleted or rewritten meanwhile; the copy is dead, and
+		 * older than what replaced it, so a replay ignores it too */
+		if (r->rec.type == TYPE_TOMBSTONE)
+			volume_add_tomb(dest, r->rec.target_volume);
+		cp->ticket = mark_dirty(s, dest);
+	}
+	dest->writers--;
+	volume_unref(dest);
+	pthread_mutex_unlock(&s->lock);
+	if (damaged) {
+		quarantine(s, r->rec.chunk_id, v, r->offset, len);
+		return 0;
+	}
+	return err;
+}
+
+/* Moves what is live out of @v, makes the copies durable, then removes
+ * the file: a crash at any point leaves every chunk in one volume or both. */
+static int compact_volume(struct efs_store *s, struct volume *v)
+{
+	char path[PATH_MAX];
+	struct compaction cp = {.buf = malloc(COPY_BUF_LEN)};
+	int r = cp.buf ? scan_volume(s, v, v->size, copy_record, &cp) : -ENOMEM;
+	free(cp.buf);
+	if (r == 0 && cp.ticket)
+		r = wait_durable(s, cp.ticket);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&s->lock);
+	if (v->live != 0) {
+		/* A header damaged since open hid records from the scan: they
+		 * stay until reads quarantine them. */
+		pthread_mutex_unlock(&s->lock);
+		return -EAGAIN;
+	}
+	volume_table_remove(s, v);
+	volume_unref(v); /* the table's reference; readers may still hold theirs */
+	pthread_mutex_unlock(&s->lock);
+	volume_path(s, v->id, path, sizeof(path));
+	if (unlink(path) < 0 || fsync(s->vol_dir_fd) < 0)
+		return -errno;
+	return 1;
+}
+
+int efs_store_compact(struct efs_store *s)
+{
+	struct volume *pick = NULL;
+	pthread_mutex_lock(&s->lock);
+	struct volume *a = s->active;
+	if (a && a->size >= EFS_MIN(SEAL_ACTIVE_MIN_BYTES, s->volume_bytes) &&
+	    volume_needed(s, a) * 2 <= a->size) {
+		a->sealed = true;
+		s->active = NULL;
+	}
+	for (size_t i = 0; i < s->vol_count && !pick; i++) {
+		struct volume *v = s->vols[i];
+		/* Half dead, or small: every start seals the volume it was
+		 * writing, and small ones are merged rather than kept for ever. */
+		if (v->sealed && !v->stuck && v->writers == 0 &&
+		    (volume_needed(s, v) * 2 <= v->size ||
+		     v->size < s->volume_bytes / SMALL_VOLUME_DIV))
+			pick = v;
+	}
+	if (pick)
+		pick->refs++;
+	pthread_mutex_unlock(&s->lock);
+	if (!pick)
+		return 0;
+	int r = compact_volume(s, pick);
+	pthread_mutex_lock(&s->lock);
+	if (r < 0)
+		pick->stuck = true;
+	volume_unref(pick);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+static void compactor_main(struct efs_ticker *t, void *ctx)
+{
+	struct efs_store *s = ctx;
+	while (!efs_ticker_wait(t, s->compact_interval_ms)) {
+		/* One volume at a time, until none qualifies or the store closes. */
+		while (efs_store_compact(s) > 0 && !efs_ticker_wait(t, 0))
+			;
+	}
+}
+
+/* ---- the layout before volumes ------------------------------------------ */
+
+static int legacy_header_decode(const unsigned char *h, uint32_t *flags, uint64_t *length,
+				uint32_t *crc)
+{
+	if (memcmp(h, LEGACY_MAGIC, 4) != 0 || h[4] != 1 ||
+	    efs_crc32c(0, h, 28) != (uint32_t)get_le(h + 28, 4))
+		return -EBADMSG;
+	*flags = h[5];
+	*length = get_le(h + 8, 8);
+	*crc = (uint32_t)get_le(h + 16, 4);
+	return *length > EFS_STORE_MAX_CHUNK ? -EBADMSG : 0;
+}
+
+/* Appends one chunk file of the old layout as a record (its write time
+ * kept). -EBADMSG when the file is damaged: the caller moves it to
+ * corrupt/. */
+static int import_legacy(struct efs_store *s, int dir_fd, const char *name, char *buf,
+			 uint64_t *ticket)
+{
+	unsigned char header[LEGACY_HEADER_LEN];
+	struct efs_store_writer *w = NULL;
+	struct stat st;
+	uint64_t length;
+	uint32_t flags, crc;
+	int r;
+
+	int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if ((r = read_all(fd, header, LEGACY_HEADER_LEN, 0)) < 0 ||
+	    (r = legacy_header_decode(header, &flags, &length, &crc)) < 0)
+		goto out;
+	if ((uint64_t)st.st_size != length + LEGACY_HEADER_LEN) {
+		r = -EBADMSG;
+		goto out;
+	}
+	if ((r = writer_begin(s, name, length, flags, false, &w)) < 0)
+		goto out;
+	for (uint64_t pos = 0; pos < length && r == 0;) {
+		size_t n = (size_t)EFS_MIN(length - pos, COPY_BUF_LEN);
+		if ((r = read_all(fd, buf, n, LEGACY_HEADER_LEN + pos)) == 0)
+			r = efs_store_write(w, buf, n);
+		pos += n;
+	}
+	if (r < 0) {
+		efs_store_write_abort(w);
+		goto out;
+	}
+	r = writer_commit(w, true, crc,
+			  (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000, false,
+			  ticket);
+out:
+	close(fd);
+	return r;
+}
+
+/* A data directory of the old layout (data/chunks/<2 hex>/<id>) is moved
+ * into volumes at open: every file appended, the volume synced once, then
+ * the files removed. A crash in between imports them again (the copies are
+ * identical; the newest wins). Damaged files go to corrupt/. */
+static int migrate_legacy(struct efs_store *s)
+{
+	char path[PATH_MAX], dest[PATH_MAX];
+	uint64_t ticket = 0;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/chunks", s->dir);
+	if (access(path, F_OK) < 0)
+		return 0;
+	char *buf = malloc(COPY_BUF_LEN);
+	if (!buf)
+		return -ENOMEM;
+	for (int pass = 0; pass < 2 && r == 0; pass++) {
+		for (int i = 0; i < 256 && r == 0; i++) {
+			snprintf(path, sizeof(path), "%s/chunks/%02x", s->dir, i);
+			DIR *d = opendir(path);
+			if (!d)
+				continue;
+			struct dirent *e;
+			while (r == 0 && (e = readdir(d))) {
+				if (pass == 1 || strncmp(e->d_name, ".tmp-", 5) == 0) {
+					if (e->d_name[0] != '.' ||
+					    strncmp(e->d_name, ".tmp-", 5) == 0)
+						unlinkat(dirfd(d), e->d_name, 0);
+					continue;
+				}
+				if (!efs_chunk_id_valid(e->d_name))
+					continue;
+				r = import_legacy(s, dirfd(d), e->d_name, buf, &ticket);
+				if (r == -EBADMSG || r == -EPROTO) {
+					snprintf(dest, sizeof(dest), "%s/corrupt/%.64s", s->dir,
+						 e->d_name);
+					renameat(dirfd(d), e->d_name, AT_FDCWD, dest);
+					r = 0;
+				}
+			}
+			closedir(d);
+			if (pass == 1)
+				rmdir(path);
+		}
+		/* Everything imported is durable before any file goes. */
+		if (pass == 0 && r == 0 && ticket)
+			r = wait_durable(s, ticket);
+	}
+	free(buf);
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "%s/chunks", s->dir);
+	rmdir(path);
+	return 0;
+}
+
+/* ---- open and close ---------------------------------------------------- */
+
+static int fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
+			struct efs_store **out, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int r;
+	struct efs_store *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	for (int i = 0; i < 256; i++)
-		s->dir_fds[i] = -1;
 	pthread_mutex_init(&s->lock, NULL);
-	s->capacity = capacity_bytes;
+	pthread_cond_init(&s->synced, NULL);
+	efs_chunk_index_init(&s->index);
+	s->vol_dir_fd = -1;
+	s->capacity = opt->capacity_bytes;
+	s->volume_bytes = opt->volume_bytes ? opt->volume_bytes : DEFAULT_VOLUME_BYTES;
+	s->compact_interval_ms = opt->compact_interval_ms;
+	s->next_volume_id = 1;
+	s->next_seq = 1;
 	if (efs_strlcpy(s->dir, dir, sizeof(s->dir)) >= sizeof(s->dir)) {
 		r = -ENAMETOOLONG;
 		goto fail;
 	}
-	for (int i = 0; i < 256; i++) {
-		snprintf(path, sizeof(path), "%s/chunks/%02x", dir, i);
-		if ((r = efs_mkdir_p(path)) < 0)
-			goto fail;
-		s->dir_fds[i] = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (s->dir_fds[i] < 0) {
-			r = -errno;
-			goto fail;
-		}
-	}
 	snprintf(path, sizeof(path), "%s/corrupt", dir);
-	if ((r = efs_mkdir_p(path)) < 0 || (r = scan(s, true)) < 0)
+	if ((r = efs_mkdir_p(path)) < 0)
 		goto fail;
+	snprintf(path, sizeof(path), "%s/volumes", dir);
+	if ((r = efs_mkdir_p(path)) < 0)
+		goto fail;
+	s->vol_dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->vol_dir_fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	/* volumes/ itself must survive a crash before the first record in it
+	 * is acknowledged (the files in it are covered by volume_start). */
+	if ((r = fsync_dir(dir)) < 0)
+		goto fail;
+	if ((r = load_volumes(s)) < 0 || (r = migrate_legacy(s)) < 0)
+		goto fail;
+	if (s->compact_interval_ms > 0) {
+		if ((r = efs_ticker_start(&s->compactor, compactor_main, s)) < 0)
+			goto fail;
+		s->compactor_running = true;
+	}
 	*out = s;
 	return 0;
 fail:
@@ -194,308 +1320,46 @@ fail:
 	return r;
 }
 
+int efs_store_open(const char *dir, uint64_t capacity_bytes, struct efs_store **out, char *err,
+		   size_t errlen)
+{
+	struct efs_store_options opt = {.capacity_bytes = capacity_bytes,
+					.compact_interval_ms = DEFAULT_COMPACT_INTERVAL_MS};
+	return efs_store_open_with(dir, &opt, out, err, errlen);
+}
+
 void efs_store_close(struct efs_store *s)
 {
 	if (!s)
 		return;
-	for (int i = 0; i < 256; i++)
-		if (s->dir_fds[i] >= 0)
-			close(s->dir_fds[i]);
+	if (s->compactor_running)
+		efs_ticker_stop(&s->compactor);
+	/* No writer is left (the caller stopped serving); a last sync round
+	 * may hold dirty volumes: drop those references too. */
+	while (s->dirty) {
+		struct volume *next = s->dirty->dirty_next;
+		volume_unref(s->dirty);
+		s->dirty = next;
+	}
+	for (size_t i = 0; i < s->vol_count; i++)
+		volume_unref(s->vols[i]);
+	free(s->vols);
+	if (s->vol_dir_fd >= 0)
+		close(s->vol_dir_fd);
+	efs_chunk_index_release(&s->index);
+	pthread_cond_destroy(&s->synced);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
-int efs_store_write_begin(struct efs_store *s, const char *chunk_id, uint64_t length,
-			  uint32_t flags, struct efs_store_writer **out)
-{
-	unsigned char header[HEADER_LEN];
-	char suffix[17];
-	int r;
-
-	if (!efs_chunk_id_valid(chunk_id) || length > EFS_STORE_MAX_CHUNK)
-		return -EINVAL;
-	pthread_mutex_lock(&s->lock);
-	if (s->capacity && s->bytes + s->reserved + length > s->capacity) {
-		pthread_mutex_unlock(&s->lock);
-		return -ENOSPC;
-	}
-	s->reserved += length;
-	pthread_mutex_unlock(&s->lock);
-
-	struct efs_store_writer *w = calloc(1, sizeof(*w));
-	if (!w) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	w->s = s;
-	w->fd = -1;
-	w->length = length;
-	w->flags = flags;
-	efs_strlcpy(w->chunk_id, chunk_id, sizeof(w->chunk_id));
-	if ((r = efs_random_hex(suffix, 8)) < 0)
-		goto fail;
-	/* Temporary names are not chunk ids, so a scan after a crash removes
-	 * them; they live beside the final name, so the rename is atomic. */
-	snprintf(w->tmp_path, sizeof(w->tmp_path), "%s/chunks/%.2s/.tmp-%s", s->dir, chunk_id,
-		 suffix);
-	w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (w->fd < 0) {
-		r = -errno;
-		goto fail;
-	}
-	header_encode(header, 0, 0, 0); /* placeholder until commit */
-	if ((r = write_all(w->fd, header, HEADER_LEN, 0)) < 0)
-		goto fail;
-	*out = w;
-	return 0;
-fail:
-	if (w) {
-		if (w->fd >= 0) {
-			close(w->fd);
-			unlink(w->tmp_path);
-		}
-		free(w);
-	}
-	pthread_mutex_lock(&s->lock);
-	s->reserved -= length;
-	pthread_mutex_unlock(&s->lock);
-	return r;
-}
-
-int efs_store_write(struct efs_store_writer *w, const void *data, size_t len)
-{
-	if (len > w->length - w->written)
-		return -E2BIG;
-	int r = write_all(w->fd, data, len, (off_t)(HEADER_LEN + w->written));
-	if (r < 0)
-		return r;
-	w->crc = efs_crc32c(w->crc, data, len);
-	w->written += len;
-	return 0;
-}
-
-static void writer_free(struct efs_store_writer *w, bool keep)
-{
-	struct efs_store *s = w->s;
-	if (w->fd >= 0)
-		close(w->fd);
-	if (!keep)
-		unlink(w->tmp_path);
-	pthread_mutex_lock(&s->lock);
-	s->reserved -= w->length;
-	pthread_mutex_unlock(&s->lock);
-	free(w);
-}
-
-int efs_store_write_commit(struct efs_store_writer *w, bool check_crc, uint32_t crc)
-{
-	struct efs_store *s = w->s;
-	unsigned char header[HEADER_LEN];
-	char path[PATH_MAX];
-	struct stat old;
-	int r;
-
-	if (w->written != w->length) {
-		r = -EPROTO;
-		goto fail;
-	}
-	if (check_crc && crc != w->crc) {
-		r = -EBADMSG;
-		goto fail;
-	}
-	header_encode(header, w->flags, w->length, w->crc);
-	if ((r = write_all(w->fd, header, HEADER_LEN, 0)) < 0)
-		goto fail;
-	if (fdatasync(w->fd) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	chunk_path(s, w->chunk_id, path, sizeof(path));
-	bool replaced = stat(path, &old) == 0;
-	if (rename(w->tmp_path, path) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	/* The chunk is in place now; a failed directory fsync is reported
-	 * (the write is not acknowledged) but the counts follow the file. */
-	r = fsync(s->dir_fds[subdir_index(w->chunk_id)]) < 0 ? -errno : 0;
-	pthread_mutex_lock(&s->lock);
-	if (replaced) {
-		s->bytes -= EFS_MIN(s->bytes, old.st_size > HEADER_LEN
-						      ? (uint64_t)old.st_size - HEADER_LEN
-						      : 0);
-		if (s->chunk_count > 0)
-			s->chunk_count--;
-	}
-	s->bytes += w->length;
-	s->chunk_count++;
-	pthread_mutex_unlock(&s->lock);
-	writer_free(w, true);
-	return r;
-fail:
-	writer_free(w, false);
-	return r;
-}
-
-void efs_store_write_abort(struct efs_store_writer *w)
-{
-	if (w)
-		writer_free(w, false);
-}
-
-/* Takes a chunk file of @file_size bytes out of the counts (the rule of
- * scan()). */
-static void account_removed(struct efs_store *s, off_t file_size)
+void efs_store_volume_stats(struct efs_store *s, struct efs_store_volume_stats *out)
 {
 	pthread_mutex_lock(&s->lock);
-	if (s->chunk_count > 0)
-		s->chunk_count--;
-	s->bytes -= EFS_MIN(s->bytes, file_size > HEADER_LEN ? (uint64_t)file_size - HEADER_LEN : 0);
-	pthread_mutex_unlock(&s->lock);
-}
-
-/* Moves a chunk that failed its checks out of the way. A damaged file's
- * size says nothing reliable about what was counted for it, so the counts
- * are taken again from the disk (corruption is rare). */
-static void quarantine(struct efs_store *s, const char *chunk_id, const char *path)
-{
-	char dest[PATH_MAX];
-	snprintf(dest, sizeof(dest), "%s/corrupt/%s", s->dir, chunk_id);
-	if (rename(path, dest) == 0) {
-		pthread_mutex_lock(&s->lock);
-		scan(s, false);
-		pthread_mutex_unlock(&s->lock);
+	memset(out, 0, sizeof(*out));
+	out->volume_count = s->vol_count;
+	for (size_t i = 0; i < s->vol_count; i++) {
+		out->file_bytes += s->vols[i]->size;
+		out->live_bytes += s->vols[i]->live;
 	}
-}
-
-/* Opens chunk @chunk_id (its path goes to @path) and reads its header.
- * On success *fd is open for the caller to close. -EINVAL (bad id),
- * -ENOENT, -EBADMSG (damaged header: the caller quarantines) or -errno. */
-static int open_chunk(struct efs_store *s, const char *chunk_id, char *path, size_t path_size,
-		      int *fd, uint32_t *flags, uint64_t *length, uint32_t *crc)
-{
-	unsigned char header[HEADER_LEN];
-	int r;
-
-	if (!efs_chunk_id_valid(chunk_id))
-		return -EINVAL;
-	chunk_path(s, chunk_id, path, path_size);
-	int f = open(path, O_RDONLY | O_CLOEXEC);
-	if (f < 0)
-		return -errno;
-	if ((r = read_all(f, header, HEADER_LEN, 0)) < 0 ||
-	    (r = header_decode(header, flags, length, crc)) < 0) {
-		close(f);
-		return r;
-	}
-	*fd = f;
-	return 0;
-}
-
-int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out,
-		  uint32_t *flags)
-{
-	char path[PATH_MAX];
-	uint64_t length;
-	uint32_t crc, f;
-	int fd = -1;
-
-	int r = open_chunk(s, chunk_id, path, sizeof(path), &fd, &f, &length, &crc);
-	if (r < 0)
-		goto out;
-	efs_buf_reset(out);
-	if ((r = efs_buf_reserve(out, length)) < 0)
-		goto out;
-	if ((r = read_all(fd, out->data, length, HEADER_LEN)) < 0)
-		goto out;
-	out->len = length;
-	out->data[length] = '\0';
-	if (efs_crc32c(0, out->data, length) != crc) {
-		r = -EBADMSG;
-		goto out;
-	}
-	*flags = f;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (r == -EBADMSG)
-		quarantine(s, chunk_id, path);
-	return r;
-}
-
-int efs_store_stat(struct efs_store *s, const char *chunk_id, uint64_t *length, uint32_t *flags,
-		   int64_t *mtime_ms)
-{
-	char path[PATH_MAX];
-	struct stat st;
-	uint64_t len;
-	uint32_t crc, f;
-	int fd = -1;
-
-	int r = open_chunk(s, chunk_id, path, sizeof(path), &fd, &f, &len, &crc);
-	if (r == 0) {
-		if (fstat(fd, &st) < 0)
-			r = -errno;
-		else if ((uint64_t)st.st_size != len + HEADER_LEN)
-			r = -EBADMSG; /* truncated or extended behind our back */
-		close(fd);
-	}
-	if (r == -EBADMSG)
-		quarantine(s, chunk_id, path);
-	if (r < 0)
-		return r;
-	*length = len;
-	*flags = f;
-	*mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
-	return 0;
-}
-
-int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodified_since_ms)
-{
-	char path[PATH_MAX];
-	struct stat st;
-
-	if (!efs_chunk_id_valid(chunk_id))
-		return -EINVAL;
-	chunk_path(s, chunk_id, path, sizeof(path));
-	if (stat(path, &st) < 0)
-		return -errno;
-	int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
-	if (unmodified_since_ms > 0 && mtime >= unmodified_since_ms)
-		return -EBUSY;
-	if (unlink(path) < 0)
-		return -errno;
-	account_removed(s, st.st_size);
-	return 0;
-}
-
-int efs_store_iterate(struct efs_store *s, efs_store_iter_fn fn, void *ctx)
-{
-	char path[PATH_MAX];
-	int r = 0;
-	for (int i = 0; i < 256 && r == 0; i++) {
-		snprintf(path, sizeof(path), "%s/chunks/%02x", s->dir, i);
-		DIR *d = opendir(path);
-		if (!d)
-			return -errno;
-		struct dirent *e;
-		while (r == 0 && (e = readdir(d))) {
-			struct stat st;
-			if (!efs_chunk_id_valid(e->d_name) ||
-			    fstatat(dirfd(d), e->d_name, &st, 0) < 0 || st.st_size < HEADER_LEN)
-				continue;
-			r = fn(ctx, e->d_name, (uint64_t)st.st_size - HEADER_LEN,
-			       (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
-		}
-		closedir(d);
-	}
-	return r;
-}
-
-void efs_store_stats(struct efs_store *s, struct efs_store_stats *out)
-{
-	pthread_mutex_lock(&s->lock);
-	out->chunk_count = s->chunk_count;
-	out->bytes = s->bytes + s->reserved;
 	pthread_mutex_unlock(&s->lock);
 }

@@ -2,17 +2,39 @@
 /* store.h - the worker's chunk store.
  *
  * A narrow interface (write, get, stat, delete, iterate, stats) so the
- * inside can change (the performance work turns small writes into appends
- * to volume files) without touching the routes.
+ * inside can change without touching the routes.
  *
- * Today each chunk is one file, data/chunks/<2 hex>/<chunk id>: a 32-byte
- * header (magic, version, flags, payload length, CRC32C of the payload,
- * CRC32C of the header) and the payload, the chunk as stored (gzip or
- * raw). A write goes to a temporary file, is fsync'd, renamed into place
- * and the directory fsync'd before it is acknowledged: after a crash a
- * chunk is either whole or absent. Every read checks both CRCs; a chunk
- * that fails is moved to data/corrupt/ (so it reads as absent and repair
- * can replace it) and reported as -EBADMSG.
+ * Layout: data/volumes/<10-digit id>.vol, files that only grow by appends
+ * while active. Each holds records back to back:
+ *
+ *   header (96 bytes)  "EFSR", version, type (chunk or tombstone), flags,
+ *                      payload length, for a tombstone the volume of the
+ *                      record it deletes, the chunk id, CRC32C of the header
+ *   payload            the chunk as stored (gzip or raw); none for a tombstone
+ *   trailer (32 bytes) CRC32C of the payload, "EFSK", sequence number,
+ *                      commit time (ms), CRC32C of the trailer seeded with
+ *                      the header's CRC
+ *
+ * A write reserves its region at the end of the active volume and writes
+ * the header at once; the payload is written where it goes as it arrives
+ * (never held whole); commit writes the trailer, points the in-memory index
+ * at the record and waits for a group fdatasync that covers it: concurrent
+ * commits share one sync. A region without a valid trailer (aborted, or cut
+ * by a crash) is dead. At open every volume is read header by header (a
+ * header that does not check ends that volume: a torn tail) and the index
+ * rebuilt: for each chunk the committed record with the highest sequence
+ * number wins, a tombstone meaning deleted. New records always go to a new
+ * volume after an open; a volume is sealed past volume_bytes.
+ *
+ * Delete appends a tombstone (synced like a write). A compactor thread
+ * copies the live records of sealed volumes that are at least half dead,
+ * or smaller than an eighth of volume_bytes (left by restarts), into the
+ * active volume (verbatim, so replay order is kept), syncs, then unlinks
+ * the old file; an active volume that is half dead is sealed for it. Every read checks the header, the trailer and the payload CRC; a
+ * record that fails is copied to data/corrupt/<id>, dropped from the index
+ * with a tombstone (so it reads as absent and repair can replace it) and
+ * reported as -EBADMSG. A data directory of the layout before volumes
+ * (data/chunks/<2 hex>/<id>) is imported at open and then removed.
  */
 #ifndef ECHOFS_WORKER_STORE_H
 #define ECHOFS_WORKER_STORE_H
@@ -34,11 +56,21 @@ struct efs_store_stats {
 	uint64_t bytes; /* payload bytes held, plus what writes in flight reserved */
 };
 
-/* Opens (creating) the store under @dir; removes leftover temporary files
- * and counts what it holds. @capacity_bytes caps the payload bytes it will
- * hold (0: no cap but the disk). On failure writes one line to @err. */
+struct efs_store_options {
+	uint64_t capacity_bytes;     /* payload bytes it will hold; 0: no cap but the disk */
+	uint64_t volume_bytes;	     /* a volume is sealed past this; 0: 256 MiB */
+	int64_t compact_interval_ms; /* compactor thread period; 0: no thread */
+};
+
+/* Opens (creating) the store under @dir: rebuilds the index from the
+ * volumes and imports chunk files of the old layout. On failure writes one
+ * line to @err. */
+int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
+			struct efs_store **out, char *err, size_t errlen);
+/* The same with 256 MiB volumes and a compaction step every 2 s. */
 int efs_store_open(const char *dir, uint64_t capacity_bytes, struct efs_store **out, char *err,
 		   size_t errlen);
+/* Stops the compactor and frees the store; no call may be in flight. */
 void efs_store_close(struct efs_store *s);
 
 /* Starts writing chunk @chunk_id of exactly @length payload bytes.
@@ -47,7 +79,7 @@ int efs_store_write_begin(struct efs_store *s, const char *chunk_id, uint64_t le
 			  uint32_t flags, struct efs_store_writer **out);
 /* Appends payload bytes. -E2BIG past the announced length. */
 int efs_store_write(struct efs_store_writer *w, const void *data, size_t len);
-/* Makes the chunk durable and visible, then frees the writer. With
+/* Makes the chunk visible and durable (group commit), then frees the writer. With
  * @check_crc, the payload's CRC32C must equal @crc. -EPROTO (short),
  * -EBADMSG (CRC mismatch), -errno. The writer is freed on every outcome. */
 int efs_store_write_commit(struct efs_store_writer *w, bool check_crc, uint32_t crc);
@@ -73,5 +105,18 @@ typedef int (*efs_store_iter_fn)(void *ctx, const char *chunk_id, uint64_t lengt
 int efs_store_iterate(struct efs_store *s, efs_store_iter_fn fn, void *ctx);
 
 void efs_store_stats(struct efs_store *s, struct efs_store_stats *out);
+
+/* One compaction step: reclaims at most one volume (seals a half-dead
+ * active volume first). 1 when a volume file was removed, 0 when none
+ * qualified, -errno (that volume is not tried again). The compactor thread
+ * calls it; tests call it directly. */
+int efs_store_compact(struct efs_store *s);
+
+struct efs_store_volume_stats {
+	uint64_t volume_count;
+	uint64_t file_bytes; /* the volumes' sizes: what the disk holds */
+	uint64_t live_bytes; /* of records the index points at (headers included) */
+};
+void efs_store_volume_stats(struct efs_store *s, struct efs_store_volume_stats *out);
 
 #endif

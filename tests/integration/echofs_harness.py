@@ -22,9 +22,11 @@ pytest fixtures; test modules import the helpers from here directly.
                 when they came (fault injection: "the master is down").
 
 Data-path helpers: ApiClient.upload / download / download_sha256 (files),
-chunk_store_usage (what a worker's WORKER_DATA_DIR/chunks holds; also
-Worker.chunk_usage and Cluster.chunk_usage), peak_rss_bytes (VmHWM of a
-process, also Process.peak_rss).
+chunk_store_usage (what a worker's volume files hold; also
+Worker.chunk_usage and Cluster.chunk_usage), chunk_records /
+read_chunk_payload / damage_chunk_payload / drop_chunk_record (a chunk's
+bytes on a worker's disk), peak_rss_bytes (VmHWM of a process, also
+Process.peak_rss).
 
 Environment:
     ECHOFS_BIN_DIR        where the binaries are (default <repo>/bin)
@@ -75,6 +77,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -227,10 +230,162 @@ def assert_json_error(resp: requests.Response, status: int | Iterable[int],
 
 # ---- the data path: chunk stores, memory ---------------------------------------
 
-# A worker stores each chunk as WORKER_DATA_DIR/chunks/<first 2 hex>/<chunk id>:
-# a 32-byte header, then the payload (gzip or raw) as the master sent it.
-CHUNK_HEADER_LEN = 32
+# A worker appends chunks to volume files WORKER_DATA_DIR/volumes/<id>.vol
+# (src/worker/store.h): records back to back, each a 96-byte header ("EFSR",
+# version, type 1 chunk / 2 tombstone, flags, length le64 at 8, chunk id at
+# 24..88, CRC32C of bytes 0..92 at 92), the payload, and a 32-byte trailer
+# (payload CRC32C, "EFSK", sequence number le64 at 8, commit time le64 at 16,
+# CRC32C at 28 of bytes 0..28 seeded with the header's CRC). A record without
+# a valid trailer is dead; a header that does not check ends the volume; for
+# each chunk the record with the highest sequence number wins.
+CHUNK_HEADER_LEN = 96
+CHUNK_TRAILER_LEN = 32
 CHUNK_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+VOLUME_RE = re.compile(r"^[0-9]{10}\.vol$")
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC32C (Castagnoli), chainable like efs_crc32c(crc, data, len)."""
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """Where a chunk's newest record is: the volume file, the offset of its
+    header, and its payload (offset and length in that file)."""
+    chunk_id: str
+    path: Path
+    offset: int
+    length: int
+    seq: int
+
+    @property
+    def payload_offset(self) -> int:
+        return self.offset + CHUNK_HEADER_LEN
+
+
+def volume_records(path: Path):
+    """(offset, type, chunk_id, length, seq) of every committed record of a
+    volume file, following the header chain as the worker does at start.
+    The file may be written meanwhile: a record still being written simply
+    has no valid trailer yet."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        off = 0
+        while off + CHUNK_HEADER_LEN + CHUNK_TRAILER_LEN <= size:
+            h = os.pread(fd, CHUNK_HEADER_LEN, off)
+            hcrc = int.from_bytes(h[92:96], "little")
+            if len(h) < CHUNK_HEADER_LEN or h[:4] != b"EFSR" or h[4] != 1 or \
+                    crc32c(h[:92]) != hcrc:
+                return
+            rtype, length = h[5], int.from_bytes(h[8:16], "little")
+            end = off + CHUNK_HEADER_LEN + length + CHUNK_TRAILER_LEN
+            if rtype not in (1, 2) or end > size:
+                return
+            t = os.pread(fd, CHUNK_TRAILER_LEN, end - CHUNK_TRAILER_LEN)
+            if t[4:8] == b"EFSK" and \
+                    crc32c(t[:28], hcrc) == int.from_bytes(t[28:32], "little"):
+                yield off, rtype, h[24:88].decode("ascii", "replace"), length, \
+                    int.from_bytes(t[8:16], "little")
+            off = end
+    finally:
+        os.close(fd)
+
+
+def chunk_records(data_dir: Path) -> dict[str, ChunkRecord]:
+    """The chunks a worker's store holds, read from its volume files (works
+    while it is down): {chunk_id: ChunkRecord}. Quarantined chunks are not
+    there (a tombstone follows them)."""
+    newest: dict[str, tuple[int, int, Optional[ChunkRecord]]] = {}
+    root = Path(data_dir) / "volumes"
+    try:
+        names = sorted(e.name for e in os.scandir(root) if VOLUME_RE.match(e.name))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        path = root / name
+        for off, rtype, cid, length, seq in volume_records(path):
+            if cid in newest and newest[cid][0] >= seq:
+                continue
+            rec = ChunkRecord(cid, path, off, length, seq) if rtype == 1 else None
+            newest[cid] = (seq, rtype, rec)
+    return {cid: rec for cid, (_, _, rec) in newest.items() if rec is not None}
+
+
+def read_chunk_payload(data_dir: Path, chunk_id: str) -> Optional[bytes]:
+    """The payload bytes of a chunk as stored on disk now, or None."""
+    rec = chunk_records(data_dir).get(chunk_id)
+    if rec is None:
+        return None
+    with open(rec.path, "rb") as f:
+        f.seek(rec.payload_offset)
+        return f.read(rec.length)
+
+
+def damage_chunk_payload(data_dir: Path, chunk_id: str, rng, n: int = 64) -> int:
+    """Overwrites n random bytes of a chunk's stored payload in place (bit rot
+    the worker's CRC checks must catch); returns the offset in the payload."""
+    rec = chunk_records(data_dir)[chunk_id]
+    with open(rec.path, "r+b") as f:
+        f.seek(rec.payload_offset)
+        raw = f.read(rec.length)
+        n = min(n, len(raw))
+        off = rng.randint(0, len(raw) - n)
+        junk = rng.randbytes(n)
+        while junk == raw[off:off + n]:
+            junk = rng.randbytes(n)
+        f.seek(rec.payload_offset + off)
+        f.write(junk)
+        f.flush()
+    return off
+
+
+def drop_chunk_record(data_dir: Path, chunk_id: str) -> None:
+    """Makes a chunk's record dead on disk (its trailer zeroed) as if its
+    bytes had been lost; only while the worker is down (a running worker
+    keeps its index in memory)."""
+    rec = chunk_records(data_dir)[chunk_id]
+    with open(rec.path, "r+b") as f:
+        f.seek(rec.payload_offset + rec.length)
+        f.write(bytes(CHUNK_TRAILER_LEN))
+        f.flush()
+
+
+def volume_file_bytes(data_dir: Path) -> int:
+    """What a worker's volume files take: the sum of their sizes (live
+    records, dead ones, tombstones). Deletes bring it down once the worker
+    compacts (every 2 s, volumes at least half dead)."""
+    total = 0
+    try:
+        for e in os.scandir(Path(data_dir) / "volumes"):
+            if VOLUME_RE.match(e.name):
+                try:
+                    total += e.stat().st_size
+                except FileNotFoundError:
+                    pass
+    except FileNotFoundError:
+        pass
+    return total
 
 
 class ChunkUsage(tuple):
@@ -248,31 +403,10 @@ class ChunkUsage(tuple):
 
 
 def chunk_store_usage(data_dir: Path) -> ChunkUsage:
-    """What WORKER_DATA_DIR/chunks holds now: chunk files (names of 64 hex
-    digits; temporaries and quarantined chunks are not counted) and the sum
-    of their payloads (file size minus the 32-byte header). Files that vanish
-    while being listed are skipped."""
-    ids: dict[str, int] = {}
-    root = Path(data_dir) / "chunks"
-    try:
-        subdirs = list(os.scandir(root))
-    except FileNotFoundError:
-        return ChunkUsage(0, 0, ids)
-    for sub in subdirs:
-        if not sub.is_dir(follow_symlinks=False):
-            continue
-        try:
-            entries = list(os.scandir(sub.path))
-        except FileNotFoundError:
-            continue
-        for e in entries:
-            if not CHUNK_ID_RE.match(e.name):
-                continue
-            try:
-                size = e.stat(follow_symlinks=False).st_size
-            except FileNotFoundError:
-                continue
-            ids[e.name] = max(0, size - CHUNK_HEADER_LEN)
+    """What a worker's chunk store holds now, read from its volume files
+    (chunk_records): the chunks and the sum of their payload sizes. Writes
+    in flight and quarantined chunks are not counted."""
+    ids = {cid: rec.length for cid, rec in chunk_records(data_dir).items()}
     return ChunkUsage(len(ids), sum(ids.values()), ids)
 
 
@@ -953,8 +1087,8 @@ class Worker(Process):
         return self.data_dir / "worker_id"
 
     def chunk_usage(self) -> ChunkUsage:
-        """(count, payload_bytes, {chunk_id: payload_bytes}) of the chunk files
-        under WORKER_DATA_DIR/chunks (read from disk; works while it is down)."""
+        """(count, payload_bytes, {chunk_id: payload_bytes}) of the chunks in
+        WORKER_DATA_DIR/volumes (read from disk; works while it is down)."""
         return chunk_store_usage(self.data_dir)
 
     def stored_id(self) -> Optional[str]:

@@ -13,7 +13,8 @@ and remove what nothing needs.
 Everything is black-box: HTTP (files, GET /api/v1/files/{id} for where the
 replicas are, /api/v1/workers, /api/v1/health with "under_replicated" and
 "repair": {"repaired_total", "failed_total"}), signals, and the workers'
-data directories (WORKER_DATA_DIR/chunks/<2 hex>/<chunk id>, quarantine in
+data directories (chunks in the volume files WORKER_DATA_DIR/volumes/*.vol,
+read and damaged through the harness's chunk_records helpers; quarantine in
 WORKER_DATA_DIR/corrupt/). Every wait is a poll with a deadline, scaled
 for sanitized binaries.
 """
@@ -325,8 +326,9 @@ def wait_fully_replicated(cluster: h.Cluster, api: h.ApiClient, m: h.Master, fil
 # ---- worker disks -------------------------------------------------------------------
 
 
-def chunk_file(w: h.Worker, chunk_id: str) -> Path:
-    return w.data_dir / "chunks" / chunk_id[:2] / chunk_id
+def stored_payload(w: h.Worker, chunk_id: str) -> Optional[bytes]:
+    """The chunk's payload as on w's disk now, or None when w does not hold it."""
+    return h.read_chunk_payload(w.data_dir, chunk_id)
 
 
 def quarantined(w: h.Worker) -> set[str]:
@@ -374,7 +376,7 @@ def replicas_missing_on_disk(api: h.ApiClient, cluster: h.Cluster, file_ids) -> 
         for c in file_info(api, fid)["chunks"]:
             for r in c["replicas"]:
                 w = by_id.get(r["worker_id"])
-                if w is not None and not chunk_file(w, c["chunk_id"]).exists():
+                if w is not None and c["chunk_id"] not in h.chunk_records(w.data_dir):
                     missing.append(f"file {fid} chunk {c['index']} ({c['chunk_id'][:12]}) "
                                    f"listed on {w.name} but not on its disk")
     return missing
@@ -560,9 +562,8 @@ def test_corrupted_worker_is_scrubbed_and_repaired(cluster, damage_id_file):
         victim.kill()  # the damage happens while it is down; it reads its id at start
     damaged: dict[str, str] = {}  # chunk id -> sha256 of the damaged file
     for cid in sorted(needed):
-        path = chunk_file(victim, cid)
-        overwrite(path, rng)
-        damaged[cid] = sha(path.read_bytes())
+        h.damage_chunk_payload(victim.data_dir, cid, rng)
+        damaged[cid] = sha(stored_payload(victim, cid))
     if damage_id_file:
         overwrite(victim.id_file, rng)
         victim.start()
@@ -581,12 +582,11 @@ def test_corrupted_worker_is_scrubbed_and_repaired(cluster, damage_id_file):
     def healed() -> list[str]:
         problems = []
         for cid, bad in damaged.items():
-            path = chunk_file(victim, cid)
-            try:
-                now = sha(path.read_bytes())
-            except FileNotFoundError:
+            payload = stored_payload(victim, cid)
+            if payload is None:
                 problems.append(f"{cid[:12]} not back on {victim.name}")
                 continue
+            now = sha(payload)
             if now == bad:
                 problems.append(f"{cid[:12]} still damaged on {victim.name}")
         return problems
@@ -831,10 +831,10 @@ def test_rejoining_worker_drops_surplus_and_deleted_chunks(cluster):
 
 @pytest.mark.slow(reason="a replica must be older than the report's 5 s skew margin")
 def test_chunk_files_lost_from_disk_are_reported_and_repaired(cluster):
-    """Nothing reads the files: only the workers' chunk reports can tell the
-    master that a chunk file was removed by hand from a running worker, and
-    that another worker came back (same worker_id) with an empty chunk store
-    (a replaced disk)."""
+    """Nothing reads the chunks: only the workers' chunk reports can tell the
+    master that a chunk's bytes were lost from one worker's disk while it was
+    down (its record made dead), and that another worker came back (same
+    worker_id) with an empty chunk store (a replaced disk)."""
     m = cluster.start(workers=3, master_env=master_env(),
                       worker_env={"REPORT_INTERVAL_MS": 500})
     api = m.user_client()
@@ -843,12 +843,16 @@ def test_chunk_files_lost_from_disk_are_reported_and_repaired(cluster):
     needed = chunk_ids_of(api, files)
     one, wiped = cluster.workers[1], cluster.workers[2]
     cid = file_info(api, next(iter(files)))["chunks"][1]["chunk_id"]
-    path = chunk_file(one, cid)
     _, repaired_before, _ = repair_stats(m)
-    path.unlink()
+    one_id = one.worker_id
+    one.kill()
+    h.drop_chunk_record(one.data_dir, cid)
+    assert cid not in one.chunk_usage().ids
+    one.start()
+    assert one.wait_registered() == one_id
     wid = wiped.worker_id
     wiped.kill()
-    for p in list((wiped.data_dir / "chunks").glob("*/*")):
+    for p in list((wiped.data_dir / "volumes").glob("*.vol")):
         p.unlink()
     assert wiped.chunk_usage().count == 0
     wiped.start()
@@ -867,6 +871,57 @@ def test_chunk_files_lost_from_disk_are_reported_and_repaired(cluster):
         if w is not wiped:
             w.kill()
     assert_downloads(api, files, f"from {wiped.name} alone")
+
+
+# ---- 7b. a data directory of the layout before volume files ------------------------------
+
+
+def write_old_layout_chunk(data_dir: Path, payload: bytes, gzip: bool = False,
+                           damage: bool = False) -> str:
+    """Writes a chunk file as workers stored them before volume files:
+    chunks/<2 hex>/<id>, a 32-byte header ("EFSC", version 1, flags, length
+    le64 at 8, payload CRC32C at 16, CRC32C of bytes 0..28 at 28), then the
+    payload. Returns the chunk id (the payload's SHA-256)."""
+    cid = hashlib.sha256(payload).hexdigest()
+    crc = h.crc32c(payload) ^ (1 if damage else 0)
+    head = bytearray(32)
+    head[0:4] = b"EFSC"
+    head[4] = 1
+    head[5] = 1 if gzip else 0
+    head[8:16] = len(payload).to_bytes(8, "little")
+    head[16:20] = crc.to_bytes(4, "little")
+    head[28:32] = h.crc32c(bytes(head[:28])).to_bytes(4, "little")
+    d = data_dir / "chunks" / cid[:2]
+    d.mkdir(parents=True, exist_ok=True)
+    (d / cid).write_bytes(bytes(head) + payload)
+    return cid
+
+
+def test_worker_on_an_old_layout_data_dir_serves_its_chunks(cluster):
+    """Upgrading a worker: its chunk files are imported into volume files at
+    start and served as before; a damaged one is quarantined."""
+    m = cluster.add_master(**master_env())
+    w = cluster.add_worker(master=m, start=False)
+    rng = random.Random(12)
+    kept = [rng.randbytes(n) for n in (1, 1000, CHUNK)]
+    ids = [write_old_layout_chunk(w.data_dir, p) for p in kept]
+    bad = write_old_layout_chunk(w.data_dir, rng.randbytes(500), damage=True)
+    w.start()
+    w.wait_registered()
+    wc = w.client(h.CLUSTER_SECRET)
+    for cid, payload in zip(ids, kept):
+        r = wc.get(f"/chunks/{cid}")
+        assert r.status_code == 200, r.text
+        assert r.content == payload
+        assert r.headers["X-Chunk-Encoding"] == "identity"
+    assert wc.get(f"/chunks/{bad}").status_code == 404
+    assert bad in quarantined(w)
+    assert not (w.data_dir / "chunks").exists(), "the old chunk directory was left behind"
+    assert set(w.chunk_usage().ids) == set(ids)
+    w.stop()
+    w.start()
+    w.wait_ready()
+    assert w.client(h.CLUSTER_SECRET).get(f"/chunks/{ids[1]}").content == kept[1]
 
 
 # ---- 8. a full worker --------------------------------------------------------------------
@@ -932,7 +987,7 @@ def test_damaged_replica_found_by_a_read_is_replaced(cluster):
     cid = chunk["chunk_id"]
     holder_id = chunk["replicas"][0]["worker_id"]
     holder = next(w for w in cluster.workers if w.worker_id == holder_id)
-    overwrite(chunk_file(holder, cid), rng, lo=h.CHUNK_HEADER_LEN)  # the payload
+    h.damage_chunk_payload(holder.data_dir, cid, rng)
     _, repaired_before, _ = repair_stats(m)
 
     # Reads pick a random good replica first: download until one reads the

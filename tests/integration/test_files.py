@@ -539,6 +539,7 @@ def test_delete_removes_the_file_and_its_chunks(cluster, fresh):
     keep = c.upload(os.urandom(CHUNK), "kept.bin")
     before = cluster.chunk_usage()
     assert before.count == RF * 6 and before.payload_bytes == RF * (len(data) + CHUNK), before[:2]
+    disk_before = sum(h.volume_file_bytes(w.data_dir) for w in cluster.workers)
 
     r = c.delete(f"/api/v1/files/{f['file_id']}")
     assert r.status_code == 204, r.text
@@ -552,6 +553,13 @@ def test_delete_removes_the_file_and_its_chunks(cluster, fresh):
                              "the deleted file's chunks to leave the workers")
     assert after.payload_bytes == RF * CHUNK, after[:2]
     assert set(after.ids) == {hashlib.sha256(c.download(keep["file_id"])).hexdigest()}
+    # The bytes leave the disk too, not only the index: the workers compact
+    # their volume files.
+    deleted = RF * len(data)
+    wait_until(lambda: sum(h.volume_file_bytes(w.data_dir) for w in cluster.workers)
+               <= disk_before - 0.9 * deleted, COLLECT_DEADLINE_S, interval=0.2,
+               what=f"the workers' volume files to shrink by {deleted} bytes "
+                    f"(from {disk_before})")
 
 
 def test_same_bytes_twice_are_stored_once(cluster, fresh):

@@ -4,10 +4,16 @@
  *
  * Covers the write protocol (begin/write/commit, CRC check, short and long
  * writes, abort), capacity reservations, id validation, conditional delete,
- * quarantine of corrupt chunks (payload, header, truncation), what a reopen
- * finds, iteration and replacement. Chunk files are looked at where the
- * header documents them: <dir>/chunks/<first 2 hex>/<id>, corrupt ones in
+ * quarantine of corrupt chunks (payload, header, trailer, truncation), what
+ * a reopen finds (torn tails, dead regions, tombstones, the order of a
+ * write and a delete), group commit from many threads, compaction, the
+ * import of the old one-file-per-chunk layout, iteration and replacement.
+ * Records are looked at where store.h documents them: volume files
+ * <dir>/volumes/<id>.vol (96-byte header with the type at 5, the length at
+ * 8 and the chunk id at 24; payload; 32-byte trailer), corrupt copies in
  * <dir>/corrupt/<id>.
+ *
+ * `test_store --bench [DIR]` runs a micro benchmark instead (see below).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +29,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,10 +51,18 @@ static void remove_tree(const char *dir)
 	nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+#define HEADER 96
+#define TRAILER 32
+
+/* Volumes of a few records, so tests see sealing and compaction; no
+ * compactor thread: tests call efs_store_compact(). */
+static uint64_t volume_bytes = 0;
+
 static int open_store(struct fixture *f, uint64_t capacity)
 {
 	char err[256] = "";
-	int r = efs_store_open(f->dir, capacity, &f->store, err, sizeof(err));
+	struct efs_store_options opt = {.capacity_bytes = capacity, .volume_bytes = volume_bytes};
+	int r = efs_store_open_with(f->dir, &opt, &f->store, err, sizeof(err));
 	if (r < 0)
 		print_error("efs_store_open(%s): %d %s\n", f->dir, r, err);
 	return r;
@@ -113,9 +128,88 @@ static void put(struct efs_store *s, const char *id, const void *data, size_t le
 	assert_int_equal(efs_store_write_commit(w, true, efs_crc32c(0, data, len)), 0);
 }
 
-static void chunk_file(const struct fixture *f, const char *id, char *path, size_t size)
+static void reopen(struct fixture *f)
 {
-	snprintf(path, size, "%s/chunks/%.2s/%s", f->dir, id, id);
+	efs_store_close(f->store);
+	f->store = NULL;
+	assert_int_equal(open_store(f, 0), 0);
+}
+
+/* Where the newest record (chunk or tombstone) of @id is: its volume file
+ * and the offset of its header, by following the header chain of every
+ * volume. False when there is none. */
+struct located {
+	char path[PATH_MAX];
+	off_t offset;
+	uint64_t length;
+	int type;
+};
+
+static uint64_t le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* The volume files' names, in order. */
+static size_t volume_files(const struct fixture *f, char names[][64], size_t max)
+{
+	char dir[PATH_MAX];
+	size_t n = 0;
+	snprintf(dir, sizeof(dir), "%s/volumes", f->dir);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	assert_non_null(d);
+	while ((e = readdir(d)) && n < max)
+		if (strlen(e->d_name) < 64 && strstr(e->d_name, ".vol"))
+			snprintf(names[n++], 64, "%.63s", e->d_name);
+	closedir(d);
+	qsort(names, n, 64, compare_names);
+	return n;
+}
+
+static bool locate(const struct fixture *f, const char *id, struct located *out)
+{
+	char names[64][64];
+	bool found = false;
+	size_t n = volume_files(f, names, 64);
+	for (size_t i = 0; i < n; i++) {
+		char path[PATH_MAX];
+		unsigned char h[HEADER];
+		snprintf(path, sizeof(path), "%.200s/volumes/%.63s", f->dir, names[i]);
+		int fd = open(path, O_RDONLY);
+		assert_true(fd >= 0);
+		for (off_t off = 0; pread(fd, h, HEADER, off) == HEADER && memcmp(h, "EFSR", 4) == 0;) {
+			uint64_t len = le64(h + 8);
+			if (memcmp(h + 24, id, 64) == 0) {
+				snprintf(out->path, sizeof(out->path), "%s", path);
+				out->offset = off;
+				out->length = len;
+				out->type = h[5];
+				found = true;
+			}
+			off += (off_t)(HEADER + len + TRAILER);
+		}
+		close(fd);
+	}
+	return found;
+}
+
+static void chunk_file(const struct fixture *f, const char *id, char *path, size_t size,
+		       off_t *offset)
+{
+	struct located loc;
+	assert_true(locate(f, id, &loc));
+	assert_int_equal(loc.type, 1);
+	snprintf(path, size, "%.*s", (int)(size - 1), loc.path);
+	*offset = loc.offset;
 }
 
 static void corrupt_file(const struct fixture *f, const char *id, char *path, size_t size)
@@ -136,27 +230,6 @@ static off_t file_size(const char *path)
 	return st.st_size;
 }
 
-/* Entries other than "." and ".." in @dir. */
-static size_t dir_entries(const char *dir)
-{
-	size_t n = 0;
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	assert_non_null(d);
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-			n++;
-	closedir(d);
-	return n;
-}
-
-/* Entries of the subdirectory chunk @id lives in. */
-static size_t subdir_entries(const struct fixture *f, const char *id)
-{
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/chunks/%.2s", f->dir, id);
-	return dir_entries(path);
-}
 
 static void flip_byte(const char *path, off_t offset)
 {
@@ -185,6 +258,16 @@ static void expect_stats(struct efs_store *s, uint64_t chunk_count, uint64_t byt
 			    (unsigned long long)chunk_count, (unsigned long long)bytes);
 	assert_int_equal(st.chunk_count, chunk_count);
 	assert_int_equal(st.bytes, bytes);
+}
+
+/* A failed or aborted write leaves no chunk behind, also after a reopen
+ * (its region is dead). */
+static void expect_gone_after_reopen(struct fixture *f, const char *id)
+{
+	uint32_t flags;
+	reopen(f);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
+	expect_stats(f->store, 0, 0);
 }
 
 /* ---- write and read ------------------------------------------------- */
@@ -315,7 +398,7 @@ static void test_wrong_crc_fails_and_leaves_no_chunk(void **state)
 
 	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
 	expect_stats(f->store, 0, 0);
-	assert_int_equal(subdir_entries(f, id), 0);
+	expect_gone_after_reopen(f, id);
 }
 
 static void test_short_write_fails(void **state)
@@ -334,7 +417,7 @@ static void test_short_write_fails(void **state)
 
 	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
 	expect_stats(f->store, 0, 0);
-	assert_int_equal(subdir_entries(f, id), 0);
+	expect_gone_after_reopen(f, id);
 }
 
 static void test_write_past_announced_length_fails(void **state)
@@ -375,7 +458,7 @@ static void test_abort_leaves_nothing(void **state)
 
 	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
 	expect_stats(f->store, 0, 0);
-	assert_int_equal(subdir_entries(f, id), 0);
+	expect_gone_after_reopen(f, id);
 }
 
 /* ---- capacity -------------------------------------------------------- */
@@ -518,20 +601,23 @@ static void test_conditional_delete(void **state)
 static void expect_quarantined(struct fixture *f, const char *id, uint64_t count_before,
 			       uint64_t bytes_before, uint64_t length)
 {
-	char path[PATH_MAX], quarantine[PATH_MAX];
+	char quarantine[PATH_MAX];
 	uint32_t flags = 0x5555;
 
-	chunk_file(f, id, path, sizeof(path));
 	corrupt_file(f, id, quarantine, sizeof(quarantine));
 	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -EBADMSG);
 	assert_int_equal(flags, 0x5555);
-	assert_false(exists(path));
 	assert_true(exists(quarantine));
 	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
 	if (bytes_before == UINT64_MAX)
 		assert_int_equal(get_stats(f->store).chunk_count, count_before - 1);
 	else
 		expect_stats(f->store, count_before - 1, bytes_before - length);
+	/* a tombstone (or, for a damaged header, the end of the scan) keeps
+	 * it gone after a restart */
+	reopen(f);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
+	assert_int_equal(get_stats(f->store).chunk_count, count_before - 1);
 }
 
 static void test_flipped_payload_byte_is_quarantined(void **state)
@@ -539,6 +625,7 @@ static void test_flipped_payload_byte_is_quarantined(void **state)
 	struct fixture *f = *state;
 	unsigned char data[1000];
 	char id[65], other[65], path[PATH_MAX];
+	off_t offset;
 	uint32_t flags;
 
 	fill_pattern(data, sizeof(data), 14);
@@ -548,9 +635,8 @@ static void test_flipped_payload_byte_is_quarantined(void **state)
 	put(f->store, other, data, 500, 0);
 	expect_stats(f->store, 2, 1500);
 
-	chunk_file(f, id, path, sizeof(path));
-	/* the payload is the last 1000 bytes of the file */
-	flip_byte(path, file_size(path) - 500);
+	chunk_file(f, id, path, sizeof(path), &offset);
+	flip_byte(path, offset + HEADER + 500);
 	expect_quarantined(f, id, 2, 1500, 1000);
 
 	/* the other chunk is unharmed */
@@ -563,23 +649,29 @@ static void test_flipped_header_byte_is_quarantined(void **state)
 	struct fixture *f = *state;
 	unsigned char data[1000];
 	char id[65], path[PATH_MAX];
-	/* magic, version, flags, reserved, length, payload CRC, header CRC */
-	static const off_t offsets[] = {0, 4, 5, 6, 8, 12, 16, 20, 28, 31};
+	off_t offset;
+	/* header: magic, version, type, flags, length, target volume, chunk id,
+	 * header CRC; then the trailer: payload CRC, commit magic, sequence
+	 * number, commit time, trailer CRC */
+	static const off_t offsets[] = {0,    4,    5,    6,    8,    12,   16,   24,   60,
+					87,   92,   95,   1096, 1100, 1104, 1112, 1124, 1127};
 
 	fill_pattern(data, sizeof(data), 15);
 	chunk_id(42, id);
 	for (size_t i = 0; i < EFS_ARRAY_SIZE(offsets); i++) {
 		put(f->store, id, data, sizeof(data), 0);
 		expect_stats(f->store, 1, 1000);
-		chunk_file(f, id, path, sizeof(path));
-		assert_int_equal(file_size(path), 32 + 1000); /* the 32-byte header */
-		flip_byte(path, offsets[i]);
-		print_message("header byte %lld\n", (long long)offsets[i]);
+		chunk_file(f, id, path, sizeof(path), &offset);
+		assert_true(file_size(path) >= offset + HEADER + 1000 + TRAILER);
+		flip_byte(path, offset + offsets[i]);
+		print_message("record byte %lld\n", (long long)offsets[i]);
 		expect_quarantined(f, id, 1, 1000, 1000);
 	}
 }
 
-static const off_t truncated_lengths[] = {32 + 999, 32 + 500, 32, 10, 0};
+/* Where the volume is cut, from the start of the record. */
+static const off_t truncated_lengths[] = {HEADER + 1000 + 31, HEADER + 999, HEADER + 500,
+					  HEADER, 10, 0};
 
 static void test_truncated_file_is_quarantined(void **state)
 {
@@ -592,12 +684,11 @@ static void test_truncated_file_is_quarantined(void **state)
 	for (size_t i = 0; i < EFS_ARRAY_SIZE(truncated_lengths); i++) {
 		/* a fresh store each time, so a drift in the byte count (checked
 		 * below) does not hide this */
-		efs_store_close(f->store);
-		f->store = NULL;
-		assert_int_equal(open_store(f, 0), 0);
+		off_t offset;
+		reopen(f);
 		put(f->store, id, data, sizeof(data), 0);
-		chunk_file(f, id, path, sizeof(path));
-		assert_int_equal(truncate(path, truncated_lengths[i]), 0);
+		chunk_file(f, id, path, sizeof(path), &offset);
+		assert_int_equal(truncate(path, offset + truncated_lengths[i]), 0);
 		print_message("truncated to %lld bytes\n", (long long)truncated_lengths[i]);
 		expect_quarantined(f, id, 1, UINT64_MAX, 1000);
 	}
@@ -614,12 +705,11 @@ static void test_truncated_chunk_releases_its_bytes(void **state)
 	fill_pattern(data, sizeof(data), 16);
 	chunk_id(44, id);
 	for (size_t i = 0; i < EFS_ARRAY_SIZE(truncated_lengths); i++) {
-		efs_store_close(f->store);
-		f->store = NULL;
-		assert_int_equal(open_store(f, 0), 0);
+		off_t offset;
+		reopen(f);
 		put(f->store, id, data, sizeof(data), 0);
-		chunk_file(f, id, path, sizeof(path));
-		assert_int_equal(truncate(path, truncated_lengths[i]), 0);
+		chunk_file(f, id, path, sizeof(path), &offset);
+		assert_int_equal(truncate(path, offset + truncated_lengths[i]), 0);
 		print_message("truncated to %lld bytes\n", (long long)truncated_lengths[i]);
 		expect_quarantined(f, id, 1, 1000, 1000);
 	}
@@ -650,32 +740,37 @@ static void test_reopen_counts_existing_chunks(void **state)
 	assert_memory_equal(f->buf.data, data, 300);
 }
 
-/* A temporary file left by a write that never finished (a crash between
- * create and rename) is removed when the store opens. */
-static void test_reopen_removes_stray_temporary(void **state)
+/* A crash while a header was being written leaves a torn tail: the scan
+ * stops there, what came before is kept, and new writes go on. */
+static void test_reopen_ignores_a_torn_tail(void **state)
 {
 	struct fixture *f = *state;
 	unsigned char data[100];
-	char id[65], stray[PATH_MAX], path[PATH_MAX];
+	char id[65], other[65], path[PATH_MAX];
+	off_t offset;
+	uint32_t flags;
 
 	fill_pattern(data, sizeof(data), 18);
 	chunk_id(53, id);
+	chunk_id(56, other);
 	put(f->store, id, data, sizeof(data), 0);
 	efs_store_close(f->store);
 	f->store = NULL;
 
-	snprintf(stray, sizeof(stray), "%s/chunks/%.2s/.tmp-xyz", f->dir, id);
-	FILE *fp = fopen(stray, "w");
+	chunk_file(f, id, path, sizeof(path), &offset);
+	FILE *fp = fopen(path, "a");
 	assert_non_null(fp);
-	assert_int_equal(fwrite(data, 1, 50, fp), 50);
+	assert_int_equal(fwrite("EFSR\x01\x01", 1, 6, fp), 6); /* half a header */
 	assert_int_equal(fclose(fp), 0);
 
 	assert_int_equal(open_store(f, 0), 0);
 	expect_stats(f->store, 1, 100);
-	assert_false(exists(stray));
-	chunk_file(f, id, path, sizeof(path));
-	assert_true(exists(path));
-	assert_int_equal(subdir_entries(f, id), 1);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+	put(f->store, other, data, 50, 0);
+	reopen(f);
+	expect_stats(f->store, 2, 150);
+	assert_int_equal(efs_store_get(f->store, other, &f->buf, &flags), 0);
+	assert_memory_equal(f->buf.data, data, 50);
 }
 
 /* A chunk file damaged while the store was closed: whatever the reopen
@@ -694,8 +789,9 @@ static void test_reopen_with_damaged_chunk_keeps_counts_right(void **state)
 	put(f->store, damaged, data, 200, 0);
 	efs_store_close(f->store);
 	f->store = NULL;
-	chunk_file(f, damaged, path, sizeof(path));
-	assert_int_equal(truncate(path, 10), 0);
+	off_t offset;
+	chunk_file(f, damaged, path, sizeof(path), &offset);
+	flip_byte(path, offset + HEADER + 10); /* the payload: the scan still follows */
 
 	assert_int_equal(open_store(f, 0), 0);
 	assert_int_equal(efs_store_get(f->store, damaged, &f->buf, &flags), -EBADMSG);
@@ -786,11 +882,450 @@ static void test_rewriting_a_chunk_replaces_it(void **state)
 	assert_int_equal(flags, EFS_STORE_GZIP);
 	assert_int_equal(f->buf.len, sizeof(second));
 	assert_memory_equal(f->buf.data, second, sizeof(second));
-	assert_int_equal(subdir_entries(f, id), 1);
+	reopen(f); /* the newer record wins on replay too */
+	expect_stats(f->store, 1, 300);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+	assert_memory_equal(f->buf.data, second, sizeof(second));
 }
 
-int main(void)
+
+/* ---- volumes: order, group commit, compaction, the old layout --------- */
+
+/* A write that began before a delete of the same chunk and committed after
+ * it wins, now and after a restart (the order is the commit order). */
+static void test_write_committed_after_a_delete_survives_reopen(void **state)
 {
+	struct fixture *f = *state;
+	unsigned char data[200];
+	char id[65];
+	struct efs_store_writer *w = NULL;
+	uint32_t flags;
+
+	fill_pattern(data, sizeof(data), 30);
+	chunk_id(90, id);
+	put(f->store, id, data, 100, 0);
+	assert_int_equal(efs_store_write_begin(f->store, id, 200, 0, &w), 0);
+	assert_int_equal(efs_store_write(w, data, 200), 0);
+	assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	assert_int_equal(efs_store_write_commit(w, true, efs_crc32c(0, data, 200)), 0);
+	expect_stats(f->store, 1, 200);
+	reopen(f);
+	expect_stats(f->store, 1, 200);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+	assert_int_equal(f->buf.len, 200);
+
+	/* and a delete after it is kept too */
+	assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	reopen(f);
+	expect_stats(f->store, 0, 0);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
+}
+
+/* An aborted write between two committed ones: the scan skips its region
+ * by its length and finds the one after it. */
+static void test_reopen_skips_an_aborted_region(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[300];
+	char a[65], b[65], c[65];
+	struct efs_store_writer *w = NULL;
+	uint32_t flags;
+
+	fill_pattern(data, sizeof(data), 31);
+	chunk_id(91, a);
+	chunk_id(92, b);
+	chunk_id(93, c);
+	put(f->store, a, data, 100, 0);
+	assert_int_equal(efs_store_write_begin(f->store, b, 300, 0, &w), 0);
+	assert_int_equal(efs_store_write(w, data, 120), 0);
+	put(f->store, c, data, 300, EFS_STORE_GZIP);
+	efs_store_write_abort(w);
+	reopen(f);
+	expect_stats(f->store, 2, 400);
+	assert_int_equal(efs_store_get(f->store, b, &f->buf, &flags), -ENOENT);
+	assert_int_equal(efs_store_get(f->store, c, &f->buf, &flags), 0);
+	assert_int_equal(flags, EFS_STORE_GZIP);
+	assert_memory_equal(f->buf.data, data, 300);
+}
+
+#define GROUP_THREADS 16
+#define GROUP_PUTS 40
+
+struct group_thread {
+	struct efs_store *store;
+	unsigned index;
+	int failures;
+};
+
+static void *group_main(void *arg)
+{
+	struct group_thread *t = arg;
+	unsigned char data[777];
+	char id[65];
+	for (unsigned i = 0; i < GROUP_PUTS; i++) {
+		struct efs_store_writer *w = NULL;
+		chunk_id(10000 + t->index * 1000 + i, id);
+		fill_pattern(data, sizeof(data), t->index * 1000 + i);
+		if (efs_store_write_begin(t->store, id, sizeof(data), 0, &w) < 0 ||
+		    efs_store_write(w, data, sizeof(data)) < 0 ||
+		    efs_store_write_commit(w, true, efs_crc32c(0, data, sizeof(data))) < 0)
+			t->failures++;
+	}
+	return NULL;
+}
+
+/* Many threads committing at once (they share fdatasyncs): every chunk is
+ * there and right, before and after a reopen, across sealed volumes. */
+static void test_concurrent_commits_are_all_kept(void **state)
+{
+	struct fixture *f = *state;
+	struct group_thread threads[GROUP_THREADS];
+	pthread_t tids[GROUP_THREADS];
+	unsigned char want[777];
+	char id[65];
+	uint32_t flags;
+
+	for (unsigned i = 0; i < GROUP_THREADS; i++) {
+		threads[i] = (struct group_thread){.store = f->store, .index = i};
+		assert_int_equal(pthread_create(&tids[i], NULL, group_main, &threads[i]), 0);
+	}
+	for (unsigned i = 0; i < GROUP_THREADS; i++) {
+		assert_int_equal(pthread_join(tids[i], NULL), 0);
+		assert_int_equal(threads[i].failures, 0);
+	}
+	for (int round = 0; round < 2; round++) {
+		expect_stats(f->store, GROUP_THREADS * GROUP_PUTS, GROUP_THREADS * GROUP_PUTS * 777);
+		for (unsigned t = 0; t < GROUP_THREADS; t++) {
+			for (unsigned i = 0; i < GROUP_PUTS; i++) {
+				chunk_id(10000 + t * 1000 + i, id);
+				fill_pattern(want, sizeof(want), t * 1000 + i);
+				assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+				assert_memory_equal(f->buf.data, want, sizeof(want));
+			}
+		}
+		reopen(f);
+	}
+	struct efs_store_volume_stats vs;
+	efs_store_volume_stats(f->store, &vs);
+	assert_true(vs.volume_count > 1); /* 4 KiB volumes: sealed as they filled */
+}
+
+static struct efs_store_volume_stats volumes(struct efs_store *s)
+{
+	struct efs_store_volume_stats vs;
+	efs_store_volume_stats(s, &vs);
+	return vs;
+}
+
+static void compact_all(struct efs_store *s)
+{
+	int r;
+	while ((r = efs_store_compact(s)) > 0)
+		;
+	assert_int_equal(r, 0);
+}
+
+/* Deletes free disk space: compaction moves what is live out of mostly
+ * dead volumes and removes them; everything live stays readable, with its
+ * write time, and a restart finds the same. */
+static void test_compaction_reclaims_deleted_space(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[1000];
+	char id[65];
+	uint32_t flags;
+	uint64_t length;
+	int64_t mtimes[40];
+
+	for (unsigned i = 0; i < 40; i++) {
+		chunk_id(200 + i, id);
+		fill_pattern(data, sizeof(data), i);
+		put(f->store, id, data, sizeof(data), 0);
+		assert_int_equal(efs_store_stat(f->store, id, &length, &flags, &mtimes[i]), 0);
+	}
+	struct efs_store_volume_stats before = volumes(f->store);
+	assert_true(before.file_bytes >= 40 * 1000);
+	for (unsigned i = 0; i < 40; i++) {
+		if (i % 8 == 0)
+			continue; /* keeps 5 */
+		chunk_id(200 + i, id);
+		assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	}
+	compact_all(f->store);
+	struct efs_store_volume_stats after = volumes(f->store);
+	print_message("volumes %llu -> %llu, bytes %llu -> %llu\n",
+		      (unsigned long long)before.volume_count, (unsigned long long)after.volume_count,
+		      (unsigned long long)before.file_bytes, (unsigned long long)after.file_bytes);
+	assert_true(after.file_bytes < before.file_bytes / 2);
+	assert_true(after.volume_count < before.volume_count);
+	for (int round = 0; round < 2; round++) {
+		expect_stats(f->store, 5, 5000);
+		for (unsigned i = 0; i < 40; i++) {
+			int64_t mtime = 0;
+			chunk_id(200 + i, id);
+			fill_pattern(data, sizeof(data), i);
+			if (i % 8 != 0) {
+				assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
+				continue;
+			}
+			assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+			assert_memory_equal(f->buf.data, data, sizeof(data));
+			assert_int_equal(efs_store_stat(f->store, id, &length, &flags, &mtime), 0);
+			assert_int_equal(mtime, mtimes[i]); /* the collector's guard still works */
+		}
+		reopen(f);
+	}
+}
+
+/* A tombstone whose chunk's volume still exists is carried over when the
+ * tombstone's own volume is compacted: the chunk stays deleted. */
+static void test_compaction_keeps_needed_tombstones(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[1000];
+	char id[65], doomed[65];
+	uint32_t flags;
+
+	fill_pattern(data, sizeof(data), 40);
+	chunk_id(300, doomed);
+	put(f->store, doomed, data, sizeof(data), 0);
+	for (unsigned i = 1; i < 4; i++) { /* its volume stays mostly live */
+		chunk_id(300 + i, id);
+		put(f->store, id, data, sizeof(data), 0);
+	}
+	assert_int_equal(efs_store_delete(f->store, doomed, 0), 0);
+	/* fill the tombstone's volume with chunks, then delete them */
+	for (unsigned i = 10; i < 20; i++) {
+		chunk_id(300 + i, id);
+		put(f->store, id, data, sizeof(data), 0);
+	}
+	for (unsigned i = 10; i < 20; i++) {
+		chunk_id(300 + i, id);
+		assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	}
+	compact_all(f->store);
+	reopen(f);
+	compact_all(f->store);
+	reopen(f);
+	assert_int_equal(efs_store_get(f->store, doomed, &f->buf, &flags), -ENOENT);
+	expect_stats(f->store, 3, 3000);
+}
+
+/* Compaction verifies what it copies: a damaged record is quarantined, not
+ * copied. */
+static void test_compaction_quarantines_a_damaged_record(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[1000];
+	char id[65], damaged[65], path[PATH_MAX], quarantine[PATH_MAX];
+	off_t offset;
+	uint32_t flags;
+
+	fill_pattern(data, sizeof(data), 41);
+	chunk_id(400, damaged);
+	put(f->store, damaged, data, sizeof(data), 0);
+	for (unsigned i = 1; i < 4; i++) {
+		chunk_id(400 + i, id);
+		put(f->store, id, data, sizeof(data), 0);
+		assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	}
+	chunk_file(f, damaged, path, sizeof(path), &offset);
+	flip_byte(path, offset + HEADER + 3);
+	compact_all(f->store);
+	corrupt_file(f, damaged, quarantine, sizeof(quarantine));
+	assert_true(exists(quarantine));
+	expect_stats(f->store, 0, 0);
+	assert_int_equal(efs_store_get(f->store, damaged, &f->buf, &flags), -ENOENT);
+	reopen(f);
+	assert_int_equal(efs_store_get(f->store, damaged, &f->buf, &flags), -ENOENT);
+}
+
+/* Every open starts a new volume; the small ones restarts leave behind
+ * are merged, and what they hold stays readable. */
+static void test_small_volumes_left_by_restarts_are_merged(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[100];
+	char id[65];
+	uint32_t flags;
+
+	volume_bytes = 1 << 20;
+	for (unsigned i = 0; i < 4; i++) {
+		reopen(f);
+		chunk_id(600 + i, id);
+		fill_pattern(data, sizeof(data), i);
+		put(f->store, id, data, sizeof(data), 0);
+	}
+	reopen(f);
+	volume_bytes = 4096;
+	assert_int_equal(volumes(f->store).volume_count, 4);
+	compact_all(f->store);
+	assert_int_equal(volumes(f->store).volume_count, 1);
+	for (int round = 0; round < 2; round++) {
+		expect_stats(f->store, 4, 400);
+		for (unsigned i = 0; i < 4; i++) {
+			chunk_id(600 + i, id);
+			fill_pattern(data, sizeof(data), i);
+			assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+			assert_memory_equal(f->buf.data, data, sizeof(data));
+		}
+		reopen(f);
+	}
+}
+
+/* Writes a chunk file of the layout before volumes. */
+static void write_legacy(const struct fixture *f, const char *id, const unsigned char *data,
+			 size_t len, uint32_t flags, uint32_t crc)
+{
+	unsigned char h[32] = "EFSC";
+	char path[PATH_MAX];
+	h[4] = 1;
+	h[5] = (unsigned char)flags;
+	for (int i = 0; i < 8; i++)
+		h[8 + i] = (unsigned char)((uint64_t)len >> (8 * i));
+	for (int i = 0; i < 4; i++)
+		h[16 + i] = (unsigned char)(crc >> (8 * i));
+	uint32_t hcrc = efs_crc32c(0, h, 28);
+	for (int i = 0; i < 4; i++)
+		h[28 + i] = (unsigned char)(hcrc >> (8 * i));
+	snprintf(path, sizeof(path), "%s/chunks/%.2s", f->dir, id);
+	assert_int_equal(efs_mkdir_p(path), 0);
+	snprintf(path, sizeof(path), "%s/chunks/%.2s/%s", f->dir, id, id);
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(h, 1, 32, fp), 32);
+	assert_int_equal(fwrite(data, 1, len, fp), len);
+	assert_int_equal(fclose(fp), 0);
+}
+
+/* A worker started on a data directory of the old layout serves its
+ * chunks: they are imported into volumes (write times kept), damaged ones
+ * go to corrupt/, and the old directory is removed. */
+static void test_old_layout_is_imported(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[3000];
+	char a[65], b[65], bad[65], path[PATH_MAX];
+	uint32_t flags;
+	uint64_t length;
+	int64_t mtime;
+
+	efs_store_close(f->store);
+	f->store = NULL;
+	fill_pattern(data, sizeof(data), 50);
+	chunk_id(500, a);
+	chunk_id(501, b);
+	chunk_id(502, bad);
+	write_legacy(f, a, data, 3000, EFS_STORE_GZIP, efs_crc32c(0, data, 3000));
+	write_legacy(f, b, data, 10, 0, efs_crc32c(0, data, 10));
+	write_legacy(f, bad, data, 100, 0, efs_crc32c(0, data, 100) ^ 1);
+	snprintf(path, sizeof(path), "%s/chunks/%.2s/%s", f->dir, a, a);
+	struct timespec times[2] = {{1600000000, 123000000}, {1600000000, 123000000}};
+	assert_int_equal(utimensat(AT_FDCWD, path, times, 0), 0);
+	snprintf(path, sizeof(path), "%s/chunks/%.2s/.tmp-abc", f->dir, a);
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	fclose(fp);
+
+	assert_int_equal(open_store(f, 0), 0);
+	expect_stats(f->store, 2, 3010);
+	assert_int_equal(efs_store_get(f->store, a, &f->buf, &flags), 0);
+	assert_int_equal(flags, EFS_STORE_GZIP);
+	assert_memory_equal(f->buf.data, data, 3000);
+	assert_int_equal(efs_store_stat(f->store, a, &length, &flags, &mtime), 0);
+	assert_int_equal(mtime, 1600000000123LL);
+	assert_int_equal(efs_store_get(f->store, bad, &f->buf, &flags), -ENOENT);
+	corrupt_file(f, bad, path, sizeof(path));
+	assert_true(exists(path));
+	snprintf(path, sizeof(path), "%s/chunks", f->dir);
+	assert_false(exists(path));
+	reopen(f);
+	expect_stats(f->store, 2, 3010);
+	assert_int_equal(efs_store_get(f->store, b, &f->buf, &flags), 0);
+	assert_memory_equal(f->buf.data, data, 10);
+}
+
+/* ---- micro benchmark (not a test) ------------------------------------ */
+
+/* `test_store --bench [DIR]`: 16 threads each commit 4 KiB chunks for about
+ * 3 s into a fresh store under DIR (default: build/), then print the rate.
+ * Nothing is asserted on the figure; it is for before/after comparisons. */
+#define BENCH_THREADS 16
+#define BENCH_SECONDS 3
+
+struct bench_thread {
+	struct efs_store *store;
+	unsigned index;
+	int64_t deadline_ms;
+	unsigned long ops;
+	int error;
+};
+
+static void *bench_main(void *arg)
+{
+	struct bench_thread *t = arg;
+	unsigned char data[4096];
+	char id[65];
+	char label[64];
+	while (efs_mono_ms() < t->deadline_ms) {
+		struct efs_store_writer *w = NULL;
+		int len = snprintf(label, sizeof(label), "bench-%u-%lu", t->index, t->ops);
+		efs_sha256_hex(label, (size_t)len, id);
+		fill_pattern(data, sizeof(data), (unsigned)t->ops);
+		int r = efs_store_write_begin(t->store, id, sizeof(data), 0, &w);
+		if (r == 0 && (r = efs_store_write(w, data, sizeof(data))) < 0)
+			efs_store_write_abort(w);
+		else if (r == 0)
+			r = efs_store_write_commit(w, true, efs_crc32c(0, data, sizeof(data)));
+		if (r < 0) {
+			t->error = r;
+			break;
+		}
+		t->ops++;
+	}
+	return NULL;
+}
+
+static int run_bench(const char *parent)
+{
+	char dir[PATH_MAX], err[256] = "";
+	struct efs_store *store = NULL;
+	struct bench_thread threads[BENCH_THREADS];
+	pthread_t tids[BENCH_THREADS];
+	unsigned long total = 0;
+
+	snprintf(dir, sizeof(dir), "%s/efs-store-bench-XXXXXX", parent);
+	if (!mkdtemp(dir) || efs_store_open(dir, 0, &store, err, sizeof(err)) < 0) {
+		fprintf(stderr, "cannot open a store in %s: %s\n", dir, err);
+		return 1;
+	}
+	int64_t started = efs_mono_ms();
+	for (unsigned i = 0; i < BENCH_THREADS; i++) {
+		threads[i] = (struct bench_thread){.store = store, .index = i,
+						   .deadline_ms = started + BENCH_SECONDS * 1000};
+		pthread_create(&tids[i], NULL, bench_main, &threads[i]);
+	}
+	for (unsigned i = 0; i < BENCH_THREADS; i++) {
+		pthread_join(tids[i], NULL);
+		total += threads[i].ops;
+		if (threads[i].error)
+			fprintf(stderr, "thread %u: %s\n", i, strerror(-threads[i].error));
+	}
+	int64_t took = efs_mono_ms() - started;
+	printf("{\"threads\": %d, \"chunk_bytes\": 4096, \"commits\": %lu, \"ms\": %lld, "
+	       "\"commits_per_s\": %.0f}\n",
+	       BENCH_THREADS, total, (long long)took, took > 0 ? total * 1000.0 / took : 0.0);
+	efs_store_close(store);
+	remove_tree(dir);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "--bench") == 0)
+		return run_bench(argc > 2 ? argv[2] : "build");
+	volume_bytes = 4096;
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_write_then_get_returns_bytes_and_flags),
@@ -812,10 +1347,18 @@ int main(void)
 		T(test_truncated_file_is_quarantined),
 		T(test_truncated_chunk_releases_its_bytes),
 		T(test_reopen_counts_existing_chunks),
-		T(test_reopen_removes_stray_temporary),
+		T(test_reopen_ignores_a_torn_tail),
 		T(test_reopen_with_damaged_chunk_keeps_counts_right),
 		T(test_iterate_visits_every_chunk_once),
 		T(test_rewriting_a_chunk_replaces_it),
+		T(test_write_committed_after_a_delete_survives_reopen),
+		T(test_reopen_skips_an_aborted_region),
+		T(test_concurrent_commits_are_all_kept),
+		T(test_compaction_reclaims_deleted_space),
+		T(test_compaction_keeps_needed_tombstones),
+		T(test_compaction_quarantines_a_damaged_record),
+		T(test_small_volumes_left_by_restarts_are_merged),
+		T(test_old_layout_is_imported),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
