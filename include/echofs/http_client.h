@@ -6,8 +6,9 @@
  * is how replicas are written side by side. Connections are kept alive
  * and reused between calls, single and parallel, from any thread: calls
  * run on pooled curl multi handles whose connection caches outlive the
- * call (at most 32 idle multis with 8 idle connections each; a connection
- * idle for 20 s is not reused). A connection whose transfer failed, timed
+ * call (at most 32 idle multis, each keeping up to 32 idle connections, so
+ * at most 32 idle connections to any one server; a connection idle for
+ * 20 s is not reused). A connection whose transfer failed, timed
  * out or was aborted is closed, never reused; a request that finds its
  * reused connection closed by the server is sent again on a new one (a
  * memory body is rewound; a streamed body cannot be, and fails).

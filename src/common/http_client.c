@@ -24,12 +24,14 @@
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_CONNECT_TIMEOUT_MS 2000
 #define POOL_MAX 64
-/* Idle multi handles kept, and the idle connections each may keep. With
- * 16 concurrent uploads and 3 replicas about 16 multis hold 3 connections
- * each; the caps bound what a burst leaves open on the workers (one
- * thread per connection there). */
+/* Idle multi handles kept, and the idle connections each may keep. A
+ * multi holds at most one idle connection per server it has called (calls
+ * never send two requests to one server at once), so a server sees at
+ * most MULTI_POOL_MAX idle connections from this process (one thread each
+ * on a worker), whatever the cluster's size; with 16 concurrent uploads
+ * and 3 replicas about 16 multis hold 3 connections each. */
 #define MULTI_POOL_MAX 32
-#define MULTI_MAX_CONNECTS 8L
+#define MULTI_MAX_CONNECTS 32L
 /* An idle connection older than this is closed rather than reused: well
  * below the servers' idle timeout (http_server.h: 60 s), so a request is
  * not sent on a connection the server is closing. */

@@ -109,9 +109,10 @@ static void *serve_conn(void *arg)
 			break;
 		if (c->srv->mode == SLOW_FIRST && !atomic_exchange(&c->srv->slow_done, true))
 			usleep(1000 * 1000);
+		/* Counted before the client can see the answer. */
+		atomic_fetch_add(&c->srv->answered, 1);
 		if (send(c->fd, reply, sizeof(reply) - 1, MSG_NOSIGNAL) < 0)
 			break;
-		atomic_fetch_add(&c->srv->answered, 1);
 	}
 	shutdown(c->fd, SHUT_RDWR);
 	free(c);
@@ -125,6 +126,7 @@ static void *accept_loop(void *arg)
 		int fd = accept(srv->listen_fd, NULL, NULL);
 		if (fd < 0)
 			break;
+		atomic_fetch_add(&srv->accepted, 1); /* before anything is answered on it */
 		pthread_mutex_lock(&srv->lock);
 		struct conn *c = malloc(sizeof(*c));
 		if (!c || srv->conn_count == MAX_CONNS) {
@@ -138,7 +140,6 @@ static void *accept_loop(void *arg)
 		srv->fds[srv->conn_count] = fd;
 		pthread_create(&srv->threads[srv->conn_count], NULL, serve_conn, c);
 		srv->conn_count++;
-		atomic_fetch_add(&srv->accepted, 1);
 		pthread_mutex_unlock(&srv->lock);
 	}
 	return NULL;
