@@ -23,7 +23,9 @@
  * success writes the subject into @user (EFS_ID_MAX + 1 bytes) and returns
  * 0; otherwise returns -EACCES and points *reason at a static phrase
  * ("token expired", "bad signature"...). A subject is 1..64 characters of
- * [A-Za-z0-9_.@+-]. */
+ * [A-Za-z0-9_.@+-]. A token that passed is remembered (with its secret,
+ * subject and exp) so the same token is accepted again, until its exp,
+ * without decoding it; thread-safe. */
 int efs_jwt_verify(const char *secret, const char *token, int64_t now_s, char *user,
 		   const char **reason);
 

@@ -3,8 +3,15 @@
  *
  * A call describes one request; efs_http_call_run() performs it and
  * efs_http_call_run_parallel() performs several at once (curl multi), which
- * is how replicas are written side by side. Easy handles are pooled so
- * keep-alive connections to the same server are reused between calls.
+ * is how replicas are written side by side. Connections are kept alive
+ * and reused between calls, single and parallel, from any thread: calls
+ * run on pooled curl multi handles whose connection caches outlive the
+ * call (at most 32 idle multis, each keeping up to 32 idle connections, so
+ * at most 32 idle connections to any one server; a connection idle for
+ * 20 s is not reused). A connection whose transfer failed, timed
+ * out or was aborted is closed, never reused; a request that finds its
+ * reused connection closed by the server is sent again on a new one (a
+ * memory body is rewound; a streamed body cannot be, and fails).
  * Every response body is capped: a reply larger than resp_cap fails with
  * -E2BIG. Thread-safe; call efs_http_client_global_init() once at start.
  *
@@ -78,6 +85,11 @@ struct efs_http_call {
 int efs_http_client_global_init(void);
 /* Frees the handle pool and libcurl; after every call has finished. */
 void efs_http_client_global_cleanup(void);
+
+/* New connections opened by this process so far (libcurl's
+ * CURLINFO_NUM_CONNECTS summed over finished transfers): for tests and
+ * metrics of connection reuse. */
+uint64_t efs_http_client_connections_opened(void);
 
 /* Prepares @call for @method and @url with everything else zero. */
 void efs_http_call_init(struct efs_http_call *call, const char *method, const char *url);

@@ -156,6 +156,13 @@ int efs_http_reply_json(struct efs_http_req *req, unsigned status, json_t *body)
 int efs_http_reply_empty(struct efs_http_req *req, unsigned status);
 int efs_http_reply_bytes(struct efs_http_req *req, unsigned status, const char *content_type,
 			 const void *data, size_t len); /* copies data */
+/* Replies with @len bytes of @buf from @offset without copying them: the
+ * reply takes over the buffer's allocation (freed once sent, or when the
+ * request ends unsent) and @buf is left empty, reusable. @content_type may
+ * be NULL (then set it with efs_http_add_header). -EINVAL when the bytes
+ * lie outside the buffer (@buf untouched). */
+int efs_http_reply_buf(struct efs_http_req *req, unsigned status, const char *content_type,
+		       struct efs_buf *buf, size_t offset, size_t len);
 /* {"error": {"code": code, "message": ...}}; @extra (stolen, may be NULL)
  * is merged into the error object, e.g. {"missing": [1, 2]}. */
 int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const char *code,

@@ -4,9 +4,81 @@
 #include "echofs/util.h"
 
 #include <jwt.h>
+#include <openssl/crypto.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+/* Tokens that passed the full check, so that a client sending the same
+ * token again and again (every request) costs a lookup rather than
+ * base64, JSON and HMAC work (10% of the master's CPU on 4 KiB downloads).
+ * Direct-mapped by a hash of the token; an entry holds the exact token and
+ * secret, the subject and exp, and is used only for that token under that
+ * secret and only until exp. Only successes are kept: a bad token always
+ * takes the full check. */
+#define TOKEN_CACHE_SLOTS 256
+#define TOKEN_CACHE_MAX_TOKEN 1024
+#define TOKEN_CACHE_MAX_SECRET 256
+
+struct token_entry {
+	size_t token_len; /* 0: empty slot */
+	char token[TOKEN_CACHE_MAX_TOKEN];
+	char secret[TOKEN_CACHE_MAX_SECRET + 1];
+	int64_t exp_s;
+	char user[EFS_ID_MAX + 1];
+};
+
+static pthread_mutex_t token_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct token_entry token_cache[TOKEN_CACHE_SLOTS];
+
+static struct token_entry *token_slot(const char *token, size_t len)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)token[i]) * 1099511628211ULL;
+	return &token_cache[h % TOKEN_CACHE_SLOTS];
+}
+
+static bool cacheable(const char *secret, size_t token_len)
+{
+	return token_len <= TOKEN_CACHE_MAX_TOKEN && strlen(secret) <= TOKEN_CACHE_MAX_SECRET;
+}
+
+/* True (and the subject in @user) when @token under @secret was verified
+ * before and has not expired at @now_s. */
+static bool token_cached(const char *secret, const char *token, size_t len, int64_t now_s,
+			 char *user)
+{
+	bool hit = false;
+	if (!cacheable(secret, len))
+		return false;
+	struct token_entry *e = token_slot(token, len);
+	pthread_mutex_lock(&token_lock);
+	/* Constant time over the token: its bytes are a credential. */
+	if (e->token_len == len && CRYPTO_memcmp(e->token, token, len) == 0 &&
+	    strcmp(e->secret, secret) == 0 && e->exp_s > now_s) {
+		efs_strlcpy(user, e->user, EFS_ID_MAX + 1);
+		hit = true;
+	}
+	pthread_mutex_unlock(&token_lock);
+	return hit;
+}
+
+static void token_remember(const char *secret, const char *token, size_t len, int64_t exp_s,
+			   const char *user)
+{
+	if (!cacheable(secret, len))
+		return;
+	struct token_entry *e = token_slot(token, len);
+	pthread_mutex_lock(&token_lock);
+	e->token_len = len;
+	memcpy(e->token, token, len);
+	efs_strlcpy(e->secret, secret, sizeof(e->secret));
+	e->exp_s = exp_s;
+	efs_strlcpy(e->user, user, sizeof(e->user));
+	pthread_mutex_unlock(&token_lock);
+}
 
 bool efs_user_valid(const char *user)
 {
@@ -34,10 +106,13 @@ int efs_jwt_verify(const char *secret, const char *token, int64_t now_s, char *u
 		*reason = "empty token";
 		return -EACCES;
 	}
-	if (strlen(token) > EFS_JWT_MAX) {
+	size_t token_len = strlen(token);
+	if (token_len > EFS_JWT_MAX) {
 		*reason = "token too long";
 		return -EACCES;
 	}
+	if (token_cached(secret, token, token_len, now_s, user))
+		return 0;
 	/* libjwt skips the signature check for "alg": "none", so the
 	 * algorithm is checked explicitly after decoding. */
 	if (jwt_decode(&jwt, token, (const unsigned char *)secret, (int)strlen(secret)) != 0 ||
@@ -69,6 +144,7 @@ int efs_jwt_verify(const char *secret, const char *token, int64_t now_s, char *u
 		goto out;
 	}
 	efs_strlcpy(user, sub, EFS_ID_MAX + 1);
+	token_remember(secret, token, token_len, (int64_t)exp, user);
 	r = 0;
 out:
 	jwt_free(jwt);

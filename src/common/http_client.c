@@ -1,10 +1,20 @@
 /* SPDX-License-Identifier: MIT */
-/* http_client.c - owns libcurl: handle pool, checked setup, multi transfers. */
+/* http_client.c - owns libcurl: handle pools, checked setup, multi transfers.
+ *
+ * Every transfer, single or parallel, runs on a curl multi handle taken
+ * from a pool and given back afterwards. Connections live in the multi's
+ * connection cache, so they outlive the call: the next call that takes
+ * that multi reuses its keep-alive connections to the same servers (a
+ * chunk's three replica writes open no new connection once warm). A multi
+ * is used by one thread at a time; libcurl closes a connection whose
+ * transfer failed, timed out or was aborted, so only connections that
+ * completed a response cleanly are kept. */
 #include "echofs/http_client.h"
 #include "echofs/util.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +24,30 @@
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_CONNECT_TIMEOUT_MS 2000
 #define POOL_MAX 64
+/* Idle multi handles kept, and the idle connections each may keep. A
+ * multi holds at most one idle connection per server it has called (calls
+ * never send two requests to one server at once), so a server sees at
+ * most MULTI_POOL_MAX idle connections from this process (one thread each
+ * on a worker), whatever the cluster's size; with 16 concurrent uploads
+ * and 3 replicas about 16 multis hold 3 connections each. */
+#define MULTI_POOL_MAX 32
+#define MULTI_MAX_CONNECTS 32L
+/* An idle connection older than this is closed rather than reused: well
+ * below the servers' idle timeout (http_server.h: 60 s), so a request is
+ * not sent on a connection the server is closing. */
+#define MAX_CONN_AGE_S 20L
 
-/* Idle easy handles; each keeps its own connection cache, so reusing one
- * reuses its keep-alive connection. */
+/* Idle easy handles (set-up cost only: connections belong to the multis). */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static CURL *pool[POOL_MAX];
 static size_t pool_len;
+
+/* Idle multi handles, each with its cache of keep-alive connections. */
+static pthread_mutex_t multi_lock = PTHREAD_MUTEX_INITIALIZER;
+static CURLM *multi_pool[MULTI_POOL_MAX];
+static size_t multi_len;
+
+static _Atomic uint64_t connections_opened;
 
 /* Per transfer: the call, its header list, and the upload position. */
 struct transfer {
@@ -45,7 +73,49 @@ void efs_http_client_global_cleanup(void)
 		curl_easy_cleanup(pool[i]);
 	pool_len = 0;
 	pthread_mutex_unlock(&pool_lock);
+	pthread_mutex_lock(&multi_lock);
+	for (size_t i = 0; i < multi_len; i++)
+		curl_multi_cleanup(multi_pool[i]);
+	multi_len = 0;
+	pthread_mutex_unlock(&multi_lock);
 	curl_global_cleanup();
+}
+
+uint64_t efs_http_client_connections_opened(void)
+{
+	return atomic_load(&connections_opened);
+}
+
+/* The most recently used idle multi (its connections are the likeliest to
+ * be alive), or a new one. */
+static CURLM *multi_get(void)
+{
+	CURLM *multi = NULL;
+	pthread_mutex_lock(&multi_lock);
+	if (multi_len > 0)
+		multi = multi_pool[--multi_len];
+	pthread_mutex_unlock(&multi_lock);
+	if (multi)
+		return multi;
+	multi = curl_multi_init();
+	if (multi && curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, MULTI_MAX_CONNECTS) != CURLM_OK) {
+		curl_multi_cleanup(multi);
+		multi = NULL;
+	}
+	return multi;
+}
+
+/* Gives back a multi with no transfer attached. */
+static void multi_put(CURLM *multi)
+{
+	pthread_mutex_lock(&multi_lock);
+	if (multi_len < MULTI_POOL_MAX) {
+		multi_pool[multi_len++] = multi;
+		multi = NULL;
+	}
+	pthread_mutex_unlock(&multi_lock);
+	if (multi)
+		curl_multi_cleanup(multi); /* closes its connections */
 }
 
 static CURL *handle_get(void)
@@ -140,6 +210,17 @@ static size_t on_read(char *out, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* libcurl rewinds the body when it sends the request again on a new
+ * connection (a reused connection that the server had closed). */
+static int on_seek(void *userdata, curl_off_t offset, int origin)
+{
+	struct transfer *t = userdata;
+	if (origin != SEEK_SET || offset < 0 || (size_t)offset > t->call->body_len)
+		return CURL_SEEKFUNC_FAIL;
+	t->upload_pos = (size_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
 static size_t on_source(char *out, size_t size, size_t nmemb, void *userdata)
 {
 	struct transfer *t = userdata;
@@ -212,6 +293,7 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 	SETOPT(h, CURLOPT_WRITEFUNCTION, on_write);
 	SETOPT(h, CURLOPT_WRITEDATA, t);
 	SETOPT(h, CURLOPT_TCP_NODELAY, 1L);
+	SETOPT(h, CURLOPT_MAXAGE_CONN, MAX_CONN_AGE_S);
 	call->captured[0] = '\0';
 	if (call->capture_header) {
 		SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -223,6 +305,8 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 		SETOPT(h, CURLOPT_UPLOAD, 1L);
 		SETOPT(h, CURLOPT_READFUNCTION, on_read);
 		SETOPT(h, CURLOPT_READDATA, t);
+		SETOPT(h, CURLOPT_SEEKFUNCTION, on_seek);
+		SETOPT(h, CURLOPT_SEEKDATA, t);
 		SETOPT(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)call->body_len);
 		/* The method stays what the call says (CUSTOMREQUEST). */
 	} else if (call->source) {
@@ -283,6 +367,9 @@ static int map_curl_error(CURLcode code)
 static void transfer_finish(struct transfer *t, CURLcode code)
 {
 	struct efs_http_call *call = t->call;
+	long connects = 0;
+	if (curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
+		atomic_fetch_add(&connections_opened, (uint64_t)connects);
 	if (code == CURLE_OK) {
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &call->status);
 	} else {
@@ -304,45 +391,37 @@ static void transfer_finish(struct transfer *t, CURLcode code)
 	t->easy = NULL;
 }
 
-int efs_http_call_run(struct efs_http_call *call)
+/* Runs @n calls on a pooled multi; each call's result is in its fields. */
+static int run_transfers(struct efs_http_call **calls, size_t n)
 {
-	struct transfer t;
-	int r = transfer_setup(&t, call);
-	if (r < 0) {
-		call->error = r;
-		snprintf(call->errmsg, sizeof(call->errmsg), "could not set up the request");
-		return r;
-	}
-	transfer_finish(&t, curl_easy_perform(t.easy));
-	return call->error;
-}
-
-int efs_http_call_run_parallel(struct efs_http_call **calls, size_t n)
-{
-	struct transfer *ts = calloc(n ? n : 1, sizeof(*ts));
-	CURLM *multi = curl_multi_init();
+	struct transfer one;
+	struct transfer *ts = n == 1 ? &one : calloc(n ? n : 1, sizeof(*ts));
+	CURLM *multi = multi_get();
 	int r = 0;
 	if (!ts || !multi) {
 		r = -ENOMEM;
+		for (size_t i = 0; i < n; i++) {
+			calls[i]->error = r;
+			snprintf(calls[i]->errmsg, sizeof(calls[i]->errmsg), "out of memory");
+		}
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
 		int s = transfer_setup(&ts[i], calls[i]);
-		if (s < 0) {
-			calls[i]->error = s;
-			snprintf(calls[i]->errmsg, sizeof(calls[i]->errmsg),
-				 "could not set up the request");
+		if (s == 0 && curl_easy_setopt(ts[i].easy, CURLOPT_PRIVATE, &ts[i]) == CURLE_OK &&
+		    curl_multi_add_handle(multi, ts[i].easy) == CURLM_OK)
 			continue;
+		if (s == 0) { /* set up, but not attached */
+			transfer_finish(&ts[i], CURLE_FAILED_INIT);
+			s = -EIO;
 		}
-		curl_easy_setopt(ts[i].easy, CURLOPT_PRIVATE, &ts[i]);
-		curl_multi_add_handle(multi, ts[i].easy);
+		calls[i]->error = s;
+		snprintf(calls[i]->errmsg, sizeof(calls[i]->errmsg), "could not set up the request");
 	}
 	int running = 1;
 	while (running) {
 		if (curl_multi_perform(multi, &running) != CURLM_OK)
 			break;
-		if (running)
-			curl_multi_poll(multi, NULL, 0, 1000, NULL);
 		CURLMsg *msg;
 		int queued;
 		while ((msg = curl_multi_info_read(multi, &queued))) {
@@ -355,8 +434,12 @@ int efs_http_call_run_parallel(struct efs_http_call **calls, size_t n)
 			curl_multi_remove_handle(multi, easy);
 			transfer_finish(t, code);
 		}
+		/* libcurl shortens the wait to its own next timeout. */
+		if (running && curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK)
+			break;
 	}
-	/* Anything still attached (a multi failure) is finished as an error. */
+	/* Anything still attached (a multi failure) is finished as an error;
+	 * removing it mid-transfer closes its connection. */
 	for (size_t i = 0; i < n; i++) {
 		if (ts[i].easy) {
 			curl_multi_remove_handle(multi, ts[i].easy);
@@ -365,7 +448,20 @@ int efs_http_call_run_parallel(struct efs_http_call **calls, size_t n)
 	}
 out:
 	if (multi)
-		curl_multi_cleanup(multi);
-	free(ts);
+		multi_put(multi);
+	if (ts != &one)
+		free(ts);
 	return r;
+}
+
+int efs_http_call_run(struct efs_http_call *call)
+{
+	struct efs_http_call *calls[1] = {call};
+	run_transfers(calls, 1);
+	return call->error;
+}
+
+int efs_http_call_run_parallel(struct efs_http_call **calls, size_t n)
+{
+	return run_transfers(calls, n);
 }

@@ -266,6 +266,31 @@ int efs_http_reply_bytes(struct efs_http_req *req, unsigned status, const char *
 	return reply_buffer(req, status, content_type, copy, len);
 }
 
+static void free_cls(void *cls)
+{
+	free(cls);
+}
+
+int efs_http_reply_buf(struct efs_http_req *req, unsigned status, const char *content_type,
+		       struct efs_buf *buf, size_t offset, size_t len)
+{
+	if (offset > buf->len || len > buf->len - offset)
+		return -EINVAL;
+	char *data = efs_buf_detach(buf);
+	if (!data)
+		return -ENOMEM;
+	struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+		len, data + offset, free_cls, data);
+	if (!resp) {
+		free(data);
+		return -ENOMEM;
+	}
+	if (content_type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	req->priv->bytes_out = len;
+	return set_reply(req, status, resp);
+}
+
 int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const char *code,
 			       json_t *extra, const char *fmt, ...)
 {
@@ -320,8 +345,12 @@ int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t len
 	t->free_fn = free_fn;
 	t->priv = req->priv;
 	uint64_t size = length < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)length;
-	struct MHD_Response *resp = MHD_create_response_from_callback(
-		size, STREAM_BLOCK_SIZE, stream_read, t, stream_free);
+	/* libmicrohttpd allocates (and zeroes) the block with the response:
+	 * no bigger than the body. */
+	size_t block = length >= 0 && length < STREAM_BLOCK_SIZE ? (size_t)EFS_MAX(length, 1)
+								  : STREAM_BLOCK_SIZE;
+	struct MHD_Response *resp =
+		MHD_create_response_from_callback(size, block, stream_read, t, stream_free);
 	if (!resp) {
 		stream_free(t);
 		return -ENOMEM;

@@ -500,6 +500,17 @@ int efs_api_file_download(struct efs_http_req *req)
 	efs_http_add_header(req, "Accept-Ranges", "bytes");
 	if (!rd)
 		return efs_http_reply_empty(req, 200);
+	/* A range within the chunk just fetched (every small file) goes out
+	 * from that buffer: no stream, no copy. */
+	struct efs_buf whole;
+	size_t offset, len;
+	efs_buf_init(&whole, SIZE_MAX);
+	if (efs_reader_take(rd, &whole, &offset, &len)) {
+		efs_reader_free(rd);
+		r = efs_http_reply_buf(req, status, NULL, &whole, offset, len);
+		efs_buf_release(&whole);
+		return r;
+	}
 	return efs_http_reply_stream(req, status, (int64_t)(last - first + 1), download_read, rd,
 				     download_free);
 }

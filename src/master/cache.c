@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* cache.c - file and session metadata in Redis, JSON-encoded. */
+/* cache.c - file and session metadata in Redis, JSON-encoded, and the
+ * file metadata of recent downloads in this process's memory. */
 #include "master/cache.h"
 #include "echofs/json.h"
 #include "echofs/redis.h"
@@ -7,7 +8,63 @@
 #include "master/master.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <string.h>
+
+/* The local tier: direct-mapped by file id, EFS_FILE_CACHE_TTL_MS. It
+ * saves the store query (or the Redis round trip) that every download
+ * began with. Another master's delete does not reach it; see cache.h for
+ * why downloads stay correct. */
+#define LOCAL_FILE_SLOTS 1024
+
+static pthread_mutex_t local_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	int64_t added_ms; /* efs_mono_ms */
+	struct efs_file_info file; /* file_id "": empty slot */
+} local_files[LOCAL_FILE_SLOTS];
+
+static size_t local_slot(const char *file_id)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (const char *p = file_id; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return (size_t)(h % LOCAL_FILE_SLOTS);
+}
+
+static bool local_get(const char *file_id, struct efs_file_info *out)
+{
+	size_t i = local_slot(file_id);
+	bool hit = false;
+	pthread_mutex_lock(&local_lock);
+	if (strcmp(local_files[i].file.file_id, file_id) == 0 &&
+	    efs_mono_ms() - local_files[i].added_ms < EFS_FILE_CACHE_TTL_MS) {
+		*out = local_files[i].file;
+		hit = true;
+	}
+	pthread_mutex_unlock(&local_lock);
+	return hit;
+}
+
+static void local_put(const struct efs_file_info *f)
+{
+	/* An empty file has no chunk list that would reveal its deletion. */
+	if (f->size == 0 || !f->file_id[0])
+		return;
+	size_t i = local_slot(f->file_id);
+	pthread_mutex_lock(&local_lock);
+	local_files[i].file = *f;
+	local_files[i].added_ms = efs_mono_ms();
+	pthread_mutex_unlock(&local_lock);
+}
+
+static void local_forget(const char *file_id)
+{
+	size_t i = local_slot(file_id);
+	pthread_mutex_lock(&local_lock);
+	if (strcmp(local_files[i].file.file_id, file_id) == 0)
+		local_files[i].file.file_id[0] = '\0';
+	pthread_mutex_unlock(&local_lock);
+}
 
 #define ENTRY_MAX (8 * 1024)
 
@@ -88,6 +145,8 @@ int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_fil
 	struct efs_file_info f;
 	uint64_t replication, created;
 	bool gone;
+	if (local_get(file_id, out))
+		return 0;
 	json_t *j = cache_get(m, "file", file_id, &gone);
 	if (gone)
 		return -ENOENT;
@@ -104,6 +163,7 @@ int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_fil
 		json_decref(j);
 		f.replication = (unsigned)replication;
 		f.created_at_ms = (int64_t)created;
+		local_put(&f);
 		*out = f;
 		return 0;
 	}
@@ -121,12 +181,14 @@ int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_fil
 				    (json_int_t)f.stored_bytes, "created_at",
 				    (json_int_t)f.created_at_ms),
 			  EFS_FILE_CACHE_TTL_MS);
+	local_put(&f);
 	*out = f;
 	return 0;
 }
 
 void efs_cache_file_forget(struct efs_master *m, const char *file_id)
 {
+	local_forget(file_id);
 	cache_forget(m, "file", file_id);
 }
 

@@ -9,6 +9,13 @@
  * sizes, expiry) are cached until the session expires; its version, which
  * changes with every chunk, is always read from the store. Without Redis,
  * or while it is unreachable, every call goes to the store.
+ *
+ * In front of Redis, each master keeps the file metadata of up to 1024
+ * recent downloads in its own memory (same TTL; files of 0 bytes are not
+ * kept). A delete through this master forgets its entry; a delete through
+ * another master does not, which is safe because efs_cache_file_get serves
+ * downloads only, and a download reads the file's chunk list from the
+ * store anyway: an empty list answers 404 and forgets the entry.
  */
 #ifndef ECHOFS_MASTER_CACHE_H
 #define ECHOFS_MASTER_CACHE_H
@@ -19,7 +26,8 @@ struct efs_master;
 
 #define EFS_FILE_CACHE_TTL_MS (10 * 60 * 1000)
 
-/* efs_meta_file_get through the cache. */
+/* efs_meta_file_get through the caches, for downloads only (a deleted file
+ * may still be found: the caller must check the chunk list). */
 int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_file_info *out);
 void efs_cache_file_forget(struct efs_master *m, const char *file_id);
 /* efs_meta_session_get through the cache; out->version is -1 when it came

@@ -217,9 +217,15 @@ static int read_replica(struct efs_master *m, const struct efs_chunk_info *chunk
 	} else {
 		if (scratch->len != chunk->size)
 			return -EBADMSG;
-		efs_buf_reset(out);
-		if ((r = efs_buf_append(out, bytes, scratch->len)) < 0)
-			return r;
+		if (scratch->len > out->cap)
+			return -E2BIG;
+		/* The stored bytes are the chunk: swap the buffers, no copy
+		 * (each keeps its cap). */
+		struct efs_buf held = *out;
+		*out = *scratch;
+		out->cap = held.cap;
+		held.cap = scratch->cap;
+		*scratch = held;
 	}
 	efs_sha256_hex(out->data ? out->data : "", out->len, hex);
 	return strcmp(hex, chunk->chunk_id) == 0 ? 0 : -EBADMSG;

@@ -1,13 +1,39 @@
 /* SPDX-License-Identifier: MIT */
-/* download.c - a streaming, verifying reader of file ranges. */
+/* download.c - a streaming, verifying reader of file ranges, with one
+ * chunk of read-ahead.
+ *
+ * While the connection's thread hands out chunk N, a helper thread of the
+ * reader fetches and verifies chunk N+1 (efs_chunk_read: failover and bad
+ * replica marking as for any read), so the worker round trip, the SHA-256
+ * and the decompression of the next chunk overlap the sending of this one.
+ * The helper exists only for ranges that span more than one chunk; a
+ * reader holds at most two chunks (the current one and the next).
+ *
+ * Who touches what: the chunk list batch and the "next" slot belong to the
+ * helper from the moment a fetch is requested until it reports it done;
+ * the connection's thread waits for that before it uses either. */
 #include "master/download.h"
 #include "echofs/log.h"
 #include "master/chunk_io.h"
 #include "master/master.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #define BATCH 64
+
+/* One decoded chunk and the buffer its stored bytes arrived in. */
+struct slot {
+	int64_t index; /* -1: none */
+	struct efs_buf data;
+	struct efs_buf scratch;
+};
+
+enum ahead_state {
+	AHEAD_IDLE,      /* no fetch requested; the next slot is free */
+	AHEAD_REQUESTED, /* the helper owns the next slot and the batch */
+	AHEAD_DONE,      /* fetched (or failed: ahead_result) */
+};
 
 struct efs_reader {
 	struct efs_master *m;
@@ -17,11 +43,30 @@ struct efs_reader {
 	/* chunk list batch */
 	struct efs_file_chunk *batch;
 	size_t batch_count;
-	/* the current chunk, decoded */
-	int64_t loaded_index; /* -1: none */
-	struct efs_buf data;
-	struct efs_buf scratch;
+	struct slot cur; /* the chunk being handed out */
+	/* read-ahead */
+	struct slot next;
+	bool helper_running;
+	pthread_t helper;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum ahead_state ahead;
+	int ahead_result;
+	bool stop;
 };
+
+static void slot_init(struct slot *s)
+{
+	s->index = -1;
+	efs_buf_init(&s->data, SIZE_MAX);
+	efs_buf_init(&s->scratch, SIZE_MAX);
+}
+
+static void slot_release(struct slot *s)
+{
+	efs_buf_release(&s->data);
+	efs_buf_release(&s->scratch);
+}
 
 int efs_reader_new(struct efs_master *m, const struct efs_file_info *file, uint64_t first,
 		   uint64_t last, struct efs_reader **out)
@@ -33,9 +78,10 @@ int efs_reader_new(struct efs_master *m, const struct efs_file_info *file, uint6
 	rd->file = *file;
 	rd->pos = first;
 	rd->last = last;
-	rd->loaded_index = -1;
-	efs_buf_init(&rd->data, SIZE_MAX);
-	efs_buf_init(&rd->scratch, SIZE_MAX);
+	slot_init(&rd->cur);
+	slot_init(&rd->next);
+	pthread_mutex_init(&rd->lock, NULL);
+	pthread_cond_init(&rd->cond, NULL);
 	*out = rd;
 	return 0;
 }
@@ -44,9 +90,19 @@ void efs_reader_free(struct efs_reader *rd)
 {
 	if (!rd)
 		return;
+	if (rd->helper_running) {
+		/* A fetch in progress ends within its transfer timeouts. */
+		pthread_mutex_lock(&rd->lock);
+		rd->stop = true;
+		pthread_cond_broadcast(&rd->cond);
+		pthread_mutex_unlock(&rd->lock);
+		pthread_join(rd->helper, NULL);
+	}
+	pthread_cond_destroy(&rd->cond);
+	pthread_mutex_destroy(&rd->lock);
 	free(rd->batch);
-	efs_buf_release(&rd->data);
-	efs_buf_release(&rd->scratch);
+	slot_release(&rd->cur);
+	slot_release(&rd->next);
 	free(rd);
 }
 
@@ -79,24 +135,96 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 	return -EIO;
 }
 
+/* Fetches, decodes and verifies chunk @index into @s. */
+static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
+{
+	const struct efs_file_chunk *fc;
+	s->index = -1;
+	int r = chunk_entry(rd, index, &fc);
+	if (r < 0)
+		return r;
+	r = efs_chunk_read(rd->m, &fc->chunk, fc->replicas, fc->replica_count, &s->data,
+			   &s->scratch);
+	if (r < 0)
+		return r;
+	s->index = (int64_t)index;
+	return 0;
+}
+
+static void *helper_main(void *arg)
+{
+	struct efs_reader *rd = arg;
+	pthread_mutex_lock(&rd->lock);
+	for (;;) {
+		while (!rd->stop && rd->ahead != AHEAD_REQUESTED)
+			pthread_cond_wait(&rd->cond, &rd->lock);
+		if (rd->stop)
+			break;
+		uint64_t index = (uint64_t)rd->next.index;
+		pthread_mutex_unlock(&rd->lock);
+		int r = load(rd, index, &rd->next);
+		pthread_mutex_lock(&rd->lock);
+		rd->ahead_result = r;
+		rd->ahead = AHEAD_DONE;
+		pthread_cond_broadcast(&rd->cond);
+	}
+	pthread_mutex_unlock(&rd->lock);
+	return NULL;
+}
+
+/* Asks the helper for chunk @index, starting the helper on first use.
+ * Without a helper (no thread could be made) reading simply stays
+ * synchronous. */
+static void ahead_request(struct efs_reader *rd, uint64_t index)
+{
+	if (!rd->helper_running) {
+		if (pthread_create(&rd->helper, NULL, helper_main, rd) != 0)
+			return;
+		rd->helper_running = true;
+	}
+	pthread_mutex_lock(&rd->lock);
+	rd->next.index = (int64_t)index;
+	rd->ahead = AHEAD_REQUESTED;
+	pthread_cond_broadcast(&rd->cond);
+	pthread_mutex_unlock(&rd->lock);
+}
+
+/* Waits for a requested fetch; afterwards the next slot and the batch are
+ * the caller's again. Returns the fetch's result (0 when none was asked). */
+static int ahead_wait(struct efs_reader *rd)
+{
+	int r = 0;
+	pthread_mutex_lock(&rd->lock);
+	while (rd->ahead == AHEAD_REQUESTED)
+		pthread_cond_wait(&rd->cond, &rd->lock);
+	if (rd->ahead == AHEAD_DONE)
+		r = rd->ahead_result;
+	rd->ahead = AHEAD_IDLE;
+	pthread_mutex_unlock(&rd->lock);
+	return r;
+}
+
 int efs_reader_prefetch(struct efs_reader *rd)
 {
 	if (rd->pos > rd->last || rd->file.chunk_size == 0)
 		return 0;
 	uint64_t index = rd->pos / rd->file.chunk_size;
-	if ((int64_t)index == rd->loaded_index)
+	if ((int64_t)index == rd->cur.index)
 		return 0;
-	const struct efs_file_chunk *fc;
-	int r = chunk_entry(rd, index, &fc);
-	if (r < 0)
-		return r;
-	r = efs_chunk_read(rd->m, &fc->chunk, fc->replicas, fc->replica_count, &rd->data,
-			   &rd->scratch);
-	if (r < 0) {
-		rd->loaded_index = -1;
-		return r;
+	/* The chunk read ahead, when it is this one and it arrived intact;
+	 * a failed read-ahead is tried again now, as a read would be. */
+	if (ahead_wait(rd) == 0 && rd->next.index == (int64_t)index) {
+		struct slot t = rd->cur;
+		rd->cur = rd->next;
+		rd->next = t;
+	} else {
+		int r = load(rd, index, &rd->cur);
+		if (r < 0)
+			return r;
 	}
-	rd->loaded_index = (int64_t)index;
+	rd->next.index = -1;
+	if ((index + 1) * rd->file.chunk_size <= rd->last)
+		ahead_request(rd, index + 1);
 	return 0;
 }
 
@@ -110,12 +238,29 @@ ssize_t efs_reader_read(struct efs_reader *rd, char *out, size_t max)
 			  (unsigned long long)rd->pos, strerror(-r));
 		return r;
 	}
-	uint64_t offset = rd->pos - (uint64_t)rd->loaded_index * rd->file.chunk_size;
-	if (offset >= rd->data.len)
+	uint64_t offset = rd->pos - (uint64_t)rd->cur.index * rd->file.chunk_size;
+	if (offset >= rd->cur.data.len)
 		return -EIO;
-	size_t n = (size_t)EFS_MIN((uint64_t)max, rd->data.len - offset);
+	size_t n = (size_t)EFS_MIN((uint64_t)max, rd->cur.data.len - offset);
 	n = (size_t)EFS_MIN((uint64_t)n, rd->last - rd->pos + 1);
-	memcpy(out, rd->data.data + offset, n);
+	memcpy(out, rd->cur.data.data + offset, n);
 	rd->pos += n;
 	return (ssize_t)n;
+}
+
+int efs_reader_take(struct efs_reader *rd, struct efs_buf *out, size_t *offset, size_t *len)
+{
+	if (rd->pos > rd->last || rd->cur.index < 0)
+		return 0;
+	uint64_t start = (uint64_t)rd->cur.index * rd->file.chunk_size;
+	if (rd->pos < start || rd->last - start >= rd->cur.data.len)
+		return 0; /* not loaded, or the range goes on past this chunk */
+	efs_buf_release(out);
+	*out = rd->cur.data;
+	*offset = (size_t)(rd->pos - start);
+	*len = (size_t)(rd->last - rd->pos + 1);
+	efs_buf_init(&rd->cur.data, SIZE_MAX);
+	rd->cur.index = -1;
+	rd->pos = rd->last + 1;
+	return 1;
 }

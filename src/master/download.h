@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* download.h - streams a byte range of a file, chunk by chunk.
  *
- * A reader holds one chunk at a time (decoded and verified by chunk_io),
- * and the chunk list in batches, so a download of any size needs about
- * two chunks of memory. The HTTP layer pulls bytes with efs_reader_read.
+ * A reader holds the chunk being handed out and, for ranges of more than
+ * one chunk, the next one, which a helper thread of the reader fetches
+ * while the current one is sent (each decoded and verified by chunk_io),
+ * and the chunk list in batches: a download of any size needs about four
+ * chunks of memory (two chunks, each with its stored bytes). The HTTP
+ * layer pulls bytes with efs_reader_read, or takes a range that fits in
+ * one chunk whole with efs_reader_take. A reader is used by one thread.
  */
 #ifndef ECHOFS_MASTER_DOWNLOAD_H
 #define ECHOFS_MASTER_DOWNLOAD_H
@@ -19,6 +23,8 @@ struct efs_reader;
 /* A reader of bytes [@first, @last] of @file. */
 int efs_reader_new(struct efs_master *m, const struct efs_file_info *file, uint64_t first,
 		   uint64_t last, struct efs_reader **out);
+/* Frees the reader; waits for a read-ahead in progress to end (within its
+ * transfer timeouts). NULL is accepted. */
 void efs_reader_free(struct efs_reader *rd);
 /* Loads the chunk holding the next byte, so a failure shows before any
  * byte is sent. 0, -ENOENT (the file has no chunk list: deleted), -EIO or
@@ -26,6 +32,11 @@ void efs_reader_free(struct efs_reader *rd);
 int efs_reader_prefetch(struct efs_reader *rd);
 /* The next bytes into @out: count, 0 at the end, or -errno. */
 ssize_t efs_reader_read(struct efs_reader *rd, char *out, size_t max);
-
+/* When every byte left to read lies in the chunk efs_reader_prefetch
+ * loaded, hands that chunk's buffer over without copying: @out (released
+ * first) then holds the bytes, the range being @len bytes from *offset,
+ * and the reader is at its end. Returns 1, or 0 (nothing changed) when
+ * the range needs more than that chunk. */
+int efs_reader_take(struct efs_reader *rd, struct efs_buf *out, size_t *offset, size_t *len);
 
 #endif

@@ -219,7 +219,8 @@ int efs_worker_api_chunk_get(struct efs_http_req *req)
 				     strerror(-r));
 	} else {
 		add_chunk_headers(req, flags, efs_crc32c(0, data.data, data.len), true);
-		efs_http_reply_bytes(req, 200, "application/octet-stream", data.data, data.len);
+		/* The reply takes the buffer: no second copy of the chunk. */
+		efs_http_reply_buf(req, 200, "application/octet-stream", &data, 0, data.len);
 	}
 	efs_buf_release(&data);
 	return 0;

@@ -183,6 +183,47 @@ static void test_jwt_expired(void **state)
 	free(tok);
 }
 
+/* A token accepted once is remembered: the second check must still honour
+ * exp, the secret, and every byte of the token. */
+static void test_jwt_remembered_token_keeps_every_check(void **state)
+{
+	char user[EFS_ID_MAX + 1];
+	const char *reason = NULL;
+	char *tok = NULL;
+
+	assert_int_equal(efs_jwt_issue(SECRET, "carol", 100, NOW, &tok), 0);
+	assert_accepted(SECRET, tok, NOW, "carol");
+	assert_accepted(SECRET, tok, NOW + 99, "carol");
+	/* exp reached: refused although remembered */
+	snprintf(user, sizeof(user), "untouched");
+	assert_int_equal(efs_jwt_verify(SECRET, tok, NOW + 100, user, &reason), -EACCES);
+	assert_non_null(strstr(reason, "expired"));
+	assert_string_equal(user, "untouched");
+	/* another secret, or one byte changed, is not the remembered token */
+	assert_refused("another-secret", tok, NULL);
+	size_t n = strlen(tok);
+	tok[n - 1] = tok[n - 1] == 'A' ? 'B' : 'A';
+	assert_refused(SECRET, tok, NULL);
+	tok[n - 1] = '\0';
+	assert_refused(SECRET, tok, NULL);
+	free(tok);
+
+	/* Many tokens share the slots: each still gets its own subject. */
+	char *toks[600];
+	char name[32];
+	for (int i = 0; i < 600; i++) {
+		snprintf(name, sizeof(name), "user%d", i);
+		assert_int_equal(efs_jwt_issue(SECRET, name, 3600, NOW, &toks[i]), 0);
+		assert_accepted(SECRET, toks[i], NOW, name);
+	}
+	for (int i = 599; i >= 0; i--) {
+		snprintf(name, sizeof(name), "user%d", i);
+		assert_accepted(SECRET, toks[i], NOW, name);
+		assert_refused("another-secret", toks[i], NULL);
+		free(toks[i]);
+	}
+}
+
 static void test_jwt_wrong_secret(void **state)
 {
 	char *tok = NULL;
@@ -435,6 +476,7 @@ int main(void)
 		cmocka_unit_test(test_jwt_round_trip),
 		cmocka_unit_test(test_jwt_issue_refuses),
 		cmocka_unit_test(test_jwt_expired),
+		cmocka_unit_test(test_jwt_remembered_token_keeps_every_check),
 		cmocka_unit_test(test_jwt_wrong_secret),
 		cmocka_unit_test(test_jwt_tampered),
 		cmocka_unit_test(test_jwt_garbage),

@@ -1,0 +1,117 @@
+"""Downloads, black box: the master reads the next chunk ahead (and only
+one) while it sends the current one, a client that goes away mid-download
+frees the reader and its read-ahead, and small files come out whole.
+
+The workers' /metrics count the chunk GETs they answered; that is how the
+tests see what the master asked for while a client is not reading."""
+
+import hashlib
+import os
+import socket
+import time
+
+import pytest
+import requests
+
+import echofs_harness as h
+from echofs_harness import wait_until
+
+# Chunks far larger than what the loopback socket buffers hold, so a client
+# that stops reading stops the master inside chunk 0.
+BIG_CHUNK = 16 << 20
+
+
+def chunk_gets(workers) -> int:
+    """Chunk GETs answered 200 by all the workers so far."""
+    total = 0.0
+    for w in workers:
+        text = requests.get(w.url + "/metrics", timeout=h.HTTP_TIMEOUT_S).text
+        for line in text.splitlines():
+            if (line.startswith("echofs_http_requests_total{")
+                    and 'route="/chunks/{chunkId}"' in line and 'method="GET"' in line
+                    and 'status="200"' in line):
+                total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def requests_in_flight(master) -> float:
+    text = requests.get(master.url + "/metrics", timeout=h.HTTP_TIMEOUT_S).text
+    for line in text.splitlines():
+        if line.startswith("echofs_http_requests_in_flight"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("the master's /metrics has no echofs_http_requests_in_flight")
+
+
+def stalled_download(master, tok: str, file_id: str) -> socket.socket:
+    """Starts GET .../download on a socket with a tiny receive buffer, reads
+    the first bytes and then stops reading."""
+    host, port = master.url.removeprefix("http://").split(":")
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(h.HTTP_TIMEOUT_S)
+    s.connect((host, int(port)))
+    s.sendall(f"GET /api/v1/files/{file_id}/download HTTP/1.1\r\nHost: {host}\r\n"
+              f"Authorization: Bearer {tok}\r\n\r\n".encode())
+    first = s.recv(1024)
+    assert first.startswith(b"HTTP/1.1 200"), first[:200]
+    return s
+
+
+def test_next_chunk_is_read_ahead_while_the_client_is_not_reading(cluster):
+    m = cluster.start(workers=3, master_env={"CHUNK_SIZE": BIG_CHUNK})
+    tok = h.make_jwt({"sub": "ahead", "exp": int(time.time()) + 3600})
+    c = m.client(tok)
+    data = os.urandom(2 * BIG_CHUNK + 1)  # chunks 0, 1 and a 1-byte chunk 2
+    f = c.upload(data, "ahead.bin")
+    before = chunk_gets(cluster.workers)
+
+    s = stalled_download(m, tok, f["file_id"])
+    try:
+        # Chunk 0 was read before the status line; chunk 1 is read ahead
+        # although the client has not taken even chunk 0.
+        wait_until(lambda: chunk_gets(cluster.workers) - before == 2, 10.0,
+                   what="the master to read chunk 1 ahead")
+        time.sleep(0.5)
+        assert chunk_gets(cluster.workers) - before == 2, "read more than one chunk ahead"
+    finally:
+        s.close()
+    # The reader (and its read-ahead thread) went with the connection.
+    wait_until(lambda: requests_in_flight(m) <= 1, 10.0,
+               what="the abandoned download to end")  # 1: this scrape itself
+    m.check_alive()
+
+    n, digest = c.download_sha256(f["file_id"])
+    assert (n, digest) == (len(data), hashlib.sha256(data).hexdigest())
+    assert chunk_gets(cluster.workers) - before == 2 + 3
+
+
+@pytest.fixture(scope="module")
+def master(shared_cluster):
+    return shared_cluster.start(workers=3)
+
+
+@pytest.mark.parametrize("spec,first,last", [
+    (None, 0, 4095),
+    ("bytes=0-0", 0, 0),
+    ("bytes=100-199", 100, 199),
+    ("bytes=-1", 4095, 4095),
+])
+def test_small_file_and_ranges_within_one_chunk(master, spec, first, last):
+    m = master
+    tok = h.make_jwt({"sub": "small", "exp": int(time.time()) + 3600})
+    c = m.client(tok)
+    data = os.urandom(4096)
+    f = c.upload(data, "small.bin")
+    headers = {"Range": spec} if spec else {}
+    r = c.get(f"/api/v1/files/{f['file_id']}/download", headers=headers)
+    assert r.status_code == (206 if spec else 200), r.text[:200]
+    assert r.content == data[first:last + 1]
+    assert r.headers["Content-Length"] == str(last - first + 1)
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert r.headers["ETag"] == f'"{f["sha256"]}"'
+    if spec:
+        assert r.headers["Content-Range"] == f"bytes {first}-{last}/4096"
+    head = c.head(f"/api/v1/files/{f['file_id']}/download")
+    assert head.status_code == 200
+    assert head.headers["Content-Length"] == "4096"
+    assert head.content == b""

@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: MIT */
+/* test_http_client.c - unit tests of connection reuse in http_client.h.
+ *
+ * A tiny HTTP/1.1 server on loopback (raw sockets, one thread per
+ * connection) counts the connections it accepts and the requests it
+ * answers, so the tests see from the server's side whether calls reuse
+ * keep-alive connections: parallel calls (replica writes) across calls,
+ * single calls too, a connection the server closed is replaced and the
+ * request sent again with its body, and a connection whose transfer timed
+ * out is never reused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "echofs/http_client.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_CONNS 64
+#define BODY_LEN (64 * 1024)
+
+enum server_mode {
+	ANSWER,            /* answer every request */
+	DROP_SECOND,       /* read the 2nd request on a connection, then close it unanswered */
+	SLOW_FIRST,        /* answer the very first request only after 1 s */
+};
+
+struct server {
+	int listen_fd;
+	uint16_t port;
+	enum server_mode mode;
+	pthread_t acceptor;
+	atomic_int accepted;
+	atomic_int answered;
+	atomic_int bad_bodies; /* requests whose body was not Content-Length bytes of 'x' */
+	atomic_bool slow_done;  /* SLOW_FIRST: the slow answer has been decided */
+	pthread_mutex_t lock;
+	int fds[MAX_CONNS];
+	pthread_t threads[MAX_CONNS];
+	int conn_count;
+};
+
+struct conn {
+	struct server *srv;
+	int fd;
+};
+
+/* Reads one request (headers, then Content-Length bytes of body). 1 when
+ * one was read, 0 at EOF, -1 on error. */
+static int read_request(struct server *srv, int fd)
+{
+	char head[8192];
+	size_t used = 0;
+	char *end = NULL;
+	while (!end) {
+		if (used == sizeof(head) - 1)
+			return -1;
+		ssize_t n = recv(fd, head + used, sizeof(head) - 1 - used, 0);
+		if (n <= 0)
+			return used == 0 ? 0 : -1;
+		used += (size_t)n;
+		head[used] = '\0';
+		end = strstr(head, "\r\n\r\n");
+	}
+	size_t header_len = (size_t)(end + 4 - head);
+	size_t content_length = 0;
+	for (char *line = strstr(head, "\r\n"); line && line < end; line = strstr(line + 2, "\r\n"))
+		if (strncasecmp(line + 2, "Content-Length:", 15) == 0)
+			content_length = strtoul(line + 17, NULL, 10);
+	size_t have = used - header_len;
+	bool good = true;
+	for (size_t i = 0; i < have; i++)
+		good = good && head[header_len + i] == 'x';
+	char body[4096];
+	while (have < content_length) {
+		ssize_t n = recv(fd, body, EFS_MIN(sizeof(body), content_length - have), 0);
+		if (n <= 0)
+			return -1;
+		for (ssize_t i = 0; i < n; i++)
+			good = good && body[i] == 'x';
+		have += (size_t)n;
+	}
+	if (!good || have != content_length)
+		atomic_fetch_add(&srv->bad_bodies, 1);
+	return 1;
+}
+
+static void *serve_conn(void *arg)
+{
+	struct conn *c = arg;
+	static const char reply[] = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+	for (int n = 1;; n++) {
+		if (read_request(c->srv, c->fd) <= 0)
+			break;
+		if (c->srv->mode == DROP_SECOND && n == 2)
+			break;
+		if (c->srv->mode == SLOW_FIRST && !atomic_exchange(&c->srv->slow_done, true))
+			usleep(1000 * 1000);
+		/* Counted before the client can see the answer. */
+		atomic_fetch_add(&c->srv->answered, 1);
+		if (send(c->fd, reply, sizeof(reply) - 1, MSG_NOSIGNAL) < 0)
+			break;
+	}
+	shutdown(c->fd, SHUT_RDWR);
+	free(c);
+	return NULL;
+}
+
+static void *accept_loop(void *arg)
+{
+	struct server *srv = arg;
+	for (;;) {
+		int fd = accept(srv->listen_fd, NULL, NULL);
+		if (fd < 0)
+			break;
+		atomic_fetch_add(&srv->accepted, 1); /* before anything is answered on it */
+		pthread_mutex_lock(&srv->lock);
+		struct conn *c = malloc(sizeof(*c));
+		if (!c || srv->conn_count == MAX_CONNS) {
+			pthread_mutex_unlock(&srv->lock);
+			free(c);
+			close(fd);
+			continue;
+		}
+		c->srv = srv;
+		c->fd = fd;
+		srv->fds[srv->conn_count] = fd;
+		pthread_create(&srv->threads[srv->conn_count], NULL, serve_conn, c);
+		srv->conn_count++;
+		pthread_mutex_unlock(&srv->lock);
+	}
+	return NULL;
+}
+
+static void server_start(struct server *srv, enum server_mode mode)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	memset(srv, 0, sizeof(*srv));
+	srv->mode = mode;
+	pthread_mutex_init(&srv->lock, NULL);
+	srv->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(srv->listen_fd >= 0);
+	assert_int_equal(bind(srv->listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(srv->listen_fd, 64), 0);
+	getsockname(srv->listen_fd, (struct sockaddr *)&sa, &len);
+	srv->port = ntohs(sa.sin_port);
+	assert_int_equal(pthread_create(&srv->acceptor, NULL, accept_loop, srv), 0);
+}
+
+/* Closes every connection (the client's pooled ones go dead) and stops. */
+static void server_stop(struct server *srv)
+{
+	shutdown(srv->listen_fd, SHUT_RDWR);
+	pthread_join(srv->acceptor, NULL);
+	close(srv->listen_fd);
+	for (int i = 0; i < srv->conn_count; i++) {
+		shutdown(srv->fds[i], SHUT_RDWR);
+		pthread_join(srv->threads[i], NULL);
+		close(srv->fds[i]);
+	}
+	pthread_mutex_destroy(&srv->lock);
+}
+
+static char body[BODY_LEN];
+
+static void put_init(struct efs_http_call *call, char *url, size_t url_len,
+		     const struct server *srv, int n)
+{
+	snprintf(url, url_len, "http://127.0.0.1:%u/chunks/%d", srv->port, n);
+	efs_http_call_init(call, "PUT", url);
+	call->body = body;
+	call->body_len = sizeof(body);
+	call->stall_timeout_s = 3;
+}
+
+/* Three servers stand for three workers: twenty rounds of three parallel
+ * writes open three connections, not sixty; single calls share them. */
+static void test_parallel_calls_reuse_connections(void **state)
+{
+	struct server srv[3];
+	uint64_t opened = efs_http_client_connections_opened();
+	for (int i = 0; i < 3; i++)
+		server_start(&srv[i], ANSWER);
+	for (int round = 0; round < 20; round++) {
+		struct efs_http_call calls[3], *callp[3];
+		char urls[3][64];
+		for (int i = 0; i < 3; i++) {
+			put_init(&calls[i], urls[i], sizeof(urls[i]), &srv[i], round);
+			callp[i] = &calls[i];
+		}
+		assert_int_equal(efs_http_call_run_parallel(callp, 3), 0);
+		for (int i = 0; i < 3; i++) {
+			assert_int_equal(calls[i].error, 0);
+			assert_int_equal(calls[i].status, 201);
+			assert_string_equal(calls[i].resp.data, "ok");
+			efs_http_call_release(&calls[i]);
+		}
+	}
+	for (int i = 0; i < 3; i++) {
+		struct efs_http_call call;
+		char url[64];
+		put_init(&call, url, sizeof(url), &srv[i], 99);
+		assert_int_equal(efs_http_call_run(&call), 0);
+		assert_int_equal(call.status, 201);
+		efs_http_call_release(&call);
+	}
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(atomic_load(&srv[i].answered), 21);
+		assert_int_equal(atomic_load(&srv[i].accepted), 1);
+		assert_int_equal(atomic_load(&srv[i].bad_bodies), 0);
+		server_stop(&srv[i]);
+	}
+	assert_int_equal(efs_http_client_connections_opened() - opened, 3);
+}
+
+/* The server closes a kept-alive connection on the next request without
+ * answering: the request goes again on a new connection, with its whole
+ * body (rewound), and succeeds. */
+static void test_closed_connection_is_replaced(void **state)
+{
+	struct server srv;
+	server_start(&srv, DROP_SECOND);
+	for (int n = 0; n < 3; n++) {
+		struct efs_http_call call;
+		char url[64];
+		put_init(&call, url, sizeof(url), &srv, n);
+		assert_int_equal(efs_http_call_run(&call), 0);
+		assert_int_equal(call.status, 201);
+		efs_http_call_release(&call);
+	}
+	/* 1st on connection 1; 2nd dropped there, answered on connection 2;
+	 * 3rd dropped there, answered on connection 3. */
+	assert_int_equal(atomic_load(&srv.answered), 3);
+	assert_int_equal(atomic_load(&srv.accepted), 3);
+	assert_int_equal(atomic_load(&srv.bad_bodies), 0);
+	server_stop(&srv);
+}
+
+/* A call that times out leaves its connection closed: the next call gets a
+ * new connection and its own answer, not the late answer to the first. */
+static void test_timed_out_connection_is_not_reused(void **state)
+{
+	struct server srv;
+	struct efs_http_call call;
+	char url[64];
+	server_start(&srv, SLOW_FIRST);
+	put_init(&call, url, sizeof(url), &srv, 1);
+	call.timeout_ms = 200;
+	assert_int_equal(efs_http_call_run(&call), -ETIMEDOUT);
+	assert_int_equal(call.status, 0);
+	efs_http_call_release(&call);
+
+	put_init(&call, url, sizeof(url), &srv, 2);
+	assert_int_equal(efs_http_call_run(&call), 0);
+	assert_int_equal(call.status, 201);
+	assert_string_equal(call.resp.data, "ok");
+	efs_http_call_release(&call);
+	assert_int_equal(atomic_load(&srv.accepted), 2);
+	server_stop(&srv);
+}
+
+int main(void)
+{
+	memset(body, 'x', sizeof(body));
+	if (efs_http_client_global_init() < 0)
+		return 1;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parallel_calls_reuse_connections),
+		cmocka_unit_test(test_closed_connection_is_replaced),
+		cmocka_unit_test(test_timed_out_connection_is_not_reused),
+	};
+	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	efs_http_client_global_cleanup();
+	return failed;
+}
