@@ -117,8 +117,11 @@ static int pipeline_fail(struct upload *up, int r)
 				   "the metadata store is unavailable; retry shortly", r);
 	if (r < 0) {
 		char msg[128];
-		snprintf(msg, sizeof(msg), "cannot store chunk %llu: %s",
-			 (unsigned long long)(index == UINT64_MAX ? 0 : index), strerror(-r));
+		if (index == UINT64_MAX)
+			snprintf(msg, sizeof(msg), "cannot store the upload: %s", strerror(-r));
+		else
+			snprintf(msg, sizeof(msg), "cannot store chunk %llu: %s",
+				 (unsigned long long)index, strerror(-r));
 		return upload_fail(up, 500, "store_failed", msg, r);
 	}
 	return 0;

@@ -23,8 +23,9 @@ enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_QUEUED, SLOT_BUSY };
 
 struct slot {
 	enum slot_state state;
-	char *data; /* chunk_size bytes, allocated when first filled */
-	size_t len;
+	/* Capped at chunk_size; it grows while first filled (a small upload
+	 * never allocates a whole chunk) and is reused for later chunks. */
+	struct efs_buf data;
 	uint64_t index;
 	bool storing; /* its chunk_id is set and being stored */
 	char chunk_id[EFS_SHA256_HEX_LEN + 1];
@@ -42,6 +43,9 @@ struct efs_upload_pipeline {
 	uint64_t next_index;
 	struct slot *filling;
 	struct efs_upload_buffers bufs;
+	/* Buffers beyond the first, each paid for from the shared budget and
+	 * kept until free: slots 0 .. extra are usable, and as many helpers. */
+	unsigned extra;
 
 	pthread_mutex_t lock;
 	pthread_cond_t changed; /* a slot or the queue changed, or stopping */
@@ -50,12 +54,28 @@ struct efs_upload_pipeline {
 	unsigned queue_head, queue_len;
 	unsigned in_flight; /* QUEUED + BUSY */
 	pthread_t threads[EFS_UPLOAD_PIPELINE_MAX_DEPTH - 1];
-	unsigned thread_count, idle_threads;
+	unsigned thread_count;
 	bool stopping;
 	atomic_int error; /* the first failure; written under lock */
 	uint64_t failed_index;
 	uint64_t stored_bytes;
 };
+
+/* Bytes of chunk buffers held beyond each upload's first (p->extra), over
+ * all the uploads of this process: at most
+ * EFS_UPLOAD_PIPELINE_SHARED_BYTES. */
+static atomic_size_t shared_bytes_in_use;
+
+/* Takes @bytes of the shared budget; false when it would go over. */
+static bool shared_take(size_t bytes)
+{
+	size_t used = atomic_load(&shared_bytes_in_use);
+	do {
+		if (used + bytes > EFS_UPLOAD_PIPELINE_SHARED_BYTES)
+			return false;
+	} while (!atomic_compare_exchange_weak(&shared_bytes_in_use, &used, used + bytes));
+	return true;
+}
 
 unsigned efs_upload_pipeline_depth(size_t chunk_size)
 {
@@ -79,6 +99,8 @@ int efs_upload_pipeline_new(struct efs_master *m, const char *session_id, size_t
 	p->depth = efs_upload_pipeline_depth(chunk_size);
 	p->failed_index = UINT64_MAX;
 	efs_upload_buffers_init(&p->bufs);
+	for (unsigned i = 0; i < EFS_UPLOAD_PIPELINE_MAX_DEPTH; i++)
+		efs_buf_init(&p->slots[i].data, chunk_size);
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->changed, NULL);
 	*out = p;
@@ -99,7 +121,7 @@ static void slot_done(struct efs_upload_pipeline *p, struct slot *s)
 {
 	s->state = SLOT_FREE;
 	s->storing = false;
-	s->len = 0;
+	efs_buf_reset(&s->data);
 	p->in_flight--;
 	pthread_cond_broadcast(&p->changed);
 }
@@ -125,7 +147,7 @@ static int store_slot(struct efs_upload_pipeline *p, struct slot *s,
 	struct efs_chunk_result res;
 	int r;
 
-	efs_sha256_hex(s->data, s->len, s->chunk_id);
+	efs_sha256_hex(s->data.data, s->data.len, s->chunk_id);
 	pthread_mutex_lock(&p->lock);
 	while (same_chunk_storing(p, s) && !atomic_load(&p->error) && !p->stopping)
 		pthread_cond_wait(&p->changed, &p->lock);
@@ -137,8 +159,8 @@ static int store_slot(struct efs_upload_pipeline *p, struct slot *s,
 	s->storing = true;
 	pthread_mutex_unlock(&p->lock);
 
-	r = efs_upload_chunk(p->m, bufs, p->session_id, s->index, s->data, s->len, s->chunk_id,
-			     &res);
+	r = efs_upload_chunk(p->m, bufs, p->session_id, s->index, s->data.data, s->data.len,
+			     s->chunk_id, &res);
 
 	pthread_mutex_lock(&p->lock);
 	if (r == 0)
@@ -158,10 +180,8 @@ static void *helper_main(void *arg)
 	efs_upload_buffers_init(&bufs);
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
-		p->idle_threads++;
 		while (p->queue_len == 0 && !p->stopping)
 			pthread_cond_wait(&p->changed, &p->lock);
-		p->idle_threads--;
 		if (p->queue_len == 0)
 			break; /* stopping, nothing left */
 		struct slot *s = p->queue[p->queue_head];
@@ -181,7 +201,8 @@ static void *helper_main(void *arg)
 	return NULL;
 }
 
-/* A free slot for the feeding thread, waiting while all are in flight. */
+/* A free slot for the feeding thread, waiting while all it may use are
+ * in flight. */
 static int acquire_slot(struct efs_upload_pipeline *p)
 {
 	struct slot *s = NULL;
@@ -193,7 +214,7 @@ static int acquire_slot(struct efs_upload_pipeline *p)
 			pthread_mutex_unlock(&p->lock);
 			return r;
 		}
-		for (unsigned i = 0; i < p->depth && !s; i++)
+		for (unsigned i = 0; i <= p->extra && !s; i++)
 			if (p->slots[i].state == SLOT_FREE)
 				s = &p->slots[i];
 		if (s)
@@ -202,32 +223,31 @@ static int acquire_slot(struct efs_upload_pipeline *p)
 	}
 	s->state = SLOT_FILLING;
 	pthread_mutex_unlock(&p->lock);
-	if (!s->data && !(s->data = malloc(p->chunk_size))) {
-		pthread_mutex_lock(&p->lock);
-		s->state = SLOT_FREE;
-		pthread_mutex_unlock(&p->lock);
-		return -ENOMEM;
-	}
-	s->len = 0;
 	p->filling = s;
 	return 0;
 }
 
-/* Hands the filled slot on: queued for a helper (one is started when none
- * is idle and the depth allows), or stored here when @here, at depth 1, or
- * when no helper runs and none could be started. */
+/* Hands the filled slot on: queued for a helper (one is started when
+ * fewer run than chunks are in flight), or stored here when @here, when
+ * the upload has no buffer beyond this one (depth 1, or the shared budget
+ * is spent: a helper would gain nothing, the feeding thread would only
+ * wait), or when no helper runs and none could be started. */
 static int submit_slot(struct efs_upload_pipeline *p, struct slot *s, bool here)
 {
 	p->filling = NULL;
 	s->index = p->next_index++;
+	/* More buffers while the budget allows: tried at each full chunk, as
+	 * other uploads end and give theirs back. */
+	while (!here && p->extra + 1 < p->depth && shared_take(p->chunk_size))
+		p->extra++;
 	pthread_mutex_lock(&p->lock);
 	p->in_flight++;
-	if (!here && p->depth > 1) {
+	if (!here && p->extra > 0) {
 		unsigned tail = (p->queue_head + p->queue_len) % EFS_UPLOAD_PIPELINE_MAX_DEPTH;
 		p->queue[tail] = s;
 		p->queue_len++;
 		s->state = SLOT_QUEUED;
-		if (p->queue_len > p->idle_threads && p->thread_count < p->depth - 1) {
+		if (p->thread_count < p->in_flight && p->thread_count < p->extra) {
 			int r = pthread_create(&p->threads[p->thread_count], NULL, helper_main, p);
 			if (r == 0)
 				p->thread_count++;
@@ -255,15 +275,19 @@ int efs_upload_pipeline_feed(struct efs_upload_pipeline *p, const char *data, si
 		if (!p->filling && (r = acquire_slot(p)) < 0)
 			return r;
 		struct slot *s = p->filling;
-		size_t take = EFS_MIN(len, p->chunk_size - s->len);
-		memcpy(s->data + s->len, data, take);
+		size_t take = EFS_MIN(len, p->chunk_size - s->data.len);
+		if ((r = efs_buf_append(&s->data, data, take)) < 0) {
+			pthread_mutex_lock(&p->lock);
+			record_error(p, r, UINT64_MAX); /* -ENOMEM: the stream is cut */
+			pthread_mutex_unlock(&p->lock);
+			return r;
+		}
 		/* Hashed from the copy just written: still in cache. */
-		efs_sha256_update(&p->file_hash, s->data + s->len, take);
-		s->len += take;
+		efs_sha256_update(&p->file_hash, s->data.data + s->data.len - take, take);
 		p->total_bytes += take;
 		data += take;
 		len -= take;
-		if (s->len == p->chunk_size && (r = submit_slot(p, s, false)) < 0)
+		if (s->data.len == p->chunk_size && (r = submit_slot(p, s, false)) < 0)
 			return r;
 	}
 	r = atomic_load(&p->error);
@@ -310,7 +334,8 @@ void efs_upload_pipeline_free(struct efs_upload_pipeline *p)
 	for (unsigned i = 0; i < p->thread_count; i++)
 		pthread_join(p->threads[i], NULL);
 	for (unsigned i = 0; i < EFS_UPLOAD_PIPELINE_MAX_DEPTH; i++)
-		free(p->slots[i].data);
+		efs_buf_release(&p->slots[i].data);
+	atomic_fetch_sub(&shared_bytes_in_use, p->extra * p->chunk_size);
 	efs_sha256_release(&p->file_hash);
 	efs_upload_buffers_release(&p->bufs);
 	pthread_cond_destroy(&p->changed);

@@ -12,12 +12,18 @@
  *
  * Memory is bounded: an upload holds at most `depth` chunk buffers,
  * depth = EFS_UPLOAD_PIPELINE_BYTES / chunk_size, clamped to
- * 1..EFS_UPLOAD_PIPELINE_MAX_DEPTH, plus one encode buffer per helper
- * (depth - 1 helpers). When every buffer is in flight the feeding thread
- * waits (back pressure on the client's socket). With depth 1 (chunks of
- * 4 MiB and more) every chunk is stored by the feeding thread itself, one
- * after the other. The last chunk, given at finish, is always stored by
- * the feeding thread, so an upload of one chunk starts no thread.
+ * 1..EFS_UPLOAD_PIPELINE_MAX_DEPTH, and one encode buffer per storing
+ * thread. Every buffer beyond an upload's first comes with a helper thread
+ * and takes its size from a budget shared by all the uploads of the
+ * process (EFS_UPLOAD_PIPELINE_SHARED_BYTES), until the upload ends: with
+ * many uploads at once the later ones get fewer buffers, down to one, and
+ * an upload with one buffer stores its chunks itself, one after the other,
+ * as uploads did before the pipeline. So the master's memory is at most
+ * about uploads x 2 chunks + 2 x the shared budget, whatever the number of
+ * uploads. When no buffer is free the feeding thread waits for one of its
+ * chunks to end (back pressure on the client's socket). The last chunk,
+ * given at finish, is always stored by the feeding thread, so an upload of
+ * one chunk starts no thread.
  *
  * Chunks are recorded in any order, each under its own index; finish
  * returns only once every chunk is recorded, so the caller's file row
@@ -43,6 +49,8 @@ struct efs_upload_pipeline;
 /* Chunk bytes an upload may hold in its buffers, and the most chunks. */
 #define EFS_UPLOAD_PIPELINE_BYTES (4u * 1024 * 1024)
 #define EFS_UPLOAD_PIPELINE_MAX_DEPTH 4u
+/* Chunk buffers beyond each upload's first, all uploads together. */
+#define EFS_UPLOAD_PIPELINE_SHARED_BYTES ((size_t)16 * 1024 * 1024)
 
 /* What finish reports about a stream that was stored whole. */
 struct efs_upload_summary {

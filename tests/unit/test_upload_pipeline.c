@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_CHUNKS 256
 #define KIB 1024
@@ -55,6 +56,8 @@ struct recorder {
 	int64_t slow_index; /* this chunk waits until the test says go; -1 */
 	bool slow_go;
 	bool slow_entered;
+	unsigned active, max_active; /* chunks being stored at once */
+	unsigned delay_us;           /* each chunk takes this long */
 };
 
 static struct recorder rec;
@@ -103,6 +106,13 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 		memcpy(rec.active_id, hex, sizeof(hex));
 	}
 	rec.same_id_at_once = EFS_MAX(rec.same_id_at_once, rec.active_same);
+	rec.active++;
+	rec.max_active = EFS_MAX(rec.max_active, rec.active);
+	if (rec.delay_us) { /* so that chunks allowed to overlap do */
+		pthread_mutex_unlock(&rec.lock);
+		usleep(rec.delay_us);
+		pthread_mutex_lock(&rec.lock);
+	}
 	if ((int64_t)index == rec.hold_index) {
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
@@ -129,6 +139,7 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 	rec.calls++;
 	if (strcmp(rec.active_id, hex) == 0 && rec.active_same > 0)
 		rec.active_same--;
+	rec.active--;
 	pthread_cond_broadcast(&rec.changed);
 	pthread_mutex_unlock(&rec.lock);
 	if (r == 0) {
@@ -334,14 +345,14 @@ static void test_first_failure_stops_the_upload(void **state)
 	assert_int_equal(r, -ENOSPC);
 	assert_int_equal(efs_upload_pipeline_failed_index(p), 3);
 	assert_int_equal(sum.chunk_count, 0); /* untouched */
-	/* Further chunks were not started: at most the ones already in the
-	 * buffers when chunk 3 failed. */
-	assert_true(rec.calls <= 4 + EFS_UPLOAD_PIPELINE_MAX_DEPTH);
-	assert_true(rec.calls < 40);
 	/* Later calls keep returning the error. */
 	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, 10), -ENOSPC);
 	assert_int_equal(efs_upload_pipeline_finish(p, &sum), -ENOSPC);
 	efs_upload_pipeline_free(p);
+	/* Further chunks were not started: at most the ones already in the
+	 * buffers when chunk 3 failed. */
+	assert_true(rec.calls <= 4 + EFS_UPLOAD_PIPELINE_MAX_DEPTH);
+	assert_true(rec.calls < 40);
 }
 
 static void test_failure_of_the_last_chunk_is_returned_by_finish(void **state)
@@ -420,10 +431,52 @@ static void test_free_mid_stream_joins_everything(void **state)
 	pthread_join(releaser, NULL);
 }
 
+/* With no room in the shared budget an upload still completes, one chunk
+ * at a time in the feeding thread (no helper); with room for one more
+ * buffer, two chunks at a time at most, with one helper. What it took is
+ * given back by free. */
+static void test_shared_budget_limits_chunks_in_flight(void **state)
+{
+	size_t chunk = 64 * KIB, len = 8 * chunk + 3;
+	unsigned char *s = make_stream(len, 10);
+	struct efs_upload_summary sum;
+	char want[EFS_SHA256_HEX_LEN + 1];
+	efs_sha256_hex(s, len, want);
+
+	for (unsigned room = 0; room <= 1; room++) {
+		rec.stream = NULL; /* s lives on: teardown frees it */
+		recorder_reset(chunk, s);
+		rec.delay_us = 2000;
+		size_t start = EFS_UPLOAD_PIPELINE_SHARED_BYTES - room * chunk;
+		atomic_store(&shared_bytes_in_use, start);
+		struct efs_upload_pipeline *p = new_pipeline(chunk);
+		int r = feed_in_pieces(p, s, len);
+		if (r == 0)
+			r = efs_upload_pipeline_finish(p, &sum);
+		size_t during = atomic_load(&shared_bytes_in_use);
+		unsigned extra = p->extra, threads = p->thread_count;
+		efs_upload_pipeline_free(p);
+		size_t after = atomic_load(&shared_bytes_in_use);
+		atomic_store(&shared_bytes_in_use, 0);
+		assert_int_equal(r, 0);
+		assert_int_equal(extra, room);
+		assert_int_equal(during, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
+		assert_int_equal(after, start);
+		assert_int_equal(threads, room);
+		assert_true(rec.off_main == (room > 0));
+		assert_string_equal(sum.sha256, want);
+		assert_int_equal(sum.chunk_count, 9);
+		assert_false(rec.bad_bytes);
+		assert_true(rec.max_active <= 1 + room);
+	}
+}
+
 static int teardown(void **state)
 {
 	free(rec.stream);
 	rec.stream = NULL;
+	/* Every pipeline gave back what it took of the shared budget. */
+	assert_int_equal(atomic_load(&shared_bytes_in_use), 0);
 	return 0;
 }
 
@@ -442,6 +495,7 @@ int main(void)
 					  teardown),
 		cmocka_unit_test_teardown(test_same_chunk_is_not_stored_twice_at_once, teardown),
 		cmocka_unit_test_teardown(test_free_mid_stream_joins_everything, teardown),
+		cmocka_unit_test_teardown(test_shared_budget_limits_chunks_in_flight, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
