@@ -177,6 +177,7 @@ static void *helper_main(void *arg)
 	struct efs_upload_pipeline *p = arg;
 	struct efs_upload_buffers bufs;
 
+	pthread_setname_np(pthread_self(), "upload-helper"); /* for top and perf */
 	efs_upload_buffers_init(&bufs);
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
