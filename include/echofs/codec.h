@@ -7,7 +7,9 @@
  * when no sample shrinks, the chunk is stored raw without deflating it
  * whole, so incompressible data costs little. Otherwise the whole chunk
  * is deflated into an output buffer of 90% of its size, and the attempt
- * ends as soon as that overflows.
+ * ends as soon as that overflows. The samples miss redundancy that no
+ * 4 KiB piece shows on its own (a random block repeated every 16 KiB, say,
+ * which gzip's 32 KiB window would find): such a chunk is stored raw.
  */
 #ifndef ECHOFS_CODEC_H
 #define ECHOFS_CODEC_H
