@@ -2,8 +2,14 @@
 /* codec.h - how a chunk is stored: gzip through ISA-L's igzip, or as is.
  *
  * A chunk is compressed only when gzip saves at least 10% of its size;
- * otherwise it is stored raw (incompressible data costs one quick attempt,
- * bounded by the 90% output buffer, and nothing on read).
+ * otherwise it is stored raw. Chunks of 256 KiB and more are sampled
+ * first (16 pieces of 4 KiB spread over the chunk, ~6% of its bytes):
+ * when no sample shrinks, the chunk is stored raw without deflating it
+ * whole, so incompressible data costs little. Otherwise the whole chunk
+ * is deflated into an output buffer of 90% of its size, and the attempt
+ * ends as soon as that overflows. The samples miss redundancy that no
+ * 4 KiB piece shows on its own (a random block repeated every 16 KiB, say,
+ * which gzip's 32 KiB window would find): such a chunk is stored raw.
  */
 #ifndef ECHOFS_CODEC_H
 #define ECHOFS_CODEC_H
@@ -15,8 +21,14 @@
 
 /* Compresses @in as gzip into @out (reset first) when the result is at most
  * 90% of @len. Returns 1 when @out holds the gzip data, 0 when the chunk is
- * better stored raw (@out is then empty), or -ENOMEM. */
+ * better stored raw (@out is then empty; also when the samples showed it
+ * incompressible), or -ENOMEM. */
 int efs_codec_encode(const void *in, size_t len, struct efs_buf *out);
+
+/* The sample test alone: false when @len is at least 256 KiB and none of
+ * the samples of @in shrinks under deflate (encode then stores the chunk
+ * raw at once); true otherwise. */
+bool efs_codec_worth_trying(const void *in, size_t len);
 
 /* Decompresses gzip @in into @out (reset first), which must come to exactly
  * @expected_len bytes. 0, -EBADMSG (corrupt data, bad gzip CRC or another

@@ -10,6 +10,61 @@
 #define CODEC_LEVEL 1
 #define CODEC_LEVEL_BUF ISAL_DEF_LVL1_DEFAULT
 
+/* The sample test (efs_codec_worth_trying): SAMPLE_COUNT pieces of
+ * SAMPLE_LEN bytes spread evenly from the first byte to the last, each
+ * deflated on its own at level 0 (no level buffer to set up). The full
+ * attempt is made when they come to at most SAMPLE_WORTH_PERCENT of
+ * their size. Small pieces compress worse than the whole chunk does (a
+ * fresh dictionary each), so "any saving at all" is the right bar: text
+ * comes to ~40%, random data to 100%. A chunk whose compressible part is
+ * small enough to fall between the samples (under ~1/16 of it) would not
+ * save 10% anyway. */
+#define SAMPLE_FROM (256 * 1024) /* shorter chunks: the full attempt is cheap */
+#define SAMPLE_COUNT 16
+#define SAMPLE_LEN 4096
+#define SAMPLE_WORTH_PERCENT 97
+
+/* Deflated size of one sample; SAMPLE_LEN when it does not shrink.
+ * @stream is zeroed once by the caller and reused: the init resets what a
+ * stateless call uses (clearing the 80 KiB struct for each sample would
+ * cost more than deflating it). */
+static size_t sample_size(struct isal_zstream *stream, const unsigned char *in)
+{
+	unsigned char out[SAMPLE_LEN];
+
+	isal_deflate_stateless_init(stream);
+	stream->next_in = (uint8_t *)in;
+	stream->avail_in = SAMPLE_LEN;
+	stream->next_out = out;
+	stream->avail_out = sizeof(out);
+	stream->end_of_stream = 1;
+	stream->flush = NO_FLUSH;
+	stream->level = 0;
+	int r = isal_deflate_stateless(stream);
+	if (r != COMP_OK || stream->avail_in != 0)
+		return SAMPLE_LEN;
+	return EFS_MIN(stream->total_out, (size_t)SAMPLE_LEN);
+}
+
+bool efs_codec_worth_trying(const void *in, size_t len)
+{
+	const size_t bar = (size_t)SAMPLE_COUNT * SAMPLE_LEN * SAMPLE_WORTH_PERCENT / 100;
+	struct isal_zstream stream = {0};
+	const unsigned char *bytes = in;
+	size_t total = 0;
+
+	if (len < SAMPLE_FROM)
+		return true;
+	for (size_t k = 0; k < SAMPLE_COUNT; k++) {
+		total += sample_size(&stream, bytes + k * (len - SAMPLE_LEN) / (SAMPLE_COUNT - 1));
+		/* Decided once even incompressible samples from here on could
+		 * not lift the total over the bar: text stops after one. */
+		if (total + (SAMPLE_COUNT - 1 - k) * SAMPLE_LEN <= bar)
+			return true;
+	}
+	return total <= bar;
+}
+
 int efs_codec_encode(const void *in, size_t len, struct efs_buf *out)
 {
 	struct isal_zstream stream = {0}; /* init leaves fields (hist_bits) alone */
@@ -17,7 +72,7 @@ int efs_codec_encode(const void *in, size_t len, struct efs_buf *out)
 	int r;
 
 	efs_buf_reset(out);
-	if (len < 64 || len > UINT32_MAX)
+	if (len < 64 || len > UINT32_MAX || !efs_codec_worth_trying(in, len))
 		return 0;
 	if ((r = efs_buf_reserve(out, limit)) < 0)
 		return r == -E2BIG ? 0 : r;

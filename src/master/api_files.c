@@ -7,12 +7,11 @@
 #include "echofs/range.h"
 #include "echofs/util.h"
 #include "master/api.h"
-#include "master/chunker.h"
 #include "master/cache.h"
 #include "master/chunk_io.h"
 #include "master/download.h"
 #include "master/placement.h"
-#include "master/upload.h"
+#include "master/upload_pipeline.h"
 
 #include <string.h>
 #include <strings.h>
@@ -61,10 +60,7 @@ struct upload {
 	char session_id[EFS_ID_MAX + 1];
 	bool session_open;
 	char name[EFS_NAME_MAX + 1];
-	struct efs_chunker chunker;
-	struct efs_upload_buffers bufs;
-	struct efs_sha256 file_hash;
-	uint64_t stored_bytes;
+	struct efs_upload_pipeline *pipeline; /* chunking, hashing, storing */
 	struct efs_multipart *mp; /* NULL: raw body */
 	bool in_file_part;
 	bool file_part_seen;
@@ -93,6 +89,8 @@ static void upload_free(void *state)
 	struct upload *up = state;
 	if (!up)
 		return;
+	/* Its threads are joined first: none may touch the session after. */
+	efs_upload_pipeline_free(up->pipeline);
 	if (up->session_open) {
 		/* Never completed (bad input, no capacity, the client hung
 		 * up): its chunks lose their reference now. */
@@ -103,19 +101,14 @@ static void upload_free(void *state)
 				 up->session_id, strerror(-r));
 	}
 	efs_multipart_free(up->mp);
-	efs_chunker_release(&up->chunker);
-	efs_upload_buffers_release(&up->bufs);
-	efs_sha256_release(&up->file_hash);
 	free(up);
 }
 
-/* Chunker output: each full chunk is stored before more is read. */
-static int upload_emit(void *ctx, uint64_t index, const char *data, size_t len)
+/* A failure of the pipeline (some chunk could not be stored) as the
+ * client's error; @r passes through. */
+static int pipeline_fail(struct upload *up, int r)
 {
-	struct upload *up = ctx;
-	struct efs_chunk_result res;
-	efs_sha256_update(&up->file_hash, data, len);
-	int r = efs_upload_chunk(up->m, &up->bufs, up->session_id, index, data, len, NULL, &res);
+	uint64_t index = efs_upload_pipeline_failed_index(up->pipeline);
 	if (r == -ENOSPC)
 		return upload_fail(up, 503, "no_capacity",
 				   "not enough live workers to store every replica", r);
@@ -124,12 +117,21 @@ static int upload_emit(void *ctx, uint64_t index, const char *data, size_t len)
 				   "the metadata store is unavailable; retry shortly", r);
 	if (r < 0) {
 		char msg[128];
-		snprintf(msg, sizeof(msg), "cannot store chunk %llu: %s",
-			 (unsigned long long)index, strerror(-r));
+		if (index == UINT64_MAX)
+			snprintf(msg, sizeof(msg), "cannot store the upload: %s", strerror(-r));
+		else
+			snprintf(msg, sizeof(msg), "cannot store chunk %llu: %s",
+				 (unsigned long long)index, strerror(-r));
 		return upload_fail(up, 500, "store_failed", msg, r);
 	}
-	up->stored_bytes += res.chunk.stored_size;
 	return 0;
+}
+
+/* Body bytes of the file: on into the pipeline. */
+static int upload_feed(struct upload *up, const char *data, size_t len)
+{
+	int r = efs_upload_pipeline_feed(up->pipeline, data, len);
+	return r < 0 ? pipeline_fail(up, r) : 0;
 }
 
 static int part_begin(void *ctx, const char *name, const char *filename,
@@ -155,7 +157,7 @@ static int part_data(void *ctx, const char *data, size_t len)
 {
 	struct upload *up = ctx;
 	if (up->in_file_part)
-		return efs_chunker_feed(&up->chunker, data, len);
+		return upload_feed(up, data, len);
 	up->other_part_bytes += len;
 	if (up->other_part_bytes > OTHER_PARTS_MAX)
 		return upload_fail(up, 413, "form_too_large",
@@ -207,10 +209,6 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	up->m = m;
 	req->state = up;
 	req->state_free = upload_free;
-	efs_chunker_init(&up->chunker, m->cfg.chunk_size, upload_emit, up);
-	efs_upload_buffers_init(&up->bufs);
-	if ((r = efs_sha256_init(&up->file_hash)) < 0)
-		return r;
 	if (name)
 		efs_strlcpy(up->name, name, sizeof(up->name));
 	if (multipart && (r = efs_multipart_new(boundary, &upload_parts, up, &up->mp)) < 0)
@@ -230,7 +228,7 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 		return efs_api_store_error(req, r);
 	efs_strlcpy(up->session_id, s.session_id, sizeof(up->session_id));
 	up->session_open = true;
-	return 0;
+	return efs_upload_pipeline_new(m, up->session_id, m->cfg.chunk_size, &up->pipeline);
 }
 
 static int upload_reply_failure(struct efs_http_req *req, struct upload *up, int r)
@@ -247,8 +245,7 @@ static int upload_reply_failure(struct efs_http_req *req, struct upload *up, int
 int efs_api_file_upload_body(struct efs_http_req *req, const char *data, size_t len)
 {
 	struct upload *up = req->state;
-	int r = up->mp ? efs_multipart_feed(up->mp, data, len)
-		       : efs_chunker_feed(&up->chunker, data, len);
+	int r = up->mp ? efs_multipart_feed(up->mp, data, len) : upload_feed(up, data, len);
 	return r < 0 ? upload_reply_failure(req, up, r) : 0;
 }
 
@@ -258,6 +255,7 @@ int efs_api_file_upload(struct efs_http_req *req)
 	struct upload *up = req->state;
 	struct efs_session_info s;
 	struct efs_file_info f = {0};
+	struct efs_upload_summary sum;
 	int r;
 
 	if (up->mp) {
@@ -271,8 +269,9 @@ int efs_api_file_upload(struct efs_http_req *req)
 						    "the file part has no filename and there is "
 						    "no ?name=");
 	}
-	if ((r = efs_chunker_finish(&up->chunker)) < 0)
-		return upload_reply_failure(req, up, r);
+	/* Every chunk is durable and recorded once this returns. */
+	if ((r = efs_upload_pipeline_finish(up->pipeline, &sum)) < 0)
+		return upload_reply_failure(req, up, pipeline_fail(up, r));
 	if ((r = efs_meta_session_get(m->meta, up->session_id, &s)) < 0)
 		return efs_api_store_error(req, r == -ENOENT ? -EIO : r);
 
@@ -280,12 +279,12 @@ int efs_api_file_upload(struct efs_http_req *req)
 		return r;
 	efs_strlcpy(f.owner, req->user, sizeof(f.owner));
 	efs_strlcpy(f.name, up->name, sizeof(f.name));
-	f.size = up->chunker.total_bytes;
-	efs_sha256_final_hex(&up->file_hash, f.sha256);
+	f.size = sum.size;
+	efs_strlcpy(f.sha256, sum.sha256, sizeof(f.sha256));
 	f.chunk_size = m->cfg.chunk_size;
-	f.chunk_count = up->chunker.next_index;
+	f.chunk_count = sum.chunk_count;
 	f.replication = m->cfg.replication_factor;
-	f.stored_bytes = up->stored_bytes;
+	f.stored_bytes = sum.stored_bytes;
 	f.created_at_ms = efs_now_ms();
 	/* The file row is the last write: every chunk is durable by now. */
 	if ((r = efs_meta_session_complete(m->meta, up->session_id, s.version, &f)) < 0)

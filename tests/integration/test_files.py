@@ -619,6 +619,65 @@ def test_deleting_one_of_two_files_sharing_chunks_keeps_the_other(cluster, fresh
     check_chunks(cluster, fresh, c, b, b_data)
 
 
+# ---- the pipelined upload: chunks at once, each with its own encoding ---------------
+
+# At least 256 KiB: the codec samples such chunks before deflating them whole,
+# and the master stores up to 4 of them at once (4 MiB / CHUNK_SIZE, max 4).
+PIPE_CHUNK = 512 * 1024
+PIPE_ENV = {"CHUNK_SIZE": PIPE_CHUNK, "GC_GRACE_MS": GC_GRACE_MS}
+
+
+def test_pipelined_upload_gives_each_chunk_its_encoding(cluster):
+    m = cluster.start(workers=3, master_env=PIPE_ENV)
+    user, c = new_user(m)
+    half = os.urandom(PIPE_CHUNK // 2) + english_text(PIPE_CHUNK // 2, 6)
+    pieces = [english_text(PIPE_CHUNK, 5), os.urandom(PIPE_CHUNK), half, bytes(PIPE_CHUNK),
+              os.urandom(PIPE_CHUNK), english_text(PIPE_CHUNK, 7), bytes(PIPE_CHUNK),
+              english_text(PIPE_CHUNK // 3, 8)]
+    data = b"".join(pieces)
+    f = c.upload(data, "mixed.bin")
+    check_file_object(f, data=data, name="mixed.bin", owner=user, chunk_size=PIPE_CHUNK)
+    chunks = check_chunks(cluster, m, c, f, data, chunk_size=PIPE_CHUNK)
+    assert [ch["compressed"] for ch in chunks] == \
+        [True, False, True, True, False, True, True, True], chunks
+    assert chunks[3]["chunk_id"] == chunks[6]["chunk_id"]  # stored once, referenced twice
+    assert cluster.chunk_usage().count == RF * 7
+    assert c.download(f["file_id"]) == data
+    # The multipart way in takes the same path.
+    f2 = c.post("/api/v1/files/upload", files={"file": ("mixed2.bin", data[::-1])})
+    assert f2.status_code == 201, f2.text
+    check_file_object(f2.json(), data=data[::-1], name="mixed2.bin", owner=user,
+                      chunk_size=PIPE_CHUNK)
+    assert c.download(f2.json()["file_id"]) == data[::-1]
+
+
+def test_upload_running_out_of_space_mid_way_leaves_nothing(cluster):
+    # Room for about 6 of the 16 chunks on every worker: the upload fails with
+    # several chunks in flight, some written, some not started.
+    m = cluster.start(workers=3, master_env=PIPE_ENV,
+                      worker_env={"WORKER_CAPACITY_BYTES": 3 << 20})
+    _, c = new_user(m)
+    list_all(c)  # the client's keep-alive connection has its own thread
+    threads_before = len(os.listdir(f"/proc/{m.pid}/task"))
+    r = c.post("/api/v1/files/upload", params={"name": "too-big.bin"},
+               data=os.urandom(16 * PIPE_CHUNK))
+    assert_json_error(r, 503, "no_capacity")
+    assert list_all(c) == {"files": [], "next_cursor": None}
+    # Every copy written for it is released and collected ...
+    wait_chunk_count(cluster, 0, COLLECT_DEADLINE_S, "the failed upload's replicas to go")
+    # ... the upload's helper threads are gone ...
+    threads = wait_until(
+        lambda: (n := len(os.listdir(f"/proc/{m.pid}/task"))) <= threads_before and n, 10.0,
+        what=f"the master's thread count to return to {threads_before}")
+    assert threads <= threads_before
+    # ... and, once the workers report their space free, it is usable again.
+    wait_until(lambda: all(m.worker_record(w.worker_id)["free_bytes"] == 3 << 20
+                           for w in cluster.workers), 15.0, what="the workers' space reported free")
+    data = os.urandom(2 * PIPE_CHUNK + 1)
+    f = c.upload(data, "fits.bin")
+    assert c.download(f["file_id"]) == data
+
+
 # ---- workers down --------------------------------------------------------------------
 
 

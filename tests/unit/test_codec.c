@@ -352,6 +352,64 @@ static void test_decode_respects_cap(void **state)
 	assert_memory_equal(out->data, small, sizeof(small));
 }
 
+/* ---- the sample test: incompressible chunks skip the full deflate ------ */
+
+static void test_samples_find_random_incompressible(void **state)
+{
+	struct fixture *f = *state;
+	fill_random(f->data, MIB, 11);
+	assert_false(efs_codec_worth_trying(f->data, MIB));
+	assert_true(efs_codec_worth_trying(f->text, MIB));
+	/* Short chunks are always tried whole: sampling would not pay. */
+	assert_true(efs_codec_worth_trying(f->data, 128 * 1024));
+	assert_int_equal(efs_codec_encode(f->data, 128 * 1024, &f->out), 0);
+}
+
+/* Encodes @len bytes of f->data, checks the encoding chosen, and that a
+ * gzip result decodes back and saves at least 10%. */
+static void check_encoding(struct fixture *f, size_t len, int want)
+{
+	assert_int_equal(efs_codec_encode(f->data, len, &f->out), want);
+	if (want == 1) {
+		assert_true(f->out.len <= len - len / 10);
+		assert_int_equal(efs_codec_decode(f->out.data, f->out.len, len, &f->other), 0);
+		assert_memory_equal(f->other.data, f->data, len);
+	} else {
+		assert_int_equal(f->out.len, 0);
+	}
+}
+
+static void test_mixed_chunks_choose_the_right_encoding(void **state)
+{
+	struct fixture *f = *state;
+
+	/* Half random, half text (either order): gzip saves ~35%. */
+	fill_random(f->data, MIB / 2, 12);
+	memcpy(f->data + MIB / 2, f->text, MIB / 2);
+	check_encoding(f, MIB, 1);
+	memcpy(f->data, f->text, MIB / 2);
+	fill_random(f->data + MIB / 2, MIB / 2, 13);
+	check_encoding(f, MIB, 1);
+
+	/* Random with text in the last fifth only: still saves over 10%. */
+	fill_random(f->data, MIB, 14);
+	memcpy(f->data + MIB - MIB / 5, f->text, MIB / 5);
+	check_encoding(f, MIB, 1);
+
+	/* Random with a twentieth of text: gzip cannot save 10%. */
+	fill_random(f->data, MIB, 15);
+	memcpy(f->data + MIB / 2, f->text, MIB / 20);
+	check_encoding(f, MIB, 0);
+
+	/* Zeros, and a chunk of another size than 1 MiB. */
+	memset(f->data, 0, MIB);
+	check_encoding(f, MIB, 1);
+	fill_random(f->data, 300 * 1024 + 3, 16);
+	check_encoding(f, 300 * 1024 + 3, 0);
+	memcpy(f->data, f->text, 300 * 1024 + 3);
+	check_encoding(f, 300 * 1024 + 3, 1);
+}
+
 /* ---- hashes ----------------------------------------------------------- */
 
 #define SHA256_EMPTY "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -452,6 +510,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_decode_resets_out_between_calls, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_decode_respects_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_samples_find_random_incompressible, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_mixed_chunks_choose_the_right_encoding, setup,
+						teardown),
 		cmocka_unit_test(test_sha256_known_vectors),
 		cmocka_unit_test_setup_teardown(test_sha256_incremental_equals_one_shot, setup,
 						teardown),

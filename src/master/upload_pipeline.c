@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: MIT */
+/* upload_pipeline.c - chunks of one upload stored by a few helper threads
+ * while the connection thread reads on.
+ *
+ * Every chunk buffer (a slot) goes FREE -> FILLING (the feeding thread
+ * copies into it) -> QUEUED -> BUSY (a helper, or the feeding thread for
+ * the last chunk and at depth 1, stores it) -> FREE. One mutex guards the
+ * slot states, the queue and the results; the bytes of a FILLING or BUSY
+ * slot belong to the one thread working on it and are touched unlocked.
+ */
+#include "master/upload_pipeline.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+#include "master/master.h"
+#include "master/upload.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_QUEUED, SLOT_BUSY };
+
+struct slot {
+	enum slot_state state;
+	/* Capped at chunk_size; it grows while first filled (a small upload
+	 * never allocates a whole chunk) and is reused for later chunks. */
+	struct efs_buf data;
+	uint64_t index;
+	bool storing; /* its chunk_id is set and being stored */
+	char chunk_id[EFS_SHA256_HEX_LEN + 1];
+};
+
+struct efs_upload_pipeline {
+	struct efs_master *m;
+	char session_id[EFS_ID_MAX + 1];
+	size_t chunk_size;
+	unsigned depth;
+
+	/* The feeding thread's own. */
+	struct efs_sha256 file_hash;
+	uint64_t total_bytes;
+	uint64_t next_index;
+	struct slot *filling;
+	struct efs_upload_buffers bufs;
+	/* Buffers beyond the first, each paid for from the shared budget and
+	 * kept until free: slots 0 .. extra are usable, and as many helpers. */
+	unsigned extra;
+
+	pthread_mutex_t lock;
+	pthread_cond_t changed; /* a slot or the queue changed, or stopping */
+	struct slot slots[EFS_UPLOAD_PIPELINE_MAX_DEPTH];
+	struct slot *queue[EFS_UPLOAD_PIPELINE_MAX_DEPTH]; /* ring, oldest first */
+	unsigned queue_head, queue_len;
+	unsigned in_flight; /* QUEUED + BUSY */
+	pthread_t threads[EFS_UPLOAD_PIPELINE_MAX_DEPTH - 1];
+	unsigned thread_count;
+	bool stopping;
+	atomic_int error; /* the first failure; written under lock */
+	uint64_t failed_index;
+	uint64_t stored_bytes;
+};
+
+/* Bytes of chunk buffers held beyond each upload's first (p->extra), over
+ * all the uploads of this process: at most
+ * EFS_UPLOAD_PIPELINE_SHARED_BYTES. */
+static atomic_size_t shared_bytes_in_use;
+
+/* Takes @bytes of the shared budget; false when it would go over. */
+static bool shared_take(size_t bytes)
+{
+	size_t used = atomic_load(&shared_bytes_in_use);
+	do {
+		if (used + bytes > EFS_UPLOAD_PIPELINE_SHARED_BYTES)
+			return false;
+	} while (!atomic_compare_exchange_weak(&shared_bytes_in_use, &used, used + bytes));
+	return true;
+}
+
+unsigned efs_upload_pipeline_depth(size_t chunk_size)
+{
+	size_t depth = chunk_size ? EFS_UPLOAD_PIPELINE_BYTES / chunk_size : 1;
+	return (unsigned)EFS_MAX(1, EFS_MIN(depth, EFS_UPLOAD_PIPELINE_MAX_DEPTH));
+}
+
+int efs_upload_pipeline_new(struct efs_master *m, const char *session_id, size_t chunk_size,
+			    struct efs_upload_pipeline **out)
+{
+	struct efs_upload_pipeline *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	if (efs_sha256_init(&p->file_hash) < 0) {
+		free(p);
+		return -ENOMEM;
+	}
+	p->m = m;
+	efs_strlcpy(p->session_id, session_id, sizeof(p->session_id));
+	p->chunk_size = chunk_size;
+	p->depth = efs_upload_pipeline_depth(chunk_size);
+	p->failed_index = UINT64_MAX;
+	efs_upload_buffers_init(&p->bufs);
+	for (unsigned i = 0; i < EFS_UPLOAD_PIPELINE_MAX_DEPTH; i++)
+		efs_buf_init(&p->slots[i].data, chunk_size);
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->changed, NULL);
+	*out = p;
+	return 0;
+}
+
+/* Under lock. */
+static void record_error(struct efs_upload_pipeline *p, int err, uint64_t index)
+{
+	if (atomic_load(&p->error) == 0) {
+		p->failed_index = index;
+		atomic_store(&p->error, err);
+	}
+}
+
+/* Under lock: the slot's work is over (stored, failed or dropped). */
+static void slot_done(struct efs_upload_pipeline *p, struct slot *s)
+{
+	s->state = SLOT_FREE;
+	s->storing = false;
+	efs_buf_reset(&s->data);
+	p->in_flight--;
+	pthread_cond_broadcast(&p->changed);
+}
+
+/* Under lock: another chunk of this upload with the same id is being
+ * stored; storing both at once would send the bytes twice. */
+static bool same_chunk_storing(const struct efs_upload_pipeline *p, const struct slot *s)
+{
+	for (unsigned i = 0; i < p->depth; i++) {
+		const struct slot *o = &p->slots[i];
+		if (o != s && o->storing && strcmp(o->chunk_id, s->chunk_id) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Stores BUSY slot @s with @bufs (the calling thread's); called unlocked.
+ * The chunk's SHA-256 is computed here, in the storing thread, so it
+ * overlaps the feeding thread's whole-file hash. */
+static int store_slot(struct efs_upload_pipeline *p, struct slot *s,
+		      struct efs_upload_buffers *bufs)
+{
+	struct efs_chunk_result res;
+	int r;
+
+	efs_sha256_hex(s->data.data, s->data.len, s->chunk_id);
+	pthread_mutex_lock(&p->lock);
+	while (same_chunk_storing(p, s) && !atomic_load(&p->error) && !p->stopping)
+		pthread_cond_wait(&p->changed, &p->lock);
+	if ((r = atomic_load(&p->error)) < 0 || p->stopping) {
+		slot_done(p, s); /* not started: dropped */
+		pthread_mutex_unlock(&p->lock);
+		return r < 0 ? r : -ECANCELED;
+	}
+	s->storing = true;
+	pthread_mutex_unlock(&p->lock);
+
+	r = efs_upload_chunk(p->m, bufs, p->session_id, s->index, s->data.data, s->data.len,
+			     s->chunk_id, &res);
+
+	pthread_mutex_lock(&p->lock);
+	if (r == 0)
+		p->stored_bytes += res.chunk.stored_size;
+	else
+		record_error(p, r, s->index);
+	slot_done(p, s);
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+static void *helper_main(void *arg)
+{
+	struct efs_upload_pipeline *p = arg;
+	struct efs_upload_buffers bufs;
+
+	pthread_setname_np(pthread_self(), "upload-helper"); /* for top and perf */
+	efs_upload_buffers_init(&bufs);
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		while (p->queue_len == 0 && !p->stopping)
+			pthread_cond_wait(&p->changed, &p->lock);
+		if (p->queue_len == 0)
+			break; /* stopping, nothing left */
+		struct slot *s = p->queue[p->queue_head];
+		p->queue_head = (p->queue_head + 1) % EFS_UPLOAD_PIPELINE_MAX_DEPTH;
+		p->queue_len--;
+		s->state = SLOT_BUSY;
+		if (atomic_load(&p->error) < 0 || p->stopping) {
+			slot_done(p, s); /* the upload failed or ended: dropped */
+			continue;
+		}
+		pthread_mutex_unlock(&p->lock);
+		store_slot(p, s, &bufs);
+		pthread_mutex_lock(&p->lock);
+	}
+	pthread_mutex_unlock(&p->lock);
+	efs_upload_buffers_release(&bufs);
+	return NULL;
+}
+
+/* A free slot for the feeding thread, waiting while all it may use are
+ * in flight. */
+static int acquire_slot(struct efs_upload_pipeline *p)
+{
+	struct slot *s = NULL;
+	int r;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		if ((r = atomic_load(&p->error)) < 0) {
+			pthread_mutex_unlock(&p->lock);
+			return r;
+		}
+		for (unsigned i = 0; i <= p->extra && !s; i++)
+			if (p->slots[i].state == SLOT_FREE)
+				s = &p->slots[i];
+		if (s)
+			break;
+		pthread_cond_wait(&p->changed, &p->lock);
+	}
+	s->state = SLOT_FILLING;
+	pthread_mutex_unlock(&p->lock);
+	p->filling = s;
+	return 0;
+}
+
+/* Hands the filled slot on: queued for a helper (one is started when
+ * fewer run than chunks are in flight), or stored here when @here, when
+ * the upload has no buffer beyond this one (depth 1, or the shared budget
+ * is spent: a helper would gain nothing, the feeding thread would only
+ * wait), or when no helper runs and none could be started. */
+static int submit_slot(struct efs_upload_pipeline *p, struct slot *s, bool here)
+{
+	p->filling = NULL;
+	s->index = p->next_index++;
+	/* More buffers while the budget allows: tried at each full chunk, as
+	 * other uploads end and give theirs back. */
+	while (!here && p->extra + 1 < p->depth && shared_take(p->chunk_size))
+		p->extra++;
+	pthread_mutex_lock(&p->lock);
+	p->in_flight++;
+	if (!here && p->extra > 0) {
+		unsigned tail = (p->queue_head + p->queue_len) % EFS_UPLOAD_PIPELINE_MAX_DEPTH;
+		p->queue[tail] = s;
+		p->queue_len++;
+		s->state = SLOT_QUEUED;
+		if (p->thread_count < p->in_flight && p->thread_count < p->extra) {
+			int r = pthread_create(&p->threads[p->thread_count], NULL, helper_main, p);
+			if (r == 0)
+				p->thread_count++;
+			else
+				efs_warn("upload %s: cannot start a helper thread (%s)",
+					 p->session_id, strerror(r));
+		}
+		if (p->thread_count > 0) {
+			pthread_cond_broadcast(&p->changed);
+			pthread_mutex_unlock(&p->lock);
+			return 0;
+		}
+		p->queue_len--; /* no helper at all: take it back */
+	}
+	s->state = SLOT_BUSY;
+	pthread_mutex_unlock(&p->lock);
+	return store_slot(p, s, &p->bufs);
+}
+
+int efs_upload_pipeline_feed(struct efs_upload_pipeline *p, const char *data, size_t len)
+{
+	int r;
+
+	while (len > 0) {
+		if (!p->filling && (r = acquire_slot(p)) < 0)
+			return r;
+		struct slot *s = p->filling;
+		size_t take = EFS_MIN(len, p->chunk_size - s->data.len);
+		if ((r = efs_buf_append(&s->data, data, take)) < 0) {
+			pthread_mutex_lock(&p->lock);
+			record_error(p, r, UINT64_MAX); /* -ENOMEM: the stream is cut */
+			pthread_mutex_unlock(&p->lock);
+			return r;
+		}
+		/* Hashed from the copy just written: still in cache. */
+		efs_sha256_update(&p->file_hash, s->data.data + s->data.len - take, take);
+		p->total_bytes += take;
+		data += take;
+		len -= take;
+		if (s->data.len == p->chunk_size && (r = submit_slot(p, s, false)) < 0)
+			return r;
+	}
+	r = atomic_load(&p->error);
+	return r < 0 ? r : 0;
+}
+
+int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_upload_summary *out)
+{
+	int r;
+
+	/* The last chunk is stored here: the thread would only wait anyway. */
+	if (p->filling)
+		submit_slot(p, p->filling, true);
+	pthread_mutex_lock(&p->lock);
+	while (p->in_flight > 0)
+		pthread_cond_wait(&p->changed, &p->lock);
+	r = atomic_load(&p->error);
+	pthread_mutex_unlock(&p->lock);
+	if (r < 0)
+		return r;
+	out->size = p->total_bytes;
+	out->chunk_count = p->next_index;
+	out->stored_bytes = p->stored_bytes;
+	efs_sha256_final_hex(&p->file_hash, out->sha256);
+	return 0;
+}
+
+uint64_t efs_upload_pipeline_failed_index(struct efs_upload_pipeline *p)
+{
+	pthread_mutex_lock(&p->lock);
+	uint64_t index = p->failed_index;
+	pthread_mutex_unlock(&p->lock);
+	return index;
+}
+
+void efs_upload_pipeline_free(struct efs_upload_pipeline *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stopping = true;
+	pthread_cond_broadcast(&p->changed);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned i = 0; i < p->thread_count; i++)
+		pthread_join(p->threads[i], NULL);
+	for (unsigned i = 0; i < EFS_UPLOAD_PIPELINE_MAX_DEPTH; i++)
+		efs_buf_release(&p->slots[i].data);
+	atomic_fetch_sub(&shared_bytes_in_use, p->extra * p->chunk_size);
+	efs_sha256_release(&p->file_hash);
+	efs_upload_buffers_release(&p->bufs);
+	pthread_cond_destroy(&p->changed);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
