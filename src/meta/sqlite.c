@@ -261,9 +261,12 @@ static int sqlite_lock_schema(void *conn)
 	return 0; /* BEGIN IMMEDIATE already holds the write lock */
 }
 
+/* Called between transactions: a connection still inside one (a failed
+ * ROLLBACK left it open) would fail every later BEGIN, so it is replaced. */
 static bool sqlite_broken(void *conn)
 {
-	return false;
+	struct sqlite_conn *c = conn;
+	return !sqlite3_get_autocommit(c->db);
 }
 
 static bool sqlite_col_null(const struct efs_sql_row *row, int col)
