@@ -10,6 +10,7 @@
 #include <isa-l/igzip_lib.h>
 #include <limits.h>
 #include <pthread.h>
+#include <string.h>
 
 /* Level 1 with its large history buffer: about 15x zlib -6's speed on
  * text, and a ratio close to it. */
@@ -55,12 +56,15 @@ static size_t sample_size(struct isal_zstream *stream, const unsigned char *in)
 bool efs_codec_worth_trying(const void *in, size_t len)
 {
 	const size_t bar = (size_t)SAMPLE_COUNT * SAMPLE_LEN * SAMPLE_WORTH_PERCENT / 100;
-	struct isal_zstream stream = {0};
+	struct isal_zstream stream;
 	const unsigned char *bytes = in;
 	size_t total = 0;
 
 	if (len < SAMPLE_FROM)
 		return true;
+	/* Zeroed only here: a small chunk (every 4 KiB upload) is not sampled
+	 * and should not pay for clearing 80 KiB. */
+	memset(&stream, 0, sizeof(stream));
 	for (size_t k = 0; k < SAMPLE_COUNT; k++) {
 		total += sample_size(&stream, bytes + k * (len - SAMPLE_LEN) / (SAMPLE_COUNT - 1));
 		/* Decided once even incompressible samples from here on could
