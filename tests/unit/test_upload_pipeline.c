@@ -533,9 +533,15 @@ static void test_nothing_starts_after_a_failure(void **state)
 	rec.fail_code = -ENOSPC;
 	struct efs_upload_pipeline *p = new_pipeline(chunk);
 
-	/* Chunk 0 goes to a helper (once a byte follows it) and fails there. */
+	/* Chunk 0 goes to a helper (once a byte follows it) and fails there,
+	 * once the feed that handed it on has returned. */
+	rec.slow_index = 0;
 	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, chunk + 1), 0);
 	assert_int_equal(p->thread_count, 1);
+	pthread_mutex_lock(&rec.lock);
+	rec.slow_go = true;
+	pthread_cond_broadcast(&rec.changed);
+	pthread_mutex_unlock(&rec.lock);
 	pthread_mutex_lock(&p->lock);
 	while (atomic_load(&p->error) == 0)
 		pthread_cond_wait(&p->changed, &p->lock);
