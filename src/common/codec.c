@@ -1,9 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* codec.c - gzip encode/decode of whole chunks through ISA-L (stateless). */
+/* codec.c - gzip encode/decode of whole chunks through ISA-L (stateless).
+ *
+ * The deflate state (an ~80 KiB stream and the ~276 KiB level-1 buffer) is
+ * allocated once per thread and kept until the thread exits, instead of
+ * once per encode: a 4 KiB upload would otherwise pay for mapping,
+ * zeroing and faulting in far more memory than its body. */
 #include "echofs/codec.h"
 
 #include <isa-l/igzip_lib.h>
 #include <limits.h>
+#include <pthread.h>
+#include <string.h>
 
 /* Level 1 with its large history buffer: about 15x zlib -6's speed on
  * text, and a ratio close to it. */
@@ -49,12 +56,15 @@ static size_t sample_size(struct isal_zstream *stream, const unsigned char *in)
 bool efs_codec_worth_trying(const void *in, size_t len)
 {
 	const size_t bar = (size_t)SAMPLE_COUNT * SAMPLE_LEN * SAMPLE_WORTH_PERCENT / 100;
-	struct isal_zstream stream = {0};
+	struct isal_zstream stream;
 	const unsigned char *bytes = in;
 	size_t total = 0;
 
 	if (len < SAMPLE_FROM)
 		return true;
+	/* Zeroed only here: a small chunk (every 4 KiB upload) is not sampled
+	 * and should not pay for clearing 80 KiB. */
+	memset(&stream, 0, sizeof(stream));
 	for (size_t k = 0; k < SAMPLE_COUNT; k++) {
 		total += sample_size(&stream, bytes + k * (len - SAMPLE_LEN) / (SAMPLE_COUNT - 1));
 		/* Decided once even incompressible samples from here on could
@@ -65,10 +75,45 @@ bool efs_codec_worth_trying(const void *in, size_t len)
 	return total <= bar;
 }
 
+/* One thread's deflate state, reused by each of its encodes. */
+struct encoder {
+	struct isal_zstream stream;
+	unsigned char level_buf[CODEC_LEVEL_BUF];
+};
+
+static pthread_key_t encoder_key;
+static pthread_once_t encoder_once = PTHREAD_ONCE_INIT;
+static int encoder_key_error;
+
+static void encoder_key_create(void)
+{
+	encoder_key_error = pthread_key_create(&encoder_key, free);
+}
+
+/* The calling thread's encoder, made (zeroed) on its first use and freed
+ * when the thread exits; NULL when out of memory. */
+static struct encoder *thread_encoder(void)
+{
+	struct encoder *e;
+
+	pthread_once(&encoder_once, encoder_key_create);
+	if (encoder_key_error)
+		return NULL;
+	if ((e = pthread_getspecific(encoder_key)))
+		return e;
+	if (!(e = calloc(1, sizeof(*e))))
+		return NULL;
+	if (pthread_setspecific(encoder_key, e) != 0) {
+		free(e);
+		return NULL;
+	}
+	return e;
+}
+
 int efs_codec_encode(const void *in, size_t len, struct efs_buf *out)
 {
-	struct isal_zstream stream = {0}; /* init leaves fields (hist_bits) alone */
 	size_t limit = len - len / 10; /* must save at least 10% */
+	struct encoder *e;
 	int r;
 
 	efs_buf_reset(out);
@@ -76,25 +121,30 @@ int efs_codec_encode(const void *in, size_t len, struct efs_buf *out)
 		return 0;
 	if ((r = efs_buf_reserve(out, limit)) < 0)
 		return r == -E2BIG ? 0 : r;
-	unsigned char *level_buf = malloc(CODEC_LEVEL_BUF);
-	if (!level_buf)
+	if (!(e = thread_encoder()))
 		return -ENOMEM;
-	isal_deflate_stateless_init(&stream);
-	stream.next_in = (uint8_t *)in;
-	stream.avail_in = (uint32_t)len;
-	stream.next_out = (uint8_t *)out->data;
-	stream.avail_out = (uint32_t)limit;
-	stream.end_of_stream = 1;
-	stream.flush = NO_FLUSH;
-	stream.gzip_flag = IGZIP_GZIP;
-	stream.level = CODEC_LEVEL;
-	stream.level_buf = level_buf;
-	stream.level_buf_size = CODEC_LEVEL_BUF;
-	r = isal_deflate_stateless(&stream);
-	free(level_buf);
-	if (r != COMP_OK || stream.avail_in != 0)
+	/* The init resets what a stateless call reads of the internal state,
+	 * and the call starts its level buffer's hash tables afresh (the
+	 * output depends on the input only: test_codec checks it against a
+	 * fresh thread's); every public field is set below, hist_bits too,
+	 * which init leaves alone. */
+	struct isal_zstream *stream = &e->stream;
+	isal_deflate_stateless_init(stream);
+	stream->next_in = (uint8_t *)in;
+	stream->avail_in = (uint32_t)len;
+	stream->next_out = (uint8_t *)out->data;
+	stream->avail_out = (uint32_t)limit;
+	stream->end_of_stream = 1;
+	stream->flush = NO_FLUSH;
+	stream->gzip_flag = IGZIP_GZIP;
+	stream->hist_bits = 0;
+	stream->level = CODEC_LEVEL;
+	stream->level_buf = e->level_buf;
+	stream->level_buf_size = CODEC_LEVEL_BUF;
+	r = isal_deflate_stateless(stream);
+	if (r != COMP_OK || stream->avail_in != 0)
 		return 0; /* STATELESS_OVERFLOW: saves less than 10% */
-	out->len = stream.total_out;
+	out->len = stream->total_out;
 	out->data[out->len] = '\0';
 	return 1;
 }

@@ -57,6 +57,9 @@ static int load_own_file(struct efs_http_req *req, const char *file_id, bool cac
 
 struct upload {
 	struct efs_master *m;
+	char user[EFS_ID_MAX + 1];
+	/* Opened only once a second chunk is cut (open_hidden_session); a body
+	 * of one chunk is recorded without one. */
 	char session_id[EFS_ID_MAX + 1];
 	bool session_open;
 	char name[EFS_NAME_MAX + 1];
@@ -174,8 +177,35 @@ static int part_end(void *ctx)
 
 static const struct efs_multipart_callbacks upload_parts = {part_begin, part_data, part_end};
 
+/* The pipeline's efs_upload_session_open_fn: the hidden session the chunks
+ * of a body longer than one chunk belong to (ended by upload_free unless
+ * completed). */
+static int open_hidden_session(void *ctx, char *session_id)
+{
+	struct upload *up = ctx;
+	struct efs_master *m = up->m;
+	struct efs_session_info s = {0};
+	int r;
+
+	if ((r = efs_random_hex(s.session_id, EFS_FILE_ID_LEN / 2)) < 0)
+		return r;
+	efs_strlcpy(s.owner, up->user, sizeof(s.owner));
+	efs_strlcpy(s.name, up->name[0] ? up->name : "-", sizeof(s.name));
+	s.declared_size = -1;
+	s.chunk_size = m->cfg.chunk_size;
+	s.hidden = true;
+	s.created_at_ms = efs_now_ms();
+	s.expires_at_ms = s.created_at_ms + m->cfg.upload_idle_ms;
+	if ((r = efs_meta_session_create(m->meta, &s)) < 0)
+		return r;
+	efs_strlcpy(up->session_id, s.session_id, sizeof(up->session_id));
+	up->session_open = true;
+	efs_strlcpy(session_id, s.session_id, EFS_ID_MAX + 1);
+	return 0;
+}
+
 /* Headers are in: decide raw or multipart, check the name and capacity,
- * and open the hidden session the chunks will belong to. */
+ * and set up the pipeline (the hidden session comes later, if needed). */
 int efs_api_file_upload_begin(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
@@ -207,28 +237,15 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	if (!up)
 		return -ENOMEM;
 	up->m = m;
+	efs_strlcpy(up->user, req->user, sizeof(up->user));
 	req->state = up;
 	req->state_free = upload_free;
 	if (name)
 		efs_strlcpy(up->name, name, sizeof(up->name));
 	if (multipart && (r = efs_multipart_new(boundary, &upload_parts, up, &up->mp)) < 0)
 		return r;
-
-	struct efs_session_info s = {0};
-	if ((r = efs_random_hex(s.session_id, EFS_FILE_ID_LEN / 2)) < 0)
-		return r;
-	efs_strlcpy(s.owner, req->user, sizeof(s.owner));
-	efs_strlcpy(s.name, up->name[0] ? up->name : "-", sizeof(s.name));
-	s.declared_size = -1;
-	s.chunk_size = m->cfg.chunk_size;
-	s.hidden = true;
-	s.created_at_ms = efs_now_ms();
-	s.expires_at_ms = s.created_at_ms + m->cfg.upload_idle_ms;
-	if ((r = efs_meta_session_create(m->meta, &s)) < 0)
-		return efs_api_store_error(req, r);
-	efs_strlcpy(up->session_id, s.session_id, sizeof(up->session_id));
-	up->session_open = true;
-	return efs_upload_pipeline_new(m, up->session_id, m->cfg.chunk_size, &up->pipeline);
+	return efs_upload_pipeline_new(m, m->cfg.chunk_size, open_hidden_session, up,
+				       &up->pipeline);
 }
 
 static int upload_reply_failure(struct efs_http_req *req, struct upload *up, int r)
@@ -269,27 +286,29 @@ int efs_api_file_upload(struct efs_http_req *req)
 						    "the file part has no filename and there is "
 						    "no ?name=");
 	}
-	/* Every chunk is durable and recorded once this returns. */
-	if ((r = efs_upload_pipeline_finish(up->pipeline, &sum)) < 0)
-		return upload_reply_failure(req, up, pipeline_fail(up, r));
-	if ((r = efs_meta_session_get(m->meta, up->session_id, &s)) < 0)
-		return efs_api_store_error(req, r == -ENOENT ? -EIO : r);
-
 	if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
 	efs_strlcpy(f.owner, req->user, sizeof(f.owner));
 	efs_strlcpy(f.name, up->name, sizeof(f.name));
-	f.size = sum.size;
-	efs_strlcpy(f.sha256, sum.sha256, sizeof(f.sha256));
 	f.chunk_size = m->cfg.chunk_size;
-	f.chunk_count = sum.chunk_count;
 	f.replication = m->cfg.replication_factor;
-	f.stored_bytes = sum.stored_bytes;
 	f.created_at_ms = efs_now_ms();
-	/* The file row is the last write: every chunk is durable by now. */
-	if ((r = efs_meta_session_complete(m->meta, up->session_id, s.version, &f)) < 0)
-		return efs_api_store_error(req, r == -ENOENT || r == -ESTALE ? -EIO : r);
-	up->session_open = false;
+	/* Every chunk is durable and recorded once this returns; a body of
+	 * one chunk (or none) is recorded with its file row already. */
+	if ((r = efs_upload_pipeline_finish(up->pipeline, &f, &sum)) < 0)
+		return upload_reply_failure(req, up, pipeline_fail(up, r));
+	if (!sum.recorded) {
+		if ((r = efs_meta_session_get(m->meta, up->session_id, &s)) < 0)
+			return efs_api_store_error(req, r == -ENOENT ? -EIO : r);
+		f.size = sum.size;
+		efs_strlcpy(f.sha256, sum.sha256, sizeof(f.sha256));
+		f.chunk_count = sum.chunk_count;
+		f.stored_bytes = sum.stored_bytes;
+		/* The file row is the last write: every chunk is durable by now. */
+		if ((r = efs_meta_session_complete(m->meta, up->session_id, s.version, &f)) < 0)
+			return efs_api_store_error(req, r == -ENOENT || r == -ESTALE ? -EIO : r);
+		up->session_open = false;
+	}
 	efs_info("file %s stored: \"%s\", %llu bytes in %llu chunks, %llu stored, owner %s",
 		 f.file_id, f.name, (unsigned long long)f.size, (unsigned long long)f.chunk_count,
 		 (unsigned long long)f.stored_bytes, f.owner);

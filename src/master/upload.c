@@ -23,8 +23,34 @@ void efs_upload_buffers_release(struct efs_upload_buffers *b)
 	efs_buf_release(&b->encoded);
 }
 
+/* Where a stored chunk is recorded: chunk @index of session @session_id,
+ * or, when @file is set, the one chunk of @file (efs_meta_file_create_single,
+ * which writes the file row in the same transaction). */
+struct record_target {
+	const char *session_id;
+	uint64_t index;
+	struct efs_file_info *file;
+};
+
+/* The reference to the chunk (written, or reused with @dedup), in one
+ * transaction. For a file, its stored_bytes are those of the chunk row
+ * that the file will name: the existing one when deduplicated. */
+static int record_chunk(struct efs_master *m, const struct record_target *to,
+			const struct efs_chunk_info *chunk, const struct efs_chunk_info *existing,
+			const char *const *added_ids, unsigned added, bool dedup)
+{
+	int64_t now = efs_now_ms();
+	if (!to->file)
+		return efs_meta_session_put_chunk(m->meta, to->session_id, to->index, chunk,
+						  added_ids, added, dedup, now,
+						  now + m->cfg.upload_idle_ms);
+	to->file->chunk_count = 1;
+	to->file->stored_bytes = dedup ? existing->stored_size : chunk->stored_size;
+	return efs_meta_file_create_single(m->meta, to->file, chunk, added_ids, added, dedup, now);
+}
+
 /* The dedup / write / record loop for one encoded chunk. */
-static int store_chunk(struct efs_master *m, const char *session_id, uint64_t index,
+static int store_chunk(struct efs_master *m, const struct record_target *to,
 		       const struct efs_chunk_info *chunkp, const char *stored,
 		       struct efs_chunk_result *out)
 {
@@ -74,9 +100,7 @@ static int store_chunk(struct efs_master *m, const char *session_id, uint64_t in
 		}
 		for (unsigned i = 0; i < missing; i++)
 			added_ids[i] = added[i].worker_id;
-		int64_t now = efs_now_ms();
-		r = efs_meta_session_put_chunk(m->meta, session_id, index, &chunk, added_ids, missing,
-					       dedup, now, now + m->cfg.upload_idle_ms);
+		r = record_chunk(m, to, &chunk, &existing, added_ids, missing, dedup);
 		if (r == -ESTALE) {
 			efs_debug("chunk %.12s was collected while being reused; storing it again",
 				  chunk.chunk_id);
@@ -94,9 +118,11 @@ static int store_chunk(struct efs_master *m, const char *session_id, uint64_t in
 	return -EAGAIN;
 }
 
-int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
-		     const char *session_id, uint64_t index, const char *data, size_t len,
-		     const char *chunk_id, struct efs_chunk_result *out)
+/* Hash (unless @chunk_id is given), encode, then store_chunk under the
+ * in-flight guard. */
+static int upload_one(struct efs_master *m, struct efs_upload_buffers *bufs,
+		      const struct record_target *to, const char *data, size_t len,
+		      const char *chunk_id, struct efs_chunk_result *out)
 {
 	struct efs_chunk_info chunk;
 	int r;
@@ -117,7 +143,31 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 	/* From the first copy written until the metadata names it, a worker's
 	 * report must not have the chunk deleted as an orphan. */
 	efs_chunk_writing_begin(chunk.chunk_id);
-	r = store_chunk(m, session_id, index, &chunk, stored, out);
+	r = store_chunk(m, to, &chunk, stored, out);
 	efs_chunk_writing_end(chunk.chunk_id);
 	return r;
+}
+
+int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs, const char *session_id,
+		     uint64_t index, const char *data, size_t len, const char *chunk_id,
+		     struct efs_chunk_result *out)
+{
+	struct record_target to = {session_id, index, NULL};
+	return upload_one(m, bufs, &to, data, len, chunk_id, out);
+}
+
+int efs_upload_single(struct efs_master *m, struct efs_upload_buffers *bufs, const char *data,
+		      size_t len, const char *chunk_id, struct efs_file_info *file,
+		      struct efs_chunk_result *out)
+{
+	struct record_target to = {NULL, 0, file};
+	if (len == 0) {
+		/* No chunk: the file row alone. */
+		file->chunk_count = 0;
+		file->stored_bytes = 0;
+		memset(out, 0, sizeof(*out));
+		return efs_meta_file_create_single(m->meta, file, NULL, NULL, 0, false,
+						   efs_now_ms());
+	}
+	return upload_one(m, bufs, &to, data, len, chunk_id, out);
 }

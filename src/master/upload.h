@@ -2,11 +2,13 @@
 /* upload.h - storing one chunk of an upload: hash, compress, deduplicate,
  * replicate, record.
  *
- * Both ways in use it: the one-request upload (a hidden session) and the
- * client's chunked sessions. The order is the durability contract: the
- * chunk is on every replica (fsync'd by the workers) before the metadata
- * transaction that makes the session reference it; a crash in between
- * leaves an orphan on the workers, never a reference to nothing.
+ * Both ways in use it: the one-request upload (a hidden session, or no
+ * session at all when the body fits in one chunk: efs_upload_single) and
+ * the client's chunked sessions. The order is the durability contract:
+ * the chunk is on every replica (fsync'd by the workers) before the
+ * metadata transaction that makes the session (or the file) reference it;
+ * a crash in between leaves an orphan on the workers, never a reference to
+ * nothing.
  *
  * Deduplication: when the chunk is already stored with enough good, live
  * replicas, nothing is sent: the session only takes a reference, in a
@@ -43,5 +45,17 @@ void efs_upload_buffers_release(struct efs_upload_buffers *b);
 int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 		     const char *session_id, uint64_t index, const char *data, size_t len,
 		     const char *chunk_id, struct efs_chunk_result *out);
+
+/* Stores @data as the only chunk of @file and records both in one
+ * transaction (efs_meta_file_create_single), once every replica is
+ * durable; @len 0 records an empty file without a chunk. @file is filled
+ * by the caller except chunk_count and stored_bytes, which are set here.
+ * @chunk_id as for efs_upload_chunk. Errors as for efs_upload_chunk
+ * (never -ENOENT), and -EEXIST when @file's id is taken; on error no file
+ * is recorded (copies already written are recorded unreferenced, as for a
+ * chunk). */
+int efs_upload_single(struct efs_master *m, struct efs_upload_buffers *bufs, const char *data,
+		      size_t len, const char *chunk_id, struct efs_file_info *file,
+		      struct efs_chunk_result *out);
 
 #endif

@@ -33,6 +33,10 @@ struct slot {
 
 struct efs_upload_pipeline {
 	struct efs_master *m;
+	efs_upload_session_open_fn open_session;
+	void *open_ctx;
+	/* Set (by open_session) before the first chunk is handed on; "" until
+	 * then, and for good when the stream fits in one chunk. */
 	char session_id[EFS_ID_MAX + 1];
 	size_t chunk_size;
 	unsigned depth;
@@ -83,7 +87,8 @@ unsigned efs_upload_pipeline_depth(size_t chunk_size)
 	return (unsigned)EFS_MAX(1, EFS_MIN(depth, EFS_UPLOAD_PIPELINE_MAX_DEPTH));
 }
 
-int efs_upload_pipeline_new(struct efs_master *m, const char *session_id, size_t chunk_size,
+int efs_upload_pipeline_new(struct efs_master *m, size_t chunk_size,
+			    efs_upload_session_open_fn open_session, void *open_ctx,
 			    struct efs_upload_pipeline **out)
 {
 	struct efs_upload_pipeline *p = calloc(1, sizeof(*p));
@@ -94,7 +99,8 @@ int efs_upload_pipeline_new(struct efs_master *m, const char *session_id, size_t
 		return -ENOMEM;
 	}
 	p->m = m;
-	efs_strlcpy(p->session_id, session_id, sizeof(p->session_id));
+	p->open_session = open_session;
+	p->open_ctx = open_ctx;
 	p->chunk_size = chunk_size;
 	p->depth = efs_upload_pipeline_depth(chunk_size);
 	p->failed_index = UINT64_MAX;
@@ -235,6 +241,17 @@ static int acquire_slot(struct efs_upload_pipeline *p)
  * wait), or when no helper runs and none could be started. */
 static int submit_slot(struct efs_upload_pipeline *p, struct slot *s, bool here)
 {
+	int r;
+
+	/* A chunk is handed on only when another follows it (or, at finish,
+	 * follows others): the upload needs its session now. */
+	if (!p->session_id[0] && (r = p->open_session(p->open_ctx, p->session_id)) < 0) {
+		p->session_id[0] = '\0';
+		pthread_mutex_lock(&p->lock);
+		record_error(p, r, UINT64_MAX);
+		pthread_mutex_unlock(&p->lock);
+		return r;
+	}
 	p->filling = NULL;
 	s->index = p->next_index++;
 	/* More buffers while the budget allows: tried at each full chunk, as
@@ -249,7 +266,7 @@ static int submit_slot(struct efs_upload_pipeline *p, struct slot *s, bool here)
 		p->queue_len++;
 		s->state = SLOT_QUEUED;
 		if (p->thread_count < p->in_flight && p->thread_count < p->extra) {
-			int r = pthread_create(&p->threads[p->thread_count], NULL, helper_main, p);
+			r = pthread_create(&p->threads[p->thread_count], NULL, helper_main, p);
 			if (r == 0)
 				p->thread_count++;
 			else
@@ -273,6 +290,11 @@ int efs_upload_pipeline_feed(struct efs_upload_pipeline *p, const char *data, si
 	int r;
 
 	while (len > 0) {
+		/* A full chunk is handed on only now that more bytes follow:
+		 * a stream that fits in one chunk never opens a session. */
+		if (p->filling && p->filling->data.len == p->chunk_size &&
+		    (r = submit_slot(p, p->filling, false)) < 0)
+			return r;
 		if (!p->filling && (r = acquire_slot(p)) < 0)
 			return r;
 		struct slot *s = p->filling;
@@ -288,17 +310,53 @@ int efs_upload_pipeline_feed(struct efs_upload_pipeline *p, const char *data, si
 		p->total_bytes += take;
 		data += take;
 		len -= take;
-		if (s->data.len == p->chunk_size && (r = submit_slot(p, s, false)) < 0)
-			return r;
 	}
 	r = atomic_load(&p->error);
 	return r < 0 ? r : 0;
 }
 
-int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_upload_summary *out)
+/* The whole stream is in the one slot being filled (or there is none: an
+ * empty stream): stored and recorded with @file in one transaction, here. */
+static int finish_single(struct efs_upload_pipeline *p, struct efs_file_info *file)
 {
+	struct efs_chunk_result res;
+	struct slot *s = p->filling;
 	int r;
 
+	/* The file's SHA-256 is its one chunk's id: hashed once. */
+	file->size = p->total_bytes;
+	efs_sha256_final_hex(&p->file_hash, file->sha256);
+	r = efs_upload_single(p->m, &p->bufs, s ? s->data.data : "", s ? s->data.len : 0,
+			      file->sha256, file, &res);
+	pthread_mutex_lock(&p->lock);
+	if (r < 0)
+		record_error(p, r, 0);
+	else
+		p->next_index = file->chunk_count;
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_file_info *file,
+			       struct efs_upload_summary *out)
+{
+	struct efs_file_info single;
+	int r;
+
+	if ((r = atomic_load(&p->error)) < 0)
+		return r;
+	if (p->next_index == 0) {
+		single = *file;
+		if ((r = finish_single(p, &single)) < 0)
+			return r;
+		*file = single;
+		out->size = file->size;
+		out->chunk_count = file->chunk_count;
+		out->stored_bytes = file->stored_bytes;
+		efs_strlcpy(out->sha256, file->sha256, sizeof(out->sha256));
+		out->recorded = true;
+		return 0;
+	}
 	/* The last chunk is stored here: the thread would only wait anyway. */
 	if (p->filling)
 		submit_slot(p, p->filling, true);
@@ -313,6 +371,7 @@ int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_upload_
 	out->chunk_count = p->next_index;
 	out->stored_bytes = p->stored_bytes;
 	efs_sha256_final_hex(&p->file_hash, out->sha256);
+	out->recorded = false;
 	return 0;
 }
 

@@ -25,6 +25,12 @@
  * given at finish, is always stored by the feeding thread, so an upload of
  * one chunk starts no thread.
  *
+ * A full chunk is handed on only once a byte after it arrives, and the
+ * upload's session is opened (the caller's open_session) just before the
+ * first chunk is: a stream that fits in one chunk (or is empty) never has
+ * a session. At finish it is stored by the feeding thread and recorded
+ * together with its file row in one transaction (efs_upload_single).
+ *
  * Chunks are recorded in any order, each under its own index; finish
  * returns only once every chunk is recorded, so the caller's file row
  * comes after all of them (the order upload.h promises still holds). Two
@@ -39,6 +45,7 @@
 #define ECHOFS_MASTER_UPLOAD_PIPELINE_H
 
 #include "echofs/hash.h"
+#include "echofs/meta.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -58,27 +65,45 @@ struct efs_upload_summary {
 	uint64_t chunk_count;  /* chunks stored, indexes 0 .. chunk_count - 1 */
 	uint64_t stored_bytes; /* sum of the chunks' stored (maybe gzip) sizes */
 	char sha256[EFS_SHA256_HEX_LEN + 1]; /* of the whole stream */
+	/* The file row is written (one chunk or none, no session); otherwise
+	 * the chunks are in the session and the caller completes it. */
+	bool recorded;
 };
+
+/* Opens the session the upload's chunks will be recorded in and writes its
+ * id (at most EFS_ID_MAX characters) to @session_id. 0 or -errno, which
+ * fails the pipeline. Called at most once, in the feeding thread. */
+typedef int (*efs_upload_session_open_fn)(void *ctx, char *session_id);
 
 /* Chunk buffers for @chunk_size (the depth described above). */
 unsigned efs_upload_pipeline_depth(size_t chunk_size);
 
-/* A pipeline storing chunks of @chunk_size bytes into session @session_id
- * (copied). 0 or -ENOMEM. No thread is started yet. */
-int efs_upload_pipeline_new(struct efs_master *m, const char *session_id, size_t chunk_size,
+/* A pipeline storing chunks of @chunk_size bytes into the session that
+ * @open_session(@open_ctx) opens when the stream turns out to need more
+ * than one chunk. 0 or -ENOMEM. No thread is started and no session is
+ * opened yet. */
+int efs_upload_pipeline_new(struct efs_master *m, size_t chunk_size,
+			    efs_upload_session_open_fn open_session, void *open_ctx,
 			    struct efs_upload_pipeline **out);
 
 /* Adds @len bytes of the stream; every chunk they complete is handed on
  * (or, at depth 1, stored before this returns). Waits while every buffer
  * is in flight. 0, or the pipeline's first error: an efs_upload_chunk
- * error of some chunk (see efs_upload_pipeline_failed_index), -ENOMEM,
- * -EAGAIN (no helper thread could be started). */
+ * error of some chunk (see efs_upload_pipeline_failed_index), an
+ * open_session error, -ENOMEM. */
 int efs_upload_pipeline_feed(struct efs_upload_pipeline *p, const char *data, size_t len);
 
 /* The stream ended: stores the last, partial chunk (in this thread) and
- * waits until every chunk is recorded. 0 with @out filled, or the first
- * error as for feed (@out untouched). Call at most once. */
-int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_upload_summary *out);
+ * waits until every chunk is recorded. When no session was opened (the
+ * stream fitted in one chunk), the chunk is stored and recorded with
+ * @file in one transaction: @file is filled by the caller but for size,
+ * sha256, chunk_count and stored_bytes, which are set here, and
+ * out->recorded is true. Otherwise @file is untouched and the caller
+ * completes the session. 0 with @out filled, or the first error as for
+ * feed, or an efs_upload_single error (chunk index 0) (@out and @file
+ * untouched). Call it again only to get the error back. */
+int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_file_info *file,
+			       struct efs_upload_summary *out);
 
 /* After feed or finish failed with a chunk's error: the index of the
  * chunk whose failure came first; otherwise UINT64_MAX. */

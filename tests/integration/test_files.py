@@ -619,6 +619,97 @@ def test_deleting_one_of_two_files_sharing_chunks_keeps_the_other(cluster, fresh
     check_chunks(cluster, fresh, c, b, b_data)
 
 
+# ---- one-chunk uploads: the file and its chunk recorded together, no session ---------
+
+
+def upload_counters(m):
+    """The master's (chunks stored, chunks deduplicated) upload counters."""
+    text = h.requests.get(m.url + "/metrics", timeout=h.HTTP_TIMEOUT_S).text
+    def one(name):
+        found = re.search(rf"^{name} (\S+)$", text, re.M)
+        assert found, f"{name} not in /metrics"
+        return int(float(found.group(1)))
+    return (one("echofs_upload_chunks_total"), one("echofs_upload_chunks_deduplicated_total"))
+
+
+def test_one_chunk_uploads_deduplicate_against_every_kind_of_file(cluster, fresh):
+    user, c = new_user(fresh)
+    small = os.urandom(4096)
+    base = upload_counters(fresh)
+    a = c.upload(small, "a.bin")
+    check_file_object(a, data=small, name="a.bin", owner=user)
+    assert cluster.chunk_usage().count == RF
+    assert upload_counters(fresh) == (base[0] + 1, base[1])
+    # The same bytes again, multipart this time: a reference, nothing sent.
+    r = c.post("/api/v1/files/upload", files={"file": ("b.bin", small)})
+    assert r.status_code == 201, r.text
+    b = r.json()
+    check_file_object(b, data=small, name="b.bin", owner=user)
+    assert b["file_id"] != a["file_id"] and b["stored_bytes"] == a["stored_bytes"] == 4096
+    assert cluster.chunk_usage().count == RF
+    assert upload_counters(fresh) == (base[0] + 2, base[1] + 1)
+    # A one-chunk file of exactly the first chunk of a two-chunk file.
+    big = os.urandom(CHUNK + 100)
+    two = c.upload(big, "two.bin")
+    assert two["chunk_count"] == 2
+    head = c.upload(big[:CHUNK], "head.bin")
+    check_file_object(head, data=big[:CHUNK], name="head.bin", owner=user)
+    assert get_file(c, head["file_id"])["chunks"][0]["chunk_id"] == \
+        get_file(c, two["file_id"])["chunks"][0]["chunk_id"]
+    assert cluster.chunk_usage().count == RF * 3
+    # A compressed chunk reused: the file takes the stored chunk's size.
+    text = english_text(CHUNK - 1, seed=11)
+    t1 = c.upload(text, "t1.txt")
+    t2 = c.upload(text, "t2.txt")
+    assert 0 < t1["stored_bytes"] == t2["stored_bytes"] < 0.6 * len(text), (t1, t2)
+    check_chunks(cluster, fresh, c, t2, text)
+    # Deleting one user of a chunk keeps it for the others.
+    assert c.delete(f"/api/v1/files/{a['file_id']}").status_code == 204
+    assert c.delete(f"/api/v1/files/{two['file_id']}").status_code == 204
+    # two's tail goes; small, head and text stay, also over later passes.
+    kept = wait_chunk_count(cluster, RF * 3, COLLECT_DEADLINE_S, "two.bin's tail to be collected")
+    deadline = time.monotonic() + GC_GRACE_MS / 1000 + 2.0
+    while time.monotonic() < deadline:
+        assert cluster.chunk_usage().ids == kept.ids, "a chunk still referenced was collected"
+        time.sleep(0.1)
+    for f, data in ((b, small), (head, big[:CHUNK]), (t1, text), (t2, text)):
+        assert c.download(f["file_id"]) == data
+        check_chunks(cluster, fresh, c, f, data)
+
+
+def test_one_chunk_uploads_with_a_killed_worker_use_the_live_ones(cluster):
+    m = cluster.start(workers=4, master_env={**MASTER_ENV, "REPLICATION_FACTOR": 3})
+    victim = cluster.workers[0]
+    victim_id = victim.worker_id
+    victim.kill()
+    user, c = new_user(m)
+    # At once, before the master notices: some placements pick the victim.
+    datas = [os.urandom(4096 + i) for i in range(8)]
+    files = [c.upload(d, f"small{i}.bin") for i, d in enumerate(datas)]
+    for f, d, i in zip(files, datas, range(8)):
+        check_file_object(f, data=d, name=f"small{i}.bin", owner=user)
+        check_chunks(cluster, m, c, f, d, excluded_workers={victim_id})
+        assert c.download(f["file_id"]) == d
+
+
+def test_a_worker_dying_unnoticed_fails_a_one_chunk_upload_without_leftovers(cluster):
+    m = cluster.start(workers=3, master_env=MASTER_ENV)
+    cluster.workers[2].kill()
+    _, c = new_user(m)
+    # Before the master notices: the chunk reaches two workers only.
+    for form in ("raw", "multipart"):
+        if form == "raw":
+            r = c.post("/api/v1/files/upload", params={"name": "x.bin"}, data=os.urandom(4096))
+        else:
+            r = c.post("/api/v1/files/upload", files={"file": ("x.bin", os.urandom(CHUNK))})
+        err = assert_json_error(r, 503, "no_capacity")
+        assert err["message"]
+    assert list_all(c) == {"files": [], "next_cursor": None}
+    # The copies written for it are recorded as garbage and collected.
+    wait_chunk_count(cluster, 0, GC_GRACE_MS / 1000 + 5.0,
+                     "the failed uploads' replicas to leave the workers")
+
+
 # ---- the pipelined upload: chunks at once, each with its own encoding ---------------
 
 # At least 256 KiB: the codec samples such chunks before deflating them whole,

@@ -17,6 +17,7 @@
 #include "echofs/codec.h"
 #include "echofs/hash.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,6 +205,86 @@ static void test_encode_does_not_depend_on_stale_memory(void **state)
 		assert_int_equal(r, 1);
 		assert_int_equal(gz->len, f->gz.len);
 		assert_memory_equal(gz->data, f->gz.data, gz->len);
+	}
+}
+
+/* Each thread keeps its deflate state between encodes: what an earlier
+ * encode left in it (other bytes, another size, an overflow) must not
+ * change the next one's output. */
+static void test_encode_reuses_its_state_cleanly(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_buf *gz = &f->other;
+
+	fill_random(f->data, 64 * 1024, 7); /* overflows: stored raw */
+	assert_int_equal(efs_codec_encode(f->data, 64 * 1024, gz), 0);
+	fill_text(f->data, 4096, 9);
+	assert_int_equal(efs_codec_encode(f->data, 4096, gz), 1);
+	assert_int_equal(efs_codec_encode(f->text, MIB, gz), 1);
+	assert_int_equal(gz->len, f->gz.len);
+	assert_memory_equal(gz->data, f->gz.data, gz->len);
+	/* And a small chunk after a large one: as from a fresh state. */
+	assert_int_equal(efs_codec_encode(f->data, 4096, &f->out), 1);
+	assert_int_equal(efs_codec_decode(f->out.data, f->out.len, 4096, &f->capped), 0);
+	assert_memory_equal(f->capped.data, f->data, 4096);
+}
+
+#define CODEC_THREADS 4
+#define CODEC_ROUNDS 12
+
+struct codec_worker {
+	const unsigned char *text;  /* the fixture's 1 MiB, shared read-only */
+	const struct efs_buf *want; /* its reference encoding */
+	uint64_t seed;
+	unsigned mismatches; /* encodes that differ from the reference */
+	unsigned bad_round_trips;
+};
+
+/* No cmocka asserts on these threads: counts are checked after the join. */
+static void *codec_worker_main(void *arg)
+{
+	struct codec_worker *w = arg;
+	unsigned char small[16 * 1024];
+	struct efs_buf gz, back;
+
+	efs_buf_init(&gz, SIZE_MAX);
+	efs_buf_init(&back, SIZE_MAX);
+	fill_text(small, sizeof(small), w->seed);
+	for (unsigned i = 0; i < CODEC_ROUNDS; i++) {
+		/* Alternate a thread-specific small chunk and the shared large
+		 * one, so a state shared between threads would mix them. */
+		if (efs_codec_encode(small, sizeof(small), &gz) != 1 ||
+		    efs_codec_decode(gz.data, gz.len, sizeof(small), &back) != 0 ||
+		    memcmp(back.data, small, sizeof(small)) != 0)
+			w->bad_round_trips++;
+		if (efs_codec_encode(w->text, MIB, &gz) != 1 || gz.len != w->want->len ||
+		    memcmp(gz.data, w->want->data, gz.len) != 0)
+			w->mismatches++;
+	}
+	efs_buf_release(&gz);
+	efs_buf_release(&back);
+	return NULL;
+}
+
+/* Encodes from several threads at once each give the output of a lone
+ * encode; the sanitizer build checks that every thread's state is freed
+ * when it exits. */
+static void test_encode_is_thread_safe(void **state)
+{
+	struct fixture *f = *state;
+	struct codec_worker workers[CODEC_THREADS];
+	pthread_t threads[CODEC_THREADS];
+
+	for (unsigned i = 0; i < CODEC_THREADS; i++) {
+		workers[i] = (struct codec_worker){f->text, &f->gz, 100 + i, 0, 0};
+		assert_int_equal(pthread_create(&threads[i], NULL, codec_worker_main, &workers[i]),
+				 0);
+	}
+	for (unsigned i = 0; i < CODEC_THREADS; i++)
+		pthread_join(threads[i], NULL);
+	for (unsigned i = 0; i < CODEC_THREADS; i++) {
+		assert_int_equal(workers[i].mismatches, 0);
+		assert_int_equal(workers[i].bad_round_trips, 0);
 	}
 }
 
@@ -502,6 +583,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_encode_does_not_depend_on_stale_memory, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_encode_reuses_its_state_cleanly, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_encode_is_thread_safe, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encode_writes_real_gzip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_decode_wrong_length_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_decode_flipped_byte_fails, setup, teardown),

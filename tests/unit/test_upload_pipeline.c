@@ -13,7 +13,10 @@
  * first failure is returned (with its chunk's index) and stops further
  * chunks; chunks with one id are never stored at the same time; at depth
  * 1, and for the last chunk, storing happens in the feeding thread; free
- * joins everything (the sanitizer build checks for leaks).
+ * joins everything (the sanitizer build checks for leaks). A stream that
+ * fits in one chunk (or is empty) opens no session and goes to
+ * efs_upload_single (also replaced) with the file; a longer one opens its
+ * session once, before its first chunk is stored.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -58,6 +61,14 @@ struct recorder {
 	bool slow_entered;
 	unsigned active, max_active; /* chunks being stored at once */
 	unsigned delay_us;           /* each chunk takes this long */
+	/* open_session and efs_upload_single */
+	unsigned sessions_opened;
+	int open_fail;             /* open_session's answer when < 0 */
+	bool chunk_before_session; /* efs_upload_chunk without a session id */
+	unsigned single_calls;
+	size_t single_len;
+	bool single_bad; /* wrong bytes, id or file fields */
+	int single_fail;
 };
 
 static struct recorder rec;
@@ -129,6 +140,8 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 	}
 	if ((int64_t)index == rec.fail_index)
 		r = rec.fail_code;
+	if (!session_id || strcmp(session_id, "session-1") != 0)
+		rec.chunk_before_session = true;
 	if (index < MAX_CHUNKS) {
 		if (rec.seen[index])
 			rec.twice = true;
@@ -149,6 +162,39 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 		out->chunk.stored_size = len / 2 + 1;
 	}
 	return r;
+}
+
+/* The stand-in for upload.c's one-chunk store: checks what it is given
+ * and fills the file as the real one does. */
+int efs_upload_single(struct efs_master *m, struct efs_upload_buffers *bufs, const char *data,
+		      size_t len, const char *chunk_id, struct efs_file_info *file,
+		      struct efs_chunk_result *out)
+{
+	char hex[EFS_SHA256_HEX_LEN + 1];
+
+	efs_sha256_hex(data, len, hex);
+	rec.single_calls++;
+	rec.single_len = len;
+	if (!pthread_equal(pthread_self(), rec.main_thread))
+		rec.off_main = true;
+	if (strcmp(hex, chunk_id) != 0 || strcmp(file->sha256, hex) != 0 || file->size != len ||
+	    strcmp(file->file_id, "file-1") != 0 || (len && memcmp(data, rec.stream, len) != 0))
+		rec.single_bad = true;
+	if (rec.single_fail)
+		return rec.single_fail;
+	file->chunk_count = len ? 1 : 0;
+	file->stored_bytes = len ? len / 2 + 1 : 0;
+	memset(out, 0, sizeof(*out));
+	return 0;
+}
+
+static int open_session(void *ctx, char *session_id)
+{
+	rec.sessions_opened++;
+	if (rec.open_fail)
+		return rec.open_fail;
+	efs_strlcpy(session_id, "session-1", EFS_ID_MAX + 1);
+	return 0;
 }
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -184,8 +230,24 @@ static int feed_in_pieces(struct efs_upload_pipeline *p, const unsigned char *s,
 static struct efs_upload_pipeline *new_pipeline(size_t chunk_size)
 {
 	struct efs_upload_pipeline *p = NULL;
-	assert_int_equal(efs_upload_pipeline_new(NULL, "session", chunk_size, &p), 0);
+	assert_int_equal(efs_upload_pipeline_new(NULL, chunk_size, open_session, NULL, &p), 0);
 	return p;
+}
+
+/* What the caller fills before finish. */
+static struct efs_file_info file_template(void)
+{
+	struct efs_file_info f = {0};
+	efs_strlcpy(f.file_id, "file-1", sizeof(f.file_id));
+	efs_strlcpy(f.owner, "alice", sizeof(f.owner));
+	efs_strlcpy(f.name, "a.bin", sizeof(f.name));
+	return f;
+}
+
+static int finish(struct efs_upload_pipeline *p, struct efs_upload_summary *sum)
+{
+	struct efs_file_info f = file_template();
+	return efs_upload_pipeline_finish(p, &f, sum);
 }
 
 /* ---- tests ------------------------------------------------------------ */
@@ -209,7 +271,7 @@ static void test_stream_is_cut_into_chunks_and_hashed(void **state)
 	char want[EFS_SHA256_HEX_LEN + 1];
 
 	assert_int_equal(feed_in_pieces(p, s, len), 0);
-	assert_int_equal(efs_upload_pipeline_finish(p, &sum), 0);
+	assert_int_equal(finish(p, &sum), 0);
 	efs_sha256_hex(s, len, want);
 	assert_string_equal(sum.sha256, want);
 	assert_int_equal(sum.size, len);
@@ -235,7 +297,7 @@ static void test_exact_multiple_has_no_empty_last_chunk(void **state)
 	struct efs_upload_summary sum;
 
 	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, len), 0);
-	assert_int_equal(efs_upload_pipeline_finish(p, &sum), 0);
+	assert_int_equal(finish(p, &sum), 0);
 	assert_int_equal(sum.chunk_count, 3);
 	assert_int_equal(rec.calls, 3);
 	assert_false(rec.bad_bytes);
@@ -248,13 +310,18 @@ static void test_empty_stream_has_no_chunk(void **state)
 	struct efs_upload_pipeline *p = new_pipeline(64 * KIB);
 	struct efs_upload_summary sum;
 
-	assert_int_equal(efs_upload_pipeline_finish(p, &sum), 0);
+	assert_int_equal(finish(p, &sum), 0);
 	assert_int_equal(sum.size, 0);
 	assert_int_equal(sum.chunk_count, 0);
 	assert_int_equal(sum.stored_bytes, 0);
 	assert_string_equal(sum.sha256,
 			    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	assert_true(sum.recorded); /* the file row alone, no session */
 	assert_int_equal(rec.calls, 0);
+	assert_int_equal(rec.single_calls, 1);
+	assert_int_equal(rec.single_len, 0);
+	assert_false(rec.single_bad);
+	assert_int_equal(rec.sessions_opened, 0);
 	efs_upload_pipeline_free(p);
 }
 
@@ -267,10 +334,113 @@ static void test_one_chunk_is_stored_by_the_feeding_thread(void **state)
 	struct efs_upload_summary sum;
 
 	assert_int_equal(feed_in_pieces(p, s, len), 0);
-	assert_int_equal(efs_upload_pipeline_finish(p, &sum), 0);
+	assert_int_equal(finish(p, &sum), 0);
 	assert_int_equal(sum.chunk_count, 1);
+	assert_int_equal(rec.single_calls, 1);
 	assert_false(rec.off_main);
 	assert_int_equal(p->thread_count, 0); /* a small upload starts no thread */
+	efs_upload_pipeline_free(p);
+}
+
+/* A body of exactly one chunk is one chunk too: no session, the file
+ * recorded with its chunk by efs_upload_single, which gets the bytes, the
+ * file's SHA-256 as chunk id and the caller's file. */
+static void test_one_chunk_needs_no_session(void **state)
+{
+	size_t chunk = 64 * KIB;
+	unsigned char *s = make_stream(chunk, 12);
+	recorder_reset(chunk, s);
+	struct efs_upload_pipeline *p = new_pipeline(chunk);
+	struct efs_file_info f = file_template();
+	struct efs_upload_summary sum;
+	char want[EFS_SHA256_HEX_LEN + 1];
+
+	assert_int_equal(feed_in_pieces(p, s, chunk), 0);
+	assert_int_equal(rec.single_calls + rec.calls, 0); /* nothing before finish */
+	assert_int_equal(efs_upload_pipeline_finish(p, &f, &sum), 0);
+	efs_sha256_hex(s, chunk, want);
+	assert_true(sum.recorded);
+	assert_int_equal(rec.sessions_opened, 0);
+	assert_int_equal(rec.calls, 0);
+	assert_int_equal(rec.single_calls, 1);
+	assert_int_equal(rec.single_len, chunk);
+	assert_false(rec.single_bad);
+	assert_string_equal(sum.sha256, want);
+	assert_string_equal(f.sha256, want);
+	assert_int_equal(f.size, chunk);
+	assert_int_equal(f.chunk_count, 1);
+	assert_int_equal(f.stored_bytes, chunk / 2 + 1);
+	assert_string_equal(f.owner, "alice");
+	assert_int_equal(sum.chunk_count, 1);
+	assert_int_equal(sum.stored_bytes, chunk / 2 + 1);
+	efs_upload_pipeline_free(p);
+}
+
+/* One byte more and the session is opened, once, before the first chunk
+ * is stored; the caller's file is left for it to complete the session. */
+static void test_second_chunk_opens_the_session(void **state)
+{
+	size_t chunk = 64 * KIB, len = chunk + 1;
+	unsigned char *s = make_stream(len, 13);
+	recorder_reset(chunk, s);
+	struct efs_upload_pipeline *p = new_pipeline(chunk);
+	struct efs_file_info f = file_template();
+	struct efs_upload_summary sum;
+
+	assert_int_equal(feed_in_pieces(p, s, len), 0);
+	assert_int_equal(efs_upload_pipeline_finish(p, &f, &sum), 0);
+	assert_false(sum.recorded);
+	assert_int_equal(rec.sessions_opened, 1);
+	assert_int_equal(rec.single_calls, 0);
+	assert_int_equal(rec.calls, 2);
+	assert_false(rec.chunk_before_session);
+	assert_false(rec.bad_bytes);
+	assert_int_equal(sum.chunk_count, 2);
+	assert_int_equal(sum.size, len);
+	assert_int_equal(f.size, 0); /* untouched */
+	assert_int_equal(f.chunk_count, 0);
+	efs_upload_pipeline_free(p);
+}
+
+/* The session cannot be opened: the upload fails with that error, no
+ * chunk is stored. */
+static void test_session_open_failure_fails_the_upload(void **state)
+{
+	size_t chunk = 64 * KIB, len = 3 * chunk;
+	unsigned char *s = make_stream(len, 14);
+	recorder_reset(chunk, s);
+	rec.open_fail = -EAGAIN;
+	struct efs_upload_pipeline *p = new_pipeline(chunk);
+	struct efs_upload_summary sum;
+
+	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, len), -EAGAIN);
+	assert_int_equal(finish(p, &sum), -EAGAIN);
+	assert_int_equal(efs_upload_pipeline_failed_index(p), UINT64_MAX);
+	assert_int_equal(rec.calls, 0);
+	assert_int_equal(rec.single_calls, 0);
+	efs_upload_pipeline_free(p);
+}
+
+/* The one-chunk store fails: finish returns its error, as chunk 0's, and
+ * leaves the file alone. */
+static void test_single_failure_is_returned_by_finish(void **state)
+{
+	size_t chunk = 64 * KIB, len = 4 * KIB;
+	unsigned char *s = make_stream(len, 15);
+	recorder_reset(chunk, s);
+	rec.single_fail = -ENOSPC;
+	struct efs_upload_pipeline *p = new_pipeline(chunk);
+	struct efs_file_info f = file_template();
+	struct efs_upload_summary sum = {0};
+
+	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, len), 0);
+	assert_int_equal(efs_upload_pipeline_finish(p, &f, &sum), -ENOSPC);
+	assert_int_equal(efs_upload_pipeline_failed_index(p), 0);
+	assert_int_equal(f.size, 0);
+	assert_int_equal(f.sha256[0], '\0');
+	assert_int_equal(sum.size, 0);
+	assert_int_equal(efs_upload_pipeline_finish(p, &f, &sum), -ENOSPC);
+	assert_int_equal(rec.single_calls, 1);
 	efs_upload_pipeline_free(p);
 }
 
@@ -284,7 +454,7 @@ static void test_depth_one_stores_in_the_feeding_thread(void **state)
 
 	assert_int_equal(p->depth, 1);
 	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, len), 0);
-	assert_int_equal(efs_upload_pipeline_finish(p, &sum), 0);
+	assert_int_equal(finish(p, &sum), 0);
 	assert_int_equal(sum.chunk_count, 3);
 	assert_false(rec.off_main);
 	assert_int_equal(p->thread_count, 0);
@@ -309,7 +479,7 @@ static void test_chunks_complete_out_of_order(void **state)
 	char want[EFS_SHA256_HEX_LEN + 1];
 
 	assert_int_equal(feed_in_pieces(p, s, len), 0);
-	assert_int_equal(efs_upload_pipeline_finish(p, &sum), 0);
+	assert_int_equal(finish(p, &sum), 0);
 	assert_false(rec.hold_timed_out);
 	assert_int_equal(rec.calls, 6);
 	size_t pos0 = 0, pos2 = 0;
@@ -341,13 +511,13 @@ static void test_first_failure_stops_the_upload(void **state)
 
 	int r = feed_in_pieces(p, s, len);
 	if (r == 0)
-		r = efs_upload_pipeline_finish(p, &sum);
+		r = finish(p, &sum);
 	assert_int_equal(r, -ENOSPC);
 	assert_int_equal(efs_upload_pipeline_failed_index(p), 3);
 	assert_int_equal(sum.chunk_count, 0); /* untouched */
 	/* Later calls keep returning the error. */
 	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, 10), -ENOSPC);
-	assert_int_equal(efs_upload_pipeline_finish(p, &sum), -ENOSPC);
+	assert_int_equal(finish(p, &sum), -ENOSPC);
 	efs_upload_pipeline_free(p);
 	assert_false(rec.bad_bytes);
 }
@@ -363,11 +533,15 @@ static void test_nothing_starts_after_a_failure(void **state)
 	rec.fail_code = -ENOSPC;
 	struct efs_upload_pipeline *p = new_pipeline(chunk);
 
-	/* Chunk 0 goes to a helper and fails there; the helper may be quick
-	 * enough that this very feed already sees the failure. */
-	int r = efs_upload_pipeline_feed(p, (const char *)s, chunk);
-	assert_true(r == 0 || r == -ENOSPC);
+	/* Chunk 0 goes to a helper (once a byte follows it) and fails there,
+	 * once the feed that handed it on has returned. */
+	rec.slow_index = 0;
+	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, chunk + 1), 0);
 	assert_int_equal(p->thread_count, 1);
+	pthread_mutex_lock(&rec.lock);
+	rec.slow_go = true;
+	pthread_cond_broadcast(&rec.changed);
+	pthread_mutex_unlock(&rec.lock);
 	pthread_mutex_lock(&p->lock);
 	while (atomic_load(&p->error) == 0)
 		pthread_cond_wait(&p->changed, &p->lock);
@@ -389,7 +563,7 @@ static void test_failure_of_the_last_chunk_is_returned_by_finish(void **state)
 	struct efs_upload_summary sum;
 
 	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, len), 0);
-	assert_int_equal(efs_upload_pipeline_finish(p, &sum), -EAGAIN);
+	assert_int_equal(finish(p, &sum), -EAGAIN);
 	assert_int_equal(efs_upload_pipeline_failed_index(p), 2);
 	efs_upload_pipeline_free(p);
 }
@@ -405,7 +579,7 @@ static void test_same_chunk_is_not_stored_twice_at_once(void **state)
 	struct efs_upload_summary sum;
 
 	assert_int_equal(feed_in_pieces(p, s, len), 0);
-	assert_int_equal(efs_upload_pipeline_finish(p, &sum), 0);
+	assert_int_equal(finish(p, &sum), 0);
 	assert_int_equal(sum.chunk_count, 12);
 	assert_int_equal(rec.calls, 12);
 	assert_int_equal(rec.same_id_at_once, 1);
@@ -475,7 +649,7 @@ static void test_shared_budget_limits_chunks_in_flight(void **state)
 		struct efs_upload_pipeline *p = new_pipeline(chunk);
 		int r = feed_in_pieces(p, s, len);
 		if (r == 0)
-			r = efs_upload_pipeline_finish(p, &sum);
+			r = finish(p, &sum);
 		size_t during = atomic_load(&shared_bytes_in_use);
 		unsigned extra = p->extra, threads = p->thread_count;
 		efs_upload_pipeline_free(p);
@@ -511,6 +685,10 @@ int main(void)
 		cmocka_unit_test_teardown(test_exact_multiple_has_no_empty_last_chunk, teardown),
 		cmocka_unit_test_teardown(test_empty_stream_has_no_chunk, teardown),
 		cmocka_unit_test_teardown(test_one_chunk_is_stored_by_the_feeding_thread, teardown),
+		cmocka_unit_test_teardown(test_one_chunk_needs_no_session, teardown),
+		cmocka_unit_test_teardown(test_second_chunk_opens_the_session, teardown),
+		cmocka_unit_test_teardown(test_session_open_failure_fails_the_upload, teardown),
+		cmocka_unit_test_teardown(test_single_failure_is_returned_by_finish, teardown),
 		cmocka_unit_test_teardown(test_depth_one_stores_in_the_feeding_thread, teardown),
 		cmocka_unit_test_teardown(test_chunks_complete_out_of_order, teardown),
 		cmocka_unit_test_teardown(test_first_failure_stops_the_upload, teardown),
