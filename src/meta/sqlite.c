@@ -224,29 +224,46 @@ static int sqlite_simple(void *conn, const char *sql)
 	return rc == SQLITE_OK ? 0 : map_error(rc);
 }
 
+/* One statement without parameters or rows, from the connection's
+ * statement cache: the transaction verbs run for every group, and parsing
+ * them each time cost more than a small upload's own SQL. */
+static int sqlite_verb(void *conn, const char *sql)
+{
+	struct sqlite_conn *c = conn;
+	int rc = SQLITE_OK;
+	sqlite3_stmt *stmt = statement(c, sql, &rc);
+	if (!stmt)
+		return map_error(rc);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (!is_cached(c, stmt))
+		sqlite3_finalize(stmt);
+	return rc == SQLITE_DONE ? 0 : map_error(rc);
+}
+
 static int sqlite_begin(void *conn)
 {
-	return sqlite_simple(conn, "BEGIN IMMEDIATE");
+	return sqlite_verb(conn, "BEGIN IMMEDIATE");
 }
 
 static int sqlite_commit(void *conn)
 {
-	return sqlite_simple(conn, "COMMIT");
+	return sqlite_verb(conn, "COMMIT");
 }
 
 static int sqlite_rollback(void *conn)
 {
-	return sqlite_simple(conn, "ROLLBACK");
+	return sqlite_verb(conn, "ROLLBACK");
 }
 
 static int sqlite_savepoint(void *conn)
 {
-	return sqlite_simple(conn, "SAVEPOINT efs_tx");
+	return sqlite_verb(conn, "SAVEPOINT efs_tx");
 }
 
 static int sqlite_savepoint_release(void *conn)
 {
-	return sqlite_simple(conn, "RELEASE efs_tx");
+	return sqlite_verb(conn, "RELEASE efs_tx");
 }
 
 /* Fails ("no such savepoint") when an error such as SQLITE_FULL or
