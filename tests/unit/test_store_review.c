@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: MIT */
+/* test_store_review.c - review findings on the worker's volume store:
+ * scenarios where a deleted chunk comes back after compaction + restart. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "echofs/hash.h"
+#include "echofs/util.h"
+#include "worker/store.h"
+
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct fixture {
+	char dir[64];
+	struct efs_store *store;
+	struct efs_buf buf;
+};
+
+static uint64_t volume_bytes = 1 << 20;
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int open_store(struct fixture *f)
+{
+	char err[256] = "";
+	struct efs_store_options opt = {.volume_bytes = volume_bytes};
+	return efs_store_open_with(f->dir, &opt, &f->store, err, sizeof(err));
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/efs-review-XXXXXX");
+	if (!mkdtemp(f->dir) || open_store(f) < 0)
+		return -1;
+	efs_buf_init(&f->buf, EFS_STORE_MAX_CHUNK);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	efs_store_close(f->store);
+	efs_buf_release(&f->buf);
+	nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+static void reopen(struct fixture *f)
+{
+	efs_store_close(f->store);
+	f->store = NULL;
+	assert_int_equal(open_store(f), 0);
+}
+
+static void chunk_id(unsigned n, char id[65])
+{
+	char label[32];
+	int len = snprintf(label, sizeof(label), "review-%u", n);
+	efs_sha256_hex(label, (size_t)len, id);
+}
+
+static void put(struct efs_store *s, const char *id, const void *data, size_t len)
+{
+	struct efs_store_writer *w = NULL;
+	assert_int_equal(efs_store_write_begin(s, id, len, 0, &w), 0);
+	assert_int_equal(efs_store_write(w, data, len), 0);
+	assert_int_equal(efs_store_write_commit(w, true, efs_crc32c(0, data, len)), 0);
+}
+
+static void compact_all(struct efs_store *s)
+{
+	int r;
+	while ((r = efs_store_compact(s)) > 0)
+		;
+	assert_int_equal(r, 0);
+}
+
+/* A chunk stored twice (the worker's PUT always appends a new record: a
+ * re-upload, a repair, a retried replica) and then deleted: the tombstone
+ * names only the volume of the newest record. When that volume is
+ * compacted away, the tombstone is dropped although the older record of
+ * the same chunk is still committed in an older volume: after a restart
+ * the deleted chunk is back (and its space is never reclaimed). */
+static void test_delete_after_rewrite_survives_compaction_and_restart(void **state)
+{
+	struct fixture *f = *state;
+	static unsigned char data[1000], filler[300 * 1024];
+	char x[65], keep[65];
+	uint32_t flags;
+
+	memset(data, 'x', sizeof(data));
+	memset(filler, 'f', sizeof(filler));
+	chunk_id(1, x);
+	chunk_id(2, keep);
+
+	/* volume 1: X, plus enough live data that volume 1 is never compacted */
+	put(f->store, x, data, sizeof(data));
+	put(f->store, keep, filler, sizeof(filler));
+	reopen(f);
+	/* volume 2: X again, then deleted (the tombstone targets volume 2) */
+	put(f->store, x, data, sizeof(data));
+	assert_int_equal(efs_store_delete(f->store, x, 0), 0);
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
+	reopen(f);
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
+	/* volume 2 is small: merged away, and its tombstone with it */
+	compact_all(f->store);
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
+	reopen(f);
+	/* the delete was acknowledged: X must stay deleted */
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
+}
+
+/* The same without restarts in between, by sealing on size: X in volume
+ * 1, X rewritten in volume 2 and deleted there; volume 2 becomes half
+ * dead and is compacted. */
+static void test_delete_after_rewrite_no_restart_between(void **state)
+{
+	struct fixture *f = *state;
+	static unsigned char data[20000];
+	char x[65], id[65];
+	uint32_t flags;
+
+	volume_bytes = 64 * 1024;
+	reopen(f);
+	memset(data, 'y', sizeof(data));
+	chunk_id(10, x);
+	put(f->store, x, data, sizeof(data)); /* volume 1 */
+	for (unsigned i = 11; i < 13; i++) {  /* volume 1 stays mostly live */
+		chunk_id(i, id);
+		put(f->store, id, data, sizeof(data));
+	}
+	put(f->store, x, data, sizeof(data)); /* does not fit: volume 2 */
+	assert_int_equal(efs_store_delete(f->store, x, 0), 0);
+	for (unsigned i = 13; i < 15; i++) {
+		chunk_id(i, id);
+		put(f->store, id, data, sizeof(data));
+		assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	}
+	chunk_id(15, id);
+	put(f->store, id, data, sizeof(data)); /* volume 3; volume 2 is sealed and dead */
+	compact_all(f->store);
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
+	reopen(f);
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
+	volume_bytes = 1 << 20;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_delete_after_rewrite_survives_compaction_and_restart,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_after_rewrite_no_restart_between, setup,
+					    teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
