@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/syscall.h>
 
 struct fixture {
 	char dir[64];
@@ -298,6 +300,95 @@ static void test_wrapped_entry_volume_is_reclaimed(void **state)
 	assert_int_equal(vs.live_bytes, 0);
 }
 
+/* ---- compaction racing a delete --------------------------------------- */
+
+/* pread64 of this program: the store's calls come here (the library is
+ * linked statically), so a test can hold compaction in the middle of
+ * copying a record. Armed for one read of exactly hook_len bytes. */
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hook_cond = PTHREAD_COND_INITIALIZER;
+static size_t hook_len;
+static int hook_stage; /* 0 idle, 1 armed, 2 a read is held, 3 released */
+
+ssize_t pread64(int fd, void *buf, size_t n, off64_t off)
+{
+	pthread_mutex_lock(&hook_lock);
+	if (hook_stage == 1 && n == hook_len) {
+		hook_stage = 2;
+		pthread_cond_broadcast(&hook_cond);
+		while (hook_stage == 2)
+			pthread_cond_wait(&hook_cond, &hook_lock);
+	}
+	pthread_mutex_unlock(&hook_lock);
+	return syscall(SYS_pread64, fd, buf, n, off);
+}
+
+static void *compact_thread(void *arg)
+{
+	static int r;
+	r = efs_store_compact(arg);
+	return &r;
+}
+
+/* Compaction copies X (reserve, payload, trailer; the lock is not held
+ * while copying); a delete of X lands in between. The delete's tombstone
+ * names X's old volume (the index still points there), the copy is written
+ * with its trailer anyway (a committed record, only its index update is
+ * skipped), and the old volume is removed. From then on the tombstone
+ * counts as not needed; once its volume is compacted (here: a small one
+ * after a restart) nothing shadows the copy, and X is back. */
+static void test_delete_during_compaction_copy_stays_deleted(void **state)
+{
+	struct fixture *f = *state;
+	static unsigned char x_data[4000], big[61216];
+	char x[65], f1[65], l[65];
+	uint32_t flags;
+	pthread_t t;
+	void *ret;
+
+	volume_bytes = 64 * 1024;
+	reopen(f);
+	memset(x_data, 'x', sizeof(x_data));
+	memset(big, 'b', sizeof(big));
+	chunk_id(30, x);
+	chunk_id(31, f1);
+	chunk_id(32, l);
+	put(f->store, x, x_data, sizeof(x_data));   /* volume 1 */
+	put(f->store, f1, big, 50000);		    /* volume 1 */
+	assert_int_equal(efs_store_delete(f->store, f1, 0), 0); /* volume 1 half dead */
+	put(f->store, l, big, sizeof(big)); /* volume 2: 61344 bytes, stays live */
+	/* the copy of X will take volume 2 to 65472: the tombstone goes to 3 */
+
+	pthread_mutex_lock(&hook_lock);
+	hook_len = sizeof(x_data);
+	hook_stage = 1;
+	pthread_mutex_unlock(&hook_lock);
+	assert_int_equal(pthread_create(&t, NULL, compact_thread, f->store), 0);
+	pthread_mutex_lock(&hook_lock);
+	while (hook_stage != 2)
+		pthread_cond_wait(&hook_cond, &hook_lock);
+	pthread_mutex_unlock(&hook_lock);
+
+	assert_int_equal(efs_store_delete(f->store, x, 0), 0); /* acknowledged */
+
+	pthread_mutex_lock(&hook_lock);
+	hook_stage = 3;
+	pthread_cond_broadcast(&hook_cond);
+	pthread_mutex_unlock(&hook_lock);
+	assert_int_equal(pthread_join(t, &ret), 0);
+	assert_int_equal(*(int *)ret, 1); /* volume 1 removed */
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
+
+	reopen(f);
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
+	compact_all(f->store); /* volume 3 (the tombstone alone) is small */
+	reopen(f);
+	int r = efs_store_get(f->store, x, &f->buf, &flags);
+	if (r == 0)
+		print_error("the deleted chunk is back\n");
+	assert_int_equal(r, -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -311,6 +402,8 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_wrapped_entry_volume_is_reclaimed, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_during_compaction_copy_stays_deleted,
+					    setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
