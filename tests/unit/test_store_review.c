@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* test_store_review.c - review findings on the worker's volume store:
- * scenarios where a deleted chunk comes back after compaction + restart. */
+ * scenarios where a deleted chunk comes back after compaction + restart,
+ * an acknowledged copy is hidden after a crash or a quarantine, the replay
+ * miscounts, or a volume whose removal failed is forgotten. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +22,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 struct fixture {
 	char dir[64];
@@ -163,12 +166,13 @@ static void test_delete_after_rewrite_no_restart_between(void **state)
 	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
 }
 
-
 /* A rewrite of a chunk the worker already holds (acknowledged, durable),
  * cut by a power failure before its group fdatasync: header, payload and
  * trailer were all issued with no barrier between them, so the disk may
  * hold the new trailer but not all of the new payload. Simulated here by
- * damaging the new record's payload. The replay trusts the trailer (it
+ * a run that exits without closing the store (a clean close syncs and
+ * records that no volume can hold a torn record), then damaging the new
+ * record's payload. The replay trusted the trailer (it
  * never checks the payload CRC), so the torn record wins over the older,
  * good one; the first read quarantines it and appends a tombstone, and
  * the acknowledged copy is gone from this worker for good. */
@@ -189,6 +193,7 @@ static void test_torn_rewrite_hides_the_acknowledged_copy(void **state)
 	static unsigned char data[5000], filler[300 * 1024];
 	char x[65], keep[65], path[PATH_MAX];
 	uint32_t flags;
+	int status;
 
 	memset(data, 'z', sizeof(data));
 	memset(filler, 'f', sizeof(filler));
@@ -197,9 +202,24 @@ static void test_torn_rewrite_hides_the_acknowledged_copy(void **state)
 	put(f->store, x, data, sizeof(data)); /* acknowledged: volume 1 */
 	put(f->store, keep, filler, sizeof(filler));
 	reopen(f);
-	put(f->store, x, data, sizeof(data)); /* the rewrite: volume 2, offset 0 */
 	efs_store_close(f->store);
 	f->store = NULL;
+	/* A run that crashes (exits without closing the store) right after
+	 * the rewrite: volume 2, offset 0. */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (open_store(f) < 0)
+			_exit(1);
+		struct efs_store_writer *w = NULL;
+		if (efs_store_write_begin(f->store, x, sizeof(data), 0, &w) < 0 ||
+		    efs_store_write(w, data, sizeof(data)) < 0 ||
+		    efs_store_write_commit(w, true, efs_crc32c(0, data, sizeof(data))) < 0)
+			_exit(2);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	/* the crash state: volume 2's trailer on disk, a payload block not */
 	snprintf(path, sizeof(path), "%s/volumes/%010u.vol", f->dir, 2u);
 	flip(path, 96 + 4096 + 10);
@@ -207,9 +227,89 @@ static void test_torn_rewrite_hides_the_acknowledged_copy(void **state)
 	/* the acknowledged copy in volume 1 is intact and should be served */
 	int r = efs_store_get(f->store, x, &f->buf, &flags);
 	if (r != 0)
-		print_error("get after the torn rewrite: %d (volume 1 still holds a good copy)\n", r);
+		print_error("get after the torn rewrite: %d (volume 1 still holds a good copy)\n",
+			    r);
 	assert_int_equal(r, 0);
 	assert_memory_equal(f->buf.data, data, sizeof(data));
+	/* the torn record was taken back on disk: it does not win again after
+	 * a clean restart (when volumes are no longer checked) */
+	reopen(f);
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), 0);
+	assert_memory_equal(f->buf.data, data, sizeof(data));
+}
+
+/* Damage found by a read after a clean shutdown (bit rot, not a crash):
+ * the damaged record is quarantined, and only that record: an older good
+ * copy of the chunk is served again after a restart, where a tombstone
+ * would have hidden it for good. */
+static void test_quarantine_spares_an_older_good_copy(void **state)
+{
+	struct fixture *f = *state;
+	static unsigned char data[5000], filler[300 * 1024];
+	char x[65], keep[65], path[PATH_MAX];
+	uint32_t flags;
+
+	memset(data, 'q', sizeof(data));
+	memset(filler, 'f', sizeof(filler));
+	chunk_id(25, x);
+	chunk_id(26, keep);
+	put(f->store, x, data, sizeof(data)); /* volume 1 */
+	put(f->store, keep, filler, sizeof(filler));
+	reopen(f);
+	put(f->store, x, data, sizeof(data)); /* volume 2, offset 0 */
+	reopen(f);
+	snprintf(path, sizeof(path), "%s/volumes/%010u.vol", f->dir, 2u);
+	flip(path, 96 + 100);
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -EBADMSG);
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
+	reopen(f);
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), 0);
+	assert_memory_equal(f->buf.data, data, sizeof(data));
+}
+
+/* Two writes of one chunk whose commits land out of order: A reserves in
+ * volume 1, B reserves in volume 2 and commits first, A commits last and
+ * wins. The delete's tombstone (volume 3) must also cover B's older record
+ * in volume 2, a volume above the newest record's: once volume 1 and then
+ * the tombstone's volume are compacted, the chunk must stay deleted. */
+static void test_delete_covers_an_older_record_in_a_newer_volume(void **state)
+{
+	struct fixture *f = *state;
+	static unsigned char data[20000];
+	char x[65], f1[65], f2[65], k[65];
+	struct efs_store_writer *a = NULL;
+	uint32_t flags;
+
+	volume_bytes = 64 * 1024;
+	reopen(f);
+	memset(data, 'o', sizeof(data));
+	chunk_id(40, x);
+	chunk_id(41, f1);
+	chunk_id(42, f2);
+	assert_int_equal(efs_store_write_begin(f->store, x, sizeof(data), 0, &a), 0); /* vol 1 */
+	assert_int_equal(efs_store_write(a, data, sizeof(data)), 0);
+	put(f->store, f1, data, sizeof(data)); /* volume 1 */
+	put(f->store, f2, data, sizeof(data)); /* volume 1: full */
+	put(f->store, x, data, sizeof(data));  /* B: volume 2 */
+	for (unsigned i = 43; i < 45; i++) {   /* volume 2 stays live */
+		chunk_id(i, k);
+		put(f->store, k, data, sizeof(data));
+	}
+	chunk_id(45, k);
+	put(f->store, k, data, 5000); /* volume 2 has no room for a tombstone */
+	assert_int_equal(efs_store_write_commit(a, true, efs_crc32c(0, data, sizeof(data))), 0);
+	assert_int_equal(efs_store_delete(f->store, x, 0), 0); /* volume 3 */
+	assert_int_equal(efs_store_delete(f->store, f1, 0), 0);
+	assert_int_equal(efs_store_delete(f->store, f2, 0), 0);
+	compact_all(f->store); /* volume 1 (all dead) goes */
+	assert_int_equal(efs_store_get(f->store, x, &f->buf, &flags), -ENOENT);
+	reopen(f);
+	compact_all(f->store); /* volume 3 (tombstones only, small) goes */
+	reopen(f);
+	int r = efs_store_get(f->store, x, &f->buf, &flags);
+	if (r == 0)
+		print_error("the deleted chunk is back\n");
+	assert_int_equal(r, -ENOENT);
 }
 
 /* The slot a chunk id hashes to in an index of 1024 slots (the smallest),
@@ -353,8 +453,8 @@ static void test_delete_during_compaction_copy_stays_deleted(void **state)
 	chunk_id(30, x);
 	chunk_id(31, f1);
 	chunk_id(32, l);
-	put(f->store, x, x_data, sizeof(x_data));   /* volume 1 */
-	put(f->store, f1, big, 50000);		    /* volume 1 */
+	put(f->store, x, x_data, sizeof(x_data));		/* volume 1 */
+	put(f->store, f1, big, 50000);				/* volume 1 */
 	assert_int_equal(efs_store_delete(f->store, f1, 0), 0); /* volume 1 half dead */
 	put(f->store, l, big, sizeof(big)); /* volume 2: 61344 bytes, stays live */
 	/* the copy of X will take volume 2 to 65472: the tombstone goes to 3 */
@@ -389,21 +489,86 @@ static void test_delete_during_compaction_copy_stays_deleted(void **state)
 	assert_int_equal(r, -ENOENT);
 }
 
+/* ---- a volume whose removal fails ----------------------------------- */
+
+/* unlink of this program (the store is linked statically): fails once with
+ * EIO when armed. */
+static int unlink_fail;
+
+int unlink(const char *path)
+{
+	if (unlink_fail) {
+		unlink_fail = 0;
+		errno = EIO;
+		return -1;
+	}
+	return (int)syscall(SYS_unlink, path);
+}
+
+/* A compaction whose unlink fails keeps the volume tracked (and stuck),
+ * as its file is still on disk: counted in the volume stats, and its
+ * records still shadowed by the tombstones that cover them. */
+static void test_failed_unlink_keeps_the_volume_tracked(void **state)
+{
+	struct fixture *f = *state;
+	static unsigned char data[20000];
+	char id[65];
+	struct efs_store_volume_stats before, after;
+
+	volume_bytes = 64 * 1024;
+	reopen(f);
+	memset(data, 'u', sizeof(data));
+	for (unsigned i = 50; i < 53; i++) { /* volume 1 */
+		chunk_id(i, id);
+		put(f->store, id, data, sizeof(data));
+	}
+	chunk_id(53, id);
+	put(f->store, id, data, sizeof(data)); /* volume 2 */
+	for (unsigned i = 50; i < 53; i++) {   /* volume 1 all dead */
+		chunk_id(i, id);
+		assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	}
+	efs_store_volume_stats(f->store, &before);
+	unlink_fail = 1;
+	assert_int_equal(efs_store_compact(f->store), -EIO);
+	efs_store_volume_stats(f->store, &after);
+	assert_int_equal(after.volume_count, before.volume_count);
+	assert_int_equal(after.file_bytes, before.file_bytes);
+	/* stuck: not tried again */
+	assert_int_equal(efs_store_compact(f->store), 0);
+	/* after a restart it is tried again, and goes */
+	reopen(f);
+	compact_all(f->store);
+	efs_store_volume_stats(f->store, &after);
+	assert_true(after.volume_count < before.volume_count);
+	for (unsigned i = 50; i < 53; i++) {
+		uint32_t flags;
+		chunk_id(i, id);
+		assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_delete_after_rewrite_survives_compaction_and_restart,
-					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_delete_after_rewrite_survives_compaction_and_restart, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_after_rewrite_no_restart_between, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_torn_rewrite_hides_the_acknowledged_copy, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_quarantine_spares_an_older_good_copy, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_covers_an_older_record_in_a_newer_volume,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_unlink_keeps_the_volume_tracked, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_counts_a_wrapped_entry_once, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_wrapped_entry_volume_is_reclaimed, setup,
 					    teardown),
-	    cmocka_unit_test_setup_teardown(test_delete_during_compaction_copy_stays_deleted,
-					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_during_compaction_copy_stays_deleted, setup,
+					    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
