@@ -26,6 +26,10 @@ struct efs_chunk_loc {
 	uint32_t length;  /* payload bytes */
 	uint8_t flags;	  /* EFS_STORE_* */
 	bool tombstone;	  /* a delete; only while the store replays its volumes */
+	/* The lowest and highest ids of the volumes that may hold a committed
+	 * record of this chunk (older copies included): what a tombstone for
+	 * it must outlive. */
+	uint32_t first_volume, last_volume;
 };
 
 struct efs_chunk_slot {
@@ -54,8 +58,10 @@ int efs_chunk_index_put(struct efs_chunk_index *ix, const uint8_t *key,
 /* Removes @key's entry; false when there was none. */
 bool efs_chunk_index_remove(struct efs_chunk_index *ix, const uint8_t *key);
 /* Walks the slots: the first used slot at or after *pos, or NULL at the end;
- * *pos is left on that slot (add 1 to go on). A remove during the walk may
- * move a later entry into the current slot: look at *pos again after one. */
+ * *pos is left on that slot (add 1 to go on). No put or remove may happen
+ * during a walk: a remove shifts entries backwards, and one from the start
+ * of a probe run that wraps around the end would land in a slot the walk
+ * has passed (seen twice, or never). Collect keys first, change after. */
 struct efs_chunk_slot *efs_chunk_index_next(struct efs_chunk_index *ix, size_t *pos);
 
 #endif

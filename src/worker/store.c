@@ -44,13 +44,18 @@
 /* A sealed volume under volume_bytes / this is merged into the active one. */
 #define SMALL_VOLUME_DIV 8
 #define COPY_BUF_LEN (1u << 20)
+/* volumes/clean: the decimal id of the highest volume known to hold no
+ * record torn by a crash (written at open once the volumes were checked,
+ * and at a clean close once they are synced). Only newer volumes are
+ * checked at the next open. */
+#define CLEAN_FILE "clean"
 
 /* The layout before volumes: data/chunks/<2 hex>/<id>, a 32-byte header. */
 #define LEGACY_HEADER_LEN 32
 #define LEGACY_MAGIC "EFSC"
 
 struct tomb_bytes {
-	uint32_t target; /* a volume id */
+	uint32_t first, last; /* the volume ids that may hold records it deletes */
 	uint64_t bytes;
 };
 
@@ -66,8 +71,9 @@ struct volume {
 	bool stuck;	  /* a compaction of it failed: not tried again */
 	struct volume *dirty_next;
 	struct volume *sync_next; /* the list a sync round works through */
-	/* Tombstones held here, by the volume of the record each deleted: one
-	 * is needed (counts as live) only while that volume exists. */
+	/* Tombstones held here, by the range of volumes that may hold records
+	 * each deletes: one is needed (counts as live) only while a volume of
+	 * its range (other than this one) exists. */
 	struct tomb_bytes *tombs;
 	size_t tomb_count;
 };
@@ -96,6 +102,10 @@ struct efs_store {
 	bool compactor_running;
 	struct efs_ticker compactor;
 	int64_t compact_interval_ms;
+	/* Volumes up to this id hold no record torn by a crash: synced by a
+	 * clean close, or checked at open (see CLEAN_FILE). */
+	uint32_t clean_through;
+	bool opened; /* open succeeded: close may record a clean shutdown */
 };
 
 struct efs_store_writer {
@@ -116,7 +126,10 @@ struct record {
 	uint8_t type;
 	uint8_t flags;
 	uint64_t length;
-	uint32_t target_volume; /* tombstones: the volume of the record deleted */
+	/* Tombstones: the ids of the volumes that may hold records it deletes,
+	 * first_volume..target_volume. */
+	uint32_t target_volume;
+	uint32_t first_volume;
 	char chunk_id[65];
 	uint32_t header_crc;
 };
@@ -142,8 +155,9 @@ static uint64_t get_le(const unsigned char *p, int n)
 }
 
 /* Header: "EFSR", version, type, flags, 1 reserved, length (le64), target
- * volume (le32), 4 reserved, chunk id (64 ASCII), 4 reserved, CRC32C of
- * the first 92 bytes. Returns the header CRC. */
+ * volume (le32), first volume (le32; 0 in tombstones written before it
+ * existed), chunk id (64 ASCII), 4 reserved, CRC32C of the first 92 bytes.
+ * Returns the header CRC. */
 static uint32_t header_encode(unsigned char *h, const struct record *rec)
 {
 	memset(h, 0, HEADER_LEN);
@@ -153,6 +167,7 @@ static uint32_t header_encode(unsigned char *h, const struct record *rec)
 	h[6] = rec->flags;
 	put_le(h + 8, rec->length, 8);
 	put_le(h + 16, rec->target_volume, 4);
+	put_le(h + 20, rec->first_volume, 4);
 	memcpy(h + 24, rec->chunk_id, 64);
 	uint32_t crc = efs_crc32c(0, h, 92);
 	put_le(h + 92, crc, 4);
@@ -169,6 +184,11 @@ static int header_decode(const unsigned char *h, struct record *rec)
 	rec->flags = h[6];
 	rec->length = get_le(h + 8, 8);
 	rec->target_volume = (uint32_t)get_le(h + 16, 4);
+	/* An old tombstone named only the newest record's volume: assume any
+	 * volume up to it may hold an older one. */
+	rec->first_volume = (uint32_t)get_le(h + 20, 4);
+	if (rec->first_volume == 0 && rec->target_volume)
+		rec->first_volume = 1;
 	memcpy(rec->chunk_id, h + 24, 64);
 	rec->chunk_id[64] = '\0';
 	rec->header_crc = crc;
@@ -244,6 +264,16 @@ static int read_all(int fd, void *data, size_t len, uint64_t offset)
 
 /* ---- volumes ---------------------------------------------------------- */
 
+static int fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
 static void volume_path(const struct efs_store *s, uint32_t id, char *out, size_t size)
 {
 	snprintf(out, size, "%s/volumes/%010u.vol", s->dir, id);
@@ -260,10 +290,10 @@ static void volume_unref(struct volume *v)
 }
 
 /* Under s->lock (or at open). */
-static int volume_add_tomb(struct volume *v, uint32_t target)
+static int volume_add_tomb(struct volume *v, uint32_t first, uint32_t last)
 {
 	for (size_t i = 0; i < v->tomb_count; i++) {
-		if (v->tombs[i].target == target) {
+		if (v->tombs[i].first == first && v->tombs[i].last == last) {
 			v->tombs[i].bytes += RECORD_LEN(0);
 			return 0;
 		}
@@ -272,7 +302,7 @@ static int volume_add_tomb(struct volume *v, uint32_t target)
 	if (!p)
 		return -ENOMEM;
 	v->tombs = p;
-	v->tombs[v->tomb_count++] = (struct tomb_bytes){target, RECORD_LEN(0)};
+	v->tombs[v->tomb_count++] = (struct tomb_bytes){first, last, RECORD_LEN(0)};
 	return 0;
 }
 
@@ -290,12 +320,16 @@ static int volume_table_add(struct efs_store *s, struct volume *v)
 	return 0;
 }
 
-static struct volume *volume_find(const struct efs_store *s, uint32_t id)
+/* Whether a volume other than @except with an id in [first, last] exists:
+ * a tombstone in @except for that range still shadows records there. A
+ * volume counts until its unlink is durable (compact_volume). */
+static bool volume_in_range(const struct efs_store *s, uint32_t first, uint32_t last,
+			    const struct volume *except)
 {
 	for (size_t i = 0; i < s->vol_count; i++)
-		if (s->vols[i]->id == id)
-			return s->vols[i];
-	return NULL;
+		if (s->vols[i] != except && s->vols[i]->id >= first && s->vols[i]->id <= last)
+			return true;
+	return false;
 }
 
 /* Bytes of @v that compaction would have to keep. */
@@ -303,7 +337,7 @@ static uint64_t volume_needed(const struct efs_store *s, const struct volume *v)
 {
 	uint64_t needed = v->live;
 	for (size_t i = 0; i < v->tomb_count; i++)
-		if (v->tombs[i].target != v->id && volume_find(s, v->tombs[i].target))
+		if (volume_in_range(s, v->tombs[i].first, v->tombs[i].last, v))
 			needed += v->tombs[i].bytes;
 	return needed;
 }
@@ -452,27 +486,52 @@ static void index_drop(struct efs_store *s, const uint8_t *key, const struct efs
 	efs_chunk_index_remove(&s->index, key);
 }
 
-/* Points the index at a committed record, replacing what it pointed to. */
+/* Points the index at a committed record, replacing what it pointed to
+ * (in place: nothing changes when adding a new entry fails). The volume
+ * range grows to cover the older records of the chunk still on disk. */
 static int index_set(struct efs_store *s, const uint8_t *key, const struct efs_chunk_loc *loc)
 {
 	struct efs_chunk_loc *old = efs_chunk_index_find(&s->index, key);
-	if (old)
-		index_drop(s, key, old);
-	int r = efs_chunk_index_put(&s->index, key, loc);
-	if (r < 0)
-		return r;
+	if (old) {
+		struct efs_chunk_loc merged = *loc;
+		merged.first_volume = EFS_MIN(old->first_volume, loc->first_volume);
+		merged.last_volume = EFS_MAX(old->last_volume, loc->last_volume);
+		((struct volume *)old->volume)->live -= RECORD_LEN(old->length);
+		s->bytes -= EFS_MIN(s->bytes, old->length);
+		*old = merged;
+	} else {
+		int r = efs_chunk_index_put(&s->index, key, loc);
+		if (r < 0)
+			return r;
+	}
 	((struct volume *)loc->volume)->live += RECORD_LEN(loc->length);
 	s->bytes += loc->length;
 	return 0;
 }
 
-/* Appends a tombstone for @chunk_id (whose deleted record is in volume
- * @target) and returns its sync ticket. Under s->lock. */
-static int append_tombstone(struct efs_store *s, const char *chunk_id, uint32_t target,
-			    uint64_t *ticket)
+/* Makes a committed record dead on disk by overwriting its commit magic,
+ * if the trailer at the place the index gives carries one. A replay then
+ * treats it like a write cut before its commit: an older copy of the chunk
+ * wins, or none. The caller syncs the volume (or accepts that a crash
+ * undoes it). */
+static int uncommit(struct volume *v, uint64_t offset, uint64_t length)
+{
+	static const unsigned char zero[4];
+	unsigned char magic[4];
+	uint64_t at = offset + HEADER_LEN + length + 4;
+	int r = read_all(v->fd, magic, sizeof(magic), at);
+	if (r == -EBADMSG || (r == 0 && memcmp(magic, COMMIT_MAGIC, 4) != 0))
+		return 0; /* not there (truncated) or not committed */
+	return r < 0 ? r : write_all(v->fd, zero, sizeof(zero), at);
+}
+
+/* Appends a tombstone for @chunk_id (whose committed records may be in
+ * volumes @first..@last) and returns its sync ticket. Under s->lock. */
+static int append_tombstone(struct efs_store *s, const char *chunk_id, uint32_t first,
+			    uint32_t last, uint64_t *ticket)
 {
 	unsigned char rec[HEADER_LEN + TRAILER_LEN];
-	struct record h = {.type = TYPE_TOMBSTONE, .target_volume = target};
+	struct record h = {.type = TYPE_TOMBSTONE, .target_volume = last, .first_volume = first};
 	struct volume *v;
 	uint64_t offset;
 
@@ -485,7 +544,7 @@ static int append_tombstone(struct efs_store *s, const char *chunk_id, uint32_t 
 		return r;
 	r = write_all(v->fd, rec + HEADER_LEN, TRAILER_LEN, offset + HEADER_LEN);
 	if (r == 0)
-		volume_add_tomb(v, target); /* on ENOMEM it counts as dead: compacted early */
+		volume_add_tomb(v, first, last); /* ENOMEM: counts as dead (compacted early) */
 	v->writers--;
 	if (r == 0)
 		*ticket = mark_dirty(s, v);
@@ -519,13 +578,15 @@ static void copy_to_corrupt(struct efs_store *s, const char *chunk_id, int fd, u
 }
 
 /* Takes a record that failed its checks out of the index (if the index
- * still points at it) and appends a tombstone so that it stays gone after
- * a restart; repair writes a good copy later. */
+ * still points at it) and uncommits that record alone on disk, so that it
+ * stays gone after a restart; repair writes a good copy later. No
+ * tombstone: one would also shadow older good copies of the chunk (a
+ * rewrite or a repair leaves them behind), which a restart now serves
+ * again; with no other copy the chunk is absent. */
 static void quarantine(struct efs_store *s, const char *chunk_id, struct volume *v, uint64_t offset,
 		       uint64_t length)
 {
 	uint8_t key[EFS_CHUNK_KEY_LEN];
-	uint64_t ticket;
 	copy_to_corrupt(s, chunk_id, v->fd, offset, RECORD_LEN(length));
 	efs_chunk_key(chunk_id, key);
 	pthread_mutex_lock(&s->lock);
@@ -533,7 +594,8 @@ static void quarantine(struct efs_store *s, const char *chunk_id, struct volume 
 	if (loc && loc->volume == v && loc->offset == offset) {
 		/* Not waited for: if it is lost in a crash, the next read finds
 		 * the damage again. */
-		append_tombstone(s, chunk_id, v->id, &ticket);
+		if (uncommit(v, offset, length) == 0)
+			mark_dirty(s, v);
 		index_drop(s, key, loc);
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -580,21 +642,70 @@ static int scan_volume(struct efs_store *s, struct volume *v, uint64_t end, scan
 	return 0;
 }
 
+struct replay {
+	char *buf;	  /* COPY_BUF_LEN bytes */
+	bool uncommitted; /* a torn record of the volume being read was uncommitted */
+};
+
+/* -EBADMSG when the payload does not match its trailer's CRC (or the file
+ * ends first). */
+static int check_payload(struct volume *v, const struct scanned *r, char *buf)
+{
+	uint32_t crc = 0;
+	for (uint64_t pos = 0; pos < r->rec.length;) {
+		size_t n = (size_t)EFS_MIN(r->rec.length - pos, COPY_BUF_LEN);
+		int err = read_all(v->fd, buf, n, r->offset + HEADER_LEN + pos);
+		if (err < 0)
+			return err;
+		crc = efs_crc32c(crc, buf, n);
+		pos += n;
+	}
+	return crc == r->commit.payload_crc ? 0 : -EBADMSG;
+}
+
 /* At open: the newest record of each chunk wins; tombstones stay in the
- * index (marked) until every volume has been read. */
+ * index (marked) until every volume has been read. Every committed chunk
+ * record, winner or not, widens its chunk's volume range.
+ *
+ * A volume newer than s->clean_through was being written when the store
+ * last stopped without a clean close: header, payload and trailer reach the
+ * disk in any order before the sync, so a trailer may be there while part
+ * of its payload is not. Such a record was never acknowledged; its payload
+ * is checked here and, if torn, uncommitted on disk, so that the older,
+ * acknowledged copy wins (now and after later restarts). */
 static int replay_record(struct efs_store *s, struct volume *v, const struct scanned *r, void *ctx)
 {
+	struct replay *rp = ctx;
 	uint8_t key[EFS_CHUNK_KEY_LEN];
 	if (!r->committed)
 		return 0;
 	if (r->commit.seq >= s->next_seq)
 		s->next_seq = r->commit.seq + 1;
-	if (r->rec.type == TYPE_TOMBSTONE && volume_add_tomb(v, r->rec.target_volume) < 0)
+	bool chunk = r->rec.type == TYPE_CHUNK;
+	if (chunk && v->id > s->clean_through) {
+		int err = check_payload(v, r, rp->buf);
+		if (err == -EBADMSG && (err = uncommit(v, r->offset, r->rec.length)) == 0) {
+			rp->uncommitted = true;
+			return 0;
+		}
+		if (err < 0)
+			return err;
+	}
+	if (!chunk && volume_add_tomb(v, r->rec.first_volume, r->rec.target_volume) < 0)
 		return -ENOMEM;
 	efs_chunk_key(r->rec.chunk_id, key);
 	struct efs_chunk_loc *old = efs_chunk_index_find(&s->index, key);
-	if (old && old->seq >= r->commit.seq)
-		return 0;
+	/* A tombstone adds no volume: it covers its own range. */
+	uint32_t first = chunk ? v->id : UINT32_MAX, last = chunk ? v->id : 0;
+	if (old) {
+		first = EFS_MIN(first, old->first_volume);
+		last = EFS_MAX(last, old->last_volume);
+		if (old->seq >= r->commit.seq) {
+			old->first_volume = first;
+			old->last_volume = last;
+			return 0;
+		}
+	}
 	struct efs_chunk_loc loc = {
 	    .volume = v,
 	    .offset = r->offset,
@@ -602,7 +713,9 @@ static int replay_record(struct efs_store *s, struct volume *v, const struct sca
 	    .mtime_ms = r->commit.mtime_ms,
 	    .length = (uint32_t)r->rec.length,
 	    .flags = r->rec.flags,
-	    .tombstone = r->rec.type == TYPE_TOMBSTONE,
+	    .tombstone = !chunk,
+	    .first_volume = first,
+	    .last_volume = last,
 	};
 	return efs_chunk_index_put(&s->index, key, &loc);
 }
@@ -670,19 +783,43 @@ static int load_volumes(struct efs_store *s)
 		return r;
 	if (s->vol_count)
 		qsort(s->vols, s->vol_count, sizeof(*s->vols), compare_volume_ids);
-	for (size_t i = 0; i < s->vol_count; i++)
-		if ((r = scan_volume(s, s->vols[i], s->vols[i]->size, replay_record, NULL)) < 0)
-			return r;
-	size_t pos = 0;
+	struct replay rp = {.buf = malloc(COPY_BUF_LEN)};
+	if (!rp.buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->vol_count && r == 0; i++) {
+		struct volume *v = s->vols[i];
+		rp.uncommitted = false;
+		r = scan_volume(s, v, v->size, replay_record, &rp);
+		/* What was uncommitted stays so before anything is served. */
+		if (r == 0 && rp.uncommitted && fdatasync(v->fd) < 0)
+			r = -errno;
+	}
+	free(rp.buf);
+	if (r < 0)
+		return r;
+	/* Count in one pass, then remove the tombstones' entries: a remove
+	 * during the walk can move an entry into a slot already passed. */
+	size_t pos = 0, tombstones = 0;
 	struct efs_chunk_slot *slot;
-	while ((slot = efs_chunk_index_next(&s->index, &pos))) {
+	for (; (slot = efs_chunk_index_next(&s->index, &pos)); pos++) {
 		if (slot->loc.tombstone) {
-			efs_chunk_index_remove(&s->index, slot->key);
-			continue; /* another entry may have moved into this slot */
+			tombstones++;
+			continue;
 		}
 		((struct volume *)slot->loc.volume)->live += RECORD_LEN(slot->loc.length);
 		s->bytes += slot->loc.length;
-		pos++;
+	}
+	if (tombstones) {
+		uint8_t(*keys)[EFS_CHUNK_KEY_LEN] = malloc(tombstones * EFS_CHUNK_KEY_LEN);
+		size_t n = 0;
+		if (!keys)
+			return -ENOMEM;
+		for (pos = 0; (slot = efs_chunk_index_next(&s->index, &pos)); pos++)
+			if (slot->loc.tombstone)
+				memcpy(keys[n++], slot->key, EFS_CHUNK_KEY_LEN);
+		for (size_t i = 0; i < n; i++)
+			efs_chunk_index_remove(&s->index, keys[i]);
+		free(keys);
 	}
 	return 0;
 }
@@ -778,9 +915,13 @@ static int writer_commit(struct efs_store_writer *w, bool check_crc, uint32_t cr
 					    .seq = c.seq,
 					    .mtime_ms = c.mtime_ms,
 					    .length = (uint32_t)w->length,
-					    .flags = (uint8_t)w->flags};
-		if (r == 0)
-			r = index_set(s, key, &loc);
+					    .flags = (uint8_t)w->flags,
+					    .first_volume = w->v->id,
+					    .last_volume = w->v->id};
+		/* A committed record the index does not know of could outlive a
+		 * later delete's tombstone: take the commit back. */
+		if (r == 0 && (r = index_set(s, key, &loc)) < 0)
+			uncommit(w->v, w->offset, w->length);
 		if (r == 0)
 			my_ticket = mark_dirty(s, w->v);
 	}
@@ -945,8 +1086,8 @@ int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodifi
 		r = -ENOENT;
 	else if (unmodified_since_ms > 0 && loc->mtime_ms >= unmodified_since_ms)
 		r = -EBUSY;
-	else if ((r = append_tombstone(s, chunk_id, ((struct volume *)loc->volume)->id, &ticket)) ==
-		 0)
+	else if ((r = append_tombstone(s, chunk_id, loc->first_volume, loc->last_volume,
+				       &ticket)) == 0)
 		index_drop(s, key, loc);
 	pthread_mutex_unlock(&s->lock);
 	return r < 0 ? r : wait_durable(s, ticket);
@@ -1004,8 +1145,12 @@ struct compaction {
 
 /* Copies one record of @v, verbatim (same sequence number and commit
  * time), to the end of the active volume, if it is still needed: a chunk
- * the index points at, or a tombstone whose deleted record's volume still
- * exists. A chunk whose payload fails its CRC is quarantined instead. */
+ * the index points at, or a tombstone a volume of whose range still exists.
+ * A chunk whose payload fails its CRC is quarantined instead. The payload
+ * is copied without the lock; the copy of a chunk gets its trailer (is
+ * committed) only if, under the lock, the index still points at the
+ * original: a delete or rewrite meanwhile leaves the copy dead, since a
+ * committed copy would be a record no tombstone covers. */
 static int copy_record(struct efs_store *s, struct volume *v, const struct scanned *r, void *ctx)
 {
 	struct compaction *cp = ctx;
@@ -1024,7 +1169,7 @@ static int copy_record(struct efs_store *s, struct volume *v, const struct scann
 		struct efs_chunk_loc *loc = efs_chunk_index_find(&s->index, key);
 		keep = loc && loc->volume == v && loc->offset == r->offset;
 	} else {
-		keep = r->rec.target_volume != v->id && volume_find(s, r->rec.target_volume);
+		keep = volume_in_range(s, r->rec.first_volume, r->rec.target_volume, v);
 	}
 	err = keep ? reserve(s, r->header, RECORD_LEN(len), &dest, &dest_off) : 0;
 	pthread_mutex_unlock(&s->lock);
@@ -1041,23 +1186,29 @@ static int copy_record(struct efs_store *s, struct volume *v, const struct scann
 		pos += n;
 	}
 	bool damaged = err == -EBADMSG || (err == 0 && crc != r->commit.payload_crc);
-	if (err == 0 && !damaged)
-		err = write_all(dest->fd, r->trailer, TRAILER_LEN, dest_off + HEADER_LEN + len);
 	pthread_mutex_lock(&s->lock);
 	if (err == 0 && !damaged) {
-		struct efs_chunk_loc *loc = efs_chunk_index_find(&s->index, key);
-		if (r->rec.type == TYPE_CHUNK && loc && loc->volume == v &&
-		    loc->offset == r->offset) {
-			v->live -= RECORD_LEN(len);
-			dest->live += RECORD_LEN(len);
-			loc->volume = dest;
-			loc->offset = dest_off;
+		struct efs_chunk_loc *loc = NULL;
+		bool current = true; /* a tombstone is not indexed: always copied */
+		if (r->rec.type == TYPE_CHUNK) {
+			loc = efs_chunk_index_find(&s->index, key);
+			current = loc && loc->volume == v && loc->offset == r->offset;
 		}
-		/* else: deleted or rewritten meanwhile; the copy is dead, and
-		 * older than what replaced it, so a replay ignores it too */
-		if (r->rec.type == TYPE_TOMBSTONE)
-			volume_add_tomb(dest, r->rec.target_volume);
-		cp->ticket = mark_dirty(s, dest);
+		if (current)
+			err = write_all(dest->fd, r->trailer, TRAILER_LEN,
+					dest_off + HEADER_LEN + len);
+		if (current && err == 0) {
+			if (loc) {
+				v->live -= RECORD_LEN(len);
+				dest->live += RECORD_LEN(len);
+				loc->volume = dest;
+				loc->offset = dest_off;
+				loc->last_volume = EFS_MAX(loc->last_volume, dest->id);
+			} else {
+				volume_add_tomb(dest, r->rec.first_volume, r->rec.target_volume);
+			}
+			cp->ticket = mark_dirty(s, dest);
+		}
 	}
 	dest->writers--;
 	volume_unref(dest);
@@ -1082,18 +1233,24 @@ static int compact_volume(struct efs_store *s, struct volume *v)
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&s->lock);
-	if (v->live != 0) {
+	r = v->live != 0 ? -EAGAIN : 0;
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0) {
 		/* A header damaged since open hid records from the scan: they
 		 * stay until reads quarantine them. */
-		pthread_mutex_unlock(&s->lock);
-		return -EAGAIN;
+		return r;
 	}
-	volume_table_remove(s, v);
-	volume_unref(v); /* the table's reference; readers may still hold theirs */
-	pthread_mutex_unlock(&s->lock);
+	/* The volume stays in the table (so the tombstones for records in it
+	 * are kept) until its removal is durable; if that fails it stays,
+	 * marked stuck by the caller, rather than live on disk untracked. It
+	 * is sealed and holds nothing the index points at: nobody writes it. */
 	volume_path(s, v->id, path, sizeof(path));
 	if (unlink(path) < 0 || fsync(s->vol_dir_fd) < 0)
 		return -errno;
+	pthread_mutex_lock(&s->lock);
+	volume_table_remove(s, v);
+	volume_unref(v); /* the table's reference; readers may still hold theirs */
+	pthread_mutex_unlock(&s->lock);
 	return 1;
 }
 
@@ -1203,8 +1360,11 @@ out:
 
 /* A data directory of the old layout (data/chunks/<2 hex>/<id>) is moved
  * into volumes at open: every file appended, the volume synced once, then
- * the files removed. A crash in between imports them again (the copies are
- * identical; the newest wins). Damaged files go to corrupt/. */
+ * the files removed, and the removals synced before the store serves: a
+ * file that came back after a crash would be imported again with a new
+ * sequence number, over a delete made in between. A crash before that
+ * imports them again (the copies are identical; the newest wins). Damaged
+ * files go to corrupt/. */
 static int migrate_legacy(struct efs_store *s)
 {
 	char path[PATH_MAX], dest[PATH_MAX];
@@ -1241,8 +1401,10 @@ static int migrate_legacy(struct efs_store *s)
 					r = 0;
 				}
 			}
+			if (pass == 1 && r == 0 && fsync(dirfd(d)) < 0)
+				r = -errno;
 			closedir(d);
-			if (pass == 1)
+			if (pass == 1 && r == 0)
 				rmdir(path);
 		}
 		/* Everything imported is durable before any file goes. */
@@ -1254,19 +1416,62 @@ static int migrate_legacy(struct efs_store *s)
 		return r;
 	snprintf(path, sizeof(path), "%s/chunks", s->dir);
 	rmdir(path);
-	return 0;
+	return fsync_dir(s->dir);
 }
 
 /* ---- open and close ---------------------------------------------------- */
 
-static int fsync_dir(const char *path)
+/* 0 when there is no valid clean marker: every volume gets checked. */
+static uint32_t read_clean_through(const struct efs_store *s)
 {
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char text[16] = "";
+	int fd = openat(s->vol_dir_fd, CLEAN_FILE, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t got = pread(fd, text, sizeof(text) - 1, 0);
+	close(fd);
+	uint64_t id = 0;
+	for (ssize_t i = 0; i < got && text[i] != '\n'; i++) {
+		if (text[i] < '0' || text[i] > '9' || id > UINT32_MAX)
+			return 0;
+		id = id * 10 + (uint64_t)(text[i] - '0');
+	}
+	return id > UINT32_MAX ? 0 : (uint32_t)id;
+}
+
+/* Replaces the clean marker durably (a new file renamed over it). */
+static int write_clean_through(struct efs_store *s, uint32_t id)
+{
+	char text[16];
+	int len = snprintf(text, sizeof(text), "%u\n", id);
+	int fd = openat(s->vol_dir_fd, CLEAN_FILE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			0600);
 	if (fd < 0)
 		return -errno;
-	int r = fsync(fd) < 0 ? -errno : 0;
+	int r = write_all(fd, text, (size_t)len, 0);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
 	close(fd);
+	if (r == 0 && renameat(s->vol_dir_fd, CLEAN_FILE ".tmp", s->vol_dir_fd, CLEAN_FILE) < 0)
+		r = -errno;
+	if (r == 0 && fsync(s->vol_dir_fd) < 0)
+		r = -errno;
+	s->clean_through = r == 0 ? id : s->clean_through;
 	return r;
+}
+
+/* At a clean close: everything written is synced, so no volume can hold a
+ * torn record; the next open need not check them. Best effort: without
+ * the marker, the next open checks this run's volumes. */
+static void mark_clean(struct efs_store *s)
+{
+	if (!s->opened || s->broken)
+		return;
+	for (size_t i = 0; i < s->vol_count; i++)
+		if (s->vols[i]->id > s->clean_through && fdatasync(s->vols[i]->fd) < 0)
+			return;
+	if (s->next_volume_id - 1 > s->clean_through)
+		write_clean_through(s, s->next_volume_id - 1);
 }
 
 int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
@@ -1305,13 +1510,24 @@ int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 	 * is acknowledged (the files in it are covered by volume_start). */
 	if ((r = fsync_dir(dir)) < 0)
 		goto fail;
-	if ((r = load_volumes(s)) < 0 || (r = migrate_legacy(s)) < 0)
+	s->clean_through = read_clean_through(s);
+	if ((r = load_volumes(s)) < 0)
+		goto fail;
+	/* This run's volumes get ids above the marker; the checked ones are
+	 * at or under it from now on. */
+	if (s->next_volume_id <= s->clean_through)
+		s->next_volume_id = s->clean_through + 1;
+	if (s->next_volume_id - 1 > s->clean_through &&
+	    (r = write_clean_through(s, s->next_volume_id - 1)) < 0)
+		goto fail;
+	if ((r = migrate_legacy(s)) < 0)
 		goto fail;
 	if (s->compact_interval_ms > 0) {
 		if ((r = efs_ticker_start(&s->compactor, compactor_main, s)) < 0)
 			goto fail;
 		s->compactor_running = true;
 	}
+	s->opened = true;
 	*out = s;
 	return 0;
 fail:
@@ -1334,6 +1550,7 @@ void efs_store_close(struct efs_store *s)
 		return;
 	if (s->compactor_running)
 		efs_ticker_stop(&s->compactor);
+	mark_clean(s);
 	/* No writer is left (the caller stopped serving); a last sync round
 	 * may hold dirty volumes: drop those references too. */
 	while (s->dirty) {

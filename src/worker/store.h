@@ -8,8 +8,9 @@
  * while active. Each holds records back to back:
  *
  *   header (96 bytes)  "EFSR", version, type (chunk or tombstone), flags,
- *                      payload length, for a tombstone the volume of the
- *                      record it deletes, the chunk id, CRC32C of the header
+ *                      payload length, for a tombstone the range of
+ *                      volumes (first..last id) that may hold records it
+ *                      deletes, the chunk id, CRC32C of the header
  *   payload            the chunk as stored (gzip or raw); none for a tombstone
  *   trailer (32 bytes) CRC32C of the payload, "EFSK", sequence number,
  *                      commit time (ms), CRC32C of the trailer seeded with
@@ -26,14 +27,29 @@
  * number wins, a tombstone meaning deleted. New records always go to a new
  * volume after an open; a volume is sealed past volume_bytes.
  *
- * Delete appends a tombstone (synced like a write). A compactor thread
- * copies the live records of sealed volumes that are at least half dead,
- * or smaller than an eighth of volume_bytes (left by restarts), into the
- * active volume (verbatim, so replay order is kept), syncs, then unlinks
- * the old file; an active volume that is half dead is sealed for it. Every read checks the header, the trailer and the payload CRC; a
- * record that fails is copied to data/corrupt/<id>, dropped from the index
- * with a tombstone (so it reads as absent and repair can replace it) and
- * reported as -EBADMSG. A data directory of the layout before volumes
+ * The parts of a record reach the disk in any order before its sync, so
+ * after a crash a trailer may be there without all of its payload. The
+ * file volumes/clean holds the highest volume id known free of such torn
+ * records (written at open, and at a clean close after a last sync); at
+ * open the payload CRC of every record in a newer volume is checked, and a
+ * torn one is uncommitted on disk (its commit magic zeroed, synced), so an
+ * older acknowledged copy wins.
+ *
+ * Delete appends a tombstone (synced like a write) naming the range of
+ * volumes that may hold a committed record of the chunk: every copy, the
+ * older ones included (a rewrite appends; commits may land out of volume
+ * order). A compactor thread copies the live records of sealed volumes
+ * that are at least half dead, or smaller than an eighth of volume_bytes
+ * (left by restarts), into the active volume (verbatim, so replay order is
+ * kept), syncs, then unlinks the old file (and forgets it once that is
+ * durable); an active volume that is half dead is sealed for it. A
+ * tombstone is kept while a volume of its range other than its own
+ * exists; a copied chunk is committed only if the index still points at
+ * the original. Every read checks the header, the trailer and the payload
+ * CRC; a record that fails is copied to data/corrupt/<id>, dropped from
+ * the index and uncommitted on disk (so it reads as absent and repair can
+ * replace it; an older good copy, if any, is served again after a
+ * restart) and reported as -EBADMSG. A data directory of the layout before volumes
  * (data/chunks/<2 hex>/<id>) is imported at open and then removed.
  */
 #ifndef ECHOFS_WORKER_STORE_H

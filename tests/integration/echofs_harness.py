@@ -314,8 +314,8 @@ def volume_records(path: Path):
 
 def chunk_records(data_dir: Path) -> dict[str, ChunkRecord]:
     """The chunks a worker's store holds, read from its volume files (works
-    while it is down): {chunk_id: ChunkRecord}. Quarantined chunks are not
-    there (a tombstone follows them)."""
+    while it is down): {chunk_id: ChunkRecord}. A quarantined record is not
+    there (its commit magic is zeroed); an older copy of its chunk may be."""
     newest: dict[str, tuple[int, int, Optional[ChunkRecord]]] = {}
     root = Path(data_dir) / "volumes"
     try:
