@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* test_store_review.c - review findings on the worker's volume store:
+/* test_store_recovery.c - review findings on the worker's volume store:
  * scenarios where a deleted chunk comes back after compaction + restart,
  * an acknowledged copy is hidden after a crash or a quarantine, the replay
  * miscounts, or a volume whose removal failed is forgotten. */
