@@ -17,7 +17,9 @@
  *
  * A request body comes from memory (body/body_len) or is streamed from a
  * source callback (source/source_len), so a client can send a file of any
- * size without holding it. A progress hook sees the bytes moved while a
+ * size without holding it. A memory body must stay valid and unchanged
+ * until the call returns; one under 64 KiB goes out in the same write as
+ * the request head. No Content-Type is sent unless the call names one. A progress hook sees the bytes moved while a
  * transfer runs, and max_speed caps its rate.
  */
 #ifndef ECHOFS_HTTP_CLIENT_H

@@ -36,6 +36,13 @@
  * below the servers' idle timeout (http_server.h: 60 s), so a request is
  * not sent on a connection the server is closing. */
 #define MAX_CONN_AGE_S 20L
+/* An in-memory body shorter than this goes to libcurl as POSTFIELDS, which
+ * it appends to the request head and sends in one write (libcurl's
+ * MAX_INITIAL_POST_SIZE is 64 KiB; without "Expect: 100-continue"). Given
+ * through the read callback it goes in a second write after the head: one
+ * more send() here and one more wake-up and recv() on the server for each
+ * replica of a small file. */
+#define INLINE_BODY_MAX (64 * 1024)
 
 /* Idle easy handles (set-up cost only: connections belong to the multis). */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -301,7 +308,14 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 	}
 	if (strcmp(call->method, "HEAD") == 0)
 		SETOPT(h, CURLOPT_NOBODY, 1L);
-	if (call->body) {
+	if (call->body && call->body_len < INLINE_BODY_MAX) {
+		/* libcurl reads the body from call->body while the call runs
+		 * (no copy of it is made), and sends it again itself when it
+		 * retries on a new connection. POSTFIELDS would add a form
+		 * Content-Type: the header list below removes it. */
+		SETOPT(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
+		SETOPT(h, CURLOPT_POSTFIELDS, call->body);
+	} else if (call->body) {
 		SETOPT(h, CURLOPT_UPLOAD, 1L);
 		SETOPT(h, CURLOPT_READFUNCTION, on_read);
 		SETOPT(h, CURLOPT_READDATA, t);
@@ -335,6 +349,10 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 	if (call->content_type) {
 		snprintf(header, sizeof(header), "Content-Type: %s", call->content_type);
 		t->headers = curl_slist_append(t->headers, header);
+	} else if (call->body) {
+		/* No Content-Type unless the caller gives one (in call->headers
+		 * too): a removal, so libcurl adds none to an inline body. */
+		t->headers = curl_slist_append(t->headers, "Content-Type:");
 	}
 	for (size_t i = 0; i < EFS_ARRAY_SIZE(call->headers) && call->headers[i]; i++)
 		t->headers = curl_slist_append(t->headers, call->headers[i]);

@@ -137,16 +137,19 @@ class Outcome:
 class Uploaders:
     """Threads, each with its own client, uploading fresh files of
     sizer(rng) bytes one after another (raw body, ?name= unique) until
-    stop(); every attempt is recorded as an Outcome."""
+    stop(), or until each has made max_each attempts; every attempt is
+    recorded as an Outcome."""
 
     def __init__(self, clients: list[h.ApiClient], sizer: Callable[[random.Random], int],
-                 prefix: str, seed: int, timeout: float = 60.0, keep_data: bool = False):
+                 prefix: str, seed: int, timeout: float = 60.0, keep_data: bool = False,
+                 max_each: Optional[int] = None):
         self.clients = clients
         self.sizer = sizer
         self.prefix = prefix
         self.seed = seed
         self.timeout = timeout
         self.keep_data = keep_data
+        self.max_each = max_each
         self.data: dict[str, bytes] = {}
         self.outcomes: list[Outcome] = []
         self._lock = threading.Lock()
@@ -163,7 +166,7 @@ class Uploaders:
     def _run(self, idx: int, client: h.ApiClient) -> None:
         rng = random.Random(self.seed * 1000 + idx)
         n = 0
-        while not self._stop.is_set():
+        while not self._stop.is_set() and (self.max_each is None or n < self.max_each):
             data = payload(rng, self.sizer(rng))
             name = f"{self.prefix}-t{idx}-{n:04d}.bin"
             n += 1
@@ -941,8 +944,10 @@ def test_full_worker_is_avoided_and_uploads_succeed(cluster):
     mark = m.log_mark()
 
     clients = [m.user_client() for _ in range(3)]
+    # Five each: the roomy workers' 8 MiB hold about 35 such uploads, and
+    # how many more than 15 would start before stop() depends on timing.
     up = Uploaders(clients, lambda rng: rng.randint(3 * CHUNK + 1, 4 * CHUNK), "full",
-                   seed=8).start()
+                   seed=8, max_each=5).start()
     try:
         poll(lambda: (len(up.snapshot()) >= 15, len(up.snapshot())), secs(60),
              "15 uploads")

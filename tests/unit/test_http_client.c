@@ -7,7 +7,10 @@
  * keep-alive connections: parallel calls (replica writes) across calls,
  * single calls too, a connection the server closed is replaced and the
  * request sent again with its body, and a connection whose transfer timed
- * out is never reused. */
+ * out is never reused. It also checks what the server receives: bodies of
+ * every size whole (small ones go inline with the request head, larger
+ * ones through libcurl's read callback), the method unchanged, no
+ * Content-Type the caller did not ask for, and an error status reported. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -31,11 +34,13 @@
 
 #define MAX_CONNS 64
 #define BODY_LEN (64 * 1024)
+#define BODY_MAX (256 * 1024) /* several of libcurl's 64 KiB upload buffers */
 
 enum server_mode {
 	ANSWER,            /* answer every request */
 	DROP_SECOND,       /* read the 2nd request on a connection, then close it unanswered */
 	SLOW_FIRST,        /* answer the very first request only after 1 s */
+	FAIL,              /* answer every request with a 500 */
 };
 
 struct server {
@@ -46,6 +51,9 @@ struct server {
 	atomic_int accepted;
 	atomic_int answered;
 	atomic_int bad_bodies; /* requests whose body was not Content-Length bytes of 'x' */
+	atomic_int not_put;    /* requests whose method was not PUT */
+	atomic_int typed;      /* requests with a Content-Type header */
+	atomic_llong body_bytes; /* body bytes received, all requests */
 	atomic_bool slow_done;  /* SLOW_FIRST: the slow answer has been decided */
 	pthread_mutex_t lock;
 	int fds[MAX_CONNS];
@@ -77,9 +85,14 @@ static int read_request(struct server *srv, int fd)
 	}
 	size_t header_len = (size_t)(end + 4 - head);
 	size_t content_length = 0;
-	for (char *line = strstr(head, "\r\n"); line && line < end; line = strstr(line + 2, "\r\n"))
+	if (strncmp(head, "PUT ", 4) != 0)
+		atomic_fetch_add(&srv->not_put, 1);
+	for (char *line = strstr(head, "\r\n"); line && line < end; line = strstr(line + 2, "\r\n")) {
 		if (strncasecmp(line + 2, "Content-Length:", 15) == 0)
 			content_length = strtoul(line + 17, NULL, 10);
+		if (strncasecmp(line + 2, "Content-Type:", 13) == 0)
+			atomic_fetch_add(&srv->typed, 1);
+	}
 	size_t have = used - header_len;
 	bool good = true;
 	for (size_t i = 0; i < have; i++)
@@ -95,6 +108,7 @@ static int read_request(struct server *srv, int fd)
 	}
 	if (!good || have != content_length)
 		atomic_fetch_add(&srv->bad_bodies, 1);
+	atomic_fetch_add(&srv->body_bytes, (long long)have);
 	return 1;
 }
 
@@ -102,6 +116,8 @@ static void *serve_conn(void *arg)
 {
 	struct conn *c = arg;
 	static const char reply[] = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+	static const char failure[] = "HTTP/1.1 500 Internal Server Error\r\n"
+				      "Content-Length: 4\r\n\r\nfail";
 	for (int n = 1;; n++) {
 		if (read_request(c->srv, c->fd) <= 0)
 			break;
@@ -111,7 +127,9 @@ static void *serve_conn(void *arg)
 			usleep(1000 * 1000);
 		/* Counted before the client can see the answer. */
 		atomic_fetch_add(&c->srv->answered, 1);
-		if (send(c->fd, reply, sizeof(reply) - 1, MSG_NOSIGNAL) < 0)
+		bool fail = c->srv->mode == FAIL;
+		if (send(c->fd, fail ? failure : reply, (fail ? sizeof(failure) : sizeof(reply)) - 1,
+			 MSG_NOSIGNAL) < 0)
 			break;
 	}
 	shutdown(c->fd, SHUT_RDWR);
@@ -175,7 +193,7 @@ static void server_stop(struct server *srv)
 	pthread_mutex_destroy(&srv->lock);
 }
 
-static char body[BODY_LEN];
+static char body[BODY_MAX];
 
 static void put_init(struct efs_http_call *call, char *url, size_t url_len,
 		     const struct server *srv, int n)
@@ -183,8 +201,100 @@ static void put_init(struct efs_http_call *call, char *url, size_t url_len,
 	snprintf(url, url_len, "http://127.0.0.1:%u/chunks/%d", srv->port, n);
 	efs_http_call_init(call, "PUT", url);
 	call->body = body;
-	call->body_len = sizeof(body);
+	call->body_len = BODY_LEN;
 	call->stall_timeout_s = 3;
+}
+
+/* Sizes on both sides of the inline limit and of libcurl's buffer. */
+static const size_t body_sizes[] = {0, 1, 4096, BODY_LEN - 1, BODY_LEN, BODY_LEN + 1, BODY_MAX};
+
+/* Every size arrives whole, as a PUT without a Content-Type, all on the
+ * one kept-alive connection (inline and streamed bodies alternate on it). */
+static void test_bodies_of_every_size_arrive_whole(void **state)
+{
+	struct server srv;
+	long long sent = 0;
+	server_start(&srv, ANSWER);
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < EFS_ARRAY_SIZE(body_sizes); i++) {
+			struct efs_http_call call;
+			char url[64];
+			put_init(&call, url, sizeof(url), &srv, (int)i);
+			call.body_len = body_sizes[i];
+			assert_int_equal(efs_http_call_run(&call), 0);
+			assert_int_equal(call.status, 201);
+			assert_string_equal(call.resp.data, "ok");
+			efs_http_call_release(&call);
+			sent += (long long)body_sizes[i];
+		}
+	}
+	assert_int_equal(atomic_load(&srv.answered), 2 * EFS_ARRAY_SIZE(body_sizes));
+	assert_int_equal(atomic_load(&srv.bad_bodies), 0);
+	assert_int_equal(atomic_load(&srv.not_put), 0);
+	assert_int_equal(atomic_load(&srv.typed), 0);
+	assert_int_equal(atomic_load(&srv.body_bytes), sent);
+	assert_int_equal(atomic_load(&srv.accepted), 1);
+	server_stop(&srv);
+}
+
+/* A Content-Type the caller asks for is sent, once, with an inline body. */
+static void test_inline_body_keeps_the_callers_content_type(void **state)
+{
+	struct server srv;
+	struct efs_http_call call;
+	char url[64];
+	server_start(&srv, ANSWER);
+	put_init(&call, url, sizeof(url), &srv, 1);
+	call.body_len = 10;
+	call.content_type = "application/json";
+	assert_int_equal(efs_http_call_run(&call), 0);
+	assert_int_equal(call.status, 201);
+	efs_http_call_release(&call);
+	assert_int_equal(atomic_load(&srv.typed), 1);
+	assert_int_equal(atomic_load(&srv.bad_bodies), 0);
+	server_stop(&srv);
+}
+
+/* A failed write is reported as its status, inline body or not, and the
+ * connection stays usable (the 500 came with a complete response). */
+static void test_failed_put_is_reported(void **state)
+{
+	struct server srv;
+	server_start(&srv, FAIL);
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(body_sizes); i++) {
+		struct efs_http_call call;
+		char url[64];
+		put_init(&call, url, sizeof(url), &srv, (int)i);
+		call.body_len = body_sizes[i];
+		assert_int_equal(efs_http_call_run(&call), 0);
+		assert_int_equal(call.status, 500);
+		assert_string_equal(call.resp.data, "fail");
+		efs_http_call_release(&call);
+	}
+	assert_int_equal(atomic_load(&srv.bad_bodies), 0);
+	assert_int_equal(atomic_load(&srv.accepted), 1);
+	server_stop(&srv);
+}
+
+/* test_closed_connection_is_replaced with an inline body: libcurl sends
+ * it again on the new connection. */
+static void test_closed_connection_is_replaced_inline(void **state)
+{
+	struct server srv;
+	server_start(&srv, DROP_SECOND);
+	for (int n = 0; n < 3; n++) {
+		struct efs_http_call call;
+		char url[64];
+		put_init(&call, url, sizeof(url), &srv, n);
+		call.body_len = 4096;
+		assert_int_equal(efs_http_call_run(&call), 0);
+		assert_int_equal(call.status, 201);
+		efs_http_call_release(&call);
+	}
+	assert_int_equal(atomic_load(&srv.answered), 3);
+	assert_int_equal(atomic_load(&srv.accepted), 3);
+	assert_int_equal(atomic_load(&srv.bad_bodies), 0);
+	server_stop(&srv);
 }
 
 /* Three servers stand for three workers: twenty rounds of three parallel
@@ -282,6 +392,10 @@ int main(void)
 		cmocka_unit_test(test_parallel_calls_reuse_connections),
 		cmocka_unit_test(test_closed_connection_is_replaced),
 		cmocka_unit_test(test_timed_out_connection_is_not_reused),
+		cmocka_unit_test(test_bodies_of_every_size_arrive_whole),
+		cmocka_unit_test(test_inline_body_keeps_the_callers_content_type),
+		cmocka_unit_test(test_failed_put_is_reported),
+		cmocka_unit_test(test_closed_connection_is_replaced_inline),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	efs_http_client_global_cleanup();
