@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* master.c - start and stop of the master's parts, in dependency order. */
 #include "master/master.h"
+#include "master/chunk_cache.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 
@@ -23,6 +24,8 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	m->redis = NULL;
 	efs_metrics_free(m->metrics);
 	m->metrics = NULL;
+	efs_chunk_cache_free(m->chunk_cache);
+	m->chunk_cache = NULL;
 }
 
 int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, char *err,
@@ -53,6 +56,10 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 			efs_warn("redis at %s does not answer yet: working from the metadata store "
 				 "until it does",
 				 cfg->redis_addr);
+	}
+	if ((r = efs_chunk_cache_new((size_t)cfg->chunk_cache_size, &m->chunk_cache)) < 0) {
+		snprintf(err, errlen, "cannot set up the chunk cache: %s", strerror(-r));
+		goto fail;
 	}
 	efs_registry_init(&m->registry, m->meta, m->redis, cfg->worker_dead_after_ms);
 	m->keys.jwt_secret = cfg->jwt_secret;
