@@ -9,6 +9,13 @@
 #include <string.h>
 
 #define SHUTDOWN_GRACE_MS 30000
+/* Each connection's libmicrohttpd memory pool, which holds the request
+ * line and headers and the buffer the body is received into (half the
+ * pool at first). libmicrohttpd zeroes the whole pool before every request
+ * on a kept-alive connection: at 256 KiB that was 6-10% of the master's
+ * CPU in 4 KiB downloads. 64 KiB still takes any sane header block, and
+ * the upload body then arrives in 32 KiB reads instead of 128 KiB. */
+#define MASTER_CONN_MEMORY (64 * 1024)
 
 /* Stops and frees whatever of the master is running, in reverse order of
  * start; parts never started are skipped. */
@@ -74,6 +81,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.auth_ctx = &m->keys,
 		.ctx = m,
 		.metrics = m->metrics,
+		.conn_memory_limit = MASTER_CONN_MEMORY,
 	};
 	if ((r = efs_http_server_start(&http, &m->http)) < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/MASTER_PORT): %s",
