@@ -10,6 +10,7 @@
  * that http_server.c fills. */
 #include "echofs/log.h"
 #include "master/api.h"
+#include "master/chunk_cache.h"
 
 #include <string.h>
 
@@ -23,6 +24,7 @@ struct snapshot {
 	uint64_t repaired, repair_failed;
 	uint64_t chunks_uploaded, chunks_deduplicated;
 	uint64_t chunks_collected, sessions_expired;
+	struct efs_chunk_cache_stats chunk_cache;
 };
 
 static void take_snapshot(struct efs_master *m, struct snapshot *s)
@@ -51,6 +53,7 @@ static void take_snapshot(struct efs_master *m, struct snapshot *s)
 	s->chunks_deduplicated = atomic_load(&m->counters.chunks_deduplicated);
 	s->chunks_collected = atomic_load(&m->gc.chunks_collected);
 	s->sessions_expired = atomic_load(&m->gc.sessions_expired);
+	efs_chunk_cache_stats(m->chunk_cache, &s->chunk_cache);
 }
 
 /* @num / @den, or 1 when there is nothing to divide (no data: no
@@ -142,11 +145,21 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 	     s->chunks_collected},
 	    {"echofs_gc_sessions_expired_total", "Upload sessions that expired.",
 	     s->sessions_expired},
+	    {"echofs_chunk_cache_hits_total",
+	     "Chunks downloads took from the master's chunk cache (CHUNK_CACHE_SIZE).",
+	     s->chunk_cache.hits},
+	    {"echofs_chunk_cache_misses_total",
+	     "Chunks downloads looked for in the chunk cache and read from a worker.",
+	     s->chunk_cache.misses},
 	};
 	int r = 0;
 	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(counters); i++)
 		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, counters[i].name, counters[i].help,
 				    (double)counters[i].value);
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_chunk_cache_bytes",
+				    "Bytes the chunk cache holds, 128 per entry included.",
+				    (double)s->chunk_cache.bytes);
 	return r;
 }
 

@@ -74,6 +74,9 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	if ((r = efs_env_u64("REPAIR_BANDWIDTH", EFS_MASTER_DEFAULT_REPAIR_BANDWIDTH, 1024,
 			     UINT64_MAX >> 2, true, &cfg->repair_bandwidth, err, errlen)) < 0)
 		return r;
+	if ((r = efs_env_u64("CHUNK_CACHE_SIZE", EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE, 0,
+			     (uint64_t)16 << 30, true, &cfg->chunk_cache_size, err, errlen)) < 0)
+		return r;
 
 	if (cfg->worker_dead_after_ms <= cfg->heartbeat_interval_ms) {
 		snprintf(err, errlen,

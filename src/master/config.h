@@ -30,6 +30,7 @@ struct efs_master_config {
 	int64_t upload_idle_ms;  /* a one-request upload silent this long is dropped */
 	int64_t orphan_grace_ms; /* unknown chunks on a worker younger than this are kept */
 	uint64_t repair_bandwidth; /* bytes/s that re-replication may copy */
+	uint64_t chunk_cache_size; /* bytes of verified chunks kept for reads; 0: none */
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000
@@ -40,6 +41,7 @@ struct efs_master_config {
 #define EFS_MASTER_DEFAULT_UPLOAD_IDLE_MS 900000
 #define EFS_MASTER_DEFAULT_ORPHAN_GRACE_MS 3600000
 #define EFS_MASTER_DEFAULT_REPAIR_BANDWIDTH (32 * 1024 * 1024)
+#define EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE (64 * 1024 * 1024)
 #define EFS_MAX_CHUNK_SIZE (64 * 1024 * 1024)
 #define EFS_MAX_REPLICATION 16
 

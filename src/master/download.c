@@ -4,8 +4,9 @@
  *
  * While the connection's thread hands out chunk N, a helper thread of the
  * reader fetches and verifies chunk N+1 (efs_chunk_read: failover and bad
- * replica marking as for any read), so the worker round trip, the SHA-256
- * and the decompression of the next chunk overlap the sending of this one.
+ * replica marking as for any read; or from the master's chunk cache), so
+ * the worker round trip, the SHA-256 and the decompression of the next
+ * chunk overlap the sending of this one.
  * The helper exists only for ranges that span more than one chunk; a
  * reader holds at most two chunks (the current one and the next).
  *
@@ -14,6 +15,7 @@
  * the connection's thread waits for that before it uses either. */
 #include "master/download.h"
 #include "echofs/log.h"
+#include "master/chunk_cache.h"
 #include "master/chunk_io.h"
 #include "master/master.h"
 
@@ -143,10 +145,18 @@ static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 	int r = chunk_entry(rd, index, &fc);
 	if (r < 0)
 		return r;
+	/* Verified bytes read before: the id is their SHA-256, so they are
+	 * right for any file that lists it, and the list was just read. */
+	if (efs_chunk_cache_get(rd->m->chunk_cache, fc->chunk.chunk_id, &s->data) == 0 &&
+	    s->data.len == fc->chunk.size) {
+		s->index = (int64_t)index;
+		return 0;
+	}
 	r = efs_chunk_read(rd->m, &fc->chunk, fc->replicas, fc->replica_count, &s->data,
 			   &s->scratch);
 	if (r < 0)
 		return r;
+	efs_chunk_cache_put(rd->m->chunk_cache, fc->chunk.chunk_id, s->data.data, s->data.len);
 	s->index = (int64_t)index;
 	return 0;
 }

@@ -3,7 +3,8 @@
  *
  * A reader holds the chunk being handed out and, for ranges of more than
  * one chunk, the next one, which a helper thread of the reader fetches
- * while the current one is sent (each decoded and verified by chunk_io),
+ * while the current one is sent (each decoded and verified by chunk_io,
+ * or taken from the master's chunk cache),
  * and the chunk list in batches: a download of any size needs about four
  * chunks of memory (two chunks, each with its stored bytes). The HTTP
  * layer pulls bytes with efs_reader_read, or takes a range that fits in

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* master.c - start and stop of the master's parts, in dependency order. */
 #include "master/master.h"
+#include "master/chunk_cache.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 
@@ -8,6 +9,13 @@
 #include <string.h>
 
 #define SHUTDOWN_GRACE_MS 30000
+/* Each connection's libmicrohttpd memory pool, which holds the request
+ * line and headers and the buffer the body is received into (half the
+ * pool at first). libmicrohttpd zeroes the whole pool before every request
+ * on a kept-alive connection: at 256 KiB that was 6-10% of the master's
+ * CPU in 4 KiB downloads. 64 KiB still takes any sane header block, and
+ * the upload body then arrives in 32 KiB reads instead of 128 KiB. */
+#define MASTER_CONN_MEMORY (64 * 1024)
 
 /* Stops and frees whatever of the master is running, in reverse order of
  * start; parts never started are skipped. */
@@ -23,6 +31,8 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	m->redis = NULL;
 	efs_metrics_free(m->metrics);
 	m->metrics = NULL;
+	efs_chunk_cache_free(m->chunk_cache);
+	m->chunk_cache = NULL;
 }
 
 int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, char *err,
@@ -54,6 +64,10 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 				 "until it does",
 				 cfg->redis_addr);
 	}
+	if ((r = efs_chunk_cache_new((size_t)cfg->chunk_cache_size, &m->chunk_cache)) < 0) {
+		snprintf(err, errlen, "cannot set up the chunk cache: %s", strerror(-r));
+		goto fail;
+	}
 	efs_registry_init(&m->registry, m->meta, m->redis, cfg->worker_dead_after_ms);
 	m->keys.jwt_secret = cfg->jwt_secret;
 	m->keys.cluster_secret = cfg->cluster_secret;
@@ -67,6 +81,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.auth_ctx = &m->keys,
 		.ctx = m,
 		.metrics = m->metrics,
+		.conn_memory_limit = MASTER_CONN_MEMORY,
 	};
 	if ((r = efs_http_server_start(&http, &m->http)) < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/MASTER_PORT): %s",

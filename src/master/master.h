@@ -22,6 +22,8 @@ struct efs_master_counters {
 	_Atomic uint64_t chunks_deduplicated; /* of those, already on enough workers */
 };
 
+struct efs_chunk_cache;
+
 struct efs_master {
 	struct efs_master_config cfg;
 	struct efs_meta *meta;
@@ -33,6 +35,7 @@ struct efs_master {
 	struct efs_repair repair;
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
 	struct efs_master_counters counters;
+	struct efs_chunk_cache *chunk_cache; /* NULL: CHUNK_CACHE_SIZE=0 */
 };
 
 /* Opens the store and starts serving. On failure writes one line to @err

@@ -42,6 +42,14 @@ def requests_in_flight(master) -> float:
     raise AssertionError("the master's /metrics has no echofs_http_requests_in_flight")
 
 
+def master_metric(master, name: str) -> float:
+    text = requests.get(master.url + "/metrics", timeout=h.HTTP_TIMEOUT_S).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"the master's /metrics has no {name}")
+
+
 def stalled_download(master, tok: str, file_id: str) -> socket.socket:
     """Starts GET .../download on a socket with a tiny receive buffer, reads
     the first bytes and then stops reading."""
@@ -115,3 +123,39 @@ def test_small_file_and_ranges_within_one_chunk(master, spec, first, last):
     assert head.status_code == 200
     assert head.headers["Content-Length"] == "4096"
     assert head.content == b""
+
+
+@pytest.mark.parametrize("cache", ["default", "0"])
+def test_chunks_read_again_come_from_the_master_cache_unless_it_is_off(cluster, cache):
+    """CHUNK_CACHE_SIZE: chunks a download verified are kept by id, so the
+    next download of them asks no worker; 0 turns that off. The chunk list
+    is still read per download: a deleted file is a 404 though its chunks
+    are cached."""
+    env = {"CHUNK_SIZE": 65536}
+    if cache != "default":
+        env["CHUNK_CACHE_SIZE"] = cache
+    m = cluster.start(workers=3, master_env=env)
+    c = m.user_client("cached")
+    hits_before = master_metric(m, "echofs_chunk_cache_hits_total")
+    data = os.urandom(3 * 65536 + 100)  # 4 chunks, the last one short
+    f = c.upload(data, "cached.bin")
+    before = chunk_gets(cluster.workers)
+    assert c.download(f["file_id"]) == data
+    assert chunk_gets(cluster.workers) - before == 4
+
+    assert c.download(f["file_id"]) == data
+    r = c.get(f"/api/v1/files/{f['file_id']}/download", headers={"Range": "bytes=65000-131000"})
+    assert r.status_code == 206 and r.content == data[65000:131001]  # chunks 0 and 1
+    again = chunk_gets(cluster.workers) - before - 4
+    hits = master_metric(m, "echofs_chunk_cache_hits_total") - hits_before
+    if cache == "0":
+        assert again == 4 + 2, "with CHUNK_CACHE_SIZE=0 every read goes to a worker"
+        assert hits == 0 and master_metric(m, "echofs_chunk_cache_bytes") == 0
+    else:
+        assert again == 0, f"{again} chunk reads reached the workers for cached chunks"
+        assert hits == 4 + 2, f"the master counted {hits} cache hits, not 6"
+        assert master_metric(m, "echofs_chunk_cache_bytes") >= len(data)
+
+    c.delete(f"/api/v1/files/{f['file_id']}").raise_for_status()
+    r = c.get(f"/api/v1/files/{f['file_id']}/download")
+    h.assert_json_error(r, 404, "file_not_found")

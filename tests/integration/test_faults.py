@@ -386,7 +386,9 @@ def replicas_missing_on_disk(api: h.ApiClient, cluster: h.Cluster, file_ids) -> 
 
 
 def master_env(**extra: Any) -> dict:
-    return {"CHUNK_SIZE": CHUNK, "REPLICATION_FACTOR": RF, **extra}
+    # No chunk cache: every read here must reach a worker, so that reads see
+    # (and mark) damaged replicas and fail over from dead workers.
+    return {"CHUNK_SIZE": CHUNK, "REPLICATION_FACTOR": RF, "CHUNK_CACHE_SIZE": 0, **extra}
 
 
 # ---- 1. a worker crashes: reads fail over at once, then repair --------------------------

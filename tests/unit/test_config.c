@@ -32,6 +32,7 @@ static const char *const config_vars[] = {
 	"CLUSTER_SECRET",
 	"REPLICATION_FACTOR",
 	"CHUNK_SIZE",
+	"CHUNK_CACHE_SIZE",
 	"LOG_LEVEL",
 	"HEARTBEAT_INTERVAL_MS",
 	"WORKER_DEAD_AFTER_MS",
@@ -360,6 +361,25 @@ static void test_master_chunk_size(void **state)
 	assert_true(cfg.chunk_size == 65536);
 }
 
+static void test_master_chunk_cache_size(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_true(cfg.chunk_cache_size == EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE);
+	env_set("CHUNK_CACHE_SIZE", "0"); /* off */
+	master_loads(&cfg);
+	assert_true(cfg.chunk_cache_size == 0);
+	env_set("CHUNK_CACHE_SIZE", "16M");
+	master_loads(&cfg);
+	assert_true(cfg.chunk_cache_size == 16777216);
+	env_set("CHUNK_CACHE_SIZE", "17G");
+	master_refused("CHUNK_CACHE_SIZE");
+	env_set("CHUNK_CACHE_SIZE", "some");
+	master_refused("CHUNK_CACHE_SIZE");
+}
+
 static void test_master_replication(void **state)
 {
 	struct efs_master_config cfg;
@@ -607,6 +627,7 @@ int main(void)
 		T(test_master_missing_cluster_secret),
 		T(test_master_port),
 		T(test_master_chunk_size),
+		T(test_master_chunk_cache_size),
 		T(test_master_replication),
 		T(test_master_log_level),
 		T(test_master_dead_after_heartbeat),
