@@ -224,19 +224,27 @@ static int set_reply(struct efs_http_req *req, unsigned status, struct MHD_Respo
 	return 0;
 }
 
-static int reply_buffer(struct efs_http_req *req, unsigned status, const char *content_type,
-			char *data, size_t len)
+/* Queues @resp (which owns @owned, freed here when @resp is NULL) as a
+ * reply of @len bytes. */
+static int reply_owned(struct efs_http_req *req, unsigned status, const char *content_type,
+		       struct MHD_Response *resp, void *owned, size_t len)
 {
-	struct MHD_Response *resp =
-		MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
 	if (!resp) {
-		free(data);
+		free(owned);
 		return -ENOMEM;
 	}
 	if (content_type)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
 	req->priv->bytes_out = len;
 	return set_reply(req, status, resp);
+}
+
+static int reply_buffer(struct efs_http_req *req, unsigned status, const char *content_type,
+			char *data, size_t len)
+{
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+	return reply_owned(req, status, content_type, resp, data, len);
 }
 
 int efs_http_reply_json(struct efs_http_req *req, unsigned status, json_t *body)
@@ -281,14 +289,7 @@ int efs_http_reply_buf(struct efs_http_req *req, unsigned status, const char *co
 		return -ENOMEM;
 	struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
 		len, data + offset, free_cls, data);
-	if (!resp) {
-		free(data);
-		return -ENOMEM;
-	}
-	if (content_type)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-	req->priv->bytes_out = len;
-	return set_reply(req, status, resp);
+	return reply_owned(req, status, content_type, resp, data, len);
 }
 
 int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const char *code,
