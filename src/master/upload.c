@@ -106,8 +106,16 @@ static int store_chunk(struct efs_master *m, const struct record_target *to,
 				  chunk.chunk_id);
 			continue;
 		}
-		if (r < 0)
+		if (r < 0) {
+			/* Copies were written but nothing names them (the store
+			 * is down, or the file id is taken): recorded
+			 * unreferenced if the store lets us, else the workers'
+			 * reports find them as orphans after ORPHAN_GRACE_MS. */
+			if (missing > 0)
+				efs_meta_chunk_record_unreferenced(m->meta, &chunk, added_ids,
+								   missing, efs_now_ms());
 			return r;
+		}
 		out->chunk = dedup ? existing : chunk;
 		out->deduplicated = dedup && missing == 0;
 		atomic_fetch_add(&m->counters.chunks_uploaded, 1);

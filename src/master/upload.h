@@ -53,7 +53,8 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
  * @chunk_id as for efs_upload_chunk. Errors as for efs_upload_chunk
  * (never -ENOENT), and -EEXIST when @file's id is taken; on error no file
  * is recorded (copies already written are recorded unreferenced, as for a
- * chunk). */
+ * chunk, when the store takes that record; otherwise the workers' reports
+ * find them as orphans). */
 int efs_upload_single(struct efs_master *m, struct efs_upload_buffers *bufs, const char *data,
 		      size_t len, const char *chunk_id, struct efs_file_info *file,
 		      struct efs_chunk_result *out);
