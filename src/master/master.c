@@ -25,6 +25,7 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	efs_gc_stop(&m->gc);
 	efs_http_server_stop(m->http, grace_ms);
 	m->http = NULL;
+	efs_registry_release(&m->registry);
 	efs_meta_close(m->meta);
 	m->meta = NULL;
 	efs_redis_free(m->redis);

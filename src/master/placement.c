@@ -56,7 +56,7 @@ static bool excluded(const struct efs_worker_info *w, const struct efs_target *l
 int efs_placement_live_count(struct efs_master *m, size_t *alive)
 {
 	size_t total;
-	return efs_registry_count(&m->registry, alive, &total);
+	return efs_registry_count_cached(&m->registry, alive, &total);
 }
 
 int efs_placement_choose(struct efs_master *m, unsigned want, uint64_t need_bytes,
@@ -66,7 +66,7 @@ int efs_placement_choose(struct efs_master *m, unsigned want, uint64_t need_byte
 	struct efs_worker_status *list;
 	size_t n;
 	unsigned chosen = 0;
-	int r = efs_registry_list(&m->registry, &list, &n);
+	int r = efs_registry_list_cached(&m->registry, &list, &n);
 	if (r < 0)
 		return r;
 	double *weight = calloc(n ? n : 1, sizeof(*weight));

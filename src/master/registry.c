@@ -5,6 +5,7 @@
 #include "echofs/util.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct efs_redis *redis,
 		       int64_t dead_after_ms)
@@ -12,6 +13,56 @@ void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct e
 	reg->meta = meta;
 	reg->redis = redis;
 	reg->dead_after_ms = dead_after_ms;
+	pthread_mutex_init(&reg->cache_lock, NULL);
+	reg->cache = NULL;
+	reg->cache_count = 0;
+	reg->cache_at_ms = 0;
+	reg->cache_generation = 0;
+}
+
+void efs_registry_release(struct efs_registry *reg)
+{
+	if (!reg)
+		return;
+	free(reg->cache);
+	reg->cache = NULL;
+	reg->cache_count = 0;
+	/* A zeroed mutex is PTHREAD_MUTEX_INITIALIZER on Linux: safe to destroy. */
+	pthread_mutex_destroy(&reg->cache_lock);
+}
+
+/* Drops the cached list; the caller holds cache_lock. */
+static void cache_drop_locked(struct efs_registry *reg)
+{
+	free(reg->cache);
+	reg->cache = NULL;
+	reg->cache_count = 0;
+	reg->cache_generation++;
+}
+
+/* After a heartbeat this master took: a worker the copy shows alive gets its
+ * new figures in place (placement weighs by free space); any other (unknown
+ * to the copy, or dead in it) drops the copy, so it is placed on at once. */
+static void cache_note_heartbeat(struct efs_registry *reg, const char *worker_id,
+				 uint64_t capacity_bytes, uint64_t free_bytes,
+				 uint64_t chunk_count, int64_t now)
+{
+	pthread_mutex_lock(&reg->cache_lock);
+	if (reg->cache) {
+		size_t i = 0;
+		while (i < reg->cache_count && strcmp(reg->cache[i].info.worker_id, worker_id) != 0)
+			i++;
+		if (i < reg->cache_count && reg->cache[i].alive) {
+			struct efs_worker_info *w = &reg->cache[i].info;
+			w->capacity_bytes = capacity_bytes;
+			w->free_bytes = free_bytes;
+			w->chunk_count = chunk_count;
+			w->last_heartbeat_ms = now;
+		} else {
+			cache_drop_locked(reg);
+		}
+	}
+	pthread_mutex_unlock(&reg->cache_lock);
 }
 
 static void hb_key(const char *worker_id, char *out, size_t size)
@@ -66,6 +117,10 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 		 known ? "registered again" : "registered", w.url,
 		 (unsigned long long)capacity_bytes, (unsigned long long)free_bytes,
 		 (unsigned long long)chunk_count);
+	/* A new worker, a new URL or a retired record: placement sees it now. */
+	pthread_mutex_lock(&reg->cache_lock);
+	cache_drop_locked(reg);
+	pthread_mutex_unlock(&reg->cache_lock);
 	efs_strlcpy(out_id, w.worker_id, EFS_ID_MAX + 1);
 	return 0;
 }
@@ -83,8 +138,11 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 	if (reg->redis) {
 		snprintf(key, sizeof(key), "efs:worker:%s:stored", worker_id);
 		r = efs_redis_set(reg->redis, key, "1", 1, EFS_MAX(reg->dead_after_ms / 4, 1), true);
-		if (r == 0 && redis_beat(reg, worker_id, now) == 0)
+		if (r == 0 && redis_beat(reg, worker_id, now) == 0) {
+			cache_note_heartbeat(reg, worker_id, capacity_bytes, free_bytes,
+					     chunk_count, now);
 			return 0;
+		}
 	}
 	r = efs_meta_worker_heartbeat(reg->meta, worker_id, capacity_bytes, free_bytes,
 				      chunk_count, now);
@@ -95,6 +153,7 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 		return r;
 	}
 	redis_beat(reg, worker_id, now);
+	cache_note_heartbeat(reg, worker_id, capacity_bytes, free_bytes, chunk_count, now);
 	return 0;
 }
 
@@ -145,6 +204,80 @@ int efs_registry_list(struct efs_registry *reg, struct efs_worker_status **out, 
 		redis_alive(reg, list, n);
 	*out = list;
 	*count = n;
+	return 0;
+}
+
+static int copy_list(const struct efs_worker_status *from, size_t n,
+		     struct efs_worker_status **out)
+{
+	struct efs_worker_status *list = malloc((n ? n : 1) * sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	if (n)
+		memcpy(list, from, n * sizeof(*list));
+	*out = list;
+	return 0;
+}
+
+int efs_registry_list_cached(struct efs_registry *reg, struct efs_worker_status **out,
+			     size_t *count)
+{
+	struct efs_worker_status *list, *keep;
+	size_t n;
+	int r;
+
+	pthread_mutex_lock(&reg->cache_lock);
+	if (reg->cache && efs_mono_ms() - reg->cache_at_ms < EFS_REGISTRY_CACHE_MS) {
+		r = copy_list(reg->cache, reg->cache_count, out);
+		if (r == 0)
+			*count = reg->cache_count;
+		pthread_mutex_unlock(&reg->cache_lock);
+		return r;
+	}
+	uint64_t generation = reg->cache_generation;
+	pthread_mutex_unlock(&reg->cache_lock);
+
+	/* The store is read outside the lock: placements do not queue behind
+	 * one slow query (two may read at once; the later copy wins). */
+	int64_t read_at = efs_mono_ms();
+	if ((r = efs_registry_list(reg, &list, &n)) < 0)
+		return r;
+	if (copy_list(list, n, &keep) == 0) {
+		pthread_mutex_lock(&reg->cache_lock);
+		/* Dropped meanwhile: what was read may predate the change. */
+		if (reg->cache_generation == generation) {
+			free(reg->cache);
+			reg->cache = keep;
+			reg->cache_count = n;
+			reg->cache_at_ms = read_at;
+			keep = NULL;
+		}
+		pthread_mutex_unlock(&reg->cache_lock);
+		free(keep);
+	}
+	*out = list;
+	*count = n;
+	return 0;
+}
+
+static size_t count_alive(const struct efs_worker_status *list, size_t n)
+{
+	size_t live = 0;
+	for (size_t i = 0; i < n; i++)
+		live += list[i].alive;
+	return live;
+}
+
+int efs_registry_count_cached(struct efs_registry *reg, size_t *alive, size_t *total)
+{
+	struct efs_worker_status *list;
+	size_t n;
+	int r = efs_registry_list_cached(reg, &list, &n);
+	if (r < 0)
+		return r;
+	*alive = count_alive(list, n);
+	*total = n;
+	free(list);
 	return 0;
 }
 

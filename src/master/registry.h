@@ -10,6 +10,15 @@
  * WORKER_DEAD_AFTER_MS (alive = the key exists, the same for every
  * master), and the store's copy of the heartbeat is refreshed only every
  * quarter of that period, which takes most of the write load off it.
+ *
+ * Placement reads the list through a short-lived copy
+ * (efs_registry_list_cached): at most EFS_REGISTRY_CACHE_MS old, emptied
+ * at once when this master registers a worker or takes a heartbeat from a
+ * worker the copy does not show alive, and patched in place (capacity,
+ * free space) by every other heartbeat this master takes. Another
+ * master's registrations and heartbeats, and deaths, reach it at most
+ * EFS_REGISTRY_CACHE_MS late. Health, /api/v1/workers and metrics read
+ * the store every time (efs_registry_list).
  */
 #ifndef ECHOFS_MASTER_REGISTRY_H
 #define ECHOFS_MASTER_REGISTRY_H
@@ -17,13 +26,23 @@
 #include "echofs/meta.h"
 #include "echofs/redis.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+/* Longest time efs_registry_list_cached serves one read of the store. */
+#define EFS_REGISTRY_CACHE_MS 250
 
 struct efs_registry {
 	struct efs_meta *meta;
 	struct efs_redis *redis; /* NULL without REDIS_ADDR */
 	int64_t dead_after_ms;
+	/* efs_registry_list_cached's copy, under cache_lock. */
+	pthread_mutex_t cache_lock;
+	struct efs_worker_status *cache; /* NULL: no copy */
+	size_t cache_count;
+	int64_t cache_at_ms;	   /* efs_mono_ms() of the read behind it */
+	uint64_t cache_generation; /* bumped when the copy is dropped */
 };
 
 struct efs_worker_status {
@@ -33,6 +52,8 @@ struct efs_worker_status {
 
 void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct efs_redis *redis,
 		       int64_t dead_after_ms);
+/* Frees the cached list; a zeroed, never initialised registry is accepted. */
+void efs_registry_release(struct efs_registry *reg);
 
 /* Registers a worker at @url. With @worker_id NULL a new id is made;
  * otherwise the worker keeps that id (a restart). The id is written to
@@ -46,7 +67,14 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 			   uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count);
 /* Every worker with its liveness at this moment. *out is malloc'd. */
 int efs_registry_list(struct efs_registry *reg, struct efs_worker_status **out, size_t *count);
-/* Live and total worker counts. */
+/* The same from the cached copy (see the top of this file): liveness as of
+ * at most EFS_REGISTRY_CACHE_MS ago. *out is malloc'd (the caller's own
+ * copy); thread-safe. */
+int efs_registry_list_cached(struct efs_registry *reg, struct efs_worker_status **out,
+			     size_t *count);
+/* Live and total worker counts, read from the store. */
 int efs_registry_count(struct efs_registry *reg, size_t *alive, size_t *total);
+/* The same from the cached copy. */
+int efs_registry_count_cached(struct efs_registry *reg, size_t *alive, size_t *total);
 
 #endif

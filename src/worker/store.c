@@ -1005,6 +1005,14 @@ static int check_header(const unsigned char *h, const char *chunk_id,
 
 int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out, uint32_t *flags)
 {
+	uint32_t crc;
+
+	return efs_store_get_crc(s, chunk_id, out, flags, &crc);
+}
+
+int efs_store_get_crc(struct efs_store *s, const char *chunk_id, struct efs_buf *out,
+		      uint32_t *flags, uint32_t *crc)
+{
 	unsigned char header[HEADER_LEN], trailer[TRAILER_LEN];
 	struct efs_chunk_loc loc;
 	struct record rec;
@@ -1038,6 +1046,7 @@ int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out
 	out->len = loc.length;
 	out->data[loc.length] = '\0';
 	*flags = loc.flags;
+	*crc = c.payload_crc;
 out:
 	if (r == -EBADMSG)
 		quarantine(s, chunk_id, v, loc.offset, loc.length);

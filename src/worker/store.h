@@ -106,6 +106,11 @@ void efs_store_write_abort(struct efs_store_writer *w);
  * allow the payload). -ENOENT, -EBADMSG (corrupt: quarantined), -errno. */
 int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out,
 		  uint32_t *flags);
+/* efs_store_get that also gives the payload's CRC32C, the one it verified
+ * against the record's trailer (so a caller need not compute it again).
+ * @crc is set only on success. */
+int efs_store_get_crc(struct efs_store *s, const char *chunk_id, struct efs_buf *out,
+		      uint32_t *flags, uint32_t *crc);
 /* Length, flags and last write time (Unix ms) without reading the payload. */
 int efs_store_stat(struct efs_store *s, const char *chunk_id, uint64_t *length, uint32_t *flags,
 		   int64_t *mtime_ms);

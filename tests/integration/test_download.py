@@ -159,3 +159,26 @@ def test_chunks_read_again_come_from_the_master_cache_unless_it_is_off(cluster, 
     c.delete(f"/api/v1/files/{f['file_id']}").raise_for_status()
     r = c.get(f"/api/v1/files/{f['file_id']}/download")
     h.assert_json_error(r, 404, "file_not_found")
+
+
+def test_worker_chunk_get_crc_header_matches_the_bytes(cluster):
+    """A worker's GET /chunks/{id} sends X-Chunk-CRC32C (the CRC it verified
+    the stored payload against, not computed again): it must be the CRC32C
+    of the bytes in the body, for a fresh chunk and after the chunk was
+    overwritten with other bytes and another encoding."""
+    m = cluster.add_master()
+    w = cluster.add_worker(master=m)
+    wc = w.client(h.CLUSTER_SECRET)
+    first = os.urandom(300_000)
+    cid = hashlib.sha256(first).hexdigest()
+    second = b"overwritten " * 5000
+    for body, encoding in ((first, "identity"), (second, "gzip")):
+        r = wc.put(f"/chunks/{cid}", data=body,
+                   headers={"X-Chunk-Encoding": encoding,
+                            "X-Chunk-CRC32C": f"{h.crc32c(body):08x}"})
+        assert r.status_code == 201, r.text
+        r = wc.get(f"/chunks/{cid}")
+        assert r.status_code == 200, r.text
+        assert r.content == body
+        assert r.headers["X-Chunk-Encoding"] == encoding
+        assert r.headers["X-Chunk-CRC32C"] == f"{h.crc32c(body):08x}"

@@ -322,6 +322,35 @@ static void test_commit_without_crc_check(void **state)
 	assert_memory_equal(f->buf.data, data, sizeof(data));
 }
 
+static void test_get_crc_gives_the_verified_crc(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char first[3000], second[700];
+	char id[65];
+	uint32_t flags = 0xffff, crc = 0;
+
+	fill_pattern(first, sizeof(first), 4);
+	fill_pattern(second, sizeof(second), 5);
+	chunk_id(4, id);
+	put(f->store, id, first, sizeof(first), 0);
+	assert_int_equal(efs_store_get_crc(f->store, id, &f->buf, &flags, &crc), 0);
+	assert_int_equal(crc, efs_crc32c(0, first, sizeof(first)));
+	assert_memory_equal(f->buf.data, first, sizeof(first));
+
+	/* an overwrite: the CRC of the new record, not of the old one */
+	put(f->store, id, second, sizeof(second), EFS_STORE_GZIP);
+	assert_int_equal(efs_store_get_crc(f->store, id, &f->buf, &flags, &crc), 0);
+	assert_int_equal(crc, efs_crc32c(0, second, sizeof(second)));
+	assert_int_equal(flags, EFS_STORE_GZIP);
+	assert_int_equal(f->buf.len, sizeof(second));
+
+	/* absent: the out-parameter is untouched */
+	chunk_id(6, id);
+	crc = 0x12345678;
+	assert_int_equal(efs_store_get_crc(f->store, id, &f->buf, &flags, &crc), -ENOENT);
+	assert_int_equal(crc, 0x12345678);
+}
+
 static void test_get_of_absent_chunk(void **state)
 {
 	struct fixture *f = *state;
@@ -1330,6 +1359,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		T(test_write_then_get_returns_bytes_and_flags),
 		T(test_commit_without_crc_check),
+		T(test_get_crc_gives_the_verified_crc),
 		T(test_get_of_absent_chunk),
 		T(test_stat_gives_length_flags_mtime),
 		T(test_stats_count_chunks_and_bytes),

@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT */
+/* test_registry.c - unit tests of the master's worker registry
+ * (src/master/registry.h) on SQLite: the cached worker list that placement
+ * reads. A registration or a heartbeat through this master is seen at
+ * once; another master's registration (a second registry over the same
+ * database) at most EFS_REGISTRY_CACHE_MS late; a worker that stops
+ * beating is dead for placement within WORKER_DEAD_AFTER_MS plus that.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "echofs/log.h"
+#include "echofs/meta.h"
+#include "echofs/util.h"
+#include "master/master.h"
+#include "master/placement.h"
+#include "master/registry.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEAD_AFTER_MS 400
+#define FREE_BYTES (1ULL << 30)
+
+struct fixture {
+	char dir[64];
+	struct efs_meta *meta, *other_meta; /* this master's and another's */
+	struct efs_master *m;		    /* only m->registry is set */
+	struct efs_registry other;
+};
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char err[256] = "";
+
+	if (!f)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/efs-registry-XXXXXX");
+	f->m = calloc(1, sizeof(*f->m));
+	if (!f->m || !mkdtemp(f->dir) ||
+	    efs_meta_open(NULL, f->dir, &f->meta, err, sizeof(err)) < 0 ||
+	    efs_meta_open(NULL, f->dir, &f->other_meta, err, sizeof(err)) < 0) {
+		print_error("setup: %s\n", err);
+		return -1;
+	}
+	efs_registry_init(&f->m->registry, f->meta, NULL, DEAD_AFTER_MS);
+	efs_registry_init(&f->other, f->other_meta, NULL, DEAD_AFTER_MS);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	efs_registry_release(&f->m->registry);
+	efs_registry_release(&f->other);
+	efs_meta_close(f->meta);
+	efs_meta_close(f->other_meta);
+	nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f->m);
+	free(f);
+	return 0;
+}
+
+static void sleep_ms(int64_t ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+/* Registers worker @n (URL port 9000 + @n) through @reg. */
+static void register_worker(struct efs_registry *reg, int n, char *id)
+{
+	char url[64];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", 9000 + n);
+	assert_int_equal(efs_registry_register(reg, NULL, url, FREE_BYTES, FREE_BYTES, 0, id), 0);
+}
+
+static size_t cached_alive(struct efs_registry *reg, size_t *total)
+{
+	size_t alive = 0, n = 0;
+	assert_int_equal(efs_registry_count_cached(reg, &alive, &n), 0);
+	if (total)
+		*total = n;
+	return alive;
+}
+
+static void test_register_through_this_master_is_placed_at_once(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_target out[3];
+	char id[3][EFS_ID_MAX + 1];
+
+	register_worker(&f->m->registry, 0, id[0]);
+	register_worker(&f->m->registry, 1, id[1]);
+	/* Fills the cache with two workers. */
+	assert_int_equal(efs_placement_choose(f->m, 3, 4096, NULL, 0, out), 2);
+	register_worker(&f->m->registry, 2, id[2]);
+	/* No wait: the registration dropped the copy. */
+	assert_int_equal(efs_placement_choose(f->m, 3, 4096, NULL, 0, out), 3);
+	bool placed = false;
+	for (size_t i = 0; i < 3; i++)
+		placed = placed || strcmp(out[i].worker_id, id[2]) == 0;
+	assert_true(placed);
+}
+
+static void test_other_master_is_seen_within_the_cache_age(void **state)
+{
+	struct fixture *f = *state;
+	char id[2][EFS_ID_MAX + 1];
+	size_t total;
+
+	register_worker(&f->m->registry, 0, id[0]);
+	int64_t filled = efs_mono_ms();
+	assert_int_equal(cached_alive(&f->m->registry, &total), 1);
+	register_worker(&f->other, 1, id[1]);
+	cached_alive(&f->m->registry, &total);
+	if (efs_mono_ms() - filled < EFS_REGISTRY_CACHE_MS)
+		assert_int_equal(total, 1); /* still the copy */
+	sleep_ms(EFS_REGISTRY_CACHE_MS + 10);
+	assert_int_equal(cached_alive(&f->m->registry, &total), 2);
+	assert_int_equal(total, 2);
+	/* The uncached list always reads the store. */
+	assert_int_equal(efs_registry_count(&f->other, &(size_t){0}, &total), 0);
+	assert_int_equal(total, 2);
+}
+
+static void test_dead_within_dead_after_plus_cache_age(void **state)
+{
+	struct fixture *f = *state;
+	char id[EFS_ID_MAX + 1];
+
+	/* Taken before the registration's own clock reading: never later. */
+	int64_t last_beat = efs_mono_ms();
+	register_worker(&f->m->registry, 0, id);
+	assert_int_equal(cached_alive(&f->m->registry, NULL), 1);
+	/* No more beats: poll the cached view until it says dead. */
+	int64_t dead_at = 0;
+	while (!dead_at && efs_mono_ms() - last_beat < 4 * (DEAD_AFTER_MS + EFS_REGISTRY_CACHE_MS)) {
+		if (cached_alive(&f->m->registry, NULL) == 0)
+			dead_at = efs_mono_ms();
+		else
+			sleep_ms(10);
+	}
+	assert_true(dead_at > 0);
+	/* Never before WORKER_DEAD_AFTER_MS; at most the cache age after it
+	 * (plus scheduling slack on a loaded machine). */
+	assert_true(dead_at - last_beat >= DEAD_AFTER_MS - 20); /* clock granularity */
+	assert_true(dead_at - last_beat <= DEAD_AFTER_MS + EFS_REGISTRY_CACHE_MS + 150);
+
+	/* A heartbeat through this master brings it back at once. */
+	assert_int_equal(efs_registry_heartbeat(&f->m->registry, id, FREE_BYTES, FREE_BYTES, 0), 0);
+	assert_int_equal(cached_alive(&f->m->registry, NULL), 1);
+}
+
+static void test_heartbeat_updates_the_cached_figures(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_worker_status *list;
+	struct efs_target out[1];
+	char id[EFS_ID_MAX + 1];
+	size_t n;
+
+	register_worker(&f->m->registry, 0, id);
+	assert_int_equal(efs_placement_choose(f->m, 1, 4096, NULL, 0, out), 1);
+	/* Full now: placement must not pick it for a chunk that does not fit,
+	 * without waiting for the copy to expire. */
+	assert_int_equal(efs_registry_heartbeat(&f->m->registry, id, FREE_BYTES, 100, 7), 0);
+	assert_int_equal(efs_placement_choose(f->m, 1, 4096, NULL, 0, out), 0);
+	assert_int_equal(efs_registry_list_cached(&f->m->registry, &list, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(list[0].info.free_bytes, 100);
+	assert_int_equal(list[0].info.chunk_count, 7);
+	assert_true(list[0].alive);
+	free(list);
+}
+
+int main(void)
+{
+	efs_log_set_level(EFS_LOG_ERROR);
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_register_through_this_master_is_placed_at_once),
+		T(test_other_master_is_seen_within_the_cache_age),
+		T(test_dead_within_dead_after_plus_cache_age),
+		T(test_heartbeat_updates_the_cached_figures),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
