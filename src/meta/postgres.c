@@ -18,6 +18,7 @@
 
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -228,10 +229,20 @@ static int pg_lease_try(void *conn, bool held)
 	return r;
 }
 
+/* Called between uses. An idle connection's socket is readable only when
+ * the server spoke on its own: almost always the goodbye of a restart or
+ * an admin's pg_terminate_backend, then EOF (a notice while idle is rare
+ * and costs only a reconnect). Such a connection is dropped now, before a
+ * statement fails on it. */
 static bool pg_broken(void *conn)
 {
 	struct pg_conn *c = conn;
-	return c->broken || PQstatus(c->db) != CONNECTION_OK;
+	if (c->broken || PQstatus(c->db) != CONNECTION_OK)
+		return true;
+	struct pollfd pfd = {.fd = PQsocket(c->db), .events = POLLIN};
+	if (pfd.fd < 0 || poll(&pfd, 1, 0) != 0)
+		c->broken = true;
+	return c->broken;
 }
 
 static bool pg_col_null(const struct efs_sql_row *row, int col)

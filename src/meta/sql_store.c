@@ -54,6 +54,15 @@ static int conn_acquire(struct sql_store *s, struct sql_conn *c)
 			c->slot = i;
 			c->conn = s->conns[i];
 			pthread_mutex_unlock(&s->lock);
+			/* A connection that died while idle (the server
+			 * restarted) is replaced before it fails a statement. */
+			if (c->conn && s->driver->broken(c->conn)) {
+				s->driver->disconnect(c->conn);
+				c->conn = NULL;
+				pthread_mutex_lock(&s->lock);
+				s->conns[i] = NULL;
+				pthread_mutex_unlock(&s->lock);
+			}
 			if (!c->conn) {
 				char err[256];
 				int r = s->driver->connect(s->target, &c->conn, err, sizeof(err));

@@ -977,6 +977,51 @@ static void test_replica_mark_bad(void **state)
 
 /* The cluster totals: complete files only, distinct referenced chunks
  * (a session's too) counted once, unreferenced chunks not at all. */
+/* Runs @sql on the server's own database; returns the first column of the
+ * first row as a number, or -1. */
+static long pg_admin_value(const char *sql)
+{
+	PGconn *c = PQconnectdb(pg_url);
+	long v = -1;
+	if (PQstatus(c) == CONNECTION_OK) {
+		PGresult *res = PQexec(c, sql);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
+			v = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+		PQclear(res);
+	}
+	PQfinish(c);
+	return v;
+}
+
+/* The server ends the store's idle pooled connections (a restart, an
+ * admin's pg_terminate_backend): the next calls reconnect instead of
+ * failing once per dead connection. */
+static void test_idle_connections_ended_by_the_server(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_session_info s = session_info(1, "alice", 99999), got;
+	char sql[256];
+
+	if (!f->db[0])
+		skip(); /* SQLite has no server */
+	assert_int_equal(efs_meta_session_create(f->m, &s), 0);
+	assert_int_equal(efs_meta_session_get(f->m, s.session_id, &got), 0);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+		 " WHERE datname = '%s' AND pid <> pg_backend_pid()",
+		 f->db);
+	assert_true(pg_admin_value(sql) >= 1);
+	/* Wait until they are gone (the server ends them asynchronously). */
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s'",
+		 f->db);
+	for (int i = 0; i < 500 && pg_admin_value(sql) != 0; i++)
+		usleep(10 * 1000);
+	assert_int_equal(pg_admin_value(sql), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(efs_meta_session_get(f->m, s.session_id, &got), 0);
+	assert_string_equal(got.owner, "alice");
+}
+
 static void test_stats(void **state)
 {
 	struct fixture *f = *state;
@@ -1093,6 +1138,7 @@ int main(void)
 		T(test_session_expired),
 		T(test_replica_mark_bad),
 		T(test_stats),
+		T(test_idle_connections_ended_by_the_server),
 		T(test_second_store_on_the_same_database),
 	};
 #undef T
