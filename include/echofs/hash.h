@@ -32,4 +32,10 @@ void efs_sha256_hex(const void *data, size_t len, char hex[EFS_SHA256_HEX_LEN + 
 /* CRC32C (Castagnoli) of @data continuing from @crc (0 to start). */
 uint32_t efs_crc32c(uint32_t crc, const void *data, size_t len);
 
+/* FNV-1a of @data continuing from @h (EFS_FNV1A_INIT to start): a cheap,
+ * well-spread hash for in-memory tables, not for anything an attacker
+ * could aim at. */
+#define EFS_FNV1A_INIT 14695981039346656037ULL
+uint64_t efs_fnv1a(uint64_t h, const void *data, size_t len);
+
 #endif

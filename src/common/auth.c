@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* auth.c - JWT verification and issue (libjwt), cluster secret checks. */
 #include "echofs/auth.h"
+#include "echofs/hash.h"
 #include "echofs/util.h"
 
 #include <jwt.h>
@@ -34,10 +35,7 @@ static struct token_entry token_cache[TOKEN_CACHE_SLOTS];
 
 static struct token_entry *token_slot(const char *token, size_t len)
 {
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ (unsigned char)token[i]) * 1099511628211ULL;
-	return &token_cache[h % TOKEN_CACHE_SLOTS];
+	return &token_cache[efs_fnv1a(EFS_FNV1A_INIT, token, len) % TOKEN_CACHE_SLOTS];
 }
 
 static bool cacheable(const char *secret, size_t token_len)

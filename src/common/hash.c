@@ -46,6 +46,14 @@ void efs_sha256_hex(const void *data, size_t len, char hex[EFS_SHA256_HEX_LEN + 
 	efs_hex_encode(digest, EFS_SHA256_LEN, hex);
 }
 
+uint64_t efs_fnv1a(uint64_t h, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 1099511628211ULL;
+	return h;
+}
+
 uint32_t efs_crc32c(uint32_t crc, const void *data, size_t len)
 {
 	/* ISA-L's crc32_iscsi takes and returns the raw register; invert on

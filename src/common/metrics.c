@@ -8,6 +8,7 @@
  * Histogram buckets are counted per bucket and summed at render time, so
  * an observation touches one bucket only. */
 #include "echofs/metrics.h"
+#include "echofs/hash.h"
 #include "echofs/util.h"
 
 #include <math.h>
@@ -228,15 +229,11 @@ out:
  * (the length they are stored with) and followed by a separator. */
 static uint64_t values_hash(const char *const *values, unsigned count)
 {
-	uint64_t h = 1469598103934665603ULL;
+	static const unsigned char separator = 0xff;
+	uint64_t h = EFS_FNV1A_INIT;
 	for (unsigned i = 0; i < count; i++) {
-		size_t len = strnlen(values[i], EFS_METRIC_LABEL_MAX);
-		for (size_t j = 0; j < len; j++) {
-			h ^= (unsigned char)values[i][j];
-			h *= 1099511628211ULL;
-		}
-		h ^= 0xff;
-		h *= 1099511628211ULL;
+		h = efs_fnv1a(h, values[i], strnlen(values[i], EFS_METRIC_LABEL_MAX));
+		h = efs_fnv1a(h, &separator, 1);
 	}
 	return h;
 }

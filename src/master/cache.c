@@ -2,6 +2,7 @@
 /* cache.c - file and session metadata in Redis, JSON-encoded, and the
  * file metadata of recent downloads in this process's memory. */
 #include "master/cache.h"
+#include "echofs/hash.h"
 #include "echofs/json.h"
 #include "echofs/redis.h"
 #include "echofs/util.h"
@@ -25,10 +26,7 @@ static struct {
 
 static size_t local_slot(const char *file_id)
 {
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-	for (const char *p = file_id; *p; p++)
-		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-	return (size_t)(h % LOCAL_FILE_SLOTS);
+	return (size_t)(efs_fnv1a(EFS_FNV1A_INIT, file_id, strlen(file_id)) % LOCAL_FILE_SLOTS);
 }
 
 static bool local_get(const char *file_id, struct efs_file_info *out)

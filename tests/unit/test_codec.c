@@ -557,6 +557,16 @@ static void test_crc32c_check_value(void **state)
 	assert_int_equal(efs_crc32c(0, block, sizeof(block)), 0x62A8AB43u);
 }
 
+/* The published FNV-1a 64-bit test vectors; pieces continue the hash. */
+static void test_fnv1a_known_vectors(void **state)
+{
+	assert_true(efs_fnv1a(EFS_FNV1A_INIT, "", 0) == 0xcbf29ce484222325ULL);
+	assert_true(efs_fnv1a(EFS_FNV1A_INIT, "a", 1) == 0xaf63dc4c8601ec8cULL);
+	assert_true(efs_fnv1a(EFS_FNV1A_INIT, "foobar", 6) == 0x85944171f73967e8ULL);
+	assert_true(efs_fnv1a(efs_fnv1a(EFS_FNV1A_INIT, "foo", 3), "bar", 3) ==
+		    0x85944171f73967e8ULL);
+}
+
 static void test_crc32c_continues(void **state)
 {
 	struct fixture *f = *state;
@@ -601,6 +611,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sha256_incremental_equals_one_shot, setup,
 						teardown),
 		cmocka_unit_test(test_crc32c_check_value),
+		cmocka_unit_test(test_fnv1a_known_vectors),
 		cmocka_unit_test_setup_teardown(test_crc32c_continues, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
