@@ -49,6 +49,21 @@ static int record_chunk(struct efs_master *m, const struct record_target *to,
 	return efs_meta_file_create_single(m->meta, to->file, chunk, added_ids, added, dedup, now);
 }
 
+/* Copies written to @added[0..n) that no reference will name (the write
+ * or its record failed) must not be lost track of: they are recorded
+ * unreferenced, and the collector takes them after its grace period. When
+ * the store refuses even that, the workers' reports find them as orphans
+ * after ORPHAN_GRACE_MS. */
+static void keep_track_of_copies(struct efs_master *m, const struct efs_chunk_info *chunk,
+				 const struct efs_target *added, unsigned n)
+{
+	const char *ids[EFS_MAX_REPLICAS];
+	for (unsigned i = 0; i < n; i++)
+		ids[i] = added[i].worker_id;
+	if (n > 0)
+		efs_meta_chunk_record_unreferenced(m->meta, chunk, ids, n, efs_now_ms());
+}
+
 /* The dedup / write / record loop for one encoded chunk. */
 static int store_chunk(struct efs_master *m, const struct record_target *to,
 		       const struct efs_chunk_info *chunkp, const char *stored,
@@ -87,14 +102,7 @@ static int store_chunk(struct efs_master *m, const struct record_target *to,
 			r = efs_chunk_write(m, chunk.chunk_id, stored, chunk.stored_size,
 					    chunk.compressed, missing, have, good, added, &written);
 			if (r < 0) {
-				/* The copies that were written must not be lost
-				 * track of: recorded unreferenced, the collector
-				 * takes them after its grace period. */
-				for (unsigned i = 0; i < written; i++)
-					added_ids[i] = added[i].worker_id;
-				if (written > 0)
-					efs_meta_chunk_record_unreferenced(m->meta, &chunk, added_ids,
-									   written, efs_now_ms());
+				keep_track_of_copies(m, &chunk, added, written);
 				return r;
 			}
 		}
@@ -107,13 +115,7 @@ static int store_chunk(struct efs_master *m, const struct record_target *to,
 			continue;
 		}
 		if (r < 0) {
-			/* Copies were written but nothing names them (the store
-			 * is down, or the file id is taken): recorded
-			 * unreferenced if the store lets us, else the workers'
-			 * reports find them as orphans after ORPHAN_GRACE_MS. */
-			if (missing > 0)
-				efs_meta_chunk_record_unreferenced(m->meta, &chunk, added_ids,
-								   missing, efs_now_ms());
+			keep_track_of_copies(m, &chunk, added, missing);
 			return r;
 		}
 		out->chunk = dedup ? existing : chunk;
