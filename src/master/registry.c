@@ -260,32 +260,14 @@ int efs_registry_list_cached(struct efs_registry *reg, struct efs_worker_status 
 	return 0;
 }
 
-static size_t count_alive(const struct efs_worker_status *list, size_t n)
-{
-	size_t live = 0;
-	for (size_t i = 0; i < n; i++)
-		live += list[i].alive;
-	return live;
-}
-
-int efs_registry_count_cached(struct efs_registry *reg, size_t *alive, size_t *total)
-{
-	struct efs_worker_status *list;
-	size_t n;
-	int r = efs_registry_list_cached(reg, &list, &n);
-	if (r < 0)
-		return r;
-	*alive = count_alive(list, n);
-	*total = n;
-	free(list);
-	return 0;
-}
-
-int efs_registry_count(struct efs_registry *reg, size_t *alive, size_t *total)
+/* Live and total counts of what @list_fn returns. */
+static int count_of(struct efs_registry *reg,
+		    int (*list_fn)(struct efs_registry *, struct efs_worker_status **, size_t *),
+		    size_t *alive, size_t *total)
 {
 	struct efs_worker_status *list;
 	size_t n, live = 0;
-	int r = efs_registry_list(reg, &list, &n);
+	int r = list_fn(reg, &list, &n);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++)
@@ -294,4 +276,14 @@ int efs_registry_count(struct efs_registry *reg, size_t *alive, size_t *total)
 	*alive = live;
 	*total = n;
 	return 0;
+}
+
+int efs_registry_count_cached(struct efs_registry *reg, size_t *alive, size_t *total)
+{
+	return count_of(reg, efs_registry_list_cached, alive, total);
+}
+
+int efs_registry_count(struct efs_registry *reg, size_t *alive, size_t *total)
+{
+	return count_of(reg, efs_registry_list, alive, total);
 }
