@@ -44,15 +44,46 @@
  * replica of a small file. */
 #define INLINE_BODY_MAX (64 * 1024)
 
+/* A stack of idle handles shared by all threads; the most recently given
+ * back is taken first. */
+struct idle_pool {
+	pthread_mutex_t lock;
+	size_t len, cap;
+	void **items;
+};
+
 /* Idle easy handles (set-up cost only: connections belong to the multis). */
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static CURL *pool[POOL_MAX];
-static size_t pool_len;
+static void *easy_items[POOL_MAX];
+static struct idle_pool easy_pool = {PTHREAD_MUTEX_INITIALIZER, 0, POOL_MAX, easy_items};
 
 /* Idle multi handles, each with its cache of keep-alive connections. */
-static pthread_mutex_t multi_lock = PTHREAD_MUTEX_INITIALIZER;
-static CURLM *multi_pool[MULTI_POOL_MAX];
-static size_t multi_len;
+static void *multi_items[MULTI_POOL_MAX];
+static struct idle_pool multi_pool = {PTHREAD_MUTEX_INITIALIZER, 0, MULTI_POOL_MAX,
+				      multi_items};
+
+/* An idle handle, or NULL when there is none. */
+static void *idle_take(struct idle_pool *p)
+{
+	void *item = NULL;
+	pthread_mutex_lock(&p->lock);
+	if (p->len > 0)
+		item = p->items[--p->len];
+	pthread_mutex_unlock(&p->lock);
+	return item;
+}
+
+/* Keeps @item; false when the pool is full (the caller frees it). */
+static bool idle_give(struct idle_pool *p, void *item)
+{
+	bool kept = false;
+	pthread_mutex_lock(&p->lock);
+	if (p->len < p->cap) {
+		p->items[p->len++] = item;
+		kept = true;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return kept;
+}
 
 static _Atomic uint64_t connections_opened;
 
@@ -75,16 +106,12 @@ int efs_http_client_global_init(void)
 
 void efs_http_client_global_cleanup(void)
 {
-	pthread_mutex_lock(&pool_lock);
-	for (size_t i = 0; i < pool_len; i++)
-		curl_easy_cleanup(pool[i]);
-	pool_len = 0;
-	pthread_mutex_unlock(&pool_lock);
-	pthread_mutex_lock(&multi_lock);
-	for (size_t i = 0; i < multi_len; i++)
-		curl_multi_cleanup(multi_pool[i]);
-	multi_len = 0;
-	pthread_mutex_unlock(&multi_lock);
+	CURL *easy;
+	CURLM *multi;
+	while ((easy = idle_take(&easy_pool)))
+		curl_easy_cleanup(easy);
+	while ((multi = idle_take(&multi_pool)))
+		curl_multi_cleanup(multi);
 	curl_global_cleanup();
 }
 
@@ -97,11 +124,7 @@ uint64_t efs_http_client_connections_opened(void)
  * be alive), or a new one. */
 static CURLM *multi_get(void)
 {
-	CURLM *multi = NULL;
-	pthread_mutex_lock(&multi_lock);
-	if (multi_len > 0)
-		multi = multi_pool[--multi_len];
-	pthread_mutex_unlock(&multi_lock);
+	CURLM *multi = idle_take(&multi_pool);
 	if (multi)
 		return multi;
 	multi = curl_multi_init();
@@ -115,23 +138,13 @@ static CURLM *multi_get(void)
 /* Gives back a multi with no transfer attached. */
 static void multi_put(CURLM *multi)
 {
-	pthread_mutex_lock(&multi_lock);
-	if (multi_len < MULTI_POOL_MAX) {
-		multi_pool[multi_len++] = multi;
-		multi = NULL;
-	}
-	pthread_mutex_unlock(&multi_lock);
-	if (multi)
+	if (!idle_give(&multi_pool, multi))
 		curl_multi_cleanup(multi); /* closes its connections */
 }
 
 static CURL *handle_get(void)
 {
-	CURL *h = NULL;
-	pthread_mutex_lock(&pool_lock);
-	if (pool_len > 0)
-		h = pool[--pool_len];
-	pthread_mutex_unlock(&pool_lock);
+	CURL *h = idle_take(&easy_pool);
 	if (h)
 		curl_easy_reset(h); /* keeps live connections and caches */
 	else
@@ -141,15 +154,7 @@ static CURL *handle_get(void)
 
 static void handle_put(CURL *h)
 {
-	if (!h)
-		return;
-	pthread_mutex_lock(&pool_lock);
-	if (pool_len < POOL_MAX) {
-		pool[pool_len++] = h;
-		h = NULL;
-	}
-	pthread_mutex_unlock(&pool_lock);
-	if (h)
+	if (h && !idle_give(&easy_pool, h))
 		curl_easy_cleanup(h);
 }
 
