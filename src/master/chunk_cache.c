@@ -6,6 +6,7 @@
  * each entry is one allocation holding its id and bytes. The id is a
  * SHA-256, so its first 16 hex digits are a well-spread hash already. */
 #include "master/chunk_cache.h"
+#include "echofs/hash.h"
 #include "echofs/util.h"
 
 #include <errno.h>
@@ -39,19 +40,6 @@ struct efs_chunk_cache {
 	struct entry *newest, *oldest;
 	struct efs_chunk_cache_stats stats;
 };
-
-static uint64_t id_hash(const char *id)
-{
-	uint64_t h = 0;
-	for (int i = 0; i < 16 && id[i]; i++) {
-		char c = id[i];
-		unsigned v = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
-			     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
-						    : (unsigned)c;
-		h = h << 4 | (v & 0xf);
-	}
-	return h;
-}
 
 int efs_chunk_cache_new(size_t capacity, struct efs_chunk_cache **out)
 {
@@ -100,7 +88,7 @@ static size_t entry_cost(size_t len)
 /* The entry for @id and the link that points at it (for unlinking). */
 static struct entry *find(struct efs_chunk_cache *c, const char *id, struct entry ***link)
 {
-	struct entry **p = &c->buckets[id_hash(id) & c->bucket_mask];
+	struct entry **p = &c->buckets[efs_fnv1a(EFS_FNV1A_INIT, id, ID_LEN) & c->bucket_mask];
 	for (; *p; p = &(*p)->hash_next) {
 		if (memcmp((*p)->id, id, ID_LEN) == 0)
 			break;
