@@ -86,13 +86,11 @@ static int conn_acquire(struct sql_store *s, struct sql_conn *c)
 	}
 }
 
+/* Gives the connection back as it is: conn_acquire checks it (broken in
+ * use or ended while idle) before the next use, so it is checked once. */
 static void conn_release(struct sql_conn *c)
 {
 	struct sql_store *s = c->store;
-	if (s->driver->broken(c->conn)) {
-		s->driver->disconnect(c->conn);
-		c->conn = NULL;
-	}
 	pthread_mutex_lock(&s->lock);
 	s->conns[c->slot] = c->conn;
 	s->busy[c->slot] = false;
