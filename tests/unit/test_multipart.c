@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "echofs/buf.h"
+#include "echofs/hash.h"
 #include "echofs/multipart.h"
 
 #define TRACE_CAP (4 * EFS_MIB)
@@ -35,7 +36,7 @@ static void rec_init(struct rec *r)
 {
 	memset(r, 0, sizeof(*r));
 	efs_buf_init(&r->trace, TRACE_CAP);
-	r->hash = 1469598103934665603ULL;
+	r->hash = EFS_FNV1A_INIT;
 }
 
 static void rec_release(struct rec *r)
@@ -71,10 +72,7 @@ static int on_data(void *ctx, const char *data, size_t len)
 	if (r->fail_data == r->data_calls)
 		return -EIO;
 	if (r->no_trace) {
-		for (size_t i = 0; i < len; i++) {
-			r->hash ^= (unsigned char)data[i];
-			r->hash *= 1099511628211ULL;
-		}
+		r->hash = efs_fnv1a(r->hash, data, len);
 		return 0;
 	}
 	assert_int_equal(efs_buf_append(&r->trace, data, len), 0);
@@ -822,7 +820,7 @@ static void test_memory_bounded(void **state)
 	struct rec rec;
 	char *buf = malloc(piece);
 	char head[256], tail[128];
-	uint64_t hash = 1469598103934665603ULL;
+	uint64_t hash = EFS_FNV1A_INIT;
 	int head_len, tail_len;
 
 	assert_non_null(buf);
@@ -834,10 +832,7 @@ static void test_memory_bounded(void **state)
 	memcpy(buf + piece - delim_len + 3, "--", 2);
 	memcpy(buf + piece - delim_len + 5, boundary, sizeof(boundary) - 2);
 	for (size_t n = 0; n < total / piece; n++)
-		for (size_t i = 0; i < piece; i++) {
-			hash ^= (unsigned char)buf[i];
-			hash *= 1099511628211ULL;
-		}
+		hash = efs_fnv1a(hash, buf, piece);
 
 	head_len = snprintf(head, sizeof(head),
 			    "--%s\r\nContent-Disposition: form-data; name=\"big\"; "
