@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* The record format (store.h has the layout, store_record.c the codec). */
 #define HEADER_LEN 96
 #define TRAILER_LEN 32
 #define RECORD_MAGIC "EFSR"
@@ -37,6 +38,7 @@
 #define TYPE_TOMBSTONE 2
 #define RECORD_LEN(length) ((uint64_t)HEADER_LEN + (length) + TRAILER_LEN)
 
+/* Payload I/O outside the read path goes in pieces of this size. */
 #define COPY_BUF_LEN (1u << 20)
 
 struct tomb_bytes {
@@ -125,6 +127,7 @@ struct commit {
 	int64_t mtime_ms;
 };
 
+/* One record as store_scan_volume found it, handed to a scan_fn. */
 struct scanned {
 	uint64_t offset;
 	struct record rec;
