@@ -14,7 +14,7 @@ int efs_worker_api_health(struct efs_http_req *req)
 	char id[EFS_ID_MAX + 1];
 	bool registered;
 
-	efs_heartbeat_status(&w->heartbeat, id, &registered);
+	efs_worker_ctx_status(&w->ctx, id, &registered);
 	int r = efs_worker_space(w, &space);
 	return efs_http_reply_json(
 		req, 200,
@@ -33,7 +33,7 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 	char id[EFS_ID_MAX + 1];
 	bool registered;
 
-	efs_heartbeat_status(&w->heartbeat, id, &registered);
+	efs_worker_ctx_status(&w->ctx, id, &registered);
 	efs_store_stats(w->store, &stats);
 	int space_error = efs_worker_space(w, &space);
 	const struct {

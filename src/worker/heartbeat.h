@@ -9,6 +9,11 @@
  * again, under the same id. The id the master assigns on the very first
  * registration is written to the data directory before it is used, so a
  * restarted worker comes back as itself.
+ *
+ * The registration state lives in the worker context (context.h), where
+ * the chunk report and the API read it. After each successful beat the
+ * thread calls the context's after_beat hook; every (re)registration sets
+ * its full_report_due.
  */
 #ifndef ECHOFS_WORKER_HEARTBEAT_H
 #define ECHOFS_WORKER_HEARTBEAT_H
@@ -16,37 +21,21 @@
 #include "echofs/common.h"
 #include "echofs/ticker.h"
 
-#include <jansson.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
-struct efs_worker;
-struct efs_http_call;
+struct efs_worker_ctx;
 
 struct efs_heartbeat {
-	struct efs_worker *worker;
+	struct efs_worker_ctx *ctx;
 	struct efs_ticker ticker;
-	pthread_mutex_t lock;
-	/* Guarded by lock. */
-	char worker_id[EFS_ID_MAX + 1]; /* "" until the first registration */
-	bool registered;
-	unsigned master_index; /* the master being talked to */
 	int64_t interval_ms;
-	int64_t next_report_ms; /* monotonic: when the next full report is due */
 };
 
-/* Loads the stored id (if any) and starts the thread. 0 or -errno. */
-int efs_heartbeat_start(struct efs_heartbeat *hb, struct efs_worker *worker);
+/* Loads the stored id (if any) into @ctx and starts the thread. 0 or
+ * -errno. */
+int efs_heartbeat_start(struct efs_heartbeat *hb, struct efs_worker_ctx *ctx);
 /* Stops and joins the thread. */
 void efs_heartbeat_stop(struct efs_heartbeat *hb);
-/* POSTs @body (stolen) as JSON to @path on the current master with the
- * cluster secret. 0 with call->status set (release the call after), or
- * the transport error. */
-int efs_heartbeat_post(struct efs_heartbeat *hb, struct efs_http_call *call, const char *path,
-		       json_t *body);
-
-/* Copies the current id (EFS_ID_MAX + 1 bytes) and registration state. */
-void efs_heartbeat_status(struct efs_heartbeat *hb, char *worker_id, bool *registered);
 
 #endif

@@ -4,36 +4,12 @@
 #include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
-#include "worker/heartbeat.h"
-#include "worker/worker.h"
+#include "worker/context.h"
 
 #include <jansson.h>
 #include <string.h>
 
 #define BATCH 5000
-
-int efs_lost_queue_init(struct efs_lost_queue *q)
-{
-	q->ids = calloc(EFS_LOST_MAX, sizeof(*q->ids));
-	q->count = 0;
-	pthread_mutex_init(&q->lock, NULL);
-	return q->ids ? 0 : -ENOMEM;
-}
-
-void efs_lost_queue_release(struct efs_lost_queue *q)
-{
-	free(q->ids);
-	q->ids = NULL;
-	pthread_mutex_destroy(&q->lock);
-}
-
-void efs_lost_queue_push(struct efs_lost_queue *q, const char *chunk_id)
-{
-	pthread_mutex_lock(&q->lock);
-	if (q->count < EFS_LOST_MAX)
-		efs_strlcpy(q->ids[q->count++], chunk_id, 65);
-	pthread_mutex_unlock(&q->lock);
-}
 
 /* Moves the queued ids into a JSON array. */
 static json_t *lost_take(struct efs_lost_queue *q)
@@ -48,7 +24,7 @@ static json_t *lost_take(struct efs_lost_queue *q)
 }
 
 struct report {
-	struct efs_heartbeat *hb;
+	struct efs_worker_ctx *ctx;
 	int64_t started_ms;
 	json_t *chunks; /* the batch being filled */
 	json_t *lost;   /* sent with the first batch */
@@ -60,7 +36,7 @@ struct report {
 /* Sends the current batch; deletes what the master says is not needed. */
 static int send_batch(struct report *rep, bool last)
 {
-	struct efs_worker *w = rep->hb->worker;
+	struct efs_worker_ctx *ctx = rep->ctx;
 	struct efs_http_call call;
 	json_t *body = json_pack("{s:I, s:I, s:o, s:b}", "started_at_ms",
 				 (json_int_t)rep->started_ms, "now_ms", (json_int_t)efs_now_ms(),
@@ -70,7 +46,7 @@ static int send_batch(struct report *rep, bool last)
 	rep->lost = NULL;
 	if (lost)
 		json_object_set(body, "lost", lost);
-	int r = efs_heartbeat_post(rep->hb, &call, rep->path, body);
+	int r = efs_worker_ctx_post(ctx, &call, rep->path, body);
 	if (r == 0 && call.status != 200)
 		r = call.status == 404 ? -ENOENT : -EIO;
 	if (r < 0 && lost) {
@@ -78,7 +54,7 @@ static int send_batch(struct report *rep, bool last)
 		json_t *item;
 		size_t i;
 		json_array_foreach(lost, i, item)
-			efs_lost_queue_push(&w->lost, json_string_value(item));
+			efs_lost_queue_push(&ctx->lost, json_string_value(item));
 	}
 	json_decref(lost);
 	if (r == 0) {
@@ -90,7 +66,7 @@ static int send_batch(struct report *rep, bool last)
 			const char *id = json_string_value(item);
 			/* Written after the report began: a new upload; kept. */
 			if (efs_chunk_id_valid(id) &&
-			    efs_store_delete(w->store, id, rep->started_ms) == 0)
+			    efs_store_delete(ctx->store, id, rep->started_ms) == 0)
 				rep->deleted++;
 		}
 		json_decref(answer);
@@ -109,12 +85,12 @@ static int list_chunk(void *ctx, const char *chunk_id, uint64_t length, int64_t 
 	return 0;
 }
 
-static int report_full(struct efs_heartbeat *hb, const char *worker_id)
+static int report_full(struct efs_worker_ctx *ctx, const char *worker_id)
 {
-	struct report rep = {.hb = hb, .started_ms = efs_now_ms(), .chunks = json_array()};
-	rep.lost = lost_take(&hb->worker->lost);
+	struct report rep = {.ctx = ctx, .started_ms = efs_now_ms(), .chunks = json_array()};
+	rep.lost = lost_take(&ctx->lost);
 	snprintf(rep.path, sizeof(rep.path), "/api/v1/workers/%s/report", worker_id);
-	int r = efs_store_iterate(hb->worker->store, list_chunk, &rep);
+	int r = efs_store_iterate(ctx->store, list_chunk, &rep);
 	if (r == 0)
 		r = send_batch(&rep, true);
 	json_decref(rep.chunks);
@@ -125,10 +101,10 @@ static int report_full(struct efs_heartbeat *hb, const char *worker_id)
 	return r;
 }
 
-static int report_lost(struct efs_heartbeat *hb, const char *worker_id)
+static int report_lost(struct efs_worker_ctx *ctx, const char *worker_id)
 {
-	struct report rep = {.hb = hb, .started_ms = efs_now_ms(), .chunks = json_array()};
-	rep.lost = lost_take(&hb->worker->lost);
+	struct report rep = {.ctx = ctx, .started_ms = efs_now_ms(), .chunks = json_array()};
+	rep.lost = lost_take(&ctx->lost);
 	size_t n = json_array_size(rep.lost);
 	snprintf(rep.path, sizeof(rep.path), "/api/v1/workers/%s/report", worker_id);
 	int r = send_batch(&rep, false);
@@ -139,28 +115,37 @@ static int report_lost(struct efs_heartbeat *hb, const char *worker_id)
 	return r;
 }
 
-void efs_report_tick(struct efs_heartbeat *hb)
+void efs_report_init(struct efs_reporter *rp, struct efs_worker_ctx *ctx)
 {
-	struct efs_worker *w = hb->worker;
+	rp->ctx = ctx;
+	rp->next_report_ms = 0;
+}
+
+void efs_report_tick(struct efs_reporter *rp)
+{
+	struct efs_worker_ctx *ctx = rp->ctx;
 	char id[EFS_ID_MAX + 1];
 	bool registered, pending;
 	int r = 0;
 
-	efs_heartbeat_status(hb, id, &registered);
+	efs_worker_ctx_status(ctx, id, &registered);
 	if (!registered || !id[0])
 		return;
 	int64_t now = efs_mono_ms();
-	if (now >= hb->next_report_ms) {
-		r = report_full(hb, id);
-		hb->next_report_ms = now + (r == 0 ? w->cfg.report_interval_ms : 5000);
+	/* A (re)registration asks for a full report at once. */
+	if (atomic_exchange(&ctx->full_report_due, false))
+		rp->next_report_ms = 0;
+	if (now >= rp->next_report_ms) {
+		r = report_full(ctx, id);
+		rp->next_report_ms = now + (r == 0 ? ctx->cfg->report_interval_ms : 5000);
 	} else {
-		pthread_mutex_lock(&w->lost.lock);
-		pending = w->lost.count > 0;
-		pthread_mutex_unlock(&w->lost.lock);
+		pthread_mutex_lock(&ctx->lost.lock);
+		pending = ctx->lost.count > 0;
+		pthread_mutex_unlock(&ctx->lost.lock);
 		if (pending)
-			r = report_lost(hb, id);
+			r = report_lost(ctx, id);
 	}
 	if (r < 0)
 		efs_warn("chunk report to %s failed: %s; retrying later",
-			 w->cfg.master_urls[hb->master_index], strerror(-r));
+			 efs_worker_ctx_master_url(ctx), strerror(-r));
 }

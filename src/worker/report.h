@@ -9,32 +9,30 @@
  * master mark what the worker no longer holds. Full reports go out after
  * every registration and every REPORT_INTERVAL_MS; corrupt chunks after
  * the next heartbeat.
+ *
+ * The heartbeat thread runs it: worker.c wires efs_report_tick as the
+ * context's after_beat hook. The lost-chunk queue it drains is the
+ * context's (context.h), filled by the scrubber.
  */
 #ifndef ECHOFS_WORKER_REPORT_H
 #define ECHOFS_WORKER_REPORT_H
 
-#include "echofs/common.h"
+#include <stdint.h>
 
-#include <pthread.h>
+struct efs_worker_ctx;
 
-struct efs_heartbeat;
-
-/* Chunks the scrubber quarantined, waiting to be reported. */
-#define EFS_LOST_MAX 4096
-struct efs_lost_queue {
-	pthread_mutex_t lock;
-	char (*ids)[65];
-	size_t count;
+struct efs_reporter {
+	struct efs_worker_ctx *ctx;
+	int64_t next_report_ms; /* monotonic: when the next full report is due */
 };
 
-int efs_lost_queue_init(struct efs_lost_queue *q);
-void efs_lost_queue_release(struct efs_lost_queue *q);
-/* Queues a chunk id (dropped when the queue is full: the next full report
- * finds the chunk missing anyway). */
-void efs_lost_queue_push(struct efs_lost_queue *q, const char *chunk_id);
+/* Sets up @rp to report for @ctx; the first full report goes out after
+ * the first successful beat. */
+void efs_report_init(struct efs_reporter *rp, struct efs_worker_ctx *ctx);
 
-/* Called by the heartbeat thread after each successful beat: sends a full
- * report when one is due, otherwise the queued lost chunks, if any. */
-void efs_report_tick(struct efs_heartbeat *hb);
+/* Called on the heartbeat thread after each successful beat: sends a full
+ * report when one is due (or the context's full_report_due is set),
+ * otherwise the queued lost chunks, if any. */
+void efs_report_tick(struct efs_reporter *rp);
 
 #endif

@@ -3,7 +3,7 @@
 #include "worker/scrub.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
-#include "worker/worker.h"
+#include "worker/context.h"
 
 #include <string.h>
 
@@ -32,7 +32,7 @@ static int collect(void *ctx, const char *chunk_id, uint64_t length, int64_t mti
 /* One pass over every chunk. Returns false when asked to stop. */
 static bool scrub_pass(struct efs_scrub *sc, struct efs_buf *buf)
 {
-	struct efs_worker *w = sc->worker;
+	struct efs_worker_ctx *ctx = sc->ctx;
 	struct id_list list = {0};
 	uint64_t bytes = 0, corrupt = 0;
 	int64_t started = efs_mono_ms();
@@ -40,24 +40,24 @@ static bool scrub_pass(struct efs_scrub *sc, struct efs_buf *buf)
 
 	/* The ids first: the walk does not hold directories open while it
 	 * sleeps, and chunks written meanwhile wait for the next pass. */
-	if (efs_store_iterate(w->store, collect, &list) < 0) {
+	if (efs_store_iterate(ctx->store, collect, &list) < 0) {
 		free(list.ids);
 		return true;
 	}
 	for (size_t i = 0; i < list.count; i++) {
 		uint32_t flags;
-		int r = efs_store_get(w->store, list.ids[i], buf, &flags);
+		int r = efs_store_get(ctx->store, list.ids[i], buf, &flags);
 		atomic_fetch_add(&sc->chunks_checked, 1);
 		if (r == -EBADMSG) {
 			corrupt++;
 			atomic_fetch_add(&sc->corrupt_found, 1);
 			efs_error("scrub: chunk %s failed its checksum: quarantined, reporting it",
 				  list.ids[i]);
-			efs_lost_queue_push(&w->lost, list.ids[i]);
+			efs_lost_queue_push(&ctx->lost, list.ids[i]);
 		} else if (r == 0) {
 			bytes += buf->len;
 		}
-		int64_t due_ms = (int64_t)(bytes * 1000 / w->cfg.scrub_bandwidth);
+		int64_t due_ms = (int64_t)(bytes * 1000 / ctx->cfg->scrub_bandwidth);
 		int64_t ahead = due_ms - (efs_mono_ms() - started);
 		if (ahead > 0 && efs_ticker_wait(&sc->ticker, ahead)) {
 			go_on = false;
@@ -77,7 +77,7 @@ static void scrub_main(struct efs_ticker *t, void *ctx)
 	struct efs_scrub *sc = ctx;
 	struct efs_buf buf;
 	efs_buf_init(&buf, SIZE_MAX);
-	int64_t interval = sc->worker->cfg.scrub_interval_ms;
+	int64_t interval = sc->ctx->cfg->scrub_interval_ms;
 	/* The first pass comes within 5 minutes of a start, so a worker that
 	 * restarts more often than SCRUB_INTERVAL_MS is still scrubbed. */
 	int64_t wait_ms = EFS_MIN(interval, FIRST_PASS_MAX_DELAY_MS);
@@ -94,9 +94,9 @@ static void scrub_main(struct efs_ticker *t, void *ctx)
 	efs_buf_release(&buf);
 }
 
-int efs_scrub_start(struct efs_scrub *sc, struct efs_worker *w)
+int efs_scrub_start(struct efs_scrub *sc, struct efs_worker_ctx *ctx)
 {
-	sc->worker = w;
+	sc->ctx = ctx;
 	atomic_init(&sc->passes, 0);
 	atomic_init(&sc->chunks_checked, 0);
 	atomic_init(&sc->corrupt_found, 0);

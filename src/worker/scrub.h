@@ -15,17 +15,17 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-struct efs_worker;
+struct efs_worker_ctx;
 
 struct efs_scrub {
-	struct efs_worker *worker;
+	struct efs_worker_ctx *ctx; /* its store, its config, the lost queue */
 	struct efs_ticker ticker;
 	_Atomic uint64_t passes;          /* complete passes */
 	_Atomic uint64_t chunks_checked;  /* since start */
 	_Atomic uint64_t corrupt_found;   /* since start */
 };
 
-int efs_scrub_start(struct efs_scrub *sc, struct efs_worker *w);
+int efs_scrub_start(struct efs_scrub *sc, struct efs_worker_ctx *ctx);
 void efs_scrub_stop(struct efs_scrub *sc);
 
 #endif

@@ -6,31 +6,18 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/statvfs.h>
 
 #define SHUTDOWN_GRACE_MS 30000
 
 int efs_worker_space(const struct efs_worker *w, struct efs_worker_space *out)
 {
-	struct statvfs vfs;
-	if (statvfs(w->cfg.data_dir, &vfs) < 0)
-		return -errno;
-	uint64_t fs_size = (uint64_t)vfs.f_blocks * vfs.f_frsize;
-	uint64_t fs_free = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-	struct efs_store_stats stats;
-	efs_store_stats(w->store, &stats);
-	uint64_t used = stats.bytes;
+	return efs_worker_ctx_space(&w->ctx, out);
+}
 
-	out->chunk_count = stats.chunk_count;
-	if (w->cfg.capacity_bytes) {
-		out->capacity_bytes = w->cfg.capacity_bytes;
-		uint64_t left = used < w->cfg.capacity_bytes ? w->cfg.capacity_bytes - used : 0;
-		out->free_bytes = EFS_MIN(left, fs_free);
-	} else {
-		out->capacity_bytes = fs_size;
-		out->free_bytes = fs_free;
-	}
-	return 0;
+/* The context's after_beat hook: the chunk report rides on the heartbeat. */
+static void after_beat(void *arg)
+{
+	efs_report_tick(arg);
 }
 
 int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, char *err,
@@ -48,11 +35,14 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 	}
 	if ((r = efs_store_open(cfg->data_dir, cfg->capacity_bytes, &w->store, err, errlen)) < 0)
 		return r;
-	if ((r = efs_lost_queue_init(&w->lost)) < 0) {
+	if ((r = efs_worker_ctx_init(&w->ctx, &w->cfg, w->store)) < 0) {
 		efs_store_close(w->store);
 		w->store = NULL;
 		return r;
 	}
+	efs_report_init(&w->report, &w->ctx);
+	w->ctx.after_beat = after_beat;
+	w->ctx.after_beat_arg = &w->report;
 	if ((r = efs_metrics_new(&w->metrics)) < 0) {
 		snprintf(err, errlen, "cannot set up metrics: %s", strerror(-r));
 		goto fail_store;
@@ -72,8 +62,8 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 			 cfg->host, cfg->port, strerror(-r));
 		goto fail_store;
 	}
-	if ((r = efs_heartbeat_start(&w->heartbeat, w)) < 0 ||
-	    (r = efs_scrub_start(&w->scrub, w)) < 0) {
+	if ((r = efs_heartbeat_start(&w->heartbeat, &w->ctx)) < 0 ||
+	    (r = efs_scrub_start(&w->scrub, &w->ctx)) < 0) {
 		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
 		efs_heartbeat_stop(&w->heartbeat);
 		efs_http_server_stop(w->http, 0);
@@ -87,7 +77,7 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 fail_store:
 	efs_metrics_free(w->metrics);
 	w->metrics = NULL;
-	efs_lost_queue_release(&w->lost);
+	efs_worker_ctx_release(&w->ctx);
 	efs_store_close(w->store);
 	w->store = NULL;
 	return r;
@@ -101,7 +91,7 @@ void efs_worker_stop(struct efs_worker *w)
 	w->http = NULL;
 	efs_store_close(w->store);
 	w->store = NULL;
-	efs_lost_queue_release(&w->lost);
+	efs_worker_ctx_release(&w->ctx);
 	efs_metrics_free(w->metrics);
 	w->metrics = NULL;
 }

@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* worker.h - the worker process: its identity, its disk, its HTTP API and
- * its heartbeat loop to the master. */
+ * its heartbeat loop to the master.
+ *
+ * worker.c owns every part and wires them: the background threads
+ * (heartbeat, report, scrub) see only the worker context (context.h) and
+ * the store, never this header or each other. Included by the API, the
+ * routes, main.c and worker.c. */
 #ifndef ECHOFS_WORKER_WORKER_H
 #define ECHOFS_WORKER_WORKER_H
 
@@ -8,6 +13,7 @@
 #include "echofs/http_server.h"
 #include "echofs/metrics.h"
 #include "worker/config.h"
+#include "worker/context.h"
 #include "worker/heartbeat.h"
 #include "worker/report.h"
 #include "worker/scrub.h"
@@ -21,8 +27,10 @@ struct efs_worker {
 	struct efs_auth_keys keys;
 	struct efs_store *store;
 	struct efs_http_server *http;
-	struct efs_lost_queue lost; /* corrupt chunks for the master */
+	/* What the threads share: &cfg, store, the master link, lost chunks. */
+	struct efs_worker_ctx ctx;
 	struct efs_heartbeat heartbeat;
+	struct efs_reporter report; /* run by the heartbeat after each beat */
 	struct efs_scrub scrub;
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
 };
@@ -34,13 +42,8 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 /* Stops the heartbeat loop, finishes requests in flight, stops serving. */
 void efs_worker_stop(struct efs_worker *w);
 
-/* What the worker reports about its space: the capacity (the filesystem's
- * size, or WORKER_CAPACITY_BYTES) and what is still free of it. */
-struct efs_worker_space {
-	uint64_t capacity_bytes;
-	uint64_t free_bytes;
-	uint64_t chunk_count;
-};
+/* What the worker reports about its space (struct efs_worker_space,
+ * context.h): efs_worker_ctx_space of its context. */
 int efs_worker_space(const struct efs_worker *w, struct efs_worker_space *out);
 
 /* The worker's route table (routes.c). */

@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/* context.c - the state the worker's threads share: the lost-chunk queue,
+ * posts to the current master, the registration state, disk space. */
+#include "worker/context.h"
+#include "echofs/http_client.h"
+#include "echofs/util.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#define REQUEST_TIMEOUT_MS 5000
+
+int efs_lost_queue_init(struct efs_lost_queue *q)
+{
+	q->ids = calloc(EFS_LOST_MAX, sizeof(*q->ids));
+	q->count = 0;
+	pthread_mutex_init(&q->lock, NULL);
+	return q->ids ? 0 : -ENOMEM;
+}
+
+void efs_lost_queue_release(struct efs_lost_queue *q)
+{
+	free(q->ids);
+	q->ids = NULL;
+	pthread_mutex_destroy(&q->lock);
+}
+
+void efs_lost_queue_push(struct efs_lost_queue *q, const char *chunk_id)
+{
+	pthread_mutex_lock(&q->lock);
+	if (q->count < EFS_LOST_MAX)
+		efs_strlcpy(q->ids[q->count++], chunk_id, 65);
+	pthread_mutex_unlock(&q->lock);
+}
+
+int efs_worker_ctx_init(struct efs_worker_ctx *ctx, const struct efs_worker_config *cfg,
+			struct efs_store *store)
+{
+	memset(ctx, 0, sizeof(*ctx));
+	ctx->cfg = cfg;
+	ctx->store = store;
+	atomic_init(&ctx->full_report_due, false);
+	int r = efs_lost_queue_init(&ctx->lost);
+	if (r < 0) {
+		efs_lost_queue_release(&ctx->lost);
+		return r;
+	}
+	pthread_mutex_init(&ctx->lock, NULL);
+	return 0;
+}
+
+void efs_worker_ctx_release(struct efs_worker_ctx *ctx)
+{
+	efs_lost_queue_release(&ctx->lost);
+	pthread_mutex_destroy(&ctx->lock);
+}
+
+int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,
+			json_t *body)
+{
+	char url[EFS_URL_MAX + 128];
+	snprintf(url, sizeof(url), "%s%s", efs_worker_ctx_master_url(ctx), path);
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (!text)
+		return -ENOMEM;
+	efs_http_call_init(call, "POST", url);
+	call->bearer = ctx->cfg->cluster_secret;
+	call->content_type = "application/json";
+	call->body = text;
+	call->body_len = strlen(text);
+	call->timeout_ms = REQUEST_TIMEOUT_MS;
+	call->resp_cap = 4 * 1024 * 1024;
+	int r = efs_http_call_run(call);
+	free(text);
+	return r;
+}
+
+const char *efs_worker_ctx_master_url(const struct efs_worker_ctx *ctx)
+{
+	return ctx->cfg->master_urls[ctx->master_index];
+}
+
+void efs_worker_ctx_status(struct efs_worker_ctx *ctx, char *worker_id, bool *registered)
+{
+	pthread_mutex_lock(&ctx->lock);
+	efs_strlcpy(worker_id, ctx->worker_id, EFS_ID_MAX + 1);
+	*registered = ctx->registered;
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+int efs_worker_ctx_space(const struct efs_worker_ctx *ctx, struct efs_worker_space *out)
+{
+	const struct efs_worker_config *cfg = ctx->cfg;
+	struct statvfs vfs;
+	if (statvfs(cfg->data_dir, &vfs) < 0)
+		return -errno;
+	uint64_t fs_size = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+	uint64_t fs_free = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	struct efs_store_stats stats;
+	efs_store_stats(ctx->store, &stats);
+	uint64_t used = stats.bytes;
+
+	out->chunk_count = stats.chunk_count;
+	if (cfg->capacity_bytes) {
+		out->capacity_bytes = cfg->capacity_bytes;
+		uint64_t left = used < cfg->capacity_bytes ? cfg->capacity_bytes - used : 0;
+		out->free_bytes = EFS_MIN(left, fs_free);
+	} else {
+		out->capacity_bytes = fs_size;
+		out->free_bytes = fs_free;
+	}
+	return 0;
+}

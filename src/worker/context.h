@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/* context.h - what the worker's background threads share: the
+ * configuration, the chunk store, the link to the master (which master is
+ * current, the worker id, whether it is registered), the queue of chunks
+ * the scrubber found corrupt, and the hook the heartbeat calls after each
+ * successful beat.
+ *
+ * worker.c owns the context and wires it. heartbeat.c, report.c and
+ * scrub.c depend on this header and on store.h, never on each other or on
+ * worker.h: the heartbeat triggers reports through after_beat and
+ * full_report_due, not by calling report.c.
+ */
+#ifndef ECHOFS_WORKER_CONTEXT_H
+#define ECHOFS_WORKER_CONTEXT_H
+
+#include "echofs/common.h"
+#include "worker/config.h"
+#include "worker/store.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct efs_http_call;
+
+/* Chunks the scrubber quarantined, waiting to be reported. */
+#define EFS_LOST_MAX 4096
+struct efs_lost_queue {
+	pthread_mutex_t lock;
+	char (*ids)[65];
+	size_t count;
+};
+
+int efs_lost_queue_init(struct efs_lost_queue *q);
+void efs_lost_queue_release(struct efs_lost_queue *q);
+/* Queues a chunk id (dropped when the queue is full: the next full report
+ * finds the chunk missing anyway). */
+void efs_lost_queue_push(struct efs_lost_queue *q, const char *chunk_id);
+
+/* What the worker reports about its space: the capacity (the filesystem's
+ * size, or WORKER_CAPACITY_BYTES) and what is still free of it. */
+struct efs_worker_space {
+	uint64_t capacity_bytes;
+	uint64_t free_bytes;
+	uint64_t chunk_count;
+};
+
+struct efs_worker_ctx {
+	const struct efs_worker_config *cfg; /* the worker's; outlives the context */
+	struct efs_store *store;
+	struct efs_lost_queue lost; /* corrupt chunks for the master */
+
+	/* The link to the master. Written by the heartbeat thread only, under
+	 * lock; that thread reads them without it, other threads through
+	 * efs_worker_ctx_status(). */
+	pthread_mutex_t lock;
+	char worker_id[EFS_ID_MAX + 1]; /* "" until the first registration */
+	bool registered;
+	unsigned master_index; /* the master being talked to */
+
+	/* Set by the heartbeat on every (re)registration: a registered worker
+	 * reports what it holds at the next after_beat. */
+	atomic_bool full_report_due;
+	/* Called on the heartbeat thread after each successful beat (worker.c
+	 * wires the chunk report here); NULL: nothing. */
+	void (*after_beat)(void *arg);
+	void *after_beat_arg;
+};
+
+/* Sets up @ctx for @cfg and @store (both kept, not copied). 0 or -ENOMEM. */
+int efs_worker_ctx_init(struct efs_worker_ctx *ctx, const struct efs_worker_config *cfg,
+			struct efs_store *store);
+/* Frees what efs_worker_ctx_init set up; no thread may use @ctx any more. */
+void efs_worker_ctx_release(struct efs_worker_ctx *ctx);
+
+/* POSTs @body (stolen) as JSON to @path on the current master with the
+ * cluster secret. 0 with call->status set (release the call after), or
+ * the transport error. Heartbeat thread only. */
+int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,
+			json_t *body);
+/* The current master's URL (for messages). Heartbeat thread only. */
+const char *efs_worker_ctx_master_url(const struct efs_worker_ctx *ctx);
+/* Copies the current id (EFS_ID_MAX + 1 bytes) and registration state. Any
+ * thread. */
+void efs_worker_ctx_status(struct efs_worker_ctx *ctx, char *worker_id, bool *registered);
+
+/* Measures the data directory's filesystem and the store. 0 or -errno. */
+int efs_worker_ctx_space(const struct efs_worker_ctx *ctx, struct efs_worker_space *out);
+
+#endif
