@@ -9,8 +9,7 @@ name functions and tests in two fixed forms, inside backticks:
 
 Every such reference must name an existing file that defines it. Every row
 of LIFECYCLE.md's transition table (`| T<n> |`) and race rules (`| R<n> |`)
-must name at least one function and one test, except the transitions that
-KNOWN_UNTESTED lists (they are listed in the document's Gaps section too).
+must name at least one function and one test.
 
 When code moves, the failure names each missing reference with its line,
 and where the function or test is defined now when it can find it.
@@ -28,14 +27,6 @@ CHECKED_DOCS = [LIFECYCLE, ROOT / "docs" / "HACKING.md"]
 FUNC_REF = re.compile(r"`((?:src|include|tests)/[\w./-]+\.[ch]):(\w+)\(\)`")
 TEST_REF = re.compile(r"`(tests/[\w./-]+\.(?:c|py))::(\w+)`")
 ROW = re.compile(r"^\|\s*([TR]\d+)\s*\|")
-
-# Transitions that no test drives yet (docs/LIFECYCLE.md, "Gaps"). A row
-# listed here that gains a test must leave this list.
-KNOWN_UNTESTED = {
-    "T16": "a report deleting an unreferenced chunk's copy that no replica row names",
-    "T17": "a report deleting a referenced chunk's unnamed copy as surplus",
-    "T18": "a report adopting a copy of an under-replicated chunk",
-}
 
 # Every state the document must describe.
 STATES = ["being written", "recorded", "referenced", "unreferenced", "collected", "orphan",
@@ -138,20 +129,13 @@ def test_every_transition_and_rule_names_a_function_and_a_test():
         if not functions:
             problems.append(f"docs/LIFECYCLE.md:{number}: {row_id} names no function "
                             "(`path/file.c:function()`)")
-        if tests and row_id in KNOWN_UNTESTED:
-            problems.append(f"docs/LIFECYCLE.md:{number}: {row_id} names a test now: remove it "
-                            "from KNOWN_UNTESTED in tests/integration/test_docs.py and from "
-                            "the document's Gaps section")
-        if not tests and row_id not in KNOWN_UNTESTED:
+        if not tests:
             problems.append(f"docs/LIFECYCLE.md:{number}: {row_id} names no test "
                             "(`tests/.../file::test_name`)")
     transitions = [r for r in rows if r.startswith("T")]
     rules = [r for r in rows if r.startswith("R")]
     assert len(transitions) >= 20 and len(rules) >= 5, \
         f"{len(transitions)} transitions and {len(rules)} race rules found: table parsing broke?"
-    for row_id in KNOWN_UNTESTED:
-        if row_id not in rows:
-            problems.append(f"KNOWN_UNTESTED lists {row_id}, which docs/LIFECYCLE.md lacks")
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 
