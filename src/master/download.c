@@ -152,7 +152,7 @@ static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 		s->index = (int64_t)index;
 		return 0;
 	}
-	r = efs_chunk_read(rd->m, &fc->chunk, fc->replicas, fc->replica_count, &s->data,
+	r = efs_chunk_read(&rd->m->chunk_io, &fc->chunk, fc->replicas, fc->replica_count, &s->data,
 			   &s->scratch);
 	if (r < 0)
 		return r;

@@ -21,7 +21,7 @@ static void expire_sessions(struct efs_master *m)
 	if (efs_meta_session_expired(m->meta, efs_now_ms(), BATCH, ids, &n) == 0) {
 		for (size_t i = 0; i < n; i++) {
 			int r = efs_meta_session_delete(m->meta, ids[i], efs_now_ms());
-			efs_cache_session_forget(m, ids[i]);
+			efs_cache_session_forget(m->cache, ids[i]);
 			if (r == 0) {
 				atomic_fetch_add(&m->gc.sessions_expired, 1);
 				efs_info("session %s expired: its chunks were released", ids[i]);
@@ -55,7 +55,7 @@ static void delete_replicas(struct efs_master *m, const char *chunk_id,
 		callp[n] = &calls[n];
 		n++;
 	}
-	efs_http_call_run_parallel(callp, n);
+	efs_http_call_run_parallel(m->http_client, callp, n);
 	for (unsigned i = 0; i < n; i++) {
 		long st = calls[i].status;
 		if (calls[i].error || (st != 204 && st != 404 && st != 412))

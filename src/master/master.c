@@ -2,6 +2,7 @@
 /* master.c - start and stop of the master's parts, in dependency order. */
 #include "master/master.h"
 #include "master/chunk_cache.h"
+#include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 
@@ -25,6 +26,14 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	efs_gc_stop(&m->gc);
 	efs_http_server_stop(m->http, grace_ms);
 	m->http = NULL;
+	efs_cache_free(m->cache);
+	m->cache = NULL;
+	efs_chunk_io_release(&m->chunk_io);
+	efs_placement_release(&m->placement);
+	efs_http_client_free(m->http_client);
+	m->http_client = NULL;
+	efs_token_cache_free(m->tokens);
+	m->tokens = NULL;
 	efs_registry_release(&m->registry);
 	efs_meta_close(m->meta);
 	m->meta = NULL;
@@ -70,8 +79,19 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		goto fail;
 	}
 	efs_registry_init(&m->registry, m->meta, m->redis, cfg->worker_dead_after_ms);
-	m->keys.jwt_secret = cfg->jwt_secret;
-	m->keys.cluster_secret = cfg->cluster_secret;
+	if ((r = efs_token_cache_new(&m->tokens)) < 0 ||
+	    (r = efs_http_client_new(&m->http_client)) < 0 ||
+	    (r = efs_cache_new(m->meta, m->redis, &m->cache)) < 0) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	m->keys.jwt_secret = m->cfg.jwt_secret;
+	m->keys.cluster_secret = m->cfg.cluster_secret;
+	m->keys.tokens = m->tokens;
+	efs_placement_init(&m->placement, &m->registry);
+	efs_chunk_io_init(&m->chunk_io, m->meta, &m->placement, m->http_client,
+			  m->cfg.cluster_secret, m->cfg.worker_dead_after_ms);
+	efs_upload_budget_init(&m->upload_budget, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
 
 	struct efs_http_server_config http = {
 		.addr = &m->cfg.listen_addr,

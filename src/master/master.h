@@ -9,10 +9,14 @@
 #include "echofs/meta.h"
 #include "echofs/redis.h"
 #include "echofs/metrics.h"
+#include "master/cache.h"
+#include "master/chunk_io.h"
 #include "master/config.h"
 #include "master/gc.h"
+#include "master/placement.h"
 #include "master/repair.h"
 #include "master/registry.h"
+#include "master/upload_pipeline.h"
 
 #include <stdatomic.h>
 
@@ -23,13 +27,23 @@ struct efs_master_counters {
 };
 
 struct efs_chunk_cache;
+struct efs_http_client;
 
+/* Everything a master holds is here, created by efs_master_start and freed
+ * by efs_master_stop: no module keeps state of its own, so two masters can
+ * run in one process. */
 struct efs_master {
 	struct efs_master_config cfg;
 	struct efs_meta *meta;
 	struct efs_redis *redis; /* NULL without REDIS_ADDR */
 	struct efs_registry registry;
 	struct efs_auth_keys keys;
+	struct efs_token_cache *tokens;    /* user tokens verified (keys.tokens) */
+	struct efs_http_client *http_client; /* calls to the workers */
+	struct efs_placement placement;    /* over registry */
+	struct efs_chunk_io chunk_io;      /* with the in-flight write guard */
+	struct efs_cache *cache;           /* file and session metadata */
+	struct efs_upload_budget upload_budget; /* extra buffers of all uploads */
 	struct efs_http_server *http;
 	struct efs_gc gc;
 	struct efs_repair repair;

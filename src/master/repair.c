@@ -42,11 +42,11 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 	unsigned missing = m->cfg.replication_factor - holding;
 	/* Somewhere to put a copy? If not, do not read the chunk at all. */
 	struct efs_target probe[EFS_MAX_REPLICAS];
-	r = efs_placement_choose(m, 1, chunk.stored_size, keep, holding, probe);
+	r = efs_placement_choose(&m->placement, 1, chunk.stored_size, keep, holding, probe);
 	if (r <= 0)
 		return r < 0 ? r : -ENOSPC;
 
-	r = efs_chunk_read(m, &chunk, replicas, count, data, scratch);
+	r = efs_chunk_read(&m->chunk_io, &chunk, replicas, count, data, scratch);
 	if (r < 0) {
 		efs_error("repair: chunk %s has no readable replica (%u recorded): its data is "
 			  "unavailable until a worker holding it returns",
@@ -60,8 +60,8 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 	const char *bytes = gzip ? encoded->data : data->data;
 	size_t len = gzip ? encoded->len : data->len;
 	unsigned written = 0;
-	efs_chunk_writing_begin(chunk.chunk_id);
-	int w = efs_chunk_write(m, chunk.chunk_id, bytes, len, gzip, missing, keep, holding, added,
+	efs_chunk_writing_begin(&m->chunk_io, chunk.chunk_id);
+	int w = efs_chunk_write(&m->chunk_io, chunk.chunk_id, bytes, len, gzip, missing, keep, holding, added,
 				&written);
 	/* Whatever was written counts, even when not all of it could be. */
 	for (unsigned i = 0; i < written; i++)
@@ -69,7 +69,7 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 	r = written ? efs_meta_replica_add(m->meta, chunk.chunk_id, added_ids, written,
 					   efs_now_ms())
 		    : 0;
-	efs_chunk_writing_end(chunk.chunk_id);
+	efs_chunk_writing_end(&m->chunk_io, chunk.chunk_id);
 	if (w < 0)
 		return w;
 	if (r < 0)

@@ -87,7 +87,7 @@ static int store_chunk(struct efs_master *m, const struct record_target *to,
 		/* Workers holding a good, live replica are not asked again; a
 		 * bad replica's worker may take a fresh copy (it overwrites). */
 		for (unsigned i = 0; dedup && i < replica_count; i++) {
-			if (replicas[i].bad || !efs_replica_alive(m, &replicas[i]))
+			if (replicas[i].bad || !efs_replica_alive(&m->chunk_io, &replicas[i]))
 				continue;
 			efs_strlcpy(have[good].worker_id, replicas[i].worker_id,
 				    sizeof(have[good].worker_id));
@@ -99,7 +99,7 @@ static int store_chunk(struct efs_master *m, const struct record_target *to,
 			/* Each replica records its own encoding (the worker
 			 * answers it on read), so new replicas may use ours. */
 			unsigned written = 0;
-			r = efs_chunk_write(m, chunk.chunk_id, stored, chunk.stored_size,
+			r = efs_chunk_write(&m->chunk_io, chunk.chunk_id, stored, chunk.stored_size,
 					    chunk.compressed, missing, have, good, added, &written);
 			if (r < 0) {
 				keep_track_of_copies(m, &chunk, added, written);
@@ -152,9 +152,9 @@ static int upload_one(struct efs_master *m, struct efs_upload_buffers *bufs,
 
 	/* From the first copy written until the metadata names it, a worker's
 	 * report must not have the chunk deleted as an orphan. */
-	efs_chunk_writing_begin(chunk.chunk_id);
+	efs_chunk_writing_begin(&m->chunk_io, chunk.chunk_id);
 	r = store_chunk(m, to, &chunk, stored, out);
-	efs_chunk_writing_end(chunk.chunk_id);
+	efs_chunk_writing_end(&m->chunk_io, chunk.chunk_id);
 	return r;
 }
 

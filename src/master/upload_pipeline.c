@@ -33,6 +33,7 @@ struct slot {
 
 struct efs_upload_pipeline {
 	struct efs_master *m;
+	struct efs_upload_budget *budget; /* pays for the buffers beyond the first */
 	efs_upload_session_open_fn open_session;
 	void *open_ctx;
 	/* Set (by open_session) before the first chunk is handed on; "" until
@@ -65,19 +66,25 @@ struct efs_upload_pipeline {
 	uint64_t stored_bytes;
 };
 
-/* Bytes of chunk buffers held beyond each upload's first (p->extra), over
- * all the uploads of this process: at most
- * EFS_UPLOAD_PIPELINE_SHARED_BYTES. */
-static atomic_size_t shared_bytes_in_use;
+void efs_upload_budget_init(struct efs_upload_budget *b, size_t limit)
+{
+	atomic_init(&b->used, 0);
+	b->limit = limit;
+}
+
+size_t efs_upload_budget_used(struct efs_upload_budget *b)
+{
+	return atomic_load(&b->used);
+}
 
 /* Takes @bytes of the shared budget; false when it would go over. */
-static bool shared_take(size_t bytes)
+static bool shared_take(struct efs_upload_budget *b, size_t bytes)
 {
-	size_t used = atomic_load(&shared_bytes_in_use);
+	size_t used = atomic_load(&b->used);
 	do {
-		if (used + bytes > EFS_UPLOAD_PIPELINE_SHARED_BYTES)
+		if (used + bytes > b->limit)
 			return false;
-	} while (!atomic_compare_exchange_weak(&shared_bytes_in_use, &used, used + bytes));
+	} while (!atomic_compare_exchange_weak(&b->used, &used, used + bytes));
 	return true;
 }
 
@@ -87,7 +94,8 @@ unsigned efs_upload_pipeline_depth(size_t chunk_size)
 	return (unsigned)EFS_MAX(1, EFS_MIN(depth, EFS_UPLOAD_PIPELINE_MAX_DEPTH));
 }
 
-int efs_upload_pipeline_new(struct efs_master *m, size_t chunk_size,
+int efs_upload_pipeline_new(struct efs_master *m, struct efs_upload_budget *budget,
+			    size_t chunk_size,
 			    efs_upload_session_open_fn open_session, void *open_ctx,
 			    struct efs_upload_pipeline **out)
 {
@@ -99,6 +107,7 @@ int efs_upload_pipeline_new(struct efs_master *m, size_t chunk_size,
 		return -ENOMEM;
 	}
 	p->m = m;
+	p->budget = budget;
 	p->open_session = open_session;
 	p->open_ctx = open_ctx;
 	p->chunk_size = chunk_size;
@@ -256,7 +265,7 @@ static int submit_slot(struct efs_upload_pipeline *p, struct slot *s, bool here)
 	s->index = p->next_index++;
 	/* More buffers while the budget allows: tried at each full chunk, as
 	 * other uploads end and give theirs back. */
-	while (!here && p->extra + 1 < p->depth && shared_take(p->chunk_size))
+	while (!here && p->extra + 1 < p->depth && shared_take(p->budget, p->chunk_size))
 		p->extra++;
 	pthread_mutex_lock(&p->lock);
 	p->in_flight++;
@@ -395,7 +404,7 @@ void efs_upload_pipeline_free(struct efs_upload_pipeline *p)
 		pthread_join(p->threads[i], NULL);
 	for (unsigned i = 0; i < EFS_UPLOAD_PIPELINE_MAX_DEPTH; i++)
 		efs_buf_release(&p->slots[i].data);
-	atomic_fetch_sub(&shared_bytes_in_use, p->extra * p->chunk_size);
+	atomic_fetch_sub(&p->budget->used, p->extra * p->chunk_size);
 	efs_sha256_release(&p->file_hash);
 	efs_upload_buffers_release(&p->bufs);
 	pthread_cond_destroy(&p->changed);

@@ -70,7 +70,7 @@ int efs_heartbeat_post(struct efs_heartbeat *hb, struct efs_http_call *call, con
 	call->body_len = strlen(text);
 	call->timeout_ms = REQUEST_TIMEOUT_MS;
 	call->resp_cap = 4 * 1024 * 1024;
-	int r = efs_http_call_run(call);
+	int r = efs_http_call_run(hb->http, call);
 	free(text);
 	return r;
 }
@@ -220,11 +220,17 @@ int efs_heartbeat_start(struct efs_heartbeat *hb, struct efs_worker *worker)
 	memset(hb, 0, sizeof(*hb));
 	hb->worker = worker;
 	hb->interval_ms = 2000;
+	int r = efs_http_client_new(&hb->http);
+	if (r < 0)
+		return r;
 	pthread_mutex_init(&hb->lock, NULL);
 	id_load(hb);
-	int r = efs_ticker_start(&hb->ticker, heartbeat_main, hb);
-	if (r < 0)
+	r = efs_ticker_start(&hb->ticker, heartbeat_main, hb);
+	if (r < 0) {
 		pthread_mutex_destroy(&hb->lock);
+		efs_http_client_free(hb->http);
+		hb->http = NULL;
+	}
 	return r;
 }
 
@@ -234,6 +240,8 @@ void efs_heartbeat_stop(struct efs_heartbeat *hb)
 		return;
 	efs_ticker_stop(&hb->ticker);
 	pthread_mutex_destroy(&hb->lock);
+	efs_http_client_free(hb->http);
+	hb->http = NULL;
 }
 
 void efs_heartbeat_status(struct efs_heartbeat *hb, char *worker_id, bool *registered)

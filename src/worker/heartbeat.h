@@ -23,9 +23,11 @@
 
 struct efs_worker;
 struct efs_http_call;
+struct efs_http_client;
 
 struct efs_heartbeat {
 	struct efs_worker *worker;
+	struct efs_http_client *http; /* the worker's calls to the masters run on it */
 	struct efs_ticker ticker;
 	pthread_mutex_t lock;
 	/* Guarded by lock. */
@@ -36,9 +38,10 @@ struct efs_heartbeat {
 	int64_t next_report_ms; /* monotonic: when the next full report is due */
 };
 
-/* Loads the stored id (if any) and starts the thread. 0 or -errno. */
+/* Loads the stored id (if any), creates the HTTP client and starts the
+ * thread. 0 or -errno. */
 int efs_heartbeat_start(struct efs_heartbeat *hb, struct efs_worker *worker);
-/* Stops and joins the thread. */
+/* Stops and joins the thread and frees the HTTP client. */
 void efs_heartbeat_stop(struct efs_heartbeat *hb);
 /* POSTs @body (stolen) as JSON to @path on the current master with the
  * cluster secret. 0 with call->status set (release the call after), or
