@@ -92,6 +92,13 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	efs_chunk_io_init(&m->chunk_io, m->meta, &m->placement, m->http_client,
 			  m->cfg.cluster_secret, m->cfg.worker_dead_after_ms);
 	efs_upload_budget_init(&m->upload_budget, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
+	m->uploader = (struct efs_uploader){
+		.meta = m->meta,
+		.chunk_io = &m->chunk_io,
+		.replication_factor = m->cfg.replication_factor,
+		.upload_idle_ms = m->cfg.upload_idle_ms,
+		.counters = &m->counters,
+	};
 
 	struct efs_http_server_config http = {
 		.addr = &m->cfg.listen_addr,

@@ -16,15 +16,10 @@
 #include "master/placement.h"
 #include "master/repair.h"
 #include "master/registry.h"
+#include "master/upload.h"
 #include "master/upload_pipeline.h"
 
 #include <stdatomic.h>
-
-/* Data-path counters since start, for GET /metrics and GET /api/v1/stats. */
-struct efs_master_counters {
-	_Atomic uint64_t chunks_uploaded;     /* chunks stored by uploads, both ways in */
-	_Atomic uint64_t chunks_deduplicated; /* of those, already on enough workers */
-};
 
 struct efs_chunk_cache;
 struct efs_http_client;
@@ -44,6 +39,7 @@ struct efs_master {
 	struct efs_chunk_io chunk_io;      /* with the in-flight write guard */
 	struct efs_cache *cache;           /* file and session metadata */
 	struct efs_upload_budget upload_budget; /* extra buffers of all uploads */
+	struct efs_uploader uploader;      /* what storing a chunk needs */
 	struct efs_http_server *http;
 	struct efs_gc gc;
 	struct efs_repair repair;

@@ -11,7 +11,6 @@
 #include "master/upload_pipeline.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
-#include "master/master.h"
 #include "master/upload.h"
 
 #include <pthread.h>
@@ -32,7 +31,7 @@ struct slot {
 };
 
 struct efs_upload_pipeline {
-	struct efs_master *m;
+	const struct efs_uploader *up;
 	struct efs_upload_budget *budget; /* pays for the buffers beyond the first */
 	efs_upload_session_open_fn open_session;
 	void *open_ctx;
@@ -94,7 +93,7 @@ unsigned efs_upload_pipeline_depth(size_t chunk_size)
 	return (unsigned)EFS_MAX(1, EFS_MIN(depth, EFS_UPLOAD_PIPELINE_MAX_DEPTH));
 }
 
-int efs_upload_pipeline_new(struct efs_master *m, struct efs_upload_budget *budget,
+int efs_upload_pipeline_new(const struct efs_uploader *up, struct efs_upload_budget *budget,
 			    size_t chunk_size,
 			    efs_upload_session_open_fn open_session, void *open_ctx,
 			    struct efs_upload_pipeline **out)
@@ -106,7 +105,7 @@ int efs_upload_pipeline_new(struct efs_master *m, struct efs_upload_budget *budg
 		free(p);
 		return -ENOMEM;
 	}
-	p->m = m;
+	p->up = up;
 	p->budget = budget;
 	p->open_session = open_session;
 	p->open_ctx = open_ctx;
@@ -174,7 +173,7 @@ static int store_slot(struct efs_upload_pipeline *p, struct slot *s,
 	s->storing = true;
 	pthread_mutex_unlock(&p->lock);
 
-	r = efs_upload_chunk(p->m, bufs, p->session_id, s->index, s->data.data, s->data.len,
+	r = efs_upload_chunk(p->up, bufs, p->session_id, s->index, s->data.data, s->data.len,
 			     s->chunk_id, &res);
 
 	pthread_mutex_lock(&p->lock);
@@ -335,7 +334,7 @@ static int finish_single(struct efs_upload_pipeline *p, struct efs_file_info *fi
 	/* The file's SHA-256 is its one chunk's id: hashed once. */
 	file->size = p->total_bytes;
 	efs_sha256_final_hex(&p->file_hash, file->sha256);
-	r = efs_upload_single(p->m, &p->bufs, s ? s->data.data : "", s ? s->data.len : 0,
+	r = efs_upload_single(p->up, &p->bufs, s ? s->data.data : "", s ? s->data.len : 0,
 			      file->sha256, file, &res);
 	pthread_mutex_lock(&p->lock);
 	if (r < 0)

@@ -52,7 +52,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct efs_master;
+struct efs_uploader;
 struct efs_upload_pipeline;
 
 /* Chunk bytes an upload may hold in its buffers, and the most chunks. */
@@ -94,10 +94,10 @@ unsigned efs_upload_pipeline_depth(size_t chunk_size);
 
 /* A pipeline storing chunks of @chunk_size bytes into the session that
  * @open_session(@open_ctx) opens when the stream turns out to need more
- * than one chunk, its buffers beyond the first paid from @budget (which
- * must outlive it). 0 or -ENOMEM. No thread is started and no session is
+ * than one chunk with @up (efs_upload_chunk), its buffers beyond the first
+ * paid from @budget (both must outlive it). 0 or -ENOMEM. No thread is started and no session is
  * opened yet. */
-int efs_upload_pipeline_new(struct efs_master *m, struct efs_upload_budget *budget,
+int efs_upload_pipeline_new(const struct efs_uploader *up, struct efs_upload_budget *budget,
 			    size_t chunk_size,
 			    efs_upload_session_open_fn open_session, void *open_ctx,
 			    struct efs_upload_pipeline **out);

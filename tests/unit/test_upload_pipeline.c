@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "../../src/master/upload_pipeline.c"
+#include "master/config.h"
 
 #include <errno.h>
 #include <string.h>
@@ -99,7 +100,7 @@ void efs_upload_buffers_release(struct efs_upload_buffers *b)
 }
 
 /* No cmocka asserts here: this runs on the pipeline's threads. */
-int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
+int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
 		     const char *session_id, uint64_t index, const char *data, size_t len,
 		     const char *chunk_id, struct efs_chunk_result *out)
 {
@@ -169,7 +170,7 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 
 /* The stand-in for upload.c's one-chunk store: checks what it is given
  * and fills the file as the real one does. */
-int efs_upload_single(struct efs_master *m, struct efs_upload_buffers *bufs, const char *data,
+int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs, const char *data,
 		      size_t len, const char *chunk_id, struct efs_file_info *file,
 		      struct efs_chunk_result *out)
 {
