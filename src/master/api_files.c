@@ -489,7 +489,7 @@ int efs_api_file_download(struct efs_http_req *req)
 		first = 0;
 		last = f.size ? f.size - 1 : 0;
 	}
-	int r = efs_reader_new(m, &f, first, f.size ? last : 0, &rd);
+	int r = efs_reader_new(&m->reader_source, &f, first, f.size ? last : 0, &rd);
 	if (r < 0)
 		return r;
 	if (f.size == 0)

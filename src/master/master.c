@@ -99,6 +99,11 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.upload_idle_ms = m->cfg.upload_idle_ms,
 		.counters = &m->counters,
 	};
+	m->reader_source = (struct efs_reader_source){
+		.meta = m->meta,
+		.chunk_io = &m->chunk_io,
+		.chunk_cache = m->chunk_cache,
+	};
 
 	struct efs_http_server_config http = {
 		.addr = &m->cfg.listen_addr,

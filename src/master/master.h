@@ -12,6 +12,7 @@
 #include "master/cache.h"
 #include "master/chunk_io.h"
 #include "master/config.h"
+#include "master/download.h"
 #include "master/gc.h"
 #include "master/placement.h"
 #include "master/repair.h"
@@ -40,6 +41,7 @@ struct efs_master {
 	struct efs_cache *cache;           /* file and session metadata */
 	struct efs_upload_budget upload_budget; /* extra buffers of all uploads */
 	struct efs_uploader uploader;      /* what storing a chunk needs */
+	struct efs_reader_source reader_source; /* what downloads read from */
 	struct efs_http_server *http;
 	struct efs_gc gc;
 	struct efs_repair repair;
