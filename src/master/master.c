@@ -121,7 +121,23 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 			 cfg->host, cfg->port, strerror(-r));
 		goto fail;
 	}
-	if ((r = efs_gc_start(&m->gc, m)) < 0 || (r = efs_repair_start(&m->repair, m)) < 0) {
+	struct efs_gc_deps gc = {
+		.meta = m->meta,
+		.cache = m->cache,
+		.http = m->http_client,
+		.cluster_secret = m->cfg.cluster_secret,
+		.grace_ms = m->cfg.gc_grace_ms,
+	};
+	struct efs_repair_deps repair = {
+		.meta = m->meta,
+		.placement = &m->placement,
+		.chunk_io = &m->chunk_io,
+		.replication_factor = m->cfg.replication_factor,
+		.worker_dead_after_ms = m->cfg.worker_dead_after_ms,
+		.repair_after_ms = m->cfg.repair_after_ms,
+		.bandwidth = m->cfg.repair_bandwidth,
+	};
+	if ((r = efs_gc_start(&m->gc, &gc)) < 0 || (r = efs_repair_start(&m->repair, &repair)) < 0) {
 		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
 		goto fail;
 	}
