@@ -9,7 +9,8 @@
  * uploaded through each master over real HTTP (the one-request upload, one
  * chunk and several chunks) and downloaded byte-identical. Then the
  * per-master state is shown to be separate: the token a master verified is
- * in its token cache only, a chunk one master is writing is not seen by
+ * in its token cache only, a file one master served is not in the other's
+ * file cache, a chunk one master is writing is not seen by
  * the other's write guard, one master's placement load and upload memory
  * budget do not move the other's, and each calls the workers on its own
  * HTTP client. Both masters stop cleanly (the sanitizer build checks for
@@ -312,6 +313,15 @@ static void test_both_masters_store_and_serve(void **state)
 		assert_int_equal(efs_meta_file_get(f->side[i].master.meta, ids[i][1], &info), 0);
 		assert_int_equal(info.chunk_count, 6);
 		assert_int_equal(efs_meta_file_get(f->side[!i].master.meta, ids[i][1], &info),
+				 -ENOENT);
+	}
+	/* Each master's file cache (its local tier) holds its own downloads
+	 * only: the other master's file is not found through it. */
+	for (int i = 0; i < 2; i++) {
+		struct efs_file_info info;
+		assert_int_equal(efs_cache_file_get(f->side[i].master.cache, ids[i][1], &info), 0);
+		assert_string_equal(info.file_id, ids[i][1]);
+		assert_int_equal(efs_cache_file_get(f->side[!i].master.cache, ids[i][1], &info),
 				 -ENOENT);
 	}
 	/* Each master called its worker on its own client. */
