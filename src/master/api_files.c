@@ -244,8 +244,8 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 		efs_strlcpy(up->name, name, sizeof(up->name));
 	if (multipart && (r = efs_multipart_new(boundary, &upload_parts, up, &up->mp)) < 0)
 		return r;
-	return efs_upload_pipeline_new(&m->uploader, &m->upload_budget, m->cfg.chunk_size, open_hidden_session, up,
-				       &up->pipeline);
+	return efs_upload_pipeline_new(&m->uploader, &m->upload_budget, m->cfg.chunk_size,
+				       open_hidden_session, up, &up->pipeline);
 }
 
 static int upload_reply_failure(struct efs_http_req *req, struct upload *up, int r)

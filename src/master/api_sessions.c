@@ -302,8 +302,8 @@ int efs_api_session_chunk(struct efs_http_req *req)
 					    "(got %s)",
 					    sha);
 	efs_upload_buffers_init(&bufs);
-	r = efs_upload_chunk(&m->uploader, &bufs, s.session_id, index, cu->data.data ? cu->data.data : "",
-			     cu->data.len, sha, &res);
+	r = efs_upload_chunk(&m->uploader, &bufs, s.session_id, index,
+			     cu->data.data ? cu->data.data : "", cu->data.len, sha, &res);
 	efs_upload_buffers_release(&bufs);
 	if (r == -ENOSPC)
 		return efs_http_reply_error(req, 503, "no_capacity",

@@ -115,7 +115,8 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 	snprintf(crc_header, sizeof(crc_header), "X-Chunk-CRC32C: %08x", efs_crc32c(0, data, len));
 
 	for (int round = 0; round < WRITE_ROUNDS && done < want; round++) {
-		int n = efs_placement_choose(io->placement, want - done, len, tried, tried_count, pending);
+		int n = efs_placement_choose(io->placement, want - done, len, tried, tried_count,
+					     pending);
 		if (n < 0) {
 			*written = done;
 			return n;

@@ -36,11 +36,11 @@ struct efs_chunk_writing {
 /* What chunk transfers need: all borrowed from the master (they outlive
  * this), but the in-flight write guard, which this owns. */
 struct efs_chunk_io {
-	struct efs_meta *meta;           /* replicas marked bad on a failed read */
+	struct efs_meta *meta;		 /* replicas marked bad on a failed read */
 	struct efs_placement *placement; /* targets of writes */
-	struct efs_http_client *http;    /* calls to the workers */
-	const char *cluster_secret;      /* their credential */
-	int64_t worker_dead_after_ms;    /* a replica is alive within this of its heartbeat */
+	struct efs_http_client *http;	 /* calls to the workers */
+	const char *cluster_secret;	 /* their credential */
+	int64_t worker_dead_after_ms;	 /* a replica is alive within this of its heartbeat */
 	struct efs_chunk_writing writing;
 };
 

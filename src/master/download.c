@@ -124,8 +124,8 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 		free(rd->batch);
 		rd->batch = NULL;
 		rd->batch_count = 0;
-		int r = efs_meta_file_chunks(rd->src.meta, rd->file.file_id, index, BATCH, &rd->batch,
-					     &rd->batch_count);
+		int r = efs_meta_file_chunks(rd->src.meta, rd->file.file_id, index, BATCH,
+					     &rd->batch, &rd->batch_count);
 		if (r < 0)
 			return r;
 		if (rd->batch_count == 0)

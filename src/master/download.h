@@ -25,8 +25,8 @@ struct efs_reader;
 /* Where a reader gets a file's chunks from, all borrowed from the master
  * (which outlives every reader). */
 struct efs_reader_source {
-	struct efs_meta *meta;               /* the file's chunk list */
-	struct efs_chunk_io *chunk_io;       /* reads from the workers */
+	struct efs_meta *meta;		     /* the file's chunk list */
+	struct efs_chunk_io *chunk_io;	     /* reads from the workers */
 	struct efs_chunk_cache *chunk_cache; /* verified chunks; NULL: none */
 };
 

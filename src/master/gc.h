@@ -28,11 +28,11 @@ struct efs_meta;
 /* What the collector works with, all borrowed from the master (which
  * outlives the collector). */
 struct efs_gc_deps {
-	struct efs_meta *meta;         /* expired sessions, unreferenced chunks */
-	struct efs_cache *cache;       /* expired sessions are forgotten there */
-	struct efs_http_client *http;  /* deletes on the workers */
-	const char *cluster_secret;    /* their credential */
-	int64_t grace_ms;              /* unreferenced chunks are kept this long */
+	struct efs_meta *meta;	      /* expired sessions, unreferenced chunks */
+	struct efs_cache *cache;      /* expired sessions are forgotten there */
+	struct efs_http_client *http; /* deletes on the workers */
+	const char *cluster_secret;   /* their credential */
+	int64_t grace_ms;	      /* unreferenced chunks are kept this long */
 };
 
 struct efs_gc {

@@ -137,7 +137,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.repair_after_ms = m->cfg.repair_after_ms,
 		.bandwidth = m->cfg.repair_bandwidth,
 	};
-	if ((r = efs_gc_start(&m->gc, &gc)) < 0 || (r = efs_repair_start(&m->repair, &repair)) < 0) {
+	if ((r = efs_gc_start(&m->gc, &gc)) < 0 ||
+	    (r = efs_repair_start(&m->repair, &repair)) < 0) {
 		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
 		goto fail;
 	}

@@ -34,13 +34,13 @@ struct efs_master {
 	struct efs_redis *redis; /* NULL without REDIS_ADDR */
 	struct efs_registry registry;
 	struct efs_auth_keys keys;
-	struct efs_token_cache *tokens;    /* user tokens verified (keys.tokens) */
-	struct efs_http_client *http_client; /* calls to the workers */
-	struct efs_placement placement;    /* over registry */
-	struct efs_chunk_io chunk_io;      /* with the in-flight write guard */
-	struct efs_cache *cache;           /* file and session metadata */
+	struct efs_token_cache *tokens;		/* user tokens verified (keys.tokens) */
+	struct efs_http_client *http_client;	/* calls to the workers */
+	struct efs_placement placement;		/* over registry */
+	struct efs_chunk_io chunk_io;		/* with the in-flight write guard */
+	struct efs_cache *cache;		/* file and session metadata */
 	struct efs_upload_budget upload_budget; /* extra buffers of all uploads */
-	struct efs_uploader uploader;      /* what storing a chunk needs */
+	struct efs_uploader uploader;		/* what storing a chunk needs */
 	struct efs_reader_source reader_source; /* what downloads read from */
 	struct efs_http_server *http;
 	struct efs_gc gc;

@@ -25,7 +25,8 @@ void efs_placement_load_add(struct efs_placement *p, const char *worker_id, int 
 {
 	pthread_mutex_lock(&p->load_lock);
 	for (size_t i = 0; i < EFS_PLACEMENT_LOAD_SLOTS; i++) {
-		if (strcmp(p->load[i].worker_id, worker_id) == 0 || p->load[i].worker_id[0] == '\0') {
+		if (strcmp(p->load[i].worker_id, worker_id) == 0 ||
+		    p->load[i].worker_id[0] == '\0') {
 			efs_strlcpy(p->load[i].worker_id, worker_id, sizeof(p->load[i].worker_id));
 			p->load[i].inflight += delta;
 			if (p->load[i].inflight < 0)
@@ -85,7 +86,8 @@ int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_b
 		    excluded(w, exclude, exclude_count))
 			continue;
 		/* +1 MiB keeps nearly full workers selectable but rare. */
-		weight[i] = ((double)w->free_bytes + 1048576.0) / (1.0 + efs_placement_load(p, w->worker_id));
+		weight[i] = ((double)w->free_bytes + 1048576.0) /
+			    (1.0 + efs_placement_load(p, w->worker_id));
 	}
 	while (chosen < want) {
 		double total = 0;

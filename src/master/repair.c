@@ -61,8 +61,8 @@ static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repa
 	size_t len = gzip ? encoded->len : data->len;
 	unsigned written = 0;
 	efs_chunk_writing_begin(d->chunk_io, chunk.chunk_id);
-	int w = efs_chunk_write(d->chunk_io, chunk.chunk_id, bytes, len, gzip, missing, keep, holding, added,
-				&written);
+	int w = efs_chunk_write(d->chunk_io, chunk.chunk_id, bytes, len, gzip, missing, keep,
+				holding, added, &written);
 	/* Whatever was written counts, even when not all of it could be. */
 	for (unsigned i = 0; i < written; i++)
 		added_ids[i] = added[i].worker_id;

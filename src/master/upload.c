@@ -160,17 +160,17 @@ static int upload_one(const struct efs_uploader *up, struct efs_upload_buffers *
 	return r;
 }
 
-int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *bufs, const char *session_id,
-		     uint64_t index, const char *data, size_t len, const char *chunk_id,
-		     struct efs_chunk_result *out)
+int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+		     const char *session_id, uint64_t index, const char *data, size_t len,
+		     const char *chunk_id, struct efs_chunk_result *out)
 {
 	struct record_target to = {session_id, index, NULL};
 	return upload_one(up, bufs, &to, data, len, chunk_id, out);
 }
 
-int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs, const char *data,
-		      size_t len, const char *chunk_id, struct efs_file_info *file,
-		      struct efs_chunk_result *out)
+int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+		      const char *data, size_t len, const char *chunk_id,
+		      struct efs_file_info *file, struct efs_chunk_result *out)
 {
 	struct record_target to = {NULL, 0, file};
 	if (len == 0) {

@@ -94,9 +94,8 @@ unsigned efs_upload_pipeline_depth(size_t chunk_size)
 }
 
 int efs_upload_pipeline_new(const struct efs_uploader *up, struct efs_upload_budget *budget,
-			    size_t chunk_size,
-			    efs_upload_session_open_fn open_session, void *open_ctx,
-			    struct efs_upload_pipeline **out)
+			    size_t chunk_size, efs_upload_session_open_fn open_session,
+			    void *open_ctx, struct efs_upload_pipeline **out)
 {
 	struct efs_upload_pipeline *p = calloc(1, sizeof(*p));
 	if (!p)

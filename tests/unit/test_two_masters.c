@@ -406,9 +406,9 @@ int main(void)
 	if (efs_http_client_global_init() < 0)
 		return 1;
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_both_masters_store_and_serve),
-		cmocka_unit_test(test_token_caches_are_per_master),
-		cmocka_unit_test(test_write_guard_load_and_budget_are_per_master),
+	    cmocka_unit_test(test_both_masters_store_and_serve),
+	    cmocka_unit_test(test_token_caches_are_per_master),
+	    cmocka_unit_test(test_write_guard_load_and_budget_are_per_master),
 	};
 	int failed = cmocka_run_group_tests(tests, setup, teardown);
 	efs_http_client_global_cleanup();

@@ -170,9 +170,9 @@ int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *b
 
 /* The stand-in for upload.c's one-chunk store: checks what it is given
  * and fills the file as the real one does. */
-int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs, const char *data,
-		      size_t len, const char *chunk_id, struct efs_file_info *file,
-		      struct efs_chunk_result *out)
+int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+		      const char *data, size_t len, const char *chunk_id,
+		      struct efs_file_info *file, struct efs_chunk_result *out)
 {
 	char hex[EFS_SHA256_HEX_LEN + 1];
 
@@ -234,7 +234,8 @@ static int feed_in_pieces(struct efs_upload_pipeline *p, const unsigned char *s,
 static struct efs_upload_pipeline *new_pipeline(size_t chunk_size)
 {
 	struct efs_upload_pipeline *p = NULL;
-	assert_int_equal(efs_upload_pipeline_new(NULL, &budget, chunk_size, open_session, NULL, &p), 0);
+	assert_int_equal(efs_upload_pipeline_new(NULL, &budget, chunk_size, open_session, NULL, &p),
+			 0);
 	return p;
 }
 
