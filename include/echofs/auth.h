@@ -19,15 +19,30 @@
 /* Longest token accepted, in bytes. */
 #define EFS_JWT_MAX 4096
 
+/* Tokens that passed verification, remembered (with their secret, subject
+ * and exp) so the same token is accepted again, until its exp, without
+ * decoding it: 256 direct-mapped slots, thread-safe. Each daemon that
+ * checks user tokens owns one (the master: struct efs_master). */
+struct efs_token_cache;
+
+/* An empty cache. 0 or -ENOMEM. */
+int efs_token_cache_new(struct efs_token_cache **out);
+/* Frees the cache (its entries wiped). NULL accepted. */
+void efs_token_cache_free(struct efs_token_cache *cache);
+/* True when @cache remembers @token as verified under @secret and not
+ * expired at @now_s (for tests and diagnostics). */
+bool efs_token_cache_holds(struct efs_token_cache *cache, const char *secret, const char *token,
+			   int64_t now_s);
+
 /* Verifies @token against @secret at time @now_s (Unix seconds). On
  * success writes the subject into @user (EFS_ID_MAX + 1 bytes) and returns
  * 0; otherwise returns -EACCES and points *reason at a static phrase
  * ("token expired", "bad signature"...). A subject is 1..64 characters of
- * [A-Za-z0-9_.@+-]. A token that passed is remembered (with its secret,
- * subject and exp) so the same token is accepted again, until its exp,
- * without decoding it; thread-safe. */
-int efs_jwt_verify(const char *secret, const char *token, int64_t now_s, char *user,
-		   const char **reason);
+ * [A-Za-z0-9_.@+-]. With a @cache (NULL: none), a token found there is
+ * accepted without decoding and one that passes is added to it;
+ * thread-safe. */
+int efs_jwt_verify(struct efs_token_cache *cache, const char *secret, const char *token,
+		   int64_t now_s, char *user, const char **reason);
 
 /* Creates an HS256 token for @user valid for @ttl_s seconds from @now_s.
  * On success *out is a malloc'd string the caller frees. 0, -EINVAL (bad
@@ -46,6 +61,7 @@ const char *efs_auth_bearer(const char *header);
 struct efs_auth_keys {
 	const char *jwt_secret;     /* NULL: user tokens are refused */
 	const char *cluster_secret; /* NULL: cluster credentials are refused */
+	struct efs_token_cache *tokens; /* NULL: every user token is decoded */
 };
 
 /* The efs_http_auth_fn both daemons use; @ctx is a struct efs_auth_keys.

@@ -13,7 +13,10 @@
  * reused connection closed by the server is sent again on a new one (a
  * memory body is rewound; a streamed body cannot be, and fails).
  * Every response body is capped: a reply larger than resp_cap fails with
- * -E2BIG. Thread-safe; call efs_http_client_global_init() once at start.
+ * -E2BIG. The pools and the connection count belong to a struct
+ * efs_http_client, which its owner (the master, a worker's heartbeat, the
+ * CLI) creates and passes to every call: two clients in one process share
+ * nothing. Thread-safe; call efs_http_client_global_init() once at start.
  *
  * A request body comes from memory (body/body_len) or is streamed from a
  * source callback (source/source_len), so a client can send a file of any
@@ -83,15 +86,25 @@ struct efs_http_call {
 	char errmsg[160];     /* what failed, for logs */
 };
 
-/* Initialises libcurl; call once from main before any thread starts. */
+/* The pools of idle handles and kept-alive connections calls run on. */
+struct efs_http_client;
+
+/* Initialises libcurl (process-wide by libcurl's design); call once from
+ * main before any thread starts. */
 int efs_http_client_global_init(void);
-/* Frees the handle pool and libcurl; after every call has finished. */
+/* Frees libcurl; after every client is freed. */
 void efs_http_client_global_cleanup(void);
 
-/* New connections opened by this process so far (libcurl's
- * CURLINFO_NUM_CONNECTS summed over finished transfers): for tests and
- * metrics of connection reuse. */
-uint64_t efs_http_client_connections_opened(void);
+/* A client with empty pools. 0 or -ENOMEM. */
+int efs_http_client_new(struct efs_http_client **out);
+/* Closes the client's idle connections and frees it; after every call on
+ * it has finished. NULL accepted. */
+void efs_http_client_free(struct efs_http_client *client);
+
+/* New connections @client opened so far (libcurl's CURLINFO_NUM_CONNECTS
+ * summed over finished transfers): for tests and metrics of connection
+ * reuse. */
+uint64_t efs_http_client_connections_opened(const struct efs_http_client *client);
 
 /* Prepares @call for @method and @url with everything else zero. */
 void efs_http_call_init(struct efs_http_call *call, const char *method, const char *url);
@@ -101,10 +114,12 @@ void efs_http_call_release(struct efs_http_call *call);
 /* Performs one call. Returns 0 when a response arrived (any status; see
  * call->status) or the transport error (also in call->error):
  * -ECONNREFUSED, -ETIMEDOUT, -E2BIG (response over the cap), -EIO. */
-int efs_http_call_run(struct efs_http_call *call);
+int efs_http_call_run(struct efs_http_client *client, struct efs_http_call *call);
 
 /* Performs @n calls concurrently and returns when all are done. Returns 0;
- * each call's own result is in its status / error fields. */
-int efs_http_call_run_parallel(struct efs_http_call **calls, size_t n);
+ * each call's own result is in its status / error fields. Both run on
+ * @client's pooled handles and connections. */
+int efs_http_call_run_parallel(struct efs_http_client *client, struct efs_http_call **calls,
+			       size_t n);
 
 #endif

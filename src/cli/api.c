@@ -101,9 +101,10 @@ int efs_cli_api_check(const struct efs_http_call *call, const char *body, size_t
 	return -EPROTO;
 }
 
-int efs_cli_api_run(struct efs_http_call *call, long expect, struct efs_cli_api_result *res)
+int efs_cli_api_run(const struct efs_cli *cli, struct efs_http_call *call, long expect,
+		    struct efs_cli_api_result *res)
 {
-	efs_http_call_run(call);
+	efs_http_call_run(cli->http, call);
 	return efs_cli_api_check(call, call->resp.data, call->resp.len, expect, res);
 }
 
@@ -135,7 +136,7 @@ int efs_cli_api_json(const struct efs_cli *cli, const char *method, const char *
 		call.body_len = strlen(text);
 		call.content_type = "application/json";
 	}
-	r = efs_cli_api_run(&call, expect, res);
+	r = efs_cli_api_run(cli, &call, expect, res);
 	if (r < 0 || !out)
 		goto out;
 	json_t *j = json_loadb(call.resp.data, call.resp.len, 0, NULL);

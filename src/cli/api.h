@@ -49,8 +49,10 @@ void efs_cli_api_call_init(struct efs_http_call *call, const struct efs_cli *cli
 int efs_cli_api_check(const struct efs_http_call *call, const char *body, size_t len, long expect,
 		      struct efs_cli_api_result *res);
 
-/* Runs @call and checks it (efs_cli_api_check on call->resp). */
-int efs_cli_api_run(struct efs_http_call *call, long expect, struct efs_cli_api_result *res);
+/* Runs @call on cli->http and checks it (efs_cli_api_check on
+ * call->resp). */
+int efs_cli_api_run(const struct efs_cli *cli, struct efs_http_call *call, long expect,
+		    struct efs_cli_api_result *res);
 
 /* @method on cli->url + @path with @body (a JSON object, or NULL for no
  * body), expecting @expect. On success *out (if not NULL) holds the parsed

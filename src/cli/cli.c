@@ -254,7 +254,12 @@ int efs_cli_main(int argc, char **argv)
 		}
 		if (efs_http_client_global_init() < 0)
 			return efs_cli_fail("cannot initialise libcurl");
+		if (efs_http_client_new(&cli.http) < 0) {
+			efs_http_client_global_cleanup();
+			return efs_cli_fail("out of memory");
+		}
 		int status = commands[c].run(&cli, argc - i, argv + i);
+		efs_http_client_free(cli.http);
 		efs_http_client_global_cleanup();
 		return status;
 	}

@@ -13,6 +13,8 @@
 
 #include <stdbool.h>
 
+struct efs_http_client;
+
 #define EFS_CLI_EXIT_FAIL 1
 #define EFS_CLI_EXIT_USAGE 2
 
@@ -20,8 +22,9 @@ struct efs_cli {
 	const char *url;   /* --url or ECHOFS_URL (http://127.0.0.1:8080) */
 	const char *token; /* --token or ECHOFS_TOKEN, or NULL */
 	const char *prog;
-	bool quiet;	 /* -q: no progress bar, no notes */
-	bool stderr_tty; /* stderr is a terminal */
+	bool quiet;		      /* -q: no progress bar, no notes */
+	bool stderr_tty;	      /* stderr is a terminal */
+	struct efs_http_client *http; /* every request runs on it (set by efs_cli_main) */
 };
 
 struct efs_cli_command {

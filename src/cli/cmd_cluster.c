@@ -32,7 +32,7 @@ int efs_cli_health(struct efs_cli *cli, int argc, char **argv)
 		return r;
 	efs_cli_api_url(cli, url, sizeof(url), "/api/v1/health");
 	efs_http_call_init(&call, "GET", url); /* no credentials needed */
-	efs_http_call_run(&call);
+	efs_http_call_run(cli->http, &call);
 	/* 503 (metadata store down) has the same shape as 200: print either. */
 	r = efs_cli_api_check(&call, call.resp.data, call.resp.len, call.status == 503 ? 503 : 200,
 			      &res);

@@ -234,7 +234,7 @@ static int download(const struct efs_cli *cli, const struct get_opts *opts, cons
 	call.max_speed = opts->max_speed;
 	s->call = &call;
 	efs_buf_init(&s->error_body, ERROR_BODY_CAP + 1);
-	efs_http_call_run(&call);
+	efs_http_call_run(cli->http, &call);
 	r = efs_cli_api_check(&call, s->error_body.data, s->error_body.len,
 			      s->offset > 0 ? 206 : 200, &res);
 	if (r < 0 && call.status == 200 && s->restarted)

@@ -103,7 +103,7 @@ static int put_request(const struct efs_cli *cli, const struct put_opts *opts, i
 	call.progress = on_request_progress;
 	call.progress_ctx = progress;
 	call.max_speed = opts->session.max_speed;
-	r = efs_cli_api_run(&call, 201, res);
+	r = efs_cli_api_run(cli, &call, 201, res);
 	if (r < 0) {
 		if (call.error == -ENODATA)
 			snprintf(res->err, sizeof(res->err),

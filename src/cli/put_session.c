@@ -271,7 +271,7 @@ static int send_chunk(struct pipeline *p, struct slot *slot, struct efs_cli_api_
 		call.progress = on_chunk_progress;
 		call.progress_ctx = &cc;
 		call.max_speed = p->call_max_speed;
-		r = efs_cli_api_run(&call, 200, res);
+		r = efs_cli_api_run(p->cli, &call, 200, res);
 		bool cancelled = call.error == -ECANCELED;
 		efs_http_call_release(&call);
 		if (r == 0) {

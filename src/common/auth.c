@@ -7,6 +7,7 @@
 #include <jwt.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -30,12 +31,33 @@ struct token_entry {
 	char user[EFS_ID_MAX + 1];
 };
 
-static pthread_mutex_t token_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct token_entry token_cache[TOKEN_CACHE_SLOTS];
+struct efs_token_cache {
+	pthread_mutex_t lock;
+	struct token_entry slots[TOKEN_CACHE_SLOTS];
+};
 
-static struct token_entry *token_slot(const char *token, size_t len)
+int efs_token_cache_new(struct efs_token_cache **out)
 {
-	return &token_cache[efs_fnv1a(EFS_FNV1A_INIT, token, len) % TOKEN_CACHE_SLOTS];
+	struct efs_token_cache *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_init(&c->lock, NULL);
+	*out = c;
+	return 0;
+}
+
+void efs_token_cache_free(struct efs_token_cache *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_destroy(&c->lock);
+	OPENSSL_cleanse(c->slots, sizeof(c->slots)); /* tokens are credentials */
+	free(c);
+}
+
+static struct token_entry *token_slot(struct efs_token_cache *c, const char *token, size_t len)
+{
+	return &c->slots[efs_fnv1a(EFS_FNV1A_INIT, token, len) % TOKEN_CACHE_SLOTS];
 }
 
 static bool cacheable(const char *secret, size_t token_len)
@@ -45,37 +67,44 @@ static bool cacheable(const char *secret, size_t token_len)
 
 /* True (and the subject in @user) when @token under @secret was verified
  * before and has not expired at @now_s. */
-static bool token_cached(const char *secret, const char *token, size_t len, int64_t now_s,
-			 char *user)
+static bool token_cached(struct efs_token_cache *c, const char *secret, const char *token,
+			 size_t len, int64_t now_s, char *user)
 {
 	bool hit = false;
-	if (!cacheable(secret, len))
+	if (!c || !cacheable(secret, len))
 		return false;
-	struct token_entry *e = token_slot(token, len);
-	pthread_mutex_lock(&token_lock);
+	struct token_entry *e = token_slot(c, token, len);
+	pthread_mutex_lock(&c->lock);
 	/* Constant time over the token: its bytes are a credential. */
 	if (e->token_len == len && CRYPTO_memcmp(e->token, token, len) == 0 &&
 	    strcmp(e->secret, secret) == 0 && e->exp_s > now_s) {
 		efs_strlcpy(user, e->user, EFS_ID_MAX + 1);
 		hit = true;
 	}
-	pthread_mutex_unlock(&token_lock);
+	pthread_mutex_unlock(&c->lock);
 	return hit;
 }
 
-static void token_remember(const char *secret, const char *token, size_t len, int64_t exp_s,
-			   const char *user)
+static void token_remember(struct efs_token_cache *c, const char *secret, const char *token,
+			   size_t len, int64_t exp_s, const char *user)
 {
-	if (!cacheable(secret, len))
+	if (!c || !cacheable(secret, len))
 		return;
-	struct token_entry *e = token_slot(token, len);
-	pthread_mutex_lock(&token_lock);
+	struct token_entry *e = token_slot(c, token, len);
+	pthread_mutex_lock(&c->lock);
 	e->token_len = len;
 	memcpy(e->token, token, len);
 	efs_strlcpy(e->secret, secret, sizeof(e->secret));
 	e->exp_s = exp_s;
 	efs_strlcpy(e->user, user, sizeof(e->user));
-	pthread_mutex_unlock(&token_lock);
+	pthread_mutex_unlock(&c->lock);
+}
+
+bool efs_token_cache_holds(struct efs_token_cache *c, const char *secret, const char *token,
+			   int64_t now_s)
+{
+	char user[EFS_ID_MAX + 1];
+	return token && token_cached(c, secret, token, strlen(token), now_s, user);
 }
 
 bool efs_user_valid(const char *user)
@@ -94,8 +123,8 @@ bool efs_user_valid(const char *user)
 	return n > 0;
 }
 
-int efs_jwt_verify(const char *secret, const char *token, int64_t now_s, char *user,
-		   const char **reason)
+int efs_jwt_verify(struct efs_token_cache *cache, const char *secret, const char *token,
+		   int64_t now_s, char *user, const char **reason)
 {
 	jwt_t *jwt = NULL;
 	int r = -EACCES;
@@ -109,7 +138,7 @@ int efs_jwt_verify(const char *secret, const char *token, int64_t now_s, char *u
 		*reason = "token too long";
 		return -EACCES;
 	}
-	if (token_cached(secret, token, token_len, now_s, user))
+	if (token_cached(cache, secret, token, token_len, now_s, user))
 		return 0;
 	/* libjwt skips the signature check for "alg": "none", so the
 	 * algorithm is checked explicitly after decoding. */
@@ -142,7 +171,7 @@ int efs_jwt_verify(const char *secret, const char *token, int64_t now_s, char *u
 		goto out;
 	}
 	efs_strlcpy(user, sub, EFS_ID_MAX + 1);
-	token_remember(secret, token, token_len, (int64_t)exp, user);
+	token_remember(cache, secret, token, token_len, (int64_t)exp, user);
 	r = 0;
 out:
 	jwt_free(jwt);
@@ -212,7 +241,8 @@ int efs_auth_check(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx)
 	}
 	if (!keys->jwt_secret)
 		return refuse(req, "invalid_token", "user tokens are not accepted here");
-	if (efs_jwt_verify(keys->jwt_secret, token, (int64_t)time(NULL), req->user, &reason) < 0)
+	if (efs_jwt_verify(keys->tokens, keys->jwt_secret, token, (int64_t)time(NULL), req->user,
+			   &reason) < 0)
 		return refuse(req, "invalid_token", reason);
 	return 0;
 }

@@ -81,6 +81,9 @@ struct encoder {
 	unsigned char level_buf[CODEC_LEVEL_BUF];
 };
 
+/* Process-wide on purpose: a pthread key names per-thread storage, so it
+ * is created once per process (pthread_once) and holds no state of any
+ * master or worker, only each thread's own scratch encoder. */
 static pthread_key_t encoder_key;
 static pthread_once_t encoder_once = PTHREAD_ONCE_INIT;
 static int encoder_key_error;

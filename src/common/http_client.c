@@ -2,7 +2,7 @@
 /* http_client.c - owns libcurl: handle pools, checked setup, multi transfers.
  *
  * Every transfer, single or parallel, runs on a curl multi handle taken
- * from a pool and given back afterwards. Connections live in the multi's
+ * from its client's pool and given back afterwards. Connections live in the multi's
  * connection cache, so they outlive the call: the next call that takes
  * that multi reuses its keep-alive connections to the same servers (a
  * chunk's three replica writes open no new connection once warm). A multi
@@ -27,7 +27,7 @@
 /* Idle multi handles kept, and the idle connections each may keep. A
  * multi holds at most one idle connection per server it has called (calls
  * never send two requests to one server at once), so a server sees at
- * most MULTI_POOL_MAX idle connections from this process (one thread each
+ * most MULTI_POOL_MAX idle connections from one client (one thread each
  * on a worker), whatever the cluster's size; with 16 concurrent uploads
  * and 3 replicas about 16 multis hold 3 connections each. */
 #define MULTI_POOL_MAX 32
@@ -52,14 +52,18 @@ struct idle_pool {
 	void **items;
 };
 
-/* Idle easy handles (set-up cost only: connections belong to the multis). */
-static void *easy_items[POOL_MAX];
-static struct idle_pool easy_pool = {PTHREAD_MUTEX_INITIALIZER, 0, POOL_MAX, easy_items};
-
-/* Idle multi handles, each with its cache of keep-alive connections. */
-static void *multi_items[MULTI_POOL_MAX];
-static struct idle_pool multi_pool = {PTHREAD_MUTEX_INITIALIZER, 0, MULTI_POOL_MAX,
-				      multi_items};
+/* A client: its idle handles and its connection count. Connections
+ * belong to the multis, so two clients in one process share none. */
+struct efs_http_client {
+	/* Idle easy handles (set-up cost only: connections belong to the
+	 * multis). */
+	void *easy_items[POOL_MAX];
+	struct idle_pool easy_pool;
+	/* Idle multi handles, each with its cache of keep-alive connections. */
+	void *multi_items[MULTI_POOL_MAX];
+	struct idle_pool multi_pool;
+	_Atomic uint64_t connections_opened;
+};
 
 /* An idle handle, or NULL when there is none. */
 static void *idle_take(struct idle_pool *p)
@@ -85,10 +89,9 @@ static bool idle_give(struct idle_pool *p, void *item)
 	return kept;
 }
 
-static _Atomic uint64_t connections_opened;
-
-/* Per transfer: the call, its header list, and the upload position. */
+/* Per transfer: the client, the call, its header list, and the upload position. */
 struct transfer {
+	struct efs_http_client *client;
 	struct efs_http_call *call;
 	CURL *easy;
 	struct curl_slist *headers;
@@ -99,6 +102,8 @@ struct transfer {
 	int64_t moved_at_ms;
 };
 
+/* libcurl's own initialisation is process-wide by libcurl's design (it
+ * sets up the TLS library); everything else lives in a client. */
 int efs_http_client_global_init(void)
 {
 	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
@@ -106,25 +111,49 @@ int efs_http_client_global_init(void)
 
 void efs_http_client_global_cleanup(void)
 {
-	CURL *easy;
-	CURLM *multi;
-	while ((easy = idle_take(&easy_pool)))
-		curl_easy_cleanup(easy);
-	while ((multi = idle_take(&multi_pool)))
-		curl_multi_cleanup(multi);
 	curl_global_cleanup();
 }
 
-uint64_t efs_http_client_connections_opened(void)
+int efs_http_client_new(struct efs_http_client **out)
 {
-	return atomic_load(&connections_opened);
+	struct efs_http_client *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_init(&c->easy_pool.lock, NULL);
+	c->easy_pool.cap = POOL_MAX;
+	c->easy_pool.items = c->easy_items;
+	pthread_mutex_init(&c->multi_pool.lock, NULL);
+	c->multi_pool.cap = MULTI_POOL_MAX;
+	c->multi_pool.items = c->multi_items;
+	*out = c;
+	return 0;
+}
+
+void efs_http_client_free(struct efs_http_client *c)
+{
+	CURL *easy;
+	CURLM *multi;
+	if (!c)
+		return;
+	while ((easy = idle_take(&c->easy_pool)))
+		curl_easy_cleanup(easy);
+	while ((multi = idle_take(&c->multi_pool)))
+		curl_multi_cleanup(multi);
+	pthread_mutex_destroy(&c->easy_pool.lock);
+	pthread_mutex_destroy(&c->multi_pool.lock);
+	free(c);
+}
+
+uint64_t efs_http_client_connections_opened(const struct efs_http_client *c)
+{
+	return atomic_load(&c->connections_opened);
 }
 
 /* The most recently used idle multi (its connections are the likeliest to
  * be alive), or a new one. */
-static CURLM *multi_get(void)
+static CURLM *multi_get(struct efs_http_client *c)
 {
-	CURLM *multi = idle_take(&multi_pool);
+	CURLM *multi = idle_take(&c->multi_pool);
 	if (multi)
 		return multi;
 	multi = curl_multi_init();
@@ -136,15 +165,15 @@ static CURLM *multi_get(void)
 }
 
 /* Gives back a multi with no transfer attached. */
-static void multi_put(CURLM *multi)
+static void multi_put(struct efs_http_client *c, CURLM *multi)
 {
-	if (!idle_give(&multi_pool, multi))
+	if (!idle_give(&c->multi_pool, multi))
 		curl_multi_cleanup(multi); /* closes its connections */
 }
 
-static CURL *handle_get(void)
+static CURL *handle_get(struct efs_http_client *c)
 {
-	CURL *h = idle_take(&easy_pool);
+	CURL *h = idle_take(&c->easy_pool);
 	if (h)
 		curl_easy_reset(h); /* keeps live connections and caches */
 	else
@@ -152,9 +181,9 @@ static CURL *handle_get(void)
 	return h;
 }
 
-static void handle_put(CURL *h)
+static void handle_put(struct efs_http_client *c, CURL *h)
 {
-	if (h && !idle_give(&easy_pool, h))
+	if (h && !idle_give(&c->easy_pool, h))
 		curl_easy_cleanup(h);
 }
 
@@ -279,10 +308,12 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 			goto fail;                                                                \
 	} while (0)
 
-static int transfer_setup(struct transfer *t, struct efs_http_call *call)
+static int transfer_setup(struct transfer *t, struct efs_http_client *client,
+			  struct efs_http_call *call)
 {
 	char header[4200]; /* fits "Authorization: Bearer " + a token */
 	memset(t, 0, sizeof(*t));
+	t->client = client;
 	t->call = call;
 	call->status = 0;
 	call->error = 0;
@@ -291,7 +322,7 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 		call->resp.cap = call->resp_cap;
 	efs_buf_reset(&call->resp);
 
-	t->easy = handle_get();
+	t->easy = handle_get(client);
 	if (!t->easy)
 		return -ENOMEM;
 	CURL *h = t->easy;
@@ -368,7 +399,7 @@ static int transfer_setup(struct transfer *t, struct efs_http_call *call)
 fail:
 	curl_slist_free_all(t->headers);
 	t->headers = NULL;
-	handle_put(t->easy);
+	handle_put(t->client, t->easy);
 	t->easy = NULL;
 	return -EIO;
 }
@@ -392,7 +423,7 @@ static void transfer_finish(struct transfer *t, CURLcode code)
 	struct efs_http_call *call = t->call;
 	long connects = 0;
 	if (curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
-		atomic_fetch_add(&connections_opened, (uint64_t)connects);
+		atomic_fetch_add(&t->client->connections_opened, (uint64_t)connects);
 	if (code == CURLE_OK) {
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &call->status);
 	} else {
@@ -410,16 +441,16 @@ static void transfer_finish(struct transfer *t, CURLcode code)
 	}
 	curl_slist_free_all(t->headers);
 	t->headers = NULL;
-	handle_put(t->easy);
+	handle_put(t->client, t->easy);
 	t->easy = NULL;
 }
 
 /* Runs @n calls on a pooled multi; each call's result is in its fields. */
-static int run_transfers(struct efs_http_call **calls, size_t n)
+static int run_transfers(struct efs_http_client *client, struct efs_http_call **calls, size_t n)
 {
 	struct transfer one;
 	struct transfer *ts = n == 1 ? &one : calloc(n ? n : 1, sizeof(*ts));
-	CURLM *multi = multi_get();
+	CURLM *multi = multi_get(client);
 	int r = 0;
 	if (!ts || !multi) {
 		r = -ENOMEM;
@@ -430,7 +461,7 @@ static int run_transfers(struct efs_http_call **calls, size_t n)
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		int s = transfer_setup(&ts[i], calls[i]);
+		int s = transfer_setup(&ts[i], client, calls[i]);
 		if (s == 0 && curl_easy_setopt(ts[i].easy, CURLOPT_PRIVATE, &ts[i]) == CURLE_OK &&
 		    curl_multi_add_handle(multi, ts[i].easy) == CURLM_OK)
 			continue;
@@ -471,20 +502,21 @@ static int run_transfers(struct efs_http_call **calls, size_t n)
 	}
 out:
 	if (multi)
-		multi_put(multi);
+		multi_put(client, multi);
 	if (ts != &one)
 		free(ts);
 	return r;
 }
 
-int efs_http_call_run(struct efs_http_call *call)
+int efs_http_call_run(struct efs_http_client *client, struct efs_http_call *call)
 {
 	struct efs_http_call *calls[1] = {call};
-	run_transfers(calls, 1);
+	run_transfers(client, calls, 1);
 	return call->error;
 }
 
-int efs_http_call_run_parallel(struct efs_http_call **calls, size_t n)
+int efs_http_call_run_parallel(struct efs_http_client *client, struct efs_http_call **calls,
+			       size_t n)
 {
-	return run_transfers(calls, n);
+	return run_transfers(client, calls, n);
 }

@@ -10,6 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Process-wide on purpose: there is one stderr per process, and main sets
+ * these once, before any thread starts (LOG_LEVEL, the binary's name).
+ * Two masters in one process (a test) share them, which is harmless. The
+ * only module-level mutable state besides codec.c's thread key. */
 static enum efs_log_level log_level = EFS_LOG_INFO;
 static char log_component[32] = "echofs";
 

@@ -42,7 +42,7 @@ static int load_own_file(struct efs_http_req *req, const char *file_id, bool cac
 {
 	struct efs_master *m = efs_api_master(req);
 	int r = !efs_id_valid(file_id)	? -ENOENT
-		: cached		? efs_cache_file_get(m, file_id, out)
+		: cached		? efs_cache_file_get(m->cache, file_id, out)
 					: efs_meta_file_get(m->meta, file_id, out);
 	if (r == 0 && strcmp(out->owner, req->user) != 0)
 		r = -ENOENT;
@@ -225,7 +225,7 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	if (!multipart && !name)
 		return efs_http_reply_error(req, 400, "missing_name",
 					    "a raw upload names the file with ?name=");
-	int r = efs_placement_live_count(m, &alive);
+	int r = efs_placement_live_count(&m->placement, &alive);
 	if (r < 0)
 		return efs_api_store_error(req, r);
 	if (alive < m->cfg.replication_factor)
@@ -244,8 +244,8 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 		efs_strlcpy(up->name, name, sizeof(up->name));
 	if (multipart && (r = efs_multipart_new(boundary, &upload_parts, up, &up->mp)) < 0)
 		return r;
-	return efs_upload_pipeline_new(m, m->cfg.chunk_size, open_hidden_session, up,
-				       &up->pipeline);
+	return efs_upload_pipeline_new(&m->uploader, &m->upload_budget, m->cfg.chunk_size,
+				       open_hidden_session, up, &up->pipeline);
 }
 
 static int upload_reply_failure(struct efs_http_req *req, struct upload *up, int r)
@@ -489,7 +489,7 @@ int efs_api_file_download(struct efs_http_req *req)
 		first = 0;
 		last = f.size ? f.size - 1 : 0;
 	}
-	int r = efs_reader_new(m, &f, first, f.size ? last : 0, &rd);
+	int r = efs_reader_new(&m->reader_source, &f, first, f.size ? last : 0, &rd);
 	if (r < 0)
 		return r;
 	if (f.size == 0)
@@ -501,7 +501,7 @@ int efs_api_file_download(struct efs_http_req *req)
 		if (r == -ENOENT) {
 			/* Deleted since it was cached (on another master, or while
 			 * Redis was away). */
-			efs_cache_file_forget(m, f.file_id);
+			efs_cache_file_forget(m->cache, f.file_id);
 			return efs_http_reply_error(req, 404, "file_not_found", "no file %.64s",
 						    f.file_id);
 		}
@@ -543,7 +543,7 @@ int efs_api_file_delete(struct efs_http_req *req)
 							       efs_now_ms())
 				      : -ENOENT;
 	if (r == 0)
-		efs_cache_file_forget(m, file_id);
+		efs_cache_file_forget(m->cache, file_id);
 	if (r == -ENOENT)
 		return efs_http_reply_error(req, 404, "file_not_found", "no file %.64s", file_id);
 	if (r < 0)

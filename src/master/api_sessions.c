@@ -33,7 +33,7 @@ static int load_session(struct efs_http_req *req, const char *session_id,
 {
 	struct efs_master *m = efs_api_master(req);
 	int r = session_id && efs_id_valid(session_id)
-			? efs_cache_session_get(m, session_id, out)
+			? efs_cache_session_get(m->cache, session_id, out)
 			: -ENOENT;
 	if (r == 0 && (out->hidden || strcmp(out->owner, req->user) != 0 ||
 		       out->expires_at_ms <= efs_now_ms()))
@@ -302,8 +302,8 @@ int efs_api_session_chunk(struct efs_http_req *req)
 					    "(got %s)",
 					    sha);
 	efs_upload_buffers_init(&bufs);
-	r = efs_upload_chunk(m, &bufs, s.session_id, index, cu->data.data ? cu->data.data : "",
-			     cu->data.len, sha, &res);
+	r = efs_upload_chunk(&m->uploader, &bufs, s.session_id, index,
+			     cu->data.data ? cu->data.data : "", cu->data.len, sha, &res);
 	efs_upload_buffers_release(&bufs);
 	if (r == -ENOSPC)
 		return efs_http_reply_error(req, 503, "no_capacity",
@@ -340,7 +340,7 @@ static int hash_chunks(struct efs_master *m, const struct efs_session_chunk *chu
 		unsigned count = 0;
 		r = efs_meta_chunk_get(m->meta, chunks[i].chunk_id, &info, replicas, &count);
 		if (r == 0)
-			r = efs_chunk_read(m, &info, replicas, count, &data, &scratch);
+			r = efs_chunk_read(&m->chunk_io, &info, replicas, count, &data, &scratch);
 		if (r == 0)
 			efs_sha256_update(&h, data.data, data.len);
 	}
@@ -443,7 +443,7 @@ int efs_api_session_complete(struct efs_http_req *req)
 						    "the session ended meanwhile");
 		if (r < 0)
 			return efs_api_store_error(req, r);
-		efs_cache_session_forget(m, s.session_id);
+		efs_cache_session_forget(m->cache, s.session_id);
 		efs_info("session %s completed into file %s (%llu bytes, %llu chunks)",
 			 s.session_id, f.file_id, (unsigned long long)f.size,
 			 (unsigned long long)f.chunk_count);
@@ -485,7 +485,7 @@ int efs_api_session_abort(struct efs_http_req *req)
 	if (load_session(req, efs_http_param(req, "sessionId"), &s) < 0)
 		return 0;
 	int r = efs_meta_session_delete(m->meta, s.session_id, efs_now_ms());
-	efs_cache_session_forget(m, s.session_id);
+	efs_cache_session_forget(m->cache, s.session_id);
 	if (r == -ENOENT)
 		return efs_http_reply_error(req, 404, "session_not_found", "no such session");
 	if (r < 0)

@@ -226,7 +226,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 	for (i = 0; i < n; i++) {
 		/* A copy this master is writing right now is not an orphan. */
 		if (entries[i].verdict == EFS_REPORT_DELETE &&
-		    !efs_chunk_is_writing(entries[i].chunk_id))
+		    !efs_chunk_is_writing(&m->chunk_io, entries[i].chunk_id))
 			json_array_append_new(del, json_string(entries[i].chunk_id));
 		adopted += entries[i].verdict == EFS_REPORT_ADOPT;
 	}

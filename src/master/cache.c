@@ -6,10 +6,10 @@
 #include "echofs/json.h"
 #include "echofs/redis.h"
 #include "echofs/util.h"
-#include "master/master.h"
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The local tier: direct-mapped by file id, EFS_FILE_CACHE_TTL_MS. It
@@ -18,50 +18,74 @@
  * why downloads stay correct. */
 #define LOCAL_FILE_SLOTS 1024
 
-static pthread_mutex_t local_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-	int64_t added_ms; /* efs_mono_ms */
-	struct efs_file_info file; /* file_id "": empty slot */
-} local_files[LOCAL_FILE_SLOTS];
+struct efs_cache {
+	struct efs_meta *meta;
+	struct efs_redis *redis; /* NULL: no Redis tier */
+	pthread_mutex_t local_lock;
+	struct {
+		int64_t added_ms;          /* efs_mono_ms */
+		struct efs_file_info file; /* file_id "": empty slot */
+	} local_files[LOCAL_FILE_SLOTS];
+};
+
+int efs_cache_new(struct efs_meta *meta, struct efs_redis *redis, struct efs_cache **out)
+{
+	struct efs_cache *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->meta = meta;
+	c->redis = redis;
+	pthread_mutex_init(&c->local_lock, NULL);
+	*out = c;
+	return 0;
+}
+
+void efs_cache_free(struct efs_cache *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_destroy(&c->local_lock);
+	free(c);
+}
 
 static size_t local_slot(const char *file_id)
 {
 	return (size_t)(efs_fnv1a(EFS_FNV1A_INIT, file_id, strlen(file_id)) % LOCAL_FILE_SLOTS);
 }
 
-static bool local_get(const char *file_id, struct efs_file_info *out)
+static bool local_get(struct efs_cache *c, const char *file_id, struct efs_file_info *out)
 {
 	size_t i = local_slot(file_id);
 	bool hit = false;
-	pthread_mutex_lock(&local_lock);
-	if (strcmp(local_files[i].file.file_id, file_id) == 0 &&
-	    efs_mono_ms() - local_files[i].added_ms < EFS_FILE_CACHE_TTL_MS) {
-		*out = local_files[i].file;
+	pthread_mutex_lock(&c->local_lock);
+	if (strcmp(c->local_files[i].file.file_id, file_id) == 0 &&
+	    efs_mono_ms() - c->local_files[i].added_ms < EFS_FILE_CACHE_TTL_MS) {
+		*out = c->local_files[i].file;
 		hit = true;
 	}
-	pthread_mutex_unlock(&local_lock);
+	pthread_mutex_unlock(&c->local_lock);
 	return hit;
 }
 
-static void local_put(const struct efs_file_info *f)
+static void local_put(struct efs_cache *c, const struct efs_file_info *f)
 {
 	/* An empty file has no chunk list that would reveal its deletion. */
 	if (f->size == 0 || !f->file_id[0])
 		return;
 	size_t i = local_slot(f->file_id);
-	pthread_mutex_lock(&local_lock);
-	local_files[i].file = *f;
-	local_files[i].added_ms = efs_mono_ms();
-	pthread_mutex_unlock(&local_lock);
+	pthread_mutex_lock(&c->local_lock);
+	c->local_files[i].file = *f;
+	c->local_files[i].added_ms = efs_mono_ms();
+	pthread_mutex_unlock(&c->local_lock);
 }
 
-static void local_forget(const char *file_id)
+static void local_forget(struct efs_cache *c, const char *file_id)
 {
 	size_t i = local_slot(file_id);
-	pthread_mutex_lock(&local_lock);
-	if (strcmp(local_files[i].file.file_id, file_id) == 0)
-		local_files[i].file.file_id[0] = '\0';
-	pthread_mutex_unlock(&local_lock);
+	pthread_mutex_lock(&c->local_lock);
+	if (strcmp(c->local_files[i].file.file_id, file_id) == 0)
+		c->local_files[i].file.file_id[0] = '\0';
+	pthread_mutex_unlock(&c->local_lock);
 }
 
 #define ENTRY_MAX (8 * 1024)
@@ -79,17 +103,17 @@ static void key_for(const char *kind, const char *id, char *out, size_t size)
 
 /* Reads a cached JSON object; NULL on any miss. *gone is set when the
  * entry says the object was deleted. */
-static json_t *cache_get(struct efs_master *m, const char *kind, const char *id, bool *gone)
+static json_t *cache_get(struct efs_cache *c, const char *kind, const char *id, bool *gone)
 {
 	char key[EFS_ID_MAX + 16];
 	struct efs_buf buf;
 	json_t *j = NULL;
 	*gone = false;
-	if (!m->redis)
+	if (!c->redis)
 		return NULL;
 	key_for(kind, id, key, sizeof(key));
 	efs_buf_init(&buf, ENTRY_MAX);
-	if (efs_redis_get(m->redis, key, &buf) == 0) {
+	if (efs_redis_get(c->redis, key, &buf) == 0) {
 		if (buf.len == strlen(TOMBSTONE) && memcmp(buf.data, TOMBSTONE, buf.len) == 0)
 			*gone = true;
 		else
@@ -99,7 +123,7 @@ static json_t *cache_get(struct efs_master *m, const char *kind, const char *id,
 	return j;
 }
 
-static void cache_put(struct efs_master *m, const char *kind, const char *id, json_t *j,
+static void cache_put(struct efs_cache *c, const char *kind, const char *id, json_t *j,
 		      int64_t ttl_ms)
 {
 	char key[EFS_ID_MAX + 16];
@@ -107,20 +131,20 @@ static void cache_put(struct efs_master *m, const char *kind, const char *id, js
 	json_decref(j);
 	if (text && ttl_ms > 0) {
 		key_for(kind, id, key, sizeof(key));
-		efs_redis_set(m->redis, key, text, strlen(text), ttl_ms, true);
+		efs_redis_set(c->redis, key, text, strlen(text), ttl_ms, true);
 	}
 	free(text);
 }
 
-static void cache_forget(struct efs_master *m, const char *kind, const char *id)
+static void cache_forget(struct efs_cache *c, const char *kind, const char *id)
 {
 	char key[EFS_ID_MAX + 16];
-	if (!m->redis)
+	if (!c->redis)
 		return;
 	key_for(kind, id, key, sizeof(key));
 	/* If Redis is away now, a stale entry may outlive the delete: the
 	 * download path notices the missing chunk list and answers 404. */
-	efs_redis_set(m->redis, key, TOMBSTONE, strlen(TOMBSTONE), TOMBSTONE_TTL_MS, false);
+	efs_redis_set(c->redis, key, TOMBSTONE, strlen(TOMBSTONE), TOMBSTONE_TTL_MS, false);
 }
 
 /* Copies string member @name into @out; false when missing or too long. */
@@ -138,14 +162,14 @@ static bool take_u64(const json_t *j, const char *name, uint64_t *out)
 	return efs_json_u64(j, name, out) == 0;
 }
 
-int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_file_info *out)
+int efs_cache_file_get(struct efs_cache *c, const char *file_id, struct efs_file_info *out)
 {
 	struct efs_file_info f;
 	uint64_t replication, created;
 	bool gone;
-	if (local_get(file_id, out))
+	if (local_get(c, file_id, out))
 		return 0;
-	json_t *j = cache_get(m, "file", file_id, &gone);
+	json_t *j = cache_get(c, "file", file_id, &gone);
 	if (gone)
 		return -ENOENT;
 	memset(&f, 0, sizeof(f));
@@ -161,16 +185,16 @@ int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_fil
 		json_decref(j);
 		f.replication = (unsigned)replication;
 		f.created_at_ms = (int64_t)created;
-		local_put(&f);
+		local_put(c, &f);
 		*out = f;
 		return 0;
 	}
 	json_decref(j);
-	int r = efs_meta_file_get(m->meta, file_id, &f);
+	int r = efs_meta_file_get(c->meta, file_id, &f);
 	if (r < 0)
 		return r;
-	if (m->redis)
-		cache_put(m, "file", file_id,
+	if (c->redis)
+		cache_put(c, "file", file_id,
 			  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "file_id",
 				    f.file_id, "owner", f.owner, "name", f.name, "size",
 				    (json_int_t)f.size, "sha256", f.sha256, "chunk_size",
@@ -179,24 +203,24 @@ int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_fil
 				    (json_int_t)f.stored_bytes, "created_at",
 				    (json_int_t)f.created_at_ms),
 			  EFS_FILE_CACHE_TTL_MS);
-	local_put(&f);
+	local_put(c, &f);
 	*out = f;
 	return 0;
 }
 
-void efs_cache_file_forget(struct efs_master *m, const char *file_id)
+void efs_cache_file_forget(struct efs_cache *c, const char *file_id)
 {
-	local_forget(file_id);
-	cache_forget(m, "file", file_id);
+	local_forget(c, file_id);
+	cache_forget(c, "file", file_id);
 }
 
-int efs_cache_session_get(struct efs_master *m, const char *session_id,
+int efs_cache_session_get(struct efs_cache *c, const char *session_id,
 			  struct efs_session_info *out)
 {
 	struct efs_session_info s;
 	uint64_t chunk_size, created, expires;
 	bool gone;
-	json_t *j = cache_get(m, "session", session_id, &gone);
+	json_t *j = cache_get(c, "session", session_id, &gone);
 	if (gone)
 		return -ENOENT;
 	memset(&s, 0, sizeof(s));
@@ -217,12 +241,12 @@ int efs_cache_session_get(struct efs_master *m, const char *session_id,
 		return 0;
 	}
 	json_decref(j);
-	int r = efs_meta_session_get(m->meta, session_id, &s);
+	int r = efs_meta_session_get(c->meta, session_id, &s);
 	if (r < 0)
 		return r;
 	/* Hidden sessions move their expiry with every chunk: not cached. */
-	if (m->redis && !s.hidden)
-		cache_put(m, "session", session_id,
+	if (c->redis && !s.hidden)
+		cache_put(c, "session", session_id,
 			  json_pack("{s:s, s:s, s:s, s:I, s:I, s:b, s:I, s:I}", "session_id",
 				    s.session_id, "owner", s.owner, "name", s.name, "declared_size",
 				    (json_int_t)s.declared_size, "chunk_size",
@@ -234,7 +258,7 @@ int efs_cache_session_get(struct efs_master *m, const char *session_id,
 	return 0;
 }
 
-void efs_cache_session_forget(struct efs_master *m, const char *session_id)
+void efs_cache_session_forget(struct efs_cache *c, const char *session_id)
 {
-	cache_forget(m, "session", session_id);
+	cache_forget(c, "session", session_id);
 }

@@ -21,19 +21,28 @@
 #define ECHOFS_MASTER_CACHE_H
 
 #include "echofs/meta.h"
+#include "echofs/redis.h"
 
-struct efs_master;
+/* One master's caches: its local tier, and the store and Redis (shared
+ * with the other masters) it reads through. */
+struct efs_cache;
 
 #define EFS_FILE_CACHE_TTL_MS (10 * 60 * 1000)
 
+/* A cache in front of @meta, with @redis as the shared tier (NULL: none);
+ * both must outlive it. 0 or -ENOMEM. */
+int efs_cache_new(struct efs_meta *meta, struct efs_redis *redis, struct efs_cache **out);
+/* NULL accepted. */
+void efs_cache_free(struct efs_cache *cache);
+
 /* efs_meta_file_get through the caches, for downloads only (a deleted file
  * may still be found: the caller must check the chunk list). */
-int efs_cache_file_get(struct efs_master *m, const char *file_id, struct efs_file_info *out);
-void efs_cache_file_forget(struct efs_master *m, const char *file_id);
+int efs_cache_file_get(struct efs_cache *cache, const char *file_id, struct efs_file_info *out);
+void efs_cache_file_forget(struct efs_cache *cache, const char *file_id);
 /* efs_meta_session_get through the cache; out->version is -1 when it came
  * from the cache. */
-int efs_cache_session_get(struct efs_master *m, const char *session_id,
+int efs_cache_session_get(struct efs_cache *cache, const char *session_id,
 			  struct efs_session_info *out);
-void efs_cache_session_forget(struct efs_master *m, const char *session_id);
+void efs_cache_session_forget(struct efs_cache *cache, const char *session_id);
 
 #endif

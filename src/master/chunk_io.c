@@ -6,7 +6,6 @@
 #include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
-#include "master/master.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -25,62 +24,77 @@ static long transfer_timeout_ms(size_t len)
 	return 10000 + (long)(len / (10 * 1024)); /* 10 s + 10 MB/s */
 }
 
-#define WRITING_SLOTS 1024
+void efs_chunk_io_init(struct efs_chunk_io *io, struct efs_meta *meta,
+		       struct efs_placement *placement, struct efs_http_client *http,
+		       const char *cluster_secret, int64_t worker_dead_after_ms)
+{
+	memset(io, 0, sizeof(*io));
+	io->meta = meta;
+	io->placement = placement;
+	io->http = http;
+	io->cluster_secret = cluster_secret;
+	io->worker_dead_after_ms = worker_dead_after_ms;
+	pthread_mutex_init(&io->writing.lock, NULL);
+}
 
-static pthread_mutex_t writing_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-	char chunk_id[65];
-	unsigned count;
-} writing[WRITING_SLOTS];
+void efs_chunk_io_release(struct efs_chunk_io *io)
+{
+	if (io->placement)
+		pthread_mutex_destroy(&io->writing.lock);
+	io->placement = NULL;
+}
 
 /* The slot holding @chunk_id, or (with @claim) a free one for it; -1. */
-static int writing_slot(const char *chunk_id, bool claim)
+static int writing_slot(struct efs_chunk_writing *w, const char *chunk_id, bool claim)
 {
 	int free_slot = -1;
-	for (int i = 0; i < WRITING_SLOTS; i++) {
-		if (writing[i].count && strcmp(writing[i].chunk_id, chunk_id) == 0)
+	for (int i = 0; i < EFS_CHUNK_WRITING_SLOTS; i++) {
+		if (w->slots[i].count && strcmp(w->slots[i].chunk_id, chunk_id) == 0)
 			return i;
-		if (!writing[i].count && free_slot < 0)
+		if (!w->slots[i].count && free_slot < 0)
 			free_slot = i;
 	}
 	return claim ? free_slot : -1;
 }
 
-void efs_chunk_writing_begin(const char *chunk_id)
+void efs_chunk_writing_begin(struct efs_chunk_io *io, const char *chunk_id)
 {
-	pthread_mutex_lock(&writing_lock);
-	int i = writing_slot(chunk_id, true);
+	struct efs_chunk_writing *w = &io->writing;
+	pthread_mutex_lock(&w->lock);
+	int i = writing_slot(w, chunk_id, true);
 	if (i >= 0) {
-		efs_strlcpy(writing[i].chunk_id, chunk_id, sizeof(writing[i].chunk_id));
-		writing[i].count++;
+		efs_strlcpy(w->slots[i].chunk_id, chunk_id, sizeof(w->slots[i].chunk_id));
+		w->slots[i].count++;
 	}
-	pthread_mutex_unlock(&writing_lock);
+	pthread_mutex_unlock(&w->lock);
 }
 
-void efs_chunk_writing_end(const char *chunk_id)
+void efs_chunk_writing_end(struct efs_chunk_io *io, const char *chunk_id)
 {
-	pthread_mutex_lock(&writing_lock);
-	int i = writing_slot(chunk_id, false);
+	struct efs_chunk_writing *w = &io->writing;
+	pthread_mutex_lock(&w->lock);
+	int i = writing_slot(w, chunk_id, false);
 	if (i >= 0)
-		writing[i].count--;
-	pthread_mutex_unlock(&writing_lock);
+		w->slots[i].count--;
+	pthread_mutex_unlock(&w->lock);
 }
 
-bool efs_chunk_is_writing(const char *chunk_id)
+bool efs_chunk_is_writing(struct efs_chunk_io *io, const char *chunk_id)
 {
-	pthread_mutex_lock(&writing_lock);
-	bool found = writing_slot(chunk_id, false) >= 0;
-	pthread_mutex_unlock(&writing_lock);
+	struct efs_chunk_writing *w = &io->writing;
+	pthread_mutex_lock(&w->lock);
+	bool found = writing_slot(w, chunk_id, false) >= 0;
+	pthread_mutex_unlock(&w->lock);
 	return found;
 }
 
-bool efs_replica_alive(const struct efs_master *m, const struct efs_replica *rep)
+bool efs_replica_alive(const struct efs_chunk_io *io, const struct efs_replica *rep)
 {
 	return rep->last_heartbeat_ms > 0 &&
-	       efs_now_ms() - rep->last_heartbeat_ms <= m->cfg.worker_dead_after_ms;
+	       efs_now_ms() - rep->last_heartbeat_ms <= io->worker_dead_after_ms;
 }
 
-int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data, size_t len,
+int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *data, size_t len,
 		    bool gzip, unsigned want, const struct efs_target *exclude,
 		    size_t exclude_count, struct efs_target *out, unsigned *written)
 {
@@ -101,7 +115,8 @@ int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data
 	snprintf(crc_header, sizeof(crc_header), "X-Chunk-CRC32C: %08x", efs_crc32c(0, data, len));
 
 	for (int round = 0; round < WRITE_ROUNDS && done < want; round++) {
-		int n = efs_placement_choose(m, want - done, len, tried, tried_count, pending);
+		int n = efs_placement_choose(io->placement, want - done, len, tried, tried_count,
+					     pending);
 		if (n < 0) {
 			*written = done;
 			return n;
@@ -112,7 +127,7 @@ int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data
 			tried[tried_count++] = pending[i];
 			snprintf(urls[i], sizeof(urls[i]), "%s/chunks/%s", pending[i].url, chunk_id);
 			efs_http_call_init(&calls[i], "PUT", urls[i]);
-			calls[i].bearer = m->cfg.cluster_secret;
+			calls[i].bearer = io->cluster_secret;
 			calls[i].content_type = "application/octet-stream";
 			calls[i].headers[0] = gzip ? "X-Chunk-Encoding: gzip"
 						   : "X-Chunk-Encoding: identity";
@@ -124,11 +139,11 @@ int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data
 			calls[i].stall_timeout_s = STALL_TIMEOUT_S;
 			calls[i].resp_cap = 64 * 1024;
 			callp[i] = &calls[i];
-			efs_placement_load_add(pending[i].worker_id, 1);
+			efs_placement_load_add(io->placement, pending[i].worker_id, 1);
 		}
-		efs_http_call_run_parallel(callp, (size_t)n);
+		efs_http_call_run_parallel(io->http, callp, (size_t)n);
 		for (int i = 0; i < n; i++) {
-			efs_placement_load_add(pending[i].worker_id, -1);
+			efs_placement_load_add(io->placement, pending[i].worker_id, -1);
 			if (calls[i].error == 0 && calls[i].status == 201) {
 				out[done++] = pending[i];
 			} else if (calls[i].error) {
@@ -151,14 +166,14 @@ int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data
 }
 
 /* Orders replicas: usable ones (alive, not bad) first, shuffled. */
-static void order_replicas(const struct efs_master *m, const struct efs_replica *replicas,
+static void order_replicas(const struct efs_chunk_io *io, const struct efs_replica *replicas,
 			   unsigned n, unsigned *order)
 {
 	unsigned k = 0;
 	for (int pass = 0; pass < 2; pass++) {
 		unsigned start = k;
 		for (unsigned i = 0; i < n; i++) {
-			bool usable = !replicas[i].bad && efs_replica_alive(m, &replicas[i]);
+			bool usable = !replicas[i].bad && efs_replica_alive(io, &replicas[i]);
 			if (usable == (pass == 0))
 				order[k++] = i;
 		}
@@ -175,7 +190,7 @@ static void order_replicas(const struct efs_master *m, const struct efs_replica 
 
 /* Fetches and verifies one replica. 0, or -EBADMSG (bad bytes: mark it)
  * or another error (unreachable: do not). */
-static int read_replica(struct efs_master *m, const struct efs_chunk_info *chunk,
+static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 			const struct efs_replica *rep, struct efs_buf *out, struct efs_buf *scratch)
 {
 	struct efs_http_call call;
@@ -185,7 +200,7 @@ static int read_replica(struct efs_master *m, const struct efs_chunk_info *chunk
 
 	snprintf(url, sizeof(url), "%s/chunks/%s", rep->url, chunk->chunk_id);
 	efs_http_call_init(&call, "GET", url);
-	call.bearer = m->cfg.cluster_secret;
+	call.bearer = io->cluster_secret;
 	call.timeout_ms = transfer_timeout_ms(chunk->stored_size);
 	call.connect_timeout_ms = CONNECT_TIMEOUT_MS;
 	call.stall_timeout_s = STALL_TIMEOUT_S;
@@ -193,7 +208,7 @@ static int read_replica(struct efs_master *m, const struct efs_chunk_info *chunk
 	call.resp = *scratch; /* reuse the caller's allocation */
 	/* Raw or gzip (kept only when smaller): never more than size. */
 	call.resp_cap = EFS_MAX(chunk->stored_size, chunk->size) + 1;
-	r = efs_http_call_run(&call);
+	r = efs_http_call_run(io->http, &call);
 	*scratch = call.resp;
 	scratch->cap = SIZE_MAX;
 	if (r < 0) {
@@ -231,23 +246,23 @@ static int read_replica(struct efs_master *m, const struct efs_chunk_info *chunk
 	return strcmp(hex, chunk->chunk_id) == 0 ? 0 : -EBADMSG;
 }
 
-int efs_chunk_read(struct efs_master *m, const struct efs_chunk_info *chunk,
+int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		   const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
 		   struct efs_buf *scratch)
 {
 	unsigned order[EFS_MAX_REPLICAS];
 	replica_count = EFS_MIN(replica_count, EFS_MAX_REPLICAS);
-	order_replicas(m, replicas, replica_count, order);
+	order_replicas(io, replicas, replica_count, order);
 	for (unsigned k = 0; k < replica_count; k++) {
 		const struct efs_replica *rep = &replicas[order[k]];
-		int r = read_replica(m, chunk, rep, out, scratch);
+		int r = read_replica(io, chunk, rep, out, scratch);
 		if (r == 0)
 			return 0;
 		if (r == -EBADMSG) {
 			efs_warn("chunk %.12s: replica on worker %s is missing or corrupt: marked "
 				 "bad for repair",
 				 chunk->chunk_id, rep->worker_id);
-			efs_meta_replica_mark_bad(m->meta, chunk->chunk_id, rep->worker_id);
+			efs_meta_replica_mark_bad(io->meta, chunk->chunk_id, rep->worker_id);
 		}
 	}
 	efs_error("chunk %s: no replica could be read (%u tried)", chunk->chunk_id,

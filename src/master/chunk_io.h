@@ -14,33 +14,64 @@
 #include "echofs/meta.h"
 #include "master/placement.h"
 
-struct efs_master;
+#include <pthread.h>
+
+struct efs_http_client;
+
+#define EFS_CHUNK_WRITING_SLOTS 1024
+
+/* Chunks one master is writing now (from the first replica PUT until the
+ * metadata records them): a worker's report must not have such copies
+ * deleted as orphans, however short ORPHAN_GRACE_MS is. Counted, so
+ * concurrent writers of the same chunk nest. Per master: another master's
+ * writes are not seen (their copies are protected by ORPHAN_GRACE_MS). */
+struct efs_chunk_writing {
+	pthread_mutex_t lock;
+	struct {
+		char chunk_id[65];
+		unsigned count;
+	} slots[EFS_CHUNK_WRITING_SLOTS];
+};
+
+/* What chunk transfers need: all borrowed from the master (they outlive
+ * this), but the in-flight write guard, which this owns. */
+struct efs_chunk_io {
+	struct efs_meta *meta;		 /* replicas marked bad on a failed read */
+	struct efs_placement *placement; /* targets of writes */
+	struct efs_http_client *http;	 /* calls to the workers */
+	const char *cluster_secret;	 /* their credential */
+	int64_t worker_dead_after_ms;	 /* a replica is alive within this of its heartbeat */
+	struct efs_chunk_writing writing;
+};
+
+/* Sets up @io with the given parts and an empty write guard. */
+void efs_chunk_io_init(struct efs_chunk_io *io, struct efs_meta *meta,
+		       struct efs_placement *placement, struct efs_http_client *http,
+		       const char *cluster_secret, int64_t worker_dead_after_ms);
+void efs_chunk_io_release(struct efs_chunk_io *io);
 
 /* Stores the encoded chunk on @want workers besides those in @exclude.
  * Returns 0 with the targets in @out, or -ENOSPC (not enough live workers
  * with room: no capacity) or another -errno. *written is how many targets
  * in @out hold the chunk, on failure too: the caller records them (as
  * garbage, or as extra replicas) so no copy is left unaccounted for. */
-int efs_chunk_write(struct efs_master *m, const char *chunk_id, const void *data, size_t len,
+int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *data, size_t len,
 		    bool gzip, unsigned want, const struct efs_target *exclude,
 		    size_t exclude_count, struct efs_target *out, unsigned *written);
 
 /* Reads chunk @chunk from one of its replicas into @out (decoded and
  * verified). @scratch holds the stored bytes. -EIO when no replica gave
  * good bytes. */
-int efs_chunk_read(struct efs_master *m, const struct efs_chunk_info *chunk,
+int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		   const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
 		   struct efs_buf *scratch);
 
-/* Chunks this master is writing now (from the first replica PUT until the
- * metadata records them): a worker's report must not have such copies
- * deleted as orphans, however short ORPHAN_GRACE_MS is. Counted, so
- * concurrent writers of the same chunk nest. */
-void efs_chunk_writing_begin(const char *chunk_id);
-void efs_chunk_writing_end(const char *chunk_id);
-bool efs_chunk_is_writing(const char *chunk_id);
+/* The write guard of @io (struct efs_chunk_writing above). */
+void efs_chunk_writing_begin(struct efs_chunk_io *io, const char *chunk_id);
+void efs_chunk_writing_end(struct efs_chunk_io *io, const char *chunk_id);
+bool efs_chunk_is_writing(struct efs_chunk_io *io, const char *chunk_id);
 
 /* True when the replica's worker is alive now. */
-bool efs_replica_alive(const struct efs_master *m, const struct efs_replica *rep);
+bool efs_replica_alive(const struct efs_chunk_io *io, const struct efs_replica *rep);
 
 #endif

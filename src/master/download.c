@@ -17,7 +17,6 @@
 #include "echofs/log.h"
 #include "master/chunk_cache.h"
 #include "master/chunk_io.h"
-#include "master/master.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -38,7 +37,7 @@ enum ahead_state {
 };
 
 struct efs_reader {
-	struct efs_master *m;
+	struct efs_reader_source src;
 	struct efs_file_info file;
 	uint64_t pos;  /* next file offset to hand out */
 	uint64_t last; /* last offset (inclusive) */
@@ -70,13 +69,13 @@ static void slot_release(struct slot *s)
 	efs_buf_release(&s->scratch);
 }
 
-int efs_reader_new(struct efs_master *m, const struct efs_file_info *file, uint64_t first,
-		   uint64_t last, struct efs_reader **out)
+int efs_reader_new(const struct efs_reader_source *src, const struct efs_file_info *file,
+		   uint64_t first, uint64_t last, struct efs_reader **out)
 {
 	struct efs_reader *rd = calloc(1, sizeof(*rd));
 	if (!rd)
 		return -ENOMEM;
-	rd->m = m;
+	rd->src = *src;
 	rd->file = *file;
 	rd->pos = first;
 	rd->last = last;
@@ -125,8 +124,8 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 		free(rd->batch);
 		rd->batch = NULL;
 		rd->batch_count = 0;
-		int r = efs_meta_file_chunks(rd->m->meta, rd->file.file_id, index, BATCH, &rd->batch,
-					     &rd->batch_count);
+		int r = efs_meta_file_chunks(rd->src.meta, rd->file.file_id, index, BATCH,
+					     &rd->batch, &rd->batch_count);
 		if (r < 0)
 			return r;
 		if (rd->batch_count == 0)
@@ -147,16 +146,16 @@ static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 		return r;
 	/* Verified bytes read before: the id is their SHA-256, so they are
 	 * right for any file that lists it, and the list was just read. */
-	if (efs_chunk_cache_get(rd->m->chunk_cache, fc->chunk.chunk_id, &s->data) == 0 &&
+	if (efs_chunk_cache_get(rd->src.chunk_cache, fc->chunk.chunk_id, &s->data) == 0 &&
 	    s->data.len == fc->chunk.size) {
 		s->index = (int64_t)index;
 		return 0;
 	}
-	r = efs_chunk_read(rd->m, &fc->chunk, fc->replicas, fc->replica_count, &s->data,
+	r = efs_chunk_read(rd->src.chunk_io, &fc->chunk, fc->replicas, fc->replica_count, &s->data,
 			   &s->scratch);
 	if (r < 0)
 		return r;
-	efs_chunk_cache_put(rd->m->chunk_cache, fc->chunk.chunk_id, s->data.data, s->data.len);
+	efs_chunk_cache_put(rd->src.chunk_cache, fc->chunk.chunk_id, s->data.data, s->data.len);
 	s->index = (int64_t)index;
 	return 0;
 }

@@ -18,12 +18,21 @@
 
 #include <sys/types.h>
 
-struct efs_master;
+struct efs_chunk_cache;
+struct efs_chunk_io;
 struct efs_reader;
 
-/* A reader of bytes [@first, @last] of @file. */
-int efs_reader_new(struct efs_master *m, const struct efs_file_info *file, uint64_t first,
-		   uint64_t last, struct efs_reader **out);
+/* Where a reader gets a file's chunks from, all borrowed from the master
+ * (which outlives every reader). */
+struct efs_reader_source {
+	struct efs_meta *meta;		     /* the file's chunk list */
+	struct efs_chunk_io *chunk_io;	     /* reads from the workers */
+	struct efs_chunk_cache *chunk_cache; /* verified chunks; NULL: none */
+};
+
+/* A reader of bytes [@first, @last] of @file, from @src. */
+int efs_reader_new(const struct efs_reader_source *src, const struct efs_file_info *file,
+		   uint64_t first, uint64_t last, struct efs_reader **out);
 /* Frees the reader; waits for a read-ahead in progress to end (within its
  * transfer timeouts). NULL is accepted. */
 void efs_reader_free(struct efs_reader *rd);

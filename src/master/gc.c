@@ -5,25 +5,24 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "master/cache.h"
-#include "master/master.h"
 
 #include <string.h>
 
 #define GC_INTERVAL_MS 1000
 #define BATCH 128
 
-static void expire_sessions(struct efs_master *m)
+static void expire_sessions(struct efs_gc *gc)
 {
 	char (*ids)[EFS_ID_MAX + 1] = calloc(BATCH, sizeof(*ids));
 	size_t n = 0;
 	if (!ids)
 		return;
-	if (efs_meta_session_expired(m->meta, efs_now_ms(), BATCH, ids, &n) == 0) {
+	if (efs_meta_session_expired(gc->deps.meta, efs_now_ms(), BATCH, ids, &n) == 0) {
 		for (size_t i = 0; i < n; i++) {
-			int r = efs_meta_session_delete(m->meta, ids[i], efs_now_ms());
-			efs_cache_session_forget(m, ids[i]);
+			int r = efs_meta_session_delete(gc->deps.meta, ids[i], efs_now_ms());
+			efs_cache_session_forget(gc->deps.cache, ids[i]);
 			if (r == 0) {
-				atomic_fetch_add(&m->gc.sessions_expired, 1);
+				atomic_fetch_add(&gc->sessions_expired, 1);
 				efs_info("session %s expired: its chunks were released", ids[i]);
 			}
 		}
@@ -32,7 +31,7 @@ static void expire_sessions(struct efs_master *m)
 }
 
 /* Deletes the replicas of one collected chunk from their workers. */
-static void delete_replicas(struct efs_master *m, const char *chunk_id,
+static void delete_replicas(struct efs_gc *gc, const char *chunk_id,
 			    const struct efs_replica *replicas, unsigned count, int64_t since_ms)
 {
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
@@ -47,7 +46,7 @@ static void delete_replicas(struct efs_master *m, const char *chunk_id,
 			continue; /* its worker is unknown now */
 		snprintf(urls[n], sizeof(urls[n]), "%s/chunks/%s", replicas[i].url, chunk_id);
 		efs_http_call_init(&calls[n], "DELETE", urls[n]);
-		calls[n].bearer = m->cfg.cluster_secret;
+		calls[n].bearer = gc->deps.cluster_secret;
 		calls[n].headers[0] = since;
 		calls[n].timeout_ms = 5000;
 		calls[n].connect_timeout_ms = 1000;
@@ -55,7 +54,7 @@ static void delete_replicas(struct efs_master *m, const char *chunk_id,
 		callp[n] = &calls[n];
 		n++;
 	}
-	efs_http_call_run_parallel(callp, n);
+	efs_http_call_run_parallel(gc->deps.http, callp, n);
 	for (unsigned i = 0; i < n; i++) {
 		long st = calls[i].status;
 		if (calls[i].error || (st != 204 && st != 404 && st != 412))
@@ -66,7 +65,7 @@ static void delete_replicas(struct efs_master *m, const char *chunk_id,
 	}
 }
 
-int efs_gc_run_once(struct efs_master *m)
+int efs_gc_run_once(struct efs_gc *gc)
 {
 	char (*ids)[65] = calloc(BATCH, sizeof(*ids));
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
@@ -75,21 +74,21 @@ int efs_gc_run_once(struct efs_master *m)
 
 	if (!ids)
 		return -ENOMEM;
-	expire_sessions(m);
+	expire_sessions(gc);
 	int64_t now = efs_now_ms();
-	int r = efs_meta_garbage_list(m->meta, now - m->cfg.gc_grace_ms, BATCH, ids, &n);
+	int r = efs_meta_garbage_list(gc->deps.meta, now - gc->deps.grace_ms, BATCH, ids, &n);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		unsigned count = 0;
 		int64_t decided = efs_now_ms();
-		int t = efs_meta_garbage_take(m->meta, ids[i], replicas, &count);
+		int t = efs_meta_garbage_take(gc->deps.meta, ids[i], replicas, &count);
 		if (t == -ENOENT)
 			continue; /* referenced again meanwhile */
 		if (t < 0) {
 			r = t;
 			break;
 		}
-		delete_replicas(m, ids[i], replicas, count, decided - m->cfg.gc_grace_ms / 2);
-		atomic_fetch_add(&m->gc.chunks_collected, 1);
+		delete_replicas(gc, ids[i], replicas, count, decided - gc->deps.grace_ms / 2);
+		atomic_fetch_add(&gc->chunks_collected, 1);
 		collected++;
 	}
 	free(ids);
@@ -104,18 +103,18 @@ static void gc_main(struct efs_ticker *t, void *ctx)
 	bool failing = false;
 	while (!efs_ticker_wait(t, GC_INTERVAL_MS)) {
 		/* One master at a time collects (the others wait their turn). */
-		if (!efs_meta_lease(gc->m->meta))
+		if (!efs_meta_lease(gc->deps.meta))
 			continue;
-		int r = efs_gc_run_once(gc->m);
+		int r = efs_gc_run_once(gc);
 		if (r < 0 && !failing)
 			efs_warn("collector: pass failed: %s (retrying every second)", strerror(-r));
 		failing = r < 0;
 	}
 }
 
-int efs_gc_start(struct efs_gc *gc, struct efs_master *m)
+int efs_gc_start(struct efs_gc *gc, const struct efs_gc_deps *deps)
 {
-	gc->m = m;
+	gc->deps = *deps;
 	atomic_init(&gc->chunks_collected, 0);
 	atomic_init(&gc->sessions_expired, 0);
 	return efs_ticker_start(&gc->ticker, gc_main, gc);

@@ -21,18 +21,31 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-struct efs_master;
+struct efs_cache;
+struct efs_http_client;
+struct efs_meta;
+
+/* What the collector works with, all borrowed from the master (which
+ * outlives the collector). */
+struct efs_gc_deps {
+	struct efs_meta *meta;	      /* expired sessions, unreferenced chunks */
+	struct efs_cache *cache;      /* expired sessions are forgotten there */
+	struct efs_http_client *http; /* deletes on the workers */
+	const char *cluster_secret;   /* their credential */
+	int64_t grace_ms;	      /* unreferenced chunks are kept this long */
+};
 
 struct efs_gc {
-	struct efs_master *m;
+	struct efs_gc_deps deps;
 	struct efs_ticker ticker;
 	_Atomic uint64_t chunks_collected; /* since start */
 	_Atomic uint64_t sessions_expired; /* since start */
 };
 
-int efs_gc_start(struct efs_gc *gc, struct efs_master *m);
+/* Starts the collector's loop with @deps (copied). 0 or -errno. */
+int efs_gc_start(struct efs_gc *gc, const struct efs_gc_deps *deps);
 void efs_gc_stop(struct efs_gc *gc);
 /* One pass now (tests and the loop). Returns chunks collected or -errno. */
-int efs_gc_run_once(struct efs_master *m);
+int efs_gc_run_once(struct efs_gc *gc);
 
 #endif

@@ -2,6 +2,7 @@
 /* master.c - start and stop of the master's parts, in dependency order. */
 #include "master/master.h"
 #include "master/chunk_cache.h"
+#include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 
@@ -25,6 +26,14 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	efs_gc_stop(&m->gc);
 	efs_http_server_stop(m->http, grace_ms);
 	m->http = NULL;
+	efs_cache_free(m->cache);
+	m->cache = NULL;
+	efs_chunk_io_release(&m->chunk_io);
+	efs_placement_release(&m->placement);
+	efs_http_client_free(m->http_client);
+	m->http_client = NULL;
+	efs_token_cache_free(m->tokens);
+	m->tokens = NULL;
 	efs_registry_release(&m->registry);
 	efs_meta_close(m->meta);
 	m->meta = NULL;
@@ -70,8 +79,31 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		goto fail;
 	}
 	efs_registry_init(&m->registry, m->meta, m->redis, cfg->worker_dead_after_ms);
-	m->keys.jwt_secret = cfg->jwt_secret;
-	m->keys.cluster_secret = cfg->cluster_secret;
+	if ((r = efs_token_cache_new(&m->tokens)) < 0 ||
+	    (r = efs_http_client_new(&m->http_client)) < 0 ||
+	    (r = efs_cache_new(m->meta, m->redis, &m->cache)) < 0) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	m->keys.jwt_secret = m->cfg.jwt_secret;
+	m->keys.cluster_secret = m->cfg.cluster_secret;
+	m->keys.tokens = m->tokens;
+	efs_placement_init(&m->placement, &m->registry);
+	efs_chunk_io_init(&m->chunk_io, m->meta, &m->placement, m->http_client,
+			  m->cfg.cluster_secret, m->cfg.worker_dead_after_ms);
+	efs_upload_budget_init(&m->upload_budget, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
+	m->uploader = (struct efs_uploader){
+		.meta = m->meta,
+		.chunk_io = &m->chunk_io,
+		.replication_factor = m->cfg.replication_factor,
+		.upload_idle_ms = m->cfg.upload_idle_ms,
+		.counters = &m->counters,
+	};
+	m->reader_source = (struct efs_reader_source){
+		.meta = m->meta,
+		.chunk_io = &m->chunk_io,
+		.chunk_cache = m->chunk_cache,
+	};
 
 	struct efs_http_server_config http = {
 		.addr = &m->cfg.listen_addr,
@@ -89,7 +121,24 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 			 cfg->host, cfg->port, strerror(-r));
 		goto fail;
 	}
-	if ((r = efs_gc_start(&m->gc, m)) < 0 || (r = efs_repair_start(&m->repair, m)) < 0) {
+	struct efs_gc_deps gc = {
+		.meta = m->meta,
+		.cache = m->cache,
+		.http = m->http_client,
+		.cluster_secret = m->cfg.cluster_secret,
+		.grace_ms = m->cfg.gc_grace_ms,
+	};
+	struct efs_repair_deps repair = {
+		.meta = m->meta,
+		.placement = &m->placement,
+		.chunk_io = &m->chunk_io,
+		.replication_factor = m->cfg.replication_factor,
+		.worker_dead_after_ms = m->cfg.worker_dead_after_ms,
+		.repair_after_ms = m->cfg.repair_after_ms,
+		.bandwidth = m->cfg.repair_bandwidth,
+	};
+	if ((r = efs_gc_start(&m->gc, &gc)) < 0 ||
+	    (r = efs_repair_start(&m->repair, &repair)) < 0) {
 		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
 		goto fail;
 	}

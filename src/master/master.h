@@ -9,27 +9,39 @@
 #include "echofs/meta.h"
 #include "echofs/redis.h"
 #include "echofs/metrics.h"
+#include "master/cache.h"
+#include "master/chunk_io.h"
 #include "master/config.h"
+#include "master/download.h"
 #include "master/gc.h"
+#include "master/placement.h"
 #include "master/repair.h"
 #include "master/registry.h"
+#include "master/upload.h"
+#include "master/upload_pipeline.h"
 
 #include <stdatomic.h>
 
-/* Data-path counters since start, for GET /metrics and GET /api/v1/stats. */
-struct efs_master_counters {
-	_Atomic uint64_t chunks_uploaded;     /* chunks stored by uploads, both ways in */
-	_Atomic uint64_t chunks_deduplicated; /* of those, already on enough workers */
-};
-
 struct efs_chunk_cache;
+struct efs_http_client;
 
+/* Everything a master holds is here, created by efs_master_start and freed
+ * by efs_master_stop: no module keeps state of its own, so two masters can
+ * run in one process. */
 struct efs_master {
 	struct efs_master_config cfg;
 	struct efs_meta *meta;
 	struct efs_redis *redis; /* NULL without REDIS_ADDR */
 	struct efs_registry registry;
 	struct efs_auth_keys keys;
+	struct efs_token_cache *tokens;		/* user tokens verified (keys.tokens) */
+	struct efs_http_client *http_client;	/* calls to the workers */
+	struct efs_placement placement;		/* over registry */
+	struct efs_chunk_io chunk_io;		/* with the in-flight write guard */
+	struct efs_cache *cache;		/* file and session metadata */
+	struct efs_upload_budget upload_budget; /* extra buffers of all uploads */
+	struct efs_uploader uploader;		/* what storing a chunk needs */
+	struct efs_reader_source reader_source; /* what downloads read from */
 	struct efs_http_server *http;
 	struct efs_gc gc;
 	struct efs_repair repair;

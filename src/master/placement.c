@@ -2,46 +2,52 @@
 /* placement.c - weighted random choice of live workers for new replicas. */
 #include "master/placement.h"
 #include "echofs/util.h"
-#include "master/master.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define LOAD_SLOTS 256
-
-/* Writes in flight per worker (this master only), a small open table. */
-static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-	char worker_id[EFS_ID_MAX + 1];
-	int inflight;
-} load[LOAD_SLOTS];
-
-void efs_placement_load_add(const char *worker_id, int delta)
+void efs_placement_init(struct efs_placement *p, struct efs_registry *registry)
 {
-	pthread_mutex_lock(&load_lock);
-	for (size_t i = 0; i < LOAD_SLOTS; i++) {
-		if (strcmp(load[i].worker_id, worker_id) == 0 || load[i].worker_id[0] == '\0') {
-			efs_strlcpy(load[i].worker_id, worker_id, sizeof(load[i].worker_id));
-			load[i].inflight += delta;
-			if (load[i].inflight < 0)
-				load[i].inflight = 0;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&load_lock);
+	memset(p, 0, sizeof(*p));
+	p->registry = registry;
+	pthread_mutex_init(&p->load_lock, NULL);
 }
 
-static int load_get(const char *worker_id)
+void efs_placement_release(struct efs_placement *p)
 {
-	int n = 0;
-	pthread_mutex_lock(&load_lock);
-	for (size_t i = 0; i < LOAD_SLOTS && load[i].worker_id[0]; i++) {
-		if (strcmp(load[i].worker_id, worker_id) == 0) {
-			n = load[i].inflight;
+	if (p->registry)
+		pthread_mutex_destroy(&p->load_lock);
+	p->registry = NULL;
+}
+
+void efs_placement_load_add(struct efs_placement *p, const char *worker_id, int delta)
+{
+	pthread_mutex_lock(&p->load_lock);
+	for (size_t i = 0; i < EFS_PLACEMENT_LOAD_SLOTS; i++) {
+		if (strcmp(p->load[i].worker_id, worker_id) == 0 ||
+		    p->load[i].worker_id[0] == '\0') {
+			efs_strlcpy(p->load[i].worker_id, worker_id, sizeof(p->load[i].worker_id));
+			p->load[i].inflight += delta;
+			if (p->load[i].inflight < 0)
+				p->load[i].inflight = 0;
 			break;
 		}
 	}
-	pthread_mutex_unlock(&load_lock);
+	pthread_mutex_unlock(&p->load_lock);
+}
+
+int efs_placement_load(struct efs_placement *p, const char *worker_id)
+{
+	int n = 0;
+	pthread_mutex_lock(&p->load_lock);
+	for (size_t i = 0; i < EFS_PLACEMENT_LOAD_SLOTS && p->load[i].worker_id[0]; i++) {
+		if (strcmp(p->load[i].worker_id, worker_id) == 0) {
+			n = p->load[i].inflight;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&p->load_lock);
 	return n;
 }
 
@@ -53,20 +59,20 @@ static bool excluded(const struct efs_worker_info *w, const struct efs_target *l
 	return false;
 }
 
-int efs_placement_live_count(struct efs_master *m, size_t *alive)
+int efs_placement_live_count(struct efs_placement *p, size_t *alive)
 {
 	size_t total;
-	return efs_registry_count_cached(&m->registry, alive, &total);
+	return efs_registry_count_cached(p->registry, alive, &total);
 }
 
-int efs_placement_choose(struct efs_master *m, unsigned want, uint64_t need_bytes,
+int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_bytes,
 			 const struct efs_target *exclude, size_t exclude_count,
 			 struct efs_target *out)
 {
 	struct efs_worker_status *list;
 	size_t n;
 	unsigned chosen = 0;
-	int r = efs_registry_list_cached(&m->registry, &list, &n);
+	int r = efs_registry_list_cached(p->registry, &list, &n);
 	if (r < 0)
 		return r;
 	double *weight = calloc(n ? n : 1, sizeof(*weight));
@@ -80,7 +86,8 @@ int efs_placement_choose(struct efs_master *m, unsigned want, uint64_t need_byte
 		    excluded(w, exclude, exclude_count))
 			continue;
 		/* +1 MiB keeps nearly full workers selectable but rare. */
-		weight[i] = ((double)w->free_bytes + 1048576.0) / (1.0 + load_get(w->worker_id));
+		weight[i] = ((double)w->free_bytes + 1048576.0) /
+			    (1.0 + efs_placement_load(p, w->worker_id));
 	}
 	while (chosen < want) {
 		double total = 0;

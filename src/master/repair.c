@@ -5,7 +5,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "master/chunk_io.h"
-#include "master/master.h"
+#include "master/placement.h"
 
 #include <string.h>
 
@@ -15,7 +15,7 @@
 
 /* Copies one chunk to as many new workers as it lacks. Returns the bytes
  * copied (for pacing) or -errno. */
-static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *need,
+static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repair_need *need,
 			  int64_t holding_after, struct efs_buf *data, struct efs_buf *scratch,
 			  struct efs_buf *encoded)
 {
@@ -24,7 +24,7 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 	struct efs_target keep[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
 	const char *added_ids[EFS_MAX_REPLICAS];
 	unsigned count = 0, holding = 0;
-	int r = efs_meta_chunk_get(m->meta, need->chunk_id, &chunk, replicas, &count);
+	int r = efs_meta_chunk_get(d->meta, need->chunk_id, &chunk, replicas, &count);
 	if (r < 0)
 		return r == -ENOENT ? 0 : r; /* collected meanwhile */
 
@@ -37,16 +37,16 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 		efs_strlcpy(keep[holding].url, replicas[i].url, sizeof(keep[holding].url));
 		holding++;
 	}
-	if (holding >= m->cfg.replication_factor)
+	if (holding >= d->replication_factor)
 		return 0;
-	unsigned missing = m->cfg.replication_factor - holding;
+	unsigned missing = d->replication_factor - holding;
 	/* Somewhere to put a copy? If not, do not read the chunk at all. */
 	struct efs_target probe[EFS_MAX_REPLICAS];
-	r = efs_placement_choose(m, 1, chunk.stored_size, keep, holding, probe);
+	r = efs_placement_choose(d->placement, 1, chunk.stored_size, keep, holding, probe);
 	if (r <= 0)
 		return r < 0 ? r : -ENOSPC;
 
-	r = efs_chunk_read(m, &chunk, replicas, count, data, scratch);
+	r = efs_chunk_read(d->chunk_io, &chunk, replicas, count, data, scratch);
 	if (r < 0) {
 		efs_error("repair: chunk %s has no readable replica (%u recorded): its data is "
 			  "unavailable until a worker holding it returns",
@@ -60,16 +60,16 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 	const char *bytes = gzip ? encoded->data : data->data;
 	size_t len = gzip ? encoded->len : data->len;
 	unsigned written = 0;
-	efs_chunk_writing_begin(chunk.chunk_id);
-	int w = efs_chunk_write(m, chunk.chunk_id, bytes, len, gzip, missing, keep, holding, added,
-				&written);
+	efs_chunk_writing_begin(d->chunk_io, chunk.chunk_id);
+	int w = efs_chunk_write(d->chunk_io, chunk.chunk_id, bytes, len, gzip, missing, keep,
+				holding, added, &written);
 	/* Whatever was written counts, even when not all of it could be. */
 	for (unsigned i = 0; i < written; i++)
 		added_ids[i] = added[i].worker_id;
-	r = written ? efs_meta_replica_add(m->meta, chunk.chunk_id, added_ids, written,
+	r = written ? efs_meta_replica_add(d->meta, chunk.chunk_id, added_ids, written,
 					   efs_now_ms())
 		    : 0;
-	efs_chunk_writing_end(chunk.chunk_id);
+	efs_chunk_writing_end(d->chunk_io, chunk.chunk_id);
 	if (w < 0)
 		return w;
 	if (r < 0)
@@ -81,7 +81,7 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 		for (unsigned k = 0; k < missing; k++)
 			rewritten |= strcmp(added[k].worker_id, replicas[i].worker_id) == 0;
 		if (replicas[i].bad && !rewritten)
-			efs_meta_replica_remove(m->meta, chunk.chunk_id, replicas[i].worker_id);
+			efs_meta_replica_remove(d->meta, chunk.chunk_id, replicas[i].worker_id);
 	}
 	efs_debug("repair: chunk %.12s had %u usable replicas; copied to %u more (first: %s)",
 		  chunk.chunk_id, holding, missing, added[0].worker_id);
@@ -91,7 +91,7 @@ static int64_t repair_one(struct efs_master *m, const struct efs_repair_need *ne
 static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_buf *scratch,
 			struct efs_buf *encoded)
 {
-	struct efs_master *m = rp->m;
+	const struct efs_repair_deps *d = &rp->deps;
 	struct efs_repair_need needs[BATCH];
 	uint64_t under = 0;
 	size_t n = 0;
@@ -99,24 +99,24 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 
 	/* What the operator watches: chunks short of good replicas on workers
 	 * alive right now. */
-	if (efs_meta_under_replicated(m->meta, m->cfg.replication_factor,
-				      now - m->cfg.worker_dead_after_ms, &under) == 0) {
+	if (efs_meta_under_replicated(d->meta, d->replication_factor,
+				      now - d->worker_dead_after_ms, &under) == 0) {
 		atomic_store(&rp->under_replicated, (int64_t)under);
 	} else {
 		rp->store_ok_since = efs_mono_ms(); /* counts from its return */
 		return;
 	}
-	if (under == 0 || !efs_meta_lease(m->meta))
+	if (under == 0 || !efs_meta_lease(d->meta))
 		return; /* nothing to do, or another master repairs */
 	/* Heartbeat times in the store are stale after a start or an outage
 	 * of the store: wait until every live worker has beaten again, or
 	 * all of them would look dead and be copied needlessly. */
-	if (efs_mono_ms() - rp->store_ok_since < 2 * m->cfg.worker_dead_after_ms)
+	if (efs_mono_ms() - rp->store_ok_since < 2 * d->worker_dead_after_ms)
 		return;
 	/* What repair acts on: a dead worker's replicas count until it has
 	 * been dead for REPAIR_AFTER_MS. */
-	int64_t holding_after = now - m->cfg.worker_dead_after_ms - m->cfg.repair_after_ms;
-	if (efs_meta_repair_list(m->meta, m->cfg.replication_factor, holding_after, BATCH, needs,
+	int64_t holding_after = now - d->worker_dead_after_ms - d->repair_after_ms;
+	if (efs_meta_repair_list(d->meta, d->replication_factor, holding_after, BATCH, needs,
 				 &n) < 0 ||
 	    n == 0)
 		return;
@@ -124,7 +124,7 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	int64_t started = efs_mono_ms();
 	uint64_t copied = 0, done = 0, failed = 0;
 	for (size_t i = 0; i < n; i++) {
-		int64_t r = repair_one(m, &needs[i], holding_after, data, scratch, encoded);
+		int64_t r = repair_one(d, &needs[i], holding_after, data, scratch, encoded);
 		if (r < 0) {
 			failed++;
 			continue;
@@ -132,7 +132,7 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 		done += r > 0;
 		copied += (uint64_t)r;
 		/* Pace: never ahead of REPAIR_BANDWIDTH bytes per second. */
-		int64_t due_ms = (int64_t)(copied * 1000 / m->cfg.repair_bandwidth);
+		int64_t due_ms = (int64_t)(copied * 1000 / d->bandwidth);
 		int64_t ahead = due_ms - (efs_mono_ms() - started);
 		if (ahead > 0 && efs_ticker_wait(&rp->ticker, ahead))
 			break;
@@ -164,9 +164,9 @@ static void repair_main(struct efs_ticker *t, void *ctx)
 	efs_buf_release(&encoded);
 }
 
-int efs_repair_start(struct efs_repair *rp, struct efs_master *m)
+int efs_repair_start(struct efs_repair *rp, const struct efs_repair_deps *deps)
 {
-	rp->m = m;
+	rp->deps = *deps;
 	rp->store_ok_since = efs_mono_ms();
 	rp->backoff_until = 0;
 	atomic_init(&rp->under_replicated, -1);

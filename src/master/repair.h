@@ -21,10 +21,24 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-struct efs_master;
+struct efs_chunk_io;
+struct efs_meta;
+struct efs_placement;
+
+/* What re-replication works with: parts borrowed from the master (which
+ * outlives the loop) and the settings it follows. */
+struct efs_repair_deps {
+	struct efs_meta *meta;           /* under-replicated chunks, new replicas */
+	struct efs_placement *placement; /* where new copies go */
+	struct efs_chunk_io *chunk_io;   /* reading and writing the copies */
+	unsigned replication_factor;
+	int64_t worker_dead_after_ms;
+	int64_t repair_after_ms;         /* a dead worker's copies are replaced after this */
+	uint64_t bandwidth;              /* bytes/s copied at most */
+};
 
 struct efs_repair {
-	struct efs_master *m;
+	struct efs_repair_deps deps;
 	struct efs_ticker ticker;
 	_Atomic int64_t under_replicated; /* -1 until the first pass */
 	_Atomic uint64_t repaired_total;   /* chunks copied since start */
@@ -34,7 +48,8 @@ struct efs_repair {
 	int64_t backoff_until;  /* monotonic ms: no pass before */
 };
 
-int efs_repair_start(struct efs_repair *rp, struct efs_master *m);
+/* Starts the loop with @deps (copied). 0 or -errno. */
+int efs_repair_start(struct efs_repair *rp, const struct efs_repair_deps *deps);
 void efs_repair_stop(struct efs_repair *rp);
 
 #endif

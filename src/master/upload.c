@@ -7,7 +7,9 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "master/chunk_io.h"
-#include "master/master.h"
+#include "master/config.h"
+#include "master/chunk_io.h"
+#include "master/config.h"
 
 #include <string.h>
 
@@ -35,18 +37,18 @@ struct record_target {
 /* The reference to the chunk (written, or reused with @dedup), in one
  * transaction. For a file, its stored_bytes are those of the chunk row
  * that the file will name: the existing one when deduplicated. */
-static int record_chunk(struct efs_master *m, const struct record_target *to,
+static int record_chunk(const struct efs_uploader *up, const struct record_target *to,
 			const struct efs_chunk_info *chunk, const struct efs_chunk_info *existing,
 			const char *const *added_ids, unsigned added, bool dedup)
 {
 	int64_t now = efs_now_ms();
 	if (!to->file)
-		return efs_meta_session_put_chunk(m->meta, to->session_id, to->index, chunk,
+		return efs_meta_session_put_chunk(up->meta, to->session_id, to->index, chunk,
 						  added_ids, added, dedup, now,
-						  now + m->cfg.upload_idle_ms);
+						  now + up->upload_idle_ms);
 	to->file->chunk_count = 1;
 	to->file->stored_bytes = dedup ? existing->stored_size : chunk->stored_size;
-	return efs_meta_file_create_single(m->meta, to->file, chunk, added_ids, added, dedup, now);
+	return efs_meta_file_create_single(up->meta, to->file, chunk, added_ids, added, dedup, now);
 }
 
 /* Copies written to @added[0..n) that no reference will name (the write
@@ -54,18 +56,18 @@ static int record_chunk(struct efs_master *m, const struct record_target *to,
  * unreferenced, and the collector takes them after its grace period. When
  * the store refuses even that, the workers' reports find them as orphans
  * after ORPHAN_GRACE_MS. */
-static void keep_track_of_copies(struct efs_master *m, const struct efs_chunk_info *chunk,
+static void keep_track_of_copies(const struct efs_uploader *up, const struct efs_chunk_info *chunk,
 				 const struct efs_target *added, unsigned n)
 {
 	const char *ids[EFS_MAX_REPLICAS];
 	for (unsigned i = 0; i < n; i++)
 		ids[i] = added[i].worker_id;
 	if (n > 0)
-		efs_meta_chunk_record_unreferenced(m->meta, chunk, ids, n, efs_now_ms());
+		efs_meta_chunk_record_unreferenced(up->meta, chunk, ids, n, efs_now_ms());
 }
 
 /* The dedup / write / record loop for one encoded chunk. */
-static int store_chunk(struct efs_master *m, const struct record_target *to,
+static int store_chunk(const struct efs_uploader *up, const struct record_target *to,
 		       const struct efs_chunk_info *chunkp, const char *stored,
 		       struct efs_chunk_result *out)
 {
@@ -73,13 +75,13 @@ static int store_chunk(struct efs_master *m, const struct record_target *to,
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
 	struct efs_target have[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
 	const char *added_ids[EFS_MAX_REPLICAS];
-	unsigned want = m->cfg.replication_factor;
+	unsigned want = up->replication_factor;
 	int r;
 
 	for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
 		struct efs_chunk_info existing;
 		unsigned replica_count = 0, good = 0;
-		r = efs_meta_chunk_get(m->meta, chunk.chunk_id, &existing, replicas,
+		r = efs_meta_chunk_get(up->meta, chunk.chunk_id, &existing, replicas,
 				       &replica_count);
 		bool dedup = r == 0;
 		if (r < 0 && r != -ENOENT)
@@ -87,7 +89,7 @@ static int store_chunk(struct efs_master *m, const struct record_target *to,
 		/* Workers holding a good, live replica are not asked again; a
 		 * bad replica's worker may take a fresh copy (it overwrites). */
 		for (unsigned i = 0; dedup && i < replica_count; i++) {
-			if (replicas[i].bad || !efs_replica_alive(m, &replicas[i]))
+			if (replicas[i].bad || !efs_replica_alive(up->chunk_io, &replicas[i]))
 				continue;
 			efs_strlcpy(have[good].worker_id, replicas[i].worker_id,
 				    sizeof(have[good].worker_id));
@@ -99,30 +101,30 @@ static int store_chunk(struct efs_master *m, const struct record_target *to,
 			/* Each replica records its own encoding (the worker
 			 * answers it on read), so new replicas may use ours. */
 			unsigned written = 0;
-			r = efs_chunk_write(m, chunk.chunk_id, stored, chunk.stored_size,
+			r = efs_chunk_write(up->chunk_io, chunk.chunk_id, stored, chunk.stored_size,
 					    chunk.compressed, missing, have, good, added, &written);
 			if (r < 0) {
-				keep_track_of_copies(m, &chunk, added, written);
+				keep_track_of_copies(up, &chunk, added, written);
 				return r;
 			}
 		}
 		for (unsigned i = 0; i < missing; i++)
 			added_ids[i] = added[i].worker_id;
-		r = record_chunk(m, to, &chunk, &existing, added_ids, missing, dedup);
+		r = record_chunk(up, to, &chunk, &existing, added_ids, missing, dedup);
 		if (r == -ESTALE) {
 			efs_debug("chunk %.12s was collected while being reused; storing it again",
 				  chunk.chunk_id);
 			continue;
 		}
 		if (r < 0) {
-			keep_track_of_copies(m, &chunk, added, missing);
+			keep_track_of_copies(up, &chunk, added, missing);
 			return r;
 		}
 		out->chunk = dedup ? existing : chunk;
 		out->deduplicated = dedup && missing == 0;
-		atomic_fetch_add(&m->counters.chunks_uploaded, 1);
+		atomic_fetch_add(&up->counters->chunks_uploaded, 1);
 		if (out->deduplicated)
-			atomic_fetch_add(&m->counters.chunks_deduplicated, 1);
+			atomic_fetch_add(&up->counters->chunks_deduplicated, 1);
 		return 0;
 	}
 	return -EAGAIN;
@@ -130,7 +132,7 @@ static int store_chunk(struct efs_master *m, const struct record_target *to,
 
 /* Hash (unless @chunk_id is given), encode, then store_chunk under the
  * in-flight guard. */
-static int upload_one(struct efs_master *m, struct efs_upload_buffers *bufs,
+static int upload_one(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
 		      const struct record_target *to, const char *data, size_t len,
 		      const char *chunk_id, struct efs_chunk_result *out)
 {
@@ -152,23 +154,23 @@ static int upload_one(struct efs_master *m, struct efs_upload_buffers *bufs,
 
 	/* From the first copy written until the metadata names it, a worker's
 	 * report must not have the chunk deleted as an orphan. */
-	efs_chunk_writing_begin(chunk.chunk_id);
-	r = store_chunk(m, to, &chunk, stored, out);
-	efs_chunk_writing_end(chunk.chunk_id);
+	efs_chunk_writing_begin(up->chunk_io, chunk.chunk_id);
+	r = store_chunk(up, to, &chunk, stored, out);
+	efs_chunk_writing_end(up->chunk_io, chunk.chunk_id);
 	return r;
 }
 
-int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs, const char *session_id,
-		     uint64_t index, const char *data, size_t len, const char *chunk_id,
-		     struct efs_chunk_result *out)
+int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+		     const char *session_id, uint64_t index, const char *data, size_t len,
+		     const char *chunk_id, struct efs_chunk_result *out)
 {
 	struct record_target to = {session_id, index, NULL};
-	return upload_one(m, bufs, &to, data, len, chunk_id, out);
+	return upload_one(up, bufs, &to, data, len, chunk_id, out);
 }
 
-int efs_upload_single(struct efs_master *m, struct efs_upload_buffers *bufs, const char *data,
-		      size_t len, const char *chunk_id, struct efs_file_info *file,
-		      struct efs_chunk_result *out)
+int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+		      const char *data, size_t len, const char *chunk_id,
+		      struct efs_file_info *file, struct efs_chunk_result *out)
 {
 	struct record_target to = {NULL, 0, file};
 	if (len == 0) {
@@ -176,8 +178,8 @@ int efs_upload_single(struct efs_master *m, struct efs_upload_buffers *bufs, con
 		file->chunk_count = 0;
 		file->stored_bytes = 0;
 		memset(out, 0, sizeof(*out));
-		return efs_meta_file_create_single(m->meta, file, NULL, NULL, 0, false,
+		return efs_meta_file_create_single(up->meta, file, NULL, NULL, 0, false,
 						   efs_now_ms());
 	}
-	return upload_one(m, bufs, &to, data, len, chunk_id, out);
+	return upload_one(up, bufs, &to, data, len, chunk_id, out);
 }

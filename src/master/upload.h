@@ -22,7 +22,26 @@
 #include "echofs/buf.h"
 #include "echofs/meta.h"
 
-struct efs_master;
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct efs_chunk_io;
+
+/* Data-path counters since start, for GET /metrics and GET /api/v1/stats. */
+struct efs_master_counters {
+	_Atomic uint64_t chunks_uploaded;     /* chunks stored by uploads, both ways in */
+	_Atomic uint64_t chunks_deduplicated; /* of those, already on enough workers */
+};
+
+/* What storing chunks needs, all borrowed from the master (which outlives
+ * every upload). */
+struct efs_uploader {
+	struct efs_meta *meta;          /* chunk rows, sessions, files */
+	struct efs_chunk_io *chunk_io;  /* replica writes, the in-flight guard */
+	unsigned replication_factor;    /* replicas each chunk gets */
+	int64_t upload_idle_ms;         /* a session's expiry moves this far per chunk */
+	struct efs_master_counters *counters; /* counted into */
+};
 
 struct efs_chunk_result {
 	struct efs_chunk_info chunk;
@@ -42,7 +61,7 @@ void efs_upload_buffers_release(struct efs_upload_buffers *b);
  * not NULL it is the chunk's SHA-256 hex, already computed. -ENOSPC: not
  * enough live workers with room (503 no_capacity); -EAGAIN: the metadata
  * store is unavailable; -ENOENT: the session is gone; -errno. */
-int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
+int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
 		     const char *session_id, uint64_t index, const char *data, size_t len,
 		     const char *chunk_id, struct efs_chunk_result *out);
 
@@ -55,7 +74,7 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
  * is recorded (copies already written are recorded unreferenced, as for a
  * chunk, when the store takes that record; otherwise the workers' reports
  * find them as orphans). */
-int efs_upload_single(struct efs_master *m, struct efs_upload_buffers *bufs, const char *data,
+int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs, const char *data,
 		      size_t len, const char *chunk_id, struct efs_file_info *file,
 		      struct efs_chunk_result *out);
 

@@ -11,7 +11,6 @@
 #include "master/upload_pipeline.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
-#include "master/master.h"
 #include "master/upload.h"
 
 #include <pthread.h>
@@ -32,7 +31,8 @@ struct slot {
 };
 
 struct efs_upload_pipeline {
-	struct efs_master *m;
+	const struct efs_uploader *up;
+	struct efs_upload_budget *budget; /* pays for the buffers beyond the first */
 	efs_upload_session_open_fn open_session;
 	void *open_ctx;
 	/* Set (by open_session) before the first chunk is handed on; "" until
@@ -65,19 +65,25 @@ struct efs_upload_pipeline {
 	uint64_t stored_bytes;
 };
 
-/* Bytes of chunk buffers held beyond each upload's first (p->extra), over
- * all the uploads of this process: at most
- * EFS_UPLOAD_PIPELINE_SHARED_BYTES. */
-static atomic_size_t shared_bytes_in_use;
+void efs_upload_budget_init(struct efs_upload_budget *b, size_t limit)
+{
+	atomic_init(&b->used, 0);
+	b->limit = limit;
+}
+
+size_t efs_upload_budget_used(struct efs_upload_budget *b)
+{
+	return atomic_load(&b->used);
+}
 
 /* Takes @bytes of the shared budget; false when it would go over. */
-static bool shared_take(size_t bytes)
+static bool shared_take(struct efs_upload_budget *b, size_t bytes)
 {
-	size_t used = atomic_load(&shared_bytes_in_use);
+	size_t used = atomic_load(&b->used);
 	do {
-		if (used + bytes > EFS_UPLOAD_PIPELINE_SHARED_BYTES)
+		if (used + bytes > b->limit)
 			return false;
-	} while (!atomic_compare_exchange_weak(&shared_bytes_in_use, &used, used + bytes));
+	} while (!atomic_compare_exchange_weak(&b->used, &used, used + bytes));
 	return true;
 }
 
@@ -87,9 +93,9 @@ unsigned efs_upload_pipeline_depth(size_t chunk_size)
 	return (unsigned)EFS_MAX(1, EFS_MIN(depth, EFS_UPLOAD_PIPELINE_MAX_DEPTH));
 }
 
-int efs_upload_pipeline_new(struct efs_master *m, size_t chunk_size,
-			    efs_upload_session_open_fn open_session, void *open_ctx,
-			    struct efs_upload_pipeline **out)
+int efs_upload_pipeline_new(const struct efs_uploader *up, struct efs_upload_budget *budget,
+			    size_t chunk_size, efs_upload_session_open_fn open_session,
+			    void *open_ctx, struct efs_upload_pipeline **out)
 {
 	struct efs_upload_pipeline *p = calloc(1, sizeof(*p));
 	if (!p)
@@ -98,7 +104,8 @@ int efs_upload_pipeline_new(struct efs_master *m, size_t chunk_size,
 		free(p);
 		return -ENOMEM;
 	}
-	p->m = m;
+	p->up = up;
+	p->budget = budget;
 	p->open_session = open_session;
 	p->open_ctx = open_ctx;
 	p->chunk_size = chunk_size;
@@ -165,7 +172,7 @@ static int store_slot(struct efs_upload_pipeline *p, struct slot *s,
 	s->storing = true;
 	pthread_mutex_unlock(&p->lock);
 
-	r = efs_upload_chunk(p->m, bufs, p->session_id, s->index, s->data.data, s->data.len,
+	r = efs_upload_chunk(p->up, bufs, p->session_id, s->index, s->data.data, s->data.len,
 			     s->chunk_id, &res);
 
 	pthread_mutex_lock(&p->lock);
@@ -256,7 +263,7 @@ static int submit_slot(struct efs_upload_pipeline *p, struct slot *s, bool here)
 	s->index = p->next_index++;
 	/* More buffers while the budget allows: tried at each full chunk, as
 	 * other uploads end and give theirs back. */
-	while (!here && p->extra + 1 < p->depth && shared_take(p->chunk_size))
+	while (!here && p->extra + 1 < p->depth && shared_take(p->budget, p->chunk_size))
 		p->extra++;
 	pthread_mutex_lock(&p->lock);
 	p->in_flight++;
@@ -326,7 +333,7 @@ static int finish_single(struct efs_upload_pipeline *p, struct efs_file_info *fi
 	/* The file's SHA-256 is its one chunk's id: hashed once. */
 	file->size = p->total_bytes;
 	efs_sha256_final_hex(&p->file_hash, file->sha256);
-	r = efs_upload_single(p->m, &p->bufs, s ? s->data.data : "", s ? s->data.len : 0,
+	r = efs_upload_single(p->up, &p->bufs, s ? s->data.data : "", s ? s->data.len : 0,
 			      file->sha256, file, &res);
 	pthread_mutex_lock(&p->lock);
 	if (r < 0)
@@ -395,7 +402,7 @@ void efs_upload_pipeline_free(struct efs_upload_pipeline *p)
 		pthread_join(p->threads[i], NULL);
 	for (unsigned i = 0; i < EFS_UPLOAD_PIPELINE_MAX_DEPTH; i++)
 		efs_buf_release(&p->slots[i].data);
-	atomic_fetch_sub(&shared_bytes_in_use, p->extra * p->chunk_size);
+	atomic_fetch_sub(&p->budget->used, p->extra * p->chunk_size);
 	efs_sha256_release(&p->file_hash);
 	efs_upload_buffers_release(&p->bufs);
 	pthread_cond_destroy(&p->changed);

@@ -15,7 +15,8 @@
  * 1..EFS_UPLOAD_PIPELINE_MAX_DEPTH, and one encode buffer per storing
  * thread. Every buffer beyond an upload's first comes with a helper thread
  * and takes its size from a budget shared by all the uploads of the
- * process (EFS_UPLOAD_PIPELINE_SHARED_BYTES), until the upload ends: with
+ * master (struct efs_upload_budget of EFS_UPLOAD_PIPELINE_SHARED_BYTES),
+ * until the upload ends: with
  * many uploads at once the later ones get fewer buffers, down to one, and
  * an upload with one buffer stores its chunks itself, one after the other,
  * as uploads did before the pipeline. So the master's memory is at most
@@ -47,10 +48,11 @@
 #include "echofs/hash.h"
 #include "echofs/meta.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
-struct efs_master;
+struct efs_uploader;
 struct efs_upload_pipeline;
 
 /* Chunk bytes an upload may hold in its buffers, and the most chunks. */
@@ -58,6 +60,18 @@ struct efs_upload_pipeline;
 #define EFS_UPLOAD_PIPELINE_MAX_DEPTH 4u
 /* Chunk buffers beyond each upload's first, all uploads together. */
 #define EFS_UPLOAD_PIPELINE_SHARED_BYTES ((size_t)16 * 1024 * 1024)
+
+/* Chunk-buffer bytes held beyond each upload's first, over all the uploads
+ * that share this budget (one master's): at most @limit. */
+struct efs_upload_budget {
+	atomic_size_t used;
+	size_t limit;
+};
+
+/* An unused budget of @limit bytes. */
+void efs_upload_budget_init(struct efs_upload_budget *budget, size_t limit);
+/* The bytes taken from it now. */
+size_t efs_upload_budget_used(struct efs_upload_budget *budget);
 
 /* What finish reports about a stream that was stored whole. */
 struct efs_upload_summary {
@@ -80,9 +94,11 @@ unsigned efs_upload_pipeline_depth(size_t chunk_size);
 
 /* A pipeline storing chunks of @chunk_size bytes into the session that
  * @open_session(@open_ctx) opens when the stream turns out to need more
- * than one chunk. 0 or -ENOMEM. No thread is started and no session is
+ * than one chunk with @up (efs_upload_chunk), its buffers beyond the first
+ * paid from @budget (both must outlive it). 0 or -ENOMEM. No thread is started and no session is
  * opened yet. */
-int efs_upload_pipeline_new(struct efs_master *m, size_t chunk_size,
+int efs_upload_pipeline_new(const struct efs_uploader *up, struct efs_upload_budget *budget,
+			    size_t chunk_size,
 			    efs_upload_session_open_fn open_session, void *open_ctx,
 			    struct efs_upload_pipeline **out);
 

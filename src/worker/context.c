@@ -42,7 +42,7 @@ int efs_worker_ctx_init(struct efs_worker_ctx *ctx, const struct efs_worker_conf
 	ctx->store = store;
 	atomic_init(&ctx->full_report_due, false);
 	int r = efs_lost_queue_init(&ctx->lost);
-	if (r < 0) {
+	if (r < 0 || (r = efs_http_client_new(&ctx->http)) < 0) {
 		efs_lost_queue_release(&ctx->lost);
 		return r;
 	}
@@ -52,6 +52,8 @@ int efs_worker_ctx_init(struct efs_worker_ctx *ctx, const struct efs_worker_conf
 
 void efs_worker_ctx_release(struct efs_worker_ctx *ctx)
 {
+	efs_http_client_free(ctx->http);
+	ctx->http = NULL;
 	efs_lost_queue_release(&ctx->lost);
 	pthread_mutex_destroy(&ctx->lock);
 }
@@ -72,7 +74,7 @@ int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, 
 	call->body_len = strlen(text);
 	call->timeout_ms = REQUEST_TIMEOUT_MS;
 	call->resp_cap = 4 * 1024 * 1024;
-	int r = efs_http_call_run(call);
+	int r = efs_http_call_run(ctx->http, call);
 	free(text);
 	return r;
 }

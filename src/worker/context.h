@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 struct efs_http_call;
+struct efs_http_client;
 
 /* Chunks the scrubber quarantined, waiting to be reported. */
 #define EFS_LOST_MAX 4096
@@ -51,6 +52,7 @@ struct efs_worker_ctx {
 	const struct efs_worker_config *cfg; /* the worker's; outlives the context */
 	struct efs_store *store;
 	struct efs_lost_queue lost; /* corrupt chunks for the master */
+	struct efs_http_client *http; /* the worker's calls to the masters run on it */
 
 	/* The link to the master. Written by the heartbeat thread only, under
 	 * lock; that thread reads them without it, other threads through

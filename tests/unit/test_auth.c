@@ -85,6 +85,23 @@ static char *token_libjwt(jwt_alg_t alg, const char *secret, const char *sub, lo
 	return tok;
 }
 
+/* The verified-token cache every check here goes through, as the
+ * master's does (created by the group setup). */
+static struct efs_token_cache *tokens;
+
+static int tokens_new(void **state)
+{
+	(void)state;
+	return efs_token_cache_new(&tokens);
+}
+
+static int tokens_free(void **state)
+{
+	(void)state;
+	efs_token_cache_free(tokens);
+	return 0;
+}
+
 /* Asserts @token is refused at NOW, leaves @user alone, and gives a reason
  * (containing @why when not NULL). */
 static void assert_refused(const char *secret, const char *token, const char *why)
@@ -92,7 +109,7 @@ static void assert_refused(const char *secret, const char *token, const char *wh
 	char user[EFS_ID_MAX + 1] = "untouched";
 	const char *reason = NULL;
 
-	assert_int_equal(efs_jwt_verify(secret, token, NOW, user, &reason), -EACCES);
+	assert_int_equal(efs_jwt_verify(tokens, secret, token, NOW, user, &reason), -EACCES);
 	assert_non_null(reason);
 	assert_true(*reason != '\0');
 	if (why && !strstr(reason, why))
@@ -107,7 +124,7 @@ static void assert_accepted(const char *secret, const char *token, int64_t now,
 {
 	char user[EFS_ID_MAX + 1] = "";
 	const char *reason = NULL;
-	int r = efs_jwt_verify(secret, token, now, user, &reason);
+	int r = efs_jwt_verify(tokens, secret, token, now, user, &reason);
 
 	if (r != 0)
 		print_error("token refused: %s\n", reason ? reason : "(no reason)");
@@ -196,7 +213,7 @@ static void test_jwt_remembered_token_keeps_every_check(void **state)
 	assert_accepted(SECRET, tok, NOW + 99, "carol");
 	/* exp reached: refused although remembered */
 	snprintf(user, sizeof(user), "untouched");
-	assert_int_equal(efs_jwt_verify(SECRET, tok, NOW + 100, user, &reason), -EACCES);
+	assert_int_equal(efs_jwt_verify(tokens, SECRET, tok, NOW + 100, user, &reason), -EACCES);
 	assert_non_null(strstr(reason, "expired"));
 	assert_string_equal(user, "untouched");
 	/* another secret, or one byte changed, is not the remembered token */
@@ -222,6 +239,34 @@ static void test_jwt_remembered_token_keeps_every_check(void **state)
 		assert_refused("another-secret", toks[i], NULL);
 		free(toks[i]);
 	}
+}
+
+/* Each cache is its own: a token verified through one is remembered there
+ * only, and without a cache nothing is remembered. */
+static void test_jwt_caches_are_separate(void **state)
+{
+	struct efs_token_cache *a = NULL, *b = NULL;
+	char user[EFS_ID_MAX + 1];
+	const char *reason = NULL;
+	char *tok = NULL;
+	(void)state;
+
+	assert_int_equal(efs_token_cache_new(&a), 0);
+	assert_int_equal(efs_token_cache_new(&b), 0);
+	assert_int_equal(efs_jwt_issue(SECRET, "dora", 100, NOW, &tok), 0);
+	assert_false(efs_token_cache_holds(a, SECRET, tok, NOW));
+	assert_int_equal(efs_jwt_verify(NULL, SECRET, tok, NOW, user, &reason), 0);
+	assert_string_equal(user, "dora");
+	assert_false(efs_token_cache_holds(a, SECRET, tok, NOW));
+	assert_int_equal(efs_jwt_verify(a, SECRET, tok, NOW, user, &reason), 0);
+	assert_true(efs_token_cache_holds(a, SECRET, tok, NOW));
+	assert_false(efs_token_cache_holds(a, "another-secret", tok, NOW));
+	assert_false(efs_token_cache_holds(a, SECRET, tok, NOW + 100));
+	assert_false(efs_token_cache_holds(b, SECRET, tok, NOW));
+	free(tok);
+	efs_token_cache_free(a);
+	efs_token_cache_free(b);
+	efs_token_cache_free(NULL);
 }
 
 static void test_jwt_wrong_secret(void **state)
@@ -487,6 +532,7 @@ int main(void)
 		cmocka_unit_test(test_jwt_bad_sub),
 		cmocka_unit_test(test_user_valid),
 		cmocka_unit_test(test_auth_bearer),
+		cmocka_unit_test(test_jwt_caches_are_separate),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, tokens_new, tokens_free);
 }

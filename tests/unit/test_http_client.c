@@ -68,6 +68,9 @@ struct conn {
 
 /* Reads one request (headers, then Content-Length bytes of body). 1 when
  * one was read, 0 at EOF, -1 on error. */
+/* The client every test's calls run on, as a master's do. */
+static struct efs_http_client *client;
+
 static int read_request(struct server *srv, int fd)
 {
 	char head[8192];
@@ -221,7 +224,7 @@ static void test_bodies_of_every_size_arrive_whole(void **state)
 			char url[64];
 			put_init(&call, url, sizeof(url), &srv, (int)i);
 			call.body_len = body_sizes[i];
-			assert_int_equal(efs_http_call_run(&call), 0);
+			assert_int_equal(efs_http_call_run(client, &call), 0);
 			assert_int_equal(call.status, 201);
 			assert_string_equal(call.resp.data, "ok");
 			efs_http_call_release(&call);
@@ -247,7 +250,7 @@ static void test_inline_body_keeps_the_callers_content_type(void **state)
 	put_init(&call, url, sizeof(url), &srv, 1);
 	call.body_len = 10;
 	call.content_type = "application/json";
-	assert_int_equal(efs_http_call_run(&call), 0);
+	assert_int_equal(efs_http_call_run(client, &call), 0);
 	assert_int_equal(call.status, 201);
 	efs_http_call_release(&call);
 	assert_int_equal(atomic_load(&srv.typed), 1);
@@ -266,7 +269,7 @@ static void test_failed_put_is_reported(void **state)
 		char url[64];
 		put_init(&call, url, sizeof(url), &srv, (int)i);
 		call.body_len = body_sizes[i];
-		assert_int_equal(efs_http_call_run(&call), 0);
+		assert_int_equal(efs_http_call_run(client, &call), 0);
 		assert_int_equal(call.status, 500);
 		assert_string_equal(call.resp.data, "fail");
 		efs_http_call_release(&call);
@@ -287,7 +290,7 @@ static void test_closed_connection_is_replaced_inline(void **state)
 		char url[64];
 		put_init(&call, url, sizeof(url), &srv, n);
 		call.body_len = 4096;
-		assert_int_equal(efs_http_call_run(&call), 0);
+		assert_int_equal(efs_http_call_run(client, &call), 0);
 		assert_int_equal(call.status, 201);
 		efs_http_call_release(&call);
 	}
@@ -302,7 +305,7 @@ static void test_closed_connection_is_replaced_inline(void **state)
 static void test_parallel_calls_reuse_connections(void **state)
 {
 	struct server srv[3];
-	uint64_t opened = efs_http_client_connections_opened();
+	uint64_t opened = efs_http_client_connections_opened(client);
 	for (int i = 0; i < 3; i++)
 		server_start(&srv[i], ANSWER);
 	for (int round = 0; round < 20; round++) {
@@ -312,7 +315,7 @@ static void test_parallel_calls_reuse_connections(void **state)
 			put_init(&calls[i], urls[i], sizeof(urls[i]), &srv[i], round);
 			callp[i] = &calls[i];
 		}
-		assert_int_equal(efs_http_call_run_parallel(callp, 3), 0);
+		assert_int_equal(efs_http_call_run_parallel(client, callp, 3), 0);
 		for (int i = 0; i < 3; i++) {
 			assert_int_equal(calls[i].error, 0);
 			assert_int_equal(calls[i].status, 201);
@@ -324,7 +327,7 @@ static void test_parallel_calls_reuse_connections(void **state)
 		struct efs_http_call call;
 		char url[64];
 		put_init(&call, url, sizeof(url), &srv[i], 99);
-		assert_int_equal(efs_http_call_run(&call), 0);
+		assert_int_equal(efs_http_call_run(client, &call), 0);
 		assert_int_equal(call.status, 201);
 		efs_http_call_release(&call);
 	}
@@ -334,7 +337,34 @@ static void test_parallel_calls_reuse_connections(void **state)
 		assert_int_equal(atomic_load(&srv[i].bad_bodies), 0);
 		server_stop(&srv[i]);
 	}
-	assert_int_equal(efs_http_client_connections_opened() - opened, 3);
+	assert_int_equal(efs_http_client_connections_opened(client) - opened, 3);
+}
+
+/* Two clients share no connection: a server called through both sees two,
+ * and each client counts only its own. */
+static void test_clients_keep_their_own_connections(void **state)
+{
+	struct efs_http_client *a = NULL, *b = NULL;
+	struct server srv;
+	assert_int_equal(efs_http_client_new(&a), 0);
+	assert_int_equal(efs_http_client_new(&b), 0);
+	server_start(&srv, ANSWER);
+	for (int round = 0; round < 4; round++) {
+		struct efs_http_call call;
+		char url[64];
+		put_init(&call, url, sizeof(url), &srv, round);
+		assert_int_equal(efs_http_call_run(round % 2 ? b : a, &call), 0);
+		assert_int_equal(call.status, 201);
+		efs_http_call_release(&call);
+	}
+	assert_int_equal(atomic_load(&srv.answered), 4);
+	assert_int_equal(atomic_load(&srv.accepted), 2);
+	assert_int_equal(efs_http_client_connections_opened(a), 1);
+	assert_int_equal(efs_http_client_connections_opened(b), 1);
+	server_stop(&srv);
+	efs_http_client_free(a);
+	efs_http_client_free(b);
+	efs_http_client_free(NULL);
 }
 
 /* The server closes a kept-alive connection on the next request without
@@ -348,7 +378,7 @@ static void test_closed_connection_is_replaced(void **state)
 		struct efs_http_call call;
 		char url[64];
 		put_init(&call, url, sizeof(url), &srv, n);
-		assert_int_equal(efs_http_call_run(&call), 0);
+		assert_int_equal(efs_http_call_run(client, &call), 0);
 		assert_int_equal(call.status, 201);
 		efs_http_call_release(&call);
 	}
@@ -370,12 +400,12 @@ static void test_timed_out_connection_is_not_reused(void **state)
 	server_start(&srv, SLOW_FIRST);
 	put_init(&call, url, sizeof(url), &srv, 1);
 	call.timeout_ms = 200;
-	assert_int_equal(efs_http_call_run(&call), -ETIMEDOUT);
+	assert_int_equal(efs_http_call_run(client, &call), -ETIMEDOUT);
 	assert_int_equal(call.status, 0);
 	efs_http_call_release(&call);
 
 	put_init(&call, url, sizeof(url), &srv, 2);
-	assert_int_equal(efs_http_call_run(&call), 0);
+	assert_int_equal(efs_http_call_run(client, &call), 0);
 	assert_int_equal(call.status, 201);
 	assert_string_equal(call.resp.data, "ok");
 	efs_http_call_release(&call);
@@ -386,9 +416,10 @@ static void test_timed_out_connection_is_not_reused(void **state)
 int main(void)
 {
 	memset(body, 'x', sizeof(body));
-	if (efs_http_client_global_init() < 0)
+	if (efs_http_client_global_init() < 0 || efs_http_client_new(&client) < 0)
 		return 1;
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_clients_keep_their_own_connections),
 		cmocka_unit_test(test_parallel_calls_reuse_connections),
 		cmocka_unit_test(test_closed_connection_is_replaced),
 		cmocka_unit_test(test_timed_out_connection_is_not_reused),
@@ -398,6 +429,7 @@ int main(void)
 		cmocka_unit_test(test_closed_connection_is_replaced_inline),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	efs_http_client_free(client);
 	efs_http_client_global_cleanup();
 	return failed;
 }

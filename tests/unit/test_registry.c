@@ -15,7 +15,6 @@
 #include "echofs/log.h"
 #include "echofs/meta.h"
 #include "echofs/util.h"
-#include "master/master.h"
 #include "master/placement.h"
 #include "master/registry.h"
 
@@ -31,7 +30,8 @@
 struct fixture {
 	char dir[64];
 	struct efs_meta *meta, *other_meta; /* this master's and another's */
-	struct efs_master *m;		    /* only m->registry is set */
+	struct efs_registry registry;	    /* this master's */
+	struct efs_placement placement;	    /* over registry */
 	struct efs_registry other;
 };
 
@@ -48,14 +48,14 @@ static int setup(void **state)
 	if (!f)
 		return -1;
 	snprintf(f->dir, sizeof(f->dir), "/tmp/efs-registry-XXXXXX");
-	f->m = calloc(1, sizeof(*f->m));
-	if (!f->m || !mkdtemp(f->dir) ||
+	if (!mkdtemp(f->dir) ||
 	    efs_meta_open(NULL, f->dir, &f->meta, err, sizeof(err)) < 0 ||
 	    efs_meta_open(NULL, f->dir, &f->other_meta, err, sizeof(err)) < 0) {
 		print_error("setup: %s\n", err);
 		return -1;
 	}
-	efs_registry_init(&f->m->registry, f->meta, NULL, DEAD_AFTER_MS);
+	efs_registry_init(&f->registry, f->meta, NULL, DEAD_AFTER_MS);
+	efs_placement_init(&f->placement, &f->registry);
 	efs_registry_init(&f->other, f->other_meta, NULL, DEAD_AFTER_MS);
 	*state = f;
 	return 0;
@@ -64,12 +64,12 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	efs_registry_release(&f->m->registry);
+	efs_placement_release(&f->placement);
+	efs_registry_release(&f->registry);
 	efs_registry_release(&f->other);
 	efs_meta_close(f->meta);
 	efs_meta_close(f->other_meta);
 	nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-	free(f->m);
 	free(f);
 	return 0;
 }
@@ -103,13 +103,13 @@ static void test_register_through_this_master_is_placed_at_once(void **state)
 	struct efs_target out[3];
 	char id[3][EFS_ID_MAX + 1];
 
-	register_worker(&f->m->registry, 0, id[0]);
-	register_worker(&f->m->registry, 1, id[1]);
+	register_worker(&f->registry, 0, id[0]);
+	register_worker(&f->registry, 1, id[1]);
 	/* Fills the cache with two workers. */
-	assert_int_equal(efs_placement_choose(f->m, 3, 4096, NULL, 0, out), 2);
-	register_worker(&f->m->registry, 2, id[2]);
+	assert_int_equal(efs_placement_choose(&f->placement, 3, 4096, NULL, 0, out), 2);
+	register_worker(&f->registry, 2, id[2]);
 	/* No wait: the registration dropped the copy. */
-	assert_int_equal(efs_placement_choose(f->m, 3, 4096, NULL, 0, out), 3);
+	assert_int_equal(efs_placement_choose(&f->placement, 3, 4096, NULL, 0, out), 3);
 	bool placed = false;
 	for (size_t i = 0; i < 3; i++)
 		placed = placed || strcmp(out[i].worker_id, id[2]) == 0;
@@ -122,15 +122,15 @@ static void test_other_master_is_seen_within_the_cache_age(void **state)
 	char id[2][EFS_ID_MAX + 1];
 	size_t total;
 
-	register_worker(&f->m->registry, 0, id[0]);
+	register_worker(&f->registry, 0, id[0]);
 	int64_t filled = efs_mono_ms();
-	assert_int_equal(cached_alive(&f->m->registry, &total), 1);
+	assert_int_equal(cached_alive(&f->registry, &total), 1);
 	register_worker(&f->other, 1, id[1]);
-	cached_alive(&f->m->registry, &total);
+	cached_alive(&f->registry, &total);
 	if (efs_mono_ms() - filled < EFS_REGISTRY_CACHE_MS)
 		assert_int_equal(total, 1); /* still the copy */
 	sleep_ms(EFS_REGISTRY_CACHE_MS + 10);
-	assert_int_equal(cached_alive(&f->m->registry, &total), 2);
+	assert_int_equal(cached_alive(&f->registry, &total), 2);
 	assert_int_equal(total, 2);
 	/* The uncached list always reads the store. */
 	assert_int_equal(efs_registry_count(&f->other, &(size_t){0}, &total), 0);
@@ -144,12 +144,12 @@ static void test_dead_within_dead_after_plus_cache_age(void **state)
 
 	/* Taken before the registration's own clock reading: never later. */
 	int64_t last_beat = efs_mono_ms();
-	register_worker(&f->m->registry, 0, id);
-	assert_int_equal(cached_alive(&f->m->registry, NULL), 1);
+	register_worker(&f->registry, 0, id);
+	assert_int_equal(cached_alive(&f->registry, NULL), 1);
 	/* No more beats: poll the cached view until it says dead. */
 	int64_t dead_at = 0;
 	while (!dead_at && efs_mono_ms() - last_beat < 4 * (DEAD_AFTER_MS + EFS_REGISTRY_CACHE_MS)) {
-		if (cached_alive(&f->m->registry, NULL) == 0)
+		if (cached_alive(&f->registry, NULL) == 0)
 			dead_at = efs_mono_ms();
 		else
 			sleep_ms(10);
@@ -162,16 +162,16 @@ static void test_dead_within_dead_after_plus_cache_age(void **state)
 	 * away (a sleep is a lower bound, so this holds on a loaded machine). */
 	size_t alive = 1, total;
 	while (alive > 0) {
-		assert_int_equal(efs_registry_count(&f->m->registry, &alive, &total), 0);
+		assert_int_equal(efs_registry_count(&f->registry, &alive, &total), 0);
 		if (alive > 0)
 			sleep_ms(10);
 	}
 	sleep_ms(EFS_REGISTRY_CACHE_MS + 10);
-	assert_int_equal(cached_alive(&f->m->registry, NULL), 0);
+	assert_int_equal(cached_alive(&f->registry, NULL), 0);
 
 	/* A heartbeat through this master brings it back at once. */
-	assert_int_equal(efs_registry_heartbeat(&f->m->registry, id, FREE_BYTES, FREE_BYTES, 0), 0);
-	assert_int_equal(cached_alive(&f->m->registry, NULL), 1);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES, 0), 0);
+	assert_int_equal(cached_alive(&f->registry, NULL), 1);
 }
 
 static void test_heartbeat_updates_the_cached_figures(void **state)
@@ -182,13 +182,13 @@ static void test_heartbeat_updates_the_cached_figures(void **state)
 	char id[EFS_ID_MAX + 1];
 	size_t n;
 
-	register_worker(&f->m->registry, 0, id);
-	assert_int_equal(efs_placement_choose(f->m, 1, 4096, NULL, 0, out), 1);
+	register_worker(&f->registry, 0, id);
+	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 1);
 	/* Full now: placement must not pick it for a chunk that does not fit,
 	 * without waiting for the copy to expire. */
-	assert_int_equal(efs_registry_heartbeat(&f->m->registry, id, FREE_BYTES, 100, 7), 0);
-	assert_int_equal(efs_placement_choose(f->m, 1, 4096, NULL, 0, out), 0);
-	assert_int_equal(efs_registry_list_cached(&f->m->registry, &list, &n), 0);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 100, 7), 0);
+	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 0);
+	assert_int_equal(efs_registry_list_cached(&f->registry, &list, &n), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(list[0].info.free_bytes, 100);
 	assert_int_equal(list[0].info.chunk_count, 7);

@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "../../src/master/upload_pipeline.c"
+#include "master/config.h"
 
 #include <errno.h>
 #include <string.h>
@@ -72,6 +73,9 @@ struct recorder {
 };
 
 static struct recorder rec;
+/* The budget every pipeline here takes its extra buffers from, a master's
+ * size. */
+static struct efs_upload_budget budget = {0, EFS_UPLOAD_PIPELINE_SHARED_BYTES};
 
 static void recorder_reset(size_t chunk_size, unsigned char *stream)
 {
@@ -96,7 +100,7 @@ void efs_upload_buffers_release(struct efs_upload_buffers *b)
 }
 
 /* No cmocka asserts here: this runs on the pipeline's threads. */
-int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
+int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
 		     const char *session_id, uint64_t index, const char *data, size_t len,
 		     const char *chunk_id, struct efs_chunk_result *out)
 {
@@ -166,9 +170,9 @@ int efs_upload_chunk(struct efs_master *m, struct efs_upload_buffers *bufs,
 
 /* The stand-in for upload.c's one-chunk store: checks what it is given
  * and fills the file as the real one does. */
-int efs_upload_single(struct efs_master *m, struct efs_upload_buffers *bufs, const char *data,
-		      size_t len, const char *chunk_id, struct efs_file_info *file,
-		      struct efs_chunk_result *out)
+int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+		      const char *data, size_t len, const char *chunk_id,
+		      struct efs_file_info *file, struct efs_chunk_result *out)
 {
 	char hex[EFS_SHA256_HEX_LEN + 1];
 
@@ -230,7 +234,8 @@ static int feed_in_pieces(struct efs_upload_pipeline *p, const unsigned char *s,
 static struct efs_upload_pipeline *new_pipeline(size_t chunk_size)
 {
 	struct efs_upload_pipeline *p = NULL;
-	assert_int_equal(efs_upload_pipeline_new(NULL, chunk_size, open_session, NULL, &p), 0);
+	assert_int_equal(efs_upload_pipeline_new(NULL, &budget, chunk_size, open_session, NULL, &p),
+			 0);
 	return p;
 }
 
@@ -645,16 +650,16 @@ static void test_shared_budget_limits_chunks_in_flight(void **state)
 		recorder_reset(chunk, s);
 		rec.delay_us = 2000;
 		size_t start = EFS_UPLOAD_PIPELINE_SHARED_BYTES - room * chunk;
-		atomic_store(&shared_bytes_in_use, start);
+		atomic_store(&budget.used, start);
 		struct efs_upload_pipeline *p = new_pipeline(chunk);
 		int r = feed_in_pieces(p, s, len);
 		if (r == 0)
 			r = finish(p, &sum);
-		size_t during = atomic_load(&shared_bytes_in_use);
+		size_t during = efs_upload_budget_used(&budget);
 		unsigned extra = p->extra, threads = p->thread_count;
 		efs_upload_pipeline_free(p);
-		size_t after = atomic_load(&shared_bytes_in_use);
-		atomic_store(&shared_bytes_in_use, 0);
+		size_t after = efs_upload_budget_used(&budget);
+		atomic_store(&budget.used, 0);
 		assert_int_equal(r, 0);
 		assert_int_equal(extra, room);
 		assert_int_equal(during, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
@@ -673,7 +678,7 @@ static int teardown(void **state)
 	free(rec.stream);
 	rec.stream = NULL;
 	/* Every pipeline gave back what it took of the shared budget. */
-	assert_int_equal(atomic_load(&shared_bytes_in_use), 0);
+	assert_int_equal(efs_upload_budget_used(&budget), 0);
 	return 0;
 }
 
