@@ -468,14 +468,15 @@ int efs_api_file_download(struct efs_http_req *req)
 
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, file_id);
-	int range = efs_range_parse(efs_http_header(req, "Range"), f.size, &first, &last);
-	if (range == -ERANGE) {
+	bool partial = false;
+	/* The one error of the parser: unsatisfiable. */
+	if (efs_range_parse(efs_http_header(req, "Range"), f.size, &partial, &first, &last) < 0) {
 		snprintf(header, sizeof(header), "bytes */%llu", (unsigned long long)f.size);
 		efs_http_add_header(req, "Content-Range", header);
 		return efs_http_reply_err(req, EFS_HTTP_E_RANGE_NOT_SATISFIABLE,
 					    "the file has %llu bytes", (unsigned long long)f.size);
 	}
-	if (range == 1) {
+	if (partial) {
 		status = 206;
 		snprintf(header, sizeof(header), "bytes %llu-%llu/%llu", (unsigned long long)first,
 			 (unsigned long long)last, (unsigned long long)f.size);
