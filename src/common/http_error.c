@@ -98,8 +98,9 @@ static const struct efs_http_errno_rule rules[] = {
 
 	{EFS_HTTP_OP_MULTIPART, -EBADMSG, EFS_HTTP_E_INVALID_MULTIPART,
 	 "malformed multipart body: {}"},
+	/* A form field beside the chunk over its cap (the chunk fields). */
 	{EFS_HTTP_OP_MULTIPART, -E2BIG, EFS_HTTP_E_INVALID_MULTIPART,
-	 "malformed multipart body: {}"},
+	 "malformed multipart body: a form field is too long"},
 	{EFS_HTTP_OP_MULTIPART, 0, EFS_HTTP_E_INTERNAL_ERROR, "internal error: {errno}"},
 
 	{EFS_HTTP_OP_STORE_CHUNK, -ENOSPC, EFS_HTTP_E_NO_CAPACITY, NO_CAPACITY},

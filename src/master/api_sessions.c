@@ -237,8 +237,7 @@ int efs_api_session_chunk_body(struct efs_http_req *req, const char *data, size_
 	int r = efs_multipart_feed(cu->mp, data, len);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_MULTIPART, r,
-					    r == -E2BIG ? "a form field is too long"
-							: efs_multipart_error(cu->mp));
+					    efs_multipart_error(cu->mp));
 	return 0;
 }
 
