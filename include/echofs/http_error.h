@@ -14,8 +14,9 @@
  * message the client reads. No handler maps errnos to statuses itself.
  *
  * The contract, for every route callback (see http_server.h):
- *   - a handler replies exactly once, then returns 0; a negative return
- *     without a reply is the server's 500 internal_error (logged there);
+ *   - a handler replies exactly once, then returns 0 (or the reply call's
+ *     own result); a negative return without a reply is the server's 500
+ *     internal_error (logged there);
  *   - helpers (json readers, chunk_io, download, upload, the pipeline, the
  *     store) never reply and never log: they return 0 or a negative errno,
  *     with a detail out-parameter where the handler needs one;
@@ -114,22 +115,22 @@ int efs_http_reply_err_extra(struct efs_http_req *req, enum efs_http_err err, js
 
 /* What an errno means to the client, by what failed. */
 enum efs_http_op {
-	EFS_HTTP_OP_REQUEST,       /* a callback failed without replying */
-	EFS_HTTP_OP_JSON_BODY,     /* efs_http_body_json: subject = the parser's complaint */
-	EFS_HTTP_OP_META,          /* a metadata store call */
-	EFS_HTTP_OP_FILE,          /* the caller's file, subject = file id */
-	EFS_HTTP_OP_SESSION,       /* the caller's session, subject = session id */
-	EFS_HTTP_OP_WORKER,        /* a registered worker, subject = worker id */
-	EFS_HTTP_OP_MULTIPART,     /* a multipart body, subject = what is wrong */
-	EFS_HTTP_OP_STORE_CHUNK,   /* efs_upload_chunk of a session chunk */
-	EFS_HTTP_OP_STORE_FILE,    /* the one-request upload's pipeline, subject =
-				    * "chunk N" or "the upload" */
-	EFS_HTTP_OP_READ_BACK,     /* complete reading its chunks back */
-	EFS_HTTP_OP_DOWNLOAD,      /* a download's first chunk, subject = file id */
-	EFS_HTTP_OP_CHUNK_WRITE,   /* worker: PUT /chunks/{id} */
-	EFS_HTTP_OP_CHUNK_READ,    /* worker: GET /chunks/{id}, subject = chunk id */
-	EFS_HTTP_OP_CHUNK_STAT,    /* worker: HEAD /chunks/{id} */
-	EFS_HTTP_OP_CHUNK_DELETE,  /* worker: DELETE /chunks/{id}, subject = chunk id */
+	EFS_HTTP_OP_REQUEST,	  /* a callback failed without replying */
+	EFS_HTTP_OP_JSON_BODY,	  /* efs_http_body_json: subject = the parser's complaint */
+	EFS_HTTP_OP_META,	  /* a metadata store call */
+	EFS_HTTP_OP_FILE,	  /* the caller's file, subject = file id */
+	EFS_HTTP_OP_SESSION,	  /* the caller's session, subject = session id */
+	EFS_HTTP_OP_WORKER,	  /* a registered worker, subject = worker id */
+	EFS_HTTP_OP_MULTIPART,	  /* a multipart body, subject = what is wrong */
+	EFS_HTTP_OP_STORE_CHUNK,  /* efs_upload_chunk of a session chunk */
+	EFS_HTTP_OP_STORE_FILE,	  /* the one-request upload's pipeline, subject =
+				   * "chunk N" or "the upload" */
+	EFS_HTTP_OP_READ_BACK,	  /* complete reading its chunks back */
+	EFS_HTTP_OP_DOWNLOAD,	  /* a download's first chunk, subject = file id */
+	EFS_HTTP_OP_CHUNK_WRITE,  /* worker: PUT /chunks/{id} */
+	EFS_HTTP_OP_CHUNK_READ,	  /* worker: GET /chunks/{id}, subject = chunk id */
+	EFS_HTTP_OP_CHUNK_STAT,	  /* worker: HEAD /chunks/{id} */
+	EFS_HTTP_OP_CHUNK_DELETE, /* worker: DELETE /chunks/{id}, subject = chunk id */
 	EFS_HTTP_OP_COUNT
 };
 
@@ -152,8 +153,8 @@ unsigned efs_http_errno_status(enum efs_http_op op, int err);
 
 /* Writes the message of @rule for @err and @subject (NULL: "") into @out
  * (always NUL-terminated, cut at @size). */
-void efs_http_errno_message(const struct efs_http_errno_rule *rule, int err,
-			    const char *subject, char *out, size_t size);
+void efs_http_errno_message(const struct efs_http_errno_rule *rule, int err, const char *subject,
+			    char *out, size_t size);
 
 /* Replies the error errno @err (negative) means in @op, as the table says;
  * @subject names what the message is about (see enum efs_http_op; may be

@@ -511,8 +511,8 @@ static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
 		if (allow[0]) {
 			efs_http_add_header(req, "Allow", allow);
 			efs_http_reply_err(req, EFS_HTTP_E_METHOD_NOT_ALLOWED,
-					     "%s is not allowed on %s (allowed: %s)", req->method,
-					     req->path, allow);
+					   "%s is not allowed on %s (allowed: %s)", req->method,
+					   req->path, allow);
 		}
 		else
 			efs_http_reply_err(req, EFS_HTTP_E_NOT_FOUND, "no such endpoint: %s",
@@ -532,8 +532,8 @@ static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
 	}
 	if (!route->body && req->content_length > (int64_t)max_body) {
 		efs_http_reply_err(req, EFS_HTTP_E_BODY_TOO_LARGE,
-				     "request body of %lld bytes exceeds the limit of %zu bytes",
-				     (long long)req->content_length, max_body);
+				   "request body of %lld bytes exceeds the limit of %zu bytes",
+				   (long long)req->content_length, max_body);
 		return;
 	}
 	if (route->begin)
@@ -557,7 +557,7 @@ static bool body_piece(struct efs_http_req *req, const char *data, size_t len)
 	}
 	if (efs_buf_append(&req->body, data, len) < 0)
 		efs_http_reply_err(req, EFS_HTTP_E_BODY_TOO_LARGE,
-				     "request body exceeds the limit of %zu bytes", req->body.cap);
+				   "request body exceeds the limit of %zu bytes", req->body.cap);
 	return true;
 }
 

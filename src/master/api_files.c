@@ -65,9 +65,9 @@ struct upload {
 	bool in_file_part;
 	bool file_part_seen;
 	uint64_t other_part_bytes;
-	/* The first failure of a multipart callback (the parser only says
-	 * that a callback failed), replied when the body callback returns:
-	 * a kind of the client's (fail_kind), or a store error (fail_errno). */
+	/* The first client error a multipart callback found (the parser
+	 * only passes its errno on), replied when the body callback returns;
+	 * fail_errno is 0 until one is recorded. */
 	int fail_errno;
 	enum efs_http_err fail_kind;
 	char fail_message[256];
@@ -193,21 +193,21 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 
 	if (multipart && efs_multipart_boundary(content_type, boundary, sizeof(boundary)) < 0)
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_MULTIPART,
-					    "multipart/form-data needs a boundary parameter");
+					  "multipart/form-data needs a boundary parameter");
 	if (name && !efs_name_valid(name, EFS_NAME_MAX))
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_NAME,
-					    "name must be 1-255 bytes of UTF-8 without control "
-					    "characters");
+					  "name must be 1-255 bytes of UTF-8 without control "
+					  "characters");
 	if (!multipart && !name)
 		return efs_http_reply_err(req, EFS_HTTP_E_MISSING_NAME,
-					    "a raw upload names the file with ?name=");
+					  "a raw upload names the file with ?name=");
 	int r = efs_placement_live_count(m, &alive);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 	if (alive < m->cfg.replication_factor)
 		return efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY,
-					    "%zu live workers, %u needed for every replica", alive,
-					    m->cfg.replication_factor);
+					  "%zu live workers, %u needed for every replica", alive,
+					  m->cfg.replication_factor);
 
 	struct upload *up = calloc(1, sizeof(*up));
 	if (!up)
@@ -263,11 +263,11 @@ int efs_api_file_upload(struct efs_http_req *req)
 			return upload_reply_failure(req, up, r);
 		if (!up->file_part_seen)
 			return efs_http_reply_err(req, EFS_HTTP_E_MISSING_FILE,
-						    "the multipart body has no part named \"file\"");
+						  "the multipart body has no part named \"file\"");
 		if (!up->name[0])
 			return efs_http_reply_err(req, EFS_HTTP_E_MISSING_NAME,
-						    "the file part has no filename and there is "
-						    "no ?name=");
+						  "the file part has no filename and there is "
+						  "no ?name=");
 	}
 	if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
@@ -334,10 +334,10 @@ int efs_api_file_list(struct efs_http_req *req)
 	if (limit_s && (efs_parse_u64(limit_s, false, &limit) < 0 || limit < 1 ||
 			limit > LIST_LIMIT_MAX))
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_LIMIT,
-					    "limit must be an integer from 1 to %d", LIST_LIMIT_MAX);
+					  "limit must be an integer from 1 to %d", LIST_LIMIT_MAX);
 	if (cursor && *cursor && parse_cursor(cursor, &after_created, after_id) < 0)
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CURSOR,
-					    "cursor must be a next_cursor value from a listing");
+					  "cursor must be a next_cursor value from a listing");
 	/* One more than asked tells whether there is a next page. */
 	int r = efs_meta_file_list(m->meta, req->user, after_created, after_id, limit + 1, &files,
 				   &n);
@@ -474,7 +474,7 @@ int efs_api_file_download(struct efs_http_req *req)
 		snprintf(header, sizeof(header), "bytes */%llu", (unsigned long long)f.size);
 		efs_http_add_header(req, "Content-Range", header);
 		return efs_http_reply_err(req, EFS_HTTP_E_RANGE_NOT_SATISFIABLE,
-					    "the file has %llu bytes", (unsigned long long)f.size);
+					  "the file has %llu bytes", (unsigned long long)f.size);
 	}
 	if (partial) {
 		status = 206;
@@ -529,9 +529,9 @@ int efs_api_file_delete(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	const char *file_id = efs_http_param(req, "fileId");
-	int r = efs_id_valid(file_id) ? efs_meta_file_delete(m->meta, file_id, req->user,
-							       efs_now_ms())
-				      : -ENOENT;
+	int r = efs_id_valid(file_id)
+		    ? efs_meta_file_delete(m->meta, file_id, req->user, efs_now_ms())
+		    : -ENOENT;
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, file_id);
 	efs_cache_file_forget(m, file_id);

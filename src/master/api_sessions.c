@@ -69,28 +69,28 @@ int efs_api_session_init(struct efs_http_req *req)
 	if (efs_json_str(body, "name", EFS_NAME_MAX, &name) < 0 ||
 	    !efs_name_valid(name, EFS_NAME_MAX)) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_NAME,
-				     "name must be 1-255 bytes of UTF-8 without control "
-				     "characters");
+				   "name must be 1-255 bytes of UTF-8 without control "
+				   "characters");
 		goto out;
 	}
 	r = efs_json_u64(body, "chunk_size", &chunk_size);
 	if (r == -EINVAL || chunk_size < 1 || chunk_size > EFS_MAX_CHUNK_SIZE) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_SIZE,
-				     "chunk_size must be an integer from 1 to %d",
-				     EFS_MAX_CHUNK_SIZE);
+				   "chunk_size must be an integer from 1 to %d",
+				   EFS_MAX_CHUNK_SIZE);
 		goto out;
 	}
 	r = efs_json_u64(body, "size", &size);
 	if (r == -EINVAL || (r == 0 && size > INT64_MAX)) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_SIZE,
-				     "size must be a non-negative integer");
+				   "size must be a non-negative integer");
 		goto out;
 	}
 	s.declared_size = r == 0 ? (int64_t)size : -1;
 	s.chunk_size = chunk_size;
 	if (expected_chunks(&s) > MAX_SESSION_CHUNKS) {
 		efs_http_reply_err(req, EFS_HTTP_E_TOO_MANY_CHUNKS,
-				     "size / chunk_size exceeds %d chunks", MAX_SESSION_CHUNKS);
+				   "size / chunk_size exceeds %d chunks", MAX_SESSION_CHUNKS);
 		goto out;
 	}
 	if ((r = efs_random_hex(s.session_id, EFS_FILE_ID_LEN / 2)) < 0)
@@ -213,7 +213,7 @@ int efs_api_session_chunk_begin(struct efs_http_req *req)
 	if (multipart) {
 		if (efs_multipart_boundary(content_type, boundary, sizeof(boundary)) < 0)
 			return efs_http_reply_err(req, EFS_HTTP_E_INVALID_MULTIPART,
-						    "multipart/form-data needs a boundary");
+						  "multipart/form-data needs a boundary");
 		return efs_multipart_new(boundary, &chunk_parts, cu, &cu->mp);
 	}
 	/* Raw: check what can be checked before the body is read. */
@@ -223,8 +223,8 @@ int efs_api_session_chunk_begin(struct efs_http_req *req)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, sid);
 	if (req->content_length > (int64_t)s.chunk_size)
 		return efs_http_reply_err(req, EFS_HTTP_E_SESSION_CHUNK_TOO_LARGE,
-					    "a chunk of this session holds at most %llu bytes",
-					    (unsigned long long)s.chunk_size);
+					  "a chunk of this session holds at most %llu bytes",
+					  (unsigned long long)s.chunk_size);
 	cu->data.cap = s.chunk_size;
 	return 0;
 }
@@ -261,43 +261,44 @@ int efs_api_session_chunk(struct efs_http_req *req)
 						    efs_multipart_error(cu->mp));
 		if (!cu->chunk_part_seen)
 			return efs_http_reply_err(req, EFS_HTTP_E_MISSING_CHUNK,
-						    "the multipart body has no part named "
-						    "\"chunk\"");
+						  "the multipart body has no part named "
+						  "\"chunk\"");
 	}
 	if ((r = load_session(req, cu->session_id[0] ? cu->session_id : NULL, &s)) < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, cu->session_id);
 	if (efs_parse_u64(cu->chunk_index, false, &index) < 0)
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_INDEX,
-					    "chunk_index must be a non-negative integer");
+					  "chunk_index must be a non-negative integer");
 	int64_t expected = expected_chunks(&s);
 	if ((expected >= 0 && index >= (uint64_t)expected) || index >= MAX_SESSION_CHUNKS)
-		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_INDEX,
-					    "chunk_index %llu is out of range (the file has %lld "
-					    "chunks)",
-					    (unsigned long long)index,
-					    (long long)(expected >= 0 ? expected : MAX_SESSION_CHUNKS));
+		return efs_http_reply_err(
+		    req, EFS_HTTP_E_INVALID_CHUNK_INDEX,
+		    "chunk_index %llu is out of range (the file has %lld "
+		    "chunks)",
+		    (unsigned long long)index,
+		    (long long)(expected >= 0 ? expected : MAX_SESSION_CHUNKS));
 	if (cu->too_large || cu->data.len > s.chunk_size)
 		return efs_http_reply_err(req, EFS_HTTP_E_SESSION_CHUNK_TOO_LARGE,
-					    "a chunk of this session holds at most %llu bytes",
-					    (unsigned long long)s.chunk_size);
+					  "a chunk of this session holds at most %llu bytes",
+					  (unsigned long long)s.chunk_size);
 	if (expected >= 0) {
 		uint64_t want = (int64_t)index + 1 < expected
 					? s.chunk_size
 					: (uint64_t)s.declared_size - index * s.chunk_size;
 		if (cu->data.len != want)
 			return efs_http_reply_err(req, EFS_HTTP_E_CHUNK_SIZE_MISMATCH,
-						    "chunk %llu must be exactly %llu bytes, got %zu",
-						    (unsigned long long)index,
-						    (unsigned long long)want, cu->data.len);
+						  "chunk %llu must be exactly %llu bytes, got %zu",
+						  (unsigned long long)index,
+						  (unsigned long long)want, cu->data.len);
 	} else if (cu->data.len == 0) {
 		return efs_http_reply_err(req, EFS_HTTP_E_EMPTY_CHUNK, "a chunk cannot be empty");
 	}
 	efs_sha256_hex(cu->data.data ? cu->data.data : "", cu->data.len, sha);
 	if (expect_sha && strcasecmp(expect_sha, sha) != 0)
 		return efs_http_reply_err(req, EFS_HTTP_E_CHECKSUM_MISMATCH,
-					    "X-Chunk-SHA256 does not match the chunk's bytes "
-					    "(got %s)",
-					    sha);
+					  "X-Chunk-SHA256 does not match the chunk's bytes "
+					  "(got %s)",
+					  sha);
 	efs_upload_buffers_init(&bufs);
 	r = efs_upload_chunk(m, &bufs, s.session_id, index, cu->data.data ? cu->data.data : "",
 			     cu->data.len, sha, &res);
@@ -357,7 +358,7 @@ int efs_api_session_complete(struct efs_http_req *req)
 	if (efs_json_str(body, "session_id", EFS_ID_MAX, &sid) < 0) {
 		json_decref(body);
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_SESSION_ID,
-					    "session_id is required");
+					  "session_id is required");
 	}
 	r = load_session(req, sid, &s);
 	if (r < 0)
@@ -393,9 +394,11 @@ int efs_api_session_complete(struct efs_http_req *req)
 		}
 		if (json_array_size(missing) > 0) {
 			free(chunks);
-			return efs_http_reply_err_extra(req, EFS_HTTP_E_INCOMPLETE_SESSION, json_pack("{s:o}", "missing", missing),
-				"%zu of %lld chunks are missing", json_array_size(missing),
-				(long long)expected);
+			return efs_http_reply_err_extra(req, EFS_HTTP_E_INCOMPLETE_SESSION,
+							json_pack("{s:o}", "missing", missing),
+							"%zu of %lld chunks are missing",
+							json_array_size(missing),
+							(long long)expected);
 		}
 		json_decref(missing);
 		for (size_t i = 0; i + 1 < n; i++) {
@@ -403,9 +406,9 @@ int efs_api_session_complete(struct efs_http_req *req)
 				unsigned long long short_index = chunks[i].index;
 				free(chunks);
 				return efs_http_reply_err(req, EFS_HTTP_E_SHORT_CHUNK,
-							    "chunk %llu is shorter than chunk_size "
-							    "but is not the last one",
-							    short_index);
+							  "chunk %llu is shorter than chunk_size "
+							  "but is not the last one",
+							  short_index);
 			}
 		}
 		if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0 ||
@@ -434,7 +437,7 @@ int efs_api_session_complete(struct efs_http_req *req)
 		return efs_http_reply_json(req, 201, efs_api_file_json(&f));
 	}
 	return efs_http_reply_err(req, EFS_HTTP_E_SESSION_BUSY,
-				    "chunks kept arriving during complete; retry");
+				  "chunks kept arriving during complete; retry");
 }
 
 /* ---- GET / DELETE /api/v1/files/upload/{sessionId} --------------------- */

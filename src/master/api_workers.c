@@ -49,13 +49,13 @@ int efs_api_worker_register(struct efs_http_req *req)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
 	if (efs_json_str(body, "url", EFS_URL_MAX, &url) < 0 || !efs_http_url_valid(url)) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_FIELD,
-				     "url must be an http:// or https:// URL");
+				   "url must be an http:// or https:// URL");
 		goto out;
 	}
 	r = efs_json_str(body, "worker_id", EFS_ID_MAX, &worker_id);
 	if (r == -EINVAL || (r == 0 && !efs_id_valid(worker_id))) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_FIELD,
-				     "worker_id must be 1-64 characters of [A-Za-z0-9_-]");
+				   "worker_id must be 1-64 characters of [A-Za-z0-9_-]");
 		goto out;
 	}
 	bool with_id = r == 0;
@@ -88,7 +88,7 @@ int efs_api_worker_heartbeat(struct efs_http_req *req)
 
 	if (!efs_id_valid(worker_id))
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_WORKER_ID,
-					    "worker id must be 1-64 characters of [A-Za-z0-9_-]");
+					  "worker id must be 1-64 characters of [A-Za-z0-9_-]");
 	if ((r = efs_http_body_json(req, &body, why)) < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
 	if (read_capacity(body, &capacity, &free_bytes, &chunk_count, why, sizeof(why)) < 0)
@@ -152,7 +152,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 
 	if (!efs_id_valid(worker_id))
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_WORKER_ID,
-					    "worker id must be 1-64 characters of [A-Za-z0-9_-]");
+					  "worker id must be 1-64 characters of [A-Za-z0-9_-]");
 	if ((r = efs_http_body_json(req, &body, why)) < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
 	r = efs_meta_worker_get(m->meta, worker_id, &w);
@@ -167,7 +167,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 	    worker_now > INT64_MAX || (chunks && !json_is_array(chunks)) ||
 	    (lost && !json_is_array(lost))) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_REPORT,
-				     "a report needs started_at_ms, now_ms, and arrays chunks/lost");
+				   "a report needs started_at_ms, now_ms, and arrays chunks/lost");
 		goto out;
 	}
 	n = chunks ? json_array_size(chunks) : 0;
@@ -182,7 +182,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 		json_t *mtime = json_array_get(item, 1);
 		if (!efs_chunk_id_valid(id) || !json_is_integer(mtime)) {
 			efs_http_reply_err(req, EFS_HTTP_E_INVALID_REPORT,
-					     "chunks[%zu] must be [\"<64 hex>\", mtime_ms]", i);
+					   "chunks[%zu] must be [\"<64 hex>\", mtime_ms]", i);
 			goto out;
 		}
 		efs_strlcpy(entries[i].chunk_id, id, sizeof(entries[i].chunk_id));

@@ -121,13 +121,13 @@ int efs_worker_api_chunk_put_begin(struct efs_http_req *req)
 		flags = EFS_STORE_GZIP;
 	else if (enc && strcmp(enc, "identity") != 0)
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_ENCODING,
-					    EFS_HDR_ENCODING " must be gzip or identity");
+					  EFS_HDR_ENCODING " must be gzip or identity");
 	if (req->content_length < 0)
 		return efs_http_reply_err(req, EFS_HTTP_E_LENGTH_REQUIRED,
-					    "a chunk upload needs a Content-Length");
+					  "a chunk upload needs a Content-Length");
 	if (req->content_length > EFS_STORE_MAX_CHUNK)
 		return efs_http_reply_err(req, EFS_HTTP_E_CHUNK_TOO_LARGE,
-					    "a chunk holds at most %d bytes", EFS_STORE_MAX_CHUNK);
+					  "a chunk holds at most %d bytes", EFS_STORE_MAX_CHUNK);
 	int r = efs_store_write_begin(w->store, id, (uint64_t)req->content_length, flags, &writer);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, r, id);
@@ -155,7 +155,7 @@ int efs_worker_api_chunk_put(struct efs_http_req *req)
 		size_t n = strlen(crc_hex);
 		if (n != 8 || strspn(crc_hex, "0123456789abcdefABCDEF") != n)
 			return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHECKSUM,
-						    EFS_HDR_CRC32C " must be 8 hex digits");
+						  EFS_HDR_CRC32C " must be 8 hex digits");
 		crc = (uint32_t)strtoul(crc_hex, NULL, 16);
 	}
 	req->state = NULL; /* commit frees the writer whatever happens */
@@ -236,7 +236,7 @@ int efs_worker_api_chunk_delete(struct efs_http_req *req)
 		return reply_invalid_chunk_id(req);
 	if (since && efs_parse_u64(since, false, &since_ms) < 0)
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_HEADER,
-					    EFS_HDR_UNMODIFIED " must be Unix milliseconds");
+					  EFS_HDR_UNMODIFIED " must be Unix milliseconds");
 	int r = efs_store_delete(w->store, id, (int64_t)since_ms);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_DELETE, r, id);

@@ -41,8 +41,7 @@ static int add_pair(struct pair *pairs, int n, const char *code, size_t len, uns
 }
 
 /* Every `code` in @cell, each paired with @status. */
-static int add_codes(struct pair *pairs, int n, const char *cell, size_t cell_len,
-		     unsigned status)
+static int add_codes(struct pair *pairs, int n, const char *cell, size_t cell_len, unsigned status)
 {
 	const char *end = cell + cell_len;
 	for (const char *p = cell; p < end;) {
@@ -59,8 +58,7 @@ static int add_codes(struct pair *pairs, int n, const char *cell, size_t cell_le
 
 /* Reads the markdown table rows after the line starting with @heading, up
  * to the next heading; @code_col and @status_col are 0-based cells. */
-static int read_doc_table(const char *heading, int code_col, int status_col,
-			  struct pair *pairs)
+static int read_doc_table(const char *heading, int code_col, int status_col, struct pair *pairs)
 {
 	FILE *f = fopen(DOC_PATH, "r");
 	if (!f)
@@ -94,7 +92,7 @@ static int read_doc_table(const char *heading, int code_col, int status_col,
 			continue;
 		char status_text[16] = "";
 		size_t sl = lens[status_col] < sizeof(status_text) - 1 ? lens[status_col]
-								    : sizeof(status_text) - 1;
+								       : sizeof(status_text) - 1;
 		memcpy(status_text, cells[status_col], sl);
 		unsigned long status = strtoul(status_text, NULL, 10);
 		if (status == 0)
@@ -173,7 +171,7 @@ static void test_every_op_has_a_catch_all(void **state)
 {
 	for (int op = 0; op < EFS_HTTP_OP_COUNT; op++) {
 		const struct efs_http_errno_rule *r =
-			efs_http_errno_rule((enum efs_http_op)op, -ENOTRECOVERABLE);
+		    efs_http_errno_rule((enum efs_http_op)op, -ENOTRECOVERABLE);
 		assert_non_null(r);
 		assert_int_equal(r->op, op);
 		assert_int_equal(r->err, 0);
@@ -190,28 +188,29 @@ static void test_errno_depends_on_the_operation(void **state)
 		unsigned status;
 		const char *code;
 	} cases[] = {
-		{EFS_HTTP_OP_FILE, -ENOENT, 404, "file_not_found"},
-		{EFS_HTTP_OP_SESSION, -ENOENT, 404, "session_not_found"},
-		{EFS_HTTP_OP_WORKER, -ENOENT, 404, "worker_not_found"},
-		{EFS_HTTP_OP_CHUNK_READ, -ENOENT, 404, "chunk_not_found"},
-		{EFS_HTTP_OP_META, -ENOENT, 500, "internal_error"},
-		{EFS_HTTP_OP_META, -EAGAIN, 503, "metadata_unavailable"},
-		{EFS_HTTP_OP_FILE, -EAGAIN, 503, "metadata_unavailable"},
-		{EFS_HTTP_OP_STORE_CHUNK, -ENOSPC, 503, "no_capacity"},
-		{EFS_HTTP_OP_STORE_FILE, -ENOSPC, 503, "no_capacity"},
-		{EFS_HTTP_OP_STORE_FILE, -EIO, 500, "store_failed"},
-		{EFS_HTTP_OP_CHUNK_WRITE, -ENOSPC, 507, "insufficient_storage"},
-		{EFS_HTTP_OP_CHUNK_WRITE, -EBADMSG, 400, "checksum_mismatch"},
-		{EFS_HTTP_OP_CHUNK_READ, -EBADMSG, 500, "chunk_corrupt"},
-		{EFS_HTTP_OP_CHUNK_STAT, -EBADMSG, 404, "chunk_not_found"},
-		{EFS_HTTP_OP_CHUNK_DELETE, -EBUSY, 412, "chunk_rewritten"},
-		{EFS_HTTP_OP_DOWNLOAD, -EIO, 503, "chunk_unavailable"},
-		{EFS_HTTP_OP_DOWNLOAD, -ENOENT, 404, "file_not_found"},
-		{EFS_HTTP_OP_READ_BACK, -EAGAIN, 503, "chunk_unavailable"},
-		{EFS_HTTP_OP_REQUEST, -ENOMEM, 500, "internal_error"},
+	    {EFS_HTTP_OP_FILE, -ENOENT, 404, "file_not_found"},
+	    {EFS_HTTP_OP_SESSION, -ENOENT, 404, "session_not_found"},
+	    {EFS_HTTP_OP_WORKER, -ENOENT, 404, "worker_not_found"},
+	    {EFS_HTTP_OP_CHUNK_READ, -ENOENT, 404, "chunk_not_found"},
+	    {EFS_HTTP_OP_META, -ENOENT, 500, "internal_error"},
+	    {EFS_HTTP_OP_META, -EAGAIN, 503, "metadata_unavailable"},
+	    {EFS_HTTP_OP_FILE, -EAGAIN, 503, "metadata_unavailable"},
+	    {EFS_HTTP_OP_STORE_CHUNK, -ENOSPC, 503, "no_capacity"},
+	    {EFS_HTTP_OP_STORE_FILE, -ENOSPC, 503, "no_capacity"},
+	    {EFS_HTTP_OP_STORE_FILE, -EIO, 500, "store_failed"},
+	    {EFS_HTTP_OP_CHUNK_WRITE, -ENOSPC, 507, "insufficient_storage"},
+	    {EFS_HTTP_OP_CHUNK_WRITE, -EBADMSG, 400, "checksum_mismatch"},
+	    {EFS_HTTP_OP_CHUNK_READ, -EBADMSG, 500, "chunk_corrupt"},
+	    {EFS_HTTP_OP_CHUNK_STAT, -EBADMSG, 404, "chunk_not_found"},
+	    {EFS_HTTP_OP_CHUNK_DELETE, -EBUSY, 412, "chunk_rewritten"},
+	    {EFS_HTTP_OP_DOWNLOAD, -EIO, 503, "chunk_unavailable"},
+	    {EFS_HTTP_OP_DOWNLOAD, -ENOENT, 404, "file_not_found"},
+	    {EFS_HTTP_OP_READ_BACK, -EAGAIN, 503, "chunk_unavailable"},
+	    {EFS_HTTP_OP_REQUEST, -ENOMEM, 500, "internal_error"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		const struct efs_http_errno_rule *r = efs_http_errno_rule(cases[i].op, cases[i].err);
+		const struct efs_http_errno_rule *r =
+		    efs_http_errno_rule(cases[i].op, cases[i].err);
 		const struct efs_http_error_kind *k = efs_http_error_kind(r->kind);
 		if (k->status != cases[i].status || strcmp(k->code, cases[i].code) != 0)
 			fail_msg("case %zu: op %d errno %d gave %u %s, not %u %s", i, cases[i].op,
@@ -242,12 +241,12 @@ static void test_message_expansion(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_doc_error_codes_match_the_table),
-		cmocka_unit_test(test_doc_common_errors_are_in_the_table),
-		cmocka_unit_test(test_every_kind_has_a_row),
-		cmocka_unit_test(test_every_op_has_a_catch_all),
-		cmocka_unit_test(test_errno_depends_on_the_operation),
-		cmocka_unit_test(test_message_expansion),
+	    cmocka_unit_test(test_doc_error_codes_match_the_table),
+	    cmocka_unit_test(test_doc_common_errors_are_in_the_table),
+	    cmocka_unit_test(test_every_kind_has_a_row),
+	    cmocka_unit_test(test_every_op_has_a_catch_all),
+	    cmocka_unit_test(test_errno_depends_on_the_operation),
+	    cmocka_unit_test(test_message_expansion),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
