@@ -237,9 +237,13 @@ int efs_http_reply_errno(struct efs_http_req *req, enum efs_http_op op, int err,
 	if (subject)
 		snprintf(short_subject, sizeof(short_subject), "%s", subject);
 	efs_http_errno_message(rule, err, subject ? short_subject : NULL, message, sizeof(message));
-	if (kind->log_level >= 0)
-		efs_log((enum efs_log_level)kind->log_level, "%s %s: %u %s: %s (%s)", req->method,
-			req->path, kind->status, kind->code, message,
-			strerror(err < 0 ? -err : err));
+	if (kind->log_level >= 0) {
+		/* The cause too, unless the message gives it already. */
+		char cause[128] = "";
+		if (!strstr(rule->message, "{errno}"))
+			snprintf(cause, sizeof(cause), " (%s)", strerror(err < 0 ? -err : err));
+		efs_log((enum efs_log_level)kind->log_level, "%s %s: %u %s: %s%s", req->method,
+			req->path, kind->status, kind->code, message, cause);
+	}
 	return efs_http_reply_error_extra(req, kind->status, kind->code, NULL, "%s", message);
 }
