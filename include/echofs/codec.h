@@ -20,12 +20,13 @@
 #include <stdbool.h>
 
 /* Compresses @in as gzip into @out (reset first) when the result is at most
- * 90% of @len. Returns 1 when @out holds the gzip data, 0 when the chunk is
- * better stored raw (@out is then empty; also when the samples showed it
- * incompressible), or -ENOMEM. Thread-safe: each calling thread keeps its
- * own deflate state (about 360 KiB, allocated by its first encode that
- * deflates and freed when the thread exits). */
-int efs_codec_encode(const void *in, size_t len, struct efs_buf *out);
+ * 90% of @len. Returns 0 with *gzip true when @out holds the gzip data, or
+ * false when the chunk is better stored raw (@out is then empty; also when
+ * the samples showed it incompressible); or -ENOMEM (*gzip untouched).
+ * Thread-safe: each calling thread keeps its own deflate state (about
+ * 360 KiB, allocated by its first encode that deflates and freed when the
+ * thread exits). */
+int efs_codec_encode(const void *in, size_t len, struct efs_buf *out, bool *gzip);
 
 /* The sample test alone: false when @len is at least 256 KiB and none of
  * the samples of @in shrinks under deflate (encode then stores the chunk

@@ -13,9 +13,12 @@
  *   handle(req)  the whole body has arrived (for buffered routes it is in
  *                req->body, capped at the route's max_body): must reply.
  *
- * Every callback returns 0 or a negative errno; a failure without a reply
- * becomes a 500 JSON error. After a reply has been set, the rest of the
- * body is read and dropped (up to a limit, then the connection is closed).
+ * Every callback returns 0 or a negative errno. The contract (see
+ * http_error.h): a callback that decides the outcome replies once, through
+ * http_error.h for an error, and returns 0; a negative return without a
+ * reply becomes a 500 internal_error, logged once here. After a reply has
+ * been set, the rest of the body is read and dropped (up to a limit, then
+ * the connection is closed).
  *
  * Threading: one thread per connection (libmicrohttpd's
  * MHD_USE_THREAD_PER_CONNECTION), so a handler may block on disk or on
@@ -164,11 +167,11 @@ int efs_http_reply_bytes(struct efs_http_req *req, unsigned status, const char *
 int efs_http_reply_buf(struct efs_http_req *req, unsigned status, const char *content_type,
 		       struct efs_buf *buf, size_t offset, size_t len);
 /* {"error": {"code": code, "message": ...}}; @extra (stolen, may be NULL)
- * is merged into the error object, e.g. {"missing": [1, 2]}. */
+ * is merged into the error object, e.g. {"missing": [1, 2]}. The raw form
+ * under http_error.h: handlers reply errors with efs_http_reply_err or
+ * efs_http_reply_errno, whose table gives the status and the code. */
 int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const char *code,
 			       json_t *extra, const char *fmt, ...) EFS_PRINTF(5, 6);
-#define efs_http_reply_error(req, status, code, ...)                                             \
-	efs_http_reply_error_extra((req), (status), (code), NULL, __VA_ARGS__)
 
 /* Streaming reply: read() is called from the connection's thread for the
  * next piece at byte offset @pos, returns the bytes written into @out
@@ -185,9 +188,12 @@ int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t len
 int efs_http_reply_metrics(struct efs_http_req *req, struct efs_metrics *const *regs,
 			   size_t count);
 
-/* Parses the buffered body as a JSON object. On failure replies 400
- * ("invalid_json") and returns -EINVAL. */
-int efs_http_body_json(struct efs_http_req *req, json_t **out);
+/* Parses the buffered body as a JSON object into *out (the caller's).
+ * -EINVAL when it is not one, with @why (EFS_HTTP_JSON_WHY_MAX bytes) set
+ * to ": <the parser's complaint>" or "" (the subject of the
+ * EFS_HTTP_OP_JSON_BODY reply). Never replies. */
+#define EFS_HTTP_JSON_WHY_MAX 192
+int efs_http_body_json(struct efs_http_req *req, json_t **out, char *why);
 
 /* Path matching, exposed for unit tests: true when @path matches @pattern;
  * captured parameters are written to @req (may be NULL). */

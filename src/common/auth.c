@@ -2,6 +2,7 @@
 /* auth.c - JWT verification and issue (libjwt), cluster secret checks. */
 #include "echofs/auth.h"
 #include "echofs/hash.h"
+#include "echofs/http_error.h"
 #include "echofs/util.h"
 
 #include <jwt.h>
@@ -214,10 +215,10 @@ const char *efs_auth_bearer(const char *header)
 	return *header ? header : NULL;
 }
 
-static int refuse(struct efs_http_req *req, const char *code, const char *message)
+static int refuse(struct efs_http_req *req, enum efs_http_err err, const char *message)
 {
 	efs_http_add_header(req, "WWW-Authenticate", "Bearer");
-	return efs_http_reply_error(req, 401, code, "%s", message);
+	return efs_http_reply_err(req, err, "%s", message);
 }
 
 int efs_auth_check(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx)
@@ -227,7 +228,7 @@ int efs_auth_check(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx)
 	const char *reason = NULL;
 
 	if (!token)
-		return refuse(req, "unauthorized",
+		return refuse(req, EFS_HTTP_E_UNAUTHORIZED,
 			      "missing credentials: send Authorization: Bearer <token>");
 	if (mode == EFS_AUTH_CLUSTER || mode == EFS_AUTH_ANY) {
 		if (keys->cluster_secret && efs_secret_equal(token, keys->cluster_secret)) {
@@ -236,13 +237,13 @@ int efs_auth_check(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx)
 			return 0;
 		}
 		if (mode == EFS_AUTH_CLUSTER)
-			return refuse(req, "unauthorized",
+			return refuse(req, EFS_HTTP_E_UNAUTHORIZED,
 				      "this endpoint needs the cluster secret");
 	}
 	if (!keys->jwt_secret)
-		return refuse(req, "invalid_token", "user tokens are not accepted here");
+		return refuse(req, EFS_HTTP_E_INVALID_TOKEN, "user tokens are not accepted here");
 	if (efs_jwt_verify(keys->tokens, keys->jwt_secret, token, (int64_t)time(NULL), req->user,
 			   &reason) < 0)
-		return refuse(req, "invalid_token", reason);
+		return refuse(req, EFS_HTTP_E_INVALID_TOKEN, reason);
 	return 0;
 }

@@ -113,7 +113,7 @@ static struct encoder *thread_encoder(void)
 	return e;
 }
 
-int efs_codec_encode(const void *in, size_t len, struct efs_buf *out)
+int efs_codec_encode(const void *in, size_t len, struct efs_buf *out, bool *gzip)
 {
 	size_t limit = len - len / 10; /* must save at least 10% */
 	struct encoder *e;
@@ -121,9 +121,11 @@ int efs_codec_encode(const void *in, size_t len, struct efs_buf *out)
 
 	efs_buf_reset(out);
 	if (len < 64 || len > UINT32_MAX || !efs_codec_worth_trying(in, len))
-		return 0;
-	if ((r = efs_buf_reserve(out, limit)) < 0)
-		return r == -E2BIG ? 0 : r;
+		goto raw;
+	if ((r = efs_buf_reserve(out, limit)) == -E2BIG)
+		goto raw;
+	if (r < 0)
+		return r;
 	if (!(e = thread_encoder()))
 		return -ENOMEM;
 	/* The init resets what a stateless call reads of the internal state,
@@ -146,10 +148,15 @@ int efs_codec_encode(const void *in, size_t len, struct efs_buf *out)
 	stream->level_buf_size = CODEC_LEVEL_BUF;
 	r = isal_deflate_stateless(stream);
 	if (r != COMP_OK || stream->avail_in != 0)
-		return 0; /* STATELESS_OVERFLOW: saves less than 10% */
+		goto raw; /* STATELESS_OVERFLOW: saves less than 10% */
 	out->len = stream->total_out;
 	out->data[out->len] = '\0';
-	return 1;
+	*gzip = true;
+	return 0;
+raw:
+	efs_buf_reset(out);
+	*gzip = false;
+	return 0;
 }
 
 int efs_codec_decode(const void *in, size_t len, size_t expected_len, struct efs_buf *out)

@@ -3,6 +3,7 @@
  * access log and graceful shutdown. Nothing else in EchoFS includes
  * microhttpd.h. */
 #include "echofs/http_server.h"
+#include "echofs/http_error.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 
@@ -374,17 +375,17 @@ int efs_http_reply_metrics(struct efs_http_req *req, struct efs_metrics *const *
 	return r;
 }
 
-int efs_http_body_json(struct efs_http_req *req, json_t **out)
+int efs_http_body_json(struct efs_http_req *req, json_t **out, char *why)
 {
 	json_error_t jerr;
 	json_t *j = NULL;
+	why[0] = '\0';
 	if (req->body.len > 0)
 		j = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!j || !json_is_object(j)) {
 		json_decref(j);
-		efs_http_reply_error(req, 400, "invalid_json",
-				     "request body must be a JSON object%s%s",
-				     req->body.len ? ": " : "", req->body.len ? jerr.text : "");
+		if (req->body.len)
+			snprintf(why, EFS_HTTP_JSON_WHY_MAX, ": %s", jerr.text);
 		return -EINVAL;
 	}
 	*out = j;
@@ -483,11 +484,8 @@ static enum MHD_Result queue_reply(struct efs_http_req *req)
 static void run_callback(struct efs_http_req *req, efs_http_fn fn)
 {
 	int r = fn(req);
-	if (r < 0 && !efs_http_replied(req)) {
-		efs_error("%s %s failed: %s", req->method, req->path, strerror(-r));
-		efs_http_reply_error(req, 500, "internal_error", "internal error: %s",
-				     strerror(-r));
-	}
+	if (r < 0 && !efs_http_replied(req))
+		efs_http_reply_errno(req, EFS_HTTP_OP_REQUEST, r, NULL);
 }
 
 static int64_t parse_content_length(struct MHD_Connection *conn)
@@ -512,13 +510,13 @@ static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
 	if (!route) {
 		if (allow[0]) {
 			efs_http_add_header(req, "Allow", allow);
-			efs_http_reply_error(req, 405, "method_not_allowed",
-					     "%s is not allowed on %s (allowed: %s)", req->method,
-					     req->path, allow);
+			efs_http_reply_err(req, EFS_HTTP_E_METHOD_NOT_ALLOWED,
+					   "%s is not allowed on %s (allowed: %s)", req->method,
+					   req->path, allow);
 		}
 		else
-			efs_http_reply_error(req, 404, "not_found", "no such endpoint: %s",
-					     req->path);
+			efs_http_reply_err(req, EFS_HTTP_E_NOT_FOUND, "no such endpoint: %s",
+					   req->path);
 		return;
 	}
 	req->route = route;
@@ -528,15 +526,14 @@ static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
 	if (route->auth != EFS_AUTH_NONE && srv->cfg.auth) {
 		int r = srv->cfg.auth(req, route->auth, srv->cfg.auth_ctx);
 		if (r < 0 && !efs_http_replied(req))
-			efs_http_reply_error(req, 500, "internal_error",
-					     "authentication failed: %s", strerror(-r));
+			efs_http_reply_errno(req, EFS_HTTP_OP_REQUEST, r, NULL);
 		if (efs_http_replied(req))
 			return;
 	}
 	if (!route->body && req->content_length > (int64_t)max_body) {
-		efs_http_reply_error(req, 413, "body_too_large",
-				     "request body of %lld bytes exceeds the limit of %zu bytes",
-				     (long long)req->content_length, max_body);
+		efs_http_reply_err(req, EFS_HTTP_E_BODY_TOO_LARGE,
+				   "request body of %lld bytes exceeds the limit of %zu bytes",
+				   (long long)req->content_length, max_body);
 		return;
 	}
 	if (route->begin)
@@ -554,16 +551,13 @@ static bool body_piece(struct efs_http_req *req, const char *data, size_t len)
 	}
 	if (req->route->body) {
 		int r = req->route->body(req, data, len);
-		if (r < 0 && !efs_http_replied(req)) {
-			efs_error("%s %s: body failed: %s", req->method, req->path, strerror(-r));
-			efs_http_reply_error(req, 500, "internal_error", "internal error: %s",
-					     strerror(-r));
-		}
+		if (r < 0 && !efs_http_replied(req))
+			efs_http_reply_errno(req, EFS_HTTP_OP_REQUEST, r, NULL);
 		return true;
 	}
 	if (efs_buf_append(&req->body, data, len) < 0)
-		efs_http_reply_error(req, 413, "body_too_large",
-				     "request body exceeds the limit of %zu bytes", req->body.cap);
+		efs_http_reply_err(req, EFS_HTTP_E_BODY_TOO_LARGE,
+				   "request body exceeds the limit of %zu bytes", req->body.cap);
 	return true;
 }
 
@@ -626,7 +620,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		run_callback(req, req->route->handle);
 	if (!efs_http_replied(req)) {
 		efs_error("%s %s: handler returned without a reply", req->method, req->path);
-		efs_http_reply_error(req, 500, "internal_error", "no reply");
+		efs_http_reply_err(req, EFS_HTTP_E_INTERNAL_ERROR, "no reply");
 	}
 	return queue_reply(req);
 }

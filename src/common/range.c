@@ -30,7 +30,8 @@ static void skip_ws(const char **p)
 		(*p)++;
 }
 
-int efs_range_parse(const char *header, uint64_t size, uint64_t *first, uint64_t *last)
+/* 1 with the range, 0 (ignore the header) or -ERANGE. */
+static int classify(const char *header, uint64_t size, uint64_t *first, uint64_t *last)
 {
 	uint64_t a = 0, b = 0;
 	const char *p = header;
@@ -78,4 +79,14 @@ int efs_range_parse(const char *header, uint64_t size, uint64_t *first, uint64_t
 	*first = a;
 	*last = has_end ? EFS_MIN(b, size - 1) : size - 1;
 	return 1;
+}
+
+int efs_range_parse(const char *header, uint64_t size, bool *partial, uint64_t *first,
+		    uint64_t *last)
+{
+	int r = classify(header, size, first, last);
+	if (r < 0)
+		return r;
+	*partial = r == 1;
+	return 0;
 }

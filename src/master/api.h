@@ -5,6 +5,7 @@
 #ifndef ECHOFS_MASTER_API_H
 #define ECHOFS_MASTER_API_H
 
+#include "echofs/http_error.h"
 #include "echofs/http_server.h"
 #include "master/master.h"
 
@@ -37,9 +38,6 @@ int efs_api_session_chunk(struct efs_http_req *req);
 int efs_api_session_complete(struct efs_http_req *req);
 int efs_api_session_status(struct efs_http_req *req);
 int efs_api_session_abort(struct efs_http_req *req);
-
-/* Replies 503 "metadata_unavailable" or 500 for a store error @r. */
-int efs_api_store_error(struct efs_http_req *req, int r);
 
 static inline struct efs_master *efs_api_master(struct efs_http_req *req)
 {

@@ -35,8 +35,9 @@ json_t *efs_api_file_json(const struct efs_file_info *f)
 }
 
 /* Loads file @file_id of the caller (through the Redis cache when @cached:
- * downloads, which check the chunk list anyway). Replies 404 (also for another user's
- * file: its existence is not revealed) or 503 and returns < 0. */
+ * downloads, which check the chunk list anyway). 0, -ENOENT (also for
+ * another user's file: its existence is not revealed) or a store error:
+ * the caller replies EFS_HTTP_OP_FILE. */
 static int load_own_file(struct efs_http_req *req, const char *file_id, bool cached,
 			 struct efs_file_info *out)
 {
@@ -46,10 +47,6 @@ static int load_own_file(struct efs_http_req *req, const char *file_id, bool cac
 					: efs_meta_file_get(m->meta, file_id, out);
 	if (r == 0 && strcmp(out->owner, req->user) != 0)
 		r = -ENOENT;
-	if (r == -ENOENT)
-		efs_http_reply_error(req, 404, "file_not_found", "no file %.64s", file_id);
-	else if (r < 0)
-		efs_api_store_error(req, r);
 	return r;
 }
 
@@ -68,20 +65,23 @@ struct upload {
 	bool in_file_part;
 	bool file_part_seen;
 	uint64_t other_part_bytes;
-	/* the first failure, replied when the body callback returns */
-	unsigned fail_status;
-	const char *fail_code;
+	/* The first client error a multipart callback found (the parser
+	 * only passes its errno on), replied when the body callback returns;
+	 * fail_errno is 0 until one is recorded. */
+	int fail_errno;
+	enum efs_http_err fail_kind;
 	char fail_message[256];
 };
 
 #define OTHER_PARTS_MAX (64 * 1024) /* form fields beside the file */
 
-static int upload_fail(struct upload *up, unsigned status, const char *code, const char *message,
-		       int err)
+/* Remembers the client's error @kind, @message for the reply; @err
+ * (negative) passes through. */
+static int upload_fail(struct upload *up, enum efs_http_err kind, const char *message, int err)
 {
-	if (!up->fail_status) {
-		up->fail_status = status;
-		up->fail_code = code;
+	if (!up->fail_errno) {
+		up->fail_errno = err;
+		up->fail_kind = kind;
 		efs_strlcpy(up->fail_message, message, sizeof(up->fail_message));
 	}
 	return err;
@@ -107,34 +107,10 @@ static void upload_free(void *state)
 	free(up);
 }
 
-/* A failure of the pipeline (some chunk could not be stored) as the
- * client's error; @r passes through. */
-static int pipeline_fail(struct upload *up, int r)
-{
-	uint64_t index = efs_upload_pipeline_failed_index(up->pipeline);
-	if (r == -ENOSPC)
-		return upload_fail(up, 503, "no_capacity",
-				   "not enough live workers to store every replica", r);
-	if (r == -EAGAIN)
-		return upload_fail(up, 503, "metadata_unavailable",
-				   "the metadata store is unavailable; retry shortly", r);
-	if (r < 0) {
-		char msg[128];
-		if (index == UINT64_MAX)
-			snprintf(msg, sizeof(msg), "cannot store the upload: %s", strerror(-r));
-		else
-			snprintf(msg, sizeof(msg), "cannot store chunk %llu: %s",
-				 (unsigned long long)index, strerror(-r));
-		return upload_fail(up, 500, "store_failed", msg, r);
-	}
-	return 0;
-}
-
 /* Body bytes of the file: on into the pipeline. */
 static int upload_feed(struct upload *up, const char *data, size_t len)
 {
-	int r = efs_upload_pipeline_feed(up->pipeline, data, len);
-	return r < 0 ? pipeline_fail(up, r) : 0;
+	return efs_upload_pipeline_feed(up->pipeline, data, len);
 }
 
 static int part_begin(void *ctx, const char *name, const char *filename,
@@ -147,7 +123,7 @@ static int part_begin(void *ctx, const char *name, const char *filename,
 	up->file_part_seen = true;
 	if (filename && *filename) {
 		if (!efs_name_valid(filename, EFS_NAME_MAX))
-			return upload_fail(up, 400, "invalid_name",
+			return upload_fail(up, EFS_HTTP_E_INVALID_NAME,
 					   "the file name must be 1-255 bytes of UTF-8 without "
 					   "control characters",
 					   -EINVAL);
@@ -163,7 +139,7 @@ static int part_data(void *ctx, const char *data, size_t len)
 		return upload_feed(up, data, len);
 	up->other_part_bytes += len;
 	if (up->other_part_bytes > OTHER_PARTS_MAX)
-		return upload_fail(up, 413, "form_too_large",
+		return upload_fail(up, EFS_HTTP_E_FORM_TOO_LARGE,
 				   "form fields beside the file part exceed 64 KiB", -E2BIG);
 	return 0;
 }
@@ -216,22 +192,22 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	bool multipart = content_type && strncasecmp(content_type, "multipart/form-data", 19) == 0;
 
 	if (multipart && efs_multipart_boundary(content_type, boundary, sizeof(boundary)) < 0)
-		return efs_http_reply_error(req, 400, "invalid_multipart",
-					    "multipart/form-data needs a boundary parameter");
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_MULTIPART,
+					  "multipart/form-data needs a boundary parameter");
 	if (name && !efs_name_valid(name, EFS_NAME_MAX))
-		return efs_http_reply_error(req, 400, "invalid_name",
-					    "name must be 1-255 bytes of UTF-8 without control "
-					    "characters");
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_NAME,
+					  "name must be 1-255 bytes of UTF-8 without control "
+					  "characters");
 	if (!multipart && !name)
-		return efs_http_reply_error(req, 400, "missing_name",
-					    "a raw upload names the file with ?name=");
+		return efs_http_reply_err(req, EFS_HTTP_E_MISSING_NAME,
+					  "a raw upload names the file with ?name=");
 	int r = efs_placement_live_count(&m->placement, &alive);
 	if (r < 0)
-		return efs_api_store_error(req, r);
+		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 	if (alive < m->cfg.replication_factor)
-		return efs_http_reply_error(req, 503, "no_capacity",
-					    "%zu live workers, %u needed for every replica", alive,
-					    m->cfg.replication_factor);
+		return efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY,
+					  "%zu live workers, %u needed for every replica", alive,
+					  m->cfg.replication_factor);
 
 	struct upload *up = calloc(1, sizeof(*up));
 	if (!up)
@@ -248,15 +224,22 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 				       open_hidden_session, up, &up->pipeline);
 }
 
+/* Replies the upload's failure @r: the client's error a multipart
+ * callback recorded, a malformed body, or the pipeline's error (the
+ * pipeline stops at its first, which every call returns from then on). */
 static int upload_reply_failure(struct efs_http_req *req, struct upload *up, int r)
 {
-	if (up->fail_status)
-		return efs_http_reply_error(req, up->fail_status, up->fail_code, "%s",
-					    up->fail_message);
-	if (r == -EBADMSG)
-		return efs_http_reply_error(req, 400, "invalid_multipart", "malformed multipart body: %s",
+	char subject[64] = "the upload";
+
+	if (up->fail_errno)
+		return efs_http_reply_err(req, up->fail_kind, "%s", up->fail_message);
+	if (up->mp && r == -EBADMSG)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_MULTIPART, r,
 					    efs_multipart_error(up->mp));
-	return r;
+	uint64_t index = efs_upload_pipeline_failed_index(up->pipeline);
+	if (index != UINT64_MAX)
+		snprintf(subject, sizeof(subject), "chunk %llu", (unsigned long long)index);
+	return efs_http_reply_errno(req, EFS_HTTP_OP_STORE_FILE, r, subject);
 }
 
 int efs_api_file_upload_body(struct efs_http_req *req, const char *data, size_t len)
@@ -279,12 +262,12 @@ int efs_api_file_upload(struct efs_http_req *req)
 		if ((r = efs_multipart_finish(up->mp)) < 0)
 			return upload_reply_failure(req, up, r);
 		if (!up->file_part_seen)
-			return efs_http_reply_error(req, 400, "missing_file",
-						    "the multipart body has no part named \"file\"");
+			return efs_http_reply_err(req, EFS_HTTP_E_MISSING_FILE,
+						  "the multipart body has no part named \"file\"");
 		if (!up->name[0])
-			return efs_http_reply_error(req, 400, "missing_name",
-						    "the file part has no filename and there is "
-						    "no ?name=");
+			return efs_http_reply_err(req, EFS_HTTP_E_MISSING_NAME,
+						  "the file part has no filename and there is "
+						  "no ?name=");
 	}
 	if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
@@ -296,17 +279,19 @@ int efs_api_file_upload(struct efs_http_req *req)
 	/* Every chunk is durable and recorded once this returns; a body of
 	 * one chunk (or none) is recorded with its file row already. */
 	if ((r = efs_upload_pipeline_finish(up->pipeline, &f, &sum)) < 0)
-		return upload_reply_failure(req, up, pipeline_fail(up, r));
+		return upload_reply_failure(req, up, r);
 	if (!sum.recorded) {
+		/* The hidden session cannot have ended (-ENOENT, -ESTALE): an
+		 * internal error as any other here. */
 		if ((r = efs_meta_session_get(m->meta, up->session_id, &s)) < 0)
-			return efs_api_store_error(req, r == -ENOENT ? -EIO : r);
+			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		f.size = sum.size;
 		efs_strlcpy(f.sha256, sum.sha256, sizeof(f.sha256));
 		f.chunk_count = sum.chunk_count;
 		f.stored_bytes = sum.stored_bytes;
 		/* The file row is the last write: every chunk is durable by now. */
 		if ((r = efs_meta_session_complete(m->meta, up->session_id, s.version, &f)) < 0)
-			return efs_api_store_error(req, r == -ENOENT || r == -ESTALE ? -EIO : r);
+			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		up->session_open = false;
 	}
 	efs_info("file %s stored: \"%s\", %llu bytes in %llu chunks, %llu stored, owner %s",
@@ -348,16 +333,16 @@ int efs_api_file_list(struct efs_http_req *req)
 
 	if (limit_s && (efs_parse_u64(limit_s, false, &limit) < 0 || limit < 1 ||
 			limit > LIST_LIMIT_MAX))
-		return efs_http_reply_error(req, 400, "invalid_limit",
-					    "limit must be an integer from 1 to %d", LIST_LIMIT_MAX);
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_LIMIT,
+					  "limit must be an integer from 1 to %d", LIST_LIMIT_MAX);
 	if (cursor && *cursor && parse_cursor(cursor, &after_created, after_id) < 0)
-		return efs_http_reply_error(req, 400, "invalid_cursor",
-					    "cursor must be a next_cursor value from a listing");
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CURSOR,
+					  "cursor must be a next_cursor value from a listing");
 	/* One more than asked tells whether there is a next page. */
 	int r = efs_meta_file_list(m->meta, req->user, after_created, after_id, limit + 1, &files,
 				   &n);
 	if (r < 0)
-		return efs_api_store_error(req, r);
+		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 	json_t *list = json_array();
 	size_t shown = EFS_MIN(n, (size_t)limit);
 	for (size_t i = 0; i < shown; i++)
@@ -380,18 +365,20 @@ int efs_api_file_get(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	struct efs_file_info f;
-	if (load_own_file(req, efs_http_param(req, "fileId"), false, &f) < 0)
-		return 0;
+	const char *file_id = efs_http_param(req, "fileId");
+	int r = load_own_file(req, file_id, false, &f);
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, file_id);
 	json_t *obj = efs_api_file_json(&f);
 	json_t *chunks = json_array();
 	for (uint64_t first = 0; first < f.chunk_count;) {
 		struct efs_file_chunk *batch;
 		size_t n;
-		int r = efs_meta_file_chunks(m->meta, f.file_id, first, 256, &batch, &n);
+		r = efs_meta_file_chunks(m->meta, f.file_id, first, 256, &batch, &n);
 		if (r < 0) {
 			json_decref(obj);
 			json_decref(chunks);
-			return efs_api_store_error(req, r);
+			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		}
 		for (size_t i = 0; i < n; i++) {
 			json_t *reps = json_array();
@@ -423,9 +410,15 @@ int efs_api_file_get(struct efs_http_req *req)
 
 /* ---- GET /api/v1/files/{fileId}/download ------------------------------ */
 
+/* The stream's read callback: the headers are sent, so a failure can only
+ * cut the stream short; it is logged here, once. */
 static ssize_t download_read(void *ctx, uint64_t pos, char *out, size_t max)
 {
-	return efs_reader_read(ctx, out, max);
+	ssize_t n = efs_reader_read(ctx, out, max);
+	if (n < 0)
+		efs_error("file %s: download aborted at byte %llu: %s", efs_reader_file_id(ctx),
+			  (unsigned long long)pos, strerror((int)-n));
+	return n;
 }
 
 static void download_free(void *ctx)
@@ -470,17 +463,20 @@ int efs_api_file_download(struct efs_http_req *req)
 	char header[CONTENT_DISPOSITION_LEN], etag[80];
 	uint64_t first = 0, last = 0;
 	unsigned status = 200;
+	const char *file_id = efs_http_param(req, "fileId");
+	int r = load_own_file(req, file_id, true, &f);
 
-	if (load_own_file(req, efs_http_param(req, "fileId"), true, &f) < 0)
-		return 0;
-	int range = efs_range_parse(efs_http_header(req, "Range"), f.size, &first, &last);
-	if (range == -ERANGE) {
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, file_id);
+	bool partial = false;
+	/* The one error of the parser: unsatisfiable. */
+	if (efs_range_parse(efs_http_header(req, "Range"), f.size, &partial, &first, &last) < 0) {
 		snprintf(header, sizeof(header), "bytes */%llu", (unsigned long long)f.size);
 		efs_http_add_header(req, "Content-Range", header);
-		return efs_http_reply_error(req, 416, "range_not_satisfiable",
-					    "the file has %llu bytes", (unsigned long long)f.size);
+		return efs_http_reply_err(req, EFS_HTTP_E_RANGE_NOT_SATISFIABLE,
+					  "the file has %llu bytes", (unsigned long long)f.size);
 	}
-	if (range == 1) {
+	if (partial) {
 		status = 206;
 		snprintf(header, sizeof(header), "bytes %llu-%llu/%llu", (unsigned long long)first,
 			 (unsigned long long)last, (unsigned long long)f.size);
@@ -489,7 +485,7 @@ int efs_api_file_download(struct efs_http_req *req)
 		first = 0;
 		last = f.size ? f.size - 1 : 0;
 	}
-	int r = efs_reader_new(&m->reader_source, &f, first, f.size ? last : 0, &rd);
+	r = efs_reader_new(&m->reader_source, &f, first, f.size ? last : 0, &rd);
 	if (r < 0)
 		return r;
 	if (f.size == 0)
@@ -498,17 +494,11 @@ int efs_api_file_download(struct efs_http_req *req)
 	 * gets a JSON 503 instead of a stream cut short. */
 	if (rd && (r = efs_reader_prefetch(rd)) < 0) {
 		efs_reader_free(rd);
-		if (r == -ENOENT) {
-			/* Deleted since it was cached (on another master, or while
-			 * Redis was away). */
+		/* -ENOENT: deleted since it was cached (on another master, or
+		 * while Redis was away). */
+		if (r == -ENOENT)
 			efs_cache_file_forget(m->cache, f.file_id);
-			return efs_http_reply_error(req, 404, "file_not_found", "no file %.64s",
-						    f.file_id);
-		}
-		if (r == -EAGAIN)
-			return efs_api_store_error(req, r);
-		return efs_http_reply_error(req, 503, "chunk_unavailable",
-					    "no replica of the file's data could be read now");
+		return efs_http_reply_errno(req, EFS_HTTP_OP_DOWNLOAD, r, f.file_id);
 	}
 	snprintf(etag, sizeof(etag), "\"%s\"", f.sha256);
 	content_disposition(f.name, header, sizeof(header));
@@ -539,15 +529,12 @@ int efs_api_file_delete(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	const char *file_id = efs_http_param(req, "fileId");
-	int r = efs_id_valid(file_id) ? efs_meta_file_delete(m->meta, file_id, req->user,
-							       efs_now_ms())
-				      : -ENOENT;
-	if (r == 0)
-		efs_cache_file_forget(m->cache, file_id);
-	if (r == -ENOENT)
-		return efs_http_reply_error(req, 404, "file_not_found", "no file %.64s", file_id);
+	int r = efs_id_valid(file_id)
+		    ? efs_meta_file_delete(m->meta, file_id, req->user, efs_now_ms())
+		    : -ENOENT;
 	if (r < 0)
-		return efs_api_store_error(req, r);
+		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, file_id);
+	efs_cache_file_forget(m->cache, file_id);
 	efs_info("file %s deleted by %s; its chunks are collected once unreferenced", file_id,
 		 req->user);
 	return efs_http_reply_empty(req, 204);

@@ -219,9 +219,9 @@ int efs_api_stats(struct efs_http_req *req)
 
 	take_snapshot(m, &s);
 	if (s.meta_error < 0)
-		return efs_api_store_error(req, s.meta_error);
+		return efs_http_reply_errno(req, EFS_HTTP_OP_META, s.meta_error, NULL);
 	if (s.workers_error < 0)
-		return efs_api_store_error(req, s.workers_error);
+		return efs_http_reply_errno(req, EFS_HTTP_OP_META, s.workers_error, NULL);
 	const struct efs_meta_stats *t = &s.totals;
 	json_t *workers =
 	    json_pack("{s:I, s:I, s:I, s:I, s:I}", "alive", J(s.workers_alive), "dead",

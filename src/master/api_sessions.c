@@ -27,7 +27,9 @@ static json_t *received_json(const struct efs_session_chunk *chunks, size_t n)
 	return list;
 }
 
-/* Loads the caller's live session @session_id; replies 404/503 otherwise. */
+/* Loads the caller's live session @session_id: 0, -ENOENT (unknown,
+ * another user's, expired) or a store error; the caller replies
+ * EFS_HTTP_OP_SESSION. */
 static int load_session(struct efs_http_req *req, const char *session_id,
 			struct efs_session_info *out)
 {
@@ -38,12 +40,6 @@ static int load_session(struct efs_http_req *req, const char *session_id,
 	if (r == 0 && (out->hidden || strcmp(out->owner, req->user) != 0 ||
 		       out->expires_at_ms <= efs_now_ms()))
 		r = -ENOENT;
-	if (r == -ENOENT)
-		efs_http_reply_error(req, 404, "session_not_found",
-				     "no upload session %.64s (unknown, expired or finished)",
-				     session_id ? session_id : "");
-	else if (r < 0)
-		efs_api_store_error(req, r);
 	return r;
 }
 
@@ -64,36 +60,37 @@ int efs_api_session_init(struct efs_http_req *req)
 	const char *name;
 	uint64_t size = 0, chunk_size = m->cfg.chunk_size;
 	char when[EFS_ISO8601_LEN];
+	char why[EFS_HTTP_JSON_WHY_MAX];
 	json_t *body;
 	int r;
 
-	if (efs_http_body_json(req, &body) < 0)
-		return 0;
+	if ((r = efs_http_body_json(req, &body, why)) < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
 	if (efs_json_str(body, "name", EFS_NAME_MAX, &name) < 0 ||
 	    !efs_name_valid(name, EFS_NAME_MAX)) {
-		efs_http_reply_error(req, 400, "invalid_name",
-				     "name must be 1-255 bytes of UTF-8 without control "
-				     "characters");
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_NAME,
+				   "name must be 1-255 bytes of UTF-8 without control "
+				   "characters");
 		goto out;
 	}
 	r = efs_json_u64(body, "chunk_size", &chunk_size);
 	if (r == -EINVAL || chunk_size < 1 || chunk_size > EFS_MAX_CHUNK_SIZE) {
-		efs_http_reply_error(req, 400, "invalid_chunk_size",
-				     "chunk_size must be an integer from 1 to %d",
-				     EFS_MAX_CHUNK_SIZE);
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_SIZE,
+				   "chunk_size must be an integer from 1 to %d",
+				   EFS_MAX_CHUNK_SIZE);
 		goto out;
 	}
 	r = efs_json_u64(body, "size", &size);
 	if (r == -EINVAL || (r == 0 && size > INT64_MAX)) {
-		efs_http_reply_error(req, 400, "invalid_size",
-				     "size must be a non-negative integer");
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_SIZE,
+				   "size must be a non-negative integer");
 		goto out;
 	}
 	s.declared_size = r == 0 ? (int64_t)size : -1;
 	s.chunk_size = chunk_size;
 	if (expected_chunks(&s) > MAX_SESSION_CHUNKS) {
-		efs_http_reply_error(req, 400, "too_many_chunks",
-				     "size / chunk_size exceeds %d chunks", MAX_SESSION_CHUNKS);
+		efs_http_reply_err(req, EFS_HTTP_E_TOO_MANY_CHUNKS,
+				   "size / chunk_size exceeds %d chunks", MAX_SESSION_CHUNKS);
 		goto out;
 	}
 	if ((r = efs_random_hex(s.session_id, EFS_FILE_ID_LEN / 2)) < 0)
@@ -103,7 +100,7 @@ int efs_api_session_init(struct efs_http_req *req)
 	s.created_at_ms = efs_now_ms();
 	s.expires_at_ms = s.created_at_ms + m->cfg.session_ttl_ms;
 	if ((r = efs_meta_session_create(m->meta, &s)) < 0) {
-		efs_api_store_error(req, r);
+		efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		goto out;
 	}
 	efs_info("session %s opened by %s for \"%s\"", s.session_id, s.owner, s.name);
@@ -113,7 +110,7 @@ int efs_api_session_init(struct efs_http_req *req)
 				      efs_iso8601(s.expires_at_ms, when)));
 out:
 	json_decref(body);
-	return 0;
+	return r < 0 && !efs_http_replied(req) ? r : 0;
 }
 
 /* ---- POST /api/v1/files/upload/chunk ---------------------------------- */
@@ -215,18 +212,19 @@ int efs_api_session_chunk_begin(struct efs_http_req *req)
 		efs_strlcpy(cu->chunk_index, index, sizeof(cu->chunk_index));
 	if (multipart) {
 		if (efs_multipart_boundary(content_type, boundary, sizeof(boundary)) < 0)
-			return efs_http_reply_error(req, 400, "invalid_multipart",
-						    "multipart/form-data needs a boundary");
+			return efs_http_reply_err(req, EFS_HTTP_E_INVALID_MULTIPART,
+						  "multipart/form-data needs a boundary");
 		return efs_multipart_new(boundary, &chunk_parts, cu, &cu->mp);
 	}
 	/* Raw: check what can be checked before the body is read. */
 	struct efs_session_info s;
-	if (load_session(req, sid, &s) < 0)
-		return 0;
+	int r = load_session(req, sid, &s);
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, sid);
 	if (req->content_length > (int64_t)s.chunk_size)
-		return efs_http_reply_error(req, 400, "chunk_too_large",
-					    "a chunk of this session holds at most %llu bytes",
-					    (unsigned long long)s.chunk_size);
+		return efs_http_reply_err(req, EFS_HTTP_E_SESSION_CHUNK_TOO_LARGE,
+					  "a chunk of this session holds at most %llu bytes",
+					  (unsigned long long)s.chunk_size);
 	cu->data.cap = s.chunk_size;
 	return 0;
 }
@@ -237,12 +235,10 @@ int efs_api_session_chunk_body(struct efs_http_req *req, const char *data, size_
 	if (!cu->mp)
 		return cu_append(cu, data, len);
 	int r = efs_multipart_feed(cu->mp, data, len);
-	if (r == -EBADMSG || r == -E2BIG)
-		return efs_http_reply_error(req, 400, "invalid_multipart",
-					    "malformed multipart body: %s",
-					    r == -E2BIG ? "a form field is too long"
-							: efs_multipart_error(cu->mp));
-	return r;
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_MULTIPART, r,
+					    efs_multipart_error(cu->mp));
+	return 0;
 }
 
 int efs_api_session_chunk(struct efs_http_req *req)
@@ -258,61 +254,57 @@ int efs_api_session_chunk(struct efs_http_req *req)
 	int r;
 
 	if (cu->mp) {
+		/* Finish fails only on a malformed body (a form field too
+		 * long failed the feed already). */
 		if ((r = efs_multipart_finish(cu->mp)) < 0)
-			return efs_http_reply_error(req, 400, "invalid_multipart",
-						    "malformed multipart body: %s",
+			return efs_http_reply_errno(req, EFS_HTTP_OP_MULTIPART, -EBADMSG,
 						    efs_multipart_error(cu->mp));
 		if (!cu->chunk_part_seen)
-			return efs_http_reply_error(req, 400, "missing_chunk",
-						    "the multipart body has no part named "
-						    "\"chunk\"");
+			return efs_http_reply_err(req, EFS_HTTP_E_MISSING_CHUNK,
+						  "the multipart body has no part named "
+						  "\"chunk\"");
 	}
-	if (load_session(req, cu->session_id[0] ? cu->session_id : NULL, &s) < 0)
-		return 0;
+	if ((r = load_session(req, cu->session_id[0] ? cu->session_id : NULL, &s)) < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, cu->session_id);
 	if (efs_parse_u64(cu->chunk_index, false, &index) < 0)
-		return efs_http_reply_error(req, 400, "invalid_chunk_index",
-					    "chunk_index must be a non-negative integer");
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_INDEX,
+					  "chunk_index must be a non-negative integer");
 	int64_t expected = expected_chunks(&s);
 	if ((expected >= 0 && index >= (uint64_t)expected) || index >= MAX_SESSION_CHUNKS)
-		return efs_http_reply_error(req, 400, "invalid_chunk_index",
-					    "chunk_index %llu is out of range (the file has %lld "
-					    "chunks)",
-					    (unsigned long long)index,
-					    (long long)(expected >= 0 ? expected : MAX_SESSION_CHUNKS));
+		return efs_http_reply_err(
+		    req, EFS_HTTP_E_INVALID_CHUNK_INDEX,
+		    "chunk_index %llu is out of range (the file has %lld "
+		    "chunks)",
+		    (unsigned long long)index,
+		    (long long)(expected >= 0 ? expected : MAX_SESSION_CHUNKS));
 	if (cu->too_large || cu->data.len > s.chunk_size)
-		return efs_http_reply_error(req, 400, "chunk_too_large",
-					    "a chunk of this session holds at most %llu bytes",
-					    (unsigned long long)s.chunk_size);
+		return efs_http_reply_err(req, EFS_HTTP_E_SESSION_CHUNK_TOO_LARGE,
+					  "a chunk of this session holds at most %llu bytes",
+					  (unsigned long long)s.chunk_size);
 	if (expected >= 0) {
 		uint64_t want = (int64_t)index + 1 < expected
 					? s.chunk_size
 					: (uint64_t)s.declared_size - index * s.chunk_size;
 		if (cu->data.len != want)
-			return efs_http_reply_error(req, 400, "chunk_size_mismatch",
-						    "chunk %llu must be exactly %llu bytes, got %zu",
-						    (unsigned long long)index,
-						    (unsigned long long)want, cu->data.len);
+			return efs_http_reply_err(req, EFS_HTTP_E_CHUNK_SIZE_MISMATCH,
+						  "chunk %llu must be exactly %llu bytes, got %zu",
+						  (unsigned long long)index,
+						  (unsigned long long)want, cu->data.len);
 	} else if (cu->data.len == 0) {
-		return efs_http_reply_error(req, 400, "empty_chunk", "a chunk cannot be empty");
+		return efs_http_reply_err(req, EFS_HTTP_E_EMPTY_CHUNK, "a chunk cannot be empty");
 	}
 	efs_sha256_hex(cu->data.data ? cu->data.data : "", cu->data.len, sha);
 	if (expect_sha && strcasecmp(expect_sha, sha) != 0)
-		return efs_http_reply_error(req, 400, "checksum_mismatch",
-					    "X-Chunk-SHA256 does not match the chunk's bytes "
-					    "(got %s)",
-					    sha);
+		return efs_http_reply_err(req, EFS_HTTP_E_CHECKSUM_MISMATCH,
+					  "X-Chunk-SHA256 does not match the chunk's bytes "
+					  "(got %s)",
+					  sha);
 	efs_upload_buffers_init(&bufs);
 	r = efs_upload_chunk(&m->uploader, &bufs, s.session_id, index,
 			     cu->data.data ? cu->data.data : "", cu->data.len, sha, &res);
 	efs_upload_buffers_release(&bufs);
-	if (r == -ENOSPC)
-		return efs_http_reply_error(req, 503, "no_capacity",
-					    "not enough live workers to store every replica");
-	if (r == -ENOENT)
-		return efs_http_reply_error(req, 404, "session_not_found",
-					    "the session ended while the chunk was stored");
 	if (r < 0)
-		return efs_api_store_error(req, r);
+		return efs_http_reply_errno(req, EFS_HTTP_OP_STORE_CHUNK, r, s.session_id);
 	return efs_http_reply_json(req, 200,
 				   json_pack("{s:s, s:I, s:I, s:s}", "session_id", s.session_id,
 					     "chunk_index", (json_int_t)index, "size",
@@ -357,18 +349,21 @@ int efs_api_session_complete(struct efs_http_req *req)
 	struct efs_master *m = efs_api_master(req);
 	struct efs_session_info s;
 	const char *sid = NULL;
+	char why[EFS_HTTP_JSON_WHY_MAX];
 	json_t *body;
 	int r;
 
-	if (efs_http_body_json(req, &body) < 0)
-		return 0;
+	if ((r = efs_http_body_json(req, &body, why)) < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
 	if (efs_json_str(body, "session_id", EFS_ID_MAX, &sid) < 0) {
 		json_decref(body);
-		return efs_http_reply_error(req, 400, "invalid_session_id",
-					    "session_id is required");
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_SESSION_ID,
+					  "session_id is required");
 	}
 	r = load_session(req, sid, &s);
-	json_decref(body);
+	if (r < 0)
+		efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, sid);
+	json_decref(body); /* sid lived in it */
 	if (r < 0)
 		return 0;
 
@@ -378,14 +373,10 @@ int efs_api_session_complete(struct efs_http_req *req)
 		size_t n;
 		/* The version first (from the store, never a cache): a chunk
 		 * arriving after this point makes the commit fail and retry. */
-		if ((r = efs_meta_session_get(m->meta, s.session_id, &s)) < 0) {
-			if (r == -ENOENT)
-				return efs_http_reply_error(req, 404, "session_not_found",
-							    "the session ended meanwhile");
-			return efs_api_store_error(req, r);
-		}
+		if ((r = efs_meta_session_get(m->meta, s.session_id, &s)) < 0)
+			return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, s.session_id);
 		if ((r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n)) < 0)
-			return efs_api_store_error(req, r);
+			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		int64_t expected = expected_chunks(&s);
 		if (expected < 0)
 			expected = n ? (int64_t)chunks[n - 1].index + 1 : 0;
@@ -403,28 +394,27 @@ int efs_api_session_complete(struct efs_http_req *req)
 		}
 		if (json_array_size(missing) > 0) {
 			free(chunks);
-			return efs_http_reply_error_extra(
-				req, 409, "incomplete_session", json_pack("{s:o}", "missing", missing),
-				"%zu of %lld chunks are missing", json_array_size(missing),
-				(long long)expected);
+			return efs_http_reply_err_extra(req, EFS_HTTP_E_INCOMPLETE_SESSION,
+							json_pack("{s:o}", "missing", missing),
+							"%zu of %lld chunks are missing",
+							json_array_size(missing),
+							(long long)expected);
 		}
 		json_decref(missing);
 		for (size_t i = 0; i + 1 < n; i++) {
 			if (chunks[i].size != s.chunk_size) {
 				unsigned long long short_index = chunks[i].index;
 				free(chunks);
-				return efs_http_reply_error(req, 409, "short_chunk",
-							    "chunk %llu is shorter than chunk_size "
-							    "but is not the last one",
-							    short_index);
+				return efs_http_reply_err(req, EFS_HTTP_E_SHORT_CHUNK,
+							  "chunk %llu is shorter than chunk_size "
+							  "but is not the last one",
+							  short_index);
 			}
 		}
 		if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0 ||
 		    (r = hash_chunks(m, chunks, n, f.sha256)) < 0) {
 			free(chunks);
-			return efs_http_reply_error(req, 503, "chunk_unavailable",
-						    "the session's chunks could not be read back: %s",
-						    strerror(-r));
+			return efs_http_reply_errno(req, EFS_HTTP_OP_READ_BACK, r, NULL);
 		}
 		free(chunks);
 		efs_strlcpy(f.owner, s.owner, sizeof(f.owner));
@@ -438,19 +428,16 @@ int efs_api_session_complete(struct efs_http_req *req)
 		r = efs_meta_session_complete(m->meta, s.session_id, s.version, &f);
 		if (r == -ESTALE)
 			continue; /* a chunk arrived meanwhile: look again */
-		if (r == -ENOENT)
-			return efs_http_reply_error(req, 404, "session_not_found",
-						    "the session ended meanwhile");
 		if (r < 0)
-			return efs_api_store_error(req, r);
+			return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, s.session_id);
 		efs_cache_session_forget(m->cache, s.session_id);
 		efs_info("session %s completed into file %s (%llu bytes, %llu chunks)",
 			 s.session_id, f.file_id, (unsigned long long)f.size,
 			 (unsigned long long)f.chunk_count);
 		return efs_http_reply_json(req, 201, efs_api_file_json(&f));
 	}
-	return efs_http_reply_error(req, 409, "session_busy",
-				    "chunks kept arriving during complete; retry");
+	return efs_http_reply_err(req, EFS_HTTP_E_SESSION_BUSY,
+				  "chunks kept arriving during complete; retry");
 }
 
 /* ---- GET / DELETE /api/v1/files/upload/{sessionId} --------------------- */
@@ -463,11 +450,13 @@ int efs_api_session_status(struct efs_http_req *req)
 	char when[EFS_ISO8601_LEN];
 	size_t n;
 
-	if (load_session(req, efs_http_param(req, "sessionId"), &s) < 0)
-		return 0;
-	int r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n);
+	const char *session_id = efs_http_param(req, "sessionId");
+	int r = load_session(req, session_id, &s);
 	if (r < 0)
-		return efs_api_store_error(req, r);
+		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, session_id);
+	r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n);
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 	json_t *obj = json_pack("{s:s, s:s, s:I, s:o, s:s}", "session_id", s.session_id, "name",
 				s.name, "chunk_size", (json_int_t)s.chunk_size, "received",
 				received_json(chunks, n), "expires_at",
@@ -482,14 +471,14 @@ int efs_api_session_abort(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	struct efs_session_info s;
-	if (load_session(req, efs_http_param(req, "sessionId"), &s) < 0)
-		return 0;
-	int r = efs_meta_session_delete(m->meta, s.session_id, efs_now_ms());
-	efs_cache_session_forget(m->cache, s.session_id);
-	if (r == -ENOENT)
-		return efs_http_reply_error(req, 404, "session_not_found", "no such session");
+	const char *session_id = efs_http_param(req, "sessionId");
+	int r = load_session(req, session_id, &s);
 	if (r < 0)
-		return efs_api_store_error(req, r);
+		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, session_id);
+	r = efs_meta_session_delete(m->meta, s.session_id, efs_now_ms());
+	efs_cache_session_forget(m->cache, s.session_id);
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, s.session_id);
 	efs_info("session %s aborted by %s", s.session_id, req->user);
 	return efs_http_reply_empty(req, 204);
 }

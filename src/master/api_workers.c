@@ -9,21 +9,11 @@
 
 #include <stdlib.h>
 
-int efs_api_store_error(struct efs_http_req *req, int r)
-{
-	if (r == -EAGAIN)
-		return efs_http_reply_error(req, 503, "metadata_unavailable",
-					    "the metadata store is unavailable; retry shortly");
-	efs_error("%s %s: metadata store error: %s", req->method, req->path, strerror(-r));
-	return efs_http_reply_error(req, 500, "internal_error", "metadata store error: %s",
-				    strerror(-r));
-}
-
 /* Reads the capacity figures a worker sends: capacity_bytes and
  * free_bytes (required, free <= capacity), chunk_count (optional, 0).
- * Replies 400 when malformed. */
-static int read_capacity(struct efs_http_req *req, json_t *body, uint64_t *capacity,
-			 uint64_t *free_bytes, uint64_t *chunk_count)
+ * -EINVAL when malformed, with what is wrong in @why (@why_size bytes). */
+static int read_capacity(json_t *body, uint64_t *capacity, uint64_t *free_bytes,
+			 uint64_t *chunk_count, char *why, size_t why_size)
 {
 	static const char *const keys[] = {"capacity_bytes", "free_bytes", "chunk_count"};
 	uint64_t *outs[] = {capacity, free_bytes, chunk_count};
@@ -32,16 +22,14 @@ static int read_capacity(struct efs_http_req *req, json_t *body, uint64_t *capac
 		int r = efs_json_u64(body, keys[i], outs[i]);
 		bool required = i < 2;
 		if (r == -EINVAL || (r == -ENOENT && required) || *outs[i] > INT64_MAX) {
-			efs_http_reply_error(req, 400, "invalid_field",
-					     "%s must be a non-negative integer%s", keys[i],
-					     required ? " (required)" : "");
+			snprintf(why, why_size, "%s must be a non-negative integer%s", keys[i],
+				 required ? " (required)" : "");
 			return -EINVAL;
 		}
 	}
 	if (*free_bytes > *capacity) {
-		efs_http_reply_error(req, 400, "invalid_field",
-				     "free_bytes (%llu) exceeds capacity_bytes (%llu)",
-				     (unsigned long long)*free_bytes, (unsigned long long)*capacity);
+		snprintf(why, why_size, "free_bytes (%llu) exceeds capacity_bytes (%llu)",
+			 (unsigned long long)*free_bytes, (unsigned long long)*capacity);
 		return -EINVAL;
 	}
 	return 0;
@@ -54,27 +42,31 @@ int efs_api_worker_register(struct efs_http_req *req)
 	const char *url, *worker_id = NULL;
 	uint64_t capacity, free_bytes, chunk_count;
 	char id[EFS_ID_MAX + 1];
+	char why[EFS_HTTP_JSON_WHY_MAX];
 	int r;
 
-	if (efs_http_body_json(req, &body) < 0)
-		return 0;
+	if ((r = efs_http_body_json(req, &body, why)) < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
 	if (efs_json_str(body, "url", EFS_URL_MAX, &url) < 0 || !efs_http_url_valid(url)) {
-		efs_http_reply_error(req, 400, "invalid_field",
-				     "url must be an http:// or https:// URL");
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_FIELD,
+				   "url must be an http:// or https:// URL");
 		goto out;
 	}
 	r = efs_json_str(body, "worker_id", EFS_ID_MAX, &worker_id);
 	if (r == -EINVAL || (r == 0 && !efs_id_valid(worker_id))) {
-		efs_http_reply_error(req, 400, "invalid_field",
-				     "worker_id must be 1-64 characters of [A-Za-z0-9_-]");
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_FIELD,
+				   "worker_id must be 1-64 characters of [A-Za-z0-9_-]");
 		goto out;
 	}
-	if (read_capacity(req, body, &capacity, &free_bytes, &chunk_count) < 0)
+	bool with_id = r == 0;
+	if (read_capacity(body, &capacity, &free_bytes, &chunk_count, why, sizeof(why)) < 0) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_FIELD, "%s", why);
 		goto out;
-	r = efs_registry_register(&m->registry, r == 0 ? worker_id : NULL, url, capacity,
+	}
+	r = efs_registry_register(&m->registry, with_id ? worker_id : NULL, url, capacity,
 				  free_bytes, chunk_count, id);
 	if (r < 0) {
-		efs_api_store_error(req, r);
+		efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		goto out;
 	}
 	efs_http_reply_json(req, 200,
@@ -90,27 +82,24 @@ int efs_api_worker_heartbeat(struct efs_http_req *req)
 	struct efs_master *m = efs_api_master(req);
 	const char *worker_id = efs_http_param(req, "workerId");
 	uint64_t capacity, free_bytes, chunk_count;
+	char why[EFS_HTTP_JSON_WHY_MAX];
 	json_t *body;
+	int r;
 
 	if (!efs_id_valid(worker_id))
-		return efs_http_reply_error(req, 400, "invalid_worker_id",
-					    "worker id must be 1-64 characters of [A-Za-z0-9_-]");
-	if (efs_http_body_json(req, &body) < 0)
-		return 0;
-	if (read_capacity(req, body, &capacity, &free_bytes, &chunk_count) == 0) {
-		int r = efs_registry_heartbeat(&m->registry, worker_id, capacity, free_bytes,
-					       chunk_count);
-		if (r == -ENOENT)
-			efs_http_reply_error(req, 404, "worker_not_found",
-					     "unknown worker %s: register again", worker_id);
-		else if (r < 0)
-			efs_api_store_error(req, r);
-		else
-			efs_http_reply_json(req, 200,
-					    json_pack("{s:s, s:I}", "status", "ok",
-						      "heartbeat_interval_ms",
-						      (json_int_t)m->cfg.heartbeat_interval_ms));
-	}
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_WORKER_ID,
+					  "worker id must be 1-64 characters of [A-Za-z0-9_-]");
+	if ((r = efs_http_body_json(req, &body, why)) < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
+	if (read_capacity(body, &capacity, &free_bytes, &chunk_count, why, sizeof(why)) < 0)
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_FIELD, "%s", why);
+	else if ((r = efs_registry_heartbeat(&m->registry, worker_id, capacity, free_bytes,
+					     chunk_count)) < 0)
+		efs_http_reply_errno(req, EFS_HTTP_OP_WORKER, r, worker_id);
+	else
+		efs_http_reply_json(req, 200,
+				    json_pack("{s:s, s:I}", "status", "ok", "heartbeat_interval_ms",
+					      (json_int_t)m->cfg.heartbeat_interval_ms));
 	json_decref(body);
 	return 0;
 }
@@ -124,7 +113,7 @@ int efs_api_worker_list(struct efs_http_req *req)
 
 	int r = efs_registry_list(&m->registry, &list, &n);
 	if (r < 0)
-		return efs_api_store_error(req, r);
+		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 	json_t *workers = json_array();
 	for (size_t i = 0; i < n; i++) {
 		const struct efs_worker_info *w = &list[i].info;
@@ -159,19 +148,16 @@ int efs_api_worker_report(struct efs_http_req *req)
 	json_t *body, *chunks, *lost, *item;
 	size_t n = 0, i;
 	int adopted = 0, marked = 0, r;
+	char why[EFS_HTTP_JSON_WHY_MAX];
 
 	if (!efs_id_valid(worker_id))
-		return efs_http_reply_error(req, 400, "invalid_worker_id",
-					    "worker id must be 1-64 characters of [A-Za-z0-9_-]");
-	if (efs_http_body_json(req, &body) < 0)
-		return 0;
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_WORKER_ID,
+					  "worker id must be 1-64 characters of [A-Za-z0-9_-]");
+	if ((r = efs_http_body_json(req, &body, why)) < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
 	r = efs_meta_worker_get(m->meta, worker_id, &w);
 	if (r < 0) {
-		if (r == -ENOENT)
-			efs_http_reply_error(req, 404, "worker_not_found",
-					     "unknown worker %s: register again", worker_id);
-		else
-			efs_api_store_error(req, r);
+		efs_http_reply_errno(req, EFS_HTTP_OP_WORKER, r, worker_id);
 		goto out;
 	}
 	chunks = json_object_get(body, "chunks");
@@ -180,8 +166,8 @@ int efs_api_worker_report(struct efs_http_req *req)
 	    efs_json_u64(body, "now_ms", &worker_now) < 0 || started > INT64_MAX ||
 	    worker_now > INT64_MAX || (chunks && !json_is_array(chunks)) ||
 	    (lost && !json_is_array(lost))) {
-		efs_http_reply_error(req, 400, "invalid_report",
-				     "a report needs started_at_ms, now_ms, and arrays chunks/lost");
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_REPORT,
+				   "a report needs started_at_ms, now_ms, and arrays chunks/lost");
 		goto out;
 	}
 	n = chunks ? json_array_size(chunks) : 0;
@@ -195,8 +181,8 @@ int efs_api_worker_report(struct efs_http_req *req)
 		const char *id = json_string_value(json_array_get(item, 0));
 		json_t *mtime = json_array_get(item, 1);
 		if (!efs_chunk_id_valid(id) || !json_is_integer(mtime)) {
-			efs_http_reply_error(req, 400, "invalid_report",
-					     "chunks[%zu] must be [\"<64 hex>\", mtime_ms]", i);
+			efs_http_reply_err(req, EFS_HTTP_E_INVALID_REPORT,
+					   "chunks[%zu] must be [\"<64 hex>\", mtime_ms]", i);
 			goto out;
 		}
 		efs_strlcpy(entries[i].chunk_id, id, sizeof(entries[i].chunk_id));
@@ -219,7 +205,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 		.now_ms = efs_now_ms(),
 	};
 	if (n > 0 && (r = efs_meta_report_batch(m->meta, &ctx, entries, n)) < 0) {
-		efs_api_store_error(req, r);
+		efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		goto out;
 	}
 	json_t *del = json_array();
@@ -237,7 +223,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 				 "repair",
 				 worker_id, r);
 		if (r < 0) {
-			efs_api_store_error(req, r);
+			efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 			goto out;
 		}
 		r = 0;

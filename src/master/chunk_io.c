@@ -158,11 +158,7 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 		}
 	}
 	*written = done;
-	if (done < want) {
-		efs_warn("chunk %.12s: only %u of %u replicas could be written", chunk_id, done, want);
-		return -ENOSPC;
-	}
-	return 0;
+	return done < want ? -ENOSPC : 0;
 }
 
 /* Orders replicas: usable ones (alive, not bad) first, shuffled. */
@@ -211,11 +207,8 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 	r = efs_http_call_run(io->http, &call);
 	*scratch = call.resp;
 	scratch->cap = SIZE_MAX;
-	if (r < 0) {
-		efs_warn("chunk %.12s: worker %s unreachable: %s", chunk->chunk_id, rep->worker_id,
-			 call.errmsg);
-		return r;
-	}
+	if (r < 0)
+		return r; /* unreachable */
 	if (call.status == 404)
 		return -EBADMSG; /* lost there */
 	if (call.status == 500 && scratch->data && strstr(scratch->data, "\"chunk_corrupt\""))
@@ -258,14 +251,9 @@ int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		int r = read_replica(io, chunk, rep, out, scratch);
 		if (r == 0)
 			return 0;
-		if (r == -EBADMSG) {
-			efs_warn("chunk %.12s: replica on worker %s is missing or corrupt: marked "
-				 "bad for repair",
-				 chunk->chunk_id, rep->worker_id);
+		/* Missing or corrupt there: repair replaces it (and logs that). */
+		if (r == -EBADMSG)
 			efs_meta_replica_mark_bad(io->meta, chunk->chunk_id, rep->worker_id);
-		}
 	}
-	efs_error("chunk %s: no replica could be read (%u tried)", chunk->chunk_id,
-		  replica_count);
-	return -EIO;
+	return -EIO; /* the caller, which knows what the bytes were for, logs */
 }

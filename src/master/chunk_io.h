@@ -61,7 +61,8 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 
 /* Reads chunk @chunk from one of its replicas into @out (decoded and
  * verified). @scratch holds the stored bytes. -EIO when no replica gave
- * good bytes. */
+ * good bytes. Never logs (a replica found missing or corrupt is marked bad
+ * in the metadata): the caller logs the failure once. */
 int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		   const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
 		   struct efs_buf *scratch);

@@ -14,7 +14,6 @@
  * helper from the moment a fetch is requested until it reports it done;
  * the connection's thread waits for that before it uses either. */
 #include "master/download.h"
-#include "echofs/log.h"
 #include "master/chunk_cache.h"
 #include "master/chunk_io.h"
 
@@ -131,9 +130,7 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 		if (rd->batch_count == 0)
 			return -ENOENT; /* the file is gone (deleted meanwhile) */
 	}
-	efs_error("file %s: chunk %llu is missing from the metadata", rd->file.file_id,
-		  (unsigned long long)index);
-	return -EIO;
+	return -EIO; /* the chunk list has no such chunk */
 }
 
 /* Fetches, decodes and verifies chunk @index into @s. */
@@ -242,11 +239,8 @@ ssize_t efs_reader_read(struct efs_reader *rd, char *out, size_t max)
 	if (rd->pos > rd->last)
 		return 0;
 	int r = efs_reader_prefetch(rd);
-	if (r < 0) {
-		efs_error("file %s: download aborted at byte %llu: %s", rd->file.file_id,
-			  (unsigned long long)rd->pos, strerror(-r));
+	if (r < 0)
 		return r;
-	}
 	uint64_t offset = rd->pos - (uint64_t)rd->cur.index * rd->file.chunk_size;
 	if (offset >= rd->cur.data.len)
 		return -EIO;
@@ -257,13 +251,18 @@ ssize_t efs_reader_read(struct efs_reader *rd, char *out, size_t max)
 	return (ssize_t)n;
 }
 
-int efs_reader_take(struct efs_reader *rd, struct efs_buf *out, size_t *offset, size_t *len)
+const char *efs_reader_file_id(const struct efs_reader *rd)
+{
+	return rd->file.file_id;
+}
+
+bool efs_reader_take(struct efs_reader *rd, struct efs_buf *out, size_t *offset, size_t *len)
 {
 	if (rd->pos > rd->last || rd->cur.index < 0)
-		return 0;
+		return false;
 	uint64_t start = (uint64_t)rd->cur.index * rd->file.chunk_size;
 	if (rd->pos < start || rd->last - start >= rd->cur.data.len)
-		return 0; /* not loaded, or the range goes on past this chunk */
+		return false; /* not loaded, or the range goes on past this chunk */
 	efs_buf_release(out);
 	*out = rd->cur.data;
 	*offset = (size_t)(rd->pos - start);
@@ -271,5 +270,5 @@ int efs_reader_take(struct efs_reader *rd, struct efs_buf *out, size_t *offset, 
 	efs_buf_init(&rd->cur.data, SIZE_MAX);
 	rd->cur.index = -1;
 	rd->pos = rd->last + 1;
-	return 1;
+	return true;
 }

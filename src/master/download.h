@@ -16,6 +16,7 @@
 #include "echofs/buf.h"
 #include "echofs/meta.h"
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 struct efs_chunk_cache;
@@ -40,13 +41,16 @@ void efs_reader_free(struct efs_reader *rd);
  * byte is sent. 0, -ENOENT (the file has no chunk list: deleted), -EIO or
  * store errors. */
 int efs_reader_prefetch(struct efs_reader *rd);
-/* The next bytes into @out: count, 0 at the end, or -errno. */
+/* The next bytes into @out: count, 0 at the end, or -errno (as
+ * efs_reader_prefetch; never logged here: the caller decides). */
 ssize_t efs_reader_read(struct efs_reader *rd, char *out, size_t max);
 /* When every byte left to read lies in the chunk efs_reader_prefetch
  * loaded, hands that chunk's buffer over without copying: @out (released
  * first) then holds the bytes, the range being @len bytes from *offset,
- * and the reader is at its end. Returns 1, or 0 (nothing changed) when
- * the range needs more than that chunk. */
-int efs_reader_take(struct efs_reader *rd, struct efs_buf *out, size_t *offset, size_t *len);
+ * and the reader is at its end. Returns true, or false (nothing changed)
+ * when the range needs more than that chunk. */
+bool efs_reader_take(struct efs_reader *rd, struct efs_buf *out, size_t *offset, size_t *len);
+/* The id of the file being read (for the caller's log line). */
+const char *efs_reader_file_id(const struct efs_reader *rd);
 
 #endif

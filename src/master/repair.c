@@ -53,10 +53,10 @@ static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repa
 			  chunk.chunk_id, count);
 		return r;
 	}
-	r = efs_codec_encode(data->data, data->len, encoded);
+	bool gzip = false;
+	r = efs_codec_encode(data->data, data->len, encoded, &gzip);
 	if (r < 0)
 		return r;
-	bool gzip = r == 1;
 	const char *bytes = gzip ? encoded->data : data->data;
 	size_t len = gzip ? encoded->len : data->len;
 	unsigned written = 0;

@@ -145,10 +145,9 @@ static int upload_one(const struct efs_uploader *up, struct efs_upload_buffers *
 	else
 		efs_sha256_hex(data, len, chunk.chunk_id);
 	chunk.size = len;
-	r = efs_codec_encode(data, len, &bufs->encoded);
+	r = efs_codec_encode(data, len, &bufs->encoded, &chunk.compressed);
 	if (r < 0)
 		return r;
-	chunk.compressed = r == 1;
 	const char *stored = chunk.compressed ? bufs->encoded.data : data;
 	chunk.stored_size = chunk.compressed ? bufs->encoded.len : len;
 

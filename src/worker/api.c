@@ -89,15 +89,17 @@ int efs_worker_api_metrics(struct efs_http_req *req)
 	return r;
 }
 
-/* Replies 400 unless the path names a valid chunk id; returns it or NULL. */
+/* The path's chunk id, or NULL when it is not a valid one. */
 static const char *chunk_id_param(struct efs_http_req *req)
 {
 	const char *id = efs_http_param(req, "chunkId");
-	if (efs_chunk_id_valid(id))
-		return id;
-	efs_http_reply_error(req, 400, "invalid_chunk_id",
-			     "a chunk id is 64 lowercase hex digits (SHA-256)");
-	return NULL;
+	return efs_chunk_id_valid(id) ? id : NULL;
+}
+
+static int reply_invalid_chunk_id(struct efs_http_req *req)
+{
+	return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_ID,
+				  "a chunk id is 64 lowercase hex digits (SHA-256)");
 }
 
 static void writer_free(void *state)
@@ -114,27 +116,21 @@ int efs_worker_api_chunk_put_begin(struct efs_http_req *req)
 	uint32_t flags = 0;
 
 	if (!id)
-		return 0;
+		return reply_invalid_chunk_id(req);
 	if (enc && strcmp(enc, "gzip") == 0)
 		flags = EFS_STORE_GZIP;
 	else if (enc && strcmp(enc, "identity") != 0)
-		return efs_http_reply_error(req, 400, "invalid_encoding",
-					    EFS_HDR_ENCODING " must be gzip or identity");
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_ENCODING,
+					  EFS_HDR_ENCODING " must be gzip or identity");
 	if (req->content_length < 0)
-		return efs_http_reply_error(req, 411, "length_required",
-					    "a chunk upload needs a Content-Length");
+		return efs_http_reply_err(req, EFS_HTTP_E_LENGTH_REQUIRED,
+					  "a chunk upload needs a Content-Length");
 	if (req->content_length > EFS_STORE_MAX_CHUNK)
-		return efs_http_reply_error(req, 413, "chunk_too_large",
-					    "a chunk holds at most %d bytes", EFS_STORE_MAX_CHUNK);
+		return efs_http_reply_err(req, EFS_HTTP_E_CHUNK_TOO_LARGE,
+					  "a chunk holds at most %d bytes", EFS_STORE_MAX_CHUNK);
 	int r = efs_store_write_begin(w->store, id, (uint64_t)req->content_length, flags, &writer);
-	if (r == -ENOSPC)
-		return efs_http_reply_error(req, 507, "insufficient_storage",
-					    "this worker is full (WORKER_CAPACITY_BYTES)");
-	if (r < 0) {
-		efs_error("chunk %.12s: cannot start the write: %s", id, strerror(-r));
-		return efs_http_reply_error(req, 500, "store_error", "cannot store the chunk: %s",
-					    strerror(-r));
-	}
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, r, id);
 	req->state = writer;
 	req->state_free = writer_free;
 	return 0;
@@ -143,14 +139,9 @@ int efs_worker_api_chunk_put_begin(struct efs_http_req *req)
 int efs_worker_api_chunk_put_body(struct efs_http_req *req, const char *data, size_t len)
 {
 	int r = efs_store_write(req->state, data, len);
-	if (r == -E2BIG)
-		return efs_http_reply_error(req, 400, "length_mismatch",
-					    "more bytes than Content-Length");
-	if (r < 0) {
-		efs_error("chunk write failed: %s", strerror(-r));
-		return efs_http_reply_error(req, 500, "store_error", "cannot store the chunk: %s",
-					    strerror(-r));
-	}
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, r,
+					    efs_http_param(req, "chunkId"));
 	return 0;
 }
 
@@ -163,24 +154,15 @@ int efs_worker_api_chunk_put(struct efs_http_req *req)
 	if (crc_hex) {
 		size_t n = strlen(crc_hex);
 		if (n != 8 || strspn(crc_hex, "0123456789abcdefABCDEF") != n)
-			return efs_http_reply_error(req, 400, "invalid_checksum",
-						    EFS_HDR_CRC32C " must be 8 hex digits");
+			return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHECKSUM,
+						  EFS_HDR_CRC32C " must be 8 hex digits");
 		crc = (uint32_t)strtoul(crc_hex, NULL, 16);
 	}
 	req->state = NULL; /* commit frees the writer whatever happens */
 	int r = efs_store_write_commit(writer, crc_hex != NULL, crc);
-	if (r == -EBADMSG)
-		return efs_http_reply_error(req, 400, "checksum_mismatch",
-					    "the chunk's bytes do not match " EFS_HDR_CRC32C);
-	if (r == -EPROTO)
-		return efs_http_reply_error(req, 400, "length_mismatch",
-					    "fewer bytes than Content-Length");
-	if (r < 0) {
-		efs_error("chunk %.12s: cannot commit: %s", efs_http_param(req, "chunkId"),
-			  strerror(-r));
-		return efs_http_reply_error(req, 500, "store_error", "cannot store the chunk: %s",
-					    strerror(-r));
-	}
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, r,
+					    efs_http_param(req, "chunkId"));
 	return efs_http_reply_json(req, 201,
 				   json_pack("{s:s, s:I}", "chunk_id", efs_http_param(req, "chunkId"),
 					     "size", (json_int_t)req->content_length));
@@ -204,19 +186,13 @@ int efs_worker_api_chunk_get(struct efs_http_req *req)
 	uint32_t flags = 0, crc = 0;
 
 	if (!id)
-		return 0;
+		return reply_invalid_chunk_id(req);
 	efs_buf_init(&data, EFS_STORE_MAX_CHUNK);
 	int r = efs_store_get_crc(w->store, id, &data, &flags, &crc);
-	if (r == -ENOENT) {
-		efs_http_reply_error(req, 404, "chunk_not_found", "no chunk %s here", id);
-	} else if (r == -EBADMSG) {
-		efs_error("chunk %s failed its checksum: quarantined", id);
-		efs_http_reply_error(req, 500, "chunk_corrupt",
-				     "chunk %s failed its checksum on this worker", id);
-	} else if (r < 0) {
-		efs_error("chunk %s: read failed: %s", id, strerror(-r));
-		efs_http_reply_error(req, 500, "store_error", "cannot read the chunk: %s",
-				     strerror(-r));
+	if (r < 0) {
+		/* A corrupt chunk is quarantined by the store, and logged as
+		 * chunk_corrupt here. */
+		efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_READ, r, id);
 	} else {
 		/* The CRC the store just checked the payload against. */
 		add_chunk_headers(req, flags, crc, true);
@@ -241,12 +217,10 @@ int efs_worker_api_chunk_head(struct efs_http_req *req)
 	int64_t mtime;
 
 	if (!id)
-		return 0;
+		return reply_invalid_chunk_id(req);
 	int r = efs_store_stat(w->store, id, &length, &flags, &mtime);
-	if (r == -ENOENT || r == -EBADMSG)
-		return efs_http_reply_empty(req, 404);
-	if (r < 0)
-		return efs_http_reply_empty(req, 500);
+	if (r < 0) /* HEAD: the table's status, no body */
+		return efs_http_reply_empty(req, efs_http_errno_status(EFS_HTTP_OP_CHUNK_STAT, r));
 	add_chunk_headers(req, flags, 0, false);
 	return efs_http_reply_stream(req, 200, (int64_t)length, no_body, NULL, NULL);
 }
@@ -259,19 +233,13 @@ int efs_worker_api_chunk_delete(struct efs_http_req *req)
 	uint64_t since_ms = 0;
 
 	if (!id)
-		return 0;
+		return reply_invalid_chunk_id(req);
 	if (since && efs_parse_u64(since, false, &since_ms) < 0)
-		return efs_http_reply_error(req, 400, "invalid_header",
-					    EFS_HDR_UNMODIFIED " must be Unix milliseconds");
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_HEADER,
+					  EFS_HDR_UNMODIFIED " must be Unix milliseconds");
 	int r = efs_store_delete(w->store, id, (int64_t)since_ms);
-	if (r == -ENOENT)
-		return efs_http_reply_error(req, 404, "chunk_not_found", "no chunk %s here", id);
-	if (r == -EBUSY)
-		return efs_http_reply_error(req, 412, "chunk_rewritten",
-					    "chunk %s was written again since; kept", id);
 	if (r < 0)
-		return efs_http_reply_error(req, 500, "store_error", "cannot delete: %s",
-					    strerror(-r));
+		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_DELETE, r, id);
 	efs_debug("chunk %s deleted", id);
 	return efs_http_reply_empty(req, 204);
 }

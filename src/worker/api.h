@@ -3,6 +3,7 @@
 #ifndef ECHOFS_WORKER_API_H
 #define ECHOFS_WORKER_API_H
 
+#include "echofs/http_error.h"
 #include "echofs/http_server.h"
 #include "worker/worker.h"
 

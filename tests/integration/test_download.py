@@ -182,3 +182,27 @@ def test_worker_chunk_get_crc_header_matches_the_bytes(cluster):
         assert r.content == body
         assert r.headers["X-Chunk-Encoding"] == encoding
         assert r.headers["X-Chunk-CRC32C"] == f"{h.crc32c(body):08x}"
+
+
+def test_failed_chunk_read_is_logged_once(cluster):
+    """Helpers do not log; the handler that replies does, once: a download
+    whose chunk no replica can give is one 503 chunk_unavailable and one
+    WARN/ERROR line in the master's log (not one per replica tried, plus
+    the reader's, plus the handler's)."""
+    m = cluster.start(workers=3)
+    tok = h.make_jwt({"sub": "once", "exp": int(time.time()) + 3600})
+    c = m.client(tok)
+    f = c.upload(os.urandom(4096), "once.bin")
+    chunk_id = m.client(tok).get(f"/api/v1/files/{f['file_id']}").json()["chunks"][0]["chunk_id"]
+    for w in cluster.workers:
+        w.kill()  # still alive to the master: every replica is tried
+    mark = m.log_mark()
+    r = c.get(f"/api/v1/files/{f['file_id']}/download")
+    h.assert_json_error(r, 503, "chunk_unavailable")
+    m.wait_for_log(r"access GET /api/v1/files/\S+/download 503", since=mark)
+    lines = [line for line in m.stderr_since(mark).splitlines()
+             if (" WARN " in line or " ERROR " in line) and
+             (f["file_id"] in line or chunk_id[:12] in line)]
+    assert len(lines) == 1, "a failed chunk read logged %d lines:\n%s" % (
+        len(lines), "\n".join(lines))
+    assert "chunk_unavailable" in lines[0], lines[0]

@@ -2,12 +2,14 @@
 /* test_range.c - unit tests of the HTTP Range header parser
  * (include/echofs/range.h).
  *
- * Each case of the contract: 1 with the inclusive [first, last] for a
- * single satisfiable range, 0 for anything to be ignored (send the whole
- * body with 200), -ERANGE for a well-formed unsatisfiable range (416).
+ * Each case of the contract: 0 and partial with the inclusive [first,
+ * last] for a single satisfiable range, 0 and not partial for anything to
+ * be ignored (send the whole body with 200), -ERANGE for a well-formed
+ * unsatisfiable range (416).
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
@@ -20,23 +22,25 @@
 static void expect_range(const char *header, uint64_t size, uint64_t first, uint64_t last)
 {
 	uint64_t got_first = UNTOUCHED, got_last = UNTOUCHED;
-	int r = efs_range_parse(header, size, &got_first, &got_last);
-	if (r != 1)
-		fail_msg("\"%s\" on %llu bytes returned %d, not 1", header ? header : "(null)",
-			 (unsigned long long)size, r);
+	bool partial = false;
+	int r = efs_range_parse(header, size, &partial, &got_first, &got_last);
+	if (r != 0 || !partial)
+		fail_msg("\"%s\" on %llu bytes returned %d (partial %d), not a range",
+			 header ? header : "(null)", (unsigned long long)size, r, partial);
 	assert_int_equal(got_first, first);
 	assert_int_equal(got_last, last);
 }
 
-/* Checks that @header gives @want (0 or -ERANGE) and leaves the range
- * untouched. */
+/* Checks that @header gives @want (0: no range, the whole body; or
+ * -ERANGE) and leaves the range untouched. */
 static void expect_result(const char *header, uint64_t size, int want)
 {
 	uint64_t got_first = UNTOUCHED, got_last = UNTOUCHED;
-	int r = efs_range_parse(header, size, &got_first, &got_last);
-	if (r != want)
-		fail_msg("\"%s\" on %llu bytes returned %d, not %d", header ? header : "(null)",
-			 (unsigned long long)size, r, want);
+	bool partial = true;
+	int r = efs_range_parse(header, size, &partial, &got_first, &got_last);
+	if (r != want || (want == 0 && partial))
+		fail_msg("\"%s\" on %llu bytes returned %d (partial %d), not %d",
+			 header ? header : "(null)", (unsigned long long)size, r, partial, want);
 	if (want < 0) {
 		assert_int_equal(got_first, UNTOUCHED);
 		assert_int_equal(got_last, UNTOUCHED);
