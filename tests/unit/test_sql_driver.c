@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/* test_sql_driver.c - unit tests of the SQL drivers (sqlite.c, and
+ * postgres.c when ECHOFS_TEST_PG_URL is set) below the store: their
+ * prepared-statement caches find a statement by its text, so SQL built at
+ * run time in one reused buffer runs as the statement it says, and more
+ * distinct texts than a cache holds still run. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "meta/sql.h"
+
+struct driver_case {
+	const struct efs_sql_driver *driver;
+	char target[512];
+	void *conn;
+};
+
+static int row_int(void *ctx, const struct efs_sql_row *row)
+{
+	*(int64_t *)ctx = efs_sql_int(row, 0);
+	return 0;
+}
+
+static int connect_case(struct driver_case *dc)
+{
+	char err[256] = "";
+	int r = dc->driver->connect(dc->target, &dc->conn, err, sizeof(err));
+	if (r < 0)
+		print_error("%s: %s\n", dc->driver->name, err);
+	return r;
+}
+
+static int sqlite_setup(void **state)
+{
+	struct driver_case *dc = calloc(1, sizeof(*dc));
+	if (!dc)
+		return -1;
+	dc->driver = &efs_sql_sqlite_driver;
+	snprintf(dc->target, sizeof(dc->target), "/tmp/echofs-test-sql-%d.db", (int)getpid());
+	unlink(dc->target);
+	if (connect_case(dc) < 0) {
+		free(dc);
+		return -1;
+	}
+	*state = dc;
+	return 0;
+}
+
+static int pg_setup(void **state)
+{
+	const char *url = getenv("ECHOFS_TEST_PG_URL");
+	struct driver_case *dc = calloc(1, sizeof(*dc));
+	if (!dc)
+		return -1;
+	dc->driver = efs_sql_postgres_driver;
+	snprintf(dc->target, sizeof(dc->target), "%s", url ? url : "");
+	if (url && connect_case(dc) < 0) {
+		free(dc);
+		return -1;
+	}
+	*state = dc;
+	return 0;
+}
+
+static int case_teardown(void **state)
+{
+	struct driver_case *dc = *state;
+	if (dc->conn)
+		dc->driver->disconnect(dc->conn);
+	if (dc->driver == &efs_sql_sqlite_driver) {
+		char path[600];
+		unlink(dc->target);
+		snprintf(path, sizeof(path), "%s-wal", dc->target);
+		unlink(path);
+		snprintf(path, sizeof(path), "%s-shm", dc->target);
+		unlink(path);
+	}
+	free(dc);
+	return 0;
+}
+
+/* Two different texts written one after the other into the same buffer:
+ * keyed by address, the second would run the first's statement. */
+static void test_runtime_sql_in_one_buffer(void **state)
+{
+	struct driver_case *dc = *state;
+	if (!dc->conn)
+		skip();
+	char sql[64];
+	for (int64_t want = 1; want <= 5; want++) {
+		snprintf(sql, sizeof(sql), "SELECT %d", (int)want);
+		int64_t got = -1;
+		assert_int_equal(dc->driver->exec(dc->conn, sql, NULL, 0, row_int, &got, NULL), 0);
+		assert_int_equal(got, want);
+	}
+	/* The first text again, after the buffer held the others: the cached
+	 * statement is found by content and still gives its own answer. */
+	snprintf(sql, sizeof(sql), "SELECT %d", 1);
+	int64_t got = -1;
+	assert_int_equal(dc->driver->exec(dc->conn, sql, NULL, 0, row_int, &got, NULL), 0);
+	assert_int_equal(got, 1);
+}
+
+/* The same text at two addresses is one statement with one answer; with
+ * parameters the bound values decide. */
+static void test_same_text_two_addresses(void **state)
+{
+	struct driver_case *dc = *state;
+	if (!dc->conn)
+		skip();
+	char *a = strdup("SELECT $1 + 1");
+	char *b = strdup("SELECT $1 + 1");
+	assert_non_null(a);
+	assert_non_null(b);
+	int64_t got = -1;
+	struct efs_sql_value p1[] = {SQL_INT(41)};
+	assert_int_equal(dc->driver->exec(dc->conn, a, p1, 1, row_int, &got, NULL), 0);
+	assert_int_equal(got, 42);
+	struct efs_sql_value p2[] = {SQL_INT(99)};
+	assert_int_equal(dc->driver->exec(dc->conn, b, p2, 1, row_int, &got, NULL), 0);
+	assert_int_equal(got, 100);
+	free(a);
+	free(b);
+}
+
+/* More distinct texts than any driver caches (64 SQLite, 128 PostgreSQL):
+ * those past the cache run unprepared-once and still answer right, and
+ * the cached ones keep theirs. */
+static void test_more_texts_than_cache(void **state)
+{
+	struct driver_case *dc = *state;
+	if (!dc->conn)
+		skip();
+	char sql[64];
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 200; i++) {
+			snprintf(sql, sizeof(sql), "SELECT %d", 1000 + i);
+			int64_t got = -1;
+			assert_int_equal(dc->driver->exec(dc->conn, sql, NULL, 0, row_int, &got, NULL),
+					 0);
+			assert_int_equal(got, 1000 + i);
+		}
+	}
+}
+
+#define SQLITE(fn) cmocka_unit_test_setup_teardown(fn, sqlite_setup, case_teardown)
+#define PG(fn) cmocka_unit_test_setup_teardown(fn, pg_setup, case_teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		SQLITE(test_runtime_sql_in_one_buffer),
+		SQLITE(test_same_text_two_addresses),
+		SQLITE(test_more_texts_than_cache),
+		PG(test_runtime_sql_in_one_buffer),
+		PG(test_same_text_two_addresses),
+		PG(test_more_texts_than_cache),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
