@@ -3,7 +3,8 @@
  * postgres.c when ECHOFS_TEST_PG_URL is set) below the store: their
  * prepared-statement caches find a statement by its text, so SQL built at
  * run time in one reused buffer runs as the statement it says, and more
- * distinct texts than a cache holds still run. */
+ * distinct texts than a cache holds still run. Also the row collector
+ * (struct sql_rows) the queries share. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "meta/sql.h"
+#include "meta/sql_store.h"
 
 struct driver_case {
 	const struct efs_sql_driver *driver;
@@ -152,12 +153,69 @@ static void test_more_texts_than_cache(void **state)
 	}
 }
 
+/* ---- struct sql_rows -------------------------------------------------- */
+
+static void test_rows_grow(void **state)
+{
+	struct sql_rows rows = SQL_ROWS_GROW(int64_t);
+	assert_null(sql_rows_last(&rows));
+	for (int64_t i = 0; i < 1000; i++) {
+		int64_t *item = sql_rows_push(&rows);
+		assert_non_null(item);
+		assert_int_equal(*item, 0); /* zeroed */
+		*item = i;
+		assert_ptr_equal(sql_rows_last(&rows), item);
+	}
+	assert_int_equal(sql_rows_full(&rows), -ENOMEM);
+	void *items = NULL;
+	size_t count = 0;
+	assert_int_equal(sql_rows_finish(&rows, 0, &items, &count), 0);
+	assert_int_equal(count, 1000);
+	for (int64_t i = 0; i < 1000; i++)
+		assert_int_equal(((int64_t *)items)[i], i);
+	free(items);
+}
+
+static void test_rows_grow_failure_frees(void **state)
+{
+	struct sql_rows rows = SQL_ROWS_GROW(int64_t);
+	for (int i = 0; i < 40; i++)
+		assert_non_null(sql_rows_push(&rows));
+	void *items = (void *)&rows; /* must stay as it is */
+	size_t count = 7;
+	assert_int_equal(sql_rows_finish(&rows, -EIO, &items, &count), -EIO);
+	assert_ptr_equal(items, &rows);
+	assert_int_equal(count, 7);
+	assert_null(rows.items); /* freed (ASan would see a leak otherwise) */
+}
+
+static void test_rows_fixed(void **state)
+{
+	char ids[3][8];
+	struct sql_rows rows = SQL_ROWS_FIXED(ids, 3);
+	assert_int_equal(rows.item_size, 8);
+	for (int i = 0; i < 3; i++) {
+		char *id = sql_rows_push(&rows);
+		assert_ptr_equal(id, ids[i]);
+		snprintf(id, 8, "id%d", i);
+	}
+	assert_null(sql_rows_push(&rows)); /* full: the row is dropped */
+	assert_int_equal(sql_rows_full(&rows), 0);
+	size_t count = 0;
+	assert_int_equal(sql_rows_finish(&rows, 0, NULL, &count), 0);
+	assert_int_equal(count, 3);
+	assert_string_equal(ids[2], "id2");
+}
+
 #define SQLITE(fn) cmocka_unit_test_setup_teardown(fn, sqlite_setup, case_teardown)
 #define PG(fn) cmocka_unit_test_setup_teardown(fn, pg_setup, case_teardown)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rows_grow),
+		cmocka_unit_test(test_rows_grow_failure_frees),
+		cmocka_unit_test(test_rows_fixed),
 		SQLITE(test_runtime_sql_in_one_buffer),
 		SQLITE(test_same_text_two_addresses),
 		SQLITE(test_more_texts_than_cache),
