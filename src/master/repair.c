@@ -3,6 +3,7 @@
 #include "master/repair.h"
 #include "echofs/codec.h"
 #include "echofs/log.h"
+#include "echofs/pace.h"
 #include "echofs/util.h"
 #include "master/chunk_io.h"
 #include "master/master.h"
@@ -121,8 +122,9 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	    n == 0)
 		return;
 
-	int64_t started = efs_mono_ms();
+	struct efs_pace pace;
 	uint64_t copied = 0, done = 0, failed = 0;
+	efs_pace_init(&pace, m->cfg.repair_bandwidth);
 	for (size_t i = 0; i < n; i++) {
 		int64_t r = repair_one(m, &needs[i], holding_after, data, scratch, encoded);
 		if (r < 0) {
@@ -132,8 +134,7 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 		done += r > 0;
 		copied += (uint64_t)r;
 		/* Pace: never ahead of REPAIR_BANDWIDTH bytes per second. */
-		int64_t due_ms = (int64_t)(copied * 1000 / m->cfg.repair_bandwidth);
-		int64_t ahead = due_ms - (efs_mono_ms() - started);
+		int64_t ahead = efs_pace_add(&pace, (uint64_t)r);
 		if (ahead > 0 && efs_ticker_wait(&rp->ticker, ahead))
 			break;
 	}
