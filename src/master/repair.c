@@ -12,7 +12,9 @@
 
 #define REPAIR_INTERVAL_MS 1000
 #define REPAIR_BACKOFF_MS 10000
-#define BATCH 64
+/* Chunks taken from the metadata per repair pass (the most under-replicated
+ * first); the rest wait for the next pass, REPAIR_INTERVAL_MS later. */
+#define REPAIR_PASS_CHUNKS 64
 
 /* Copies one chunk to as many new workers as it lacks. Returns the bytes
  * copied (for pacing) or -errno. */
@@ -93,7 +95,7 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 			struct efs_buf *encoded)
 {
 	struct efs_master *m = rp->m;
-	struct efs_repair_need needs[BATCH];
+	struct efs_repair_need needs[REPAIR_PASS_CHUNKS];
 	uint64_t under = 0;
 	size_t n = 0;
 	int64_t now = efs_now_ms();
@@ -117,7 +119,7 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	/* What repair acts on: a dead worker's replicas count until it has
 	 * been dead for REPAIR_AFTER_MS. */
 	int64_t holding_after = now - m->cfg.worker_dead_after_ms - m->cfg.repair_after_ms;
-	if (efs_meta_repair_list(m->meta, m->cfg.replication_factor, holding_after, BATCH, needs,
+	if (efs_meta_repair_list(m->meta, m->cfg.replication_factor, holding_after, REPAIR_PASS_CHUNKS, needs,
 				 &n) < 0 ||
 	    n == 0)
 		return;
