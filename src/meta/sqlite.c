@@ -123,20 +123,28 @@ fail:
 }
 
 /* The prepared statement of @sql, from the cache when the same text was
- * prepared before. Past STMT_CACHE texts (or when the copy cannot be
- * made) the statement is prepared for this one use: see is_cached. */
+ * prepared before and is not running (a row callback may run the same
+ * text again). Otherwise, and past STMT_CACHE texts (or when the copy
+ * cannot be made), the statement is prepared for this one use: see
+ * is_cached. */
 static sqlite3_stmt *statement(struct sqlite_conn *c, const char *sql, int *rc)
 {
 	sqlite3_stmt *stmt = NULL;
 	size_t len = strlen(sql);
 	uint64_t hash = efs_fnv1a(EFS_FNV1A_INIT, sql, len);
-	for (size_t i = 0; i < c->cached; i++)
-		if (c->cache[i].hash == hash && strcmp(c->cache[i].sql, sql) == 0)
-			return c->cache[i].stmt;
+	bool running = false;
+	for (size_t i = 0; i < c->cached; i++) {
+		if (c->cache[i].hash == hash && strcmp(c->cache[i].sql, sql) == 0) {
+			if (!sqlite3_stmt_busy(c->cache[i].stmt))
+				return c->cache[i].stmt;
+			running = true;
+			break;
+		}
+	}
 	*rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
 	if (*rc != SQLITE_OK)
 		return NULL;
-	if (c->cached < STMT_CACHE) {
+	if (!running && c->cached < STMT_CACHE) {
 		char *copy = malloc(len + 1);
 		if (copy) {
 			memcpy(copy, sql, len + 1);

@@ -133,6 +133,44 @@ static void test_same_text_two_addresses(void **state)
 	free(b);
 }
 
+struct nested {
+	const struct driver_case *dc;
+	const char *sql;
+	int outer_rows;
+	int64_t inner_sum;
+};
+
+static int row_nested(void *ctx, const struct efs_sql_row *row)
+{
+	struct nested *n = ctx;
+	n->outer_rows++;
+	if (n->outer_rows > 10)
+		return -ELOOP; /* the outer statement was restarted */
+	int64_t got = -1;
+	/* The same text again, from inside the outer statement's rows. */
+	int r = n->dc->driver->exec(n->dc->conn, n->sql, NULL, 0, row_int, &got, NULL);
+	if (r < 0)
+		return r;
+	n->inner_sum += got;
+	return 0;
+}
+
+/* A row callback running the same text as the statement it is called
+ * from: found by content, the cached statement is the running one, and
+ * must not be reset under it. */
+static void test_same_text_nested(void **state)
+{
+	struct driver_case *dc = *state;
+	if (!dc->conn)
+		skip();
+	char sql[64];
+	snprintf(sql, sizeof(sql), "SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9");
+	struct nested n = {dc, sql, 0, 0};
+	assert_int_equal(dc->driver->exec(dc->conn, sql, NULL, 0, row_nested, &n, NULL), 0);
+	assert_int_equal(n.outer_rows, 3);
+	assert_int_equal(n.inner_sum, 3 * 9); /* row_int keeps the last row: 9 */
+}
+
 /* More distinct texts than any driver caches (64 SQLite, 128 PostgreSQL):
  * those past the cache run unprepared-once and still answer right, and
  * the cached ones keep theirs. */
@@ -219,9 +257,11 @@ int main(void)
 		SQLITE(test_runtime_sql_in_one_buffer),
 		SQLITE(test_same_text_two_addresses),
 		SQLITE(test_more_texts_than_cache),
+		SQLITE(test_same_text_nested),
 		PG(test_runtime_sql_in_one_buffer),
 		PG(test_same_text_two_addresses),
 		PG(test_more_texts_than_cache),
+		PG(test_same_text_nested),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
