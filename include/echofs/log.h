@@ -21,7 +21,6 @@ enum efs_log_level {
 /* Sets the component name printed on every line ("master", "worker"). */
 void efs_log_set_component(const char *name);
 void efs_log_set_level(enum efs_log_level level);
-enum efs_log_level efs_log_get_level(void);
 /* Parses "debug", "info", "warn"/"warning", "error". 0 or -EINVAL. */
 int efs_log_parse_level(const char *s, enum efs_log_level *out);
 

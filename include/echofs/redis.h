@@ -36,7 +36,5 @@ int efs_redis_get(struct efs_redis *r, const char *key, struct efs_buf *out);
 int efs_redis_del(struct efs_redis *r, const char *key);
 /* EXISTS for each of @n keys (one MGET round trip): 0 or -EAGAIN. */
 int efs_redis_exists_many(struct efs_redis *r, const char *const *keys, size_t n, bool *out);
-/* True when the last call reached Redis. */
-bool efs_redis_up(const struct efs_redis *r);
 
 #endif

@@ -53,8 +53,13 @@ bool efs_chunk_id_valid(const char *s);
  * their lengths, which are hashed first). */
 bool efs_secret_equal(const char *a, const char *b);
 
-/* True when @s is valid UTF-8 without control characters (a name that can
- * go into JSON, headers and logs), 1..@max_len bytes. */
+/* True when the @len bytes at @data are well-formed UTF-8: no overlong
+ * forms, surrogates, values past U+10FFFF or cut sequences. Any byte below
+ * 0x80 (NUL and controls too) is accepted: callers refuse what they must. */
+bool efs_utf8_valid(const void *data, size_t len);
+
+/* True when @s is valid UTF-8 (efs_utf8_valid) without control characters
+ * (a name that can go into JSON, headers and logs), 1..@max_len bytes. */
 bool efs_name_valid(const char *s, size_t max_len);
 
 /* Creates directory @path and its parents with mode 0700 where missing.

@@ -29,11 +29,6 @@ void efs_log_set_level(enum efs_log_level level)
 	log_level = level;
 }
 
-enum efs_log_level efs_log_get_level(void)
-{
-	return log_level;
-}
-
 int efs_log_parse_level(const char *s, enum efs_log_level *out)
 {
 	static const struct {

@@ -14,6 +14,7 @@
  * start a delimiter either, so all of it is body data.
  */
 #include "echofs/multipart.h"
+#include "echofs/util.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -109,48 +110,6 @@ static int hex_digit(char c)
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
 	return -1;
-}
-
-/* Well-formed UTF-8: no overlong forms, surrogates or values past U+10FFFF. */
-static bool utf8_valid(const unsigned char *s, size_t len)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		unsigned char c = s[i];
-		size_t follow;
-		uint32_t cp, min;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			follow = 1;
-			cp = c & 0x1f;
-			min = 0x80;
-		} else if ((c & 0xf0) == 0xe0) {
-			follow = 2;
-			cp = c & 0x0f;
-			min = 0x800;
-		} else if ((c & 0xf8) == 0xf0) {
-			follow = 3;
-			cp = c & 0x07;
-			min = 0x10000;
-		} else {
-			return false;
-		}
-		if (follow > len - i - 1)
-			return false;
-		for (size_t k = 1; k <= follow; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = cp << 6 | (s[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += follow + 1;
-	}
-	return true;
 }
 
 /* 1..70 printable ASCII characters, the last not a space (RFC 2046 allows
@@ -377,7 +336,7 @@ static int decode_filename_ext(struct efs_multipart *mp, const char *raw, size_t
 		out[n++] = c;
 	}
 	out[n] = '\0';
-	if (!latin1 && !utf8_valid(out, n))
+	if (!latin1 && !efs_utf8_valid(out, n))
 		return bad(mp, "filename* is not valid UTF-8");
 	*used = true;
 	return 0;

@@ -64,11 +64,6 @@ void efs_redis_free(struct efs_redis *r)
 	free(r);
 }
 
-bool efs_redis_up(const struct efs_redis *r)
-{
-	return r && atomic_load(&r->up);
-}
-
 static void mark(struct efs_redis *r, bool up)
 {
 	bool was = atomic_exchange(&r->up, up);

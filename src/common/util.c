@@ -175,42 +175,56 @@ bool efs_secret_equal(const char *a, const char *b)
 	return CRYPTO_memcmp(ha, hb, sizeof(ha)) == 0;
 }
 
-bool efs_name_valid(const char *s, size_t max_len)
+bool efs_utf8_valid(const void *data, size_t len)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = 0;
-	if (!s || !*s)
-		return false;
-	while (p[n]) {
-		unsigned c = p[n];
-		size_t extra;
-		uint32_t cp;
-		if (c < 0x20 || c == 0x7f)
-			return false;
+	const unsigned char *s = data;
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned char c = s[i];
+		size_t follow;
+		uint32_t cp, min;
+
 		if (c < 0x80) {
-			n++;
+			i++;
 			continue;
 		} else if ((c & 0xe0) == 0xc0) {
-			extra = 1, cp = c & 0x1f;
+			follow = 1, cp = c & 0x1f, min = 0x80;
 		} else if ((c & 0xf0) == 0xe0) {
-			extra = 2, cp = c & 0x0f;
+			follow = 2, cp = c & 0x0f, min = 0x800;
 		} else if ((c & 0xf8) == 0xf0) {
-			extra = 3, cp = c & 0x07;
+			follow = 3, cp = c & 0x07, min = 0x10000;
 		} else {
 			return false;
 		}
-		for (size_t i = 1; i <= extra; i++) {
-			if ((p[n + i] & 0xc0) != 0x80)
+		if (follow > len - i - 1)
+			return false;
+		for (size_t k = 1; k <= follow; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
 				return false;
-			cp = (cp << 6) | (p[n + i] & 0x3f);
+			cp = cp << 6 | (s[i + k] & 0x3f);
 		}
 		/* No overlong forms, surrogates or values past U+10FFFF. */
-		if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) ||
-		    (extra == 3 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
 			return false;
-		n += extra + 1;
+		i += follow + 1;
 	}
-	return n <= max_len;
+	return true;
+}
+
+bool efs_name_valid(const char *s, size_t max_len)
+{
+	if (!s || !*s)
+		return false;
+	size_t n = 0;
+	for (; s[n]; n++) {
+		unsigned char c = (unsigned char)s[n];
+		if (c < 0x20 || c == 0x7f)
+			return false;
+		if (n >= max_len)
+			return false; /* too long: stop before reading the rest */
+	}
+	return efs_utf8_valid(s, n);
 }
 
 int efs_mkdir_p(const char *path)

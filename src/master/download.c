@@ -20,7 +20,9 @@
 #include <pthread.h>
 #include <string.h>
 
-#define BATCH 64
+/* Chunk rows (with their replicas) read from the metadata at once while a
+ * download walks a file: one query per this many chunks. */
+#define DOWNLOAD_CHUNK_ROWS 64
 
 /* One decoded chunk and the buffer its stored bytes arrived in. */
 struct slot {
@@ -123,7 +125,7 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 		free(rd->batch);
 		rd->batch = NULL;
 		rd->batch_count = 0;
-		int r = efs_meta_file_chunks(rd->src.meta, rd->file.file_id, index, BATCH,
+		int r = efs_meta_file_chunks(rd->src.meta, rd->file.file_id, index, DOWNLOAD_CHUNK_ROWS,
 					     &rd->batch, &rd->batch_count);
 		if (r < 0)
 			return r;

@@ -9,15 +9,18 @@
 #include <string.h>
 
 #define GC_INTERVAL_MS 1000
-#define BATCH 128
+/* Items one collector pass takes from the metadata, of each kind (expired
+ * sessions, unreferenced chunks); the rest wait for the next pass,
+ * GC_INTERVAL_MS later. */
+#define GC_PASS_ITEMS 128
 
 static void expire_sessions(struct efs_gc *gc)
 {
-	char (*ids)[EFS_ID_MAX + 1] = calloc(BATCH, sizeof(*ids));
+	char (*ids)[EFS_ID_MAX + 1] = calloc(GC_PASS_ITEMS, sizeof(*ids));
 	size_t n = 0;
 	if (!ids)
 		return;
-	if (efs_meta_session_expired(gc->deps.meta, efs_now_ms(), BATCH, ids, &n) == 0) {
+	if (efs_meta_session_expired(gc->deps.meta, efs_now_ms(), GC_PASS_ITEMS, ids, &n) == 0) {
 		for (size_t i = 0; i < n; i++) {
 			int r = efs_meta_session_delete(gc->deps.meta, ids[i], efs_now_ms());
 			efs_cache_session_forget(gc->deps.cache, ids[i]);
@@ -67,7 +70,7 @@ static void delete_replicas(struct efs_gc *gc, const char *chunk_id,
 
 int efs_gc_run_once(struct efs_gc *gc)
 {
-	char (*ids)[65] = calloc(BATCH, sizeof(*ids));
+	char (*ids)[65] = calloc(GC_PASS_ITEMS, sizeof(*ids));
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
 	size_t n = 0;
 	int collected = 0;
@@ -76,7 +79,7 @@ int efs_gc_run_once(struct efs_gc *gc)
 		return -ENOMEM;
 	expire_sessions(gc);
 	int64_t now = efs_now_ms();
-	int r = efs_meta_garbage_list(gc->deps.meta, now - gc->deps.grace_ms, BATCH, ids, &n);
+	int r = efs_meta_garbage_list(gc->deps.meta, now - gc->deps.grace_ms, GC_PASS_ITEMS, ids, &n);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		unsigned count = 0;
 		int64_t decided = efs_now_ms();

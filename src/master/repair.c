@@ -3,6 +3,7 @@
 #include "master/repair.h"
 #include "echofs/codec.h"
 #include "echofs/log.h"
+#include "echofs/pace.h"
 #include "echofs/util.h"
 #include "master/chunk_io.h"
 #include "master/placement.h"
@@ -11,7 +12,9 @@
 
 #define REPAIR_INTERVAL_MS 1000
 #define REPAIR_BACKOFF_MS 10000
-#define BATCH 64
+/* Chunks taken from the metadata per repair pass (the most under-replicated
+ * first); the rest wait for the next pass, REPAIR_INTERVAL_MS later. */
+#define REPAIR_PASS_CHUNKS 64
 
 /* Copies one chunk to as many new workers as it lacks. Returns the bytes
  * copied (for pacing) or -errno. */
@@ -92,7 +95,7 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 			struct efs_buf *encoded)
 {
 	const struct efs_repair_deps *d = &rp->deps;
-	struct efs_repair_need needs[BATCH];
+	struct efs_repair_need needs[REPAIR_PASS_CHUNKS];
 	uint64_t under = 0;
 	size_t n = 0;
 	int64_t now = efs_now_ms();
@@ -116,13 +119,14 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	/* What repair acts on: a dead worker's replicas count until it has
 	 * been dead for REPAIR_AFTER_MS. */
 	int64_t holding_after = now - d->worker_dead_after_ms - d->repair_after_ms;
-	if (efs_meta_repair_list(d->meta, d->replication_factor, holding_after, BATCH, needs,
+	if (efs_meta_repair_list(d->meta, d->replication_factor, holding_after, REPAIR_PASS_CHUNKS, needs,
 				 &n) < 0 ||
 	    n == 0)
 		return;
 
-	int64_t started = efs_mono_ms();
+	struct efs_pace pace;
 	uint64_t copied = 0, done = 0, failed = 0;
+	efs_pace_init(&pace, d->bandwidth);
 	for (size_t i = 0; i < n; i++) {
 		int64_t r = repair_one(d, &needs[i], holding_after, data, scratch, encoded);
 		if (r < 0) {
@@ -132,8 +136,7 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 		done += r > 0;
 		copied += (uint64_t)r;
 		/* Pace: never ahead of REPAIR_BANDWIDTH bytes per second. */
-		int64_t due_ms = (int64_t)(copied * 1000 / d->bandwidth);
-		int64_t ahead = due_ms - (efs_mono_ms() - started);
+		int64_t ahead = efs_pace_add(&pace, (uint64_t)r);
 		if (ahead > 0 && efs_ticker_wait(&rp->ticker, ahead))
 			break;
 	}

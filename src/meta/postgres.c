@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* postgres.c - the PostgreSQL driver of the SQL metadata store (libpq).
  *
- * Statements are prepared once per connection (named after the SQL text's
- * address) and run with text parameters. Transactions run at READ
+ * Statements are prepared once per connection, found again by the SQL
+ * text's content (a hash, then a full compare) and named after their cache
+ * slot, and run with text parameters. Transactions run at READ
  * COMMITTED: every read-modify-write in sql_*.c starts by writing (and so
  * locking) the row it depends on, which is what makes that level enough
  * for reference counts. Serialization failures and deadlocks come back as
@@ -12,6 +13,7 @@
  * transaction-level advisory lock, so masters starting together take
  * turns.
  */
+#include "echofs/hash.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "meta/sql.h"
@@ -20,6 +22,7 @@
 #include <libpq-fe.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define STMT_CACHE 128
@@ -27,7 +30,10 @@
 
 struct pg_conn {
 	PGconn *db;
-	const char *prepared[STMT_CACHE]; /* SQL texts prepared, by address */
+	struct {
+		uint64_t hash;
+		char *sql; /* owned copy; prepared as "s<slot>" */
+	} prepared[STMT_CACHE];
 	size_t prepared_count;
 	bool broken;
 };
@@ -69,6 +75,8 @@ static void pg_disconnect(void *conn)
 	struct pg_conn *c = conn;
 	if (!c)
 		return;
+	for (size_t i = 0; i < c->prepared_count; i++)
+		free(c->prepared[i].sql);
 	PQfinish(c->db);
 	free(c);
 }
@@ -105,21 +113,38 @@ static int pg_connect(const char *target, void **conn, char *err, size_t errlen)
 	return 0;
 }
 
-/* Prepares @sql on this connection once; returns its statement name. */
+/* Prepares @sql on this connection once and writes its statement name to
+ * @name, or "" when it is to run unnamed (the cache is full, or the copy
+ * of the text cannot be made). */
 static int prepare(struct pg_conn *c, const char *sql, char *name, size_t size)
 {
-	snprintf(name, size, "s%" PRIxPTR, (uintptr_t)sql);
-	for (size_t i = 0; i < c->prepared_count; i++)
-		if (c->prepared[i] == sql)
+	size_t len = strlen(sql);
+	uint64_t hash = efs_fnv1a(EFS_FNV1A_INIT, sql, len);
+	for (size_t i = 0; i < c->prepared_count; i++) {
+		if (c->prepared[i].hash == hash && strcmp(c->prepared[i].sql, sql) == 0) {
+			snprintf(name, size, "s%zu", i);
 			return 0;
+		}
+	}
+	name[0] = '\0';
+	if (c->prepared_count >= STMT_CACHE)
+		return 0;
+	char *copy = malloc(len + 1);
+	if (!copy)
+		return 0;
+	memcpy(copy, sql, len + 1);
+	snprintf(name, size, "s%zu", c->prepared_count);
 	PGresult *res = PQprepare(c->db, name, sql, 0, NULL);
 	int r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : result_error(c, res, sql);
 	PQclear(res);
-	if (r == 0 && c->prepared_count < STMT_CACHE)
-		c->prepared[c->prepared_count++] = sql;
-	else if (r == 0)
-		name[0] = '\0'; /* cache full: run unnamed next time */
-	return r;
+	if (r < 0) {
+		free(copy);
+		return r;
+	}
+	c->prepared[c->prepared_count].hash = hash;
+	c->prepared[c->prepared_count].sql = copy;
+	c->prepared_count++;
+	return 0;
 }
 
 static int pg_exec(void *conn, const char *sql, const struct efs_sql_value *params, size_t n,

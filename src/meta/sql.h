@@ -46,8 +46,9 @@ struct efs_sql_driver {
 	void (*disconnect)(void *conn);
 	/* Runs one statement with @params bound to $1..$n; every result row
 	 * goes to @cb (may be NULL). *changes (may be NULL) gets the number of
-	 * rows changed. The statement text is a string literal: drivers may
-	 * cache the prepared statement by its address. */
+	 * rows changed. Drivers cache prepared statements per connection by
+	 * the text's content, never its address: @sql may be built at run
+	 * time, in a buffer reused for another text later. */
 	int (*exec)(void *conn, const char *sql, const struct efs_sql_value *params, size_t n,
 		    efs_sql_row_fn cb, void *ctx, int64_t *changes);
 	/* Runs several ;-separated statements without parameters. */

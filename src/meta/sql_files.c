@@ -14,26 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Growable array filled by row callbacks. */
-struct rows {
-	void *items;
-	size_t count, alloc, item_size;
-};
-
-static void *rows_push(struct rows *r)
+/* Row callback for a struct sql_rows of fixed-width strings: column 0
+ * into the next one. */
+static int row_text(void *ctx, const struct efs_sql_row *row)
 {
-	if (r->count == r->alloc) {
-		size_t grow = r->alloc ? r->alloc * 2 : 16;
-		void *p = realloc(r->items, grow * r->item_size);
-		if (!p)
-			return NULL;
-		r->items = p;
-		r->alloc = grow;
-	}
-	void *item = (char *)r->items + r->count * r->item_size;
-	memset(item, 0, r->item_size);
-	r->count++;
-	return item;
+	struct sql_rows *rows = ctx;
+	char *text = sql_rows_push(rows);
+	if (!text)
+		return sql_rows_full(rows);
+	efs_strlcpy(text, efs_sql_text(row, 0), rows->item_size);
+	return 0;
 }
 
 /* ---- sessions -------------------------------------------------------- */
@@ -83,9 +73,9 @@ int sql_session_get(void *impl, const char *session_id, struct efs_session_info 
 
 static int row_session_chunk(void *ctx, const struct efs_sql_row *row)
 {
-	struct efs_session_chunk *c = rows_push(ctx);
+	struct efs_session_chunk *c = sql_rows_push(ctx);
 	if (!c)
-		return -ENOMEM;
+		return sql_rows_full(ctx);
 	c->index = (uint64_t)efs_sql_int(row, 0);
 	efs_strlcpy(c->chunk_id, efs_sql_text(row, 1), sizeof(c->chunk_id));
 	c->size = (uint64_t)efs_sql_int(row, 2);
@@ -96,19 +86,16 @@ static int row_session_chunk(void *ctx, const struct efs_sql_row *row)
 int sql_session_chunks(void *impl, const char *session_id, struct efs_session_chunk **out,
 		       size_t *count)
 {
-	struct rows rows = {.item_size = sizeof(struct efs_session_chunk)};
+	struct sql_rows rows = SQL_ROWS_GROW(struct efs_session_chunk);
+	void *items;
 	int r = SQL_ONE(impl,
 			"SELECT sc.idx, sc.chunk_id, sc.size, c.stored_size FROM session_chunks sc"
 			" JOIN chunks c ON c.chunk_id = sc.chunk_id"
 			" WHERE sc.session_id = $1 ORDER BY sc.idx",
 			row_session_chunk, &rows, NULL, SQL_TEXT(session_id));
-	if (r < 0) {
-		free(rows.items);
-		return r;
-	}
-	*out = rows.items;
-	*count = rows.count;
-	return 0;
+	if ((r = sql_rows_finish(&rows, r, &items, count)) == 0)
+		*out = items;
+	return r;
 }
 
 /* Locks the session's row for the rest of the transaction (a no-op update
@@ -361,28 +348,13 @@ int sql_session_delete(void *impl, const char *session_id, int64_t now_ms)
 	return sql_run_tx(impl, session_delete_tx, &p);
 }
 
-struct id_list {
-	char (*ids)[EFS_ID_MAX + 1];
-	size_t count, max;
-};
-
-static int row_id(void *ctx, const struct efs_sql_row *row)
-{
-	struct id_list *l = ctx;
-	if (l->count < l->max)
-		efs_strlcpy(l->ids[l->count++], efs_sql_text(row, 0), EFS_ID_MAX + 1);
-	return 0;
-}
-
 int sql_session_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
 			size_t *count)
 {
-	struct id_list l = {ids, 0, max};
+	struct sql_rows rows = SQL_ROWS_FIXED(ids, max);
 	int r = SQL_ONE(impl, "SELECT session_id FROM sessions WHERE expires_at < $1 LIMIT $2",
-			row_id, &l, NULL, SQL_INT(now_ms), SQL_INT(max));
-	if (r == 0)
-		*count = l.count;
-	return r;
+			row_text, &rows, NULL, SQL_INT(now_ms), SQL_INT(max));
+	return sql_rows_finish(&rows, r, NULL, count);
 }
 
 /* ---- files ----------------------------------------------------------- */
@@ -407,43 +379,40 @@ static void file_from_row(const struct efs_sql_row *row, struct efs_file_info *f
 
 static int row_file_push(void *ctx, const struct efs_sql_row *row)
 {
-	struct efs_file_info *f = rows_push(ctx);
+	struct efs_file_info *f = sql_rows_push(ctx);
 	if (!f)
-		return -ENOMEM;
+		return sql_rows_full(ctx);
 	file_from_row(row, f);
 	return 0;
 }
 
 int sql_file_get(void *impl, const char *file_id, struct efs_file_info *out)
 {
-	struct rows rows = {.item_size = sizeof(struct efs_file_info)};
+	struct efs_file_info file;
+	struct sql_rows rows = SQL_ROWS_FIXED(&file, 1);
 	int r = SQL_ONE(impl, "SELECT " FILE_COLUMNS " FROM files WHERE file_id = $1",
 			row_file_push, &rows, NULL, SQL_TEXT(file_id));
 	if (r == 0 && rows.count == 0)
 		r = -ENOENT;
 	if (r == 0)
-		*out = *(struct efs_file_info *)rows.items;
-	free(rows.items);
+		*out = file;
 	return r;
 }
 
 int sql_file_list(void *impl, const char *owner, int64_t after_created_ms, const char *after_id,
 		  size_t limit, struct efs_file_info **out, size_t *count)
 {
-	struct rows rows = {.item_size = sizeof(struct efs_file_info)};
+	struct sql_rows rows = SQL_ROWS_GROW(struct efs_file_info);
+	void *items;
 	int r = SQL_ONE(impl,
 			"SELECT " FILE_COLUMNS " FROM files WHERE owner = $1"
 			" AND (created_at > $2 OR (created_at = $2 AND file_id > $3))"
 			" ORDER BY created_at, file_id LIMIT $4",
 			row_file_push, &rows, NULL, SQL_TEXT(owner), SQL_INT(after_created_ms),
 			SQL_TEXT(after_id), SQL_INT(limit));
-	if (r < 0) {
-		free(rows.items);
-		return r;
-	}
-	*out = rows.items;
-	*count = rows.count;
-	return 0;
+	if ((r = sql_rows_finish(&rows, r, &items, count)) == 0)
+		*out = items;
+	return r;
 }
 
 static void replica_from_row(const struct efs_sql_row *row, int col, struct efs_replica *rep)
@@ -456,13 +425,12 @@ static void replica_from_row(const struct efs_sql_row *row, int col, struct efs_
 
 static int row_file_chunk(void *ctx, const struct efs_sql_row *row)
 {
-	struct rows *rows = ctx;
+	struct sql_rows *rows = ctx;
 	uint64_t index = (uint64_t)efs_sql_int(row, 0);
-	struct efs_file_chunk *fc = rows->count
-		? (struct efs_file_chunk *)rows->items + rows->count - 1 : NULL;
+	struct efs_file_chunk *fc = sql_rows_last(rows);
 	if (!fc || fc->index != index) {
-		if (!(fc = rows_push(rows)))
-			return -ENOMEM;
+		if (!(fc = sql_rows_push(rows)))
+			return sql_rows_full(rows);
 		fc->index = index;
 		efs_strlcpy(fc->chunk.chunk_id, efs_sql_text(row, 1), sizeof(fc->chunk.chunk_id));
 		fc->chunk.size = (uint64_t)efs_sql_int(row, 2);
@@ -477,7 +445,8 @@ static int row_file_chunk(void *ctx, const struct efs_sql_row *row)
 int sql_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
 		    struct efs_file_chunk **out, size_t *count)
 {
-	struct rows rows = {.item_size = sizeof(struct efs_file_chunk)};
+	struct sql_rows rows = SQL_ROWS_GROW(struct efs_file_chunk);
+	void *items;
 	int r = SQL_ONE(impl,
 			"SELECT fc.idx, c.chunk_id, c.size, c.stored_size, c.compressed,"
 			"  r.worker_id, r.state, w.url, w.last_heartbeat"
@@ -488,13 +457,9 @@ int sql_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
 			" ORDER BY fc.idx, r.worker_id",
 			row_file_chunk, &rows, NULL, SQL_TEXT(file_id), SQL_INT(first),
 			SQL_INT(first + max));
-	if (r < 0) {
-		free(rows.items);
-		return r;
-	}
-	*out = rows.items;
-	*count = rows.count;
-	return 0;
+	if ((r = sql_rows_finish(&rows, r, &items, count)) == 0)
+		*out = items;
+	return r;
 }
 
 static int file_delete_tx(struct sql_conn *c, void *ctx)
@@ -542,16 +507,13 @@ static int row_chunk(void *ctx, const struct efs_sql_row *row)
 	return 0;
 }
 
-struct replica_list {
-	struct efs_replica *items;
-	unsigned count;
-};
-
+/* Row callback for a struct sql_rows of EFS_MAX_REPLICAS replicas. */
 static int row_replica(void *ctx, const struct efs_sql_row *row)
 {
-	struct replica_list *l = ctx;
-	if (l->count < EFS_MAX_REPLICAS)
-		replica_from_row(row, 0, &l->items[l->count++]);
+	struct efs_replica *rep = sql_rows_push(ctx);
+	if (!rep)
+		return sql_rows_full(ctx);
+	replica_from_row(row, 0, rep);
 	return 0;
 }
 
@@ -574,11 +536,11 @@ int sql_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 	if (!c.chunk_id[0])
 		return -ENOENT;
 	if (replicas) {
-		struct replica_list l = {replicas, 0};
-		r = SQL_ONE(impl, replicas_sql, row_replica, &l, NULL, SQL_TEXT(chunk_id));
+		struct sql_rows rows = SQL_ROWS_FIXED(replicas, EFS_MAX_REPLICAS);
+		r = SQL_ONE(impl, replicas_sql, row_replica, &rows, NULL, SQL_TEXT(chunk_id));
 		if (r < 0)
 			return r;
-		*replica_count = l.count;
+		*replica_count = (unsigned)rows.count;
 	}
 	*out = c;
 	return 0;
@@ -682,34 +644,19 @@ int sql_stats(void *impl, struct efs_meta_stats *out)
 	return r;
 }
 
-struct chunk_id_list {
-	char (*ids)[65];
-	size_t count, max;
-};
-
-static int row_chunk_id(void *ctx, const struct efs_sql_row *row)
-{
-	struct chunk_id_list *l = ctx;
-	if (l->count < l->max)
-		efs_strlcpy(l->ids[l->count++], efs_sql_text(row, 0), 65);
-	return 0;
-}
-
 int sql_garbage_list(void *impl, int64_t before_ms, size_t max, char (*ids)[65], size_t *count)
 {
-	struct chunk_id_list l = {ids, 0, max};
+	struct sql_rows rows = SQL_ROWS_FIXED(ids, max);
 	int r = SQL_ONE(impl,
 			"SELECT chunk_id FROM chunks WHERE refcount <= 0"
 			" AND zero_since IS NOT NULL AND zero_since < $1 LIMIT $2",
-			row_chunk_id, &l, NULL, SQL_INT(before_ms), SQL_INT(max));
-	if (r == 0)
-		*count = l.count;
-	return r;
+			row_text, &rows, NULL, SQL_INT(before_ms), SQL_INT(max));
+	return sql_rows_finish(&rows, r, NULL, count);
 }
 
 struct take {
 	const char *chunk_id;
-	struct replica_list list;
+	struct sql_rows replicas; /* fixed, EFS_MAX_REPLICAS */
 };
 
 static int garbage_take_tx(struct sql_conn *c, void *ctx)
@@ -722,8 +669,9 @@ static int garbage_take_tx(struct sql_conn *c, void *ctx)
 		return r;
 	if (changed == 0)
 		return -ENOENT;
-	t->list.count = 0;
-	if ((r = SQL_Q(c, replicas_sql, row_replica, &t->list, NULL, SQL_TEXT(t->chunk_id))) < 0)
+	t->replicas.count = 0;
+	if ((r = SQL_Q(c, replicas_sql, row_replica, &t->replicas, NULL, SQL_TEXT(t->chunk_id))) <
+	    0)
 		return r;
 	return SQL_Q(c, "DELETE FROM replicas WHERE chunk_id = $1", NULL, NULL, NULL,
 		     SQL_TEXT(t->chunk_id));
@@ -732,9 +680,9 @@ static int garbage_take_tx(struct sql_conn *c, void *ctx)
 int sql_garbage_take(void *impl, const char *chunk_id, struct efs_replica *replicas,
 		     unsigned *replica_count)
 {
-	struct take t = {chunk_id, {replicas, 0}};
+	struct take t = {chunk_id, SQL_ROWS_FIXED(replicas, EFS_MAX_REPLICAS)};
 	int r = sql_run_tx(impl, garbage_take_tx, &t);
 	if (r == 0)
-		*replica_count = t.list.count;
+		*replica_count = (unsigned)t.replicas.count;
 	return r;
 }

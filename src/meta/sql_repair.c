@@ -18,34 +18,26 @@
 	"  WHERE r.chunk_id = c.chunk_id AND r.state = 0 AND w.last_heartbeat > $1) AS holding" \
 	" FROM chunks c WHERE c.refcount > 0"
 
-struct need_list {
-	struct efs_repair_need *items;
-	size_t count, max;
-};
-
 static int row_need(void *ctx, const struct efs_sql_row *row)
 {
-	struct need_list *l = ctx;
-	if (l->count < l->max) {
-		efs_strlcpy(l->items[l->count].chunk_id, efs_sql_text(row, 0), 65);
-		l->items[l->count].holding = (unsigned)efs_sql_int(row, 1);
-		l->count++;
-	}
+	struct efs_repair_need *need = sql_rows_push(ctx);
+	if (!need)
+		return sql_rows_full(ctx);
+	efs_strlcpy(need->chunk_id, efs_sql_text(row, 0), sizeof(need->chunk_id));
+	need->holding = (unsigned)efs_sql_int(row, 1);
 	return 0;
 }
 
 int sql_repair_list(void *impl, unsigned replication, int64_t holding_after_ms, size_t max,
 		    struct efs_repair_need *out, size_t *count)
 {
-	struct need_list l = {out, 0, max};
+	struct sql_rows rows = SQL_ROWS_FIXED(out, max);
 	int r = SQL_ONE(impl,
 			"SELECT chunk_id, holding FROM (" HOLDING_SQL ") t"
 			" WHERE holding < $2 AND holding > 0 ORDER BY holding, chunk_id LIMIT $3",
-			row_need, &l, NULL, SQL_INT(holding_after_ms), SQL_INT(replication),
+			row_need, &rows, NULL, SQL_INT(holding_after_ms), SQL_INT(replication),
 			SQL_INT(max));
-	if (r == 0)
-		*count = l.count;
-	return r;
+	return sql_rows_finish(&rows, r, NULL, count);
 }
 
 int sql_under_replicated(void *impl, unsigned replication, int64_t live_after_ms,

@@ -343,6 +343,53 @@ int sql_row_int(void *ctx, const struct efs_sql_row *row)
 	return 0;
 }
 
+/* ---- row collectors --------------------------------------------------- */
+
+void *sql_rows_push(struct sql_rows *r)
+{
+	if (r->count == r->alloc) {
+		if (r->fixed)
+			return NULL;
+		size_t grow = r->alloc ? r->alloc * 2 : 16;
+		if (grow > SQL_ROWS_MAX_BYTES / r->item_size)
+			return NULL;
+		void *p = realloc(r->items, grow * r->item_size);
+		if (!p)
+			return NULL;
+		r->items = p;
+		r->alloc = grow;
+	}
+	void *item = (char *)r->items + r->count * r->item_size;
+	memset(item, 0, r->item_size);
+	r->count++;
+	return item;
+}
+
+int sql_rows_full(const struct sql_rows *r)
+{
+	return r->fixed ? 0 : -ENOMEM;
+}
+
+void *sql_rows_last(const struct sql_rows *r)
+{
+	return r->count ? (char *)r->items + (r->count - 1) * r->item_size : NULL;
+}
+
+int sql_rows_finish(struct sql_rows *r, int result, void **out, size_t *count)
+{
+	if (result < 0) {
+		if (!r->fixed)
+			free(r->items);
+		r->items = NULL;
+		return result;
+	}
+	if (!r->fixed)
+		*out = r->items;
+	*count = r->count;
+	r->items = NULL;
+	return result;
+}
+
 /* ---- migrations ------------------------------------------------------ */
 
 static int migrate_tx(struct sql_conn *c, void *ctx)

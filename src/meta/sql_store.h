@@ -100,6 +100,35 @@ int sql_write_one(struct sql_store *s, const char *sql, const struct efs_sql_val
 /* Row callback storing column 0 as int64 into *(int64_t *)ctx. */
 int sql_row_int(void *ctx, const struct efs_sql_row *row);
 
+/* The one collector that row callbacks fill, an item per row: either
+ * growable (SQL_ROWS_GROW: items on the heap, doubling, capped at
+ * SQL_ROWS_MAX_BYTES) or the caller's fixed array (SQL_ROWS_FIXED: at most
+ * @max items; rows past it are dropped, as the query's LIMIT says they
+ * cannot come). */
+#define SQL_ROWS_MAX_BYTES ((size_t)1 << 30)
+struct sql_rows {
+	void *items;
+	size_t count, alloc, item_size;
+	bool fixed;
+};
+#define SQL_ROWS_GROW(type) ((struct sql_rows){.item_size = sizeof(type)})
+#define SQL_ROWS_FIXED(array, max)                                                                \
+	((struct sql_rows){.items = (array), .alloc = (max), .item_size = sizeof(*(array)),        \
+			   .fixed = true})
+/* The next item, zeroed, and counted; NULL when it cannot be had: then
+ * return sql_rows_full(@r) from the row callback (0 for a fixed array,
+ * which drops the row; -ENOMEM for a growable one, which fails the
+ * query). */
+void *sql_rows_push(struct sql_rows *r);
+int sql_rows_full(const struct sql_rows *r);
+/* The last item pushed, or NULL. */
+void *sql_rows_last(const struct sql_rows *r);
+/* After the query: on success (@result 0) hands a growable collector's
+ * items to the caller (*out, to free; *count), and a fixed one's count;
+ * on failure frees what was gathered and leaves *out and *count alone.
+ * Returns @result. @out may be NULL for a fixed collector. */
+int sql_rows_finish(struct sql_rows *r, int result, void **out, size_t *count);
+
 #define SQL_PARAMS(...) (const struct efs_sql_value[]){__VA_ARGS__}
 #define SQL_NPARAMS(...) (sizeof(SQL_PARAMS(__VA_ARGS__)) / sizeof(struct efs_sql_value))
 

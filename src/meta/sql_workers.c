@@ -85,37 +85,23 @@ int sql_worker_get(void *impl, const char *worker_id, struct efs_worker_info *ou
 	return 0;
 }
 
-struct worker_many {
-	struct efs_worker_info *items;
-	size_t count, alloc;
-};
-
 static int row_worker_many(void *ctx, const struct efs_sql_row *row)
 {
-	struct worker_many *many = ctx;
-	if (many->count == many->alloc) {
-		size_t grow = many->alloc ? many->alloc * 2 : 8;
-		struct efs_worker_info *p = realloc(many->items, grow * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		many->items = p;
-		many->alloc = grow;
-	}
-	worker_from_row(row, &many->items[many->count++]);
+	struct efs_worker_info *w = sql_rows_push(ctx);
+	if (!w)
+		return sql_rows_full(ctx);
+	worker_from_row(row, w);
 	return 0;
 }
 
 int sql_worker_list(void *impl, struct efs_worker_info **out, size_t *count)
 {
-	struct worker_many many = {0};
+	struct sql_rows rows = SQL_ROWS_GROW(struct efs_worker_info);
+	void *items;
 	int r = sql_run_one(impl, "SELECT " WORKER_COLUMNS " FROM workers ORDER BY worker_id", NULL,
-			0, row_worker_many, &many, NULL);
-	if (r < 0) {
-		free(many.items);
-		return r;
-	}
-	*out = many.items;
-	*count = many.count;
-	return 0;
+			0, row_worker_many, &rows, NULL);
+	if ((r = sql_rows_finish(&rows, r, &items, count)) == 0)
+		*out = items;
+	return r;
 }
 

@@ -8,8 +8,11 @@
  * COMMIT; readers use the pool and, in WAL mode, never wait for it. The
  * busy handler (busy_timeout, 5 s) is left for other processes on the same
  * file: another store opened on it, or the sqlite3 tool. Prepared
- * statements are cached per connection by the SQL text's address.
+ * statements are cached per connection by the SQL text's content (a hash,
+ * then a full compare): a text built at run time in a reused buffer is
+ * never mistaken for the one that lay there before.
  */
+#include "echofs/hash.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "meta/sql.h"
@@ -25,7 +28,8 @@
 struct sqlite_conn {
 	sqlite3 *db;
 	struct {
-		const char *sql;
+		uint64_t hash;
+		char *sql; /* owned copy of the text */
 		sqlite3_stmt *stmt;
 	} cache[STMT_CACHE];
 	size_t cached;
@@ -65,8 +69,10 @@ static void sqlite_disconnect(void *conn)
 	struct sqlite_conn *c = conn;
 	if (!c)
 		return;
-	for (size_t i = 0; i < c->cached; i++)
+	for (size_t i = 0; i < c->cached; i++) {
 		sqlite3_finalize(c->cache[i].stmt);
+		free(c->cache[i].sql);
+	}
 	sqlite3_close(c->db);
 	free(c);
 }
@@ -116,19 +122,37 @@ fail:
 	return -EIO;
 }
 
+/* The prepared statement of @sql, from the cache when the same text was
+ * prepared before and is not running (a row callback may run the same
+ * text again). Otherwise, and past STMT_CACHE texts (or when the copy
+ * cannot be made), the statement is prepared for this one use: see
+ * is_cached. */
 static sqlite3_stmt *statement(struct sqlite_conn *c, const char *sql, int *rc)
 {
 	sqlite3_stmt *stmt = NULL;
-	for (size_t i = 0; i < c->cached; i++)
-		if (c->cache[i].sql == sql)
-			return c->cache[i].stmt;
+	size_t len = strlen(sql);
+	uint64_t hash = efs_fnv1a(EFS_FNV1A_INIT, sql, len);
+	bool running = false;
+	for (size_t i = 0; i < c->cached; i++) {
+		if (c->cache[i].hash == hash && strcmp(c->cache[i].sql, sql) == 0) {
+			if (!sqlite3_stmt_busy(c->cache[i].stmt))
+				return c->cache[i].stmt;
+			running = true;
+			break;
+		}
+	}
 	*rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
 	if (*rc != SQLITE_OK)
 		return NULL;
-	if (c->cached < STMT_CACHE) {
-		c->cache[c->cached].sql = sql;
-		c->cache[c->cached].stmt = stmt;
-		c->cached++;
+	if (!running && c->cached < STMT_CACHE) {
+		char *copy = malloc(len + 1);
+		if (copy) {
+			memcpy(copy, sql, len + 1);
+			c->cache[c->cached].hash = hash;
+			c->cache[c->cached].sql = copy;
+			c->cache[c->cached].stmt = stmt;
+			c->cached++;
+		}
 	}
 	return stmt;
 }

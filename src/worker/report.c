@@ -9,7 +9,9 @@
 #include <jansson.h>
 #include <string.h>
 
-#define BATCH 5000
+/* Chunk ids per report request to the master: bounds the request body (about
+ * 100 bytes of JSON each) and the master's work per transaction. */
+#define REPORT_BATCH_CHUNKS 5000
 
 /* Moves the queued ids into a JSON array. */
 static json_t *lost_take(struct efs_lost_queue *q)
@@ -80,7 +82,7 @@ static int list_chunk(void *ctx, const char *chunk_id, uint64_t length, int64_t 
 	struct report *rep = ctx;
 	json_array_append_new(rep->chunks, json_pack("[s, I]", chunk_id, (json_int_t)mtime_ms));
 	rep->listed++;
-	if (json_array_size(rep->chunks) >= BATCH)
+	if (json_array_size(rep->chunks) >= REPORT_BATCH_CHUNKS)
 		return send_batch(rep, false);
 	return 0;
 }

@@ -2,6 +2,7 @@
 /* scrub.c - periodic verification of every stored chunk. */
 #include "worker/scrub.h"
 #include "echofs/log.h"
+#include "echofs/pace.h"
 #include "echofs/util.h"
 #include "worker/context.h"
 
@@ -36,8 +37,10 @@ static bool scrub_pass(struct efs_scrub *sc, struct efs_buf *buf)
 	struct id_list list = {0};
 	uint64_t bytes = 0, corrupt = 0;
 	int64_t started = efs_mono_ms();
+	struct efs_pace pace;
 	bool go_on = true;
 
+	efs_pace_init(&pace, ctx->cfg->scrub_bandwidth);
 	/* The ids first: the walk does not hold directories open while it
 	 * sleeps, and chunks written meanwhile wait for the next pass. */
 	if (efs_store_iterate(ctx->store, collect, &list) < 0) {
@@ -57,8 +60,7 @@ static bool scrub_pass(struct efs_scrub *sc, struct efs_buf *buf)
 		} else if (r == 0) {
 			bytes += buf->len;
 		}
-		int64_t due_ms = (int64_t)(bytes * 1000 / ctx->cfg->scrub_bandwidth);
-		int64_t ahead = due_ms - (efs_mono_ms() - started);
+		int64_t ahead = efs_pace_add(&pace, r == 0 ? buf->len : 0);
 		if (ahead > 0 && efs_ticker_wait(&sc->ticker, ahead)) {
 			go_on = false;
 			break;

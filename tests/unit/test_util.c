@@ -167,6 +167,61 @@ static void test_id_valid(void **state)
 	assert_false(efs_id_valid(id64));
 }
 
+/* ---- UTF-8 and names -------------------------------------------------- */
+
+#define UTF8_OK(lit) assert_true(efs_utf8_valid(lit, sizeof(lit) - 1))
+#define UTF8_BAD(lit) assert_false(efs_utf8_valid(lit, sizeof(lit) - 1))
+
+static void test_utf8_valid(void **state)
+{
+	UTF8_OK("");
+	UTF8_OK("plain ascii");
+	UTF8_OK("caf\xc3\xa9");			 /* U+00E9 */
+	UTF8_OK("\xe2\x82\xac");		 /* U+20AC, three bytes */
+	UTF8_OK("\xf0\x9f\x98\x80");		 /* U+1F600, four bytes */
+	UTF8_OK("\xf4\x8f\xbf\xbf");		 /* U+10FFFF, the last */
+	UTF8_OK("a\0b");			 /* NUL is a byte like others here */
+	UTF8_BAD("\xc3");			 /* cut after the lead byte */
+	UTF8_BAD("\xe2\x82");			 /* cut in a three-byte form */
+	UTF8_BAD("\xc0\xaf");			 /* overlong '/' */
+	UTF8_BAD("\xe0\x80\xaf");		 /* overlong, three bytes */
+	UTF8_BAD("\xf0\x80\x80\xaf");		 /* overlong, four bytes */
+	UTF8_BAD("\xed\xa0\x80");		 /* surrogate U+D800 */
+	UTF8_BAD("\xf4\x90\x80\x80");		 /* past U+10FFFF */
+	UTF8_BAD("\xff");			 /* never a lead byte */
+	UTF8_BAD("\x80");			 /* continuation without a lead */
+	UTF8_BAD("\xc3\x28");			 /* lead followed by ASCII */
+	/* The length bounds the check: a valid prefix of a cut sequence. */
+	assert_true(efs_utf8_valid("ab\xc3\xa9", 2));
+	assert_false(efs_utf8_valid("ab\xc3\xa9", 3));
+}
+
+static void test_name_valid(void **state)
+{
+	char name[300];
+
+	assert_true(efs_name_valid("report.pdf", 255));
+	assert_true(efs_name_valid("caf\xc3\xa9 \xe2\x82\xac.txt", 255));
+	assert_false(efs_name_valid(NULL, 255));
+	assert_false(efs_name_valid("", 255));
+	assert_false(efs_name_valid("a\nb", 255));
+	assert_false(efs_name_valid("a\x7f", 255));
+	assert_false(efs_name_valid("a\x1b[31m", 255));
+	assert_false(efs_name_valid("bad\xc0\xaf", 255));
+	assert_false(efs_name_valid("cut\xe2\x82", 255));
+	assert_false(efs_name_valid("sur\xed\xa0\x80", 255));
+
+	memset(name, 'x', 255);
+	name[255] = '\0';
+	assert_true(efs_name_valid(name, 255));
+	name[255] = 'x';
+	name[256] = '\0';
+	assert_false(efs_name_valid(name, 255));
+	/* The bound is in bytes: two-byte characters count twice. */
+	assert_true(efs_name_valid("\xc3\xa9\xc3\xa9", 4));
+	assert_false(efs_name_valid("\xc3\xa9\xc3\xa9", 3));
+}
+
 static void test_chunk_id_valid(void **state)
 {
 	char id[80];
@@ -487,6 +542,8 @@ int main(void)
 		cmocka_unit_test(test_parse_u64_garbage),
 		cmocka_unit_test(test_id_valid),
 		cmocka_unit_test(test_chunk_id_valid),
+		cmocka_unit_test(test_utf8_valid),
+		cmocka_unit_test(test_name_valid),
 		cmocka_unit_test(test_secret_equal),
 		cmocka_unit_test(test_strlcpy),
 		cmocka_unit_test(test_iso8601),
