@@ -8,7 +8,8 @@
 #   2. the whole black-box suite again with every master on PostgreSQL and
 #      Redis;
 #   3. the unit and black-box tests again under AddressSanitizer and UBSan;
-#   4. the curl walk through the API (test/api.sh).
+#   4. the curl walk through the API (test/api.sh);
+#   5. every libFuzzer harness for a short fixed time (make fuzz-smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,4 +34,6 @@ echo "== unit and black-box tests under sanitizers"
 make -j2 SANITIZE=address,undefined test
 echo "== the API walk-through"
 ./test/api.sh
+echo "== fuzzing each parser harness for 20 s"
+make fuzz-smoke FUZZ_SECONDS=20
 echo "== all tests passed"
