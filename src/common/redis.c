@@ -199,15 +199,17 @@ uint64_t efs_redis_opened_total(const struct efs_redis *r)
 	return r ? (uint64_t)atomic_load(&r->opened_total) : 0;
 }
 
-/* Borrows a connected context (slot in *slot) or returns NULL: the breaker
- * is open (or opens while waiting), no slot freed up within the timeout,
- * or connecting failed (which opens the breaker). */
-static redisContext *borrow(struct efs_redis *r, int *slot)
+/* Borrows a connected context (slot in *slot) or returns NULL with *why:
+ * -EAGAIN when the breaker is open (or opens while waiting) or connecting
+ * failed (which opens it), -EBUSY when no slot freed up within the
+ * timeout. */
+static redisContext *borrow(struct efs_redis *r, int *slot, int *why)
 {
 	struct timespec deadline;
 	redisContext *c = NULL;
 	int i;
 
+	*why = -EAGAIN;
 	efs_ticker_deadline(r->timeout_ms, &deadline);
 	pthread_mutex_lock(&r->lock);
 	for (int waited = 0;;) {
@@ -219,8 +221,10 @@ static redisContext *borrow(struct efs_redis *r, int *slot)
 			break;
 		/* Timed out with the breaker closed: a busy pool, not a dead
 		 * Redis; this call falls back to the store. */
-		if (waited == ETIMEDOUT)
+		if (waited == ETIMEDOUT) {
+			*why = -EBUSY;
 			goto out_unlock;
+		}
 		waited = pthread_cond_timedwait(&r->cond, &r->lock, &deadline);
 	}
 	r->busy[i] = true;
@@ -268,16 +272,17 @@ static void give_back(struct efs_redis *r, int slot, redisContext *c)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* Runs one command; *reply is the reply (free it) or NULL with -EAGAIN.
- * A call that cannot reach Redis opens the breaker; an error reply (Redis
- * answered) does not. */
-static int command(struct efs_redis *r, int argc, const char **argv, const size_t *lens,
-		   redisReply **reply)
+/* Runs one command; *reply is the reply (free it) or NULL with -EAGAIN, or
+ * -EBUSY when every pooled connection stayed busy for the timeout. A call
+ * that cannot reach Redis opens the breaker; an error reply (Redis
+ * answered) and a busy pool do not. */
+static int command_or_busy(struct efs_redis *r, int argc, const char **argv,
+			   const size_t *lens, redisReply **reply)
 {
-	int slot;
-	redisContext *c = borrow(r, &slot);
+	int slot, why;
+	redisContext *c = borrow(r, &slot, &why);
 	if (!c)
-		return -EAGAIN;
+		return why;
 	*reply = redisCommandArgv(c, argc, argv, lens);
 	bool unreachable = !*reply || c->err;
 	give_back(r, slot, c);
@@ -292,16 +297,26 @@ static int command(struct efs_redis *r, int argc, const char **argv, const size_
 	return 0;
 }
 
+/* command_or_busy() for the callers, to whom a busy pool is one more
+ * reason to use the store: 0 or -EAGAIN. */
+static int command(struct efs_redis *r, int argc, const char **argv, const size_t *lens,
+		   redisReply **reply)
+{
+	int rc = command_or_busy(r, argc, argv, lens, reply);
+	return rc == -EBUSY ? -EAGAIN : rc;
+}
+
 int efs_redis_ping(struct efs_redis *r)
 {
 	if (!atomic_load(&r->up))
 		return probe(r);
 	const char *argv[] = {"PING"};
 	redisReply *reply;
-	int rc = command(r, 1, argv, NULL, &reply);
+	int rc = command_or_busy(r, 1, argv, NULL, &reply);
 	if (rc == 0)
 		freeReplyObject(reply);
-	return rc;
+	/* Every connection busy: Redis is answering them. */
+	return rc == -EBUSY ? 0 : rc;
 }
 
 int efs_redis_set(struct efs_redis *r, const char *key, const void *value, size_t len,
