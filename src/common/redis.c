@@ -1,7 +1,27 @@
 /* SPDX-License-Identifier: MIT */
-/* redis.c - hiredis behind a small pool with timeouts and reconnection. */
+/* redis.c - hiredis behind a small pool, with hard deadlines and a circuit
+ * breaker.
+ *
+ * Redis is an accelerator: a Redis that does not answer must cost the
+ * master nothing, or close to it. Three things see to that:
+ *
+ * - Deadlines: connecting and every socket read and write of a command
+ *   give up after the client's timeout (REDIS_TIMEOUT_MS).
+ * - The breaker: the first call that fails to reach Redis opens it; from
+ *   then on every call returns -EAGAIN at once, without touching the
+ *   network, and callers fall back to the metadata store. Threads waiting
+ *   for a pooled connection are woken and see it open: they do not queue
+ *   behind connections that are each waiting out their own timeout.
+ * - The probe: while the breaker is open, a background thread PINGs Redis
+ *   on a fresh connection every EFS_REDIS_PROBE_INTERVAL_MS (and
+ *   efs_redis_ping(), which health calls, probes at once); the first
+ *   answer closes the breaker. Connections made before the breaker opened
+ *   are never used again: after a restart they would only fail once more.
+ *
+ * The two transitions are logged once each, not per call. */
 #include "echofs/redis.h"
 #include "echofs/log.h"
+#include "echofs/ticker.h"
 #include "echofs/util.h"
 
 #include <hiredis/hiredis.h>
@@ -11,16 +31,21 @@
 #include <string.h>
 
 #define POOL 4
-#define TIMEOUT_MS 500
 
 struct efs_redis {
 	char host[256];
 	uint16_t port;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	int64_t timeout_ms;
+	pthread_mutex_t lock; /* guards the pool and generation */
+	pthread_cond_t cond;  /* a slot was freed, or the breaker opened (monotonic) */
 	redisContext *conns[POOL];
+	uint64_t conn_generation[POOL];
 	bool busy[POOL];
-	atomic_bool up;
+	uint64_t generation; /* bumped each time the breaker opens */
+	atomic_bool up;	     /* the breaker is closed: calls go to Redis */
+	atomic_uint_fast64_t opened_total;
+	pthread_mutex_t probe_lock; /* one probe at a time */
+	struct efs_ticker prober;
 };
 
 int efs_redis_parse_addr(const char *addr, char *host, size_t host_len, uint16_t *port)
@@ -36,8 +61,91 @@ int efs_redis_parse_addr(const char *addr, char *host, size_t host_len, uint16_t
 	return 0;
 }
 
-int efs_redis_new(const char *addr, struct efs_redis **out)
+static struct timeval timeout_tv(const struct efs_redis *r)
 {
+	return (struct timeval){.tv_sec = (time_t)(r->timeout_ms / 1000),
+				.tv_usec = (suseconds_t)(r->timeout_ms % 1000) * 1000};
+}
+
+/* A new connection with the deadlines set, or NULL. */
+static redisContext *connect_one(const struct efs_redis *r)
+{
+	struct timeval tv = timeout_tv(r);
+	redisContext *c = redisConnectWithTimeout(r->host, r->port, tv);
+	if (c && !c->err && redisSetTimeout(c, tv) == REDIS_OK)
+		return c;
+	if (c)
+		redisFree(c);
+	return NULL;
+}
+
+/* Opens the breaker (once per outage): later calls return at once, the
+ * waiters for a slot are woken to see it, idle connections are closed and
+ * busy ones are dropped when given back. */
+static void breaker_open(struct efs_redis *r)
+{
+	pthread_mutex_lock(&r->lock);
+	bool was_up = atomic_exchange(&r->up, false);
+	if (was_up) {
+		r->generation++;
+		for (int i = 0; i < POOL; i++) {
+			if (!r->busy[i] && r->conns[i]) {
+				redisFree(r->conns[i]);
+				r->conns[i] = NULL;
+			}
+		}
+		atomic_fetch_add(&r->opened_total, 1);
+		pthread_cond_broadcast(&r->cond);
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (was_up)
+		efs_warn("redis %s:%u unreachable: working from the metadata store alone "
+			 "(calls bypass redis until a probe answers)",
+			 r->host, r->port);
+}
+
+static void breaker_close(struct efs_redis *r)
+{
+	if (!atomic_exchange(&r->up, true))
+		efs_info("redis %s:%u reachable", r->host, r->port);
+}
+
+/* PING on a connection of its own, made for it; closes the breaker when
+ * Redis answers. One probe runs at a time: a caller that finds one running
+ * gets -EAGAIN at once rather than a second wait. */
+static int probe(struct efs_redis *r)
+{
+	if (pthread_mutex_trylock(&r->probe_lock) != 0)
+		return atomic_load(&r->up) ? 0 : -EAGAIN;
+	int rc = -EAGAIN;
+	redisContext *c = connect_one(r);
+	if (c) {
+		redisReply *reply = redisCommand(c, "PING");
+		if (reply && reply->type != REDIS_REPLY_ERROR)
+			rc = 0;
+		if (reply)
+			freeReplyObject(reply);
+		redisFree(c);
+	}
+	if (rc == 0)
+		breaker_close(r);
+	pthread_mutex_unlock(&r->probe_lock);
+	return rc;
+}
+
+static void probe_loop(struct efs_ticker *t, void *ctx)
+{
+	struct efs_redis *r = ctx;
+	while (!efs_ticker_wait(t, EFS_REDIS_PROBE_INTERVAL_MS))
+		if (!atomic_load(&r->up))
+			probe(r);
+}
+
+int efs_redis_new(const char *addr, int64_t timeout_ms, struct efs_redis **out)
+{
+	int rc;
+	if (timeout_ms <= 0)
+		timeout_ms = EFS_REDIS_DEFAULT_TIMEOUT_MS;
 	struct efs_redis *r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
@@ -45,9 +153,24 @@ int efs_redis_new(const char *addr, struct efs_redis **out)
 		free(r);
 		return -EINVAL;
 	}
+	r->timeout_ms = timeout_ms;
+	if ((rc = efs_ticker_cond_init(&r->cond)) < 0) {
+		free(r);
+		return rc;
+	}
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->cond, NULL);
+	pthread_mutex_init(&r->probe_lock, NULL);
+	/* Open until the first probe answers: nothing waits on a Redis that
+	 * was never seen. */
 	atomic_init(&r->up, false);
+	atomic_init(&r->opened_total, 0);
+	if ((rc = efs_ticker_start(&r->prober, probe_loop, r)) < 0) {
+		pthread_mutex_destroy(&r->lock);
+		pthread_mutex_destroy(&r->probe_lock);
+		pthread_cond_destroy(&r->cond);
+		free(r);
+		return rc;
+	}
 	*out = r;
 	return 0;
 }
@@ -56,102 +179,144 @@ void efs_redis_free(struct efs_redis *r)
 {
 	if (!r)
 		return;
+	efs_ticker_stop(&r->prober);
 	for (int i = 0; i < POOL; i++)
 		if (r->conns[i])
 			redisFree(r->conns[i]);
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->probe_lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);
 }
 
-static void mark(struct efs_redis *r, bool up)
+bool efs_redis_up(const struct efs_redis *r)
 {
-	bool was = atomic_exchange(&r->up, up);
-	if (was && !up)
-		efs_warn("redis %s:%u unreachable: working from the metadata store alone", r->host,
-			 r->port);
-	else if (!was && up)
-		efs_info("redis %s:%u reachable", r->host, r->port);
+	return r && atomic_load(&r->up);
 }
 
-/* Borrows a connected context (slot in *slot) or returns NULL. */
-static redisContext *borrow(struct efs_redis *r, int *slot)
+uint64_t efs_redis_opened_total(const struct efs_redis *r)
 {
+	return r ? (uint64_t)atomic_load(&r->opened_total) : 0;
+}
+
+/* Borrows a connected context (slot in *slot) or returns NULL with *why:
+ * -EAGAIN when the breaker is open (or opens while waiting) or connecting
+ * failed (which opens it), -EBUSY when no slot freed up within the
+ * timeout. */
+static redisContext *borrow(struct efs_redis *r, int *slot, int *why)
+{
+	struct timespec deadline;
+	redisContext *c = NULL;
+	int i;
+
+	*why = -EAGAIN;
+	efs_ticker_deadline(r->timeout_ms, &deadline);
 	pthread_mutex_lock(&r->lock);
-	for (;;) {
-		for (int i = 0; i < POOL; i++) {
-			if (r->busy[i])
-				continue;
-			r->busy[i] = true;
-			*slot = i;
-			redisContext *c = r->conns[i];
-			pthread_mutex_unlock(&r->lock);
-			if (!c) {
-				struct timeval tv = {0, TIMEOUT_MS * 1000};
-				c = redisConnectWithTimeout(r->host, r->port, tv);
-				if (!c || c->err) {
-					if (c)
-						redisFree(c);
-					c = NULL;
-				} else {
-					redisSetTimeout(c, tv);
-				}
-			}
-			if (!c) {
-				pthread_mutex_lock(&r->lock);
-				r->busy[i] = false;
-				pthread_cond_signal(&r->cond);
-				pthread_mutex_unlock(&r->lock);
-				mark(r, false);
-			}
-			return c;
+	for (int waited = 0;;) {
+		if (!atomic_load(&r->up))
+			goto out_unlock;
+		for (i = 0; i < POOL && r->busy[i]; i++)
+			;
+		if (i < POOL)
+			break;
+		/* Timed out with the breaker closed: a busy pool, not a dead
+		 * Redis; this call falls back to the store. */
+		if (waited == ETIMEDOUT) {
+			*why = -EBUSY;
+			goto out_unlock;
 		}
-		pthread_cond_wait(&r->cond, &r->lock);
+		waited = pthread_cond_timedwait(&r->cond, &r->lock, &deadline);
 	}
+	r->busy[i] = true;
+	*slot = i;
+	c = r->conns[i];
+	if (c && r->conn_generation[i] != r->generation) {
+		redisFree(c); /* made before the breaker last opened */
+		c = NULL;
+	}
+	r->conns[i] = NULL;
+	uint64_t generation = r->generation;
+	pthread_mutex_unlock(&r->lock);
+	if (!c) {
+		c = connect_one(r);
+		if (!c) {
+			pthread_mutex_lock(&r->lock);
+			r->busy[i] = false;
+			pthread_cond_signal(&r->cond);
+			pthread_mutex_unlock(&r->lock);
+			breaker_open(r);
+			return NULL;
+		}
+		pthread_mutex_lock(&r->lock);
+		r->conn_generation[i] = generation;
+		pthread_mutex_unlock(&r->lock);
+	}
+	return c;
+out_unlock:
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
 }
 
+/* Gives the slot back with @c, or empty when @c is NULL, broken, or older
+ * than the last opening of the breaker. */
 static void give_back(struct efs_redis *r, int slot, redisContext *c)
 {
-	if (c && c->err) {
+	pthread_mutex_lock(&r->lock);
+	if (c && (c->err || r->conn_generation[slot] != r->generation)) {
 		redisFree(c);
 		c = NULL;
 	}
-	pthread_mutex_lock(&r->lock);
 	r->conns[slot] = c;
 	r->busy[slot] = false;
 	pthread_cond_signal(&r->cond);
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* Runs one command; *reply is the reply (free it) or NULL with -EAGAIN. */
-static int command(struct efs_redis *r, int argc, const char **argv, const size_t *lens,
-		   redisReply **reply)
+/* Runs one command; *reply is the reply (free it) or NULL with -EAGAIN, or
+ * -EBUSY when every pooled connection stayed busy for the timeout. A call
+ * that cannot reach Redis opens the breaker; an error reply (Redis
+ * answered) and a busy pool do not. */
+static int command_or_busy(struct efs_redis *r, int argc, const char **argv,
+			   const size_t *lens, redisReply **reply)
 {
-	int slot;
-	redisContext *c = borrow(r, &slot);
+	int slot, why;
+	redisContext *c = borrow(r, &slot, &why);
 	if (!c)
-		return -EAGAIN;
+		return why;
 	*reply = redisCommandArgv(c, argc, argv, lens);
+	bool unreachable = !*reply || c->err;
 	give_back(r, slot, c);
+	if (unreachable)
+		breaker_open(r);
 	if (!*reply || (*reply)->type == REDIS_REPLY_ERROR) {
 		if (*reply)
 			freeReplyObject(*reply);
 		*reply = NULL;
-		mark(r, false);
 		return -EAGAIN;
 	}
-	mark(r, true);
 	return 0;
+}
+
+/* command_or_busy() for the callers, to whom a busy pool is one more
+ * reason to use the store: 0 or -EAGAIN. */
+static int command(struct efs_redis *r, int argc, const char **argv, const size_t *lens,
+		   redisReply **reply)
+{
+	int rc = command_or_busy(r, argc, argv, lens, reply);
+	return rc == -EBUSY ? -EAGAIN : rc;
 }
 
 int efs_redis_ping(struct efs_redis *r)
 {
+	if (!atomic_load(&r->up))
+		return probe(r);
 	const char *argv[] = {"PING"};
 	redisReply *reply;
-	int rc = command(r, 1, argv, NULL, &reply);
+	int rc = command_or_busy(r, 1, argv, NULL, &reply);
 	if (rc == 0)
 		freeReplyObject(reply);
-	return rc;
+	/* Every connection busy: Redis is answering them. */
+	return rc == -EBUSY ? 0 : rc;
 }
 
 int efs_redis_set(struct efs_redis *r, const char *key, const void *value, size_t len,
@@ -208,6 +373,8 @@ int efs_redis_exists_many(struct efs_redis *r, const char *const *keys, size_t n
 {
 	if (n == 0)
 		return 0;
+	if (!atomic_load(&r->up))
+		return -EAGAIN;
 	const char **argv = calloc(n + 1, sizeof(*argv));
 	if (!argv)
 		return -ENOMEM;

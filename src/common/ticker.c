@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* ticker.c - a stoppable background thread. */
+/* ticker.c - a stoppable background thread.
+ *
+ * The wait is timed on CLOCK_MONOTONIC (a condition variable set up with
+ * pthread_condattr_setclock): a wall clock stepped back by NTP or an
+ * operator must not stop heartbeats, collection, repair, compaction or
+ * scrubbing for the size of the step, nor a step forward make them run
+ * early. */
 #include "echofs/ticker.h"
 
 #include <string.h>
@@ -12,15 +18,43 @@ static void *ticker_thread(void *arg)
 	return NULL;
 }
 
+int efs_ticker_cond_init(pthread_cond_t *cond)
+{
+	pthread_condattr_t attr;
+	int r = pthread_condattr_init(&attr);
+	if (r != 0)
+		return -r;
+	r = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (r == 0)
+		r = pthread_cond_init(cond, &attr);
+	pthread_condattr_destroy(&attr);
+	return -r;
+}
+
+void efs_ticker_deadline(int64_t ms, struct timespec *deadline)
+{
+	if (ms < 0)
+		ms = 0;
+	clock_gettime(CLOCK_MONOTONIC, deadline);
+	deadline->tv_sec += (time_t)(ms / 1000);
+	deadline->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (deadline->tv_nsec >= 1000000000) {
+		deadline->tv_sec++;
+		deadline->tv_nsec -= 1000000000;
+	}
+}
+
 int efs_ticker_start(struct efs_ticker *t, void (*main)(struct efs_ticker *t, void *ctx),
 		     void *ctx)
 {
 	memset(t, 0, sizeof(*t));
 	t->main = main;
 	t->ctx = ctx;
+	int r = efs_ticker_cond_init(&t->cond);
+	if (r < 0)
+		return r;
 	pthread_mutex_init(&t->lock, NULL);
-	pthread_cond_init(&t->cond, NULL);
-	int r = pthread_create(&t->thread, NULL, ticker_thread, t);
+	r = pthread_create(&t->thread, NULL, ticker_thread, t);
 	if (r != 0) {
 		pthread_mutex_destroy(&t->lock);
 		pthread_cond_destroy(&t->cond);
@@ -33,13 +67,7 @@ int efs_ticker_start(struct efs_ticker *t, void (*main)(struct efs_ticker *t, vo
 bool efs_ticker_wait(struct efs_ticker *t, int64_t ms)
 {
 	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += ms / 1000;
-	deadline.tv_nsec += (ms % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
+	efs_ticker_deadline(ms, &deadline);
 	pthread_mutex_lock(&t->lock);
 	while (!t->stop && pthread_cond_timedwait(&t->cond, &t->lock, &deadline) == 0)
 		;

@@ -163,6 +163,21 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 	return r;
 }
 
+/* Only with REDIS_ADDR: the circuit breaker as it stands (no ping: a
+ * scrape never waits on Redis). */
+static int put_redis(struct efs_metrics *reg, const struct efs_redis *redis)
+{
+	int r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_redis_up",
+				"1 while Redis answers (the circuit breaker is closed), 0 while "
+				"the master bypasses it and works from the metadata store alone.",
+				efs_redis_up(redis));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_redis_breaker_opened_total",
+				    "Times a Redis call failed and the master began to bypass Redis.",
+				    (double)efs_redis_opened_total(redis));
+	return r;
+}
+
 /* The scrape-time families: absent values are left out (a gap in a graph,
  * not a false zero); echofs_metadata_up says why. */
 static int scrape(struct efs_master *m, struct efs_metrics *reg)
@@ -189,6 +204,8 @@ static int scrape(struct efs_master *m, struct efs_metrics *reg)
 				    (double)s.under_replicated);
 	if (r == 0)
 		r = put_counters(reg, &s);
+	if (r == 0 && m->redis)
+		r = put_redis(reg, m->redis);
 	return r;
 }
 

@@ -36,6 +36,10 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			return -EINVAL;
 		}
 	}
+	if ((r = efs_env_u64("REDIS_TIMEOUT_MS", EFS_REDIS_DEFAULT_TIMEOUT_MS, 1, 60000, false, &v,
+			     err, errlen)) < 0)
+		return r;
+	cfg->redis_timeout_ms = (int64_t)v;
 	if ((r = efs_env_u64("REPLICATION_FACTOR", 3, 1, EFS_MAX_REPLICATION, false, &v, err,
 			     errlen)) < 0)
 		return r;

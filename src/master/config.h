@@ -17,6 +17,7 @@ struct efs_master_config {
 	const char *database_url; /* NULL: SQLite under data_dir */
 	const char *data_dir;
 	const char *redis_addr;   /* NULL: no Redis */
+	int64_t redis_timeout_ms; /* REDIS_TIMEOUT_MS: deadline of each Redis step */
 	const char *jwt_secret;
 	const char *cluster_secret;
 	unsigned replication_factor;

@@ -64,7 +64,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		goto fail;
 	}
 	if (cfg->redis_addr) {
-		if ((r = efs_redis_new(cfg->redis_addr, &m->redis)) < 0) {
+		if ((r = efs_redis_new(cfg->redis_addr, cfg->redis_timeout_ms, &m->redis)) < 0) {
 			snprintf(err, errlen, "REDIS_ADDR: '%s' is not host:port", cfg->redis_addr);
 			r = -EINVAL;
 			goto fail;

@@ -13,6 +13,7 @@
  * while one group commits, the next one gathers. Reads stay on the pool
  * and run beside the writer (WAL). */
 #include "echofs/log.h"
+#include "echofs/ticker.h"
 #include "echofs/util.h"
 #include "meta/schema.h"
 #include "meta/sql_store.h"
@@ -40,9 +41,8 @@ static void note_connect_locked(struct sql_store *s, int r, const char *err)
 
 static int conn_acquire(struct sql_store *s, struct sql_conn *c)
 {
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += ACQUIRE_TIMEOUT_MS / 1000;
+	struct timespec deadline; /* on CLOCK_MONOTONIC: s->cond is set up so */
+	efs_ticker_deadline(ACQUIRE_TIMEOUT_MS, &deadline);
 
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
@@ -487,7 +487,7 @@ int efs_sql_store_open(const struct efs_sql_driver *driver, const char *target, 
 	s->driver = driver;
 	s->size = EFS_MIN(driver->pool_size, SQL_POOL_MAX);
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->cond, NULL);
+	efs_ticker_cond_init(&s->cond); /* conn_acquire's deadline is monotonic */
 	pthread_mutex_init(&s->lease_lock, NULL);
 	pthread_mutex_init(&s->writer.lock, NULL);
 	pthread_cond_init(&s->writer.cond, NULL);

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "echofs/config.h"
+#include "echofs/redis.h"
 #include "master/config.h"
 #include "worker/config.h"
 
@@ -28,6 +29,7 @@ static const char *const config_vars[] = {
 	"DATABASE_URL",
 	"DATA_DIR",
 	"REDIS_ADDR",
+	"REDIS_TIMEOUT_MS",
 	"JWT_SECRET",
 	"CLUSTER_SECRET",
 	"REPLICATION_FACTOR",
@@ -250,6 +252,7 @@ static void test_master_defaults(void **state)
 	assert_string_equal(cfg.data_dir, "./data/master");
 	assert_null(cfg.database_url);
 	assert_null(cfg.redis_addr);
+	assert_int_equal(cfg.redis_timeout_ms, EFS_REDIS_DEFAULT_TIMEOUT_MS);
 	assert_string_equal(cfg.jwt_secret, "jwt-test-secret");
 	assert_string_equal(cfg.cluster_secret, "cluster-test-secret");
 	assert_int_equal(cfg.log_level, EFS_LOG_INFO);
@@ -269,6 +272,7 @@ static void test_master_overrides(void **state)
 	env_set("DATABASE_URL", "sqlite:/tmp/x.db");
 	env_set("DATA_DIR", "/var/lib/echofs");
 	env_set("REDIS_ADDR", "127.0.0.1:6379");
+	env_set("REDIS_TIMEOUT_MS", "750");
 	env_set("REPLICATION_FACTOR", "2");
 	env_set("CHUNK_SIZE", "4M");
 	env_set("LOG_LEVEL", "DEBUG");
@@ -283,12 +287,24 @@ static void test_master_overrides(void **state)
 	assert_string_equal(cfg.database_url, "sqlite:/tmp/x.db");
 	assert_string_equal(cfg.data_dir, "/var/lib/echofs");
 	assert_string_equal(cfg.redis_addr, "127.0.0.1:6379");
+	assert_int_equal(cfg.redis_timeout_ms, 750);
 	assert_int_equal(cfg.replication_factor, 2);
 	assert_true(cfg.chunk_size == 4194304);
 	assert_int_equal(cfg.log_level, EFS_LOG_DEBUG);
 	assert_int_equal(cfg.heartbeat_interval_ms, 500);
 	assert_int_equal(cfg.worker_dead_after_ms, 1500);
 	assert_int_equal(cfg.repair_after_ms, 0);
+}
+
+static void test_master_redis_timeout_bounds(void **state)
+{
+	env_secrets();
+	env_set("REDIS_TIMEOUT_MS", "0");
+	master_refused("REDIS_TIMEOUT_MS");
+	env_set("REDIS_TIMEOUT_MS", "60001");
+	master_refused("REDIS_TIMEOUT_MS");
+	env_set("REDIS_TIMEOUT_MS", "fast");
+	master_refused("REDIS_TIMEOUT_MS");
 }
 
 static void test_master_missing_jwt_secret(void **state)
@@ -623,7 +639,9 @@ int main(void)
 		T(test_http_url_valid),
 		T(test_master_defaults),
 		T(test_master_overrides),
-		T(test_master_missing_jwt_secret),
+		T(test_master_redis_timeout_bounds),
+	    T(test_master_redis_timeout_bounds),
+	    T(test_master_missing_jwt_secret),
 		T(test_master_missing_cluster_secret),
 		T(test_master_port),
 		T(test_master_chunk_size),
