@@ -15,10 +15,13 @@
  *   - on success the subject is a valid user id (efs_user_valid);
  *   - with a token cache the answer is the same, twice (the second time
  *     from the cache), as without one;
- *   - a token verified under one secret never verifies under another.
+ *   - a token verified under one secret never verifies under another;
+ *   - the cluster secret check (efs_secret_equal, constant time) agrees
+ *     with strcmp.
  * Build and run: make fuzz; bin/fuzz_jwt tests/fuzz/corpus/jwt
  */
 #include "echofs/auth.h"
+#include "echofs/util.h"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -123,6 +126,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(text);
 		return 0;
 	}
+	if (efs_secret_equal(token, SECRET) != (strcmp(token, SECRET) == 0) ||
+	    efs_secret_equal(SECRET, token) != (strcmp(token, SECRET) == 0))
+		abort();
 	char user[EFS_ID_MAX + 1], cached_user[EFS_ID_MAX + 1];
 	int r = verify(NULL, SECRET, token, user);
 	for (int i = 0; i < 2; i++)
