@@ -20,7 +20,8 @@
  * Each run writes the volumes to a scratch directory (under /dev/shm when
  * it exists), opens a store on it, lists and reads every chunk, compacts
  * until nothing qualifies, lists and reads again, closes, reopens, lists
- * and reads again, and closes. Checked beyond the sanitizers:
+ * and reads again, writes a chunk and deletes one, closes, reopens and
+ * checks both, and closes. Checked beyond the sanitizers:
  *   - open either fails cleanly or succeeds; no call crashes;
  *   - every listed chunk stats with the listed length and reads back (or
  *     reports -EBADMSG: quarantined, absent from then on) with that length;
@@ -28,7 +29,9 @@
  *     same bytes before and after;
  *   - after close and reopen every chunk that read back still reads back
  *     with the same bytes (an older copy may reappear for a quarantined
- *     one; nothing else may appear).
+ *     one; nothing else may appear);
+ *   - a chunk written and one deleted after that reopen are still
+ *     written and deleted after the next one.
  * Build and run: make fuzz; bin/fuzz_volume tests/fuzz/corpus/volume
  */
 #include "echofs/buf.h"
@@ -51,6 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_VOLUMES 4
 #define SEPARATOR "--vol--"
 #define MAX_SEEN 4096
+#define NEW_ID "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff00"
+#define NEW_DATA "written after the damaged volumes were opened"
 
 #define FIX_HEADER 0x01
 #define FIX_TRAILER 0x02
@@ -271,6 +276,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort(); /* it opened before: what it wrote must open again */
 	read_all(s, &reopened);
 	compare(&compacted, &reopened, false);
+
+	/* The worker keeps working on what it found: a new write and a
+	 * delete survive the next restart. */
+	const char *deleted = NULL;
+	for (size_t i = 0; i < reopened.count && !deleted; i++)
+		if (reopened.chunk[i].readable && strcmp(reopened.chunk[i].id, NEW_ID) != 0)
+			deleted = reopened.chunk[i].id;
+	struct efs_store_writer *w = NULL;
+	if (efs_store_write_begin(s, NEW_ID, strlen(NEW_DATA), 0, &w) != 0 ||
+	    efs_store_write(w, NEW_DATA, strlen(NEW_DATA)) != 0 ||
+	    efs_store_write_commit(w, false, 0) != 0)
+		abort();
+	if (deleted && efs_store_delete(s, deleted, 0) != 0)
+		abort();
+	efs_store_close(s);
+
+	s = open_store(dir);
+	if (!s)
+		abort();
+	struct efs_buf buf;
+	uint32_t chunk_flags;
+	uint64_t length;
+	int64_t mtime;
+	efs_buf_init(&buf, EFS_STORE_MAX_CHUNK);
+	if (efs_store_get(s, NEW_ID, &buf, &chunk_flags) != 0 || buf.len != strlen(NEW_DATA) ||
+	    memcmp(buf.data, NEW_DATA, buf.len) != 0)
+		abort(); /* the acknowledged write is lost or replaced */
+	if (deleted && efs_store_stat(s, deleted, &length, &chunk_flags, &mtime) != -ENOENT)
+		abort(); /* the deleted chunk came back */
+	efs_buf_release(&buf);
 	efs_store_close(s);
 	return 0;
 }
