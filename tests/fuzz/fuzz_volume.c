@@ -166,6 +166,11 @@ static void read_all(struct efs_store *s, struct seen *seen)
 	efs_buf_release(&buf);
 }
 
+static void remove_base(void)
+{
+	nftw(base, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static const char *find(const struct seen *seen, const char *id, size_t *at)
 {
 	for (size_t i = 0; i < seen->count; i++)
@@ -225,6 +230,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		snprintf(base, sizeof(base), "%s/fuzz_volume.XXXXXX", root);
 		if (!mkdtemp(base))
 			abort();
+		atexit(remove_base);
 	}
 	unsigned flags = data[0];
 	data++, size--;
