@@ -92,8 +92,9 @@ static void check_id(const char *s)
 	if (!efs_id_valid(s))
 		return;
 	size_t n = strlen(s);
-	if (n < 1 || n > EFS_ID_MAX || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
-						"qrstuvwxyz0123456789_-") != n)
+	if (n < 1 || n > EFS_ID_MAX ||
+	    strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
+		      "qrstuvwxyz0123456789_-") != n)
 		abort();
 }
 

@@ -69,7 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		bool partial2;
 		uint64_t first2, last2;
 		int r2 = parse(padded, rep_size, &partial2, &first2, &last2);
-		if (r2 != r || partial2 != partial || (partial && (first2 != first || last2 != last)))
+		if (r2 != r || partial2 != partial ||
+		    (partial && (first2 != first || last2 != last)))
 			abort();
 		free(padded);
 	}

@@ -75,8 +75,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct efs_report_body rb2;
 		if (again) {
 			if (parse(again, &rb2) != 0 || rb2.count != rb.count ||
-			    rb2.started_ms != rb.started_ms || rb2.worker_now_ms != rb.worker_now_ms ||
-			    rb2.last != rb.last ||
+			    rb2.started_ms != rb.started_ms ||
+			    rb2.worker_now_ms != rb.worker_now_ms || rb2.last != rb.last ||
 			    memcmp(rb2.entries, rb.entries, rb.count * sizeof(*rb.entries)) != 0)
 				abort();
 			free(rb2.entries);

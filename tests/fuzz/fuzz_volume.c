@@ -273,8 +273,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	read_all(s, &compacted);
 	compare(&first, &compacted, true);
 	/* Older copies of what either read quarantined may come back. */
-	for (size_t q = 0; q < first.quarantined_count && compacted.quarantined_count < MAX_SEEN; q++)
-		memcpy(compacted.quarantined[compacted.quarantined_count++], first.quarantined[q], 65);
+	for (size_t q = 0; q < first.quarantined_count && compacted.quarantined_count < MAX_SEEN;
+	     q++)
+		memcpy(compacted.quarantined[compacted.quarantined_count++], first.quarantined[q],
+		       65);
 	efs_store_close(s);
 
 	s = open_store(dir);

@@ -58,13 +58,13 @@ static void test_report_parse(void **state)
 static void test_report_parse_refuses(void **state)
 {
 	static const char *const bad[] = {
-		"{}",
-		"{\"started_at_ms\": -1, \"now_ms\": 0}",
-		"{\"started_at_ms\": 1, \"now_ms\": 9223372036854775807, \"chunks\": {}}",
-		"{\"started_at_ms\": 1, \"now_ms\": 2, \"lost\": \"x\"}",
-		"{\"started_at_ms\": 1, \"now_ms\": 2, \"chunks\": [[\"abc\", 1]]}",
-		"{\"started_at_ms\": 1, \"now_ms\": 2, \"chunks\": [[\"" ID_A "\", 1.5]]}",
-		"{\"started_at_ms\": 1, \"now_ms\": 2, \"chunks\": [\"" ID_A "\"]}",
+	    "{}",
+	    "{\"started_at_ms\": -1, \"now_ms\": 0}",
+	    "{\"started_at_ms\": 1, \"now_ms\": 9223372036854775807, \"chunks\": {}}",
+	    "{\"started_at_ms\": 1, \"now_ms\": 2, \"lost\": \"x\"}",
+	    "{\"started_at_ms\": 1, \"now_ms\": 2, \"chunks\": [[\"abc\", 1]]}",
+	    "{\"started_at_ms\": 1, \"now_ms\": 2, \"chunks\": [[\"" ID_A "\", 1.5]]}",
+	    "{\"started_at_ms\": 1, \"now_ms\": 2, \"chunks\": [\"" ID_A "\"]}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct efs_report_body rb = {.count = 77};
@@ -84,9 +84,17 @@ static void test_cursor_parse(void **state)
 	assert_string_equal(id, "abc-DEF_1");
 
 	static const char *const bad[] = {
-		"", ".", "1.", ".abc", "-1.abc", "x.abc", "1.a/b", "1.a.b",
-		"9223372036854775808.abc", "18446744073709551616.abc",
-		"1.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	    "",
+	    ".",
+	    "1.",
+	    ".abc",
+	    "-1.abc",
+	    "x.abc",
+	    "1.a/b",
+	    "1.a.b",
+	    "9223372036854775808.abc",
+	    "18446744073709551616.abc",
+	    "1.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		created = -7;
@@ -100,9 +108,9 @@ static void test_cursor_parse(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_report_parse),
-		cmocka_unit_test(test_report_parse_refuses),
-		cmocka_unit_test(test_cursor_parse),
+	    cmocka_unit_test(test_report_parse),
+	    cmocka_unit_test(test_report_parse_refuses),
+	    cmocka_unit_test(test_cursor_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
