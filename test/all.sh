@@ -34,6 +34,6 @@ echo "== unit and black-box tests under sanitizers"
 make -j2 SANITIZE=address,undefined test
 echo "== the API walk-through"
 ./test/api.sh
-echo "== fuzzing each parser harness for 20 s"
-make fuzz-smoke FUZZ_SECONDS=20
+echo "== fuzzing each parser harness for 15 s"
+make fuzz-smoke FUZZ_SECONDS=15
 echo "== all tests passed"

@@ -14,6 +14,22 @@ int efs_api_worker_register(struct efs_http_req *req);
 int efs_api_worker_heartbeat(struct efs_http_req *req);
 int efs_api_worker_list(struct efs_http_req *req);
 int efs_api_worker_report(struct efs_http_req *req);
+/* A chunk report's body, checked (see efs_api_worker_report). */
+struct efs_report_body {
+	int64_t started_ms;		  /* worker clock */
+	int64_t worker_now_ms;		  /* worker clock */
+	struct efs_report_entry *entries; /* malloc'd: count entries, verdicts unset */
+	size_t count;
+	const json_t *lost; /* borrowed from the body: an array, or NULL */
+	bool last;
+};
+/* The parse step of a report, no I/O (so it can be fuzzed alone): reads
+ * started_at_ms, now_ms (0..INT64_MAX), chunks ([["<64 hex>", mtime_ms],
+ * ...]), lost (an array; its items are checked where used) and last. 0
+ * with *out filled (the caller frees out->entries), -EINVAL with what is
+ * wrong in @why (@why_size bytes), or -ENOMEM; *out untouched on failure. */
+int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *why,
+			 size_t why_size);
 /* api_system.c */
 int efs_api_health(struct efs_http_req *req);
 /* api_metrics.c: GET /metrics (Prometheus text), GET /api/v1/stats */
@@ -26,6 +42,10 @@ int efs_api_file_upload_begin(struct efs_http_req *req);
 int efs_api_file_upload_body(struct efs_http_req *req, const char *data, size_t len);
 int efs_api_file_upload(struct efs_http_req *req);
 int efs_api_file_list(struct efs_http_req *req);
+/* A listing cursor, "<created_ms>.<file_id>" of the last file of a page
+ * (GET /api/v1/files?cursor=): 0 with the time and the id (@file_id holds
+ * EFS_ID_MAX + 1 bytes), or -EINVAL with the outputs untouched. */
+int efs_api_cursor_parse(const char *cursor, int64_t *created, char *file_id);
 int efs_api_file_get(struct efs_http_req *req);
 int efs_api_file_download(struct efs_http_req *req);
 int efs_api_file_delete(struct efs_http_req *req);

@@ -302,8 +302,7 @@ int efs_api_file_upload(struct efs_http_req *req)
 
 /* ---- GET /api/v1/files ------------------------------------------------ */
 
-/* A cursor is "<created_ms>.<file_id>" of the last file of a page. */
-static int parse_cursor(const char *cursor, int64_t *created, char *file_id)
+int efs_api_cursor_parse(const char *cursor, int64_t *created, char *file_id)
 {
 	char copy[CURSOR_MAX];
 	uint64_t ms;
@@ -335,7 +334,7 @@ int efs_api_file_list(struct efs_http_req *req)
 			limit > LIST_LIMIT_MAX))
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_LIMIT,
 					  "limit must be an integer from 1 to %d", LIST_LIMIT_MAX);
-	if (cursor && *cursor && parse_cursor(cursor, &after_created, after_id) < 0)
+	if (cursor && *cursor && efs_api_cursor_parse(cursor, &after_created, after_id) < 0)
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CURSOR,
 					  "cursor must be a next_cursor value from a listing");
 	/* One more than asked tells whether there is a next page. */

@@ -130,6 +130,47 @@ int efs_api_worker_list(struct efs_http_req *req)
 	return efs_http_reply_json(req, 200, json_pack("{s:o}", "workers", workers));
 }
 
+int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *why,
+			 size_t why_size)
+{
+	const json_t *chunks = json_object_get(body, "chunks");
+	const json_t *lost = json_object_get(body, "lost");
+	const json_t *item;
+	uint64_t started = 0, worker_now = 0;
+	size_t n, i;
+
+	if (efs_json_u64(body, "started_at_ms", &started) < 0 ||
+	    efs_json_u64(body, "now_ms", &worker_now) < 0 || started > INT64_MAX ||
+	    worker_now > INT64_MAX || (chunks && !json_is_array(chunks)) ||
+	    (lost && !json_is_array(lost))) {
+		snprintf(why, why_size, "a report needs started_at_ms, now_ms, and arrays chunks/lost");
+		return -EINVAL;
+	}
+	n = chunks ? json_array_size(chunks) : 0;
+	struct efs_report_entry *entries = calloc(n ? n : 1, sizeof(*entries));
+	if (!entries)
+		return -ENOMEM;
+	json_array_foreach(chunks, i, item)
+	{
+		const char *id = json_string_value(json_array_get(item, 0));
+		const json_t *mtime = json_array_get(item, 1);
+		if (!efs_chunk_id_valid(id) || !json_is_integer(mtime)) {
+			snprintf(why, why_size, "chunks[%zu] must be [\"<64 hex>\", mtime_ms]", i);
+			free(entries);
+			return -EINVAL;
+		}
+		efs_strlcpy(entries[i].chunk_id, id, sizeof(entries[i].chunk_id));
+		entries[i].mtime_ms = (int64_t)json_integer_value(mtime);
+	}
+	out->started_ms = (int64_t)started;
+	out->worker_now_ms = (int64_t)worker_now;
+	out->entries = entries;
+	out->count = n;
+	out->lost = lost;
+	out->last = json_is_true(json_object_get(body, "last"));
+	return 0;
+}
+
 /* POST /api/v1/workers/{workerId}/report - a worker's list of the chunks
  * it holds (in batches), and the chunks its scrubber found corrupt:
  *
@@ -143,9 +184,9 @@ int efs_api_worker_report(struct efs_http_req *req)
 	struct efs_master *m = efs_api_master(req);
 	const char *worker_id = efs_http_param(req, "workerId");
 	struct efs_worker_info w;
+	struct efs_report_body rb = {0};
 	struct efs_report_entry *entries = NULL;
-	uint64_t started = 0, worker_now = 0;
-	json_t *body, *chunks, *lost, *item;
+	json_t *body, *item;
 	size_t n = 0, i;
 	int adopted = 0, marked = 0, r;
 	char why[EFS_HTTP_JSON_WHY_MAX];
@@ -160,36 +201,17 @@ int efs_api_worker_report(struct efs_http_req *req)
 		efs_http_reply_errno(req, EFS_HTTP_OP_WORKER, r, worker_id);
 		goto out;
 	}
-	chunks = json_object_get(body, "chunks");
-	lost = json_object_get(body, "lost");
-	if (efs_json_u64(body, "started_at_ms", &started) < 0 ||
-	    efs_json_u64(body, "now_ms", &worker_now) < 0 || started > INT64_MAX ||
-	    worker_now > INT64_MAX || (chunks && !json_is_array(chunks)) ||
-	    (lost && !json_is_array(lost))) {
-		efs_http_reply_err(req, EFS_HTTP_E_INVALID_REPORT,
-				   "a report needs started_at_ms, now_ms, and arrays chunks/lost");
+	r = efs_api_report_parse(body, &rb, why, sizeof(why));
+	if (r == -EINVAL) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_REPORT, "%s", why);
 		goto out;
 	}
-	n = chunks ? json_array_size(chunks) : 0;
-	entries = calloc(n ? n : 1, sizeof(*entries));
-	if (!entries) {
-		r = -ENOMEM;
+	if (r < 0)
 		goto out;
-	}
-	json_array_foreach(chunks, i, item)
-	{
-		const char *id = json_string_value(json_array_get(item, 0));
-		json_t *mtime = json_array_get(item, 1);
-		if (!efs_chunk_id_valid(id) || !json_is_integer(mtime)) {
-			efs_http_reply_err(req, EFS_HTTP_E_INVALID_REPORT,
-					   "chunks[%zu] must be [\"<64 hex>\", mtime_ms]", i);
-			goto out;
-		}
-		efs_strlcpy(entries[i].chunk_id, id, sizeof(entries[i].chunk_id));
-		entries[i].mtime_ms = (int64_t)json_integer_value(mtime);
-	}
+	entries = rb.entries;
+	n = rb.count;
 	/* Replicas the scrubber found corrupt (the worker quarantined them). */
-	json_array_foreach(lost, i, item)
+	json_array_foreach(rb.lost, i, item)
 	{
 		const char *id = json_string_value(item);
 		if (efs_chunk_id_valid(id) && efs_meta_replica_mark_bad(m->meta, id, worker_id) == 0)
@@ -197,8 +219,8 @@ int efs_api_worker_report(struct efs_http_req *req)
 	}
 	struct efs_report_context ctx = {
 		.worker_id = worker_id,
-		.started_ms = (int64_t)started,
-		.worker_now_ms = (int64_t)worker_now,
+		.started_ms = rb.started_ms,
+		.worker_now_ms = rb.worker_now_ms,
 		.orphan_grace_ms = m->cfg.orphan_grace_ms,
 		.replication = m->cfg.replication_factor,
 		.live_after_ms = efs_now_ms() - m->cfg.worker_dead_after_ms,
@@ -216,7 +238,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 			json_array_append_new(del, json_string(entries[i].chunk_id));
 		adopted += entries[i].verdict == EFS_REPORT_ADOPT;
 	}
-	if (json_is_true(json_object_get(body, "last"))) {
+	if (rb.last) {
 		r = efs_meta_report_finish(m->meta, &ctx);
 		if (r > 0)
 			efs_warn("worker %s no longer holds %d replicas it should: marked bad for "

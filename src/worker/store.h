@@ -12,7 +12,8 @@
  *                      volumes (first..last id) that may hold records it
  *                      deletes, the chunk id, CRC32C of the header
  *   payload            the chunk as stored (gzip or raw); none for a tombstone
- *   trailer (32 bytes) CRC32C of the payload, "EFSK", sequence number,
+ *   trailer (32 bytes) CRC32C of the payload, "EFSK", sequence number
+ *                      (at most INT64_MAX: a larger one does not commit),
  *                      commit time (ms), CRC32C of the trailer seeded with
  *                      the header's CRC
  *

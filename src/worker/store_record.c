@@ -80,7 +80,10 @@ int store_header_decode(const unsigned char *h, struct record *rec)
 
 /* Trailer: payload CRC32C, "EFSK", sequence number (le64), commit time
  * (le64 ms), 4 reserved, CRC32C of the first 28 bytes seeded with the
- * header's CRC (so a trailer only ever commits its own header). */
+ * header's CRC (so a trailer only ever commits its own header). A sequence
+ * number past INT64_MAX does not commit either: no store writes 2^63
+ * records, and replaying one near UINT64_MAX would wrap the next number
+ * to 0, so that every later write lost to it at the next open. */
 void store_trailer_encode(unsigned char *t, uint32_t header_crc, const struct commit *c)
 {
 	memset(t, 0, TRAILER_LEN);
@@ -94,7 +97,8 @@ void store_trailer_encode(unsigned char *t, uint32_t header_crc, const struct co
 int store_trailer_decode(const unsigned char *t, uint32_t header_crc, struct commit *c)
 {
 	if (memcmp(t + 4, COMMIT_MAGIC, 4) != 0 ||
-	    efs_crc32c(header_crc, t, 28) != (uint32_t)store_get_le(t + 28, 4))
+	    efs_crc32c(header_crc, t, 28) != (uint32_t)store_get_le(t + 28, 4) ||
+	    store_get_le(t + 8, 8) > INT64_MAX)
 		return -EBADMSG;
 	c->payload_crc = (uint32_t)store_get_le(t, 4);
 	c->seq = store_get_le(t + 8, 8);
