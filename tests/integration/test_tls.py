@@ -11,9 +11,8 @@ test_sessions.py run over HTTPS with ECHOFS_TEST_TLS=1 (see docs/HACKING.md).
 
 import hashlib
 import os
-import shutil
-import ssl
 import socket
+import ssl
 
 import pytest
 import requests
@@ -209,7 +208,7 @@ def expect_config_error(proc, variable):
     return lines[0]
 
 
-def _bad_files(tmp_path, tls):
+def _bad_files(tmp_path):
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n"
                        "-----END CERTIFICATE-----\n")
@@ -224,7 +223,7 @@ def _bad_files(tmp_path, tls):
 def test_bad_tls_configuration_exits_2_naming_the_variable(cluster, tmp_path, other_ca, case,
                                                            role):
     tls = h.session_tls()
-    garbage, plain = _bad_files(tmp_path, tls)
+    garbage, plain = _bad_files(tmp_path)
     env, variable = {
         "cert-only": ({"TLS_KEY_FILE": None}, "TLS_KEY_FILE"),
         "key-only": ({"TLS_CERT_FILE": None}, "TLS_CERT_FILE"),
@@ -235,6 +234,11 @@ def test_bad_tls_configuration_exits_2_naming_the_variable(cluster, tmp_path, ot
         "mismatched-key": ({"TLS_KEY_FILE": other_ca.key}, "TLS_KEY_FILE"),
     }[case]
     cluster.tls = tls
+    if case == "garbage-cert" and h.SANITIZE:
+        # GnuTLS (3.7.9) leaks the certificate it was parsing when the PEM
+        # body is not base64; the process exits at once, so the leak is
+        # not ours to fix and is not looked for here.
+        env = {**env, "ASAN_OPTIONS": h.ASAN_OPTIONS.replace("detect_leaks=1", "detect_leaks=0")}
     if role == "master":
         p = cluster.add_master(wait=False, **env)
     else:
