@@ -821,6 +821,8 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 		srv->cfg.idle_timeout_s = DEFAULT_IDLE_TIMEOUT_S;
 	atomic_init(&srv->inflight, 0);
 
+	srv->cfg.error = NULL; /* the caller's buffer serves this call only */
+	srv->cfg.error_len = 0;
 	int r = 0;
 	if (cfg->tls_cert_file || cfg->tls_key_file)
 		r = load_tls(cfg->tls_cert_file, cfg->tls_key_file, &srv->tls_cert, &srv->tls_key,
