@@ -175,6 +175,24 @@ def test_master_refuses_a_worker_whose_certificate_another_ca_signed(cluster, ot
     assert "certificate" in m.stderr(), m.log_tail()
 
 
+def test_uploads_go_around_a_worker_the_master_cannot_verify(cluster, other_ca):
+    """Three verifiable workers and one whose certificate another CA
+    signed, three replicas per chunk: every upload succeeds on the three,
+    and the unverified worker never receives a byte."""
+    cluster.tls = h.session_tls()
+    m = cluster.add_master()
+    for _ in range(3):
+        cluster.add_worker()
+    rogue = cluster.add_worker(TLS_CERT_FILE=other_ca.cert, TLS_KEY_FILE=other_ca.key)
+    m.wait_workers(alive=4, total=4)
+    c = m.user_client()
+    for i in range(8):
+        data = os.urandom(3000 + i)
+        f = c.upload(data, f"f{i}.bin")
+        assert c.download(f["file_id"]) == data
+    assert rogue.chunk_usage().count == 0
+
+
 def test_worker_refuses_a_master_whose_certificate_it_cannot_verify(cluster, other_ca):
     """A worker whose TLS_CA_FILE is another CA cannot verify the master:
     it never registers (so it never sends the cluster secret to it)."""
