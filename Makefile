@@ -40,7 +40,7 @@ PROGS      := $(BIN)/echofs-master $(BIN)/echofs-worker $(BIN)/echofs
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit integration run bench clean format fuzz fuzz-smoke
+.PHONY: all deps test unit integration integration-tls run bench clean format fuzz fuzz-smoke
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -88,6 +88,16 @@ unit: $(UNIT_BIN)
 integration: $(PROGS)
 	ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
 	  /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# The core of the black-box suite again over HTTPS: every master and worker
+# serves TLS with a throwaway CA's certificate and verifies the others
+# (ECHOFS_TEST_TLS=1; see tests/integration/test_tls.py).
+TLS_CORE = tests/integration/test_tls.py tests/integration/test_files.py \
+	   tests/integration/test_sessions.py tests/integration/test_registry.py \
+	   tests/integration/test_cli.py
+integration-tls: $(PROGS)
+	ECHOFS_TEST_TLS=1 ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
+	  /usr/bin/python3 -m pytest -q $(TLS_CORE) $(PYTEST_ARGS)
 
 run: deps all
 	@./scripts/dev-cluster.sh

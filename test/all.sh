@@ -6,7 +6,7 @@
 #      with a throwaway PostgreSQL 15 and Redis running for the tests that
 #      need them (the store suite on PostgreSQL, two masters, outages);
 #   2. the whole black-box suite again with every master on PostgreSQL and
-#      Redis;
+#      Redis, and its core over HTTPS (make integration-tls);
 #   3. the unit and black-box tests again under AddressSanitizer and UBSan;
 #   4. the curl walk through the API (test/api.sh);
 #   5. every libFuzzer harness for a short fixed time (make fuzz-smoke).
@@ -30,6 +30,8 @@ echo "== unit and black-box tests"
 make -j2 test
 echo "== black-box tests with the masters on PostgreSQL and Redis"
 ECHOFS_TEST_BACKEND=postgres make integration
+echo "== the core black-box tests over HTTPS (verified certificates everywhere)"
+make integration-tls
 echo "== unit and black-box tests under sanitizers"
 make -j2 SANITIZE=address,undefined test
 echo "== the API walk-through"

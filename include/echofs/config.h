@@ -41,6 +41,20 @@ int efs_env_log_level(const char *name, enum efs_log_level def, enum efs_log_lev
 int efs_env_listen_host(const char *name, const char *def, uint16_t port, void *addr,
 			unsigned *addrlen, char *err, size_t errlen);
 
+/* TLS files, from TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE; a NULL
+ * member is an unset variable. */
+struct efs_tls_config {
+	const char *cert_file; /* PEM: this server's certificate (chain) */
+	const char *key_file;  /* PEM: its private key */
+	const char *ca_file;   /* PEM: the CAs that https peers are verified with */
+};
+
+/* Reads the three TLS variables into *out. -EINVAL, naming the variable,
+ * when only one of TLS_CERT_FILE and TLS_KEY_FILE is set, when a named
+ * file cannot be opened for reading or is not a regular file, or when the
+ * certificate and key are not a valid pair (efs_http_tls_check). */
+int efs_env_tls(struct efs_tls_config *out, char *err, size_t errlen);
+
 /* True when @url is an absolute http:// or https:// URL without spaces,
  * at most 512 characters long. */
 bool efs_http_url_valid(const char *url);

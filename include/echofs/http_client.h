@@ -97,6 +97,13 @@ void efs_http_client_global_cleanup(void);
 
 /* A client with empty pools. 0 or -ENOMEM. */
 int efs_http_client_new(struct efs_http_client **out);
+/* Verifies https servers against the CA certificates in the PEM file
+ * @ca_file (copied) instead of the system's store; NULL restores the
+ * system's store. Call before the client's first call. Verification of
+ * the server's certificate and of its name (the URL's host, an IP address
+ * too) is always on for https:// URLs; there is no way to turn it off.
+ * 0 or -ENOMEM. */
+int efs_http_client_set_ca_file(struct efs_http_client *client, const char *ca_file);
 /* Closes the client's idle connections and frees it; after every call on
  * it has finished. NULL accepted. */
 void efs_http_client_free(struct efs_http_client *client);
@@ -113,7 +120,11 @@ void efs_http_call_release(struct efs_http_call *call);
 
 /* Performs one call. Returns 0 when a response arrived (any status; see
  * call->status) or the transport error (also in call->error):
- * -ECONNREFUSED, -ETIMEDOUT, -E2BIG (response over the cap), -EIO. */
+ * -ECONNREFUSED, -ETIMEDOUT, -E2BIG (response over the cap), -EPERM (an
+ * https server whose certificate could not be verified, or a CA file that
+ * could not be read), -EIO. call->errmsg then says what failed in
+ * libcurl's words ("SSL certificate problem: unable to get local issuer
+ * certificate"). */
 int efs_http_call_run(struct efs_http_client *client, struct efs_http_call *call);
 
 /* Performs @n calls concurrently and returns when all are done. Returns 0;

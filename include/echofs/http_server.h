@@ -20,6 +20,10 @@
  * been set, the rest of the body is read and dropped (up to a limit, then
  * the connection is closed).
  *
+ * TLS: given a certificate and key (tls_cert_file, tls_key_file) the
+ * server speaks only HTTPS (libmicrohttpd with GnuTLS); a plain HTTP
+ * request on it fails its handshake and the connection is closed.
+ *
  * Threading: one thread per connection (libmicrohttpd's
  * MHD_USE_THREAD_PER_CONNECTION), so a handler may block on disk or on
  * another server; the request's thread is the only one touching it.
@@ -123,12 +127,30 @@ struct efs_http_server_config {
 	unsigned idle_timeout_s;   /* idle keep-alive connections closed after (60) */
 	struct efs_metrics *metrics; /* optional: requests are recorded here (see above);
 				      * must outlive the server */
+	/* HTTPS: PEM files of the server's certificate (chain) and its private
+	 * key, read once at start; both NULL: plain HTTP. */
+	const char *tls_cert_file;
+	const char *tls_key_file;
+	/* Optional: one line saying why the TLS files were refused, naming
+	 * TLS_CERT_FILE / TLS_KEY_FILE (see efs_http_tls_check). */
+	char *error;
+	size_t error_len;
 };
 
 /* Starts listening and serving. On success *out is the server.
- * -EADDRINUSE, -EACCES, or another -errno when the socket cannot be bound. */
+ * -EADDRINUSE, -EACCES, or another -errno when the socket cannot be bound;
+ * with TLS files: -ENOTSUP when libmicrohttpd was built without TLS,
+ * -EINVAL when only one of the two files is given, or when they cannot be
+ * read or are not a matching PEM certificate and key (cfg->error says
+ * which: check them first with efs_http_tls_check). */
 int efs_http_server_start(const struct efs_http_server_config *cfg,
 			  struct efs_http_server **out);
+/* Checks before a start that @cert_file and @key_file (PEM) hold a
+ * certificate and its private key that libmicrohttpd accepts, without
+ * binding anything. 0, -ENOTSUP (no TLS in libmicrohttpd) or -EINVAL,
+ * with one line naming TLS_CERT_FILE / TLS_KEY_FILE in @err. */
+int efs_http_tls_check(const char *cert_file, const char *key_file, char *err, size_t errlen);
+
 /* The port actually bound (useful with port 0). */
 uint16_t efs_http_server_port(const struct efs_http_server *srv);
 /* Graceful stop: stops accepting, waits up to @grace_ms for requests in

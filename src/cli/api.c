@@ -88,9 +88,13 @@ int efs_cli_api_check(const struct efs_http_call *call, const char *body, size_t
 		const char *q = strchr(call->url, '?');
 		int url_len = q ? (int)(q - call->url) : (int)strlen(call->url);
 		bool unreachable = call->error == -ECONNREFUSED || call->error == -EHOSTUNREACH;
-		snprintf(res->err, sizeof(res->err), "%s%.*s: %s",
+		/* -EPERM: the server's certificate was not verified. */
+		snprintf(res->err, sizeof(res->err), "%s%.*s: %s%s",
 			 unreachable ? "cannot reach " : "", url_len, call->url,
-			 call->errmsg[0] ? call->errmsg : "no reply");
+			 call->errmsg[0] ? call->errmsg : "no reply",
+			 call->error == -EPERM ? " (the server's TLS certificate is not trusted: "
+						 "give its CA with --cacert FILE or ECHOFS_CA_FILE)"
+					       : "");
 		return -EIO;
 	}
 	if (call->status == expect)

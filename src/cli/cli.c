@@ -167,6 +167,11 @@ int efs_cli_common_opt(struct efs_cli *cli, int argc, char **argv, int *i)
 			cli->token = value;
 		return r;
 	}
+	if ((r = efs_cli_opt(argc, argv, i, "--cacert", &value)) != 0) {
+		if (r > 0)
+			cli->ca_file = *value ? value : NULL;
+		return r;
+	}
 	return 0;
 }
 
@@ -186,13 +191,16 @@ bool efs_cli_show_progress(const struct efs_cli *cli)
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: echofs [--url URL] [--token TOKEN] [-q] COMMAND [ARGS]\n\n"
+	fprintf(out, "usage: echofs [--url URL] [--token TOKEN] [--cacert FILE] [-q] COMMAND "
+		     "[ARGS]\n\n"
 		     "commands:\n");
 	for (size_t i = 0; i < EFS_ARRAY_SIZE(commands); i++)
 		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(out, "\noptions (also accepted after the command):\n"
 		     "  --url URL       the master (default $ECHOFS_URL, else " DEFAULT_URL ")\n"
 		     "  --token TOKEN   a user token (default $ECHOFS_TOKEN)\n"
+		     "  --cacert FILE   verify an https:// master with the CA certificates in\n"
+		     "                  FILE (PEM; default $ECHOFS_CA_FILE, else the system's)\n"
 		     "  -q, --quiet     no progress bar (there is none unless stderr is a "
 		     "terminal)\n"
 		     "\nechofs COMMAND --help describes a command. Exit status: 0 success, "
@@ -215,6 +223,7 @@ int efs_cli_main(int argc, char **argv)
 	struct efs_cli cli = {
 	    .url = getenv("ECHOFS_URL"),
 	    .token = getenv("ECHOFS_TOKEN"),
+	    .ca_file = getenv("ECHOFS_CA_FILE"),
 	    .prog = "echofs",
 	    .stderr_tty = isatty(STDERR_FILENO) == 1,
 	};
@@ -254,7 +263,11 @@ int efs_cli_main(int argc, char **argv)
 		}
 		if (efs_http_client_global_init() < 0)
 			return efs_cli_fail("cannot initialise libcurl");
-		if (efs_http_client_new(&cli.http) < 0) {
+		if (cli.ca_file && !*cli.ca_file)
+			cli.ca_file = NULL;
+		if (efs_http_client_new(&cli.http) < 0 ||
+		    efs_http_client_set_ca_file(cli.http, cli.ca_file) < 0) {
+			efs_http_client_free(cli.http);
 			efs_http_client_global_cleanup();
 			return efs_cli_fail("out of memory");
 		}

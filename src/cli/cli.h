@@ -21,6 +21,7 @@ struct efs_http_client;
 struct efs_cli {
 	const char *url;   /* --url or ECHOFS_URL (http://127.0.0.1:8080) */
 	const char *token; /* --token or ECHOFS_TOKEN, or NULL */
+	const char *ca_file; /* --cacert or ECHOFS_CA_FILE: verifies an https master, or NULL */
 	const char *prog;
 	bool quiet;		      /* -q: no progress bar, no notes */
 	bool stderr_tty;	      /* stderr is a terminal */
@@ -50,7 +51,7 @@ int efs_cli_usage_error(const char *command, const char *fmt, ...) EFS_PRINTF(2,
  * it does not, -EINVAL when the value is missing. */
 int efs_cli_opt(int argc, char **argv, int *i, const char *name, const char **value);
 /* Consumes the options every command accepts wherever they appear: --url,
- * --token, -q/--quiet. Returns 1 when argv[*i] was one (advancing *i past
+ * --token, --cacert, -q/--quiet. Returns 1 when argv[*i] was one (advancing *i past
  * its value), 0 when not, -EINVAL when a value is missing. */
 int efs_cli_common_opt(struct efs_cli *cli, int argc, char **argv, int *i);
 /* True for an argument that is an option: "-x" or "--x", but not "-". */

@@ -109,7 +109,7 @@ static int put_request(const struct efs_cli *cli, const struct put_opts *opts, i
 			snprintf(res->err, sizeof(res->err),
 				 "the file got shorter while being read");
 		else if (call.error && call.error != -EIO && call.error != -ETIMEDOUT &&
-			 call.error != -ECONNREFUSED)
+			 call.error != -ECONNREFUSED && call.error != -EPERM)
 			snprintf(res->err, sizeof(res->err), "reading: %s", strerror(-call.error));
 		goto out;
 	}

@@ -1,15 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* config.c - typed reads of environment variables. */
 #include "echofs/config.h"
+#include "echofs/http_server.h"
 #include "echofs/util.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static int config_error(char *err, size_t errlen, const char *fmt, ...) EFS_PRINTF(3, 4);
 
@@ -128,4 +132,44 @@ bool efs_http_url_valid(const char *url)
 		if ((unsigned char)*p <= ' ' || *p == '"' || *p == '\\')
 			return false;
 	return true;
+}
+
+/* A file variable: set, readable, a regular file. */
+static int env_file(const char *name, const char **out, char *err, size_t errlen)
+{
+	const char *v = env_get(name);
+	struct stat st;
+	*out = NULL;
+	if (!v)
+		return 0;
+	int fd = open(v, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return config_error(err, errlen, "%s: cannot read '%.128s': %s", name, v,
+				    strerror(errno));
+	int r = fstat(fd, &st);
+	close(fd);
+	if (r < 0 || !S_ISREG(st.st_mode))
+		return config_error(err, errlen, "%s: '%.128s' is not a regular file", name, v);
+	*out = v;
+	return 0;
+}
+
+int efs_env_tls(struct efs_tls_config *out, char *err, size_t errlen)
+{
+	struct efs_tls_config tls;
+	int r;
+	if ((r = env_file("TLS_CERT_FILE", &tls.cert_file, err, errlen)) < 0 ||
+	    (r = env_file("TLS_KEY_FILE", &tls.key_file, err, errlen)) < 0 ||
+	    (r = env_file("TLS_CA_FILE", &tls.ca_file, err, errlen)) < 0)
+		return r;
+	if (!tls.cert_file != !tls.key_file)
+		return config_error(err, errlen,
+				    "%s is set but %s is not: HTTPS needs both the certificate "
+				    "and its key",
+				    tls.cert_file ? "TLS_CERT_FILE" : "TLS_KEY_FILE",
+				    tls.cert_file ? "TLS_KEY_FILE" : "TLS_CERT_FILE");
+	if (tls.cert_file && (r = efs_http_tls_check(tls.cert_file, tls.key_file, err, errlen)) < 0)
+		return -EINVAL;
+	*out = tls;
+	return 0;
 }

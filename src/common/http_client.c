@@ -63,6 +63,10 @@ struct efs_http_client {
 	void *multi_items[MULTI_POOL_MAX];
 	struct idle_pool multi_pool;
 	_Atomic uint64_t connections_opened;
+	/* CURLOPT_CAINFO of every transfer, or NULL for the system's store.
+	 * Every transfer of a client has the same TLS settings, so libcurl
+	 * reuses its kept-alive https connections as it does plain ones. */
+	char *ca_file;
 };
 
 /* An idle handle, or NULL when there is none. */
@@ -97,6 +101,7 @@ struct transfer {
 	struct curl_slist *headers;
 	size_t upload_pos;
 	int sink_error; /* also the source's and the progress hook's */
+	char curl_error[CURL_ERROR_SIZE]; /* libcurl's detailed reason */
 	/* Stall detection: bytes moved so far, and when that last changed. */
 	int64_t moved;
 	int64_t moved_at_ms;
@@ -141,7 +146,18 @@ void efs_http_client_free(struct efs_http_client *c)
 		curl_multi_cleanup(multi);
 	pthread_mutex_destroy(&c->easy_pool.lock);
 	pthread_mutex_destroy(&c->multi_pool.lock);
+	free(c->ca_file);
 	free(c);
+}
+
+int efs_http_client_set_ca_file(struct efs_http_client *c, const char *ca_file)
+{
+	char *copy = NULL;
+	if (ca_file && !(copy = strdup(ca_file)))
+		return -ENOMEM;
+	free(c->ca_file);
+	c->ca_file = copy;
+	return 0;
 }
 
 uint64_t efs_http_client_connections_opened(const struct efs_http_client *c)
@@ -337,6 +353,13 @@ static int transfer_setup(struct transfer *t, struct efs_http_client *client,
 	SETOPT(h, CURLOPT_WRITEDATA, t);
 	SETOPT(h, CURLOPT_TCP_NODELAY, 1L);
 	SETOPT(h, CURLOPT_MAXAGE_CONN, MAX_CONN_AGE_S);
+	SETOPT(h, CURLOPT_ERRORBUFFER, t->curl_error);
+	/* libcurl's defaults, stated: an https peer's certificate and name are
+	 * always verified (the cluster secret goes out in the request). */
+	SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (client->ca_file)
+		SETOPT(h, CURLOPT_CAINFO, client->ca_file);
 	call->captured[0] = '\0';
 	if (call->capture_header) {
 		SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -413,6 +436,11 @@ static int map_curl_error(CURLcode code)
 		return -ETIMEDOUT;
 	case CURLE_COULDNT_RESOLVE_HOST:
 		return -EHOSTUNREACH;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+		return -EPERM;
 	default:
 		return -EIO;
 	}
@@ -436,7 +464,9 @@ static void transfer_finish(struct transfer *t, CURLcode code)
 			/* The status stays 0: the caller sees the error. */
 		} else {
 			call->error = map_curl_error(code);
-			snprintf(call->errmsg, sizeof(call->errmsg), "%s", curl_easy_strerror(code));
+			efs_strlcpy(call->errmsg,
+				    t->curl_error[0] ? t->curl_error : curl_easy_strerror(code),
+				    sizeof(call->errmsg));
 		}
 	}
 	curl_slist_free_all(t->headers);

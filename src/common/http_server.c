@@ -29,6 +29,8 @@
 #define MAX_DISCARD_BYTES (64 * 1024 * 1024)
 #define STREAM_BLOCK_SIZE (64 * 1024)
 #define MAX_METRICS_TEXT (16 * 1024 * 1024)
+/* A certificate chain or a key file larger than this is refused. */
+#define MAX_TLS_FILE (1024 * 1024)
 
 /* The families requests are recorded in (all NULL without a registry). */
 struct http_metrics {
@@ -47,6 +49,9 @@ struct efs_http_server {
 	struct efs_http_server_config cfg;
 	atomic_int inflight;
 	struct http_metrics metrics;
+	/* HTTPS: the PEM texts handed to libmicrohttpd (kept for its life). */
+	char *tls_cert;
+	char *tls_key;
 };
 
 struct reply_header {
@@ -697,6 +702,108 @@ static int open_listener(const struct efs_http_server_config *cfg, int *out_fd,
 	return 0;
 }
 
+static void server_free(struct efs_http_server *srv)
+{
+	if (!srv)
+		return;
+	free(srv->tls_cert);
+	free(srv->tls_key);
+	free(srv);
+}
+
+static int set_error(char *err, size_t errlen, int r, const char *fmt, ...) EFS_PRINTF(4, 5);
+
+/* Writes one line into @err (may be NULL); returns @r. */
+static int set_error(char *err, size_t errlen, int r, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return r;
+}
+
+/* Reads a PEM file for libmicrohttpd into *out (malloc'd); @marker is
+ * the text its PEM block must hold ("CERTIFICATE", "PRIVATE KEY"). */
+static int read_pem(const char *what, const char *path, const char *marker, char **out,
+		    char *err, size_t errlen)
+{
+	char *text = malloc(MAX_TLS_FILE);
+	if (!text)
+		return -ENOMEM;
+	long n = efs_read_file(path, text, MAX_TLS_FILE);
+	if (n < 0) {
+		free(text);
+		return set_error(err, errlen, -EINVAL, "%s: cannot read '%.128s': %s", what, path,
+				 n == -E2BIG ? "larger than 1 MiB" : strerror((int)-n));
+	}
+	if (!strstr(text, "-----BEGIN ") || !strstr(text, marker)) {
+		free(text);
+		return set_error(err, errlen, -EINVAL, "%s: '%.128s' holds no PEM %s", what, path,
+				 marker);
+	}
+	*out = text;
+	return 0;
+}
+
+/* Reads the certificate and key files; the names in messages are the
+ * variables operators set. */
+static int load_tls(const char *cert_file, const char *key_file, char **cert, char **key,
+		    char *err, size_t errlen)
+{
+	int r;
+	if (!cert_file || !key_file)
+		return set_error(err, errlen, -EINVAL,
+				 "%s is set but %s is not: HTTPS needs both the certificate and "
+				 "its key",
+				 cert_file ? "TLS_CERT_FILE" : "TLS_KEY_FILE",
+				 cert_file ? "TLS_KEY_FILE" : "TLS_CERT_FILE");
+	if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+		return set_error(err, errlen, -ENOTSUP,
+				 "TLS_CERT_FILE: this libmicrohttpd was built without TLS");
+	if ((r = read_pem("TLS_CERT_FILE", cert_file, "CERTIFICATE", cert, err, errlen)) < 0)
+		return r;
+	if ((r = read_pem("TLS_KEY_FILE", key_file, "PRIVATE KEY", key, err, errlen)) < 0) {
+		free(*cert);
+		*cert = NULL;
+	}
+	return r;
+}
+
+static enum MHD_Result refuse_all(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version, const char *data,
+				  size_t *size, void **con_cls)
+{
+	return MHD_NO;
+}
+
+int efs_http_tls_check(const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
+	char *cert = NULL, *key = NULL;
+	int r = load_tls(cert_file, key_file, &cert, &key, err, errlen);
+	if (r < 0)
+		return r;
+	/* GnuTLS parses both and checks that the key is the certificate's
+	 * when libmicrohttpd starts; a daemon without a socket or a thread
+	 * does exactly that and nothing else. */
+	struct MHD_Daemon *d = MHD_start_daemon(
+		MHD_USE_TLS | MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, refuse_all, NULL,
+		MHD_OPTION_HTTPS_MEM_CERT, cert, MHD_OPTION_HTTPS_MEM_KEY, key,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	if (d)
+		MHD_stop_daemon(d);
+	else
+		r = set_error(err, errlen, -EINVAL,
+			      "TLS_CERT_FILE and TLS_KEY_FILE: '%.100s' and '%.100s' are not a "
+			      "valid certificate and its private key",
+			      cert_file, key_file);
+	free(cert);
+	free(key);
+	return r;
+}
+
 int efs_http_server_start(const struct efs_http_server_config *cfg,
 			  struct efs_http_server **out)
 {
@@ -714,20 +821,37 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 		srv->cfg.idle_timeout_s = DEFAULT_IDLE_TIMEOUT_S;
 	atomic_init(&srv->inflight, 0);
 
-	int r = cfg->metrics ? declare_metrics(cfg->metrics, &srv->metrics) : 0;
+	srv->cfg.error = NULL; /* the caller's buffer serves this call only */
+	srv->cfg.error_len = 0;
+	int r = 0;
+	if (cfg->tls_cert_file || cfg->tls_key_file)
+		r = load_tls(cfg->tls_cert_file, cfg->tls_key_file, &srv->tls_cert, &srv->tls_key,
+			     cfg->error, cfg->error_len);
+	if (r == 0 && cfg->metrics)
+		r = declare_metrics(cfg->metrics, &srv->metrics);
 	if (r < 0) {
-		free(srv);
+		server_free(srv);
 		return r;
 	}
 	r = open_listener(cfg, &srv->listen_fd, &srv->port);
 	if (r < 0) {
-		free(srv);
+		server_free(srv);
 		return r;
 	}
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 			 MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	if (((const struct sockaddr *)cfg->addr)->sa_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
+	/* The TLS options, or nothing, through one MHD_OPTION_ARRAY. */
+	struct MHD_OptionItem tls_options[] = {
+		{MHD_OPTION_HTTPS_MEM_CERT, 0, srv->tls_cert},
+		{MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
+		{MHD_OPTION_END, 0, NULL},
+	};
+	if (srv->tls_cert)
+		flags |= MHD_USE_TLS;
+	else
+		tls_options[0].option = MHD_OPTION_END;
 	srv->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, access_handler, srv,
 		MHD_OPTION_LISTEN_SOCKET, srv->listen_fd,
@@ -736,11 +860,17 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, srv->cfg.conn_memory_limit,
 		MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+		MHD_OPTION_ARRAY, tls_options,
 		MHD_OPTION_END);
 	if (!srv->daemon) {
 		close(srv->listen_fd);
-		free(srv);
-		return -EIO;
+		/* With TLS, what fails here is the certificate or the key. */
+		r = srv->tls_cert ? set_error(cfg->error, cfg->error_len, -EINVAL,
+					      "TLS_CERT_FILE and TLS_KEY_FILE are not a valid "
+					      "certificate and its private key")
+				  : -EIO;
+		server_free(srv);
+		return r;
 	}
 	*out = srv;
 	return 0;
@@ -766,5 +896,5 @@ void efs_http_server_stop(struct efs_http_server *srv, int64_t grace_ms)
 	MHD_stop_daemon(srv->daemon);
 	if (fd != MHD_INVALID_SOCKET)
 		close(fd);
-	free(srv);
+	server_free(srv);
 }

@@ -28,6 +28,8 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	    (r = efs_env_log_level("LOG_LEVEL", EFS_LOG_INFO, &cfg->log_level, err, errlen)) < 0)
 		return r;
 
+	if ((r = efs_env_tls(&cfg->tls, err, errlen)) < 0)
+		return r;
 	if (cfg->redis_addr) {
 		char host[256];
 		uint16_t port;

@@ -4,6 +4,7 @@
 #ifndef ECHOFS_MASTER_CONFIG_H
 #define ECHOFS_MASTER_CONFIG_H
 
+#include "echofs/config.h"
 #include "echofs/log.h"
 
 #include <stdint.h>
@@ -32,6 +33,7 @@ struct efs_master_config {
 	int64_t orphan_grace_ms; /* unknown chunks on a worker younger than this are kept */
 	uint64_t repair_bandwidth; /* bytes/s that re-replication may copy */
 	uint64_t chunk_cache_size; /* bytes of verified chunks kept for reads; 0: none */
+	struct efs_tls_config tls; /* HTTPS served with cert/key; workers verified with ca */
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000

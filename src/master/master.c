@@ -48,6 +48,7 @@ static void release(struct efs_master *m, int64_t grace_ms)
 int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, char *err,
 		     size_t errlen)
 {
+	char tls_error[200] = "";
 	int r;
 
 	memset(m, 0, sizeof(*m));
@@ -81,6 +82,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	efs_registry_init(&m->registry, m->meta, m->redis, cfg->worker_dead_after_ms);
 	if ((r = efs_token_cache_new(&m->tokens)) < 0 ||
 	    (r = efs_http_client_new(&m->http_client)) < 0 ||
+	    (r = efs_http_client_set_ca_file(m->http_client, cfg->tls.ca_file)) < 0 ||
 	    (r = efs_cache_new(m->meta, m->redis, &m->cache)) < 0) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -115,10 +117,18 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.ctx = m,
 		.metrics = m->metrics,
 		.conn_memory_limit = MASTER_CONN_MEMORY,
+		.tls_cert_file = cfg->tls.cert_file,
+		.tls_key_file = cfg->tls.key_file,
+		.error = tls_error,
+		.error_len = sizeof(tls_error),
 	};
 	if ((r = efs_http_server_start(&http, &m->http)) < 0) {
-		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/MASTER_PORT): %s",
-			 cfg->host, cfg->port, strerror(-r));
+		if (tls_error[0]) /* a configuration error: exit status 2 */
+			snprintf(err, errlen, "%s", tls_error);
+		else
+			snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/MASTER_PORT): %s",
+				 cfg->host, cfg->port, strerror(-r));
+		r = tls_error[0] ? -EINVAL : r;
 		goto fail;
 	}
 	struct efs_gc_deps gc = {

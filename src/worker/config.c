@@ -84,6 +84,8 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 			     30LL * 86400000, false, &v, err, errlen)) < 0)
 		return r;
 	cfg->report_interval_ms = (int64_t)v;
+	if ((r = efs_env_tls(&cfg->tls, err, errlen)) < 0)
+		return r;
 
 	if (advertise) {
 		size_t len = efs_strlcpy(cfg->advertise_url, advertise, sizeof(cfg->advertise_url));
@@ -96,9 +98,16 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 				 advertise);
 			return -EINVAL;
 		}
+		if (cfg->tls.cert_file && strncmp(cfg->advertise_url, "https://", 8) != 0) {
+			snprintf(err, errlen,
+				 "WORKER_ADVERTISE_URL: '%.64s' must be an https:// URL when "
+				 "TLS_CERT_FILE is set (the worker serves only HTTPS)",
+				 advertise);
+			return -EINVAL;
+		}
 	} else {
-		snprintf(cfg->advertise_url, sizeof(cfg->advertise_url), "http://127.0.0.1:%u",
-			 cfg->port);
+		snprintf(cfg->advertise_url, sizeof(cfg->advertise_url), "%s://127.0.0.1:%u",
+			 cfg->tls.cert_file ? "https" : "http", cfg->port);
 	}
 	return parse_master_urls(cfg, masters, err, errlen);
 }

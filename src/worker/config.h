@@ -4,6 +4,7 @@
 #ifndef ECHOFS_WORKER_CONFIG_H
 #define ECHOFS_WORKER_CONFIG_H
 
+#include "echofs/config.h"
 #include "echofs/log.h"
 #include "echofs/meta.h"
 
@@ -27,6 +28,7 @@ struct efs_worker_config {
 	int64_t scrub_interval_ms;
 	uint64_t scrub_bandwidth;   /* bytes/s the scrubber may read */
 	int64_t report_interval_ms; /* full chunk reports, besides one per registration */
+	struct efs_tls_config tls;  /* HTTPS served with cert/key; masters verified with ca */
 	enum efs_log_level log_level;
 };
 

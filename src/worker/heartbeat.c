@@ -180,7 +180,9 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 		if (!failing)
 			efs_warn("master %s: %s; retrying with backoff%s",
 				 efs_worker_ctx_master_url(ctx),
-				 r == -EACCES ? "refused CLUSTER_SECRET (401)" : strerror(-r),
+				 r == -EACCES  ? "refused CLUSTER_SECRET (401)"
+				 : r == -EPERM ? "its TLS certificate is not trusted (TLS_CA_FILE)"
+					       : strerror(-r),
 				 ctx->cfg->master_count > 1 ? ", trying the other masters" : "");
 		failing = true;
 		/* Next master in the list, if there is more than one. */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* worker.c - start and stop of the worker's parts, and its disk space. */
 #include "worker/worker.h"
+#include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 
@@ -23,6 +24,7 @@ static void after_beat(void *arg)
 int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, char *err,
 		     size_t errlen)
 {
+	char tls_error[200] = "";
 	int r;
 
 	memset(w, 0, sizeof(*w));
@@ -40,6 +42,10 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 		w->store = NULL;
 		return r;
 	}
+	if ((r = efs_http_client_set_ca_file(w->ctx.http, cfg->tls.ca_file)) < 0) {
+		snprintf(err, errlen, "out of memory");
+		goto fail_ctx;
+	}
 	efs_report_init(&w->report, &w->ctx);
 	w->ctx.after_beat = after_beat;
 	w->ctx.after_beat_arg = &w->report;
@@ -56,10 +62,18 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 		.auth_ctx = &w->keys,
 		.ctx = w,
 		.metrics = w->metrics,
+		.tls_cert_file = cfg->tls.cert_file,
+		.tls_key_file = cfg->tls.key_file,
+		.error = tls_error,
+		.error_len = sizeof(tls_error),
 	};
 	if ((r = efs_http_server_start(&http, &w->http)) < 0) {
-		snprintf(err, errlen, "cannot listen on %s:%u (WORKER_HOST/WORKER_PORT): %s",
-			 cfg->host, cfg->port, strerror(-r));
+		if (tls_error[0]) /* a configuration error: exit status 2 */
+			snprintf(err, errlen, "%s", tls_error);
+		else
+			snprintf(err, errlen, "cannot listen on %s:%u (WORKER_HOST/WORKER_PORT): %s",
+				 cfg->host, cfg->port, strerror(-r));
+		r = tls_error[0] ? -EINVAL : r;
 		goto fail_store;
 	}
 	if ((r = efs_heartbeat_start(&w->heartbeat, &w->ctx)) < 0 ||
@@ -77,6 +91,7 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 fail_store:
 	efs_metrics_free(w->metrics);
 	w->metrics = NULL;
+fail_ctx:
 	efs_worker_ctx_release(&w->ctx);
 	efs_store_close(w->store);
 	w->store = NULL;

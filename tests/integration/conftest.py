@@ -51,6 +51,8 @@ def pytest_report_header(config):
     backend = f"echofs metadata backend: {h.BACKEND}"
     if h.BACKEND == "postgres":
         backend += f" ({h.PG_URL}" + (f", redis {h.REDIS_ADDR}" if h.REDIS_ADDR else "") + ")"
+    if h.TLS:
+        backend += " over HTTPS (ECHOFS_TEST_TLS)"
     return [line, f"echofs timing margin: {h.TIMING_MARGIN_S}s", backend]
 
 
@@ -77,6 +79,7 @@ def pytest_sessionfinish(session, exitstatus):
     # Fixtures stop everything they start; this catches what a crash of the
     # harness itself could leave behind.
     h.kill_leftovers()
+    h.remove_session_tls()
 
 
 @pytest.hookimpl(hookwrapper=True)

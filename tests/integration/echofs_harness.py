@@ -40,6 +40,8 @@ Environment:
                           writes it to DIR/env); needed by backend="postgres"
     ECHOFS_TEST_REDIS_ADDR
                           host:port of a Redis the tests may use (and flush)
+    ECHOFS_TEST_TLS       non-empty: every Cluster runs over HTTPS (see TLS
+                          below); the CLI gets ECHOFS_CA_FILE
     ECHOFS_TEST_BACKEND   "postgres": every Cluster runs its masters on a
                           fresh PostgreSQL database of its own (and on
                           ECHOFS_TEST_REDIS_ADDR when that is set); default
@@ -56,6 +58,13 @@ shared_cluster stays open beside the tests' own clusters). redis="dedicated"
 starts a redis-server of the cluster's own (cluster.redis_server) that a
 test may kill and restart. Helpers: psql(), pg_create_database(),
 pg_drop_database(), redis_cli(), Cluster.psql(), Cluster.redis_keys().
+
+TLS (Cluster(tls=True), or every cluster with ECHOFS_TEST_TLS=1): a
+throwaway CA and a server certificate for 127.0.0.1 and localhost, made
+once per test session with the openssl CLI (make_tls_material()), are given
+to every master and worker as TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE;
+Master.url and Worker.url are then https:// and the cluster's ApiClients
+verify with the CA (verify=ca.pem), as the CLI does with ECHOFS_CA_FILE.
 """
 
 from __future__ import annotations
@@ -108,6 +117,8 @@ PG_URL = os.environ.get("ECHOFS_TEST_PG_URL", "").strip()
 REDIS_ADDR = os.environ.get("ECHOFS_TEST_REDIS_ADDR", "").strip()
 BACKEND = (os.environ.get("ECHOFS_TEST_BACKEND") or "sqlite").strip().lower()
 BACKENDS = ("sqlite", "postgres")
+TLS = bool(os.environ.get("ECHOFS_TEST_TLS", "").strip())
+OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 PSQL = shutil.which("psql") or "/usr/bin/psql"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -497,7 +508,8 @@ def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 30.0,
             check_sanitizer: bool = True) -> subprocess.CompletedProcess:
     """Runs bin/echofs with the test environment (JWT_SECRET set) plus env
     overrides (None unsets); returns the finished process (text output)."""
-    full_env = merge_env(base_environ(), {"JWT_SECRET": JWT_SECRET}, env)
+    tls_env = {"ECHOFS_CA_FILE": session_tls().ca} if TLS else {}
+    full_env = merge_env(base_environ(), {"JWT_SECRET": JWT_SECRET}, tls_env, env)
     proc = subprocess.run([str(BIN_DIR / "echofs"), *args], env=full_env, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if SANITIZE and check_sanitizer:
@@ -595,6 +607,79 @@ def redis_ping(addr: str) -> bool:
     return proc.returncode == 0 and proc.stdout.strip() == "PONG"
 
 
+# ---- TLS: a throwaway CA and certificates --------------------------------------
+
+
+@dataclass
+class TlsMaterial:
+    """PEM files: a CA, and a certificate it signed for 127.0.0.1 and
+    localhost with its key."""
+    ca: Path
+    ca_key: Path
+    cert: Path
+    key: Path
+
+    def env(self) -> dict:
+        """The daemons' variables for these files."""
+        return {"TLS_CERT_FILE": self.cert, "TLS_KEY_FILE": self.key, "TLS_CA_FILE": self.ca}
+
+
+def _openssl(*args: str) -> None:
+    proc = subprocess.run([OPENSSL, *args], capture_output=True, text=True, timeout=60,
+                          env=merge_env(base_environ(), {"OPENSSL_CONF": None}))
+    assert proc.returncode == 0, f"openssl {' '.join(args)}: {proc.stderr}"
+
+
+def make_tls_material(directory: Path, *, name: str = "EchoFS test",
+                      ca: Optional[TlsMaterial] = None,
+                      san: str = "IP:127.0.0.1,DNS:localhost") -> TlsMaterial:
+    """A CA (unless @ca gives one to sign with) and a server certificate
+    for @san signed by it, in @directory, made with the openssl CLI: `req
+    -x509` for the CA, then a CSR signed with an extfile giving the
+    subjectAltName."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    if ca is None:
+        ca_pem, ca_key = d / "ca.pem", d / "ca.key"
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
+                 "-subj", f"/CN={name} CA", "-keyout", str(ca_key), "-out", str(ca_pem),
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    else:
+        ca_pem, ca_key = ca.ca, ca.ca_key
+    cert, key, csr, ext = d / "server.pem", d / "server.key", d / "server.csr", d / "server.ext"
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-subj", f"/CN={name} server",
+             "-keyout", str(key), "-out", str(csr))
+    ext.write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage=serverAuth,clientAuth\n")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_pem), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-days", "2", "-sha256", "-extfile", str(ext),
+             "-out", str(cert))
+    return TlsMaterial(ca=ca_pem, ca_key=ca_key, cert=cert, key=key)
+
+
+_session_tls: Optional[TlsMaterial] = None
+_session_tls_dir: Optional[str] = None
+
+
+def session_tls() -> TlsMaterial:
+    """The test session's CA and certificate, made on first use."""
+    global _session_tls, _session_tls_dir
+    if _session_tls is None:
+        import tempfile
+        _session_tls_dir = tempfile.mkdtemp(prefix="efs-tls-")
+        _session_tls = make_tls_material(Path(_session_tls_dir))
+    return _session_tls
+
+
+def remove_session_tls() -> None:
+    global _session_tls, _session_tls_dir
+    if _session_tls_dir:
+        shutil.rmtree(_session_tls_dir, ignore_errors=True)
+    _session_tls = _session_tls_dir = None
+
+
 # ---- HTTP --------------------------------------------------------------------
 
 
@@ -604,11 +689,13 @@ class ApiClient(requests.Session):
     is sent as Authorization: Bearer <bearer>. Proxy variables are ignored."""
 
     def __init__(self, base_url: str, bearer: Optional[str] = None,
-                 timeout: float = HTTP_TIMEOUT_S):
+                 timeout: float = HTTP_TIMEOUT_S, ca_file: Optional[Path] = None):
         super().__init__()
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.trust_env = False
+        if ca_file is not None:
+            self.verify = str(ca_file)  # https: verified with this CA only
         if bearer is not None:
             self.headers["Authorization"] = f"Bearer {bearer}"
 
@@ -938,10 +1025,11 @@ class Master(Process):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.cluster.scheme}://127.0.0.1:{self.port}"
 
     def default_env(self) -> dict:
         return {
+            **self.cluster.tls_env(),
             "MASTER_HOST": "127.0.0.1",
             "MASTER_PORT": self.port,
             "DATA_DIR": self.data_dir,
@@ -1070,7 +1158,7 @@ class Worker(Process):
     @property
     def url(self) -> str:
         """Where it listens (and, by default, what it advertises)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.cluster.scheme}://127.0.0.1:{self.port}"
 
     @property
     def advertise_url(self) -> str:
@@ -1100,6 +1188,7 @@ class Worker(Process):
 
     def default_env(self) -> dict:
         return {
+            **self.cluster.tls_env(),
             "WORKER_HOST": "127.0.0.1",
             "WORKER_PORT": self.port,
             "WORKER_DATA_DIR": self.dir / "data",
@@ -1234,12 +1323,17 @@ class Cluster:
 
     def __init__(self, tmp_path: Path, label: str = "",
                  master_env: Optional[dict] = None, worker_env: Optional[dict] = None,
-                 backend: Optional[str] = None, redis: Any = None):
+                 backend: Optional[str] = None, redis: Any = None,
+                 tls: Optional[bool] = None):
         """backend: "sqlite" or "postgres" (default: ECHOFS_TEST_BACKEND, else
         sqlite). redis: True (ECHOFS_TEST_REDIS_ADDR), "dedicated" (a
         redis-server of this cluster's own), False (none), or None: the
-        shared one when ECHOFS_TEST_BACKEND=postgres and it is set."""
+        shared one when ECHOFS_TEST_BACKEND=postgres and it is set.
+        tls: every process serves HTTPS with the session's certificate and
+        verifies its peers with its CA (default: ECHOFS_TEST_TLS)."""
         self.tmp_path = Path(tmp_path)
+        self.tls: Optional[TlsMaterial] = session_tls() if (TLS if tls is None else tls) \
+            else None
         self.label = label
         self.master_env = dict(master_env or {})
         self.worker_env = dict(worker_env or {})
@@ -1327,6 +1421,14 @@ class Cluster:
             return
         redis_cli(REDIS_ADDR, "FLUSHDB", check=False)
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def tls_env(self) -> dict:
+        """TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE in TLS mode."""
+        return self.tls.env() if self.tls else {}
+
     def env_for(self, proc: Process) -> dict:
         if isinstance(proc, Master):
             return self.master_env
@@ -1403,7 +1505,7 @@ class Cluster:
 
     # -- clients
     def client(self, base_url: str, bearer: Optional[str] = None) -> ApiClient:
-        c = ApiClient(base_url, bearer)
+        c = ApiClient(base_url, bearer, ca_file=self.tls.ca if self.tls else None)
         self._clients.append(c)
         return c
 

@@ -44,6 +44,8 @@ def cli_env(master: Optional[h.Master], tmp_path: Path, token: Optional[str] = N
     if master is not None:
         env["ECHOFS_URL"] = master.url
         env["ECHOFS_TOKEN"] = token if token is not None else master.cluster.token("alice")
+        if master.cluster.tls:  # ECHOFS_TEST_TLS: the master is https, signed by this CA
+            env["ECHOFS_CA_FILE"] = str(master.cluster.tls.ca)
     env.update(extra)
     return h.merge_env(h.base_environ(), env)
 

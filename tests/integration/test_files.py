@@ -624,7 +624,7 @@ def test_deleting_one_of_two_files_sharing_chunks_keeps_the_other(cluster, fresh
 
 def upload_counters(m):
     """The master's (chunks stored, chunks deduplicated) upload counters."""
-    text = h.requests.get(m.url + "/metrics", timeout=h.HTTP_TIMEOUT_S).text
+    text = m.client().get("/metrics").text
     def one(name):
         found = re.search(rf"^{name} (\S+)$", text, re.M)
         assert found, f"{name} not in /metrics"

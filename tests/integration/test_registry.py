@@ -132,10 +132,11 @@ def test_capacity_is_reported(cluster):
 def test_worker_advertises_worker_advertise_url(cluster):
     m = cluster.add_master()
     w = cluster.add_worker(start=False)
-    w.setenv(WORKER_ADVERTISE_URL=f"http://localhost:{w.port}")
+    url = f"{cluster.scheme}://localhost:{w.port}"  # the certificate names localhost too
+    w.setenv(WORKER_ADVERTISE_URL=url)
     w.start()
     wid = w.wait_registered()
-    assert m.worker_record(wid)["url"] == f"http://localhost:{w.port}"
+    assert m.worker_record(wid)["url"] == url
 
 
 def test_killed_worker_turns_dead_then_comes_back_under_its_id(cluster):

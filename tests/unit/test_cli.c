@@ -63,6 +63,14 @@ static void test_common_opts(void **state)
 	assert_int_equal(efs_cli_common_opt(&cli, argc, argv, &i), 0);
 	i = 6;
 	assert_int_equal(efs_cli_common_opt(&cli, argc, argv, &i), -EINVAL);
+	char *tls_argv[] = {"ls", "--cacert", "/etc/ca.pem", "--cacert="};
+	i = 1;
+	assert_int_equal(efs_cli_common_opt(&cli, 4, tls_argv, &i), 1);
+	assert_string_equal(cli.ca_file, "/etc/ca.pem");
+	assert_int_equal(i, 2);
+	i = 3; /* an empty value: back to the system's CAs */
+	assert_int_equal(efs_cli_common_opt(&cli, 4, tls_argv, &i), 1);
+	assert_null(cli.ca_file);
 	assert_true(efs_cli_is_opt("-q"));
 	assert_false(efs_cli_is_opt("-"));
 	assert_false(efs_cli_is_opt("file"));
@@ -114,6 +122,12 @@ static void test_check_describes_the_error_envelope(void **state)
 	assert_int_equal(efs_cli_api_check(&call, NULL, 0, 201, &res), -EIO);
 	assert_string_equal(res.err,
 			    "cannot reach http://m/api/v1/files/upload: Couldn't connect to server");
+
+	call.error = -EPERM; /* an https master whose certificate did not verify */
+	snprintf(call.errmsg, sizeof(call.errmsg), "SSL certificate problem: self-signed");
+	assert_int_equal(efs_cli_api_check(&call, NULL, 0, 201, &res), -EIO);
+	assert_non_null(strstr(res.err, "SSL certificate problem: self-signed"));
+	assert_non_null(strstr(res.err, "--cacert FILE or ECHOFS_CA_FILE"));
 
 	call.status = 201;
 	call.error = 0;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -46,6 +47,9 @@ static const char *const config_vars[] = {
 	"MASTER_URL",
 	"WORKER_CAPACITY_BYTES",
 	"SCRUB_INTERVAL_MS",
+	"TLS_CERT_FILE",
+	"TLS_KEY_FILE",
+	"TLS_CA_FILE",
 	"EFS_TEST_VAR",
 };
 
@@ -628,6 +632,53 @@ static void test_worker_port_and_host(void **state)
 	worker_refused("LOG_LEVEL");
 }
 
+/* ---- TLS ------------------------------------------------------------------- */
+
+/* The TLS files: unset means plain HTTP and the system's CAs; a file must
+ * be readable and regular; a certificate needs its key and a key its
+ * certificate. (Whether they are a valid pair: test_http_tls.c.) */
+static void test_tls_files(void **state)
+{
+	char path[] = "/tmp/efs-test-config-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	struct efs_master_config mcfg;
+	struct efs_worker_config wcfg;
+
+	env_secrets();
+	master_loads(&mcfg);
+	assert_null(mcfg.tls.cert_file);
+	assert_null(mcfg.tls.key_file);
+	assert_null(mcfg.tls.ca_file);
+
+	env_set("TLS_CA_FILE", path);
+	master_loads(&mcfg);
+	assert_string_equal(mcfg.tls.ca_file, path);
+	worker_loads(&wcfg);
+	assert_string_equal(wcfg.tls.ca_file, path);
+	assert_string_equal(wcfg.advertise_url, "http://127.0.0.1:8081");
+
+	env_set("TLS_CA_FILE", "/nonexistent/ca.pem");
+	master_refused("TLS_CA_FILE");
+	worker_refused("TLS_CA_FILE");
+	env_set("TLS_CA_FILE", "/tmp");
+	master_refused("TLS_CA_FILE");
+	unsetenv("TLS_CA_FILE");
+
+	env_set("TLS_CERT_FILE", path);
+	master_refused("TLS_KEY_FILE");
+	worker_refused("TLS_KEY_FILE");
+	unsetenv("TLS_CERT_FILE");
+	env_set("TLS_KEY_FILE", path);
+	master_refused("TLS_CERT_FILE");
+	/* Both set, but the file is empty: no certificate in it. */
+	env_set("TLS_CERT_FILE", path);
+	master_refused("TLS_CERT_FILE");
+	worker_refused("TLS_CERT_FILE");
+	unlink(path);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, env_clear, env_clear)
 
 int main(void)
@@ -659,6 +710,7 @@ int main(void)
 		T(test_worker_capacity),
 		T(test_worker_scrub_interval),
 		T(test_worker_port_and_host),
+		T(test_tls_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
