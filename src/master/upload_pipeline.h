@@ -49,6 +49,7 @@
 #include "echofs/meta.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +73,11 @@ struct efs_upload_budget {
 void efs_upload_budget_init(struct efs_upload_budget *budget, size_t limit);
 /* The bytes taken from it now. */
 size_t efs_upload_budget_used(struct efs_upload_budget *budget);
+/* Takes @bytes from the budget: true, or false (nothing taken) when they
+ * would take it over its limit. */
+bool efs_upload_budget_take(struct efs_upload_budget *budget, size_t bytes);
+/* Gives back @bytes taken earlier. */
+void efs_upload_budget_give(struct efs_upload_budget *budget, size_t bytes);
 
 /* What finish reports about a stream that was stored whole. */
 struct efs_upload_summary {
