@@ -361,50 +361,74 @@ int efs_api_file_list(struct efs_http_req *req)
 
 /* ---- GET /api/v1/files/{fileId} -------------------------------------- */
 
+/* The chunk list comes in pages (?chunks_from=N&chunk_limit=M), so a reply
+ * has a bounded size whatever the file's chunk count. */
+#define CHUNK_PAGE_DEFAULT 1000
+#define CHUNK_PAGE_MAX 1000
+#define CHUNK_BATCH 256 /* chunks read from the store at once */
+
+static json_t *chunk_json(const struct efs_file_chunk *c)
+{
+	json_t *reps = json_array();
+	for (unsigned k = 0; k < c->replica_count; k++) {
+		const struct efs_replica *rep = &c->replicas[k];
+		if (rep->bad)
+			continue;
+		json_array_append_new(reps, json_pack("{s:s, s:s}", "worker_id", rep->worker_id,
+						      "url", rep->url));
+	}
+	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:o}", "index", (json_int_t)c->index,
+			 "chunk_id", c->chunk.chunk_id, "size", (json_int_t)c->chunk.size,
+			 "stored_size", (json_int_t)c->chunk.stored_size, "compressed",
+			 c->chunk.compressed, "replicas", reps);
+}
+
 int efs_api_file_get(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	struct efs_file_info f;
 	const char *file_id = efs_http_param(req, "fileId");
+	const char *from_s = efs_http_query(req, "chunks_from");
+	const char *limit_s = efs_http_query(req, "chunk_limit");
+	uint64_t from = 0, limit = CHUNK_PAGE_DEFAULT;
+
+	if (limit_s && (efs_parse_u64(limit_s, false, &limit) < 0 || limit < 1 ||
+			limit > CHUNK_PAGE_MAX))
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_LIMIT,
+					  "chunk_limit must be an integer from 1 to %d",
+					  CHUNK_PAGE_MAX);
+	if (from_s && efs_parse_u64(from_s, false, &from) < 0)
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CURSOR,
+					  "chunks_from must be a chunk index (a next_chunk value)");
 	int r = load_own_file(req, file_id, false, &f);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, file_id);
 	json_t *obj = efs_api_file_json(&f);
 	json_t *chunks = json_array();
-	for (uint64_t first = 0; first < f.chunk_count;) {
+	uint64_t end = from < f.chunk_count ? EFS_MIN(f.chunk_count, from + limit) : from;
+	uint64_t next = from;
+	while (next < end) {
 		struct efs_file_chunk *batch;
 		size_t n;
-		r = efs_meta_file_chunks(m->meta, f.file_id, first, 256, &batch, &n);
+		r = efs_meta_file_chunks(m->meta, f.file_id, next,
+					 (size_t)EFS_MIN(end - next, CHUNK_BATCH), &batch, &n);
 		if (r < 0) {
 			json_decref(obj);
 			json_decref(chunks);
 			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		}
-		for (size_t i = 0; i < n; i++) {
-			json_t *reps = json_array();
-			for (unsigned k = 0; k < batch[i].replica_count; k++) {
-				const struct efs_replica *rep = &batch[i].replicas[k];
-				if (rep->bad)
-					continue;
-				json_array_append_new(reps, json_pack("{s:s, s:s}", "worker_id",
-								      rep->worker_id, "url",
-								      rep->url));
-			}
-			json_array_append_new(
-				chunks,
-				json_pack("{s:I, s:s, s:I, s:I, s:b, s:o}", "index",
-					  (json_int_t)batch[i].index, "chunk_id",
-					  batch[i].chunk.chunk_id, "size",
-					  (json_int_t)batch[i].chunk.size, "stored_size",
-					  (json_int_t)batch[i].chunk.stored_size, "compressed",
-					  batch[i].chunk.compressed, "replicas", reps));
-		}
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(chunks, chunk_json(&batch[i]));
+		if (n > 0)
+			next = batch[n - 1].index + 1;
 		free(batch);
 		if (n == 0)
 			break;
-		first += 256;
 	}
 	json_object_set_new(obj, "chunks", chunks);
+	json_object_set_new(obj, "next_chunk",
+			    next < f.chunk_count && next > from ? json_integer((json_int_t)next)
+								: json_null());
 	return efs_http_reply_json(req, 200, obj);
 }
 

@@ -240,3 +240,65 @@ def test_chunk_size_below_the_floor_is_400(cluster):
         err = assert_json_error(r, 400, "invalid_chunk_size")
         assert "65536" in err["message"], err
     assert init(c, name="ok.bin", chunk_size=65536)
+
+
+def walk_chunk_pages(c, file_id, limit):
+    """Every page of the file's chunk list at @limit a page: (pages, chunks)."""
+    pages, chunks, start = [], [], 0
+    while True:
+        r = c.get(f"/api/v1/files/{file_id}", params={"chunks_from": start, "chunk_limit": limit})
+        assert r.status_code == 200, r.text
+        page = r.json()
+        pages.append(page)
+        assert len(page["chunks"]) <= limit, page
+        chunks += page["chunks"]
+        if page["next_chunk"] is None:
+            return pages, chunks
+        assert page["next_chunk"] == page["chunks"][-1]["index"] + 1, page
+        start = page["next_chunk"]
+
+
+def test_file_chunk_list_comes_in_pages(cluster):
+    m = cluster.start(workers=3, master_env={"CHUNK_SIZE": 65536})
+    _, c = new_user(m)
+    data = os.urandom(10 * 65536 + 5)
+    f = c.upload(data, "paged.bin")
+    assert f["chunk_count"] == 11
+    pages, chunks = walk_chunk_pages(c, f["file_id"], 3)
+    assert [p["next_chunk"] for p in pages] == [3, 6, 9, None]
+    assert [ch["index"] for ch in chunks] == list(range(11))
+    for ch in chunks:
+        piece = data[ch["index"] * 65536:(ch["index"] + 1) * 65536]
+        assert ch["chunk_id"] == hashlib.sha256(piece).hexdigest()
+    # every page carries the whole File object
+    for p in pages:
+        assert {k: p[k] for k in f} == f
+    # the default page holds up to 1000 chunks
+    whole = c.get(f"/api/v1/files/{f['file_id']}").json()
+    assert [ch["index"] for ch in whole["chunks"]] == list(range(11))
+    assert whole["next_chunk"] is None
+    past = c.get(f"/api/v1/files/{f['file_id']}", params={"chunks_from": 11}).json()
+    assert (past["chunks"], past["next_chunk"]) == ([], None)
+    for params, code in (({"chunk_limit": 0}, "invalid_limit"),
+                         ({"chunk_limit": 1001}, "invalid_limit"),
+                         ({"chunk_limit": "x"}, "invalid_limit"),
+                         ({"chunks_from": "-1"}, "invalid_cursor"),
+                         ({"chunks_from": "x"}, "invalid_cursor")):
+        assert_json_error(c.get(f"/api/v1/files/{f['file_id']}", params=params), 400, code)
+
+
+def test_a_file_of_more_chunks_than_the_default_page(cluster):
+    # 1001 chunks of 16 bytes (MIN_CHUNK_SIZE lowered for the test): two
+    # pages by default, each chunk listed once.
+    m = cluster.start(workers=1, master_env={"MIN_CHUNK_SIZE": 1, "CHUNK_SIZE": 16,
+                                             "REPLICATION_FACTOR": 1})
+    _, c = new_user(m)
+    c.timeout = 300
+    data = os.urandom(1001 * 16)
+    f = c.upload(data, "many.bin")
+    assert f["chunk_count"] == 1001
+    first = c.get(f"/api/v1/files/{f['file_id']}").json()
+    assert (len(first["chunks"]), first["next_chunk"]) == (1000, 1000)
+    pages, chunks = walk_chunk_pages(c, f["file_id"], 1000)
+    assert len(pages) == 2
+    assert [ch["index"] for ch in chunks] == list(range(1001))
