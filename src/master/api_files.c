@@ -71,9 +71,11 @@ struct upload {
 	int fail_errno;
 	enum efs_http_err fail_kind;
 	char fail_message[256];
+	size_t reserved; /* taken from the master's upload_memory */
 };
 
 #define OTHER_PARTS_MAX (64 * 1024) /* form fields beside the file */
+#define UPLOAD_RETRY_AFTER_S "1"       /* when upload_memory is full */
 
 /* Remembers the client's error @kind, @message for the reply; @err
  * (negative) passes through. */
@@ -104,6 +106,7 @@ static void upload_free(void *state)
 				 up->session_id, strerror(-r));
 	}
 	efs_multipart_free(up->mp);
+	efs_upload_budget_give(&up->m->upload_memory, up->reserved);
 	free(up);
 }
 
@@ -209,10 +212,25 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 					  "%zu live workers, %u needed for every replica", alive,
 					  m->cfg.replication_factor);
 
+	/* The first chunk buffer and its compressed copy come from the
+	 * budget of all uploads (the pipeline's others from its own): no
+	 * bigger than the body when its length is known. */
+	size_t most = m->cfg.chunk_size;
+	if (req->content_length >= 0 && (uint64_t)req->content_length < most)
+		most = (size_t)req->content_length;
+	if (!efs_upload_budget_take(&m->upload_memory, 2 * most)) {
+		efs_http_add_header(req, "Retry-After", UPLOAD_RETRY_AFTER_S);
+		return efs_http_reply_err(req, EFS_HTTP_E_UPLOAD_MEMORY_FULL,
+					  "the master holds as many upload bytes as it may "
+					  "(UPLOAD_MEMORY); retry shortly");
+	}
 	struct upload *up = calloc(1, sizeof(*up));
-	if (!up)
+	if (!up) {
+		efs_upload_budget_give(&m->upload_memory, 2 * most);
 		return -ENOMEM;
+	}
 	up->m = m;
+	up->reserved = 2 * most;
 	efs_strlcpy(up->user, req->user, sizeof(up->user));
 	req->state = up;
 	req->state_free = upload_free;

@@ -123,7 +123,7 @@ out:
  * (at most chunk_size; exact when the session declared its size and
  * Content-Length gives it) are checked, and twice the chunk (its bytes and
  * their compressed copy) is taken from the master's session budget
- * (SESSION_CHUNK_MEMORY, shared by all requests), or the request is
+ * (UPLOAD_MEMORY, shared by all requests), or the request is
  * refused with 503 upload_memory_full. A raw request is admitted in
  * begin(), from the query string, before its body is read; a multipart
  * one when its "chunk" part starts, from the form fields before it or
@@ -156,7 +156,7 @@ static void cu_drop(struct chunk_upload *cu)
 {
 	efs_buf_release(&cu->data);
 	if (cu->reserved) {
-		efs_upload_budget_give(&efs_api_master(cu->req)->session_budget, cu->reserved);
+		efs_upload_budget_give(&efs_api_master(cu->req)->upload_memory, cu->reserved);
 		cu->reserved = 0;
 	}
 }
@@ -240,11 +240,11 @@ static int admit(struct chunk_upload *cu, int64_t length, bool reserve)
 	/* The most the chunk can be: what was announced, else the exact
 	 * length, else chunk_size. */
 	size_t most = length >= 0 ? (size_t)length : want ? (size_t)want : (size_t)s->chunk_size;
-	if (!efs_upload_budget_take(&m->session_budget, 2 * most)) {
+	if (!efs_upload_budget_take(&m->upload_memory, 2 * most)) {
 		efs_http_add_header(req, "Retry-After", RETRY_AFTER_S);
 		efs_http_reply_err(req, EFS_HTTP_E_UPLOAD_MEMORY_FULL,
-				   "the master holds as many chunk bytes as it may "
-				   "(SESSION_CHUNK_MEMORY); retry shortly");
+				   "the master holds as many upload bytes as it may "
+				   "(UPLOAD_MEMORY); retry shortly");
 		return -ECANCELED;
 	}
 	cu->reserved = 2 * most;

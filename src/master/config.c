@@ -44,9 +44,9 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			     EFS_MAX_CHUNK_SIZE, true, &cfg->min_chunk_size, err, errlen)) < 0 ||
 	    (r = efs_env_u64("CHUNK_SIZE", 1024 * 1024, 1, EFS_MAX_CHUNK_SIZE, true,
 			     &cfg->chunk_size, err, errlen)) < 0 ||
-	    (r = efs_env_u64("SESSION_CHUNK_MEMORY", EFS_MASTER_DEFAULT_SESSION_CHUNK_MEMORY,
-			     EFS_MIN_SESSION_CHUNK_MEMORY, (uint64_t)1 << 40, true,
-			     &cfg->session_chunk_memory, err, errlen)) < 0)
+	    (r = efs_env_u64("UPLOAD_MEMORY", EFS_MASTER_DEFAULT_UPLOAD_MEMORY,
+			     EFS_MIN_UPLOAD_MEMORY, (uint64_t)1 << 40, true,
+			     &cfg->upload_memory, err, errlen)) < 0)
 		return r;
 	if (cfg->chunk_size < cfg->min_chunk_size) {
 		snprintf(err, errlen, "CHUNK_SIZE (%llu) must be at least MIN_CHUNK_SIZE (%llu)",

@@ -22,7 +22,7 @@ struct efs_master_config {
 	unsigned replication_factor;
 	uint64_t chunk_size;
 	uint64_t min_chunk_size; /* smallest chunk_size a session may ask for */
-	uint64_t session_chunk_memory; /* session chunk bodies held at once, all requests */
+	uint64_t upload_memory;  /* chunk bytes of all uploads in flight together */
 	enum efs_log_level log_level;
 	int64_t heartbeat_interval_ms;
 	int64_t worker_dead_after_ms;
@@ -48,11 +48,11 @@ struct efs_master_config {
 /* A chunk list's cost is per chunk: below this a file's metadata outweighs
  * its bytes (MIN_CHUNK_SIZE lowers it, for tests only). */
 #define EFS_MASTER_DEFAULT_MIN_CHUNK_SIZE (64 * 1024)
-/* Session chunk requests hold their body and its compressed copy: twice
- * the chunk each, from this budget. At least one chunk of the largest size
- * must fit. */
-#define EFS_MASTER_DEFAULT_SESSION_CHUNK_MEMORY ((uint64_t)256 * 1024 * 1024)
-#define EFS_MIN_SESSION_CHUNK_MEMORY ((uint64_t)2 * EFS_MAX_CHUNK_SIZE)
+/* An upload (a session chunk request, or a one-request upload's first
+ * chunk buffer) holds its chunk and its compressed copy: twice the chunk,
+ * from this budget. At least one chunk of the largest size must fit. */
+#define EFS_MASTER_DEFAULT_UPLOAD_MEMORY ((uint64_t)256 * 1024 * 1024)
+#define EFS_MIN_UPLOAD_MEMORY ((uint64_t)2 * EFS_MAX_CHUNK_SIZE)
 #define EFS_MAX_REPLICATION 16
 
 /* Reads the master's variables. 0, or -EINVAL with one line naming the

@@ -29,7 +29,7 @@ def expect_config_error(proc, variable):
     ("CHUNK_SIZE", {"CHUNK_SIZE": "lots"}),
     ("MIN_CHUNK_SIZE", {"CHUNK_SIZE": "4096"}),
     ("MIN_CHUNK_SIZE", {"MIN_CHUNK_SIZE": "0"}),
-    ("SESSION_CHUNK_MEMORY", {"SESSION_CHUNK_MEMORY": "64M"}),
+    ("UPLOAD_MEMORY", {"UPLOAD_MEMORY": "64M"}),
     ("REPLICATION_FACTOR", {"REPLICATION_FACTOR": "0"}),
     ("DATABASE_URL", {"DATABASE_URL": "mysql://x"}),
     ("MASTER_HOST", {"MASTER_HOST": "not-an-address"}),

@@ -2,7 +2,7 @@
 
 A chunk request is checked (session, owner, index, length) before its body
 is read, and the chunk bodies the master holds for all requests together
-come from one budget (SESSION_CHUNK_MEMORY): docs/API.md, "Limits". Chunk
+come from one budget (UPLOAD_MEMORY): docs/API.md, "Limits". Chunk
 sizes have a floor (MIN_CHUNK_SIZE, 64 KiB) and a file's chunk list comes
 in pages."""
 
@@ -199,11 +199,12 @@ def test_parallel_large_chunks_to_bad_sessions_do_not_grow_the_master(cluster):
     assert m.client().get("/api/v1/health").status_code == 200
 
 
-def test_session_chunk_memory_is_one_budget_for_all_requests(cluster):
-    # SESSION_CHUNK_MEMORY=128M holds one 64 MiB chunk (with its compressed
-    # copy): a second one waits its turn with 503 upload_memory_full and
-    # Retry-After, and is admitted once the first request is over.
-    m = cluster.start(workers=3, master_env={"SESSION_CHUNK_MEMORY": "128M"})
+def test_upload_memory_is_one_budget_for_all_requests(cluster):
+    # UPLOAD_MEMORY=128M holds one 64 MiB chunk (with its compressed
+    # copy): a second one, or a one-request upload, waits its turn with 503
+    # upload_memory_full and Retry-After, and is admitted once the first
+    # request is over.
+    m = cluster.start(workers=3, master_env={"UPLOAD_MEMORY": "128M"})
     token, c = new_user(m)
     big = 64 * MIB
     sid = init(c, name="big.bin", chunk_size=big)
@@ -219,6 +220,9 @@ def test_session_chunk_memory_is_one_budget_for_all_requests(cluster):
         r = c.post("/api/v1/files/upload/chunk", params={"session_id": sid, "chunk_index": 2},
                    data=b"abc", headers={"Content-Type": "application/octet-stream"})
         assert_json_error(r, 503, "upload_memory_full")
+        r = c.post("/api/v1/files/upload", params={"name": "one.bin"}, data=b"abc")
+        assert_json_error(r, 503, "upload_memory_full")
+        assert r.headers.get("Retry-After") == "1", r.headers
     finally:
         first.close()
     h.wait_until(lambda: c.post("/api/v1/files/upload/chunk",
@@ -227,6 +231,7 @@ def test_session_chunk_memory_is_one_budget_for_all_requests(cluster):
                                 ).status_code == 200,
                  timeout=10, what="the budget to be given back")
     assert c.get(f"/api/v1/files/upload/{sid}").json()["received"] == [2]
+    assert c.download(c.upload(b"abc", "one.bin")["file_id"]) == b"abc"
 
 
 # ---- defect 2: a floor under chunk sizes, and the chunk list in pages ----------------------

@@ -33,7 +33,7 @@ static const char *const config_vars[] = {
 	"REPLICATION_FACTOR",
 	"CHUNK_SIZE",
 	"MIN_CHUNK_SIZE",
-	"SESSION_CHUNK_MEMORY",
+	"UPLOAD_MEMORY",
 	"CHUNK_CACHE_SIZE",
 	"LOG_LEVEL",
 	"HEARTBEAT_INTERVAL_MS",
@@ -372,7 +372,7 @@ static void test_master_min_chunk_size_and_session_memory(void **state)
 	env_secrets();
 	master_loads(&cfg);
 	assert_true(cfg.min_chunk_size == 65536);
-	assert_true(cfg.session_chunk_memory == EFS_MASTER_DEFAULT_SESSION_CHUNK_MEMORY);
+	assert_true(cfg.upload_memory == EFS_MASTER_DEFAULT_UPLOAD_MEMORY);
 	env_set("CHUNK_SIZE", "65535");
 	master_refused("MIN_CHUNK_SIZE");
 	env_set("MIN_CHUNK_SIZE", "1");
@@ -384,11 +384,11 @@ static void test_master_min_chunk_size_and_session_memory(void **state)
 	master_refused("MIN_CHUNK_SIZE");
 	env_set("MIN_CHUNK_SIZE", "1");
 
-	env_set("SESSION_CHUNK_MEMORY", "127M");
-	master_refused("SESSION_CHUNK_MEMORY");
-	env_set("SESSION_CHUNK_MEMORY", "1G");
+	env_set("UPLOAD_MEMORY", "127M");
+	master_refused("UPLOAD_MEMORY");
+	env_set("UPLOAD_MEMORY", "1G");
 	master_loads(&cfg);
-	assert_true(cfg.session_chunk_memory == (uint64_t)1 << 30);
+	assert_true(cfg.upload_memory == (uint64_t)1 << 30);
 }
 
 static void test_master_chunk_cache_size(void **state)
