@@ -122,7 +122,7 @@ out:
  * the session (the caller's, live), the index (in range) and the length
  * (at most chunk_size; exact when the session declared its size and
  * Content-Length gives it) are checked, and twice the chunk (its bytes and
- * their compressed copy) is taken from the master's session budget
+ * their compressed copy) is taken from the master's upload budget
  * (UPLOAD_MEMORY, shared by all requests), or the request is
  * refused with 503 upload_memory_full. A raw request is admitted in
  * begin(), from the query string, before its body is read; a multipart
@@ -147,7 +147,7 @@ struct chunk_upload {
 	bool admitted;
 	struct efs_session_info session;
 	uint64_t index;
-	size_t reserved; /* taken from the session budget */
+	size_t reserved; /* taken from the upload budget */
 };
 
 /* Drops the chunk's bytes and gives its memory back: the request is
