@@ -4,6 +4,7 @@
 #include "echofs/util.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -169,4 +170,58 @@ int64_t efs_cli_api_int(const json_t *obj, const char *key)
 	if (!json_is_integer(v) || json_integer_value(v) < 0)
 		return -1;
 	return (int64_t)json_integer_value(v);
+}
+
+int efs_cli_api_file(const struct efs_cli *cli, const char *file_id, json_t **out,
+		     struct efs_cli_api_result *res)
+{
+	const char *page = getenv("ECHOFS_CHUNK_PAGE");
+	uint64_t limit = 0;
+	json_t *file = NULL;
+	char path[256];
+	int64_t from = 0;
+	int r;
+
+	if (page && *page && efs_parse_u64(page, false, &limit) < 0)
+		limit = 0;
+	for (;;) {
+		json_t *part = NULL;
+		int n = limit ? snprintf(path, sizeof(path),
+					 "/api/v1/files/%s?chunks_from=%lld&chunk_limit=%llu",
+					 file_id, (long long)from, (unsigned long long)limit)
+			      : snprintf(path, sizeof(path), "/api/v1/files/%s?chunks_from=%lld",
+					 file_id, (long long)from);
+		if (n < 0 || (size_t)n >= sizeof(path)) {
+			snprintf(res->err, sizeof(res->err), "the file id is too long");
+			r = -ENAMETOOLONG;
+			goto out;
+		}
+		if ((r = efs_cli_api_json(cli, "GET", path, NULL, 200, 0, &part, res)) < 0)
+			goto out;
+		json_t *chunks = json_object_get(part, "chunks");
+		int64_t next = efs_cli_api_int(part, "next_chunk");
+		bool moved = json_is_array(chunks) && json_array_size(chunks) > 0 && next > from;
+		if (!file) {
+			file = part;
+		} else {
+			json_array_extend(json_object_get(file, "chunks"), chunks);
+			json_decref(part); /* and chunks with it */
+		}
+		if (next < 0)
+			break;
+		if (!moved) {
+			snprintf(res->err, sizeof(res->err),
+				 "the server's chunk list of %s does not continue at chunk %lld",
+				 file_id, (long long)next);
+			r = -EPROTO;
+			goto out;
+		}
+		from = next;
+	}
+	json_object_del(file, "next_chunk");
+	*out = file;
+	file = NULL;
+out:
+	json_decref(file);
+	return r;
 }

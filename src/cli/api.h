@@ -62,6 +62,15 @@ int efs_cli_api_run(const struct efs_cli *cli, struct efs_http_call *call, long 
 int efs_cli_api_json(const struct efs_cli *cli, const char *method, const char *path, json_t *body,
 		     long expect, long timeout_ms, json_t **out, struct efs_cli_api_result *res);
 
+/* The File object of @file_id (GET /api/v1/files/{id}) with its whole
+ * chunk list: the pages the server splits it into are fetched in turn
+ * (following next_chunk) and joined into one "chunks" array. Pages of
+ * ECHOFS_CHUNK_PAGE chunks when that is set (a test knob), else the
+ * server's default. Returns and fills *out and @res as efs_cli_api_json;
+ * -EPROTO when a page does not continue where the last one ended. */
+int efs_cli_api_file(const struct efs_cli *cli, const char *file_id, json_t **out,
+		     struct efs_cli_api_result *res);
+
 /* A string member of @obj, or "" when absent or not a string. */
 const char *efs_cli_api_str(const json_t *obj, const char *key);
 /* An integer member of @obj, or -1 when absent or not a non-negative integer. */

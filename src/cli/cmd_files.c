@@ -179,14 +179,12 @@ int efs_cli_stat(struct efs_cli *cli, int argc, char **argv)
 		goto out;
 	status = 0;
 	for (int i = 0; i < n; i++) {
-		char path[128];
 		json_t *f = NULL;
 		if (!efs_id_valid(ids[i])) {
 			status = efs_cli_fail("stat %s: not a file id", ids[i]);
 			continue;
 		}
-		snprintf(path, sizeof(path), "/api/v1/files/%s", ids[i]);
-		if (efs_cli_api_json(cli, "GET", path, NULL, 200, 0, &f, &res) < 0) {
+		if (efs_cli_api_file(cli, ids[i], &f, &res) < 0) {
 			status = efs_cli_fail("stat %s: %s", ids[i], res.err);
 			continue;
 		}

@@ -374,14 +374,13 @@ static int get_one(const struct efs_cli *cli, const struct get_opts *opts, const
 	struct efs_cli_api_result res;
 	struct efs_progress progress;
 	struct sink s = {.fd = -1};
-	char path[128], dest[PATH_MAX];
+	char dest[PATH_MAX];
 	json_t *file = NULL;
 	int status;
 
 	if (!efs_id_valid(id))
 		return efs_cli_fail("get %s: not a file id", id);
-	snprintf(path, sizeof(path), "/api/v1/files/%s", id);
-	if (efs_cli_api_json(cli, "GET", path, NULL, 200, 0, &file, &res) < 0)
+	if (efs_cli_api_file(cli, id, &file, &res) < 0)
 		return efs_cli_fail("get %s: %s", id, res.err);
 	const char *name = efs_cli_api_str(file, "name");
 	const char *sha256 = efs_cli_api_str(file, "sha256");

@@ -52,6 +52,7 @@ static const struct efs_http_error_kind kinds[EFS_HTTP_E_COUNT] = {
     [EFS_HTTP_E_INCOMPLETE_SESSION] = {409, "incomplete_session", NOLOG},
     [EFS_HTTP_E_SHORT_CHUNK] = {409, "short_chunk", NOLOG},
     [EFS_HTTP_E_SESSION_BUSY] = {409, "session_busy", NOLOG},
+    [EFS_HTTP_E_UPLOAD_MEMORY_FULL] = {503, "upload_memory_full", NOLOG},
     [EFS_HTTP_E_INVALID_CHUNK_ID] = {400, "invalid_chunk_id", NOLOG},
     [EFS_HTTP_E_INVALID_ENCODING] = {400, "invalid_encoding", NOLOG},
     [EFS_HTTP_E_INVALID_CHECKSUM] = {400, "invalid_checksum", NOLOG},

@@ -71,9 +71,11 @@ struct upload {
 	int fail_errno;
 	enum efs_http_err fail_kind;
 	char fail_message[256];
+	size_t reserved; /* taken from the master's upload_memory */
 };
 
 #define OTHER_PARTS_MAX (64 * 1024) /* form fields beside the file */
+#define UPLOAD_RETRY_AFTER_S "1"       /* when upload_memory is full */
 
 /* Remembers the client's error @kind, @message for the reply; @err
  * (negative) passes through. */
@@ -104,6 +106,7 @@ static void upload_free(void *state)
 				 up->session_id, strerror(-r));
 	}
 	efs_multipart_free(up->mp);
+	efs_upload_budget_give(&up->m->upload_memory, up->reserved);
 	free(up);
 }
 
@@ -209,10 +212,25 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 					  "%zu live workers, %u needed for every replica", alive,
 					  m->cfg.replication_factor);
 
+	/* The first chunk buffer and its compressed copy come from the
+	 * budget of all uploads (the pipeline's others from its own): no
+	 * bigger than the body when its length is known. */
+	size_t most = m->cfg.chunk_size;
+	if (req->content_length >= 0 && (uint64_t)req->content_length < most)
+		most = (size_t)req->content_length;
+	if (!efs_upload_budget_take(&m->upload_memory, 2 * most)) {
+		efs_http_add_header(req, "Retry-After", UPLOAD_RETRY_AFTER_S);
+		return efs_http_reply_err(req, EFS_HTTP_E_UPLOAD_MEMORY_FULL,
+					  "the master holds as many upload bytes as it may "
+					  "(UPLOAD_MEMORY); retry shortly");
+	}
 	struct upload *up = calloc(1, sizeof(*up));
-	if (!up)
+	if (!up) {
+		efs_upload_budget_give(&m->upload_memory, 2 * most);
 		return -ENOMEM;
+	}
 	up->m = m;
+	up->reserved = 2 * most;
 	efs_strlcpy(up->user, req->user, sizeof(up->user));
 	req->state = up;
 	req->state_free = upload_free;
@@ -360,50 +378,74 @@ int efs_api_file_list(struct efs_http_req *req)
 
 /* ---- GET /api/v1/files/{fileId} -------------------------------------- */
 
+/* The chunk list comes in pages (?chunks_from=N&chunk_limit=M), so a reply
+ * has a bounded size whatever the file's chunk count. */
+#define CHUNK_PAGE_DEFAULT 1000
+#define CHUNK_PAGE_MAX 1000
+#define CHUNK_BATCH 256 /* chunks read from the store at once */
+
+static json_t *chunk_json(const struct efs_file_chunk *c)
+{
+	json_t *reps = json_array();
+	for (unsigned k = 0; k < c->replica_count; k++) {
+		const struct efs_replica *rep = &c->replicas[k];
+		if (rep->bad)
+			continue;
+		json_array_append_new(reps, json_pack("{s:s, s:s}", "worker_id", rep->worker_id,
+						      "url", rep->url));
+	}
+	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:o}", "index", (json_int_t)c->index,
+			 "chunk_id", c->chunk.chunk_id, "size", (json_int_t)c->chunk.size,
+			 "stored_size", (json_int_t)c->chunk.stored_size, "compressed",
+			 c->chunk.compressed, "replicas", reps);
+}
+
 int efs_api_file_get(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	struct efs_file_info f;
 	const char *file_id = efs_http_param(req, "fileId");
+	const char *from_s = efs_http_query(req, "chunks_from");
+	const char *limit_s = efs_http_query(req, "chunk_limit");
+	uint64_t from = 0, limit = CHUNK_PAGE_DEFAULT;
+
+	if (limit_s && (efs_parse_u64(limit_s, false, &limit) < 0 || limit < 1 ||
+			limit > CHUNK_PAGE_MAX))
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_LIMIT,
+					  "chunk_limit must be an integer from 1 to %d",
+					  CHUNK_PAGE_MAX);
+	if (from_s && efs_parse_u64(from_s, false, &from) < 0)
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CURSOR,
+					  "chunks_from must be a chunk index (a next_chunk value)");
 	int r = load_own_file(req, file_id, false, &f);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, file_id);
 	json_t *obj = efs_api_file_json(&f);
 	json_t *chunks = json_array();
-	for (uint64_t first = 0; first < f.chunk_count;) {
+	uint64_t end = from < f.chunk_count ? EFS_MIN(f.chunk_count, from + limit) : from;
+	uint64_t next = from;
+	while (next < end) {
 		struct efs_file_chunk *batch;
 		size_t n;
-		r = efs_meta_file_chunks(m->meta, f.file_id, first, 256, &batch, &n);
+		r = efs_meta_file_chunks(m->meta, f.file_id, next,
+					 (size_t)EFS_MIN(end - next, CHUNK_BATCH), &batch, &n);
 		if (r < 0) {
 			json_decref(obj);
 			json_decref(chunks);
 			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		}
-		for (size_t i = 0; i < n; i++) {
-			json_t *reps = json_array();
-			for (unsigned k = 0; k < batch[i].replica_count; k++) {
-				const struct efs_replica *rep = &batch[i].replicas[k];
-				if (rep->bad)
-					continue;
-				json_array_append_new(reps, json_pack("{s:s, s:s}", "worker_id",
-								      rep->worker_id, "url",
-								      rep->url));
-			}
-			json_array_append_new(
-				chunks,
-				json_pack("{s:I, s:s, s:I, s:I, s:b, s:o}", "index",
-					  (json_int_t)batch[i].index, "chunk_id",
-					  batch[i].chunk.chunk_id, "size",
-					  (json_int_t)batch[i].chunk.size, "stored_size",
-					  (json_int_t)batch[i].chunk.stored_size, "compressed",
-					  batch[i].chunk.compressed, "replicas", reps));
-		}
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(chunks, chunk_json(&batch[i]));
+		if (n > 0)
+			next = batch[n - 1].index + 1;
 		free(batch);
 		if (n == 0)
 			break;
-		first += 256;
 	}
 	json_object_set_new(obj, "chunks", chunks);
+	json_object_set_new(obj, "next_chunk",
+			    next < f.chunk_count && next > from ? json_integer((json_int_t)next)
+								: json_null());
 	return efs_http_reply_json(req, 200, obj);
 }
 

@@ -74,10 +74,13 @@ int efs_api_session_init(struct efs_http_req *req)
 		goto out;
 	}
 	r = efs_json_u64(body, "chunk_size", &chunk_size);
-	if (r == -EINVAL || chunk_size < 1 || chunk_size > EFS_MAX_CHUNK_SIZE) {
+	/* A floor, or a file of tiny chunks costs far more metadata (and
+	 * listing) than its bytes. */
+	if (r == -EINVAL || chunk_size < m->cfg.min_chunk_size || chunk_size < 1 ||
+	    chunk_size > EFS_MAX_CHUNK_SIZE) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_SIZE,
-				   "chunk_size must be an integer from 1 to %d",
-				   EFS_MAX_CHUNK_SIZE);
+				   "chunk_size must be an integer from %llu to %d",
+				   (unsigned long long)m->cfg.min_chunk_size, EFS_MAX_CHUNK_SIZE);
 		goto out;
 	}
 	r = efs_json_u64(body, "size", &size);
@@ -115,35 +118,169 @@ out:
 
 /* ---- POST /api/v1/files/upload/chunk ---------------------------------- */
 
+/* A chunk request is admitted before any of its chunk's bytes is held:
+ * the session (the caller's, live), the index (in range) and the length
+ * (at most chunk_size; exact when the session declared its size and
+ * Content-Length gives it) are checked, and twice the chunk (its bytes and
+ * their compressed copy) is taken from the master's upload budget
+ * (UPLOAD_MEMORY, shared by all requests), or the request is
+ * refused with 503 upload_memory_full. A raw request is admitted in
+ * begin(), from the query string, before its body is read; a multipart
+ * one when its "chunk" part starts, from the form fields before it or
+ * the query string, so the fields must come first. A chunk growing past
+ * what was admitted is refused at once, not read to its end. */
+
+/* Seconds a client is told to wait when the budget is full. */
+#define RETRY_AFTER_S "1"
+
 struct chunk_upload {
+	struct efs_http_req *req;
 	struct efs_multipart *mp; /* NULL: raw body */
-	struct efs_buf data;      /* the chunk, capped */
+	struct efs_buf data;      /* the chunk, capped at what was admitted */
 	char session_id[FIELD_MAX + 1];
 	char chunk_index[FIELD_MAX + 1];
 	char *field; /* the form field being read, or NULL */
 	size_t field_len;
 	bool in_chunk_part;
 	bool chunk_part_seen;
-	bool too_large;
+	/* Set by admit(): */
+	bool admitted;
+	struct efs_session_info session;
+	uint64_t index;
+	size_t reserved; /* taken from the upload budget */
 };
+
+/* Drops the chunk's bytes and gives its memory back: the request is
+ * answered, or over. */
+static void cu_drop(struct chunk_upload *cu)
+{
+	efs_buf_release(&cu->data);
+	if (cu->reserved) {
+		efs_upload_budget_give(&efs_api_master(cu->req)->upload_memory, cu->reserved);
+		cu->reserved = 0;
+	}
+}
 
 static void chunk_upload_free(void *state)
 {
 	struct chunk_upload *cu = state;
 	if (!cu)
 		return;
+	cu_drop(cu);
 	efs_multipart_free(cu->mp);
-	efs_buf_release(&cu->data);
 	free(cu);
+}
+
+/* The exact length chunk @index must have, or 0 when the session declared
+ * no size (any length up to chunk_size). */
+static uint64_t wanted_length(const struct efs_session_info *s, uint64_t index)
+{
+	int64_t expected = expected_chunks(s);
+	if (expected < 0)
+		return 0;
+	return (int64_t)index + 1 < expected ? s->chunk_size
+					     : (uint64_t)s->declared_size - index * s->chunk_size;
+}
+
+/* Checks the session, the index and @length (-1: unknown yet) of the
+ * chunk named by cu->session_id and cu->chunk_index; with @reserve, takes
+ * its memory from the budget too. 0 when admitted, or replies the refusal
+ * and returns -ECANCELED. */
+static int admit(struct chunk_upload *cu, int64_t length, bool reserve)
+{
+	struct efs_http_req *req = cu->req;
+	struct efs_master *m = efs_api_master(req);
+	struct efs_session_info *s = &cu->session;
+	const char *sid = cu->session_id[0] ? cu->session_id : NULL;
+	uint64_t index;
+	int r;
+
+	if ((r = load_session(req, sid, s)) < 0) {
+		if (!sid && cu->mp && cu->chunk_part_seen)
+			efs_http_reply_err(req, EFS_HTTP_E_SESSION_NOT_FOUND,
+					   "session_id is missing: in a multipart body it must "
+					   "come before the chunk part, or in the query string");
+		else
+			efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, sid);
+		return -ECANCELED;
+	}
+	if (efs_parse_u64(cu->chunk_index, false, &index) < 0) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_INDEX,
+				   cu->mp && cu->chunk_part_seen
+					   ? "chunk_index must be a non-negative integer, before "
+					     "the chunk part or in the query string"
+					   : "chunk_index must be a non-negative integer");
+		return -ECANCELED;
+	}
+	int64_t expected = expected_chunks(s);
+	if ((expected >= 0 && index >= (uint64_t)expected) || index >= MAX_SESSION_CHUNKS) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_INDEX,
+				   "chunk_index %llu is out of range (the file has %lld chunks)",
+				   (unsigned long long)index,
+				   (long long)(expected >= 0 ? expected : MAX_SESSION_CHUNKS));
+		return -ECANCELED;
+	}
+	if (length > (int64_t)s->chunk_size) {
+		efs_http_reply_err(req, EFS_HTTP_E_SESSION_CHUNK_TOO_LARGE,
+				   "a chunk of this session holds at most %llu bytes",
+				   (unsigned long long)s->chunk_size);
+		return -ECANCELED;
+	}
+	uint64_t want = wanted_length(s, index);
+	if (length >= 0 && want && (uint64_t)length != want) {
+		efs_http_reply_err(req, EFS_HTTP_E_CHUNK_SIZE_MISMATCH,
+				   "chunk %llu must be exactly %llu bytes, got %lld",
+				   (unsigned long long)index, (unsigned long long)want,
+				   (long long)length);
+		return -ECANCELED;
+	}
+	cu->index = index;
+	if (!reserve)
+		return 0;
+	/* The most the chunk can be: what was announced, else the exact
+	 * length, else chunk_size. */
+	size_t most = length >= 0 ? (size_t)length : want ? (size_t)want : (size_t)s->chunk_size;
+	if (!efs_upload_budget_take(&m->upload_memory, 2 * most)) {
+		efs_http_add_header(req, "Retry-After", RETRY_AFTER_S);
+		efs_http_reply_err(req, EFS_HTTP_E_UPLOAD_MEMORY_FULL,
+				   "the master holds as many upload bytes as it may "
+				   "(UPLOAD_MEMORY); retry shortly");
+		return -ECANCELED;
+	}
+	cu->reserved = 2 * most;
+	cu->data.cap = most;
+	cu->admitted = true;
+	/* A known length is allocated once, not grown by doubling. */
+	if (length > 0 && efs_buf_reserve(&cu->data, (size_t)length) < 0) {
+		cu_drop(cu);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Refuses a chunk longer than what was admitted, at once. */
+static int refuse_too_long(struct chunk_upload *cu)
+{
+	const struct efs_session_info *s = &cu->session;
+	uint64_t want = wanted_length(s, cu->index);
+	cu_drop(cu);
+	if (want && want < s->chunk_size)
+		efs_http_reply_err(cu->req, EFS_HTTP_E_CHUNK_SIZE_MISMATCH,
+				   "chunk %llu must be exactly %llu bytes, got more",
+				   (unsigned long long)cu->index, (unsigned long long)want);
+	else
+		efs_http_reply_err(cu->req, EFS_HTTP_E_SESSION_CHUNK_TOO_LARGE,
+				   "a chunk of this session holds at most %llu bytes",
+				   (unsigned long long)s->chunk_size);
+	return -ECANCELED;
 }
 
 static int cu_append(struct chunk_upload *cu, const char *data, size_t len)
 {
-	if (cu->too_large)
-		return 0;
-	if (efs_buf_append(&cu->data, data, len) == -E2BIG)
-		cu->too_large = true; /* answered 400 once the body is in */
-	return 0;
+	int r = efs_buf_append(&cu->data, data, len);
+	if (r == -E2BIG)
+		return refuse_too_long(cu);
+	return r;
 }
 
 static int cu_part_begin(void *ctx, const char *name, const char *filename,
@@ -154,10 +291,18 @@ static int cu_part_begin(void *ctx, const char *name, const char *filename,
 	cu->field_len = 0;
 	if (strcmp(name, "chunk") == 0 && !cu->chunk_part_seen) {
 		cu->in_chunk_part = cu->chunk_part_seen = true;
+		/* Everything that names the chunk is known now: admit it
+		 * before its first byte. */
+		return admit(cu, -1, true);
 	} else if (strcmp(name, "session_id") == 0) {
 		cu->field = cu->session_id;
 	} else if (strcmp(name, "chunk_index") == 0) {
 		cu->field = cu->chunk_index;
+	}
+	if (cu->field && cu->chunk_part_seen) {
+		efs_http_reply_err(cu->req, EFS_HTTP_E_INVALID_MULTIPART,
+				   "session_id and chunk_index must come before the chunk part");
+		return -ECANCELED;
 	}
 	if (cu->field)
 		cu->field[0] = '\0';
@@ -201,44 +346,39 @@ int efs_api_session_chunk_begin(struct efs_http_req *req)
 	struct chunk_upload *cu = calloc(1, sizeof(*cu));
 	if (!cu)
 		return -ENOMEM;
+	cu->req = req;
 	req->state = cu;
 	req->state_free = chunk_upload_free;
-	/* The session's own chunk size caps the chunk once it is known; the
-	 * hard cap until then is the largest chunk size there is. */
-	efs_buf_init(&cu->data, EFS_MAX_CHUNK_SIZE);
+	/* admit() sets the real cap; nothing is appended before it. */
+	efs_buf_init(&cu->data, 0);
 	if (sid)
 		efs_strlcpy(cu->session_id, sid, sizeof(cu->session_id));
 	if (index)
 		efs_strlcpy(cu->chunk_index, index, sizeof(cu->chunk_index));
-	if (multipart) {
-		if (efs_multipart_boundary(content_type, boundary, sizeof(boundary)) < 0)
-			return efs_http_reply_err(req, EFS_HTTP_E_INVALID_MULTIPART,
-						  "multipart/form-data needs a boundary");
-		return efs_multipart_new(boundary, &chunk_parts, cu, &cu->mp);
+	if (!multipart) {
+		int r = admit(cu, req->content_length, true);
+		return r == -ECANCELED ? 0 : r;
 	}
-	/* Raw: check what can be checked before the body is read. */
-	struct efs_session_info s;
-	int r = load_session(req, sid, &s);
-	if (r < 0)
-		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, sid);
-	if (req->content_length > (int64_t)s.chunk_size)
-		return efs_http_reply_err(req, EFS_HTTP_E_SESSION_CHUNK_TOO_LARGE,
-					  "a chunk of this session holds at most %llu bytes",
-					  (unsigned long long)s.chunk_size);
-	cu->data.cap = s.chunk_size;
-	return 0;
+	if (efs_multipart_boundary(content_type, boundary, sizeof(boundary)) < 0)
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_MULTIPART,
+					  "multipart/form-data needs a boundary");
+	/* A session named in the query string is checked before the body
+	 * is read (the memory is taken when the chunk part starts). */
+	if (sid && index && admit(cu, -1, false) == -ECANCELED)
+		return 0;
+	return efs_multipart_new(boundary, &chunk_parts, cu, &cu->mp);
 }
 
 int efs_api_session_chunk_body(struct efs_http_req *req, const char *data, size_t len)
 {
 	struct chunk_upload *cu = req->state;
-	if (!cu->mp)
-		return cu_append(cu, data, len);
-	int r = efs_multipart_feed(cu->mp, data, len);
-	if (r < 0)
+	int r = cu->mp ? efs_multipart_feed(cu->mp, data, len) : cu_append(cu, data, len);
+	if (r < 0 && efs_http_replied(req))
+		return 0;
+	if (r < 0 && cu->mp)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_MULTIPART, r,
 					    efs_multipart_error(cu->mp));
-	return 0;
+	return r;
 }
 
 int efs_api_session_chunk(struct efs_http_req *req)
@@ -250,7 +390,7 @@ int efs_api_session_chunk(struct efs_http_req *req)
 	struct efs_chunk_result res;
 	const char *expect_sha = efs_http_header(req, "X-Chunk-SHA256");
 	char sha[EFS_SHA256_HEX_LEN + 1];
-	uint64_t index;
+	uint64_t index = cu->index;
 	int r;
 
 	if (cu->mp) {
@@ -264,33 +404,19 @@ int efs_api_session_chunk(struct efs_http_req *req)
 						  "the multipart body has no part named "
 						  "\"chunk\"");
 	}
-	if ((r = load_session(req, cu->session_id[0] ? cu->session_id : NULL, &s)) < 0)
-		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, cu->session_id);
-	if (efs_parse_u64(cu->chunk_index, false, &index) < 0)
-		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_INDEX,
-					  "chunk_index must be a non-negative integer");
-	int64_t expected = expected_chunks(&s);
-	if ((expected >= 0 && index >= (uint64_t)expected) || index >= MAX_SESSION_CHUNKS)
-		return efs_http_reply_err(
-		    req, EFS_HTTP_E_INVALID_CHUNK_INDEX,
-		    "chunk_index %llu is out of range (the file has %lld "
-		    "chunks)",
-		    (unsigned long long)index,
-		    (long long)(expected >= 0 ? expected : MAX_SESSION_CHUNKS));
-	if (cu->too_large || cu->data.len > s.chunk_size)
-		return efs_http_reply_err(req, EFS_HTTP_E_SESSION_CHUNK_TOO_LARGE,
-					  "a chunk of this session holds at most %llu bytes",
-					  (unsigned long long)s.chunk_size);
-	if (expected >= 0) {
-		uint64_t want = (int64_t)index + 1 < expected
-					? s.chunk_size
-					: (uint64_t)s.declared_size - index * s.chunk_size;
+	if (!cu->admitted)
+		return -EPROTO; /* admit() replied, or the chunk part did */
+	/* Again: the session may have ended while the body arrived. */
+	if ((r = load_session(req, cu->session.session_id, &s)) < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, cu->session.session_id);
+	uint64_t want = wanted_length(&s, index);
+	if (want) {
 		if (cu->data.len != want)
 			return efs_http_reply_err(req, EFS_HTTP_E_CHUNK_SIZE_MISMATCH,
 						  "chunk %llu must be exactly %llu bytes, got %zu",
 						  (unsigned long long)index,
 						  (unsigned long long)want, cu->data.len);
-	} else if (cu->data.len == 0) {
+	} else if (cu->data.len == 0) { /* no size declared */
 		return efs_http_reply_err(req, EFS_HTTP_E_EMPTY_CHUNK, "a chunk cannot be empty");
 	}
 	efs_sha256_hex(cu->data.data ? cu->data.data : "", cu->data.len, sha);
@@ -303,12 +429,14 @@ int efs_api_session_chunk(struct efs_http_req *req)
 	r = efs_upload_chunk(&m->uploader, &bufs, s.session_id, index,
 			     cu->data.data ? cu->data.data : "", cu->data.len, sha, &res);
 	efs_upload_buffers_release(&bufs);
+	size_t len = cu->data.len;
+	cu_drop(cu);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_STORE_CHUNK, r, s.session_id);
 	return efs_http_reply_json(req, 200,
 				   json_pack("{s:s, s:I, s:I, s:s}", "session_id", s.session_id,
 					     "chunk_index", (json_int_t)index, "size",
-					     (json_int_t)cu->data.len, "chunk_id", sha));
+					     (json_int_t)len, "chunk_id", sha));
 }
 
 /* ---- POST /api/v1/files/upload/complete ------------------------------- */

@@ -46,9 +46,20 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			     errlen)) < 0)
 		return r;
 	cfg->replication_factor = (unsigned)v;
-	if ((r = efs_env_u64("CHUNK_SIZE", 1024 * 1024, 1, EFS_MAX_CHUNK_SIZE, true,
-			     &cfg->chunk_size, err, errlen)) < 0)
+	if ((r = efs_env_u64("MIN_CHUNK_SIZE", EFS_MASTER_DEFAULT_MIN_CHUNK_SIZE, 1,
+			     EFS_MAX_CHUNK_SIZE, true, &cfg->min_chunk_size, err, errlen)) < 0 ||
+	    (r = efs_env_u64("CHUNK_SIZE", 1024 * 1024, 1, EFS_MAX_CHUNK_SIZE, true,
+			     &cfg->chunk_size, err, errlen)) < 0 ||
+	    (r = efs_env_u64("UPLOAD_MEMORY", EFS_MASTER_DEFAULT_UPLOAD_MEMORY,
+			     EFS_MIN_UPLOAD_MEMORY, (uint64_t)1 << 40, true,
+			     &cfg->upload_memory, err, errlen)) < 0)
 		return r;
+	if (cfg->chunk_size < cfg->min_chunk_size) {
+		snprintf(err, errlen, "CHUNK_SIZE (%llu) must be at least MIN_CHUNK_SIZE (%llu)",
+			 (unsigned long long)cfg->chunk_size,
+			 (unsigned long long)cfg->min_chunk_size);
+		return -EINVAL;
+	}
 	if ((r = efs_env_u64("HEARTBEAT_INTERVAL_MS", EFS_MASTER_DEFAULT_HEARTBEAT_MS, 10,
 			     3600000, false, &v, err, errlen)) < 0)
 		return r;

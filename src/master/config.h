@@ -23,6 +23,8 @@ struct efs_master_config {
 	const char *cluster_secret;
 	unsigned replication_factor;
 	uint64_t chunk_size;
+	uint64_t min_chunk_size; /* smallest chunk_size a session may ask for */
+	uint64_t upload_memory;  /* chunk bytes of all uploads in flight together */
 	enum efs_log_level log_level;
 	int64_t heartbeat_interval_ms;
 	int64_t worker_dead_after_ms;
@@ -46,6 +48,14 @@ struct efs_master_config {
 #define EFS_MASTER_DEFAULT_REPAIR_BANDWIDTH (32 * 1024 * 1024)
 #define EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE (64 * 1024 * 1024)
 #define EFS_MAX_CHUNK_SIZE (64 * 1024 * 1024)
+/* A chunk list's cost is per chunk: below this a file's metadata outweighs
+ * its bytes (MIN_CHUNK_SIZE lowers it, for tests only). */
+#define EFS_MASTER_DEFAULT_MIN_CHUNK_SIZE (64 * 1024)
+/* An upload (a session chunk request, or a one-request upload's first
+ * chunk buffer) holds its chunk and its compressed copy: twice the chunk,
+ * from this budget. At least one chunk of the largest size must fit. */
+#define EFS_MASTER_DEFAULT_UPLOAD_MEMORY ((uint64_t)256 * 1024 * 1024)
+#define EFS_MIN_UPLOAD_MEMORY ((uint64_t)2 * EFS_MAX_CHUNK_SIZE)
 #define EFS_MAX_REPLICATION 16
 
 /* Reads the master's variables. 0, or -EINVAL with one line naming the

@@ -94,6 +94,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	efs_chunk_io_init(&m->chunk_io, m->meta, &m->placement, m->http_client,
 			  m->cfg.cluster_secret, m->cfg.worker_dead_after_ms);
 	efs_upload_budget_init(&m->upload_budget, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
+	efs_upload_budget_init(&m->upload_memory, (size_t)m->cfg.upload_memory);
 	m->uploader = (struct efs_uploader){
 		.meta = m->meta,
 		.chunk_io = &m->chunk_io,

@@ -76,15 +76,19 @@ size_t efs_upload_budget_used(struct efs_upload_budget *b)
 	return atomic_load(&b->used);
 }
 
-/* Takes @bytes of the shared budget; false when it would go over. */
-static bool shared_take(struct efs_upload_budget *b, size_t bytes)
+bool efs_upload_budget_take(struct efs_upload_budget *b, size_t bytes)
 {
 	size_t used = atomic_load(&b->used);
 	do {
-		if (used + bytes > b->limit)
+		if (bytes > b->limit || used > b->limit - bytes)
 			return false;
 	} while (!atomic_compare_exchange_weak(&b->used, &used, used + bytes));
 	return true;
+}
+
+void efs_upload_budget_give(struct efs_upload_budget *b, size_t bytes)
+{
+	atomic_fetch_sub(&b->used, bytes);
 }
 
 unsigned efs_upload_pipeline_depth(size_t chunk_size)
@@ -263,7 +267,7 @@ static int submit_slot(struct efs_upload_pipeline *p, struct slot *s, bool here)
 	s->index = p->next_index++;
 	/* More buffers while the budget allows: tried at each full chunk, as
 	 * other uploads end and give theirs back. */
-	while (!here && p->extra + 1 < p->depth && shared_take(p->budget, p->chunk_size))
+	while (!here && p->extra + 1 < p->depth && efs_upload_budget_take(p->budget, p->chunk_size))
 		p->extra++;
 	pthread_mutex_lock(&p->lock);
 	p->in_flight++;
@@ -402,7 +406,7 @@ void efs_upload_pipeline_free(struct efs_upload_pipeline *p)
 		pthread_join(p->threads[i], NULL);
 	for (unsigned i = 0; i < EFS_UPLOAD_PIPELINE_MAX_DEPTH; i++)
 		efs_buf_release(&p->slots[i].data);
-	atomic_fetch_sub(&p->budget->used, p->extra * p->chunk_size);
+	efs_upload_budget_give(p->budget, p->extra * p->chunk_size);
 	efs_sha256_release(&p->file_hash);
 	efs_upload_buffers_release(&p->bufs);
 	pthread_cond_destroy(&p->changed);

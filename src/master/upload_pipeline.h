@@ -21,7 +21,9 @@
  * an upload with one buffer stores its chunks itself, one after the other,
  * as uploads did before the pipeline. So the master's memory is at most
  * about uploads x 2 chunks + 2 x the shared budget, whatever the number of
- * uploads. When no buffer is free the feeding thread waits for one of its
+ * uploads; the caller bounds the first term (api_files.c takes each
+ * upload's 2 chunks from the master's UPLOAD_MEMORY budget, with
+ * efs_upload_budget_take). When no buffer is free the feeding thread waits for one of its
  * chunks to end (back pressure on the client's socket). The last chunk,
  * given at finish, is always stored by the feeding thread, so an upload of
  * one chunk starts no thread.
@@ -49,6 +51,7 @@
 #include "echofs/meta.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +75,11 @@ struct efs_upload_budget {
 void efs_upload_budget_init(struct efs_upload_budget *budget, size_t limit);
 /* The bytes taken from it now. */
 size_t efs_upload_budget_used(struct efs_upload_budget *budget);
+/* Takes @bytes from the budget: true, or false (nothing taken) when they
+ * would take it over its limit. */
+bool efs_upload_budget_take(struct efs_upload_budget *budget, size_t bytes);
+/* Gives back @bytes taken earlier. */
+void efs_upload_budget_give(struct efs_upload_budget *budget, size_t bytes);
 
 /* What finish reports about a stream that was stored whole. */
 struct efs_upload_summary {

@@ -602,3 +602,45 @@ def test_put_killed_halfway_resumes_and_get_returns_the_same_bytes(cluster, tmp_
     assert size - had <= int(got.group(1)) <= size - had + 4 * MIB, "resent too much"
     assert not part.exists()
     assert out.stat().st_size == size and sha256_of(out) == sha
+
+
+def test_get_and_stat_follow_the_chunk_list_pages(env, master, tmp_path):
+    # ECHOFS_CHUNK_PAGE=5: the client asks for the file's chunk list five
+    # chunks at a time (the server pages it, 1000 by default), and a
+    # resumed get still checks the .part against every chunk id.
+    env = dict(env, ECHOFS_CHUNK_PAGE="5")
+    src = tmp_path / "p.bin"
+    sha = write_random(src, 2 * MIB + 777)
+    file_id = put(env, src)
+    data = src.read_bytes()
+    count = -(-len(data) // SMALL_SERVER_CHUNK)
+    pages = -(-count // 5)
+
+    mark = master.log_mark()
+    meta = json.loads(ok(echofs(env, "stat", "--json", file_id)))
+    assert [c["index"] for c in meta["chunks"]] == list(range(count))
+    assert "next_chunk" not in meta
+    gets = lambda: len(re.findall(rf"access GET /api/v1/files/{file_id} 200",
+                                  master.stderr_since(mark)))
+    h.wait_until(lambda: gets() >= pages, 5, what="every page in the access log")
+    assert gets() == pages, "stat did not follow the chunk list page by page"
+
+    out = tmp_path / "p.out"
+    part = Path(str(out) + ".part")
+    part.write_bytes(data[:1_000_000])  # an interrupted download, 15 whole chunks
+    mark = master.log_mark()
+    ok(echofs(env, "get", file_id, "-o", str(out)))
+    assert sha256_of(out) == sha and not part.exists()
+    sent = int(re.search(rf"GET /api/v1/files/{file_id}/download 206 in=\d+ out=(\d+)",
+                         master.stderr_since(mark)).group(1))
+    assert sent == len(data) - (1_000_000 // SMALL_SERVER_CHUNK) * SMALL_SERVER_CHUNK
+    # a damaged chunk on a later page: only the chunks before it are kept
+    bad = bytearray(data[:1_500_000])
+    bad[1_400_000] ^= 0xFF
+    part.write_bytes(bytes(bad))
+    mark = master.log_mark()
+    ok(echofs(env, "get", file_id, "-o", str(out)))
+    assert sha256_of(out) == sha and not part.exists()
+    sent = int(re.search(rf"GET /api/v1/files/{file_id}/download 206 in=\d+ out=(\d+)",
+                         master.stderr_since(mark)).group(1))
+    assert sent == len(data) - (1_400_000 // SMALL_SERVER_CHUNK) * SMALL_SERVER_CHUNK

@@ -35,6 +35,8 @@ static const char *const config_vars[] = {
 	"CLUSTER_SECRET",
 	"REPLICATION_FACTOR",
 	"CHUNK_SIZE",
+	"MIN_CHUNK_SIZE",
+	"UPLOAD_MEMORY",
 	"CHUNK_CACHE_SIZE",
 	"LOG_LEVEL",
 	"HEARTBEAT_INTERVAL_MS",
@@ -381,6 +383,34 @@ static void test_master_chunk_size(void **state)
 	assert_true(cfg.chunk_size == 65536);
 }
 
+/* A floor under chunk sizes that CHUNK_SIZE itself respects; the session
+ * chunk budget holds at least one chunk of the largest size. */
+static void test_master_min_chunk_size_and_session_memory(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_true(cfg.min_chunk_size == 65536);
+	assert_true(cfg.upload_memory == EFS_MASTER_DEFAULT_UPLOAD_MEMORY);
+	env_set("CHUNK_SIZE", "65535");
+	master_refused("MIN_CHUNK_SIZE");
+	env_set("MIN_CHUNK_SIZE", "1");
+	master_loads(&cfg);
+	assert_true(cfg.chunk_size == 65535 && cfg.min_chunk_size == 1);
+	env_set("MIN_CHUNK_SIZE", "0");
+	master_refused("MIN_CHUNK_SIZE");
+	env_set("MIN_CHUNK_SIZE", "65M");
+	master_refused("MIN_CHUNK_SIZE");
+	env_set("MIN_CHUNK_SIZE", "1");
+
+	env_set("UPLOAD_MEMORY", "127M");
+	master_refused("UPLOAD_MEMORY");
+	env_set("UPLOAD_MEMORY", "1G");
+	master_loads(&cfg);
+	assert_true(cfg.upload_memory == (uint64_t)1 << 30);
+}
+
 static void test_master_chunk_cache_size(void **state)
 {
 	struct efs_master_config cfg;
@@ -696,6 +726,7 @@ int main(void)
 		T(test_master_missing_cluster_secret),
 		T(test_master_port),
 		T(test_master_chunk_size),
+		T(test_master_min_chunk_size_and_session_memory),
 		T(test_master_chunk_cache_size),
 		T(test_master_replication),
 		T(test_master_log_level),

@@ -633,6 +633,26 @@ static void test_free_mid_stream_joins_everything(void **state)
 	pthread_join(releaser, NULL);
 }
 
+/* A budget gives out at most its limit, refuses without taking, and takes
+ * back what was given (the session chunk budget's contract). */
+static void test_budget_take_and_give(void **state)
+{
+	struct efs_upload_budget b;
+	efs_upload_budget_init(&b, 100);
+	assert_true(efs_upload_budget_take(&b, 60));
+	assert_false(efs_upload_budget_take(&b, 41));
+	assert_int_equal(efs_upload_budget_used(&b), 60);
+	assert_true(efs_upload_budget_take(&b, 40));
+	assert_false(efs_upload_budget_take(&b, 1));
+	assert_false(efs_upload_budget_take(&b, SIZE_MAX)); /* no wrap-around */
+	efs_upload_budget_give(&b, 60);
+	assert_int_equal(efs_upload_budget_used(&b), 40);
+	assert_false(efs_upload_budget_take(&b, SIZE_MAX - 10));
+	assert_true(efs_upload_budget_take(&b, 60));
+	efs_upload_budget_give(&b, 100);
+	assert_int_equal(efs_upload_budget_used(&b), 0);
+}
+
 /* With no room in the shared budget an upload still completes, one chunk
  * at a time in the feeding thread (no helper); with room for one more
  * buffer, two chunks at a time at most, with one helper. What it took is
@@ -686,6 +706,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_depth_follows_chunk_size),
+		cmocka_unit_test(test_budget_take_and_give),
 		cmocka_unit_test_teardown(test_stream_is_cut_into_chunks_and_hashed, teardown),
 		cmocka_unit_test_teardown(test_exact_multiple_has_no_empty_last_chunk, teardown),
 		cmocka_unit_test_teardown(test_empty_stream_has_no_chunk, teardown),
