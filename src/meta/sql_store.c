@@ -138,11 +138,14 @@ static size_t group_run(struct sql_store *s, struct sql_tx_request **batch, size
 	int fate = writer_connect(s);
 
 	c.conn = s->writer.conn;
+	/* Another process holds the database (past the driver's own busy
+	 * wait): try again, TX_ATTEMPTS times in all. */
 	for (int attempt = 0; fate == 0; attempt++) {
 		fate = d->begin(c.conn);
 		if (fate != -EBUSY || attempt + 1 == TX_ATTEMPTS)
 			break;
-		efs_sleep_ms(5 << attempt); /* another process holds the database */
+		fate = 0;
+		efs_sleep_ms(5 << attempt);
 	}
 	if (fate < 0) {
 		for (size_t i = 0; i < n; i++)
