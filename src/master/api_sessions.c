@@ -546,10 +546,10 @@ int efs_api_session_status(struct efs_http_req *req)
 	r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
-	json_t *obj = json_pack("{s:s, s:s, s:s, s:I, s:o, s:s}", "session_id", s.session_id,
-				"state", "open", "name", s.name, "chunk_size",
-				(json_int_t)s.chunk_size, "received", received_json(chunks, n),
-				"expires_at", efs_iso8601(s.expires_at_ms, when));
+	json_t *obj = json_pack("{s:s, s:s, s:I, s:o, s:s}", "session_id", s.session_id, "name",
+				s.name, "chunk_size", (json_int_t)s.chunk_size, "received",
+				received_json(chunks, n), "expires_at",
+				efs_iso8601(s.expires_at_ms, when));
 	if (s.declared_size >= 0)
 		json_object_set_new(obj, "size", json_integer(s.declared_size));
 	free(chunks);
