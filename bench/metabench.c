@@ -117,12 +117,12 @@ static int one_upload(struct efs_meta *m, bool single, int thread, uint64_t n)
 		return r < 0 ? r : -EEXIST;
 	int64_t now = efs_now_ms();
 	if ((r = efs_meta_session_put_chunk(m, s.session_id, 0, &chunk, workers, 3, false, now,
-					    now + 60000)) < 0)
+					    now + 60000, 0)) < 0)
 		return r;
 	if ((r = efs_meta_session_get(m, s.session_id, &got)) < 0)
 		return r;
 	file_fill(&f, thread, n, s.name, chunk.chunk_id);
-	return efs_meta_session_complete(m, s.session_id, got.version, &f);
+	return efs_meta_session_complete(m, s.session_id, got.version, &f, 0);
 }
 
 static void *bench_main(void *arg)

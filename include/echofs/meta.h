@@ -85,6 +85,15 @@ struct efs_session_info {
 	int64_t expires_at_ms;
 };
 
+/* A session completed into a file, remembered so that a repeated complete
+ * answers the same file (efs_meta_session_complete). */
+struct efs_session_done {
+	char session_id[EFS_ID_MAX + 1];
+	char owner[EFS_ID_MAX + 1];
+	char file_id[EFS_ID_MAX + 1];
+	int64_t expires_at_ms;
+};
+
 /* A chunk a session has received. */
 struct efs_session_chunk {
 	uint64_t index;
@@ -142,19 +151,31 @@ int efs_meta_session_chunks(struct efs_meta *m, const char *session_id,
  * @dedup, an existing row is reused and @worker_ids are added to its
  * replicas) and whatever chunk the session had at @index loses one. A
  * hidden session's expiry moves to @hidden_expires_ms (a one-request
- * upload lives while chunks arrive). -ENOENT when the session is gone;
- * -ESTALE when @dedup was asked for a chunk the collector removed
- * meanwhile (the caller stores it again). */
+ * upload lives while chunks arrive); a client's session's expiry moves
+ * forward to @expires_at_least_ms when that is later (it never moves
+ * back). -ENOENT when the session is gone; -ESTALE when @dedup was asked
+ * for a chunk the collector removed meanwhile (the caller stores it
+ * again). */
 int efs_meta_session_put_chunk(struct efs_meta *m, const char *session_id, uint64_t index,
 			       const struct efs_chunk_info *chunk, const char *const *worker_ids,
 			       size_t worker_count, bool dedup, int64_t now_ms,
-			       int64_t hidden_expires_ms);
+			       int64_t hidden_expires_ms, int64_t expires_at_least_ms);
 /* Turns a session into @file in one transaction: the file row, its chunk
- * list (the session's chunks, moved, not copied), and the session's end.
+ * list (the session's chunks, moved, not copied), the session's end and,
+ * when @remember_until_ms > 0, a completed-session record (session id,
+ * owner, file id) kept until then, which efs_meta_session_done_get finds.
  * -ENOENT when the session is gone; -ESTALE when it received a chunk since
  * @version was read (the caller reads the chunks again). */
 int efs_meta_session_complete(struct efs_meta *m, const char *session_id, int64_t version,
-			      const struct efs_file_info *file);
+			      const struct efs_file_info *file, int64_t remember_until_ms);
+/* The record of session @session_id completed into a file (see
+ * efs_meta_session_complete), also past its expires_at_ms until the
+ * collector removes it: callers check. -ENOENT when there is none. */
+int efs_meta_session_done_get(struct efs_meta *m, const char *session_id,
+			      struct efs_session_done *out);
+/* Removes up to @max completed-session records whose expires_at_ms is
+ * before @now_ms; *count is how many went. */
+int efs_meta_session_done_purge(struct efs_meta *m, int64_t now_ms, size_t max, size_t *count);
 /* Records a file of at most one chunk without a session, in one
  * transaction: for a one-request upload whose body fit in one chunk, one
  * commit instead of three (session_create, session_put_chunk,

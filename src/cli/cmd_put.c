@@ -151,7 +151,10 @@ static int put_session(const struct efs_cli *cli, const struct put_opts *opts, c
 	r = efs_put_session_open(&s, cli, &opts->session, abs_path, st, name, res);
 	if (r < 0)
 		goto out;
-	if (notes && s.resumed)
+	if (notes && s.completed)
+		fprintf(stderr, "the upload of %s was completed by an earlier run; confirming it\n",
+			name);
+	else if (notes && s.resumed)
 		fprintf(stderr,
 			"resuming the upload of %s: %llu of %llu chunks are on the server\n", name,
 			(unsigned long long)s.received_count, (unsigned long long)s.chunk_count);

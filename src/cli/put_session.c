@@ -25,6 +25,12 @@
 
 /* ---- open ---------------------------------------------------------------- */
 
+static bool retryable(long status)
+{
+	/* No reply, or the master or its workers are busy or restarting. */
+	return status == 0 || status == 500 || status == 502 || status == 503 || status == 504;
+}
+
 static void result_set(struct efs_cli_api_result *res, long status, const char *fmt, ...)
     EFS_PRINTF(3, 4);
 
@@ -82,13 +88,23 @@ static int load_saved(struct efs_put_session *s, const struct efs_cli *cli,
 	int64_t declared = efs_cli_api_int(st, "size");
 	int64_t chunk_size = efs_cli_api_int(st, "chunk_size");
 	json_t *received = json_object_get(st, "received");
+	/* Completed by an earlier run whose reply was lost: every chunk is
+	 * there, and complete answers the same file again. */
+	bool completed = strcmp(efs_cli_api_str(st, "state"), "completed") == 0;
 	if ((declared >= 0 && (uint64_t)declared != s->size) || chunk_size <= 0 ||
-	    !json_is_array(received)) {
+	    (!completed && !json_is_array(received))) {
 		r = -ENOENT; /* not a session of this file as we know it */
 		goto out;
 	}
 	if ((r = set_geometry(s, (uint64_t)chunk_size, res)) < 0)
 		goto out;
+	if (completed) {
+		memset(s->received, 1, s->chunk_count);
+		s->received_count = s->chunk_count;
+		s->received_bytes = s->size;
+		s->completed = true;
+		received = NULL;
+	}
 	json_array_foreach(received, i, idx)
 	{
 		json_int_t v = json_integer_value(idx);
@@ -238,12 +254,6 @@ static int on_chunk_progress(void *ctx, int64_t down_total, int64_t down_now, in
 		efs_progress_tick(c->p->progress);
 	}
 	return 0;
-}
-
-static bool retryable(long status)
-{
-	/* No reply, or the master or its workers are busy or restarting. */
-	return status == 0 || status == 500 || status == 502 || status == 503 || status == 504;
 }
 
 static int send_chunk(struct pipeline *p, struct slot *slot, struct efs_cli_api_result *res)
@@ -520,8 +530,16 @@ int efs_put_session_complete(struct efs_put_session *s, const struct efs_cli *cl
 		result_set(res, 0, "out of memory");
 		goto out;
 	}
-	r = efs_cli_api_json(cli, "POST", "/api/v1/files/upload/complete", body, 201,
-			     (long)timeout_ms, &reply, res);
+	/* Complete is idempotent: after no reply (the connection broke, the
+	 * master restarted) or a 5xx, asking again answers the file the first
+	 * request made, if it made one, rather than a second file. */
+	for (int attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+		r = efs_cli_api_json(cli, "POST", "/api/v1/files/upload/complete", body, 201,
+				     (long)timeout_ms, &reply, res);
+		if (r == 0 || !retryable(res->status) || attempt == MAX_ATTEMPTS)
+			break;
+		efs_sleep_ms((int64_t)RETRY_FIRST_MS << (attempt - 1));
+	}
 	if (r < 0)
 		goto out;
 	/* The session is gone now, whatever the checks below find. */

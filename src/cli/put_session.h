@@ -8,7 +8,11 @@
  *             send the chunks the master lacks, several at once, each with
  *             X-Chunk-SHA256; never more than (parallel + 1) chunks in memory
  *   complete  turn the session into a file, check its SHA-256 against the
- *             local one, and remove the state file
+ *             local one, and remove the state file; after no reply or a
+ *             5xx, ask again: complete is idempotent, so a lost reply
+ *             gets the same file, never a second one. A saved session
+ *             that an earlier run completed (the master says "completed")
+ *             is confirmed the same way, without sending a chunk
  *
  * Every step returns 0 or a negative errno with res->err saying what went
  * wrong; nothing is printed here. After a failure the state file stays, so
@@ -43,6 +47,7 @@ struct efs_put_session {
 	uint64_t received_bytes;
 	uint64_t sent_count; /* chunks this run sent */
 	bool resumed;	     /* continues a saved session */
+	bool completed;	     /* ... that an earlier run completed (its reply lost) */
 	bool expired;	     /* a saved session was gone: this one is new */
 	bool saved;	     /* a state file holds the session id */
 	struct efs_resume state;

@@ -308,7 +308,7 @@ int efs_api_file_upload(struct efs_http_req *req)
 		f.chunk_count = sum.chunk_count;
 		f.stored_bytes = sum.stored_bytes;
 		/* The file row is the last write: every chunk is durable by now. */
-		if ((r = efs_meta_session_complete(m->meta, up->session_id, s.version, &f)) < 0)
+		if ((r = efs_meta_session_complete(m->meta, up->session_id, s.version, &f, 0)) < 0)
 			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		up->session_open = false;
 	}

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* api_sessions.c - chunked upload sessions: init, chunk, complete, status,
  * abort. A session belongs to the user who opened it; anyone else, and
- * anyone after it expired, gets 404. */
+ * anyone after it expired, gets 404. Each chunk moves the expiry to at
+ * least SESSION_TTL ahead. Complete is idempotent: a completed session is
+ * remembered (in the metadata store, with the file it became) until its
+ * expiry, and a repeated complete or a status answers that file. */
 #include "echofs/hash.h"
 #include "echofs/json.h"
 #include "echofs/log.h"
@@ -37,10 +40,61 @@ static int load_session(struct efs_http_req *req, const char *session_id,
 	int r = session_id && efs_id_valid(session_id)
 			? efs_cache_session_get(m->cache, session_id, out)
 			: -ENOENT;
+	/* A cached copy holds the expiry it was cached with: a chunk may
+	 * have moved it since. */
+	if (r == 0 && out->expires_at_ms <= efs_now_ms())
+		r = efs_meta_session_get(m->meta, session_id, out);
 	if (r == 0 && (out->hidden || strcmp(out->owner, req->user) != 0 ||
 		       out->expires_at_ms <= efs_now_ms()))
 		r = -ENOENT;
 	return r;
+}
+
+/* The caller's session @session_id that was completed into a file and is
+ * still remembered: 0, -ENOENT (never completed, another user's, past its
+ * expiry) or a store error. */
+static int load_done(struct efs_http_req *req, const char *session_id,
+		     struct efs_session_done *out)
+{
+	struct efs_master *m = efs_api_master(req);
+	int r = session_id && efs_id_valid(session_id)
+			? efs_meta_session_done_get(m->meta, session_id, out)
+			: -ENOENT;
+	if (r == 0 && (strcmp(out->owner, req->user) != 0 || out->expires_at_ms <= efs_now_ms()))
+		r = -ENOENT;
+	return r;
+}
+
+/* The file a completed session of the caller became: 1, or, with the
+ * error replied, what the reply returned (0 or a negative errno): 404
+ * session_not_found when no such session is remembered, 404
+ * file_not_found when its file was deleted since, 503 on a store error. */
+static int load_done_file(struct efs_http_req *req, const char *session_id,
+			  struct efs_session_done *done, struct efs_file_info *f)
+{
+	struct efs_master *m = efs_api_master(req);
+	int r = load_done(req, session_id, done);
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, session_id);
+	r = efs_meta_file_get(m->meta, done->file_id, f);
+	if (r == 0 && strcmp(f->owner, req->user) != 0)
+		r = -ENOENT;
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, done->file_id);
+	return 1;
+}
+
+/* A repeated complete of a session completed before (its reply was lost):
+ * the same file, with the same 201 as the first time. */
+static int reply_completed(struct efs_http_req *req, const char *session_id)
+{
+	struct efs_session_done done;
+	struct efs_file_info f;
+	int r = load_done_file(req, session_id, &done, &f);
+	if (r <= 0)
+		return r;
+	efs_info("session %s completed again: it is file %s", session_id, f.file_id);
+	return efs_http_reply_json(req, 201, efs_api_file_json(&f));
 }
 
 /* The number of chunks a session with a declared size has, or -1. */
@@ -477,6 +531,7 @@ int efs_api_session_complete(struct efs_http_req *req)
 	struct efs_master *m = efs_api_master(req);
 	struct efs_session_info s;
 	const char *sid = NULL;
+	char session_id[EFS_ID_MAX + 1];
 	char why[EFS_HTTP_JSON_WHY_MAX];
 	json_t *body;
 	int r;
@@ -488,12 +543,13 @@ int efs_api_session_complete(struct efs_http_req *req)
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_SESSION_ID,
 					  "session_id is required");
 	}
-	r = load_session(req, sid, &s);
-	if (r < 0)
-		efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, sid);
+	efs_strlcpy(session_id, sid, sizeof(session_id));
 	json_decref(body); /* sid lived in it */
+	r = load_session(req, session_id, &s);
+	if (r == -ENOENT)
+		return reply_completed(req, session_id);
 	if (r < 0)
-		return 0;
+		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, session_id);
 
 	for (int attempt = 0; attempt < 3; attempt++) {
 		struct efs_session_chunk *chunks;
@@ -501,8 +557,10 @@ int efs_api_session_complete(struct efs_http_req *req)
 		size_t n;
 		/* The version first (from the store, never a cache): a chunk
 		 * arriving after this point makes the commit fail and retry. */
-		if ((r = efs_meta_session_get(m->meta, s.session_id, &s)) < 0)
-			return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, s.session_id);
+		if ((r = efs_meta_session_get(m->meta, session_id, &s)) == -ENOENT)
+			return reply_completed(req, session_id); /* by a concurrent complete */
+		if (r < 0)
+			return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, session_id);
 		if ((r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n)) < 0)
 			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		int64_t expected = expected_chunks(&s);
@@ -553,9 +611,17 @@ int efs_api_session_complete(struct efs_http_req *req)
 		f.replication = m->cfg.replication_factor;
 		f.stored_bytes = stored;
 		f.created_at_ms = efs_now_ms();
-		r = efs_meta_session_complete(m->meta, s.session_id, s.version, &f);
+		/* Remembered for a repeated complete until the session would
+		 * have expired, and at least SESSION_TTL. */
+		int64_t remember_until =
+		    EFS_MAX(s.expires_at_ms, f.created_at_ms + m->cfg.session_ttl_ms);
+		r = efs_meta_session_complete(m->meta, s.session_id, s.version, &f, remember_until);
 		if (r == -ESTALE)
 			continue; /* a chunk arrived meanwhile: look again */
+		if (r == -ENOENT) {
+			efs_cache_session_forget(m->cache, session_id);
+			return reply_completed(req, session_id); /* by a concurrent complete */
+		}
 		if (r < 0)
 			return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, s.session_id);
 		efs_cache_session_forget(m->cache, s.session_id);
@@ -570,6 +636,24 @@ int efs_api_session_complete(struct efs_http_req *req)
 
 /* ---- GET / DELETE /api/v1/files/upload/{sessionId} --------------------- */
 
+/* The status of a session completed before: state "completed" and the
+ * file it became. */
+static int reply_status_completed(struct efs_http_req *req, const char *session_id)
+{
+	struct efs_session_done done;
+	struct efs_file_info f;
+	char when[EFS_ISO8601_LEN];
+	int r = load_done_file(req, session_id, &done, &f);
+	if (r <= 0)
+		return r;
+	return efs_http_reply_json(
+	    req, 200,
+	    json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "session_id", done.session_id,
+		      "state", "completed", "file_id", f.file_id, "name", f.name, "size",
+		      (json_int_t)f.size, "chunk_size", (json_int_t)f.chunk_size, "expires_at",
+		      efs_iso8601(done.expires_at_ms, when)));
+}
+
 int efs_api_session_status(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
@@ -580,6 +664,11 @@ int efs_api_session_status(struct efs_http_req *req)
 
 	const char *session_id = efs_http_param(req, "sessionId");
 	int r = load_session(req, session_id, &s);
+	if (r == -ENOENT)
+		return reply_status_completed(req, session_id);
+	/* The expiry from the store: each chunk moves it. */
+	if (r == 0)
+		r = efs_meta_session_get(m->meta, s.session_id, &s);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, session_id);
 	r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n);

@@ -31,6 +31,13 @@ static void expire_sessions(struct efs_gc *gc)
 		}
 	}
 	free(ids);
+	/* Completed sessions are remembered (for a repeated complete) until
+	 * their expiry; then they go too. */
+	size_t forgotten = 0;
+	int purged = efs_meta_session_done_purge(gc->deps.meta, efs_now_ms(), GC_PASS_ITEMS,
+						 &forgotten);
+	if (purged == 0 && forgotten > 0)
+		efs_debug("%zu completed sessions past their expiry forgotten", forgotten);
 }
 
 /* Deletes the replicas of one collected chunk from their workers. */

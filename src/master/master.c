@@ -100,6 +100,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.chunk_io = &m->chunk_io,
 		.replication_factor = m->cfg.replication_factor,
 		.upload_idle_ms = m->cfg.upload_idle_ms,
+		.session_ttl_ms = m->cfg.session_ttl_ms,
 		.counters = &m->counters,
 	};
 	m->reader_source = (struct efs_reader_source){

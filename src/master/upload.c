@@ -45,7 +45,7 @@ static int record_chunk(const struct efs_uploader *up, const struct record_targe
 	if (!to->file)
 		return efs_meta_session_put_chunk(up->meta, to->session_id, to->index, chunk,
 						  added_ids, added, dedup, now,
-						  now + up->upload_idle_ms);
+						  now + up->upload_idle_ms, now + up->session_ttl_ms);
 	to->file->chunk_count = 1;
 	to->file->stored_bytes = dedup ? existing->stored_size : chunk->stored_size;
 	return efs_meta_file_create_single(up->meta, to->file, chunk, added_ids, added, dedup, now);

@@ -39,7 +39,9 @@ struct efs_uploader {
 	struct efs_meta *meta;          /* chunk rows, sessions, files */
 	struct efs_chunk_io *chunk_io;  /* replica writes, the in-flight guard */
 	unsigned replication_factor;    /* replicas each chunk gets */
-	int64_t upload_idle_ms;         /* a session's expiry moves this far per chunk */
+	int64_t upload_idle_ms;         /* a hidden session's expiry moves this far per chunk */
+	int64_t session_ttl_ms;         /* a client's session lives at least this long
+					 * after each chunk */
 	struct efs_master_counters *counters; /* counted into */
 };
 

@@ -28,9 +28,11 @@ struct efs_meta_ops {
 	int (*session_put_chunk)(void *impl, const char *session_id, uint64_t index,
 				 const struct efs_chunk_info *chunk, const char *const *worker_ids,
 				 size_t worker_count, bool dedup, int64_t now_ms,
-				 int64_t hidden_expires_ms);
+				 int64_t hidden_expires_ms, int64_t expires_at_least_ms);
 	int (*session_complete)(void *impl, const char *session_id, int64_t version,
-				const struct efs_file_info *file);
+				const struct efs_file_info *file, int64_t remember_until_ms);
+	int (*session_done_get)(void *impl, const char *session_id, struct efs_session_done *out);
+	int (*session_done_purge)(void *impl, int64_t now_ms, size_t max, size_t *count);
 	int (*file_create_single)(void *impl, const struct efs_file_info *file,
 				  const struct efs_chunk_info *chunk, const char *const *worker_ids,
 				  size_t worker_count, bool dedup, int64_t now_ms);

@@ -130,16 +130,28 @@ int efs_meta_session_chunks(struct efs_meta *m, const char *session_id,
 int efs_meta_session_put_chunk(struct efs_meta *m, const char *session_id, uint64_t index,
 			       const struct efs_chunk_info *chunk, const char *const *worker_ids,
 			       size_t worker_count, bool dedup, int64_t now_ms,
-			       int64_t hidden_expires_ms)
+			       int64_t hidden_expires_ms, int64_t expires_at_least_ms)
 {
 	return m->ops->session_put_chunk(m->impl, session_id, index, chunk, worker_ids,
-					 worker_count, dedup, now_ms, hidden_expires_ms);
+					 worker_count, dedup, now_ms, hidden_expires_ms,
+					 expires_at_least_ms);
 }
 
 int efs_meta_session_complete(struct efs_meta *m, const char *session_id, int64_t version,
-			      const struct efs_file_info *file)
+			      const struct efs_file_info *file, int64_t remember_until_ms)
 {
-	return m->ops->session_complete(m->impl, session_id, version, file);
+	return m->ops->session_complete(m->impl, session_id, version, file, remember_until_ms);
+}
+
+int efs_meta_session_done_get(struct efs_meta *m, const char *session_id,
+			      struct efs_session_done *out)
+{
+	return m->ops->session_done_get(m->impl, session_id, out);
+}
+
+int efs_meta_session_done_purge(struct efs_meta *m, int64_t now_ms, size_t max, size_t *count)
+{
+	return m->ops->session_done_purge(m->impl, now_ms, max, count);
 }
 
 int efs_meta_file_create_single(struct efs_meta *m, const struct efs_file_info *file,

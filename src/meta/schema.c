@@ -92,8 +92,22 @@ static const char schema_v1[] =
  * clock, the start of that report), for finding replicas it lost. */
 static const char schema_v2[] = "ALTER TABLE replicas ADD COLUMN seen_at BIGINT;";
 
+/* Version 3: sessions completed into files, remembered until expires_at
+ * so that a repeated complete (its reply was lost) answers the same file
+ * instead of creating a second one. Written in the transaction that
+ * creates the file; the collector deletes rows past expires_at. */
+static const char schema_v3[] = "CREATE TABLE completed_sessions ("
+				"  session_id TEXT PRIMARY KEY,"
+				"  owner TEXT NOT NULL,"
+				"  file_id TEXT NOT NULL,"
+				"  expires_at BIGINT NOT NULL"
+				");"
+				"CREATE INDEX completed_sessions_by_expiry"
+				" ON completed_sessions (expires_at);";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1},
 	{2, schema_v2},
+	{3, schema_v3},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

@@ -138,6 +138,7 @@ struct put_chunk {
 	bool dedup;
 	int64_t now_ms;
 	int64_t hidden_expires_ms;
+	int64_t expires_at_least_ms;
 };
 
 /* Gives @chunk one more reference: with @dedup the existing row (-ESTALE
@@ -203,20 +204,34 @@ static int put_chunk_tx(struct sql_conn *c, void *ctx)
 		  SQL_TEXT(p->chunk->chunk_id), SQL_INT(p->chunk->size));
 	if (r < 0)
 		return r;
-	/* A one-request upload stays alive while chunks keep arriving. */
+	/* An upload stays alive while chunks keep arriving: a one-request
+	 * upload for UPLOAD_IDLE_MS after its last chunk, a client's session
+	 * for at least SESSION_TTL after it (never shorter than it was). */
 	return SQL_Q(c,
 		     "UPDATE sessions SET version = version + 1,"
-		     "  expires_at = CASE WHEN hidden = 1 THEN $2 ELSE expires_at END"
+		     "  expires_at = CASE WHEN hidden = 1 THEN $2"
+		     "   WHEN expires_at < $3 THEN $3 ELSE expires_at END"
 		     " WHERE session_id = $1",
-		     NULL, NULL, NULL, SQL_TEXT(p->session_id), SQL_INT(p->hidden_expires_ms));
+		     NULL, NULL, NULL, SQL_TEXT(p->session_id), SQL_INT(p->hidden_expires_ms),
+		     SQL_INT(p->expires_at_least_ms));
 }
 
 int sql_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 			  const struct efs_chunk_info *chunk, const char *const *worker_ids,
-			  size_t worker_count, bool dedup, int64_t now_ms, int64_t hidden_expires_ms)
+			  size_t worker_count, bool dedup, int64_t now_ms, int64_t hidden_expires_ms,
+			  int64_t expires_at_least_ms)
 {
-	struct put_chunk p = {session_id,   index, chunk,  worker_ids,
-			      worker_count, dedup, now_ms, hidden_expires_ms};
+	struct put_chunk p = {
+	    .session_id = session_id,
+	    .index = index,
+	    .chunk = chunk,
+	    .worker_ids = worker_ids,
+	    .worker_count = worker_count,
+	    .dedup = dedup,
+	    .now_ms = now_ms,
+	    .hidden_expires_ms = hidden_expires_ms,
+	    .expires_at_least_ms = expires_at_least_ms,
+	};
 	return sql_run_tx(impl, put_chunk_tx, &p);
 }
 
@@ -236,6 +251,7 @@ struct complete {
 	const char *session_id;
 	int64_t version;
 	const struct efs_file_info *file;
+	int64_t remember_until_ms; /* 0: no completed-session record */
 };
 
 static int insert_file(struct sql_conn *c, const struct efs_file_info *f)
@@ -275,14 +291,63 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 		  NULL, NULL, NULL, SQL_TEXT(f->file_id), SQL_TEXT(p->session_id));
 	if (r < 0)
 		return r;
-	return end_session(c, p->session_id);
+	if ((r = end_session(c, p->session_id)) < 0)
+		return r;
+	if (p->remember_until_ms <= 0)
+		return 0;
+	/* In the file's own transaction: a crash after the commit and before
+	 * the reply still leaves the retry its answer. A session id is
+	 * random and used once, so a record of it cannot exist already. */
+	return SQL_Q(c,
+		     "INSERT INTO completed_sessions (session_id, owner, file_id, expires_at)"
+		     " VALUES ($1, $2, $3, $4)",
+		     NULL, NULL, NULL, SQL_TEXT(p->session_id), SQL_TEXT(f->owner),
+		     SQL_TEXT(f->file_id), SQL_INT(p->remember_until_ms));
 }
 
 int sql_session_complete(void *impl, const char *session_id, int64_t version,
-			 const struct efs_file_info *file)
+			 const struct efs_file_info *file, int64_t remember_until_ms)
 {
-	struct complete p = {session_id, version, file};
+	struct complete p = {session_id, version, file, remember_until_ms};
 	return sql_run_tx(impl, complete_tx, &p);
+}
+
+static int row_session_done(void *ctx, const struct efs_sql_row *row)
+{
+	struct efs_session_done *d = ctx;
+	efs_strlcpy(d->session_id, efs_sql_text(row, 0), sizeof(d->session_id));
+	efs_strlcpy(d->owner, efs_sql_text(row, 1), sizeof(d->owner));
+	efs_strlcpy(d->file_id, efs_sql_text(row, 2), sizeof(d->file_id));
+	d->expires_at_ms = efs_sql_int(row, 3);
+	return 0;
+}
+
+int sql_session_done_get(void *impl, const char *session_id, struct efs_session_done *out)
+{
+	struct efs_session_done d = {0};
+	int r = SQL_ONE(impl,
+			"SELECT session_id, owner, file_id, expires_at FROM completed_sessions"
+			" WHERE session_id = $1",
+			row_session_done, &d, NULL, SQL_TEXT(session_id));
+	if (r < 0)
+		return r;
+	if (!d.session_id[0])
+		return -ENOENT;
+	*out = d;
+	return 0;
+}
+
+int sql_session_done_purge(void *impl, int64_t now_ms, size_t max, size_t *count)
+{
+	int64_t removed = 0;
+	int r = SQL_WRITE(impl,
+			  "DELETE FROM completed_sessions WHERE session_id IN"
+			  " (SELECT session_id FROM completed_sessions WHERE expires_at < $1"
+			  "  LIMIT $2)",
+			  NULL, NULL, &removed, SQL_INT(now_ms), SQL_INT(max));
+	if (r == 0)
+		*count = (size_t)removed;
+	return r;
 }
 
 struct single {

@@ -138,11 +138,14 @@ static size_t group_run(struct sql_store *s, struct sql_tx_request **batch, size
 	int fate = writer_connect(s);
 
 	c.conn = s->writer.conn;
+	/* Another process holds the database (past the driver's own busy
+	 * wait): try again, TX_ATTEMPTS times in all. */
 	for (int attempt = 0; fate == 0; attempt++) {
 		fate = d->begin(c.conn);
 		if (fate != -EBUSY || attempt + 1 == TX_ATTEMPTS)
 			break;
-		efs_sleep_ms(5 << attempt); /* another process holds the database */
+		fate = 0;
+		efs_sleep_ms(5 << attempt);
 	}
 	if (fate < 0) {
 		for (size_t i = 0; i < n; i++)
@@ -548,6 +551,8 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.session_chunks = sql_session_chunks,
 	.session_put_chunk = sql_session_put_chunk,
 	.session_complete = sql_session_complete,
+	.session_done_get = sql_session_done_get,
+	.session_done_purge = sql_session_done_purge,
 	.file_create_single = sql_file_create_single,
 	.session_delete = sql_session_delete,
 	.session_expired = sql_session_expired,

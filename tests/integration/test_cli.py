@@ -12,9 +12,11 @@ import os
 import pty
 import re
 import signal
+import socket
 import struct
 import subprocess
 import termios
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -644,3 +646,147 @@ def test_get_and_stat_follow_the_chunk_list_pages(env, master, tmp_path):
     sent = int(re.search(rf"GET /api/v1/files/{file_id}/download 206 in=\d+ out=(\d+)",
                          master.stderr_since(mark)).group(1))
     assert sent == len(data) - (1_400_000 // SMALL_SERVER_CHUNK) * SMALL_SERVER_CHUNK
+# ---- a lost reply to complete ----------------------------------------------------
+
+
+class ReplyLosingProxy:
+    """A TCP proxy in front of a master that forwards every byte both ways,
+    except the reply to the first POST /api/v1/files/upload/complete: the
+    request reaches the master (which makes the file), and as its reply
+    comes back the proxy closes the client's connection without passing
+    it on ("drop"), or holds it until release() and then closes ("hold").
+    Requests after that one pass through."""
+
+    def __init__(self, target_port: int, hold: bool = False):
+        self.target_port = target_port
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.armed = True
+        self.lost = 0
+        self.released = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def release(self):
+        self.released.set()
+
+    def close(self):
+        self.released.set()
+        self.listener.close()
+
+    @staticmethod
+    def _close(*socks):
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            lose = threading.Event()
+            threading.Thread(target=self._up, args=(client, upstream, lose), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, client, lose),
+                             daemon=True).start()
+
+    def _up(self, client, upstream, lose):
+        tail = b""
+        try:
+            while data := client.recv(65536):
+                with self.lock:
+                    if self.armed and b"POST /api/v1/files/upload/complete" in tail + data:
+                        self.armed = False
+                        lose.set()
+                tail = data[-64:]
+                upstream.sendall(data)
+        except OSError:
+            pass
+        self._close(client, upstream)
+
+    def _down(self, upstream, client, lose):
+        try:
+            while data := upstream.recv(65536):
+                if lose.is_set():  # the reply to complete (HTTP/1.1: no pipelining)
+                    with self.lock:
+                        self.lost += 1
+                    if self.hold:
+                        self.released.wait(120)
+                    break
+                client.sendall(data)
+        except OSError:
+            pass
+        self._close(client, upstream)
+
+
+def files_named(client, name: str) -> list[dict]:
+    return [f for f in client.get("/api/v1/files").json()["files"] if f["name"] == name]
+
+
+def test_put_asks_again_when_the_reply_to_complete_is_lost(master, tmp_path):
+    user = f"lost-reply-{os.getpid()}-{time.monotonic_ns()}"
+    proxy = ReplyLosingProxy(master.port)
+    try:
+        env = cli_env(master, tmp_path, token=master.cluster.token(user), ECHOFS_URL=proxy.url)
+        src = tmp_path / "lost-reply.bin"
+        sha = write_random(src, 3 * MIB)
+        flags = ("--threshold", "1M", "--chunk-size", "512K", "--parallel", "1")
+        mark = master.log_mark()
+        first = echofs(env, "put", *flags, str(src))
+        if first.returncode != 0:  # as a user would: run it again to resume
+            echofs(env, "put", *flags, str(src))
+        assert proxy.lost == 1, "the proxy did not lose the reply to complete"
+        files = files_named(master.user_client(user), src.name)
+        assert len(files) == 1, f"{len(files)} files from one put: {files}"
+        assert files[0]["sha256"] == sha
+        assert first.returncode == 0, first.stderr.decode(errors="replace")
+        assert first.stdout.decode().strip() == files[0]["file_id"]
+        log = master.stderr_since(mark)
+        assert log.count("access POST /api/v1/files/upload/complete 201") == 2, log
+        assert state_files(tmp_path) == []
+    finally:
+        proxy.close()
+
+
+def test_put_resumed_after_complete_was_sent_gets_the_same_file(master, tmp_path):
+    user = f"sent-complete-{os.getpid()}-{time.monotonic_ns()}"
+    proxy = ReplyLosingProxy(master.port, hold=True)
+    try:
+        env = cli_env(master, tmp_path, token=master.cluster.token(user), ECHOFS_URL=proxy.url)
+        src = tmp_path / "sent-complete.bin"
+        sha = write_random(src, 3 * MIB)
+        flags = ("--threshold", "1M", "--chunk-size", "512K", "--parallel", "1")
+        mark = master.log_mark()
+        # 1. The client sends complete, the master makes the file, and the
+        # client is killed before the reply reaches it.
+        proc = subprocess.Popen([str(h.BIN_DIR / "echofs"), "put", *flags, str(src)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: proxy.lost == 1, 60, what="the reply to complete to be held")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            proxy.release()
+        assert "access POST /api/v1/files/upload/complete 201" in master.stderr_since(mark)
+        assert len(state_files(tmp_path)) == 1
+
+        # 2. Run again with --resume: the saved session answers its file.
+        mark = master.log_mark()
+        file_id = put(env, src, "--resume", *flags)
+        log = master.stderr_since(mark)
+        assert "upload/init" not in log, "a new session was started"
+        assert not CHUNK_POST_RE.findall(log), "chunks were sent again"
+        files = files_named(master.user_client(user), src.name)
+        assert [f["file_id"] for f in files] == [file_id], files
+        assert files[0]["sha256"] == sha
+        assert state_files(tmp_path) == []
+    finally:
+        proxy.close()

@@ -156,9 +156,12 @@ def session_upload(init_client: h.ApiClient, chunk_clients: list, complete_clien
     f = r.json()
     assert (f["name"], f["size"], f["sha256"], f["chunk_count"]) == \
         (name, len(data), hashlib.sha256(data).hexdigest(), count), f
-    # The session is over on every master (its cache entry is gone too).
+    # The session is over on every master (its cache entry is gone too):
+    # no chunk is taken, and each master knows the file it became.
     for via in (init_client, *chunk_clients):
-        assert_json_error(via.get(f"/api/v1/files/upload/{sid}"), 404)
+        st = via.get(f"/api/v1/files/upload/{sid}")
+        assert st.status_code == 200, st.text
+        assert (st.json()["state"], st.json()["file_id"]) == ("completed", f["file_id"]), st.json()
         assert_json_error(via.post("/api/v1/files/upload/chunk",
                                    params={"session_id": sid, "chunk_index": 0}, data=b"x",
                                    headers={"Content-Type": "application/octet-stream"}), 404)

@@ -205,10 +205,15 @@ def test_chunks_out_of_order_then_complete(master, shared_cluster):
         [(i, len(p), hashlib.sha256(p).hexdigest()) for i, p in enumerate(parts)]
     assert all(len({r["worker_id"] for r in ch["replicas"]}) == RF for ch in full["chunks"])
     assert [x["file_id"] for x in c.get("/api/v1/files").json()["files"]] == [f["file_id"]]
-    # the session is gone
-    assert_json_error(c.get(f"/api/v1/files/upload/{sid}"), 404, "session_not_found")
+    # the session is closed: no more chunks; a repeated complete (a lost
+    # reply) answers the same file, and the status says what it became
     assert_json_error(put_chunk(c, sid, 0, parts[0], expect=None), 404, "session_not_found")
-    assert_json_error(complete(c, sid), 404, "session_not_found")
+    again = complete(c, sid)
+    assert again.status_code == 201, again.text
+    assert again.json() == f
+    st = c.get(f"/api/v1/files/upload/{sid}")
+    assert st.status_code == 200, st.text
+    assert st.json()["state"] == "completed" and st.json()["file_id"] == f["file_id"], st.json()
 
 
 def test_parallel_chunks_and_a_single_winner_of_parallel_completes(master):
@@ -232,11 +237,10 @@ def test_parallel_chunks_and_a_single_winner_of_parallel_completes(master):
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(finish, range(4)))
+    # complete is idempotent: every caller gets the one file that was made
     won = [r for r in results if r.status_code == 201]
-    assert len(won) == 1, [(r.status_code, r.text[:200]) for r in results]
-    for r in results:
-        if r.status_code != 201:
-            assert_json_error(r, 404, "session_not_found")
+    assert len(won) == 4, [(r.status_code, r.text[:200]) for r in results]
+    assert len({r.json()["file_id"] for r in won}) == 1, [r.json() for r in won]
     check_file(won[0].json(), data=data, name="par.bin", owner=user, chunk_size=CS)
     assert [x["file_id"] for x in c.get("/api/v1/files").json()["files"]] == \
         [won[0].json()["file_id"]]
@@ -515,3 +519,88 @@ def test_expired_session_is_404_and_its_chunks_are_collected(cluster):
     assert_session_gone(c, sid)
     assert c.get("/api/v1/files").json()["files"] == []
     wait_chunk_count(cluster, 0, 15.0, "an expired session's chunks to be collected")
+
+
+def test_repeated_complete_answers_the_same_file_to_its_owner_only(master):
+    user, c = new_user(master)
+    _, other = new_user(master, "other")
+    data = os.urandom(2 * CS + 3)
+    sid = init(c, name="twice.bin", size=len(data), chunk_size=CS)["session_id"]
+    for i, p in enumerate(pieces(data, CS)):
+        put_chunk(c, sid, i, p)
+    first = complete(c, sid)
+    assert first.status_code == 201, first.text
+    f = first.json()
+    for _ in range(2):
+        again = complete(c, sid)
+        assert again.status_code == 201, again.text
+        assert again.json() == f
+    st = c.get(f"/api/v1/files/upload/{sid}")
+    assert st.status_code == 200, st.text
+    assert st.json()["session_id"] == sid
+    assert st.json()["state"] == "completed"
+    assert st.json()["file_id"] == f["file_id"]
+    assert (st.json()["name"], st.json()["size"]) == ("twice.bin", len(data))
+    assert [x["file_id"] for x in c.get("/api/v1/files").json()["files"]] == [f["file_id"]]
+    # another user learns nothing
+    assert_json_error(complete(other, sid), 404, "session_not_found")
+    assert_json_error(other.get(f"/api/v1/files/upload/{sid}"), 404, "session_not_found")
+    # once the file is deleted, the retry says so
+    assert c.delete(f"/api/v1/files/{f['file_id']}").status_code == 204
+    assert_json_error(complete(c, sid), 404, "file_not_found")
+    assert_json_error(c.get(f"/api/v1/files/upload/{sid}"), 404, "file_not_found")
+    assert c.get("/api/v1/files").json()["files"] == []
+
+
+def test_chunks_move_the_expiry_forward(cluster):
+    ttl = 3
+    m = cluster.start(workers=3, master_env={**MASTER_ENV, "SESSION_TTL": ttl})
+    user, c = new_user(m)
+    chunks = 6
+    data = os.urandom(chunks * CS)
+    s = init(c, name="slow.bin", size=len(data), chunk_size=CS)
+    sid = s["session_id"]
+    began = time.time()
+    expiry = h.parse_iso8601(s["expires_at"]).timestamp()
+    for i, p in enumerate(pieces(data, CS)):
+        time.sleep(1)  # each chunk well within SESSION_TTL of the one before
+        put_chunk(c, sid, i, p)
+        moved = h.parse_iso8601(status(c, sid)["expires_at"]).timestamp()
+        assert moved >= expiry, (i, moved, expiry)
+        expiry = moved
+    assert time.time() - began > ttl + 1  # longer than one TTL in all
+    r = complete(c, sid)
+    assert r.status_code == 201, r.text
+    check_file(r.json(), data=data, name="slow.bin", owner=user, chunk_size=CS)
+    assert c.download(r.json()["file_id"]) == data
+
+
+def completed_session_rows(m):
+    """Rows of the completed_sessions table (SQLite in DATA_DIR only)."""
+    import sqlite3
+    db = sqlite3.connect(str(m.data_dir / "echofs.db"))
+    try:
+        return db.execute("SELECT COUNT(*) FROM completed_sessions").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_completed_sessions_are_forgotten_after_their_expiry(cluster):
+    ttl = 1
+    m = cluster.start(workers=3, master_env={**MASTER_ENV, "SESSION_TTL": ttl})
+    _, c = new_user(m)
+    data = os.urandom(CS + 1)
+    sid = init(c, name="brief.bin", size=len(data), chunk_size=CS)["session_id"]
+    for i, p in enumerate(pieces(data, CS)):
+        put_chunk(c, sid, i, p)
+    f = complete(c, sid).json()
+    again = complete(c, sid)
+    assert again.status_code == 201 and again.json() == f, again.text
+    wait_until(lambda: complete(c, sid).status_code == 404, ttl + 3 + h.TIMING_MARGIN_S,
+               what="the completed session to be forgotten")
+    assert_json_error(complete(c, sid), 404, "session_not_found")
+    assert_json_error(c.get(f"/api/v1/files/upload/{sid}"), 404, "session_not_found")
+    assert c.download(f["file_id"]) == data  # the file stays
+    if cluster.backend == "sqlite":
+        wait_until(lambda: completed_session_rows(m) == 0, 5 + h.TIMING_MARGIN_S,
+                   what="the collector to delete the completed session's row")

@@ -219,7 +219,8 @@ static int put(struct fixture *f, unsigned n, uint64_t index, const struct efs_c
 {
 	char sid[EFS_ID_MAX + 1];
 	session_id(n, sid);
-	return efs_meta_session_put_chunk(f->m, sid, index, c, worker_ids, WORKERS, dedup, f->now, f->now + 60000);
+	return efs_meta_session_put_chunk(f->m, sid, index, c, worker_ids, WORKERS, dedup, f->now,
+					  f->now + 60000, 0);
 }
 
 static int64_t session_version(struct fixture *f, unsigned n)
@@ -254,7 +255,8 @@ static void complete(struct fixture *f, unsigned session_n, const struct efs_fil
 {
 	char sid[EFS_ID_MAX + 1];
 	session_id(session_n, sid);
-	assert_int_equal(efs_meta_session_complete(f->m, sid, session_version(f, session_n), fi), 0);
+	assert_int_equal(efs_meta_session_complete(f->m, sid, session_version(f, session_n), fi, 0),
+			 0);
 }
 
 /* A file of @owner made of chunks @chunks[0..count-1] through a session. */
@@ -432,7 +434,7 @@ static void test_replica_on_unknown_worker(void **state)
 
 	new_session(f, 1, "alice");
 	session_id(1, sid);
-	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, workers, 2, false, f->now, f->now + 60000),
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, workers, 2, false, f->now, f->now + 60000, 0),
 			 0);
 	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
 	assert_int_equal(count, 2);
@@ -493,10 +495,10 @@ static void test_dedup_put(void **state)
 	session_id(1, sid1);
 	session_id(2, sid2);
 	assert_int_equal(
-		efs_meta_session_put_chunk(f->m, sid1, 0, &a, first_two, 2, false, f->now, f->now + 60000), 0);
+		efs_meta_session_put_chunk(f->m, sid1, 0, &a, first_two, 2, false, f->now, f->now + 60000, 0), 0);
 
 	/* an existing chunk is reused and gains the new replicas */
-	assert_int_equal(efs_meta_session_put_chunk(f->m, sid2, 0, &a, third, 1, true, f->now, f->now + 60000), 0);
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid2, 0, &a, third, 1, true, f->now, f->now + 60000, 0), 0);
 	assert_int_equal(session_version(f, 2), 1);
 	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &replica_count), 0);
 	expect_worker_replicas(replicas, replica_count, NULL);
@@ -568,7 +570,7 @@ static void test_complete_creates_file(void **state)
 	session_id(1, sid);
 	for (size_t i = 0; i < 3; i++)
 		assert_int_equal(put(f, 1, i, &c[i], false), 0);
-	assert_int_equal(efs_meta_session_complete(f->m, sid, 3, &fi), 0);
+	assert_int_equal(efs_meta_session_complete(f->m, sid, 3, &fi, 0), 0);
 
 	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), 0);
 	expect_same_file(&got, &fi);
@@ -604,7 +606,7 @@ static void test_complete_creates_file(void **state)
 	assert_int_equal(efs_meta_session_chunks(f->m, sid, &left, &count), 0);
 	assert_int_equal(count, 0);
 	free(left);
-	assert_int_equal(efs_meta_session_complete(f->m, sid, 3, &fi), -ENOENT);
+	assert_int_equal(efs_meta_session_complete(f->m, sid, 3, &fi, 0), -ENOENT);
 	assert_int_equal(garbage_count(f, INT64_MAX), 0);
 }
 
@@ -621,13 +623,78 @@ static void test_complete_with_stale_version(void **state)
 	int64_t version = session_version(f, 1);
 	assert_int_equal(put(f, 1, 1, &b, false), 0); /* arrives after the read */
 
-	assert_int_equal(efs_meta_session_complete(f->m, sid, version, &fi), -ESTALE);
+	assert_int_equal(efs_meta_session_complete(f->m, sid, version, &fi, 0), -ESTALE);
 	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), -ENOENT);
 	assert_int_equal(session_version(f, 1), version + 1);
 
-	assert_int_equal(efs_meta_session_complete(f->m, sid, version + 1, &fi), 0);
+	assert_int_equal(efs_meta_session_complete(f->m, sid, version + 1, &fi, 0), 0);
 	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), 0);
 	assert_int_equal(got.chunk_count, 2);
+}
+
+/* A completed session is remembered (owner, file) until the time given,
+ * in the transaction that creates the file, and purged after it; without
+ * a time nothing is remembered. */
+static void test_complete_remembers_the_session(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1);
+	struct efs_file_info fi = file_info(1, "alice", 5555, 1), fi2 = file_info(2, "bob", 5555, 1);
+	struct efs_session_done done;
+	char sid[EFS_ID_MAX + 1], sid2[EFS_ID_MAX + 1];
+	size_t purged = SIZE_MAX;
+
+	new_session(f, 1, "alice");
+	session_id(1, sid);
+	assert_int_equal(efs_meta_session_done_get(f->m, sid, &done), -ENOENT);
+	assert_int_equal(put(f, 1, 0, &a, false), 0);
+	assert_int_equal(efs_meta_session_complete(f->m, sid, session_version(f, 1), &fi, 10000), 0);
+	assert_int_equal(efs_meta_session_done_get(f->m, sid, &done), 0);
+	assert_string_equal(done.session_id, sid);
+	assert_string_equal(done.owner, "alice");
+	assert_string_equal(done.file_id, fi.file_id);
+	assert_int_equal(done.expires_at_ms, 10000);
+	/* a repeated complete of the session finds no session */
+	assert_int_equal(efs_meta_session_complete(f->m, sid, 1, &fi2, 10000), -ENOENT);
+
+	new_session(f, 2, "bob");
+	session_id(2, sid2);
+	assert_int_equal(put(f, 2, 0, &a, false), 0);
+	assert_int_equal(efs_meta_session_complete(f->m, sid2, session_version(f, 2), &fi2, 0), 0);
+	assert_int_equal(efs_meta_session_done_get(f->m, sid2, &done), -ENOENT);
+
+	assert_int_equal(efs_meta_session_done_purge(f->m, 10000, 100, &purged), 0);
+	assert_int_equal(purged, 0); /* expires_at 10000 is not before 10000 */
+	assert_int_equal(efs_meta_session_done_get(f->m, sid, &done), 0);
+	assert_int_equal(efs_meta_session_done_purge(f->m, 10001, 100, &purged), 0);
+	assert_int_equal(purged, 1);
+	assert_int_equal(efs_meta_session_done_get(f->m, sid, &done), -ENOENT);
+	/* the file itself stays */
+	struct efs_file_info got;
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), 0);
+}
+
+/* Each chunk moves a client's session's expiry forward, never back. */
+static void test_put_chunk_moves_expiry_forward(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2);
+	struct efs_session_info s;
+	char sid[EFS_ID_MAX + 1];
+	int64_t first = f->now + 3600000;
+
+	new_session(f, 1, "alice"); /* expires at f->now + 3600000 */
+	session_id(1, sid);
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, worker_ids, WORKERS, false,
+						    f->now, f->now + 60000, first + 5000),
+			 0);
+	assert_int_equal(efs_meta_session_get(f->m, sid, &s), 0);
+	assert_int_equal(s.expires_at_ms, first + 5000);
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 1, &b, worker_ids, WORKERS, false,
+						    f->now, f->now + 60000, first),
+			 0);
+	assert_int_equal(efs_meta_session_get(f->m, sid, &s), 0);
+	assert_int_equal(s.expires_at_ms, first + 5000);
 }
 
 /* ---- files --------------------------------------------------------------- */
@@ -1034,7 +1101,7 @@ static void put_on(struct fixture *f, unsigned n, const struct efs_chunk_info *c
 	new_session(f, n, "alice");
 	session_id(n, sid);
 	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, c, worker_ids, replicas, false,
-						    f->now, f->now + 60000),
+						    f->now, f->now + 60000, 0),
 			 0);
 }
 
@@ -1255,6 +1322,8 @@ int main(void)
 		T(test_session_chunks_ordered_by_index),
 		T(test_complete_creates_file),
 		T(test_complete_with_stale_version),
+		T(test_complete_remembers_the_session),
+		T(test_put_chunk_moves_expiry_forward),
 		T(test_create_single_records_file_and_chunk),
 		T(test_create_single_dedup),
 		T(test_create_single_empty_file),

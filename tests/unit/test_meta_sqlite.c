@@ -608,6 +608,49 @@ static void test_open_waits_for_lock(void **state)
 	efs_meta_close(t.m);
 }
 
+struct write_thread {
+	struct efs_meta *m;
+	int result;
+};
+
+static void *register_main(void *arg)
+{
+	struct write_thread *t = arg;
+	struct efs_worker_info w;
+	worker_fill(&w, "while-busy", "http://busy:1", 100 * EFS_GIB, 60 * EFS_GIB, 5, 9);
+	t->result = efs_meta_worker_register(t->m, &w);
+	return NULL;
+}
+
+/* Another process (here a second connection) holds the database's write
+ * lock past the driver's 5 s busy timeout: the store's BEGIN IMMEDIATE
+ * answers SQLITE_BUSY once, and the store retries it (TX_ATTEMPTS times)
+ * instead of failing the write at the first busy answer. */
+static void test_busy_begin_is_retried(void **state)
+{
+	const char *dir = *state;
+	char db[PATH_MAX];
+	sqlite3 *other = NULL;
+	struct write_thread t = {0};
+	pthread_t tid;
+
+	t.m = open_ok(NULL, dir);
+	register_ok(t.m, "before", "http://w:1", 1); /* the writer's connection is open */
+	path_in(db, sizeof(db), dir, "echofs.db");
+	assert_int_equal(sqlite3_open_v2(db, &other, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+
+	assert_int_equal(pthread_create(&tid, NULL, register_main, &t), 0);
+	efs_sleep_ms(5500); /* one busy timeout (5 s) and a half */
+	assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(pthread_join(tid, NULL), 0);
+	sqlite3_close(other);
+
+	assert_int_equal(t.result, 0);
+	assert_int_equal(get_ok(t.m, "while-busy").registered_at_ms, 9);
+	efs_meta_close(t.m);
+}
+
 /* Several masters starting at once on a new database: one migrates, the
  * others wait and find the schema in place. A race is timing dependent, so
  * this runs OPEN_ROUNDS times, each on a new database. */
@@ -690,6 +733,7 @@ int main(void)
 		T(test_concurrent_heartbeats),
 		T(test_more_threads_than_connections),
 		T(test_open_waits_for_lock),
+		T(test_busy_begin_is_retried),
 		T(test_concurrent_open),
 	};
 
