@@ -63,11 +63,13 @@ int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, 
 {
 	char url[EFS_URL_MAX + 128];
 	snprintf(url, sizeof(url), "%s%s", efs_worker_ctx_master_url(ctx), path);
-	char *text = json_dumps(body, JSON_COMPACT);
+	/* Initialised before anything can fail: every caller releases the
+	 * call, also after -ENOMEM (a NULL @body is a failed json_pack). */
+	efs_http_call_init(call, "POST", url);
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
 	if (!text)
 		return -ENOMEM;
-	efs_http_call_init(call, "POST", url);
 	call->bearer = ctx->cfg->cluster_secret;
 	call->content_type = "application/json";
 	call->body = text;

@@ -77,9 +77,10 @@ int efs_worker_ctx_init(struct efs_worker_ctx *ctx, const struct efs_worker_conf
 /* Frees what efs_worker_ctx_init set up; no thread may use @ctx any more. */
 void efs_worker_ctx_release(struct efs_worker_ctx *ctx);
 
-/* POSTs @body (stolen) as JSON to @path on the current master with the
- * cluster secret. 0 with call->status set (release the call after), or
- * the transport error. Heartbeat thread only. */
+/* POSTs @body (stolen; NULL, a failed allocation, gives -ENOMEM) as JSON
+ * to @path on the current master with the cluster secret. 0 with
+ * call->status set, or -ENOMEM or the transport error; @call is
+ * initialised in every case: release it after. Heartbeat thread only. */
 int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,
 			json_t *body);
 /* The current master's URL (for messages). Heartbeat thread only. */
