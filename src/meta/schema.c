@@ -92,8 +92,17 @@ static const char schema_v1[] =
  * clock, the start of that report), for finding replicas it lost. */
 static const char schema_v2[] = "ALTER TABLE replicas ADD COLUMN seen_at BIGINT;";
 
+/* Version 3: the cluster's identity, one row. Its id is drawn once, by
+ * the first master that opens the store (sql_store.c:migrate_tx, in the
+ * same transaction), and never changes: workers remember it and refuse a
+ * master of another cluster (docs/OPERATIONS.md#cluster-identity). */
+static const char schema_v3[] = "CREATE TABLE cluster ("
+				"  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),"
+				"  cluster_id TEXT NOT NULL);";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1},
 	{2, schema_v2},
+	{3, schema_v3},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);
