@@ -37,15 +37,17 @@ def test_full_worker_keeps_reading_and_uploads_go_elsewhere(cluster, small_disk)
     m = cluster.add_master(REPLICATION_FACTOR=3, CHUNK_SIZE=MIB)
     # The others' capacity is capped too, so that placement (weighted by
     # free space) sends the small worker its share until it is full.
-    big = [cluster.add_worker(master=m, wait=False, WORKER_CAPACITY_BYTES=48 * MIB)
+    big = [cluster.add_worker(master=m, wait=False, WORKER_CAPACITY_BYTES=32 * MIB)
            for _ in range(3)]
     small = cluster.add_worker("small", master=m, wait=False, WORKER_DATA_DIR=small_disk)
     for w in big + [small]:
         w.wait_registered()
     c = m.user_client()
 
-    # 40 MiB of incompressible data, 3 replicas: more than the small
-    # worker holds (8 MiB), and all of it fits on the other three.
+    # 27 MiB of incompressible data, 3 replicas: more than the small
+    # worker holds (8 MiB; its share by free space would be about 10), and
+    # all of it fits on the other three (each holds every chunk it is not
+    # the one left out of: about 27 - 8/3 MiB, and 4 MiB more below).
     files = {}
 
     def upload(i):
@@ -53,7 +55,7 @@ def test_full_worker_keeps_reading_and_uploads_go_elsewhere(cluster, small_disk)
         r = c.post("/api/v1/files/upload", files={"file": (f"f{i}.bin", data)})
         return i, data, r
     with ThreadPoolExecutor(4) as pool:
-        for i, data, r in pool.map(upload, range(36)):
+        for i, data, r in pool.map(upload, range(26)):
             assert r.status_code == 201, f"upload {i}: {r.status_code} {r.text}"
             files[r.json()["file_id"]] = data
 
