@@ -109,15 +109,21 @@ static int check_cluster(struct efs_heartbeat *hb, const json_t *answer)
 	return 0;
 }
 
-/* A 409 wrong_cluster from a master: it refused our cluster id. */
+/* A 409 from a master: WRONG_CLUSTER (logged) when it is wrong_cluster,
+ * the master refusing our cluster id; -EIO for any other. */
 static int refused_by(struct efs_heartbeat *hb, const struct efs_http_call *call)
 {
 	json_t *answer = json_loadb(call->resp.data, call->resp.len, 0, NULL);
 	json_t *error = json_object_get(answer, "error");
+	const char *code = json_string_value(json_object_get(error, "code"));
 	const char *theirs = json_string_value(json_object_get(error, "cluster_id"));
-	log_refused(hb, efs_cluster_id_valid(theirs) ? theirs : "(unknown)");
+	int r = -EIO;
+	if (code && strcmp(code, "wrong_cluster") == 0) {
+		log_refused(hb, efs_cluster_id_valid(theirs) ? theirs : "(unknown)");
+		r = WRONG_CLUSTER;
+	}
 	json_decref(answer);
-	return WRONG_CLUSTER;
+	return r;
 }
 
 /* Reads the stored id into the context's worker_id; absent is fine. */
