@@ -152,3 +152,17 @@ def test_worker_with_data_of_another_cluster_is_refused(cluster):
         f"{REFUSAL}" in stray.stderr(), stray.log_tail()
     body = stray.health().json()
     assert body["registered"] is False and body["cluster_id"] == b_id, body
+
+
+def test_masters_opening_new_metadata_at_once_agree(cluster, tmp_path):
+    """The cluster id is drawn in the migration's transaction: masters
+    started at the same moment on one new store all read the same id."""
+    url = cluster.new_database() if cluster.database_url is not None \
+        else f"sqlite:{tmp_path / 'shared' / 'echofs.db'}"
+    masters = [cluster.add_master(f"m{i}", start=False) for i in range(3)]
+    for m in masters:
+        m.database_url = url
+    for m in masters:
+        m.start()
+    ids = {m.wait_ready().get("cluster_id") for m in masters}
+    assert len(ids) == 1 and CLUSTER_ID.match(ids.pop() or ""), ids
