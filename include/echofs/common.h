@@ -33,6 +33,12 @@
 /* Longest id (worker, file, session) accepted anywhere, without the NUL. */
 #define EFS_ID_MAX 64
 
+/* A cluster's id: 32 lowercase hex digits, drawn with its metadata. The
+ * master sends it to the workers in EFS_HDR_CLUSTER on every call, a
+ * worker sends the one its data belongs to on every call to a master. */
+#define EFS_CLUSTER_ID_LEN 32
+#define EFS_HDR_CLUSTER "X-Echofs-Cluster"
+
 #include "echofs/banned.h"
 
 #endif

@@ -91,6 +91,8 @@ enum efs_http_err {
 	EFS_HTTP_E_INVALID_HEADER,
 	EFS_HTTP_E_CHUNK_REWRITTEN,
 	EFS_HTTP_E_STORE_ERROR,
+	/* cluster identity (master and worker) */
+	EFS_HTTP_E_WRONG_CLUSTER,
 	EFS_HTTP_E_COUNT
 };
 

@@ -114,6 +114,9 @@ void efs_meta_close(struct efs_meta *m);
 
 /* "sqlite" or "postgres". */
 const char *efs_meta_backend(const struct efs_meta *m);
+/* The cluster's id (EFS_CLUSTER_ID_LEN hex digits), drawn when the store
+ * was first opened and fixed from then on; owned by @m. */
+const char *efs_meta_cluster_id(const struct efs_meta *m);
 /* The schema version the store is at. */
 int efs_meta_schema_version(struct efs_meta *m, int *out);
 /* Round trip to the store: 0 or -EAGAIN. */

@@ -48,6 +48,8 @@ bool efs_id_valid(const char *s);
 
 /* True when @s is exactly 64 lowercase hex digits (a SHA-256 chunk id). */
 bool efs_chunk_id_valid(const char *s);
+/* True when @s is exactly EFS_CLUSTER_ID_LEN lowercase hex digits. */
+bool efs_cluster_id_valid(const char *s);
 
 /* Compares two secrets in time independent of where they differ (and of
  * their lengths, which are hashed first). */

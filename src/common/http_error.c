@@ -65,6 +65,7 @@ static const struct efs_http_error_kind kinds[EFS_HTTP_E_COUNT] = {
     [EFS_HTTP_E_INVALID_HEADER] = {400, "invalid_header", NOLOG},
     [EFS_HTTP_E_CHUNK_REWRITTEN] = {412, "chunk_rewritten", NOLOG},
     [EFS_HTTP_E_STORE_ERROR] = {500, "store_error", EFS_LOG_ERROR},
+    [EFS_HTTP_E_WRONG_CLUSTER] = {409, "wrong_cluster", NOLOG},
 };
 
 #define UNAVAILABLE "the metadata store is unavailable; retry shortly"
@@ -121,7 +122,9 @@ static const struct efs_http_errno_rule rules[] = {
      "no replica of the file's data could be read now"},
 
     {EFS_HTTP_OP_CHUNK_WRITE, -ENOSPC, EFS_HTTP_E_INSUFFICIENT_STORAGE,
-     "this worker is full (WORKER_CAPACITY_BYTES)"},
+     "this worker is full (WORKER_CAPACITY_BYTES or its disk)"},
+    {EFS_HTTP_OP_CHUNK_WRITE, -EDQUOT, EFS_HTTP_E_INSUFFICIENT_STORAGE,
+     "this worker is full (its disk quota)"},
     {EFS_HTTP_OP_CHUNK_WRITE, -E2BIG, EFS_HTTP_E_LENGTH_MISMATCH, "more bytes than Content-Length"},
     {EFS_HTTP_OP_CHUNK_WRITE, -EPROTO, EFS_HTTP_E_LENGTH_MISMATCH,
      "fewer bytes than Content-Length"},

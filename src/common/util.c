@@ -151,18 +151,29 @@ bool efs_id_valid(const char *s)
 	return n > 0;
 }
 
-bool efs_chunk_id_valid(const char *s)
+/* True when @s is exactly @len lowercase hex digits. */
+static bool lower_hex(const char *s, size_t len)
 {
 	size_t n = 0;
 	if (!s)
 		return false;
 	for (; s[n]; n++) {
-		if (n >= 64)
+		if (n >= len)
 			return false;
 		if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
 			return false;
 	}
-	return n == 64;
+	return n == len;
+}
+
+bool efs_chunk_id_valid(const char *s)
+{
+	return lower_hex(s, 64);
+}
+
+bool efs_cluster_id_valid(const char *s)
+{
+	return lower_hex(s, EFS_CLUSTER_ID_LEN);
 }
 
 bool efs_secret_equal(const char *a, const char *b)

@@ -30,5 +30,7 @@ int efs_api_health(struct efs_http_req *req)
 			  (json_int_t)atomic_load(&m->repair.failed_total));
 	if (m->redis)
 		json_object_set_new(body, "redis", json_string(redis_ok ? "ok" : "unavailable"));
+	/* Not a secret: it names the cluster, it grants nothing. */
+	json_object_set_new(body, "cluster_id", json_string(efs_meta_cluster_id(m->meta)));
 	return efs_http_reply_json(req, metadata_ok ? 200 : 503, body);
 }

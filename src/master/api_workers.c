@@ -8,6 +8,32 @@
 #include "master/chunk_io.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+/* A worker names the cluster its data belongs to in EFS_HDR_CLUSTER (none
+ * before its first registration). One of another cluster is refused
+ * before anything it says is read: its chunks are not orphans of this
+ * cluster, and this master must never tell it to delete them. True when
+ * refused (and answered 409 wrong_cluster). */
+static bool refuse_other_cluster(struct efs_http_req *req, struct efs_master *m,
+				 const char *worker)
+{
+	const char *ours = efs_meta_cluster_id(m->meta);
+	const char *theirs = efs_http_header(req, EFS_HDR_CLUSTER);
+	if (!theirs || strcmp(theirs, ours) == 0)
+		return false;
+	if (!efs_cluster_id_valid(theirs))
+		theirs = "(malformed)";
+	efs_error("worker %s belongs to cluster %s, this master to cluster %s: refused; "
+		  "point it at its own masters or wipe its data directory deliberately",
+		  worker, theirs, ours);
+	efs_http_reply_err_extra(req, EFS_HTTP_E_WRONG_CLUSTER,
+				 json_pack("{s:s}", "cluster_id", ours),
+				 "this master belongs to cluster %s; the worker's data belongs to "
+				 "cluster %s",
+				 ours, theirs);
+	return true;
+}
 
 /* Reads the capacity figures a worker sends: capacity_bytes and
  * free_bytes (required, free <= capacity), chunk_count (optional, 0).
@@ -52,6 +78,8 @@ int efs_api_worker_register(struct efs_http_req *req)
 				   "url must be an http:// or https:// URL");
 		goto out;
 	}
+	if (refuse_other_cluster(req, m, url))
+		goto out;
 	r = efs_json_str(body, "worker_id", EFS_ID_MAX, &worker_id);
 	if (r == -EINVAL || (r == 0 && !efs_id_valid(worker_id))) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_FIELD,
@@ -70,8 +98,9 @@ int efs_api_worker_register(struct efs_http_req *req)
 		goto out;
 	}
 	efs_http_reply_json(req, 200,
-			    json_pack("{s:s, s:I}", "worker_id", id, "heartbeat_interval_ms",
-				      (json_int_t)m->cfg.heartbeat_interval_ms));
+			    json_pack("{s:s, s:I, s:s}", "worker_id", id, "heartbeat_interval_ms",
+				      (json_int_t)m->cfg.heartbeat_interval_ms, "cluster_id",
+				      efs_meta_cluster_id(m->meta)));
 out:
 	json_decref(body);
 	return 0;
@@ -89,6 +118,8 @@ int efs_api_worker_heartbeat(struct efs_http_req *req)
 	if (!efs_id_valid(worker_id))
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_WORKER_ID,
 					  "worker id must be 1-64 characters of [A-Za-z0-9_-]");
+	if (refuse_other_cluster(req, m, worker_id))
+		return 0;
 	if ((r = efs_http_body_json(req, &body, why)) < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
 	if (read_capacity(body, &capacity, &free_bytes, &chunk_count, why, sizeof(why)) < 0)
@@ -98,8 +129,9 @@ int efs_api_worker_heartbeat(struct efs_http_req *req)
 		efs_http_reply_errno(req, EFS_HTTP_OP_WORKER, r, worker_id);
 	else
 		efs_http_reply_json(req, 200,
-				    json_pack("{s:s, s:I}", "status", "ok", "heartbeat_interval_ms",
-					      (json_int_t)m->cfg.heartbeat_interval_ms));
+				    json_pack("{s:s, s:I, s:s}", "status", "ok", "heartbeat_interval_ms",
+					      (json_int_t)m->cfg.heartbeat_interval_ms, "cluster_id",
+					      efs_meta_cluster_id(m->meta)));
 	json_decref(body);
 	return 0;
 }
@@ -194,6 +226,8 @@ int efs_api_worker_report(struct efs_http_req *req)
 	if (!efs_id_valid(worker_id))
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_WORKER_ID,
 					  "worker id must be 1-64 characters of [A-Za-z0-9_-]");
+	if (refuse_other_cluster(req, m, worker_id))
+		return 0;
 	if ((r = efs_http_body_json(req, &body, why)) < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
 	r = efs_meta_worker_get(m->meta, worker_id, &w);

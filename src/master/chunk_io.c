@@ -37,6 +37,12 @@ void efs_chunk_io_init(struct efs_chunk_io *io, struct efs_meta *meta,
 	pthread_mutex_init(&io->writing.lock, NULL);
 }
 
+void efs_chunk_io_set_cluster(struct efs_chunk_io *io, const char *cluster_id)
+{
+	snprintf(io->cluster_header, sizeof(io->cluster_header), EFS_HDR_CLUSTER ": %s",
+		 cluster_id);
+}
+
 void efs_chunk_io_release(struct efs_chunk_io *io)
 {
 	if (io->placement)
@@ -132,6 +138,7 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 			calls[i].headers[0] = gzip ? "X-Chunk-Encoding: gzip"
 						   : "X-Chunk-Encoding: identity";
 			calls[i].headers[1] = crc_header;
+			calls[i].headers[2] = io->cluster_header[0] ? io->cluster_header : NULL;
 			calls[i].body = data;
 			calls[i].body_len = len;
 			calls[i].timeout_ms = transfer_timeout_ms(len);
@@ -197,6 +204,7 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 	snprintf(url, sizeof(url), "%s/chunks/%s", rep->url, chunk->chunk_id);
 	efs_http_call_init(&call, "GET", url);
 	call.bearer = io->cluster_secret;
+	call.headers[0] = io->cluster_header[0] ? io->cluster_header : NULL;
 	call.timeout_ms = transfer_timeout_ms(chunk->stored_size);
 	call.connect_timeout_ms = CONNECT_TIMEOUT_MS;
 	call.stall_timeout_s = STALL_TIMEOUT_S;

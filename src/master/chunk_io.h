@@ -41,6 +41,10 @@ struct efs_chunk_io {
 	struct efs_http_client *http;	 /* calls to the workers */
 	const char *cluster_secret;	 /* their credential */
 	int64_t worker_dead_after_ms;	 /* a replica is alive within this of its heartbeat */
+	/* EFS_HDR_CLUSTER with the cluster id, sent on every call to a worker
+	 * (which refuses another cluster's master); "" sends none. Set by
+	 * efs_chunk_io_set_cluster. */
+	char cluster_header[EFS_CLUSTER_ID_LEN + 32];
 	struct efs_chunk_writing writing;
 };
 
@@ -49,6 +53,8 @@ void efs_chunk_io_init(struct efs_chunk_io *io, struct efs_meta *meta,
 		       struct efs_placement *placement, struct efs_http_client *http,
 		       const char *cluster_secret, int64_t worker_dead_after_ms);
 void efs_chunk_io_release(struct efs_chunk_io *io);
+/* Names the cluster (@cluster_id, copied) on every later call to a worker. */
+void efs_chunk_io_set_cluster(struct efs_chunk_io *io, const char *cluster_id);
 
 /* Stores the encoded chunk on @want workers besides those in @exclude.
  * Returns 0 with the targets in @out, or -ENOSPC (not enough live workers

@@ -47,10 +47,13 @@ static void delete_replicas(struct efs_gc *gc, const char *chunk_id,
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
 	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
-	char since[64];
+	char since[64], cluster[EFS_CLUSTER_ID_LEN + 32];
 	unsigned n = 0;
 
 	snprintf(since, sizeof(since), "X-Unmodified-Since-Ms: %lld", (long long)since_ms);
+	/* A worker of another cluster answers 409 wrong_cluster, keeps the chunk. */
+	snprintf(cluster, sizeof(cluster), EFS_HDR_CLUSTER ": %s",
+		 gc->deps.cluster_id ? gc->deps.cluster_id : "");
 	for (unsigned i = 0; i < count; i++) {
 		if (!replicas[i].url[0])
 			continue; /* its worker is unknown now */
@@ -58,6 +61,7 @@ static void delete_replicas(struct efs_gc *gc, const char *chunk_id,
 		efs_http_call_init(&calls[n], "DELETE", urls[n]);
 		calls[n].bearer = gc->deps.cluster_secret;
 		calls[n].headers[0] = since;
+		calls[n].headers[1] = gc->deps.cluster_id ? cluster : NULL;
 		calls[n].timeout_ms = 5000;
 		calls[n].connect_timeout_ms = 1000;
 		calls[n].resp_cap = 16 * 1024;

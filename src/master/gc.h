@@ -32,6 +32,7 @@ struct efs_gc_deps {
 	struct efs_cache *cache;      /* expired sessions are forgotten there */
 	struct efs_http_client *http; /* deletes on the workers */
 	const char *cluster_secret;   /* their credential */
+	const char *cluster_id;	      /* sent with every delete; NULL: none */
 	int64_t grace_ms;	      /* unreferenced chunks are kept this long */
 };
 

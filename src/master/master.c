@@ -93,6 +93,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	efs_placement_init(&m->placement, &m->registry);
 	efs_chunk_io_init(&m->chunk_io, m->meta, &m->placement, m->http_client,
 			  m->cfg.cluster_secret, m->cfg.worker_dead_after_ms);
+	efs_chunk_io_set_cluster(&m->chunk_io, efs_meta_cluster_id(m->meta));
 	efs_upload_budget_init(&m->upload_budget, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
 	efs_upload_budget_init(&m->upload_memory, (size_t)m->cfg.upload_memory);
 	m->uploader = (struct efs_uploader){
@@ -138,6 +139,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.cache = m->cache,
 		.http = m->http_client,
 		.cluster_secret = m->cfg.cluster_secret,
+		.cluster_id = efs_meta_cluster_id(m->meta),
 		.grace_ms = m->cfg.gc_grace_ms,
 	};
 	struct efs_repair_deps repair = {
@@ -154,8 +156,10 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
 		goto fail;
 	}
-	efs_info("listening on %s:%u; metadata in %s%s%s; replication %u, chunk size %llu",
-		 cfg->host, efs_http_server_port(m->http), efs_meta_backend(m->meta),
+	efs_info("listening on %s:%u; cluster %s; metadata in %s%s%s; replication %u, chunk size "
+		 "%llu",
+		 cfg->host, efs_http_server_port(m->http), efs_meta_cluster_id(m->meta),
+		 efs_meta_backend(m->meta),
 		 m->redis ? ", redis at " : "", m->redis ? cfg->redis_addr : "",
 		 cfg->replication_factor, (unsigned long long)cfg->chunk_size);
 	return 0;

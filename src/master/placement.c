@@ -82,7 +82,7 @@ int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_b
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct efs_worker_info *w = &list[i].info;
-		if (!list[i].alive || w->free_bytes < need_bytes ||
+		if (!list[i].alive || w->free_bytes < need_bytes + EFS_PLACEMENT_FREE_MARGIN ||
 		    excluded(w, exclude, exclude_count))
 			continue;
 		/* +1 MiB keeps nearly full workers selectable but rare. */

@@ -38,8 +38,16 @@ struct efs_placement {
 void efs_placement_init(struct efs_placement *p, struct efs_registry *registry);
 void efs_placement_release(struct efs_placement *p);
 
-/* Chooses up to @want targets for @need_bytes. Returns how many were
- * chosen (possibly fewer than @want, possibly 0) or a store error. */
+/* Free space a worker must have beyond a chunk's bytes to be chosen for
+ * it: the record's header and trailer, the filesystem's block rounding and
+ * the store's small files (the clean marker). Without it a worker with
+ * exactly the chunk's size free is chosen and answers 507. */
+#define EFS_PLACEMENT_FREE_MARGIN (16 * 1024)
+
+/* Chooses up to @want targets for @need_bytes: live workers, not in
+ * @exclude, with at least @need_bytes + EFS_PLACEMENT_FREE_MARGIN free as
+ * last reported. Returns how many were chosen (possibly fewer than @want,
+ * possibly 0) or a store error. */
 int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_bytes,
 			 const struct efs_target *exclude, size_t exclude_count,
 			 struct efs_target *out);

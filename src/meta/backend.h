@@ -14,6 +14,7 @@ struct efs_meta_ops {
 	const char *(*backend_name)(void *impl);
 	void (*close)(void *impl);
 	int (*schema_version)(void *impl, int *out);
+	const char *(*cluster_id)(void *impl);
 	int (*ping)(void *impl);
 	int (*worker_register)(void *impl, const struct efs_worker_info *w);
 	int (*worker_retire_url)(void *impl, const char *url, const char *keep_id);

@@ -72,6 +72,11 @@ const char *efs_meta_backend(const struct efs_meta *m)
 	return m->ops->backend_name(m->impl);
 }
 
+const char *efs_meta_cluster_id(const struct efs_meta *m)
+{
+	return m->ops->cluster_id(m->impl);
+}
+
 int efs_meta_schema_version(struct efs_meta *m, int *out)
 {
 	return m->ops->schema_version(m->impl, out);

@@ -105,9 +105,18 @@ static const char schema_v3[] = "CREATE TABLE completed_sessions ("
 				"CREATE INDEX completed_sessions_by_expiry"
 				" ON completed_sessions (expires_at);";
 
+/* Version 4: the cluster's identity, one row. Its id is drawn once, by
+ * the first master that opens the store (sql_store.c:migrate_tx, in the
+ * same transaction), and never changes: workers remember it and refuse a
+ * master of another cluster (docs/OPERATIONS.md#cluster-identity). */
+static const char schema_v4[] = "CREATE TABLE cluster ("
+				"  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),"
+				"  cluster_id TEXT NOT NULL);";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1},
 	{2, schema_v2},
 	{3, schema_v3},
+	{4, schema_v4},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

@@ -395,9 +395,45 @@ int sql_rows_finish(struct sql_rows *r, int result, void **out, size_t *count)
 
 /* ---- migrations ------------------------------------------------------ */
 
+/* What opening the store learns: the version it found, the cluster id. */
+struct migrate_result {
+	int64_t old_version;
+	char cluster_id[EFS_CLUSTER_ID_LEN + 1];
+};
+
+static int row_cluster_id(void *ctx, const struct efs_sql_row *row)
+{
+	efs_strlcpy(ctx, efs_sql_text(row, 0), EFS_CLUSTER_ID_LEN + 1);
+	return 0;
+}
+
+/* Draws the cluster id unless the store has one, and reads it back: in the
+ * migration's transaction, under its schema lock, so masters opening one
+ * store at once all read the id the first of them wrote. */
+static int cluster_id_tx(struct sql_conn *c, char *out)
+{
+	char fresh[EFS_CLUSTER_ID_LEN + 1];
+	int r = efs_random_hex(fresh, EFS_CLUSTER_ID_LEN / 2);
+	if (r < 0)
+		return r;
+	r = SQL_Q(c,
+		  "INSERT INTO cluster (singleton, cluster_id) VALUES (1, $1)"
+		  " ON CONFLICT (singleton) DO NOTHING",
+		  NULL, NULL, NULL, SQL_TEXT(fresh));
+	if (r < 0)
+		return r;
+	out[0] = '\0';
+	r = sql_q(c, "SELECT cluster_id FROM cluster WHERE singleton = 1", NULL, 0,
+		  row_cluster_id, out, NULL);
+	if (r < 0)
+		return r;
+	return efs_cluster_id_valid(out) ? 0 : -EIO;
+}
+
 static int migrate_tx(struct sql_conn *c, void *ctx)
 {
 	const struct efs_sql_driver *d = c->store->driver;
+	struct migrate_result *result = ctx;
 	int64_t version = 0;
 	int r;
 
@@ -424,7 +460,9 @@ static int migrate_tx(struct sql_conn *c, void *ctx)
 			return r;
 		efs_info("metadata schema migrated to version %d", mig->version);
 	}
-	*(int64_t *)ctx = version;
+	if ((r = cluster_id_tx(c, result->cluster_id)) < 0)
+		return r;
+	result->old_version = version;
 	return 0;
 }
 
@@ -480,7 +518,7 @@ int efs_sql_store_open(const struct efs_sql_driver *driver, const char *target, 
 		       char *err, size_t errlen)
 {
 	struct sql_store *s = calloc(1, sizeof(*s));
-	int64_t old_version = 0;
+	struct migrate_result migrated = {0};
 	int r;
 
 	if (!s || !(s->target = strdup(target))) {
@@ -499,12 +537,13 @@ int efs_sql_store_open(const struct efs_sql_driver *driver, const char *target, 
 	r = driver->connect(target, &s->conns[0], err, errlen);
 	if (r < 0)
 		goto fail;
-	r = sql_run_tx(s, migrate_tx, &old_version);
+	r = sql_run_tx(s, migrate_tx, &migrated);
 	if (r < 0) {
 		snprintf(err, errlen, "%s: schema migration failed: %s", driver->name,
 			 strerror(-r));
 		goto fail;
 	}
+	efs_strlcpy(s->cluster_id, migrated.cluster_id, sizeof(s->cluster_id));
 	*impl = s;
 	return 0;
 fail:
@@ -529,6 +568,11 @@ static int store_schema_version(void *impl, int *out)
 	return r;
 }
 
+static const char *store_cluster_id(void *impl)
+{
+	return ((struct sql_store *)impl)->cluster_id;
+}
+
 static int store_ping(void *impl)
 {
 	int64_t one = 0;
@@ -540,6 +584,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.backend_name = store_backend_name,
 	.close = store_close,
 	.schema_version = store_schema_version,
+	.cluster_id = store_cluster_id,
 	.ping = store_ping,
 	.worker_register = sql_worker_register,
 	.worker_retire_url = sql_worker_retire_url,

@@ -59,6 +59,7 @@ struct sql_store {
 	void *lease_conn;
 	bool lease_held;
 	struct sql_writer writer; /* used when driver->group_commit */
+	char cluster_id[EFS_CLUSTER_ID_LEN + 1]; /* read once, at open */
 };
 
 /* A connection borrowed from the pool for one operation. */

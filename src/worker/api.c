@@ -14,12 +14,16 @@ int efs_worker_api_health(struct efs_http_req *req)
 	char id[EFS_ID_MAX + 1];
 	bool registered;
 
+	char cluster[EFS_CLUSTER_ID_LEN + 1];
+
 	efs_worker_ctx_status(&w->ctx, id, &registered);
+	efs_worker_ctx_cluster(&w->ctx, cluster);
 	int r = efs_worker_space(w, &space);
 	return efs_http_reply_json(
 		req, 200,
-		json_pack("{s:s, s:s?, s:b, s:s, s:I, s:I, s:I}", "status", r == 0 ? "ok" : "degraded",
-			  "worker_id", id[0] ? id : NULL, "registered", registered, "url",
+		json_pack("{s:s, s:s?, s:s?, s:b, s:s, s:I, s:I, s:I}", "status",
+			  r == 0 ? "ok" : "degraded", "worker_id", id[0] ? id : NULL, "cluster_id",
+			  cluster[0] ? cluster : NULL, "registered", registered, "url",
 			  w->cfg.advertise_url, "capacity_bytes", (json_int_t)space.capacity_bytes,
 			  "free_bytes", (json_int_t)space.free_bytes, "chunk_count",
 			  (json_int_t)space.chunk_count));
@@ -96,6 +100,30 @@ static const char *chunk_id_param(struct efs_http_req *req)
 	return efs_chunk_id_valid(id) ? id : NULL;
 }
 
+/* A master of another cluster gets 409 wrong_cluster on every chunk call,
+ * and above all never deletes here. True when refused (and answered). */
+static bool refuse_other_cluster(struct efs_http_req *req, struct efs_worker *w)
+{
+	const char *theirs = efs_http_header(req, EFS_HDR_CLUSTER);
+	if (efs_worker_ctx_cluster_ok(&w->ctx, theirs))
+		return false;
+	char ours[EFS_CLUSTER_ID_LEN + 1];
+	efs_worker_ctx_cluster(&w->ctx, ours);
+	if (!efs_cluster_id_valid(theirs))
+		theirs = "(malformed)";
+	efs_warn("%s %s from a master of cluster %s refused: this worker's data belongs to "
+		 "cluster %s; nothing changed",
+		 req->method, req->path, theirs, ours);
+	if (strcmp(req->method, "HEAD") == 0)
+		efs_http_reply_empty(req, efs_http_error_kind(EFS_HTTP_E_WRONG_CLUSTER)->status);
+	else
+		efs_http_reply_err_extra(req, EFS_HTTP_E_WRONG_CLUSTER,
+					 json_pack("{s:s}", "cluster_id", ours),
+					 "this worker's data belongs to cluster %s, not %s", ours,
+					 theirs);
+	return true;
+}
+
 static int reply_invalid_chunk_id(struct efs_http_req *req)
 {
 	return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_ID,
@@ -115,6 +143,8 @@ int efs_worker_api_chunk_put_begin(struct efs_http_req *req)
 	const char *enc = efs_http_header(req, EFS_HDR_ENCODING);
 	uint32_t flags = 0;
 
+	if (refuse_other_cluster(req, w))
+		return 0;
 	if (!id)
 		return reply_invalid_chunk_id(req);
 	if (enc && strcmp(enc, "gzip") == 0)
@@ -185,6 +215,8 @@ int efs_worker_api_chunk_get(struct efs_http_req *req)
 	struct efs_buf data;
 	uint32_t flags = 0, crc = 0;
 
+	if (refuse_other_cluster(req, w))
+		return 0;
 	if (!id)
 		return reply_invalid_chunk_id(req);
 	efs_buf_init(&data, EFS_STORE_MAX_CHUNK);
@@ -216,6 +248,8 @@ int efs_worker_api_chunk_head(struct efs_http_req *req)
 	uint32_t flags;
 	int64_t mtime;
 
+	if (refuse_other_cluster(req, w))
+		return 0;
 	if (!id)
 		return reply_invalid_chunk_id(req);
 	int r = efs_store_stat(w->store, id, &length, &flags, &mtime);
@@ -232,6 +266,8 @@ int efs_worker_api_chunk_delete(struct efs_http_req *req)
 	const char *since = efs_http_header(req, EFS_HDR_UNMODIFIED);
 	uint64_t since_ms = 0;
 
+	if (refuse_other_cluster(req, w))
+		return 0;
 	if (!id)
 		return reply_invalid_chunk_id(req);
 	if (since && efs_parse_u64(since, false, &since_ms) < 0)

@@ -63,11 +63,19 @@ int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, 
 {
 	char url[EFS_URL_MAX + 128];
 	snprintf(url, sizeof(url), "%s%s", efs_worker_ctx_master_url(ctx), path);
-	char *text = json_dumps(body, JSON_COMPACT);
+	/* Initialised before anything can fail: every caller releases the
+	 * call, also after -ENOMEM (a NULL @body is a failed json_pack). */
+	efs_http_call_init(call, "POST", url);
+	char cluster[EFS_CLUSTER_ID_LEN + 1], header[EFS_CLUSTER_ID_LEN + 32];
+	efs_worker_ctx_cluster(ctx, cluster);
+	if (cluster[0]) { /* the master refuses us if it is another cluster's */
+		snprintf(header, sizeof(header), EFS_HDR_CLUSTER ": %s", cluster);
+		call->headers[0] = header;
+	}
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
 	if (!text)
 		return -ENOMEM;
-	efs_http_call_init(call, "POST", url);
 	call->bearer = ctx->cfg->cluster_secret;
 	call->content_type = "application/json";
 	call->body = text;
@@ -75,6 +83,7 @@ int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, 
 	call->timeout_ms = REQUEST_TIMEOUT_MS;
 	call->resp_cap = 4 * 1024 * 1024;
 	int r = efs_http_call_run(ctx->http, call);
+	call->headers[0] = NULL; /* it pointed here */
 	free(text);
 	return r;
 }
@@ -90,6 +99,20 @@ void efs_worker_ctx_status(struct efs_worker_ctx *ctx, char *worker_id, bool *re
 	efs_strlcpy(worker_id, ctx->worker_id, EFS_ID_MAX + 1);
 	*registered = ctx->registered;
 	pthread_mutex_unlock(&ctx->lock);
+}
+
+void efs_worker_ctx_cluster(struct efs_worker_ctx *ctx, char *cluster_id)
+{
+	pthread_mutex_lock(&ctx->lock);
+	efs_strlcpy(cluster_id, ctx->cluster_id, EFS_CLUSTER_ID_LEN + 1);
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+bool efs_worker_ctx_cluster_ok(struct efs_worker_ctx *ctx, const char *theirs)
+{
+	char ours[EFS_CLUSTER_ID_LEN + 1];
+	efs_worker_ctx_cluster(ctx, ours);
+	return !theirs || !ours[0] || strcmp(ours, theirs) == 0;
 }
 
 int efs_worker_ctx_space(const struct efs_worker_ctx *ctx, struct efs_worker_space *out)

@@ -59,6 +59,10 @@ struct efs_worker_ctx {
 	 * efs_worker_ctx_status(). */
 	pthread_mutex_t lock;
 	char worker_id[EFS_ID_MAX + 1]; /* "" until the first registration */
+	/* The cluster this worker's data belongs to (WORKER_DATA_DIR/cluster_id),
+	 * sent to the masters in EFS_HDR_CLUSTER; "" until the first master
+	 * that accepts the worker names its cluster. */
+	char cluster_id[EFS_CLUSTER_ID_LEN + 1];
 	bool registered;
 	unsigned master_index; /* the master being talked to */
 
@@ -77,9 +81,10 @@ int efs_worker_ctx_init(struct efs_worker_ctx *ctx, const struct efs_worker_conf
 /* Frees what efs_worker_ctx_init set up; no thread may use @ctx any more. */
 void efs_worker_ctx_release(struct efs_worker_ctx *ctx);
 
-/* POSTs @body (stolen) as JSON to @path on the current master with the
- * cluster secret. 0 with call->status set (release the call after), or
- * the transport error. Heartbeat thread only. */
+/* POSTs @body (stolen; NULL, a failed allocation, gives -ENOMEM) as JSON
+ * to @path on the current master with the cluster secret. 0 with
+ * call->status set, or -ENOMEM or the transport error; @call is
+ * initialised in every case: release it after. Heartbeat thread only. */
 int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,
 			json_t *body);
 /* The current master's URL (for messages). Heartbeat thread only. */
@@ -87,6 +92,15 @@ const char *efs_worker_ctx_master_url(const struct efs_worker_ctx *ctx);
 /* Copies the current id (EFS_ID_MAX + 1 bytes) and registration state. Any
  * thread. */
 void efs_worker_ctx_status(struct efs_worker_ctx *ctx, char *worker_id, bool *registered);
+
+/* Copies the cluster id (EFS_CLUSTER_ID_LEN + 1 bytes; "" when none yet).
+ * Any thread. */
+void efs_worker_ctx_cluster(struct efs_worker_ctx *ctx, char *cluster_id);
+
+/* Whether a call naming cluster @theirs (the EFS_HDR_CLUSTER header, NULL
+ * when absent) may act on this worker's chunks: false only when both this
+ * worker and the caller name a cluster and they differ. Any thread. */
+bool efs_worker_ctx_cluster_ok(struct efs_worker_ctx *ctx, const char *theirs);
 
 /* Measures the data directory's filesystem and the store. 0 or -errno. */
 int efs_worker_ctx_space(const struct efs_worker_ctx *ctx, struct efs_worker_space *out);

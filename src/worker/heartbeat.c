@@ -15,11 +15,115 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define ID_FILE "worker_id"
+#define CLUSTER_FILE "cluster_id"
+/* do_register's answer when the master is another cluster's. */
+#define WRONG_CLUSTER (-EXDEV)
+
+static int data_path(const struct efs_worker_ctx *ctx, const char *name, char *out, size_t size)
+{
+	int n = snprintf(out, size, "%s/%s", ctx->cfg->data_dir, name);
+	return (n < 0 || (size_t)n >= size) ? -ENAMETOOLONG : 0;
+}
 
 static int id_path(const struct efs_worker_ctx *ctx, char *out, size_t size)
 {
-	int n = snprintf(out, size, "%s/%s", ctx->cfg->data_dir, ID_FILE);
-	return (n < 0 || (size_t)n >= size) ? -ENAMETOOLONG : 0;
+	return data_path(ctx, ID_FILE, out, size);
+}
+
+/* Reads the cluster this data directory belongs to; absent is fine (a new
+ * data directory adopts the first master's cluster). -EINVAL: the file is
+ * there but unreadable or damaged, and the worker must not guess. */
+static int cluster_load(struct efs_heartbeat *hb)
+{
+	char path[PATH_MAX], text[EFS_CLUSTER_ID_LEN + 2];
+	int r = data_path(hb->ctx, CLUSTER_FILE, path, sizeof(path));
+	if (r < 0)
+		return r;
+	long n = efs_read_file(path, text, sizeof(text));
+	if (n == -ENOENT)
+		return 0;
+	while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '))
+		text[--n] = '\0';
+	if (n < 0 || !efs_cluster_id_valid(text)) {
+		efs_error("%s is not a valid cluster id: refusing to start (it names the cluster "
+			  "this data belongs to; see docs/OPERATIONS.md#cluster-identity)",
+			  path);
+		return -EINVAL;
+	}
+	efs_strlcpy(hb->ctx->cluster_id, text, sizeof(hb->ctx->cluster_id));
+	efs_info("data directory belongs to cluster %s (from %s)", text, path);
+	return 0;
+}
+
+/* Adopts the cluster of the first master that accepted this worker:
+ * written to the data directory (atomically) before it is used. */
+static int cluster_adopt(struct efs_heartbeat *hb, const char *cluster_id)
+{
+	char path[PATH_MAX], text[EFS_CLUSTER_ID_LEN + 2];
+	int r = data_path(hb->ctx, CLUSTER_FILE, path, sizeof(path));
+	if (r < 0)
+		return r;
+	int n = snprintf(text, sizeof(text), "%s\n", cluster_id);
+	if ((r = efs_write_file_atomic(path, text, (size_t)n)) < 0)
+		return r;
+	pthread_mutex_lock(&hb->ctx->lock);
+	efs_strlcpy(hb->ctx->cluster_id, cluster_id, sizeof(hb->ctx->cluster_id));
+	pthread_mutex_unlock(&hb->ctx->lock);
+	efs_info("data directory now belongs to cluster %s (written to %s)", cluster_id, path);
+	return 0;
+}
+
+/* Logs a refused master once per master URL (and again after that master
+ * was accepted in between). */
+static void log_refused(struct efs_heartbeat *hb, const char *master_cluster)
+{
+	struct efs_worker_ctx *ctx = hb->ctx;
+	if (hb->refused_logged[ctx->master_index])
+		return;
+	hb->refused_logged[ctx->master_index] = true;
+	efs_error("master %s belongs to cluster %s, this worker's data belongs to cluster %s: "
+		  "refusing; nothing deleted (see docs/OPERATIONS.md#cluster-identity)",
+		  efs_worker_ctx_master_url(ctx), master_cluster, ctx->cluster_id);
+}
+
+/* Checks the cluster a master's answer names (registration, heartbeat).
+ * 0 when it is ours, or adopted now (a new data directory), or the master
+ * names none; WRONG_CLUSTER (logged) when it is another cluster's. */
+static int check_cluster(struct efs_heartbeat *hb, const json_t *answer)
+{
+	const char *theirs;
+	if (efs_json_str(answer, "cluster_id", EFS_CLUSTER_ID_LEN, &theirs) < 0 ||
+	    !efs_cluster_id_valid(theirs))
+		return 0; /* a master without identity: as before */
+	if (!hb->ctx->cluster_id[0]) {
+		int r = cluster_adopt(hb, theirs);
+		if (r < 0)
+			efs_error("cannot store the cluster id in %s: %s",
+				  hb->ctx->cfg->data_dir, strerror(-r));
+		return r;
+	}
+	if (strcmp(theirs, hb->ctx->cluster_id) != 0) {
+		log_refused(hb, theirs);
+		return WRONG_CLUSTER;
+	}
+	return 0;
+}
+
+/* A 409 from a master: WRONG_CLUSTER (logged) when it is wrong_cluster,
+ * the master refusing our cluster id; -EIO for any other. */
+static int refused_by(struct efs_heartbeat *hb, const struct efs_http_call *call)
+{
+	json_t *answer = json_loadb(call->resp.data, call->resp.len, 0, NULL);
+	json_t *error = json_object_get(answer, "error");
+	const char *code = json_string_value(json_object_get(error, "code"));
+	const char *theirs = json_string_value(json_object_get(error, "cluster_id"));
+	int r = -EIO;
+	if (code && strcmp(code, "wrong_cluster") == 0) {
+		log_refused(hb, efs_cluster_id_valid(theirs) ? theirs : "(unknown)");
+		r = WRONG_CLUSTER;
+	}
+	json_decref(answer);
+	return r;
 }
 
 /* Reads the stored id into the context's worker_id; absent is fine. */
@@ -86,6 +190,10 @@ static int do_register(struct efs_heartbeat *hb)
 	r = efs_worker_ctx_post(ctx, &call, "/api/v1/workers/register", body);
 	if (r < 0)
 		goto out;
+	if (call.status == 409) {
+		r = refused_by(hb, &call);
+		goto out;
+	}
 	if (call.status != 200) {
 		r = call.status == 401 ? -EACCES : -EIO;
 		goto out;
@@ -97,6 +205,13 @@ static int do_register(struct efs_heartbeat *hb)
 		r = -EPROTO;
 		goto out;
 	}
+	/* Before the worker id is taken: another cluster's master must not
+	 * hand this worker an id, nor get its chunk report. */
+	if ((r = check_cluster(hb, answer)) < 0) {
+		json_decref(answer);
+		goto out;
+	}
+	hb->refused_logged[ctx->master_index] = false;
 	if (strcmp(id, ctx->worker_id) != 0) {
 		if ((r = id_store(hb, id)) < 0) {
 			efs_error("cannot store the worker id in %s: %s", ctx->cfg->data_dir,
@@ -133,8 +248,11 @@ static int do_heartbeat(struct efs_heartbeat *hb)
 	if (r == 0) {
 		if (call.status == 200) {
 			json_t *answer = json_loadb(call.resp.data, call.resp.len, 0, NULL);
+			r = check_cluster(hb, answer);
 			take_interval(hb, answer);
 			json_decref(answer);
+		} else if (call.status == 409) {
+			r = refused_by(hb, &call);
 		} else {
 			r = call.status == 404 ? -ENOENT : call.status == 401 ? -EACCES : -EIO;
 		}
@@ -156,6 +274,13 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 			r = do_register(hb);
 		} else {
 			r = do_heartbeat(hb);
+			if (r == WRONG_CLUSTER) {
+				/* Another cluster's master now answers at this URL:
+				 * no more reports to it (they follow registration). */
+				pthread_mutex_lock(&ctx->lock);
+				ctx->registered = false;
+				pthread_mutex_unlock(&ctx->lock);
+			}
 			if (r == -ENOENT) {
 				efs_warn("master %s does not know worker %s: registering again",
 					 efs_worker_ctx_master_url(ctx), ctx->worker_id);
@@ -177,7 +302,7 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 				break;
 			continue;
 		}
-		if (!failing)
+		if (!failing && r != WRONG_CLUSTER)
 			efs_warn("master %s: %s; retrying with backoff%s",
 				 efs_worker_ctx_master_url(ctx),
 				 r == -EACCES  ? "refused CLUSTER_SECRET (401)"
@@ -201,6 +326,9 @@ int efs_heartbeat_start(struct efs_heartbeat *hb, struct efs_worker_ctx *ctx)
 	hb->ctx = ctx;
 	hb->interval_ms = 2000;
 	id_load(hb);
+	int r = cluster_load(hb);
+	if (r < 0)
+		return r;
 	return efs_ticker_start(&hb->ticker, heartbeat_main, hb);
 }
 

@@ -20,6 +20,7 @@
 
 #include "echofs/common.h"
 #include "echofs/ticker.h"
+#include "worker/config.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -30,6 +31,9 @@ struct efs_heartbeat {
 	struct efs_worker_ctx *ctx;
 	struct efs_ticker ticker;
 	int64_t interval_ms;
+	/* A refusal (another cluster's master) was logged for this master
+	 * index: once per master URL. */
+	bool refused_logged[EFS_MAX_MASTERS];
 };
 
 /* Loads the stored id (if any) into @ctx and starts the thread. 0 or

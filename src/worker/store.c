@@ -257,8 +257,12 @@ int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 	 * at or under it from now on. */
 	if (s->next_volume_id <= s->clean_through)
 		s->next_volume_id = s->clean_through + 1;
+	/* The marker only saves checking these volumes again at the next
+	 * open: a full disk (it needs a new file) must not keep a worker from
+	 * starting and serving the chunks it holds. */
 	if (s->next_volume_id - 1 > s->clean_through &&
-	    (r = store_write_clean_through(s, s->next_volume_id - 1)) < 0)
+	    (r = store_write_clean_through(s, s->next_volume_id - 1)) < 0 && r != -ENOSPC &&
+	    r != -EDQUOT)
 		goto fail;
 	if ((r = store_migrate_legacy(s)) < 0)
 		goto fail;

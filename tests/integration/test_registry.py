@@ -208,20 +208,21 @@ def test_manual_registration_keeps_the_given_id(cluster):
     assert (rec["capacity_bytes"], rec["free_bytes"]) == (1000, 10)
 
 
-def test_master_with_fresh_data_dir_gets_workers_back_under_old_ids(cluster):
+def test_master_with_fresh_data_dir_is_refused_by_its_old_workers(cluster):
+    """Issue 12, defect 7: a master on empty metadata is another cluster.
+    Its old workers refuse it (until issue 12 they came back under their
+    old ids, and their reports deleted every chunk as an orphan); they keep
+    their ids and their cluster. The data-loss side is
+    test_identity.py::test_master_on_empty_metadata_is_refused_and_deletes_nothing."""
     m = cluster.start(workers=3)
     ids = sorted(w.worker_id for w in cluster.workers)
     m.restart(fresh_data_dir=True)
     m.wait_ready()
-
-    def back():
-        listed = m.workers()
-        return sorted(w["worker_id"] for w in listed if w["status"] == "alive") == ids \
-            and len(listed) == 3
-    wait_until(back, 10 + h.TIMING_MARGIN_S, what="the workers to re-register with old ids")
     for w in cluster.workers:
-        assert w.stored_id() == w.worker_id
-    assert_health(m.health(), "ok", 3, 3)
+        w.wait_for_log("refusing; nothing deleted", timeout=10 + h.TIMING_MARGIN_S)
+    assert m.workers() == []
+    assert sorted(w.stored_id() for w in cluster.workers) == ids
+    assert_health(m.health(), "degraded", 0, 0)
 
 
 def test_worker_started_before_master_registers_with_backoff(cluster):

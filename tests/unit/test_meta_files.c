@@ -1272,6 +1272,9 @@ static void test_second_store_on_the_same_database(void **state)
 	if (r < 0)
 		print_error("efs_meta_open: %s\n", err);
 	assert_int_equal(r, 0);
+	/* One metadata, one cluster: the second store reads the first's id. */
+	assert_true(efs_cluster_id_valid(efs_meta_cluster_id(other)));
+	assert_string_equal(efs_meta_cluster_id(other), efs_meta_cluster_id(f->m));
 
 	make_file(f, 1, "alice", 100, numbers, 2);
 	file_id(1, fid);

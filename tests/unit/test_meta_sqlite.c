@@ -141,11 +141,24 @@ static void test_open_data_dir(void **state)
 	assert_int_equal(efs_meta_schema_version(m, &version), 0);
 	assert_int_equal(version, LATEST_SCHEMA_VERSION);
 	assert_int_equal(efs_meta_ping(m), 0);
+	/* The cluster id is drawn with the metadata and kept with it. */
+	char cluster_id[EFS_CLUSTER_ID_LEN + 1];
+	efs_strlcpy(cluster_id, efs_meta_cluster_id(m), sizeof(cluster_id));
+	assert_true(efs_cluster_id_valid(cluster_id));
 	efs_meta_close(m);
 
 	/* "" is the same as NULL */
 	m = open_ok("", dir);
 	assert_string_equal(efs_meta_backend(m), "sqlite");
+	assert_string_equal(efs_meta_cluster_id(m), cluster_id);
+	efs_meta_close(m);
+
+	/* Other metadata, another cluster. */
+	char other[PATH_MAX];
+	path_in(other, sizeof(other), dir, "other");
+	m = open_ok(NULL, other);
+	assert_true(efs_cluster_id_valid(efs_meta_cluster_id(m)));
+	assert_string_not_equal(efs_meta_cluster_id(m), cluster_id);
 	efs_meta_close(m);
 	efs_meta_close(NULL);
 }
@@ -687,8 +700,13 @@ static void concurrent_open_round(const char *dir)
 			efs_meta_close(threads[i].m); /* NULL when its open failed */
 		fail_msg("%d of %d concurrent opens of a new database failed", failed, OPENERS);
 	}
-	for (int i = 0; i < OPENERS; i++)
+	for (int i = 0; i < OPENERS; i++) {
 		assert_int_equal(threads[i].version, LATEST_SCHEMA_VERSION);
+		/* Every master opening a new store at once reads one cluster id. */
+		assert_true(efs_cluster_id_valid(efs_meta_cluster_id(threads[i].m)));
+		assert_string_equal(efs_meta_cluster_id(threads[i].m),
+				    efs_meta_cluster_id(threads[0].m));
+	}
 	register_ok(threads[0].m, "seen-by-all", "http://x:1", 42);
 	for (int i = 0; i < OPENERS; i++) {
 		assert_int_equal(get_ok(threads[i].m, "seen-by-all").registered_at_ms, 42);

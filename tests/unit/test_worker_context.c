@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "echofs/http_client.h"
 #include "worker/context.h"
 
 #define ID_A "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -102,6 +103,41 @@ static void test_space_with_capacity(void **state)
 	efs_worker_ctx_release(&ctx);
 	efs_store_close(store);
 	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* jansson's allocator for test_post_out_of_memory: fails every allocation. */
+static void *failing_malloc(size_t size)
+{
+	return NULL;
+}
+
+/* Out of memory while building a heartbeat (json_pack or json_dumps
+ * failing) must leave the call initialised: the heartbeat releases it on
+ * every path. Before, -ENOMEM returned before efs_http_call_init and the
+ * release freed whatever the stack held. */
+static void test_post_out_of_memory(void **state)
+{
+	struct efs_worker_config cfg = {.master_count = 1};
+	struct efs_worker_ctx ctx;
+	struct efs_http_call call;
+
+	snprintf(cfg.master_urls[0], sizeof(cfg.master_urls[0]), "http://127.0.0.1:1");
+	assert_int_equal(efs_worker_ctx_init(&ctx, &cfg, NULL), 0);
+	/* A failed json_pack: NULL body. */
+	memset(&call, 0xa5, sizeof(call));
+	assert_int_equal(efs_worker_ctx_post(&ctx, &call, "/api/v1/workers/register", NULL),
+			 -ENOMEM);
+	efs_http_call_release(&call);
+	/* A failed json_dumps. */
+	json_t *body = json_pack("{s:s}", "url", "http://127.0.0.1:2");
+	assert_non_null(body);
+	json_set_alloc_funcs(failing_malloc, free);
+	memset(&call, 0xa5, sizeof(call));
+	int r = efs_worker_ctx_post(&ctx, &call, "/api/v1/workers/register", body);
+	json_set_alloc_funcs(malloc, free);
+	assert_int_equal(r, -ENOMEM);
+	efs_http_call_release(&call);
+	efs_worker_ctx_release(&ctx);
 }
 
 /* ---- the include graph of src/worker/ ---------------------------------- */
@@ -251,6 +287,7 @@ int main(void)
 	    cmocka_unit_test(test_lost_queue_cap),
 	    cmocka_unit_test(test_status_and_master),
 	    cmocka_unit_test(test_space_with_capacity),
+	    cmocka_unit_test(test_post_out_of_memory),
 	    cmocka_unit_test(test_include_graph),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
