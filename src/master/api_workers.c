@@ -168,9 +168,9 @@ int efs_api_worker_report(struct efs_http_req *req)
 	lost = json_object_get(body, "lost");
 	if (efs_json_u64(body, "started_at_ms", &started) < 0 ||
 	    efs_json_u64(body, "now_ms", &worker_now) < 0 || started > INT64_MAX ||
-	    worker_now > INT64_MAX || efs_json_u64(body, "master_started_ms", &master_started) == -EINVAL ||
-	    (chunks && !json_is_array(chunks)) ||
-	    (lost && !json_is_array(lost))) {
+	    worker_now > INT64_MAX ||
+	    efs_json_u64(body, "master_started_ms", &master_started) == -EINVAL ||
+	    (chunks && !json_is_array(chunks)) || (lost && !json_is_array(lost))) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_REPORT,
 				   "a report needs started_at_ms, now_ms, and arrays chunks/lost");
 		goto out;

@@ -47,7 +47,8 @@ static void delete_replicas(struct efs_gc *gc, const char *chunk_id,
 	char condition[64];
 	unsigned n = 0;
 
-	snprintf(condition, sizeof(condition), "X-Unmodified-For-Ms: %lld", (long long)unmodified_for_ms);
+	snprintf(condition, sizeof(condition), "X-Unmodified-For-Ms: %lld",
+		 (long long)unmodified_for_ms);
 	for (unsigned i = 0; i < count; i++) {
 		if (!replicas[i].url[0])
 			continue; /* its worker is unknown now */
