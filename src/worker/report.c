@@ -29,6 +29,7 @@ struct report {
 	struct efs_worker_ctx *ctx;
 	int64_t started_ms;	   /* our clock, before the snapshot */
 	int64_t master_started_ms; /* the master's, before the snapshot (0: unknown) */
+	bool reading_start;	   /* the request whose answer gives master_started_ms */
 	json_t *chunks; /* the batch being filled */
 	json_t *lost;   /* sent with the first batch */
 	char path[EFS_ID_MAX + 64];
@@ -67,9 +68,10 @@ static int send_batch(struct report *rep, bool last)
 		json_t *answer = json_loadb(call.resp.data, call.resp.len, 0, NULL);
 		json_t *item;
 		size_t i;
-		/* The first answer's time is the master's reading of the start. */
+		/* Only an answer received before the snapshot can stand for
+		 * the start of the report on the master's clock. */
 		json_t *master_now = json_object_get(answer, "now_ms");
-		if (!rep->master_started_ms && json_is_integer(master_now))
+		if (rep->reading_start && json_is_integer(master_now))
 			rep->master_started_ms = (int64_t)json_integer_value(master_now);
 		json_array_foreach(json_object_get(answer, "delete"), i, item)
 		{
@@ -104,7 +106,9 @@ static int report_full(struct efs_worker_ctx *ctx, const char *worker_id)
 	 * answer gives the master's time, read before our snapshot, which the
 	 * master compares with replica creation times at the end (its clock
 	 * with its clock: ours may be off by any amount). */
+	rep.reading_start = true;
 	int r = send_batch(&rep, false);
+	rep.reading_start = false;
 	rep.started_ms = efs_now_ms();
 	if (r == 0)
 		r = efs_store_iterate(ctx->store, list_chunk, &rep);
