@@ -15,7 +15,7 @@ PACKAGES=(
 	clang libclang-rt-14-dev
 	python3-pytest python3-requests
 	postgresql-15 redis-server
-	curl procps openssl
+	curl procps openssl faketime
 	prometheus chromium
 )
 

@@ -275,14 +275,21 @@ struct efs_report_context {
 	unsigned replication;
 	int64_t live_after_ms;    /* master clock: workers heartbeating since are alive */
 	int64_t now_ms;           /* master clock */
+	/* Master clock, read by a master before the worker took the snapshot
+	 * it lists (the answer to the report's first request, echoed back);
+	 * 0 when the worker did not send it. */
+	int64_t master_started_ms;
 };
 /* Reconciles one batch of a worker's report in one transaction, setting
  * each entry's verdict. */
 int efs_meta_report_batch(struct efs_meta *m, const struct efs_report_context *ctx,
 			  struct efs_report_entry *entries, size_t count);
-/* Ends a report: good replicas on the worker that it did not report (and
- * that existed well before the report began) are marked bad. Returns how
- * many. */
+/* Ends a report: good replicas on the worker that it did not report, not
+ * seen in this report, and recorded before ctx->master_started_ms (less a
+ * margin for the masters' clocks) are marked bad; with no
+ * master_started_ms nothing is. Both times of that comparison are master
+ * clocks, so the worker's clock cannot get a fresh replica marked. Returns
+ * how many. */
 int efs_meta_report_finish(struct efs_meta *m, const struct efs_report_context *ctx);
 
 /* The lease for background duties (collection, repair, session expiry):

@@ -18,13 +18,14 @@ int efs_api_worker_report(struct efs_http_req *req);
 struct efs_report_body {
 	int64_t started_ms;		  /* worker clock */
 	int64_t worker_now_ms;		  /* worker clock */
+	uint64_t master_started_ms;	  /* master clock: the answer to the report's first request; 0: absent */
 	struct efs_report_entry *entries; /* malloc'd: count entries, verdicts unset */
 	size_t count;
 	const json_t *lost; /* borrowed from the body: an array, or NULL */
 	bool last;
 };
 /* The parse step of a report, no I/O (so it can be fuzzed alone): reads
- * started_at_ms, now_ms (0..INT64_MAX), chunks ([["<64 hex>", mtime_ms],
+ * started_at_ms, now_ms (0..INT64_MAX), master_started_ms (optional), chunks ([["<64 hex>", mtime_ms],
  * ...]), lost (an array; its items are checked where used) and last. 0
  * with *out filled (the caller frees out->entries), -EINVAL with what is
  * wrong in @why (@why_size bytes), or -ENOMEM; *out untouched on failure. */

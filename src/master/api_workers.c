@@ -168,12 +168,14 @@ int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *
 	const json_t *chunks = json_object_get(body, "chunks");
 	const json_t *lost = json_object_get(body, "lost");
 	const json_t *item;
-	uint64_t started = 0, worker_now = 0;
+	uint64_t started = 0, worker_now = 0, master_started = 0;
 	size_t n, i;
 
 	if (efs_json_u64(body, "started_at_ms", &started) < 0 ||
 	    efs_json_u64(body, "now_ms", &worker_now) < 0 || started > INT64_MAX ||
-	    worker_now > INT64_MAX || (chunks && !json_is_array(chunks)) ||
+	    worker_now > INT64_MAX ||
+	    efs_json_u64(body, "master_started_ms", &master_started) == -EINVAL ||
+	    (chunks && !json_is_array(chunks)) ||
 	    (lost && !json_is_array(lost))) {
 		snprintf(why, why_size, "a report needs started_at_ms, now_ms, and arrays chunks/lost");
 		return -EINVAL;
@@ -196,6 +198,7 @@ int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *
 	}
 	out->started_ms = (int64_t)started;
 	out->worker_now_ms = (int64_t)worker_now;
+	out->master_started_ms = master_started;
 	out->entries = entries;
 	out->count = n;
 	out->lost = lost;
@@ -206,11 +209,15 @@ int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *
 /* POST /api/v1/workers/{workerId}/report - a worker's list of the chunks
  * it holds (in batches), and the chunks its scrubber found corrupt:
  *
- *   {"started_at_ms": T, "now_ms": N, "chunks": [["<id>", mtime_ms], ...],
- *    "last": true, "lost": ["<id>", ...]}
+ *   {"started_at_ms": T, "now_ms": N, "master_started_ms": M,
+ *    "chunks": [["<id>", mtime_ms], ...], "last": true, "lost": ["<id>", ...]}
  *
- * Answers {"delete": [ids], "adopted": n, "lost_marked": n}: the worker
- * deletes the listed chunks unless it wrote them after T. */
+ * Answers {"delete": [ids], "adopted": n, "lost_marked": n, "now_ms": this
+ * master's clock}: the worker deletes the listed chunks unless it wrote
+ * them after T. A full report begins with a request listing nothing; the
+ * worker takes its snapshot after the answer and sends that answer's
+ * now_ms back as M, so the end of the report compares master times with
+ * master times (T and N are the worker's clock). */
 int efs_api_worker_report(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
@@ -251,14 +258,17 @@ int efs_api_worker_report(struct efs_http_req *req)
 		if (efs_chunk_id_valid(id) && efs_meta_replica_mark_bad(m->meta, id, worker_id) == 0)
 			marked++;
 	}
+	int64_t now = efs_now_ms();
 	struct efs_report_context ctx = {
 		.worker_id = worker_id,
 		.started_ms = rb.started_ms,
 		.worker_now_ms = rb.worker_now_ms,
 		.orphan_grace_ms = m->cfg.orphan_grace_ms,
 		.replication = m->cfg.replication_factor,
-		.live_after_ms = efs_now_ms() - m->cfg.worker_dead_after_ms,
-		.now_ms = efs_now_ms(),
+		.live_after_ms = now - m->cfg.worker_dead_after_ms,
+		.now_ms = now,
+		/* never later than now: a master's reading cannot be from the future */
+		.master_started_ms = (int64_t)EFS_MIN(rb.master_started_ms, (uint64_t)now),
 	};
 	if (n > 0 && (r = efs_meta_report_batch(m->meta, &ctx, entries, n)) < 0) {
 		efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
@@ -266,7 +276,9 @@ int efs_api_worker_report(struct efs_http_req *req)
 	}
 	json_t *del = json_array();
 	for (i = 0; i < n; i++) {
-		/* A copy this master is writing right now is not an orphan. */
+		/* A copy this master is writing right now is kept, however
+		 * short ORPHAN_GRACE_MS is (the age check in the verdict is
+		 * what protects other masters' writes). */
 		if (entries[i].verdict == EFS_REPORT_DELETE &&
 		    !efs_chunk_is_writing(&m->chunk_io, entries[i].chunk_id))
 			json_array_append_new(del, json_string(entries[i].chunk_id));
@@ -289,8 +301,8 @@ int efs_api_worker_report(struct efs_http_req *req)
 			 "reported corrupt",
 			 worker_id, n, adopted, json_array_size(del), marked);
 	efs_http_reply_json(req, 200,
-			    json_pack("{s:o, s:i, s:i}", "delete", del, "adopted", adopted,
-				      "lost_marked", marked));
+			    json_pack("{s:o, s:i, s:i, s:I}", "delete", del, "adopted", adopted,
+				      "lost_marked", marked, "now_ms", (json_int_t)efs_now_ms()));
 out:
 	free(entries);
 	json_decref(body);

@@ -68,11 +68,20 @@ void efs_chunk_writing_begin(struct efs_chunk_io *io, const char *chunk_id)
 	struct efs_chunk_writing *w = &io->writing;
 	pthread_mutex_lock(&w->lock);
 	int i = writing_slot(w, chunk_id, true);
+	bool log_overflow = false;
 	if (i >= 0) {
 		efs_strlcpy(w->slots[i].chunk_id, chunk_id, sizeof(w->slots[i].chunk_id));
 		w->slots[i].count++;
+	} else {
+		w->unguarded++;
+		log_overflow = !w->overflow_logged;
+		w->overflow_logged = true;
 	}
 	pthread_mutex_unlock(&w->lock);
+	if (log_overflow)
+		efs_warn("more than %d chunks being written at once: reports answered here "
+			 "delete nothing until the surplus writes end",
+			 EFS_CHUNK_WRITING_SLOTS);
 }
 
 void efs_chunk_writing_end(struct efs_chunk_io *io, const char *chunk_id)
@@ -80,8 +89,13 @@ void efs_chunk_writing_end(struct efs_chunk_io *io, const char *chunk_id)
 	struct efs_chunk_writing *w = &io->writing;
 	pthread_mutex_lock(&w->lock);
 	int i = writing_slot(w, chunk_id, false);
+	/* A begin that found the table full has no slot; a slot freed since
+	 * may hold the same id for a later begin: either way the counts
+	 * balance, and @unguarded stays non-zero until the last such end. */
 	if (i >= 0)
 		w->slots[i].count--;
+	else if (w->unguarded > 0 && --w->unguarded == 0)
+		w->overflow_logged = false; /* a later overflow is logged again */
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -89,7 +103,7 @@ bool efs_chunk_is_writing(struct efs_chunk_io *io, const char *chunk_id)
 {
 	struct efs_chunk_writing *w = &io->writing;
 	pthread_mutex_lock(&w->lock);
-	bool found = writing_slot(w, chunk_id, false) >= 0;
+	bool found = w->unguarded > 0 || writing_slot(w, chunk_id, false) >= 0;
 	pthread_mutex_unlock(&w->lock);
 	return found;
 }

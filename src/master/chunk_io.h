@@ -21,16 +21,23 @@ struct efs_http_client;
 #define EFS_CHUNK_WRITING_SLOTS 1024
 
 /* Chunks one master is writing now (from the first replica PUT until the
- * metadata records them): a worker's report must not have such copies
- * deleted as orphans, however short ORPHAN_GRACE_MS is. Counted, so
- * concurrent writers of the same chunk nest. Per master: another master's
- * writes are not seen (their copies are protected by ORPHAN_GRACE_MS). */
+ * metadata records them): a worker's report answered by this master does
+ * not have such copies deleted, however short ORPHAN_GRACE_MS is. Counted,
+ * so concurrent writers of the same chunk nest. An optimisation, not the
+ * protection: every report verdict that deletes a copy no replica row
+ * names requires it older than ORPHAN_GRACE_MS on the worker's clock,
+ * which holds whichever master writes and whichever answers. When every
+ * slot is taken, the write is counted in @unguarded and, while that is
+ * non-zero, every chunk counts as being written (fail safe: reports delete
+ * nothing rather than something unguarded). */
 struct efs_chunk_writing {
 	pthread_mutex_t lock;
 	struct {
 		char chunk_id[65];
 		unsigned count;
 	} slots[EFS_CHUNK_WRITING_SLOTS];
+	unsigned unguarded; /* writes under way that found no free slot */
+	bool overflow_logged;
 };
 
 /* What chunk transfers need: all borrowed from the master (they outlive
@@ -73,7 +80,9 @@ int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		   const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
 		   struct efs_buf *scratch);
 
-/* The write guard of @io (struct efs_chunk_writing above). */
+/* The write guard of @io (struct efs_chunk_writing above). Every begin is
+ * matched by one end for the same id; efs_chunk_is_writing is true for
+ * every id while a begin found the table full. */
 void efs_chunk_writing_begin(struct efs_chunk_io *io, const char *chunk_id);
 void efs_chunk_writing_end(struct efs_chunk_io *io, const char *chunk_id);
 bool efs_chunk_is_writing(struct efs_chunk_io *io, const char *chunk_id);

@@ -40,17 +40,22 @@ static void expire_sessions(struct efs_gc *gc)
 		efs_debug("%zu completed sessions past their expiry forgotten", forgotten);
 }
 
-/* Deletes the replicas of one collected chunk from their workers. */
+/* Deletes the replicas of one collected chunk from their workers, each
+ * only if its worker last wrote it more than @unmodified_for_ms ago by the
+ * worker's own clock: a copy an upload stored again after the decision is
+ * kept (412), whatever the skew between this master and the worker. */
 static void delete_replicas(struct efs_gc *gc, const char *chunk_id,
-			    const struct efs_replica *replicas, unsigned count, int64_t since_ms)
+			    const struct efs_replica *replicas, unsigned count,
+			    int64_t unmodified_for_ms)
 {
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
 	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
-	char since[64], cluster[EFS_CLUSTER_ID_LEN + 32];
+	char condition[64], cluster[EFS_CLUSTER_ID_LEN + 32];
 	unsigned n = 0;
 
-	snprintf(since, sizeof(since), "X-Unmodified-Since-Ms: %lld", (long long)since_ms);
+	snprintf(condition, sizeof(condition), "X-Unmodified-For-Ms: %lld",
+		 (long long)unmodified_for_ms);
 	/* A worker of another cluster answers 409 wrong_cluster, keeps the chunk. */
 	snprintf(cluster, sizeof(cluster), EFS_HDR_CLUSTER ": %s",
 		 gc->deps.cluster_id ? gc->deps.cluster_id : "");
@@ -60,7 +65,7 @@ static void delete_replicas(struct efs_gc *gc, const char *chunk_id,
 		snprintf(urls[n], sizeof(urls[n]), "%s/chunks/%s", replicas[i].url, chunk_id);
 		efs_http_call_init(&calls[n], "DELETE", urls[n]);
 		calls[n].bearer = gc->deps.cluster_secret;
-		calls[n].headers[0] = since;
+		calls[n].headers[0] = condition;
 		calls[n].headers[1] = gc->deps.cluster_id ? cluster : NULL;
 		calls[n].timeout_ms = 5000;
 		calls[n].connect_timeout_ms = 1000;
@@ -93,7 +98,6 @@ int efs_gc_run_once(struct efs_gc *gc)
 	int r = efs_meta_garbage_list(gc->deps.meta, now - gc->deps.grace_ms, GC_PASS_ITEMS, ids, &n);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		unsigned count = 0;
-		int64_t decided = efs_now_ms();
 		int t = efs_meta_garbage_take(gc->deps.meta, ids[i], replicas, &count);
 		if (t == -ENOENT)
 			continue; /* referenced again meanwhile */
@@ -101,7 +105,7 @@ int efs_gc_run_once(struct efs_gc *gc)
 			r = t;
 			break;
 		}
-		delete_replicas(gc, ids[i], replicas, count, decided - gc->deps.grace_ms / 2);
+		delete_replicas(gc, ids[i], replicas, count, gc->deps.grace_ms / 2);
 		atomic_fetch_add(&gc->chunks_collected, 1);
 		collected++;
 	}

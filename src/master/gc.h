@@ -6,12 +6,12 @@
  * sessions release their chunks; chunks unreferenced
  * for longer than GC_GRACE_MS have their metadata removed (in one
  * transaction that re-checks the count) and then a DELETE goes to each
- * worker that held a replica. The DELETE carries X-Unmodified-Since-Ms =
- * decision time - grace/2, so a replica stored again after the decision
- * (a new upload of the same bytes) is kept by the worker. A replica the
- * worker could not delete (worker down) stays behind as an orphan, to be
- * found by comparing the worker's chunk report with the metadata (planned
- * with the fault-tolerance work; efs_store_iterate is its worker side).
+ * worker that held a replica. The DELETE carries X-Unmodified-For-Ms =
+ * grace/2, a duration the worker measures on its own clock from its own
+ * write time, so a replica stored again after the decision (a new upload
+ * of the same bytes) is kept by the worker whatever the clock skew. A
+ * replica the worker could not delete (worker down) stays behind as an
+ * orphan, for the worker's chunk report to find (docs/LIFECYCLE.md, T13).
  */
 #ifndef ECHOFS_MASTER_GC_H
 #define ECHOFS_MASTER_GC_H

@@ -6,8 +6,10 @@
 
 #include <string.h>
 
-/* Clock skew tolerated between a worker and the master (report times come
- * from the worker, replica creation times from the master). */
+/* Clock skew tolerated between two masters: the end of a report compares
+ * replica creation times (the recording master's clock) with the report's
+ * start as read by the master that answered its first request. Worker
+ * clocks take no part in it. */
 #define SKEW_MARGIN_MS 5000
 
 /* Referenced chunks with the number of good replicas on workers heard
@@ -113,7 +115,8 @@ static int judge(struct sql_conn *c, const struct efs_report_context *ctx,
 		return 0;
 	}
 	/* A copy no replica row names may be an upload's, written and not yet
-	 * recorded: only one older than the orphan grace is dropped. */
+	 * recorded, through this master or any other: only one older than the
+	 * orphan grace is dropped. Both times are the worker's clock. */
 	bool old = ctx->worker_now_ms - e->mtime_ms > ctx->orphan_grace_ms;
 	if (refcount == 0) {
 		if (old)
@@ -123,11 +126,13 @@ static int judge(struct sql_conn *c, const struct efs_report_context *ctx,
 	if ((r = good_live_count(c, e->chunk_id, ctx->live_after_ms, &good)) < 0)
 		return r;
 	if (good >= (int64_t)ctx->replication) {
-		/* Fully replicated elsewhere: an upload would not write it
-		 * (it deduplicates), so this copy is surplus, e.g. a write the
-		 * master gave up on that the worker finished later. (A chunk
-		 * the master is writing right now is kept by the caller.) */
-		e->verdict = EFS_REPORT_DELETE;
+		/* Fully replicated elsewhere: surplus, e.g. a write the master
+		 * gave up on that the worker finished later. But a first upload
+		 * of the same bytes through another master may be writing it
+		 * right now (it found no row to deduplicate against): a young
+		 * copy is kept, as any unnamed one. */
+		if (old)
+			e->verdict = EFS_REPORT_DELETE;
 		return 0;
 	}
 	e->verdict = EFS_REPORT_ADOPT;
@@ -165,10 +170,17 @@ int sql_report_batch(void *impl, const struct efs_report_context *ctx,
 int sql_report_finish(void *impl, const struct efs_report_context *ctx)
 {
 	int64_t changed = 0;
+	/* A replica recorded after the master's reading of the report's start
+	 * may have been written after the worker's snapshot: not judged. With
+	 * no such reading (a worker that does not send it), nothing is: a
+	 * worker's clock ahead of the master's would otherwise get fresh
+	 * replicas marked. seen_at and started_ms are both the worker's. */
+	if (ctx->master_started_ms <= SKEW_MARGIN_MS)
+		return 0;
 	int r = SQL_WRITE(impl,
 			"UPDATE replicas SET state = 1 WHERE worker_id = $1 AND state = 0"
 			" AND created_at < $2 AND (seen_at IS NULL OR seen_at < $3)",
 			NULL, NULL, &changed, SQL_TEXT(ctx->worker_id),
-			SQL_INT(ctx->started_ms - SKEW_MARGIN_MS), SQL_INT(ctx->started_ms));
+			SQL_INT(ctx->master_started_ms - SKEW_MARGIN_MS), SQL_INT(ctx->started_ms));
 	return r < 0 ? r : (int)changed;
 }

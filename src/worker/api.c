@@ -264,16 +264,28 @@ int efs_worker_api_chunk_delete(struct efs_http_req *req)
 	struct efs_worker *w = efs_http_ctx(req);
 	const char *id = chunk_id_param(req);
 	const char *since = efs_http_header(req, EFS_HDR_UNMODIFIED);
-	uint64_t since_ms = 0;
+	const char *unmodified_for = efs_http_header(req, EFS_HDR_UNMODIFIED_FOR);
+	uint64_t since_ms = 0, for_ms = 0;
+	int r;
 
 	if (refuse_other_cluster(req, w))
 		return 0;
 	if (!id)
 		return reply_invalid_chunk_id(req);
-	if (since && efs_parse_u64(since, false, &since_ms) < 0)
+	if (since && (efs_parse_u64(since, false, &since_ms) < 0 || since_ms > INT64_MAX))
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_HEADER,
 					  EFS_HDR_UNMODIFIED " must be Unix milliseconds");
-	int r = efs_store_delete(w->store, id, (int64_t)since_ms);
+	if (unmodified_for &&
+	    (efs_parse_u64(unmodified_for, false, &for_ms) < 0 || for_ms > INT64_MAX / 2))
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_HEADER,
+					  EFS_HDR_UNMODIFIED_FOR " must be milliseconds");
+	/* The duration is measured on this worker's clock, against the write
+	 * time this worker stamped: the collector's guard does not depend on
+	 * the master's clock agreeing with ours. */
+	if (unmodified_for)
+		r = efs_store_delete_unmodified_for(w->store, id, (int64_t)for_ms);
+	else
+		r = efs_store_delete(w->store, id, (int64_t)since_ms);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_DELETE, r, id);
 	efs_debug("chunk %s deleted", id);

@@ -10,7 +10,8 @@
 /* Headers of the chunk protocol between master and workers. */
 #define EFS_HDR_ENCODING "X-Chunk-Encoding"   /* "gzip" or "identity" */
 #define EFS_HDR_CRC32C "X-Chunk-CRC32C"       /* 8 hex digits, of the payload */
-#define EFS_HDR_UNMODIFIED "X-Unmodified-Since-Ms" /* conditional DELETE */
+#define EFS_HDR_UNMODIFIED "X-Unmodified-Since-Ms"   /* conditional DELETE, worker clock */
+#define EFS_HDR_UNMODIFIED_FOR "X-Unmodified-For-Ms" /* conditional DELETE, a duration */
 
 int efs_worker_api_health(struct efs_http_req *req);
 int efs_worker_api_metrics(struct efs_http_req *req);

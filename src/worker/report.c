@@ -27,7 +27,9 @@ static json_t *lost_take(struct efs_lost_queue *q)
 
 struct report {
 	struct efs_worker_ctx *ctx;
-	int64_t started_ms;
+	int64_t started_ms;	   /* our clock, before the snapshot */
+	int64_t master_started_ms; /* the master's, before the snapshot (0: unknown) */
+	bool reading_start;	   /* the request whose answer gives master_started_ms */
 	json_t *chunks; /* the batch being filled */
 	json_t *lost;   /* sent with the first batch */
 	char path[EFS_ID_MAX + 64];
@@ -44,6 +46,9 @@ static int send_batch(struct report *rep, bool last)
 				 (json_int_t)rep->started_ms, "now_ms", (json_int_t)efs_now_ms(),
 				 "chunks", rep->chunks, "last", last);
 	rep->chunks = json_array();
+	if (rep->master_started_ms > 0)
+		json_object_set_new(body, "master_started_ms",
+				    json_integer((json_int_t)rep->master_started_ms));
 	json_t *lost = rep->lost; /* ours until the master has it */
 	rep->lost = NULL;
 	if (lost)
@@ -63,6 +68,11 @@ static int send_batch(struct report *rep, bool last)
 		json_t *answer = json_loadb(call.resp.data, call.resp.len, 0, NULL);
 		json_t *item;
 		size_t i;
+		/* Only an answer received before the snapshot can stand for
+		 * the start of the report on the master's clock. */
+		json_t *master_now = json_object_get(answer, "now_ms");
+		if (rep->reading_start && json_is_integer(master_now))
+			rep->master_started_ms = (int64_t)json_integer_value(master_now);
 		json_array_foreach(json_object_get(answer, "delete"), i, item)
 		{
 			const char *id = json_string_value(item);
@@ -92,7 +102,16 @@ static int report_full(struct efs_worker_ctx *ctx, const char *worker_id)
 	struct report rep = {.ctx = ctx, .started_ms = efs_now_ms(), .chunks = json_array()};
 	rep.lost = lost_take(&ctx->lost);
 	snprintf(rep.path, sizeof(rep.path), "/api/v1/workers/%s/report", worker_id);
-	int r = efs_store_iterate(ctx->store, list_chunk, &rep);
+	/* First a request listing nothing (it carries the lost ids): its
+	 * answer gives the master's time, read before our snapshot, which the
+	 * master compares with replica creation times at the end (its clock
+	 * with its clock: ours may be off by any amount). */
+	rep.reading_start = true;
+	int r = send_batch(&rep, false);
+	rep.reading_start = false;
+	rep.started_ms = efs_now_ms();
+	if (r == 0)
+		r = efs_store_iterate(ctx->store, list_chunk, &rep);
 	if (r == 0)
 		r = send_batch(&rep, true);
 	json_decref(rep.chunks);

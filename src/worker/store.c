@@ -169,6 +169,14 @@ int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodifi
 	return r < 0 ? r : store_wait_durable(s, ticket);
 }
 
+int efs_store_delete_unmodified_for(struct efs_store *s, const char *chunk_id, int64_t for_ms)
+{
+	/* Kept when mtime >= now - for_ms: written within the last @for_ms. A
+	 * copy stamped ahead of now (the clock was stepped back) is kept too. */
+	int64_t since_ms = efs_now_ms() - EFS_MAX(for_ms, 0);
+	return efs_store_delete(s, chunk_id, EFS_MAX(since_ms, 1));
+}
+
 struct listed {
 	uint8_t key[EFS_CHUNK_KEY_LEN];
 	uint64_t length;

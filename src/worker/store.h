@@ -119,6 +119,12 @@ int efs_store_stat(struct efs_store *s, const char *chunk_id, uint64_t *length, 
  * after that time is kept (-EBUSY): the collector's guard against removing a
  * chunk that was stored again after it decided. -ENOENT when absent. */
 int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodified_since_ms);
+/* Deletes a chunk only if this worker last wrote it more than @for_ms ago
+ * by its own clock (the time stamped at commit): -EBUSY otherwise,
+ * -ENOENT when absent. The collector's form of the guard above: it sends a
+ * duration, not a time of its own clock, so no skew between the master
+ * and this worker can make a fresh copy look old. */
+int efs_store_delete_unmodified_for(struct efs_store *s, const char *chunk_id, int64_t for_ms);
 
 /* Calls @fn for every chunk (in no particular order); a negative return
  * stops the walk and is returned. */

@@ -695,7 +695,11 @@ def test_paused_worker_stalls_are_detected_and_uploads_succeed(cluster):
     # The paused worker keeps looking alive (WORKER_DEAD_AFTER_MS=30000), so
     # placement keeps choosing it and only the stall detection (a write
     # moving less than 1 KiB/s for 3 s is given up) saves the uploads.
-    m = cluster.start(workers=5, master_env=master_env(WORKER_DEAD_AFTER_MS=30000),
+    # ORPHAN_GRACE_MS: a surplus copy no replica row names is dropped only
+    # once that old (LIFECYCLE T17), so the abandoned writes go 2 s after
+    # they land.
+    m = cluster.start(workers=5, master_env=master_env(WORKER_DEAD_AFTER_MS=30000,
+                                                       ORPHAN_GRACE_MS=2000),
                       worker_env={"REPORT_INTERVAL_MS": 500})
     clients = [m.user_client() for _ in range(3)]
     api = m.user_client()
@@ -739,7 +743,8 @@ def test_paused_worker_stalls_are_detected_and_uploads_succeed(cluster):
             listed = [r["worker_id"] for r in c["replicas"]]
             assert len(set(listed)) == RF, f"{o.name} chunk {c['index']}: replicas {listed}"
     # The writes the master gave up on may still land on the resumed worker;
-    # its reports remove them (the chunks have 3 good replicas elsewhere).
+    # its reports remove them once older than ORPHAN_GRACE_MS (the chunks
+    # have 3 good replicas elsewhere).
     needed = chunk_ids_of(api, acked)
     poll(lambda: (not (p := disk_vs_needed(cluster, needed)), p), secs(15),
          "the abandoned writes to be removed from the resumed worker")

@@ -25,6 +25,7 @@ always start their own redis-server, so the shared one is never stopped.
 
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -423,6 +424,54 @@ def test_same_content_through_both_masters_at_once_keeps_every_reference(pg_clus
     wait_until(collected, GC_GRACE_MS / 1000 + 4 + h.TIMING_MARGIN_S,
                what="every chunk to be collected")
     assert pg_cluster.psql("SELECT count(*) FROM chunks").stdout.strip() == "0"
+
+
+def test_copy_written_through_one_master_survives_a_report_answered_by_the_other(pg_cluster):
+    """Two first uploads of the same new bytes run at once, one through each
+    master: B's is recorded (the chunk now has REPLICATION_FACTOR good
+    replicas), A's has written its copy on a third worker and not recorded
+    it yet. That worker's full report, answered by B, must keep the copy:
+    B's in-flight table knows nothing of A's write, and before the fix the
+    verdict for a surplus unnamed copy (LIFECYCLE T17) had no age check. A's
+    write is simulated by writing the chunk straight to the worker with the
+    cluster secret, exactly as a master does. Once older than
+    ORPHAN_GRACE_MS on the worker's clock, the copy, still unrecorded, goes."""
+    c = pg_cluster
+    grace_ms = 8000
+    a, b = start_pair(c, workers=2, REPLICATION_FACTOR=2, ORPHAN_GRACE_MS=grace_ms)
+    data = payload(50_000)
+    cid = hashlib.sha256(data).hexdigest()
+    fid = b.user_client().upload(data, name="first.bin")["file_id"]
+    w1 = c.workers[0]
+    got = w1.client(h.CLUSTER_SECRET).get(f"/chunks/{cid}")
+    assert got.status_code == 200, got.text
+    third = c.add_worker(masters=[b], REPORT_INTERVAL_MS=300)
+    for m in (a, b):
+        m.wait_workers(alive=3, total=3)
+    assert cid not in third.chunk_usage().ids
+
+    mark = third.log_mark()
+    r = third.client(h.CLUSTER_SECRET).put(
+        f"/chunks/{cid}", data=got.content,
+        headers={"X-Chunk-Encoding": got.headers["X-Chunk-Encoding"],
+                 "X-Chunk-CRC32C": f"{h.crc32c(got.content):08x}"})
+    assert r.status_code == 201, r.text
+    written = time.monotonic()
+
+    def reports_since() -> int:
+        return len(re.findall(r"chunk report sent", third.stderr_since(mark)))
+    wait_until(lambda: reports_since() >= 2, 5 + h.TIMING_MARGIN_S,
+               what="two full reports of the third worker")
+    assert time.monotonic() - written < grace_ms / 1000, "too slow to judge a young copy"
+    assert cid in third.chunk_usage().ids, \
+        "a report answered by master B deleted the copy master A was writing"
+
+    # Never recorded, it is surplus once older than the grace: it goes.
+    wait_until(lambda: cid not in third.chunk_usage().ids, grace_ms / 1000 + 10,
+               what="the unrecorded surplus copy to be dropped after ORPHAN_GRACE_MS")
+    info = a.user_client().get(f"/api/v1/files/{fid}").json()
+    assert len(info["chunks"][0]["replicas"]) == 2, info
+    assert a.user_client().download(fid) == data
 
 
 def test_master_killed_the_other_takes_over(pg_cluster):

@@ -1138,8 +1138,9 @@ static void test_report_unreferenced_unnamed_copy(void **state)
 
 /* LIFECYCLE T17: a copy of a referenced chunk that already has the
  * replication factor in good replicas elsewhere, and that no row names, is
- * surplus: deleted whatever its age (no age check: weakness W3, which only
- * the writing master's in-flight guard covers). */
+ * surplus: deleted once older than the grace. A young one is kept: it may
+ * be a first upload of the same bytes through another master, written and
+ * not yet recorded (W3, fixed: this used to be deleted at any age). */
 static void test_report_surplus_unnamed_copy(void **state)
 {
 	struct fixture *f = *state;
@@ -1150,11 +1151,66 @@ static void test_report_surplus_unnamed_copy(void **state)
 
 	add_worker(f, "w4");
 	put_on(f, 1, &a, WORKERS); /* rows on w1, w2, w3 */
+	assert_int_equal(report_one(f, "w4", &a, f->now - 10), EFS_REPORT_KEEP);
+	assert_int_equal(report_one(f, "w4", &a, f->now - GRACE_MS + 1000), EFS_REPORT_KEEP);
 	assert_int_equal(report_one(f, "w4", &a, f->now - GRACE_MS - 1000), EFS_REPORT_DELETE);
-	assert_int_equal(report_one(f, "w4", &a, f->now - 10), EFS_REPORT_DELETE);
 	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
 	assert_int_equal(count, WORKERS);
 	assert_null(find_replica(replicas, count, "w4"));
+}
+
+/* The same copy judged on a worker whose clock is far from the master's:
+ * the age is the worker's now minus the worker's write time, so a young
+ * copy is kept whether the worker is hours behind or ahead. */
+static void test_report_age_is_judged_on_the_worker_clock(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2);
+	static const int64_t skews[] = {-3600000, -30000, 30000, 3600000};
+
+	add_worker(f, "w4");
+	put_on(f, 1, &a, WORKERS); /* fully replicated without w4 */
+	for (size_t i = 0; i < sizeof(skews) / sizeof(skews[0]); i++) {
+		int64_t worker_now = f->now + skews[i];
+		struct efs_report_context ctx = report_ctx(f, "w4", worker_now);
+		struct efs_report_entry e[2];
+		memset(e, 0, sizeof(e));
+		efs_strlcpy(e[0].chunk_id, a.chunk_id, sizeof(e[0].chunk_id));
+		efs_strlcpy(e[1].chunk_id, b.chunk_id, sizeof(e[1].chunk_id)); /* unknown */
+		e[0].mtime_ms = e[1].mtime_ms = worker_now - 1000;
+		assert_int_equal(efs_meta_report_batch(f->m, &ctx, e, 2), 0);
+		assert_int_equal(e[0].verdict, EFS_REPORT_KEEP);
+		assert_int_equal(e[1].verdict, EFS_REPORT_KEEP);
+	}
+}
+
+/* LIFECYCLE T23/R7: the end of a report marks bad the good replicas it did
+ * not list that were recorded before the master's reading of the report's
+ * start (less the masters' margin); the worker's own times take no part,
+ * so a worker clock far ahead does not get a replica recorded after its
+ * snapshot marked. Without the master's reading nothing is marked. */
+static void test_report_finish_judges_on_the_master_clock(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2), got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+
+	put_on(f, 1, &a, WORKERS); /* recorded at f->now, on w1..w3 */
+	f->now += 60000;
+	put_on(f, 2, &b, WORKERS); /* recorded a minute later */
+
+	/* a worker an hour ahead, whose report listed neither */
+	struct efs_report_context ctx = report_ctx(f, "w1", f->now + 3600000);
+	ctx.master_started_ms = 0; /* not sent: nothing is judged */
+	assert_int_equal(efs_meta_report_finish(f->m, &ctx), 0);
+	ctx.master_started_ms = f->now - 30000; /* between the two records */
+	assert_int_equal(efs_meta_report_finish(f->m, &ctx), 1);
+
+	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
+	assert_true(find_replica(replicas, count, "w1")->bad);
+	assert_int_equal(efs_meta_chunk_get(f->m, b.chunk_id, &got, replicas, &count), 0);
+	assert_false(find_replica(replicas, count, "w1")->bad);
 }
 
 /* LIFECYCLE T18: a copy of a referenced chunk short of good replicas, that
@@ -1341,6 +1397,8 @@ int main(void)
 		T(test_report_unknown_chunk),
 		T(test_report_unreferenced_unnamed_copy),
 		T(test_report_surplus_unnamed_copy),
+		T(test_report_age_is_judged_on_the_worker_clock),
+		T(test_report_finish_judges_on_the_master_clock),
 		T(test_report_adopts_copy_of_under_replicated_chunk),
 		T(test_stats),
 		T(test_idle_connections_ended_by_the_server),

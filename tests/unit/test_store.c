@@ -622,6 +622,37 @@ static void test_conditional_delete(void **state)
 	expect_stats(f->store, 0, 0);
 }
 
+/* The collector's form (LIFECYCLE R4): a duration measured on the store's
+ * own clock from the write time it stamped, so no other clock is
+ * involved: a copy written just now survives any duration of a second or
+ * more, and goes once it is older than the duration. */
+static void test_conditional_delete_by_age(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[100];
+	char id[65];
+	uint32_t flags;
+
+	fill_pattern(data, sizeof(data), 14);
+	chunk_id(33, id);
+	put(f->store, id, data, sizeof(data), 0);
+
+	assert_int_equal(efs_store_delete_unmodified_for(f->store, id, 3600000), -EBUSY);
+	assert_int_equal(efs_store_delete_unmodified_for(f->store, id, 60000), -EBUSY);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+	assert_memory_equal(f->buf.data, data, sizeof(data));
+	expect_stats(f->store, 1, 100);
+
+	/* older than 2 ms (wait until the clock moved past it): deleted */
+	int64_t written = efs_now_ms();
+	while (efs_now_ms() - written < 5)
+		usleep(1000);
+	assert_int_equal(efs_store_delete_unmodified_for(f->store, id, 2), 0);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
+	assert_int_equal(efs_store_delete_unmodified_for(f->store, id, 2), -ENOENT);
+	expect_stats(f->store, 0, 0);
+}
+
 /* ---- corruption ------------------------------------------------------ */
 
 /* After damage to chunk @id's file: the read fails with -EBADMSG, the file
@@ -1372,6 +1403,7 @@ int main(int argc, char **argv)
 		T(test_invalid_ids_are_refused),
 		T(test_delete),
 		T(test_conditional_delete),
+		T(test_conditional_delete_by_age),
 		T(test_flipped_payload_byte_is_quarantined),
 		T(test_flipped_header_byte_is_quarantined),
 		T(test_truncated_file_is_quarantined),

@@ -400,6 +400,37 @@ static void test_write_guard_load_and_budget_are_per_master(void **state)
 	free(d);
 }
 
+/* LIFECYCLE R2: the in-flight table fails safe. A write begun while
+ * every slot is taken makes every chunk count as being written (reports
+ * this master answers then delete nothing) until that write ends; before,
+ * it was silently not guarded. */
+static void test_write_guard_fails_safe_when_full(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_io *io = &f->side[0].master.chunk_io;
+	char id[65];
+	const char *other = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+	for (int i = 0; i < EFS_CHUNK_WRITING_SLOTS; i++) {
+		snprintf(id, sizeof(id), "%064x", i);
+		efs_chunk_writing_begin(io, id);
+	}
+	assert_false(efs_chunk_is_writing(io, other)); /* full, but all guarded */
+	snprintf(id, sizeof(id), "%064x", EFS_CHUNK_WRITING_SLOTS); /* no slot left */
+	efs_chunk_writing_begin(io, id);
+	assert_true(efs_chunk_is_writing(io, id));
+	assert_true(efs_chunk_is_writing(io, other)); /* fail safe: everything kept */
+	efs_chunk_writing_end(io, id);
+	assert_false(efs_chunk_is_writing(io, id));
+	assert_false(efs_chunk_is_writing(io, other));
+	for (int i = 0; i < EFS_CHUNK_WRITING_SLOTS; i++) {
+		snprintf(id, sizeof(id), "%064x", i);
+		assert_true(efs_chunk_is_writing(io, id));
+		efs_chunk_writing_end(io, id);
+		assert_false(efs_chunk_is_writing(io, id));
+	}
+}
+
 int main(void)
 {
 	efs_log_set_level(EFS_LOG_WARN);
@@ -409,6 +440,7 @@ int main(void)
 	    cmocka_unit_test(test_both_masters_store_and_serve),
 	    cmocka_unit_test(test_token_caches_are_per_master),
 	    cmocka_unit_test(test_write_guard_load_and_budget_are_per_master),
+	    cmocka_unit_test(test_write_guard_fails_safe_when_full),
 	};
 	int failed = cmocka_run_group_tests(tests, setup, teardown);
 	efs_http_client_global_cleanup();
