@@ -89,6 +89,7 @@ struct efs_store {
 	bool compactor_running;
 	struct efs_ticker compactor;
 	int64_t compact_interval_ms;
+	size_t iterate_slice; /* chunks efs_store_iterate copies per lock hold (at least) */
 	/* Volumes up to this id hold no record torn by a crash: synced by a
 	 * clean close, or checked at open (see CLEAN_FILE). */
 	uint32_t clean_through;
