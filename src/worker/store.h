@@ -134,7 +134,8 @@ void efs_store_stats(struct efs_store *s, struct efs_store_stats *out);
 
 /* One compaction step: reclaims at most one volume (seals a half-dead
  * active volume first). 1 when a volume file was removed, 0 when none
- * qualified, -errno (that volume is not tried again). The compactor thread
+ * qualified, -errno (that volume is tried again after a backoff: 1 s,
+ * doubling per failure in a row, at most 5 min). The compactor thread
  * calls it; tests call it directly. */
 int efs_store_compact(struct efs_store *s);
 

@@ -24,6 +24,7 @@
 #include "echofs/hash.h"
 #include "echofs/util.h"
 #include "worker/store.h"
+#include "worker/store_internal.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -1205,6 +1206,86 @@ static void test_compaction_reclaims_deleted_space(void **state)
 	}
 }
 
+/* Sealed volumes at least half dead: what compaction has yet to reclaim. */
+static size_t half_dead_volumes(struct efs_store *s)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->vol_count; i++) {
+		struct volume *v = s->vols[i];
+		if (v->sealed && store_volume_needed(s, v) * 2 <= v->size)
+			n++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+/* A compaction that fails (here: reads of its volume fail) does not leave
+ * that volume alone until a restart: it is tried again after a backoff,
+ * and once the error has passed the space is reclaimed. */
+static void test_compaction_retries_a_failed_volume_later(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[1000];
+	char id[65];
+	int broken[64];
+	size_t nbroken = 0;
+
+	for (unsigned i = 0; i < 40; i++) {
+		chunk_id(300 + i, id);
+		fill_pattern(data, sizeof(data), i);
+		put(f->store, id, data, sizeof(data), 0);
+	}
+	for (unsigned i = 0; i < 40; i++) {
+		if (i % 8 == 0)
+			continue; /* keeps 5 */
+		chunk_id(300 + i, id);
+		assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	}
+	struct efs_store_volume_stats before = volumes(f->store);
+
+	/* Every sealed volume's reads fail: its descriptor is swapped for
+	 * one open for writing only. */
+	struct efs_store *s = f->store;
+	int wronly = open("/dev/null", O_WRONLY);
+	assert_true(wronly >= 0);
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->vol_count && nbroken < 64; i++) {
+		struct volume *v = s->vols[i];
+		broken[nbroken++] = v->fd;
+		v->fd = wronly;
+	}
+	pthread_mutex_unlock(&s->lock);
+	int r = efs_store_compact(s);
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < nbroken; i++)
+		s->vols[i]->fd = broken[i];
+	pthread_mutex_unlock(&s->lock);
+	close(wronly);
+	assert_true(r < 0);
+
+	/* The error has passed: after the backoff (1 s; waited for up to 20 s
+	 * on a loaded machine), compaction reclaims every dead volume, the one
+	 * that failed included. */
+	int64_t deadline = efs_mono_ms() + 20000;
+	do {
+		while (efs_store_compact(s) > 0)
+			;
+		usleep(100 * 1000);
+	} while (half_dead_volumes(s) > 0 && efs_mono_ms() < deadline);
+	assert_int_equal(half_dead_volumes(s), 0);
+	struct efs_store_volume_stats after = volumes(s);
+	assert_true(after.file_bytes < before.file_bytes / 2);
+	expect_stats(s, 5, 5000);
+	for (unsigned i = 0; i < 40; i += 8) {
+		uint32_t flags;
+		chunk_id(300 + i, id);
+		fill_pattern(data, sizeof(data), i);
+		assert_int_equal(efs_store_get(s, id, &f->buf, &flags), 0);
+		assert_memory_equal(f->buf.data, data, sizeof(data));
+	}
+}
+
 /* A tombstone whose chunk's volume still exists is carried over when the
  * tombstone's own volume is compacted: the chunk stays deleted. */
 static void test_compaction_keeps_needed_tombstones(void **state)
@@ -1485,6 +1566,7 @@ int main(int argc, char **argv)
 		T(test_reopen_skips_an_aborted_region),
 		T(test_concurrent_commits_are_all_kept),
 		T(test_compaction_reclaims_deleted_space),
+		T(test_compaction_retries_a_failed_volume_later),
 		T(test_compaction_keeps_needed_tombstones),
 		T(test_compaction_quarantines_a_damaged_record),
 		T(test_small_volumes_left_by_restarts_are_merged),
