@@ -169,9 +169,12 @@ static void report_tick(struct efs_reporter *rp)
 		if (pending)
 			r = report_lost(rp, id);
 	}
-	if (r < 0 && r != -ECANCELED)
-		efs_warn("chunk report for worker %s failed: %s; retrying later", id,
-			 strerror(-r));
+	if (r < 0 && r != -ECANCELED) {
+		pthread_mutex_lock(&ctx->lock); /* the heartbeat may be failing over */
+		const char *url = efs_worker_ctx_master_url(ctx); /* cfg's: outlives the lock */
+		pthread_mutex_unlock(&ctx->lock);
+		efs_warn("chunk report to %s failed: %s; retrying later", url, strerror(-r));
+	}
 }
 
 static void report_main(struct efs_ticker *t, void *arg)
