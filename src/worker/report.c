@@ -159,16 +159,25 @@ static void report_tick(struct efs_reporter *rp)
 	/* A (re)registration asks for a full report at once. */
 	if (atomic_exchange(&ctx->full_report_due, false))
 		rp->next_report_ms = 0;
-	if (now >= rp->next_report_ms) {
+	bool full = now >= rp->next_report_ms;
+	pthread_mutex_lock(&ctx->lost.lock);
+	pending = ctx->lost.count > 0;
+	pthread_mutex_unlock(&ctx->lost.lock);
+	if (!full && !pending)
+		return;
+	/* A connection of its own for the report's requests, closed after:
+	 * none is held open between reports (an hour apart by default). */
+	if ((r = efs_http_client_new(&rp->http)) < 0)
+		goto out;
+	if (full) {
 		r = report_full(rp, id);
 		rp->next_report_ms = now + (r == 0 ? ctx->cfg->report_interval_ms : REPORT_RETRY_MS);
 	} else {
-		pthread_mutex_lock(&ctx->lost.lock);
-		pending = ctx->lost.count > 0;
-		pthread_mutex_unlock(&ctx->lost.lock);
-		if (pending)
-			r = report_lost(rp, id);
+		r = report_lost(rp, id);
 	}
+	efs_http_client_free(rp->http);
+	rp->http = NULL;
+out:
 	if (r < 0 && r != -ECANCELED) {
 		pthread_mutex_lock(&ctx->lock); /* the heartbeat may be failing over */
 		const char *url = efs_worker_ctx_master_url(ctx); /* cfg's: outlives the lock */
@@ -188,14 +197,7 @@ int efs_report_start(struct efs_reporter *rp, struct efs_worker_ctx *ctx)
 {
 	memset(rp, 0, sizeof(*rp));
 	rp->ctx = ctx;
-	int r = efs_http_client_new(&rp->http);
-	if (r < 0)
-		return r;
-	if ((r = efs_ticker_start(&rp->ticker, report_main, rp)) < 0) {
-		efs_http_client_free(rp->http);
-		rp->http = NULL;
-	}
-	return r;
+	return efs_ticker_start(&rp->ticker, report_main, rp);
 }
 
 void efs_report_stop(struct efs_reporter *rp)
@@ -203,6 +205,4 @@ void efs_report_stop(struct efs_reporter *rp)
 	if (!rp->ticker.running)
 		return;
 	efs_ticker_stop(&rp->ticker);
-	efs_http_client_free(rp->http);
-	rp->http = NULL;
 }

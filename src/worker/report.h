@@ -10,7 +10,8 @@
  * every registration and every REPORT_INTERVAL_MS; corrupt chunks within
  * a fraction of a second.
  *
- * Reports run on their own thread, with their own HTTP client, never on
+ * Reports run on their own thread, with their own connection (opened for a
+ * report, closed after it), never on
  * the heartbeat's: a report of a large store takes seconds, and the
  * heartbeat must not miss a beat for it (the master would think the worker
  * dead). The thread looks for work every 200 ms: the context's
@@ -30,7 +31,7 @@ struct efs_http_client;
 struct efs_reporter {
 	struct efs_worker_ctx *ctx;
 	struct efs_ticker ticker;
-	struct efs_http_client *http; /* the report thread's calls to the master */
+	struct efs_http_client *http; /* the report under way's calls to the master */
 	int64_t next_report_ms; /* monotonic: when the next full report is due */
 };
 
