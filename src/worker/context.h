@@ -65,8 +65,9 @@ struct efs_worker_ctx {
 	/* Set by the heartbeat on every (re)registration: a registered worker
 	 * reports what it holds; the report thread takes it (report.c). */
 	atomic_bool full_report_due;
-	/* Called on the heartbeat thread after each successful beat (worker.c
-	 * wires the chunk report here); NULL: nothing. */
+	/* Called on the heartbeat thread after each successful beat; NULL:
+	 * nothing. worker.c sets none: chunk reports run on their own thread
+	 * (report.h), and whatever is hooked here delays the next beat. */
 	void (*after_beat)(void *arg);
 	void *after_beat_arg;
 };
