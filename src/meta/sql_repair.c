@@ -54,7 +54,7 @@ int sql_under_replicated(void *impl, unsigned replication, int64_t live_after_ms
 }
 
 /* What judge() needs to know about one reported chunk, loaded for a whole
- * slice of the batch at once (load_slice). */
+ * slice of the batch at once (report_slice_tx). */
 struct judged_row {
 	bool known;       /* the master has a chunks row */
 	int64_t refcount;
