@@ -28,11 +28,11 @@
 struct efs_stats_cache {
 	pthread_mutex_t lock;
 	pthread_cond_t done; /* a computation finished */
-	bool computing;      /* one request is computing them now */
-	bool have;           /* totals (or error) below are set */
+	bool computing;	     /* one request is computing them now */
+	bool have;	     /* totals (or error) below are set */
 	int64_t taken_ms;    /* monotonic: when they were computed */
 	uint64_t changes;    /* efs_meta_changes when their computation began */
-	int error;           /* 0, or the computation's error */
+	int error;	     /* 0, or the computation's error */
 	struct efs_meta_stats totals;
 	_Atomic uint64_t computations; /* since start (echofs_metadata_stats_computed_total) */
 };

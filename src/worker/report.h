@@ -32,7 +32,7 @@ struct efs_reporter {
 	struct efs_worker_ctx *ctx;
 	struct efs_ticker ticker;
 	struct efs_http_client *http; /* the report under way's calls to the master */
-	int64_t next_report_ms; /* monotonic: when the next full report is due */
+	int64_t next_report_ms;	      /* monotonic: when the next full report is due */
 };
 
 /* Starts the report thread for @ctx: the first full report goes out once

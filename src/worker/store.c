@@ -215,8 +215,7 @@ static void heap_sift_up(struct listed *heap, size_t i)
 
 /* Under the lock: the (at most) @max smallest keys greater than @after
  * (all keys with @after NULL) into @heap; returns how many. */
-static size_t slice_take(struct efs_store *s, const uint8_t *after, struct listed *heap,
-			 size_t max)
+static size_t slice_take(struct efs_store *s, const uint8_t *after, struct listed *heap, size_t max)
 {
 	struct efs_chunk_slot *slot;
 	size_t pos = 0, count = 0;

@@ -182,8 +182,8 @@ int efs_store_compact(struct efs_store *s)
 	if (r < 0) {
 		/* Not for ever: tried again after a backoff. */
 		unsigned shift = EFS_MIN(pick->compact_failures, 20u);
-		int64_t wait = EFS_MIN((int64_t)COMPACT_RETRY_MIN_MS << shift,
-				       (int64_t)COMPACT_RETRY_MAX_MS);
+		int64_t wait =
+		    EFS_MIN((int64_t)COMPACT_RETRY_MIN_MS << shift, (int64_t)COMPACT_RETRY_MAX_MS);
 		pick->compact_failures++;
 		pick->compact_retry_ms = efs_mono_ms() + wait;
 	}
