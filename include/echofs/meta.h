@@ -311,6 +311,10 @@ struct efs_meta_stats {
 /* The totals above, in one statement: one aggregate pass over files and
  * one over chunks, no joins. *out is untouched on failure. */
 int efs_meta_stats(struct efs_meta *m, struct efs_meta_stats *out);
+/* A count that grows with every call through @m that may change the
+ * totals (files and session chunks written or deleted): totals computed
+ * at an unchanged count are still those of this process's writes. */
+uint64_t efs_meta_changes(struct efs_meta *m);
 
 /* Up to @max chunks unreferenced since before @before_ms. */
 int efs_meta_garbage_list(struct efs_meta *m, int64_t before_ms, size_t max,

@@ -2,12 +2,12 @@
 /* api_metrics.c - what the master tells about itself: GET /metrics
  * (Prometheus text) and GET /api/v1/stats (JSON for the dashboard).
  *
- * Both read one snapshot: the metadata totals (one aggregate query), the
- * worker list, and the counters the repair loop, the collector and the
- * upload path keep as atomics. Nothing is cached: a scrape costs one pass
- * over the files and chunks tables, less than one pass of the repair loop,
- * which runs every second anyway. The HTTP metrics come from the registry
- * that http_server.c fills. */
+ * Both read one snapshot: the metadata totals, the worker list, and the
+ * counters the repair loop, the collector and the upload path keep as
+ * atomics. The totals are a pass over the files and chunks tables: they
+ * come from the master's stats cache (stats_cache.h), computed at most
+ * once a second whatever the number of scrapes. The HTTP metrics come from
+ * the registry that http_server.c fills. */
 #include "echofs/log.h"
 #include "master/api.h"
 #include "master/chunk_cache.h"
@@ -24,6 +24,7 @@ struct snapshot {
 	uint64_t repaired, repair_failed;
 	uint64_t chunks_uploaded, chunks_deduplicated;
 	uint64_t chunks_collected, sessions_expired;
+	uint64_t stats_computed;
 	struct efs_chunk_cache_stats chunk_cache;
 };
 
@@ -33,7 +34,8 @@ static void take_snapshot(struct efs_master *m, struct snapshot *s)
 	size_t n = 0;
 
 	memset(s, 0, sizeof(*s));
-	s->meta_error = efs_meta_stats(m->meta, &s->totals);
+	s->meta_error = efs_stats_cache_get(&m->stats_cache, m->meta, &s->totals);
+	s->stats_computed = atomic_load(&m->stats_cache.computations);
 	s->workers_error = efs_registry_list(&m->registry, &workers, &n);
 	if (s->workers_error == 0) {
 		s->workers_total = n;
@@ -145,6 +147,10 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 	     s->chunks_collected},
 	    {"echofs_gc_sessions_expired_total", "Upload sessions that expired.",
 	     s->sessions_expired},
+	    {"echofs_metadata_stats_computed_total",
+	     "Passes over the metadata for the totals (echofs_files ...): at most one a "
+	     "second, shared by concurrent scrapes.",
+	     s->stats_computed},
 	    {"echofs_chunk_cache_hits_total",
 	     "Chunks downloads took from the master's chunk cache (CHUNK_CACHE_SIZE).",
 	     s->chunk_cache.hits},
@@ -179,7 +185,8 @@ static int put_redis(struct efs_metrics *reg, const struct efs_redis *redis)
 }
 
 /* The scrape-time families: absent values are left out (a gap in a graph,
- * not a false zero); echofs_metadata_up says why. */
+ * not a false zero); echofs_metadata_up says why (as of the totals'
+ * computation, up to a second ago). */
 static int scrape(struct efs_master *m, struct efs_metrics *reg)
 {
 	struct snapshot s;
@@ -187,7 +194,7 @@ static int scrape(struct efs_master *m, struct efs_metrics *reg)
 
 	take_snapshot(m, &s);
 	r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_metadata_up",
-			    "1 when the metadata store answered this scrape, else 0.",
+			    "1 when the metadata store answered (within the last second), else 0.",
 			    s.meta_error == 0 && s.workers_error == 0);
 	if (r == 0 && s.meta_error == 0)
 		r = put_totals(reg, &s.totals);

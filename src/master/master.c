@@ -43,6 +43,7 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	m->metrics = NULL;
 	efs_chunk_cache_free(m->chunk_cache);
 	m->chunk_cache = NULL;
+	efs_stats_cache_release(&m->stats_cache);
 }
 
 int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, char *err,
@@ -53,6 +54,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 
 	memset(m, 0, sizeof(*m));
 	m->cfg = *cfg;
+	efs_stats_cache_init(&m->stats_cache);
 	if ((r = efs_mkdir_p(cfg->data_dir)) < 0) {
 		snprintf(err, errlen, "DATA_DIR: cannot create %s: %s", cfg->data_dir,
 			 strerror(-r));

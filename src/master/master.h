@@ -16,6 +16,7 @@
 #include "master/gc.h"
 #include "master/placement.h"
 #include "master/repair.h"
+#include "master/stats_cache.h"
 #include "master/registry.h"
 #include "master/upload.h"
 #include "master/upload_pipeline.h"
@@ -50,6 +51,7 @@ struct efs_master {
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
 	struct efs_master_counters counters;
 	struct efs_chunk_cache *chunk_cache; /* NULL: CHUNK_CACHE_SIZE=0 */
+	struct efs_stats_cache stats_cache;  /* the totals /metrics and /stats show */
 };
 
 /* Opens the store and starts serving. On failure writes one line to @err

@@ -10,6 +10,8 @@
 
 #include "echofs/meta.h"
 
+#include <stdatomic.h>
+
 struct efs_meta_ops {
 	const char *(*backend_name)(void *impl);
 	void (*close)(void *impl);
@@ -74,6 +76,9 @@ struct efs_meta_ops {
 struct efs_meta {
 	const struct efs_meta_ops *ops;
 	void *impl;
+	/* Calls through this handle that may change the totals (meta.c);
+	 * efs_meta_changes. */
+	_Atomic uint64_t changes;
 };
 
 #endif

@@ -137,15 +137,19 @@ int efs_meta_session_put_chunk(struct efs_meta *m, const char *session_id, uint6
 			       size_t worker_count, bool dedup, int64_t now_ms,
 			       int64_t hidden_expires_ms, int64_t expires_at_least_ms)
 {
-	return m->ops->session_put_chunk(m->impl, session_id, index, chunk, worker_ids,
+	int r = m->ops->session_put_chunk(m->impl, session_id, index, chunk, worker_ids,
 					 worker_count, dedup, now_ms, hidden_expires_ms,
 					 expires_at_least_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
 }
 
 int efs_meta_session_complete(struct efs_meta *m, const char *session_id, int64_t version,
 			      const struct efs_file_info *file, int64_t remember_until_ms)
 {
-	return m->ops->session_complete(m->impl, session_id, version, file, remember_until_ms);
+	int r = m->ops->session_complete(m->impl, session_id, version, file, remember_until_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
 }
 
 int efs_meta_session_done_get(struct efs_meta *m, const char *session_id,
@@ -163,13 +167,17 @@ int efs_meta_file_create_single(struct efs_meta *m, const struct efs_file_info *
 				const struct efs_chunk_info *chunk, const char *const *worker_ids,
 				size_t worker_count, bool dedup, int64_t now_ms)
 {
-	return m->ops->file_create_single(m->impl, file, chunk, worker_ids, worker_count, dedup,
+	int r = m->ops->file_create_single(m->impl, file, chunk, worker_ids, worker_count, dedup,
 					  now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
 }
 
 int efs_meta_session_delete(struct efs_meta *m, const char *session_id, int64_t now_ms)
 {
-	return m->ops->session_delete(m->impl, session_id, now_ms);
+	int r = m->ops->session_delete(m->impl, session_id, now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
 }
 
 int efs_meta_session_expired(struct efs_meta *m, int64_t now_ms, size_t max,
@@ -199,7 +207,9 @@ int efs_meta_file_list(struct efs_meta *m, const char *owner, int64_t after_crea
 int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *owner,
 			 int64_t now_ms)
 {
-	return m->ops->file_delete(m->impl, file_id, owner, now_ms);
+	int r = m->ops->file_delete(m->impl, file_id, owner, now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
 }
 
 int efs_meta_chunk_get(struct efs_meta *m, const char *chunk_id, struct efs_chunk_info *out,
@@ -211,6 +221,11 @@ int efs_meta_chunk_get(struct efs_meta *m, const char *chunk_id, struct efs_chun
 int efs_meta_replica_mark_bad(struct efs_meta *m, const char *chunk_id, const char *worker_id)
 {
 	return m->ops->replica_mark_bad(m->impl, chunk_id, worker_id);
+}
+
+uint64_t efs_meta_changes(struct efs_meta *m)
+{
+	return atomic_load(&m->changes);
 }
 
 int efs_meta_stats(struct efs_meta *m, struct efs_meta_stats *out)

@@ -26,7 +26,8 @@
 #include <string.h>
 
 #define STMT_CACHE 128
-#define MAX_PARAMS 16
+#define STACK_PARAMS 16
+#define MAX_PARAMS 1024
 
 struct pg_conn {
 	PGconn *db;
@@ -151,14 +152,25 @@ static int pg_exec(void *conn, const char *sql, const struct efs_sql_value *para
 		   efs_sql_row_fn cb, void *ctx, int64_t *changes)
 {
 	struct pg_conn *c = conn;
-	char texts[MAX_PARAMS][24];
-	const char *values[MAX_PARAMS];
+	char stack_texts[STACK_PARAMS][24];
+	const char *stack_values[STACK_PARAMS];
+	char (*texts)[24] = stack_texts;
+	const char **values = stack_values;
 	char name[32];
-	PGresult *res;
+	PGresult *res = NULL;
 	int r = 0;
 
 	if (n > MAX_PARAMS)
 		return -E2BIG;
+	if (n > STACK_PARAMS) {
+		/* long IN lists (a report's slice, sql_repair.c) */
+		texts = malloc(n * sizeof(*texts));
+		values = malloc(n * sizeof(*values));
+		if (!texts || !values) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
 	for (size_t i = 0; i < n; i++) {
 		switch (params[i].type) {
 		case EFS_SQL_INT:
@@ -174,7 +186,7 @@ static int pg_exec(void *conn, const char *sql, const struct efs_sql_value *para
 		}
 	}
 	if ((r = prepare(c, sql, name, sizeof(name))) < 0)
-		return r;
+		goto out;
 	if (name[0])
 		res = PQexecPrepared(c->db, name, (int)n, values, NULL, NULL, 0);
 	else
@@ -197,6 +209,10 @@ static int pg_exec(void *conn, const char *sql, const struct efs_sql_value *para
 	}
 out:
 	PQclear(res);
+	if (texts != stack_texts) {
+		free(texts);
+		free(values);
+	}
 	return r;
 }
 

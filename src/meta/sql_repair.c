@@ -4,6 +4,8 @@
 #include "echofs/util.h"
 #include "meta/sql_store.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Clock skew tolerated between two masters: the end of a report compares
@@ -53,79 +55,56 @@ int sql_under_replicated(void *impl, unsigned replication, int64_t live_after_ms
 	return r;
 }
 
-/* Runs a query whose single integer answer goes to *out (-1: no row). */
-static int q_int(struct sql_conn *c, const char *sql, const struct efs_sql_value *params,
-		 size_t n, int64_t *out)
+/* What judge() needs to know about one reported chunk, loaded for a whole
+ * slice of the batch at once (report_slice_tx). */
+struct judged_row {
+	bool known;       /* the master has a chunks row */
+	int64_t refcount;
+	int64_t state;    /* this worker's replica state; -1: no replica row */
+	int64_t good;     /* good replicas on live workers (this one included) */
+};
+
+/* What judge() asks to be written for one chunk. */
+enum judge_write {
+	JUDGE_WRITE_NONE = 0,
+	JUDGE_WRITE_SEEN = 1,   /* replicas.seen_at of the worker's replica */
+	JUDGE_WRITE_DROP = 2,   /* delete the worker's replica row */
+	JUDGE_WRITE_ADOPT = 4,  /* insert a good replica row for the worker */
+};
+
+/* THE RULES: decides one reported chunk from its loaded row data and sets
+ * e->verdict; returns the writes it needs (enum judge_write bits). Pure:
+ * no queries. report_slice_tx loads the rows and applies the writes. */
+static unsigned judge(const struct efs_report_context *ctx, const struct judged_row *row,
+		      struct efs_report_entry *e)
 {
-	*out = -1;
-	return sql_q(c, sql, params, n, sql_row_int, out, NULL);
-}
-
-#define Q_INT(c, sql, out, ...) q_int((c), (sql), SQL_PARAMS(__VA_ARGS__), SQL_NPARAMS(__VA_ARGS__), (out))
-
-static int good_live_count(struct sql_conn *c, const char *chunk_id, int64_t live_after,
-			   int64_t *out)
-{
-	return Q_INT(c,
-		     "SELECT COUNT(*) FROM replicas r JOIN workers w ON w.worker_id = r.worker_id"
-		     " WHERE r.chunk_id = $1 AND r.state = 0 AND w.last_heartbeat > $2",
-		     out, SQL_TEXT(chunk_id), SQL_INT(live_after));
-}
-
-/* Decides one reported chunk. */
-static int judge(struct sql_conn *c, const struct efs_report_context *ctx,
-		 struct efs_report_entry *e)
-{
-	int64_t refcount, state, good;
-	int r;
-
 	e->verdict = EFS_REPORT_KEEP;
-	if ((r = Q_INT(c, "SELECT refcount FROM chunks WHERE chunk_id = $1", &refcount,
-		       SQL_TEXT(e->chunk_id))) < 0)
-		return r;
-	if (refcount < 0) {
+	if (!row->known) {
 		/* Unknown to the master: an orphan once it is old enough not to
 		 * belong to an upload still under way. */
 		if (ctx->worker_now_ms - e->mtime_ms > ctx->orphan_grace_ms)
 			e->verdict = EFS_REPORT_DELETE;
-		return 0;
+		return JUDGE_WRITE_NONE;
 	}
-	/* Lock the chunk's row: concurrent reports (several masters) judge
-	 * one chunk at a time, so two surplus copies are not both dropped. */
-	if ((r = SQL_Q(c, "UPDATE chunks SET refcount = refcount WHERE chunk_id = $1", NULL, NULL,
-		       NULL, SQL_TEXT(e->chunk_id))) < 0)
-		return r;
-	if ((r = Q_INT(c, "SELECT state FROM replicas WHERE chunk_id = $1 AND worker_id = $2",
-		       &state, SQL_TEXT(e->chunk_id), SQL_TEXT(ctx->worker_id))) < 0)
-		return r;
-	if (state >= 0) {
-		r = SQL_Q(c, "UPDATE replicas SET seen_at = $3 WHERE chunk_id = $1 AND worker_id = $2",
-			  NULL, NULL, NULL, SQL_TEXT(e->chunk_id), SQL_TEXT(ctx->worker_id),
-			  SQL_INT(ctx->started_ms));
-		if (r < 0 || state != 0 || refcount == 0)
-			return r; /* bad replicas: repair decides; garbage: the collector */
-		if ((r = good_live_count(c, e->chunk_id, ctx->live_after_ms, &good)) < 0)
-			return r;
-		if (good > (int64_t)ctx->replication) {
+	if (row->state >= 0) {
+		if (row->state != 0 || row->refcount == 0)
+			return JUDGE_WRITE_SEEN; /* bad replicas: repair decides; garbage: the collector */
+		if (row->good > (int64_t)ctx->replication) {
 			e->verdict = EFS_REPORT_DELETE; /* surplus, e.g. repaired while away */
-			return SQL_Q(c, "DELETE FROM replicas WHERE chunk_id = $1 AND worker_id = $2",
-				     NULL, NULL, NULL, SQL_TEXT(e->chunk_id),
-				     SQL_TEXT(ctx->worker_id));
+			return JUDGE_WRITE_SEEN | JUDGE_WRITE_DROP;
 		}
-		return 0;
+		return JUDGE_WRITE_SEEN;
 	}
 	/* A copy no replica row names may be an upload's, written and not yet
 	 * recorded, through this master or any other: only one older than the
 	 * orphan grace is dropped. Both times are the worker's clock. */
 	bool old = ctx->worker_now_ms - e->mtime_ms > ctx->orphan_grace_ms;
-	if (refcount == 0) {
+	if (row->refcount == 0) {
 		if (old)
 			e->verdict = EFS_REPORT_DELETE; /* unreferenced, not recorded here */
-		return 0;
+		return JUDGE_WRITE_NONE;
 	}
-	if ((r = good_live_count(c, e->chunk_id, ctx->live_after_ms, &good)) < 0)
-		return r;
-	if (good >= (int64_t)ctx->replication) {
+	if (row->good >= (int64_t)ctx->replication) {
 		/* Fully replicated elsewhere: surplus, e.g. a write the master
 		 * gave up on that the worker finished later. But a first upload
 		 * of the same bytes through another master may be writing it
@@ -133,38 +112,193 @@ static int judge(struct sql_conn *c, const struct efs_report_context *ctx,
 		 * copy is kept, as any unnamed one. */
 		if (old)
 			e->verdict = EFS_REPORT_DELETE;
-		return 0;
+		return JUDGE_WRITE_NONE;
 	}
 	e->verdict = EFS_REPORT_ADOPT;
-	return SQL_Q(c,
-		     "INSERT INTO replicas (chunk_id, worker_id, state, created_at, seen_at)"
-		     " VALUES ($1, $2, 0, $3, $4)",
-		     NULL, NULL, NULL, SQL_TEXT(e->chunk_id), SQL_TEXT(ctx->worker_id),
-		     SQL_INT(ctx->now_ms), SQL_INT(ctx->started_ms));
+	return JUDGE_WRITE_ADOPT;
+}
+
+/* A batch is judged in slices of REPORT_SLICE chunks: each slice costs at
+ * most five statements (lock, load, and one per kind of write), whatever
+ * its size, instead of about five per chunk. Every statement names the
+ * slice's ids in an IN list of exactly REPORT_SLICE placeholders (a short
+ * slice repeats its last id), so each statement's text is the same for
+ * every slice and prepared once per connection. */
+#define REPORT_SLICE 500
+#define SLICE_LEAD_MAX 3 /* parameters before the ids */
+
+/* "<head> IN ($<lead+1>, ..., $<lead+REPORT_SLICE>)" into @sql. */
+static void slice_sql(char *sql, size_t size, const char *head, size_t lead)
+{
+	size_t len = (size_t)snprintf(sql, size, "%s IN (", head);
+	for (size_t i = 0; i < REPORT_SLICE && len < size; i++)
+		len += (size_t)snprintf(sql + len, size - len, "%s$%zu", i ? ", " : "",
+					lead + 1 + i);
+	if (len < size)
+		snprintf(sql + len, size - len, ")");
+}
+
+#define SLICE_SQL_MAX (512 + REPORT_SLICE * 8)
+
+struct slice {
+	const struct efs_report_context *ctx;
+	struct efs_report_entry **sorted; /* the slice's entries by chunk id */
+	size_t count;
+	bool after_first; /* sorted[-1] is the previous slice's last entry */
+	struct judged_row *rows;          /* parallel to sorted */
+	unsigned writes[REPORT_SLICE];    /* what judge() asked, parallel to sorted */
+	struct efs_sql_value params[SLICE_LEAD_MAX + REPORT_SLICE];
+	char sql[SLICE_SQL_MAX];
+};
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct efs_report_entry *const *x = a, *const *y = b;
+	return strcmp((*x)->chunk_id, (*y)->chunk_id);
+}
+
+static int row_load(void *arg, const struct efs_sql_row *row)
+{
+	struct slice *s = arg;
+	struct efs_report_entry key, *keyp = &key;
+	efs_strlcpy(key.chunk_id, efs_sql_text(row, 0), sizeof(key.chunk_id));
+	struct efs_report_entry **hit =
+		bsearch(&keyp, s->sorted, s->count, sizeof(*s->sorted), entry_cmp);
+	if (!hit)
+		return 0;
+	/* bsearch may land on any copy of a chunk listed twice: the first. */
+	while (hit > s->sorted && strcmp(hit[-1]->chunk_id, key.chunk_id) == 0)
+		hit--;
+	struct judged_row *jr = &s->rows[hit - s->sorted];
+	jr->known = true;
+	jr->refcount = efs_sql_int(row, 1);
+	jr->state = efs_sql_null(row, 2) ? -1 : efs_sql_int(row, 2);
+	jr->good = efs_sql_int(row, 3);
+	return 0;
+}
+
+/* Runs "<head> IN (ids...)" with @lead parameters first ($1..$lead), for
+ * the slice's entries whose writes include @want (all of them with @want
+ * 0). Nothing to do when no entry is wanted. */
+static int slice_run(struct sql_conn *c, struct slice *s, unsigned want, const char *head,
+		     const struct efs_sql_value *lead_params, size_t lead, efs_sql_row_fn cb)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < s->count; i++)
+		if (!want || (s->writes[i] & want))
+			s->params[lead + n++] = SQL_TEXT(s->sorted[i]->chunk_id);
+	if (n == 0)
+		return 0;
+	for (size_t i = n; i < REPORT_SLICE; i++)
+		s->params[lead + i] = s->params[lead + n - 1];
+	memcpy(s->params, lead_params, lead * sizeof(*lead_params));
+	slice_sql(s->sql, sizeof(s->sql), head, lead);
+	return sql_q(c, s->sql, s->params, lead + REPORT_SLICE, cb, s, NULL);
+}
+
+#define SLICE_RUN(c, s, want, head, cb, ...)                                                      \
+	slice_run((c), (s), (want), (head), SQL_PARAMS(__VA_ARGS__), SQL_NPARAMS(__VA_ARGS__), (cb))
+
+static bool listed_twice(const struct slice *s, size_t i)
+{
+	if (i == 0 && !s->after_first)
+		return false;
+	return strcmp(s->sorted[i]->chunk_id, s->sorted[(ptrdiff_t)i - 1]->chunk_id) == 0;
+}
+
+static int report_slice_tx(struct sql_conn *c, struct slice *s)
+{
+	const struct efs_report_context *ctx = s->ctx;
+	int r;
+
+	memset(s->rows, 0, s->count * sizeof(*s->rows));
+	/* Lock the slice's chunk rows in one statement (race rule R8):
+	 * concurrent reports (several masters) judge a chunk one at a time,
+	 * so two surplus copies are not both dropped. */
+	if ((r = SLICE_RUN(c, s, 0,
+			   "UPDATE chunks SET refcount = refcount WHERE CAST($1 AS TEXT) <> '' AND chunk_id", NULL,
+			   SQL_TEXT(ctx->worker_id))) < 0)
+		return r;
+	/* Then everything judge() needs, for the whole slice. */
+	if ((r = SLICE_RUN(c, s, 0,
+			   "SELECT c.chunk_id, c.refcount, r.state,"
+			   " (SELECT COUNT(*) FROM replicas g JOIN workers w ON w.worker_id = g.worker_id"
+			   "  WHERE g.chunk_id = c.chunk_id AND g.state = 0 AND w.last_heartbeat > $2)"
+			   " FROM chunks c LEFT JOIN replicas r ON r.chunk_id = c.chunk_id"
+			   " AND r.worker_id = $1 WHERE c.chunk_id",
+			   row_load, SQL_TEXT(ctx->worker_id), SQL_INT(ctx->live_after_ms))) < 0)
+		return r;
+	for (size_t i = 0; i < s->count; i++) {
+		s->writes[i] = JUDGE_WRITE_NONE;
+		if (listed_twice(s, i))
+			s->sorted[i]->verdict = EFS_REPORT_KEEP; /* judged once, at its first copy */
+		else
+			s->writes[i] = judge(ctx, &s->rows[i], s->sorted[i]);
+	}
+	if ((r = SLICE_RUN(c, s, JUDGE_WRITE_SEEN,
+			   "UPDATE replicas SET seen_at = $2 WHERE worker_id = $1 AND chunk_id", NULL,
+			   SQL_TEXT(ctx->worker_id), SQL_INT(ctx->started_ms))) < 0)
+		return r;
+	if ((r = SLICE_RUN(c, s, JUDGE_WRITE_DROP,
+			   "DELETE FROM replicas WHERE worker_id = $1 AND chunk_id", NULL,
+			   SQL_TEXT(ctx->worker_id))) < 0)
+		return r;
+	return SLICE_RUN(c, s, JUDGE_WRITE_ADOPT,
+			 "INSERT INTO replicas (chunk_id, worker_id, state, created_at, seen_at)"
+			 " SELECT chunk_id, CAST($1 AS TEXT), 0, CAST($2 AS BIGINT), CAST($3 AS BIGINT)"
+			 " FROM chunks WHERE chunk_id",
+			 NULL, SQL_TEXT(ctx->worker_id), SQL_INT(ctx->now_ms), SQL_INT(ctx->started_ms));
 }
 
 struct batch {
 	const struct efs_report_context *ctx;
-	struct efs_report_entry *entries;
+	struct efs_report_entry **sorted; /* all entries, by chunk id */
 	size_t count;
+	struct judged_row *rows;          /* REPORT_SLICE of them */
 };
 
 static int report_batch_tx(struct sql_conn *c, void *arg)
 {
 	struct batch *b = arg;
-	for (size_t i = 0; i < b->count; i++) {
-		int r = judge(c, b->ctx, &b->entries[i]);
-		if (r < 0)
-			return r;
+	struct slice *s = malloc(sizeof(*s));
+	int r = 0;
+	if (!s)
+		return -ENOMEM;
+	for (size_t first = 0; first < b->count && r == 0; first += REPORT_SLICE) {
+		size_t n = EFS_MIN((size_t)REPORT_SLICE, b->count - first);
+		s->ctx = b->ctx;
+		s->sorted = b->sorted + first;
+		s->count = n;
+		s->after_first = first > 0;
+		s->rows = b->rows;
+		r = report_slice_tx(c, s);
 	}
-	return 0;
+	free(s);
+	return r;
 }
 
 int sql_report_batch(void *impl, const struct efs_report_context *ctx,
 		     struct efs_report_entry *entries, size_t count)
 {
-	struct batch b = {ctx, entries, count};
-	return sql_run_tx(impl, report_batch_tx, &b);
+	struct batch b = {.ctx = ctx, .count = count};
+	int r;
+	if (count == 0)
+		return 0;
+	b.sorted = malloc(count * sizeof(*b.sorted));
+	b.rows = malloc(REPORT_SLICE * sizeof(*b.rows));
+	if (!b.sorted || !b.rows) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < count; i++)
+		b.sorted[i] = &entries[i];
+	/* By chunk id: slices lock their rows in one order everywhere. */
+	qsort(b.sorted, count, sizeof(*b.sorted), entry_cmp);
+	r = sql_run_tx(impl, report_batch_tx, &b);
+out:
+	free(b.sorted);
+	free(b.rows);
+	return r;
 }
 
 int sql_report_finish(void *impl, const struct efs_report_context *ctx)

@@ -61,8 +61,16 @@ void efs_worker_ctx_release(struct efs_worker_ctx *ctx)
 int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,
 			json_t *body)
 {
+	return efs_worker_ctx_post_on(ctx, ctx->http, call, path, body);
+}
+
+int efs_worker_ctx_post_on(struct efs_worker_ctx *ctx, struct efs_http_client *http,
+			   struct efs_http_call *call, const char *path, json_t *body)
+{
 	char url[EFS_URL_MAX + 128];
+	pthread_mutex_lock(&ctx->lock); /* the heartbeat may be failing over */
 	snprintf(url, sizeof(url), "%s%s", efs_worker_ctx_master_url(ctx), path);
+	pthread_mutex_unlock(&ctx->lock);
 	/* Initialised before anything can fail: every caller releases the
 	 * call, also after -ENOMEM (a NULL @body is a failed json_pack). */
 	efs_http_call_init(call, "POST", url);
@@ -82,7 +90,7 @@ int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, 
 	call->body_len = strlen(text);
 	call->timeout_ms = REQUEST_TIMEOUT_MS;
 	call->resp_cap = 4 * 1024 * 1024;
-	int r = efs_http_call_run(ctx->http, call);
+	int r = efs_http_call_run(http, call);
 	call->headers[0] = NULL; /* it pointed here */
 	free(text);
 	return r;

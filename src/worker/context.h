@@ -7,8 +7,8 @@
  *
  * worker.c owns the context and wires it. heartbeat.c, report.c and
  * scrub.c depend on this header and on store.h, never on each other or on
- * worker.h: the heartbeat triggers reports through after_beat and
- * full_report_due, not by calling report.c.
+ * worker.h: the heartbeat triggers reports through full_report_due, not
+ * by calling report.c; reports run on their own thread (report.h).
  */
 #ifndef ECHOFS_WORKER_CONTEXT_H
 #define ECHOFS_WORKER_CONTEXT_H
@@ -67,10 +67,11 @@ struct efs_worker_ctx {
 	unsigned master_index; /* the master being talked to */
 
 	/* Set by the heartbeat on every (re)registration: a registered worker
-	 * reports what it holds at the next after_beat. */
+	 * reports what it holds; the report thread takes it (report.c). */
 	atomic_bool full_report_due;
-	/* Called on the heartbeat thread after each successful beat (worker.c
-	 * wires the chunk report here); NULL: nothing. */
+	/* Called on the heartbeat thread after each successful beat; NULL:
+	 * nothing. worker.c sets none: chunk reports run on their own thread
+	 * (report.h), and whatever is hooked here delays the next beat. */
 	void (*after_beat)(void *arg);
 	void *after_beat_arg;
 };
@@ -87,6 +88,10 @@ void efs_worker_ctx_release(struct efs_worker_ctx *ctx);
  * initialised in every case: release it after. Heartbeat thread only. */
 int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,
 			json_t *body);
+/* efs_worker_ctx_post on the caller's own client @http: any thread (the
+ * report thread). */
+int efs_worker_ctx_post_on(struct efs_worker_ctx *ctx, struct efs_http_client *http,
+			   struct efs_http_call *call, const char *path, json_t *body);
 /* The current master's URL (for messages). Heartbeat thread only. */
 const char *efs_worker_ctx_master_url(const struct efs_worker_ctx *ctx);
 /* Copies the current id (EFS_ID_MAX + 1 bytes) and registration state. Any

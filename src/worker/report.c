@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* report.c - full chunk reports and lost-chunk reports to the master. */
+/* report.c - full chunk reports and lost-chunk reports to the master, on
+ * the reporter's own thread. */
 #include "worker/report.h"
 #include "echofs/http_client.h"
 #include "echofs/log.h"
@@ -8,6 +9,12 @@
 
 #include <jansson.h>
 #include <string.h>
+
+/* How often the report thread looks for work: a (re)registration's report
+ * or queued lost chunks go out within this. */
+#define REPORT_POLL_MS 200
+/* A failed full report is tried again after this. */
+#define REPORT_RETRY_MS 5000
 
 /* Chunk ids per report request to the master: bounds the request body (about
  * 100 bytes of JSON each) and the master's work per transaction. */
@@ -27,6 +34,7 @@ static json_t *lost_take(struct efs_lost_queue *q)
 
 struct report {
 	struct efs_worker_ctx *ctx;
+	struct efs_reporter *rp;
 	int64_t started_ms;	   /* our clock, before the snapshot */
 	int64_t master_started_ms; /* the master's, before the snapshot (0: unknown) */
 	bool reading_start;	   /* the request whose answer gives master_started_ms */
@@ -37,11 +45,23 @@ struct report {
 	int error;
 };
 
+/* True once the worker is stopping: a long report gives up between
+ * requests and deletions rather than holding the shutdown. */
+static bool stopping(struct efs_reporter *rp)
+{
+	pthread_mutex_lock(&rp->ticker.lock);
+	bool stop = rp->ticker.stop;
+	pthread_mutex_unlock(&rp->ticker.lock);
+	return stop;
+}
+
 /* Sends the current batch; deletes what the master says is not needed. */
 static int send_batch(struct report *rep, bool last)
 {
 	struct efs_worker_ctx *ctx = rep->ctx;
 	struct efs_http_call call;
+	if (stopping(rep->rp))
+		return -ECANCELED;
 	json_t *body = json_pack("{s:I, s:I, s:o, s:b}", "started_at_ms",
 				 (json_int_t)rep->started_ms, "now_ms", (json_int_t)efs_now_ms(),
 				 "chunks", rep->chunks, "last", last);
@@ -53,7 +73,7 @@ static int send_batch(struct report *rep, bool last)
 	rep->lost = NULL;
 	if (lost)
 		json_object_set(body, "lost", lost);
-	int r = efs_worker_ctx_post(ctx, &call, rep->path, body);
+	int r = efs_worker_ctx_post_on(ctx, rep->rp->http, &call, rep->path, body);
 	if (r == 0 && call.status != 200)
 		r = call.status == 404 ? -ENOENT : -EIO;
 	if (r < 0 && lost) {
@@ -76,6 +96,8 @@ static int send_batch(struct report *rep, bool last)
 		json_array_foreach(json_object_get(answer, "delete"), i, item)
 		{
 			const char *id = json_string_value(item);
+			if (i % 256 == 255 && stopping(rep->rp))
+				break;
 			/* Written after the report began: a new upload; kept. */
 			if (efs_chunk_id_valid(id) &&
 			    efs_store_delete(ctx->store, id, rep->started_ms) == 0)
@@ -97,9 +119,11 @@ static int list_chunk(void *ctx, const char *chunk_id, uint64_t length, int64_t 
 	return 0;
 }
 
-static int report_full(struct efs_worker_ctx *ctx, const char *worker_id)
+static int report_full(struct efs_reporter *rp, const char *worker_id)
 {
-	struct report rep = {.ctx = ctx, .started_ms = efs_now_ms(), .chunks = json_array()};
+	struct efs_worker_ctx *ctx = rp->ctx;
+	struct report rep = {.ctx = ctx, .rp = rp, .started_ms = efs_now_ms(),
+			     .chunks = json_array()};
 	rep.lost = lost_take(&ctx->lost);
 	snprintf(rep.path, sizeof(rep.path), "/api/v1/workers/%s/report", worker_id);
 	/* First a request listing nothing (it carries the lost ids): its
@@ -122,9 +146,11 @@ static int report_full(struct efs_worker_ctx *ctx, const char *worker_id)
 	return r;
 }
 
-static int report_lost(struct efs_worker_ctx *ctx, const char *worker_id)
+static int report_lost(struct efs_reporter *rp, const char *worker_id)
 {
-	struct report rep = {.ctx = ctx, .started_ms = efs_now_ms(), .chunks = json_array()};
+	struct efs_worker_ctx *ctx = rp->ctx;
+	struct report rep = {.ctx = ctx, .rp = rp, .started_ms = efs_now_ms(),
+			     .chunks = json_array()};
 	rep.lost = lost_take(&ctx->lost);
 	size_t n = json_array_size(rep.lost);
 	snprintf(rep.path, sizeof(rep.path), "/api/v1/workers/%s/report", worker_id);
@@ -136,13 +162,9 @@ static int report_lost(struct efs_worker_ctx *ctx, const char *worker_id)
 	return r;
 }
 
-void efs_report_init(struct efs_reporter *rp, struct efs_worker_ctx *ctx)
-{
-	rp->ctx = ctx;
-	rp->next_report_ms = 0;
-}
-
-void efs_report_tick(struct efs_reporter *rp)
+/* One look for work: a full report when due (or asked for by a
+ * registration), otherwise the queued lost chunks, if any. */
+static void report_tick(struct efs_reporter *rp)
 {
 	struct efs_worker_ctx *ctx = rp->ctx;
 	char id[EFS_ID_MAX + 1];
@@ -156,17 +178,53 @@ void efs_report_tick(struct efs_reporter *rp)
 	/* A (re)registration asks for a full report at once. */
 	if (atomic_exchange(&ctx->full_report_due, false))
 		rp->next_report_ms = 0;
-	if (now >= rp->next_report_ms) {
-		r = report_full(ctx, id);
-		rp->next_report_ms = now + (r == 0 ? ctx->cfg->report_interval_ms : 5000);
+	bool full = now >= rp->next_report_ms;
+	pthread_mutex_lock(&ctx->lost.lock);
+	pending = ctx->lost.count > 0;
+	pthread_mutex_unlock(&ctx->lost.lock);
+	if (!full && !pending)
+		return;
+	/* A connection of its own for the report's requests, closed after:
+	 * none is held open between reports (an hour apart by default). */
+	if ((r = efs_http_client_new(&rp->http)) < 0)
+		goto out;
+	if ((r = efs_http_client_set_ca_file(rp->http, ctx->cfg->tls.ca_file)) < 0)
+		goto done; /* TLS_CA_FILE, as the heartbeat's client */
+	if (full) {
+		r = report_full(rp, id);
+		rp->next_report_ms = now + (r == 0 ? ctx->cfg->report_interval_ms : REPORT_RETRY_MS);
 	} else {
-		pthread_mutex_lock(&ctx->lost.lock);
-		pending = ctx->lost.count > 0;
-		pthread_mutex_unlock(&ctx->lost.lock);
-		if (pending)
-			r = report_lost(ctx, id);
+		r = report_lost(rp, id);
 	}
-	if (r < 0)
-		efs_warn("chunk report to %s failed: %s; retrying later",
-			 efs_worker_ctx_master_url(ctx), strerror(-r));
+done:
+	efs_http_client_free(rp->http);
+	rp->http = NULL;
+out:
+	if (r < 0 && r != -ECANCELED) {
+		pthread_mutex_lock(&ctx->lock); /* the heartbeat may be failing over */
+		const char *url = efs_worker_ctx_master_url(ctx); /* cfg's: outlives the lock */
+		pthread_mutex_unlock(&ctx->lock);
+		efs_warn("chunk report to %s failed: %s; retrying later", url, strerror(-r));
+	}
+}
+
+static void report_main(struct efs_ticker *t, void *arg)
+{
+	struct efs_reporter *rp = arg;
+	while (!efs_ticker_wait(t, REPORT_POLL_MS))
+		report_tick(rp);
+}
+
+int efs_report_start(struct efs_reporter *rp, struct efs_worker_ctx *ctx)
+{
+	memset(rp, 0, sizeof(*rp));
+	rp->ctx = ctx;
+	return efs_ticker_start(&rp->ticker, report_main, rp);
+}
+
+void efs_report_stop(struct efs_reporter *rp)
+{
+	if (!rp->ticker.running)
+		return;
+	efs_ticker_stop(&rp->ticker);
 }

@@ -7,32 +7,39 @@
  * unreferenced, or unknown and older than its orphan grace), which are
  * deleted unless written after the report began. The last batch lets the
  * master mark what the worker no longer holds. Full reports go out after
- * every registration and every REPORT_INTERVAL_MS; corrupt chunks after
- * the next heartbeat.
+ * every registration and every REPORT_INTERVAL_MS; corrupt chunks within
+ * a fraction of a second.
  *
- * The heartbeat thread runs it: worker.c wires efs_report_tick as the
- * context's after_beat hook. The lost-chunk queue it drains is the
- * context's (context.h), filled by the scrubber.
+ * Reports run on their own thread, with their own connection (opened for a
+ * report, closed after it), never on
+ * the heartbeat's: a report of a large store takes seconds, and the
+ * heartbeat must not miss a beat for it (the master would think the worker
+ * dead). The thread looks for work every 200 ms: the context's
+ * full_report_due (set by every registration), the interval, and the
+ * lost-chunk queue (context.h, filled by the scrubber).
  */
 #ifndef ECHOFS_WORKER_REPORT_H
 #define ECHOFS_WORKER_REPORT_H
 
+#include "echofs/ticker.h"
+
 #include <stdint.h>
 
 struct efs_worker_ctx;
+struct efs_http_client;
 
 struct efs_reporter {
 	struct efs_worker_ctx *ctx;
-	int64_t next_report_ms; /* monotonic: when the next full report is due */
+	struct efs_ticker ticker;
+	struct efs_http_client *http; /* the report under way's calls to the master */
+	int64_t next_report_ms;	      /* monotonic: when the next full report is due */
 };
 
-/* Sets up @rp to report for @ctx; the first full report goes out after
- * the first successful beat. */
-void efs_report_init(struct efs_reporter *rp, struct efs_worker_ctx *ctx);
-
-/* Called on the heartbeat thread after each successful beat: sends a full
- * report when one is due (or the context's full_report_due is set),
- * otherwise the queued lost chunks, if any. */
-void efs_report_tick(struct efs_reporter *rp);
+/* Starts the report thread for @ctx: the first full report goes out once
+ * the worker is registered. 0 or -errno. */
+int efs_report_start(struct efs_reporter *rp, struct efs_worker_ctx *ctx);
+/* Stops the thread (a report under way ends at its next request) and frees
+ * what start set up. Does nothing if not started. */
+void efs_report_stop(struct efs_reporter *rp);
 
 #endif

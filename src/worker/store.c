@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #define DEFAULT_VOLUME_BYTES (256ull << 20)
+#define DEFAULT_ITERATE_SLICE 4096
 #define DEFAULT_COMPACT_INTERVAL_MS 2000
 
 /* ---- reading ----------------------------------------------------------- */
@@ -183,32 +184,109 @@ struct listed {
 	int64_t mtime_ms;
 };
 
+static int listed_cmp(const void *a, const void *b)
+{
+	return memcmp(((const struct listed *)a)->key, ((const struct listed *)b)->key,
+		      EFS_CHUNK_KEY_LEN);
+}
+
+/* A max-heap by key of the smallest keys seen so far. */
+static void heap_sift_down(struct listed *heap, size_t count, size_t i)
+{
+	for (;;) {
+		size_t big = i, l = 2 * i + 1, r = l + 1;
+		if (l < count && memcmp(heap[l].key, heap[big].key, EFS_CHUNK_KEY_LEN) > 0)
+			big = l;
+		if (r < count && memcmp(heap[r].key, heap[big].key, EFS_CHUNK_KEY_LEN) > 0)
+			big = r;
+		if (big == i)
+			return;
+		struct listed t = heap[i];
+		heap[i] = heap[big];
+		heap[big] = t;
+		i = big;
+	}
+}
+
+static void heap_sift_up(struct listed *heap, size_t i)
+{
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+		if (memcmp(heap[parent].key, heap[i].key, EFS_CHUNK_KEY_LEN) >= 0)
+			return;
+		struct listed t = heap[i];
+		heap[i] = heap[parent];
+		heap[parent] = t;
+		i = parent;
+	}
+}
+
+/* Under the lock: the (at most) @max smallest keys greater than @after
+ * (all keys with @after NULL) into @heap; returns how many. */
+static size_t slice_take(struct efs_store *s, const uint8_t *after, struct listed *heap, size_t max)
+{
+	struct efs_chunk_slot *slot;
+	size_t pos = 0, count = 0;
+	while ((slot = efs_chunk_index_next(&s->index, &pos))) {
+		pos++;
+		if (after && memcmp(slot->key, after, EFS_CHUNK_KEY_LEN) <= 0)
+			continue;
+		if (count == max) {
+			if (memcmp(slot->key, heap[0].key, EFS_CHUNK_KEY_LEN) >= 0)
+				continue;
+			count--; /* the largest makes room */
+			heap[0] = heap[count];
+			heap_sift_down(heap, count, 0);
+		}
+		memcpy(heap[count].key, slot->key, EFS_CHUNK_KEY_LEN);
+		heap[count].length = slot->loc.length;
+		heap[count].mtime_ms = slot->loc.mtime_ms;
+		heap_sift_up(heap, count);
+		count++;
+	}
+	return count;
+}
+
 int efs_store_iterate(struct efs_store *s, efs_store_iter_fn fn, void *ctx)
 {
 	char chunk_id[65];
-	size_t count = 0, pos = 0;
+	uint8_t after[EFS_CHUNK_KEY_LEN];
+	bool started = false;
 	int r = 0;
 
-	/* A snapshot (48 bytes a chunk), so @fn runs without the lock and may
-	 * call back into the store (the chunk report deletes as it goes). */
+	/* In slices, in key order: the lock is held to copy one slice (the
+	 * smallest keys after the last one listed), never for the whole
+	 * index, so writes and reads go on during a long walk, and @fn runs
+	 * without it (it may call back into the store: the chunk report
+	 * deletes as it goes). Key order makes the walk immune to the table
+	 * moving entries between slices: every chunk present for the whole
+	 * walk is listed exactly once; one written or deleted meanwhile may
+	 * or may not be. A slice is iterate_slice chunks, or 1/64 of the
+	 * index when that is more, so a large index takes at most about 64
+	 * scans. */
 	pthread_mutex_lock(&s->lock);
-	struct listed *list = malloc(EFS_MAX(s->index.count, 1) * sizeof(*list));
-	struct efs_chunk_slot *slot;
-	while (list && (slot = efs_chunk_index_next(&s->index, &pos))) {
-		memcpy(list[count].key, slot->key, EFS_CHUNK_KEY_LEN);
-		list[count].length = slot->loc.length;
-		list[count].mtime_ms = slot->loc.mtime_ms;
-		count++;
-		pos++;
-	}
+	size_t max = EFS_MAX(s->iterate_slice, s->index.count / 64);
 	pthread_mutex_unlock(&s->lock);
-	if (!list)
+	struct listed *heap = malloc(max * sizeof(*heap));
+	if (!heap)
 		return -ENOMEM;
-	for (size_t i = 0; i < count && r == 0; i++) {
-		efs_hex_encode(list[i].key, EFS_CHUNK_KEY_LEN, chunk_id);
-		r = fn(ctx, chunk_id, list[i].length, list[i].mtime_ms);
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		size_t count = slice_take(s, started ? after : NULL, heap, max);
+		pthread_mutex_unlock(&s->lock);
+		if (count == 0)
+			break;
+		memcpy(after, heap[0].key, EFS_CHUNK_KEY_LEN); /* the slice's largest */
+		started = true;
+		qsort(heap, count, sizeof(*heap), listed_cmp);
+		for (size_t i = 0; i < count && r == 0; i++) {
+			efs_hex_encode(heap[i].key, EFS_CHUNK_KEY_LEN, chunk_id);
+			r = fn(ctx, chunk_id, heap[i].length, heap[i].mtime_ms);
+		}
+		if (r != 0 || count < max)
+			break;
 	}
-	free(list);
+	free(heap);
 	return r;
 }
 
@@ -237,6 +315,7 @@ int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 	s->capacity = opt->capacity_bytes;
 	s->volume_bytes = opt->volume_bytes ? opt->volume_bytes : DEFAULT_VOLUME_BYTES;
 	s->compact_interval_ms = opt->compact_interval_ms;
+	s->iterate_slice = opt->iterate_slice ? opt->iterate_slice : DEFAULT_ITERATE_SLICE;
 	s->next_volume_id = 1;
 	s->next_seq = 1;
 	if (efs_strlcpy(s->dir, dir, sizeof(s->dir)) >= sizeof(s->dir)) {

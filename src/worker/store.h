@@ -77,6 +77,7 @@ struct efs_store_options {
 	uint64_t capacity_bytes;     /* payload bytes it will hold; 0: no cap but the disk */
 	uint64_t volume_bytes;	     /* a volume is sealed past this; 0: 256 MiB */
 	int64_t compact_interval_ms; /* compactor thread period; 0: no thread */
+	size_t iterate_slice;	     /* efs_store_iterate's chunks per lock hold; 0: 4096 */
 };
 
 /* Opens (creating) the store under @dir: rebuilds the index from the
@@ -126,8 +127,12 @@ int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodifi
  * and this worker can make a fresh copy look old. */
 int efs_store_delete_unmodified_for(struct efs_store *s, const char *chunk_id, int64_t for_ms);
 
-/* Calls @fn for every chunk (in no particular order); a negative return
- * stops the walk and is returned. */
+/* Calls @fn for every chunk, without the store's lock (@fn may call the
+ * store), in key order; a negative return stops the walk and is returned.
+ * The walk copies a slice of ids at a time under the lock, so the store
+ * serves writes and reads all along: a chunk present for the whole walk is
+ * listed once; one written or deleted during the walk may or may not be.
+ * -ENOMEM. */
 typedef int (*efs_store_iter_fn)(void *ctx, const char *chunk_id, uint64_t length,
 				 int64_t mtime_ms);
 int efs_store_iterate(struct efs_store *s, efs_store_iter_fn fn, void *ctx);
@@ -136,7 +141,8 @@ void efs_store_stats(struct efs_store *s, struct efs_store_stats *out);
 
 /* One compaction step: reclaims at most one volume (seals a half-dead
  * active volume first). 1 when a volume file was removed, 0 when none
- * qualified, -errno (that volume is not tried again). The compactor thread
+ * qualified, -errno (that volume is tried again after a backoff: 1 s,
+ * doubling per failure in a row, at most 5 min). The compactor thread
  * calls it; tests call it directly. */
 int efs_store_compact(struct efs_store *s);
 

@@ -25,6 +25,12 @@
 #define SEAL_ACTIVE_MIN_BYTES (64ull << 10)
 /* A sealed volume under volume_bytes / this is merged into the active one. */
 #define SMALL_VOLUME_DIV 8
+/* After a failed compaction of a volume (an I/O error, a damaged header
+ * hiding records, a failed unlink) it is tried again after this, doubled
+ * per failure in a row up to COMPACT_RETRY_MAX_MS: a passing error costs
+ * one retry, a lasting one a try every few minutes, never a busy loop. */
+#define COMPACT_RETRY_MIN_MS 1000
+#define COMPACT_RETRY_MAX_MS (5 * 60 * 1000)
 
 /* ---- compaction -------------------------------------------------------- */
 
@@ -132,9 +138,10 @@ static int compact_volume(struct efs_store *s, struct volume *v)
 		return r;
 	}
 	/* The volume stays in the table (so the tombstones for records in it
-	 * are kept) until its removal is durable; if that fails it stays,
-	 * marked stuck by the caller, rather than live on disk untracked. It
-	 * is sealed and holds nothing the index points at: nobody writes it. */
+	 * are kept) until its removal is durable; if that fails it stays, to
+	 * be tried again later (the caller's backoff), rather than live on
+	 * disk untracked. It is sealed and holds nothing the index points at:
+	 * nobody writes it. */
 	store_volume_path(s, v->id, path, sizeof(path));
 	if (unlink(path) < 0 || fsync(s->vol_dir_fd) < 0)
 		return -errno;
@@ -148,6 +155,7 @@ static int compact_volume(struct efs_store *s, struct volume *v)
 int efs_store_compact(struct efs_store *s)
 {
 	struct volume *pick = NULL;
+	int64_t now = efs_mono_ms();
 	pthread_mutex_lock(&s->lock);
 	struct volume *a = s->active;
 	if (a && a->size >= EFS_MIN(SEAL_ACTIVE_MIN_BYTES, s->volume_bytes) &&
@@ -159,7 +167,7 @@ int efs_store_compact(struct efs_store *s)
 		struct volume *v = s->vols[i];
 		/* Half dead, or small: every start seals the volume it was
 		 * writing, and small ones are merged rather than kept for ever. */
-		if (v->sealed && !v->stuck && v->writers == 0 &&
+		if (v->sealed && now >= v->compact_retry_ms && v->writers == 0 &&
 		    (store_volume_needed(s, v) * 2 <= v->size ||
 		     v->size < s->volume_bytes / SMALL_VOLUME_DIV))
 			pick = v;
@@ -171,8 +179,14 @@ int efs_store_compact(struct efs_store *s)
 		return 0;
 	int r = compact_volume(s, pick);
 	pthread_mutex_lock(&s->lock);
-	if (r < 0)
-		pick->stuck = true;
+	if (r < 0) {
+		/* Not for ever: tried again after a backoff. */
+		unsigned shift = EFS_MIN(pick->compact_failures, 20u);
+		int64_t wait =
+		    EFS_MIN((int64_t)COMPACT_RETRY_MIN_MS << shift, (int64_t)COMPACT_RETRY_MAX_MS);
+		pick->compact_failures++;
+		pick->compact_retry_ms = efs_mono_ms() + wait;
+	}
 	store_volume_unref(pick);
 	pthread_mutex_unlock(&s->lock);
 	return r;

@@ -55,7 +55,10 @@ struct volume {
 	unsigned writers; /* regions reserved whose writer has not finished */
 	bool sealed;	  /* takes no more records */
 	bool dirty;	  /* on the dirty list: written since a sync round took it */
-	bool stuck;	  /* a compaction of it failed: not tried again */
+	/* Failed compactions of it in a row, and when (monotonic) it may be
+	 * tried again: the wait doubles per failure (store_compact.c). */
+	unsigned compact_failures;
+	int64_t compact_retry_ms;
 	struct volume *dirty_next;
 	struct volume *sync_next; /* the list a sync round works through */
 	/* Tombstones held here, by the range of volumes that may hold records
@@ -89,6 +92,7 @@ struct efs_store {
 	bool compactor_running;
 	struct efs_ticker compactor;
 	int64_t compact_interval_ms;
+	size_t iterate_slice; /* chunks efs_store_iterate copies per lock hold (at least) */
 	/* Volumes up to this id hold no record torn by a crash: synced by a
 	 * clean close, or checked at open (see CLEAN_FILE). */
 	uint32_t clean_through;

@@ -15,12 +15,6 @@ int efs_worker_space(const struct efs_worker *w, struct efs_worker_space *out)
 	return efs_worker_ctx_space(&w->ctx, out);
 }
 
-/* The context's after_beat hook: the chunk report rides on the heartbeat. */
-static void after_beat(void *arg)
-{
-	efs_report_tick(arg);
-}
-
 int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, char *err,
 		     size_t errlen)
 {
@@ -46,9 +40,6 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 		snprintf(err, errlen, "out of memory");
 		goto fail_ctx;
 	}
-	efs_report_init(&w->report, &w->ctx);
-	w->ctx.after_beat = after_beat;
-	w->ctx.after_beat_arg = &w->report;
 	if ((r = efs_metrics_new(&w->metrics)) < 0) {
 		snprintf(err, errlen, "cannot set up metrics: %s", strerror(-r));
 		goto fail_store;
@@ -77,8 +68,10 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 		goto fail_store;
 	}
 	if ((r = efs_heartbeat_start(&w->heartbeat, &w->ctx)) < 0 ||
+	    (r = efs_report_start(&w->report, &w->ctx)) < 0 ||
 	    (r = efs_scrub_start(&w->scrub, &w->ctx)) < 0) {
 		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
+		efs_report_stop(&w->report);
 		efs_heartbeat_stop(&w->heartbeat);
 		efs_http_server_stop(w->http, 0);
 		w->http = NULL;
@@ -101,6 +94,7 @@ fail_ctx:
 void efs_worker_stop(struct efs_worker *w)
 {
 	efs_scrub_stop(&w->scrub);
+	efs_report_stop(&w->report);
 	efs_heartbeat_stop(&w->heartbeat);
 	efs_http_server_stop(w->http, SHUTDOWN_GRACE_MS);
 	w->http = NULL;

@@ -30,7 +30,7 @@ struct efs_worker {
 	/* What the threads share: &cfg, store, the master link, lost chunks. */
 	struct efs_worker_ctx ctx;
 	struct efs_heartbeat heartbeat;
-	struct efs_reporter report; /* run by the heartbeat after each beat */
+	struct efs_reporter report; /* its own thread */
 	struct efs_scrub scrub;
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
 };

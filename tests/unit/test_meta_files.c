@@ -1227,6 +1227,92 @@ static void test_report_adopts_copy_of_under_replicated_chunk(void **state)
 	assert_int_equal(report_one(f, "w3", &a, f->now - 10), EFS_REPORT_KEEP);
 }
 
+/* One batch of 5000 entries, as a worker sends them, mixing every verdict
+ * and a chunk listed twice, gets the verdicts single reports give (the
+ * batch is judged in slices of a few statements each, not statements per
+ * chunk). Prints the time the batch took: a figure, not an assertion. */
+#define BIG_BATCH 5000
+static void test_report_batch_of_5000(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info kept = chunk(1), adopted = chunk(2), surplus = chunk(3);
+	struct efs_report_context ctx = report_ctx(f, "w3", f->now);
+	struct efs_report_entry *e = calloc(BIG_BATCH, sizeof(*e));
+	assert_non_null(e);
+
+	add_worker(f, "w4");
+	put_on(f, 1, &kept, WORKERS);   /* w1, w2, w3: w3's copy is known and needed */
+	put_on(f, 2, &adopted, 2);      /* w1, w2: w3's copy is adopted */
+	put_on(f, 3, &surplus, WORKERS); /* w1, w2, w3 ... */
+	char sid[EFS_ID_MAX + 1];
+	session_id(3, sid);
+	const char *w4[] = {"w4"};
+	/* ... and w4: four good replicas of three wanted, w3's is surplus */
+	assert_int_equal(efs_meta_replica_add(f->m, surplus.chunk_id, w4, 1, f->now), 0);
+	for (size_t i = 0; i < BIG_BATCH; i++) {
+		/* unknown chunks, alternately older and younger than the grace */
+		snprintf(e[i].chunk_id, sizeof(e[i].chunk_id), "%064zx", (size_t)0xabc00000 + i);
+		e[i].mtime_ms = i % 2 ? f->now - GRACE_MS - 1000 : f->now - 1000;
+		e[i].verdict = (enum efs_report_verdict)-1;
+	}
+	efs_strlcpy(e[10].chunk_id, kept.chunk_id, sizeof(e[10].chunk_id));
+	efs_strlcpy(e[2500].chunk_id, adopted.chunk_id, sizeof(e[2500].chunk_id));
+	efs_strlcpy(e[4999].chunk_id, adopted.chunk_id, sizeof(e[4999].chunk_id)); /* twice */
+	efs_strlcpy(e[777].chunk_id, surplus.chunk_id, sizeof(e[777].chunk_id));
+	e[10].mtime_ms = e[2500].mtime_ms = e[4999].mtime_ms = e[777].mtime_ms = f->now - 10;
+
+	int64_t started = efs_mono_ms();
+	assert_int_equal(efs_meta_report_batch(f->m, &ctx, e, BIG_BATCH), 0);
+	print_message("report batch of %d entries: %lld ms\n", BIG_BATCH,
+		      (long long)(efs_mono_ms() - started));
+	for (size_t i = 0; i < BIG_BATCH; i++) {
+		enum efs_report_verdict want = i % 2 ? EFS_REPORT_DELETE : EFS_REPORT_KEEP;
+		if (i == 10 || i == 4999)
+			want = EFS_REPORT_KEEP;
+		else if (i == 2500)
+			want = EFS_REPORT_ADOPT;
+		else if (i == 777)
+			want = EFS_REPORT_DELETE;
+		assert_int_equal(e[i].verdict, want);
+	}
+	expect_chunk(f, &adopted, NULL); /* all three workers, none bad */
+	struct efs_chunk_info got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+	assert_int_equal(efs_meta_chunk_get(f->m, surplus.chunk_id, &got, replicas, &count), 0);
+	assert_int_equal(count, WORKERS);
+	assert_null(find_replica(replicas, count, "w3"));
+	free(e);
+}
+
+/* The case of a large worker's routine report: every chunk known, with a
+ * good replica on the reporting worker, all kept (and noted as seen).
+ * Prints the time the batch took: a figure, not an assertion. */
+#define KNOWN_BATCH 5000
+static void test_report_batch_of_known_chunks(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_report_context ctx = report_ctx(f, "w3", f->now);
+	struct efs_report_entry *e = calloc(KNOWN_BATCH, sizeof(*e));
+	assert_non_null(e);
+
+	new_session(f, 1, "alice");
+	for (unsigned i = 0; i < KNOWN_BATCH; i++) {
+		struct efs_chunk_info c = chunk(100 + i);
+		assert_int_equal(put(f, 1, i, &c, false), 0);
+		efs_strlcpy(e[i].chunk_id, c.chunk_id, sizeof(e[i].chunk_id));
+		e[i].mtime_ms = f->now - 10;
+		e[i].verdict = (enum efs_report_verdict)-1;
+	}
+	int64_t started = efs_mono_ms();
+	assert_int_equal(efs_meta_report_batch(f->m, &ctx, e, KNOWN_BATCH), 0);
+	print_message("report batch of %d known chunks: %lld ms\n", KNOWN_BATCH,
+		      (long long)(efs_mono_ms() - started));
+	for (size_t i = 0; i < KNOWN_BATCH; i++)
+		assert_int_equal(e[i].verdict, EFS_REPORT_KEEP);
+	free(e);
+}
+
 /* The cluster totals: complete files only, distinct referenced chunks
  * (a session's too) counted once, unreferenced chunks not at all. */
 /* Runs @sql on the server's own database; returns the first column of the
@@ -1400,6 +1486,8 @@ int main(void)
 		T(test_report_age_is_judged_on_the_worker_clock),
 		T(test_report_finish_judges_on_the_master_clock),
 		T(test_report_adopts_copy_of_under_replicated_chunk),
+		T(test_report_batch_of_5000),
+		T(test_report_batch_of_known_chunks),
 		T(test_stats),
 		T(test_idle_connections_ended_by_the_server),
 		T(test_second_store_on_the_same_database),

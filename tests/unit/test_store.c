@@ -24,6 +24,7 @@
 #include "echofs/hash.h"
 #include "echofs/util.h"
 #include "worker/store.h"
+#include "worker/store_internal.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -923,6 +924,105 @@ static void test_iterate_visits_every_chunk_once(void **state)
 	efs_store_write_abort(w);
 }
 
+/* A walk over many chunks copies its ids a slice at a time, in key order,
+ * with the lock released between slices: while it runs, another thread's
+ * write and delete complete, and the walk sees the store as it is when
+ * each slice is copied (a chunk deleted before its slice is not listed,
+ * which a snapshot of the whole index taken up front would list), while
+ * every chunk present throughout is listed exactly once. */
+#define SLICED_CHUNKS 300
+#define SLICE 7
+
+struct sliced {
+	struct efs_store *store;
+	char ids[SLICED_CHUNKS][65]; /* sorted */
+	unsigned seen[SLICED_CHUNKS];
+	bool deleted[SLICED_CHUNKS];
+	size_t calls, added;
+	char last[65];
+};
+
+struct side_write {
+	struct efs_store *store;
+	char add[65], drop[65];
+	int add_result, drop_result;
+};
+
+/* Another thread's write and delete, while the walk is in its callback. */
+static void *side_write_main(void *arg)
+{
+	struct side_write *sw = arg;
+	unsigned char data[50];
+	struct efs_store_writer *w = NULL;
+	fill_pattern(data, sizeof(data), 3);
+	sw->add_result = efs_store_write_begin(sw->store, sw->add, sizeof(data), 0, &w);
+	if (sw->add_result == 0 && (sw->add_result = efs_store_write(w, data, sizeof(data))) == 0)
+		sw->add_result = efs_store_write_commit(w, false, 0);
+	sw->drop_result = efs_store_delete(sw->store, sw->drop, 0);
+	return NULL;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static int visit_sliced(void *ctx, const char *id, uint64_t length, int64_t mtime_ms)
+{
+	struct sliced *sl = ctx;
+	char (*hit)[65] = bsearch(id, sl->ids, SLICED_CHUNKS, sizeof(sl->ids[0]), id_cmp);
+	/* in key order (hex of the key: the same order as the ids) */
+	assert_true(strcmp(sl->last, id) < 0);
+	efs_strlcpy(sl->last, id, sizeof(sl->last));
+	if (hit)
+		sl->seen[hit - sl->ids]++;
+	size_t victim = SLICED_CHUNKS - 1 - sl->added;
+	if (sl->calls++ % 10 != 0 || !hit || victim <= (size_t)(hit - sl->ids) + SLICE)
+		return 0; /* (the victim must lie past the slice already copied) */
+	/* Every tenth chunk: a write and a delete of a chunk not listed yet,
+	 * from another thread, done before the walk goes on. */
+	struct side_write sw = {.store = sl->store};
+	chunk_id(5000 + (unsigned)sl->added++, sw.add);
+	efs_strlcpy(sw.drop, sl->ids[victim], sizeof(sw.drop));
+	pthread_t thread;
+	assert_int_equal(pthread_create(&thread, NULL, side_write_main, &sw), 0);
+	assert_int_equal(pthread_join(thread, NULL), 0);
+	assert_int_equal(sw.add_result, 0);
+	assert_int_equal(sw.drop_result, 0);
+	sl->deleted[victim] = true;
+	return 0;
+}
+
+static void test_iterate_in_slices_lets_writes_through(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[100];
+	char err[256] = "";
+	struct sliced *sl = calloc(1, sizeof(*sl));
+	assert_non_null(sl);
+
+	efs_store_close(f->store);
+	struct efs_store_options opt = {.volume_bytes = volume_bytes, .iterate_slice = SLICE};
+	assert_int_equal(efs_store_open_with(f->dir, &opt, &f->store, err, sizeof(err)), 0);
+	sl->store = f->store;
+	fill_pattern(data, sizeof(data), 23);
+	for (unsigned i = 0; i < SLICED_CHUNKS; i++) {
+		chunk_id(1000 + i, sl->ids[i]);
+		put(f->store, sl->ids[i], data, 1 + i % 90, 0);
+	}
+	qsort(sl->ids, SLICED_CHUNKS, sizeof(sl->ids[0]), id_cmp);
+
+	assert_int_equal(efs_store_iterate(f->store, visit_sliced, sl), 0);
+	assert_true(sl->added > 20);
+	for (size_t i = 0; i < SLICED_CHUNKS; i++) {
+		if (sl->deleted[i])
+			assert_int_equal(sl->seen[i], 0); /* deleted before its slice */
+		else
+			assert_int_equal(sl->seen[i], 1);
+	}
+	free(sl);
+}
+
 /* ---- replace --------------------------------------------------------- */
 
 static void test_rewriting_a_chunk_replaces_it(void **state)
@@ -1134,6 +1234,86 @@ static void test_compaction_reclaims_deleted_space(void **state)
 			assert_int_equal(mtime, mtimes[i]); /* the collector's guard still works */
 		}
 		reopen(f);
+	}
+}
+
+/* Sealed volumes at least half dead: what compaction has yet to reclaim. */
+static size_t half_dead_volumes(struct efs_store *s)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->vol_count; i++) {
+		struct volume *v = s->vols[i];
+		if (v->sealed && store_volume_needed(s, v) * 2 <= v->size)
+			n++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+/* A compaction that fails (here: reads of its volume fail) does not leave
+ * that volume alone until a restart: it is tried again after a backoff,
+ * and once the error has passed the space is reclaimed. */
+static void test_compaction_retries_a_failed_volume_later(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[1000];
+	char id[65];
+	int broken[64];
+	size_t nbroken = 0;
+
+	for (unsigned i = 0; i < 40; i++) {
+		chunk_id(300 + i, id);
+		fill_pattern(data, sizeof(data), i);
+		put(f->store, id, data, sizeof(data), 0);
+	}
+	for (unsigned i = 0; i < 40; i++) {
+		if (i % 8 == 0)
+			continue; /* keeps 5 */
+		chunk_id(300 + i, id);
+		assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	}
+	struct efs_store_volume_stats before = volumes(f->store);
+
+	/* Every sealed volume's reads fail: its descriptor is swapped for
+	 * one open for writing only. */
+	struct efs_store *s = f->store;
+	int wronly = open("/dev/null", O_WRONLY);
+	assert_true(wronly >= 0);
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->vol_count && nbroken < 64; i++) {
+		struct volume *v = s->vols[i];
+		broken[nbroken++] = v->fd;
+		v->fd = wronly;
+	}
+	pthread_mutex_unlock(&s->lock);
+	int r = efs_store_compact(s);
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < nbroken; i++)
+		s->vols[i]->fd = broken[i];
+	pthread_mutex_unlock(&s->lock);
+	close(wronly);
+	assert_true(r < 0);
+
+	/* The error has passed: after the backoff (1 s; waited for up to 20 s
+	 * on a loaded machine), compaction reclaims every dead volume, the one
+	 * that failed included. */
+	int64_t deadline = efs_mono_ms() + 20000;
+	do {
+		while (efs_store_compact(s) > 0)
+			;
+		usleep(100 * 1000);
+	} while (half_dead_volumes(s) > 0 && efs_mono_ms() < deadline);
+	assert_int_equal(half_dead_volumes(s), 0);
+	struct efs_store_volume_stats after = volumes(s);
+	assert_true(after.file_bytes < before.file_bytes / 2);
+	expect_stats(s, 5, 5000);
+	for (unsigned i = 0; i < 40; i += 8) {
+		uint32_t flags;
+		chunk_id(300 + i, id);
+		fill_pattern(data, sizeof(data), i);
+		assert_int_equal(efs_store_get(s, id, &f->buf, &flags), 0);
+		assert_memory_equal(f->buf.data, data, sizeof(data));
 	}
 }
 
@@ -1412,11 +1592,13 @@ int main(int argc, char **argv)
 		T(test_reopen_ignores_a_torn_tail),
 		T(test_reopen_with_damaged_chunk_keeps_counts_right),
 		T(test_iterate_visits_every_chunk_once),
+		T(test_iterate_in_slices_lets_writes_through),
 		T(test_rewriting_a_chunk_replaces_it),
 		T(test_write_committed_after_a_delete_survives_reopen),
 		T(test_reopen_skips_an_aborted_region),
 		T(test_concurrent_commits_are_all_kept),
 		T(test_compaction_reclaims_deleted_space),
+		T(test_compaction_retries_a_failed_volume_later),
 		T(test_compaction_keeps_needed_tombstones),
 		T(test_compaction_quarantines_a_damaged_record),
 		T(test_small_volumes_left_by_restarts_are_merged),
