@@ -41,8 +41,13 @@ COLLECTED = r"collector: \d+ unreferenced chunks removed"
 
 def skewed(seconds: int) -> dict:
     """A worker's environment with its wall clock @seconds off (+ ahead)."""
-    return {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": f"{seconds:+d}",
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    env = {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": f"{seconds:+d}",
+           "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    if h.SANITIZE:
+        # ASan insists on being first in the library list; a preloaded
+        # libfaketime comes before it.  Both work in that order.
+        env["ASAN_OPTIONS"] = h.ASAN_OPTIONS + ":verify_asan_link_order=0"
+    return env
 
 
 def worker_clock_offset(w: h.Worker) -> float:
