@@ -184,8 +184,10 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 	return done < want ? -ENOSPC : 0;
 }
 
-/* A HEAD is a lookup in the worker's index and a read of one header. */
-#define CONFIRM_TIMEOUT_MS 5000
+/* A HEAD is a lookup in the worker's index and a read of one header: a
+ * worker that takes longer (paused, disk stuck) is not counted, and the
+ * chunk is written elsewhere. */
+#define CONFIRM_TIMEOUT_MS 3000
 
 int efs_chunk_confirm(struct efs_chunk_io *io, const char *chunk_id, struct efs_target *targets,
 		      unsigned *count)
