@@ -204,7 +204,7 @@ int efs_chunk_confirm(struct efs_chunk_io *io, const char *chunk_id, struct efs_
 		calls[i].headers[0] = io->cluster_header[0] ? io->cluster_header : NULL;
 		calls[i].timeout_ms = CONFIRM_TIMEOUT_MS;
 		calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
-		calls[i].resp_cap = 4096;
+		calls[i].resp_cap = ERROR_BODY_MAX;
 		callp[i] = &calls[i];
 	}
 	if (n > 0)

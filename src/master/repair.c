@@ -76,7 +76,6 @@ static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repa
 	}
 	/* The read may have marked replicas bad or good again: copy to what
 	 * is missing now, and keep what turned good. */
-	unsigned count_before = count;
 	r = efs_meta_chunk_get(d->meta, need->chunk_id, &chunk, replicas, &count);
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
@@ -84,7 +83,7 @@ static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repa
 	if (!had_good && holding > 0)
 		efs_info("repair: chunk %.12s had no good replica; a bad one read back intact "
 			 "and is good again (%u of %u replicas good)",
-			 chunk.chunk_id, holding, count_before);
+			 chunk.chunk_id, holding, count);
 	if (holding >= d->replication_factor)
 		return 0;
 	unsigned missing = d->replication_factor - holding;
