@@ -63,6 +63,11 @@ struct efs_replica {
 	char url[EFS_URL_MAX + 1];
 	int64_t last_heartbeat_ms; /* of its worker; 0 if the worker is unknown */
 	bool bad;                  /* failed a read or a checksum */
+	/* Which version of the row this is, for efs_meta_replica_mark_good:
+	 * when it was recorded (master clock) and how many times it was
+	 * marked bad since. */
+	int64_t created_at_ms;
+	int64_t bad_marks;
 };
 
 /* Chunk number @index of a file with its replicas. */
@@ -222,8 +227,18 @@ int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *ow
 int efs_meta_chunk_get(struct efs_meta *m, const char *chunk_id, struct efs_chunk_info *out,
 		       struct efs_replica *replicas, unsigned *replica_count);
 /* Marks a replica bad (a failed read or checksum): it is no longer read
- * and repair replaces it. */
+ * and repair replaces it. Counts the mark (efs_replica.bad_marks), also on
+ * a replica already bad. */
 int efs_meta_replica_mark_bad(struct efs_meta *m, const char *chunk_id, const char *worker_id);
+/* Makes bad replica @rep of @chunk_id good again, because bytes read from
+ * it just now verified against the chunk id; recorded at @now_ms (so a
+ * report whose snapshot predates the read does not mark it again). Only
+ * if the row is still the one the caller loaded before reading: still
+ * bad, with the same created_at_ms and bad_marks. A replica marked bad
+ * again meanwhile (another read, the scrubber, a report's end), removed
+ * or rewritten is left as it is: -ESTALE. */
+int efs_meta_replica_mark_good(struct efs_meta *m, const char *chunk_id,
+			       const struct efs_replica *rep, int64_t now_ms);
 /* Adds (or makes good again) replicas of a stored chunk on @worker_ids. */
 int efs_meta_replica_add(struct efs_meta *m, const char *chunk_id, const char *const *worker_ids,
 			 size_t worker_count, int64_t now_ms);
@@ -245,9 +260,11 @@ struct efs_repair_need {
 	char chunk_id[65];
 	unsigned holding; /* good replicas on such workers */
 };
-/* Up to @max chunks needing repair, those with the fewest replicas first.
- * Chunks with no good replica at all are left out: nothing can be copied
- * from them until a worker holding one comes back (they still count in
+/* Up to @max chunks needing repair, those with the fewest replicas first,
+ * then those with no good replica but a bad one on such a worker (repair
+ * tries to read it: intact bytes make it good again). Chunks with no
+ * replica at all on such workers are left out: nothing can be copied from
+ * them until a worker holding one comes back (they still count in
  * efs_meta_under_replicated). */
 int efs_meta_repair_list(struct efs_meta *m, unsigned replication, int64_t holding_after_ms,
 			 size_t max, struct efs_repair_need *out, size_t *count);

@@ -16,6 +16,8 @@
 /* A worker that moves less than 1 KiB/s for this long (paused, disk
  * stuck) is given up on and the replica goes elsewhere. */
 #define STALL_TIMEOUT_S 3
+/* The longest error reply of a worker read (its JSON envelope). */
+#define ERROR_BODY_MAX 4096
 
 /* Budget for moving @len bytes to or from a worker: a stalled worker is
  * given up on quickly enough for the client not to notice much. */
@@ -182,6 +184,47 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 	return done < want ? -ENOSPC : 0;
 }
 
+/* A HEAD is a lookup in the worker's index and a read of one header: a
+ * worker that takes longer (paused, disk stuck) is not counted, and the
+ * chunk is written elsewhere. */
+#define CONFIRM_TIMEOUT_MS 3000
+
+int efs_chunk_confirm(struct efs_chunk_io *io, const char *chunk_id, struct efs_target *targets,
+		      unsigned *count)
+{
+	struct efs_http_call calls[EFS_MAX_REPLICAS];
+	struct efs_http_call *callp[EFS_MAX_REPLICAS];
+	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
+	unsigned n = EFS_MIN(*count, EFS_MAX_REPLICAS), kept = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(urls[i], sizeof(urls[i]), "%s/chunks/%s", targets[i].url, chunk_id);
+		efs_http_call_init(&calls[i], "HEAD", urls[i]);
+		calls[i].bearer = io->cluster_secret;
+		calls[i].headers[0] = io->cluster_header[0] ? io->cluster_header : NULL;
+		calls[i].timeout_ms = CONFIRM_TIMEOUT_MS;
+		calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
+		calls[i].resp_cap = ERROR_BODY_MAX;
+		callp[i] = &calls[i];
+	}
+	if (n > 0)
+		efs_http_call_run_parallel(io->http, callp, n);
+	for (unsigned i = 0; i < n; i++) {
+		if (calls[i].error == 0 && calls[i].status == 200) {
+			if (kept != i)
+				targets[kept] = targets[i];
+			kept++;
+		} else if (calls[i].error == 0 && calls[i].status == 404) {
+			/* Lost there (deleted, a disk replaced): as a read
+			 * finding it gone would. */
+			efs_meta_replica_mark_bad(io->meta, chunk_id, targets[i].worker_id);
+		}
+		efs_http_call_release(&calls[i]);
+	}
+	*count = kept;
+	return 0;
+}
+
 /* Orders replicas: usable ones (alive, not bad) first, shuffled. */
 static void order_replicas(const struct efs_chunk_io *io, const struct efs_replica *replicas,
 			   unsigned n, unsigned *order)
@@ -224,8 +267,10 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 	call.stall_timeout_s = STALL_TIMEOUT_S;
 	call.capture_header = "X-Chunk-Encoding";
 	call.resp = *scratch; /* reuse the caller's allocation */
-	/* Raw or gzip (kept only when smaller): never more than size. */
-	call.resp_cap = EFS_MAX(chunk->stored_size, chunk->size) + 1;
+	/* Raw or gzip (kept only when smaller): never more than size; but
+	 * room for an error's JSON body, which may be longer than a small
+	 * chunk (a 404 read as "unreachable" would never mark it bad). */
+	call.resp_cap = EFS_MAX(EFS_MAX(chunk->stored_size, chunk->size) + 1, ERROR_BODY_MAX);
 	r = efs_http_call_run(io->http, &call);
 	*scratch = call.resp;
 	scratch->cap = SIZE_MAX;
@@ -271,8 +316,16 @@ int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 	for (unsigned k = 0; k < replica_count; k++) {
 		const struct efs_replica *rep = &replicas[order[k]];
 		int r = read_replica(io, chunk, rep, out, scratch);
-		if (r == 0)
+		if (r == 0) {
+			/* Bytes that verify against the chunk id: a replica
+			 * marked bad is intact after all (a passing failure, a
+			 * disk back). Good again, unless marked bad anew since
+			 * it was loaded (-ESTALE: left as it is). */
+			if (rep->bad)
+				efs_meta_replica_mark_good(io->meta, chunk->chunk_id, rep,
+							   efs_now_ms());
 			return 0;
+		}
 		/* Missing or corrupt there: repair replaces it (and logs that). */
 		if (r == -EBADMSG)
 			efs_meta_replica_mark_bad(io->meta, chunk->chunk_id, rep->worker_id);

@@ -75,10 +75,22 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 /* Reads chunk @chunk from one of its replicas into @out (decoded and
  * verified). @scratch holds the stored bytes. -EIO when no replica gave
  * good bytes. Never logs (a replica found missing or corrupt is marked bad
- * in the metadata): the caller logs the failure once. */
+ * in the metadata): the caller logs the failure once. A replica marked bad
+ * that gives bytes verifying against the chunk id is made good again
+ * (efs_meta_replica_mark_good: only if not marked bad anew since
+ * @replicas were loaded). */
 int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		   const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
 		   struct efs_buf *scratch);
+
+/* Asks each of @targets[0..*count) whether it holds chunk @chunk_id (a
+ * HEAD, all in parallel: the worker checks its index and the record's
+ * header, not the payload). Keeps in @targets, in order, those that
+ * answered 200 and sets *count to how many; a target that answered 404 no
+ * longer holds it, and its replica is marked bad. A target that could not
+ * be asked is dropped but not marked. Returns 0. */
+int efs_chunk_confirm(struct efs_chunk_io *io, const char *chunk_id, struct efs_target *targets,
+		      unsigned *count);
 
 /* The write guard of @io (struct efs_chunk_writing above). Every begin is
  * matched by one end for the same id; efs_chunk_is_writing is true for

@@ -16,6 +16,23 @@
  * first); the rest wait for the next pass, REPAIR_INTERVAL_MS later. */
 #define REPAIR_PASS_CHUNKS 64
 
+/* The workers that hold (or may still hold) a good replica of the chunk,
+ * into @keep; returns how many. */
+static unsigned holding_workers(const struct efs_replica *replicas, unsigned count,
+				int64_t holding_after, struct efs_target *keep)
+{
+	unsigned holding = 0;
+	for (unsigned i = 0; i < count; i++) {
+		if (replicas[i].bad || replicas[i].last_heartbeat_ms <= holding_after)
+			continue;
+		efs_strlcpy(keep[holding].worker_id, replicas[i].worker_id,
+			    sizeof(keep[holding].worker_id));
+		efs_strlcpy(keep[holding].url, replicas[i].url, sizeof(keep[holding].url));
+		holding++;
+	}
+	return holding;
+}
+
 /* Copies one chunk to as many new workers as it lacks. Returns the bytes
  * copied (for pacing) or -errno. */
 static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repair_need *need,
@@ -26,36 +43,50 @@ static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repa
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
 	struct efs_target keep[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
 	const char *added_ids[EFS_MAX_REPLICAS];
-	unsigned count = 0, holding = 0;
+	unsigned count = 0;
 	int r = efs_meta_chunk_get(d->meta, need->chunk_id, &chunk, replicas, &count);
 	if (r < 0)
 		return r == -ENOENT ? 0 : r; /* collected meanwhile */
 
-	/* Workers that hold (or may still hold) a good replica keep it. */
-	for (unsigned i = 0; i < count; i++) {
-		if (replicas[i].bad || replicas[i].last_heartbeat_ms <= holding_after)
-			continue;
-		efs_strlcpy(keep[holding].worker_id, replicas[i].worker_id,
-			    sizeof(keep[holding].worker_id));
-		efs_strlcpy(keep[holding].url, replicas[i].url, sizeof(keep[holding].url));
-		holding++;
-	}
+	unsigned holding = holding_workers(replicas, count, holding_after, keep);
 	if (holding >= d->replication_factor)
 		return 0;
-	unsigned missing = d->replication_factor - holding;
 	/* Somewhere to put a copy? If not, do not read the chunk at all. */
 	struct efs_target probe[EFS_MAX_REPLICAS];
 	r = efs_placement_choose(d->placement, 1, chunk.stored_size, keep, holding, probe);
 	if (r <= 0)
 		return r < 0 ? r : -ENOSPC;
 
+	/* Good replicas are read first; with none (or none readable), the bad
+	 * ones: bytes that verify make that replica good again. */
+	bool had_good = holding > 0;
 	r = efs_chunk_read(d->chunk_io, &chunk, replicas, count, data, scratch);
 	if (r < 0) {
-		efs_error("repair: chunk %s has no readable replica (%u recorded): its data is "
-			  "unavailable until a worker holding it returns",
-			  chunk.chunk_id, count);
+		/* With no good replica this is expected of a chunk truly lost
+		 * (it still counts in under_replicated): not an error each
+		 * pass. */
+		if (had_good)
+			efs_error("repair: chunk %s has no readable replica (%u recorded): its "
+				  "data is unavailable until a worker holding it returns",
+				  chunk.chunk_id, count);
+		else
+			efs_debug("repair: chunk %.12s: none of its %u bad replicas verifies",
+				  chunk.chunk_id, count);
 		return r;
 	}
+	/* The read may have marked replicas bad or good again: copy to what
+	 * is missing now, and keep what turned good. */
+	r = efs_meta_chunk_get(d->meta, need->chunk_id, &chunk, replicas, &count);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	holding = holding_workers(replicas, count, holding_after, keep);
+	if (!had_good && holding > 0)
+		efs_info("repair: chunk %.12s had no good replica; a bad one read back intact "
+			 "and is good again (%u of %u replicas good)",
+			 chunk.chunk_id, holding, count);
+	if (holding >= d->replication_factor)
+		return 0;
+	unsigned missing = d->replication_factor - holding;
 	bool gzip = false;
 	r = efs_codec_encode(data->data, data->len, encoded, &gzip);
 	if (r < 0)

@@ -96,6 +96,12 @@ static int store_chunk(const struct efs_uploader *up, const struct record_target
 			efs_strlcpy(have[good].url, replicas[i].url, sizeof(have[good].url));
 			good++;
 		}
+		/* A replica row is not a copy: one deleted behind the master's
+		 * back, or on a disk replaced since, would leave the new file
+		 * unreadable. Only the workers that say they hold it count; the
+		 * others are written as for a new chunk. */
+		if (good > 0)
+			efs_chunk_confirm(up->chunk_io, chunk.chunk_id, have, &good);
 		unsigned missing = good >= want ? 0 : want - good;
 		if (missing > 0) {
 			/* Each replica records its own encoding (the worker

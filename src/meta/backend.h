@@ -52,6 +52,8 @@ struct efs_meta_ops {
 	int (*chunk_get)(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 			 struct efs_replica *replicas, unsigned *replica_count);
 	int (*replica_mark_bad)(void *impl, const char *chunk_id, const char *worker_id);
+	int (*replica_mark_good)(void *impl, const char *chunk_id, const struct efs_replica *rep,
+				 int64_t now_ms);
 	int (*replica_add)(void *impl, const char *chunk_id, const char *const *worker_ids,
 			   size_t worker_count, int64_t now_ms);
 	int (*chunk_record_unreferenced)(void *impl, const struct efs_chunk_info *chunk,

@@ -223,6 +223,12 @@ int efs_meta_replica_mark_bad(struct efs_meta *m, const char *chunk_id, const ch
 	return m->ops->replica_mark_bad(m->impl, chunk_id, worker_id);
 }
 
+int efs_meta_replica_mark_good(struct efs_meta *m, const char *chunk_id,
+			       const struct efs_replica *rep, int64_t now_ms)
+{
+	return m->ops->replica_mark_good(m->impl, chunk_id, rep, now_ms);
+}
+
 uint64_t efs_meta_changes(struct efs_meta *m)
 {
 	return atomic_load(&m->changes);

@@ -113,10 +113,19 @@ static const char schema_v4[] = "CREATE TABLE cluster ("
 				"  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),"
 				"  cluster_id TEXT NOT NULL);";
 
+/* Version 5: how many times each replica was marked bad. A verified read
+ * of a bad replica makes it good again only if the count (and created_at)
+ * are those the reader loaded before reading: a replica marked bad again
+ * meanwhile (a later read, the scrubber, a report) stays bad
+ * (sql_files.c:sql_replica_mark_good, docs/LIFECYCLE.md R12). */
+static const char schema_v5[] =
+	"ALTER TABLE replicas ADD COLUMN bad_marks BIGINT NOT NULL DEFAULT 0;";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1},
 	{2, schema_v2},
 	{3, schema_v3},
 	{4, schema_v4},
+	{5, schema_v5},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

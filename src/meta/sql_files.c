@@ -486,6 +486,8 @@ static void replica_from_row(const struct efs_sql_row *row, int col, struct efs_
 	rep->bad = efs_sql_int(row, col + 1) != 0;
 	efs_strlcpy(rep->url, efs_sql_text(row, col + 2), sizeof(rep->url));
 	rep->last_heartbeat_ms = efs_sql_null(row, col + 3) ? 0 : efs_sql_int(row, col + 3);
+	rep->created_at_ms = efs_sql_int(row, col + 4);
+	rep->bad_marks = efs_sql_int(row, col + 5);
 }
 
 static int row_file_chunk(void *ctx, const struct efs_sql_row *row)
@@ -514,7 +516,7 @@ int sql_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
 	void *items;
 	int r = SQL_ONE(impl,
 			"SELECT fc.idx, c.chunk_id, c.size, c.stored_size, c.compressed,"
-			"  r.worker_id, r.state, w.url, w.last_heartbeat"
+			"  r.worker_id, r.state, w.url, w.last_heartbeat, r.created_at, r.bad_marks"
 			" FROM file_chunks fc JOIN chunks c ON c.chunk_id = fc.chunk_id"
 			" LEFT JOIN replicas r ON r.chunk_id = c.chunk_id"
 			" LEFT JOIN workers w ON w.worker_id = r.worker_id"
@@ -582,7 +584,8 @@ static int row_replica(void *ctx, const struct efs_sql_row *row)
 	return 0;
 }
 
-static const char replicas_sql[] = "SELECT r.worker_id, r.state, w.url, w.last_heartbeat"
+static const char replicas_sql[] = "SELECT r.worker_id, r.state, w.url, w.last_heartbeat,"
+				   " r.created_at, r.bad_marks"
 				   " FROM replicas r LEFT JOIN workers w"
 				   " ON w.worker_id = r.worker_id WHERE r.chunk_id = $1"
 				   " ORDER BY r.worker_id";
@@ -675,8 +678,32 @@ int sql_replica_remove(void *impl, const char *chunk_id, const char *worker_id)
 
 int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id)
 {
-	return SQL_WRITE(impl, "UPDATE replicas SET state = 1 WHERE chunk_id = $1 AND worker_id = $2",
+	/* Every mark counts, on a bad replica too: a verified read that began
+	 * before it must not undo it (sql_replica_mark_good). */
+	return SQL_WRITE(impl,
+		       "UPDATE replicas SET state = 1, bad_marks = bad_marks + 1"
+		       " WHERE chunk_id = $1 AND worker_id = $2",
 		       NULL, NULL, NULL, SQL_TEXT(chunk_id), SQL_TEXT(worker_id));
+}
+
+int sql_replica_mark_good(void *impl, const char *chunk_id, const struct efs_replica *rep,
+			  int64_t now_ms)
+{
+	int64_t changed = 0;
+	/* Only the bad row the reader loaded before its read: not one marked
+	 * again since (a later read found the copy gone, the scrubber
+	 * quarantined it, a report's end missed it), nor one removed and
+	 * recorded again. created_at moves to now, as for a rewrite: a report
+	 * whose snapshot predates this read does not mark it again (R7). */
+	int r = SQL_WRITE(impl,
+			"UPDATE replicas SET state = 0, created_at = $5"
+			" WHERE chunk_id = $1 AND worker_id = $2 AND state = 1"
+			" AND created_at = $3 AND bad_marks = $4",
+			NULL, NULL, &changed, SQL_TEXT(chunk_id), SQL_TEXT(rep->worker_id),
+			SQL_INT(rep->created_at_ms), SQL_INT(rep->bad_marks), SQL_INT(now_ms));
+	if (r < 0)
+		return r;
+	return changed ? 0 : -ESTALE;
 }
 
 /* ---- totals ----------------------------------------------------------- */

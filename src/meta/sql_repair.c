@@ -36,9 +36,17 @@ int sql_repair_list(void *impl, unsigned replication, int64_t holding_after_ms, 
 		    struct efs_repair_need *out, size_t *count)
 {
 	struct sql_rows rows = SQL_ROWS_FIXED(out, max);
+	/* A chunk with no good replica is listed when a bad one is on a worker
+	 * heard from: its bytes may be intact (marked bad by a passing
+	 * failure, a disk back from the dead), and repair reads it to find
+	 * out. Such chunks come after every chunk with a good replica, so
+	 * those that turn out unreadable do not hold the others up. */
 	int r = SQL_ONE(impl,
 			"SELECT chunk_id, holding FROM (" HOLDING_SQL ") t"
-			" WHERE holding < $2 AND holding > 0 ORDER BY holding, chunk_id LIMIT $3",
+			" WHERE holding < $2 AND (holding > 0 OR EXISTS (SELECT 1 FROM replicas b"
+			"  JOIN workers w ON w.worker_id = b.worker_id"
+			"  WHERE b.chunk_id = t.chunk_id AND b.state <> 0 AND w.last_heartbeat > $1))"
+			" ORDER BY CASE WHEN holding > 0 THEN 0 ELSE 1 END, holding, chunk_id LIMIT $3",
 			row_need, &rows, NULL, SQL_INT(holding_after_ms), SQL_INT(replication),
 			SQL_INT(max));
 	return sql_rows_finish(&rows, r, NULL, count);
@@ -312,7 +320,8 @@ int sql_report_finish(void *impl, const struct efs_report_context *ctx)
 	if (ctx->master_started_ms <= SKEW_MARGIN_MS)
 		return 0;
 	int r = SQL_WRITE(impl,
-			"UPDATE replicas SET state = 1 WHERE worker_id = $1 AND state = 0"
+			"UPDATE replicas SET state = 1, bad_marks = bad_marks + 1"
+			" WHERE worker_id = $1 AND state = 0"
 			" AND created_at < $2 AND (seen_at IS NULL OR seen_at < $3)",
 			NULL, NULL, &changed, SQL_TEXT(ctx->worker_id),
 			SQL_INT(ctx->master_started_ms - SKEW_MARGIN_MS), SQL_INT(ctx->started_ms));

@@ -607,6 +607,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.file_delete = sql_file_delete,
 	.chunk_get = sql_chunk_get,
 	.replica_mark_bad = sql_replica_mark_bad,
+	.replica_mark_good = sql_replica_mark_good,
 	.replica_add = sql_replica_add,
 	.chunk_record_unreferenced = sql_chunk_record_unreferenced,
 	.replica_remove = sql_replica_remove,

@@ -179,6 +179,8 @@ int sql_file_delete(void *impl, const char *file_id, const char *owner, int64_t 
 int sql_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 		  struct efs_replica *replicas, unsigned *replica_count);
 int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id);
+int sql_replica_mark_good(void *impl, const char *chunk_id, const struct efs_replica *rep,
+			  int64_t now_ms);
 int sql_replica_add(void *impl, const char *chunk_id, const char *const *worker_ids,
 		    size_t worker_count, int64_t now_ms);
 int sql_chunk_record_unreferenced(void *impl, const struct efs_chunk_info *chunk,

@@ -1213,6 +1213,116 @@ static void test_report_finish_judges_on_the_master_clock(void **state)
 	assert_false(find_replica(replicas, count, "w1")->bad);
 }
 
+/* The replica of @c on @worker_id as the store has it now. */
+static struct efs_replica replica_now(struct fixture *f, const struct efs_chunk_info *c,
+				      const char *worker_id)
+{
+	struct efs_chunk_info got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+	assert_int_equal(efs_meta_chunk_get(f->m, c->chunk_id, &got, replicas, &count), 0);
+	const struct efs_replica *rep = find_replica(replicas, count, worker_id);
+	assert_non_null(rep);
+	return *rep;
+}
+
+/* LIFECYCLE T29/R12: a verified read makes a bad replica good again only
+ * while the row is the one loaded before the read: a replica marked bad
+ * again meanwhile, or removed and recorded again, stays as it is. */
+static void test_replica_mark_good_only_the_same_bad_replica(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1);
+
+	put_on(f, 1, &a, WORKERS);
+	struct efs_replica good = replica_now(f, &a, "w2");
+	assert_false(good.bad);
+	assert_int_equal(good.created_at_ms, f->now);
+	assert_int_equal(efs_meta_replica_mark_good(f->m, a.chunk_id, &good, f->now + 1), -ESTALE);
+
+	/* marked bad, read back intact: good again, recorded at the read */
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, a.chunk_id, "w2"), 0);
+	struct efs_replica loaded = replica_now(f, &a, "w2");
+	assert_true(loaded.bad);
+	assert_int_equal(loaded.bad_marks, good.bad_marks + 1);
+	assert_int_equal(efs_meta_replica_mark_good(f->m, a.chunk_id, &loaded, f->now + 1000), 0);
+	struct efs_replica now = replica_now(f, &a, "w2");
+	assert_false(now.bad);
+	assert_int_equal(now.created_at_ms, f->now + 1000);
+	expect_chunk(f, &a, NULL);
+	/* twice: the second finds it good */
+	assert_int_equal(efs_meta_replica_mark_good(f->m, a.chunk_id, &loaded, f->now + 2000),
+			 -ESTALE);
+
+	/* marked bad again after the reader loaded it (a later read found the
+	 * copy gone): the earlier read does not undo that */
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, a.chunk_id, "w2"), 0);
+	loaded = replica_now(f, &a, "w2");
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, a.chunk_id, "w2"), 0);
+	assert_int_equal(efs_meta_replica_mark_good(f->m, a.chunk_id, &loaded, f->now + 3000),
+			 -ESTALE);
+	expect_chunk(f, &a, "w2");
+
+	/* removed and recorded again, then marked as many times: another row */
+	loaded = replica_now(f, &a, "w2");
+	const char *w2[] = {"w2"};
+	assert_int_equal(efs_meta_replica_remove(f->m, a.chunk_id, "w2"), 0);
+	assert_int_equal(efs_meta_replica_add(f->m, a.chunk_id, w2, 1, f->now + 4000), 0);
+	for (int64_t i = 0; i < loaded.bad_marks; i++)
+		assert_int_equal(efs_meta_replica_mark_bad(f->m, a.chunk_id, "w2"), 0);
+	assert_int_equal(replica_now(f, &a, "w2").bad_marks, loaded.bad_marks);
+	assert_int_equal(efs_meta_replica_mark_good(f->m, a.chunk_id, &loaded, f->now + 5000),
+			 -ESTALE);
+	expect_chunk(f, &a, "w2");
+
+	/* the end of a report counts its mark too */
+	loaded = replica_now(f, &a, "w1");
+	struct efs_report_context ctx = report_ctx(f, "w1", f->now);
+	ctx.master_started_ms = f->now + 60000;
+	assert_int_equal(efs_meta_report_finish(f->m, &ctx), 1);
+	struct efs_replica marked = replica_now(f, &a, "w1");
+	assert_true(marked.bad);
+	assert_int_equal(marked.bad_marks, loaded.bad_marks + 1);
+}
+
+/* LIFECYCLE T25/T26: repair lists chunks short of good replicas, fewest
+ * first, then those with none good but a bad one on a worker heard from
+ * (it may be intact); a chunk whose only replicas are on workers not heard
+ * from is left out. */
+static void test_repair_list_tries_bad_replicas_last(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2), c = chunk(3);
+	struct efs_repair_need needs[8];
+	size_t count = 0;
+
+	put_on(f, 1, &a, WORKERS);
+	put_on(f, 2, &b, WORKERS);
+	put_on(f, 3, &c, WORKERS);
+	for (size_t i = 0; i < WORKERS; i++)
+		assert_int_equal(efs_meta_replica_mark_bad(f->m, a.chunk_id, worker_ids[i]), 0);
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, b.chunk_id, "w1"), 0);
+
+	assert_int_equal(efs_meta_repair_list(f->m, WORKERS, 0, 8, needs, &count), 0);
+	assert_int_equal(count, 2);
+	assert_string_equal(needs[0].chunk_id, b.chunk_id);
+	assert_int_equal(needs[0].holding, WORKERS - 1);
+	assert_string_equal(needs[1].chunk_id, a.chunk_id);
+	assert_int_equal(needs[1].holding, 0);
+	assert_int_equal(efs_meta_repair_list(f->m, WORKERS, 0, 1, needs, &count), 0);
+	assert_int_equal(count, 1);
+	assert_string_equal(needs[0].chunk_id, b.chunk_id);
+
+	/* every worker silent since before the cut: nothing to read from */
+	assert_int_equal(efs_meta_repair_list(f->m, WORKERS, worker_heartbeat(WORKERS), 8, needs,
+					      &count),
+			 0);
+	assert_int_equal(count, 0);
+	uint64_t under = 0;
+	assert_int_equal(efs_meta_under_replicated(f->m, WORKERS, 0, &under), 0);
+	assert_int_equal(under, 2);
+}
+
 /* LIFECYCLE T18: a copy of a referenced chunk short of good replicas, that
  * no row names, is adopted: recorded as a good replica of that worker. */
 static void test_report_adopts_copy_of_under_replicated_chunk(void **state)
@@ -1486,6 +1596,8 @@ int main(void)
 		T(test_report_age_is_judged_on_the_worker_clock),
 		T(test_report_finish_judges_on_the_master_clock),
 		T(test_report_adopts_copy_of_under_replicated_chunk),
+		T(test_replica_mark_good_only_the_same_bad_replica),
+		T(test_repair_list_tries_bad_replicas_last),
 		T(test_report_batch_of_5000),
 		T(test_report_batch_of_known_chunks),
 		T(test_stats),
