@@ -101,6 +101,7 @@ struct efs_http_req {
 	/* Set by authentication: the user id (JWT sub) or "" for the cluster. */
 	char user[EFS_ID_MAX + 1];
 	bool is_cluster;
+	bool is_admin; /* a user token with "admin": true (auth.h) */
 	/* Free for the route: per-request state, freed by state_free. */
 	void *state;
 	void (*state_free)(void *state);
