@@ -46,8 +46,7 @@ int efs_cli_token(struct efs_cli *cli, int argc, char **argv)
 				    user);
 	if (!secret || !*secret)
 		return efs_cli_fail("token: JWT_SECRET is not set");
-	if (efs_jwt_issue_role(secret, user, admin, (int64_t)ttl, (int64_t)time(NULL), &token) <
-	    0)
+	if (efs_jwt_issue_role(secret, user, admin, (int64_t)ttl, (int64_t)time(NULL), &token) < 0)
 		return efs_cli_fail("token: cannot sign the token");
 	printf("%s\n", token);
 	free(token);

@@ -215,8 +215,8 @@ int efs_jwt_issue_role(const char *secret, const char *user, bool admin, int64_t
 	    jwt_add_grant_int(jwt, "iat", (long)now_s) != 0 ||
 	    jwt_add_grant_int(jwt, "exp", (long)(now_s + ttl_s)) != 0 ||
 	    (admin && jwt_add_grant_bool(jwt, EFS_JWT_ADMIN_CLAIM, 1) != 0) ||
-	    jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret,
-			(int)strlen(secret)) != 0)
+	    jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) !=
+		0)
 		goto out;
 	char *token = jwt_encode_str(jwt);
 	if (!token)

@@ -399,10 +399,10 @@ static json_t *chunk_json(const struct efs_chunk_io *io, const struct efs_file_c
 		if (rep->bad)
 			continue;
 		good += efs_replica_alive(io, rep);
-		json_array_append_new(
-		    reps, with_urls ? json_pack("{s:s, s:s}", "worker_id", rep->worker_id, "url",
-						rep->url)
-				    : json_pack("{s:s}", "worker_id", rep->worker_id));
+		json_array_append_new(reps, with_urls
+						? json_pack("{s:s, s:s}", "worker_id",
+							    rep->worker_id, "url", rep->url)
+						: json_pack("{s:s}", "worker_id", rep->worker_id));
 	}
 	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:o, s:I}", "index", (json_int_t)c->index,
 			 "chunk_id", c->chunk.chunk_id, "size", (json_int_t)c->chunk.size,

@@ -54,11 +54,11 @@ int efs_api_health(struct efs_http_req *req)
 	json_object_set_new(body, "replication_factor",
 			    json_integer((json_int_t)m->cfg.replication_factor));
 	json_object_set_new(body, "under_replicated", json_integer(under < 0 ? 0 : under));
-	json_object_set_new(
-	    body, "repair",
-	    json_pack("{s:I, s:I}", "repaired_total",
-		      (json_int_t)atomic_load(&m->repair.repaired_total), "failed_total",
-		      (json_int_t)atomic_load(&m->repair.failed_total)));
+	json_object_set_new(body, "repair",
+			    json_pack("{s:I, s:I}", "repaired_total",
+				      (json_int_t)atomic_load(&m->repair.repaired_total),
+				      "failed_total",
+				      (json_int_t)atomic_load(&m->repair.failed_total)));
 	if (m->redis)
 		json_object_set_new(body, "redis", json_string(redis_ok ? "ok" : "unavailable"));
 	/* Not a secret: it names the cluster, it grants nothing. */
