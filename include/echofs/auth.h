@@ -4,7 +4,8 @@
  * User requests carry "Authorization: Bearer <JWT>": HS256 signed with
  * JWT_SECRET, "sub" (the user id) and "exp" required, "exp" honoured.
  * Cluster requests (worker <-> master) carry "Authorization: Bearer
- * <CLUSTER_SECRET>", compared in constant time. This is the only file that
+ * <CLUSTER_SECRET>", compared in constant time. Operators are the cluster
+ * secret and user tokens with "admin": true. This is the only file that
  * includes jwt.h.
  */
 #ifndef ECHOFS_AUTH_H

@@ -110,7 +110,7 @@ struct efs_http_req {
 };
 
 /* Called for every route needing authentication. Must either fill
- * req->user / req->is_cluster and return 0, or reply 401 and return 0,
+ * req->user / req->is_cluster / req->is_admin and return 0, or reply 401 and return 0,
  * or return a negative errno. */
 typedef int (*efs_http_auth_fn)(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx);
 
