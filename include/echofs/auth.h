@@ -4,7 +4,8 @@
  * User requests carry "Authorization: Bearer <JWT>": HS256 signed with
  * JWT_SECRET, "sub" (the user id) and "exp" required, "exp" honoured.
  * Cluster requests (worker <-> master) carry "Authorization: Bearer
- * <CLUSTER_SECRET>", compared in constant time. This is the only file that
+ * <CLUSTER_SECRET>", compared in constant time. Operators are the cluster
+ * secret and user tokens with "admin": true. This is the only file that
  * includes jwt.h.
  */
 #ifndef ECHOFS_AUTH_H
@@ -15,6 +16,11 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+/* The claim that makes a user token an operator's: "admin": true (the JSON
+ * value true only). An operator sees the cluster's topology whatever
+ * TOPOLOGY_VISIBLE_TO says (docs/API.md, "Who sees what"). */
+#define EFS_JWT_ADMIN_CLAIM "admin"
 
 /* Longest token accepted, in bytes. */
 #define EFS_JWT_MAX 4096
@@ -44,11 +50,21 @@ bool efs_token_cache_holds(struct efs_token_cache *cache, const char *secret, co
 int efs_jwt_verify(struct efs_token_cache *cache, const char *secret, const char *token,
 		   int64_t now_s, char *user, const char **reason);
 
+/* As efs_jwt_verify, and on success *@admin tells whether the token
+ * carries "admin": true (untouched on failure). */
+int efs_jwt_verify_role(struct efs_token_cache *cache, const char *secret, const char *token,
+			int64_t now_s, char *user, bool *admin, const char **reason);
+
 /* Creates an HS256 token for @user valid for @ttl_s seconds from @now_s.
  * On success *out is a malloc'd string the caller frees. 0, -EINVAL (bad
  * user) or -ENOMEM. */
 int efs_jwt_issue(const char *secret, const char *user, int64_t ttl_s, int64_t now_s,
 		  char **out);
+
+/* As efs_jwt_issue; with @admin the token also carries "admin": true (an
+ * operator's token). */
+int efs_jwt_issue_role(const char *secret, const char *user, bool admin, int64_t ttl_s,
+		       int64_t now_s, char **out);
 
 /* True when @user is a valid subject. */
 bool efs_user_valid(const char *user);
@@ -68,5 +84,16 @@ struct efs_auth_keys {
  * Replies 401 with a JSON error (and WWW-Authenticate) when the request's
  * credentials do not satisfy @mode. */
 int efs_auth_check(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx);
+
+/* For a route that needs no credentials but shows more to an operator:
+ * reads the request's bearer token, if any, as EFS_AUTH_ANY would, and
+ * never replies. 0 when it is valid (req->user, req->is_cluster,
+ * req->is_admin filled), -ENOENT when there is none, -EACCES when it is
+ * refused (the request stays anonymous). */
+int efs_auth_identify(struct efs_http_req *req, const struct efs_auth_keys *keys);
+
+/* True when the authenticated caller is an operator: the cluster secret,
+ * or a user token with "admin": true. */
+bool efs_auth_is_operator(const struct efs_http_req *req);
 
 #endif

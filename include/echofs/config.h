@@ -31,6 +31,18 @@ int efs_env_u64(const char *name, uint64_t def, uint64_t min, uint64_t max, bool
 /* A TCP port 1..65535. */
 int efs_env_port(const char *name, uint16_t def, uint16_t *out, char *err, size_t errlen);
 
+/* Who sees the cluster's internal topology (worker URLs and capacities,
+ * cluster-wide totals): TOPOLOGY_VISIBLE_TO, docs/API.md "Who sees what". */
+enum efs_topology_audience {
+	EFS_TOPOLOGY_USERS = 0, /* "users": every signed-in user (the contract's default) */
+	EFS_TOPOLOGY_OPERATORS, /* "operators": the cluster secret or an admin token */
+};
+
+/* "users" or "operators" into *out (@def when unset). 0, or -EINVAL with
+ * one line in @err. */
+int efs_env_topology(const char *name, enum efs_topology_audience def,
+		     enum efs_topology_audience *out, char *err, size_t errlen);
+
 /* LOG_LEVEL-style level name. */
 int efs_env_log_level(const char *name, enum efs_log_level def, enum efs_log_level *out,
 		      char *err, size_t errlen);

@@ -93,6 +93,8 @@ enum efs_http_err {
 	EFS_HTTP_E_STORE_ERROR,
 	/* cluster identity (master and worker) */
 	EFS_HTTP_E_WRONG_CLUSTER,
+	/* topology shown to operators only (TOPOLOGY_VISIBLE_TO=operators) */
+	EFS_HTTP_E_OPERATORS_ONLY,
 	EFS_HTTP_E_COUNT
 };
 

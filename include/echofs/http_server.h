@@ -101,6 +101,7 @@ struct efs_http_req {
 	/* Set by authentication: the user id (JWT sub) or "" for the cluster. */
 	char user[EFS_ID_MAX + 1];
 	bool is_cluster;
+	bool is_admin; /* a user token with "admin": true (auth.h) */
 	/* Free for the route: per-request state, freed by state_free. */
 	void *state;
 	void (*state_free)(void *state);
@@ -109,7 +110,7 @@ struct efs_http_req {
 };
 
 /* Called for every route needing authentication. Must either fill
- * req->user / req->is_cluster and return 0, or reply 401 and return 0,
+ * req->user / req->is_cluster / req->is_admin and return 0, or reply 401 and return 0,
  * or return a negative errno. */
 typedef int (*efs_http_auth_fn)(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx);
 

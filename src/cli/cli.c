@@ -78,7 +78,8 @@ static const struct efs_cli_command commands[] = {
      "workers\n"
      "\n"
      "  Lists the workers: id, alive/dead, URL, capacity, free bytes, chunks\n"
-     "  and last heartbeat (GET /api/v1/workers). Needs a token.\n",
+     "  and last heartbeat (GET /api/v1/workers). Needs a token; with\n"
+     "  TOPOLOGY_VISIBLE_TO=operators on the master, an operator's (token --admin).\n",
      efs_cli_workers},
     {"health", "show the cluster's health",
      "health\n"
@@ -87,9 +88,12 @@ static const struct efs_cli_command commands[] = {
      "  Needs no token.\n",
      efs_cli_health},
     {"token", "print a user token signed with JWT_SECRET",
-     "token --user NAME [--ttl SECONDS] [--secret SECRET]\n"
+     "token --user NAME [--ttl SECONDS] [--admin] [--secret SECRET]\n"
      "\n"
      "  Prints an HS256 JWT for NAME, valid for SECONDS (default 86400).\n"
+     "  --admin adds the claim \"admin\": true: an operator's token, which sees\n"
+     "  the workers, their URLs and the cluster's totals whatever\n"
+     "  TOPOLOGY_VISIBLE_TO says.\n"
      "  Reads the signing secret from JWT_SECRET (or --secret SECRET).\n"
      "  Works offline; never contacts the master.\n",
      efs_cli_token},

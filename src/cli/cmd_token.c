@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* cmd_token.c - echofs token: sign a user token with JWT_SECRET. */
+/* cmd_token.c - echofs token: sign a user token with JWT_SECRET (with
+ * --admin, an operator's token: "admin": true). */
 #include "cli/cli.h"
 #include "echofs/auth.h"
 #include "echofs/util.h"
@@ -15,6 +16,7 @@ int efs_cli_token(struct efs_cli *cli, int argc, char **argv)
 {
 	const char *user = NULL, *secret = getenv("JWT_SECRET");
 	uint64_t ttl = DEFAULT_TTL_S;
+	bool admin = false;
 	char *token;
 
 	for (int i = 1; i < argc; i++) {
@@ -26,6 +28,8 @@ int efs_cli_token(struct efs_cli *cli, int argc, char **argv)
 				return efs_cli_fail("--ttl: '%s' is not a number of seconds "
 						    "(1..%lld)",
 						    argv[i], MAX_TTL_S);
+		} else if (strcmp(argv[i], "--admin") == 0) {
+			admin = true;
 		} else if (strcmp(argv[i], "--secret") == 0 && i + 1 < argc) {
 			secret = argv[++i];
 		} else {
@@ -42,7 +46,7 @@ int efs_cli_token(struct efs_cli *cli, int argc, char **argv)
 				    user);
 	if (!secret || !*secret)
 		return efs_cli_fail("token: JWT_SECRET is not set");
-	if (efs_jwt_issue(secret, user, (int64_t)ttl, (int64_t)time(NULL), &token) < 0)
+	if (efs_jwt_issue_role(secret, user, admin, (int64_t)ttl, (int64_t)time(NULL), &token) < 0)
 		return efs_cli_fail("token: cannot sign the token");
 	printf("%s\n", token);
 	free(token);

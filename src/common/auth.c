@@ -30,6 +30,7 @@ struct token_entry {
 	char secret[TOKEN_CACHE_MAX_SECRET + 1];
 	int64_t exp_s;
 	char user[EFS_ID_MAX + 1];
+	bool admin;
 };
 
 struct efs_token_cache {
@@ -66,10 +67,10 @@ static bool cacheable(const char *secret, size_t token_len)
 	return token_len <= TOKEN_CACHE_MAX_TOKEN && strlen(secret) <= TOKEN_CACHE_MAX_SECRET;
 }
 
-/* True (and the subject in @user) when @token under @secret was verified
- * before and has not expired at @now_s. */
+/* True (and the subject in @user, the admin claim in *@admin) when @token
+ * under @secret was verified before and has not expired at @now_s. */
 static bool token_cached(struct efs_token_cache *c, const char *secret, const char *token,
-			 size_t len, int64_t now_s, char *user)
+			 size_t len, int64_t now_s, char *user, bool *admin)
 {
 	bool hit = false;
 	if (!c || !cacheable(secret, len))
@@ -80,6 +81,7 @@ static bool token_cached(struct efs_token_cache *c, const char *secret, const ch
 	if (e->token_len == len && CRYPTO_memcmp(e->token, token, len) == 0 &&
 	    strcmp(e->secret, secret) == 0 && e->exp_s > now_s) {
 		efs_strlcpy(user, e->user, EFS_ID_MAX + 1);
+		*admin = e->admin;
 		hit = true;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -87,7 +89,7 @@ static bool token_cached(struct efs_token_cache *c, const char *secret, const ch
 }
 
 static void token_remember(struct efs_token_cache *c, const char *secret, const char *token,
-			   size_t len, int64_t exp_s, const char *user)
+			   size_t len, int64_t exp_s, const char *user, bool admin)
 {
 	if (!c || !cacheable(secret, len))
 		return;
@@ -98,6 +100,7 @@ static void token_remember(struct efs_token_cache *c, const char *secret, const 
 	efs_strlcpy(e->secret, secret, sizeof(e->secret));
 	e->exp_s = exp_s;
 	efs_strlcpy(e->user, user, sizeof(e->user));
+	e->admin = admin;
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -105,7 +108,8 @@ bool efs_token_cache_holds(struct efs_token_cache *c, const char *secret, const 
 			   int64_t now_s)
 {
 	char user[EFS_ID_MAX + 1];
-	return token && token_cached(c, secret, token, strlen(token), now_s, user);
+	bool admin;
+	return token && token_cached(c, secret, token, strlen(token), now_s, user, &admin);
 }
 
 bool efs_user_valid(const char *user)
@@ -127,6 +131,13 @@ bool efs_user_valid(const char *user)
 int efs_jwt_verify(struct efs_token_cache *cache, const char *secret, const char *token,
 		   int64_t now_s, char *user, const char **reason)
 {
+	bool admin;
+	return efs_jwt_verify_role(cache, secret, token, now_s, user, &admin, reason);
+}
+
+int efs_jwt_verify_role(struct efs_token_cache *cache, const char *secret, const char *token,
+			int64_t now_s, char *user, bool *admin, const char **reason)
+{
 	jwt_t *jwt = NULL;
 	int r = -EACCES;
 
@@ -139,7 +150,7 @@ int efs_jwt_verify(struct efs_token_cache *cache, const char *secret, const char
 		*reason = "token too long";
 		return -EACCES;
 	}
-	if (token_cached(cache, secret, token, token_len, now_s, user))
+	if (token_cached(cache, secret, token, token_len, now_s, user, admin))
 		return 0;
 	/* libjwt skips the signature check for "alg": "none", so the
 	 * algorithm is checked explicitly after decoding. */
@@ -171,8 +182,13 @@ int efs_jwt_verify(struct efs_token_cache *cache, const char *secret, const char
 		*reason = "token sub is not a valid user id";
 		goto out;
 	}
+	/* Only the JSON value true makes an operator: "true", 1 or a
+	 * missing claim do not (libjwt sets errno for a non-boolean). */
+	errno = 0;
+	bool is_admin = jwt_get_grant_bool(jwt, EFS_JWT_ADMIN_CLAIM) == 1 && errno == 0;
 	efs_strlcpy(user, sub, EFS_ID_MAX + 1);
-	token_remember(cache, secret, token, token_len, (int64_t)exp, user);
+	*admin = is_admin;
+	token_remember(cache, secret, token, token_len, (int64_t)exp, user, is_admin);
 	r = 0;
 out:
 	jwt_free(jwt);
@@ -181,6 +197,12 @@ out:
 
 int efs_jwt_issue(const char *secret, const char *user, int64_t ttl_s, int64_t now_s,
 		  char **out)
+{
+	return efs_jwt_issue_role(secret, user, false, ttl_s, now_s, out);
+}
+
+int efs_jwt_issue_role(const char *secret, const char *user, bool admin, int64_t ttl_s,
+		       int64_t now_s, char **out)
 {
 	jwt_t *jwt = NULL;
 	int r = -ENOMEM;
@@ -192,8 +214,9 @@ int efs_jwt_issue(const char *secret, const char *user, int64_t ttl_s, int64_t n
 	if (jwt_add_grant(jwt, "sub", user) != 0 ||
 	    jwt_add_grant_int(jwt, "iat", (long)now_s) != 0 ||
 	    jwt_add_grant_int(jwt, "exp", (long)(now_s + ttl_s)) != 0 ||
-	    jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret,
-			(int)strlen(secret)) != 0)
+	    (admin && jwt_add_grant_bool(jwt, EFS_JWT_ADMIN_CLAIM, 1) != 0) ||
+	    jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) !=
+		0)
 		goto out;
 	char *token = jwt_encode_str(jwt);
 	if (!token)
@@ -221,29 +244,71 @@ static int refuse(struct efs_http_req *req, enum efs_http_err err, const char *m
 	return efs_http_reply_err(req, err, "%s", message);
 }
 
+/* Who the bearer @token is, without replying: the cluster (when @mode
+ * allows it), a user (and whether an operator), or -EACCES with *@reason /
+ * *@err. Fills req->user, req->is_cluster and req->is_admin on success
+ * only. */
+static int identify(struct efs_http_req *req, const struct efs_auth_keys *keys,
+		    enum efs_auth_mode mode, const char *token, enum efs_http_err *err,
+		    const char **reason)
+{
+	char user[EFS_ID_MAX + 1];
+	bool admin = false;
+
+	if (mode == EFS_AUTH_CLUSTER || mode == EFS_AUTH_ANY) {
+		if (keys->cluster_secret && efs_secret_equal(token, keys->cluster_secret)) {
+			req->is_cluster = true;
+			req->is_admin = false;
+			req->user[0] = '\0';
+			return 0;
+		}
+		if (mode == EFS_AUTH_CLUSTER) {
+			*err = EFS_HTTP_E_UNAUTHORIZED;
+			*reason = "this endpoint needs the cluster secret";
+			return -EACCES;
+		}
+	}
+	*err = EFS_HTTP_E_INVALID_TOKEN;
+	if (!keys->jwt_secret) {
+		*reason = "user tokens are not accepted here";
+		return -EACCES;
+	}
+	if (efs_jwt_verify_role(keys->tokens, keys->jwt_secret, token, (int64_t)time(NULL), user,
+				&admin, reason) < 0)
+		return -EACCES;
+	efs_strlcpy(req->user, user, sizeof(req->user));
+	req->is_cluster = false;
+	req->is_admin = admin;
+	return 0;
+}
+
 int efs_auth_check(struct efs_http_req *req, enum efs_auth_mode mode, void *ctx)
 {
 	const struct efs_auth_keys *keys = ctx;
 	const char *token = efs_auth_bearer(efs_http_header(req, "Authorization"));
 	const char *reason = NULL;
+	enum efs_http_err err;
 
 	if (!token)
 		return refuse(req, EFS_HTTP_E_UNAUTHORIZED,
 			      "missing credentials: send Authorization: Bearer <token>");
-	if (mode == EFS_AUTH_CLUSTER || mode == EFS_AUTH_ANY) {
-		if (keys->cluster_secret && efs_secret_equal(token, keys->cluster_secret)) {
-			req->is_cluster = true;
-			req->user[0] = '\0';
-			return 0;
-		}
-		if (mode == EFS_AUTH_CLUSTER)
-			return refuse(req, EFS_HTTP_E_UNAUTHORIZED,
-				      "this endpoint needs the cluster secret");
-	}
-	if (!keys->jwt_secret)
-		return refuse(req, EFS_HTTP_E_INVALID_TOKEN, "user tokens are not accepted here");
-	if (efs_jwt_verify(keys->tokens, keys->jwt_secret, token, (int64_t)time(NULL), req->user,
-			   &reason) < 0)
-		return refuse(req, EFS_HTTP_E_INVALID_TOKEN, reason);
+	if (identify(req, keys, mode, token, &err, &reason) < 0)
+		return refuse(req, err, reason);
 	return 0;
+}
+
+int efs_auth_identify(struct efs_http_req *req, const struct efs_auth_keys *keys)
+{
+	const char *token = efs_auth_bearer(efs_http_header(req, "Authorization"));
+	const char *reason = NULL;
+	enum efs_http_err err;
+
+	if (!token)
+		return -ENOENT;
+	return identify(req, keys, EFS_AUTH_ANY, token, &err, &reason);
+}
+
+bool efs_auth_is_operator(const struct efs_http_req *req)
+{
+	return req->is_cluster || req->is_admin;
 }

@@ -86,6 +86,22 @@ int efs_env_log_level(const char *name, enum efs_log_level def, enum efs_log_lev
 	return 0;
 }
 
+int efs_env_topology(const char *name, enum efs_topology_audience def,
+		     enum efs_topology_audience *out, char *err, size_t errlen)
+{
+	const char *v = env_get(name);
+	if (!v)
+		*out = def;
+	else if (strcmp(v, "users") == 0)
+		*out = EFS_TOPOLOGY_USERS;
+	else if (strcmp(v, "operators") == 0)
+		*out = EFS_TOPOLOGY_OPERATORS;
+	else
+		return config_error(err, errlen, "%s: '%.32s' is not one of users, operators", name,
+				    v);
+	return 0;
+}
+
 int efs_env_listen_host(const char *name, const char *def, uint16_t port, void *addr,
 			unsigned *addrlen, char *err, size_t errlen)
 {

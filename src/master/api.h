@@ -33,6 +33,14 @@ int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *
 			 size_t why_size);
 /* api_system.c */
 int efs_api_health(struct efs_http_req *req);
+/* Who sees the cluster's internal topology (worker URLs and capacities,
+ * cluster-wide totals; docs/API.md "Who sees what"): true when
+ * TOPOLOGY_VISIBLE_TO is "users" or the authenticated caller is an
+ * operator (the cluster secret, or a user token with "admin": true). */
+bool efs_api_topology_visible(struct efs_http_req *req);
+/* For an endpoint that is all topology (@what names it): when the caller
+ * may not see it, replies 403 operators_only and returns true. */
+bool efs_api_refuse_topology(struct efs_http_req *req, const char *what);
 /* api_metrics.c: GET /metrics (Prometheus text), GET /api/v1/stats */
 int efs_api_metrics(struct efs_http_req *req);
 int efs_api_stats(struct efs_http_req *req);

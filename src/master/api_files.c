@@ -384,20 +384,30 @@ int efs_api_file_list(struct efs_http_req *req)
 #define CHUNK_PAGE_MAX 1000
 #define CHUNK_BATCH 256 /* chunks read from the store at once */
 
-static json_t *chunk_json(const struct efs_file_chunk *c)
+/* A chunk with its replicas not marked bad. A worker's URL is topology:
+ * shown only when the caller may see it (@with_urls); its id always, so
+ * the owner sees where each chunk lives. good_replicas counts those
+ * replicas whose worker is alive: the copies a read can use now (repair
+ * restores it to REPLICATION_FACTOR). */
+static json_t *chunk_json(const struct efs_chunk_io *io, const struct efs_file_chunk *c,
+			  bool with_urls)
 {
 	json_t *reps = json_array();
+	unsigned good = 0;
 	for (unsigned k = 0; k < c->replica_count; k++) {
 		const struct efs_replica *rep = &c->replicas[k];
 		if (rep->bad)
 			continue;
-		json_array_append_new(reps, json_pack("{s:s, s:s}", "worker_id", rep->worker_id,
-						      "url", rep->url));
+		good += efs_replica_alive(io, rep);
+		json_array_append_new(reps, with_urls
+						? json_pack("{s:s, s:s}", "worker_id",
+							    rep->worker_id, "url", rep->url)
+						: json_pack("{s:s}", "worker_id", rep->worker_id));
 	}
-	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:o}", "index", (json_int_t)c->index,
+	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:o, s:I}", "index", (json_int_t)c->index,
 			 "chunk_id", c->chunk.chunk_id, "size", (json_int_t)c->chunk.size,
 			 "stored_size", (json_int_t)c->chunk.stored_size, "compressed",
-			 c->chunk.compressed, "replicas", reps);
+			 c->chunk.compressed, "replicas", reps, "good_replicas", (json_int_t)good);
 }
 
 int efs_api_file_get(struct efs_http_req *req)
@@ -422,6 +432,7 @@ int efs_api_file_get(struct efs_http_req *req)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, file_id);
 	json_t *obj = efs_api_file_json(&f);
 	json_t *chunks = json_array();
+	bool with_urls = efs_api_topology_visible(req);
 	uint64_t end = from < f.chunk_count ? EFS_MIN(f.chunk_count, from + limit) : from;
 	uint64_t next = from;
 	while (next < end) {
@@ -435,7 +446,8 @@ int efs_api_file_get(struct efs_http_req *req)
 			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		}
 		for (size_t i = 0; i < n; i++)
-			json_array_append_new(chunks, chunk_json(&batch[i]));
+			json_array_append_new(chunks,
+					      chunk_json(&m->chunk_io, &batch[i], with_urls));
 		if (n > 0)
 			next = batch[n - 1].index + 1;
 		free(batch);

@@ -8,6 +8,7 @@
  * come from the master's stats cache (stats_cache.h), computed at most
  * once a second whatever the number of scrapes. The HTTP metrics come from
  * the registry that http_server.c fills. */
+#include "echofs/auth.h"
 #include "echofs/log.h"
 #include "master/api.h"
 #include "master/chunk_cache.h"
@@ -216,10 +217,22 @@ static int scrape(struct efs_master *m, struct efs_metrics *reg)
 	return r;
 }
 
+/* No credentials by default (Prometheus scrapes as it is); with
+ * TOPOLOGY_VISIBLE_TO=operators the totals and worker figures are an
+ * operator's: the scraper sends the cluster secret or an admin token
+ * (401 without credentials, 403 operators_only for a plain user). */
 int efs_api_metrics(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	struct efs_metrics *now = NULL;
+
+	if (m->cfg.topology == EFS_TOPOLOGY_OPERATORS) {
+		int a = efs_auth_check(req, EFS_AUTH_ANY, &m->keys);
+		if (a < 0 || efs_http_replied(req))
+			return a < 0 ? a : 0;
+		if (efs_api_refuse_topology(req, "/metrics"))
+			return 0;
+	}
 	int r = efs_metrics_new(&now);
 	if (r == 0)
 		r = scrape(m, now);
@@ -241,6 +254,9 @@ int efs_api_stats(struct efs_http_req *req)
 	struct efs_master *m = efs_api_master(req);
 	struct snapshot s;
 
+	/* cluster-wide totals: an operator's when TOPOLOGY_VISIBLE_TO=operators */
+	if (efs_api_refuse_topology(req, "the cluster's totals"))
+		return 0;
 	take_snapshot(m, &s);
 	if (s.meta_error < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_META, s.meta_error, NULL);

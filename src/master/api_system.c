@@ -1,15 +1,39 @@
 /* SPDX-License-Identifier: MIT */
-/* api_system.c - health. */
+/* api_system.c - health, and who may see the cluster's topology. */
+#include "echofs/auth.h"
 #include "master/api.h"
+
+bool efs_api_topology_visible(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	return m->cfg.topology == EFS_TOPOLOGY_USERS || efs_auth_is_operator(req);
+}
+
+bool efs_api_refuse_topology(struct efs_http_req *req, const char *what)
+{
+	if (efs_api_topology_visible(req))
+		return false;
+	efs_http_reply_err(req, EFS_HTTP_E_OPERATORS_ONLY,
+			   "%s is for operators (the cluster secret or a token with \"admin\": "
+			   "true): TOPOLOGY_VISIBLE_TO=operators",
+			   what);
+	return true;
+}
 
 /* "ok" when the store answers, at least REPLICATION_FACTOR workers are
  * alive (a new file can be stored in full) and no chunk is short of
  * replicas; otherwise "degraded". 503 only when the metadata store is
- * unreachable. */
+ * unreachable. No credentials needed; with TOPOLOGY_VISIBLE_TO=operators
+ * a caller who is not an operator gets the contract's four fields only
+ * (status, workers_alive, workers_total, metadata). */
 int efs_api_health(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	size_t alive = 0, total = 0;
+
+	/* Optional credentials: a bad or missing token is simply anonymous. */
+	if (m->cfg.topology == EFS_TOPOLOGY_OPERATORS)
+		(void)efs_auth_identify(req, &m->keys);
 
 	int r = efs_meta_ping(m->meta);
 	if (r == 0)
@@ -20,14 +44,21 @@ int efs_api_health(struct efs_http_req *req)
 	bool ok = metadata_ok && redis_ok && alive >= m->cfg.replication_factor && under <= 0;
 	/* Redis is an accelerator: without it the master works from the
 	 * store, so its absence degrades health but does not fail it. */
-	json_t *body = json_pack("{s:s, s:I, s:I, s:s, s:I, s:I, s:{s:I, s:I}}", "status",
-			  ok ? "ok" : "degraded", "workers_alive", (json_int_t)alive,
-			  "workers_total", (json_int_t)total, "metadata",
-			  metadata_ok ? "ok" : "unavailable", "replication_factor",
-			  (json_int_t)m->cfg.replication_factor, "under_replicated",
-			  (json_int_t)(under < 0 ? 0 : under), "repair", "repaired_total",
-			  (json_int_t)atomic_load(&m->repair.repaired_total), "failed_total",
-			  (json_int_t)atomic_load(&m->repair.failed_total));
+	json_t *body = json_pack("{s:s, s:I, s:I, s:s}", "status", ok ? "ok" : "degraded",
+				 "workers_alive", (json_int_t)alive, "workers_total",
+				 (json_int_t)total, "metadata", metadata_ok ? "ok" : "unavailable");
+	if (!body)
+		return -ENOMEM;
+	if (!efs_api_topology_visible(req))
+		return efs_http_reply_json(req, metadata_ok ? 200 : 503, body);
+	json_object_set_new(body, "replication_factor",
+			    json_integer((json_int_t)m->cfg.replication_factor));
+	json_object_set_new(body, "under_replicated", json_integer(under < 0 ? 0 : under));
+	json_object_set_new(body, "repair",
+			    json_pack("{s:I, s:I}", "repaired_total",
+				      (json_int_t)atomic_load(&m->repair.repaired_total),
+				      "failed_total",
+				      (json_int_t)atomic_load(&m->repair.failed_total)));
 	if (m->redis)
 		json_object_set_new(body, "redis", json_string(redis_ok ? "ok" : "unavailable"));
 	/* Not a secret: it names the cluster, it grants nothing. */

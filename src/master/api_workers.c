@@ -136,6 +136,9 @@ int efs_api_worker_heartbeat(struct efs_http_req *req)
 	return 0;
 }
 
+/* GET /api/v1/workers - every worker with its URL and capacity: the
+ * cluster's topology (403 operators_only for a plain user when
+ * TOPOLOGY_VISIBLE_TO=operators). */
 int efs_api_worker_list(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
@@ -143,6 +146,8 @@ int efs_api_worker_list(struct efs_http_req *req)
 	size_t n;
 	char when[EFS_ISO8601_LEN];
 
+	if (efs_api_refuse_topology(req, "the worker list"))
+		return 0;
 	int r = efs_registry_list(&m->registry, &list, &n);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);

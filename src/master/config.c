@@ -25,7 +25,9 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	    (r = efs_env_string("JWT_SECRET", NULL, true, &cfg->jwt_secret, err, errlen)) < 0 ||
 	    (r = efs_env_string("CLUSTER_SECRET", NULL, true, &cfg->cluster_secret, err,
 				errlen)) < 0 ||
-	    (r = efs_env_log_level("LOG_LEVEL", EFS_LOG_INFO, &cfg->log_level, err, errlen)) < 0)
+	    (r = efs_env_log_level("LOG_LEVEL", EFS_LOG_INFO, &cfg->log_level, err, errlen)) < 0 ||
+	    (r = efs_env_topology("TOPOLOGY_VISIBLE_TO", EFS_TOPOLOGY_USERS, &cfg->topology, err,
+				  errlen)) < 0)
 		return r;
 
 	if ((r = efs_env_tls(&cfg->tls, err, errlen)) < 0)

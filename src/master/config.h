@@ -36,6 +36,7 @@ struct efs_master_config {
 	uint64_t repair_bandwidth; /* bytes/s that re-replication may copy */
 	uint64_t chunk_cache_size; /* bytes of verified chunks kept for reads; 0: none */
 	struct efs_tls_config tls; /* HTTPS served with cert/key; workers verified with ca */
+	enum efs_topology_audience topology; /* TOPOLOGY_VISIBLE_TO */
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* api.c - the worker's HTTP handlers. */
 #include "worker/api.h"
+#include "echofs/auth.h"
 #include "echofs/hash.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
@@ -78,10 +79,19 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 	return r;
 }
 
+/* No credentials by default; with TOPOLOGY_VISIBLE_TO=operators the
+ * worker's capacity and chunk figures are an operator's, and a worker
+ * knows only the cluster secret (it has no JWT_SECRET): 401 without it. */
 int efs_worker_api_metrics(struct efs_http_req *req)
 {
 	struct efs_worker *w = efs_http_ctx(req);
 	struct efs_metrics *now = NULL;
+
+	if (w->cfg.topology == EFS_TOPOLOGY_OPERATORS) {
+		int a = efs_auth_check(req, EFS_AUTH_CLUSTER, &w->keys);
+		if (a < 0 || efs_http_replied(req))
+			return a < 0 ? a : 0;
+	}
 	int r = efs_metrics_new(&now);
 	if (r == 0)
 		r = scrape(w, now);

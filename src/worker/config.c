@@ -71,7 +71,9 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 				errlen)) < 0 ||
 	    (r = efs_env_u64("WORKER_CAPACITY_BYTES", 0, 0, UINT64_MAX >> 1, true,
 			     &cfg->capacity_bytes, err, errlen)) < 0 ||
-	    (r = efs_env_log_level("LOG_LEVEL", EFS_LOG_INFO, &cfg->log_level, err, errlen)) < 0)
+	    (r = efs_env_log_level("LOG_LEVEL", EFS_LOG_INFO, &cfg->log_level, err, errlen)) < 0 ||
+	    (r = efs_env_topology("TOPOLOGY_VISIBLE_TO", EFS_TOPOLOGY_USERS, &cfg->topology, err,
+				  errlen)) < 0)
 		return r;
 	if ((r = efs_env_u64("SCRUB_INTERVAL_MS", EFS_WORKER_DEFAULT_SCRUB_MS, 100,
 			     365LL * 86400000, false, &v, err, errlen)) < 0)

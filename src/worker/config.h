@@ -30,6 +30,8 @@ struct efs_worker_config {
 	int64_t report_interval_ms; /* full chunk reports, besides one per registration */
 	struct efs_tls_config tls;  /* HTTPS served with cert/key; masters verified with ca */
 	enum efs_log_level log_level;
+	/* TOPOLOGY_VISIBLE_TO: "operators" puts /metrics behind the cluster secret */
+	enum efs_topology_audience topology;
 };
 
 #define EFS_WORKER_DEFAULT_SCRUB_MS (24LL * 3600 * 1000)

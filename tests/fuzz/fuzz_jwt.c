@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* fuzz_jwt.c - libFuzzer harness for user token checks (src/common/auth.c:
- * efs_auth_bearer on the Authorization header, efs_jwt_verify on the token,
+ * efs_auth_bearer on the Authorization header, efs_jwt_verify_role on the
+ * token (the subject and the "admin" claim),
  * libjwt and jansson under them).
  *
  * Input: a mode byte, then bytes.
@@ -13,8 +14,8 @@
  * Checked beyond the sanitizers:
  *   - verify returns 0 or -EACCES, and on -EACCES a reason;
  *   - on success the subject is a valid user id (efs_user_valid);
- *   - with a token cache the answer is the same, twice (the second time
- *     from the cache), as without one;
+ *   - with a token cache the answer (subject and admin claim) is the same,
+ *     twice (the second time from the cache), as without one;
  *   - a token verified under one secret never verifies under another;
  *   - the cluster secret check (efs_secret_equal, constant time) agrees
  *     with strcmp.
@@ -84,11 +85,13 @@ static char *sign(const uint8_t *data, size_t size)
 	return tok;
 }
 
-static int verify(struct efs_token_cache *c, const char *secret, const char *token, char *user)
+static int verify(struct efs_token_cache *c, const char *secret, const char *token, char *user,
+		  bool *admin)
 {
 	const char *reason = NULL;
 	memset(user, 0, EFS_ID_MAX + 1);
-	int r = efs_jwt_verify(c, secret, token, NOW_S, user, &reason);
+	*admin = false;
+	int r = efs_jwt_verify_role(c, secret, token, NOW_S, user, admin, &reason);
 	if (r == 0) {
 		if (!efs_user_valid(user))
 			abort();
@@ -130,12 +133,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    efs_secret_equal(SECRET, token) != (strcmp(token, SECRET) == 0))
 		abort();
 	char user[EFS_ID_MAX + 1], cached_user[EFS_ID_MAX + 1];
-	int r = verify(NULL, SECRET, token, user);
+	bool admin, cached_admin;
+	int r = verify(NULL, SECRET, token, user, &admin);
 	for (int i = 0; i < 2; i++)
-		if (verify(cache, SECRET, token, cached_user) != r ||
-		    (r == 0 && strcmp(user, cached_user) != 0))
+		if (verify(cache, SECRET, token, cached_user, &cached_admin) != r ||
+		    (r == 0 && (strcmp(user, cached_user) != 0 || admin != cached_admin)))
 			abort();
-	if (r == 0 && verify(cache, SECRET "x", token, cached_user) == 0)
+	if (r == 0 && verify(cache, SECRET "x", token, cached_user, &cached_admin) == 0)
 		abort();
 	free(text);
 	return 0;

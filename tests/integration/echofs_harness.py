@@ -517,9 +517,12 @@ def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 30.0,
     return proc
 
 
-def token(user: str = "alice", ttl: Optional[int] = None, secret: str = JWT_SECRET) -> str:
-    """A user token from `echofs token --user USER [--ttl TTL]`."""
-    args = ["token", "--user", user] + (["--ttl", str(ttl)] if ttl is not None else [])
+def token(user: str = "alice", ttl: Optional[int] = None, secret: str = JWT_SECRET,
+          admin: bool = False) -> str:
+    """A user token from `echofs token --user USER [--ttl TTL] [--admin]`
+    (admin: an operator's token, with "admin": true)."""
+    args = ["token", "--user", user] + (["--ttl", str(ttl)] if ttl is not None else []) + \
+        (["--admin"] if admin else [])
     proc = run_cli(*args, env={"JWT_SECRET": secret})
     assert proc.returncode == 0, f"echofs {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
     lines = proc.stdout.strip().splitlines()
@@ -1081,7 +1084,6 @@ class Master(Process):
 
     def user_client(self, user: str = "alice") -> ApiClient:
         return self.client(self.cluster.token(user))
-
     def _api(self) -> ApiClient:
         if self._api_client is None:
             self._api_client = self.cluster_client()
@@ -1509,11 +1511,12 @@ class Cluster:
         self._clients.append(c)
         return c
 
-    def token(self, user: str = "alice", ttl: Optional[int] = None) -> str:
-        """A token from `echofs token` (cached per user/ttl for this cluster)."""
-        key = (user, ttl)
+    def token(self, user: str = "alice", ttl: Optional[int] = None, admin: bool = False) -> str:
+        """A token from `echofs token` (cached per user/ttl/admin for this
+        cluster); admin: an operator's token (`--admin`)."""
+        key = (user, ttl, admin)
         if key not in self._tokens or ttl is not None:
-            self._tokens[key] = token(user, ttl)
+            self._tokens[key] = token(user, ttl, admin=admin)
         return self._tokens[key]
 
     # -- teardown

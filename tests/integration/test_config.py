@@ -34,6 +34,7 @@ def expect_config_error(proc, variable):
     ("DATABASE_URL", {"DATABASE_URL": "mysql://x"}),
     ("MASTER_HOST", {"MASTER_HOST": "not-an-address"}),
     ("LOG_LEVEL", {"LOG_LEVEL": "chatty"}),
+    ("TOPOLOGY_VISIBLE_TO", {"TOPOLOGY_VISIBLE_TO": "admins"}),
     ("HEARTBEAT_INTERVAL_MS", {"HEARTBEAT_INTERVAL_MS": "-5"}),
     ("WORKER_DEAD_AFTER_MS", {"HEARTBEAT_INTERVAL_MS": "2000", "WORKER_DEAD_AFTER_MS": "1000"}),
 ], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={val}" for k, val in v.items()))
@@ -50,6 +51,7 @@ def test_master_bad_configuration_exits_2(cluster, variable, env):
     ("WORKER_CAPACITY_BYTES", {"WORKER_CAPACITY_BYTES": "lots"}),
     ("WORKER_ADVERTISE_URL", {"WORKER_ADVERTISE_URL": "ftp://x"}),
     ("WORKER_HOST", {"WORKER_HOST": "nowhere"}),
+    ("TOPOLOGY_VISIBLE_TO", {"TOPOLOGY_VISIBLE_TO": "everyone"}),
 ], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={val}" for k, val in v.items()))
 def test_worker_bad_configuration_exits_2(cluster, variable, env):
     w = cluster.add_worker(master_url=f"http://127.0.0.1:{h.free_port()}", wait=False, **env)

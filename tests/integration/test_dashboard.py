@@ -5,6 +5,8 @@
 The browser side is tests/browser/dashboard.spec.js; this test owns the
 cluster, kills a worker when the script asks, and checks what it reports.
 A screenshot is left in tests/artifacts/dashboard.png.
+tests/browser/dashboard_operators.spec.js drives the page of a master with
+TOPOLOGY_VISIBLE_TO=operators (a plain user's token, then an admin's).
 """
 
 import hashlib
@@ -24,6 +26,7 @@ import echofs_harness as h
 
 BROWSER_DIR = h.REPO / "tests" / "browser"
 SPEC = BROWSER_DIR / "dashboard.spec.js"
+OPERATORS_SPEC = BROWSER_DIR / "dashboard_operators.spec.js"
 ARTIFACTS = h.REPO / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 # Each browser step may wait this long (the page refreshes every 2 s).
@@ -51,9 +54,9 @@ class Script:
     """The node script: its stdout lines arrive in a queue (read by a
     thread), so every wait has a deadline."""
 
-    def __init__(self, node: str, env: dict, log: Path):
+    def __init__(self, node: str, env: dict, log: Path, spec: Path = SPEC):
         self._stderr = open(log, "wb")
-        self.proc = subprocess.Popen([node, str(SPEC)], cwd=BROWSER_DIR, env=env,
+        self.proc = subprocess.Popen([node, str(spec)], cwd=BROWSER_DIR, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._stderr, text=True, bufsize=1,
                                      start_new_session=True)
@@ -144,3 +147,39 @@ def test_dashboard_shows_the_cluster_uploads_and_downloads(cluster, tmp_path):
     files = m.user_client("alice").get("/api/v1/files").json()["files"]
     assert [(f["name"], f["size"]) for f in files] == [(upload.name, len(data))]
     assert screenshot.exists() and screenshot.stat().st_size > 10_000
+
+
+@pytest.mark.slow(reason="starts a browser and watches two refreshes of the page")
+def test_dashboard_under_operators_mode_shows_users_their_files_only(cluster, tmp_path):
+    node = browser_tools()
+    m = cluster.start(workers=2, master_env={"REPLICATION_FACTOR": 2,
+                                             "TOPOLOGY_VISIBLE_TO": "operators"})
+    name = "mine.bin"
+    m.user_client("alice").upload(os.urandom(4000), name)
+    admin = h.make_jwt({"sub": "root", "exp": int(time.time()) + 3600, "admin": True})
+    env = {**h.base_environ(), "ECHOFS_URL": m.url, "ECHOFS_TOKEN": cluster.token("alice"),
+           "ECHOFS_ADMIN_TOKEN": admin, "FILE_NAME": name, "WORKERS": "2",
+           "CHROMIUM": str(CHROMIUM), "STEP_TIMEOUT_MS": str(STEP_TIMEOUT_S * 1000)}
+    script = Script(node, env, tmp_path / "browser.log", OPERATORS_SPEC)
+    deadline = time.monotonic() + TOTAL_TIMEOUT_S
+    result = None
+    try:
+        line = script.next_line(deadline)
+        assert line is not None and line.startswith("RESULT "), \
+            f"expected RESULT, got {line!r}; steps: {script.steps}"
+        result = json.loads(line[len("RESULT "):])
+        assert script.proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+    finally:
+        script.close()
+        log = (tmp_path / "browser.log").read_text(errors="replace")
+        if result is None:
+            print(f"browser script steps: {script.steps}\n{log}")
+    user, admin_view = result["user"], result["admin"]
+    # a plain user: the files, no workers, no totals, and no error banner
+    assert not user["workersVisible"] and not user["totalsVisible"], result
+    assert user["workerRows"] == 0, result
+    assert not user["errorVisible"], f"the page shows an error: {user['errorText']!r}"
+    # an operator: everything
+    assert admin_view["workersVisible"] and admin_view["totalsVisible"], result
+    assert not admin_view["errorVisible"], result
+    assert result["pageErrors"] == [], result

@@ -515,24 +515,106 @@ static void test_auth_bearer(void **state)
 	assert_null(efs_auth_bearer(NULL));
 }
 
+/* ---- the admin claim ----------------------------------------------------- */
+
+/* Verifies @token (it must pass) and returns its admin claim. */
+static bool verified_admin(const char *token)
+{
+	char user[EFS_ID_MAX + 1] = "";
+	const char *reason = NULL;
+	bool admin = true;
+	assert_int_equal(efs_jwt_verify_role(tokens, SECRET, token, NOW, user, &admin, &reason), 0);
+	return admin;
+}
+
+/* efs_jwt_issue_role(admin) makes an operator's token, read back as one,
+ * also from the cache; a plain token is not one. */
+static void test_jwt_admin_round_trip(void **state)
+{
+	char *admin = NULL, *plain = NULL, *plain_role = NULL;
+
+	assert_int_equal(efs_jwt_issue_role(SECRET, "root", true, 3600, NOW, &admin), 0);
+	assert_int_equal(efs_jwt_issue_role(SECRET, "alice", false, 3600, NOW, &plain_role), 0);
+	assert_int_equal(efs_jwt_issue(SECRET, "bob", 3600, NOW, &plain), 0);
+	assert_true(verified_admin(admin));
+	assert_true(verified_admin(admin)); /* the second time from the cache */
+	assert_true(efs_token_cache_holds(tokens, SECRET, admin, NOW));
+	assert_false(verified_admin(plain));
+	assert_false(verified_admin(plain));
+	assert_false(verified_admin(plain_role));
+
+	/* the claim is the JSON value true */
+	jwt_t *jwt = NULL;
+	assert_int_equal(
+	    jwt_decode(&jwt, admin, (const unsigned char *)SECRET, (int)strlen(SECRET)), 0);
+	errno = 0;
+	assert_int_equal(jwt_get_grant_bool(jwt, EFS_JWT_ADMIN_CLAIM), 1);
+	assert_int_equal(errno, 0);
+	jwt_free(jwt);
+	/* a token with the claim is still refused under another secret */
+	assert_refused("another-secret", admin, "bad signature");
+	free(admin);
+	free(plain);
+	free(plain_role);
+}
+
+/* A signed HS256 token for "eve" with the claims of @extra (a JSON object)
+ * added. */
+static char *token_with(const char *extra)
+{
+	jwt_t *jwt = NULL;
+	assert_int_equal(jwt_new(&jwt), 0);
+	assert_int_equal(jwt_add_grant(jwt, "sub", "eve"), 0);
+	assert_int_equal(jwt_add_grant_int(jwt, "exp", (long)(NOW + 60)), 0);
+	assert_int_equal(jwt_add_grants_json(jwt, extra), 0);
+	assert_int_equal(
+	    jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)SECRET, (int)strlen(SECRET)), 0);
+	char *tok = jwt_encode_str(jwt);
+	assert_non_null(tok);
+	jwt_free(jwt);
+	return tok;
+}
+
+/* Only "admin": true makes an operator: "true", 1, false, [true] or a
+ * role claim do not. */
+static void test_jwt_admin_claim_must_be_true(void **state)
+{
+	static const char *const not_admin[] = {
+	    "{\"admin\": \"true\"}", "{\"admin\": 1}",	      "{\"admin\": false}",
+	    "{\"admin\": [true]}",   "{\"role\": \"admin\"}", "{\"admin\": null}",
+	};
+	for (size_t i = 0; i < sizeof(not_admin) / sizeof(not_admin[0]); i++) {
+		char *tok = token_with(not_admin[i]);
+		if (verified_admin(tok))
+			print_error("%s made an operator\n", not_admin[i]);
+		assert_false(verified_admin(tok));
+		free(tok);
+	}
+	char *tok = token_with("{\"admin\": true}");
+	assert_true(verified_admin(tok));
+	free(tok);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_jwt_round_trip),
-		cmocka_unit_test(test_jwt_issue_refuses),
-		cmocka_unit_test(test_jwt_expired),
-		cmocka_unit_test(test_jwt_remembered_token_keeps_every_check),
-		cmocka_unit_test(test_jwt_wrong_secret),
-		cmocka_unit_test(test_jwt_tampered),
-		cmocka_unit_test(test_jwt_garbage),
-		cmocka_unit_test(test_jwt_alg_none),
-		cmocka_unit_test(test_jwt_missing_claims),
-		cmocka_unit_test(test_jwt_non_string_sub),
-		cmocka_unit_test(test_jwt_other_algorithms),
-		cmocka_unit_test(test_jwt_bad_sub),
-		cmocka_unit_test(test_user_valid),
-		cmocka_unit_test(test_auth_bearer),
-		cmocka_unit_test(test_jwt_caches_are_separate),
+	    cmocka_unit_test(test_jwt_round_trip),
+	    cmocka_unit_test(test_jwt_issue_refuses),
+	    cmocka_unit_test(test_jwt_expired),
+	    cmocka_unit_test(test_jwt_remembered_token_keeps_every_check),
+	    cmocka_unit_test(test_jwt_wrong_secret),
+	    cmocka_unit_test(test_jwt_tampered),
+	    cmocka_unit_test(test_jwt_garbage),
+	    cmocka_unit_test(test_jwt_alg_none),
+	    cmocka_unit_test(test_jwt_missing_claims),
+	    cmocka_unit_test(test_jwt_non_string_sub),
+	    cmocka_unit_test(test_jwt_other_algorithms),
+	    cmocka_unit_test(test_jwt_bad_sub),
+	    cmocka_unit_test(test_user_valid),
+	    cmocka_unit_test(test_auth_bearer),
+	    cmocka_unit_test(test_jwt_caches_are_separate),
+	    cmocka_unit_test(test_jwt_admin_round_trip),
+	    cmocka_unit_test(test_jwt_admin_claim_must_be_true),
 	};
 	return cmocka_run_group_tests(tests, tokens_new, tokens_free);
 }

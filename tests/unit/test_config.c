@@ -39,6 +39,7 @@ static const char *const config_vars[] = {
 	"UPLOAD_MEMORY",
 	"CHUNK_CACHE_SIZE",
 	"LOG_LEVEL",
+	"TOPOLOGY_VISIBLE_TO",
 	"HEARTBEAT_INTERVAL_MS",
 	"WORKER_DEAD_AFTER_MS",
 	"REPAIR_AFTER_MS",
@@ -464,6 +465,33 @@ static void test_master_log_level(void **state)
 	assert_int_equal(cfg.log_level, EFS_LOG_ERROR);
 }
 
+/* TOPOLOGY_VISIBLE_TO: "users" by default (the pinned contract), or
+ * "operators"; anything else refused, on the master and the worker. */
+static void test_topology_visible_to(void **state)
+{
+	struct efs_master_config cfg;
+	struct efs_worker_config wcfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_int_equal(cfg.topology, EFS_TOPOLOGY_USERS);
+	worker_loads(&wcfg);
+	assert_int_equal(wcfg.topology, EFS_TOPOLOGY_USERS);
+	env_set("TOPOLOGY_VISIBLE_TO", "operators");
+	master_loads(&cfg);
+	assert_int_equal(cfg.topology, EFS_TOPOLOGY_OPERATORS);
+	worker_loads(&wcfg);
+	assert_int_equal(wcfg.topology, EFS_TOPOLOGY_OPERATORS);
+	env_set("TOPOLOGY_VISIBLE_TO", "users");
+	master_loads(&cfg);
+	assert_int_equal(cfg.topology, EFS_TOPOLOGY_USERS);
+	env_set("TOPOLOGY_VISIBLE_TO", "admins");
+	master_refused("TOPOLOGY_VISIBLE_TO");
+	worker_refused("TOPOLOGY_VISIBLE_TO");
+	env_set("TOPOLOGY_VISIBLE_TO", "Operators");
+	master_refused("TOPOLOGY_VISIBLE_TO");
+}
+
 static void test_master_dead_after_heartbeat(void **state)
 {
 	struct efs_master_config cfg;
@@ -730,6 +758,7 @@ int main(void)
 		T(test_master_chunk_cache_size),
 		T(test_master_replication),
 		T(test_master_log_level),
+		T(test_topology_visible_to),
 		T(test_master_dead_after_heartbeat),
 		T(test_master_host),
 		T(test_worker_defaults),
