@@ -525,7 +525,7 @@ struct head_scan {
 	bool other_coding;	  /* a coding other than "chunked" */
 	const char *bad_name;	  /* a field name that is not a token */
 	const char *folded;	  /* a field continued on the next line */
-	const char *bad_value;	  /* a field value holding a NUL */
+	const char *bad_value;	  /* a value holding a NUL (0.9.75 cuts it there) */
 };
 
 /* RFC 9110 5.1: a field name is a token. */
@@ -575,7 +575,8 @@ static void scan_codings(struct head_scan *scan, const char *value, size_t len)
  * other field is parsed in place in the read buffer, its value right
  * after its name, the NUL that replaced the colon and optional
  * whitespace. A name not so placed was folded. (RFC 9112 5.2: reject
- * obs-fold or replace it with a space; later versions do the latter.) */
+ * obs-fold, or replace it with a space; we reject.) Later versions parse
+ * headers differently: there the check is off and theirs applies. */
 static bool was_folded(const char *key, size_t key_size, const char *value)
 {
 	uintptr_t k = (uintptr_t)key, v = (uintptr_t)value;

@@ -10,6 +10,7 @@ and assert that it is never answered. What libmicrohttpd refuses itself
 HTML page, but must close the connection too.
 """
 
+import hashlib
 import json
 import re
 import socket
@@ -352,3 +353,15 @@ def test_json_bodies_nested_past_32_levels_are_400_before_parsing(master):
                headers={"Content-Type": "application/json"})
     assert_json_error(r, 400, "invalid_json")
     assert master.health()["metadata"] == "ok"
+
+
+def test_a_worker_still_takes_a_64_mib_chunk_with_its_head_checked(worker):
+    """The head checks run on every worker request too; a chunk of the
+    largest session chunk size still goes in and comes back."""
+    body = b"\x5a" * (64 * 1024 * 1024)
+    chunk_id = hashlib.sha256(body).hexdigest()
+    wc = worker.client(h.CLUSTER_SECRET)
+    r = wc.put(f"/chunks/{chunk_id}", data=body, headers={"X-Chunk-Encoding": "identity"})
+    assert r.status_code == 201, r.text
+    r = wc.get(f"/chunks/{chunk_id}")
+    assert r.status_code == 200 and r.content == body
