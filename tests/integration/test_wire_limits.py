@@ -292,6 +292,36 @@ def test_a_malformed_content_length_is_refused_and_the_connection_closes(master,
     assert closed
 
 
+CHUNKED_HEAD = (b"POST /api/v1/workers/register HTTP/1.1\r\nHost: x\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+@pytest.mark.parametrize("body,status", [
+    (b"zz\r\nab\r\n0\r\n\r\n", 400),                     # not hex
+    (b"-2\r\nab\r\n0\r\n\r\n", 400),
+    (b"0x2\r\nab\r\n0\r\n\r\n", 400),
+    (b"2\r\nabcd\r\n0\r\n\r\n", 400),                    # data past the size
+    (b"ffffffffffffffffffff\r\nab\r\n0\r\n\r\n", 413),   # size overflows
+])
+def test_a_malformed_chunked_body_is_refused_and_the_connection_closes(master, body, status):
+    """libmicrohttpd decodes chunked bodies; its refusals (HTML) close the
+    connection, so what follows a bad chunk is never read as a request."""
+    raw, closed = exchange_raw(master, CHUNKED_HEAD + body + HIDDEN)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", raw) == [b"%d" % status], raw[:500]
+    assert closed
+
+
+@pytest.mark.parametrize("body", [
+    b"2;ext=1\r\n{}\r\n0\r\n\r\n",   # a chunk extension
+    b"2\n{}\n0\n\n",                    # bare LFs
+    b"2\r\n{}\r\n0\r\nX-Trailer: 1\r\n\r\n",  # a trailer
+])
+def test_a_valid_chunked_body_is_read_once(master, body):
+    responses, _ = exchange(master, CHUNKED_HEAD + body + HIDDEN, timeout=1.0)
+    # Refused for its missing token after its body; then the next request.
+    assert [r[0] for r in responses] == [401, 200], responses
+
+
 def test_a_head_beyond_the_connection_memory_is_refused_and_the_server_stays_up(master):
     raw, closed = exchange_raw(master, get(b"/api/v1/health?x=" + b"a" * (80 * 1024)) + HIDDEN)
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", raw) == [b"414"] and closed, raw[:500]
