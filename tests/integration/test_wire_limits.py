@@ -395,3 +395,13 @@ def test_a_worker_still_takes_a_64_mib_chunk_with_its_head_checked(worker):
     assert r.status_code == 201, r.text
     r = wc.get(f"/chunks/{chunk_id}")
     assert r.status_code == 200 and r.content == body
+
+
+def test_unusual_but_valid_fields_are_served(master):
+    """The syntax checks refuse nothing RFC 9110/9112 allows: empty values,
+    whitespace-only values, colons inside values, lower-case names, no
+    space after the colon, cookies, empty query pieces."""
+    data = (b"GET /api/v1/health?a=%41&&b HTTP/1.1\r\nhost:x\r\nCookie: a=b; c=d\r\nX-E:\r\n"
+            b"X-F:    \r\nX-G:\tv  \r\nX-H: a:b:c\r\nX-Tok!#$%&'*+-.^_`|~: 1\r\n\r\n")
+    responses, _ = exchange(master, data, timeout=1.0)
+    assert [r[0] for r in responses] == [200], responses
