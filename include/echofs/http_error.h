@@ -95,6 +95,13 @@ enum efs_http_err {
 	EFS_HTTP_E_WRONG_CLUSTER,
 	/* topology shown to operators only (TOPOLOGY_VISIBLE_TO=operators) */
 	EFS_HTTP_E_OPERATORS_ONLY,
+	/* the request head and its framing (every endpoint, http_server.c) */
+	EFS_HTTP_E_URI_TOO_LONG,
+	EFS_HTTP_E_HEADERS_TOO_LARGE,
+	EFS_HTTP_E_TOO_MANY_PARAMETERS,
+	EFS_HTTP_E_MALFORMED_HEADER,
+	EFS_HTTP_E_INVALID_FRAMING,
+	EFS_HTTP_E_UNSUPPORTED_TRANSFER_CODING,
 	EFS_HTTP_E_COUNT
 };
 

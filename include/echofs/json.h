@@ -16,4 +16,13 @@ int efs_json_u64(const json_t *obj, const char *key, uint64_t *out);
  * string or longer than @max_len bytes. */
 int efs_json_str(const json_t *obj, const char *key, size_t max_len, const char **out);
 
+/* How deep a JSON request body may nest arrays and objects ({"a": [1]} is
+ * 2). jansson's own limit is 2048 levels, each a recursion. */
+#define EFS_JSON_MAX_DEPTH 32
+/* Scans @len bytes of JSON text, without parsing it, for arrays and objects
+ * nested deeper than @max_depth (brackets inside strings do not count).
+ * 0, or -E2BIG as soon as the depth passes @max_depth. Text that is not
+ * JSON is not its concern: the parser says so afterwards. */
+int efs_json_check_depth(const char *text, size_t len, unsigned max_depth);
+
 #endif

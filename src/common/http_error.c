@@ -67,6 +67,12 @@ static const struct efs_http_error_kind kinds[EFS_HTTP_E_COUNT] = {
     [EFS_HTTP_E_STORE_ERROR] = {500, "store_error", EFS_LOG_ERROR},
     [EFS_HTTP_E_WRONG_CLUSTER] = {409, "wrong_cluster", NOLOG},
     [EFS_HTTP_E_OPERATORS_ONLY] = {403, "operators_only", NOLOG},
+    [EFS_HTTP_E_URI_TOO_LONG] = {414, "uri_too_long", NOLOG},
+    [EFS_HTTP_E_HEADERS_TOO_LARGE] = {431, "headers_too_large", NOLOG},
+    [EFS_HTTP_E_TOO_MANY_PARAMETERS] = {400, "too_many_parameters", NOLOG},
+    [EFS_HTTP_E_MALFORMED_HEADER] = {400, "malformed_header", NOLOG},
+    [EFS_HTTP_E_INVALID_FRAMING] = {400, "invalid_framing", NOLOG},
+    [EFS_HTTP_E_UNSUPPORTED_TRANSFER_CODING] = {501, "unsupported_transfer_coding", NOLOG},
 };
 
 #define UNAVAILABLE "the metadata store is unavailable; retry shortly"

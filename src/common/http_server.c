@@ -4,6 +4,7 @@
  * microhttpd.h. */
 #include "echofs/http_server.h"
 #include "echofs/http_error.h"
+#include "echofs/json.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 
@@ -12,6 +13,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,14 @@
 #define MAX_METRICS_TEXT (16 * 1024 * 1024)
 /* A certificate chain or a key file larger than this is refused. */
 #define MAX_TLS_FILE (1024 * 1024)
+/* Limits on the request head (docs/API.md, Limits), checked before the
+ * route is looked up. libmicrohttpd's own limit, the connection's memory
+ * pool (64 KiB on the master, 256 KiB on a worker), stays above them: only
+ * a head too large for that pool gets libmicrohttpd's HTML page. */
+#define MAX_TARGET_BYTES (8 * 1024)  /* the request target, as sent */
+#define MAX_HEADER_BYTES (32 * 1024) /* names and values of every field */
+#define MAX_HEADER_COUNT 100
+#define MAX_QUERY_PARAMS 100
 
 /* The families requests are recorded in (all NULL without a registry). */
 struct http_metrics {
@@ -62,7 +72,12 @@ struct reply_header {
 /* Everything about a request the route callbacks do not see. */
 struct efs_http_req_private {
 	struct MHD_Connection *conn;
+	const char *version; /* "HTTP/1.1" */
 	int64_t start_ns;
+	/* The request target as the client sent it (uri_seen()). */
+	size_t target_bytes;
+	size_t query_params;
+	bool must_close; /* a framing anomaly: reply at once, then close */
 	struct MHD_Response *response; /* the reply, once set */
 	unsigned status;
 	uint64_t bytes_in;
@@ -385,6 +400,12 @@ int efs_http_body_json(struct efs_http_req *req, json_t **out, char *why)
 	json_error_t jerr;
 	json_t *j = NULL;
 	why[0] = '\0';
+	/* Refused before jansson sees it: its parser recurses once per level. */
+	if (efs_json_check_depth(req->body.data, req->body.len, EFS_JSON_MAX_DEPTH) < 0) {
+		snprintf(why, EFS_HTTP_JSON_WHY_MAX, ": nested deeper than %d levels",
+			 EFS_JSON_MAX_DEPTH);
+		return -EINVAL;
+	}
 	if (req->body.len > 0)
 		j = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!j || !json_is_object(j)) {
@@ -493,6 +514,176 @@ static void run_callback(struct efs_http_req *req, efs_http_fn fn)
 		efs_http_reply_errno(req, EFS_HTTP_OP_REQUEST, r, NULL);
 }
 
+/* What check_head() learns from the header fields. */
+struct head_scan {
+	size_t count;
+	size_t bytes;
+	unsigned content_lengths;
+	unsigned transfer_encodings;
+	unsigned chunked;	  /* "chunked" codings seen */
+	bool chunked_last;	  /* the last coding seen was "chunked" */
+	bool other_coding;	  /* a coding other than "chunked" */
+	const char *bad_name;	  /* a field name that is not a token */
+	const char *folded;	  /* a field continued on the next line */
+	const char *bad_value;	  /* a value holding a NUL (0.9.75 cuts it there) */
+};
+
+/* RFC 9110 5.1: a field name is a token. */
+static bool is_token(const char *s, size_t len)
+{
+	static const char extra[] = "!#$%&'*+-.^_`|~";
+	if (len == 0)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!(c >= '0' && c <= '9') && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') &&
+		    (c == '\0' || !strchr(extra, c)))
+			return false;
+	}
+	return true;
+}
+
+/* Reads the codings of one Transfer-Encoding field value (a list). */
+static void scan_codings(struct head_scan *scan, const char *value, size_t len)
+{
+	const char *p = value, *end = value + len;
+	while (p < end) {
+		const char *comma = memchr(p, ',', (size_t)(end - p));
+		const char *e = comma ? comma : end;
+		const char *b = p;
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		const char *t = e;
+		while (t > b && (t[-1] == ' ' || t[-1] == '\t'))
+			t--;
+		if (t > b) { /* empty list elements are allowed */
+			bool chunked = (size_t)(t - b) == 7 && strncasecmp(b, "chunked", 7) == 0;
+			scan->chunked += chunked;
+			scan->other_coding |= !chunked;
+			scan->chunked_last = chunked;
+		}
+		p = comma ? comma + 1 : end;
+	}
+}
+
+#if MHD_VERSION <= 0x00097500
+/* libmicrohttpd up to 0.9.75 glues an obs-fold continuation line (one
+ * starting with a space or a tab) to the field's *name*, not its value:
+ * "X-A: a\r\n b" arrives as "X-Ab: a", and "Content-: 0\r\n Length" as
+ * "Content-Length: 0", which is not what a proxy would have read. It does
+ * so in a copy of the name made elsewhere in the connection's pool; every
+ * other field is parsed in place in the read buffer, its value right
+ * after its name, the NUL that replaced the colon and optional
+ * whitespace. A name not so placed was folded. (RFC 9112 5.2: reject
+ * obs-fold, or replace it with a space; we reject.) Later versions parse
+ * headers differently: there the check is off and theirs applies. */
+static bool was_folded(const char *key, size_t key_size, const char *value)
+{
+	uintptr_t k = (uintptr_t)key, v = (uintptr_t)value;
+	if (!value)
+		return false;
+	if (v < k + key_size + 1 || v - (k + key_size + 1) > MAX_HEADER_BYTES)
+		return true;
+	for (const char *p = key + key_size + 1; p < value; p++)
+		if (*p != ' ' && *p != '\t')
+			return true;
+	return false;
+}
+#else
+static bool was_folded(const char *key, size_t key_size, const char *value)
+{
+	return false;
+}
+#endif
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+				   size_t key_size, const char *value, size_t value_size)
+{
+	struct head_scan *scan = cls;
+	(void)kind;
+	scan->count++;
+	scan->bytes += key_size + value_size;
+	if (!scan->bad_name && !is_token(key, key_size))
+		scan->bad_name = key;
+	if (!scan->folded && was_folded(key, key_size, value))
+		scan->folded = key;
+	if (!scan->bad_value && value && memchr(value, '\0', value_size))
+		scan->bad_value = key;
+	if (key_size == 14 && strncasecmp(key, "Content-Length", 14) == 0)
+		scan->content_lengths++;
+	if (key_size == 17 && strncasecmp(key, "Transfer-Encoding", 17) == 0) {
+		scan->transfer_encodings++;
+		scan_codings(scan, value ? value : "", value ? value_size : 0);
+	}
+	return MHD_YES;
+}
+
+/* Refuses a request whose framing could be read two ways (RFC 9112 6.1,
+ * 6.3) or whose head is over our limits, before any other work. A framing
+ * anomaly is answered at once and closes the connection (must_close), so
+ * that nothing after the head - a body, or a request smuggled in it - is
+ * ever read as a request. Replies and returns true when it refused. */
+static bool check_head(struct efs_http_req *req)
+{
+	struct efs_http_req_private *priv = req->priv;
+	struct head_scan scan = {0};
+	MHD_get_connection_values_n(priv->conn, MHD_HEADER_KIND, scan_header, &scan);
+
+	enum efs_http_err err = EFS_HTTP_E_COUNT;
+	const char *why = NULL;
+	if (scan.bad_name) {
+		err = EFS_HTTP_E_MALFORMED_HEADER;
+		why = "a header field name is not a token (no spaces, no separators, "
+		      "no space before the colon)";
+	} else if (scan.folded) {
+		err = EFS_HTTP_E_MALFORMED_HEADER;
+		why = "a header field continues on the next line (obs-fold)";
+	} else if (scan.bad_value) {
+		err = EFS_HTTP_E_MALFORMED_HEADER;
+		why = "a header field value holds a NUL byte";
+	} else if (scan.transfer_encodings && priv->version &&
+		   strcmp(priv->version, MHD_HTTP_VERSION_1_0) == 0) {
+		err = EFS_HTTP_E_INVALID_FRAMING;
+		why = "Transfer-Encoding in an HTTP/1.0 request";
+	} else if (scan.transfer_encodings && scan.content_lengths) {
+		err = EFS_HTTP_E_INVALID_FRAMING;
+		why = "both Transfer-Encoding and Content-Length";
+	} else if (scan.content_lengths > 1) {
+		err = EFS_HTTP_E_INVALID_FRAMING;
+		why = "more than one Content-Length";
+	} else if (scan.transfer_encodings && (!scan.chunked_last || scan.chunked != 1)) {
+		err = EFS_HTTP_E_INVALID_FRAMING;
+		why = "Transfer-Encoding does not end with chunked, once";
+	} else if (scan.other_coding) {
+		err = EFS_HTTP_E_UNSUPPORTED_TRANSFER_CODING;
+		why = "the only transfer coding accepted is chunked";
+	}
+	if (err != EFS_HTTP_E_COUNT) {
+		priv->must_close = true;
+		efs_http_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+		efs_http_reply_err(req, err, "%s", why);
+		return true;
+	}
+
+	if (priv->target_bytes > MAX_TARGET_BYTES)
+		efs_http_reply_err(req, EFS_HTTP_E_URI_TOO_LONG,
+				   "the request target is %zu bytes; the limit is %d",
+				   priv->target_bytes, MAX_TARGET_BYTES);
+	else if (scan.count > MAX_HEADER_COUNT)
+		efs_http_reply_err(req, EFS_HTTP_E_HEADERS_TOO_LARGE,
+				   "%zu header fields; the limit is %d", scan.count,
+				   MAX_HEADER_COUNT);
+	else if (scan.bytes > MAX_HEADER_BYTES)
+		efs_http_reply_err(req, EFS_HTTP_E_HEADERS_TOO_LARGE,
+				   "header fields of %zu bytes; the limit is %d", scan.bytes,
+				   MAX_HEADER_BYTES);
+	else if (priv->query_params > MAX_QUERY_PARAMS)
+		efs_http_reply_err(req, EFS_HTTP_E_TOO_MANY_PARAMETERS,
+				   "%zu query parameters; the limit is %d", priv->query_params,
+				   MAX_QUERY_PARAMS);
+	return efs_http_replied(req);
+}
+
 static int64_t parse_content_length(struct MHD_Connection *conn)
 {
 	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -508,10 +699,12 @@ static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
 {
 	char allow[128];
 	struct efs_http_req_private *priv = req->priv;
-	const struct efs_http_route *route =
-		find_route(srv, req->method, req->path, req, allow, sizeof(allow));
 
 	req->content_length = parse_content_length(priv->conn);
+	if (check_head(req))
+		return;
+	const struct efs_http_route *route =
+		find_route(srv, req->method, req->path, req, allow, sizeof(allow));
 	if (!route) {
 		if (allow[0]) {
 			efs_http_add_header(req, "Allow", allow);
@@ -576,6 +769,42 @@ static bool body_expected(struct MHD_Connection *conn, const struct efs_http_req
 	return req->content_length > 0 || (te && strcasestr(te, "chunked"));
 }
 
+static struct efs_http_req *req_new(struct efs_http_server *srv, struct MHD_Connection *conn)
+{
+	struct efs_http_req *req = calloc(1, sizeof(*req));
+	struct efs_http_req_private *priv = calloc(1, sizeof(*priv));
+	if (!req || !priv) {
+		free(req);
+		free(priv);
+		return NULL;
+	}
+	req->priv = priv;
+	req->server = srv;
+	req->content_length = -1;
+	efs_buf_init(&req->body, 0);
+	priv->conn = conn;
+	return req;
+}
+
+/* Called by libmicrohttpd with the request target as the client sent it,
+ * before it splits off and decodes the query string: the one place its
+ * length and parameter count are seen undecoded. The request's state is
+ * born here; libmicrohttpd hands it to access_handler() as *con_cls. */
+static void *uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct efs_http_req *req = req_new(cls, conn);
+	if (!req)
+		return NULL; /* access_handler() tries again, without the counts */
+	req->priv->target_bytes = strlen(uri);
+	const char *query = strchr(uri, '?');
+	if (query && query[1]) {
+		req->priv->query_params = 1;
+		for (const char *p = query + 1; *p; p++)
+			req->priv->query_params += *p == '&';
+	}
+	return req;
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 				      const char *method, const char *version,
 				      const char *upload_data, size_t *upload_data_size,
@@ -584,21 +813,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 	struct efs_http_server *srv = cls;
 	struct efs_http_req *req = *con_cls;
 
-	if (!req) {
-		req = calloc(1, sizeof(*req));
-		struct efs_http_req_private *priv = calloc(1, sizeof(*priv));
-		if (!req || !priv) {
-			free(req);
-			free(priv);
+	if (!req || !req->method) {
+		if (!req && !(req = req_new(srv, conn)))
 			return MHD_NO;
-		}
-		req->priv = priv;
-		req->server = srv;
+		struct efs_http_req_private *priv = req->priv;
 		req->method = method;
 		req->path = url;
-		req->content_length = -1;
-		efs_buf_init(&req->body, 0);
-		priv->conn = conn;
+		priv->version = version;
 		priv->start_ns = efs_mono_ns();
 		atomic_fetch_add(&srv->inflight, 1);
 		if (srv->metrics.in_flight)
@@ -607,9 +828,11 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		first_call(srv, req);
 		/* A reply decided before the body is read goes out now when the
 		 * client waits for "100 Continue" (it then sends no body) or
-		 * sends none; otherwise the body is read and dropped first, so
-		 * a client still sending sees the reply, not a reset. */
-		if (efs_http_replied(req) && !body_expected(conn, req))
+		 * sends none, or when the body's framing is in doubt (the
+		 * connection then closes); otherwise the body is read and
+		 * dropped first, so a client still sending sees the reply, not
+		 * a reset. */
+		if (efs_http_replied(req) && (priv->must_close || !body_expected(conn, req)))
 			return queue_reply(req);
 		return MHD_YES;
 	}
@@ -630,6 +853,22 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 	return queue_reply(req);
 }
 
+static void req_free(struct efs_http_req *req)
+{
+	struct efs_http_req_private *priv = req->priv;
+	if (req->state_free)
+		req->state_free(req->state);
+	efs_buf_release(&req->body);
+	if (priv->response)
+		MHD_destroy_response(priv->response);
+	for (unsigned i = 0; i < priv->header_count; i++) {
+		free(priv->headers[i].name);
+		free(priv->headers[i].value);
+	}
+	free(priv);
+	free(req);
+}
+
 static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			      enum MHD_RequestTerminationCode toe)
 {
@@ -637,6 +876,13 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 	struct efs_http_req *req = *con_cls;
 	if (!req)
 		return;
+	*con_cls = NULL;
+	if (!req->method) {
+		/* libmicrohttpd refused the head itself (its own page) or the
+		 * client left before it: never counted, nothing to log. */
+		req_free(req);
+		return;
+	}
 	struct efs_http_req_private *priv = req->priv;
 	double ms = (double)(efs_mono_ns() - priv->start_ns) / 1e6;
 	record_request(srv, req, ms / 1e3, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
@@ -650,18 +896,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 			 req->method, req->path, priv->status, (unsigned long long)priv->bytes_in,
 			 (unsigned long long)priv->bytes_out, ms, user, (int)toe);
 
-	if (req->state_free)
-		req->state_free(req->state);
-	efs_buf_release(&req->body);
-	if (priv->response)
-		MHD_destroy_response(priv->response);
-	for (unsigned i = 0; i < priv->header_count; i++) {
-		free(priv->headers[i].name);
-		free(priv->headers[i].value);
-	}
-	free(priv);
-	free(req);
-	*con_cls = NULL;
+	req_free(req);
 	atomic_fetch_sub(&srv->inflight, 1);
 }
 
@@ -859,6 +1094,7 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 		MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout_s,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, srv->cfg.conn_memory_limit,
 		MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv,
+		MHD_OPTION_URI_LOG_CALLBACK, uri_seen, srv,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		MHD_OPTION_ARRAY, tls_options,
 		MHD_OPTION_END);

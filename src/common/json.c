@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* json.c - typed reads of jansson objects. */
+/* json.c - typed reads of jansson objects, and the nesting limit checked
+ * before a request body is handed to jansson. */
 #include "echofs/json.h"
 
 #include <string.h>
@@ -24,5 +25,28 @@ int efs_json_str(const json_t *obj, const char *key, size_t max_len, const char 
 	    strlen(json_string_value(v)) != json_string_length(v))
 		return -EINVAL;
 	*out = json_string_value(v);
+	return 0;
+}
+
+int efs_json_check_depth(const char *text, size_t len, unsigned max_depth)
+{
+	unsigned depth = 0;
+	bool in_string = false;
+	for (size_t i = 0; i < len; i++) {
+		char c = text[i];
+		if (in_string) {
+			if (c == '\\')
+				i++; /* the escaped character, whatever it is */
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+		} else if (c == '[' || c == '{') {
+			if (++depth > max_depth)
+				return -E2BIG;
+		} else if ((c == ']' || c == '}') && depth > 0) {
+			depth--;
+		}
+	}
 	return 0;
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* fuzz_json_body.c - libFuzzer harness for the JSON request bodies the
- * master reads: parsed as efs_http_body_json parses them (json_loadb with
- * JSON_REJECT_DUPLICATES, an object, at most the 16 KiB those routes
- * accept), then read with the typed readers of src/common/json.c
+ * master reads: parsed as efs_http_body_json parses them (the nesting
+ * check efs_json_check_depth, then json_loadb with JSON_REJECT_DUPLICATES,
+ * an object, at most the 16 KiB those routes accept), then read with the typed readers of src/common/json.c
  * (efs_json_u64, efs_json_str) and the validators the handlers apply to
  * what they read: session init (name + efs_name_valid, chunk_size, size),
  * complete (session_id), worker register (url + efs_http_url_valid,
@@ -10,6 +10,8 @@
  * every key of the body, read both ways with several length limits.
  *
  * Checked beyond the sanitizers, per json.h and util.h:
+ *   - efs_json_check_depth: a body it lets through never parses into
+ *     arrays and objects nested deeper than EFS_JSON_MAX_DEPTH;
  *   - efs_json_u64: 0 only for a JSON integer >= 0, with its value;
  *     -ENOENT for absent or null; else -EINVAL; *out untouched on failure;
  *   - efs_json_str: 0 only for a string of at most max_len bytes with no
@@ -107,6 +109,29 @@ static void check_url(const char *s)
 		abort();
 }
 
+/* The depth of a parsed value, as efs_json_check_depth counts it. */
+static unsigned tree_depth(const json_t *v)
+{
+	unsigned deepest = 0;
+	if (json_is_object(v)) {
+		const char *key;
+		const json_t *member;
+		json_object_foreach ((json_t *)v, key, member) {
+			unsigned d = tree_depth(member);
+			deepest = EFS_MAX(deepest, d);
+		}
+		return deepest + 1;
+	}
+	if (json_is_array(v)) {
+		for (size_t i = 0; i < json_array_size(v); i++) {
+			unsigned d = tree_depth(json_array_get(v, i));
+			deepest = EFS_MAX(deepest, d);
+		}
+		return deepest + 1;
+	}
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	json_error_t jerr;
@@ -114,11 +139,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *s;
 	if (size == 0 || size > JSON_BODY_MAX)
 		return 0;
+	if (efs_json_check_depth((const char *)data, size, EFS_JSON_MAX_DEPTH) < 0)
+		return 0;
 	json_t *body = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &jerr);
 	if (!body || !json_is_object(body)) {
 		json_decref(body);
 		return 0;
 	}
+	if (tree_depth(body) > EFS_JSON_MAX_DEPTH)
+		abort();
 	/* POST /api/v1/files/upload/init */
 	if (read_str(body, "name", EFS_NAME_MAX, &s) == 0)
 		check_name(s, EFS_NAME_MAX);
