@@ -30,6 +30,7 @@ struct efs_worker_config {
 	int64_t report_interval_ms; /* full chunk reports, besides one per registration */
 	struct efs_tls_config tls;  /* HTTPS served with cert/key; masters verified with ca */
 	enum efs_log_level log_level;
+	unsigned header_timeout_ms; /* HEADER_TIMEOUT_MS: request headers complete within */
 };
 
 #define EFS_WORKER_DEFAULT_SCRUB_MS (24LL * 3600 * 1000)
