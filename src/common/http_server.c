@@ -27,6 +27,7 @@
 #define DEFAULT_IDLE_TIMEOUT_S 60
 /* The reaper looks for overdue header blocks this often (at most). */
 #define REAP_INTERVAL_MS 250
+#define REAP_LOG_INTERVAL_MS 10000
 #define MAX_REPLY_HEADERS 16
 /* After an early reply, at most this much of the remaining body is read and
  * dropped (so the client sees the reply); past it the connection closes. */
@@ -615,22 +616,27 @@ static void reaper_main(struct efs_ticker *t, void *ctx)
 	struct efs_http_server *srv = ctx;
 	int64_t interval = EFS_MIN((int64_t)REAP_INTERVAL_MS,
 				   EFS_MAX((int64_t)srv->cfg.header_timeout_ms / 4, 10));
+	uint64_t reaped = 0;
+	int64_t logged_ms = 0;
 	while (!efs_ticker_wait(t, interval)) {
 		int64_t now = efs_mono_ms();
-		uint64_t reaped;
 		pthread_mutex_lock(&srv->conns_lock);
 		for (struct conn_entry *c = srv->conns_head; c; c = c->next)
 			if (c->header_deadline_ms && !c->shut && now >= c->header_deadline_ms)
 				shut_conn(srv, c);
 		evict_waiting(srv, now);
-		reaped = srv->conns_reaped;
+		reaped += srv->conns_reaped;
 		srv->conns_reaped = 0;
 		pthread_mutex_unlock(&srv->conns_lock);
-		if (reaped)
+		/* One line at most every REAP_LOG_INTERVAL_MS, however busy. */
+		if (reaped && now - logged_ms >= REAP_LOG_INTERVAL_MS) {
+			logged_ms = now;
 			efs_info("closed %llu connections that did not complete their request "
 				 "headers in time (HEADER_TIMEOUT_MS %u ms on a new connection), "
 				 "or waited longest for them while connections ran short",
 				 (unsigned long long)reaped, srv->cfg.header_timeout_ms);
+			reaped = 0;
+		}
 	}
 }
 
