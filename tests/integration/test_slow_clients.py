@@ -159,3 +159,22 @@ def test_a_connection_past_the_limit_is_refused_at_once(cluster):
             s.close()
     h.wait_until(lambda: timed_health(m)[0] == 200, timeout=10,
                  what="health once the connections are closed")
+
+
+def test_the_worker_closes_slow_clients_too(cluster):
+    # The worker serves through the same HTTP server: a trickle does not
+    # keep a half-sent request open past its HEADER_TIMEOUT_MS, and the
+    # master's chunk traffic to it goes on meanwhile.
+    m = cluster.add_master(REPLICATION_FACTOR=1)
+    w = cluster.add_worker(master=m, HEADER_TIMEOUT_MS=HEADER_TIMEOUT_MS)
+    m.wait_workers(alive=1, total=1)
+    c = m.client(cluster.token("alice"))
+    trickle = Trickler(open_slow(w.port, 50))
+    try:
+        f = c.upload(b"stored while the worker has slow clients", "w.txt")
+        assert c.download(f["file_id"]) == b"stored while the worker has slow clients"
+        h.wait_until(lambda: all(is_closed(s) for s in list(trickle.socks)),
+                     timeout=HEADER_TIMEOUT_MS / 1000 + 2 + h.TIMING_MARGIN_S,
+                     what="the worker to close every slow connection")
+    finally:
+        trickle.close()
