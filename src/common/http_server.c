@@ -55,6 +55,10 @@ struct http_metrics {
 struct conn_entry {
 	struct conn_entry *prev, *next; /* in the order of arrival */
 	int fd;
+	/* The peer at accept: checked again before a shutdown(), in case the
+	 * fd has been closed and reused after all. */
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
 	/* Since when it waits for request headers, and until when it may
 	 * (monotonic ms): set at accept (HEADER_TIMEOUT_MS) and at the end of
 	 * each request (the idle timeout: a kept-alive connection), both 0
@@ -502,11 +506,19 @@ static void record_request(struct efs_http_server *srv, const struct efs_http_re
 /* ---- slow clients: the header deadline ------------------------------ */
 
 /* Shuts down @c's socket: its connection's thread sees the end of the
- * stream and closes it. Under conns_lock. */
+ * stream and closes it. Under conns_lock, which keeps the fd from being
+ * closed meanwhile (see struct conn_entry); the peer is compared all the
+ * same, so that a libmicrohttpd closing earlier than it documents could
+ * never make us cut another client's connection. */
 static void shut_conn(struct efs_http_server *srv, struct conn_entry *c)
 {
-	shutdown(c->fd, SHUT_RDWR);
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
 	c->shut = true;
+	if (getpeername(c->fd, (struct sockaddr *)&peer, &len) < 0 || len != c->peer_len ||
+	    memcmp(&peer, &c->peer, len) != 0)
+		return; /* gone already, or not ours any more */
+	shutdown(c->fd, SHUT_RDWR);
 	srv->conns_reaped++;
 }
 
@@ -545,6 +557,9 @@ static void conn_started(struct efs_http_server *srv, struct MHD_Connection *con
 		return;
 	}
 	c->fd = info->connect_fd;
+	c->peer_len = sizeof(c->peer);
+	if (getpeername(c->fd, (struct sockaddr *)&c->peer, &c->peer_len) < 0)
+		c->peer_len = 0; /* never matches: never shut down */
 	c->waiting_since_ms = efs_mono_ms();
 	c->header_deadline_ms = c->waiting_since_ms + (int64_t)srv->cfg.header_timeout_ms;
 	pthread_mutex_lock(&srv->conns_lock);
