@@ -537,11 +537,16 @@ static void evict_waiting(struct efs_http_server *srv, int64_t now)
 	unsigned open = 0;
 	for (struct conn_entry *c = srv->conns_head; c; c = c->next)
 		open += !c->shut;
-	for (struct conn_entry *c = srv->conns_head; c && open > mark; c = c->next) {
-		if (c->waiting_since_ms && !c->shut && now - c->waiting_since_ms >= min_wait) {
-			shut_conn(srv, c);
-			open--;
-		}
+	while (open > mark) {
+		struct conn_entry *longest = NULL;
+		for (struct conn_entry *c = srv->conns_head; c; c = c->next)
+			if (c->waiting_since_ms && !c->shut && now - c->waiting_since_ms >= min_wait &&
+			    (!longest || c->waiting_since_ms < longest->waiting_since_ms))
+				longest = c;
+		if (!longest)
+			break;
+		shut_conn(srv, longest);
+		open--;
 	}
 }
 
