@@ -54,6 +54,8 @@
  *   echofs_http_requests_aborted_total{route,method}       connection
  *                               closed before the reply was complete
  *   echofs_http_requests_in_flight                         gauge
+ *   echofs_http_slow_connections_closed_total              counter: closed
+ *                               for want of request headers (see above)
  */
 #ifndef ECHOFS_HTTP_SERVER_H
 #define ECHOFS_HTTP_SERVER_H

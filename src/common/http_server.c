@@ -45,6 +45,7 @@ struct http_metrics {
 	struct efs_metric *bytes_out;
 	struct efs_metric *aborted;
 	struct efs_metric *in_flight;
+	struct efs_metric *slow_closed;
 };
 
 /* One open connection, from libmicrohttpd's STARTED notification to its
@@ -474,7 +475,13 @@ static int declare_metrics(struct efs_metrics *reg, struct http_metrics *hm)
 				     by_route, NULL, 0, &hm->aborted)) < 0 ||
 	    (r = efs_metrics_declare(reg, EFS_METRIC_GAUGE, "echofs_http_requests_in_flight",
 				     "Requests being served now.", NULL, NULL, 0,
-				     &hm->in_flight)) < 0)
+				     &hm->in_flight)) < 0 ||
+	    (r = efs_metrics_declare(reg, EFS_METRIC_COUNTER,
+				     "echofs_http_slow_connections_closed_total",
+				     "Connections closed because their request headers did not "
+				     "arrive in time (HEADER_TIMEOUT_MS), or because they waited "
+				     "longest for them while connections ran short.",
+				     NULL, NULL, 0, &hm->slow_closed)) < 0)
 		return r;
 	return 0;
 }
@@ -520,6 +527,8 @@ static void shut_conn(struct efs_http_server *srv, struct conn_entry *c)
 		return; /* gone already, or not ours any more */
 	shutdown(c->fd, SHUT_RDWR);
 	srv->conns_reaped++;
+	if (srv->metrics.slow_closed)
+		efs_metric_add(srv->metrics.slow_closed, NULL, 1);
 }
 
 /* Past 7/8 of max_connections open, the connections that have waited

@@ -126,6 +126,11 @@ def test_slow_clients_are_closed_and_others_are_served(cluster):
                      what="the master to close every slow connection")
         status, took = health_within_bound(m)
         assert status == 200 and took < HEALTH_BOUND_S, (status, took)
+        # and counted where an operator looks
+        text = m.client().get("/metrics").text
+        closed = [float(line.split()[1]) for line in text.splitlines()
+                  if line.startswith("echofs_http_slow_connections_closed_total")]
+        assert closed and closed[0] >= SLOW_CLIENTS - 512, closed
     finally:
         trickle.close()
 
