@@ -20,6 +20,15 @@
  * been set, the rest of the body is read and dropped (up to a limit, then
  * the connection is closed).
  *
+ * Slow clients: a connection must complete its request line and headers
+ * within header_timeout_ms of opening (or of its previous request's end,
+ * when kept alive), or it is closed, however slowly it keeps sending; a
+ * request being served is bound only by idle_timeout_s (no byte in or out
+ * for that long). When more than 7/8 of max_connections are open, each new
+ * connection closes the one that has waited longest for its headers, so
+ * clients trickling half-sent requests cannot take every slot. Past
+ * max_connections a new connection is closed at once by libmicrohttpd.
+ *
  * TLS: given a certificate and key (tls_cert_file, tls_key_file) the
  * server speaks only HTTPS (libmicrohttpd with GnuTLS); a plain HTTP
  * request on it fails its handshake and the connection is closed.
@@ -45,6 +54,8 @@
  *   echofs_http_requests_aborted_total{route,method}       connection
  *                               closed before the reply was complete
  *   echofs_http_requests_in_flight                         gauge
+ *   echofs_http_slow_connections_closed_total              counter: closed
+ *                               for want of request headers (see above)
  */
 #ifndef ECHOFS_HTTP_SERVER_H
 #define ECHOFS_HTTP_SERVER_H
@@ -81,6 +92,11 @@ struct efs_http_route {
 	efs_http_fn handle;    /* required */
 	size_t max_body;       /* buffered routes: 0 = the server default */
 };
+
+/* HEADER_TIMEOUT_MS of both daemons: its default and its range. */
+#define EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000
+#define EFS_HTTP_MIN_HEADER_TIMEOUT_MS 100
+#define EFS_HTTP_MAX_HEADER_TIMEOUT_MS 600000
 
 #define EFS_HTTP_MAX_PARAMS 4
 #define EFS_HTTP_PARAM_MAX 128 /* longest path parameter, bytes */
@@ -125,7 +141,12 @@ struct efs_http_server_config {
 	size_t max_body;           /* default cap for buffered bodies (1 MiB) */
 	size_t conn_memory_limit;  /* per-connection pool: caps headers (256 KiB) */
 	unsigned max_connections;  /* (512) */
-	unsigned idle_timeout_s;   /* idle keep-alive connections closed after (60) */
+	unsigned idle_timeout_s;   /* a connection sending or taking no byte for this
+				    * long is closed (60) */
+	/* A connection whose request line and headers are not complete this
+	 * long after it opened, or after its previous request ended, is
+	 * closed, however slowly it keeps sending (10000). */
+	unsigned header_timeout_ms;
 	struct efs_metrics *metrics; /* optional: requests are recorded here (see above);
 				      * must outlive the server */
 	/* HTTPS: PEM files of the server's certificate (chain) and its private

@@ -6,11 +6,13 @@
 #include "echofs/http_error.h"
 #include "echofs/json.h"
 #include "echofs/log.h"
+#include "echofs/ticker.h"
 #include "echofs/util.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -25,6 +27,9 @@
 #define DEFAULT_CONN_MEMORY (256 * 1024)
 #define DEFAULT_MAX_CONNECTIONS 512
 #define DEFAULT_IDLE_TIMEOUT_S 60
+/* The reaper looks for overdue header blocks this often (at most). */
+#define REAP_INTERVAL_MS 250
+#define REAP_LOG_INTERVAL_MS 10000
 #define MAX_REPLY_HEADERS 16
 /* After an early reply, at most this much of the remaining body is read and
  * dropped (so the client sees the reply); past it the connection closes. */
@@ -50,6 +55,28 @@ struct http_metrics {
 	struct efs_metric *bytes_out;
 	struct efs_metric *aborted;
 	struct efs_metric *in_flight;
+	struct efs_metric *slow_closed;
+};
+
+/* One open connection, from libmicrohttpd's STARTED notification to its
+ * CLOSED one. libmicrohttpd closes the socket only after CLOSED returns,
+ * and CLOSED removes the entry under conns_lock: whoever holds the lock
+ * and finds the entry may shutdown() its fd, which cannot have been closed
+ * (and reused by another connection) yet. */
+struct conn_entry {
+	struct conn_entry *prev, *next; /* in the order of arrival */
+	int fd;
+	/* The peer at accept: checked again before a shutdown(), in case the
+	 * fd has been closed and reused after all. */
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	/* Since when it waits for request headers, and until when it may
+	 * (monotonic ms): set at accept (HEADER_TIMEOUT_MS) and at the end of
+	 * each request (the idle timeout: a kept-alive connection), both 0
+	 * while a request is served. */
+	int64_t waiting_since_ms;
+	int64_t header_deadline_ms;
+	bool shut; /* shutdown() already */
 };
 
 struct efs_http_server {
@@ -59,6 +86,13 @@ struct efs_http_server {
 	struct efs_http_server_config cfg;
 	atomic_int inflight;
 	struct http_metrics metrics;
+	/* Open connections (see struct conn_entry) and the reaper that closes
+	 * those whose request headers are overdue. */
+	pthread_mutex_t conns_lock;
+	struct conn_entry *conns_head, *conns_tail;
+	unsigned conn_count;
+	uint64_t conns_reaped; /* since the last log line */
+	struct efs_ticker reaper;
 	/* HTTPS: the PEM texts handed to libmicrohttpd (kept for its life). */
 	char *tls_cert;
 	char *tls_key;
@@ -462,7 +496,13 @@ static int declare_metrics(struct efs_metrics *reg, struct http_metrics *hm)
 				     by_route, NULL, 0, &hm->aborted)) < 0 ||
 	    (r = efs_metrics_declare(reg, EFS_METRIC_GAUGE, "echofs_http_requests_in_flight",
 				     "Requests being served now.", NULL, NULL, 0,
-				     &hm->in_flight)) < 0)
+				     &hm->in_flight)) < 0 ||
+	    (r = efs_metrics_declare(reg, EFS_METRIC_COUNTER,
+				     "echofs_http_slow_connections_closed_total",
+				     "Connections closed because their request headers did not "
+				     "arrive in time (HEADER_TIMEOUT_MS), or because they waited "
+				     "longest for them while connections ran short.",
+				     NULL, NULL, 0, &hm->slow_closed)) < 0)
 		return r;
 	return 0;
 }
@@ -489,6 +529,165 @@ static void record_request(struct efs_http_server *srv, const struct efs_http_re
 	if (aborted)
 		efs_metric_add(hm->aborted, labels, 1);
 	efs_metric_add(hm->in_flight, NULL, -1);
+}
+
+/* ---- slow clients: the header deadline ------------------------------ */
+
+/* Shuts down @c's socket: its connection's thread sees the end of the
+ * stream and closes it. Under conns_lock, which keeps the fd from being
+ * closed meanwhile (see struct conn_entry); the peer is compared all the
+ * same, so that a libmicrohttpd closing earlier than it documents could
+ * never make us cut another client's connection. */
+static void shut_conn(struct efs_http_server *srv, struct conn_entry *c)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	c->shut = true;
+	if (getpeername(c->fd, (struct sockaddr *)&peer, &len) < 0 || len != c->peer_len ||
+	    memcmp(&peer, &c->peer, len) != 0)
+		return; /* gone already, or not ours any more */
+	shutdown(c->fd, SHUT_RDWR);
+	srv->conns_reaped++;
+	if (srv->metrics.slow_closed)
+		efs_metric_add(srv->metrics.slow_closed, NULL, 1);
+}
+
+/* Past 7/8 of max_connections open, the connections that have waited
+ * longest for their request headers are closed (at each new arrival and
+ * at each reaper pass) until 7/8 are open again: slow clients cannot take
+ * every slot, and a client that sends its headers at once is never the one
+ * waiting longest. A connection younger than EVICT_MIN_WAIT_MS is spared:
+ * it may just not have been read yet. Under conns_lock. */
+#define EVICT_MIN_WAIT_MS 1000
+static void evict_waiting(struct efs_http_server *srv, int64_t now)
+{
+	unsigned mark = srv->cfg.max_connections - srv->cfg.max_connections / 8;
+	int64_t min_wait = EFS_MIN((int64_t)EVICT_MIN_WAIT_MS,
+				   (int64_t)srv->cfg.header_timeout_ms / 2);
+	unsigned open = 0;
+	for (struct conn_entry *c = srv->conns_head; c; c = c->next)
+		open += !c->shut;
+	while (open > mark) {
+		struct conn_entry *longest = NULL;
+		for (struct conn_entry *c = srv->conns_head; c; c = c->next)
+			if (c->waiting_since_ms && !c->shut && now - c->waiting_since_ms >= min_wait &&
+			    (!longest || c->waiting_since_ms < longest->waiting_since_ms))
+				longest = c;
+		if (!longest)
+			break;
+		shut_conn(srv, longest);
+		open--;
+	}
+}
+
+static void conn_started(struct efs_http_server *srv, struct MHD_Connection *conn,
+			 void **socket_context)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	struct conn_entry *c = calloc(1, sizeof(*c));
+	if (!c || !info) {
+		/* Not tracked: only libmicrohttpd's idle timeout applies. */
+		free(c);
+		return;
+	}
+	c->fd = info->connect_fd;
+	c->peer_len = sizeof(c->peer);
+	if (getpeername(c->fd, (struct sockaddr *)&c->peer, &c->peer_len) < 0)
+		c->peer_len = 0; /* never matches: never shut down */
+	c->waiting_since_ms = efs_mono_ms();
+	c->header_deadline_ms = c->waiting_since_ms + (int64_t)srv->cfg.header_timeout_ms;
+	pthread_mutex_lock(&srv->conns_lock);
+	c->prev = srv->conns_tail;
+	if (srv->conns_tail)
+		srv->conns_tail->next = c;
+	else
+		srv->conns_head = c;
+	srv->conns_tail = c;
+	srv->conn_count++;
+	if (srv->conn_count > srv->cfg.max_connections - srv->cfg.max_connections / 8)
+		evict_waiting(srv, efs_mono_ms());
+	pthread_mutex_unlock(&srv->conns_lock);
+	*socket_context = c;
+}
+
+static void conn_closed(struct efs_http_server *srv, void **socket_context)
+{
+	struct conn_entry *c = *socket_context;
+	if (!c)
+		return;
+	pthread_mutex_lock(&srv->conns_lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns_head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		srv->conns_tail = c->prev;
+	srv->conn_count--;
+	pthread_mutex_unlock(&srv->conns_lock);
+	free(c);
+	*socket_context = NULL;
+}
+
+static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			      enum MHD_ConnectionNotificationCode code)
+{
+	struct efs_http_server *srv = cls;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+		conn_started(srv, conn, socket_context);
+	else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+		conn_closed(srv, socket_context);
+}
+
+/* Starts @conn's wait for request headers, for @timeout_ms, or ends it
+ * (@timeout_ms 0: a request is being served). */
+static void set_header_deadline(struct efs_http_server *srv, struct MHD_Connection *conn,
+				int64_t timeout_ms)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn_entry *c = info ? info->socket_context : NULL;
+	if (!c)
+		return;
+	int64_t now = timeout_ms ? efs_mono_ms() : 0;
+	pthread_mutex_lock(&srv->conns_lock);
+	c->waiting_since_ms = now;
+	c->header_deadline_ms = timeout_ms ? now + timeout_ms : 0;
+	pthread_mutex_unlock(&srv->conns_lock);
+}
+
+/* Closes the connections whose request headers are overdue, whatever
+ * trickle of bytes they send (libmicrohttpd's idle timeout restarts with
+ * each byte). */
+static void reaper_main(struct efs_ticker *t, void *ctx)
+{
+	struct efs_http_server *srv = ctx;
+	int64_t interval = EFS_MIN((int64_t)REAP_INTERVAL_MS,
+				   EFS_MAX((int64_t)srv->cfg.header_timeout_ms / 4, 10));
+	uint64_t reaped = 0;
+	int64_t logged_ms = 0;
+	while (!efs_ticker_wait(t, interval)) {
+		int64_t now = efs_mono_ms();
+		pthread_mutex_lock(&srv->conns_lock);
+		for (struct conn_entry *c = srv->conns_head; c; c = c->next)
+			if (c->header_deadline_ms && !c->shut && now >= c->header_deadline_ms)
+				shut_conn(srv, c);
+		evict_waiting(srv, now);
+		reaped += srv->conns_reaped;
+		srv->conns_reaped = 0;
+		pthread_mutex_unlock(&srv->conns_lock);
+		/* One line at most every REAP_LOG_INTERVAL_MS, however busy. */
+		if (reaped && now - logged_ms >= REAP_LOG_INTERVAL_MS) {
+			logged_ms = now;
+			efs_info("closed %llu connections that did not complete their request "
+				 "headers in time (HEADER_TIMEOUT_MS %u ms on a new connection), "
+				 "or waited longest for them while connections ran short",
+				 (unsigned long long)reaped, srv->cfg.header_timeout_ms);
+			reaped = 0;
+		}
+	}
 }
 
 /* ---- the libmicrohttpd callbacks ------------------------------------ */
@@ -821,6 +1020,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		req->path = url;
 		priv->version = version;
 		priv->start_ns = efs_mono_ns();
+		set_header_deadline(srv, conn, 0);
 		atomic_fetch_add(&srv->inflight, 1);
 		if (srv->metrics.in_flight)
 			efs_metric_add(srv->metrics.in_flight, NULL, 1);
@@ -897,6 +1097,10 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 			 (unsigned long long)priv->bytes_out, ms, user, (int)toe);
 
 	req_free(req);
+	/* A kept-alive connection has the idle timeout for its next request's
+	 * headers: clients reuse idle connections for a while (http_client.c:
+	 * 20 s), and under pressure the waiting ones go first anyway. */
+	set_header_deadline(srv, conn, (int64_t)srv->cfg.idle_timeout_s * 1000);
 	atomic_fetch_sub(&srv->inflight, 1);
 }
 
@@ -941,6 +1145,7 @@ static void server_free(struct efs_http_server *srv)
 {
 	if (!srv)
 		return;
+	pthread_mutex_destroy(&srv->conns_lock);
 	free(srv->tls_cert);
 	free(srv->tls_key);
 	free(srv);
@@ -1054,7 +1259,10 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 		srv->cfg.max_connections = DEFAULT_MAX_CONNECTIONS;
 	if (!srv->cfg.idle_timeout_s)
 		srv->cfg.idle_timeout_s = DEFAULT_IDLE_TIMEOUT_S;
+	if (!srv->cfg.header_timeout_ms)
+		srv->cfg.header_timeout_ms = EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
 	atomic_init(&srv->inflight, 0);
+	pthread_mutex_init(&srv->conns_lock, NULL);
 
 	srv->cfg.error = NULL; /* the caller's buffer serves this call only */
 	srv->cfg.error_len = 0;
@@ -1095,6 +1303,7 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, srv->cfg.conn_memory_limit,
 		MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv,
 		MHD_OPTION_URI_LOG_CALLBACK, uri_seen, srv,
+		MHD_OPTION_NOTIFY_CONNECTION, notify_connection, srv,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		MHD_OPTION_ARRAY, tls_options,
 		MHD_OPTION_END);
@@ -1105,6 +1314,11 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 					      "TLS_CERT_FILE and TLS_KEY_FILE are not a valid "
 					      "certificate and its private key")
 				  : -EIO;
+		server_free(srv);
+		return r;
+	}
+	if ((r = efs_ticker_start(&srv->reaper, reaper_main, srv)) < 0) {
+		MHD_stop_daemon(srv->daemon);
 		server_free(srv);
 		return r;
 	}
@@ -1129,6 +1343,7 @@ void efs_http_server_stop(struct efs_http_server *srv, int64_t grace_ms)
 	if (left > 0)
 		efs_warn("shutdown: %d requests still in flight after %lld ms, closing them", left,
 			 (long long)grace_ms);
+	efs_ticker_stop(&srv->reaper);
 	MHD_stop_daemon(srv->daemon);
 	if (fd != MHD_INVALID_SOCKET)
 		close(fd);

@@ -59,6 +59,10 @@ int efs_api_file_get(struct efs_http_req *req);
 int efs_api_file_download(struct efs_http_req *req);
 int efs_api_file_delete(struct efs_http_req *req);
 json_t *efs_api_file_json(const struct efs_file_info *f);
+/* The message of a 503 upload_memory_full for what
+ * efs_upload_memory_take returned (-EDQUOT: the user's share is full,
+ * else the whole budget is). */
+const char *efs_api_upload_memory_full(int err);
 /* api_sessions.c */
 int efs_api_session_init(struct efs_http_req *req);
 int efs_api_session_chunk_begin(struct efs_http_req *req);

@@ -89,6 +89,14 @@ static int upload_fail(struct upload *up, enum efs_http_err kind, const char *me
 	return err;
 }
 
+const char *efs_api_upload_memory_full(int err)
+{
+	return err == -EDQUOT ? "your uploads in flight hold as many bytes as one user's may "
+				"(UPLOAD_MEMORY_PER_USER); retry shortly"
+			      : "the master holds as many upload bytes as it may "
+				"(UPLOAD_MEMORY); retry shortly";
+}
+
 static void upload_free(void *state)
 {
 	struct upload *up = state;
@@ -106,7 +114,7 @@ static void upload_free(void *state)
 				 up->session_id, strerror(-r));
 	}
 	efs_multipart_free(up->mp);
-	efs_upload_budget_give(&up->m->upload_memory, up->reserved);
+	efs_upload_memory_give(&up->m->upload_memory, up->user, up->reserved);
 	free(up);
 }
 
@@ -218,15 +226,16 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	size_t most = m->cfg.chunk_size;
 	if (req->content_length >= 0 && (uint64_t)req->content_length < most)
 		most = (size_t)req->content_length;
-	if (!efs_upload_budget_take(&m->upload_memory, 2 * most)) {
+	if ((r = efs_upload_memory_take(&m->upload_memory, req->user, 2 * most)) < 0) {
+		if (r == -ENOMEM)
+			return r;
 		efs_http_add_header(req, "Retry-After", UPLOAD_RETRY_AFTER_S);
-		return efs_http_reply_err(req, EFS_HTTP_E_UPLOAD_MEMORY_FULL,
-					  "the master holds as many upload bytes as it may "
-					  "(UPLOAD_MEMORY); retry shortly");
+		return efs_http_reply_err(req, EFS_HTTP_E_UPLOAD_MEMORY_FULL, "%s",
+					  efs_api_upload_memory_full(r));
 	}
 	struct upload *up = calloc(1, sizeof(*up));
 	if (!up) {
-		efs_upload_budget_give(&m->upload_memory, 2 * most);
+		efs_upload_memory_give(&m->upload_memory, req->user, 2 * most);
 		return -ENOMEM;
 	}
 	up->m = m;

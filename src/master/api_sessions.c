@@ -177,8 +177,9 @@ out:
  * (at most chunk_size; exact when the session declared its size and
  * Content-Length gives it) are checked, and twice the chunk (its bytes and
  * their compressed copy) is taken from the master's upload budget
- * (UPLOAD_MEMORY, shared by all requests), or the request is
- * refused with 503 upload_memory_full. A raw request is admitted in
+ * (UPLOAD_MEMORY, shared by all requests, of which each user may hold
+ * UPLOAD_MEMORY_PER_USER), or the request is refused with 503
+ * upload_memory_full. A raw request is admitted in
  * begin(), from the query string, before its body is read; a multipart
  * one when its "chunk" part starts, from the form fields before it or
  * the query string, so the fields must come first. A chunk growing past
@@ -210,7 +211,8 @@ static void cu_drop(struct chunk_upload *cu)
 {
 	efs_buf_release(&cu->data);
 	if (cu->reserved) {
-		efs_upload_budget_give(&efs_api_master(cu->req)->upload_memory, cu->reserved);
+		efs_upload_memory_give(&efs_api_master(cu->req)->upload_memory, cu->req->user,
+				       cu->reserved);
 		cu->reserved = 0;
 	}
 }
@@ -294,11 +296,12 @@ static int admit(struct chunk_upload *cu, int64_t length, bool reserve)
 	/* The most the chunk can be: what was announced, else the exact
 	 * length, else chunk_size. */
 	size_t most = length >= 0 ? (size_t)length : want ? (size_t)want : (size_t)s->chunk_size;
-	if (!efs_upload_budget_take(&m->upload_memory, 2 * most)) {
+	if ((r = efs_upload_memory_take(&m->upload_memory, req->user, 2 * most)) < 0) {
+		if (r == -ENOMEM)
+			return r;
 		efs_http_add_header(req, "Retry-After", RETRY_AFTER_S);
-		efs_http_reply_err(req, EFS_HTTP_E_UPLOAD_MEMORY_FULL,
-				   "the master holds as many upload bytes as it may "
-				   "(UPLOAD_MEMORY); retry shortly");
+		efs_http_reply_err(req, EFS_HTTP_E_UPLOAD_MEMORY_FULL, "%s",
+				   efs_api_upload_memory_full(r));
 		return -ECANCELED;
 	}
 	cu->reserved = 2 * most;

@@ -2,7 +2,9 @@
 /* config.c - the master's environment variables. */
 #include "master/config.h"
 #include "echofs/config.h"
+#include "echofs/http_server.h"
 #include "echofs/redis.h"
+#include "echofs/util.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +34,11 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 
 	if ((r = efs_env_tls(&cfg->tls, err, errlen)) < 0)
 		return r;
+	if ((r = efs_env_u64("HEADER_TIMEOUT_MS", EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS,
+			     EFS_HTTP_MIN_HEADER_TIMEOUT_MS, EFS_HTTP_MAX_HEADER_TIMEOUT_MS, false, &v,
+			     err, errlen)) < 0)
+		return r;
+	cfg->header_timeout_ms = (unsigned)v;
 	if (cfg->redis_addr) {
 		char host[256];
 		uint16_t port;
@@ -55,6 +62,14 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	    (r = efs_env_u64("UPLOAD_MEMORY", EFS_MASTER_DEFAULT_UPLOAD_MEMORY,
 			     EFS_MIN_UPLOAD_MEMORY, (uint64_t)1 << 40, true,
 			     &cfg->upload_memory, err, errlen)) < 0)
+		return r;
+	/* One user's share: a quarter of the whole, but at least one chunk of
+	 * the largest size (with its compressed copy). */
+	uint64_t share = EFS_MIN(cfg->upload_memory,
+				 EFS_MAX(cfg->upload_memory / 4, EFS_MIN_UPLOAD_MEMORY));
+	if ((r = efs_env_u64("UPLOAD_MEMORY_PER_USER", share, EFS_MIN_UPLOAD_MEMORY,
+			     cfg->upload_memory, true, &cfg->upload_memory_per_user, err,
+			     errlen)) < 0)
 		return r;
 	if (cfg->chunk_size < cfg->min_chunk_size) {
 		snprintf(err, errlen, "CHUNK_SIZE (%llu) must be at least MIN_CHUNK_SIZE (%llu)",

@@ -25,6 +25,8 @@ struct efs_master_config {
 	uint64_t chunk_size;
 	uint64_t min_chunk_size; /* smallest chunk_size a session may ask for */
 	uint64_t upload_memory;  /* chunk bytes of all uploads in flight together */
+	uint64_t upload_memory_per_user; /* ... of one user's uploads in flight */
+	unsigned header_timeout_ms; /* HEADER_TIMEOUT_MS: request headers complete within */
 	enum efs_log_level log_level;
 	int64_t heartbeat_interval_ms;
 	int64_t worker_dead_after_ms;

@@ -44,6 +44,8 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	efs_chunk_cache_free(m->chunk_cache);
 	m->chunk_cache = NULL;
 	efs_stats_cache_release(&m->stats_cache);
+	if (m->upload_memory.limit)
+		efs_upload_memory_release(&m->upload_memory);
 }
 
 int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, char *err,
@@ -97,7 +99,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 			  m->cfg.cluster_secret, m->cfg.worker_dead_after_ms);
 	efs_chunk_io_set_cluster(&m->chunk_io, efs_meta_cluster_id(m->meta));
 	efs_upload_budget_init(&m->upload_budget, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
-	efs_upload_budget_init(&m->upload_memory, (size_t)m->cfg.upload_memory);
+	efs_upload_memory_init(&m->upload_memory, (size_t)m->cfg.upload_memory,
+			       (size_t)m->cfg.upload_memory_per_user);
 	m->uploader = (struct efs_uploader){
 		.meta = m->meta,
 		.chunk_io = &m->chunk_io,
@@ -122,6 +125,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.ctx = m,
 		.metrics = m->metrics,
 		.conn_memory_limit = MASTER_CONN_MEMORY,
+		.header_timeout_ms = cfg->header_timeout_ms,
 		.tls_cert_file = cfg->tls.cert_file,
 		.tls_key_file = cfg->tls.key_file,
 		.error = tls_error,

@@ -20,6 +20,7 @@
 #include "master/registry.h"
 #include "master/upload.h"
 #include "master/upload_pipeline.h"
+#include "master/upload_memory.h"
 
 #include <stdatomic.h>
 
@@ -41,8 +42,9 @@ struct efs_master {
 	struct efs_chunk_io chunk_io;		/* with the in-flight write guard */
 	struct efs_cache *cache;		/* file and session metadata */
 	struct efs_upload_budget upload_budget; /* extra buffers of all uploads */
-	/* Chunk bytes of uploads in flight, both ways in (UPLOAD_MEMORY). */
-	struct efs_upload_budget upload_memory;
+	/* Chunk bytes of uploads in flight, both ways in (UPLOAD_MEMORY), and
+	 * each user's share (UPLOAD_MEMORY_PER_USER). */
+	struct efs_upload_memory upload_memory;
 	struct efs_uploader uploader;		/* what storing a chunk needs */
 	struct efs_reader_source reader_source; /* what downloads read from */
 	struct efs_http_server *http;

@@ -23,7 +23,7 @@
  * about uploads x 2 chunks + 2 x the shared budget, whatever the number of
  * uploads; the caller bounds the first term (api_files.c takes each
  * upload's 2 chunks from the master's UPLOAD_MEMORY budget, with
- * efs_upload_budget_take). When no buffer is free the feeding thread waits for one of its
+ * efs_upload_memory_take). When no buffer is free the feeding thread waits for one of its
  * chunks to end (back pressure on the client's socket). The last chunk,
  * given at finish, is always stored by the feeding thread, so an upload of
  * one chunk starts no thread.

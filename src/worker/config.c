@@ -2,6 +2,7 @@
 /* config.c - the worker's environment variables. */
 #include "worker/config.h"
 #include "echofs/config.h"
+#include "echofs/http_server.h"
 #include "echofs/util.h"
 
 #include <stdio.h>
@@ -88,6 +89,11 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 	cfg->report_interval_ms = (int64_t)v;
 	if ((r = efs_env_tls(&cfg->tls, err, errlen)) < 0)
 		return r;
+	if ((r = efs_env_u64("HEADER_TIMEOUT_MS", EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS,
+			     EFS_HTTP_MIN_HEADER_TIMEOUT_MS, EFS_HTTP_MAX_HEADER_TIMEOUT_MS, false, &v,
+			     err, errlen)) < 0)
+		return r;
+	cfg->header_timeout_ms = (unsigned)v;
 
 	if (advertise) {
 		size_t len = efs_strlcpy(cfg->advertise_url, advertise, sizeof(cfg->advertise_url));

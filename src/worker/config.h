@@ -32,6 +32,7 @@ struct efs_worker_config {
 	enum efs_log_level log_level;
 	/* TOPOLOGY_VISIBLE_TO: "operators" puts /metrics behind the cluster secret */
 	enum efs_topology_audience topology;
+	unsigned header_timeout_ms; /* HEADER_TIMEOUT_MS: request headers complete within */
 };
 
 #define EFS_WORKER_DEFAULT_SCRUB_MS (24LL * 3600 * 1000)

@@ -30,6 +30,8 @@ def expect_config_error(proc, variable):
     ("MIN_CHUNK_SIZE", {"CHUNK_SIZE": "4096"}),
     ("MIN_CHUNK_SIZE", {"MIN_CHUNK_SIZE": "0"}),
     ("UPLOAD_MEMORY", {"UPLOAD_MEMORY": "64M"}),
+    ("UPLOAD_MEMORY_PER_USER", {"UPLOAD_MEMORY_PER_USER": "64M"}),
+    ("HEADER_TIMEOUT_MS", {"HEADER_TIMEOUT_MS": "10"}),
     ("REPLICATION_FACTOR", {"REPLICATION_FACTOR": "0"}),
     ("DATABASE_URL", {"DATABASE_URL": "mysql://x"}),
     ("MASTER_HOST", {"MASTER_HOST": "not-an-address"}),
@@ -52,6 +54,7 @@ def test_master_bad_configuration_exits_2(cluster, variable, env):
     ("WORKER_ADVERTISE_URL", {"WORKER_ADVERTISE_URL": "ftp://x"}),
     ("WORKER_HOST", {"WORKER_HOST": "nowhere"}),
     ("TOPOLOGY_VISIBLE_TO", {"TOPOLOGY_VISIBLE_TO": "everyone"}),
+    ("HEADER_TIMEOUT_MS", {"HEADER_TIMEOUT_MS": "10"}),
 ], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={val}" for k, val in v.items()))
 def test_worker_bad_configuration_exits_2(cluster, variable, env):
     w = cluster.add_worker(master_url=f"http://127.0.0.1:{h.free_port()}", wait=False, **env)

@@ -263,6 +263,56 @@ def test_upload_memory_is_one_budget_for_all_requests(cluster):
     assert c.download(c.upload(b"abc", "one.bin")["file_id"]) == b"abc"
 
 
+def test_one_user_cannot_take_the_whole_upload_memory(cluster):
+    # UPLOAD_MEMORY (256 MiB) holds two 64 MiB chunks with their copies;
+    # one user's share (UPLOAD_MEMORY_PER_USER: a quarter, but at least
+    # one such chunk, 128 MiB) holds one. Alice holds hers with a chunk
+    # half sent; her second chunk waits its turn (503, Retry-After), and
+    # Bob's uploads are still admitted (the old master gave Alice all 256
+    # MiB and refused Bob).
+    m = cluster.start(workers=3)
+    alice_token, alice = new_user(m, "alice")
+    bob_token, bob = new_user(m, "bob")
+    big = 64 * MIB
+    sid = init(alice, name="big.bin", chunk_size=big)
+    held = []
+    try:
+        first = open_chunk_request(m, alice_token, f"session_id={sid}&chunk_index=0",
+                                   length=big)
+        held.append(first)
+        status, _, _ = read_reply(first)
+        assert status == 100
+        first.sendall(bytes(MIB))  # part of the body, then nothing
+        second = open_chunk_request(m, alice_token, f"session_id={sid}&chunk_index=1",
+                                    length=big)
+        held.append(second)
+        status, headers, body = read_reply(second)
+        assert status == 503, f"Alice's second 64 MiB chunk got {status}: past her share"
+        assert json.loads(body)["error"]["code"] == "upload_memory_full", body
+        assert "UPLOAD_MEMORY_PER_USER" in json.loads(body)["error"]["message"], body
+        assert headers.get("retry-after") == "1", headers
+        # Bob: a small upload is stored, and a chunk as large as Alice's is
+        # admitted
+        f = bob.upload(b"bob's small file", "small.txt")
+        assert bob.download(f["file_id"]) == b"bob's small file"
+        bob_sid = init(bob, name="bob.bin", chunk_size=big)
+        bob_chunk = open_chunk_request(m, bob_token, f"session_id={bob_sid}&chunk_index=0",
+                                       length=big)
+        held.append(bob_chunk)
+        status, _, body = read_reply(bob_chunk)
+        assert status == 100, f"Bob's chunk got {status}: {body!r}"
+    finally:
+        for sock in held:
+            sock.close()
+    # Alice's share comes back when her request ends
+    h.wait_until(lambda: alice.post("/api/v1/files/upload/chunk",
+                                    params={"session_id": sid, "chunk_index": 2},
+                                    data=bytes(big),
+                                    headers={"Content-Type": "application/octet-stream"}
+                                    ).status_code == 200,
+                 timeout=30, what="Alice's share to be given back")
+
+
 # ---- defect 2: a floor under chunk sizes, and the chunk list in pages ----------------------
 
 

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "echofs/config.h"
+#include "echofs/http_server.h"
 #include "echofs/redis.h"
 #include "master/config.h"
 #include "worker/config.h"
@@ -37,6 +38,8 @@ static const char *const config_vars[] = {
 	"CHUNK_SIZE",
 	"MIN_CHUNK_SIZE",
 	"UPLOAD_MEMORY",
+	"UPLOAD_MEMORY_PER_USER",
+	"HEADER_TIMEOUT_MS",
 	"CHUNK_CACHE_SIZE",
 	"LOG_LEVEL",
 	"TOPOLOGY_VISIBLE_TO",
@@ -737,6 +740,54 @@ static void test_tls_files(void **state)
 	unlink(path);
 }
 
+/* HEADER_TIMEOUT_MS: both daemons, 10 s by default, 100 ms to 10 min. */
+static void test_header_timeout(void **state)
+{
+	struct efs_master_config mcfg;
+	struct efs_worker_config wcfg;
+
+	env_secrets();
+	master_loads(&mcfg);
+	worker_loads(&wcfg);
+	assert_int_equal(mcfg.header_timeout_ms, EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS);
+	assert_int_equal(wcfg.header_timeout_ms, EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS);
+	env_set("HEADER_TIMEOUT_MS", "2500");
+	master_loads(&mcfg);
+	worker_loads(&wcfg);
+	assert_int_equal(mcfg.header_timeout_ms, 2500);
+	assert_int_equal(wcfg.header_timeout_ms, 2500);
+	for (size_t i = 0; i < 3; i++) {
+		env_set("HEADER_TIMEOUT_MS", (const char *[]){"99", "600001", "x"}[i]);
+		master_refused("HEADER_TIMEOUT_MS");
+		worker_refused("HEADER_TIMEOUT_MS");
+	}
+}
+
+/* UPLOAD_MEMORY_PER_USER: a quarter of UPLOAD_MEMORY, but at least one
+ * chunk of the largest size, and at most UPLOAD_MEMORY. */
+static void test_master_upload_memory_per_user(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_true(cfg.upload_memory_per_user == EFS_MIN_UPLOAD_MEMORY);
+	env_set("UPLOAD_MEMORY", "1G");
+	master_loads(&cfg);
+	assert_true(cfg.upload_memory_per_user == (uint64_t)256 << 20);
+	env_set("UPLOAD_MEMORY", "128M");
+	master_loads(&cfg);
+	assert_true(cfg.upload_memory_per_user == (uint64_t)128 << 20);
+	env_set("UPLOAD_MEMORY", "1G");
+	env_set("UPLOAD_MEMORY_PER_USER", "512M");
+	master_loads(&cfg);
+	assert_true(cfg.upload_memory_per_user == (uint64_t)512 << 20);
+	env_set("UPLOAD_MEMORY_PER_USER", "127M");
+	master_refused("UPLOAD_MEMORY_PER_USER");
+	env_set("UPLOAD_MEMORY_PER_USER", "2G");
+	master_refused("UPLOAD_MEMORY_PER_USER");
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, env_clear, env_clear)
 
 int main(void)
@@ -771,6 +822,8 @@ int main(void)
 		T(test_worker_scrub_interval),
 		T(test_worker_port_and_host),
 		T(test_tls_files),
+		T(test_header_timeout),
+		T(test_master_upload_memory_per_user),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
