@@ -629,6 +629,11 @@ static int canonical_headers(const struct efs_sigv4_request *req, struct efs_buf
 	}
 	if (r == 0)
 		r = efs_buf_append(out, "\n", 1);
+	/* What we sign, a verifier must be able to parse back. */
+	if (r == 0 && signed_out->len > EFS_SIGV4_MAX_SIGNED_HEADERS) {
+		set_reason(reason, "signed headers list too long");
+		r = -E2BIG;
+	}
 	/* Every name the client signed must be in the request. */
 	if (r == 0 && filter && strcmp(filter, signed_out->data) != 0) {
 		set_reason(reason, "a signed header is missing from the request");

@@ -257,8 +257,7 @@ static const struct suite_case suite[] = {
      "SignedHeaders=content-type;host;x-amz-date, "
      "Signature=1a72ec8f64bd914b0e42e42607c7fbce7fb2c7465f63e3092b3b0d39fa77a6fe"},
     {"post-sts-token/post-sts-header-before",
-     "POST / HTTP/1.1\n" HOST XDATE
-     "X-Amz-Security-Token:AQoDYXdzEPT//////////"
+     "POST / HTTP/1.1\n" HOST XDATE "X-Amz-Security-Token:AQoDYXdzEPT//////////"
      "wEXAMPLEtc764bNrC9SAPBSM22wDOk4x4HIZ8j4FZTwdQWLWsKWHGBuFqwAeMicRXmxfpSPfIeoIYRqTflfKD8YUuwthA"
      "x7mSEI/qkPpKPi/"
      "kMcGdQrmGdeehM4IC1NtBmUpp2wUE8phUZampKsburEDy0KPkyQDYwT7WZ0wq5VSXDvp75YU9HFvlRd8Tx6q6fE8YQcHN"
@@ -935,8 +934,7 @@ static void test_presigned_parse_refuses(void **state)
 	assert_memory_equal(&auth, &before, sizeof(auth));
 	/* Other parameters, encoded names and a trailing '&' are fine. */
 	assert_int_equal(efs_sigv4_presigned_parse(
-			     "a=1&" PQ_ALG PQ_CRED PQ_DATE PQ_EXP PQ_SH
-			     "&X%2DAmz%2DSignature="
+			     "a=1&" PQ_ALG PQ_CRED PQ_DATE PQ_EXP PQ_SH "&X%2DAmz%2DSignature="
 			     "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404&",
 			     &auth, NULL),
 			 0);
@@ -1228,6 +1226,21 @@ static void test_caps(void **state)
 	req.header_count = 10;
 	assert_int_equal(efs_sigv4_canonical_request(&req, &out, &reason), -E2BIG);
 	assert_string_equal(reason, "canonical request too long");
+
+	/* A signed headers list longer than a verifier parses is not signed. */
+	char names[5][129];
+	for (size_t i = 0; i < 5; i++) {
+		memset(names[i], 'a' + (int)i, 128);
+		names[i][128] = '\0';
+		h[i] = (struct efs_sigv4_header){names[i], "v"};
+	}
+	req.header_count = 4; /* 4 * 129 - 1 = 515 bytes */
+	assert_int_equal(efs_sigv4_canonical_request(&req, &out, &reason), -E2BIG);
+	assert_string_equal(reason, "signed headers list too long");
+	names[3][125] = '\0'; /* 512: just fits */
+	assert_int_equal(efs_sigv4_canonical_request(&req, &out, &reason), 0);
+	for (size_t i = 0; i < 5; i++)
+		h[i] = (struct efs_sigv4_header){"host", "h"};
 
 	/* Too many query parameters. */
 	struct efs_buf q;
