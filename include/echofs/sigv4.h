@@ -132,9 +132,11 @@ int efs_sigv4_amz_date_parse(const char *amz_date, int64_t *epoch_s);
  * value: not). 0, -E2BIG or -ENOMEM. */
 int efs_sigv4_uri_encode(struct efs_buf *out, const char *s, size_t len, bool keep_slash);
 
-/* Builds the canonical request of @req into @out (emptied first; give it
- * a cap of at least EFS_SIGV4_MAX_CANONICAL). 0, -EINVAL (with @reason),
- * -E2BIG or -ENOMEM. @reason may be NULL. */
+/* Builds the canonical request of @req into @out (emptied first, and
+ * holding nothing useful after a failure; give it a cap of at least
+ * EFS_SIGV4_MAX_CANONICAL). 0, -EINVAL (with @reason), -E2BIG (a part over
+ * its cap, with @reason) or -ENOMEM. @reason may be NULL. Mostly for tests
+ * and debugging: the functions below build it themselves. */
 int efs_sigv4_canonical_request(const struct efs_sigv4_request *req, struct efs_buf *out,
 				const char **reason);
 
@@ -147,14 +149,14 @@ int efs_sigv4_signature(const struct efs_sigv4_request *req, const char *amz_dat
 
 /* Signs @req (every header in it, which must include host and x-amz-date)
  * and writes the Authorization header value ("AWS4-HMAC-SHA256
- * Credential=..., SignedHeaders=..., Signature=...") into @out (emptied
- * first). @signature, when not NULL, gets the signature too (the seed of an
- * aws-chunked body). 0, -EINVAL, -E2BIG or -ENOMEM. */
+ * Credential=..., SignedHeaders=..., Signature=...") into @out (replaced
+ * on success). @signature, when not NULL, gets the signature too (the seed
+ * of an aws-chunked body). 0, -EINVAL, -E2BIG or -ENOMEM. */
 int efs_sigv4_authorization(const struct efs_sigv4_request *req, const char *access_key_id,
 			    const char *amz_date, const struct efs_sigv4_key *key,
 			    struct efs_buf *out, char signature[EFS_SIGV4_SIGNATURE_LEN + 1]);
 
-/* Presigns @req: appends to @out (emptied first) the whole query string of
+/* Presigns @req: puts in @out (replaced on success) the whole query string of
  * the presigned URL, without '?': @req->query's parameters (as sent), then
  * X-Amz-Algorithm, X-Amz-Credential, X-Amz-Date, X-Amz-Expires,
  * X-Amz-SignedHeaders, X-Amz-Security-Token (when @session_token is not

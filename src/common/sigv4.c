@@ -572,7 +572,8 @@ static int canonical_headers(const struct efs_sigv4_request *req, struct efs_buf
 		struct header_entry *h = &entries[count];
 
 		if (nlen == 0 || nlen > HEADER_NAME_MAX || !value) {
-			set_reason(reason, "malformed header name");
+			set_reason(reason,
+				   value ? "malformed header name" : "header without a value");
 			r = -EINVAL;
 			goto out;
 		}
