@@ -4,15 +4,18 @@
 botocore, for tests/unit/test_sigv4.c to compare with its own (a second
 opinion beyond AWS's published vectors, from the signer the aws CLI uses).
 
-Prints one line per case, "<name> <signature>". Exits 77 (the test skips)
+Prints one line per case, "<name> <signature>", and for the presigned URL
+"<name> <query string>". Exits 77 (the test skips)
 when botocore is not installed (Debian: python3-botocore, pulled in by
 awscli). The cases here and in test_sigv4.c:test_matches_botocore() are the
 same requests: change both together.
 """
+import datetime
 import sys
+from unittest import mock
 
 try:
-    from botocore.auth import S3SigV4Auth, SigV4Auth
+    from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 except ImportError:
@@ -47,3 +50,13 @@ for name, cls, service, method, url, headers, body in CASES:
     canonical = auth.canonical_request(request)
     string_to_sign = auth.string_to_sign(request, canonical)
     print(name, auth.signature(string_to_sign, request))
+
+# A presigned GET with temporary credentials: the whole query string.
+request = AWSRequest(method="GET",
+                     url="https://bucket.s3.amazonaws.com/dir/a%20b.txt?versionId=abc",
+                     headers={})
+with mock.patch("botocore.auth.datetime") as clock:
+    clock.datetime.utcnow.return_value = datetime.datetime(2015, 8, 30, 12, 36)
+    S3SigV4QueryAuth(Credentials(CREDS.access_key, CREDS.secret_key, "tok/en+=="),
+                     "s3", "us-east-1", expires=900).add_auth(request)
+print("s3-presign", request.url.split("?", 1)[1])

@@ -1275,6 +1275,31 @@ struct boto_case {
 
 #define BOTOCORE_SCRIPT "tests/unit/sigv4_botocore.py"
 
+/* botocore's presigned GET (S3SigV4QueryAuth, temporary credentials). */
+static void check_botocore_presign(const char *expected_query)
+{
+	struct efs_sigv4_key key;
+	struct efs_buf out;
+	const struct efs_sigv4_header host[] = {{"host", "bucket.s3.amazonaws.com"}};
+	const struct efs_sigv4_request req = {
+	    .method = "GET",
+	    .path = "/dir/a%20b.txt",
+	    .query = "versionId=abc",
+	    .headers = host,
+	    .header_count = 1,
+	    .payload_hash = EFS_SIGV4_UNSIGNED_PAYLOAD,
+	    .flags = EFS_SIGV4_S3,
+	};
+	assert_int_equal(efs_sigv4_key_derive(&key, SUITE_SECRET, SUITE_DATE, "us-east-1", "s3"),
+			 0);
+	efs_buf_init(&out, 4096);
+	assert_int_equal(
+	    efs_sigv4_presign(&req, "AKIDEXAMPLE", "tok/en+==", SUITE_DATE, 900, &key, &out), 0);
+	if (strcmp(out.data, expected_query) != 0)
+		fail_msg("presigned: botocore %s\nwe       %s", expected_query, out.data);
+	efs_buf_release(&out);
+}
+
 static void test_matches_botocore(void **state)
 {
 	/* The same requests as tests/unit/sigv4_botocore.py. */
@@ -1337,13 +1362,18 @@ static void test_matches_botocore(void **state)
 		skip();
 	}
 	FILE *f = popen("/usr/bin/python3 " BOTOCORE_SCRIPT " 2>/dev/null", "r");
-	char line[256];
+	char line[1024];
 	size_t seen = 0;
 	assert_non_null(f);
 	while (fgets(line, sizeof(line), f)) {
-		char name[64], expected[80];
-		if (sscanf(line, "%63s %79s", name, expected) != 2)
+		char name[64], expected[512];
+		if (sscanf(line, "%63s %511s", name, expected) != 2)
 			fail_msg("unexpected line from sigv4_botocore.py: %s", line);
+		if (strcmp(name, "s3-presign") == 0) {
+			check_botocore_presign(expected);
+			seen++;
+			continue;
+		}
 		for (size_t i = 0; i < EFS_ARRAY_SIZE(cases); i++) {
 			const struct boto_case *c = &cases[i];
 			if (strcmp(c->name, name) != 0)
@@ -1377,7 +1407,7 @@ static void test_matches_botocore(void **state)
 		skip();
 	}
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	assert_int_equal(seen, EFS_ARRAY_SIZE(cases));
+	assert_int_equal(seen, EFS_ARRAY_SIZE(cases) + 1);
 }
 
 int main(void)
