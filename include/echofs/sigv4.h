@@ -232,6 +232,16 @@ int efs_sigv4_presigned_parse(const char *query, struct efs_sigv4_auth *auth, co
 int efs_sigv4_verify(const struct efs_sigv4_request *req, const struct efs_sigv4_auth *auth,
 		     const char *amz_date, const struct efs_sigv4_key *key, const char **reason);
 
+/* Checks the request time against the server's clock @now_s (seconds
+ * since the epoch): for a header-signed request (@auth->expires_s == 0),
+ * @amz_date within @max_skew_s of now (S3: 15 minutes); for a presigned
+ * one, not more than @max_skew_s in the future and not past its
+ * X-Amz-Expires. 0, -ERANGE (too far from now: S3's RequestTimeTooSkewed,
+ * or a presigned URL not valid yet), -ETIMEDOUT (a presigned URL expired)
+ * or -EINVAL (a malformed date), each with @reason (may be NULL). */
+int efs_sigv4_check_time(const struct efs_sigv4_auth *auth, const char *amz_date, int64_t now_s,
+			 int64_t max_skew_s, const char **reason);
+
 /* Compares two signatures in constant time (for equal lengths up to
  * EFS_SIGV4_SIGNATURE_LEN). False when either is NULL or the lengths
  * differ. */

@@ -1234,6 +1234,36 @@ out:
 	return r;
 }
 
+int efs_sigv4_check_time(const struct efs_sigv4_auth *auth, const char *amz_date, int64_t now_s,
+			 int64_t max_skew_s, const char **reason)
+{
+	int64_t t;
+	if (!auth || efs_sigv4_amz_date_parse(amz_date, &t) < 0 || max_skew_s < 0) {
+		set_reason(reason, "malformed X-Amz-Date");
+		return -EINVAL;
+	}
+	/* Differences in unsigned arithmetic: exact whatever @now_s is. */
+	uint64_t ahead = t > now_s ? (uint64_t)t - (uint64_t)now_s : 0;
+	uint64_t behind = now_s > t ? (uint64_t)now_s - (uint64_t)t : 0;
+	if (ahead > (uint64_t)max_skew_s) {
+		set_reason(reason, auth->expires_s ? "presigned URL not valid yet"
+						   : "request time too skewed");
+		return -ERANGE;
+	}
+	if (!auth->expires_s) {
+		if (behind > (uint64_t)max_skew_s) {
+			set_reason(reason, "request time too skewed");
+			return -ERANGE;
+		}
+		return 0;
+	}
+	if (behind > auth->expires_s) {
+		set_reason(reason, "presigned URL expired");
+		return -ETIMEDOUT;
+	}
+	return 0;
+}
+
 bool efs_sigv4_signature_equal(const char *a, const char *b)
 {
 	size_t la, lb;

@@ -1021,6 +1021,38 @@ static void test_verify_round_trip(void **state)
 	efs_buf_release(&authz);
 }
 
+static void test_check_time(void **state)
+{
+	struct efs_sigv4_auth header = {.expires_s = 0}, presigned = {.expires_s = 86400};
+	const int64_t t = 1369353600; /* 20130524T000000Z */
+	const int64_t skew = 15 * 60;
+	const char *reason = NULL;
+
+	assert_int_equal(efs_sigv4_check_time(&header, S3_DATE, t, skew, &reason), 0);
+	assert_int_equal(efs_sigv4_check_time(&header, S3_DATE, t + skew, skew, &reason), 0);
+	assert_int_equal(efs_sigv4_check_time(&header, S3_DATE, t - skew, skew, &reason), 0);
+	assert_int_equal(efs_sigv4_check_time(&header, S3_DATE, t + skew + 1, skew, &reason),
+			 -ERANGE);
+	assert_string_equal(reason, "request time too skewed");
+	assert_int_equal(efs_sigv4_check_time(&header, S3_DATE, t - skew - 1, skew, &reason),
+			 -ERANGE);
+
+	assert_int_equal(efs_sigv4_check_time(&presigned, S3_DATE, t + 86400, skew, &reason), 0);
+	assert_int_equal(efs_sigv4_check_time(&presigned, S3_DATE, t + 86401, skew, &reason),
+			 -ETIMEDOUT);
+	assert_string_equal(reason, "presigned URL expired");
+	assert_int_equal(efs_sigv4_check_time(&presigned, S3_DATE, t - skew, skew, &reason), 0);
+	assert_int_equal(efs_sigv4_check_time(&presigned, S3_DATE, t - skew - 1, skew, &reason),
+			 -ERANGE);
+	assert_string_equal(reason, "presigned URL not valid yet");
+	assert_int_equal(efs_sigv4_check_time(&presigned, "2013", t, skew, &reason), -EINVAL);
+	/* Extreme clocks do not overflow. */
+	assert_int_equal(efs_sigv4_check_time(&header, S3_DATE, INT64_MAX, skew, &reason), -ERANGE);
+	assert_int_equal(efs_sigv4_check_time(&header, S3_DATE, INT64_MIN, skew, &reason), -ERANGE);
+	assert_int_equal(efs_sigv4_check_time(&presigned, S3_DATE, INT64_MAX, skew, &reason),
+			 -ETIMEDOUT);
+}
+
 static void test_signature_equal(void **state)
 {
 	const char *a = "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
@@ -1432,6 +1464,7 @@ int main(void)
 	    cmocka_unit_test(test_auth_parse_refuses_with_a_reason),
 	    cmocka_unit_test(test_presigned_parse_refuses),
 	    cmocka_unit_test(test_verify_round_trip),
+	    cmocka_unit_test(test_check_time),
 	    cmocka_unit_test(test_signature_equal),
 	    cmocka_unit_test(test_path_rules_s3_and_others),
 	    cmocka_unit_test(test_query_rules),
