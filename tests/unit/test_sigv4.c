@@ -796,6 +796,22 @@ static void test_auth_parse(void **state)
 	    0);
 	assert_string_equal(auth.service, "s3");
 	assert_string_equal(auth.signed_headers, "host;range;x-amz-content-sha256;x-amz-date");
+	/* "host" must be a whole name of the list, not the end of another. */
+	assert_int_equal(
+	    efs_sigv4_auth_parse(
+		SUITE_AUTHZ
+		"SignedHeaders=ahost;host, "
+		"Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+		&auth, &reason),
+	    0);
+	assert_int_equal(
+	    efs_sigv4_auth_parse(
+		SUITE_AUTHZ
+		"SignedHeaders=ahost;hosts, "
+		"Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+		&auth, &reason),
+	    -EINVAL);
+	assert_string_equal(reason, "SignedHeaders does not include host");
 }
 
 static void test_auth_parse_refuses_with_a_reason(void **state)
