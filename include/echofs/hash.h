@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* hash.h - SHA-256 (OpenSSL, the CPU's SHA extensions) for content ids and
- * whole files; CRC32C (ISA-L) for cheap per-record checks. The only files
+ * whole files, HMAC-SHA256 for SigV4; CRC32C (ISA-L) for cheap per-record checks. The only files
  * that include OpenSSL's or ISA-L's CRC headers are hash.c and codec.c. */
 #ifndef ECHOFS_HASH_H
 #define ECHOFS_HASH_H
@@ -28,6 +28,12 @@ void efs_sha256_release(struct efs_sha256 *h);
 
 /* One-shot SHA-256 of a buffer, as hex. */
 void efs_sha256_hex(const void *data, size_t len, char hex[EFS_SHA256_HEX_LEN + 1]);
+
+/* HMAC-SHA256 of @data under @key, the raw 32-byte MAC into @mac (SigV4
+ * signing keys and signatures). Cannot fail short of memory exhaustion in
+ * OpenSSL, in which case @mac is zeroed: a zero MAC never verifies. */
+void efs_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
+		     unsigned char mac[EFS_SHA256_LEN]);
 
 /* CRC32C (Castagnoli) of @data continuing from @crc (0 to start). */
 uint32_t efs_crc32c(uint32_t crc, const void *data, size_t len);

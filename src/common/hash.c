@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* hash.c - SHA-256 through OpenSSL's EVP, CRC32C through ISA-L. */
+/* hash.c - SHA-256 and HMAC-SHA256 through OpenSSL, CRC32C through ISA-L. */
 #include "echofs/hash.h"
 #include "echofs/util.h"
 
 #include <isa-l/crc.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 int efs_sha256_init(struct efs_sha256 *h)
 {
@@ -44,6 +45,14 @@ void efs_sha256_hex(const void *data, size_t len, char hex[EFS_SHA256_HEX_LEN + 
 	unsigned int n = 0;
 	EVP_Digest(data, len, digest, &n, EVP_sha256(), NULL);
 	efs_hex_encode(digest, EFS_SHA256_LEN, hex);
+}
+
+void efs_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
+		     unsigned char mac[EFS_SHA256_LEN])
+{
+	unsigned int n = 0;
+	if (!HMAC(EVP_sha256(), key, (int)key_len, data, len, mac, &n) || n != EFS_SHA256_LEN)
+		memset(mac, 0, EFS_SHA256_LEN);
 }
 
 uint64_t efs_fnv1a(uint64_t h, const void *data, size_t len)
