@@ -19,9 +19,9 @@
 # region (-sharedDb) and a capped heap. It has no option to choose its
 # address: it listens on every interface, on a free port picked here.
 # s3rver listens on 127.0.0.1 and keeps its objects under DIR/s3. It knows
-# one key pair, S3RVER / S3RVER: it refuses an unknown access key id, but
-# does NOT verify SigV4 signatures (a wrong secret is accepted; see
-# docs/AWS.md#local-servers).
+# one key pair, S3RVER / S3RVER. It does not verify SigV4 signatures
+# itself, so it runs through scripts/s3rver_sigv4.js, which does (and
+# refuses unsigned requests); see docs/AWS.md#local-servers.
 #
 # The ports are free ones picked at start, or AWS_LOCAL_DYNAMODB_PORT and
 # AWS_LOCAL_S3_PORT when set and not 0 (aws_test_config.sh sets 8000 and
@@ -131,13 +131,13 @@ s3_start() {
 	local port
 	port=$(cat "$dir/s3rver.port")
 	mkdir -p "$dir/s3"
-	(cd "$dir" && exec setsid node "$(s3rver_bin)" -d "$dir/s3" -a 127.0.0.1 -p "$port" \
-		--no-vhost-buckets) >"$dir/s3rver.log" 2>&1 </dev/null &
+	(cd "$dir" && exec setsid node "$root/scripts/s3rver_sigv4.js" "$prefix/node_modules/s3rver" \
+		"$dir/s3" 127.0.0.1 "$port") >"$dir/s3rver.log" 2>&1 </dev/null &
 	echo $! >"$dir/s3rver.pid"
 	wait_for s3rver "http://127.0.0.1:$port/" "$dir/s3rver.pid"
 }
 dynamodb_stop() { stop_pid dynamodb DynamoDBLocal.jar; }
-s3_stop() { stop_pid s3rver s3rver.js; }
+s3_stop() { stop_pid s3rver s3rver_sigv4.js; }
 
 [ -n "$cmd" ] || usage
 if [ "$cmd" = install ]; then

@@ -132,8 +132,7 @@ if ! s3 head-bucket --bucket "$S3_BUCKET_NAME" 2>"$tmp/err"; then
 	fi
 fi
 
-if ! ddb list-tables --query 'TableNames[]' --output text 2>"$tmp/err" | tr '\t' '\n' >"$tmp/tables" ||
-	[ -s "$tmp/err" ]; then
+if ! ddb list-tables --query 'TableNames[]' --output text 2>"$tmp/err" | tr '\t' '\n' >"$tmp/tables"; then
 	echo "aws_tables: cannot list the tables: $(cat "$tmp/err")" >&2
 	exit 1
 fi
