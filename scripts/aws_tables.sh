@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # the backquotes in --query are JMESPath literals
 # aws_tables.sh - create the S3 bucket and the three DynamoDB tables of AWS
 # mode, with the keys, indexes and TTL that docs/AWS.md describes.
 #
