@@ -8,7 +8,7 @@
 #include "echofs/util.h"
 #include "master/api.h"
 #include "master/cache.h"
-#include "master/chunk_io.h"
+#include "master/chunk_workers.h"
 #include "master/download.h"
 #include "master/placement.h"
 #include "master/upload_pipeline.h"
@@ -398,7 +398,7 @@ int efs_api_file_list(struct efs_http_req *req)
  * the owner sees where each chunk lives. good_replicas counts those
  * replicas whose worker is alive: the copies a read can use now (repair
  * restores it to REPLICATION_FACTOR). */
-static json_t *chunk_json(const struct efs_chunk_io *io, const struct efs_file_chunk *c,
+static json_t *chunk_json(struct efs_chunk_backend *chunks, const struct efs_file_chunk *c,
 			  bool with_urls)
 {
 	json_t *reps = json_array();
@@ -407,7 +407,7 @@ static json_t *chunk_json(const struct efs_chunk_io *io, const struct efs_file_c
 		const struct efs_replica *rep = &c->replicas[k];
 		if (rep->bad)
 			continue;
-		good += efs_replica_alive(io, rep);
+		good += efs_chunk_workers_replica_alive(chunks, rep);
 		json_array_append_new(reps, with_urls
 						? json_pack("{s:s, s:s}", "worker_id",
 							    rep->worker_id, "url", rep->url)
@@ -456,7 +456,7 @@ int efs_api_file_get(struct efs_http_req *req)
 		}
 		for (size_t i = 0; i < n; i++)
 			json_array_append_new(chunks,
-					      chunk_json(&m->chunk_io, &batch[i], with_urls));
+					      chunk_json(m->chunks, &batch[i], with_urls));
 		if (n > 0)
 			next = batch[n - 1].index + 1;
 		free(batch);

@@ -12,7 +12,7 @@
 #include "echofs/util.h"
 #include "master/api.h"
 #include "master/cache.h"
-#include "master/chunk_io.h"
+#include "master/chunk_backend.h"
 #include "master/upload.h"
 
 #include <string.h>
@@ -499,7 +499,7 @@ int efs_api_session_chunk(struct efs_http_req *req)
 /* ---- POST /api/v1/files/upload/complete ------------------------------- */
 
 /* Hashes the session's chunks in order by reading them back from the
- * workers (each verified against its own SHA-256): the file's SHA-256
+ * chunk backend (each verified against its own SHA-256): the file's SHA-256
  * without holding the file anywhere. */
 static int hash_chunks(struct efs_master *m, const struct efs_session_chunk *chunks, size_t n,
 		       char *hex)
@@ -517,7 +517,8 @@ static int hash_chunks(struct efs_master *m, const struct efs_session_chunk *chu
 		unsigned count = 0;
 		r = efs_meta_chunk_get(m->meta, chunks[i].chunk_id, &info, replicas, &count);
 		if (r == 0)
-			r = efs_chunk_read(&m->chunk_io, &info, replicas, count, &data, &scratch);
+			r = efs_chunk_backend_get(m->chunks, &info, replicas, count, &data,
+						  &scratch);
 		if (r == 0)
 			efs_sha256_update(&h, data.data, data.len);
 	}

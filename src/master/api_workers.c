@@ -5,7 +5,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "master/api.h"
-#include "master/chunk_io.h"
+#include "master/chunk_backend.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -285,7 +285,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 		 * short ORPHAN_GRACE_MS is (the age check in the verdict is
 		 * what protects other masters' writes). */
 		if (entries[i].verdict == EFS_REPORT_DELETE &&
-		    !efs_chunk_is_writing(&m->chunk_io, entries[i].chunk_id))
+		    !efs_chunk_backend_pinned(m->chunks, entries[i].chunk_id))
 			json_array_append_new(del, json_string(entries[i].chunk_id));
 		adopted += entries[i].verdict == EFS_REPORT_ADOPT;
 	}

@@ -4,9 +4,11 @@
  *
  * A chunk id is the SHA-256 of the chunk's bytes, so an entry can never be
  * stale: whatever file lists that id, these are its bytes. The cache only
- * stands in for the worker round trip, the decompression and the SHA-256
- * check of a chunk read again (efs_chunk_read); it never answers whether a
- * file or a chunk still exists, which the chunk-list read before it does.
+ * stands in for the chunk backend's round trip, the decompression and the
+ * SHA-256 check of a chunk read again (efs_chunk_backend_get, download.c:
+ * the cache sits in front of the backend, whichever it is); it never
+ * answers whether a file or a chunk still exists, which the chunk-list
+ * read before it does.
  *
  * Only chunks of at most max_item bytes are kept, so that one large
  * download streaming through does not push out the small hot ones. Least

@@ -3,9 +3,9 @@
  * chunk of read-ahead.
  *
  * While the connection's thread hands out chunk N, a helper thread of the
- * reader fetches and verifies chunk N+1 (efs_chunk_read: failover and bad
- * replica marking as for any read; or from the master's chunk cache), so
- * the worker round trip, the SHA-256 and the decompression of the next
+ * reader fetches and verifies chunk N+1 (efs_chunk_backend_get: on the
+ * worker backend, failover and bad replica marking as for any read; or
+ * from the master's chunk cache), so the backend's round trip, the SHA-256 and the decompression of the next
  * chunk overlap the sending of this one.
  * The helper exists only for ranges that span more than one chunk; a
  * reader holds at most two chunks (the current one and the next).
@@ -15,7 +15,7 @@
  * the connection's thread waits for that before it uses either. */
 #include "master/download.h"
 #include "master/chunk_cache.h"
-#include "master/chunk_io.h"
+#include "master/chunk_backend.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -150,8 +150,8 @@ static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 		s->index = (int64_t)index;
 		return 0;
 	}
-	r = efs_chunk_read(rd->src.chunk_io, &fc->chunk, fc->replicas, fc->replica_count, &s->data,
-			   &s->scratch);
+	r = efs_chunk_backend_get(rd->src.chunks, &fc->chunk, fc->replicas, fc->replica_count,
+				  &s->data, &s->scratch);
 	if (r < 0)
 		return r;
 	efs_chunk_cache_put(rd->src.chunk_cache, fc->chunk.chunk_id, s->data.data, s->data.len);

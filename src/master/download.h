@@ -3,7 +3,7 @@
  *
  * A reader holds the chunk being handed out and, for ranges of more than
  * one chunk, the next one, which a helper thread of the reader fetches
- * while the current one is sent (each decoded and verified by chunk_io,
+ * while the current one is sent (each decoded and verified by the chunk backend,
  * or taken from the master's chunk cache),
  * and the chunk list in batches: a download of any size needs about four
  * chunks of memory (two chunks, each with its stored bytes). The HTTP
@@ -20,14 +20,14 @@
 #include <sys/types.h>
 
 struct efs_chunk_cache;
-struct efs_chunk_io;
+struct efs_chunk_backend;
 struct efs_reader;
 
 /* Where a reader gets a file's chunks from, all borrowed from the master
  * (which outlives every reader). */
 struct efs_reader_source {
 	struct efs_meta *meta;		     /* the file's chunk list */
-	struct efs_chunk_io *chunk_io;	     /* reads from the workers */
+	struct efs_chunk_backend *chunks;    /* where the bytes are read from */
 	struct efs_chunk_cache *chunk_cache; /* verified chunks; NULL: none */
 };
 

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* gc.c - session expiry and chunk collection. */
 #include "master/gc.h"
-#include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "master/cache.h"
+#include "master/chunk_backend.h"
 
 #include <string.h>
 
@@ -40,50 +40,6 @@ static void expire_sessions(struct efs_gc *gc)
 		efs_debug("%zu completed sessions past their expiry forgotten", forgotten);
 }
 
-/* Deletes the replicas of one collected chunk from their workers, each
- * only if its worker last wrote it more than @unmodified_for_ms ago by the
- * worker's own clock: a copy an upload stored again after the decision is
- * kept (412), whatever the skew between this master and the worker. */
-static void delete_replicas(struct efs_gc *gc, const char *chunk_id,
-			    const struct efs_replica *replicas, unsigned count,
-			    int64_t unmodified_for_ms)
-{
-	struct efs_http_call calls[EFS_MAX_REPLICAS];
-	struct efs_http_call *callp[EFS_MAX_REPLICAS];
-	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
-	char condition[64], cluster[EFS_CLUSTER_ID_LEN + 32];
-	unsigned n = 0;
-
-	snprintf(condition, sizeof(condition), "X-Unmodified-For-Ms: %lld",
-		 (long long)unmodified_for_ms);
-	/* A worker of another cluster answers 409 wrong_cluster, keeps the chunk. */
-	snprintf(cluster, sizeof(cluster), EFS_HDR_CLUSTER ": %s",
-		 gc->deps.cluster_id ? gc->deps.cluster_id : "");
-	for (unsigned i = 0; i < count; i++) {
-		if (!replicas[i].url[0])
-			continue; /* its worker is unknown now */
-		snprintf(urls[n], sizeof(urls[n]), "%s/chunks/%s", replicas[i].url, chunk_id);
-		efs_http_call_init(&calls[n], "DELETE", urls[n]);
-		calls[n].bearer = gc->deps.cluster_secret;
-		calls[n].headers[0] = condition;
-		calls[n].headers[1] = gc->deps.cluster_id ? cluster : NULL;
-		calls[n].timeout_ms = 5000;
-		calls[n].connect_timeout_ms = 1000;
-		calls[n].resp_cap = 16 * 1024;
-		callp[n] = &calls[n];
-		n++;
-	}
-	efs_http_call_run_parallel(gc->deps.http, callp, n);
-	for (unsigned i = 0; i < n; i++) {
-		long st = calls[i].status;
-		if (calls[i].error || (st != 204 && st != 404 && st != 412))
-			efs_warn("chunk %.12s: delete on %s failed (%s%ld); left as an orphan",
-				 chunk_id, urls[i], calls[i].error ? calls[i].errmsg : "status ",
-				 calls[i].error ? 0L : st);
-		efs_http_call_release(&calls[i]);
-	}
-}
-
 int efs_gc_run_once(struct efs_gc *gc)
 {
 	char (*ids)[65] = calloc(GC_PASS_ITEMS, sizeof(*ids));
@@ -105,7 +61,10 @@ int efs_gc_run_once(struct efs_gc *gc)
 			r = t;
 			break;
 		}
-		delete_replicas(gc, ids[i], replicas, count, gc->deps.grace_ms / 2);
+		/* Each copy goes only if unmodified for grace/2 where it
+		 * lives, by that clock (docs/LIFECYCLE.md). */
+		efs_chunk_backend_remove(gc->deps.chunks, ids[i], replicas, count,
+					 gc->deps.grace_ms / 2);
 		atomic_fetch_add(&gc->chunks_collected, 1);
 		collected++;
 	}

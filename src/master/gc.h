@@ -1,17 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* gc.h - the master's collector: ends expired sessions and removes
- * unreferenced chunks from the workers.
+ * unreferenced chunks from the chunk backend.
  *
  * Every second, on the master holding the lease (efs_meta_lease): expired
  * sessions release their chunks; chunks unreferenced
  * for longer than GC_GRACE_MS have their metadata removed (in one
- * transaction that re-checks the count) and then a DELETE goes to each
- * worker that held a replica. The DELETE carries X-Unmodified-For-Ms =
- * grace/2, a duration the worker measures on its own clock from its own
- * write time, so a replica stored again after the decision (a new upload
- * of the same bytes) is kept by the worker whatever the clock skew. A
- * replica the worker could not delete (worker down) stays behind as an
- * orphan, for the worker's chunk report to find (docs/LIFECYCLE.md, T13).
+ * transaction that re-checks the count) and then the backend removes every
+ * copy (efs_chunk_backend_remove) unless modified within grace/2. On the
+ * worker backend a DELETE goes to each worker that held a replica,
+ * carrying X-Unmodified-For-Ms = grace/2, a duration the worker measures
+ * on its own clock from its own write time, so a replica stored again
+ * after the decision (a new upload of the same bytes) is kept by the
+ * worker whatever the clock skew. A replica the worker could not delete
+ * (worker down) stays behind as an orphan, for the worker's chunk report
+ * to find (docs/LIFECYCLE.md, T13).
  */
 #ifndef ECHOFS_MASTER_GC_H
 #define ECHOFS_MASTER_GC_H
@@ -22,7 +24,7 @@
 #include <stdint.h>
 
 struct efs_cache;
-struct efs_http_client;
+struct efs_chunk_backend;
 struct efs_meta;
 
 /* What the collector works with, all borrowed from the master (which
@@ -30,9 +32,7 @@ struct efs_meta;
 struct efs_gc_deps {
 	struct efs_meta *meta;	      /* expired sessions, unreferenced chunks */
 	struct efs_cache *cache;      /* expired sessions are forgotten there */
-	struct efs_http_client *http; /* deletes on the workers */
-	const char *cluster_secret;   /* their credential */
-	const char *cluster_id;	      /* sent with every delete; NULL: none */
+	struct efs_chunk_backend *chunks; /* the conditional deletes */
 	int64_t grace_ms;	      /* unreferenced chunks are kept this long */
 };
 

@@ -2,6 +2,7 @@
 /* master.c - start and stop of the master's parts, in dependency order. */
 #include "master/master.h"
 #include "master/chunk_cache.h"
+#include "master/chunk_workers.h"
 #include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
@@ -28,7 +29,8 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	m->http = NULL;
 	efs_cache_free(m->cache);
 	m->cache = NULL;
-	efs_chunk_io_release(&m->chunk_io);
+	efs_chunk_backend_free(m->chunks);
+	m->chunks = NULL;
 	efs_placement_release(&m->placement);
 	efs_http_client_free(m->http_client);
 	m->http_client = NULL;
@@ -95,23 +97,32 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	m->keys.cluster_secret = m->cfg.cluster_secret;
 	m->keys.tokens = m->tokens;
 	efs_placement_init(&m->placement, &m->registry);
-	efs_chunk_io_init(&m->chunk_io, m->meta, &m->placement, m->http_client,
-			  m->cfg.cluster_secret, m->cfg.worker_dead_after_ms);
-	efs_chunk_io_set_cluster(&m->chunk_io, efs_meta_cluster_id(m->meta));
+	struct efs_chunk_workers_config workers = {
+		.meta = m->meta,
+		.placement = &m->placement,
+		.http = m->http_client,
+		.cluster_secret = m->cfg.cluster_secret,
+		.cluster_id = efs_meta_cluster_id(m->meta),
+		.worker_dead_after_ms = m->cfg.worker_dead_after_ms,
+		.replication_factor = m->cfg.replication_factor,
+	};
+	if ((r = efs_chunk_workers_new(&workers, &m->chunks)) < 0) {
+		snprintf(err, errlen, "cannot set up the chunk backend: %s", strerror(-r));
+		goto fail;
+	}
 	efs_upload_budget_init(&m->upload_budget, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
 	efs_upload_memory_init(&m->upload_memory, (size_t)m->cfg.upload_memory,
 			       (size_t)m->cfg.upload_memory_per_user);
 	m->uploader = (struct efs_uploader){
 		.meta = m->meta,
-		.chunk_io = &m->chunk_io,
-		.replication_factor = m->cfg.replication_factor,
+		.chunks = m->chunks,
 		.upload_idle_ms = m->cfg.upload_idle_ms,
 		.session_ttl_ms = m->cfg.session_ttl_ms,
 		.counters = &m->counters,
 	};
 	m->reader_source = (struct efs_reader_source){
 		.meta = m->meta,
-		.chunk_io = &m->chunk_io,
+		.chunks = m->chunks,
 		.chunk_cache = m->chunk_cache,
 	};
 
@@ -143,30 +154,30 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	struct efs_gc_deps gc = {
 		.meta = m->meta,
 		.cache = m->cache,
-		.http = m->http_client,
-		.cluster_secret = m->cfg.cluster_secret,
-		.cluster_id = efs_meta_cluster_id(m->meta),
+		.chunks = m->chunks,
 		.grace_ms = m->cfg.gc_grace_ms,
 	};
 	struct efs_repair_deps repair = {
 		.meta = m->meta,
 		.placement = &m->placement,
-		.chunk_io = &m->chunk_io,
+		/* repair is the worker backend's own duty */
+		.chunk_io = efs_chunk_workers_io(m->chunks),
 		.replication_factor = m->cfg.replication_factor,
 		.worker_dead_after_ms = m->cfg.worker_dead_after_ms,
 		.repair_after_ms = m->cfg.repair_after_ms,
 		.bandwidth = m->cfg.repair_bandwidth,
 	};
+	/* No replicas, no repair: a backend without chunk_io has none. */
 	if ((r = efs_gc_start(&m->gc, &gc)) < 0 ||
-	    (r = efs_repair_start(&m->repair, &repair)) < 0) {
+	    (repair.chunk_io && (r = efs_repair_start(&m->repair, &repair)) < 0)) {
 		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
 		goto fail;
 	}
-	efs_info("listening on %s:%u; cluster %s; metadata in %s%s%s; replication %u, chunk size "
-		 "%llu",
+	efs_info("listening on %s:%u; cluster %s; metadata in %s%s%s; chunks on %s; replication "
+		 "%u, chunk size %llu",
 		 cfg->host, efs_http_server_port(m->http), efs_meta_cluster_id(m->meta),
-		 efs_meta_backend(m->meta),
-		 m->redis ? ", redis at " : "", m->redis ? cfg->redis_addr : "",
+		 efs_meta_backend(m->meta), m->redis ? ", redis at " : "",
+		 m->redis ? cfg->redis_addr : "", efs_chunk_backend_name(m->chunks),
 		 cfg->replication_factor, (unsigned long long)cfg->chunk_size);
 	return 0;
 fail:

@@ -10,7 +10,7 @@
 #include "echofs/redis.h"
 #include "echofs/metrics.h"
 #include "master/cache.h"
-#include "master/chunk_io.h"
+#include "master/chunk_backend.h"
 #include "master/config.h"
 #include "master/download.h"
 #include "master/gc.h"
@@ -37,9 +37,9 @@ struct efs_master {
 	struct efs_registry registry;
 	struct efs_auth_keys keys;
 	struct efs_token_cache *tokens;		/* user tokens verified (keys.tokens) */
-	struct efs_http_client *http_client;	/* calls to the workers */
+	struct efs_http_client *http_client;	/* calls to the workers (chunks, repair) */
 	struct efs_placement placement;		/* over registry */
-	struct efs_chunk_io chunk_io;		/* with the in-flight write guard */
+	struct efs_chunk_backend *chunks;	/* where chunk bytes live (workers) */
 	struct efs_cache *cache;		/* file and session metadata */
 	struct efs_upload_budget upload_budget; /* extra buffers of all uploads */
 	/* Chunk bytes of uploads in flight, both ways in (UPLOAD_MEMORY), and

@@ -6,9 +6,7 @@
 #include "echofs/hash.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
-#include "master/chunk_io.h"
-#include "master/config.h"
-#include "master/chunk_io.h"
+#include "master/chunk_backend.h"
 #include "master/config.h"
 
 #include <string.h>
@@ -51,83 +49,63 @@ static int record_chunk(const struct efs_uploader *up, const struct record_targe
 	return efs_meta_file_create_single(up->meta, to->file, chunk, added_ids, added, dedup, now);
 }
 
-/* Copies written to @added[0..n) that no reference will name (the write
- * or its record failed) must not be lost track of: they are recorded
+/* Copies written (@put's locations) that no reference will name (the
+ * write or its record failed) must not be lost track of: they are recorded
  * unreferenced, and the collector takes them after its grace period. When
- * the store refuses even that, the workers' reports find them as orphans
- * after ORPHAN_GRACE_MS. */
+ * the store refuses even that, the backend's reconciliation (the workers'
+ * reports) finds them as orphans after ORPHAN_GRACE_MS. */
 static void keep_track_of_copies(const struct efs_uploader *up, const struct efs_chunk_info *chunk,
-				 const struct efs_target *added, unsigned n)
+				 const struct efs_chunk_put_result *put)
 {
 	const char *ids[EFS_MAX_REPLICAS];
-	for (unsigned i = 0; i < n; i++)
-		ids[i] = added[i].worker_id;
-	if (n > 0)
-		efs_meta_chunk_record_unreferenced(up->meta, chunk, ids, n, efs_now_ms());
+	for (unsigned i = 0; i < put->location_count; i++)
+		ids[i] = put->location_ids[i];
+	if (put->location_count > 0)
+		efs_meta_chunk_record_unreferenced(up->meta, chunk, ids, put->location_count,
+						   efs_now_ms());
 }
 
-/* The dedup / write / record loop for one encoded chunk. */
+/* The dedup / put / record loop for one encoded chunk. */
 static int store_chunk(const struct efs_uploader *up, const struct record_target *to,
 		       const struct efs_chunk_info *chunkp, const char *stored,
 		       struct efs_chunk_result *out)
 {
 	struct efs_chunk_info chunk = *chunkp;
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
-	struct efs_target have[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
+	struct efs_chunk_put_result put;
 	const char *added_ids[EFS_MAX_REPLICAS];
-	unsigned want = up->replication_factor;
 	int r;
 
 	for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
 		struct efs_chunk_info existing;
-		unsigned replica_count = 0, good = 0;
+		unsigned replica_count = 0;
 		r = efs_meta_chunk_get(up->meta, chunk.chunk_id, &existing, replicas,
 				       &replica_count);
 		bool dedup = r == 0;
 		if (r < 0 && r != -ENOENT)
 			return r;
-		/* Workers holding a good, live replica are not asked again; a
-		 * bad replica's worker may take a fresh copy (it overwrites). */
-		for (unsigned i = 0; dedup && i < replica_count; i++) {
-			if (replicas[i].bad || !efs_replica_alive(up->chunk_io, &replicas[i]))
-				continue;
-			efs_strlcpy(have[good].worker_id, replicas[i].worker_id,
-				    sizeof(have[good].worker_id));
-			efs_strlcpy(have[good].url, replicas[i].url, sizeof(have[good].url));
-			good++;
+		/* The backend reuses the copies that still hold the chunk and
+		 * writes what is missing (nothing: deduplicated). */
+		r = efs_chunk_backend_put(up->chunks, &chunk, stored, replicas,
+					  dedup ? replica_count : 0, &put);
+		if (r < 0) {
+			keep_track_of_copies(up, &chunk, &put);
+			return r;
 		}
-		/* A replica row is not a copy: one deleted behind the master's
-		 * back, or on a disk replaced since, would leave the new file
-		 * unreadable. Only the workers that say they hold it count; the
-		 * others are written as for a new chunk. */
-		if (good > 0)
-			efs_chunk_confirm(up->chunk_io, chunk.chunk_id, have, &good);
-		unsigned missing = good >= want ? 0 : want - good;
-		if (missing > 0) {
-			/* Each replica records its own encoding (the worker
-			 * answers it on read), so new replicas may use ours. */
-			unsigned written = 0;
-			r = efs_chunk_write(up->chunk_io, chunk.chunk_id, stored, chunk.stored_size,
-					    chunk.compressed, missing, have, good, added, &written);
-			if (r < 0) {
-				keep_track_of_copies(up, &chunk, added, written);
-				return r;
-			}
-		}
-		for (unsigned i = 0; i < missing; i++)
-			added_ids[i] = added[i].worker_id;
-		r = record_chunk(up, to, &chunk, &existing, added_ids, missing, dedup);
+		for (unsigned i = 0; i < put.location_count; i++)
+			added_ids[i] = put.location_ids[i];
+		r = record_chunk(up, to, &chunk, &existing, added_ids, put.location_count, dedup);
 		if (r == -ESTALE) {
 			efs_debug("chunk %.12s was collected while being reused; storing it again",
 				  chunk.chunk_id);
 			continue;
 		}
 		if (r < 0) {
-			keep_track_of_copies(up, &chunk, added, missing);
+			keep_track_of_copies(up, &chunk, &put);
 			return r;
 		}
 		out->chunk = dedup ? existing : chunk;
-		out->deduplicated = dedup && missing == 0;
+		out->deduplicated = dedup && !put.sent;
 		atomic_fetch_add(&up->counters->chunks_uploaded, 1);
 		if (out->deduplicated)
 			atomic_fetch_add(&up->counters->chunks_deduplicated, 1);
@@ -157,11 +135,12 @@ static int upload_one(const struct efs_uploader *up, struct efs_upload_buffers *
 	const char *stored = chunk.compressed ? bufs->encoded.data : data;
 	chunk.stored_size = chunk.compressed ? bufs->encoded.len : len;
 
-	/* From the first copy written until the metadata names it, a worker's
-	 * report must not have the chunk deleted as an orphan. */
-	efs_chunk_writing_begin(up->chunk_io, chunk.chunk_id);
+	/* From the first copy written until the metadata names it, the
+	 * backend's reconciliation (a worker's report) must not have the chunk
+	 * deleted as an orphan. */
+	efs_chunk_backend_pin(up->chunks, chunk.chunk_id);
 	r = store_chunk(up, to, &chunk, stored, out);
-	efs_chunk_writing_end(up->chunk_io, chunk.chunk_id);
+	efs_chunk_backend_unpin(up->chunks, chunk.chunk_id);
 	return r;
 }
 

@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* upload.h - storing one chunk of an upload: hash, compress, deduplicate,
- * replicate, record.
+ * store (chunk_backend.h), record.
  *
  * Both ways in use it: the one-request upload (a hidden session, or no
  * session at all when the body fits in one chunk: efs_upload_single) and
  * the client's chunked sessions. The order is the durability contract:
- * the chunk is on every replica (fsync'd by the workers) before the
- * metadata transaction that makes the session (or the file) reference it;
- * a crash in between leaves an orphan on the workers, never a reference to
- * nothing.
+ * the chunk is durable in the chunk backend (efs_chunk_backend_put: on
+ * every replica, fsync'd by the workers) before the metadata transaction
+ * that makes the session (or the file) reference it; a crash in between
+ * leaves an orphan in the backend, never a reference to nothing.
  *
  * Deduplication: when the chunk is already stored with enough good, live
  * replicas, nothing is sent: the session only takes a reference, in a
@@ -25,7 +25,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-struct efs_chunk_io;
+struct efs_chunk_backend;
 
 /* Data-path counters since start, for GET /metrics and GET /api/v1/stats. */
 struct efs_master_counters {
@@ -37,8 +37,7 @@ struct efs_master_counters {
  * every upload). */
 struct efs_uploader {
 	struct efs_meta *meta;          /* chunk rows, sessions, files */
-	struct efs_chunk_io *chunk_io;  /* replica writes, the in-flight guard */
-	unsigned replication_factor;    /* replicas each chunk gets */
+	struct efs_chunk_backend *chunks; /* where the bytes go (put, pin) */
 	int64_t upload_idle_ms;         /* a hidden session's expiry moves this far per chunk */
 	int64_t session_ttl_ms;         /* a client's session lives at least this long
 					 * after each chunk */

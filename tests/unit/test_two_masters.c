@@ -28,6 +28,8 @@
 #include "echofs/http_server.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
+#include "master/chunk_io.h"
+#include "master/chunk_workers.h"
 #include "master/master.h"
 #include "worker/config.h"
 #include "worker/worker.h"
@@ -370,11 +372,11 @@ static void test_write_guard_load_and_budget_are_per_master(void **state)
 	struct efs_master *a = &f->side[0].master, *b = &f->side[1].master;
 	const char *chunk_id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-	efs_chunk_writing_begin(&a->chunk_io, chunk_id);
-	assert_true(efs_chunk_is_writing(&a->chunk_io, chunk_id));
-	assert_false(efs_chunk_is_writing(&b->chunk_io, chunk_id));
-	efs_chunk_writing_end(&a->chunk_io, chunk_id);
-	assert_false(efs_chunk_is_writing(&a->chunk_io, chunk_id));
+	efs_chunk_backend_pin(a->chunks, chunk_id);
+	assert_true(efs_chunk_backend_pinned(a->chunks, chunk_id));
+	assert_false(efs_chunk_backend_pinned(b->chunks, chunk_id));
+	efs_chunk_backend_unpin(a->chunks, chunk_id);
+	assert_false(efs_chunk_backend_pinned(a->chunks, chunk_id));
 
 	efs_placement_load_add(&a->placement, "some-worker", 5);
 	assert_int_equal(efs_placement_load(&a->placement, "some-worker"), 5);
@@ -407,7 +409,7 @@ static void test_write_guard_load_and_budget_are_per_master(void **state)
 static void test_write_guard_fails_safe_when_full(void **state)
 {
 	struct fixture *f = *state;
-	struct efs_chunk_io *io = &f->side[0].master.chunk_io;
+	struct efs_chunk_io *io = efs_chunk_workers_io(f->side[0].master.chunks);
 	char id[65];
 	const char *other = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 

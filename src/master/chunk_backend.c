@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/* chunk_backend.c - forwards each efs_chunk_backend_* call to the
+ * backend's operations; optional ones absent answer as documented. */
+#include "master/chunk_backend.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+int efs_chunk_backend_new(const struct efs_chunk_backend_ops *ops, void *impl,
+			  struct efs_chunk_backend **out)
+{
+	struct efs_chunk_backend *b = calloc(1, sizeof(*b));
+	if (!b) {
+		ops->free(impl);
+		return -ENOMEM;
+	}
+	b->ops = ops;
+	b->impl = impl;
+	*out = b;
+	return 0;
+}
+
+void efs_chunk_backend_free(struct efs_chunk_backend *b)
+{
+	if (!b)
+		return;
+	b->ops->free(b->impl);
+	free(b);
+}
+
+const char *efs_chunk_backend_name(const struct efs_chunk_backend *b)
+{
+	return b->ops->name;
+}
+
+int efs_chunk_backend_put(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
+			  const void *stored, const struct efs_replica *known,
+			  unsigned known_count, struct efs_chunk_put_result *out)
+{
+	out->location_count = 0;
+	out->sent = false;
+	return b->ops->put(b->impl, chunk, stored, known, known_count, out);
+}
+
+int efs_chunk_backend_get(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
+			  const struct efs_replica *known, unsigned known_count,
+			  struct efs_buf *out, struct efs_buf *scratch)
+{
+	return b->ops->get(b->impl, chunk, known, known_count, out, scratch);
+}
+
+int efs_chunk_backend_remove(struct efs_chunk_backend *b, const char *chunk_id,
+			      const struct efs_replica *known, unsigned known_count,
+			      int64_t unmodified_for_ms)
+{
+	return b->ops->remove(b->impl, chunk_id, known, known_count, unmodified_for_ms);
+}
+
+int efs_chunk_backend_exists(struct efs_chunk_backend *b, const char *chunk_id,
+			     const struct efs_replica *known, unsigned known_count)
+{
+	return b->ops->exists(b->impl, chunk_id, known, known_count);
+}
+
+int efs_chunk_backend_list(struct efs_chunk_backend *b, const char *after, size_t max,
+			   char (*ids)[65], size_t *count)
+{
+	if (!b->ops->list)
+		return -ENOTSUP;
+	return b->ops->list(b->impl, after, max, ids, count);
+}
+
+void efs_chunk_backend_pin(struct efs_chunk_backend *b, const char *chunk_id)
+{
+	if (b->ops->pin)
+		b->ops->pin(b->impl, chunk_id);
+}
+
+void efs_chunk_backend_unpin(struct efs_chunk_backend *b, const char *chunk_id)
+{
+	if (b->ops->unpin)
+		b->ops->unpin(b->impl, chunk_id);
+}
+
+bool efs_chunk_backend_pinned(struct efs_chunk_backend *b, const char *chunk_id)
+{
+	return b->ops->pinned ? b->ops->pinned(b->impl, chunk_id) : false;
+}
+
+int efs_chunk_backend_health(struct efs_chunk_backend *b, struct efs_chunk_health *out)
+{
+	if (!b->ops->health)
+		return -ENOTSUP;
+	return b->ops->health(b->impl, out);
+}

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: MIT */
+/* chunk_backend.h - where the master keeps chunk bytes: one small
+ * interface, one implementation per place (the worker cluster,
+ * chunk_workers.c; S3 next).
+ *
+ * The contract every backend keeps:
+ *
+ * - A chunk is named by its id, the SHA-256 hex of its uncompressed bytes.
+ *   It is stored in one of two forms, chosen by the caller (efs_codec):
+ *   raw, or gzip when that is smaller; the backend keeps the form with its
+ *   encoding and its CRC32C and never re-encodes. Two puts of one id store
+ *   the same bytes, so a put may overwrite.
+ * - put returns only when the chunk is durable (on every replica the
+ *   backend wants, fsync'd; or acknowledged by the object store). The
+ *   caller then records the reference in the metadata; a crash between the
+ *   two leaves an unreferenced copy that the backend's reconciliation
+ *   finds, never a reference to nothing.
+ * - get returns the whole chunk, decoded and verified against its id;
+ *   bytes that do not verify are never returned (-EIO). A range of a chunk
+ *   is served by slicing the verified chunk (download.c): verification
+ *   needs every byte, so the interface has no partial read.
+ * - remove is the collector's conditional delete: the copy goes only if it
+ *   was last written more than @unmodified_for_ms ago, measured by the
+ *   place that holds it on its own clock (a duration, not a timestamp: see
+ *   docs/LIFECYCLE.md). A copy stored again after the decision stays.
+ * - pin/unpin bracket "written but not yet recorded in the metadata":
+ *   the backend's reconciliation (the workers' reports; a bucket listing
+ *   for S3) must not delete a pinned chunk (LIFECYCLE R2).
+ *
+ * Recorded locations: a backend may record where each copy lives in the
+ * metadata (the worker backend's replica rows, struct efs_replica). Callers
+ * pass what the metadata gave them (@known, efs_meta_chunk_get,
+ * efs_meta_file_chunks, efs_meta_garbage_take) without interpreting it; a
+ * put names in its result the new locations to record with the reference.
+ * A backend that records none (S3) ignores @known and returns none.
+ *
+ * Errors: -ENOSPC (no room: 503 no_capacity), -EIO (no good copy could be
+ * read), -EAGAIN (the backend is unreachable right now: 503), -errno.
+ * Every operation is thread-safe. get never logs (the caller, which knows
+ * what the bytes were for, does); put and remove log each copy they gave
+ * up on, with where it was (the worker backend: HACKING's known exception
+ * for chunk_io.c).
+ */
+#ifndef ECHOFS_MASTER_CHUNK_BACKEND_H
+#define ECHOFS_MASTER_CHUNK_BACKEND_H
+
+#include "echofs/buf.h"
+#include "echofs/meta.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* What a put did. */
+struct efs_chunk_put_result {
+	/* New locations the metadata must record with the reference (worker
+	 * ids), also on failure: copies written by a put that failed are
+	 * recorded unreferenced by the caller so none is lost track of. */
+	char location_ids[EFS_MAX_REPLICAS][EFS_ID_MAX + 1];
+	unsigned location_count;
+	bool sent; /* bytes were transferred (false: already held: deduplicated) */
+};
+
+/* What the health check shows of the backend. */
+struct efs_chunk_health {
+	bool ok;		  /* chunks can be stored and read now */
+	char detail[160];	  /* why not, for the operator; "" when ok */
+};
+
+/* The operations of one backend; @impl is the backend's own state. NULL
+ * marks an optional operation the backend does not have. */
+struct efs_chunk_backend_ops {
+	const char *name; /* "workers", "s3": logged at start */
+	/* Makes chunk @chunk durable from its stored form @stored
+	 * (@chunk->stored_size bytes, gzip when @chunk->compressed), reusing
+	 * the copies @known[0..@known_count) still holds (dedup). */
+	int (*put)(void *impl, const struct efs_chunk_info *chunk, const void *stored,
+		   const struct efs_replica *known, unsigned known_count,
+		   struct efs_chunk_put_result *out);
+	/* The chunk, decoded and verified, into @out; @scratch holds the
+	 * stored bytes (both caller-owned, reused across calls). */
+	int (*get)(void *impl, const struct efs_chunk_info *chunk, const struct efs_replica *known,
+		   unsigned known_count, struct efs_buf *out, struct efs_buf *scratch);
+	/* Conditional delete of every copy. Returns how many copies could not
+	 * be deleted (a copy kept because it was modified within the duration,
+	 * or already gone, counts as done): those stay as orphans for the
+	 * backend's reconciliation, logged by the backend with where they are.
+	 */
+	int (*remove)(void *impl, const char *chunk_id, const struct efs_replica *known,
+		       unsigned known_count, int64_t unmodified_for_ms);
+	/* 1 when at least one copy answers that it holds the chunk, 0 when
+	 * none does, -errno when none could be asked. */
+	int (*exists)(void *impl, const char *chunk_id, const struct efs_replica *known,
+		      unsigned known_count);
+	/* Up to @max stored chunk ids after @after ("" from the start), in
+	 * id order, for reconciliation against the metadata. NULL: the
+	 * backend reconciles otherwise (the workers report their chunks). */
+	int (*list)(void *impl, const char *after, size_t max, char (*ids)[65], size_t *count);
+	void (*pin)(void *impl, const char *chunk_id);
+	void (*unpin)(void *impl, const char *chunk_id);
+	bool (*pinned)(void *impl, const char *chunk_id);
+	/* NULL: health is the worker registry's (workers alive). */
+	int (*health)(void *impl, struct efs_chunk_health *out);
+	void (*free)(void *impl);
+};
+
+struct efs_chunk_backend {
+	const struct efs_chunk_backend_ops *ops;
+	void *impl;
+};
+
+/* A backend over @ops and @impl (taken: freed by efs_chunk_backend_free
+ * through ops->free). 0 or -ENOMEM (then @impl is freed too). */
+int efs_chunk_backend_new(const struct efs_chunk_backend_ops *ops, void *impl,
+			  struct efs_chunk_backend **out);
+/* NULL is accepted. */
+void efs_chunk_backend_free(struct efs_chunk_backend *b);
+const char *efs_chunk_backend_name(const struct efs_chunk_backend *b);
+
+int efs_chunk_backend_put(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
+			  const void *stored, const struct efs_replica *known,
+			  unsigned known_count, struct efs_chunk_put_result *out);
+int efs_chunk_backend_get(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
+			  const struct efs_replica *known, unsigned known_count,
+			  struct efs_buf *out, struct efs_buf *scratch);
+int efs_chunk_backend_remove(struct efs_chunk_backend *b, const char *chunk_id,
+			      const struct efs_replica *known, unsigned known_count,
+			      int64_t unmodified_for_ms);
+int efs_chunk_backend_exists(struct efs_chunk_backend *b, const char *chunk_id,
+			     const struct efs_replica *known, unsigned known_count);
+/* -ENOTSUP when the backend has no list. */
+int efs_chunk_backend_list(struct efs_chunk_backend *b, const char *after, size_t max,
+			   char (*ids)[65], size_t *count);
+/* Every pin is matched by one unpin of the same id; pins nest. A backend
+ * without reconciliation has neither (no-ops, pinned is false). */
+void efs_chunk_backend_pin(struct efs_chunk_backend *b, const char *chunk_id);
+void efs_chunk_backend_unpin(struct efs_chunk_backend *b, const char *chunk_id);
+bool efs_chunk_backend_pinned(struct efs_chunk_backend *b, const char *chunk_id);
+/* -ENOTSUP when the backend's health is the worker registry's. */
+int efs_chunk_backend_health(struct efs_chunk_backend *b, struct efs_chunk_health *out);
+
+#endif

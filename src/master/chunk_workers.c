@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: MIT */
+/* chunk_workers.c - the worker cluster behind the chunk backend
+ * interface: dedup against the replicas that still hold the chunk, writes
+ * of the missing ones, failover reads, the collector's conditional
+ * deletes. */
+#include "master/chunk_workers.h"
+#include "echofs/http_client.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+#include "master/chunk_io.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A collector's DELETE is one unlink on the worker. */
+#define DELETE_TIMEOUT_MS 5000
+#define DELETE_CONNECT_TIMEOUT_MS 1000
+
+struct workers {
+	struct efs_chunk_io io;
+	unsigned replication_factor;
+};
+
+/* The known replicas that are not marked bad and whose worker is alive,
+ * as targets. */
+static unsigned usable_targets(const struct workers *w, const struct efs_replica *known,
+			       unsigned known_count, struct efs_target *out)
+{
+	unsigned good = 0;
+	known_count = EFS_MIN(known_count, EFS_MAX_REPLICAS);
+	for (unsigned i = 0; i < known_count; i++) {
+		if (known[i].bad || !efs_replica_alive(&w->io, &known[i]))
+			continue;
+		efs_strlcpy(out[good].worker_id, known[i].worker_id, sizeof(out[good].worker_id));
+		efs_strlcpy(out[good].url, known[i].url, sizeof(out[good].url));
+		good++;
+	}
+	return good;
+}
+
+static int workers_put(void *impl, const struct efs_chunk_info *chunk, const void *stored,
+		       const struct efs_replica *known, unsigned known_count,
+		       struct efs_chunk_put_result *out)
+{
+	struct workers *w = impl;
+	struct efs_target have[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
+	unsigned want = w->replication_factor, written = 0;
+
+	/* Workers holding a good, live replica are not asked again; a bad
+	 * replica's worker may take a fresh copy (it overwrites). */
+	unsigned good = usable_targets(w, known, known_count, have);
+	/* A replica row is not a copy: one deleted behind the master's back,
+	 * or on a disk replaced since, would leave the new file unreadable.
+	 * Only the workers that say they hold it count; the others are
+	 * written as for a new chunk. */
+	if (good > 0)
+		efs_chunk_confirm(&w->io, chunk->chunk_id, have, &good);
+	unsigned missing = good >= want ? 0 : want - good;
+	if (missing == 0)
+		return 0;
+	/* Each replica records its own encoding (the worker answers it on
+	 * read), so new replicas may use ours. */
+	out->sent = true;
+	int r = efs_chunk_write(&w->io, chunk->chunk_id, stored, chunk->stored_size,
+				chunk->compressed, missing, have, good, added, &written);
+	for (unsigned i = 0; i < written; i++)
+		efs_strlcpy(out->location_ids[i], added[i].worker_id, sizeof(out->location_ids[i]));
+	out->location_count = written;
+	return r;
+}
+
+static int workers_get(void *impl, const struct efs_chunk_info *chunk,
+		       const struct efs_replica *known, unsigned known_count, struct efs_buf *out,
+		       struct efs_buf *scratch)
+{
+	struct workers *w = impl;
+	return efs_chunk_read(&w->io, chunk, known, known_count, out, scratch);
+}
+
+/* Deletes the replicas of one collected chunk from their workers, each
+ * only if its worker last wrote it more than @unmodified_for_ms ago by the
+ * worker's own clock: a copy an upload stored again after the decision is
+ * kept (412), whatever the skew between this master and the worker. */
+static int workers_remove(void *impl, const char *chunk_id, const struct efs_replica *known,
+			   unsigned known_count, int64_t unmodified_for_ms)
+{
+	struct workers *w = impl;
+	struct efs_http_call calls[EFS_MAX_REPLICAS];
+	struct efs_http_call *callp[EFS_MAX_REPLICAS];
+	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
+	char condition[64];
+	unsigned n = 0;
+	int failed = 0;
+
+	snprintf(condition, sizeof(condition), "X-Unmodified-For-Ms: %lld",
+		 (long long)unmodified_for_ms);
+	known_count = EFS_MIN(known_count, EFS_MAX_REPLICAS);
+	for (unsigned i = 0; i < known_count; i++) {
+		if (!known[i].url[0])
+			continue; /* its worker is unknown now */
+		snprintf(urls[n], sizeof(urls[n]), "%s/chunks/%s", known[i].url, chunk_id);
+		efs_http_call_init(&calls[n], "DELETE", urls[n]);
+		calls[n].bearer = w->io.cluster_secret;
+		calls[n].headers[0] = condition;
+		/* A worker of another cluster answers 409 wrong_cluster and
+		 * keeps the chunk. */
+		calls[n].headers[1] = w->io.cluster_header[0] ? w->io.cluster_header : NULL;
+		calls[n].timeout_ms = DELETE_TIMEOUT_MS;
+		calls[n].connect_timeout_ms = DELETE_CONNECT_TIMEOUT_MS;
+		calls[n].resp_cap = 16 * 1024;
+		callp[n] = &calls[n];
+		n++;
+	}
+	efs_http_call_run_parallel(w->io.http, callp, n);
+	for (unsigned i = 0; i < n; i++) {
+		long st = calls[i].status;
+		if (calls[i].error || (st != 204 && st != 404 && st != 412)) {
+			failed++;
+			efs_warn("chunk %.12s: delete on %s failed (%s%ld); left as an orphan",
+				 chunk_id, urls[i], calls[i].error ? calls[i].errmsg : "status ",
+				 calls[i].error ? 0L : st);
+		}
+		efs_http_call_release(&calls[i]);
+	}
+	return failed;
+}
+
+static int workers_exists(void *impl, const char *chunk_id, const struct efs_replica *known,
+			  unsigned known_count)
+{
+	struct workers *w = impl;
+	struct efs_target have[EFS_MAX_REPLICAS];
+	unsigned good = usable_targets(w, known, known_count, have);
+	if (good == 0)
+		return 0;
+	efs_chunk_confirm(&w->io, chunk_id, have, &good);
+	return good > 0;
+}
+
+static void workers_pin(void *impl, const char *chunk_id)
+{
+	struct workers *w = impl;
+	efs_chunk_writing_begin(&w->io, chunk_id);
+}
+
+static void workers_unpin(void *impl, const char *chunk_id)
+{
+	struct workers *w = impl;
+	efs_chunk_writing_end(&w->io, chunk_id);
+}
+
+static bool workers_pinned(void *impl, const char *chunk_id)
+{
+	struct workers *w = impl;
+	return efs_chunk_is_writing(&w->io, chunk_id);
+}
+
+static void workers_free(void *impl)
+{
+	struct workers *w = impl;
+	if (!w)
+		return;
+	efs_chunk_io_release(&w->io);
+	free(w);
+}
+
+static const struct efs_chunk_backend_ops workers_ops = {
+	.name = "workers",
+	.put = workers_put,
+	.get = workers_get,
+	.remove = workers_remove,
+	.exists = workers_exists,
+	.list = NULL,	/* reconciliation: the workers report their chunks */
+	.pin = workers_pin,
+	.unpin = workers_unpin,
+	.pinned = workers_pinned,
+	.health = NULL, /* the registry's workers alive */
+	.free = workers_free,
+};
+
+int efs_chunk_workers_new(const struct efs_chunk_workers_config *cfg,
+			  struct efs_chunk_backend **out)
+{
+	struct workers *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	efs_chunk_io_init(&w->io, cfg->meta, cfg->placement, cfg->http, cfg->cluster_secret,
+			  cfg->worker_dead_after_ms);
+	if (cfg->cluster_id)
+		efs_chunk_io_set_cluster(&w->io, cfg->cluster_id);
+	w->replication_factor = cfg->replication_factor;
+	return efs_chunk_backend_new(&workers_ops, w, out);
+}
+
+struct efs_chunk_io *efs_chunk_workers_io(struct efs_chunk_backend *b)
+{
+	if (!b || b->ops != &workers_ops)
+		return NULL;
+	return &((struct workers *)b->impl)->io;
+}
+
+bool efs_chunk_workers_replica_alive(struct efs_chunk_backend *b, const struct efs_replica *rep)
+{
+	struct efs_chunk_io *io = efs_chunk_workers_io(b);
+	return io && efs_replica_alive(io, rep);
+}
