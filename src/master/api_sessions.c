@@ -583,6 +583,14 @@ int efs_api_session_complete(struct efs_http_req *req)
 		}
 		if (json_array_size(missing) > 0) {
 			free(chunks);
+			/* A concurrent complete that committed between our two
+			 * reads moved the chunks to its file: the session is
+			 * gone, and this is a repeated complete. */
+			struct efs_session_info now;
+			if (efs_meta_session_get(m->meta, session_id, &now) == -ENOENT) {
+				json_decref(missing);
+				return reply_completed(req, session_id);
+			}
 			return efs_http_reply_err_extra(req, EFS_HTTP_E_INCOMPLETE_SESSION,
 							json_pack("{s:o}", "missing", missing),
 							"%zu of %lld chunks are missing",
