@@ -648,3 +648,46 @@ def test_concurrent_completes_never_see_a_completed_session_as_incomplete(race_c
             assert len(files) <= 1, (round_, files)
     assert not wrong, f"{len(wrong)} of {60 * len(clients)} completes: {wrong[:5]}"
     assert len(c.get("/api/v1/files", params={"limit": 1000}).json()["files"]) == 60
+
+
+def test_status_during_complete_never_shows_the_chunks_gone(race_cluster):
+    # The status of a session being completed is either the open session
+    # with every chunk received or the completed one: a status that read
+    # the session just before the complete committed and the rest just
+    # after must not answer 404 session_not_found nor "received": [] (a
+    # resuming client would start over, or send every chunk again to a
+    # session that is gone).
+    m = race_cluster.start(workers=3, master_env=MASTER_ENV)
+    user, c = new_user(m)
+    tok = c.headers["Authorization"].split()[1]
+    pollers = [m.client(tok) for _ in range(5)]
+    wrong = []
+    with ThreadPoolExecutor(max_workers=len(pollers) + 1) as pool:
+        for round_ in range(60):
+            data = os.urandom(CS + round_)
+            sid = init(c, name=f"race-{round_}.bin", size=len(data),
+                       chunk_size=CS)["session_id"]
+            for i, p in enumerate(pieces(data, CS)):
+                put_chunk(c, sid, i, p)
+            every = list(range(len(pieces(data, CS))))
+            done = threading.Event()
+
+            def poll(client):
+                seen = []
+                while not done.is_set():
+                    r = client.get(f"/api/v1/files/upload/{sid}")
+                    body = r.json()
+                    if r.status_code != 200 or (body.get("state") != "completed" and
+                                                body.get("received") != every):
+                        seen.append((round_, r.status_code, r.text[:200]))
+                    if body.get("state") == "completed":
+                        break
+                return seen
+
+            polls = [pool.submit(poll, p) for p in pollers]
+            r = complete(c, sid)
+            done.set()
+            assert r.status_code == 201, r.text
+            for f in polls:
+                wrong += f.result()
+    assert not wrong, f"{len(wrong)} statuses: {wrong[:5]}"
