@@ -27,7 +27,9 @@ cache. For RUN_S seconds, together:
               looked free meet ENOSPC (507), the master places them
               elsewhere; it ends full;
   retries     every honest session's complete is sent first with its reply
-              never read (a lost 201), then again, sometimes twice at once;
+              never read (a lost 201); then, as a resuming client does, its
+              status is asked (all chunks received, or completed), and
+              complete is sent again, sometimes twice at once;
 
 while HONEST clients (one user each) upload one-request files (raw and
 multipart, one chunk and several) and session files (several chunks) and
@@ -252,9 +254,9 @@ class Honest:
                     "/api/v1/files/upload/chunk", params={"session_id": sid, "chunk_index": i},
                     data=pieces[i], headers={"Content-Type": "application/octet-stream"})) is None:
                 return
-        self.complete_with_retries(sid, data)
+        self.complete_with_retries(sid, data, cs)
 
-    def complete_with_retries(self, sid: str, data: bytes) -> None:
+    def complete_with_retries(self, sid: str, data: bytes, chunk_size: int) -> None:
         """complete as a client that lost the reply does it: the first one's
         201 is never read, then it is sent again (sometimes twice at once),
         and every answer must be the one file."""
@@ -266,6 +268,14 @@ class Honest:
                      % len(body) + body)
         lost.close()
         self.run.count("complete sent and its reply lost")
+        # A resuming client asks first what the session holds: every chunk,
+        # or the file it became, whether the lost complete has finished.
+        r = self.send("status", 200, lambda: self.c.get(f"/api/v1/files/upload/{sid}"))
+        if r is None:
+            return
+        every = list(range(-(-len(data) // chunk_size)))
+        if r.json().get("state") != "completed" and r.json().get("received") != every:
+            self.run.violation(f"status of {sid} after a lost complete: {r.text[:200]}")
         replies: list[Optional[requests.Response]] = []
 
         def again():
