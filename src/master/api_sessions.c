@@ -584,6 +584,14 @@ int efs_api_session_complete(struct efs_http_req *req)
 		}
 		if (json_array_size(missing) > 0) {
 			free(chunks);
+			/* A concurrent complete that committed between our two
+			 * reads moved the chunks to its file: the session is
+			 * gone, and this is a repeated complete. */
+			struct efs_session_info now;
+			if (efs_meta_session_get(m->meta, session_id, &now) == -ENOENT) {
+				json_decref(missing);
+				return reply_completed(req, session_id);
+			}
 			return efs_http_reply_err_extra(req, EFS_HTTP_E_INCOMPLETE_SESSION,
 							json_pack("{s:o}", "missing", missing),
 							"%zu of %lld chunks are missing",
@@ -673,11 +681,19 @@ int efs_api_session_status(struct efs_http_req *req)
 	/* The expiry from the store: each chunk moves it. */
 	if (r == 0)
 		r = efs_meta_session_get(m->meta, s.session_id, &s);
+	if (r == -ENOENT) /* completed (or aborted) since the first look */
+		return reply_status_completed(req, session_id);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, session_id);
 	r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
+	/* None: a complete may have moved them to its file since the session
+	 * was read. Then the session is gone, and it is the file's status. */
+	if (n == 0 && efs_meta_session_get(m->meta, s.session_id, &s) == -ENOENT) {
+		free(chunks);
+		return reply_status_completed(req, session_id);
+	}
 	json_t *obj = json_pack("{s:s, s:s, s:I, s:o, s:s}", "session_id", s.session_id, "name",
 				s.name, "chunk_size", (json_int_t)s.chunk_size, "received",
 				received_json(chunks, n), "expires_at",

@@ -20,13 +20,15 @@ pytest fixtures; test modules import the helpers from here directly.
     ConnectionRecorder
                 a fake server that accepts and drops connections and records
                 when they came (fault injection: "the master is down").
+    Blackhole   a fake server that accepts connections, reads them and never
+                answers (fault injection: "Redis hangs").
 
 Data-path helpers: ApiClient.upload / download / download_sha256 (files),
 chunk_store_usage (what a worker's volume files hold; also
 Worker.chunk_usage and Cluster.chunk_usage), chunk_records /
 read_chunk_payload / damage_chunk_payload / drop_chunk_record (a chunk's
 bytes on a worker's disk), peak_rss_bytes (VmHWM of a process, also
-Process.peak_rss).
+Process.peak_rss), mount_tmpfs / unmount (a small disk that fills up).
 
 Environment:
     ECHOFS_BIN_DIR        where the binaries are (default <repo>/bin)
@@ -429,6 +431,20 @@ def peak_rss_bytes(pid: int) -> int:
             assert unit == "kB", line
             return int(value) * 1024
     raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def mount_tmpfs(path: Path, size_bytes: int) -> Optional[str]:
+    """Mounts a tmpfs of @size_bytes on the existing directory @path (a
+    small disk that fills up: real ENOSPC, real statvfs); returns None, or
+    why it could not (mounting needs root: the caller skips)."""
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0700", "tmpfs",
+                        str(path)], capture_output=True, text=True)
+    return None if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
+
+
+def unmount(path: Path) -> None:
+    """Lazily unmounts what mount_tmpfs mounted (best effort)."""
+    subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
 
 
 # ---- JWTs built by hand (stdlib only) --------------------------------------
@@ -1304,6 +1320,60 @@ class ConnectionRecorder:
             self._stop.set()
             self._thread.join(5)
             self._sock.close()
+
+
+class Blackhole:
+    """A TCP server on loopback that accepts every connection, reads what
+    it is sent and never answers: a hung Redis (REDIS_ADDR=blackhole.addr)."""
+
+    def __init__(self):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="redis-blackhole",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except socket.timeout:
+                pass
+            except OSError:
+                break
+            else:
+                conn.setblocking(False)
+                self._conns.append(conn)
+                self.accepted += 1
+            for conn in list(self._conns):  # swallow what is sent
+                try:
+                    if conn.recv(65536) == b"":
+                        conn.close()
+                        self._conns.remove(conn)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self._conns.remove(conn)
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(5)
+        for conn in self._conns:
+            conn.close()
+        self._sock.close()
 
 
 # ---- the cluster -----------------------------------------------------------------

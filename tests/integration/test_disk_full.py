@@ -10,7 +10,6 @@ skipped, with the reason."""
 
 import hashlib
 import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -25,12 +24,11 @@ MIB = 1 << 20
 def small_disk(tmp_path):
     mnt = tmp_path / "small-disk"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount an 8 MiB tmpfs (needs root): {r.stderr.strip()}")
+    why = h.mount_tmpfs(mnt, 8 * MIB)
+    if why:
+        pytest.skip(f"cannot mount an 8 MiB tmpfs (needs root): {why}")
     yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    h.unmount(mnt)
 
 
 def test_full_worker_keeps_reading_and_uploads_go_elsewhere(cluster, small_disk):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -40,61 +39,9 @@ UPLOADS = 40
 UPLOAD_SIZE = 5 * 1024
 
 
-class Blackhole:
-    """A TCP server on loopback that accepts every connection, reads what
-    it is sent and never answers: a hung Redis."""
-
-    def __init__(self):
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(128)
-        self._sock.settimeout(0.1)
-        self.port = self._sock.getsockname()[1]
-        self.accepted = 0
-        self._conns: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="redis-blackhole",
-                                        daemon=True)
-        self._thread.start()
-
-    @property
-    def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except socket.timeout:
-                pass
-            except OSError:
-                break
-            else:
-                conn.setblocking(False)
-                self._conns.append(conn)
-                self.accepted += 1
-            for conn in list(self._conns):  # swallow what is sent
-                try:
-                    if conn.recv(65536) == b"":
-                        conn.close()
-                        self._conns.remove(conn)
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    self._conns.remove(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for conn in self._conns:
-            conn.close()
-        self._sock.close()
-
-
 @pytest.fixture
 def blackhole():
-    b = Blackhole()
+    b = h.Blackhole()
     yield b
     b.close()
 

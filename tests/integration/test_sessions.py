@@ -604,3 +604,90 @@ def test_completed_sessions_are_forgotten_after_their_expiry(cluster):
     if cluster.backend == "sqlite":
         wait_until(lambda: completed_session_rows(m) == 0, 5 + h.TIMING_MARGIN_S,
                    what="the collector to delete the completed session's row")
+
+
+@pytest.fixture
+def race_cluster(request, tmp_path):
+    """A cluster on PostgreSQL when ECHOFS_TEST_PG_URL is set (where the
+    window below is widest: each read is a round trip), else the default."""
+    c = h.Cluster(tmp_path, label=request.node.nodeid,
+                  backend="postgres" if h.PG_URL else None)
+    yield c
+    c.close()
+
+
+def test_concurrent_completes_never_see_a_completed_session_as_incomplete(race_cluster):
+    # A complete that read the session just before a concurrent complete
+    # committed, and its chunks just after (moved to the file by then),
+    # must answer the file like any repeated complete, not 409
+    # incomplete_session with every chunk "missing" (seen on PostgreSQL
+    # by the abuse run's retried completes: test_abuse.py). Many small
+    # sessions, each completed by several clients at once, to hit that
+    # window.
+    m = race_cluster.start(workers=3, master_env=MASTER_ENV)
+    user, c = new_user(m)
+    tok = c.headers["Authorization"].split()[1]
+    clients = [m.client(tok) for _ in range(6)]
+    wrong = []
+    with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+        for round_ in range(60):
+            data = os.urandom(CS + round_)
+            sid = init(c, name=f"race-{round_}.bin", size=len(data),
+                       chunk_size=CS)["session_id"]
+            for i, p in enumerate(pieces(data, CS)):
+                put_chunk(c, sid, i, p)
+            barrier = threading.Barrier(len(clients))
+
+            def finish(client):
+                barrier.wait(10)
+                return complete(client, sid)
+            replies = list(pool.map(finish, clients))
+            files = {r.json()["file_id"] for r in replies if r.status_code == 201}
+            wrong += [(round_, r.status_code, r.text[:200]) for r in replies
+                      if r.status_code != 201]
+            assert len(files) <= 1, (round_, files)
+    assert not wrong, f"{len(wrong)} of {60 * len(clients)} completes: {wrong[:5]}"
+    assert len(c.get("/api/v1/files", params={"limit": 1000}).json()["files"]) == 60
+
+
+def test_status_during_complete_never_shows_the_chunks_gone(race_cluster):
+    # The status of a session being completed is either the open session
+    # with every chunk received or the completed one: a status that read
+    # the session just before the complete committed and the rest just
+    # after must not answer 404 session_not_found nor "received": [] (a
+    # resuming client would start over, or send every chunk again to a
+    # session that is gone).
+    m = race_cluster.start(workers=3, master_env=MASTER_ENV)
+    user, c = new_user(m)
+    tok = c.headers["Authorization"].split()[1]
+    pollers = [m.client(tok) for _ in range(5)]
+    wrong = []
+    with ThreadPoolExecutor(max_workers=len(pollers) + 1) as pool:
+        for round_ in range(60):
+            data = os.urandom(CS + round_)
+            sid = init(c, name=f"race-{round_}.bin", size=len(data),
+                       chunk_size=CS)["session_id"]
+            for i, p in enumerate(pieces(data, CS)):
+                put_chunk(c, sid, i, p)
+            every = list(range(len(pieces(data, CS))))
+            done = threading.Event()
+
+            def poll(client):
+                seen = []
+                while not done.is_set():
+                    r = client.get(f"/api/v1/files/upload/{sid}")
+                    body = r.json()
+                    if r.status_code != 200 or (body.get("state") != "completed" and
+                                                body.get("received") != every):
+                        seen.append((round_, r.status_code, r.text[:200]))
+                    if body.get("state") == "completed":
+                        break
+                return seen
+
+            polls = [pool.submit(poll, p) for p in pollers]
+            r = complete(c, sid)
+            done.set()
+            assert r.status_code == 201, r.text
+            for f in polls:
+                wrong += f.result()
+    assert not wrong, f"{len(wrong)} statuses: {wrong[:5]}"
