@@ -33,6 +33,9 @@ int efs_random_hex(char *out, size_t nbytes);
  * (size >= 2 * len + 1). */
 void efs_hex_encode(const void *in, size_t len, char *out);
 
+/* The value of one hex digit (either case), or -1 when @c is not one. */
+int efs_hex_value(unsigned char c);
+
 /* Copies @src into @dst of @size bytes, always NUL-terminated when size > 0.
  * Returns strlen(src); a value >= size means it was truncated. */
 size_t efs_strlcpy(char *dst, const char *src, size_t size);

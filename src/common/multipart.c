@@ -101,17 +101,6 @@ static bool ieq(const char *s, size_t len, const char *lit)
 	return strlen(lit) == len && strncasecmp(s, lit, len) == 0;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* 1..70 printable ASCII characters, the last not a space (RFC 2046 allows
  * fewer characters; these are what can be matched without ambiguity). */
 static bool boundary_valid(const char *b, size_t len)
@@ -315,8 +304,8 @@ static int decode_filename_ext(struct efs_multipart *mp, const char *raw, size_t
 			int hi, lo;
 			if (end - s < 3)
 				return bad(mp, "malformed filename*");
-			hi = hex_digit(s[1]);
-			lo = hex_digit(s[2]);
+			hi = efs_hex_value((unsigned char)s[1]);
+			lo = efs_hex_value((unsigned char)s[2]);
 			if (hi < 0 || lo < 0)
 				return bad(mp, "malformed filename*");
 			c = (unsigned char)(hi << 4 | lo);

@@ -44,17 +44,6 @@ static bool is_tchar(unsigned char c)
 	       (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-static int hex_value(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* True when the @len bytes at @s are lower-case hex digits (a NUL is not). */
 static bool lower_hex_span(const char *s, size_t len)
 {
@@ -118,8 +107,8 @@ static int percent_decode(struct efs_buf *out, const char *s, size_t len)
 	for (size_t i = 0; r == 0 && i < len; i++) {
 		char c = s[i];
 		if (c == '%') {
-			int hi = i + 2 < len ? hex_value((unsigned char)s[i + 1]) : -1;
-			int lo = hi >= 0 ? hex_value((unsigned char)s[i + 2]) : -1;
+			int hi = i + 2 < len ? efs_hex_value((unsigned char)s[i + 1]) : -1;
+			int lo = hi >= 0 ? efs_hex_value((unsigned char)s[i + 2]) : -1;
 			if (lo < 0)
 				return -EINVAL;
 			c = (char)(hi << 4 | lo);
@@ -895,12 +884,12 @@ int efs_sigv4_chunk_header_parse(const char *line, size_t len, uint64_t max_size
 		set_reason(reason, "no chunk header");
 		return -EINVAL;
 	}
-	while (i < len && hex_value((unsigned char)line[i]) >= 0) {
+	while (i < len && efs_hex_value((unsigned char)line[i]) >= 0) {
 		if (i == 16) {
 			set_reason(reason, "chunk size too long");
 			return -EINVAL;
 		}
-		value = value << 4 | (uint64_t)hex_value((unsigned char)line[i]);
+		value = value << 4 | (uint64_t)efs_hex_value((unsigned char)line[i]);
 		i++;
 	}
 	if (i == 0) {

@@ -76,6 +76,17 @@ void efs_hex_encode(const void *in, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
+int efs_hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 int efs_random_hex(char *out, size_t nbytes)
 {
 	unsigned char raw[64];

@@ -2,21 +2,18 @@
 /* chunk_index.c - chunk id -> record location, an open-addressing table. */
 #include "worker/chunk_index.h"
 
+#include "echofs/util.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #define MIN_CAPACITY 1024
 
-static int hex_value(char c)
-{
-	return c <= '9' ? c - '0' : c - 'a' + 10;
-}
-
 void efs_chunk_key(const char *chunk_id, uint8_t key[EFS_CHUNK_KEY_LEN])
 {
 	for (size_t i = 0; i < EFS_CHUNK_KEY_LEN; i++)
-		key[i] =
-		    (uint8_t)(hex_value(chunk_id[2 * i]) << 4 | hex_value(chunk_id[2 * i + 1]));
+		key[i] = (uint8_t)(efs_hex_value((unsigned char)chunk_id[2 * i]) << 4 |
+				   efs_hex_value((unsigned char)chunk_id[2 * i + 1]));
 }
 
 /* Chunk ids are SHA-256 digests, but the store accepts any 64 hex digits, so

@@ -532,9 +532,33 @@ static void test_buf_detach(void **state)
 	free(s);
 }
 
+static void test_hex_value(void **state)
+{
+	(void)state;
+	assert_int_equal(efs_hex_value('0'), 0);
+	assert_int_equal(efs_hex_value('9'), 9);
+	assert_int_equal(efs_hex_value('a'), 10);
+	assert_int_equal(efs_hex_value('F'), 15);
+	assert_int_equal(efs_hex_value('g'), -1);
+	assert_int_equal(efs_hex_value('/'), -1);
+	assert_int_equal(efs_hex_value(':'), -1);
+	assert_int_equal(efs_hex_value('\0'), -1);
+	assert_int_equal(efs_hex_value(0xff), -1);
+	/* Every byte that encodes back to itself decodes. */
+	char hex[3];
+	for (unsigned v = 0; v < 256; v++) {
+		unsigned char b = (unsigned char)v;
+		efs_hex_encode(&b, 1, hex);
+		assert_int_equal(efs_hex_value((unsigned char)hex[0]) << 4 |
+					 efs_hex_value((unsigned char)hex[1]),
+				 v);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hex_value),
 		cmocka_unit_test(test_parse_u64_plain),
 		cmocka_unit_test(test_parse_u64_suffixes),
 		cmocka_unit_test(test_parse_u64_suffix_not_allowed),
