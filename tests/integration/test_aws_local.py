@@ -13,6 +13,7 @@ HTTPS and sanitizer rounds. Skipped with the reason when Java, the npm
 packages (scripts/aws_local.sh install), the aws CLI or boto3 are missing.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -40,9 +41,7 @@ def _missing():
         return "node is missing (s3rver runs on Node.js)"
     if not AWS_CLI:
         return "the aws CLI is missing (awscli; scripts/install-deps.sh)"
-    try:
-        import boto3  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("boto3") is None:  # not imported: it is large
         return "boto3 is missing (python3-boto3; scripts/install-deps.sh)"
     return None
 
