@@ -10,7 +10,7 @@
 #   make fuzz-smoke           every harness for FUZZ_SECONDS (15) each, for CI
 
 CC      := gcc
-PKGS    := libmicrohttpd libcurl jansson sqlite3 libjwt libcrypto libisal libpq hiredis
+PKGS    := libmicrohttpd libcurl jansson sqlite3 libjwt libcrypto libisal libpq hiredis expat
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
