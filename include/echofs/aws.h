@@ -147,7 +147,8 @@ const struct efs_aws_config *efs_aws_client_config(const struct efs_aws_client *
  * (ms, 1..EFS_AWS_MAX_BACKOFF_MS). 0 or -EINVAL. */
 int efs_aws_client_set_retry(struct efs_aws_client *client, int max_attempts, int backoff_ms);
 
-/* Called with each response header (see efs_http_header_fn). */
+/* Called with each response header (see efs_http_header_fn), and with an
+ * empty name before each attempt: forget what an earlier attempt gave. */
 typedef efs_http_header_fn efs_aws_header_fn;
 
 struct efs_aws_request {

@@ -727,6 +727,8 @@ int efs_aws_send(struct efs_aws_client *c, const struct efs_aws_request *req,
 		call.header_fn = req->header_fn;
 		call.header_ctx = req->header_ctx;
 		resp->attempts = attempt;
+		if (req->header_fn) /* a new attempt: forget the last one's headers */
+			req->header_fn(req->header_ctx, "", 0, "", 0);
 		r = efs_http_call_run(c->http, &call);
 		resp->status = call.status;
 		resp->code[0] = resp->message[0] = '\0';
