@@ -146,7 +146,9 @@ static int run(struct efs_s3 *s3, int argc, char **argv)
 				return fail(r, &err);
 			}
 			pages++;
-			json_array_extend(keys, list_json(&list));
+			json_t *page = list_json(&list);
+			json_array_extend(keys, page);
+			json_decref(page);
 			efs_strlcpy(token, list.next_token, sizeof(token));
 			truncated = list.truncated;
 			efs_s3_list_release(&list);
