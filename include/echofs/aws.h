@@ -44,7 +44,7 @@
 #define EFS_AWS_MAX_AUTHORITY 255	    /* host[:port] of an endpoint */
 #define EFS_AWS_MAX_CREDENTIALS_FILE 65536  /* the shared credentials file */
 #define EFS_AWS_MAX_INI_LINE 8192	    /* one line of it */
-#define EFS_AWS_MAX_HEADERS 12		    /* caller headers of one request */
+#define EFS_AWS_MAX_HEADERS 10		    /* caller headers of one request */
 #define EFS_AWS_MAX_ATTEMPTS 10		    /* cap on efs_aws_client_set_retry */
 #define EFS_AWS_DEFAULT_ATTEMPTS 4
 #define EFS_AWS_DEFAULT_BACKOFF_MS 50	    /* first retry waits up to this */
@@ -158,7 +158,8 @@ struct efs_aws_request {
 	const char *host;    /* the Host header, as in @url */
 	const char *path;    /* the path as sent, encoded ("/" at least) */
 	const char *query;   /* as sent, encoded, without '?'; NULL for none */
-	/* More "Name: value" headers, sent and signed; NULL-terminated early. */
+	/* More "Name: value" headers, sent and signed; NULL-terminated early.
+	 * One holding CR or LF is refused (-EINVAL). */
 	const char *headers[EFS_AWS_MAX_HEADERS];
 	const void *body;    /* from memory, or NULL */
 	size_t body_len;

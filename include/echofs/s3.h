@@ -73,9 +73,10 @@ int efs_s3_put(struct efs_s3 *s3, const char *key, const void *data, size_t len,
 	       const char *content_type, const struct efs_s3_meta *meta, size_t meta_count,
 	       char etag[EFS_S3_ETAG_SIZE], struct efs_s3_error *err);
 
-/* Reads @key into @out (emptied first): the whole object when @length is 0,
- * else the @length bytes from @offset (fewer at the object's end). At most
- * @cap bytes are accepted: a larger answer fails with -E2BIG. @info (may
+/* Reads @key into @out (released and replaced on success, with @cap as its
+ * cap; untouched on failure): the whole object when @length is 0, else the
+ * @length bytes from @offset (fewer at the object's end). At most @cap
+ * bytes are accepted: a larger answer fails with -E2BIG. @info (may
  * be NULL) gets the object's size, ETag, Last-Modified and metadata.
  * -ERANGE for an offset at or past the end. */
 int efs_s3_get(struct efs_s3 *s3, const char *key, uint64_t offset, uint64_t length, size_t cap,

@@ -556,13 +556,14 @@ static int signing_key(struct efs_aws_client *c, const char *amz_date, const cha
 				 c->cfg.region, service);
 	if (r < 0)
 		goto out;
-	size_t slot = c->key_count < KEY_SLOTS ? c->key_count++ : 0;
-	for (size_t i = 0; i < c->key_count; i++) /* yesterday's key for this service */
-		if (strcmp(c->keys[i].service, service) == 0 && i < c->key_count - 1) {
+	/* Replace this service's key of an earlier day, else take a free
+	 * slot, else the first. */
+	size_t slot = c->key_count < KEY_SLOTS ? c->key_count : 0;
+	for (size_t i = 0; i < c->key_count; i++)
+		if (strcmp(c->keys[i].service, service) == 0)
 			slot = i;
-			c->key_count--;
-			break;
-		}
+	if (slot == c->key_count)
+		c->key_count++;
 	c->keys[slot] = *key;
 out:
 	pthread_mutex_unlock(&c->lock);
@@ -634,15 +635,16 @@ static int sign_attempt(struct efs_aws_client *c, const struct efs_aws_request *
 	for (size_t i = 0; i < EFS_AWS_MAX_HEADERS && req->headers[i]; i++) {
 		const char *h = req->headers[i];
 		const char *colon = strchr(h, ':');
-		if (!colon || colon == h || (size_t)(colon - h) >= sizeof(names[i]))
-			return -EINVAL;
+		if (!colon || colon == h || (size_t)(colon - h) >= sizeof(names[i]) ||
+		    strpbrk(h, "\r\n"))
+			return -EINVAL; /* no header injection */
 		memcpy(names[i], h, (size_t)(colon - h));
 		names[i][colon - h] = '\0';
 		const char *v = colon + 1;
 		while (*v == ' ')
 			v++;
 		sh[n++] = (struct efs_sigv4_header){names[i], v};
-		if (slot + 1 >= EFS_ARRAY_SIZE(call->headers))
+		if (slot >= EFS_ARRAY_SIZE(call->headers))
 			return -E2BIG;
 		call->headers[slot++] = h;
 	}
@@ -670,7 +672,7 @@ static int sign_attempt(struct efs_aws_client *c, const struct efs_aws_request *
 	efs_sigv4_key_wipe(&key);
 	if (r < 0)
 		return r;
-	if (slot + 1 >= EFS_ARRAY_SIZE(call->headers))
+	if (slot >= EFS_ARRAY_SIZE(call->headers))
 		return -E2BIG;
 	call->headers[slot++] = ah->auth.data;
 	return 0;

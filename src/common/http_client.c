@@ -243,7 +243,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 	struct transfer *t = userdata;
 	size_t len = size * nmemb;
 	const char *colon = memchr(data, ':', len);
-	if (!colon)
+	if (!colon || (len > 5 && memcmp(data, "HTTP/", 5) == 0))
 		return len; /* the status line, the blank line */
 	size_t name_len = (size_t)(colon - data);
 	const char *v = colon + 1;

@@ -9,6 +9,9 @@
 #include <ctype.h>
 #include <strings.h>
 
+/* The least answer a GET accepts: an S3 error body fits. */
+#define GET_MIN_RESP_CAP 8192
+
 struct efs_s3 {
 	struct efs_aws_client *aws;
 	char bucket[EFS_S3_MAX_BUCKET + 1];
@@ -206,7 +209,7 @@ int efs_s3_put(struct efs_s3 *s3, const char *key, const void *data, size_t len,
 	size_t n = 0;
 	int r;
 	if (!key_valid(key) || meta_count > EFS_S3_MAX_META ||
-	    (content_type && strlen(content_type) > 128)) {
+	    (content_type && (strlen(content_type) > 128 || strpbrk(content_type, "\r\n")))) {
 		error_local(err, "invalid key, metadata or content type");
 		return -EINVAL;
 	}
@@ -273,15 +276,25 @@ int efs_s3_get(struct efs_s3 *s3, const char *key, uint64_t offset, uint64_t len
 	head_reset(&h);
 	req.header_fn = on_header;
 	req.header_ctx = &h;
-	req.resp_cap = cap ? cap : 1;
+	/* Room for an error body even under a small cap; the cap itself is
+	 * checked below. */
+	req.resp_cap = EFS_MAX(cap, (size_t)GET_MIN_RESP_CAP);
 	r = efs_aws_send(s3->aws, &req, &resp);
 	if (r < 0)
 		goto out;
+	if (resp.body.len > cap) {
+		efs_strlcpy(resp.message, "response too large", sizeof(resp.message));
+		r = -E2BIG;
+		goto out;
+	}
 	if (!h.have_range_total)
 		h.info.size = resp.body.len;
-	efs_buf_reset(out);
-	r = efs_buf_append(out, resp.body.data ? resp.body.data : "", resp.body.len);
-	if (r == 0 && info)
+	/* The answer's buffer becomes the caller's: no copy of a chunk. */
+	efs_buf_release(out);
+	*out = resp.body;
+	out->cap = cap;
+	efs_buf_init(&resp.body, 0);
+	if (info)
 		*info = h.info;
 out:
 	if (r < 0)

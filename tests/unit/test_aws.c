@@ -317,6 +317,42 @@ static void test_errno_and_retry_mapping(void **state)
 	assert_false(efs_aws_retryable(400, "ValidationException"));
 }
 
+/* A caller header with CR or LF is refused before anything is sent (the
+ * URL would refuse a connection: -EINVAL proves nothing went out). */
+static void test_send_refuses_header_injection(void **state)
+{
+	(void)state;
+	struct efs_aws_config cfg = {.region = "us-east-1"};
+	struct efs_http_client *http;
+	struct efs_aws_client *aws;
+	struct efs_aws_response resp;
+	efs_strlcpy(cfg.credentials.access_key_id, "AKID", sizeof(cfg.credentials.access_key_id));
+	efs_strlcpy(cfg.credentials.secret_access_key, "s", sizeof(cfg.credentials.secret_access_key));
+	assert_int_equal(efs_http_client_global_init(), 0);
+	assert_int_equal(efs_http_client_new(&http), 0);
+	assert_int_equal(efs_aws_client_new(&cfg, http, &aws), 0);
+	assert_int_equal(efs_aws_client_set_retry(aws, 0, 10), -EINVAL);
+	assert_int_equal(efs_aws_client_set_retry(aws, EFS_AWS_MAX_ATTEMPTS + 1, 10), -EINVAL);
+	efs_aws_response_init(&resp);
+	struct efs_aws_request req = {
+	    .method = "GET", .service = "s3", .url = "http://127.0.0.1:1/b/k",
+	    .host = "127.0.0.1:1", .path = "/b/k", .retry = true,
+	    .headers = {"x-amz-meta-a: b\r\nx-evil: 1"},
+	};
+	assert_int_equal(efs_aws_send(aws, &req, &resp), -EINVAL);
+	assert_int_equal(resp.attempts, 0);
+	/* Without it: a refused connection, retried up to the attempts. */
+	req.headers[0] = "x-amz-meta-a: b";
+	assert_int_equal(efs_aws_client_set_retry(aws, 2, 1), 0);
+	assert_int_equal(efs_aws_send(aws, &req, &resp), -ECONNREFUSED);
+	assert_int_equal(resp.attempts, 2);
+	assert_int_equal(resp.status, 0);
+	efs_aws_response_release(&resp);
+	efs_aws_client_free(aws);
+	efs_http_client_free(http);
+	efs_http_client_global_cleanup();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -328,6 +364,7 @@ int main(void)
 	    cmocka_unit_test(test_xml_errors),
 	    cmocka_unit_test(test_json_errors),
 	    cmocka_unit_test(test_errno_and_retry_mapping),
+	    cmocka_unit_test(test_send_refuses_header_injection),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
