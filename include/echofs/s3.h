@@ -112,6 +112,13 @@ struct efs_s3_list {
 int efs_s3_list(struct efs_s3 *s3, const char *prefix, const char *continuation_token,
 		unsigned max_keys, struct efs_s3_list *out, struct efs_s3_error *err);
 void efs_s3_list_release(struct efs_s3_list *list);
+/* Parses a ListObjectsV2 answer of @len bytes (what efs_s3_list does with
+ * the body; for tests and fuzzing): at most @max_keys entries. 0, -EINVAL
+ * (@max_keys out of 1..EFS_S3_MAX_LIST_KEYS), -EBADMSG (not a
+ * ListBucketResult, more entries than @max_keys, an entry without a key or
+ * a key over EFS_S3_MAX_KEY, a bad size, truncated without a token) or
+ * -ENOMEM; @out is replaced on success only. */
+int efs_s3_list_parse(const char *body, size_t len, unsigned max_keys, struct efs_s3_list *out);
 
 /* 0 when the bucket exists and the credentials may use it; -ENOENT,
  * -EACCES... otherwise (for health checks). */

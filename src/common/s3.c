@@ -459,12 +459,31 @@ static int list_end(void *ctx, int depth, const char *name, const char *text, si
 	return 0;
 }
 
+int efs_s3_list_parse(const char *body, size_t len, unsigned max_keys, struct efs_s3_list *out)
+{
+	struct list_ctx l = {.max = max_keys};
+	int r;
+	if (max_keys < 1 || max_keys > EFS_S3_MAX_LIST_KEYS)
+		return -EINVAL;
+	l.list.entries = calloc(max_keys, sizeof(*l.list.entries));
+	if (!l.list.entries)
+		return -ENOMEM;
+	r = efs_xml_parse(body, len, list_start, list_end, &l);
+	if (r == 0 && (!l.in_result || (l.list.truncated && !l.list.next_token[0])))
+		r = -EBADMSG;
+	if (r < 0) {
+		free(l.list.entries);
+		return r == -ENOMEM ? r : -EBADMSG;
+	}
+	*out = l.list;
+	return 0;
+}
+
 int efs_s3_list(struct efs_s3 *s3, const char *prefix, const char *continuation_token,
 		unsigned max_keys, struct efs_s3_list *out, struct efs_s3_error *err)
 {
 	struct efs_aws_request req;
 	struct efs_aws_response resp;
-	struct list_ctx l = {.max = max_keys};
 	struct efs_buf query;
 	struct target t;
 	int r;
@@ -479,11 +498,6 @@ int efs_s3_list(struct efs_s3 *s3, const char *prefix, const char *continuation_
 	efs_buf_init(&t.url, 0);
 	efs_buf_init(&t.host, 0);
 	efs_buf_init(&t.path, 0);
-	l.list.entries = calloc(max_keys, sizeof(*l.list.entries));
-	if (!l.list.entries) {
-		r = -ENOMEM;
-		goto out;
-	}
 	r = 0;
 	if (continuation_token && *continuation_token) {
 		r = efs_buf_puts(&query, "continuation-token=");
@@ -509,21 +523,12 @@ int efs_s3_list(struct efs_s3 *s3, const char *prefix, const char *continuation_
 	r = efs_aws_send(s3->aws, &req, &resp);
 	if (r < 0)
 		goto out;
-	r = efs_xml_parse(resp.body.data ? resp.body.data : "", resp.body.len, list_start, list_end,
-			  &l);
-	if (r == 0 && (!l.in_result || (l.list.truncated && !l.list.next_token[0])))
-		r = -EBADMSG;
-	if (r < 0) {
-		r = r == -ENOMEM ? r : -EBADMSG;
+	r = efs_s3_list_parse(resp.body.data ? resp.body.data : "", resp.body.len, max_keys, out);
+	if (r < 0)
 		error_local(err, "the listing is not a ListObjectsV2 answer within the caps");
-		goto out;
-	}
-	*out = l.list;
-	l.list.entries = NULL;
 out:
 	if (r < 0 && resp.attempts > 0 && resp.status != 200)
 		error_fill(err, &resp);
-	free(l.list.entries);
 	efs_buf_release(&query);
 	target_release(&t);
 	efs_aws_response_release(&resp);

@@ -8,7 +8,9 @@
  *   mode 2: a shared credentials file (efs_aws_credentials_parse, profiles
  *     "default" and "p");
  *   mode 3: any XML through efs_xml_parse with callbacks that check what
- *     they are given.
+ *     they are given;
+ *   mode 4: a ListObjectsV2 answer (efs_s3_list_parse, max-keys 1..8 from
+ *     the second byte).
  * Checked beyond the sanitizers:
  *   - results are only those the headers list; outputs untouched on
  *     failure, NUL-terminated within their sizes on success, a non-empty
@@ -16,10 +18,13 @@
  *   - a credentials profile that parses has a non-empty key id and secret
  *     within their caps, and a reason comes with every error;
  *   - the XML callbacks see depths 1..EFS_XML_MAX_DEPTH, balanced starts
- *     and ends, texts within EFS_XML_MAX_TEXT.
+ *     and ends, texts within EFS_XML_MAX_TEXT;
+ *   - a listing has at most max-keys entries, each with a key of 1..1024
+ *     bytes, and a token when truncated.
  * Build and run: make fuzz; bin/fuzz_aws tests/fuzz/corpus/aws
  */
 #include "echofs/aws.h"
+#include "echofs/s3.h"
 #include "echofs/xml.h"
 
 #include <stdint.h>
@@ -66,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	int mode = data[0] % 4;
+	int mode = data[0] % 5;
 	const char *body = (const char *)data + 1;
 	size_t len = size - 1;
 	char code[24] = "unset", msg[40] = "unset";
@@ -100,6 +105,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				   memcmp(&c, &before, sizeof(c)) != 0) {
 				abort();
 			}
+		}
+		break;
+	}
+	case 4: {
+		struct efs_s3_list list = {.count = 99};
+		unsigned max = len ? (unsigned)(body[0] & 7) + 1 : 1;
+		if (len) {
+			body++;
+			len--;
+		}
+		r = efs_s3_list_parse(body, len, max, &list);
+		if (r == 0) {
+			if (list.count > max || (list.truncated && !list.next_token[0]))
+				abort();
+			for (size_t i = 0; i < list.count; i++)
+				if (!list.entries[i].key[0] || strlen(list.entries[i].key) > EFS_S3_MAX_KEY)
+					abort();
+			efs_s3_list_release(&list);
+		} else if ((r != -EBADMSG && r != -ENOMEM) || list.count != 99) {
+			abort();
 		}
 		break;
 	}

@@ -3,7 +3,7 @@
  * the expat wrapper (include/echofs/xml.h), without network: the shared
  * credentials file reader, the configuration's lookup order, endpoints and
  * S3 addressing, the S3 XML and DynamoDB JSON error parsers, the errno and
- * retry mapping. tests/integration/test_s3_client.py sends real requests.
+ * retry mapping, the ListObjectsV2 parser (include/echofs/s3.h). tests/integration/test_s3_client.py sends real requests.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "echofs/aws.h"
+#include "echofs/s3.h"
 #include "echofs/util.h"
 #include "echofs/xml.h"
 
@@ -353,6 +354,55 @@ static void test_send_refuses_header_injection(void **state)
 	efs_http_client_global_cleanup();
 }
 
+#define LIST_HEAD                                                                                  \
+	"<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult "                             \
+	"xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name>"
+#define ENTRY(k, n) "<Contents><Key>" k "</Key><Size>" n "</Size><ETag>&quot;e&quot;</ETag>" \
+		    "<LastModified>2026-12-03T06:37:26.000Z</LastModified></Contents>"
+
+static void test_list_parse(void **state)
+{
+	(void)state;
+	struct efs_s3_list list = {0};
+	const char *body = LIST_HEAD "<IsTruncated>true</IsTruncated>"
+				     "<NextContinuationToken>tok+/=</NextContinuationToken>" ENTRY(
+					 "a &amp; b/é", "6") ENTRY("c", "0") "</ListBucketResult>";
+	assert_int_equal(efs_s3_list_parse(body, strlen(body), 2, &list), 0);
+	assert_int_equal(list.count, 2);
+	assert_string_equal(list.entries[0].key, "a & b/é");
+	assert_int_equal(list.entries[0].size, 6);
+	assert_string_equal(list.entries[0].etag, "\"e\"");
+	assert_string_equal(list.entries[0].last_modified, "2026-12-03T06:37:26.000Z");
+	assert_string_equal(list.entries[1].key, "c");
+	assert_true(list.truncated);
+	assert_string_equal(list.next_token, "tok+/=");
+	efs_s3_list_release(&list);
+	/* More entries than asked for, truncated without a token, an entry
+	 * without a key, a bad size, another document: refused. */
+	static const char *const bad[] = {
+	    LIST_HEAD ENTRY("a", "1") ENTRY("b", "1") ENTRY("c", "1") "</ListBucketResult>",
+	    LIST_HEAD "<IsTruncated>true</IsTruncated>" ENTRY("a", "1") "</ListBucketResult>",
+	    LIST_HEAD "<Contents><Size>1</Size></Contents></ListBucketResult>",
+	    LIST_HEAD ENTRY("a", "-1") "</ListBucketResult>",
+	    LIST_HEAD ENTRY("a", "99999999999999999999999") "</ListBucketResult>",
+	    "<Error><Code>NoSuchBucket</Code></Error>",
+	    LIST_HEAD ENTRY("a", "1"), /* cut short */
+	};
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(bad); i++) {
+		struct efs_s3_list untouched = {.count = 77};
+		assert_int_equal(efs_s3_list_parse(bad[i], strlen(bad[i]), 2, &untouched), -EBADMSG);
+		assert_int_equal(untouched.count, 77);
+	}
+	/* An empty listing; max_keys out of range. */
+	body = LIST_HEAD "<IsTruncated>false</IsTruncated><KeyCount>0</KeyCount></ListBucketResult>";
+	assert_int_equal(efs_s3_list_parse(body, strlen(body), 1000, &list), 0);
+	assert_int_equal(list.count, 0);
+	assert_false(list.truncated);
+	efs_s3_list_release(&list);
+	assert_int_equal(efs_s3_list_parse(body, strlen(body), 0, &list), -EINVAL);
+	assert_int_equal(efs_s3_list_parse(body, strlen(body), 1001, &list), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -365,6 +415,7 @@ int main(void)
 	    cmocka_unit_test(test_json_errors),
 	    cmocka_unit_test(test_errno_and_retry_mapping),
 	    cmocka_unit_test(test_send_refuses_header_injection),
+	    cmocka_unit_test(test_list_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
