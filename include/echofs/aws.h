@@ -109,6 +109,13 @@ int efs_aws_s3_target(const struct efs_aws_config *cfg, const char *bucket, cons
 		      const char *query, struct efs_buf *url, struct efs_buf *host,
 		      struct efs_buf *path);
 
+/* The URL ("scheme://authority/") and Host header value of DynamoDB's
+ * endpoint; every DynamoDB call is a POST to "/" with
+ * "X-Amz-Target: DynamoDB_20120810.<Action>" and
+ * "Content-Type: application/x-amz-json-1.0". 0, -E2BIG or -ENOMEM. */
+int efs_aws_dynamodb_target(const struct efs_aws_config *cfg, struct efs_buf *url,
+			    struct efs_buf *host);
+
 /* AWS error bodies. Each fills @code and @message (NUL-terminated,
  * truncated to their sizes) and returns 0, or -ENOENT when the body holds
  * no error code (@code/@message untouched).

@@ -338,6 +338,18 @@ int efs_aws_s3_target(const struct efs_aws_config *cfg, const char *bucket, cons
 	return r;
 }
 
+int efs_aws_dynamodb_target(const struct efs_aws_config *cfg, struct efs_buf *url,
+			    struct efs_buf *host)
+{
+	const struct efs_aws_endpoint *e = &cfg->dynamodb;
+	efs_buf_reset(url);
+	efs_buf_reset(host);
+	int r = efs_buf_puts(host, e->authority);
+	if (r == 0)
+		r = efs_buf_printf(url, "%s://%s/", e->https ? "https" : "http", e->authority);
+	return r;
+}
+
 /* ---- errors ---------------------------------------------------------- */
 
 struct xml_error {

@@ -7,7 +7,8 @@ build/<dev|san>/tests/s3_probe (tests/tools/s3_probe.c): put, get, head,
 byte ranges, delete and ListObjectsV2 pagination, keys that need
 encoding, AWS's errors named (SignatureDoesNotMatch, NoSuchBucket,
 NoSuchKey), retries on 503 SlowDown and on a refused connection, none on a
-403, through a small proxy here that answers 503 before passing requests on.
+403, through a small proxy here that answers 503 before passing requests on;
+and the DynamoDB (JSON) side of the same sender against DynamoDB Local.
 
 No EchoFS server process is involved: skipped in the PostgreSQL and HTTPS
 rounds; in the sanitizer round it runs the probe built with the sanitizers
@@ -292,3 +293,16 @@ def test_a_refused_connection_is_retried_a_bounded_number_of_times(s3):
     err = s3.probe("head", "k", ok=False, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}",
                    ECHOFS_S3_PROBE_ATTEMPTS=3, ECHOFS_S3_PROBE_BACKOFF_MS=5)
     assert err["errno"] == -ECONNREFUSED and err["attempts"] == 3 and err["status"] == 0
+
+
+def test_dynamodb_json_calls_and_named_errors(s3):
+    # The DynamoDB side of efs_aws_send against DynamoDB Local (which does
+    # not verify signatures: the signer is proved by the SigV4 vectors and
+    # the S3 tests above): answers parsed, JSON errors named.
+    listed = s3.probe("dynamodb", "ListTables", "{}")
+    assert "TableNames" in listed["answer"] and listed["attempts"] == 1
+    err = s3.probe("dynamodb", "DescribeTable", '{"TableName": "no-such-table"}', ok=False)
+    assert err["code"] == "ResourceNotFoundException" and err["errno"] == -ENOENT
+    assert err["status"] == 400 and err["attempts"] == 1 and err["message"]
+    err = s3.probe("dynamodb", "NoSuchAction", "{}", ok=False)
+    assert err["code"] and err["errno"] < 0 and err["attempts"] == 1

@@ -13,6 +13,8 @@
  *   s3_probe list PREFIX MAX_KEYS [TOKEN]
  *   s3_probe list-all PREFIX MAX_KEYS       every page, followed
  *   s3_probe bucket-head | bucket-create
+ *   s3_probe dynamodb ACTION JSON       one DynamoDB call (efs_aws_send's
+ *                                       JSON side): prints the answer
  */
 #include "echofs/aws.h"
 #include "echofs/http_client.h"
@@ -70,6 +72,50 @@ static int read_all(const char *path, struct efs_buf *out)
 		r = efs_buf_append(out, chunk, n);
 	fclose(f);
 	return r;
+}
+
+static struct efs_aws_client *probe_aws; /* for the dynamodb command */
+
+static int dynamodb_call(struct efs_s3 *s3, const char *action, const char *json)
+{
+	struct efs_s3_error err = {0};
+	struct efs_aws_request req = {0};
+	struct efs_aws_response resp;
+	struct efs_buf url, host;
+	char target[160];
+	int r;
+	(void)s3;
+	efs_buf_init(&url, 1024);
+	efs_buf_init(&host, 512);
+	efs_aws_response_init(&resp);
+	r = efs_aws_dynamodb_target(efs_aws_client_config(probe_aws), &url, &host);
+	snprintf(target, sizeof(target), "X-Amz-Target: DynamoDB_20120810.%s", action);
+	req.method = "POST";
+	req.service = "dynamodb";
+	req.url = url.data;
+	req.host = host.data;
+	req.path = "/";
+	req.headers[0] = target;
+	req.headers[1] = "Content-Type: application/x-amz-json-1.0";
+	req.body = json;
+	req.body_len = strlen(json);
+	req.retry = true; /* the probe's calls are reads or idempotent */
+	if (r == 0)
+		r = efs_aws_send(probe_aws, &req, &resp);
+	if (r < 0) {
+		err.status = resp.status;
+		err.attempts = resp.attempts;
+		efs_strlcpy(err.code, resp.code, sizeof(err.code));
+		efs_strlcpy(err.message, resp.message, sizeof(err.message));
+	} else {
+		json_t *answer = json_loadb(resp.body.data ? resp.body.data : "", resp.body.len, 0,
+					    NULL);
+		print_json(json_pack("{s:o*, s:i}", "answer", answer, "attempts", resp.attempts));
+	}
+	efs_aws_response_release(&resp);
+	efs_buf_release(&url);
+	efs_buf_release(&host);
+	return r < 0 ? fail(r, &err) : 0;
 }
 
 static int run(struct efs_s3 *s3, int argc, char **argv)
@@ -156,6 +202,8 @@ static int run(struct efs_s3 *s3, int argc, char **argv)
 		return print_json(json_pack("{s:o, s:b, s:s, s:i}", "keys", keys, "truncated",
 					    truncated, "next_token", token, "pages", pages));
 	}
+	if (strcmp(cmd, "dynamodb") == 0 && argc >= 4)
+		return dynamodb_call(s3, argv[2], argv[3]);
 	if (strcmp(cmd, "bucket-head") == 0) {
 		r = efs_s3_bucket_head(s3, &err);
 		return r < 0 ? fail(r, &err) : print_json(json_object());
@@ -202,6 +250,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
+	probe_aws = aws;
 	status = run(s3, argc, argv);
 	if (status == 2)
 		fprintf(stderr, "s3_probe: bad arguments\n");

@@ -176,6 +176,14 @@ static void test_endpoints_precedence(void **state)
 	assert_string_equal(cfg.s3.authority, "s3.local:4568");
 	assert_true(cfg.s3.https);
 	assert_string_equal(cfg.dynamodb.authority, "localhost:8000");
+	struct efs_buf url, host;
+	efs_buf_init(&url, 1024);
+	efs_buf_init(&host, 512);
+	assert_int_equal(efs_aws_dynamodb_target(&cfg, &url, &host), 0);
+	assert_string_equal(url.data, "http://localhost:8000/");
+	assert_string_equal(host.data, "localhost:8000");
+	efs_buf_release(&url);
+	efs_buf_release(&host);
 	setenv("AWS_ENDPOINT_URL_S3", "ftp://x", 1);
 	assert_int_equal(efs_aws_config_load(&cfg, &why), -EINVAL);
 	assert_non_null(strstr(why, "AWS_ENDPOINT_URL_S3"));
