@@ -749,9 +749,11 @@ int efs_aws_send(struct efs_aws_client *c, const struct efs_aws_request *req,
 		bool retry;
 		if (r < 0) {
 			efs_strlcpy(resp->message, call.errmsg, sizeof(resp->message));
-			/* A transport failure: the request may or may not have
-			 * been performed. An answer over the cap is final. */
-			retry = r != -E2BIG && r != -EPERM;
+			/* A connection failure: the request may or may not have
+			 * been performed. An answer over the cap, a certificate
+			 * refused, a local failure (-ENOMEM...) are final. */
+			retry = r == -ECONNREFUSED || r == -ETIMEDOUT || r == -EIO ||
+				r == -ECONNRESET || r == -EHOSTUNREACH;
 		} else {
 			efs_buf_release(&resp->body);
 			resp->body = call.resp;
