@@ -10,7 +10,7 @@
 #   make fuzz-smoke           every harness for FUZZ_SECONDS (15) each, for CI
 
 CC      := gcc
-PKGS    := libmicrohttpd libcurl jansson sqlite3 libjwt libcrypto libisal libpq hiredis
+PKGS    := libmicrohttpd libcurl jansson sqlite3 libjwt libcrypto libisal libpq hiredis expat
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -39,9 +39,14 @@ LIB        := $(BUILD)/libechofs.a
 PROGS      := $(BIN)/echofs-master $(BIN)/echofs-worker $(BIN)/echofs
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# Test drivers the black-box tests run (tests/tools/*.c), built with `all`
+# (and with the sanitizers under SANITIZE): e.g. s3_probe for
+# tests/integration/test_s3_client.py.
+TOOL_SRC   := $(wildcard tests/tools/*.c)
+TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test unit integration integration-tls run bench clean format fuzz fuzz-smoke
-all: $(PROGS)
+all: $(PROGS) $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -71,6 +76,10 @@ $(BIN)/echofs: $(BUILD)/src/cli/main.o $(LIB)
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+$(BUILD)/tests/%: tests/tools/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 deps:
 	@./scripts/install-deps.sh

@@ -13,7 +13,7 @@ PACKAGES=(
 	build-essential pkg-config
 	libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libisal-dev
 	libssl-dev libsqlite3-dev libpq-dev libhiredis-dev libjwt-dev
-	libcmocka-dev
+	libcmocka-dev libexpat1-dev
 	clang libclang-rt-14-dev
 	python3-pytest python3-requests
 	postgresql-15 redis-server

@@ -42,6 +42,12 @@ typedef int (*efs_http_sink_fn)(void *ctx, const char *data, size_t len);
 /* Fills @buf with up to @cap more bytes of a streamed request body. Returns
  * how many (0 only at the end of the body) or a negative errno to abort the
  * transfer with that error. */
+/* Called with each response header (@name and @value trimmed, not
+ * NUL-terminated; every response's, including an interim 100's). Return 0
+ * to go on or a negative errno to abort the transfer with that error. */
+typedef int (*efs_http_header_fn)(void *ctx, const char *name, size_t name_len,
+				  const char *value, size_t value_len);
+
 typedef ssize_t (*efs_http_source_fn)(void *ctx, char *buf, size_t cap);
 
 /* Called while a transfer runs (at least about once a second, and whenever
@@ -56,7 +62,7 @@ struct efs_http_call {
 	const char *url;
 	const char *bearer;       /* Authorization: Bearer <bearer>, or NULL */
 	const char *content_type; /* or NULL */
-	const char *headers[4];   /* more "Name: value" headers; unused slots NULL */
+	const char *headers[16];  /* more "Name: value" headers; unused slots NULL */
 	const void *body;         /* request body from memory, or NULL */
 	size_t body_len;
 	/* Or a streamed request body (used when body is NULL): source_len
@@ -80,6 +86,9 @@ struct efs_http_call {
 	/* One response header to capture (case-insensitive name), or NULL. */
 	const char *capture_header;
 	char captured[128]; /* its value, "" when absent */
+	/* Or every response header, one by one (with capture_header too). */
+	efs_http_header_fn header_fn;
+	void *header_ctx;
 	/* results */
 	long status;          /* HTTP status, 0 when no response arrived */
 	int error;            /* 0, or -errno of a transport failure */

@@ -236,23 +236,34 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
 	return len;
 }
 
-/* Keeps the value of call->capture_header. */
+/* Keeps the value of call->capture_header and gives every header to
+ * call->header_fn. */
 static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 {
 	struct transfer *t = userdata;
 	size_t len = size * nmemb;
-	size_t name_len = strlen(t->call->capture_header);
-	if (len > name_len + 1 && data[name_len] == ':' &&
+	const char *colon = memchr(data, ':', len);
+	if (!colon || (len > 5 && memcmp(data, "HTTP/", 5) == 0))
+		return len; /* the status line, the blank line */
+	size_t name_len = (size_t)(colon - data);
+	const char *v = colon + 1;
+	size_t vlen = len - name_len - 1;
+	while (vlen > 0 && (*v == ' ' || *v == '\t'))
+		v++, vlen--;
+	while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+		vlen--;
+	if (t->call->capture_header && name_len == strlen(t->call->capture_header) &&
 	    strncasecmp(data, t->call->capture_header, name_len) == 0) {
-		const char *v = data + name_len + 1;
-		size_t vlen = len - name_len - 1;
-		while (vlen > 0 && (*v == ' ' || *v == '\t'))
-			v++, vlen--;
-		while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
-			vlen--;
-		vlen = EFS_MIN(vlen, sizeof(t->call->captured) - 1);
-		memcpy(t->call->captured, v, vlen);
-		t->call->captured[vlen] = '\0';
+		size_t n = EFS_MIN(vlen, sizeof(t->call->captured) - 1);
+		memcpy(t->call->captured, v, n);
+		t->call->captured[n] = '\0';
+	}
+	if (t->call->header_fn) {
+		int r = t->call->header_fn(t->call->header_ctx, data, name_len, v, vlen);
+		if (r < 0) {
+			t->sink_error = r;
+			return 0; /* aborts the transfer */
+		}
 	}
 	return len;
 }
@@ -361,7 +372,7 @@ static int transfer_setup(struct transfer *t, struct efs_http_client *client,
 	if (client->ca_file)
 		SETOPT(h, CURLOPT_CAINFO, client->ca_file);
 	call->captured[0] = '\0';
-	if (call->capture_header) {
+	if (call->capture_header || call->header_fn) {
 		SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
 		SETOPT(h, CURLOPT_HEADERDATA, t);
 	}
