@@ -105,6 +105,36 @@ static void error_local(struct efs_s3_error *err, const char *message)
 	efs_strlcpy(err->message, message, sizeof(err->message));
 }
 
+/* One request to the bucket: its URL parts, the request, its answer. */
+struct s3_call {
+	struct target t;
+	struct efs_aws_request req;
+	struct efs_aws_response resp;
+};
+
+/* Prepares @c for @method on @key (NULL: the bucket) with @query. Always
+ * pair with call_end(), whatever this returns. */
+static int call_begin(struct efs_s3 *s3, struct s3_call *c, const char *method, const char *key,
+		      const char *query)
+{
+	efs_aws_response_init(&c->resp);
+	int r = target_init(s3, &c->t, key, query);
+	if (r == 0)
+		request_init(&c->req, method, &c->t, query);
+	return r;
+}
+
+/* Releases @c; on failure (@r < 0) copies the answer's error into @err.
+ * Returns @r. */
+static int call_end(struct s3_call *c, int r, struct efs_s3_error *err)
+{
+	if (r < 0)
+		error_fill(err, &c->resp);
+	target_release(&c->t);
+	efs_aws_response_release(&c->resp);
+	return r;
+}
+
 /* ---- response headers into an object_info ------------------------------ */
 
 struct head_ctx {
@@ -202,10 +232,8 @@ int efs_s3_put(struct efs_s3 *s3, const char *key, const void *data, size_t len,
 {
 	char meta_headers[EFS_S3_MAX_META][EFS_S3_MAX_META_NAME + EFS_S3_MAX_META_VALUE + 16];
 	char type_header[160];
-	struct efs_aws_request req;
-	struct efs_aws_response resp;
+	struct s3_call c;
 	struct head_ctx h;
-	struct target t;
 	size_t n = 0;
 	int r;
 	if (!key_valid(key) || meta_count > EFS_S3_MAX_META ||
@@ -219,113 +247,95 @@ int efs_s3_put(struct efs_s3 *s3, const char *key, const void *data, size_t len,
 			return -EINVAL;
 		}
 	}
-	efs_aws_response_init(&resp);
-	r = target_init(s3, &t, key, NULL);
+	r = call_begin(s3, &c, "PUT", key, NULL);
 	if (r < 0)
-		goto out;
-	request_init(&req, "PUT", &t, NULL);
+		return call_end(&c, r, err);
+	struct efs_aws_request *req = &c.req;
 	if (content_type) {
 		snprintf(type_header, sizeof(type_header), "Content-Type: %s", content_type);
-		req.headers[n++] = type_header;
+		req->headers[n++] = type_header;
 	}
 	for (size_t i = 0; i < meta_count; i++) {
 		snprintf(meta_headers[i], sizeof(meta_headers[i]), "x-amz-meta-%s: %s", meta[i].name,
 			 meta[i].value);
-		req.headers[n++] = meta_headers[i];
+		req->headers[n++] = meta_headers[i];
 	}
-	req.body = data ? data : "";
-	req.body_len = len;
+	req->body = data ? data : "";
+	req->body_len = len;
 	head_reset(&h);
-	req.header_fn = on_header;
-	req.header_ctx = &h;
-	req.resp_cap = 64 * 1024;
-	r = efs_aws_send(s3->aws, &req, &resp);
+	req->header_fn = on_header;
+	req->header_ctx = &h;
+	req->resp_cap = 64 * 1024;
+	r = efs_aws_send(s3->aws, req, &c.resp);
 	if (r == 0 && etag)
 		efs_strlcpy(etag, h.info.etag, EFS_S3_ETAG_SIZE);
-out:
-	if (r < 0)
-		error_fill(err, &resp);
-	target_release(&t);
-	efs_aws_response_release(&resp);
-	return r;
+	return call_end(&c, r, err);
 }
 
 int efs_s3_get(struct efs_s3 *s3, const char *key, uint64_t offset, uint64_t length, size_t cap,
 	       struct efs_buf *out, struct efs_s3_object_info *info, struct efs_s3_error *err)
 {
 	char range[80];
-	struct efs_aws_request req;
-	struct efs_aws_response resp;
+	struct s3_call c;
 	struct head_ctx h;
-	struct target t;
 	int r;
 	if (!key_valid(key)) {
 		error_local(err, "invalid key");
 		return -EINVAL;
 	}
-	efs_aws_response_init(&resp);
-	r = target_init(s3, &t, key, NULL);
+	r = call_begin(s3, &c, "GET", key, NULL);
 	if (r < 0)
 		goto out;
-	request_init(&req, "GET", &t, NULL);
 	if (length > 0) {
 		snprintf(range, sizeof(range), "Range: bytes=%llu-%llu", (unsigned long long)offset,
 			 (unsigned long long)(offset + length - 1));
-		req.headers[0] = range;
+		c.req.headers[0] = range;
 	}
 	head_reset(&h);
-	req.header_fn = on_header;
-	req.header_ctx = &h;
+	c.req.header_fn = on_header;
+	c.req.header_ctx = &h;
 	/* Room for an error body even under a small cap; the cap itself is
 	 * checked below. */
-	req.resp_cap = EFS_MAX(cap, (size_t)GET_MIN_RESP_CAP);
-	r = efs_aws_send(s3->aws, &req, &resp);
+	c.req.resp_cap = EFS_MAX(cap, (size_t)GET_MIN_RESP_CAP);
+	r = efs_aws_send(s3->aws, &c.req, &c.resp);
 	if (r < 0)
 		goto out;
-	if (resp.body.len > cap) {
-		efs_strlcpy(resp.message, "response too large", sizeof(resp.message));
+	if (c.resp.body.len > cap) {
+		efs_strlcpy(c.resp.message, "response too large", sizeof(c.resp.message));
 		r = -E2BIG;
 		goto out;
 	}
 	if (!h.have_range_total)
-		h.info.size = resp.body.len;
+		h.info.size = c.resp.body.len;
 	/* The answer's buffer becomes the caller's: no copy of a chunk. */
 	efs_buf_release(out);
-	*out = resp.body;
+	*out = c.resp.body;
 	out->cap = cap;
-	efs_buf_init(&resp.body, 0);
+	efs_buf_init(&c.resp.body, 0);
 	if (info)
 		*info = h.info;
 out:
-	if (r < 0)
-		error_fill(err, &resp);
-	target_release(&t);
-	efs_aws_response_release(&resp);
-	return r;
+	return call_end(&c, r, err);
 }
 
 int efs_s3_head(struct efs_s3 *s3, const char *key, struct efs_s3_object_info *info,
 		struct efs_s3_error *err)
 {
-	struct efs_aws_request req;
-	struct efs_aws_response resp;
+	struct s3_call c;
 	struct head_ctx h;
-	struct target t;
 	int r;
 	if (!key_valid(key)) {
 		error_local(err, "invalid key");
 		return -EINVAL;
 	}
-	efs_aws_response_init(&resp);
-	r = target_init(s3, &t, key, NULL);
+	r = call_begin(s3, &c, "HEAD", key, NULL);
 	if (r < 0)
 		goto out;
-	request_init(&req, "HEAD", &t, NULL);
 	head_reset(&h);
-	req.header_fn = on_header;
-	req.header_ctx = &h;
-	req.resp_cap = 64 * 1024;
-	r = efs_aws_send(s3->aws, &req, &resp);
+	c.req.header_fn = on_header;
+	c.req.header_ctx = &h;
+	c.req.resp_cap = 64 * 1024;
+	r = efs_aws_send(s3->aws, &c.req, &c.resp);
 	if (r == 0 && !h.have_length)
 		r = -EBADMSG;
 	if (r == 0) {
@@ -334,38 +344,24 @@ int efs_s3_head(struct efs_s3 *s3, const char *key, struct efs_s3_object_info *i
 			*info = h.info;
 	}
 out:
-	if (r < 0)
-		error_fill(err, &resp);
-	target_release(&t);
-	efs_aws_response_release(&resp);
-	return r;
+	return call_end(&c, r, err);
 }
 
 /* A request without body or answer to keep: DELETE key, HEAD/PUT bucket. */
 static int simple_call(struct efs_s3 *s3, const char *method, const char *key, const char *body,
 		       struct efs_s3_error *err)
 {
-	struct efs_aws_request req;
-	struct efs_aws_response resp;
-	struct target t;
-	int r;
-	efs_aws_response_init(&resp);
-	r = target_init(s3, &t, key, NULL);
-	if (r < 0)
-		goto out;
-	request_init(&req, method, &t, NULL);
-	if (body) {
-		req.body = body;
-		req.body_len = strlen(body);
+	struct s3_call c;
+	int r = call_begin(s3, &c, method, key, NULL);
+	if (r == 0) {
+		if (body) {
+			c.req.body = body;
+			c.req.body_len = strlen(body);
+		}
+		c.req.resp_cap = 64 * 1024;
+		r = efs_aws_send(s3->aws, &c.req, &c.resp);
 	}
-	req.resp_cap = 64 * 1024;
-	r = efs_aws_send(s3->aws, &req, &resp);
-out:
-	if (r < 0)
-		error_fill(err, &resp);
-	target_release(&t);
-	efs_aws_response_release(&resp);
-	return r;
+	return call_end(&c, r, err);
 }
 
 int efs_s3_delete(struct efs_s3 *s3, const char *key, struct efs_s3_error *err)
