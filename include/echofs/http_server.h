@@ -21,8 +21,9 @@
  * the connection is closed).
  *
  * Slow clients: a connection must complete its request line and headers
- * within header_timeout_ms of opening (or of its previous request's end,
- * when kept alive), or it is closed, however slowly it keeps sending; a
+ * within header_timeout_ms of opening (within idle_timeout_s of its
+ * previous request's end, when kept alive: our own clients keep idle
+ * connections for 20 s), or it is closed, however slowly it keeps sending; a
  * request being served is bound only by idle_timeout_s (no byte in or out
  * for that long). When more than 7/8 of max_connections are open, each new
  * connection closes the one that has waited longest for its headers, so
@@ -144,8 +145,9 @@ struct efs_http_server_config {
 	unsigned idle_timeout_s;   /* a connection sending or taking no byte for this
 				    * long is closed (60) */
 	/* A connection whose request line and headers are not complete this
-	 * long after it opened, or after its previous request ended, is
-	 * closed, however slowly it keeps sending (10000). */
+	 * long after it opened is closed, however slowly it keeps sending
+	 * (10000); the next request on a kept-alive connection has
+	 * idle_timeout_s instead. */
 	unsigned header_timeout_ms;
 	struct efs_metrics *metrics; /* optional: requests are recorded here (see above);
 				      * must outlive the server */

@@ -112,6 +112,7 @@ struct efs_http_req_private {
 	size_t target_bytes;
 	size_t query_params;
 	bool must_close; /* a framing anomaly: reply at once, then close */
+	bool abort;      /* a refusal could not be sent (out of memory): close */
 	struct MHD_Response *response; /* the reply, once set */
 	unsigned status;
 	uint64_t bytes_in;
@@ -924,7 +925,9 @@ static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
 		int r = srv->cfg.auth(req, route->auth, srv->cfg.auth_ctx);
 		if (r < 0 && !efs_http_replied(req))
 			efs_http_reply_errno(req, EFS_HTTP_OP_REQUEST, r, NULL);
-		if (efs_http_replied(req))
+		if (r < 0 && !efs_http_replied(req))
+			priv->abort = true; /* never run a handler unauthenticated */
+		if (r < 0 || efs_http_replied(req))
 			return;
 	}
 	if (!route->body && req->content_length > (int64_t)max_body) {
@@ -1026,6 +1029,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 			efs_metric_add(srv->metrics.in_flight, NULL, 1);
 		*con_cls = req;
 		first_call(srv, req);
+		/* Refused, but the reply could not be made (out of memory): no
+		 * route or no authentication to go on with, so close. */
+		if (!efs_http_replied(req) && (!req->route || priv->abort))
+			return MHD_NO;
 		/* A reply decided before the body is read goes out now when the
 		 * client waits for "100 Continue" (it then sends no body) or
 		 * sends none, or when the body's framing is in doubt (the
