@@ -53,7 +53,8 @@ double efs_history_quantile(double q, const double *bounds, size_t bound_count,
 	for (size_t b = 0; b < bound_count; b++) {
 		if ((double)(below + buckets[b]) >= rank) {
 			double lower = b == 0 ? 0 : bounds[b - 1];
-			double within = buckets[b] ? (rank - (double)below) / (double)buckets[b] : 1;
+			double within =
+			    buckets[b] ? (rank - (double)below) / (double)buckets[b] : 1;
 			return lower + (bounds[b] - lower) * within;
 		}
 		below += buckets[b];
@@ -184,15 +185,14 @@ static json_t *sample_json(const struct efs_history_sample *s, size_t worker_cou
 		json_array_append_new(capacity, bytes_or_null(s->capacity_bytes[i]));
 	}
 	efs_iso8601(s->at_ms, at);
-	return json_pack("{s:s, s:I, s:f, s:f, s:f, s:f, s:o, s:o, s:f, s:o, s:o}", "time", at,
-			 "time_ms", (json_int_t)s->at_ms, "seconds", s->seconds, "requests_per_second", s->requests,
-			 "bytes_in_per_second", s->bytes_in, "bytes_out_per_second", s->bytes_out,
-			 "p99_latency_seconds", number_or_null(s->p99_s),
-			 "under_replicated_chunks",
-			 s->under_replicated < 0 ? json_null() : json_integer(s->under_replicated),
-			 "repaired_chunks_per_second", s->repaired, "disk_used_bytes",
-			 used ? used : json_null(), "disk_capacity_bytes",
-			 capacity ? capacity : json_null());
+	return json_pack(
+	    "{s:s, s:I, s:f, s:f, s:f, s:f, s:o, s:o, s:f, s:o, s:o}", "time", at, "time_ms",
+	    (json_int_t)s->at_ms, "seconds", s->seconds, "requests_per_second", s->requests,
+	    "bytes_in_per_second", s->bytes_in, "bytes_out_per_second", s->bytes_out,
+	    "p99_latency_seconds", number_or_null(s->p99_s), "under_replicated_chunks",
+	    s->under_replicated < 0 ? json_null() : json_integer(s->under_replicated),
+	    "repaired_chunks_per_second", s->repaired, "disk_used_bytes", used ? used : json_null(),
+	    "disk_capacity_bytes", capacity ? capacity : json_null());
 }
 
 int efs_history_json(struct efs_history *h, json_t **out)
@@ -213,9 +213,9 @@ int efs_history_json(struct efs_history *h, json_t **out)
 	pthread_mutex_unlock(&h->lock);
 	if (!ok)
 		goto out;
-	json_t *body = json_pack("{s:I, s:I, s:o, s:o}", "interval_ms",
-				 (json_int_t)h->src.interval_ms, "capacity",
-				 (json_int_t)EFS_HISTORY_SLOTS, "workers", workers, "samples", samples);
+	json_t *body = json_pack(
+	    "{s:I, s:I, s:o, s:o}", "interval_ms", (json_int_t)h->src.interval_ms, "capacity",
+	    (json_int_t)EFS_HISTORY_SLOTS, "workers", workers, "samples", samples);
 	workers = samples = NULL; /* "o" took them, also on failure */
 	if (!body)
 		goto out;

@@ -36,24 +36,24 @@
 struct efs_registry;
 
 struct efs_history_sample {
-	int64_t at_ms;	   /* wall clock at the end of the interval, Unix ms */
-	double seconds;	   /* the interval's length (monotonic clock) */
-	double requests;   /* completed in the interval, per second */
-	double bytes_in;   /* request body bytes per second */
-	double bytes_out;  /* response body bytes per second */
-	double p99_s;	   /* latency; negative: no request completed */
+	int64_t at_ms;		  /* wall clock at the end of the interval, Unix ms */
+	double seconds;		  /* the interval's length (monotonic clock) */
+	double requests;	  /* completed in the interval, per second */
+	double bytes_in;	  /* request body bytes per second */
+	double bytes_out;	  /* response body bytes per second */
+	double p99_s;		  /* latency; negative: no request completed */
 	int64_t under_replicated; /* -1: the repair loop has not run a pass */
-	double repaired;   /* chunks copied by repair per second */
+	double repaired;	  /* chunks copied by repair per second */
 	uint64_t used_bytes[EFS_HISTORY_MAX_WORKERS];	  /* EFS_HISTORY_NO_DATA */
 	uint64_t capacity_bytes[EFS_HISTORY_MAX_WORKERS]; /* EFS_HISTORY_NO_DATA */
 };
 
 /* Where the samples are read from; every pointer outlives the history. */
 struct efs_history_sources {
-	struct efs_metrics *http_metrics;     /* the server's registry */
-	struct efs_registry *registry;	      /* worker space; NULL: none charted */
-	_Atomic int64_t *under_replicated;    /* NULL: no repair loop (-1 in samples) */
-	_Atomic uint64_t *repaired_total;     /* NULL: no repair loop */
+	struct efs_metrics *http_metrics;  /* the server's registry */
+	struct efs_registry *registry;	   /* worker space; NULL: none charted */
+	_Atomic int64_t *under_replicated; /* NULL: no repair loop (-1 in samples) */
+	_Atomic uint64_t *repaired_total;  /* NULL: no repair loop */
 	int64_t interval_ms;
 };
 
@@ -68,7 +68,7 @@ struct efs_history_totals {
 struct efs_history {
 	struct efs_history_sources src;
 	struct efs_ticker ticker;
-	pthread_mutex_t lock; /* the ring and the worker ids */
+	pthread_mutex_t lock;		 /* the ring and the worker ids */
 	struct efs_history_sample *ring; /* EFS_HISTORY_SLOTS */
 	size_t next, count;
 	char worker_ids[EFS_HISTORY_MAX_WORKERS][EFS_ID_MAX + 1];

@@ -18,8 +18,9 @@ static void notify_ready(unsigned port)
 	snprintf(status, sizeof(status), "serving on port %u", port);
 	int r = efs_daemon_notify_ready(status);
 	if (r < 0)
-		efs_warn("cannot tell the service manager that the master is ready (NOTIFY_SOCKET): %s",
-			 strerror(-r));
+		efs_warn(
+		    "cannot tell the service manager that the master is ready (NOTIFY_SOCKET): %s",
+		    strerror(-r));
 	else if (r > 0)
 		efs_debug("told the service manager the master is ready");
 }

@@ -425,9 +425,9 @@ static void test_find_and_totals(void **state)
 	static const char *const labels[] = {"route", NULL};
 	static const double bounds[] = {0.01, 0.1, 1};
 
-	assert_int_equal(efs_metrics_declare(reg, EFS_METRIC_COUNTER, "req_total", "r", labels,
-					     NULL, 0, &req),
-			 0);
+	assert_int_equal(
+	    efs_metrics_declare(reg, EFS_METRIC_COUNTER, "req_total", "r", labels, NULL, 0, &req),
+	    0);
 	assert_int_equal(efs_metrics_declare(reg, EFS_METRIC_HISTOGRAM, "lat_seconds", "l", labels,
 					     bounds, 3, &lat),
 			 0);
