@@ -266,3 +266,33 @@ def test_without_notify_socket_nothing_is_sent_and_the_daemon_runs(cluster):
     m = cluster.start(workers=1, master_env={"REPLICATION_FACTOR": 1})
     assert m.health()["status"] == "ok"
     assert "service manager" not in m.stderr()
+
+
+def example_env(name: str) -> dict:
+    """The KEY=VALUE lines of an example environment file (comments and
+    blank lines skipped), as systemd's EnvironmentFile= reads them."""
+    env = {}
+    for line in (ROOT / "deploy/systemd" / name).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = value
+    return env
+
+
+def test_example_environment_files_are_a_working_configuration(cluster):
+    """The examples' settings start a master and a worker that registers,
+    with only what must differ on this machine replaced: the addresses and
+    ports (the harness's own) and the secrets (the harness's, so that it can
+    talk to them; the examples' placeholders are checked to be there)."""
+    master_env = example_env("master.env.example")
+    worker_env = example_env("worker.env.example")
+    assert {"JWT_SECRET", "CLUSTER_SECRET"} <= master_env.keys(), master_env
+    assert {"CLUSTER_SECRET", "MASTER_URL"} <= worker_env.keys(), worker_env
+    assert "WORKER_PORT" in example_env("worker-2.env.example")
+    local = {"JWT_SECRET", "CLUSTER_SECRET", "MASTER_HOST", "MASTER_PORT", "WORKER_HOST",
+             "WORKER_PORT", "MASTER_URL"}
+    m = cluster.add_master(**{k: v for k, v in master_env.items() if k not in local})
+    for _ in range(m.replication_factor):  # the example's REPLICATION_FACTOR
+        cluster.add_worker(master=m, **{k: v for k, v in worker_env.items() if k not in local})
+    assert m.health()["status"] == "ok"
