@@ -111,6 +111,10 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	if ((r = efs_env_u64("CHUNK_CACHE_SIZE", EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE, 0,
 			     (uint64_t)16 << 30, true, &cfg->chunk_cache_size, err, errlen)) < 0)
 		return r;
+	if ((r = efs_env_u64("HISTORY_INTERVAL_MS", EFS_MASTER_DEFAULT_HISTORY_INTERVAL_MS, 100,
+			     3600000, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->history_interval_ms = (int64_t)v;
 
 	if (cfg->worker_dead_after_ms <= cfg->heartbeat_interval_ms) {
 		snprintf(err, errlen,

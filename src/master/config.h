@@ -37,6 +37,7 @@ struct efs_master_config {
 	int64_t orphan_grace_ms; /* unknown chunks on a worker younger than this are kept */
 	uint64_t repair_bandwidth; /* bytes/s that re-replication may copy */
 	uint64_t chunk_cache_size; /* bytes of verified chunks kept for reads; 0: none */
+	int64_t history_interval_ms; /* the dashboard's charts: one sample this often */
 	struct efs_tls_config tls; /* HTTPS served with cert/key; workers verified with ca */
 	enum efs_topology_audience topology; /* TOPOLOGY_VISIBLE_TO */
 };
@@ -50,6 +51,8 @@ struct efs_master_config {
 #define EFS_MASTER_DEFAULT_ORPHAN_GRACE_MS 3600000
 #define EFS_MASTER_DEFAULT_REPAIR_BANDWIDTH (32 * 1024 * 1024)
 #define EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE (64 * 1024 * 1024)
+/* 360 samples of 10 s: the dashboard's charts cover the last hour. */
+#define EFS_MASTER_DEFAULT_HISTORY_INTERVAL_MS 10000
 #define EFS_MAX_CHUNK_SIZE (64 * 1024 * 1024)
 /* A chunk list's cost is per chunk: below this a file's metadata outweighs
  * its bytes (MIN_CHUNK_SIZE lowers it, for tests only). */

@@ -23,6 +23,7 @@
  * start; parts never started are skipped. */
 static void release(struct efs_master *m, int64_t grace_ms)
 {
+	efs_history_stop(&m->history);
 	efs_repair_stop(&m->repair);
 	efs_gc_stop(&m->gc);
 	efs_http_server_stop(m->http, grace_ms);
@@ -171,6 +172,17 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	if ((r = efs_gc_start(&m->gc, &gc)) < 0 ||
 	    (repair.chunk_io && (r = efs_repair_start(&m->repair, &repair)) < 0)) {
 		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
+		goto fail;
+	}
+	struct efs_history_sources history = {
+	    .http_metrics = m->metrics,
+	    .registry = &m->registry,
+	    .under_replicated = repair.chunk_io ? &m->repair.under_replicated : NULL,
+	    .repaired_total = repair.chunk_io ? &m->repair.repaired_total : NULL,
+	    .interval_ms = m->cfg.history_interval_ms,
+	};
+	if ((r = efs_history_start(&m->history, &history)) < 0) {
+		snprintf(err, errlen, "cannot start the dashboard's history: %s", strerror(-r));
 		goto fail;
 	}
 	efs_info("listening on %s:%u; cluster %s; metadata in %s%s%s; chunks on %s; replication "

@@ -38,6 +38,7 @@ def expect_config_error(proc, variable):
     ("LOG_LEVEL", {"LOG_LEVEL": "chatty"}),
     ("TOPOLOGY_VISIBLE_TO", {"TOPOLOGY_VISIBLE_TO": "admins"}),
     ("HEARTBEAT_INTERVAL_MS", {"HEARTBEAT_INTERVAL_MS": "-5"}),
+    ("HISTORY_INTERVAL_MS", {"HISTORY_INTERVAL_MS": "50"}),
     ("WORKER_DEAD_AFTER_MS", {"HEARTBEAT_INTERVAL_MS": "2000", "WORKER_DEAD_AFTER_MS": "1000"}),
 ], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={val}" for k, val in v.items()))
 def test_master_bad_configuration_exits_2(cluster, variable, env):
