@@ -390,15 +390,25 @@ def test_corrupt_object_is_never_served(cluster, bucket, tmp_path):
 
 
 def test_objects_without_metadata_are_swept_after_the_orphan_grace(cluster, bucket, tmp_path):
-    m = start_master(cluster, bucket, ORPHAN_GRACE_MS=1000)
+    # The sweep runs every ORPHAN_GRACE_MS (when under 10 min).
+    m = start_master(cluster, bucket, ORPHAN_GRACE_MS=4000)
     c = m.user_client()
     kept = os.urandom(CHUNK)
     f = c.upload(kept, "kept.bin")
     orphan = os.urandom(5000)
     orphan_id = hashlib.sha256(orphan).hexdigest()
+    put_at = time.monotonic()
     bucket.put(key_of(orphan_id), orphan, tmp_path, encoding="raw")
     bucket.put("chunks/not-a-chunk", b"x", tmp_path)  # not ours to judge
-    h.wait_until(lambda: key_of(orphan_id) not in bucket.keys(), 20 + h.TIMING_MARGIN_S,
+
+    def gone():
+        present = key_of(orphan_id) in bucket.keys()
+        # By S3's clock (whole seconds) the object is at most 3 s old for
+        # its first 2 s: within ORPHAN_GRACE_MS, so no sweep may delete it.
+        assert present or time.monotonic() - put_at >= 2.0, \
+            "an object younger than ORPHAN_GRACE_MS was swept"
+        return not present
+    h.wait_until(gone, 30 + h.TIMING_MARGIN_S,
                  what="the orphan sweep to delete the object without metadata")
     assert "chunks/not-a-chunk" in bucket.keys()
     assert c.download(f["file_id"]) == kept
