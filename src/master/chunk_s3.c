@@ -177,7 +177,11 @@ fail:
 		 chunk->chunk_id, op, b->bucket, key, b->endpoint, err.code,
 		 err.code[0] ? " " : "", err.message[0] ? err.message : strerror(-r), err.status,
 		 err.attempts);
-	return s3_errno(r, &err);
+	/* Whatever S3 answered (unreachable, AccessDenied, NoSuchBucket...),
+	 * the chunk cannot be stored: 503 chunk_store_unavailable, the
+	 * warning above says why. -ENOENT must not reach the caller (it
+	 * means "the session ended" there). */
+	return r == -ENOMEM ? r : -EHOSTUNREACH;
 }
 
 static int s3_get(void *impl, const struct efs_chunk_info *chunk, const struct efs_replica *known,

@@ -413,3 +413,17 @@ def test_objects_without_metadata_are_swept_after_the_orphan_grace(cluster, buck
     assert "chunks/not-a-chunk" in bucket.keys()
     assert c.download(f["file_id"]) == kept
     assert len([k for k in bucket.keys() if k != "chunks/not-a-chunk"]) == 1
+
+
+def test_missing_bucket_is_named_in_health_and_uploads_answer_503(cluster, s3server):
+    name = f"efs-missing-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in s3server.env.items() if k.startswith("AWS_")}
+    m = cluster.add_master(**env, S3_BUCKET_NAME=name)
+    health = m.health()
+    assert health["status"] == "degraded" and health["chunk_store"] == "unavailable", health
+    assert name in health["chunk_store_detail"] and "404" in health["chunk_store_detail"], health
+    c = m.user_client()
+    h.assert_json_error(c.post("/api/v1/files/upload", params={"name": "x"}, data=b"abc"),
+                        503, "chunk_store_unavailable")
+    m.wait_for_log(r"PutObject s3://%s/chunks/.* failed: NoSuchBucket" % name)
+    assert c.get("/api/v1/files").json()["files"] == []
