@@ -174,9 +174,8 @@ static int s3_put(void *impl, const struct efs_chunk_info *chunk, const void *st
 		return 0;
 fail:
 	efs_warn("chunk %.12s: %s s3://%s/%s at %s failed: %s%s%s (status %ld, %d attempts)",
-		 chunk->chunk_id, op, b->bucket, key, b->endpoint, err.code,
-		 err.code[0] ? " " : "", err.message[0] ? err.message : strerror(-r), err.status,
-		 err.attempts);
+		 chunk->chunk_id, op, b->bucket, key, b->endpoint, err.code, err.code[0] ? " " : "",
+		 err.message[0] ? err.message : strerror(-r), err.status, err.attempts);
 	/* Whatever S3 answered (unreachable, AccessDenied, NoSuchBucket...),
 	 * the chunk cannot be stored: 503 chunk_store_unavailable, the
 	 * warning above says why. -ENOENT must not reach the caller (it
@@ -304,8 +303,9 @@ out:
 		failed = 1;
 		efs_warn("chunk %.12s: %s s3://%s/%s at %s failed: %s%s%s (status %ld, %d "
 			 "attempts); left as an orphan",
-			 chunk_id, op, b->bucket, key, b->endpoint, err.code, err.code[0] ? " " : "",
-			 err.message[0] ? err.message : strerror(-r), err.status, err.attempts);
+			 chunk_id, op, b->bucket, key, b->endpoint, err.code,
+			 err.code[0] ? " " : "", err.message[0] ? err.message : strerror(-r),
+			 err.status, err.attempts);
 	}
 	pthread_mutex_lock(&b->lock);
 	b->removing[0] = '\0';
@@ -388,8 +388,7 @@ static int s3_health(void *impl, struct efs_chunk_health *out)
 			 b->bucket, b->endpoint, err.message[0] ? err.message : strerror(-r));
 	else
 		snprintf(out->detail, sizeof(out->detail), "bucket %s at %.60s: %.30s (HTTP %ld)",
-			 b->bucket, b->endpoint, err.code[0] ? err.code : strerror(-r),
-			 err.status);
+			 b->bucket, b->endpoint, err.code[0] ? err.code : strerror(-r), err.status);
 	return 0;
 }
 
@@ -406,17 +405,17 @@ static void s3_free(void *impl)
 }
 
 static const struct efs_chunk_backend_ops s3_ops = {
-	.name = "s3",
-	.put = s3_put,
-	.get = s3_get,
-	.remove = s3_remove,
-	.exists = s3_exists,
-	.list = s3_list,
-	.pin = s3_pin,
-	.unpin = s3_unpin,
-	.pinned = s3_pinned,
-	.health = s3_health,
-	.free = s3_free,
+    .name = "s3",
+    .put = s3_put,
+    .get = s3_get,
+    .remove = s3_remove,
+    .exists = s3_exists,
+    .list = s3_list,
+    .pin = s3_pin,
+    .unpin = s3_unpin,
+    .pinned = s3_pinned,
+    .health = s3_health,
+    .free = s3_free,
 };
 
 int efs_chunk_s3_new(const struct efs_chunk_s3_config *cfg, struct efs_chunk_backend **out)
