@@ -427,3 +427,44 @@ def test_missing_bucket_is_named_in_health_and_uploads_answer_503(cluster, s3ser
                         503, "chunk_store_unavailable")
     m.wait_for_log(r"PutObject s3://%s/chunks/.* failed: NoSuchBucket" % name)
     assert c.get("/api/v1/files").json()["files"] == []
+
+
+@pytest.mark.skipif(h.BACKEND != "postgres",
+                    reason="two masters share metadata on PostgreSQL only (its round)")
+def test_two_masters_over_one_bucket_store_once_and_collect_after_the_last_delete(
+        cluster, bucket):
+    a = start_master(cluster, bucket)
+    b = start_master(cluster, bucket)
+    data = os.urandom(3 * CHUNK + 11)
+    results, errors = [], []
+
+    def upload(m, i):
+        c = m.user_client()
+        try:
+            r = c.post("/api/v1/files/upload", params={"name": f"copy-{i}.bin"}, data=data,
+                       headers={"Content-Type": "application/octet-stream"}, timeout=60)
+            if r.status_code == 201:
+                results.append((i, r.json()["file_id"]))
+            else:
+                errors.append(f"{i}: {r.status_code} {r.text[:200]}")
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=upload, args=((a, b)[i % 2], i)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not errors, errors
+    assert len(results) == 6
+    assert len(bucket.keys()) == 4  # stored once, whichever master wrote it
+    ca, cb = a.user_client(), b.user_client()
+    ids = [fid for _, fid in sorted(results)]
+    for k, fid in enumerate(ids[:-1]):
+        assert (ca, cb)[k % 2].delete(f"/api/v1/files/{fid}").status_code == 204
+    time.sleep(GC_GRACE_MS / 1000 * 2)  # the collector had its chance
+    assert cb.download(ids[-1]) == data and ca.download(ids[-1]) == data
+    assert len(bucket.keys()) == 4
+    assert ca.delete(f"/api/v1/files/{ids[-1]}").status_code == 204
+    h.wait_until(lambda: bucket.keys() == [], GC_DEADLINE_S,
+                 what="the lease holder's collector to empty the bucket")
