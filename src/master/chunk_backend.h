@@ -35,7 +35,9 @@
  * A backend that records none (S3) ignores @known and returns none.
  *
  * Errors: -ENOSPC (no room: 503 no_capacity), -EIO (no good copy could be
- * read), -EAGAIN (the backend is unreachable right now: 503), -errno.
+ * read), -EHOSTUNREACH (the object store is unreachable or refusing right
+ * now: 503 chunk_store_unavailable), -EAGAIN (the metadata store is busy:
+ * 503 metadata_unavailable), -errno.
  * Every operation is thread-safe. get never logs (the caller, which knows
  * what the bytes were for, does); put and remove log each copy they gave
  * up on, with where it was (the worker backend: HACKING's known exception
