@@ -9,6 +9,19 @@
 #include <stdio.h>
 #include <string.h>
 
+/* S3's rule for the bucket names EchoFS accepts (s3.c checks it again). */
+static bool s3_bucket_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+	if (n < 3 || n > 63)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+		      name[i] == '.' || name[i] == '-'))
+			return false;
+	return true;
+}
+
 int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errlen)
 {
 	uint64_t v;
@@ -115,6 +128,25 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			     3600000, false, &v, err, errlen)) < 0)
 		return r;
 	cfg->history_interval_ms = (int64_t)v;
+
+	if ((r = efs_env_string("S3_BUCKET_NAME", NULL, false, &cfg->s3_bucket, err, errlen)) < 0)
+		return r;
+	if (cfg->s3_bucket) {
+		const char *reason = NULL;
+		if (!s3_bucket_name_valid(cfg->s3_bucket)) {
+			snprintf(err, errlen,
+				 "S3_BUCKET_NAME: '%.70s' is not a bucket name (3-63 of a-z, 0-9, "
+				 "'.', '-')",
+				 cfg->s3_bucket);
+			return -EINVAL;
+		}
+		if ((r = efs_aws_config_load(&cfg->aws, &reason)) < 0) {
+			snprintf(err, errlen, "S3_BUCKET_NAME is set, but the AWS configuration is not "
+					      "usable: %s",
+				 reason ? reason : strerror(-r));
+			return -EINVAL;
+		}
+	}
 
 	if (cfg->worker_dead_after_ms <= cfg->heartbeat_interval_ms) {
 		snprintf(err, errlen,

@@ -4,6 +4,7 @@
 #ifndef ECHOFS_MASTER_CONFIG_H
 #define ECHOFS_MASTER_CONFIG_H
 
+#include "echofs/aws.h"
 #include "echofs/config.h"
 #include "echofs/log.h"
 
@@ -40,6 +41,11 @@ struct efs_master_config {
 	int64_t history_interval_ms; /* the dashboard's charts: one sample this often */
 	struct efs_tls_config tls; /* HTTPS served with cert/key; workers verified with ca */
 	enum efs_topology_audience topology; /* TOPOLOGY_VISIBLE_TO */
+	/* S3_BUCKET_NAME: chunks in this bucket instead of on workers; NULL:
+	 * on workers. @aws is loaded (AWS_REGION, credentials, endpoints)
+	 * only when it is set. */
+	const char *s3_bucket;
+	struct efs_aws_config aws;
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000
