@@ -170,7 +170,8 @@ static void test_dead_within_dead_after_plus_cache_age(void **state)
 	assert_int_equal(cached_alive(&f->registry, NULL), 0);
 
 	/* A heartbeat through this master brings it back at once. */
-	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES, 0), 0);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES, 0, NULL),
+			 0);
 	assert_int_equal(cached_alive(&f->registry, NULL), 1);
 }
 
@@ -186,16 +187,16 @@ static void test_heartbeat_updates_the_cached_figures(void **state)
 	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 1);
 	/* Full now: placement must not pick it for a chunk that does not fit,
 	 * without waiting for the copy to expire. */
-	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 100, 7), 0);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 100, 7, NULL), 0);
 	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 0);
 	/* Room for the bytes but not for the record and the block rounding
 	 * (issue 12, defect 13): a write there would answer 507. */
-	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 4096 + 100, 7), 0);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 4096 + 100, 7, NULL), 0);
 	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 0);
 	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES,
-						4096 + EFS_PLACEMENT_FREE_MARGIN, 7), 0);
+						4096 + EFS_PLACEMENT_FREE_MARGIN, 7, NULL), 0);
 	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 1);
-	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 100, 7), 0);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 100, 7, NULL), 0);
 	assert_int_equal(efs_registry_list_cached(&f->registry, &list, &n), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(list[0].info.free_bytes, 100);
