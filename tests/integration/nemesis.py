@@ -18,8 +18,10 @@ closed by the `nemesis` fixture's finalizer, even when the test fails.
                                  them);
                   cut(reset=True) close every connection and refuse new
                                  ones (a peer that answers with RST);
-                  freeze(dirs)   hold the bytes of the connections open
-                                 now, new ones pass (a half-open link);
+                  freeze(dirs, busy_only)  hold the bytes of the
+                                 connections open now (busy_only: those in
+                                 the middle of a request), new ones pass (a
+                                 half-open link);
                   throttle(rate, delay)  at most rate bytes/s, each piece
                                  delayed by delay seconds;
                   heal()         all of it undone.
@@ -99,6 +101,12 @@ class _Conn:
         self.client, self.server = client, server
         self.pipes = {UP: _Pipe(client, server, UP), DOWN: _Pipe(server, client, DOWN)}
         self.closed = False
+        self.moved_at = {UP: 0.0, DOWN: 0.0}  # when bytes last went each way
+
+    @property
+    def busy(self) -> bool:
+        """A request under way: bytes went up after the last ones down."""
+        return self.moved_at[UP] > self.moved_at[DOWN]
 
 
 class LinkProxy:
@@ -153,11 +161,12 @@ class LinkProxy:
                         c.pipes[d].held = True
         self._wake()
 
-    def freeze(self, dirs: Iterable[str] | str = BOTH) -> int:
+    def freeze(self, dirs: Iterable[str] | str = BOTH, busy_only: bool = False) -> int:
         """Holds the bytes of the connections open now (new ones pass);
-        returns how many were frozen."""
+        busy_only: only those in the middle of a request (bytes went up
+        since the last ones came down). Returns how many were frozen."""
         with self._lock:
-            live = [c for c in self._conns if not c.closed]
+            live = [c for c in self._conns if not c.closed and (c.busy or not busy_only)]
             for c in live:
                 for d in _dirs(dirs):
                     c.pipes[d].held = True
@@ -300,6 +309,7 @@ class LinkProxy:
                 self._close_conn(c)
                 return 0.0
             self.forwarded[p.direction] += n
+            c.moved_at[p.direction] = now
             p.buffered -= n
             if n == len(p.pending[0][1]):
                 p.pending.pop(0)
