@@ -17,7 +17,7 @@ PACKAGES=(
 	clang libclang-rt-14-dev
 	python3-pytest python3-requests
 	postgresql-15 redis-server
-	curl procps openssl faketime
+	curl procps openssl faketime iptables
 	prometheus chromium
 	openjdk-17-jre-headless awscli python3-boto3
 )
