@@ -13,6 +13,10 @@ the master through another, MASTER_URL). Uploads go on all the while. Cut:
     frozen             the connections open to the victim at that moment stop
                        moving bytes without closing (half-open, in the middle
                        of replica writes); new connections work
+    iptables           master_to_worker with the kernel instead of the proxy:
+                       every packet to or from the victim's port dropped
+                       (nemesis.PortBlock; root only, skipped otherwise):
+                       new connections time out in SYN, as on a real network
 
 After the heal the victim comes back without a restart. Whatever the cut,
 every acknowledged upload must read back byte for byte, a file deleted
@@ -62,8 +66,11 @@ def start(cluster: h.Cluster, nemesis: nm.Nemesis):
 
 
 @pytest.mark.slow(reason="a 6 s partition under uploads, repair, then the rejoin")
-@pytest.mark.parametrize("cut", ["both", "worker_to_master", "master_to_worker", "frozen"])
+@pytest.mark.parametrize("cut", ["both", "worker_to_master", "master_to_worker", "frozen",
+                                 "iptables"])
 def test_partitioned_worker_rejoins_and_every_chunk_settles_at_rf(cluster, nemesis, cut):
+    if cut == "iptables" and (why := nm.iptables_unavailable()):
+        pytest.skip(why)
     m, victim, to_victim, from_victim = start(cluster, nemesis)
     api = m.user_client()
     rng = random.Random(19)
@@ -85,6 +92,8 @@ def test_partitioned_worker_rejoins_and_every_chunk_settles_at_rf(cluster, nemes
             to_victim.cut()
         if cut in ("both", "worker_to_master"):
             from_victim.cut()
+        if cut == "iptables":
+            nemesis.block_port(victim.port)  # behind its proxy: the worker itself
         if cut == "frozen":
             # Until some replica write is caught in the middle.
             h.wait_until(lambda: to_victim.freeze(nm.BOTH, busy_only=True), secs(10),
@@ -142,7 +151,7 @@ def test_partitioned_worker_rejoins_and_every_chunk_settles_at_rf(cluster, nemes
     assert_downloads(api, {f: d for f, d in files.items() if d is not None},
                      f"after the {cut} partition healed")
     log = m.stderr_since(mark)
-    if cut in ("master_to_worker", "frozen"):
+    if cut in ("master_to_worker", "frozen", "iptables"):
         assert re.search(rf"write to worker {re.escape(vid)} failed", log), \
             "no replica write to the victim was given up: the fault was not exercised"
     if cut in ("both", "worker_to_master"):
