@@ -1,0 +1,382 @@
+"""Rolling restart under load: no acknowledged upload is lost.
+
+The upgrade procedure of docs/OPERATIONS.md ("Rolling restart and
+upgrades"), run against a real cluster while clients keep uploading and
+downloading: each worker in turn gets SIGTERM, is waited for until it has
+exited (status 0, after draining its requests in flight), and is started
+again on the same data directory and port; once the master lists it alive
+under the same worker id and its /health answers, the next one goes. Then
+the master is restarted the same way.
+
+Every client request is recorded with its outcome. The test asserts:
+
+  * every upload that was acknowledged (201 with a file id) downloads byte
+    for byte at the end, and every download during the run that answered
+    200 gave the right bytes;
+  * a request that failed either got a JSON error envelope or no HTTP
+    answer at all (connection refused or reset while the single master was
+    down) -- never a hang (every request has a timeout) and never a half
+    file: every file the listing shows reads back whole;
+  * no request failed while a worker was restarting (a replica write the
+    stopping worker refuses goes to another worker; a read moves to the
+    next replica), which needs more workers than REPLICATION_FACTOR;
+  * afterwards every chunk has REPLICATION_FACTOR good replicas on alive
+    workers and health counts no under-replicated chunk.
+
+The number of failed requests per phase is printed (pytest -s shows it);
+docs/OPERATIONS.md quotes the figures of one run.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pytest
+import requests
+
+import echofs_harness as h
+from test_faults import (Outcome, alive_ids, assert_acked_download, check_acked,
+                         check_running, file_info, list_all_files, payload, poll, repair_stats,
+                         secs, sha)
+
+CHUNK = 65536  # CHUNK_SIZE: files of 2..5 chunks are cheap
+RF = 2  # with 3 workers, one can be down and every chunk still gets RF copies
+WORKERS = 3
+SETTLE_S = 2.0  # steady load between two restarts
+# How long each process stays down (the time an upgrade takes to swap the
+# binary): longer than WORKER_DEAD_AFTER_MS (1 s in tests), so the master
+# first still places replicas on the stopped worker (those writes are
+# refused and go elsewhere), then counts it dead and places around it.
+DOWN_S = 1.5
+UPLOADERS = 3
+DOWNLOADERS = 2
+
+
+@dataclass
+class Request:
+    """One client request and what came of it."""
+    kind: str  # "upload" or "download"
+    name: str
+    started: float
+    ended: float
+    status: Optional[int]  # None: no HTTP answer (refused, reset, timed out)
+    body: Any
+    error: str = ""
+    size: int = 0
+    sha256: str = ""
+    phase: str = ""  # the phase under way when the outcome was known
+
+
+class Load:
+    """UPLOADERS threads uploading fresh files (single-chunk and 2..5
+    chunks, alternately) and DOWNLOADERS threads downloading files already
+    acknowledged, each with its own client, until stop(). The test names
+    the phase under way with set_phase(); every request is recorded under
+    the phase during which its outcome was known."""
+
+    def __init__(self, m: h.Master, seed: int):
+        self.m = m
+        self.seed = seed
+        self.requests: list[Request] = []
+        self.acked: list[Request] = []  # 201 uploads, for the downloaders
+        self.wrong_bytes: list[str] = []
+        self.phase = "warm-up"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            *(threading.Thread(target=self._upload, args=(i, m.user_client()), daemon=True,
+                               name=f"rolling-uploader-{i}") for i in range(UPLOADERS)),
+            *(threading.Thread(target=self._download, args=(i, m.user_client()), daemon=True,
+                               name=f"rolling-downloader-{i}") for i in range(DOWNLOADERS)),
+        ]
+
+    def start(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def set_phase(self, phase: str) -> None:
+        with self._lock:
+            self.phase = phase
+
+    def _record(self, req: Request) -> None:
+        with self._lock:
+            req.phase = self.phase
+            self.requests.append(req)
+            if req.kind == "upload" and req.status == 201:
+                self.acked.append(req)
+
+    def _upload(self, idx: int, client: h.ApiClient) -> None:
+        rng = random.Random(self.seed * 100 + idx)
+        n = 0
+        while not self._stop.is_set():
+            size = rng.randint(1, CHUNK - 1) if n % 2 == 0 else \
+                rng.randint(CHUNK + 1, 5 * CHUNK)
+            data = payload(rng, size, compressible=n % 3 == 1)
+            name = f"roll-t{idx}-{n:05d}.bin"
+            n += 1
+            began = time.monotonic()
+            status, body, error = None, None, ""
+            try:
+                r = client.post("/api/v1/files/upload", params={"name": name}, data=data,
+                                headers={"Content-Type": "application/octet-stream"},
+                                timeout=30)
+                status = r.status_code
+                try:
+                    body = r.json()
+                except ValueError:
+                    body = r.text[:300]
+            except requests.RequestException as e:
+                error = short_error(e)
+            self._record(Request("upload", name, began, time.monotonic(), status, body, error,
+                                 len(data), sha(data)))
+            if status != 201:
+                time.sleep(0.05)  # the master may be down: do not spin
+
+    def _download(self, idx: int, client: h.ApiClient) -> None:
+        rng = random.Random(self.seed * 100 + 50 + idx)
+        while not self._stop.is_set():
+            with self._lock:
+                pick = rng.choice(self.acked) if self.acked else None
+            if pick is None:
+                time.sleep(0.05)
+                continue
+            fid = pick.body["file_id"]
+            began = time.monotonic()
+            status, body, error = None, None, ""
+            try:
+                r = client.get(f"/api/v1/files/{fid}/download", timeout=30)
+                status = r.status_code
+                if status == 200:
+                    if (len(r.content), sha(r.content)) != (pick.size, pick.sha256):
+                        with self._lock:
+                            self.wrong_bytes.append(
+                                f"{pick.name} ({fid}): {len(r.content)} bytes "
+                                f"{sha(r.content)[:16]}, expected {pick.size} "
+                                f"{pick.sha256[:16]}")
+                else:
+                    try:
+                        body = r.json()
+                    except ValueError:
+                        body = r.text[:300]
+            except requests.RequestException as e:
+                error = short_error(e)
+            self._record(Request("download", pick.name, began, time.monotonic(), status, body,
+                                 error, pick.size, pick.sha256))
+            if status != 200:
+                time.sleep(0.05)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+            assert not t.is_alive(), f"{t.name} did not finish within {timeout}s"
+
+    def snapshot(self) -> list[Request]:
+        with self._lock:
+            return list(self.requests)
+
+    def wait_progress(self, uploads: int, what: str) -> None:
+        """Waits until `uploads` more uploads have been acknowledged."""
+        with self._lock:
+            target = len(self.acked) + uploads
+
+        def check():
+            with self._lock:
+                return len(self.acked) >= target, len(self.acked)
+        poll(check, secs(30), f"{uploads} more acknowledged uploads {what}")
+
+
+def short_error(e: Exception) -> str:
+    """A request exception in a few words: refused, reset, timed out."""
+    text = repr(e)
+    for kind in ("Connection refused", "Connection reset", "RemoteDisconnected",
+                 "timed out"):
+        if kind in text:
+            return f"{type(e).__name__}: {kind}"
+    return text[:300]
+
+
+def failed(req: Request) -> bool:
+    return req.status != (201 if req.kind == "upload" else 200)
+
+
+def is_json_error(req: Request) -> bool:
+    """An HTTP error with the envelope {"error": {"code", "message"}}."""
+    if req.status is None:
+        return False
+    err = req.body.get("error") if isinstance(req.body, dict) else None
+    return isinstance(err, dict) and isinstance(err.get("code"), str) and \
+        h.ERROR_CODE_RE.match(err["code"]) is not None and isinstance(err.get("message"), str)
+
+
+def error_kind(req: Request) -> str:
+    """What a failure looked like to the client, in a word."""
+    if req.status is not None:
+        code = req.body.get("error", {}).get("code") if isinstance(req.body, dict) else None
+        return f"{req.status} {code}"
+    return req.error.split(": ", 1)[-1][:60]
+
+
+def describe(req: Request) -> str:
+    what = f"{req.status} {req.body!r}" if req.status is not None else req.error
+    return f"{req.kind} {req.name} [{req.phase}]: {what}"[:400]
+
+
+def restart_worker(w: h.Worker, m: h.Master) -> float:
+    """SIGTERM (asserting a clean exit after its requests in flight), start
+    on the same data directory and port, wait until the master lists it
+    alive under the same id and its /health answers. Returns the seconds
+    from SIGTERM until then."""
+    old_id = w.worker_id
+    began = time.monotonic()
+    w.stop()
+    time.sleep(DOWN_S)
+    w.start()
+    assert w.wait_registered(m) == old_id, f"{w.name} came back under another id"
+    w.wait_ready()
+    m.wait_workers(alive=WORKERS, total=WORKERS)
+    return time.monotonic() - began
+
+
+def restart_master(m: h.Master) -> float:
+    began = time.monotonic()
+    m.stop()
+    time.sleep(DOWN_S)
+    m.start()
+    m.wait_ready()
+    m.wait_workers(alive=WORKERS, total=WORKERS)
+    return time.monotonic() - began
+
+
+@pytest.mark.slow(reason="restarts 3 workers and the master, one at a time, under load")
+def test_rolling_restart_under_load_loses_no_acknowledged_upload(cluster):
+    m = cluster.start(workers=WORKERS,
+                      master_env={"CHUNK_SIZE": CHUNK, "REPLICATION_FACTOR": RF,
+                                  "CHUNK_CACHE_SIZE": 0})
+    api = m.user_client()
+    load = Load(m, seed=15).start()
+    took: dict[str, float] = {}
+    try:
+        load.wait_progress(6, "before the first restart")
+        for w in cluster.workers:
+            load.set_phase(f"restart {w.name}")
+            took[w.name] = restart_worker(w, m)
+            time.sleep(SETTLE_S)
+            check_running(cluster)
+            load.wait_progress(3, f"after {w.name}'s restart")
+        load.set_phase("restart master")
+        took["master"] = restart_master(m)
+        time.sleep(SETTLE_S)
+        load.set_phase("after")
+        load.wait_progress(6, "after the master's restart")
+    finally:
+        load.stop()
+
+    reqs = load.snapshot()
+    phases: dict[str, list[Request]] = {}
+    for r in reqs:
+        phases.setdefault(r.phase, []).append(r)
+    print(f"\nrolling restart: {len(reqs)} requests")
+    for phase, rs in phases.items():
+        bad = [r for r in rs if failed(r)]
+        secs_taken = f", SIGTERM to serving again {took[phase.split()[-1]]:.2f}s" \
+            if phase.startswith("restart") else ""
+        print(f"  {phase:18} {len(rs):5} requests "
+              f"({sum(r.kind == 'upload' for r in rs)} uploads), {len(bad)} failed "
+              f"({sum(r.status is None for r in bad)} without an HTTP answer, "
+              f"{sum(r.status is not None for r in bad)} HTTP errors){secs_taken}")
+        kinds: dict[str, int] = {}
+        for r in bad:
+            kinds[f"{r.kind} {error_kind(r)}"] = kinds.get(f"{r.kind} {error_kind(r)}", 0) + 1
+        if kinds:
+            print(f"  {'':18} {kinds}")
+
+    assert not load.wrong_bytes, f"downloads gave wrong bytes: {load.wrong_bytes[:5]}"
+    # An error is JSON; only the master's own restart may leave a request
+    # without an HTTP answer (nothing listens on its port for a moment).
+    for r in reqs:
+        if failed(r):
+            assert is_json_error(r) or (r.status is None and r.phase == "restart master"), \
+                f"a failed request got neither a JSON error nor a refused connection while " \
+                f"the master restarted: {describe(r)}"
+    during_workers = [r for r in reqs if failed(r) and r.phase.startswith("restart worker")]
+    assert not during_workers, \
+        f"{len(during_workers)} requests failed while a worker restarted (with " \
+        f"{WORKERS} workers and REPLICATION_FACTOR={RF} none need to): " + \
+        "; ".join(describe(r) for r in during_workers[:5])
+    warm = [r for r in reqs if failed(r) and r.phase in ("warm-up", "after")]
+    assert not warm, "requests failed with every process up: " + \
+        "; ".join(describe(r) for r in warm[:5])
+
+    # Every acknowledged upload reads back whole; nothing else is half there.
+    acked = check_acked([_as_outcome(r) for r in reqs if r.kind == "upload"])
+    assert_acked_download(api, acked, "after the rolling restart")
+    by_name = {r.name: r for r in reqs if r.kind == "upload"}
+    listed = list_all_files(api)
+    missing = {o.name for o in acked.values()} - {f["name"] for f in listed}
+    assert not missing, f"acknowledged uploads not listed: {sorted(missing)[:5]}"
+    for f in listed:
+        r = by_name.get(f["name"])
+        assert r is not None, f"listed file {f} was never uploaded"
+        assert r.status == 201 or r.status is None, \
+            f"upload {r.name} answered {r.status} {r.body!r}, yet it is listed: {f}"
+        size, digest = api.download_sha256(f["file_id"])
+        assert (size, digest) == (r.size, r.sha256), f"listed {f['name']} reads back wrong"
+
+    # Back to REPLICATION_FACTOR good replicas on alive workers everywhere.
+    file_ids = [f["file_id"] for f in listed]
+
+    def replicated():
+        check_running(cluster)
+        alive = alive_ids(m)
+        problems = []
+        for fid in file_ids:
+            for c in file_info(api, fid)["chunks"]:
+                live = {r["worker_id"] for r in c["replicas"]} & alive
+                if len(live) != RF:
+                    problems.append(f"{fid} chunk {c['index']}: {sorted(live)}")
+        under, _, _ = repair_stats(m)
+        if under != 0:
+            problems.append(f"health under_replicated={under}")
+        return not problems, problems[:6]
+    poll(replicated, secs(15), f"every chunk to have {RF} good replicas on alive workers",
+         interval=0.3)
+
+
+def test_worker_retries_a_restarting_master_at_least_once_per_heartbeat_interval(cluster):
+    """While the master is down, a registered worker's retries back off to
+    at most one heartbeat interval apart (not to 5 s): the restarted master
+    counts a worker dead, and refuses uploads with 503 no_capacity, until
+    its next beat arrives, so that beat must come within an interval of the
+    master's return. Counted at a stand-in that drops every connection on
+    the master's port for WINDOW_S (HEARTBEAT_INTERVAL_MS is 200 ms here:
+    about WINDOW_S / 0.2 tries; a backoff doubling up to 5 s makes 5)."""
+    window_s = 3.0
+    m = cluster.start(workers=1)
+    w = cluster.workers[0]
+    m.stop()
+    rec = cluster.recorder(port=m.port)
+    began = time.monotonic()
+    time.sleep(window_s)
+    tries = [t for t in rec.times if t - began <= window_s]
+    rec.close()
+    gaps = [round(b - a, 2) for a, b in zip(tries, tries[1:])]
+    print(f"\n{len(tries)} tries in {window_s}s with the master down, gaps {gaps}")
+    assert len(tries) >= 9, \
+        f"{len(tries)} heartbeat tries in {window_s}s with the master down (gaps {gaps}): " \
+        f"the retry backoff grows beyond the heartbeat interval"
+    m.start()
+    m.wait_ready()
+    w.wait_registered(m)
+    m.wait_workers(alive=1, total=1)
+
+
+def _as_outcome(r: Request):
+    """The shape test_faults.check_acked reads (status, body, size, sha256,
+    name)."""
+    return Outcome(0, r.name, r.size, r.sha256, r.started, r.ended, r.status, r.body, r.error)
