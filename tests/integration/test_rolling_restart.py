@@ -33,6 +33,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import pytest
@@ -69,17 +70,22 @@ class Request:
     size: int = 0
     sha256: str = ""
     phase: str = ""  # the phase under way when the outcome was known
+    failovers: int = 0  # masters that gave no answer before this one did
 
 
 class Load:
     """UPLOADERS threads uploading fresh files (single-chunk and 2..5
     chunks, alternately) and DOWNLOADERS threads downloading files already
-    acknowledged, each with its own client, until stop(). The test names
-    the phase under way with set_phase(); every request is recorded under
-    the phase during which its outcome was known."""
+    acknowledged, until stop(). Each thread has a client per master and
+    starts on master (thread number mod masters); with several masters a
+    request that gets no connection (refused or dropped before an answer)
+    is sent again to the next one, as a client given every master's URL
+    would (Request.failovers). The test names the phase under way with
+    set_phase(); every request is recorded under the phase during which its
+    outcome was known."""
 
-    def __init__(self, m: h.Master, seed: int):
-        self.m = m
+    def __init__(self, masters: list[h.Master], seed: int):
+        self.masters = masters
         self.seed = seed
         self.requests: list[Request] = []
         self.acked: list[Request] = []  # 201 uploads, for the downloaders
@@ -88,11 +94,15 @@ class Load:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [
-            *(threading.Thread(target=self._upload, args=(i, m.user_client()), daemon=True,
+            *(threading.Thread(target=self._upload, args=(i, self._clients(i)), daemon=True,
                                name=f"rolling-uploader-{i}") for i in range(UPLOADERS)),
-            *(threading.Thread(target=self._download, args=(i, m.user_client()), daemon=True,
+            *(threading.Thread(target=self._download, args=(i, self._clients(i)), daemon=True,
                                name=f"rolling-downloader-{i}") for i in range(DOWNLOADERS)),
         ]
+
+    def _clients(self, idx: int) -> list[h.ApiClient]:
+        n = len(self.masters)
+        return [self.masters[(idx + k) % n].user_client() for k in range(n)]
 
     def start(self) -> "Load":
         for t in self._threads:
@@ -110,7 +120,20 @@ class Load:
             if req.kind == "upload" and req.status == 201:
                 self.acked.append(req)
 
-    def _upload(self, idx: int, client: h.ApiClient) -> None:
+    @staticmethod
+    def _send(clients: list[h.ApiClient], method: str, path: str, **kwargs: Any):
+        """(response or None, error text, failovers)."""
+        error = ""
+        for k, client in enumerate(clients):
+            try:
+                return client.request(method, path, timeout=30, **kwargs), "", k
+            except requests.ConnectionError as e:
+                error = short_error(e)  # no answer: try the next master
+            except requests.RequestException as e:
+                return None, short_error(e), k
+        return None, error, len(clients) - 1
+
+    def _upload(self, idx: int, clients: list[h.ApiClient]) -> None:
         rng = random.Random(self.seed * 100 + idx)
         n = 0
         while not self._stop.is_set():
@@ -120,24 +143,16 @@ class Load:
             name = f"roll-t{idx}-{n:05d}.bin"
             n += 1
             began = time.monotonic()
-            status, body, error = None, None, ""
-            try:
-                r = client.post("/api/v1/files/upload", params={"name": name}, data=data,
-                                headers={"Content-Type": "application/octet-stream"},
-                                timeout=30)
-                status = r.status_code
-                try:
-                    body = r.json()
-                except ValueError:
-                    body = r.text[:300]
-            except requests.RequestException as e:
-                error = short_error(e)
+            r, error, failovers = self._send(
+                clients, "POST", "/api/v1/files/upload", params={"name": name}, data=data,
+                headers={"Content-Type": "application/octet-stream"})
+            status, body = (None, None) if r is None else (r.status_code, _body(r))
             self._record(Request("upload", name, began, time.monotonic(), status, body, error,
-                                 len(data), sha(data)))
+                                 len(data), sha(data), failovers=failovers))
             if status != 201:
                 time.sleep(0.05)  # the master may be down: do not spin
 
-    def _download(self, idx: int, client: h.ApiClient) -> None:
+    def _download(self, idx: int, clients: list[h.ApiClient]) -> None:
         rng = random.Random(self.seed * 100 + 50 + idx)
         while not self._stop.is_set():
             with self._lock:
@@ -147,26 +162,18 @@ class Load:
                 continue
             fid = pick.body["file_id"]
             began = time.monotonic()
-            status, body, error = None, None, ""
-            try:
-                r = client.get(f"/api/v1/files/{fid}/download", timeout=30)
-                status = r.status_code
-                if status == 200:
-                    if (len(r.content), sha(r.content)) != (pick.size, pick.sha256):
-                        with self._lock:
-                            self.wrong_bytes.append(
-                                f"{pick.name} ({fid}): {len(r.content)} bytes "
-                                f"{sha(r.content)[:16]}, expected {pick.size} "
-                                f"{pick.sha256[:16]}")
-                else:
-                    try:
-                        body = r.json()
-                    except ValueError:
-                        body = r.text[:300]
-            except requests.RequestException as e:
-                error = short_error(e)
+            r, error, failovers = self._send(clients, "GET", f"/api/v1/files/{fid}/download")
+            status, body = (None, None) if r is None else (r.status_code, None)
+            if status == 200:
+                if (len(r.content), sha(r.content)) != (pick.size, pick.sha256):
+                    with self._lock:
+                        self.wrong_bytes.append(
+                            f"{pick.name} ({fid}): {len(r.content)} bytes "
+                            f"{sha(r.content)[:16]}, expected {pick.size} {pick.sha256[:16]}")
+            elif r is not None:
+                body = _body(r)
             self._record(Request("download", pick.name, began, time.monotonic(), status, body,
-                                 error, pick.size, pick.sha256))
+                                 error, pick.size, pick.sha256, failovers=failovers))
             if status != 200:
                 time.sleep(0.05)
 
@@ -189,6 +196,13 @@ class Load:
             with self._lock:
                 return len(self.acked) >= target, len(self.acked)
         poll(check, secs(30), f"{uploads} more acknowledged uploads {what}")
+
+
+def _body(r: requests.Response) -> Any:
+    try:
+        return r.json()
+    except ValueError:
+        return r.text[:300]
 
 
 def short_error(e: Exception) -> str:
@@ -253,13 +267,48 @@ def restart_master(m: h.Master) -> float:
     return time.monotonic() - began
 
 
+MASTER_ENV = {"CHUNK_SIZE": CHUNK, "REPLICATION_FACTOR": RF, "CHUNK_CACHE_SIZE": 0}
+
+
 @pytest.mark.slow(reason="restarts 3 workers and the master, one at a time, under load")
 def test_rolling_restart_under_load_loses_no_acknowledged_upload(cluster):
-    m = cluster.start(workers=WORKERS,
-                      master_env={"CHUNK_SIZE": CHUNK, "REPLICATION_FACTOR": RF,
-                                  "CHUNK_CACHE_SIZE": 0})
+    m = cluster.start(workers=WORKERS, master_env=MASTER_ENV)
+    reqs = rolling_restart(cluster, [m], "one master")
+    # A single master leaves its clients without an answer while it is
+    # down; they must retry. Everything else was answered.
+    for r in reqs:
+        if failed(r) and r.phase != "restart master":
+            assert is_json_error(r), f"failed without a JSON error: {describe(r)}"
+
+
+@pytest.mark.slow(reason="restarts 3 workers and two masters, one at a time, under load")
+def test_rolling_restart_of_two_masters_with_failing_over_clients_fails_nothing(request,
+                                                                                tmp_path):
+    """Two masters on one PostgreSQL database and Redis, workers and
+    clients given both URLs: a client whose master is down sends the
+    request to the other, so not one request fails."""
+    if not h.PG_URL or not Path(h.REDIS_SERVER).exists():
+        pytest.skip("needs PostgreSQL and Redis (scripts/services.sh start DIR && . DIR/env)")
+    from test_scaleout import start_pair  # imports only with PostgreSQL configured
+    c = h.Cluster(tmp_path, label=request.node.nodeid, backend="postgres",
+                  redis=True if h.REDIS_ADDR else "dedicated")
+    try:
+        a, b = start_pair(c, workers=WORKERS, **MASTER_ENV)
+        reqs = rolling_restart(c, [a, b], "two masters")
+        bad = [r for r in reqs if failed(r)]
+        assert not bad, f"{len(bad)} requests failed although every request could go to " \
+            f"the other master: " + "; ".join(describe(r) for r in bad[:5])
+    finally:
+        c.close()
+
+
+def rolling_restart(cluster: h.Cluster, masters: list[h.Master], label: str) -> list[Request]:
+    """Runs the load, restarts each worker and then each master in turn,
+    prints the failed requests per phase and checks what every variant
+    must hold (see the module's docstring). Returns every request."""
+    m = masters[0]
     api = m.user_client()
-    load = Load(m, seed=15).start()
+    load = Load(masters, seed=15).start()
     took: dict[str, float] = {}
     try:
         load.wait_progress(6, "before the first restart")
@@ -269,11 +318,13 @@ def test_rolling_restart_under_load_loses_no_acknowledged_upload(cluster):
             time.sleep(SETTLE_S)
             check_running(cluster)
             load.wait_progress(3, f"after {w.name}'s restart")
-        load.set_phase("restart master")
-        took["master"] = restart_master(m)
-        time.sleep(SETTLE_S)
+        for x in masters:
+            load.set_phase(f"restart {x.name}")
+            took[x.name] = restart_master(x)
+            time.sleep(SETTLE_S)
+            check_running(cluster)
         load.set_phase("after")
-        load.wait_progress(6, "after the master's restart")
+        load.wait_progress(6, "after the masters' restarts")
     finally:
         load.stop()
 
@@ -281,7 +332,8 @@ def test_rolling_restart_under_load_loses_no_acknowledged_upload(cluster):
     phases: dict[str, list[Request]] = {}
     for r in reqs:
         phases.setdefault(r.phase, []).append(r)
-    print(f"\nrolling restart: {len(reqs)} requests")
+    print(f"\nrolling restart, {label}: {len(reqs)} requests, "
+          f"{sum(r.failovers > 0 for r in reqs)} answered by another master")
     for phase, rs in phases.items():
         bad = [r for r in rs if failed(r)]
         secs_taken = f", SIGTERM to serving again {took[phase.split()[-1]]:.2f}s" \
@@ -297,13 +349,13 @@ def test_rolling_restart_under_load_loses_no_acknowledged_upload(cluster):
             print(f"  {'':18} {kinds}")
 
     assert not load.wrong_bytes, f"downloads gave wrong bytes: {load.wrong_bytes[:5]}"
-    # An error is JSON; only the master's own restart may leave a request
+    # An error is JSON; only a master's own restart may leave a request
     # without an HTTP answer (nothing listens on its port for a moment).
     for r in reqs:
         if failed(r):
-            assert is_json_error(r) or (r.status is None and r.phase == "restart master"), \
+            assert is_json_error(r) or (r.status is None and r.phase.startswith("restart master")), \
                 f"a failed request got neither a JSON error nor a refused connection while " \
-                f"the master restarted: {describe(r)}"
+                f"a master restarted: {describe(r)}"
     during_workers = [r for r in reqs if failed(r) and r.phase.startswith("restart worker")]
     assert not during_workers, \
         f"{len(during_workers)} requests failed while a worker restarted (with " \
@@ -320,16 +372,26 @@ def test_rolling_restart_under_load_loses_no_acknowledged_upload(cluster):
     listed = list_all_files(api)
     missing = {o.name for o in acked.values()} - {f["name"] for f in listed}
     assert not missing, f"acknowledged uploads not listed: {sorted(missing)[:5]}"
+    seen: set[str] = set()
     for f in listed:
         r = by_name.get(f["name"])
         assert r is not None, f"listed file {f} was never uploaded"
         assert r.status == 201 or r.status is None, \
             f"upload {r.name} answered {r.status} {r.body!r}, yet it is listed: {f}"
+        # Twice only if the first master stored it and its answer was lost
+        # before the client sent it again to the other.
+        assert f["name"] not in seen or r.failovers > 0, f"{f['name']} is listed twice"
+        seen.add(f["name"])
         size, digest = api.download_sha256(f["file_id"])
         assert (size, digest) == (r.size, r.sha256), f"listed {f['name']} reads back wrong"
 
-    # Back to REPLICATION_FACTOR good replicas on alive workers everywhere.
+    # Back to (at least) REPLICATION_FACTOR good replicas on alive workers
+    # everywhere. More is possible: an upload sent again to the other
+    # master after its answer was lost stores the same chunks a second time
+    # (deduplicated, but placed anew), and surplus replicas that the
+    # metadata names are kept.
     file_ids = [f["file_id"] for f in listed]
+    surplus: set[str] = set()
 
     def replicated():
         check_running(cluster)
@@ -338,14 +400,21 @@ def test_rolling_restart_under_load_loses_no_acknowledged_upload(cluster):
         for fid in file_ids:
             for c in file_info(api, fid)["chunks"]:
                 live = {r["worker_id"] for r in c["replicas"]} & alive
-                if len(live) != RF:
+                if len(live) < RF:
                     problems.append(f"{fid} chunk {c['index']}: {sorted(live)}")
+                elif len(live) > RF:
+                    surplus.add(c["chunk_id"])
         under, _, _ = repair_stats(m)
         if under != 0:
             problems.append(f"health under_replicated={under}")
         return not problems, problems[:6]
     poll(replicated, secs(15), f"every chunk to have {RF} good replicas on alive workers",
          interval=0.3)
+    twice = {f["name"] for f in listed if sum(g["name"] == f["name"] for g in listed) > 1}
+    print(f"  {len(listed)} files listed ({len(twice)} twice: stored by a master whose "
+          f"answer was lost, then sent to the other); {len(surplus)} chunks with more than "
+          f"{RF} replicas")
+    return reqs
 
 
 def test_worker_retries_a_restarting_master_at_least_once_per_heartbeat_interval(cluster):
