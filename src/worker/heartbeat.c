@@ -322,8 +322,10 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 		 * our last beat until the next one reaches it, so a backoff grown
 		 * to BACKOFF_MAX_MS during its downtime would keep it refusing
 		 * uploads for seconds after it is back. One try per interval is
-		 * the load a master takes from this worker anyway. */
-		backoff = EFS_MIN(backoff * 2, EFS_MIN(hb->interval_ms, BACKOFF_MAX_MS));
+		 * the load a master takes from this worker anyway (and never
+		 * more than one per BACKOFF_MIN_MS, however short the interval). */
+		int64_t cap = EFS_MAX(BACKOFF_MIN_MS, EFS_MIN(hb->interval_ms, BACKOFF_MAX_MS));
+		backoff = EFS_MIN(backoff * 2, cap);
 	}
 }
 
