@@ -328,7 +328,16 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 		pthread_mutex_unlock(&ctx->lock);
 		if (efs_ticker_wait(t, backoff))
 			break;
-		backoff = EFS_MIN(backoff * 2, BACKOFF_MAX_MS);
+		/* Never wait longer than a heartbeat interval between tries: a
+		 * master restarted in a rolling upgrade counts this worker dead
+		 * (uploads get 503 no_capacity) from WORKER_DEAD_AFTER_MS after
+		 * our last beat until the next one reaches it, so a backoff grown
+		 * to BACKOFF_MAX_MS during its downtime would keep it refusing
+		 * uploads for seconds after it is back. One try per interval is
+		 * the load a master takes from this worker anyway (and never
+		 * more than one per BACKOFF_MIN_MS, however short the interval). */
+		int64_t cap = EFS_MAX(BACKOFF_MIN_MS, EFS_MIN(hb->interval_ms, BACKOFF_MAX_MS));
+		backoff = EFS_MIN(backoff * 2, cap);
 	}
 }
 
