@@ -10,7 +10,9 @@
 #      Redis, and its core over HTTPS (make integration-tls);
 #   3. the unit and black-box tests again under AddressSanitizer and UBSan;
 #   4. the curl walk through the API (test/api.sh);
-#   5. every libFuzzer harness for a short fixed time (make fuzz-smoke).
+#   5. every libFuzzer harness for a short fixed time (make fuzz-smoke);
+#   6. the container image and the compose cluster on a real Docker engine
+#      (test/docker.sh; it skips, saying why, where Docker cannot run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,4 +43,6 @@ echo "== the API walk-through"
 ./test/api.sh
 echo "== fuzzing each parser harness for 15 s"
 make fuzz-smoke FUZZ_SECONDS=15
+echo "== the container image and the compose cluster (test/docker.sh)"
+./test/docker.sh
 echo "== all tests passed"
