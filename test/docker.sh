@@ -69,6 +69,7 @@ command -v docker >/dev/null || skip "no docker client on PATH"
 
 # ---- the engine: use a running one, or start dockerd for this run.
 DOCKERD_PID=""
+DOCKERD_LOG=""
 LOADER=""
 WORK=""
 PROJECT=""
@@ -89,6 +90,7 @@ cleanup() {
 		kill "$DOCKERD_PID" 2>/dev/null
 		for _ in $(seq 1 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
 		echo "test/docker.sh: stopped the dockerd it started (pid $DOCKERD_PID)" >&2
+		if [ $rc -eq 0 ]; then rm -f "$DOCKERD_LOG"; else echo "test/docker.sh: its log: $DOCKERD_LOG" >&2; fi
 	fi
 	exit $rc
 }
@@ -99,7 +101,8 @@ if ! docker info >/dev/null 2>&1; then
 	command -v dockerd >/dev/null || skip "no Docker engine running and no dockerd to start (apt-get install docker.io)"
 	[ "$(id -u)" -eq 0 ] || skip "no Docker engine running, and starting dockerd needs root"
 	[ -S /var/run/docker.sock ] && ! docker info >/dev/null 2>&1 && rm -f /var/run/docker.sock
-	log=$(mktemp /tmp/echofs-dockerd.XXXXXX.log)
+	DOCKERD_LOG=$(mktemp /tmp/echofs-dockerd.XXXXXX.log)
+	log=$DOCKERD_LOG
 	dockerd >"$log" 2>&1 &
 	DOCKERD_PID=$!
 	if ! until_ok 30 docker info >/dev/null 2>&1; then
