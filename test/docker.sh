@@ -100,7 +100,6 @@ trap 'exit 130' INT TERM
 if ! docker info >/dev/null 2>&1; then
 	command -v dockerd >/dev/null || skip "no Docker engine running and no dockerd to start (apt-get install docker.io)"
 	[ "$(id -u)" -eq 0 ] || skip "no Docker engine running, and starting dockerd needs root"
-	[ -S /var/run/docker.sock ] && ! docker info >/dev/null 2>&1 && rm -f /var/run/docker.sock
 	DOCKERD_LOG=$(mktemp /tmp/echofs-dockerd.XXXXXX.log)
 	log=$DOCKERD_LOG
 	dockerd >"$log" 2>&1 &
