@@ -23,6 +23,7 @@ PACKAGES=(
 	curl procps openssl faketime systemd groff-base iptables
 	prometheus chromium
 	openjdk-17-jre-headless awscli python3-boto3
+	docker.io docker-compose debootstrap
 )
 
 # The dashboard's browser test drives Debian's Chromium with playwright-core.

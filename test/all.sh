@@ -12,7 +12,9 @@
 #   4. the curl walk through the API (test/api.sh);
 #   5. AWS mode end to end (test/aws_integration.sh: its own local S3 and
 #      DynamoDB servers and master, on free ports);
-#   6. every libFuzzer harness for a short fixed time (make fuzz-smoke).
+#   6. every libFuzzer harness for a short fixed time (make fuzz-smoke);
+#   7. the container image and the compose cluster on a real Docker engine
+#      (test/docker.sh; it skips, saying why, where Docker cannot run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,4 +50,6 @@ env -u ECHOFS_URL -u AWS_LOCAL_DYNAMODB_PORT -u AWS_LOCAL_S3_PORT -u AWS_ENDPOIN
 	-u AWS_ENDPOINT_URL_S3 -u AWS_ENDPOINT_URL_DYNAMODB ./test/aws_integration.sh
 echo "== fuzzing each parser harness for 15 s"
 make fuzz-smoke FUZZ_SECONDS=15
+echo "== the container image and the compose cluster (test/docker.sh)"
+./test/docker.sh
 echo "== all tests passed"
