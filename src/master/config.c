@@ -7,7 +7,51 @@
 #include "echofs/util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* DynamoDB metadata: the three tables together or none; not with
+ * DATABASE_URL; and, until the DynamoDB backend has the worker chunk mode,
+ * only with chunks in S3. */
+static int load_dynamodb(struct efs_master_config *cfg, char *err, size_t errlen)
+{
+	static const char *const vars[3] = {"DYNAMODB_FILES_TABLE", "DYNAMODB_CHUNKS_TABLE",
+					    "DYNAMODB_SESSIONS_TABLE"};
+	const char *values[3];
+	int set = 0, r;
+	for (int i = 0; i < 3; i++) {
+		if ((r = efs_env_string(vars[i], NULL, false, &values[i], err, errlen)) < 0)
+			return r;
+		set += values[i] != NULL;
+	}
+	if (set == 0)
+		return 0;
+	for (int i = 0; i < 3; i++)
+		if (!values[i]) {
+			snprintf(err, errlen,
+				 "%s is not set: DynamoDB metadata needs DYNAMODB_FILES_TABLE,"
+				 " DYNAMODB_CHUNKS_TABLE and DYNAMODB_SESSIONS_TABLE",
+				 vars[i]);
+			return -EINVAL;
+		}
+	if (cfg->database_url) {
+		snprintf(err, errlen,
+			 "DATABASE_URL and DYNAMODB_*_TABLE are both set: choose one metadata store");
+		return -EINVAL;
+	}
+	const char *bucket = getenv("S3_BUCKET_NAME");
+	if (!bucket || !*bucket) {
+		snprintf(err, errlen,
+			 "DYNAMODB_*_TABLE is set but S3_BUCKET_NAME is not: DynamoDB metadata"
+			 " needs chunks in S3 (worker chunks with DynamoDB metadata are not"
+			 " supported yet)");
+		return -EINVAL;
+	}
+	cfg->dynamodb.files_table = values[0];
+	cfg->dynamodb.chunks_table = values[1];
+	cfg->dynamodb.sessions_table = values[2];
+	return 0;
+}
 
 int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errlen)
 {
@@ -33,6 +77,8 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 		return r;
 
 	if ((r = efs_env_tls(&cfg->tls, err, errlen)) < 0)
+		return r;
+	if ((r = load_dynamodb(cfg, err, errlen)) < 0)
 		return r;
 	if ((r = efs_env_u64("HEADER_TIMEOUT_MS", EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS,
 			     EFS_HTTP_MIN_HEADER_TIMEOUT_MS, EFS_HTTP_MAX_HEADER_TIMEOUT_MS, false, &v,
