@@ -115,9 +115,10 @@ class AwsLocal:
                        env=self.script_env, capture_output=True, text=True, timeout=120)
 
     def probe(self, *args, ok=True, env=None):
-        r = subprocess.run([str(PROBE), *map(str, args)], env=dict(_clean_env(), **self.env,
-                                                                    **(env or {})),
-                           capture_output=True, text=True, timeout=120)
+        # the probe wants a bucket name even for its dynamodb command
+        full_env = {**_clean_env(), "S3_BUCKET_NAME": "efs-probe", **self.env, **(env or {})}
+        r = subprocess.run([str(PROBE), *map(str, args)], env=full_env, capture_output=True,
+                           text=True, timeout=120)
         assert "Sanitizer" not in r.stderr, r.stderr
         assert r.returncode in (0, 1), f"s3_probe {args}: rc {r.returncode}: {r.stderr}"
         out = json.loads(r.stdout)
