@@ -284,6 +284,7 @@ def test_full_aws_mode_round_trip_outage_and_recovery(cluster, tables, aws):
         r = c.post("/api/v1/files/upload", params={"name": "during.bin"},
                    data=os.urandom(1000), headers={"Content-Type": "application/octet-stream"})
         h.assert_json_error(r, 503)
+        assert m.client().get("/api/v1/health").status_code == 503
     finally:
         aws.start_dynamodb()
     # A restarted DynamoDB Local is empty: the operator makes the tables
