@@ -13,15 +13,34 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- item helpers --------------------------------------------------------- */
 
+/* Unreachable or throttled: one line per DYN_QUIET_MS, not one per call of
+ * every request during an outage (the master says 503 for each). */
+#define DYN_QUIET_MS 10000
+static _Atomic int64_t quiet_until_ms;
+static _Atomic uint64_t quieted;
+
 int dyn_fail(const char *what, int r, const struct ddb_result *res)
 {
 	int out = ddb_public_errno(r);
+	if (r == -EAGAIN || r == -ENXIO) {
+		int64_t now = efs_mono_ms(), until = atomic_load(&quiet_until_ms);
+		if (now < until || !atomic_compare_exchange_strong(&quiet_until_ms, &until,
+								    now + DYN_QUIET_MS)) {
+			atomic_fetch_add(&quieted, 1);
+			return out;
+		}
+		uint64_t skipped = atomic_exchange(&quieted, 0);
+		if (skipped)
+			efs_warn("dynamodb: %llu more failed calls in the last %d s not logged",
+				 (unsigned long long)skipped, DYN_QUIET_MS / 1000);
+	}
 	if (r == -ENXIO)
 		efs_error("dynamodb: %s: a table is missing (%s: %s); create the tables with"
 			  " ./scripts/start_aws.sh --create or scripts/aws_tables.sh create",
