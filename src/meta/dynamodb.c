@@ -129,12 +129,16 @@ int dyn_update(struct dyn *d, const char *table, const char *pk, const char *sk,
 	return r;
 }
 
-int dyn_tx(struct dyn *d, json_t *items, struct ddb_result *res)
+int dyn_tx(struct dyn *d, json_t *items, size_t expected, struct ddb_result *res)
 {
 	char token[33];
 	json_t *body;
 	int r;
-	if (!items || efs_random_hex(token, 16) < 0) {
+	/* an element that could not be built (ENOMEM) is missing from the
+	 * array: never send a transaction short of one of its items */
+	if (res)
+		memset(res, 0, sizeof(*res));
+	if (!items || json_array_size(items) != expected || efs_random_hex(token, 16) < 0) {
 		json_decref(items);
 		return -ENOMEM;
 	}

@@ -69,9 +69,11 @@ int dyn_delete(struct dyn *d, const char *table, const char *pk, const char *sk,
 int dyn_update(struct dyn *d, const char *table, const char *pk, const char *sk,
 	       const char *update, const char *condition, json_t *names, json_t *values,
 	       bool retry, struct ddb_result *res);
-/* TransactWriteItems of @items (stolen), with a fresh ClientRequestToken so
- * that a retry after a lost answer is not applied twice. */
-int dyn_tx(struct dyn *d, json_t *items, struct ddb_result *res);
+/* TransactWriteItems of @items (stolen), which must hold @expected
+ * elements (-ENOMEM otherwise: one could not be built), with a fresh
+ * ClientRequestToken so that a retry after a lost answer is not applied
+ * twice. */
+int dyn_tx(struct dyn *d, json_t *items, size_t expected, struct ddb_result *res);
 /* One element of a transaction: {"Update": {...}} etc. (new references). */
 json_t *dyn_tx_update(const char *table, json_t *key, const char *update, const char *condition,
 		      json_t *names, json_t *values);

@@ -133,7 +133,7 @@ int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 						ddb_s(chunk->chunk_id)),
 				      "attribute_not_exists(sk)", NULL, NULL));
 		json_array_append_new(items, dyn_chunk_ref(d, chunk->chunk_id, 1));
-		r = dyn_tx(d, items, &res);
+		r = dyn_tx(d, items, 3, &res);
 		if (r == 0)
 			return 0;
 		if (r == -ECANCELED && (res.failed[0] || res.failed[1]))
@@ -375,7 +375,7 @@ int dyn_file_delete(void *impl, const char *file_id, const char *owner, int64_t 
 	json_array_append_new(items, dyn_tx_put(d->sessions, dyn_release_marker(d, what, owner,
 										 now_ms),
 						NULL, NULL, NULL));
-	r = dyn_tx(d, items, &res);
+	r = dyn_tx(d, items, 2, &res);
 	if (r == -ECANCELED)
 		return -ENOENT;
 	if (r < 0)
@@ -532,7 +532,7 @@ again:
 		for (size_t k = 0; k < t->count; k++)
 			json_array_append_new(items, dyn_chunk_ref(d, t->ids[k], -t->counts[k]));
 		struct ddb_result res;
-		r = dyn_tx(d, items, &res);
+		r = dyn_tx(d, items, u - start + t->count, &res);
 		if ((r == -ECANCELED || r == -EBUSY) && restarts++ < DYN_TX_ATTEMPTS) {
 			/* released meanwhile by another master (or a conflict):
 			 * read what is left */

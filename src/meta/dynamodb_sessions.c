@@ -214,14 +214,17 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 					 ddb_n((int64_t)chunk->stored_size)),
 			       old[0] ? "chunk_id = :old" : "attribute_not_exists(sk)", NULL,
 			       old[0] ? json_pack("{s:o}", ":old", ddb_s(old)) : NULL));
-		size_t new_at = SIZE_MAX;
+		size_t new_at = SIZE_MAX, expected = 2;
 		if (strcmp(old, chunk->chunk_id) != 0) {
-			new_at = json_array_size(items);
+			new_at = 2;
 			json_array_append_new(items, dyn_chunk_ref(d, chunk->chunk_id, 1));
-			if (old[0])
+			expected++;
+			if (old[0]) {
 				json_array_append_new(items, dyn_chunk_ref(d, old, -1));
+				expected++;
+			}
 		}
-		r = dyn_tx(d, items, &res);
+		r = dyn_tx(d, items, expected, &res);
 		if (r == 0) {
 			if (old[0] && strcmp(old, chunk->chunk_id) != 0)
 				dyn_chunks_mark_zero(d, (const char(*)[65])old, 1, now_ms);
@@ -340,7 +343,7 @@ int dyn_session_complete(void *impl, const char *session_id, int64_t version,
 						 ddb_s("done"), "ttl", ddb_n(ttl_of(remember_until_ms))),
 				       NULL, NULL, NULL));
 		}
-		r = dyn_tx(d, items, &res);
+		r = dyn_tx(d, items, remember_until_ms > 0 ? 3 : 2, &res);
 		if (r == -EBUSY) {
 			efs_sleep_ms(5 * (attempt + 1));
 			continue;
@@ -473,7 +476,7 @@ int dyn_session_delete(void *impl, const char *session_id, int64_t now_ms)
 	json_array_append_new(items, dyn_tx_put(d->sessions,
 						dyn_release_marker(d, what, s.owner, now_ms), NULL,
 						NULL, NULL));
-	r = dyn_tx(d, items, &res);
+	r = dyn_tx(d, items, 2, &res);
 	if (r == -ECANCELED)
 		return -ENOENT; /* ended meanwhile */
 	if (r < 0)
