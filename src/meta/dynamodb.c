@@ -154,13 +154,15 @@ static json_t *tx_element(const char *kind, const char *table, const char *field
 			  const char *update, const char *condition, json_t *names, json_t *values)
 {
 	json_t *op = json_pack("{s:s, s:o}", "TableName", table, field, what);
-	if (!op)
-		return NULL;
-	set_expr(op, "UpdateExpression", update);
-	set_expr(op, "ConditionExpression", condition);
-	set_obj(op, "ExpressionAttributeNames", names);
-	set_obj(op, "ExpressionAttributeValues", values);
-	return json_pack("{s:o}", kind, op);
+	if (op) {
+		set_expr(op, "UpdateExpression", update);
+		set_expr(op, "ConditionExpression", condition);
+		set_obj(op, "ExpressionAttributeNames", names);
+		set_obj(op, "ExpressionAttributeValues", values);
+	}
+	json_decref(names); /* stolen, as @what */
+	json_decref(values);
+	return op ? json_pack("{s:o}", kind, op) : NULL;
 }
 
 json_t *dyn_tx_update(const char *table, json_t *key, const char *update, const char *condition,

@@ -74,7 +74,8 @@ int dyn_update(struct dyn *d, const char *table, const char *pk, const char *sk,
  * ClientRequestToken so that a retry after a lost answer is not applied
  * twice. */
 int dyn_tx(struct dyn *d, json_t *items, size_t expected, struct ddb_result *res);
-/* One element of a transaction: {"Update": {...}} etc. (new references). */
+/* One element of a transaction: {"Update": {...}} etc. (new references;
+ * @key/@item, @names and @values are stolen). */
 json_t *dyn_tx_update(const char *table, json_t *key, const char *update, const char *condition,
 		      json_t *names, json_t *values);
 json_t *dyn_tx_put(const char *table, json_t *item, const char *condition, json_t *names,
