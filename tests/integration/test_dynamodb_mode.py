@@ -11,10 +11,13 @@ and indexes) and its own bucket.
   variable; missing tables stop the master with a line naming the table
   and the command that creates it (no S3 chunk store needed for these).
 - Full AWS mode: upload (one request, multi-chunk, session), download,
-  list, delete; the items are in the tables; DynamoDB stopped -> a JSON
+  list, restart, delete; the items are in the tables; DynamoDB stopped -> a JSON
   503 metadata_unavailable, never a bare 500; DynamoDB back (empty: the
   local server keeps nothing, so the tables are made again) -> the same
   master works again without a restart.
+- Two masters on the same tables and bucket: one upload through each at
+  once is stored once and counted twice; the deletes bring every count to
+  0 and the collector takes the chunks.
 
 The DynamoDB backend has no worker chunk mode yet, so full AWS mode needs
 the S3 chunk store (S3_BUCKET_NAME, issue 11's other half): without it in
@@ -28,6 +31,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
@@ -269,6 +273,13 @@ def test_full_aws_mode_round_trip_outage_and_recovery(cluster, tables, aws):
     assert all(int(i["refcount"]["N"]) == 1 for i in chunk_items)
     assert [i for i in tables.items(tables.sessions, "SESSION#") if i["sk"]["S"] == "META"] == []
 
+    # A restarted master reads everything back from the tables.
+    m.restart()
+    m.wait_ready()
+    c = m.user_client()
+    for f, data in [(a, small), (b, big), (s, sess)]:
+        assert c.download(f["file_id"]) == data
+
     # Delete: the counts go to 0 and the collector takes the items.
     assert c.delete(f"/api/v1/files/{b['file_id']}").status_code == 204
     h.wait_until(lambda: len(tables.items(tables.chunks, "")) == 1 + 4, 20,
@@ -296,3 +307,38 @@ def test_full_aws_mode_round_trip_outage_and_recovery(cluster, tables, aws):
     again = c.upload(small, "again.bin")
     assert c.download(again["file_id"]) == small
     m.wait_for_log("dynamodb: .*(ResourceNotFoundException|a table is missing|failed)")
+
+
+@needs_s3_chunks
+def test_two_masters_share_the_tables(cluster, tables):
+    """The same file uploaded through two masters at once is stored once
+    and counted twice; deleting one copy keeps the other readable; deleting
+    both leaves every count at 0 and the collector empties the chunks."""
+    tables.create()
+    tables.create_bucket()
+    env = dict(tables.env(), CHUNK_SIZE=CHUNK, MIN_CHUNK_SIZE=65536, GC_GRACE_MS=1500)
+    m1 = cluster.add_master("m1", **env)
+    m2 = cluster.add_master("m2", **env)
+    c1, c2 = m1.user_client(), m2.user_client()
+    data = os.urandom(4 * CHUNK + 10)
+    results = {}
+
+    def up(name, c):
+        results[name] = c.upload(data, f"{name}.bin")
+
+    threads = [threading.Thread(target=up, args=(n, c)) for n, c in (("one", c1), ("two", c2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert set(results) == {"one", "two"}, results
+    chunk_items = tables.items(tables.chunks, "")
+    assert len(chunk_items) == 5, chunk_items  # stored once
+    assert all(int(i["refcount"]["N"]) == 2 for i in chunk_items), chunk_items
+    assert c2.delete(f"/api/v1/files/{results['one']['file_id']}").status_code == 204
+    assert c1.download(results["two"]["file_id"]) == data
+    assert all(int(i["refcount"]["N"]) == 1 for i in tables.items(tables.chunks, ""))
+    assert c1.delete(f"/api/v1/files/{results['two']['file_id']}").status_code == 204
+    h.wait_until(lambda: tables.items(tables.chunks, "") == [], 30,
+                 what="the lease holder's collector to take every chunk")
+    assert tables.items(tables.sessions, "RELEASE#") == []
