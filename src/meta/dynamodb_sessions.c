@@ -243,17 +243,41 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 
 /* ---- completion -------------------------------------------------------------- */
 
+/* How many entries of @l from @i go into one chunk-list item: a run of
+ * consecutive indexes, at most DYN_LIST_IDS. */
+static size_t run_length(const struct chunk_list *l, size_t i)
+{
+	size_t n = 1;
+	while (i + n < l->count && n < DYN_LIST_IDS && l->items[i + n].index == l->items[i].index + n)
+		n++;
+	return n;
+}
+
+/* Removes the chunk-list items a complete wrote before its commit failed
+ * (the session moved on or ended): best effort, they count nothing. */
+static void delete_chunk_lists(struct dyn *d, const char *file_id, const struct chunk_list *l)
+{
+	char pk[EFS_ID_MAX + 16], sk[32];
+	snprintf(pk, sizeof(pk), "FILE#%s", file_id);
+	for (size_t i = 0; i < l->count; i += run_length(l, i)) {
+		struct ddb_result res;
+		dyn_list_sk(l->items[i].index, sk);
+		int r = dyn_delete(d, d->files, pk, sk, NULL, NULL, NULL, &res);
+		if (r < 0) {
+			dyn_fail("DeleteItem (uncommitted chunk list)", r, &res);
+			return;
+		}
+	}
+}
+
 /* Writes the file's chunk-list items (runs of consecutive indexes, at most
  * DYN_LIST_IDS each); invisible until the file's META exists. */
 static int write_chunk_lists(struct dyn *d, const char *file_id, const struct chunk_list *l)
 {
 	char pk[EFS_ID_MAX + 16], sk[32];
 	snprintf(pk, sizeof(pk), "FILE#%s", file_id);
-	for (size_t i = 0; i < l->count;) {
-		size_t n = 1;
-		while (i + n < l->count && n < DYN_LIST_IDS &&
-		       l->items[i + n].index == l->items[i].index + n)
-			n++;
+	for (size_t i = 0, n; i < l->count; i += n) {
+		n = run_length(l, i);
 		json_t *ids = json_array();
 		for (size_t k = 0; k < n; k++)
 			json_array_append_new(ids, ddb_s(l->items[i + k].chunk_id));
@@ -266,7 +290,6 @@ static int write_chunk_lists(struct dyn *d, const char *file_id, const struct ch
 		json_decref(item);
 		if (r < 0)
 			return dyn_fail("PutItem (file chunk list)", r, &res);
-		i += n;
 	}
 	return 0;
 }
@@ -319,8 +342,10 @@ int dyn_session_complete(void *impl, const char *session_id, int64_t version,
 		return r;
 	if ((r = query_chunks(d, session_id, &l)) < 0)
 		return r;
-	if ((r = write_chunk_lists(d, file->file_id, &l)) < 0)
+	if ((r = write_chunk_lists(d, file->file_id, &l)) < 0) {
+		delete_chunk_lists(d, file->file_id, &l);
 		goto out;
+	}
 	session_pk(session_id, pk);
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
 		struct ddb_result res;
@@ -358,6 +383,8 @@ int dyn_session_complete(void *impl, const char *session_id, int64_t version,
 	}
 	if (r == 0)
 		delete_session_chunks(d, session_id, &l);
+	else if (r != -EEXIST)
+		delete_chunk_lists(d, file->file_id, &l); /* the file never appeared */
 out:
 	free(l.items);
 	return r;
