@@ -11,13 +11,23 @@
 
 CC      := gcc
 PKGS    := libmicrohttpd libcurl jansson sqlite3 libjwt libcrypto libisal libpq hiredis expat
+# libsystemd is optional: with it the daemons tell systemd when they are
+# ready (Type=notify, src/common/daemon.c); `make SYSTEMD=0` builds without
+# it, and `make install` then writes Type=simple into the units.
+ifndef SYSTEMD
+  SYSTEMD := $(shell pkg-config --exists libsystemd 2>/dev/null && echo 1 || echo 0)
+endif
+ifeq ($(SYSTEMD),1)
+  PKGS  += libsystemd
+  SYSTEMD_DEFS := -DEFS_HAVE_LIBSYSTEMD
+endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wformat=2 -Wvla -Wno-unused-parameter -Werror
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -Iinclude -Isrc $(PKG_CFLAGS) -MMD -MP
+CFLAGS  += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -Iinclude -Isrc $(PKG_CFLAGS) $(SYSTEMD_DEFS) -MMD -MP
 LDLIBS  += $(PKG_LIBS) -pthread -lm
 
 ifdef SANITIZE
@@ -45,7 +55,8 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit integration integration-tls run bench clean format fuzz fuzz-smoke
+.PHONY: all deps test unit integration integration-tls run bench clean format fuzz fuzz-smoke \
+	install uninstall
 all: $(PROGS) $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c
@@ -130,7 +141,7 @@ FUZZ_CC      := clang
 BUILD_FUZZ   := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -g -O1 $(FUZZ_SAN) -std=c17 -D_GNU_SOURCE -pthread -Iinclude -Isrc \
-                $(PKG_CFLAGS) -Wall -Wextra -Wno-unused-parameter
+                $(PKG_CFLAGS) $(SYSTEMD_DEFS) -Wall -Wextra -Wno-unused-parameter
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD_FUZZ)/%.o) $(BUILD_FUZZ)/gen/dashboard_html.o
 FUZZ_LIB     := $(BUILD_FUZZ)/libechofs.a
 FUZZ_SECONDS ?= 15
@@ -168,6 +179,57 @@ fuzz-smoke: $(FUZZ_BIN)
 	  if [ $$rc -ne 0 ]; then tail -40 $$work.log; ls $$work/crash-* $$work/leak-* \
 	    $$work/timeout-* 2>/dev/null; rm -f $$work.log; exit 1; fi; \
 	  rm -rf $$work $$work.log; done
+
+# `make install PREFIX=/usr/local DESTDIR=...`: the binaries, the man pages,
+# the systemd units (docs/OPERATIONS.md, "Installing without containers"),
+# the sysusers.d entry for the `echofs` user, example environment files and
+# the operator's documents. Nothing goes to /etc or /var: the units create
+# their data directories, the operator copies the examples to /etc/echofs.
+# The units get Type=notify when the installed master was linked with
+# libsystemd (it then sends READY=1), Type=simple otherwise.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/echofs
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+INSTALL     ?= install
+UNITS       := echofs-master.service echofs-worker@.service
+EXAMPLES    := master.env.example worker.env.example worker-2.env.example
+INSTALLED   := $(BINDIR)/echofs-master $(BINDIR)/echofs-worker $(BINDIR)/echofs \
+               $(MANDIR)/man1/echofs.1 $(MANDIR)/man8/echofs-master.8 \
+               $(MANDIR)/man8/echofs-worker.8 $(UNITS:%=$(UNITDIR)/%) \
+               $(SYSUSERSDIR)/echofs.conf $(EXAMPLES:%=$(DOCDIR)/examples/%) \
+               $(DOCDIR)/OPERATIONS.md $(DOCDIR)/API.md $(DOCDIR)/MONITORING.md \
+               $(DOCDIR)/examples/echofs.rules.yml $(DOCDIR)/examples/echofs-grafana.json
+
+install: $(PROGS)
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
+	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)/examples
+	$(INSTALL) -m 0755 $(PROGS) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 0644 man/echofs.1 $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 0644 man/echofs-master.8 man/echofs-worker.8 $(DESTDIR)$(MANDIR)/man8/
+	@type=simple; if readelf -d $(BIN)/echofs-master 2>/dev/null | grep -q 'libsystemd'; \
+	  then type=notify; fi; \
+	for u in $(UNITS); do \
+	  echo "  $(DESTDIR)$(UNITDIR)/$$u (Type=$$type)"; \
+	  sed -e 's|@BINDIR@|$(BINDIR)|g' -e "s|@TYPE@|$$type|g" -e 's|@DOCDIR@|$(DOCDIR)|g' \
+	    deploy/systemd/$$u.in > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	$(INSTALL) -m 0644 deploy/systemd/echofs.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/echofs.conf
+	$(INSTALL) -m 0644 $(EXAMPLES:%=deploy/systemd/%) $(DESTDIR)$(DOCDIR)/examples/
+	$(INSTALL) -m 0644 deploy/prometheus/echofs.rules.yml $(DESTDIR)$(DOCDIR)/examples/
+	$(INSTALL) -m 0644 deploy/grafana/echofs.json \
+	  $(DESTDIR)$(DOCDIR)/examples/echofs-grafana.json
+	$(INSTALL) -m 0644 docs/OPERATIONS.md docs/API.md docs/MONITORING.md $(DESTDIR)$(DOCDIR)/
+
+# Removes exactly what `install` wrote (same PREFIX and DESTDIR), then the
+# directories it made if they are empty; /etc/echofs and /var/lib/echofs
+# (configuration and data) are never touched.
+uninstall:
+	rm -f $(INSTALLED:%=$(DESTDIR)%)
+	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -23,6 +23,10 @@
 # itself, so it runs through scripts/s3rver_sigv4.js, which does (and
 # refuses unsigned requests); see docs/AWS.md#local-servers.
 #
+# AWS_LOCAL_SERVERS=s3 makes `start` start s3rver alone (no Java: the S3
+# chunk store's tests with SQL metadata); DIR/env then names no DynamoDB
+# endpoint or tables.
+#
 # The ports are free ones picked at start, or AWS_LOCAL_DYNAMODB_PORT and
 # AWS_LOCAL_S3_PORT when set and not 0 (aws_test_config.sh sets 8000 and
 # 4568 for development, the servers' usual ports).
@@ -170,7 +174,9 @@ start)
 		echo "aws_local: DynamoDB Local or s3rver missing under $prefix: run $0 install" >&2
 		exit 1
 	fi
-	command -v java >/dev/null || { echo "aws_local: java not found (openjdk-17-jre-headless)" >&2; exit 1; }
+	only_s3=false
+	[ "${AWS_LOCAL_SERVERS:-all}" = s3 ] && only_s3=true
+	$only_s3 || command -v java >/dev/null || { echo "aws_local: java not found (openjdk-17-jre-headless)" >&2; exit 1; }
 	mkdir -p "$dir"
 	dir=$(cd "$dir" && pwd)
 	for name in dynamodb s3rver; do
@@ -186,16 +192,18 @@ start)
 	[ "$port" != 0 ] || port=$(free_port)
 	echo "$port" >"$dir/s3rver.port"
 	trap 'dynamodb_stop; s3_stop' ERR
-	dynamodb_start
+	$only_s3 || dynamodb_start
 	s3_start
 	trap - ERR
 	cat >"$dir/env" <<ENV
 AWS_ENDPOINT_URL_S3=http://127.0.0.1:$(cat "$dir/s3rver.port")
-AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(cat "$dir/dynamodb.port")
 AWS_ACCESS_KEY_ID=S3RVER
 AWS_SECRET_ACCESS_KEY=S3RVER
 AWS_REGION=${AWS_REGION:-us-east-1}
 S3_BUCKET_NAME=$BUCKET
+ENV
+	$only_s3 || cat >>"$dir/env" <<ENV
+AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(cat "$dir/dynamodb.port")
 DYNAMODB_FILES_TABLE=${DYNAMODB_FILES_TABLE:-echofs-files}
 DYNAMODB_CHUNKS_TABLE=${DYNAMODB_CHUNKS_TABLE:-echofs-chunks}
 DYNAMODB_SESSIONS_TABLE=${DYNAMODB_SESSIONS_TABLE:-echofs-sessions}

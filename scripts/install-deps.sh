@@ -9,15 +9,18 @@
 # through scripts/aws_local.sh install.
 set -euo pipefail
 
+# libsystemd-dev: sd_notify readiness (optional: the build works without it);
+# systemd and groff-base: tests/integration/test_install.py checks the units
+# with systemd-analyze verify and the man pages with groff.
 PACKAGES=(
 	build-essential pkg-config
 	libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libisal-dev
 	libssl-dev libsqlite3-dev libpq-dev libhiredis-dev libjwt-dev
-	libcmocka-dev libexpat1-dev
+	libcmocka-dev libexpat1-dev libsystemd-dev
 	clang libclang-rt-14-dev
 	python3-pytest python3-requests
 	postgresql-15 redis-server
-	curl procps openssl faketime
+	curl procps openssl faketime systemd groff-base
 	prometheus chromium
 	openjdk-17-jre-headless awscli python3-boto3
 )

@@ -11,7 +11,9 @@
 #      Redis, and its core over HTTPS (make integration-tls);
 #   3. the unit and black-box tests again under AddressSanitizer and UBSan;
 #   4. the curl walk through the API (test/api.sh);
-#   5. every libFuzzer harness for a short fixed time (make fuzz-smoke).
+#   5. AWS mode end to end (test/aws_integration.sh: its own local S3 and
+#      DynamoDB servers and master, on free ports);
+#   6. every libFuzzer harness for a short fixed time (make fuzz-smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +54,11 @@ echo "== unit and black-box tests under sanitizers"
 make -j2 SANITIZE=address,undefined test
 echo "== the API walk-through"
 ./test/api.sh
+echo "== AWS mode end to end (local S3 and DynamoDB servers, free ports)"
+# Not the fixed development ports of aws_test_config.sh, and no master of
+# the caller's: the script starts its own.
+env -u ECHOFS_URL -u AWS_LOCAL_DYNAMODB_PORT -u AWS_LOCAL_S3_PORT -u AWS_ENDPOINT_URL \
+	-u AWS_ENDPOINT_URL_S3 -u AWS_ENDPOINT_URL_DYNAMODB ./test/aws_integration.sh
 echo "== fuzzing each parser harness for 15 s"
 make fuzz-smoke FUZZ_SECONDS=15
 echo "== all tests passed"

@@ -5,12 +5,34 @@
  * exists, so SIGINT/SIGTERM reach only the main thread's
  * efs_daemon_wait_for_signal(); SIGPIPE is ignored (a client that hangs up
  * is an error return, not a crash).
+ *
+ * Readiness for a service manager (systemd's Type=notify): when the build
+ * found libsystemd (pkg-config libsystemd; `make SYSTEMD=0` leaves it out)
+ * and the process runs with NOTIFY_SOCKET set, efs_daemon_notify_ready()
+ * sends READY=1 and efs_daemon_notify_stopping() STOPPING=1 over that
+ * socket. Without libsystemd, or without NOTIFY_SOCKET, both do nothing:
+ * the units then use Type=simple (docs/OPERATIONS.md, "Installing without
+ * containers").
  */
 #ifndef ECHOFS_DAEMON_H
 #define ECHOFS_DAEMON_H
 
+#include <stdbool.h>
+
 void efs_daemon_signals_block(void);
 /* Blocks until SIGINT or SIGTERM arrives; returns the signal number. */
 int efs_daemon_wait_for_signal(void);
+
+/* Whether this binary was built with libsystemd (sd_notify readiness). */
+bool efs_daemon_notify_supported(void);
+/* Tells the service manager the daemon serves requests: call it once its
+ * port listens and its background threads run. @status is a one-line
+ * human description (shown by `systemctl status`), may be NULL. Returns 1
+ * when a notification was sent, 0 when there is no service manager to tell
+ * (no NOTIFY_SOCKET, or built without libsystemd), or a negative errno
+ * when sending failed (the caller logs it; the daemon keeps running). */
+int efs_daemon_notify_ready(const char *status);
+/* Tells the service manager the daemon is stopping. Same returns. */
+int efs_daemon_notify_stopping(void);
 
 #endif

@@ -102,6 +102,8 @@ enum efs_http_err {
 	EFS_HTTP_E_MALFORMED_HEADER,
 	EFS_HTTP_E_INVALID_FRAMING,
 	EFS_HTTP_E_UNSUPPORTED_TRANSFER_CODING,
+	/* the chunk store (S3) unreachable or failing after its retries */
+	EFS_HTTP_E_CHUNK_STORE_UNAVAILABLE,
 	EFS_HTTP_E_COUNT
 };
 

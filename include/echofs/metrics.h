@@ -32,6 +32,7 @@
 #include "echofs/common.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define EFS_METRIC_MAX_LABELS 4
 #define EFS_METRIC_MAX_BUCKETS 32
@@ -96,6 +97,26 @@ int efs_metrics_put(struct efs_metrics *reg, enum efs_metric_type type, const ch
 /* Reads the value of one counter or gauge series into *out; for a
  * histogram, its count. -ENOENT when the series does not exist yet. */
 int efs_metric_get(struct efs_metric *m, const char *const *values, double *out);
+
+/* A family summed over all its series: what the master's dashboard history
+ * (src/master/history.c) samples. */
+struct efs_metric_totals {
+	/* counters and gauges: the sum of the series' values; histograms:
+	 * the sum of the observations */
+	double value;
+	uint64_t count;	     /* histograms: observations; otherwise 0 */
+	size_t bucket_count; /* histograms: the finite bounds, as declared */
+	double bounds[EFS_METRIC_MAX_BUCKETS];
+	/* histograms: observations per bucket (not cumulative); the one after
+	 * the last finite bound is +Inf */
+	uint64_t buckets[EFS_METRIC_MAX_BUCKETS + 1];
+};
+
+/* The family named @name in @reg, or NULL when none is declared. */
+struct efs_metric *efs_metrics_find(struct efs_metrics *reg, const char *name);
+/* Sums family @m over every series into *out (a consistent state: the
+ * family's lock is held). 0, or -EINVAL when @m is NULL. */
+int efs_metric_totals(struct efs_metric *m, struct efs_metric_totals *out);
 
 /* Appends every family of @reg to @out in the text format: "# HELP" and
  * "# TYPE" lines, then one line per series (for a histogram, its

@@ -45,6 +45,10 @@ struct efs_s3_object_info {
 	uint64_t size;			   /* the whole object's bytes */
 	char etag[EFS_S3_ETAG_SIZE];	   /* as sent, quotes included */
 	char last_modified[EFS_S3_DATE_SIZE]; /* HTTP date (HEAD, GET) or ISO 8601 (list) */
+	/* The answer's Date header (HEAD, GET; "" when absent): "now" on the
+	 * server's clock, so now - last_modified is an age measured on one
+	 * clock (the S3 chunk store's conditional delete). */
+	char date[EFS_S3_DATE_SIZE];
 	size_t meta_count;
 	struct efs_s3_meta meta[EFS_S3_MAX_META];
 };
@@ -86,6 +90,10 @@ int efs_s3_get(struct efs_s3 *s3, const char *key, uint64_t offset, uint64_t len
  * "NotFound": a HEAD answer has no body) when absent. */
 int efs_s3_head(struct efs_s3 *s3, const char *key, struct efs_s3_object_info *info,
 		struct efs_s3_error *err);
+
+/* An HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT", what Last-Modified and
+ * Date carry) as Unix milliseconds into *@out_ms. 0 or -EINVAL. */
+int efs_s3_parse_http_date(const char *text, int64_t *out_ms);
 
 /* Deletes @key; 0 also when it did not exist (S3's rule). */
 int efs_s3_delete(struct efs_s3 *s3, const char *key, struct efs_s3_error *err);

@@ -1,9 +1,24 @@
 /* SPDX-License-Identifier: MIT */
-/* daemon.c - signal handling shared by the master and the worker. */
+/* daemon.c - signal handling shared by the master and the worker, and
+ * readiness notification to the service manager.
+ *
+ * This file is the one place that calls libsystemd (sd_notify), and only
+ * when the Makefile found it (EFS_HAVE_LIBSYSTEMD). sd_notify() is called
+ * with unset_environment=0 so that STOPPING=1 can follow READY=1; the
+ * daemons start no processes that could inherit NOTIFY_SOCKET. */
 #include "echofs/daemon.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
+
+#ifdef EFS_HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+/* A STATUS= line is shown by systemctl; longer descriptions are cut. */
+#define MAX_NOTIFY_STATUS 256
 
 static sigset_t stop_signals(void)
 {
@@ -28,4 +43,47 @@ int efs_daemon_wait_for_signal(void)
 	while (sigwait(&set, &sig) != 0)
 		;
 	return sig;
+}
+
+bool efs_daemon_notify_supported(void)
+{
+#ifdef EFS_HAVE_LIBSYSTEMD
+	return true;
+#else
+	return false;
+#endif
+}
+
+#ifdef EFS_HAVE_LIBSYSTEMD
+/* sd_notify answers > 0 when sent, 0 without NOTIFY_SOCKET, < 0 (-errno)
+ * on failure: the contract of daemon.h already. */
+static int notify(const char *state)
+{
+	int r = sd_notify(0, state);
+	return r > 0 ? 1 : r;
+}
+#endif
+
+int efs_daemon_notify_ready(const char *status)
+{
+#ifdef EFS_HAVE_LIBSYSTEMD
+	char state[MAX_NOTIFY_STATUS + 32];
+	if (status)
+		snprintf(state, sizeof(state), "READY=1\nSTATUS=%.*s", MAX_NOTIFY_STATUS, status);
+	else
+		snprintf(state, sizeof(state), "READY=1");
+	return notify(state);
+#else
+	(void)status;
+	return 0;
+#endif
+}
+
+int efs_daemon_notify_stopping(void)
+{
+#ifdef EFS_HAVE_LIBSYSTEMD
+	return notify("STOPPING=1\nSTATUS=finishing requests in flight");
+#else
+	return 0;
+#endif
 }

@@ -73,11 +73,15 @@ static const struct efs_http_error_kind kinds[EFS_HTTP_E_COUNT] = {
     [EFS_HTTP_E_MALFORMED_HEADER] = {400, "malformed_header", NOLOG},
     [EFS_HTTP_E_INVALID_FRAMING] = {400, "invalid_framing", NOLOG},
     [EFS_HTTP_E_UNSUPPORTED_TRANSFER_CODING] = {501, "unsupported_transfer_coding", NOLOG},
+    [EFS_HTTP_E_CHUNK_STORE_UNAVAILABLE] = {503, "chunk_store_unavailable", EFS_LOG_WARN},
 };
 
 #define UNAVAILABLE "the metadata store is unavailable; retry shortly"
 #define STORE_ERROR "metadata store error: {errno}"
 #define NO_CAPACITY "not enough live workers to store every replica"
+/* -EHOSTUNREACH: the S3 chunk store's "unreachable or failing after its
+ * retries" (chunk_s3.c); its log line says what S3 answered. */
+#define CHUNK_STORE_DOWN "the chunk store (S3) is unreachable or failing; retry shortly"
 
 /* Per operation: the errnos with a meaning of their own, then the
  * catch-all (err 0). Looked up in order. */
@@ -111,12 +115,14 @@ static const struct efs_http_errno_rule rules[] = {
     {EFS_HTTP_OP_MULTIPART, 0, EFS_HTTP_E_INTERNAL_ERROR, "internal error: {errno}"},
 
     {EFS_HTTP_OP_STORE_CHUNK, -ENOSPC, EFS_HTTP_E_NO_CAPACITY, NO_CAPACITY},
+    {EFS_HTTP_OP_STORE_CHUNK, -EHOSTUNREACH, EFS_HTTP_E_CHUNK_STORE_UNAVAILABLE, CHUNK_STORE_DOWN},
     {EFS_HTTP_OP_STORE_CHUNK, -ENOENT, EFS_HTTP_E_SESSION_NOT_FOUND,
      "the session ended while the chunk was stored"},
     {EFS_HTTP_OP_STORE_CHUNK, -EAGAIN, EFS_HTTP_E_METADATA_UNAVAILABLE, UNAVAILABLE},
     {EFS_HTTP_OP_STORE_CHUNK, 0, EFS_HTTP_E_INTERNAL_ERROR, STORE_ERROR},
 
     {EFS_HTTP_OP_STORE_FILE, -ENOSPC, EFS_HTTP_E_NO_CAPACITY, NO_CAPACITY},
+    {EFS_HTTP_OP_STORE_FILE, -EHOSTUNREACH, EFS_HTTP_E_CHUNK_STORE_UNAVAILABLE, CHUNK_STORE_DOWN},
     {EFS_HTTP_OP_STORE_FILE, -EAGAIN, EFS_HTTP_E_METADATA_UNAVAILABLE, UNAVAILABLE},
     {EFS_HTTP_OP_STORE_FILE, 0, EFS_HTTP_E_STORE_FAILED, "cannot store {}: {errno}"},
 

@@ -376,6 +376,46 @@ int efs_metric_get(struct efs_metric *m, const char *const *values, double *out)
 	return r;
 }
 
+struct efs_metric *efs_metrics_find(struct efs_metrics *reg, const char *name)
+{
+	struct efs_metric *found = NULL;
+	if (!reg || !name)
+		return NULL;
+	pthread_mutex_lock(&reg->lock);
+	for (size_t i = 0; !found && i < reg->family_count; i++)
+		if (strcmp(reg->families[i]->name, name) == 0)
+			found = reg->families[i];
+	pthread_mutex_unlock(&reg->lock);
+	return found;
+}
+
+int efs_metric_totals(struct efs_metric *m, struct efs_metric_totals *out)
+{
+	if (!m || !out)
+		return -EINVAL;
+	struct efs_metric_totals t;
+	memset(&t, 0, sizeof(t));
+	pthread_mutex_lock(&m->lock);
+	if (m->type == EFS_METRIC_HISTOGRAM) {
+		t.bucket_count = m->bucket_count;
+		memcpy(t.bounds, m->bounds, m->bucket_count * sizeof(*m->bounds));
+	}
+	for (size_t i = 0; i < m->series_count; i++) {
+		const struct series *s = m->series[i];
+		if (m->type != EFS_METRIC_HISTOGRAM) {
+			t.value += s->value;
+			continue;
+		}
+		t.value += s->sum;
+		t.count += s->count;
+		for (size_t b = 0; b <= m->bucket_count; b++)
+			t.buckets[b] += s->bucket_counts[b];
+	}
+	pthread_mutex_unlock(&m->lock);
+	*out = t;
+	return 0;
+}
+
 /* ---- rendering ---------------------------------------------------------- */
 
 char *efs_metrics_format_value(double v, char *out)

@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <strings.h>
+#include <time.h>
 
 /* The least answer a GET accepts: an S3 error body fits. */
 #define GET_MIN_RESP_CAP 8192
@@ -189,6 +190,8 @@ static int on_header(void *ctx, const char *name, size_t name_len, const char *v
 		return copy_value(h->info.etag, sizeof(h->info.etag), v, vlen);
 	} else if (name_is(name, name_len, "last-modified")) {
 		return copy_value(h->info.last_modified, sizeof(h->info.last_modified), v, vlen);
+	} else if (name_is(name, name_len, "date")) {
+		return copy_value(h->info.date, sizeof(h->info.date), v, vlen);
 	} else if (name_len > mp_len && strncasecmp(name, meta_prefix, mp_len) == 0) {
 		if (h->info.meta_count >= EFS_S3_MAX_META)
 			return -E2BIG;
@@ -362,6 +365,21 @@ static int simple_call(struct efs_s3 *s3, const char *method, const char *key, c
 		r = efs_aws_send(s3->aws, &c.req, &c.resp);
 	}
 	return call_end(&c, r, err);
+}
+
+int efs_s3_parse_http_date(const char *text, int64_t *out_ms)
+{
+	struct tm tm;
+	memset(&tm, 0, sizeof(tm));
+	/* IMF-fixdate, the only form S3 sends (RFC 9110 5.6.7). */
+	const char *end = text ? strptime(text, "%a, %d %b %Y %H:%M:%S GMT", &tm) : NULL;
+	if (!end || *end)
+		return -EINVAL;
+	time_t t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -EINVAL;
+	*out_ms = (int64_t)t * 1000;
+	return 0;
 }
 
 int efs_s3_delete(struct efs_s3 *s3, const char *key, struct efs_s3_error *err)

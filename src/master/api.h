@@ -41,9 +41,11 @@ bool efs_api_topology_visible(struct efs_http_req *req);
 /* For an endpoint that is all topology (@what names it): when the caller
  * may not see it, replies 403 operators_only and returns true. */
 bool efs_api_refuse_topology(struct efs_http_req *req, const char *what);
-/* api_metrics.c: GET /metrics (Prometheus text), GET /api/v1/stats */
+/* api_metrics.c: GET /metrics (Prometheus text), GET /api/v1/stats, and
+ * GET /api/v1/stats/history (the dashboard's charts, history.h) */
 int efs_api_metrics(struct efs_http_req *req);
 int efs_api_stats(struct efs_http_req *req);
+int efs_api_stats_history(struct efs_http_req *req);
 /* api_dashboard.c: GET / */
 int efs_api_dashboard(struct efs_http_req *req);
 /* api_files.c */

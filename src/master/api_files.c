@@ -212,13 +212,17 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	if (!multipart && !name)
 		return efs_http_reply_err(req, EFS_HTTP_E_MISSING_NAME,
 					  "a raw upload names the file with ?name=");
-	int r = efs_placement_live_count(&m->placement, &alive);
-	if (r < 0)
-		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
-	if (alive < m->cfg.replication_factor)
-		return efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY,
-					  "%zu live workers, %u needed for every replica", alive,
-					  m->cfg.replication_factor);
+	int r;
+	/* Only the worker backend places replicas: S3 takes any chunk. */
+	if (efs_chunk_workers_io(m->chunks)) {
+		r = efs_placement_live_count(&m->placement, &alive);
+		if (r < 0)
+			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
+		if (alive < m->cfg.replication_factor)
+			return efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY,
+						  "%zu live workers, %u needed for every replica",
+						  alive, m->cfg.replication_factor);
+	}
 
 	/* The first chunk buffer and its compressed copy come from the
 	 * budget of all uploads (the pipeline's others from its own): no
@@ -397,10 +401,19 @@ int efs_api_file_list(struct efs_http_req *req)
  * shown only when the caller may see it (@with_urls); its id always, so
  * the owner sees where each chunk lives. good_replicas counts those
  * replicas whose worker is alive: the copies a read can use now (repair
- * restores it to REPLICATION_FACTOR). */
+ * restores it to REPLICATION_FACTOR). A backend that records no
+ * locations (S3) shows none, good_replicas 1 (its one object) and its
+ * name as "backend". */
 static json_t *chunk_json(struct efs_chunk_backend *chunks, const struct efs_file_chunk *c,
 			  bool with_urls)
 {
+	if (!efs_chunk_workers_io(chunks))
+		return json_pack("{s:I, s:s, s:I, s:I, s:b, s:[], s:I, s:s}", "index",
+				 (json_int_t)c->index, "chunk_id", c->chunk.chunk_id, "size",
+				 (json_int_t)c->chunk.size, "stored_size",
+				 (json_int_t)c->chunk.stored_size, "compressed", c->chunk.compressed,
+				 "replicas", "good_replicas", (json_int_t)1, "backend",
+				 efs_chunk_backend_name(chunks));
 	json_t *reps = json_array();
 	unsigned good = 0;
 	for (unsigned k = 0; k < c->replica_count; k++) {

@@ -287,3 +287,19 @@ int efs_api_stats(struct efs_http_req *req)
 		return -ENOMEM;
 	return efs_http_reply_json(req, 200, body);
 }
+
+/* GET /api/v1/stats/history - the last hour of this master's load, per
+ * HISTORY_INTERVAL_MS, for the dashboard's charts. The same audience as
+ * /api/v1/stats: the worker ids and their space are topology. */
+int efs_api_stats_history(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	json_t *body = NULL;
+	int r;
+
+	if (efs_api_refuse_topology(req, "the cluster's history"))
+		return 0;
+	if ((r = efs_history_json(&m->history, &body)) < 0)
+		return r;
+	return efs_http_reply_json(req, 200, body);
+}

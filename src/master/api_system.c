@@ -20,9 +20,10 @@ bool efs_api_refuse_topology(struct efs_http_req *req, const char *what)
 	return true;
 }
 
-/* "ok" when the store answers, at least REPLICATION_FACTOR workers are
- * alive (a new file can be stored in full) and no chunk is short of
- * replicas; otherwise "degraded". 503 only when the metadata store is
+/* "ok" when the store answers and the chunk backend can store a new file
+ * in full: with workers, at least REPLICATION_FACTOR are alive and no
+ * chunk is short of replicas; with S3, the bucket answers (HeadBucket).
+ * Otherwise "degraded". 503 only when the metadata store is
  * unreachable. No credentials needed; with TOPOLOGY_VISIBLE_TO=operators
  * a caller who is not an operator gets the contract's four fields only
  * (status, workers_alive, workers_total, metadata). */
@@ -41,7 +42,11 @@ int efs_api_health(struct efs_http_req *req)
 	bool metadata_ok = r == 0;
 	int64_t under = atomic_load(&m->repair.under_replicated);
 	bool redis_ok = !m->redis || efs_redis_ping(m->redis) == 0;
-	bool ok = metadata_ok && redis_ok && alive >= m->cfg.replication_factor && under <= 0;
+	/* A backend with a health of its own (S3) does not need workers. */
+	struct efs_chunk_health chunks = {.ok = false};
+	bool own_health = efs_chunk_backend_health(m->chunks, &chunks) == 0;
+	bool chunks_ok = own_health ? chunks.ok : alive >= m->cfg.replication_factor && under <= 0;
+	bool ok = metadata_ok && redis_ok && chunks_ok;
 	/* Redis is an accelerator: without it the master works from the
 	 * store, so its absence degrades health but does not fail it. */
 	json_t *body = json_pack("{s:s, s:I, s:I, s:s}", "status", ok ? "ok" : "degraded",
@@ -61,6 +66,13 @@ int efs_api_health(struct efs_http_req *req)
 				      (json_int_t)atomic_load(&m->repair.failed_total)));
 	if (m->redis)
 		json_object_set_new(body, "redis", json_string(redis_ok ? "ok" : "unavailable"));
+	json_object_set_new(body, "metadata_backend", json_string(efs_meta_backend(m->meta)));
+	json_object_set_new(body, "chunk_backend", json_string(efs_chunk_backend_name(m->chunks)));
+	if (own_health) {
+		json_object_set_new(body, "chunk_store", json_string(chunks.ok ? "ok" : "unavailable"));
+		if (!chunks.ok)
+			json_object_set_new(body, "chunk_store_detail", json_string(chunks.detail));
+	}
 	/* Not a secret: it names the cluster, it grants nothing. */
 	json_object_set_new(body, "cluster_id", json_string(efs_meta_cluster_id(m->meta)));
 	return efs_http_reply_json(req, metadata_ok ? 200 : 503, body);

@@ -35,11 +35,11 @@ const char *efs_chunk_backend_name(const struct efs_chunk_backend *b)
 
 int efs_chunk_backend_put(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
 			  const void *stored, const struct efs_replica *known,
-			  unsigned known_count, struct efs_chunk_put_result *out)
+			  unsigned known_count, bool recorded, struct efs_chunk_put_result *out)
 {
 	out->location_count = 0;
 	out->sent = false;
-	return b->ops->put(b->impl, chunk, stored, known, known_count, out);
+	return b->ops->put(b->impl, chunk, stored, known, known_count, recorded, out);
 }
 
 int efs_chunk_backend_get(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
@@ -62,12 +62,12 @@ int efs_chunk_backend_exists(struct efs_chunk_backend *b, const char *chunk_id,
 	return b->ops->exists(b->impl, chunk_id, known, known_count);
 }
 
-int efs_chunk_backend_list(struct efs_chunk_backend *b, const char *after, size_t max,
+int efs_chunk_backend_list(struct efs_chunk_backend *b, char *cursor, size_t max,
 			   char (*ids)[65], size_t *count)
 {
 	if (!b->ops->list)
 		return -ENOTSUP;
-	return b->ops->list(b->impl, after, max, ids, count);
+	return b->ops->list(b->impl, cursor, max, ids, count);
 }
 
 void efs_chunk_backend_pin(struct efs_chunk_backend *b, const char *chunk_id)

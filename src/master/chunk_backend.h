@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* chunk_backend.h - where the master keeps chunk bytes: one small
  * interface, one implementation per place (the worker cluster,
- * chunk_workers.c; S3 next).
+ * chunk_workers.c; an S3 bucket, chunk_s3.c).
  *
  * The contract every backend keeps:
  *
@@ -35,7 +35,9 @@
  * A backend that records none (S3) ignores @known and returns none.
  *
  * Errors: -ENOSPC (no room: 503 no_capacity), -EIO (no good copy could be
- * read), -EAGAIN (the backend is unreachable right now: 503), -errno.
+ * read), -EHOSTUNREACH (the object store is unreachable or refusing right
+ * now: 503 chunk_store_unavailable), -EAGAIN (the metadata store is busy:
+ * 503 metadata_unavailable), -errno.
  * Every operation is thread-safe. get never logs (the caller, which knows
  * what the bytes were for, does); put and remove log each copy they gave
  * up on, with where it was (the worker backend: HACKING's known exception
@@ -61,10 +63,13 @@ struct efs_chunk_put_result {
 	bool sent; /* bytes were transferred (false: already held: deduplicated) */
 };
 
+/* The opaque position of a listing (efs_chunk_backend_list). */
+#define EFS_CHUNK_LIST_CURSOR_MAX 1100
+
 /* What the health check shows of the backend. */
 struct efs_chunk_health {
 	bool ok;		  /* chunks can be stored and read now */
-	char detail[160];	  /* why not, for the operator; "" when ok */
+	char detail[320];	  /* why not, for the operator; "" when ok */
 };
 
 /* The operations of one backend; @impl is the backend's own state. NULL
@@ -73,9 +78,14 @@ struct efs_chunk_backend_ops {
 	const char *name; /* "workers", "s3": logged at start */
 	/* Makes chunk @chunk durable from its stored form @stored
 	 * (@chunk->stored_size bytes, gzip when @chunk->compressed), reusing
-	 * the copies @known[0..@known_count) still holds (dedup). */
+	 * the copies @known[0..@known_count) still holds (dedup). @recorded:
+	 * the metadata holds a row for the chunk now (dedup may skip sending
+	 * bytes that are confirmed present); false: the chunk is new or was
+	 * collected (R5), so the bytes must be written again even when a copy
+	 * is still there, since the collector may be about to delete it (R4
+	 * relies on the fresh write). */
 	int (*put)(void *impl, const struct efs_chunk_info *chunk, const void *stored,
-		   const struct efs_replica *known, unsigned known_count,
+		   const struct efs_replica *known, unsigned known_count, bool recorded,
 		   struct efs_chunk_put_result *out);
 	/* The chunk, decoded and verified, into @out; @scratch holds the
 	 * stored bytes (both caller-owned, reused across calls). */
@@ -92,10 +102,13 @@ struct efs_chunk_backend_ops {
 	 * none does, -errno when none could be asked. */
 	int (*exists)(void *impl, const char *chunk_id, const struct efs_replica *known,
 		      unsigned known_count);
-	/* Up to @max stored chunk ids after @after ("" from the start), in
-	 * id order, for reconciliation against the metadata. NULL: the
-	 * backend reconciles otherwise (the workers report their chunks). */
-	int (*list)(void *impl, const char *after, size_t max, char (*ids)[65], size_t *count);
+	/* One page of up to @max stored chunk ids, for reconciliation against
+	 * the metadata: from the start when @cursor is "", else from where
+	 * the page that set it ended. @cursor (EFS_CHUNK_LIST_CURSOR_MAX
+	 * bytes, opaque) is replaced by the next page's, "" after the last
+	 * page. NULL: the backend reconciles otherwise (the workers report
+	 * their chunks). */
+	int (*list)(void *impl, char *cursor, size_t max, char (*ids)[65], size_t *count);
 	void (*pin)(void *impl, const char *chunk_id);
 	void (*unpin)(void *impl, const char *chunk_id);
 	bool (*pinned)(void *impl, const char *chunk_id);
@@ -119,7 +132,7 @@ const char *efs_chunk_backend_name(const struct efs_chunk_backend *b);
 
 int efs_chunk_backend_put(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
 			  const void *stored, const struct efs_replica *known,
-			  unsigned known_count, struct efs_chunk_put_result *out);
+			  unsigned known_count, bool recorded, struct efs_chunk_put_result *out);
 int efs_chunk_backend_get(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
 			  const struct efs_replica *known, unsigned known_count,
 			  struct efs_buf *out, struct efs_buf *scratch);
@@ -129,7 +142,7 @@ int efs_chunk_backend_remove(struct efs_chunk_backend *b, const char *chunk_id,
 int efs_chunk_backend_exists(struct efs_chunk_backend *b, const char *chunk_id,
 			     const struct efs_replica *known, unsigned known_count);
 /* -ENOTSUP when the backend has no list. */
-int efs_chunk_backend_list(struct efs_chunk_backend *b, const char *after, size_t max,
+int efs_chunk_backend_list(struct efs_chunk_backend *b, char *cursor, size_t max,
 			   char (*ids)[65], size_t *count);
 /* Every pin is matched by one unpin of the same id; pins nest. A backend
  * without reconciliation has neither (no-ops, pinned is false). */

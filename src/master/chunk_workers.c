@@ -40,9 +40,12 @@ static unsigned usable_targets(const struct workers *w, const struct efs_replica
 }
 
 static int workers_put(void *impl, const struct efs_chunk_info *chunk, const void *stored,
-		       const struct efs_replica *known, unsigned known_count,
+		       const struct efs_replica *known, unsigned known_count, bool recorded,
 		       struct efs_chunk_put_result *out)
 {
+	/* The caller passes replicas only for a recorded chunk; a rewrite
+	 * stamps a new mtime on each worker, which R4 relies on. */
+	(void)recorded;
 	struct workers *w = impl;
 	struct efs_target have[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
 	unsigned want = w->replication_factor, written = 0;

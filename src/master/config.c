@@ -7,12 +7,11 @@
 #include "echofs/util.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* DynamoDB metadata: the three tables together or none; not with
  * DATABASE_URL; and, until the DynamoDB backend has the worker chunk mode,
- * only with chunks in S3. */
+ * only with chunks in S3 (after S3_BUCKET_NAME was read). */
 static int load_dynamodb(struct efs_master_config *cfg, char *err, size_t errlen)
 {
 	static const char *const vars[3] = {"DYNAMODB_FILES_TABLE", "DYNAMODB_CHUNKS_TABLE",
@@ -39,8 +38,7 @@ static int load_dynamodb(struct efs_master_config *cfg, char *err, size_t errlen
 			 "DATABASE_URL and DYNAMODB_*_TABLE are both set: choose one metadata store");
 		return -EINVAL;
 	}
-	const char *bucket = getenv("S3_BUCKET_NAME");
-	if (!bucket || !*bucket) {
+	if (!cfg->s3_bucket) {
 		snprintf(err, errlen,
 			 "DYNAMODB_*_TABLE is set but S3_BUCKET_NAME is not: DynamoDB metadata"
 			 " needs chunks in S3 (worker chunks with DynamoDB metadata are not"
@@ -51,6 +49,19 @@ static int load_dynamodb(struct efs_master_config *cfg, char *err, size_t errlen
 	cfg->dynamodb.chunks_table = values[1];
 	cfg->dynamodb.sessions_table = values[2];
 	return 0;
+}
+
+/* S3's rule for the bucket names EchoFS accepts (s3.c checks it again). */
+static bool s3_bucket_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+	if (n < 3 || n > 63)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+		      name[i] == '.' || name[i] == '-'))
+			return false;
+	return true;
 }
 
 int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errlen)
@@ -77,8 +88,6 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 		return r;
 
 	if ((r = efs_env_tls(&cfg->tls, err, errlen)) < 0)
-		return r;
-	if ((r = load_dynamodb(cfg, err, errlen)) < 0)
 		return r;
 	if ((r = efs_env_u64("HEADER_TIMEOUT_MS", EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS,
 			     EFS_HTTP_MIN_HEADER_TIMEOUT_MS, EFS_HTTP_MAX_HEADER_TIMEOUT_MS, false, &v,
@@ -156,6 +165,31 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 		return r;
 	if ((r = efs_env_u64("CHUNK_CACHE_SIZE", EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE, 0,
 			     (uint64_t)16 << 30, true, &cfg->chunk_cache_size, err, errlen)) < 0)
+		return r;
+	if ((r = efs_env_u64("HISTORY_INTERVAL_MS", EFS_MASTER_DEFAULT_HISTORY_INTERVAL_MS, 100,
+			     3600000, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->history_interval_ms = (int64_t)v;
+
+	if ((r = efs_env_string("S3_BUCKET_NAME", NULL, false, &cfg->s3_bucket, err, errlen)) < 0)
+		return r;
+	if (cfg->s3_bucket) {
+		const char *reason = NULL;
+		if (!s3_bucket_name_valid(cfg->s3_bucket)) {
+			snprintf(err, errlen,
+				 "S3_BUCKET_NAME: '%.70s' is not a bucket name (3-63 of a-z, 0-9, "
+				 "'.', '-')",
+				 cfg->s3_bucket);
+			return -EINVAL;
+		}
+		if ((r = efs_aws_config_load(&cfg->aws, &reason)) < 0) {
+			snprintf(err, errlen, "S3_BUCKET_NAME is set, but the AWS configuration is not "
+					      "usable: %s",
+				 reason ? reason : strerror(-r));
+			return -EINVAL;
+		}
+	}
+	if ((r = load_dynamodb(cfg, err, errlen)) < 0)
 		return r;
 
 	if (cfg->worker_dead_after_ms <= cfg->heartbeat_interval_ms) {

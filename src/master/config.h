@@ -4,6 +4,7 @@
 #ifndef ECHOFS_MASTER_CONFIG_H
 #define ECHOFS_MASTER_CONFIG_H
 
+#include "echofs/aws.h"
 #include "echofs/config.h"
 #include "echofs/log.h"
 #include "echofs/meta.h"
@@ -40,8 +41,14 @@ struct efs_master_config {
 	int64_t orphan_grace_ms; /* unknown chunks on a worker younger than this are kept */
 	uint64_t repair_bandwidth; /* bytes/s that re-replication may copy */
 	uint64_t chunk_cache_size; /* bytes of verified chunks kept for reads; 0: none */
+	int64_t history_interval_ms; /* the dashboard's charts: one sample this often */
 	struct efs_tls_config tls; /* HTTPS served with cert/key; workers verified with ca */
 	enum efs_topology_audience topology; /* TOPOLOGY_VISIBLE_TO */
+	/* S3_BUCKET_NAME: chunks in this bucket instead of on workers; NULL:
+	 * on workers. @aws is loaded (AWS_REGION, credentials, endpoints)
+	 * only when it is set. */
+	const char *s3_bucket;
+	struct efs_aws_config aws;
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000
@@ -53,6 +60,8 @@ struct efs_master_config {
 #define EFS_MASTER_DEFAULT_ORPHAN_GRACE_MS 3600000
 #define EFS_MASTER_DEFAULT_REPAIR_BANDWIDTH (32 * 1024 * 1024)
 #define EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE (64 * 1024 * 1024)
+/* 360 samples of 10 s: the dashboard's charts cover the last hour. */
+#define EFS_MASTER_DEFAULT_HISTORY_INTERVAL_MS 10000
 #define EFS_MAX_CHUNK_SIZE (64 * 1024 * 1024)
 /* A chunk list's cost is per chunk: below this a file's metadata outweighs
  * its bytes (MIN_CHUNK_SIZE lowers it, for tests only). */

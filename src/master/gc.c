@@ -13,6 +13,11 @@
  * sessions, unreferenced chunks); the rest wait for the next pass,
  * GC_INTERVAL_MS later. */
 #define GC_PASS_ITEMS 128
+/* Chunk ids the orphan sweep takes from the backend's listing per pass. */
+#define SWEEP_PAGE 1000
+/* A full sweep of the listing starts this long after the last ended, or
+ * ORPHAN_GRACE_MS when shorter (tests), but at most once a second. */
+#define ORPHAN_SWEEP_INTERVAL_MS (10 * 60 * 1000)
 
 static void expire_sessions(struct efs_gc *gc)
 {
@@ -74,6 +79,60 @@ int efs_gc_run_once(struct efs_gc *gc)
 	return r < 0 ? r : collected;
 }
 
+int efs_gc_sweep_once(struct efs_gc *gc)
+{
+	int64_t now = efs_now_ms();
+	if (!gc->sweeping && now < gc->next_sweep_ms)
+		return 0;
+	char (*ids)[65] = calloc(SWEEP_PAGE, sizeof(*ids));
+	size_t n = 0;
+	int removed = 0; /* handed to the conditional remove, which may keep them */
+	if (!ids)
+		return -ENOMEM;
+	int r = efs_chunk_backend_list(gc->deps.chunks, gc->sweep_cursor, SWEEP_PAGE, ids, &n);
+	if (r == -ENOTSUP) {
+		gc->next_sweep_ms = INT64_MAX; /* the workers report instead */
+		r = 0;
+		goto out;
+	}
+	if (r < 0)
+		goto out; /* the same page again next pass */
+	/* The cursor moved on: a page left half done (the store failed) is
+	 * looked at again by the next full sweep. */
+	gc->sweeping = gc->sweep_cursor[0] != '\0';
+	if (!gc->sweeping) {
+		int64_t interval = EFS_MIN((int64_t)ORPHAN_SWEEP_INTERVAL_MS, gc->deps.orphan_grace_ms);
+		gc->next_sweep_ms = efs_now_ms() + EFS_MAX(interval, (int64_t)GC_INTERVAL_MS);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct efs_chunk_info info;
+		int g = efs_meta_chunk_get(gc->deps.meta, ids[i], &info, NULL, NULL);
+		if (g == 0)
+			continue; /* known: referenced, or the collector's */
+		if (g != -ENOENT) {
+			r = g;
+			goto out;
+		}
+		if (efs_chunk_backend_pinned(gc->deps.chunks, ids[i]))
+			continue; /* being written through this master */
+		/* Gone only if not written within ORPHAN_GRACE_MS by the
+		 * backend's clock: an upload through another master that has
+		 * not recorded it yet keeps it (R3). The backend logs what it
+		 * could not delete. */
+		if (efs_chunk_backend_remove(gc->deps.chunks, ids[i], NULL, 0,
+					     gc->deps.orphan_grace_ms) == 0) {
+			efs_debug("orphan sweep: chunk %.12s has no metadata; removed unless "
+				  "written within ORPHAN_GRACE_MS",
+				  ids[i]);
+			removed++;
+		}
+	}
+	atomic_fetch_add(&gc->orphans_swept, (uint64_t)removed);
+out:
+	free(ids);
+	return r < 0 ? r : removed;
+}
+
 static void gc_main(struct efs_ticker *t, void *ctx)
 {
 	struct efs_gc *gc = ctx;
@@ -83,6 +142,8 @@ static void gc_main(struct efs_ticker *t, void *ctx)
 		if (!efs_meta_lease(gc->deps.meta))
 			continue;
 		int r = efs_gc_run_once(gc);
+		if (r >= 0)
+			r = efs_gc_sweep_once(gc);
 		if (r < 0 && !failing)
 			efs_warn("collector: pass failed: %s (retrying every second)", strerror(-r));
 		failing = r < 0;
@@ -94,6 +155,14 @@ int efs_gc_start(struct efs_gc *gc, const struct efs_gc_deps *deps)
 	gc->deps = *deps;
 	atomic_init(&gc->chunks_collected, 0);
 	atomic_init(&gc->sessions_expired, 0);
+	atomic_init(&gc->orphans_swept, 0);
+	gc->sweep_cursor[0] = '\0';
+	gc->sweeping = false;
+	/* The first sweep waits one interval: uploads in flight through
+	 * other masters at start are not this master's to judge early. */
+	gc->next_sweep_ms = efs_now_ms() + EFS_MAX(EFS_MIN((int64_t)ORPHAN_SWEEP_INTERVAL_MS,
+							    deps->orphan_grace_ms),
+						    (int64_t)GC_INTERVAL_MS);
 	return efs_ticker_start(&gc->ticker, gc_main, gc);
 }
 

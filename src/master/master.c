@@ -2,6 +2,7 @@
 /* master.c - start and stop of the master's parts, in dependency order. */
 #include "master/master.h"
 #include "master/chunk_cache.h"
+#include "master/chunk_s3.h"
 #include "master/chunk_workers.h"
 #include "echofs/http_client.h"
 #include "echofs/log.h"
@@ -24,6 +25,7 @@
  * start; parts never started are skipped. */
 static void release(struct efs_master *m, int64_t grace_ms)
 {
+	efs_history_stop(&m->history);
 	efs_repair_stop(&m->repair);
 	efs_gc_stop(&m->gc);
 	efs_http_server_stop(m->http, grace_ms);
@@ -120,10 +122,26 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.worker_dead_after_ms = m->cfg.worker_dead_after_ms,
 		.replication_factor = m->cfg.replication_factor,
 	};
-	if ((r = efs_chunk_workers_new(&workers, &m->chunks)) < 0) {
+	struct efs_chunk_s3_config s3 = {
+		.aws = &m->cfg.aws,
+		.http = m->http_client,
+		.bucket = m->cfg.s3_bucket,
+	};
+	/* S3_BUCKET_NAME chooses S3; the worker registry still runs (a
+	 * worker that registers is listed) but nothing is placed on it. */
+	r = cfg->s3_bucket ? efs_chunk_s3_new(&s3, &m->chunks)
+			   : efs_chunk_workers_new(&workers, &m->chunks);
+	if (r < 0) {
 		snprintf(err, errlen, "cannot set up the chunk backend: %s", strerror(-r));
 		goto fail;
 	}
+	if (cfg->s3_bucket)
+		efs_info("chunk backend: s3 bucket=%s endpoint=%s://%s region=%s credentials from "
+			 "%s; REPLICATION_FACTOR is S3's business (no placement, no repair)",
+			 cfg->s3_bucket, cfg->aws.s3.https ? "https" : "http", cfg->aws.s3.authority,
+			 cfg->aws.region, cfg->aws.credentials_source);
+	else
+		efs_info("chunk backend: workers, replication %u", cfg->replication_factor);
 	efs_upload_budget_init(&m->upload_budget, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
 	efs_upload_memory_init(&m->upload_memory, (size_t)m->cfg.upload_memory,
 			       (size_t)m->cfg.upload_memory_per_user);
@@ -170,6 +188,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.cache = m->cache,
 		.chunks = m->chunks,
 		.grace_ms = m->cfg.gc_grace_ms,
+		.orphan_grace_ms = m->cfg.orphan_grace_ms,
 	};
 	struct efs_repair_deps repair = {
 		.meta = m->meta,
@@ -185,6 +204,17 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	if ((r = efs_gc_start(&m->gc, &gc)) < 0 ||
 	    (repair.chunk_io && (r = efs_repair_start(&m->repair, &repair)) < 0)) {
 		snprintf(err, errlen, "cannot start the background loops: %s", strerror(-r));
+		goto fail;
+	}
+	struct efs_history_sources history = {
+	    .http_metrics = m->metrics,
+	    .registry = &m->registry,
+	    .under_replicated = repair.chunk_io ? &m->repair.under_replicated : NULL,
+	    .repaired_total = repair.chunk_io ? &m->repair.repaired_total : NULL,
+	    .interval_ms = m->cfg.history_interval_ms,
+	};
+	if ((r = efs_history_start(&m->history, &history)) < 0) {
+		snprintf(err, errlen, "cannot start the dashboard's history: %s", strerror(-r));
 		goto fail;
 	}
 	efs_info("listening on %s:%u; cluster %s; metadata in %s%s%s; chunks on %s; replication "

@@ -14,6 +14,7 @@
 #include "master/config.h"
 #include "master/download.h"
 #include "master/gc.h"
+#include "master/history.h"
 #include "master/placement.h"
 #include "master/repair.h"
 #include "master/stats_cache.h"
@@ -54,6 +55,7 @@ struct efs_master {
 	struct efs_master_counters counters;
 	struct efs_chunk_cache *chunk_cache; /* NULL: CHUNK_CACHE_SIZE=0 */
 	struct efs_stats_cache stats_cache;  /* the totals /metrics and /stats show */
+	struct efs_history history;	     /* the dashboard's charts (stats/history) */
 };
 
 /* Opens the store and starts serving. On failure writes one line to @err

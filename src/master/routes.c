@@ -9,6 +9,7 @@ const struct efs_http_route efs_master_routes[] = {
 	/* system */
 	{"GET", "/api/v1/health", EFS_AUTH_NONE, .handle = efs_api_health},
 	{"GET", "/api/v1/stats", EFS_AUTH_ANY, .handle = efs_api_stats},
+	{"GET", "/api/v1/stats/history", EFS_AUTH_ANY, .handle = efs_api_stats_history},
 	/* observability: Prometheus scrapes without credentials (see
 	 * docs/OPERATIONS.md); the page holds no data of its own */
 	{"GET", "/metrics", EFS_AUTH_NONE, .handle = efs_api_metrics},

@@ -87,7 +87,7 @@ static int store_chunk(const struct efs_uploader *up, const struct record_target
 		/* The backend reuses the copies that still hold the chunk and
 		 * writes what is missing (nothing: deduplicated). */
 		r = efs_chunk_backend_put(up->chunks, &chunk, stored, replicas,
-					  dedup ? replica_count : 0, &put);
+					  dedup ? replica_count : 0, dedup, &put);
 		if (r < 0) {
 			keep_track_of_copies(up, &chunk, &put);
 			return r;

@@ -38,7 +38,15 @@ def expect_config_error(proc, variable):
     ("LOG_LEVEL", {"LOG_LEVEL": "chatty"}),
     ("TOPOLOGY_VISIBLE_TO", {"TOPOLOGY_VISIBLE_TO": "admins"}),
     ("HEARTBEAT_INTERVAL_MS", {"HEARTBEAT_INTERVAL_MS": "-5"}),
+    ("HISTORY_INTERVAL_MS", {"HISTORY_INTERVAL_MS": "50"}),
     ("WORKER_DEAD_AFTER_MS", {"HEARTBEAT_INTERVAL_MS": "2000", "WORKER_DEAD_AFTER_MS": "1000"}),
+    # AWS mode (S3 chunks): a malformed bucket, a half-set configuration.
+    ("S3_BUCKET_NAME", {"S3_BUCKET_NAME": "Not_A_Bucket"}),
+    ("AWS_SECRET_ACCESS_KEY", {"S3_BUCKET_NAME": "echofs-chunks", "AWS_ACCESS_KEY_ID": "AKID"}),
+    ("AWS_ENDPOINT_URL_S3", {"S3_BUCKET_NAME": "echofs-chunks", "AWS_ACCESS_KEY_ID": "AKID",
+                             "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL_S3": "ftp://x"}),
+    ("AWS_REGION", {"S3_BUCKET_NAME": "echofs-chunks", "AWS_ACCESS_KEY_ID": "AKID",
+                    "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "Mars!"}),
 ], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={val}" for k, val in v.items()))
 def test_master_bad_configuration_exits_2(cluster, variable, env):
     m = cluster.add_master(start=True, wait=False, **env)

@@ -183,3 +183,54 @@ def test_dashboard_under_operators_mode_shows_users_their_files_only(cluster, tm
     assert admin_view["workersVisible"] and admin_view["totalsVisible"], result
     assert not admin_view["errorVisible"], result
     assert result["pageErrors"] == [], result
+
+
+CHARTS_SPEC = BROWSER_DIR / "dashboard_charts.spec.js"
+
+
+def test_dashboard_charts_show_an_upload_burst(cluster, tmp_path):
+    """The charts of the last hour (GET /api/v1/stats/history, one sample
+    every HISTORY_INTERVAL_MS, shortened here) after a short upload burst:
+    each is drawn in Chromium and shows non-zero load."""
+    node = browser_tools()
+    m = cluster.start(workers=2, master_env={"REPLICATION_FACTOR": 2,
+                                             "HISTORY_INTERVAL_MS": 500})
+    c = m.user_client("alice")
+    sent = 0
+    for i in range(12):  # the burst: 12 uploads of 256 KiB
+        data = os.urandom(256 * 1024)
+        c.upload(data, f"burst-{i}.bin")
+        sent += len(data)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "dashboard-charts.png"
+    screenshot.unlink(missing_ok=True)
+    env = {**h.base_environ(), "ECHOFS_URL": m.url, "ECHOFS_TOKEN": cluster.token("alice"),
+           "SCREENSHOT": str(screenshot), "CHROMIUM": str(CHROMIUM),
+           "STEP_TIMEOUT_MS": str(STEP_TIMEOUT_S * 1000)}
+    script = Script(node, env, tmp_path / "browser.log", CHARTS_SPEC)
+    deadline = time.monotonic() + TOTAL_TIMEOUT_S
+    result = None
+    try:
+        line = script.next_line(deadline)
+        assert line is not None and line.startswith("RESULT "), \
+            f"expected RESULT, got {line!r}; steps: {script.steps}"
+        result = json.loads(line[len("RESULT "):])
+        assert script.proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+    finally:
+        script.close()
+        log = (tmp_path / "browser.log").read_text(errors="replace")
+        if result is None:
+            print(f"browser script steps: {script.steps}\n{log}")
+    assert result["pageErrors"] == [], result["pageErrors"]
+    assert result["hiddenWithoutToken"], "the charts show without a token"
+    charts = result["charts"]
+    for name in ("requests", "bytes", "latency", "disk"):
+        assert charts[name]["peak"] > 0 and charts[name]["painted"] > 50, (name, charts[name])
+    # What the page drew is what the master recorded: the burst's bytes.
+    samples = result["history"]["samples"]
+    received = sum(s["bytes_in_per_second"] * s["seconds"] for s in samples)
+    assert received >= sent * 0.99, (received, sent)
+    assert charts["bytes"]["peak"] == pytest.approx(
+        max(max(s["bytes_in_per_second"], s["bytes_out_per_second"]) for s in samples))
+    assert charts["repair"]["caption"].startswith("Under-replicated chunks: 0"), charts["repair"]
+    assert screenshot.exists() and screenshot.stat().st_size > 5_000

@@ -28,16 +28,18 @@ struct fake {
 	int puts, gets, removes, exists_calls;
 	int64_t unmodified_for_ms;
 	unsigned known_count;
+	bool recorded;
 	int *freed;
 };
 
 static int fake_put(void *impl, const struct efs_chunk_info *chunk, const void *stored,
-		    const struct efs_replica *known, unsigned known_count,
+		    const struct efs_replica *known, unsigned known_count, bool recorded,
 		    struct efs_chunk_put_result *out)
 {
 	struct fake *f = impl;
 	f->puts++;
 	f->known_count = known_count;
+	f->recorded = recorded;
 	return 0; /* leaves @out as the forwarder set it */
 }
 
@@ -109,9 +111,10 @@ static void test_required_operations_are_forwarded(void **state)
 	memcpy(chunk.chunk_id, CHUNK_ID, 65);
 	memset(&put, 0xff, sizeof(put));
 	assert_string_equal(efs_chunk_backend_name(b), "fake");
-	assert_int_equal(efs_chunk_backend_put(b, &chunk, "abc", known, 2, &put), 0);
+	assert_int_equal(efs_chunk_backend_put(b, &chunk, "abc", known, 2, true, &put), 0);
 	assert_int_equal(f->puts, 1);
 	assert_int_equal(f->known_count, 2);
+	assert_true(f->recorded);
 	assert_int_equal(put.location_count, 0);
 	assert_false(put.sent);
 
@@ -144,7 +147,8 @@ static void test_absent_optional_operations(void **state)
 	size_t count = 7;
 	struct efs_chunk_health health;
 
-	assert_int_equal(efs_chunk_backend_list(b, "", 4, ids, &count), -ENOTSUP);
+	char cursor[EFS_CHUNK_LIST_CURSOR_MAX] = "";
+	assert_int_equal(efs_chunk_backend_list(b, cursor, 4, ids, &count), -ENOTSUP);
 	assert_int_equal(count, 7);
 	assert_int_equal(efs_chunk_backend_health(b, &health), -ENOTSUP);
 	efs_chunk_backend_pin(b, CHUNK_ID);
@@ -183,7 +187,8 @@ static void test_worker_backend_pins_nest(void **state)
 	/* No list: the workers report their chunks; health is the registry's. */
 	size_t count = 0;
 	char ids[1][65];
-	assert_int_equal(efs_chunk_backend_list(b, "", 1, ids, &count), -ENOTSUP);
+	char cursor[EFS_CHUNK_LIST_CURSOR_MAX] = "";
+	assert_int_equal(efs_chunk_backend_list(b, cursor, 1, ids, &count), -ENOTSUP);
 	efs_chunk_backend_free(b);
 }
 

@@ -41,6 +41,7 @@ static const char *const config_vars[] = {
 	"UPLOAD_MEMORY_PER_USER",
 	"HEADER_TIMEOUT_MS",
 	"CHUNK_CACHE_SIZE",
+	"HISTORY_INTERVAL_MS",
 	"LOG_LEVEL",
 	"TOPOLOGY_VISIBLE_TO",
 	"HEARTBEAT_INTERVAL_MS",
@@ -434,6 +435,22 @@ static void test_master_chunk_cache_size(void **state)
 	master_refused("CHUNK_CACHE_SIZE");
 }
 
+static void test_master_history_interval(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_true(cfg.history_interval_ms == EFS_MASTER_DEFAULT_HISTORY_INTERVAL_MS);
+	env_set("HISTORY_INTERVAL_MS", "100");
+	master_loads(&cfg);
+	assert_true(cfg.history_interval_ms == 100);
+	env_set("HISTORY_INTERVAL_MS", "99");
+	master_refused("HISTORY_INTERVAL_MS");
+	env_set("HISTORY_INTERVAL_MS", "3600001");
+	master_refused("HISTORY_INTERVAL_MS");
+}
+
 static void test_master_replication(void **state)
 {
 	struct efs_master_config cfg;
@@ -807,6 +824,7 @@ int main(void)
 		T(test_master_chunk_size),
 		T(test_master_min_chunk_size_and_session_memory),
 		T(test_master_chunk_cache_size),
+		T(test_master_history_interval),
 		T(test_master_replication),
 		T(test_master_log_level),
 		T(test_topology_visible_to),

@@ -417,6 +417,50 @@ static void test_threads_smoke(void **state)
 	efs_buf_release(&out);
 }
 
+static void test_find_and_totals(void **state)
+{
+	struct efs_metrics *reg = *state;
+	struct efs_metric *req, *lat;
+	struct efs_metric_totals t;
+	static const char *const labels[] = {"route", NULL};
+	static const double bounds[] = {0.01, 0.1, 1};
+
+	assert_int_equal(
+	    efs_metrics_declare(reg, EFS_METRIC_COUNTER, "req_total", "r", labels, NULL, 0, &req),
+	    0);
+	assert_int_equal(efs_metrics_declare(reg, EFS_METRIC_HISTOGRAM, "lat_seconds", "l", labels,
+					     bounds, 3, &lat),
+			 0);
+	assert_ptr_equal(efs_metrics_find(reg, "req_total"), req);
+	assert_ptr_equal(efs_metrics_find(reg, "lat_seconds"), lat);
+	assert_null(efs_metrics_find(reg, "nothing"));
+	assert_null(efs_metrics_find(NULL, "req_total"));
+	assert_int_equal(efs_metric_totals(NULL, &t), -EINVAL);
+
+	/* no series yet: zeros */
+	assert_int_equal(efs_metric_totals(req, &t), 0);
+	assert_true(t.value == 0 && t.count == 0 && t.bucket_count == 0);
+
+	efs_metric_add(req, (const char *const[]){"/a"}, 3);
+	efs_metric_add(req, (const char *const[]){"/b"}, 4);
+	assert_int_equal(efs_metric_totals(req, &t), 0);
+	assert_true(t.value == 7);
+
+	efs_metric_observe(lat, (const char *const[]){"/a"}, 0.005); /* bucket 0 */
+	efs_metric_observe(lat, (const char *const[]){"/b"}, 0.05);  /* bucket 1 */
+	efs_metric_observe(lat, (const char *const[]){"/b"}, 0.06);  /* bucket 1 */
+	efs_metric_observe(lat, (const char *const[]){"/a"}, 5);     /* +Inf */
+	assert_int_equal(efs_metric_totals(lat, &t), 0);
+	assert_int_equal(t.count, 4);
+	assert_int_equal(t.bucket_count, 3);
+	assert_true(t.bounds[0] == 0.01 && t.bounds[2] == 1);
+	assert_int_equal(t.buckets[0], 1);
+	assert_int_equal(t.buckets[1], 2);
+	assert_int_equal(t.buckets[2], 0);
+	assert_int_equal(t.buckets[3], 1);
+	assert_true(fabs(t.value - 5.115) < 1e-9);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -432,6 +476,7 @@ int main(void)
 	    T(test_series_cap_and_long_values),
 	    T(test_render_respects_the_buffer_cap),
 	    T(test_threads_smoke),
+	    T(test_find_and_totals),
 #undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
