@@ -20,7 +20,7 @@ PACKAGES=(
 	clang libclang-rt-14-dev
 	python3-pytest python3-requests
 	postgresql-15 redis-server
-	curl procps openssl faketime systemd groff-base
+	curl procps openssl faketime systemd groff-base iptables
 	prometheus chromium
 	openjdk-17-jre-headless awscli python3-boto3
 )

@@ -303,6 +303,12 @@ enum efs_report_verdict {
 	EFS_REPORT_KEEP = 0,   /* known replica (or too young to judge) */
 	EFS_REPORT_ADOPT = 1,  /* the master had lost track: recorded again */
 	EFS_REPORT_DELETE = 2, /* not needed: surplus, unreferenced or orphan */
+	/* An unnamed copy of a chunk the master knows (fully replicated
+	 * elsewhere, or unreferenced) kept only because it is younger than the
+	 * orphan grace: deleted by a report once older (the worker is asked to
+	 * report again then). A write the master gave up on that landed late,
+	 * e.g. when a partition healed. */
+	EFS_REPORT_YOUNG = 3,
 };
 struct efs_report_entry {
 	char chunk_id[65];

@@ -1205,7 +1205,8 @@ static void test_report_unreferenced_unnamed_copy(void **state)
 	assert_int_equal(efs_meta_session_delete(f->m, sid, f->now), 0);
 	assert_true(is_garbage(f, f->now + 1, &a)); /* unreferenced */
 
-	assert_int_equal(report_one(f, "w3", &a, f->now - 1000), EFS_REPORT_KEEP);
+	/* young: kept, and judged again once old (issue 19) */
+	assert_int_equal(report_one(f, "w3", &a, f->now - 1000), EFS_REPORT_YOUNG);
 	assert_int_equal(report_one(f, "w3", &a, f->now - GRACE_MS - 1000), EFS_REPORT_DELETE);
 	/* a named copy of an unreferenced chunk is the collector's business */
 	assert_int_equal(report_one(f, "w1", &a, f->now - GRACE_MS - 1000), EFS_REPORT_KEEP);
@@ -1227,8 +1228,8 @@ static void test_report_surplus_unnamed_copy(void **state)
 
 	add_worker(f, "w4");
 	put_on(f, 1, &a, WORKERS); /* rows on w1, w2, w3 */
-	assert_int_equal(report_one(f, "w4", &a, f->now - 10), EFS_REPORT_KEEP);
-	assert_int_equal(report_one(f, "w4", &a, f->now - GRACE_MS + 1000), EFS_REPORT_KEEP);
+	assert_int_equal(report_one(f, "w4", &a, f->now - 10), EFS_REPORT_YOUNG);
+	assert_int_equal(report_one(f, "w4", &a, f->now - GRACE_MS + 1000), EFS_REPORT_YOUNG);
 	assert_int_equal(report_one(f, "w4", &a, f->now - GRACE_MS - 1000), EFS_REPORT_DELETE);
 	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
 	assert_int_equal(count, WORKERS);
@@ -1256,7 +1257,7 @@ static void test_report_age_is_judged_on_the_worker_clock(void **state)
 		efs_strlcpy(e[1].chunk_id, b.chunk_id, sizeof(e[1].chunk_id)); /* unknown */
 		e[0].mtime_ms = e[1].mtime_ms = worker_now - 1000;
 		assert_int_equal(efs_meta_report_batch(f->m, &ctx, e, 2), 0);
-		assert_int_equal(e[0].verdict, EFS_REPORT_KEEP);
+		assert_int_equal(e[0].verdict, EFS_REPORT_YOUNG); /* kept, judged again */
 		assert_int_equal(e[1].verdict, EFS_REPORT_KEEP);
 	}
 }
