@@ -165,12 +165,15 @@ def test_same_bytes_churn_on_workers_behind_and_ahead_loses_and_repairs_nothing(
     delete three in four after a moment and mostly upload the same bytes
     again 0.3-1.5 s later, for 10 s, with GC_GRACE_MS 1 s: collection of
     a chunk whose last file went and a fresh upload of the same chunk race
-    all the while, and the workers send a full report every 300 ms, racing
-    both. Then: every file not deleted
-    reads back, every deleted one is gone, under_replicated returns to 0
-    and every chunk settles at exactly 3 copies, and the master repaired
-    nothing and marked no replica bad: with no fault at all, any repair
-    would have replaced a good replica."""
+    all the while; two more clients upload new small files all the while,
+    and the workers send a full report every 100 ms, racing all of it.
+    Then: every file not deleted reads back, every deleted one is gone,
+    under_replicated returns to 0 and every chunk settles at exactly 3
+    copies, and the master repaired nothing and marked no replica bad: with
+    no fault at all, any repair would have replaced a good replica. (With
+    the end of a report judged on the worker's clock instead of the
+    master's reading, as before issue 12's fix, this fails: 63 replicas
+    marked bad, chunks repaired to 4 copies.)"""
     assert CHUNK == BLOCK
     # WORKER_DEAD_AFTER_MS 5 s: no worker is meant to die here, and on a
     # loaded machine a master stalled for a second would count the default
@@ -178,7 +181,7 @@ def test_same_bytes_churn_on_workers_behind_and_ahead_loses_and_repairs_nothing(
     m = cluster.add_master(**master_env(GC_GRACE_MS=1000, ORPHAN_GRACE_MS=1000,
                                         REPAIR_AFTER_MS=1000, WORKER_DEAD_AFTER_MS=5000))
     skews = [-CHURN_SKEW_S, -CHURN_SKEW_S, +CHURN_SKEW_S, +CHURN_SKEW_S]
-    workers = [cluster.add_worker(master=m, wait=False, REPORT_INTERVAL_MS=300,
+    workers = [cluster.add_worker(master=m, wait=False, REPORT_INTERVAL_MS=100,
                                   **nm.clock_skew_env(s)) for s in skews]
     for w in workers:
         w.wait_registered()
@@ -233,7 +236,26 @@ def test_same_bytes_churn_on_workers_behind_and_ahead_loses_and_repairs_nothing(
             # second, GC_GRACE_MS 1 s) removes the chunks they lost.
             time.sleep(rng.uniform(0.3, 1.5))
 
+    def fresh(idx: int) -> None:
+        # New bytes all the while, kept: replicas recorded on every worker
+        # while its reports run.
+        rng = random.Random(619 + idx)
+        api = m.user_client()
+        n = 0
+        while time.monotonic() < stop_at:
+            n += 1
+            data = rng.randbytes(rng.randint(1000, 3000))
+            r = api.post("/api/v1/files/upload", params={"name": f"n{idx}-{n}.bin"},
+                         data=data, headers={"Content-Type": "application/octet-stream"},
+                         timeout=60)
+            with lock:
+                if r.status_code == 201:
+                    kept[r.json()["file_id"]] = data
+                else:
+                    errors.append(f"upload: {r.status_code} {r.text[:200]}")
+
     threads = [threading.Thread(target=churn, args=(i,), daemon=True) for i in range(4)]
+    threads += [threading.Thread(target=fresh, args=(i,), daemon=True) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
