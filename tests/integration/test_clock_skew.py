@@ -14,6 +14,11 @@ one clock (docs/LIFECYCLE.md, "Which clock decides what"):
     master's reading of the report's start: a worker ahead of the master,
     reporting while uploads are recorded, gets no fresh replica marked bad.
 
+Issue 19: four workers, two 20 s behind and two 20 s ahead, under upload
+and delete churn of the same bytes lose nothing and repair nothing; and a
+master 20 s ahead of its clients judges token and session expiry on its
+own clock.
+
 Needs libfaketime (`apt-get install faketime`, in scripts/install-deps.sh).
 """
 
