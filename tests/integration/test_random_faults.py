@@ -65,8 +65,8 @@ import requests
 
 import echofs_harness as h
 import nemesis as nm
-from test_faults import (CHUNK, SLOWDOWN, check_running, disk_vs_needed, list_all_files,
-                         master_env, poll, replication_problems, repair_stats, secs)
+from test_faults import (CHUNK, RF, SLOWDOWN, check_running, disk_vs_needed, file_info,
+                         list_all_files, master_env, poll, repair_stats, secs)
 
 ROUNDS = int(os.environ.get("ECHOFS_FAULT_ROUNDS") or 20)
 SEED = int(os.environ.get("ECHOFS_FAULT_SEED") or random.SystemRandom().randrange(1 << 31))
@@ -391,11 +391,19 @@ def run(cluster: h.Cluster, nemesis: nm.Nemesis) -> None:
     healed_at = time.monotonic()
 
     def settled():
+        # One GET per file per pass (a long run lists tens of thousands):
+        # RF good replicas on alive workers, and the chunks the files need.
         check_running(cluster)
-        listed = [f["file_id"] for f in list_all_files(api)]
-        problems = replication_problems(api, m, listed)
-        problems += disk_vs_needed(cluster, {c["chunk_id"] for fid in listed for c in
-                                             api.get(f"/api/v1/files/{fid}").json()["chunks"]})
+        alive = {w["worker_id"] for w in m.workers() if w["status"] == "alive"}
+        problems, needed = [], set()
+        for f in list_all_files(api):
+            for c in file_info(api, f["file_id"])["chunks"]:
+                needed.add(c["chunk_id"])
+                listed = {r["worker_id"] for r in c["replicas"]}
+                if len(listed & alive) != RF or len(c["replicas"]) != RF:
+                    problems.append(f"{f['file_id']} chunk {c['index']} "
+                                    f"({c['chunk_id'][:12]}): replicas on {sorted(listed)}")
+        problems += disk_vs_needed(cluster, needed)
         under = m.health()["under_replicated"]
         if under:
             problems.append(f"under_replicated={under}")
