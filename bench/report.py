@@ -199,16 +199,22 @@ def build_aws(facts, figures, baselines):
         worker_down_cpu = (num(facts, "download_random_cpu_s")
                            + num(facts, "download_text_cpu_s")) / (2 * gib)
     daemons = "master+s3rver" + ("+DynamoDB Local" if facts["aws_metadata"] == "dynamodb" else "")
+    up_master = (num(facts, "aws_upload_random_master_cpu_s")
+                 + num(facts, "aws_upload_text_master_cpu_s"))
+    down_master = (num(facts, "aws_download_random_master_cpu_s")
+                   + num(facts, "aws_download_text_master_cpu_s"))
     aws["aws_cpu_s_per_gib_uploaded"] = {
         "label": f"AWS mode: CPU s per GiB uploaded ({daemons})", "unit": "s/GiB",
         "value": up_cpu / (2 * gib),
         "random": num(facts, "aws_upload_random_cpu_s") / gib,
         "text": num(facts, "aws_upload_text_cpu_s") / gib,
+        "master": up_master / (2 * gib), "servers": (up_cpu - up_master) / (2 * gib),
         "vs_worker_mode": ratio(up_cpu / (2 * gib), figures["cpu_s_per_gib_uploaded"]["value"]),
         "vs_s3rver": None, "vs_baseline": None}
     aws["aws_cpu_s_per_gib_downloaded"] = {
         "label": f"AWS mode: CPU s per GiB downloaded ({daemons})", "unit": "s/GiB",
         "value": down_cpu / (2 * gib),
+        "master": down_master / (2 * gib), "servers": (down_cpu - down_master) / (2 * gib),
         "vs_worker_mode": ratio(down_cpu / (2 * gib), worker_down_cpu),
         "vs_s3rver": None, "vs_baseline": None}
     aws["aws_master_peak_rss_mib"] = {
@@ -245,6 +251,10 @@ def print_aws(facts, aws):
         print(f"{fig['label']:{w}} {fmt(fig['value'], fig['unit']):>16}  "
               f"{r(fig['vs_worker_mode']):>13}  {r(fig['vs_s3rver']):>8}  "
               f"{r(fig['vs_baseline']):>13}")
+    for key in ("aws_cpu_s_per_gib_uploaded", "aws_cpu_s_per_gib_downloaded"):
+        fig = aws["figures"][key]
+        print(f"  {key.split('_')[-1]}: master {fig['master']:.2f} s/GiB, "
+              f"local AWS servers {fig['servers']:.2f} s/GiB")
     print("Ratios: to the same figure in worker mode (3 workers, 3 replicas) of this run; uploads"
           " to s3rver's PUT and dd (one copy), downloads to s3rver's GET and nginx.")
 
