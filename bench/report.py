@@ -199,22 +199,24 @@ def build_aws(facts, figures, baselines):
         worker_down_cpu = (num(facts, "download_random_cpu_s")
                            + num(facts, "download_text_cpu_s")) / (2 * gib)
     daemons = "master+s3rver" + ("+DynamoDB Local" if facts["aws_metadata"] == "dynamodb" else "")
-    up_master = (num(facts, "aws_upload_random_master_cpu_s")
-                 + num(facts, "aws_upload_text_master_cpu_s"))
-    down_master = (num(facts, "aws_download_random_master_cpu_s")
-                   + num(facts, "aws_download_text_master_cpu_s"))
+    names = ["master", "s3rver"] + (["dynamodb"] if facts["aws_metadata"] == "dynamodb" else [])
+
+    def split(op):
+        """CPU s per GiB of each daemon over both files of one operation."""
+        return {n: (num(facts, f"aws_{op}_random_{n}_cpu_s")
+                    + num(facts, f"aws_{op}_text_{n}_cpu_s")) / (2 * gib) for n in names}
     aws["aws_cpu_s_per_gib_uploaded"] = {
-        "label": f"AWS mode: CPU s per GiB uploaded ({daemons})", "unit": "s/GiB",
+        "label": "AWS mode: CPU s per GiB uploaded", "daemons": daemons, "unit": "s/GiB",
         "value": up_cpu / (2 * gib),
         "random": num(facts, "aws_upload_random_cpu_s") / gib,
         "text": num(facts, "aws_upload_text_cpu_s") / gib,
-        "master": up_master / (2 * gib), "servers": (up_cpu - up_master) / (2 * gib),
+        "by_daemon": split("upload"),
         "vs_worker_mode": ratio(up_cpu / (2 * gib), figures["cpu_s_per_gib_uploaded"]["value"]),
         "vs_s3rver": None, "vs_baseline": None}
     aws["aws_cpu_s_per_gib_downloaded"] = {
-        "label": f"AWS mode: CPU s per GiB downloaded ({daemons})", "unit": "s/GiB",
+        "label": "AWS mode: CPU s per GiB downloaded", "daemons": daemons, "unit": "s/GiB",
         "value": down_cpu / (2 * gib),
-        "master": down_master / (2 * gib), "servers": (down_cpu - down_master) / (2 * gib),
+        "by_daemon": split("download"),
         "vs_worker_mode": ratio(down_cpu / (2 * gib), worker_down_cpu),
         "vs_s3rver": None, "vs_baseline": None}
     aws["aws_master_peak_rss_mib"] = {
@@ -225,6 +227,11 @@ def build_aws(facts, figures, baselines):
         "label": "AWS mode: s3rver peak RSS (VmHWM)", "unit": "MiB",
         "value": int(facts["aws_s3rver_vmhwm_kib"]) / 1024,
         "vs_worker_mode": None, "vs_s3rver": None, "vs_baseline": None}
+    if "aws_dynamodb_vmhwm_kib" in facts:
+        aws["aws_dynamodb_peak_rss_mib"] = {
+            "label": "AWS mode: DynamoDB Local peak RSS", "unit": "MiB",
+            "value": int(facts["aws_dynamodb_vmhwm_kib"]) / 1024,
+            "vs_worker_mode": None, "vs_s3rver": None, "vs_baseline": None}
     return {"metadata": facts["aws_metadata"],
             "chunks": f"s3rver {facts.get('s3rver_version', '?')} "
                       f"(Node.js {facts.get('node_version', '?')})",
@@ -253,8 +260,8 @@ def print_aws(facts, aws):
               f"{r(fig['vs_baseline']):>13}")
     for key in ("aws_cpu_s_per_gib_uploaded", "aws_cpu_s_per_gib_downloaded"):
         fig = aws["figures"][key]
-        print(f"  {key.split('_')[-1]}: master {fig['master']:.2f} s/GiB, "
-              f"local AWS servers {fig['servers']:.2f} s/GiB")
+        parts = ", ".join(f"{n} {v:.2f}" for n, v in fig["by_daemon"].items())
+        print(f"  CPU s per GiB {key.split('_')[-1]}: {parts}")
     print("Ratios: to the same figure in worker mode (3 workers, 3 replicas) of this run; uploads"
           " to s3rver's PUT and dd (one copy), downloads to s3rver's GET and nginx.")
 

@@ -512,6 +512,25 @@ if [ "${AWS_RUN:-0}" = 1 ]; then
 	[ "$backend" = "$AWS_METADATA" ] ||
 		bench_die "the AWS-mode master reports metadata_backend '$backend', expected $AWS_METADATA"
 	AWS_DAEMONS=("$AWS_MASTER_PID" "${AWS_PIDS[@]}")
+	AWS_NAMES=(master s3rver)
+	[ "$AWS_METADATA" = dynamodb ] && AWS_NAMES+=(dynamodb)
+	declare -A AWS_TICKS
+	# aws_cpu_snapshot WHEN - each AWS-mode daemon's CPU ticks, by name.
+	aws_cpu_snapshot() {
+		local i
+		for i in "${!AWS_NAMES[@]}"; do
+			AWS_TICKS[$1.${AWS_NAMES[i]}]=$(bench_cpu_ticks "${AWS_DAEMONS[i]}")
+		done
+	}
+	# aws_cpu_facts PREFIX - PREFIX_<name>_cpu_s for each daemon, from
+	# the before and after snapshots.
+	aws_cpu_facts() {
+		local name
+		for name in "${AWS_NAMES[@]}"; do
+			fact "$1_${name}_cpu_s" "$(awk -v t=$((${AWS_TICKS[after.$name]} - ${AWS_TICKS[before.$name]})) \
+				-v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+		done
+	}
 
 	declare -A AWS_FILE_ID
 	for kind in random text; do
@@ -519,12 +538,12 @@ if [ "${AWS_RUN:-0}" = 1 ]; then
 		[ "$kind" = text ] && file=$FILES/text.txt
 		bench_log "AWS mode: upload of the $kind file (${LARGE_MIB} MiB, curl -T, one request)"
 		before=$(bench_cpu_ticks "${AWS_DAEMONS[@]}")
-		before_master=$(bench_cpu_ticks "$AWS_MASTER_PID")
+		aws_cpu_snapshot before
 		out=$(curl -sS -X POST -T "$file" -H "$AUTH" -H 'Content-Type: application/octet-stream' \
 			-H 'Expect:' -o "$WORK/aws-upload-$kind.json" -w '%{http_code} %{time_total}' \
 			"$AWS_MASTER_URL/api/v1/files/upload?name=bench-$kind")
 		after=$(bench_cpu_ticks "${AWS_DAEMONS[@]}")
-		after_master=$(bench_cpu_ticks "$AWS_MASTER_PID")
+		aws_cpu_snapshot after
 		read -r code secs <<<"$out"
 		[ "$code" = 201 ] ||
 			bench_die "AWS mode: upload of the $kind file: HTTP $code: $(head -c 300 "$WORK/aws-upload-$kind.json")"
@@ -536,24 +555,24 @@ if [ "${AWS_RUN:-0}" = 1 ]; then
 			bench_die "AWS mode: the $kind file's sha256 is $sha, expected ${SHA[$kind]}"
 		fact "aws_upload_${kind}_mib_s" "$(mib_per_s "$LARGE_BYTES" "$secs")"
 		fact "aws_upload_${kind}_cpu_s" "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
-		fact "aws_upload_${kind}_master_cpu_s" \
-			"$(awk -v t=$((after_master - before_master)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+		aws_cpu_facts "aws_upload_${kind}"
 	done
 	for kind in random text; do
 		bench_log "AWS mode: download of the $kind file"
 		before=$(bench_cpu_ticks "${AWS_DAEMONS[@]}")
-		before_master=$(bench_cpu_ticks "$AWS_MASTER_PID")
+		aws_cpu_snapshot before
 		curl_get "$AWS_MASTER_URL/api/v1/files/${AWS_FILE_ID[$kind]}/download" "$AUTH"
 		after=$(bench_cpu_ticks "${AWS_DAEMONS[@]}")
-		after_master=$(bench_cpu_ticks "$AWS_MASTER_PID")
+		aws_cpu_snapshot after
 		[ "$GET_BYTES" = "$LARGE_BYTES" ] || bench_die "AWS mode: the $kind download sent $GET_BYTES bytes"
 		fact "aws_download_${kind}_mib_s" "$(mib_per_s "$GET_BYTES" "$GET_SECONDS")"
 		fact "aws_download_${kind}_cpu_s" "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
-		fact "aws_download_${kind}_master_cpu_s" \
-			"$(awk -v t=$((after_master - before_master)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+		aws_cpu_facts "aws_download_${kind}"
 	done
 	fact aws_master_vmhwm_kib "$(bench_status_kib "$AWS_MASTER_PID" VmHWM)"
 	fact aws_s3rver_vmhwm_kib "$(bench_status_kib "${AWS_PIDS[0]}" VmHWM)"
+	[ "$AWS_METADATA" = dynamodb ] &&
+		fact aws_dynamodb_vmhwm_kib "$(bench_status_kib "${AWS_PIDS[1]}" VmHWM)"
 	bench_stop "$AWS_MASTER_PID"
 	aws_stop_servers
 fi
