@@ -74,6 +74,27 @@ unset CHUNK_SIZE DATABASE_URL REDIS_ADDR
 [ -x "$ROOT/bin/echofs-master" ] || bench_die "bin/echofs-master is missing: run \`make bench\`"
 make --no-print-directory -s -C "$ROOT/bench"
 
+# The metadata of the AWS phase, checked before anything runs: DynamoDB
+# when the master knows it (its binary names DYNAMODB_FILES_TABLE), SQLite
+# before that backend exists.
+master_has_dynamodb=0
+grep -qa DYNAMODB_FILES_TABLE "$ROOT/bin/echofs-master" && master_has_dynamodb=1
+AWS_METADATA=${BENCH_AWS_METADATA:-}
+if [ -z "$AWS_METADATA" ]; then
+	AWS_METADATA=sqlite
+	[ "$master_has_dynamodb" = 1 ] && AWS_METADATA=dynamodb
+fi
+case "$AWS_METADATA" in
+sqlite) ;;
+dynamodb)
+	[ "$master_has_dynamodb" = 1 ] ||
+		bench_die "BENCH_AWS_METADATA=dynamodb, but bin/echofs-master does not know DYNAMODB_FILES_TABLE"
+	;;
+*) bench_die "BENCH_AWS_METADATA must be sqlite or dynamodb, not '$AWS_METADATA'" ;;
+esac
+AWS_PREFIX=${AWS_LOCAL_PREFIX:-$ROOT/build/aws-local}
+S3_PROBE=$ROOT/build/dev/tests/s3_probe
+
 tmp_parent=${BENCH_TMPDIR:-$ROOT/build}
 mkdir -p "$tmp_parent"
 WORK=$(mktemp -d "$tmp_parent/bench-run.XXXXXX")
@@ -397,25 +418,6 @@ aws_stop_servers() {
 	"$ROOT/scripts/aws_local.sh" stop "$AWS_DIR" >/dev/null 2>&1
 }
 
-# The metadata of the AWS phase: DynamoDB when the master knows it (its
-# binary names DYNAMODB_FILES_TABLE), SQLite before that backend exists.
-master_has_dynamodb=0
-grep -qa DYNAMODB_FILES_TABLE "$ROOT/bin/echofs-master" && master_has_dynamodb=1
-AWS_METADATA=${BENCH_AWS_METADATA:-}
-if [ -z "$AWS_METADATA" ]; then
-	AWS_METADATA=sqlite
-	[ "$master_has_dynamodb" = 1 ] && AWS_METADATA=dynamodb
-fi
-case "$AWS_METADATA" in
-sqlite) ;;
-dynamodb)
-	[ "$master_has_dynamodb" = 1 ] ||
-		bench_die "BENCH_AWS_METADATA=dynamodb, but bin/echofs-master does not know DYNAMODB_FILES_TABLE"
-	;;
-*) bench_die "BENCH_AWS_METADATA must be sqlite or dynamodb, not '$AWS_METADATA'" ;;
-esac
-AWS_PREFIX=${AWS_LOCAL_PREFIX:-$ROOT/build/aws-local}
-S3_PROBE=$ROOT/build/dev/tests/s3_probe
 
 case "${BENCH_AWS:-1}" in
 0 | no | false) aws_skip "BENCH_AWS=0" ;;
