@@ -20,9 +20,10 @@ PACKAGES=(
 	clang libclang-rt-14-dev
 	python3-pytest python3-requests
 	postgresql-15 redis-server
-	curl procps openssl faketime systemd groff-base
+	curl procps openssl faketime systemd groff-base iptables
 	prometheus chromium
 	openjdk-17-jre-headless awscli python3-boto3
+	docker.io docker-compose debootstrap
 )
 
 # The dashboard's browser test drives Debian's Chromium with playwright-core.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # start_aws.sh - run the master in AWS mode (the seed's entry point): chunks
 # in the S3 bucket S3_BUCKET_NAME, metadata in the DynamoDB tables
-# DYNAMODB_*_TABLE once that backend is built (until then: SQLite under
-# DATA_DIR, or DATABASE_URL; the master logs which). Reads the variables
-# that `source ./aws_test_config.sh` exports.
+# DYNAMODB_*_TABLE (all three; unset, SQLite under DATA_DIR or
+# DATABASE_URL; the master logs which). Reads the variables that
+# `source ./aws_test_config.sh` exports.
 #
 #   scripts/start_aws.sh            the master, on the configured endpoints
 #   scripts/start_aws.sh --local    also starts the local servers

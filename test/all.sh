@@ -5,6 +5,7 @@
 #   1. C unit tests and black-box tests on the developer build (SQLite),
 #      with a throwaway PostgreSQL 15 and Redis running for the tests that
 #      need them (the store suite on PostgreSQL, two masters, outages),
+#      DynamoDB Local for the store suite on DynamoDB (also in round 3),
 #      and the local AWS servers' test (test_aws_local.py, this round only);
 #   2. the whole black-box suite again with every master on PostgreSQL and
 #      Redis, and its core over HTTPS (make integration-tls);
@@ -12,7 +13,9 @@
 #   4. the curl walk through the API (test/api.sh);
 #   5. AWS mode end to end (test/aws_integration.sh: its own local S3 and
 #      DynamoDB servers and master, on free ports);
-#   6. every libFuzzer harness for a short fixed time (make fuzz-smoke).
+#   6. every libFuzzer harness for a short fixed time (make fuzz-smoke);
+#   7. the container image and the compose cluster on a real Docker engine
+#      (test/docker.sh; it skips, saying why, where Docker cannot run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,13 +26,25 @@ echo "== developer build (warnings are errors)"
 make -j2 all
 
 services=$(mktemp -d)
-trap './scripts/services.sh stop "$services"' EXIT
+aws_local=$(mktemp -d)
+stop_services() {
+	./scripts/aws_local.sh stop "$aws_local" || true
+	./scripts/services.sh stop "$services"
+}
+trap stop_services EXIT
 echo "== starting PostgreSQL 15 and Redis for the tests"
 ./scripts/services.sh start "$services" >/dev/null
 set -a
 # shellcheck source=/dev/null
 . "$services/env"
 set +a
+# DynamoDB Local for the store suite (tests/unit/test_meta_files.c): only
+# its endpoint is exported, so that no master of the black-box tests picks
+# up AWS variables by accident.
+echo "== starting DynamoDB Local (and s3rver) for the store suite"
+./scripts/aws_local.sh start "$aws_local" >/dev/null
+ECHOFS_TEST_DYNAMODB=$(sed -n 's/^AWS_ENDPOINT_URL_DYNAMODB=//p' "$aws_local/env")
+export ECHOFS_TEST_DYNAMODB
 
 echo "== unit and black-box tests"
 make -j2 test
@@ -48,4 +63,6 @@ env -u ECHOFS_URL -u AWS_LOCAL_DYNAMODB_PORT -u AWS_LOCAL_S3_PORT -u AWS_ENDPOIN
 	-u AWS_ENDPOINT_URL_S3 -u AWS_ENDPOINT_URL_DYNAMODB ./test/aws_integration.sh
 echo "== fuzzing each parser harness for 15 s"
 make fuzz-smoke FUZZ_SECONDS=15
+echo "== the container image and the compose cluster (test/docker.sh)"
+./test/docker.sh
 echo "== all tests passed"

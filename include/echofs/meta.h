@@ -114,10 +114,35 @@ struct efs_session_chunk {
  * -EINVAL (bad URL), -EAGAIN (unreachable) or -EIO. */
 int efs_meta_open(const char *database_url, const char *data_dir, struct efs_meta **out,
 		  char *err, size_t errlen);
+/* The DynamoDB backend's three tables (docs/AWS.md): the master takes them
+ * from DYNAMODB_FILES_TABLE, DYNAMODB_CHUNKS_TABLE, DYNAMODB_SESSIONS_TABLE. */
+struct efs_meta_dynamodb_config {
+	const char *files_table;
+	const char *chunks_table;
+	const char *sessions_table;
+};
+/* Opens the DynamoDB store over the tables of @cfg, at the endpoint and
+ * with the credentials of the AWS variables (aws.h, efs_aws_config_load).
+ * The tables must exist (a missing one is named in @err, with the command
+ * that creates it); the cluster id is drawn by the first master. On
+ * failure one line in @err and -EINVAL (configuration, missing table),
+ * -EAGAIN (DynamoDB unreachable) or -EIO. The worker chunk mode is not
+ * supported on it yet: the worker, replica and report calls return
+ * -ENOTSUP (worker_list an empty list; repair_list and under_replicated
+ * nothing), and put_chunk/create_single/record_unreferenced with worker
+ * ids too. */
+int efs_meta_open_dynamodb(const struct efs_meta_dynamodb_config *cfg, struct efs_meta **out,
+			   char *err, size_t errlen);
+/* Creates the tables of @cfg that are missing, with the keys and indexes
+ * of docs/AWS.md (on-demand billing; TTL on the sessions' "ttl"), and
+ * waits until they are active; with @drop, deletes them instead (tests).
+ * 0, or a negative errno with one line in @err. */
+int efs_meta_dynamodb_tables(const struct efs_meta_dynamodb_config *cfg, bool drop, char *err,
+			     size_t errlen);
 /* Closes the store; NULL is accepted. */
 void efs_meta_close(struct efs_meta *m);
 
-/* "sqlite" or "postgres". */
+/* "sqlite", "postgres" or "dynamodb". */
 const char *efs_meta_backend(const struct efs_meta *m);
 /* The cluster's id (EFS_CLUSTER_ID_LEN hex digits), drawn when the store
  * was first opened and fixed from then on; owned by @m. */
@@ -278,6 +303,12 @@ enum efs_report_verdict {
 	EFS_REPORT_KEEP = 0,   /* known replica (or too young to judge) */
 	EFS_REPORT_ADOPT = 1,  /* the master had lost track: recorded again */
 	EFS_REPORT_DELETE = 2, /* not needed: surplus, unreferenced or orphan */
+	/* An unnamed copy of a chunk the master knows (fully replicated
+	 * elsewhere, or unreferenced) kept only because it is younger than the
+	 * orphan grace: deleted by a report once older (the worker is asked to
+	 * report again then). A write the master gave up on that landed late,
+	 * e.g. when a partition healed. */
+	EFS_REPORT_YOUNG = 3,
 };
 struct efs_report_entry {
 	char chunk_id[65];

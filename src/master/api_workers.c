@@ -10,6 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Added to a report's "report_again_in_ms": the young copy is surely past
+ * the grace when the worker lists it again. */
+#define REPORT_RECHECK_MARGIN_MS 500
+
 /* A worker names the cluster its data belongs to in EFS_HDR_CLUSTER (none
  * before its first registration). One of another cluster is refused
  * before anything it says is read: its chunks are not orphans of this
@@ -112,6 +116,7 @@ int efs_api_worker_heartbeat(struct efs_http_req *req)
 	const char *worker_id = efs_http_param(req, "workerId");
 	uint64_t capacity, free_bytes, chunk_count;
 	char why[EFS_HTTP_JSON_WHY_MAX];
+	bool rejoined = false;
 	json_t *body;
 	int r;
 
@@ -125,13 +130,19 @@ int efs_api_worker_heartbeat(struct efs_http_req *req)
 	if (read_capacity(body, &capacity, &free_bytes, &chunk_count, why, sizeof(why)) < 0)
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_FIELD, "%s", why);
 	else if ((r = efs_registry_heartbeat(&m->registry, worker_id, capacity, free_bytes,
-					     chunk_count)) < 0)
+					     chunk_count, &rejoined)) < 0)
 		efs_http_reply_errno(req, EFS_HTTP_OP_WORKER, r, worker_id);
 	else
+		/* Back from a partition without a restart (logged by the
+		 * registry): what it holds may have been repaired elsewhere or
+		 * deleted meanwhile; its full report removes the surplus now
+		 * rather than at its next REPORT_INTERVAL_MS
+		 * (docs/OPERATIONS.md#failure-model). */
 		efs_http_reply_json(req, 200,
-				    json_pack("{s:s, s:I, s:s}", "status", "ok", "heartbeat_interval_ms",
+				    json_pack("{s:s, s:I, s:s, s:b}", "status", "ok",
+					      "heartbeat_interval_ms",
 					      (json_int_t)m->cfg.heartbeat_interval_ms, "cluster_id",
-					      efs_meta_cluster_id(m->meta)));
+					      efs_meta_cluster_id(m->meta), "full_report", rejoined));
 	json_decref(body);
 	return 0;
 }
@@ -219,10 +230,12 @@ int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *
  *
  * Answers {"delete": [ids], "adopted": n, "lost_marked": n, "now_ms": this
  * master's clock}: the worker deletes the listed chunks unless it wrote
- * them after T. A full report begins with a request listing nothing; the
- * worker takes its snapshot after the answer and sends that answer's
- * now_ms back as M, so the end of the report compares master times with
- * master times (T and N are the worker's clock). */
+ * them after T. With "report_again_in_ms": D (at most ORPHAN_GRACE_MS +
+ * REPORT_RECHECK_MARGIN_MS) some listed copies were kept only for their
+ * youth (EFS_REPORT_YOUNG): the worker sends its next full report within D. A full report begins
+ * with a request listing nothing; the worker takes its snapshot after the answer and sends that
+ * answer's now_ms back as M, so the end of the report compares master times with master times (T
+ * and N are the worker's clock). */
 int efs_api_worker_report(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
@@ -280,7 +293,17 @@ int efs_api_worker_report(struct efs_http_req *req)
 		goto out;
 	}
 	json_t *del = json_array();
+	int64_t recheck_ms = 0;
 	for (i = 0; i < n; i++) {
+		/* A young unnamed copy of a known chunk: the worker reports
+		 * again once the youngest is past the grace (a late write
+		 * after a partition goes in seconds, not at the next
+		 * REPORT_INTERVAL_MS). Both times are the worker's clock. */
+		if (entries[i].verdict == EFS_REPORT_YOUNG) {
+			int64_t age = EFS_MAX(ctx.worker_now_ms - entries[i].mtime_ms, 0);
+			recheck_ms = EFS_MAX(recheck_ms,
+					     ctx.orphan_grace_ms - age + REPORT_RECHECK_MARGIN_MS);
+		}
 		/* A copy this master is writing right now is kept, however
 		 * short ORPHAN_GRACE_MS is (the age check in the verdict is
 		 * what protects other masters' writes). */
@@ -290,6 +313,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 		adopted += entries[i].verdict == EFS_REPORT_ADOPT;
 	}
 	if (rb.last) {
+		efs_registry_report_done(&m->registry, worker_id);
 		r = efs_meta_report_finish(m->meta, &ctx);
 		if (r > 0)
 			efs_warn("worker %s no longer holds %d replicas it should: marked bad for "
@@ -305,9 +329,14 @@ int efs_api_worker_report(struct efs_http_req *req)
 		efs_info("worker %s report: %zu chunks, %d adopted again, %zu to delete, %d "
 			 "reported corrupt",
 			 worker_id, n, adopted, json_array_size(del), marked);
-	efs_http_reply_json(req, 200,
-			    json_pack("{s:o, s:i, s:i, s:I}", "delete", del, "adopted", adopted,
-				      "lost_marked", marked, "now_ms", (json_int_t)efs_now_ms()));
+	json_t *answer = json_pack("{s:o, s:i, s:i, s:I}", "delete", del, "adopted", adopted,
+				   "lost_marked", marked, "now_ms", (json_int_t)efs_now_ms());
+	if (recheck_ms > 0)
+		json_object_set_new(
+		    answer, "report_again_in_ms",
+		    json_integer((json_int_t)EFS_MIN(recheck_ms, ctx.orphan_grace_ms +
+								     REPORT_RECHECK_MARGIN_MS)));
+	efs_http_reply_json(req, 200, answer);
 out:
 	free(entries);
 	json_decref(body);

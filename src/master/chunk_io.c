@@ -167,6 +167,10 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 		efs_http_call_run_parallel(io->http, callp, (size_t)n);
 		for (int i = 0; i < n; i++) {
 			efs_placement_load_add(io->placement, pending[i].worker_id, -1);
+			/* A transport failure may still land (late writes). */
+			if (io->placement->registry)
+				efs_registry_note_write(io->placement->registry,
+							pending[i].worker_id, calls[i].error == 0);
 			if (calls[i].error == 0 && calls[i].status == 201) {
 				out[done++] = pending[i];
 			} else if (calls[i].error) {

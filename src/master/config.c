@@ -9,6 +9,48 @@
 #include <stdio.h>
 #include <string.h>
 
+/* DynamoDB metadata: the three tables together or none; not with
+ * DATABASE_URL; and, until the DynamoDB backend has the worker chunk mode,
+ * only with chunks in S3 (after S3_BUCKET_NAME was read). */
+static int load_dynamodb(struct efs_master_config *cfg, char *err, size_t errlen)
+{
+	static const char *const vars[3] = {"DYNAMODB_FILES_TABLE", "DYNAMODB_CHUNKS_TABLE",
+					    "DYNAMODB_SESSIONS_TABLE"};
+	const char *values[3];
+	int set = 0, r;
+	for (int i = 0; i < 3; i++) {
+		if ((r = efs_env_string(vars[i], NULL, false, &values[i], err, errlen)) < 0)
+			return r;
+		set += values[i] != NULL;
+	}
+	if (set == 0)
+		return 0;
+	for (int i = 0; i < 3; i++)
+		if (!values[i]) {
+			snprintf(err, errlen,
+				 "%s is not set: DynamoDB metadata needs DYNAMODB_FILES_TABLE,"
+				 " DYNAMODB_CHUNKS_TABLE and DYNAMODB_SESSIONS_TABLE",
+				 vars[i]);
+			return -EINVAL;
+		}
+	if (cfg->database_url) {
+		snprintf(err, errlen,
+			 "DATABASE_URL and DYNAMODB_*_TABLE are both set: choose one metadata store");
+		return -EINVAL;
+	}
+	if (!cfg->s3_bucket) {
+		snprintf(err, errlen,
+			 "DYNAMODB_*_TABLE is set but S3_BUCKET_NAME is not: DynamoDB metadata"
+			 " needs chunks in S3 (worker chunks with DynamoDB metadata are not"
+			 " supported yet)");
+		return -EINVAL;
+	}
+	cfg->dynamodb.files_table = values[0];
+	cfg->dynamodb.chunks_table = values[1];
+	cfg->dynamodb.sessions_table = values[2];
+	return 0;
+}
+
 /* S3's rule for the bucket names EchoFS accepts (s3.c checks it again). */
 static bool s3_bucket_name_valid(const char *name)
 {
@@ -147,6 +189,8 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			return -EINVAL;
 		}
 	}
+	if ((r = load_dynamodb(cfg, err, errlen)) < 0)
+		return r;
 
 	if (cfg->worker_dead_after_ms <= cfg->heartbeat_interval_ms) {
 		snprintf(err, errlen,

@@ -7,6 +7,7 @@
 #include "echofs/aws.h"
 #include "echofs/config.h"
 #include "echofs/log.h"
+#include "echofs/meta.h"
 
 #include <stdint.h>
 #include <sys/socket.h>
@@ -17,6 +18,8 @@ struct efs_master_config {
 	struct sockaddr_storage listen_addr;
 	unsigned listen_addrlen;
 	const char *database_url; /* NULL: SQLite under data_dir */
+	/* DYNAMODB_*_TABLE: all three set for DynamoDB metadata, else NULL */
+	struct efs_meta_dynamodb_config dynamodb;
 	const char *data_dir;
 	const char *redis_addr;   /* NULL: no Redis */
 	int64_t redis_timeout_ms; /* REDIS_TIMEOUT_MS: deadline of each Redis step */

@@ -9,6 +9,7 @@
 #include "echofs/util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SHUTDOWN_GRACE_MS 30000
@@ -66,8 +67,21 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 			 strerror(-r));
 		return r;
 	}
-	if ((r = efs_meta_open(cfg->database_url, cfg->data_dir, &m->meta, err, errlen)) < 0)
+	if (cfg->dynamodb.files_table) {
+		const char *endpoint = getenv("AWS_ENDPOINT_URL_DYNAMODB");
+		if (!endpoint || !*endpoint)
+			endpoint = getenv("AWS_ENDPOINT_URL");
+		if ((r = efs_meta_open_dynamodb(&cfg->dynamodb, &m->meta, err, errlen)) < 0)
+			goto fail;
+		efs_info("metadata backend: dynamodb, tables files=%s chunks=%s sessions=%s,"
+			 " endpoint %s",
+			 cfg->dynamodb.files_table, cfg->dynamodb.chunks_table,
+			 cfg->dynamodb.sessions_table,
+			 endpoint && *endpoint ? endpoint : "AWS's own for AWS_REGION");
+	} else if ((r = efs_meta_open(cfg->database_url, cfg->data_dir, &m->meta, err, errlen)) <
+		   0) {
 		goto fail;
+	}
 	if ((r = efs_metrics_new(&m->metrics)) < 0) {
 		snprintf(err, errlen, "cannot set up metrics: %s", strerror(-r));
 		goto fail;

@@ -18,6 +18,8 @@ void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct e
 	reg->cache_count = 0;
 	reg->cache_at_ms = 0;
 	reg->cache_generation = 0;
+	memset(&reg->report_wanted, 0, sizeof(reg->report_wanted));
+	memset(&reg->late_writes, 0, sizeof(reg->late_writes));
 }
 
 void efs_registry_release(struct efs_registry *reg)
@@ -27,6 +29,10 @@ void efs_registry_release(struct efs_registry *reg)
 	free(reg->cache);
 	reg->cache = NULL;
 	reg->cache_count = 0;
+	free(reg->report_wanted.ids);
+	free(reg->late_writes.ids);
+	memset(&reg->report_wanted, 0, sizeof(reg->report_wanted));
+	memset(&reg->late_writes, 0, sizeof(reg->late_writes));
 	/* A zeroed mutex is PTHREAD_MUTEX_INITIALIZER on Linux: safe to destroy. */
 	pthread_mutex_destroy(&reg->cache_lock);
 }
@@ -125,12 +131,125 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 	return 0;
 }
 
+/* Whether @worker_id was dead (for every master) just before a beat at
+ * @now: the same rule as efs_registry_list, read before the beat is
+ * recorded. This master's cached copy answers "alive" without a read when
+ * it saw the worker beat within WORKER_DEAD_AFTER_MS (cache_note_heartbeat
+ * keeps last_heartbeat_ms current for the beats this master takes). An
+ * unknown worker or a failed read is not a rejoin: an unknown worker
+ * registers again, which asks for a full report anyway. */
+static bool was_dead(struct efs_registry *reg, const char *worker_id, int64_t now)
+{
+	bool recent = false;
+	pthread_mutex_lock(&reg->cache_lock);
+	for (size_t i = 0; reg->cache && i < reg->cache_count; i++) {
+		const struct efs_worker_info *w = &reg->cache[i].info;
+		if (strcmp(w->worker_id, worker_id) == 0) {
+			recent = w->last_heartbeat_ms > 0 &&
+				 now - w->last_heartbeat_ms <= reg->dead_after_ms;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg->cache_lock);
+	if (recent)
+		return false;
+	if (reg->redis) {
+		char key[EFS_ID_MAX + 32];
+		const char *keys[1] = {key};
+		bool alive = false;
+		hb_key(worker_id, key, sizeof(key));
+		if (efs_redis_exists_many(reg->redis, keys, 1, &alive) == 0 && alive)
+			return false;
+	}
+	struct efs_worker_info old;
+	if (efs_meta_worker_get(reg->meta, worker_id, &old) < 0)
+		return false;
+	return old.last_heartbeat_ms <= 0 || now - old.last_heartbeat_ms > reg->dead_after_ms;
+}
+
+/* Small sets of worker ids (the caller holds cache_lock). */
+static bool ids_has(const struct efs_registry_ids *set, const char *worker_id)
+{
+	for (size_t i = 0; i < set->count; i++)
+		if (strcmp(set->ids[i], worker_id) == 0)
+			return true;
+	return false;
+}
+
+/* Adds @worker_id unless there; a full set (or no memory) drops it: the
+ * worst is a report at its next REPORT_INTERVAL_MS instead. */
+static void ids_add(struct efs_registry_ids *set, const char *worker_id)
+{
+	if (ids_has(set, worker_id))
+		return;
+	if (!set->ids)
+		set->ids = calloc(EFS_REGISTRY_REPORT_WANTED_MAX, sizeof(*set->ids));
+	if (set->ids && set->count < EFS_REGISTRY_REPORT_WANTED_MAX)
+		efs_strlcpy(set->ids[set->count++], worker_id, sizeof(set->ids[0]));
+}
+
+/* Removes @worker_id; whether it was there. */
+static bool ids_remove(struct efs_registry_ids *set, const char *worker_id)
+{
+	for (size_t i = 0; i < set->count; i++) {
+		if (strcmp(set->ids[i], worker_id) != 0)
+			continue;
+		if (i != --set->count)
+			memcpy(set->ids[i], set->ids[set->count], sizeof(set->ids[0]));
+		return true;
+	}
+	return false;
+}
+
+/* Whether @worker_id owes a report; with @add, it does from now on. */
+static bool report_wanted(struct efs_registry *reg, const char *worker_id, bool add)
+{
+	pthread_mutex_lock(&reg->cache_lock);
+	if (add)
+		ids_add(&reg->report_wanted, worker_id);
+	bool owed = add || ids_has(&reg->report_wanted, worker_id);
+	pthread_mutex_unlock(&reg->cache_lock);
+	return owed;
+}
+
+void efs_registry_report_done(struct efs_registry *reg, const char *worker_id)
+{
+	pthread_mutex_lock(&reg->cache_lock);
+	ids_remove(&reg->report_wanted, worker_id);
+	pthread_mutex_unlock(&reg->cache_lock);
+}
+
+void efs_registry_note_write(struct efs_registry *reg, const char *worker_id, bool ok)
+{
+	bool healed = false;
+	pthread_mutex_lock(&reg->cache_lock);
+	if (!ok) {
+		ids_add(&reg->late_writes, worker_id);
+	} else if (reg->late_writes.count && ids_remove(&reg->late_writes, worker_id)) {
+		ids_add(&reg->report_wanted, worker_id);
+		healed = true;
+	}
+	pthread_mutex_unlock(&reg->cache_lock);
+	if (healed)
+		efs_warn("worker %s takes writes again after writes to it were given up: asking "
+			 "it for a full chunk report, so that copies landing late are found",
+			 worker_id);
+}
+
 int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
-			   uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count)
+			   uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count,
+			   bool *rejoined)
 {
 	int64_t now = efs_now_ms();
 	char key[EFS_ID_MAX + 32];
+	bool dead_now = was_dead(reg, worker_id, now);
+	bool dead = report_wanted(reg, worker_id, dead_now);
 	int r;
+
+	if (dead_now)
+		efs_warn("worker %s beats again after it was counted dead: asking it for a full "
+			 "chunk report (at every beat until one ends)",
+			 worker_id);
 
 	/* With Redis, the store's copy is written once a quarter period (the
 	 * first master to set the NX key writes it); in between, a worker the
@@ -141,6 +260,8 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 		if (r == 0 && redis_beat(reg, worker_id, now) == 0) {
 			cache_note_heartbeat(reg, worker_id, capacity_bytes, free_bytes,
 					     chunk_count, now);
+			if (rejoined)
+				*rejoined = dead;
 			return 0;
 		}
 	}
@@ -154,6 +275,8 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 	}
 	redis_beat(reg, worker_id, now);
 	cache_note_heartbeat(reg, worker_id, capacity_bytes, free_bytes, chunk_count, now);
+	if (rejoined)
+		*rejoined = dead;
 	return 0;
 }
 

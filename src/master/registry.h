@@ -32,6 +32,9 @@
 
 /* Longest time efs_registry_list_cached serves one read of the store. */
 #define EFS_REGISTRY_CACHE_MS 250
+/* Most workers at once that owe this master a full report after a rejoin
+ * (more are asked once, by the answer to the beat that found them dead). */
+#define EFS_REGISTRY_REPORT_WANTED_MAX 1024
 
 struct efs_registry {
 	struct efs_meta *meta;
@@ -43,6 +46,19 @@ struct efs_registry {
 	size_t cache_count;
 	int64_t cache_at_ms;	   /* efs_mono_ms() of the read behind it */
 	uint64_t cache_generation; /* bumped when the copy is dropped */
+	/* Rejoined workers asked for a full report that has not ended yet,
+	 * under cache_lock: every heartbeat answer asks again until one does
+	 * (an answer can be lost: the beat that found the worker dead may be
+	 * one a healed link delivered late, whose sender gave up on it). */
+	struct efs_registry_ids {
+		char (*ids)[EFS_ID_MAX + 1]; /* EFS_REGISTRY_REPORT_WANTED_MAX, lazily */
+		size_t count;
+	} report_wanted;
+	/* Workers a chunk write to failed in transport (timeout, stall,
+	 * reset) since their last good write, under cache_lock: the bytes may
+	 * still land later (a healed link delivers what it held), as a copy
+	 * no replica row names. The next good write asks for a report. */
+	struct efs_registry_ids late_writes;
 };
 
 struct efs_worker_status {
@@ -62,9 +78,32 @@ void efs_registry_release(struct efs_registry *reg);
 int efs_registry_register(struct efs_registry *reg, const char *worker_id, const char *url,
 			  uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count,
 			  char *out_id);
-/* Records a heartbeat; -ENOENT for an unknown worker (it registers again). */
+/* Records a heartbeat; -ENOENT for an unknown worker (it registers again).
+ * @rejoined (may be NULL) is set to true when the worker was dead just
+ * before this beat (its last one older than WORKER_DEAD_AFTER_MS, and no
+ * live Redis key), or was so at an earlier beat and has not finished a
+ * full report since (efs_registry_report_done), or a chunk write to it
+ * succeeded after writes to it were given up (efs_registry_note_write): a
+ * worker that was cut off and comes back without restarting. Its chunks
+ * may have been repaired elsewhere and files deleted meanwhile, so the
+ * caller asks it for a full chunk report at once. It costs no store read
+ * while this master's cached list shows the worker beating recently (the
+ * usual case); otherwise one read of its record (and, with Redis, one
+ * EXISTS). Untouched on error. */
 int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
-			   uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count);
+			   uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count,
+			   bool *rejoined);
+/* A full report of @worker_id ended (its last batch): it owes no report
+ * for a rejoin any more. */
+void efs_registry_report_done(struct efs_registry *reg, const char *worker_id);
+/* The outcome of a chunk write to @worker_id: @ok false for a transport
+ * failure (the master gave up; the bytes may land later). The first good
+ * write after such failures means the link works again: the worker is
+ * then asked for a full report at its next heartbeat (as a rejoined one),
+ * so a late copy is listed, kept while younger than ORPHAN_GRACE_MS and
+ * deleted by the follow-up report the master asks for
+ * ("report_again_in_ms"). */
+void efs_registry_note_write(struct efs_registry *reg, const char *worker_id, bool ok);
 /* Every worker with its liveness at this moment. *out is malloc'd. */
 int efs_registry_list(struct efs_registry *reg, struct efs_worker_status **out, size_t *count);
 /* The same from the cached copy (see the top of this file): liveness as of

@@ -3,6 +3,7 @@
 #include "echofs/meta.h"
 #include "echofs/util.h"
 #include "meta/backend.h"
+#include "meta/dynamodb.h"
 #include "meta/sql.h"
 
 #include <limits.h>
@@ -55,6 +56,22 @@ int efs_meta_open(const char *database_url, const char *data_dir, struct efs_met
 		return r;
 	}
 	m->ops = &efs_sql_store_ops;
+	*out = m;
+	return 0;
+}
+
+int efs_meta_open_dynamodb(const struct efs_meta_dynamodb_config *cfg, struct efs_meta **out,
+			   char *err, size_t errlen)
+{
+	struct efs_meta *m = calloc(1, sizeof(*m));
+	int r;
+	if (!m)
+		return -ENOMEM;
+	if ((r = efs_dynamodb_store_open(cfg, &m->impl, err, errlen)) < 0) {
+		free(m);
+		return r;
+	}
+	m->ops = &efs_dynamodb_ops;
 	*out = m;
 	return 0;
 }

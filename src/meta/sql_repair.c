@@ -108,8 +108,8 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 	 * orphan grace is dropped. Both times are the worker's clock. */
 	bool old = ctx->worker_now_ms - e->mtime_ms > ctx->orphan_grace_ms;
 	if (row->refcount == 0) {
-		if (old)
-			e->verdict = EFS_REPORT_DELETE; /* unreferenced, not recorded here */
+		/* unreferenced, not recorded here */
+		e->verdict = old ? EFS_REPORT_DELETE : EFS_REPORT_YOUNG;
 		return JUDGE_WRITE_NONE;
 	}
 	if (row->good >= (int64_t)ctx->replication) {
@@ -117,9 +117,8 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 		 * gave up on that the worker finished later. But a first upload
 		 * of the same bytes through another master may be writing it
 		 * right now (it found no row to deduplicate against): a young
-		 * copy is kept, as any unnamed one. */
-		if (old)
-			e->verdict = EFS_REPORT_DELETE;
+		 * copy is kept, as any unnamed one, and judged again once old. */
+		e->verdict = old ? EFS_REPORT_DELETE : EFS_REPORT_YOUNG;
 		return JUDGE_WRITE_NONE;
 	}
 	e->verdict = EFS_REPORT_ADOPT;

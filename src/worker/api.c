@@ -6,6 +6,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int efs_worker_api_health(struct efs_http_req *req)
@@ -140,9 +141,26 @@ static int reply_invalid_chunk_id(struct efs_http_req *req)
 				  "a chunk id is 64 lowercase hex digits (SHA-256)");
 }
 
+/* A chunk write whose body stopped for this long was very likely given
+ * up by the master (chunk_io.c gives up after 3 s without progress) and
+ * finished only now, a healed link delivering what it held: a copy no
+ * replica row names. */
+#define STALLED_WRITE_MS 3000
+
+/* A chunk upload under way: the store's writer and how its body arrived. */
+struct chunk_put {
+	struct efs_store_writer *writer;
+	int64_t last_data_ms;	 /* efs_mono_ms() of the headers or the last body bytes */
+	int64_t longest_gap_ms; /* the longest wait for body bytes */
+};
+
 static void writer_free(void *state)
 {
-	efs_store_write_abort(state);
+	struct chunk_put *put = state;
+	if (!put)
+		return;
+	efs_store_write_abort(put->writer);
+	free(put);
 }
 
 int efs_worker_api_chunk_put_begin(struct efs_http_req *req)
@@ -168,17 +186,28 @@ int efs_worker_api_chunk_put_begin(struct efs_http_req *req)
 	if (req->content_length > EFS_STORE_MAX_CHUNK)
 		return efs_http_reply_err(req, EFS_HTTP_E_CHUNK_TOO_LARGE,
 					  "a chunk holds at most %d bytes", EFS_STORE_MAX_CHUNK);
+	struct chunk_put *put = calloc(1, sizeof(*put));
+	if (!put)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, -ENOMEM, id);
 	int r = efs_store_write_begin(w->store, id, (uint64_t)req->content_length, flags, &writer);
-	if (r < 0)
+	if (r < 0) {
+		free(put);
 		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, r, id);
-	req->state = writer;
+	}
+	put->writer = writer;
+	put->last_data_ms = efs_mono_ms();
+	req->state = put;
 	req->state_free = writer_free;
 	return 0;
 }
 
 int efs_worker_api_chunk_put_body(struct efs_http_req *req, const char *data, size_t len)
 {
-	int r = efs_store_write(req->state, data, len);
+	struct chunk_put *put = req->state;
+	int64_t now = efs_mono_ms();
+	put->longest_gap_ms = EFS_MAX(put->longest_gap_ms, now - put->last_data_ms);
+	put->last_data_ms = now;
+	int r = efs_store_write(put->writer, data, len);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, r,
 					    efs_http_param(req, "chunkId"));
@@ -187,7 +216,9 @@ int efs_worker_api_chunk_put_body(struct efs_http_req *req, const char *data, si
 
 int efs_worker_api_chunk_put(struct efs_http_req *req)
 {
-	struct efs_store_writer *writer = req->state;
+	struct efs_worker *w = efs_http_ctx(req);
+	struct chunk_put *put = req->state;
+	struct efs_store_writer *writer = put->writer;
 	const char *crc_hex = efs_http_header(req, EFS_HDR_CRC32C);
 	uint32_t crc = 0;
 
@@ -198,11 +229,20 @@ int efs_worker_api_chunk_put(struct efs_http_req *req)
 						  EFS_HDR_CRC32C " must be 8 hex digits");
 		crc = (uint32_t)strtoul(crc_hex, NULL, 16);
 	}
-	req->state = NULL; /* commit frees the writer whatever happens */
+	int64_t gap_ms = EFS_MAX(put->longest_gap_ms, efs_mono_ms() - put->last_data_ms);
+	put->writer = NULL; /* commit frees the writer whatever happens */
 	int r = efs_store_write_commit(writer, crc_hex != NULL, crc);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, r,
 					    efs_http_param(req, "chunkId"));
+	/* Stored after a long stall: the master probably wrote it elsewhere
+	 * meanwhile. A full report soon lets it judge the copy (kept while
+	 * younger than its orphan grace, then deleted by the report it asks
+	 * for), instead of at REPORT_INTERVAL_MS. */
+	if (gap_ms >= STALLED_WRITE_MS && !atomic_exchange(&w->ctx.full_report_due, true))
+		efs_warn("chunk %.12s stored after its upload stalled for %lld ms (given up by "
+			 "the master?): sending a full chunk report",
+			 efs_http_param(req, "chunkId"), (long long)gap_ms);
 	return efs_http_reply_json(req, 201,
 				   json_pack("{s:s, s:I}", "chunk_id", efs_http_param(req, "chunkId"),
 					     "size", (json_int_t)req->content_length));

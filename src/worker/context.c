@@ -41,6 +41,7 @@ int efs_worker_ctx_init(struct efs_worker_ctx *ctx, const struct efs_worker_conf
 	ctx->cfg = cfg;
 	ctx->store = store;
 	atomic_init(&ctx->full_report_due, false);
+	atomic_init(&ctx->full_report_began_ms, 0);
 	int r = efs_lost_queue_init(&ctx->lost);
 	if (r < 0 || (r = efs_http_client_new(&ctx->http)) < 0) {
 		efs_lost_queue_release(&ctx->lost);

@@ -69,6 +69,10 @@ struct efs_worker_ctx {
 	/* Set by the heartbeat on every (re)registration: a registered worker
 	 * reports what it holds; the report thread takes it (report.c). */
 	atomic_bool full_report_due;
+	/* efs_mono_ms() when the report thread last began a full report: a
+	 * heartbeat answer asking for one (a rejoin, "full_report") is
+	 * covered by a report begun after that heartbeat was sent. */
+	atomic_llong full_report_began_ms;
 	/* Called on the heartbeat thread after each successful beat; NULL:
 	 * nothing. worker.c sets none: chunk reports run on their own thread
 	 * (report.h), and whatever is hooked here delays the next beat. */

@@ -244,12 +244,24 @@ static int do_heartbeat(struct efs_heartbeat *hb)
 	struct efs_http_call call;
 	char path[EFS_ID_MAX + 64];
 	snprintf(path, sizeof(path), "/api/v1/workers/%s/heartbeat", hb->ctx->worker_id);
+	int64_t sent_ms = efs_mono_ms();
 	int r = efs_worker_ctx_post(hb->ctx, &call, path, space_json(hb));
 	if (r == 0) {
 		if (call.status == 200) {
 			json_t *answer = json_loadb(call.resp.data, call.resp.len, 0, NULL);
 			r = check_cluster(hb, answer);
 			take_interval(hb, answer);
+			/* The master had counted us dead (a partition, not a
+			 * restart): it may have repaired our chunks elsewhere
+			 * and deleted files meanwhile; the report settles it.
+			 * It asks at every beat until a report ends: one begun
+			 * since this beat was sent answers it already. */
+			if (r == 0 && json_is_true(json_object_get(answer, "full_report")) &&
+			    atomic_load(&hb->ctx->full_report_began_ms) < sent_ms &&
+			    !atomic_exchange(&hb->ctx->full_report_due, true))
+				efs_info("master %s had counted this worker dead: sending a full "
+					 "chunk report now",
+					 efs_worker_ctx_master_url(hb->ctx));
 			json_decref(answer);
 		} else if (call.status == 409) {
 			r = refused_by(hb, &call);
@@ -316,7 +328,16 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 		pthread_mutex_unlock(&ctx->lock);
 		if (efs_ticker_wait(t, backoff))
 			break;
-		backoff = EFS_MIN(backoff * 2, BACKOFF_MAX_MS);
+		/* Never wait longer than a heartbeat interval between tries: a
+		 * master restarted in a rolling upgrade counts this worker dead
+		 * (uploads get 503 no_capacity) from WORKER_DEAD_AFTER_MS after
+		 * our last beat until the next one reaches it, so a backoff grown
+		 * to BACKOFF_MAX_MS during its downtime would keep it refusing
+		 * uploads for seconds after it is back. One try per interval is
+		 * the load a master takes from this worker anyway (and never
+		 * more than one per BACKOFF_MIN_MS, however short the interval). */
+		int64_t cap = EFS_MAX(BACKOFF_MIN_MS, EFS_MIN(hb->interval_ms, BACKOFF_MAX_MS));
+		backoff = EFS_MIN(backoff * 2, cap);
 	}
 }
 

@@ -8,6 +8,7 @@
 #include "worker/context.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <string.h>
 
 /* How often the report thread looks for work: a (re)registration's report
@@ -42,6 +43,7 @@ struct report {
 	json_t *lost;   /* sent with the first batch */
 	char path[EFS_ID_MAX + 64];
 	size_t listed, deleted;
+	int64_t again_in_ms; /* the longest "report_again_in_ms" answered */
 	int error;
 };
 
@@ -93,6 +95,11 @@ static int send_batch(struct report *rep, bool last)
 		json_t *master_now = json_object_get(answer, "now_ms");
 		if (rep->reading_start && json_is_integer(master_now))
 			rep->master_started_ms = (int64_t)json_integer_value(master_now);
+		json_t *again = json_object_get(answer, "report_again_in_ms");
+		if (json_is_integer(again) && json_integer_value(again) > 0)
+			rep->again_in_ms =
+			    EFS_MAX(rep->again_in_ms, (int64_t)EFS_MIN(json_integer_value(again),
+								       (json_int_t)INT32_MAX));
 		json_array_foreach(json_object_get(answer, "delete"), i, item)
 		{
 			const char *id = json_string_value(item);
@@ -140,9 +147,12 @@ static int report_full(struct efs_reporter *rp, const char *worker_id)
 		r = send_batch(&rep, true);
 	json_decref(rep.chunks);
 	json_decref(rep.lost);
+	rp->again_in_ms = r == 0 ? rep.again_in_ms : 0;
 	if (r == 0)
-		efs_info("chunk report sent: %zu chunks held, %zu deleted as not needed",
-			 rep.listed, rep.deleted);
+		efs_info("chunk report sent: %zu chunks held, %zu deleted as not needed%s",
+			 rep.listed, rep.deleted,
+			 rep.again_in_ms ? "; the master asks for another once young copies age"
+					 : "");
 	return r;
 }
 
@@ -191,8 +201,15 @@ static void report_tick(struct efs_reporter *rp)
 	if ((r = efs_http_client_set_ca_file(rp->http, ctx->cfg->tls.ca_file)) < 0)
 		goto done; /* TLS_CA_FILE, as the heartbeat's client */
 	if (full) {
+		atomic_store(&ctx->full_report_began_ms, (long long)efs_mono_ms());
 		r = report_full(rp, id);
 		rp->next_report_ms = now + (r == 0 ? ctx->cfg->report_interval_ms : REPORT_RETRY_MS);
+		/* Copies kept for their youth are judged again once old, not
+		 * at the next interval (at most one grace away). */
+		if (r == 0 && rp->again_in_ms > 0)
+			rp->next_report_ms = EFS_MIN(rp->next_report_ms,
+						     efs_mono_ms() +
+							     EFS_MAX(rp->again_in_ms, REPORT_POLL_MS));
 	} else {
 		r = report_lost(rp, id);
 	}

@@ -7,8 +7,11 @@
  * unreferenced, or unknown and older than its orphan grace), which are
  * deleted unless written after the report began. The last batch lets the
  * master mark what the worker no longer holds. Full reports go out after
- * every registration and every REPORT_INTERVAL_MS; corrupt chunks within
- * a fraction of a second.
+ * every registration, when a heartbeat's answer says "full_report" (the
+ * master had counted this worker dead: a partition healed), within a
+ * batch answer's "report_again_in_ms" (copies kept only for their youth)
+ * and every REPORT_INTERVAL_MS; corrupt chunks within a fraction of a
+ * second.
  *
  * Reports run on their own thread, with their own connection (opened for a
  * report, closed after it), never on
@@ -33,6 +36,7 @@ struct efs_reporter {
 	struct efs_ticker ticker;
 	struct efs_http_client *http; /* the report under way's calls to the master */
 	int64_t next_report_ms;	      /* monotonic: when the next full report is due */
+	int64_t again_in_ms;	      /* the last report's "report_again_in_ms" (0: none) */
 };
 
 /* Starts the report thread for @ctx: the first full report goes out once

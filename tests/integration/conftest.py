@@ -9,6 +9,11 @@ that test modules can import it; this file turns it into fixtures:
                      must exit 0 on SIGTERM with a clean sanitizer report.
     shared_cluster   one Cluster per test module, for tests that only read
                      (auth, HTTP edge cases); modules build on it.
+    nemesis          network faults of one test (nemesis.Nemesis: proxies
+                     between processes, iptables rules on its own ports),
+                     all healed and removed after the test even when it
+                     fails; rules a crashed earlier session left behind are
+                     removed when the session starts.
 
 When a test fails, the tail of every process's log is attached to its
 report. `pytest -m "not slow"` skips the tests marked slow.
@@ -24,6 +29,7 @@ import os
 import pytest
 
 import echofs_harness as h
+import nemesis as nm
 
 
 def pytest_configure(config):
@@ -67,6 +73,7 @@ def pytest_sessionstart(session):
     if h.BACKEND == "postgres" and not h.PG_URL:
         raise pytest.UsageError("ECHOFS_TEST_BACKEND=postgres needs ECHOFS_TEST_PG_URL: "
                                 "scripts/services.sh start DIR && . DIR/env")
+    nm.remove_leftover_rules()
 
 
 # Tests that only make sense on the embedded SQLite store, skipped when
@@ -80,6 +87,7 @@ def pytest_sessionfinish(session, exitstatus):
     # harness itself could leave behind.
     h.kill_leftovers()
     h.remove_session_tls()
+    nm.remove_leftover_rules()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -107,3 +115,12 @@ def shared_cluster(request, tmp_path_factory):
                   label=request.module.__name__)
     yield c
     c.close()
+
+
+@pytest.fixture
+def nemesis():
+    n = nm.Nemesis()
+    try:
+        yield n
+    finally:
+        n.close()

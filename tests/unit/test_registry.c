@@ -5,6 +5,9 @@
  * once; another master's registration (a second registry over the same
  * database) at most EFS_REGISTRY_CACHE_MS late; a worker that stops
  * beating is dead for placement within WORKER_DEAD_AFTER_MS plus that.
+ * A worker that beats again after it was dead (a healed partition), or
+ * takes writes again after writes to it were given up, is asked for a full
+ * chunk report until one ends (issue 19).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -170,7 +173,8 @@ static void test_dead_within_dead_after_plus_cache_age(void **state)
 	assert_int_equal(cached_alive(&f->registry, NULL), 0);
 
 	/* A heartbeat through this master brings it back at once. */
-	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES, 0), 0);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES, 0, NULL),
+			 0);
 	assert_int_equal(cached_alive(&f->registry, NULL), 1);
 }
 
@@ -186,22 +190,105 @@ static void test_heartbeat_updates_the_cached_figures(void **state)
 	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 1);
 	/* Full now: placement must not pick it for a chunk that does not fit,
 	 * without waiting for the copy to expire. */
-	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 100, 7), 0);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 100, 7, NULL), 0);
 	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 0);
 	/* Room for the bytes but not for the record and the block rounding
 	 * (issue 12, defect 13): a write there would answer 507. */
-	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 4096 + 100, 7), 0);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 4096 + 100, 7, NULL), 0);
 	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 0);
 	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES,
-						4096 + EFS_PLACEMENT_FREE_MARGIN, 7), 0);
+						4096 + EFS_PLACEMENT_FREE_MARGIN, 7, NULL), 0);
 	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 1);
-	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 100, 7), 0);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, 100, 7, NULL), 0);
 	assert_int_equal(efs_registry_list_cached(&f->registry, &list, &n), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(list[0].info.free_bytes, 100);
 	assert_int_equal(list[0].info.chunk_count, 7);
 	assert_true(list[0].alive);
 	free(list);
+}
+
+/* Issue 19: a heartbeat from a worker that was dead (a partition healed,
+ * no restart) says so, and keeps saying so at every beat until a full
+ * report of that worker ended; a live worker's beats never do. */
+static void test_rejoin_asks_for_a_report_until_one_ends(void **state)
+{
+	struct fixture *f = *state;
+	char id[EFS_ID_MAX + 1];
+	bool rejoined = true;
+
+	register_worker(&f->registry, 0, id);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES, 0,
+						&rejoined),
+			 0);
+	assert_false(rejoined);
+	/* Dead for every master: no beat for longer than DEAD_AFTER_MS. */
+	sleep_ms(DEAD_AFTER_MS + 100);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES, 0,
+						&rejoined),
+			 0);
+	assert_true(rejoined);
+	/* Alive again, but its answer may have been lost: asked again. */
+	rejoined = false;
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES, 0,
+						&rejoined),
+			 0);
+	assert_true(rejoined);
+	efs_registry_report_done(&f->registry, id);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES, 0,
+						&rejoined),
+			 0);
+	assert_false(rejoined);
+	/* The other master did not see it rejoin through itself, and the
+	 * store says alive: no report asked there. */
+	rejoined = true;
+	assert_int_equal(efs_registry_heartbeat(&f->other, id, FREE_BYTES, FREE_BYTES, 0, &rejoined),
+			 0);
+	assert_false(rejoined);
+	/* An unknown worker is not a rejoin: it registers again. */
+	assert_int_equal(efs_registry_heartbeat(&f->registry, "w-unknown", FREE_BYTES, FREE_BYTES,
+						0, &rejoined),
+			 -ENOENT);
+}
+
+/* Issue 19: writes to a worker given up in transport may land later; the
+ * first good write after them asks for a report (once). */
+static void test_good_write_after_given_up_ones_asks_for_a_report(void **state)
+{
+	struct fixture *f = *state;
+	char id[2][EFS_ID_MAX + 1];
+	bool rejoined = true;
+
+	register_worker(&f->registry, 0, id[0]);
+	register_worker(&f->registry, 1, id[1]);
+	efs_registry_note_write(&f->registry, id[0], true); /* nothing given up: nothing */
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id[0], FREE_BYTES, FREE_BYTES, 0,
+						&rejoined),
+			 0);
+	assert_false(rejoined);
+	efs_registry_note_write(&f->registry, id[0], false);
+	efs_registry_note_write(&f->registry, id[0], false);
+	/* Still failing: the late copies cannot have landed yet. */
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id[0], FREE_BYTES, FREE_BYTES, 0,
+						&rejoined),
+			 0);
+	assert_false(rejoined);
+	efs_registry_note_write(&f->registry, id[1], true); /* another worker's: no */
+	efs_registry_note_write(&f->registry, id[0], true);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id[1], FREE_BYTES, FREE_BYTES, 0,
+						&rejoined),
+			 0);
+	assert_false(rejoined);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id[0], FREE_BYTES, FREE_BYTES, 0,
+						&rejoined),
+			 0);
+	assert_true(rejoined);
+	efs_registry_report_done(&f->registry, id[0]);
+	efs_registry_note_write(&f->registry, id[0], true);
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id[0], FREE_BYTES, FREE_BYTES, 0,
+						&rejoined),
+			 0);
+	assert_false(rejoined);
 }
 
 int main(void)
@@ -213,6 +300,8 @@ int main(void)
 		T(test_other_master_is_seen_within_the_cache_age),
 		T(test_dead_within_dead_after_plus_cache_age),
 		T(test_heartbeat_updates_the_cached_figures),
+		T(test_rejoin_asks_for_a_report_until_one_ends),
+		T(test_good_write_after_given_up_ones_asks_for_a_report),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: MIT */
+/* dynamodb.h - the DynamoDB metadata backend's shared parts (private to
+ * src/meta): the handle, item helpers and the release of references that
+ * deleting a file or a session (or expiring one) runs.
+ *
+ * Item layout and write order: docs/AWS.md. dynamodb.c opens, leases and
+ * totals; dynamodb_sessions.c has the sessions; dynamodb_files.c the
+ * files, chunks, garbage and the releases.
+ */
+#ifndef ECHOFS_META_DYNAMODB_H
+#define ECHOFS_META_DYNAMODB_H
+
+#include "echofs/meta.h"
+#include "meta/backend.h"
+#include "meta/dynamodb_call.h"
+
+#include <pthread.h>
+
+#define DYN_TABLE_MAX 255
+#define DYN_SCHEMA_VERSION 1
+/* The lease for background duties: taken for this long, renewed by the
+ * holder once less than half of it is left. */
+#define DYN_LEASE_TERM_MS 30000
+/* A release (file or session delete) whose marker is older than this is
+ * finished by the lease holder (its master died half way). */
+#define DYN_RELEASE_STALE_MS 60000
+/* Retries of a transaction that lost a race (a conflict, a version that
+ * moved, a chunk item the collector took meanwhile). */
+#define DYN_TX_ATTEMPTS 10
+/* Chunk ids in one chunk-list item of a file (plus the item: 100). */
+#define DYN_LIST_IDS 99
+/* Session CHUNK# items released by one transaction (each with its chunk). */
+#define DYN_SESSION_RELEASE 50
+/* The TTL backstop: DynamoDB removes a session item this long after it
+ * expired, a day after the collector should have (docs/AWS.md). */
+#define DYN_TTL_GRACE_S 86400
+
+struct dyn {
+	struct ddb ddb;
+	char files[DYN_TABLE_MAX + 1];
+	char chunks[DYN_TABLE_MAX + 1];
+	char sessions[DYN_TABLE_MAX + 1];
+	char cluster_id[EFS_CLUSTER_ID_LEN + 1];
+	char holder[33]; /* this handle's id in the lease item */
+	pthread_mutex_t lease_lock;
+	int64_t lease_until_ms; /* 0: not held */
+	int64_t last_sweep_ms;	/* dynamodb_files.c's sweep, under lease_lock */
+};
+
+extern const struct efs_meta_ops efs_dynamodb_ops;
+/* Opens the backend: the tables checked (a missing one named in @err),
+ * the cluster id read or drawn. */
+int efs_dynamodb_store_open(const struct efs_meta_dynamodb_config *cfg, void **out, char *err,
+			    size_t errlen);
+
+/* Logs a failed call once (with the table/action, AWS's code and message)
+ * and returns the errno callers of meta.h get. */
+int dyn_fail(const char *what, int r, const struct ddb_result *res);
+
+/* GetItem with ConsistentRead; *@item is the item (caller decrefs).
+ * -ENOENT when there is none. */
+int dyn_get(struct dyn *d, const char *table, const char *pk, const char *sk, json_t **item);
+/* PutItem / DeleteItem / UpdateItem with a condition (NULL for none) and
+ * the names and values the expressions use (borrowed; may be NULL). */
+int dyn_put(struct dyn *d, const char *table, json_t *item, const char *condition,
+	    json_t *names, json_t *values, struct ddb_result *res);
+int dyn_delete(struct dyn *d, const char *table, const char *pk, const char *sk,
+	       const char *condition, json_t *names, json_t *values, struct ddb_result *res);
+int dyn_update(struct dyn *d, const char *table, const char *pk, const char *sk,
+	       const char *update, const char *condition, json_t *names, json_t *values,
+	       bool retry, struct ddb_result *res);
+/* TransactWriteItems of @items (stolen), which must hold @expected
+ * elements (-ENOMEM otherwise: one could not be built), with a fresh
+ * ClientRequestToken so that a retry after a lost answer is not applied
+ * twice. */
+int dyn_tx(struct dyn *d, json_t *items, size_t expected, struct ddb_result *res);
+/* One element of a transaction: {"Update": {...}} etc. (new references;
+ * @key/@item, @names and @values are stolen). */
+json_t *dyn_tx_update(const char *table, json_t *key, const char *update, const char *condition,
+		      json_t *names, json_t *values);
+json_t *dyn_tx_put(const char *table, json_t *item, const char *condition, json_t *names,
+		   json_t *values);
+json_t *dyn_tx_delete(const char *table, json_t *key, const char *condition, json_t *names,
+		      json_t *values);
+
+/* The chunk item with refcount 0 and zero_since @now_ms, unless it exists
+ * (T5: the collector takes it after its grace if nothing references it). */
+int dyn_chunk_ensure(struct dyn *d, const struct efs_chunk_info *chunk, int64_t now_ms);
+/* The transaction element adding @delta to @chunk_id's refcount (the item
+ * must exist); @delta > 0 also takes it off the collector's list. */
+json_t *dyn_chunk_ref(struct dyn *d, const char *chunk_id, int64_t delta);
+/* Puts chunks whose refcount is 0 on the collector's list (zero_since
+ * @now_ms), reading each back first; errors are logged and ignored (the
+ * sweep in garbage_list finds what was missed). */
+void dyn_chunks_mark_zero(struct dyn *d, const char (*ids)[65], size_t count, int64_t now_ms);
+
+/* Releases marker: "F#<file_id>" or "S#<session_id>". Puts in @tx (a
+ * transaction being built) the marker item of a release about to start. */
+json_t *dyn_release_marker(struct dyn *d, const char *what, const char *owner, int64_t now_ms);
+/* Releases what a deleted file or session referenced, then removes the
+ * marker; safe to run twice, concurrently too. */
+int dyn_release(struct dyn *d, const char *what, int64_t now_ms);
+/* Finishes up to @max releases started before @before_ms (their master
+ * died). */
+int dyn_release_stale(struct dyn *d, int64_t before_ms, size_t max);
+
+/* Attribute values for the item of @f. */
+int dyn_file_from_item(const json_t *item, struct efs_file_info *f);
+/* A chunk item's fields. */
+int dyn_chunk_from_item(const json_t *item, struct efs_chunk_info *c);
+
+/* dynamodb_sessions.c */
+int dyn_session_create(void *impl, const struct efs_session_info *s);
+int dyn_session_get(void *impl, const char *session_id, struct efs_session_info *out);
+int dyn_session_chunks(void *impl, const char *session_id, struct efs_session_chunk **out,
+		       size_t *count);
+int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
+			  const struct efs_chunk_info *chunk, const char *const *worker_ids,
+			  size_t worker_count, bool dedup, int64_t now_ms, int64_t hidden_expires_ms,
+			  int64_t expires_at_least_ms);
+int dyn_session_complete(void *impl, const char *session_id, int64_t version,
+			 const struct efs_file_info *file, int64_t remember_until_ms);
+int dyn_session_done_get(void *impl, const char *session_id, struct efs_session_done *out);
+int dyn_session_done_purge(void *impl, int64_t now_ms, size_t max, size_t *count);
+int dyn_session_delete(void *impl, const char *session_id, int64_t now_ms);
+int dyn_session_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
+			size_t *count);
+
+/* dynamodb_files.c */
+int dyn_file_create_single(void *impl, const struct efs_file_info *file,
+			   const struct efs_chunk_info *chunk, const char *const *worker_ids,
+			   size_t worker_count, bool dedup, int64_t now_ms);
+int dyn_file_get(void *impl, const char *file_id, struct efs_file_info *out);
+int dyn_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
+		    struct efs_file_chunk **out, size_t *count);
+int dyn_file_list(void *impl, const char *owner, int64_t after_created_ms, const char *after_id,
+		  size_t limit, struct efs_file_info **out, size_t *count);
+int dyn_file_delete(void *impl, const char *file_id, const char *owner, int64_t now_ms);
+int dyn_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
+		  struct efs_replica *replicas, unsigned *replica_count);
+int dyn_chunk_record_unreferenced(void *impl, const struct efs_chunk_info *chunk,
+				  const char *const *worker_ids, size_t worker_count,
+				  int64_t now_ms);
+int dyn_garbage_list(void *impl, int64_t before_ms, size_t max, char (*ids)[65], size_t *count);
+int dyn_garbage_take(void *impl, const char *chunk_id, struct efs_replica *replicas,
+		     unsigned *replica_count);
+/* The file's META item: file_info fields, owner and list_key. */
+json_t *dyn_file_item(const struct efs_file_info *f);
+/* "CHUNKS#<12 digits>" */
+void dyn_list_sk(uint64_t first, char out[32]);
+
+#endif

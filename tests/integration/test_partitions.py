@@ -1,0 +1,160 @@
+"""Network partitions between the master and a live worker (issue 19).
+
+A worker is not killed: it stays up, with its data, while the links between
+it and the master stop moving bytes (nemesis.LinkProxy: the master reaches
+the victim through one proxy, WORKER_ADVERTISE_URL, and the victim reaches
+the master through another, MASTER_URL). Uploads go on all the while. Cut:
+
+    both               neither reaches the other
+    worker_to_master   the victim's heartbeats and reports do not arrive;
+                       the master can still reach it
+    master_to_worker   the master (and the other workers, and reads) cannot
+                       reach the victim; its heartbeats still arrive
+    frozen             the connections open to the victim at that moment stop
+                       moving bytes without closing (half-open, in the middle
+                       of replica writes); new connections work
+    iptables           master_to_worker with the kernel instead of the proxy:
+                       every packet to or from the victim's port dropped
+                       (nemesis.PortBlock; root only, skipped otherwise):
+                       new connections time out in SYN, as on a real network
+
+After the heal the victim comes back without a restart. Whatever the cut,
+every acknowledged upload must read back byte for byte, a file deleted
+during the cut must be gone from every disk, and every needed chunk must
+be stored exactly REPLICATION_FACTOR times, within seconds of the heal: the
+master answers the first heartbeat of a worker it had counted dead with
+"full_report": true and the worker's report removes the surplus (repair
+made new copies while it was away) and the chunks of deleted files.
+A write the master gave up on (3 s without progress) may still land when
+the link heals: the first good write to that worker afterwards asks it for
+a report too, which keeps the late copy while younger than ORPHAN_GRACE_MS
+(1 s here) and asks for another report once it is older.
+REPORT_INTERVAL_MS stays at its default (an hour), so nothing here can
+settle through a periodic report.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+
+import pytest
+
+import echofs_harness as h
+import nemesis as nm
+from test_faults import (CHUNK, RF, Uploaders, assert_acked_download, assert_downloads,
+                         check_acked, check_running, chunk_ids_of, disk_vs_needed, file_info,
+                         holders, master_env, poll, secs, upload_files)
+
+# How long the cut lasts: long enough for the victim to be counted dead
+# (WORKER_DEAD_AFTER_MS 1 s) and its chunks repaired (REPAIR_AFTER_MS 1 s).
+# ECHOFS_PARTITION_S=20 runs the issue's 20 s partition (a longer run).
+CUT_S = float(os.environ.get("ECHOFS_PARTITION_S") or 6.0)
+# The heal must settle within this (the issue asks for 30 s; the rejoin
+# report takes well under 5 s here).
+SETTLE_S = 15.0
+
+
+def start(cluster: h.Cluster, nemesis: nm.Nemesis):
+    m = cluster.start(workers=3, master_env=master_env(REPAIR_AFTER_MS=1000, GC_GRACE_MS=500,
+                                                       ORPHAN_GRACE_MS=1000))
+    victim, to_victim, from_victim = nemesis.add_linked_worker(cluster, m, "victim")
+    m.wait_workers(alive=4, total=4)
+    return m, victim, to_victim, from_victim
+
+
+@pytest.mark.slow(reason="a 6 s partition under uploads, repair, then the rejoin")
+@pytest.mark.parametrize("cut", ["both", "worker_to_master", "master_to_worker", "frozen",
+                                 "iptables"])
+def test_partitioned_worker_rejoins_and_every_chunk_settles_at_rf(cluster, nemesis, cut):
+    if cut == "iptables" and (why := nm.iptables_unavailable()):
+        pytest.skip(why)
+    m, victim, to_victim, from_victim = start(cluster, nemesis)
+    api = m.user_client()
+    rng = random.Random(19)
+    files = upload_files(api, rng, 6, 2, 3)
+    where = holders(api, files)
+    vid = victim.worker_id
+    doomed = next(fid for fid in files
+                  if any(vid in where[c["chunk_id"]] for c in file_info(api, fid)["chunks"]))
+    doomed_chunks = chunk_ids_of(api, [doomed])
+    assert doomed_chunks & set(victim.chunk_usage().ids), "the victim holds none of them"
+
+    up = Uploaders([m.user_client() for _ in range(2)],
+                   lambda r: r.choice([CHUNK, 2 * CHUNK, 3 * CHUNK]), f"cut-{cut}", seed=19,
+                   timeout=60).start()
+    try:
+        time.sleep(0.5)
+        mark = m.log_mark()
+        if cut in ("both", "master_to_worker"):
+            to_victim.cut()
+        if cut in ("both", "worker_to_master"):
+            from_victim.cut()
+        if cut == "iptables":
+            nemesis.block_port(victim.port)  # behind its proxy: the worker itself
+        if cut == "frozen":
+            # Until some replica write is caught in the middle.
+            h.wait_until(lambda: to_victim.freeze(nm.BOTH, busy_only=True), secs(10),
+                         interval=0.005, what="a replica write to the victim to freeze")
+        r = api.delete(f"/api/v1/files/{doomed}")
+        assert r.status_code == 204, r.text
+        del files[doomed]
+        if cut in ("both", "worker_to_master"):
+            # Its heartbeats do not arrive: dead, then repaired elsewhere.
+            m.wait_worker_status(vid, "dead", timeout=secs(5))
+        time.sleep(CUT_S)
+        still_dead = m.worker_record(vid)["status"]
+        nemesis.heal()
+        healed_at = time.monotonic()
+        time.sleep(1.0)  # uploads across the heal
+    finally:
+        up.stop()
+    outcomes = up.snapshot()
+    failed = [o for o in outcomes if o.status != 201]
+    assert not failed, f"{len(failed)} of {len(outcomes)} uploads failed during the " \
+        f"partition: " + "; ".join(f"{o.name}: {o.status} {o.error or o.body}"
+                                   for o in failed[:5])
+    acked = check_acked(outcomes)
+    assert len(acked) >= 5, f"only {len(acked)} uploads during the partition"
+    if cut in ("both", "worker_to_master"):
+        assert still_dead == "dead", f"the cut-off victim was {still_dead} at the heal"
+    for fid, o in acked.items():
+        files[fid] = None  # checked by assert_acked_download
+
+    needed = chunk_ids_of(api, files)
+    live = [w for w in cluster.workers]
+
+    def settled():
+        check_running(cluster)
+        rec = m.worker_record(vid)
+        problems = [] if rec["status"] == "alive" else [f"victim is {rec['status']}"]
+        problems += disk_vs_needed(cluster, needed)
+        left = doomed_chunks & set(cluster.chunk_usage(live).ids)
+        if left:
+            problems.append(f"{len(left)} chunks of the deleted file still stored")
+        for fid in files:
+            for c in file_info(api, fid)["chunks"]:
+                listed = [x["worker_id"] for x in c["replicas"]]
+                if len(set(listed)) != RF:
+                    problems.append(f"chunk {c['chunk_id'][:12]} lists {listed}")
+        under = m.health()["under_replicated"]
+        if under:
+            problems.append(f"under_replicated={under}")
+        return not problems, problems[:6]
+    poll(settled, secs(SETTLE_S), f"every chunk to settle at {RF} copies after the heal")
+    took = time.monotonic() - healed_at
+    print(f"\n{cut}: {len(acked)} uploads acknowledged, settled {took:.1f} s after the heal")
+
+    assert_acked_download(api, acked, f"after the {cut} partition healed")
+    assert_downloads(api, {f: d for f, d in files.items() if d is not None},
+                     f"after the {cut} partition healed")
+    log = m.stderr_since(mark)
+    if cut in ("master_to_worker", "frozen", "iptables"):
+        assert re.search(rf"write to worker {re.escape(vid)} failed", log), \
+            "no replica write to the victim was given up: the fault was not exercised"
+    if cut in ("both", "worker_to_master"):
+        assert re.search(rf"worker {re.escape(vid)} beats again after it was counted dead",
+                         log), "the master did not ask the rejoined worker for a report"
+        assert "registered again" not in log, "the victim re-registered: not a rejoin test"
