@@ -35,11 +35,15 @@
 #    installs them); a failure instead with ECHOFS_REQUIRE_AWS_LOCAL set
 #    (test/all.sh sets it).
 #
+# The local AWS servers and the tables of step 8 are started in the
+# background at the beginning (the JVM and the aws CLI are slow, and need
+# no Docker), so that the step only adds the container and its test.
+#
 # It stops everything it started, also on failure: the compose projects
 # (down -v), the local AWS servers, its temporary directory, and dockerd
-# if it started it. The
-# images stay, so the next run is warm (layer cache). Prints how long the
-# base images, the builds, the AWS step and the whole run took.
+# if it started it. The images stay, so the next run is warm (layer
+# cache). Prints how long the base images, the builds, the AWS step and
+# the whole run took.
 #
 # Skips (exit 0, saying why) where Docker cannot run: no docker client, no
 # compose (`docker compose` or docker-compose), no engine and no way to
@@ -244,7 +248,13 @@ aws_step() {
 		echo "ECHOFS_PORT=$port"
 		cat "$AWS_DIR/env"
 	} >>"$WORK/aws.env"
-	jwt=$(sed -n 's/^JWT_SECRET=//p' "$WORK/aws.env")
+	# The shell's values win over --env-file's in compose's substitutions:
+	# export this project's secrets over those of the stack's .env.
+	set -a
+	# shellcheck source=/dev/null
+	. "$WORK/aws.env"
+	set +a
+	jwt=$JWT_SECRET
 
 	step "compose.aws.yml up (project $AWS_PROJECT, master on 127.0.0.1:$port)"
 	t2=$SECONDS
@@ -312,7 +322,7 @@ t=$SECONDS
 T_BASE=$((SECONDS - t))
 ok "debian:bookworm, debian:bookworm-slim (${T_BASE}s)"
 
-step "docker build $IMAGE and the PostgreSQL/Redis stand-ins"
+if $STACK; then step "docker build $IMAGE and the PostgreSQL/Redis stand-ins"; else step "docker build $IMAGE"; fi
 t=$SECONDS
 build() {
 	local tag=$1
