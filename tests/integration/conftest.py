@@ -31,8 +31,10 @@ PostgreSQL is shared safely (every cluster creates a database of its own).
 """
 
 import os
+import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,8 +64,24 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "serial: run alone, not beside other tests (conftest.SERIAL; "
         "test/all.sh runs -m 'not serial' in parallel, then -m serial)")
+    stale = [key for key in SERIAL if not _names_a_test(key)]
+    if stale:
+        # It would let the test it meant run in parallel, unnoticed.
+        raise pytest.UsageError(f"conftest.py SERIAL names no test: {', '.join(stale)}")
     if hasattr(config, "workerinput") and h.REDIS_ADDR:
         _start_worker_redis(config)
+
+
+def _names_a_test(key: str) -> bool:
+    """Whether a SERIAL key names an existing test file, or a test function
+    defined in one."""
+    path = Path(__file__).parent / key.split("::", 1)[0]
+    if not path.is_file():
+        return False
+    if "::" not in key:
+        return True
+    name = re.escape(key.split("::", 1)[1])
+    return re.search(rf"^def {name}\(", path.read_text(), re.M) is not None
 
 
 def pytest_unconfigure(config):
