@@ -49,6 +49,7 @@ SERIAL: dict[str, str] = {
     "test_abuse.py": "floods and slow attackers against deadlines",
     "test_clock_skew.py": "waits out clock-dependent windows",
     "test_faults.py": "crashes and hangs timed against heartbeat deadlines",
+    "test_recovery.py": "repair and its gauges awaited against short deadlines",
     "test_reports.py": "heartbeats timed while a report loads the worker",
     "test_scaleout.py::test_postgres_outage_answers_503_and_recovers_without_restart":
         "stops the shared PostgreSQL",
