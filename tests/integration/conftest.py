@@ -47,6 +47,8 @@ import echofs_harness as h
 # tests/integration/ prefix ("test_x.py" or "test_x.py::test_name") -> why.
 SERIAL: dict[str, str] = {
     "test_abuse.py": "floods and slow attackers against deadlines",
+    "test_cli.py::test_put_killed_halfway_resumes_and_get_returns_the_same_bytes":
+        "kills 200 MiB rate-limited transfers halfway; counts what a 1 s settle stored",
     "test_clock_skew.py": "waits out clock-dependent windows",
     "test_faults.py": "crashes and hangs timed against heartbeat deadlines",
     "test_recovery.py": "repair and its gauges awaited against short deadlines",
