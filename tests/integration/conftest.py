@@ -22,9 +22,24 @@ ECHOFS_TEST_BACKEND=postgres (with ECHOFS_TEST_PG_URL, and optionally
 ECHOFS_TEST_REDIS_ADDR, from scripts/services.sh) runs every cluster's
 masters on a fresh PostgreSQL database (and that Redis); tests listed in
 SQLITE_ONLY below are skipped then.
+
+Parallel runs (pytest-xdist, `-n N --dist loadfile`, as test/all.sh does):
+every test of the files in SERIAL gets the marker `serial`. CI runs
+`-m "not serial"` on N workers, then `-m serial` alone, so together the
+two runs hold every test once. The serial files are the ones that measure
+time or load (a second test's processes on the same cores would eat their
+margins) or that stop a service the others share (test_scaleout stops
+PostgreSQL). Each xdist worker gets a redis-server of its own in place of
+ECHOFS_TEST_REDIS_ADDR (a cluster flushes the shared Redis when it starts
+and closes, which would wipe the keys of a cluster on another worker);
+PostgreSQL is shared safely (every cluster creates a database of its own).
 """
 
 import os
+import re
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -32,14 +47,90 @@ import echofs_harness as h
 import nemesis as nm
 
 
+# Tests that must not share the machine with other tests: they time
+# things, load the CPU on purpose, or stop a service the others share.
+# A file (every test in it) or one test, as pytest names them without the
+# tests/integration/ prefix ("test_x.py" or "test_x.py::test_name") -> why.
+SERIAL: dict[str, str] = {
+    "test_abuse.py": "floods and slow attackers against deadlines",
+    "test_cli.py::test_put_killed_halfway_resumes_and_get_returns_the_same_bytes":
+        "kills 200 MiB rate-limited transfers halfway; counts what a 1 s settle stored",
+    "test_clock_skew.py": "waits out clock-dependent windows",
+    "test_faults.py": "crashes and hangs timed against heartbeat deadlines",
+    "test_recovery.py": "repair and its gauges awaited against short deadlines",
+    "test_reports.py": "heartbeats timed while a report loads the worker",
+    "test_rolling_restart.py": "counts failed requests while daemons restart, timed against heartbeats",
+    "test_scaleout.py::test_postgres_outage_answers_503_and_recovers_without_restart":
+        "stops the shared PostgreSQL",
+    "test_scrape_storm.py": "a scrape storm measured against latency",
+    "test_slow_clients.py": "slow clients against the server's timeouts",
+}
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow(reason): takes several seconds (the reason says why); "
         "deselect with -m 'not slow'")
+    config.addinivalue_line(
+        "markers", "serial: run alone, not beside other tests (conftest.SERIAL; "
+        "test/all.sh runs -m 'not serial' in parallel, then -m serial)")
+    stale = [key for key in SERIAL if not _names_a_test(key)]
+    if stale:
+        # It would let the test it meant run in parallel, unnoticed.
+        raise pytest.UsageError(f"conftest.py SERIAL names no test: {', '.join(stale)}")
+    if hasattr(config, "workerinput") and h.REDIS_ADDR:
+        _start_worker_redis(config)
+
+
+def _names_a_test(key: str) -> bool:
+    """Whether a SERIAL key names an existing test file, or a test function
+    defined in one."""
+    path = Path(__file__).parent / key.split("::", 1)[0]
+    if not path.is_file():
+        return False
+    if "::" not in key:
+        return True
+    name = re.escape(key.split("::", 1)[1])
+    return re.search(rf"^def {name}\(", path.read_text(), re.M) is not None
+
+
+def pytest_unconfigure(config):
+    proc = getattr(config, "_efs_worker_redis", None)
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _start_worker_redis(config) -> None:
+    """A redis-server of this xdist worker's own, in place of the shared
+    one (see the module docstring); stopped by pytest_unconfigure, and
+    killed with the worker if the worker dies (PR_SET_PDEATHSIG)."""
+    port = h.free_port()
+    proc = subprocess.Popen([h.REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--daemonize", "no",
+                             "--logfile", ""], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=h._die_with_parent)
+    config._efs_worker_redis = proc
+    addr = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while not h.redis_ping(addr):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise pytest.UsageError(f"xdist worker: redis-server on {addr} did not start")
+        time.sleep(0.05)
+    h.REDIS_ADDR = addr
+    os.environ["ECHOFS_TEST_REDIS_ADDR"] = addr
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        node = item.nodeid.split("tests/integration/", 1)[-1]
+        if node.split("::", 1)[0] in SERIAL or node.split("[", 1)[0] in SERIAL:
+            item.add_marker(pytest.mark.serial)
         for mark in item.iter_markers("slow"):
             if not (mark.kwargs.get("reason") or mark.args):
                 raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.slow needs a reason")

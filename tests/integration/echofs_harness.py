@@ -174,6 +174,26 @@ def _ephemeral_port_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+def _port_slice() -> tuple[int, int]:
+    """The ports free_port() picks from: 20000 up to the kernel's ephemeral
+    range; under pytest-xdist (-n N) worker gwK gets the K-th of N equal
+    slices of it, so that no two workers can give out the same port (each
+    one remembers only its own; a port whose master is stopped for a
+    restart looks free to the others)."""
+    lo, _ = _ephemeral_port_range()
+    first, last = 20000, min(lo, 65536) - 1
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+        index = int(worker[2:]) if worker.startswith("gw") else -1
+    except ValueError:
+        count, index = 1, -1
+    if count > 1 and 0 <= index < count and last - first > 1000 * count:
+        span = (last - first + 1) // count
+        first, last = first + index * span, first + (index + 1) * span - 1
+    return first, last
+
+
 _ports_lock = threading.Lock()
 _ports_given: set[int] = set()
 
@@ -182,10 +202,10 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on, never given twice.
 
     Chosen below the kernel's ephemeral range when possible, so an outgoing
-    connection cannot take it between this check and the daemon's bind().
+    connection cannot take it between this check and the daemon's bind(),
+    and from this xdist worker's own slice of that (_port_slice()).
     """
-    lo, _ = _ephemeral_port_range()
-    first, last = 20000, min(lo, 65536) - 1
+    first, last = _port_slice()
     with _ports_lock:
         for _ in range(500 if last - first > 1000 else 0):
             port = random.randint(first, last)
