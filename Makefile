@@ -55,7 +55,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit integration integration-tls run bench clean format fuzz fuzz-smoke \
+.PHONY: all deps test unit integration integration-tls integration-aws run bench clean format fuzz fuzz-smoke \
 	install uninstall
 all: $(PROGS) $(TOOL_BIN)
 
@@ -118,6 +118,19 @@ TLS_CORE = tests/integration/test_tls.py tests/integration/test_files.py \
 integration-tls: $(PROGS)
 	ECHOFS_TEST_TLS=1 ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
 	  /usr/bin/python3 -m pytest -q $(TLS_CORE) $(PYTEST_ARGS)
+
+# The core of the black-box suite again in full AWS mode: every master keeps
+# its chunks in S3 and its metadata in DynamoDB, on local servers started
+# for the session (or ECHOFS_TEST_AWS_ENV's, scripts/aws_local.sh), a fresh
+# bucket and tables per cluster; tests that need workers skip, saying so;
+# plus S3 and DynamoDB throttling (test_aws_faults.py). See docs/AWS.md.
+AWS_CORE = tests/integration/test_aws_faults.py tests/integration/test_files.py \
+	   tests/integration/test_sessions.py tests/integration/test_download.py \
+	   tests/integration/test_auth.py tests/integration/test_wire_limits.py \
+	   tests/integration/test_http.py
+integration-aws: $(PROGS) $(TOOL_BIN)
+	ECHOFS_TEST_BACKEND=aws ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
+	  /usr/bin/python3 -m pytest -q $(AWS_CORE) $(PYTEST_ARGS)
 
 run: deps all
 	@./scripts/dev-cluster.sh
