@@ -126,9 +126,8 @@ integration-tls: $(PROGS)
 # plus S3 and DynamoDB throttling (test_aws_faults.py). See docs/AWS.md.
 AWS_CORE = tests/integration/test_aws_faults.py tests/integration/test_files.py \
 	   tests/integration/test_sessions.py tests/integration/test_download.py \
-	   tests/integration/test_auth.py tests/integration/test_wire_limits.py \
-	   tests/integration/test_http.py
-integration-aws: $(PROGS) $(TOOL_BIN)
+	   tests/integration/test_auth.py tests/integration/test_wire_limits.py
+integration-aws: $(PROGS)
 	ECHOFS_TEST_BACKEND=aws ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
 	  /usr/bin/python3 -m pytest -q $(AWS_CORE) $(PYTEST_ARGS)
 

@@ -562,6 +562,7 @@ def test_delete_removes_the_file_and_its_chunks(cluster, fresh):
                     f"(from {disk_before})")
 
 
+@pytest.mark.requires_workers(reason="measures what the workers' disks hold")
 def test_same_bytes_twice_are_stored_once(cluster, fresh):
     user, c = new_user(fresh)
     data = os.urandom(8 << 20)
