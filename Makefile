@@ -56,7 +56,7 @@ TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test unit integration integration-parallel integration-serial integration-tls \
-	run bench clean format fuzz fuzz-smoke install uninstall
+	integration-aws run bench clean format fuzz fuzz-smoke install uninstall
 all: $(PROGS) $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c
@@ -174,6 +174,18 @@ else
 	ECHOFS_TEST_TLS=1 $(PYTEST_ENV) $(PYTEST) -m serial $(TLS_CORE) $(PYTEST_ARGS) || \
 	  [ $$? -eq 5 ] || rc=1; exit $$rc
 endif
+
+# The core of the black-box suite again in full AWS mode: every master keeps
+# its chunks in S3 and its metadata in DynamoDB, on local servers started
+# for the session (or ECHOFS_TEST_AWS_ENV's, scripts/aws_local.sh), a fresh
+# bucket and tables per cluster; tests that need workers skip, saying so;
+# plus S3 and DynamoDB throttling (test_aws_faults.py). See docs/AWS.md.
+AWS_CORE = tests/integration/test_aws_faults.py tests/integration/test_files.py \
+	   tests/integration/test_sessions.py tests/integration/test_download.py \
+	   tests/integration/test_auth.py tests/integration/test_wire_limits.py
+integration-aws: $(PROGS)
+	ECHOFS_TEST_BACKEND=aws ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
+	  /usr/bin/python3 -m pytest -q $(AWS_CORE) $(PYTEST_ARGS)
 
 run: deps all
 	@./scripts/dev-cluster.sh

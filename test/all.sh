@@ -8,7 +8,10 @@
 #      DynamoDB Local for the store suite on DynamoDB (also in round 3),
 #      and the local AWS servers' test (test_aws_local.py, this round only);
 #   2. the whole black-box suite again with every master on PostgreSQL and
-#      Redis, and its core over HTTPS (make integration-tls);
+#      Redis, its core over HTTPS (make integration-tls), and its core in
+#      full AWS mode, chunks in S3 and metadata in DynamoDB, with S3 and
+#      DynamoDB throttling (make integration-aws, on the local servers
+#      started below);
 #   3. the unit and black-box tests again under AddressSanitizer and UBSan;
 #   4. the curl walk through the API (test/api.sh);
 #   5. AWS mode end to end (test/aws_integration.sh: its own local S3 and
@@ -63,6 +66,9 @@ round "black-box tests with the masters on PostgreSQL and Redis"
 ECHOFS_TEST_BACKEND=postgres make integration
 round "the core black-box tests over HTTPS (verified certificates everywhere)"
 make integration-tls
+round "the core black-box tests in full AWS mode (S3 chunks, DynamoDB metadata)"
+# On the local servers started above: a bucket and tables per cluster.
+ECHOFS_TEST_AWS_ENV=$aws_local/env make integration-aws
 round "unit and black-box tests under sanitizers"
 make -j2 SANITIZE=address,undefined test
 round "the API walk-through"

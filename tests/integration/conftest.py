@@ -33,6 +33,14 @@ PostgreSQL). Each xdist worker gets a redis-server of its own in place of
 ECHOFS_TEST_REDIS_ADDR (a cluster flushes the shared Redis when it starts
 and closes, which would wipe the keys of a cluster on another worker);
 PostgreSQL is shared safely (every cluster creates a database of its own).
+
+ECHOFS_TEST_BACKEND=aws runs every cluster's masters in full AWS mode
+(chunks in S3, metadata in DynamoDB) on local servers started once for the
+session (or ECHOFS_TEST_AWS_ENV's), a fresh bucket and tables per cluster
+(echofs_harness.py, "AWS"). No worker holds chunks then: tests marked
+requires_workers(reason) are skipped, and so is a test that asks the
+harness for a worker (NO_WORKERS); NOT_ON_AWS lists whole files that do not
+apply. `make integration-aws` runs the core of the suite this way.
 """
 
 import os
@@ -71,6 +79,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow(reason): takes several seconds (the reason says why); "
         "deselect with -m 'not slow'")
+    config.addinivalue_line(
+        "markers", "requires_workers(reason): checks what workers do (replicas, their "
+        "disks, their faults); skipped in full AWS mode (ECHOFS_TEST_BACKEND=aws)")
     config.addinivalue_line(
         "markers", "serial: run alone, not beside other tests (conftest.SERIAL; "
         "test/all.sh runs -m 'not serial' in parallel, then -m serial)")
@@ -139,6 +150,22 @@ def pytest_collection_modifyitems(config, items):
             reason = SQLITE_ONLY.get(node) or SQLITE_ONLY.get(node.split("[", 1)[0])
             if reason:
                 item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
+        for mark in item.iter_markers("requires_workers"):
+            reason = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "")
+            if not reason:
+                raise pytest.UsageError(f"{item.nodeid}: requires_workers needs a reason")
+            if h.BACKEND == "aws":
+                item.add_marker(pytest.mark.skip(reason=f"{h.NO_WORKERS}: {reason}"))
+        if h.BACKEND == "aws":
+            module = item.nodeid.split("tests/integration/", 1)[-1].split("::", 1)[0]
+            if module in NOT_ON_AWS:
+                item.add_marker(pytest.mark.skip(reason=f"not in full AWS mode: "
+                                                 f"{NOT_ON_AWS[module]}"))
+            node = item.nodeid.split("tests/integration/", 1)[-1]
+            bug = KNOWN_AWS_BUGS.get(node) or KNOWN_AWS_BUGS.get(node.split("[", 1)[0])
+            if bug:
+                item.add_marker(pytest.mark.xfail(reason=f"known bug in AWS mode: {bug}",
+                                                  strict=False))
 
 
 def pytest_report_header(config):
@@ -148,6 +175,9 @@ def pytest_report_header(config):
     backend = f"echofs metadata backend: {h.BACKEND}"
     if h.BACKEND == "postgres":
         backend += f" ({h.PG_URL}" + (f", redis {h.REDIS_ADDR}" if h.REDIS_ADDR else "") + ")"
+    if h.BACKEND == "aws":
+        backend += (f" (local servers of {h.AWS_ENV_FILE})" if h.AWS_ENV_FILE
+                    else " (local servers started for the session)")
     if h.TLS:
         backend += " over HTTPS (ECHOFS_TEST_TLS)"
     return [line, f"echofs timing margin: {h.TIMING_MARGIN_S}s", backend]
@@ -164,7 +194,25 @@ def pytest_sessionstart(session):
     if h.BACKEND == "postgres" and not h.PG_URL:
         raise pytest.UsageError("ECHOFS_TEST_BACKEND=postgres needs ECHOFS_TEST_PG_URL: "
                                 "scripts/services.sh start DIR && . DIR/env")
+    if h.BACKEND == "aws":
+        why = h.aws_local_missing()
+        if why:
+            raise pytest.UsageError(f"ECHOFS_TEST_BACKEND=aws: {why}")
     nm.remove_leftover_rules()
+
+
+# Whole files that do not apply when ECHOFS_TEST_BACKEND=aws: file -> why.
+NOT_ON_AWS: dict[str, str] = {
+    "test_s3_mode.py": "it chooses its own chunk store and SQL metadata per test",
+    "test_dynamodb_mode.py": "it starts its own AWS servers and tables per test",
+    "test_aws_local.py": "it checks the local servers themselves, no EchoFS process",
+}
+
+
+# Tests that find a bug of the AWS backends not fixed yet, expected to fail
+# (not strictly: a race may not show) when ECHOFS_TEST_BACKEND=aws: node id
+# -> the bug. Remove the line with the fix.
+KNOWN_AWS_BUGS: dict[str, str] = {}
 
 
 # Tests that only make sense on the embedded SQLite store, skipped when
@@ -178,6 +226,7 @@ def pytest_sessionfinish(session, exitstatus):
     # harness itself could leave behind.
     h.kill_leftovers()
     h.remove_session_tls()
+    h.remove_session_aws()
     nm.remove_leftover_rules()
 
 
