@@ -170,8 +170,8 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 	char pk[EFS_ID_MAX + 16], sk[32];
 	int r = -EAGAIN;
 
-	if (worker_count)
-		return -ENOTSUP; /* worker chunk mode: not with this backend yet */
+	if (worker_count > EFS_MAX_REPLICAS)
+		return -EINVAL;
 	session_pk(session_id, pk);
 	chunk_sk(index, sk);
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
@@ -224,6 +224,10 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 				expected++;
 			}
 		}
+		/* the replicas with the reference, as SQL's take_chunk_ref */
+		for (size_t i = 0; i < worker_count; i++, expected++)
+			json_array_append_new(items, dyn_replica_good(d, chunk->chunk_id,
+								      worker_ids[i], now_ms));
 		r = dyn_tx(d, items, expected, &res);
 		if (r == 0) {
 			if (old[0] && strcmp(old, chunk->chunk_id) != 0)
