@@ -214,6 +214,23 @@ json_t *dyn_chunk_ref(struct dyn *d, const char *chunk_id, int64_t delta)
 			     "attribute_exists(pk)", NULL, json_pack("{s:o}", ":d", ddb_n(delta)));
 }
 
+json_t *dyn_chunk_ref_new(struct dyn *d, const struct efs_chunk_info *c, int64_t now_ms)
+{
+	/* Created with its first reference, or counted up: never an item at
+	 * refcount 0 between two requests, which the collector could take
+	 * while the upload's copies wait to be recorded (and a worker's
+	 * report then judge them orphans). */
+	return dyn_tx_update(
+	    d->chunks, ddb_key(c->chunk_id, "META"),
+	    "SET #s = if_not_exists(#s, :s), stored_size = if_not_exists(stored_size, :st),"
+	    " compressed = if_not_exists(compressed, :c), created_at = if_not_exists(created_at,"
+	    " :now) ADD refcount :one REMOVE zero_since, gc",
+	    NULL, json_pack("{s:s}", "#s", "size"),
+	    json_pack("{s:o, s:o, s:o, s:o, s:o}", ":s", ddb_n((int64_t)c->size), ":st",
+		      ddb_n((int64_t)c->stored_size), ":c", ddb_n(c->compressed ? 1 : 0), ":now",
+		      ddb_n(now_ms), ":one", ddb_n(1)));
+}
+
 void dyn_chunks_mark_zero(struct dyn *d, const char (*ids)[65], size_t count, int64_t now_ms)
 {
 	for (size_t i = 0; i < count; i++) {

@@ -91,6 +91,9 @@ int dyn_chunk_ensure(struct dyn *d, const struct efs_chunk_info *chunk, int64_t 
 /* The transaction element adding @delta to @chunk_id's refcount (the item
  * must exist); @delta > 0 also takes it off the collector's list. */
 json_t *dyn_chunk_ref(struct dyn *d, const char *chunk_id, int64_t delta);
+/* The transaction element giving @chunk one more reference, creating its
+ * item when missing (an upsert, as SQL's INSERT ... ON CONFLICT). */
+json_t *dyn_chunk_ref_new(struct dyn *d, const struct efs_chunk_info *chunk, int64_t now_ms);
 /* Puts chunks whose refcount is 0 on the collector's list (zero_since
  * @now_ms), reading each back first; errors are logged and ignored (the
  * sweep in garbage_list finds what was missed). */

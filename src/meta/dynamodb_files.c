@@ -113,9 +113,7 @@ int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 	}
 	snprintf(pk, sizeof(pk), FILE_PK "%s", file->file_id);
 	dyn_list_sk(0, sk);
-	/* A taken id fails before a chunk item is created (the transaction
-	 * below checks again; a chunk item left by losing that race is
-	 * unreferenced and the collector takes it). */
+	/* A taken id fails before the transaction (which checks again). */
 	json_t *existing = NULL;
 	if ((r = dyn_get(d, d->files, pk, "META", &existing)) == 0) {
 		json_decref(existing);
@@ -124,8 +122,6 @@ int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 	if (r != -ENOENT)
 		return r;
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
-		if (!dedup && (r = dyn_chunk_ensure(d, chunk, now_ms)) < 0)
-			return r;
 		json_t *items = json_array();
 		json_array_append_new(items, dyn_tx_put(d->files, dyn_file_item(file),
 							"attribute_not_exists(pk)", NULL, NULL));
@@ -135,7 +131,8 @@ int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 						ddb_s(sk), "first", ddb_n(0), "chunk_ids", "L",
 						ddb_s(chunk->chunk_id)),
 				      "attribute_not_exists(sk)", NULL, NULL));
-		json_array_append_new(items, dyn_chunk_ref(d, chunk->chunk_id, 1));
+		json_array_append_new(items, dedup ? dyn_chunk_ref(d, chunk->chunk_id, 1)
+						   : dyn_chunk_ref_new(d, chunk, now_ms));
 		for (size_t i = 0; i < worker_count; i++)
 			json_array_append_new(items, dyn_replica_good(d, chunk->chunk_id,
 								      worker_ids[i], now_ms));

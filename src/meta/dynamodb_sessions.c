@@ -188,9 +188,6 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 		json_decref(item);
 		if (r < 0 && r != -ENOENT)
 			return r;
-		if (!dedup && strcmp(old, chunk->chunk_id) != 0 &&
-		    (r = dyn_chunk_ensure(d, chunk, now_ms)) < 0)
-			return r;
 		/* An upload stays alive while chunks arrive: a one-request upload
 		 * until @hidden_expires_ms, a client's session at least until
 		 * @expires_at_least_ms (never shorter than it was). */
@@ -217,7 +214,8 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 		size_t new_at = SIZE_MAX, expected = 2;
 		if (strcmp(old, chunk->chunk_id) != 0) {
 			new_at = 2;
-			json_array_append_new(items, dyn_chunk_ref(d, chunk->chunk_id, 1));
+			json_array_append_new(items, dedup ? dyn_chunk_ref(d, chunk->chunk_id, 1)
+							   : dyn_chunk_ref_new(d, chunk, now_ms));
 			expected++;
 			if (old[0]) {
 				json_array_append_new(items, dyn_chunk_ref(d, old, -1));
