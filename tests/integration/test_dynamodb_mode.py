@@ -77,8 +77,7 @@ def _s3_chunks_missing():
             return None
     except OSError as e:
         return f"cannot read {MASTER_BIN}: {e}"
-    return ("this master has no S3 chunk store (S3_BUCKET_NAME), and the DynamoDB "
-            "backend has no worker chunk mode yet: full AWS mode cannot run")
+    return "this master has no S3 chunk store (S3_BUCKET_NAME): full AWS mode cannot run"
 
 
 _WHY_NOT = _missing()

@@ -484,6 +484,62 @@ static void test_put_chunk_adds_chunk_with_replicas(void **state)
 	assert_int_equal(session_version(f, 1), 2);
 }
 
+/* The worker calls on every backend (test_meta_sqlite.c has the details
+ * on SQL): registration keeps registered_at, a heartbeat of an unknown
+ * worker is -ENOENT, the list is ordered by id, retire_url marks every
+ * other worker at the URL dead once. */
+static void test_worker_calls(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_worker_info w, got, *list = NULL;
+	size_t count = 0, before = 0;
+
+	assert_int_equal(efs_meta_worker_list(f->m, &list, &count), 0);
+	before = count;
+	free(list);
+	const char *ids[3] = {"rt-old", "rt-new", "rt-B"};
+	for (int i = 0; i < 3; i++) {
+		memset(&w, 0, sizeof(w));
+		efs_strlcpy(w.worker_id, ids[i], sizeof(w.worker_id));
+		efs_strlcpy(w.url, "http://10.0.0.5:8081", sizeof(w.url));
+		w.capacity_bytes = 100;
+		w.free_bytes = 50;
+		w.registered_at_ms = 1000 + i;
+		w.last_heartbeat_ms = 2000 + i;
+		assert_int_equal(efs_meta_worker_register(f->m, &w), 0);
+	}
+	/* registered again, moved: registered_at kept */
+	efs_strlcpy(w.url, "http://10.0.0.6:8081", sizeof(w.url));
+	w.registered_at_ms = 9999;
+	w.last_heartbeat_ms = 5000;
+	assert_int_equal(efs_meta_worker_register(f->m, &w), 0);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-B", &got), 0);
+	assert_int_equal(got.registered_at_ms, 1002);
+	assert_int_equal(got.last_heartbeat_ms, 5000);
+	assert_string_equal(got.url, "http://10.0.0.6:8081");
+
+	assert_int_equal(efs_meta_worker_heartbeat(f->m, "ghost", 1, 1, 1, 7000), -ENOENT);
+	assert_int_equal(efs_meta_worker_get(f->m, "ghost", &got), -ENOENT);
+	assert_int_equal(efs_meta_worker_heartbeat(f->m, "rt-old", 300, 200, 7, 7000), 0);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-old", &got), 0);
+	assert_int_equal(got.last_heartbeat_ms, 7000);
+	assert_true(got.capacity_bytes == 300 && got.free_bytes == 200 && got.chunk_count == 7);
+
+	assert_int_equal(efs_meta_worker_list(f->m, &list, &count), 0);
+	assert_int_equal(count, before + 3);
+	for (size_t i = 1; i < count; i++)
+		assert_true(strcmp(list[i - 1].worker_id, list[i].worker_id) < 0);
+	free(list);
+
+	/* rt-B moved away: only rt-old is retired, once */
+	assert_int_equal(efs_meta_worker_retire_url(f->m, "http://10.0.0.5:8081", "rt-new"), 1);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-old", &got), 0);
+	assert_int_equal(got.last_heartbeat_ms, 0);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-new", &got), 0);
+	assert_int_equal(got.last_heartbeat_ms, 2001);
+	assert_int_equal(efs_meta_worker_retire_url(f->m, "http://10.0.0.5:8081", "rt-new"), 0);
+}
+
 static void test_replica_on_unknown_worker(void **state)
 {
 	struct fixture *f = *state;
@@ -1784,6 +1840,7 @@ int main(void)
 		T(test_session_create_and_get),
 		T(test_session_create_conflict_and_unknown),
 		T(test_put_chunk_adds_chunk_with_replicas),
+		T(test_worker_calls),
 		T(test_replica_on_unknown_worker),
 		T(test_put_at_same_index_releases_old_chunk),
 		T(test_dedup_put),
