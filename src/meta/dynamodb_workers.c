@@ -473,7 +473,8 @@ static int holding_scan(struct dyn *d, int64_t live_after_ms, struct scan *s)
 		s->items = NULL;
 		return r == -ENOMEM || r == -EIO ? r : dyn_fail("Scan (replicas)", r, NULL);
 	}
-	qsort(s->items, s->count, sizeof(*s->items), scanned_cmp);
+	if (s->count) /* items is NULL for an empty table */
+		qsort(s->items, s->count, sizeof(*s->items), scanned_cmp);
 	return 0;
 }
 
@@ -559,7 +560,8 @@ int dyn_repair_list(void *impl, unsigned replication, int64_t holding_after_ms, 
 		free(n.items);
 		return n.err;
 	}
-	qsort(n.items, n.count, sizeof(*n.items), need_cmp);
+	if (n.count)
+		qsort(n.items, n.count, sizeof(*n.items), need_cmp);
 	size_t kept = n.count < max ? n.count : max;
 	if (kept)
 		memcpy(out, n.items, kept * sizeof(*out));
