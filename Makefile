@@ -55,8 +55,8 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit integration integration-tls run bench clean format fuzz fuzz-smoke \
-	install uninstall
+.PHONY: all deps test unit integration integration-parallel integration-serial integration-tls \
+	integration-aws run bench clean format fuzz fuzz-smoke install uninstall
 all: $(PROGS) $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c
@@ -95,29 +95,97 @@ $(BUILD)/tests/%: tests/tools/%.c $(LIB)
 deps:
 	@./scripts/install-deps.sh
 
+# How many test programs run at a time (unit, integration, integration-tls).
+# Default 1: one at a time, in order. TEST_JOBS=N (N > 1; test/all.sh sets
+# 3): the unit programs run N at a time, and the black-box tests in two
+# parts: integration-parallel runs every test not marked serial on N
+# pytest-xdist workers (a whole test file per worker at a time), then
+# integration-serial runs the tests marked serial (tests/integration/
+# conftest.py: SERIAL) alone, with nothing else of this build running.
+# Both parts always run; the target fails if either did.
+TEST_JOBS ?= 1
+PARALLEL   := $(filter-out 0 1,$(TEST_JOBS))
+PYTEST     := /usr/bin/python3 -m pytest -q
+PYTEST_ENV  = ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE)
+
 # `make test` = install what is missing, build, unit tests, black-box tests.
+ifeq ($(PARALLEL),)
 test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory unit integration
+else
+# The unit programs beside the parallel part (make -j2 test), the serial
+# part after both.
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@rc=0; $(MAKE) --no-print-directory -k unit integration-parallel || rc=1; \
+	$(MAKE) --no-print-directory integration-serial || rc=1; exit $$rc
+endif
 
-# Every test binary runs; the target fails at the end if any failed.
+# Every test binary runs; the target fails at the end if any failed. In
+# parallel, the slowest (the metadata stores') start first; each one's
+# output is printed whole, in the usual order, once all have ended. (On
+# PostgreSQL each program makes databases named by its pid.)
 unit: $(UNIT_BIN)
+ifeq ($(PARALLEL),)
 	@failed=""; for t in $(UNIT_BIN); do echo "== $$t"; $$t || failed="$$failed $$t"; done; \
 	if [ -n "$$failed" ]; then echo "unit tests failed:$$failed"; exit 1; fi
+else
+	@logs=$$(mktemp -d); \
+	printf '%s\n' $(filter %/test_meta_files %/test_meta_sqlite,$(UNIT_BIN)) \
+	  $(filter-out %/test_meta_files %/test_meta_sqlite,$(UNIT_BIN)) | \
+	  xargs -P $(TEST_JOBS) -I{} sh -c 'n=$$(basename "$$1"); "$$1" >"$$2/$$n.log" 2>&1 || \
+	    touch "$$2/$$n.failed"' sh {} $$logs; \
+	failed=""; for t in $(UNIT_BIN); do n=$$(basename $$t); echo "== $$t"; cat $$logs/$$n.log; \
+	  [ ! -e $$logs/$$n.failed ] || failed="$$failed $$t"; done; rm -rf $$logs; \
+	if [ -n "$$failed" ]; then echo "unit tests failed:$$failed"; exit 1; fi
+endif
 
+ifeq ($(PARALLEL),)
 integration: $(PROGS)
-	ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
-	  /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
+	$(PYTEST_ENV) $(PYTEST) tests/integration $(PYTEST_ARGS)
+else
+integration: $(PROGS)
+	@rc=0; $(MAKE) --no-print-directory integration-parallel || rc=1; \
+	$(MAKE) --no-print-directory integration-serial || rc=1; exit $$rc
+endif
+
+integration-parallel: $(PROGS)
+	$(PYTEST_ENV) $(PYTEST) -n $(or $(PARALLEL),2) --dist loadfile -m "not serial" \
+	  tests/integration $(PYTEST_ARGS)
+
+integration-serial: $(PROGS)
+	@echo "== the serial black-box tests (tests/integration/conftest.py SERIAL), alone"
+	$(PYTEST_ENV) $(PYTEST) -m serial tests/integration $(PYTEST_ARGS)
 
 # The core of the black-box suite again over HTTPS: every master and worker
 # serves TLS with a throwaway CA's certificate and verifies the others
-# (ECHOFS_TEST_TLS=1; see tests/integration/test_tls.py).
+# (ECHOFS_TEST_TLS=1; see tests/integration/test_tls.py). In parallel, its
+# serial tests (none today: pytest exits 5 when nothing is selected) after.
 TLS_CORE = tests/integration/test_tls.py tests/integration/test_files.py \
 	   tests/integration/test_sessions.py tests/integration/test_registry.py \
 	   tests/integration/test_cli.py
 integration-tls: $(PROGS)
-	ECHOFS_TEST_TLS=1 ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
-	  /usr/bin/python3 -m pytest -q $(TLS_CORE) $(PYTEST_ARGS)
+ifeq ($(PARALLEL),)
+	ECHOFS_TEST_TLS=1 $(PYTEST_ENV) $(PYTEST) $(TLS_CORE) $(PYTEST_ARGS)
+else
+	@rc=0; ECHOFS_TEST_TLS=1 $(PYTEST_ENV) $(PYTEST) -n $(PARALLEL) --dist loadfile \
+	  -m "not serial" $(TLS_CORE) $(PYTEST_ARGS) || rc=1; \
+	ECHOFS_TEST_TLS=1 $(PYTEST_ENV) $(PYTEST) -m serial $(TLS_CORE) $(PYTEST_ARGS) || \
+	  [ $$? -eq 5 ] || rc=1; exit $$rc
+endif
+
+# The core of the black-box suite again in full AWS mode: every master keeps
+# its chunks in S3 and its metadata in DynamoDB, on local servers started
+# for the session (or ECHOFS_TEST_AWS_ENV's, scripts/aws_local.sh), a fresh
+# bucket and tables per cluster; tests that need workers skip, saying so;
+# plus S3 and DynamoDB throttling (test_aws_faults.py). See docs/AWS.md.
+AWS_CORE = tests/integration/test_aws_faults.py tests/integration/test_files.py \
+	   tests/integration/test_sessions.py tests/integration/test_download.py \
+	   tests/integration/test_auth.py tests/integration/test_wire_limits.py
+integration-aws: $(PROGS)
+	ECHOFS_TEST_BACKEND=aws ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
+	  /usr/bin/python3 -m pytest -q $(AWS_CORE) $(PYTEST_ARGS)
 
 run: deps all
 	@./scripts/dev-cluster.sh
@@ -169,16 +237,24 @@ bin/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(LDLIBS)
 
-fuzz-smoke: $(FUZZ_BIN)
-	@for n in $(FUZZ_NAMES); do \
-	  work=$$(mktemp -d); cp tests/fuzz/corpus/$$n/* $$work/; \
-	  echo "== fuzz_$$n for $(FUZZ_SECONDS) s"; \
-	  bin/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	    -artifact_prefix=$$work/ $$work 2>$$work.log; rc=$$?; \
+# One target per harness, so `make -j2 fuzz-smoke` runs two at a time
+# (each harness is one process on one core; test/all.sh does that).
+FUZZ_SMOKE := $(FUZZ_NAMES:%=fuzz-smoke-%)
+.PHONY: $(FUZZ_SMOKE)
+fuzz-smoke: $(FUZZ_SMOKE)
+
+# The harness's lines are printed together when it ends (they do not
+# interleave under -j); on a failure its scratch directory, with the
+# crash-/leak-/timeout- files, is kept.
+$(FUZZ_SMOKE): fuzz-smoke-%: bin/fuzz_%
+	@n=$*; work=$$(mktemp -d); cp tests/fuzz/corpus/$$n/* $$work/; \
+	bin/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  -artifact_prefix=$$work/ $$work 2>$$work.log; rc=$$?; \
+	{ echo "== fuzz_$$n for $(FUZZ_SECONDS) s"; \
 	  grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' $$work.log; \
 	  if [ $$rc -ne 0 ]; then tail -40 $$work.log; ls $$work/crash-* $$work/leak-* \
-	    $$work/timeout-* 2>/dev/null; rm -f $$work.log; exit 1; fi; \
-	  rm -rf $$work $$work.log; done
+	    $$work/timeout-* 2>/dev/null; rm -f $$work.log; exit 1; fi; }; \
+	rm -rf $$work $$work.log
 
 # `make install PREFIX=/usr/local DESTDIR=...`: the binaries, the man pages,
 # the systemd units (docs/OPERATIONS.md, "Installing without containers"),

@@ -157,6 +157,115 @@ def build(facts, lg):
     return figures, baselines, targets
 
 
+def build_aws(facts, figures, baselines):
+    """The AWS-mode phase (S3 chunks on the local s3rver): its own baselines
+    (s3rver alone, curl PUT/GET of one object per file) and figures, each
+    with its ratios to the worker mode of the same run, to s3rver alone and
+    to dd/nginx. No targets. Returns None when the phase did not run."""
+    if "aws_upload_random_mib_s" not in facts:
+        return None
+    large = int(facts["large_bytes"])
+    large_mib = large // MIB
+    gib = large / GIB
+    s3_baselines = {}
+    for op, verb in (("put", "PUT"), ("get", "GET")):
+        for kind in ("random", "text"):
+            key = f"s3_{op}_{kind}_mib_s"
+            s3_baselines[key] = {"label": f"s3rver alone: curl {verb}, {large_mib} MiB {kind}",
+                                 "unit": "MiB/s", "value": num(facts, key),
+                                 "samples": [float(x) for x in
+                                             facts[f"s3_{op}_{kind}_samples"].split()],
+                                 "statistic": "median"}
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    aws = {}
+    for op, s3op, base in (("upload", "put", "dd"), ("download", "get", "nginx")):
+        for kind in ("random", "text"):
+            key = f"aws_{op}_{kind}_mib_s"
+            value = num(facts, key)
+            base_key = f"{base}_{kind}_mib_s"
+            aws[key] = {"label": f"AWS mode: {op} {large_mib} MiB {kind}", "unit": "MiB/s",
+                        "value": value,
+                        "vs_worker_mode": ratio(value, figures[f"{op}_{kind}_mib_s"]["value"]),
+                        "vs_s3rver": ratio(value, s3_baselines[f"s3_{s3op}_{kind}_mib_s"]["value"]),
+                        "vs_baseline": ratio(value, baselines[base_key]["value"]),
+                        "baseline": base_key}
+    up_cpu = num(facts, "aws_upload_random_cpu_s") + num(facts, "aws_upload_text_cpu_s")
+    down_cpu = num(facts, "aws_download_random_cpu_s") + num(facts, "aws_download_text_cpu_s")
+    worker_down_cpu = None
+    if "download_random_cpu_s" in facts:
+        worker_down_cpu = (num(facts, "download_random_cpu_s")
+                           + num(facts, "download_text_cpu_s")) / (2 * gib)
+    daemons = "master+s3rver" + ("+DynamoDB Local" if facts["aws_metadata"] == "dynamodb" else "")
+    names = ["master", "s3rver"] + (["dynamodb"] if facts["aws_metadata"] == "dynamodb" else [])
+
+    def split(op):
+        """CPU s per GiB of each daemon over both files of one operation."""
+        return {n: (num(facts, f"aws_{op}_random_{n}_cpu_s")
+                    + num(facts, f"aws_{op}_text_{n}_cpu_s")) / (2 * gib) for n in names}
+    aws["aws_cpu_s_per_gib_uploaded"] = {
+        "label": "AWS mode: CPU s per GiB uploaded", "daemons": daemons, "unit": "s/GiB",
+        "value": up_cpu / (2 * gib),
+        "random": num(facts, "aws_upload_random_cpu_s") / gib,
+        "text": num(facts, "aws_upload_text_cpu_s") / gib,
+        "by_daemon": split("upload"),
+        "vs_worker_mode": ratio(up_cpu / (2 * gib), figures["cpu_s_per_gib_uploaded"]["value"]),
+        "vs_s3rver": None, "vs_baseline": None}
+    aws["aws_cpu_s_per_gib_downloaded"] = {
+        "label": "AWS mode: CPU s per GiB downloaded", "daemons": daemons, "unit": "s/GiB",
+        "value": down_cpu / (2 * gib),
+        "by_daemon": split("download"),
+        "vs_worker_mode": ratio(down_cpu / (2 * gib), worker_down_cpu),
+        "vs_s3rver": None, "vs_baseline": None}
+    aws["aws_master_peak_rss_mib"] = {
+        "label": "AWS mode: master peak RSS (VmHWM)", "unit": "MiB",
+        "value": int(facts["aws_master_vmhwm_kib"]) / 1024,
+        "vs_worker_mode": None, "vs_s3rver": None, "vs_baseline": None}
+    aws["aws_s3rver_peak_rss_mib"] = {
+        "label": "AWS mode: s3rver peak RSS (VmHWM)", "unit": "MiB",
+        "value": int(facts["aws_s3rver_vmhwm_kib"]) / 1024,
+        "vs_worker_mode": None, "vs_s3rver": None, "vs_baseline": None}
+    if "aws_dynamodb_vmhwm_kib" in facts:
+        aws["aws_dynamodb_peak_rss_mib"] = {
+            "label": "AWS mode: DynamoDB Local peak RSS", "unit": "MiB",
+            "value": int(facts["aws_dynamodb_vmhwm_kib"]) / 1024,
+            "vs_worker_mode": None, "vs_s3rver": None, "vs_baseline": None}
+    return {"metadata": facts["aws_metadata"],
+            "chunks": f"s3rver {facts.get('s3rver_version', '?')} "
+                      f"(Node.js {facts.get('node_version', '?')})",
+            "baselines": s3_baselines, "figures": aws}
+
+
+def print_aws(facts, aws):
+    print()
+    if aws is None:
+        print(f"AWS mode: skipped ({facts.get('aws_skipped', 'not measured')}).")
+        return
+    w = 48
+    print(f"AWS mode: S3 chunks on the local {aws['chunks']}, {aws['metadata']} metadata,"
+          " 1 master, no workers (no targets: ratios for orientation)")
+    for b in aws["baselines"].values():
+        print(f"{b['label']:{w}} {fmt(b['value'], b['unit']):>16}")
+
+    def r(v):
+        return "-" if v is None else (f"{v:.2f}" if v >= 0.1 else f"{v:.3f}")
+
+    print(f"{'figure':{w}} {'value':>16}  {'/ worker mode':>13}  {'/ s3rver':>8}  "
+          f"{'/ dd or nginx':>13}")
+    for fig in aws["figures"].values():
+        print(f"{fig['label']:{w}} {fmt(fig['value'], fig['unit']):>16}  "
+              f"{r(fig['vs_worker_mode']):>13}  {r(fig['vs_s3rver']):>8}  "
+              f"{r(fig['vs_baseline']):>13}")
+    for key in ("aws_cpu_s_per_gib_uploaded", "aws_cpu_s_per_gib_downloaded"):
+        fig = aws["figures"][key]
+        parts = ", ".join(f"{n} {v:.2f}" for n, v in fig["by_daemon"].items())
+        print(f"  CPU s per GiB {key.split('_')[-1]}: {parts}")
+    print("Ratios: to the same figure in worker mode (3 workers, 3 replicas) of this run; uploads"
+          " to s3rver's PUT and dd (one copy), downloads to s3rver's GET and nginx.")
+
+
 def print_table(facts, figures, baselines, targets):
     busy = float(facts["loadavg_start"].split()[0]) >= 0.5 * int(facts["nproc"])
     print()
@@ -217,7 +326,9 @@ def main():
     lg = {name: read_loadgen(args.work, name)
           for name in ("nginx-4k", "small-upload", "small-download")}
     figures, baselines, targets = build(facts, lg)
+    aws = build_aws(facts, figures, baselines)
     print_table(facts, figures, baselines, targets)
+    print_aws(facts, aws)
 
     result = {
         "schema": 1,
@@ -255,6 +366,8 @@ def main():
         "targets_met": sum(1 for t in targets if t["pass"]),
         "targets_total": len(targets),
         "loadgen": lg,
+        "aws_mode": aws if aws is not None else {"skipped": facts.get("aws_skipped",
+                                                                     "not measured")},
     }
     tmp = args.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -12,6 +12,12 @@
 #              large uploads/downloads with curl (random and text files),
 #              4 KiB uploads/downloads with bench/loadgen, peak RSS, CPU
 #              seconds per GiB uploaded
+#   AWS mode   the local S3 server alone (s3rver through scripts/aws_local.sh,
+#              on free ports): curl PUT and GET of each large file as one
+#              object; then 1 master with S3_BUCKET_NAME (no workers) over
+#              it: the same large uploads and downloads, CPU seconds of
+#              master + s3rver (+ DynamoDB Local); ratios to the worker
+#              mode, to s3rver alone and to dd/nginx
 #
 # Environment (all optional):
 #   QUICK=1               64 MiB large files, 5 s small-file phases (< 2 min)
@@ -26,6 +32,13 @@
 #   BENCH_KEEP=1          keep the temp dir (logs, data) for inspection
 #   BENCH_STRICT=1        exit 1 when a target is missed (default: exit 0
 #                         whenever the measurements themselves succeeded)
+#   BENCH_AWS=0           skip the AWS-mode phase (it is skipped, with the
+#                         reason in the report, when node or s3rver is missing)
+#   BENCH_AWS_METADATA    sqlite | dynamodb: the AWS-mode master's metadata.
+#                         Default dynamodb when bin/echofs-master knows
+#                         DYNAMODB_FILES_TABLE (then DynamoDB Local runs too,
+#                         and the tables are made by scripts/aws_tables.sh),
+#                         sqlite before that
 #
 # Every process it starts and the temp dir are removed on exit, failure,
 # Ctrl-C or SIGTERM. The secrets are generated per run.
@@ -61,6 +74,27 @@ unset CHUNK_SIZE DATABASE_URL REDIS_ADDR
 [ -x "$ROOT/bin/echofs-master" ] || bench_die "bin/echofs-master is missing: run \`make bench\`"
 make --no-print-directory -s -C "$ROOT/bench"
 
+# The metadata of the AWS phase, checked before anything runs: DynamoDB
+# when the master knows it (its binary names DYNAMODB_FILES_TABLE), SQLite
+# before that backend exists.
+master_has_dynamodb=0
+grep -qa DYNAMODB_FILES_TABLE "$ROOT/bin/echofs-master" && master_has_dynamodb=1
+AWS_METADATA=${BENCH_AWS_METADATA:-}
+if [ -z "$AWS_METADATA" ]; then
+	AWS_METADATA=sqlite
+	[ "$master_has_dynamodb" = 1 ] && AWS_METADATA=dynamodb
+fi
+case "$AWS_METADATA" in
+sqlite) ;;
+dynamodb)
+	[ "$master_has_dynamodb" = 1 ] ||
+		bench_die "BENCH_AWS_METADATA=dynamodb, but bin/echofs-master does not know DYNAMODB_FILES_TABLE"
+	;;
+*) bench_die "BENCH_AWS_METADATA must be sqlite or dynamodb, not '$AWS_METADATA'" ;;
+esac
+AWS_PREFIX=${AWS_LOCAL_PREFIX:-$ROOT/build/aws-local}
+S3_PROBE=$ROOT/build/dev/tests/s3_probe
+
 tmp_parent=${BENCH_TMPDIR:-$ROOT/build}
 mkdir -p "$tmp_parent"
 WORK=$(mktemp -d "$tmp_parent/bench-run.XXXXXX")
@@ -74,8 +108,9 @@ fact() {
 }
 
 # Space: the two large files, a dd copy, 3 replicas of each (the text one
-# compressed ~4x), the small files, and a margin.
-need_mib=$((LARGE_MIB * 2 + LARGE_MIB + LARGE_MIB * 3 + LARGE_MIB * 3 / 4 + 1024))
+# compressed ~4x), the small files, and a margin; for AWS mode one S3
+# baseline object at a time and one copy of each file (text ~4x smaller).
+need_mib=$((LARGE_MIB * 2 + LARGE_MIB + LARGE_MIB * 3 + LARGE_MIB * 3 / 4 + 1024 + LARGE_MIB * 9 / 4))
 avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
 [ "$avail_mib" -ge "$need_mib" ] ||
 	bench_die "$WORK has $avail_mib MiB free, the run needs about $need_mib MiB"
@@ -346,9 +381,205 @@ for pid in "${WORKER_PIDS[@]}"; do
 	fact "worker${i}_vmhwm_kib" "$(bench_status_kib "$pid" VmHWM)"
 	i=$((i + 1))
 done
-fact loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
-
 bench_stop "${DAEMONS[@]}"
+
+# ---- 7. AWS mode: the same large files through S3 ----------------------------
+
+# s3_curl METHOD KEY [FILE] - one SigV4-signed request to the local S3
+# server (curl signs; UNSIGNED-PAYLOAD, as s3rver_sigv4.js allows), PUT
+# streaming FILE or GET to /dev/null. Sets S3_SECONDS and S3_BYTES.
+s3_curl() {
+	local method=$1 key=$2 file=${3:-} out code
+	local args=(-sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY"
+		-H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' -H 'Expect:')
+	if [ "$method" = PUT ]; then
+		out=$(curl "${args[@]}" -T "$file" -o "$WORK/s3-put.out" \
+			-w '%{http_code} %{time_total} %{size_upload}' "$AWS_ENDPOINT_URL_S3/$S3_BUCKET_NAME/$key")
+	else
+		out=$(curl "${args[@]}" -o /dev/null -w '%{http_code} %{time_total} %{size_download}' \
+			"$AWS_ENDPOINT_URL_S3/$S3_BUCKET_NAME/$key")
+	fi
+	read -r code S3_SECONDS S3_BYTES <<<"$out"
+	if [ "$code" != 200 ]; then
+		[ "$method" = PUT ] && head -c 300 "$WORK/s3-put.out" >&2
+		bench_die "S3 $method $key answered HTTP $code"
+	fi
+}
+
+# aws_skip REASON - the AWS phase does not run; the report says why.
+aws_skip() {
+	bench_log "AWS mode skipped: $1"
+	fact aws_skipped "$1"
+}
+
+AWS_DIR=$WORK/aws
+aws_stop_servers() {
+	[ -d "$AWS_DIR" ] || return 0
+	"$ROOT/scripts/aws_local.sh" stop "$AWS_DIR" >/dev/null 2>&1
+}
+
+
+case "${BENCH_AWS:-1}" in
+0 | no | false) aws_skip "BENCH_AWS=0" ;;
+*)
+	if ! command -v node >/dev/null; then
+		aws_skip "node is missing (s3rver runs on Node.js; scripts/install-deps.sh)"
+	elif [ ! -f "$AWS_PREFIX/node_modules/s3rver/bin/s3rver.js" ]; then
+		aws_skip "s3rver is missing under $AWS_PREFIX (scripts/aws_local.sh install)"
+	elif [ ! -x "$S3_PROBE" ]; then
+		aws_skip "$S3_PROBE is missing (make all)"
+	elif [ "$AWS_METADATA" = dynamodb ] && ! command -v java >/dev/null; then
+		aws_skip "java is missing (DynamoDB Local; BENCH_AWS_METADATA=sqlite runs without it)"
+	else
+		AWS_RUN=1
+	fi
+	;;
+esac
+
+if [ "${AWS_RUN:-0}" = 1 ]; then
+	fact aws_metadata "$AWS_METADATA"
+	servers=s3
+	[ "$AWS_METADATA" = dynamodb ] && servers=all
+	bench_log "AWS mode: starting the local servers ($servers; free ports) and creating the bucket"
+	BENCH_CLEANUP_HOOKS+=(aws_stop_servers)
+	# Free ports always (never aws_test_config.sh's fixed 8000/4568), a
+	# bucket of our own, the servers' key pair.
+	AWS_LOCAL_SERVERS=$servers AWS_LOCAL_DYNAMODB_PORT=0 AWS_LOCAL_S3_PORT=0 AWS_LOCAL_PREFIX="$AWS_PREFIX" \
+		S3_BUCKET_NAME=echofs-bench DYNAMODB_FILES_TABLE=bench-files \
+		DYNAMODB_CHUNKS_TABLE=bench-chunks DYNAMODB_SESSIONS_TABLE=bench-sessions \
+		"$ROOT/scripts/aws_local.sh" start "$AWS_DIR" >"$WORK/aws-start.log" 2>&1 ||
+		{ cat "$WORK/aws-start.log" >&2; bench_die "scripts/aws_local.sh start failed (logs in $AWS_DIR)"; }
+	unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB AWS_SESSION_TOKEN AWS_PROFILE \
+		DYNAMODB_FILES_TABLE DYNAMODB_CHUNKS_TABLE DYNAMODB_SESSIONS_TABLE
+	set -a
+	# shellcheck disable=SC1091 # written by aws_local.sh start
+	. "$AWS_DIR/env"
+	set +a
+	AWS_PIDS=("$(cat "$AWS_DIR/s3rver.pid")")
+	if [ "$AWS_METADATA" = dynamodb ]; then
+		AWS_PIDS+=("$(cat "$AWS_DIR/dynamodb.pid")")
+		"$ROOT/scripts/aws_tables.sh" create >"$WORK/aws-tables.log" 2>&1 ||
+			{ cat "$WORK/aws-tables.log" >&2; bench_die "scripts/aws_tables.sh create failed"; }
+	else
+		"$S3_PROBE" bucket-create >"$WORK/aws-bucket.log" 2>&1 ||
+			{ cat "$WORK/aws-bucket.log" >&2; bench_die "could not create the bucket"; }
+	fi
+	fact s3rver_version "$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' \
+		"$AWS_PREFIX/node_modules/s3rver/package.json" | head -n 1)"
+	fact node_version "$(node --version)"
+
+	# The S3 server alone: each large file PUT as one object and GET back
+	# with curl, the median of BASELINE_RUNS; then removed.
+	for kind in random text; do
+		file=$FILES/random.bin
+		[ "$kind" = text ] && file=$FILES/text.txt
+		bench_log "S3 baseline: curl PUT and GET of the $kind file to s3rver (median of $BASELINE_RUNS)"
+		put_samples=()
+		get_samples=()
+		for run in $(seq 1 "$BASELINE_RUNS"); do
+			s3_curl PUT "bench-baseline/$kind-$run" "$file"
+			[ "$S3_BYTES" = "$LARGE_BYTES" ] || bench_die "S3 PUT sent $S3_BYTES bytes of the $kind file"
+			put_samples+=("$(mib_per_s "$LARGE_BYTES" "$S3_SECONDS")")
+			s3_curl GET "bench-baseline/$kind-$run"
+			[ "$S3_BYTES" = "$LARGE_BYTES" ] || bench_die "S3 GET sent $S3_BYTES bytes of the $kind file"
+			get_samples+=("$(mib_per_s "$LARGE_BYTES" "$S3_SECONDS")")
+			"$S3_PROBE" delete "bench-baseline/$kind-$run" >/dev/null ||
+				bench_die "could not delete bench-baseline/$kind-$run"
+		done
+		fact "s3_put_${kind}_mib_s" "$(median "${put_samples[@]}")"
+		fact "s3_put_${kind}_samples" "${put_samples[*]}"
+		fact "s3_get_${kind}_mib_s" "$(median "${get_samples[@]}")"
+		fact "s3_get_${kind}_samples" "${get_samples[*]}"
+	done
+
+	bench_log "AWS mode: starting a master (S3 chunks, $AWS_METADATA metadata; no workers)"
+	port=$(bench_pick_ports 1) || bench_die "no free port for the AWS-mode master"
+	AWS_MASTER_URL="http://127.0.0.1:$port"
+	MASTER_HOST=127.0.0.1 MASTER_PORT=$port DATA_DIR="$WORK/aws-master" \
+		bench_spawn "$WORK/aws-master.log" "$ROOT/bin/echofs-master"
+	AWS_MASTER_PID=$BENCH_LAST_PID
+	health=""
+	for _ in $(seq 1 150); do
+		kill -0 "$AWS_MASTER_PID" 2>/dev/null || break
+		health=$(curl -s "$AWS_MASTER_URL/api/v1/health" || true)
+		case "$health" in *'"chunk_store": "ok"'* | *'"chunk_store":"ok"'*) break ;; esac
+		sleep 0.1
+	done
+	case "$health" in *'"chunk_store": "ok"'* | *'"chunk_store":"ok"'*) ;; *)
+		tail -n 20 "$WORK/aws-master.log" >&2 || true
+		bench_die "the AWS-mode master did not come up with its bucket reachable: $health"
+		;;
+	esac
+	backend=$(printf '%s' "$health" | sed -n 's/.*"metadata_backend": *"\([a-z]*\)".*/\1/p')
+	[ "$backend" = "$AWS_METADATA" ] ||
+		bench_die "the AWS-mode master reports metadata_backend '$backend', expected $AWS_METADATA"
+	AWS_DAEMONS=("$AWS_MASTER_PID" "${AWS_PIDS[@]}")
+	AWS_NAMES=(master s3rver)
+	[ "$AWS_METADATA" = dynamodb ] && AWS_NAMES+=(dynamodb)
+	declare -A AWS_TICKS
+	# aws_cpu_snapshot WHEN - each AWS-mode daemon's CPU ticks, by name.
+	aws_cpu_snapshot() {
+		local i
+		for i in "${!AWS_NAMES[@]}"; do
+			AWS_TICKS[$1.${AWS_NAMES[i]}]=$(bench_cpu_ticks "${AWS_DAEMONS[i]}")
+		done
+	}
+	# aws_cpu_facts PREFIX - PREFIX_<name>_cpu_s for each daemon, from
+	# the before and after snapshots.
+	aws_cpu_facts() {
+		local name
+		for name in "${AWS_NAMES[@]}"; do
+			fact "$1_${name}_cpu_s" "$(awk -v t=$((${AWS_TICKS[after.$name]} - ${AWS_TICKS[before.$name]})) \
+				-v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+		done
+	}
+
+	declare -A AWS_FILE_ID
+	for kind in random text; do
+		file=$FILES/random.bin
+		[ "$kind" = text ] && file=$FILES/text.txt
+		bench_log "AWS mode: upload of the $kind file (${LARGE_MIB} MiB, curl -T, one request)"
+		before=$(bench_cpu_ticks "${AWS_DAEMONS[@]}")
+		aws_cpu_snapshot before
+		out=$(curl -sS -X POST -T "$file" -H "$AUTH" -H 'Content-Type: application/octet-stream' \
+			-H 'Expect:' -o "$WORK/aws-upload-$kind.json" -w '%{http_code} %{time_total}' \
+			"$AWS_MASTER_URL/api/v1/files/upload?name=bench-$kind")
+		after=$(bench_cpu_ticks "${AWS_DAEMONS[@]}")
+		aws_cpu_snapshot after
+		read -r code secs <<<"$out"
+		[ "$code" = 201 ] ||
+			bench_die "AWS mode: upload of the $kind file: HTTP $code: $(head -c 300 "$WORK/aws-upload-$kind.json")"
+		bench_alive "${AWS_DAEMONS[@]}"
+		resp=$WORK/aws-upload-$kind.json
+		AWS_FILE_ID[$kind]=$(sed -n 's/.*"file_id": *"\([0-9a-f]*\)".*/\1/p' "$resp")
+		sha=$(sed -n 's/.*"sha256": *"\([0-9a-f]*\)".*/\1/p' "$resp")
+		[ "$sha" = "${SHA[$kind]}" ] ||
+			bench_die "AWS mode: the $kind file's sha256 is $sha, expected ${SHA[$kind]}"
+		fact "aws_upload_${kind}_mib_s" "$(mib_per_s "$LARGE_BYTES" "$secs")"
+		fact "aws_upload_${kind}_cpu_s" "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+		aws_cpu_facts "aws_upload_${kind}"
+	done
+	for kind in random text; do
+		bench_log "AWS mode: download of the $kind file"
+		before=$(bench_cpu_ticks "${AWS_DAEMONS[@]}")
+		aws_cpu_snapshot before
+		curl_get "$AWS_MASTER_URL/api/v1/files/${AWS_FILE_ID[$kind]}/download" "$AUTH"
+		after=$(bench_cpu_ticks "${AWS_DAEMONS[@]}")
+		aws_cpu_snapshot after
+		[ "$GET_BYTES" = "$LARGE_BYTES" ] || bench_die "AWS mode: the $kind download sent $GET_BYTES bytes"
+		fact "aws_download_${kind}_mib_s" "$(mib_per_s "$GET_BYTES" "$GET_SECONDS")"
+		fact "aws_download_${kind}_cpu_s" "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+		aws_cpu_facts "aws_download_${kind}"
+	done
+	fact aws_master_vmhwm_kib "$(bench_status_kib "$AWS_MASTER_PID" VmHWM)"
+	fact aws_s3rver_vmhwm_kib "$(bench_status_kib "${AWS_PIDS[0]}" VmHWM)"
+	[ "$AWS_METADATA" = dynamodb ] &&
+		fact aws_dynamodb_vmhwm_kib "$(bench_status_kib "${AWS_PIDS[1]}" VmHWM)"
+	bench_stop "$AWS_MASTER_PID"
+	aws_stop_servers
+fi
+
+fact loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 mkdir -p "$(dirname "$RESULTS")"
 report_args=(--work "$WORK" --out "$RESULTS")
 [ "${BENCH_STRICT:-0}" = 1 ] && report_args+=(--strict)

@@ -18,7 +18,7 @@ PACKAGES=(
 	libssl-dev libsqlite3-dev libpq-dev libhiredis-dev libjwt-dev
 	libcmocka-dev libexpat1-dev libsystemd-dev
 	clang libclang-rt-14-dev
-	python3-pytest python3-requests
+	python3-pytest python3-pytest-xdist python3-requests
 	postgresql-15 redis-server
 	curl procps openssl faketime systemd groff-base iptables
 	prometheus chromium

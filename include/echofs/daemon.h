@@ -32,6 +32,10 @@ bool efs_daemon_notify_supported(void);
  * (no NOTIFY_SOCKET, or built without libsystemd), or a negative errno
  * when sending failed (the caller logs it; the daemon keeps running). */
 int efs_daemon_notify_ready(const char *status);
+/* efs_daemon_notify_ready for daemon @who ("master", "worker") serving on
+ * @port, with that as its status line; logs a failure to tell (a warning:
+ * the daemon keeps running) and a success (debug), so mains need not. */
+void efs_daemon_ready(const char *who, unsigned port);
 /* Tells the service manager the daemon is stopping. Same returns. */
 int efs_daemon_notify_stopping(void);
 

@@ -126,11 +126,10 @@ struct efs_meta_dynamodb_config {
  * The tables must exist (a missing one is named in @err, with the command
  * that creates it); the cluster id is drawn by the first master. On
  * failure one line in @err and -EINVAL (configuration, missing table),
- * -EAGAIN (DynamoDB unreachable) or -EIO. The worker chunk mode is not
- * supported on it yet: the worker, replica and report calls return
- * -ENOTSUP (worker_list an empty list; repair_list and under_replicated
- * nothing), and put_chunk/create_single/record_unreferenced with worker
- * ids too. */
+ * -EAGAIN (DynamoDB unreachable) or -EIO. Both chunk modes work on it:
+ * chunks in S3 (no workers, no replicas) or on workers (worker, replica
+ * and report calls with the semantics above; docs/AWS.md "The worker
+ * chunk mode" lists the differences, none in these contracts). */
 int efs_meta_open_dynamodb(const struct efs_meta_dynamodb_config *cfg, struct efs_meta **out,
 			   char *err, size_t errlen);
 /* Creates the tables of @cfg that are missing, with the keys and indexes

@@ -7,11 +7,13 @@
  * with unset_environment=0 so that STOPPING=1 can follow READY=1; the
  * daemons start no processes that could inherit NOTIFY_SOCKET. */
 #include "echofs/daemon.h"
+#include "echofs/log.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 #ifdef EFS_HAVE_LIBSYSTEMD
 #include <systemd/sd-daemon.h>
@@ -77,6 +79,18 @@ int efs_daemon_notify_ready(const char *status)
 	(void)status;
 	return 0;
 #endif
+}
+
+void efs_daemon_ready(const char *who, unsigned port)
+{
+	char status[64];
+	snprintf(status, sizeof(status), "serving on port %u", port);
+	int r = efs_daemon_notify_ready(status);
+	if (r < 0)
+		efs_warn("cannot tell the service manager that the %s is ready (NOTIFY_SOCKET): %s",
+			 who, strerror(-r));
+	else if (r > 0)
+		efs_debug("told the service manager the %s is ready", who);
 }
 
 int efs_daemon_notify_stopping(void)

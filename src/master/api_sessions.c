@@ -688,9 +688,13 @@ int efs_api_session_status(struct efs_http_req *req)
 	r = efs_meta_session_chunks(m->meta, s.session_id, &chunks, &n);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
-	/* None: a complete may have moved them to its file since the session
-	 * was read. Then the session is gone, and it is the file's status. */
-	if (n == 0 && efs_meta_session_get(m->meta, s.session_id, &s) == -ENOENT) {
+	/* A complete may have moved them to its file since the session was
+	 * read: all at once (SQL: none are left), or, on DynamoDB, the
+	 * session's end first and its chunk items after (docs/AWS.md, write
+	 * order 2), so a read racing it sees some missing. A session still
+	 * there after the chunks were read had none removed before that read:
+	 * the list is whole. Gone, it is the file's status. */
+	if (efs_meta_session_get(m->meta, s.session_id, &s) == -ENOENT) {
 		free(chunks);
 		return reply_status_completed(req, session_id);
 	}

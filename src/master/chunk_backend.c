@@ -2,9 +2,12 @@
 /* chunk_backend.c - forwards each efs_chunk_backend_* call to the
  * backend's operations; optional ones absent answer as documented. */
 #include "master/chunk_backend.h"
+#include "echofs/codec.h"
+#include "echofs/hash.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 int efs_chunk_backend_new(const struct efs_chunk_backend_ops *ops, void *impl,
 			  struct efs_chunk_backend **out)
@@ -92,4 +95,30 @@ int efs_chunk_backend_health(struct efs_chunk_backend *b, struct efs_chunk_healt
 	if (!b->ops->health)
 		return -ENOTSUP;
 	return b->ops->health(b->impl, out);
+}
+
+int efs_chunk_from_stored(const struct efs_chunk_info *chunk, bool gzip, struct efs_buf *scratch,
+			  struct efs_buf *out)
+{
+	char hex[EFS_SHA256_HEX_LEN + 1];
+	if (gzip) {
+		int r = efs_codec_decode(scratch->data ? scratch->data : "", scratch->len,
+					 chunk->size, out);
+		if (r < 0)
+			return r;
+	} else {
+		if (scratch->len != chunk->size)
+			return -EBADMSG;
+		if (scratch->len > out->cap)
+			return -E2BIG;
+		/* The stored bytes are the chunk: swap the buffers, no copy
+		 * (each keeps its cap). */
+		struct efs_buf held = *out;
+		*out = *scratch;
+		out->cap = held.cap;
+		held.cap = scratch->cap;
+		*scratch = held;
+	}
+	efs_sha256_hex(out->data ? out->data : "", out->len, hex);
+	return strcmp(hex, chunk->chunk_id) == 0 ? 0 : -EBADMSG;
 }

@@ -149,6 +149,13 @@ int efs_chunk_backend_list(struct efs_chunk_backend *b, char *cursor, size_t max
 void efs_chunk_backend_pin(struct efs_chunk_backend *b, const char *chunk_id);
 void efs_chunk_backend_unpin(struct efs_chunk_backend *b, const char *chunk_id);
 bool efs_chunk_backend_pinned(struct efs_chunk_backend *b, const char *chunk_id);
+/* For backends: chunk @chunk from its stored form in @scratch (gzip when
+ * @gzip, else raw), into @out, verified against its id. 0; -EBADMSG when
+ * the bytes do not decode to @chunk->size bytes that hash to the id;
+ * -E2BIG over @out's cap; -ENOMEM. A raw chunk is not copied: @scratch and
+ * @out swap their allocations (each keeps its cap). */
+int efs_chunk_from_stored(const struct efs_chunk_info *chunk, bool gzip, struct efs_buf *scratch,
+			  struct efs_buf *out);
 /* -ENOTSUP when the backend's health is the worker registry's. */
 int efs_chunk_backend_health(struct efs_chunk_backend *b, struct efs_chunk_health *out);
 

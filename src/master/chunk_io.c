@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* chunk_io.c - parallel replica writes with replacement, verified reads. */
 #include "master/chunk_io.h"
-#include "echofs/codec.h"
+#include "master/chunk_backend.h"
 #include "echofs/hash.h"
 #include "echofs/http_client.h"
 #include "echofs/log.h"
@@ -259,7 +259,6 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 {
 	struct efs_http_call call;
 	char url[EFS_URL_MAX + 80];
-	char hex[EFS_SHA256_HEX_LEN + 1];
 	int r;
 
 	snprintf(url, sizeof(url), "%s/chunks/%s", rep->url, chunk->chunk_id);
@@ -288,26 +287,7 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 		return -EIO; /* a passing failure: not marked */
 	bool gzip = strcmp(call.captured, "gzip") == 0 ||
 		    (call.captured[0] == '\0' && chunk->compressed);
-	const char *bytes = scratch->data ? scratch->data : "";
-	if (gzip) {
-		r = efs_codec_decode(bytes, scratch->len, chunk->size, out);
-		if (r < 0)
-			return r == -EBADMSG ? -EBADMSG : r;
-	} else {
-		if (scratch->len != chunk->size)
-			return -EBADMSG;
-		if (scratch->len > out->cap)
-			return -E2BIG;
-		/* The stored bytes are the chunk: swap the buffers, no copy
-		 * (each keeps its cap). */
-		struct efs_buf held = *out;
-		*out = *scratch;
-		out->cap = held.cap;
-		held.cap = scratch->cap;
-		*scratch = held;
-	}
-	efs_sha256_hex(out->data ? out->data : "", out->len, hex);
-	return strcmp(hex, chunk->chunk_id) == 0 ? 0 : -EBADMSG;
+	return efs_chunk_from_stored(chunk, gzip, scratch, out);
 }
 
 int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,

@@ -10,7 +10,6 @@
  * chunk this master stores again after the collector took its row is
  * either kept (pinned first) or written after the delete. */
 #include "master/chunk_s3.h"
-#include "echofs/codec.h"
 #include "echofs/hash.h"
 #include "echofs/log.h"
 #include "echofs/s3.h"
@@ -190,7 +189,6 @@ static int s3_get(void *impl, const struct efs_chunk_info *chunk, const struct e
 	struct efs_s3_object_info info;
 	struct efs_s3_error err;
 	char key[EFS_CHUNK_S3_KEY_SIZE];
-	char hex[EFS_SHA256_HEX_LEN + 1];
 	size_t scratch_cap = scratch->cap;
 	int r;
 
@@ -217,24 +215,8 @@ static int s3_get(void *impl, const struct efs_chunk_info *chunk, const struct e
 			return -EIO;
 	}
 	bool gzip = encoding ? strcmp(encoding, "gzip") == 0 : chunk->compressed;
-	if (gzip) {
-		r = efs_codec_decode(bytes, scratch->len, chunk->size, out);
-		if (r < 0)
-			return r == -ENOMEM ? r : -EIO;
-	} else {
-		if (scratch->len != chunk->size)
-			return -EIO;
-		if (scratch->len > out->cap)
-			return -E2BIG;
-		/* The object is the chunk: swap the buffers, each keeps its cap. */
-		struct efs_buf held = *out;
-		*out = *scratch;
-		out->cap = held.cap;
-		held.cap = scratch->cap;
-		*scratch = held;
-	}
-	efs_sha256_hex(out->data ? out->data : "", out->len, hex);
-	return strcmp(hex, chunk->chunk_id) == 0 ? 0 : -EIO;
+	r = efs_chunk_from_stored(chunk, gzip, scratch, out);
+	return r == -EBADMSG ? -EIO : r;
 }
 
 /* The object's age on S3's clock (Date minus Last-Modified), or -1 when

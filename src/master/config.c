@@ -10,8 +10,7 @@
 #include <string.h>
 
 /* DynamoDB metadata: the three tables together or none; not with
- * DATABASE_URL; and, until the DynamoDB backend has the worker chunk mode,
- * only with chunks in S3 (after S3_BUCKET_NAME was read). */
+ * DATABASE_URL. Chunks in S3 (S3_BUCKET_NAME) or on workers, both. */
 static int load_dynamodb(struct efs_master_config *cfg, char *err, size_t errlen)
 {
 	static const char *const vars[3] = {"DYNAMODB_FILES_TABLE", "DYNAMODB_CHUNKS_TABLE",
@@ -36,13 +35,6 @@ static int load_dynamodb(struct efs_master_config *cfg, char *err, size_t errlen
 	if (cfg->database_url) {
 		snprintf(err, errlen,
 			 "DATABASE_URL and DYNAMODB_*_TABLE are both set: choose one metadata store");
-		return -EINVAL;
-	}
-	if (!cfg->s3_bucket) {
-		snprintf(err, errlen,
-			 "DYNAMODB_*_TABLE is set but S3_BUCKET_NAME is not: DynamoDB metadata"
-			 " needs chunks in S3 (worker chunks with DynamoDB metadata are not"
-			 " supported yet)");
 		return -EINVAL;
 	}
 	cfg->dynamodb.files_table = values[0];

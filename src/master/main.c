@@ -10,21 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The port listens and the background threads run: tell systemd
- * (Type=notify), when it is there to hear it. */
-static void notify_ready(unsigned port)
-{
-	char status[64];
-	snprintf(status, sizeof(status), "serving on port %u", port);
-	int r = efs_daemon_notify_ready(status);
-	if (r < 0)
-		efs_warn(
-		    "cannot tell the service manager that the master is ready (NOTIFY_SOCKET): %s",
-		    strerror(-r));
-	else if (r > 0)
-		efs_debug("told the service manager the master is ready");
-}
-
 int main(void)
 {
 	struct efs_master_config cfg;
@@ -55,7 +40,9 @@ int main(void)
 	if (strlen(cfg.jwt_secret) < 16 || strlen(cfg.cluster_secret) < 16)
 		efs_warn("JWT_SECRET or CLUSTER_SECRET is shorter than 16 characters; use long "
 			 "random secrets outside tests");
-	notify_ready(cfg.port);
+	/* The port listens and the background threads run: tell systemd
+	 * (Type=notify), when it is there to hear it. */
+	efs_daemon_ready("master", cfg.port);
 	int sig = efs_daemon_wait_for_signal();
 	efs_info("%s received: finishing requests in flight, then exiting", strsignal(sig));
 	efs_daemon_notify_stopping();

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* dynamodb.c - the DynamoDB metadata backend: opening (tables checked,
  * cluster id), the lease for background duties, totals, the calls of the
- * worker chunk mode (not supported yet: -ENOTSUP), and the item helpers
- * the other dynamodb_*.c files share.
+ * item helpers the other dynamodb_*.c files share (the worker chunk mode
+ * is dynamodb_workers.c).
  *
  * Every call is one or a few DynamoDB requests; nothing is cached but the
  * lease's expiry and the cluster id (fixed for ever). docs/AWS.md has the
@@ -183,6 +183,12 @@ json_t *dyn_tx_delete(const char *table, json_t *key, const char *condition, jso
 	return tx_element("Delete", table, "Key", key, NULL, condition, names, values);
 }
 
+json_t *dyn_tx_check(const char *table, json_t *key, const char *condition, json_t *names,
+		     json_t *values)
+{
+	return tx_element("ConditionCheck", table, "Key", key, NULL, condition, names, values);
+}
+
 int dyn_chunk_ensure(struct dyn *d, const struct efs_chunk_info *c, int64_t now_ms)
 {
 	struct ddb_result res;
@@ -206,6 +212,23 @@ json_t *dyn_chunk_ref(struct dyn *d, const char *chunk_id, int64_t delta)
 	return dyn_tx_update(d->chunks, ddb_key(chunk_id, "META"),
 			     delta > 0 ? "ADD refcount :d REMOVE zero_since, gc" : "ADD refcount :d",
 			     "attribute_exists(pk)", NULL, json_pack("{s:o}", ":d", ddb_n(delta)));
+}
+
+json_t *dyn_chunk_ref_new(struct dyn *d, const struct efs_chunk_info *c, int64_t now_ms)
+{
+	/* Created with its first reference, or counted up: never an item at
+	 * refcount 0 between two requests, which the collector could take
+	 * while the upload's copies wait to be recorded (and a worker's
+	 * report then judge them orphans). */
+	return dyn_tx_update(
+	    d->chunks, ddb_key(c->chunk_id, "META"),
+	    "SET #s = if_not_exists(#s, :s), stored_size = if_not_exists(stored_size, :st),"
+	    " compressed = if_not_exists(compressed, :c), created_at = if_not_exists(created_at,"
+	    " :now) ADD refcount :one REMOVE zero_since, gc",
+	    NULL, json_pack("{s:s}", "#s", "size"),
+	    json_pack("{s:o, s:o, s:o, s:o, s:o}", ":s", ddb_n((int64_t)c->size), ":st",
+		      ddb_n((int64_t)c->stored_size), ":c", ddb_n(c->compressed ? 1 : 0), ":now",
+		      ddb_n(now_ms), ":one", ddb_n(1)));
 }
 
 void dyn_chunks_mark_zero(struct dyn *d, const char (*ids)[65], size_t count, int64_t now_ms)
@@ -468,83 +491,6 @@ static int dyn_stats(void *impl, struct efs_meta_stats *out)
 		return dyn_fail("Scan (stats)", r, NULL);
 	*out = st;
 	return 0;
-}
-
-/* ---- the worker chunk mode: not supported by this backend yet ----------- */
-
-static int dyn_worker_register(void *impl, const struct efs_worker_info *w)
-{
-	return -ENOTSUP;
-}
-
-static int dyn_worker_retire_url(void *impl, const char *url, const char *keep_id)
-{
-	return -ENOTSUP;
-}
-
-static int dyn_worker_heartbeat(void *impl, const char *worker_id, uint64_t capacity_bytes,
-				uint64_t free_bytes, uint64_t chunk_count, int64_t now_ms)
-{
-	return -ENOTSUP;
-}
-
-static int dyn_worker_get(void *impl, const char *worker_id, struct efs_worker_info *out)
-{
-	return -ENOENT; /* no worker is ever registered */
-}
-
-static int dyn_worker_list(void *impl, struct efs_worker_info **out, size_t *count)
-{
-	*out = NULL; /* none: chunks are in S3 */
-	*count = 0;
-	return 0;
-}
-
-static int dyn_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id)
-{
-	return -ENOTSUP;
-}
-
-static int dyn_replica_mark_good(void *impl, const char *chunk_id, const struct efs_replica *rep,
-				 int64_t now_ms)
-{
-	return -ENOTSUP;
-}
-
-static int dyn_replica_add(void *impl, const char *chunk_id, const char *const *worker_ids,
-			   size_t worker_count, int64_t now_ms)
-{
-	return worker_count ? -ENOTSUP : 0;
-}
-
-static int dyn_replica_remove(void *impl, const char *chunk_id, const char *worker_id)
-{
-	return -ENOTSUP;
-}
-
-static int dyn_repair_list(void *impl, unsigned replication, int64_t holding_after_ms,
-			   size_t max, struct efs_repair_need *out, size_t *count)
-{
-	*count = 0; /* nothing to repair: S3 keeps the copies */
-	return 0;
-}
-
-static int dyn_under_replicated(void *impl, unsigned replication, int64_t live_after_ms,
-				uint64_t *count)
-{
-	*count = 0;
-	return 0;
-}
-
-static int dyn_report_batch(void *impl, const struct efs_report_context *ctx,
-			    struct efs_report_entry *entries, size_t count)
-{
-	return -ENOTSUP;
-}
-
-static int dyn_report_finish(void *impl, const struct efs_report_context *ctx)
-{
-	return -ENOTSUP;
 }
 
 const struct efs_meta_ops efs_dynamodb_ops = {

@@ -82,6 +82,8 @@ json_t *dyn_tx_put(const char *table, json_t *item, const char *condition, json_
 		   json_t *values);
 json_t *dyn_tx_delete(const char *table, json_t *key, const char *condition, json_t *names,
 		      json_t *values);
+json_t *dyn_tx_check(const char *table, json_t *key, const char *condition, json_t *names,
+		     json_t *values);
 
 /* The chunk item with refcount 0 and zero_since @now_ms, unless it exists
  * (T5: the collector takes it after its grace if nothing references it). */
@@ -89,6 +91,9 @@ int dyn_chunk_ensure(struct dyn *d, const struct efs_chunk_info *chunk, int64_t 
 /* The transaction element adding @delta to @chunk_id's refcount (the item
  * must exist); @delta > 0 also takes it off the collector's list. */
 json_t *dyn_chunk_ref(struct dyn *d, const char *chunk_id, int64_t delta);
+/* The transaction element giving @chunk one more reference, creating its
+ * item when missing (an upsert, as SQL's INSERT ... ON CONFLICT). */
+json_t *dyn_chunk_ref_new(struct dyn *d, const struct efs_chunk_info *chunk, int64_t now_ms);
 /* Puts chunks whose refcount is 0 on the collector's list (zero_since
  * @now_ms), reading each back first; errors are logged and ignored (the
  * sweep in garbage_list finds what was missed). */
@@ -108,6 +113,36 @@ int dyn_release_stale(struct dyn *d, int64_t before_ms, size_t max);
 int dyn_file_from_item(const json_t *item, struct efs_file_info *f);
 /* A chunk item's fields. */
 int dyn_chunk_from_item(const json_t *item, struct efs_chunk_info *c);
+
+/* dynamodb_workers.c: the worker chunk mode */
+/* The transaction element recording a good replica of @chunk_id on
+ * @worker_id at @now_ms (created, or made good again: bad_marks kept). */
+json_t *dyn_replica_good(struct dyn *d, const char *chunk_id, const char *worker_id,
+			 int64_t now_ms);
+/* The replicas of @chunk_id (at most EFS_MAX_REPLICAS, by worker id) with
+ * their workers' url and last heartbeat from @workers (sorted by id, as
+ * dyn_worker_list gives them; NULL: left empty). */
+int dyn_replicas_load(struct dyn *d, const char *chunk_id, const struct efs_worker_info *workers,
+		      size_t worker_count, struct efs_replica *out, unsigned *count);
+int dyn_worker_register(void *impl, const struct efs_worker_info *w);
+int dyn_worker_retire_url(void *impl, const char *url, const char *keep_id);
+int dyn_worker_heartbeat(void *impl, const char *worker_id, uint64_t capacity_bytes,
+			 uint64_t free_bytes, uint64_t chunk_count, int64_t now_ms);
+int dyn_worker_get(void *impl, const char *worker_id, struct efs_worker_info *out);
+int dyn_worker_list(void *impl, struct efs_worker_info **out, size_t *count);
+int dyn_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id);
+int dyn_replica_mark_good(void *impl, const char *chunk_id, const struct efs_replica *rep,
+			  int64_t now_ms);
+int dyn_replica_add(void *impl, const char *chunk_id, const char *const *worker_ids,
+		    size_t worker_count, int64_t now_ms);
+int dyn_replica_remove(void *impl, const char *chunk_id, const char *worker_id);
+int dyn_repair_list(void *impl, unsigned replication, int64_t holding_after_ms, size_t max,
+		    struct efs_repair_need *out, size_t *count);
+int dyn_under_replicated(void *impl, unsigned replication, int64_t live_after_ms,
+			 uint64_t *count);
+int dyn_report_batch(void *impl, const struct efs_report_context *ctx,
+		     struct efs_report_entry *entries, size_t count);
+int dyn_report_finish(void *impl, const struct efs_report_context *ctx);
 
 /* dynamodb_sessions.c */
 int dyn_session_create(void *impl, const struct efs_session_info *s);

@@ -21,6 +21,9 @@
 #include <string.h>
 
 #define FILE_PK "FILE#"
+
+static int chunk_replicas(struct dyn *d, const char *chunk_id, struct efs_replica *replicas,
+			  unsigned *replica_count);
 #define RELEASE_PK "RELEASE#"
 #define MAX_TX_CHUNKS (2 * DDB_MAX_TX_ITEMS)
 
@@ -97,8 +100,8 @@ int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 	char pk[EFS_ID_MAX + 16], sk[32];
 	int r = -EAGAIN;
 
-	if (worker_count)
-		return -ENOTSUP;
+	if (worker_count > EFS_MAX_REPLICAS)
+		return -EINVAL;
 	if (!chunk) {
 		json_t *item = dyn_file_item(file);
 		r = item ? dyn_put(d, d->files, item, "attribute_not_exists(pk)", NULL, NULL, &res)
@@ -110,9 +113,7 @@ int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 	}
 	snprintf(pk, sizeof(pk), FILE_PK "%s", file->file_id);
 	dyn_list_sk(0, sk);
-	/* A taken id fails before a chunk item is created (the transaction
-	 * below checks again; a chunk item left by losing that race is
-	 * unreferenced and the collector takes it). */
+	/* A taken id fails before the transaction (which checks again). */
 	json_t *existing = NULL;
 	if ((r = dyn_get(d, d->files, pk, "META", &existing)) == 0) {
 		json_decref(existing);
@@ -121,8 +122,6 @@ int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 	if (r != -ENOENT)
 		return r;
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
-		if (!dedup && (r = dyn_chunk_ensure(d, chunk, now_ms)) < 0)
-			return r;
 		json_t *items = json_array();
 		json_array_append_new(items, dyn_tx_put(d->files, dyn_file_item(file),
 							"attribute_not_exists(pk)", NULL, NULL));
@@ -132,8 +131,12 @@ int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 						ddb_s(sk), "first", ddb_n(0), "chunk_ids", "L",
 						ddb_s(chunk->chunk_id)),
 				      "attribute_not_exists(sk)", NULL, NULL));
-		json_array_append_new(items, dyn_chunk_ref(d, chunk->chunk_id, 1));
-		r = dyn_tx(d, items, 3, &res);
+		json_array_append_new(items, dedup ? dyn_chunk_ref(d, chunk->chunk_id, 1)
+						   : dyn_chunk_ref_new(d, chunk, now_ms));
+		for (size_t i = 0; i < worker_count; i++)
+			json_array_append_new(items, dyn_replica_good(d, chunk->chunk_id,
+								      worker_ids[i], now_ms));
+		r = dyn_tx(d, items, 3 + worker_count, &res);
 		if (r == 0)
 			return 0;
 		if (r == -ECANCELED && (res.failed[0] || res.failed[1]))
@@ -306,6 +309,20 @@ static int fill_chunks(struct dyn *d, struct chunk_rows *rows, bool *found)
 	return 0;
 }
 
+/* Each chunk's replicas: one Query of the workers, then one Query per
+ * chunk (none when no worker ever registered: chunks in S3). */
+static int file_replicas(struct dyn *d, struct efs_file_chunk *chunks, size_t count)
+{
+	struct efs_worker_info *workers = NULL;
+	size_t worker_count = 0;
+	int r = count ? dyn_worker_list(d, &workers, &worker_count) : 0;
+	for (size_t i = 0; r == 0 && worker_count && i < count; i++)
+		r = dyn_replicas_load(d, chunks[i].chunk.chunk_id, workers, worker_count,
+				      chunks[i].replicas, &chunks[i].replica_count);
+	free(workers);
+	return r;
+}
+
 int dyn_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
 		    struct efs_file_chunk **out, size_t *count)
 {
@@ -350,6 +367,10 @@ int dyn_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
 		if (found[i])
 			rows.items[kept++] = rows.items[i];
 	free(found);
+	if ((r = file_replicas(d, rows.items, kept)) < 0) {
+		free(rows.items);
+		return r;
+	}
 	*out = rows.items;
 	*count = kept;
 	return 0;
@@ -603,6 +624,22 @@ int dyn_release_stale(struct dyn *d, int64_t before_ms, size_t max)
 
 /* ---- chunks and garbage ------------------------------------------------------------ */
 
+/* The replicas of one chunk with their workers (two Queries; none with
+ * chunks in S3: no replica items, and the workers' partition is empty). */
+static int chunk_replicas(struct dyn *d, const char *chunk_id, struct efs_replica *replicas,
+			  unsigned *replica_count)
+{
+	struct efs_worker_info *workers = NULL;
+	size_t worker_count = 0;
+	int r = dyn_worker_list(d, &workers, &worker_count);
+	if (r == 0 && worker_count == 0)
+		*replica_count = 0; /* no worker ever registered: chunks in S3 */
+	else if (r == 0)
+		r = dyn_replicas_load(d, chunk_id, workers, worker_count, replicas, replica_count);
+	free(workers);
+	return r;
+}
+
 int dyn_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 		  struct efs_replica *replicas, unsigned *replica_count)
 {
@@ -616,19 +653,10 @@ int dyn_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 	json_decref(item);
 	if (r < 0)
 		return r;
-	if (replicas)
-		*replica_count = 0; /* S3 holds the bytes: no replicas */
+	if (replicas && (r = chunk_replicas(d, chunk_id, replicas, replica_count)) < 0)
+		return r;
 	*out = c;
 	return 0;
-}
-
-int dyn_chunk_record_unreferenced(void *impl, const struct efs_chunk_info *chunk,
-				  const char *const *worker_ids, size_t worker_count,
-				  int64_t now_ms)
-{
-	if (worker_count)
-		return -ENOTSUP;
-	return dyn_chunk_ensure(impl, chunk, now_ms);
 }
 
 struct garbage {
@@ -698,19 +726,37 @@ int dyn_garbage_list(void *impl, int64_t before_ms, size_t max, char (*ids)[65],
 	return 0;
 }
 
+/* Reads the replicas, then deletes the chunk item (re-checking that it is
+ * unreferenced) and those replica items in one transaction. A replica
+ * recorded between the read and the transaction (a report adopting a copy
+ * at that instant) outlives the chunk item: docs/AWS.md. */
 int dyn_garbage_take(void *impl, const char *chunk_id, struct efs_replica *replicas,
 		     unsigned *replica_count)
 {
 	struct dyn *d = impl;
 	struct ddb_result res;
-	json_t *values = json_pack("{s:o}", ":z", ddb_n(0));
+	struct efs_replica found[EFS_MAX_REPLICAS];
+	unsigned n = 0;
+	int r = chunk_replicas(d, chunk_id, found, &n);
+	if (r < 0)
+		return r;
+	json_t *items = json_array();
 	/* re-checked in the condition: a chunk referenced again is kept */
-	int r = dyn_delete(d, d->chunks, chunk_id, "META", "refcount <= :z", NULL, values, &res);
-	json_decref(values);
-	if (r == -ECANCELED)
+	json_array_append_new(items, dyn_tx_delete(d->chunks, ddb_key(chunk_id, "META"),
+						   "refcount <= :z", NULL,
+						   json_pack("{s:o}", ":z", ddb_n(0))));
+	for (unsigned i = 0; i < n; i++) {
+		char sk[EFS_ID_MAX + 16];
+		snprintf(sk, sizeof(sk), "REPLICA#%s", found[i].worker_id);
+		json_array_append_new(items,
+				      dyn_tx_delete(d->chunks, ddb_key(chunk_id, sk), NULL, NULL, NULL));
+	}
+	r = dyn_tx(d, items, n + 1, &res);
+	if (r == -ECANCELED && res.failed[0])
 		return -ENOENT;
 	if (r < 0)
-		return dyn_fail("DeleteItem (garbage)", r, &res);
-	*replica_count = 0;
+		return dyn_fail("TransactWriteItems (garbage)", r, &res);
+	memcpy(replicas, found, n * sizeof(*found));
+	*replica_count = n;
 	return 0;
 }

@@ -170,8 +170,8 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 	char pk[EFS_ID_MAX + 16], sk[32];
 	int r = -EAGAIN;
 
-	if (worker_count)
-		return -ENOTSUP; /* worker chunk mode: not with this backend yet */
+	if (worker_count > EFS_MAX_REPLICAS)
+		return -EINVAL;
 	session_pk(session_id, pk);
 	chunk_sk(index, sk);
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
@@ -187,9 +187,6 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 			r = -EIO;
 		json_decref(item);
 		if (r < 0 && r != -ENOENT)
-			return r;
-		if (!dedup && strcmp(old, chunk->chunk_id) != 0 &&
-		    (r = dyn_chunk_ensure(d, chunk, now_ms)) < 0)
 			return r;
 		/* An upload stays alive while chunks arrive: a one-request upload
 		 * until @hidden_expires_ms, a client's session at least until
@@ -217,13 +214,18 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 		size_t new_at = SIZE_MAX, expected = 2;
 		if (strcmp(old, chunk->chunk_id) != 0) {
 			new_at = 2;
-			json_array_append_new(items, dyn_chunk_ref(d, chunk->chunk_id, 1));
+			json_array_append_new(items, dedup ? dyn_chunk_ref(d, chunk->chunk_id, 1)
+							   : dyn_chunk_ref_new(d, chunk, now_ms));
 			expected++;
 			if (old[0]) {
 				json_array_append_new(items, dyn_chunk_ref(d, old, -1));
 				expected++;
 			}
 		}
+		/* the replicas with the reference, as SQL's take_chunk_ref */
+		for (size_t i = 0; i < worker_count; i++, expected++)
+			json_array_append_new(items, dyn_replica_good(d, chunk->chunk_id,
+								      worker_ids[i], now_ms));
 		r = dyn_tx(d, items, expected, &res);
 		if (r == 0) {
 			if (old[0] && strcmp(old, chunk->chunk_id) != 0)

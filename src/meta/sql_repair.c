@@ -2,6 +2,7 @@
 /* sql_repair.c - what repair needs to know, and the reconciliation of a
  * worker's report of the chunks it holds (after HDFS block reports). */
 #include "echofs/util.h"
+#include "meta/report_rules.h"
 #include "meta/sql_store.h"
 
 #include <stdio.h>
@@ -63,23 +64,6 @@ int sql_under_replicated(void *impl, unsigned replication, int64_t live_after_ms
 	return r;
 }
 
-/* What judge() needs to know about one reported chunk, loaded for a whole
- * slice of the batch at once (report_slice_tx). */
-struct judged_row {
-	bool known;       /* the master has a chunks row */
-	int64_t refcount;
-	int64_t state;    /* this worker's replica state; -1: no replica row */
-	int64_t good;     /* good replicas on live workers (this one included) */
-};
-
-/* What judge() asks to be written for one chunk. */
-enum judge_write {
-	JUDGE_WRITE_NONE = 0,
-	JUDGE_WRITE_SEEN = 1,   /* replicas.seen_at of the worker's replica */
-	JUDGE_WRITE_DROP = 2,   /* delete the worker's replica row */
-	JUDGE_WRITE_ADOPT = 4,  /* insert a good replica row for the worker */
-};
-
 /* THE RULES: decides one reported chunk from its loaded row data and sets
  * e->verdict; returns the writes it needs (enum judge_write bits). Pure:
  * no queries. report_slice_tx loads the rows and applies the writes. */
@@ -123,6 +107,12 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 	}
 	e->verdict = EFS_REPORT_ADOPT;
 	return JUDGE_WRITE_ADOPT;
+}
+
+unsigned efs_meta_report_judge(const struct efs_report_context *ctx, const struct judged_row *row,
+			       struct efs_report_entry *e)
+{
+	return judge(ctx, row, e);
 }
 
 /* A batch is judged in slices of REPORT_SLICE chunks: each slice costs at

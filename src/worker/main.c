@@ -10,21 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The port listens and the background threads run: tell systemd
- * (Type=notify), when it is there to hear it. */
-static void notify_ready(unsigned port)
-{
-	char status[64];
-	snprintf(status, sizeof(status), "serving on port %u", port);
-	int r = efs_daemon_notify_ready(status);
-	if (r < 0)
-		efs_warn(
-		    "cannot tell the service manager that the worker is ready (NOTIFY_SOCKET): %s",
-		    strerror(-r));
-	else if (r > 0)
-		efs_debug("told the service manager the worker is ready");
-}
-
 int main(void)
 {
 	struct efs_worker_config cfg;
@@ -51,7 +36,9 @@ int main(void)
 		efs_http_client_global_cleanup();
 		return r == -EINVAL ? EFS_EXIT_CONFIG : 1;
 	}
-	notify_ready(cfg.port);
+	/* The port listens and the background threads run: tell systemd
+	 * (Type=notify), when it is there to hear it. */
+	efs_daemon_ready("worker", cfg.port);
 	int sig = efs_daemon_wait_for_signal();
 	efs_info("%s received: finishing requests in flight, then exiting", strsignal(sig));
 	efs_daemon_notify_stopping();

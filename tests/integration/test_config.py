@@ -42,7 +42,8 @@ def expect_config_error(proc, variable):
     ("WORKER_DEAD_AFTER_MS", {"HEARTBEAT_INTERVAL_MS": "2000", "WORKER_DEAD_AFTER_MS": "1000"}),
     # AWS mode (S3 chunks): a malformed bucket, a half-set configuration.
     ("S3_BUCKET_NAME", {"S3_BUCKET_NAME": "Not_A_Bucket"}),
-    ("AWS_SECRET_ACCESS_KEY", {"S3_BUCKET_NAME": "echofs-chunks", "AWS_ACCESS_KEY_ID": "AKID"}),
+    ("AWS_SECRET_ACCESS_KEY", {"S3_BUCKET_NAME": "echofs-chunks", "AWS_ACCESS_KEY_ID": "AKID",
+                               "AWS_SECRET_ACCESS_KEY": None}),
     ("AWS_ENDPOINT_URL_S3", {"S3_BUCKET_NAME": "echofs-chunks", "AWS_ACCESS_KEY_ID": "AKID",
                              "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL_S3": "ftp://x"}),
     ("AWS_REGION", {"S3_BUCKET_NAME": "echofs-chunks", "AWS_ACCESS_KEY_ID": "AKID",

@@ -65,6 +65,7 @@ def stalled_download(master, tok: str, file_id: str) -> socket.socket:
     return s
 
 
+@pytest.mark.requires_workers(reason="counts the chunk reads the workers serve")
 def test_next_chunk_is_read_ahead_while_the_client_is_not_reading(cluster):
     m = cluster.start(workers=3, master_env={"CHUNK_SIZE": BIG_CHUNK})
     tok = h.make_jwt({"sub": "ahead", "exp": int(time.time()) + 3600})
@@ -125,6 +126,7 @@ def test_small_file_and_ranges_within_one_chunk(master, spec, first, last):
     assert head.content == b""
 
 
+@pytest.mark.requires_workers(reason="counts the chunk reads the workers serve")
 @pytest.mark.parametrize("cache", ["default", "0"])
 def test_chunks_read_again_come_from_the_master_cache_unless_it_is_off(cluster, cache):
     """CHUNK_CACHE_SIZE: chunks a download verified are kept by id, so the
@@ -184,6 +186,7 @@ def test_worker_chunk_get_crc_header_matches_the_bytes(cluster):
         assert r.headers["X-Chunk-CRC32C"] == f"{h.crc32c(body):08x}"
 
 
+@pytest.mark.requires_workers(reason="kills every worker holding the chunk")
 def test_failed_chunk_read_is_logged_once(cluster):
     """Helpers do not log; the handler that replies does, once: a download
     whose chunk no replica can give is one 503 chunk_unavailable and one

@@ -19,9 +19,14 @@ and indexes) and its own bucket.
   once is stored once and counted twice; the deletes bring every count to
   0 and the collector takes the chunks.
 
-The DynamoDB backend has no worker chunk mode yet, so full AWS mode needs
-the S3 chunk store (S3_BUCKET_NAME, issue 11's other half): without it in
-the master binary those tests are skipped, saying so. Skipped too when
+- Worker chunks with DynamoDB metadata (no S3_BUCKET_NAME): upload and
+  download through three workers, a killed worker's chunks repaired to the
+  replication factor, its full report on return dropping the surplus
+  copies, and a delete whose collector removes every worker copy and item.
+
+Full AWS mode needs the S3 chunk store (S3_BUCKET_NAME, issue 11's other
+half): without it in the master binary those tests are skipped, saying
+so. Skipped too when
 Java, the npm packages or the probe are missing (ECHOFS_REQUIRE_AWS_LOCAL
 turns that into a failure), in the HTTPS round and in the PostgreSQL round
 (DynamoDB replaces the SQL store).
@@ -72,8 +77,7 @@ def _s3_chunks_missing():
             return None
     except OSError as e:
         return f"cannot read {MASTER_BIN}: {e}"
-    return ("this master has no S3 chunk store (S3_BUCKET_NAME), and the DynamoDB "
-            "backend has no worker chunk mode yet: full AWS mode cannot run")
+    return "this master has no S3 chunk store (S3_BUCKET_NAME): full AWS mode cannot run"
 
 
 _WHY_NOT = _missing()
@@ -209,7 +213,6 @@ def expect_start_refused(proc, *needles):
 @pytest.mark.parametrize("drop,variable", [
     ("DYNAMODB_FILES_TABLE", "DYNAMODB_FILES_TABLE"),
     ("DYNAMODB_SESSIONS_TABLE", "DYNAMODB_SESSIONS_TABLE"),
-    ("S3_BUCKET_NAME", "S3_BUCKET_NAME"),
 ])
 def test_half_set_configuration_is_refused(cluster, tables, drop, variable):
     env = dict(tables.env())
@@ -342,3 +345,86 @@ def test_two_masters_share_the_tables(cluster, tables):
     h.wait_until(lambda: tables.items(tables.chunks, "") == [], 30,
                  what="the lease holder's collector to take every chunk")
     assert tables.items(tables.sessions, "RELEASE#") == []
+
+
+def _chunk_items(tables):
+    """{chunk_id: set of worker ids of its REPLICA# items} and the META ids."""
+    replicas, metas = {}, set()
+    for item in tables.items(tables.chunks, ""):
+        sk = item["sk"]["S"]
+        if sk == "META":
+            metas.add(item["pk"]["S"])
+        elif sk.startswith("REPLICA#"):
+            replicas.setdefault(item["pk"]["S"], set()).add(sk[len("REPLICA#"):])
+    return metas, replicas
+
+
+def test_worker_chunks_with_dynamodb_metadata(cluster, tables):
+    """The worker chunk mode on DynamoDB (issue 11 item 5): replicas are
+    REPLICA# items; a dead worker's chunks are repaired to RF from the
+    replica items; its full report on return drops the surplus copies; a
+    delete lets the collector remove the worker copies and every item."""
+    rf = 2
+    tables.create()
+    env = {**tables.env(), "S3_BUCKET_NAME": None, "CHUNK_SIZE": CHUNK,
+           "MIN_CHUNK_SIZE": 65536, "REPLICATION_FACTOR": rf, "CHUNK_CACHE_SIZE": 0,
+           "REPAIR_AFTER_MS": 500, "GC_GRACE_MS": 500, "ORPHAN_GRACE_MS": 3000,
+           "LOG_LEVEL": "debug"}
+    m = cluster.start(workers=3, master_env=env, worker_env={"REPORT_INTERVAL_MS": 1000})
+    m.wait_for_log("metadata backend: dynamodb")
+    assert len(tables.items(tables.files, "WORKERS")) == 3
+    c = m.user_client()
+    data = os.urandom(4 * CHUNK + 99)
+    fid = c.upload(data, "w.bin")["file_id"]
+    assert c.download(fid) == data
+    info = c.get(f"/api/v1/files/{fid}").json()
+    chunk_ids = {ch["chunk_id"] for ch in info["chunks"]}
+    assert len(chunk_ids) == 5
+    metas, replicas = _chunk_items(tables)
+    assert metas == chunk_ids
+    assert all(len(replicas[cid]) == rf for cid in chunk_ids), replicas
+    for ch in info["chunks"]:
+        assert {r["worker_id"] for r in ch["replicas"]} == replicas[ch["chunk_id"]], \
+            tables.items(tables.chunks, ch["chunk_id"])
+
+    # A worker dies: repair copies its chunks elsewhere, to RF good replicas
+    # on live workers.
+    victim = max(cluster.workers, key=lambda w: len(set(w.chunk_usage().ids) & chunk_ids))
+    vid = victim.worker_id
+    held = set(victim.chunk_usage().ids) & chunk_ids
+    assert held
+    victim.kill()
+    m.wait_worker_status(vid, "dead", timeout=30)
+
+    def repaired():
+        _, now = _chunk_items(tables)
+        short = [cid[:12] for cid in chunk_ids if len(now.get(cid, set()) - {vid}) < rf]
+        return not short
+    h.wait_until(repaired, 60, interval=0.5,
+                 what="repair of the dead worker's chunks to RF")
+    assert c.download(fid) == data
+
+    # It comes back with its old copies: its full report drops the surplus.
+    victim.start()
+    assert victim.wait_registered() == vid
+
+    def settled():
+        _, now = _chunk_items(tables)
+        extra = [cid[:12] for cid in chunk_ids if len(now.get(cid, set())) != rf]
+        on_disk = set(victim.chunk_usage().ids) & chunk_ids
+        if on_disk - now.keys() or any(vid not in now[cid] for cid in on_disk):
+            extra.append("an unrecorded copy on the returned worker")
+        return not extra
+    h.wait_until(settled, 60, interval=0.5,
+                 what="the returned worker's report to drop the surplus")
+    assert c.download(fid) == data
+
+    # Deleted: the collector removes every worker copy and every item.
+    assert c.delete(f"/api/v1/files/{fid}").status_code == 204
+
+    def collected():
+        left = [w.name for w in cluster.workers if set(w.chunk_usage().ids) & chunk_ids]
+        metas_left, replicas_left = _chunk_items(tables)
+        return not left and not metas_left and not replicas_left
+    h.wait_until(collected, 60, interval=0.5,
+                 what="the collector to remove the worker copies and items")

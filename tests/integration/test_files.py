@@ -562,6 +562,7 @@ def test_delete_removes_the_file_and_its_chunks(cluster, fresh):
                     f"(from {disk_before})")
 
 
+@pytest.mark.requires_workers(reason="measures what the workers' disks hold")
 def test_same_bytes_twice_are_stored_once(cluster, fresh):
     user, c = new_user(fresh)
     data = os.urandom(8 << 20)
@@ -677,6 +678,7 @@ def test_one_chunk_uploads_deduplicate_against_every_kind_of_file(cluster, fresh
         check_chunks(cluster, fresh, c, f, data)
 
 
+@pytest.mark.requires_workers(reason="kills a worker")
 def test_one_chunk_uploads_with_a_killed_worker_use_the_live_ones(cluster):
     m = cluster.start(workers=4, master_env={**MASTER_ENV, "REPLICATION_FACTOR": 3})
     victim = cluster.workers[0]
@@ -692,6 +694,7 @@ def test_one_chunk_uploads_with_a_killed_worker_use_the_live_ones(cluster):
         assert c.download(f["file_id"]) == d
 
 
+@pytest.mark.requires_workers(reason="kills a worker")
 def test_a_worker_dying_unnoticed_fails_a_one_chunk_upload_without_leftovers(cluster):
     m = cluster.start(workers=3, master_env=MASTER_ENV)
     cluster.workers[2].kill()
@@ -742,6 +745,7 @@ def test_pipelined_upload_gives_each_chunk_its_encoding(cluster):
     assert c.download(f2.json()["file_id"]) == data[::-1]
 
 
+@pytest.mark.requires_workers(reason="fills the workers' disks")
 def test_upload_running_out_of_space_mid_way_leaves_nothing(cluster):
     # Room for about 6 of the 16 chunks on every worker: the upload fails with
     # several chunks in flight, some written, some not started.
@@ -772,6 +776,7 @@ def test_upload_running_out_of_space_mid_way_leaves_nothing(cluster):
 # ---- workers down --------------------------------------------------------------------
 
 
+@pytest.mark.requires_workers(reason="kills a worker")
 def test_upload_with_a_killed_worker_uses_the_live_ones(cluster):
     m = cluster.start(workers=4, master_env={**MASTER_ENV, "REPLICATION_FACTOR": 3})
     victim = cluster.workers[0]
@@ -793,6 +798,7 @@ def test_upload_with_a_killed_worker_uses_the_live_ones(cluster):
     assert c.download(f2["file_id"]) == data2
 
 
+@pytest.mark.requires_workers(reason="stops workers")
 def test_too_few_live_workers_is_503_and_nothing_is_stored(cluster):
     m = cluster.start(workers=3, master_env=MASTER_ENV)
     cluster.workers[2].kill()
@@ -809,6 +815,7 @@ def test_too_few_live_workers_is_503_and_nothing_is_stored(cluster):
     assert m.health()["status"] == "degraded"
 
 
+@pytest.mark.requires_workers(reason="kills a worker")
 def test_a_worker_dying_unnoticed_fails_the_upload_without_leftovers(cluster):
     m = cluster.start(workers=3, master_env=MASTER_ENV)
     cluster.workers[2].kill()

@@ -190,6 +190,7 @@ def read_response(s: socket.socket) -> tuple[int, bytes]:
     return status, rest
 
 
+@pytest.mark.requires_workers(reason="the request in flight is a worker registration")
 def test_sigterm_lets_a_request_in_flight_finish(cluster):
     m = cluster.add_master()
     body = json.dumps({"url": "http://127.0.0.1:9", "capacity_bytes": 10,

@@ -203,7 +203,8 @@ def test_chunks_out_of_order_then_complete(master, shared_cluster):
     full = c.get(f"/api/v1/files/{f['file_id']}").json()
     assert [(ch["index"], ch["size"], ch["chunk_id"]) for ch in full["chunks"]] == \
         [(i, len(p), hashlib.sha256(p).hexdigest()) for i, p in enumerate(parts)]
-    assert all(len({r["worker_id"] for r in ch["replicas"]}) == RF for ch in full["chunks"])
+    if shared_cluster.backend != "aws":  # S3 holds the chunks: no replicas
+        assert all(len({r["worker_id"] for r in ch["replicas"]}) == RF for ch in full["chunks"])
     assert [x["file_id"] for x in c.get("/api/v1/files").json()["files"]] == [f["file_id"]]
     # the session is closed: no more chunks; a repeated complete (a lost
     # reply) answers the same file, and the status says what it became

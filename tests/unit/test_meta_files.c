@@ -16,9 +16,7 @@
  * keys then default to any: DynamoDB Local checks none; test/all.sh does
  * this), they run a third time on DynamoDB, each test on three tables of its own
  * (efsu_<pid>_<n>_files...) created by efs_meta_dynamodb_tables and dropped
- * at teardown. The backend has no worker chunk mode yet: tests of workers,
- * replicas and reports are skipped there (saying so), and the others pass
- * no worker ids and expect no replicas. With ECHOFS_REQUIRE_AWS_LOCAL=1 a
+ * at teardown, with the same workers and replicas as the SQL runs. With ECHOFS_REQUIRE_AWS_LOCAL=1 a
  * missing DynamoDB fails the run instead of skipping it.
  *
  * Reference counts are not visible through the interface; they are checked
@@ -62,18 +60,6 @@ struct fixture {
 /* True while the DynamoDB run is on. */
 static bool ddb_on;
 static unsigned ddb_tables;
-/* Worker ids are passed only where the backend has workers. */
-#define WC(n) (ddb_on ? 0 : (n))
-/* A test of the worker chunk mode, which the DynamoDB backend lacks. */
-#define WORKER_MODE_ONLY()                                                                        \
-	do {                                                                                      \
-		if (ddb_on) {                                                                     \
-			print_message("  skipped on DynamoDB: the worker chunk mode calls"      \
-				      " (workers, replicas, reports) return -ENOTSUP there\n");  \
-			skip();                                                                   \
-		}                                                                                 \
-	} while (0)
-
 static int ddb_setup(struct fixture *f)
 {
 	char err[256] = "";
@@ -155,6 +141,25 @@ static void worker_url(size_t i, char *url, size_t size)
 	snprintf(url, size, "http://10.0.0.%zu:9000", i + 1);
 }
 
+/* The fixture's WORKERS workers, registered on every backend. */
+static int register_workers(struct fixture *f)
+{
+	for (size_t i = 0; i < WORKERS; i++) {
+		struct efs_worker_info w;
+		memset(&w, 0, sizeof(w));
+		efs_strlcpy(w.worker_id, worker_ids[i], sizeof(w.worker_id));
+		worker_url(i, w.url, sizeof(w.url));
+		w.capacity_bytes = 1000000;
+		w.free_bytes = 500000;
+		w.registered_at_ms = 1000;
+		w.last_heartbeat_ms = worker_heartbeat(i);
+		if (efs_meta_worker_register(f->m, &w) < 0)
+			return -1;
+	}
+	f->now = efs_now_ms();
+	return 0;
+}
+
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
@@ -168,7 +173,9 @@ static int setup(void **state)
 	}
 	if (ddb_on) {
 		*state = f;
-		return ddb_setup(f);
+		if (ddb_setup(f) < 0)
+			return -1;
+		return register_workers(f);
 	}
 	if (pg_url) {
 		snprintf(f->db, sizeof(f->db), "efs_unit_%ld_%u", (long)getpid(), ++pg_databases);
@@ -193,21 +200,8 @@ static int setup(void **state)
 		print_error("backend is %s, not postgres\n", efs_meta_backend(f->m));
 		return -1;
 	}
-	for (size_t i = 0; i < WORKERS; i++) {
-		struct efs_worker_info w;
-		memset(&w, 0, sizeof(w));
-		efs_strlcpy(w.worker_id, worker_ids[i], sizeof(w.worker_id));
-		worker_url(i, w.url, sizeof(w.url));
-		w.capacity_bytes = 1000000;
-		w.free_bytes = 500000;
-		w.registered_at_ms = 1000;
-		w.last_heartbeat_ms = worker_heartbeat(i);
-		if (efs_meta_worker_register(f->m, &w) < 0)
-			return -1;
-	}
-	f->now = efs_now_ms();
 	*state = f;
-	return 0;
+	return register_workers(f);
 }
 
 static int teardown(void **state)
@@ -286,7 +280,7 @@ static int put(struct fixture *f, unsigned n, uint64_t index, const struct efs_c
 {
 	char sid[EFS_ID_MAX + 1];
 	session_id(n, sid);
-	return efs_meta_session_put_chunk(f->m, sid, index, c, worker_ids, WC(WORKERS), dedup, f->now,
+	return efs_meta_session_put_chunk(f->m, sid, index, c, worker_ids, WORKERS, dedup, f->now,
 					  f->now + 60000, 0);
 }
 
@@ -374,10 +368,6 @@ static const struct efs_replica *find_replica(const struct efs_replica *replicas
 static void expect_worker_replicas(const struct efs_replica *replicas, unsigned count,
 				   const char *bad_worker)
 {
-	if (ddb_on) {
-		assert_int_equal(count, 0); /* S3 holds the bytes: no replicas */
-		return;
-	}
 	assert_int_equal(count, WORKERS);
 	for (size_t i = 0; i < WORKERS; i++) {
 		char url[EFS_URL_MAX + 1];
@@ -494,9 +484,64 @@ static void test_put_chunk_adds_chunk_with_replicas(void **state)
 	assert_int_equal(session_version(f, 1), 2);
 }
 
+/* The worker calls on every backend (test_meta_sqlite.c has the details
+ * on SQL): registration keeps registered_at, a heartbeat of an unknown
+ * worker is -ENOENT, the list is ordered by id, retire_url marks every
+ * other worker at the URL dead once. */
+static void test_worker_calls(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_worker_info w, got, *list = NULL;
+	size_t count = 0, before = 0;
+
+	assert_int_equal(efs_meta_worker_list(f->m, &list, &count), 0);
+	before = count;
+	free(list);
+	const char *ids[3] = {"rt-old", "rt-new", "rt-B"};
+	for (int i = 0; i < 3; i++) {
+		memset(&w, 0, sizeof(w));
+		efs_strlcpy(w.worker_id, ids[i], sizeof(w.worker_id));
+		efs_strlcpy(w.url, "http://10.0.0.5:8081", sizeof(w.url));
+		w.capacity_bytes = 100;
+		w.free_bytes = 50;
+		w.registered_at_ms = 1000 + i;
+		w.last_heartbeat_ms = 2000 + i;
+		assert_int_equal(efs_meta_worker_register(f->m, &w), 0);
+	}
+	/* registered again, moved: registered_at kept */
+	efs_strlcpy(w.url, "http://10.0.0.6:8081", sizeof(w.url));
+	w.registered_at_ms = 9999;
+	w.last_heartbeat_ms = 5000;
+	assert_int_equal(efs_meta_worker_register(f->m, &w), 0);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-B", &got), 0);
+	assert_int_equal(got.registered_at_ms, 1002);
+	assert_int_equal(got.last_heartbeat_ms, 5000);
+	assert_string_equal(got.url, "http://10.0.0.6:8081");
+
+	assert_int_equal(efs_meta_worker_heartbeat(f->m, "ghost", 1, 1, 1, 7000), -ENOENT);
+	assert_int_equal(efs_meta_worker_get(f->m, "ghost", &got), -ENOENT);
+	assert_int_equal(efs_meta_worker_heartbeat(f->m, "rt-old", 300, 200, 7, 7000), 0);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-old", &got), 0);
+	assert_int_equal(got.last_heartbeat_ms, 7000);
+	assert_true(got.capacity_bytes == 300 && got.free_bytes == 200 && got.chunk_count == 7);
+
+	assert_int_equal(efs_meta_worker_list(f->m, &list, &count), 0);
+	assert_int_equal(count, before + 3);
+	for (size_t i = 1; i < count; i++)
+		assert_true(strcmp(list[i - 1].worker_id, list[i].worker_id) < 0);
+	free(list);
+
+	/* rt-B moved away: only rt-old is retired, once */
+	assert_int_equal(efs_meta_worker_retire_url(f->m, "http://10.0.0.5:8081", "rt-new"), 1);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-old", &got), 0);
+	assert_int_equal(got.last_heartbeat_ms, 0);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-new", &got), 0);
+	assert_int_equal(got.last_heartbeat_ms, 2001);
+	assert_int_equal(efs_meta_worker_retire_url(f->m, "http://10.0.0.5:8081", "rt-new"), 0);
+}
+
 static void test_replica_on_unknown_worker(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info a = chunk(3), got;
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
@@ -567,10 +612,10 @@ static void test_dedup_put(void **state)
 	session_id(1, sid1);
 	session_id(2, sid2);
 	assert_int_equal(
-		efs_meta_session_put_chunk(f->m, sid1, 0, &a, first_two, WC(2), false, f->now, f->now + 60000, 0), 0);
+		efs_meta_session_put_chunk(f->m, sid1, 0, &a, first_two, 2, false, f->now, f->now + 60000, 0), 0);
 
 	/* an existing chunk is reused and gains the new replicas */
-	assert_int_equal(efs_meta_session_put_chunk(f->m, sid2, 0, &a, third, WC(1), true, f->now, f->now + 60000, 0), 0);
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid2, 0, &a, third, 1, true, f->now, f->now + 60000, 0), 0);
 	assert_int_equal(session_version(f, 2), 1);
 	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &replica_count), 0);
 	expect_worker_replicas(replicas, replica_count, NULL);
@@ -757,12 +802,12 @@ static void test_put_chunk_moves_expiry_forward(void **state)
 
 	new_session(f, 1, "alice"); /* expires at f->now + 3600000 */
 	session_id(1, sid);
-	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, worker_ids, WC(WORKERS), false,
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, worker_ids, WORKERS, false,
 						    f->now, f->now + 60000, first + 5000),
 			 0);
 	assert_int_equal(efs_meta_session_get(f->m, sid, &s), 0);
 	assert_int_equal(s.expires_at_ms, first + 5000);
-	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 1, &b, worker_ids, WC(WORKERS), false,
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 1, &b, worker_ids, WORKERS, false,
 						    f->now, f->now + 60000, first),
 			 0);
 	assert_int_equal(efs_meta_session_get(f->m, sid, &s), 0);
@@ -783,7 +828,7 @@ static void test_create_single_records_file_and_chunk(void **state)
 	struct efs_file_chunk *chunks = NULL;
 	size_t count = 0;
 
-	assert_int_equal(efs_meta_file_create_single(f->m, &fi, &a, worker_ids, WC(WORKERS), false,
+	assert_int_equal(efs_meta_file_create_single(f->m, &fi, &a, worker_ids, WORKERS, false,
 						     f->now),
 			 0);
 	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), 0);
@@ -798,7 +843,7 @@ static void test_create_single_records_file_and_chunk(void **state)
 	assert_false(is_garbage(f, f->now + 1, &a));
 
 	/* the same file id again: -EEXIST, and its chunk is not recorded */
-	assert_int_equal(efs_meta_file_create_single(f->m, &other, &b, worker_ids, WC(WORKERS), false,
+	assert_int_equal(efs_meta_file_create_single(f->m, &other, &b, worker_ids, WORKERS, false,
 						     f->now),
 			 -EEXIST);
 	expect_no_chunk(f, &b);
@@ -824,14 +869,14 @@ static void test_create_single_dedup(void **state)
 
 	make_file(f, 1, "alice", 100, numbers, 1);
 	file_id(1, first);
-	assert_int_equal(efs_meta_file_create_single(f->m, &fi, &a, third, WC(1), true, f->now), 0);
+	assert_int_equal(efs_meta_file_create_single(f->m, &fi, &a, third, 1, true, f->now), 0);
 	expect_chunk(f, &a, NULL);
 	assert_int_equal(efs_meta_file_delete(f->m, first, "alice", f->now), 0);
 	assert_false(is_garbage(f, f->now + 1, &a)); /* the second file holds it */
 	assert_int_equal(efs_meta_file_delete(f->m, fi.file_id, "bob", f->now), 0);
 	assert_true(is_garbage(f, f->now + 1, &a));
 
-	assert_int_equal(efs_meta_file_create_single(f->m, &stale, &missing, worker_ids, WC(WORKERS),
+	assert_int_equal(efs_meta_file_create_single(f->m, &stale, &missing, worker_ids, WORKERS,
 						     true, f->now),
 			 -ESTALE);
 	assert_int_equal(efs_meta_file_get(f->m, stale.file_id, &got), -ENOENT);
@@ -1095,7 +1140,6 @@ static void test_session_expired(void **state)
 
 static void test_replica_mark_bad(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info a = chunk(1);
 	struct efs_file_info fi = file_info(1, "alice", 100, 1);
@@ -1182,7 +1226,6 @@ static void put_on(struct fixture *f, unsigned n, const struct efs_chunk_info *c
  * grace, and kept while younger (it may belong to an upload under way). */
 static void test_report_unknown_chunk(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info a = chunk(1);
 
@@ -1195,7 +1238,6 @@ static void test_report_unknown_chunk(void **state)
  * is deleted once older than the grace, kept while younger. */
 static void test_report_unreferenced_unnamed_copy(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info a = chunk(1);
 	char sid[EFS_ID_MAX + 1];
@@ -1219,7 +1261,6 @@ static void test_report_unreferenced_unnamed_copy(void **state)
  * not yet recorded (W3, fixed: this used to be deleted at any age). */
 static void test_report_surplus_unnamed_copy(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info a = chunk(1);
 	struct efs_chunk_info got;
@@ -1241,7 +1282,6 @@ static void test_report_surplus_unnamed_copy(void **state)
  * copy is kept whether the worker is hours behind or ahead. */
 static void test_report_age_is_judged_on_the_worker_clock(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info a = chunk(1), b = chunk(2);
 	static const int64_t skews[] = {-3600000, -30000, 30000, 3600000};
@@ -1269,7 +1309,6 @@ static void test_report_age_is_judged_on_the_worker_clock(void **state)
  * snapshot marked. Without the master's reading nothing is marked. */
 static void test_report_finish_judges_on_the_master_clock(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info a = chunk(1), b = chunk(2), got;
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
@@ -1310,7 +1349,6 @@ static struct efs_replica replica_now(struct fixture *f, const struct efs_chunk_
  * again meanwhile, or removed and recorded again, stays as it is. */
 static void test_replica_mark_good_only_the_same_bad_replica(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info a = chunk(1);
 
@@ -1371,7 +1409,6 @@ static void test_replica_mark_good_only_the_same_bad_replica(void **state)
  * from is left out. */
 static void test_repair_list_tries_bad_replicas_last(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info a = chunk(1), b = chunk(2), c = chunk(3);
 	struct efs_repair_need needs[8];
@@ -1408,7 +1445,6 @@ static void test_repair_list_tries_bad_replicas_last(void **state)
  * no row names, is adopted: recorded as a good replica of that worker. */
 static void test_report_adopts_copy_of_under_replicated_chunk(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info a = chunk(1);
 
@@ -1426,7 +1462,6 @@ static void test_report_adopts_copy_of_under_replicated_chunk(void **state)
 #define BIG_BATCH 5000
 static void test_report_batch_of_5000(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_chunk_info kept = chunk(1), adopted = chunk(2), surplus = chunk(3);
 	struct efs_report_context ctx = report_ctx(f, "w3", f->now);
@@ -1484,7 +1519,6 @@ static void test_report_batch_of_5000(void **state)
 #define KNOWN_BATCH 5000
 static void test_report_batch_of_known_chunks(void **state)
 {
-	WORKER_MODE_ONLY();
 	struct fixture *f = *state;
 	struct efs_report_context ctx = report_ctx(f, "w3", f->now);
 	struct efs_report_entry *e = calloc(KNOWN_BATCH, sizeof(*e));
@@ -1744,7 +1778,7 @@ static void *writer_run(void *arg)
 		}
 		for (unsigned i = 0; i < WRITER_CHUNKS; i++) {
 			struct efs_chunk_info c = chunk(50 + i);
-			if (efs_meta_session_put_chunk(w->m, sid, i, &c, worker_ids, WC(WORKERS), false,
+			if (efs_meta_session_put_chunk(w->m, sid, i, &c, worker_ids, WORKERS, false,
 						       w->f->now, w->f->now + 60000, 0) < 0)
 				w->failures++;
 		}
@@ -1806,6 +1840,7 @@ int main(void)
 		T(test_session_create_and_get),
 		T(test_session_create_conflict_and_unknown),
 		T(test_put_chunk_adds_chunk_with_replicas),
+		T(test_worker_calls),
 		T(test_replica_on_unknown_worker),
 		T(test_put_at_same_index_releases_old_chunk),
 		T(test_dedup_put),
