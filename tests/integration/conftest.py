@@ -65,6 +65,7 @@ SERIAL: dict[str, str] = {
         "kills 200 MiB rate-limited transfers halfway; counts what a 1 s settle stored",
     "test_clock_skew.py": "waits out clock-dependent windows",
     "test_faults.py": "crashes and hangs timed against heartbeat deadlines",
+    "test_random_faults.py": "random kills, pauses and partitions timed against heartbeat deadlines",
     "test_recovery.py": "repair and its gauges awaited against short deadlines",
     "test_reports.py": "heartbeats timed while a report loads the worker",
     "test_rolling_restart.py": "counts failed requests while daemons restart, timed against heartbeats",
