@@ -61,6 +61,14 @@ int efs_gc_run_once(struct efs_gc *gc)
 		efs_meta_lease_drop(gc->deps.meta);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		unsigned count = 0;
+		/* The lease as of now (another duty may have dropped it),
+		 * read before the chunk is taken: the workers refuse an epoch
+		 * older than one they have seen (docs/OPERATIONS.md#fencing). */
+		uint64_t epoch = efs_meta_lease_epoch(gc->deps.meta);
+		if (epoch == 0) {
+			r = -ESTALE;
+			break;
+		}
 		int t = efs_meta_garbage_take(gc->deps.meta, ids[i], replicas, &count);
 		if (t == -ENOENT)
 			continue; /* referenced again meanwhile */
@@ -69,15 +77,6 @@ int efs_gc_run_once(struct efs_gc *gc)
 			 * instruction goes out until it is taken again. */
 			efs_meta_lease_drop(gc->deps.meta);
 			r = t;
-			break;
-		}
-		/* The lease as of now (another duty may have dropped it): the
-		 * workers refuse an epoch older than one they have seen. */
-		uint64_t epoch = efs_meta_lease_epoch(gc->deps.meta);
-		if (epoch == 0) {
-			/* Taken, not deleted: its copies are orphans for the
-			 * workers' reports (docs/LIFECYCLE.md T13). */
-			r = -ESTALE;
 			break;
 		}
 		/* Each copy goes only if unmodified for grace/2 where it

@@ -177,8 +177,13 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	efs_pace_init(&pace, d->bandwidth);
 	for (size_t i = 0; i < n; i++) {
 		int64_t r = repair_one(d, &needs[i], holding_after, data, scratch, encoded);
-		if (r == -ESTALE || (r < 0 && efs_meta_lease_epoch(d->meta) == 0))
-			break; /* the lease is gone: not another instruction */
+		if (r == -ESTALE || (r < 0 && efs_meta_lease_epoch(d->meta) == 0)) {
+			/* The lease is gone (dropped here, or a worker has
+			 * seen a newer epoch: another master holds it): not
+			 * another instruction until it is taken again. */
+			efs_meta_lease_drop(d->meta);
+			break;
+		}
 		if (r < 0) {
 			failed++;
 			continue;
