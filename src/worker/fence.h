@@ -26,9 +26,9 @@
 
 struct efs_fence {
 	pthread_mutex_t lock;
-	char path[PATH_MAX];	     /* WORKER_DATA_DIR/lease_epoch */
-	uint64_t newest;	     /* under lock; 0: none seen yet */
-	_Atomic uint64_t refused;    /* instructions refused since start */
+	char path[PATH_MAX];	  /* WORKER_DATA_DIR/lease_epoch */
+	uint64_t newest;	  /* under lock; 0: none seen yet */
+	_Atomic uint64_t refused; /* instructions refused since start */
 };
 
 /* Loads the newest epoch from @data_dir (none when the file is absent).
