@@ -94,7 +94,9 @@ struct efs_chunk_backend_ops {
 	 * bytes that are confirmed present); false: the chunk is new or was
 	 * collected (R5), so the bytes must be written again even when a copy
 	 * is still there, since the collector may be about to delete it (R4
-	 * relies on the fresh write). */
+	 * relies on the fresh write). -ESTALE (S3): another upload through
+	 * this backend has just stored and recorded the chunk; nothing was
+	 * written: look the chunk up again and deduplicate. */
 	int (*put)(void *impl, const struct efs_chunk_info *chunk, const void *stored,
 		   const struct efs_replica *known, unsigned known_count, bool recorded,
 		   struct efs_chunk_put_result *out);

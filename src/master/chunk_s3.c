@@ -31,6 +31,11 @@
 struct pin {
 	char chunk_id[65];
 	unsigned count; /* 0: free slot */
+	/* An upload on this master is writing a new generation of the chunk
+	 * and has not recorded it yet: the thread that holds that pin
+	 * (upload.c pins, puts, records and unpins on one thread). */
+	bool writing;
+	pthread_t writer;
 };
 
 struct s3_backend {
@@ -39,6 +44,7 @@ struct s3_backend {
 	char bucket[EFS_S3_MAX_BUCKET + 1];
 	char endpoint[EFS_AWS_MAX_AUTHORITY + 16]; /* for log lines */
 	pthread_mutex_t lock;
+	pthread_cond_t written; /* a pin's @writing ended */
 	struct pin pins[PIN_SLOTS];
 	unsigned pin_overflow; /* pins that found no slot, still held */
 };
@@ -152,11 +158,40 @@ static void s3_unpin(void *impl, const char *chunk_id)
 	struct s3_backend *b = impl;
 	pthread_mutex_lock(&b->lock);
 	struct pin *p = pin_find(b, chunk_id);
-	if (p)
+	if (p) {
 		p->count--;
-	else if (b->pin_overflow > 0)
+		if (p->writing && pthread_equal(p->writer, pthread_self())) {
+			p->writing = false; /* recorded (or given up): the others look again */
+			pthread_cond_broadcast(&b->written);
+		}
+	} else if (b->pin_overflow > 0) {
 		b->pin_overflow--;
+	}
 	pthread_mutex_unlock(&b->lock);
+}
+
+/* Before a new generation of @chunk_id is written: when another upload on
+ * this master is writing one (same bytes in flight twice: a file of
+ * repeated chunks, two clients), waits until it recorded it and returns
+ * -ESTALE, so that the caller looks the chunk up again and deduplicates
+ * instead of storing a second object. Else marks this thread the writer
+ * and returns 0. Only the uploads of one master coalesce: two masters may
+ * each write a generation (both recorded, both collected). */
+static int claim_writer(struct s3_backend *b, const char *chunk_id)
+{
+	int r = 0;
+	pthread_mutex_lock(&b->lock);
+	struct pin *p = pin_find(b, chunk_id);
+	if (p && p->writing && !pthread_equal(p->writer, pthread_self())) {
+		while ((p = pin_find(b, chunk_id)) && p->writing)
+			pthread_cond_wait(&b->written, &b->lock);
+		r = -ESTALE;
+	} else if (p) {
+		p->writing = true;
+		p->writer = pthread_self();
+	}
+	pthread_mutex_unlock(&b->lock);
+	return r;
 }
 
 static bool s3_pinned(void *impl, const char *chunk_id)
@@ -202,6 +237,8 @@ static int s3_put(void *impl, const struct efs_chunk_info *chunk, const void *st
 		}
 		/* Gone (or another size: a foreign object): written anew. */
 	}
+	if (claim_writer(b, chunk->chunk_id) == -ESTALE)
+		return -ESTALE; /* stored meanwhile through this master: look again */
 	/* A key nobody wrote before: whatever a collector is deleting, it is
 	 * not this object (R13). */
 	if ((r = efs_random_hex(gen, EFS_CHUNK_S3_GEN_LEN / 2)) < 0)
@@ -466,6 +503,7 @@ static void s3_free(void *impl)
 		return;
 	efs_s3_free(b->s3);
 	efs_aws_client_free(b->aws);
+	pthread_cond_destroy(&b->written);
 	pthread_mutex_destroy(&b->lock);
 	free(b);
 }
@@ -491,6 +529,7 @@ int efs_chunk_s3_new(const struct efs_chunk_s3_config *cfg, struct efs_chunk_bac
 	if (!b)
 		return -ENOMEM;
 	pthread_mutex_init(&b->lock, NULL);
+	pthread_cond_init(&b->written, NULL);
 	efs_strlcpy(b->bucket, cfg->bucket, sizeof(b->bucket));
 	snprintf(b->endpoint, sizeof(b->endpoint), "%s://%s", cfg->aws->s3.https ? "https" : "http",
 		 cfg->aws->s3.authority);

@@ -24,7 +24,9 @@
  *   generation (or of the legacy key when none is recorded) confirms the
  *   object is there (dedup: nothing sent, no location); otherwise, or when
  *   it is gone, one PutObject of a new generation, which returns when S3
- *   acknowledged it. Retries with backoff (5xx, 429, SlowDown, connection
+ *   acknowledged it. While another upload on this master is writing a
+ *   generation of the same chunk, a put waits for its record and returns
+ *   -ESTALE (look again: deduplicated) rather than write a second one. Retries with backoff (5xx, 429, SlowDown, connection
  *   errors) are aws.c's.
  * - get: GetObject of each recorded generation in turn (the legacy key
  *   when none is recorded) until one verifies: decoded by its

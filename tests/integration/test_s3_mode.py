@@ -281,6 +281,42 @@ def test_files_round_trip_with_one_object_per_distinct_chunk(cluster, bucket, tm
     assert dedup and float(dedup[0].split()[-1]) >= 6, dedup
 
 
+def test_repeated_chunks_in_flight_at_once_are_stored_once(cluster, bucket):
+    """The same new chunk in flight several times at once through one
+    master (a file whose chunks repeat, in the upload pipeline; sessions
+    of several clients): each upload finds no row, but only one writes a
+    generation; the others wait for its record and deduplicate
+    (chunk_s3.c:claim_writer), instead of each storing an object of its
+    own (6 objects instead of 3 without it)."""
+    m = start_master(cluster, bucket)
+    c = m.user_client()
+    block = os.urandom(CHUNK)
+    data = block * 8 + os.urandom(100)
+    f = c.upload(data, "repeated.bin")
+    assert c.download(f["file_id"]) == data
+    chunks = file_chunks(c, f["file_id"])
+    assert len({ch["chunk_id"] for ch in chunks}) == 2
+    keys = bucket.keys()
+    assert len(keys) == 2 and all(GEN_KEY.match(k) for k in keys), keys
+    # Two sessions sending the same new chunk at once through one master.
+    other = os.urandom(CHUNK)
+    errors = []
+
+    def send(i):
+        try:
+            session_upload(m.user_client(), other, f"s{i}.bin")
+        except AssertionError as e:
+            errors.append(str(e))
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(bucket.keys()) == 3, bucket.keys()
+    assert c.delete(f"/api/v1/files/{f['file_id']}").status_code == 204
+
+
 def test_restart_reads_back_and_deletes_empty_the_bucket(cluster, bucket):
     m = start_master(cluster, bucket)
     c = m.user_client()
@@ -546,14 +582,27 @@ def test_two_masters_over_one_bucket_store_once_and_collect_after_the_last_delet
         t.join(90)
     assert not errors, errors
     assert len(results) == 6
-    assert len(bucket.keys()) == 4  # stored once, whichever master wrote it
+
+    # Counted once: one row per distinct chunk. Uploads that found no row
+    # at the same instant each wrote a generation of their own (R13), so a
+    # chunk may have several objects, but every object is one its row
+    # records (none is left for the orphan sweep) and all go together.
+    def recorded():
+        rows = cluster.psql("SELECT chunk_id || ' ' || worker_id FROM replicas").stdout.split()
+        return sorted(f"chunks/{cid[:2]}/{cid}.{loc[3:]}"
+                      for cid, loc in zip(rows[::2], rows[1::2]))
+    assert cluster.psql("SELECT COUNT(*) FROM chunks").stdout.strip() == "4"
+    keys = bucket.keys()
+    assert keys == recorded(), "an object no row records, or a row naming no object"
+    assert sorted({chunk_of(k) for k in keys}) == sorted(
+        cluster.psql("SELECT chunk_id FROM chunks").stdout.split())
     ca, cb = a.user_client(), b.user_client()
     ids = [fid for _, fid in sorted(results)]
     for k, fid in enumerate(ids[:-1]):
         assert (ca, cb)[k % 2].delete(f"/api/v1/files/{fid}").status_code == 204
     time.sleep(GC_GRACE_MS / 1000 * 2)  # the collector had its chance
     assert cb.download(ids[-1]) == data and ca.download(ids[-1]) == data
-    assert len(bucket.keys()) == 4
+    assert bucket.keys() == keys
     assert ca.delete(f"/api/v1/files/{ids[-1]}").status_code == 204
     h.wait_until(lambda: bucket.keys() == [], GC_DEADLINE_S,
                  what="the lease holder's collector to empty the bucket")

@@ -130,6 +130,7 @@ static void test_pins_nest_and_fail_safe(void **state)
 	(void)state;
 	assert_non_null(b);
 	pthread_mutex_init(&b->lock, NULL);
+	pthread_cond_init(&b->written, NULL);
 	s3_pin(b, ID);
 	s3_pin(b, ID);
 	s3_unpin(b, ID);
@@ -155,6 +156,61 @@ static void test_pins_nest_and_fail_safe(void **state)
 	s3_free(b);
 }
 
+struct second_upload {
+	struct s3_backend *b;
+	int claimed; /* claim_writer's answer */
+	bool done;
+};
+
+static void *second_upload_main(void *arg)
+{
+	struct second_upload *u = arg;
+	s3_pin(u->b, ID);
+	u->claimed = claim_writer(u->b, ID);
+	pthread_mutex_lock(&u->b->lock);
+	u->done = true;
+	pthread_mutex_unlock(&u->b->lock);
+	s3_unpin(u->b, ID);
+	return NULL;
+}
+
+/* Two uploads of one new chunk on one master: the first claims the write;
+ * the second waits until the first unpins (its record is done) and is
+ * told to look again (-ESTALE), so only one generation is written. The
+ * writer itself may claim again (a retry after its record found the row
+ * collected). */
+static void test_second_writer_waits_and_looks_again(void **state)
+{
+	struct s3_backend *b = calloc(1, sizeof(*b));
+	struct second_upload u;
+	pthread_t t;
+	(void)state;
+	assert_non_null(b);
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_cond_init(&b->written, NULL);
+	s3_pin(b, ID);
+	assert_int_equal(claim_writer(b, ID), 0);
+	assert_int_equal(claim_writer(b, ID), 0); /* the writer again */
+	memset(&u, 0, sizeof(u));
+	u.b = b;
+	u.claimed = 1;
+	assert_int_equal(pthread_create(&t, NULL, second_upload_main, &u), 0);
+	efs_sleep_ms(100);
+	pthread_mutex_lock(&b->lock);
+	bool early = u.done;
+	pthread_mutex_unlock(&b->lock);
+	assert_false(early); /* still waiting for the writer's record */
+	s3_unpin(b, ID);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(u.claimed, -ESTALE);
+	assert_false(s3_pinned(b, ID));
+	/* Nobody writing: the next upload claims it. */
+	s3_pin(b, ID);
+	assert_int_equal(claim_writer(b, ID), 0);
+	s3_unpin(b, ID);
+	s3_free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -163,6 +219,7 @@ int main(void)
 	    cmocka_unit_test(test_age_by_s3_clock),
 	    cmocka_unit_test(test_s3_failures_as_errno),
 	    cmocka_unit_test(test_pins_nest_and_fail_safe),
+	    cmocka_unit_test(test_second_writer_waits_and_looks_again),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
