@@ -219,18 +219,21 @@ list_keys() {
 	json '"\n".join(sorted(o["Key"] for o in d.get("Contents", [])))' <"$WORK/list.json"
 }
 keys=$(list_keys) || bad "list-objects-v2: $(cat "$WORK/list.err")"
+# One object per chunk, a generation of it: chunks/<2 hex>/<id>.<16 hex>
+# (docs/OPERATIONS.md, "Object keys").
+key_of() { grep -x "chunks/${1:0:2}/$1\.[0-9a-f]\{16\}" <<<"$keys"; }
 missing=0
 for cid in "${!CHUNKS[@]}"; do
-	grep -qx "chunks/${cid:0:2}/$cid" <<<"$keys" || missing=$((missing + 1))
+	[ "$(key_of "$cid" | grep -c .)" = 1 ] || missing=$((missing + 1))
 done
-check "every one of the ${#CHUNKS[@]} distinct chunks is one object chunks/<2 hex>/<id> ($missing missing)" [ "$missing" -eq 0 ]
+check "every one of the ${#CHUNKS[@]} distinct chunks is one object chunks/<2 hex>/<id>.<generation> ($missing missing)" [ "$missing" -eq 0 ]
 gz=""
 for cid in "${!CHUNKS[@]}"; do
 	read -r comp size ssize <<<"${CHUNKS[$cid]}"
 	[ "$comp" = 1 ] && gz=$cid && break
 done
 if [ -n "$gz" ]; then
-	s3api head-object --bucket "$BUCKET" --key "chunks/${gz:0:2}/$gz" --output json >"$WORK/head.json" 2>&1
+	s3api head-object --bucket "$BUCKET" --key "$(key_of "$gz" | head -1)" --output json >"$WORK/head.json" 2>&1
 	read -r comp size ssize <<<"${CHUNKS[$gz]}"
 	check "a text chunk's object is gzip'd ($(json 'd["ContentLength"]' <"$WORK/head.json" 2>/dev/null) bytes for $size), with its encoding and CRC32C" \
 		[ "$(json '"%s %s %d" % (d["Metadata"].get("encoding"), len(d["Metadata"].get("crc32c", "")), d["ContentLength"])' <"$WORK/head.json" 2>/dev/null)" = "gzip 8 $ssize" ]
@@ -302,7 +305,7 @@ for _ in $(seq 1 "$gc_wait_s"); do
 	keys=$(list_keys) || { sleep 1; continue; } # an unreadable listing proves nothing
 	left=0
 	for cid in "${!CHUNKS[@]}"; do
-		grep -qx "chunks/${cid:0:2}/$cid" <<<"$keys" && left=$((left + 1))
+		grep -q "^chunks/${cid:0:2}/$cid" <<<"$keys" && left=$((left + 1))
 	done
 	[ "$left" -eq 0 ] && break
 	sleep 1

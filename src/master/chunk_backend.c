@@ -67,11 +67,11 @@ int efs_chunk_backend_exists(struct efs_chunk_backend *b, const char *chunk_id,
 }
 
 int efs_chunk_backend_list(struct efs_chunk_backend *b, char *cursor, size_t max,
-			   char (*ids)[65], size_t *count)
+			   struct efs_chunk_listed *out, size_t *count)
 {
 	if (!b->ops->list)
 		return -ENOTSUP;
-	return b->ops->list(b->impl, cursor, max, ids, count);
+	return b->ops->list(b->impl, cursor, max, out, count);
 }
 
 void efs_chunk_backend_pin(struct efs_chunk_backend *b, const char *chunk_id)

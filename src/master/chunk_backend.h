@@ -32,7 +32,9 @@
  * pass what the metadata gave them (@known, efs_meta_chunk_get,
  * efs_meta_file_chunks, efs_meta_garbage_take) without interpreting it; a
  * put names in its result the new locations to record with the reference.
- * A backend that records none (S3) ignores @known and returns none.
+ * The S3 backend records one location per object it writes: the object's
+ * generation (chunk_s3.h), so that the collector deletes exactly the
+ * objects of the row it took (docs/LIFECYCLE.md R13).
  *
  * Errors: -ENOSPC (no room: 503 no_capacity), -EIO (no good copy could be
  * read), -EHOSTUNREACH (the object store is unreachable or refusing right
@@ -56,7 +58,7 @@
 /* What a put did. */
 struct efs_chunk_put_result {
 	/* New locations the metadata must record with the reference (worker
-	 * ids), also on failure: copies written by a put that failed are
+	 * ids; S3 object generations, "s3:<16 hex>"), also on failure: copies written by a put that failed are
 	 * recorded unreferenced by the caller so none is lost track of. */
 	char location_ids[EFS_MAX_REPLICAS][EFS_ID_MAX + 1];
 	unsigned location_count;
@@ -65,6 +67,15 @@ struct efs_chunk_put_result {
 
 /* The opaque position of a listing (efs_chunk_backend_list). */
 #define EFS_CHUNK_LIST_CURSOR_MAX 1100
+
+/* One stored copy a listing found: its chunk, and the location the backend
+ * records for it in the metadata (a struct efs_replica's worker_id), or ""
+ * when the copy is the chunk's location-less one (a row without locations
+ * names it: the S3 backend's objects written before generations). */
+struct efs_chunk_listed {
+	char chunk_id[65];
+	char location[EFS_ID_MAX + 1];
+};
 
 /* What the health check shows of the backend. */
 struct efs_chunk_health {
@@ -83,7 +94,9 @@ struct efs_chunk_backend_ops {
 	 * bytes that are confirmed present); false: the chunk is new or was
 	 * collected (R5), so the bytes must be written again even when a copy
 	 * is still there, since the collector may be about to delete it (R4
-	 * relies on the fresh write). */
+	 * relies on the fresh write). -ESTALE (S3): another upload through
+	 * this backend has just stored and recorded the chunk; nothing was
+	 * written: look the chunk up again and deduplicate. */
 	int (*put)(void *impl, const struct efs_chunk_info *chunk, const void *stored,
 		   const struct efs_replica *known, unsigned known_count, bool recorded,
 		   struct efs_chunk_put_result *out);
@@ -91,10 +104,14 @@ struct efs_chunk_backend_ops {
 	 * stored bytes (both caller-owned, reused across calls). */
 	int (*get)(void *impl, const struct efs_chunk_info *chunk, const struct efs_replica *known,
 		   unsigned known_count, struct efs_buf *out, struct efs_buf *scratch);
-	/* Conditional delete of every copy. Returns how many copies could not
-	 * be deleted (a copy kept because it was modified within the duration,
-	 * or already gone, counts as done): those stay as orphans for the
-	 * backend's reconciliation, logged by the backend with where they are.
+	/* Conditional delete of the copies @known[0..@known_count) names
+	 * (what efs_meta_garbage_take returned, or one listed copy's location;
+	 * a backend that records no location for a copy deletes the chunk's
+	 * location-less copy when @known names none of its own). Returns how
+	 * many copies could not be deleted (a copy kept because it was
+	 * modified within the duration, or already gone, counts as done):
+	 * those stay as orphans for the backend's reconciliation, logged by
+	 * the backend with where they are.
 	 * @lease_epoch: the lease epoch of the duty that decided it (the
 	 * worker backend sends it, EFS_HDR_LEASE_EPOCH; a worker that has
 	 * seen a newer one keeps its copy); 0: none.
@@ -105,13 +122,14 @@ struct efs_chunk_backend_ops {
 	 * none does, -errno when none could be asked. */
 	int (*exists)(void *impl, const char *chunk_id, const struct efs_replica *known,
 		      unsigned known_count);
-	/* One page of up to @max stored chunk ids, for reconciliation against
+	/* One page of up to @max stored copies, for reconciliation against
 	 * the metadata: from the start when @cursor is "", else from where
 	 * the page that set it ended. @cursor (EFS_CHUNK_LIST_CURSOR_MAX
 	 * bytes, opaque) is replaced by the next page's, "" after the last
 	 * page. NULL: the backend reconciles otherwise (the workers report
 	 * their chunks). */
-	int (*list)(void *impl, char *cursor, size_t max, char (*ids)[65], size_t *count);
+	int (*list)(void *impl, char *cursor, size_t max, struct efs_chunk_listed *out,
+		    size_t *count);
 	void (*pin)(void *impl, const char *chunk_id);
 	void (*unpin)(void *impl, const char *chunk_id);
 	bool (*pinned)(void *impl, const char *chunk_id);
@@ -146,7 +164,7 @@ int efs_chunk_backend_exists(struct efs_chunk_backend *b, const char *chunk_id,
 			     const struct efs_replica *known, unsigned known_count);
 /* -ENOTSUP when the backend has no list. */
 int efs_chunk_backend_list(struct efs_chunk_backend *b, char *cursor, size_t max,
-			   char (*ids)[65], size_t *count);
+			   struct efs_chunk_listed *out, size_t *count);
 /* Every pin is matched by one unpin of the same id; pins nest. A backend
  * without reconciliation has neither (no-ops, pinned is false). */
 void efs_chunk_backend_pin(struct efs_chunk_backend *b, const char *chunk_id);

@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* chunk_s3.c - chunks as objects of one S3 bucket (chunk_s3.h): dedup by
- * HeadObject for recorded chunks, verified reads, the collector's
- * conditional delete by S3's own clock, a listing for the orphan sweep.
+/* chunk_s3.c - chunks as objects of one S3 bucket (chunk_s3.h): one new
+ * generation key per PutObject, recorded in the metadata as the chunk's
+ * location; dedup by HeadObject for recorded chunks, verified reads, the
+ * collector's conditional delete of the generations of the row it took, a
+ * listing for the orphan sweep.
  *
- * Within one master, a remove and a put of the same chunk never overlap:
- * the remove skips a pinned chunk (an upload holds its pin from before it
- * looks the chunk up until its record committed), and a put waits while a
- * remove of its chunk is between its HeadObject and its DeleteObject. So a
- * chunk this master stores again after the collector took its row is
- * either kept (pinned first) or written after the delete. */
+ * Why generations (docs/LIFECYCLE.md R13): S3 has no delete conditioned
+ * on anything that tells two writes of the same bytes apart (the ETag is
+ * the same), so "HeadObject says old, then DeleteObject" on one key for
+ * every write of a chunk left a window where another master's fresh
+ * PutObject of the same chunk was deleted (W7). With a key per write, the
+ * objects a taken row names are written by nobody again: an upload that
+ * finds no row writes and records a generation of its own. */
 #include "master/chunk_s3.h"
 #include "echofs/hash.h"
 #include "echofs/log.h"
@@ -28,6 +31,11 @@
 struct pin {
 	char chunk_id[65];
 	unsigned count; /* 0: free slot */
+	/* An upload on this master is writing a new generation of the chunk
+	 * and has not recorded it yet: the thread that holds that pin
+	 * (upload.c pins, puts, records and unpins on one thread). */
+	bool writing;
+	pthread_t writer;
 };
 
 struct s3_backend {
@@ -36,15 +44,59 @@ struct s3_backend {
 	char bucket[EFS_S3_MAX_BUCKET + 1];
 	char endpoint[EFS_AWS_MAX_AUTHORITY + 16]; /* for log lines */
 	pthread_mutex_t lock;
-	pthread_cond_t removed; /* @removing changed */
+	pthread_cond_t written; /* a pin's @writing ended */
 	struct pin pins[PIN_SLOTS];
 	unsigned pin_overflow; /* pins that found no slot, still held */
-	char removing[65];     /* the chunk a remove is deleting, or "" */
 };
 
-void efs_chunk_s3_key(const char *chunk_id, char key[EFS_CHUNK_S3_KEY_SIZE])
+/* Most generations one operation looks at (a row's locations). */
+#define GENS_MAX EFS_MAX_REPLICAS
+
+void efs_chunk_s3_key(const char *chunk_id, const char *gen, char key[EFS_CHUNK_S3_KEY_SIZE])
 {
-	snprintf(key, EFS_CHUNK_S3_KEY_SIZE, EFS_CHUNK_S3_PREFIX "%.2s/%.64s", chunk_id, chunk_id);
+	if (gen && gen[0])
+		snprintf(key, EFS_CHUNK_S3_KEY_SIZE, EFS_CHUNK_S3_PREFIX "%.2s/%.64s.%.16s",
+			 chunk_id, chunk_id, gen);
+	else
+		snprintf(key, EFS_CHUNK_S3_KEY_SIZE, EFS_CHUNK_S3_PREFIX "%.2s/%.64s", chunk_id,
+			 chunk_id);
+}
+
+static bool lower_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* The generation a recorded location names ("s3:<16 hex>"), or NULL when
+ * it is not one of this backend's. */
+static const char *location_gen(const char *location)
+{
+	size_t plen = strlen(EFS_CHUNK_S3_LOCATION_PREFIX);
+	if (strncmp(location, EFS_CHUNK_S3_LOCATION_PREFIX, plen) != 0 ||
+	    strlen(location + plen) != EFS_CHUNK_S3_GEN_LEN ||
+	    !lower_hex(location + plen, EFS_CHUNK_S3_GEN_LEN))
+		return NULL;
+	return location + plen;
+}
+
+/* The generations @known names into @gens (each EFS_CHUNK_S3_GEN_LEN + 1
+ * bytes), at most GENS_MAX; with none, one "": the legacy key. Returns how
+ * many (at least 1). */
+static unsigned known_gens(const struct efs_replica *known, unsigned known_count,
+			   char (*gens)[EFS_CHUNK_S3_GEN_LEN + 1])
+{
+	unsigned n = 0;
+	for (unsigned i = 0; known && i < known_count && n < GENS_MAX; i++) {
+		const char *gen = location_gen(known[i].worker_id);
+		if (gen)
+			efs_strlcpy(gens[n++], gen, sizeof(gens[0]));
+	}
+	if (n == 0)
+		gens[n++][0] = '\0';
+	return n;
 }
 
 /* S3's failure as the backend's errno: no answer, a 5xx or throttling
@@ -67,7 +119,7 @@ static const char *meta_value(const struct efs_s3_object_info *info, const char 
 	return NULL;
 }
 
-/* ---- pins and the remove in progress (under lock) ---------------------- */
+/* ---- pins (under lock) -------------------------------------------------- */
 
 static struct pin *pin_find(struct s3_backend *b, const char *chunk_id)
 {
@@ -95,8 +147,8 @@ static void s3_pin(void *impl, const char *chunk_id)
 	if (p)
 		p->count++;
 	else if (b->pin_overflow++ == 0)
-		efs_warn("s3: more than %d chunks being written at once: the orphan sweep and the "
-			 "collector keep every chunk until they end",
+		efs_warn("s3: more than %d chunks being written at once: the orphan sweep keeps "
+			 "every object until they end",
 			 PIN_SLOTS);
 	pthread_mutex_unlock(&b->lock);
 }
@@ -106,11 +158,40 @@ static void s3_unpin(void *impl, const char *chunk_id)
 	struct s3_backend *b = impl;
 	pthread_mutex_lock(&b->lock);
 	struct pin *p = pin_find(b, chunk_id);
-	if (p)
+	if (p) {
 		p->count--;
-	else if (b->pin_overflow > 0)
+		if (p->writing && pthread_equal(p->writer, pthread_self())) {
+			p->writing = false; /* recorded (or given up): the others look again */
+			pthread_cond_broadcast(&b->written);
+		}
+	} else if (b->pin_overflow > 0) {
 		b->pin_overflow--;
+	}
 	pthread_mutex_unlock(&b->lock);
+}
+
+/* Before a new generation of @chunk_id is written: when another upload on
+ * this master is writing one (same bytes in flight twice: a file of
+ * repeated chunks, two clients), waits until it recorded it and returns
+ * -ESTALE, so that the caller looks the chunk up again and deduplicates
+ * instead of storing a second object. Else marks this thread the writer
+ * and returns 0. Only the uploads of one master coalesce: two masters may
+ * each write a generation (both recorded, both collected). */
+static int claim_writer(struct s3_backend *b, const char *chunk_id)
+{
+	int r = 0;
+	pthread_mutex_lock(&b->lock);
+	struct pin *p = pin_find(b, chunk_id);
+	if (p && p->writing && !pthread_equal(p->writer, pthread_self())) {
+		while ((p = pin_find(b, chunk_id)) && p->writing)
+			pthread_cond_wait(&b->written, &b->lock);
+		r = -ESTALE;
+	} else if (p) {
+		p->writing = true;
+		p->writer = pthread_self();
+	}
+	pthread_mutex_unlock(&b->lock);
+	return r;
 }
 
 static bool s3_pinned(void *impl, const char *chunk_id)
@@ -120,15 +201,6 @@ static bool s3_pinned(void *impl, const char *chunk_id)
 	bool r = pinned_locked(b, chunk_id);
 	pthread_mutex_unlock(&b->lock);
 	return r;
-}
-
-/* Waits until no remove of @chunk_id is between its HEAD and its DELETE. */
-static void wait_not_removing(struct s3_backend *b, const char *chunk_id)
-{
-	pthread_mutex_lock(&b->lock);
-	while (strcmp(b->removing, chunk_id) == 0)
-		pthread_cond_wait(&b->removed, &b->lock);
-	pthread_mutex_unlock(&b->lock);
 }
 
 /* ---- operations --------------------------------------------------------- */
@@ -141,26 +213,37 @@ static int s3_put(void *impl, const struct efs_chunk_info *chunk, const void *st
 	struct efs_s3_error err;
 	struct efs_s3_meta meta[2];
 	char key[EFS_CHUNK_S3_KEY_SIZE];
+	char gens[GENS_MAX][EFS_CHUNK_S3_GEN_LEN + 1];
+	char gen[EFS_CHUNK_S3_GEN_LEN + 1];
 	const char *op = "PutObject";
 	int r;
 
-	(void)known;
-	(void)known_count;
 	memset(&err, 0, sizeof(err));
-	efs_chunk_s3_key(chunk->chunk_id, key);
-	wait_not_removing(b, chunk->chunk_id);
+	key[0] = '\0';
 	if (recorded) {
-		/* A row is not an object: only one S3 answers for counts. */
-		struct efs_s3_object_info info;
-		r = efs_s3_head(b->s3, key, &info, &err);
-		if (r == 0 && info.size == chunk->stored_size)
-			return 0; /* deduplicated: nothing sent */
-		if (r < 0 && r != -ENOENT) {
-			op = "HeadObject";
-			goto fail;
+		/* A row is not an object: only one S3 answers for counts. The
+		 * row's own objects (the legacy key when it names none). */
+		unsigned n = known_gens(known, known_count, gens);
+		for (unsigned i = 0; i < n; i++) {
+			struct efs_s3_object_info info;
+			efs_chunk_s3_key(chunk->chunk_id, gens[i], key);
+			r = efs_s3_head(b->s3, key, &info, &err);
+			if (r == 0 && info.size == chunk->stored_size)
+				return 0; /* deduplicated: nothing sent */
+			if (r < 0 && r != -ENOENT) {
+				op = "HeadObject";
+				goto fail;
+			}
 		}
 		/* Gone (or another size: a foreign object): written anew. */
 	}
+	if (claim_writer(b, chunk->chunk_id) == -ESTALE)
+		return -ESTALE; /* stored meanwhile through this master: look again */
+	/* A key nobody wrote before: whatever a collector is deleting, it is
+	 * not this object (R13). */
+	if ((r = efs_random_hex(gen, EFS_CHUNK_S3_GEN_LEN / 2)) < 0)
+		goto fail;
+	efs_chunk_s3_key(chunk->chunk_id, gen, key);
 	uint32_t crc = efs_crc32c(0, stored, chunk->stored_size);
 	efs_strlcpy(meta[0].name, "encoding", sizeof(meta[0].name));
 	efs_strlcpy(meta[0].value, chunk->compressed ? "gzip" : "raw", sizeof(meta[0].value));
@@ -169,8 +252,12 @@ static int s3_put(void *impl, const struct efs_chunk_info *chunk, const void *st
 	out->sent = true;
 	r = efs_s3_put(b->s3, key, stored, chunk->stored_size, "application/octet-stream", meta, 2,
 		       NULL, &err);
-	if (r == 0)
+	if (r == 0) {
+		snprintf(out->location_ids[0], sizeof(out->location_ids[0]),
+			 EFS_CHUNK_S3_LOCATION_PREFIX "%s", gen);
+		out->location_count = 1;
 		return 0;
+	}
 fail:
 	efs_warn("chunk %.12s: %s s3://%s/%s at %s failed: %s%s%s (status %ld, %d attempts)",
 		 chunk->chunk_id, op, b->bucket, key, b->endpoint, err.code, err.code[0] ? " " : "",
@@ -178,24 +265,24 @@ fail:
 	/* Whatever S3 answered (unreachable, AccessDenied, NoSuchBucket...),
 	 * the chunk cannot be stored: 503 chunk_store_unavailable, the
 	 * warning above says why. -ENOENT must not reach the caller (it
-	 * means "the session ended" there). */
+	 * means "the session ended" there). A PutObject that failed may
+	 * still have stored its object: no row names it, so the orphan
+	 * sweep removes it (R14). */
 	return r == -ENOMEM ? r : -EHOSTUNREACH;
 }
 
-static int s3_get(void *impl, const struct efs_chunk_info *chunk, const struct efs_replica *known,
-		  unsigned known_count, struct efs_buf *out, struct efs_buf *scratch)
+/* One object of the chunk, decoded and verified, into @out. */
+static int get_object(struct s3_backend *b, const struct efs_chunk_info *chunk, const char *gen,
+		      struct efs_buf *out, struct efs_buf *scratch)
 {
-	struct s3_backend *b = impl;
 	struct efs_s3_object_info info;
 	struct efs_s3_error err;
 	char key[EFS_CHUNK_S3_KEY_SIZE];
 	size_t scratch_cap = scratch->cap;
 	int r;
 
-	(void)known;
-	(void)known_count;
 	memset(&err, 0, sizeof(err));
-	efs_chunk_s3_key(chunk->chunk_id, key);
+	efs_chunk_s3_key(chunk->chunk_id, gen, key);
 	/* Raw or gzip (kept only when smaller): never more than the chunk;
 	 * one byte over tells a longer object from an exact one. */
 	size_t cap = (size_t)EFS_MAX(chunk->stored_size, chunk->size) + 1;
@@ -219,6 +306,26 @@ static int s3_get(void *impl, const struct efs_chunk_info *chunk, const struct e
 	return r == -EBADMSG ? -EIO : r;
 }
 
+static int s3_get(void *impl, const struct efs_chunk_info *chunk, const struct efs_replica *known,
+		  unsigned known_count, struct efs_buf *out, struct efs_buf *scratch)
+{
+	struct s3_backend *b = impl;
+	char gens[GENS_MAX][EFS_CHUNK_S3_GEN_LEN + 1];
+	unsigned n = known_gens(known, known_count, gens);
+	int r = -EIO;
+	/* Usually one generation; several when uploads through several
+	 * masters stored the chunk at once. A lost or bad one is skipped; S3
+	 * unreachable is the answer only when no other one verified. */
+	for (unsigned i = 0; i < n; i++) {
+		int g = get_object(b, chunk, gens[i], out, scratch);
+		if (g == 0 || g == -ENOMEM)
+			return g;
+		if (r == -EIO)
+			r = g;
+	}
+	return r;
+}
+
 /* The object's age on S3's clock (Date minus Last-Modified), or -1 when
  * either is missing or unreadable. */
 static int64_t object_age_ms(const struct efs_s3_object_info *info)
@@ -230,72 +337,70 @@ static int64_t object_age_ms(const struct efs_s3_object_info *info)
 	return now_ms - modified_ms;
 }
 
-/* LIFECYCLE R4-S3: a pinned chunk is kept; else the object goes only when
- * S3 says it was last written more than @unmodified_for_ms ago. */
-static int s3_remove(void *impl, const char *chunk_id, const struct efs_replica *known,
-		     unsigned known_count, int64_t unmodified_for_ms, uint64_t lease_epoch)
+/* Deletes the object at @key unless S3 says it was written within
+ * @unmodified_for_ms. 0 (deleted, kept young, or already gone) or 1 (left:
+ * S3 failed or gave no age; logged). */
+static int remove_object(struct s3_backend *b, const char *chunk_id, const char *key,
+			 int64_t unmodified_for_ms)
 {
-	struct s3_backend *b = impl;
 	struct efs_s3_object_info info;
 	struct efs_s3_error err;
-	char key[EFS_CHUNK_S3_KEY_SIZE];
 	const char *op = "HeadObject";
-	int failed = 0, r;
+	int r;
 
-	(void)known;
-	(void)known_count;
-	/* S3 takes no fencing token: the conditional delete (the object's
-	 * age on S3's clock) is what guards a late one. */
-	(void)lease_epoch;
 	memset(&err, 0, sizeof(err));
-	efs_chunk_s3_key(chunk_id, key);
-	pthread_mutex_lock(&b->lock);
-	if (pinned_locked(b, chunk_id)) {
-		pthread_mutex_unlock(&b->lock);
-		efs_debug("chunk %.12s: being stored again; its object is kept", chunk_id);
-		return 0;
-	}
-	/* One remove at a time: the collector's thread is the only caller. */
-	efs_strlcpy(b->removing, chunk_id, sizeof(b->removing));
-	pthread_mutex_unlock(&b->lock);
-
 	r = efs_s3_head(b->s3, key, &info, &err);
-	if (r == -ENOENT) {
-		r = 0; /* already gone */
-		goto out;
-	}
+	if (r == -ENOENT)
+		return 0; /* already gone */
 	if (r < 0)
-		goto out;
+		goto failed;
 	int64_t age = object_age_ms(&info);
 	if (age < 0) {
 		efs_warn("chunk %.12s: s3://%s/%s has no readable Date/Last-Modified ('%s', '%s'); "
 			 "kept",
 			 chunk_id, b->bucket, key, info.date, info.last_modified);
-		failed = 1;
-		goto out;
+		return 1;
 	}
 	if (age <= unmodified_for_ms) {
-		efs_debug("chunk %.12s: written %lld ms ago by S3's clock; kept", chunk_id,
-			  (long long)age);
-		goto out;
+		efs_debug("chunk %.12s: s3://%s/%s written %lld ms ago by S3's clock; kept",
+			  chunk_id, b->bucket, key, (long long)age);
+		return 0;
 	}
 	op = "DeleteObject";
 	r = efs_s3_delete(b->s3, key, &err);
-	if (r == 0)
+	if (r == 0) {
 		efs_debug("chunk %.12s: s3://%s/%s deleted", chunk_id, b->bucket, key);
-out:
-	if (r < 0) {
-		failed = 1;
-		efs_warn("chunk %.12s: %s s3://%s/%s at %s failed: %s%s%s (status %ld, %d "
-			 "attempts); left as an orphan",
-			 chunk_id, op, b->bucket, key, b->endpoint, err.code,
-			 err.code[0] ? " " : "", err.message[0] ? err.message : strerror(-r),
-			 err.status, err.attempts);
+		return 0;
 	}
-	pthread_mutex_lock(&b->lock);
-	b->removing[0] = '\0';
-	pthread_cond_broadcast(&b->removed);
-	pthread_mutex_unlock(&b->lock);
+failed:
+	efs_warn("chunk %.12s: %s s3://%s/%s at %s failed: %s%s%s (status %ld, %d attempts); left "
+		 "as an orphan",
+		 chunk_id, op, b->bucket, key, b->endpoint, err.code, err.code[0] ? " " : "",
+		 err.message[0] ? err.message : strerror(-r), err.status, err.attempts);
+	return 1;
+}
+
+/* LIFECYCLE R13: the objects @known names (a taken row's generations, a
+ * listed orphan's; the legacy key when it names none) go when S3 says
+ * they were last written more than @unmodified_for_ms ago. No upload
+ * writes any of them again (each PutObject draws a new generation), so the
+ * HeadObject's answer still holds at the DeleteObject, whichever master
+ * stores the chunk meanwhile. */
+static int s3_remove(void *impl, const char *chunk_id, const struct efs_replica *known,
+		     unsigned known_count, int64_t unmodified_for_ms, uint64_t lease_epoch)
+{
+	struct s3_backend *b = impl;
+	/* S3 takes no fencing token: the conditional delete (the object's
+	 * age on S3's clock) is what guards a late one. */
+	(void)lease_epoch;
+	char gens[GENS_MAX][EFS_CHUNK_S3_GEN_LEN + 1];
+	char key[EFS_CHUNK_S3_KEY_SIZE];
+	unsigned n = known_gens(known, known_count, gens);
+	int failed = 0;
+	for (unsigned i = 0; i < n; i++) {
+		efs_chunk_s3_key(chunk_id, gens[i], key);
+		failed += remove_object(b, chunk_id, key, unmodified_for_ms);
+	}
 	return failed;
 }
 
@@ -303,34 +408,52 @@ static int s3_exists(void *impl, const char *chunk_id, const struct efs_replica 
 		     unsigned known_count)
 {
 	struct s3_backend *b = impl;
-	struct efs_s3_error err;
+	char gens[GENS_MAX][EFS_CHUNK_S3_GEN_LEN + 1];
 	char key[EFS_CHUNK_S3_KEY_SIZE];
-	(void)known;
-	(void)known_count;
-	memset(&err, 0, sizeof(err));
-	efs_chunk_s3_key(chunk_id, key);
-	int r = efs_s3_head(b->s3, key, NULL, &err);
-	if (r == -ENOENT)
-		return 0;
-	return r < 0 ? s3_errno(r, &err) : 1;
+	unsigned n = known_gens(known, known_count, gens);
+	int r = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct efs_s3_error err;
+		memset(&err, 0, sizeof(err));
+		efs_chunk_s3_key(chunk_id, gens[i], key);
+		int e = efs_s3_head(b->s3, key, NULL, &err);
+		if (e == 0)
+			return 1;
+		if (e != -ENOENT && r == 0)
+			r = s3_errno(e, &err);
+	}
+	return r;
 }
 
-/* The chunk id of @key when it is a chunk's ("chunks/ab/ab..."), else NULL. */
-static const char *key_chunk_id(const char *key)
+/* @key as a chunk's object: "chunks/ab/<id>.<gen>" (@listed->location
+ * "s3:<gen>") or the legacy "chunks/ab/<id>" (location ""). -EINVAL for
+ * anything else. */
+static int key_parse(const char *key, struct efs_chunk_listed *listed)
 {
 	size_t plen = strlen(EFS_CHUNK_S3_PREFIX);
-	if (strlen(key) != plen + 3 + 64 || strncmp(key, EFS_CHUNK_S3_PREFIX, plen) != 0)
-		return NULL;
+	size_t len = strlen(key);
+	size_t legacy = plen + 3 + 64;
+	if (strncmp(key, EFS_CHUNK_S3_PREFIX, plen) != 0 ||
+	    (len != legacy && len != legacy + 1 + EFS_CHUNK_S3_GEN_LEN))
+		return -EINVAL;
 	const char *id = key + plen + 3;
-	if (key[plen + 2] != '/' || strncmp(key + plen, id, 2) != 0)
-		return NULL;
-	for (size_t i = 0; i < 64; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
-			return NULL;
-	return id;
+	if (key[plen + 2] != '/' || strncmp(key + plen, id, 2) != 0 || !lower_hex(id, 64))
+		return -EINVAL;
+	const char *gen = id + 64;
+	if (len > legacy && (gen[0] != '.' || !lower_hex(gen + 1, EFS_CHUNK_S3_GEN_LEN)))
+		return -EINVAL;
+	memcpy(listed->chunk_id, id, 64);
+	listed->chunk_id[64] = '\0';
+	if (len > legacy)
+		snprintf(listed->location, sizeof(listed->location),
+			 EFS_CHUNK_S3_LOCATION_PREFIX "%s", gen + 1);
+	else
+		listed->location[0] = '\0';
+	return 0;
 }
 
-static int s3_list(void *impl, char *cursor, size_t max, char (*ids)[65], size_t *count)
+static int s3_list(void *impl, char *cursor, size_t max, struct efs_chunk_listed *out,
+		   size_t *count)
 {
 	struct s3_backend *b = impl;
 	struct efs_s3_list list;
@@ -345,11 +468,10 @@ static int s3_list(void *impl, char *cursor, size_t max, char (*ids)[65], size_t
 	int r = efs_s3_list(b->s3, EFS_CHUNK_S3_PREFIX, cursor, (unsigned)max, &list, &err);
 	if (r < 0)
 		return s3_errno(r, &err);
-	for (size_t i = 0; i < list.count; i++) {
-		const char *id = key_chunk_id(list.entries[i].key);
-		if (id) /* anything else under the prefix is not ours to judge */
-			efs_strlcpy(ids[n++], id, sizeof(ids[0]));
-	}
+	for (size_t i = 0; i < list.count; i++)
+		/* anything else under the prefix is not ours to judge */
+		if (key_parse(list.entries[i].key, &out[n]) == 0)
+			n++;
 	if (list.truncated)
 		efs_strlcpy(cursor, list.next_token, EFS_CHUNK_LIST_CURSOR_MAX);
 	else
@@ -384,7 +506,7 @@ static void s3_free(void *impl)
 		return;
 	efs_s3_free(b->s3);
 	efs_aws_client_free(b->aws);
-	pthread_cond_destroy(&b->removed);
+	pthread_cond_destroy(&b->written);
 	pthread_mutex_destroy(&b->lock);
 	free(b);
 }
@@ -410,7 +532,7 @@ int efs_chunk_s3_new(const struct efs_chunk_s3_config *cfg, struct efs_chunk_bac
 	if (!b)
 		return -ENOMEM;
 	pthread_mutex_init(&b->lock, NULL);
-	pthread_cond_init(&b->removed, NULL);
+	pthread_cond_init(&b->written, NULL);
 	efs_strlcpy(b->bucket, cfg->bucket, sizeof(b->bucket));
 	snprintf(b->endpoint, sizeof(b->endpoint), "%s://%s", cfg->aws->s3.https ? "https" : "http",
 		 cfg->aws->s3.authority);

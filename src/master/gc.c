@@ -92,17 +92,43 @@ int efs_gc_run_once(struct efs_gc *gc)
 	return r < 0 ? r : collected;
 }
 
+/* Whether the metadata names @listed: a row whose locations include it
+ * (or, for a copy without a location, any row: R14). 1 named, 0 not,
+ * -errno. */
+static int sweep_named(struct efs_gc *gc, const struct efs_chunk_listed *listed)
+{
+	struct efs_chunk_info info;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+	int r = efs_meta_chunk_get(gc->deps.meta, listed->chunk_id, &info, replicas, &count);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	if (!listed->location[0])
+		return 1; /* a row without locations: the collector's */
+	/* A row names at most EFS_MAX_REPLICAS locations as loaded: one it
+	 * did not load (a chunk stored by more uploads at once than that) is
+	 * kept rather than judged. */
+	if (count >= EFS_MAX_REPLICAS)
+		return 1;
+	for (unsigned i = 0; i < count; i++)
+		if (strcmp(replicas[i].worker_id, listed->location) == 0)
+			return 1;
+	return 0;
+}
+
 int efs_gc_sweep_once(struct efs_gc *gc)
 {
 	int64_t now = efs_now_ms();
 	if (!gc->sweeping && now < gc->next_sweep_ms)
 		return 0;
-	char (*ids)[65] = calloc(SWEEP_PAGE, sizeof(*ids));
+	struct efs_chunk_listed *listed = calloc(SWEEP_PAGE, sizeof(*listed));
 	size_t n = 0;
 	int removed = 0; /* handed to the conditional remove, which may keep them */
-	if (!ids)
+	if (!listed)
 		return -ENOMEM;
-	int r = efs_chunk_backend_list(gc->deps.chunks, gc->sweep_cursor, SWEEP_PAGE, ids, &n);
+	int r = efs_chunk_backend_list(gc->deps.chunks, gc->sweep_cursor, SWEEP_PAGE, listed, &n);
 	if (r == -ENOTSUP) {
 		gc->next_sweep_ms = INT64_MAX; /* the workers report instead */
 		r = 0;
@@ -118,37 +144,41 @@ int efs_gc_sweep_once(struct efs_gc *gc)
 		gc->next_sweep_ms = efs_now_ms() + EFS_MAX(interval, (int64_t)GC_INTERVAL_MS);
 	}
 	for (size_t i = 0; i < n; i++) {
-		struct efs_chunk_info info;
-		int g = efs_meta_chunk_get(gc->deps.meta, ids[i], &info, NULL, NULL);
-		if (g == 0)
-			continue; /* known: referenced, or the collector's */
-		if (g != -ENOENT) {
+		const struct efs_chunk_listed *l = &listed[i];
+		int named = sweep_named(gc, l);
+		if (named < 0) {
 			efs_meta_lease_drop(gc->deps.meta);
-			r = g;
+			r = named;
 			goto out;
 		}
+		if (named)
+			continue; /* referenced, or the collector's */
 		uint64_t epoch = efs_meta_lease_epoch(gc->deps.meta);
 		if (epoch == 0) {
 			r = -ESTALE;
 			goto out;
 		}
-		if (efs_chunk_backend_pinned(gc->deps.chunks, ids[i]))
+		if (efs_chunk_backend_pinned(gc->deps.chunks, l->chunk_id))
 			continue; /* being written through this master */
 		/* Gone only if not written within ORPHAN_GRACE_MS by the
 		 * backend's clock: an upload through another master that has
 		 * not recorded it yet keeps it (R3). The backend logs what it
 		 * could not delete. */
-		if (efs_chunk_backend_remove(gc->deps.chunks, ids[i], NULL, 0,
-					     gc->deps.orphan_grace_ms, epoch) == 0) {
-			efs_debug("orphan sweep: chunk %.12s has no metadata; removed unless "
-				  "written within ORPHAN_GRACE_MS",
-				  ids[i]);
+		struct efs_replica where;
+		memset(&where, 0, sizeof(where));
+		efs_strlcpy(where.worker_id, l->location, sizeof(where.worker_id));
+		if (efs_chunk_backend_remove(gc->deps.chunks, l->chunk_id, &where,
+					     l->location[0] ? 1 : 0, gc->deps.orphan_grace_ms,
+					     epoch) == 0) {
+			efs_debug("orphan sweep: chunk %.12s%s%s is named by no metadata; removed "
+				  "unless written within ORPHAN_GRACE_MS",
+				  l->chunk_id, l->location[0] ? " at " : "", l->location);
 			removed++;
 		}
 	}
 	atomic_fetch_add(&gc->orphans_swept, (uint64_t)removed);
 out:
-	free(ids);
+	free(listed);
 	return r < 0 ? r : removed;
 }
 

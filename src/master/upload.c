@@ -12,6 +12,9 @@
 #include <string.h>
 
 #define ATTEMPTS 3
+/* Lookups again because the backend stored the chunk meanwhile for another
+ * upload (put's -ESTALE); bounded by the uploads of the same bytes at once. */
+#define MAX_LOOK_AGAIN 64
 
 void efs_upload_buffers_init(struct efs_upload_buffers *b)
 {
@@ -74,6 +77,7 @@ static int store_chunk(const struct efs_uploader *up, const struct record_target
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
 	struct efs_chunk_put_result put;
 	const char *added_ids[EFS_MAX_REPLICAS];
+	int look_again = 0;
 	int r;
 
 	for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
@@ -88,6 +92,10 @@ static int store_chunk(const struct efs_uploader *up, const struct record_target
 		 * writes what is missing (nothing: deduplicated). */
 		r = efs_chunk_backend_put(up->chunks, &chunk, stored, replicas,
 					  dedup ? replica_count : 0, dedup, &put);
+		if (r == -ESTALE && look_again++ < MAX_LOOK_AGAIN) {
+			attempt--; /* not a failure: the row is there now */
+			continue;
+		}
 		if (r < 0) {
 			keep_track_of_copies(up, &chunk, &put);
 			return r;

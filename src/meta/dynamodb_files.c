@@ -310,13 +310,13 @@ static int fill_chunks(struct dyn *d, struct chunk_rows *rows, bool *found)
 }
 
 /* Each chunk's replicas: one Query of the workers, then one Query per
- * chunk (none when no worker ever registered: chunks in S3). */
+ * chunk (with chunks in S3: the objects' generations, chunk_s3.h). */
 static int file_replicas(struct dyn *d, struct efs_file_chunk *chunks, size_t count)
 {
 	struct efs_worker_info *workers = NULL;
 	size_t worker_count = 0;
 	int r = count ? dyn_worker_list(d, &workers, &worker_count) : 0;
-	for (size_t i = 0; r == 0 && worker_count && i < count; i++)
+	for (size_t i = 0; r == 0 && i < count; i++)
 		r = dyn_replicas_load(d, chunks[i].chunk.chunk_id, workers, worker_count,
 				      chunks[i].replicas, &chunks[i].replica_count);
 	free(workers);
@@ -624,17 +624,16 @@ int dyn_release_stale(struct dyn *d, int64_t before_ms, size_t max)
 
 /* ---- chunks and garbage ------------------------------------------------------------ */
 
-/* The replicas of one chunk with their workers (two Queries; none with
- * chunks in S3: no replica items, and the workers' partition is empty). */
+/* The replicas of one chunk with their workers (two Queries; with chunks
+ * in S3 the replica items are the objects' generations, chunk_s3.h, and
+ * the workers' partition is empty). */
 static int chunk_replicas(struct dyn *d, const char *chunk_id, struct efs_replica *replicas,
 			  unsigned *replica_count)
 {
 	struct efs_worker_info *workers = NULL;
 	size_t worker_count = 0;
 	int r = dyn_worker_list(d, &workers, &worker_count);
-	if (r == 0 && worker_count == 0)
-		*replica_count = 0; /* no worker ever registered: chunks in S3 */
-	else if (r == 0)
+	if (r == 0)
 		r = dyn_replicas_load(d, chunk_id, workers, worker_count, replicas, replica_count);
 	free(workers);
 	return r;

@@ -21,6 +21,11 @@ received) accepts it. Modes:
     always()        every request is throttled (sustained throttling).
     off()           everything is forwarded.
 
+Independently of the mode, hold_deletes() makes the proxy hold every S3
+DeleteObject it receives (before forwarding it) until release_deletes()
+or HOLD_MAX_S: the collector's HeadObject-then-DeleteObject window (W7)
+held open as long as the test needs.
+
 Runs in the AWS round only (ECHOFS_TEST_BACKEND=aws, `make
 integration-aws`), where the harness has the local servers and gives each
 cluster its bucket and tables.
@@ -46,7 +51,12 @@ pytestmark = pytest.mark.skipif(
 CHUNK = 65536
 # aws.c makes 4 attempts (EFS_AWS_DEFAULT_ATTEMPTS): 3 throttled, 1 through.
 THROTTLED_ATTEMPTS = 3
+GC_GRACE_MS = 1500
+# The collector deletes an object once S3 says it is older than grace/2
+# (Last-Modified, 1 s resolution): a few seconds at most.
+GC_DEADLINE_S = 15 + h.TIMING_MARGIN_S
 MAX_BODY = 64 << 20  # the proxy's cap on one request or answer
+HOLD_MAX_S = 20  # a held DeleteObject goes on after this, released or not
 
 S3_SLOWDOWN = (503, "application/xml", b'<?xml version="1.0" encoding="UTF-8"?>\n<Error>'
                b"<Code>SlowDown</Code><Message>Please reduce your request rate.</Message>"
@@ -75,6 +85,10 @@ class ThrottleProxy:
         self.throttled = 0
         self.forwarded = 0
         self.errors: list[str] = []
+        self.holding = False
+        self.held = threading.Event()  # a DeleteObject is being held
+        self.release = threading.Event()
+        self.deletes_forwarded = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -110,7 +124,29 @@ class ThrottleProxy:
         with self.lock:
             self.mode = "off"
 
+    def hold_deletes(self) -> None:
+        with self.lock:
+            self.holding = True
+            self.release.clear()
+
+    def release_deletes(self) -> None:
+        with self.lock:
+            self.holding = False
+            self.release.set()
+
+    def _hold(self, req: BaseHTTPRequestHandler) -> None:
+        """Holds a DeleteObject while hold_deletes() is in force."""
+        if req.command != "DELETE":
+            return
+        with self.lock:
+            if not self.holding:
+                return
+            self.held.set()
+        if not self.release.wait(HOLD_MAX_S):
+            self.errors.append(f"DELETE {req.path}: held {HOLD_MAX_S} s, never released")
+
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -140,6 +176,7 @@ class ThrottleProxy:
             status, ctype, text = self.answer
             self._reply(req, status, ctype, b"" if req.command == "HEAD" else text)
             return
+        self._hold(req)
         conn = http.client.HTTPConnection(*self.upstream, timeout=30)
         try:
             # The request as the master sent it: same headers (Host is the
@@ -162,6 +199,9 @@ class ThrottleProxy:
                 req.send_header("Content-Length", str(len(data)))
             req.end_headers()
             req.wfile.write(data)
+            if req.command == "DELETE":
+                with self.lock:
+                    self.deletes_forwarded += 1
         except OSError as e:  # the real server is gone: the master sees a reset
             self.errors.append(f"{req.command} {req.path}: {e}")
             req.close_connection = True
@@ -253,7 +293,7 @@ def test_s3_throttling_is_retried_and_never_seen(cluster, s3_proxy):
     ids = {ch["chunk_id"] for f, _ in files
            for ch in c.get(f"/api/v1/files/{f['file_id']}").json()["chunks"]}
     keys = h.session_aws().keys(m.aws_env["S3_BUCKET_NAME"], "chunks/")
-    assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(ids)
+    assert sorted(k.rsplit("/", 1)[1].split(".")[0] for k in keys) == sorted(ids)
 
 
 def test_dynamodb_throttling_is_retried_and_never_seen(cluster):
@@ -349,3 +389,58 @@ def test_sustained_dynamodb_throttling_is_a_json_503(cluster):
         assert c.download(f["file_id"]) == kept_data + b"x"
     finally:
         proxy.close()
+
+
+def test_collector_delete_racing_an_upload_through_another_master_loses_nothing(cluster):
+    """W7 (docs/LIFECYCLE.md R13): two masters over one bucket and one set
+    of tables, each reaching S3 through its own proxy that holds
+    DeleteObject. A one-chunk file is uploaded and deleted; the lease
+    holder's collector takes the chunk's row, finds the object old enough
+    and sends DeleteObject, which its proxy holds. Meanwhile the same
+    bytes are uploaded through the other master: it finds no row, so it
+    stores the chunk anew and records it. Only then does the held delete
+    reach S3. The new file must read back through both masters (before
+    generation keys, the delete removed the object the new file names:
+    503 chunk_unavailable), and once it is deleted too the bucket must
+    empty within the usual time."""
+    s3_url = h.session_aws().env["AWS_ENDPOINT_URL_S3"]
+    proxies = [ThrottleProxy(s3_url, S3_SLOWDOWN) for _ in range(2)]
+    try:
+        for p in proxies:
+            p.hold_deletes()
+        masters = [cluster.add_master(AWS_ENDPOINT_URL_S3=p.url, CHUNK_SIZE=CHUNK,
+                                      MIN_CHUNK_SIZE=CHUNK, CHUNK_CACHE_SIZE=0,
+                                      GC_GRACE_MS=GC_GRACE_MS, LOG_LEVEL="debug")
+                   for p in proxies]
+        bucket = masters[0].aws_env["S3_BUCKET_NAME"]
+        assert masters[1].aws_env["S3_BUCKET_NAME"] == bucket
+        data = os.urandom(CHUNK)  # one chunk: the file row and its chunk together
+        c0 = masters[0].user_client()
+        first = c0.upload(data, "first.bin")
+        assert c0.delete(f"/api/v1/files/{first['file_id']}").status_code == 204
+        h.wait_until(lambda: any(p.held.is_set() for p in proxies), GC_DEADLINE_S,
+                     what="the collector's DeleteObject to reach its proxy")
+        holder = next(i for i, p in enumerate(proxies) if p.held.is_set())
+        other = masters[1 - holder]
+        proxies[1 - holder].release_deletes()  # only the lease holder collects
+
+        # The row is gone (the collector took it before its HeadObject):
+        # the other master stores the bytes anew while the delete waits.
+        c = other.user_client()
+        second = c.upload(data, "second.bin")
+        proxies[holder].release_deletes()
+        h.wait_until(lambda: proxies[holder].deletes_forwarded >= 1, 30,
+                     what="the held DeleteObject to reach S3")
+        for m in masters:
+            r = m.user_client().get(f"/api/v1/files/{second['file_id']}/download")
+            assert r.status_code == 200, \
+                f"the file uploaded during the collector's delete is lost: {r.text[:300]}"
+            assert r.content == data
+        assert all(p.errors == [] for p in proxies), [p.errors for p in proxies]
+
+        assert c.delete(f"/api/v1/files/{second['file_id']}").status_code == 204
+        h.wait_until(lambda: h.session_aws().keys(bucket, "chunks/") == [], GC_DEADLINE_S,
+                     what="the collector to empty the bucket")
+    finally:
+        for p in proxies:
+            p.close()

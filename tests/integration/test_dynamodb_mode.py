@@ -274,9 +274,11 @@ def test_full_aws_mode_round_trip_outage_and_recovery(cluster, tables, aws):
     # The items: three files, their chunk counts, no session left open.
     metas = [i for i in tables.items(tables.files, "FILE#") if i["sk"]["S"] == "META"]
     assert len(metas) == 3
-    chunk_items = tables.items(tables.chunks, "")
+    chunk_items = _metas(tables)
     assert len(chunk_items) == 1 + 6 + 4, chunk_items
     assert all(int(i["refcount"]["N"]) == 1 for i in chunk_items)
+    # each chunk's object generation recorded with it (LIFECYCLE R13)
+    assert sorted(_generations(tables)) == sorted(i["pk"]["S"] for i in chunk_items)
     assert [i for i in tables.items(tables.sessions, "SESSION#") if i["sk"]["S"] == "META"] == []
 
     # A restarted master reads everything back from the tables.
@@ -288,8 +290,9 @@ def test_full_aws_mode_round_trip_outage_and_recovery(cluster, tables, aws):
 
     # Delete: the counts go to 0 and the collector takes the items.
     assert c.delete(f"/api/v1/files/{b['file_id']}").status_code == 204
-    h.wait_until(lambda: len(tables.items(tables.chunks, "")) == 1 + 4, 20,
-                 what="the collector to remove the deleted file's chunks")
+    h.wait_until(lambda: len(tables.items(tables.chunks, "")) == 2 * (1 + 4), 20,
+                 what="the collector to remove the deleted file's chunks "
+                 "and their generations")
     assert c.download(s["file_id"]) == sess
 
     # DynamoDB stops: JSON 503 metadata_unavailable, never a bare 500.
@@ -338,16 +341,31 @@ def test_two_masters_share_the_tables(cluster, tables):
     for t in threads:
         t.join(120)
     assert set(results) == {"one", "two"}, results
-    chunk_items = tables.items(tables.chunks, "")
-    assert len(chunk_items) == 5, chunk_items  # stored once
+    chunk_items = _metas(tables)
+    assert len(chunk_items) == 5, chunk_items  # counted once
     assert all(int(i["refcount"]["N"]) == 2 for i in chunk_items), chunk_items
+    # Each chunk has one object generation, or two when both masters
+    # found no row at the same instant; each is recorded (R13).
+    gens = _generations(tables)
+    assert set(gens) == {i["pk"]["S"] for i in chunk_items} and len(gens) <= 10, gens
     assert c2.delete(f"/api/v1/files/{results['one']['file_id']}").status_code == 204
     assert c1.download(results["two"]["file_id"]) == data
-    assert all(int(i["refcount"]["N"]) == 1 for i in tables.items(tables.chunks, ""))
+    assert all(int(i["refcount"]["N"]) == 1 for i in _metas(tables))
     assert c1.delete(f"/api/v1/files/{results['two']['file_id']}").status_code == 204
     h.wait_until(lambda: tables.items(tables.chunks, "") == [], 30,
                  what="the lease holder's collector to take every chunk")
     assert tables.items(tables.sessions, "RELEASE#") == []
+
+
+def _metas(tables):
+    """The chunk items (sk META) of the chunks table."""
+    return [i for i in tables.items(tables.chunks, "") if i["sk"]["S"] == "META"]
+
+
+def _generations(tables):
+    """The chunk id of each S3 object generation item (REPLICA#s3:...)."""
+    return [i["pk"]["S"] for i in tables.items(tables.chunks, "")
+            if i["sk"]["S"].startswith("REPLICA#s3:")]
 
 
 def _chunk_items(tables):

@@ -7,12 +7,15 @@ Java) on free ports once for the module, one bucket per test, created
 with build/<dev|san>/tests/s3_probe, which also reads the bucket back.
 Uploads (one-request and sessions; small, multi-chunk random and
 compressible files) download byte-identical, ranges included; the bucket
-holds exactly one object per distinct chunk with its encoding and CRC32C;
-the same content twice sends nothing new; deletes empty the bucket through
-the collector; a restarted master reads everything back; S3 stopped during
-an upload answers a JSON 503, leaves no file and health says so, and
-uploads work again once it is back, without restarting the master; a
-corrupt object is never served; an object without metadata is swept.
+holds exactly one object per distinct chunk (a generation key,
+chunks/<2 hex>/<id>.<16 hex>) with its encoding and CRC32C; the same
+content twice sends nothing new; deletes empty the bucket through the
+collector; a restarted master reads everything back; S3 stopped during an
+upload answers a JSON 503, leaves no file and health says so, and uploads
+work again once it is back, without restarting the master; a corrupt
+object is never served; objects no metadata names (legacy keys, unnamed
+generations) are swept; objects written before generations (legacy keys,
+rows without locations) stay readable and collectable.
 
 Skipped (with the reason) when node, s3rver or the probe are missing;
 ECHOFS_REQUIRE_AWS_LOCAL (CI) turns that into a failure. Not in the HTTPS
@@ -22,7 +25,9 @@ round (the S3 side is what is tested here).
 import hashlib
 import json
 import os
+import re
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
@@ -120,7 +125,13 @@ class Bucket:
         return sorted(k["key"] for k in self.probe("list-all", prefix, 1000)["keys"])
 
     def chunk_ids(self):
-        return {k.rsplit("/", 1)[1] for k in self.keys()}
+        return {chunk_of(k) for k in self.keys()}
+
+    def key_of(self, chunk_id):
+        """The one object of @chunk_id in the bucket."""
+        found = [k for k in self.keys() if chunk_of(k) == chunk_id]
+        assert len(found) == 1, (chunk_id, found)
+        return found[0]
 
     def head(self, key):
         return self.probe("head", key)
@@ -140,8 +151,16 @@ class Bucket:
                 "S3_BUCKET_NAME": self.name}
 
 
-def key_of(chunk_id: str) -> str:
+GEN_KEY = re.compile(r"^chunks/([0-9a-f]{2})/(\1[0-9a-f]{62})\.[0-9a-f]{16}$")
+
+
+def legacy_key(chunk_id: str) -> str:
+    """The key of a chunk's object written before generations."""
     return f"chunks/{chunk_id[:2]}/{chunk_id}"
+
+
+def chunk_of(key: str) -> str:
+    return key.rsplit("/", 1)[1].split(".")[0]
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +248,12 @@ def test_files_round_trip_with_one_object_per_distinct_chunk(cluster, bucket, tm
     r = c.get(f"/api/v1/files/{tid}/download", headers={"Range": f"bytes={CHUNK + 3}-{CHUNK + 99}"})
     assert r.status_code == 206 and r.content == text[CHUNK + 3:CHUNK + 100]
 
-    # Exactly one object per distinct chunk, under chunks/<2 hex>/<id>.
-    assert bucket.keys() == sorted(key_of(i) for i in expected)
+    # Exactly one object per distinct chunk, a generation of it:
+    # chunks/<2 hex>/<id>.<16 hex>.
+    keys = bucket.keys()
+    assert all(GEN_KEY.match(k) for k in keys), keys
+    assert sorted(chunk_of(k) for k in keys) == sorted(expected)
+    key_of = {chunk_of(k): k for k in keys}.get
     compressed = 0
     for chunk_id, ch in expected.items():
         info = bucket.head(key_of(chunk_id))
@@ -256,6 +279,42 @@ def test_files_round_trip_with_one_object_per_distinct_chunk(cluster, bucket, tm
     dedup = [line for line in stats.splitlines()
              if line.startswith("echofs_upload_chunks_deduplicated_total")]
     assert dedup and float(dedup[0].split()[-1]) >= 6, dedup
+
+
+def test_repeated_chunks_in_flight_at_once_are_stored_once(cluster, bucket):
+    """The same new chunk in flight several times at once through one
+    master (a file whose chunks repeat, in the upload pipeline; sessions
+    of several clients): each upload finds no row, but only one writes a
+    generation; the others wait for its record and deduplicate
+    (chunk_s3.c:claim_writer), instead of each storing an object of its
+    own (6 objects instead of 3 without it)."""
+    m = start_master(cluster, bucket)
+    c = m.user_client()
+    block = os.urandom(CHUNK)
+    data = block * 8 + os.urandom(100)
+    f = c.upload(data, "repeated.bin")
+    assert c.download(f["file_id"]) == data
+    chunks = file_chunks(c, f["file_id"])
+    assert len({ch["chunk_id"] for ch in chunks}) == 2
+    keys = bucket.keys()
+    assert len(keys) == 2 and all(GEN_KEY.match(k) for k in keys), keys
+    # Two sessions sending the same new chunk at once through one master.
+    other = os.urandom(CHUNK)
+    errors = []
+
+    def send(i):
+        try:
+            session_upload(m.user_client(), other, f"s{i}.bin")
+        except AssertionError as e:
+            errors.append(str(e))
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(bucket.keys()) == 3, bucket.keys()
+    assert c.delete(f"/api/v1/files/{f['file_id']}").status_code == 204
 
 
 def test_restart_reads_back_and_deletes_empty_the_bucket(cluster, bucket):
@@ -353,7 +412,7 @@ def test_corrupt_object_is_never_served(cluster, bucket, tmp_path):
     # Chunk 1: other bytes of the same length, with a CRC that matches
     # them (only the chunk id can tell).
     other = os.urandom(CHUNK)
-    bucket.put(key_of(chunks[1]["chunk_id"]), other, tmp_path, encoding="raw",
+    bucket.put(bucket.key_of(chunks[1]["chunk_id"]), other, tmp_path, encoding="raw",
                crc32c=f"{h.crc32c(other):08x}")
     r = c.get(f"/api/v1/files/{f['file_id']}/download",
               headers={"Range": f"bytes={CHUNK + 10}-{CHUNK + 20}"})
@@ -374,19 +433,23 @@ def test_corrupt_object_is_never_served(cluster, bucket, tmp_path):
     else:
         assert status == 503
     # Chunk 0: its own bytes with a CRC that does not match them.
-    good0 = bucket.get(key_of(chunks[0]["chunk_id"]), tmp_path)
-    bucket.put(key_of(chunks[0]["chunk_id"]), good0, tmp_path, encoding="raw", crc32c="00000000")
+    key0 = bucket.key_of(chunks[0]["chunk_id"])
+    good0 = bucket.get(key0, tmp_path)
+    bucket.put(key0, good0, tmp_path, encoding="raw", crc32c="00000000")
     h.assert_json_error(c.get(f"/api/v1/files/{f['file_id']}/download"), 503,
                         "chunk_unavailable")
     # Chunk 2 gone from the bucket.
-    bucket.probe("delete", key_of(chunks[2]["chunk_id"]))
+    bucket.probe("delete", bucket.key_of(chunks[2]["chunk_id"]))
     r = c.get(f"/api/v1/files/{f['file_id']}/download",
               headers={"Range": f"bytes={2 * CHUNK}-"})
     h.assert_json_error(r, 503, "chunk_unavailable")
     # The same bytes uploaded again repair nothing silently wrong: the
-    # missing object is written again (HeadObject finds it gone).
+    # missing object is written again (HeadObject finds it gone), as a new
+    # generation that the chunk's row records: the first file reads it too.
     again = c.upload(data[2 * CHUNK:], "tail.bin")
     assert c.download(again["file_id"]) == data[2 * CHUNK:]
+    r = c.get(f"/api/v1/files/{f['file_id']}/download", headers={"Range": f"bytes={2 * CHUNK}-"})
+    assert r.status_code == 206 and r.content == data[2 * CHUNK:], r.text[:300]
 
 
 def test_objects_without_metadata_are_swept_after_the_orphan_grace(cluster, bucket, tmp_path):
@@ -395,24 +458,86 @@ def test_objects_without_metadata_are_swept_after_the_orphan_grace(cluster, buck
     c = m.user_client()
     kept = os.urandom(CHUNK)
     f = c.upload(kept, "kept.bin")
+    kept_id = hashlib.sha256(kept).hexdigest()
+    kept_key = bucket.key_of(kept_id)
     orphan = os.urandom(5000)
     orphan_id = hashlib.sha256(orphan).hexdigest()
     put_at = time.monotonic()
-    bucket.put(key_of(orphan_id), orphan, tmp_path, encoding="raw")
+    orphans = [
+        legacy_key(orphan_id),  # a chunk without a row (key before generations)
+        f"{legacy_key(orphan_id)}.{os.urandom(8).hex()}",  # the same, a generation
+        # a generation of a referenced chunk that its row does not name
+        # (a PutObject whose record failed, a master that died after it)
+        f"{legacy_key(kept_id)}.{os.urandom(8).hex()}",
+    ]
+    for key in orphans:
+        bucket.put(key, orphan if orphan_id in key else kept, tmp_path, encoding="raw")
     bucket.put("chunks/not-a-chunk", b"x", tmp_path)  # not ours to judge
+    bucket.put(f"{legacy_key(kept_id)}.not-a-gen", b"x", tmp_path)  # nor this
 
     def gone():
-        present = key_of(orphan_id) in bucket.keys()
-        # By S3's clock (whole seconds) the object is at most 3 s old for
+        present = set(orphans) & set(bucket.keys())
+        # By S3's clock (whole seconds) an object is at most 3 s old for
         # its first 2 s: within ORPHAN_GRACE_MS, so no sweep may delete it.
-        assert present or time.monotonic() - put_at >= 2.0, \
+        assert present == set(orphans) or time.monotonic() - put_at >= 2.0, \
             "an object younger than ORPHAN_GRACE_MS was swept"
         return not present
     h.wait_until(gone, 30 + h.TIMING_MARGIN_S,
-                 what="the orphan sweep to delete the object without metadata")
-    assert "chunks/not-a-chunk" in bucket.keys()
+                 what="the orphan sweep to delete the objects no metadata names")
+    assert sorted(bucket.keys()) == sorted(
+        [kept_key, "chunks/not-a-chunk", f"{legacy_key(kept_id)}.not-a-gen"])
     assert c.download(f["file_id"]) == kept
-    assert len([k for k in bucket.keys() if k != "chunks/not-a-chunk"]) == 1
+
+
+def test_objects_written_before_generations_stay_readable_and_collectable(cluster, bucket,
+                                                                         tmp_path):
+    """An upgrade: chunks stored by a master before generation keys sit at
+    chunks/<2 hex>/<id> and their rows record no location. Made here from
+    a fresh upload (the object moved to its legacy key, the location rows
+    removed, the master stopped meanwhile). They read back, dedup keeps
+    them without a write, and the collector deletes them."""
+    m = start_master(cluster, bucket, CHUNK_CACHE_SIZE=0)
+    c = m.user_client()
+    data = os.urandom(2 * CHUNK) + text_bytes(CHUNK)
+    f = c.upload(data, "old.bin")
+    ids = [ch["chunk_id"] for ch in file_chunks(c, f["file_id"])]
+    m.stop()
+    for chunk_id in ids:
+        key = bucket.key_of(chunk_id)
+        info = bucket.head(key)
+        body = bucket.get(key, tmp_path)
+        bucket.put(legacy_key(chunk_id), body, tmp_path, **info["meta"])
+        bucket.probe("delete", key)
+    if h.BACKEND == "postgres":
+        cluster.psql("DELETE FROM replicas")
+    else:
+        db = sqlite3.connect(str(m.data_dir / "echofs.db"))
+        try:
+            with db:
+                assert db.execute("DELETE FROM replicas").rowcount == len(ids)
+        finally:
+            db.close()
+    m.start()
+    m.wait_ready()
+    c = m.user_client()
+    assert sorted(bucket.keys()) == sorted(legacy_key(i) for i in ids)
+    assert c.download(f["file_id"]) == data
+    r = c.get(f"/api/v1/files/{f['file_id']}/download",
+              headers={"Range": f"bytes={CHUNK - 5}-{CHUNK + 5}"})
+    assert r.status_code == 206 and r.content == data[CHUNK - 5:CHUNK + 6]
+    # The same bytes again: the legacy objects are there, nothing is sent.
+    again = c.upload(data, "again.bin")
+    assert sorted(bucket.keys()) == sorted(legacy_key(i) for i in ids)
+    # A legacy object gone: the next upload writes a generation, recorded.
+    bucket.probe("delete", legacy_key(ids[0]))
+    third = c.upload(data[:CHUNK], "third.bin")
+    assert c.download(third["file_id"]) == data[:CHUNK]
+    assert c.download(f["file_id"]) == data
+    assert GEN_KEY.match(bucket.key_of(ids[0]))
+    for x in (f, again, third):
+        assert c.delete(f"/api/v1/files/{x['file_id']}").status_code == 204
+    h.wait_until(lambda: bucket.keys() == [], GC_DEADLINE_S,
+                 what="the collector to delete the legacy objects and the generation")
 
 
 def test_missing_bucket_is_named_in_health_and_uploads_answer_503(cluster, s3server):
@@ -457,14 +582,27 @@ def test_two_masters_over_one_bucket_store_once_and_collect_after_the_last_delet
         t.join(90)
     assert not errors, errors
     assert len(results) == 6
-    assert len(bucket.keys()) == 4  # stored once, whichever master wrote it
+
+    # Counted once: one row per distinct chunk. Uploads that found no row
+    # at the same instant each wrote a generation of their own (R13), so a
+    # chunk may have several objects, but every object is one its row
+    # records (none is left for the orphan sweep) and all go together.
+    def recorded():
+        rows = cluster.psql("SELECT chunk_id || ' ' || worker_id FROM replicas").stdout.split()
+        return sorted(f"chunks/{cid[:2]}/{cid}.{loc[3:]}"
+                      for cid, loc in zip(rows[::2], rows[1::2]))
+    assert cluster.psql("SELECT COUNT(*) FROM chunks").stdout.strip() == "4"
+    keys = bucket.keys()
+    assert keys == recorded(), "an object no row records, or a row naming no object"
+    assert sorted({chunk_of(k) for k in keys}) == sorted(
+        cluster.psql("SELECT chunk_id FROM chunks").stdout.split())
     ca, cb = a.user_client(), b.user_client()
     ids = [fid for _, fid in sorted(results)]
     for k, fid in enumerate(ids[:-1]):
         assert (ca, cb)[k % 2].delete(f"/api/v1/files/{fid}").status_code == 204
     time.sleep(GC_GRACE_MS / 1000 * 2)  # the collector had its chance
     assert cb.download(ids[-1]) == data and ca.download(ids[-1]) == data
-    assert len(bucket.keys()) == 4
+    assert bucket.keys() == keys
     assert ca.delete(f"/api/v1/files/{ids[-1]}").status_code == 204
     h.wait_until(lambda: bucket.keys() == [], GC_DEADLINE_S,
                  what="the lease holder's collector to empty the bucket")

@@ -146,7 +146,7 @@ static void test_absent_optional_operations(void **state)
 {
 	int freed = 0;
 	struct efs_chunk_backend *b = fake_new(&freed);
-	char ids[4][65];
+	struct efs_chunk_listed ids[4];
 	size_t count = 7;
 	struct efs_chunk_health health;
 
@@ -189,7 +189,7 @@ static void test_worker_backend_pins_nest(void **state)
 	assert_false(efs_chunk_backend_pinned(b, CHUNK_ID));
 	/* No list: the workers report their chunks; health is the registry's. */
 	size_t count = 0;
-	char ids[1][65];
+	struct efs_chunk_listed ids[1];
 	char cursor[EFS_CHUNK_LIST_CURSOR_MAX] = "";
 	assert_int_equal(efs_chunk_backend_list(b, cursor, 1, ids, &count), -ENOTSUP);
 	efs_chunk_backend_free(b);

@@ -160,7 +160,7 @@ static int register_workers(struct fixture *f)
 	return 0;
 }
 
-static int setup(void **state)
+static int setup_store(void **state, bool workers)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	char err[256] = "", url[512], sql[128];
@@ -175,7 +175,7 @@ static int setup(void **state)
 		*state = f;
 		if (ddb_setup(f) < 0)
 			return -1;
-		return register_workers(f);
+		return workers ? register_workers(f) : 0;
 	}
 	if (pg_url) {
 		snprintf(f->db, sizeof(f->db), "efs_unit_%ld_%u", (long)getpid(), ++pg_databases);
@@ -201,7 +201,22 @@ static int setup(void **state)
 		return -1;
 	}
 	*state = f;
+	if (!workers) {
+		f->now = efs_now_ms();
+		return 0;
+	}
 	return register_workers(f);
+}
+
+static int setup(void **state)
+{
+	return setup_store(state, true);
+}
+
+/* A store no worker ever registered with: the S3 chunk mode. */
+static int setup_without_workers(void **state)
+{
+	return setup_store(state, false);
 }
 
 static int teardown(void **state)
@@ -1080,6 +1095,67 @@ static void test_garbage_take_of_rereferenced_chunk(void **state)
 	expect_chunk(f, &a, NULL);
 }
 
+/* The S3 chunk mode (no worker ever registered) records each object's
+ * generation as a location where the worker mode records replicas
+ * (chunk_s3.h): every backend must return them from chunk_get,
+ * file_chunks and garbage_take, which the collector deletes by (LIFECYCLE
+ * R13). */
+static void test_locations_without_workers_are_returned_like_replicas(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2), got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned replica_count = 0;
+	const char *const gen_a[1] = {"s3:00000000000000aa"};
+	const char *const gen_b[2] = {"s3:00000000000000b1", "s3:00000000000000b2"};
+	char sid[EFS_ID_MAX + 1];
+	struct efs_file_chunk *chunks = NULL;
+	size_t count = 0;
+
+	new_session(f, 1, "alice");
+	session_id(1, sid);
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &a, gen_a, 1, false, f->now,
+						    f->now + 60000, 0),
+			 0);
+	/* b stored by two uploads at once: two generations, both recorded */
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 1, &b, gen_b, 1, false, f->now,
+						    f->now + 60000, 0),
+			 0);
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 2, &b, gen_b + 1, 1, false, f->now,
+						    f->now + 60000, 0),
+			 0);
+	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &replica_count), 0);
+	assert_int_equal(replica_count, 1);
+	assert_string_equal(replicas[0].worker_id, gen_a[0]);
+	assert_false(replicas[0].bad);
+
+	struct efs_file_info fi = file_info(1, "alice", 1000, 3);
+	complete(f, 1, &fi);
+	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 0, 10, &chunks, &count), 0);
+	assert_int_equal(count, 3);
+	assert_int_equal(chunks[0].replica_count, 1);
+	assert_string_equal(chunks[0].replicas[0].worker_id, gen_a[0]);
+	assert_int_equal(chunks[1].replica_count, 2);
+	assert_string_equal(chunks[1].replicas[0].worker_id, gen_b[0]);
+	assert_string_equal(chunks[1].replicas[1].worker_id, gen_b[1]);
+	free(chunks);
+
+	assert_int_equal(efs_meta_file_delete(f->m, fi.file_id, "alice", f->now), 0);
+	assert_int_equal(efs_meta_garbage_take(f->m, b.chunk_id, replicas, &replica_count), 0);
+	assert_int_equal(replica_count, 2);
+	assert_string_equal(replicas[0].worker_id, gen_b[0]);
+	assert_string_equal(replicas[1].worker_id, gen_b[1]);
+	/* Taken with the row: a new row of the same chunk names only its own. */
+	new_session(f, 2, "bob");
+	session_id(2, sid);
+	assert_int_equal(efs_meta_session_put_chunk(f->m, sid, 0, &b, gen_a, 1, false, f->now,
+						    f->now + 60000, 0),
+			 0);
+	assert_int_equal(efs_meta_chunk_get(f->m, b.chunk_id, &got, replicas, &replica_count), 0);
+	assert_int_equal(replica_count, 1);
+	assert_string_equal(replicas[0].worker_id, gen_a[0]);
+}
+
 static void test_session_delete_releases_chunks(void **state)
 {
 	struct fixture *f = *state;
@@ -1864,6 +1940,7 @@ static void test_two_writers_keep_counts_exact(void **state)
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T_NO_WORKERS(fn) cmocka_unit_test_setup_teardown(fn, setup_without_workers, teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_session_create_and_get),
 		T(test_session_create_conflict_and_unknown),
@@ -1886,6 +1963,7 @@ int main(void)
 		T(test_chunk_twice_in_one_file),
 		T(test_file_with_repeated_chunk_stays_referenced),
 		T(test_garbage_take_of_rereferenced_chunk),
+		T_NO_WORKERS(test_locations_without_workers_are_returned_like_replicas),
 		T(test_session_delete_releases_chunks),
 		T(test_session_expired),
 		T(test_replica_mark_bad),
