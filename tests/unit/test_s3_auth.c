@@ -351,6 +351,10 @@ static void test_malformed_and_anonymous(void **state)
 	rq = request_of(&get_unsigned);
 	rq.query = long_query;
 	expect_refused(f, &rq, f->t0, 400, "InvalidArgument");
+	struct efs_s3_principal p;
+	struct efs_s3_auth_error err;
+	assert_int_equal(verify_at(f, &rq, f->t0, &p, &err), -EACCES);
+	assert_non_null(strstr(err.message, "too large to verify"));
 	rq.headers = h; /* and without Authorization: anonymous */
 	rq.header_count = 1;
 	expect_refused(f, &rq, f->t0, 403, "AccessDenied");
