@@ -121,11 +121,21 @@ static const char schema_v4[] = "CREATE TABLE cluster ("
 static const char schema_v5[] =
 	"ALTER TABLE replicas ADD COLUMN bad_marks BIGINT NOT NULL DEFAULT 0;";
 
-/* Version 6: the S3 API's access keys (sql_keys.c). The secret is stored
+/* Version 6: the lease's epoch, one row. Grows by one each time a master
+ * takes the lease for background duties (sql_store.c:store_lease, on the
+ * lease's own connection under the lock), never on a renewal; every
+ * instruction of a duty carries it and workers refuse older ones
+ * (docs/OPERATIONS.md#fencing). */
+static const char schema_v6[] = "CREATE TABLE lease ("
+				"  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),"
+				"  epoch BIGINT NOT NULL);"
+				"INSERT INTO lease (singleton, epoch) VALUES (1, 0);";
+
+/* Version 7: the S3 API's access keys (sql_keys.c). The secret is stored
  * sealed (AES-256-GCM, keyseal.h), never in plain text; access_key_counts
  * holds each owner's number of keys, the row a create locks to keep the
  * per-user cap exact. */
-static const char schema_v6[] = "CREATE TABLE access_keys ("
+static const char schema_v7[] = "CREATE TABLE access_keys ("
 				"  access_key_id TEXT PRIMARY KEY,"
 				"  owner TEXT NOT NULL,"
 				"  sealed_secret TEXT NOT NULL,"
@@ -145,5 +155,6 @@ const struct efs_migration efs_migrations[] = {
 	{4, schema_v4},
 	{5, schema_v5},
 	{6, schema_v6},
+	{7, schema_v7},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);
