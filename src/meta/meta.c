@@ -324,8 +324,7 @@ int efs_meta_chunk_record_unreferenced(struct efs_meta *m, const struct efs_chun
 	return m->ops->chunk_record_unreferenced(m->impl, chunk, worker_ids, worker_count, now_ms);
 }
 
-int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k,
-			unsigned max_per_owner)
+int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k, unsigned max_per_owner)
 {
 	return m->ops->key_create(m->impl, k, max_per_owner);
 }
