@@ -51,6 +51,7 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	efs_stats_cache_release(&m->stats_cache);
 	if (m->upload_memory.limit)
 		efs_upload_memory_release(&m->upload_memory);
+	efs_keyseal_release(&m->keyseal);
 }
 
 int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, char *err,
@@ -112,6 +113,15 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	m->keys.jwt_secret = m->cfg.jwt_secret;
 	m->keys.cluster_secret = m->cfg.cluster_secret;
 	m->keys.tokens = m->tokens;
+	r = cfg->keys_encryption_key ? efs_keyseal_init_hex(&m->keyseal, cfg->keys_encryption_key)
+				     : efs_keyseal_init_derive(&m->keyseal, cfg->jwt_secret);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot set up the access keys' encryption: %s",
+			 cfg->keys_encryption_key ? "KEYS_ENCRYPTION_KEY is not 64 hex digits"
+						  : "JWT_SECRET is empty");
+		r = -EINVAL;
+		goto fail;
+	}
 	efs_placement_init(&m->placement, &m->registry);
 	struct efs_chunk_workers_config workers = {
 		.meta = m->meta,

@@ -11,6 +11,7 @@
 #include "echofs/metrics.h"
 #include "master/cache.h"
 #include "master/chunk_backend.h"
+#include "echofs/keyseal.h"
 #include "master/config.h"
 #include "master/download.h"
 #include "master/gc.h"
@@ -37,6 +38,9 @@ struct efs_master {
 	struct efs_redis *redis; /* NULL without REDIS_ADDR */
 	struct efs_registry registry;
 	struct efs_auth_keys keys;
+	/* Seals and opens the S3 access keys' secrets (KEYS_ENCRYPTION_KEY,
+	 * or derived from JWT_SECRET): api_keys.c and the S3 listener. */
+	struct efs_keyseal keyseal;
 	struct efs_token_cache *tokens;		/* user tokens verified (keys.tokens) */
 	struct efs_http_client *http_client;	/* calls to the workers (chunks, repair) */
 	struct efs_placement placement;		/* over registry */

@@ -323,3 +323,24 @@ int efs_meta_chunk_record_unreferenced(struct efs_meta *m, const struct efs_chun
 {
 	return m->ops->chunk_record_unreferenced(m->impl, chunk, worker_ids, worker_count, now_ms);
 }
+
+int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k, unsigned max_per_owner)
+{
+	return m->ops->key_create(m->impl, k, max_per_owner);
+}
+
+int efs_meta_key_get(struct efs_meta *m, const char *access_key_id, struct efs_access_key *out)
+{
+	return m->ops->key_get(m->impl, access_key_id, out);
+}
+
+int efs_meta_key_list(struct efs_meta *m, const char *owner, struct efs_access_key **out,
+		      size_t *count)
+{
+	return m->ops->key_list(m->impl, owner, out, count);
+}
+
+int efs_meta_key_delete(struct efs_meta *m, const char *access_key_id, const char *owner)
+{
+	return m->ops->key_delete(m->impl, access_key_id, owner);
+}

@@ -131,6 +131,23 @@ static const char schema_v6[] = "CREATE TABLE lease ("
 				"  epoch BIGINT NOT NULL);"
 				"INSERT INTO lease (singleton, epoch) VALUES (1, 0);";
 
+/* Version 7: the S3 API's access keys (sql_keys.c). The secret is stored
+ * sealed (AES-256-GCM, keyseal.h), never in plain text; access_key_counts
+ * holds each owner's number of keys, the row a create locks to keep the
+ * per-user cap exact. */
+static const char schema_v7[] = "CREATE TABLE access_keys ("
+				"  access_key_id TEXT PRIMARY KEY,"
+				"  owner TEXT NOT NULL,"
+				"  sealed_secret TEXT NOT NULL,"
+				"  created_at BIGINT NOT NULL"
+				");"
+				"CREATE INDEX access_keys_by_owner"
+				" ON access_keys (owner, created_at, access_key_id);"
+				"CREATE TABLE access_key_counts ("
+				"  owner TEXT PRIMARY KEY,"
+				"  key_count BIGINT NOT NULL"
+				");";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1},
 	{2, schema_v2},
@@ -138,5 +155,6 @@ const struct efs_migration efs_migrations[] = {
 	{4, schema_v4},
 	{5, schema_v5},
 	{6, schema_v6},
+	{7, schema_v7},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

@@ -685,4 +685,8 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.stats = sql_stats,
 	.garbage_list = sql_garbage_list,
 	.garbage_take = sql_garbage_take,
+	.key_create = sql_key_create,
+	.key_get = sql_key_get,
+	.key_list = sql_key_list,
+	.key_delete = sql_key_delete,
 };
