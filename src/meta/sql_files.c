@@ -529,18 +529,24 @@ int sql_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
 	return r;
 }
 
-static int file_delete_tx(struct sql_conn *c, void *ctx)
+int sql_file_release(struct sql_conn *c, const char *file_id, const char *owner, int64_t now_ms)
 {
-	struct release *p = ctx;
 	int64_t deleted = 0;
 	/* The file row goes first: of two concurrent deletes, the second finds
 	 * nothing and releases nothing. */
-	int r = SQL_Q(c, "DELETE FROM files WHERE file_id = $1 AND owner = $2", NULL, NULL,
-		      &deleted, SQL_TEXT(p->id), SQL_TEXT(p->owner));
+	int r = owner ? SQL_Q(c, "DELETE FROM files WHERE file_id = $1 AND owner = $2", NULL, NULL,
+			      &deleted, SQL_TEXT(file_id), SQL_TEXT(owner))
+		      : SQL_Q(c, "DELETE FROM files WHERE file_id = $1", NULL, NULL, &deleted,
+			      SQL_TEXT(file_id));
 	if (r < 0)
 		return r;
 	if (!deleted)
 		return -ENOENT;
+	/* A file that was an S3 object stops being one (a no-op otherwise). */
+	r = SQL_Q(c, "DELETE FROM s3_objects WHERE file_id = $1", NULL, NULL, NULL,
+		  SQL_TEXT(file_id));
+	if (r < 0)
+		return r;
 	r = SQL_Q(c,
 		  "UPDATE chunks SET"
 		  "  refcount = refcount - (SELECT COUNT(*) FROM file_chunks fc"
@@ -549,11 +555,17 @@ static int file_delete_tx(struct sql_conn *c, void *ctx)
 		  "   WHERE fc.file_id = $1 AND fc.chunk_id = chunks.chunk_id) <= 0"
 		  "   THEN $2 ELSE zero_since END"
 		  " WHERE chunk_id IN (SELECT chunk_id FROM file_chunks WHERE file_id = $1)",
-		  NULL, NULL, NULL, SQL_TEXT(p->id), SQL_INT(p->now_ms));
+		  NULL, NULL, NULL, SQL_TEXT(file_id), SQL_INT(now_ms));
 	if (r < 0)
 		return r;
 	return SQL_Q(c, "DELETE FROM file_chunks WHERE file_id = $1", NULL, NULL, NULL,
-		     SQL_TEXT(p->id));
+		     SQL_TEXT(file_id));
+}
+
+static int file_delete_tx(struct sql_conn *c, void *ctx)
+{
+	struct release *p = ctx;
+	return sql_file_release(c, p->id, p->owner, p->now_ms);
 }
 
 int sql_file_delete(void *impl, const char *file_id, const char *owner, int64_t now_ms)
