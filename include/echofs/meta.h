@@ -455,4 +455,32 @@ int efs_meta_garbage_list(struct efs_meta *m, int64_t before_ms, size_t max,
 int efs_meta_garbage_take(struct efs_meta *m, const char *chunk_id,
 			  struct efs_replica *replicas, unsigned *replica_count);
 
+/* ---- access keys (the S3 API's credentials) ---------------------------- */
+
+/* An access key: an id (EFS_ACCESS_KEY_ID_LEN of [A-Z0-9], "EK..."), the
+ * user it belongs to (a JWT subject) and its secret, sealed: the store
+ * only ever sees the ciphertext efs_keyseal_seal made (keyseal.h). */
+#define EFS_ACCESS_KEY_ID_LEN 20
+#define EFS_ACCESS_KEY_SEALED_MAX 160 /* the sealed secret, characters */
+struct efs_access_key {
+	char access_key_id[EFS_ACCESS_KEY_ID_LEN + 1];
+	char owner[EFS_ID_MAX + 1];
+	char sealed_secret[EFS_ACCESS_KEY_SEALED_MAX + 1];
+	int64_t created_at_ms;
+};
+/* Stores @k, atomically with a check that its owner then holds at most
+ * @max_per_owner keys (this one included). 0, -EEXIST (the id is taken),
+ * -EDQUOT (the owner already has @max_per_owner keys), -EAGAIN / -EIO. */
+int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k,
+			unsigned max_per_owner);
+/* The key @access_key_id into *out. 0, -ENOENT, -EAGAIN / -EIO. */
+int efs_meta_key_get(struct efs_meta *m, const char *access_key_id, struct efs_access_key *out);
+/* Every key of @owner, oldest first, into a malloc'ed array (*out, caller
+ * frees; NULL when none) of *count. 0, -EAGAIN / -EIO / -ENOMEM. */
+int efs_meta_key_list(struct efs_meta *m, const char *owner, struct efs_access_key **out,
+		      size_t *count);
+/* Deletes @access_key_id if @owner holds it. 0, -ENOENT (no such key, or
+ * another owner's), -EAGAIN / -EIO. */
+int efs_meta_key_delete(struct efs_meta *m, const char *access_key_id, const char *owner);
+
 #endif

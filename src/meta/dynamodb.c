@@ -532,4 +532,8 @@ const struct efs_meta_ops efs_dynamodb_ops = {
 	.stats = dyn_stats,
 	.garbage_list = dyn_garbage_list,
 	.garbage_take = dyn_garbage_take,
+	.key_create = dyn_key_create,
+	.key_get = dyn_key_get,
+	.key_list = dyn_key_list,
+	.key_delete = dyn_key_delete,
 };

@@ -161,6 +161,12 @@ int dyn_session_delete(void *impl, const char *session_id, int64_t now_ms);
 int dyn_session_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
 			size_t *count);
 
+/* dynamodb_keys.c */
+int dyn_key_create(void *impl, const struct efs_access_key *k, unsigned max_per_owner);
+int dyn_key_get(void *impl, const char *access_key_id, struct efs_access_key *out);
+int dyn_key_list(void *impl, const char *owner, struct efs_access_key **out, size_t *count);
+int dyn_key_delete(void *impl, const char *access_key_id, const char *owner);
+
 /* dynamodb_files.c */
 int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 			   const struct efs_chunk_info *chunk, const char *const *worker_ids,

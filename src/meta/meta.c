@@ -370,3 +370,25 @@ int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *pre
 		       ? m->ops->object_list(m->impl, bucket, prefix, after, limit, out, count)
 		       : -ENOTSUP;
 }
+
+int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k,
+			unsigned max_per_owner)
+{
+	return m->ops->key_create(m->impl, k, max_per_owner);
+}
+
+int efs_meta_key_get(struct efs_meta *m, const char *access_key_id, struct efs_access_key *out)
+{
+	return m->ops->key_get(m->impl, access_key_id, out);
+}
+
+int efs_meta_key_list(struct efs_meta *m, const char *owner, struct efs_access_key **out,
+		      size_t *count)
+{
+	return m->ops->key_list(m->impl, owner, out, count);
+}
+
+int efs_meta_key_delete(struct efs_meta *m, const char *access_key_id, const char *owner)
+{
+	return m->ops->key_delete(m->impl, access_key_id, owner);
+}

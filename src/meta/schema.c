@@ -121,13 +121,30 @@ static const char schema_v4[] = "CREATE TABLE cluster ("
 static const char schema_v5[] =
 	"ALTER TABLE replicas ADD COLUMN bad_marks BIGINT NOT NULL DEFAULT 0;";
 
-/* Version 6: S3 buckets and objects (docs/S3.md). Bucket names are unique
+/* Version 6: the S3 API's access keys (sql_keys.c). The secret is stored
+ * sealed (AES-256-GCM, keyseal.h), never in plain text; access_key_counts
+ * holds each owner's number of keys, the row a create locks to keep the
+ * per-user cap exact. */
+static const char schema_v6[] = "CREATE TABLE access_keys ("
+				"  access_key_id TEXT PRIMARY KEY,"
+				"  owner TEXT NOT NULL,"
+				"  sealed_secret TEXT NOT NULL,"
+				"  created_at BIGINT NOT NULL"
+				");"
+				"CREATE INDEX access_keys_by_owner"
+				" ON access_keys (owner, created_at, access_key_id);"
+				"CREATE TABLE access_key_counts ("
+				"  owner TEXT PRIMARY KEY,"
+				"  key_count BIGINT NOT NULL"
+				");";
+
+/* Version 7: S3 buckets and objects (docs/S3.md). Bucket names are unique
  * in the cluster. An object row names the file holding its bytes (owned by
  * the bucket's owner) and keeps the headers it was put with. Keys sort
  * bytewise as S3 lists them: SQLite's default BINARY collation compares
  * bytes; PostgreSQL's column takes the "C" collation (its default follows
  * the database's locale). */
-#define SCHEMA_V6(KEY_COLLATION)                                                                  \
+#define SCHEMA_V7(KEY_COLLATION)                                                                  \
 	"CREATE TABLE s3_buckets ("                                                               \
 	"  name TEXT PRIMARY KEY,"                                                                \
 	"  owner TEXT NOT NULL,"                                                                  \
@@ -151,8 +168,8 @@ static const char schema_v5[] =
 	"  PRIMARY KEY (bucket, object_key)"                                                      \
 	");"                                                                                      \
 	"CREATE INDEX s3_objects_by_file ON s3_objects (file_id);"
-static const char schema_v6[] = SCHEMA_V6("");
-static const char schema_v6_postgres[] = SCHEMA_V6("COLLATE \"C\"");
+static const char schema_v7[] = SCHEMA_V7("");
+static const char schema_v7_postgres[] = SCHEMA_V7("COLLATE \"C\"");
 
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1, NULL},
@@ -160,6 +177,7 @@ const struct efs_migration efs_migrations[] = {
 	{3, schema_v3, NULL},
 	{4, schema_v4, NULL},
 	{5, schema_v5, NULL},
-	{6, schema_v6, schema_v6_postgres},
+	{6, schema_v6, NULL},
+	{7, schema_v7, schema_v7_postgres},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

@@ -630,4 +630,8 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.object_put = sql_object_put,
 	.object_delete = sql_object_delete,
 	.object_list = sql_object_list,
+	.key_create = sql_key_create,
+	.key_get = sql_key_get,
+	.key_list = sql_key_list,
+	.key_delete = sql_key_delete,
 };

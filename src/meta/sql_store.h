@@ -143,6 +143,12 @@ int sql_rows_finish(struct sql_rows *r, int result, void **out, size_t *count);
 	sql_write_one((s), (sql), SQL_PARAMS(__VA_ARGS__), SQL_NPARAMS(__VA_ARGS__), (cb), (ctx), \
 		      (changes))
 
+/* sql_keys.c */
+int sql_key_create(void *impl, const struct efs_access_key *k, unsigned max_per_owner);
+int sql_key_get(void *impl, const char *access_key_id, struct efs_access_key *out);
+int sql_key_list(void *impl, const char *owner, struct efs_access_key **out, size_t *count);
+int sql_key_delete(void *impl, const char *access_key_id, const char *owner);
+
 /* sql_workers.c */
 int sql_worker_register(void *impl, const struct efs_worker_info *w);
 int sql_worker_retire_url(void *impl, const char *url, const char *keep_id);
