@@ -34,6 +34,8 @@ struct efs_worker_info {
 };
 
 #define EFS_NAME_MAX 255     /* longest file name, bytes */
+#define EFS_S3_BUCKET_MAX 63 /* S3 bucket name, bytes (S3's rule) */
+#define EFS_S3_KEY_MAX 1024  /* S3 object key, bytes (S3's rule) */
 #define EFS_FILE_ID_LEN 32   /* file and session ids: 32 hex digits */
 #define EFS_MAX_REPLICAS 16  /* most replicas listed per chunk */
 
@@ -48,6 +50,11 @@ struct efs_file_info {
 	unsigned replication;
 	uint64_t stored_bytes; /* sum of the chunks' stored sizes, one replica */
 	int64_t created_at_ms;
+	/* When the file is an S3 object: its bucket and key (efs_meta_file_get
+	 * and efs_meta_file_list fill them; "" otherwise, and always in the
+	 * DynamoDB backend, which has no S3 objects). Never written. */
+	char s3_bucket[EFS_S3_BUCKET_MAX + 1];
+	char s3_key[EFS_S3_KEY_MAX + 1];
 };
 
 struct efs_chunk_info {
@@ -250,8 +257,6 @@ int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *ow
  * file: its row names the file holding its bytes, whose owner is the
  * bucket's owner. */
 
-#define EFS_S3_BUCKET_MAX 63   /* bucket name, bytes (S3's rule) */
-#define EFS_S3_KEY_MAX 1024    /* object key, bytes (S3's rule) */
 #define EFS_S3_REGION_MAX 32
 #define EFS_S3_BUCKETS_PER_OWNER 1000 /* more: -EDQUOT */
 /* Stored object headers, bytes each; S3's own limit on user metadata

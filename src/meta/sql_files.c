@@ -424,9 +424,11 @@ int sql_session_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_
 
 /* ---- files ----------------------------------------------------------- */
 
+/* A file and, when it is an S3 object, its bucket and key. */
 #define FILE_COLUMNS                                                                              \
-	"file_id, owner, name, size, sha256, chunk_size, chunk_count, replication,"             \
-	" stored_bytes, created_at"
+	"f.file_id, f.owner, f.name, f.size, f.sha256, f.chunk_size, f.chunk_count,"            \
+	" f.replication, f.stored_bytes, f.created_at, o.bucket, o.object_key"
+#define FILE_FROM " FROM files f LEFT JOIN s3_objects o ON o.file_id = f.file_id"
 
 static void file_from_row(const struct efs_sql_row *row, struct efs_file_info *f)
 {
@@ -440,6 +442,8 @@ static void file_from_row(const struct efs_sql_row *row, struct efs_file_info *f
 	f->replication = (unsigned)efs_sql_int(row, 7);
 	f->stored_bytes = (uint64_t)efs_sql_int(row, 8);
 	f->created_at_ms = efs_sql_int(row, 9);
+	efs_strlcpy(f->s3_bucket, efs_sql_text(row, 10), sizeof(f->s3_bucket));
+	efs_strlcpy(f->s3_key, efs_sql_text(row, 11), sizeof(f->s3_key));
 }
 
 static int row_file_push(void *ctx, const struct efs_sql_row *row)
@@ -455,7 +459,7 @@ int sql_file_get(void *impl, const char *file_id, struct efs_file_info *out)
 {
 	struct efs_file_info file;
 	struct sql_rows rows = SQL_ROWS_FIXED(&file, 1);
-	int r = SQL_ONE(impl, "SELECT " FILE_COLUMNS " FROM files WHERE file_id = $1",
+	int r = SQL_ONE(impl, "SELECT " FILE_COLUMNS FILE_FROM " WHERE f.file_id = $1",
 			row_file_push, &rows, NULL, SQL_TEXT(file_id));
 	if (r == 0 && rows.count == 0)
 		r = -ENOENT;
@@ -470,9 +474,9 @@ int sql_file_list(void *impl, const char *owner, int64_t after_created_ms, const
 	struct sql_rows rows = SQL_ROWS_GROW(struct efs_file_info);
 	void *items;
 	int r = SQL_ONE(impl,
-			"SELECT " FILE_COLUMNS " FROM files WHERE owner = $1"
-			" AND (created_at > $2 OR (created_at = $2 AND file_id > $3))"
-			" ORDER BY created_at, file_id LIMIT $4",
+			"SELECT " FILE_COLUMNS FILE_FROM " WHERE f.owner = $1"
+			" AND (f.created_at > $2 OR (f.created_at = $2 AND f.file_id > $3))"
+			" ORDER BY f.created_at, f.file_id LIMIT $4",
 			row_file_push, &rows, NULL, SQL_TEXT(owner), SQL_INT(after_created_ms),
 			SQL_TEXT(after_id), SQL_INT(limit));
 	if ((r = sql_rows_finish(&rows, r, &items, count)) == 0)

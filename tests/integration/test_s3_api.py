@@ -339,6 +339,10 @@ def test_large_object_is_identical_through_s3_and_the_rest_api(s3, alice):
              if f["name"] == "big.bin"]
     assert len(files) == 1
     assert files[0]["sha256"] == sha and files[0]["size"] == len(data)
+    assert files[0]["bucket"] == "big-bucket" and files[0]["key"] == "videos/big.bin"
+    one = rest.get(f"/api/v1/files/{files[0]['file_id']}").json()
+    assert (one["bucket"], one["key"], one["owner"]) == ("big-bucket", "videos/big.bin",
+                                                         "s3-alice")
     assert rest.download_sha256(files[0]["file_id"]) == (len(data), sha)
     alice.delete_object(Bucket="big-bucket", Key="videos/big.bin")
 
