@@ -68,13 +68,6 @@ static int start_s3(struct efs_master *m, char *err, size_t errlen)
 	char tls_error[200] = "";
 	int r;
 
-	if (strcmp(efs_meta_backend(m->meta), "dynamodb") == 0) {
-		/* Buckets and objects live in the SQL stores only, so far. */
-		snprintf(err, errlen,
-			 "S3_PORT: the S3 API needs SQLite or PostgreSQL metadata; with DynamoDB "
-			 "metadata (DYNAMODB_*_TABLE) it is not available yet: unset S3_PORT");
-		return -EINVAL;
-	}
 	/* The secrets of access keys are sealed with a key derived from
 	 * JWT_SECRET (keyseal.h). */
 	if ((r = efs_keyseal_init_derive(&m->keyseal, cfg->jwt_secret)) < 0) {
