@@ -1833,6 +1833,75 @@ static void test_two_writers_keep_counts_exact(void **state)
 	efs_meta_close(w[1].m);
 }
 
+/* ---- access keys ---- */
+
+static void key_fill(struct efs_access_key *k, const char *id, const char *owner, int64_t at)
+{
+	memset(k, 0, sizeof(*k));
+	efs_strlcpy(k->access_key_id, id, sizeof(k->access_key_id));
+	efs_strlcpy(k->owner, owner, sizeof(k->owner));
+	snprintf(k->sealed_secret, sizeof(k->sealed_secret), "v1:sealed-%s", id);
+	k->created_at_ms = at;
+}
+
+/* Create, get, list (own keys only, oldest first), delete (only the
+ * owner's), the per-owner cap held exactly and given back by a delete. */
+static void test_access_keys(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_access_key k, got, *list = NULL;
+	size_t n = 99;
+
+	key_fill(&k, "EKAAAAAAAAAAAAAAAAA2", "alice", 2000);
+	assert_int_equal(efs_meta_key_create(f->m, &k, 3), 0);
+	key_fill(&k, "EKAAAAAAAAAAAAAAAAA1", "alice", 1000);
+	assert_int_equal(efs_meta_key_create(f->m, &k, 3), 0);
+	key_fill(&k, "EKBBBBBBBBBBBBBBBBB1", "bob", 1500);
+	assert_int_equal(efs_meta_key_create(f->m, &k, 3), 0);
+	/* an id taken (by anyone) */
+	key_fill(&k, "EKAAAAAAAAAAAAAAAAA1", "bob", 3000);
+	assert_int_equal(efs_meta_key_create(f->m, &k, 3), -EEXIST);
+
+	assert_int_equal(efs_meta_key_get(f->m, "EKAAAAAAAAAAAAAAAAA1", &got), 0);
+	assert_string_equal(got.owner, "alice");
+	assert_string_equal(got.sealed_secret, "v1:sealed-EKAAAAAAAAAAAAAAAAA1");
+	assert_true(got.created_at_ms == 1000);
+	assert_int_equal(efs_meta_key_get(f->m, "EKNONEXISTENT0000000", &got), -ENOENT);
+
+	assert_int_equal(efs_meta_key_list(f->m, "alice", &list, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(list[0].access_key_id, "EKAAAAAAAAAAAAAAAAA1");
+	assert_string_equal(list[1].access_key_id, "EKAAAAAAAAAAAAAAAAA2");
+	free(list);
+	list = NULL;
+	assert_int_equal(efs_meta_key_list(f->m, "carol", &list, &n), 0);
+	assert_int_equal(n, 0);
+	free(list);
+
+	/* the cap: alice has 2 of 3 */
+	key_fill(&k, "EKAAAAAAAAAAAAAAAAA3", "alice", 3000);
+	assert_int_equal(efs_meta_key_create(f->m, &k, 3), 0);
+	key_fill(&k, "EKAAAAAAAAAAAAAAAAA4", "alice", 4000);
+	assert_int_equal(efs_meta_key_create(f->m, &k, 3), -EDQUOT);
+	assert_int_equal(efs_meta_key_get(f->m, "EKAAAAAAAAAAAAAAAAA4", &got), -ENOENT);
+
+	/* bob cannot delete alice's key; alice can, once */
+	assert_int_equal(efs_meta_key_delete(f->m, "EKAAAAAAAAAAAAAAAAA1", "bob"), -ENOENT);
+	assert_int_equal(efs_meta_key_delete(f->m, "EKAAAAAAAAAAAAAAAAA1", "alice"), 0);
+	assert_int_equal(efs_meta_key_delete(f->m, "EKAAAAAAAAAAAAAAAAA1", "alice"), -ENOENT);
+	assert_int_equal(efs_meta_key_get(f->m, "EKAAAAAAAAAAAAAAAAA1", &got), -ENOENT);
+	/* the delete gave a place back */
+	assert_int_equal(efs_meta_key_create(f->m, &k, 3), 0);
+	key_fill(&k, "EKAAAAAAAAAAAAAAAAA5", "alice", 5000);
+	assert_int_equal(efs_meta_key_create(f->m, &k, 3), -EDQUOT);
+	assert_int_equal(efs_meta_key_list(f->m, "alice", &list, &n), 0);
+	assert_int_equal(n, 3);
+	free(list);
+	assert_int_equal(efs_meta_key_list(f->m, "bob", &list, &n), 0);
+	assert_int_equal(n, 1);
+	free(list);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1876,6 +1945,7 @@ int main(void)
 		T(test_second_store_on_the_same_database),
 		T(test_file_of_250_chunks),
 		T(test_two_writers_keep_counts_exact),
+		T(test_access_keys),
 	};
 #undef T
 	/* the store logs migrations at info level; keep the output to failures */
