@@ -124,7 +124,8 @@ int efs_s3_create_bucket(struct efs_s3_req *s)
 	int r;
 
 	if (!efs_s3_bucket_name_valid(s->bucket))
-		return efs_s3_error(s, 400, "InvalidBucketName", "The specified bucket is not valid.");
+		return efs_s3_error(s, 400, "InvalidBucketName",
+				    "The specified bucket is not valid.");
 	if (s->small_body.len > 0) {
 		r = efs_xml_parse(s->small_body.data, s->small_body.len, config_start, config_end,
 				  &config);
@@ -135,8 +136,7 @@ int efs_s3_create_bucket(struct efs_s3_req *s)
 	}
 	/* us-east-1 is S3's empty LocationConstraint. */
 	bool default_region = strcmp(region_of(s), "us-east-1") == 0;
-	if (config.has_location &&
-	    strcmp(config.location, region_of(s)) != 0 &&
+	if (config.has_location && strcmp(config.location, region_of(s)) != 0 &&
 	    !(default_region && config.location[0] == '\0'))
 		return efs_s3_error(s, 400, "IllegalLocationConstraintException",
 				    "The %s location constraint is incompatible for the region "
@@ -154,10 +154,11 @@ int efs_s3_create_bucket(struct efs_s3_req *s)
 			return efs_s3_error(s, 409, "BucketAlreadyOwnedByYou",
 					    "Your previous request to create the named bucket "
 					    "succeeded and you already own it.");
-		return efs_s3_error(s, 409, "BucketAlreadyExists",
-				    "The requested bucket name is not available. The bucket "
-				    "namespace is shared by all users of the system. Please select a "
-				    "different name and try again.");
+		return efs_s3_error(
+		    s, 409, "BucketAlreadyExists",
+		    "The requested bucket name is not available. The bucket "
+		    "namespace is shared by all users of the system. Please select a "
+		    "different name and try again.");
 	}
 	if (r == -EDQUOT)
 		return efs_s3_error(s, 400, "TooManyBuckets",
@@ -363,7 +364,8 @@ int efs_s3_list_objects(struct efs_s3_req *s)
 		return efs_s3_error(s, 400, "InvalidArgument",
 				    "max-keys must be a non-negative integer");
 	if (encoding && strcmp(encoding, "url") != 0)
-		return efs_s3_error(s, 400, "InvalidArgument", "Invalid Encoding Method specified "
+		return efs_s3_error(s, 400, "InvalidArgument",
+				    "Invalid Encoding Method specified "
 				    "in Request");
 	max_keys = EFS_MIN(max_keys, (uint64_t)LIST_MAX_KEYS);
 	prefix = prefix ? prefix : "";

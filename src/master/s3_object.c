@@ -32,7 +32,7 @@
 
 #define USER_META_PREFIX "x-amz-meta-"
 #define USER_META_MAX 2048 /* S3's limit: names and values together */
-#define GET_ATTEMPTS 3     /* an object replaced while being opened is read again */
+#define GET_ATTEMPTS 3	   /* an object replaced while being opened is read again */
 
 /* ---- PutObject ------------------------------------------------------- */
 
@@ -185,18 +185,17 @@ static int put_headers(struct efs_s3_req *s, struct efs_object_info *o)
 		const char *header;
 		size_t offset;
 	} fields[] = {
-		{"Content-Type", offsetof(struct efs_object_info, content_type)},
-		{"Content-Encoding", offsetof(struct efs_object_info, content_encoding)},
-		{"Content-Disposition", offsetof(struct efs_object_info, content_disposition)},
-		{"Cache-Control", offsetof(struct efs_object_info, cache_control)},
-		{"Expires", offsetof(struct efs_object_info, expires)},
+	    {"Content-Type", offsetof(struct efs_object_info, content_type)},
+	    {"Content-Encoding", offsetof(struct efs_object_info, content_encoding)},
+	    {"Content-Disposition", offsetof(struct efs_object_info, content_disposition)},
+	    {"Cache-Control", offsetof(struct efs_object_info, cache_control)},
+	    {"Expires", offsetof(struct efs_object_info, expires)},
 	};
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
 		if (header_field(s, fields[i].header, (char *)o + fields[i].offset,
 				 EFS_S3_HEADER_MAX + 1) < 0)
-			return efs_s3_error(s, 400, "InvalidArgument",
-					    "%s is longer than %d bytes", fields[i].header,
-					    EFS_S3_HEADER_MAX),
+			return efs_s3_error(s, 400, "InvalidArgument", "%s is longer than %d bytes",
+					    fields[i].header, EFS_S3_HEADER_MAX),
 			       -EINVAL;
 	strip_aws_chunked(o->content_encoding);
 	if (!o->content_type[0])
@@ -222,10 +221,11 @@ static int put_headers(struct efs_s3_req *s, struct efs_object_info *o)
 		return r < 0 ? r : -ENOMEM;
 	}
 	r = efs_strlcpy(o->user_meta, text, sizeof(o->user_meta)) >= sizeof(o->user_meta) ? -E2BIG
-											   : 0;
+											  : 0;
 	free(text);
 	if (r < 0)
-		return efs_s3_error(s, 400, "MetadataTooLarge", "Your metadata headers are too large"),
+		return efs_s3_error(s, 400, "MetadataTooLarge",
+				    "Your metadata headers are too large"),
 		       -EINVAL;
 	return 0;
 }
@@ -293,7 +293,8 @@ static int put_end(struct efs_s3_req *s)
 		efs_strlcpy(f.sha256, sum.sha256, sizeof(f.sha256));
 		f.chunk_count = sum.chunk_count;
 		f.stored_bytes = sum.stored_bytes;
-		if ((r = efs_meta_session_complete(m->meta, p->session_id, sess.version, &f, 0)) < 0)
+		if ((r = efs_meta_session_complete(m->meta, p->session_id, sess.version, &f, 0)) <
+		    0)
 			return efs_s3_error_store(s, r, "PutObject complete");
 		p->session_open = false;
 	}
@@ -342,7 +343,7 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 	if (efs_s3_own_bucket(s, &b) < 0)
 		return 0;
 	length = s->principal.payload == EFS_S3_PAYLOAD_STREAMING ? s->principal.decoded_length
-								     : s->http->content_length;
+								  : s->http->content_length;
 	if (length < 0)
 		return efs_s3_error(s, 411, "MissingContentLength",
 				    "You must provide the Content-Length HTTP header.");

@@ -54,8 +54,7 @@ int efs_s3_error_store(struct efs_s3_req *s, int err, const char *what)
 	}
 	efs_error("s3 %s: metadata store error: %s (request %s)", what, strerror(-err),
 		  s->request_id);
-	return efs_s3_error(s, 500, "InternalError", "internal error (request %s)",
-			    s->request_id);
+	return efs_s3_error(s, 500, "InternalError", "internal error (request %s)", s->request_id);
 }
 
 int efs_s3_own_bucket(struct efs_s3_req *s, struct efs_bucket_info *out)
@@ -237,8 +236,9 @@ static int authenticate(struct efs_s3_req *s, const char *raw_query)
 		return -ENOMEM;
 	if (efs_http_headers(s->http, collect_header, headers) < 0) {
 		free(headers);
-		return efs_s3_error(s, 400, "RequestHeaderSectionTooLarge",
-				    "Your request header section exceeds the maximum allowed size."),
+		return efs_s3_error(
+			   s, 400, "RequestHeaderSectionTooLarge",
+			   "Your request header section exceeds the maximum allowed size."),
 		       -EACCES;
 	}
 	if (path_len >= sizeof(path))
@@ -246,11 +246,11 @@ static int authenticate(struct efs_s3_req *s, const char *raw_query)
 	memcpy(path, target, path_len);
 	path[path_len] = '\0';
 	struct efs_s3_auth_request rq = {
-		.method = s->http->method,
-		.path = path,
-		.query = raw_query,
-		.headers = headers->items,
-		.header_count = headers->count,
+	    .method = s->http->method,
+	    .path = path,
+	    .query = raw_query,
+	    .headers = headers->items,
+	    .header_count = headers->count,
 	};
 	memset(&err, 0, sizeof(err));
 	int r = efs_s3_auth_verify(s->m->s3_auth, &rq, efs_now_ms() / 1000, &s->principal, &err);
@@ -315,20 +315,30 @@ static bool unsupported_param(const char *raw_query, const char *const *allowed,
 }
 
 static const char *const BUCKET_GET_PARAMS[] = {
-	"location",   "list-type",     "prefix",   "delimiter", "continuation-token",
-	"start-after", "max-keys",     "encoding-type", "fetch-owner", "marker", NULL};
+    "location",		  "list-type",	 "prefix",   "delimiter",
+    "continuation-token", "start-after", "max-keys", "encoding-type",
+    "fetch-owner",	  "marker",	 NULL};
 
 /* Request headers whose meaning we do not implement: answered 501 rather
  * than ignored (a conditional GET must not get the object regardless). */
 static const char *unsupported_header(struct efs_s3_req *s)
 {
-	static const char *const names[] = {
-		"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
-		"x-amz-copy-source", "x-amz-tagging", "x-amz-server-side-encryption",
-		"x-amz-server-side-encryption-customer-algorithm", "x-amz-object-lock-mode",
-		"x-amz-object-lock-legal-hold", "x-amz-website-redirect-location",
-		"x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-full-control",
-		"x-amz-bucket-object-lock-enabled", NULL};
+	static const char *const names[] = {"If-Match",
+					    "If-None-Match",
+					    "If-Modified-Since",
+					    "If-Unmodified-Since",
+					    "x-amz-copy-source",
+					    "x-amz-tagging",
+					    "x-amz-server-side-encryption",
+					    "x-amz-server-side-encryption-customer-algorithm",
+					    "x-amz-object-lock-mode",
+					    "x-amz-object-lock-legal-hold",
+					    "x-amz-website-redirect-location",
+					    "x-amz-grant-read",
+					    "x-amz-grant-write",
+					    "x-amz-grant-full-control",
+					    "x-amz-bucket-object-lock-enabled",
+					    NULL};
 	for (const char *const *n = names; *n; n++)
 		if (efs_http_header(s->http, *n))
 			return *n;
@@ -378,7 +388,7 @@ static int dispatch(struct efs_s3_req *s, const char *raw_query)
 			goto not_implemented;
 		if (get)
 			s->on_end = efs_s3_query_has(s, "location") ? efs_s3_bucket_location
-								: efs_s3_list_objects;
+								    : efs_s3_list_objects;
 		else if (strcmp(method, "PUT") == 0)
 			s->on_end = efs_s3_create_bucket;
 		else if (strcmp(method, "DELETE") == 0)
@@ -419,8 +429,7 @@ static int finish_callback(struct efs_s3_req *s, int r, const char *step)
 		return efs_s3_error_store(s, r, step);
 	efs_error("s3 %s %s: %s failed: %s (request %s)", s->http->method, s->http->path, step,
 		  strerror(-r), s->request_id);
-	return efs_s3_error(s, 500, "InternalError", "internal error (request %s)",
-			    s->request_id);
+	return efs_s3_error(s, 500, "InternalError", "internal error (request %s)", s->request_id);
 }
 
 static int s3_begin(struct efs_http_req *req)
@@ -509,6 +518,6 @@ static int s3_handle(struct efs_http_req *req)
 }
 
 const struct efs_http_route efs_s3_routes[] = {
-	{"*", "*", EFS_AUTH_NONE, .begin = s3_begin, .body = s3_body, .handle = s3_handle},
+    {"*", "*", EFS_AUTH_NONE, .begin = s3_begin, .body = s3_body, .handle = s3_handle},
 };
 const size_t efs_s3_route_count = sizeof(efs_s3_routes) / sizeof(efs_s3_routes[0]);

@@ -37,11 +37,11 @@ struct efs_s3_req {
 	struct efs_http_req *http;
 	char request_id[EFS_S3_REQUEST_ID_LEN + 1];
 	char bucket[EFS_S3_BUCKET_MAX + 1]; /* "" : the service (ListBuckets) */
-	char key[EFS_S3_KEY_MAX + 1];       /* "" : the bucket itself */
+	char key[EFS_S3_KEY_MAX + 1];	    /* "" : the bucket itself */
 	bool has_key;
-	const char *raw_query; /* as sent, without '?'; NULL: none */
+	const char *raw_query;		   /* as sent, without '?'; NULL: none */
 	struct efs_s3_principal principal; /* who: principal.owner */
-	struct efs_s3_chunked *chunked;    /* an aws-chunked body's decoder */
+	struct efs_s3_chunked *chunked;	   /* an aws-chunked body's decoder */
 	struct efs_buf small_body;
 	/* Set by a handler's begin step. */
 	efs_s3_body_fn on_body;
@@ -57,7 +57,7 @@ extern const size_t efs_s3_route_count;
 /* Replies S3 error @code with @status; the resource is the request's
  * path. Returns 0 (the reply's own failure is logged by the wrapper). */
 int efs_s3_error(struct efs_s3_req *s, unsigned status, const char *code, const char *fmt, ...)
-	EFS_PRINTF(4, 5);
+    EFS_PRINTF(4, 5);
 /* Replies the S3 error for a metadata store failure @err (503
  * ServiceUnavailable for -EAGAIN, else 500 InternalError), logged. */
 int efs_s3_error_store(struct efs_s3_req *s, int err, const char *what);

@@ -32,11 +32,21 @@ void efs_s3_xml_escape(struct efs_s3_xml *x, const char *text)
 		const char *rep = NULL;
 		char num[8];
 		switch (c) {
-		case '&': rep = "&amp;"; break;
-		case '<': rep = "&lt;"; break;
-		case '>': rep = "&gt;"; break;
-		case '"': rep = "&quot;"; break;
-		case '\'': rep = "&apos;"; break;
+		case '&':
+			rep = "&amp;";
+			break;
+		case '<':
+			rep = "&lt;";
+			break;
+		case '>':
+			rep = "&gt;";
+			break;
+		case '"':
+			rep = "&quot;";
+			break;
+		case '\'':
+			rep = "&apos;";
+			break;
 		default:
 			/* Control characters as references (keys may hold them;
 			 * encoding-type=url is the way to read such keys back). */

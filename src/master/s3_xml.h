@@ -54,7 +54,7 @@ int efs_s3_xml_reply(struct efs_http_req *req, unsigned status, struct efs_s3_xm
  * with @status. @resource may be NULL. */
 int efs_s3_reply_error(struct efs_http_req *req, unsigned status, const char *code,
 		       const char *resource, const char *request_id, const char *fmt, ...)
-	EFS_PRINTF(6, 7);
+    EFS_PRINTF(6, 7);
 
 /* HTTP-date of Unix ms @ms ("Thu, 03 Dec 2026 13:14:27 GMT") into @out
  * (at least EFS_S3_HTTP_DATE_LEN bytes). */

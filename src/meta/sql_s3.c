@@ -73,10 +73,11 @@ int sql_bucket_list(void *impl, const char *owner, struct efs_bucket_info **out,
 {
 	struct sql_rows rows = SQL_ROWS_GROW(struct efs_bucket_info);
 	void *items;
-	int r = SQL_ONE(impl,
-			"SELECT " BUCKET_COLUMNS " FROM s3_buckets WHERE owner = $1"
-			" ORDER BY name LIMIT $2",
-			row_bucket, &rows, NULL, SQL_TEXT(owner), SQL_INT(EFS_S3_BUCKETS_PER_OWNER));
+	int r =
+	    SQL_ONE(impl,
+		    "SELECT " BUCKET_COLUMNS " FROM s3_buckets WHERE owner = $1"
+		    " ORDER BY name LIMIT $2",
+		    row_bucket, &rows, NULL, SQL_TEXT(owner), SQL_INT(EFS_S3_BUCKETS_PER_OWNER));
 	if ((r = sql_rows_finish(&rows, r, &items, count)) == 0)
 		*out = items;
 	return r;
@@ -126,8 +127,8 @@ int sql_bucket_delete(void *impl, const char *name, const char *owner)
 
 /* ---- objects ---------------------------------------------------------- */
 
-#define OBJECT_COLUMNS                                                                            \
-	"bucket, object_key, file_id, size, etag, content_type, content_encoding,"               \
+#define OBJECT_COLUMNS                                                                             \
+	"bucket, object_key, file_id, size, etag, content_type, content_encoding,"                 \
 	" content_disposition, cache_control, expires, user_meta, last_modified"
 
 static int row_object(void *ctx, const struct efs_sql_row *row)

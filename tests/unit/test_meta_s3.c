@@ -93,8 +93,10 @@ static int setup(void **state)
 		print_error("efs_meta_open: %s\n", err);
 		return -1;
 	}
-	struct efs_worker_info w = {.worker_id = "w1", .url = "http://10.0.0.1:9000",
-				    .registered_at_ms = 1000, .last_heartbeat_ms = 1000};
+	struct efs_worker_info w = {.worker_id = "w1",
+				    .url = "http://10.0.0.1:9000",
+				    .registered_at_ms = 1000,
+				    .last_heartbeat_ms = 1000};
 	if (efs_meta_worker_register(f->m, &w) < 0)
 		return -1;
 	f->now = efs_now_ms();
@@ -132,8 +134,7 @@ static struct efs_bucket_info bucket(const char *name, const char *owner)
 
 /* A recorded file of @owner with one chunk of content @seed; the chunk's
  * id into @chunk_id (65 bytes). */
-static void make_file(struct fixture *f, const char *owner, int seed, char *file_id,
-		      char *chunk_id)
+static void make_file(struct fixture *f, const char *owner, int seed, char *file_id, char *chunk_id)
 {
 	struct efs_file_info fi;
 	struct efs_chunk_info c;
@@ -169,8 +170,7 @@ static bool is_garbage(struct fixture *f, const char *chunk_id)
 	return false;
 }
 
-static struct efs_object_info *object(const char *bucket_name, const char *key,
-				      const char *file_id)
+static struct efs_object_info *object(const char *bucket_name, const char *key, const char *file_id)
 {
 	struct efs_object_info *o = calloc(1, sizeof(*o));
 	assert_non_null(o);
@@ -307,8 +307,15 @@ static void test_listing_in_byte_order_by_prefix_and_after(void **state)
 {
 	struct fixture *f = *state;
 	/* byte order: uppercase < lowercase < UTF-8 beyond ASCII */
-	static const char *const keys[] = {"Zeta", "a", "a/1", "a/2", "a0", "b", "zeta",
-					   "\xc3\xa9t\xc3\xa9", "\xc3\xa9t\xc3\xa9/x"};
+	static const char *const keys[] = {"Zeta",
+					   "a",
+					   "a/1",
+					   "a/2",
+					   "a0",
+					   "b",
+					   "zeta",
+					   "\xc3\xa9t\xc3\xa9",
+					   "\xc3\xa9t\xc3\xa9/x"};
 	const size_t n = sizeof(keys) / sizeof(keys[0]);
 	struct efs_bucket_info b = bucket("list", "alice");
 	struct efs_object_entry *out = calloc(16, sizeof(*out));
@@ -349,8 +356,8 @@ static void test_listing_in_byte_order_by_prefix_and_after(void **state)
 	assert_int_equal(count, 1);
 	assert_string_equal(out[0].key, "a0");
 	/* past everything; another bucket */
-	assert_int_equal(efs_meta_object_list(f->m, "list", "", "\xf4\x8f\xbf\xbf", 16, out, &count),
-			 0);
+	assert_int_equal(
+	    efs_meta_object_list(f->m, "list", "", "\xf4\x8f\xbf\xbf", 16, out, &count), 0);
 	assert_int_equal(count, 0);
 	assert_int_equal(efs_meta_object_list(f->m, "nope", "", "", 16, out, &count), 0);
 	assert_int_equal(count, 0);
@@ -361,11 +368,11 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_bucket_names_are_unique_across_owners),
-		T(test_a_bucket_with_an_object_is_not_deleted),
-		T(test_overwrite_releases_the_old_file_in_the_same_step),
-		T(test_deleting_the_file_deletes_the_object),
-		T(test_listing_in_byte_order_by_prefix_and_after),
+	    T(test_bucket_names_are_unique_across_owners),
+	    T(test_a_bucket_with_an_object_is_not_deleted),
+	    T(test_overwrite_releases_the_old_file_in_the_same_step),
+	    T(test_deleting_the_file_deletes_the_object),
+	    T(test_listing_in_byte_order_by_prefix_and_after),
 	};
 #undef T
 	efs_log_set_level(EFS_LOG_WARN);

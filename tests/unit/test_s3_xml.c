@@ -27,11 +27,11 @@ static void test_text_is_escaped(void **state)
 	efs_s3_xml_bool(&x, "IsTruncated", false);
 	efs_s3_xml_close(&x, "ListBucketResult");
 	assert_int_equal(x.err, 0);
-	assert_string_equal(x.buf.data,
-			    DECL "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
-				 "<Key>a&lt;b&gt;&amp;&quot;c&apos;&#x1;&#x7F;\xc3\xa9</Key>"
-				 "<Empty></Empty><Size>18446744073709551615</Size>"
-				 "<IsTruncated>false</IsTruncated></ListBucketResult>");
+	assert_string_equal(x.buf.data, DECL
+			    "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+			    "<Key>a&lt;b&gt;&amp;&quot;c&apos;&#x1;&#x7F;\xc3\xa9</Key>"
+			    "<Empty></Empty><Size>18446744073709551615</Size>"
+			    "<IsTruncated>false</IsTruncated></ListBucketResult>");
 	efs_s3_xml_release(&x);
 }
 
@@ -53,7 +53,8 @@ static void test_times(void **state)
 	char date[EFS_S3_HTTP_DATE_LEN];
 	efs_s3_xml_init(&x);
 	efs_s3_xml_time(&x, "LastModified", 1796307666123);
-	assert_string_equal(x.buf.data, DECL "<LastModified>2026-12-03T14:21:06.123Z</LastModified>");
+	assert_string_equal(x.buf.data,
+			    DECL "<LastModified>2026-12-03T14:21:06.123Z</LastModified>");
 	efs_s3_xml_release(&x);
 	assert_string_equal(efs_s3_http_date(1796307666123, date), "Thu, 03 Dec 2026 14:21:06 GMT");
 }
@@ -61,9 +62,9 @@ static void test_times(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_text_is_escaped),
-		cmocka_unit_test(test_a_document_past_its_cap_fails),
-		cmocka_unit_test(test_times),
+	    cmocka_unit_test(test_text_is_escaped),
+	    cmocka_unit_test(test_a_document_past_its_cap_fails),
+	    cmocka_unit_test(test_times),
 	};
 	return cmocka_run_group_tests_name("s3_xml", tests, NULL, NULL);
 }
