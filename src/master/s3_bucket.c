@@ -251,8 +251,7 @@ static const char *encoded(bool url, const char *text, char *buf, size_t size)
 	return buf;
 }
 
-/* Decodes a continuation token (hex of the cursor) into @out. */
-static int token_decode(const char *token, char *out, size_t size)
+int efs_s3_token_decode(const char *token, char *out, size_t size)
 {
 	size_t len = strlen(token);
 	if (len % 2 || len / 2 >= size)
@@ -374,7 +373,7 @@ int efs_s3_list_objects(struct efs_s3_req *s)
 	if (strlen(prefix) > EFS_S3_KEY_MAX || (delimiter && strlen(delimiter) > EFS_S3_KEY_MAX))
 		return efs_s3_error(s, 400, "InvalidArgument", "prefix or delimiter too long");
 	if (v2 && token) {
-		if (token_decode(token, start, sizeof(start)) < 0)
+		if (efs_s3_token_decode(token, start, sizeof(start)) < 0)
 			return efs_s3_error(s, 400, "InvalidArgument",
 					    "The continuation token provided is incorrect");
 	} else {

@@ -14,6 +14,12 @@
  * "xn--"... nor "...-s3alias"). */
 bool efs_s3_bucket_name_valid(const char *name);
 
+/* A ListObjectsV2 continuation token is the hex of where the next page
+ * starts (exclusive). Decodes @token into @out (@size bytes): 0, or
+ * -EINVAL (odd length, not hex, an encoded NUL, not UTF-8, too long for
+ * @out). Pure: fuzzed by tests/fuzz/fuzz_s3_target.c. */
+int efs_s3_token_decode(const char *token, char *out, size_t size);
+
 int efs_s3_list_buckets(struct efs_s3_req *s);
 int efs_s3_create_bucket(struct efs_s3_req *s);
 int efs_s3_delete_bucket(struct efs_s3_req *s);

@@ -131,12 +131,10 @@ static int percent_decode(const char *in, size_t len, char *out, size_t size)
 	return 0;
 }
 
-/* Virtual-host style: with S3_DOMAIN set and a Host of
- * "<bucket>.<S3_DOMAIN>[:port]", the bucket's name (into @out). */
-static bool host_bucket(const struct efs_s3_req *s, char *out, size_t size)
+/* Virtual-host style: with @domain set and a @host of
+ * "<bucket>.<domain>[:port]", the bucket's name (into @out). */
+static bool host_bucket(const char *host, const char *domain, char *out, size_t size)
 {
-	const char *domain = s->m->cfg.s3_domain;
-	const char *host = efs_http_header(s->http, "Host");
 	if (!domain || !*domain || !host)
 		return false;
 	size_t hlen = strcspn(host, ":"), dlen = strlen(domain);
@@ -152,38 +150,32 @@ static bool host_bucket(const struct efs_s3_req *s, char *out, size_t size)
 	return true;
 }
 
-/* Names the bucket and key from the request target. Replies and returns
- * -EINVAL when they cannot be. */
-static int parse_target(struct efs_s3_req *s, const char **query)
+int efs_s3_target_parse(const char *target, const char *host, const char *domain,
+			struct efs_s3_target *out, const char **code)
 {
-	const char *target = efs_http_raw_target(s->http);
 	const char *q = strchr(target, '?');
 	size_t path_len = q ? (size_t)(q - target) : strlen(target);
 	char path[MAX_PATH + 1];
 	char vhost[EFS_S3_BUCKET_MAX + 2];
+	struct efs_s3_target t;
 
-	*query = q ? q + 1 : NULL;
+	memset(&t, 0, sizeof(t));
 	int r = percent_decode(target, path_len, path, sizeof(path));
 	if (r == -E2BIG)
-		return efs_s3_error(s, 400, "KeyTooLongError", "Your key is too long"), -EINVAL;
+		return *code = "KeyTooLongError", -EINVAL;
 	if (r < 0 || path[0] != '/')
-		return efs_s3_error(s, 400, "InvalidURI", "Couldn't parse the specified URI."),
-		       -EINVAL;
+		return *code = "InvalidURI", -EINVAL;
 	const char *rest = path + 1;
-	if (host_bucket(s, vhost, sizeof(vhost))) {
-		efs_strlcpy(s->bucket, vhost, sizeof(s->bucket));
+	if (host_bucket(host, domain, vhost, sizeof(vhost))) {
 		if (strlen(vhost) > EFS_S3_BUCKET_MAX)
-			return efs_s3_error(s, 400, "InvalidBucketName",
-					    "The specified bucket is not valid."),
-			       -EINVAL;
+			return *code = "InvalidBucketName", -EINVAL;
+		efs_strlcpy(t.bucket, vhost, sizeof(t.bucket));
 	} else if (*rest) {
 		size_t blen = strcspn(rest, "/");
 		if (blen > EFS_S3_BUCKET_MAX)
-			return efs_s3_error(s, 400, "InvalidBucketName",
-					    "The specified bucket is not valid."),
-			       -EINVAL;
-		memcpy(s->bucket, rest, blen);
-		s->bucket[blen] = '\0';
+			return *code = "InvalidBucketName", -EINVAL;
+		memcpy(t.bucket, rest, blen);
+		t.bucket[blen] = '\0';
 		rest += blen;
 		if (*rest == '/')
 			rest++;
@@ -195,16 +187,43 @@ static int parse_target(struct efs_s3_req *s, const char **query)
 	if (rest && *rest) {
 		size_t klen = strlen(rest);
 		if (klen > EFS_S3_KEY_MAX)
-			return efs_s3_error(s, 400, "KeyTooLongError", "Your key is too long"),
-			       -EINVAL;
+			return *code = "KeyTooLongError", -EINVAL;
 		if (!efs_utf8_valid(rest, klen))
-			return efs_s3_error(s, 400, "InvalidURI",
-					    "Object keys must be valid UTF-8"),
-			       -EINVAL;
-		memcpy(s->key, rest, klen + 1);
-		s->has_key = true;
+			return *code = "InvalidURI", -EINVAL;
+		memcpy(t.key, rest, klen + 1);
+		t.has_key = true;
 	}
+	*out = t;
 	return 0;
+}
+
+/* Names the bucket and key from the request target. Replies and returns
+ * -EINVAL when they cannot be. */
+static int parse_target(struct efs_s3_req *s, const char **query)
+{
+	const char *target = efs_http_raw_target(s->http);
+	const char *q = strchr(target, '?');
+	struct efs_s3_target *t = malloc(sizeof(*t));
+	const char *code = "InvalidURI";
+
+	if (!t)
+		return -ENOMEM;
+	*query = q ? q + 1 : NULL;
+	int r = efs_s3_target_parse(target, efs_http_header(s->http, "Host"), s->m->cfg.s3_domain,
+				    t, &code);
+	if (r == 0) {
+		memcpy(s->bucket, t->bucket, sizeof(s->bucket));
+		memcpy(s->key, t->key, sizeof(s->key));
+		s->has_key = t->has_key;
+	} else if (strcmp(code, "KeyTooLongError") == 0) {
+		efs_s3_error(s, 400, code, "Your key is too long");
+	} else if (strcmp(code, "InvalidBucketName") == 0) {
+		efs_s3_error(s, 400, code, "The specified bucket is not valid.");
+	} else {
+		efs_s3_error(s, 400, code, "Couldn't parse the specified URI (keys are UTF-8).");
+	}
+	free(t);
+	return r;
 }
 
 struct header_list {
@@ -451,8 +470,8 @@ static int s3_begin(struct efs_http_req *req)
 		*p = (char)toupper((unsigned char)*p);
 	efs_http_add_header(req, "x-amz-request-id", s->request_id);
 	efs_http_add_header(req, "Server", "EchoFS");
-	if (parse_target(s, &raw_query) < 0)
-		return 0;
+	if ((r = parse_target(s, &raw_query)) < 0)
+		return r == -EINVAL ? 0 : r;
 	s->raw_query = raw_query;
 	if ((r = authenticate(s, raw_query)) < 0)
 		return finish_callback(s, r == -EACCES ? 0 : r, "authentication");

@@ -50,6 +50,23 @@ struct efs_s3_req {
 	void (*op_free)(void *op);
 };
 
+/* The bucket and key a request addresses. */
+struct efs_s3_target {
+	char bucket[EFS_S3_BUCKET_MAX + 1]; /* "" : the service */
+	char key[EFS_S3_KEY_MAX + 1];       /* "" : the bucket itself */
+	bool has_key;
+};
+/* Names them from @target, the request target as sent (path, then maybe
+ * "?query"), percent-decoded: path style "/bucket/key", or, when @domain
+ * (S3_DOMAIN, may be NULL) is set and @host (the Host header, may be NULL)
+ * is "<bucket>.<domain>[:port]", virtual-host style with the whole path
+ * as the key. 0 with @out filled; -EINVAL with @code the S3 error
+ * ("InvalidURI": a bad escape, an encoded NUL, not absolute, a key not
+ * UTF-8; "InvalidBucketName": over 63 bytes; "KeyTooLongError": over 1024
+ * bytes), @out untouched. Pure: fuzzed by tests/fuzz/fuzz_s3_target.c. */
+int efs_s3_target_parse(const char *target, const char *host, const char *domain,
+			struct efs_s3_target *out, const char **code);
+
 /* The S3 listener's route table (one catch-all route). */
 extern const struct efs_http_route efs_s3_routes[];
 extern const size_t efs_s3_route_count;
