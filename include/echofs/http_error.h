@@ -104,6 +104,9 @@ enum efs_http_err {
 	EFS_HTTP_E_UNSUPPORTED_TRANSFER_CODING,
 	/* the chunk store (S3) unreachable or failing after its retries */
 	EFS_HTTP_E_CHUNK_STORE_UNAVAILABLE,
+	/* access keys of the S3 API (api_keys.c) */
+	EFS_HTTP_E_ACCESS_KEY_NOT_FOUND,
+	EFS_HTTP_E_TOO_MANY_ACCESS_KEYS,
 	EFS_HTTP_E_COUNT
 };
 
@@ -145,6 +148,7 @@ enum efs_http_op {
 	EFS_HTTP_OP_CHUNK_READ,	  /* worker: GET /chunks/{id}, subject = chunk id */
 	EFS_HTTP_OP_CHUNK_STAT,	  /* worker: HEAD /chunks/{id} */
 	EFS_HTTP_OP_CHUNK_DELETE, /* worker: DELETE /chunks/{id}, subject = chunk id */
+	EFS_HTTP_OP_ACCESS_KEY,	  /* the caller's access key, subject = its id */
 	EFS_HTTP_OP_COUNT
 };
 

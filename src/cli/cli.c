@@ -74,6 +74,18 @@ static const struct efs_cli_command commands[] = {
      "  Deletes each file. Prints nothing on success; a file that cannot be\n"
      "  deleted is reported and the others are still tried.\n",
      efs_cli_rm},
+    {"key", "manage your S3 access keys",
+     "key create | key list | key delete ACCESS_KEY_ID...\n"
+     "\n"
+     "  create   makes a new access key for the S3 API and prints its id and\n"
+     "           secret, with the aws CLI commands that configure it. The secret\n"
+     "           is shown only this once (the master stores it encrypted).\n"
+     "  list     lists your access keys: id and creation time (never secrets).\n"
+     "  delete   deletes each key; S3 requests signed with it are refused within\n"
+     "           seconds.\n"
+     "\n"
+     "  -q, --quiet   create: print only the id, the secret and the time\n",
+     efs_cli_key},
     {"workers", "list the workers",
      "workers\n"
      "\n"

@@ -72,6 +72,8 @@ int efs_cli_workers(struct efs_cli *cli, int argc, char **argv);
 int efs_cli_put(struct efs_cli *cli, int argc, char **argv);
 /* cmd_get.c */
 int efs_cli_get(struct efs_cli *cli, int argc, char **argv);
+/* cmd_key.c */
+int efs_cli_key(struct efs_cli *cli, int argc, char **argv);
 /* cmd_files.c */
 int efs_cli_ls(struct efs_cli *cli, int argc, char **argv);
 int efs_cli_stat(struct efs_cli *cli, int argc, char **argv);

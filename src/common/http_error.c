@@ -74,6 +74,8 @@ static const struct efs_http_error_kind kinds[EFS_HTTP_E_COUNT] = {
     [EFS_HTTP_E_INVALID_FRAMING] = {400, "invalid_framing", NOLOG},
     [EFS_HTTP_E_UNSUPPORTED_TRANSFER_CODING] = {501, "unsupported_transfer_coding", NOLOG},
     [EFS_HTTP_E_CHUNK_STORE_UNAVAILABLE] = {503, "chunk_store_unavailable", EFS_LOG_WARN},
+    [EFS_HTTP_E_ACCESS_KEY_NOT_FOUND] = {404, "access_key_not_found", NOLOG},
+    [EFS_HTTP_E_TOO_MANY_ACCESS_KEYS] = {409, "too_many_access_keys", NOLOG},
 };
 
 #define UNAVAILABLE "the metadata store is unavailable; retry shortly"
@@ -159,6 +161,12 @@ static const struct efs_http_errno_rule rules[] = {
     {EFS_HTTP_OP_CHUNK_DELETE, -EBUSY, EFS_HTTP_E_CHUNK_REWRITTEN,
      "chunk {} was written again since; kept"},
     {EFS_HTTP_OP_CHUNK_DELETE, 0, EFS_HTTP_E_STORE_ERROR, "cannot delete: {errno}"},
+
+    {EFS_HTTP_OP_ACCESS_KEY, -ENOENT, EFS_HTTP_E_ACCESS_KEY_NOT_FOUND, "no access key {}"},
+    {EFS_HTTP_OP_ACCESS_KEY, -EDQUOT, EFS_HTTP_E_TOO_MANY_ACCESS_KEYS,
+     "you have as many access keys as allowed (MAX_ACCESS_KEYS_PER_USER): delete one first"},
+    {EFS_HTTP_OP_ACCESS_KEY, -EAGAIN, EFS_HTTP_E_METADATA_UNAVAILABLE, UNAVAILABLE},
+    {EFS_HTTP_OP_ACCESS_KEY, 0, EFS_HTTP_E_INTERNAL_ERROR, STORE_ERROR},
 };
 
 static const struct efs_http_errno_rule fallback = {

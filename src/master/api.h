@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* api.h - the master's HTTP handlers, one file per resource:
  * api_workers.c, api_system.c, api_files.c, api_sessions.c,
- * api_metrics.c, api_dashboard.c. routes.c maps them to paths. */
+ * api_keys.c, api_metrics.c, api_dashboard.c. routes.c maps them to paths. */
 #ifndef ECHOFS_MASTER_API_H
 #define ECHOFS_MASTER_API_H
 
@@ -31,6 +31,10 @@ struct efs_report_body {
  * wrong in @why (@why_size bytes), or -ENOMEM; *out untouched on failure. */
 int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *why,
 			 size_t why_size);
+/* api_keys.c: the caller's S3 access keys */
+int efs_api_key_create(struct efs_http_req *req);
+int efs_api_key_list(struct efs_http_req *req);
+int efs_api_key_delete(struct efs_http_req *req);
 /* api_system.c */
 int efs_api_health(struct efs_http_req *req);
 /* Who sees the cluster's internal topology (worker URLs and capacities,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* config.c - the master's environment variables. */
 #include "master/config.h"
+#include "echofs/keyseal.h"
 #include "echofs/config.h"
 #include "echofs/http_server.h"
 #include "echofs/redis.h"
@@ -115,6 +116,23 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 
 	if ((r = efs_env_tls(&cfg->tls, err, errlen)) < 0)
 		return r;
+	if ((r = efs_env_string("KEYS_ENCRYPTION_KEY", NULL, false, &cfg->keys_encryption_key,
+				err, errlen)) < 0)
+		return r;
+	if (cfg->keys_encryption_key) {
+		struct efs_keyseal probe;
+		if (efs_keyseal_init_hex(&probe, cfg->keys_encryption_key) < 0) {
+			snprintf(err, errlen,
+				 "KEYS_ENCRYPTION_KEY: must be 64 hex digits (32 bytes, e.g. from "
+				 "'openssl rand -hex 32')");
+			return -EINVAL;
+		}
+		efs_keyseal_release(&probe);
+	}
+	if ((r = efs_env_u64("MAX_ACCESS_KEYS_PER_USER", EFS_MASTER_DEFAULT_MAX_ACCESS_KEYS, 1,
+			     EFS_MASTER_MAX_ACCESS_KEYS, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->max_access_keys_per_user = (unsigned)v;
 	if ((r = efs_env_u64("HEADER_TIMEOUT_MS", EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS,
 			     EFS_HTTP_MIN_HEADER_TIMEOUT_MS, EFS_HTTP_MAX_HEADER_TIMEOUT_MS, false, &v,
 			     err, errlen)) < 0)

@@ -24,6 +24,10 @@ struct efs_master_config {
 	const char *redis_addr;   /* NULL: no Redis */
 	int64_t redis_timeout_ms; /* REDIS_TIMEOUT_MS: deadline of each Redis step */
 	const char *jwt_secret;
+	/* KEYS_ENCRYPTION_KEY: 64 hex digits sealing the access keys' secrets
+	 * (keyseal.h); NULL: a key derived from JWT_SECRET. */
+	const char *keys_encryption_key;
+	unsigned max_access_keys_per_user; /* MAX_ACCESS_KEYS_PER_USER */
 	const char *cluster_secret;
 	unsigned replication_factor;
 	uint64_t chunk_size;
@@ -80,6 +84,9 @@ struct efs_master_config {
 #define EFS_MASTER_DEFAULT_UPLOAD_MEMORY ((uint64_t)256 * 1024 * 1024)
 #define EFS_MIN_UPLOAD_MEMORY ((uint64_t)2 * EFS_MAX_CHUNK_SIZE)
 #define EFS_MAX_REPLICATION 16
+/* Access keys one user may hold (POST /api/v1/keys answers 409 beyond). */
+#define EFS_MASTER_DEFAULT_MAX_ACCESS_KEYS 100
+#define EFS_MASTER_MAX_ACCESS_KEYS 10000
 
 /* Reads the master's variables. 0, or -EINVAL with one line naming the
  * variable in @err. */

@@ -36,7 +36,6 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	m->http = NULL;
 	efs_s3_auth_free(m->s3_auth);
 	m->s3_auth = NULL;
-	efs_keyseal_release(&m->keyseal);
 	efs_cache_free(m->cache);
 	m->cache = NULL;
 	efs_chunk_backend_free(m->chunks);
@@ -58,6 +57,7 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	efs_stats_cache_release(&m->stats_cache);
 	if (m->upload_memory.limit)
 		efs_upload_memory_release(&m->upload_memory);
+	efs_keyseal_release(&m->keyseal);
 }
 
 /* The S3 API's listener (S3_PORT): a second HTTP server in this process
@@ -68,13 +68,6 @@ static int start_s3(struct efs_master *m, char *err, size_t errlen)
 	char tls_error[200] = "";
 	int r;
 
-	/* The secrets of access keys are sealed with a key derived from
-	 * JWT_SECRET (keyseal.h). */
-	if ((r = efs_keyseal_init_derive(&m->keyseal, cfg->jwt_secret)) < 0) {
-		snprintf(err, errlen, "cannot set up the access keys' sealing key: %s",
-			 strerror(-r));
-		return r;
-	}
 	struct efs_s3_auth_deps auth = {
 		.meta = m->meta,
 		.region = cfg->s3_region,
@@ -175,6 +168,15 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	m->keys.jwt_secret = m->cfg.jwt_secret;
 	m->keys.cluster_secret = m->cfg.cluster_secret;
 	m->keys.tokens = m->tokens;
+	r = cfg->keys_encryption_key ? efs_keyseal_init_hex(&m->keyseal, cfg->keys_encryption_key)
+				     : efs_keyseal_init_derive(&m->keyseal, cfg->jwt_secret);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot set up the access keys' encryption: %s",
+			 cfg->keys_encryption_key ? "KEYS_ENCRYPTION_KEY is not 64 hex digits"
+						  : "JWT_SECRET is empty");
+		r = -EINVAL;
+		goto fail;
+	}
 	efs_placement_init(&m->placement, &m->registry);
 	struct efs_chunk_workers_config workers = {
 		.meta = m->meta,

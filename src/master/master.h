@@ -6,12 +6,12 @@
 
 #include "echofs/auth.h"
 #include "echofs/http_server.h"
-#include "echofs/keyseal.h"
 #include "echofs/meta.h"
 #include "echofs/redis.h"
 #include "echofs/metrics.h"
 #include "master/cache.h"
 #include "master/chunk_backend.h"
+#include "echofs/keyseal.h"
 #include "master/config.h"
 #include "master/download.h"
 #include "master/gc.h"
@@ -39,6 +39,9 @@ struct efs_master {
 	struct efs_redis *redis; /* NULL without REDIS_ADDR */
 	struct efs_registry registry;
 	struct efs_auth_keys keys;
+	/* Seals and opens the S3 access keys' secrets (KEYS_ENCRYPTION_KEY,
+	 * or derived from JWT_SECRET): api_keys.c and the S3 listener. */
+	struct efs_keyseal keyseal;
 	struct efs_token_cache *tokens;		/* user tokens verified (keys.tokens) */
 	struct efs_http_client *http_client;	/* calls to the workers (chunks, repair) */
 	struct efs_placement placement;		/* over registry */
@@ -51,11 +54,10 @@ struct efs_master {
 	struct efs_uploader uploader;		/* what storing a chunk needs */
 	struct efs_reader_source reader_source; /* what downloads read from */
 	struct efs_http_server *http;
-	/* The S3 API (S3_PORT): its listener and its request verifier, over
-	 * access keys sealed with @keyseal; all unset without S3_PORT. */
+	/* The S3 API (S3_PORT): its listener and its request verifier (over
+	 * the access keys @keyseal opens); both NULL without S3_PORT. */
 	struct efs_http_server *s3_http;
 	struct efs_s3_auth *s3_auth;
-	struct efs_keyseal keyseal;
 	struct efs_gc gc;
 	struct efs_repair repair;
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */

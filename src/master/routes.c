@@ -42,6 +42,10 @@ const struct efs_http_route efs_master_routes[] = {
 	{"DELETE", "/api/v1/files/{fileId}", EFS_AUTH_USER, .handle = efs_api_file_delete},
 	{"GET", "/api/v1/files/{fileId}/download", EFS_AUTH_USER,
 	 .handle = efs_api_file_download},
+	/* the caller's S3 access keys (api_keys.c); POST takes no body */
+	{"POST", "/api/v1/keys", EFS_AUTH_USER, .handle = efs_api_key_create, .max_body = 4096},
+	{"GET", "/api/v1/keys", EFS_AUTH_USER, .handle = efs_api_key_list},
+	{"DELETE", "/api/v1/keys/{accessKeyId}", EFS_AUTH_USER, .handle = efs_api_key_delete},
 };
 
 const size_t efs_master_route_count = sizeof(efs_master_routes) / sizeof(efs_master_routes[0]);
