@@ -84,7 +84,9 @@ static int start_s3(struct efs_master *m, char *err, size_t errlen)
 		.routes = efs_s3_routes,
 		.route_count = efs_s3_route_count,
 		.ctx = m,
-		.metrics = NULL, /* one registry per server: the S3 one is not recorded yet */
+		/* The REST server's families, redeclared: S3 requests are
+		 * recorded beside the others, as route "*". */
+		.metrics = m->metrics,
 		.conn_memory_limit = MASTER_CONN_MEMORY,
 		.header_timeout_ms = cfg->header_timeout_ms,
 		.tls_cert_file = cfg->tls.cert_file,

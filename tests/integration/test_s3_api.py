@@ -160,6 +160,12 @@ def test_anonymous_request_is_refused_with_s3_xml(s3):
     assert ET.fromstring(again.content).findtext("Resource") == "/some-bucket/a/key"
 
 
+def test_s3_requests_are_in_the_masters_metrics(s3, alice):
+    alice.list_buckets()
+    text = requests.get(s3.url + "/metrics", timeout=10).text
+    assert 'echofs_http_requests_total{route="*",method="GET",status="200"}' in text
+
+
 def test_the_rest_api_is_not_served_on_the_s3_port(s3):
     r = requests.get(s3.s3_url + "/api/v1/health", timeout=10)
     assert r.status_code == 403  # an S3 request for bucket "api" (unsigned)
