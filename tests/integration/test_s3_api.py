@@ -384,6 +384,44 @@ def test_missing_keys_delete_and_overwrite(s3, alice):
     alice.delete_object(Bucket="life-objects", Key="k" * 1024)
 
 
+def test_readers_see_the_old_or_the_new_object_during_overwrites(s3, alice):
+    """Overwrites of a 3-chunk object while other clients read it: every
+    read is one version whole, as its ETag says."""
+    import concurrent.futures
+    import threading
+    alice.create_bucket(Bucket="race-bucket")
+    versions = [bytes([v]) * (2 * 1024 * 1024 + 1000 * v) for v in range(1, 5)]
+    by_md5 = {hashlib.md5(v).hexdigest(): v for v in versions}
+    alice.put_object(Bucket="race-bucket", Key="hot", Body=versions[0])
+    done = threading.Event()
+
+    def write():
+        try:
+            for i in range(12):
+                alice.put_object(Bucket="race-bucket", Key="hot", Body=versions[i % 4])
+        finally:
+            done.set()
+
+    def read():
+        seen = 0
+        while not done.is_set() or seen == 0:
+            got = alice.get_object(Bucket="race-bucket", Key="hot")
+            body = got["Body"].read()
+            etag = got["ETag"].strip('"')
+            assert by_md5.get(etag) == body, f"a read of {len(body)} bytes is no version whole"
+            seen += 1
+        return seen
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        readers = [pool.submit(read) for _ in range(2)]
+        pool.submit(write).result()
+        assert all(r.result() > 0 for r in readers)
+    rest = s3.user_client("s3-alice")
+    hot = [f for f in rest.get("/api/v1/files", params={"limit": 1000}).json()["files"]
+           if f.get("key") == "hot"]
+    assert len(hot) == 1  # every replaced version's file is gone
+
+
 def test_large_object_is_identical_through_s3_and_the_rest_api(s3, alice):
     alice.create_bucket(Bucket="big-bucket")
     data = os.urandom(24 * 1024 * 1024 + 12345)
