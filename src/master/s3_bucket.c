@@ -276,12 +276,13 @@ static int list_scan(struct efs_s3_req *s, const char *prefix, const char *delim
 {
 	size_t batch_max = max_keys + 1;
 	struct efs_object_entry *batch = calloc(batch_max, sizeof(*batch));
-	char *cursor = malloc(CURSOR_MAX + 1);
+	char *cursor = malloc(CURSOR_MAX + 1), *jump = malloc(CURSOR_MAX + 1);
+	char *common = malloc(EFS_S3_KEY_MAX + 1), *last_prefix = calloc(1, EFS_S3_KEY_MAX + 1);
 	size_t plen = strlen(prefix), dlen = delimiter ? strlen(delimiter) : 0;
 	int r = 0;
 
 	out->items = calloc(max_keys ? max_keys : 1, sizeof(*out->items));
-	if (!batch || !cursor || !out->items) {
+	if (!batch || !cursor || !jump || !common || !last_prefix || !out->items) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -296,29 +297,40 @@ static int list_scan(struct efs_s3_req *s, const char *prefix, const char *delim
 		for (size_t i = 0; i < got; i++) {
 			const char *key = batch[i].key;
 			const char *d = dlen ? strstr(key + plen, delimiter) : NULL;
-			char common[EFS_S3_KEY_MAX + 1];
 			if (d) {
 				size_t clen = (size_t)(d - key) + dlen;
 				memcpy(common, key, clen);
 				common[clen] = '\0';
-				if (strcmp(common, start) <= 0) {
-					/* Already listed on an earlier page. */
-					snprintf(cursor, CURSOR_MAX + 1, "%s%s", common,
-						 PAST_PREFIX);
+				snprintf(jump, CURSOR_MAX + 1, "%s%s", common, PAST_PREFIX);
+				/* Listed on an earlier page (at or before @start), or
+				 * just now: not again. The scan jumps past its keys;
+				 * a key sorting after the jump point (it holds
+				 * U+10FFFF) is passed over alone, so the scan always
+				 * moves forward. */
+				if (strcmp(common, start) <= 0 ||
+				    strcmp(common, last_prefix) == 0) {
+					bool past = strcmp(key, jump) >= 0;
+					efs_strlcpy(cursor, past ? key : jump, CURSOR_MAX + 1);
+					if (past)
+						continue;
 					jumped = true;
 					break;
 				}
 			}
 			if (out->count == max_keys) {
-				out->truncated = max_keys > 0 || got > 0;
+				out->truncated = true;
 				goto out;
 			}
 			struct list_item *it = &out->items[out->count++];
 			if (d) {
 				it->is_prefix = true;
 				efs_strlcpy(it->entry.key, common, sizeof(it->entry.key));
-				snprintf(cursor, CURSOR_MAX + 1, "%s%s", common, PAST_PREFIX);
+				efs_strlcpy(last_prefix, common, EFS_S3_KEY_MAX + 1);
+				bool past = strcmp(key, jump) >= 0;
+				efs_strlcpy(cursor, past ? key : jump, CURSOR_MAX + 1);
 				efs_strlcpy(out->next, cursor, sizeof(out->next));
+				if (past)
+					continue;
 				jumped = true;
 				break;
 			}
@@ -332,6 +344,9 @@ static int list_scan(struct efs_s3_req *s, const char *prefix, const char *delim
 out:
 	free(batch);
 	free(cursor);
+	free(jump);
+	free(common);
+	free(last_prefix);
 	return r;
 }
 

@@ -525,6 +525,31 @@ def test_list_prefix_and_delimiter(alice, listed):
     assert alice.list_objects_v2(Bucket=listed, Prefix="nothing-here")["KeyCount"] == 0
 
 
+def test_a_prefix_is_listed_once_whatever_its_keys_hold(alice):
+    """The scan jumps past a common prefix's keys by appending U+10FFFF to
+    it; keys that sort after that point are passed over one by one, and
+    the prefix is still reported once (and the listing ends)."""
+    alice.create_bucket(Bucket="edge-bucket")
+    odd = "p/" + "\U0010ffff" * 5 + "x"
+    for key in ["p/a", odd, "p/z", "q"]:
+        alice.put_object(Bucket="edge-bucket", Key=key, Body=b"x")
+    top = alice.list_objects_v2(Bucket="edge-bucket", Delimiter="/")
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["p/"]
+    assert [c["Key"] for c in top["Contents"]] == ["q"]
+    seen, token = [], None
+    while True:
+        kwargs = {"ContinuationToken": token} if token else {}
+        page = alice.list_objects_v2(Bucket="edge-bucket", Delimiter="/", MaxKeys=1, **kwargs)
+        seen += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        seen += [c["Key"] for c in page.get("Contents", [])]
+        if not page["IsTruncated"]:
+            break
+        token = page["NextContinuationToken"]
+    assert seen == ["p/", "q"]
+    assert [c["Key"] for c in alice.list_objects_v2(Bucket="edge-bucket")["Contents"]] == \
+        ["p/a", "p/z", odd, "q"]
+
+
 def test_list_v1_with_marker(alice, listed):
     keys, marker = [], ""
     while True:
