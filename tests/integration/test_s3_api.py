@@ -47,7 +47,9 @@ def s3(shared_cluster):
     master = shared_cluster.start(workers=2, master_env={
         "S3_PORT": str(port), "S3_DOMAIN": S3_DOMAIN, "REPLICATION_FACTOR": "2"})
     master.s3_port = port
-    master.s3_url = f"http://127.0.0.1:{port}"
+    # HTTPS with the REST listener's certificate under ECHOFS_TEST_TLS
+    master.s3_url = f"{shared_cluster.scheme}://127.0.0.1:{port}"
+    master.s3_verify = str(shared_cluster.tls.ca) if shared_cluster.tls else True
     return master
 
 
@@ -63,7 +65,7 @@ def client(master, key, **config):
     key_id, secret = key
     return boto3.client(
         "s3", endpoint_url=master.s3_url, region_name=REGION,
-        aws_access_key_id=key_id, aws_secret_access_key=secret,
+        aws_access_key_id=key_id, aws_secret_access_key=secret, verify=master.s3_verify,
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                       signature_version="s3v4", **config))
 
@@ -110,7 +112,7 @@ class StreamingAuth(S3SigV4Auth):
         return STREAMING
 
 
-def aws_chunked_put(key, url, data, chunk_size=64 * 1024, tamper=False):
+def aws_chunked_put(key, url, data, chunk_size=64 * 1024, tamper=False, verify=True):
     """PUT @data as an aws-chunked body (STREAMING-AWS4-HMAC-SHA256-PAYLOAD),
     each chunk signed as the S3 reference defines it, chained from
     botocore's seed signature; @tamper flips a byte of the second chunk
@@ -138,14 +140,14 @@ def aws_chunked_put(key, url, data, chunk_size=64 * 1024, tamper=False):
             chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
         body += f"{len(chunk):x};chunk-signature={previous}\r\n".encode() + chunk + b"\r\n"
     assert len(body) == body_len
-    return requests.put(url, data=bytes(body), headers=headers, timeout=30)
+    return requests.put(url, data=bytes(body), headers=headers, timeout=30, verify=verify)
 
 
 # ---- the listener --------------------------------------------------------
 
 
 def test_anonymous_request_is_refused_with_s3_xml(s3):
-    r = requests.get(s3.s3_url + "/", timeout=10)
+    r = requests.get(s3.s3_url + "/", timeout=10, verify=s3.s3_verify)
     assert r.status_code == 403
     assert r.headers["Content-Type"] == "application/xml"
     doc = ET.fromstring(r.content)
@@ -154,7 +156,7 @@ def test_anonymous_request_is_refused_with_s3_xml(s3):
     assert doc.findtext("Resource") == "/"
     assert doc.findtext("RequestId") == r.headers["x-amz-request-id"]
     # every answer has its own id
-    again = requests.get(s3.s3_url + "/some-bucket/a/key", timeout=10)
+    again = requests.get(s3.s3_url + "/some-bucket/a/key", timeout=10, verify=s3.s3_verify)
     assert again.status_code == 403
     assert again.headers["x-amz-request-id"] != r.headers["x-amz-request-id"]
     assert ET.fromstring(again.content).findtext("Resource") == "/some-bucket/a/key"
@@ -162,12 +164,12 @@ def test_anonymous_request_is_refused_with_s3_xml(s3):
 
 def test_s3_requests_are_in_the_masters_metrics(s3, alice):
     alice.list_buckets()
-    text = requests.get(s3.url + "/metrics", timeout=10).text
+    text = requests.get(s3.url + "/metrics", timeout=10, verify=s3.s3_verify).text
     assert 'echofs_http_requests_total{route="*",method="GET",status="200"}' in text
 
 
 def test_the_rest_api_is_not_served_on_the_s3_port(s3):
-    r = requests.get(s3.s3_url + "/api/v1/health", timeout=10)
+    r = requests.get(s3.s3_url + "/api/v1/health", timeout=10, verify=s3.s3_verify)
     assert r.status_code == 403  # an S3 request for bucket "api" (unsigned)
     assert ET.fromstring(r.content).findtext("Code") == "AccessDenied"
 
@@ -187,12 +189,13 @@ def test_a_body_other_than_the_signed_one_is_not_stored(s3, alice):
     key = access_key(s3, "s3-alice")
     url = f"{s3.s3_url}/payload-bucket/swapped"
     headers = signed_request(key, "PUT", url, body=b"the signed body")
-    r = requests.put(url, data=b"a different body", headers=headers, timeout=10)
+    r = requests.put(url, data=b"a different body", headers=headers, timeout=10,
+                     verify=s3.s3_verify)
     assert r.status_code == 400, r.text
     assert ET.fromstring(r.content).findtext("Code") == "XAmzContentSHA256Mismatch"
     assert error_code(alice.head_object, Bucket="payload-bucket", Key="swapped") == "404"
     # the same request with the body it signed is stored
-    r = requests.put(url, data=b"the signed body", headers=headers, timeout=10)
+    r = requests.put(url, data=b"the signed body", headers=headers, timeout=10, verify=s3.s3_verify)
     assert r.status_code == 200, r.text
     got = alice.get_object(Bucket="payload-bucket", Key="swapped")["Body"].read()
     assert got == b"the signed body"
@@ -206,18 +209,19 @@ def test_aws_chunked_body_is_decoded_and_every_chunk_verified(s3, alice):
     key = access_key(s3, "s3-alice")
     data = os.urandom(300 * 1024 + 17)
     url = f"{s3.s3_url}/chunked-bucket/streamed.bin"
-    r = aws_chunked_put(key, url, data)
+    r = aws_chunked_put(key, url, data, verify=s3.s3_verify)
     assert r.status_code == 200, r.text
     got = alice.get_object(Bucket="chunked-bucket", Key="streamed.bin")
     assert got["Body"].read() == data
     assert got["ETag"] == '"%s"' % hashlib.md5(data).hexdigest()
     assert "ContentEncoding" not in got  # aws-chunked was the transfer's, not the object's
     # a chunk that is not the one signed: refused, and the object is unchanged
-    r = aws_chunked_put(key, url, os.urandom(len(data)), tamper=True)
+    r = aws_chunked_put(key, url, os.urandom(len(data)), tamper=True, verify=s3.s3_verify)
     assert r.status_code == 403, r.text
     assert ET.fromstring(r.content).findtext("Code") == "SignatureDoesNotMatch"
     assert alice.get_object(Bucket="chunked-bucket", Key="streamed.bin")["Body"].read() == data
-    r = aws_chunked_put(key, f"{s3.s3_url}/chunked-bucket/never.bin", data, tamper=True)
+    r = aws_chunked_put(key, f"{s3.s3_url}/chunked-bucket/never.bin", data, tamper=True,
+                        verify=s3.s3_verify)
     assert r.status_code == 403
     assert error_code(alice.head_object, Bucket="chunked-bucket", Key="never.bin") == "404"
 
@@ -229,7 +233,8 @@ def test_virtual_host_addressing_under_s3_domain(s3, alice):
     host = f"vhost-bucket.{S3_DOMAIN}:{s3.s3_port}"
     headers = signed_request(key, "GET", f"http://{host}/dir/file.txt")
     headers["Host"] = host  # sent to 127.0.0.1, named as the bucket's host
-    r = requests.get(f"{s3.s3_url}/dir/file.txt", headers=headers, timeout=10)
+    r = requests.get(f"{s3.s3_url}/dir/file.txt", headers=headers, timeout=10,
+                     verify=s3.s3_verify)
     assert r.status_code == 200, r.text
     assert r.content == b"by host name"
 
@@ -274,7 +279,8 @@ def test_malformed_create_bucket_configuration(s3):
     key = access_key(s3, "s3-alice")
     url = f"{s3.s3_url}/malformed-bucket"
     body = b"<CreateBucketConfiguration><LocationConstraint>us-east-1"
-    r = requests.put(url, data=body, headers=signed_request(key, "PUT", url, body), timeout=10)
+    r = requests.put(url, data=body, headers=signed_request(key, "PUT", url, body), timeout=10,
+                     verify=s3.s3_verify)
     assert r.status_code == 400
     assert ET.fromstring(r.content).findtext("Code") == "MalformedXML"
 
@@ -613,7 +619,8 @@ def test_aws_cli_mb_cp_ls_rm_rb(s3, tmp_path):
            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "HOME": str(tmp_path)}
 
     def aws(*args):
-        out = subprocess.run([AWS_CLI, "--endpoint-url", s3.s3_url, "s3", *args], env=env,
+        ca = [] if s3.s3_verify is True else ["--ca-bundle", s3.s3_verify]
+        out = subprocess.run([AWS_CLI, "--endpoint-url", s3.s3_url, *ca, "s3", *args], env=env,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, f"aws s3 {args}: {out.stdout}\n{out.stderr}"
         return out.stdout
