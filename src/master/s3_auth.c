@@ -160,6 +160,22 @@ static bool sha256_hex_valid(const char *s)
 	return true;
 }
 
+/* True when @query has an X-Amz-Algorithm or X-Amz-Signature parameter. */
+static bool query_names_presign(const char *query)
+{
+	static const char *const names[] = {"X-Amz-Algorithm=", "X-Amz-Signature="};
+	for (const char *p = query; *p;) {
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (strncmp(p, names[i], strlen(names[i])) == 0)
+				return true;
+		const char *amp = strchr(p, '&');
+		if (!amp)
+			break;
+		p = amp + 1;
+	}
+	return false;
+}
+
 /* ---- signing keys ---- */
 
 static size_t cache_slot(const char *access_key_id, const char *date)
@@ -246,7 +262,10 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 	if (count > 1)
 		return refuse(err, 400, "InvalidArgument", "More than one Authorization header");
 	int presigned = efs_sigv4_presigned_parse(rq->query ? rq->query : "", &auth, &reason);
-	bool is_presigned = presigned != -ENOENT;
+	/* A query the parser refuses before looking at its parameters (too
+	 * long, too many) is a presigned URL's only if it names one. */
+	bool is_presigned = presigned != -ENOENT &&
+			    (presigned == 0 || query_names_presign(rq->query ? rq->query : ""));
 
 	if (authorization && is_presigned)
 		return refuse(err, 400, "InvalidArgument",

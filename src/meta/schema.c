@@ -121,11 +121,21 @@ static const char schema_v4[] = "CREATE TABLE cluster ("
 static const char schema_v5[] =
 	"ALTER TABLE replicas ADD COLUMN bad_marks BIGINT NOT NULL DEFAULT 0;";
 
-/* Version 6: the S3 API's access keys (sql_keys.c). The secret is stored
+/* Version 6: the lease's epoch, one row. Grows by one each time a master
+ * takes the lease for background duties (sql_store.c:store_lease, on the
+ * lease's own connection under the lock), never on a renewal; every
+ * instruction of a duty carries it and workers refuse older ones
+ * (docs/OPERATIONS.md#fencing). */
+static const char schema_v6[] = "CREATE TABLE lease ("
+				"  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),"
+				"  epoch BIGINT NOT NULL);"
+				"INSERT INTO lease (singleton, epoch) VALUES (1, 0);";
+
+/* Version 7: the S3 API's access keys (sql_keys.c). The secret is stored
  * sealed (AES-256-GCM, keyseal.h), never in plain text; access_key_counts
  * holds each owner's number of keys, the row a create locks to keep the
  * per-user cap exact. */
-static const char schema_v6[] = "CREATE TABLE access_keys ("
+static const char schema_v7[] = "CREATE TABLE access_keys ("
 				"  access_key_id TEXT PRIMARY KEY,"
 				"  owner TEXT NOT NULL,"
 				"  sealed_secret TEXT NOT NULL,"
@@ -138,13 +148,13 @@ static const char schema_v6[] = "CREATE TABLE access_keys ("
 				"  key_count BIGINT NOT NULL"
 				");";
 
-/* Version 7: S3 buckets and objects (docs/S3.md). Bucket names are unique
+/* Version 8: S3 buckets and objects (docs/S3.md). Bucket names are unique
  * in the cluster. An object row names the file holding its bytes (owned by
  * the bucket's owner) and keeps the headers it was put with. Keys sort
  * bytewise as S3 lists them: SQLite's default BINARY collation compares
  * bytes; PostgreSQL's column takes the "C" collation (its default follows
  * the database's locale). */
-#define SCHEMA_V7(KEY_COLLATION)                                                                  \
+#define SCHEMA_V8(KEY_COLLATION)                                                                  \
 	"CREATE TABLE s3_buckets ("                                                               \
 	"  name TEXT PRIMARY KEY,"                                                                \
 	"  owner TEXT NOT NULL,"                                                                  \
@@ -168,8 +178,8 @@ static const char schema_v6[] = "CREATE TABLE access_keys ("
 	"  PRIMARY KEY (bucket, object_key)"                                                      \
 	");"                                                                                      \
 	"CREATE INDEX s3_objects_by_file ON s3_objects (file_id);"
-static const char schema_v7[] = SCHEMA_V7("");
-static const char schema_v7_postgres[] = SCHEMA_V7("COLLATE \"C\"");
+static const char schema_v8[] = SCHEMA_V8("");
+static const char schema_v8_postgres[] = SCHEMA_V8("COLLATE \"C\"");
 
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1, NULL},
@@ -178,6 +188,7 @@ const struct efs_migration efs_migrations[] = {
 	{4, schema_v4, NULL},
 	{5, schema_v5, NULL},
 	{6, schema_v6, NULL},
-	{7, schema_v7, schema_v7_postgres},
+	{7, schema_v7, NULL},
+	{8, schema_v8, schema_v8_postgres},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* sql_keys.c - the access keys of the S3 API (schema v6).
+/* sql_keys.c - the access keys of the S3 API (schema v7).
  *
  * A key row holds only the sealed secret (keyseal.h). The per-owner cap is
  * kept by a counter row per owner, upserted first in the creating

@@ -28,7 +28,7 @@ from echofs_harness import wait_until
 
 MIB = 1024 * 1024
 SMALL_SERVER_CHUNK = 64 * 1024
-COMMANDS = ("put", "get", "ls", "stat", "rm", "workers", "health", "token")
+COMMANDS = ("put", "get", "ls", "stat", "rm", "key", "workers", "health", "token")
 CHUNK_POST_RE = re.compile(r"access POST /api/v1/files/upload/chunk 200 ")
 FILE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 # What a sanitized client may take (ASan's shadow memory and quarantine).

@@ -42,6 +42,8 @@ static const char *const config_vars[] = {
 	"HEADER_TIMEOUT_MS",
 	"CHUNK_CACHE_SIZE",
 	"HISTORY_INTERVAL_MS",
+	"KEYS_ENCRYPTION_KEY",
+	"MAX_ACCESS_KEYS_PER_USER",
 	"LOG_LEVEL",
 	"TOPOLOGY_VISIBLE_TO",
 	"HEARTBEAT_INTERVAL_MS",
@@ -435,6 +437,34 @@ static void test_master_chunk_cache_size(void **state)
 	master_refused("CHUNK_CACHE_SIZE");
 }
 
+/* The access keys' encryption key (64 hex digits, or unset: derived from
+ * JWT_SECRET) and the per-user cap of keys. */
+static void test_master_access_keys(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_null(cfg.keys_encryption_key);
+	assert_int_equal(cfg.max_access_keys_per_user, EFS_MASTER_DEFAULT_MAX_ACCESS_KEYS);
+	env_set("KEYS_ENCRYPTION_KEY",
+		"00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff");
+	env_set("MAX_ACCESS_KEYS_PER_USER", "2");
+	master_loads(&cfg);
+	assert_non_null(cfg.keys_encryption_key);
+	assert_int_equal(cfg.max_access_keys_per_user, 2);
+	env_set("KEYS_ENCRYPTION_KEY", "00112233445566778899aabbccddeeff"); /* 16 bytes */
+	master_refused("KEYS_ENCRYPTION_KEY");
+	env_set("KEYS_ENCRYPTION_KEY",
+		"zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+	master_refused("KEYS_ENCRYPTION_KEY");
+	unsetenv("KEYS_ENCRYPTION_KEY");
+	env_set("MAX_ACCESS_KEYS_PER_USER", "0");
+	master_refused("MAX_ACCESS_KEYS_PER_USER");
+	env_set("MAX_ACCESS_KEYS_PER_USER", "10001");
+	master_refused("MAX_ACCESS_KEYS_PER_USER");
+}
+
 static void test_master_history_interval(void **state)
 {
 	struct efs_master_config cfg;
@@ -824,6 +854,7 @@ int main(void)
 		T(test_master_chunk_size),
 		T(test_master_min_chunk_size_and_session_memory),
 		T(test_master_chunk_cache_size),
+		T(test_master_access_keys),
 		T(test_master_history_interval),
 		T(test_master_replication),
 		T(test_master_log_level),

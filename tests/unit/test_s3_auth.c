@@ -343,6 +343,22 @@ static void test_malformed_and_anonymous(void **state)
 	rq.header_count = 2;
 	expect_refused(f, &rq, f->t0, 400, "InvalidArgument");
 
+	/* a header-signed request with a query over the verifier's cap: not
+	 * mistaken for a presigned one */
+	static char long_query[EFS_SIGV4_MAX_QUERY + 64];
+	memset(long_query, 'a', sizeof(long_query) - 1);
+	memcpy(long_query, "prefix=", 7);
+	rq = request_of(&get_unsigned);
+	rq.query = long_query;
+	expect_refused(f, &rq, f->t0, 400, "InvalidArgument");
+	struct efs_s3_principal p;
+	struct efs_s3_auth_error err;
+	assert_int_equal(verify_at(f, &rq, f->t0, &p, &err), -EACCES);
+	assert_non_null(strstr(err.message, "too large to verify"));
+	rq.headers = h; /* and without Authorization: anonymous */
+	rq.header_count = 1;
+	expect_refused(f, &rq, f->t0, 403, "AccessDenied");
+
 	/* a malformed presigned query */
 	rq = request_of(&presigned_get);
 	rq.query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=00";
