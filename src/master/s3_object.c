@@ -45,6 +45,8 @@ struct put_op {
 	struct efs_upload_pipeline *pipeline;
 	struct efs_md5 md5;
 	uint64_t expected; /* the body's (decoded) length */
+	bool has_md5;	   /* Content-MD5 was sent: the body must match */
+	unsigned char content_md5[EFS_MD5_LEN];
 	uint64_t received;
 	size_t reserved; /* from the master's upload_memory */
 	struct efs_object_info obj;
@@ -230,6 +232,38 @@ static int put_headers(struct efs_s3_req *s, struct efs_object_info *o)
 	return 0;
 }
 
+/* Content-MD5: the base64 of 16 bytes (24 characters, "==" at the end).
+ * 0 with @out filled, or -EINVAL. */
+static int content_md5_decode(const char *text, unsigned char out[EFS_MD5_LEN])
+{
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned char bytes[18];
+	size_t n = 0;
+	uint32_t acc = 0;
+	if (strlen(text) != 24 || strcmp(text + 22, "==") != 0)
+		return -EINVAL;
+	for (size_t i = 0; i < 22; i++) {
+		const char *p = strchr(alphabet, text[i]);
+		if (!p || !text[i])
+			return -EINVAL;
+		acc = (acc << 6) | (uint32_t)(p - alphabet);
+		if (i % 4 == 3) {
+			bytes[n++] = (unsigned char)(acc >> 16);
+			bytes[n++] = (unsigned char)(acc >> 8);
+			bytes[n++] = (unsigned char)acc;
+			acc = 0;
+		}
+	}
+	/* 22 characters: 5 groups of 4 (15 bytes), then 2 (one byte, 4 bits
+	 * of padding that must be zero). */
+	if (acc & 0xf)
+		return -EINVAL;
+	bytes[n++] = (unsigned char)(acc >> 4);
+	memcpy(out, bytes, EFS_MD5_LEN);
+	return 0;
+}
+
 static int put_body(struct efs_s3_req *s, const char *data, size_t len)
 {
 	struct put_op *p = s->op;
@@ -312,6 +346,16 @@ static int put_end(struct efs_s3_req *s)
 				    "what was computed.");
 	}
 	efs_md5_final_hex(&p->md5, p->obj.etag);
+	if (p->has_md5) {
+		char expected[EFS_MD5_HEX_LEN + 1];
+		efs_hex_encode(p->content_md5, EFS_MD5_LEN, expected);
+		if (strcmp(expected, p->obj.etag) != 0) {
+			drop_new_file(p, f.file_id);
+			return efs_s3_error(s, 400, "BadDigest",
+					    "The Content-MD5 you specified did not match what we "
+					    "received.");
+		}
+	}
 	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
 	p->obj.size = f.size;
 	p->obj.last_modified_ms = f.created_at_ms;
@@ -372,6 +416,11 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 	file_name_of(s->key, p->name, sizeof(p->name));
 	if ((r = put_headers(s, &p->obj)) < 0)
 		return efs_http_replied(s->http) ? 0 : r;
+	const char *md5 = efs_http_header(s->http, "Content-MD5");
+	if (md5 && content_md5_decode(md5, p->content_md5) < 0)
+		return efs_s3_error(s, 400, "InvalidDigest",
+				    "The Content-MD5 you specified is not valid.");
+	p->has_md5 = md5 != NULL;
 
 	/* The first chunk buffer and its compressed copy, from the budget of
 	 * all uploads (as api_files.c): no bigger than the body. */

@@ -339,6 +339,25 @@ def test_object_put_get_head_with_headers_and_metadata(s3, alice):
     assert empty["ETag"] == '"%s"' % hashlib.md5(b"").hexdigest()
 
 
+def test_content_md5_is_checked(s3, alice):
+    import base64
+    alice.create_bucket(Bucket="md5-bucket")
+    body = b"checked on arrival"
+    good = base64.b64encode(hashlib.md5(body).digest()).decode()
+    bad = base64.b64encode(hashlib.md5(b"something else").digest()).decode()
+    alice.put_object(Bucket="md5-bucket", Key="ok", Body=body, ContentMD5=good)
+    assert alice.get_object(Bucket="md5-bucket", Key="ok")["Body"].read() == body
+    assert error_code(alice.put_object, Bucket="md5-bucket", Key="ok", Body=b"tampered!",
+                      ContentMD5=good) == "BadDigest"
+    assert error_code(alice.put_object, Bucket="md5-bucket", Key="other", Body=body,
+                      ContentMD5=bad) == "BadDigest"
+    assert error_code(alice.put_object, Bucket="md5-bucket", Key="other", Body=body,
+                      ContentMD5="not base64") == "InvalidDigest"
+    # nothing of the refused bodies was stored
+    assert alice.get_object(Bucket="md5-bucket", Key="ok")["Body"].read() == body
+    assert error_code(alice.head_object, Bucket="md5-bucket", Key="other") == "404"
+
+
 def test_ranges(s3, alice):
     alice.create_bucket(Bucket="range-bucket")
     body = bytes(range(256)) * 40  # 10240 bytes
