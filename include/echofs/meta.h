@@ -496,8 +496,7 @@ struct efs_access_key {
 /* Stores @k, atomically with a check that its owner then holds at most
  * @max_per_owner keys (this one included). 0, -EEXIST (the id is taken),
  * -EDQUOT (the owner already has @max_per_owner keys), -EAGAIN / -EIO. */
-int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k,
-			unsigned max_per_owner);
+int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k, unsigned max_per_owner);
 /* The key @access_key_id into *out. 0, -ENOENT, -EAGAIN / -EIO. */
 int efs_meta_key_get(struct efs_meta *m, const char *access_key_id, struct efs_access_key *out);
 /* Every key of @owner, oldest first, into a malloc'ed array (*out, caller

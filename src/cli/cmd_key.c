@@ -21,8 +21,9 @@ static int key_create(struct efs_cli *cli)
 	printf("secret_access_key  %s\n", secret);
 	printf("created_at         %s\n", efs_cli_api_str(key, "created_at"));
 	if (!cli->quiet) {
-		printf("\nThe secret is shown only now: EchoFS keeps it encrypted and cannot show it"
-		       " again.\nTo use this key with the aws CLI:\n\n");
+		printf(
+		    "\nThe secret is shown only now: EchoFS keeps it encrypted and cannot show it"
+		    " again.\nTo use this key with the aws CLI:\n\n");
 		printf("  aws configure set aws_access_key_id %s\n", id);
 		printf("  aws configure set aws_secret_access_key %s\n", secret);
 	}

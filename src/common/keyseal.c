@@ -62,7 +62,7 @@ int efs_keyseal_init_derive(struct efs_keyseal *ks, const char *secret)
 	if (EVP_PKEY_derive_init(ctx) != 1 || EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) != 1 ||
 	    EVP_PKEY_CTX_set1_hkdf_salt(ctx, (const unsigned char *)salt, sizeof(salt) - 1) != 1 ||
 	    EVP_PKEY_CTX_set1_hkdf_key(ctx, (const unsigned char *)secret, (int)strlen(secret)) !=
-		    1 ||
+		1 ||
 	    EVP_PKEY_CTX_add1_hkdf_info(ctx, (const unsigned char *)info, sizeof(info) - 1) != 1 ||
 	    EVP_PKEY_derive(ctx, key, &key_len) != 1 || key_len != sizeof(key))
 		goto out;
@@ -107,7 +107,7 @@ int efs_keyseal_seal(const struct efs_keyseal *ks, const char *context, const ch
 	    (size_t)len != plain_len ||
 	    EVP_EncryptFinal_ex(ctx, buf + NONCE_LEN + plain_len, &len) != 1 ||
 	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, buf + NONCE_LEN + plain_len) !=
-		    1)
+		1)
 		goto out;
 	memcpy(out, PREFIX, PREFIX_LEN);
 	efs_hex_encode(buf, NONCE_LEN + plain_len + TAG_LEN, out + PREFIX_LEN);
@@ -145,8 +145,8 @@ int efs_keyseal_open(const struct efs_keyseal *ks, const char *context, const ch
 	    EVP_DecryptUpdate(ctx, NULL, &len, (const unsigned char *)context,
 			      (int)strlen(context)) != 1 ||
 	    EVP_DecryptUpdate(ctx, plain, &len, buf + NONCE_LEN, (int)plain_len) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN,
-				buf + NONCE_LEN + plain_len) != 1)
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, buf + NONCE_LEN + plain_len) !=
+		1)
 		goto out;
 	if (EVP_DecryptFinal_ex(ctx, plain + len, &len) != 1) {
 		r = -EACCES; /* the tag does not match: wrong key, context or bytes */

@@ -61,8 +61,8 @@ int efs_api_key_create(struct efs_http_req *req)
 	efs_strlcpy(k.owner, req->user, sizeof(k.owner));
 	for (int attempt = 0; attempt < CREATE_ATTEMPTS && r == -EEXIST; attempt++) {
 		memcpy(k.access_key_id, "EK", 2);
-		if ((r = random_chars(k.access_key_id + 2, EFS_ACCESS_KEY_ID_LEN - 2, ID_ALPHABET)) <
-			    0 ||
+		if ((r = random_chars(k.access_key_id + 2, EFS_ACCESS_KEY_ID_LEN - 2,
+				      ID_ALPHABET)) < 0 ||
 		    (r = random_chars(secret, SECRET_LEN, SECRET_ALPHABET)) < 0 ||
 		    (r = efs_keyseal_seal(&m->keyseal, k.access_key_id, secret, k.sealed_secret,
 					  sizeof(k.sealed_secret))) < 0)
@@ -108,8 +108,8 @@ int efs_api_key_delete(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	const char *id = efs_http_param(req, "accessKeyId");
-	int r = efs_s3_access_key_id_valid(id) ? efs_meta_key_delete(m->meta, id, req->user)
-					       : -ENOENT;
+	int r =
+	    efs_s3_access_key_id_valid(id) ? efs_meta_key_delete(m->meta, id, req->user) : -ENOENT;
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_ACCESS_KEY, r, id);
 	efs_info("access key %s deleted by %s", id, req->user);

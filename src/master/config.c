@@ -116,8 +116,8 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 
 	if ((r = efs_env_tls(&cfg->tls, err, errlen)) < 0)
 		return r;
-	if ((r = efs_env_string("KEYS_ENCRYPTION_KEY", NULL, false, &cfg->keys_encryption_key,
-				err, errlen)) < 0)
+	if ((r = efs_env_string("KEYS_ENCRYPTION_KEY", NULL, false, &cfg->keys_encryption_key, err,
+				errlen)) < 0)
 		return r;
 	if (cfg->keys_encryption_key) {
 		struct efs_keyseal probe;

@@ -97,8 +97,7 @@ void efs_s3_auth_free(struct efs_s3_auth *a)
 
 /* ---- errors ---- */
 
-static int refuse(struct efs_s3_auth_error *err, int status, const char *code,
-		  const char *message)
+static int refuse(struct efs_s3_auth_error *err, int status, const char *code, const char *message)
 {
 	err->http_status = status;
 	err->code = code;
@@ -197,9 +196,8 @@ static int signing_key(struct efs_s3_auth *a, const char *access_key_id, const c
 	bool hit = false;
 
 	pthread_mutex_lock(&a->lock);
-	if (e->used && strcmp(e->access_key_id, access_key_id) == 0 &&
-	    strcmp(e->date, date) == 0 && now_s >= e->loaded_s &&
-	    now_s - e->loaded_s < EFS_S3_AUTH_CACHE_TTL_S) {
+	if (e->used && strcmp(e->access_key_id, access_key_id) == 0 && strcmp(e->date, date) == 0 &&
+	    now_s >= e->loaded_s && now_s - e->loaded_s < EFS_S3_AUTH_CACHE_TTL_S) {
 		*key = e->key;
 		efs_strlcpy(owner, e->owner, EFS_ID_MAX + 1);
 		hit = true;
@@ -223,8 +221,7 @@ static int signing_key(struct efs_s3_auth *a, const char *access_key_id, const c
 		}
 		return r;
 	}
-	r = efs_keyseal_open(a->seal, row.access_key_id, row.sealed_secret, secret,
-			     sizeof(secret));
+	r = efs_keyseal_open(a->seal, row.access_key_id, row.sealed_secret, secret, sizeof(secret));
 	if (r < 0)
 		return r == -EACCES || r == -EINVAL ? -EACCES : r;
 	r = efs_sigv4_key_derive(&fresh, secret, date, a->region, SERVICE);
@@ -276,15 +273,15 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 		return refuse(err, 403, "AccessDenied", "Access Denied");
 
 	const char *malformed_code =
-		is_presigned ? "AuthorizationQueryParametersError" : "AuthorizationHeaderMalformed";
+	    is_presigned ? "AuthorizationQueryParametersError" : "AuthorizationHeaderMalformed";
 	if (is_presigned) {
 		if (presigned < 0)
 			return refusef(err, 400, malformed_code,
 				       "Query-string authentication is malformed: %s",
 				       reason ? reason : "invalid");
 	} else {
-		if (strncmp(authorization, EFS_SIGV4_ALGORITHM " ",
-			    sizeof(EFS_SIGV4_ALGORITHM)) != 0)
+		if (strncmp(authorization, EFS_SIGV4_ALGORITHM " ", sizeof(EFS_SIGV4_ALGORITHM)) !=
+		    0)
 			return refuse(err, 400, "InvalidArgument",
 				      "Unsupported Authorization Type: only AWS4-HMAC-SHA256 "
 				      "(Signature Version 4) is accepted");
@@ -350,9 +347,10 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 		} else if (sha256_hex_valid(payload_hash)) {
 			payload = EFS_S3_PAYLOAD_SIGNED;
 		} else {
-			return refuse(err, 400, "InvalidArgument",
-				      "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, "
-				      "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, or a valid sha256 value.");
+			return refuse(
+			    err, 400, "InvalidArgument",
+			    "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, "
+			    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, or a valid sha256 value.");
 		}
 	}
 	r = efs_sigv4_check_time(&auth, amz_date, now_s, EFS_S3_AUTH_MAX_SKEW_S, &reason);
@@ -365,10 +363,11 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 			      "The difference between the request time and the current time is "
 			      "too large.");
 	if (r < 0)
-		return is_presigned ? refusef(err, 400, malformed_code, "X-Amz-Date is malformed: %s",
-					      reason ? reason : "invalid")
-				    : refuse(err, 403, "AccessDenied",
-					     "AWS authentication requires a valid x-amz-date header");
+		return is_presigned
+			   ? refusef(err, 400, malformed_code, "X-Amz-Date is malformed: %s",
+				     reason ? reason : "invalid")
+			   : refuse(err, 403, "AccessDenied",
+				    "AWS authentication requires a valid x-amz-date header");
 
 	/* The key. */
 	if (!efs_s3_access_key_id_valid(auth.access_key_id))
@@ -392,13 +391,13 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 
 	/* The signature. */
 	struct efs_sigv4_request req = {
-		.method = rq->method,
-		.path = rq->path,
-		.query = rq->query,
-		.headers = rq->headers,
-		.header_count = rq->header_count,
-		.payload_hash = payload_hash,
-		.flags = EFS_SIGV4_S3 | (is_presigned ? EFS_SIGV4_PRESIGNED : 0),
+	    .method = rq->method,
+	    .path = rq->path,
+	    .query = rq->query,
+	    .headers = rq->headers,
+	    .header_count = rq->header_count,
+	    .payload_hash = payload_hash,
+	    .flags = EFS_SIGV4_S3 | (is_presigned ? EFS_SIGV4_PRESIGNED : 0),
 	};
 	r = efs_sigv4_verify(&req, &auth, amz_date, &key, &reason);
 	if (r < 0) {
@@ -410,8 +409,10 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 				      "The request signature we calculated does not match the "
 				      "signature you provided. Check your key and signing method.");
 		if (r == -E2BIG)
-			return refusef(err, 400, "InvalidArgument", "The request is too large to "
-				       "verify: %s", reason ? reason : "over a limit");
+			return refusef(err, 400, "InvalidArgument",
+				       "The request is too large to "
+				       "verify: %s",
+				       reason ? reason : "over a limit");
 		return refusef(err, 403, "SignatureDoesNotMatch",
 			       "The request cannot be verified: %s", reason ? reason : "invalid");
 	}
@@ -463,8 +464,8 @@ struct efs_s3_chunked {
 
 int efs_s3_chunked_new(const struct efs_s3_principal *p, struct efs_s3_chunked **out)
 {
-	if (p->payload != EFS_S3_PAYLOAD_STREAMING || strlen(p->seed_signature) !=
-							      EFS_SIGV4_SIGNATURE_LEN)
+	if (p->payload != EFS_S3_PAYLOAD_STREAMING ||
+	    strlen(p->seed_signature) != EFS_SIGV4_SIGNATURE_LEN)
 		return -EINVAL;
 	struct efs_s3_chunked *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -503,8 +504,8 @@ static int chunked_fail(struct efs_s3_chunked *c, int r)
 static int chunk_check(struct efs_s3_chunked *c, const char *sha_hex)
 {
 	char expected[EFS_SIGV4_SIGNATURE_LEN + 1];
-	int r = efs_sigv4_chunk_signature(&c->key, c->amz_date, c->prev_signature, sha_hex,
-					  expected);
+	int r =
+	    efs_sigv4_chunk_signature(&c->key, c->amz_date, c->prev_signature, sha_hex, expected);
 	if (r < 0)
 		return -EINVAL;
 	if (!efs_sigv4_signature_equal(expected, c->chunk_signature))

@@ -61,9 +61,9 @@ int efs_s3_auth_new(const struct efs_s3_auth_deps *deps, struct efs_s3_auth **ou
 void efs_s3_auth_free(struct efs_s3_auth *a);
 
 struct efs_s3_auth_request {
-	const char *method; /* as sent */
-	const char *path;   /* raw path as sent, percent-encoded */
-	const char *query;  /* raw query without '?', or NULL */
+	const char *method;			/* as sent */
+	const char *path;			/* raw path as sent, percent-encoded */
+	const char *query;			/* raw query without '?', or NULL */
 	const struct efs_sigv4_header *headers; /* every request header as received */
 	size_t header_count;
 };

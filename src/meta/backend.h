@@ -89,8 +89,7 @@ struct efs_meta_ops {
 			    unsigned *replica_count);
 	int (*key_create)(void *impl, const struct efs_access_key *k, unsigned max_per_owner);
 	int (*key_get)(void *impl, const char *access_key_id, struct efs_access_key *out);
-	int (*key_list)(void *impl, const char *owner, struct efs_access_key **out,
-			size_t *count);
+	int (*key_list)(void *impl, const char *owner, struct efs_access_key **out, size_t *count);
 	int (*key_delete)(void *impl, const char *access_key_id, const char *owner);
 };
 

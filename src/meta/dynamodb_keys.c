@@ -37,8 +37,8 @@ static void owner_pk(const char *owner, char out[EFS_ID_MAX + 16])
 
 static void list_sk(const struct efs_access_key *k, char out[EFS_ACCESS_KEY_ID_LEN + 32])
 {
-	snprintf(out, EFS_ACCESS_KEY_ID_LEN + 32, LIST_SK "%016lld#%s",
-		 (long long)k->created_at_ms, k->access_key_id);
+	snprintf(out, EFS_ACCESS_KEY_ID_LEN + 32, LIST_SK "%016lld#%s", (long long)k->created_at_ms,
+		 k->access_key_id);
 }
 
 static json_t *key_item(const char *pk, const char *sk, const struct efs_access_key *k)
@@ -78,11 +78,12 @@ int dyn_key_create(void *impl, const struct efs_access_key *k, unsigned max_per_
 		json_array_append_new(items, dyn_tx_put(d->files, key_item(opk, lsk, k),
 							"attribute_not_exists(pk)", NULL, NULL));
 		json_array_append_new(
-		    items, dyn_tx_update(d->files, ddb_key(opk, COUNT_SK),
-					 "SET key_count = if_not_exists(key_count, :zero) + :one",
-					 "attribute_not_exists(key_count) OR key_count < :cap", NULL,
-					 json_pack("{s:o, s:o, s:o}", ":zero", ddb_n(0), ":one",
-						   ddb_n(1), ":cap", ddb_n(max_per_owner))));
+		    items,
+		    dyn_tx_update(d->files, ddb_key(opk, COUNT_SK),
+				  "SET key_count = if_not_exists(key_count, :zero) + :one",
+				  "attribute_not_exists(key_count) OR key_count < :cap", NULL,
+				  json_pack("{s:o, s:o, s:o}", ":zero", ddb_n(0), ":one", ddb_n(1),
+					    ":cap", ddb_n(max_per_owner))));
 		r = dyn_tx(d, items, 3, &res);
 		if (r == 0)
 			return 0;

@@ -381,8 +381,7 @@ int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *pre
 		       : -ENOTSUP;
 }
 
-int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k,
-			unsigned max_per_owner)
+int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k, unsigned max_per_owner)
 {
 	return m->ops->key_create(m->impl, k, max_per_owner);
 }

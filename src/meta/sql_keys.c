@@ -29,8 +29,8 @@ static int key_create_tx(struct sql_conn *c, void *ctx)
 		      NULL, NULL, NULL, SQL_TEXT(p->k->owner));
 	if (r < 0)
 		return r;
-	r = SQL_Q(c, "SELECT key_count FROM access_key_counts WHERE owner = $1", sql_row_int,
-		  &held, NULL, SQL_TEXT(p->k->owner));
+	r = SQL_Q(c, "SELECT key_count FROM access_key_counts WHERE owner = $1", sql_row_int, &held,
+		  NULL, SQL_TEXT(p->k->owner));
 	if (r < 0)
 		return r;
 	if (held > (int64_t)p->max_per_owner)

@@ -90,9 +90,10 @@ static void test_hex_key_form(void **state)
 	assert_int_equal(ks.key[31], 0x1f);
 	assert_int_equal(efs_keyseal_init_hex(&ks, "00"), -EINVAL);
 	assert_int_equal(efs_keyseal_init_hex(&ks, KEY_HEX "00"), -EINVAL);
-	assert_int_equal(efs_keyseal_init_hex(
-			     &ks, "g00102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1"),
-			 -EINVAL);
+	assert_int_equal(
+	    efs_keyseal_init_hex(&ks,
+				 "g00102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1"),
+	    -EINVAL);
 	assert_int_equal(efs_keyseal_init_hex(&ks, NULL), -EINVAL);
 }
 

@@ -57,9 +57,8 @@ static void store_key(struct fixture *f, const char *id, const char *owner, cons
 	struct efs_access_key k = {0};
 	efs_strlcpy(k.access_key_id, id, sizeof(k.access_key_id));
 	efs_strlcpy(k.owner, owner, sizeof(k.owner));
-	assert_int_equal(efs_keyseal_seal(&f->seal, id, secret, k.sealed_secret,
-					  sizeof(k.sealed_secret)),
-			 0);
+	assert_int_equal(
+	    efs_keyseal_seal(&f->seal, id, secret, k.sealed_secret, sizeof(k.sealed_secret)), 0);
 	k.created_at_ms = 1;
 	assert_int_equal(efs_meta_key_create(f->meta, &k, 100), 0);
 }
@@ -131,7 +130,7 @@ struct headers_copy {
 	size_t n;
 };
 static struct efs_s3_auth_request with_header(const struct vector *v, struct headers_copy *c,
-					       const char *name, const char *value)
+					      const char *name, const char *value)
 {
 	bool seen = false;
 	c->n = 0;
@@ -227,10 +226,11 @@ static void test_bad_signature(void **state)
 	expect_refused(f, &rq, f->t0, 403, "SignatureDoesNotMatch");
 
 	/* the right key id with another secret: a key stored for "bob" signs nothing of alice's */
-	rq = with_header(&put_signed, &c, "Authorization",
-			 "AWS4-HMAC-SHA256 Credential=" VEC_KEY_ID
-			 "/20261203/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, "
-			 "Signature=0000000000000000000000000000000000000000000000000000000000000000");
+	rq = with_header(
+	    &put_signed, &c, "Authorization",
+	    "AWS4-HMAC-SHA256 Credential=" VEC_KEY_ID
+	    "/20261203/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, "
+	    "Signature=0000000000000000000000000000000000000000000000000000000000000000");
 	expect_refused(f, &rq, f->t0, 403, "SignatureDoesNotMatch");
 }
 
@@ -477,8 +477,8 @@ static void test_streaming_every_split(void **state)
 		assert_memory_equal(out.data, vec_stream_data, VEC_STREAM_DATA_LEN);
 	}
 	for (size_t step = 1; step <= 7; step++) {
-		assert_int_equal(decode(&p, stream_put.body, stream_put.body_len, SIZE_MAX, step, &out),
-				 0);
+		assert_int_equal(
+		    decode(&p, stream_put.body, stream_put.body_len, SIZE_MAX, step, &out), 0);
 		assert_memory_equal(out.data, vec_stream_data, VEC_STREAM_DATA_LEN);
 	}
 	efs_sigv4_key_wipe(&p.key);
@@ -499,8 +499,11 @@ static void test_streaming_tampered_chunk(void **state)
 	 * of each chunk (the final one included) */
 	const char *sig2 = strstr(first_data, "chunk-signature=");
 	const char *sig3 = strstr(sig2 + 1, "chunk-signature=");
-	size_t flips[] = {data_at, data_at + 63, (size_t)(sig2 - stream_put.body) + 100,
-			  (size_t)(sig2 - stream_put.body) + 20, (size_t)(sig3 - stream_put.body) + 20,
+	size_t flips[] = {data_at,
+			  data_at + 63,
+			  (size_t)(sig2 - stream_put.body) + 100,
+			  (size_t)(sig2 - stream_put.body) + 20,
+			  (size_t)(sig3 - stream_put.body) + 20,
 			  16 + 3};
 	for (size_t i = 0; i < sizeof(flips) / sizeof(flips[0]); i++) {
 		memcpy(body, stream_put.body, stream_put.body_len);
@@ -537,7 +540,8 @@ static void test_streaming_tampered_chunk(void **state)
 	/* more bytes than x-amz-decoded-content-length */
 	struct efs_s3_principal shorter = p;
 	shorter.decoded_length = VEC_STREAM_DATA_LEN - 1;
-	assert_int_equal(decode(&shorter, stream_put.body, stream_put.body_len, 0, 0, &out), -EINVAL);
+	assert_int_equal(decode(&shorter, stream_put.body, stream_put.body_len, 0, 0, &out),
+			 -EINVAL);
 	efs_sigv4_key_wipe(&p.key);
 }
 
@@ -556,7 +560,8 @@ static void test_streaming_truncated(void **state)
 	/* a body of fewer bytes than x-amz-decoded-content-length, well framed */
 	struct efs_s3_principal longer = p;
 	longer.decoded_length = VEC_STREAM_DATA_LEN + 1;
-	assert_int_equal(decode(&longer, stream_put.body, stream_put.body_len, 0, 0, &out), -EINVAL);
+	assert_int_equal(decode(&longer, stream_put.body, stream_put.body_len, 0, 0, &out),
+			 -EINVAL);
 	/* a principal of another mode has no decoder */
 	struct efs_s3_chunked *c = NULL;
 	struct efs_s3_principal unsigned_p = p;
