@@ -6,8 +6,9 @@
 # tokens and worker ids survive a restart. Ctrl-C stops everything cleanly.
 #
 # Environment: MASTER_PORT (8080), WORKER_BASE_PORT (8081: workers use
-# 8081..8083), WORKER_COUNT (3), DATA (./data), plus anything the daemons
-# read (CHUNK_SIZE, REPLICATION_FACTOR, LOG_LEVEL...).
+# 8081..8083), WORKER_COUNT (3), S3_PORT (9000: the S3 API, docs/S3.md;
+# 0 turns it off), DATA (./data), plus anything the daemons read
+# (CHUNK_SIZE, REPLICATION_FACTOR, LOG_LEVEL...).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +17,7 @@ DATA=${DATA:-$ROOT/data}
 MASTER_PORT=${MASTER_PORT:-8080}
 WORKER_BASE_PORT=${WORKER_BASE_PORT:-8081}
 WORKER_COUNT=${WORKER_COUNT:-3}
+S3_PORT=${S3_PORT:-9000}
 
 ./scripts/install-deps.sh
 make -s all
@@ -23,10 +25,12 @@ make -s all
 port_busy() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
-for port in "$MASTER_PORT" $(seq "$WORKER_BASE_PORT" $((WORKER_BASE_PORT + WORKER_COUNT - 1))); do
+s3_ports=()
+[ "$S3_PORT" != 0 ] && s3_ports=("$S3_PORT")
+for port in "$MASTER_PORT" "${s3_ports[@]}" $(seq "$WORKER_BASE_PORT" $((WORKER_BASE_PORT + WORKER_COUNT - 1))); do
 	if port_busy "$port"; then
 		echo "dev-cluster: port $port is already in use (is a cluster already running?)." >&2
-		echo "dev-cluster: set MASTER_PORT / WORKER_BASE_PORT to use other ports." >&2
+		echo "dev-cluster: set MASTER_PORT / WORKER_BASE_PORT / S3_PORT to use other ports." >&2
 		exit 1
 	fi
 done
@@ -59,7 +63,7 @@ stop_all() {
 trap stop_all INT TERM
 
 MASTER_URL="http://127.0.0.1:$MASTER_PORT"
-MASTER_HOST=${MASTER_HOST:-127.0.0.1} MASTER_PORT=$MASTER_PORT DATA_DIR="$DATA/master" \
+MASTER_HOST=${MASTER_HOST:-127.0.0.1} MASTER_PORT=$MASTER_PORT S3_PORT=$S3_PORT DATA_DIR="$DATA/master" \
 	"$ROOT/bin/echofs-master" >>"$DATA/logs/master.log" 2>&1 &
 pids+=($!)
 for i in $(seq 1 "$WORKER_COUNT"); do
@@ -105,8 +109,37 @@ Try:
 
 Dashboard: $MASTER_URL/ (paste the token). Metrics: $MASTER_URL/metrics
 
-Ctrl-C stops the cluster.
 INFO
+
+if [ "$S3_PORT" != 0 ]; then
+	# An S3 access key for "dev" (POST /api/v1/keys), kept for later runs.
+	if [ ! -s "$DATA/s3-key.env" ]; then
+		reply=$(curl -s -X POST -H "Authorization: Bearer $TOKEN" "$MASTER_URL/api/v1/keys" || true)
+		key_id=$(printf '%s' "$reply" | sed -n 's/.*"access_key_id":"\([^"]*\)".*/\1/p')
+		secret=$(printf '%s' "$reply" | sed -n 's/.*"secret_access_key":"\([^"]*\)".*/\1/p')
+		if [ -n "$key_id" ] && [ -n "$secret" ]; then
+			(umask 077; printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$key_id" "$secret" >"$DATA/s3-key.env")
+		fi
+	fi
+	if [ -s "$DATA/s3-key.env" ]; then
+		key_lines=$(sed 's/^/  export /' "$DATA/s3-key.env")
+	else
+		key_lines="  # no key yet: curl -s -X POST -H \"Authorization: Bearer \$ECHOFS_TOKEN\" $MASTER_URL/api/v1/keys"
+	fi
+	cat <<INFO
+S3 API: http://127.0.0.1:$S3_PORT (region us-east-1; docs/S3.md). With an access key of user "dev":
+$key_lines
+  export AWS_DEFAULT_REGION=us-east-1
+  aws --endpoint-url http://127.0.0.1:$S3_PORT s3 mb s3://my-bucket
+  aws --endpoint-url http://127.0.0.1:$S3_PORT s3 cp README.md s3://my-bucket/README.md
+  aws --endpoint-url http://127.0.0.1:$S3_PORT s3 ls s3://my-bucket
+  aws --endpoint-url http://127.0.0.1:$S3_PORT s3 cp s3://my-bucket/README.md copy.md
+  aws --endpoint-url http://127.0.0.1:$S3_PORT s3 rm s3://my-bucket/README.md
+  aws --endpoint-url http://127.0.0.1:$S3_PORT s3 rb s3://my-bucket
+
+INFO
+fi
+echo "Ctrl-C stops the cluster."
 
 # Stop everything when one process dies unexpectedly.
 set +e

@@ -27,6 +27,19 @@ void efs_sha256_final_hex(struct efs_sha256 *h, char hex[EFS_SHA256_HEX_LEN + 1]
 void efs_sha256_release(struct efs_sha256 *h);
 
 /* One-shot SHA-256 of a buffer, as hex. */
+/* Streaming MD5 (the S3 ETag of a single PUT; not for security): init
+ * (0 or -ENOMEM), update, then final_hex, which releases; release alone
+ * when abandoned (NULL ctx accepted). */
+#define EFS_MD5_LEN 16
+#define EFS_MD5_HEX_LEN 32
+struct efs_md5 {
+	void *ctx; /* EVP_MD_CTX */
+};
+int efs_md5_init(struct efs_md5 *h);
+void efs_md5_update(struct efs_md5 *h, const void *data, size_t len);
+void efs_md5_final_hex(struct efs_md5 *h, char hex[EFS_MD5_HEX_LEN + 1]);
+void efs_md5_release(struct efs_md5 *h);
+
 void efs_sha256_hex(const void *data, size_t len, char hex[EFS_SHA256_HEX_LEN + 1]);
 
 /* HMAC-SHA256 of @data under @key, the raw 32-byte MAC into @mac (SigV4

@@ -85,8 +85,10 @@ typedef int (*efs_http_fn)(struct efs_http_req *req);
 typedef int (*efs_http_body_fn)(struct efs_http_req *req, const char *data, size_t len);
 
 struct efs_http_route {
-	const char *method;  /* "GET", "POST", ... */
-	const char *pattern; /* "/api/v1/workers/{workerId}/heartbeat" */
+	const char *method;  /* "GET", "POST", ..., or "*": any method */
+	/* "/api/v1/workers/{workerId}/heartbeat", or "*": any path (a server
+	 * whose handler routes by itself, the S3 listener: s3_routes.c) */
+	const char *pattern;
 	enum efs_auth_mode auth;
 	efs_http_fn begin;     /* optional */
 	efs_http_body_fn body; /* optional: streaming body */
@@ -188,6 +190,13 @@ void *efs_http_ctx(const struct efs_http_req *req);
 /* Request accessors; returned strings live as long as the request. */
 const char *efs_http_param(const struct efs_http_req *req, const char *name);
 const char *efs_http_header(const struct efs_http_req *req, const char *name);
+/* The request target (path and query) exactly as the client sent it,
+ * undecoded: what a signature over the request covers. */
+const char *efs_http_raw_target(const struct efs_http_req *req);
+/* Calls @fn(@ctx, name, value) for each request header field in the order
+ * received, stopping at the first non-zero return, which is returned. */
+typedef int (*efs_http_req_header_fn)(void *ctx, const char *name, const char *value);
+int efs_http_headers(const struct efs_http_req *req, efs_http_req_header_fn fn, void *ctx);
 /* A query value with an encoded NUL ("%00") comes back as this string,
  * which no validation accepts. */
 #define EFS_HTTP_INVALID_VALUE "\x01invalid"
@@ -196,7 +205,7 @@ const char *efs_http_query(const struct efs_http_req *req, const char *name);
 bool efs_http_replied(const struct efs_http_req *req);
 
 /* Adds a response header to the reply that will be sent. 0 or -ENOMEM,
- * -E2BIG past 16 headers. */
+ * -E2BIG past 48 headers. */
 int efs_http_add_header(struct efs_http_req *req, const char *name, const char *value);
 
 /* Replies. Each returns 0 or a negative errno; only the first reply of a

@@ -34,6 +34,8 @@ struct efs_worker_info {
 };
 
 #define EFS_NAME_MAX 255     /* longest file name, bytes */
+#define EFS_S3_BUCKET_MAX 63 /* S3 bucket name, bytes (S3's rule) */
+#define EFS_S3_KEY_MAX 1024  /* S3 object key, bytes (S3's rule) */
 #define EFS_FILE_ID_LEN 32   /* file and session ids: 32 hex digits */
 #define EFS_MAX_REPLICAS 16  /* most replicas listed per chunk */
 
@@ -48,6 +50,11 @@ struct efs_file_info {
 	unsigned replication;
 	uint64_t stored_bytes; /* sum of the chunks' stored sizes, one replica */
 	int64_t created_at_ms;
+	/* When the file is an S3 object: its bucket and key (efs_meta_file_get
+	 * and efs_meta_file_list fill them; "" otherwise, and always in the
+	 * DynamoDB backend, which has no S3 objects). Never written. */
+	char s3_bucket[EFS_S3_BUCKET_MAX + 1];
+	char s3_key[EFS_S3_KEY_MAX + 1];
 };
 
 struct efs_chunk_info {
@@ -243,6 +250,88 @@ int efs_meta_file_list(struct efs_meta *m, const char *owner, int64_t after_crea
  * -ENOENT when there is no such file of that owner. */
 int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *owner,
 			 int64_t now_ms);
+
+/* ---- S3 buckets and objects (docs/S3.md) ------------------------------
+ * The SQL backends only: the DynamoDB backend answers -ENOTSUP to each
+ * (the master then refuses to start its S3 listener). An object IS a
+ * file: its row names the file holding its bytes, whose owner is the
+ * bucket's owner. */
+
+#define EFS_S3_REGION_MAX 32
+#define EFS_S3_BUCKETS_PER_OWNER 1000 /* more: -EDQUOT */
+/* Stored object headers, bytes each; S3's own limit on user metadata
+ * (x-amz-meta-*, names and values together) is 2 KiB. */
+#define EFS_S3_HEADER_MAX 1024
+#define EFS_S3_USER_META_MAX 4096 /* the JSON object holding them */
+#define EFS_S3_ETAG_MAX 64
+
+struct efs_bucket_info {
+	char name[EFS_S3_BUCKET_MAX + 1];
+	char owner[EFS_ID_MAX + 1];
+	char region[EFS_S3_REGION_MAX + 1];
+	int64_t created_at_ms;
+};
+
+/* An object's row: where its bytes are and the headers it was put with
+ * ("" when absent). */
+struct efs_object_info {
+	char bucket[EFS_S3_BUCKET_MAX + 1];
+	char key[EFS_S3_KEY_MAX + 1];
+	char file_id[EFS_ID_MAX + 1];
+	uint64_t size;
+	char etag[EFS_S3_ETAG_MAX + 1]; /* hex MD5 of the bytes, no quotes */
+	char content_type[EFS_S3_HEADER_MAX + 1];
+	char content_encoding[EFS_S3_HEADER_MAX + 1];
+	char content_disposition[EFS_S3_HEADER_MAX + 1];
+	char cache_control[EFS_S3_HEADER_MAX + 1];
+	char expires[EFS_S3_HEADER_MAX + 1];
+	char user_meta[EFS_S3_USER_META_MAX + 1]; /* JSON object: name -> value */
+	int64_t last_modified_ms;
+};
+
+/* One entry of a listing: what ListObjects shows of an object. */
+struct efs_object_entry {
+	char key[EFS_S3_KEY_MAX + 1];
+	uint64_t size;
+	char etag[EFS_S3_ETAG_MAX + 1];
+	int64_t last_modified_ms;
+};
+
+/* Creates bucket @b. -EEXIST when the name is taken (by anyone: read it
+ * with efs_meta_bucket_get to tell whose), -EDQUOT when its owner has
+ * EFS_S3_BUCKETS_PER_OWNER already. */
+int efs_meta_bucket_create(struct efs_meta *m, const struct efs_bucket_info *b);
+/* -ENOENT when there is no such bucket. */
+int efs_meta_bucket_get(struct efs_meta *m, const char *name, struct efs_bucket_info *out);
+/* @owner's buckets by name (at most EFS_S3_BUCKETS_PER_OWNER); *out is
+ * malloc'd (NULL when none), the caller frees it. */
+int efs_meta_bucket_list(struct efs_meta *m, const char *owner, struct efs_bucket_info **out,
+			 size_t *count);
+/* Deletes bucket @name of @owner if it holds no object, in one transaction
+ * that excludes a concurrent efs_meta_object_put into it. -ENOENT (no
+ * such bucket of that owner), -ENOTEMPTY. */
+int efs_meta_bucket_delete(struct efs_meta *m, const char *name, const char *owner);
+/* -ENOENT when the bucket has no such key. */
+int efs_meta_object_get(struct efs_meta *m, const char *bucket, const char *key,
+			struct efs_object_info *out);
+/* Makes @o the object at (o->bucket, o->key), in one transaction: the row
+ * is inserted or replaced, and the file the replaced row named (if any) is
+ * deleted and its chunks released, so a reader finds the old object or
+ * the new one, never neither. @o->file_id must name a recorded file of
+ * the bucket's owner. -ENOENT when the bucket is gone (the caller then
+ * deletes the new file). */
+int efs_meta_object_put(struct efs_meta *m, const struct efs_object_info *o, int64_t now_ms);
+/* Deletes the object and its file (chunks released), in one transaction.
+ * -ENOENT when there is none. */
+int efs_meta_object_delete(struct efs_meta *m, const char *bucket, const char *key,
+			   int64_t now_ms);
+/* Up to @limit objects of @bucket whose key starts with @prefix and sorts
+ * (bytewise) after @after ("" : from the first), in key order, into the
+ * caller's @out; *count is how many. One bounded query: the store never
+ * loads more than @limit rows. */
+int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *prefix,
+			 const char *after, size_t limit, struct efs_object_entry *out,
+			 size_t *count);
 
 /* ---- chunks, replicas, garbage --------------------------------------- */
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* hash.c - SHA-256 and HMAC-SHA256 through OpenSSL, CRC32C through ISA-L. */
+/* hash.c - SHA-256, MD5 and HMAC-SHA256 through OpenSSL, CRC32C through ISA-L. */
 #include "echofs/hash.h"
 #include "echofs/util.h"
 
@@ -34,6 +34,38 @@ void efs_sha256_final_hex(struct efs_sha256 *h, char hex[EFS_SHA256_HEX_LEN + 1]
 }
 
 void efs_sha256_release(struct efs_sha256 *h)
+{
+	EVP_MD_CTX_free(h->ctx);
+	h->ctx = NULL;
+}
+
+int efs_md5_init(struct efs_md5 *h)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	if (!ctx || EVP_DigestInit_ex(ctx, EVP_md5(), NULL) != 1) {
+		EVP_MD_CTX_free(ctx);
+		return -ENOMEM;
+	}
+	h->ctx = ctx;
+	return 0;
+}
+
+void efs_md5_update(struct efs_md5 *h, const void *data, size_t len)
+{
+	if (len)
+		EVP_DigestUpdate(h->ctx, data, len);
+}
+
+void efs_md5_final_hex(struct efs_md5 *h, char hex[EFS_MD5_HEX_LEN + 1])
+{
+	unsigned char digest[EFS_MD5_LEN];
+	unsigned int n = 0;
+	EVP_DigestFinal_ex(h->ctx, digest, &n);
+	efs_hex_encode(digest, EFS_MD5_LEN, hex);
+	efs_md5_release(h);
+}
+
+void efs_md5_release(struct efs_md5 *h)
 {
 	EVP_MD_CTX_free(h->ctx);
 	h->ctx = NULL;

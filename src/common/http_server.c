@@ -30,7 +30,9 @@
 /* The reaper looks for overdue header blocks this often (at most). */
 #define REAP_INTERVAL_MS 250
 #define REAP_LOG_INTERVAL_MS 10000
-#define MAX_REPLY_HEADERS 16
+/* Reply headers a handler may add: S3 objects carry their stored headers
+ * and user metadata (x-amz-meta-*) besides the usual ones. */
+#define MAX_REPLY_HEADERS 48
 /* After an early reply, at most this much of the remaining body is read and
  * dropped (so the client sees the reply); past it the connection closes. */
 #define MAX_DISCARD_BYTES (64 * 1024 * 1024)
@@ -108,8 +110,10 @@ struct efs_http_req_private {
 	struct MHD_Connection *conn;
 	const char *version; /* "HTTP/1.1" */
 	int64_t start_ns;
-	/* The request target as the client sent it (uri_seen()). */
+	/* The request target as the client sent it (uri_seen()): its length,
+	 * and a copy (NULL when it is over MAX_TARGET_BYTES: refused then). */
 	size_t target_bytes;
+	char *raw_target;
 	size_t query_params;
 	bool must_close; /* a framing anomaly: reply at once, then close */
 	bool abort;      /* a refusal could not be sent (out of memory): close */
@@ -144,6 +148,12 @@ bool efs_http_route_match(const char *pattern, const char *path, struct efs_http
 	unsigned nparams = 0;
 	const char *p = pattern, *u = path;
 
+	/* "*" is the catch-all of a server whose handler routes itself. */
+	if (strcmp(pattern, "*") == 0) {
+		if (req)
+			req->param_count = 0;
+		return true;
+	}
 	if (*p != '/' || *u != '/')
 		return false;
 	while (*p && *u) {
@@ -191,7 +201,7 @@ static const struct efs_http_route *find_route(const struct efs_http_server *srv
 			const struct efs_http_route *r = &srv->cfg.routes[i];
 			if (!efs_http_route_match(r->pattern, path, NULL))
 				continue;
-			if (strcmp(r->method, m) != 0) {
+			if (strcmp(r->method, m) != 0 && strcmp(r->method, "*") != 0) {
 				if (pass == 0 && !strstr(allow, r->method)) {
 					size_t used = strlen(allow);
 					snprintf(allow + used, allow_len - used, "%s%s%s",
@@ -220,6 +230,34 @@ const char *efs_http_param(const struct efs_http_req *req, const char *name)
 		if (strcmp(req->param_names[i], name) == 0)
 			return req->params[i];
 	return NULL;
+}
+
+const char *efs_http_raw_target(const struct efs_http_req *req)
+{
+	return req->priv->raw_target ? req->priv->raw_target : req->path;
+}
+
+/* Adapter from libmicrohttpd's header iterator to efs_http_req_header_fn. */
+struct header_walk {
+	efs_http_req_header_fn fn;
+	void *ctx;
+	int result;
+};
+
+static enum MHD_Result walk_header(void *cls, enum MHD_ValueKind kind, const char *key,
+				   size_t key_size, const char *value, size_t value_size)
+{
+	struct header_walk *w = cls;
+	(void)kind, (void)key_size, (void)value_size;
+	w->result = w->fn(w->ctx, key, value ? value : "");
+	return w->result == 0 ? MHD_YES : MHD_NO;
+}
+
+int efs_http_headers(const struct efs_http_req *req, efs_http_req_header_fn fn, void *ctx)
+{
+	struct header_walk w = {fn, ctx, 0};
+	MHD_get_connection_values_n(req->priv->conn, MHD_HEADER_KIND, walk_header, &w);
+	return w.result;
 }
 
 const char *efs_http_header(const struct efs_http_req *req, const char *name)
@@ -998,6 +1036,8 @@ static void *uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
 	if (!req)
 		return NULL; /* access_handler() tries again, without the counts */
 	req->priv->target_bytes = strlen(uri);
+	if (req->priv->target_bytes <= MAX_TARGET_BYTES)
+		req->priv->raw_target = strdup(uri); /* NULL: efs_http_raw_target falls back */
 	const char *query = strchr(uri, '?');
 	if (query && query[1]) {
 		req->priv->query_params = 1;
@@ -1072,6 +1112,7 @@ static void req_free(struct efs_http_req *req)
 		free(priv->headers[i].name);
 		free(priv->headers[i].value);
 	}
+	free(priv->raw_target);
 	free(priv);
 	free(req);
 }

@@ -26,12 +26,18 @@
 json_t *efs_api_file_json(const struct efs_file_info *f)
 {
 	char when[EFS_ISO8601_LEN];
-	return json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:s, s:s}", "file_id",
+	json_t *obj = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:s, s:s}", "file_id",
 			 f->file_id, "name", f->name, "size", (json_int_t)f->size, "sha256",
 			 f->sha256, "chunk_size", (json_int_t)f->chunk_size, "chunk_count",
 			 (json_int_t)f->chunk_count, "replication", (json_int_t)f->replication,
 			 "stored_bytes", (json_int_t)f->stored_bytes, "owner", f->owner,
 			 "created_at", efs_iso8601(f->created_at_ms, when));
+	/* An S3 object (docs/S3.md): where it is in S3's terms. */
+	if (obj && f->s3_bucket[0]) {
+		json_object_set_new(obj, "bucket", json_string(f->s3_bucket));
+		json_object_set_new(obj, "key", json_string(f->s3_key));
+	}
+	return obj;
 }
 
 /* Loads file @file_id of the caller (through the Redis cache when @cached:

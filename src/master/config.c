@@ -57,6 +57,40 @@ static bool s3_bucket_name_valid(const char *name)
 	return true;
 }
 
+/* The S3 API's listener: S3_PORT, S3_DOMAIN, AWS_REGION. */
+static int load_s3_api(struct efs_master_config *cfg, char *err, size_t errlen)
+{
+	uint64_t port;
+	int r;
+	if ((r = efs_env_u64("S3_PORT", 0, 0, 65535, false, &port, err, errlen)) < 0 ||
+	    (r = efs_env_string("S3_DOMAIN", NULL, false, &cfg->s3_domain, err, errlen)) < 0 ||
+	    (r = efs_env_string("AWS_REGION", "us-east-1", false, &cfg->s3_region, err, errlen)) <
+		    0)
+		return r;
+	cfg->s3_port = (uint16_t)port;
+	if (cfg->s3_port && cfg->s3_port == cfg->port) {
+		snprintf(err, errlen, "S3_PORT (%u) must differ from MASTER_PORT", cfg->s3_port);
+		return -EINVAL;
+	}
+	if (cfg->s3_domain && (!*cfg->s3_domain || strlen(cfg->s3_domain) > 200 ||
+			       strchr(cfg->s3_domain, ':') || strchr(cfg->s3_domain, '/'))) {
+		snprintf(err, errlen, "S3_DOMAIN: '%.64s' is not a host name (e.g. s3.example.com)",
+			 cfg->s3_domain);
+		return -EINVAL;
+	}
+	if (!cfg->s3_port)
+		return 0;
+	if (cfg->dynamodb.files_table) {
+		/* Buckets and objects live in the SQL stores only, so far. */
+		snprintf(err, errlen,
+			 "S3_PORT: the S3 API needs SQLite or PostgreSQL metadata; with DynamoDB "
+			 "metadata (DYNAMODB_*_TABLE) it is not available yet: unset S3_PORT");
+		return -EINVAL;
+	}
+	return efs_env_listen_host("MASTER_HOST", "0.0.0.0", cfg->s3_port, &cfg->s3_listen_addr,
+				   &cfg->s3_listen_addrlen, err, errlen);
+}
+
 int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errlen)
 {
 	uint64_t v;
@@ -200,6 +234,8 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 		}
 	}
 	if ((r = load_dynamodb(cfg, err, errlen)) < 0)
+		return r;
+	if ((r = load_s3_api(cfg, err, errlen)) < 0)
 		return r;
 
 	if (cfg->worker_dead_after_ms <= cfg->heartbeat_interval_ms) {

@@ -53,6 +53,14 @@ struct efs_master_config {
 	 * only when it is set. */
 	const char *s3_bucket;
 	struct efs_aws_config aws;
+	/* The S3 API (docs/S3.md): S3_PORT on MASTER_HOST, 0 (unset): off.
+	 * S3_DOMAIN: virtual-host addressing under it (NULL: path style
+	 * only). AWS_REGION (us-east-1): the region it signs and answers for. */
+	uint16_t s3_port;
+	struct sockaddr_storage s3_listen_addr;
+	unsigned s3_listen_addrlen;
+	const char *s3_domain;
+	const char *s3_region;
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000

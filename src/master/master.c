@@ -4,6 +4,8 @@
 #include "master/chunk_cache.h"
 #include "master/chunk_s3.h"
 #include "master/chunk_workers.h"
+#include "master/s3_auth.h"
+#include "master/s3_routes.h"
 #include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
@@ -28,8 +30,12 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	efs_history_stop(&m->history);
 	efs_repair_stop(&m->repair);
 	efs_gc_stop(&m->gc);
+	efs_http_server_stop(m->s3_http, grace_ms);
+	m->s3_http = NULL;
 	efs_http_server_stop(m->http, grace_ms);
 	m->http = NULL;
+	efs_s3_auth_free(m->s3_auth);
+	m->s3_auth = NULL;
 	efs_cache_free(m->cache);
 	m->cache = NULL;
 	efs_chunk_backend_free(m->chunks);
@@ -52,6 +58,57 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	if (m->upload_memory.limit)
 		efs_upload_memory_release(&m->upload_memory);
 	efs_keyseal_release(&m->keyseal);
+}
+
+/* The S3 API's listener (S3_PORT): a second HTTP server in this process
+ * over the same stores, speaking S3 (s3_routes.h). */
+static int start_s3(struct efs_master *m, char *err, size_t errlen)
+{
+	const struct efs_master_config *cfg = &m->cfg;
+	char tls_error[200] = "";
+	int r;
+
+	struct efs_s3_auth_deps auth = {
+		.meta = m->meta,
+		.region = cfg->s3_region,
+		.seal = &m->keyseal,
+	};
+	if ((r = efs_s3_auth_new(&auth, &m->s3_auth)) < 0) {
+		snprintf(err, errlen, "AWS_REGION: '%.40s' is not a region name (a-z, 0-9, '-')",
+			 cfg->s3_region);
+		return r == -ENOMEM ? r : -EINVAL;
+	}
+	struct efs_http_server_config http = {
+		.addr = &cfg->s3_listen_addr,
+		.addrlen = cfg->s3_listen_addrlen,
+		.routes = efs_s3_routes,
+		.route_count = efs_s3_route_count,
+		.ctx = m,
+		/* The REST server's families, redeclared: S3 requests are
+		 * recorded beside the others, as route "*". */
+		.metrics = m->metrics,
+		.conn_memory_limit = MASTER_CONN_MEMORY,
+		.header_timeout_ms = cfg->header_timeout_ms,
+		.tls_cert_file = cfg->tls.cert_file,
+		.tls_key_file = cfg->tls.key_file,
+		.error = tls_error,
+		.error_len = sizeof(tls_error),
+	};
+	if ((r = efs_http_server_start(&http, &m->s3_http)) < 0) {
+		if (tls_error[0])
+			snprintf(err, errlen, "%s", tls_error);
+		else
+			snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/S3_PORT): %s",
+				 cfg->host, cfg->s3_port, strerror(-r));
+		return tls_error[0] ? -EINVAL : r;
+	}
+	efs_info("S3 API listening on %s:%u (%s), region %s, %s", cfg->host,
+		 efs_http_server_port(m->s3_http), cfg->tls.cert_file ? "https" : "http",
+		 cfg->s3_region,
+		 cfg->s3_domain ? "path-style and virtual-host addressing" : "path-style addressing");
+	if (cfg->s3_domain)
+		efs_info("S3 virtual-host addressing: <bucket>.%s", cfg->s3_domain);
+	return 0;
 }
 
 int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, char *err,
@@ -193,6 +250,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		r = tls_error[0] ? -EINVAL : r;
 		goto fail;
 	}
+	if (cfg->s3_port && (r = start_s3(m, err, errlen)) < 0)
+		goto fail;
 	struct efs_gc_deps gc = {
 		.meta = m->meta,
 		.cache = m->cache,

@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 
 struct efs_chunk_cache;
+struct efs_s3_auth;
 struct efs_http_client;
 
 /* Everything a master holds is here, created by efs_master_start and freed
@@ -53,6 +54,10 @@ struct efs_master {
 	struct efs_uploader uploader;		/* what storing a chunk needs */
 	struct efs_reader_source reader_source; /* what downloads read from */
 	struct efs_http_server *http;
+	/* The S3 API (S3_PORT): its listener and its request verifier (over
+	 * the access keys @keyseal opens); both NULL without S3_PORT. */
+	struct efs_http_server *s3_http;
+	struct efs_s3_auth *s3_auth;
 	struct efs_gc gc;
 	struct efs_repair repair;
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */

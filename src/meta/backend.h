@@ -73,6 +73,18 @@ struct efs_meta_ops {
 	int (*stats)(void *impl, struct efs_meta_stats *out);
 	int (*garbage_list)(void *impl, int64_t before_ms, size_t max, char (*ids)[65],
 			    size_t *count);
+	/* S3 (NULL in a backend without them: -ENOTSUP) */
+	int (*bucket_create)(void *impl, const struct efs_bucket_info *b);
+	int (*bucket_get)(void *impl, const char *name, struct efs_bucket_info *out);
+	int (*bucket_list)(void *impl, const char *owner, struct efs_bucket_info **out,
+			   size_t *count);
+	int (*bucket_delete)(void *impl, const char *name, const char *owner);
+	int (*object_get)(void *impl, const char *bucket, const char *key,
+			  struct efs_object_info *out);
+	int (*object_put)(void *impl, const struct efs_object_info *o, int64_t now_ms);
+	int (*object_delete)(void *impl, const char *bucket, const char *key, int64_t now_ms);
+	int (*object_list)(void *impl, const char *bucket, const char *prefix, const char *after,
+			   size_t limit, struct efs_object_entry *out, size_t *count);
 	int (*garbage_take)(void *impl, const char *chunk_id, struct efs_replica *replicas,
 			    unsigned *replica_count);
 	int (*key_create)(void *impl, const struct efs_access_key *k, unsigned max_per_owner);

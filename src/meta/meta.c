@@ -324,6 +324,63 @@ int efs_meta_chunk_record_unreferenced(struct efs_meta *m, const struct efs_chun
 	return m->ops->chunk_record_unreferenced(m->impl, chunk, worker_ids, worker_count, now_ms);
 }
 
+/* ---- S3 buckets and objects ------------------------------------------ */
+
+int efs_meta_bucket_create(struct efs_meta *m, const struct efs_bucket_info *b)
+{
+	return m->ops->bucket_create ? m->ops->bucket_create(m->impl, b) : -ENOTSUP;
+}
+
+int efs_meta_bucket_get(struct efs_meta *m, const char *name, struct efs_bucket_info *out)
+{
+	return m->ops->bucket_get ? m->ops->bucket_get(m->impl, name, out) : -ENOTSUP;
+}
+
+int efs_meta_bucket_list(struct efs_meta *m, const char *owner, struct efs_bucket_info **out,
+			 size_t *count)
+{
+	return m->ops->bucket_list ? m->ops->bucket_list(m->impl, owner, out, count) : -ENOTSUP;
+}
+
+int efs_meta_bucket_delete(struct efs_meta *m, const char *name, const char *owner)
+{
+	return m->ops->bucket_delete ? m->ops->bucket_delete(m->impl, name, owner) : -ENOTSUP;
+}
+
+int efs_meta_object_get(struct efs_meta *m, const char *bucket, const char *key,
+			struct efs_object_info *out)
+{
+	return m->ops->object_get ? m->ops->object_get(m->impl, bucket, key, out) : -ENOTSUP;
+}
+
+int efs_meta_object_put(struct efs_meta *m, const struct efs_object_info *o, int64_t now_ms)
+{
+	if (!m->ops->object_put)
+		return -ENOTSUP;
+	int r = m->ops->object_put(m->impl, o, now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
+}
+
+int efs_meta_object_delete(struct efs_meta *m, const char *bucket, const char *key,
+			   int64_t now_ms)
+{
+	if (!m->ops->object_delete)
+		return -ENOTSUP;
+	int r = m->ops->object_delete(m->impl, bucket, key, now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
+}
+
+int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *prefix,
+			 const char *after, size_t limit, struct efs_object_entry *out,
+			 size_t *count)
+{
+	return m->ops->object_list
+		       ? m->ops->object_list(m->impl, bucket, prefix, after, limit, out, count)
+		       : -ENOTSUP;
+}
+
 int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k, unsigned max_per_owner)
 {
 	return m->ops->key_create(m->impl, k, max_per_owner);

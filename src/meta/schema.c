@@ -148,13 +148,47 @@ static const char schema_v7[] = "CREATE TABLE access_keys ("
 				"  key_count BIGINT NOT NULL"
 				");";
 
+/* Version 8: S3 buckets and objects (docs/S3.md). Bucket names are unique
+ * in the cluster. An object row names the file holding its bytes (owned by
+ * the bucket's owner) and keeps the headers it was put with. Keys sort
+ * bytewise as S3 lists them: SQLite's default BINARY collation compares
+ * bytes; PostgreSQL's column takes the "C" collation (its default follows
+ * the database's locale). */
+#define SCHEMA_V8(KEY_COLLATION)                                                                  \
+	"CREATE TABLE s3_buckets ("                                                               \
+	"  name TEXT PRIMARY KEY,"                                                                \
+	"  owner TEXT NOT NULL,"                                                                  \
+	"  region TEXT NOT NULL,"                                                                 \
+	"  created_at BIGINT NOT NULL"                                                            \
+	");"                                                                                      \
+	"CREATE INDEX s3_buckets_by_owner ON s3_buckets (owner, name);"                           \
+	"CREATE TABLE s3_objects ("                                                               \
+	"  bucket TEXT NOT NULL,"                                                                 \
+	"  object_key TEXT " KEY_COLLATION " NOT NULL,"                                           \
+	"  file_id TEXT NOT NULL,"                                                                \
+	"  size BIGINT NOT NULL,"                                                                 \
+	"  etag TEXT NOT NULL,"                                                                   \
+	"  content_type TEXT NOT NULL,"                                                           \
+	"  content_encoding TEXT NOT NULL,"                                                       \
+	"  content_disposition TEXT NOT NULL,"                                                    \
+	"  cache_control TEXT NOT NULL,"                                                          \
+	"  expires TEXT NOT NULL,"                                                                \
+	"  user_meta TEXT NOT NULL,"                                                              \
+	"  last_modified BIGINT NOT NULL,"                                                        \
+	"  PRIMARY KEY (bucket, object_key)"                                                      \
+	");"                                                                                      \
+	"CREATE INDEX s3_objects_by_file ON s3_objects (file_id);"
+static const char schema_v8[] = SCHEMA_V8("");
+static const char schema_v8_postgres[] = SCHEMA_V8("COLLATE \"C\"");
+
 const struct efs_migration efs_migrations[] = {
-	{1, schema_v1},
-	{2, schema_v2},
-	{3, schema_v3},
-	{4, schema_v4},
-	{5, schema_v5},
-	{6, schema_v6},
-	{7, schema_v7},
+	{1, schema_v1, NULL},
+	{2, schema_v2, NULL},
+	{3, schema_v3, NULL},
+	{4, schema_v4, NULL},
+	{5, schema_v5, NULL},
+	{6, schema_v6, NULL},
+	{7, schema_v7, NULL},
+	{8, schema_v8, schema_v8_postgres},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

@@ -8,6 +8,9 @@
 struct efs_migration {
 	int version;
 	const char *sql; /* ;-separated statements, valid for SQLite and PostgreSQL */
+	/* When not NULL, PostgreSQL runs this instead of @sql (a dialect
+	 * difference the common subset cannot express). */
+	const char *postgres_sql;
 };
 
 extern const struct efs_migration efs_migrations[];

@@ -424,9 +424,11 @@ int sql_session_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_
 
 /* ---- files ----------------------------------------------------------- */
 
+/* A file and, when it is an S3 object, its bucket and key. */
 #define FILE_COLUMNS                                                                              \
-	"file_id, owner, name, size, sha256, chunk_size, chunk_count, replication,"             \
-	" stored_bytes, created_at"
+	"f.file_id, f.owner, f.name, f.size, f.sha256, f.chunk_size, f.chunk_count,"            \
+	" f.replication, f.stored_bytes, f.created_at, o.bucket, o.object_key"
+#define FILE_FROM " FROM files f LEFT JOIN s3_objects o ON o.file_id = f.file_id"
 
 static void file_from_row(const struct efs_sql_row *row, struct efs_file_info *f)
 {
@@ -440,6 +442,8 @@ static void file_from_row(const struct efs_sql_row *row, struct efs_file_info *f
 	f->replication = (unsigned)efs_sql_int(row, 7);
 	f->stored_bytes = (uint64_t)efs_sql_int(row, 8);
 	f->created_at_ms = efs_sql_int(row, 9);
+	efs_strlcpy(f->s3_bucket, efs_sql_text(row, 10), sizeof(f->s3_bucket));
+	efs_strlcpy(f->s3_key, efs_sql_text(row, 11), sizeof(f->s3_key));
 }
 
 static int row_file_push(void *ctx, const struct efs_sql_row *row)
@@ -455,7 +459,7 @@ int sql_file_get(void *impl, const char *file_id, struct efs_file_info *out)
 {
 	struct efs_file_info file;
 	struct sql_rows rows = SQL_ROWS_FIXED(&file, 1);
-	int r = SQL_ONE(impl, "SELECT " FILE_COLUMNS " FROM files WHERE file_id = $1",
+	int r = SQL_ONE(impl, "SELECT " FILE_COLUMNS FILE_FROM " WHERE f.file_id = $1",
 			row_file_push, &rows, NULL, SQL_TEXT(file_id));
 	if (r == 0 && rows.count == 0)
 		r = -ENOENT;
@@ -470,9 +474,9 @@ int sql_file_list(void *impl, const char *owner, int64_t after_created_ms, const
 	struct sql_rows rows = SQL_ROWS_GROW(struct efs_file_info);
 	void *items;
 	int r = SQL_ONE(impl,
-			"SELECT " FILE_COLUMNS " FROM files WHERE owner = $1"
-			" AND (created_at > $2 OR (created_at = $2 AND file_id > $3))"
-			" ORDER BY created_at, file_id LIMIT $4",
+			"SELECT " FILE_COLUMNS FILE_FROM " WHERE f.owner = $1"
+			" AND (f.created_at > $2 OR (f.created_at = $2 AND f.file_id > $3))"
+			" ORDER BY f.created_at, f.file_id LIMIT $4",
 			row_file_push, &rows, NULL, SQL_TEXT(owner), SQL_INT(after_created_ms),
 			SQL_TEXT(after_id), SQL_INT(limit));
 	if ((r = sql_rows_finish(&rows, r, &items, count)) == 0)
@@ -529,18 +533,24 @@ int sql_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
 	return r;
 }
 
-static int file_delete_tx(struct sql_conn *c, void *ctx)
+int sql_file_release(struct sql_conn *c, const char *file_id, const char *owner, int64_t now_ms)
 {
-	struct release *p = ctx;
 	int64_t deleted = 0;
 	/* The file row goes first: of two concurrent deletes, the second finds
 	 * nothing and releases nothing. */
-	int r = SQL_Q(c, "DELETE FROM files WHERE file_id = $1 AND owner = $2", NULL, NULL,
-		      &deleted, SQL_TEXT(p->id), SQL_TEXT(p->owner));
+	int r = owner ? SQL_Q(c, "DELETE FROM files WHERE file_id = $1 AND owner = $2", NULL, NULL,
+			      &deleted, SQL_TEXT(file_id), SQL_TEXT(owner))
+		      : SQL_Q(c, "DELETE FROM files WHERE file_id = $1", NULL, NULL, &deleted,
+			      SQL_TEXT(file_id));
 	if (r < 0)
 		return r;
 	if (!deleted)
 		return -ENOENT;
+	/* A file that was an S3 object stops being one (a no-op otherwise). */
+	r = SQL_Q(c, "DELETE FROM s3_objects WHERE file_id = $1", NULL, NULL, NULL,
+		  SQL_TEXT(file_id));
+	if (r < 0)
+		return r;
 	r = SQL_Q(c,
 		  "UPDATE chunks SET"
 		  "  refcount = refcount - (SELECT COUNT(*) FROM file_chunks fc"
@@ -549,11 +559,17 @@ static int file_delete_tx(struct sql_conn *c, void *ctx)
 		  "   WHERE fc.file_id = $1 AND fc.chunk_id = chunks.chunk_id) <= 0"
 		  "   THEN $2 ELSE zero_since END"
 		  " WHERE chunk_id IN (SELECT chunk_id FROM file_chunks WHERE file_id = $1)",
-		  NULL, NULL, NULL, SQL_TEXT(p->id), SQL_INT(p->now_ms));
+		  NULL, NULL, NULL, SQL_TEXT(file_id), SQL_INT(now_ms));
 	if (r < 0)
 		return r;
 	return SQL_Q(c, "DELETE FROM file_chunks WHERE file_id = $1", NULL, NULL, NULL,
-		     SQL_TEXT(p->id));
+		     SQL_TEXT(file_id));
+}
+
+static int file_delete_tx(struct sql_conn *c, void *ctx)
+{
+	struct release *p = ctx;
+	return sql_file_release(c, p->id, p->owner, p->now_ms);
 }
 
 int sql_file_delete(void *impl, const char *file_id, const char *owner, int64_t now_ms)

@@ -452,7 +452,10 @@ static int migrate_tx(struct sql_conn *c, void *ctx)
 		const struct efs_migration *mig = &efs_migrations[i];
 		if (mig->version <= version)
 			continue;
-		if ((r = d->exec_script(c->conn, mig->sql)) < 0)
+		const char *sql = mig->postgres_sql && strcmp(d->name, "postgres") == 0
+					  ? mig->postgres_sql
+					  : mig->sql;
+		if ((r = d->exec_script(c->conn, sql)) < 0)
 			return r;
 		r = SQL_Q(c, "INSERT INTO efs_schema (version, applied_at) VALUES ($1, $2)", NULL,
 		      NULL, NULL, SQL_INT(mig->version), SQL_INT(efs_now_ms()));
@@ -685,6 +688,14 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.stats = sql_stats,
 	.garbage_list = sql_garbage_list,
 	.garbage_take = sql_garbage_take,
+	.bucket_create = sql_bucket_create,
+	.bucket_get = sql_bucket_get,
+	.bucket_list = sql_bucket_list,
+	.bucket_delete = sql_bucket_delete,
+	.object_get = sql_object_get,
+	.object_put = sql_object_put,
+	.object_delete = sql_object_delete,
+	.object_list = sql_object_list,
 	.key_create = sql_key_create,
 	.key_get = sql_key_get,
 	.key_list = sql_key_list,

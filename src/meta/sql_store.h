@@ -204,6 +204,22 @@ int sql_report_batch(void *impl, const struct efs_report_context *ctx,
 		     struct efs_report_entry *entries, size_t count);
 int sql_report_finish(void *impl, const struct efs_report_context *ctx);
 
+/* In a transaction (sql_files.c): deletes file @file_id (of @owner, or of
+ * anyone when @owner is NULL), its S3 object row if any, and releases its
+ * chunks. -ENOENT when there is no such file. */
+int sql_file_release(struct sql_conn *c, const char *file_id, const char *owner, int64_t now_ms);
+
+/* sql_s3.c */
+int sql_bucket_create(void *impl, const struct efs_bucket_info *b);
+int sql_bucket_get(void *impl, const char *name, struct efs_bucket_info *out);
+int sql_bucket_list(void *impl, const char *owner, struct efs_bucket_info **out, size_t *count);
+int sql_bucket_delete(void *impl, const char *name, const char *owner);
+int sql_object_get(void *impl, const char *bucket, const char *key, struct efs_object_info *out);
+int sql_object_put(void *impl, const struct efs_object_info *o, int64_t now_ms);
+int sql_object_delete(void *impl, const char *bucket, const char *key, int64_t now_ms);
+int sql_object_list(void *impl, const char *bucket, const char *prefix, const char *after,
+		    size_t limit, struct efs_object_entry *out, size_t *count);
+
 int sql_garbage_list(void *impl, int64_t before_ms, size_t max, char (*ids)[65], size_t *count);
 int sql_garbage_take(void *impl, const char *chunk_id, struct efs_replica *replicas,
 		     unsigned *replica_count);

@@ -194,6 +194,21 @@ static void test_braces_literal(void **state)
 	assert_int_equal(req.param_count, 0);
 }
 
+/* "*" (the S3 listener's one route) matches every path, capturing
+ * nothing; a "*" segment elsewhere is a literal. */
+static void test_catch_all(void **state)
+{
+	struct efs_http_req req;
+	memset(&req, 0, sizeof(req));
+	req.param_count = 3;
+	assert_true(match("*", "/", &req));
+	assert_int_equal(req.param_count, 0);
+	assert_true(match("*", "/bucket/a/very/deep/key", &req));
+	assert_true(match("*", "", &req));
+	assert_false(match("/*", "/bucket", &req));
+	assert_true(match("/*", "/*", &req));
+}
+
 static void test_too_many_params(void **state)
 {
 	struct efs_http_req req;
@@ -218,6 +233,7 @@ int main(void)
 		cmocka_unit_test(test_not_absolute),
 		cmocka_unit_test(test_braces_literal),
 		cmocka_unit_test(test_too_many_params),
+		cmocka_unit_test(test_catch_all),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,612 @@
+/* SPDX-License-Identifier: MIT */
+/* s3_object.c - S3 objects as EchoFS files (contract in s3_object.h).
+ *
+ * PutObject streams the body into the upload pipeline as the REST
+ * one-request upload does (its memory taken from UPLOAD_MEMORY first),
+ * hashing MD5 (the ETag) on the way; the pipeline hashes SHA-256, which a
+ * signed payload's x-amz-content-sha256 must match. Only when the file is
+ * recorded and checked does the object row point at it
+ * (efs_meta_object_put, which releases a replaced object's file in the
+ * same transaction); a refused body's file is deleted again.
+ */
+#include "master/s3_object.h"
+#include "echofs/hash.h"
+#include "echofs/log.h"
+#include "echofs/range.h"
+#include "echofs/util.h"
+#include "master/chunk_workers.h"
+#include "master/download.h"
+#include "master/placement.h"
+#include "master/s3_xml.h"
+#include "master/upload_pipeline.h"
+
+#include "master/api.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define USER_META_PREFIX "x-amz-meta-"
+#define USER_META_MAX 2048 /* S3's limit: names and values together */
+#define GET_ATTEMPTS 3	   /* an object replaced while being opened is read again */
+
+/* ---- PutObject ------------------------------------------------------- */
+
+struct put_op {
+	struct efs_master *m;
+	char owner[EFS_ID_MAX + 1]; /* the bucket's owner: the file's */
+	char name[EFS_NAME_MAX + 1];
+	char session_id[EFS_ID_MAX + 1];
+	bool session_open;
+	struct efs_upload_pipeline *pipeline;
+	struct efs_md5 md5;
+	uint64_t expected; /* the body's (decoded) length */
+	bool has_md5;	   /* Content-MD5 was sent: the body must match */
+	unsigned char content_md5[EFS_MD5_LEN];
+	uint64_t received;
+	size_t reserved; /* from the master's upload_memory */
+	struct efs_object_info obj;
+};
+
+static void put_free(void *op)
+{
+	struct put_op *p = op;
+	if (!p)
+		return;
+	efs_upload_pipeline_free(p->pipeline);
+	if (p->session_open) {
+		int r = efs_meta_session_delete(p->m->meta, p->session_id, efs_now_ms());
+		if (r < 0 && r != -ENOENT)
+			efs_warn("s3 put %s/%s: could not release the chunks of session %s (%s); "
+				 "the session collector will",
+				 p->obj.bucket, p->obj.key, p->session_id, strerror(-r));
+	}
+	efs_md5_release(&p->md5);
+	efs_upload_memory_give(&p->m->upload_memory, p->owner, p->reserved);
+	free(p);
+}
+
+/* The pipeline's efs_upload_session_open_fn: a hidden session, as for a
+ * REST one-request upload, ended by put_free unless completed. */
+static int open_session(void *ctx, char *session_id)
+{
+	struct put_op *p = ctx;
+	struct efs_session_info sess = {0};
+	int r;
+	if ((r = efs_random_hex(sess.session_id, EFS_FILE_ID_LEN / 2)) < 0)
+		return r;
+	efs_strlcpy(sess.owner, p->owner, sizeof(sess.owner));
+	efs_strlcpy(sess.name, p->name, sizeof(sess.name));
+	sess.declared_size = (int64_t)p->expected;
+	sess.chunk_size = p->m->cfg.chunk_size;
+	sess.hidden = true;
+	sess.created_at_ms = efs_now_ms();
+	sess.expires_at_ms = sess.created_at_ms + p->m->cfg.upload_idle_ms;
+	if ((r = efs_meta_session_create(p->m->meta, &sess)) < 0)
+		return r;
+	efs_strlcpy(p->session_id, sess.session_id, sizeof(p->session_id));
+	p->session_open = true;
+	efs_strlcpy(session_id, sess.session_id, EFS_ID_MAX + 1);
+	return 0;
+}
+
+/* The file's name: the key's last segment, made a valid EchoFS name
+ * (control characters as '_', cut to EFS_NAME_MAX bytes on a character
+ * boundary). The full key stays in the object row. */
+static void file_name_of(const char *key, char *out, size_t size)
+{
+	const char *end = key + strlen(key);
+	while (end > key && end[-1] == '/')
+		end--;
+	const char *start = end;
+	while (start > key && start[-1] != '/')
+		start--;
+	size_t len = (size_t)(end - start);
+	if (len > size - 1)
+		len = size - 1;
+	while (len > 0 && ((unsigned char)start[len] & 0xC0) == 0x80)
+		len--; /* do not cut a character */
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)start[i];
+		out[i] = c < 0x20 || c == 0x7f ? '_' : (char)c;
+	}
+	out[len] = '\0';
+	if (!efs_name_valid(out, EFS_NAME_MAX))
+		efs_strlcpy(out, "object", size);
+}
+
+struct meta_collect {
+	json_t *object;
+	size_t bytes;
+};
+
+static int collect_user_meta(void *ctx, const char *name, const char *value)
+{
+	struct meta_collect *c = ctx;
+	size_t plen = strlen(USER_META_PREFIX);
+	if (strncasecmp(name, USER_META_PREFIX, plen) != 0 || !name[plen])
+		return 0;
+	char lower[256];
+	size_t nlen = strlen(name + plen);
+	c->bytes += nlen + strlen(value);
+	if (nlen >= sizeof(lower) || c->bytes > USER_META_MAX)
+		return -E2BIG;
+	for (size_t i = 0; i <= nlen; i++)
+		lower[i] = (char)tolower((unsigned char)name[plen + i]);
+	if (!efs_utf8_valid(value, strlen(value)))
+		return -EINVAL;
+	return json_object_set_new(c->object, lower, json_string(value)) < 0 ? -ENOMEM : 0;
+}
+
+/* Copies request header @name into @out (""when absent). -E2BIG when
+ * longer than the stored field. */
+static int header_field(struct efs_s3_req *s, const char *name, char *out, size_t size)
+{
+	const char *v = efs_http_header(s->http, name);
+	out[0] = '\0';
+	if (!v)
+		return 0;
+	return efs_strlcpy(out, v, size) >= size ? -E2BIG : 0;
+}
+
+/* Content-Encoding without the "aws-chunked" coding (which is the
+ * transfer's, not the object's). */
+static void strip_aws_chunked(char *value)
+{
+	char out[EFS_S3_HEADER_MAX + 1] = "";
+	size_t o = 0;
+	for (char *p = value; *p;) {
+		size_t len = strcspn(p, ",");
+		char *b = p, *e = p + len;
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if (e > b && !((size_t)(e - b) == 11 && strncasecmp(b, "aws-chunked", 11) == 0)) {
+			o += (size_t)snprintf(out + o, sizeof(out) - o, "%s%.*s", o ? "," : "",
+					      (int)(e - b), b);
+			if (o >= sizeof(out))
+				o = sizeof(out) - 1;
+		}
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	memcpy(value, out, o + 1);
+}
+
+/* The request's object headers into @o. Replies and returns -EINVAL when
+ * one is unusable. */
+static int put_headers(struct efs_s3_req *s, struct efs_object_info *o)
+{
+	static const struct {
+		const char *header;
+		size_t offset;
+	} fields[] = {
+	    {"Content-Type", offsetof(struct efs_object_info, content_type)},
+	    {"Content-Encoding", offsetof(struct efs_object_info, content_encoding)},
+	    {"Content-Disposition", offsetof(struct efs_object_info, content_disposition)},
+	    {"Cache-Control", offsetof(struct efs_object_info, cache_control)},
+	    {"Expires", offsetof(struct efs_object_info, expires)},
+	};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (header_field(s, fields[i].header, (char *)o + fields[i].offset,
+				 EFS_S3_HEADER_MAX + 1) < 0)
+			return efs_s3_error(s, 400, "InvalidArgument", "%s is longer than %d bytes",
+					    fields[i].header, EFS_S3_HEADER_MAX),
+			       -EINVAL;
+	strip_aws_chunked(o->content_encoding);
+	if (!o->content_type[0])
+		efs_strlcpy(o->content_type, "binary/octet-stream", sizeof(o->content_type));
+
+	struct meta_collect c = {json_object(), 0};
+	if (!c.object)
+		return -ENOMEM;
+	int r = efs_http_headers(s->http, collect_user_meta, &c);
+	char *text = r == 0 ? json_dumps(c.object, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(c.object);
+	if (r == -E2BIG)
+		return efs_s3_error(s, 400, "MetadataTooLarge",
+				    "Your metadata headers exceed the maximum allowed metadata "
+				    "size (%d bytes).",
+				    USER_META_MAX),
+		       -EINVAL;
+	if (r == -EINVAL)
+		return efs_s3_error(s, 400, "InvalidArgument", "x-amz-meta-* values must be UTF-8"),
+		       -EINVAL;
+	if (r < 0 || !text) {
+		free(text);
+		return r < 0 ? r : -ENOMEM;
+	}
+	r = efs_strlcpy(o->user_meta, text, sizeof(o->user_meta)) >= sizeof(o->user_meta) ? -E2BIG
+											  : 0;
+	free(text);
+	if (r < 0)
+		return efs_s3_error(s, 400, "MetadataTooLarge",
+				    "Your metadata headers are too large"),
+		       -EINVAL;
+	return 0;
+}
+
+/* Content-MD5: the base64 of 16 bytes (24 characters, "==" at the end).
+ * 0 with @out filled, or -EINVAL. */
+static int content_md5_decode(const char *text, unsigned char out[EFS_MD5_LEN])
+{
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned char bytes[18];
+	size_t n = 0;
+	uint32_t acc = 0;
+	if (strlen(text) != 24 || strcmp(text + 22, "==") != 0)
+		return -EINVAL;
+	for (size_t i = 0; i < 22; i++) {
+		const char *p = strchr(alphabet, text[i]);
+		if (!p || !text[i])
+			return -EINVAL;
+		acc = (acc << 6) | (uint32_t)(p - alphabet);
+		if (i % 4 == 3) {
+			bytes[n++] = (unsigned char)(acc >> 16);
+			bytes[n++] = (unsigned char)(acc >> 8);
+			bytes[n++] = (unsigned char)acc;
+			acc = 0;
+		}
+	}
+	/* 22 characters: 5 groups of 4 (15 bytes), then 2 (one byte, 4 bits
+	 * of padding that must be zero). */
+	if (acc & 0xf)
+		return -EINVAL;
+	bytes[n++] = (unsigned char)(acc >> 4);
+	memcpy(out, bytes, EFS_MD5_LEN);
+	return 0;
+}
+
+static int put_body(struct efs_s3_req *s, const char *data, size_t len)
+{
+	struct put_op *p = s->op;
+	p->received += len;
+	if (p->received > p->expected)
+		return efs_s3_error(s, 400, "IncompleteBody",
+				    "The body is longer than its declared length"),
+		       -EINVAL;
+	efs_md5_update(&p->md5, data, len);
+	int r = efs_upload_pipeline_feed(p->pipeline, data, len);
+	if (r == -ENOSPC)
+		return efs_s3_error(s, 503, "SlowDown",
+				    "Not enough live workers with room for every replica"),
+		       r;
+	return r;
+}
+
+/* Deletes the file just stored for a refused PUT (its chunks go to the
+ * collector). */
+static void drop_new_file(struct put_op *p, const char *file_id)
+{
+	int r = efs_meta_file_delete(p->m->meta, file_id, p->owner, efs_now_ms());
+	if (r < 0 && r != -ENOENT)
+		efs_warn("s3 put %s/%s: could not delete the refused upload's file %s (%s)",
+			 p->obj.bucket, p->obj.key, file_id, strerror(-r));
+}
+
+static int put_end(struct efs_s3_req *s)
+{
+	struct put_op *p = s->op;
+	struct efs_master *m = p->m;
+	struct efs_file_info f = {0};
+	struct efs_upload_summary sum;
+	struct efs_session_info sess;
+	char etag[EFS_S3_ETAG_MAX + 3];
+	int r;
+
+	if (p->received != p->expected)
+		return efs_s3_error(s, 400, "IncompleteBody",
+				    "You did not provide the number of bytes specified by the "
+				    "Content-Length HTTP header");
+	if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
+		return r;
+	efs_strlcpy(f.owner, p->owner, sizeof(f.owner));
+	efs_strlcpy(f.name, p->name, sizeof(f.name));
+	f.chunk_size = m->cfg.chunk_size;
+	f.replication = m->cfg.replication_factor;
+	f.created_at_ms = efs_now_ms();
+	if ((r = efs_upload_pipeline_finish(p->pipeline, &f, &sum)) < 0) {
+		if (r == -ENOSPC)
+			return efs_s3_error(s, 503, "SlowDown",
+					    "Not enough live workers with room for every replica");
+		efs_error("s3 put %s/%s: storing the body failed: %s (request %s)", p->obj.bucket,
+			  p->obj.key, strerror(-r), s->request_id);
+		return r;
+	}
+	if (!sum.recorded) {
+		if ((r = efs_meta_session_get(m->meta, p->session_id, &sess)) < 0)
+			return efs_s3_error_store(s, r, "PutObject session");
+		f.size = sum.size;
+		efs_strlcpy(f.sha256, sum.sha256, sizeof(f.sha256));
+		f.chunk_count = sum.chunk_count;
+		f.stored_bytes = sum.stored_bytes;
+		if ((r = efs_meta_session_complete(m->meta, p->session_id, sess.version, &f, 0)) <
+		    0)
+			return efs_s3_error_store(s, r, "PutObject complete");
+		p->session_open = false;
+	}
+	/* The file is recorded; it becomes the object only if the body is the
+	 * one that was signed. */
+	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED &&
+	    strcasecmp(f.sha256, s->principal.payload_sha256) != 0) {
+		drop_new_file(p, f.file_id);
+		efs_info("s3 put %s/%s refused: the body's SHA-256 %s is not the signed %s "
+			 "(request %s)",
+			 p->obj.bucket, p->obj.key, f.sha256, s->principal.payload_sha256,
+			 s->request_id);
+		return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
+				    "The provided 'x-amz-content-sha256' header does not match "
+				    "what was computed.");
+	}
+	efs_md5_final_hex(&p->md5, p->obj.etag);
+	if (p->has_md5) {
+		char expected[EFS_MD5_HEX_LEN + 1];
+		efs_hex_encode(p->content_md5, EFS_MD5_LEN, expected);
+		if (strcmp(expected, p->obj.etag) != 0) {
+			drop_new_file(p, f.file_id);
+			return efs_s3_error(s, 400, "BadDigest",
+					    "The Content-MD5 you specified did not match what we "
+					    "received.");
+		}
+	}
+	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
+	p->obj.size = f.size;
+	p->obj.last_modified_ms = f.created_at_ms;
+	r = efs_meta_object_put(m->meta, &p->obj, efs_now_ms());
+	if (r < 0) {
+		drop_new_file(p, f.file_id);
+		if (r == -ENOENT)
+			return efs_s3_error(s, 404, "NoSuchBucket",
+					    "The specified bucket does not exist");
+		return efs_s3_error_store(s, r, "PutObject");
+	}
+	efs_info("s3 object %s/%s stored: file %s, %llu bytes in %llu chunks, owner %s "
+		 "(request %s)",
+		 p->obj.bucket, p->obj.key, f.file_id, (unsigned long long)f.size,
+		 (unsigned long long)f.chunk_count, f.owner, s->request_id);
+	snprintf(etag, sizeof(etag), "\"%s\"", p->obj.etag);
+	efs_http_add_header(s->http, "ETag", etag);
+	return efs_http_reply_empty(s->http, 200);
+}
+
+int efs_s3_put_object_begin(struct efs_s3_req *s)
+{
+	struct efs_master *m = s->m;
+	struct efs_bucket_info b;
+	size_t alive = 0;
+	int64_t length;
+	int r;
+
+	if (efs_s3_own_bucket(s, &b) < 0)
+		return 0;
+	length = s->principal.payload == EFS_S3_PAYLOAD_STREAMING ? s->principal.decoded_length
+								  : s->http->content_length;
+	if (length < 0)
+		return efs_s3_error(s, 411, "MissingContentLength",
+				    "You must provide the Content-Length HTTP header.");
+	if ((uint64_t)length > EFS_S3_MAX_PUT_SIZE)
+		return efs_s3_error(s, 400, "EntityTooLarge",
+				    "Your proposed upload exceeds the maximum allowed object size "
+				    "(5 GiB in one PUT; multipart upload is not supported yet).");
+	if (efs_chunk_workers_io(m->chunks)) {
+		if ((r = efs_placement_live_count(&m->placement, &alive)) < 0)
+			return efs_s3_error_store(s, r, "PutObject placement");
+		if (alive < m->cfg.replication_factor)
+			return efs_s3_error(s, 503, "SlowDown",
+					    "%zu live workers, %u needed for every replica", alive,
+					    m->cfg.replication_factor);
+	}
+	struct put_op *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->m = m;
+	efs_strlcpy(p->owner, b.owner, sizeof(p->owner));
+	s->op = p;
+	s->op_free = put_free;
+	p->expected = (uint64_t)length;
+	efs_strlcpy(p->obj.bucket, s->bucket, sizeof(p->obj.bucket));
+	efs_strlcpy(p->obj.key, s->key, sizeof(p->obj.key));
+	file_name_of(s->key, p->name, sizeof(p->name));
+	if ((r = put_headers(s, &p->obj)) < 0)
+		return efs_http_replied(s->http) ? 0 : r;
+	const char *md5 = efs_http_header(s->http, "Content-MD5");
+	if (md5 && content_md5_decode(md5, p->content_md5) < 0)
+		return efs_s3_error(s, 400, "InvalidDigest",
+				    "The Content-MD5 you specified is not valid.");
+	p->has_md5 = md5 != NULL;
+
+	/* The first chunk buffer and its compressed copy, from the budget of
+	 * all uploads (as api_files.c): no bigger than the body. */
+	size_t most = (size_t)EFS_MIN((uint64_t)m->cfg.chunk_size, p->expected);
+	if ((r = efs_upload_memory_take(&m->upload_memory, p->owner, 2 * most)) < 0) {
+		if (r == -ENOMEM)
+			return r;
+		efs_http_add_header(s->http, "Retry-After", "1");
+		return efs_s3_error(s, 503, "SlowDown", "%s", efs_api_upload_memory_full(r));
+	}
+	p->reserved = 2 * most;
+	if ((r = efs_md5_init(&p->md5)) < 0)
+		return r;
+	if ((r = efs_upload_pipeline_new(&m->uploader, &m->upload_budget, m->cfg.chunk_size,
+					 open_session, p, &p->pipeline)) < 0)
+		return r;
+	s->on_body = put_body;
+	s->on_end = put_end;
+	return 0;
+}
+
+/* ---- GetObject, HeadObject ------------------------------------------- */
+
+static ssize_t object_read(void *ctx, uint64_t pos, char *out, size_t max)
+{
+	ssize_t n = efs_reader_read(ctx, out, max);
+	if (n < 0)
+		efs_error("s3 object file %s: download aborted at byte %llu: %s",
+			  efs_reader_file_id(ctx), (unsigned long long)pos, strerror((int)-n));
+	return n;
+}
+
+static void object_read_free(void *ctx)
+{
+	efs_reader_free(ctx);
+}
+
+/* HEAD: libmicrohttpd sends the length and never reads the body. */
+static ssize_t no_body(void *ctx, uint64_t pos, char *out, size_t max)
+{
+	(void)ctx, (void)pos, (void)out, (void)max;
+	return 0;
+}
+
+/* The stored headers of @o on the reply. */
+static void object_headers(struct efs_s3_req *s, const struct efs_object_info *o)
+{
+	char etag[EFS_S3_ETAG_MAX + 3], date[EFS_S3_HTTP_DATE_LEN];
+	snprintf(etag, sizeof(etag), "\"%s\"", o->etag);
+	efs_http_add_header(s->http, "ETag", etag);
+	efs_http_add_header(s->http, "Last-Modified", efs_s3_http_date(o->last_modified_ms, date));
+	efs_http_add_header(s->http, "Accept-Ranges", "bytes");
+	efs_http_add_header(s->http, "Content-Type", o->content_type);
+	if (o->content_encoding[0])
+		efs_http_add_header(s->http, "Content-Encoding", o->content_encoding);
+	if (o->content_disposition[0])
+		efs_http_add_header(s->http, "Content-Disposition", o->content_disposition);
+	if (o->cache_control[0])
+		efs_http_add_header(s->http, "Cache-Control", o->cache_control);
+	if (o->expires[0])
+		efs_http_add_header(s->http, "Expires", o->expires);
+	json_t *meta = json_loads(o->user_meta, 0, NULL);
+	const char *name;
+	json_t *value;
+	json_object_foreach(meta, name, value)
+	{
+		char header[300];
+		snprintf(header, sizeof(header), USER_META_PREFIX "%s", name);
+		if (json_is_string(value))
+			efs_http_add_header(s->http, header, json_string_value(value));
+	}
+	json_decref(meta);
+}
+
+int efs_s3_get_object(struct efs_s3_req *s)
+{
+	struct efs_master *m = s->m;
+	struct efs_bucket_info b;
+	struct efs_object_info *o = malloc(sizeof(*o));
+	struct efs_file_info f;
+	struct efs_reader *rd = NULL;
+	bool head = strcmp(s->http->method, "HEAD") == 0;
+	bool partial = false;
+	uint64_t first = 0, last = 0;
+	char range[96];
+	int r = 0;
+
+	if (!o)
+		return -ENOMEM;
+	if (efs_s3_own_bucket(s, &b) < 0)
+		goto out;
+	/* The row, its file and (GET) the first chunk: an overwrite between
+	 * them released the file read, so the row is read again. */
+	for (int attempt = 0; attempt < GET_ATTEMPTS; attempt++) {
+		efs_reader_free(rd);
+		rd = NULL;
+		r = efs_meta_object_get(m->meta, s->bucket, s->key, o);
+		if (r == -ENOENT) {
+			r = efs_s3_error(s, 404, "NoSuchKey", "The specified key does not exist.");
+			goto out;
+		}
+		if (r < 0) {
+			r = efs_s3_error_store(s, r, "GetObject");
+			goto out;
+		}
+		if ((r = efs_meta_file_get(m->meta, o->file_id, &f)) == -ENOENT)
+			continue;
+		if (r < 0) {
+			r = efs_s3_error_store(s, r, "GetObject file");
+			goto out;
+		}
+		partial = false;
+		if (efs_range_parse(efs_http_header(s->http, "Range"), f.size, &partial, &first,
+				    &last) < 0) {
+			snprintf(range, sizeof(range), "bytes */%llu", (unsigned long long)f.size);
+			efs_http_add_header(s->http, "Content-Range", range);
+			r = efs_s3_error(s, 416, "InvalidRange",
+					 "The requested range is not satisfiable");
+			goto out;
+		}
+		if (!partial) {
+			first = 0;
+			last = f.size ? f.size - 1 : 0;
+		}
+		if (head || f.size == 0)
+			break;
+		if ((r = efs_reader_new(&m->reader_source, &f, first, last, &rd)) < 0)
+			goto out;
+		if ((r = efs_reader_prefetch(rd)) == 0)
+			break;
+		if (r != -ENOENT) {
+			efs_error("s3 get %s/%s: file %s unreadable: %s (request %s)", s->bucket,
+				  s->key, f.file_id, strerror(-r), s->request_id);
+			r = efs_s3_error(s, 503, "ServiceUnavailable",
+					 "The object's data cannot be read right now; retry "
+					 "shortly");
+			goto out;
+		}
+	}
+	if (r < 0) {
+		r = efs_s3_error(s, 503, "SlowDown", "The object is being replaced; retry");
+		goto out;
+	}
+	object_headers(s, o);
+	unsigned status = partial ? 206 : 200;
+	if (partial) {
+		snprintf(range, sizeof(range), "bytes %llu-%llu/%llu", (unsigned long long)first,
+			 (unsigned long long)last, (unsigned long long)f.size);
+		efs_http_add_header(s->http, "Content-Range", range);
+	}
+	uint64_t length = f.size ? last - first + 1 : 0;
+	if (length == 0) {
+		r = efs_http_reply_empty(s->http, status);
+	} else if (head) {
+		r = efs_http_reply_stream(s->http, status, (int64_t)length, no_body, NULL, NULL);
+	} else {
+		struct efs_buf whole;
+		size_t offset, len;
+		efs_buf_init(&whole, SIZE_MAX);
+		if (efs_reader_take(rd, &whole, &offset, &len)) {
+			r = efs_http_reply_buf(s->http, status, NULL, &whole, offset, len);
+			efs_buf_release(&whole);
+		} else {
+			r = efs_http_reply_stream(s->http, status, (int64_t)length, object_read, rd,
+						  object_read_free);
+			rd = NULL; /* the reply owns it */
+		}
+	}
+out:
+	efs_reader_free(rd);
+	free(o);
+	return r;
+}
+
+/* ---- DeleteObject ---------------------------------------------------- */
+
+int efs_s3_delete_object(struct efs_s3_req *s)
+{
+	struct efs_bucket_info b;
+	if (efs_s3_own_bucket(s, &b) < 0)
+		return 0;
+	int r = efs_meta_object_delete(s->m->meta, s->bucket, s->key, efs_now_ms());
+	if (r < 0 && r != -ENOENT)
+		return efs_s3_error_store(s, r, "DeleteObject");
+	if (r == 0)
+		efs_info("s3 object %s/%s deleted by %s (request %s)", s->bucket, s->key,
+			 s->principal.owner, s->request_id);
+	return efs_http_reply_empty(s->http, 204);
+}

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/* s3_object.h - S3 object operations: PutObject, GetObject, HeadObject,
+ * DeleteObject. An object IS an EchoFS file (owner: the bucket's owner):
+ * its bytes go through the upload pipeline (chunked, deduplicated,
+ * compressed, replicated; memory bounded whatever the size) and come back
+ * through the download reader (ranges streamed). */
+#ifndef ECHOFS_MASTER_S3_OBJECT_H
+#define ECHOFS_MASTER_S3_OBJECT_H
+
+#include "master/s3_routes.h"
+
+/* The largest single PUT, as S3's (5 GiB). */
+#define EFS_S3_MAX_PUT_SIZE ((uint64_t)5 * 1024 * 1024 * 1024)
+
+/* PutObject's begin step: checks the bucket, the key, the headers and the
+ * capacity, sets up the upload and its on_body / on_end; or replies. */
+int efs_s3_put_object_begin(struct efs_s3_req *s);
+/* GET and HEAD of an object (Range: one range, suffix and open ranges). */
+int efs_s3_get_object(struct efs_s3_req *s);
+/* 204 whether or not the key existed, as S3. */
+int efs_s3_delete_object(struct efs_s3_req *s);
+
+#endif

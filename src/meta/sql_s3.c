@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT */
+/* sql_s3.c - S3 buckets and objects in the SQL store.
+ *
+ * An object row names the file holding its bytes; replacing or deleting
+ * the row deletes that file and releases its chunks in the same
+ * transaction (sql_file_release), so an object never points at a file
+ * that is gone and a replaced file never lingers. Writes into a bucket
+ * and the bucket's deletion lock the bucket's row first (a no-op update,
+ * as lock_session does for sessions), so an object cannot land in a
+ * bucket being deleted.
+ */
+#include "echofs/util.h"
+#include "meta/sql_store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- buckets ---------------------------------------------------------- */
+
+#define BUCKET_COLUMNS "name, owner, region, created_at"
+
+static int row_bucket(void *ctx, const struct efs_sql_row *row)
+{
+	struct efs_bucket_info *b = sql_rows_push(ctx);
+	if (!b)
+		return sql_rows_full(ctx);
+	efs_strlcpy(b->name, efs_sql_text(row, 0), sizeof(b->name));
+	efs_strlcpy(b->owner, efs_sql_text(row, 1), sizeof(b->owner));
+	efs_strlcpy(b->region, efs_sql_text(row, 2), sizeof(b->region));
+	b->created_at_ms = efs_sql_int(row, 3);
+	return 0;
+}
+
+static int bucket_create_tx(struct sql_conn *c, void *ctx)
+{
+	const struct efs_bucket_info *b = ctx;
+	int64_t owned = 0, changed = 0;
+	int r = SQL_Q(c, "SELECT COUNT(*) FROM s3_buckets WHERE owner = $1", sql_row_int, &owned,
+		      NULL, SQL_TEXT(b->owner));
+	if (r < 0)
+		return r;
+	if (owned >= EFS_S3_BUCKETS_PER_OWNER)
+		return -EDQUOT;
+	r = SQL_Q(c,
+		  "INSERT INTO s3_buckets (" BUCKET_COLUMNS ") VALUES ($1, $2, $3, $4)"
+		  " ON CONFLICT (name) DO NOTHING",
+		  NULL, NULL, &changed, SQL_TEXT(b->name), SQL_TEXT(b->owner), SQL_TEXT(b->region),
+		  SQL_INT(b->created_at_ms));
+	if (r < 0)
+		return r;
+	return changed ? 0 : -EEXIST;
+}
+
+int sql_bucket_create(void *impl, const struct efs_bucket_info *b)
+{
+	return sql_run_tx(impl, bucket_create_tx, (void *)b);
+}
+
+int sql_bucket_get(void *impl, const char *name, struct efs_bucket_info *out)
+{
+	struct efs_bucket_info b;
+	struct sql_rows rows = SQL_ROWS_FIXED(&b, 1);
+	int r = SQL_ONE(impl, "SELECT " BUCKET_COLUMNS " FROM s3_buckets WHERE name = $1",
+			row_bucket, &rows, NULL, SQL_TEXT(name));
+	if (r == 0 && rows.count == 0)
+		r = -ENOENT;
+	if (r == 0)
+		*out = b;
+	return r;
+}
+
+int sql_bucket_list(void *impl, const char *owner, struct efs_bucket_info **out, size_t *count)
+{
+	struct sql_rows rows = SQL_ROWS_GROW(struct efs_bucket_info);
+	void *items;
+	int r =
+	    SQL_ONE(impl,
+		    "SELECT " BUCKET_COLUMNS " FROM s3_buckets WHERE owner = $1"
+		    " ORDER BY name LIMIT $2",
+		    row_bucket, &rows, NULL, SQL_TEXT(owner), SQL_INT(EFS_S3_BUCKETS_PER_OWNER));
+	if ((r = sql_rows_finish(&rows, r, &items, count)) == 0)
+		*out = items;
+	return r;
+}
+
+/* Locks bucket @name's row for the rest of the transaction. -ENOENT
+ * unless it exists (and, with @owner, belongs to @owner). */
+static int lock_bucket(struct sql_conn *c, const char *name, const char *owner)
+{
+	int64_t changed = 0;
+	int r = owner ? SQL_Q(c,
+			      "UPDATE s3_buckets SET created_at = created_at"
+			      " WHERE name = $1 AND owner = $2",
+			      NULL, NULL, &changed, SQL_TEXT(name), SQL_TEXT(owner))
+		      : SQL_Q(c, "UPDATE s3_buckets SET created_at = created_at WHERE name = $1",
+			      NULL, NULL, &changed, SQL_TEXT(name));
+	return r < 0 ? r : (changed ? 0 : -ENOENT);
+}
+
+struct bucket_delete {
+	const char *name;
+	const char *owner;
+};
+
+static int bucket_delete_tx(struct sql_conn *c, void *ctx)
+{
+	struct bucket_delete *p = ctx;
+	int64_t objects = 0;
+	int r = lock_bucket(c, p->name, p->owner);
+	if (r < 0)
+		return r;
+	r = SQL_Q(c, "SELECT COUNT(*) FROM (SELECT 1 FROM s3_objects WHERE bucket = $1 LIMIT 1) t",
+		  sql_row_int, &objects, NULL, SQL_TEXT(p->name));
+	if (r < 0)
+		return r;
+	if (objects)
+		return -ENOTEMPTY;
+	return SQL_Q(c, "DELETE FROM s3_buckets WHERE name = $1", NULL, NULL, NULL,
+		     SQL_TEXT(p->name));
+}
+
+int sql_bucket_delete(void *impl, const char *name, const char *owner)
+{
+	struct bucket_delete p = {name, owner};
+	return sql_run_tx(impl, bucket_delete_tx, &p);
+}
+
+/* ---- objects ---------------------------------------------------------- */
+
+#define OBJECT_COLUMNS                                                                             \
+	"bucket, object_key, file_id, size, etag, content_type, content_encoding,"                 \
+	" content_disposition, cache_control, expires, user_meta, last_modified"
+
+static int row_object(void *ctx, const struct efs_sql_row *row)
+{
+	struct efs_object_info *o = sql_rows_push(ctx);
+	if (!o)
+		return sql_rows_full(ctx);
+	efs_strlcpy(o->bucket, efs_sql_text(row, 0), sizeof(o->bucket));
+	efs_strlcpy(o->key, efs_sql_text(row, 1), sizeof(o->key));
+	efs_strlcpy(o->file_id, efs_sql_text(row, 2), sizeof(o->file_id));
+	o->size = (uint64_t)efs_sql_int(row, 3);
+	efs_strlcpy(o->etag, efs_sql_text(row, 4), sizeof(o->etag));
+	efs_strlcpy(o->content_type, efs_sql_text(row, 5), sizeof(o->content_type));
+	efs_strlcpy(o->content_encoding, efs_sql_text(row, 6), sizeof(o->content_encoding));
+	efs_strlcpy(o->content_disposition, efs_sql_text(row, 7), sizeof(o->content_disposition));
+	efs_strlcpy(o->cache_control, efs_sql_text(row, 8), sizeof(o->cache_control));
+	efs_strlcpy(o->expires, efs_sql_text(row, 9), sizeof(o->expires));
+	efs_strlcpy(o->user_meta, efs_sql_text(row, 10), sizeof(o->user_meta));
+	o->last_modified_ms = efs_sql_int(row, 11);
+	return 0;
+}
+
+int sql_object_get(void *impl, const char *bucket, const char *key, struct efs_object_info *out)
+{
+	struct efs_object_info *o = malloc(sizeof(*o)); /* ~10 KiB: not on the stack */
+	if (!o)
+		return -ENOMEM;
+	struct sql_rows rows = SQL_ROWS_FIXED(o, 1);
+	int r = SQL_ONE(impl,
+			"SELECT " OBJECT_COLUMNS " FROM s3_objects"
+			" WHERE bucket = $1 AND object_key = $2",
+			row_object, &rows, NULL, SQL_TEXT(bucket), SQL_TEXT(key));
+	if (r == 0 && rows.count == 0)
+		r = -ENOENT;
+	if (r == 0)
+		*out = *o;
+	free(o);
+	return r;
+}
+
+/* The file id of the object at (bucket, key), into *(char[EFS_ID_MAX+1]). */
+static int row_file_id(void *ctx, const struct efs_sql_row *row)
+{
+	efs_strlcpy(ctx, efs_sql_text(row, 0), EFS_ID_MAX + 1);
+	return 0;
+}
+
+/* Deletes the row at (@bucket, @key) and its file: -ENOENT when none. */
+static int drop_object(struct sql_conn *c, const char *bucket, const char *key, int64_t now_ms)
+{
+	char file_id[EFS_ID_MAX + 1] = "";
+	int r = SQL_Q(c, "SELECT file_id FROM s3_objects WHERE bucket = $1 AND object_key = $2",
+		      row_file_id, file_id, NULL, SQL_TEXT(bucket), SQL_TEXT(key));
+	if (r < 0)
+		return r;
+	if (!file_id[0])
+		return -ENOENT;
+	/* Removes the object row too (it names the file). */
+	r = sql_file_release(c, file_id, NULL, now_ms);
+	if (r == -ENOENT) /* the file went without its row: drop the row alone */
+		r = SQL_Q(c, "DELETE FROM s3_objects WHERE bucket = $1 AND object_key = $2", NULL,
+			  NULL, NULL, SQL_TEXT(bucket), SQL_TEXT(key));
+	return r;
+}
+
+struct object_put {
+	const struct efs_object_info *o;
+	int64_t now_ms;
+};
+
+static int object_put_tx(struct sql_conn *c, void *ctx)
+{
+	struct object_put *p = ctx;
+	const struct efs_object_info *o = p->o;
+	int r = lock_bucket(c, o->bucket, NULL);
+	if (r < 0)
+		return r;
+	if ((r = drop_object(c, o->bucket, o->key, p->now_ms)) < 0 && r != -ENOENT)
+		return r;
+	return SQL_Q(c,
+		     "INSERT INTO s3_objects (" OBJECT_COLUMNS ")"
+		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+		     NULL, NULL, NULL, SQL_TEXT(o->bucket), SQL_TEXT(o->key), SQL_TEXT(o->file_id),
+		     SQL_INT(o->size), SQL_TEXT(o->etag), SQL_TEXT(o->content_type),
+		     SQL_TEXT(o->content_encoding), SQL_TEXT(o->content_disposition),
+		     SQL_TEXT(o->cache_control), SQL_TEXT(o->expires), SQL_TEXT(o->user_meta),
+		     SQL_INT(o->last_modified_ms));
+}
+
+int sql_object_put(void *impl, const struct efs_object_info *o, int64_t now_ms)
+{
+	struct object_put p = {o, now_ms};
+	return sql_run_tx(impl, object_put_tx, &p);
+}
+
+struct object_delete {
+	const char *bucket;
+	const char *key;
+	int64_t now_ms;
+};
+
+static int object_delete_tx(struct sql_conn *c, void *ctx)
+{
+	struct object_delete *p = ctx;
+	int r = lock_bucket(c, p->bucket, NULL);
+	if (r < 0)
+		return r;
+	return drop_object(c, p->bucket, p->key, p->now_ms);
+}
+
+int sql_object_delete(void *impl, const char *bucket, const char *key, int64_t now_ms)
+{
+	struct object_delete p = {bucket, key, now_ms};
+	return sql_run_tx(impl, object_delete_tx, &p);
+}
+
+static int row_entry(void *ctx, const struct efs_sql_row *row)
+{
+	struct efs_object_entry *e = sql_rows_push(ctx);
+	if (!e)
+		return sql_rows_full(ctx);
+	efs_strlcpy(e->key, efs_sql_text(row, 0), sizeof(e->key));
+	e->size = (uint64_t)efs_sql_int(row, 1);
+	efs_strlcpy(e->etag, efs_sql_text(row, 2), sizeof(e->etag));
+	e->last_modified_ms = efs_sql_int(row, 3);
+	return 0;
+}
+
+int sql_object_list(void *impl, const char *bucket, const char *prefix, const char *after,
+		    size_t limit, struct efs_object_entry *out, size_t *count)
+{
+	struct sql_rows rows = SQL_ROWS_FIXED(out, limit);
+	/* The range condition (>= prefix) lets the primary key index serve
+	 * the scan; the substr test ends the prefix. Both engines count
+	 * characters in substr and length, alike for valid UTF-8. */
+	int r = SQL_ONE(impl,
+			"SELECT object_key, size, etag, last_modified FROM s3_objects"
+			" WHERE bucket = $1 AND object_key > CAST($2 AS TEXT)"
+			"  AND object_key >= CAST($3 AS TEXT)"
+			"  AND substr(object_key, 1, length(CAST($3 AS TEXT))) = CAST($3 AS TEXT)"
+			" ORDER BY object_key LIMIT $4",
+			row_entry, &rows, NULL, SQL_TEXT(bucket), SQL_TEXT(after), SQL_TEXT(prefix),
+			SQL_INT(limit));
+	return sql_rows_finish(&rows, r, NULL, count);
+}

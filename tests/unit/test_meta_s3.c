@@ -1,0 +1,388 @@
+/* SPDX-License-Identifier: MIT */
+/* test_meta_s3.c - unit tests of the S3 operations of the metadata store
+ * (buckets and objects, include/echofs/meta.h) on SQLite, each in a fresh
+ * directory, and, when ECHOFS_TEST_PG_URL is set, a second time on
+ * PostgreSQL, each test on a database of its own (efs_s3unit_<pid>_<n>).
+ *
+ * What the S3 listener relies on: bucket names unique across owners,
+ * deletion only when empty, an object's file released in the transaction
+ * that replaces or deletes the object (checked through what the collector
+ * would take), a file deleted through the REST API taking its object with
+ * it, and listings in byte order, bounded by their limit.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "echofs/hash.h"
+#include "echofs/log.h"
+#include "echofs/meta.h"
+#include "echofs/util.h"
+
+#include <ftw.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *const worker_ids[] = {"w1"};
+
+struct fixture {
+	char dir[64];
+	char db[64]; /* the PostgreSQL database of this test, or "" (SQLite) */
+	struct efs_meta *m;
+	int64_t now;
+};
+
+static const char *pg_url;
+static unsigned pg_databases;
+
+static int pg_admin(const char *sql)
+{
+	PGconn *c = PQconnectdb(pg_url);
+	int r = 0;
+	if (PQstatus(c) != CONNECTION_OK) {
+		r = -1;
+	} else {
+		PGresult *res = PQexec(c, sql);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			print_error("%s: %s", sql, PQresultErrorMessage(res));
+			r = -1;
+		}
+		PQclear(res);
+	}
+	PQfinish(c);
+	return r;
+}
+
+/* @pg_url naming database @db instead (postgres://user@host:port/db). */
+static void pg_url_with_db(const char *db, char *out, size_t size)
+{
+	const char *auth = strstr(pg_url, "://");
+	const char *path = auth ? strchr(auth + 3, '/') : NULL;
+	size_t head = path ? (size_t)(path - pg_url) : strlen(pg_url);
+	snprintf(out, size, "%.*s/%s", (int)head, pg_url, db);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char err[256] = "", url[512] = "", sql[128];
+	if (!f)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/efs-meta-s3-XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	if (pg_url) {
+		snprintf(f->db, sizeof(f->db), "efs_s3unit_%ld_%u", (long)getpid(), ++pg_databases);
+		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->db);
+		if (pg_admin(sql) < 0)
+			return -1;
+		pg_url_with_db(f->db, url, sizeof(url));
+	}
+	if (efs_meta_open(pg_url ? url : NULL, f->dir, &f->m, err, sizeof(err)) < 0) {
+		print_error("efs_meta_open: %s\n", err);
+		return -1;
+	}
+	struct efs_worker_info w = {.worker_id = "w1",
+				    .url = "http://10.0.0.1:9000",
+				    .registered_at_ms = 1000,
+				    .last_heartbeat_ms = 1000};
+	if (efs_meta_worker_register(f->m, &w) < 0)
+		return -1;
+	f->now = efs_now_ms();
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	int r = 0;
+	efs_meta_close(f->m);
+	nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (f->db[0]) {
+		char sql[128];
+		snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->db);
+		r = pg_admin(sql);
+	}
+	free(f);
+	return r;
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static struct efs_bucket_info bucket(const char *name, const char *owner)
+{
+	struct efs_bucket_info b;
+	memset(&b, 0, sizeof(b));
+	efs_strlcpy(b.name, name, sizeof(b.name));
+	efs_strlcpy(b.owner, owner, sizeof(b.owner));
+	efs_strlcpy(b.region, "us-east-1", sizeof(b.region));
+	b.created_at_ms = 1000;
+	return b;
+}
+
+/* A recorded file of @owner with one chunk of content @seed; the chunk's
+ * id into @chunk_id (65 bytes). */
+static void make_file(struct fixture *f, const char *owner, int seed, char *file_id, char *chunk_id)
+{
+	struct efs_file_info fi;
+	struct efs_chunk_info c;
+	char data[32];
+	memset(&fi, 0, sizeof(fi));
+	memset(&c, 0, sizeof(c));
+	snprintf(data, sizeof(data), "object bytes %d", seed);
+	efs_sha256_hex(data, strlen(data), c.chunk_id);
+	c.size = c.stored_size = strlen(data);
+	assert_int_equal(efs_random_hex(fi.file_id, EFS_FILE_ID_LEN / 2), 0);
+	efs_strlcpy(fi.owner, owner, sizeof(fi.owner));
+	efs_strlcpy(fi.name, "obj", sizeof(fi.name));
+	fi.size = c.size;
+	efs_strlcpy(fi.sha256, c.chunk_id, sizeof(fi.sha256));
+	fi.chunk_size = 1024;
+	fi.replication = 1;
+	fi.created_at_ms = f->now;
+	assert_int_equal(efs_meta_file_create_single(f->m, &fi, &c, worker_ids, 1, false, f->now),
+			 0);
+	efs_strlcpy(file_id, fi.file_id, EFS_ID_MAX + 1);
+	efs_strlcpy(chunk_id, c.chunk_id, 65);
+}
+
+/* True when the collector would take @chunk_id (no reference left). */
+static bool is_garbage(struct fixture *f, const char *chunk_id)
+{
+	char ids[64][65];
+	size_t count = 0;
+	assert_int_equal(efs_meta_garbage_list(f->m, f->now + 1, 64, ids, &count), 0);
+	for (size_t i = 0; i < count; i++)
+		if (strcmp(ids[i], chunk_id) == 0)
+			return true;
+	return false;
+}
+
+static struct efs_object_info *object(const char *bucket_name, const char *key, const char *file_id)
+{
+	struct efs_object_info *o = calloc(1, sizeof(*o));
+	assert_non_null(o);
+	efs_strlcpy(o->bucket, bucket_name, sizeof(o->bucket));
+	efs_strlcpy(o->key, key, sizeof(o->key));
+	efs_strlcpy(o->file_id, file_id, sizeof(o->file_id));
+	o->size = 14;
+	efs_strlcpy(o->etag, "0123456789abcdef0123456789abcdef", sizeof(o->etag));
+	efs_strlcpy(o->content_type, "text/plain", sizeof(o->content_type));
+	efs_strlcpy(o->user_meta, "{\"a\":\"b\"}", sizeof(o->user_meta));
+	o->last_modified_ms = 2000;
+	return o;
+}
+
+/* ---- buckets -------------------------------------------------------------- */
+
+static void test_bucket_names_are_unique_across_owners(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info a = bucket("photos", "alice"), b = bucket("photos", "bob"), got;
+	struct efs_bucket_info c = bucket("alpha", "alice");
+	struct efs_bucket_info *list = NULL;
+	size_t n = 0;
+
+	assert_int_equal(efs_meta_bucket_get(f->m, "photos", &got), -ENOENT);
+	assert_int_equal(efs_meta_bucket_create(f->m, &a), 0);
+	assert_int_equal(efs_meta_bucket_create(f->m, &a), -EEXIST);
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), -EEXIST);
+	assert_int_equal(efs_meta_bucket_get(f->m, "photos", &got), 0);
+	assert_string_equal(got.owner, "alice");
+	assert_string_equal(got.region, "us-east-1");
+	assert_int_equal(got.created_at_ms, 1000);
+	assert_int_equal(efs_meta_bucket_create(f->m, &c), 0);
+	assert_int_equal(efs_meta_bucket_list(f->m, "alice", &list, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(list[0].name, "alpha");
+	assert_string_equal(list[1].name, "photos");
+	free(list);
+	list = NULL;
+	assert_int_equal(efs_meta_bucket_list(f->m, "bob", &list, &n), 0);
+	assert_int_equal(n, 0);
+	free(list);
+	/* only its owner deletes it */
+	assert_int_equal(efs_meta_bucket_delete(f->m, "photos", "bob"), -ENOENT);
+	assert_int_equal(efs_meta_bucket_delete(f->m, "photos", "alice"), 0);
+	assert_int_equal(efs_meta_bucket_delete(f->m, "photos", "alice"), -ENOENT);
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+}
+
+static void test_a_bucket_with_an_object_is_not_deleted(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("full", "alice");
+	char file_id[EFS_ID_MAX + 1], chunk_id[65];
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, file_id, chunk_id);
+	struct efs_object_info *o = object("full", "k", file_id);
+	assert_int_equal(efs_meta_object_put(f->m, o, f->now), 0);
+	assert_int_equal(efs_meta_bucket_delete(f->m, "full", "alice"), -ENOTEMPTY);
+	assert_int_equal(efs_meta_object_delete(f->m, "full", "k", f->now), 0);
+	assert_int_equal(efs_meta_bucket_delete(f->m, "full", "alice"), 0);
+	/* an object into a bucket that is gone: refused */
+	assert_int_equal(efs_meta_object_put(f->m, o, f->now), -ENOENT);
+	free(o);
+}
+
+/* ---- objects ------------------------------------------------------------- */
+
+static void test_overwrite_releases_the_old_file_in_the_same_step(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("docs", "alice");
+	char first[EFS_ID_MAX + 1], second[EFS_ID_MAX + 1], chunk1[65], chunk2[65];
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+	struct efs_file_info fi;
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, first, chunk1);
+	make_file(f, "alice", 2, second, chunk2);
+	struct efs_object_info *o1 = object("docs", "a/b.txt", first);
+	struct efs_object_info *o2 = object("docs", "a/b.txt", second);
+	efs_strlcpy(o2->content_type, "application/json", sizeof(o2->content_type));
+
+	assert_int_equal(efs_meta_object_get(f->m, "docs", "a/b.txt", got), -ENOENT);
+	assert_int_equal(efs_meta_object_put(f->m, o1, f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "docs", "a/b.txt", got), 0);
+	assert_string_equal(got->file_id, first);
+	assert_string_equal(got->etag, o1->etag);
+	assert_string_equal(got->content_type, "text/plain");
+	assert_string_equal(got->user_meta, "{\"a\":\"b\"}");
+	assert_int_equal(got->last_modified_ms, 2000);
+	/* the file knows it is an object */
+	assert_int_equal(efs_meta_file_get(f->m, first, &fi), 0);
+	assert_string_equal(fi.s3_bucket, "docs");
+	assert_string_equal(fi.s3_key, "a/b.txt");
+
+	assert_int_equal(efs_meta_object_put(f->m, o2, f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "docs", "a/b.txt", got), 0);
+	assert_string_equal(got->file_id, second);
+	assert_string_equal(got->content_type, "application/json");
+	assert_int_equal(efs_meta_file_get(f->m, first, &fi), -ENOENT);
+	assert_true(is_garbage(f, chunk1));
+	assert_false(is_garbage(f, chunk2));
+
+	assert_int_equal(efs_meta_object_delete(f->m, "docs", "a/b.txt", f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "docs", "a/b.txt", got), -ENOENT);
+	assert_int_equal(efs_meta_file_get(f->m, second, &fi), -ENOENT);
+	assert_true(is_garbage(f, chunk2));
+	assert_int_equal(efs_meta_object_delete(f->m, "docs", "a/b.txt", f->now), -ENOENT);
+	free(o1);
+	free(o2);
+	free(got);
+}
+
+static void test_deleting_the_file_deletes_the_object(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("rest", "alice");
+	char file_id[EFS_ID_MAX + 1], chunk_id[65];
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 3, file_id, chunk_id);
+	struct efs_object_info *o = object("rest", "k", file_id);
+	assert_int_equal(efs_meta_object_put(f->m, o, f->now), 0);
+	assert_int_equal(efs_meta_file_delete(f->m, file_id, "alice", f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "rest", "k", got), -ENOENT);
+	assert_true(is_garbage(f, chunk_id));
+	assert_int_equal(efs_meta_bucket_delete(f->m, "rest", "alice"), 0);
+	free(o);
+	free(got);
+}
+
+static void test_listing_in_byte_order_by_prefix_and_after(void **state)
+{
+	struct fixture *f = *state;
+	/* byte order: uppercase < lowercase < UTF-8 beyond ASCII */
+	static const char *const keys[] = {"Zeta",
+					   "a",
+					   "a/1",
+					   "a/2",
+					   "a0",
+					   "b",
+					   "zeta",
+					   "\xc3\xa9t\xc3\xa9",
+					   "\xc3\xa9t\xc3\xa9/x"};
+	const size_t n = sizeof(keys) / sizeof(keys[0]);
+	struct efs_bucket_info b = bucket("list", "alice");
+	struct efs_object_entry *out = calloc(16, sizeof(*out));
+	char file_id[EFS_ID_MAX + 1], chunk_id[65];
+	size_t count = 0;
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	/* inserted in reverse order */
+	for (size_t i = n; i-- > 0;) {
+		make_file(f, "alice", (int)i + 10, file_id, chunk_id);
+		struct efs_object_info *o = object("list", keys[i], file_id);
+		assert_int_equal(efs_meta_object_put(f->m, o, f->now), 0);
+		free(o);
+	}
+	assert_int_equal(efs_meta_object_list(f->m, "list", "", "", 16, out, &count), 0);
+	assert_int_equal(count, n);
+	for (size_t i = 0; i < n; i++)
+		assert_string_equal(out[i].key, keys[i]);
+	assert_int_equal(out[0].size, 14);
+	assert_string_equal(out[0].etag, "0123456789abcdef0123456789abcdef");
+
+	/* a limit, then after the last one */
+	assert_int_equal(efs_meta_object_list(f->m, "list", "", "", 3, out, &count), 0);
+	assert_int_equal(count, 3);
+	assert_string_equal(out[2].key, "a/1");
+	assert_int_equal(efs_meta_object_list(f->m, "list", "", "a/1", 3, out, &count), 0);
+	assert_int_equal(count, 3);
+	assert_string_equal(out[0].key, "a/2");
+	assert_string_equal(out[2].key, "b");
+	/* a prefix */
+	assert_int_equal(efs_meta_object_list(f->m, "list", "a/", "", 16, out, &count), 0);
+	assert_int_equal(count, 2);
+	assert_string_equal(out[0].key, "a/1");
+	assert_string_equal(out[1].key, "a/2");
+	assert_int_equal(efs_meta_object_list(f->m, "list", "\xc3\xa9", "", 16, out, &count), 0);
+	assert_int_equal(count, 2);
+	assert_int_equal(efs_meta_object_list(f->m, "list", "a", "a/2", 16, out, &count), 0);
+	assert_int_equal(count, 1);
+	assert_string_equal(out[0].key, "a0");
+	/* past everything; another bucket */
+	assert_int_equal(
+	    efs_meta_object_list(f->m, "list", "", "\xf4\x8f\xbf\xbf", 16, out, &count), 0);
+	assert_int_equal(count, 0);
+	assert_int_equal(efs_meta_object_list(f->m, "nope", "", "", 16, out, &count), 0);
+	assert_int_equal(count, 0);
+	free(out);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+	const struct CMUnitTest tests[] = {
+	    T(test_bucket_names_are_unique_across_owners),
+	    T(test_a_bucket_with_an_object_is_not_deleted),
+	    T(test_overwrite_releases_the_old_file_in_the_same_step),
+	    T(test_deleting_the_file_deletes_the_object),
+	    T(test_listing_in_byte_order_by_prefix_and_after),
+	};
+#undef T
+	efs_log_set_level(EFS_LOG_WARN);
+	int failed = cmocka_run_group_tests_name("meta_s3_sqlite", tests, NULL, NULL);
+	const char *url = getenv("ECHOFS_TEST_PG_URL");
+	if (url && *url) {
+		pg_url = url;
+		failed += cmocka_run_group_tests_name("meta_s3_postgres", tests, NULL, NULL);
+	} else {
+		print_message("meta_s3_postgres: not run (ECHOFS_TEST_PG_URL is not set)\n");
+	}
+	return failed;
+}
