@@ -101,6 +101,7 @@ struct efs_http_call {
 	/* Set with error -ETIMEDOUT when the stall or the min_speed rule gave
 	 * up on the transfer (the peer is up but too slow), not a deadline. */
 	bool too_slow;
+	int64_t elapsed_ms;   /* how long the transfer took, connection set-up included */
 	char errmsg[160];     /* what failed, for logs */
 };
 

@@ -398,6 +398,7 @@ static int transfer_setup(struct transfer *t, struct efs_http_client *client,
 	call->status = 0;
 	call->error = 0;
 	call->too_slow = false;
+	call->elapsed_ms = 0;
 	call->errmsg[0] = '\0';
 	if (call->resp_cap)
 		call->resp.cap = call->resp_cap;
@@ -515,8 +516,11 @@ static void transfer_finish(struct transfer *t, CURLcode code)
 {
 	struct efs_http_call *call = t->call;
 	long connects = 0;
+	curl_off_t total_us = 0;
 	if (curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
 		atomic_fetch_add(&t->client->connections_opened, (uint64_t)connects);
+	if (curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK)
+		call->elapsed_ms = (int64_t)(total_us / 1000);
 	if (code == CURLE_OK) {
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &call->status);
 	} else {

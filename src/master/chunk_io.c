@@ -41,6 +41,20 @@ static void note_slow(struct efs_chunk_io *io, const char *worker_id, bool write
 			 write ? "write to it" : "read from it", why);
 }
 
+/* A transfer to or from @worker_id finished, but under the minimum rate:
+ * the worker is marked slow all the same (logged when it was not). */
+static void finished_slowly(struct efs_chunk_io *io, const char *worker_id, bool write,
+			    uint64_t bytes, int64_t elapsed_ms)
+{
+	if (efs_placement_mark_slow(io->placement, worker_id))
+		efs_warn("worker %s marked slow for %lld ms (a chunk %s took %lld ms for %llu "
+			 "bytes, under %lld bytes/s): placement prefers other workers and reads "
+			 "try its replicas last meanwhile",
+			 worker_id, (long long)io->placement->slow_avoid_ms,
+			 write ? "write to it" : "read from it", (long long)elapsed_ms,
+			 (unsigned long long)bytes, (long long)io->placement->slow_min_rate);
+}
+
 void efs_chunk_io_init(struct efs_chunk_io *io, struct efs_meta *meta,
 		       struct efs_placement *placement, struct efs_http_client *http,
 		       const char *cluster_secret, int64_t worker_dead_after_ms)
@@ -194,6 +208,10 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 							pending[i].worker_id, calls[i].error == 0);
 			if (calls[i].error == 0 && calls[i].status == 201) {
 				out[done++] = pending[i];
+				if (efs_placement_finished_slowly(io->placement, len,
+								  calls[i].elapsed_ms))
+					finished_slowly(io, pending[i].worker_id, true, len,
+							calls[i].elapsed_ms);
 			} else if (calls[i].error) {
 				efs_warn("chunk %.12s: write to worker %s failed: %s; trying another",
 					 chunk_id, pending[i].worker_id, calls[i].errmsg);
@@ -331,6 +349,8 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 		return -EBADMSG; /* failed its checksum there (quarantined) */
 	if (call.status != 200)
 		return -EIO; /* a passing failure: not marked */
+	if (efs_placement_finished_slowly(io->placement, scratch->len, call.elapsed_ms))
+		finished_slowly(io, rep->worker_id, false, scratch->len, call.elapsed_ms);
 	bool gzip = strcmp(call.captured, "gzip") == 0 ||
 		    (call.captured[0] == '\0' && chunk->compressed);
 	return efs_chunk_from_stored(chunk, gzip, scratch, out);

@@ -68,6 +68,19 @@ static int slot_of(struct efs_placement *p, const char *worker_id, bool claim)
 bool efs_placement_note_slow(struct efs_placement *p, const char *worker_id, bool write)
 {
 	atomic_fetch_add(write ? &p->slow_abandons_write : &p->slow_abandons_read, 1);
+	return efs_placement_mark_slow(p, worker_id);
+}
+
+bool efs_placement_finished_slowly(const struct efs_placement *p, uint64_t bytes,
+				   int64_t elapsed_ms)
+{
+	return p->slow_min_rate > 0 && elapsed_ms >= 1000 &&
+	       bytes >= EFS_PLACEMENT_SLOW_JUDGE_BYTES &&
+	       (double)bytes * 1000.0 < (double)p->slow_min_rate * (double)elapsed_ms;
+}
+
+bool efs_placement_mark_slow(struct efs_placement *p, const char *worker_id)
+{
 	if (p->slow_avoid_ms <= 0)
 		return false;
 	int64_t now = efs_now_ms();

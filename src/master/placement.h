@@ -94,6 +94,16 @@ int efs_placement_load(struct efs_placement *p, const char *worker_id);
  * now. Returns true when the worker was not slow before (the caller logs
  * the change once). */
 bool efs_placement_note_slow(struct efs_placement *p, const char *worker_id, bool write);
+/* Marks the worker slow as above without counting an abandon (a transfer
+ * that finished, but under the minimum rate). Same return. */
+bool efs_placement_mark_slow(struct efs_placement *p, const char *worker_id);
+/* Whether a transfer of @bytes that finished in @elapsed_ms went under
+ * the minimum rate: judged only for transfers of a second or more and of
+ * at least EFS_PLACEMENT_SLOW_JUDGE_BYTES, where the rate is the link's
+ * or the disk's and not a latency (a slow fsync of a small chunk). */
+#define EFS_PLACEMENT_SLOW_JUDGE_BYTES (512 * 1024)
+bool efs_placement_finished_slowly(const struct efs_placement *p, uint64_t bytes,
+				   int64_t elapsed_ms);
 /* Milliseconds the worker stays marked slow; 0 when it is not. */
 int64_t efs_placement_slow_for_ms(struct efs_placement *p, const char *worker_id);
 

@@ -2,8 +2,9 @@
 /* test_placement.c - unit tests of placement's slow-worker rule
  * (src/master/placement.h) over a registry on SQLite: a worker marked slow
  * is chosen only when the others cannot fill the request, the mark
- * expires by itself, each abandon is counted, and the candidate count
- * tells chunk_io whether a replacement exists.
+ * expires by itself, each abandon is counted, the candidate count tells
+ * chunk_io whether a replacement exists, and which finished transfers are
+ * judged slow.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -166,6 +167,29 @@ static void test_avoid_zero_marks_nothing_but_counts(void **state)
 	assert_int_equal(atomic_load(&f->placement.slow_abandons_write), 1);
 }
 
+static void test_finished_slowly_judges_long_large_transfers_only(void **state)
+{
+	struct fixture *f = *state;
+	efs_placement_set_slowness(&f->placement, 2 * 1024 * 1024, 60000);
+	/* 1 MiB in 1.1 s: under 2 MiB/s. */
+	assert_true(efs_placement_finished_slowly(&f->placement, 1 << 20, 1100));
+	/* Under a second: a hiccup, not judged. */
+	assert_false(efs_placement_finished_slowly(&f->placement, 1 << 20, 900));
+	/* 64 KiB in 2 s: a latency, not a rate. */
+	assert_false(efs_placement_finished_slowly(&f->placement, 64 * 1024, 2000));
+	/* 8 MiB in 2 s: 4 MiB/s, fast enough. */
+	assert_false(efs_placement_finished_slowly(&f->placement, 8 << 20, 2000));
+	/* The rule off. */
+	efs_placement_set_slowness(&f->placement, 0, 60000);
+	assert_false(efs_placement_finished_slowly(&f->placement, 1 << 20, 5000));
+	/* A finished transfer marks without counting an abandon. */
+	efs_placement_set_slowness(&f->placement, 2 * 1024 * 1024, 60000);
+	assert_true(efs_placement_mark_slow(&f->placement, f->id[3]));
+	assert_true(efs_placement_slow_for_ms(&f->placement, f->id[3]) > 0);
+	assert_int_equal(atomic_load(&f->placement.slow_abandons_write), 0);
+	assert_int_equal(atomic_load(&f->placement.slow_abandons_read), 0);
+}
+
 int main(void)
 {
 	efs_log_set_level(EFS_LOG_ERROR);
@@ -175,6 +199,7 @@ int main(void)
 		T(test_slow_worker_is_chosen_only_when_the_others_do_not_suffice),
 		T(test_slow_mark_expires),
 		T(test_avoid_zero_marks_nothing_but_counts),
+		T(test_finished_slowly_judges_long_large_transfers_only),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
