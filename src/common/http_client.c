@@ -111,7 +111,8 @@ struct transfer {
 		int64_t at_ms, moved;
 	} samples[16];
 	unsigned sample_count; /* pushed so far; the newest is (count - 1) % 16 */
-	bool slow_stop;        /* the stall or min_speed rule gave up */
+	bool stalled;          /* the stall rule gave up */
+	bool slow_stop;        /* the min_speed rule gave up */
 	char slow_why[96];
 };
 
@@ -128,7 +129,9 @@ static bool under_min_speed(struct transfer *t, int64_t now, int64_t moved, bool
 		t->samples[t->sample_count % ring].moved = moved;
 		t->sample_count++;
 	}
-	if (!remaining)
+	/* Nothing moved for a second: stopped, not slow (a partition, a
+	 * pause); the stall rule's business. */
+	if (!remaining || now - t->moved_at_ms >= 1000)
 		return false;
 	/* The newest sample at least a window old. */
 	for (unsigned k = 0; k < t->sample_count && k < ring; k++) {
@@ -355,7 +358,7 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 		} else if (now - t->moved_at_ms > t->call->stall_timeout_s * 1000) {
 			snprintf(t->slow_why, sizeof(t->slow_why), "stalled: no byte for %ld s",
 				 t->call->stall_timeout_s);
-			t->slow_stop = true;
+			t->stalled = true;
 			t->sink_error = -ETIMEDOUT;
 			return 1;
 		}
@@ -525,9 +528,9 @@ static void transfer_finish(struct transfer *t, CURLcode code)
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &call->status);
 	} else {
 		call->status = 0;
-		if (t->slow_stop) {
+		if (t->slow_stop || t->stalled) {
 			call->error = t->sink_error;
-			call->too_slow = true;
+			call->too_slow = t->slow_stop;
 			snprintf(call->errmsg, sizeof(call->errmsg), "%s", t->slow_why);
 		} else if (t->sink_error) {
 			call->error = t->sink_error;

@@ -173,7 +173,7 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 					"echofs_slow_transfers_abandoned_total",
 					"Chunk transfers to (op=write: placed on another worker) or from "
 					"(op=read: another replica read) a worker given up on for "
-					"slowness: stalled, or under SLOW_WORKER_MIN_RATE.",
+					"moving under SLOW_WORKER_MIN_RATE (stalls not counted).",
 					by_op, NULL, 0, &slow);
 	if (r == 0)
 		r = efs_metric_set(slow, (const char *const[]){"write"},

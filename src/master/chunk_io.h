@@ -11,8 +11,9 @@
  * A transfer is given up when it moves no byte for 3 s, or (only when
  * another worker or replica can take its place) fewer than the
  * placement's SLOW_WORKER_MIN_RATE x 3 s bytes over its last 3 s while
- * bytes remain; either marks its worker slow in placement, and so does a
- * large transfer that finished under that rate (placement.h).
+ * bytes remain. The latter marks its worker slow in placement, and so
+ * does a large transfer that finished under that rate (placement.h); a
+ * stall does not (a paused or cut-off worker is liveness's business).
  */
 #ifndef ECHOFS_MASTER_CHUNK_IO_H
 #define ECHOFS_MASTER_CHUNK_IO_H

@@ -8,7 +8,7 @@
  * emptier and idler workers get more and a burst does not pile on one.
  *
  * Slow workers: a transfer to or from a worker that chunk_io gave up on
- * for slowness (stalled, or under SLOW_WORKER_MIN_RATE), or one that
+ * for moving under SLOW_WORKER_MIN_RATE (not a stall), or one that
  * finished under that rate (efs_placement_finished_slowly), marks the
  * worker slow for SLOW_WORKER_AVOID_MS (each such abandon starts the time
  * again). While a worker is slow, placement chooses it only when the
