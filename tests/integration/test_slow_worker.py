@@ -3,10 +3,12 @@
 The victim is reached by the master through a nemesis.LinkProxy (its
 WORKER_ADVERTISE_URL), throttled to 1 MiB/s each way; its heartbeats go
 through another proxy that is left alone, so it stays alive. The master
-gives a chunk transfer up for slowness when it moved no byte for 3 s, or
-fewer than SLOW_WORKER_MIN_RATE (default 2 MiB/s) x 3 s bytes over its
-last 3 s while bytes remained and another worker could take its place
-(docs/OPERATIONS.md, "Slow workers"). The worker is then marked slow for
+gives a chunk transfer up for slowness when it moved fewer than
+SLOW_WORKER_MIN_RATE (default 2 MiB/s) x 3 s bytes over its last 3 s while
+bytes remained (and still moved) and another worker could take its place;
+a transfer of 512 KiB or more that finished after a second or more under
+that rate counts too (docs/OPERATIONS.md, "Slow workers"; a stall, no byte
+for 3 s, is given up but marks nothing). The worker is then marked slow for
 SLOW_WORKER_AVOID_MS: placement prefers the others, reads try its replicas
 last, GET /api/v1/workers says "slow": true, and
 echofs_slow_transfers_abandoned_total{op} counts the abandons.
