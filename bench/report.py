@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 """report.py - turn one bench/run.sh run into the table and latest.json.
 
-Reads WORK/facts.env (KEY=VALUE lines written by run.sh) and the load
+Reads WORK/facts.env (KEY=VALUE lines written by run.sh, and by
+bench/ec_bench --facts) and the load
 generator's JSON (WORK/nginx-4k.json, small-upload.json,
 small-download.json); prints each figure with its baseline, ratio, target
 and PASS/FAIL; writes every figure, baseline, ratio, target, the machine
@@ -238,6 +239,60 @@ def build_aws(facts, figures, baselines):
             "baselines": s3_baselines, "figures": aws}
 
 
+EC_LAYOUTS = ((4, 2), (10, 4))
+EC_OPS = (("encode", "encode (M parity shards)"),
+          ("rebuild_1", "rebuild 1 lost data shard"),
+          ("rebuild_m", "rebuild M lost data shards"))
+
+
+def build_ec(facts):
+    """The erasure coding micro benchmark (bench/ec_bench, one thread, the
+    thread's CPU clock): per layout, memcpy of the stripe's payload (the
+    baseline) and each operation in MiB of payload per CPU second with its
+    ratio to that memcpy, plus the per-call decode table setup. No
+    targets. None when it did not run."""
+    layouts = {}
+    for k, m in EC_LAYOUTS:
+        key = f"ec_{k}_{m}"
+        if key + "_memcpy_mib_s" not in facts:
+            continue
+        figures = {}
+        for op, label in EC_OPS:
+            mib_s = num(facts, f"{key}_{op}_mib_s")
+            figures[op] = {"label": label, "unit": "MiB/s", "value": mib_s,
+                           "ratio_to_memcpy": num(facts, f"{key}_{op}_ratio"),
+                           "cpu_s_per_gib": 1024 / mib_s if mib_s else None}
+        layouts[f"ec:{k}+{m}"] = {
+            "stripe_bytes": int(facts[key + "_payload_bytes"]),
+            "shard_len": int(facts[key + "_shard_len"]),
+            "baseline": {"label": "memcpy of the stripe's payload", "unit": "MiB/s",
+                         "value": num(facts, key + "_memcpy_mib_s")},
+            "figures": figures,
+            "decode_setup_us": num(facts, key + "_setup_us"),
+            "rebuild_m_us": num(facts, key + "_rebuild_m_us"),
+        }
+    return layouts or None
+
+
+def print_ec(ec):
+    print()
+    if ec is None:
+        print("Erasure coding: not measured.")
+        return
+    print("Erasure coding (src/common/ec.c, ISA-L): one thread, MiB of payload per CPU second,"
+          " ratio to memcpy of the same bytes in this run (no targets)")
+    w = 34
+    for name, layout in ec.items():
+        base = layout["baseline"]["value"]
+        print(f"{name} on {layout['stripe_bytes'] // MIB} MiB stripes "
+              f"(shards of {layout['shard_len']} bytes): memcpy {fmt(base, 'MiB/s')}")
+        for fig in layout["figures"].values():
+            print(f"  {fig['label']:{w}} {fmt(fig['value'], fig['unit']):>16}  "
+                  f"{fig['ratio_to_memcpy']:5.2f}x memcpy  {fig['cpu_s_per_gib']:.3f} CPU s/GiB")
+        print(f"  {'decode table setup per call':{w}} {layout['decode_setup_us']:>12.2f} us  "
+              f"({100 * layout['decode_setup_us'] / layout['rebuild_m_us']:.1f}% of rebuilding M)")
+
+
 def print_aws(facts, aws):
     print()
     if aws is None:
@@ -327,7 +382,9 @@ def main():
           for name in ("nginx-4k", "small-upload", "small-download")}
     figures, baselines, targets = build(facts, lg)
     aws = build_aws(facts, figures, baselines)
+    ec = build_ec(facts)
     print_table(facts, figures, baselines, targets)
+    print_ec(ec)
     print_aws(facts, aws)
 
     result = {
@@ -366,6 +423,7 @@ def main():
         "targets_met": sum(1 for t in targets if t["pass"]),
         "targets_total": len(targets),
         "loadgen": lg,
+        "erasure_coding": ec if ec is not None else {"skipped": "not measured"},
         "aws_mode": aws if aws is not None else {"skipped": facts.get("aws_skipped",
                                                                      "not measured")},
     }

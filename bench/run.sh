@@ -12,6 +12,9 @@
 #              large uploads/downloads with curl (random and text files),
 #              4 KiB uploads/downloads with bench/loadgen, peak RSS, CPU
 #              seconds per GiB uploaded
+#   EC         erasure coding (src/common/ec.c) of 4 MiB stripes, 4+2 and
+#              10+4, one thread: encode and rebuild throughput as ratios to
+#              memcpy of the same bytes (bench/ec_bench, no cluster)
 #   AWS mode   the local S3 server alone (s3rver through scripts/aws_local.sh,
 #              on free ports): curl PUT and GET of each large file as one
 #              object; then 1 master with S3_BUCKET_NAME (no workers) over
@@ -273,6 +276,17 @@ for kind in random text; do
 	[ "$kind" = text ] && file=$FILES/text.txt
 	SHA[$kind]=$(sha256sum "$file" | cut -d' ' -f1)
 done
+
+# ---- 1b. erasure coding, one thread, no cluster --------------------------------
+
+# Encode and rebuild of 4 MiB stripes (4+2, 10+4) against memcpy of the
+# same bytes, on the thread's CPU clock (bench/ec_bench.c); before the
+# cluster starts, so nothing of ours competes for the CPU.
+EC_BENCH=$ROOT/build/bench/ec_bench
+ec_runs=7
+[ "$QUICK" = 1 ] && ec_runs=3
+bench_log "erasure coding: encode and rebuild of 4 MiB stripes against memcpy (ec_bench)"
+"$EC_BENCH" --facts --runs "$ec_runs" 4+2 10+4 >>"$FACTS" || bench_die "ec_bench failed"
 
 # ---- 2. baseline: the disk -------------------------------------------------
 

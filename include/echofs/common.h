@@ -39,6 +39,13 @@
 #define EFS_CLUSTER_ID_LEN 32
 #define EFS_HDR_CLUSTER "X-Echofs-Cluster"
 
+/* The lease epoch a background duty's instruction to a worker carries (a
+ * GC delete, a repair copy): decimal, >= 1. A worker refuses an epoch
+ * older than the newest it has seen (409 stale_lease_epoch); a call
+ * without it (the client data path) is not a duty and is not checked
+ * (docs/OPERATIONS.md#fencing). */
+#define EFS_HDR_LEASE_EPOCH "X-EchoFS-Lease-Epoch"
+
 #include "echofs/banned.h"
 
 #endif

@@ -93,6 +93,8 @@ enum efs_http_err {
 	EFS_HTTP_E_STORE_ERROR,
 	/* cluster identity (master and worker) */
 	EFS_HTTP_E_WRONG_CLUSTER,
+	/* fencing: a duty's instruction from an old lease holder (worker) */
+	EFS_HTTP_E_STALE_LEASE_EPOCH,
 	/* topology shown to operators only (TOPOLOGY_VISIBLE_TO=operators) */
 	EFS_HTTP_E_OPERATORS_ONLY,
 	/* the request head and its framing (every endpoint, http_server.c) */

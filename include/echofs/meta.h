@@ -343,8 +343,28 @@ int efs_meta_report_finish(struct efs_meta *m, const struct efs_report_context *
  * true while this process holds it. With PostgreSQL it is a session-level
  * advisory lock on a dedicated connection, so it moves to another master
  * within seconds of this one dying; with SQLite (one master) it is always
- * held. Call it before each round of duties. */
+ * held; with DynamoDB it is an item with a holder and an expiry. Call it
+ * before each round of duties: it asks the store (PostgreSQL: the lock's
+ * connection answers; DynamoDB: when half the term is gone), and a failed
+ * renewal drops the lease here at once (false).
+ *
+ * Each time this process takes the lease (a takeover, also of a lease it
+ * dropped itself: not a renewal) the store's lease epoch grows by one, in
+ * the store, under the lease's own guard (PostgreSQL: on the locked
+ * connection; DynamoDB: the conditional update that takes the item). */
 bool efs_meta_lease(struct efs_meta *m);
+/* The epoch of the lease this process holds (>= 1), 0 when it holds none
+ * (as the last efs_meta_lease or efs_meta_lease_drop left it; no call to
+ * the store). Duties send it with every instruction to a worker
+ * (EFS_HDR_LEASE_EPOCH), read again before each: a worker refuses an
+ * epoch older than the newest it has seen (docs/OPERATIONS.md#fencing). */
+uint64_t efs_meta_lease_epoch(struct efs_meta *m);
+/* Drops the lease here at once (a duty's metadata call failed: the store
+ * may be unreachable and another master may take the lease): epoch 0
+ * until efs_meta_lease takes it again, with a new epoch. PostgreSQL: the
+ * lock's connection is closed (the server frees the lock when it sees
+ * that). Any thread. */
+void efs_meta_lease_drop(struct efs_meta *m);
 /* ---- totals ---------------------------------------------------------- */
 
 /* What the cluster stores, for /metrics and /api/v1/stats. */

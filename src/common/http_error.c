@@ -66,6 +66,7 @@ static const struct efs_http_error_kind kinds[EFS_HTTP_E_COUNT] = {
     [EFS_HTTP_E_CHUNK_REWRITTEN] = {412, "chunk_rewritten", NOLOG},
     [EFS_HTTP_E_STORE_ERROR] = {500, "store_error", EFS_LOG_ERROR},
     [EFS_HTTP_E_WRONG_CLUSTER] = {409, "wrong_cluster", NOLOG},
+    [EFS_HTTP_E_STALE_LEASE_EPOCH] = {409, "stale_lease_epoch", NOLOG},
     [EFS_HTTP_E_OPERATORS_ONLY] = {403, "operators_only", NOLOG},
     [EFS_HTTP_E_URI_TOO_LONG] = {414, "uri_too_long", NOLOG},
     [EFS_HTTP_E_HEADERS_TOO_LARGE] = {431, "headers_too_large", NOLOG},

@@ -212,7 +212,12 @@ static int scrape(struct efs_master *m, struct efs_metrics *reg)
 	int r;
 
 	take_snapshot(m, &s);
-	r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_metadata_up",
+	r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_lease_epoch",
+			    "The epoch of the lease for background duties this master holds (0: "
+			    "another master holds it, or the metadata store did not answer).",
+			    (double)efs_meta_lease_epoch(m->meta));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_metadata_up",
 			    "1 when the metadata store answered (within the last second), else 0.",
 			    s.meta_error == 0 && s.workers_error == 0);
 	if (r == 0 && s.meta_error == 0)

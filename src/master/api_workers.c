@@ -248,6 +248,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 	struct efs_worker_info w;
 	struct efs_report_body rb = {0};
 	struct efs_report_entry *entries = NULL;
+	bool *pinned = NULL; /* entries[i] was pinned before the verdicts */
 	json_t *body, *item;
 	size_t n = 0, i;
 	int adopted = 0, marked = 0, r;
@@ -293,6 +294,19 @@ int efs_api_worker_report(struct efs_http_req *req)
 		/* never later than now: a master's reading cannot be from the future */
 		.master_started_ms = (int64_t)EFS_MIN(rb.master_started_ms, (uint64_t)now),
 	};
+	/* The pins are read BEFORE the verdicts: an upload pins, writes,
+	 * records, then unpins, so a chunk not pinned now was either recorded
+	 * already (the batch below sees its row) or not yet pinned (its write
+	 * comes after the worker's listing and survives the worker's mtime
+	 * check). Read after the batch alone, an upload that recorded and
+	 * unpinned in between would lose a replica it had just reported
+	 * durable. Read again after it, for uploads that pinned meanwhile. */
+	if (n > 0 && !(pinned = calloc(n, sizeof(*pinned)))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		pinned[i] = efs_chunk_backend_pinned(m->chunks, entries[i].chunk_id);
 	if (n > 0 && (r = efs_meta_report_batch(m->meta, &ctx, entries, n)) < 0) {
 		efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		goto out;
@@ -312,7 +326,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 		/* A copy this master is writing right now is kept, however
 		 * short ORPHAN_GRACE_MS is (the age check in the verdict is
 		 * what protects other masters' writes). */
-		if (entries[i].verdict == EFS_REPORT_DELETE &&
+		if (entries[i].verdict == EFS_REPORT_DELETE && !pinned[i] &&
 		    !efs_chunk_backend_pinned(m->chunks, entries[i].chunk_id))
 			json_array_append_new(del, json_string(entries[i].chunk_id));
 		adopted += entries[i].verdict == EFS_REPORT_ADOPT;
@@ -343,6 +357,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 								     REPORT_RECHECK_MARGIN_MS)));
 	efs_http_reply_json(req, 200, answer);
 out:
+	free(pinned);
 	free(entries);
 	json_decref(body);
 	return r < 0 && !efs_http_replied(req) ? r : 0;

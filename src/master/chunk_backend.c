@@ -54,9 +54,10 @@ int efs_chunk_backend_get(struct efs_chunk_backend *b, const struct efs_chunk_in
 
 int efs_chunk_backend_remove(struct efs_chunk_backend *b, const char *chunk_id,
 			      const struct efs_replica *known, unsigned known_count,
-			      int64_t unmodified_for_ms)
+			      int64_t unmodified_for_ms, uint64_t lease_epoch)
 {
-	return b->ops->remove(b->impl, chunk_id, known, known_count, unmodified_for_ms);
+	return b->ops->remove(b->impl, chunk_id, known, known_count, unmodified_for_ms,
+			      lease_epoch);
 }
 
 int efs_chunk_backend_exists(struct efs_chunk_backend *b, const char *chunk_id,

@@ -95,9 +95,12 @@ struct efs_chunk_backend_ops {
 	 * be deleted (a copy kept because it was modified within the duration,
 	 * or already gone, counts as done): those stay as orphans for the
 	 * backend's reconciliation, logged by the backend with where they are.
+	 * @lease_epoch: the lease epoch of the duty that decided it (the
+	 * worker backend sends it, EFS_HDR_LEASE_EPOCH; a worker that has
+	 * seen a newer one keeps its copy); 0: none.
 	 */
 	int (*remove)(void *impl, const char *chunk_id, const struct efs_replica *known,
-		       unsigned known_count, int64_t unmodified_for_ms);
+		       unsigned known_count, int64_t unmodified_for_ms, uint64_t lease_epoch);
 	/* 1 when at least one copy answers that it holds the chunk, 0 when
 	 * none does, -errno when none could be asked. */
 	int (*exists)(void *impl, const char *chunk_id, const struct efs_replica *known,
@@ -138,7 +141,7 @@ int efs_chunk_backend_get(struct efs_chunk_backend *b, const struct efs_chunk_in
 			  struct efs_buf *out, struct efs_buf *scratch);
 int efs_chunk_backend_remove(struct efs_chunk_backend *b, const char *chunk_id,
 			      const struct efs_replica *known, unsigned known_count,
-			      int64_t unmodified_for_ms);
+			      int64_t unmodified_for_ms, uint64_t lease_epoch);
 int efs_chunk_backend_exists(struct efs_chunk_backend *b, const char *chunk_id,
 			     const struct efs_replica *known, unsigned known_count);
 /* -ENOTSUP when the backend has no list. */

@@ -147,16 +147,18 @@ bool efs_replica_alive(const struct efs_chunk_io *io, const struct efs_replica *
 
 int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *data, size_t len,
 		    bool gzip, unsigned want, const struct efs_target *exclude,
-		    size_t exclude_count, struct efs_target *out, unsigned *written)
+		    size_t exclude_count, uint64_t lease_epoch, struct efs_target *out,
+		    unsigned *written)
 {
 	struct efs_target tried[EFS_MAX_REPLICAS * (WRITE_ROUNDS + 1) + EFS_MAX_REPLICAS];
 	struct efs_target pending[EFS_MAX_REPLICAS];
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
 	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
-	char crc_header[40];
+	char crc_header[40], epoch_header[64];
 	size_t tried_count = 0;
 	unsigned done = 0;
+	bool fenced = false;
 
 	*written = 0;
 	if (want > EFS_MAX_REPLICAS || exclude_count > EFS_MAX_REPLICAS)
@@ -164,8 +166,10 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 	memcpy(tried, exclude, exclude_count * sizeof(*exclude));
 	tried_count = exclude_count;
 	snprintf(crc_header, sizeof(crc_header), "X-Chunk-CRC32C: %08x", efs_crc32c(0, data, len));
+	snprintf(epoch_header, sizeof(epoch_header), EFS_HDR_LEASE_EPOCH ": %llu",
+		 (unsigned long long)lease_epoch);
 
-	for (int round = 0; round < WRITE_ROUNDS && done < want; round++) {
+	for (int round = 0; round < WRITE_ROUNDS && done < want && !fenced; round++) {
 		size_t candidates = 0;
 		int n = efs_placement_choose_counted(io->placement, want - done, len, tried,
 						     tried_count, pending, &candidates);
@@ -185,6 +189,7 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 						   : "X-Chunk-Encoding: identity";
 			calls[i].headers[1] = crc_header;
 			calls[i].headers[2] = io->cluster_header[0] ? io->cluster_header : NULL;
+			calls[i].headers[3] = lease_epoch ? epoch_header : NULL;
 			calls[i].body = data;
 			calls[i].body_len = len;
 			calls[i].timeout_ms = transfer_timeout_ms(len);
@@ -212,6 +217,15 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 								  calls[i].elapsed_ms))
 					finished_slowly(io, pending[i].worker_id, true, len,
 							calls[i].elapsed_ms);
+			} else if (calls[i].error == 0 && calls[i].status == 409 && calls[i].resp.data &&
+				   strstr(calls[i].resp.data, "\"stale_lease_epoch\"")) {
+				/* Another master holds the lease now: this duty
+				 * stops, on every worker. */
+				fenced = true;
+				efs_warn("chunk %.12s: worker %s refused a copy: lease epoch %llu is "
+					 "stale there (another master took the lease)",
+					 chunk_id, pending[i].worker_id,
+					 (unsigned long long)lease_epoch);
 			} else if (calls[i].error) {
 				efs_warn("chunk %.12s: write to worker %s failed: %s; trying another",
 					 chunk_id, pending[i].worker_id, calls[i].errmsg);
@@ -226,7 +240,7 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 		}
 	}
 	*written = done;
-	return done < want ? -ENOSPC : 0;
+	return fenced ? -ESTALE : done < want ? -ENOSPC : 0;
 }
 
 /* A HEAD is a lookup in the worker's index and a read of one header: a

@@ -75,10 +75,14 @@ void efs_chunk_io_set_cluster(struct efs_chunk_io *io, const char *cluster_id);
  * Returns 0 with the targets in @out, or -ENOSPC (not enough live workers
  * with room: no capacity) or another -errno. *written is how many targets
  * in @out hold the chunk, on failure too: the caller records them (as
- * garbage, or as extra replicas) so no copy is left unaccounted for. */
+ * garbage, or as extra replicas) so no copy is left unaccounted for.
+ * @lease_epoch: a duty's write (repair) sends its lease epoch
+ * (EFS_HDR_LEASE_EPOCH) and a worker that has seen a newer one refuses it
+ * (409, not retried elsewhere: -ESTALE); 0 (an upload) sends none. */
 int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *data, size_t len,
 		    bool gzip, unsigned want, const struct efs_target *exclude,
-		    size_t exclude_count, struct efs_target *out, unsigned *written);
+		    size_t exclude_count, uint64_t lease_epoch, struct efs_target *out,
+		    unsigned *written);
 
 /* Reads chunk @chunk from one of its replicas into @out (decoded and
  * verified). @scratch holds the stored bytes. -EIO when no replica gave

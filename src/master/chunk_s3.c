@@ -233,7 +233,7 @@ static int64_t object_age_ms(const struct efs_s3_object_info *info)
 /* LIFECYCLE R4-S3: a pinned chunk is kept; else the object goes only when
  * S3 says it was last written more than @unmodified_for_ms ago. */
 static int s3_remove(void *impl, const char *chunk_id, const struct efs_replica *known,
-		     unsigned known_count, int64_t unmodified_for_ms)
+		     unsigned known_count, int64_t unmodified_for_ms, uint64_t lease_epoch)
 {
 	struct s3_backend *b = impl;
 	struct efs_s3_object_info info;
@@ -244,6 +244,9 @@ static int s3_remove(void *impl, const char *chunk_id, const struct efs_replica 
 
 	(void)known;
 	(void)known_count;
+	/* S3 takes no fencing token: the conditional delete (the object's
+	 * age on S3's clock) is what guards a late one. */
+	(void)lease_epoch;
 	memset(&err, 0, sizeof(err));
 	efs_chunk_s3_key(chunk_id, key);
 	pthread_mutex_lock(&b->lock);

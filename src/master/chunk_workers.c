@@ -66,7 +66,7 @@ static int workers_put(void *impl, const struct efs_chunk_info *chunk, const voi
 	 * read), so new replicas may use ours. */
 	out->sent = true;
 	int r = efs_chunk_write(&w->io, chunk->chunk_id, stored, chunk->stored_size,
-				chunk->compressed, missing, have, good, added, &written);
+				chunk->compressed, missing, have, good, 0, added, &written);
 	for (unsigned i = 0; i < written; i++)
 		efs_strlcpy(out->location_ids[i], added[i].worker_id, sizeof(out->location_ids[i]));
 	out->location_count = written;
@@ -84,20 +84,24 @@ static int workers_get(void *impl, const struct efs_chunk_info *chunk,
 /* Deletes the replicas of one collected chunk from their workers, each
  * only if its worker last wrote it more than @unmodified_for_ms ago by the
  * worker's own clock: a copy an upload stored again after the decision is
- * kept (412), whatever the skew between this master and the worker. */
+ * kept (412), whatever the skew between this master and the worker. With
+ * @lease_epoch, a worker that has seen a newer lease epoch keeps it too
+ * (409 stale_lease_epoch: the decision was an old lease holder's). */
 static int workers_remove(void *impl, const char *chunk_id, const struct efs_replica *known,
-			   unsigned known_count, int64_t unmodified_for_ms)
+			   unsigned known_count, int64_t unmodified_for_ms, uint64_t lease_epoch)
 {
 	struct workers *w = impl;
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
 	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
-	char condition[64];
+	char condition[64], epoch_header[64];
 	unsigned n = 0;
 	int failed = 0;
 
 	snprintf(condition, sizeof(condition), "X-Unmodified-For-Ms: %lld",
 		 (long long)unmodified_for_ms);
+	snprintf(epoch_header, sizeof(epoch_header), EFS_HDR_LEASE_EPOCH ": %llu",
+		 (unsigned long long)lease_epoch);
 	known_count = EFS_MIN(known_count, EFS_MAX_REPLICAS);
 	for (unsigned i = 0; i < known_count; i++) {
 		if (!known[i].url[0])
@@ -109,6 +113,7 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 		/* A worker of another cluster answers 409 wrong_cluster and
 		 * keeps the chunk. */
 		calls[n].headers[1] = w->io.cluster_header[0] ? w->io.cluster_header : NULL;
+		calls[n].headers[2] = lease_epoch ? epoch_header : NULL;
 		calls[n].timeout_ms = DELETE_TIMEOUT_MS;
 		calls[n].connect_timeout_ms = DELETE_CONNECT_TIMEOUT_MS;
 		calls[n].resp_cap = 16 * 1024;
@@ -118,7 +123,13 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 	efs_http_call_run_parallel(w->io.http, callp, n);
 	for (unsigned i = 0; i < n; i++) {
 		long st = calls[i].status;
-		if (calls[i].error || (st != 204 && st != 404 && st != 412)) {
+		if (!calls[i].error && st == 409 && calls[i].resp.data &&
+		    strstr(calls[i].resp.data, "\"stale_lease_epoch\"")) {
+			failed++;
+			efs_warn("chunk %.12s: delete on %s refused: lease epoch %llu is stale there "
+				 "(another master took the lease); the copy is kept",
+				 chunk_id, urls[i], (unsigned long long)lease_epoch);
+		} else if (calls[i].error || (st != 204 && st != 404 && st != 412)) {
 			failed++;
 			efs_warn("chunk %.12s: delete on %s failed (%s%ld); left as an orphan",
 				 chunk_id, urls[i], calls[i].error ? calls[i].errmsg : "status ",

@@ -57,19 +57,32 @@ int efs_gc_run_once(struct efs_gc *gc)
 	expire_sessions(gc);
 	int64_t now = efs_now_ms();
 	int r = efs_meta_garbage_list(gc->deps.meta, now - gc->deps.grace_ms, GC_PASS_ITEMS, ids, &n);
+	if (r < 0)
+		efs_meta_lease_drop(gc->deps.meta);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		unsigned count = 0;
+		/* The lease as of now (another duty may have dropped it),
+		 * read before the chunk is taken: the workers refuse an epoch
+		 * older than one they have seen (docs/OPERATIONS.md#fencing). */
+		uint64_t epoch = efs_meta_lease_epoch(gc->deps.meta);
+		if (epoch == 0) {
+			r = -ESTALE;
+			break;
+		}
 		int t = efs_meta_garbage_take(gc->deps.meta, ids[i], replicas, &count);
 		if (t == -ENOENT)
 			continue; /* referenced again meanwhile */
 		if (t < 0) {
+			/* The store may be gone, and the lease with it: no
+			 * instruction goes out until it is taken again. */
+			efs_meta_lease_drop(gc->deps.meta);
 			r = t;
 			break;
 		}
 		/* Each copy goes only if unmodified for grace/2 where it
 		 * lives, by that clock (docs/LIFECYCLE.md). */
 		efs_chunk_backend_remove(gc->deps.chunks, ids[i], replicas, count,
-					 gc->deps.grace_ms / 2);
+					 gc->deps.grace_ms / 2, epoch);
 		atomic_fetch_add(&gc->chunks_collected, 1);
 		collected++;
 	}
@@ -110,7 +123,13 @@ int efs_gc_sweep_once(struct efs_gc *gc)
 		if (g == 0)
 			continue; /* known: referenced, or the collector's */
 		if (g != -ENOENT) {
+			efs_meta_lease_drop(gc->deps.meta);
 			r = g;
+			goto out;
+		}
+		uint64_t epoch = efs_meta_lease_epoch(gc->deps.meta);
+		if (epoch == 0) {
+			r = -ESTALE;
 			goto out;
 		}
 		if (efs_chunk_backend_pinned(gc->deps.chunks, ids[i]))
@@ -120,7 +139,7 @@ int efs_gc_sweep_once(struct efs_gc *gc)
 		 * not recorded it yet keeps it (R3). The backend logs what it
 		 * could not delete. */
 		if (efs_chunk_backend_remove(gc->deps.chunks, ids[i], NULL, 0,
-					     gc->deps.orphan_grace_ms) == 0) {
+					     gc->deps.orphan_grace_ms, epoch) == 0) {
 			efs_debug("orphan sweep: chunk %.12s has no metadata; removed unless "
 				  "written within ORPHAN_GRACE_MS",
 				  ids[i]);
@@ -144,7 +163,8 @@ static void gc_main(struct efs_ticker *t, void *ctx)
 		int r = efs_gc_run_once(gc);
 		if (r >= 0)
 			r = efs_gc_sweep_once(gc);
-		if (r < 0 && !failing)
+		/* -ESTALE: the lease was dropped (logged by the store) */
+		if (r < 0 && r != -ESTALE && !failing)
 			efs_warn("collector: pass failed: %s (retrying every second)", strerror(-r));
 		failing = r < 0;
 	}

@@ -33,8 +33,19 @@ static unsigned holding_workers(const struct efs_replica *replicas, unsigned cou
 	return holding;
 }
 
+/* A metadata call of a duty failed (other than "gone meanwhile"): the
+ * store may be unreachable, and another master may take the lease: it is
+ * dropped here before any further instruction goes out. Returns @r. */
+static int meta_failed(const struct efs_repair_deps *d, int r)
+{
+	if (r < 0 && r != -ENOENT)
+		efs_meta_lease_drop(d->meta);
+	return r;
+}
+
 /* Copies one chunk to as many new workers as it lacks. Returns the bytes
- * copied (for pacing) or -errno. */
+ * copied (for pacing) or -errno; -ESTALE when the lease is no longer held
+ * here (the pass stops). */
 static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repair_need *need,
 			  int64_t holding_after, struct efs_buf *data, struct efs_buf *scratch,
 			  struct efs_buf *encoded)
@@ -44,7 +55,7 @@ static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repa
 	struct efs_target keep[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
 	const char *added_ids[EFS_MAX_REPLICAS];
 	unsigned count = 0;
-	int r = efs_meta_chunk_get(d->meta, need->chunk_id, &chunk, replicas, &count);
+	int r = meta_failed(d, efs_meta_chunk_get(d->meta, need->chunk_id, &chunk, replicas, &count));
 	if (r < 0)
 		return r == -ENOENT ? 0 : r; /* collected meanwhile */
 
@@ -76,7 +87,7 @@ static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repa
 	}
 	/* The read may have marked replicas bad or good again: copy to what
 	 * is missing now, and keep what turned good. */
-	r = efs_meta_chunk_get(d->meta, need->chunk_id, &chunk, replicas, &count);
+	r = meta_failed(d, efs_meta_chunk_get(d->meta, need->chunk_id, &chunk, replicas, &count));
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
 	holding = holding_workers(replicas, count, holding_after, keep);
@@ -94,14 +105,19 @@ static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repa
 	const char *bytes = gzip ? encoded->data : data->data;
 	size_t len = gzip ? encoded->len : data->len;
 	unsigned written = 0;
+	/* The lease as of now: dropped (by a failed metadata call here or in
+	 * another duty), nothing is sent. */
+	uint64_t epoch = efs_meta_lease_epoch(d->meta);
+	if (epoch == 0)
+		return -ESTALE;
 	efs_chunk_writing_begin(d->chunk_io, chunk.chunk_id);
 	int w = efs_chunk_write(d->chunk_io, chunk.chunk_id, bytes, len, gzip, missing, keep,
-				holding, added, &written);
+				holding, epoch, added, &written);
 	/* Whatever was written counts, even when not all of it could be. */
 	for (unsigned i = 0; i < written; i++)
 		added_ids[i] = added[i].worker_id;
-	r = written ? efs_meta_replica_add(d->meta, chunk.chunk_id, added_ids, written,
-					   efs_now_ms())
+	r = written ? meta_failed(d, efs_meta_replica_add(d->meta, chunk.chunk_id, added_ids,
+							  written, efs_now_ms()))
 		    : 0;
 	efs_chunk_writing_end(d->chunk_io, chunk.chunk_id);
 	if (w < 0)
@@ -138,6 +154,7 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 		atomic_store(&rp->under_replicated, (int64_t)under);
 	} else {
 		rp->store_ok_since = efs_mono_ms(); /* counts from its return */
+		efs_meta_lease_drop(d->meta);
 		return;
 	}
 	if (under == 0 || !efs_meta_lease(d->meta))
@@ -150,8 +167,8 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	/* What repair acts on: a dead worker's replicas count until it has
 	 * been dead for REPAIR_AFTER_MS. */
 	int64_t holding_after = now - d->worker_dead_after_ms - d->repair_after_ms;
-	if (efs_meta_repair_list(d->meta, d->replication_factor, holding_after, REPAIR_PASS_CHUNKS, needs,
-				 &n) < 0 ||
+	if (meta_failed(d, efs_meta_repair_list(d->meta, d->replication_factor, holding_after,
+						REPAIR_PASS_CHUNKS, needs, &n)) < 0 ||
 	    n == 0)
 		return;
 
@@ -160,6 +177,13 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	efs_pace_init(&pace, d->bandwidth);
 	for (size_t i = 0; i < n; i++) {
 		int64_t r = repair_one(d, &needs[i], holding_after, data, scratch, encoded);
+		if (r == -ESTALE || (r < 0 && efs_meta_lease_epoch(d->meta) == 0)) {
+			/* The lease is gone (dropped here, or a worker has
+			 * seen a newer epoch: another master holds it): not
+			 * another instruction until it is taken again. */
+			efs_meta_lease_drop(d->meta);
+			break;
+		}
 		if (r < 0) {
 			failed++;
 			continue;

@@ -68,6 +68,8 @@ struct efs_meta_ops {
 			    struct efs_report_entry *entries, size_t count);
 	int (*report_finish)(void *impl, const struct efs_report_context *ctx);
 	bool (*lease)(void *impl);
+	uint64_t (*lease_epoch)(void *impl);
+	void (*lease_drop)(void *impl);
 	int (*stats)(void *impl, struct efs_meta_stats *out);
 	int (*garbage_list)(void *impl, int64_t before_ms, size_t max, char (*ids)[65],
 			    size_t *count);

@@ -340,10 +340,11 @@ static void dyn_close(void *impl)
 	if (!d)
 		return;
 	if (d->lease_until_ms) {
-		/* hand the lease over now rather than at its expiry */
-		json_t *values = json_pack("{s:o}", ":me", ddb_s(d->holder));
-		dyn_delete(d, d->files, "LEASE#background", "META", "holder = :me", NULL, values,
-			   NULL);
+		/* hand the lease over now rather than at its expiry; the item
+		 * stays, for its epoch */
+		json_t *values = json_pack("{s:o, s:o}", ":me", ddb_s(d->holder), ":gone", ddb_n(0));
+		dyn_update(d, d->files, "LEASE#background", "META", "SET expires_at = :gone",
+			   "holder = :me", NULL, values, false, NULL);
 		json_decref(values);
 	}
 	ddb_release(&d->ddb);
@@ -404,40 +405,105 @@ fail:
 
 /* ---- the lease ----------------------------------------------------------- */
 
+/* Takes the lease item (a takeover: free, expired, or ours but dropped
+ * here) with its epoch one higher, or renews it (ours and held: the
+ * epoch stays), in one conditional UpdateItem. 0 with the item's epoch in
+ * *@epoch, -ECANCELED when another master holds it, or -errno. */
+static int lease_update(struct dyn *d, bool renew, int64_t now, int64_t *epoch)
+{
+	struct ddb_result res;
+	json_t *out = NULL;
+	json_t *values = renew ? json_pack("{s:o, s:o, s:o}", ":me", ddb_s(d->holder), ":until",
+					   ddb_n(now + DYN_LEASE_TERM_MS), ":epoch",
+					   ddb_n(d->lease_epoch))
+			       : json_pack("{s:o, s:o, s:o, s:o}", ":me", ddb_s(d->holder), ":until",
+					   ddb_n(now + DYN_LEASE_TERM_MS), ":now", ddb_n(now),
+					   ":one", ddb_n(1));
+	json_t *body = json_pack(
+	    "{s:s, s:o, s:s, s:s, s:s}", "TableName", d->files, "Key",
+	    ddb_key("LEASE#background", "META"), "UpdateExpression",
+	    renew ? "SET expires_at = :until" : "SET holder = :me, expires_at = :until ADD epoch :one",
+	    "ConditionExpression",
+	    renew ? "holder = :me AND epoch = :epoch"
+		  : "attribute_not_exists(pk) OR expires_at < :now OR holder = :me",
+	    "ReturnValues", "ALL_NEW");
+	int r = -ENOMEM;
+	if (values && body) {
+		json_object_set(body, "ExpressionAttributeValues", values);
+		/* Not retried after a lost answer: a takeover sent twice
+		 * would be refused the second time only if someone else took
+		 * it meanwhile, and then it is not ours. */
+		r = ddb_call(&d->ddb, "UpdateItem", body, false, &out, &res);
+	}
+	json_decref(values);
+	json_decref(body);
+	if (r == 0) {
+		int64_t e = 0;
+		if (ddb_get_n(json_object_get(out, "Attributes"), "epoch", &e) < 0 || e <= 0)
+			r = -EIO;
+		else
+			*epoch = e;
+	} else if (r != -ECANCELED) {
+		dyn_fail("UpdateItem (lease)", r, &res);
+	}
+	json_decref(out);
+	return r;
+}
+
 static bool dyn_lease(void *impl)
 {
 	struct dyn *d = impl;
 	int64_t now = efs_now_ms();
-	bool held;
 	pthread_mutex_lock(&d->lease_lock);
+	bool was_held = d->lease_until_ms > now;
 	if (d->lease_until_ms - now > DYN_LEASE_TERM_MS / 2) {
 		pthread_mutex_unlock(&d->lease_lock);
 		return true;
 	}
-	struct ddb_result res;
-	json_t *item = json_pack("{s:o, s:o, s:o, s:o}", "pk", ddb_s("LEASE#background"), "sk",
-				 ddb_s("META"), "holder", ddb_s(d->holder), "expires_at",
-				 ddb_n(now + DYN_LEASE_TERM_MS));
-	json_t *values = json_pack("{s:o, s:o}", ":now", ddb_n(now), ":me", ddb_s(d->holder));
-	int r = item && values
-		    ? dyn_put(d, d->files, item,
-			      "attribute_not_exists(pk) OR expires_at < :now OR holder = :me", NULL,
-			      values, &res)
-		    : -ENOMEM;
-	json_decref(item);
-	json_decref(values);
+	int64_t epoch = d->lease_epoch;
+	int r = lease_update(d, was_held, now, &epoch);
 	if (r == 0) {
 		d->lease_until_ms = now + DYN_LEASE_TERM_MS;
+		if (!was_held || epoch != d->lease_epoch)
+			efs_info("this master now runs the background duties (collection, repair), "
+				 "lease epoch %lld",
+				 (long long)epoch);
+		d->lease_epoch = epoch;
 	} else {
-		if (r != -ECANCELED)
-			dyn_fail("PutItem (lease)", r, &res);
-		/* Unknown or lost: stop the duties until it is renewed. */
-		if (d->lease_until_ms <= now)
-			d->lease_until_ms = 0;
+		/* Lost, or unknown: a failed renewal ends the lease here now,
+		 * not at its expiry (another master may take it meanwhile). */
+		if (was_held)
+			efs_info(r == -ECANCELED ? "another master runs the background duties now"
+						 : "background duties paused: the metadata store is "
+						   "unreachable (lease dropped)");
+		d->lease_until_ms = 0;
+		d->lease_epoch = 0;
 	}
-	held = d->lease_until_ms > now;
+	bool held = d->lease_until_ms > now;
 	pthread_mutex_unlock(&d->lease_lock);
 	return held;
+}
+
+static uint64_t dyn_lease_epoch(void *impl)
+{
+	struct dyn *d = impl;
+	pthread_mutex_lock(&d->lease_lock);
+	uint64_t epoch = d->lease_until_ms > efs_now_ms() ? (uint64_t)d->lease_epoch : 0;
+	pthread_mutex_unlock(&d->lease_lock);
+	return epoch;
+}
+
+static void dyn_lease_drop(void *impl)
+{
+	struct dyn *d = impl;
+	pthread_mutex_lock(&d->lease_lock);
+	if (d->lease_until_ms)
+		efs_warn("background duties stopped: a metadata call failed, lease epoch %lld "
+			 "dropped (taken again, with a new epoch, once the store answers)",
+			 (long long)d->lease_epoch);
+	d->lease_until_ms = 0;
+	d->lease_epoch = 0;
+	pthread_mutex_unlock(&d->lease_lock);
 }
 
 /* ---- totals -------------------------------------------------------------- */
@@ -529,6 +595,8 @@ const struct efs_meta_ops efs_dynamodb_ops = {
 	.report_batch = dyn_report_batch,
 	.report_finish = dyn_report_finish,
 	.lease = dyn_lease,
+	.lease_epoch = dyn_lease_epoch,
+	.lease_drop = dyn_lease_drop,
 	.stats = dyn_stats,
 	.garbage_list = dyn_garbage_list,
 	.garbage_take = dyn_garbage_take,

@@ -44,6 +44,7 @@ struct dyn {
 	char holder[33]; /* this handle's id in the lease item */
 	pthread_mutex_t lease_lock;
 	int64_t lease_until_ms; /* 0: not held */
+	int64_t lease_epoch;	/* of the lease held (the item's epoch); 0: not held */
 	int64_t last_sweep_ms;	/* dynamodb_files.c's sweep, under lease_lock */
 };
 

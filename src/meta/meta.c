@@ -307,6 +307,16 @@ bool efs_meta_lease(struct efs_meta *m)
 	return m->ops->lease(m->impl);
 }
 
+uint64_t efs_meta_lease_epoch(struct efs_meta *m)
+{
+	return m->ops->lease_epoch(m->impl);
+}
+
+void efs_meta_lease_drop(struct efs_meta *m)
+{
+	m->ops->lease_drop(m->impl);
+}
+
 int efs_meta_chunk_record_unreferenced(struct efs_meta *m, const struct efs_chunk_info *chunk,
 				       const char *const *worker_ids, size_t worker_count,
 				       int64_t now_ms)

@@ -121,11 +121,22 @@ static const char schema_v4[] = "CREATE TABLE cluster ("
 static const char schema_v5[] =
 	"ALTER TABLE replicas ADD COLUMN bad_marks BIGINT NOT NULL DEFAULT 0;";
 
+/* Version 6: the lease's epoch, one row. Grows by one each time a master
+ * takes the lease for background duties (sql_store.c:store_lease, on the
+ * lease's own connection under the lock), never on a renewal; every
+ * instruction of a duty carries it and workers refuse older ones
+ * (docs/OPERATIONS.md#fencing). */
+static const char schema_v6[] = "CREATE TABLE lease ("
+				"  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),"
+				"  epoch BIGINT NOT NULL);"
+				"INSERT INTO lease (singleton, epoch) VALUES (1, 0);";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1},
 	{2, schema_v2},
 	{3, schema_v3},
 	{4, schema_v4},
 	{5, schema_v5},
+	{6, schema_v6},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

@@ -466,31 +466,95 @@ static int migrate_tx(struct sql_conn *c, void *ctx)
 	return 0;
 }
 
+/* A takeover: the lease's epoch grows by one (docs/OPERATIONS.md#fencing). */
+#define SQL_LEASE_NEXT_EPOCH "UPDATE lease SET epoch = epoch + 1 WHERE singleton = 1 RETURNING epoch"
+
+/* Under lease_lock: forgets the lease and closes its connection (the
+ * server frees a lock held on it once it sees the close). */
+static void lease_forget(struct sql_store *s)
+{
+	if (s->lease_conn) {
+		s->driver->disconnect(s->lease_conn);
+		s->lease_conn = NULL;
+	}
+	s->lease_held = false;
+	s->lease_epoch = 0;
+}
+
 static bool store_lease(void *impl)
 {
 	struct sql_store *s = impl;
 	char err[256];
-	bool held = true;
+	int r;
 
-	if (!s->driver->lease_try)
-		return true;
 	pthread_mutex_lock(&s->lease_lock);
-	if (!s->lease_conn && s->driver->connect(s->target, &s->lease_conn, err, sizeof(err)) < 0)
-		s->lease_conn = NULL;
-	int r = s->lease_conn ? s->driver->lease_try(s->lease_conn, s->lease_held) : -EAGAIN;
-	if (r < 0 && s->lease_conn) {
-		/* A broken connection has lost the lock with it. */
-		s->driver->disconnect(s->lease_conn);
-		s->lease_conn = NULL;
+	bool was_held = s->lease_held;
+	if (!s->driver->lease_try) {
+		r = 1; /* a single-process store: always ours */
+	} else {
+		if (!s->lease_conn &&
+		    s->driver->connect(s->target, &s->lease_conn, err, sizeof(err)) < 0)
+			s->lease_conn = NULL;
+		r = s->lease_conn ? s->driver->lease_try(s->lease_conn, s->lease_held) : -EAGAIN;
 	}
-	held = r == 1;
-	if (held != s->lease_held)
-		efs_info(held ? "this master now runs the background duties (collection, repair)"
-		    : r < 0 ? "background duties paused: the metadata store is unreachable"
-			    : "another master runs the background duties now");
-	s->lease_held = held;
+	if (r == 1 && !s->lease_held) {
+		/* Taken now: a new epoch, written where the lease lives (the
+		 * locked connection; SQLite: its one writer) before any duty
+		 * runs under it. */
+		int64_t epoch = 0;
+		int e = s->driver->lease_try
+			    ? s->driver->exec(s->lease_conn, SQL_LEASE_NEXT_EPOCH, NULL, 0,
+					      sql_row_int, &epoch, NULL)
+			    : sql_write_one(s, SQL_LEASE_NEXT_EPOCH, NULL, 0, sql_row_int, &epoch,
+					    NULL);
+		if (e < 0 || epoch <= 0) {
+			efs_warn("the lease for background duties was taken but its epoch could "
+				 "not be advanced (%s): not used",
+				 e < 0 ? strerror(-e) : "no lease row");
+			r = e < 0 ? e : -EIO;
+		} else {
+			s->lease_epoch = epoch;
+			s->lease_held = true;
+		}
+	}
+	if (r < 0) {
+		lease_forget(s); /* a broken connection has lost the lock with it */
+	} else if (r == 0) {
+		s->lease_held = false; /* another master's: its connection is kept */
+		s->lease_epoch = 0;
+	}
+	if (s->lease_held && !was_held)
+		efs_info("this master now runs the background duties (collection, repair), "
+			 "lease epoch %lld",
+			 (long long)s->lease_epoch);
+	else if (was_held && !s->lease_held)
+		efs_info(r < 0 ? "background duties paused: the metadata store is unreachable "
+				 "(lease dropped)"
+			       : "another master runs the background duties now");
+	bool held = s->lease_held;
 	pthread_mutex_unlock(&s->lease_lock);
 	return held;
+}
+
+static uint64_t store_lease_epoch(void *impl)
+{
+	struct sql_store *s = impl;
+	pthread_mutex_lock(&s->lease_lock);
+	uint64_t epoch = s->lease_held ? (uint64_t)s->lease_epoch : 0;
+	pthread_mutex_unlock(&s->lease_lock);
+	return epoch;
+}
+
+static void store_lease_drop(void *impl)
+{
+	struct sql_store *s = impl;
+	pthread_mutex_lock(&s->lease_lock);
+	if (s->lease_held)
+		efs_warn("background duties stopped: a metadata call failed, lease epoch %lld "
+			 "dropped (taken again, with a new epoch, once the store answers)",
+			 (long long)s->lease_epoch);
+	lease_forget(s);
+	pthread_mutex_unlock(&s->lease_lock);
 }
 
 static void store_close(void *impl)
@@ -616,6 +680,8 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.report_batch = sql_report_batch,
 	.report_finish = sql_report_finish,
 	.lease = store_lease,
+	.lease_epoch = store_lease_epoch,
+	.lease_drop = store_lease_drop,
 	.stats = sql_stats,
 	.garbage_list = sql_garbage_list,
 	.garbage_take = sql_garbage_take,

@@ -58,6 +58,7 @@ struct sql_store {
 	pthread_mutex_t lease_lock;
 	void *lease_conn;
 	bool lease_held;
+	int64_t lease_epoch; /* of the lease held; 0 when not held */
 	struct sql_writer writer; /* used when driver->group_commit */
 	char cluster_id[EFS_CLUSTER_ID_LEN + 1]; /* read once, at open */
 };

@@ -71,6 +71,13 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 		{EFS_METRIC_COUNTER, "echofs_scrub_corrupt_chunks_total",
 		 "Chunks the scrubber found corrupt (quarantined and reported).",
 		 (double)atomic_load(&w->scrub.corrupt_found), true},
+		{EFS_METRIC_GAUGE, "echofs_worker_lease_epoch",
+		 "The newest lease epoch a master's background duty has sent (0: none yet).",
+		 (double)efs_fence_newest(&w->fence), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_fenced_total",
+		 "Background duties' instructions refused: their lease epoch was older than the "
+		 "newest seen.",
+		 (double)atomic_load(&w->fence.refused), true},
 	};
 	int r = 0;
 	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(values); i++)
@@ -135,6 +142,44 @@ static bool refuse_other_cluster(struct efs_http_req *req, struct efs_worker *w)
 	return true;
 }
 
+/* A background duty's instruction (EFS_HDR_LEASE_EPOCH) is admitted only
+ * if its lease epoch is not older than the newest seen here (fence.h); a
+ * call without the header (an upload's replica write, a tool) is not a
+ * duty's and is not checked. True when refused (and answered). */
+static bool refuse_stale_epoch(struct efs_http_req *req, struct efs_worker *w,
+			       enum efs_http_op op)
+{
+	const char *text = efs_http_header(req, EFS_HDR_LEASE_EPOCH);
+	uint64_t epoch = 0;
+	if (!text)
+		return false;
+	if (efs_parse_u64(text, false, &epoch) < 0 || epoch == 0) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_HEADER,
+				   EFS_HDR_LEASE_EPOCH " must be an integer of at least 1");
+		return true;
+	}
+	int r = efs_fence_admit(&w->fence, epoch);
+	if (r == 0)
+		return false;
+	if (r != -ESTALE) {
+		efs_error("cannot record lease epoch %llu in %s: %s; %s %s refused",
+			  (unsigned long long)epoch, w->fence.path, strerror(-r), req->method,
+			  req->path);
+		efs_http_reply_errno(req, op, r, efs_http_param(req, "chunkId"));
+		return true;
+	}
+	uint64_t newest = efs_fence_newest(&w->fence);
+	efs_warn("%s %s refused: lease epoch %llu is older than %llu, the newest seen (a master "
+		 "that lost the lease for background duties); nothing changed",
+		 req->method, req->path, (unsigned long long)epoch, (unsigned long long)newest);
+	efs_http_reply_err_extra(req, EFS_HTTP_E_STALE_LEASE_EPOCH,
+				 json_pack("{s:I}", "lease_epoch", (json_int_t)newest),
+				 "lease epoch %llu is older than %llu, the newest this worker has "
+				 "seen: another master holds the lease now",
+				 (unsigned long long)epoch, (unsigned long long)newest);
+	return true;
+}
+
 static int reply_invalid_chunk_id(struct efs_http_req *req)
 {
 	return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CHUNK_ID,
@@ -175,6 +220,8 @@ int efs_worker_api_chunk_put_begin(struct efs_http_req *req)
 		return 0;
 	if (!id)
 		return reply_invalid_chunk_id(req);
+	if (refuse_stale_epoch(req, w, EFS_HTTP_OP_CHUNK_WRITE))
+		return 0;
 	if (enc && strcmp(enc, "gzip") == 0)
 		flags = EFS_STORE_GZIP;
 	else if (enc && strcmp(enc, "identity") != 0)
@@ -329,6 +376,8 @@ int efs_worker_api_chunk_delete(struct efs_http_req *req)
 	    (efs_parse_u64(unmodified_for, false, &for_ms) < 0 || for_ms > INT64_MAX / 2))
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_HEADER,
 					  EFS_HDR_UNMODIFIED_FOR " must be milliseconds");
+	if (refuse_stale_epoch(req, w, EFS_HTTP_OP_CHUNK_DELETE))
+		return 0;
 	/* The duration is measured on this worker's clock, against the write
 	 * time this worker stamped: the collector's guard does not depend on
 	 * the master's clock agreeing with ours. */

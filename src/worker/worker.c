@@ -29,11 +29,21 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 			 strerror(-r));
 		return r;
 	}
-	if ((r = efs_store_open(cfg->data_dir, cfg->capacity_bytes, &w->store, err, errlen)) < 0)
+	if ((r = efs_fence_open(&w->fence, cfg->data_dir)) < 0) {
+		snprintf(err, errlen,
+			 "%s is not a lease epoch (%s): refusing to start rather than forget it "
+			 "(docs/OPERATIONS.md#fencing)",
+			 w->fence.path, strerror(-r));
+		return r == -EINVAL ? -EIO : r;
+	}
+	if ((r = efs_store_open(cfg->data_dir, cfg->capacity_bytes, &w->store, err, errlen)) < 0) {
+		efs_fence_close(&w->fence);
 		return r;
+	}
 	if ((r = efs_worker_ctx_init(&w->ctx, &w->cfg, w->store)) < 0) {
 		efs_store_close(w->store);
 		w->store = NULL;
+		efs_fence_close(&w->fence);
 		return r;
 	}
 	if ((r = efs_http_client_set_ca_file(w->ctx.http, cfg->tls.ca_file)) < 0) {
@@ -89,6 +99,7 @@ fail_ctx:
 	efs_worker_ctx_release(&w->ctx);
 	efs_store_close(w->store);
 	w->store = NULL;
+	efs_fence_close(&w->fence);
 	return r;
 }
 
@@ -102,6 +113,7 @@ void efs_worker_stop(struct efs_worker *w)
 	efs_store_close(w->store);
 	w->store = NULL;
 	efs_worker_ctx_release(&w->ctx);
+	efs_fence_close(&w->fence);
 	efs_metrics_free(w->metrics);
 	w->metrics = NULL;
 }

@@ -14,6 +14,7 @@
 #include "echofs/metrics.h"
 #include "worker/config.h"
 #include "worker/context.h"
+#include "worker/fence.h"
 #include "worker/heartbeat.h"
 #include "worker/report.h"
 #include "worker/scrub.h"
@@ -32,6 +33,7 @@ struct efs_worker {
 	struct efs_heartbeat heartbeat;
 	struct efs_reporter report; /* its own thread */
 	struct efs_scrub scrub;
+	struct efs_fence fence; /* the newest lease epoch seen (fence.h) */
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
 };
 

@@ -78,6 +78,33 @@ SERIAL: dict[str, str] = {
 }
 
 
+# The PostgreSQL round and the sanitizer round of CI (test/all.sh) run the
+# suite again for what changes with them: the metadata store's SQL, and
+# memory errors in the daemons' C. Files whose subject is neither are not
+# repeated there (they ran in the first round): file -> why.
+NOT_ON_POSTGRES: dict[str, str] = {
+    "test_abuse.py": "HTTP limits and deadlines of the server; no store path of its own",
+    "test_aws_local.py": "the local AWS servers' scripts; no EchoFS store",
+    "test_dashboard.py": "the dashboard's rendering in Chromium; the API tests check its data",
+    "test_docs.py": "reads the docs and sources only",
+    "test_dynamodb_mode.py": "its masters keep their metadata in DynamoDB whatever the round",
+    "test_install.py": "make install, the man pages and the units; no store",
+    "test_monitoring.py": "the Prometheus rules and Grafana dashboard, checked by promtool",
+    "test_nemesis.py": "the fault harness itself",
+    "test_s3_client.py": "the S3 and DynamoDB client against the local servers; no master",
+    "test_scrape_storm.py": "the metrics endpoint under load; the store is cached out of it",
+    "test_slow_clients.py": "the server's connection timeouts; no store path of its own",
+}
+NOT_UNDER_SANITIZERS: dict[str, str] = {
+    "test_aws_local.py": "the local AWS servers' scripts; no EchoFS binary",
+    "test_dashboard.py": "the dashboard's rendering in Chromium (JavaScript, not the daemons' C)",
+    "test_docs.py": "reads the docs and sources only",
+    "test_install.py": "make install, the man pages and the units",
+    "test_monitoring.py": "the Prometheus rules and Grafana dashboard, checked by promtool",
+    "test_nemesis.py": "the fault harness itself",
+}
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow(reason): takes several seconds (the reason says why); "
@@ -88,10 +115,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "serial: run alone, not beside other tests (conftest.SERIAL; "
         "test/all.sh runs -m 'not serial' in parallel, then -m serial)")
-    stale = [key for key in SERIAL if not _names_a_test(key)]
+    stale = [key for key in [*SERIAL, *NOT_ON_POSTGRES, *NOT_UNDER_SANITIZERS]
+             if not _names_a_test(key)]
     if stale:
         # It would let the test it meant run in parallel, unnoticed.
-        raise pytest.UsageError(f"conftest.py SERIAL names no test: {', '.join(stale)}")
+        raise pytest.UsageError(f"conftest.py SERIAL, NOT_ON_POSTGRES or NOT_UNDER_SANITIZERS names no test: {', '.join(stale)}")
     if hasattr(config, "workerinput") and h.REDIS_ADDR:
         _start_worker_redis(config)
 
@@ -148,11 +176,17 @@ def pytest_collection_modifyitems(config, items):
         for mark in item.iter_markers("slow"):
             if not (mark.kwargs.get("reason") or mark.args):
                 raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.slow needs a reason")
+        module = node.split("::", 1)[0]
         if h.BACKEND == "postgres":
-            node = item.nodeid.split("tests/integration/", 1)[-1]
             reason = SQLITE_ONLY.get(node) or SQLITE_ONLY.get(node.split("[", 1)[0])
             if reason:
                 item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
+            elif module in NOT_ON_POSTGRES:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"not repeated on PostgreSQL: {NOT_ON_POSTGRES[module]}"))
+        if h.SANITIZE and module in NOT_UNDER_SANITIZERS:
+            item.add_marker(pytest.mark.skip(
+                reason=f"not repeated under sanitizers: {NOT_UNDER_SANITIZERS[module]}"))
         for mark in item.iter_markers("requires_workers"):
             reason = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "")
             if not reason:

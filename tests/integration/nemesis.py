@@ -18,6 +18,11 @@ closed by the `nemesis` fixture's finalizer, even when the test fails.
                                  them);
                   cut(reset=True) close every connection and refuse new
                                  ones (a peer that answers with RST);
+                  release_new()  after cut(): new connections pass
+                                 again, those open now stay held (the
+                                 cut becomes a freeze of them: a request
+                                 sent during the cut arrives only at
+                                 heal(), late);
                   freeze(dirs, busy_only)  hold the bytes of the
                                  connections open now (busy_only: those in
                                  the middle of a request), new ones pass (a
@@ -159,6 +164,13 @@ class LinkProxy:
                 for c in self._conns:
                     for d in self._cut:
                         c.pipes[d].held = True
+        self._wake()
+
+    def release_new(self) -> None:
+        """Ends a cut() for new connections only: the connections open now
+        stay held until heal()."""
+        with self._lock:
+            self._cut.clear()
         self._wake()
 
     def freeze(self, dirs: Iterable[str] | str = BOTH, busy_only: bool = False) -> int:

@@ -34,13 +34,16 @@ turns that into a failure), in the HTTPS round and in the PostgreSQL round
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
+import urllib.parse
 import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 import echofs_harness as h
 
@@ -428,3 +431,50 @@ def test_worker_chunks_with_dynamodb_metadata(cluster, tables):
         return not left and not metas_left and not replicas_left
     h.wait_until(collected, 60, interval=0.5,
                  what="the collector to remove the worker copies and items")
+
+
+LEASE_LINE = r"this master now runs the background duties \(collection, repair\), lease epoch (\d+)"
+
+
+def lease_epoch(m) -> int:
+    """echofs_lease_epoch on the master's /metrics."""
+    r = requests.get(f"{m.url}/metrics", timeout=60)
+    assert r.status_code == 200, r.text
+    found = re.search(r"^echofs_lease_epoch (\S+)$", r.text, re.M)
+    assert found, r.text[:2000]
+    return int(float(found.group(1)))
+
+
+def test_lease_is_dropped_at_once_when_dynamodb_is_cut_off(cluster, tables, aws, nemesis):
+    """The lease item is taken for 30 s and renewed once half is gone:
+    between renewals the master trusts its cached lease. Cut off from
+    DynamoDB, the next failed call of a duty (the collector's, every
+    second) drops it at once, not at its expiry: the epoch is 0, so no
+    instruction goes to a worker; back, the master takes it again with a
+    newer epoch (the item's epoch grows on each takeover, never on a
+    renewal: docs/OPERATIONS.md#fencing)."""
+    tables.create()
+    port = urllib.parse.urlsplit(aws.env["AWS_ENDPOINT_URL_DYNAMODB"]).port
+    proxy = nemesis.proxy(port, "to-dynamodb")
+    env = {**tables.env(), "S3_BUCKET_NAME": None, "AWS_ENDPOINT_URL_DYNAMODB": proxy.url()}
+    m = cluster.add_master(**env)
+    first = int(m.wait_for_log(LEASE_LINE, timeout=10).group(1))
+    assert first >= 1
+    assert lease_epoch(m) == first
+    item = [i for i in tables.items(tables.files, "LEASE#")]
+    assert len(item) == 1 and int(item[0]["epoch"]["N"]) == first, item
+
+    mark = m.log_mark()
+    proxy.cut(reset=True)
+    # Long before the lease's 30 s term, or even the renewal at 15 s
+    # (DynamoDB's retries take a few seconds).
+    m.wait_for_log(r"background duties (stopped|paused)", since=mark,
+                   timeout=10 + h.TIMING_MARGIN_S)
+    assert lease_epoch(m) == 0
+
+    proxy.heal()
+    second = int(m.wait_for_log(LEASE_LINE, since=mark, timeout=15).group(1))
+    assert second > first
+    assert lease_epoch(m) == second
+    item = [i for i in tables.items(tables.files, "LEASE#")]
+    assert int(item[0]["epoch"]["N"]) == second, item

@@ -120,6 +120,18 @@ def test_proxy_cut_freeze_heal(nemesis, echo_port):
     link.heal()
     a.settimeout(2)
     assert a.recv(100) == b"one-way"
+
+    # release_new: a cut for new connections ends, the held one stays held
+    link.cut()
+    assert not echoes(a, b"late")
+    link.release_new()
+    assert echoes(connect(link.port, 2), b"after"), "release_new() blocked a new connection"
+    a.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        a.recv(100)
+    link.heal()
+    a.settimeout(2)
+    assert a.recv(100) == b"late"
     a.close()
     b.close()
 

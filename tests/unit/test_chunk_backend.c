@@ -27,6 +27,7 @@ static const char *CHUNK_ID = "0123456789abcdef0123456789abcdef0123456789abcdef0
 struct fake {
 	int puts, gets, removes, exists_calls;
 	int64_t unmodified_for_ms;
+	uint64_t lease_epoch;
 	unsigned known_count;
 	bool recorded;
 	int *freed;
@@ -53,11 +54,12 @@ static int fake_get(void *impl, const struct efs_chunk_info *chunk,
 }
 
 static int fake_remove(void *impl, const char *chunk_id, const struct efs_replica *known,
-		       unsigned known_count, int64_t unmodified_for_ms)
+		       unsigned known_count, int64_t unmodified_for_ms, uint64_t lease_epoch)
 {
 	struct fake *f = impl;
 	f->removes++;
 	f->unmodified_for_ms = unmodified_for_ms;
+	f->lease_epoch = lease_epoch;
 	return 2;
 }
 
@@ -125,9 +127,10 @@ static void test_required_operations_are_forwarded(void **state)
 	efs_buf_release(&out);
 	efs_buf_release(&scratch);
 
-	assert_int_equal(efs_chunk_backend_remove(b, CHUNK_ID, known, 2, 1500), 2);
+	assert_int_equal(efs_chunk_backend_remove(b, CHUNK_ID, known, 2, 1500, 7), 2);
 	assert_int_equal(f->removes, 1);
 	assert_int_equal(f->unmodified_for_ms, 1500);
+	assert_int_equal(f->lease_epoch, 7);
 	assert_int_equal(efs_chunk_backend_exists(b, CHUNK_ID, NULL, 0), 1);
 	assert_int_equal(f->exists_calls, 1);
 

@@ -105,7 +105,7 @@ static void test_pins_nest_and_fail_safe(void **state)
 	/* A remove of a pinned chunk keeps the object without asking S3 (no
 	 * client is set up here: a request would crash). */
 	snprintf(id, sizeof(id), "%064d", 7);
-	assert_int_equal(s3_remove(b, id, NULL, 0, 0), 0);
+	assert_int_equal(s3_remove(b, id, NULL, 0, 0, 0), 0);
 	for (int i = 0; i < PIN_SLOTS; i++) {
 		snprintf(id, sizeof(id), "%064d", i);
 		s3_unpin(b, id);

@@ -1665,14 +1665,40 @@ static void test_second_store_on_the_same_database(void **state)
 	assert_int_equal(garbage_count(f, f->now + 1), 2);
 
 	if (!f->db[0] && !ddb_on) {
+		/* SQLite: always held, but each store's taking is a new epoch,
+		 * and so is taking it again after a drop. */
 		assert_true(efs_meta_lease(f->m));
+		uint64_t first = efs_meta_lease_epoch(f->m);
+		assert_true(first >= 1);
+		assert_true(efs_meta_lease(f->m));
+		assert_int_equal(efs_meta_lease_epoch(f->m), first); /* a renewal */
 		assert_true(efs_meta_lease(other));
+		assert_true(efs_meta_lease_epoch(other) > first);
+		efs_meta_lease_drop(f->m);
+		assert_int_equal(efs_meta_lease_epoch(f->m), 0);
+		assert_true(efs_meta_lease(f->m));
+		assert_true(efs_meta_lease_epoch(f->m) > efs_meta_lease_epoch(other));
 		efs_meta_close(other);
 		return;
 	}
 	assert_true(efs_meta_lease(f->m));
+	uint64_t first = efs_meta_lease_epoch(f->m);
+	assert_true(first >= 1);
 	assert_false(efs_meta_lease(other));
+	assert_int_equal(efs_meta_lease_epoch(other), 0);
 	assert_true(efs_meta_lease(f->m)); /* kept while held */
+	assert_int_equal(efs_meta_lease_epoch(f->m), first); /* a renewal: the same epoch */
+	assert_false(efs_meta_lease(other));
+	/* Dropped here (a failed metadata call): epoch 0 at once; taken
+	 * again (nobody else took it meanwhile), it is a new epoch. */
+	efs_meta_lease_drop(f->m);
+	assert_int_equal(efs_meta_lease_epoch(f->m), 0);
+	bool again = false;
+	for (int i = 0; i < 200 && !(again = efs_meta_lease(f->m)); i++)
+		efs_sleep_ms(10);
+	assert_true(again);
+	uint64_t second = efs_meta_lease_epoch(f->m);
+	assert_true(second > first);
 	assert_false(efs_meta_lease(other));
 	efs_meta_close(f->m);
 	f->m = NULL;
@@ -1683,6 +1709,8 @@ static void test_second_store_on_the_same_database(void **state)
 	for (int i = 0; i < 200 && !(leased = efs_meta_lease(other)); i++)
 		efs_sleep_ms(10);
 	assert_true(leased);
+	/* a takeover: the epoch grew */
+	assert_true(efs_meta_lease_epoch(other) > second);
 	assert_true(efs_meta_lease(other));
 	/* a third store does not get it while the second holds it */
 	struct efs_meta *third = NULL;
