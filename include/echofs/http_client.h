@@ -77,6 +77,14 @@ struct efs_http_call {
 	long connect_timeout_ms;  /* 0 = 2 s */
 	long stall_timeout_s;     /* give up (-ETIMEDOUT) after this many seconds without a
 				   * byte moving either way; 0 = never */
+	/* With stall_timeout_s: also give up (-ETIMEDOUT, too_slow) when, while
+	 * bytes of the body remain to be sent or of the response to be
+	 * received, and some byte moved within the last second, fewer than
+	 * min_speed * stall_timeout_s bytes moved (both ways together) over the
+	 * last stall_timeout_s seconds; bytes/s, 0 = no such rule. A transfer
+	 * younger than stall_timeout_s is never judged by it; one that stopped
+	 * is the stall rule's. */
+	int64_t min_speed;
 	/* response: into @resp (capped at resp_cap; 0 = 1 MiB), or to @sink.
 	 * When the sink sees the first bytes, status and captured are set. */
 	efs_http_sink_fn sink;
@@ -92,6 +100,11 @@ struct efs_http_call {
 	/* results */
 	long status;          /* HTTP status, 0 when no response arrived */
 	int error;            /* 0, or -errno of a transport failure */
+	/* Set with error -ETIMEDOUT when the min_speed rule gave up on the
+	 * transfer (the peer moves bytes, but too slowly); not for a stall or
+	 * a deadline. */
+	bool too_slow;
+	int64_t elapsed_ms;   /* how long the transfer took, connection set-up included */
 	char errmsg[160];     /* what failed, for logs */
 };
 

@@ -105,7 +105,50 @@ struct transfer {
 	/* Stall detection: bytes moved so far, and when that last changed. */
 	int64_t moved;
 	int64_t moved_at_ms;
+	/* The min_speed rule: bytes moved at a few past moments (a ring, one
+	 * sample every eighth of the window, two windows long). */
+	struct {
+		int64_t at_ms, moved;
+	} samples[16];
+	unsigned sample_count; /* pushed so far; the newest is (count - 1) % 16 */
+	bool stalled;          /* the stall rule gave up */
+	bool slow_stop;        /* the min_speed rule gave up */
+	char slow_why[96];
 };
+
+/* Whether fewer than min_speed * window bytes moved over the last window
+ * (judged once the transfer is a window old). Records a sample. */
+static bool under_min_speed(struct transfer *t, int64_t now, int64_t moved, bool remaining)
+{
+	const size_t ring = EFS_ARRAY_SIZE(t->samples);
+	int64_t window_ms = t->call->stall_timeout_s * 1000;
+	int64_t step_ms = EFS_MAX(window_ms / 8, 1);
+	if (t->sample_count == 0 ||
+	    now - t->samples[(t->sample_count - 1) % ring].at_ms >= step_ms) {
+		t->samples[t->sample_count % ring].at_ms = now;
+		t->samples[t->sample_count % ring].moved = moved;
+		t->sample_count++;
+	}
+	/* Nothing moved for a second: stopped, not slow (a partition, a
+	 * pause); the stall rule's business. */
+	if (!remaining || now - t->moved_at_ms >= 1000)
+		return false;
+	/* The newest sample at least a window old. */
+	for (unsigned k = 0; k < t->sample_count && k < ring; k++) {
+		unsigned idx = (t->sample_count - 1 - k) % ring;
+		if (now - t->samples[idx].at_ms < window_ms)
+			continue;
+		int64_t span_ms = now - t->samples[idx].at_ms;
+		int64_t got = moved - t->samples[idx].moved;
+		if (got * 1000 >= t->call->min_speed * span_ms)
+			return false;
+		snprintf(t->slow_why, sizeof(t->slow_why),
+			 "too slow: %lld bytes in %lld ms, under %lld bytes/s", (long long)got,
+			 (long long)span_ms, (long long)t->call->min_speed);
+		return true;
+	}
+	return false;
+}
 
 /* libcurl's own initialisation is process-wide by libcurl's design (it
  * sets up the TLS library); everything else lives in a client. */
@@ -313,6 +356,19 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 			t->moved = moved;
 			t->moved_at_ms = now;
 		} else if (now - t->moved_at_ms > t->call->stall_timeout_s * 1000) {
+			snprintf(t->slow_why, sizeof(t->slow_why), "stalled: no byte for %ld s",
+				 t->call->stall_timeout_s);
+			t->stalled = true;
+			t->sink_error = -ETIMEDOUT;
+			return 1;
+		}
+		/* Bytes remain: the body is not all sent, or the response's
+		 * body has begun and is not all here. Waiting for the answer is
+		 * the stall rule's business. */
+		bool remaining = (ultotal > 0 && ulnow < ultotal) ||
+				 (dlnow > 0 && (dltotal <= 0 || dlnow < dltotal));
+		if (t->call->min_speed > 0 && under_min_speed(t, now, moved, remaining)) {
+			t->slow_stop = true;
 			t->sink_error = -ETIMEDOUT;
 			return 1;
 		}
@@ -344,6 +400,8 @@ static int transfer_setup(struct transfer *t, struct efs_http_client *client,
 	t->call = call;
 	call->status = 0;
 	call->error = 0;
+	call->too_slow = false;
+	call->elapsed_ms = 0;
 	call->errmsg[0] = '\0';
 	if (call->resp_cap)
 		call->resp.cap = call->resp_cap;
@@ -461,13 +519,20 @@ static void transfer_finish(struct transfer *t, CURLcode code)
 {
 	struct efs_http_call *call = t->call;
 	long connects = 0;
+	curl_off_t total_us = 0;
 	if (curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
 		atomic_fetch_add(&t->client->connections_opened, (uint64_t)connects);
+	if (curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK)
+		call->elapsed_ms = (int64_t)(total_us / 1000);
 	if (code == CURLE_OK) {
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &call->status);
 	} else {
 		call->status = 0;
-		if (t->sink_error) {
+		if (t->slow_stop || t->stalled) {
+			call->error = t->sink_error;
+			call->too_slow = t->slow_stop;
+			snprintf(call->errmsg, sizeof(call->errmsg), "%s", t->slow_why);
+		} else if (t->sink_error) {
 			call->error = t->sink_error;
 			snprintf(call->errmsg, sizeof(call->errmsg), "%s",
 				 t->sink_error == -E2BIG ? "response too large"

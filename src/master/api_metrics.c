@@ -27,6 +27,7 @@ struct snapshot {
 	uint64_t chunks_collected, sessions_expired;
 	uint64_t stats_computed;
 	struct efs_chunk_cache_stats chunk_cache;
+	uint64_t slow_abandons_write, slow_abandons_read;
 };
 
 static void take_snapshot(struct efs_master *m, struct snapshot *s)
@@ -57,6 +58,8 @@ static void take_snapshot(struct efs_master *m, struct snapshot *s)
 	s->chunks_collected = atomic_load(&m->gc.chunks_collected);
 	s->sessions_expired = atomic_load(&m->gc.sessions_expired);
 	efs_chunk_cache_stats(m->chunk_cache, &s->chunk_cache);
+	s->slow_abandons_write = atomic_load(&m->placement.slow_abandons_write);
+	s->slow_abandons_read = atomic_load(&m->placement.slow_abandons_read);
 }
 
 /* @num / @den, or 1 when there is nothing to divide (no data: no
@@ -163,6 +166,21 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(counters); i++)
 		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, counters[i].name, counters[i].help,
 				    (double)counters[i].value);
+	static const char *const by_op[] = {"op", NULL};
+	struct efs_metric *slow;
+	if (r == 0)
+		r = efs_metrics_declare(reg, EFS_METRIC_COUNTER,
+					"echofs_slow_transfers_abandoned_total",
+					"Chunk transfers to (op=write: placed on another worker) or from "
+					"(op=read: another replica read) a worker given up on for "
+					"moving under SLOW_WORKER_MIN_RATE (stalls not counted).",
+					by_op, NULL, 0, &slow);
+	if (r == 0)
+		r = efs_metric_set(slow, (const char *const[]){"write"},
+				   (double)s->slow_abandons_write);
+	if (r == 0)
+		r = efs_metric_set(slow, (const char *const[]){"read"},
+				   (double)s->slow_abandons_read);
 	if (r == 0)
 		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_chunk_cache_bytes",
 				    "Bytes the chunk cache holds, 128 per entry included.",

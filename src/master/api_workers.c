@@ -165,14 +165,19 @@ int efs_api_worker_list(struct efs_http_req *req)
 	json_t *workers = json_array();
 	for (size_t i = 0; i < n; i++) {
 		const struct efs_worker_info *w = &list[i].info;
+		/* This master's view: marked slow after a transfer it gave up
+		 * on for slowness, for SLOW_WORKER_AVOID_MS. */
+		int64_t slow_ms = efs_placement_slow_for_ms(&m->placement, w->worker_id);
 		json_array_append_new(
 			workers,
-			json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "worker_id", w->worker_id,
-				  "url", w->url, "status", list[i].alive ? "alive" : "dead",
-				  "last_heartbeat", efs_iso8601(w->last_heartbeat_ms, when),
-				  "capacity_bytes", (json_int_t)w->capacity_bytes, "free_bytes",
+			json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:I}", "worker_id",
+				  w->worker_id, "url", w->url, "status",
+				  list[i].alive ? "alive" : "dead", "last_heartbeat",
+				  efs_iso8601(w->last_heartbeat_ms, when), "capacity_bytes",
+				  (json_int_t)w->capacity_bytes, "free_bytes",
 				  (json_int_t)w->free_bytes, "chunk_count",
-				  (json_int_t)w->chunk_count));
+				  (json_int_t)w->chunk_count, "slow", slow_ms > 0, "slow_for_ms",
+				  (json_int_t)slow_ms));
 	}
 	free(list);
 	return efs_http_reply_json(req, 200, json_pack("{s:o}", "workers", workers));

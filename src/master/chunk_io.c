@@ -13,8 +13,11 @@
 
 #define WRITE_ROUNDS 3
 #define CONNECT_TIMEOUT_MS 2000
-/* A worker that moves less than 1 KiB/s for this long (paused, disk
- * stuck) is given up on and the replica goes elsewhere. */
+/* A worker that moves no byte for this long (paused, disk stuck) is
+ * given up on and the replica goes elsewhere. Also the window of the
+ * min-rate rule (SLOW_WORKER_MIN_RATE, placement.h): a transfer that
+ * moved fewer than rate * 3 s bytes over its last 3 s, while bytes
+ * remained, is given up on too, when another worker can take its place. */
 #define STALL_TIMEOUT_S 3
 /* The longest error reply of a worker read (its JSON envelope). */
 #define ERROR_BODY_MAX 4096
@@ -24,6 +27,32 @@
 static long transfer_timeout_ms(size_t len)
 {
 	return 10000 + (long)(len / (10 * 1024)); /* 10 s + 10 MB/s */
+}
+
+/* A transfer to or from @worker_id was given up for slowness: counted,
+ * and the worker marked slow (logged when it was not already). */
+static void note_slow(struct efs_chunk_io *io, const char *worker_id, bool write,
+		      const char *why)
+{
+	if (efs_placement_note_slow(io->placement, worker_id, write))
+		efs_warn("worker %s marked slow for %lld ms (a chunk %s %s): placement prefers "
+			 "other workers and reads try its replicas last meanwhile",
+			 worker_id, (long long)io->placement->slow_avoid_ms,
+			 write ? "write to it" : "read from it", why);
+}
+
+/* A transfer to or from @worker_id finished, but under the minimum rate:
+ * the worker is marked slow all the same (logged when it was not). */
+static void finished_slowly(struct efs_chunk_io *io, const char *worker_id, bool write,
+			    uint64_t bytes, int64_t elapsed_ms)
+{
+	if (efs_placement_mark_slow(io->placement, worker_id))
+		efs_warn("worker %s marked slow for %lld ms (a chunk %s took %lld ms for %llu "
+			 "bytes, under %lld bytes/s): placement prefers other workers and reads "
+			 "try its replicas last meanwhile",
+			 worker_id, (long long)io->placement->slow_avoid_ms,
+			 write ? "write to it" : "read from it", (long long)elapsed_ms,
+			 (unsigned long long)bytes, (long long)io->placement->slow_min_rate);
 }
 
 void efs_chunk_io_init(struct efs_chunk_io *io, struct efs_meta *meta,
@@ -141,8 +170,9 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 		 (unsigned long long)lease_epoch);
 
 	for (int round = 0; round < WRITE_ROUNDS && done < want && !fenced; round++) {
-		int n = efs_placement_choose(io->placement, want - done, len, tried, tried_count,
-					     pending);
+		size_t candidates = 0;
+		int n = efs_placement_choose_counted(io->placement, want - done, len, tried,
+						     tried_count, pending, &candidates);
 		if (n < 0) {
 			*written = done;
 			return n;
@@ -165,6 +195,11 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 			calls[i].timeout_ms = transfer_timeout_ms(len);
 			calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
 			calls[i].stall_timeout_s = STALL_TIMEOUT_S;
+			/* Only with a worker to replace it: with none left (as
+			 * many live workers as replicas) a slow one is waited
+			 * for, up to the deadline, rather than the write failed. */
+			if (candidates > (size_t)n && round < WRITE_ROUNDS - 1)
+				calls[i].min_speed = io->placement->slow_min_rate;
 			calls[i].resp_cap = 64 * 1024;
 			callp[i] = &calls[i];
 			efs_placement_load_add(io->placement, pending[i].worker_id, 1);
@@ -178,6 +213,10 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 							pending[i].worker_id, calls[i].error == 0);
 			if (calls[i].error == 0 && calls[i].status == 201) {
 				out[done++] = pending[i];
+				if (efs_placement_finished_slowly(io->placement, len,
+								  calls[i].elapsed_ms))
+					finished_slowly(io, pending[i].worker_id, true, len,
+							calls[i].elapsed_ms);
 			} else if (calls[i].error == 0 && calls[i].status == 409 && calls[i].resp.data &&
 				   strstr(calls[i].resp.data, "\"stale_lease_epoch\"")) {
 				/* Another master holds the lease now: this duty
@@ -190,6 +229,8 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 			} else if (calls[i].error) {
 				efs_warn("chunk %.12s: write to worker %s failed: %s; trying another",
 					 chunk_id, pending[i].worker_id, calls[i].errmsg);
+				if (calls[i].too_slow)
+					note_slow(io, pending[i].worker_id, true, calls[i].errmsg);
 			} else {
 				efs_warn("chunk %.12s: worker %s answered %ld to a write: %.120s",
 					 chunk_id, pending[i].worker_id, calls[i].status,
@@ -243,16 +284,30 @@ int efs_chunk_confirm(struct efs_chunk_io *io, const char *chunk_id, struct efs_
 	return 0;
 }
 
-/* Orders replicas: usable ones (alive, not bad) first, shuffled. */
-static void order_replicas(const struct efs_chunk_io *io, const struct efs_replica *replicas,
-			   unsigned n, unsigned *order)
+/* How a replica ranks for a read: 0 usable (alive, not bad), 1 usable
+ * but on a worker marked slow, 2 the others. */
+static int replica_rank(struct efs_chunk_io *io, const struct efs_replica *rep)
 {
+	if (rep->bad || !efs_replica_alive(io, rep))
+		return 2;
+	return efs_placement_slow_for_ms(io->placement, rep->worker_id) > 0 ? 1 : 0;
+}
+
+/* Orders replicas by rank, each rank shuffled; *@usable is how many are
+ * of rank 0 or 1. */
+static void order_replicas(struct efs_chunk_io *io, const struct efs_replica *replicas,
+			   unsigned n, unsigned *order, unsigned *usable)
+{
+	int rank[EFS_MAX_REPLICAS];
 	unsigned k = 0;
-	for (int pass = 0; pass < 2; pass++) {
+	for (unsigned i = 0; i < n; i++)
+		rank[i] = replica_rank(io, &replicas[i]);
+	for (int pass = 0; pass < 3; pass++) {
 		unsigned start = k;
+		if (pass == 2)
+			*usable = k;
 		for (unsigned i = 0; i < n; i++) {
-			bool usable = !replicas[i].bad && efs_replica_alive(io, &replicas[i]);
-			if (usable == (pass == 0))
+			if (rank[i] == pass)
 				order[k++] = i;
 		}
 		for (unsigned i = k; i > start + 1; i--) {
@@ -269,7 +324,8 @@ static void order_replicas(const struct efs_chunk_io *io, const struct efs_repli
 /* Fetches and verifies one replica. 0, or -EBADMSG (bad bytes: mark it)
  * or another error (unreachable: do not). */
 static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
-			const struct efs_replica *rep, struct efs_buf *out, struct efs_buf *scratch)
+			const struct efs_replica *rep, bool may_bypass, struct efs_buf *out,
+			struct efs_buf *scratch)
 {
 	struct efs_http_call call;
 	char url[EFS_URL_MAX + 80];
@@ -282,6 +338,9 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 	call.timeout_ms = transfer_timeout_ms(chunk->stored_size);
 	call.connect_timeout_ms = CONNECT_TIMEOUT_MS;
 	call.stall_timeout_s = STALL_TIMEOUT_S;
+	/* Only with another replica to read instead (see efs_chunk_write). */
+	if (may_bypass)
+		call.min_speed = io->placement->slow_min_rate;
 	call.capture_header = "X-Chunk-Encoding";
 	call.resp = *scratch; /* reuse the caller's allocation */
 	/* Raw or gzip (kept only when smaller): never more than size; but
@@ -291,6 +350,11 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 	r = efs_http_call_run(io->http, &call);
 	*scratch = call.resp;
 	scratch->cap = SIZE_MAX;
+	if (r < 0 && call.too_slow) {
+		efs_warn("chunk %.12s: read from worker %s given up: %s; trying another replica",
+			 chunk->chunk_id, rep->worker_id, call.errmsg);
+		note_slow(io, rep->worker_id, false, call.errmsg);
+	}
 	if (r < 0)
 		return r; /* unreachable */
 	if (call.status == 404)
@@ -299,6 +363,8 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 		return -EBADMSG; /* failed its checksum there (quarantined) */
 	if (call.status != 200)
 		return -EIO; /* a passing failure: not marked */
+	if (efs_placement_finished_slowly(io->placement, scratch->len, call.elapsed_ms))
+		finished_slowly(io, rep->worker_id, false, scratch->len, call.elapsed_ms);
 	bool gzip = strcmp(call.captured, "gzip") == 0 ||
 		    (call.captured[0] == '\0' && chunk->compressed);
 	return efs_chunk_from_stored(chunk, gzip, scratch, out);
@@ -308,12 +374,12 @@ int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		   const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
 		   struct efs_buf *scratch)
 {
-	unsigned order[EFS_MAX_REPLICAS];
+	unsigned order[EFS_MAX_REPLICAS], usable = 0;
 	replica_count = EFS_MIN(replica_count, EFS_MAX_REPLICAS);
-	order_replicas(io, replicas, replica_count, order);
+	order_replicas(io, replicas, replica_count, order, &usable);
 	for (unsigned k = 0; k < replica_count; k++) {
 		const struct efs_replica *rep = &replicas[order[k]];
-		int r = read_replica(io, chunk, rep, out, scratch);
+		int r = read_replica(io, chunk, rep, k + 1 < usable, out, scratch);
 		if (r == 0) {
 			/* Bytes that verify against the chunk id: a replica
 			 * marked bad is intact after all (a passing failure, a

@@ -3,9 +3,17 @@
  *
  * Writes go to all replicas in parallel; a replica that fails is replaced
  * by another worker and only that one is retried. Reads try the usable
- * replicas (alive, not marked bad) in random order, then the others; the
- * bytes are decoded and checked against the chunk's SHA-256, and a replica
- * that fails is marked bad in the metadata so repair replaces it.
+ * replicas (alive, not marked bad) in random order, those on workers
+ * marked slow after the others, then the rest; the bytes are decoded and
+ * checked against the chunk's SHA-256, and a replica that fails is marked
+ * bad in the metadata so repair replaces it.
+ *
+ * A transfer is given up when it moves no byte for 3 s, or (only when
+ * another worker or replica can take its place) fewer than the
+ * placement's SLOW_WORKER_MIN_RATE x 3 s bytes over its last 3 s while
+ * bytes remain. The latter marks its worker slow in placement, and so
+ * does a large transfer that finished under that rate (placement.h); a
+ * stall does not (a paused or cut-off worker is liveness's business).
  */
 #ifndef ECHOFS_MASTER_CHUNK_IO_H
 #define ECHOFS_MASTER_CHUNK_IO_H

@@ -6,6 +6,7 @@
 #include "echofs/http_server.h"
 #include "echofs/redis.h"
 #include "echofs/util.h"
+#include "master/placement.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -214,6 +215,14 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			     3600000, false, &v, err, errlen)) < 0)
 		return r;
 	cfg->history_interval_ms = (int64_t)v;
+	if ((r = efs_env_u64("SLOW_WORKER_MIN_RATE", EFS_PLACEMENT_DEFAULT_SLOW_MIN_RATE, 0,
+			     (uint64_t)1 << 40, true, &v, err, errlen)) < 0)
+		return r;
+	cfg->slow_worker_min_rate = (int64_t)v;
+	if ((r = efs_env_u64("SLOW_WORKER_AVOID_MS", EFS_PLACEMENT_DEFAULT_SLOW_AVOID_MS, 0,
+			     86400000, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->slow_worker_avoid_ms = (int64_t)v;
 
 	if ((r = efs_env_string("S3_BUCKET_NAME", NULL, false, &cfg->s3_bucket, err, errlen)) < 0)
 		return r;

@@ -46,6 +46,11 @@ struct efs_master_config {
 	uint64_t repair_bandwidth; /* bytes/s that re-replication may copy */
 	uint64_t chunk_cache_size; /* bytes of verified chunks kept for reads; 0: none */
 	int64_t history_interval_ms; /* the dashboard's charts: one sample this often */
+	/* Slow workers (placement.h): a transfer under this many bytes/s
+	 * over the stall window is given up on when another worker can take
+	 * it (0: only stalls are); a worker given up on is avoided this long. */
+	int64_t slow_worker_min_rate; /* SLOW_WORKER_MIN_RATE */
+	int64_t slow_worker_avoid_ms; /* SLOW_WORKER_AVOID_MS */
 	struct efs_tls_config tls; /* HTTPS served with cert/key; workers verified with ca */
 	enum efs_topology_audience topology; /* TOPOLOGY_VISIBLE_TO */
 	/* S3_BUCKET_NAME: chunks in this bucket instead of on workers; NULL:

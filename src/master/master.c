@@ -180,6 +180,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		goto fail;
 	}
 	efs_placement_init(&m->placement, &m->registry);
+	efs_placement_set_slowness(&m->placement, m->cfg.slow_worker_min_rate,
+				   m->cfg.slow_worker_avoid_ms);
 	struct efs_chunk_workers_config workers = {
 		.meta = m->meta,
 		.placement = &m->placement,

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* placement.c - weighted random choice of live workers for new replicas. */
+/* placement.c - weighted random choice of live workers for new replicas,
+ * slow workers last. */
 #include "master/placement.h"
 #include "echofs/util.h"
+
+#include <stdatomic.h>
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -11,7 +14,15 @@ void efs_placement_init(struct efs_placement *p, struct efs_registry *registry)
 {
 	memset(p, 0, sizeof(*p));
 	p->registry = registry;
+	p->slow_min_rate = EFS_PLACEMENT_DEFAULT_SLOW_MIN_RATE;
+	p->slow_avoid_ms = EFS_PLACEMENT_DEFAULT_SLOW_AVOID_MS;
 	pthread_mutex_init(&p->load_lock, NULL);
+}
+
+void efs_placement_set_slowness(struct efs_placement *p, int64_t min_rate, int64_t avoid_ms)
+{
+	p->slow_min_rate = min_rate;
+	p->slow_avoid_ms = avoid_ms;
 }
 
 void efs_placement_release(struct efs_placement *p)
@@ -35,6 +46,64 @@ void efs_placement_load_add(struct efs_placement *p, const char *worker_id, int 
 		}
 	}
 	pthread_mutex_unlock(&p->load_lock);
+}
+
+/* The slot of @worker_id, claimed when it has none; -1 when the table
+ * is full. Under load_lock. */
+static int slot_of(struct efs_placement *p, const char *worker_id, bool claim)
+{
+	for (int i = 0; i < EFS_PLACEMENT_LOAD_SLOTS; i++) {
+		if (strcmp(p->load[i].worker_id, worker_id) == 0)
+			return i;
+		if (p->load[i].worker_id[0] == '\0') {
+			if (!claim)
+				return -1;
+			efs_strlcpy(p->load[i].worker_id, worker_id, sizeof(p->load[i].worker_id));
+			return i;
+		}
+	}
+	return -1;
+}
+
+bool efs_placement_note_slow(struct efs_placement *p, const char *worker_id, bool write)
+{
+	atomic_fetch_add(write ? &p->slow_abandons_write : &p->slow_abandons_read, 1);
+	return efs_placement_mark_slow(p, worker_id);
+}
+
+bool efs_placement_finished_slowly(const struct efs_placement *p, uint64_t bytes,
+				   int64_t elapsed_ms)
+{
+	return p->slow_min_rate > 0 && elapsed_ms >= 1000 &&
+	       bytes >= EFS_PLACEMENT_SLOW_JUDGE_BYTES &&
+	       (double)bytes * 1000.0 < (double)p->slow_min_rate * (double)elapsed_ms;
+}
+
+bool efs_placement_mark_slow(struct efs_placement *p, const char *worker_id)
+{
+	if (p->slow_avoid_ms <= 0)
+		return false;
+	int64_t now = efs_now_ms();
+	bool was = false;
+	pthread_mutex_lock(&p->load_lock);
+	int i = slot_of(p, worker_id, true);
+	if (i >= 0) {
+		was = p->load[i].slow_until_ms > now;
+		p->load[i].slow_until_ms = now + p->slow_avoid_ms;
+	}
+	pthread_mutex_unlock(&p->load_lock);
+	return i >= 0 && !was;
+}
+
+int64_t efs_placement_slow_for_ms(struct efs_placement *p, const char *worker_id)
+{
+	int64_t left = 0, now = efs_now_ms();
+	pthread_mutex_lock(&p->load_lock);
+	int i = slot_of(p, worker_id, false);
+	if (i >= 0 && p->load[i].slow_until_ms > now)
+		left = p->load[i].slow_until_ms - now;
+	pthread_mutex_unlock(&p->load_lock);
+	return left;
 }
 
 int efs_placement_load(struct efs_placement *p, const char *worker_id)
@@ -69,6 +138,15 @@ int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_b
 			 const struct efs_target *exclude, size_t exclude_count,
 			 struct efs_target *out)
 {
+	size_t candidates;
+	return efs_placement_choose_counted(p, want, need_bytes, exclude, exclude_count, out,
+					    &candidates);
+}
+
+int efs_placement_choose_counted(struct efs_placement *p, unsigned want, uint64_t need_bytes,
+				 const struct efs_target *exclude, size_t exclude_count,
+				 struct efs_target *out, size_t *candidates)
+{
 	struct efs_worker_status *list;
 	size_t n;
 	unsigned chosen = 0;
@@ -76,10 +154,14 @@ int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_b
 	if (r < 0)
 		return r;
 	double *weight = calloc(n ? n : 1, sizeof(*weight));
-	if (!weight) {
+	bool *slow = calloc(n ? n : 1, sizeof(*slow));
+	if (!weight || !slow) {
+		free(weight);
+		free(slow);
 		free(list);
 		return -ENOMEM;
 	}
+	*candidates = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct efs_worker_info *w = &list[i].info;
 		if (!list[i].alive || w->free_bytes < need_bytes + EFS_PLACEMENT_FREE_MARGIN ||
@@ -88,11 +170,21 @@ int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_b
 		/* +1 MiB keeps nearly full workers selectable but rare. */
 		weight[i] = ((double)w->free_bytes + 1048576.0) /
 			    (1.0 + efs_placement_load(p, w->worker_id));
+		slow[i] = efs_placement_slow_for_ms(p, w->worker_id) > 0;
+		(*candidates)++;
 	}
 	while (chosen < want) {
+		/* The workers that are not slow first; slow ones only when
+		 * none of those is left. */
 		double total = 0;
+		bool tier_slow = false;
 		for (size_t i = 0; i < n; i++)
-			total += weight[i];
+			total += slow[i] ? 0 : weight[i];
+		if (total <= 0) {
+			tier_slow = true;
+			for (size_t i = 0; i < n; i++)
+				total += slow[i] ? weight[i] : 0;
+		}
 		if (total <= 0)
 			break;
 		uint64_t rnd;
@@ -100,14 +192,14 @@ int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_b
 		double pick = (double)(rnd >> 11) / (double)(1ULL << 53) * total;
 		size_t i = 0;
 		for (; i < n; i++) {
-			if (weight[i] <= 0)
+			if (weight[i] <= 0 || slow[i] != tier_slow)
 				continue;
 			if (pick < weight[i])
 				break;
 			pick -= weight[i];
 		}
 		if (i == n) /* rounding: take the last candidate */
-			for (i = n; i-- > 0 && weight[i] <= 0;)
+			for (i = n; i-- > 0 && (weight[i] <= 0 || slow[i] != tier_slow);)
 				;
 		efs_strlcpy(out[chosen].worker_id, list[i].info.worker_id,
 			    sizeof(out[chosen].worker_id));
@@ -119,6 +211,7 @@ int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_b
 				weight[j] = 0;
 	}
 	free(weight);
+	free(slow);
 	free(list);
 	return (int)chosen;
 }

@@ -73,6 +73,8 @@ SERIAL: dict[str, str] = {
         "stops the shared PostgreSQL",
     "test_scrape_storm.py": "a scrape storm measured against latency",
     "test_slow_clients.py": "slow clients against the server's timeouts",
+    "test_slow_worker.py": "a worker throttled to 1 MiB/s must be the only one under "
+        "SLOW_WORKER_MIN_RATE: a loaded machine could make a healthy one slow too",
 }
 
 

@@ -25,6 +25,8 @@ from echofs_harness import CLUSTER_SECRET, assert_json_error
 # The pinned shapes (/work/shared/spec/API.md).
 WORKER_KEYS = {"worker_id", "url", "status", "last_heartbeat", "capacity_bytes", "free_bytes",
                "chunk_count"}
+# What the worker list adds (docs/API.md, "Additions and interpretations").
+WORKER_EXTRA = {"slow", "slow_for_ms"}
 CHUNK_KEYS = {"index", "chunk_id", "size", "stored_size", "compressed", "replicas"}
 HEALTH_KEYS = {"status", "workers_alive", "workers_total", "metadata"}
 # What the health adds for those who may see the topology (docs/API.md).
@@ -92,7 +94,7 @@ def assert_full_worker_list(topo, r):
     workers = r.json()["workers"]
     assert set(r.json()) == {"workers"}, r.json()
     for w in workers:
-        assert set(w) == WORKER_KEYS, f"not the pinned shape: {w}"
+        assert set(w) == WORKER_KEYS | WORKER_EXTRA, f"not the pinned shape: {w}"
         assert w["status"] == "alive" and w["capacity_bytes"] > 0, w
     assert {w["url"] for w in workers} == topo.worker_urls()
     assert {w["worker_id"] for w in workers} == topo.worker_ids()

@@ -10,7 +10,8 @@
  * out is never reused. It also checks what the server receives: bodies of
  * every size whole (small ones go inline with the request head, larger
  * ones through libcurl's read callback), the method unchanged, no
- * Content-Type the caller did not ask for, and an error status reported. */
+ * Content-Type the caller did not ask for, and an error status reported.
+ * A reply that trickles in is given up by the min_speed rule. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -41,7 +42,10 @@ enum server_mode {
 	DROP_SECOND,       /* read the 2nd request on a connection, then close it unanswered */
 	SLOW_FIRST,        /* answer the very first request only after 1 s */
 	FAIL,              /* answer every request with a 500 */
+	SLOW_REPLY,        /* answer 200 with SLOW_REPLY_LEN bytes, 16 KiB every 100 ms */
 };
+
+#define SLOW_REPLY_LEN (256 * 1024)
 
 struct server {
 	int listen_fd;
@@ -128,6 +132,21 @@ static void *serve_conn(void *arg)
 			break;
 		if (c->srv->mode == SLOW_FIRST && !atomic_exchange(&c->srv->slow_done, true))
 			usleep(1000 * 1000);
+		if (c->srv->mode == SLOW_REPLY) {
+			static const char head[] = "HTTP/1.1 200 OK\r\nContent-Length: 262144\r\n\r\n";
+			static char piece[16384];
+			bool sent = send(c->fd, head, sizeof(head) - 1, MSG_NOSIGNAL) > 0;
+			memset(piece, 'y', sizeof(piece));
+			for (size_t left = SLOW_REPLY_LEN; sent && left > 0; left -= sizeof(piece)) {
+				usleep(100 * 1000);
+				sent = send(c->fd, piece, sizeof(piece), MSG_NOSIGNAL) ==
+				       (ssize_t)sizeof(piece);
+			}
+			atomic_fetch_add(&c->srv->answered, sent);
+			if (!sent)
+				break;
+			continue;
+		}
 		/* Counted before the client can see the answer. */
 		atomic_fetch_add(&c->srv->answered, 1);
 		bool fail = c->srv->mode == FAIL;
@@ -413,6 +432,43 @@ static void test_timed_out_connection_is_not_reused(void **state)
 	server_stop(&srv);
 }
 
+/* A reply that trickles in (160 KiB/s): given up as too slow after the
+ * stall window when min_speed asks for more, whole when it asks for less,
+ * and the stall rule alone never gives it up (bytes keep moving). */
+static void test_min_speed_gives_up_a_trickling_transfer(void **state)
+{
+	struct server srv;
+	struct efs_http_call call;
+	char url[64];
+	server_start(&srv, SLOW_REPLY);
+
+	put_init(&call, url, sizeof(url), &srv, 1);
+	call.stall_timeout_s = 1;
+	call.min_speed = 1024 * 1024;
+	assert_int_equal(efs_http_call_run(client, &call), -ETIMEDOUT);
+	assert_true(call.too_slow);
+	assert_int_equal(call.status, 0);
+	assert_non_null(strstr(call.errmsg, "too slow"));
+	efs_http_call_release(&call);
+
+	put_init(&call, url, sizeof(url), &srv, 2);
+	call.stall_timeout_s = 1;
+	call.min_speed = 32 * 1024;
+	assert_int_equal(efs_http_call_run(client, &call), 0);
+	assert_false(call.too_slow);
+	assert_int_equal(call.status, 200);
+	assert_int_equal(call.resp.len, SLOW_REPLY_LEN);
+	efs_http_call_release(&call);
+
+	put_init(&call, url, sizeof(url), &srv, 3);
+	call.stall_timeout_s = 1; /* min_speed 0: the stall rule only */
+	assert_int_equal(efs_http_call_run(client, &call), 0);
+	assert_false(call.too_slow);
+	assert_int_equal(call.resp.len, SLOW_REPLY_LEN);
+	efs_http_call_release(&call);
+	server_stop(&srv);
+}
+
 int main(void)
 {
 	memset(body, 'x', sizeof(body));
@@ -423,6 +479,7 @@ int main(void)
 		cmocka_unit_test(test_parallel_calls_reuse_connections),
 		cmocka_unit_test(test_closed_connection_is_replaced),
 		cmocka_unit_test(test_timed_out_connection_is_not_reused),
+		cmocka_unit_test(test_min_speed_gives_up_a_trickling_transfer),
 		cmocka_unit_test(test_bodies_of_every_size_arrive_whole),
 		cmocka_unit_test(test_inline_body_keeps_the_callers_content_type),
 		cmocka_unit_test(test_failed_put_is_reported),
