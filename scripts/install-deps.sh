@@ -11,7 +11,9 @@ set -euo pipefail
 
 # libsystemd-dev: sd_notify readiness (optional: the build works without it);
 # systemd and groff-base: tests/integration/test_install.py checks the units
-# with systemd-analyze verify and the man pages with groff.
+# with systemd-analyze verify and the man pages with groff; awscli, s3cmd,
+# rclone and python3-boto3: the S3 API's client tests (test_s3_api.py,
+# test_s3_clients.py).
 PACKAGES=(
 	build-essential pkg-config
 	libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libisal-dev
@@ -22,7 +24,7 @@ PACKAGES=(
 	postgresql-15 redis-server
 	curl procps openssl faketime systemd groff-base iptables
 	prometheus chromium
-	openjdk-17-jre-headless awscli python3-boto3
+	openjdk-17-jre-headless awscli python3-boto3 s3cmd rclone
 	docker.io docker-compose debootstrap
 )
 
