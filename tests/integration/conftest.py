@@ -92,6 +92,7 @@ NOT_ON_POSTGRES: dict[str, str] = {
     "test_monitoring.py": "the Prometheus rules and Grafana dashboard, checked by promtool",
     "test_nemesis.py": "the fault harness itself",
     "test_s3_client.py": "the S3 and DynamoDB client against the local servers; no master",
+    "test_s3_clients.py": "aws, s3cmd and rclone; test_s3_api.py checks the same store calls here",
     "test_scrape_storm.py": "the metrics endpoint under load; the store is cached out of it",
     "test_slow_clients.py": "the server's connection timeouts; no store path of its own",
 }
@@ -102,6 +103,8 @@ NOT_UNDER_SANITIZERS: dict[str, str] = {
     "test_install.py": "make install, the man pages and the units",
     "test_monitoring.py": "the Prometheus rules and Grafana dashboard, checked by promtool",
     "test_nemesis.py": "the fault harness itself",
+    "test_s3_clients.py": "aws, s3cmd and rclone (CPU in the clients); test_s3_api.py drives "
+                          "the same C paths here",
 }
 
 
