@@ -30,7 +30,9 @@ void efs_registry_release(struct efs_registry *reg)
 	reg->cache = NULL;
 	reg->cache_count = 0;
 	free(reg->report_wanted.ids);
+	free(reg->report_wanted.asked_ms);
 	free(reg->late_writes.ids);
+	free(reg->late_writes.asked_ms);
 	memset(&reg->report_wanted, 0, sizeof(reg->report_wanted));
 	memset(&reg->late_writes, 0, sizeof(reg->late_writes));
 	/* A zeroed mutex is PTHREAD_MUTEX_INITIALIZER on Linux: safe to destroy. */
@@ -176,29 +178,55 @@ static bool ids_has(const struct efs_registry_ids *set, const char *worker_id)
 	return false;
 }
 
-/* Adds @worker_id unless there; a full set (or no memory) drops it: the
- * worst is a report at its next REPORT_INTERVAL_MS instead. */
-static void ids_add(struct efs_registry_ids *set, const char *worker_id)
+/* Adds @worker_id unless there, asked at @now (a later ask replaces an
+ * earlier one); a full set (or no memory) drops it: the worst is a report
+ * at its next REPORT_INTERVAL_MS instead. */
+static void ids_add(struct efs_registry_ids *set, const char *worker_id, int64_t now)
 {
-	if (ids_has(set, worker_id))
-		return;
-	if (!set->ids)
+	for (size_t i = 0; i < set->count; i++) {
+		if (strcmp(set->ids[i], worker_id) == 0) {
+			set->asked_ms[i] = EFS_MAX(set->asked_ms[i], now);
+			return;
+		}
+	}
+	if (!set->ids) {
 		set->ids = calloc(EFS_REGISTRY_REPORT_WANTED_MAX, sizeof(*set->ids));
-	if (set->ids && set->count < EFS_REGISTRY_REPORT_WANTED_MAX)
-		efs_strlcpy(set->ids[set->count++], worker_id, sizeof(set->ids[0]));
+		set->asked_ms = calloc(EFS_REGISTRY_REPORT_WANTED_MAX, sizeof(*set->asked_ms));
+		if (!set->ids || !set->asked_ms) {
+			free(set->ids);
+			free(set->asked_ms);
+			set->ids = NULL;
+			set->asked_ms = NULL;
+		}
+	}
+	if (set->ids && set->count < EFS_REGISTRY_REPORT_WANTED_MAX) {
+		efs_strlcpy(set->ids[set->count], worker_id, sizeof(set->ids[0]));
+		set->asked_ms[set->count++] = now;
+	}
+}
+
+/* Removes @worker_id if asked at or before @asked_by; whether it was
+ * removed. */
+static bool ids_remove_if(struct efs_registry_ids *set, const char *worker_id, int64_t asked_by)
+{
+	for (size_t i = 0; i < set->count; i++) {
+		if (strcmp(set->ids[i], worker_id) != 0)
+			continue;
+		if (set->asked_ms[i] > asked_by)
+			return false;
+		if (i != --set->count) {
+			memcpy(set->ids[i], set->ids[set->count], sizeof(set->ids[0]));
+			set->asked_ms[i] = set->asked_ms[set->count];
+		}
+		return true;
+	}
+	return false;
 }
 
 /* Removes @worker_id; whether it was there. */
 static bool ids_remove(struct efs_registry_ids *set, const char *worker_id)
 {
-	for (size_t i = 0; i < set->count; i++) {
-		if (strcmp(set->ids[i], worker_id) != 0)
-			continue;
-		if (i != --set->count)
-			memcpy(set->ids[i], set->ids[set->count], sizeof(set->ids[0]));
-		return true;
-	}
-	return false;
+	return ids_remove_if(set, worker_id, INT64_MAX);
 }
 
 /* Whether @worker_id owes a report; with @add, it does from now on. */
@@ -206,7 +234,7 @@ static bool report_wanted(struct efs_registry *reg, const char *worker_id, bool 
 {
 	pthread_mutex_lock(&reg->cache_lock);
 	if (add)
-		ids_add(&reg->report_wanted, worker_id);
+		ids_add(&reg->report_wanted, worker_id, efs_now_ms());
 	bool owed = add || ids_has(&reg->report_wanted, worker_id);
 	pthread_mutex_unlock(&reg->cache_lock);
 	return owed;
@@ -219,14 +247,22 @@ void efs_registry_report_done(struct efs_registry *reg, const char *worker_id)
 	pthread_mutex_unlock(&reg->cache_lock);
 }
 
+void efs_registry_report_begun(struct efs_registry *reg, const char *worker_id,
+			       int64_t master_started_ms)
+{
+	pthread_mutex_lock(&reg->cache_lock);
+	ids_remove_if(&reg->report_wanted, worker_id, master_started_ms);
+	pthread_mutex_unlock(&reg->cache_lock);
+}
+
 void efs_registry_note_write(struct efs_registry *reg, const char *worker_id, bool ok)
 {
 	bool healed = false;
 	pthread_mutex_lock(&reg->cache_lock);
 	if (!ok) {
-		ids_add(&reg->late_writes, worker_id);
+		ids_add(&reg->late_writes, worker_id, efs_now_ms());
 	} else if (reg->late_writes.count && ids_remove(&reg->late_writes, worker_id)) {
-		ids_add(&reg->report_wanted, worker_id);
+		ids_add(&reg->report_wanted, worker_id, efs_now_ms());
 		healed = true;
 	}
 	pthread_mutex_unlock(&reg->cache_lock);
@@ -248,7 +284,7 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 
 	if (dead_now)
 		efs_warn("worker %s beats again after it was counted dead: asking it for a full "
-			 "chunk report (at every beat until one ends)",
+			 "chunk report (at every beat until one begun since is under way)",
 			 worker_id);
 
 	/* With Redis, the store's copy is written once a quarter period (the

@@ -46,12 +46,15 @@ struct efs_registry {
 	size_t cache_count;
 	int64_t cache_at_ms;	   /* efs_mono_ms() of the read behind it */
 	uint64_t cache_generation; /* bumped when the copy is dropped */
-	/* Rejoined workers asked for a full report that has not ended yet,
-	 * under cache_lock: every heartbeat answer asks again until one does
-	 * (an answer can be lost: the beat that found the worker dead may be
-	 * one a healed link delivered late, whose sender gave up on it). */
+	/* Rejoined workers asked for a full report that has not begun yet,
+	 * under cache_lock: every heartbeat answer asks again until one whose
+	 * snapshot follows the ask is under way (an answer can be lost: the
+	 * beat that found the worker dead may be one a healed link delivered
+	 * late, whose sender gave up on it). Not until it ends: beats answered
+	 * during a long report would each ask for one more after it. */
 	struct efs_registry_ids {
 		char (*ids)[EFS_ID_MAX + 1]; /* EFS_REGISTRY_REPORT_WANTED_MAX, lazily */
+		int64_t *asked_ms;	     /* parallel: efs_now_ms() of the latest ask */
 		size_t count;
 	} report_wanted;
 	/* Workers a chunk write to failed in transport (timeout, stall,
@@ -96,6 +99,14 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 /* A full report of @worker_id ended (its last batch): it owes no report
  * for a rejoin any more. */
 void efs_registry_report_done(struct efs_registry *reg, const char *worker_id);
+/* A batch of a full report of @worker_id whose snapshot was taken after
+ * @master_started_ms (a master's clock, the "master_started_ms" the worker
+ * sends) arrived: a rejoin ask made at or before that time is answered, and
+ * heartbeats stop asking. An ask made later (the worker was counted dead
+ * again during the report: repair may have copied its chunks since the
+ * snapshot) stands. */
+void efs_registry_report_begun(struct efs_registry *reg, const char *worker_id,
+			       int64_t master_started_ms);
 /* The outcome of a chunk write to @worker_id: @ok false for a transport
  * failure (the master gave up; the bytes may land later). The first good
  * write after such failures means the link works again: the worker is
