@@ -269,6 +269,7 @@ int efs_api_worker_report(struct efs_http_req *req)
 		goto out;
 	entries = rb.entries;
 	n = rb.count;
+	efs_registry_note_contact(&m->registry, worker_id);
 	/* A report under way whose snapshot follows a rejoin ask answers it:
 	 * the beats stop asking now, not at its end (a long report's beats
 	 * would each ask for another). A worker that sends no reading of the

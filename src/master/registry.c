@@ -20,6 +20,8 @@ void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct e
 	reg->cache_generation = 0;
 	memset(&reg->report_wanted, 0, sizeof(reg->report_wanted));
 	memset(&reg->late_writes, 0, sizeof(reg->late_writes));
+	memset(&reg->contact, 0, sizeof(reg->contact));
+	reg->repair_after_ms = 0;
 }
 
 void efs_registry_release(struct efs_registry *reg)
@@ -33,6 +35,9 @@ void efs_registry_release(struct efs_registry *reg)
 	free(reg->report_wanted.asked_ms);
 	free(reg->late_writes.ids);
 	free(reg->late_writes.asked_ms);
+	free(reg->contact.ids);
+	free(reg->contact.asked_ms);
+	memset(&reg->contact, 0, sizeof(reg->contact));
 	memset(&reg->report_wanted, 0, sizeof(reg->report_wanted));
 	memset(&reg->late_writes, 0, sizeof(reg->late_writes));
 	/* A zeroed mutex is PTHREAD_MUTEX_INITIALIZER on Linux: safe to destroy. */
@@ -133,6 +138,32 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 	return 0;
 }
 
+static bool ids_has(const struct efs_registry_ids *set, const char *worker_id);
+static void ids_add(struct efs_registry_ids *set, const char *worker_id, int64_t now);
+
+/* Whether this master heard from @worker_id within WORKER_DEAD_AFTER_MS. */
+static bool heard_lately(struct efs_registry *reg, const char *worker_id)
+{
+	int64_t mono = efs_mono_ms();
+	bool heard = false;
+	pthread_mutex_lock(&reg->cache_lock);
+	for (size_t i = 0; i < reg->contact.count; i++) {
+		if (strcmp(reg->contact.ids[i], worker_id) == 0) {
+			heard = mono - reg->contact.asked_ms[i] <= reg->dead_after_ms;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg->cache_lock);
+	return heard;
+}
+
+void efs_registry_note_contact(struct efs_registry *reg, const char *worker_id)
+{
+	pthread_mutex_lock(&reg->cache_lock);
+	ids_add(&reg->contact, worker_id, efs_mono_ms());
+	pthread_mutex_unlock(&reg->cache_lock);
+}
+
 /* Whether @worker_id was dead (for every master) just before a beat at
  * @now: the same rule as efs_registry_list, read before the beat is
  * recorded. This master's cached copy answers "alive" without a read when
@@ -142,13 +173,19 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
  * registers again, which asks for a full report anyway. */
 static bool was_dead(struct efs_registry *reg, const char *worker_id, int64_t now)
 {
+	/* Heard from lately: only a gap repair may have acted in counts (the
+	 * rejoin-report loop of issue 19: slow answers to beats made a
+	 * talking worker look dead, and its report slowed them more). */
+	int64_t dead_after = reg->dead_after_ms;
+	if (heard_lately(reg, worker_id))
+		dead_after += EFS_MAX(reg->repair_after_ms, 0);
 	bool recent = false;
 	pthread_mutex_lock(&reg->cache_lock);
 	for (size_t i = 0; reg->cache && i < reg->cache_count; i++) {
 		const struct efs_worker_info *w = &reg->cache[i].info;
 		if (strcmp(w->worker_id, worker_id) == 0) {
 			recent = w->last_heartbeat_ms > 0 &&
-				 now - w->last_heartbeat_ms <= reg->dead_after_ms;
+				 now - w->last_heartbeat_ms <= dead_after;
 			break;
 		}
 	}
@@ -166,7 +203,7 @@ static bool was_dead(struct efs_registry *reg, const char *worker_id, int64_t no
 	struct efs_worker_info old;
 	if (efs_meta_worker_get(reg->meta, worker_id, &old) < 0)
 		return false;
-	return old.last_heartbeat_ms <= 0 || now - old.last_heartbeat_ms > reg->dead_after_ms;
+	return old.last_heartbeat_ms <= 0 || now - old.last_heartbeat_ms > dead_after;
 }
 
 /* Small sets of worker ids (the caller holds cache_lock). */
@@ -296,6 +333,7 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 		if (r == 0 && redis_beat(reg, worker_id, now) == 0) {
 			cache_note_heartbeat(reg, worker_id, capacity_bytes, free_bytes,
 					     chunk_count, now);
+			efs_registry_note_contact(reg, worker_id);
 			if (rejoined)
 				*rejoined = dead;
 			return 0;
@@ -311,6 +349,9 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 	}
 	redis_beat(reg, worker_id, now);
 	cache_note_heartbeat(reg, worker_id, capacity_bytes, free_bytes, chunk_count, now);
+	/* Answered now: the worker's next beat comes one interval after this,
+	 * however long the store took. */
+	efs_registry_note_contact(reg, worker_id);
 	if (rejoined)
 		*rejoined = dead;
 	return 0;

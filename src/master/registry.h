@@ -62,6 +62,15 @@ struct efs_registry {
 	 * still land later (a healed link delivers what it held), as a copy
 	 * no replica row names. The next good write asks for a report. */
 	struct efs_registry_ids late_writes;
+	/* When this master last heard from each worker (efs_mono_ms() in
+	 * asked_ms): the end of its last heartbeat here, or a report batch's
+	 * arrival. Under cache_lock. */
+	struct efs_registry_ids contact;
+	/* REPAIR_AFTER_MS (0 until set): a worker this master kept hearing
+	 * from is counted as rejoining only when its store record was older
+	 * than WORKER_DEAD_AFTER_MS + this, i.e. when repair may have copied
+	 * its chunks meanwhile. */
+	int64_t repair_after_ms;
 };
 
 struct efs_worker_status {
@@ -84,7 +93,11 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 /* Records a heartbeat; -ENOENT for an unknown worker (it registers again).
  * @rejoined (may be NULL) is set to true when the worker was dead just
  * before this beat (its last one older than WORKER_DEAD_AFTER_MS, and no
- * live Redis key), or was so at an earlier beat and has not finished a
+ * live Redis key; older than WORKER_DEAD_AFTER_MS + repair_after_ms when
+ * this master answered one of its beats or took one of its report batches
+ * within WORKER_DEAD_AFTER_MS: a worker that kept talking while this
+ * master, or its store, was slow to record its beats was not cut off, and
+ * asking it for a report would only load the store more), or was so at an earlier beat and has not finished a
  * full report since (efs_registry_report_done), or a chunk write to it
  * succeeded after writes to it were given up (efs_registry_note_write): a
  * worker that was cut off and comes back without restarting. Its chunks
@@ -96,6 +109,9 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 			   uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count,
 			   bool *rejoined);
+/* A request from @worker_id arrived (a report batch): it is talking to
+ * this master, however slowly the store records its beats. */
+void efs_registry_note_contact(struct efs_registry *reg, const char *worker_id);
 /* A full report of @worker_id ended (its last batch): it owes no report
  * for a rejoin any more. */
 void efs_registry_report_done(struct efs_registry *reg, const char *worker_id);
