@@ -208,3 +208,45 @@ def test_a_given_up_write_that_lands_late_is_deleted_within_seconds(cluster, nem
     assert f"worker {vid} takes writes again" not in log, \
         "a good write to the victim asked for a report: not the case tested"
     assert_downloads(api, files, "after the late copy was deleted")
+
+
+@pytest.mark.slow(reason="a collector delete refused by a reset link, then the heal")
+def test_a_collector_delete_that_failed_is_done_once_the_worker_answers(cluster, nemesis):
+    """The collector's DELETE of a deleted file's chunk fails on a worker
+    the master cannot reach while its beats still arrive (it is never
+    counted dead, so no rejoin report follows): the copy was "left as an
+    orphan" for the worker's next periodic report (an hour). The master
+    watches it as a given-up write and deletes it within seconds of the
+    heal."""
+    m, victim, to_victim, from_victim = start(cluster, nemesis)
+    api = m.user_client()
+    vid = victim.worker_id
+    rng = random.Random(1904)
+    files = upload_files(api, rng, 6, 1, 2, prefix="gc")
+    where = holders(api, files)
+    doomed = next(fid for fid in files
+                  if any(vid in where[c["chunk_id"]] for c in file_info(api, fid)["chunks"]))
+    doomed_chunks = chunk_ids_of(api, [doomed])
+    mark = m.log_mark()
+    to_victim.cut(reset=True)  # the master's calls to the victim refused at once
+    r = api.delete(f"/api/v1/files/{doomed}")
+    assert r.status_code == 204, r.text
+    del files[doomed]
+    m.wait_for_log(rf"delete on {re.escape(to_victim.url())}/chunks/\w+ failed", timeout=secs(10),
+                   since=mark)
+    assert m.worker_record(vid)["status"] == "alive"
+    nemesis.heal()
+    healed_at = time.monotonic()
+    needed = chunk_ids_of(api, files)
+
+    def settled():
+        problems = disk_vs_needed(cluster, needed)
+        left = doomed_chunks & set(victim.chunk_usage().ids)
+        if left:
+            problems.append(f"{len(left)} chunks of the deleted file still on the victim")
+        return not problems, problems
+    poll(settled, secs(10), "the collector's failed delete to be done")
+    print(f"\nthe orphan went {time.monotonic() - healed_at:.1f} s after the heal")
+    assert f"worker {vid} beats again" not in m.stderr_since(mark), \
+        "the victim was counted dead: a rejoin report, not the case tested"
+    assert_downloads(api, files, "after the heal")
