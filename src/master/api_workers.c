@@ -275,6 +275,17 @@ int efs_api_worker_report(struct efs_http_req *req)
 		goto out;
 	entries = rb.entries;
 	n = rb.count;
+	efs_registry_note_contact(&m->registry, worker_id);
+	/* A report under way whose snapshot follows a rejoin ask answers it:
+	 * the beats stop asking now, not at its end (a long report's beats
+	 * would each ask for another). A worker that sends no reading of the
+	 * master's clock is done asking at its last batch, as before. */
+	if (rb.master_started_ms > 0)
+		efs_registry_report_begun(&m->registry, worker_id,
+					  (int64_t)EFS_MIN(rb.master_started_ms,
+							   (uint64_t)efs_now_ms()));
+	else if (rb.last)
+		efs_registry_report_done(&m->registry, worker_id);
 	/* Replicas the scrubber found corrupt (the worker quarantined them). */
 	json_array_foreach(rb.lost, i, item)
 	{
@@ -332,7 +343,6 @@ int efs_api_worker_report(struct efs_http_req *req)
 		adopted += entries[i].verdict == EFS_REPORT_ADOPT;
 	}
 	if (rb.last) {
-		efs_registry_report_done(&m->registry, worker_id);
 		r = efs_meta_report_finish(m->meta, &ctx);
 		if (r > 0)
 			efs_warn("worker %s no longer holds %d replicas it should: marked bad for "

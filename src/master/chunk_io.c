@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* chunk_io.c - parallel replica writes with replacement, verified reads. */
 #include "master/chunk_io.h"
+#include "master/late_writes.h"
 #include "master/chunk_backend.h"
 #include "echofs/hash.h"
 #include "echofs/http_client.h"
@@ -231,6 +232,9 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 					 chunk_id, pending[i].worker_id, calls[i].errmsg);
 				if (calls[i].too_slow)
 					note_slow(io, pending[i].worker_id, true, calls[i].errmsg);
+				if (io->late_writes)
+					efs_late_writes_note(io->late_writes, pending[i].worker_id,
+							     pending[i].url, chunk_id);
 			} else {
 				efs_warn("chunk %.12s: worker %s answered %ld to a write: %.120s",
 					 chunk_id, pending[i].worker_id, calls[i].status,

@@ -25,6 +25,7 @@
 #include <pthread.h>
 
 struct efs_http_client;
+struct efs_late_writes;
 
 #define EFS_CHUNK_WRITING_SLOTS 1024
 
@@ -61,6 +62,8 @@ struct efs_chunk_io {
 	 * efs_chunk_io_set_cluster. */
 	char cluster_header[EFS_CLUSTER_ID_LEN + 32];
 	struct efs_chunk_writing writing;
+	/* Given-up writes are noted here (late_writes.h); NULL: not watched. */
+	struct efs_late_writes *late_writes;
 };
 
 /* Sets up @io with the given parts and an empty write guard. */

@@ -8,6 +8,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "master/chunk_io.h"
+#include "master/late_writes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,7 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
 	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
+	const struct efs_replica *of[EFS_MAX_REPLICAS];
 	char condition[64], epoch_header[64];
 	unsigned n = 0;
 	int failed = 0;
@@ -118,6 +120,7 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 		calls[n].connect_timeout_ms = DELETE_CONNECT_TIMEOUT_MS;
 		calls[n].resp_cap = 16 * 1024;
 		callp[n] = &calls[n];
+		of[n] = &known[i];
 		n++;
 	}
 	efs_http_call_run_parallel(w->io.http, callp, n);
@@ -134,6 +137,14 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 			efs_warn("chunk %.12s: delete on %s failed (%s%ld); left as an orphan",
 				 chunk_id, urls[i], calls[i].error ? calls[i].errmsg : "status ",
 				 calls[i].error ? 0L : st);
+			/* Watched as a given-up write: a worker that never
+			 * stops beating (only the master cannot reach it) is
+			 * asked for no rejoin report, and the copy would wait
+			 * for its periodic one. The watch deletes it once no
+			 * row names that worker (late_writes.h). */
+			if (w->io.late_writes)
+				efs_late_writes_note(w->io.late_writes, of[i]->worker_id,
+						     of[i]->url, chunk_id);
 		}
 		efs_http_call_release(&calls[i]);
 	}

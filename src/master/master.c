@@ -2,6 +2,7 @@
 /* master.c - start and stop of the master's parts, in dependency order. */
 #include "master/master.h"
 #include "master/chunk_cache.h"
+#include "master/chunk_io.h"
 #include "master/chunk_s3.h"
 #include "master/chunk_workers.h"
 #include "master/s3_auth.h"
@@ -34,6 +35,7 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	m->s3_http = NULL;
 	efs_http_server_stop(m->http, grace_ms);
 	m->http = NULL;
+	efs_late_writes_stop(&m->late_writes);
 	efs_s3_auth_free(m->s3_auth);
 	m->s3_auth = NULL;
 	efs_cache_free(m->cache);
@@ -160,6 +162,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		goto fail;
 	}
 	efs_registry_init(&m->registry, m->meta, m->redis, cfg->worker_dead_after_ms);
+	m->registry.repair_after_ms = cfg->repair_after_ms;
 	if ((r = efs_token_cache_new(&m->tokens)) < 0 ||
 	    (r = efs_http_client_new(&m->http_client)) < 0 ||
 	    (r = efs_http_client_set_ca_file(m->http_client, cfg->tls.ca_file)) < 0 ||
@@ -211,6 +214,17 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 			 cfg->aws.region, cfg->aws.credentials_source);
 	else
 		efs_info("chunk backend: workers, replication %u", cfg->replication_factor);
+	/* Before the server takes uploads: their given-up writes are noted. */
+	struct efs_chunk_io *chunk_io = efs_chunk_workers_io(m->chunks);
+	if (chunk_io) {
+		if ((r = efs_late_writes_start(&m->late_writes, m->meta, chunk_io,
+					       m->cfg.orphan_grace_ms)) < 0) {
+			snprintf(err, errlen, "cannot start the late-write watch: %s",
+				 strerror(-r));
+			goto fail;
+		}
+		chunk_io->late_writes = &m->late_writes;
+	}
 	efs_upload_budget_init(&m->upload_budget, EFS_UPLOAD_PIPELINE_SHARED_BYTES);
 	efs_upload_memory_init(&m->upload_memory, (size_t)m->cfg.upload_memory,
 			       (size_t)m->cfg.upload_memory_per_user);

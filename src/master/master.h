@@ -15,6 +15,7 @@
 #include "master/config.h"
 #include "master/download.h"
 #include "master/gc.h"
+#include "master/late_writes.h"
 #include "master/history.h"
 #include "master/placement.h"
 #include "master/repair.h"
@@ -60,6 +61,7 @@ struct efs_master {
 	struct efs_s3_auth *s3_auth;
 	struct efs_gc gc;
 	struct efs_repair repair;
+	struct efs_late_writes late_writes; /* the worker backend's given-up writes */
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
 	struct efs_master_counters counters;
 	struct efs_chunk_cache *chunk_cache; /* NULL: CHUNK_CACHE_SIZE=0 */

@@ -20,6 +20,8 @@ void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct e
 	reg->cache_generation = 0;
 	memset(&reg->report_wanted, 0, sizeof(reg->report_wanted));
 	memset(&reg->late_writes, 0, sizeof(reg->late_writes));
+	memset(&reg->contact, 0, sizeof(reg->contact));
+	reg->repair_after_ms = 0;
 }
 
 void efs_registry_release(struct efs_registry *reg)
@@ -30,7 +32,12 @@ void efs_registry_release(struct efs_registry *reg)
 	reg->cache = NULL;
 	reg->cache_count = 0;
 	free(reg->report_wanted.ids);
+	free(reg->report_wanted.asked_ms);
 	free(reg->late_writes.ids);
+	free(reg->late_writes.asked_ms);
+	free(reg->contact.ids);
+	free(reg->contact.asked_ms);
+	memset(&reg->contact, 0, sizeof(reg->contact));
 	memset(&reg->report_wanted, 0, sizeof(reg->report_wanted));
 	memset(&reg->late_writes, 0, sizeof(reg->late_writes));
 	/* A zeroed mutex is PTHREAD_MUTEX_INITIALIZER on Linux: safe to destroy. */
@@ -131,6 +138,32 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 	return 0;
 }
 
+static bool ids_has(const struct efs_registry_ids *set, const char *worker_id);
+static void ids_add(struct efs_registry_ids *set, const char *worker_id, int64_t now);
+
+/* Whether this master heard from @worker_id within WORKER_DEAD_AFTER_MS. */
+static bool heard_lately(struct efs_registry *reg, const char *worker_id)
+{
+	int64_t mono = efs_mono_ms();
+	bool heard = false;
+	pthread_mutex_lock(&reg->cache_lock);
+	for (size_t i = 0; i < reg->contact.count; i++) {
+		if (strcmp(reg->contact.ids[i], worker_id) == 0) {
+			heard = mono - reg->contact.asked_ms[i] <= reg->dead_after_ms;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg->cache_lock);
+	return heard;
+}
+
+void efs_registry_note_contact(struct efs_registry *reg, const char *worker_id)
+{
+	pthread_mutex_lock(&reg->cache_lock);
+	ids_add(&reg->contact, worker_id, efs_mono_ms());
+	pthread_mutex_unlock(&reg->cache_lock);
+}
+
 /* Whether @worker_id was dead (for every master) just before a beat at
  * @now: the same rule as efs_registry_list, read before the beat is
  * recorded. This master's cached copy answers "alive" without a read when
@@ -140,13 +173,19 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
  * registers again, which asks for a full report anyway. */
 static bool was_dead(struct efs_registry *reg, const char *worker_id, int64_t now)
 {
+	/* Heard from lately: only a gap repair may have acted in counts (the
+	 * rejoin-report loop of issue 19: slow answers to beats made a
+	 * talking worker look dead, and its report slowed them more). */
+	int64_t dead_after = reg->dead_after_ms;
+	if (heard_lately(reg, worker_id))
+		dead_after += EFS_MAX(reg->repair_after_ms, 0);
 	bool recent = false;
 	pthread_mutex_lock(&reg->cache_lock);
 	for (size_t i = 0; reg->cache && i < reg->cache_count; i++) {
 		const struct efs_worker_info *w = &reg->cache[i].info;
 		if (strcmp(w->worker_id, worker_id) == 0) {
 			recent = w->last_heartbeat_ms > 0 &&
-				 now - w->last_heartbeat_ms <= reg->dead_after_ms;
+				 now - w->last_heartbeat_ms <= dead_after;
 			break;
 		}
 	}
@@ -164,7 +203,7 @@ static bool was_dead(struct efs_registry *reg, const char *worker_id, int64_t no
 	struct efs_worker_info old;
 	if (efs_meta_worker_get(reg->meta, worker_id, &old) < 0)
 		return false;
-	return old.last_heartbeat_ms <= 0 || now - old.last_heartbeat_ms > reg->dead_after_ms;
+	return old.last_heartbeat_ms <= 0 || now - old.last_heartbeat_ms > dead_after;
 }
 
 /* Small sets of worker ids (the caller holds cache_lock). */
@@ -176,29 +215,55 @@ static bool ids_has(const struct efs_registry_ids *set, const char *worker_id)
 	return false;
 }
 
-/* Adds @worker_id unless there; a full set (or no memory) drops it: the
- * worst is a report at its next REPORT_INTERVAL_MS instead. */
-static void ids_add(struct efs_registry_ids *set, const char *worker_id)
+/* Adds @worker_id unless there, asked at @now (a later ask replaces an
+ * earlier one); a full set (or no memory) drops it: the worst is a report
+ * at its next REPORT_INTERVAL_MS instead. */
+static void ids_add(struct efs_registry_ids *set, const char *worker_id, int64_t now)
 {
-	if (ids_has(set, worker_id))
-		return;
-	if (!set->ids)
+	for (size_t i = 0; i < set->count; i++) {
+		if (strcmp(set->ids[i], worker_id) == 0) {
+			set->asked_ms[i] = EFS_MAX(set->asked_ms[i], now);
+			return;
+		}
+	}
+	if (!set->ids) {
 		set->ids = calloc(EFS_REGISTRY_REPORT_WANTED_MAX, sizeof(*set->ids));
-	if (set->ids && set->count < EFS_REGISTRY_REPORT_WANTED_MAX)
-		efs_strlcpy(set->ids[set->count++], worker_id, sizeof(set->ids[0]));
+		set->asked_ms = calloc(EFS_REGISTRY_REPORT_WANTED_MAX, sizeof(*set->asked_ms));
+		if (!set->ids || !set->asked_ms) {
+			free(set->ids);
+			free(set->asked_ms);
+			set->ids = NULL;
+			set->asked_ms = NULL;
+		}
+	}
+	if (set->ids && set->count < EFS_REGISTRY_REPORT_WANTED_MAX) {
+		efs_strlcpy(set->ids[set->count], worker_id, sizeof(set->ids[0]));
+		set->asked_ms[set->count++] = now;
+	}
+}
+
+/* Removes @worker_id if asked at or before @asked_by; whether it was
+ * removed. */
+static bool ids_remove_if(struct efs_registry_ids *set, const char *worker_id, int64_t asked_by)
+{
+	for (size_t i = 0; i < set->count; i++) {
+		if (strcmp(set->ids[i], worker_id) != 0)
+			continue;
+		if (set->asked_ms[i] > asked_by)
+			return false;
+		if (i != --set->count) {
+			memcpy(set->ids[i], set->ids[set->count], sizeof(set->ids[0]));
+			set->asked_ms[i] = set->asked_ms[set->count];
+		}
+		return true;
+	}
+	return false;
 }
 
 /* Removes @worker_id; whether it was there. */
 static bool ids_remove(struct efs_registry_ids *set, const char *worker_id)
 {
-	for (size_t i = 0; i < set->count; i++) {
-		if (strcmp(set->ids[i], worker_id) != 0)
-			continue;
-		if (i != --set->count)
-			memcpy(set->ids[i], set->ids[set->count], sizeof(set->ids[0]));
-		return true;
-	}
-	return false;
+	return ids_remove_if(set, worker_id, INT64_MAX);
 }
 
 /* Whether @worker_id owes a report; with @add, it does from now on. */
@@ -206,7 +271,7 @@ static bool report_wanted(struct efs_registry *reg, const char *worker_id, bool 
 {
 	pthread_mutex_lock(&reg->cache_lock);
 	if (add)
-		ids_add(&reg->report_wanted, worker_id);
+		ids_add(&reg->report_wanted, worker_id, efs_now_ms());
 	bool owed = add || ids_has(&reg->report_wanted, worker_id);
 	pthread_mutex_unlock(&reg->cache_lock);
 	return owed;
@@ -219,14 +284,22 @@ void efs_registry_report_done(struct efs_registry *reg, const char *worker_id)
 	pthread_mutex_unlock(&reg->cache_lock);
 }
 
+void efs_registry_report_begun(struct efs_registry *reg, const char *worker_id,
+			       int64_t master_started_ms)
+{
+	pthread_mutex_lock(&reg->cache_lock);
+	ids_remove_if(&reg->report_wanted, worker_id, master_started_ms);
+	pthread_mutex_unlock(&reg->cache_lock);
+}
+
 void efs_registry_note_write(struct efs_registry *reg, const char *worker_id, bool ok)
 {
 	bool healed = false;
 	pthread_mutex_lock(&reg->cache_lock);
 	if (!ok) {
-		ids_add(&reg->late_writes, worker_id);
+		ids_add(&reg->late_writes, worker_id, efs_now_ms());
 	} else if (reg->late_writes.count && ids_remove(&reg->late_writes, worker_id)) {
-		ids_add(&reg->report_wanted, worker_id);
+		ids_add(&reg->report_wanted, worker_id, efs_now_ms());
 		healed = true;
 	}
 	pthread_mutex_unlock(&reg->cache_lock);
@@ -248,7 +321,7 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 
 	if (dead_now)
 		efs_warn("worker %s beats again after it was counted dead: asking it for a full "
-			 "chunk report (at every beat until one ends)",
+			 "chunk report (at every beat until one begun since is under way)",
 			 worker_id);
 
 	/* With Redis, the store's copy is written once a quarter period (the
@@ -260,6 +333,7 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 		if (r == 0 && redis_beat(reg, worker_id, now) == 0) {
 			cache_note_heartbeat(reg, worker_id, capacity_bytes, free_bytes,
 					     chunk_count, now);
+			efs_registry_note_contact(reg, worker_id);
 			if (rejoined)
 				*rejoined = dead;
 			return 0;
@@ -275,6 +349,9 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 	}
 	redis_beat(reg, worker_id, now);
 	cache_note_heartbeat(reg, worker_id, capacity_bytes, free_bytes, chunk_count, now);
+	/* Answered now: the worker's next beat comes one interval after this,
+	 * however long the store took. */
+	efs_registry_note_contact(reg, worker_id);
 	if (rejoined)
 		*rejoined = dead;
 	return 0;

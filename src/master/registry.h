@@ -46,12 +46,15 @@ struct efs_registry {
 	size_t cache_count;
 	int64_t cache_at_ms;	   /* efs_mono_ms() of the read behind it */
 	uint64_t cache_generation; /* bumped when the copy is dropped */
-	/* Rejoined workers asked for a full report that has not ended yet,
-	 * under cache_lock: every heartbeat answer asks again until one does
-	 * (an answer can be lost: the beat that found the worker dead may be
-	 * one a healed link delivered late, whose sender gave up on it). */
+	/* Rejoined workers asked for a full report that has not begun yet,
+	 * under cache_lock: every heartbeat answer asks again until one whose
+	 * snapshot follows the ask is under way (an answer can be lost: the
+	 * beat that found the worker dead may be one a healed link delivered
+	 * late, whose sender gave up on it). Not until it ends: beats answered
+	 * during a long report would each ask for one more after it. */
 	struct efs_registry_ids {
 		char (*ids)[EFS_ID_MAX + 1]; /* EFS_REGISTRY_REPORT_WANTED_MAX, lazily */
+		int64_t *asked_ms;	     /* parallel: efs_now_ms() of the latest ask */
 		size_t count;
 	} report_wanted;
 	/* Workers a chunk write to failed in transport (timeout, stall,
@@ -59,6 +62,15 @@ struct efs_registry {
 	 * still land later (a healed link delivers what it held), as a copy
 	 * no replica row names. The next good write asks for a report. */
 	struct efs_registry_ids late_writes;
+	/* When this master last heard from each worker (efs_mono_ms() in
+	 * asked_ms): the end of its last heartbeat here, or a report batch's
+	 * arrival. Under cache_lock. */
+	struct efs_registry_ids contact;
+	/* REPAIR_AFTER_MS (0 until set): a worker this master kept hearing
+	 * from is counted as rejoining only when its store record was older
+	 * than WORKER_DEAD_AFTER_MS + this, i.e. when repair may have copied
+	 * its chunks meanwhile. */
+	int64_t repair_after_ms;
 };
 
 struct efs_worker_status {
@@ -81,7 +93,11 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 /* Records a heartbeat; -ENOENT for an unknown worker (it registers again).
  * @rejoined (may be NULL) is set to true when the worker was dead just
  * before this beat (its last one older than WORKER_DEAD_AFTER_MS, and no
- * live Redis key), or was so at an earlier beat and has not finished a
+ * live Redis key; older than WORKER_DEAD_AFTER_MS + repair_after_ms when
+ * this master answered one of its beats or took one of its report batches
+ * within WORKER_DEAD_AFTER_MS: a worker that kept talking while this
+ * master, or its store, was slow to record its beats was not cut off, and
+ * asking it for a report would only load the store more), or was so at an earlier beat and has not finished a
  * full report since (efs_registry_report_done), or a chunk write to it
  * succeeded after writes to it were given up (efs_registry_note_write): a
  * worker that was cut off and comes back without restarting. Its chunks
@@ -93,9 +109,20 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 			   uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count,
 			   bool *rejoined);
+/* A request from @worker_id arrived (a report batch): it is talking to
+ * this master, however slowly the store records its beats. */
+void efs_registry_note_contact(struct efs_registry *reg, const char *worker_id);
 /* A full report of @worker_id ended (its last batch): it owes no report
  * for a rejoin any more. */
 void efs_registry_report_done(struct efs_registry *reg, const char *worker_id);
+/* A batch of a full report of @worker_id whose snapshot was taken after
+ * @master_started_ms (a master's clock, the "master_started_ms" the worker
+ * sends) arrived: a rejoin ask made at or before that time is answered, and
+ * heartbeats stop asking. An ask made later (the worker was counted dead
+ * again during the report: repair may have copied its chunks since the
+ * snapshot) stands. */
+void efs_registry_report_begun(struct efs_registry *reg, const char *worker_id,
+			       int64_t master_started_ms);
 /* The outcome of a chunk write to @worker_id: @ok false for a transport
  * failure (the master gave up; the bytes may land later). The first good
  * write after such failures means the link works again: the worker is

@@ -254,9 +254,22 @@ struct batch {
 	struct judged_row *rows;          /* REPORT_SLICE of them */
 };
 
-static int report_batch_tx(struct sql_conn *c, void *arg)
+static int report_slice_run(struct sql_conn *c, void *arg)
 {
-	struct batch *b = arg;
+	return report_slice_tx(c, arg);
+}
+
+/* Each slice is a transaction of its own, not the whole batch: a batch of
+ * 5000 chunks held the writer for seconds on a loaded SQLite, and every
+ * heartbeat write queued behind it, so a worker's report made all workers
+ * miss WORKER_DEAD_AFTER_MS, be counted dead, rejoin and report again
+ * (issue 19's rejoin-report loop). A slice holds the writer for about a
+ * tenth of that. Nothing needs the batch to be atomic: each slice locks,
+ * judges and writes only its own chunks' rows, and a batch that fails
+ * half-way is as one whose answer is lost (the worker reports again; rows
+ * a committed slice dropped or adopted are judged again then). */
+static int report_batch_slices(void *impl, struct batch *b)
+{
 	struct slice *s = malloc(sizeof(*s));
 	int r = 0;
 	if (!s)
@@ -268,7 +281,7 @@ static int report_batch_tx(struct sql_conn *c, void *arg)
 		s->count = n;
 		s->after_first = first > 0;
 		s->rows = b->rows;
-		r = report_slice_tx(c, s);
+		r = sql_run_tx(impl, report_slice_run, s);
 	}
 	free(s);
 	return r;
@@ -291,7 +304,7 @@ int sql_report_batch(void *impl, const struct efs_report_context *ctx,
 		b.sorted[i] = &entries[i];
 	/* By chunk id: slices lock their rows in one order everywhere. */
 	qsort(b.sorted, count, sizeof(*b.sorted), entry_cmp);
-	r = sql_run_tx(impl, report_batch_tx, &b);
+	r = report_batch_slices(impl, &b);
 out:
 	free(b.sorted);
 	free(b.rows);

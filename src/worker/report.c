@@ -16,6 +16,11 @@
 #define REPORT_POLL_MS 200
 /* A failed full report is tried again after this. */
 #define REPORT_RETRY_MS 5000
+/* A report that kept copies the master said to delete (written after it
+ * began) is followed by another within this: soon enough for the copy to
+ * go within a minute, rarely enough that a worker under constant upload
+ * churn (a few such copies in every report) does not report all the time. */
+#define REPORT_KEPT_RECHECK_MS 30000
 
 /* Chunk ids per report request to the master: bounds the request body (about
  * 100 bytes of JSON each) and the master's work per transaction. */
@@ -43,6 +48,7 @@ struct report {
 	json_t *lost;   /* sent with the first batch */
 	char path[EFS_ID_MAX + 64];
 	size_t listed, deleted;
+	size_t kept_newer; /* told to delete, but written after the report began */
 	int64_t again_in_ms; /* the longest "report_again_in_ms" answered */
 	int error;
 };
@@ -106,9 +112,11 @@ static int send_batch(struct report *rep, bool last)
 			if (i % 256 == 255 && stopping(rep->rp))
 				break;
 			/* Written after the report began: a new upload; kept. */
-			if (efs_chunk_id_valid(id) &&
-			    efs_store_delete(ctx->store, id, rep->started_ms) == 0)
-				rep->deleted++;
+			if (!efs_chunk_id_valid(id))
+				continue;
+			int d = efs_store_delete(ctx->store, id, rep->started_ms);
+			rep->deleted += d == 0;
+			rep->kept_newer += d == -EBUSY;
 		}
 		json_decref(answer);
 	}
@@ -148,6 +156,18 @@ static int report_full(struct efs_reporter *rp, const char *worker_id)
 	json_decref(rep.chunks);
 	json_decref(rep.lost);
 	rp->again_in_ms = r == 0 ? rep.again_in_ms : 0;
+	/* The master dropped its row of a copy we then kept (an upload or
+	 * repair wrote it again after the report began, e.g. while this
+	 * report listed the store): no row names that copy now, and only a
+	 * report can tell the master about it. The next one soon judges it
+	 * (kept while young, deleted once older than ORPHAN_GRACE_MS), instead
+	 * of at REPORT_INTERVAL_MS. */
+	if (r == 0 && rep.kept_newer > 0) {
+		rp->again_in_ms = EFS_MAX(rp->again_in_ms, REPORT_KEPT_RECHECK_MS);
+		efs_info("kept %zu chunks the master said to delete, written after the report "
+			 "began: reporting again within %d ms",
+			 rep.kept_newer, REPORT_KEPT_RECHECK_MS);
+	}
 	if (r == 0)
 		efs_info("chunk report sent: %zu chunks held, %zu deleted as not needed%s",
 			 rep.listed, rep.deleted,

@@ -158,3 +158,95 @@ def test_partitioned_worker_rejoins_and_every_chunk_settles_at_rf(cluster, nemes
         assert re.search(rf"worker {re.escape(vid)} beats again after it was counted dead",
                          log), "the master did not ask the rejoined worker for a report"
         assert "registered again" not in log, "the victim re-registered: not a rejoin test"
+
+
+@pytest.mark.slow(reason="a replica write held whole for 3 s, then the heal")
+def test_a_given_up_write_that_lands_late_is_deleted_within_seconds(cluster, nemesis):
+    """Issue 19, item 3: the master gives up a replica write whose request
+    the link held whole (master -> worker bytes held, the worker's beats
+    still arrive: it is never counted dead). At the heal the link delivers
+    the request at once, so the worker stores the chunk without seeing a
+    stall (it does not report on its own), and no good write to it follows
+    (nothing asks for a report): a copy no replica row names. The master
+    watches the writes it gave up and deletes such a copy (conditionally:
+    only once older than ORPHAN_GRACE_MS on the worker's clock) within
+    seconds; before, it waited for the worker's next periodic report (an
+    hour)."""
+    m, victim, to_victim, from_victim = start(cluster, nemesis)
+    api = m.user_client()
+    vid = victim.worker_id
+    mark = m.log_mark()
+    to_victim.cut(nm.UP)  # requests to the victim held; its answers and beats pass
+    rng = random.Random(1903)
+    files, given_up = {}, None
+    for i in range(12):  # until placement has picked the victim (3 of 4 workers)
+        files.update(upload_files(api, rng, 1, 1, 1, prefix=f"late{i}-"))
+        found = re.search(rf"chunk (\w+): write to worker {re.escape(vid)} failed",
+                          m.stderr_since(mark))
+        if found:
+            given_up = found.group(1)
+            break
+    assert given_up, "no replica write to the victim was given up"
+    assert m.worker_record(vid)["status"] == "alive"
+    time.sleep(1.0)
+    nemesis.heal()
+    # The held request lands (the copy the master gave up on).
+    poll(lambda: (any(c.startswith(given_up) for c in victim.chunk_usage().ids), None),
+         secs(5), "the given-up write to land on the victim at the heal")
+    healed_at = time.monotonic()
+    needed = chunk_ids_of(api, files)
+
+    def settled():
+        problems = disk_vs_needed(cluster, needed)
+        return not problems, problems
+    poll(settled, secs(10), "the late copy to be deleted")
+    print(f"\nthe late copy was deleted {time.monotonic() - healed_at:.1f} s after it landed")
+    log = m.stderr_since(mark)
+    assert re.search(rf"chunk {given_up}\w*: the copy a write to worker {re.escape(vid)} "
+                     rf"given up \d+ ms ago left there \(no replica row names it\) deleted",
+                     log), "the late copy went some other way"
+    assert f"worker {vid} takes writes again" not in log, \
+        "a good write to the victim asked for a report: not the case tested"
+    assert_downloads(api, files, "after the late copy was deleted")
+
+
+@pytest.mark.slow(reason="a collector delete refused by a reset link, then the heal")
+def test_a_collector_delete_that_failed_is_done_once_the_worker_answers(cluster, nemesis):
+    """The collector's DELETE of a deleted file's chunk fails on a worker
+    the master cannot reach while its beats still arrive (it is never
+    counted dead, so no rejoin report follows): the copy was "left as an
+    orphan" for the worker's next periodic report (an hour). The master
+    watches it as a given-up write and deletes it within seconds of the
+    heal."""
+    m, victim, to_victim, from_victim = start(cluster, nemesis)
+    api = m.user_client()
+    vid = victim.worker_id
+    rng = random.Random(1904)
+    files = upload_files(api, rng, 6, 1, 2, prefix="gc")
+    where = holders(api, files)
+    doomed = next(fid for fid in files
+                  if any(vid in where[c["chunk_id"]] for c in file_info(api, fid)["chunks"]))
+    doomed_chunks = chunk_ids_of(api, [doomed])
+    mark = m.log_mark()
+    to_victim.cut(reset=True)  # the master's calls to the victim refused at once
+    r = api.delete(f"/api/v1/files/{doomed}")
+    assert r.status_code == 204, r.text
+    del files[doomed]
+    m.wait_for_log(rf"delete on {re.escape(to_victim.url())}/chunks/\w+ failed", timeout=secs(10),
+                   since=mark)
+    assert m.worker_record(vid)["status"] == "alive"
+    nemesis.heal()
+    healed_at = time.monotonic()
+    needed = chunk_ids_of(api, files)
+
+    def settled():
+        problems = disk_vs_needed(cluster, needed)
+        left = doomed_chunks & set(victim.chunk_usage().ids)
+        if left:
+            problems.append(f"{len(left)} chunks of the deleted file still on the victim")
+        return not problems, problems
+    poll(settled, secs(10), "the collector's failed delete to be done")
+    print(f"\nthe orphan went {time.monotonic() - healed_at:.1f} s after the heal")
+    assert f"worker {vid} beats again" not in m.stderr_since(mark), \
+        "the victim was counted dead: a rejoin report, not the case tested"
+    assert_downloads(api, files, "after the heal")

@@ -76,3 +76,61 @@ def test_worker_stays_alive_through_a_long_report(cluster):
     for _ in range(5):  # and it is still alive after
         assert listed()["status"] == "alive"
         time.sleep(0.2)
+
+
+def test_a_rejoin_asks_for_one_report_not_one_per_beat(cluster):
+    """Issue 19, the rejoin-report loop: the master asks a worker it had
+    counted dead for a full report at every beat until a report whose
+    snapshot follows the ask is under way, not until one ends. Until then
+    every beat answered during a long report asked for one more after it,
+    and a report slow enough to delay the beats past WORKER_DEAD_AFTER_MS
+    never ended the asking. An ask made during the report (the worker was
+    counted dead again: repair may have copied its chunks after the
+    snapshot) still stands after that report ends.
+
+    The test plays the worker itself, by hand, so each step is exact."""
+    m = cluster.add_master(WORKER_DEAD_AFTER_MS=1000)
+    c = m.cluster_client()
+    space = {"capacity_bytes": 1 << 30, "free_bytes": 1 << 29, "chunk_count": 0}
+    r = c.post("/api/v1/workers/register", json={"url": "http://127.0.0.1:9", **space})
+    assert r.status_code == 200, r.text
+    wid = r.json()["worker_id"]
+
+    def beat() -> bool:
+        r = c.post(f"/api/v1/workers/{wid}/heartbeat", json=space)
+        assert r.status_code == 200, r.text
+        return r.json()["full_report"]
+
+    def report(last: bool, master_started_ms=None) -> int:
+        now = int(time.time() * 1000)
+        body = {"started_at_ms": now, "now_ms": now, "chunks": [], "last": last}
+        if master_started_ms is not None:
+            body["master_started_ms"] = master_started_ms
+        r = c.post(f"/api/v1/workers/{wid}/report", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["now_ms"]
+
+    def silent_past_dead_after():
+        time.sleep(1.5)
+        assert m.worker_record(wid)["status"] == "dead"
+
+    assert beat() is False, "a worker just registered is no rejoin"
+    silent_past_dead_after()
+    assert beat() is True, "a worker counted dead is asked for a report"
+    assert beat() is True, "asked again while no report has begun (an answer may be lost)"
+    started = report(False)  # a full report's first request: the master's reading
+    assert beat() is True, "the reading alone is no report under way"
+    report(False, started)  # a batch of the snapshot taken after that reading
+    assert beat() is False, \
+        "asked for another report while one begun after the ask was under way"
+    assert beat() is False
+    # Counted dead again in the middle of the report: asked anew, and the
+    # report begun before that ask does not answer it.
+    silent_past_dead_after()
+    assert beat() is True
+    report(True, started)
+    assert beat() is True, "the end of a report older than the ask answered it"
+    again = report(False)
+    report(True, again)
+    assert beat() is False, "a report begun after the ask did not answer it"
+    m.wait_for_log(rf"worker {wid} beats again after it was counted dead", timeout=5)
