@@ -13,6 +13,7 @@
 #include "echofs/hash.h"
 #include "echofs/log.h"
 #include "echofs/range.h"
+#include "echofs/s3.h"
 #include "echofs/util.h"
 #include "master/chunk_workers.h"
 #include "master/download.h"
@@ -495,6 +496,80 @@ static void object_headers(struct efs_s3_req *s, const struct efs_object_info *o
 	json_decref(meta);
 }
 
+/* ---- conditional requests ------------------------------------------- */
+
+/* Whether the entity-tag list @list (If-Match / If-None-Match: "*" or
+ * comma-separated tags, quoted or not, a weak W/ prefix ignored) names
+ * @etag (hex, unquoted). */
+static bool etag_listed(const char *list, const char *etag)
+{
+	size_t etag_len = strlen(etag);
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		const char *b = p, *e = p + len;
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if (e - b >= 2 && b[0] == 'W' && b[1] == '/')
+			b += 2;
+		if (e - b >= 2 && *b == '"' && e[-1] == '"')
+			b++, e--;
+		if ((e - b == 1 && *b == '*') ||
+		    ((size_t)(e - b) == etag_len && strncasecmp(b, etag, etag_len) == 0))
+			return true;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return false;
+}
+
+/* Header @name as a date, in whole seconds; false when absent or not an
+ * HTTP date (S3 then ignores the condition). */
+static bool header_date(struct efs_s3_req *s, const char *name, int64_t *out_s)
+{
+	int64_t ms;
+	const char *v = efs_http_header(s->http, name);
+	if (!v || efs_s3_parse_http_date(v, &ms) < 0)
+		return false;
+	*out_s = ms / 1000;
+	return true;
+}
+
+/* RFC 7232 section 6, as S3 applies it to GetObject/HeadObject of the
+ * existing object @o: If-Match (else If-Unmodified-Since) failing is 412
+ * PreconditionFailed; If-None-Match (else If-Modified-Since) failing is 304
+ * Not Modified with the validators and no body. So If-Match true wins over
+ * If-Unmodified-Since false, and If-None-Match false wins over
+ * If-Modified-Since true. 1 when replied, 0 to serve the object. */
+static int get_conditions(struct efs_s3_req *s, const struct efs_object_info *o)
+{
+	const char *if_match = efs_http_header(s->http, "If-Match");
+	const char *if_none_match = efs_http_header(s->http, "If-None-Match");
+	int64_t modified_s = o->last_modified_ms / 1000, date_s;
+
+	if (if_match ? !etag_listed(if_match, o->etag)
+		     : header_date(s, "If-Unmodified-Since", &date_s) && modified_s > date_s) {
+		efs_s3_error(s, 412, "PreconditionFailed",
+			     "At least one of the pre-conditions you specified did not hold");
+		return 1;
+	}
+	/* A date later than now is ignored (RFC 7232 3.3). */
+	if (if_none_match ? etag_listed(if_none_match, o->etag)
+			  : header_date(s, "If-Modified-Since", &date_s) &&
+				date_s <= efs_now_ms() / 1000 && modified_s <= date_s) {
+		char etag[EFS_S3_ETAG_MAX + 3], date[EFS_S3_HTTP_DATE_LEN];
+		snprintf(etag, sizeof(etag), "\"%s\"", o->etag);
+		efs_http_add_header(s->http, "ETag", etag);
+		efs_http_add_header(s->http, "Last-Modified",
+				    efs_s3_http_date(o->last_modified_ms, date));
+		efs_http_reply_empty(s->http, 304);
+		return 1;
+	}
+	return 0;
+}
+
 int efs_s3_get_object(struct efs_s3_req *s)
 {
 	struct efs_master *m = s->m;
@@ -524,6 +599,10 @@ int efs_s3_get_object(struct efs_s3_req *s)
 		}
 		if (r < 0) {
 			r = efs_s3_error_store(s, r, "GetObject");
+			goto out;
+		}
+		if ((r = get_conditions(s, o)) != 0) {
+			r = 0;
 			goto out;
 		}
 		if ((r = efs_meta_file_get(m->meta, o->file_id, &f)) == -ENOENT)

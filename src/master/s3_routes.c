@@ -338,15 +338,21 @@ static const char *const BUCKET_GET_PARAMS[] = {
     "continuation-token", "start-after", "max-keys", "encoding-type",
     "fetch-owner",	  "marker",	 NULL};
 
+/* Conditional headers are implemented for GetObject/HeadObject
+ * (s3_object.c) only. */
+static bool conditions_supported(struct efs_s3_req *s)
+{
+	const char *method = s->http->method;
+	return s->has_key && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
+}
+
 /* Request headers whose meaning we do not implement: answered 501 rather
- * than ignored (a conditional GET must not get the object regardless). */
+ * than ignored (a conditional request must not succeed regardless). */
 static const char *unsupported_header(struct efs_s3_req *s)
 {
-	static const char *const names[] = {"If-Match",
-					    "If-None-Match",
-					    "If-Modified-Since",
-					    "If-Unmodified-Since",
-					    "x-amz-copy-source",
+	static const char *const conditions[] = {"If-Match", "If-None-Match", "If-Modified-Since",
+						 "If-Unmodified-Since", NULL};
+	static const char *const names[] = {"x-amz-copy-source",
 					    "x-amz-tagging",
 					    "x-amz-server-side-encryption",
 					    "x-amz-server-side-encryption-customer-algorithm",
@@ -358,6 +364,9 @@ static const char *unsupported_header(struct efs_s3_req *s)
 					    "x-amz-grant-full-control",
 					    "x-amz-bucket-object-lock-enabled",
 					    NULL};
+	for (const char *const *n = conditions; *n && !conditions_supported(s); n++)
+		if (efs_http_header(s->http, *n))
+			return *n;
 	for (const char *const *n = names; *n; n++)
 		if (efs_http_header(s->http, *n))
 			return *n;
