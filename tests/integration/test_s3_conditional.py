@@ -127,9 +127,11 @@ def test_precedence(alice, obj):
     # If-Match false fails even when If-Unmodified-Since holds
     assert failure(alice.get_object, Bucket=bucket, Key=key, IfMatch='"0123"',
                    IfUnmodifiedSince=after) == (412, "PreconditionFailed")
-    # If-None-Match false wins over If-Modified-Since true: 304
-    # (S3's documented case: the object is served since it does not match;
-    # RFC 7232 ignores If-Modified-Since when If-None-Match is present)
+    # If-None-Match false (the ETag matches) wins over If-Modified-Since
+    # true: 304 (S3's documented case)
+    assert failure(alice.get_object, Bucket=bucket, Key=key, IfNoneMatch=etag,
+                   IfModifiedSince=before)[0] == 304
+    # If-None-Match true: If-Modified-Since (false) is not looked at
     assert alice.get_object(Bucket=bucket, Key=key, IfNoneMatch='"0123"',
                             IfModifiedSince=after)["ETag"] == etag
     # a 412 condition is decided before a 304 one
