@@ -51,6 +51,9 @@ struct put_op {
 	uint64_t received;
 	size_t reserved; /* from the master's upload_memory */
 	struct efs_object_info obj;
+	/* If-None-Match: * / If-Match, checked when the row is written */
+	struct efs_object_cond cond;
+	char if_etag[EFS_S3_ETAG_MAX + 1];
 };
 
 static void put_free(void *op)
@@ -360,12 +363,23 @@ static int put_end(struct efs_s3_req *s)
 	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
 	p->obj.size = f.size;
 	p->obj.last_modified_ms = f.created_at_ms;
-	r = efs_meta_object_put(m->meta, &p->obj, efs_now_ms());
+	r = efs_meta_object_put_if(m->meta, &p->obj, &p->cond, efs_now_ms());
 	if (r < 0) {
 		drop_new_file(p, f.file_id);
 		if (r == -ENOENT)
 			return efs_s3_error(s, 404, "NoSuchBucket",
 					    "The specified bucket does not exist");
+		if (r == -ENODATA)
+			return efs_s3_error(s, 404, "NoSuchKey", "The specified key does not exist.");
+		if (r == -EEXIST || r == -ESTALE) {
+			efs_info("s3 put %s/%s refused: %s (request %s)", p->obj.bucket, p->obj.key,
+				 r == -EEXIST ? "If-None-Match: * and the key exists"
+					      : "If-Match names another ETag",
+				 s->request_id);
+			return efs_s3_error(s, 412, "PreconditionFailed",
+					    "At least one of the pre-conditions you specified did "
+					    "not hold");
+		}
 		return efs_s3_error_store(s, r, "PutObject");
 	}
 	efs_info("s3 object %s/%s stored: file %s, %llu bytes in %llu chunks, owner %s "
@@ -375,6 +389,39 @@ static int put_end(struct efs_s3_req *s)
 	snprintf(etag, sizeof(etag), "\"%s\"", p->obj.etag);
 	efs_http_add_header(s->http, "ETag", etag);
 	return efs_http_reply_empty(s->http, 200);
+}
+
+/* If-None-Match (only "*", as S3) and If-Match (one entity tag, quoted or
+ * not, or "*") into p->cond. Replies and returns -EINVAL when unusable. */
+static int put_conditions(struct efs_s3_req *s, struct put_op *p)
+{
+	const char *if_none_match = efs_http_header(s->http, "If-None-Match");
+	const char *if_match = efs_http_header(s->http, "If-Match");
+	if (if_none_match) {
+		if (strcmp(if_none_match, "*") != 0)
+			return efs_s3_error(s, 501, "NotImplemented",
+					    "A header you provided implies functionality that is "
+					    "not implemented: If-None-Match other than *"),
+			       -EINVAL;
+		p->cond.if_absent = true;
+	}
+	if (if_match) {
+		const char *b = if_match, *e = if_match + strlen(if_match);
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if (e - b >= 2 && *b == '"' && e[-1] == '"')
+			b++, e--;
+		if (e == b || (size_t)(e - b) > EFS_S3_ETAG_MAX || memchr(b, ',', (size_t)(e - b)))
+			return efs_s3_error(s, 400, "InvalidArgument",
+					    "If-Match must be one entity tag or *"),
+			       -EINVAL;
+		memcpy(p->if_etag, b, (size_t)(e - b));
+		p->if_etag[e - b] = '\0';
+		p->cond.if_etag = p->if_etag;
+	}
+	return 0;
 }
 
 int efs_s3_put_object_begin(struct efs_s3_req *s)
@@ -422,6 +469,8 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 		return efs_s3_error(s, 400, "InvalidDigest",
 				    "The Content-MD5 you specified is not valid.");
 	p->has_md5 = md5 != NULL;
+	if ((r = put_conditions(s, p)) < 0)
+		return efs_http_replied(s->http) ? 0 : r;
 
 	/* The first chunk buffer and its compressed copy, from the budget of
 	 * all uploads (as api_files.c): no bigger than the body. */

@@ -338,12 +338,17 @@ static const char *const BUCKET_GET_PARAMS[] = {
     "continuation-token", "start-after", "max-keys", "encoding-type",
     "fetch-owner",	  "marker",	 NULL};
 
-/* Conditional headers are implemented for GetObject/HeadObject
- * (s3_object.c) only. */
-static bool conditions_supported(struct efs_s3_req *s)
+/* Conditional headers are implemented for GetObject/HeadObject, and
+ * If-Match / If-None-Match for PutObject (s3_object.c). */
+static bool condition_supported(struct efs_s3_req *s, const char *header)
 {
 	const char *method = s->http->method;
-	return s->has_key && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
+	if (!s->has_key)
+		return false;
+	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+		return true;
+	return strcmp(method, "PUT") == 0 &&
+	       (strcmp(header, "If-Match") == 0 || strcmp(header, "If-None-Match") == 0);
 }
 
 /* Request headers whose meaning we do not implement: answered 501 rather
@@ -364,8 +369,8 @@ static const char *unsupported_header(struct efs_s3_req *s)
 					    "x-amz-grant-full-control",
 					    "x-amz-bucket-object-lock-enabled",
 					    NULL};
-	for (const char *const *n = conditions; *n && !conditions_supported(s); n++)
-		if (efs_http_header(s->http, *n))
+	for (const char *const *n = conditions; *n; n++)
+		if (efs_http_header(s->http, *n) && !condition_supported(s, *n))
 			return *n;
 	for (const char *const *n = names; *n; n++)
 		if (efs_http_header(s->http, *n))

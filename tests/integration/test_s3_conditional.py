@@ -5,10 +5,15 @@ Covered: GetObject/HeadObject with If-Match, If-None-Match,
 If-Modified-Since, If-Unmodified-Since (412 PreconditionFailed, 304 Not
 Modified without a body, the precedence of the ETag conditions over the
 date ones, quoted/unquoted/list/`*` entity tags, invalid dates ignored,
-a missing key still 404).
+a missing key still 404); PutObject with If-None-Match: * (create only
+if absent; eight racing PUTs of one key: exactly one 200, the others 412,
+their files released) and If-Match (replace only that ETag; 404 NoSuchKey
+when absent).
 """
 
 import email.utils
+import hashlib
+import threading
 import time
 
 import boto3
@@ -31,17 +36,36 @@ def s3(shared_cluster):
     return master
 
 
+USER = "s3-cond-alice"
+
+
 @pytest.fixture(scope="module")
-def alice(s3):
-    r = s3.user_client("s3-cond-alice").post("/api/v1/keys")
+def alice_key(s3):
+    r = s3.user_client(USER).post("/api/v1/keys")
     assert r.status_code == 201, r.text
-    body = r.json()
-    return boto3.client(
+    return r.json()
+
+
+def new_client(s3, body, headers=None):
+    """A boto3 client of the key @body; @headers added to every PutObject
+    (this boto3 has no IfNoneMatch/IfMatch parameters on PutObject)."""
+    c = boto3.client(
         "s3", endpoint_url=s3.s3_url, region_name=REGION,
         aws_access_key_id=body["access_key_id"],
         aws_secret_access_key=body["secret_access_key"], verify=s3.s3_verify,
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                       signature_version="s3v4"))
+    if headers:
+        def add(request, **_):
+            for name, value in headers.items():
+                request.headers[name] = value
+        c.meta.events.register("before-sign.s3.PutObject", add)
+    return c
+
+
+@pytest.fixture(scope="module")
+def alice(s3, alice_key):
+    return new_client(s3, alice_key)
 
 
 def failure(call, **kwargs):
@@ -153,3 +177,94 @@ def test_unusable_dates_are_ignored(s3, alice, obj):
         r = requests.get(url, headers=dict(request.headers.items()), verify=s3.s3_verify)
         assert r.status_code == 200, (header, r.text)
         assert r.content == b"conditional body"
+
+
+# ---- PutObject -------------------------------------------------------------------------
+
+
+def files_of(s3, bucket):
+    """The user's EchoFS files of @bucket, as (key, sha256)."""
+    files = s3.user_client(USER).get("/api/v1/files", params={"limit": 1000}).json()["files"]
+    return sorted((f["key"], f["sha256"]) for f in files if f.get("bucket") == bucket)
+
+
+def test_put_if_none_match_creates_only_if_absent(s3, alice, alice_key):
+    alice.create_bucket(Bucket="create-once")
+    once = new_client(s3, alice_key, {"If-None-Match": "*"})
+    assert once.put_object(Bucket="create-once", Key="k", Body=b"first")["ETag"]
+    assert failure(once.put_object, Bucket="create-once", Key="k", Body=b"second") == \
+        (412, "PreconditionFailed")
+    assert alice.get_object(Bucket="create-once", Key="k")["Body"].read() == b"first"
+    # after a delete the key is absent again
+    alice.delete_object(Bucket="create-once", Key="k")
+    once.put_object(Bucket="create-once", Key="k", Body=b"third")
+    assert alice.get_object(Bucket="create-once", Key="k")["Body"].read() == b"third"
+    # only * is S3's If-None-Match on PUT
+    other = new_client(s3, alice_key, {"If-None-Match": '"0123"'})
+    assert failure(other.put_object, Bucket="create-once", Key="k2", Body=b"x") == \
+        (501, "NotImplemented")
+    assert [k for k, _ in files_of(s3, "create-once")] == ["k"]
+
+
+def test_racing_creates_one_wins_and_no_file_leaks(s3, alice, alice_key):
+    alice.create_bucket(Bucket="race")
+    racers = 8
+    clients = [new_client(s3, alice_key, {"If-None-Match": "*"}) for _ in range(racers)]
+    bodies = [f"racer {i} ".encode() * 20000 for i in range(racers)]  # ~180 KiB each
+    start = threading.Barrier(racers)
+    results = [None] * racers
+
+    def put(i):
+        start.wait()
+        try:
+            clients[i].put_object(Bucket="race", Key="k", Body=bodies[i])
+            results[i] = 200
+        except botocore.exceptions.ClientError as e:
+            results[i] = (e.response["ResponseMetadata"]["HTTPStatusCode"],
+                          e.response["Error"]["Code"])
+        except Exception as e:  # noqa: BLE001 - reported in the assertion
+            results[i] = repr(e)
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, r in enumerate(results) if r == 200]
+    assert len(winners) == 1, results
+    assert all(r == (412, "PreconditionFailed") for i, r in enumerate(results)
+               if i not in winners), results
+    assert alice.get_object(Bucket="race", Key="k")["Body"].read() == bodies[winners[0]]
+    # the losers' files were deleted: the bucket's one object is the one file
+    assert files_of(s3, "race") == [("k", hashlib.sha256(bodies[winners[0]]).hexdigest())]
+
+
+def test_put_if_match_replaces_only_that_etag(s3, alice, alice_key):
+    alice.create_bucket(Bucket="replace")
+    etag = alice.put_object(Bucket="replace", Key="k", Body=b"v1")["ETag"]
+    for quoted in [True, False]:  # the ETag as S3 sends it, and unquoted
+        value = etag if quoted else etag.strip('"')
+        etag = new_client(s3, alice_key, {"If-Match": value}).put_object(
+            Bucket="replace", Key="k", Body=value.encode())["ETag"]
+        assert alice.get_object(Bucket="replace", Key="k")["Body"].read() == value.encode()
+    stale = new_client(s3, alice_key, {"If-Match": '"0123456789abcdef0123456789abcdef"'})
+    assert failure(stale.put_object, Bucket="replace", Key="k", Body=b"lost") == \
+        (412, "PreconditionFailed")
+    any_object = new_client(s3, alice_key, {"If-Match": "*"})
+    any_object.put_object(Bucket="replace", Key="k", Body=b"any")
+    assert failure(any_object.put_object, Bucket="replace", Key="absent", Body=b"x") == \
+        (404, "NoSuchKey")
+    listed = new_client(s3, alice_key, {"If-Match": f'{etag}, "0123"'})
+    assert failure(listed.put_object, Bucket="replace", Key="k", Body=b"x") == \
+        (400, "InvalidArgument")
+    assert alice.get_object(Bucket="replace", Key="k")["Body"].read() == b"any"
+    # every refused body's file is gone
+    assert [k for k, _ in files_of(s3, "replace")] == ["k"]
+
+
+def test_put_date_conditions_are_not_implemented(s3, alice, alice_key):
+    alice.create_bucket(Bucket="put-dates")
+    c = new_client(s3, alice_key, {"If-Unmodified-Since": http_date(time.time())})
+    assert failure(c.put_object, Bucket="put-dates", Key="k", Body=b"x") == \
+        (501, "NotImplemented")
+    assert "Contents" not in alice.list_objects_v2(Bucket="put-dates")
