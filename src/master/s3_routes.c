@@ -409,6 +409,12 @@ static int dispatch(struct efs_s3_req *s, const char *raw_query)
 		s->on_end = efs_s3_list_buckets;
 		return 0;
 	}
+	if (strcmp(method, "POST") == 0 && !s->has_key && efs_s3_query_has(s, "delete")) {
+		static const char *const delete_params[] = {"delete", NULL};
+		if (unsupported_param(raw_query, delete_params, param, sizeof(param)))
+			goto not_implemented;
+		return efs_s3_delete_objects_begin(s);
+	}
 	if (strcmp(method, "POST") == 0 || strcmp(method, "OPTIONS") == 0 ||
 	    strcmp(method, "PATCH") == 0) {
 		efs_strlcpy(param, method, sizeof(param));

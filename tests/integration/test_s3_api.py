@@ -607,7 +607,6 @@ def test_unsupported_operations_answer_not_implemented(alice):
     for call, kwargs in [
         (alice.create_multipart_upload, {"Key": "m"}),
         (alice.copy_object, {"Key": "copy", "CopySource": {"Bucket": "nyi-bucket", "Key": "k"}}),
-        (alice.delete_objects, {"Delete": {"Objects": [{"Key": "k"}]}}),
         (alice.get_bucket_acl, {}),
         (alice.get_object_acl, {"Key": "k"}),
         (alice.put_bucket_versioning, {"VersioningConfiguration": {"Status": "Enabled"}}),

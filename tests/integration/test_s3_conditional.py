@@ -8,9 +8,13 @@ date ones, quoted/unquoted/list/`*` entity tags, invalid dates ignored,
 a missing key still 404); PutObject with If-None-Match: * (create only
 if absent; eight racing PUTs of one key: exactly one 200, the others 412,
 their files released) and If-Match (replace only that ETag; 404 NoSuchKey
-when absent).
+when absent); DeleteObjects (verbose and Quiet, absent keys deleted,
+files released, Content-MD5 required and checked, MalformedXML, at most
+1000 keys, KeyTooLongError per key, VersionId 501, the body capped,
+another user's bucket AccessDenied).
 """
 
+import base64
 import email.utils
 import hashlib
 import threading
@@ -268,3 +272,109 @@ def test_put_date_conditions_are_not_implemented(s3, alice, alice_key):
     assert failure(c.put_object, Bucket="put-dates", Key="k", Body=b"x") == \
         (501, "NotImplemented")
     assert "Contents" not in alice.list_objects_v2(Bucket="put-dates")
+
+
+# ---- DeleteObjects ----------------------------------------------------------------------
+
+
+def raw_delete(s3, body_key, bucket, body, md5=True, extra=None):
+    """POST /bucket?delete with @body signed by @body_key; Content-MD5 right
+    (True), absent (False) or as given (a string)."""
+    url = f"{s3.s3_url}/{bucket}?delete"
+    headers = dict(extra or {})
+    if md5 is True:
+        headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+    elif md5:
+        headers["Content-MD5"] = md5
+    request = botocore.awsrequest.AWSRequest(method="POST", url=url, data=body, headers=headers)
+    request.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    creds = botocore.credentials.Credentials(body_key["access_key_id"],
+                                             body_key["secret_access_key"])
+    botocore.auth.S3SigV4Auth(creds, "s3", REGION).add_auth(request)
+    return requests.post(url, data=body, headers=dict(request.headers.items()),
+                         verify=s3.s3_verify)
+
+
+def s3_code(r):
+    return r.status_code, r.text.split("<Code>")[1].split("</Code>")[0]
+
+
+def delete_xml(keys, quiet=None, extra=""):
+    from xml.sax.saxutils import escape
+    q = f"<Quiet>{quiet}</Quiet>" if quiet is not None else ""
+    objects = "".join(f"<Object><Key>{escape(k)}</Key>{extra}</Object>" for k in keys)
+    return f'<?xml version="1.0" encoding="UTF-8"?><Delete>{q}{objects}</Delete>'.encode()
+
+
+def test_delete_objects_verbose_and_quiet(s3, alice):
+    alice.create_bucket(Bucket="batch")
+    keys = ["a", "b/c", "d & <e>", "\u00e9t\u00e9"]
+    for k in keys:
+        alice.put_object(Bucket="batch", Key=k, Body=k.encode())
+    got = alice.delete_objects(Bucket="batch", Delete={
+        "Objects": [{"Key": k} for k in keys[:3]] + [{"Key": "absent"}]})
+    assert sorted(d["Key"] for d in got["Deleted"]) == sorted(keys[:3] + ["absent"])
+    assert "Errors" not in got
+    assert [c["Key"] for c in alice.list_objects_v2(Bucket="batch")["Contents"]] == [keys[3]]
+    assert [k for k, _ in files_of(s3, "batch")] == [keys[3]]
+    got = alice.delete_objects(Bucket="batch", Delete={"Objects": [{"Key": keys[3]}],
+                                                       "Quiet": True})
+    assert "Deleted" not in got and "Errors" not in got
+    assert "Contents" not in alice.list_objects_v2(Bucket="batch")
+    assert files_of(s3, "batch") == []
+
+
+def test_delete_objects_thousand_keys(s3, alice, alice_key):
+    alice.create_bucket(Bucket="batch-max")
+    alice.put_object(Bucket="batch-max", Key="k-0", Body=b"x")
+    keys = [f"k-{i}" for i in range(1000)]
+    got = alice.delete_objects(Bucket="batch-max", Delete={"Objects": [{"Key": k} for k in keys]})
+    assert len(got["Deleted"]) == 1000
+    assert "Contents" not in alice.list_objects_v2(Bucket="batch-max")
+    r = raw_delete(s3, alice_key, "batch-max", delete_xml(keys + ["one more"]))
+    assert s3_code(r) == (400, "MalformedXML")
+
+
+def test_delete_objects_errors(s3, alice, alice_key):
+    alice.create_bucket(Bucket="batch-bad")
+    alice.put_object(Bucket="batch-bad", Key="k", Body=b"x")
+    good = delete_xml(["k"])
+    assert s3_code(raw_delete(s3, alice_key, "batch-bad", good, md5=False)) == \
+        (400, "InvalidRequest")
+    assert s3_code(raw_delete(s3, alice_key, "batch-bad", good, md5="not md5")) == \
+        (400, "InvalidDigest")
+    other = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    assert s3_code(raw_delete(s3, alice_key, "batch-bad", good, md5=other)) == \
+        (400, "BadDigest")
+    for bad in [b"", b"<Delete>", b"not xml", b"<Remove><Object><Key>k</Key></Object></Remove>",
+                b"<Delete></Delete>", b"<Delete><Object></Object></Delete>",
+                b"<Delete><Object><Key></Key></Object></Delete>",
+                b"<Delete><Quiet>maybe</Quiet><Object><Key>k</Key></Object></Delete>",
+                b"<Delete><Object><Key>k</Key><Key>k2</Key></Object></Delete>",
+                b"<Delete><Other/><Object><Key>k</Key></Object></Delete>"]:
+        assert s3_code(raw_delete(s3, alice_key, "batch-bad", bad)) == \
+            (400, "MalformedXML"), bad
+    assert s3_code(raw_delete(s3, alice_key, "batch-bad", delete_xml(
+        ["k"], extra="<VersionId>v1</VersionId>"))) == (501, "NotImplemented")
+    big = b"<Delete>" + b" " * (3 * 1024 * 1024) + b"</Delete>"
+    assert s3_code(raw_delete(s3, alice_key, "batch-bad", big)) == \
+        (400, "MaxMessageLengthExceeded")
+    # nothing above deleted anything
+    assert [c["Key"] for c in alice.list_objects_v2(Bucket="batch-bad")["Contents"]] == ["k"]
+    # a key too long is that key's <Error>; the others are deleted
+    got = alice.delete_objects(Bucket="batch-bad", Delete={
+        "Objects": [{"Key": "x" * 1025}, {"Key": "k"}]})
+    assert [d["Key"] for d in got["Deleted"]] == ["k"]
+    assert [(e["Key"], e["Code"]) for e in got["Errors"]] == [("x" * 1025, "KeyTooLongError")]
+    assert failure(alice.delete_objects, Bucket="batch-nope",
+                   Delete={"Objects": [{"Key": "k"}]}) == (404, "NoSuchBucket")
+
+
+def test_delete_objects_in_another_users_bucket_is_denied(s3, alice):
+    alice.create_bucket(Bucket="batch-mine")
+    alice.put_object(Bucket="batch-mine", Key="k", Body=b"x")
+    r = s3.user_client("s3-cond-bob").post("/api/v1/keys")
+    bob = new_client(s3, r.json())
+    assert failure(bob.delete_objects, Bucket="batch-mine",
+                   Delete={"Objects": [{"Key": "k"}]}) == (403, "AccessDenied")
+    assert [c["Key"] for c in alice.list_objects_v2(Bucket="batch-mine")["Contents"]] == ["k"]
