@@ -371,7 +371,8 @@ static int put_end(struct efs_s3_req *s)
 			return efs_s3_error(s, 404, "NoSuchBucket",
 					    "The specified bucket does not exist");
 		if (r == -ENODATA)
-			return efs_s3_error(s, 404, "NoSuchKey", "The specified key does not exist.");
+			return efs_s3_error(s, 404, "NoSuchKey",
+					    "The specified key does not exist.");
 		if (r == -EEXIST || r == -ESTALE) {
 			efs_info("s3 put %s/%s refused: %s (request %s)", p->obj.bucket, p->obj.key,
 				 r == -EEXIST ? "If-None-Match: * and the key exists"
@@ -856,8 +857,9 @@ static int delete_objects_end(struct efs_s3_req *s)
 	efs_md5_release(&md5);
 	efs_hex_encode(digest, EFS_MD5_LEN, expected);
 	if (strcmp(hex, expected) != 0)
-		return efs_s3_error(s, 400, "BadDigest",
-				    "The Content-MD5 you specified did not match what we received.");
+		return efs_s3_error(
+		    s, 400, "BadDigest",
+		    "The Content-MD5 you specified did not match what we received.");
 	r = d->body.len ? efs_xml_parse(d->body.data, d->body.len, delete_start, delete_end, d)
 			: -EBADMSG;
 	if (r == 0 && d->key_count == 0)
@@ -893,7 +895,8 @@ static int delete_objects_end(struct efs_s3_req *s)
 				efs_error("s3 delete-objects %s/%s: metadata store error: %s "
 					  "(request %s)",
 					  s->bucket, key, strerror(-r), s->request_id);
-				code = "InternalError", message = "We encountered an internal error.";
+				code = "InternalError",
+				message = "We encountered an internal error.";
 			}
 		}
 		if (code) {
