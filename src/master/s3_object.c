@@ -885,7 +885,8 @@ static int delete_objects_end(struct efs_s3_req *s)
 	for (size_t i = 0; i < d->key_count; i++, key += strlen(key) + 1) {
 		const char *code = NULL, *message = NULL;
 		if (strlen(key) > EFS_S3_KEY_MAX || !efs_utf8_valid(key, strlen(key))) {
-			code = "KeyTooLongError", message = "Your key is too long";
+			code = "KeyTooLongError";
+			message = "Your key is too long";
 		} else {
 			r = efs_meta_object_delete(s->m->meta, s->bucket, key, efs_now_ms());
 			if (r == -EAGAIN) {
@@ -895,7 +896,7 @@ static int delete_objects_end(struct efs_s3_req *s)
 				efs_error("s3 delete-objects %s/%s: metadata store error: %s "
 					  "(request %s)",
 					  s->bucket, key, strerror(-r), s->request_id);
-				code = "InternalError",
+				code = "InternalError";
 				message = "We encountered an internal error.";
 			}
 		}
