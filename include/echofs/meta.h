@@ -321,6 +321,21 @@ int efs_meta_object_get(struct efs_meta *m, const char *bucket, const char *key,
  * the bucket's owner. -ENOENT when the bucket is gone (the caller then
  * deletes the new file). */
 int efs_meta_object_put(struct efs_meta *m, const struct efs_object_info *o, int64_t now_ms);
+/* What efs_meta_object_put_if requires of the object it would replace. */
+struct efs_object_cond {
+	bool if_absent; /* no object at the key (If-None-Match: *), else -EEXIST */
+	/* NULL: no requirement; "*": an object at the key; else an object
+	 * whose ETag (hex, compared case-insensitively) is this one. -ENODATA
+	 * when the key holds no object, -ESTALE when its ETag differs. */
+	const char *if_etag;
+};
+/* efs_meta_object_put when @cond holds, checked in the same transaction
+ * that makes the row visible (so of two conditional puts racing for one
+ * key, at most one with if_absent succeeds). On -EEXIST, -ENODATA or
+ * -ESTALE nothing changed: the caller deletes the new file. @cond NULL:
+ * unconditional. */
+int efs_meta_object_put_if(struct efs_meta *m, const struct efs_object_info *o,
+			   const struct efs_object_cond *cond, int64_t now_ms);
 /* Deletes the object and its file (chunks released), in one transaction.
  * -ENOENT when there is none. */
 int efs_meta_object_delete(struct efs_meta *m, const char *bucket, const char *key,

@@ -13,7 +13,9 @@
 #include "echofs/hash.h"
 #include "echofs/log.h"
 #include "echofs/range.h"
+#include "echofs/s3.h"
 #include "echofs/util.h"
+#include "echofs/xml.h"
 #include "master/chunk_workers.h"
 #include "master/download.h"
 #include "master/placement.h"
@@ -50,6 +52,9 @@ struct put_op {
 	uint64_t received;
 	size_t reserved; /* from the master's upload_memory */
 	struct efs_object_info obj;
+	/* If-None-Match: * / If-Match, checked when the row is written */
+	struct efs_object_cond cond;
+	char if_etag[EFS_S3_ETAG_MAX + 1];
 };
 
 static void put_free(void *op)
@@ -359,12 +364,24 @@ static int put_end(struct efs_s3_req *s)
 	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
 	p->obj.size = f.size;
 	p->obj.last_modified_ms = f.created_at_ms;
-	r = efs_meta_object_put(m->meta, &p->obj, efs_now_ms());
+	r = efs_meta_object_put_if(m->meta, &p->obj, &p->cond, efs_now_ms());
 	if (r < 0) {
 		drop_new_file(p, f.file_id);
 		if (r == -ENOENT)
 			return efs_s3_error(s, 404, "NoSuchBucket",
 					    "The specified bucket does not exist");
+		if (r == -ENODATA)
+			return efs_s3_error(s, 404, "NoSuchKey",
+					    "The specified key does not exist.");
+		if (r == -EEXIST || r == -ESTALE) {
+			efs_info("s3 put %s/%s refused: %s (request %s)", p->obj.bucket, p->obj.key,
+				 r == -EEXIST ? "If-None-Match: * and the key exists"
+					      : "If-Match names another ETag",
+				 s->request_id);
+			return efs_s3_error(s, 412, "PreconditionFailed",
+					    "At least one of the pre-conditions you specified did "
+					    "not hold");
+		}
 		return efs_s3_error_store(s, r, "PutObject");
 	}
 	efs_info("s3 object %s/%s stored: file %s, %llu bytes in %llu chunks, owner %s "
@@ -374,6 +391,39 @@ static int put_end(struct efs_s3_req *s)
 	snprintf(etag, sizeof(etag), "\"%s\"", p->obj.etag);
 	efs_http_add_header(s->http, "ETag", etag);
 	return efs_http_reply_empty(s->http, 200);
+}
+
+/* If-None-Match (only "*", as S3) and If-Match (one entity tag, quoted or
+ * not, or "*") into p->cond. Replies and returns -EINVAL when unusable. */
+static int put_conditions(struct efs_s3_req *s, struct put_op *p)
+{
+	const char *if_none_match = efs_http_header(s->http, "If-None-Match");
+	const char *if_match = efs_http_header(s->http, "If-Match");
+	if (if_none_match) {
+		if (strcmp(if_none_match, "*") != 0)
+			return efs_s3_error(s, 501, "NotImplemented",
+					    "A header you provided implies functionality that is "
+					    "not implemented: If-None-Match other than *"),
+			       -EINVAL;
+		p->cond.if_absent = true;
+	}
+	if (if_match) {
+		const char *b = if_match, *e = if_match + strlen(if_match);
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if (e - b >= 2 && *b == '"' && e[-1] == '"')
+			b++, e--;
+		if (e == b || (size_t)(e - b) > EFS_S3_ETAG_MAX || memchr(b, ',', (size_t)(e - b)))
+			return efs_s3_error(s, 400, "InvalidArgument",
+					    "If-Match must be one entity tag or *"),
+			       -EINVAL;
+		memcpy(p->if_etag, b, (size_t)(e - b));
+		p->if_etag[e - b] = '\0';
+		p->cond.if_etag = p->if_etag;
+	}
+	return 0;
 }
 
 int efs_s3_put_object_begin(struct efs_s3_req *s)
@@ -421,6 +471,8 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 		return efs_s3_error(s, 400, "InvalidDigest",
 				    "The Content-MD5 you specified is not valid.");
 	p->has_md5 = md5 != NULL;
+	if ((r = put_conditions(s, p)) < 0)
+		return efs_http_replied(s->http) ? 0 : r;
 
 	/* The first chunk buffer and its compressed copy, from the budget of
 	 * all uploads (as api_files.c): no bigger than the body. */
@@ -495,6 +547,80 @@ static void object_headers(struct efs_s3_req *s, const struct efs_object_info *o
 	json_decref(meta);
 }
 
+/* ---- conditional requests ------------------------------------------- */
+
+/* Whether the entity-tag list @list (If-Match / If-None-Match: "*" or
+ * comma-separated tags, quoted or not, a weak W/ prefix ignored) names
+ * @etag (hex, unquoted). */
+static bool etag_listed(const char *list, const char *etag)
+{
+	size_t etag_len = strlen(etag);
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		const char *b = p, *e = p + len;
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if (e - b >= 2 && b[0] == 'W' && b[1] == '/')
+			b += 2;
+		if (e - b >= 2 && *b == '"' && e[-1] == '"')
+			b++, e--;
+		if ((e - b == 1 && *b == '*') ||
+		    ((size_t)(e - b) == etag_len && strncasecmp(b, etag, etag_len) == 0))
+			return true;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return false;
+}
+
+/* Header @name as a date, in whole seconds; false when absent or not an
+ * HTTP date (S3 then ignores the condition). */
+static bool header_date(struct efs_s3_req *s, const char *name, int64_t *out_s)
+{
+	int64_t ms;
+	const char *v = efs_http_header(s->http, name);
+	if (!v || efs_s3_parse_http_date(v, &ms) < 0)
+		return false;
+	*out_s = ms / 1000;
+	return true;
+}
+
+/* RFC 7232 section 6, as S3 applies it to GetObject/HeadObject of the
+ * existing object @o: If-Match (else If-Unmodified-Since) failing is 412
+ * PreconditionFailed; If-None-Match (else If-Modified-Since) failing is 304
+ * Not Modified with the validators and no body. So If-Match true wins over
+ * If-Unmodified-Since false, and If-None-Match false wins over
+ * If-Modified-Since true. 1 when replied, 0 to serve the object. */
+static int get_conditions(struct efs_s3_req *s, const struct efs_object_info *o)
+{
+	const char *if_match = efs_http_header(s->http, "If-Match");
+	const char *if_none_match = efs_http_header(s->http, "If-None-Match");
+	int64_t modified_s = o->last_modified_ms / 1000, date_s;
+
+	if (if_match ? !etag_listed(if_match, o->etag)
+		     : header_date(s, "If-Unmodified-Since", &date_s) && modified_s > date_s) {
+		efs_s3_error(s, 412, "PreconditionFailed",
+			     "At least one of the pre-conditions you specified did not hold");
+		return 1;
+	}
+	/* A date later than now is ignored (RFC 7232 3.3). */
+	if (if_none_match ? etag_listed(if_none_match, o->etag)
+			  : header_date(s, "If-Modified-Since", &date_s) &&
+				date_s <= efs_now_ms() / 1000 && modified_s <= date_s) {
+		char etag[EFS_S3_ETAG_MAX + 3], date[EFS_S3_HTTP_DATE_LEN];
+		snprintf(etag, sizeof(etag), "\"%s\"", o->etag);
+		efs_http_add_header(s->http, "ETag", etag);
+		efs_http_add_header(s->http, "Last-Modified",
+				    efs_s3_http_date(o->last_modified_ms, date));
+		efs_http_reply_empty(s->http, 304);
+		return 1;
+	}
+	return 0;
+}
+
 int efs_s3_get_object(struct efs_s3_req *s)
 {
 	struct efs_master *m = s->m;
@@ -524,6 +650,10 @@ int efs_s3_get_object(struct efs_s3_req *s)
 		}
 		if (r < 0) {
 			r = efs_s3_error_store(s, r, "GetObject");
+			goto out;
+		}
+		if ((r = get_conditions(s, o)) != 0) {
+			r = 0;
 			goto out;
 		}
 		if ((r = efs_meta_file_get(m->meta, o->file_id, &f)) == -ENOENT)
@@ -609,4 +739,203 @@ int efs_s3_delete_object(struct efs_s3_req *s)
 		efs_info("s3 object %s/%s deleted by %s (request %s)", s->bucket, s->key,
 			 s->principal.owner, s->request_id);
 	return efs_http_reply_empty(s->http, 204);
+}
+
+/* ---- DeleteObjects ---------------------------------------------------- */
+
+/* The <Delete> document: at most EFS_S3_DELETE_MAX keys of 1024 bytes,
+ * each escaped at worst 6 times over (&#xNN;), with room for the markup. */
+#define DELETE_BODY_MAX ((size_t)2 * 1024 * 1024)
+
+struct delete_op {
+	struct efs_buf body;
+	struct efs_buf keys; /* the keys, each NUL-terminated, in order */
+	size_t key_count;
+	bool quiet;
+	bool in_object, object_has_key;
+	const char *refused; /* an element we do not implement (VersionId...) */
+};
+
+static void delete_free(void *op)
+{
+	struct delete_op *d = op;
+	if (!d)
+		return;
+	efs_buf_release(&d->body);
+	efs_buf_release(&d->keys);
+	free(d);
+}
+
+static int delete_body(struct efs_s3_req *s, const char *data, size_t len)
+{
+	struct delete_op *d = s->op;
+	if (efs_buf_append(&d->body, data, len) < 0)
+		return efs_s3_error(s, 400, "MaxMessageLengthExceeded",
+				    "Your request was too big (at most %zu bytes here).",
+				    DELETE_BODY_MAX),
+		       -E2BIG;
+	return 0;
+}
+
+/* <Delete> [<Quiet>bool</Quiet>] (<Object><Key>k</Key></Object>)+ */
+static int delete_start(void *ctx, int depth, const char *name)
+{
+	struct delete_op *d = ctx;
+	if (depth == 1)
+		return strcmp(name, "Delete") == 0 ? 0 : -EBADMSG;
+	if (depth == 2 && strcmp(name, "Object") == 0) {
+		if (d->key_count == EFS_S3_DELETE_MAX)
+			return -EBADMSG;
+		d->in_object = true;
+		d->object_has_key = false;
+		return 0;
+	}
+	if (depth == 2)
+		return strcmp(name, "Quiet") == 0 ? 0 : -EBADMSG;
+	if (depth == 3 && d->in_object && strcmp(name, "Key") == 0)
+		return 0;
+	if (depth == 3 && d->in_object &&
+	    (strcmp(name, "VersionId") == 0 || strcmp(name, "ETag") == 0 ||
+	     strcmp(name, "LastModifiedTime") == 0 || strcmp(name, "Size") == 0)) {
+		d->refused = strcmp(name, "VersionId") == 0 ? "VersionId" : "conditional deletes";
+		return 0;
+	}
+	return -EBADMSG;
+}
+
+static int delete_end(void *ctx, int depth, const char *name, const char *text, size_t text_len)
+{
+	struct delete_op *d = ctx;
+	if (depth == 2 && strcmp(name, "Quiet") == 0) {
+		if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
+			return -EBADMSG;
+		d->quiet = strcmp(text, "true") == 0;
+	} else if (depth == 2 && strcmp(name, "Object") == 0) {
+		if (!d->object_has_key)
+			return -EBADMSG;
+		d->in_object = false;
+		d->key_count++;
+	} else if (depth == 3 && strcmp(name, "Key") == 0) {
+		if (d->object_has_key || text_len == 0 || memchr(text, '\0', text_len))
+			return -EBADMSG;
+		d->object_has_key = true;
+		return efs_buf_append(&d->keys, text, text_len + 1);
+	}
+	return 0;
+}
+
+static int delete_objects_end(struct efs_s3_req *s)
+{
+	struct delete_op *d = s->op;
+	struct efs_bucket_info b;
+	struct efs_md5 md5;
+	struct efs_s3_xml x;
+	char hex[EFS_MD5_HEX_LEN + 1], expected[EFS_MD5_HEX_LEN + 1];
+	unsigned char digest[EFS_MD5_LEN];
+	size_t deleted = 0, failed = 0;
+	int r;
+
+	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED) {
+		char sha[EFS_SHA256_HEX_LEN + 1];
+		efs_sha256_hex(d->body.data ? d->body.data : "", d->body.len, sha);
+		if (strcasecmp(sha, s->principal.payload_sha256) != 0)
+			return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
+					    "The provided 'x-amz-content-sha256' header does not "
+					    "match what was computed.");
+	}
+	const char *content_md5 = efs_http_header(s->http, "Content-MD5");
+	if (!content_md5)
+		return efs_s3_error(s, 400, "InvalidRequest",
+				    "Missing required header for this request: Content-MD5");
+	if (content_md5_decode(content_md5, digest) < 0)
+		return efs_s3_error(s, 400, "InvalidDigest",
+				    "The Content-MD5 you specified is not valid.");
+	if ((r = efs_md5_init(&md5)) < 0)
+		return r;
+	efs_md5_update(&md5, d->body.data ? d->body.data : "", d->body.len);
+	efs_md5_final_hex(&md5, hex);
+	efs_md5_release(&md5);
+	efs_hex_encode(digest, EFS_MD5_LEN, expected);
+	if (strcmp(hex, expected) != 0)
+		return efs_s3_error(
+		    s, 400, "BadDigest",
+		    "The Content-MD5 you specified did not match what we received.");
+	r = d->body.len ? efs_xml_parse(d->body.data, d->body.len, delete_start, delete_end, d)
+			: -EBADMSG;
+	if (r == 0 && d->key_count == 0)
+		r = -EBADMSG;
+	if (r == -EBADMSG || r == -E2BIG)
+		return efs_s3_error(s, 400, "MalformedXML",
+				    "The XML you provided was not well-formed or did not validate "
+				    "against our published schema (a <Delete> of 1 to %d <Object> "
+				    "with a <Key> each).",
+				    EFS_S3_DELETE_MAX);
+	if (r < 0)
+		return r;
+	if (d->refused)
+		return efs_s3_error(s, 501, "NotImplemented",
+				    "%s in DeleteObjects is not implemented by this server",
+				    d->refused);
+	if (efs_s3_own_bucket(s, &b) < 0)
+		return 0;
+
+	efs_s3_xml_init(&x);
+	efs_s3_xml_open(&x, "DeleteResult", EFS_S3_XMLNS);
+	const char *key = d->keys.data;
+	for (size_t i = 0; i < d->key_count; i++, key += strlen(key) + 1) {
+		const char *code = NULL, *message = NULL;
+		if (strlen(key) > EFS_S3_KEY_MAX || !efs_utf8_valid(key, strlen(key))) {
+			code = "KeyTooLongError";
+			message = "Your key is too long";
+		} else {
+			r = efs_meta_object_delete(s->m->meta, s->bucket, key, efs_now_ms());
+			if (r == -EAGAIN) {
+				code = "ServiceUnavailable";
+				message = "the metadata store is unavailable; retry shortly";
+			} else if (r < 0 && r != -ENOENT) {
+				efs_error("s3 delete-objects %s/%s: metadata store error: %s "
+					  "(request %s)",
+					  s->bucket, key, strerror(-r), s->request_id);
+				code = "InternalError";
+				message = "We encountered an internal error.";
+			}
+		}
+		if (code) {
+			failed++;
+			efs_s3_xml_open(&x, "Error", NULL);
+			efs_s3_xml_text(&x, "Key", key);
+			efs_s3_xml_text(&x, "Code", code);
+			efs_s3_xml_text(&x, "Message", message);
+			efs_s3_xml_close(&x, "Error");
+			continue;
+		}
+		deleted++;
+		if (!d->quiet) {
+			efs_s3_xml_open(&x, "Deleted", NULL);
+			efs_s3_xml_text(&x, "Key", key);
+			efs_s3_xml_close(&x, "Deleted");
+		}
+	}
+	efs_s3_xml_close(&x, "DeleteResult");
+	efs_info("s3 delete-objects %s: %zu deleted (or absent), %zu failed, by %s (request %s)",
+		 s->bucket, deleted, failed, s->principal.owner, s->request_id);
+	return efs_s3_xml_reply(s->http, 200, &x);
+}
+
+int efs_s3_delete_objects_begin(struct efs_s3_req *s)
+{
+	struct delete_op *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	efs_buf_init(&d->body, DELETE_BODY_MAX);
+	efs_buf_init(&d->keys, (size_t)EFS_S3_DELETE_MAX * (EFS_XML_MAX_TEXT + 1));
+	s->op = d;
+	s->op_free = delete_free;
+	if (s->http->content_length > (int64_t)DELETE_BODY_MAX)
+		return efs_s3_error(s, 400, "MaxMessageLengthExceeded",
+				    "Your request was too big (at most %zu bytes here).",
+				    DELETE_BODY_MAX);
+	s->on_body = delete_body;
+	s->on_end = delete_objects_end;
+	return 0;
 }

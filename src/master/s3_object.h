@@ -20,4 +20,13 @@ int efs_s3_get_object(struct efs_s3_req *s);
 /* 204 whether or not the key existed, as S3. */
 int efs_s3_delete_object(struct efs_s3_req *s);
 
+/* Keys in one DeleteObjects request, as S3's limit. */
+#define EFS_S3_DELETE_MAX 1000
+/* DeleteObjects (POST /bucket?delete)'s begin step: the <Delete> body is
+ * buffered (capped: 400 MaxMessageLengthExceeded), then checked
+ * (Content-MD5 required, as S3; a signed payload's SHA-256), parsed
+ * (400 MalformedXML) and each key deleted in its own transaction; the
+ * answer lists each <Deleted> (unless Quiet) and <Error>. */
+int efs_s3_delete_objects_begin(struct efs_s3_req *s);
+
 #endif

@@ -338,15 +338,26 @@ static const char *const BUCKET_GET_PARAMS[] = {
     "continuation-token", "start-after", "max-keys", "encoding-type",
     "fetch-owner",	  "marker",	 NULL};
 
+/* Conditional headers are implemented for GetObject/HeadObject, and
+ * If-Match / If-None-Match for PutObject (s3_object.c). */
+static bool condition_supported(struct efs_s3_req *s, const char *header)
+{
+	const char *method = s->http->method;
+	if (!s->has_key)
+		return false;
+	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+		return true;
+	return strcmp(method, "PUT") == 0 &&
+	       (strcmp(header, "If-Match") == 0 || strcmp(header, "If-None-Match") == 0);
+}
+
 /* Request headers whose meaning we do not implement: answered 501 rather
- * than ignored (a conditional GET must not get the object regardless). */
+ * than ignored (a conditional request must not succeed regardless). */
 static const char *unsupported_header(struct efs_s3_req *s)
 {
-	static const char *const names[] = {"If-Match",
-					    "If-None-Match",
-					    "If-Modified-Since",
-					    "If-Unmodified-Since",
-					    "x-amz-copy-source",
+	static const char *const conditions[] = {"If-Match", "If-None-Match", "If-Modified-Since",
+						 "If-Unmodified-Since", NULL};
+	static const char *const names[] = {"x-amz-copy-source",
 					    "x-amz-tagging",
 					    "x-amz-server-side-encryption",
 					    "x-amz-server-side-encryption-customer-algorithm",
@@ -358,6 +369,9 @@ static const char *unsupported_header(struct efs_s3_req *s)
 					    "x-amz-grant-full-control",
 					    "x-amz-bucket-object-lock-enabled",
 					    NULL};
+	for (const char *const *n = conditions; *n; n++)
+		if (efs_http_header(s->http, *n) && !condition_supported(s, *n))
+			return *n;
 	for (const char *const *n = names; *n; n++)
 		if (efs_http_header(s->http, *n))
 			return *n;
@@ -394,6 +408,12 @@ static int dispatch(struct efs_s3_req *s, const char *raw_query)
 			goto not_implemented;
 		s->on_end = efs_s3_list_buckets;
 		return 0;
+	}
+	if (strcmp(method, "POST") == 0 && !s->has_key && efs_s3_query_has(s, "delete")) {
+		static const char *const delete_params[] = {"delete", NULL};
+		if (unsupported_param(raw_query, delete_params, param, sizeof(param)))
+			goto not_implemented;
+		return efs_s3_delete_objects_begin(s);
 	}
 	if (strcmp(method, "POST") == 0 || strcmp(method, "OPTIONS") == 0 ||
 	    strcmp(method, "PATCH") == 0) {

@@ -81,7 +81,8 @@ struct efs_meta_ops {
 	int (*bucket_delete)(void *impl, const char *name, const char *owner);
 	int (*object_get)(void *impl, const char *bucket, const char *key,
 			  struct efs_object_info *out);
-	int (*object_put)(void *impl, const struct efs_object_info *o, int64_t now_ms);
+	int (*object_put)(void *impl, const struct efs_object_info *o,
+			  const struct efs_object_cond *cond, int64_t now_ms);
 	int (*object_delete)(void *impl, const char *bucket, const char *key, int64_t now_ms);
 	int (*object_list)(void *impl, const char *bucket, const char *prefix, const char *after,
 			   size_t limit, struct efs_object_entry *out, size_t *count);

@@ -353,13 +353,19 @@ int efs_meta_object_get(struct efs_meta *m, const char *bucket, const char *key,
 	return m->ops->object_get ? m->ops->object_get(m->impl, bucket, key, out) : -ENOTSUP;
 }
 
-int efs_meta_object_put(struct efs_meta *m, const struct efs_object_info *o, int64_t now_ms)
+int efs_meta_object_put_if(struct efs_meta *m, const struct efs_object_info *o,
+			   const struct efs_object_cond *cond, int64_t now_ms)
 {
 	if (!m->ops->object_put)
 		return -ENOTSUP;
-	int r = m->ops->object_put(m->impl, o, now_ms);
+	int r = m->ops->object_put(m->impl, o, cond, now_ms);
 	atomic_fetch_add(&m->changes, 1);
 	return r;
+}
+
+int efs_meta_object_put(struct efs_meta *m, const struct efs_object_info *o, int64_t now_ms)
+{
+	return efs_meta_object_put_if(m, o, NULL, now_ms);
 }
 
 int efs_meta_object_delete(struct efs_meta *m, const char *bucket, const char *key,

@@ -14,6 +14,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- buckets ---------------------------------------------------------- */
 
@@ -196,8 +197,44 @@ static int drop_object(struct sql_conn *c, const char *bucket, const char *key, 
 
 struct object_put {
 	const struct efs_object_info *o;
+	const struct efs_object_cond *cond;
 	int64_t now_ms;
 };
+
+struct found_etag {
+	bool found;
+	char etag[EFS_S3_ETAG_MAX + 1];
+};
+
+static int row_etag(void *ctx, const struct efs_sql_row *row)
+{
+	struct found_etag *f = ctx;
+	f->found = true;
+	efs_strlcpy(f->etag, efs_sql_text(row, 0), sizeof(f->etag));
+	return 0;
+}
+
+/* @cond against the current row; the bucket's row is locked, so no other
+ * put or delete of the key runs until this transaction ends. */
+static int check_cond(struct sql_conn *c, const struct efs_object_info *o,
+		      const struct efs_object_cond *cond)
+{
+	struct found_etag cur = {0};
+	if (!cond || (!cond->if_absent && !cond->if_etag))
+		return 0;
+	int r = SQL_Q(c, "SELECT etag FROM s3_objects WHERE bucket = $1 AND object_key = $2",
+		      row_etag, &cur, NULL, SQL_TEXT(o->bucket), SQL_TEXT(o->key));
+	if (r < 0)
+		return r;
+	if (cond->if_absent && cur.found)
+		return -EEXIST;
+	if (cond->if_etag && !cur.found)
+		return -ENODATA;
+	if (cond->if_etag && strcmp(cond->if_etag, "*") != 0 &&
+	    strcasecmp(cond->if_etag, cur.etag) != 0)
+		return -ESTALE;
+	return 0;
+}
 
 static int object_put_tx(struct sql_conn *c, void *ctx)
 {
@@ -205,6 +242,8 @@ static int object_put_tx(struct sql_conn *c, void *ctx)
 	const struct efs_object_info *o = p->o;
 	int r = lock_bucket(c, o->bucket, NULL);
 	if (r < 0)
+		return r;
+	if ((r = check_cond(c, o, p->cond)) < 0)
 		return r;
 	if ((r = drop_object(c, o->bucket, o->key, p->now_ms)) < 0 && r != -ENOENT)
 		return r;
@@ -218,9 +257,10 @@ static int object_put_tx(struct sql_conn *c, void *ctx)
 		     SQL_INT(o->last_modified_ms));
 }
 
-int sql_object_put(void *impl, const struct efs_object_info *o, int64_t now_ms)
+int sql_object_put(void *impl, const struct efs_object_info *o, const struct efs_object_cond *cond,
+		   int64_t now_ms)
 {
-	struct object_put p = {o, now_ms};
+	struct object_put p = {o, cond, now_ms};
 	return sql_run_tx(impl, object_put_tx, &p);
 }
 

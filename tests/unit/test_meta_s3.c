@@ -285,6 +285,50 @@ static void test_overwrite_releases_the_old_file_in_the_same_step(void **state)
 	free(got);
 }
 
+static void test_conditional_put_checks_the_current_row(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("cond", "alice");
+	char first[EFS_ID_MAX + 1], second[EFS_ID_MAX + 1], third[EFS_ID_MAX + 1];
+	char chunk1[65], chunk2[65], chunk3[65];
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+	const struct efs_object_cond absent = {.if_absent = true};
+	const struct efs_object_cond any = {.if_etag = "*"};
+	const struct efs_object_cond same = {.if_etag = "0123456789ABCDEF0123456789ABCDEF"};
+	const struct efs_object_cond other = {.if_etag = "ffffffffffffffffffffffffffffffff"};
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, first, chunk1);
+	make_file(f, "alice", 2, second, chunk2);
+	make_file(f, "alice", 3, third, chunk3);
+	struct efs_object_info *o1 = object("cond", "k", first);
+	struct efs_object_info *o2 = object("cond", "k", second);
+	struct efs_object_info *o3 = object("cond", "k", third);
+	efs_strlcpy(o3->etag, "fedcba9876543210fedcba9876543210", sizeof(o3->etag));
+
+	/* no object yet: If-Match fails, If-None-Match: * succeeds once */
+	assert_int_equal(efs_meta_object_put_if(f->m, o1, &any, f->now), -ENODATA);
+	assert_int_equal(efs_meta_object_put_if(f->m, o1, &same, f->now), -ENODATA);
+	assert_int_equal(efs_meta_object_put_if(f->m, o1, &absent, f->now), 0);
+	assert_int_equal(efs_meta_object_put_if(f->m, o2, &absent, f->now), -EEXIST);
+	assert_int_equal(efs_meta_object_put_if(f->m, o2, &other, f->now), -ESTALE);
+	/* refused: nothing changed, the old file kept */
+	assert_int_equal(efs_meta_object_get(f->m, "cond", "k", got), 0);
+	assert_string_equal(got->file_id, first);
+	assert_false(is_garbage(f, chunk1));
+	/* the ETag matches (case-insensitively): replaced, old file released */
+	assert_int_equal(efs_meta_object_put_if(f->m, o2, &same, f->now), 0);
+	assert_true(is_garbage(f, chunk1));
+	assert_int_equal(efs_meta_object_put_if(f->m, o3, &any, f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "cond", "k", got), 0);
+	assert_string_equal(got->file_id, third);
+	assert_int_equal(efs_meta_object_put_if(f->m, o3, &same, f->now), -ESTALE);
+	free(o1);
+	free(o2);
+	free(o3);
+	free(got);
+}
+
 static void test_deleting_the_file_deletes_the_object(void **state)
 {
 	struct fixture *f = *state;
@@ -372,6 +416,7 @@ int main(void)
 	    T(test_a_bucket_with_an_object_is_not_deleted),
 	    T(test_overwrite_releases_the_old_file_in_the_same_step),
 	    T(test_deleting_the_file_deletes_the_object),
+	    T(test_conditional_put_checks_the_current_row),
 	    T(test_listing_in_byte_order_by_prefix_and_after),
 	};
 #undef T
