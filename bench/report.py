@@ -258,6 +258,10 @@ def build_s3(work, facts, figures, lg):
          large["put_mib_s"], "upload_random_mib_s", 0.9, None),
         ("s3_get_large_mib_s", f"S3 GET {large_mib} MiB random (boto3)", "MiB/s",
          large["get_mib_s"], "download_random_mib_s", 0.9, None),
+        ("s3_curl_put_large_mib_s", f"S3 PUT {large_mib} MiB random (curl)", "MiB/s",
+         num(facts, "s3_curl_put_mib_s"), "upload_random_mib_s", None, None),
+        ("s3_curl_get_large_mib_s", f"S3 GET {large_mib} MiB random (curl)", "MiB/s",
+         num(facts, "s3_curl_get_mib_s"), "download_random_mib_s", None, None),
         ("s3_small_put_ops_s", f"S3 PUT 4 KiB, c={conc} (loadgen)", "ops/s",
          s3lg["s3-small-put"]["ops_per_s"], "small_upload_ops_s", 0.8, "s3-small-put"),
         ("s3_small_get_ops_s", f"S3 GET 4 KiB, c={conc} (loadgen)", "ops/s",
@@ -268,8 +272,9 @@ def build_s3(work, facts, figures, lg):
         base = figures[native]["value"]
         ratio = value / base if base else None
         fig = {"label": label, "unit": unit, "value": value, "native": native,
-               "native_value": base, "ratio": ratio, "target": f"ratio >= {minimum}",
-               "pass": ratio is not None and ratio >= minimum}
+               "native_value": base, "ratio": ratio,
+               "target": f"ratio >= {minimum}" if minimum else None,
+               "pass": ratio is not None and ratio >= minimum if minimum else None}
         if lg_name:
             run = s3lg[lg_name]
             native_errors = figures[native].get("errors", 0)
@@ -290,6 +295,7 @@ def build_s3(work, facts, figures, lg):
         "large_client_cpu_s": {"put": large["put_client_cpu_s"], "get": large["get_client_cpu_s"]},
         "large_cluster_cpu_s_per_gib": {
             "s3_put_get": num(facts, "s3_large_cpu_s") / large_gib,
+            "s3_curl_put_get": num(facts, "s3_curl_large_cpu_s") / large_gib,
             "rest_upload_download": rest_cpu / large_gib if rest_cpu is not None else None},
         "master_peak_rss_mib_after": int(facts["s3_master_vmhwm_kib"]) / 1024,
         "loadgen": s3lg,
@@ -313,17 +319,21 @@ def print_s3(s3):
             note = f"  p50 {fig['p50_ms']:.2f} / p99 {fig['p99_ms']:.2f} ms"
             if fig["errors"]:
                 note += f", {fig['errors']} errors"
+        target = fig["target"] or "-"
+        result = "-" if fig["pass"] is None else ("PASS" if fig["pass"] else "FAIL")
         print(f"{fig['label']:{w}} {fmt(fig['value'], fig['unit']):>16}  "
-              f"{fmt(fig['native_value'], fig['unit']):>16}  {ratio:>6}  {fig['target']:<14} "
-              f"{'PASS' if fig['pass'] else 'FAIL'}{note}")
+              f"{fmt(fig['native_value'], fig['unit']):>16}  {ratio:>6}  {target:<14} "
+              f"{result}{note}")
     cpu = s3["large_cluster_cpu_s_per_gib"]
     rest = "-" if cpu["rest_upload_download"] is None else f"{cpu['rest_upload_download']:.2f}"
-    print(f"  cluster CPU s/GiB, large PUT+GET: S3 {cpu['s3_put_get']:.2f}, REST {rest};"
+    print(f"  cluster CPU s/GiB, large PUT+GET: S3 boto3 {cpu['s3_put_get']:.2f},"
+          f" S3 curl {cpu['s3_curl_put_get']:.2f}, REST {rest};"
           f" boto3's own CPU: PUT {s3['large_client_cpu_s']['put']:.2f} s,"
           f" GET {s3['large_client_cpu_s']['get']:.2f} s")
     print("Large: boto3 put_object/get_object, one request each (no multipart: not implemented"
-          " yet), against curl's REST upload/download of the random file; 4 KiB: the same"
-          " loadgen, concurrency and duration as the REST lines.")
+          " yet; targets judged here), and curl --aws-sigv4 (the REST lines' client, no target),"
+          " against curl's REST upload/download of the random file; 4 KiB: the same loadgen,"
+          " concurrency and duration as the REST lines.")
 
 
 EC_LAYOUTS = ((4, 2), (10, 4))
@@ -525,7 +535,7 @@ def main():
     print(f"Results: {args.out}")
     if args.strict and result["targets_met"] < result["targets_total"]:
         return 1
-    if args.strict and s3 is not None and not all(f["pass"] for f in s3["figures"].values()):
+    if args.strict and s3 is not None and any(f["pass"] is False for f in s3["figures"].values()):
         return 1
     return 0
 
