@@ -459,7 +459,7 @@ fact s3_curl_put_mib_s "$(mib_per_s "$LARGE_BYTES" "$secs")"
 out=$(curl "${s3_sig[@]}" -o /dev/null -w '%{http_code} %{time_total} %{size_download}' \
 	"$S3_URL/$S3_BUCKET/bench-large/curl.bin")
 read -r code secs bytes <<<"$out"
-[ "$code" = 200 ] && [ "$bytes" = "$LARGE_BYTES" ] || bench_die "S3 curl GET: HTTP $code, $bytes bytes"
+{ [ "$code" = 200 ] && [ "$bytes" = "$LARGE_BYTES" ]; } || bench_die "S3 curl GET: HTTP $code, $bytes bytes"
 fact s3_curl_get_mib_s "$(mib_per_s "$LARGE_BYTES" "$secs")"
 after=$(bench_cpu_ticks "${DAEMONS[@]}")
 bench_alive "${DAEMONS[@]}"
