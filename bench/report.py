@@ -5,7 +5,8 @@
 Reads WORK/facts.env (KEY=VALUE lines written by run.sh, and by
 bench/ec_bench --facts) and the load
 generator's JSON (WORK/nginx-4k.json, small-upload.json,
-small-download.json); prints each figure with its baseline, ratio, target
+small-download.json, and for the S3 lines s3-large.json, s3-small-put.json,
+s3-small-get.json); prints each figure with its baseline, ratio, target
 and PASS/FAIL; writes every figure, baseline, ratio, target, the machine
 and the settings to --out. Exits 0, or 1 with --strict when a target is
 missed. Standard library only.
@@ -239,6 +240,102 @@ def build_aws(facts, figures, baselines):
             "baselines": s3_baselines, "figures": aws}
 
 
+def build_s3(work, facts, figures, lg):
+    """The S3 lines (issue 13): the same cluster's S3 endpoint, each figure
+    as a ratio to the same operation through the REST API in this run,
+    with its target (large >= 0.9x, 4 KiB >= 0.8x). Returns None when the
+    phase did not run (an older run.sh)."""
+    path = os.path.join(work, "s3-large.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        large = json.load(f)
+    s3lg = {name: read_loadgen(work, name) for name in ("s3-small-put", "s3-small-get")}
+    large_mib = int(facts["large_bytes"]) // MIB
+    conc = int(facts["concurrency"])
+    rows = (
+        ("s3_put_large_mib_s", f"S3 PUT {large_mib} MiB random (boto3)", "MiB/s",
+         large["put_mib_s"], "upload_random_mib_s", 0.9, None),
+        ("s3_get_large_mib_s", f"S3 GET {large_mib} MiB random (boto3)", "MiB/s",
+         large["get_mib_s"], "download_random_mib_s", 0.9, None),
+        ("s3_curl_put_large_mib_s", f"S3 PUT {large_mib} MiB random (curl)", "MiB/s",
+         num(facts, "s3_curl_put_mib_s"), "upload_random_mib_s", None, None),
+        ("s3_curl_get_large_mib_s", f"S3 GET {large_mib} MiB random (curl)", "MiB/s",
+         num(facts, "s3_curl_get_mib_s"), "download_random_mib_s", None, None),
+        ("s3_small_put_ops_s", f"S3 PUT 4 KiB, c={conc} (loadgen)", "ops/s",
+         s3lg["s3-small-put"]["ops_per_s"], "small_upload_ops_s", 0.8, "s3-small-put"),
+        ("s3_small_get_ops_s", f"S3 GET 4 KiB, c={conc} (loadgen)", "ops/s",
+         s3lg["s3-small-get"]["ops_per_s"], "small_download_ops_s", 0.8, "s3-small-get"),
+    )
+    out = {}
+    for key, label, unit, value, native, minimum, lg_name in rows:
+        base = figures[native]["value"]
+        ratio = value / base if base else None
+        fig = {"label": label, "unit": unit, "value": value, "native": native,
+               "native_value": base, "ratio": ratio,
+               "target": f"ratio >= {minimum}" if minimum else None,
+               "pass": ratio is not None and ratio >= minimum if minimum else None}
+        if lg_name:
+            run = s3lg[lg_name]
+            native_errors = figures[native].get("errors", 0)
+            fig.update({"p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"],
+                        "errors": run["errors"], "native_errors": native_errors})
+            if run["errors"]:
+                fig["pass"] = False
+        out[key] = fig
+    large_gib = int(facts["large_bytes"]) / GIB
+    rest_cpu = None
+    if "download_random_cpu_s" in facts:
+        rest_cpu = num(facts, "upload_random_cpu_s") + num(facts, "download_random_cpu_s")
+    return {
+        "endpoint": f"the cluster's master, S3_PORT {facts.get('s3_port', '?')}",
+        "large_client": large["client"] + "; no multipart (not implemented by the endpoint yet)",
+        "small_client": "bench/loadgen s3put/s3get (libcurl SigV4, UNSIGNED-PAYLOAD, keep-alive)",
+        "figures": out,
+        "large_client_cpu_s": {"put": large["put_client_cpu_s"], "get": large["get_client_cpu_s"]},
+        "large_cluster_cpu_s_per_gib": {
+            "s3_put_get": num(facts, "s3_large_cpu_s") / large_gib,
+            "s3_curl_put_get": num(facts, "s3_curl_large_cpu_s") / large_gib,
+            "rest_upload_download": rest_cpu / large_gib if rest_cpu is not None else None},
+        "master_peak_rss_mib_after": int(facts["s3_master_vmhwm_kib"]) / 1024,
+        "loadgen": s3lg,
+        "large": large,
+    }
+
+
+def print_s3(s3):
+    print()
+    if s3 is None:
+        print("S3 endpoint: not measured.")
+        return
+    print("S3 endpoint (issue 13): the same cluster through its S3 listener, each figure as a"
+          " ratio to the same operation through the REST API in this run")
+    w = 40
+    print(f"{'figure':{w}} {'value':>16}  {'REST API':>16}  {'ratio':>6}  {'target':<14} result")
+    for fig in s3["figures"].values():
+        ratio = "-" if fig["ratio"] is None else f"{fig['ratio']:.2f}"
+        note = ""
+        if "p99_ms" in fig:
+            note = f"  p50 {fig['p50_ms']:.2f} / p99 {fig['p99_ms']:.2f} ms"
+            if fig["errors"]:
+                note += f", {fig['errors']} errors"
+        target = fig["target"] or "-"
+        result = "-" if fig["pass"] is None else ("PASS" if fig["pass"] else "FAIL")
+        print(f"{fig['label']:{w}} {fmt(fig['value'], fig['unit']):>16}  "
+              f"{fmt(fig['native_value'], fig['unit']):>16}  {ratio:>6}  {target:<14} "
+              f"{result}{note}")
+    cpu = s3["large_cluster_cpu_s_per_gib"]
+    rest = "-" if cpu["rest_upload_download"] is None else f"{cpu['rest_upload_download']:.2f}"
+    print(f"  cluster CPU s/GiB, large PUT+GET: S3 boto3 {cpu['s3_put_get']:.2f},"
+          f" S3 curl {cpu['s3_curl_put_get']:.2f}, REST {rest};"
+          f" boto3's own CPU: PUT {s3['large_client_cpu_s']['put']:.2f} s,"
+          f" GET {s3['large_client_cpu_s']['get']:.2f} s")
+    print("Large: boto3 put_object/get_object, one request each (no multipart: not implemented"
+          " yet; targets judged here), and curl --aws-sigv4 (the REST lines' client, no target),"
+          " against curl's REST upload/download of the random file; 4 KiB: the same loadgen,"
+          " concurrency and duration as the REST lines.")
+
+
 EC_LAYOUTS = ((4, 2), (10, 4))
 EC_OPS = (("encode", "encode (M parity shards)"),
           ("rebuild_1", "rebuild 1 lost data shard"),
@@ -383,7 +480,9 @@ def main():
     figures, baselines, targets = build(facts, lg)
     aws = build_aws(facts, figures, baselines)
     ec = build_ec(facts)
+    s3 = build_s3(args.work, facts, figures, lg)
     print_table(facts, figures, baselines, targets)
+    print_s3(s3)
     print_ec(ec)
     print_aws(facts, aws)
 
@@ -423,6 +522,7 @@ def main():
         "targets_met": sum(1 for t in targets if t["pass"]),
         "targets_total": len(targets),
         "loadgen": lg,
+        "s3": s3 if s3 is not None else {"skipped": "not measured"},
         "erasure_coding": ec if ec is not None else {"skipped": "not measured"},
         "aws_mode": aws if aws is not None else {"skipped": facts.get("aws_skipped",
                                                                      "not measured")},
@@ -434,6 +534,8 @@ def main():
     os.replace(tmp, args.out)
     print(f"Results: {args.out}")
     if args.strict and result["targets_met"] < result["targets_total"]:
+        return 1
+    if args.strict and s3 is not None and any(f["pass"] is False for f in s3["figures"].values()):
         return 1
     return 0
 

@@ -12,6 +12,13 @@
 #              large uploads/downloads with curl (random and text files),
 #              4 KiB uploads/downloads with bench/loadgen, peak RSS, CPU
 #              seconds per GiB uploaded
+#   S3         the same cluster's S3 listener (S3_PORT, issue 13): one large
+#              PUT and GET of another random file with boto3 (bench/s3_large.py,
+#              put_object: one request, no multipart, which the endpoint does
+#              not implement yet), the same with curl --aws-sigv4 and a third
+#              file (the REST lines' client), 4 KiB PUTs/GETs with bench/loadgen
+#              s3put/s3get (SigV4 by libcurl); each as a ratio to the same
+#              operation through the REST API above
 #   EC         erasure coding (src/common/ec.c) of 4 MiB stripes, 4+2 and
 #              10+4, one thread: encode and rebuild throughput as ratios to
 #              memcpy of the same bytes (bench/ec_bench, no cluster)
@@ -113,7 +120,9 @@ fact() {
 # Space: the two large files, a dd copy, 3 replicas of each (the text one
 # compressed ~4x), the small files, and a margin; for AWS mode one S3
 # baseline object at a time and one copy of each file (text ~4x smaller).
-need_mib=$((LARGE_MIB * 2 + LARGE_MIB + LARGE_MIB * 3 + LARGE_MIB * 3 / 4 + 1024 + LARGE_MIB * 9 / 4))
+# The S3 phase adds two more random files and their 3 replicas.
+need_mib=$((LARGE_MIB * 2 + LARGE_MIB + LARGE_MIB * 3 + LARGE_MIB * 3 / 4 + 1024 + LARGE_MIB * 9 / 4 +
+	LARGE_MIB * 8))
 avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
 [ "$avail_mib" -ge "$need_mib" ] ||
 	bench_die "$WORK has $avail_mib MiB free, the run needs about $need_mib MiB"
@@ -268,8 +277,12 @@ bench_log "generating the test files: ${LARGE_MIB} MiB random, ${LARGE_MIB} MiB 
 "$LOADGEN" gen --kind random --size "$LARGE_BYTES" --seed 1 >"$FILES/random.bin"
 "$LOADGEN" gen --kind text --size "$LARGE_BYTES" --seed 2 >"$FILES/text.txt"
 "$LOADGEN" gen --kind random --size "$SMALL_SIZE" --seed 3 >"$FILES/small.bin"
+# The S3 PUTs' files (boto3, curl): random like random.bin but other
+# bytes, so that deduplication never short-cuts one.
+"$LOADGEN" gen --kind random --size "$LARGE_BYTES" --seed 4 >"$FILES/s3.bin"
+"$LOADGEN" gen --kind random --size "$LARGE_BYTES" --seed 5 >"$FILES/s3-curl.bin"
 # Written back now, so that no writeback of them overlaps a measurement.
-sync "$FILES/random.bin" "$FILES/text.txt" "$FILES/small.bin"
+sync "$FILES/random.bin" "$FILES/text.txt" "$FILES/small.bin" "$FILES/s3.bin" "$FILES/s3-curl.bin"
 declare -A SHA
 for kind in random text; do
 	file=$FILES/random.bin
@@ -332,7 +345,11 @@ bench_stop "$NGINX_PID"
 # ---- 4. EchoFS: large files --------------------------------------------------
 
 bench_log "starting the cluster: 1 master + $WORKER_COUNT workers, replication $REPLICATION_FACTOR"
+# The master serves S3 too (the S3 phase, section 6b); the workers ignore it.
+S3_PORT=$(bench_pick_ports 1) || bench_die "no free port for the S3 listener"
+export S3_PORT
 bench_cluster_start "$WORK/cluster"
+S3_URL="http://127.0.0.1:$S3_PORT"
 AUTH="Authorization: Bearer $TOKEN"
 DAEMONS=("$MASTER_PID" "${WORKER_PIDS[@]}")
 CLK_TCK=$(getconf CLK_TCK)
@@ -395,7 +412,73 @@ for pid in "${WORKER_PIDS[@]}"; do
 	fact "worker${i}_vmhwm_kib" "$(bench_status_kib "$pid" VmHWM)"
 	i=$((i + 1))
 done
+
+# ---- 6b. S3: the same operations through the S3 endpoint ----------------------
+
+# After the REST phases and their memory figures, on the same cluster, so
+# that each S3 figure has its REST twin from this run: the large PUT/GET
+# against the random file's upload/download (same size, random bytes, one
+# request each), 4 KiB PUT/GET against the 4 KiB uploads/downloads (same
+# load generator, concurrency and duration). The REST side streams with
+# curl and sends a bearer token; the S3 side is boto3 for the large
+# transfers (issue 13 asks for an S3 client; over plain HTTP it reads the
+# file once to hash it for the signature before sending) and SigV4-signing
+# libcurl for the small ones.
+PYTHON=/usr/bin/python3
+[ -x "$PYTHON" ] || PYTHON=python3
+bench_log "S3: an access key (POST /api/v1/keys) and the bucket"
+code=$(curl -sS -X POST -H "$AUTH" -o "$WORK/s3-key.json" -w '%{http_code}' "$MASTER_URL/api/v1/keys") ||
+	bench_die "POST /api/v1/keys failed"
+[ "$code" = 201 ] || bench_die "POST /api/v1/keys: HTTP $code: $(head -c 300 "$WORK/s3-key.json")"
+S3_KEY_ID=$("$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["access_key_id"])' <"$WORK/s3-key.json")
+S3_SECRET=$("$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["secret_access_key"])' <"$WORK/s3-key.json")
+S3_BUCKET=echofs-bench
+S3_REGION=${AWS_REGION:-us-east-1} # the master's region: it reads AWS_REGION too
+"$PYTHON" -c 'import boto3' 2>/dev/null ||
+	bench_die "boto3 is missing for $PYTHON (Debian: python3-boto3; scripts/install-deps.sh)"
+bench_log "S3: boto3 put_object and get_object of a ${LARGE_MIB} MiB random file (one request each)"
+before=$(bench_cpu_ticks "${DAEMONS[@]}")
+"$PYTHON" "$ROOT/bench/s3_large.py" --endpoint "$S3_URL" --key-id "$S3_KEY_ID" --secret "$S3_SECRET" \
+	--region "$S3_REGION" --bucket "$S3_BUCKET" --key bench-large/random.bin --file "$FILES/s3.bin" --create-bucket \
+	>"$WORK/s3-large.json" || bench_die "the S3 large PUT/GET failed (bench/s3_large.py)"
+after=$(bench_cpu_ticks "${DAEMONS[@]}")
+bench_alive "${DAEMONS[@]}"
+fact s3_large_cpu_s "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+# The same with the REST lines' own client: curl streaming the file, signed
+# by curl (UNSIGNED-PAYLOAD, so neither side hashes the body for the
+# signature; no "Expect:" header, which curl would sign but not send).
+bench_log "S3: curl --aws-sigv4 PUT and GET of a ${LARGE_MIB} MiB random file"
+s3_sig=(-sS --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_KEY_ID:$S3_SECRET"
+	-H 'x-amz-content-sha256: UNSIGNED-PAYLOAD')
+before=$(bench_cpu_ticks "${DAEMONS[@]}")
+out=$(curl "${s3_sig[@]}" -T "$FILES/s3-curl.bin" -H 'Content-Type: application/octet-stream' \
+	-o "$WORK/s3-curl-put.out" -w '%{http_code} %{time_total}' "$S3_URL/$S3_BUCKET/bench-large/curl.bin")
+read -r code secs <<<"$out"
+[ "$code" = 200 ] || bench_die "S3 curl PUT: HTTP $code: $(head -c 300 "$WORK/s3-curl-put.out")"
+fact s3_curl_put_mib_s "$(mib_per_s "$LARGE_BYTES" "$secs")"
+out=$(curl "${s3_sig[@]}" -o /dev/null -w '%{http_code} %{time_total} %{size_download}' \
+	"$S3_URL/$S3_BUCKET/bench-large/curl.bin")
+read -r code secs bytes <<<"$out"
+{ [ "$code" = 200 ] && [ "$bytes" = "$LARGE_BYTES" ]; } || bench_die "S3 curl GET: HTTP $code, $bytes bytes"
+fact s3_curl_get_mib_s "$(mib_per_s "$LARGE_BYTES" "$secs")"
+after=$(bench_cpu_ticks "${DAEMONS[@]}")
+bench_alive "${DAEMONS[@]}"
+fact s3_curl_large_cpu_s "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
+bench_log "S3: 4 KiB PUTs, concurrency $CONCURRENCY, ${SMALL_SECONDS} s"
+loadgen_run s3-small-put s3put --url "$S3_URL" --bucket "$S3_BUCKET" --s3-user "$S3_KEY_ID:$S3_SECRET" \
+	--region "$S3_REGION" \
+	--size "$SMALL_SIZE" --concurrency "$CONCURRENCY" --seconds "$SMALL_SECONDS" \
+	--ids-out "$WORK/s3-keys.txt"
+bench_alive "${DAEMONS[@]}"
+bench_log "S3: 4 KiB GETs, concurrency $CONCURRENCY, ${SMALL_SECONDS} s"
+loadgen_run s3-small-get s3get --url "$S3_URL" --bucket "$S3_BUCKET" --s3-user "$S3_KEY_ID:$S3_SECRET" \
+	--region "$S3_REGION" \
+	--ids "$WORK/s3-keys.txt" --size "$SMALL_SIZE" --concurrency "$CONCURRENCY" \
+	--seconds "$SMALL_SECONDS"
+bench_alive "${DAEMONS[@]}"
+fact s3_master_vmhwm_kib "$(bench_status_kib "$MASTER_PID" VmHWM)"
 bench_stop "${DAEMONS[@]}"
+unset S3_PORT
 
 # ---- 7. AWS mode: the same large files through S3 ----------------------------
 
