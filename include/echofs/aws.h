@@ -138,6 +138,10 @@ int efs_aws_status_errno(long status, const char *code);
 /* True when an answer of @status with @code may be retried (5xx, 429,
  * SlowDown, the DynamoDB throttling codes, RequestTimeout). */
 bool efs_aws_retryable(long status, const char *code);
+/* True when an answer of @status with @code says the request was refused
+ * before it was performed (429, SlowDown and the throttling codes): safe
+ * to send again even when the request is not idempotent. */
+bool efs_aws_throttled(long status, const char *code);
 
 /* A client: the configuration, the HTTP client it sends on (not owned) and
  * the cached signing keys. Thread-safe. */
@@ -177,7 +181,10 @@ struct efs_aws_request {
 	/* The x-amz-content-sha256 value; NULL: the SHA-256 of @body (or of
 	 * nothing), UNSIGNED-PAYLOAD for a streamed body. */
 	const char *payload_hash;
-	bool retry;	     /* may be sent more than once */
+	/* May be sent more than once (after a lost answer or a 5xx). A
+	 * request that may not is still sent again after a throttling answer
+	 * (efs_aws_throttled), which says it was not performed. */
+	bool retry;
 	size_t resp_cap;     /* 0 = EFS_AWS_DEFAULT_RESP_CAP */
 	long timeout_ms;     /* per attempt; 0 = the HTTP client's 30 s */
 	efs_aws_header_fn header_fn; /* response headers, or NULL */

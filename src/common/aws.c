@@ -434,12 +434,16 @@ static bool code_is(const char *code, const char *what)
 	return code && strcmp(code, what) == 0;
 }
 
+bool efs_aws_throttled(long status, const char *code)
+{
+	return status == 429 || code_is(code, "SlowDown") ||
+	       code_is(code, "ProvisionedThroughputExceededException") ||
+	       code_is(code, "ThrottlingException") || code_is(code, "RequestLimitExceeded");
+}
+
 bool efs_aws_retryable(long status, const char *code)
 {
-	return status >= 500 || status == 429 || code_is(code, "SlowDown") ||
-	       code_is(code, "ProvisionedThroughputExceededException") ||
-	       code_is(code, "ThrottlingException") || code_is(code, "RequestLimitExceeded") ||
-	       code_is(code, "RequestTimeout");
+	return status >= 500 || efs_aws_throttled(status, code) || code_is(code, "RequestTimeout");
 }
 
 int efs_aws_status_errno(long status, const char *code)
@@ -714,7 +718,9 @@ int efs_aws_send(struct efs_aws_client *c, const struct efs_aws_request *req,
 	resp->status = 0;
 	resp->attempts = 0;
 	resp->code[0] = resp->message[0] = '\0';
-	int max = req->retry && !streamed ? c->max_attempts : 1;
+	/* Not streamed: up to max_attempts; a request that must not be
+	 * performed twice is sent again only after a throttling answer. */
+	int max = !streamed ? c->max_attempts : 1;
 	for (int attempt = 1; attempt <= max; attempt++) {
 		struct efs_http_call call;
 		efs_http_call_init(&call, req->method, req->url);
@@ -752,8 +758,8 @@ int efs_aws_send(struct efs_aws_client *c, const struct efs_aws_request *req,
 			/* A connection failure: the request may or may not have
 			 * been performed. An answer over the cap, a certificate
 			 * refused, a local failure (-ENOMEM...) are final. */
-			retry = r == -ECONNREFUSED || r == -ETIMEDOUT || r == -EIO ||
-				r == -ECONNRESET || r == -EHOSTUNREACH;
+			retry = req->retry && (r == -ECONNREFUSED || r == -ETIMEDOUT || r == -EIO ||
+					       r == -ECONNRESET || r == -EHOSTUNREACH);
 		} else {
 			efs_buf_release(&resp->body);
 			resp->body = call.resp;
@@ -777,7 +783,8 @@ int efs_aws_send(struct efs_aws_client *c, const struct efs_aws_request *req,
 					 "HTTP %ld without an AWS error body", call.status);
 			}
 			r = efs_aws_status_errno(call.status, resp->code);
-			retry = efs_aws_retryable(call.status, resp->code);
+			retry = req->retry ? efs_aws_retryable(call.status, resp->code)
+					   : efs_aws_throttled(call.status, resp->code);
 		}
 		efs_http_call_release(&call);
 		if (!retry || attempt == max)

@@ -324,6 +324,15 @@ static void test_errno_and_retry_mapping(void **state)
 	assert_false(efs_aws_retryable(403, "SignatureDoesNotMatch"));
 	assert_false(efs_aws_retryable(404, "NoSuchKey"));
 	assert_false(efs_aws_retryable(400, "ValidationException"));
+	/* throttled: refused before it was performed, so sent again even
+	 * when not idempotent; a 5xx or a timeout may have been performed */
+	assert_true(efs_aws_throttled(400, "ThrottlingException"));
+	assert_true(efs_aws_throttled(400, "ProvisionedThroughputExceededException"));
+	assert_true(efs_aws_throttled(503, "SlowDown"));
+	assert_true(efs_aws_throttled(429, ""));
+	assert_false(efs_aws_throttled(500, "InternalError"));
+	assert_false(efs_aws_throttled(400, "RequestTimeout"));
+	assert_false(efs_aws_throttled(400, "ConditionalCheckFailedException"));
 }
 
 /* A caller header with CR or LF is refused before anything is sent (the
