@@ -133,11 +133,11 @@ static int push_unit(void *ctx, const json_t *item)
 static int query_units(struct dyn *d, const char *table, const char *pk, const char *prefix,
 		       struct units *u)
 {
-	json_t *body = json_pack("{s:s, s:s, s:b, s:s, s:{s:s, s:s}, s:{s:o, s:o}}", "TableName",
-				 table, "KeyConditionExpression", "pk = :pk AND begins_with(sk, :p)",
-				 "ConsistentRead", 1, "ProjectionExpression", "#s, #c",
-				 "ExpressionAttributeNames", "#s", "sk", "#c", "created_at",
-				 "ExpressionAttributeValues", ":pk", ddb_s(pk), ":p", ddb_s(prefix));
+	json_t *body = json_pack(
+	    "{s:s, s:s, s:b, s:s, s:{s:s, s:s}, s:{s:o, s:o}}", "TableName", table,
+	    "KeyConditionExpression", "pk = :pk AND begins_with(sk, :p)", "ConsistentRead", 1,
+	    "ProjectionExpression", "#s, #c", "ExpressionAttributeNames", "#s", "sk", "#c",
+	    "created_at", "ExpressionAttributeValues", ":pk", ddb_s(pk), ":p", ddb_s(prefix));
 	int r = body ? ddb_query_all(&d->ddb, "Query", body, 0, push_unit, u) : -ENOMEM;
 	json_decref(body);
 	return r;
@@ -243,9 +243,8 @@ static int sweep_session(struct dyn *d, const char *pk, int64_t before_ms, int64
 		if ((r = delete_units(d, d->sessions, pk, &u, 0)) < 0)
 			goto out;
 		struct ddb_result res;
-		if (completed &&
-		    (r = dyn_delete(d, d->sessions, pk, DYN_SESSION_COMPLETED_SK, NULL, NULL, NULL,
-				    &res)) < 0) {
+		if (completed && (r = dyn_delete(d, d->sessions, pk, DYN_SESSION_COMPLETED_SK, NULL,
+						 NULL, NULL, &res)) < 0) {
 			r = dyn_fail("DeleteItem (completed session's mark)", r, &res);
 			goto out;
 		}

@@ -18,6 +18,8 @@
 #include <string.h>
 
 #define SESSION_PK "SESSION#"
+
+void (*dyn_test_before_commit)(struct dyn *d, const char *file_id);
 #define DONE_PK "DONE#"
 
 static void session_pk(const char *session_id, char out[EFS_ID_MAX + 16])
@@ -203,15 +205,14 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 						   ":v1", ddb_n(s.version + 1), ":e", ddb_n(expires),
 						   ":ttl", ddb_n(ttl_of(expires)))));
 		json_array_append_new(
-		    items,
-		    dyn_tx_put(d->sessions,
-			       json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "pk", ddb_s(pk), "sk",
-					 ddb_s(sk), "chunk_id", ddb_s(chunk->chunk_id), "size",
-					 ddb_n((int64_t)chunk->size), "stored_size",
-					 ddb_n((int64_t)chunk->stored_size), "created_at",
-					 ddb_n(now_ms)),
-			       old[0] ? "chunk_id = :old" : "attribute_not_exists(sk)", NULL,
-			       old[0] ? json_pack("{s:o}", ":old", ddb_s(old)) : NULL));
+		    items, dyn_tx_put(d->sessions,
+				      json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "pk", ddb_s(pk),
+						"sk", ddb_s(sk), "chunk_id", ddb_s(chunk->chunk_id),
+						"size", ddb_n((int64_t)chunk->size), "stored_size",
+						ddb_n((int64_t)chunk->stored_size), "created_at",
+						ddb_n(now_ms)),
+				      old[0] ? "chunk_id = :old" : "attribute_not_exists(sk)", NULL,
+				      old[0] ? json_pack("{s:o}", ":old", ddb_s(old)) : NULL));
 		size_t new_at = SIZE_MAX, expected = 2;
 		if (strcmp(old, chunk->chunk_id) != 0) {
 			new_at = 2;
@@ -318,8 +319,8 @@ static void delete_session_chunks(struct dyn *d, const char *session_id,
 		json_t *body = json_pack("{s:{s:o}}", "RequestItems", d->sessions, requests);
 		json_t *answer = NULL;
 		struct ddb_result res;
-		int r = body ? ddb_call(&d->ddb, "BatchWriteItem", body, true, &answer, &res)
-			     : -ENOMEM;
+		int r =
+		    body ? ddb_call(&d->ddb, "BatchWriteItem", body, true, &answer, &res) : -ENOMEM;
 		json_decref(body);
 		/* BatchWriteItem may leave some undone: they stay for the sweep,
 		 * and so must the COMPLETED item that says they count nothing */
@@ -365,6 +366,8 @@ int dyn_session_complete(void *impl, const char *session_id, int64_t version,
 		delete_chunk_lists(d, file->file_id, &l);
 		goto out;
 	}
+	if (dyn_test_before_commit)
+		dyn_test_before_commit(d, file->file_id);
 	session_pk(session_id, pk);
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
 		struct ddb_result res;
@@ -391,12 +394,12 @@ int dyn_session_complete(void *impl, const char *session_id, int64_t version,
 		/* The mark that the session's CHUNK# items count nothing from now
 		 * on, until they are deleted (the collector's sweep reads it). */
 		json_array_append_new(
-		    items, dyn_tx_put(d->sessions,
-				      json_pack("{s:o, s:o, s:o, s:o}", "pk", ddb_s(pk), "sk",
-						ddb_s(DYN_SESSION_COMPLETED_SK), "file_id",
-						ddb_s(file->file_id), "created_at",
-						ddb_n(efs_now_ms())),
-				      NULL, NULL, NULL));
+		    items,
+		    dyn_tx_put(d->sessions,
+			       json_pack("{s:o, s:o, s:o, s:o}", "pk", ddb_s(pk), "sk",
+					 ddb_s(DYN_SESSION_COMPLETED_SK), "file_id",
+					 ddb_s(file->file_id), "created_at", ddb_n(efs_now_ms())),
+			       NULL, NULL, NULL));
 		expected++;
 		/* The file's first chunk-list item must still be there: the
 		 * collector's sweep deletes a file's chunk lists without META,
