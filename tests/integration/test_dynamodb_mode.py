@@ -395,6 +395,9 @@ def test_leftovers_of_dead_masters_are_swept(cluster, tables):
     chunk_item = _partition(tables, tables.sessions, spk)
     assert {i["sk"]["S"] for i in chunk_item} == {"META", "CHUNK#000000000000"}
     assert "created_at" in [i for i in chunk_item if i["sk"]["S"] != "META"][0]
+    # The master stops (its sweep, once per process start and then every
+    # 10 minutes, must not see half of what follows).
+    m.stop()
     tables.aws.dynamodb("DeleteItem", {"TableName": tables.sessions,
                                        "Key": {"pk": {"S": spk}, "sk": {"S": "META"}}})
     # ... and long ago (older than the sweep's grace)
@@ -440,6 +443,7 @@ def test_leftovers_of_dead_masters_are_swept(cluster, tables):
     # A new master process sweeps on its collector's first pass.
     m.restart()
     m.wait_ready()
+    c = m.user_client()
 
     def swept():
         return (_partition(tables, tables.files, "FILE#ghost") == []
