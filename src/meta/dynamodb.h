@@ -34,6 +34,12 @@
 /* The TTL backstop: DynamoDB removes a session item this long after it
  * expired, a day after the collector should have (docs/AWS.md). */
 #define DYN_TTL_GRACE_S 86400
+/* The sort key of the item a complete's commit puts in the session's
+ * partition: its CHUNK# items count nothing any more (deleted with them). */
+#define DYN_SESSION_COMPLETED_SK "COMPLETED"
+/* The collector's sweep of leftover items (dynamodb_leftovers.c) takes
+ * only items older than this (or with no created_at: written before it). */
+#define DYN_LEFTOVER_GRACE_MS (60 * 60 * 1000)
 
 struct dyn {
 	struct ddb ddb;
@@ -109,6 +115,14 @@ int dyn_release(struct dyn *d, const char *what, int64_t now_ms);
 /* Finishes up to @max releases started before @before_ms (their master
  * died). */
 int dyn_release_stale(struct dyn *d, int64_t before_ms, size_t max);
+/* The lease holder's sweep of items a dead master left that no file or
+ * session names (docs/AWS.md, "Leftovers"): a file's chunk lists without
+ * META, a session's CHUNK# items without META. Items younger than
+ * @before_ms are left alone. Logs what it does; errors end the pass. */
+void dyn_sweep_leftovers(struct dyn *d, int64_t before_ms, int64_t now_ms);
+/* Tests only (tests/unit/test_meta_files.c): when set, a complete calls it
+ * between writing the file's chunk lists and its commit. NULL otherwise. */
+extern void (*dyn_test_before_commit)(struct dyn *d, const char *file_id);
 
 /* Attribute values for the item of @f. */
 int dyn_file_from_item(const json_t *item, struct efs_file_info *f);

@@ -694,6 +694,8 @@ static void sweep(struct dyn *d, int64_t now_ms)
 	pthread_mutex_unlock(&d->lease_lock);
 	if (!due)
 		return;
+	/* first: a vanished session's release may bring chunks to 0 */
+	dyn_sweep_leftovers(d, now_ms - DYN_LEFTOVER_GRACE_MS, now_ms);
 	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:o, s:o}}", "TableName", d->chunks,
 				 "FilterExpression",
 				 "sk = :meta AND refcount <= :z AND attribute_not_exists(zero_since)",

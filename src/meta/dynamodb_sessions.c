@@ -18,6 +18,8 @@
 #include <string.h>
 
 #define SESSION_PK "SESSION#"
+
+void (*dyn_test_before_commit)(struct dyn *d, const char *file_id);
 #define DONE_PK "DONE#"
 
 static void session_pk(const char *session_id, char out[EFS_ID_MAX + 16])
@@ -203,14 +205,14 @@ int dyn_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 						   ":v1", ddb_n(s.version + 1), ":e", ddb_n(expires),
 						   ":ttl", ddb_n(ttl_of(expires)))));
 		json_array_append_new(
-		    items,
-		    dyn_tx_put(d->sessions,
-			       json_pack("{s:o, s:o, s:o, s:o, s:o}", "pk", ddb_s(pk), "sk",
-					 ddb_s(sk), "chunk_id", ddb_s(chunk->chunk_id), "size",
-					 ddb_n((int64_t)chunk->size), "stored_size",
-					 ddb_n((int64_t)chunk->stored_size)),
-			       old[0] ? "chunk_id = :old" : "attribute_not_exists(sk)", NULL,
-			       old[0] ? json_pack("{s:o}", ":old", ddb_s(old)) : NULL));
+		    items, dyn_tx_put(d->sessions,
+				      json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "pk", ddb_s(pk),
+						"sk", ddb_s(sk), "chunk_id", ddb_s(chunk->chunk_id),
+						"size", ddb_n((int64_t)chunk->size), "stored_size",
+						ddb_n((int64_t)chunk->stored_size), "created_at",
+						ddb_n(now_ms)),
+				      old[0] ? "chunk_id = :old" : "attribute_not_exists(sk)", NULL,
+				      old[0] ? json_pack("{s:o}", ":old", ddb_s(old)) : NULL));
 		size_t new_at = SIZE_MAX, expected = 2;
 		if (strcmp(old, chunk->chunk_id) != 0) {
 			new_at = 2;
@@ -274,7 +276,8 @@ static void delete_chunk_lists(struct dyn *d, const char *file_id, const struct 
 
 /* Writes the file's chunk-list items (runs of consecutive indexes, at most
  * DYN_LIST_IDS each); invisible until the file's META exists. */
-static int write_chunk_lists(struct dyn *d, const char *file_id, const struct chunk_list *l)
+static int write_chunk_lists(struct dyn *d, const char *file_id, const struct chunk_list *l,
+			     int64_t now_ms)
 {
 	char pk[EFS_ID_MAX + 16], sk[32];
 	snprintf(pk, sizeof(pk), "FILE#%s", file_id);
@@ -284,9 +287,11 @@ static int write_chunk_lists(struct dyn *d, const char *file_id, const struct ch
 		for (size_t k = 0; k < n; k++)
 			json_array_append_new(ids, ddb_s(l->items[i + k].chunk_id));
 		dyn_list_sk(l->items[i].index, sk);
-		json_t *item = json_pack("{s:o, s:o, s:o, s:{s:o}}", "pk", ddb_s(pk), "sk", ddb_s(sk),
-					 "first", ddb_n((int64_t)l->items[i].index), "chunk_ids",
-					 "L", ids);
+		/* created_at: the collector's sweep leaves younger items of a
+		 * file without META alone (dynamodb_leftovers.c) */
+		json_t *item = json_pack("{s:o, s:o, s:o, s:{s:o}, s:o}", "pk", ddb_s(pk), "sk",
+					 ddb_s(sk), "first", ddb_n((int64_t)l->items[i].index),
+					 "chunk_ids", "L", ids, "created_at", ddb_n(now_ms));
 		struct ddb_result res;
 		int r = item ? dyn_put(d, d->files, item, NULL, NULL, NULL, &res) : -ENOMEM;
 		json_decref(item);
@@ -296,8 +301,9 @@ static int write_chunk_lists(struct dyn *d, const char *file_id, const struct ch
 	return 0;
 }
 
-/* Deletes a completed session's CHUNK# items: they count nothing any more
- * (the session's META is gone). Best effort. */
+/* Deletes a completed session's CHUNK# items, then its COMPLETED item: they
+ * count nothing any more (the session's META is gone). Best effort: what a
+ * failure leaves, the collector's sweep removes (dynamodb_leftovers.c). */
 static void delete_session_chunks(struct dyn *d, const char *session_id,
 				  const struct chunk_list *l)
 {
@@ -311,14 +317,26 @@ static void delete_session_chunks(struct dyn *d, const char *session_id,
 								  ddb_key(pk, sk)));
 		}
 		json_t *body = json_pack("{s:{s:o}}", "RequestItems", d->sessions, requests);
+		json_t *answer = NULL;
 		struct ddb_result res;
-		int r = body ? ddb_call(&d->ddb, "BatchWriteItem", body, true, NULL, &res) : -ENOMEM;
+		int r =
+		    body ? ddb_call(&d->ddb, "BatchWriteItem", body, true, &answer, &res) : -ENOMEM;
 		json_decref(body);
+		/* BatchWriteItem may leave some undone: they stay for the sweep,
+		 * and so must the COMPLETED item that says they count nothing */
+		size_t undone = json_object_size(json_object_get(answer, "UnprocessedItems"));
+		json_decref(answer);
 		if (r < 0) {
 			dyn_fail("BatchWriteItem (completed session's chunks)", r, &res);
 			return;
 		}
+		if (undone)
+			return;
 	}
+	struct ddb_result res;
+	int r = dyn_delete(d, d->sessions, pk, DYN_SESSION_COMPLETED_SK, NULL, NULL, NULL, &res);
+	if (r < 0)
+		dyn_fail("DeleteItem (completed session's mark)", r, &res);
 }
 
 int dyn_session_complete(void *impl, const char *session_id, int64_t version,
@@ -344,10 +362,12 @@ int dyn_session_complete(void *impl, const char *session_id, int64_t version,
 		return r;
 	if ((r = query_chunks(d, session_id, &l)) < 0)
 		return r;
-	if ((r = write_chunk_lists(d, file->file_id, &l)) < 0) {
+	if ((r = write_chunk_lists(d, file->file_id, &l, efs_now_ms())) < 0) {
 		delete_chunk_lists(d, file->file_id, &l);
 		goto out;
 	}
+	if (dyn_test_before_commit)
+		dyn_test_before_commit(d, file->file_id);
 	session_pk(session_id, pk);
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
 		struct ddb_result res;
@@ -370,12 +390,41 @@ int dyn_session_complete(void *impl, const char *session_id, int64_t version,
 						 ddb_s("done"), "ttl", ddb_n(ttl_of(remember_until_ms))),
 				       NULL, NULL, NULL));
 		}
-		r = dyn_tx(d, items, remember_until_ms > 0 ? 3 : 2, &res);
+		size_t expected = remember_until_ms > 0 ? 3 : 2, check_at = SIZE_MAX;
+		/* The mark that the session's CHUNK# items count nothing from now
+		 * on, until they are deleted (the collector's sweep reads it). */
+		json_array_append_new(
+		    items,
+		    dyn_tx_put(d->sessions,
+			       json_pack("{s:o, s:o, s:o, s:o}", "pk", ddb_s(pk), "sk",
+					 ddb_s(DYN_SESSION_COMPLETED_SK), "file_id",
+					 ddb_s(file->file_id), "created_at", ddb_n(efs_now_ms())),
+			       NULL, NULL, NULL));
+		expected++;
+		/* The file's first chunk-list item must still be there: the
+		 * collector's sweep deletes a file's chunk lists without META,
+		 * the first one in a transaction checking that META is absent,
+		 * so either this commit or that sweep wins, never both. */
+		if (l.count) {
+			char first_sk[32];
+			dyn_list_sk(l.items[0].index, first_sk);
+			check_at = expected++;
+			json_array_append_new(items,
+					      dyn_tx_check(d->files, ddb_key(fpk, first_sk),
+							   "attribute_exists(sk)", NULL, NULL));
+		}
+		r = dyn_tx(d, items, expected, &res);
 		if (r == -EBUSY) {
 			efs_sleep_ms(5 * (attempt + 1));
 			continue;
 		}
-		if (r == -ECANCELED && res.failed[1])
+		if (r == -ECANCELED && check_at != SIZE_MAX && res.failed[check_at]) {
+			efs_warn("dynamodb: complete of session %s: the chunk lists of file %s were"
+				 " swept as leftovers before its commit (slower than the sweep's"
+				 " grace): not committed",
+				 session_id, file->file_id);
+			r = -EAGAIN;
+		} else if (r == -ECANCELED && res.failed[1])
 			r = -EEXIST;
 		else if (r == -ECANCELED)
 			r = dyn_session_get(d, session_id, &s) == -ENOENT ? -ENOENT : -ESTALE;

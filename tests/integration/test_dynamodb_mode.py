@@ -38,6 +38,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -355,6 +356,113 @@ def test_two_masters_share_the_tables(cluster, tables):
     h.wait_until(lambda: tables.items(tables.chunks, "") == [], 30,
                  what="the lease holder's collector to take every chunk")
     assert tables.items(tables.sessions, "RELEASE#") == []
+
+
+def _partition(tables, table, pk):
+    return [i for i in tables.items(table, pk) if i["pk"]["S"] == pk]
+
+
+@needs_s3_chunks
+def test_leftovers_of_dead_masters_are_swept(cluster, tables):
+    """Items a master that died mid-operation leaves, which no file or
+    session names (docs/AWS.md, "Leftovers"), written here as it leaves
+    them: the lease holder's sweep removes each kind, releases the
+    references only of a session that vanished without a complete or a
+    release (its chunk then becomes garbage and is collected), and leaves
+    young items, live files and releases in progress alone."""
+    tables.create()
+    tables.create_bucket()
+    env = dict(tables.env(), CHUNK_SIZE=CHUNK, MIN_CHUNK_SIZE=65536, GC_GRACE_MS=1500)
+    m = cluster.add_master(**env)
+    c = m.user_client()
+    data = os.urandom(3 * CHUNK + 5)
+    kept = c.upload(data, "kept.bin")
+    kept_ids = sorted(i["pk"]["S"] for i in _metas(tables))
+    assert len(kept_ids) == 4
+
+    # A session whose META DynamoDB's TTL removed (no collector for a day):
+    # its CHUNK# item still holds its chunk's only reference.
+    r = c.post("/api/v1/files/upload/init",
+               json={"name": "vanished.bin", "size": CHUNK, "chunk_size": CHUNK})
+    assert r.status_code == 201, r.text
+    sid = r.json()["session_id"]
+    r = c.post("/api/v1/files/upload/chunk", params={"session_id": sid, "chunk_index": 0},
+               data=os.urandom(CHUNK), headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 200, r.text
+    lone = [i["pk"]["S"] for i in _metas(tables) if i["pk"]["S"] not in kept_ids]
+    assert len(lone) == 1
+    spk = f"SESSION#{sid}"
+    chunk_item = _partition(tables, tables.sessions, spk)
+    assert {i["sk"]["S"] for i in chunk_item} == {"META", "CHUNK#000000000000"}
+    assert "created_at" in [i for i in chunk_item if i["sk"]["S"] != "META"][0]
+    # The master stops (its sweep, once per process start and then every
+    # 10 minutes, must not see half of what follows).
+    m.stop()
+    tables.aws.dynamodb("DeleteItem", {"TableName": tables.sessions,
+                                       "Key": {"pk": {"S": spk}, "sk": {"S": "META"}}})
+    # ... and long ago (older than the sweep's grace)
+    tables.aws.dynamodb("UpdateItem", {
+        "TableName": tables.sessions,
+        "Key": {"pk": {"S": spk}, "sk": {"S": "CHUNK#000000000000"}},
+        "UpdateExpression": "SET created_at = :t",
+        "ExpressionAttributeValues": {":t": {"N": "1000"}}})
+
+    def put(table, item):
+        tables.aws.dynamodb("PutItem", {"TableName": table, "Item": item})
+
+    def chunk_list(pk, first, ids, created=None):
+        item = {"pk": {"S": pk}, "sk": {"S": f"CHUNKS#{first:012d}"},
+                "first": {"N": str(first)}, "chunk_ids": {"L": [{"S": i} for i in ids]}}
+        if created is not None:
+            item["created_at"] = {"N": str(created)}
+        put(tables.files, item)
+
+    now_ms = int(time.time() * 1000)
+    # A complete that died before its commit: chunk lists, no META (one
+    # item written before created_at existed, one long ago).
+    chunk_list("FILE#ghost", 0, kept_ids)
+    chunk_list("FILE#ghost", 4, kept_ids, created=1000)
+    # The same, but young: a complete that may still commit.
+    chunk_list("FILE#young", 0, kept_ids, created=now_ms)
+    # A file being released (its marker): its lists hold references.
+    chunk_list("FILE#releasing", 0, kept_ids)
+    put(tables.sessions, {"pk": {"S": "RELEASE#F#releasing"}, "sk": {"S": "META"},
+                          "owner": {"S": "alice"}, "kind": {"S": "release"},
+                          "expires_at": {"N": str(now_ms + 3600_000)}})
+    # A committed complete whose cleanup died: CHUNK# items and the
+    # COMPLETED mark; and one of an older version (no mark, no created_at).
+    for k, cid in enumerate(kept_ids):
+        put(tables.sessions, {"pk": {"S": "SESSION#done1"}, "sk": {"S": f"CHUNK#{k:012d}"},
+                              "chunk_id": {"S": cid}, "size": {"N": str(CHUNK)},
+                              "stored_size": {"N": str(CHUNK)}, "created_at": {"N": "1000"}})
+        put(tables.sessions, {"pk": {"S": "SESSION#old1"}, "sk": {"S": f"CHUNK#{k:012d}"},
+                              "chunk_id": {"S": cid}, "size": {"N": str(CHUNK)}})
+    put(tables.sessions, {"pk": {"S": "SESSION#done1"}, "sk": {"S": "COMPLETED"},
+                          "file_id": {"S": kept["file_id"]}, "created_at": {"N": "1000"}})
+
+    # A new master process sweeps on its collector's first pass.
+    m.restart()
+    m.wait_ready()
+    c = m.user_client()
+
+    def swept():
+        return (_partition(tables, tables.files, "FILE#ghost") == []
+                and _partition(tables, tables.sessions, "SESSION#done1") == []
+                and _partition(tables, tables.sessions, "SESSION#old1") == []
+                and _partition(tables, tables.sessions, spk) == []
+                and tables.items(tables.sessions, f"RELEASE#S#{sid}") == []
+                and lone[0] not in [i["pk"]["S"] for i in tables.items(tables.chunks, "")])
+    h.wait_until(swept, 30, what="the sweep to remove the leftovers and the collector to"
+                 " take the vanished session's chunk")
+    m.wait_for_log(r"removed 2 chunk-list item\(s\) of file ghost")
+    m.wait_for_log(rf"session {sid} is gone without a complete or a release")
+    # Nothing else moved: the file's counts stay 1 (the completed
+    # leftovers held none), young lists and a release in progress stay.
+    assert sorted(i["pk"]["S"] for i in _metas(tables)) == kept_ids
+    assert all(int(i["refcount"]["N"]) == 1 for i in _metas(tables))
+    assert len(_partition(tables, tables.files, "FILE#young")) == 1
+    assert len(_partition(tables, tables.files, "FILE#releasing")) == 1
+    assert c.download(kept["file_id"]) == data
 
 
 def _metas(tables):

@@ -32,6 +32,8 @@
 #include "echofs/log.h"
 #include "echofs/meta.h"
 #include "echofs/util.h"
+#include "meta/backend.h"
+#include "meta/dynamodb.h"
 
 #include <ftw.h>
 #include <pthread.h>
@@ -1854,6 +1856,60 @@ static void test_file_of_250_chunks(void **state)
 	assert_int_equal(garbage_count(f, f->now + 1), 0);
 }
 
+/* DynamoDB only: the collector's sweep of leftovers (docs/AWS.md,
+ * "Leftovers") against a complete. A sweep run between a complete's chunk
+ * lists and its commit, as if the complete were slower than the sweep's
+ * grace, deletes the lists and the commit then fails (-EAGAIN): no file
+ * with missing chunks, the session and its counts intact, and the complete
+ * done again succeeds. A sweep after a normal complete touches nothing. */
+static void sweep_everything(struct dyn *d, const char *file_id)
+{
+	(void)file_id;
+	dyn_sweep_leftovers(d, efs_now_ms() + 3600000, efs_now_ms());
+}
+
+static void test_dynamodb_sweep_against_a_complete(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned numbers[3] = {501, 502, 503};
+	struct efs_file_info fi = file_info(40, "dave", f->now, 3), got;
+	struct efs_session_chunk *sc = NULL;
+	struct efs_file_chunk *chunks = NULL;
+	char sid[EFS_ID_MAX + 1];
+	size_t count = 0;
+
+	if (strcmp(efs_meta_backend(f->m), "dynamodb") != 0)
+		skip();
+	new_session(f, 40, "dave");
+	for (size_t i = 0; i < 3; i++) {
+		struct efs_chunk_info c = chunk(numbers[i]);
+		assert_int_equal(put(f, 40, i, &c, false), 0);
+	}
+	session_id(40, sid);
+	dyn_test_before_commit = sweep_everything;
+	int r = efs_meta_session_complete(f->m, sid, session_version(f, 40), &fi, 0);
+	dyn_test_before_commit = NULL;
+	assert_int_equal(r, -EAGAIN);
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &got), -ENOENT);
+	assert_int_equal(efs_meta_session_chunks(f->m, sid, &sc, &count), 0);
+	assert_int_equal(count, 3);
+	free(sc);
+	for (size_t i = 0; i < 3; i++) {
+		struct efs_chunk_info c = chunk(numbers[i]);
+		assert_false(is_garbage(f, f->now + 1, &c));
+	}
+	complete(f, 40, &fi);
+	/* after a complete, a sweep that takes everything old removes nothing */
+	sweep_everything(f->m->impl, fi.file_id);
+	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 0, 10, &chunks, &count), 0);
+	assert_int_equal(count, 3);
+	free(chunks);
+	for (size_t i = 0; i < 3; i++) {
+		struct efs_chunk_info c = chunk(numbers[i]);
+		assert_false(is_garbage(f, f->now + 1, &c));
+	}
+}
+
 /* Two stores (two masters), one thread each, put the same chunk ids into
  * sessions of their own, complete some into files and delete the rest,
  * at the same time: no update is lost, so the files' chunks stay
@@ -2050,6 +2106,7 @@ int main(void)
 		T(test_idle_connections_ended_by_the_server),
 		T(test_second_store_on_the_same_database),
 		T(test_file_of_250_chunks),
+		T(test_dynamodb_sweep_against_a_complete),
 		T(test_two_writers_keep_counts_exact),
 		T(test_access_keys),
 	};
