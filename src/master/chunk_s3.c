@@ -11,7 +11,9 @@
  * every write of a chunk left a window where another master's fresh
  * PutObject of the same chunk was deleted (W7). With a key per write, the
  * objects a taken row names are written by nobody again: an upload that
- * finds no row writes and records a generation of its own. */
+ * finds no row writes and records a generation of its own. Generations
+ * recorded at once through several masters are trimmed to one
+ * (s3_redundant). */
 #include "master/chunk_s3.h"
 #include "echofs/hash.h"
 #include "echofs/log.h"
@@ -176,7 +178,8 @@ static void s3_unpin(void *impl, const char *chunk_id)
  * -ESTALE, so that the caller looks the chunk up again and deduplicates
  * instead of storing a second object. Else marks this thread the writer
  * and returns 0. Only the uploads of one master coalesce: two masters may
- * each write a generation (both recorded, both collected). */
+ * each write and record a generation; the trim after the record keeps one
+ * (s3_redundant, upload.c). */
 static int claim_writer(struct s3_backend *b, const char *chunk_id)
 {
 	int r = 0;
