@@ -379,6 +379,14 @@ int efs_meta_chunk_record_unreferenced(struct efs_meta *m, const struct efs_chun
 				       int64_t now_ms);
 /* Forgets one replica (it was repaired elsewhere, or deleted). */
 int efs_meta_replica_remove(struct efs_meta *m, const char *chunk_id, const char *worker_id);
+/* Forgets location @worker_id of @chunk_id only while location @keep_id
+ * is still recorded on the chunk, atomically (one statement on SQL, a
+ * transaction with a condition check on DynamoDB): trimming a redundant
+ * copy never leaves the row without the one it keeps (LIFECYCLE R13).
+ * 0 when it was removed, -ENOENT when nothing was (@worker_id not
+ * recorded, or @keep_id no longer), -errno. */
+int efs_meta_replica_remove_if(struct efs_meta *m, const char *chunk_id, const char *worker_id,
+			       const char *keep_id);
 
 /* ---- repair and worker reports ---------------------------------------- */
 

@@ -517,8 +517,8 @@ static int hash_chunks(struct efs_master *m, const struct efs_session_chunk *chu
 		unsigned count = 0;
 		r = efs_meta_chunk_get(m->meta, chunks[i].chunk_id, &info, replicas, &count);
 		if (r == 0)
-			r = efs_chunk_backend_get(m->chunks, &info, replicas, count, &data,
-						  &scratch);
+			r = efs_chunk_backend_get_fresh(m->chunks, m->meta, &info, replicas,
+							count, &data, &scratch);
 		if (r == 0)
 			efs_sha256_update(&h, data.data, data.len);
 	}

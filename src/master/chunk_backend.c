@@ -52,6 +52,55 @@ int efs_chunk_backend_get(struct efs_chunk_backend *b, const struct efs_chunk_in
 	return b->ops->get(b->impl, chunk, known, known_count, out, scratch);
 }
 
+/* Whether @a and @b name the same set of locations. */
+static bool same_locations(const struct efs_replica *a, unsigned na, const struct efs_replica *b,
+			   unsigned nb)
+{
+	if (na != nb)
+		return false;
+	for (unsigned i = 0; i < na; i++) {
+		bool found = false;
+		for (unsigned j = 0; j < nb && !found; j++)
+			found = strcmp(a[i].worker_id, b[j].worker_id) == 0;
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+int efs_chunk_backend_get_fresh(struct efs_chunk_backend *b, struct efs_meta *meta,
+				const struct efs_chunk_info *chunk, const struct efs_replica *known,
+				unsigned known_count, struct efs_buf *out, struct efs_buf *scratch)
+{
+	struct efs_replica fresh[EFS_MAX_REPLICAS];
+	struct efs_chunk_info row;
+	unsigned fresh_count = 0;
+	int r = efs_chunk_backend_get(b, chunk, known, known_count, out, scratch);
+	if (r != -EIO || !meta)
+		return r;
+	if (efs_meta_chunk_get(meta, chunk->chunk_id, &row, fresh, &fresh_count) < 0 ||
+	    same_locations(known, known_count, fresh, fresh_count))
+		return r;
+	return efs_chunk_backend_get(b, chunk, fresh, fresh_count, out, scratch);
+}
+
+int efs_chunk_backend_redundant(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
+				const struct efs_replica *known, unsigned known_count,
+				char keep[EFS_ID_MAX + 1], char (*drop)[EFS_ID_MAX + 1],
+				unsigned *drop_count)
+{
+	*drop_count = 0;
+	keep[0] = '\0';
+	if (!b->ops->redundant)
+		return 0;
+	return b->ops->redundant(b->impl, chunk, known, known_count, keep, drop, drop_count);
+}
+
+bool efs_chunk_backend_has_redundant(const struct efs_chunk_backend *b)
+{
+	return b->ops->redundant != NULL;
+}
+
 int efs_chunk_backend_remove(struct efs_chunk_backend *b, const char *chunk_id,
 			      const struct efs_replica *known, unsigned known_count,
 			      int64_t unmodified_for_ms, uint64_t lease_epoch)

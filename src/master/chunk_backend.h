@@ -115,6 +115,9 @@ struct efs_chunk_backend_ops {
 	 * @lease_epoch: the lease epoch of the duty that decided it (the
 	 * worker backend sends it, EFS_HDR_LEASE_EPOCH; a worker that has
 	 * seen a newer one keeps its copy); 0: none.
+	 * A negative @unmodified_for_ms removes unconditionally: only for a
+	 * copy that no metadata names any more and nobody writes again (a
+	 * redundant S3 generation just unrecorded, R13).
 	 */
 	int (*remove)(void *impl, const char *chunk_id, const struct efs_replica *known,
 		       unsigned known_count, int64_t unmodified_for_ms, uint64_t lease_epoch);
@@ -130,6 +133,17 @@ struct efs_chunk_backend_ops {
 	 * their chunks). */
 	int (*list)(void *impl, char *cursor, size_t max, struct efs_chunk_listed *out,
 		    size_t *count);
+	/* After an upload recorded a copy it wrote: of the chunk's recorded
+	 * locations @known (read back after that record), the one to keep in
+	 * @keep and the redundant ones to drop in @drop (*@drop_count, none
+	 * when the keeper could not be confirmed present). Every caller that
+	 * sees the same locations picks the same keeper, so concurrent trims
+	 * never drop each other's. NULL: the backend's copies are never
+	 * redundant (the worker backend's replicas). */
+	int (*redundant)(void *impl, const struct efs_chunk_info *chunk,
+			 const struct efs_replica *known, unsigned known_count,
+			 char keep[EFS_ID_MAX + 1], char (*drop)[EFS_ID_MAX + 1],
+			 unsigned *drop_count);
 	void (*pin)(void *impl, const char *chunk_id);
 	void (*unpin)(void *impl, const char *chunk_id);
 	bool (*pinned)(void *impl, const char *chunk_id);
@@ -162,6 +176,21 @@ int efs_chunk_backend_remove(struct efs_chunk_backend *b, const char *chunk_id,
 			      int64_t unmodified_for_ms, uint64_t lease_epoch);
 int efs_chunk_backend_exists(struct efs_chunk_backend *b, const char *chunk_id,
 			     const struct efs_replica *known, unsigned known_count);
+/* efs_chunk_backend_get from @known; when no copy could be read (-EIO),
+ * the chunk's row is read from @meta again and, if it names other
+ * locations than @known (a redundant copy was trimmed since @known was
+ * read: LIFECYCLE R13), read once more from those. */
+int efs_chunk_backend_get_fresh(struct efs_chunk_backend *b, struct efs_meta *meta,
+				const struct efs_chunk_info *chunk, const struct efs_replica *known,
+				unsigned known_count, struct efs_buf *out, struct efs_buf *scratch);
+/* The redundant copies of a chunk (ops->redundant); *@drop_count is 0
+ * when the backend has no such operation. @drop holds EFS_MAX_REPLICAS. */
+int efs_chunk_backend_redundant(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
+				const struct efs_replica *known, unsigned known_count,
+				char keep[EFS_ID_MAX + 1], char (*drop)[EFS_ID_MAX + 1],
+				unsigned *drop_count);
+/* Whether ops->redundant exists (skip reading the row back when not). */
+bool efs_chunk_backend_has_redundant(const struct efs_chunk_backend *b);
 /* -ENOTSUP when the backend has no list. */
 int efs_chunk_backend_list(struct efs_chunk_backend *b, char *cursor, size_t max,
 			   struct efs_chunk_listed *out, size_t *count);

@@ -11,7 +11,9 @@
  * every write of a chunk left a window where another master's fresh
  * PutObject of the same chunk was deleted (W7). With a key per write, the
  * objects a taken row names are written by nobody again: an upload that
- * finds no row writes and records a generation of its own. */
+ * finds no row writes and records a generation of its own. Generations
+ * recorded at once through several masters are trimmed to one
+ * (s3_redundant). */
 #include "master/chunk_s3.h"
 #include "echofs/hash.h"
 #include "echofs/log.h"
@@ -176,7 +178,8 @@ static void s3_unpin(void *impl, const char *chunk_id)
  * -ESTALE, so that the caller looks the chunk up again and deduplicates
  * instead of storing a second object. Else marks this thread the writer
  * and returns 0. Only the uploads of one master coalesce: two masters may
- * each write a generation (both recorded, both collected). */
+ * each write and record a generation; the trim after the record keeps one
+ * (s3_redundant, upload.c). */
 static int claim_writer(struct s3_backend *b, const char *chunk_id)
 {
 	int r = 0;
@@ -338,8 +341,9 @@ static int64_t object_age_ms(const struct efs_s3_object_info *info)
 }
 
 /* Deletes the object at @key unless S3 says it was written within
- * @unmodified_for_ms. 0 (deleted, kept young, or already gone) or 1 (left:
- * S3 failed or gave no age; logged). */
+ * @unmodified_for_ms (negative: unconditionally, without asking). 0
+ * (deleted, kept young, or already gone) or 1 (left: S3 failed or gave no
+ * age; logged). */
 static int remove_object(struct s3_backend *b, const char *chunk_id, const char *key,
 			 int64_t unmodified_for_ms)
 {
@@ -349,6 +353,8 @@ static int remove_object(struct s3_backend *b, const char *chunk_id, const char 
 	int r;
 
 	memset(&err, 0, sizeof(err));
+	if (unmodified_for_ms < 0)
+		goto delete;
 	r = efs_s3_head(b->s3, key, &info, &err);
 	if (r == -ENOENT)
 		return 0; /* already gone */
@@ -366,6 +372,7 @@ static int remove_object(struct s3_backend *b, const char *chunk_id, const char 
 			  chunk_id, b->bucket, key, (long long)age);
 		return 0;
 	}
+delete:
 	op = "DeleteObject";
 	r = efs_s3_delete(b->s3, key, &err);
 	if (r == 0) {
@@ -402,6 +409,48 @@ static int s3_remove(void *impl, const char *chunk_id, const struct efs_replica 
 		failed += remove_object(b, chunk_id, key, unmodified_for_ms);
 	}
 	return failed;
+}
+
+/* LIFECYCLE R13, trim: uploads of the same new bytes through several
+ * masters at once each wrote and recorded a generation. The smallest
+ * recorded one is kept (every master that reads the row picks the same
+ * one, and a keeper is never dropped by anyone, since only larger ones
+ * are), once a HeadObject confirms it holds the chunk: a recorded
+ * generation that was lost keeps the others. */
+static int s3_redundant(void *impl, const struct efs_chunk_info *chunk,
+			const struct efs_replica *known, unsigned known_count,
+			char keep[EFS_ID_MAX + 1], char (*drop)[EFS_ID_MAX + 1], unsigned *drop_count)
+{
+	struct s3_backend *b = impl;
+	char gens[GENS_MAX][EFS_CHUNK_S3_GEN_LEN + 1];
+	char key[EFS_CHUNK_S3_KEY_SIZE];
+	struct efs_s3_object_info info;
+	struct efs_s3_error err;
+	unsigned n = known_gens(known, known_count, gens);
+	unsigned smallest = 0;
+
+	*drop_count = 0;
+	if (n < 2)
+		return 0; /* one generation (or the legacy key alone) */
+	for (unsigned i = 1; i < n; i++)
+		if (strcmp(gens[i], gens[smallest]) < 0)
+			smallest = i;
+	memset(&err, 0, sizeof(err));
+	efs_chunk_s3_key(chunk->chunk_id, gens[smallest], key);
+	int r = efs_s3_head(b->s3, key, &info, &err);
+	if (r < 0 || info.size != chunk->stored_size) {
+		efs_warn("chunk %.12s: %u recorded generations, but s3://%s/%s, the one to keep, "
+			 "%s: all kept",
+			 chunk->chunk_id, n, b->bucket, key,
+			 r == -ENOENT ? "is missing" : r < 0 ? "could not be checked" : "has another size");
+		return 0;
+	}
+	snprintf(keep, EFS_ID_MAX + 1, EFS_CHUNK_S3_LOCATION_PREFIX "%.16s", gens[smallest]);
+	for (unsigned i = 0; i < n; i++)
+		if (i != smallest)
+			snprintf(drop[(*drop_count)++], EFS_ID_MAX + 1,
+				 EFS_CHUNK_S3_LOCATION_PREFIX "%.16s", gens[i]);
+	return 0;
 }
 
 static int s3_exists(void *impl, const char *chunk_id, const struct efs_replica *known,
@@ -518,6 +567,7 @@ static const struct efs_chunk_backend_ops s3_ops = {
     .remove = s3_remove,
     .exists = s3_exists,
     .list = s3_list,
+    .redundant = s3_redundant,
     .pin = s3_pin,
     .unpin = s3_unpin,
     .pinned = s3_pinned,

@@ -150,8 +150,9 @@ static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 		s->index = (int64_t)index;
 		return 0;
 	}
-	r = efs_chunk_backend_get(rd->src.chunks, &fc->chunk, fc->replicas, fc->replica_count,
-				  &s->data, &s->scratch);
+	/* The batch may be older than a trim of a redundant copy (R13). */
+	r = efs_chunk_backend_get_fresh(rd->src.chunks, rd->src.meta, &fc->chunk, fc->replicas,
+					fc->replica_count, &s->data, &s->scratch);
 	if (r < 0)
 		return r;
 	efs_chunk_cache_put(rd->src.chunk_cache, fc->chunk.chunk_id, s->data.data, s->data.len);

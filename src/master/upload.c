@@ -68,6 +68,51 @@ static void keep_track_of_copies(const struct efs_uploader *up, const struct efs
 						   efs_now_ms());
 }
 
+/* LIFECYCLE R13, trim: uploads of the same new bytes through several
+ * masters at once each wrote and recorded a copy of their own (S3
+ * generations). After recording one, the row is read back; each redundant
+ * copy the backend names is first unrecorded (only while the kept one is
+ * still recorded), then deleted: no row names it any more and nobody
+ * writes that key again, so the delete needs no condition, and a reader
+ * holding the old locations reads the kept one (efs_chunk_backend_get_fresh).
+ * A copy another trim (or the collector) unrecorded first is theirs to
+ * delete. Best effort: the upload has succeeded whatever happens here; a
+ * copy left recorded goes with the chunk, one left unrecorded goes with
+ * the orphan sweep (R14). */
+static void trim_copies(const struct efs_uploader *up, const struct efs_chunk_info *chunk)
+{
+	struct efs_replica known[EFS_MAX_REPLICAS];
+	struct efs_chunk_info row;
+	char keep[EFS_ID_MAX + 1];
+	char drop[EFS_MAX_REPLICAS][EFS_ID_MAX + 1];
+	unsigned known_count = 0, drop_count = 0;
+
+	if (!efs_chunk_backend_has_redundant(up->chunks) ||
+	    efs_meta_chunk_get(up->meta, chunk->chunk_id, &row, known, &known_count) < 0 ||
+	    efs_chunk_backend_redundant(up->chunks, &row, known, known_count, keep, drop,
+					&drop_count) < 0)
+		return;
+	for (unsigned i = 0; i < drop_count; i++) {
+		int r = efs_meta_replica_remove_if(up->meta, chunk->chunk_id, drop[i], keep);
+		if (r == -ENOENT)
+			continue; /* another master's trim or the collector has it */
+		if (r < 0) {
+			efs_warn("chunk %.12s: redundant copy %s could not be unrecorded (%s); kept "
+				 "with %s until the chunk is collected",
+				 chunk->chunk_id, drop[i], strerror(-r), keep);
+			continue;
+		}
+		struct efs_replica where;
+		memset(&where, 0, sizeof(where));
+		efs_strlcpy(where.worker_id, drop[i], sizeof(where.worker_id));
+		/* a failure is logged by the backend: the orphan sweep's now */
+		if (efs_chunk_backend_remove(up->chunks, chunk->chunk_id, &where, 1, -1, 0) == 0)
+			efs_info("chunk %.12s: stored at once through several masters; redundant "
+				 "copy %s removed, %s kept",
+				 chunk->chunk_id, drop[i], keep);
+	}
+}
+
 /* The dedup / put / record loop for one encoded chunk. */
 static int store_chunk(const struct efs_uploader *up, const struct record_target *to,
 		       const struct efs_chunk_info *chunkp, const char *stored,
@@ -112,6 +157,8 @@ static int store_chunk(const struct efs_uploader *up, const struct record_target
 			keep_track_of_copies(up, &chunk, &put);
 			return r;
 		}
+		if (put.sent && put.location_count > 0)
+			trim_copies(up, &chunk);
 		out->chunk = dedup ? existing : chunk;
 		out->deduplicated = dedup && !put.sent;
 		atomic_fetch_add(&up->counters->chunks_uploaded, 1);

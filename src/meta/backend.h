@@ -60,6 +60,8 @@ struct efs_meta_ops {
 					 const char *const *worker_ids, size_t worker_count,
 					 int64_t now_ms);
 	int (*replica_remove)(void *impl, const char *chunk_id, const char *worker_id);
+	int (*replica_remove_if)(void *impl, const char *chunk_id, const char *worker_id,
+				 const char *keep_id);
 	int (*repair_list)(void *impl, unsigned replication, int64_t holding_after_ms, size_t max,
 			   struct efs_repair_need *out, size_t *count);
 	int (*under_replicated)(void *impl, unsigned replication, int64_t live_after_ms,

@@ -590,6 +590,7 @@ const struct efs_meta_ops efs_dynamodb_ops = {
 	.replica_add = dyn_replica_add,
 	.chunk_record_unreferenced = dyn_chunk_record_unreferenced,
 	.replica_remove = dyn_replica_remove,
+	.replica_remove_if = dyn_replica_remove_if,
 	.repair_list = dyn_repair_list,
 	.under_replicated = dyn_under_replicated,
 	.report_batch = dyn_report_batch,

@@ -151,6 +151,8 @@ int dyn_replica_mark_good(void *impl, const char *chunk_id, const struct efs_rep
 int dyn_replica_add(void *impl, const char *chunk_id, const char *const *worker_ids,
 		    size_t worker_count, int64_t now_ms);
 int dyn_replica_remove(void *impl, const char *chunk_id, const char *worker_id);
+int dyn_replica_remove_if(void *impl, const char *chunk_id, const char *worker_id,
+			  const char *keep_id);
 int dyn_repair_list(void *impl, unsigned replication, int64_t holding_after_ms, size_t max,
 		    struct efs_repair_need *out, size_t *count);
 int dyn_under_replicated(void *impl, unsigned replication, int64_t live_after_ms,

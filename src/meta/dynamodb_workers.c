@@ -336,6 +336,27 @@ int dyn_replica_remove(void *impl, const char *chunk_id, const char *worker_id)
 	return r < 0 ? dyn_fail("DeleteItem (replica)", r, &res) : 0;
 }
 
+int dyn_replica_remove_if(void *impl, const char *chunk_id, const char *worker_id,
+			  const char *keep_id)
+{
+	struct dyn *d = impl;
+	struct ddb_result res;
+	char sk[EFS_ID_MAX + 16], keep_sk[EFS_ID_MAX + 16];
+	replica_sk(worker_id, sk);
+	replica_sk(keep_id, keep_sk);
+	json_t *items = json_array();
+	if (items) {
+		json_array_append_new(items, dyn_tx_delete(d->chunks, ddb_key(chunk_id, sk),
+							   "attribute_exists(sk)", NULL, NULL));
+		json_array_append_new(items, dyn_tx_check(d->chunks, ddb_key(chunk_id, keep_sk),
+							  "attribute_exists(sk)", NULL, NULL));
+	}
+	int r = items ? dyn_tx(d, items, 2, &res) : -ENOMEM;
+	if (r == -ECANCELED && (res.failed[0] || res.failed[1]))
+		return -ENOENT;
+	return r < 0 ? dyn_fail("TransactWriteItems (replica trim)", r, &res) : 0;
+}
+
 int dyn_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id)
 {
 	struct dyn *d = impl;

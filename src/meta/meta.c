@@ -279,6 +279,14 @@ int efs_meta_replica_remove(struct efs_meta *m, const char *chunk_id, const char
 	return m->ops->replica_remove(m->impl, chunk_id, worker_id);
 }
 
+int efs_meta_replica_remove_if(struct efs_meta *m, const char *chunk_id, const char *worker_id,
+			       const char *keep_id)
+{
+	if (strcmp(worker_id, keep_id) == 0)
+		return -EINVAL;
+	return m->ops->replica_remove_if(m->impl, chunk_id, worker_id, keep_id);
+}
+
 int efs_meta_repair_list(struct efs_meta *m, unsigned replication, int64_t holding_after_ms,
 			 size_t max, struct efs_repair_need *out, size_t *count)
 {

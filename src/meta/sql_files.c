@@ -692,6 +692,24 @@ int sql_replica_remove(void *impl, const char *chunk_id, const char *worker_id)
 		       NULL, NULL, SQL_TEXT(chunk_id), SQL_TEXT(worker_id));
 }
 
+int sql_replica_remove_if(void *impl, const char *chunk_id, const char *worker_id,
+			  const char *keep_id)
+{
+	int64_t changed = 0;
+	/* One statement: the keeper's row is checked where the delete is
+	 * decided (two trims of one chunk never remove each other's keeper:
+	 * a keeper is always the smaller location, R13). */
+	int r = SQL_WRITE(impl,
+			  "DELETE FROM replicas WHERE chunk_id = $1 AND worker_id = $2"
+			  " AND EXISTS (SELECT 1 FROM replicas k"
+			  "  WHERE k.chunk_id = $1 AND k.worker_id = $3)",
+			  NULL, NULL, &changed, SQL_TEXT(chunk_id), SQL_TEXT(worker_id),
+			  SQL_TEXT(keep_id));
+	if (r < 0)
+		return r;
+	return changed > 0 ? 0 : -ENOENT;
+}
+
 int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id)
 {
 	/* Every mark counts, on a bad replica too: a verified read that began

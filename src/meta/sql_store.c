@@ -678,6 +678,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.replica_add = sql_replica_add,
 	.chunk_record_unreferenced = sql_chunk_record_unreferenced,
 	.replica_remove = sql_replica_remove,
+	.replica_remove_if = sql_replica_remove_if,
 	.repair_list = sql_repair_list,
 	.under_replicated = sql_under_replicated,
 	.report_batch = sql_report_batch,

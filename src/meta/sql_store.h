@@ -193,6 +193,8 @@ int sql_replica_add(void *impl, const char *chunk_id, const char *const *worker_
 int sql_chunk_record_unreferenced(void *impl, const struct efs_chunk_info *chunk,
 				  const char *const *worker_ids, size_t worker_count, int64_t now_ms);
 int sql_replica_remove(void *impl, const char *chunk_id, const char *worker_id);
+int sql_replica_remove_if(void *impl, const char *chunk_id, const char *worker_id,
+			  const char *keep_id);
 int sql_stats(void *impl, struct efs_meta_stats *out);
 
 /* sql_repair.c */

@@ -1102,6 +1102,43 @@ static void test_garbage_take_of_rereferenced_chunk(void **state)
  * (chunk_s3.h): every backend must return them from chunk_get,
  * file_chunks and garbage_take, which the collector deletes by (LIFECYCLE
  * R13). */
+/* The trim of a redundant generation (R13): a location goes only while
+ * the one kept is still recorded; nothing removed is -ENOENT. */
+static void test_replica_remove_if_keeps_the_keeper(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info b = chunk(2), got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned replica_count = 0;
+	const char *const gens[3] = {"s3:00000000000000b1", "s3:00000000000000b2",
+				     "s3:00000000000000b3"};
+	char sid[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	session_id(1, sid);
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(efs_meta_session_put_chunk(f->m, sid, i, &b, gens + i, 1, false,
+							    f->now, f->now + 60000, 0),
+				 0);
+	assert_int_equal(efs_meta_replica_remove_if(f->m, b.chunk_id, gens[1], gens[0]), 0);
+	/* already removed: nothing to do */
+	assert_int_equal(efs_meta_replica_remove_if(f->m, b.chunk_id, gens[1], gens[0]), -ENOENT);
+	/* the keeper is not recorded (any more): kept */
+	assert_int_equal(efs_meta_replica_remove_if(f->m, b.chunk_id, gens[2], gens[1]), -ENOENT);
+	assert_int_equal(efs_meta_replica_remove_if(f->m, b.chunk_id, gens[0], gens[0]), -EINVAL);
+	assert_int_equal(efs_meta_chunk_get(f->m, b.chunk_id, &got, replicas, &replica_count), 0);
+	assert_int_equal(replica_count, 2);
+	assert_string_equal(replicas[0].worker_id, gens[0]);
+	assert_string_equal(replicas[1].worker_id, gens[2]);
+	assert_int_equal(efs_meta_replica_remove_if(f->m, b.chunk_id, gens[2], gens[0]), 0);
+	assert_int_equal(efs_meta_chunk_get(f->m, b.chunk_id, &got, replicas, &replica_count), 0);
+	assert_int_equal(replica_count, 1);
+	assert_string_equal(replicas[0].worker_id, gens[0]);
+	/* a chunk without a row */
+	struct efs_chunk_info c = chunk(3);
+	assert_int_equal(efs_meta_replica_remove_if(f->m, c.chunk_id, gens[1], gens[0]), -ENOENT);
+}
+
 static void test_locations_without_workers_are_returned_like_replicas(void **state)
 {
 	struct fixture *f = *state;
@@ -2089,6 +2126,7 @@ int main(void)
 		T(test_file_with_repeated_chunk_stays_referenced),
 		T(test_garbage_take_of_rereferenced_chunk),
 		T_NO_WORKERS(test_locations_without_workers_are_returned_like_replicas),
+		T_NO_WORKERS(test_replica_remove_if_keeps_the_keeper),
 		T(test_session_delete_releases_chunks),
 		T(test_session_expired),
 		T(test_replica_mark_bad),
