@@ -93,6 +93,7 @@ NOT_ON_POSTGRES: dict[str, str] = {
     "test_nemesis.py": "the fault harness itself",
     "test_s3_client.py": "the S3 and DynamoDB client against the local servers; no master",
     "test_s3_clients.py": "aws, s3cmd and rclone; test_s3_api.py checks the same store calls here",
+    "test_slow_worker.py": "placement's slowness marks live in the master's memory",
     "test_scrape_storm.py": "the metrics endpoint under load; the store is cached out of it",
     "test_slow_clients.py": "the server's connection timeouts; no store path of its own",
 }
@@ -105,6 +106,20 @@ NOT_UNDER_SANITIZERS: dict[str, str] = {
     "test_nemesis.py": "the fault harness itself",
     "test_s3_clients.py": "aws, s3cmd and rclone (CPU in the clients); test_s3_api.py drives "
                           "the same C paths here",
+    # Serial tests about timing and load: under sanitizers they only run
+    # longer; the fault paths they take run here in test_faults.py,
+    # test_partitions.py, test_recovery.py and test_reports.py.
+    "test_clock_skew.py": "clock-dependent windows; its C paths run in test_faults.py",
+    "test_random_faults.py": "20 random fault rounds; each fault's path runs in test_faults.py "
+                             "and test_partitions.py",
+    "test_rolling_restart.py": "counts failed requests during restarts; test_faults.py restarts "
+                               "daemons here",
+    "test_scrape_storm.py": "latency under a scrape storm; the metrics code runs in "
+                            "test_observability.py",
+    "test_slow_clients.py": "connection timeouts against the clock; test_abuse.py runs the same "
+                            "server paths here",
+    "test_slow_worker.py": "transfer rates against the clock; test_partitions.py runs the "
+                           "abandon path here",
 }
 
 
