@@ -94,6 +94,10 @@ NOT_ON_POSTGRES: dict[str, str] = {
     "test_s3_client.py": "the S3 and DynamoDB client against the local servers; no master",
     "test_s3_clients.py": "aws, s3cmd and rclone; test_s3_api.py checks the same store calls here",
     "test_slow_worker.py": "placement's slowness marks live in the master's memory",
+    "test_clock_skew.py": "the store compares times the master passes in, never the "
+                          "database's clock; test_faults.py runs the collector here",
+    "test_random_faults.py": "its 20 rounds ran on SQLite; test_faults.py and "
+                             "test_partitions.py run each fault on PostgreSQL",
     "test_scrape_storm.py": "the metrics endpoint under load; the store is cached out of it",
     "test_slow_clients.py": "the server's connection timeouts; no store path of its own",
 }
