@@ -40,6 +40,12 @@ int efs_hex_value(unsigned char c);
  * Returns strlen(src); a value >= size means it was truncated. */
 size_t efs_strlcpy(char *dst, const char *src, size_t size);
 
+/* Makes room for one more element in the array *@items of *@alloc
+ * elements of @elem bytes, @count of them used: when full, reallocates it
+ * to twice the size (@first elements the first time). 0, or -ENOMEM with
+ * the array untouched. */
+int efs_array_reserve(void **items, size_t *alloc, size_t count, size_t elem, size_t first);
+
 /* Parses a whole decimal string (no sign, no spaces, no trailing garbage)
  * into @out. An optional binary suffix K, M, G or T (KiB...) multiplies it
  * when @allow_suffix. 0, -EINVAL (not a number) or -ERANGE (overflow). */

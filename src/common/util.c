@@ -7,7 +7,9 @@
 #include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -96,6 +98,21 @@ int efs_random_hex(char *out, size_t nbytes)
 	if (r < 0)
 		return r;
 	efs_hex_encode(raw, nbytes, out);
+	return 0;
+}
+
+int efs_array_reserve(void **items, size_t *alloc, size_t count, size_t elem, size_t first)
+{
+	if (count < *alloc)
+		return 0;
+	size_t grown_to = *alloc ? *alloc * 2 : first;
+	if (grown_to < *alloc || grown_to > SIZE_MAX / elem)
+		return -ENOMEM;
+	void *grown = realloc(*items, grown_to * elem);
+	if (!grown)
+		return -ENOMEM;
+	*items = grown;
+	*alloc = grown_to;
 	return 0;
 }
 

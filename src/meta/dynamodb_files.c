@@ -175,14 +175,9 @@ struct file_rows {
 static int push_file(void *ctx, const json_t *item)
 {
 	struct file_rows *rows = ctx;
-	if (rows->count == rows->alloc) {
-		size_t alloc = rows->alloc ? rows->alloc * 2 : 32;
-		void *grown = realloc(rows->items, alloc * sizeof(*rows->items));
-		if (!grown)
-			return -ENOMEM;
-		rows->items = grown;
-		rows->alloc = alloc;
-	}
+	if (efs_array_reserve((void **)&rows->items, &rows->alloc, rows->count,
+			      sizeof(*rows->items), 32) < 0)
+		return -ENOMEM;
 	if (dyn_file_from_item(item, &rows->items[rows->count]) < 0)
 		return -EIO;
 	rows->count++;
@@ -238,14 +233,9 @@ static int push_list_item(void *ctx, const json_t *item)
 			continue;
 		if (!text || strlen(text) != 64)
 			return -EIO;
-		if (rows->count == rows->alloc) {
-			size_t alloc = rows->alloc ? rows->alloc * 2 : 64;
-			void *grown = realloc(rows->items, alloc * sizeof(*rows->items));
-			if (!grown)
-				return -ENOMEM;
-			rows->items = grown;
-			rows->alloc = alloc;
-		}
+		if (efs_array_reserve((void **)&rows->items, &rows->alloc, rows->count,
+				      sizeof(*rows->items), 64) < 0)
+			return -ENOMEM;
 		struct efs_file_chunk *fc = &rows->items[rows->count++];
 		memset(fc, 0, sizeof(*fc));
 		fc->index = index;

@@ -118,14 +118,9 @@ struct worker_rows {
 static int push_worker(void *ctx, const json_t *item)
 {
 	struct worker_rows *rows = ctx;
-	if (rows->count == rows->alloc) {
-		size_t alloc = rows->alloc ? rows->alloc * 2 : 16;
-		void *grown = realloc(rows->items, alloc * sizeof(*rows->items));
-		if (!grown)
-			return -ENOMEM;
-		rows->items = grown;
-		rows->alloc = alloc;
-	}
+	if (efs_array_reserve((void **)&rows->items, &rows->alloc, rows->count,
+			      sizeof(*rows->items), 16) < 0)
+		return -ENOMEM;
 	if (worker_from_item(item, &rows->items[rows->count]) < 0)
 		return -EIO;
 	rows->count++;
