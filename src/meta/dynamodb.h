@@ -184,6 +184,18 @@ int dyn_key_get(void *impl, const char *access_key_id, struct efs_access_key *ou
 int dyn_key_list(void *impl, const char *owner, struct efs_access_key **out, size_t *count);
 int dyn_key_delete(void *impl, const char *access_key_id, const char *owner);
 
+/* dynamodb_s3.c */
+int dyn_bucket_create(void *impl, const struct efs_bucket_info *b);
+int dyn_bucket_get(void *impl, const char *name, struct efs_bucket_info *out);
+int dyn_bucket_list(void *impl, const char *owner, struct efs_bucket_info **out, size_t *count);
+int dyn_bucket_delete(void *impl, const char *name, const char *owner);
+int dyn_object_get(void *impl, const char *bucket, const char *key, struct efs_object_info *out);
+int dyn_object_put(void *impl, const struct efs_object_info *o, const struct efs_object_cond *cond,
+		   int64_t now_ms);
+int dyn_object_delete(void *impl, const char *bucket, const char *key, int64_t now_ms);
+int dyn_object_list(void *impl, const char *bucket, const char *prefix, const char *after,
+		    size_t limit, struct efs_object_entry *out, size_t *count);
+
 /* dynamodb_files.c */
 int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 			   const struct efs_chunk_info *chunk, const char *const *worker_ids,
