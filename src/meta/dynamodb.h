@@ -120,6 +120,9 @@ int dyn_release_stale(struct dyn *d, int64_t before_ms, size_t max);
  * META, a session's CHUNK# items without META. Items younger than
  * @before_ms are left alone. Logs what it does; errors end the pass. */
 void dyn_sweep_leftovers(struct dyn *d, int64_t before_ms, int64_t now_ms);
+/* Tests only (tests/unit/test_meta_s3.c): when set, a bucket delete calls
+ * it after finding the bucket empty, before its final transaction. */
+extern void (*dyn_test_bucket_delete_hook)(const char *bucket);
 /* Tests only (tests/unit/test_meta_files.c): when set, a complete calls it
  * between writing the file's chunk lists and its commit. NULL otherwise. */
 extern void (*dyn_test_before_commit)(struct dyn *d, const char *file_id);

@@ -50,6 +50,8 @@
 #define OBJECTS_PK "OBJECTS#"
 #define FILE_PK "FILE#"
 
+void (*dyn_test_bucket_delete_hook)(const char *bucket);
+
 #define BUCKET_PK_MAX (EFS_S3_BUCKET_MAX + 16)
 #define OWNER_PK_MAX (EFS_ID_MAX + 16)
 
@@ -279,6 +281,8 @@ int dyn_bucket_delete(void *impl, const char *name, const char *owner)
 		bucket_unmark(d, bpk, token);
 		return r < 0 ? r : -ENOTEMPTY;
 	}
+	if (dyn_test_bucket_delete_hook)
+		dyn_test_bucket_delete_hook(name);
 	/* 3. the bucket goes if the mark is still ours */
 	json_t *items = json_array();
 	json_array_append_new(items, dyn_tx_delete(d->files, ddb_key(bpk, "META"), "#d = :t",
