@@ -23,6 +23,7 @@
 #include "echofs/log.h"
 #include "echofs/meta.h"
 #include "echofs/util.h"
+#include "meta/backend.h"
 #include "meta/dynamodb.h"
 
 #include <pthread.h>
@@ -698,6 +699,50 @@ static void test_dynamodb_put_during_a_bucket_delete(void **state)
 	efs_meta_close(hook_store);
 }
 
+/* A delete mark its master left (it died between the mark and the end):
+ * a fresh one holds puts off (-EAGAIN), one older than
+ * DYN_RELEASE_STALE_MS is cleared by the next put, which then lands; the
+ * next delete takes a mark over. */
+static void set_mark(struct fixture *f, const char *name, int64_t at_ms)
+{
+	char pk[EFS_S3_BUCKET_MAX + 16];
+	snprintf(pk, sizeof(pk), "BUCKET#%s", name);
+	json_t *names = json_pack("{s:s, s:s}", "#d", "deleting", "#da", "deleting_at");
+	json_t *values = json_pack("{s:o, s:o}", ":t", ddb_s("0123456789abcdef0123456789abcdef"),
+				   ":at", ddb_n(at_ms));
+	assert_int_equal(dyn_update(f->m->impl, f->tables[0], pk, "META", "SET #d = :t, #da = :at",
+				    NULL, names, values, true, NULL),
+			 0);
+	json_decref(names);
+	json_decref(values);
+}
+
+static void test_dynamodb_a_dead_deleters_mark_goes(void **state)
+{
+	struct fixture *f = *state;
+	if (!ddb_on) {
+		print_message("  (DynamoDB only)\n");
+		return;
+	}
+	struct efs_bucket_info b = bucket("orphaned", "alice"), got;
+	char file_id[EFS_ID_MAX + 1], chunk_id[65];
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 9, file_id, chunk_id);
+	struct efs_object_info *o = object("orphaned", "k", file_id);
+	set_mark(f, "orphaned", efs_now_ms());
+	assert_int_equal(efs_meta_object_put(f->m, o, f->now), -EAGAIN);
+	set_mark(f, "orphaned", efs_now_ms() - DYN_RELEASE_STALE_MS - 1000);
+	assert_int_equal(efs_meta_object_put(f->m, o, f->now), 0);
+	assert_int_equal(efs_meta_bucket_delete(f->m, "orphaned", "alice"), -ENOTEMPTY);
+	assert_int_equal(efs_meta_object_delete(f->m, "orphaned", "k", f->now), 0);
+	/* a fresh mark of another (dead) deleter: the delete takes it over */
+	set_mark(f, "orphaned", efs_now_ms());
+	assert_int_equal(efs_meta_bucket_delete(f->m, "orphaned", "alice"), 0);
+	assert_int_equal(efs_meta_bucket_get(f->m, "orphaned", &got), -ENOENT);
+	assert_true(is_garbage(f, chunk_id));
+	free(o);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -711,6 +756,7 @@ int main(void)
 	    T(test_two_masters_overwriting_one_key),
 	    T(test_two_masters_racing_for_a_bucket),
 	    T(test_dynamodb_put_during_a_bucket_delete),
+	    T(test_dynamodb_a_dead_deleters_mark_goes),
 	};
 #undef T
 	efs_log_set_level(EFS_LOG_WARN);
