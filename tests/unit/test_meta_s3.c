@@ -329,6 +329,138 @@ static void test_conditional_put_checks_the_current_row(void **state)
 	free(got);
 }
 
+static int refuse_source(void *ctx, const struct efs_object_info *src)
+{
+	int *calls = ctx;
+	(*calls)++;
+	return strcmp(src->etag, "0123456789abcdef0123456789abcdef") == 0 ? -ECANCELED : 0;
+}
+
+/* CopyObject: a new file listing the same chunks, counted once more. */
+static void test_copy_shares_the_chunks_and_counts_them(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info src_b = bucket("cpsrc", "alice"), dst_b = bucket("cpdst", "alice");
+	struct efs_bucket_info bobs = bucket("cpbob", "bob");
+	char first[EFS_ID_MAX + 1], chunk1[65];
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+	struct efs_object_info *dst = calloc(1, sizeof(*dst));
+	struct efs_file_info fi, copied;
+	struct efs_file_chunk *chunks = NULL;
+	size_t count = 0;
+	int calls = 0;
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &src_b), 0);
+	assert_int_equal(efs_meta_bucket_create(f->m, &dst_b), 0);
+	assert_int_equal(efs_meta_bucket_create(f->m, &bobs), 0);
+	make_file(f, "alice", 1, first, chunk1);
+	struct efs_object_info *o1 = object("cpsrc", "k", first);
+	assert_int_equal(efs_meta_object_put(f->m, o1, f->now), 0);
+
+	efs_strlcpy(dst->bucket, "cpdst", sizeof(dst->bucket));
+	efs_strlcpy(dst->key, "dir/c", sizeof(dst->key));
+	efs_strlcpy(dst->file_id, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0", sizeof(dst->file_id));
+	dst->last_modified_ms = 5000;
+	struct efs_object_copy copy = {.owner = "alice",
+				       .src_bucket = "cpsrc",
+				       .src_key = "k",
+				       .dst = dst,
+				       .file_name = "c",
+				       .copy_headers = true};
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "cpdst", "dir/c", got), 0);
+	assert_string_equal(got->file_id, dst->file_id);
+	assert_string_equal(got->etag, o1->etag);
+	assert_string_equal(got->content_type, "text/plain");
+	assert_string_equal(got->user_meta, "{\"a\":\"b\"}");
+	assert_int_equal(got->size, o1->size);
+	assert_int_equal(got->last_modified_ms, 5000);
+	assert_int_equal(efs_meta_file_get(f->m, first, &fi), 0);
+	assert_int_equal(efs_meta_file_get(f->m, dst->file_id, &copied), 0);
+	assert_string_equal(copied.owner, "alice");
+	assert_string_equal(copied.name, "c");
+	assert_string_equal(copied.sha256, fi.sha256);
+	assert_int_equal(copied.size, fi.size);
+	assert_int_equal(copied.chunk_count, fi.chunk_count);
+	assert_string_equal(copied.s3_bucket, "cpdst");
+	assert_int_equal(efs_meta_file_chunks(f->m, dst->file_id, 0, 16, &chunks, &count), 0);
+	assert_int_equal(count, 1);
+	assert_string_equal(chunks[0].chunk.chunk_id, chunk1);
+	free(chunks);
+
+	/* refused: nothing stored, nothing counted */
+	efs_strlcpy(dst->key, "x", sizeof(dst->key));
+	efs_strlcpy(dst->file_id, "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1", sizeof(dst->file_id));
+	copy.src_key = "absent";
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -ENOKEY);
+	copy.src_key = "k";
+	copy.src_bucket = "cpbob";
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -EACCES);
+	copy.src_bucket = "cpsrc";
+	efs_strlcpy(dst->bucket, "cpbob", sizeof(dst->bucket));
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -ENOENT);
+	efs_strlcpy(dst->bucket, "cpdst", sizeof(dst->bucket));
+	copy.check_source = refuse_source;
+	copy.check_ctx = &calls;
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -ECANCELED);
+	assert_true(calls >= 1);
+	copy.check_source = NULL;
+	const struct efs_object_cond absent = {.if_absent = true};
+	efs_strlcpy(dst->key, "dir/c", sizeof(dst->key));
+	copy.cond = &absent;
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -EEXIST);
+	copy.cond = NULL;
+	assert_int_equal(efs_meta_file_get(f->m, "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1", &fi), -ENOENT);
+	assert_int_equal(efs_meta_object_get(f->m, "cpdst", "x", got), -ENOENT);
+
+	/* the copy onto itself (new headers): a new file, the old released,
+	 * the chunk still referenced by it and the source */
+	copy.src_bucket = "cpdst";
+	copy.src_key = "dir/c";
+	copy.copy_headers = false;
+	efs_strlcpy(dst->content_type, "image/png", sizeof(dst->content_type));
+	efs_strlcpy(dst->user_meta, "{}", sizeof(dst->user_meta));
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "cpdst", "dir/c", got), 0);
+	assert_string_equal(got->file_id, "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1");
+	assert_string_equal(got->content_type, "image/png");
+	assert_int_equal(efs_meta_file_get(f->m, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0", &fi), -ENOENT);
+
+	/* the source goes: the copy holds the chunk; the copy goes: garbage */
+	assert_int_equal(efs_meta_object_delete(f->m, "cpsrc", "k", f->now), 0);
+	assert_false(is_garbage(f, chunk1));
+	assert_int_equal(efs_meta_object_delete(f->m, "cpdst", "dir/c", f->now), 0);
+	assert_true(is_garbage(f, chunk1));
+	free(o1);
+	free(dst);
+	free(got);
+}
+
+/* PutObject's If-Unmodified-Since, in the transaction as the others. */
+static void test_put_if_unmodified_since(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("dates", "alice");
+	char first[EFS_ID_MAX + 1], second[EFS_ID_MAX + 1], chunk1[65], chunk2[65];
+	const struct efs_object_cond before = {.if_unmodified_since_s = 1};
+	const struct efs_object_cond at = {.if_unmodified_since_s = 2};
+	const struct efs_object_cond match_wins = {.if_etag = "*", .if_unmodified_since_s = 1};
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, first, chunk1);
+	make_file(f, "alice", 2, second, chunk2);
+	struct efs_object_info *o1 = object("dates", "k", first); /* modified at 2 s */
+	struct efs_object_info *o2 = object("dates", "k", second);
+	/* no object: the condition holds */
+	assert_int_equal(efs_meta_object_put_if(f->m, o1, &before, f->now), 0);
+	assert_int_equal(efs_meta_object_put_if(f->m, o2, &before, f->now), -ESTALE);
+	assert_false(is_garbage(f, chunk1));
+	assert_int_equal(efs_meta_object_put_if(f->m, o2, &match_wins, f->now), 0);
+	assert_int_equal(efs_meta_object_put_if(f->m, o2, &at, f->now), 0);
+	free(o1);
+	free(o2);
+}
+
 static void test_deleting_the_file_deletes_the_object(void **state)
 {
 	struct fixture *f = *state;
@@ -417,6 +549,8 @@ int main(void)
 	    T(test_overwrite_releases_the_old_file_in_the_same_step),
 	    T(test_deleting_the_file_deletes_the_object),
 	    T(test_conditional_put_checks_the_current_row),
+	    T(test_copy_shares_the_chunks_and_counts_them),
+	    T(test_put_if_unmodified_since),
 	    T(test_listing_in_byte_order_by_prefix_and_after),
 	};
 #undef T
