@@ -345,6 +345,13 @@ struct efs_object_copy {
 	const char *owner; /* must own both buckets */
 	const char *src_bucket;
 	const char *src_key;
+	/* Instead of (src_bucket, src_key): a file of @owner (any file, one
+	 * uploaded through the REST API too), whose ETag the caller gives
+	 * (the hex MD5 of its bytes); its headers are then the defaults
+	 * (binary/octet-stream, no metadata) and its Last-Modified its
+	 * creation time. -ENOKEY when there is no such file of @owner. */
+	const char *src_file_id;
+	const char *src_etag;
 	/* The new object. The caller sets bucket, key, file_id (a new,
 	 * unused file id), last_modified_ms and, unless copy_headers, the
 	 * headers (content_type ... user_meta). On success size and etag
@@ -368,7 +375,8 @@ struct efs_object_copy {
  * Both buckets' rows are locked (in name order) and the source file's
  * row too, so neither object nor file can go meanwhile. Source and
  * destination may be the same object (its old file is released, the new
- * one keeps the chunks). 0, or -ENOENT (the destination bucket is gone
+ * one keeps the chunks). With src_file_id the source is that file (its
+ * row locked likewise). 0, or -ENOENT (the destination bucket is gone
  * or not the owner's), -EACCES (the source bucket is gone or not the
  * owner's), -ENOKEY (no object at the source key), what check_source
  * returned, -EEXIST / -ENODATA / -ESTALE (@cond, as put_if), -EAGAIN,

@@ -1043,8 +1043,14 @@ int efs_s3_delete_objects_begin(struct efs_s3_req *s)
 
 /* ---- CopyObject ------------------------------------------------------- */
 
+/* The copy source that names an EchoFS file instead of an object:
+ * "_files/<file id>" ("_" is never in a bucket name). */
+#define FILES_SOURCE "_files"
+
 struct copy_op {
 	struct efs_s3_target source; /* from x-amz-copy-source */
+	bool from_file;		     /* source.key is a file id (FILES_SOURCE) */
+	char file_etag[EFS_MD5_HEX_LEN + 1];
 	bool replace_headers;	     /* x-amz-metadata-directive: REPLACE */
 	/* x-amz-copy-source-if-*: NULL / 0 when absent (an unusable date is
 	 * ignored, as S3 and RFC 7232 do) */
@@ -1074,6 +1080,78 @@ static int copy_source_check(void *ctx, const struct efs_object_info *src)
 	return 0;
 }
 
+/* The hex MD5 of file @f's bytes (an S3 ETag), read through the download
+ * path: a file uploaded through the REST API has none recorded. */
+static int file_md5(struct efs_master *m, const struct efs_file_info *f,
+		    char out[EFS_MD5_HEX_LEN + 1])
+{
+	struct efs_md5 md5;
+	struct efs_reader *rd = NULL;
+	size_t cap = 256 * 1024;
+	char *buf = NULL;
+	int r;
+
+	if ((r = efs_md5_init(&md5)) < 0)
+		return r;
+	if (f->size == 0)
+		goto done;
+	if (!(buf = malloc(cap))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = efs_reader_new(&m->reader_source, f, 0, f->size - 1, &rd)) < 0)
+		goto out;
+	for (;;) {
+		ssize_t n = efs_reader_read(rd, buf, cap);
+		if (n < 0) {
+			r = (int)n;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		efs_md5_update(&md5, buf, (size_t)n);
+	}
+done:
+	efs_md5_final_hex(&md5, out);
+	r = 0;
+out:
+	efs_reader_free(rd);
+	free(buf);
+	efs_md5_release(&md5);
+	return r;
+}
+
+/* The source file of a "_files/<id>" copy: the caller's own (another
+ * user's is NoSuchKey, as the REST API answers file_not_found), its MD5
+ * into c->file_etag. Replies and returns -EINVAL when it cannot be had. */
+static int copy_file_source(struct efs_s3_req *s, struct copy_op *c)
+{
+	struct efs_file_info f;
+	int r = efs_meta_file_get(s->m->meta, c->source.key, &f);
+	if (r == -ENOENT || (r == 0 && strcmp(f.owner, s->principal.owner) != 0))
+		return efs_s3_error(s, 404, "NoSuchKey",
+				    "The specified key does not exist (no such file of yours: "
+				    "the copy source)."),
+		       -EINVAL;
+	if (r < 0)
+		return efs_s3_error_store(s, r, "CopyObject source file"), -EINVAL;
+	if ((r = file_md5(s->m, &f, c->file_etag)) == -ENOENT)
+		return efs_s3_error(s, 404, "NoSuchKey",
+				    "The specified key does not exist (the copy source file "
+				    "was deleted)."),
+		       -EINVAL;
+	if (r < 0) {
+		efs_error("s3 copy %s/%s <- file %s: reading it for its MD5 failed: %s (request "
+			  "%s)",
+			  s->bucket, s->key, f.file_id, strerror(-r), s->request_id);
+		return efs_s3_error(s, 503, "ServiceUnavailable",
+				    "The source file's data cannot be read right now; retry "
+				    "shortly"),
+		       -EINVAL;
+	}
+	return 0;
+}
+
 static int copy_end(struct efs_s3_req *s)
 {
 	struct copy_op *c = s->op;
@@ -1083,6 +1161,10 @@ static int copy_end(struct efs_s3_req *s)
 
 	if (efs_s3_own_bucket(s, &b) < 0)
 		return 0;
+	if (c->from_file && copy_file_source(s, c) < 0)
+		return 0;
+	if (c->from_file)
+		goto copy;
 	if ((r = efs_meta_bucket_get(s->m->meta, c->source.bucket, &src_bucket)) == -ENOENT)
 		return efs_s3_error(s, 404, "NoSuchBucket",
 				    "The specified bucket does not exist (the copy source's)");
@@ -1095,6 +1177,7 @@ static int copy_end(struct efs_s3_req *s)
 			 s->request_id);
 		return efs_s3_error(s, 403, "AccessDenied", "Access Denied");
 	}
+copy:
 	if ((r = efs_random_hex(c->obj.file_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
 	efs_strlcpy(c->obj.bucket, s->bucket, sizeof(c->obj.bucket));
@@ -1105,6 +1188,8 @@ static int copy_end(struct efs_s3_req *s)
 	    .owner = s->principal.owner,
 	    .src_bucket = c->source.bucket,
 	    .src_key = c->source.key,
+	    .src_file_id = c->from_file ? c->source.key : NULL,
+	    .src_etag = c->from_file ? c->file_etag : NULL,
 	    .dst = &c->obj,
 	    .file_name = name,
 	    .copy_headers = !c->replace_headers,
@@ -1183,6 +1268,13 @@ static int copy_source(struct efs_s3_req *s, const char *value, struct efs_s3_ta
 				    "Copy Source must mention the source bucket and key: "
 				    "sourcebucket/sourcekey"),
 		       -EINVAL;
+	if (strcmp(out->bucket, FILES_SOURCE) == 0 &&
+	    (strlen(out->key) != EFS_FILE_ID_LEN || !efs_id_valid(out->key)))
+		return efs_s3_error(s, 400, "InvalidArgument",
+				    "A copy source " FILES_SOURCE "/<id> names an EchoFS file by "
+				    "its id (%d hex digits)",
+				    EFS_FILE_ID_LEN),
+		       -EINVAL;
 	return 0;
 }
 
@@ -1198,11 +1290,12 @@ int efs_s3_copy_object_begin(struct efs_s3_req *s)
 	s->op_free = free;
 	if ((r = copy_source(s, efs_http_header(s->http, "x-amz-copy-source"), &c->source)) < 0)
 		return 0;
+	c->from_file = strcmp(c->source.bucket, FILES_SOURCE) == 0;
 	const char *directive = efs_http_header(s->http, "x-amz-metadata-directive");
 	if (directive && strcmp(directive, "COPY") != 0 && strcmp(directive, "REPLACE") != 0)
 		return efs_s3_error(s, 400, "InvalidArgument", "Unknown metadata directive.");
 	c->replace_headers = directive && strcmp(directive, "REPLACE") == 0;
-	if (!c->replace_headers && strcmp(c->source.bucket, s->bucket) == 0 &&
+	if (!c->replace_headers && !c->from_file && strcmp(c->source.bucket, s->bucket) == 0 &&
 	    strcmp(c->source.key, s->key) == 0)
 		return efs_s3_error(s, 400, "InvalidRequest",
 				    "This copy request is illegal because it is trying to copy an "

@@ -353,6 +353,44 @@ static int copy_file(struct sql_conn *c, const struct efs_object_copy *p, const 
 		     NULL, NULL, NULL, SQL_TEXT(p->dst->file_id));
 }
 
+/* A file as a copy's source: the destination bucket locked (-ENOENT), the
+ * file's size and creation time into @src with the caller's ETag and the
+ * default headers; -ENOKEY unless @p->owner owns the file. */
+struct file_source {
+	bool found;
+	struct efs_object_info *src;
+};
+
+static int row_file_source(void *ctx, const struct efs_sql_row *row)
+{
+	struct file_source *f = ctx;
+	f->found = true;
+	f->src->size = (uint64_t)efs_sql_int(row, 0);
+	f->src->last_modified_ms = efs_sql_int(row, 1);
+	return 0;
+}
+
+static int source_file(struct sql_conn *c, const struct efs_object_copy *p,
+		       struct efs_object_info *src)
+{
+	struct file_source found = {false, src};
+	int r = lock_bucket(c, p->dst->bucket, p->owner);
+	if (r < 0)
+		return r;
+	memset(src, 0, sizeof(*src));
+	r = SQL_Q(c, "SELECT size, created_at FROM files WHERE file_id = $1 AND owner = $2",
+		  row_file_source, &found, NULL, SQL_TEXT(p->src_file_id), SQL_TEXT(p->owner));
+	if (r < 0)
+		return r;
+	if (!found.found)
+		return -ENOKEY;
+	efs_strlcpy(src->file_id, p->src_file_id, sizeof(src->file_id));
+	efs_strlcpy(src->etag, p->src_etag ? p->src_etag : "", sizeof(src->etag));
+	efs_strlcpy(src->content_type, "binary/octet-stream", sizeof(src->content_type));
+	efs_strlcpy(src->user_meta, "{}", sizeof(src->user_meta));
+	return 0;
+}
+
 struct object_copy_run {
 	struct efs_object_copy *copy;
 	struct efs_object_info *src; /* scratch: the source's row */
@@ -367,14 +405,16 @@ static int object_copy_tx(struct sql_conn *c, void *ctx)
 	struct sql_rows rows = SQL_ROWS_FIXED(src, 1);
 	int r;
 
-	if ((r = lock_copy_buckets(c, p)) < 0)
-		return r;
-	r = SQL_Q(c,
-		  "SELECT " OBJECT_COLUMNS " FROM s3_objects WHERE bucket = $1 AND object_key = $2",
-		  row_object, &rows, NULL, SQL_TEXT(p->src_bucket), SQL_TEXT(p->src_key));
+	if (p->src_file_id)
+		r = source_file(c, p, src);
+	else if ((r = lock_copy_buckets(c, p)) == 0)
+		r = SQL_Q(c,
+			  "SELECT " OBJECT_COLUMNS " FROM s3_objects"
+			  " WHERE bucket = $1 AND object_key = $2",
+			  row_object, &rows, NULL, SQL_TEXT(p->src_bucket), SQL_TEXT(p->src_key));
 	if (r < 0)
 		return r;
-	if (rows.count == 0)
+	if (!p->src_file_id && rows.count == 0)
 		return -ENOKEY;
 	if (p->check_source && (r = p->check_source(p->check_ctx, src)) < 0)
 		return r;

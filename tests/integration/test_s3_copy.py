@@ -12,7 +12,9 @@ nothing stored), a missing source key (NoSuchKey) or bucket
 (NoSuchBucket); the source's encodings (leading "/", escaped key,
 versionId=null; another version 501); the x-amz-copy-source-if-*
 conditions (412 as S3) and the destination's If-None-Match / If-Match;
-`aws s3api copy-object`; GET ?versioning (empty configuration) and PUT
+a file uploaded through the REST API put in a bucket (`_files/<id>` as
+the copy source: the ETag its MD5, no chunk written); `aws s3api
+copy-object`; GET ?versioning (empty configuration) and PUT
 ?versioning (501); the access log line with the query and without a
 presigned URL's credentials.
 """
@@ -313,6 +315,66 @@ def test_destination_conditions(s3, alice_key, alice):
     source = hashlib.sha256(b"source").hexdigest()
     assert files_of(s3, "s3-copy-alice", "copy-dcond") == \
         [("dst", source), ("new", source), ("src", source)]
+
+
+def chunk_writes(cluster) -> int:
+    """Chunk PUTs the workers of @cluster have answered so far."""
+    total = 0.0
+    for w in cluster.workers:
+        text = requests.get(w.url + "/metrics", timeout=h.HTTP_TIMEOUT_S,
+                            verify=str(cluster.tls.ca) if cluster.tls else True).text
+        for line in text.splitlines():
+            if (line.startswith("echofs_http_requests_total{")
+                    and 'route="/chunks/{chunkId}"' in line and 'method="PUT"' in line):
+                total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def test_a_file_uploaded_through_the_rest_api_is_put_in_a_bucket(s3, shared_cluster, alice,
+                                                                 bob):
+    alice.create_bucket(Bucket="copy-files")
+    rest = s3.user_client("s3-copy-alice")
+    data = os.urandom(2 * CHUNK + 123)
+    f = rest.upload(data, "report.pdf")
+    writes = chunk_writes(shared_cluster)
+    got = alice.copy_object(Bucket="copy-files", Key="docs/report.pdf",
+                            CopySource=f"_files/{f['file_id']}")
+    # the ETag S3 clients check: the MD5 of the bytes (read once, not written)
+    assert got["CopyObjectResult"]["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    assert chunk_writes(shared_cluster) == writes
+    head = alice.head_object(Bucket="copy-files", Key="docs/report.pdf")
+    assert head["ContentType"] == "binary/octet-stream" and head["ContentLength"] == len(data)
+    assert alice.get_object(Bucket="copy-files", Key="docs/report.pdf")["Body"].read() == data
+    # the REST file stays a file of its own; the object is a new one
+    assert files_of(s3, "s3-copy-alice", "copy-files") == \
+        [("docs/report.pdf", hashlib.sha256(data).hexdigest())]
+    assert rest.download(f["file_id"]) == data
+    # with the request's headers, and the conditions of any copy
+    alice.copy_object(Bucket="copy-files", Key="typed.pdf", CopySource=f"_files/{f['file_id']}",
+                      MetadataDirective="REPLACE", ContentType="application/pdf",
+                      CopySourceIfMatch=hashlib.md5(data).hexdigest())
+    assert alice.head_object(Bucket="copy-files", Key="typed.pdf")["ContentType"] == \
+        "application/pdf"
+    assert failure(alice.copy_object, Bucket="copy-files", Key="x",
+                   CopySource=f"_files/{f['file_id']}",
+                   CopySourceIfNoneMatch=hashlib.md5(data).hexdigest()) == \
+        (412, "PreconditionFailed")
+    # deleting the REST file leaves the objects whole
+    assert rest.delete(f"/api/v1/files/{f['file_id']}").status_code == 204
+    time.sleep(3 * GC_GRACE_MS / 1000 + 1.5)
+    assert alice.get_object(Bucket="copy-files", Key="docs/report.pdf")["Body"].read() == data
+    # another user's file, a missing one, not a file id: nothing stored
+    other = s3.user_client("s3-copy-bob").upload(b"bob's", "b.txt")
+    assert failure(alice.copy_object, Bucket="copy-files", Key="x",
+                   CopySource=f"_files/{other['file_id']}") == (404, "NoSuchKey")
+    assert failure(alice.copy_object, Bucket="copy-files", Key="x",
+                   CopySource=f"_files/{f['file_id']}") == (404, "NoSuchKey")
+    assert failure(alice.copy_object, Bucket="copy-files", Key="x",
+                   CopySource="_files/not-an-id") == (400, "InvalidArgument")
+    assert failure(bob.copy_object, Bucket="copy-files", Key="x",
+                   CopySource=f"_files/{other['file_id']}") == (403, "AccessDenied")
+    keys = [c["Key"] for c in alice.list_objects_v2(Bucket="copy-files")["Contents"]]
+    assert keys == ["docs/report.pdf", "typed.pdf"]
 
 
 @pytest.mark.skipif(not os.path.exists(AWS_CLI), reason="Debian's awscli is not installed")

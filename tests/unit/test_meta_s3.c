@@ -436,6 +436,44 @@ static void test_copy_shares_the_chunks_and_counts_them(void **state)
 	free(got);
 }
 
+/* A file (of the REST API) as the source: its chunks counted once more. */
+static void test_copy_from_a_file(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("fromfile", "alice");
+	char mine[EFS_ID_MAX + 1], theirs[EFS_ID_MAX + 1], chunk1[65], chunk2[65];
+	struct efs_object_info *dst = calloc(1, sizeof(*dst));
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, mine, chunk1);
+	make_file(f, "bob", 2, theirs, chunk2);
+	efs_strlcpy(dst->bucket, "fromfile", sizeof(dst->bucket));
+	efs_strlcpy(dst->key, "k", sizeof(dst->key));
+	efs_strlcpy(dst->file_id, "e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2", sizeof(dst->file_id));
+	struct efs_object_copy copy = {.owner = "alice",
+				       .src_file_id = theirs,
+				       .src_etag = "00112233445566778899aabbccddeeff",
+				       .dst = dst,
+				       .file_name = "k",
+				       .copy_headers = true};
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -ENOKEY);
+	copy.src_file_id = mine;
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "fromfile", "k", got), 0);
+	assert_string_equal(got->etag, "00112233445566778899aabbccddeeff");
+	assert_string_equal(got->content_type, "binary/octet-stream");
+	assert_string_equal(got->user_meta, "{}");
+	assert_int_equal(got->size, strlen("object bytes 1"));
+	/* the REST file goes: the object keeps the chunk */
+	assert_int_equal(efs_meta_file_delete(f->m, mine, "alice", f->now), 0);
+	assert_false(is_garbage(f, chunk1));
+	assert_int_equal(efs_meta_object_delete(f->m, "fromfile", "k", f->now), 0);
+	assert_true(is_garbage(f, chunk1));
+	free(dst);
+	free(got);
+}
+
 /* PutObject's If-Unmodified-Since, in the transaction as the others. */
 static void test_put_if_unmodified_since(void **state)
 {
@@ -551,6 +589,7 @@ int main(void)
 	    T(test_conditional_put_checks_the_current_row),
 	    T(test_copy_shares_the_chunks_and_counts_them),
 	    T(test_put_if_unmodified_since),
+	    T(test_copy_from_a_file),
 	    T(test_listing_in_byte_order_by_prefix_and_after),
 	};
 #undef T
