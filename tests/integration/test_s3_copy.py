@@ -393,6 +393,17 @@ def test_aws_cli_copy_object(s3, alice_key, alice, tmp_path):
     assert json.loads(out.stdout)["CopyObjectResult"]["ETag"] == etag
     assert alice.get_object(Bucket="copy-cli", Key="b/copy.txt")["Body"].read() == \
         b"from the cli"
+    # docs/S3.md's example: a file of the REST API into the bucket
+    f = s3.user_client("s3-copy-alice").upload(b"a rest file", "rest.txt")
+    out = subprocess.run([AWS_CLI, "--endpoint-url", s3.s3_url, *extra, "s3api", "copy-object",
+                          "--bucket", "copy-cli", "--key", "from-rest.txt",
+                          "--copy-source", f"_files/{f['file_id']}"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["CopyObjectResult"]["ETag"] == \
+        f'"{hashlib.md5(b"a rest file").hexdigest()}"'
+    assert alice.get_object(Bucket="copy-cli", Key="from-rest.txt")["Body"].read() == \
+        b"a rest file"
 
 
 def test_versioning_is_reported_off_and_cannot_be_enabled(alice, bob):
