@@ -1150,12 +1150,12 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 	const char *user = req->is_cluster ? "(cluster)" : (req->user[0] ? req->user : "-");
 	const char *shown = priv->log_target ? priv->log_target : req->path;
 	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
-		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s", req->method,
-			 shown, priv->status, (unsigned long long)priv->bytes_in,
+		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s", req->method, shown,
+			 priv->status, (unsigned long long)priv->bytes_in,
 			 (unsigned long long)priv->bytes_out, ms, user);
 	else
-		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s aborted=%d",
-			 req->method, shown, priv->status, (unsigned long long)priv->bytes_in,
+		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s aborted=%d", req->method,
+			 shown, priv->status, (unsigned long long)priv->bytes_in,
 			 (unsigned long long)priv->bytes_out, ms, user, (int)toe);
 
 	req_free(req);

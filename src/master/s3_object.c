@@ -261,8 +261,8 @@ static int base64_decode_exact(const char *text, unsigned char *out, size_t n)
 		}
 		acc = (acc << 6) | v;
 		if (i % 4 == 3) {
-			unsigned char bytes[3] = {(unsigned char)(acc >> 16), (unsigned char)(acc >> 8),
-						  (unsigned char)acc};
+			unsigned char bytes[3] = {(unsigned char)(acc >> 16),
+						  (unsigned char)(acc >> 8), (unsigned char)acc};
 			size_t take = i == len - 1 ? 3 - pad : 3;
 			/* what the padding covers must be zero */
 			for (size_t k = take; k < 3; k++)
@@ -1051,7 +1051,7 @@ struct copy_op {
 	struct efs_s3_target source; /* from x-amz-copy-source */
 	bool from_file;		     /* source.key is a file id (FILES_SOURCE) */
 	char file_etag[EFS_MD5_HEX_LEN + 1];
-	bool replace_headers;	     /* x-amz-metadata-directive: REPLACE */
+	bool replace_headers; /* x-amz-metadata-directive: REPLACE */
 	/* x-amz-copy-source-if-*: NULL / 0 when absent (an unusable date is
 	 * ignored, as S3 and RFC 7232 do) */
 	const char *if_match, *if_none_match;
@@ -1072,10 +1072,10 @@ static int copy_source_check(void *ctx, const struct efs_object_info *src)
 	if (c->if_match ? !etag_listed(c->if_match, src->etag)
 			: c->if_unmodified_since_s && modified_s > c->if_unmodified_since_s)
 		return -ECANCELED;
-	if (c->if_none_match ? etag_listed(c->if_none_match, src->etag)
-			     : c->if_modified_since_s &&
-				   c->if_modified_since_s <= efs_now_ms() / 1000 &&
-				   modified_s <= c->if_modified_since_s)
+	if (c->if_none_match
+		? etag_listed(c->if_none_match, src->etag)
+		: c->if_modified_since_s && c->if_modified_since_s <= efs_now_ms() / 1000 &&
+		      modified_s <= c->if_modified_since_s)
 		return -ECANCELED;
 	return 0;
 }
@@ -1220,8 +1220,9 @@ copy:
 			 : r == -EEXIST	 ? "If-None-Match: * and the key exists"
 					 : "If-Match or If-Unmodified-Since does not hold",
 			 s->request_id);
-		return efs_s3_error(s, 412, "PreconditionFailed",
-				    "At least one of the pre-conditions you specified did not hold");
+		return efs_s3_error(
+		    s, 412, "PreconditionFailed",
+		    "At least one of the pre-conditions you specified did not hold");
 	default:
 		return efs_s3_error_store(s, r, "CopyObject");
 	}

@@ -370,9 +370,8 @@ static bool unsupported_param(const char *raw_query, const char *const *allowed,
 }
 
 static const char *const BUCKET_GET_PARAMS[] = {
-    "location",		  "list-type",	 "prefix",   "delimiter",
-    "continuation-token", "start-after", "max-keys", "encoding-type",
-    "fetch-owner",	  "marker",	 "versioning", NULL};
+    "location", "list-type",	 "prefix",	"delimiter", "continuation-token", "start-after",
+    "max-keys", "encoding-type", "fetch-owner", "marker",    "versioning",	   NULL};
 
 /* Conditional headers are implemented for GetObject/HeadObject, and
  * If-Match / If-None-Match / If-Unmodified-Since for PutObject and
