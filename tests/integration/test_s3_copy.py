@@ -10,7 +10,8 @@ itself (InvalidRequest without REPLACE); an overwritten destination's
 file released; the source in another user's bucket (AccessDenied,
 nothing stored), a missing source key (NoSuchKey) or bucket
 (NoSuchBucket); the source's encodings (leading "/", escaped key,
-versionId=null; another version 501); the x-amz-copy-source-if-*
+versionId=null; another version 501); copies racing the deletion of their source (whole or NoSuchKey); the
+x-amz-copy-source-if-*
 conditions (412 as S3) and the destination's If-None-Match / If-Match;
 a file uploaded through the REST API put in a bucket (`_files/<id>` as
 the copy source: the ETag its MD5, no chunk written); `aws s3api
@@ -23,6 +24,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 import time
 import urllib.parse
 
@@ -141,6 +143,57 @@ def test_copy_shares_the_chunks_and_outlives_its_source(s3, shared_cluster, alic
     h.wait_until(lambda: not ids & set(shared_cluster.chunk_usage().ids),
                  GC_GRACE_MS / 1000 + 15, interval=0.2,
                  what="the chunks of the deleted source and copy to be collected")
+
+
+def test_copies_racing_the_sources_deletion_are_whole_or_refused(s3, alice_key, alice):
+    """Copies of an object, one after another from several clients, while
+    its file is deleted through the REST API (which locks the file's row,
+    not the bucket's): each copy is either whole or refused (NoSuchKey),
+    and stays whole after the collector's grace: no copy ever names
+    chunks whose count reached 0."""
+    alice.create_bucket(Bucket="copy-race")
+    rest = s3.user_client("s3-copy-alice")
+    copiers = [client(s3, alice_key) for _ in range(4)]
+    data = os.urandom(2 * CHUNK + 5)
+    alice.put_object(Bucket="copy-race", Key="src", Body=data)
+    files = rest.get("/api/v1/files", params={"limit": 1000}).json()["files"]
+    file_id = [f["file_id"] for f in files
+               if f.get("bucket") == "copy-race" and f.get("key") == "src"][0]
+    start = threading.Barrier(len(copiers) + 1)
+    made = [[] for _ in copiers]
+    errors = []
+
+    def copy(i):
+        start.wait()
+        for n in range(200):  # until the source is gone
+            key = f"c{i}-{n}"
+            try:
+                copiers[i].copy_object(Bucket="copy-race", Key=key, CopySource="copy-race/src")
+                made[i].append(key)
+            except botocore.exceptions.ClientError as e:
+                status = (e.response["ResponseMetadata"]["HTTPStatusCode"],
+                          e.response["Error"]["Code"])
+                if status != (404, "NoSuchKey"):
+                    errors.append(status)
+                return
+            except Exception as e:  # noqa: BLE001 - reported in the assertion
+                errors.append(repr(e))
+                return
+
+    threads = [threading.Thread(target=copy, args=(i,)) for i in range(len(copiers))]
+    for t in threads:
+        t.start()
+    start.wait()
+    time.sleep(0.1)
+    assert rest.delete(f"/api/v1/files/{file_id}").status_code == 204
+    for t in threads:
+        t.join()
+    assert errors == []
+    keys = [k for m in made for k in m]
+    assert keys, "no copy was made before the source went"
+    time.sleep(3 * GC_GRACE_MS / 1000 + 1.5)  # the collector passes every second
+    for key in keys:
+        assert alice.get_object(Bucket="copy-race", Key=key)["Body"].read() == data, key
 
 
 def test_metadata_directive_copy_and_replace(alice):

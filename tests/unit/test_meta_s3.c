@@ -474,6 +474,71 @@ static void test_copy_from_a_file(void **state)
 	free(got);
 }
 
+struct delete_meanwhile {
+	struct efs_meta *other; /* a second store on the same database */
+	const char *file_id;
+	int64_t now;
+	int deleted;
+};
+
+/* check_source hook: the REST API's delete of the source's file, through
+ * another connection, committed while the copy's transaction runs. */
+static int delete_source_meanwhile(void *ctx, const struct efs_object_info *src)
+{
+	struct delete_meanwhile *d = ctx;
+	if (!d->deleted++)
+		assert_int_equal(efs_meta_file_delete(d->other, d->file_id, "alice", d->now), 0);
+	return 0;
+}
+
+/* The source's file deleted (REST API: it locks the file's row, not the
+ * bucket's) after the copy read the object row: the copy must see it gone
+ * (-ENOKEY), never record an object whose file lists no chunks. PostgreSQL
+ * only: SQLite runs one writer at a time, so there the delete cannot run
+ * inside the copy. */
+static void test_copy_of_a_source_deleted_meanwhile_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("gone", "alice");
+	char first[EFS_ID_MAX + 1], chunk1[65], url[512], dir[128], err[256] = "";
+	struct efs_object_info *dst = calloc(1, sizeof(*dst));
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+	struct efs_meta *other = NULL;
+
+	if (!f->db[0]) {
+		free(dst);
+		free(got);
+		skip();
+	}
+	pg_url_with_db(f->db, url, sizeof(url));
+	snprintf(dir, sizeof(dir), "%s/other", f->dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(efs_meta_open(url, dir, &other, err, sizeof(err)), 0);
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, first, chunk1);
+	struct efs_object_info *o1 = object("gone", "src", first);
+	assert_int_equal(efs_meta_object_put(f->m, o1, f->now), 0);
+	efs_strlcpy(dst->bucket, "gone", sizeof(dst->bucket));
+	efs_strlcpy(dst->key, "copy", sizeof(dst->key));
+	efs_strlcpy(dst->file_id, "f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3", sizeof(dst->file_id));
+	struct delete_meanwhile d = {other, first, f->now, 0};
+	struct efs_object_copy copy = {.owner = "alice",
+				       .src_bucket = "gone",
+				       .src_key = "src",
+				       .dst = dst,
+				       .file_name = "copy",
+				       .copy_headers = true,
+				       .check_source = delete_source_meanwhile,
+				       .check_ctx = &d};
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -ENOKEY);
+	assert_int_equal(efs_meta_object_get(f->m, "gone", "copy", got), -ENOENT);
+	assert_true(is_garbage(f, chunk1));
+	efs_meta_close(other);
+	free(o1);
+	free(dst);
+	free(got);
+}
+
 /* PutObject's If-Unmodified-Since, in the transaction as the others. */
 static void test_put_if_unmodified_since(void **state)
 {
@@ -590,6 +655,7 @@ int main(void)
 	    T(test_copy_shares_the_chunks_and_counts_them),
 	    T(test_put_if_unmodified_since),
 	    T(test_copy_from_a_file),
+	    T(test_copy_of_a_source_deleted_meanwhile_is_refused),
 	    T(test_listing_in_byte_order_by_prefix_and_after),
 	};
 #undef T
