@@ -237,50 +237,11 @@ static int put_headers(struct efs_s3_req *s, struct efs_object_info *o)
 	return 0;
 }
 
-/* @text as the base64 (with its padding) of exactly @n bytes, into @out.
- * 0, or -EINVAL (another length, a character outside the alphabet, bits
- * set in the padding). */
-static int base64_decode_exact(const char *text, unsigned char *out, size_t n)
-{
-	static const char alphabet[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t len = strlen(text), groups = (n + 2) / 3, pad = groups * 3 - n, o = 0;
-	uint32_t acc = 0;
-	if (n == 0 || n > 64 || len != groups * 4)
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		uint32_t v = 0;
-		if (i >= len - pad) {
-			if (text[i] != '=')
-				return -EINVAL;
-		} else {
-			const char *p = strchr(alphabet, text[i]);
-			if (!p || !text[i])
-				return -EINVAL;
-			v = (uint32_t)(p - alphabet);
-		}
-		acc = (acc << 6) | v;
-		if (i % 4 == 3) {
-			unsigned char bytes[3] = {(unsigned char)(acc >> 16),
-						  (unsigned char)(acc >> 8), (unsigned char)acc};
-			size_t take = i == len - 1 ? 3 - pad : 3;
-			/* what the padding covers must be zero */
-			for (size_t k = take; k < 3; k++)
-				if (bytes[k])
-					return -EINVAL;
-			memcpy(out + o, bytes, take);
-			o += take;
-			acc = 0;
-		}
-	}
-	return 0;
-}
-
 /* Content-MD5: the base64 of 16 bytes. 0 with @out filled, or -EINVAL. */
 static int content_md5_decode(const char *text, unsigned char out[EFS_MD5_LEN])
 {
 	unsigned char bytes[EFS_MD5_LEN];
-	if (base64_decode_exact(text, bytes, sizeof(bytes)) < 0)
+	if (efs_base64_decode_exact(text, bytes, sizeof(bytes)) < 0)
 		return -EINVAL;
 	memcpy(out, bytes, EFS_MD5_LEN);
 	return 0;
@@ -908,7 +869,7 @@ static int delete_body_integrity(struct efs_s3_req *s, struct delete_op *d)
 		if (!value)
 			continue;
 		any = true;
-		if (base64_decode_exact(value, given, BODY_DIGESTS[i].len) < 0) {
+		if (efs_base64_decode_exact(value, given, BODY_DIGESTS[i].len) < 0) {
 			if (i == DIGEST_MD5)
 				efs_s3_error(s, 400, "InvalidDigest",
 					     "The Content-MD5 you specified is not valid.");
