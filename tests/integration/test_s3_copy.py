@@ -162,14 +162,17 @@ def test_copies_racing_the_sources_deletion_are_whole_or_refused(s3, alice_key, 
     start = threading.Barrier(len(copiers) + 1)
     made = [[] for _ in copiers]
     errors = []
+    copying = threading.Event()  # every copier has made one: delete now
 
     def copy(i):
         start.wait()
-        for n in range(200):  # until the source is gone
+        for n in range(1000):  # until the source is gone
             key = f"c{i}-{n}"
             try:
                 copiers[i].copy_object(Bucket="copy-race", Key=key, CopySource="copy-race/src")
                 made[i].append(key)
+                if all(made):
+                    copying.set()
             except botocore.exceptions.ClientError as e:
                 status = (e.response["ResponseMetadata"]["HTTPStatusCode"],
                           e.response["Error"]["Code"])
@@ -184,7 +187,7 @@ def test_copies_racing_the_sources_deletion_are_whole_or_refused(s3, alice_key, 
     for t in threads:
         t.start()
     start.wait()
-    time.sleep(0.1)
+    copying.wait(60)
     assert rest.delete(f"/api/v1/files/{file_id}").status_code == 204
     for t in threads:
         t.join()
