@@ -92,13 +92,18 @@ bool efs_s3_query_has(struct efs_s3_req *s, const char *name)
 /* ---- the request ------------------------------------------------------ */
 
 /* Query parameters the access log leaves out: a presigned URL's
- * credentials (the signature would let a reader of the log replay it). */
+ * credentials (the signature would let a reader of the log replay it).
+ * @name (@len bytes) as sent: compared decoded; one that does not decode
+ * is left out too. */
 static bool query_secret(const char *name, size_t len)
 {
 	static const char *const secrets[] = {"X-Amz-Signature", "X-Amz-Credential",
 					      "X-Amz-Security-Token", NULL};
+	char decoded[MAX_QUERY_NAME + 1];
+	if (len > MAX_QUERY_NAME || percent_decode(name, len, decoded, sizeof(decoded)) < 0)
+		return true;
 	for (const char *const *n = secrets; *n; n++)
-		if (strlen(*n) == len && strncasecmp(name, *n, len) == 0)
+		if (strcasecmp(decoded, *n) == 0)
 			return true;
 	return false;
 }

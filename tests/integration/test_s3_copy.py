@@ -481,12 +481,18 @@ def test_access_log_shows_the_query_but_no_credentials(s3, alice):
     url = alice.generate_presigned_url("get_object", Params={"Bucket": "copy-log", "Key": "k"},
                                        ExpiresIn=60)
     assert requests.get(url, verify=s3.s3_verify).content == b"logged"
+    # a name sent percent-encoded is still a secret (refused, and not logged)
+    r = requests.get(f"{s3.s3_url}/copy-log/k?X%2DAmz%2DSignature=s3cr3tv4lue&x-id=GetObject",
+                     verify=s3.s3_verify)
+    assert r.status_code >= 400
     log = [line for line in s3.stderr_since(mark).splitlines() if "access GET /copy-log" in line]
     assert any("/copy-log?list-type=2&prefix=k&max-keys=5" in line
                or ("list-type=2" in line and "prefix=k" in line) for line in log), log
     presigned = [line for line in log if "/copy-log/k?" in line]
     assert presigned and "X-Amz-Date=" in presigned[0], log
+    assert any("/copy-log/k?x-id=GetObject " in line for line in log), log
     for line in log:
         assert "X-Amz-Signature" not in line and "X-Amz-Credential" not in line, line
+        assert "s3cr3tv4lue" not in line, line
         assert urllib.parse.parse_qs(urllib.parse.urlparse(url).query)["X-Amz-Signature"][0] \
             not in line
