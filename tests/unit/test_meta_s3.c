@@ -392,6 +392,241 @@ static void test_conditional_put_checks_the_current_row(void **state)
 	free(got);
 }
 
+static int refuse_source(void *ctx, const struct efs_object_info *src)
+{
+	int *calls = ctx;
+	(*calls)++;
+	return strcmp(src->etag, "0123456789abcdef0123456789abcdef") == 0 ? -ECANCELED : 0;
+}
+
+/* CopyObject: a new file listing the same chunks, counted once more. */
+static void test_copy_shares_the_chunks_and_counts_them(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info src_b = bucket("cpsrc", "alice"), dst_b = bucket("cpdst", "alice");
+	struct efs_bucket_info bobs = bucket("cpbob", "bob");
+	char first[EFS_ID_MAX + 1], chunk1[65];
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+	struct efs_object_info *dst = calloc(1, sizeof(*dst));
+	struct efs_file_info fi, copied;
+	struct efs_file_chunk *chunks = NULL;
+	size_t count = 0;
+	int calls = 0;
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &src_b), 0);
+	assert_int_equal(efs_meta_bucket_create(f->m, &dst_b), 0);
+	assert_int_equal(efs_meta_bucket_create(f->m, &bobs), 0);
+	make_file(f, "alice", 1, first, chunk1);
+	struct efs_object_info *o1 = object("cpsrc", "k", first);
+	assert_int_equal(efs_meta_object_put(f->m, o1, f->now), 0);
+
+	efs_strlcpy(dst->bucket, "cpdst", sizeof(dst->bucket));
+	efs_strlcpy(dst->key, "dir/c", sizeof(dst->key));
+	efs_strlcpy(dst->file_id, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0", sizeof(dst->file_id));
+	dst->last_modified_ms = 5000;
+	struct efs_object_copy copy = {.owner = "alice",
+				       .src_bucket = "cpsrc",
+				       .src_key = "k",
+				       .dst = dst,
+				       .file_name = "c",
+				       .copy_headers = true};
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "cpdst", "dir/c", got), 0);
+	assert_string_equal(got->file_id, dst->file_id);
+	assert_string_equal(got->etag, o1->etag);
+	assert_string_equal(got->content_type, "text/plain");
+	assert_string_equal(got->user_meta, "{\"a\":\"b\"}");
+	assert_int_equal(got->size, o1->size);
+	assert_int_equal(got->last_modified_ms, 5000);
+	assert_int_equal(efs_meta_file_get(f->m, first, &fi), 0);
+	assert_int_equal(efs_meta_file_get(f->m, dst->file_id, &copied), 0);
+	assert_string_equal(copied.owner, "alice");
+	assert_string_equal(copied.name, "c");
+	assert_string_equal(copied.sha256, fi.sha256);
+	assert_int_equal(copied.size, fi.size);
+	assert_int_equal(copied.chunk_count, fi.chunk_count);
+	assert_string_equal(copied.s3_bucket, "cpdst");
+	assert_int_equal(efs_meta_file_chunks(f->m, dst->file_id, 0, 16, &chunks, &count), 0);
+	assert_int_equal(count, 1);
+	assert_string_equal(chunks[0].chunk.chunk_id, chunk1);
+	free(chunks);
+
+	/* refused: nothing stored, nothing counted */
+	efs_strlcpy(dst->key, "x", sizeof(dst->key));
+	efs_strlcpy(dst->file_id, "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1", sizeof(dst->file_id));
+	copy.src_key = "absent";
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -ENOKEY);
+	copy.src_key = "k";
+	copy.src_bucket = "cpbob";
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -EACCES);
+	copy.src_bucket = "cpsrc";
+	efs_strlcpy(dst->bucket, "cpbob", sizeof(dst->bucket));
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -ENOENT);
+	efs_strlcpy(dst->bucket, "cpdst", sizeof(dst->bucket));
+	copy.check_source = refuse_source;
+	copy.check_ctx = &calls;
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -ECANCELED);
+	assert_true(calls >= 1);
+	copy.check_source = NULL;
+	const struct efs_object_cond absent = {.if_absent = true};
+	efs_strlcpy(dst->key, "dir/c", sizeof(dst->key));
+	copy.cond = &absent;
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -EEXIST);
+	copy.cond = NULL;
+	assert_int_equal(efs_meta_file_get(f->m, "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1", &fi), -ENOENT);
+	assert_int_equal(efs_meta_object_get(f->m, "cpdst", "x", got), -ENOENT);
+
+	/* the copy onto itself (new headers): a new file, the old released,
+	 * the chunk still referenced by it and the source */
+	copy.src_bucket = "cpdst";
+	copy.src_key = "dir/c";
+	copy.copy_headers = false;
+	efs_strlcpy(dst->content_type, "image/png", sizeof(dst->content_type));
+	efs_strlcpy(dst->user_meta, "{}", sizeof(dst->user_meta));
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "cpdst", "dir/c", got), 0);
+	assert_string_equal(got->file_id, "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1");
+	assert_string_equal(got->content_type, "image/png");
+	assert_int_equal(efs_meta_file_get(f->m, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0", &fi), -ENOENT);
+
+	/* the source goes: the copy holds the chunk; the copy goes: garbage */
+	assert_int_equal(efs_meta_object_delete(f->m, "cpsrc", "k", f->now), 0);
+	assert_false(is_garbage(f, chunk1));
+	assert_int_equal(efs_meta_object_delete(f->m, "cpdst", "dir/c", f->now), 0);
+	assert_true(is_garbage(f, chunk1));
+	free(o1);
+	free(dst);
+	free(got);
+}
+
+/* A file (of the REST API) as the source: its chunks counted once more. */
+static void test_copy_from_a_file(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("fromfile", "alice");
+	char mine[EFS_ID_MAX + 1], theirs[EFS_ID_MAX + 1], chunk1[65], chunk2[65];
+	struct efs_object_info *dst = calloc(1, sizeof(*dst));
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, mine, chunk1);
+	make_file(f, "bob", 2, theirs, chunk2);
+	efs_strlcpy(dst->bucket, "fromfile", sizeof(dst->bucket));
+	efs_strlcpy(dst->key, "k", sizeof(dst->key));
+	efs_strlcpy(dst->file_id, "e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2", sizeof(dst->file_id));
+	struct efs_object_copy copy = {.owner = "alice",
+				       .src_file_id = theirs,
+				       .src_etag = "00112233445566778899aabbccddeeff",
+				       .dst = dst,
+				       .file_name = "k",
+				       .copy_headers = true};
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -ENOKEY);
+	copy.src_file_id = mine;
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), 0);
+	assert_int_equal(efs_meta_object_get(f->m, "fromfile", "k", got), 0);
+	assert_string_equal(got->etag, "00112233445566778899aabbccddeeff");
+	assert_string_equal(got->content_type, "binary/octet-stream");
+	assert_string_equal(got->user_meta, "{}");
+	assert_int_equal(got->size, strlen("object bytes 1"));
+	/* the REST file goes: the object keeps the chunk */
+	assert_int_equal(efs_meta_file_delete(f->m, mine, "alice", f->now), 0);
+	assert_false(is_garbage(f, chunk1));
+	assert_int_equal(efs_meta_object_delete(f->m, "fromfile", "k", f->now), 0);
+	assert_true(is_garbage(f, chunk1));
+	free(dst);
+	free(got);
+}
+
+struct delete_meanwhile {
+	struct efs_meta *other; /* a second store on the same database */
+	const char *file_id;
+	int64_t now;
+	int deleted;
+};
+
+/* check_source hook: the REST API's delete of the source's file, through
+ * another connection, committed while the copy's transaction runs. */
+static int delete_source_meanwhile(void *ctx, const struct efs_object_info *src)
+{
+	struct delete_meanwhile *d = ctx;
+	if (!d->deleted++)
+		assert_int_equal(efs_meta_file_delete(d->other, d->file_id, "alice", d->now), 0);
+	return 0;
+}
+
+/* The source's file deleted (REST API: it locks the file's row, not the
+ * bucket's) after the copy read the object row: the copy must see it gone
+ * (-ENOKEY), never record an object whose file lists no chunks. PostgreSQL
+ * only: SQLite runs one writer at a time, so there the delete cannot run
+ * inside the copy. */
+static void test_copy_of_a_source_deleted_meanwhile_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("gone", "alice");
+	char first[EFS_ID_MAX + 1], chunk1[65], url[512], dir[128], err[256] = "";
+	struct efs_object_info *dst = calloc(1, sizeof(*dst));
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+	struct efs_meta *other = NULL;
+
+	if (!f->db[0]) {
+		free(dst);
+		free(got);
+		skip();
+	}
+	pg_url_with_db(f->db, url, sizeof(url));
+	snprintf(dir, sizeof(dir), "%s/other", f->dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(efs_meta_open(url, dir, &other, err, sizeof(err)), 0);
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, first, chunk1);
+	struct efs_object_info *o1 = object("gone", "src", first);
+	assert_int_equal(efs_meta_object_put(f->m, o1, f->now), 0);
+	efs_strlcpy(dst->bucket, "gone", sizeof(dst->bucket));
+	efs_strlcpy(dst->key, "copy", sizeof(dst->key));
+	efs_strlcpy(dst->file_id, "f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3", sizeof(dst->file_id));
+	struct delete_meanwhile d = {other, first, f->now, 0};
+	struct efs_object_copy copy = {.owner = "alice",
+				       .src_bucket = "gone",
+				       .src_key = "src",
+				       .dst = dst,
+				       .file_name = "copy",
+				       .copy_headers = true,
+				       .check_source = delete_source_meanwhile,
+				       .check_ctx = &d};
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), -ENOKEY);
+	assert_int_equal(efs_meta_object_get(f->m, "gone", "copy", got), -ENOENT);
+	assert_true(is_garbage(f, chunk1));
+	efs_meta_close(other);
+	free(o1);
+	free(dst);
+	free(got);
+}
+
+/* PutObject's If-Unmodified-Since, in the transaction as the others. */
+static void test_put_if_unmodified_since(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("dates", "alice");
+	char first[EFS_ID_MAX + 1], second[EFS_ID_MAX + 1], chunk1[65], chunk2[65];
+	const struct efs_object_cond before = {.if_unmodified_since_s = 1};
+	const struct efs_object_cond at = {.if_unmodified_since_s = 2};
+	const struct efs_object_cond match_wins = {.if_etag = "*", .if_unmodified_since_s = 1};
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, first, chunk1);
+	make_file(f, "alice", 2, second, chunk2);
+	struct efs_object_info *o1 = object("dates", "k", first); /* modified at 2 s */
+	struct efs_object_info *o2 = object("dates", "k", second);
+	/* no object: the condition holds */
+	assert_int_equal(efs_meta_object_put_if(f->m, o1, &before, f->now), 0);
+	assert_int_equal(efs_meta_object_put_if(f->m, o2, &before, f->now), -ESTALE);
+	assert_false(is_garbage(f, chunk1));
+	assert_int_equal(efs_meta_object_put_if(f->m, o2, &match_wins, f->now), 0);
+	assert_int_equal(efs_meta_object_put_if(f->m, o2, &at, f->now), 0);
+	free(o1);
+	free(o2);
+}
+
 static void test_deleting_the_file_deletes_the_object(void **state)
 {
 	struct fixture *f = *state;
@@ -752,6 +987,10 @@ int main(void)
 	    T(test_overwrite_releases_the_old_file_in_the_same_step),
 	    T(test_deleting_the_file_deletes_the_object),
 	    T(test_conditional_put_checks_the_current_row),
+	    T(test_copy_shares_the_chunks_and_counts_them),
+	    T(test_put_if_unmodified_since),
+	    T(test_copy_from_a_file),
+	    T(test_copy_of_a_source_deleted_meanwhile_is_refused),
 	    T(test_listing_in_byte_order_by_prefix_and_after),
 	    T(test_two_masters_overwriting_one_key),
 	    T(test_two_masters_racing_for_a_bucket),
