@@ -939,3 +939,20 @@ int efs_s3_delete_objects_begin(struct efs_s3_req *s)
 	s->on_end = delete_objects_end;
 	return 0;
 }
+
+/* ---- shared with multipart uploads (s3_multipart.c) -------------------- */
+
+int efs_s3_object_headers(struct efs_s3_req *s, struct efs_object_info *o)
+{
+	return put_headers(s, o);
+}
+
+void efs_s3_file_name(const char *key, char *out, size_t size)
+{
+	file_name_of(key, out, size);
+}
+
+int efs_s3_content_md5(const char *text, unsigned char out[EFS_MD5_LEN])
+{
+	return content_md5_decode(text, out);
+}
