@@ -605,7 +605,6 @@ def test_unsupported_operations_answer_not_implemented(alice):
     alice.create_bucket(Bucket="nyi-bucket")
     alice.put_object(Bucket="nyi-bucket", Key="k", Body=b"v")
     for call, kwargs in [
-        (alice.create_multipart_upload, {"Key": "m"}),
         (alice.copy_object, {"Key": "copy", "CopySource": {"Bucket": "nyi-bucket", "Key": "k"}}),
         (alice.get_bucket_acl, {}),
         (alice.get_object_acl, {"Key": "k"}),
