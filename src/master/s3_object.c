@@ -444,7 +444,7 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 	if ((uint64_t)length > EFS_S3_MAX_PUT_SIZE)
 		return efs_s3_error(s, 400, "EntityTooLarge",
 				    "Your proposed upload exceeds the maximum allowed object size "
-				    "(5 GiB in one PUT; multipart upload is not supported yet).");
+				    "(5 GiB in one PUT; use multipart upload for more).");
 	if (efs_chunk_workers_io(m->chunks)) {
 		if ((r = efs_placement_live_count(&m->placement, &alive)) < 0)
 			return efs_s3_error_store(s, r, "PutObject placement");
