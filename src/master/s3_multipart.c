@@ -404,19 +404,10 @@ out:
 
 /* ---- CompleteMultipartUpload ------------------------------------------- */
 
-/* A part the client lists. */
-struct listed_part {
-	unsigned number;
-	char etag[EFS_MD5_HEX_LEN + 1];
-};
-
 struct complete_op {
 	struct efs_buf body;
-	struct listed_part *listed;
+	struct efs_s3_listed_part *listed;
 	size_t listed_count;
-	/* the part being parsed */
-	bool in_part, has_number, has_etag, bad_etag, out_of_order;
-	struct listed_part cur;
 };
 
 static void complete_free(void *op)
@@ -440,18 +431,27 @@ static int complete_body(struct efs_s3_req *s, const char *data, size_t len)
 	return 0;
 }
 
+/* The parser's state over one <CompleteMultipartUpload> document. */
+struct complete_parse {
+	struct efs_s3_listed_part *out;
+	size_t count;
+	bool in_part, has_number, has_etag, out_of_order;
+	struct efs_s3_listed_part cur;
+};
+
 /* <CompleteMultipartUpload> (<Part><PartNumber>n</PartNumber>
  * <ETag>"..."</ETag> [<Checksum...>]</Part>)+ */
 static int complete_start(void *ctx, int depth, const char *name)
 {
-	struct complete_op *c = ctx;
+	struct complete_parse *c = ctx;
 	if (depth == 1)
 		return strcmp(name, "CompleteMultipartUpload") == 0 ? 0 : -EBADMSG;
 	if (depth == 2 && strcmp(name, "Part") == 0) {
-		if (c->listed_count == EFS_S3_PART_MAX)
+		if (c->count == EFS_S3_PART_MAX)
 			return -EBADMSG;
 		c->in_part = true;
 		c->has_number = c->has_etag = false;
+		memset(&c->cur, 0, sizeof(c->cur));
 		return 0;
 	}
 	if (depth == 3 && c->in_part &&
@@ -463,7 +463,7 @@ static int complete_start(void *ctx, int depth, const char *name)
 
 static int complete_end(void *ctx, int depth, const char *name, const char *text, size_t len)
 {
-	struct complete_op *c = ctx;
+	struct complete_parse *c = ctx;
 	if (depth == 3 && strcmp(name, "PartNumber") == 0) {
 		uint64_t n;
 		char digits[16];
@@ -478,22 +478,34 @@ static int complete_end(void *ctx, int depth, const char *name, const char *text
 	} else if (depth == 3 && strcmp(name, "ETag") == 0) {
 		if (c->has_etag)
 			return -EBADMSG;
-		if (!etag_hex(text, len, c->cur.etag))
-			c->bad_etag = true; /* no part has it: InvalidPart */
+		c->cur.etag_valid = etag_hex(text, len, c->cur.etag);
 		c->has_etag = true;
 	} else if (depth == 2 && strcmp(name, "Part") == 0) {
 		if (!c->has_number || !c->has_etag)
 			return -EBADMSG;
-		if (c->listed_count > 0 && c->cur.number <= c->listed[c->listed_count - 1].number)
+		if (c->count > 0 && c->cur.number <= c->out[c->count - 1].number)
 			c->out_of_order = true;
-		c->listed[c->listed_count++] = c->cur;
+		c->out[c->count++] = c->cur;
 		c->in_part = false;
 	}
 	return 0;
 }
 
+int efs_s3_complete_parse(const char *body, size_t len, struct efs_s3_listed_part *out,
+			  size_t *count)
+{
+	struct complete_parse c = {.out = out};
+	int r = len ? efs_xml_parse(body, len, complete_start, complete_end, &c) : -EBADMSG;
+	if (r == -E2BIG || (r == 0 && c.count == 0))
+		r = -EBADMSG;
+	if (r < 0)
+		return r;
+	*count = c.count;
+	return c.out_of_order ? -ERANGE : 0;
+}
+
 /* "hex(MD5(the parts' binary MD5s))-N", S3's multipart ETag. */
-static int multipart_etag(const struct listed_part *listed, size_t n, char *out, size_t size)
+static int multipart_etag(const struct efs_s3_listed_part *listed, size_t n, char *out, size_t size)
 {
 	struct efs_md5 md5;
 	unsigned char bin[EFS_MD5_LEN];
@@ -620,10 +632,11 @@ static int check_parts(struct efs_s3_req *s, const struct complete_op *c,
 	memset(file, 0, sizeof(*file));
 	file->chunk_size = s->m->cfg.chunk_size;
 	for (size_t i = 0; i < c->listed_count; i++) {
-		const struct listed_part *l = &c->listed[i];
+		const struct efs_s3_listed_part *l = &c->listed[i];
 		while (j < n && parts[j].part_number < l->number)
 			j++;
-		if (j == n || parts[j].part_number != l->number || strcmp(parts[j].etag, l->etag) != 0)
+		if (j == n || parts[j].part_number != l->number || !l->etag_valid ||
+		    strcmp(parts[j].etag, l->etag) != 0)
 			return efs_s3_error(s, 400, "InvalidPart",
 					    "One or more of the specified parts could not be found. "
 					    "The part may not have been uploaded, or the specified "
@@ -687,33 +700,24 @@ static int complete_upload_end(struct efs_s3_req *s)
 	}
 	if (!(c->listed = malloc(EFS_S3_PART_MAX * sizeof(*c->listed))))
 		return -ENOMEM;
-	r = c->body.len ? efs_xml_parse(c->body.data, c->body.len, complete_start, complete_end, c)
-			: -EBADMSG;
-	if (r == 0 && c->listed_count == 0)
-		r = -EBADMSG;
-	if (r == -EBADMSG || r == -E2BIG)
+	r = efs_s3_complete_parse(c->body.data, c->body.len, c->listed, &c->listed_count);
+	if (r == -EBADMSG)
 		return efs_s3_error(s, 400, "MalformedXML",
 				    "The XML you provided was not well-formed or did not validate "
 				    "against our published schema (a <CompleteMultipartUpload> of 1 "
 				    "to %d <Part>s, each with a <PartNumber> and an <ETag>).",
 				    EFS_S3_PART_MAX);
-	if (r < 0)
-		return r;
-	if (c->out_of_order)
+	if (r == -ERANGE)
 		return efs_s3_error(s, 400, "InvalidPartOrder",
 				    "The list of parts was not in ascending order. The parts list "
 				    "must be specified in order by part number.");
+	if (r < 0)
+		return r;
 	if (efs_s3_own_bucket(s, &b) < 0)
 		return 0;
 	if (!(u = malloc(sizeof(*u))) || !(file = malloc(sizeof(*file))) ||
 	    !(chosen = malloc(c->listed_count * sizeof(*chosen)))) {
 		r = -ENOMEM;
-		goto out;
-	}
-	if (c->bad_etag) {
-		r = efs_s3_error(s, 400, "InvalidPart",
-				 "One or more of the specified parts could not be found: an ETag "
-				 "is not a part's.");
 		goto out;
 	}
 	if ((r = multipart_etag(c->listed, c->listed_count, etag, sizeof(etag))) < 0)

@@ -24,6 +24,22 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s);
  * body (capped) is checked (MalformedXML, InvalidPartOrder, InvalidPart,
  * EntityTooSmall) and the object made, atomically. */
 int efs_s3_complete_upload_begin(struct efs_s3_req *s);
+/* A part a CompleteMultipartUpload body lists. */
+struct efs_s3_listed_part {
+	unsigned number;  /* 1..EFS_S3_PART_MAX */
+	char etag[33];    /* lower-case hex MD5, when etag_valid */
+	bool etag_valid;  /* the <ETag> was 32 hex digits (quoted or not) */
+};
+/* Parses a <CompleteMultipartUpload> body of @len bytes: 1 to
+ * EFS_S3_PART_MAX <Part>s, each with one <PartNumber> (1..EFS_S3_PART_MAX)
+ * and one <ETag>, and optional <Checksum*> elements (ignored), into @out
+ * (EFS_S3_PART_MAX entries, the caller's) and *@count. 0; -ERANGE when the
+ * numbers are not strictly ascending (@out and *@count filled all the
+ * same); -EBADMSG when it is not such a document (not well-formed, a
+ * DOCTYPE, another element, too deep or too long a text); -ENOMEM. Pure:
+ * fuzzed by tests/fuzz/fuzz_s3_complete.c. */
+int efs_s3_complete_parse(const char *body, size_t len, struct efs_s3_listed_part *out,
+			  size_t *count);
 /* DELETE /bucket/key?uploadId=X: 204, the parts released. */
 int efs_s3_abort_upload(struct efs_s3_req *s);
 /* GET /bucket/key?uploadId=X: ListParts (max-parts, part-number-marker). */

@@ -408,11 +408,12 @@ static int dispatch_upload(struct efs_s3_req *s, const char *raw_query)
 		allowed = list_params;
 	else if (strcmp(method, "DELETE") == 0)
 		allowed = abort_params;
+	/* GetObject/HeadObject of one part (?partNumber) are not implemented. */
 	if (!allowed || (strcmp(method, "PUT") != 0 && efs_s3_query_has(s, "partNumber")))
-		return efs_s3_error(s, strcmp(method, "HEAD") == 0 || !allowed ? 501 : 400,
-				    strcmp(method, "HEAD") == 0 || !allowed ? "NotImplemented"
-									    : "InvalidArgument",
-				    "%s with partNumber/uploadId is not supported here", method);
+		return efs_s3_error(s, 501, "NotImplemented",
+				    "%s with ?partNumber or ?uploadId is not implemented by this "
+				    "server",
+				    method);
 	if (unsupported_param(raw_query, allowed, param, sizeof(param)))
 		return efs_s3_error(s, 501, "NotImplemented",
 				    "?%s is not implemented by this server (docs/S3.md, \"Not "

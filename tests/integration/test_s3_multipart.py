@@ -20,6 +20,7 @@ import os
 import subprocess
 import time
 
+import botocore
 import pytest
 import requests
 from boto3.s3.transfer import TransferConfig
@@ -222,6 +223,12 @@ def test_upload_part_errors_and_another_users_upload(s3, alice, bob):
                       PartNumber=1, Body=b"x") == "NoSuchUpload"
     assert error_code(bob.abort_multipart_upload, Bucket="mpu-bob", Key="mine",
                       UploadId=upload_id) == "NoSuchUpload"
+    # reading one part of an object is not implemented
+    alice.put_object(Bucket="mpu", Key="whole", Body=b"abc")
+    for call in (alice.get_object, alice.head_object):
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            call(Bucket="mpu", Key="whole", PartNumber=1)
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
     # a Content-MD5 that is not the part's
     assert error_code(alice.upload_part, Bucket="mpu", Key="mine", UploadId=upload_id,
                       PartNumber=1, Body=b"abc",
