@@ -27,6 +27,7 @@
 #include "master/chunk_backend.h"
 #include "master/chunk_cache.h"
 #include "master/chunk_workers.h"
+#include "master/download.h"
 #include "master/placement.h"
 #include "master/s3_bucket.h"
 #include "master/s3_object.h"
@@ -186,6 +187,10 @@ struct part_op {
 	bool has_md5;
 	unsigned char content_md5[EFS_MD5_LEN];
 	size_t reserved; /* from the master's upload_memory */
+	/* UploadPartCopy: the source file and the range of it to copy */
+	bool copy;
+	struct efs_file_info source;
+	uint64_t first, last;
 };
 
 static void part_free(void *op)
@@ -269,7 +274,8 @@ static int part_end(struct efs_s3_req *s)
 			  p->upload_id, p->part_number, strerror(-r), s->request_id);
 		return r;
 	}
-	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED &&
+	/* A copy's signed payload is its (empty) body, checked in copy_end. */
+	if (!p->copy && s->principal.payload == EFS_S3_PAYLOAD_SIGNED &&
 	    strcasecmp(sum.sha256, s->principal.payload_sha256) != 0)
 		return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
 				    "The provided 'x-amz-content-sha256' header does not match "
@@ -308,8 +314,168 @@ static int part_end(struct efs_s3_req *s)
 		 p->upload_id, p->part_number, (unsigned long long)part.size,
 		 (unsigned long long)part.chunk_count, s->request_id);
 	snprintf(etag, sizeof(etag), "\"%s\"", part.etag);
+	if (p->copy) {
+		struct efs_s3_xml x;
+		efs_s3_xml_init(&x);
+		efs_s3_xml_open(&x, "CopyPartResult", EFS_S3_XMLNS);
+		efs_s3_xml_time(&x, "LastModified", part.last_modified_ms);
+		efs_s3_xml_text(&x, "ETag", etag);
+		efs_s3_xml_close(&x, "CopyPartResult");
+		return efs_s3_xml_reply(s->http, 200, &x);
+	}
 	efs_http_add_header(s->http, "ETag", etag);
 	return efs_http_reply_empty(s->http, 200);
+}
+
+/* ---- UploadPartCopy --------------------------------------------------- */
+
+#define COPY_BLOCK (256 * 1024)
+
+/* UploadPartCopy's end step: the source range streams from the download
+ * reader into the part's pipeline (its chunks deduplicated against the
+ * source's where they line up), then as part_end. */
+static int copy_end(struct efs_s3_req *s)
+{
+	struct part_op *p = s->op;
+	struct efs_reader *rd = NULL;
+	char *block = NULL;
+	int r = 0;
+
+	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED) {
+		char sha[EFS_SHA256_HEX_LEN + 1];
+		efs_sha256_hex(s->small_body.data ? s->small_body.data : "", s->small_body.len, sha);
+		if (strcasecmp(sha, s->principal.payload_sha256) != 0)
+			return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
+					    "The provided 'x-amz-content-sha256' header does not "
+					    "match what was computed.");
+	}
+	if (p->expected > 0) {
+		if (!(block = malloc(COPY_BLOCK)))
+			return -ENOMEM;
+		if ((r = efs_reader_new(&p->m->reader_source, &p->source, p->first, p->last, &rd)) <
+		    0)
+			goto out;
+		while (p->received < p->expected) {
+			ssize_t n = efs_reader_read(rd, block, COPY_BLOCK);
+			if (n == 0 || n == -ENOENT) {
+				r = efs_s3_error(s, 404, "NoSuchKey",
+						 "The source object was deleted during the copy.");
+				goto out;
+			}
+			if (n < 0) {
+				efs_error("s3 upload %s part %u: reading the copy source file %s "
+					  "failed: %s (request %s)",
+					  p->upload_id, p->part_number, p->source.file_id,
+					  strerror((int)-n), s->request_id);
+				r = efs_s3_error(s, 503, "ServiceUnavailable",
+						 "The source object cannot be read right now; retry");
+				goto out;
+			}
+			if ((r = part_body(s, block, (size_t)n)) < 0) {
+				r = efs_http_replied(s->http) ? 0 : r;
+				goto out;
+			}
+		}
+	}
+	r = part_end(s);
+out:
+	efs_reader_free(rd);
+	free(block);
+	return r;
+}
+
+/* x-amz-copy-source ("bucket/key" or "/bucket/key", URL-encoded) and
+ * x-amz-copy-source-range ("bytes=first-last") into p->source, first and
+ * last. The source must be an object of a bucket of the caller. Replies
+ * and returns -EACCES when refused. */
+static int copy_source(struct efs_s3_req *s, struct part_op *p, const char *header)
+{
+	static const char *const conditions[] = {
+	    "x-amz-copy-source-if-match", "x-amz-copy-source-if-none-match",
+	    "x-amz-copy-source-if-modified-since", "x-amz-copy-source-if-unmodified-since", NULL};
+	struct efs_s3_target *t = NULL;
+	struct efs_object_info *o = NULL;
+	struct efs_bucket_info b;
+	char *target = NULL;
+	const char *code = NULL;
+	const char *range = efs_http_header(s->http, "x-amz-copy-source-range");
+	int r = -EACCES;
+
+	for (const char *const *c = conditions; *c; c++)
+		if (efs_http_header(s->http, *c))
+			return efs_s3_error(s, 501, "NotImplemented",
+					    "A header you provided implies functionality that is "
+					    "not implemented: %s",
+					    *c),
+			       -EACCES;
+	if (strchr(header, '?'))
+		return efs_s3_error(s, 501, "NotImplemented",
+				    "versionId in x-amz-copy-source is not implemented"),
+		       -EACCES;
+	size_t len = strlen(header);
+	if (!(t = malloc(sizeof(*t))) || !(o = malloc(sizeof(*o))) || !(target = malloc(len + 2))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	snprintf(target, len + 2, "%s%s", header[0] == '/' ? "" : "/", header);
+	if (efs_s3_target_parse(target, NULL, NULL, t, &code) < 0 || !t->has_key || !t->bucket[0]) {
+		efs_s3_error(s, 400, "InvalidArgument",
+			     "Copy Source must mention the source bucket and key: "
+			     "sourcebucket/sourcekey");
+		goto out;
+	}
+	int g = efs_meta_bucket_get(s->m->meta, t->bucket, &b);
+	if (g == -ENOENT) {
+		efs_s3_error(s, 404, "NoSuchBucket", "The specified bucket does not exist");
+		goto out;
+	}
+	if (g < 0) {
+		efs_s3_error_store(s, g, "UploadPartCopy source bucket");
+		goto out;
+	}
+	if (strcmp(b.owner, s->principal.owner) != 0) {
+		efs_s3_error(s, 403, "AccessDenied", "Access Denied");
+		goto out;
+	}
+	if ((g = efs_meta_object_get(s->m->meta, t->bucket, t->key, o)) == 0)
+		g = efs_meta_file_get(s->m->meta, o->file_id, &p->source);
+	if (g == -ENOENT) {
+		efs_s3_error(s, 404, "NoSuchKey", "The specified key does not exist.");
+		goto out;
+	}
+	if (g < 0) {
+		efs_s3_error_store(s, g, "UploadPartCopy source");
+		goto out;
+	}
+	p->first = 0;
+	p->last = p->source.size ? p->source.size - 1 : 0;
+	p->expected = p->source.size;
+	if (range) {
+		unsigned long long a, z;
+		int used = 0;
+		if (sscanf(range, "bytes=%llu-%llu%n", &a, &z, &used) != 2 ||
+		    (size_t)used != strlen(range) || a > z || z >= p->source.size) {
+			efs_s3_error(s, 400, "InvalidArgument",
+				     "Range specified is not valid for source object of size: %llu",
+				     (unsigned long long)p->source.size);
+			goto out;
+		}
+		p->first = a;
+		p->last = z;
+		p->expected = z - a + 1;
+	}
+	if (p->expected > PART_MAX_SIZE) {
+		efs_s3_error(s, 400, "InvalidRequest",
+			     "The specified copy source is larger than the maximum allowable size "
+			     "for a copy source: 5 GiB");
+		goto out;
+	}
+	r = 0;
+out:
+	free(t);
+	free(o);
+	free(target);
+	return r;
 }
 
 int efs_s3_upload_part_begin(struct efs_s3_req *s)
@@ -318,6 +484,7 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 	struct efs_bucket_info b;
 	struct efs_s3_upload *u = NULL;
 	const char *number_s = efs_s3_query(s, "partNumber");
+	const char *copy_header = efs_http_header(s->http, "x-amz-copy-source");
 	uint64_t number = 0;
 	size_t alive = 0;
 	int64_t length;
@@ -336,7 +503,9 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 		goto out;
 	length = s->principal.payload == EFS_S3_PAYLOAD_STREAMING ? s->principal.decoded_length
 								  : s->http->content_length;
-	if (length < 0) {
+	if (copy_header)
+		length = 0; /* known once the source is read */
+	else if (length < 0) {
 		r = efs_s3_error(s, 411, "MissingContentLength",
 				 "You must provide the Content-Length HTTP header.");
 		goto out;
@@ -371,7 +540,14 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 	efs_s3_file_name(s->key, p->name, sizeof(p->name));
 	p->part_number = (unsigned)number;
 	p->expected = (uint64_t)length;
-	const char *md5 = efs_http_header(s->http, "Content-MD5");
+	if (copy_header) {
+		p->copy = true;
+		if ((r = copy_source(s, p, copy_header)) < 0) {
+			r = efs_http_replied(s->http) ? 0 : r;
+			goto out;
+		}
+	}
+	const char *md5 = copy_header ? NULL : efs_http_header(s->http, "Content-MD5");
 	if (md5 && efs_s3_content_md5(md5, p->content_md5) < 0) {
 		r = efs_s3_error(s, 400, "InvalidDigest",
 				 "The Content-MD5 you specified is not valid.");
@@ -395,8 +571,12 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 	if ((r = efs_upload_pipeline_new(&m->uploader, &m->upload_budget, m->cfg.chunk_size,
 					 part_open_session, p, &p->pipeline)) < 0)
 		goto out;
-	s->on_body = part_body;
-	s->on_end = part_end;
+	if (copy_header) {
+		s->on_end = copy_end; /* no body: the small one is buffered and ignored */
+	} else {
+		s->on_body = part_body;
+		s->on_end = part_end;
+	}
 out:
 	free(u);
 	return r;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* s3_multipart.h - S3 multipart uploads: CreateMultipartUpload,
  * UploadPart, CompleteMultipartUpload, AbortMultipartUpload, ListParts,
- * ListMultipartUploads (docs/S3.md#multipart-upload). An upload belongs to
+ * ListMultipartUploads, UploadPartCopy (docs/S3.md#multipart-upload). An upload belongs to
  * the bucket's owner, the only user who reaches the bucket; an upload id
  * of another bucket or key is NoSuchUpload. Parts are held by references
  * from the moment they are stored (meta.h, "S3 multipart uploads");
@@ -18,7 +18,9 @@
 int efs_s3_create_upload(struct efs_s3_req *s);
 /* PUT /bucket/key?partNumber=N&uploadId=X (begin step): the body streams
  * through the upload pipeline (memory bounded); the ETag is its MD5. A
- * part number sent again replaces the part. */
+ * part number sent again replaces the part. With x-amz-copy-source
+ * (UploadPartCopy) the part is a range of an object of the caller's,
+ * read through the download reader into the same pipeline. */
 int efs_s3_upload_part_begin(struct efs_s3_req *s);
 /* POST /bucket/key?uploadId=X (begin step): the <CompleteMultipartUpload>
  * body (capped) is checked (MalformedXML, InvalidPartOrder, InvalidPart,

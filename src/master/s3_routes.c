@@ -375,8 +375,12 @@ static const char *unsupported_header(struct efs_s3_req *s)
 	for (const char *const *n = conditions; *n; n++)
 		if (efs_http_header(s->http, *n) && !condition_supported(s, *n))
 			return *n;
+	/* UploadPartCopy (s3_multipart.c) is the one copy implemented here. */
+	bool part_copy = s->has_key && strcmp(s->http->method, "PUT") == 0 &&
+			 efs_s3_query_has(s, "partNumber") && efs_s3_query_has(s, "uploadId");
 	for (const char *const *n = names; *n; n++)
-		if (efs_http_header(s->http, *n))
+		if (efs_http_header(s->http, *n) &&
+		    !(part_copy && strcmp(*n, "x-amz-copy-source") == 0))
 			return *n;
 	const char *acl = efs_http_header(s->http, "x-amz-acl");
 	if (acl && strcmp(acl, "private") != 0)

@@ -326,6 +326,55 @@ def test_incomplete_uploads_expire_and_are_collected(cluster):
                       PartNumber=2, Body=b"x") == "NoSuchUpload"
 
 
+def test_upload_part_copy_from_objects_and_ranges(s3, alice, bob):
+    source = os.urandom(7 * MIB + 5)
+    alice.put_object(Bucket="mpu", Key="copy/source", Body=source)
+    upload_id = alice.create_multipart_upload(Bucket="mpu", Key="copy/target")["UploadId"]
+    whole = alice.upload_part_copy(Bucket="mpu", Key="copy/target", UploadId=upload_id,
+                                   PartNumber=1, CopySource={"Bucket": "mpu",
+                                                             "Key": "copy/source"})
+    assert whole["CopyPartResult"]["ETag"] == '"%s"' % md5(source)
+    ranged = alice.upload_part_copy(Bucket="mpu", Key="copy/target", UploadId=upload_id,
+                                    PartNumber=2, CopySource="mpu/copy/source",
+                                    CopySourceRange="bytes=100-1048675")
+    piece = source[100:1048676]
+    assert ranged["CopyPartResult"]["ETag"] == '"%s"' % md5(piece)
+    tail = b"and a part sent as bytes"
+    r = alice.upload_part(Bucket="mpu", Key="copy/target", UploadId=upload_id, PartNumber=3,
+                          Body=tail)
+    # part 1 (7 MiB + 5) is not a whole number of 1 MiB chunks: it cannot lead
+    assert error_code(alice.complete_multipart_upload, Bucket="mpu", Key="copy/target",
+                      UploadId=upload_id, MultipartUpload={"Parts": [
+                          {"PartNumber": 1, "ETag": whole["CopyPartResult"]["ETag"]},
+                          {"PartNumber": 3, "ETag": r["ETag"]}]}) == "InvalidPart"
+    aligned = alice.upload_part_copy(Bucket="mpu", Key="copy/target", UploadId=upload_id,
+                                     PartNumber=1, CopySource="mpu/copy/source",
+                                     CopySourceRange=f"bytes=0-{6 * MIB - 1}")
+    done = alice.complete_multipart_upload(
+        Bucket="mpu", Key="copy/target", UploadId=upload_id, MultipartUpload={"Parts": [
+            {"PartNumber": 1, "ETag": aligned["CopyPartResult"]["ETag"]},
+            {"PartNumber": 2, "ETag": ranged["CopyPartResult"]["ETag"]}]})
+    assert done["ETag"] == multipart_etag([source[:6 * MIB], piece])
+    assert alice.get_object(Bucket="mpu", Key="copy/target")["Body"].read() == \
+        source[:6 * MIB] + piece
+    # errors: a missing source, a range past its end, another user's bucket
+    upload_id = alice.create_multipart_upload(Bucket="mpu", Key="copy/bad")["UploadId"]
+
+    def copy_fails(**kwargs):
+        return error_code(alice.upload_part_copy, Bucket="mpu", Key="copy/bad",
+                          UploadId=upload_id, PartNumber=1, **kwargs)
+
+    assert copy_fails(CopySource="mpu/copy/none") == "NoSuchKey"
+    assert copy_fails(CopySource="mpu/copy/source",
+                      CopySourceRange=f"bytes=0-{len(source)}") == "InvalidArgument"
+    bob.create_bucket(Bucket="mpu-bob-src")
+    bob.put_object(Bucket="mpu-bob-src", Key="secret", Body=b"bob's")
+    assert copy_fails(CopySource="mpu-bob-src/secret") == "AccessDenied"
+    assert alice.list_parts(Bucket="mpu", Key="copy/bad", UploadId=upload_id).get(
+        "Parts", []) == []
+    alice.abort_multipart_upload(Bucket="mpu", Key="copy/bad", UploadId=upload_id)
+
+
 def test_boto3_transfer_uses_multipart_and_etag_has_the_part_count(s3, alice):
     data = os.urandom(20 * MIB + 77)
     alice.upload_fileobj(io.BytesIO(data), "mpu", "transfer.bin",
