@@ -45,9 +45,9 @@
 /* The <CompleteMultipartUpload> document: 10000 <Part>s of ~100 bytes
  * each, with room for checksums and white space. */
 #define COMPLETE_BODY_MAX ((size_t)4 * 1024 * 1024)
-#define LIST_MAX 1000	      /* parts or uploads in one listing page */
-#define COMPLETE_ATTEMPTS 3   /* a part replaced meanwhile: read the parts again */
-#define PART_PAGE 1000	      /* parts read from the store at once */
+#define LIST_MAX 1000	    /* parts or uploads in one listing page */
+#define COMPLETE_ATTEMPTS 3 /* a part replaced meanwhile: read the parts again */
+#define PART_PAGE 1000	    /* parts read from the store at once */
 
 /* ---- common --------------------------------------------------------- */
 
@@ -291,8 +291,7 @@ static int part_end(struct efs_s3_req *s)
 					    "received.");
 	}
 	part.part_number = p->part_number;
-	efs_strlcpy(part.session_id, p->session_open ? p->session_id : "",
-		    sizeof(part.session_id));
+	efs_strlcpy(part.session_id, p->session_open ? p->session_id : "", sizeof(part.session_id));
 	part.size = sum.size;
 	part.chunk_size = p->m->cfg.chunk_size;
 	part.chunk_count = sum.chunk_count;
@@ -343,7 +342,8 @@ static int copy_end(struct efs_s3_req *s)
 
 	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED) {
 		char sha[EFS_SHA256_HEX_LEN + 1];
-		efs_sha256_hex(s->small_body.data ? s->small_body.data : "", s->small_body.len, sha);
+		efs_sha256_hex(s->small_body.data ? s->small_body.data : "", s->small_body.len,
+			       sha);
 		if (strcasecmp(sha, s->principal.payload_sha256) != 0)
 			return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
 					    "The provided 'x-amz-content-sha256' header does not "
@@ -367,8 +367,9 @@ static int copy_end(struct efs_s3_req *s)
 					  "failed: %s (request %s)",
 					  p->upload_id, p->part_number, p->source.file_id,
 					  strerror((int)-n), s->request_id);
-				r = efs_s3_error(s, 503, "ServiceUnavailable",
-						 "The source object cannot be read right now; retry");
+				r = efs_s3_error(
+				    s, 503, "ServiceUnavailable",
+				    "The source object cannot be read right now; retry");
 				goto out;
 			}
 			if ((r = part_body(s, block, (size_t)n)) < 0) {
@@ -522,8 +523,10 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 			goto out;
 		}
 		if (alive < m->cfg.replication_factor) {
-			r = efs_s3_error(s, 503, "SlowDown", "%zu live workers, %u needed for every "
-					 "replica", alive, m->cfg.replication_factor);
+			r = efs_s3_error(s, 503, "SlowDown",
+					 "%zu live workers, %u needed for every "
+					 "replica",
+					 alive, m->cfg.replication_factor);
 			goto out;
 		}
 	}
@@ -695,8 +698,11 @@ static int multipart_etag(const struct efs_s3_listed_part *listed, size_t n, cha
 		return r;
 	for (size_t i = 0; i < n; i++) {
 		for (size_t j = 0; j < EFS_MD5_LEN; j++)
-			bin[j] = (unsigned char)(efs_hex_value((unsigned char)listed[i].etag[2 * j]) * 16 +
-						 efs_hex_value((unsigned char)listed[i].etag[2 * j + 1]));
+			bin[j] =
+			    (unsigned char)(efs_hex_value((unsigned char)listed[i].etag[2 * j]) *
+						16 +
+					    efs_hex_value(
+						(unsigned char)listed[i].etag[2 * j + 1]));
 		efs_md5_update(&md5, (const char *)bin, EFS_MD5_LEN);
 	}
 	efs_md5_final_hex(&md5, hex);
@@ -817,21 +823,23 @@ static int check_parts(struct efs_s3_req *s, const struct complete_op *c,
 			j++;
 		if (j == n || parts[j].part_number != l->number || !l->etag_valid ||
 		    strcmp(parts[j].etag, l->etag) != 0)
-			return efs_s3_error(s, 400, "InvalidPart",
-					    "One or more of the specified parts could not be found. "
-					    "The part may not have been uploaded, or the specified "
-					    "entity tag may not match the part's entity tag "
-					    "(part %u).",
-					    l->number),
+			return efs_s3_error(
+				   s, 400, "InvalidPart",
+				   "One or more of the specified parts could not be found. "
+				   "The part may not have been uploaded, or the specified "
+				   "entity tag may not match the part's entity tag "
+				   "(part %u).",
+				   l->number),
 			       -EINVAL;
 		chosen[i] = parts[j];
 		bool last = i + 1 == c->listed_count;
 		if (!last && parts[j].size < PART_MIN_SIZE)
-			return efs_s3_error(s, 400, "EntityTooSmall",
-					    "Your proposed upload is smaller than the minimum "
-					    "allowed object size (part %u is %llu bytes; every part "
-					    "but the last must be at least 5 MiB).",
-					    l->number, (unsigned long long)parts[j].size),
+			return efs_s3_error(
+				   s, 400, "EntityTooSmall",
+				   "Your proposed upload is smaller than the minimum "
+				   "allowed object size (part %u is %llu bytes; every part "
+				   "but the last must be at least 5 MiB).",
+				   l->number, (unsigned long long)parts[j].size),
 			       -EINVAL;
 		if (parts[j].chunk_count > 0) {
 			if (file->chunk_count == 0)
@@ -846,7 +854,8 @@ static int check_parts(struct efs_s3_req *s, const struct complete_op *c,
 					   s, 400, "InvalidPart",
 					   "Part %u is %llu bytes: every part but the last must "
 					   "be a multiple of the server's chunk size (%llu bytes) "
-					   "to be joined without copying (docs/S3.md#multipart-upload).",
+					   "to be joined without copying "
+					   "(docs/S3.md#multipart-upload).",
 					   l->number, (unsigned long long)parts[j].size,
 					   (unsigned long long)file->chunk_size),
 				       -EINVAL;
@@ -882,11 +891,12 @@ static int complete_upload_end(struct efs_s3_req *s)
 		return -ENOMEM;
 	r = efs_s3_complete_parse(c->body.data, c->body.len, c->listed, &c->listed_count);
 	if (r == -EBADMSG)
-		return efs_s3_error(s, 400, "MalformedXML",
-				    "The XML you provided was not well-formed or did not validate "
-				    "against our published schema (a <CompleteMultipartUpload> of 1 "
-				    "to %d <Part>s, each with a <PartNumber> and an <ETag>).",
-				    EFS_S3_PART_MAX);
+		return efs_s3_error(
+		    s, 400, "MalformedXML",
+		    "The XML you provided was not well-formed or did not validate "
+		    "against our published schema (a <CompleteMultipartUpload> of 1 "
+		    "to %d <Part>s, each with a <PartNumber> and an <ETag>).",
+		    EFS_S3_PART_MAX);
 	if (r == -ERANGE)
 		return efs_s3_error(s, 400, "InvalidPartOrder",
 				    "The list of parts was not in ascending order. The parts list "

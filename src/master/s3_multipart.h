@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* s3_multipart.h - S3 multipart uploads: CreateMultipartUpload,
- * UploadPart, CompleteMultipartUpload, AbortMultipartUpload, ListParts,
- * ListMultipartUploads, UploadPartCopy (docs/S3.md#multipart-upload). An upload belongs to
- * the bucket's owner, the only user who reaches the bucket; an upload id
- * of another bucket or key is NoSuchUpload. Parts are held by references
+ * UploadPart, UploadPartCopy, CompleteMultipartUpload,
+ * AbortMultipartUpload, ListParts, ListMultipartUploads
+ * (docs/S3.md#multipart-upload). An upload belongs to the bucket's
+ * owner, the only user who reaches the bucket; an upload id of another
+ * bucket or key is NoSuchUpload. Parts are held by references
  * from the moment they are stored (meta.h, "S3 multipart uploads");
  * completing joins them into one file without copying a byte. With a
  * metadata store that has no multipart operations (DynamoDB) every one of
@@ -28,9 +29,9 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s);
 int efs_s3_complete_upload_begin(struct efs_s3_req *s);
 /* A part a CompleteMultipartUpload body lists. */
 struct efs_s3_listed_part {
-	unsigned number;  /* 1..EFS_S3_PART_MAX */
-	char etag[33];    /* lower-case hex MD5, when etag_valid */
-	bool etag_valid;  /* the <ETag> was 32 hex digits (quoted or not) */
+	unsigned number; /* 1..EFS_S3_PART_MAX */
+	char etag[33];	 /* lower-case hex MD5, when etag_valid */
+	bool etag_valid; /* the <ETag> was 32 hex digits (quoted or not) */
 };
 /* Parses a <CompleteMultipartUpload> body of @len bytes: 1 to
  * EFS_S3_PART_MAX <Part>s, each with one <PartNumber> (1..EFS_S3_PART_MAX)

@@ -30,7 +30,8 @@
 	" completed, file_id, size, etag, last_modified"
 
 #define PART_COLUMNS                                                                               \
-	"part_number, session_id, size, etag, chunk_size, chunk_count, stored_bytes, last_modified"
+	"part_number, session_id, size, etag, chunk_size, chunk_count, stored_bytes, "             \
+	"last_modified"
 
 static int row_upload(void *ctx, const struct efs_sql_row *row)
 {
@@ -116,11 +117,11 @@ static int upload_create_tx(struct sql_conn *c, void *ctx)
 		     "  content_encoding, content_disposition, cache_control, expires, user_meta,"
 		     "  created_at, expires_at)"
 		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-		     NULL, NULL, NULL, SQL_TEXT(u->upload_id), SQL_TEXT(o->bucket), SQL_TEXT(o->key),
-		     SQL_TEXT(u->owner), SQL_TEXT(o->content_type), SQL_TEXT(o->content_encoding),
-		     SQL_TEXT(o->content_disposition), SQL_TEXT(o->cache_control),
-		     SQL_TEXT(o->expires), SQL_TEXT(o->user_meta), SQL_INT(u->created_at_ms),
-		     SQL_INT(u->expires_at_ms));
+		     NULL, NULL, NULL, SQL_TEXT(u->upload_id), SQL_TEXT(o->bucket),
+		     SQL_TEXT(o->key), SQL_TEXT(u->owner), SQL_TEXT(o->content_type),
+		     SQL_TEXT(o->content_encoding), SQL_TEXT(o->content_disposition),
+		     SQL_TEXT(o->cache_control), SQL_TEXT(o->expires), SQL_TEXT(o->user_meta),
+		     SQL_INT(u->created_at_ms), SQL_INT(u->expires_at_ms));
 }
 
 int sql_s3_upload_create(void *impl, const struct efs_s3_upload *u)
@@ -156,8 +157,9 @@ static int release_parts(struct sql_conn *c, const char *upload_id, int64_t now_
 	struct sql_rows rows = SQL_ROWS_GROW(id_text);
 	id_text *ids = NULL;
 	size_t n = 0;
-	int r = SQL_Q(c, "SELECT session_id FROM s3_parts WHERE upload_id = $1 AND session_id <> ''",
-		      row_id, &rows, NULL, SQL_TEXT(upload_id));
+	int r =
+	    SQL_Q(c, "SELECT session_id FROM s3_parts WHERE upload_id = $1 AND session_id <> ''",
+		  row_id, &rows, NULL, SQL_TEXT(upload_id));
 	if ((r = sql_rows_finish(&rows, r, (void **)&ids, &n)) < 0)
 		return r;
 	for (size_t i = 0; i < n && r >= 0; i++)
@@ -275,18 +277,19 @@ static int move_part(struct sql_conn *c, const char *upload_id, const struct efs
 		id_text id;
 	} cur = {0};
 	int64_t moved = 0;
-	int r = SQL_Q(c, "SELECT session_id FROM s3_parts WHERE upload_id = $1 AND part_number = $2",
-		      row_one_id, &cur, NULL, SQL_TEXT(upload_id), SQL_INT(p->part_number));
+	int r =
+	    SQL_Q(c, "SELECT session_id FROM s3_parts WHERE upload_id = $1 AND part_number = $2",
+		  row_one_id, &cur, NULL, SQL_TEXT(upload_id), SQL_INT(p->part_number));
 	if (r < 0)
 		return r;
 	if (!cur.found || strcmp(cur.id, p->session_id) != 0)
 		return -ESTALE; /* replaced since it was read */
 	if (p->session_id[0]) {
-		r = SQL_Q(c,
-			  "INSERT INTO file_chunks (file_id, idx, chunk_id)"
-			  " SELECT $1, idx + $2, chunk_id FROM session_chunks WHERE session_id = $3",
-			  NULL, NULL, &moved, SQL_TEXT(file_id), SQL_INT(first),
-			  SQL_TEXT(p->session_id));
+		r = SQL_Q(
+		    c,
+		    "INSERT INTO file_chunks (file_id, idx, chunk_id)"
+		    " SELECT $1, idx + $2, chunk_id FROM session_chunks WHERE session_id = $3",
+		    NULL, NULL, &moved, SQL_TEXT(file_id), SQL_INT(first), SQL_TEXT(p->session_id));
 		if (r < 0)
 			return r;
 		if ((uint64_t)moved != p->chunk_count)
@@ -366,13 +369,13 @@ static int abort_tx(struct sql_conn *c, void *ctx)
 {
 	struct abort_args *a = ctx;
 	int64_t changed = 0;
-	int r = a->owner ? SQL_Q(c,
-				 "UPDATE s3_uploads SET completed = completed"
-				 " WHERE upload_id = $1 AND owner = $2 AND completed = 0",
-				 NULL, NULL, &changed, SQL_TEXT(a->upload_id), SQL_TEXT(a->owner))
-			 : SQL_Q(c,
-				 "UPDATE s3_uploads SET completed = completed WHERE upload_id = $1",
-				 NULL, NULL, &changed, SQL_TEXT(a->upload_id));
+	int r = a->owner
+		    ? SQL_Q(c,
+			    "UPDATE s3_uploads SET completed = completed"
+			    " WHERE upload_id = $1 AND owner = $2 AND completed = 0",
+			    NULL, NULL, &changed, SQL_TEXT(a->upload_id), SQL_TEXT(a->owner))
+		    : SQL_Q(c, "UPDATE s3_uploads SET completed = completed WHERE upload_id = $1",
+			    NULL, NULL, &changed, SQL_TEXT(a->upload_id));
 	if (r < 0)
 		return r;
 	if (!changed)
