@@ -51,8 +51,8 @@ struct efs_file_info {
 	uint64_t stored_bytes; /* sum of the chunks' stored sizes, one replica */
 	int64_t created_at_ms;
 	/* When the file is an S3 object: its bucket and key (efs_meta_file_get
-	 * and efs_meta_file_list fill them; "" otherwise, and always in the
-	 * DynamoDB backend, which has no S3 objects). Never written. */
+	 * and efs_meta_file_list fill them; "" otherwise). Never written by
+	 * efs_meta_file_*: efs_meta_object_put links a file to its key. */
 	char s3_bucket[EFS_S3_BUCKET_MAX + 1];
 	char s3_key[EFS_S3_KEY_MAX + 1];
 };
@@ -252,10 +252,10 @@ int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *ow
 			 int64_t now_ms);
 
 /* ---- S3 buckets and objects (docs/S3.md) ------------------------------
- * The SQL backends only: the DynamoDB backend answers -ENOTSUP to each
- * (the master then refuses to start its S3 listener). An object IS a
- * file: its row names the file holding its bytes, whose owner is the
- * bucket's owner. */
+ * Every backend: SQL (sql_s3.c) and DynamoDB (dynamodb_s3.c, docs/AWS.md).
+ * An operation a backend leaves NULL answers -ENOTSUP (the S3 API then
+ * answers 501 NotImplemented). An object IS a file: its row names the
+ * file holding its bytes, whose owner is the bucket's owner. */
 
 #define EFS_S3_REGION_MAX 32
 #define EFS_S3_BUCKETS_PER_OWNER 1000 /* more: -EDQUOT */

@@ -53,6 +53,12 @@ int efs_s3_error_store(struct efs_s3_req *s, int err, const char *what)
 		return efs_s3_error(s, 503, "ServiceUnavailable",
 				    "the metadata store is unavailable; retry shortly");
 	}
+	if (err == -ENOTSUP) { /* an operation this metadata backend lacks (meta.c) */
+		efs_info("s3 %s: not supported by the %s metadata backend (request %s)", what,
+			 efs_meta_backend(s->m->meta), s->request_id);
+		return efs_s3_error(s, 501, "NotImplemented",
+				    "%s is not implemented with this metadata backend", what);
+	}
 	efs_error("s3 %s: metadata store error: %s (request %s)", what, strerror(-err),
 		  s->request_id);
 	return efs_s3_error(s, 500, "InternalError", "internal error (request %s)", s->request_id);

@@ -659,8 +659,6 @@ def test_aws_cli_mb_cp_ls_rm_rb(s3, tmp_path):
 
 @pytest.mark.parametrize("env, says", [
     ({"S3_PORT": "8080", "MASTER_PORT": "8080"}, "S3_PORT (8080) must differ from MASTER_PORT"),
-    ({"S3_PORT": "9000", "DYNAMODB_FILES_TABLE": "f", "DYNAMODB_CHUNKS_TABLE": "c",
-      "DYNAMODB_SESSIONS_TABLE": "s"}, "the S3 API needs SQLite or PostgreSQL metadata"),
     ({"S3_PORT": "9000", "S3_DOMAIN": "s3.example.com:9000"}, "S3_DOMAIN"),
 ])
 def test_s3_configuration_errors_stop_the_master(tmp_path, env, says):
