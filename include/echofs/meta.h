@@ -394,6 +394,96 @@ int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *pre
 			 const char *after, size_t limit, struct efs_object_entry *out,
 			 size_t *count);
 
+/* ---- S3 multipart uploads (docs/S3.md#multipart-upload) ---------------
+ * The SQL backends only (NULL in DynamoDB's table: -ENOTSUP). A part's
+ * chunks are held by a hidden session (session_chunks references, as any
+ * upload's): the session is named by the part's row once the part is
+ * acknowledged, and its expiry is then the upload's. Completing moves the
+ * parts' session references into the new file's chunk list (no byte is
+ * copied, no count changes); aborting, expiring or replacing a part
+ * releases its session (docs/LIFECYCLE.md). */
+
+#define EFS_S3_PART_MAX 10000 /* part numbers 1..10000, as S3 */
+#define EFS_S3_UPLOAD_ID_LEN 32
+
+/* A multipart upload: the object it will make (bucket, key, headers; the
+ * rest of @obj is set when completed) and who started it. */
+struct efs_s3_upload {
+	char upload_id[EFS_ID_MAX + 1];
+	char owner[EFS_ID_MAX + 1];
+	int64_t created_at_ms;
+	int64_t expires_at_ms; /* collected (aborted) after this */
+	/* Completed: obj.file_id, size, etag, last_modified_ms are the object's;
+	 * the row is kept (for a retried complete) until expires_at_ms. */
+	bool completed;
+	struct efs_object_info obj;
+};
+
+/* One acknowledged part. */
+struct efs_s3_part {
+	unsigned part_number;
+	char session_id[EFS_ID_MAX + 1]; /* the session holding its chunks; "" when empty */
+	uint64_t size;
+	char etag[EFS_S3_ETAG_MAX + 1]; /* hex MD5 of its bytes */
+	uint64_t chunk_size;
+	uint64_t chunk_count;
+	uint64_t stored_bytes;
+	int64_t last_modified_ms;
+};
+
+/* One entry of ListMultipartUploads. */
+struct efs_s3_upload_entry {
+	char key[EFS_S3_KEY_MAX + 1];
+	char upload_id[EFS_ID_MAX + 1];
+	char owner[EFS_ID_MAX + 1];
+	int64_t created_at_ms;
+};
+
+/* Records upload @u (not completed) in its bucket, in one transaction with
+ * the bucket's row locked. -ENOENT when the bucket is gone. */
+int efs_meta_s3_upload_create(struct efs_meta *m, const struct efs_s3_upload *u);
+/* -ENOENT when there is no such upload (aborted, collected, never made).
+ * Callers check owner, bucket, key and expires_at_ms. */
+int efs_meta_s3_upload_get(struct efs_meta *m, const char *upload_id, struct efs_s3_upload *out);
+/* Acknowledges part @p of upload @upload_id, in one transaction: the
+ * upload must exist, be @owner's, not completed and not expired at
+ * @now_ms (else -ENOENT); @p's session must hold exactly p->chunk_count
+ * chunks (else -ESTALE); a part of that number already there is replaced
+ * and its session released; @p's session then expires with the upload. */
+int efs_meta_s3_part_put(struct efs_meta *m, const char *upload_id, const char *owner,
+			 const struct efs_s3_part *p, int64_t now_ms);
+/* Up to @limit parts of the upload numbered above @after, in order, into
+ * the caller's @out. */
+int efs_meta_s3_part_list(struct efs_meta *m, const char *upload_id, unsigned after, size_t limit,
+			  struct efs_s3_part *out, size_t *count);
+/* Completes upload @u into object u->obj (file_id, size, etag,
+ * last_modified_ms set by the caller) with file @file, from @parts (in
+ * order, as read before with efs_meta_s3_part_list), in one transaction:
+ * the object replaces what the key held (as efs_meta_object_put); each
+ * listed part's session references become the file's chunks, in order
+ * (moved, not copied); parts not listed are released; the upload is kept
+ * as completed. -ENOENT: no such upload of u->owner, or expired;
+ * -EALREADY: already completed (read it again); -ESTALE: a listed part
+ * was replaced or its session is gone since it was read (read again);
+ * -ENXIO: the bucket is gone. Nothing changes on error. */
+int efs_meta_s3_upload_complete(struct efs_meta *m, const struct efs_s3_upload *u,
+				const struct efs_s3_part *parts, size_t count,
+				const struct efs_file_info *file, int64_t now_ms);
+/* Aborts the upload: its parts' sessions are released and its rows go, in
+ * one transaction. @owner NULL: whoever's (the collector), completed ones
+ * too. -ENOENT when there is none (of @owner, not completed). */
+int efs_meta_s3_upload_abort(struct efs_meta *m, const char *upload_id, const char *owner,
+			     int64_t now_ms);
+/* Up to @limit uploads of @bucket in progress whose key starts with
+ * @prefix, in (key, upload id) order, after (@key_marker, @id_marker)
+ * (@id_marker NULL: after every upload of @key_marker), into @out. */
+int efs_meta_s3_upload_list(struct efs_meta *m, const char *bucket, const char *prefix,
+			    const char *key_marker, const char *id_marker, size_t limit,
+			    struct efs_s3_upload_entry *out, size_t *count);
+/* Up to @max ids of uploads whose expires_at_ms is before @now_ms. */
+int efs_meta_s3_upload_expired(struct efs_meta *m, int64_t now_ms, size_t max,
+			       char (*ids)[EFS_ID_MAX + 1], size_t *count);
+
 /* ---- chunks, replicas, garbage --------------------------------------- */
 
 /* A stored chunk and its replicas (NULL @replicas: just the chunk).

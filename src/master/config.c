@@ -61,7 +61,7 @@ static bool s3_bucket_name_valid(const char *name)
 /* The S3 API's listener: S3_PORT, S3_DOMAIN, AWS_REGION. */
 static int load_s3_api(struct efs_master_config *cfg, char *err, size_t errlen)
 {
-	uint64_t port;
+	uint64_t port, expiry_s;
 	int r;
 	if ((r = efs_env_u64("S3_PORT", 0, 0, 65535, false, &port, err, errlen)) < 0 ||
 	    (r = efs_env_string("S3_DOMAIN", NULL, false, &cfg->s3_domain, err, errlen)) < 0 ||
@@ -69,6 +69,12 @@ static int load_s3_api(struct efs_master_config *cfg, char *err, size_t errlen)
 		    0)
 		return r;
 	cfg->s3_port = (uint16_t)port;
+	/* S3 keeps incomplete uploads until a lifecycle rule aborts them; a
+	 * week bounds what abandoned parts hold (tests set seconds). */
+	if ((r = efs_env_u64("S3_MULTIPART_EXPIRY", 7 * 86400, 1, 365LL * 86400, false, &expiry_s,
+			     err, errlen)) < 0)
+		return r;
+	cfg->s3_multipart_expiry_ms = (int64_t)expiry_s * 1000;
 	if (cfg->s3_port && cfg->s3_port == cfg->port) {
 		snprintf(err, errlen, "S3_PORT (%u) must differ from MASTER_PORT", cfg->s3_port);
 		return -EINVAL;

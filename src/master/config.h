@@ -66,6 +66,7 @@ struct efs_master_config {
 	unsigned s3_listen_addrlen;
 	const char *s3_domain;
 	const char *s3_region;
+	int64_t s3_multipart_expiry_ms; /* S3_MULTIPART_EXPIRY: an upload left this long is aborted */
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000

@@ -484,3 +484,18 @@ int efs_s3_list_objects(struct efs_s3_req *s)
 	free(list.items);
 	return efs_s3_xml_reply(s->http, 200, &x);
 }
+
+/* ---- shared with multipart uploads (s3_multipart.c) -------------------- */
+
+const char *efs_s3_url_encoded(bool url, const char *text, char *buf, size_t size)
+{
+	return encoded(url, text, buf, size);
+}
+
+void efs_s3_owner_xml(struct efs_s3_xml *x, const char *name, const char *owner)
+{
+	efs_s3_xml_open(x, name, NULL);
+	efs_s3_xml_text(x, "ID", owner);
+	efs_s3_xml_text(x, "DisplayName", owner);
+	efs_s3_xml_close(x, name);
+}

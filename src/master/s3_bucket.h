@@ -32,4 +32,12 @@ int efs_s3_bucket_versioning(struct efs_s3_req *s);
 /* GET /bucket: ListObjectsV2 with list-type=2, else ListObjects (v1). */
 int efs_s3_list_objects(struct efs_s3_req *s);
 
+/* Shared with multipart uploads (s3_multipart.c): */
+struct efs_s3_xml;
+/* @text, or with @url its URL encoding (encoding-type=url: every byte but
+ * unreserved ones and '/' as %XX) into @buf (@size bytes, cut to fit). */
+const char *efs_s3_url_encoded(bool url, const char *text, char *buf, size_t size);
+/* <@name><ID>owner</ID><DisplayName>owner</DisplayName></@name>. */
+void efs_s3_owner_xml(struct efs_s3_xml *x, const char *name, const char *owner);
+
 #endif

@@ -432,7 +432,7 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 	if ((uint64_t)length > EFS_S3_MAX_PUT_SIZE)
 		return efs_s3_error(s, 400, "EntityTooLarge",
 				    "Your proposed upload exceeds the maximum allowed object size "
-				    "(5 GiB in one PUT; multipart upload is not supported yet).");
+				    "(5 GiB in one PUT; use multipart upload for more).");
 	if (efs_chunk_workers_io(m->chunks)) {
 		if ((r = efs_placement_live_count(&m->placement, &alive)) < 0)
 			return efs_s3_error_store(s, r, "PutObject placement");
@@ -1276,4 +1276,21 @@ int efs_s3_copy_object_begin(struct efs_s3_req *s)
 		return efs_http_replied(s->http) ? 0 : r;
 	s->on_end = copy_end; /* a body, if any, is read and ignored (at most 64 KiB) */
 	return 0;
+}
+
+/* ---- shared with multipart uploads (s3_multipart.c) -------------------- */
+
+int efs_s3_object_headers(struct efs_s3_req *s, struct efs_object_info *o)
+{
+	return put_headers(s, o);
+}
+
+void efs_s3_file_name(const char *key, char *out, size_t size)
+{
+	file_name_of(key, out, size);
+}
+
+int efs_s3_content_md5(const char *text, unsigned char out[EFS_MD5_LEN])
+{
+	return content_md5_decode(text, out);
 }

@@ -33,4 +33,16 @@ int efs_s3_delete_object(struct efs_s3_req *s);
  * answer lists each <Deleted> (unless Quiet) and <Error>. */
 int efs_s3_delete_objects_begin(struct efs_s3_req *s);
 
+/* Shared with multipart uploads (s3_multipart.c): */
+/* The request's stored headers (Content-Type, Content-Encoding without
+ * aws-chunked, Content-Disposition, Cache-Control, Expires, x-amz-meta-*)
+ * into @o, as PutObject takes them. Replies and returns -EINVAL when one is
+ * unusable; -ENOMEM. */
+int efs_s3_object_headers(struct efs_s3_req *s, struct efs_object_info *o);
+/* The name of an object's file: @key's last segment, made a valid EchoFS
+ * name (control characters as '_', cut to @size - 1 bytes). */
+void efs_s3_file_name(const char *key, char *out, size_t size);
+/* Content-MD5 (base64 of 16 bytes) into @out: 0, or -EINVAL. */
+int efs_s3_content_md5(const char *text, unsigned char out[16]);
+
 #endif

@@ -6,6 +6,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "master/s3_bucket.h"
+#include "master/s3_multipart.h"
 #include "master/s3_object.h"
 #include "master/s3_xml.h"
 
@@ -381,8 +382,11 @@ static bool unsupported_param(const char *raw_query, const char *const *allowed,
 }
 
 static const char *const BUCKET_GET_PARAMS[] = {
-    "location", "list-type",	 "prefix",	"delimiter", "continuation-token", "start-after",
-    "max-keys", "encoding-type", "fetch-owner", "marker",    "versioning",	   NULL};
+    "location",		  "list-type",	 "prefix",   "delimiter",
+    "continuation-token", "start-after", "max-keys", "encoding-type",
+    "fetch-owner",	  "marker",	 "versioning", NULL};
+static const char *const UPLOADS_GET_PARAMS[] = {
+    "uploads", "prefix", "key-marker", "upload-id-marker", "max-uploads", "encoding-type", NULL};
 
 /* Conditional headers are implemented for GetObject/HeadObject, and
  * If-Match / If-None-Match / If-Unmodified-Since for PutObject and
@@ -433,6 +437,45 @@ static const char *unsupported_header(struct efs_s3_req *s)
 
 /* ---- dispatch --------------------------------------------------------- */
 
+/* The operations on one multipart upload of a key (?uploadId, with
+ * ?partNumber for UploadPart): sets s->on_end or the begin step, or
+ * replies. */
+static int dispatch_upload(struct efs_s3_req *s, const char *raw_query)
+{
+	static const char *const part_params[] = {"partNumber", "uploadId", NULL};
+	static const char *const list_params[] = {"uploadId", "max-parts", "part-number-marker",
+						  "encoding-type", NULL};
+	static const char *const abort_params[] = {"uploadId", NULL};
+	const char *method = s->http->method;
+	const char *const *allowed = NULL;
+	char param[MAX_QUERY_NAME + 1];
+
+	if (strcmp(method, "PUT") == 0)
+		allowed = part_params;
+	else if (strcmp(method, "GET") == 0)
+		allowed = list_params;
+	else if (strcmp(method, "DELETE") == 0)
+		allowed = abort_params;
+	/* GetObject/HeadObject of one part (?partNumber) are not implemented. */
+	if (!allowed || (strcmp(method, "PUT") != 0 && efs_s3_query_has(s, "partNumber")))
+		return efs_s3_error(s, 501, "NotImplemented",
+				    "%s with ?partNumber or ?uploadId is not implemented by this "
+				    "server",
+				    method);
+	if (unsupported_param(raw_query, allowed, param, sizeof(param)))
+		return efs_s3_error(s, 501, "NotImplemented",
+				    "?%s is not implemented by this server (docs/S3.md, \"Not "
+				    "supported yet\")",
+				    param);
+	if (!efs_s3_query_has(s, "uploadId"))
+		return efs_s3_error(s, 400, "InvalidArgument",
+				    "partNumber needs an uploadId (UploadPart)");
+	if (strcmp(method, "PUT") == 0)
+		return efs_s3_upload_part_begin(s);
+	s->on_end = strcmp(method, "GET") == 0 ? efs_s3_list_parts : efs_s3_abort_upload;
+	return 0;
+}
+
 /* Chooses the operation; sets s->on_end (and for PutObject its body
  * step), or replies. */
 static int dispatch(struct efs_s3_req *s, const char *raw_query)
@@ -462,6 +505,21 @@ static int dispatch(struct efs_s3_req *s, const char *raw_query)
 			goto not_implemented;
 		return efs_s3_delete_objects_begin(s);
 	}
+	if (strcmp(method, "POST") == 0 && s->has_key && efs_s3_query_has(s, "uploads")) {
+		static const char *const create_params[] = {"uploads", NULL};
+		if (unsupported_param(raw_query, create_params, param, sizeof(param)))
+			goto not_implemented;
+		s->on_end = efs_s3_create_upload;
+		return 0;
+	}
+	if (strcmp(method, "POST") == 0 && s->has_key && efs_s3_query_has(s, "uploadId")) {
+		static const char *const complete_params[] = {"uploadId", NULL};
+		if (unsupported_param(raw_query, complete_params, param, sizeof(param)))
+			goto not_implemented;
+		return efs_s3_complete_upload_begin(s);
+	}
+	if (s->has_key && (efs_s3_query_has(s, "uploadId") || efs_s3_query_has(s, "partNumber")))
+		return dispatch_upload(s, raw_query);
 	if (strcmp(method, "POST") == 0 || strcmp(method, "OPTIONS") == 0 ||
 	    strcmp(method, "PATCH") == 0) {
 		efs_strlcpy(param, method, sizeof(param));
@@ -469,10 +527,14 @@ static int dispatch(struct efs_s3_req *s, const char *raw_query)
 	}
 	if (!s->has_key) {
 		bool get = strcmp(method, "GET") == 0;
-		if (unsupported_param(raw_query, get ? BUCKET_GET_PARAMS : NULL, param,
-				      sizeof(param)))
+		bool uploads = get && efs_s3_query_has(s, "uploads");
+		if (unsupported_param(raw_query,
+				      uploads ? UPLOADS_GET_PARAMS : get ? BUCKET_GET_PARAMS : NULL,
+				      param, sizeof(param)))
 			goto not_implemented;
-		if (get && efs_s3_query_has(s, "location"))
+		if (uploads)
+			s->on_end = efs_s3_list_uploads;
+		else if (get && efs_s3_query_has(s, "location"))
 			s->on_end = efs_s3_bucket_location;
 		else if (get && efs_s3_query_has(s, "versioning"))
 			s->on_end = efs_s3_bucket_versioning;

@@ -101,6 +101,7 @@ static int lock_bucket(struct sql_conn *c, const char *name, const char *owner)
 struct bucket_delete {
 	const char *name;
 	const char *owner;
+	int64_t now_ms;
 };
 
 static int bucket_delete_tx(struct sql_conn *c, void *ctx)
@@ -116,13 +117,17 @@ static int bucket_delete_tx(struct sql_conn *c, void *ctx)
 		return r;
 	if (objects)
 		return -ENOTEMPTY;
+	/* Uploads in progress go with the bucket, their parts released. */
+	if ((r = sql_s3_bucket_uploads_release(c, p->name, p->now_ms)) < 0)
+		return r;
 	return SQL_Q(c, "DELETE FROM s3_buckets WHERE name = $1", NULL, NULL, NULL,
 		     SQL_TEXT(p->name));
 }
 
 int sql_bucket_delete(void *impl, const char *name, const char *owner)
 {
-	struct bucket_delete p = {name, owner};
+	/* The interface passes no time: the release's zero_since is now. */
+	struct bucket_delete p = {name, owner, efs_now_ms()};
 	return sql_run_tx(impl, bucket_delete_tx, &p);
 }
 
@@ -201,6 +206,8 @@ struct object_put {
 	int64_t now_ms;
 };
 
+static int object_put_tx(struct sql_conn *c, void *ctx);
+
 struct found_etag {
 	bool found;
 	char etag[EFS_S3_ETAG_MAX + 1];
@@ -241,6 +248,12 @@ static int check_cond(struct sql_conn *c, const struct efs_object_info *o,
 	    cur.last_modified_ms / 1000 > cond->if_unmodified_since_s)
 		return -ESTALE;
 	return 0;
+}
+
+int sql_object_replace(struct sql_conn *c, const struct efs_object_info *o, int64_t now_ms)
+{
+	struct object_put p = {o, NULL, now_ms};
+	return object_put_tx(c, &p);
 }
 
 static int object_put_tx(struct sql_conn *c, void *ctx)
