@@ -19,6 +19,7 @@
 #include "master/chunk_workers.h"
 #include "master/download.h"
 #include "master/placement.h"
+#include "master/s3_checksum.h"
 #include "master/s3_xml.h"
 #include "master/upload_pipeline.h"
 
@@ -49,6 +50,7 @@ struct put_op {
 	uint64_t expected; /* the body's (decoded) length */
 	bool has_md5;	   /* Content-MD5 was sent: the body must match */
 	unsigned char content_md5[EFS_MD5_LEN];
+	struct efs_s3_checksum checksum; /* x-amz-checksum-*, header or trailer */
 	uint64_t received;
 	size_t reserved; /* from the master's upload_memory */
 	struct efs_object_info obj;
@@ -71,6 +73,7 @@ static void put_free(void *op)
 				 p->obj.bucket, p->obj.key, p->session_id, strerror(-r));
 	}
 	efs_md5_release(&p->md5);
+	efs_s3_checksum_release(&p->checksum);
 	efs_upload_memory_give(&p->m->upload_memory, p->owner, p->reserved);
 	free(p);
 }
@@ -256,6 +259,7 @@ static int put_body(struct efs_s3_req *s, const char *data, size_t len)
 				    "The body is longer than its declared length"),
 		       -EINVAL;
 	efs_md5_update(&p->md5, data, len);
+	efs_s3_checksum_update(&p->checksum, data, len);
 	int r = efs_upload_pipeline_feed(p->pipeline, data, len);
 	if (r == -ENOSPC)
 		return efs_s3_error(s, 503, "SlowDown",
@@ -339,6 +343,10 @@ static int put_end(struct efs_s3_req *s)
 					    "received.");
 		}
 	}
+	if ((r = efs_s3_checksum_check(s, &p->checksum)) != 0) {
+		drop_new_file(p, f.file_id);
+		return r < 0 ? r : 0;
+	}
 	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
 	p->obj.size = f.size;
 	p->obj.last_modified_ms = f.created_at_ms;
@@ -368,6 +376,7 @@ static int put_end(struct efs_s3_req *s)
 		 (unsigned long long)f.chunk_count, f.owner, s->request_id);
 	snprintf(etag, sizeof(etag), "\"%s\"", p->obj.etag);
 	efs_http_add_header(s->http, "ETag", etag);
+	efs_s3_checksum_reply(s, &p->checksum);
 	return efs_http_reply_empty(s->http, 200);
 }
 
@@ -459,6 +468,8 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 		return efs_s3_error(s, 400, "InvalidDigest",
 				    "The Content-MD5 you specified is not valid.");
 	p->has_md5 = md5 != NULL;
+	if ((r = efs_s3_checksum_begin(s, &p->checksum)) != 0)
+		return r < 0 ? r : 0;
 	if ((r = put_conditions(s, &p->cond, p->if_etag)) < 0)
 		return efs_http_replied(s->http) ? 0 : r;
 
