@@ -885,9 +885,9 @@ int efs_sigv4_trailer_signature(const struct efs_sigv4_key *key, const char *amz
 	    !is_lower_hex(prev_signature, EFS_SIGV4_SIGNATURE_LEN) || !trailer_sha256_hex ||
 	    !is_lower_hex(trailer_sha256_hex, EFS_SHA256_HEX_LEN))
 		return -EINVAL;
-	n = snprintf(sts, sizeof(sts), TRAILER_ALGORITHM "\n%s\n%s/%s/%s/" SCOPE_TERMINATOR "\n%s\n%s",
-		     amz_date, key->date, key->region, key->service, prev_signature,
-		     trailer_sha256_hex);
+	n = snprintf(sts, sizeof(sts),
+		     TRAILER_ALGORITHM "\n%s\n%s/%s/%s/" SCOPE_TERMINATOR "\n%s\n%s", amz_date,
+		     key->date, key->region, key->service, prev_signature, trailer_sha256_hex);
 	if (n < 0 || (size_t)n >= sizeof(sts))
 		return -EINVAL;
 	sign_string(key, sts, (size_t)n, signature);

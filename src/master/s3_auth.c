@@ -351,7 +351,8 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 			payload = EFS_S3_PAYLOAD_UNSIGNED;
 		} else if (strcmp(payload_hash, EFS_SIGV4_STREAMING_PAYLOAD) == 0 ||
 			   strcmp(payload_hash, EFS_SIGV4_STREAMING_TRAILER_PAYLOAD) == 0 ||
-			   strcmp(payload_hash, EFS_SIGV4_STREAMING_UNSIGNED_TRAILER_PAYLOAD) == 0) {
+			   strcmp(payload_hash, EFS_SIGV4_STREAMING_UNSIGNED_TRAILER_PAYLOAD) ==
+			       0) {
 			payload = EFS_S3_PAYLOAD_STREAMING;
 			chunk_signed =
 			    strcmp(payload_hash, EFS_SIGV4_STREAMING_UNSIGNED_TRAILER_PAYLOAD) != 0;
@@ -477,7 +478,6 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 /* ---- aws-chunked ---- */
 
 #define TRAILER_SIGNATURE "x-amz-trailer-signature"
-#define TRAILER_VALUE_MAX 64 /* a checksum's base64 (SHA-256's is 44) */
 
 enum chunked_state {
 	CH_HEADER,   /* reading a chunk header line up to its LF */
@@ -510,7 +510,7 @@ struct efs_s3_chunked {
 	/* The declared trailer (x-amz-trailer, lower case) or "", its value
 	 * once read, and the trailer's signature (signed mode). */
 	char trailer_name[EFS_S3_TRAILER_NAME_MAX + 1];
-	char trailer_value[TRAILER_VALUE_MAX + 1];
+	char trailer_value[EFS_S3_TRAILER_VALUE_MAX + 1];
 	bool trailer_seen;
 	char trailer_signature[EFS_SIGV4_SIGNATURE_LEN + 1];
 	bool trailer_signature_seen;
@@ -617,7 +617,7 @@ static int trailer_line(struct efs_s3_chunked *c)
 	c->line_len = 0;
 	if (c->trailer_name[0] && strcasecmp(name, c->trailer_name) == 0) {
 		if (c->trailer_seen || c->trailer_signature_seen || value_len == 0 ||
-		    value_len > TRAILER_VALUE_MAX)
+		    value_len > EFS_S3_TRAILER_VALUE_MAX)
 			return -EINVAL;
 		memcpy(c->trailer_value, value, value_len + 1);
 		c->trailer_seen = true;
@@ -639,7 +639,7 @@ static int trailer_line(struct efs_s3_chunked *c)
  * trailer and sent no signature, has nothing to check. */
 static int trailer_end(struct efs_s3_chunked *c)
 {
-	char canonical[EFS_S3_TRAILER_NAME_MAX + TRAILER_VALUE_MAX + 4];
+	char canonical[EFS_S3_TRAILER_NAME_MAX + EFS_S3_TRAILER_VALUE_MAX + 4];
 	char sha_hex[EFS_SHA256_HEX_LEN + 1], expected[EFS_SIGV4_SIGNATURE_LEN + 1];
 	if (c->trailer_name[0] && !c->trailer_seen)
 		return -EINVAL;
@@ -647,8 +647,8 @@ static int trailer_end(struct efs_s3_chunked *c)
 		return 0;
 	if (!c->trailer_signature_seen)
 		return -EACCES;
-	int n = c->trailer_seen ? snprintf(canonical, sizeof(canonical), "%s:%s\n",
-					   c->trailer_name, c->trailer_value)
+	int n = c->trailer_seen ? snprintf(canonical, sizeof(canonical), "%s:%s\n", c->trailer_name,
+					   c->trailer_value)
 				: 0;
 	if (n < 0 || (size_t)n >= sizeof(canonical))
 		return -EINVAL;

@@ -49,8 +49,10 @@
 /* The longest chunk header line ("<hex>;chunk-signature=<64 hex>"), and
  * the longest trailer line ("x-amz-checksum-sha256:<44 base64>"). */
 #define EFS_S3_CHUNK_LINE_MAX 256
-/* The longest x-amz-trailer name accepted ("x-amz-checksum-crc32c"). */
+/* The longest x-amz-trailer name accepted ("x-amz-checksum-crc32c"), and
+ * the longest trailer value (a checksum's base64: SHA-256's is 44). */
 #define EFS_S3_TRAILER_NAME_MAX 32
+#define EFS_S3_TRAILER_VALUE_MAX 64
 
 struct efs_s3_auth_deps {
 	struct efs_meta *meta;

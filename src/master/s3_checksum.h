@@ -16,6 +16,7 @@
 #define ECHOFS_MASTER_S3_CHECKSUM_H
 
 #include "echofs/hash.h"
+#include "master/s3_auth.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,7 +33,7 @@ enum efs_s3_checksum_alg {
 };
 
 /* The longest base64 checksum value accepted (SHA-256's is 44). */
-#define EFS_S3_CHECKSUM_VALUE_MAX 64
+#define EFS_S3_CHECKSUM_VALUE_MAX EFS_S3_TRAILER_VALUE_MAX
 
 /* The algorithm of header @name ("x-amz-checksum-crc32" ..., any case),
  * or EFS_S3_CHECKSUM_NONE when it is not one of the four. */

@@ -188,7 +188,7 @@ struct part_op {
 	bool has_md5;
 	unsigned char content_md5[EFS_MD5_LEN];
 	struct efs_s3_checksum checksum; /* x-amz-checksum-*, header or trailer */
-	size_t reserved; /* from the master's upload_memory */
+	size_t reserved;		 /* from the master's upload_memory */
 	/* UploadPartCopy: the source file and the range of it to copy */
 	bool copy;
 	struct efs_file_info source;

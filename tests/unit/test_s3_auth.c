@@ -632,7 +632,8 @@ static void test_trailer_unsigned(void **state)
 	struct efs_s3_principal p;
 	char value[80];
 	trailer_principal(&p, false);
-	static const char good[] = "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:pbQ6Aw==\r\n\r\n";
+	static const char good[] =
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:pbQ6Aw==\r\n\r\n";
 	for (size_t cut = 0; cut < sizeof(good); cut++) {
 		int r = decode_trailer(&p, good, sizeof(good) - 1, cut, value, sizeof(value));
 		if (r != 0)
@@ -640,9 +641,10 @@ static void test_trailer_unsigned(void **state)
 		assert_string_equal(value, "pbQ6Aw==");
 	}
 	/* the name in any case, blanks around the value */
-	static const char spaced[] = "a\r\n" TRAILER_DATA
-				     "\r\n0\r\nX-Amz-Checksum-CRC32: pbQ6Aw== \r\n\r\n";
-	assert_int_equal(decode_trailer(&p, spaced, sizeof(spaced) - 1, 3, value, sizeof(value)), 0);
+	static const char spaced[] =
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nX-Amz-Checksum-CRC32: pbQ6Aw== \r\n\r\n";
+	assert_int_equal(decode_trailer(&p, spaced, sizeof(spaced) - 1, 3, value, sizeof(value)),
+			 0);
 	assert_string_equal(value, "pbQ6Aw==");
 	/* every prefix of the body is incomplete */
 	for (size_t len = 0; len < sizeof(good) - 1; len++)
@@ -660,10 +662,12 @@ static void test_trailer_unsigned(void **state)
 	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:AA==\r\nx-amz-trailer-signature:"
 	    "0000000000000000000000000000000000000000000000000000000000000000\r\n\r\n",
 	    /* a signed chunk header in unsigned mode */
-	    "a;chunk-signature=0000000000000000000000000000000000000000000000000000000000000000\r\n" TRAILER_DATA
+	    "a;chunk-signature="
+	    "0000000000000000000000000000000000000000000000000000000000000000\r\n" TRAILER_DATA
 	    "\r\n0\r\nx-amz-checksum-crc32:AA==\r\n\r\n",
 	    /* a value over the cap, a bare LF, bytes after the end */
-	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	    "a\r\n" TRAILER_DATA
+	    "\r\n0\r\nx-amz-checksum-crc32:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n\r\n",
 	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:AA==\n\r\n",
 	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:AA==\r\n\r\nx",
@@ -692,8 +696,8 @@ static size_t signed_trailer_body(const struct efs_s3_principal *p, const char *
 	char sig1[EFS_SIGV4_SIGNATURE_LEN + 1], sig2[EFS_SIGV4_SIGNATURE_LEN + 1];
 	char tsig[EFS_SIGV4_SIGNATURE_LEN + 1], sha[EFS_SHA256_HEX_LEN + 1], canonical[128];
 	efs_sha256_hex(TRAILER_DATA, sizeof(TRAILER_DATA) - 1, sha);
-	assert_int_equal(efs_sigv4_chunk_signature(&p->key, p->amz_date, p->seed_signature, sha, sig1),
-			 0);
+	assert_int_equal(
+	    efs_sigv4_chunk_signature(&p->key, p->amz_date, p->seed_signature, sha, sig1), 0);
 	assert_int_equal(
 	    efs_sigv4_chunk_signature(&p->key, p->amz_date, sig1, EFS_SIGV4_EMPTY_SHA256, sig2), 0);
 	int n = snprintf(canonical, sizeof(canonical), "x-amz-checksum-crc32:%s\n", value);
@@ -727,9 +731,9 @@ static void test_trailer_signed(void **state)
 	*v = 'q';
 	assert_int_equal(decode_trailer(&p, body, len, 0, value, sizeof(value)), -EACCES);
 	/* a wrong signature, none */
-	len = signed_trailer_body(&p, "pbQ6Aw==",
-				  "0000000000000000000000000000000000000000000000000000000000000000",
-				  body, sizeof(body));
+	len = signed_trailer_body(
+	    &p, "pbQ6Aw==", "0000000000000000000000000000000000000000000000000000000000000000",
+	    body, sizeof(body));
 	assert_int_equal(decode_trailer(&p, body, len, 0, value, sizeof(value)), -EACCES);
 	len = signed_trailer_body(&p, "pbQ6Aw==", "", body, sizeof(body));
 	assert_int_equal(decode_trailer(&p, body, len, 0, value, sizeof(value)), -EACCES);
