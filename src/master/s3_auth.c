@@ -746,7 +746,7 @@ int efs_s3_chunked_feed(struct efs_s3_chunked *c, const char *data, size_t len, 
 	return 0;
 }
 
-int efs_s3_chunked_finish(struct efs_s3_chunked *c)
+static int chunked_result(const struct efs_s3_chunked *c)
 {
 	if (c->state == CH_FAILED)
 		return c->error;
@@ -757,7 +757,13 @@ int efs_s3_chunked_finish(struct efs_s3_chunked *c)
 	return 0;
 }
 
+int efs_s3_chunked_finish(struct efs_s3_chunked *c)
+{
+	return chunked_result(c);
+}
+
 const char *efs_s3_chunked_trailer(const struct efs_s3_chunked *c)
 {
-	return c->state == CH_DONE && c->trailer_seen ? c->trailer_value : NULL;
+	/* not from a body that framed well but decoded to the wrong length */
+	return chunked_result(c) == 0 && c->trailer_seen ? c->trailer_value : NULL;
 }
