@@ -6,7 +6,8 @@ The requests are built here (Debian's botocore does not send trailers by
 default): signed with botocore's SigV4 signer, the aws-chunked bodies and
 their chunk and trailer signatures computed as the S3 reference defines
 them. Covered: a header checksum (CRC32, CRC32C, SHA1, SHA256) good and
-bad; boto3's own ChecksumAlgorithm; STREAMING-UNSIGNED-PAYLOAD-TRAILER good
+bad; boto3's own ChecksumAlgorithm (a header over HTTP; over HTTPS, with
+ECHOFS_TEST_TLS, botocore sends a real unsigned trailer); STREAMING-UNSIGNED-PAYLOAD-TRAILER good
 and bad; STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER good, with a bad
 trailer signature, a missing one, and a bad checksum; UploadPart with a
 trailer (good: the part completes; bad: no part recorded); a refused PUT
@@ -186,9 +187,19 @@ def test_header_checksum_malformed_or_two_or_crc64nvme_refused(s3, key, alice):
 def test_boto3_checksum_algorithm(s3, alice):
     # Debian's botocore computes it itself: a header over plain HTTP, an
     # unsigned trailer over HTTPS (ECHOFS_TEST_TLS)
-    got = alice.put_object(Bucket=BUCKET, Key="boto", Body=DATA, ChecksumAlgorithm="CRC32")
-    assert got["ChecksumCRC32"] == checksum("crc32", DATA)
-    assert alice.get_object(Bucket=BUCKET, Key="boto")["Body"].read() == DATA
+    sent = []
+    alice.meta.events.register("before-send.s3.PutObject",
+                               lambda request, **_: sent.append(dict(request.headers)))
+    for kind in ("CRC32", "SHA256"):
+        got = alice.put_object(Bucket=BUCKET, Key="boto", Body=DATA, ChecksumAlgorithm=kind)
+        assert got[f"Checksum{kind}"] == checksum(kind.lower(), DATA)
+        assert alice.get_object(Bucket=BUCKET, Key="boto")["Body"].read() == DATA
+    payload = sent[0]["x-amz-content-sha256"]
+    payload = payload.decode() if isinstance(payload, bytes) else payload
+    if s3.s3_url.startswith("https:"):
+        assert payload == UNSIGNED_TRAILER
+    else:
+        assert "x-amz-checksum-crc32" in {k.lower() for k in sent[0]}
 
 
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
