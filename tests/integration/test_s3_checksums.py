@@ -12,7 +12,8 @@ and bad; STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER good, with a bad
 trailer signature, a missing one, and a bad checksum; UploadPart with a
 trailer (good: the part completes; bad: no part recorded); a refused PUT
 stores nothing (no object, no file, an older object untouched); an
-x-amz-trailer that is not a checksum, and a CRC64NVME, refused.
+x-amz-trailer that is not a checksum, and a CRC64NVME, refused; boto3's
+multipart upload with ChecksumAlgorithm (Create, UploadPart, Complete).
 """
 
 import base64
@@ -285,3 +286,20 @@ def test_upload_part_header_checksum(s3, key, alice):
                    query=query)
     assert r.status_code == 200, r.text
     alice.abort_multipart_upload(Bucket=BUCKET, Key=obj, UploadId=upload)
+
+
+def test_boto3_multipart_with_checksum_algorithm(s3, alice):
+    # what newer SDKs' managed transfers send: the algorithm on Create, a
+    # checksum on each UploadPart (header over HTTP, trailer over HTTPS),
+    # the parts' checksums in Complete (accepted, not kept)
+    obj = "boto-mpu"
+    upload = alice.create_multipart_upload(Bucket=BUCKET, Key=obj,
+                                           ChecksumAlgorithm="CRC32")["UploadId"]
+    part = alice.upload_part(Bucket=BUCKET, Key=obj, UploadId=upload, PartNumber=1, Body=DATA,
+                             ChecksumAlgorithm="CRC32")
+    assert part["ChecksumCRC32"] == checksum("crc32", DATA)
+    alice.complete_multipart_upload(
+        Bucket=BUCKET, Key=obj, UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"],
+                                    "ChecksumCRC32": part["ChecksumCRC32"]}]})
+    assert alice.get_object(Bucket=BUCKET, Key=obj)["Body"].read() == DATA
