@@ -604,8 +604,8 @@ static int header_done(struct efs_s3_chunked *c)
 static int trailer_line(struct efs_s3_chunked *c)
 {
 	char *colon = memchr(c->line, ':', c->line_len);
-	if (!colon)
-		return -EINVAL;
+	if (!colon || memchr(c->line, '\0', c->line_len))
+		return -EINVAL; /* a NUL would cut the name or the value short */
 	*colon = '\0';
 	char *name = c->line, *value = colon + 1, *end = c->line + c->line_len;
 	while (value < end && (*value == ' ' || *value == '\t'))

@@ -681,6 +681,15 @@ static void test_trailer_unsigned(void **state)
 		if (r != -EINVAL)
 			fail_msg("body %zu: %d, expected -EINVAL", i, r);
 	}
+	/* a NUL in the trailer's name or value */
+	static const char nul_value[] =
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:\0A==\r\n\r\n";
+	static const char nul_name[] =
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32\0x:AA==\r\n\r\n";
+	assert_int_equal(
+	    decode_trailer(&p, nul_value, sizeof(nul_value) - 1, 0, value, sizeof(value)), -EINVAL);
+	assert_int_equal(
+	    decode_trailer(&p, nul_name, sizeof(nul_name) - 1, 0, value, sizeof(value)), -EINVAL);
 	/* a -TRAILER mode that declared none: an empty trailer */
 	struct efs_s3_principal none = p;
 	none.trailer[0] = '\0';
