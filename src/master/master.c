@@ -35,6 +35,7 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	m->s3_http = NULL;
 	efs_http_server_stop(m->http, grace_ms);
 	m->http = NULL;
+	efs_control_stop(&m->control);
 	efs_late_writes_stop(&m->late_writes);
 	efs_s3_auth_free(m->s3_auth);
 	m->s3_auth = NULL;
@@ -267,6 +268,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		goto fail;
 	}
 	if (cfg->s3_port && (r = start_s3(m, err, errlen)) < 0)
+		goto fail;
+	if ((r = efs_control_start(&m->control, m, err, errlen)) < 0)
 		goto fail;
 	struct efs_gc_deps gc = {
 		.meta = m->meta,
