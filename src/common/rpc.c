@@ -650,6 +650,15 @@ static bool client_pump(struct efs_rpc_stream *s, int64_t deadline_ms)
 	return true;
 }
 
+/* The stream has ended (or a write failed): waits until @deadline_ms for
+ * its status, which says why, and returns -EPIPE. */
+static int ended(struct efs_rpc_stream *s, int64_t deadline_ms)
+{
+	while (!s->status_done && client_pump(s, deadline_ms))
+		;
+	return -EPIPE;
+}
+
 static bool client_start(struct efs_rpc_stream *s, const grpc_op *ops, size_t n, struct tag *t)
 {
 	if (grpc_call_start_batch(s->call, ops, n, t, NULL) != GRPC_CALL_OK)
@@ -750,10 +759,10 @@ int efs_rpc_stream_send(struct efs_rpc_stream *s, const void *data, size_t len,
 	int64_t deadline = efs_mono_ms() + timeout_ms;
 	if (len > EFS_RPC_MESSAGE_MAX)
 		return -EMSGSIZE;
-	while (s->send_busy && !s->status_done && client_pump(s, deadline))
+	while (s->send_busy && client_pump(s, deadline))
 		;
 	if (s->status_done || s->send_failed)
-		return -EPIPE;
+		return ended(s, deadline);
 	if (s->send_busy)
 		return -ETIMEDOUT;
 	grpc_op op;
@@ -769,10 +778,12 @@ int efs_rpc_stream_send(struct efs_rpc_stream *s, const void *data, size_t len,
 		s->send_bb = NULL;
 		return -EPIPE;
 	}
-	while (s->send_busy && !s->status_done && client_pump(s, deadline))
+	/* its own completion, even when the status came first: it was written
+	 * (0) or it was not (-EPIPE) */
+	while (s->send_busy && client_pump(s, deadline))
 		;
-	if (s->send_failed || (s->status_done && s->send_busy))
-		return -EPIPE;
+	if (s->send_failed)
+		return ended(s, deadline);
 	return s->send_busy ? -ETIMEDOUT : 0;
 }
 
@@ -795,7 +806,7 @@ int efs_rpc_stream_recv(struct efs_rpc_stream *s, int64_t timeout_ms, struct efs
 			return r < 0 ? -EMSGSIZE : 1;
 		}
 		if (s->recv_end || s->status_done || s->send_failed)
-			return -EPIPE;
+			return ended(s, deadline);
 		if (!client_pump(s, deadline))
 			return 0;
 	}
