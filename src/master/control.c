@@ -370,6 +370,18 @@ bool efs_control_streaming(struct efs_control *ctl, const char *worker_id)
 	return found;
 }
 
+size_t efs_control_streams(struct efs_control *ctl)
+{
+	size_t n = 0;
+	if (!ctl->rpc)
+		return 0;
+	pthread_mutex_lock(&ctl->lock);
+	for (struct control_stream *st = ctl->streams; st; st = st->next)
+		n++;
+	pthread_mutex_unlock(&ctl->lock);
+	return n;
+}
+
 void efs_control_stop(struct efs_control *ctl)
 {
 	if (!ctl || !ctl->master)

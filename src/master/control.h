@@ -44,6 +44,8 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 uint16_t efs_control_port(const struct efs_control *ctl);
 /* Whether @worker_id has an open Connect stream to this master. */
 bool efs_control_streaming(struct efs_control *ctl, const char *worker_id);
+/* How many workers have an open stream to this master now. */
+size_t efs_control_streams(struct efs_control *ctl);
 /* Ends every stream (no worker is suspected for it) and stops. A zeroed,
  * never started one is accepted. */
 void efs_control_stop(struct efs_control *ctl);

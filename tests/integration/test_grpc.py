@@ -81,6 +81,12 @@ def test_workers_beat_on_grpc_streams_and_files_round_trip(cluster):
         assert http_beats(m, w.worker_id, mark) == 0, m.log_tail()
         assert m.worker_record(w.worker_id)["status"] == "alive"
 
+    # The master's metrics count the streams and the beats on them.
+    metrics = m.client().get("/metrics").text
+    assert re.search(r"^echofs_grpc_streams 3$", metrics, re.M), metrics
+    beats = re.search(r"^echofs_grpc_heartbeats_total (\d+)", metrics, re.M)
+    assert beats and int(beats.group(1)) >= 3, metrics
+
     alice = m.user_client("alice")
     data = os.urandom(3 * 1024 * 1024 + 17)
     f = alice.upload(data, "g.bin")
