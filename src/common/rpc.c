@@ -142,16 +142,37 @@ int efs_rpc_errno_status(int err)
 	}
 }
 
-static void size_args(grpc_arg args[2], grpc_channel_args *list, size_t max_message)
+/* Both sides ping an idle connection every KEEPALIVE_MS and drop it when
+ * no answer comes within KEEPALIVE_TIMEOUT_MS: a partition that sends no
+ * reset still breaks the stream (the master then suspects the worker; the
+ * worker falls back to HTTP). The server accepts the clients' pings. */
+#define KEEPALIVE_MS 10000
+#define KEEPALIVE_TIMEOUT_MS 5000
+#define CHANNEL_ARGS 6
+
+static void channel_args(grpc_arg args[CHANNEL_ARGS], grpc_channel_args *list,
+			 size_t max_message, bool server)
 {
-	args[0].type = GRPC_ARG_INTEGER;
-	args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	args[0].value.integer = (int)max_message;
-	args[1].type = GRPC_ARG_INTEGER;
-	args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-	args[1].value.integer = (int)max_message;
-	list->num_args = 2;
+	static const char *const keys[CHANNEL_ARGS] = {
+		GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+		GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+		GRPC_ARG_KEEPALIVE_TIME_MS,
+		GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+		GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA,
+		GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+	};
+	const int values[CHANNEL_ARGS] = {
+		(int)max_message, (int)max_message, KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS, 0,
+		KEEPALIVE_MS / 2,
+	};
+	for (size_t i = 0; i < CHANNEL_ARGS; i++) {
+		args[i].type = GRPC_ARG_INTEGER;
+		args[i].key = (char *)keys[i];
+		args[i].value.integer = values[i];
+	}
 	list->args = args;
+	/* the last one is the server's ping policy */
+	list->num_args = server ? CHANNEL_ARGS : CHANNEL_ARGS - 1;
 }
 
 /* The whole message of @bb into a malloc'd buffer (NULL on no memory). */
@@ -472,7 +493,7 @@ int efs_rpc_server_start(const struct efs_rpc_server_config *cfg, struct efs_rpc
 {
 	struct efs_rpc_server *s = calloc(1, sizeof(*s));
 	char addr[300];
-	grpc_arg args[2];
+	grpc_arg args[CHANNEL_ARGS];
 	grpc_channel_args list;
 	int r;
 
@@ -486,7 +507,7 @@ int efs_rpc_server_start(const struct efs_rpc_server_config *cfg, struct efs_rpc
 	s->request_tag.kind = T_REQUEST;
 	s->shutdown_tag.kind = T_SHUTDOWN;
 	atomic_init(&s->stopping, false);
-	size_args(args, &list, s->max_message);
+	channel_args(args, &list, s->max_message, true);
 	int n = snprintf(addr, sizeof(addr), strchr(cfg->host, ':') ? "[%s]:%u" : "%s:%u",
 			 cfg->host, cfg->port);
 	if (n < 0 || (size_t)n >= sizeof(addr)) {
@@ -683,7 +704,7 @@ int efs_rpc_stream_open(const char *target, const char *path, const char *author
 			size_t why_size)
 {
 	struct efs_rpc_stream *s = calloc(1, sizeof(*s));
-	grpc_arg args[2];
+	grpc_arg args[CHANNEL_ARGS];
 	grpc_channel_args list;
 	int r = 0;
 
@@ -698,7 +719,7 @@ int efs_rpc_stream_open(const char *target, const char *path, const char *author
 	s->t_recv.kind = T_RECV;
 	grpc_metadata_array_init(&s->initial_md);
 	grpc_metadata_array_init(&s->trailing_md);
-	size_args(args, &list, EFS_RPC_MESSAGE_MAX);
+	channel_args(args, &list, EFS_RPC_MESSAGE_MAX, false);
 	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
 	s->channel = grpc_channel_create(target, creds, &list);
 	grpc_channel_credentials_release(creds);
