@@ -129,6 +129,14 @@ def test_workers_reconnect_after_a_master_restart(cluster):
     assert alice.download(f["file_id"]) == b"after the restart" * 1000
 
 
+def test_worker_streams_to_the_master_that_answers_in_its_list(cluster):
+    m = grpc_master(cluster)
+    dead = f"http://127.0.0.1:{h.free_port()}"
+    w = cluster.add_worker(master=m, master_url=f"{dead},{m.url}", **GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    assert f"heartbeats go over gRPC to 127.0.0.1:{m.grpc_port}" in w.stderr(), w.log_tail()
+
+
 def test_grpc_port_zero_keeps_workers_on_http(cluster):
     m = grpc_master(cluster, GRPC_PORT=0)
     w = cluster.add_worker(**GRPC_ENV)
