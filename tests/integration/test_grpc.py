@@ -112,6 +112,28 @@ def test_killed_worker_is_dead_after_the_grace_not_after_worker_dead_after(clust
         m.log_tail()
 
 
+@pytest.fixture
+def redis_cluster(request, tmp_path):
+    if not Path(h.REDIS_SERVER).exists():
+        pytest.skip("needs redis-server")
+    c = h.Cluster(tmp_path, label=request.node.nodeid, redis="dedicated")
+    yield c
+    c.close()
+
+
+def test_killed_worker_is_dead_after_the_grace_with_redis_too(redis_cluster):
+    # With Redis, liveness is the worker's key: the broken stream shortens
+    # it to the grace, or the key would keep the worker alive for
+    # WORKER_DEAD_AFTER_MS.
+    m = grpc_master(redis_cluster)
+    w = redis_cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    w.kill()
+    killed = time.monotonic()
+    m.wait_worker_status(w.worker_id, "dead", timeout=DEAD_AFTER_MS / 1000 / 2)
+    assert time.monotonic() - killed < DEAD_AFTER_MS / 1000 / 2
+
+
 def test_workers_reconnect_after_a_master_restart(cluster):
     m = grpc_master(cluster, REPLICATION_FACTOR=2)
     ws = [cluster.add_worker(**GRPC_ENV) for _ in range(2)]
