@@ -222,6 +222,15 @@ static int put_grpc(struct efs_metrics *reg, struct efs_control *ctl)
 		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_heartbeats_total",
 				    "Heartbeats recorded from gRPC control streams.",
 				    (double)atomic_load(&ctl->heartbeats));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_deletes_pushed_total",
+				    "Replica deletes sent down gRPC control streams instead of HTTP.",
+				    (double)atomic_load(&ctl->deletes_pushed));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_deletes_acked_total",
+				    "Pushed replica deletes the worker acknowledged in time (the "
+				    "others were retried over HTTP).",
+				    (double)atomic_load(&ctl->deletes_acked));
 	return r;
 }
 

@@ -6,6 +6,7 @@
 #include "echofs/http_server.h"
 #include "echofs/log.h"
 #include "echofs/rpc.h"
+#include "echofs/ticker.h"
 #include "echofs/util.h"
 #include "master/master.h"
 
@@ -15,6 +16,14 @@
 #define PATH_REGISTER "/echofs.v1.ControlPlane/Register"
 #define PATH_CONNECT "/echofs.v1.ControlPlane/Connect"
 #define PATH_REPORT "/echofs.v1.ControlPlane/Report"
+
+struct control_pending {
+	uint64_t id;
+	const struct control_stream *stream; /* the stream it went down */
+	int status;			     /* the Ack's, or -EPIPE */
+	bool done;
+	struct control_pending *next;
+};
 
 struct control_stream {
 	struct efs_control *ctl;
@@ -233,6 +242,23 @@ static int heartbeat(struct control_stream *st, struct efs_rpc_call *call,
 	return r == -ENOBUFS ? 0 : r; /* a full queue: asked again next beat */
 }
 
+/* An Ack from @st's worker: its waiting instruction is answered. */
+static void acked(struct control_stream *st, const Echofs__V1__Ack *ack)
+{
+	struct efs_control *ctl = st->ctl;
+	pthread_mutex_lock(&ctl->lock);
+	for (struct control_pending *p = ctl->pending; p; p = p->next) {
+		if (p->id == ack->instruction_id && p->stream == st && !p->done) {
+			p->status = ack->status > 0 && ack->status < 600 ? (int)ack->status : 500;
+			p->done = true;
+			atomic_fetch_add(&ctl->deletes_acked, 1);
+			pthread_cond_broadcast(&ctl->acked);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ctl->lock);
+}
+
 static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t *data,
 			   size_t len)
 {
@@ -258,8 +284,10 @@ static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t
 	case ECHOFS__V1__WORKER_MESSAGE__BODY_HEARTBEAT:
 		r = heartbeat(st, call, msg->heartbeat);
 		break;
-	case ECHOFS__V1__WORKER_MESSAGE__BODY_DELTA:
 	case ECHOFS__V1__WORKER_MESSAGE__BODY_ACK:
+		acked(st, msg->ack);
+		break;
+	case ECHOFS__V1__WORKER_MESSAGE__BODY_DELTA:
 		break; /* read; nothing acts on them yet (control.h) */
 	default:
 		efs_rpc_call_set_why(call, "empty WorkerMessage");
@@ -275,6 +303,14 @@ static void connect_close(void *state, bool broken)
 	struct control_stream *st = state;
 	struct efs_control *ctl = st->ctl;
 	pthread_mutex_lock(&ctl->lock);
+	/* what still waits for an Ack on it: the callers go over HTTP */
+	for (struct control_pending *p = ctl->pending; p; p = p->next) {
+		if (p->stream == st && !p->done) {
+			p->status = -EPIPE;
+			p->done = true;
+			pthread_cond_broadcast(&ctl->acked);
+		}
+	}
 	bool current = st->listed;
 	if (current) {
 		for (struct control_stream **p = &ctl->streams; *p; p = &(*p)->next) {
@@ -328,6 +364,13 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	memset(ctl, 0, sizeof(*ctl));
 	ctl->master = m;
 	pthread_mutex_init(&ctl->lock, NULL);
+	int r = efs_ticker_cond_init(&ctl->acked);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot set up the control plane: %s", strerror(-r));
+		return r;
+	}
+	atomic_init(&ctl->deletes_pushed, 0);
+	atomic_init(&ctl->deletes_acked, 0);
 	atomic_init(&ctl->streams_opened, 0);
 	atomic_init(&ctl->streams_broken, 0);
 	atomic_init(&ctl->heartbeats, 0);
@@ -340,7 +383,7 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 		.method_count = EFS_ARRAY_SIZE(methods),
 		.ctx = ctl,
 	};
-	int r = efs_rpc_server_start(&cfg, &ctl->rpc);
+	r = efs_rpc_server_start(&cfg, &ctl->rpc);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/GRPC_PORT) for gRPC",
 			 m->cfg.host, m->cfg.grpc_port);
@@ -370,6 +413,64 @@ bool efs_control_streaming(struct efs_control *ctl, const char *worker_id)
 	return found;
 }
 
+int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms)
+{
+	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+	Echofs__V1__DeleteChunks del = ECHOFS__V1__DELETE_CHUNKS__INIT;
+	char *ids[1] = {(char *)chunk_id};
+	struct control_pending p = {0};
+	struct control_stream *st;
+	uint8_t buf[512];
+	struct timespec deadline;
+	int r;
+
+	if (!ctl->rpc)
+		return -ENOTCONN;
+	del.n_chunk_ids = 1;
+	del.chunk_ids = ids;
+	del.lease_epoch = lease_epoch;
+	del.unmodified_for_ms = (uint64_t)EFS_MAX(unmodified_for_ms, 0);
+	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS;
+	down.delete_chunks = &del;
+	efs_ticker_deadline(timeout_ms, &deadline);
+	pthread_mutex_lock(&ctl->lock);
+	for (st = ctl->streams; st && strcmp(st->worker_id, worker_id) != 0; st = st->next)
+		;
+	if (!st) {
+		r = -ENOTCONN;
+		goto out;
+	}
+	down.instruction_id = p.id = ++ctl->next_instruction;
+	size_t len = echofs__v1__master_message__get_packed_size(&down);
+	if (len > sizeof(buf)) {
+		r = -ENOTCONN;
+		goto out;
+	}
+	echofs__v1__master_message__pack(&down, buf);
+	/* Under the lock: @st cannot be closed (and freed) meanwhile. */
+	if (efs_rpc_call_send(st->call, buf, len) < 0) {
+		r = -ENOTCONN;
+		goto out;
+	}
+	atomic_fetch_add(&ctl->deletes_pushed, 1);
+	p.stream = st;
+	p.next = ctl->pending;
+	ctl->pending = &p;
+	while (!p.done && pthread_cond_timedwait(&ctl->acked, &ctl->lock, &deadline) == 0)
+		;
+	for (struct control_pending **q = &ctl->pending; *q; q = &(*q)->next) {
+		if (*q == &p) {
+			*q = p.next;
+			break;
+		}
+	}
+	r = p.done ? p.status : -ETIMEDOUT;
+out:
+	pthread_mutex_unlock(&ctl->lock);
+	return r;
+}
+
 size_t efs_control_streams(struct efs_control *ctl)
 {
 	size_t n = 0;
@@ -388,6 +489,7 @@ void efs_control_stop(struct efs_control *ctl)
 		return;
 	efs_rpc_server_stop(ctl->rpc);
 	ctl->rpc = NULL;
+	pthread_cond_destroy(&ctl->acked);
 	pthread_mutex_destroy(&ctl->lock);
 	ctl->master = NULL;
 }

@@ -35,8 +35,10 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	m->s3_http = NULL;
 	efs_http_server_stop(m->http, grace_ms);
 	m->http = NULL;
-	efs_control_stop(&m->control);
 	efs_late_writes_stop(&m->late_writes);
+	/* after every caller of the chunk backend's remove (gc, repair, the
+	 * HTTP handlers, late writes): it may push deletes down the streams */
+	efs_control_stop(&m->control);
 	efs_s3_auth_free(m->s3_auth);
 	m->s3_auth = NULL;
 	efs_cache_free(m->cache);
@@ -194,6 +196,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.cluster_id = efs_meta_cluster_id(m->meta),
 		.worker_dead_after_ms = m->cfg.worker_dead_after_ms,
 		.replication_factor = m->cfg.replication_factor,
+		/* started later (after the HTTP listener), before the collector */
+		.control = &m->control,
 	};
 	struct efs_chunk_s3_config s3 = {
 		.aws = &m->cfg.aws,

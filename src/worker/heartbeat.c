@@ -8,6 +8,8 @@
 #include "echofs/rpc.h"
 #include "echofs/util.h"
 #include "worker/context.h"
+#include "worker/fence.h"
+#include "worker/store.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -420,6 +422,63 @@ static int stream_beat(struct efs_heartbeat *hb)
 	return r;
 }
 
+/* A pushed delete (DeleteChunks): what DELETE /chunks/{id} with
+ * X-Unmodified-For-Ms and the lease epoch does (api.c), for each chunk;
+ * the status of the last one (the master sends one per instruction). */
+static unsigned pushed_delete(struct efs_heartbeat *hb, const Echofs__V1__DeleteChunks *del)
+{
+	struct efs_worker_ctx *ctx = hb->ctx;
+	unsigned status = 204;
+	if (del->lease_epoch && ctx->fence) {
+		int r = efs_fence_admit(ctx->fence, del->lease_epoch);
+		if (r == -ESTALE) {
+			efs_warn("pushed delete refused: lease epoch %llu is older than %llu, the "
+				 "newest seen (a master that lost the lease); nothing changed",
+				 (unsigned long long)del->lease_epoch,
+				 (unsigned long long)efs_fence_newest(ctx->fence));
+			return 409;
+		}
+		if (r < 0) {
+			efs_error("cannot record lease epoch %llu: %s; pushed delete refused",
+				  (unsigned long long)del->lease_epoch, strerror(-r));
+			return 500;
+		}
+	}
+	if (del->unmodified_for_ms > INT64_MAX / 2 || del->n_chunk_ids == 0)
+		return 400;
+	for (size_t i = 0; i < del->n_chunk_ids; i++) {
+		const char *id = del->chunk_ids[i];
+		if (!efs_chunk_id_valid(id)) {
+			status = 400;
+			continue;
+		}
+		int r = efs_store_delete_unmodified_for(ctx->store, id,
+							(int64_t)del->unmodified_for_ms);
+		status = r == 0 ? 204 : r == -ENOENT ? 404 : r == -EBUSY ? 412 : 500;
+		if (r == 0)
+			efs_debug("chunk %s deleted (pushed by the master)", id);
+		else if (status == 500)
+			efs_warn("pushed delete of chunk %s failed: %s", id, strerror(-r));
+	}
+	return status;
+}
+
+/* Answers instruction @id with @status. A failed send drops the stream
+ * (the master retries the instruction over HTTP). */
+static void ack(struct efs_heartbeat *hb, uint64_t id, unsigned status)
+{
+	Echofs__V1__WorkerMessage msg = ECHOFS__V1__WORKER_MESSAGE__INIT;
+	Echofs__V1__Ack a = ECHOFS__V1__ACK__INIT;
+	a.instruction_id = id;
+	a.status = status;
+	a.ok = status < 300 || status == 404 || status == 412;
+	msg.body_case = ECHOFS__V1__WORKER_MESSAGE__BODY_ACK;
+	msg.ack = &a;
+	int r = stream_send(hb, &msg);
+	if (r < 0)
+		stream_drop(hb, r, "ack to");
+}
+
 /* Acts on one instruction from the master. */
 static void instruction(struct efs_heartbeat *hb, const struct efs_buf *in, int64_t beat_ms)
 {
@@ -437,6 +496,9 @@ static void instruction(struct efs_heartbeat *hb, const struct efs_buf *in, int6
 			hb->interval_ms = (int64_t)ms;
 		break;
 	}
+	case ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS:
+		ack(hb, msg->instruction_id, pushed_delete(hb, msg->delete_chunks));
+		break;
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT:
 		/* as the HTTP answer's "full_report" (do_heartbeat) */
 		if (atomic_load(&hb->ctx->full_report_began_ms) < beat_ms &&

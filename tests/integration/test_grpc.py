@@ -93,6 +93,36 @@ def test_workers_beat_on_grpc_streams_and_files_round_trip(cluster):
     assert alice.download(f["file_id"]) == data
 
 
+def metric(m, name):
+    found = re.search(rf"^{name} (\d+)", m.client().get("/metrics").text, re.M)
+    return int(found.group(1)) if found else None
+
+
+def test_deleted_file_chunks_are_removed_by_pushed_instructions(cluster):
+    m = grpc_master(cluster, GC_GRACE_MS=300, REPLICATION_FACTOR=2)
+    streaming = cluster.add_worker(**GRPC_ENV)
+    polling = cluster.add_worker(WORKER_PROTOCOL="http")
+    wait_protocol(m, streaming.worker_id, "grpc")
+    alice = m.user_client("alice")
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    f = alice.upload(data, "d.bin")
+    assert streaming.chunk_usage().count == polling.chunk_usage().count == 3
+    marks = {w.name: w.log_mark() for w in (streaming, polling)}
+    r = alice.delete(f"/api/v1/files/{f['file_id']}")
+    assert r.status_code in (200, 204), r.text
+    wait_until(lambda: cluster.chunk_usage().count == 0, 30, what="the chunks to be collected")
+    # The streaming worker got its deletes as instructions and acked them;
+    # the HTTP worker got DELETE calls.
+    assert metric(m, "echofs_grpc_deletes_pushed_total") == 3
+    assert metric(m, "echofs_grpc_deletes_acked_total") == 3
+    deletes = r"access DELETE /chunks/"
+    assert not re.search(deletes, streaming.stderr_since(marks[streaming.name])), \
+        streaming.log_tail()
+    assert len(re.findall(deletes, polling.stderr_since(marks[polling.name]))) == 3, \
+        polling.log_tail()
+    assert m.worker_record(streaming.worker_id)["protocol"] == "grpc"
+
+
 def test_killed_worker_is_dead_after_the_grace_not_after_worker_dead_after(cluster):
     m = grpc_master(cluster)
     streaming = cluster.add_worker(**GRPC_ENV)
