@@ -331,6 +331,7 @@ static void stream_drop(struct efs_heartbeat *hb, int r, const char *doing)
 		hb->grpc_backoff_ms = 0;
 	efs_rpc_stream_close(hb->stream);
 	hb->stream = NULL;
+	atomic_store(&hb->streaming, false);
 	hb->grpc_backoff_ms = hb->grpc_backoff_ms
 				      ? EFS_MIN(hb->grpc_backoff_ms * 2, GRPC_BACKOFF_MAX_MS)
 				      : GRPC_BACKOFF_MIN_MS;
@@ -397,6 +398,7 @@ static void stream_open(struct efs_heartbeat *hb)
 	efs_info("heartbeats go over gRPC to %s (master %s)", target,
 		 efs_worker_ctx_master_url(ctx));
 	hb->grpc_failing = false;
+	atomic_store(&hb->streaming, true);
 }
 
 /* One heartbeat on the stream. 0 or -errno (the stream is then dropped). */
@@ -455,6 +457,8 @@ static unsigned pushed_delete(struct efs_heartbeat *hb, const Echofs__V1__Delete
 		int r = efs_store_delete_unmodified_for(ctx->store, id,
 							(int64_t)del->unmodified_for_ms);
 		status = r == 0 ? 204 : r == -ENOENT ? 404 : r == -EBUSY ? 412 : 500;
+		if (r == 0)
+			atomic_fetch_add(&hb->pushed_deletes, 1);
 		if (r == 0)
 			efs_debug("chunk %s deleted (pushed by the master)", id);
 		else if (status == 500)

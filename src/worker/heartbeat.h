@@ -31,6 +31,7 @@
 #include "echofs/ticker.h"
 #include "worker/config.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -54,6 +55,10 @@ struct efs_heartbeat {
 	int64_t grpc_retry_ms;	       /* efs_mono_ms() of the next try to open one */
 	int64_t grpc_backoff_ms;
 	bool grpc_failing;	       /* a failure was logged; quiet until it works */
+	/* For the worker's metrics (any thread): a stream is open; deletes
+	 * the master pushed on one and this worker carried out (204). */
+	atomic_bool streaming;
+	_Atomic uint64_t pushed_deletes;
 };
 
 /* Loads the stored id (if any) into @ctx and starts the thread. 0 or

@@ -121,6 +121,11 @@ def test_deleted_file_chunks_are_removed_by_pushed_instructions(cluster):
     assert len(re.findall(deletes, polling.stderr_since(marks[polling.name]))) == 3, \
         polling.log_tail()
     assert m.worker_record(streaming.worker_id)["protocol"] == "grpc"
+    wm = streaming.client().get("/metrics").text
+    assert re.search(r"^echofs_worker_pushed_deletes_total 3$", wm, re.M), wm
+    assert re.search(r"^echofs_worker_grpc_connected 1$", wm, re.M), wm
+    pm = polling.client().get("/metrics").text
+    assert re.search(r"^echofs_worker_grpc_connected 0$", pm, re.M), pm
 
 
 def test_killed_worker_is_dead_after_the_grace_not_after_worker_dead_after(cluster):
