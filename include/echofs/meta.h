@@ -51,8 +51,8 @@ struct efs_file_info {
 	uint64_t stored_bytes; /* sum of the chunks' stored sizes, one replica */
 	int64_t created_at_ms;
 	/* When the file is an S3 object: its bucket and key (efs_meta_file_get
-	 * and efs_meta_file_list fill them; "" otherwise, and always in the
-	 * DynamoDB backend, which has no S3 objects). Never written. */
+	 * and efs_meta_file_list fill them; "" otherwise). Never written by
+	 * efs_meta_file_*: efs_meta_object_put links a file to its key. */
 	char s3_bucket[EFS_S3_BUCKET_MAX + 1];
 	char s3_key[EFS_S3_KEY_MAX + 1];
 };
@@ -252,10 +252,10 @@ int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *ow
 			 int64_t now_ms);
 
 /* ---- S3 buckets and objects (docs/S3.md) ------------------------------
- * The SQL backends only: the DynamoDB backend answers -ENOTSUP to each
- * (the master then refuses to start its S3 listener). An object IS a
- * file: its row names the file holding its bytes, whose owner is the
- * bucket's owner. */
+ * Every backend: SQL (sql_s3.c) and DynamoDB (dynamodb_s3.c, docs/AWS.md).
+ * An operation a backend leaves NULL answers -ENOTSUP (the S3 API then
+ * answers 501 NotImplemented). An object IS a file: its row names the
+ * file holding its bytes, whose owner is the bucket's owner. */
 
 #define EFS_S3_REGION_MAX 32
 #define EFS_S3_BUCKETS_PER_OWNER 1000 /* more: -EDQUOT */
@@ -328,6 +328,10 @@ struct efs_object_cond {
 	 * whose ETag (hex, compared case-insensitively) is this one. -ENODATA
 	 * when the key holds no object, -ESTALE when its ETag differs. */
 	const char *if_etag;
+	/* 0: no requirement; else (ignored with if_etag, as RFC 7232 3.4)
+	 * an object at the key must not have been modified after this time
+	 * (whole seconds since the epoch), else -ESTALE; no object: holds. */
+	int64_t if_unmodified_since_s;
 };
 /* efs_meta_object_put when @cond holds, checked in the same transaction
  * that makes the row visible (so of two conditional puts racing for one
@@ -336,6 +340,48 @@ struct efs_object_cond {
  * unconditional. */
 int efs_meta_object_put_if(struct efs_meta *m, const struct efs_object_info *o,
 			   const struct efs_object_cond *cond, int64_t now_ms);
+/* CopyObject: what efs_meta_object_copy copies, and into what. */
+struct efs_object_copy {
+	const char *owner; /* must own both buckets */
+	const char *src_bucket;
+	const char *src_key;
+	/* Instead of (src_bucket, src_key): a file of @owner (any file, one
+	 * uploaded through the REST API too), whose ETag the caller gives
+	 * (the hex MD5 of its bytes); its headers are then the defaults
+	 * (binary/octet-stream, no metadata) and its Last-Modified its
+	 * creation time. -ENOKEY when there is no such file of @owner. */
+	const char *src_file_id;
+	const char *src_etag;
+	/* The new object. The caller sets bucket, key, file_id (a new,
+	 * unused file id), last_modified_ms and, unless copy_headers, the
+	 * headers (content_type ... user_meta). On success size and etag
+	 * are the source's, and with copy_headers its headers too. */
+	struct efs_object_info *dst;
+	const char *file_name; /* the new file's name */
+	bool copy_headers;
+	const struct efs_object_cond *cond; /* on the destination, as put_if; NULL: none */
+	/* Called inside the transaction with the source's row (possibly more
+	 * than once: a conflict reruns it); a negative errno aborts the copy
+	 * and is returned. NULL: no check. */
+	int (*check_source)(void *ctx, const struct efs_object_info *src);
+	void *check_ctx;
+};
+/* Makes a new object at (dst->bucket, dst->key) holding the bytes of the
+ * object at (src_bucket, src_key), in one transaction and without
+ * copying bytes: a new file row (owner @copy->owner) lists the source
+ * file's chunks and each chunk's reference count goes up by the times it
+ * is listed; then, as efs_meta_object_put_if, @cond is checked and the
+ * object the destination held (if any) is replaced, its file released.
+ * Both buckets' rows are locked (in name order) and the source file's
+ * row too, so neither object nor file can go meanwhile. Source and
+ * destination may be the same object (its old file is released, the new
+ * one keeps the chunks). With src_file_id the source is that file (its
+ * row locked likewise). 0, or -ENOENT (the destination bucket is gone
+ * or not the owner's), -EACCES (the source bucket is gone or not the
+ * owner's), -ENOKEY (no object at the source key), what check_source
+ * returned, -EEXIST / -ENODATA / -ESTALE (@cond, as put_if), -EAGAIN,
+ * -EIO. Nothing changes on failure. */
+int efs_meta_object_copy(struct efs_meta *m, struct efs_object_copy *copy, int64_t now_ms);
 /* Deletes the object and its file (chunks released), in one transaction.
  * -ENOENT when there is none. */
 int efs_meta_object_delete(struct efs_meta *m, const char *bucket, const char *key,

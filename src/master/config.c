@@ -81,13 +81,6 @@ static int load_s3_api(struct efs_master_config *cfg, char *err, size_t errlen)
 	}
 	if (!cfg->s3_port)
 		return 0;
-	if (cfg->dynamodb.files_table) {
-		/* Buckets and objects live in the SQL stores only, so far. */
-		snprintf(err, errlen,
-			 "S3_PORT: the S3 API needs SQLite or PostgreSQL metadata; with DynamoDB "
-			 "metadata (DYNAMODB_*_TABLE) it is not available yet: unset S3_PORT");
-		return -EINVAL;
-	}
 	return efs_env_listen_host("MASTER_HOST", "0.0.0.0", cfg->s3_port, &cfg->s3_listen_addr,
 				   &cfg->s3_listen_addrlen, err, errlen);
 }

@@ -216,6 +216,20 @@ int efs_s3_bucket_location(struct efs_s3_req *s)
 	return efs_s3_xml_reply(s->http, 200, &x);
 }
 
+int efs_s3_bucket_versioning(struct efs_s3_req *s)
+{
+	struct efs_bucket_info b;
+	struct efs_s3_xml x;
+	if (efs_s3_own_bucket(s, &b) < 0)
+		return 0;
+	/* No <Status>: versioning was never enabled, which is S3's answer
+	 * for such a bucket (and the truth here: it cannot be). */
+	efs_s3_xml_init(&x);
+	efs_s3_xml_open(&x, "VersioningConfiguration", EFS_S3_XMLNS);
+	efs_s3_xml_close(&x, "VersioningConfiguration");
+	return efs_s3_xml_reply(s->http, 200, &x);
+}
+
 /* ---- ListObjects, ListObjectsV2 ----------------------------------------- */
 
 struct list_item {

@@ -25,6 +25,10 @@ int efs_s3_create_bucket(struct efs_s3_req *s);
 int efs_s3_delete_bucket(struct efs_s3_req *s);
 int efs_s3_head_bucket(struct efs_s3_req *s);
 int efs_s3_bucket_location(struct efs_s3_req *s);
+/* GetBucketVersioning: GET /bucket?versioning. Versioning is not
+ * supported, so always the empty <VersioningConfiguration/> S3 answers
+ * for a bucket where it was never enabled (PutBucketVersioning is 501). */
+int efs_s3_bucket_versioning(struct efs_s3_req *s);
 /* GET /bucket: ListObjectsV2 with list-type=2, else ListObjects (v1). */
 int efs_s3_list_objects(struct efs_s3_req *s);
 

@@ -15,6 +15,10 @@
 /* PutObject's begin step: checks the bucket, the key, the headers and the
  * capacity, sets up the upload and its on_body / on_end; or replies. */
 int efs_s3_put_object_begin(struct efs_s3_req *s);
+/* CopyObject: PUT /bucket/key with x-amz-copy-source (docs/S3.md
+ * "CopyObject"): the new object shares the source's chunks, nothing is
+ * copied. Sets s->on_end, or replies. */
+int efs_s3_copy_object_begin(struct efs_s3_req *s);
 /* GET and HEAD of an object (Range: one range, suffix and open ranges). */
 int efs_s3_get_object(struct efs_s3_req *s);
 /* 204 whether or not the key existed, as S3. */

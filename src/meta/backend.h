@@ -86,6 +86,7 @@ struct efs_meta_ops {
 	int (*object_put)(void *impl, const struct efs_object_info *o,
 			  const struct efs_object_cond *cond, int64_t now_ms);
 	int (*object_delete)(void *impl, const char *bucket, const char *key, int64_t now_ms);
+	int (*object_copy)(void *impl, struct efs_object_copy *copy, int64_t now_ms);
 	int (*object_list)(void *impl, const char *bucket, const char *prefix, const char *after,
 			   size_t limit, struct efs_object_entry *out, size_t *count);
 	int (*garbage_take)(void *impl, const char *chunk_id, struct efs_replica *replicas,

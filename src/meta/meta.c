@@ -386,6 +386,15 @@ int efs_meta_object_delete(struct efs_meta *m, const char *bucket, const char *k
 	return r;
 }
 
+int efs_meta_object_copy(struct efs_meta *m, struct efs_object_copy *copy, int64_t now_ms)
+{
+	if (!m->ops->object_copy)
+		return -ENOTSUP;
+	int r = m->ops->object_copy(m->impl, copy, now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
+}
+
 int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *prefix,
 			 const char *after, size_t limit, struct efs_object_entry *out,
 			 size_t *count)

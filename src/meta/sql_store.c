@@ -696,6 +696,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.object_get = sql_object_get,
 	.object_put = sql_object_put,
 	.object_delete = sql_object_delete,
+	.object_copy = sql_object_copy,
 	.object_list = sql_object_list,
 	.key_create = sql_key_create,
 	.key_get = sql_key_get,
