@@ -48,8 +48,7 @@ struct efs_rpc_method {
 	/* The call arrived. @authorization is the "authorization" metadata
 	 * value (NULL when absent). 0 to take the call (*@state is passed to
 	 * the other callbacks), or -errno to end it with that status. */
-	int (*open)(void *ctx, struct efs_rpc_call *call, const char *authorization,
-		    void **state);
+	int (*open)(void *ctx, struct efs_rpc_call *call, const char *authorization, void **state);
 	/* One message from the client (@data valid during the call only). 0
 	 * to go on, or -errno to end the call with that status. */
 	int (*message)(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len);
@@ -69,7 +68,7 @@ struct efs_rpc_server_config {
 	uint16_t port;	  /* 0: any free port (see efs_rpc_server_port) */
 	const struct efs_rpc_method *methods;
 	size_t method_count;
-	void *ctx; /* passed to open */
+	void *ctx;	    /* passed to open */
 	size_t max_message; /* 0: EFS_RPC_MESSAGE_MAX */
 };
 
@@ -91,7 +90,7 @@ int efs_rpc_call_send(struct efs_rpc_call *call, const void *data, size_t len);
 /* Sets the message that goes with an error status (printf-style, cut at
  * EFS_RPC_WHY_MAX). Call it before the callback returns the error. */
 void efs_rpc_call_set_why(struct efs_rpc_call *call, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 /* The peer's address ("ipv4:127.0.0.1:5555"), for logs. */
 const char *efs_rpc_call_peer(const struct efs_rpc_call *call);
 
@@ -110,8 +109,7 @@ int efs_rpc_stream_open(const char *target, const char *path, const char *author
 /* Sends one message and waits up to @timeout_ms until it is written. 0,
  * -EPIPE when the stream has ended (efs_rpc_stream_error says how), or
  * -ETIMEDOUT. */
-int efs_rpc_stream_send(struct efs_rpc_stream *s, const void *data, size_t len,
-			int64_t timeout_ms);
+int efs_rpc_stream_send(struct efs_rpc_stream *s, const void *data, size_t len, int64_t timeout_ms);
 /* Waits up to @timeout_ms for a message from the server, appended to @out
  * (reset first). 1: a message; 0: none yet; -EPIPE: the stream ended;
  * -EMSGSIZE: larger than @out's cap. */

@@ -150,20 +150,20 @@ int efs_rpc_errno_status(int err)
 #define KEEPALIVE_TIMEOUT_MS 5000
 #define CHANNEL_ARGS 6
 
-static void channel_args(grpc_arg args[CHANNEL_ARGS], grpc_channel_args *list,
-			 size_t max_message, bool server)
+static void channel_args(grpc_arg args[CHANNEL_ARGS], grpc_channel_args *list, size_t max_message,
+			 bool server)
 {
 	static const char *const keys[CHANNEL_ARGS] = {
-		GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-		GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
-		GRPC_ARG_KEEPALIVE_TIME_MS,
-		GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-		GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA,
-		GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+	    GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+	    GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+	    GRPC_ARG_KEEPALIVE_TIME_MS,
+	    GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+	    GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA,
+	    GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
 	};
 	const int values[CHANNEL_ARGS] = {
-		(int)max_message, (int)max_message, KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS, 0,
-		KEEPALIVE_MS / 2,
+	    (int)max_message, (int)max_message, KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS, 0,
+	    KEEPALIVE_MS / 2,
 	};
 	for (size_t i = 0; i < CHANNEL_ARGS; i++) {
 		args[i].type = GRPC_ARG_INTEGER;
@@ -450,8 +450,8 @@ static void *server_main(void *arg)
 {
 	struct efs_rpc_server *s = arg;
 	for (;;) {
-		grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
-							   NULL);
+		grpc_event ev =
+		    grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
 		if (ev.type != GRPC_OP_COMPLETE)
@@ -543,9 +543,9 @@ fail:
 	if (s->cq) {
 		if (!atomic_load(&s->stopping)) {
 			grpc_completion_queue_shutdown(s->cq);
-			while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
-							  NULL)
-				       .type != GRPC_QUEUE_SHUTDOWN)
+			while (grpc_completion_queue_next(s->cq,
+							  gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+				   .type != GRPC_QUEUE_SHUTDOWN)
 				;
 		}
 		grpc_completion_queue_destroy(s->cq);
@@ -638,9 +638,8 @@ struct efs_rpc_stream {
 static bool client_pump(struct efs_rpc_stream *s, int64_t deadline_ms)
 {
 	int64_t wait = deadline_ms - efs_mono_ms();
-	gpr_timespec until =
-		gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-			     gpr_time_from_millis(wait > 0 ? wait : 0, GPR_TIMESPAN));
+	gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+					  gpr_time_from_millis(wait > 0 ? wait : 0, GPR_TIMESPAN));
 	grpc_event ev = grpc_completion_queue_next(s->cq, until, NULL);
 	if (ev.type != GRPC_OP_COMPLETE)
 		return false;
@@ -700,8 +699,7 @@ static void client_post_recv(struct efs_rpc_stream *s)
 }
 
 int efs_rpc_stream_open(const char *target, const char *path, const char *authorization,
-			int64_t timeout_ms, struct efs_rpc_stream **out, char *why,
-			size_t why_size)
+			int64_t timeout_ms, struct efs_rpc_stream **out, char *why, size_t why_size)
 {
 	struct efs_rpc_stream *s = calloc(1, sizeof(*s));
 	grpc_arg args[CHANNEL_ARGS];
@@ -774,8 +772,7 @@ fail:
 	return r;
 }
 
-int efs_rpc_stream_send(struct efs_rpc_stream *s, const void *data, size_t len,
-			int64_t timeout_ms)
+int efs_rpc_stream_send(struct efs_rpc_stream *s, const void *data, size_t len, int64_t timeout_ms)
 {
 	int64_t deadline = efs_mono_ms() + timeout_ms;
 	if (len > EFS_RPC_MESSAGE_MAX)

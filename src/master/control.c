@@ -76,8 +76,8 @@ static int send_down(struct efs_rpc_call *call, const Echofs__V1__MasterMessage 
 
 static int space_valid(struct efs_rpc_call *call, const Echofs__V1__Space *space)
 {
-	if (!space || space->capacity_bytes > INT64_MAX || space->free_bytes > space->capacity_bytes ||
-	    space->chunk_count > INT64_MAX) {
+	if (!space || space->capacity_bytes > INT64_MAX ||
+	    space->free_bytes > space->capacity_bytes || space->chunk_count > INT64_MAX) {
 		efs_rpc_call_set_why(call, "space: free_bytes must not exceed capacity_bytes");
 		return -EINVAL;
 	}
@@ -86,8 +86,7 @@ static int space_valid(struct efs_rpc_call *call, const Echofs__V1__Space *space
 
 /* ---- Register ---- */
 
-static int register_message(void *state, struct efs_rpc_call *call, const uint8_t *data,
-			    size_t len)
+static int register_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
 {
 	struct control_stream *st = state;
 	struct efs_master *m = st->ctl->master;
@@ -172,15 +171,15 @@ static void list_stream(struct efs_control *ctl, struct control_stream *st)
 	pthread_mutex_unlock(&ctl->lock);
 }
 
-static int hello(struct control_stream *st, struct efs_rpc_call *call,
-		 const Echofs__V1__Hello *h)
+static int hello(struct control_stream *st, struct efs_rpc_call *call, const Echofs__V1__Hello *h)
 {
 	struct efs_master *m = st->ctl->master;
 	const char *ours = efs_meta_cluster_id(m->meta);
 	struct efs_worker_info info;
 
 	if (!efs_id_valid(h->worker_id)) {
-		efs_rpc_call_set_why(call, "hello: worker_id must be 1-64 characters of [A-Za-z0-9_-]");
+		efs_rpc_call_set_why(call,
+				     "hello: worker_id must be 1-64 characters of [A-Za-z0-9_-]");
 		return -EINVAL;
 	}
 	if (h->cluster_id[0] && strcmp(h->cluster_id, ours) != 0) {
@@ -193,7 +192,7 @@ static int hello(struct control_stream *st, struct efs_rpc_call *call,
 	int r = efs_meta_worker_get(m->meta, h->worker_id, &info);
 	if (r < 0) {
 		efs_rpc_call_set_why(call, r == -ENOENT ? "unknown worker: register again"
-							 : "metadata store unavailable");
+							: "metadata store unavailable");
 		return r == -ENOENT ? r : -EAGAIN;
 	}
 	efs_strlcpy(st->worker_id, h->worker_id, sizeof(st->worker_id));
@@ -259,8 +258,7 @@ static void acked(struct control_stream *st, const Echofs__V1__Ack *ack)
 	pthread_mutex_unlock(&ctl->lock);
 }
 
-static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t *data,
-			   size_t len)
+static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
 {
 	struct control_stream *st = state;
 	Echofs__V1__WorkerMessage *msg = echofs__v1__worker_message__unpack(NULL, len, data);
@@ -328,9 +326,10 @@ static void connect_close(void *state, bool broken)
 		atomic_fetch_add(&ctl->streams_broken, 1);
 		int r = efs_registry_suspect(&ctl->master->registry, st->worker_id, grace);
 		if (r < 0)
-			efs_warn("worker %s: its gRPC stream broke; cannot mark it suspect (%s): it "
-				 "is counted dead WORKER_DEAD_AFTER_MS after its last beat",
-				 st->worker_id, strerror(-r));
+			efs_warn(
+			    "worker %s: its gRPC stream broke; cannot mark it suspect (%s): it "
+			    "is counted dead WORKER_DEAD_AFTER_MS after its last beat",
+			    st->worker_id, strerror(-r));
 		else
 			efs_warn("worker %s: its gRPC stream broke: suspect now, dead in %lld ms "
 				 "(GRPC_STREAM_GRACE_MS) unless it beats again",
@@ -354,9 +353,9 @@ static int report_open(void *arg, struct efs_rpc_call *call, const char *auth, v
 }
 
 static const struct efs_rpc_method methods[] = {
-	{PATH_REGISTER, open_call, register_message, register_end, plain_close},
-	{PATH_CONNECT, open_call, connect_message, NULL, connect_close},
-	{PATH_REPORT, report_open, NULL, NULL, NULL},
+    {PATH_REGISTER, open_call, register_message, register_end, plain_close},
+    {PATH_CONNECT, open_call, connect_message, NULL, connect_close},
+    {PATH_REPORT, report_open, NULL, NULL, NULL},
 };
 
 int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, size_t errlen)
@@ -377,11 +376,11 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	if (!m->cfg.grpc_port)
 		return 0;
 	struct efs_rpc_server_config cfg = {
-		.host = m->cfg.host,
-		.port = m->cfg.grpc_port,
-		.methods = methods,
-		.method_count = EFS_ARRAY_SIZE(methods),
-		.ctx = ctl,
+	    .host = m->cfg.host,
+	    .port = m->cfg.grpc_port,
+	    .methods = methods,
+	    .method_count = EFS_ARRAY_SIZE(methods),
+	    .ctx = ctl,
 	};
 	r = efs_rpc_server_start(&cfg, &ctl->rpc);
 	if (r < 0) {

@@ -33,8 +33,8 @@ struct control_pending;
 
 struct efs_control {
 	struct efs_master *master;
-	struct efs_rpc_server *rpc; /* NULL: GRPC_PORT=0 */
-	pthread_mutex_t lock;	    /* streams */
+	struct efs_rpc_server *rpc;	/* NULL: GRPC_PORT=0 */
+	pthread_mutex_t lock;		/* streams */
 	struct control_stream *streams; /* the current stream of each worker */
 	/* Instructions waiting for their Ack, under lock; @acked is signalled
 	 * (CLOCK_MONOTONIC) when one is answered or its stream ends. */

@@ -105,29 +105,29 @@ static void check_master(const Echofs__V1__MasterMessage *m, size_t input)
 
 /* Encodes @m, decodes that and encodes it again: the two encodings must be
  * equal. */
-#define ROUND_TRIP(m, prefix, input)                                                              \
-	do {                                                                                      \
-		size_t n1 = prefix##__get_packed_size(m);                                         \
-		uint8_t *b1 = malloc(n1 ? n1 : 1);                                                \
-		if (!b1)                                                                          \
-			break;                                                                    \
-		if (prefix##__pack(m, b1) != n1)                                                  \
-			abort();                                                                  \
-		__typeof__(m) again = prefix##__unpack(NULL, n1, b1);                             \
-		if (!again) { /* an unknown field protobuf-c kept verbatim (field 0) */           \
-			free(b1);                                                                 \
-			break;                                                                    \
-		}                                                                                 \
-		size_t n2 = prefix##__get_packed_size(again);                                     \
-		uint8_t *b2 = malloc(n2 ? n2 : 1);                                                \
-		if (b2) {                                                                         \
-			if (prefix##__pack(again, b2) != n2 || n2 != n1 ||                        \
-			    memcmp(b1, b2, n1) != 0)                                              \
-				abort();                                                          \
-			free(b2);                                                                 \
-		}                                                                                 \
-		prefix##__free_unpacked(again, NULL);                                             \
-		free(b1);                                                                         \
+#define ROUND_TRIP(m, prefix, input)                                                               \
+	do {                                                                                       \
+		size_t n1 = prefix##__get_packed_size(m);                                          \
+		uint8_t *b1 = malloc(n1 ? n1 : 1);                                                 \
+		if (!b1)                                                                           \
+			break;                                                                     \
+		if (prefix##__pack(m, b1) != n1)                                                   \
+			abort();                                                                   \
+		__typeof__(m) again = prefix##__unpack(NULL, n1, b1);                              \
+		if (!again) { /* an unknown field protobuf-c kept verbatim (field 0) */            \
+			free(b1);                                                                  \
+			break;                                                                     \
+		}                                                                                  \
+		size_t n2 = prefix##__get_packed_size(again);                                      \
+		uint8_t *b2 = malloc(n2 ? n2 : 1);                                                 \
+		if (b2) {                                                                          \
+			if (prefix##__pack(again, b2) != n2 || n2 != n1 ||                         \
+			    memcmp(b1, b2, n1) != 0)                                               \
+				abort();                                                           \
+			free(b2);                                                                  \
+		}                                                                                  \
+		prefix##__free_unpacked(again, NULL);                                              \
+		free(b1);                                                                          \
 	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -146,7 +146,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	} else if (kind == 1) {
 		Echofs__V1__RegisterRequest *m =
-			echofs__v1__register_request__unpack(NULL, size, data);
+		    echofs__v1__register_request__unpack(NULL, size, data);
 		if (m) {
 			check_string(m->url, size);
 			check_string(m->worker_id, size);

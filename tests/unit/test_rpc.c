@@ -62,19 +62,19 @@ static void echo_close(void *state, bool broken)
 }
 
 static const struct efs_rpc_method methods[] = {
-	{"/t.T/Echo", echo_open, echo_message, NULL, echo_close},
+    {"/t.T/Echo", echo_open, echo_message, NULL, echo_close},
 };
 
 static struct efs_rpc_server *start_server(char *target, size_t size)
 {
 	struct efs_rpc_server *s = NULL;
 	struct efs_rpc_server_config cfg = {
-		.host = "127.0.0.1",
-		.port = 0,
-		.methods = methods,
-		.method_count = 1,
-		.ctx = &counts,
-		.max_message = MAX_MESSAGE,
+	    .host = "127.0.0.1",
+	    .port = 0,
+	    .methods = methods,
+	    .method_count = 1,
+	    .ctx = &counts,
+	    .max_message = MAX_MESSAGE,
 	};
 	memset(&counts, 0, sizeof(counts));
 	assert_int_equal(efs_rpc_server_start(&cfg, &s), 0);
@@ -126,22 +126,20 @@ static void test_refusals_reach_the_client(void **state)
 	struct efs_rpc_server *s = start_server(target, sizeof(target));
 	struct efs_rpc_stream *st = NULL;
 
-	assert_int_equal(efs_rpc_stream_open(target, "/t.T/Echo", NULL, 5000, &st, why,
-					     sizeof(why)),
-			 -EACCES);
+	assert_int_equal(
+	    efs_rpc_stream_open(target, "/t.T/Echo", NULL, 5000, &st, why, sizeof(why)), -EACCES);
 	assert_string_equal(why, "no secret");
-	assert_int_equal(efs_rpc_stream_open(target, "/t.T/Echo", "Bearer wrong", 5000, &st, why,
-					     sizeof(why)),
-			 -EACCES);
-	assert_int_equal(efs_rpc_stream_open(target, "/t.T/Nope", SECRET, 5000, &st, why,
-					     sizeof(why)),
-			 -ENOSYS);
+	assert_int_equal(
+	    efs_rpc_stream_open(target, "/t.T/Echo", "Bearer wrong", 5000, &st, why, sizeof(why)),
+	    -EACCES);
+	assert_int_equal(
+	    efs_rpc_stream_open(target, "/t.T/Nope", SECRET, 5000, &st, why, sizeof(why)), -ENOSYS);
 	assert_int_equal(atomic_load(&counts.opened), 0);
 	efs_rpc_server_stop(s);
 	/* nobody listens there any more */
-	assert_int_equal(efs_rpc_stream_open(target, "/t.T/Echo", SECRET, 5000, &st, why,
-					     sizeof(why)),
-			 -ECONNREFUSED);
+	assert_int_equal(
+	    efs_rpc_stream_open(target, "/t.T/Echo", SECRET, 5000, &st, why, sizeof(why)),
+	    -ECONNREFUSED);
 }
 
 static void test_handler_error_ends_the_call_cleanly(void **state)
@@ -225,12 +223,12 @@ static void test_status_mapping_round_trips(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_messages_round_trip_and_cancel_is_broken),
-		cmocka_unit_test(test_refusals_reach_the_client),
-		cmocka_unit_test(test_handler_error_ends_the_call_cleanly),
-		cmocka_unit_test(test_oversized_message_is_refused_before_the_handler),
-		cmocka_unit_test(test_server_stop_closes_open_calls_as_broken),
-		cmocka_unit_test(test_status_mapping_round_trips),
+	    cmocka_unit_test(test_messages_round_trip_and_cancel_is_broken),
+	    cmocka_unit_test(test_refusals_reach_the_client),
+	    cmocka_unit_test(test_handler_error_ends_the_call_cleanly),
+	    cmocka_unit_test(test_oversized_message_is_refused_before_the_handler),
+	    cmocka_unit_test(test_server_stop_closes_open_calls_as_broken),
+	    cmocka_unit_test(test_status_mapping_round_trips),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
