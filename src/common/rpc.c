@@ -52,6 +52,13 @@ struct efs_rpc_server {
 	size_t max_message;
 	uint16_t port;
 	atomic_bool stopping;
+	/* CQ thread only: calls taken and not yet freed, and whether the
+	 * server's shutdown tag came. The queue is shut down only when both
+	 * say so: a live call may still start a batch (a send from another
+	 * thread, its status), and a batch started on a shut-down queue
+	 * aborts the process inside grpc. */
+	size_t live_calls;
+	bool shutdown_seen;
 	/* The one outstanding request for a new call. */
 	struct tag request_tag, shutdown_tag;
 	grpc_call *new_call;
@@ -289,7 +296,10 @@ static void call_free(struct efs_rpc_call *c)
 		grpc_slice_unref(c->status_details);
 	grpc_call_unref(c->call);
 	pthread_mutex_destroy(&c->lock);
+	struct efs_rpc_server *s = c->srv;
 	free(c);
+	if (--s->live_calls == 0 && s->shutdown_seen)
+		grpc_completion_queue_shutdown(s->cq);
 }
 
 /* One batch of @c completed: the last one frees it (after close()). */
@@ -396,6 +406,7 @@ static void take_call(struct efs_rpc_server *s)
 		return;
 	}
 	c->srv = s;
+	s->live_calls++;
 	c->call = s->new_call;
 	pthread_mutex_init(&c->lock, NULL);
 	c->t_recv = (struct tag){T_RECV, c};
@@ -469,7 +480,9 @@ static void *server_main(void *arg)
 			break;
 		}
 		case T_SHUTDOWN:
-			grpc_completion_queue_shutdown(s->cq);
+			s->shutdown_seen = true;
+			if (s->live_calls == 0)
+				grpc_completion_queue_shutdown(s->cq);
 			break;
 		case T_RECV:
 			on_recv(t->call, ev.success);
