@@ -129,8 +129,9 @@ extern void (*dyn_test_before_commit)(struct dyn *d, const char *file_id);
 
 /* Tests only (tests/unit/test_meta_s3.c): when set, a CopyObject calls it
  * after writing each chunk-list item of its new file (@step counts them
- * from 1), before its commit. */
-extern void (*dyn_test_copy_hook)(const char *dst_file_id, unsigned step);
+ * from 1), before its commit. A negative return stops the copy there as a
+ * master that died would (-EINTR, nothing undone). */
+extern int (*dyn_test_copy_hook)(struct dyn *d, const char *dst_file_id, unsigned step);
 /* Attribute values for the item of @f. */
 int dyn_file_from_item(const json_t *item, struct efs_file_info *f);
 /* A chunk item's fields. */

@@ -717,7 +717,7 @@ int dyn_object_list(void *impl, const char *bucket, const char *prefix, const ch
  * (put). */
 #define COPY_TX_CHUNKS (DDB_MAX_TX_ITEMS - 2)
 
-void (*dyn_test_copy_hook)(const char *dst_file_id, unsigned step);
+int (*dyn_test_copy_hook)(struct dyn *d, const char *dst_file_id, unsigned step);
 
 struct copy_state {
 	struct dyn *d;
@@ -725,6 +725,7 @@ struct copy_state {
 	const char *dst_file;
 	int64_t now_ms;
 	uint64_t written; /* chunk ids listed in the new file so far */
+	bool died;	  /* tests: stopped as a master that died (no undo) */
 	unsigned lists;	  /* list items written */
 	char first_sk[32]; /* the new file's first list item ("": none yet) */
 	char ids[DYN_LIST_IDS][65];
@@ -783,8 +784,10 @@ static int copy_piece(struct copy_state *st, uint64_t first, size_t from,
 	if (!st->first_sk[0])
 		memcpy(st->first_sk, sk, sizeof(sk));
 	st->lists++;
-	if (dyn_test_copy_hook)
-		dyn_test_copy_hook(st->dst_file, st->lists);
+	if (dyn_test_copy_hook && dyn_test_copy_hook(d, st->dst_file, st->lists) < 0) {
+		st->died = true;
+		return -EINTR;
+	}
 	return 0;
 }
 
@@ -837,7 +840,7 @@ static void copy_undo(struct copy_state *st, const char *owner)
 {
 	struct ddb_result res;
 	char what[EFS_ID_MAX + 8];
-	if (!st->lists)
+	if (!st->lists || st->died)
 		return;
 	snprintf(what, sizeof(what), "F#%s", st->dst_file);
 	json_t *marker = dyn_release_marker(st->d, what, owner, st->now_ms);
@@ -877,7 +880,7 @@ static int copy_lists(struct copy_state *st, const char *owner)
 	}
 	if (r < 0) {
 		copy_undo(st, owner);
-		if (r != -ENOKEY && r != -ENOMEM && r != -EIO)
+		if (r != -ENOKEY && r != -ENOMEM && r != -EIO && r != -EINTR)
 			r = dyn_fail("Query (copy source chunks)", r, NULL);
 	}
 	return r;
