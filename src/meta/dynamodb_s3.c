@@ -1029,6 +1029,8 @@ int dyn_object_copy(void *impl, struct efs_object_copy *p, int64_t now_ms)
 			goto out;
 		break;
 	}
+	if (r == -ENOKEY)
+		r = -EAGAIN; /* the source was there each time, but kept changing */
 	if (r < 0)
 		goto out;
 	dst->size = run->src.size;
