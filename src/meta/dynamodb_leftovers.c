@@ -200,12 +200,13 @@ static int sweep_copy(struct dyn *d, const char *pk, const char *first_sk, int64
 	json_t *items = json_array();
 	json_array_append_new(items, dyn_tx_check(d->files, ddb_key(pk, "META"),
 						  "attribute_not_exists(pk)", NULL, NULL));
-	json_array_append_new(items, dyn_tx_put(d->sessions, dyn_release_marker(d, what, "(leftover copy)", now),
+	json_array_append_new(items, dyn_tx_put(d->sessions,
+						dyn_release_marker(d, what, "(leftover copy)", now),
 						"attribute_not_exists(pk)", NULL, NULL));
-	json_array_append_new(
-	    items, dyn_tx_check(d->files, ddb_key(pk, first_sk), "attribute_exists(sk) AND #c < :b",
-				json_pack("{s:s}", "#c", "created_at"),
-				json_pack("{s:o}", ":b", ddb_n(before_ms))));
+	json_array_append_new(items, dyn_tx_check(d->files, ddb_key(pk, first_sk),
+						  "attribute_exists(sk) AND #c < :b",
+						  json_pack("{s:s}", "#c", "created_at"),
+						  json_pack("{s:o}", ":b", ddb_n(before_ms))));
 	int r = dyn_tx(d, items, 3, &res);
 	if (r == -ECANCELED || r == -EBUSY)
 		return 0; /* committed, being released, or young */

@@ -724,9 +724,9 @@ struct copy_state {
 	const char *src_file;
 	const char *dst_file;
 	int64_t now_ms;
-	uint64_t written; /* chunk ids listed in the new file so far */
-	bool died;	  /* tests: stopped as a master that died (no undo) */
-	unsigned lists;	  /* list items written */
+	uint64_t written;  /* chunk ids listed in the new file so far */
+	bool died;	   /* tests: stopped as a master that died (no undo) */
+	unsigned lists;	   /* list items written */
 	char first_sk[32]; /* the new file's first list item ("": none yet) */
 	char ids[DYN_LIST_IDS][65];
 	char distinct[COPY_TX_CHUNKS][65];
@@ -740,8 +740,7 @@ struct copy_state {
  * the new list item of ids [@from, @to) of @st->ids put with `counted`
  * (the sweep then releases it rather than dropping it), and each distinct
  * chunk's count raised. -ENOKEY when the source's item is gone. */
-static int copy_piece(struct copy_state *st, uint64_t first, size_t from,
-		      size_t to)
+static int copy_piece(struct copy_state *st, uint64_t first, size_t from, size_t to)
 {
 	struct dyn *d = st->d;
 	struct ddb_result res;
@@ -771,8 +770,8 @@ static int copy_piece(struct copy_state *st, uint64_t first, size_t from,
 	    items,
 	    dyn_tx_put(d->files,
 		       json_pack("{s:o, s:o, s:o, s:{s:o}, s:o, s:o}", "pk", ddb_s(dpk), "sk",
-				 ddb_s(sk), "first", ddb_n((int64_t)(first + from)), "chunk_ids", "L",
-				 ids, "created_at", ddb_n(st->now_ms), "counted", ddb_n(1)),
+				 ddb_s(sk), "first", ddb_n((int64_t)(first + from)), "chunk_ids",
+				 "L", ids, "created_at", ddb_n(st->now_ms), "counted", ddb_n(1)),
 		       "attribute_not_exists(sk)", NULL, NULL));
 	for (size_t k = 0; k < distinct; k++)
 		json_array_append_new(items, dyn_chunk_ref(d, st->distinct[k], st->counts[k]));
@@ -780,7 +779,8 @@ static int copy_piece(struct copy_state *st, uint64_t first, size_t from,
 	if (r == -ECANCELED && res.failed[0])
 		return -ENOKEY;
 	if (r < 0)
-		return r == -ECANCELED ? -ENOKEY : dyn_fail("TransactWriteItems (copy chunks)", r, &res);
+		return r == -ECANCELED ? -ENOKEY
+				       : dyn_fail("TransactWriteItems (copy chunks)", r, &res);
 	if (!st->first_sk[0])
 		memcpy(st->first_sk, sk, sizeof(sk));
 	st->lists++;
@@ -960,17 +960,18 @@ static int copy_commit(struct dyn *d, struct efs_object_copy *p, struct copy_run
 		json_object_set_new(meta, "s3_key", ddb_s(dst->key));
 	}
 	json_t *items = json_array();
-	json_array_append_new(items, dyn_tx_check(d->files, ddb_key(bpk, "META"),
-						  "attribute_exists(pk) AND attribute_not_exists(#d)",
-						  json_pack("{s:s}", "#d", "deleting"), NULL));
+	json_array_append_new(items,
+			      dyn_tx_check(d->files, ddb_key(bpk, "META"),
+					   "attribute_exists(pk) AND attribute_not_exists(#d)",
+					   json_pack("{s:s}", "#d", "deleting"), NULL));
 	json_array_append_new(
-	    items, run->dst.found
-		       ? dyn_tx_put(d->files, object_item(dst), "file_id = :old", NULL,
-				    json_pack("{s:o}", ":old", ddb_s(run->dst.cur.file_id)))
-		       : dyn_tx_put(d->files, object_item(dst), "attribute_not_exists(sk)", NULL,
-				    NULL));
-	json_array_append_new(items, dyn_tx_put(d->files, meta, "attribute_not_exists(pk)", NULL,
-						NULL));
+	    items,
+	    run->dst.found
+		? dyn_tx_put(d->files, object_item(dst), "file_id = :old", NULL,
+			     json_pack("{s:o}", ":old", ddb_s(run->dst.cur.file_id)))
+		: dyn_tx_put(d->files, object_item(dst), "attribute_not_exists(sk)", NULL, NULL));
+	json_array_append_new(items,
+			      dyn_tx_put(d->files, meta, "attribute_not_exists(pk)", NULL, NULL));
 	json_array_append_new(items, dyn_tx_check(d->sessions, ddb_key(marker, "META"),
 						  "attribute_not_exists(pk)", NULL, NULL));
 	n = 4;
@@ -981,7 +982,8 @@ static int copy_commit(struct dyn *d, struct efs_object_copy *p, struct copy_run
 	}
 	*release_at = n;
 	if (*release) {
-		append_release(d, items, run->dst.cur.file_id, owner, dst->bucket, dst->key, now_ms);
+		append_release(d, items, run->dst.cur.file_id, owner, dst->bucket, dst->key,
+			       now_ms);
 		n += 2;
 	}
 	return dyn_tx(d, items, n, res);
@@ -1067,8 +1069,8 @@ int dyn_object_copy(void *impl, struct efs_object_copy *p, int64_t now_ms)
 				 dst->key, dst->file_id);
 			r = -EIO;
 			break;
-		} else if (r == -ECANCELED && (res.failed[3] || (release_at > 4 && res.failed[4])) &&
-			   !res.failed[1]) {
+		} else if (r == -ECANCELED &&
+			   (res.failed[3] || (release_at > 4 && res.failed[4])) && !res.failed[1]) {
 			/* the sweep took the lists (a copy stalled over an hour) */
 			r = -EAGAIN;
 			break;

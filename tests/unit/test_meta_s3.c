@@ -780,8 +780,8 @@ static void test_copy_of_a_large_object(void **state)
 				       .file_name = "copy",
 				       .copy_headers = true};
 	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), 0);
-	assert_int_equal(efs_meta_file_chunks(f->m, dst->file_id, 0, 2 * BIG_CHUNKS, &chunks, &count),
-			 0);
+	assert_int_equal(
+	    efs_meta_file_chunks(f->m, dst->file_id, 0, 2 * BIG_CHUNKS, &chunks, &count), 0);
 	assert_int_equal(count, BIG_CHUNKS);
 	for (size_t i = 0; i < count; i++) {
 		assert_int_equal(chunks[i].index, i);
