@@ -380,7 +380,10 @@ struct efs_object_copy {
  * or not the owner's), -EACCES (the source bucket is gone or not the
  * owner's), -ENOKEY (no object at the source key), what check_source
  * returned, -EEXIST / -ENODATA / -ESTALE (@cond, as put_if), -EAGAIN,
- * -EIO. Nothing changes on failure. */
+ * -EIO. Nothing changes on failure. DynamoDB has no locks: there the new
+ * file's chunk lists are counted first, each checked against the source
+ * file, then one transaction commits; the outcome is the same (a source
+ * that goes meanwhile is -ENOKEY; docs/AWS.md "CopyObject on DynamoDB"). */
 int efs_meta_object_copy(struct efs_meta *m, struct efs_object_copy *copy, int64_t now_ms);
 /* Deletes the object and its file (chunks released), in one transaction.
  * -ENOENT when there is none. */

@@ -608,6 +608,7 @@ const struct efs_meta_ops efs_dynamodb_ops = {
 	.object_get = dyn_object_get,
 	.object_put = dyn_object_put,
 	.object_delete = dyn_object_delete,
+	.object_copy = dyn_object_copy,
 	.object_list = dyn_object_list,
 	.key_create = dyn_key_create,
 	.key_get = dyn_key_get,

@@ -127,6 +127,11 @@ extern void (*dyn_test_bucket_delete_hook)(const char *bucket);
  * between writing the file's chunk lists and its commit. NULL otherwise. */
 extern void (*dyn_test_before_commit)(struct dyn *d, const char *file_id);
 
+/* Tests only (tests/unit/test_meta_s3.c): when set, a CopyObject calls it
+ * after writing each chunk-list item of its new file (@step counts them
+ * from 1), before its commit. A negative return stops the copy there as a
+ * master that died would (-EINTR, nothing undone). */
+extern int (*dyn_test_copy_hook)(struct dyn *d, const char *dst_file_id, unsigned step);
 /* Attribute values for the item of @f. */
 int dyn_file_from_item(const json_t *item, struct efs_file_info *f);
 /* A chunk item's fields. */
@@ -196,6 +201,7 @@ int dyn_object_get(void *impl, const char *bucket, const char *key, struct efs_o
 int dyn_object_put(void *impl, const struct efs_object_info *o, const struct efs_object_cond *cond,
 		   int64_t now_ms);
 int dyn_object_delete(void *impl, const char *bucket, const char *key, int64_t now_ms);
+int dyn_object_copy(void *impl, struct efs_object_copy *copy, int64_t now_ms);
 int dyn_object_list(void *impl, const char *bucket, const char *prefix, const char *after,
 		    size_t limit, struct efs_object_entry *out, size_t *count);
 

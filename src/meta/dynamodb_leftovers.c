@@ -171,6 +171,55 @@ static int delete_units(struct dyn *d, const char *table, const char *pk, const 
 	return 0;
 }
 
+/* Whether the list item (@pk, @sk) holds references (`counted`, written by
+ * a CopyObject's lists): 1, 0, or a negative errno. */
+static int counted(struct dyn *d, const char *pk, const char *sk)
+{
+	json_t *item = NULL;
+	int64_t flag = 0;
+	int r = dyn_get(d, d->files, pk, sk, &item);
+	if (r == 0)
+		r = ddb_get_n(item, "counted", &flag) == 0 && flag == 1;
+	json_decref(item);
+	return r == -ENOENT ? 0 : r;
+}
+
+/* Kind D: a CopyObject's lists without META (its master died before the
+ * commit). They hold references: one transaction claims them with a release
+ * marker (META absent, no marker yet, the first item old: the copy's commit
+ * checks the marker absent, so of the two exactly one wins), then the
+ * release subtracts each item's references once. */
+static int sweep_copy(struct dyn *d, const char *pk, const char *first_sk, int64_t before_ms)
+{
+	const char *file_id = pk + strlen("FILE#");
+	char what[EFS_ID_MAX + 8];
+	struct ddb_result res;
+	int64_t now = efs_now_ms();
+
+	snprintf(what, sizeof(what), "F#%s", file_id);
+	json_t *items = json_array();
+	json_array_append_new(items, dyn_tx_check(d->files, ddb_key(pk, "META"),
+						  "attribute_not_exists(pk)", NULL, NULL));
+	json_array_append_new(items, dyn_tx_put(d->sessions,
+						dyn_release_marker(d, what, "(leftover copy)", now),
+						"attribute_not_exists(pk)", NULL, NULL));
+	json_array_append_new(items, dyn_tx_check(d->files, ddb_key(pk, first_sk),
+						  "attribute_exists(sk) AND #c < :b",
+						  json_pack("{s:s}", "#c", "created_at"),
+						  json_pack("{s:o}", ":b", ddb_n(before_ms))));
+	int r = dyn_tx(d, items, 3, &res);
+	if (r == -ECANCELED || r == -EBUSY)
+		return 0; /* committed, being released, or young */
+	if (r < 0)
+		return dyn_fail("TransactWriteItems (leftover copy)", r, &res);
+	if ((r = dyn_release(d, what, now)) < 0)
+		return r;
+	efs_info("dynamodb: released the chunk lists of file %s, a copy that never became visible"
+		 " (its master stopped before the commit)",
+		 file_id);
+	return 0;
+}
+
 static int sweep_file(struct dyn *d, const char *pk, int64_t before_ms)
 {
 	const char *file_id = pk + strlen("FILE#");
@@ -182,6 +231,11 @@ static int sweep_file(struct dyn *d, const char *pk, int64_t before_ms)
 	snprintf(marker, sizeof(marker), "RELEASE#F#%s", file_id);
 	if ((r = query_units(d, d->files, pk, "CHUNKS#", &u)) < 0 || u.count == 0)
 		goto out;
+	if ((r = counted(d, pk, u.sk[0])) != 0) {
+		if (r > 0)
+			r = sweep_copy(d, pk, u.sk[0], before_ms);
+		goto out;
+	}
 	/* The first list item, with the checks that make it a leftover: no
 	 * META (the complete's commit checks this item present), no release
 	 * in progress, and old enough. */

@@ -476,6 +476,10 @@ static int check_cond(const struct put_state *st, const struct efs_object_cond *
 	if (cond->if_etag && strcmp(cond->if_etag, "*") != 0 &&
 	    strcasecmp(cond->if_etag, st->cur.etag) != 0)
 		return -ESTALE;
+	/* If-Unmodified-Since, ignored with an ETag condition (RFC 7232 3.4) */
+	if (!cond->if_etag && cond->if_unmodified_since_s && st->found &&
+	    st->cur.last_modified_ms / 1000 > cond->if_unmodified_since_s)
+		return -ESTALE;
 	return 0;
 }
 
@@ -519,10 +523,12 @@ int dyn_object_put(void *impl, const struct efs_object_info *o,
 						  json_pack("{s:o}", ":old", ddb_s(st->cur.file_id)))
 				     : dyn_tx_put(d->files, object_item(o), "attribute_not_exists(sk)",
 						  NULL, NULL));
-		/* 2: the new file, linked to its key (a file is one object at most) */
+		/* 2: the new file, linked to its key (a file is one object at
+		 * most; the same put again finds it linked to this key) */
 		json_array_append_new(
 		    items, dyn_tx_update(d->files, ddb_key(fpk, "META"), "SET #b = :b, #k = :k",
-					 "attribute_exists(pk) AND attribute_not_exists(#b)",
+					 "attribute_exists(pk) AND (attribute_not_exists(#b) OR"
+					 " (#b = :b AND #k = :k))",
 					 json_pack("{s:s, s:s}", "#b", "s3_bucket", "#k", "s3_key"),
 					 json_pack("{s:o, s:o}", ":b", ddb_s(o->bucket), ":k",
 						   ddb_s(o->key))));
@@ -699,4 +705,397 @@ int dyn_object_list(void *impl, const char *bucket, const char *prefix, const ch
 		return r == -ENOMEM || r == -EIO ? r : dyn_fail("Query (S3 objects)", r, NULL);
 	*count = rows.count;
 	return 0;
+}
+
+/* ---- CopyObject --------------------------------------------------------- */
+
+/* A copy writes the new file's chunk lists first, each in one transaction
+ * with the references it adds (so the lists hold counts while the file is
+ * invisible), then commits the file META and the object in one more
+ * (docs/AWS.md, "CopyObject"). Chunk ids one list-writing transaction
+ * takes: 100 items less the source's list item (checked) and the new one
+ * (put). */
+#define COPY_TX_CHUNKS (DDB_MAX_TX_ITEMS - 2)
+
+int (*dyn_test_copy_hook)(struct dyn *d, const char *dst_file_id, unsigned step);
+
+struct copy_state {
+	struct dyn *d;
+	const char *src_file;
+	const char *dst_file;
+	int64_t now_ms;
+	uint64_t written;  /* chunk ids listed in the new file so far */
+	bool died;	   /* tests: stopped as a master that died (no undo) */
+	unsigned lists;	   /* list items written */
+	char first_sk[32]; /* the new file's first list item ("": none yet) */
+	char ids[DYN_LIST_IDS][65];
+	char distinct[COPY_TX_CHUNKS][65];
+	int64_t counts[COPY_TX_CHUNKS];
+};
+
+/* One transaction: the source file's META still there (a release deletes
+ * it before any of its lists: so every list of the source still holds its
+ * references, no chunk can be collected meanwhile, and the Query that
+ * read them saw them all),
+ * the new list item of ids [@from, @to) of @st->ids put with `counted`
+ * (the sweep then releases it rather than dropping it), and each distinct
+ * chunk's count raised. -ENOKEY when the source's item is gone. */
+static int copy_piece(struct copy_state *st, uint64_t first, size_t from, size_t to)
+{
+	struct dyn *d = st->d;
+	struct ddb_result res;
+	char spk[EFS_ID_MAX + 16], dpk[EFS_ID_MAX + 16], sk[32];
+	size_t distinct = 0;
+
+	for (size_t i = from; i < to; i++) {
+		size_t k = 0;
+		while (k < distinct && strcmp(st->distinct[k], st->ids[i]) != 0)
+			k++;
+		if (k == distinct) {
+			memcpy(st->distinct[distinct], st->ids[i], 65);
+			st->counts[distinct++] = 0;
+		}
+		st->counts[k]++;
+	}
+	file_pk(st->src_file, spk);
+	file_pk(st->dst_file, dpk);
+	dyn_list_sk(first + from, sk);
+	json_t *ids = json_array();
+	for (size_t i = from; i < to; i++)
+		json_array_append_new(ids, ddb_s(st->ids[i]));
+	json_t *items = json_array();
+	json_array_append_new(items, dyn_tx_check(d->files, ddb_key(spk, "META"),
+						  "attribute_exists(pk)", NULL, NULL));
+	json_array_append_new(
+	    items,
+	    dyn_tx_put(d->files,
+		       json_pack("{s:o, s:o, s:o, s:{s:o}, s:o, s:o}", "pk", ddb_s(dpk), "sk",
+				 ddb_s(sk), "first", ddb_n((int64_t)(first + from)), "chunk_ids",
+				 "L", ids, "created_at", ddb_n(st->now_ms), "counted", ddb_n(1)),
+		       "attribute_not_exists(sk)", NULL, NULL));
+	for (size_t k = 0; k < distinct; k++)
+		json_array_append_new(items, dyn_chunk_ref(d, st->distinct[k], st->counts[k]));
+	int r = dyn_tx(d, items, 2 + distinct, &res);
+	if (r == -ECANCELED && res.failed[0])
+		return -ENOKEY;
+	if (r < 0)
+		return r == -ECANCELED ? -ENOKEY
+				       : dyn_fail("TransactWriteItems (copy chunks)", r, &res);
+	if (!st->first_sk[0])
+		memcpy(st->first_sk, sk, sizeof(sk));
+	st->lists++;
+	if (dyn_test_copy_hook && dyn_test_copy_hook(d, st->dst_file, st->lists) < 0) {
+		st->died = true;
+		return -EINTR;
+	}
+	return 0;
+}
+
+/* One of the source's list items: copied in pieces of at most
+ * COPY_TX_CHUNKS distinct chunks. */
+static int copy_list_item(void *ctx, const json_t *item)
+{
+	struct copy_state *st = ctx;
+	const json_t *list = json_object_get(json_object_get(item, "chunk_ids"), "L"), *id;
+	char src_sk[32];
+	int64_t first = 0;
+	size_t n = 0, k;
+	int r;
+
+	if (ddb_get_s(item, "sk", src_sk, sizeof(src_sk) - 1) < 0 ||
+	    ddb_get_n(item, "first", &first) < 0 || first < 0 || !list ||
+	    json_array_size(list) > DYN_LIST_IDS)
+		return -EIO;
+	json_array_foreach(list, k, id)
+	{
+		const char *s = json_string_value(json_object_get(id, "S"));
+		if (!s || strlen(s) != 64)
+			return -EIO;
+		memcpy(st->ids[n++], s, 65);
+	}
+	/* pieces: cut before an id that would make one distinct chunk too many */
+	size_t from = 0, distinct = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool seen = false;
+		for (size_t j = from; j < i && !seen; j++)
+			seen = strcmp(st->ids[j], st->ids[i]) == 0;
+		if (!seen && distinct == COPY_TX_CHUNKS) {
+			if ((r = copy_piece(st, (uint64_t)first, from, i)) < 0)
+				return r;
+			from = i;
+			distinct = 0;
+		}
+		distinct += !seen;
+	}
+	if (n > from && (r = copy_piece(st, (uint64_t)first, from, n)) < 0)
+		return r;
+	st->written += n;
+	return 0;
+}
+
+/* Undoes the chunk lists a copy wrote and did not commit: a release marker,
+ * then the release (which subtracts exactly what each list item counted). A
+ * failure leaves the items (`counted`): the leftovers sweep releases them. */
+static void copy_undo(struct copy_state *st, const char *owner)
+{
+	struct ddb_result res;
+	char what[EFS_ID_MAX + 8];
+	if (!st->lists || st->died)
+		return;
+	snprintf(what, sizeof(what), "F#%s", st->dst_file);
+	json_t *marker = dyn_release_marker(st->d, what, owner, st->now_ms);
+	int r = marker ? dyn_put(st->d, st->d->sessions, marker, NULL, NULL, NULL, &res) : -ENOMEM;
+	json_decref(marker);
+	if (r == 0)
+		r = dyn_release(st->d, what, st->now_ms);
+	if (r < 0)
+		efs_warn("dynamodb: copy into file %s abandoned: its chunk lists are not all"
+			 " released yet (%s); the leftovers sweep does it",
+			 st->dst_file, strerror(-r));
+	st->lists = 0;
+	st->written = 0;
+	st->first_sk[0] = 0;
+}
+
+/* Writes the new file's chunk lists from the source file's (-ENOKEY when
+ * the source goes meanwhile; then nothing stays counted). */
+static int copy_lists(struct copy_state *st, const char *owner)
+{
+	char spk[EFS_ID_MAX + 16];
+	file_pk(st->src_file, spk);
+	json_t *body = json_pack("{s:s, s:s, s:b, s:{s:o, s:o}}", "TableName", st->d->files,
+				 "KeyConditionExpression", "pk = :pk AND begins_with(sk, :p)",
+				 "ConsistentRead", 1, "ExpressionAttributeValues", ":pk",
+				 ddb_s(spk), ":p", ddb_s("CHUNKS#"));
+	int r = body ? ddb_query_all(&st->d->ddb, "Query", body, 0, copy_list_item, st) : -ENOMEM;
+	json_decref(body);
+	if (r == 0 && st->lists == 0) {
+		/* no list: the file is empty only if its META is still there
+		 * (else a release may have taken the lists before the Query) */
+		struct efs_file_info *f = malloc(sizeof(*f));
+		r = f ? dyn_file_get(st->d, st->src_file, f) : -ENOMEM;
+		free(f);
+		if (r == -ENOENT)
+			r = -ENOKEY;
+	}
+	if (r < 0) {
+		copy_undo(st, owner);
+		if (r != -ENOKEY && r != -ENOMEM && r != -EIO && r != -EINTR)
+			r = dyn_fail("Query (copy source chunks)", r, NULL);
+	}
+	return r;
+}
+
+/* The source as an object: both buckets the owner's, the source object
+ * and its file read. */
+static int copy_source(struct dyn *d, const struct efs_object_copy *p, struct efs_object_info *src,
+		       struct efs_file_info *file)
+{
+	struct efs_bucket_info b;
+	int r = dyn_bucket_get(d, p->dst->bucket, &b);
+	if (r == -ENOENT || (r == 0 && strcmp(b.owner, p->owner) != 0))
+		return -ENOENT;
+	if (r < 0)
+		return r;
+	if (p->src_file_id) {
+		if ((r = dyn_file_get(d, p->src_file_id, file)) == -ENOENT ||
+		    (r == 0 && strcmp(file->owner, p->owner) != 0))
+			return -ENOKEY;
+		if (r < 0)
+			return r;
+		memset(src, 0, sizeof(*src));
+		efs_strlcpy(src->file_id, p->src_file_id, sizeof(src->file_id));
+		efs_strlcpy(src->etag, p->src_etag ? p->src_etag : "", sizeof(src->etag));
+		efs_strlcpy(src->content_type, "binary/octet-stream", sizeof(src->content_type));
+		efs_strlcpy(src->user_meta, "{}", sizeof(src->user_meta));
+		src->size = file->size;
+		src->last_modified_ms = file->created_at_ms;
+		return 0;
+	}
+	r = dyn_bucket_get(d, p->src_bucket, &b);
+	if (r == -ENOENT || (r == 0 && strcmp(b.owner, p->owner) != 0))
+		return -EACCES;
+	if (r < 0)
+		return r;
+	if ((r = object_read(d, p->src_bucket, p->src_key, src)) < 0)
+		return r == -ENOENT ? -ENOKEY : r;
+	if ((r = dyn_file_get(d, src->file_id, file)) < 0)
+		return r == -ENOENT ? -ENOKEY : r;
+	return 0;
+}
+
+struct copy_run {
+	struct efs_object_info src;
+	struct efs_file_info file;
+	struct put_state dst;
+	struct copy_state st;
+};
+
+/* The commit: one transaction putting the new file META (linked to the
+ * destination key), the object over the one read, the old destination's
+ * release, with checks that the bucket takes writes, the sweep has not
+ * claimed the new lists (no release marker of the new file) and the first
+ * of them is there. */
+static int copy_commit(struct dyn *d, struct efs_object_copy *p, struct copy_run *run,
+		       const char *owner, int64_t now_ms, struct ddb_result *res, bool *release,
+		       size_t *release_at)
+{
+	struct efs_object_info *dst = p->dst;
+	struct efs_file_info nf = run->file;
+	char bpk[BUCKET_PK_MAX], fpk[EFS_ID_MAX + 16], marker[EFS_ID_MAX + 24];
+	size_t n = 0;
+
+	efs_strlcpy(nf.file_id, dst->file_id, sizeof(nf.file_id));
+	efs_strlcpy(nf.owner, p->owner, sizeof(nf.owner));
+	efs_strlcpy(nf.name, p->file_name ? p->file_name : dst->key, sizeof(nf.name));
+	nf.created_at_ms = now_ms;
+	bucket_pk(dst->bucket, bpk);
+	file_pk(dst->file_id, fpk);
+	snprintf(marker, sizeof(marker), "RELEASE#F#%s", dst->file_id);
+	*release = run->dst.found && !run->dst.old_file_gone &&
+		   strcmp(run->dst.cur.file_id, dst->file_id) != 0;
+	json_t *meta = dyn_file_item(&nf);
+	if (meta) {
+		json_object_set_new(meta, "s3_bucket", ddb_s(dst->bucket));
+		json_object_set_new(meta, "s3_key", ddb_s(dst->key));
+	}
+	json_t *items = json_array();
+	json_array_append_new(items,
+			      dyn_tx_check(d->files, ddb_key(bpk, "META"),
+					   "attribute_exists(pk) AND attribute_not_exists(#d)",
+					   json_pack("{s:s}", "#d", "deleting"), NULL));
+	json_array_append_new(
+	    items,
+	    run->dst.found
+		? dyn_tx_put(d->files, object_item(dst), "file_id = :old", NULL,
+			     json_pack("{s:o}", ":old", ddb_s(run->dst.cur.file_id)))
+		: dyn_tx_put(d->files, object_item(dst), "attribute_not_exists(sk)", NULL, NULL));
+	json_array_append_new(items,
+			      dyn_tx_put(d->files, meta, "attribute_not_exists(pk)", NULL, NULL));
+	json_array_append_new(items, dyn_tx_check(d->sessions, ddb_key(marker, "META"),
+						  "attribute_not_exists(pk)", NULL, NULL));
+	n = 4;
+	if (run->st.first_sk[0]) {
+		json_array_append_new(items, dyn_tx_check(d->files, ddb_key(fpk, run->st.first_sk),
+							  "attribute_exists(sk)", NULL, NULL));
+		n++;
+	}
+	*release_at = n;
+	if (*release) {
+		append_release(d, items, run->dst.cur.file_id, owner, dst->bucket, dst->key,
+			       now_ms);
+		n += 2;
+	}
+	return dyn_tx(d, items, n, res);
+}
+
+int dyn_object_copy(void *impl, struct efs_object_copy *p, int64_t now_ms)
+{
+	struct dyn *d = impl;
+	struct efs_object_info *dst = p->dst;
+	struct ddb_result res;
+	int r = -EAGAIN;
+
+	if (!dst->key[0] || strlen(dst->key) > EFS_S3_KEY_MAX)
+		return -EINVAL;
+	struct copy_run *run = calloc(1, sizeof(*run));
+	if (!run)
+		return -ENOMEM;
+	run->st.d = d;
+	run->st.dst_file = dst->file_id;
+	run->st.now_ms = now_ms;
+	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
+		/* 1. the source, as read now; its checks */
+		if ((r = copy_source(d, p, &run->src, &run->file)) < 0)
+			goto out;
+		if (p->check_source && (r = p->check_source(p->check_ctx, &run->src)) < 0)
+			goto out;
+		/* 2. the destination's conditions, on the object there now */
+		if ((r = object_read(d, dst->bucket, dst->key, &run->dst.cur)) < 0 && r != -ENOENT)
+			goto out;
+		run->dst.found = r == 0;
+		run->dst.old_file_gone = false;
+		if ((r = check_cond(&run->dst, p->cond)) < 0)
+			goto out;
+		/* 3. the new file's chunk lists, counted */
+		run->st.src_file = run->src.file_id;
+		r = copy_lists(&run->st, p->owner);
+		if (r == -ENOKEY) {
+			/* the source's file went (deleted, or its object
+			 * replaced): read the source again */
+			efs_sleep_ms(5 * (attempt + 1));
+			r = -ENOKEY;
+			continue;
+		}
+		if (r < 0)
+			goto out;
+		break;
+	}
+	if (r == -ENOKEY)
+		r = -EAGAIN; /* the source was there each time, but kept changing */
+	if (r < 0)
+		goto out;
+	dst->size = run->src.size;
+	efs_strlcpy(dst->etag, run->src.etag, sizeof(dst->etag));
+	if (p->copy_headers) {
+		memcpy(dst->content_type, run->src.content_type, sizeof(dst->content_type));
+		memcpy(dst->content_encoding, run->src.content_encoding,
+		       sizeof(dst->content_encoding));
+		memcpy(dst->content_disposition, run->src.content_disposition,
+		       sizeof(dst->content_disposition));
+		memcpy(dst->cache_control, run->src.cache_control, sizeof(dst->cache_control));
+		memcpy(dst->expires, run->src.expires, sizeof(dst->expires));
+		memcpy(dst->user_meta, run->src.user_meta, sizeof(dst->user_meta));
+	}
+	/* 4. the commit; a lost race on the destination reads it again */
+	r = -EAGAIN;
+	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
+		struct efs_bucket_info b;
+		bool release = false;
+		size_t release_at = 0;
+		if ((r = dyn_bucket_get(d, dst->bucket, &b)) < 0)
+			break;
+		r = copy_commit(d, p, run, b.owner, now_ms, &res, &release, &release_at);
+		if (r == 0) {
+			if (release)
+				finish_release(d, run->dst.cur.file_id, now_ms);
+			goto out;
+		}
+		if (r == -ECANCELED && res.failed[0]) {
+			if ((r = bucket_blocked(d, dst->bucket, now_ms)) < 0)
+				break;
+		} else if (r == -ECANCELED && res.failed[2]) {
+			efs_warn("dynamodb: S3 copy to %s/%s: file id %s is taken", dst->bucket,
+				 dst->key, dst->file_id);
+			r = -EIO;
+			break;
+		} else if (r == -ECANCELED &&
+			   (res.failed[3] || (release_at > 4 && res.failed[4])) && !res.failed[1]) {
+			/* the sweep took the lists (a copy stalled over an hour) */
+			r = -EAGAIN;
+			break;
+		} else if (r == -ECANCELED && release && res.failed[release_at] && !res.failed[1]) {
+			bool exists = true;
+			if ((r = file_exists(d, run->dst.cur.file_id, &exists)) < 0)
+				break;
+			run->dst.old_file_gone = !exists;
+			continue;
+		} else if (r != -ECANCELED && r != -EBUSY) {
+			r = dyn_fail("TransactWriteItems (S3 copy)", r, &res);
+			break;
+		}
+		/* the destination changed: its conditions on what is there now */
+		efs_sleep_ms(5 * (attempt + 1));
+		if ((r = object_read(d, dst->bucket, dst->key, &run->dst.cur)) < 0 && r != -ENOENT)
+			break;
+		run->dst.found = r == 0;
+		if ((r = check_cond(&run->dst, p->cond)) < 0)
+			break;
+		r = -EAGAIN;
+	}
+	/* not committed: the lists go again */
+	copy_undo(&run->st, p->owner);
+out:
+	free(run);
+	return r;
 }

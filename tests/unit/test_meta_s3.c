@@ -602,6 +602,221 @@ static void test_copy_of_a_source_deleted_meanwhile_is_refused(void **state)
 	free(got);
 }
 
+static void make_part_session(struct fixture *f, int seed, unsigned count, char *session_id,
+			      char (*chunk_ids)[65]);
+
+/* How many of @ids the collector would take. */
+static size_t garbage_among(struct fixture *f, char (*ids)[65], size_t n)
+{
+	static char listed[1024][65];
+	size_t count = 0, found = 0;
+	assert_int_equal(efs_meta_garbage_list(f->m, efs_now_ms() + 1000, 1024, listed, &count), 0);
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < count; k++)
+			if (strcmp(ids[i], listed[k]) == 0) {
+				found++;
+				break;
+			}
+	return found;
+}
+
+#define BIG_CHUNKS 150 /* two DynamoDB list items, three copy transactions */
+
+/* An object of BIG_CHUNKS distinct chunks at (@bucket_name, @key); the
+ * chunk ids into @ids. */
+static void make_big_object(struct fixture *f, const char *bucket_name, const char *key, int seed,
+			    char (*ids)[65])
+{
+	char sid[EFS_ID_MAX + 1];
+	struct efs_session_info sess;
+	struct efs_file_info fi;
+	make_part_session(f, seed, BIG_CHUNKS, sid, ids);
+	assert_int_equal(efs_meta_session_get(f->m, sid, &sess), 0);
+	memset(&fi, 0, sizeof(fi));
+	assert_int_equal(efs_random_hex(fi.file_id, EFS_FILE_ID_LEN / 2), 0);
+	efs_strlcpy(fi.owner, "alice", sizeof(fi.owner));
+	efs_strlcpy(fi.name, key, sizeof(fi.name));
+	fi.size = BIG_CHUNKS * 16;
+	efs_strlcpy(fi.sha256, ids[0], sizeof(fi.sha256));
+	fi.chunk_size = 1024;
+	fi.chunk_count = BIG_CHUNKS;
+	fi.replication = 1;
+	fi.created_at_ms = f->now;
+	assert_int_equal(efs_meta_session_complete(f->m, sid, sess.version, &fi, 0), 0);
+	struct efs_object_info *o = object(bucket_name, key, fi.file_id);
+	assert_int_equal(efs_meta_object_put(f->m, o, f->now), 0);
+	free(o);
+}
+
+struct copy_hook_state {
+	struct efs_meta *m;
+	const char *bucket, *key;
+	int64_t now;
+	unsigned at_step;
+	int fired;
+} copy_hook_state;
+
+/* dyn_test_copy_hook: the source object deleted (its file released) after
+ * the copy's list item number at_step. */
+static int delete_source_during_copy(struct dyn *d, const char *dst_file_id, unsigned step)
+{
+	struct copy_hook_state *h = &copy_hook_state;
+	(void)d;
+	(void)dst_file_id;
+	if (step == h->at_step && !h->fired++)
+		assert_int_equal(efs_meta_object_delete(h->m, h->bucket, h->key, h->now), 0);
+	return 0;
+}
+
+/* dyn_test_copy_hook: the copy's master dies after list item at_step. */
+static int die_during_copy(struct dyn *d, const char *dst_file_id, unsigned step)
+{
+	(void)d;
+	(void)dst_file_id;
+	if (step != copy_hook_state.at_step)
+		return 0;
+	copy_hook_state.fired++;
+	return -1;
+}
+
+/* dyn_test_copy_hook: the leftovers sweep, taking every item as old, runs
+ * after the copy's list item at_step (a copy slower than the sweep's
+ * grace). */
+static int sweep_during_copy(struct dyn *d, const char *dst_file_id, unsigned step)
+{
+	(void)dst_file_id;
+	if (step == copy_hook_state.at_step && !copy_hook_state.fired++)
+		dyn_sweep_leftovers(d, efs_now_ms() + 3600000, efs_now_ms());
+	return 0;
+}
+
+/* DynamoDB: a copy's chunk lists hold references before its commit. A
+ * master that dies there leaves them without META: the leftovers sweep
+ * releases them (each reference once). A sweep that takes them while the
+ * copy still runs makes its commit fail (-EAGAIN), never a visible file
+ * whose lists are gone. */
+static void test_dynamodb_copy_leftovers(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("copyleft", "alice");
+	static char ids[BIG_CHUNKS][65];
+	struct efs_object_info *dst = calloc(1, sizeof(*dst));
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+	struct efs_file_info fi;
+
+	if (!ddb_on) {
+		free(dst);
+		free(got);
+		skip();
+	}
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	efs_strlcpy(dst->bucket, "copyleft", sizeof(dst->bucket));
+	efs_strlcpy(dst->key, "copy", sizeof(dst->key));
+	struct efs_object_copy copy = {.owner = "alice",
+				       .src_bucket = "copyleft",
+				       .src_key = "src",
+				       .dst = dst,
+				       .file_name = "copy",
+				       .copy_headers = true};
+
+	/* died after two of its three list items (99 of the 150 ids) */
+	make_big_object(f, "copyleft", "src", 50, ids);
+	efs_strlcpy(dst->file_id, "c6c6c6c6c6c6c6c6c6c6c6c6c6c6c6c6", sizeof(dst->file_id));
+	copy_hook_state = (struct copy_hook_state){.at_step = 2};
+	dyn_test_copy_hook = die_during_copy;
+	int r = efs_meta_object_copy(f->m, &copy, f->now);
+	dyn_test_copy_hook = NULL;
+	assert_int_equal(copy_hook_state.fired, 1);
+	assert_true(r < 0);
+	assert_int_equal(efs_meta_object_get(f->m, "copyleft", "copy", got), -ENOENT);
+	assert_int_equal(efs_meta_file_get(f->m, dst->file_id, &fi), -ENOENT);
+	assert_int_equal(efs_meta_object_delete(f->m, "copyleft", "src", f->now), 0);
+	assert_int_equal(garbage_among(f, ids, BIG_CHUNKS), BIG_CHUNKS - 99);
+	dyn_sweep_leftovers(f->m->impl, efs_now_ms() + 3600000, efs_now_ms());
+	assert_int_equal(garbage_among(f, ids, BIG_CHUNKS), BIG_CHUNKS);
+
+	/* the sweep runs before the commit: the commit is refused */
+	make_big_object(f, "copyleft", "src", 51, ids);
+	efs_strlcpy(dst->file_id, "d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7", sizeof(dst->file_id));
+	copy_hook_state = (struct copy_hook_state){.at_step = 3};
+	dyn_test_copy_hook = sweep_during_copy;
+	r = efs_meta_object_copy(f->m, &copy, f->now);
+	dyn_test_copy_hook = NULL;
+	assert_int_equal(copy_hook_state.fired, 1);
+	assert_int_equal(r, -EAGAIN);
+	assert_int_equal(efs_meta_object_get(f->m, "copyleft", "copy", got), -ENOENT);
+	assert_int_equal(efs_meta_file_get(f->m, dst->file_id, &fi), -ENOENT);
+	assert_int_equal(garbage_among(f, ids, BIG_CHUNKS), 0);
+	assert_int_equal(efs_meta_object_delete(f->m, "copyleft", "src", f->now), 0);
+	assert_int_equal(garbage_among(f, ids, BIG_CHUNKS), BIG_CHUNKS);
+	free(dst);
+	free(got);
+}
+
+/* A copy of a file longer than one DynamoDB transaction: every chunk
+ * listed and counted once more; on DynamoDB, the source deleted between two
+ * of the copy's transactions refuses the copy (-ENOKEY) and leaves every
+ * chunk unreferenced, not counted by a half-made copy. */
+static void test_copy_of_a_large_object(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("bigcopy", "alice");
+	static char ids[BIG_CHUNKS][65];
+	struct efs_object_info *dst = calloc(1, sizeof(*dst));
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+	struct efs_file_chunk *chunks = NULL;
+	struct efs_file_info fi;
+	size_t count = 0;
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_big_object(f, "bigcopy", "src", 40, ids);
+	efs_strlcpy(dst->bucket, "bigcopy", sizeof(dst->bucket));
+	efs_strlcpy(dst->key, "copy", sizeof(dst->key));
+	efs_strlcpy(dst->file_id, "a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4", sizeof(dst->file_id));
+	struct efs_object_copy copy = {.owner = "alice",
+				       .src_bucket = "bigcopy",
+				       .src_key = "src",
+				       .dst = dst,
+				       .file_name = "copy",
+				       .copy_headers = true};
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), 0);
+	assert_int_equal(
+	    efs_meta_file_chunks(f->m, dst->file_id, 0, 2 * BIG_CHUNKS, &chunks, &count), 0);
+	assert_int_equal(count, BIG_CHUNKS);
+	for (size_t i = 0; i < count; i++) {
+		assert_int_equal(chunks[i].index, i);
+		assert_string_equal(chunks[i].chunk.chunk_id, ids[i]);
+	}
+	free(chunks);
+	/* the source goes: the copy holds every chunk; the copy goes: none */
+	assert_int_equal(efs_meta_object_delete(f->m, "bigcopy", "src", f->now), 0);
+	assert_int_equal(garbage_among(f, ids, BIG_CHUNKS), 0);
+	assert_int_equal(efs_meta_object_delete(f->m, "bigcopy", "copy", f->now), 0);
+	assert_int_equal(garbage_among(f, ids, BIG_CHUNKS), BIG_CHUNKS);
+
+	if (ddb_on) {
+		make_big_object(f, "bigcopy", "src", 40, ids);
+		copy_hook_state = (struct copy_hook_state){f->m, "bigcopy", "src", f->now, 1, 0};
+		dyn_test_copy_hook = delete_source_during_copy;
+		efs_strlcpy(dst->file_id, "b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5", sizeof(dst->file_id));
+		int r = efs_meta_object_copy(f->m, &copy, f->now);
+		dyn_test_copy_hook = NULL;
+		assert_int_equal(copy_hook_state.fired, 1);
+		assert_int_equal(r, -ENOKEY);
+		assert_int_equal(efs_meta_object_get(f->m, "bigcopy", "copy", got), -ENOENT);
+		assert_int_equal(efs_meta_file_get(f->m, dst->file_id, &fi), -ENOENT);
+		count = 0;
+		chunks = NULL;
+		r = efs_meta_file_chunks(f->m, dst->file_id, 0, 16, &chunks, &count);
+		assert_true(r == 0 || r == -ENOENT);
+		free(chunks);
+		assert_int_equal(count, 0);
+		assert_int_equal(garbage_among(f, ids, BIG_CHUNKS), BIG_CHUNKS);
+	}
+	free(dst);
+	free(got);
+}
+
 /* PutObject's If-Unmodified-Since, in the transaction as the others. */
 static void test_put_if_unmodified_since(void **state)
 {
@@ -1198,6 +1413,8 @@ int main(void)
 	    T(test_put_if_unmodified_since),
 	    T(test_copy_from_a_file),
 	    T(test_copy_of_a_source_deleted_meanwhile_is_refused),
+	    T(test_copy_of_a_large_object),
+	    T(test_dynamodb_copy_leftovers),
 	    T(test_listing_in_byte_order_by_prefix_and_after),
 	    T(test_multipart_parts_hold_their_chunks_and_complete_moves_them),
 	    T(test_two_masters_overwriting_one_key),
@@ -1206,7 +1423,7 @@ int main(void)
 	    T(test_dynamodb_a_dead_deleters_mark_goes),
 	};
 #undef T
-	efs_log_set_level(EFS_LOG_WARN);
+	efs_log_set_level(getenv("T_DEBUG") ? EFS_LOG_DEBUG : EFS_LOG_WARN);
 	int failed = cmocka_run_group_tests_name("meta_s3_sqlite", tests, NULL, NULL);
 	const char *url = getenv("ECHOFS_TEST_PG_URL");
 	if (url && *url) {
