@@ -40,6 +40,18 @@ void efs_md5_update(struct efs_md5 *h, const void *data, size_t len);
 void efs_md5_final_hex(struct efs_md5 *h, char hex[EFS_MD5_HEX_LEN + 1]);
 void efs_md5_release(struct efs_md5 *h);
 
+/* Streaming SHA-1 (only for S3's x-amz-checksum-sha1, which clients may
+ * send; not for security): as MD5 above. */
+#define EFS_SHA1_LEN 20
+#define EFS_SHA1_HEX_LEN 40
+struct efs_sha1 {
+	void *ctx; /* EVP_MD_CTX */
+};
+int efs_sha1_init(struct efs_sha1 *h);
+void efs_sha1_update(struct efs_sha1 *h, const void *data, size_t len);
+void efs_sha1_final_hex(struct efs_sha1 *h, char hex[EFS_SHA1_HEX_LEN + 1]);
+void efs_sha1_release(struct efs_sha1 *h);
+
 void efs_sha256_hex(const void *data, size_t len, char hex[EFS_SHA256_HEX_LEN + 1]);
 
 /* HMAC-SHA256 of @data under @key, the raw 32-byte MAC into @mac (SigV4

@@ -41,6 +41,10 @@
 #define EFS_SIGV4_ALGORITHM "AWS4-HMAC-SHA256"
 #define EFS_SIGV4_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 #define EFS_SIGV4_STREAMING_PAYLOAD "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+/* aws-chunked bodies that end with trailing headers (a checksum), their
+ * chunks signed as above (and the trailer too), or not signed at all. */
+#define EFS_SIGV4_STREAMING_TRAILER_PAYLOAD "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+#define EFS_SIGV4_STREAMING_UNSIGNED_TRAILER_PAYLOAD "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 /* SHA-256 of the empty string: the payload hash of a request without body. */
 #define EFS_SIGV4_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -178,10 +182,22 @@ int efs_sigv4_chunk_signature(const struct efs_sigv4_key *key, const char *amz_d
 			      const char *prev_signature, const char *chunk_sha256_hex,
 			      char signature[EFS_SIGV4_SIGNATURE_LEN + 1]);
 
+/* The signature of an aws-chunked body's trailing headers
+ * (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER, sent as
+ * x-amz-trailer-signature): the string to sign is
+ * "AWS4-HMAC-SHA256-TRAILER", @amz_date, the scope, @prev_signature (the
+ * final, empty chunk's) and @trailer_sha256_hex, the SHA-256 of the
+ * trailing headers as "name:value\n" lines (without the signature's).
+ * 0 or -EINVAL. */
+int efs_sigv4_trailer_signature(const struct efs_sigv4_key *key, const char *amz_date,
+				const char *prev_signature, const char *trailer_sha256_hex,
+				char signature[EFS_SIGV4_SIGNATURE_LEN + 1]);
+
 /* Parses an aws-chunked chunk header line of @len bytes, without its CRLF:
- * "<hex size>;chunk-signature=<64 hex>". The size must be at most
- * @max_size (the server's chunk cap). 0, -EINVAL (with @reason) or -E2BIG
- * (size over @max_size). */
+ * "<hex size>;chunk-signature=<64 hex>", or, when @signature is NULL (an
+ * unsigned body, STREAMING-UNSIGNED-PAYLOAD-TRAILER), "<hex size>" alone.
+ * The size must be at most @max_size (the server's chunk cap). 0, -EINVAL
+ * (with @reason) or -E2BIG (size over @max_size). */
 int efs_sigv4_chunk_header_parse(const char *line, size_t len, uint64_t max_size, uint64_t *size,
 				 char signature[EFS_SIGV4_SIGNATURE_LEN + 1], const char **reason);
 

@@ -71,6 +71,38 @@ void efs_md5_release(struct efs_md5 *h)
 	h->ctx = NULL;
 }
 
+int efs_sha1_init(struct efs_sha1 *h)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) != 1) {
+		EVP_MD_CTX_free(ctx);
+		return -ENOMEM;
+	}
+	h->ctx = ctx;
+	return 0;
+}
+
+void efs_sha1_update(struct efs_sha1 *h, const void *data, size_t len)
+{
+	if (len)
+		EVP_DigestUpdate(h->ctx, data, len);
+}
+
+void efs_sha1_final_hex(struct efs_sha1 *h, char hex[EFS_SHA1_HEX_LEN + 1])
+{
+	unsigned char digest[EFS_SHA1_LEN];
+	unsigned int n = 0;
+	EVP_DigestFinal_ex(h->ctx, digest, &n);
+	efs_hex_encode(digest, EFS_SHA1_LEN, hex);
+	efs_sha1_release(h);
+}
+
+void efs_sha1_release(struct efs_sha1 *h)
+{
+	EVP_MD_CTX_free(h->ctx);
+	h->ctx = NULL;
+}
+
 void efs_sha256_hex(const void *data, size_t len, char hex[EFS_SHA256_HEX_LEN + 1])
 {
 	unsigned char digest[EFS_SHA256_LEN];

@@ -22,6 +22,7 @@
 
 #define SCOPE_TERMINATOR "aws4_request"
 #define CHUNK_ALGORITHM "AWS4-HMAC-SHA256-PAYLOAD"
+#define TRAILER_ALGORITHM "AWS4-HMAC-SHA256-TRAILER"
 #define HEADER_NAME_MAX 128
 #define SECURITY_TOKEN_MAX 4096
 
@@ -873,6 +874,26 @@ int efs_sigv4_chunk_signature(const struct efs_sigv4_key *key, const char *amz_d
 	return 0;
 }
 
+int efs_sigv4_trailer_signature(const struct efs_sigv4_key *key, const char *amz_date,
+				const char *prev_signature, const char *trailer_sha256_hex,
+				char signature[EFS_SIGV4_SIGNATURE_LEN + 1])
+{
+	char sts[512]; /* 24 + 16 + scope + 64 + 64 + 4 newlines */
+	int n;
+
+	if (check_date_and_key(amz_date, key, NULL) < 0 || !prev_signature ||
+	    !is_lower_hex(prev_signature, EFS_SIGV4_SIGNATURE_LEN) || !trailer_sha256_hex ||
+	    !is_lower_hex(trailer_sha256_hex, EFS_SHA256_HEX_LEN))
+		return -EINVAL;
+	n = snprintf(sts, sizeof(sts),
+		     TRAILER_ALGORITHM "\n%s\n%s/%s/%s/" SCOPE_TERMINATOR "\n%s\n%s", amz_date,
+		     key->date, key->region, key->service, prev_signature, trailer_sha256_hex);
+	if (n < 0 || (size_t)n >= sizeof(sts))
+		return -EINVAL;
+	sign_string(key, sts, (size_t)n, signature);
+	return 0;
+}
+
 int efs_sigv4_chunk_header_parse(const char *line, size_t len, uint64_t max_size, uint64_t *size,
 				 char signature[EFS_SIGV4_SIGNATURE_LEN + 1], const char **reason)
 {
@@ -895,6 +916,18 @@ int efs_sigv4_chunk_header_parse(const char *line, size_t len, uint64_t max_size
 	if (i == 0) {
 		set_reason(reason, "malformed chunk size");
 		return -EINVAL;
+	}
+	if (!signature) { /* unsigned: the size alone */
+		if (i != len) {
+			set_reason(reason, "malformed unsigned chunk size");
+			return -EINVAL;
+		}
+		if (value > max_size) {
+			set_reason(reason, "chunk larger than allowed");
+			return -E2BIG;
+		}
+		*size = value;
+		return 0;
 	}
 	if (len - i != sizeof(ext) - 1 + EFS_SIGV4_SIGNATURE_LEN ||
 	    memcmp(line + i, ext, sizeof(ext) - 1) != 0) {

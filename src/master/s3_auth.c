@@ -159,6 +159,21 @@ static bool sha256_hex_valid(const char *s)
 	return true;
 }
 
+/* True when @name (x-amz-trailer's value) is a checksum this server
+ * verifies; @out gets it in lower case. */
+static bool trailer_name_valid(const char *name, char out[EFS_S3_TRAILER_NAME_MAX + 1])
+{
+	static const char *const names[] = {"x-amz-checksum-crc32", "x-amz-checksum-crc32c",
+					    "x-amz-checksum-sha1", "x-amz-checksum-sha256"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcasecmp(name, names[i]) == 0) {
+			efs_strlcpy(out, names[i], EFS_S3_TRAILER_NAME_MAX + 1);
+			return true;
+		}
+	}
+	return false;
+}
+
 /* True when @query has an X-Amz-Algorithm or X-Amz-Signature parameter. */
 static bool query_names_presign(const char *query)
 {
@@ -317,6 +332,8 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 	const char *payload_hash = EFS_SIGV4_UNSIGNED_PAYLOAD;
 	enum efs_s3_payload payload = EFS_S3_PAYLOAD_UNSIGNED;
 	int64_t decoded_length = -1;
+	bool chunk_signed = false, trailer_mode = false;
+	char trailer[EFS_S3_TRAILER_NAME_MAX + 1] = "";
 	if (!is_presigned) {
 		amz_date = header_find(rq, "x-amz-date", &count);
 		if (!amz_date || count > 1)
@@ -332,8 +349,14 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 				      "More than one x-amz-content-sha256 header");
 		if (strcmp(payload_hash, EFS_SIGV4_UNSIGNED_PAYLOAD) == 0) {
 			payload = EFS_S3_PAYLOAD_UNSIGNED;
-		} else if (strcmp(payload_hash, EFS_SIGV4_STREAMING_PAYLOAD) == 0) {
+		} else if (strcmp(payload_hash, EFS_SIGV4_STREAMING_PAYLOAD) == 0 ||
+			   strcmp(payload_hash, EFS_SIGV4_STREAMING_TRAILER_PAYLOAD) == 0 ||
+			   strcmp(payload_hash, EFS_SIGV4_STREAMING_UNSIGNED_TRAILER_PAYLOAD) ==
+			       0) {
 			payload = EFS_S3_PAYLOAD_STREAMING;
+			chunk_signed =
+			    strcmp(payload_hash, EFS_SIGV4_STREAMING_UNSIGNED_TRAILER_PAYLOAD) != 0;
+			trailer_mode = strcmp(payload_hash, EFS_SIGV4_STREAMING_PAYLOAD) != 0;
 			const char *dl = header_find(rq, "x-amz-decoded-content-length", &count);
 			uint64_t v = 0;
 			if (!dl)
@@ -350,7 +373,23 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 			return refuse(
 			    err, 400, "InvalidArgument",
 			    "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, "
-			    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, or a valid sha256 value.");
+			    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, "
+			    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER, "
+			    "STREAMING-UNSIGNED-PAYLOAD-TRAILER, or a valid sha256 value.");
+		}
+		/* The trailer: only with a -TRAILER mode, and only a checksum. */
+		const char *trailer_name = header_find(rq, "x-amz-trailer", &count);
+		if (trailer_name) {
+			if (!trailer_mode)
+				return refuse(err, 400, "InvalidArgument",
+					      "x-amz-trailer needs x-amz-content-sha256 "
+					      "STREAMING-UNSIGNED-PAYLOAD-TRAILER or "
+					      "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER");
+			if (count > 1 || !trailer_name_valid(trailer_name, trailer))
+				return refuse(err, 400, "InvalidRequest",
+					      "x-amz-trailer must name one checksum: "
+					      "x-amz-checksum-crc32, x-amz-checksum-crc32c, "
+					      "x-amz-checksum-sha1 or x-amz-checksum-sha256");
 		}
 	}
 	r = efs_sigv4_check_time(&auth, amz_date, now_s, EFS_S3_AUTH_MAX_SKEW_S, &reason);
@@ -428,6 +467,9 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 		out->key = key;
 		efs_strlcpy(out->amz_date, amz_date, sizeof(out->amz_date));
 		efs_strlcpy(out->seed_signature, auth.signature, sizeof(out->seed_signature));
+		out->chunk_signed = chunk_signed;
+		out->trailer_mode = trailer_mode;
+		efs_strlcpy(out->trailer, trailer, sizeof(out->trailer));
 	}
 	efs_sigv4_key_wipe(&key);
 	return 0;
@@ -435,11 +477,14 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 
 /* ---- aws-chunked ---- */
 
+#define TRAILER_SIGNATURE "x-amz-trailer-signature"
+
 enum chunked_state {
 	CH_HEADER,   /* reading a chunk header line up to its LF */
 	CH_DATA,     /* @remaining bytes of chunk data to go */
 	CH_DATA_CR,  /* the CR after a chunk's data */
 	CH_DATA_LF,  /* the LF after it */
+	CH_TRAILER,  /* -TRAILER modes: trailer lines after the 0-size chunk, to "" */
 	CH_FINAL_CR, /* the CRLF that ends the body after the 0-size chunk */
 	CH_FINAL_LF,
 	CH_DONE,
@@ -460,6 +505,15 @@ struct efs_s3_chunked {
 	bool sha_open;
 	int64_t decoded_length; /* -1: not checked */
 	uint64_t decoded;
+	bool chunk_signed; /* false: STREAMING-UNSIGNED-PAYLOAD-TRAILER */
+	bool trailer_mode; /* the body ends with trailer lines */
+	/* The declared trailer (x-amz-trailer, lower case) or "", its value
+	 * once read, and the trailer's signature (signed mode). */
+	char trailer_name[EFS_S3_TRAILER_NAME_MAX + 1];
+	char trailer_value[EFS_S3_TRAILER_VALUE_MAX + 1];
+	bool trailer_seen;
+	char trailer_signature[EFS_SIGV4_SIGNATURE_LEN + 1];
+	bool trailer_signature_seen;
 };
 
 int efs_s3_chunked_new(const struct efs_s3_principal *p, struct efs_s3_chunked **out)
@@ -475,6 +529,9 @@ int efs_s3_chunked_new(const struct efs_s3_principal *p, struct efs_s3_chunked *
 	efs_strlcpy(c->prev_signature, p->seed_signature, sizeof(c->prev_signature));
 	c->state = CH_HEADER;
 	c->decoded_length = p->decoded_length;
+	c->chunk_signed = p->chunk_signed || !p->trailer_mode; /* the old mode is signed */
+	c->trailer_mode = p->trailer_mode;
+	efs_strlcpy(c->trailer_name, p->trailer, sizeof(c->trailer_name));
 	*out = c;
 	return 0;
 }
@@ -519,23 +576,88 @@ static int header_done(struct efs_s3_chunked *c)
 {
 	uint64_t size = 0;
 	int r = efs_sigv4_chunk_header_parse(c->line, c->line_len, EFS_S3_CHUNK_MAX, &size,
-					     c->chunk_signature, NULL);
+					     c->chunk_signed ? c->chunk_signature : NULL, NULL);
 	c->line_len = 0;
 	if (r < 0)
 		return r == -E2BIG ? -E2BIG : -EINVAL;
 	if (size == 0) {
-		if ((r = chunk_check(c, EFS_SIGV4_EMPTY_SHA256)) < 0)
+		if (c->chunk_signed && (r = chunk_check(c, EFS_SIGV4_EMPTY_SHA256)) < 0)
 			return r;
-		c->state = CH_FINAL_CR;
+		c->state = c->trailer_mode ? CH_TRAILER : CH_FINAL_CR;
 		return 0;
 	}
 	if (c->decoded_length >= 0 && size > (uint64_t)c->decoded_length - c->decoded)
 		return -EINVAL; /* more than x-amz-decoded-content-length */
-	if ((r = efs_sha256_init(&c->sha)) < 0)
-		return r;
-	c->sha_open = true;
+	if (c->chunk_signed) {
+		if ((r = efs_sha256_init(&c->sha)) < 0)
+			return r;
+		c->sha_open = true;
+	}
 	c->remaining = size;
 	c->state = CH_DATA;
+	return 0;
+}
+
+/* One trailer line "name:value" (without its CRLF) was read. Only the
+ * declared trailer and, signed, x-amz-trailer-signature (after it) may
+ * come, once each. */
+static int trailer_line(struct efs_s3_chunked *c)
+{
+	char *colon = memchr(c->line, ':', c->line_len);
+	if (!colon || memchr(c->line, '\0', c->line_len))
+		return -EINVAL; /* a NUL would cut the name or the value short */
+	*colon = '\0';
+	char *name = c->line, *value = colon + 1, *end = c->line + c->line_len;
+	while (value < end && (*value == ' ' || *value == '\t'))
+		value++;
+	while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	*end = '\0';
+	size_t value_len = (size_t)(end - value);
+	c->line_len = 0;
+	if (c->trailer_name[0] && strcasecmp(name, c->trailer_name) == 0) {
+		if (c->trailer_seen || c->trailer_signature_seen || value_len == 0 ||
+		    value_len > EFS_S3_TRAILER_VALUE_MAX)
+			return -EINVAL;
+		memcpy(c->trailer_value, value, value_len + 1);
+		c->trailer_seen = true;
+		return 0;
+	}
+	if (c->chunk_signed && strcasecmp(name, TRAILER_SIGNATURE) == 0) {
+		if (c->trailer_signature_seen || value_len != EFS_SIGV4_SIGNATURE_LEN)
+			return -EINVAL;
+		memcpy(c->trailer_signature, value, value_len + 1);
+		c->trailer_signature_seen = true;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* The empty line that ends the trailer was read: the declared trailer
+ * must have come, and, signed, its signature must hold (chained from the
+ * final chunk's). An unsigned body, or a signed one that declared no
+ * trailer and sent no signature, has nothing to check. */
+static int trailer_end(struct efs_s3_chunked *c)
+{
+	char canonical[EFS_S3_TRAILER_NAME_MAX + EFS_S3_TRAILER_VALUE_MAX + 4];
+	char sha_hex[EFS_SHA256_HEX_LEN + 1], expected[EFS_SIGV4_SIGNATURE_LEN + 1];
+	if (c->trailer_name[0] && !c->trailer_seen)
+		return -EINVAL;
+	if (!c->chunk_signed || (!c->trailer_seen && !c->trailer_signature_seen))
+		return 0;
+	if (!c->trailer_signature_seen)
+		return -EACCES;
+	int n = c->trailer_seen ? snprintf(canonical, sizeof(canonical), "%s:%s\n", c->trailer_name,
+					   c->trailer_value)
+				: 0;
+	if (n < 0 || (size_t)n >= sizeof(canonical))
+		return -EINVAL;
+	efs_sha256_hex(canonical, (size_t)n, sha_hex);
+	if (efs_sigv4_trailer_signature(&c->key, c->amz_date, c->prev_signature, sha_hex,
+					expected) < 0)
+		return -EINVAL;
+	if (!efs_sigv4_signature_equal(expected, c->trailer_signature))
+		return -EACCES;
 	return 0;
 }
 
@@ -549,7 +671,8 @@ int efs_s3_chunked_feed(struct efs_s3_chunked *c, const char *data, size_t len, 
 		return c->error;
 	while (i < len) {
 		switch (c->state) {
-		case CH_HEADER: {
+		case CH_HEADER:
+		case CH_TRAILER: {
 			const char *lf = memchr(data + i, '\n', len - i);
 			size_t take = lf ? (size_t)(lf - (data + i)) : len - i;
 			if (c->line_len + take > EFS_S3_CHUNK_LINE_MAX + 1)
@@ -564,15 +687,24 @@ int efs_s3_chunked_feed(struct efs_s3_chunked *c, const char *data, size_t len, 
 				return chunked_fail(c, -EINVAL);
 			c->line_len--;
 			c->line[c->line_len] = '\0';
-			if ((r = header_done(c)) < 0)
+			if (c->state == CH_TRAILER && c->line_len) {
+				if ((r = trailer_line(c)) < 0)
+					return chunked_fail(c, r);
+			} else if (c->state == CH_TRAILER) {
+				if ((r = trailer_end(c)) < 0)
+					return chunked_fail(c, r);
+				c->state = CH_DONE;
+			} else if ((r = header_done(c)) < 0) {
 				return chunked_fail(c, r);
+			}
 			break;
 		}
 		case CH_DATA: {
 			size_t take = len - i;
 			if ((uint64_t)take > c->remaining)
 				take = (size_t)c->remaining;
-			efs_sha256_update(&c->sha, data + i, take);
+			if (c->sha_open)
+				efs_sha256_update(&c->sha, data + i, take);
 			if ((r = sink(ctx, data + i, take)) < 0)
 				return chunked_fail(c, r);
 			c->remaining -= take;
@@ -592,10 +724,12 @@ int efs_s3_chunked_feed(struct efs_s3_chunked *c, const char *data, size_t len, 
 			char sha_hex[EFS_SHA256_HEX_LEN + 1];
 			if (data[i++] != '\n')
 				return chunked_fail(c, -EINVAL);
-			efs_sha256_final_hex(&c->sha, sha_hex); /* releases it */
-			c->sha_open = false;
-			if ((r = chunk_check(c, sha_hex)) < 0)
-				return chunked_fail(c, r);
+			if (c->chunk_signed) {
+				efs_sha256_final_hex(&c->sha, sha_hex); /* releases it */
+				c->sha_open = false;
+				if ((r = chunk_check(c, sha_hex)) < 0)
+					return chunked_fail(c, r);
+			}
 			c->state = CH_HEADER;
 			break;
 		}
@@ -612,7 +746,7 @@ int efs_s3_chunked_feed(struct efs_s3_chunked *c, const char *data, size_t len, 
 	return 0;
 }
 
-int efs_s3_chunked_finish(struct efs_s3_chunked *c)
+static int chunked_result(const struct efs_s3_chunked *c)
 {
 	if (c->state == CH_FAILED)
 		return c->error;
@@ -621,4 +755,15 @@ int efs_s3_chunked_finish(struct efs_s3_chunked *c)
 	if (c->decoded_length >= 0 && c->decoded != (uint64_t)c->decoded_length)
 		return -EINVAL;
 	return 0;
+}
+
+int efs_s3_chunked_finish(struct efs_s3_chunked *c)
+{
+	return chunked_result(c);
+}
+
+const char *efs_s3_chunked_trailer(const struct efs_s3_chunked *c)
+{
+	/* not from a body that framed well but decoded to the wrong length */
+	return chunked_result(c) == 0 && c->trailer_seen ? c->trailer_value : NULL;
 }

@@ -13,10 +13,14 @@
  * The payload: a header-signed request must carry x-amz-content-sha256
  * (S3 answers InvalidRequest without it), one of a SHA-256 in hex (the
  * listener hashes the body and refuses a mismatch with
- * XAmzContentSHA256Mismatch), UNSIGNED-PAYLOAD, or
- * STREAMING-AWS4-HMAC-SHA256-PAYLOAD (an aws-chunked body: feed it through
- * efs_s3_chunked_*, which verifies every chunk's signature). A presigned
- * request's payload is unsigned.
+ * XAmzContentSHA256Mismatch), UNSIGNED-PAYLOAD, or an aws-chunked body
+ * (feed it through efs_s3_chunked_*): STREAMING-AWS4-HMAC-SHA256-PAYLOAD
+ * (every chunk's signature verified), its -TRAILER variant (the same, and
+ * the trailing checksum's x-amz-trailer-signature too) or
+ * STREAMING-UNSIGNED-PAYLOAD-TRAILER (chunks without signatures, then the
+ * trailing checksum). The trailer a body ends with is declared by
+ * x-amz-trailer: one of x-amz-checksum-crc32, -crc32c, -sha1, -sha256.
+ * A presigned request's payload is unsigned.
  *
  * Signing keys (derived from the unsealed secret) are cached per access
  * key, day and region in a fixed-size table (EFS_S3_AUTH_CACHE_SLOTS); an
@@ -42,8 +46,13 @@
 #define EFS_S3_AUTH_CACHE_TTL_S 10	 /* a cached key is re-read after this */
 /* The largest aws-chunked chunk accepted (clients send 8 KiB..1 MiB). */
 #define EFS_S3_CHUNK_MAX (16u << 20)
-/* The longest chunk header line ("<hex>;chunk-signature=<64 hex>"). */
+/* The longest chunk header line ("<hex>;chunk-signature=<64 hex>"), and
+ * the longest trailer line ("x-amz-checksum-sha256:<44 base64>"). */
 #define EFS_S3_CHUNK_LINE_MAX 256
+/* The longest x-amz-trailer name accepted ("x-amz-checksum-crc32c"), and
+ * the longest trailer value (a checksum's base64: SHA-256's is 44). */
+#define EFS_S3_TRAILER_NAME_MAX 32
+#define EFS_S3_TRAILER_VALUE_MAX 64
 
 struct efs_s3_auth_deps {
 	struct efs_meta *meta;
@@ -82,6 +91,14 @@ struct efs_s3_principal {
 	struct efs_sigv4_key key;
 	char amz_date[EFS_SIGV4_AMZ_DATE_LEN + 1];
 	char seed_signature[EFS_SIGV4_SIGNATURE_LEN + 1];
+	/* STREAMING: whether chunks (and the trailer) carry signatures
+	 * (false: STREAMING-UNSIGNED-PAYLOAD-TRAILER). */
+	bool chunk_signed;
+	/* STREAMING with a -TRAILER mode: the x-amz-trailer the body ends
+	 * with, lower case ("x-amz-checksum-crc32"...), or "" (no trailer;
+	 * also every other mode). */
+	bool trailer_mode;
+	char trailer[EFS_S3_TRAILER_NAME_MAX + 1];
 	/* STREAMING: x-amz-decoded-content-length, the object's size (the
 	 * decoder checks the body decodes to exactly this many bytes). -1 for
 	 * the other modes. */
@@ -131,8 +148,11 @@ typedef int (*efs_s3_sink_fn)(void *ctx, const char *data, size_t len);
 /* A decoder for the request @p authenticated (payload STREAMING). 0,
  * -EINVAL (@p is not a streaming request) or -ENOMEM. */
 int efs_s3_chunked_new(const struct efs_s3_principal *p, struct efs_s3_chunked **out);
-/* Feed received bytes in any split. 0; -EACCES a chunk signature mismatch
- * (SignatureDoesNotMatch); -EINVAL malformed framing (or more bytes than
+/* Feed received bytes in any split. 0; -EACCES a chunk or trailer
+ * signature mismatch, or a signed trailer without its signature
+ * (SignatureDoesNotMatch); -EINVAL malformed framing (a trailer line that
+ * is not "name:value", a name other than the declared trailer's, the
+ * declared trailer missing or twice) (or more bytes than
  * x-amz-decoded-content-length); -E2BIG a chunk over its cap; or the
  * sink's error. Errors are sticky: later calls return the same. */
 int efs_s3_chunked_feed(struct efs_s3_chunked *c, const char *data, size_t len, efs_s3_sink_fn sink,
@@ -141,6 +161,11 @@ int efs_s3_chunked_feed(struct efs_s3_chunked *c, const char *data, size_t len, 
  * decoded to x-amz-decoded-content-length bytes); -EINVAL when the body
  * ended early (IncompleteBody); an earlier sticky error as it was. */
 int efs_s3_chunked_finish(struct efs_s3_chunked *c);
+/* The value of the trailer the principal declared (its x-amz-trailer),
+ * as sent, once efs_s3_chunked_finish returned 0; NULL when there is
+ * none. Valid until @c is freed. In signed mode its
+ * x-amz-trailer-signature was verified (chained from the final chunk's). */
+const char *efs_s3_chunked_trailer(const struct efs_s3_chunked *c);
 /* Frees @c, wiping its key. NULL accepted. */
 void efs_s3_chunked_free(struct efs_s3_chunked *c);
 

@@ -28,6 +28,7 @@
 #include "master/chunk_cache.h"
 #include "master/chunk_workers.h"
 #include "master/download.h"
+#include "master/s3_checksum.h"
 #include "master/placement.h"
 #include "master/s3_bucket.h"
 #include "master/s3_object.h"
@@ -186,7 +187,8 @@ struct part_op {
 	uint64_t expected, received;
 	bool has_md5;
 	unsigned char content_md5[EFS_MD5_LEN];
-	size_t reserved; /* from the master's upload_memory */
+	struct efs_s3_checksum checksum; /* x-amz-checksum-*, header or trailer */
+	size_t reserved;		 /* from the master's upload_memory */
 	/* UploadPartCopy: the source file and the range of it to copy */
 	bool copy;
 	struct efs_file_info source;
@@ -208,6 +210,7 @@ static void part_free(void *op)
 	}
 	if (p->md5_ready)
 		efs_md5_release(&p->md5);
+	efs_s3_checksum_release(&p->checksum);
 	efs_upload_memory_give(&p->m->upload_memory, p->owner, p->reserved);
 	free(p);
 }
@@ -246,6 +249,7 @@ static int part_body(struct efs_s3_req *s, const char *data, size_t len)
 				    "The body is longer than its declared length"),
 		       -EINVAL;
 	efs_md5_update(&p->md5, data, len);
+	efs_s3_checksum_update(&p->checksum, data, len);
 	int r = efs_upload_pipeline_feed(p->pipeline, data, len);
 	if (r == -ENOSPC)
 		return efs_s3_error(s, 503, "SlowDown",
@@ -290,6 +294,8 @@ static int part_end(struct efs_s3_req *s)
 					    "The Content-MD5 you specified did not match what we "
 					    "received.");
 	}
+	if (!p->copy && (r = efs_s3_checksum_check(s, &p->checksum)) != 0)
+		return r < 0 ? r : 0; /* the part is not recorded; part_free drops its chunks */
 	part.part_number = p->part_number;
 	efs_strlcpy(part.session_id, p->session_open ? p->session_id : "", sizeof(part.session_id));
 	part.size = sum.size;
@@ -323,6 +329,7 @@ static int part_end(struct efs_s3_req *s)
 		return efs_s3_xml_reply(s->http, 200, &x);
 	}
 	efs_http_add_header(s->http, "ETag", etag);
+	efs_s3_checksum_reply(s, &p->checksum);
 	return efs_http_reply_empty(s->http, 200);
 }
 
@@ -557,6 +564,10 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 		goto out;
 	}
 	p->has_md5 = md5 != NULL;
+	if (!copy_header && (r = efs_s3_checksum_begin(s, &p->checksum)) != 0) {
+		r = r < 0 ? r : 0;
+		goto out;
+	}
 	/* The first chunk buffer and its compressed copy, from the budget of
 	 * all uploads, as PutObject. */
 	size_t most = (size_t)EFS_MIN((uint64_t)m->cfg.chunk_size, EFS_MAX(p->expected, 1));

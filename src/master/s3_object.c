@@ -19,6 +19,7 @@
 #include "master/chunk_workers.h"
 #include "master/download.h"
 #include "master/placement.h"
+#include "master/s3_checksum.h"
 #include "master/s3_xml.h"
 #include "master/upload_pipeline.h"
 
@@ -49,6 +50,7 @@ struct put_op {
 	uint64_t expected; /* the body's (decoded) length */
 	bool has_md5;	   /* Content-MD5 was sent: the body must match */
 	unsigned char content_md5[EFS_MD5_LEN];
+	struct efs_s3_checksum checksum; /* x-amz-checksum-*, header or trailer */
 	uint64_t received;
 	size_t reserved; /* from the master's upload_memory */
 	struct efs_object_info obj;
@@ -71,6 +73,7 @@ static void put_free(void *op)
 				 p->obj.bucket, p->obj.key, p->session_id, strerror(-r));
 	}
 	efs_md5_release(&p->md5);
+	efs_s3_checksum_release(&p->checksum);
 	efs_upload_memory_give(&p->m->upload_memory, p->owner, p->reserved);
 	free(p);
 }
@@ -256,6 +259,7 @@ static int put_body(struct efs_s3_req *s, const char *data, size_t len)
 				    "The body is longer than its declared length"),
 		       -EINVAL;
 	efs_md5_update(&p->md5, data, len);
+	efs_s3_checksum_update(&p->checksum, data, len);
 	int r = efs_upload_pipeline_feed(p->pipeline, data, len);
 	if (r == -ENOSPC)
 		return efs_s3_error(s, 503, "SlowDown",
@@ -339,6 +343,10 @@ static int put_end(struct efs_s3_req *s)
 					    "received.");
 		}
 	}
+	if ((r = efs_s3_checksum_check(s, &p->checksum)) != 0) {
+		drop_new_file(p, f.file_id);
+		return r < 0 ? r : 0;
+	}
 	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
 	p->obj.size = f.size;
 	p->obj.last_modified_ms = f.created_at_ms;
@@ -368,6 +376,7 @@ static int put_end(struct efs_s3_req *s)
 		 (unsigned long long)f.chunk_count, f.owner, s->request_id);
 	snprintf(etag, sizeof(etag), "\"%s\"", p->obj.etag);
 	efs_http_add_header(s->http, "ETag", etag);
+	efs_s3_checksum_reply(s, &p->checksum);
 	return efs_http_reply_empty(s->http, 200);
 }
 
@@ -459,6 +468,8 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 		return efs_s3_error(s, 400, "InvalidDigest",
 				    "The Content-MD5 you specified is not valid.");
 	p->has_md5 = md5 != NULL;
+	if ((r = efs_s3_checksum_begin(s, &p->checksum)) != 0)
+		return r < 0 ? r : 0;
 	if ((r = put_conditions(s, &p->cond, p->if_etag)) < 0)
 		return efs_http_replied(s->http) ? 0 : r;
 
@@ -737,11 +748,7 @@ int efs_s3_delete_object(struct efs_s3_req *s)
 
 struct delete_op {
 	struct efs_buf body;
-	struct efs_buf keys; /* the keys, each NUL-terminated, in order */
-	size_t key_count;
-	bool quiet;
-	bool in_object, object_has_key;
-	const char *refused; /* an element we do not implement (VersionId...) */
+	struct efs_s3_delete_list list;
 };
 
 static void delete_free(void *op)
@@ -750,7 +757,7 @@ static void delete_free(void *op)
 	if (!d)
 		return;
 	efs_buf_release(&d->body);
-	efs_buf_release(&d->keys);
+	efs_s3_delete_list_release(&d->list);
 	free(d);
 }
 
@@ -765,14 +772,20 @@ static int delete_body(struct efs_s3_req *s, const char *data, size_t len)
 	return 0;
 }
 
+/* The parser's state over the list it fills. */
+struct delete_parse {
+	struct efs_s3_delete_list *list;
+	bool in_object, object_has_key;
+};
+
 /* <Delete> [<Quiet>bool</Quiet>] (<Object><Key>k</Key></Object>)+ */
 static int delete_start(void *ctx, int depth, const char *name)
 {
-	struct delete_op *d = ctx;
+	struct delete_parse *d = ctx;
 	if (depth == 1)
 		return strcmp(name, "Delete") == 0 ? 0 : -EBADMSG;
 	if (depth == 2 && strcmp(name, "Object") == 0) {
-		if (d->key_count == EFS_S3_DELETE_MAX)
+		if (d->list->key_count == EFS_S3_DELETE_MAX)
 			return -EBADMSG;
 		d->in_object = true;
 		d->object_has_key = false;
@@ -785,7 +798,8 @@ static int delete_start(void *ctx, int depth, const char *name)
 	if (depth == 3 && d->in_object &&
 	    (strcmp(name, "VersionId") == 0 || strcmp(name, "ETag") == 0 ||
 	     strcmp(name, "LastModifiedTime") == 0 || strcmp(name, "Size") == 0)) {
-		d->refused = strcmp(name, "VersionId") == 0 ? "VersionId" : "conditional deletes";
+		d->list->refused =
+		    strcmp(name, "VersionId") == 0 ? "VersionId" : "conditional deletes";
 		return 0;
 	}
 	return -EBADMSG;
@@ -793,23 +807,43 @@ static int delete_start(void *ctx, int depth, const char *name)
 
 static int delete_end(void *ctx, int depth, const char *name, const char *text, size_t text_len)
 {
-	struct delete_op *d = ctx;
+	struct delete_parse *d = ctx;
 	if (depth == 2 && strcmp(name, "Quiet") == 0) {
 		if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
 			return -EBADMSG;
-		d->quiet = strcmp(text, "true") == 0;
+		d->list->quiet = strcmp(text, "true") == 0;
 	} else if (depth == 2 && strcmp(name, "Object") == 0) {
 		if (!d->object_has_key)
 			return -EBADMSG;
 		d->in_object = false;
-		d->key_count++;
+		d->list->key_count++;
 	} else if (depth == 3 && strcmp(name, "Key") == 0) {
 		if (d->object_has_key || text_len == 0 || memchr(text, '\0', text_len))
 			return -EBADMSG;
 		d->object_has_key = true;
-		return efs_buf_append(&d->keys, text, text_len + 1);
+		return efs_buf_append(&d->list->keys, text, text_len + 1);
 	}
 	return 0;
+}
+
+void efs_s3_delete_list_init(struct efs_s3_delete_list *list)
+{
+	memset(list, 0, sizeof(*list));
+	efs_buf_init(&list->keys, (size_t)EFS_S3_DELETE_MAX * (EFS_XML_MAX_TEXT + 1));
+}
+
+void efs_s3_delete_list_release(struct efs_s3_delete_list *list)
+{
+	efs_buf_release(&list->keys);
+}
+
+int efs_s3_delete_parse(const char *body, size_t len, struct efs_s3_delete_list *out)
+{
+	struct delete_parse d = {.list = out};
+	int r = len ? efs_xml_parse(body, len, delete_start, delete_end, &d) : -EBADMSG;
+	if (r == 0 && out->key_count == 0)
+		r = -EBADMSG;
+	return r;
 }
 
 /* The body digests DeleteObjects takes: S3 requires one (Content-MD5, or
@@ -922,10 +956,7 @@ static int delete_objects_end(struct efs_s3_req *s)
 	}
 	if ((r = delete_body_integrity(s, d)) != 0)
 		return r < 0 ? r : 0;
-	r = d->body.len ? efs_xml_parse(d->body.data, d->body.len, delete_start, delete_end, d)
-			: -EBADMSG;
-	if (r == 0 && d->key_count == 0)
-		r = -EBADMSG;
+	r = efs_s3_delete_parse(d->body.data, d->body.len, &d->list);
 	if (r == -EBADMSG || r == -E2BIG)
 		return efs_s3_error(s, 400, "MalformedXML",
 				    "The XML you provided was not well-formed or did not validate "
@@ -934,17 +965,17 @@ static int delete_objects_end(struct efs_s3_req *s)
 				    EFS_S3_DELETE_MAX);
 	if (r < 0)
 		return r;
-	if (d->refused)
+	if (d->list.refused)
 		return efs_s3_error(s, 501, "NotImplemented",
 				    "%s in DeleteObjects is not implemented by this server",
-				    d->refused);
+				    d->list.refused);
 	if (efs_s3_own_bucket(s, &b) < 0)
 		return 0;
 
 	efs_s3_xml_init(&x);
 	efs_s3_xml_open(&x, "DeleteResult", EFS_S3_XMLNS);
-	const char *key = d->keys.data;
-	for (size_t i = 0; i < d->key_count; i++, key += strlen(key) + 1) {
+	const char *key = d->list.keys.data;
+	for (size_t i = 0; i < d->list.key_count; i++, key += strlen(key) + 1) {
 		const char *code = NULL, *message = NULL;
 		if (strlen(key) > EFS_S3_KEY_MAX || !efs_utf8_valid(key, strlen(key))) {
 			code = "KeyTooLongError";
@@ -972,7 +1003,7 @@ static int delete_objects_end(struct efs_s3_req *s)
 			continue;
 		}
 		deleted++;
-		if (!d->quiet) {
+		if (!d->list.quiet) {
 			efs_s3_xml_open(&x, "Deleted", NULL);
 			efs_s3_xml_text(&x, "Key", key);
 			efs_s3_xml_close(&x, "Deleted");
@@ -990,7 +1021,7 @@ int efs_s3_delete_objects_begin(struct efs_s3_req *s)
 	if (!d)
 		return -ENOMEM;
 	efs_buf_init(&d->body, DELETE_BODY_MAX);
-	efs_buf_init(&d->keys, (size_t)EFS_S3_DELETE_MAX * (EFS_XML_MAX_TEXT + 1));
+	efs_s3_delete_list_init(&d->list);
 	s->op = d;
 	s->op_free = delete_free;
 	if (s->http->content_length > (int64_t)DELETE_BODY_MAX)

@@ -33,6 +33,24 @@ int efs_s3_delete_object(struct efs_s3_req *s);
  * answer lists each <Deleted> (unless Quiet) and <Error>. */
 int efs_s3_delete_objects_begin(struct efs_s3_req *s);
 
+/* DeleteObjects' <Delete> document, parsed. */
+struct efs_s3_delete_list {
+	struct efs_buf keys; /* the keys, each NUL-terminated, in order */
+	size_t key_count;
+	bool quiet;
+	const char *refused; /* an element not implemented (VersionId...), static */
+};
+/* Sets up an empty @list (its keys capped at EFS_S3_DELETE_MAX of
+ * EFS_XML_MAX_TEXT bytes). */
+void efs_s3_delete_list_init(struct efs_s3_delete_list *list);
+void efs_s3_delete_list_release(struct efs_s3_delete_list *list);
+/* Parses @len bytes of @body (a <Delete> of 1..EFS_S3_DELETE_MAX <Object>
+ * each with one non-empty <Key> without NUL, an optional <Quiet> of
+ * true/false) into @out (initialised). 0; -EBADMSG (MalformedXML: not
+ * that, or empty), -E2BIG (a text over the XML reader's cap) or -ENOMEM.
+ * On failure @out holds what was read so far: release it all the same. */
+int efs_s3_delete_parse(const char *body, size_t len, struct efs_s3_delete_list *out);
+
 /* Shared with multipart uploads (s3_multipart.c): */
 /* The request's stored headers (Content-Type, Content-Encoding without
  * aws-chunked, Content-Disposition, Cache-Control, Expires, x-amz-meta-*)

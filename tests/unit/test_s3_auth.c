@@ -320,8 +320,8 @@ static void test_malformed_and_anonymous(void **state)
 	expect_refused(f, &rq, f->t0, 400, "InvalidRequest");
 	rq = with_header(&put_signed, &c, "X-Amz-Content-SHA256", "not-a-hash");
 	expect_refused(f, &rq, f->t0, 400, "InvalidArgument");
-	rq = with_header(&put_signed, &c, "X-Amz-Content-SHA256",
-			 "STREAMING-UNSIGNED-PAYLOAD-TRAILER");
+	/* a trailer without a -TRAILER payload mode */
+	rq = with_header(&put_signed, &c, "X-Amz-Trailer", "x-amz-checksum-crc32");
 	expect_refused(f, &rq, f->t0, 400, "InvalidArgument");
 
 	/* a malformed Authorization header */
@@ -580,6 +580,188 @@ static void test_streaming_needs_decoded_length(void **state)
 	expect_refused(f, &rq, f->t0, 411, "MissingContentLength");
 }
 
+/* ---- aws-chunked with a trailer ---- */
+
+#define TRAILER_DATA "0123456789"
+#define TRAILER_SEED "1111111111111111111111111111111111111111111111111111111111111111"
+
+/* A principal of a -TRAILER mode declaring x-amz-checksum-crc32, its key
+ * derived here (the request's own signature is test_good_header_request's
+ * business). */
+static void trailer_principal(struct efs_s3_principal *p, bool chunk_signed)
+{
+	memset(p, 0, sizeof(*p));
+	p->payload = EFS_S3_PAYLOAD_STREAMING;
+	assert_int_equal(efs_sigv4_key_derive(&p->key, VEC_SECRET, "20261203", "us-east-1", "s3"),
+			 0);
+	efs_strlcpy(p->amz_date, VEC_AMZ_DATE, sizeof(p->amz_date));
+	efs_strlcpy(p->seed_signature, TRAILER_SEED, sizeof(p->seed_signature));
+	p->decoded_length = sizeof(TRAILER_DATA) - 1;
+	p->chunk_signed = chunk_signed;
+	p->trailer_mode = true;
+	efs_strlcpy(p->trailer, "x-amz-checksum-crc32", sizeof(p->trailer));
+}
+
+/* Feeds @body whole and answers finish's result; the trailer's value into
+ * @value (or "" when none). */
+static int decode_trailer(const struct efs_s3_principal *p, const char *body, size_t len,
+			  size_t cut, char *value, size_t value_size)
+{
+	struct efs_s3_chunked *c = NULL;
+	struct collected out = {0};
+	int r;
+	assert_int_equal(efs_s3_chunked_new(p, &c), 0);
+	if ((r = efs_s3_chunked_feed(c, body, cut, collect, &out)) == 0)
+		r = efs_s3_chunked_feed(c, body + cut, len - cut, collect, &out);
+	if (r == 0)
+		r = efs_s3_chunked_finish(c);
+	else
+		assert_int_equal(efs_s3_chunked_finish(c), r);
+	if (r == 0) {
+		assert_int_equal(out.len, sizeof(TRAILER_DATA) - 1);
+		assert_memory_equal(out.data, TRAILER_DATA, out.len);
+	}
+	const char *v = efs_s3_chunked_trailer(c);
+	if (r != 0)
+		assert_null(v); /* a trailer only from a body that decoded */
+	efs_strlcpy(value, v ? v : "", value_size);
+	efs_s3_chunked_free(c);
+	return r;
+}
+
+static void test_trailer_unsigned(void **state)
+{
+	struct efs_s3_principal p;
+	char value[80];
+	trailer_principal(&p, false);
+	static const char good[] =
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:pbQ6Aw==\r\n\r\n";
+	for (size_t cut = 0; cut < sizeof(good); cut++) {
+		int r = decode_trailer(&p, good, sizeof(good) - 1, cut, value, sizeof(value));
+		if (r != 0)
+			fail_msg("split at %zu: %d", cut, r);
+		assert_string_equal(value, "pbQ6Aw==");
+	}
+	/* the name in any case, blanks around the value */
+	static const char spaced[] =
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nX-Amz-Checksum-CRC32: pbQ6Aw== \r\n\r\n";
+	assert_int_equal(decode_trailer(&p, spaced, sizeof(spaced) - 1, 3, value, sizeof(value)),
+			 0);
+	assert_string_equal(value, "pbQ6Aw==");
+	/* every prefix of the body is incomplete */
+	for (size_t len = 0; len < sizeof(good) - 1; len++)
+		assert_int_equal(decode_trailer(&p, good, len, 0, value, sizeof(value)), -EINVAL);
+
+	static const char *const bad[] = {
+	    /* the declared trailer missing, twice, another one, no colon, empty */
+	    "a\r\n" TRAILER_DATA "\r\n0\r\n\r\n",
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:AA==\r\nx-amz-checksum-crc32:AA=="
+	    "\r\n\r\n",
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-sha256:AA==\r\n\r\n",
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32\r\n\r\n",
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32: \r\n\r\n",
+	    /* a trailer signature in unsigned mode */
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:AA==\r\nx-amz-trailer-signature:"
+	    "0000000000000000000000000000000000000000000000000000000000000000\r\n\r\n",
+	    /* a signed chunk header in unsigned mode */
+	    "a;chunk-signature="
+	    "0000000000000000000000000000000000000000000000000000000000000000\r\n" TRAILER_DATA
+	    "\r\n0\r\nx-amz-checksum-crc32:AA==\r\n\r\n",
+	    /* a value over the cap, a bare LF, bytes after the end */
+	    "a\r\n" TRAILER_DATA
+	    "\r\n0\r\nx-amz-checksum-crc32:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n\r\n",
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:AA==\n\r\n",
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:AA==\r\n\r\nx",
+	    /* well framed, with its trailer, but short of x-amz-decoded-content-length */
+	    "9\r\n012345678\r\n0\r\nx-amz-checksum-crc32:AA==\r\n\r\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int r = decode_trailer(&p, bad[i], strlen(bad[i]), 1, value, sizeof(value));
+		if (r != -EINVAL)
+			fail_msg("body %zu: %d, expected -EINVAL", i, r);
+	}
+	/* a NUL in the trailer's name or value */
+	static const char nul_value[] =
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:\0A==\r\n\r\n";
+	static const char nul_name[] =
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32\0x:AA==\r\n\r\n";
+	assert_int_equal(
+	    decode_trailer(&p, nul_value, sizeof(nul_value) - 1, 0, value, sizeof(value)), -EINVAL);
+	assert_int_equal(
+	    decode_trailer(&p, nul_name, sizeof(nul_name) - 1, 0, value, sizeof(value)), -EINVAL);
+	/* a -TRAILER mode that declared none: an empty trailer */
+	struct efs_s3_principal none = p;
+	none.trailer[0] = '\0';
+	assert_int_equal(decode_trailer(&none, bad[0], strlen(bad[0]), 0, value, sizeof(value)), 0);
+	assert_string_equal(value, "");
+	efs_sigv4_key_wipe(&p.key);
+	efs_sigv4_key_wipe(&none.key);
+}
+
+/* The signed body of TRAILER_DATA in one chunk, with @trailer_line (as
+ * sent) whose canonical form "x-amz-checksum-crc32:<value>\n" is signed,
+ * then x-amz-trailer-signature (@signature_override when not NULL, none
+ * when ""). */
+static size_t signed_trailer_body(const struct efs_s3_principal *p, const char *value,
+				  const char *signature_override, char *body, size_t size)
+{
+	char sig1[EFS_SIGV4_SIGNATURE_LEN + 1], sig2[EFS_SIGV4_SIGNATURE_LEN + 1];
+	char tsig[EFS_SIGV4_SIGNATURE_LEN + 1], sha[EFS_SHA256_HEX_LEN + 1], canonical[128];
+	efs_sha256_hex(TRAILER_DATA, sizeof(TRAILER_DATA) - 1, sha);
+	assert_int_equal(
+	    efs_sigv4_chunk_signature(&p->key, p->amz_date, p->seed_signature, sha, sig1), 0);
+	assert_int_equal(
+	    efs_sigv4_chunk_signature(&p->key, p->amz_date, sig1, EFS_SIGV4_EMPTY_SHA256, sig2), 0);
+	int n = snprintf(canonical, sizeof(canonical), "x-amz-checksum-crc32:%s\n", value);
+	efs_sha256_hex(canonical, (size_t)n, sha);
+	assert_int_equal(efs_sigv4_trailer_signature(&p->key, p->amz_date, sig2, sha, tsig), 0);
+	const char *s = signature_override ? signature_override : tsig;
+	n = snprintf(body, size,
+		     "a;chunk-signature=%s\r\n" TRAILER_DATA "\r\n0;chunk-signature=%s\r\n"
+		     "x-amz-checksum-crc32:%s\r\n%s%s%s\r\n",
+		     sig1, sig2, value, *s ? "x-amz-trailer-signature:" : "", s, *s ? "\r\n" : "");
+	assert_true(n > 0 && (size_t)n < size);
+	return (size_t)n;
+}
+
+static void test_trailer_signed(void **state)
+{
+	struct efs_s3_principal p;
+	char body[512], value[80];
+	trailer_principal(&p, true);
+	size_t len = signed_trailer_body(&p, "pbQ6Aw==", NULL, body, sizeof(body));
+	for (size_t cut = 0; cut <= len; cut++) {
+		int r = decode_trailer(&p, body, len, cut, value, sizeof(value));
+		if (r != 0)
+			fail_msg("split at %zu: %d", cut, r);
+		assert_string_equal(value, "pbQ6Aw==");
+	}
+	for (size_t l = 0; l < len; l++)
+		assert_int_equal(decode_trailer(&p, body, l, 0, value, sizeof(value)), -EINVAL);
+	/* the value changed after signing */
+	char *v = strstr(body, "pbQ6Aw==");
+	*v = 'q';
+	assert_int_equal(decode_trailer(&p, body, len, 0, value, sizeof(value)), -EACCES);
+	/* a wrong signature, none */
+	len = signed_trailer_body(
+	    &p, "pbQ6Aw==", "0000000000000000000000000000000000000000000000000000000000000000",
+	    body, sizeof(body));
+	assert_int_equal(decode_trailer(&p, body, len, 0, value, sizeof(value)), -EACCES);
+	len = signed_trailer_body(&p, "pbQ6Aw==", "", body, sizeof(body));
+	assert_int_equal(decode_trailer(&p, body, len, 0, value, sizeof(value)), -EACCES);
+	/* a signature of the wrong length */
+	len = signed_trailer_body(&p, "pbQ6Aw==", "00", body, sizeof(body));
+	assert_int_equal(decode_trailer(&p, body, len, 0, value, sizeof(value)), -EINVAL);
+	/* an unsigned chunk header in signed mode */
+	static const char unsigned_body[] =
+	    "a\r\n" TRAILER_DATA "\r\n0\r\nx-amz-checksum-crc32:AA==\r\n\r\n";
+	assert_int_equal(
+	    decode_trailer(&p, unsigned_body, sizeof(unsigned_body) - 1, 0, value, sizeof(value)),
+	    -EINVAL);
+	efs_sigv4_key_wipe(&p.key);
+}
+
 /* ---- the store and the sealing key ---- */
 
 static void test_secret_sealed_with_another_key(void **state)
@@ -669,6 +851,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_streaming_tampered_chunk, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_streaming_truncated, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_streaming_needs_decoded_length, setup, teardown),
+	    cmocka_unit_test(test_trailer_unsigned),
+	    cmocka_unit_test(test_trailer_signed),
 	    cmocka_unit_test_setup_teardown(test_secret_sealed_with_another_key, setup, teardown),
 	    cmocka_unit_test(test_access_key_id_shape),
 	    cmocka_unit_test(test_vectors_are_botocores),

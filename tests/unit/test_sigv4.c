@@ -721,6 +721,66 @@ static void test_s3_streaming_chunk_signatures(void **state)
 			    "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9");
 }
 
+/* The trailer's signature: the string to sign computed by hand (Python's
+ * hmac) over the final chunk's signature of the S3 reference's example
+ * above and the trailer "x-amz-checksum-crc32c:sOO8/Q==". */
+static void test_s3_trailer_signature(void **state)
+{
+	struct efs_sigv4_key key;
+	char sig[EFS_SIGV4_SIGNATURE_LEN + 1], hash[EFS_SHA256_HEX_LEN + 1];
+	const char *final_chunk =
+	    "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9";
+	const char trailer[] = "x-amz-checksum-crc32c:sOO8/Q==\n";
+	s3_key(&key);
+	efs_sha256_hex(trailer, sizeof(trailer) - 1, hash);
+	assert_string_equal(hash,
+			    "1e376db7e1a34a8ef1c4bcee131a2d60a1cb62503747488624e10995f448d774");
+	assert_int_equal(efs_sigv4_trailer_signature(&key, S3_DATE, final_chunk, hash, sig), 0);
+	assert_string_equal(sig,
+			    "838d1eeafd0ec086f3e98ef47cfb73e3cf6fea3c489e22a61089fa643e8b4b61");
+	/* not the chunk signature of the same inputs */
+	char chunk_sig[EFS_SIGV4_SIGNATURE_LEN + 1];
+	assert_int_equal(efs_sigv4_chunk_signature(&key, S3_DATE, final_chunk, hash, chunk_sig), 0);
+	assert_string_not_equal(sig, chunk_sig);
+	/* malformed inputs */
+	assert_int_equal(efs_sigv4_trailer_signature(&key, S3_DATE, "abc", hash, sig), -EINVAL);
+	assert_int_equal(efs_sigv4_trailer_signature(&key, S3_DATE, final_chunk, "ABC", sig),
+			 -EINVAL);
+	assert_int_equal(
+	    efs_sigv4_trailer_signature(&key, "20130525T000000Z", final_chunk, hash, sig), -EINVAL);
+}
+
+static void test_unsigned_chunk_header_parse(void **state)
+{
+	uint64_t size = 7;
+	const char *reason = NULL;
+	assert_int_equal(efs_sigv4_chunk_header_parse("10000", 5, 1 << 20, &size, NULL, &reason),
+			 0);
+	assert_int_equal(size, 65536);
+	assert_int_equal(efs_sigv4_chunk_header_parse("0", 1, 1 << 20, &size, NULL, &reason), 0);
+	assert_int_equal(size, 0);
+	static const char *const bad[] = {
+	    "",
+	    "x",
+	    "10000;",
+	    "10000 ",
+	    "10000;chunk-signature="
+	    "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648",
+	    "00000000000000010000",
+	};
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(bad); i++) {
+		size = 7;
+		reason = NULL;
+		if (efs_sigv4_chunk_header_parse(bad[i], strlen(bad[i]), 1 << 20, &size, NULL,
+						 &reason) != -EINVAL)
+			fail_msg("accepted \"%s\"", bad[i]);
+		assert_non_null(reason);
+		assert_int_equal(size, 7);
+	}
+	assert_int_equal(efs_sigv4_chunk_header_parse("10000", 5, 65535, &size, NULL, &reason),
+			 -E2BIG);
+}
+
 static void test_chunk_header_parse(void **state)
 {
 	char sig[EFS_SIGV4_SIGNATURE_LEN + 1] = "untouched";
@@ -1462,6 +1522,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_aws_test_suite),
+	    cmocka_unit_test(test_s3_trailer_signature),
+	    cmocka_unit_test(test_unsigned_chunk_header_parse),
 	    cmocka_unit_test(test_aws_test_suite_canonical_requests),
 	    cmocka_unit_test(test_aws_test_suite_query_nonunreserved),
 	    cmocka_unit_test(test_aws_test_suite_sts_header_after),

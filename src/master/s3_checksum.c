@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+/* s3_checksum.c - x-amz-checksum-* on PutObject and UploadPart (contract
+ * in s3_checksum.h).
+ *
+ * The value is compared as bytes (base64 decoded, then hex), so a client
+ * that pads or not the same way S3 does is judged on the digest alone.
+ * DeleteObjects checks its own body digests over its small buffered body
+ * (s3_object.c); this module is for bodies that stream.
+ */
+#include "master/s3_checksum.h"
+
+#include "echofs/http_server.h"
+#include "echofs/log.h"
+#include "echofs/util.h"
+#include "master/s3_auth.h"
+#include "master/s3_routes.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+static const struct {
+	const char *header;
+	const char *name; /* in messages */
+	size_t len;	  /* digest bytes */
+} ALGS[] = {
+    [EFS_S3_CHECKSUM_NONE] = {"", "", 0},
+    [EFS_S3_CHECKSUM_CRC32] = {"x-amz-checksum-crc32", "CRC32", 4},
+    [EFS_S3_CHECKSUM_CRC32C] = {"x-amz-checksum-crc32c", "CRC32C", 4},
+    [EFS_S3_CHECKSUM_SHA1] = {"x-amz-checksum-sha1", "SHA1", EFS_SHA1_LEN},
+    [EFS_S3_CHECKSUM_SHA256] = {"x-amz-checksum-sha256", "SHA256", EFS_SHA256_LEN},
+};
+#define ALG_COUNT (sizeof(ALGS) / sizeof(ALGS[0]))
+
+enum efs_s3_checksum_alg efs_s3_checksum_alg_of(const char *name)
+{
+	for (size_t i = 1; name && i < ALG_COUNT; i++)
+		if (strcasecmp(name, ALGS[i].header) == 0)
+			return (enum efs_s3_checksum_alg)i;
+	return EFS_S3_CHECKSUM_NONE;
+}
+
+/* 0 when @value is the base64 of @alg's digest length, else -EINVAL. */
+static int value_decode(enum efs_s3_checksum_alg alg, const char *value,
+			unsigned char out[EFS_SHA256_LEN])
+{
+	if (strlen(value) > EFS_S3_CHECKSUM_VALUE_MAX)
+		return -EINVAL;
+	return efs_base64_decode_exact(value, out, ALGS[alg].len);
+}
+
+static int invalid(struct efs_s3_req *s, const char *header)
+{
+	efs_s3_error(s, 400, "InvalidRequest", "Value for %s header is invalid.", header);
+	return 1;
+}
+
+int efs_s3_checksum_begin(struct efs_s3_req *s, struct efs_s3_checksum *ck)
+{
+	enum efs_s3_checksum_alg alg = EFS_S3_CHECKSUM_NONE;
+	const char *value = NULL;
+	unsigned char digest[EFS_SHA256_LEN];
+	int r;
+
+	memset(ck, 0, sizeof(*ck));
+	for (size_t i = 1; i < ALG_COUNT; i++) {
+		const char *v = efs_http_header(s->http, ALGS[i].header);
+		if (!v)
+			continue;
+		if (value) {
+			efs_s3_error(s, 400, "InvalidRequest",
+				     "Expecting a single x-amz-checksum- header. Multiple "
+				     "checksum Types are not allowed.");
+			return 1;
+		}
+		alg = (enum efs_s3_checksum_alg)i;
+		value = v;
+	}
+	if (efs_http_header(s->http, "x-amz-checksum-crc64nvme")) {
+		efs_s3_error(s, 400, "InvalidRequest",
+			     "The CRC64NVME checksum is not supported here; use CRC32, CRC32C, "
+			     "SHA1 or SHA256.");
+		return 1;
+	}
+	if (s->principal.trailer[0]) {
+		if (value) {
+			efs_s3_error(s, 400, "InvalidRequest",
+				     "Expecting a single x-amz-checksum- header or trailer.");
+			return 1;
+		}
+		alg = efs_s3_checksum_alg_of(s->principal.trailer);
+		ck->from_trailer = true;
+	} else if (value) {
+		if (value_decode(alg, value, digest) < 0)
+			return invalid(s, ALGS[alg].header);
+		efs_strlcpy(ck->value, value, sizeof(ck->value));
+	}
+	ck->alg = alg;
+	switch (alg) {
+	case EFS_S3_CHECKSUM_SHA1:
+		if ((r = efs_sha1_init(&ck->sha1)) < 0)
+			return r;
+		break;
+	case EFS_S3_CHECKSUM_SHA256:
+		if ((r = efs_sha256_init(&ck->sha256)) < 0)
+			return r;
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+void efs_s3_checksum_update(struct efs_s3_checksum *ck, const void *data, size_t len)
+{
+	switch (ck->alg) {
+	case EFS_S3_CHECKSUM_NONE:
+		break;
+	case EFS_S3_CHECKSUM_CRC32:
+		ck->crc = efs_crc32(ck->crc, data, len);
+		break;
+	case EFS_S3_CHECKSUM_CRC32C:
+		ck->crc = efs_crc32c(ck->crc, data, len);
+		break;
+	case EFS_S3_CHECKSUM_SHA1:
+		efs_sha1_update(&ck->sha1, data, len);
+		break;
+	case EFS_S3_CHECKSUM_SHA256:
+		efs_sha256_update(&ck->sha256, data, len);
+		break;
+	}
+}
+
+int efs_s3_checksum_check(struct efs_s3_req *s, struct efs_s3_checksum *ck)
+{
+	unsigned char given[EFS_SHA256_LEN];
+	char given_hex[EFS_SHA256_HEX_LEN + 1], computed_hex[EFS_SHA256_HEX_LEN + 1];
+
+	if (ck->alg == EFS_S3_CHECKSUM_NONE)
+		return 0;
+	if (ck->from_trailer) {
+		const char *v = s->chunked ? efs_s3_chunked_trailer(s->chunked) : NULL;
+		if (!v || value_decode(ck->alg, v, given) < 0)
+			return invalid(s, ALGS[ck->alg].header);
+		efs_strlcpy(ck->value, v, sizeof(ck->value));
+	} else if (value_decode(ck->alg, ck->value, given) < 0) {
+		return invalid(s, ALGS[ck->alg].header);
+	}
+	switch (ck->alg) {
+	case EFS_S3_CHECKSUM_CRC32:
+	case EFS_S3_CHECKSUM_CRC32C: /* big-endian bytes, as S3 encodes it */
+		snprintf(computed_hex, sizeof(computed_hex), "%08x", (unsigned)ck->crc);
+		break;
+	case EFS_S3_CHECKSUM_SHA1:
+		efs_sha1_final_hex(&ck->sha1, computed_hex);
+		break;
+	case EFS_S3_CHECKSUM_SHA256:
+		efs_sha256_final_hex(&ck->sha256, computed_hex);
+		break;
+	case EFS_S3_CHECKSUM_NONE:
+		return 0;
+	}
+	efs_hex_encode(given, ALGS[ck->alg].len, given_hex);
+	if (strcmp(given_hex, computed_hex) != 0) {
+		efs_info("s3 %s/%s refused: the body's %s is %s, the client's %s (%s, request %s)",
+			 s->bucket, s->key, ALGS[ck->alg].name, computed_hex, given_hex,
+			 ck->from_trailer ? "trailer" : "header", s->request_id);
+		efs_s3_error(s, 400, "BadDigest",
+			     "The %s you specified did not match the calculated checksum.",
+			     ALGS[ck->alg].name);
+		return 1;
+	}
+	return 0;
+}
+
+void efs_s3_checksum_reply(struct efs_s3_req *s, const struct efs_s3_checksum *ck)
+{
+	if (ck->alg != EFS_S3_CHECKSUM_NONE && ck->value[0])
+		efs_http_add_header(s->http, ALGS[ck->alg].header, ck->value);
+}
+
+void efs_s3_checksum_release(struct efs_s3_checksum *ck)
+{
+	efs_sha1_release(&ck->sha1);
+	efs_sha256_release(&ck->sha256);
+}

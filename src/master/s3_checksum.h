@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/* s3_checksum.h - the x-amz-checksum-* of an S3 PutObject or UploadPart:
+ * the checksum newer SDKs send (botocore >= 1.36 by default: CRC32), as a
+ * request header over a plain body or as the trailer of an aws-chunked
+ * one, verified over the decoded body.
+ *
+ * Use: efs_s3_checksum_begin when the operation starts (it reads the
+ * request's header, or the trailer its principal declares), update with
+ * every decoded body byte, efs_s3_checksum_check once the body is whole
+ * (the trailer has been read by then: s3_routes.c finishes the aws-chunked
+ * decoder before the operation's end step), and efs_s3_checksum_reply to
+ * echo it on the success reply, as S3 does. Nothing is stored: a GET does
+ * not return it (docs/S3.md#checksums).
+ */
+#ifndef ECHOFS_MASTER_S3_CHECKSUM_H
+#define ECHOFS_MASTER_S3_CHECKSUM_H
+
+#include "echofs/hash.h"
+#include "master/s3_auth.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct efs_s3_req;
+
+enum efs_s3_checksum_alg {
+	EFS_S3_CHECKSUM_NONE,
+	EFS_S3_CHECKSUM_CRC32,
+	EFS_S3_CHECKSUM_CRC32C,
+	EFS_S3_CHECKSUM_SHA1,
+	EFS_S3_CHECKSUM_SHA256,
+};
+
+/* The longest base64 checksum value accepted (SHA-256's is 44). */
+#define EFS_S3_CHECKSUM_VALUE_MAX EFS_S3_TRAILER_VALUE_MAX
+
+/* The algorithm of header @name ("x-amz-checksum-crc32" ..., any case),
+ * or EFS_S3_CHECKSUM_NONE when it is not one of the four. */
+enum efs_s3_checksum_alg efs_s3_checksum_alg_of(const char *name);
+
+struct efs_s3_checksum {
+	enum efs_s3_checksum_alg alg; /* NONE: the request has no checksum */
+	bool from_trailer;	      /* the value comes with the aws-chunked trailer */
+	uint32_t crc;
+	struct efs_sha1 sha1;
+	struct efs_sha256 sha256;
+	char value[EFS_S3_CHECKSUM_VALUE_MAX + 1]; /* base64 as the client sent it */
+};
+
+/* Reads @s's checksum into @ck (zeroed first): an x-amz-checksum-* header
+ * or the trailer the principal declares (x-amz-trailer). 0 (ck->alg NONE
+ * when there is none); 1 when refused, @s replied (400 InvalidRequest:
+ * two checksums, a value that is not the base64 of its digest, an
+ * algorithm not supported such as CRC64NVME); -ENOMEM. Release with
+ * efs_s3_checksum_release whatever it returned. */
+int efs_s3_checksum_begin(struct efs_s3_req *s, struct efs_s3_checksum *ck);
+void efs_s3_checksum_update(struct efs_s3_checksum *ck, const void *data, size_t len);
+/* Compares the digest of what was fed with the value (the trailer's, read
+ * from s->chunked, when it came that way). 0 when it holds or there is
+ * none; 1 when refused, @s replied (400 BadDigest, or InvalidRequest for a
+ * trailer value that is not base64 of the right length); -ENOMEM. */
+int efs_s3_checksum_check(struct efs_s3_req *s, struct efs_s3_checksum *ck);
+/* Adds the x-amz-checksum-<alg> header to @s's reply (nothing for NONE). */
+void efs_s3_checksum_reply(struct efs_s3_req *s, const struct efs_s3_checksum *ck);
+/* Frees what @ck holds. A zeroed @ck accepted. */
+void efs_s3_checksum_release(struct efs_s3_checksum *ck);
+
+#endif

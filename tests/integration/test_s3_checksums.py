@@ -1,0 +1,305 @@
+"""test_s3_checksums.py - the x-amz-checksum-* newer SDKs send on PutObject
+and UploadPart (docs/S3.md#checksums), against a master serving S3 with
+workers.
+
+The requests are built here (Debian's botocore does not send trailers by
+default): signed with botocore's SigV4 signer, the aws-chunked bodies and
+their chunk and trailer signatures computed as the S3 reference defines
+them. Covered: a header checksum (CRC32, CRC32C, SHA1, SHA256) good and
+bad; boto3's own ChecksumAlgorithm (a header over HTTP; over HTTPS, with
+ECHOFS_TEST_TLS, botocore sends a real unsigned trailer); STREAMING-UNSIGNED-PAYLOAD-TRAILER good
+and bad; STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER good, with a bad
+trailer signature, a missing one, and a bad checksum; UploadPart with a
+trailer (good: the part completes; bad: no part recorded); a refused PUT
+stores nothing (no object, no file, an older object untouched); an
+x-amz-trailer that is not a checksum, and a CRC64NVME, refused; boto3's
+multipart upload with ChecksumAlgorithm (Create, UploadPart, Complete).
+"""
+
+import base64
+import hashlib
+import hmac
+import zlib
+
+import pytest
+import requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from s3_helpers import REGION, access_key, client, start_s3
+
+USER = "s3-sum-alice"
+BUCKET = "sums"
+UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+
+
+@pytest.fixture(scope="module")
+def s3(shared_cluster):
+    return start_s3(shared_cluster, REPLICATION_FACTOR="2")
+
+
+@pytest.fixture(scope="module")
+def key(s3):
+    return access_key(s3, USER)
+
+
+@pytest.fixture(scope="module")
+def alice(s3, key):
+    c = client(s3, key)
+    c.create_bucket(Bucket=BUCKET)
+    return c
+
+
+def checksum(kind, body):
+    """x-amz-checksum-<kind> of @body: base64 of the big-endian digest."""
+    if kind == "sha256":
+        digest = hashlib.sha256(body).digest()
+    elif kind == "sha1":
+        digest = hashlib.sha1(body).digest()
+    elif kind == "crc32":
+        digest = zlib.crc32(body).to_bytes(4, "big")
+    else:  # crc32c, bitwise (no library for it in Debian's python3)
+        crc = 0xFFFFFFFF
+        for byte in body:
+            crc ^= byte
+            for _ in range(8):
+                crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        digest = (crc ^ 0xFFFFFFFF).to_bytes(4, "big")
+    return base64.b64encode(digest).decode()
+
+
+class PayloadAuth(S3SigV4Auth):
+    """botocore's S3 signer with x-amz-content-sha256 set to @mode."""
+
+    def __init__(self, credentials, mode):
+        super().__init__(credentials, "s3", REGION)
+        self.mode = mode
+
+    def payload(self, request):
+        return self.mode
+
+
+def url_of(s3, obj, query=""):
+    return f"{s3.s3_url}/{BUCKET}/{obj}" + (f"?{query}" if query else "")
+
+
+def header_put(s3, key, obj, data, headers, query=""):
+    """A PUT of @data (signed payload) with @headers."""
+    url = url_of(s3, obj, query)
+    request = AWSRequest(method="PUT", url=url, data=data, headers=dict(headers))
+    request.headers["x-amz-content-sha256"] = hashlib.sha256(data).hexdigest()
+    S3SigV4Auth(Credentials(*key), "s3", REGION).add_auth(request)
+    return requests.put(url, data=data, headers=dict(request.headers.items()), timeout=30,
+                        verify=s3.s3_verify)
+
+
+def trailer_put(s3, key, obj, data, kind="crc32", value=None, signed=False, query="",
+                chunk_size=64 * 1024, trailer_signature=None, drop_signature=False,
+                trailer_name=None):
+    """PUT @data as an aws-chunked body ending with the trailer
+    x-amz-checksum-<kind>: @value (default: the right one). @signed: every
+    chunk and the trailer signed (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER),
+    else STREAMING-UNSIGNED-PAYLOAD-TRAILER. @trailer_signature replaces
+    the computed x-amz-trailer-signature; @drop_signature leaves it out."""
+    name = f"x-amz-checksum-{kind}"
+    value = checksum(kind, data) if value is None else value
+    url = url_of(s3, obj, query)
+    request = AWSRequest(method="PUT", url=url, data=b"", headers={
+        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
+        "x-amz-trailer": trailer_name or name, "x-amz-sdk-checksum-algorithm": kind.upper()})
+    PayloadAuth(Credentials(*key), SIGNED_TRAILER if signed else UNSIGNED_TRAILER).add_auth(
+        request)
+    headers = dict(request.headers.items())
+    chunks = [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)] + [b""]
+    body = bytearray()
+    if not signed:
+        for chunk in chunks:
+            body += f"{len(chunk):x}\r\n".encode() + chunk + (b"\r\n" if chunk else b"")
+        body += f"{name}:{value}\r\n\r\n".encode()
+    else:
+        amz_date = headers["X-Amz-Date"]
+        scope = f"{amz_date[:8]}/{REGION}/s3/aws4_request"
+        signing_key = ("AWS4" + key[1]).encode()
+        for part in (amz_date[:8], REGION, "s3", "aws4_request"):
+            signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
+        previous = headers["Authorization"].rsplit("Signature=", 1)[1]
+        for chunk in chunks:
+            to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, previous,
+                                 hashlib.sha256(b"").hexdigest(),
+                                 hashlib.sha256(chunk).hexdigest()])
+            previous = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+            body += f"{len(chunk):x};chunk-signature={previous}\r\n".encode() + chunk
+            body += b"\r\n" if chunk else b""
+        to_sign = "\n".join(["AWS4-HMAC-SHA256-TRAILER", amz_date, scope, previous,
+                             hashlib.sha256(f"{name}:{value}\n".encode()).hexdigest()])
+        signature = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+        body += f"{name}:{value}\r\n".encode()
+        if not drop_signature:
+            body += f"x-amz-trailer-signature:{trailer_signature or signature}\r\n".encode()
+        body += b"\r\n"
+    return requests.put(url, data=bytes(body), headers=headers, timeout=30, verify=s3.s3_verify)
+
+
+def code_of(r):
+    return r.status_code, r.text.split("<Code>")[1].split("</Code>")[0] if "<Code>" in r.text else ""
+
+
+def files_of(s3):
+    files = s3.user_client(USER).get("/api/v1/files", params={"limit": 1000}).json()["files"]
+    return sorted(f["key"] for f in files if f.get("bucket") == BUCKET)
+
+
+def absent(s3, alice, obj):
+    """@obj is neither an object nor a file."""
+    assert alice.list_objects_v2(Bucket=BUCKET, Prefix=obj).get("KeyCount") == 0
+    assert obj not in files_of(s3)
+
+
+DATA = bytes(range(256)) * 700  # 179,200 bytes: three 64 KiB aws chunks
+
+
+@pytest.mark.parametrize("kind", ["crc32", "crc32c", "sha1", "sha256"])
+def test_header_checksum_good_and_bad(s3, key, alice, kind):
+    value = checksum(kind, DATA)
+    r = header_put(s3, key, f"h-{kind}", DATA, {f"x-amz-checksum-{kind}": value})
+    assert r.status_code == 200, r.text
+    assert r.headers[f"x-amz-checksum-{kind}"] == value
+    assert alice.get_object(Bucket=BUCKET, Key=f"h-{kind}")["Body"].read() == DATA
+
+    wrong = checksum(kind, DATA + b"x")
+    r = header_put(s3, key, f"h-bad-{kind}", DATA, {f"x-amz-checksum-{kind}": wrong})
+    assert code_of(r) == (400, "BadDigest")
+    absent(s3, alice, f"h-bad-{kind}")
+
+
+def test_header_checksum_malformed_or_two_or_crc64nvme_refused(s3, key, alice):
+    for headers in ({"x-amz-checksum-crc32": "not base64!"},
+                    {"x-amz-checksum-crc32": base64.b64encode(b"12345").decode()},
+                    {"x-amz-checksum-crc32": checksum("crc32", DATA),
+                     "x-amz-checksum-sha256": checksum("sha256", DATA)},
+                    {"x-amz-checksum-crc64nvme": "AAAAAAAAAAA="}):
+        r = header_put(s3, key, "h-malformed", DATA, headers)
+        assert code_of(r) == (400, "InvalidRequest"), headers
+    absent(s3, alice, "h-malformed")
+
+
+def test_boto3_checksum_algorithm(s3, alice):
+    # Debian's botocore computes it itself: a header over plain HTTP, an
+    # unsigned trailer over HTTPS (ECHOFS_TEST_TLS)
+    sent = []
+    alice.meta.events.register("before-send.s3.PutObject",
+                               lambda request, **_: sent.append(dict(request.headers)))
+    for kind in ("CRC32", "SHA256"):
+        got = alice.put_object(Bucket=BUCKET, Key="boto", Body=DATA, ChecksumAlgorithm=kind)
+        assert got[f"Checksum{kind}"] == checksum(kind.lower(), DATA)
+        assert alice.get_object(Bucket=BUCKET, Key="boto")["Body"].read() == DATA
+    payload = sent[0]["x-amz-content-sha256"]
+    payload = payload.decode() if isinstance(payload, bytes) else payload
+    if s3.s3_url.startswith("https:"):
+        assert payload == UNSIGNED_TRAILER
+    else:
+        assert "x-amz-checksum-crc32" in {k.lower() for k in sent[0]}
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("kind", ["crc32", "crc32c", "sha256"])
+def test_trailer_good(s3, key, alice, signed, kind):
+    obj = f"t-{kind}-{signed}"
+    r = trailer_put(s3, key, obj, DATA, kind=kind, signed=signed)
+    assert r.status_code == 200, r.text
+    assert r.headers[f"x-amz-checksum-{kind}"] == checksum(kind, DATA)
+    assert r.headers["ETag"] == f'"{hashlib.md5(DATA).hexdigest()}"'
+    assert alice.get_object(Bucket=BUCKET, Key=obj)["Body"].read() == DATA
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_trailer_empty_body(s3, key, alice, signed):
+    r = trailer_put(s3, key, f"empty-{signed}", b"", signed=signed)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-amz-checksum-crc32"] == "AAAAAA=="
+    assert alice.get_object(Bucket=BUCKET, Key=f"empty-{signed}")["Body"].read() == b""
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_trailer_bad_checksum_stores_nothing(s3, key, alice, signed):
+    obj = f"t-bad-{signed}"
+    r = trailer_put(s3, key, obj, DATA, value=checksum("crc32", DATA[:-1]), signed=signed)
+    assert code_of(r) == (400, "BadDigest")
+    absent(s3, alice, obj)
+    # an overwrite refused leaves the old object as it was
+    alice.put_object(Bucket=BUCKET, Key=obj, Body=b"old")
+    r = trailer_put(s3, key, obj, DATA, value=checksum("crc32", b"nope"), signed=signed)
+    assert code_of(r) == (400, "BadDigest")
+    assert alice.get_object(Bucket=BUCKET, Key=obj)["Body"].read() == b"old"
+
+
+def test_signed_trailer_bad_or_missing_signature(s3, key, alice):
+    r = trailer_put(s3, key, "t-badsig", DATA, signed=True, trailer_signature="0" * 64)
+    assert code_of(r) == (403, "SignatureDoesNotMatch")
+    r = trailer_put(s3, key, "t-badsig", DATA, signed=True, drop_signature=True)
+    assert code_of(r) == (403, "SignatureDoesNotMatch")
+    absent(s3, alice, "t-badsig")
+
+
+def test_trailer_that_is_not_a_checksum_is_refused(s3, key, alice):
+    r = trailer_put(s3, key, "t-other", DATA, trailer_name="x-amz-meta-foo")
+    assert code_of(r) == (400, "InvalidRequest")
+    # the trailer sent is not the one declared
+    r = trailer_put(s3, key, "t-other", DATA, kind="crc32",
+                    trailer_name="x-amz-checksum-sha256")
+    assert code_of(r) == (400, "IncompleteBody")
+    absent(s3, alice, "t-other")
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_upload_part_with_trailer(s3, key, alice, signed):
+    obj = f"mpu-{signed}"
+    upload = alice.create_multipart_upload(Bucket=BUCKET, Key=obj)["UploadId"]
+    query = f"partNumber=1&uploadId={upload}"
+    bad = trailer_put(s3, key, obj, DATA, value=checksum("crc32", b"x"), signed=signed,
+                      query=query)
+    assert code_of(bad) == (400, "BadDigest")
+    assert alice.list_parts(Bucket=BUCKET, Key=obj, UploadId=upload).get("Parts", []) == []
+
+    r = trailer_put(s3, key, obj, DATA, signed=signed, query=query)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-amz-checksum-crc32"] == checksum("crc32", DATA)
+    parts = alice.list_parts(Bucket=BUCKET, Key=obj, UploadId=upload)["Parts"]
+    assert [(p["PartNumber"], p["Size"]) for p in parts] == [(1, len(DATA))]
+    alice.complete_multipart_upload(
+        Bucket=BUCKET, Key=obj, UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": r.headers["ETag"]}]})
+    assert alice.get_object(Bucket=BUCKET, Key=obj)["Body"].read() == DATA
+
+
+def test_upload_part_header_checksum(s3, key, alice):
+    obj = "mpu-header"
+    upload = alice.create_multipart_upload(Bucket=BUCKET, Key=obj)["UploadId"]
+    query = f"partNumber=1&uploadId={upload}"
+    r = header_put(s3, key, obj, DATA, {"x-amz-checksum-sha256": checksum("sha256", b"")},
+                   query=query)
+    assert code_of(r) == (400, "BadDigest")
+    assert alice.list_parts(Bucket=BUCKET, Key=obj, UploadId=upload).get("Parts", []) == []
+    r = header_put(s3, key, obj, DATA, {"x-amz-checksum-sha256": checksum("sha256", DATA)},
+                   query=query)
+    assert r.status_code == 200, r.text
+    alice.abort_multipart_upload(Bucket=BUCKET, Key=obj, UploadId=upload)
+
+
+def test_boto3_multipart_with_checksum_algorithm(s3, alice):
+    # what newer SDKs' managed transfers send: the algorithm on Create, a
+    # checksum on each UploadPart (header over HTTP, trailer over HTTPS),
+    # the parts' checksums in Complete (accepted, not kept)
+    obj = "boto-mpu"
+    upload = alice.create_multipart_upload(Bucket=BUCKET, Key=obj,
+                                           ChecksumAlgorithm="CRC32")["UploadId"]
+    part = alice.upload_part(Bucket=BUCKET, Key=obj, UploadId=upload, PartNumber=1, Body=DATA,
+                             ChecksumAlgorithm="CRC32")
+    assert part["ChecksumCRC32"] == checksum("crc32", DATA)
+    alice.complete_multipart_upload(
+        Bucket=BUCKET, Key=obj, UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"],
+                                    "ChecksumCRC32": part["ChecksumCRC32"]}]})
+    assert alice.get_object(Bucket=BUCKET, Key=obj)["Body"].read() == DATA
