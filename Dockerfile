@@ -26,10 +26,12 @@ RUN apt-get update \
 		gcc libc6-dev make pkg-config \
 		libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libisal-dev \
 		libssl-dev libsqlite3-dev libpq-dev libhiredis-dev libjwt-dev libexpat1-dev \
+		libgrpc-dev libprotobuf-c-dev protobuf-c-compiler \
 	&& rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
-COPY scripts/embed.sh scripts/
+COPY scripts/embed.sh scripts/proto-messages.sh scripts/
+COPY proto proto/
 COPY include include/
 COPY src src/
 # Only the three programs (not the test drivers `make all` also builds).
@@ -40,7 +42,7 @@ FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
 	&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		libmicrohttpd12 libcurl4 libjansson4 libisal2 libssl3 libsqlite3-0 \
-		libpq5 libhiredis0.14 libjwt0 libexpat1 \
+		libpq5 libhiredis0.14 libjwt0 libexpat1 libgrpc29 libprotobuf-c1 \
 		ca-certificates curl tini \
 	&& rm -rf /var/lib/apt/lists/* \
 	&& groupadd --system --gid 10001 echofs \
@@ -58,7 +60,7 @@ ENV DATA_DIR=/var/lib/echofs/master \
 VOLUME ["/var/lib/echofs"]
 USER echofs:echofs
 WORKDIR /var/lib/echofs
-EXPOSE 8080 8081
+EXPOSE 8080 8081 8090
 
 # tini is PID 1: it forwards SIGTERM to the daemon (which then stops
 # gracefully: in-flight requests end, the store closes) and reaps

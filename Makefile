@@ -10,7 +10,8 @@
 #   make fuzz-smoke           every harness for FUZZ_SECONDS (15) each, for CI
 
 CC      := gcc
-PKGS    := libmicrohttpd libcurl jansson sqlite3 libjwt libcrypto libisal libpq hiredis expat
+PKGS    := libmicrohttpd libcurl jansson sqlite3 libjwt libcrypto libisal libpq hiredis expat \
+           grpc libprotobuf-c
 # libsystemd is optional: with it the daemons tell systemd when they are
 # ready (Type=notify, src/common/daemon.c); `make SYSTEMD=0` builds without
 # it, and `make install` then writes Type=simple into the units.
@@ -27,7 +28,8 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wformat=2 -Wvla -Wno-unused-parameter -Werror
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -Iinclude -Isrc $(PKG_CFLAGS) $(SYSTEMD_DEFS) -MMD -MP
+CFLAGS  += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -Iinclude -Isrc -I$(BUILD)/gen $(PKG_CFLAGS) \
+           $(SYSTEMD_DEFS) -MMD -MP
 LDLIBS  += $(PKG_LIBS) -pthread -lm
 
 ifdef SANITIZE
@@ -41,8 +43,10 @@ BIN := $(if $(SANITIZE),$(BUILD)/bin,bin)
 
 LIB_SRC    := $(wildcard src/common/*.c src/meta/*.c) \
               $(filter-out %/main.c,$(wildcard src/master/*.c src/worker/*.c src/cli/*.c))
-# Sources made at build time: the dashboard page as a C array.
-GEN_SRC    := $(BUILD)/gen/dashboard_html.c
+# Sources made at build time: the dashboard page as a C array, and the
+# control plane's messages (proto/echofs.proto) by protoc-c.
+GEN_SRC    := $(BUILD)/gen/dashboard_html.c $(BUILD)/gen/echofs.pb-c.c
+GEN_HDR    := $(BUILD)/gen/echofs.pb-c.h
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o) $(GEN_SRC:.c=.o)
 LIB        := $(BUILD)/libechofs.a
 
@@ -59,7 +63,7 @@ TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 	integration-aws run bench clean format fuzz fuzz-smoke install uninstall
 all: $(PROGS) $(TOOL_BIN)
 
-$(BUILD)/%.o: %.c
+$(BUILD)/%.o: %.c | $(GEN_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -67,8 +71,16 @@ $(BUILD)/gen/dashboard_html.c: src/master/dashboard.html scripts/embed.sh
 	@mkdir -p $(dir $@)
 	./scripts/embed.sh efs_dashboard_html $< > $@.tmp && mv $@.tmp $@
 
+# The messages only: the C side routes calls by their method paths
+# (src/common/rpc.c), and protoc-c's service stubs (for protobuf-c-rpc)
+# would not compile here (a method named Register becomes a C keyword).
+# scripts/proto-messages.sh drops the service block from a copy.
+$(BUILD)/gen/echofs.pb-c.c $(BUILD)/gen/echofs.pb-c.h &: proto/echofs.proto scripts/proto-messages.sh
+	@mkdir -p $(dir $@)
+	./scripts/proto-messages.sh $< $(BUILD)/gen
+
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -c -o $@ $<
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -179,10 +191,14 @@ endif
 # its chunks in S3 and its metadata in DynamoDB, on local servers started
 # for the session (or ECHOFS_TEST_AWS_ENV's, scripts/aws_local.sh), a fresh
 # bucket and tables per cluster; tests that need workers skip, saying so;
-# plus S3 and DynamoDB throttling (test_aws_faults.py). See docs/AWS.md.
+# plus S3 and DynamoDB throttling (test_aws_faults.py), and the S3 API with
+# its buckets, objects and access keys in DynamoDB (test_s3_api.py,
+# test_s3_conditional.py, test_keys.py: ~75 s). See docs/AWS.md.
 AWS_CORE = tests/integration/test_aws_faults.py tests/integration/test_files.py \
 	   tests/integration/test_sessions.py tests/integration/test_download.py \
-	   tests/integration/test_auth.py tests/integration/test_wire_limits.py
+	   tests/integration/test_auth.py tests/integration/test_wire_limits.py \
+	   tests/integration/test_s3_api.py tests/integration/test_s3_conditional.py \
+	   tests/integration/test_keys.py
 integration-aws: $(PROGS)
 	ECHOFS_TEST_BACKEND=aws ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
 	  /usr/bin/python3 -m pytest -q $(AWS_CORE) $(PYTEST_ARGS)
@@ -208,9 +224,10 @@ bench: deps all
 FUZZ_CC      := clang
 BUILD_FUZZ   := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-FUZZ_CFLAGS  := -g -O1 $(FUZZ_SAN) -std=c17 -D_GNU_SOURCE -pthread -Iinclude -Isrc \
+FUZZ_CFLAGS  := -g -O1 $(FUZZ_SAN) -std=c17 -D_GNU_SOURCE -pthread -Iinclude -Isrc -I$(BUILD_FUZZ)/gen \
                 $(PKG_CFLAGS) $(SYSTEMD_DEFS) -Wall -Wextra -Wno-unused-parameter
-FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD_FUZZ)/%.o) $(BUILD_FUZZ)/gen/dashboard_html.o
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD_FUZZ)/%.o) $(BUILD_FUZZ)/gen/dashboard_html.o \
+                $(BUILD_FUZZ)/gen/echofs.pb-c.o
 FUZZ_LIB     := $(BUILD_FUZZ)/libechofs.a
 FUZZ_SECONDS ?= 15
 FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -218,13 +235,18 @@ FUZZ_BIN     := $(FUZZ_NAMES:%=bin/fuzz_%)
 
 fuzz: $(FUZZ_BIN)
 
-$(BUILD_FUZZ)/%.o: %.c
+$(BUILD_FUZZ)/%.o: %.c | $(BUILD_FUZZ)/gen/echofs.pb-c.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(BUILD_FUZZ)/gen/dashboard_html.c: src/master/dashboard.html scripts/embed.sh
 	@mkdir -p $(dir $@)
 	./scripts/embed.sh efs_dashboard_html $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD_FUZZ)/gen/echofs.pb-c.c $(BUILD_FUZZ)/gen/echofs.pb-c.h &: proto/echofs.proto \
+		scripts/proto-messages.sh
+	@mkdir -p $(dir $@)
+	./scripts/proto-messages.sh $< $(BUILD_FUZZ)/gen
 
 $(BUILD_FUZZ)/gen/%.o: $(BUILD_FUZZ)/gen/%.c
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<

@@ -140,7 +140,7 @@ bench_cluster_start() {
 	export JWT_SECRET CLUSTER_SECRET
 	base=$(bench_pick_ports $((count + 1))) || bench_die "no free ports for the cluster"
 	MASTER_URL="http://127.0.0.1:$base"
-	MASTER_HOST=127.0.0.1 MASTER_PORT=$base DATA_DIR="$dir/master" \
+	MASTER_HOST=127.0.0.1 MASTER_PORT=$base GRPC_PORT=0 DATA_DIR="$dir/master" \
 		bench_spawn "$dir/logs/master.log" "$ROOT/bin/echofs-master"
 	MASTER_PID=$BENCH_LAST_PID
 	WORKER_PIDS=()

@@ -592,7 +592,7 @@ if [ "${AWS_RUN:-0}" = 1 ]; then
 	bench_log "AWS mode: starting a master (S3 chunks, $AWS_METADATA metadata; no workers)"
 	port=$(bench_pick_ports 1) || bench_die "no free port for the AWS-mode master"
 	AWS_MASTER_URL="http://127.0.0.1:$port"
-	MASTER_HOST=127.0.0.1 MASTER_PORT=$port DATA_DIR="$WORK/aws-master" \
+	MASTER_HOST=127.0.0.1 MASTER_PORT=$port GRPC_PORT=0 DATA_DIR="$WORK/aws-master" \
 		bench_spawn "$WORK/aws-master.log" "$ROOT/bin/echofs-master"
 	AWS_MASTER_PID=$BENCH_LAST_PID
 	health=""

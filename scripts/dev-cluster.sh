@@ -7,7 +7,9 @@
 #
 # Environment: MASTER_PORT (8080), WORKER_BASE_PORT (8081: workers use
 # 8081..8083), WORKER_COUNT (3), S3_PORT (9000: the S3 API, docs/S3.md;
-# 0 turns it off), DATA (./data), plus anything the daemons read
+# 0 turns it off), GRPC_PORT (8090: the workers' gRPC control streams; 0
+# turns it off and they beat over HTTP), DATA (./data), plus anything the
+# daemons read
 # (CHUNK_SIZE, REPLICATION_FACTOR, LOG_LEVEL...).
 set -euo pipefail
 
@@ -18,6 +20,8 @@ MASTER_PORT=${MASTER_PORT:-8080}
 WORKER_BASE_PORT=${WORKER_BASE_PORT:-8081}
 WORKER_COUNT=${WORKER_COUNT:-3}
 S3_PORT=${S3_PORT:-9000}
+GRPC_PORT=${GRPC_PORT:-8090}
+export GRPC_PORT
 
 ./scripts/install-deps.sh
 make -s all
@@ -27,10 +31,11 @@ port_busy() {
 }
 s3_ports=()
 [ "$S3_PORT" != 0 ] && s3_ports=("$S3_PORT")
+[ "$GRPC_PORT" != 0 ] && s3_ports+=("$GRPC_PORT")
 for port in "$MASTER_PORT" "${s3_ports[@]}" $(seq "$WORKER_BASE_PORT" $((WORKER_BASE_PORT + WORKER_COUNT - 1))); do
 	if port_busy "$port"; then
 		echo "dev-cluster: port $port is already in use (is a cluster already running?)." >&2
-		echo "dev-cluster: set MASTER_PORT / WORKER_BASE_PORT / S3_PORT to use other ports." >&2
+		echo "dev-cluster: set MASTER_PORT / WORKER_BASE_PORT / S3_PORT / GRPC_PORT to use other ports." >&2
 		exit 1
 	fi
 done

@@ -13,12 +13,15 @@ set -euo pipefail
 # systemd and groff-base: tests/integration/test_install.py checks the units
 # with systemd-analyze verify and the man pages with groff; awscli, s3cmd,
 # rclone and python3-boto3: the S3 API's client tests (test_s3_api.py,
-# test_s3_clients.py).
+# test_s3_clients.py); libgrpc-dev, libprotobuf-c-dev and protobuf-c-compiler:
+# the gRPC control plane (proto/echofs.proto, src/common/rpc.c);
+# python3-grpcio and python3-protobuf: its interop test (test_grpc.py).
 PACKAGES=(
 	build-essential pkg-config
 	libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libisal-dev
 	libssl-dev libsqlite3-dev libpq-dev libhiredis-dev libjwt-dev
 	libcmocka-dev libexpat1-dev libsystemd-dev
+	libgrpc-dev libprotobuf-c-dev protobuf-c-compiler python3-grpcio python3-protobuf
 	clang libclang-rt-14-dev
 	python3-pytest python3-pytest-xdist python3-requests
 	postgresql-15 redis-server

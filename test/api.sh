@@ -31,7 +31,7 @@ if [ -z "${ECHOFS_URL:-}" ] || [ -z "${ECHOFS_TOKEN:-}" ]; then
 	free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 	export JWT_SECRET=api-walkthrough-jwt-secret CLUSTER_SECRET=api-walkthrough-cluster-secret
 	MPORT=$(free_port)
-	MASTER_HOST=127.0.0.1 MASTER_PORT=$MPORT DATA_DIR=$TMP/master CHUNK_SIZE=65536 \
+	MASTER_HOST=127.0.0.1 MASTER_PORT=$MPORT GRPC_PORT=$(free_port) DATA_DIR=$TMP/master CHUNK_SIZE=65536 \
 		HEARTBEAT_INTERVAL_MS=200 WORKER_DEAD_AFTER_MS=2000 GC_GRACE_MS=500 \
 		"$BIN/echofs-master" 2>"$TMP/master.log" &
 	pids+=($!)

@@ -80,6 +80,7 @@ if [ -z "${ECHOFS_URL:-}" ]; then
 		export AWS_LOCAL_DYNAMODB_PORT=0 AWS_LOCAL_S3_PORT=0
 		export MASTER_PORT
 		MASTER_PORT=$(free_port)
+		export GRPC_PORT=0 # no workers in AWS mode; 8090 may be taken
 		export MASTER_HOST=127.0.0.1 GC_GRACE_MS=2000 CHUNK_SIZE=1048576 LOG_LEVEL=${LOG_LEVEL:-info}
 		export S3_BUCKET_NAME=${S3_BUCKET_NAME:-echofs-chunks}
 		exec "$ROOT/scripts/start_aws.sh" --local --dir "$own_dir"

@@ -352,10 +352,10 @@ fi
 # ---- the cluster
 PROJECT=echofs-test-$$
 ./deploy/gen-env.sh "$WORK/.env" 2>/dev/null
-# Six distinct free ports, held together while chosen.
-read -r P_MASTER P_PG P_REDIS P_W1 P_W2 P_W3 < <($PY -c '
+# Seven distinct free ports, held together while chosen.
+read -r P_MASTER P_PG P_REDIS P_W1 P_W2 P_W3 P_GRPC < <($PY -c '
 import socket
-ss = [socket.socket() for _ in range(6)]
+ss = [socket.socket() for _ in range(7)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in ss))')
 cat >>"$WORK/.env" <<EOF
@@ -368,6 +368,7 @@ ECHOFS_TEST_REDIS_PORT=$P_REDIS
 ECHOFS_TEST_WORKER1_PORT=$P_W1
 ECHOFS_TEST_WORKER2_PORT=$P_W2
 ECHOFS_TEST_WORKER3_PORT=$P_W3
+ECHOFS_TEST_GRPC_PORT=$P_GRPC
 EOF
 set -a
 # shellcheck source=/dev/null

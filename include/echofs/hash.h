@@ -48,6 +48,9 @@ void efs_sha256_hex(const void *data, size_t len, char hex[EFS_SHA256_HEX_LEN + 
 void efs_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
 		     unsigned char mac[EFS_SHA256_LEN]);
 
+/* CRC-32 (IEEE 802.3, zlib's crc32) of @data continuing from @crc (0 to
+ * start). */
+uint32_t efs_crc32(uint32_t crc, const void *data, size_t len);
 /* CRC32C (Castagnoli) of @data continuing from @crc (0 to start). */
 uint32_t efs_crc32c(uint32_t crc, const void *data, size_t len);
 

@@ -193,6 +193,11 @@ const char *efs_http_header(const struct efs_http_req *req, const char *name);
 /* The request target (path and query) exactly as the client sent it,
  * undecoded: what a signature over the request covers. */
 const char *efs_http_raw_target(const struct efs_http_req *req);
+/* What the access log line of this request shows instead of its path
+ * (the S3 listener: path and query, credentials left out). Copied, cut
+ * to EFS_HTTP_LOG_TARGET_MAX bytes. 0 or -ENOMEM. */
+#define EFS_HTTP_LOG_TARGET_MAX 2048
+int efs_http_set_log_target(struct efs_http_req *req, const char *target);
 /* Calls @fn(@ctx, name, value) for each request header field in the order
  * received, stopping at the first non-zero return, which is returned. */
 typedef int (*efs_http_req_header_fn)(void *ctx, const char *name, const char *value);

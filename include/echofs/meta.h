@@ -51,8 +51,8 @@ struct efs_file_info {
 	uint64_t stored_bytes; /* sum of the chunks' stored sizes, one replica */
 	int64_t created_at_ms;
 	/* When the file is an S3 object: its bucket and key (efs_meta_file_get
-	 * and efs_meta_file_list fill them; "" otherwise, and always in the
-	 * DynamoDB backend, which has no S3 objects). Never written. */
+	 * and efs_meta_file_list fill them; "" otherwise). Never written by
+	 * efs_meta_file_*: efs_meta_object_put links a file to its key. */
 	char s3_bucket[EFS_S3_BUCKET_MAX + 1];
 	char s3_key[EFS_S3_KEY_MAX + 1];
 };
@@ -252,10 +252,10 @@ int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *ow
 			 int64_t now_ms);
 
 /* ---- S3 buckets and objects (docs/S3.md) ------------------------------
- * The SQL backends only: the DynamoDB backend answers -ENOTSUP to each
- * (the master then refuses to start its S3 listener). An object IS a
- * file: its row names the file holding its bytes, whose owner is the
- * bucket's owner. */
+ * Every backend: SQL (sql_s3.c) and DynamoDB (dynamodb_s3.c, docs/AWS.md).
+ * An operation a backend leaves NULL answers -ENOTSUP (the S3 API then
+ * answers 501 NotImplemented). An object IS a file: its row names the
+ * file holding its bytes, whose owner is the bucket's owner. */
 
 #define EFS_S3_REGION_MAX 32
 #define EFS_S3_BUCKETS_PER_OWNER 1000 /* more: -EDQUOT */
@@ -328,6 +328,10 @@ struct efs_object_cond {
 	 * whose ETag (hex, compared case-insensitively) is this one. -ENODATA
 	 * when the key holds no object, -ESTALE when its ETag differs. */
 	const char *if_etag;
+	/* 0: no requirement; else (ignored with if_etag, as RFC 7232 3.4)
+	 * an object at the key must not have been modified after this time
+	 * (whole seconds since the epoch), else -ESTALE; no object: holds. */
+	int64_t if_unmodified_since_s;
 };
 /* efs_meta_object_put when @cond holds, checked in the same transaction
  * that makes the row visible (so of two conditional puts racing for one
@@ -336,6 +340,48 @@ struct efs_object_cond {
  * unconditional. */
 int efs_meta_object_put_if(struct efs_meta *m, const struct efs_object_info *o,
 			   const struct efs_object_cond *cond, int64_t now_ms);
+/* CopyObject: what efs_meta_object_copy copies, and into what. */
+struct efs_object_copy {
+	const char *owner; /* must own both buckets */
+	const char *src_bucket;
+	const char *src_key;
+	/* Instead of (src_bucket, src_key): a file of @owner (any file, one
+	 * uploaded through the REST API too), whose ETag the caller gives
+	 * (the hex MD5 of its bytes); its headers are then the defaults
+	 * (binary/octet-stream, no metadata) and its Last-Modified its
+	 * creation time. -ENOKEY when there is no such file of @owner. */
+	const char *src_file_id;
+	const char *src_etag;
+	/* The new object. The caller sets bucket, key, file_id (a new,
+	 * unused file id), last_modified_ms and, unless copy_headers, the
+	 * headers (content_type ... user_meta). On success size and etag
+	 * are the source's, and with copy_headers its headers too. */
+	struct efs_object_info *dst;
+	const char *file_name; /* the new file's name */
+	bool copy_headers;
+	const struct efs_object_cond *cond; /* on the destination, as put_if; NULL: none */
+	/* Called inside the transaction with the source's row (possibly more
+	 * than once: a conflict reruns it); a negative errno aborts the copy
+	 * and is returned. NULL: no check. */
+	int (*check_source)(void *ctx, const struct efs_object_info *src);
+	void *check_ctx;
+};
+/* Makes a new object at (dst->bucket, dst->key) holding the bytes of the
+ * object at (src_bucket, src_key), in one transaction and without
+ * copying bytes: a new file row (owner @copy->owner) lists the source
+ * file's chunks and each chunk's reference count goes up by the times it
+ * is listed; then, as efs_meta_object_put_if, @cond is checked and the
+ * object the destination held (if any) is replaced, its file released.
+ * Both buckets' rows are locked (in name order) and the source file's
+ * row too, so neither object nor file can go meanwhile. Source and
+ * destination may be the same object (its old file is released, the new
+ * one keeps the chunks). With src_file_id the source is that file (its
+ * row locked likewise). 0, or -ENOENT (the destination bucket is gone
+ * or not the owner's), -EACCES (the source bucket is gone or not the
+ * owner's), -ENOKEY (no object at the source key), what check_source
+ * returned, -EEXIST / -ENODATA / -ESTALE (@cond, as put_if), -EAGAIN,
+ * -EIO. Nothing changes on failure. */
+int efs_meta_object_copy(struct efs_meta *m, struct efs_object_copy *copy, int64_t now_ms);
 /* Deletes the object and its file (chunks released), in one transaction.
  * -ENOENT when there is none. */
 int efs_meta_object_delete(struct efs_meta *m, const char *bucket, const char *key,
@@ -347,6 +393,96 @@ int efs_meta_object_delete(struct efs_meta *m, const char *bucket, const char *k
 int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *prefix,
 			 const char *after, size_t limit, struct efs_object_entry *out,
 			 size_t *count);
+
+/* ---- S3 multipart uploads (docs/S3.md#multipart-upload) ---------------
+ * The SQL backends only (NULL in DynamoDB's table: -ENOTSUP). A part's
+ * chunks are held by a hidden session (session_chunks references, as any
+ * upload's): the session is named by the part's row once the part is
+ * acknowledged, and its expiry is then the upload's. Completing moves the
+ * parts' session references into the new file's chunk list (no byte is
+ * copied, no count changes); aborting, expiring or replacing a part
+ * releases its session (docs/LIFECYCLE.md). */
+
+#define EFS_S3_PART_MAX 10000 /* part numbers 1..10000, as S3 */
+#define EFS_S3_UPLOAD_ID_LEN 32
+
+/* A multipart upload: the object it will make (bucket, key, headers; the
+ * rest of @obj is set when completed) and who started it. */
+struct efs_s3_upload {
+	char upload_id[EFS_ID_MAX + 1];
+	char owner[EFS_ID_MAX + 1];
+	int64_t created_at_ms;
+	int64_t expires_at_ms; /* collected (aborted) after this */
+	/* Completed: obj.file_id, size, etag, last_modified_ms are the object's;
+	 * the row is kept (for a retried complete) until expires_at_ms. */
+	bool completed;
+	struct efs_object_info obj;
+};
+
+/* One acknowledged part. */
+struct efs_s3_part {
+	unsigned part_number;
+	char session_id[EFS_ID_MAX + 1]; /* the session holding its chunks; "" when empty */
+	uint64_t size;
+	char etag[EFS_S3_ETAG_MAX + 1]; /* hex MD5 of its bytes */
+	uint64_t chunk_size;
+	uint64_t chunk_count;
+	uint64_t stored_bytes;
+	int64_t last_modified_ms;
+};
+
+/* One entry of ListMultipartUploads. */
+struct efs_s3_upload_entry {
+	char key[EFS_S3_KEY_MAX + 1];
+	char upload_id[EFS_ID_MAX + 1];
+	char owner[EFS_ID_MAX + 1];
+	int64_t created_at_ms;
+};
+
+/* Records upload @u (not completed) in its bucket, in one transaction with
+ * the bucket's row locked. -ENOENT when the bucket is gone. */
+int efs_meta_s3_upload_create(struct efs_meta *m, const struct efs_s3_upload *u);
+/* -ENOENT when there is no such upload (aborted, collected, never made).
+ * Callers check owner, bucket, key and expires_at_ms. */
+int efs_meta_s3_upload_get(struct efs_meta *m, const char *upload_id, struct efs_s3_upload *out);
+/* Acknowledges part @p of upload @upload_id, in one transaction: the
+ * upload must exist, be @owner's, not completed and not expired at
+ * @now_ms (else -ENOENT); @p's session must hold exactly p->chunk_count
+ * chunks (else -ESTALE); a part of that number already there is replaced
+ * and its session released; @p's session then expires with the upload. */
+int efs_meta_s3_part_put(struct efs_meta *m, const char *upload_id, const char *owner,
+			 const struct efs_s3_part *p, int64_t now_ms);
+/* Up to @limit parts of the upload numbered above @after, in order, into
+ * the caller's @out. */
+int efs_meta_s3_part_list(struct efs_meta *m, const char *upload_id, unsigned after, size_t limit,
+			  struct efs_s3_part *out, size_t *count);
+/* Completes upload @u into object u->obj (file_id, size, etag,
+ * last_modified_ms set by the caller) with file @file, from @parts (in
+ * order, as read before with efs_meta_s3_part_list), in one transaction:
+ * the object replaces what the key held (as efs_meta_object_put); each
+ * listed part's session references become the file's chunks, in order
+ * (moved, not copied); parts not listed are released; the upload is kept
+ * as completed. -ENOENT: no such upload of u->owner, or expired;
+ * -EALREADY: already completed (read it again); -ESTALE: a listed part
+ * was replaced or its session is gone since it was read (read again);
+ * -ENXIO: the bucket is gone. Nothing changes on error. */
+int efs_meta_s3_upload_complete(struct efs_meta *m, const struct efs_s3_upload *u,
+				const struct efs_s3_part *parts, size_t count,
+				const struct efs_file_info *file, int64_t now_ms);
+/* Aborts the upload: its parts' sessions are released and its rows go, in
+ * one transaction. @owner NULL: whoever's (the collector), completed ones
+ * too. -ENOENT when there is none (of @owner, not completed). */
+int efs_meta_s3_upload_abort(struct efs_meta *m, const char *upload_id, const char *owner,
+			     int64_t now_ms);
+/* Up to @limit uploads of @bucket in progress whose key starts with
+ * @prefix, in (key, upload id) order, after (@key_marker, @id_marker)
+ * (@id_marker NULL: after every upload of @key_marker), into @out. */
+int efs_meta_s3_upload_list(struct efs_meta *m, const char *bucket, const char *prefix,
+			    const char *key_marker, const char *id_marker, size_t limit,
+			    struct efs_s3_upload_entry *out, size_t *count);
+/* Up to @max ids of uploads whose expires_at_ms is before @now_ms. */
+int efs_meta_s3_upload_expired(struct efs_meta *m, int64_t now_ms, size_t max,
+			       char (*ids)[EFS_ID_MAX + 1], size_t *count);
 
 /* ---- chunks, replicas, garbage --------------------------------------- */
 

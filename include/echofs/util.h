@@ -33,6 +33,14 @@ int efs_random_hex(char *out, size_t nbytes);
  * (size >= 2 * len + 1). */
 void efs_hex_encode(const void *in, size_t len, char *out);
 
+/* Decodes @text, the standard base64 (RFC 4648 section 4, with its "="
+ * padding) of exactly @n bytes (1..EFS_BASE64_DECODE_MAX: a digest in a
+ * header), into @out. 0, or -EINVAL (another length, a character outside
+ * the alphabet, padding in the wrong place or over non-zero bits: each
+ * value has one accepted encoding); @out untouched on failure. */
+#define EFS_BASE64_DECODE_MAX 64
+int efs_base64_decode_exact(const char *text, void *out, size_t n);
+
 /* The value of one hex digit (either case), or -1 when @c is not one. */
 int efs_hex_value(unsigned char c);
 

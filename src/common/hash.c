@@ -95,6 +95,13 @@ uint64_t efs_fnv1a(uint64_t h, const void *data, size_t len)
 	return h;
 }
 
+uint32_t efs_crc32(uint32_t crc, const void *data, size_t len)
+{
+	/* crc32_gzip_refl inverts on the way in and out itself (zlib's
+	 * convention): the standard CRC-32 value continues from @crc. */
+	return crc32_gzip_refl(crc, (unsigned char *)data, len);
+}
+
 uint32_t efs_crc32c(uint32_t crc, const void *data, size_t len)
 {
 	/* ISA-L's crc32_iscsi takes and returns the raw register; invert on

@@ -114,6 +114,7 @@ struct efs_http_req_private {
 	 * and a copy (NULL when it is over MAX_TARGET_BYTES: refused then). */
 	size_t target_bytes;
 	char *raw_target;
+	char *log_target; /* efs_http_set_log_target(): logged instead of the path */
 	size_t query_params;
 	bool must_close; /* a framing anomaly: reply at once, then close */
 	bool abort;      /* a refusal could not be sent (out of memory): close */
@@ -230,6 +231,17 @@ const char *efs_http_param(const struct efs_http_req *req, const char *name)
 		if (strcmp(req->param_names[i], name) == 0)
 			return req->params[i];
 	return NULL;
+}
+
+int efs_http_set_log_target(struct efs_http_req *req, const char *target)
+{
+	struct efs_http_req_private *priv = req->priv;
+	char *copy = strndup(target, EFS_HTTP_LOG_TARGET_MAX);
+	if (!copy)
+		return -ENOMEM;
+	free(priv->log_target);
+	priv->log_target = copy;
+	return 0;
 }
 
 const char *efs_http_raw_target(const struct efs_http_req *req)
@@ -1113,6 +1125,7 @@ static void req_free(struct efs_http_req *req)
 		free(priv->headers[i].value);
 	}
 	free(priv->raw_target);
+	free(priv->log_target);
 	free(priv);
 	free(req);
 }
@@ -1135,13 +1148,14 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 	double ms = (double)(efs_mono_ns() - priv->start_ns) / 1e6;
 	record_request(srv, req, ms / 1e3, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
 	const char *user = req->is_cluster ? "(cluster)" : (req->user[0] ? req->user : "-");
+	const char *shown = priv->log_target ? priv->log_target : req->path;
 	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
-		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s", req->method,
-			 req->path, priv->status, (unsigned long long)priv->bytes_in,
+		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s", req->method, shown,
+			 priv->status, (unsigned long long)priv->bytes_in,
 			 (unsigned long long)priv->bytes_out, ms, user);
 	else
-		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s aborted=%d",
-			 req->method, req->path, priv->status, (unsigned long long)priv->bytes_in,
+		efs_info("access %s %s %u in=%llu out=%llu ms=%.2f user=%s aborted=%d", req->method,
+			 shown, priv->status, (unsigned long long)priv->bytes_in,
 			 (unsigned long long)priv->bytes_out, ms, user, (int)toe);
 
 	req_free(req);

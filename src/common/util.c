@@ -89,6 +89,44 @@ int efs_hex_value(unsigned char c)
 	return -1;
 }
 
+int efs_base64_decode_exact(const char *text, void *out, size_t n)
+{
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned char bytes[EFS_BASE64_DECODE_MAX];
+	size_t len = strlen(text), groups = (n + 2) / 3, pad = groups * 3 - n, o = 0;
+	uint32_t acc = 0;
+	if (n == 0 || n > EFS_BASE64_DECODE_MAX || len != groups * 4)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		uint32_t v = 0;
+		if (i >= len - pad) {
+			if (text[i] != '=')
+				return -EINVAL;
+		} else {
+			const char *p = strchr(alphabet, text[i]);
+			if (!p || !text[i])
+				return -EINVAL;
+			v = (uint32_t)(p - alphabet);
+		}
+		acc = (acc << 6) | v;
+		if (i % 4 == 3) {
+			unsigned char group[3] = {(unsigned char)(acc >> 16),
+						  (unsigned char)(acc >> 8), (unsigned char)acc};
+			size_t take = i == len - 1 ? 3 - pad : 3;
+			/* what the padding covers must be zero: one encoding per value */
+			for (size_t k = take; k < 3; k++)
+				if (group[k])
+					return -EINVAL;
+			memcpy(bytes + o, group, take);
+			o += take;
+			acc = 0;
+		}
+	}
+	memcpy(out, bytes, n);
+	return 0;
+}
+
 int efs_random_hex(char *out, size_t nbytes)
 {
 	unsigned char raw[64];

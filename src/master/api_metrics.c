@@ -203,6 +203,37 @@ static int put_redis(struct efs_metrics *reg, const struct efs_redis *redis)
 	return r;
 }
 
+/* Only with GRPC_PORT: the control plane's streams. */
+static int put_grpc(struct efs_metrics *reg, struct efs_control *ctl)
+{
+	int r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_grpc_streams",
+				"Workers with an open gRPC control stream to this master.",
+				(double)efs_control_streams(ctl));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_streams_opened_total",
+				    "gRPC control streams a worker opened (its Hello was taken).",
+				    (double)atomic_load(&ctl->streams_opened));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_streams_broken_total",
+				    "gRPC control streams that broke (the worker was then suspect "
+				    "and dead after GRPC_STREAM_GRACE_MS unless it beat again).",
+				    (double)atomic_load(&ctl->streams_broken));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_heartbeats_total",
+				    "Heartbeats recorded from gRPC control streams.",
+				    (double)atomic_load(&ctl->heartbeats));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_deletes_pushed_total",
+				    "Replica deletes sent down gRPC control streams instead of HTTP.",
+				    (double)atomic_load(&ctl->deletes_pushed));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_deletes_acked_total",
+				    "Pushed replica deletes the worker acknowledged in time (the "
+				    "others were retried over HTTP).",
+				    (double)atomic_load(&ctl->deletes_acked));
+	return r;
+}
+
 /* The scrape-time families: absent values are left out (a gap in a graph,
  * not a false zero); echofs_metadata_up says why (as of the totals'
  * computation, up to a second ago). */
@@ -237,6 +268,8 @@ static int scrape(struct efs_master *m, struct efs_metrics *reg)
 		r = put_counters(reg, &s);
 	if (r == 0 && m->redis)
 		r = put_redis(reg, m->redis);
+	if (r == 0 && efs_control_port(&m->control))
+		r = put_grpc(reg, &m->control);
 	return r;
 }
 

@@ -65,6 +65,29 @@ static int read_capacity(json_t *body, uint64_t *capacity, uint64_t *free_bytes,
 	return 0;
 }
 
+/* The gRPC address a worker that reached this master as @req's Host
+ * should use: "grpc://HOST:GRPC_PORT" into @out (NULL when gRPC is off or
+ * the Host header is unusable). */
+static const char *grpc_url(struct efs_http_req *req, struct efs_master *m, char *out,
+			    size_t size)
+{
+	uint16_t port = efs_control_port(&m->control);
+	const char *host = efs_http_header(req, "Host");
+	if (!port || !host || !*host || strlen(host) > 255)
+		return NULL;
+	size_t len = strlen(host);
+	const char *close = host[0] == '[' ? strchr(host, ']') : NULL;
+	if (close)
+		len = (size_t)(close - host) + 1; /* [v6] */
+	else if (strchr(host, ':'))
+		len = (size_t)(strchr(host, ':') - host);
+	for (size_t i = 0; i < len; i++)
+		if (host[i] == '/' || host[i] == '@' || host[i] == ' ' || host[i] == ',')
+			return NULL;
+	int n = snprintf(out, size, "grpc://%.*s:%u", (int)len, host, port);
+	return n > 0 && (size_t)n < size ? out : NULL;
+}
+
 int efs_api_worker_register(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
@@ -101,10 +124,14 @@ int efs_api_worker_register(struct efs_http_req *req)
 		efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		goto out;
 	}
-	efs_http_reply_json(req, 200,
-			    json_pack("{s:s, s:I, s:s}", "worker_id", id, "heartbeat_interval_ms",
-				      (json_int_t)m->cfg.heartbeat_interval_ms, "cluster_id",
-				      efs_meta_cluster_id(m->meta)));
+	char grpc[300];
+	json_t *answer = json_pack("{s:s, s:I, s:s}", "worker_id", id, "heartbeat_interval_ms",
+				   (json_int_t)m->cfg.heartbeat_interval_ms, "cluster_id",
+				   efs_meta_cluster_id(m->meta));
+	/* Where this master's control plane listens (absent: GRPC_PORT=0). */
+	if (grpc_url(req, m, grpc, sizeof(grpc)))
+		json_object_set_new(answer, "grpc_url", json_string(grpc));
+	efs_http_reply_json(req, 200, answer);
 out:
 	json_decref(body);
 	return 0;
@@ -170,14 +197,16 @@ int efs_api_worker_list(struct efs_http_req *req)
 		int64_t slow_ms = efs_placement_slow_for_ms(&m->placement, w->worker_id);
 		json_array_append_new(
 			workers,
-			json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:I}", "worker_id",
+			json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:I, s:s}", "worker_id",
 				  w->worker_id, "url", w->url, "status",
 				  list[i].alive ? "alive" : "dead", "last_heartbeat",
 				  efs_iso8601(w->last_heartbeat_ms, when), "capacity_bytes",
 				  (json_int_t)w->capacity_bytes, "free_bytes",
 				  (json_int_t)w->free_bytes, "chunk_count",
 				  (json_int_t)w->chunk_count, "slow", slow_ms > 0, "slow_for_ms",
-				  (json_int_t)slow_ms));
+				  (json_int_t)slow_ms, "protocol",
+				  efs_control_streaming(&m->control, w->worker_id) ? "grpc"
+										   : "http"));
 	}
 	free(list);
 	return efs_http_reply_json(req, 200, json_pack("{s:o}", "workers", workers));

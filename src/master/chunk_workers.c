@@ -4,6 +4,7 @@
  * of the missing ones, failover reads, the collector's conditional
  * deletes. */
 #include "master/chunk_workers.h"
+#include "master/control.h"
 #include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
@@ -21,6 +22,7 @@
 struct workers {
 	struct efs_chunk_io io;
 	unsigned replication_factor;
+	struct efs_control *control; /* NULL: every delete is an HTTP call */
 };
 
 /* The known replicas that are not marked bad and whose worker is alive,
@@ -88,6 +90,32 @@ static int workers_get(void *impl, const struct efs_chunk_info *chunk,
  * kept (412), whatever the skew between this master and the worker. With
  * @lease_epoch, a worker that has seen a newer lease epoch keeps it too
  * (409 stale_lease_epoch: the decision was an old lease holder's). */
+/* The outcome of one replica delete, @status as the worker answered (HTTP
+ * or an Ack on its stream; 0 with @error for a transport failure). 1 when
+ * it failed (the copy stays), 0 otherwise. */
+static int delete_outcome(struct workers *w, const char *chunk_id, const struct efs_replica *of,
+			  const char *where, long status, bool stale, const char *error,
+			  uint64_t lease_epoch)
+{
+	if (stale) {
+		efs_warn("chunk %.12s: delete on %s refused: lease epoch %llu is stale there "
+			 "(another master took the lease); the copy is kept",
+			 chunk_id, where, (unsigned long long)lease_epoch);
+		return 1;
+	}
+	if (!error && (status == 204 || status == 404 || status == 412))
+		return 0;
+	efs_warn("chunk %.12s: delete on %s failed (%s%ld); left as an orphan", chunk_id, where,
+		 error ? error : "status ", error ? 0L : status);
+	/* Watched as a given-up write: a worker that never stops beating (only
+	 * the master cannot reach it) is asked for no rejoin report, and the
+	 * copy would wait for its periodic one. The watch deletes it once no
+	 * row names that worker (late_writes.h). */
+	if (w->io.late_writes)
+		efs_late_writes_note(w->io.late_writes, of->worker_id, of->url, chunk_id);
+	return 1;
+}
+
 static int workers_remove(void *impl, const char *chunk_id, const struct efs_replica *known,
 			   unsigned known_count, int64_t unmodified_for_ms, uint64_t lease_epoch)
 {
@@ -108,6 +136,24 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 	for (unsigned i = 0; i < known_count; i++) {
 		if (!known[i].url[0])
 			continue; /* its worker is unknown now */
+		/* Down the worker's control stream when it has one; the same
+		 * conditions, answered by an Ack. No stream, or no Ack in time:
+		 * the HTTP call below (a delete is idempotent). */
+		int pushed = w->control ? efs_control_delete(w->control, known[i].worker_id,
+							     chunk_id, unmodified_for_ms,
+							     lease_epoch, DELETE_TIMEOUT_MS)
+					: -ENOTCONN;
+		if (pushed > 0) {
+			char where[EFS_ID_MAX + 32];
+			snprintf(where, sizeof(where), "worker %s (gRPC)", known[i].worker_id);
+			failed += delete_outcome(w, chunk_id, &known[i], where, pushed, pushed == 409,
+						 NULL, lease_epoch);
+			continue;
+		}
+		if (pushed != -ENOTCONN)
+			efs_warn("chunk %.12s: delete pushed to worker %s got no answer (%s): "
+				 "calling it over HTTP",
+				 chunk_id, known[i].worker_id, strerror(-pushed));
 		snprintf(urls[n], sizeof(urls[n]), "%s/chunks/%s", known[i].url, chunk_id);
 		efs_http_call_init(&calls[n], "DELETE", urls[n]);
 		calls[n].bearer = w->io.cluster_secret;
@@ -126,26 +172,10 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 	efs_http_call_run_parallel(w->io.http, callp, n);
 	for (unsigned i = 0; i < n; i++) {
 		long st = calls[i].status;
-		if (!calls[i].error && st == 409 && calls[i].resp.data &&
-		    strstr(calls[i].resp.data, "\"stale_lease_epoch\"")) {
-			failed++;
-			efs_warn("chunk %.12s: delete on %s refused: lease epoch %llu is stale there "
-				 "(another master took the lease); the copy is kept",
-				 chunk_id, urls[i], (unsigned long long)lease_epoch);
-		} else if (calls[i].error || (st != 204 && st != 404 && st != 412)) {
-			failed++;
-			efs_warn("chunk %.12s: delete on %s failed (%s%ld); left as an orphan",
-				 chunk_id, urls[i], calls[i].error ? calls[i].errmsg : "status ",
-				 calls[i].error ? 0L : st);
-			/* Watched as a given-up write: a worker that never
-			 * stops beating (only the master cannot reach it) is
-			 * asked for no rejoin report, and the copy would wait
-			 * for its periodic one. The watch deletes it once no
-			 * row names that worker (late_writes.h). */
-			if (w->io.late_writes)
-				efs_late_writes_note(w->io.late_writes, of[i]->worker_id,
-						     of[i]->url, chunk_id);
-		}
+		bool stale = !calls[i].error && st == 409 && calls[i].resp.data &&
+			     strstr(calls[i].resp.data, "\"stale_lease_epoch\"");
+		failed += delete_outcome(w, chunk_id, of[i], urls[i], st, stale,
+					 calls[i].error ? calls[i].errmsg : NULL, lease_epoch);
 		efs_http_call_release(&calls[i]);
 	}
 	return failed;
@@ -215,6 +245,7 @@ int efs_chunk_workers_new(const struct efs_chunk_workers_config *cfg,
 	if (cfg->cluster_id)
 		efs_chunk_io_set_cluster(&w->io, cfg->cluster_id);
 	w->replication_factor = cfg->replication_factor;
+	w->control = cfg->control;
 	return efs_chunk_backend_new(&workers_ops, w, out);
 }
 

@@ -23,6 +23,8 @@ struct efs_placement;
 
 /* What the worker backend works with, all borrowed from the master (which
  * outlives it); strings are copied. */
+struct efs_control;
+
 struct efs_chunk_workers_config {
 	struct efs_meta *meta;		 /* replica rows marked bad / good */
 	struct efs_placement *placement; /* targets of writes */
@@ -31,6 +33,9 @@ struct efs_chunk_workers_config {
 	const char *cluster_id;		 /* sent on every call; NULL: none */
 	int64_t worker_dead_after_ms;	 /* a replica is alive within this of its heartbeat */
 	unsigned replication_factor;	 /* copies each chunk gets */
+	/* The gRPC control plane: replica deletes go down a worker's stream
+	 * when it has one (NULL, or no stream: HTTP). */
+	struct efs_control *control;
 };
 
 /* The worker backend over @cfg. 0 or -ENOMEM. */

@@ -61,7 +61,7 @@ static bool s3_bucket_name_valid(const char *name)
 /* The S3 API's listener: S3_PORT, S3_DOMAIN, AWS_REGION. */
 static int load_s3_api(struct efs_master_config *cfg, char *err, size_t errlen)
 {
-	uint64_t port;
+	uint64_t port, expiry_s;
 	int r;
 	if ((r = efs_env_u64("S3_PORT", 0, 0, 65535, false, &port, err, errlen)) < 0 ||
 	    (r = efs_env_string("S3_DOMAIN", NULL, false, &cfg->s3_domain, err, errlen)) < 0 ||
@@ -69,6 +69,12 @@ static int load_s3_api(struct efs_master_config *cfg, char *err, size_t errlen)
 		    0)
 		return r;
 	cfg->s3_port = (uint16_t)port;
+	/* S3 keeps incomplete uploads until a lifecycle rule aborts them; a
+	 * week bounds what abandoned parts hold (tests set seconds). */
+	if ((r = efs_env_u64("S3_MULTIPART_EXPIRY", 7 * 86400, 1, 365LL * 86400, false, &expiry_s,
+			     err, errlen)) < 0)
+		return r;
+	cfg->s3_multipart_expiry_ms = (int64_t)expiry_s * 1000;
 	if (cfg->s3_port && cfg->s3_port == cfg->port) {
 		snprintf(err, errlen, "S3_PORT (%u) must differ from MASTER_PORT", cfg->s3_port);
 		return -EINVAL;
@@ -81,15 +87,36 @@ static int load_s3_api(struct efs_master_config *cfg, char *err, size_t errlen)
 	}
 	if (!cfg->s3_port)
 		return 0;
-	if (cfg->dynamodb.files_table) {
-		/* Buckets and objects live in the SQL stores only, so far. */
-		snprintf(err, errlen,
-			 "S3_PORT: the S3 API needs SQLite or PostgreSQL metadata; with DynamoDB "
-			 "metadata (DYNAMODB_*_TABLE) it is not available yet: unset S3_PORT");
-		return -EINVAL;
-	}
 	return efs_env_listen_host("MASTER_HOST", "0.0.0.0", cfg->s3_port, &cfg->s3_listen_addr,
 				   &cfg->s3_listen_addrlen, err, errlen);
+}
+
+/* The control plane's listener: GRPC_PORT (0: off), GRPC_STREAM_GRACE_MS. */
+static int load_grpc(struct efs_master_config *cfg, char *err, size_t errlen)
+{
+	uint64_t port, grace;
+	bool tls = cfg->tls.cert_file != NULL;
+	int r;
+	/* No TLS on gRPC yet: plaintext beside HTTPS would undo it. */
+	if ((r = efs_env_u64("GRPC_PORT", tls ? 0 : EFS_MASTER_DEFAULT_GRPC_PORT, 0, 65535, false,
+			     &port, err, errlen)) < 0 ||
+	    (r = efs_env_u64("GRPC_STREAM_GRACE_MS", EFS_MASTER_DEFAULT_GRPC_GRACE_MS, 0, 3600000,
+			     false, &grace, err, errlen)) < 0)
+		return r;
+	cfg->grpc_port = (uint16_t)port;
+	cfg->grpc_stream_grace_ms = (int64_t)grace;
+	if (tls && cfg->grpc_port) {
+		snprintf(err, errlen,
+			 "GRPC_PORT: the gRPC control plane has no TLS yet; with TLS_CERT_FILE set, "
+			 "leave GRPC_PORT unset (or 0) and workers beat over HTTPS");
+		return -EINVAL;
+	}
+	if (cfg->grpc_port && (cfg->grpc_port == cfg->port || cfg->grpc_port == cfg->s3_port)) {
+		snprintf(err, errlen, "GRPC_PORT (%u) must differ from MASTER_PORT and S3_PORT",
+			 cfg->grpc_port);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errlen)
@@ -245,6 +272,8 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	if ((r = load_dynamodb(cfg, err, errlen)) < 0)
 		return r;
 	if ((r = load_s3_api(cfg, err, errlen)) < 0)
+		return r;
+	if ((r = load_grpc(cfg, err, errlen)) < 0)
 		return r;
 
 	if (cfg->worker_dead_after_ms <= cfg->heartbeat_interval_ms) {

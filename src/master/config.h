@@ -66,10 +66,19 @@ struct efs_master_config {
 	unsigned s3_listen_addrlen;
 	const char *s3_domain;
 	const char *s3_region;
+	int64_t s3_multipart_expiry_ms; /* S3_MULTIPART_EXPIRY: an upload left this long is aborted */
+	/* The gRPC control plane (control.h): GRPC_PORT on MASTER_HOST (0:
+	 * off; default 8090, 0 when TLS_CERT_FILE is set), and how long a
+	 * worker whose stream broke stays suspect before it is dead
+	 * (GRPC_STREAM_GRACE_MS). */
+	uint16_t grpc_port;
+	int64_t grpc_stream_grace_ms;
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000
 #define EFS_MASTER_DEFAULT_DEAD_AFTER_MS 10000
+#define EFS_MASTER_DEFAULT_GRPC_PORT 8090
+#define EFS_MASTER_DEFAULT_GRPC_GRACE_MS 2000
 #define EFS_MASTER_DEFAULT_REPAIR_AFTER_MS 600000
 #define EFS_MASTER_DEFAULT_SESSION_TTL_S 86400
 #define EFS_MASTER_DEFAULT_GC_GRACE_MS 10000

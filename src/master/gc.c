@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* gc.c - session expiry and chunk collection. */
+/* gc.c - session and S3 multipart upload expiry, and chunk collection. */
 #include "master/gc.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
@@ -45,6 +45,32 @@ static void expire_sessions(struct efs_gc *gc)
 		efs_debug("%zu completed sessions past their expiry forgotten", forgotten);
 }
 
+/* Multipart uploads past their expiry (S3_MULTIPART_EXPIRY after they
+ * began) are aborted: their parts' chunks released. Completed ones are
+ * kept until then for a retried complete, and forgotten now. A store
+ * without multipart uploads (DynamoDB) answers -ENOTSUP: nothing to do. */
+static void expire_s3_uploads(struct efs_gc *gc)
+{
+	char (*ids)[EFS_ID_MAX + 1] = calloc(GC_PASS_ITEMS, sizeof(*ids));
+	size_t n = 0;
+	if (!ids)
+		return;
+	if (efs_meta_s3_upload_expired(gc->deps.meta, efs_now_ms(), GC_PASS_ITEMS, ids, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			int r = efs_meta_s3_upload_abort(gc->deps.meta, ids[i], NULL, efs_now_ms());
+			if (r == 0)
+				efs_info("s3 multipart upload %s expired: its parts were released "
+					 "(or it was completed and is forgotten)",
+					 ids[i]);
+			else if (r != -ENOENT)
+				efs_warn("s3 multipart upload %s expired but could not be released: "
+					 "%s; the next pass retries",
+					 ids[i], strerror(-r));
+		}
+	}
+	free(ids);
+}
+
 int efs_gc_run_once(struct efs_gc *gc)
 {
 	char (*ids)[65] = calloc(GC_PASS_ITEMS, sizeof(*ids));
@@ -55,6 +81,7 @@ int efs_gc_run_once(struct efs_gc *gc)
 	if (!ids)
 		return -ENOMEM;
 	expire_sessions(gc);
+	expire_s3_uploads(gc);
 	int64_t now = efs_now_ms();
 	int r = efs_meta_garbage_list(gc->deps.meta, now - gc->deps.grace_ms, GC_PASS_ITEMS, ids, &n);
 	if (r < 0)

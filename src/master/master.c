@@ -36,6 +36,9 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	efs_http_server_stop(m->http, grace_ms);
 	m->http = NULL;
 	efs_late_writes_stop(&m->late_writes);
+	/* after every caller of the chunk backend's remove (gc, repair, the
+	 * HTTP handlers, late writes): it may push deletes down the streams */
+	efs_control_stop(&m->control);
 	efs_s3_auth_free(m->s3_auth);
 	m->s3_auth = NULL;
 	efs_cache_free(m->cache);
@@ -193,6 +196,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.cluster_id = efs_meta_cluster_id(m->meta),
 		.worker_dead_after_ms = m->cfg.worker_dead_after_ms,
 		.replication_factor = m->cfg.replication_factor,
+		/* started later (after the HTTP listener), before the collector */
+		.control = &m->control,
 	};
 	struct efs_chunk_s3_config s3 = {
 		.aws = &m->cfg.aws,
@@ -267,6 +272,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		goto fail;
 	}
 	if (cfg->s3_port && (r = start_s3(m, err, errlen)) < 0)
+		goto fail;
+	if ((r = efs_control_start(&m->control, m, err, errlen)) < 0)
 		goto fail;
 	struct efs_gc_deps gc = {
 		.meta = m->meta,

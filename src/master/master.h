@@ -11,6 +11,7 @@
 #include "echofs/metrics.h"
 #include "master/cache.h"
 #include "master/chunk_backend.h"
+#include "master/control.h"
 #include "echofs/keyseal.h"
 #include "master/config.h"
 #include "master/download.h"
@@ -55,6 +56,7 @@ struct efs_master {
 	struct efs_uploader uploader;		/* what storing a chunk needs */
 	struct efs_reader_source reader_source; /* what downloads read from */
 	struct efs_http_server *http;
+	struct efs_control control; /* the gRPC control plane (GRPC_PORT) */
 	/* The S3 API (S3_PORT): its listener and its request verifier (over
 	 * the access keys @keyseal opens); both NULL without S3_PORT. */
 	struct efs_http_server *s3_http;

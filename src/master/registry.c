@@ -357,6 +357,35 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 	return 0;
 }
 
+int efs_registry_suspect(struct efs_registry *reg, const char *worker_id, int64_t grace_ms)
+{
+	struct efs_worker_info w;
+	int64_t dead_from = efs_now_ms() - reg->dead_after_ms + EFS_MAX(grace_ms, 0);
+	int r = efs_meta_worker_get(reg->meta, worker_id, &w);
+	if (r < 0)
+		return r;
+	if (w.last_heartbeat_ms > dead_from &&
+	    (r = efs_meta_worker_heartbeat(reg->meta, worker_id, w.capacity_bytes, w.free_bytes,
+					   w.chunk_count, dead_from)) < 0)
+		return r;
+	if (reg->redis) {
+		char key[EFS_ID_MAX + 32], value[24];
+		hb_key(worker_id, key, sizeof(key));
+		int n = snprintf(value, sizeof(value), "%lld", (long long)dead_from);
+		if (grace_ms > 0)
+			efs_redis_set(reg->redis, key, value, (size_t)n, grace_ms, false);
+		else
+			efs_redis_del(reg->redis, key);
+		/* its next beat writes the store again at once */
+		snprintf(key, sizeof(key), "efs:worker:%s:stored", worker_id);
+		efs_redis_del(reg->redis, key);
+	}
+	pthread_mutex_lock(&reg->cache_lock);
+	cache_drop_locked(reg);
+	pthread_mutex_unlock(&reg->cache_lock);
+	return 0;
+}
+
 /* Liveness from Redis, where it answers: the key expires with the worker. */
 static void redis_alive(struct efs_registry *reg, struct efs_worker_status *list, size_t n)
 {

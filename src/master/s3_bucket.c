@@ -216,6 +216,20 @@ int efs_s3_bucket_location(struct efs_s3_req *s)
 	return efs_s3_xml_reply(s->http, 200, &x);
 }
 
+int efs_s3_bucket_versioning(struct efs_s3_req *s)
+{
+	struct efs_bucket_info b;
+	struct efs_s3_xml x;
+	if (efs_s3_own_bucket(s, &b) < 0)
+		return 0;
+	/* No <Status>: versioning was never enabled, which is S3's answer
+	 * for such a bucket (and the truth here: it cannot be). */
+	efs_s3_xml_init(&x);
+	efs_s3_xml_open(&x, "VersioningConfiguration", EFS_S3_XMLNS);
+	efs_s3_xml_close(&x, "VersioningConfiguration");
+	return efs_s3_xml_reply(s->http, 200, &x);
+}
+
 /* ---- ListObjects, ListObjectsV2 ----------------------------------------- */
 
 struct list_item {
@@ -469,4 +483,19 @@ int efs_s3_list_objects(struct efs_s3_req *s)
 	free(ebuf);
 	free(list.items);
 	return efs_s3_xml_reply(s->http, 200, &x);
+}
+
+/* ---- shared with multipart uploads (s3_multipart.c) -------------------- */
+
+const char *efs_s3_url_encoded(bool url, const char *text, char *buf, size_t size)
+{
+	return encoded(url, text, buf, size);
+}
+
+void efs_s3_owner_xml(struct efs_s3_xml *x, const char *name, const char *owner)
+{
+	efs_s3_xml_open(x, name, NULL);
+	efs_s3_xml_text(x, "ID", owner);
+	efs_s3_xml_text(x, "DisplayName", owner);
+	efs_s3_xml_close(x, name);
 }

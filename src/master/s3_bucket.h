@@ -25,7 +25,19 @@ int efs_s3_create_bucket(struct efs_s3_req *s);
 int efs_s3_delete_bucket(struct efs_s3_req *s);
 int efs_s3_head_bucket(struct efs_s3_req *s);
 int efs_s3_bucket_location(struct efs_s3_req *s);
+/* GetBucketVersioning: GET /bucket?versioning. Versioning is not
+ * supported, so always the empty <VersioningConfiguration/> S3 answers
+ * for a bucket where it was never enabled (PutBucketVersioning is 501). */
+int efs_s3_bucket_versioning(struct efs_s3_req *s);
 /* GET /bucket: ListObjectsV2 with list-type=2, else ListObjects (v1). */
 int efs_s3_list_objects(struct efs_s3_req *s);
+
+/* Shared with multipart uploads (s3_multipart.c): */
+struct efs_s3_xml;
+/* @text, or with @url its URL encoding (encoding-type=url: every byte but
+ * unreserved ones and '/' as %XX) into @buf (@size bytes, cut to fit). */
+const char *efs_s3_url_encoded(bool url, const char *text, char *buf, size_t size);
+/* <@name><ID>owner</ID><DisplayName>owner</DisplayName></@name>. */
+void efs_s3_owner_xml(struct efs_s3_xml *x, const char *name, const char *owner);
 
 #endif

@@ -237,34 +237,12 @@ static int put_headers(struct efs_s3_req *s, struct efs_object_info *o)
 	return 0;
 }
 
-/* Content-MD5: the base64 of 16 bytes (24 characters, "==" at the end).
- * 0 with @out filled, or -EINVAL. */
+/* Content-MD5: the base64 of 16 bytes. 0 with @out filled, or -EINVAL. */
 static int content_md5_decode(const char *text, unsigned char out[EFS_MD5_LEN])
 {
-	static const char alphabet[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	unsigned char bytes[18];
-	size_t n = 0;
-	uint32_t acc = 0;
-	if (strlen(text) != 24 || strcmp(text + 22, "==") != 0)
+	unsigned char bytes[EFS_MD5_LEN];
+	if (efs_base64_decode_exact(text, bytes, sizeof(bytes)) < 0)
 		return -EINVAL;
-	for (size_t i = 0; i < 22; i++) {
-		const char *p = strchr(alphabet, text[i]);
-		if (!p || !text[i])
-			return -EINVAL;
-		acc = (acc << 6) | (uint32_t)(p - alphabet);
-		if (i % 4 == 3) {
-			bytes[n++] = (unsigned char)(acc >> 16);
-			bytes[n++] = (unsigned char)(acc >> 8);
-			bytes[n++] = (unsigned char)acc;
-			acc = 0;
-		}
-	}
-	/* 22 characters: 5 groups of 4 (15 bytes), then 2 (one byte, 4 bits
-	 * of padding that must be zero). */
-	if (acc & 0xf)
-		return -EINVAL;
-	bytes[n++] = (unsigned char)(acc >> 4);
 	memcpy(out, bytes, EFS_MD5_LEN);
 	return 0;
 }
@@ -376,7 +354,7 @@ static int put_end(struct efs_s3_req *s)
 		if (r == -EEXIST || r == -ESTALE) {
 			efs_info("s3 put %s/%s refused: %s (request %s)", p->obj.bucket, p->obj.key,
 				 r == -EEXIST ? "If-None-Match: * and the key exists"
-					      : "If-Match names another ETag",
+					      : "If-Match or If-Unmodified-Since does not hold",
 				 s->request_id);
 			return efs_s3_error(s, 412, "PreconditionFailed",
 					    "At least one of the pre-conditions you specified did "
@@ -393,19 +371,27 @@ static int put_end(struct efs_s3_req *s)
 	return efs_http_reply_empty(s->http, 200);
 }
 
-/* If-None-Match (only "*", as S3) and If-Match (one entity tag, quoted or
- * not, or "*") into p->cond. Replies and returns -EINVAL when unusable. */
-static int put_conditions(struct efs_s3_req *s, struct put_op *p)
+static bool header_date(struct efs_s3_req *s, const char *name, int64_t *out_s);
+static bool etag_listed(const char *list, const char *etag);
+
+/* The destination conditions of PutObject and CopyObject into @cond:
+ * If-None-Match (only "*", as S3), If-Match (one entity tag, quoted or not,
+ * or "*"; into @if_etag) and, without If-Match, If-Unmodified-Since (RFC
+ * 7232 3.4; a date that does not parse is ignored). Replies and returns
+ * -EINVAL when unusable. */
+static int put_conditions(struct efs_s3_req *s, struct efs_object_cond *cond,
+			  char if_etag[EFS_S3_ETAG_MAX + 1])
 {
 	const char *if_none_match = efs_http_header(s->http, "If-None-Match");
 	const char *if_match = efs_http_header(s->http, "If-Match");
+	int64_t date_s;
 	if (if_none_match) {
 		if (strcmp(if_none_match, "*") != 0)
 			return efs_s3_error(s, 501, "NotImplemented",
 					    "A header you provided implies functionality that is "
 					    "not implemented: If-None-Match other than *"),
 			       -EINVAL;
-		p->cond.if_absent = true;
+		cond->if_absent = true;
 	}
 	if (if_match) {
 		const char *b = if_match, *e = if_match + strlen(if_match);
@@ -419,9 +405,11 @@ static int put_conditions(struct efs_s3_req *s, struct put_op *p)
 			return efs_s3_error(s, 400, "InvalidArgument",
 					    "If-Match must be one entity tag or *"),
 			       -EINVAL;
-		memcpy(p->if_etag, b, (size_t)(e - b));
-		p->if_etag[e - b] = '\0';
-		p->cond.if_etag = p->if_etag;
+		memcpy(if_etag, b, (size_t)(e - b));
+		if_etag[e - b] = '\0';
+		cond->if_etag = if_etag;
+	} else if (header_date(s, "If-Unmodified-Since", &date_s)) {
+		cond->if_unmodified_since_s = date_s;
 	}
 	return 0;
 }
@@ -444,7 +432,7 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 	if ((uint64_t)length > EFS_S3_MAX_PUT_SIZE)
 		return efs_s3_error(s, 400, "EntityTooLarge",
 				    "Your proposed upload exceeds the maximum allowed object size "
-				    "(5 GiB in one PUT; multipart upload is not supported yet).");
+				    "(5 GiB in one PUT; use multipart upload for more).");
 	if (efs_chunk_workers_io(m->chunks)) {
 		if ((r = efs_placement_live_count(&m->placement, &alive)) < 0)
 			return efs_s3_error_store(s, r, "PutObject placement");
@@ -471,7 +459,7 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 		return efs_s3_error(s, 400, "InvalidDigest",
 				    "The Content-MD5 you specified is not valid.");
 	p->has_md5 = md5 != NULL;
-	if ((r = put_conditions(s, p)) < 0)
+	if ((r = put_conditions(s, &p->cond, p->if_etag)) < 0)
 		return efs_http_replied(s->http) ? 0 : r;
 
 	/* The first chunk buffer and its compressed copy, from the budget of
@@ -824,14 +812,103 @@ static int delete_end(void *ctx, int depth, const char *name, const char *text, 
 	return 0;
 }
 
+/* The body digests DeleteObjects takes: S3 requires one (Content-MD5, or
+ * the x-amz-checksum-* newer SDKs send instead), and each one given must
+ * be the body's. */
+enum body_digest { DIGEST_MD5, DIGEST_CRC32, DIGEST_CRC32C, DIGEST_SHA256 };
+
+static const struct {
+	const char *header;
+	const char *name; /* in messages */
+	size_t len;	  /* decoded bytes */
+} BODY_DIGESTS[] = {
+    [DIGEST_MD5] = {"Content-MD5", "Content-MD5", EFS_MD5_LEN},
+    [DIGEST_CRC32] = {"x-amz-checksum-crc32", "CRC32", 4},
+    [DIGEST_CRC32C] = {"x-amz-checksum-crc32c", "CRC32C", 4},
+    [DIGEST_SHA256] = {"x-amz-checksum-sha256", "SHA256", EFS_SHA256_LEN},
+};
+
+/* Digest @kind of @data (@len bytes), in lower-case hex, into @hex. */
+static int body_digest_hex(enum body_digest kind, const char *data, size_t len,
+			   char hex[EFS_SHA256_HEX_LEN + 1])
+{
+	struct efs_md5 md5;
+	int r;
+	switch (kind) {
+	case DIGEST_MD5:
+		if ((r = efs_md5_init(&md5)) < 0)
+			return r;
+		efs_md5_update(&md5, data, len);
+		efs_md5_final_hex(&md5, hex);
+		efs_md5_release(&md5);
+		return 0;
+	case DIGEST_SHA256:
+		efs_sha256_hex(data, len, hex);
+		return 0;
+	case DIGEST_CRC32: /* big-endian bytes, as S3 encodes it */
+		snprintf(hex, EFS_SHA256_HEX_LEN + 1, "%08x", (unsigned)efs_crc32(0, data, len));
+		return 0;
+	case DIGEST_CRC32C:
+		snprintf(hex, EFS_SHA256_HEX_LEN + 1, "%08x", (unsigned)efs_crc32c(0, data, len));
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* Checks DeleteObjects' body digests. 0 when they hold, 1 when refused
+ * (replied), or a negative errno. */
+static int delete_body_integrity(struct efs_s3_req *s, struct delete_op *d)
+{
+	const char *data = d->body.data ? d->body.data : "";
+	bool any = false;
+	for (size_t i = 0; i < sizeof(BODY_DIGESTS) / sizeof(BODY_DIGESTS[0]); i++) {
+		const char *value = efs_http_header(s->http, BODY_DIGESTS[i].header);
+		unsigned char given[EFS_SHA256_LEN];
+		char given_hex[EFS_SHA256_HEX_LEN + 1], computed_hex[EFS_SHA256_HEX_LEN + 1];
+		int r;
+		if (!value)
+			continue;
+		any = true;
+		if (efs_base64_decode_exact(value, given, BODY_DIGESTS[i].len) < 0) {
+			if (i == DIGEST_MD5)
+				efs_s3_error(s, 400, "InvalidDigest",
+					     "The Content-MD5 you specified is not valid.");
+			else
+				efs_s3_error(s, 400, "InvalidRequest",
+					     "Value for %s header is invalid.",
+					     BODY_DIGESTS[i].header);
+			return 1;
+		}
+		if ((r = body_digest_hex((enum body_digest)i, data, d->body.len, computed_hex)) < 0)
+			return r;
+		efs_hex_encode(given, BODY_DIGESTS[i].len, given_hex);
+		if (strcmp(given_hex, computed_hex) != 0) {
+			if (i == DIGEST_MD5)
+				efs_s3_error(s, 400, "BadDigest",
+					     "The Content-MD5 you specified did not match what we "
+					     "received.");
+			else
+				efs_s3_error(s, 400, "BadDigest",
+					     "The %s you specified did not match the calculated "
+					     "checksum.",
+					     BODY_DIGESTS[i].name);
+			return 1;
+		}
+	}
+	if (!any) {
+		efs_s3_error(s, 400, "InvalidRequest",
+			     "Missing required header for this request: Content-MD5 (or an "
+			     "x-amz-checksum-crc32, -crc32c or -sha256)");
+		return 1;
+	}
+	return 0;
+}
+
 static int delete_objects_end(struct efs_s3_req *s)
 {
 	struct delete_op *d = s->op;
 	struct efs_bucket_info b;
-	struct efs_md5 md5;
 	struct efs_s3_xml x;
-	char hex[EFS_MD5_HEX_LEN + 1], expected[EFS_MD5_HEX_LEN + 1];
-	unsigned char digest[EFS_MD5_LEN];
 	size_t deleted = 0, failed = 0;
 	int r;
 
@@ -843,23 +920,8 @@ static int delete_objects_end(struct efs_s3_req *s)
 					    "The provided 'x-amz-content-sha256' header does not "
 					    "match what was computed.");
 	}
-	const char *content_md5 = efs_http_header(s->http, "Content-MD5");
-	if (!content_md5)
-		return efs_s3_error(s, 400, "InvalidRequest",
-				    "Missing required header for this request: Content-MD5");
-	if (content_md5_decode(content_md5, digest) < 0)
-		return efs_s3_error(s, 400, "InvalidDigest",
-				    "The Content-MD5 you specified is not valid.");
-	if ((r = efs_md5_init(&md5)) < 0)
-		return r;
-	efs_md5_update(&md5, d->body.data ? d->body.data : "", d->body.len);
-	efs_md5_final_hex(&md5, hex);
-	efs_md5_release(&md5);
-	efs_hex_encode(digest, EFS_MD5_LEN, expected);
-	if (strcmp(hex, expected) != 0)
-		return efs_s3_error(
-		    s, 400, "BadDigest",
-		    "The Content-MD5 you specified did not match what we received.");
+	if ((r = delete_body_integrity(s, d)) != 0)
+		return r < 0 ? r : 0;
 	r = d->body.len ? efs_xml_parse(d->body.data, d->body.len, delete_start, delete_end, d)
 			: -EBADMSG;
 	if (r == 0 && d->key_count == 0)
@@ -938,4 +1000,297 @@ int efs_s3_delete_objects_begin(struct efs_s3_req *s)
 	s->on_body = delete_body;
 	s->on_end = delete_objects_end;
 	return 0;
+}
+
+/* ---- CopyObject ------------------------------------------------------- */
+
+/* The copy source that names an EchoFS file instead of an object:
+ * "_files/<file id>" ("_" is never in a bucket name). */
+#define FILES_SOURCE "_files"
+
+struct copy_op {
+	struct efs_s3_target source; /* from x-amz-copy-source */
+	bool from_file;		     /* source.key is a file id (FILES_SOURCE) */
+	char file_etag[EFS_MD5_HEX_LEN + 1];
+	bool replace_headers; /* x-amz-metadata-directive: REPLACE */
+	/* x-amz-copy-source-if-*: NULL / 0 when absent (an unusable date is
+	 * ignored, as S3 and RFC 7232 do) */
+	const char *if_match, *if_none_match;
+	int64_t if_modified_since_s, if_unmodified_since_s;
+	struct efs_object_cond cond; /* the destination's, as PutObject's */
+	char if_etag[EFS_S3_ETAG_MAX + 1];
+	struct efs_object_info obj; /* the new object */
+};
+
+/* The copy-source conditions on the source's row @src, as S3 evaluates
+ * them: if-match (else if-unmodified-since) and if-none-match (else
+ * if-modified-since, a date later than now ignored) must all hold; any
+ * failure is 412 (-ECANCELED here). Run inside the copy's transaction. */
+static int copy_source_check(void *ctx, const struct efs_object_info *src)
+{
+	const struct copy_op *c = ctx;
+	int64_t modified_s = src->last_modified_ms / 1000;
+	if (c->if_match ? !etag_listed(c->if_match, src->etag)
+			: c->if_unmodified_since_s && modified_s > c->if_unmodified_since_s)
+		return -ECANCELED;
+	if (c->if_none_match
+		? etag_listed(c->if_none_match, src->etag)
+		: c->if_modified_since_s && c->if_modified_since_s <= efs_now_ms() / 1000 &&
+		      modified_s <= c->if_modified_since_s)
+		return -ECANCELED;
+	return 0;
+}
+
+/* The hex MD5 of file @f's bytes (an S3 ETag), read through the download
+ * path: a file uploaded through the REST API has none recorded. */
+static int file_md5(struct efs_master *m, const struct efs_file_info *f,
+		    char out[EFS_MD5_HEX_LEN + 1])
+{
+	struct efs_md5 md5;
+	struct efs_reader *rd = NULL;
+	size_t cap = 256 * 1024;
+	char *buf = NULL;
+	int r;
+
+	if ((r = efs_md5_init(&md5)) < 0)
+		return r;
+	if (f->size == 0)
+		goto done;
+	if (!(buf = malloc(cap))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = efs_reader_new(&m->reader_source, f, 0, f->size - 1, &rd)) < 0)
+		goto out;
+	for (;;) {
+		ssize_t n = efs_reader_read(rd, buf, cap);
+		if (n < 0) {
+			r = (int)n;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		efs_md5_update(&md5, buf, (size_t)n);
+	}
+done:
+	efs_md5_final_hex(&md5, out);
+	r = 0;
+out:
+	efs_reader_free(rd);
+	free(buf);
+	efs_md5_release(&md5);
+	return r;
+}
+
+/* The source file of a "_files/<id>" copy: the caller's own (another
+ * user's is NoSuchKey, as the REST API answers file_not_found), its MD5
+ * into c->file_etag. Replies and returns -EINVAL when it cannot be had. */
+static int copy_file_source(struct efs_s3_req *s, struct copy_op *c)
+{
+	struct efs_file_info f;
+	int r = efs_meta_file_get(s->m->meta, c->source.key, &f);
+	if (r == -ENOENT || (r == 0 && strcmp(f.owner, s->principal.owner) != 0))
+		return efs_s3_error(s, 404, "NoSuchKey",
+				    "The specified key does not exist (no such file of yours: "
+				    "the copy source)."),
+		       -EINVAL;
+	if (r < 0)
+		return efs_s3_error_store(s, r, "CopyObject source file"), -EINVAL;
+	if ((r = file_md5(s->m, &f, c->file_etag)) == -ENOENT)
+		return efs_s3_error(s, 404, "NoSuchKey",
+				    "The specified key does not exist (the copy source file "
+				    "was deleted)."),
+		       -EINVAL;
+	if (r < 0) {
+		efs_error("s3 copy %s/%s <- file %s: reading it for its MD5 failed: %s (request "
+			  "%s)",
+			  s->bucket, s->key, f.file_id, strerror(-r), s->request_id);
+		return efs_s3_error(s, 503, "ServiceUnavailable",
+				    "The source file's data cannot be read right now; retry "
+				    "shortly"),
+		       -EINVAL;
+	}
+	return 0;
+}
+
+static int copy_end(struct efs_s3_req *s)
+{
+	struct copy_op *c = s->op;
+	struct efs_bucket_info b, src_bucket;
+	char name[EFS_NAME_MAX + 1];
+	int r;
+
+	if (efs_s3_own_bucket(s, &b) < 0)
+		return 0;
+	if (c->from_file && copy_file_source(s, c) < 0)
+		return 0;
+	if (c->from_file)
+		goto copy;
+	if ((r = efs_meta_bucket_get(s->m->meta, c->source.bucket, &src_bucket)) == -ENOENT)
+		return efs_s3_error(s, 404, "NoSuchBucket",
+				    "The specified bucket does not exist (the copy source's)");
+	if (r < 0)
+		return efs_s3_error_store(s, r, "CopyObject source bucket");
+	if (strcmp(src_bucket.owner, s->principal.owner) != 0) {
+		efs_info("s3 copy %s/%s <- %s/%s refused: the source bucket is not %s's "
+			 "(request %s)",
+			 s->bucket, s->key, c->source.bucket, c->source.key, s->principal.owner,
+			 s->request_id);
+		return efs_s3_error(s, 403, "AccessDenied", "Access Denied");
+	}
+copy:
+	if ((r = efs_random_hex(c->obj.file_id, EFS_FILE_ID_LEN / 2)) < 0)
+		return r;
+	efs_strlcpy(c->obj.bucket, s->bucket, sizeof(c->obj.bucket));
+	efs_strlcpy(c->obj.key, s->key, sizeof(c->obj.key));
+	c->obj.last_modified_ms = efs_now_ms();
+	file_name_of(s->key, name, sizeof(name));
+	struct efs_object_copy copy = {
+	    .owner = s->principal.owner,
+	    .src_bucket = c->source.bucket,
+	    .src_key = c->source.key,
+	    .src_file_id = c->from_file ? c->source.key : NULL,
+	    .src_etag = c->from_file ? c->file_etag : NULL,
+	    .dst = &c->obj,
+	    .file_name = name,
+	    .copy_headers = !c->replace_headers,
+	    .cond = &c->cond,
+	    .check_source = copy_source_check,
+	    .check_ctx = c,
+	};
+	r = efs_meta_object_copy(s->m->meta, &copy, efs_now_ms());
+	switch (r) {
+	case 0:
+		break;
+	case -ENOKEY:
+		return efs_s3_error(s, 404, "NoSuchKey",
+				    "The specified key does not exist (the copy source's).");
+	case -ENOENT:
+		return efs_s3_error(s, 404, "NoSuchBucket", "The specified bucket does not exist");
+	case -EACCES: /* the source bucket went or changed hands since */
+		return efs_s3_error(s, 404, "NoSuchBucket",
+				    "The specified bucket does not exist (the copy source's)");
+	case -ENODATA:
+		return efs_s3_error(s, 404, "NoSuchKey", "The specified key does not exist.");
+	case -ECANCELED:
+	case -EEXIST:
+	case -ESTALE:
+		efs_info("s3 copy %s/%s <- %s/%s refused: %s (request %s)", s->bucket, s->key,
+			 c->source.bucket, c->source.key,
+			 r == -ECANCELED ? "an x-amz-copy-source-if-* condition does not hold"
+			 : r == -EEXIST	 ? "If-None-Match: * and the key exists"
+					 : "If-Match or If-Unmodified-Since does not hold",
+			 s->request_id);
+		return efs_s3_error(
+		    s, 412, "PreconditionFailed",
+		    "At least one of the pre-conditions you specified did not hold");
+	default:
+		return efs_s3_error_store(s, r, "CopyObject");
+	}
+	efs_info("s3 object %s/%s copied from %s/%s: file %s shares its %llu bytes, owner %s "
+		 "(request %s)",
+		 s->bucket, s->key, c->source.bucket, c->source.key, c->obj.file_id,
+		 (unsigned long long)c->obj.size, s->principal.owner, s->request_id);
+	char etag[EFS_S3_ETAG_MAX + 3];
+	struct efs_s3_xml x;
+	snprintf(etag, sizeof(etag), "\"%s\"", c->obj.etag);
+	efs_s3_xml_init(&x);
+	efs_s3_xml_open(&x, "CopyObjectResult", EFS_S3_XMLNS);
+	efs_s3_xml_time(&x, "LastModified", c->obj.last_modified_ms);
+	efs_s3_xml_text(&x, "ETag", etag);
+	efs_s3_xml_close(&x, "CopyObjectResult");
+	return efs_s3_xml_reply(s->http, 200, &x);
+}
+
+/* x-amz-copy-source: "bucket/key" URL-encoded, maybe with a leading "/"
+ * and "?versionId=null" (the only version of an object here). Replies and
+ * returns -EINVAL when unusable. */
+static int copy_source(struct efs_s3_req *s, const char *value, struct efs_s3_target *out)
+{
+	char target[3 * (EFS_S3_BUCKET_MAX + EFS_S3_KEY_MAX) + 64];
+	const char *code = NULL;
+	const char *query = strchr(value, '?');
+	if (snprintf(target, sizeof(target), "%s%s", value[0] == '/' ? "" : "/", value) >=
+	    (int)sizeof(target))
+		return efs_s3_error(s, 400, "KeyTooLongError", "Your key is too long"), -EINVAL;
+	if (query && strcmp(query, "?versionId=null") != 0)
+		return efs_s3_error(s, 501, "NotImplemented",
+				    "A copy source version other than versionId=null is not "
+				    "implemented: versioning is not supported"),
+		       -EINVAL;
+	if (efs_s3_target_parse(target, NULL, NULL, out, &code) < 0) {
+		if (strcmp(code, "KeyTooLongError") == 0)
+			return efs_s3_error(s, 400, code, "Your key is too long"), -EINVAL;
+		return efs_s3_error(s, 400, "InvalidArgument",
+				    "Invalid copy source encoding (x-amz-copy-source)"),
+		       -EINVAL;
+	}
+	if (!out->bucket[0] || !out->has_key)
+		return efs_s3_error(s, 400, "InvalidArgument",
+				    "Copy Source must mention the source bucket and key: "
+				    "sourcebucket/sourcekey"),
+		       -EINVAL;
+	if (strcmp(out->bucket, FILES_SOURCE) == 0 &&
+	    (strlen(out->key) != EFS_FILE_ID_LEN || !efs_id_valid(out->key)))
+		return efs_s3_error(s, 400, "InvalidArgument",
+				    "A copy source " FILES_SOURCE "/<id> names an EchoFS file by "
+				    "its id (%d hex digits)",
+				    EFS_FILE_ID_LEN),
+		       -EINVAL;
+	return 0;
+}
+
+int efs_s3_copy_object_begin(struct efs_s3_req *s)
+{
+	struct copy_op *c = calloc(1, sizeof(*c));
+	int64_t date_s;
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	s->op = c;
+	s->op_free = free;
+	if ((r = copy_source(s, efs_http_header(s->http, "x-amz-copy-source"), &c->source)) < 0)
+		return 0;
+	c->from_file = strcmp(c->source.bucket, FILES_SOURCE) == 0;
+	const char *directive = efs_http_header(s->http, "x-amz-metadata-directive");
+	if (directive && strcmp(directive, "COPY") != 0 && strcmp(directive, "REPLACE") != 0)
+		return efs_s3_error(s, 400, "InvalidArgument", "Unknown metadata directive.");
+	c->replace_headers = directive && strcmp(directive, "REPLACE") == 0;
+	if (!c->replace_headers && !c->from_file && strcmp(c->source.bucket, s->bucket) == 0 &&
+	    strcmp(c->source.key, s->key) == 0)
+		return efs_s3_error(s, 400, "InvalidRequest",
+				    "This copy request is illegal because it is trying to copy an "
+				    "object to itself without changing the object's metadata, "
+				    "storage class, website redirect location or encryption "
+				    "attributes.");
+	if (c->replace_headers && (r = put_headers(s, &c->obj)) < 0)
+		return efs_http_replied(s->http) ? 0 : r;
+	c->if_match = efs_http_header(s->http, "x-amz-copy-source-if-match");
+	c->if_none_match = efs_http_header(s->http, "x-amz-copy-source-if-none-match");
+	if (header_date(s, "x-amz-copy-source-if-modified-since", &date_s))
+		c->if_modified_since_s = date_s;
+	if (header_date(s, "x-amz-copy-source-if-unmodified-since", &date_s))
+		c->if_unmodified_since_s = date_s;
+	if ((r = put_conditions(s, &c->cond, c->if_etag)) < 0)
+		return efs_http_replied(s->http) ? 0 : r;
+	s->on_end = copy_end; /* a body, if any, is read and ignored (at most 64 KiB) */
+	return 0;
+}
+
+/* ---- shared with multipart uploads (s3_multipart.c) -------------------- */
+
+int efs_s3_object_headers(struct efs_s3_req *s, struct efs_object_info *o)
+{
+	return put_headers(s, o);
+}
+
+void efs_s3_file_name(const char *key, char *out, size_t size)
+{
+	file_name_of(key, out, size);
+}
+
+int efs_s3_content_md5(const char *text, unsigned char out[EFS_MD5_LEN])
+{
+	return content_md5_decode(text, out);
 }

@@ -15,6 +15,10 @@
 /* PutObject's begin step: checks the bucket, the key, the headers and the
  * capacity, sets up the upload and its on_body / on_end; or replies. */
 int efs_s3_put_object_begin(struct efs_s3_req *s);
+/* CopyObject: PUT /bucket/key with x-amz-copy-source (docs/S3.md
+ * "CopyObject"): the new object shares the source's chunks, nothing is
+ * copied. Sets s->on_end, or replies. */
+int efs_s3_copy_object_begin(struct efs_s3_req *s);
 /* GET and HEAD of an object (Range: one range, suffix and open ranges). */
 int efs_s3_get_object(struct efs_s3_req *s);
 /* 204 whether or not the key existed, as S3. */
@@ -28,5 +32,17 @@ int efs_s3_delete_object(struct efs_s3_req *s);
  * (400 MalformedXML) and each key deleted in its own transaction; the
  * answer lists each <Deleted> (unless Quiet) and <Error>. */
 int efs_s3_delete_objects_begin(struct efs_s3_req *s);
+
+/* Shared with multipart uploads (s3_multipart.c): */
+/* The request's stored headers (Content-Type, Content-Encoding without
+ * aws-chunked, Content-Disposition, Cache-Control, Expires, x-amz-meta-*)
+ * into @o, as PutObject takes them. Replies and returns -EINVAL when one is
+ * unusable; -ENOMEM. */
+int efs_s3_object_headers(struct efs_s3_req *s, struct efs_object_info *o);
+/* The name of an object's file: @key's last segment, made a valid EchoFS
+ * name (control characters as '_', cut to @size - 1 bytes). */
+void efs_s3_file_name(const char *key, char *out, size_t size);
+/* Content-MD5 (base64 of 16 bytes) into @out: 0, or -EINVAL. */
+int efs_s3_content_md5(const char *text, unsigned char out[16]);
 
 #endif

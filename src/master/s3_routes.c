@@ -6,6 +6,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "master/s3_bucket.h"
+#include "master/s3_multipart.h"
 #include "master/s3_object.h"
 #include "master/s3_xml.h"
 
@@ -52,6 +53,12 @@ int efs_s3_error_store(struct efs_s3_req *s, int err, const char *what)
 		return efs_s3_error(s, 503, "ServiceUnavailable",
 				    "the metadata store is unavailable; retry shortly");
 	}
+	if (err == -ENOTSUP) { /* an operation this metadata backend lacks (meta.c) */
+		efs_info("s3 %s: not supported by the %s metadata backend (request %s)", what,
+			 efs_meta_backend(s->m->meta), s->request_id);
+		return efs_s3_error(s, 501, "NotImplemented",
+				    "%s is not implemented with this metadata backend", what);
+	}
 	efs_error("s3 %s: metadata store error: %s (request %s)", what, strerror(-err),
 		  s->request_id);
 	return efs_s3_error(s, 500, "InternalError", "internal error (request %s)", s->request_id);
@@ -90,6 +97,47 @@ bool efs_s3_query_has(struct efs_s3_req *s, const char *name)
 }
 
 /* ---- the request ------------------------------------------------------ */
+
+/* Query parameters the access log leaves out: a presigned URL's
+ * credentials (the signature would let a reader of the log replay it).
+ * @name (@len bytes) as sent: compared decoded; one that does not decode
+ * is left out too. */
+static bool query_secret(const char *name, size_t len)
+{
+	static const char *const secrets[] = {"X-Amz-Signature", "X-Amz-Credential",
+					      "X-Amz-Security-Token", NULL};
+	char decoded[MAX_QUERY_NAME + 1];
+	if (len > MAX_QUERY_NAME || percent_decode(name, len, decoded, sizeof(decoded)) < 0)
+		return true;
+	for (const char *const *n = secrets; *n; n++)
+		if (strcasecmp(decoded, *n) == 0)
+			return true;
+	return false;
+}
+
+/* The access log shows the request's path and query (which operation:
+ * ?delete, ?list-type=2&prefix=...), the query without its secrets. */
+static int set_log_target(struct efs_s3_req *s)
+{
+	const char *target = efs_http_raw_target(s->http);
+	const char *q = strchr(target, '?');
+	char line[EFS_HTTP_LOG_TARGET_MAX + 1];
+	size_t o = 0, path_len = q ? (size_t)(q - target) : strlen(target);
+
+	if (!q)
+		return efs_http_set_log_target(s->http, target);
+	o = (size_t)snprintf(line, sizeof(line), "%.*s", (int)path_len, target);
+	for (const char *p = q + 1; *p && o < sizeof(line) - 1;) {
+		size_t len = strcspn(p, "&"), nlen = strcspn(p, "=&");
+		if (len && !query_secret(p, nlen))
+			o += (size_t)snprintf(line + o, sizeof(line) - o, "%c%.*s",
+					      strchr(line, '?') ? '&' : '?', (int)len, p);
+		p += len;
+		if (*p == '&')
+			p++;
+	}
+	return efs_http_set_log_target(s->http, line);
+}
 
 static void s3_req_free(void *state)
 {
@@ -336,10 +384,13 @@ static bool unsupported_param(const char *raw_query, const char *const *allowed,
 static const char *const BUCKET_GET_PARAMS[] = {
     "location",		  "list-type",	 "prefix",   "delimiter",
     "continuation-token", "start-after", "max-keys", "encoding-type",
-    "fetch-owner",	  "marker",	 NULL};
+    "fetch-owner",	  "marker",	 "versioning", NULL};
+static const char *const UPLOADS_GET_PARAMS[] = {
+    "uploads", "prefix", "key-marker", "upload-id-marker", "max-uploads", "encoding-type", NULL};
 
 /* Conditional headers are implemented for GetObject/HeadObject, and
- * If-Match / If-None-Match for PutObject (s3_object.c). */
+ * If-Match / If-None-Match / If-Unmodified-Since for PutObject and
+ * CopyObject (s3_object.c). */
 static bool condition_supported(struct efs_s3_req *s, const char *header)
 {
 	const char *method = s->http->method;
@@ -348,7 +399,8 @@ static bool condition_supported(struct efs_s3_req *s, const char *header)
 	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
 		return true;
 	return strcmp(method, "PUT") == 0 &&
-	       (strcmp(header, "If-Match") == 0 || strcmp(header, "If-None-Match") == 0);
+	       (strcmp(header, "If-Match") == 0 || strcmp(header, "If-None-Match") == 0 ||
+		strcmp(header, "If-Unmodified-Since") == 0);
 }
 
 /* Request headers whose meaning we do not implement: answered 501 rather
@@ -357,8 +409,7 @@ static const char *unsupported_header(struct efs_s3_req *s)
 {
 	static const char *const conditions[] = {"If-Match", "If-None-Match", "If-Modified-Since",
 						 "If-Unmodified-Since", NULL};
-	static const char *const names[] = {"x-amz-copy-source",
-					    "x-amz-tagging",
+	static const char *const names[] = {"x-amz-tagging",
 					    "x-amz-server-side-encryption",
 					    "x-amz-server-side-encryption-customer-algorithm",
 					    "x-amz-object-lock-mode",
@@ -385,6 +436,45 @@ static const char *unsupported_header(struct efs_s3_req *s)
 }
 
 /* ---- dispatch --------------------------------------------------------- */
+
+/* The operations on one multipart upload of a key (?uploadId, with
+ * ?partNumber for UploadPart): sets s->on_end or the begin step, or
+ * replies. */
+static int dispatch_upload(struct efs_s3_req *s, const char *raw_query)
+{
+	static const char *const part_params[] = {"partNumber", "uploadId", NULL};
+	static const char *const list_params[] = {"uploadId", "max-parts", "part-number-marker",
+						  "encoding-type", NULL};
+	static const char *const abort_params[] = {"uploadId", NULL};
+	const char *method = s->http->method;
+	const char *const *allowed = NULL;
+	char param[MAX_QUERY_NAME + 1];
+
+	if (strcmp(method, "PUT") == 0)
+		allowed = part_params;
+	else if (strcmp(method, "GET") == 0)
+		allowed = list_params;
+	else if (strcmp(method, "DELETE") == 0)
+		allowed = abort_params;
+	/* GetObject/HeadObject of one part (?partNumber) are not implemented. */
+	if (!allowed || (strcmp(method, "PUT") != 0 && efs_s3_query_has(s, "partNumber")))
+		return efs_s3_error(s, 501, "NotImplemented",
+				    "%s with ?partNumber or ?uploadId is not implemented by this "
+				    "server",
+				    method);
+	if (unsupported_param(raw_query, allowed, param, sizeof(param)))
+		return efs_s3_error(s, 501, "NotImplemented",
+				    "?%s is not implemented by this server (docs/S3.md, \"Not "
+				    "supported yet\")",
+				    param);
+	if (!efs_s3_query_has(s, "uploadId"))
+		return efs_s3_error(s, 400, "InvalidArgument",
+				    "partNumber needs an uploadId (UploadPart)");
+	if (strcmp(method, "PUT") == 0)
+		return efs_s3_upload_part_begin(s);
+	s->on_end = strcmp(method, "GET") == 0 ? efs_s3_list_parts : efs_s3_abort_upload;
+	return 0;
+}
 
 /* Chooses the operation; sets s->on_end (and for PutObject its body
  * step), or replies. */
@@ -415,6 +505,21 @@ static int dispatch(struct efs_s3_req *s, const char *raw_query)
 			goto not_implemented;
 		return efs_s3_delete_objects_begin(s);
 	}
+	if (strcmp(method, "POST") == 0 && s->has_key && efs_s3_query_has(s, "uploads")) {
+		static const char *const create_params[] = {"uploads", NULL};
+		if (unsupported_param(raw_query, create_params, param, sizeof(param)))
+			goto not_implemented;
+		s->on_end = efs_s3_create_upload;
+		return 0;
+	}
+	if (strcmp(method, "POST") == 0 && s->has_key && efs_s3_query_has(s, "uploadId")) {
+		static const char *const complete_params[] = {"uploadId", NULL};
+		if (unsupported_param(raw_query, complete_params, param, sizeof(param)))
+			goto not_implemented;
+		return efs_s3_complete_upload_begin(s);
+	}
+	if (s->has_key && (efs_s3_query_has(s, "uploadId") || efs_s3_query_has(s, "partNumber")))
+		return dispatch_upload(s, raw_query);
 	if (strcmp(method, "POST") == 0 || strcmp(method, "OPTIONS") == 0 ||
 	    strcmp(method, "PATCH") == 0) {
 		efs_strlcpy(param, method, sizeof(param));
@@ -422,12 +527,19 @@ static int dispatch(struct efs_s3_req *s, const char *raw_query)
 	}
 	if (!s->has_key) {
 		bool get = strcmp(method, "GET") == 0;
-		if (unsupported_param(raw_query, get ? BUCKET_GET_PARAMS : NULL, param,
-				      sizeof(param)))
+		bool uploads = get && efs_s3_query_has(s, "uploads");
+		if (unsupported_param(raw_query,
+				      uploads ? UPLOADS_GET_PARAMS : get ? BUCKET_GET_PARAMS : NULL,
+				      param, sizeof(param)))
 			goto not_implemented;
-		if (get)
-			s->on_end = efs_s3_query_has(s, "location") ? efs_s3_bucket_location
-								    : efs_s3_list_objects;
+		if (uploads)
+			s->on_end = efs_s3_list_uploads;
+		else if (get && efs_s3_query_has(s, "location"))
+			s->on_end = efs_s3_bucket_location;
+		else if (get && efs_s3_query_has(s, "versioning"))
+			s->on_end = efs_s3_bucket_versioning;
+		else if (get)
+			s->on_end = efs_s3_list_objects;
 		else if (strcmp(method, "PUT") == 0)
 			s->on_end = efs_s3_create_bucket;
 		else if (strcmp(method, "DELETE") == 0)
@@ -442,6 +554,8 @@ static int dispatch(struct efs_s3_req *s, const char *raw_query)
 	}
 	if (unsupported_param(raw_query, NULL, param, sizeof(param)))
 		goto not_implemented;
+	if (strcmp(method, "PUT") == 0 && efs_http_header(s->http, "x-amz-copy-source"))
+		return efs_s3_copy_object_begin(s);
 	if (strcmp(method, "PUT") == 0)
 		return efs_s3_put_object_begin(s);
 	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
@@ -490,6 +604,8 @@ static int s3_begin(struct efs_http_req *req)
 		*p = (char)toupper((unsigned char)*p);
 	efs_http_add_header(req, "x-amz-request-id", s->request_id);
 	efs_http_add_header(req, "Server", "EchoFS");
+	if ((r = set_log_target(s)) < 0)
+		return r;
 	if ((r = parse_target(s, &raw_query)) < 0)
 		return r == -EINVAL ? 0 : r;
 	s->raw_query = raw_query;

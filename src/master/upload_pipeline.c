@@ -356,7 +356,7 @@ int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_file_in
 
 	if ((r = atomic_load(&p->error)) < 0)
 		return r;
-	if (p->next_index == 0) {
+	if (p->next_index == 0 && file) {
 		single = *file;
 		if ((r = finish_single(p, &single)) < 0)
 			return r;

@@ -123,7 +123,10 @@ int efs_upload_pipeline_feed(struct efs_upload_pipeline *p, const char *data, si
  * @file in one transaction: @file is filled by the caller but for size,
  * sha256, chunk_count and stored_bytes, which are set here, and
  * out->recorded is true. Otherwise @file is untouched and the caller
- * completes the session. 0 with @out filled, or the first error as for
+ * completes the session. @file NULL: the chunks always go into the
+ * session (opened now when the stream fitted in one chunk; never opened
+ * for an empty stream): a multipart part, which is no file of its own.
+ * 0 with @out filled, or the first error as for
  * feed, or an efs_upload_single error (chunk index 0) (@out and @file
  * untouched). Call it again only to get the error back. */
 int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_file_info *file,

@@ -86,8 +86,26 @@ struct efs_meta_ops {
 	int (*object_put)(void *impl, const struct efs_object_info *o,
 			  const struct efs_object_cond *cond, int64_t now_ms);
 	int (*object_delete)(void *impl, const char *bucket, const char *key, int64_t now_ms);
+	int (*object_copy)(void *impl, struct efs_object_copy *copy, int64_t now_ms);
 	int (*object_list)(void *impl, const char *bucket, const char *prefix, const char *after,
 			   size_t limit, struct efs_object_entry *out, size_t *count);
+	/* S3 multipart uploads (NULL: -ENOTSUP) */
+	int (*s3_upload_create)(void *impl, const struct efs_s3_upload *u);
+	int (*s3_upload_get)(void *impl, const char *upload_id, struct efs_s3_upload *out);
+	int (*s3_part_put)(void *impl, const char *upload_id, const char *owner,
+			   const struct efs_s3_part *p, int64_t now_ms);
+	int (*s3_part_list)(void *impl, const char *upload_id, unsigned after, size_t limit,
+			    struct efs_s3_part *out, size_t *count);
+	int (*s3_upload_complete)(void *impl, const struct efs_s3_upload *u,
+				  const struct efs_s3_part *parts, size_t count,
+				  const struct efs_file_info *file, int64_t now_ms);
+	int (*s3_upload_abort)(void *impl, const char *upload_id, const char *owner,
+			       int64_t now_ms);
+	int (*s3_upload_list)(void *impl, const char *bucket, const char *prefix,
+			      const char *key_marker, const char *id_marker, size_t limit,
+			      struct efs_s3_upload_entry *out, size_t *count);
+	int (*s3_upload_expired)(void *impl, int64_t now_ms, size_t max,
+				 char (*ids)[EFS_ID_MAX + 1], size_t *count);
 	int (*garbage_take)(void *impl, const char *chunk_id, struct efs_replica *replicas,
 			    unsigned *replica_count);
 	int (*key_create)(void *impl, const struct efs_access_key *k, unsigned max_per_owner);

@@ -120,6 +120,9 @@ int dyn_release_stale(struct dyn *d, int64_t before_ms, size_t max);
  * META, a session's CHUNK# items without META. Items younger than
  * @before_ms are left alone. Logs what it does; errors end the pass. */
 void dyn_sweep_leftovers(struct dyn *d, int64_t before_ms, int64_t now_ms);
+/* Tests only (tests/unit/test_meta_s3.c): when set, a bucket delete calls
+ * it after finding the bucket empty, before its final transaction. */
+extern void (*dyn_test_bucket_delete_hook)(const char *bucket);
 /* Tests only (tests/unit/test_meta_files.c): when set, a complete calls it
  * between writing the file's chunk lists and its commit. NULL otherwise. */
 extern void (*dyn_test_before_commit)(struct dyn *d, const char *file_id);
@@ -183,6 +186,18 @@ int dyn_key_create(void *impl, const struct efs_access_key *k, unsigned max_per_
 int dyn_key_get(void *impl, const char *access_key_id, struct efs_access_key *out);
 int dyn_key_list(void *impl, const char *owner, struct efs_access_key **out, size_t *count);
 int dyn_key_delete(void *impl, const char *access_key_id, const char *owner);
+
+/* dynamodb_s3.c */
+int dyn_bucket_create(void *impl, const struct efs_bucket_info *b);
+int dyn_bucket_get(void *impl, const char *name, struct efs_bucket_info *out);
+int dyn_bucket_list(void *impl, const char *owner, struct efs_bucket_info **out, size_t *count);
+int dyn_bucket_delete(void *impl, const char *name, const char *owner);
+int dyn_object_get(void *impl, const char *bucket, const char *key, struct efs_object_info *out);
+int dyn_object_put(void *impl, const struct efs_object_info *o, const struct efs_object_cond *cond,
+		   int64_t now_ms);
+int dyn_object_delete(void *impl, const char *bucket, const char *key, int64_t now_ms);
+int dyn_object_list(void *impl, const char *bucket, const char *prefix, const char *after,
+		    size_t limit, struct efs_object_entry *out, size_t *count);
 
 /* dynamodb_files.c */
 int dyn_file_create_single(void *impl, const struct efs_file_info *file,

@@ -66,6 +66,10 @@ int dyn_file_from_item(const json_t *item, struct efs_file_info *f)
 	    ddb_get_n(item, "stored_bytes", &stored) < 0 ||
 	    ddb_get_n(item, "created_at", &f->created_at_ms) < 0)
 		return -EIO;
+	/* the link of a file that is an S3 object (dynamodb_s3.c) */
+	if (ddb_get_s(item, "s3_bucket", f->s3_bucket, EFS_S3_BUCKET_MAX) < 0 ||
+	    ddb_get_s(item, "s3_key", f->s3_key, EFS_S3_KEY_MAX) < 0)
+		f->s3_bucket[0] = f->s3_key[0] = 0;
 	efs_strlcpy(f->file_id, pk + 5, sizeof(f->file_id));
 	f->size = (uint64_t)size;
 	f->chunk_size = (uint64_t)chunk_size;
@@ -373,29 +377,76 @@ int dyn_file_delete(void *impl, const char *file_id, const char *owner, int64_t 
 	struct dyn *d = impl;
 	struct ddb_result res;
 	char pk[EFS_ID_MAX + 16], what[EFS_ID_MAX + 8];
-	int r;
+	struct efs_file_info *f = NULL;
+	int r = -EAGAIN;
 
 	snprintf(pk, sizeof(pk), FILE_PK "%s", file_id);
 	snprintf(what, sizeof(what), "F#%s", file_id);
 	/* Of two concurrent deletes one removes the META, the other fails its
-	 * condition and releases nothing. */
-	json_t *items = json_array();
-	json_array_append_new(items, dyn_tx_delete(d->files, ddb_key(pk, "META"), "#o = :o",
-						   json_pack("{s:s}", "#o", "owner"),
-						   json_pack("{s:o}", ":o", ddb_s(owner))));
-	json_array_append_new(items, dyn_tx_put(d->sessions, dyn_release_marker(d, what, owner,
-										 now_ms),
-						NULL, NULL, NULL));
-	r = dyn_tx(d, items, 2, &res);
-	if (r == -ECANCELED)
-		return -ENOENT;
+	 * condition and releases nothing. A file that is an S3 object
+	 * (s3_bucket, s3_key: dynamodb_s3.c) takes its object item with it,
+	 * in the same transaction, as SQL's sql_file_release does; the first
+	 * attempt assumes it is not one (no read), a failed condition reads
+	 * the META to tell. */
+	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
+		bool object = f && f->s3_bucket[0];
+		json_t *items = json_array();
+		json_array_append_new(
+		    items,
+		    object ? dyn_tx_delete(d->files, ddb_key(pk, "META"),
+					   "#o = :o AND #b = :b AND #k = :k",
+					   json_pack("{s:s, s:s, s:s}", "#o", "owner", "#b",
+						     "s3_bucket", "#k", "s3_key"),
+					   json_pack("{s:o, s:o, s:o}", ":o", ddb_s(owner), ":b",
+						     ddb_s(f->s3_bucket), ":k", ddb_s(f->s3_key)))
+			   : dyn_tx_delete(d->files, ddb_key(pk, "META"),
+					   "#o = :o AND attribute_not_exists(#b)",
+					   json_pack("{s:s, s:s}", "#o", "owner", "#b", "s3_bucket"),
+					   json_pack("{s:o}", ":o", ddb_s(owner))));
+		json_array_append_new(items, dyn_tx_put(d->sessions,
+							dyn_release_marker(d, what, owner, now_ms),
+							NULL, NULL, NULL));
+		if (object) {
+			char opk[EFS_S3_BUCKET_MAX + 16];
+			snprintf(opk, sizeof(opk), "OBJECTS#%s", f->s3_bucket);
+			json_array_append_new(items, dyn_tx_delete(d->files, ddb_key(opk, f->s3_key),
+								   "file_id = :f", NULL,
+								   json_pack("{s:o}", ":f",
+									     ddb_s(file_id))));
+		}
+		r = dyn_tx(d, items, object ? 3 : 2, &res);
+		if (r == 0)
+			break;
+		if (r == -ECANCELED) {
+			/* not this owner's, gone, or linked otherwise than assumed */
+			if (!f && !(f = malloc(sizeof(*f)))) {
+				r = -ENOMEM;
+				goto out;
+			}
+			if ((r = dyn_file_get(d, file_id, f)) < 0)
+				goto out; /* -ENOENT: no such file */
+			if (strcmp(f->owner, owner) != 0) {
+				r = -ENOENT;
+				goto out;
+			}
+		} else if (r != -EBUSY) {
+			r = dyn_fail("TransactWriteItems (file delete)", r, &res);
+			goto out;
+		} else {
+			efs_sleep_ms(5 * (attempt + 1));
+		}
+		r = -EAGAIN;
+	}
 	if (r < 0)
-		return dyn_fail("TransactWriteItems (file delete)", r, &res);
+		goto out;
 	if ((r = dyn_release(d, what, now_ms)) < 0)
 		efs_warn("dynamodb: file %s deleted, its chunks not all released yet (%s): the"
 			 " lease holder finishes it",
 			 file_id, strerror(-r));
-	return 0;
+	r = 0;
+out:
+	free(f);
+	return r;
 }
 
 json_t *dyn_release_marker(struct dyn *d, const char *what, const char *owner, int64_t now_ms)

@@ -386,6 +386,15 @@ int efs_meta_object_delete(struct efs_meta *m, const char *bucket, const char *k
 	return r;
 }
 
+int efs_meta_object_copy(struct efs_meta *m, struct efs_object_copy *copy, int64_t now_ms)
+{
+	if (!m->ops->object_copy)
+		return -ENOTSUP;
+	int r = m->ops->object_copy(m->impl, copy, now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
+}
+
 int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *prefix,
 			 const char *after, size_t limit, struct efs_object_entry *out,
 			 size_t *count)
@@ -393,6 +402,74 @@ int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *pre
 	return m->ops->object_list
 		       ? m->ops->object_list(m->impl, bucket, prefix, after, limit, out, count)
 		       : -ENOTSUP;
+}
+
+/* ---- S3 multipart uploads -------------------------------------------- */
+
+int efs_meta_s3_upload_create(struct efs_meta *m, const struct efs_s3_upload *u)
+{
+	return m->ops->s3_upload_create ? m->ops->s3_upload_create(m->impl, u) : -ENOTSUP;
+}
+
+int efs_meta_s3_upload_get(struct efs_meta *m, const char *upload_id, struct efs_s3_upload *out)
+{
+	return m->ops->s3_upload_get ? m->ops->s3_upload_get(m->impl, upload_id, out) : -ENOTSUP;
+}
+
+int efs_meta_s3_part_put(struct efs_meta *m, const char *upload_id, const char *owner,
+			 const struct efs_s3_part *p, int64_t now_ms)
+{
+	if (!m->ops->s3_part_put)
+		return -ENOTSUP;
+	int r = m->ops->s3_part_put(m->impl, upload_id, owner, p, now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
+}
+
+int efs_meta_s3_part_list(struct efs_meta *m, const char *upload_id, unsigned after, size_t limit,
+			  struct efs_s3_part *out, size_t *count)
+{
+	return m->ops->s3_part_list ? m->ops->s3_part_list(m->impl, upload_id, after, limit, out,
+							   count)
+				    : -ENOTSUP;
+}
+
+int efs_meta_s3_upload_complete(struct efs_meta *m, const struct efs_s3_upload *u,
+				const struct efs_s3_part *parts, size_t count,
+				const struct efs_file_info *file, int64_t now_ms)
+{
+	if (!m->ops->s3_upload_complete)
+		return -ENOTSUP;
+	int r = m->ops->s3_upload_complete(m->impl, u, parts, count, file, now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
+}
+
+int efs_meta_s3_upload_abort(struct efs_meta *m, const char *upload_id, const char *owner,
+			     int64_t now_ms)
+{
+	if (!m->ops->s3_upload_abort)
+		return -ENOTSUP;
+	int r = m->ops->s3_upload_abort(m->impl, upload_id, owner, now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
+}
+
+int efs_meta_s3_upload_list(struct efs_meta *m, const char *bucket, const char *prefix,
+			    const char *key_marker, const char *id_marker, size_t limit,
+			    struct efs_s3_upload_entry *out, size_t *count)
+{
+	return m->ops->s3_upload_list ? m->ops->s3_upload_list(m->impl, bucket, prefix, key_marker,
+							       id_marker, limit, out, count)
+				      : -ENOTSUP;
+}
+
+int efs_meta_s3_upload_expired(struct efs_meta *m, int64_t now_ms, size_t max,
+			       char (*ids)[EFS_ID_MAX + 1], size_t *count)
+{
+	return m->ops->s3_upload_expired ? m->ops->s3_upload_expired(m->impl, now_ms, max, ids,
+								     count)
+					 : -ENOTSUP;
 }
 
 int efs_meta_key_create(struct efs_meta *m, const struct efs_access_key *k, unsigned max_per_owner)

@@ -181,6 +181,51 @@ static const char schema_v7[] = "CREATE TABLE access_keys ("
 static const char schema_v8[] = SCHEMA_V8("");
 static const char schema_v8_postgres[] = SCHEMA_V8("COLLATE \"C\"");
 
+/* Version 9: S3 multipart uploads (docs/S3.md#multipart-upload). An
+ * upload row keeps the object's headers from CreateMultipartUpload and,
+ * once completed, the object it made (kept until expires_at for a retried
+ * complete; the collector deletes rows past expires_at, aborting those
+ * still in progress). A part row names the hidden session whose
+ * session_chunks hold its chunks' references (session_id '' for an empty
+ * part); replacing, aborting or expiring releases that session, completing
+ * moves its references into the file's chunk list. */
+#define SCHEMA_V9(KEY_COLLATION)                                                                  \
+	"CREATE TABLE s3_uploads ("                                                               \
+	"  upload_id TEXT PRIMARY KEY,"                                                           \
+	"  bucket TEXT NOT NULL,"                                                                 \
+	"  object_key TEXT " KEY_COLLATION " NOT NULL,"                                           \
+	"  owner TEXT NOT NULL,"                                                                  \
+	"  content_type TEXT NOT NULL,"                                                           \
+	"  content_encoding TEXT NOT NULL,"                                                       \
+	"  content_disposition TEXT NOT NULL,"                                                    \
+	"  cache_control TEXT NOT NULL,"                                                          \
+	"  expires TEXT NOT NULL,"                                                                \
+	"  user_meta TEXT NOT NULL,"                                                              \
+	"  created_at BIGINT NOT NULL,"                                                           \
+	"  expires_at BIGINT NOT NULL,"                                                           \
+	"  completed INTEGER NOT NULL DEFAULT 0,"                                                 \
+	"  file_id TEXT NOT NULL DEFAULT '',"                                                     \
+	"  size BIGINT NOT NULL DEFAULT 0,"                                                       \
+	"  etag TEXT NOT NULL DEFAULT '',"                                                        \
+	"  last_modified BIGINT NOT NULL DEFAULT 0"                                               \
+	");"                                                                                      \
+	"CREATE INDEX s3_uploads_by_key ON s3_uploads (bucket, object_key, upload_id);"           \
+	"CREATE INDEX s3_uploads_by_expiry ON s3_uploads (expires_at);"                           \
+	"CREATE TABLE s3_parts ("                                                                 \
+	"  upload_id TEXT NOT NULL,"                                                              \
+	"  part_number BIGINT NOT NULL,"                                                          \
+	"  session_id TEXT NOT NULL,"                                                             \
+	"  size BIGINT NOT NULL,"                                                                 \
+	"  etag TEXT NOT NULL,"                                                                   \
+	"  chunk_size BIGINT NOT NULL,"                                                           \
+	"  chunk_count BIGINT NOT NULL,"                                                          \
+	"  stored_bytes BIGINT NOT NULL,"                                                         \
+	"  last_modified BIGINT NOT NULL,"                                                        \
+	"  PRIMARY KEY (upload_id, part_number)"                                                  \
+	");"
+static const char schema_v9[] = SCHEMA_V9("");
+static const char schema_v9_postgres[] = SCHEMA_V9("COLLATE \"C\"");
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1, NULL},
 	{2, schema_v2, NULL},
@@ -190,5 +235,6 @@ const struct efs_migration efs_migrations[] = {
 	{6, schema_v6, NULL},
 	{7, schema_v7, NULL},
 	{8, schema_v8, schema_v8_postgres},
+	{9, schema_v9, schema_v9_postgres},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

@@ -254,7 +254,7 @@ struct complete {
 	int64_t remember_until_ms; /* 0: no completed-session record */
 };
 
-static int insert_file(struct sql_conn *c, const struct efs_file_info *f)
+int sql_file_insert(struct sql_conn *c, const struct efs_file_info *f)
 {
 	return SQL_Q(c,
 		     "INSERT INTO files (file_id, owner, name, size, sha256, chunk_size, chunk_count,"
@@ -282,7 +282,7 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 		return -ENOENT;
 	if (version != p->version)
 		return -ESTALE;
-	if ((r = insert_file(c, f)) < 0)
+	if ((r = sql_file_insert(c, f)) < 0)
 		return r;
 	/* The references move from the session to the file: counts stay. */
 	r = SQL_Q(c,
@@ -363,7 +363,7 @@ struct single {
 static int create_single_tx(struct sql_conn *c, void *ctx)
 {
 	struct single *p = ctx;
-	int r = insert_file(c, p->file);
+	int r = sql_file_insert(c, p->file);
 	if (r < 0 || !p->chunk)
 		return r;
 	if ((r = take_chunk_ref(c, p->chunk, p->worker_ids, p->worker_count, p->dedup,
@@ -387,10 +387,9 @@ struct release {
 	int64_t now_ms;
 };
 
-static int session_delete_tx(struct sql_conn *c, void *ctx)
+int sql_session_release(struct sql_conn *c, const char *session_id, int64_t now_ms)
 {
-	struct release *p = ctx;
-	int r = lock_session(c, p->id);
+	int r = lock_session(c, session_id);
 	if (r < 0)
 		return r;
 	r = SQL_Q(c,
@@ -401,10 +400,16 @@ static int session_delete_tx(struct sql_conn *c, void *ctx)
 		  "   WHERE sc.session_id = $1 AND sc.chunk_id = chunks.chunk_id) <= 0"
 		  "   THEN $2 ELSE zero_since END"
 		  " WHERE chunk_id IN (SELECT chunk_id FROM session_chunks WHERE session_id = $1)",
-		  NULL, NULL, NULL, SQL_TEXT(p->id), SQL_INT(p->now_ms));
+		  NULL, NULL, NULL, SQL_TEXT(session_id), SQL_INT(now_ms));
 	if (r < 0)
 		return r;
-	return end_session(c, p->id);
+	return end_session(c, session_id);
+}
+
+static int session_delete_tx(struct sql_conn *c, void *ctx)
+{
+	struct release *p = ctx;
+	return sql_session_release(c, p->id, p->now_ms);
 }
 
 int sql_session_delete(void *impl, const char *session_id, int64_t now_ms)

@@ -101,6 +101,7 @@ static int lock_bucket(struct sql_conn *c, const char *name, const char *owner)
 struct bucket_delete {
 	const char *name;
 	const char *owner;
+	int64_t now_ms;
 };
 
 static int bucket_delete_tx(struct sql_conn *c, void *ctx)
@@ -116,13 +117,17 @@ static int bucket_delete_tx(struct sql_conn *c, void *ctx)
 		return r;
 	if (objects)
 		return -ENOTEMPTY;
+	/* Uploads in progress go with the bucket, their parts released. */
+	if ((r = sql_s3_bucket_uploads_release(c, p->name, p->now_ms)) < 0)
+		return r;
 	return SQL_Q(c, "DELETE FROM s3_buckets WHERE name = $1", NULL, NULL, NULL,
 		     SQL_TEXT(p->name));
 }
 
 int sql_bucket_delete(void *impl, const char *name, const char *owner)
 {
-	struct bucket_delete p = {name, owner};
+	/* The interface passes no time: the release's zero_since is now. */
+	struct bucket_delete p = {name, owner, efs_now_ms()};
 	return sql_run_tx(impl, bucket_delete_tx, &p);
 }
 
@@ -201,9 +206,12 @@ struct object_put {
 	int64_t now_ms;
 };
 
+static int object_put_tx(struct sql_conn *c, void *ctx);
+
 struct found_etag {
 	bool found;
 	char etag[EFS_S3_ETAG_MAX + 1];
+	int64_t last_modified_ms;
 };
 
 static int row_etag(void *ctx, const struct efs_sql_row *row)
@@ -211,6 +219,7 @@ static int row_etag(void *ctx, const struct efs_sql_row *row)
 	struct found_etag *f = ctx;
 	f->found = true;
 	efs_strlcpy(f->etag, efs_sql_text(row, 0), sizeof(f->etag));
+	f->last_modified_ms = efs_sql_int(row, 1);
 	return 0;
 }
 
@@ -220,9 +229,11 @@ static int check_cond(struct sql_conn *c, const struct efs_object_info *o,
 		      const struct efs_object_cond *cond)
 {
 	struct found_etag cur = {0};
-	if (!cond || (!cond->if_absent && !cond->if_etag))
+	if (!cond || (!cond->if_absent && !cond->if_etag && !cond->if_unmodified_since_s))
 		return 0;
-	int r = SQL_Q(c, "SELECT etag FROM s3_objects WHERE bucket = $1 AND object_key = $2",
+	int r = SQL_Q(c,
+		      "SELECT etag, last_modified FROM s3_objects"
+		      " WHERE bucket = $1 AND object_key = $2",
 		      row_etag, &cur, NULL, SQL_TEXT(o->bucket), SQL_TEXT(o->key));
 	if (r < 0)
 		return r;
@@ -233,7 +244,16 @@ static int check_cond(struct sql_conn *c, const struct efs_object_info *o,
 	if (cond->if_etag && strcmp(cond->if_etag, "*") != 0 &&
 	    strcasecmp(cond->if_etag, cur.etag) != 0)
 		return -ESTALE;
+	if (!cond->if_etag && cond->if_unmodified_since_s && cur.found &&
+	    cur.last_modified_ms / 1000 > cond->if_unmodified_since_s)
+		return -ESTALE;
 	return 0;
+}
+
+int sql_object_replace(struct sql_conn *c, const struct efs_object_info *o, int64_t now_ms)
+{
+	struct object_put p = {o, NULL, now_ms};
+	return object_put_tx(c, &p);
 }
 
 static int object_put_tx(struct sql_conn *c, void *ctx)
@@ -283,6 +303,172 @@ int sql_object_delete(void *impl, const char *bucket, const char *key, int64_t n
 {
 	struct object_delete p = {bucket, key, now_ms};
 	return sql_run_tx(impl, object_delete_tx, &p);
+}
+
+/* ---- CopyObject -------------------------------------------------------- */
+
+/* Locks the copy's buckets in name order (two copies between the same
+ * buckets in opposite directions cannot deadlock): the source's -ENOENT
+ * becomes -EACCES, the destination's stays -ENOENT. */
+static int lock_copy_buckets(struct sql_conn *c, const struct efs_object_copy *p)
+{
+	const char *src = p->src_bucket, *dst = p->dst->bucket;
+	int order = strcmp(src, dst);
+	int r;
+	if (order == 0)
+		return lock_bucket(c, dst, p->owner);
+	const char *first = order < 0 ? src : dst, *second = order < 0 ? dst : src;
+	if ((r = lock_bucket(c, first, p->owner)) == 0)
+		r = lock_bucket(c, second, p->owner);
+	if (r == -ENOENT) /* which one: look again without locking */
+		r = lock_bucket(c, dst, p->owner) == -ENOENT ? -ENOENT : -EACCES;
+	return r;
+}
+
+/* The new file: the source file's row under a new id, name and owner,
+ * its chunk list, and one more reference on each chunk per listing. The
+ * source file's row is locked first, so a concurrent delete of it (the
+ * REST API's, which does not lock the bucket) waits for this transaction
+ * and the chunks it lists cannot reach a count of 0 meanwhile. */
+static int copy_file(struct sql_conn *c, const struct efs_object_copy *p, const char *src_file,
+		     int64_t now_ms)
+{
+	int64_t changed = 0;
+	int r = SQL_Q(c, "UPDATE files SET created_at = created_at WHERE file_id = $1", NULL, NULL,
+		      &changed, SQL_TEXT(src_file));
+	if (r < 0)
+		return r;
+	if (!changed)
+		return -ENOKEY; /* the file went (its row goes with it) */
+	r = SQL_Q(c,
+		  "INSERT INTO files (file_id, owner, name, size, sha256, chunk_size, chunk_count,"
+		  "  replication, stored_bytes, created_at)"
+		  " SELECT $1, $2, $3, size, sha256, chunk_size, chunk_count, replication,"
+		  "  stored_bytes, $4 FROM files WHERE file_id = $5",
+		  NULL, NULL, NULL, SQL_TEXT(p->dst->file_id), SQL_TEXT(p->owner),
+		  SQL_TEXT(p->file_name), SQL_INT(now_ms), SQL_TEXT(src_file));
+	if (r < 0)
+		return r;
+	r = SQL_Q(c,
+		  "INSERT INTO file_chunks (file_id, idx, chunk_id)"
+		  " SELECT $1, idx, chunk_id FROM file_chunks WHERE file_id = $2",
+		  NULL, NULL, NULL, SQL_TEXT(p->dst->file_id), SQL_TEXT(src_file));
+	if (r < 0)
+		return r;
+	/* The source holds every one of these references, so no count is 0
+	 * here; zero_since is cleared all the same, as take_chunk_ref does. */
+	return SQL_Q(c,
+		     "UPDATE chunks SET"
+		     "  refcount = refcount + (SELECT COUNT(*) FROM file_chunks fc"
+		     "   WHERE fc.file_id = $1 AND fc.chunk_id = chunks.chunk_id),"
+		     "  zero_since = NULL"
+		     " WHERE chunk_id IN (SELECT chunk_id FROM file_chunks WHERE file_id = $1)",
+		     NULL, NULL, NULL, SQL_TEXT(p->dst->file_id));
+}
+
+/* A file as a copy's source: the destination bucket locked (-ENOENT), the
+ * file's size and creation time into @src with the caller's ETag and the
+ * default headers; -ENOKEY unless @p->owner owns the file. */
+struct file_source {
+	bool found;
+	struct efs_object_info *src;
+};
+
+static int row_file_source(void *ctx, const struct efs_sql_row *row)
+{
+	struct file_source *f = ctx;
+	f->found = true;
+	f->src->size = (uint64_t)efs_sql_int(row, 0);
+	f->src->last_modified_ms = efs_sql_int(row, 1);
+	return 0;
+}
+
+static int source_file(struct sql_conn *c, const struct efs_object_copy *p,
+		       struct efs_object_info *src)
+{
+	struct file_source found = {false, src};
+	int r = lock_bucket(c, p->dst->bucket, p->owner);
+	if (r < 0)
+		return r;
+	memset(src, 0, sizeof(*src));
+	r = SQL_Q(c, "SELECT size, created_at FROM files WHERE file_id = $1 AND owner = $2",
+		  row_file_source, &found, NULL, SQL_TEXT(p->src_file_id), SQL_TEXT(p->owner));
+	if (r < 0)
+		return r;
+	if (!found.found)
+		return -ENOKEY;
+	efs_strlcpy(src->file_id, p->src_file_id, sizeof(src->file_id));
+	efs_strlcpy(src->etag, p->src_etag ? p->src_etag : "", sizeof(src->etag));
+	efs_strlcpy(src->content_type, "binary/octet-stream", sizeof(src->content_type));
+	efs_strlcpy(src->user_meta, "{}", sizeof(src->user_meta));
+	return 0;
+}
+
+struct object_copy_run {
+	struct efs_object_copy *copy;
+	struct efs_object_info *src; /* scratch: the source's row */
+	int64_t now_ms;
+};
+
+static int object_copy_tx(struct sql_conn *c, void *ctx)
+{
+	struct object_copy_run *run = ctx;
+	struct efs_object_copy *p = run->copy;
+	struct efs_object_info *src = run->src, *dst = p->dst;
+	struct sql_rows rows = SQL_ROWS_FIXED(src, 1);
+	int r;
+
+	if (p->src_file_id)
+		r = source_file(c, p, src);
+	else if ((r = lock_copy_buckets(c, p)) == 0)
+		r = SQL_Q(c,
+			  "SELECT " OBJECT_COLUMNS " FROM s3_objects"
+			  " WHERE bucket = $1 AND object_key = $2",
+			  row_object, &rows, NULL, SQL_TEXT(p->src_bucket), SQL_TEXT(p->src_key));
+	if (r < 0)
+		return r;
+	if (!p->src_file_id && rows.count == 0)
+		return -ENOKEY;
+	if (p->check_source && (r = p->check_source(p->check_ctx, src)) < 0)
+		return r;
+	if ((r = check_cond(c, dst, p->cond)) < 0)
+		return r;
+	/* The new references first: when the destination is the source, its
+	 * release below must not leave the chunks unreferenced. */
+	if ((r = copy_file(c, p, src->file_id, run->now_ms)) < 0)
+		return r;
+	dst->size = src->size;
+	efs_strlcpy(dst->etag, src->etag, sizeof(dst->etag));
+	if (p->copy_headers) {
+		memcpy(dst->content_type, src->content_type, sizeof(dst->content_type));
+		memcpy(dst->content_encoding, src->content_encoding, sizeof(dst->content_encoding));
+		memcpy(dst->content_disposition, src->content_disposition,
+		       sizeof(dst->content_disposition));
+		memcpy(dst->cache_control, src->cache_control, sizeof(dst->cache_control));
+		memcpy(dst->expires, src->expires, sizeof(dst->expires));
+		memcpy(dst->user_meta, src->user_meta, sizeof(dst->user_meta));
+	}
+	if ((r = drop_object(c, dst->bucket, dst->key, run->now_ms)) < 0 && r != -ENOENT)
+		return r;
+	return SQL_Q(c,
+		     "INSERT INTO s3_objects (" OBJECT_COLUMNS ")"
+		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+		     NULL, NULL, NULL, SQL_TEXT(dst->bucket), SQL_TEXT(dst->key),
+		     SQL_TEXT(dst->file_id), SQL_INT(dst->size), SQL_TEXT(dst->etag),
+		     SQL_TEXT(dst->content_type), SQL_TEXT(dst->content_encoding),
+		     SQL_TEXT(dst->content_disposition), SQL_TEXT(dst->cache_control),
+		     SQL_TEXT(dst->expires), SQL_TEXT(dst->user_meta),
+		     SQL_INT(dst->last_modified_ms));
+}
+
+int sql_object_copy(void *impl, struct efs_object_copy *copy, int64_t now_ms)
+{
+	struct object_copy_run run = {copy, malloc(sizeof(struct efs_object_info)), now_ms};
+	if (!run.src)
+		return -ENOMEM;
+	int r = sql_run_tx(impl, object_copy_tx, &run);
+	free(run.src);
+	return r;
 }
 
 static int row_entry(void *ctx, const struct efs_sql_row *row)

@@ -211,7 +211,18 @@ int sql_report_finish(void *impl, const struct efs_report_context *ctx);
  * chunks. -ENOENT when there is no such file. */
 int sql_file_release(struct sql_conn *c, const char *file_id, const char *owner, int64_t now_ms);
 
+/* In a transaction (sql_files.c): ends session @session_id and releases
+ * its chunks, as efs_meta_session_delete. -ENOENT when there is none. */
+int sql_session_release(struct sql_conn *c, const char *session_id, int64_t now_ms);
+/* In a transaction (sql_files.c): the row of file @f (its chunk list is
+ * the caller's to write). */
+int sql_file_insert(struct sql_conn *c, const struct efs_file_info *f);
+
 /* sql_s3.c */
+/* In a transaction: makes @o the object at its key, as
+ * efs_meta_object_put (the bucket's row locked, the old object's file
+ * released). -ENOENT when the bucket is gone. */
+int sql_object_replace(struct sql_conn *c, const struct efs_object_info *o, int64_t now_ms);
 int sql_bucket_create(void *impl, const struct efs_bucket_info *b);
 int sql_bucket_get(void *impl, const char *name, struct efs_bucket_info *out);
 int sql_bucket_list(void *impl, const char *owner, struct efs_bucket_info **out, size_t *count);
@@ -220,8 +231,29 @@ int sql_object_get(void *impl, const char *bucket, const char *key, struct efs_o
 int sql_object_put(void *impl, const struct efs_object_info *o, const struct efs_object_cond *cond,
 		   int64_t now_ms);
 int sql_object_delete(void *impl, const char *bucket, const char *key, int64_t now_ms);
+int sql_object_copy(void *impl, struct efs_object_copy *copy, int64_t now_ms);
 int sql_object_list(void *impl, const char *bucket, const char *prefix, const char *after,
 		    size_t limit, struct efs_object_entry *out, size_t *count);
+
+/* sql_s3_multipart.c */
+int sql_s3_upload_create(void *impl, const struct efs_s3_upload *u);
+int sql_s3_upload_get(void *impl, const char *upload_id, struct efs_s3_upload *out);
+int sql_s3_part_put(void *impl, const char *upload_id, const char *owner,
+		    const struct efs_s3_part *p, int64_t now_ms);
+int sql_s3_part_list(void *impl, const char *upload_id, unsigned after, size_t limit,
+		     struct efs_s3_part *out, size_t *count);
+int sql_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
+			   const struct efs_s3_part *parts, size_t count,
+			   const struct efs_file_info *file, int64_t now_ms);
+int sql_s3_upload_abort(void *impl, const char *upload_id, const char *owner, int64_t now_ms);
+int sql_s3_upload_list(void *impl, const char *bucket, const char *prefix, const char *key_marker,
+		       const char *id_marker, size_t limit, struct efs_s3_upload_entry *out,
+		       size_t *count);
+int sql_s3_upload_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
+			  size_t *count);
+/* In a transaction (sql_s3_multipart.c): aborts every upload of bucket
+ * @bucket (its bucket is being deleted). */
+int sql_s3_bucket_uploads_release(struct sql_conn *c, const char *bucket, int64_t now_ms);
 
 int sql_garbage_list(void *impl, int64_t before_ms, size_t max, char (*ids)[65], size_t *count);
 int sql_garbage_take(void *impl, const char *chunk_id, struct efs_replica *replicas,

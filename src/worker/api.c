@@ -71,6 +71,13 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 		{EFS_METRIC_COUNTER, "echofs_scrub_corrupt_chunks_total",
 		 "Chunks the scrubber found corrupt (quarantined and reported).",
 		 (double)atomic_load(&w->scrub.corrupt_found), true},
+		{EFS_METRIC_GAUGE, "echofs_worker_grpc_connected",
+		 "1 while this worker beats on a gRPC control stream to its master, 0 over HTTP.",
+		 (double)atomic_load(&w->heartbeat.streaming), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_pushed_deletes_total",
+		 "Chunk deletes the master pushed on the control stream that this worker carried "
+		 "out.",
+		 (double)atomic_load(&w->heartbeat.pushed_deletes), true},
 		{EFS_METRIC_GAUGE, "echofs_worker_lease_epoch",
 		 "The newest lease epoch a master's background duty has sent (0: none yet).",
 		 (double)efs_fence_newest(&w->fence), true},

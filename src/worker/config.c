@@ -51,9 +51,76 @@ static int parse_master_urls(struct efs_worker_config *cfg, const char *list, ch
 	return 0;
 }
 
+/* The "host:port" of a gRPC address ("grpc://" dropped) into @out; false
+ * when it is not one. */
+bool efs_worker_grpc_target(const char *text, size_t len, char *out, size_t size)
+{
+	if (len >= 7 && strncmp(text, "grpc://", 7) == 0) {
+		text += 7;
+		len -= 7;
+	}
+	while (len > 0 && text[len - 1] == '/')
+		len--;
+	if (len == 0 || len >= size)
+		return false;
+	const char *colon = memrchr(text, ':', len);
+	if (!colon || colon == text || colon == text + len - 1)
+		return false;
+	for (const char *c = colon + 1; c < text + len; c++)
+		if (*c < '0' || *c > '9')
+			return false;
+	for (size_t i = 0; i < len; i++)
+		if (text[i] == '/' || text[i] == '@' || text[i] == ' ' || text[i] == ',' ||
+		    (unsigned char)text[i] < 0x21)
+			return false;
+	memcpy(out, text, len);
+	out[len] = '\0';
+	return true;
+}
+
+/* MASTER_GRPC_URL: one address per MASTER_URL entry, in the same order. */
+static int parse_grpc_urls(struct efs_worker_config *cfg, const char *list, char *err,
+			   size_t errlen)
+{
+	unsigned count = 0;
+	const char *p = list;
+	while (*p) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (!*p)
+			break;
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		while (len > 0 && p[len - 1] == ' ')
+			len--;
+		if (count >= cfg->master_count ||
+		    !efs_worker_grpc_target(p, len, cfg->master_grpc[count],
+					    sizeof(cfg->master_grpc[count]))) {
+			snprintf(err, errlen,
+				 count >= cfg->master_count
+					 ? "MASTER_GRPC_URL: more addresses than MASTER_URL has masters"
+					 : "MASTER_GRPC_URL: '%.*s' is not grpc://host:port",
+				 (int)EFS_MIN(len, 64), p);
+			return -EINVAL;
+		}
+		count++;
+		p += len;
+		while (*p && *p != ',')
+			p++;
+	}
+	if (count != cfg->master_count) {
+		snprintf(err, errlen,
+			 "MASTER_GRPC_URL: %u addresses for %u masters (one per MASTER_URL entry, "
+			 "in the same order)",
+			 count, cfg->master_count);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errlen)
 {
-	const char *advertise, *masters;
+	const char *advertise, *masters, *grpc_urls, *protocol;
 	uint64_t v;
 	int r;
 
@@ -94,6 +161,14 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 			     err, errlen)) < 0)
 		return r;
 	cfg->header_timeout_ms = (unsigned)v;
+	if ((r = efs_env_string("MASTER_GRPC_URL", NULL, false, &grpc_urls, err, errlen)) < 0 ||
+	    (r = efs_env_string("WORKER_PROTOCOL", "grpc", false, &protocol, err, errlen)) < 0)
+		return r;
+	if (strcmp(protocol, "grpc") != 0 && strcmp(protocol, "http") != 0) {
+		snprintf(err, errlen, "WORKER_PROTOCOL: '%.32s' is neither grpc nor http", protocol);
+		return -EINVAL;
+	}
+	cfg->use_grpc = strcmp(protocol, "grpc") == 0;
 
 	if (advertise) {
 		size_t len = efs_strlcpy(cfg->advertise_url, advertise, sizeof(cfg->advertise_url));
@@ -117,5 +192,7 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 		snprintf(cfg->advertise_url, sizeof(cfg->advertise_url), "%s://127.0.0.1:%u",
 			 cfg->tls.cert_file ? "https" : "http", cfg->port);
 	}
-	return parse_master_urls(cfg, masters, err, errlen);
+	if ((r = parse_master_urls(cfg, masters, err, errlen)) < 0)
+		return r;
+	return grpc_urls && *grpc_urls ? parse_grpc_urls(cfg, grpc_urls, err, errlen) : 0;
 }

@@ -8,6 +8,8 @@
 #include "echofs/log.h"
 #include "echofs/meta.h"
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -23,6 +25,13 @@ struct efs_worker_config {
 	/* MASTER_URL split at commas, without trailing slashes. */
 	char master_urls[EFS_MAX_MASTERS][EFS_URL_MAX + 1];
 	unsigned master_count;
+	/* MASTER_GRPC_URL split at commas, "host:port" (a "grpc://" prefix is
+	 * dropped): the i-th is the i-th master's control plane. All "" when
+	 * unset: each master's registration answer names it (grpc_url). */
+	char master_grpc[EFS_MAX_MASTERS][EFS_URL_MAX + 1];
+	/* WORKER_PROTOCOL: "grpc" (default) beats on a gRPC stream where the
+	 * master has one; "http" never opens one. */
+	bool use_grpc;
 	const char *cluster_secret;
 	uint64_t capacity_bytes; /* 0: the filesystem's size */
 	int64_t scrub_interval_ms;
@@ -42,5 +51,9 @@ struct efs_worker_config {
 /* Reads the worker's variables. 0, or -EINVAL with one line naming the
  * variable in @err. */
 int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errlen);
+
+/* Whether @text (@len bytes) is a gRPC address, "host:port" or
+ * "grpc://host:port"; its "host:port" into @out (@size bytes). */
+bool efs_worker_grpc_target(const char *text, size_t len, char *out, size_t size);
 
 #endif

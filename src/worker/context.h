@@ -48,9 +48,14 @@ struct efs_worker_space {
 	uint64_t chunk_count;
 };
 
+struct efs_fence;
+
 struct efs_worker_ctx {
 	const struct efs_worker_config *cfg; /* the worker's; outlives the context */
 	struct efs_store *store;
+	/* The newest lease epoch seen (fence.h): instructions pushed on the
+	 * control stream are fenced like the HTTP calls. Set by worker.c. */
+	struct efs_fence *fence;
 	struct efs_lost_queue lost; /* corrupt chunks for the master */
 	struct efs_http_client *http; /* the worker's calls to the masters run on it */
 

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* heartbeat.c - registration, heartbeats and master failover. */
 #include "worker/heartbeat.h"
+#include "echofs.pb-c.h"
 #include "echofs/http_client.h"
 #include "echofs/json.h"
 #include "echofs/log.h"
+#include "echofs/rpc.h"
 #include "echofs/util.h"
 #include "worker/context.h"
+#include "worker/fence.h"
+#include "worker/store.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -14,6 +18,17 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+/* Tries to open a gRPC stream again after 1 s, doubling up to 5 s. */
+#define GRPC_BACKOFF_MIN_MS 1000
+#define GRPC_BACKOFF_MAX_MS 5000
+/* A stream that lived this long resets the backoff. */
+#define GRPC_STABLE_MS 10000
+/* Most a stream open or a send on one may take. */
+#define GRPC_TIMEOUT_MS 2000
+/* The longest slice of a wait on the stream (the ticker's stop is checked
+ * between slices). */
+#define GRPC_WAIT_SLICE_MS 100
+#define PATH_CONNECT "/echofs.v1.ControlPlane/Connect"
 #define ID_FILE "worker_id"
 #define CLUSTER_FILE "cluster_id"
 /* do_register's answer when the master is another cluster's. */
@@ -224,6 +239,11 @@ static int do_register(struct efs_heartbeat *hb)
 		pthread_mutex_unlock(&ctx->lock);
 	}
 	take_interval(hb, answer);
+	/* The master's control plane, when it has one (GRPC_PORT). */
+	const char *grpc = json_string_value(json_object_get(answer, "grpc_url"));
+	char *learned = hb->grpc_learned[ctx->master_index];
+	if (!grpc || !efs_worker_grpc_target(grpc, strlen(grpc), learned, EFS_URL_MAX + 1))
+		learned[0] = '\0';
 	json_decref(answer);
 	pthread_mutex_lock(&ctx->lock);
 	ctx->registered = true;
@@ -273,6 +293,263 @@ static int do_heartbeat(struct efs_heartbeat *hb)
 	return r;
 }
 
+/* ---- the gRPC stream (heartbeat thread only) ---- */
+
+/* The current master's gRPC address, or NULL (none, or WORKER_PROTOCOL=http). */
+static const char *grpc_target(const struct efs_heartbeat *hb)
+{
+	const struct efs_worker_config *cfg = hb->ctx->cfg;
+	unsigned i = hb->ctx->master_index;
+	if (!cfg->use_grpc)
+		return NULL;
+	if (cfg->master_grpc[i][0])
+		return cfg->master_grpc[i];
+	return hb->grpc_learned[i][0] ? hb->grpc_learned[i] : NULL;
+}
+
+static int stream_send(struct efs_heartbeat *hb, const Echofs__V1__WorkerMessage *msg)
+{
+	size_t len = echofs__v1__worker_message__get_packed_size(msg);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (!buf)
+		return -ENOMEM;
+	echofs__v1__worker_message__pack(msg, buf);
+	int r = efs_rpc_stream_send(hb->stream, buf, len, GRPC_TIMEOUT_MS);
+	free(buf);
+	return r;
+}
+
+/* Closes the stream after @r (a failure), logs once per outage, and sets
+ * when to try again. Beats go over HTTP meanwhile. */
+static void stream_drop(struct efs_heartbeat *hb, int r, const char *doing)
+{
+	char why[EFS_RPC_WHY_MAX + 1] = "";
+	const char *target = grpc_target(hb);
+	if (hb->stream && r == -EPIPE)
+		r = efs_rpc_stream_error(hb->stream, why, sizeof(why));
+	if (hb->stream && efs_mono_ms() - hb->stream_opened_ms >= GRPC_STABLE_MS)
+		hb->grpc_backoff_ms = 0;
+	efs_rpc_stream_close(hb->stream);
+	hb->stream = NULL;
+	atomic_store(&hb->streaming, false);
+	hb->grpc_backoff_ms = hb->grpc_backoff_ms
+				      ? EFS_MIN(hb->grpc_backoff_ms * 2, GRPC_BACKOFF_MAX_MS)
+				      : GRPC_BACKOFF_MIN_MS;
+	hb->grpc_retry_ms = efs_mono_ms() + hb->grpc_backoff_ms;
+	if (r == -ENOENT) {
+		/* the master does not know us: register again (over HTTP) */
+		pthread_mutex_lock(&hb->ctx->lock);
+		hb->ctx->registered = false;
+		pthread_mutex_unlock(&hb->ctx->lock);
+	}
+	if (!hb->grpc_failing)
+		efs_warn("gRPC %s %s: %s%s%s; heartbeats go over HTTP, gRPC again in %lld ms",
+			 doing, target ? target : "(no address)",
+			 r == -EACCES  ? "refused CLUSTER_SECRET"
+			 : r == -EPIPE ? "the stream ended"
+				       : strerror(-r),
+			 why[0] ? ": " : "",
+			 why, (long long)hb->grpc_backoff_ms);
+	hb->grpc_failing = true;
+}
+
+/* Opens a stream to the current master when one is wanted and due. */
+static void stream_open(struct efs_heartbeat *hb)
+{
+	struct efs_worker_ctx *ctx = hb->ctx;
+	const char *target = grpc_target(hb);
+	char auth[520]; /* rpc.c passes at most 512 bytes of "authorization" */
+	char why[EFS_RPC_WHY_MAX + 1];
+	int r;
+
+	if (hb->stream && hb->stream_master != ctx->master_index)
+		stream_drop(hb, -ECONNRESET, "stream moved off");
+	if (hb->stream || !target || efs_mono_ms() < hb->grpc_retry_ms)
+		return;
+	int n = snprintf(auth, sizeof(auth), "Bearer %s", ctx->cfg->cluster_secret);
+	if (n < 0 || n > 512) {
+		if (!hb->grpc_failing)
+			efs_warn("CLUSTER_SECRET is longer than gRPC calls carry here (505 bytes): "
+				 "heartbeats stay on HTTP");
+		hb->grpc_failing = true;
+		hb->grpc_retry_ms = INT64_MAX;
+		return;
+	}
+	r = efs_rpc_stream_open(target, PATH_CONNECT, auth, GRPC_TIMEOUT_MS, &hb->stream, why,
+				sizeof(why));
+	if (r < 0) {
+		hb->stream = NULL;
+		stream_drop(hb, r, "stream to");
+		return;
+	}
+	hb->stream_master = ctx->master_index;
+	hb->stream_opened_ms = efs_mono_ms();
+	hb->stream_sequence = 0;
+	Echofs__V1__WorkerMessage msg = ECHOFS__V1__WORKER_MESSAGE__INIT;
+	Echofs__V1__Hello hello = ECHOFS__V1__HELLO__INIT;
+	hello.worker_id = ctx->worker_id;
+	hello.cluster_id = ctx->cluster_id;
+	msg.body_case = ECHOFS__V1__WORKER_MESSAGE__BODY_HELLO;
+	msg.hello = &hello;
+	if ((r = stream_send(hb, &msg)) < 0) {
+		stream_drop(hb, r, "hello to");
+		return;
+	}
+	efs_info("heartbeats go over gRPC to %s (master %s)", target,
+		 efs_worker_ctx_master_url(ctx));
+	hb->grpc_failing = false;
+	atomic_store(&hb->streaming, true);
+}
+
+/* One heartbeat on the stream. 0 or -errno (the stream is then dropped). */
+static int stream_beat(struct efs_heartbeat *hb)
+{
+	struct efs_worker_space space = {0};
+	int r = efs_worker_ctx_space(hb->ctx, &space);
+	if (r < 0)
+		efs_warn("cannot measure %s: %s", hb->ctx->cfg->data_dir, strerror(-r));
+	Echofs__V1__WorkerMessage msg = ECHOFS__V1__WORKER_MESSAGE__INIT;
+	Echofs__V1__Heartbeat beat = ECHOFS__V1__HEARTBEAT__INIT;
+	Echofs__V1__Space s = ECHOFS__V1__SPACE__INIT;
+	s.capacity_bytes = space.capacity_bytes;
+	s.free_bytes = space.free_bytes;
+	s.chunk_count = space.chunk_count;
+	beat.space = &s;
+	beat.sequence = ++hb->stream_sequence;
+	msg.body_case = ECHOFS__V1__WORKER_MESSAGE__BODY_HEARTBEAT;
+	msg.heartbeat = &beat;
+	r = stream_send(hb, &msg);
+	if (r < 0)
+		stream_drop(hb, r, "heartbeat to");
+	return r;
+}
+
+/* A pushed delete (DeleteChunks): what DELETE /chunks/{id} with
+ * X-Unmodified-For-Ms and the lease epoch does (api.c), for each chunk;
+ * the status of the last one (the master sends one per instruction). */
+static unsigned pushed_delete(struct efs_heartbeat *hb, const Echofs__V1__DeleteChunks *del)
+{
+	struct efs_worker_ctx *ctx = hb->ctx;
+	unsigned status = 204;
+	if (del->lease_epoch && ctx->fence) {
+		int r = efs_fence_admit(ctx->fence, del->lease_epoch);
+		if (r == -ESTALE) {
+			efs_warn("pushed delete refused: lease epoch %llu is older than %llu, the "
+				 "newest seen (a master that lost the lease); nothing changed",
+				 (unsigned long long)del->lease_epoch,
+				 (unsigned long long)efs_fence_newest(ctx->fence));
+			return 409;
+		}
+		if (r < 0) {
+			efs_error("cannot record lease epoch %llu: %s; pushed delete refused",
+				  (unsigned long long)del->lease_epoch, strerror(-r));
+			return 500;
+		}
+	}
+	if (del->unmodified_for_ms > INT64_MAX / 2 || del->n_chunk_ids == 0)
+		return 400;
+	for (size_t i = 0; i < del->n_chunk_ids; i++) {
+		const char *id = del->chunk_ids[i];
+		if (!efs_chunk_id_valid(id)) {
+			status = 400;
+			continue;
+		}
+		int r = efs_store_delete_unmodified_for(ctx->store, id,
+							(int64_t)del->unmodified_for_ms);
+		status = r == 0 ? 204 : r == -ENOENT ? 404 : r == -EBUSY ? 412 : 500;
+		if (r == 0)
+			atomic_fetch_add(&hb->pushed_deletes, 1);
+		if (r == 0)
+			efs_debug("chunk %s deleted (pushed by the master)", id);
+		else if (status == 500)
+			efs_warn("pushed delete of chunk %s failed: %s", id, strerror(-r));
+	}
+	return status;
+}
+
+/* Answers instruction @id with @status. A failed send drops the stream
+ * (the master retries the instruction over HTTP). */
+static void ack(struct efs_heartbeat *hb, uint64_t id, unsigned status)
+{
+	Echofs__V1__WorkerMessage msg = ECHOFS__V1__WORKER_MESSAGE__INIT;
+	Echofs__V1__Ack a = ECHOFS__V1__ACK__INIT;
+	a.instruction_id = id;
+	a.status = status;
+	a.ok = status < 300 || status == 404 || status == 412;
+	msg.body_case = ECHOFS__V1__WORKER_MESSAGE__BODY_ACK;
+	msg.ack = &a;
+	int r = stream_send(hb, &msg);
+	if (r < 0)
+		stream_drop(hb, r, "ack to");
+}
+
+/* Acts on one instruction from the master. */
+static void instruction(struct efs_heartbeat *hb, const struct efs_buf *in, int64_t beat_ms)
+{
+	Echofs__V1__MasterMessage *msg =
+		echofs__v1__master_message__unpack(NULL, in->len, (const uint8_t *)in->data);
+	if (!msg) {
+		efs_warn("master %s sent a malformed gRPC message: ignored",
+			 efs_worker_ctx_master_url(hb->ctx));
+		return;
+	}
+	switch (msg->body_case) {
+	case ECHOFS__V1__MASTER_MESSAGE__BODY_SET_HEARTBEAT_INTERVAL: {
+		uint64_t ms = msg->set_heartbeat_interval->heartbeat_interval_ms;
+		if (ms >= 10 && ms <= 3600000)
+			hb->interval_ms = (int64_t)ms;
+		break;
+	}
+	case ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS:
+		ack(hb, msg->instruction_id, pushed_delete(hb, msg->delete_chunks));
+		break;
+	case ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT:
+		/* as the HTTP answer's "full_report" (do_heartbeat) */
+		if (atomic_load(&hb->ctx->full_report_began_ms) < beat_ms &&
+		    !atomic_exchange(&hb->ctx->full_report_due, true))
+			efs_info("master %s had counted this worker dead: sending a full chunk "
+				 "report now",
+				 efs_worker_ctx_master_url(hb->ctx));
+		break;
+	default:
+		efs_debug("master %s sent a gRPC instruction this worker does not act on yet "
+			  "(%d): ignored",
+			  efs_worker_ctx_master_url(hb->ctx), (int)msg->body_case);
+		break;
+	}
+	echofs__v1__master_message__free_unpacked(msg, NULL);
+}
+
+/* Waits @ms for the next beat, taking instructions from the stream
+ * meanwhile. Returns early (false) when the stream breaks, so the next
+ * beat goes over HTTP at once; true when the ticker is stopping. */
+static bool stream_wait(struct efs_heartbeat *hb, struct efs_ticker *t, int64_t ms,
+			int64_t beat_ms)
+{
+	struct efs_buf in;
+	int64_t until = efs_mono_ms() + ms;
+	bool stopping = false;
+	efs_buf_init(&in, EFS_RPC_MESSAGE_MAX);
+	while (hb->stream) {
+		int64_t left = until - efs_mono_ms();
+		if (left <= 0)
+			break;
+		int r = efs_rpc_stream_recv(hb->stream, EFS_MIN(left, GRPC_WAIT_SLICE_MS), &in);
+		if (r > 0) {
+			instruction(hb, &in, beat_ms);
+			continue;
+		}
+		if (r < 0) {
+			stream_drop(hb, r, "stream to");
+			break;
+		}
+		if ((stopping = efs_ticker_wait(t, 0)))
+			break;
+	}
+	efs_buf_release(&in);
+	return stopping;
+}
+
 static void heartbeat_main(struct efs_ticker *t, void *arg)
 {
 	struct efs_heartbeat *hb = arg;
@@ -282,8 +559,13 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 
 	for (;;) {
 		int r;
+		int64_t beat_ms = efs_mono_ms();
+		if (ctx->registered)
+			stream_open(hb);
 		if (!ctx->registered) {
 			r = do_register(hb);
+		} else if (hb->stream && stream_beat(hb) == 0) {
+			r = 0;
 		} else {
 			r = do_heartbeat(hb);
 			if (r == WRONG_CLUSTER) {
@@ -310,7 +592,8 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 			backoff = BACKOFF_MIN_MS;
 			if (ctx->after_beat)
 				ctx->after_beat(ctx->after_beat_arg);
-			if (efs_ticker_wait(t, hb->interval_ms))
+			if (hb->stream ? stream_wait(hb, t, hb->interval_ms, beat_ms)
+				       : efs_ticker_wait(t, hb->interval_ms))
 				break;
 			continue;
 		}
@@ -326,6 +609,8 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 		pthread_mutex_lock(&ctx->lock);
 		ctx->master_index = (ctx->master_index + 1) % ctx->cfg->master_count;
 		pthread_mutex_unlock(&ctx->lock);
+		if (hb->stream)
+			stream_drop(hb, -ECONNRESET, "stream left for another master:");
 		if (efs_ticker_wait(t, backoff))
 			break;
 		/* Never wait longer than a heartbeat interval between tries: a
@@ -339,6 +624,8 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 		int64_t cap = EFS_MAX(BACKOFF_MIN_MS, EFS_MIN(hb->interval_ms, BACKOFF_MAX_MS));
 		backoff = EFS_MIN(backoff * 2, cap);
 	}
+	efs_rpc_stream_close(hb->stream);
+	hb->stream = NULL;
 }
 
 int efs_heartbeat_start(struct efs_heartbeat *hb, struct efs_worker_ctx *ctx)

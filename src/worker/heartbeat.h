@@ -10,6 +10,15 @@
  * registration is written to the data directory before it is used, so a
  * restarted worker comes back as itself.
  *
+ * With WORKER_PROTOCOL=grpc (the default) and a gRPC address for the
+ * current master (MASTER_GRPC_URL, or the registration answer's
+ * "grpc_url"), the beats after registration go on one Connect stream
+ * (proto/echofs.proto) instead of one HTTP request each; the thread waits
+ * between beats for the master's instructions on it (the interval, a full
+ * report). When the stream cannot be opened or breaks, the beats go over
+ * HTTP at once, and the stream is tried again after a backoff (1 s,
+ * doubling up to 5 s). Registration stays HTTP.
+ *
  * The registration state lives in the worker context (context.h), where
  * the chunk report and the API read it. After each successful beat the
  * thread calls the context's after_beat hook; every (re)registration sets
@@ -22,10 +31,12 @@
 #include "echofs/ticker.h"
 #include "worker/config.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 struct efs_worker_ctx;
+struct efs_rpc_stream;
 
 struct efs_heartbeat {
 	struct efs_worker_ctx *ctx;
@@ -34,6 +45,20 @@ struct efs_heartbeat {
 	/* A refusal (another cluster's master) was logged for this master
 	 * index: once per master URL. */
 	bool refused_logged[EFS_MAX_MASTERS];
+	/* The gRPC control plane (heartbeat thread only). Each master's
+	 * address as its registration answer named it ("" : none). */
+	char grpc_learned[EFS_MAX_MASTERS][EFS_URL_MAX + 1];
+	struct efs_rpc_stream *stream; /* NULL: beats go over HTTP */
+	unsigned stream_master;	       /* the master index it goes to */
+	int64_t stream_opened_ms;      /* efs_mono_ms() */
+	uint64_t stream_sequence;      /* heartbeats sent on it */
+	int64_t grpc_retry_ms;	       /* efs_mono_ms() of the next try to open one */
+	int64_t grpc_backoff_ms;
+	bool grpc_failing;	       /* a failure was logged; quiet until it works */
+	/* For the worker's metrics (any thread): a stream is open; deletes
+	 * the master pushed on one and this worker carried out (204). */
+	atomic_bool streaming;
+	_Atomic uint64_t pushed_deletes;
 };
 
 /* Loads the stored id (if any) into @ctx and starts the thread. 0 or

@@ -46,6 +46,7 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 		efs_fence_close(&w->fence);
 		return r;
 	}
+	w->ctx.fence = &w->fence;
 	if ((r = efs_http_client_set_ca_file(w->ctx.http, cfg->tls.ca_file)) < 0) {
 		snprintf(err, errlen, "out of memory");
 		goto fail_ctx;

@@ -3,7 +3,10 @@
  * from a request's URL and Host before anything else: the bucket and key
  * (efs_s3_target_parse in src/master/s3_routes.c, path style and
  * virtual-host style under a fixed S3_DOMAIN) and a ListObjectsV2
- * continuation token (efs_s3_token_decode in src/master/s3_bucket.c).
+ * continuation token (efs_s3_token_decode in src/master/s3_bucket.c);
+ * and the base64 digests of its headers (Content-MD5, x-amz-checksum-*:
+ * efs_base64_decode_exact in src/common/util.c). CopyObject's
+ * x-amz-copy-source goes through efs_s3_target_parse too.
  *
  * Input: "<host>\n<target>" (the Host header, then the request target of
  * at most 8 KiB); the target is also decoded as a token. Checked beyond
@@ -15,7 +18,9 @@
  *     (path style) percent-encoding them back into "/bucket/key" parses
  *     to the same bucket and key;
  *   - a decoded token is UTF-8 without NUL and hex-encodes back to the
- *     token (lowercase).
+ *     token (lowercase);
+ *   - a target decoded as the base64 of 4, 16 or 32 bytes encodes back
+ *     (OpenSSL's encoder) to exactly the target: one encoding per value.
  * Build and run: make fuzz; bin/fuzz_s3_target tests/fuzz/corpus/s3_target
  */
 #include "echofs/util.h"
@@ -23,6 +28,7 @@
 #include "master/s3_routes.h"
 
 #include <ctype.h>
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +108,24 @@ static void check_token(const char *token)
 			abort();
 }
 
+static void check_base64(const char *text)
+{
+	static const size_t lengths[] = {4, 16, 32};
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		unsigned char out[EFS_BASE64_DECODE_MAX];
+		char again[2 * EFS_BASE64_DECODE_MAX];
+		memset(out, 0xAB, sizeof(out));
+		if (efs_base64_decode_exact(text, out, lengths[i]) != 0) {
+			if (out[0] != 0xAB) /* untouched */
+				abort();
+			continue;
+		}
+		EVP_EncodeBlock((unsigned char *)again, out, (int)lengths[i]);
+		if (strcmp(again, text) != 0)
+			abort();
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size > TARGET_MAX + 256)
@@ -125,6 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_target(host, target);
 	check_target(NULL, target);
 	check_token(target);
+	check_base64(target);
 	free(text);
 	return 0;
 }

@@ -125,6 +125,10 @@ WORKER_DEAD_AFTER_MS = 1000
 
 # Slack added to deadlines computed from the configuration. Sanitized
 # binaries are several times slower, and CI machines have 2 cores.
+# The workers' WORKER_PROTOCOL in every cluster: "http" (the suite's
+# heartbeat counts, proxies and faults address the HTTP path), or "grpc"
+# to run it with gRPC control streams (ECHOFS_TEST_WORKER_PROTOCOL=grpc).
+WORKER_PROTOCOL = os.environ.get("ECHOFS_TEST_WORKER_PROTOCOL") or "http"
 TIMING_MARGIN_S = float(os.environ.get("ECHOFS_TIMING_MARGIN") or (1.5 if SANITIZE else 0.5))
 # How long a process may take to answer after start, and to exit after SIGTERM.
 START_TIMEOUT_S = 30.0 if SANITIZE else 10.0
@@ -1265,6 +1269,9 @@ class Master(Process):
                  env: Optional[dict] = None):
         super().__init__(cluster, name, env)
         self.port = port or free_port()
+        # The gRPC control plane's port (GRPC_PORT): a free one of its own,
+        # kept across restarts; none in TLS mode (gRPC has no TLS yet).
+        self.grpc_port = free_port()
         self.data_dirs = 0
         self.data_dir = self._new_data_dir()
         # DATABASE_URL (backend "postgres": the cluster's database; None:
@@ -1288,6 +1295,7 @@ class Master(Process):
             **self.cluster.tls_env(),
             "MASTER_HOST": "127.0.0.1",
             "MASTER_PORT": self.port,
+            "GRPC_PORT": 0 if self.cluster.tls else self.grpc_port,
             "DATA_DIR": self.data_dir,
             "JWT_SECRET": JWT_SECRET,
             "CLUSTER_SECRET": CLUSTER_SECRET,
@@ -1457,6 +1465,9 @@ class Worker(Process):
             "MASTER_URL": self.master_url,
             "CLUSTER_SECRET": CLUSTER_SECRET,
             "LOG_LEVEL": "info",
+            # How workers beat: HTTP unless ECHOFS_TEST_WORKER_PROTOCOL=grpc
+            # (the daemon's own default is grpc; test_grpc.py sets it).
+            "WORKER_PROTOCOL": WORKER_PROTOCOL,
         }
 
     def client(self, bearer: Optional[str] = None) -> ApiClient:

@@ -72,7 +72,9 @@ HEARTBEAT_LINE = r"^(\S+) .*access POST /api/v1/workers/{}/heartbeat 200"
 
 def test_worker_beats_at_the_interval_the_master_gives(cluster):
     m = cluster.add_master(HEARTBEAT_INTERVAL_MS=300, WORKER_DEAD_AFTER_MS=3000)
-    w = cluster.add_worker()
+    # The HTTP heartbeats' access lines are what is counted (gRPC beats:
+    # tests/integration/test_grpc.py).
+    w = cluster.add_worker(WORKER_PROTOCOL="http")
     rx = re.compile(HEARTBEAT_LINE.format(w.worker_id), re.M)
 
     def beats():
@@ -246,7 +248,8 @@ def test_worker_started_before_master_registers_with_backoff(cluster):
 def test_worker_fails_over_to_the_second_master_url(cluster):
     m = cluster.add_master()
     dead = f"http://127.0.0.1:{h.free_port()}"
-    w = cluster.add_worker(master=m, master_url=f"{dead},{m.url}", wait=False)
+    w = cluster.add_worker(master=m, master_url=f"{dead},{m.url}", wait=False,
+                           WORKER_PROTOCOL="http")  # its HTTP beats are read below
     wid = w.wait_registered(m, timeout=10)
     # And it keeps beating there.
     mark = m.log_mark()

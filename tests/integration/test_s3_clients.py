@@ -3,11 +3,10 @@ clients from Debian: the aws CLI (`aws s3 sync/ls`), s3cmd and rclone,
 each with the configuration docs/S3.md gives ("Using aws, s3cmd, rclone
 and boto3"), against a master serving S3 on S3_PORT with two workers.
 
-Multipart upload is not implemented yet (501 NotImplemented), so every
-client is configured to send each file in one PUT: aws through
-`multipart_threshold` in its config file (AWS_CONFIG_FILE), s3cmd with
-`enable_multipart = False`, rclone with `upload_cutoff = 5G`. Drop those
-settings from the tests when multipart lands.
+Each client runs with its default multipart settings: s3cmd sends its
+16 MiB file as a multipart upload of 15 MiB parts (docs/S3.md#multipart-upload);
+the other files are below the clients' thresholds (aws 8 MiB, rclone
+200 MiB; `aws s3 cp` of 200 MiB in multipart is in test_s3_multipart.py).
 
 Each client runs as a subprocess; when one fails, the assert message
 carries its command line, stdout and stderr.
@@ -135,9 +134,7 @@ def aws_env(s3, tmp_path_factory):
     home = tmp_path_factory.mktemp("aws-home")
     key = access_key(s3, "cli-aws")
     config = home / "config"
-    # multipart_threshold: every file in one PUT (multipart is 501 for now)
-    config.write_text(f"[default]\nregion = {REGION}\ns3 =\n"
-                      "    multipart_threshold = 5GB\n    addressing_style = path\n")
+    config.write_text(f"[default]\nregion = {REGION}\ns3 =\n    addressing_style = path\n")
     env = {**h.base_environ(), "HOME": str(home), "AWS_CONFIG_FILE": str(config),
            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_ACCESS_KEY_ID": key[0],
            "AWS_SECRET_ACCESS_KEY": key[1], "AWS_PAGER": "", "LC_ALL": "C.UTF-8"}
@@ -199,7 +196,6 @@ def test_s3cmd_mb_put_ls_get_del_rb(s3, tmp_path):
     key = access_key(s3, "cli-s3cmd")
     host = f"127.0.0.1:{s3.s3_port}"
     config = tmp_path / "s3cfg"
-    # enable_multipart = False: one PUT whatever the size (multipart is 501)
     config.write_text(
         "[default]\n"
         f"access_key = {key[0]}\nsecret_key = {key[1]}\n"
@@ -207,7 +203,7 @@ def test_s3cmd_mb_put_ls_get_del_rb(s3, tmp_path):
         f"bucket_location = {REGION}\n"
         f"use_https = {'True' if s3.s3_ca else 'False'}\n"
         + (f"ca_certs_file = {s3.s3_ca}\n" if s3.s3_ca else "")
-        + "signature_v2 = False\nenable_multipart = False\n")
+        + "signature_v2 = False\n")
     env = {**h.base_environ(), "HOME": str(tmp_path), "LC_ALL": "C.UTF-8"}
 
     def s3cmd(*args, expect=0):
@@ -216,7 +212,7 @@ def test_s3cmd_mb_put_ls_get_del_rb(s3, tmp_path):
     small = tmp_path / "small file \u00e9.txt"
     small.write_bytes(b"s3cmd says hello\n" * 1000)
     big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(16 * 1024 * 1024 + 3))  # over s3cmd's 15 MiB part size
+    big.write_bytes(os.urandom(16 * 1024 * 1024 + 3))  # 2 parts of s3cmd's 15 MiB
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
 
@@ -240,6 +236,9 @@ def test_s3cmd_mb_put_ls_get_del_rb(s3, tmp_path):
         got = back / path.name
         s3cmd("get", f"s3://s3cmd-bucket/{dest}", str(got))
         assert got.read_bytes() == path.read_bytes(), dest
+    # the big file went up in two parts: its ETag says so
+    etag = boto(s3, key).head_object(Bucket="s3cmd-bucket", Key="big.bin")["ETag"]
+    assert etag.endswith('-2"'), etag
     # s3cmd checks the ETag against the MD5 of what it got: the info says so
     info = s3cmd("info", "s3://s3cmd-bucket/big.bin")
     assert hashlib.md5(big.read_bytes()).hexdigest() in info, info
@@ -262,12 +261,10 @@ def test_s3cmd_mb_put_ls_get_del_rb(s3, tmp_path):
 def test_rclone_copy_sync_check_lsf(s3, tmp_path):
     key = access_key(s3, "cli-rclone")
     config = tmp_path / "rclone.conf"
-    # upload_cutoff = 5G: one PUT whatever the size (multipart is 501)
     config.write_text(
         "[echofs]\ntype = s3\nprovider = Other\nenv_auth = false\n"
         f"access_key_id = {key[0]}\nsecret_access_key = {key[1]}\n"
-        f"endpoint = {s3.s3_url}\nregion = {REGION}\nforce_path_style = true\n"
-        "upload_cutoff = 5G\n")
+        f"endpoint = {s3.s3_url}\nregion = {REGION}\nforce_path_style = true\n")
     env = {**h.base_environ(), "HOME": str(tmp_path), "RCLONE_CONFIG": str(config),
            "LC_ALL": "C.UTF-8"}
     if s3.s3_ca:

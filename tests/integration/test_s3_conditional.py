@@ -7,9 +7,11 @@ Modified without a body, the precedence of the ETag conditions over the
 date ones, quoted/unquoted/list/`*` entity tags, invalid dates ignored,
 a missing key still 404); PutObject with If-None-Match: * (create only
 if absent; eight racing PUTs of one key: exactly one 200, the others 412,
-their files released) and If-Match (replace only that ETag; 404 NoSuchKey
-when absent); DeleteObjects (verbose and Quiet, absent keys deleted,
-files released, Content-MD5 required and checked, MalformedXML, at most
+their files released), If-Match (replace only that ETag; 404 NoSuchKey
+when absent) and If-Unmodified-Since (412 when modified after; If-Match
+decides alone; If-Modified-Since 501); DeleteObjects (verbose and Quiet,
+absent keys deleted, files released, Content-MD5 or an
+x-amz-checksum-crc32/-crc32c/-sha256 required and each checked, MalformedXML, at most
 1000 keys, KeyTooLongError per key, VersionId 501, the body capped,
 another user's bucket AccessDenied).
 """
@@ -19,6 +21,7 @@ import email.utils
 import hashlib
 import threading
 import time
+import zlib
 
 import boto3
 import botocore
@@ -266,12 +269,39 @@ def test_put_if_match_replaces_only_that_etag(s3, alice, alice_key):
     assert [k for k, _ in files_of(s3, "replace")] == ["k"]
 
 
-def test_put_date_conditions_are_not_implemented(s3, alice, alice_key):
+def test_put_if_unmodified_since(s3, alice, alice_key):
     alice.create_bucket(Bucket="put-dates")
-    c = new_client(s3, alice_key, {"If-Unmodified-Since": http_date(time.time())})
-    assert failure(c.put_object, Bucket="put-dates", Key="k", Body=b"x") == \
-        (501, "NotImplemented")
-    assert "Contents" not in alice.list_objects_v2(Bucket="put-dates")
+    alice.put_object(Bucket="put-dates", Key="k", Body=b"v1")
+    head = alice.head_object(Bucket="put-dates", Key="k")
+    modified = int(head["LastModified"].timestamp())
+
+    def putter(headers):
+        return new_client(s3, alice_key, headers)
+
+    # modified after the date: 412, the object stays
+    assert failure(putter({"If-Unmodified-Since": http_date(modified - 60)}).put_object,
+                   Bucket="put-dates", Key="k", Body=b"lost") == (412, "PreconditionFailed")
+    assert alice.get_object(Bucket="put-dates", Key="k")["Body"].read() == b"v1"
+    # not modified since: replaced
+    putter({"If-Unmodified-Since": http_date(modified)}).put_object(
+        Bucket="put-dates", Key="k", Body=b"v2")
+    assert alice.get_object(Bucket="put-dates", Key="k")["Body"].read() == b"v2"
+    # If-Match decides alone when both are given (RFC 7232 3.4)
+    etag = alice.head_object(Bucket="put-dates", Key="k")["ETag"]
+    putter({"If-Match": etag, "If-Unmodified-Since": http_date(modified - 60)}).put_object(
+        Bucket="put-dates", Key="k", Body=b"v3")
+    assert alice.get_object(Bucket="put-dates", Key="k")["Body"].read() == b"v3"
+    # no object, or a date that does not parse: nothing to hold, stored
+    putter({"If-Unmodified-Since": http_date(modified - 60)}).put_object(
+        Bucket="put-dates", Key="new", Body=b"n")
+    putter({"If-Unmodified-Since": "yesterday"}).put_object(
+        Bucket="put-dates", Key="k", Body=b"v4")
+    assert alice.get_object(Bucket="put-dates", Key="k")["Body"].read() == b"v4"
+    # If-Modified-Since means nothing for a write (RFC 7232 3.3): refused
+    assert failure(putter({"If-Modified-Since": http_date(modified)}).put_object,
+                   Bucket="put-dates", Key="k", Body=b"x") == (501, "NotImplemented")
+    assert alice.get_object(Bucket="put-dates", Key="k")["Body"].read() == b"v4"
+    assert [k for k, _ in files_of(s3, "put-dates")] == ["k", "new"]
 
 
 # ---- DeleteObjects ----------------------------------------------------------------------
@@ -293,6 +323,23 @@ def raw_delete(s3, body_key, bucket, body, md5=True, extra=None):
     botocore.auth.S3SigV4Auth(creds, "s3", REGION).add_auth(request)
     return requests.post(url, data=body, headers=dict(request.headers.items()),
                          verify=s3.s3_verify)
+
+
+def checksum(kind, body):
+    """x-amz-checksum-<kind> of @body as S3 encodes it (base64 of the
+    big-endian digest)."""
+    if kind == "sha256":
+        digest = hashlib.sha256(body).digest()
+    elif kind == "crc32":
+        digest = zlib.crc32(body).to_bytes(4, "big")
+    else:  # crc32c, bitwise (no library for it in Debian's python3)
+        crc = 0xFFFFFFFF
+        for byte in body:
+            crc ^= byte
+            for _ in range(8):
+                crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        digest = (crc ^ 0xFFFFFFFF).to_bytes(4, "big")
+    return base64.b64encode(digest).decode()
 
 
 def s3_code(r):
@@ -378,3 +425,34 @@ def test_delete_objects_in_another_users_bucket_is_denied(s3, alice):
     assert failure(bob.delete_objects, Bucket="batch-mine",
                    Delete={"Objects": [{"Key": "k"}]}) == (403, "AccessDenied")
     assert [c["Key"] for c in alice.list_objects_v2(Bucket="batch-mine")["Contents"]] == ["k"]
+
+
+@pytest.mark.parametrize("kind", ["crc32", "crc32c", "sha256"])
+def test_delete_objects_takes_a_checksum_instead_of_content_md5(s3, alice, alice_key, kind):
+    bucket = f"batch-{kind}"
+    alice.create_bucket(Bucket=bucket)
+    for k in ["a", "b"]:
+        alice.put_object(Bucket=bucket, Key=k, Body=b"x")
+    header = f"x-amz-checksum-{kind}"
+    body = delete_xml(["a"])
+    # a wrong one, one that is not base64 of the right length: nothing deleted
+    wrong = checksum(kind, b"another body")
+    assert s3_code(raw_delete(s3, alice_key, bucket, body, md5=False,
+                              extra={header: wrong})) == (400, "BadDigest")
+    assert s3_code(raw_delete(s3, alice_key, bucket, body, md5=False,
+                              extra={header: "AAAA"})) == (400, "InvalidRequest")
+    # with Content-MD5 too, each is checked
+    assert s3_code(raw_delete(s3, alice_key, bucket, body, md5=True,
+                              extra={header: wrong})) == (400, "BadDigest")
+    assert [c["Key"] for c in alice.list_objects_v2(Bucket=bucket)["Contents"]] == ["a", "b"]
+    r = raw_delete(s3, alice_key, bucket, body, md5=False, extra={header: checksum(kind, body)})
+    assert r.status_code == 200, r.text
+    assert "<Deleted><Key>a</Key></Deleted>" in r.text
+    assert [c["Key"] for c in alice.list_objects_v2(Bucket=bucket)["Contents"]] == ["b"]
+    # what newer SDKs send: the algorithm named too, no Content-MD5
+    body = delete_xml(["b"])
+    r = raw_delete(s3, alice_key, bucket, body, md5=False,
+                   extra={header: checksum(kind, body),
+                          "x-amz-sdk-checksum-algorithm": kind.upper()})
+    assert r.status_code == 200, r.text
+    assert "Contents" not in alice.list_objects_v2(Bucket=bucket)

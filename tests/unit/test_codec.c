@@ -566,6 +566,14 @@ static void test_crc32c_check_value(void **state)
 	assert_int_equal(efs_crc32c(0, block, sizeof(block)), 0x62A8AB43u);
 }
 
+/* CRC-32's check value (zlib's crc32), whole and in pieces. */
+static void test_crc32_check_value(void **state)
+{
+	assert_int_equal(efs_crc32(0, "123456789", 9), 0xCBF43926u);
+	assert_int_equal(efs_crc32(0, "", 0), 0);
+	assert_int_equal(efs_crc32(efs_crc32(0, "1234", 4), "56789", 5), 0xCBF43926u);
+}
+
 /* The published FNV-1a 64-bit test vectors; pieces continue the hash. */
 static void test_fnv1a_known_vectors(void **state)
 {
@@ -620,6 +628,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sha256_incremental_equals_one_shot, setup,
 						teardown),
 		cmocka_unit_test(test_crc32c_check_value),
+	    cmocka_unit_test(test_crc32_check_value),
 		cmocka_unit_test(test_fnv1a_known_vectors),
 		cmocka_unit_test_setup_teardown(test_crc32c_continues, setup, teardown),
 	};

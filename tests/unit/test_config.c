@@ -60,6 +60,7 @@ static const char *const config_vars[] = {
 	"TLS_KEY_FILE",
 	"TLS_CA_FILE",
 	"EFS_TEST_VAR",
+	"S3_MULTIPART_EXPIRY",
 };
 
 static int env_clear(void **state)
@@ -481,6 +482,22 @@ static void test_master_history_interval(void **state)
 	master_refused("HISTORY_INTERVAL_MS");
 }
 
+static void test_master_s3_multipart_expiry(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_true(cfg.s3_multipart_expiry_ms == 7LL * 86400 * 1000);
+	env_set("S3_MULTIPART_EXPIRY", "3");
+	master_loads(&cfg);
+	assert_true(cfg.s3_multipart_expiry_ms == 3000);
+	env_set("S3_MULTIPART_EXPIRY", "0");
+	master_refused("S3_MULTIPART_EXPIRY");
+	env_set("S3_MULTIPART_EXPIRY", "31536001");
+	master_refused("S3_MULTIPART_EXPIRY");
+}
+
 static void test_master_replication(void **state)
 {
 	struct efs_master_config cfg;
@@ -856,6 +873,7 @@ int main(void)
 		T(test_master_chunk_cache_size),
 		T(test_master_access_keys),
 		T(test_master_history_interval),
+		T(test_master_s3_multipart_expiry),
 		T(test_master_replication),
 		T(test_master_log_level),
 		T(test_topology_visible_to),

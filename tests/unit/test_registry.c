@@ -21,6 +21,7 @@
 #include "master/placement.h"
 #include "master/registry.h"
 
+#include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,6 +292,43 @@ static void test_good_write_after_given_up_ones_asks_for_a_report(void **state)
 	assert_false(rejoined);
 }
 
+/* A broken control stream (control.c): the worker is dead for every master
+ * once the grace ends, a beat brings it back, and the recorded beat is
+ * never moved forward. */
+static void test_suspect_moves_the_last_beat_back_never_forward(void **state)
+{
+	struct fixture *f = *state;
+	char id[EFS_ID_MAX + 1];
+	struct efs_worker_info before, after;
+	size_t alive, total;
+
+	register_worker(&f->registry, 0, id);
+	assert_int_equal(efs_registry_suspect(&f->registry, "w-unknown", 0), -ENOENT);
+	/* A grace longer than WORKER_DEAD_AFTER_MS changes nothing. */
+	assert_int_equal(efs_meta_worker_get(f->meta, id, &before), 0);
+	assert_int_equal(efs_registry_suspect(&f->registry, id, 10 * DEAD_AFTER_MS), 0);
+	assert_int_equal(efs_meta_worker_get(f->meta, id, &after), 0);
+	assert_int_equal(after.last_heartbeat_ms, before.last_heartbeat_ms);
+	assert_int_equal(cached_alive(&f->registry, NULL), 1);
+
+	/* No grace: dead at once, here and for another master. */
+	assert_int_equal(efs_registry_suspect(&f->registry, id, 0), 0);
+	sleep_ms(5);
+	assert_int_equal(cached_alive(&f->registry, NULL), 0);
+	assert_int_equal(efs_registry_count(&f->other, &alive, &total), 0);
+	assert_int_equal(alive, 0);
+	assert_int_equal(total, 1);
+	assert_int_equal(efs_meta_worker_get(f->meta, id, &after), 0);
+	assert_true(after.last_heartbeat_ms < before.last_heartbeat_ms);
+	assert_true(after.capacity_bytes == before.capacity_bytes &&
+		    after.free_bytes == before.free_bytes);
+
+	/* A beat (the worker fell back to HTTP) brings it back. */
+	assert_int_equal(efs_registry_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES, 0, NULL),
+			 0);
+	assert_int_equal(cached_alive(&f->registry, NULL), 1);
+}
+
 int main(void)
 {
 	efs_log_set_level(EFS_LOG_ERROR);
@@ -302,6 +340,7 @@ int main(void)
 		T(test_heartbeat_updates_the_cached_figures),
 		T(test_rejoin_asks_for_a_report_until_one_ends),
 		T(test_good_write_after_given_up_ones_asks_for_a_report),
+		T(test_suspect_moves_the_last_beat_back_never_forward),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

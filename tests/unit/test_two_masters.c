@@ -104,6 +104,7 @@ static int start_master(struct side *s)
 	struct efs_master_config cfg;
 	char err[256] = "";
 	set_u("MASTER_PORT", s->master_port);
+	set("GRPC_PORT", "0"); /* two masters in one process; 8090 may be taken */
 	set("DATA_DIR", s->master_dir);
 	if (efs_master_config_load(&cfg, err, sizeof(err)) < 0) {
 		print_error("master %c config: %s\n", s->name, err);

@@ -76,6 +76,34 @@ static void parse_fails(const char *s, bool suffix, int err)
 
 /* ---- efs_parse_u64 --------------------------------------------------- */
 
+/* Digests as S3 headers carry them: exact lengths, one encoding each. */
+static void test_base64_decode_exact(void **state)
+{
+	unsigned char out[32], md5[16];
+	memset(out, 0x55, sizeof(out));
+	assert_int_equal(efs_base64_decode_exact("AAAAAA==", out, 4), 0);
+	assert_memory_equal(out, "\0\0\0\0", 4);
+	/* the CRC-32 of "123456789" */
+	assert_int_equal(efs_base64_decode_exact("y/Q5Jg==", out, 4), 0);
+	assert_memory_equal(out, "\xcb\xf4\x39\x26", 4);
+	/* MD5("") = d41d8cd98f00b204e9800998ecf8427e */
+	assert_int_equal(efs_base64_decode_exact("1B2M2Y8AsgTpgAmY7PhCfg==", md5, 16), 0);
+	assert_memory_equal(md5, "\xd4\x1d\x8c\xd9\x8f\x00\xb2\x04\xe9\x80\x09\x98\xec\xf8\x42\x7e",
+			    16);
+	assert_int_equal(
+	    efs_base64_decode_exact("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", out, 32), 0);
+	assert_int_equal(out[0], 0xe3);
+	assert_int_equal(out[31], 0x55);
+	memset(out, 0x77, sizeof(out));
+	const char *bad[] = {"", "AAAA", "AAAAAA=", "AAAAAAA=", "AAAAA===", "AAAAAB==",
+			     "AA=AAA==", "AAAA AA=", "AAAAAA=="};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]) - 1; i++)
+		assert_int_equal(efs_base64_decode_exact(bad[i], out, 4), -EINVAL);
+	assert_int_equal(efs_base64_decode_exact(bad[8], out, 5), -EINVAL); /* length */
+	assert_int_equal(efs_base64_decode_exact("AAAAAA==", out, 0), -EINVAL);
+	assert_int_equal(out[0], 0x77); /* untouched */
+}
+
 static void test_parse_u64_plain(void **state)
 {
 	parse_ok("0", false, 0);
@@ -559,6 +587,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hex_value),
+		cmocka_unit_test(test_base64_decode_exact),
 		cmocka_unit_test(test_parse_u64_plain),
 		cmocka_unit_test(test_parse_u64_suffixes),
 		cmocka_unit_test(test_parse_u64_suffix_not_allowed),

@@ -1,0 +1,494 @@
+/* SPDX-License-Identifier: MIT */
+/* control.c - the gRPC control plane's master side (contract in control.h
+ * and proto/echofs.proto). The callbacks run on rpc.c's one thread. */
+#include "master/control.h"
+#include "echofs.pb-c.h"
+#include "echofs/http_server.h"
+#include "echofs/log.h"
+#include "echofs/rpc.h"
+#include "echofs/ticker.h"
+#include "echofs/util.h"
+#include "master/master.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PATH_REGISTER "/echofs.v1.ControlPlane/Register"
+#define PATH_CONNECT "/echofs.v1.ControlPlane/Connect"
+#define PATH_REPORT "/echofs.v1.ControlPlane/Report"
+
+struct control_pending {
+	uint64_t id;
+	const struct control_stream *stream; /* the stream it went down */
+	int status;			     /* the Ack's, or -EPIPE */
+	bool done;
+	struct control_pending *next;
+};
+
+struct control_stream {
+	struct efs_control *ctl;
+	struct efs_rpc_call *call;
+	char worker_id[EFS_ID_MAX + 1]; /* set by the Hello */
+	bool listed;			/* in ctl->streams (under ctl->lock) */
+	bool answered;			/* Register: its one reply is sent */
+	struct control_stream *next;
+};
+
+static int check_secret(struct efs_control *ctl, struct efs_rpc_call *call, const char *auth)
+{
+	const char *secret = ctl->master->cfg.cluster_secret;
+	const char *token = auth && strncasecmp(auth, "Bearer ", 7) == 0 ? auth + 7 : NULL;
+	if (token && secret && efs_secret_equal(token, secret))
+		return 0;
+	efs_warn("gRPC call from %s refused: %s", efs_rpc_call_peer(call),
+		 token ? "wrong cluster secret" : "no cluster secret (authorization: Bearer ...)");
+	efs_rpc_call_set_why(call, "this call needs the cluster secret");
+	return -EACCES;
+}
+
+static int open_call(void *arg, struct efs_rpc_call *call, const char *auth, void **state)
+{
+	struct efs_control *ctl = arg;
+	int r = check_secret(ctl, call, auth);
+	if (r < 0)
+		return r;
+	struct control_stream *st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->ctl = ctl;
+	st->call = call;
+	*state = st;
+	return 0;
+}
+
+/* Packs and queues one message down. */
+static int send_down(struct efs_rpc_call *call, const Echofs__V1__MasterMessage *msg)
+{
+	size_t len = echofs__v1__master_message__get_packed_size(msg);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (!buf)
+		return -ENOMEM;
+	echofs__v1__master_message__pack(msg, buf);
+	int r = efs_rpc_call_send(call, buf, len);
+	free(buf);
+	return r;
+}
+
+static int space_valid(struct efs_rpc_call *call, const Echofs__V1__Space *space)
+{
+	if (!space || space->capacity_bytes > INT64_MAX ||
+	    space->free_bytes > space->capacity_bytes || space->chunk_count > INT64_MAX) {
+		efs_rpc_call_set_why(call, "space: free_bytes must not exceed capacity_bytes");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* ---- Register ---- */
+
+static int register_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
+{
+	struct control_stream *st = state;
+	struct efs_master *m = st->ctl->master;
+	char id[EFS_ID_MAX + 1];
+	int r;
+
+	if (st->answered) {
+		efs_rpc_call_set_why(call, "Register takes one message");
+		return -EINVAL;
+	}
+	Echofs__V1__RegisterRequest *req = echofs__v1__register_request__unpack(NULL, len, data);
+	if (!req) {
+		efs_rpc_call_set_why(call, "malformed RegisterRequest");
+		return -EINVAL;
+	}
+	const char *ours = efs_meta_cluster_id(m->meta);
+	if (strlen(req->url) > EFS_URL_MAX || !efs_http_url_valid(req->url)) {
+		efs_rpc_call_set_why(call, "url must be an http:// or https:// URL");
+		r = -EINVAL;
+	} else if (req->worker_id[0] && !efs_id_valid(req->worker_id)) {
+		efs_rpc_call_set_why(call, "worker_id must be 1-64 characters of [A-Za-z0-9_-]");
+		r = -EINVAL;
+	} else if (req->cluster_id[0] && strcmp(req->cluster_id, ours) != 0) {
+		efs_rpc_call_set_why(call, "this master belongs to cluster %s", ours);
+		r = -EXDEV;
+	} else if ((r = space_valid(call, req->space)) == 0) {
+		r = efs_registry_register(&m->registry, req->worker_id[0] ? req->worker_id : NULL,
+					  req->url, req->space->capacity_bytes,
+					  req->space->free_bytes, req->space->chunk_count, id);
+		if (r < 0) {
+			efs_rpc_call_set_why(call, "metadata store: %s", strerror(-r));
+			r = -EAGAIN;
+		}
+	}
+	echofs__v1__register_request__free_unpacked(req, NULL);
+	if (r < 0)
+		return r;
+	Echofs__V1__RegisterReply reply = ECHOFS__V1__REGISTER_REPLY__INIT;
+	reply.worker_id = id;
+	reply.heartbeat_interval_ms = (uint64_t)m->cfg.heartbeat_interval_ms;
+	reply.cluster_id = (char *)ours;
+	size_t n = echofs__v1__register_reply__get_packed_size(&reply);
+	uint8_t buf[256];
+	if (n > sizeof(buf))
+		return -EIO;
+	echofs__v1__register_reply__pack(&reply, buf);
+	st->answered = true;
+	return efs_rpc_call_send(call, buf, n);
+}
+
+static int register_end(void *state, struct efs_rpc_call *call)
+{
+	struct control_stream *st = state;
+	if (st->answered)
+		return 0;
+	efs_rpc_call_set_why(call, "Register needs one RegisterRequest");
+	return -EINVAL;
+}
+
+static void plain_close(void *state, bool broken)
+{
+	free(state);
+}
+
+/* ---- Connect ---- */
+
+/* Lists @st as its worker's stream, in place of an older one (a worker
+ * that reconnected before this master saw its old stream break). */
+static void list_stream(struct efs_control *ctl, struct control_stream *st)
+{
+	pthread_mutex_lock(&ctl->lock);
+	for (struct control_stream **p = &ctl->streams; *p; p = &(*p)->next) {
+		if (strcmp((*p)->worker_id, st->worker_id) == 0) {
+			(*p)->listed = false;
+			*p = (*p)->next;
+			break;
+		}
+	}
+	st->next = ctl->streams;
+	ctl->streams = st;
+	st->listed = true;
+	pthread_mutex_unlock(&ctl->lock);
+}
+
+static int hello(struct control_stream *st, struct efs_rpc_call *call, const Echofs__V1__Hello *h)
+{
+	struct efs_master *m = st->ctl->master;
+	const char *ours = efs_meta_cluster_id(m->meta);
+	struct efs_worker_info info;
+
+	if (!efs_id_valid(h->worker_id)) {
+		efs_rpc_call_set_why(call,
+				     "hello: worker_id must be 1-64 characters of [A-Za-z0-9_-]");
+		return -EINVAL;
+	}
+	if (h->cluster_id[0] && strcmp(h->cluster_id, ours) != 0) {
+		efs_error("worker %s belongs to cluster %.64s, this master to cluster %s: its gRPC "
+			  "stream is refused",
+			  h->worker_id, h->cluster_id, ours);
+		efs_rpc_call_set_why(call, "this master belongs to cluster %s", ours);
+		return -EXDEV;
+	}
+	int r = efs_meta_worker_get(m->meta, h->worker_id, &info);
+	if (r < 0) {
+		efs_rpc_call_set_why(call, r == -ENOENT ? "unknown worker: register again"
+							: "metadata store unavailable");
+		return r == -ENOENT ? r : -EAGAIN;
+	}
+	efs_strlcpy(st->worker_id, h->worker_id, sizeof(st->worker_id));
+	list_stream(st->ctl, st);
+	atomic_fetch_add(&st->ctl->streams_opened, 1);
+	efs_info("worker %s connected over gRPC from %s", st->worker_id, efs_rpc_call_peer(call));
+	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+	Echofs__V1__SetHeartbeatInterval interval = ECHOFS__V1__SET_HEARTBEAT_INTERVAL__INIT;
+	interval.heartbeat_interval_ms = (uint64_t)m->cfg.heartbeat_interval_ms;
+	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_SET_HEARTBEAT_INTERVAL;
+	down.set_heartbeat_interval = &interval;
+	return send_down(call, &down);
+}
+
+static int heartbeat(struct control_stream *st, struct efs_rpc_call *call,
+		     const Echofs__V1__Heartbeat *hb)
+{
+	struct efs_master *m = st->ctl->master;
+	bool rejoined = false;
+	int r = space_valid(call, hb->space);
+	if (r < 0)
+		return r;
+	r = efs_registry_heartbeat(&m->registry, st->worker_id, hb->space->capacity_bytes,
+				   hb->space->free_bytes, hb->space->chunk_count, &rejoined);
+	if (r == -ENOENT) {
+		efs_warn("worker %s beats on gRPC but is unknown here: ending its stream (it "
+			 "registers again)",
+			 st->worker_id);
+		efs_rpc_call_set_why(call, "unknown worker: register again");
+		return r;
+	}
+	if (r < 0) {
+		/* the store failed this beat; the stream stays, the next may pass */
+		efs_warn("heartbeat of worker %s (gRPC) not recorded: %s", st->worker_id,
+			 strerror(-r));
+		return 0;
+	}
+	atomic_fetch_add(&st->ctl->heartbeats, 1);
+	if (!rejoined)
+		return 0;
+	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+	Echofs__V1__SendFullReport ask = ECHOFS__V1__SEND_FULL_REPORT__INIT;
+	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT;
+	down.send_full_report = &ask;
+	r = send_down(call, &down);
+	return r == -ENOBUFS ? 0 : r; /* a full queue: asked again next beat */
+}
+
+/* An Ack from @st's worker: its waiting instruction is answered. */
+static void acked(struct control_stream *st, const Echofs__V1__Ack *ack)
+{
+	struct efs_control *ctl = st->ctl;
+	pthread_mutex_lock(&ctl->lock);
+	for (struct control_pending *p = ctl->pending; p; p = p->next) {
+		if (p->id == ack->instruction_id && p->stream == st && !p->done) {
+			p->status = ack->status > 0 && ack->status < 600 ? (int)ack->status : 500;
+			p->done = true;
+			atomic_fetch_add(&ctl->deletes_acked, 1);
+			pthread_cond_broadcast(&ctl->acked);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ctl->lock);
+}
+
+static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
+{
+	struct control_stream *st = state;
+	Echofs__V1__WorkerMessage *msg = echofs__v1__worker_message__unpack(NULL, len, data);
+	int r = 0;
+	if (!msg) {
+		efs_warn("gRPC stream from %s (worker %s): malformed message, ending it",
+			 efs_rpc_call_peer(call), st->worker_id[0] ? st->worker_id : "?");
+		efs_rpc_call_set_why(call, "malformed WorkerMessage");
+		return -EINVAL;
+	}
+	bool hello_first = msg->body_case == ECHOFS__V1__WORKER_MESSAGE__BODY_HELLO;
+	if (hello_first == (st->worker_id[0] != '\0')) {
+		efs_rpc_call_set_why(call, "a stream begins with one Hello, and has only one");
+		r = -EINVAL;
+		goto out;
+	}
+	switch (msg->body_case) {
+	case ECHOFS__V1__WORKER_MESSAGE__BODY_HELLO:
+		r = hello(st, call, msg->hello);
+		break;
+	case ECHOFS__V1__WORKER_MESSAGE__BODY_HEARTBEAT:
+		r = heartbeat(st, call, msg->heartbeat);
+		break;
+	case ECHOFS__V1__WORKER_MESSAGE__BODY_ACK:
+		acked(st, msg->ack);
+		break;
+	case ECHOFS__V1__WORKER_MESSAGE__BODY_DELTA:
+		break; /* read; nothing acts on them yet (control.h) */
+	default:
+		efs_rpc_call_set_why(call, "empty WorkerMessage");
+		r = -EINVAL;
+	}
+out:
+	echofs__v1__worker_message__free_unpacked(msg, NULL);
+	return r;
+}
+
+static void connect_close(void *state, bool broken)
+{
+	struct control_stream *st = state;
+	struct efs_control *ctl = st->ctl;
+	pthread_mutex_lock(&ctl->lock);
+	/* what still waits for an Ack on it: the callers go over HTTP */
+	for (struct control_pending *p = ctl->pending; p; p = p->next) {
+		if (p->stream == st && !p->done) {
+			p->status = -EPIPE;
+			p->done = true;
+			pthread_cond_broadcast(&ctl->acked);
+		}
+	}
+	bool current = st->listed;
+	if (current) {
+		for (struct control_stream **p = &ctl->streams; *p; p = &(*p)->next) {
+			if (*p == st) {
+				*p = st->next;
+				break;
+			}
+		}
+		st->listed = false;
+	}
+	pthread_mutex_unlock(&ctl->lock);
+	bool stopping = efs_rpc_server_stopping(ctl->rpc);
+	if (current && broken && !stopping) {
+		int64_t grace = ctl->master->cfg.grpc_stream_grace_ms;
+		atomic_fetch_add(&ctl->streams_broken, 1);
+		int r = efs_registry_suspect(&ctl->master->registry, st->worker_id, grace);
+		if (r < 0)
+			efs_warn(
+			    "worker %s: its gRPC stream broke; cannot mark it suspect (%s): it "
+			    "is counted dead WORKER_DEAD_AFTER_MS after its last beat",
+			    st->worker_id, strerror(-r));
+		else
+			efs_warn("worker %s: its gRPC stream broke: suspect now, dead in %lld ms "
+				 "(GRPC_STREAM_GRACE_MS) unless it beats again",
+				 st->worker_id, (long long)grace);
+	} else if (current) {
+		efs_info("worker %s: its gRPC stream ended%s", st->worker_id,
+			 stopping ? " (this master is stopping)" : "");
+	}
+	free(st);
+}
+
+/* ---- Report: not served yet ---- */
+
+static int report_open(void *arg, struct efs_rpc_call *call, const char *auth, void **state)
+{
+	int r = check_secret(arg, call, auth);
+	if (r < 0)
+		return r;
+	efs_rpc_call_set_why(call, "Report is not served yet: send reports over HTTP");
+	return -ENOSYS;
+}
+
+static const struct efs_rpc_method methods[] = {
+    {PATH_REGISTER, open_call, register_message, register_end, plain_close},
+    {PATH_CONNECT, open_call, connect_message, NULL, connect_close},
+    {PATH_REPORT, report_open, NULL, NULL, NULL},
+};
+
+int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, size_t errlen)
+{
+	memset(ctl, 0, sizeof(*ctl));
+	ctl->master = m;
+	pthread_mutex_init(&ctl->lock, NULL);
+	int r = efs_ticker_cond_init(&ctl->acked);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot set up the control plane: %s", strerror(-r));
+		return r;
+	}
+	atomic_init(&ctl->deletes_pushed, 0);
+	atomic_init(&ctl->deletes_acked, 0);
+	atomic_init(&ctl->streams_opened, 0);
+	atomic_init(&ctl->streams_broken, 0);
+	atomic_init(&ctl->heartbeats, 0);
+	if (!m->cfg.grpc_port)
+		return 0;
+	struct efs_rpc_server_config cfg = {
+	    .host = m->cfg.host,
+	    .port = m->cfg.grpc_port,
+	    .methods = methods,
+	    .method_count = EFS_ARRAY_SIZE(methods),
+	    .ctx = ctl,
+	};
+	r = efs_rpc_server_start(&cfg, &ctl->rpc);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/GRPC_PORT) for gRPC",
+			 m->cfg.host, m->cfg.grpc_port);
+		return r;
+	}
+	efs_info("gRPC control plane listening on %s:%u; a broken worker stream counts the "
+		 "worker dead after %lld ms",
+		 m->cfg.host, efs_rpc_server_port(ctl->rpc),
+		 (long long)m->cfg.grpc_stream_grace_ms);
+	return 0;
+}
+
+uint16_t efs_control_port(const struct efs_control *ctl)
+{
+	return ctl->rpc ? efs_rpc_server_port(ctl->rpc) : 0;
+}
+
+bool efs_control_streaming(struct efs_control *ctl, const char *worker_id)
+{
+	bool found = false;
+	if (!ctl->rpc)
+		return false;
+	pthread_mutex_lock(&ctl->lock);
+	for (struct control_stream *st = ctl->streams; st && !found; st = st->next)
+		found = strcmp(st->worker_id, worker_id) == 0;
+	pthread_mutex_unlock(&ctl->lock);
+	return found;
+}
+
+int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms)
+{
+	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+	Echofs__V1__DeleteChunks del = ECHOFS__V1__DELETE_CHUNKS__INIT;
+	char *ids[1] = {(char *)chunk_id};
+	struct control_pending p = {0};
+	struct control_stream *st;
+	uint8_t buf[512];
+	struct timespec deadline;
+	int r;
+
+	if (!ctl->rpc)
+		return -ENOTCONN;
+	del.n_chunk_ids = 1;
+	del.chunk_ids = ids;
+	del.lease_epoch = lease_epoch;
+	del.unmodified_for_ms = (uint64_t)EFS_MAX(unmodified_for_ms, 0);
+	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS;
+	down.delete_chunks = &del;
+	efs_ticker_deadline(timeout_ms, &deadline);
+	pthread_mutex_lock(&ctl->lock);
+	for (st = ctl->streams; st && strcmp(st->worker_id, worker_id) != 0; st = st->next)
+		;
+	if (!st) {
+		r = -ENOTCONN;
+		goto out;
+	}
+	down.instruction_id = p.id = ++ctl->next_instruction;
+	size_t len = echofs__v1__master_message__get_packed_size(&down);
+	if (len > sizeof(buf)) {
+		r = -ENOTCONN;
+		goto out;
+	}
+	echofs__v1__master_message__pack(&down, buf);
+	/* Under the lock: @st cannot be closed (and freed) meanwhile. */
+	if (efs_rpc_call_send(st->call, buf, len) < 0) {
+		r = -ENOTCONN;
+		goto out;
+	}
+	atomic_fetch_add(&ctl->deletes_pushed, 1);
+	p.stream = st;
+	p.next = ctl->pending;
+	ctl->pending = &p;
+	while (!p.done && pthread_cond_timedwait(&ctl->acked, &ctl->lock, &deadline) == 0)
+		;
+	for (struct control_pending **q = &ctl->pending; *q; q = &(*q)->next) {
+		if (*q == &p) {
+			*q = p.next;
+			break;
+		}
+	}
+	r = p.done ? p.status : -ETIMEDOUT;
+out:
+	pthread_mutex_unlock(&ctl->lock);
+	return r;
+}
+
+size_t efs_control_streams(struct efs_control *ctl)
+{
+	size_t n = 0;
+	if (!ctl->rpc)
+		return 0;
+	pthread_mutex_lock(&ctl->lock);
+	for (struct control_stream *st = ctl->streams; st; st = st->next)
+		n++;
+	pthread_mutex_unlock(&ctl->lock);
+	return n;
+}
+
+void efs_control_stop(struct efs_control *ctl)
+{
+	if (!ctl || !ctl->master)
+		return;
+	efs_rpc_server_stop(ctl->rpc);
+	ctl->rpc = NULL;
+	pthread_cond_destroy(&ctl->acked);
+	pthread_mutex_destroy(&ctl->lock);
+	ctl->master = NULL;
+}

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT */
+/* control.h - the master's side of the gRPC control plane
+ * (proto/echofs.proto): Register, the workers' Connect streams, and the
+ * stream table /api/v1/workers reads its "protocol" from.
+ *
+ * Every call must carry "authorization: Bearer <CLUSTER_SECRET>". A
+ * Connect stream begins with a Hello naming a registered worker of this
+ * cluster; each Heartbeat on it is what POST /api/v1/workers/{id}/heartbeat
+ * does (the same registry); the master answers a rejoin with a
+ * SendFullReport instruction and tells the interval at once. When a
+ * stream breaks (the worker died, the connection dropped), the worker is
+ * suspect at once and dead GRPC_STREAM_GRACE_MS later unless it beats
+ * again (efs_registry_suspect); a stream ended by this master's own
+ * shutdown suspects nobody. The collector's replica deletes go down the
+ * stream of a worker that has one (efs_control_delete) and wait for its
+ * Ack; without a stream they stay HTTP calls. Chunk deltas are read and
+ * ignored; Report answers UNIMPLEMENTED (reports stay HTTP).
+ */
+#ifndef ECHOFS_MASTER_CONTROL_H
+#define ECHOFS_MASTER_CONTROL_H
+
+#include "echofs/common.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct efs_master;
+struct efs_rpc_server;
+struct control_stream;
+struct control_pending;
+
+struct efs_control {
+	struct efs_master *master;
+	struct efs_rpc_server *rpc;	/* NULL: GRPC_PORT=0 */
+	pthread_mutex_t lock;		/* streams */
+	struct control_stream *streams; /* the current stream of each worker */
+	/* Instructions waiting for their Ack, under lock; @acked is signalled
+	 * (CLOCK_MONOTONIC) when one is answered or its stream ends. */
+	struct control_pending *pending;
+	pthread_cond_t acked;
+	uint64_t next_instruction;
+	_Atomic uint64_t streams_opened, streams_broken, heartbeats;
+	_Atomic uint64_t deletes_pushed, deletes_acked;
+};
+
+/* Listens on MASTER_HOST:GRPC_PORT (nothing when it is 0). 0, or -errno
+ * with one line in @err. */
+int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, size_t errlen);
+/* The port it listens on; 0 when off. */
+uint16_t efs_control_port(const struct efs_control *ctl);
+/* Whether @worker_id has an open Connect stream to this master. */
+bool efs_control_streaming(struct efs_control *ctl, const char *worker_id);
+/* Pushes a conditional delete of @chunk_id (kept unless unwritten for
+ * @unmodified_for_ms, refused under a lease epoch older than one the
+ * worker saw) to @worker_id's stream and waits up to @timeout_ms for the
+ * worker's Ack. Returns its status (204, 404, 412, 409, 400, 500: as the
+ * HTTP DELETE would answer), or -ENOTCONN (no stream to this master: call
+ * it over HTTP), -EPIPE (the stream ended first) or -ETIMEDOUT; after a
+ * negative answer the delete may still happen (it is idempotent: retry it
+ * over HTTP). Any thread but the control plane's own. */
+int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms);
+/* How many workers have an open stream to this master now. */
+size_t efs_control_streams(struct efs_control *ctl);
+/* Ends every stream (no worker is suspected for it) and stops. A zeroed,
+ * never started one is accepted. */
+void efs_control_stop(struct efs_control *ctl);
+
+#endif

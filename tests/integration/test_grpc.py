@@ -1,0 +1,318 @@
+"""The gRPC control plane (proto/echofs.proto, docs/ARCHITECTURE.md "The
+control plane"): workers beat on a Connect stream to the master's
+GRPC_PORT, a broken stream makes its worker dead after GRPC_STREAM_GRACE_MS
+instead of WORKER_DEAD_AFTER_MS, workers fall back to HTTP and come back,
+GRPC_PORT=0 keeps them on HTTP, and an independent client (Debian's
+python3-grpcio, messages from the proto's descriptors) drives the service,
+malformed and oversized messages included."""
+
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import echofs_harness as h
+from echofs_harness import wait_until
+
+grpc = pytest.importorskip("grpc", reason="python3-grpcio is not installed")
+pytestmark = pytest.mark.skipif(h.TLS, reason="the gRPC control plane has no TLS yet: the "
+                                "harness turns GRPC_PORT off in TLS mode")
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE = "/echofs.v1.ControlPlane/"
+# Large enough that only a broken stream can explain a death seen in a test.
+DEAD_AFTER_MS = 60000
+GRACE_MS = 1000
+GRPC_ENV = {"WORKER_PROTOCOL": "grpc"}
+
+
+@pytest.fixture(scope="module")
+def messages(tmp_path_factory):
+    """The proto's message classes, built from the descriptor set protoc-c
+    writes (no generated Python code: the proto file is the only input)."""
+    from google.protobuf import descriptor_pb2, message_factory
+    out = tmp_path_factory.mktemp("proto") / "echofs.desc"
+    subprocess.run(["protoc-c", f"--descriptor_set_out={out}", f"-I{ROOT / 'proto'}",
+                    "echofs.proto"], check=True, timeout=60)
+    files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file
+    classes = message_factory.GetMessages(list(files))
+    return lambda name: classes[f"echofs.v1.{name}"]
+
+
+def grpc_master(cluster, **env):
+    return cluster.add_master(WORKER_DEAD_AFTER_MS=DEAD_AFTER_MS, HEARTBEAT_INTERVAL_MS=300,
+                              GRPC_STREAM_GRACE_MS=GRACE_MS, **env)
+
+
+def wait_protocol(m, worker_id, protocol, timeout=20):
+    def reached():
+        rec = m.worker_record(worker_id)
+        return rec if rec and rec.get("protocol") == protocol and rec["status"] == "alive" \
+            else None
+    return wait_until(reached, timeout, what=f"{worker_id} on {protocol} and alive")
+
+
+def http_beats(m, worker_id, since):
+    return len(re.findall(rf"access POST /api/v1/workers/{worker_id}/heartbeat ",
+                          m.stderr_since(since)))
+
+
+def test_workers_beat_on_grpc_streams_and_files_round_trip(cluster):
+    m = grpc_master(cluster)
+    # One learns the address from its registration answer, one is given it.
+    ws = [cluster.add_worker(**GRPC_ENV) for _ in range(2)]
+    ws.append(cluster.add_worker(MASTER_GRPC_URL=f"grpc://127.0.0.1:{m.grpc_port}", **GRPC_ENV))
+    for w in ws:
+        wait_protocol(m, w.worker_id, "grpc")
+        assert "heartbeats go over gRPC" in w.stderr(), w.log_tail()
+
+    # The registration answer names the control plane.
+    r = m.cluster_client().post("/api/v1/workers/register", json={
+        "url": "http://127.0.0.1:9", "capacity_bytes": 10, "free_bytes": 10})
+    assert r.status_code == 200, r.text
+    assert r.json()["grpc_url"] == f"grpc://127.0.0.1:{m.grpc_port}", r.json()
+
+    # Beats now travel on the streams only: no HTTP heartbeat, still alive.
+    mark = m.log_mark()
+    time.sleep(1.5)
+    for w in ws:
+        assert http_beats(m, w.worker_id, mark) == 0, m.log_tail()
+        assert m.worker_record(w.worker_id)["status"] == "alive"
+
+    # The master's metrics count the streams and the beats on them.
+    metrics = m.client().get("/metrics").text
+    assert re.search(r"^echofs_grpc_streams 3$", metrics, re.M), metrics
+    beats = re.search(r"^echofs_grpc_heartbeats_total (\d+)", metrics, re.M)
+    assert beats and int(beats.group(1)) >= 3, metrics
+
+    alice = m.user_client("alice")
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    f = alice.upload(data, "g.bin")
+    assert alice.download(f["file_id"]) == data
+
+
+def metric(m, name):
+    found = re.search(rf"^{name} (\d+)", m.client().get("/metrics").text, re.M)
+    return int(found.group(1)) if found else None
+
+
+def test_deleted_file_chunks_are_removed_by_pushed_instructions(cluster):
+    m = grpc_master(cluster, GC_GRACE_MS=300, REPLICATION_FACTOR=2)
+    streaming = cluster.add_worker(**GRPC_ENV)
+    polling = cluster.add_worker(WORKER_PROTOCOL="http")
+    wait_protocol(m, streaming.worker_id, "grpc")
+    alice = m.user_client("alice")
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    f = alice.upload(data, "d.bin")
+    assert streaming.chunk_usage().count == polling.chunk_usage().count == 3
+    marks = {w.name: w.log_mark() for w in (streaming, polling)}
+    r = alice.delete(f"/api/v1/files/{f['file_id']}")
+    assert r.status_code in (200, 204), r.text
+    wait_until(lambda: cluster.chunk_usage().count == 0, 30, what="the chunks to be collected")
+    # The streaming worker got its deletes as instructions and acked them;
+    # the HTTP worker got DELETE calls.
+    assert metric(m, "echofs_grpc_deletes_pushed_total") == 3
+    assert metric(m, "echofs_grpc_deletes_acked_total") == 3
+    deletes = r"access DELETE /chunks/"
+    assert not re.search(deletes, streaming.stderr_since(marks[streaming.name])), \
+        streaming.log_tail()
+    assert len(re.findall(deletes, polling.stderr_since(marks[polling.name]))) == 3, \
+        polling.log_tail()
+    assert m.worker_record(streaming.worker_id)["protocol"] == "grpc"
+    wm = streaming.client().get("/metrics").text
+    assert re.search(r"^echofs_worker_pushed_deletes_total 3$", wm, re.M), wm
+    assert re.search(r"^echofs_worker_grpc_connected 1$", wm, re.M), wm
+    pm = polling.client().get("/metrics").text
+    assert re.search(r"^echofs_worker_grpc_connected 0$", pm, re.M), pm
+
+
+def test_killed_worker_is_dead_after_the_grace_not_after_worker_dead_after(cluster):
+    m = grpc_master(cluster)
+    streaming = cluster.add_worker(**GRPC_ENV)
+    polling = cluster.add_worker(WORKER_PROTOCOL="http")
+    wait_protocol(m, streaming.worker_id, "grpc")
+    wait_protocol(m, polling.worker_id, "http")
+
+    streaming.kill()
+    polling.kill()
+    killed = time.monotonic()
+    m.wait_worker_status(streaming.worker_id, "dead", timeout=DEAD_AFTER_MS / 1000 / 2)
+    # Well before WORKER_DEAD_AFTER_MS: only the broken stream can have done
+    # it; the HTTP worker killed at the same moment is still counted alive.
+    assert time.monotonic() - killed < DEAD_AFTER_MS / 1000 / 2
+    assert m.worker_record(polling.worker_id)["status"] == "alive"
+    assert re.search(rf"worker {streaming.worker_id}: its gRPC stream broke", m.stderr()), \
+        m.log_tail()
+
+
+@pytest.fixture
+def redis_cluster(request, tmp_path):
+    if not Path(h.REDIS_SERVER).exists():
+        pytest.skip("needs redis-server")
+    c = h.Cluster(tmp_path, label=request.node.nodeid, redis="dedicated")
+    yield c
+    c.close()
+
+
+def test_killed_worker_is_dead_after_the_grace_with_redis_too(redis_cluster):
+    # With Redis, liveness is the worker's key: the broken stream shortens
+    # it to the grace, or the key would keep the worker alive for
+    # WORKER_DEAD_AFTER_MS.
+    m = grpc_master(redis_cluster)
+    w = redis_cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    w.kill()
+    killed = time.monotonic()
+    m.wait_worker_status(w.worker_id, "dead", timeout=DEAD_AFTER_MS / 1000 / 2)
+    assert time.monotonic() - killed < DEAD_AFTER_MS / 1000 / 2
+
+
+def test_workers_reconnect_after_a_master_restart(cluster):
+    m = grpc_master(cluster, REPLICATION_FACTOR=2)
+    ws = [cluster.add_worker(**GRPC_ENV) for _ in range(2)]
+    for w in ws:
+        wait_protocol(m, w.worker_id, "grpc")
+    m.stop()
+    m.start()
+    m.wait_ready()
+    for w in ws:
+        wait_protocol(m, w.worker_id, "grpc", timeout=30)
+    # A stream ended by the master's own shutdown suspected nobody.
+    assert "gRPC stream broke" not in m.stderr(all_runs=True)
+    alice = m.user_client("alice")
+    f = alice.upload(b"after the restart" * 1000, "r.bin")
+    assert alice.download(f["file_id"]) == b"after the restart" * 1000
+
+
+def test_worker_streams_to_the_master_that_answers_in_its_list(cluster):
+    m = grpc_master(cluster)
+    dead = f"http://127.0.0.1:{h.free_port()}"
+    w = cluster.add_worker(master=m, master_url=f"{dead},{m.url}", **GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    assert f"heartbeats go over gRPC to 127.0.0.1:{m.grpc_port}" in w.stderr(), w.log_tail()
+
+
+def test_grpc_port_zero_keeps_workers_on_http(cluster):
+    m = grpc_master(cluster, GRPC_PORT=0)
+    w = cluster.add_worker(**GRPC_ENV)
+    rec = wait_protocol(m, w.worker_id, "http")
+    assert rec["status"] == "alive"
+    r = m.cluster_client().post("/api/v1/workers/register", json={
+        "url": "http://127.0.0.1:9", "capacity_bytes": 10, "free_bytes": 10})
+    assert r.status_code == 200 and "grpc_url" not in r.json(), r.text
+    mark = m.log_mark()
+    wait_until(lambda: http_beats(m, w.worker_id, mark) >= 2, 10, what="HTTP heartbeats")
+    assert "gRPC control plane listening" not in m.stderr()
+
+
+def test_worker_refuses_a_grpc_url_list_that_does_not_match_master_url(cluster):
+    m = cluster.add_master()
+    w = cluster.add_worker(start=False, MASTER_GRPC_URL="grpc://127.0.0.1:1,grpc://127.0.0.1:2")
+    w.start()
+    assert w.wait_exit() == 2
+    assert "MASTER_GRPC_URL" in w.stderr(), w.log_tail()
+    assert m.workers() == []
+
+
+def test_python_grpc_client_registers_streams_heartbeats_and_is_refused_bad_input(
+        cluster, messages):
+    M = messages
+    m = grpc_master(cluster)
+    channel = grpc.insecure_channel(f"127.0.0.1:{m.grpc_port}")
+    auth = [("authorization", f"Bearer {h.CLUSTER_SECRET}")]
+    ser = lambda msg: msg.SerializeToString()  # noqa: E731
+    register = channel.unary_unary(SERVICE + "Register", request_serializer=ser,
+                                   response_deserializer=M("RegisterReply").FromString)
+    space = M("Space")(capacity_bytes=1 << 30, free_bytes=1 << 29)
+    reply = register(M("RegisterRequest")(url="http://127.0.0.1:9", space=space),
+                     metadata=auth, timeout=10)
+    assert reply.worker_id and reply.heartbeat_interval_ms == 300, reply
+    cluster_id = reply.cluster_id
+
+    # Refusals: no secret, a wrong one, a wrong cluster, bad fields.
+    def code_of(call, *args, **kwargs):
+        with pytest.raises(grpc.RpcError) as e:
+            call(*args, timeout=10, **kwargs)
+        return e.value.code()
+    req = M("RegisterRequest")(url="http://127.0.0.1:9", space=space)
+    assert code_of(register, req) == grpc.StatusCode.UNAUTHENTICATED
+    assert code_of(register, req, metadata=[("authorization", "Bearer nope")]) == \
+        grpc.StatusCode.UNAUTHENTICATED
+    assert code_of(register, M("RegisterRequest")(url="http://127.0.0.1:9", space=space,
+                                                  cluster_id="0" * 32),
+                   metadata=auth) == grpc.StatusCode.FAILED_PRECONDITION
+    assert code_of(register, M("RegisterRequest")(url="ftp://x", space=space),
+                   metadata=auth) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(register, M("RegisterRequest")(
+        url="http://127.0.0.1:9", space=M("Space")(capacity_bytes=1, free_bytes=2)),
+        metadata=auth) == grpc.StatusCode.INVALID_ARGUMENT
+    raw = channel.unary_unary(SERVICE + "Register")
+    assert code_of(raw, b"\xff\xff\xff\xff", metadata=auth) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(raw, b"\x0a" + b"\x80" * 8 + b"\x01", metadata=auth) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(raw, b"x" * (2 << 20), metadata=auth) == \
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code_of(channel.unary_unary(SERVICE + "Nope"), b"", metadata=auth) == \
+        grpc.StatusCode.UNIMPLEMENTED
+
+    connect = channel.stream_stream(SERVICE + "Connect", request_serializer=ser,
+                                    response_deserializer=M("MasterMessage").FromString)
+    raw_connect = channel.stream_stream(SERVICE + "Connect")
+
+    def hello(worker_id, cid=cluster_id):
+        return M("WorkerMessage")(hello=M("Hello")(worker_id=worker_id, cluster_id=cid))
+
+    def beat(n):
+        return M("WorkerMessage")(heartbeat=M("Heartbeat")(space=space, sequence=n))
+
+    def ended_with(call):
+        for _ in call:
+            pass
+        return call.code()
+    # A stream must begin with a Hello of a known worker of this cluster.
+    with pytest.raises(grpc.RpcError) as e:
+        ended_with(connect(iter([beat(1)]), metadata=auth, timeout=10))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        ended_with(connect(iter([hello("w-unknown")]), metadata=auth, timeout=10))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as e:
+        ended_with(connect(iter([hello(reply.worker_id, "f" * 32)]), metadata=auth, timeout=10))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as e:
+        ended_with(raw_connect(iter([b"\xff\xfe"]), metadata=auth, timeout=10))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        ended_with(raw_connect(iter([b"y" * (2 << 20)]), metadata=auth, timeout=10))
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    # A good stream: hello, heartbeats; the master tells the interval, lists
+    # the worker alive on gRPC, and a cancelled stream makes it dead soon.
+    stop = threading.Event()
+
+    def upstream():
+        yield hello(reply.worker_id)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            yield beat(n)
+            stop.wait(0.2)
+    call = connect(upstream(), metadata=auth)
+    first = next(call)
+    assert first.WhichOneof("body") == "set_heartbeat_interval", first
+    assert first.set_heartbeat_interval.heartbeat_interval_ms == 300
+    wait_protocol(m, reply.worker_id, "grpc")
+    call.cancel()
+    stop.set()
+    m.wait_worker_status(reply.worker_id, "dead", timeout=DEAD_AFTER_MS / 1000 / 2)
+
+    # The master is unharmed: healthy, and the service still answers.
+    assert m.health()["metadata"] == "ok"
+    again = register(M("RegisterRequest")(url="http://127.0.0.1:9", worker_id=reply.worker_id,
+                                          space=space), metadata=auth, timeout=10)
+    assert again.worker_id == reply.worker_id
+    channel.close()
