@@ -394,6 +394,7 @@ int efs_worker_api_chunk_delete(struct efs_http_req *req)
 		r = efs_store_delete(w->store, id, (int64_t)since_ms);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_DELETE, r, id);
+	efs_worker_ctx_note_delete(&w->ctx, id);
 	efs_debug("chunk %s deleted", id);
 	return efs_http_reply_empty(req, 204);
 }

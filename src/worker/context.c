@@ -42,9 +42,13 @@ int efs_worker_ctx_init(struct efs_worker_ctx *ctx, const struct efs_worker_conf
 	ctx->store = store;
 	atomic_init(&ctx->full_report_due, false);
 	atomic_init(&ctx->full_report_began_ms, 0);
+	atomic_init(&ctx->report_listing, false);
 	int r = efs_lost_queue_init(&ctx->lost);
+	if (r == 0)
+		r = efs_lost_queue_init(&ctx->deleted_in_report);
 	if (r < 0 || (r = efs_http_client_new(&ctx->http)) < 0) {
 		efs_lost_queue_release(&ctx->lost);
+		efs_lost_queue_release(&ctx->deleted_in_report);
 		return r;
 	}
 	pthread_mutex_init(&ctx->lock, NULL);
@@ -56,7 +60,14 @@ void efs_worker_ctx_release(struct efs_worker_ctx *ctx)
 	efs_http_client_free(ctx->http);
 	ctx->http = NULL;
 	efs_lost_queue_release(&ctx->lost);
+	efs_lost_queue_release(&ctx->deleted_in_report);
 	pthread_mutex_destroy(&ctx->lock);
+}
+
+void efs_worker_ctx_note_delete(struct efs_worker_ctx *ctx, const char *chunk_id)
+{
+	if (atomic_load(&ctx->report_listing))
+		efs_lost_queue_push(&ctx->deleted_in_report, chunk_id);
 }
 
 int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,

@@ -78,6 +78,13 @@ struct efs_worker_ctx {
 	 * heartbeat answer asking for one (a rejoin, "full_report") is
 	 * covered by a report begun after that heartbeat was sent. */
 	atomic_llong full_report_began_ms;
+	/* True while a full report lists the store and its batches are
+	 * judged; chunks deleted through the API meanwhile (a collector's
+	 * DELETE, the master's watch of a given-up write) are queued in
+	 * deleted_in_report: a batch judged after such a delete may have
+	 * adopted the copy its snapshot listed (report.c). */
+	atomic_bool report_listing;
+	struct efs_lost_queue deleted_in_report;
 	/* Called on the heartbeat thread after each successful beat; NULL:
 	 * nothing. worker.c sets none: chunk reports run on their own thread
 	 * (report.h), and whatever is hooked here delays the next beat. */
@@ -115,6 +122,10 @@ void efs_worker_ctx_cluster(struct efs_worker_ctx *ctx, char *cluster_id);
  * when absent) may act on this worker's chunks: false only when both this
  * worker and the caller name a cluster and they differ. Any thread. */
 bool efs_worker_ctx_cluster_ok(struct efs_worker_ctx *ctx, const char *theirs);
+
+/* A chunk was deleted through the API: queued in deleted_in_report while
+ * a full report is under way (report_listing), else nothing. Any thread. */
+void efs_worker_ctx_note_delete(struct efs_worker_ctx *ctx, const char *chunk_id);
 
 /* Measures the data directory's filesystem and the store. 0 or -errno. */
 int efs_worker_ctx_space(const struct efs_worker_ctx *ctx, struct efs_worker_space *out);

@@ -457,10 +457,12 @@ static unsigned pushed_delete(struct efs_heartbeat *hb, const Echofs__V1__Delete
 		int r = efs_store_delete_unmodified_for(ctx->store, id,
 							(int64_t)del->unmodified_for_ms);
 		status = r == 0 ? 204 : r == -ENOENT ? 404 : r == -EBUSY ? 412 : 500;
-		if (r == 0)
+		if (r == 0) {
 			atomic_fetch_add(&hb->pushed_deletes, 1);
-		if (r == 0)
+			/* as a DELETE over HTTP: a full report may have listed it */
+			efs_worker_ctx_note_delete(ctx, id);
 			efs_debug("chunk %s deleted (pushed by the master)", id);
+		}
 		else if (status == 500)
 			efs_warn("pushed delete of chunk %s failed: %s", id, strerror(-r));
 	}

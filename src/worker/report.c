@@ -134,6 +134,51 @@ static int list_chunk(void *ctx, const char *chunk_id, uint64_t length, int64_t 
 	return 0;
 }
 
+/* Copies deleted through the API while this report listed the store and
+ * its batches were judged (a collector's DELETE, the master's watch of a
+ * given-up write): the snapshot may have listed one, and a batch judged
+ * after the delete may have adopted it (a chunk short of good replicas),
+ * recording a replica whose copy is gone; the master would count it until
+ * the next full report (REPORT_INTERVAL_MS). Sent as lost ids after the
+ * last batch's answer, so after any adoption: the master marks such a
+ * replica bad, for repair; an id no replica row of this worker names
+ * changes nothing there. A copy written again since is not sent. More
+ * deletes than the queue holds: the next full report soon (its end marks
+ * what it does not list). */
+static int report_deleted(struct report *rep)
+{
+	struct efs_worker_ctx *ctx = rep->ctx;
+	json_t *deleted = lost_take(&ctx->deleted_in_report);
+	json_t *gone = json_array(), *item;
+	size_t i;
+	json_array_foreach(deleted, i, item)
+	{
+		uint64_t length;
+		uint32_t flags;
+		int64_t mtime_ms;
+		if (efs_store_stat(ctx->store, json_string_value(item), &length, &flags,
+				   &mtime_ms) == -ENOENT)
+			json_array_append(gone, item);
+	}
+	if (json_array_size(deleted) >= EFS_LOST_MAX)
+		rep->again_in_ms = EFS_MAX(rep->again_in_ms, REPORT_KEPT_RECHECK_MS);
+	json_decref(deleted);
+	size_t n = json_array_size(gone);
+	if (n == 0) {
+		json_decref(gone);
+		return 0;
+	}
+	/* Not a batch of the report: no reading of the master's clock. */
+	rep->master_started_ms = 0;
+	rep->lost = gone;
+	int r = send_batch(rep, false);
+	if (r == 0)
+		efs_info("%zu chunks deleted while the report listed the store: told the master "
+			 "they are gone (a replica a batch adopted meanwhile is marked bad)",
+			 n);
+	return r;
+}
+
 static int report_full(struct efs_reporter *rp, const char *worker_id)
 {
 	struct efs_worker_ctx *ctx = rp->ctx;
@@ -146,6 +191,9 @@ static int report_full(struct efs_reporter *rp, const char *worker_id)
 	 * master compares with replica creation times at the end (its clock
 	 * with its clock: ours may be off by any amount). */
 	rep.reading_start = true;
+	/* From before the snapshot until the last batch is judged. */
+	json_decref(lost_take(&ctx->deleted_in_report));
+	atomic_store(&ctx->report_listing, true);
 	int r = send_batch(&rep, false);
 	rep.reading_start = false;
 	rep.started_ms = efs_now_ms();
@@ -153,6 +201,9 @@ static int report_full(struct efs_reporter *rp, const char *worker_id)
 		r = efs_store_iterate(ctx->store, list_chunk, &rep);
 	if (r == 0)
 		r = send_batch(&rep, true);
+	atomic_store(&ctx->report_listing, false);
+	if (r == 0)
+		r = report_deleted(&rep);
 	json_decref(rep.chunks);
 	json_decref(rep.lost);
 	rp->again_in_ms = r == 0 ? rep.again_in_ms : 0;

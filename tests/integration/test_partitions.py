@@ -46,7 +46,8 @@ import echofs_harness as h
 import nemesis as nm
 from test_faults import (CHUNK, RF, Uploaders, assert_acked_download, assert_downloads,
                          check_acked, check_running, chunk_ids_of, disk_vs_needed, file_info,
-                         holders, master_env, poll, secs, upload_files)
+                         holders, master_env, poll, replicas_missing_on_disk, secs,
+                         upload_files)
 
 # How long the cut lasts: long enough for the victim to be counted dead
 # (WORKER_DEAD_AFTER_MS 1 s) and its chunks repaired (REPAIR_AFTER_MS 1 s).
@@ -250,3 +251,65 @@ def test_a_collector_delete_that_failed_is_done_once_the_worker_answers(cluster,
     assert f"worker {vid} beats again" not in m.stderr_since(mark), \
         "the victim was counted dead: a rejoin report, not the case tested"
     assert_downloads(api, files, "after the heal")
+
+
+@pytest.mark.slow(reason="a worker's report slowed to seconds by a throttled link")
+def test_a_copy_deleted_while_its_report_is_judged_is_not_counted(cluster, nemesis):
+    """Found by the 500-round randomized run (seed 500): a worker's full
+    report listed a copy no replica row named (a write the master had
+    given up on); the master's watch of that write deleted the copy; then
+    the report's batch was judged, while the chunk was short of replicas
+    (another holder had just been killed), and the master adopted the
+    copy: a replica row for a copy that was gone, counted until the
+    worker's next full report (an hour by default). If a holder's surplus
+    copy was then dropped, the chunk had 3 rows and 2 copies. The worker
+    now tells the master, after the report's last answer, which chunks
+    were deleted while it listed them: the master marks such a replica
+    bad (repair then copies the chunk). Here the report's batch crawls up
+    a throttled link (150 B/s), and the test deletes the copy straight
+    after the snapshot."""
+    # ORPHAN_GRACE_MS long: the victim's reports before the one tested
+    # keep its unnamed copy (young), and no late-write watch runs here.
+    m = cluster.start(workers=3, master_env=master_env(
+        WORKER_DEAD_AFTER_MS=8000, REPAIR_AFTER_MS=600000, ORPHAN_GRACE_MS=600000))
+    api = m.user_client()
+    data = random.Random(1905).randbytes(3000)
+    fid = api.upload(data, name="adopted.bin")["file_id"]
+    (chunk,) = chunk_ids_of(api, [fid])
+    victim, to_victim, from_victim = nemesis.add_linked_worker(cluster, m, "victim")
+    m.wait_workers(alive=4, total=4)
+    vid = victim.worker_id
+    direct = victim.client(h.CLUSTER_SECRET)
+    # A copy no replica row names, as a given-up write leaves one.
+    r = direct.put(f"/chunks/{chunk}", data=data,
+                   headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    # The chunk short of good replicas on live workers: a report adopts a
+    # listed copy of it.
+    holder = cluster.workers[0]
+    holder.kill()
+    poll(lambda: (m.worker_record(holder.worker_id)["status"] == "dead", None),
+         secs(20), "the killed holder to be counted dead")
+    # Every request the victim sends the master crawls (beats too, but
+    # WORKER_DEAD_AFTER_MS is 8 s); its restart asks for a full report.
+    from_victim.throttle(150, dirs=nm.UP)
+    mark = m.log_mark()
+    victim.kill()
+    victim.start()
+    # The report's first request (it lists nothing) is answered; the
+    # victim then lists its store, and the one batch crawls up the link.
+    m.wait_for_log(rf"POST /api/v1/workers/{re.escape(vid)}/report 200", timeout=secs(30),
+                   since=mark)
+    time.sleep(0.3)
+    r = direct.delete(f"/chunks/{chunk}")
+    assert r.status_code == 204, r.text
+    m.wait_for_log(rf"worker {re.escape(vid)} report: 1 chunks, 1 adopted again",
+                   timeout=secs(30), since=mark)
+    nemesis.heal()
+    assert chunk not in victim.chunk_usage().ids
+
+    def counted_only_where_stored():
+        problems = replicas_missing_on_disk(api, cluster, [fid])
+        return not problems, problems
+    poll(counted_only_where_stored, secs(10),
+         "the adopted replica whose copy was deleted to be marked bad")
