@@ -328,7 +328,8 @@ struct efs_object_read {
  * -ENOENT: no such bucket (@out untouched); -ENOKEY: the bucket has no
  * such key (only out->bucket_owner filled); -ESTALE: the row names a file
  * that is gone (an overwrite or delete between the reads: read again;
- * out->bucket_owner and out->object filled); or a store error. */
+ * out->bucket_owner and out->object filled); or a store error (@out
+ * then possibly partly written). */
 int efs_meta_object_read(struct efs_meta *m, const char *bucket, const char *key,
 			 struct efs_object_read *out);
 /* Makes @o the object at (o->bucket, o->key), in one transaction: the row

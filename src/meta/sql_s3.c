@@ -238,21 +238,14 @@ static int row_object_read(void *ctx, const struct efs_sql_row *row)
 
 int sql_object_read(void *impl, const char *bucket, const char *key, struct efs_object_read *out)
 {
-	struct efs_object_read *x = malloc(sizeof(*x)); /* ~13 KiB: not on the stack */
-	if (!x)
-		return -ENOMEM;
-	struct object_read_row p = {x, -ENOENT};
-	/* (bucket, object_key) and file_id are keys: at most one row. */
+	/* Straight into @out (~13 KiB: no copy): the row callback runs at
+	 * most once, and not at all for -ENOENT, which leaves @out untouched;
+	 * on a store error @out may be partly written (callers do not read
+	 * it then). (bucket, object_key) and file_id are keys: one row. */
+	struct object_read_row p = {out, -ENOENT};
 	int r = SQL_ONE(impl, "SELECT " READ_COLUMNS READ_FROM, row_object_read, &p, NULL,
 			SQL_TEXT(bucket), SQL_TEXT(key));
-	if (r == 0)
-		r = p.found;
-	if (r == 0 || r == -ESTALE)
-		*out = *x;
-	else if (r == -ENOKEY)
-		efs_strlcpy(out->bucket_owner, x->bucket_owner, sizeof(out->bucket_owner));
-	free(x);
-	return r;
+	return r < 0 ? r : p.found;
 }
 
 /* The file id of the object at (bucket, key), into *(char[EFS_ID_MAX+1]). */
