@@ -633,7 +633,8 @@ int efs_s3_get_object(struct efs_s3_req *s)
 		r = efs_meta_object_read(m->meta, s->bucket, s->key, x);
 		/* As efs_s3_own_bucket: no bucket, then another's, then the key. */
 		if (r == -ENOENT) {
-			r = efs_s3_error(s, 404, "NoSuchBucket", "The specified bucket does not exist");
+			r = efs_s3_error(s, 404, "NoSuchBucket",
+					 "The specified bucket does not exist");
 			goto out;
 		}
 		if (r < 0 && r != -ENOKEY && r != -ESTALE) {

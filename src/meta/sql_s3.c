@@ -191,7 +191,7 @@ int sql_object_get(void *impl, const char *bucket, const char *key, struct efs_o
 #define READ_COLUMNS                                                                               \
 	"b.owner, o.bucket, o.object_key, o.file_id, o.size, o.etag, o.content_type,"              \
 	" o.content_encoding, o.content_disposition, o.cache_control, o.expires, o.user_meta,"     \
-	" o.last_modified, f.file_id, f.owner, f.name, f.size, f.sha256, f.chunk_size,"           \
+	" o.last_modified, f.file_id, f.owner, f.name, f.size, f.sha256, f.chunk_size,"            \
 	" f.chunk_count, f.replication, f.stored_bytes, f.created_at"
 #define READ_FROM                                                                                  \
 	" FROM s3_buckets b"                                                                       \
