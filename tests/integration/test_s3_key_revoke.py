@@ -86,18 +86,18 @@ def test_key_deleted_elsewhere_is_refused_within_the_cache_ttl(shared_cluster, s
     key, c = cached_key(s3, "revoke-there")
     delete_behind_the_masters_back(shared_cluster, s3, "revoke-there", key[0])
     deleted = time.monotonic()
-    deadline = deleted + CACHE_TTL_S + 1 + h.TIMING_MARGIN_S
-    refused_after = None
-    while time.monotonic() < deadline:
+    bound = CACHE_TTL_S + 1 + h.TIMING_MARGIN_S
+    # Judged by when each request was sent, so that a slow answer on a
+    # loaded machine does not count against the master.
+    while True:
+        sent = time.monotonic() - deleted
         try:
             c.list_buckets()
         except Exception as e:  # noqa: BLE001 - the code is checked below
             assert error_code(c.list_buckets) == "InvalidAccessKeyId", e
-            refused_after = time.monotonic() - deleted
             break
+        assert sent <= bound, f"the deleted key still worked {sent:.1f} s later (bound {bound:.1f} s)"
         time.sleep(0.25)
-    assert refused_after is not None, (
-        f"the deleted key still works {CACHE_TTL_S + 1 + h.TIMING_MARGIN_S:.1f} s later")
     # and it stays refused (the miss forgot the cached entry)
     for _ in range(3):
         assert error_code(c.get_object, Bucket="revoke-there-b", Key="k") == "InvalidAccessKeyId"
