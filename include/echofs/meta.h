@@ -314,6 +314,24 @@ int efs_meta_bucket_delete(struct efs_meta *m, const char *name, const char *own
 /* -ENOENT when the bucket has no such key. */
 int efs_meta_object_get(struct efs_meta *m, const char *bucket, const char *key,
 			struct efs_object_info *out);
+/* What GetObject and HeadObject need, read at once: the bucket's owner,
+ * the object at the key and the file holding its bytes. */
+struct efs_object_read {
+	char bucket_owner[EFS_ID_MAX + 1];
+	struct efs_object_info object;
+	struct efs_file_info file; /* s3_bucket, s3_key: the object's */
+};
+/* Reads bucket @bucket, its object at @key and that object's file, in one
+ * consistent read where the backend can (SQL: one statement joining the
+ * three tables; a backend without it: three reads, as efs_meta_bucket_get,
+ * efs_meta_object_get and efs_meta_file_get). 0 with @out filled;
+ * -ENOENT: no such bucket (@out untouched); -ENOKEY: the bucket has no
+ * such key (only out->bucket_owner filled); -ESTALE: the row names a file
+ * that is gone (an overwrite or delete between the reads: read again;
+ * out->bucket_owner and out->object filled); or a store error (@out
+ * then possibly partly written). */
+int efs_meta_object_read(struct efs_meta *m, const char *bucket, const char *key,
+			 struct efs_object_read *out);
 /* Makes @o the object at (o->bucket, o->key), in one transaction: the row
  * is inserted or replaced, and the file the replaced row named (if any) is
  * deleted and its chunks released, so a reader finds the old object or

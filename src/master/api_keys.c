@@ -103,7 +103,8 @@ int efs_api_key_list(struct efs_http_req *req)
 
 /* DELETE /api/v1/keys/{accessKeyId} - one of the caller's keys; another
  * user's is 404 like a key that does not exist. S3 requests signed with
- * it stop working within EFS_S3_AUTH_CACHE_TTL_S on every master. */
+ * it stop working at once on this master (its signing-key cache forgets
+ * the key) and within EFS_S3_AUTH_CACHE_TTL_S on the others. */
 int efs_api_key_delete(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
@@ -112,6 +113,7 @@ int efs_api_key_delete(struct efs_http_req *req)
 	    efs_s3_access_key_id_valid(id) ? efs_meta_key_delete(m->meta, id, req->user) : -ENOENT;
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_ACCESS_KEY, r, id);
+	efs_s3_auth_forget(m->s3_auth, id);
 	efs_info("access key %s deleted by %s", id, req->user);
 	return efs_http_reply_empty(req, 204);
 }

@@ -38,6 +38,9 @@ struct efs_s3_auth {
 	const struct efs_keyseal *seal;
 	char region[EFS_SIGV4_MAX_REGION + 1];
 	pthread_mutex_t lock;
+	/* Bumped by efs_s3_auth_forget: a key read from the store before a
+	 * forget is not cached after it (it may be the key just deleted). */
+	uint64_t forgets;
 	struct cache_entry cache[EFS_S3_AUTH_CACHE_SLOTS];
 };
 
@@ -209,8 +212,10 @@ static int signing_key(struct efs_s3_auth *a, const char *access_key_id, const c
 	size_t slot = cache_slot(access_key_id, date);
 	struct cache_entry *e = &a->cache[slot];
 	bool hit = false;
+	uint64_t forgets;
 
 	pthread_mutex_lock(&a->lock);
+	forgets = a->forgets;
 	if (e->used && strcmp(e->access_key_id, access_key_id) == 0 && strcmp(e->date, date) == 0 &&
 	    now_s >= e->loaded_s && now_s - e->loaded_s < EFS_S3_AUTH_CACHE_TTL_S) {
 		*key = e->key;
@@ -245,6 +250,13 @@ static int signing_key(struct efs_s3_auth *a, const char *access_key_id, const c
 		return r;
 
 	pthread_mutex_lock(&a->lock);
+	if (a->forgets != forgets) { /* used once, not kept */
+		pthread_mutex_unlock(&a->lock);
+		*key = fresh;
+		efs_strlcpy(owner, row.owner, EFS_ID_MAX + 1);
+		efs_sigv4_key_wipe(&fresh);
+		return 0;
+	}
 	efs_sigv4_key_wipe(&e->key);
 	e->used = true;
 	efs_strlcpy(e->access_key_id, access_key_id, sizeof(e->access_key_id));
@@ -258,6 +270,23 @@ static int signing_key(struct efs_s3_auth *a, const char *access_key_id, const c
 	efs_strlcpy(owner, row.owner, EFS_ID_MAX + 1);
 	efs_sigv4_key_wipe(&fresh);
 	return 0;
+}
+
+void efs_s3_auth_forget(struct efs_s3_auth *a, const char *access_key_id)
+{
+	if (!a || !access_key_id)
+		return;
+	/* Every slot: the key may be cached for two days (around midnight). */
+	pthread_mutex_lock(&a->lock);
+	a->forgets++;
+	for (size_t i = 0; i < EFS_S3_AUTH_CACHE_SLOTS; i++) {
+		struct cache_entry *e = &a->cache[i];
+		if (e->used && strcmp(e->access_key_id, access_key_id) == 0) {
+			efs_sigv4_key_wipe(&e->key);
+			e->used = false;
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
 }
 
 /* ---- verify ---- */

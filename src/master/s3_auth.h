@@ -24,8 +24,12 @@
  *
  * Signing keys (derived from the unsealed secret) are cached per access
  * key, day and region in a fixed-size table (EFS_S3_AUTH_CACHE_SLOTS); an
- * entry is re-read from the store after EFS_S3_AUTH_CACHE_TTL_S seconds,
- * so a key deleted through any master stops working within that time.
+ * entry is re-read from the store after EFS_S3_AUTH_CACHE_TTL_S seconds.
+ * So a request on a cache hit costs no store read, no AES-GCM unsealing
+ * and no key derivation (one HMAC chain per day per key, on the miss).
+ * A key deleted through this master stops working at once
+ * (efs_s3_auth_forget); through another master, within
+ * EFS_S3_AUTH_CACHE_TTL_S seconds (the bound docs/S3.md states).
  * Thread-safe (one mutex around the cache; the store is read outside it).
  *
  * docs/S3.md#authentication says what a client sees.
@@ -68,6 +72,10 @@ struct efs_s3_auth;
 int efs_s3_auth_new(const struct efs_s3_auth_deps *deps, struct efs_s3_auth **out);
 /* Frees @a, wiping its cached keys. NULL accepted. */
 void efs_s3_auth_free(struct efs_s3_auth *a);
+/* Drops every cached signing key of @access_key_id (wiped): the next
+ * request signed with it reads the store. For a key just deleted through
+ * this master. NULL @a (no S3 listener) accepted. */
+void efs_s3_auth_forget(struct efs_s3_auth *a, const char *access_key_id);
 
 struct efs_s3_auth_request {
 	const char *method;			/* as sent */

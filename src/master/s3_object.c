@@ -623,9 +623,10 @@ static int get_conditions(struct efs_s3_req *s, const struct efs_object_info *o)
 int efs_s3_get_object(struct efs_s3_req *s)
 {
 	struct efs_master *m = s->m;
-	struct efs_bucket_info b;
-	struct efs_object_info *o = malloc(sizeof(*o));
-	struct efs_file_info f;
+	/* The bucket's owner, the row and its file: one store read. */
+	struct efs_object_read *x = malloc(sizeof(*x));
+	struct efs_object_info *o = x ? &x->object : NULL;
+	const struct efs_file_info *f = x ? &x->file : NULL;
 	struct efs_reader *rd = NULL;
 	bool head = strcmp(s->http->method, "HEAD") == 0;
 	bool partial = false;
@@ -633,38 +634,43 @@ int efs_s3_get_object(struct efs_s3_req *s)
 	char range[96];
 	int r = 0;
 
-	if (!o)
+	if (!x)
 		return -ENOMEM;
-	if (efs_s3_own_bucket(s, &b) < 0)
-		goto out;
 	/* The row, its file and (GET) the first chunk: an overwrite between
 	 * them released the file read, so the row is read again. */
 	for (int attempt = 0; attempt < GET_ATTEMPTS; attempt++) {
 		efs_reader_free(rd);
 		rd = NULL;
-		r = efs_meta_object_get(m->meta, s->bucket, s->key, o);
+		r = efs_meta_object_read(m->meta, s->bucket, s->key, x);
+		/* As efs_s3_own_bucket: no bucket, then another's, then the key. */
 		if (r == -ENOENT) {
-			r = efs_s3_error(s, 404, "NoSuchKey", "The specified key does not exist.");
+			r = efs_s3_error(s, 404, "NoSuchBucket",
+					 "The specified bucket does not exist");
 			goto out;
 		}
-		if (r < 0) {
+		if (r < 0 && r != -ENOKEY && r != -ESTALE) {
 			r = efs_s3_error_store(s, r, "GetObject");
 			goto out;
 		}
+		if (strcmp(x->bucket_owner, s->principal.owner) != 0) {
+			r = efs_s3_error(s, 403, "AccessDenied", "Access Denied");
+			goto out;
+		}
+		if (r == -ENOKEY) {
+			r = efs_s3_error(s, 404, "NoSuchKey", "The specified key does not exist.");
+			goto out;
+		}
+		int found = r;
 		if ((r = get_conditions(s, o)) != 0) {
 			r = 0;
 			goto out;
 		}
-		if ((r = efs_meta_file_get(m->meta, o->file_id, &f)) == -ENOENT)
+		if ((r = found) == -ESTALE)
 			continue;
-		if (r < 0) {
-			r = efs_s3_error_store(s, r, "GetObject file");
-			goto out;
-		}
 		partial = false;
-		if (efs_range_parse(efs_http_header(s->http, "Range"), f.size, &partial, &first,
+		if (efs_range_parse(efs_http_header(s->http, "Range"), f->size, &partial, &first,
 				    &last) < 0) {
-			snprintf(range, sizeof(range), "bytes */%llu", (unsigned long long)f.size);
+			snprintf(range, sizeof(range), "bytes */%llu", (unsigned long long)f->size);
 			efs_http_add_header(s->http, "Content-Range", range);
 			r = efs_s3_error(s, 416, "InvalidRange",
 					 "The requested range is not satisfiable");
@@ -672,17 +678,17 @@ int efs_s3_get_object(struct efs_s3_req *s)
 		}
 		if (!partial) {
 			first = 0;
-			last = f.size ? f.size - 1 : 0;
+			last = f->size ? f->size - 1 : 0;
 		}
-		if (head || f.size == 0)
+		if (head || f->size == 0)
 			break;
-		if ((r = efs_reader_new(&m->reader_source, &f, first, last, &rd)) < 0)
+		if ((r = efs_reader_new(&m->reader_source, f, first, last, &rd)) < 0)
 			goto out;
 		if ((r = efs_reader_prefetch(rd)) == 0)
 			break;
 		if (r != -ENOENT) {
 			efs_error("s3 get %s/%s: file %s unreadable: %s (request %s)", s->bucket,
-				  s->key, f.file_id, strerror(-r), s->request_id);
+				  s->key, f->file_id, strerror(-r), s->request_id);
 			r = efs_s3_error(s, 503, "ServiceUnavailable",
 					 "The object's data cannot be read right now; retry "
 					 "shortly");
@@ -697,10 +703,10 @@ int efs_s3_get_object(struct efs_s3_req *s)
 	unsigned status = partial ? 206 : 200;
 	if (partial) {
 		snprintf(range, sizeof(range), "bytes %llu-%llu/%llu", (unsigned long long)first,
-			 (unsigned long long)last, (unsigned long long)f.size);
+			 (unsigned long long)last, (unsigned long long)f->size);
 		efs_http_add_header(s->http, "Content-Range", range);
 	}
-	uint64_t length = f.size ? last - first + 1 : 0;
+	uint64_t length = f->size ? last - first + 1 : 0;
 	if (length == 0) {
 		r = efs_http_reply_empty(s->http, status);
 	} else if (head) {
@@ -720,7 +726,7 @@ int efs_s3_get_object(struct efs_s3_req *s)
 	}
 out:
 	efs_reader_free(rd);
-	free(o);
+	free(x);
 	return r;
 }
 

@@ -83,6 +83,9 @@ struct efs_meta_ops {
 	int (*bucket_delete)(void *impl, const char *name, const char *owner);
 	int (*object_get)(void *impl, const char *bucket, const char *key,
 			  struct efs_object_info *out);
+	/* NULL: meta.c composes it from bucket_get, object_get, file_get. */
+	int (*object_read)(void *impl, const char *bucket, const char *key,
+			   struct efs_object_read *out);
 	int (*object_put)(void *impl, const struct efs_object_info *o,
 			  const struct efs_object_cond *cond, int64_t now_ms);
 	int (*object_delete)(void *impl, const char *bucket, const char *key, int64_t now_ms);

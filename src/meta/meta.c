@@ -361,6 +361,24 @@ int efs_meta_object_get(struct efs_meta *m, const char *bucket, const char *key,
 	return m->ops->object_get ? m->ops->object_get(m->impl, bucket, key, out) : -ENOTSUP;
 }
 
+int efs_meta_object_read(struct efs_meta *m, const char *bucket, const char *key,
+			 struct efs_object_read *out)
+{
+	struct efs_bucket_info b;
+	int r;
+	if (m->ops->object_read)
+		return m->ops->object_read(m->impl, bucket, key, out);
+	if (!m->ops->bucket_get || !m->ops->object_get)
+		return -ENOTSUP;
+	if ((r = m->ops->bucket_get(m->impl, bucket, &b)) < 0)
+		return r;
+	efs_strlcpy(out->bucket_owner, b.owner, sizeof(out->bucket_owner));
+	if ((r = m->ops->object_get(m->impl, bucket, key, &out->object)) < 0)
+		return r == -ENOENT ? -ENOKEY : r;
+	r = m->ops->file_get(m->impl, out->object.file_id, &out->file);
+	return r == -ENOENT ? -ESTALE : r;
+}
+
 int efs_meta_object_put_if(struct efs_meta *m, const struct efs_object_info *o,
 			   const struct efs_object_cond *cond, int64_t now_ms)
 {

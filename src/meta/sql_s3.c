@@ -137,23 +137,30 @@ int sql_bucket_delete(void *impl, const char *name, const char *owner)
 	"bucket, object_key, file_id, size, etag, content_type, content_encoding,"                 \
 	" content_disposition, cache_control, expires, user_meta, last_modified"
 
+/* OBJECT_COLUMNS from column @at on. */
+static void object_from_row(const struct efs_sql_row *row, int at, struct efs_object_info *o)
+{
+	efs_strlcpy(o->bucket, efs_sql_text(row, at + 0), sizeof(o->bucket));
+	efs_strlcpy(o->key, efs_sql_text(row, at + 1), sizeof(o->key));
+	efs_strlcpy(o->file_id, efs_sql_text(row, at + 2), sizeof(o->file_id));
+	o->size = (uint64_t)efs_sql_int(row, at + 3);
+	efs_strlcpy(o->etag, efs_sql_text(row, at + 4), sizeof(o->etag));
+	efs_strlcpy(o->content_type, efs_sql_text(row, at + 5), sizeof(o->content_type));
+	efs_strlcpy(o->content_encoding, efs_sql_text(row, at + 6), sizeof(o->content_encoding));
+	efs_strlcpy(o->content_disposition, efs_sql_text(row, at + 7),
+		    sizeof(o->content_disposition));
+	efs_strlcpy(o->cache_control, efs_sql_text(row, at + 8), sizeof(o->cache_control));
+	efs_strlcpy(o->expires, efs_sql_text(row, at + 9), sizeof(o->expires));
+	efs_strlcpy(o->user_meta, efs_sql_text(row, at + 10), sizeof(o->user_meta));
+	o->last_modified_ms = efs_sql_int(row, at + 11);
+}
+
 static int row_object(void *ctx, const struct efs_sql_row *row)
 {
 	struct efs_object_info *o = sql_rows_push(ctx);
 	if (!o)
 		return sql_rows_full(ctx);
-	efs_strlcpy(o->bucket, efs_sql_text(row, 0), sizeof(o->bucket));
-	efs_strlcpy(o->key, efs_sql_text(row, 1), sizeof(o->key));
-	efs_strlcpy(o->file_id, efs_sql_text(row, 2), sizeof(o->file_id));
-	o->size = (uint64_t)efs_sql_int(row, 3);
-	efs_strlcpy(o->etag, efs_sql_text(row, 4), sizeof(o->etag));
-	efs_strlcpy(o->content_type, efs_sql_text(row, 5), sizeof(o->content_type));
-	efs_strlcpy(o->content_encoding, efs_sql_text(row, 6), sizeof(o->content_encoding));
-	efs_strlcpy(o->content_disposition, efs_sql_text(row, 7), sizeof(o->content_disposition));
-	efs_strlcpy(o->cache_control, efs_sql_text(row, 8), sizeof(o->cache_control));
-	efs_strlcpy(o->expires, efs_sql_text(row, 9), sizeof(o->expires));
-	efs_strlcpy(o->user_meta, efs_sql_text(row, 10), sizeof(o->user_meta));
-	o->last_modified_ms = efs_sql_int(row, 11);
+	object_from_row(row, 0, o);
 	return 0;
 }
 
@@ -173,6 +180,72 @@ int sql_object_get(void *impl, const char *bucket, const char *key, struct efs_o
 		*out = *o;
 	free(o);
 	return r;
+}
+
+/* GetObject's one read (efs_meta_object_read): the bucket's row, left
+ * joined with the object at the key and its file, so that one statement
+ * (one snapshot, one round trip, one set of SQLite locks) tells "no
+ * bucket" (no row), "no key" (NULL object) and "file gone" (NULL file)
+ * apart. The object's columns come first, prefixed: "file_id", "size"
+ * and "owner" are in several tables. */
+#define READ_COLUMNS                                                                               \
+	"b.owner, o.bucket, o.object_key, o.file_id, o.size, o.etag, o.content_type,"              \
+	" o.content_encoding, o.content_disposition, o.cache_control, o.expires, o.user_meta,"     \
+	" o.last_modified, f.file_id, f.owner, f.name, f.size, f.sha256, f.chunk_size,"            \
+	" f.chunk_count, f.replication, f.stored_bytes, f.created_at"
+#define READ_FROM                                                                                  \
+	" FROM s3_buckets b"                                                                       \
+	" LEFT JOIN s3_objects o ON o.bucket = b.name AND o.object_key = $2"                       \
+	" LEFT JOIN files f ON f.file_id = o.file_id"                                              \
+	" WHERE b.name = $1"
+
+struct object_read_row {
+	struct efs_object_read *out;
+	int found; /* -ENOENT (no row yet), -ENOKEY, -ESTALE or 0 */
+};
+
+static int row_object_read(void *ctx, const struct efs_sql_row *row)
+{
+	struct object_read_row *p = ctx;
+	struct efs_object_read *x = p->out;
+	efs_strlcpy(x->bucket_owner, efs_sql_text(row, 0), sizeof(x->bucket_owner));
+	if (efs_sql_null(row, 3)) {
+		p->found = -ENOKEY;
+		return 0;
+	}
+	object_from_row(row, 1, &x->object);
+	if (efs_sql_null(row, 13)) {
+		p->found = -ESTALE;
+		return 0;
+	}
+	struct efs_file_info *f = &x->file;
+	memset(f, 0, sizeof(*f));
+	efs_strlcpy(f->file_id, efs_sql_text(row, 13), sizeof(f->file_id));
+	efs_strlcpy(f->owner, efs_sql_text(row, 14), sizeof(f->owner));
+	efs_strlcpy(f->name, efs_sql_text(row, 15), sizeof(f->name));
+	f->size = (uint64_t)efs_sql_int(row, 16);
+	efs_strlcpy(f->sha256, efs_sql_text(row, 17), sizeof(f->sha256));
+	f->chunk_size = (uint64_t)efs_sql_int(row, 18);
+	f->chunk_count = (uint64_t)efs_sql_int(row, 19);
+	f->replication = (unsigned)efs_sql_int(row, 20);
+	f->stored_bytes = (uint64_t)efs_sql_int(row, 21);
+	f->created_at_ms = efs_sql_int(row, 22);
+	efs_strlcpy(f->s3_bucket, x->object.bucket, sizeof(f->s3_bucket));
+	efs_strlcpy(f->s3_key, x->object.key, sizeof(f->s3_key));
+	p->found = 0;
+	return 0;
+}
+
+int sql_object_read(void *impl, const char *bucket, const char *key, struct efs_object_read *out)
+{
+	/* Straight into @out (~13 KiB: no copy): the row callback runs at
+	 * most once, and not at all for -ENOENT, which leaves @out untouched;
+	 * on a store error @out may be partly written (callers do not read
+	 * it then). (bucket, object_key) and file_id are keys: one row. */
+	struct object_read_row p = {out, -ENOENT};
+	int r = SQL_ONE(impl, "SELECT " READ_COLUMNS READ_FROM, row_object_read, &p, NULL,
+			SQL_TEXT(bucket), SQL_TEXT(key));
+	return r < 0 ? r : p.found;
 }
 
 /* The file id of the object at (bucket, key), into *(char[EFS_ID_MAX+1]). */

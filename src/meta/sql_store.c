@@ -694,6 +694,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.bucket_list = sql_bucket_list,
 	.bucket_delete = sql_bucket_delete,
 	.object_get = sql_object_get,
+	.object_read = sql_object_read,
 	.object_put = sql_object_put,
 	.object_delete = sql_object_delete,
 	.object_copy = sql_object_copy,

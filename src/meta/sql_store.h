@@ -228,6 +228,7 @@ int sql_bucket_get(void *impl, const char *name, struct efs_bucket_info *out);
 int sql_bucket_list(void *impl, const char *owner, struct efs_bucket_info **out, size_t *count);
 int sql_bucket_delete(void *impl, const char *name, const char *owner);
 int sql_object_get(void *impl, const char *bucket, const char *key, struct efs_object_info *out);
+int sql_object_read(void *impl, const char *bucket, const char *key, struct efs_object_read *out);
 int sql_object_put(void *impl, const struct efs_object_info *o, const struct efs_object_cond *cond,
 		   int64_t now_ms);
 int sql_object_delete(void *impl, const char *bucket, const char *key, int64_t now_ms);

@@ -348,6 +348,68 @@ static void test_overwrite_releases_the_old_file_in_the_same_step(void **state)
 	free(got);
 }
 
+/* efs_meta_object_read (GetObject's one read): no bucket, no key, the
+ * object with its file, the new file after an overwrite. SQL answers it
+ * with one join; DynamoDB through meta.c's three reads. */
+static void test_object_read_joins_bucket_object_and_file(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("readme", "carol");
+	char first[EFS_ID_MAX + 1], second[EFS_ID_MAX + 1], chunk1[65], chunk2[65];
+	struct efs_object_read *x = calloc(1, sizeof(*x));
+	assert_non_null(x);
+
+	efs_strlcpy(x->bucket_owner, "untouched", sizeof(x->bucket_owner));
+	assert_int_equal(efs_meta_object_read(f->m, "readme", "k", x), -ENOENT);
+	assert_string_equal(x->bucket_owner, "untouched");
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	assert_int_equal(efs_meta_object_read(f->m, "readme", "k", x), -ENOKEY);
+	assert_string_equal(x->bucket_owner, "carol");
+
+	make_file(f, "carol", 11, first, chunk1);
+	make_file(f, "carol", 12, second, chunk2);
+	struct efs_object_info *o1 = object("readme", "dir/k", first);
+	struct efs_object_info *o2 = object("readme", "dir/k", second);
+	efs_strlcpy(o2->content_type, "image/png", sizeof(o2->content_type));
+	assert_int_equal(efs_meta_object_put(f->m, o1, f->now), 0);
+	/* another key of the bucket, and the key in another bucket: no match */
+	assert_int_equal(efs_meta_object_read(f->m, "readme", "dir", x), -ENOKEY);
+	assert_int_equal(efs_meta_object_read(f->m, "readme2", "dir/k", x), -ENOENT);
+
+	memset(x, 0, sizeof(*x));
+	assert_int_equal(efs_meta_object_read(f->m, "readme", "dir/k", x), 0);
+	assert_string_equal(x->bucket_owner, "carol");
+	assert_string_equal(x->object.bucket, "readme");
+	assert_string_equal(x->object.key, "dir/k");
+	assert_string_equal(x->object.file_id, first);
+	assert_int_equal(x->object.size, 14);
+	assert_string_equal(x->object.etag, o1->etag);
+	assert_string_equal(x->object.content_type, "text/plain");
+	assert_string_equal(x->object.user_meta, "{\"a\":\"b\"}");
+	assert_int_equal(x->object.last_modified_ms, 2000);
+	assert_string_equal(x->file.file_id, first);
+	assert_string_equal(x->file.owner, "carol");
+	assert_int_equal(x->file.size, strlen("object bytes 11"));
+	assert_int_equal(x->file.chunk_size, 1024);
+	assert_int_equal(x->file.replication, 1);
+	assert_string_equal(x->file.sha256, chunk1);
+	assert_string_equal(x->file.s3_bucket, "readme");
+	assert_string_equal(x->file.s3_key, "dir/k");
+
+	assert_int_equal(efs_meta_object_put(f->m, o2, f->now), 0);
+	assert_int_equal(efs_meta_object_read(f->m, "readme", "dir/k", x), 0);
+	assert_string_equal(x->object.file_id, second);
+	assert_string_equal(x->object.content_type, "image/png");
+	assert_string_equal(x->file.file_id, second);
+	assert_string_equal(x->file.sha256, chunk2);
+
+	assert_int_equal(efs_meta_object_delete(f->m, "readme", "dir/k", f->now), 0);
+	assert_int_equal(efs_meta_object_read(f->m, "readme", "dir/k", x), -ENOKEY);
+	free(o1);
+	free(o2);
+	free(x);
+}
+
 static void test_conditional_put_checks_the_current_row(void **state)
 {
 	struct fixture *f = *state;
@@ -1408,6 +1470,7 @@ int main(void)
 	    T(test_a_bucket_with_an_object_is_not_deleted),
 	    T(test_overwrite_releases_the_old_file_in_the_same_step),
 	    T(test_deleting_the_file_deletes_the_object),
+	    T(test_object_read_joins_bucket_object_and_file),
 	    T(test_conditional_put_checks_the_current_row),
 	    T(test_copy_shares_the_chunks_and_counts_them),
 	    T(test_put_if_unmodified_since),
