@@ -8,7 +8,9 @@ closed by the `nemesis` fixture's finalizer, even when the test fails.
     LinkProxy   a userspace TCP proxy the test owns, put between two
                 processes (Nemesis.worker_links: the master reaches a
                 worker through one, WORKER_ADVERTISE_URL; the worker
-                reaches the master through another, MASTER_URL). Per
+                reaches the master through another, MASTER_URL; with
+                gRPC workers a third carries its stream, MASTER_GRPC_URL,
+                cut with the other two: see add_linked_worker). Per
                 direction it can
                   cut(dirs)      hold every byte, on open connections and
                                  on new ones (a partition: packets dropped,
@@ -130,6 +132,9 @@ class LinkProxy:
         self._rate: dict[str, Optional[float]] = {UP: None, DOWN: None}
         self._delay: dict[str, float] = {UP: 0.0, DOWN: 0.0}
         self._next_send: dict[int, float] = {}  # per pipe id: token bucket time
+        # Proxies whose cut follows this one's: (proxy, {my direction: its
+        # direction}, whether a reset cut resets it too). See link().
+        self._linked: list[tuple["LinkProxy", dict[str, str], bool]] = []
         self.accepted = 0
         self.forwarded = {UP: 0, DOWN: 0}
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -150,10 +155,25 @@ class LinkProxy:
     def url(self, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}"
 
+    def link(self, other: "LinkProxy", dirs: dict[str, str], reset: bool = True) -> None:
+        """Makes cut() and release_new() of this proxy apply to other too,
+        direction d of this one becoming dirs[d] of other (a direction not
+        in dirs is not cut there); reset=False: a cut(reset=True) of this
+        one only holds other's bytes. (heal() reaches other through the
+        Nemesis, which heals every proxy.) A worker's gRPC stream to the
+        master is one such: its path is cut with the HTTP ones."""
+        self._linked.append((other, dict(dirs), reset))
+
     # -- faults
     def cut(self, dirs: Iterable[str] | str = BOTH, reset: bool = False) -> None:
         """Holds every byte in dirs, on open and new connections; reset:
         closes every connection and refuses new ones instead."""
+        for other, dmap, resets in self._linked:
+            theirs = {dmap[d] for d in (BOTH if reset else _dirs(dirs)) if d in dmap}
+            if reset and resets:
+                other.cut(reset=True)
+            elif theirs:
+                other.cut(theirs)
         with self._lock:
             if reset:
                 self._reset = True
@@ -169,6 +189,8 @@ class LinkProxy:
     def release_new(self) -> None:
         """Ends a cut() for new connections only: the connections open now
         stay held until heal()."""
+        for other, _, _ in self._linked:
+            other.release_new()
         with self._lock:
             self._cut.clear()
         self._wake()
@@ -542,13 +564,41 @@ class Nemesis:
         """A worker whose every exchange with the master goes through two
         proxies: (worker, to_worker, to_master). to_worker carries what the
         master (and the other workers, and downloads) send it: it is the
-        worker's WORKER_ADVERTISE_URL; to_master is its MASTER_URL."""
+        worker's WORKER_ADVERTISE_URL; to_master is its MASTER_URL.
+
+        With gRPC workers (ECHOFS_TEST_WORKER_PROTOCOL=grpc) a third proxy
+        carries the worker's stream to the master's GRPC_PORT (its
+        MASTER_GRPC_URL), linked to the other two: a cut of to_master cuts
+        the stream in the same directions (beats and Acks up, instructions
+        down); a cut of to_worker, in either direction, holds what the
+        master sends down the stream (pushed deletes), so the worker's
+        beats still arrive, as they do over HTTP when only the master's
+        calls to the worker are cut. A reset cut of to_worker resets the
+        stream too (the master's pushes fail at once, as its calls do):
+        the worker then beats over HTTP through to_master, still alive,
+        and takes the stream again after heal(). (A held pushed delete
+        would instead arrive at the heal and do the work the master's
+        watch of a failed delete is there to do.)"""
         port = h.free_port()
         to_worker = self.proxy(port, f"to-{name}")
         to_master = self.proxy(master.port, f"{name}-to-master")
+        stream = None
+        if h.WORKER_PROTOCOL == "grpc" and not cluster.tls and "MASTER_GRPC_URL" not in env:
+            stream = self.proxy(master.grpc_port, f"{name}-grpc-to-master")
+            to_master.link(stream, {UP: UP, DOWN: DOWN})
+            to_worker.link(stream, {UP: DOWN, DOWN: DOWN}, reset=True)
+            env["MASTER_GRPC_URL"] = stream.url("grpc")
         w = cluster.add_worker(name, master=master, port=port,
                                master_url=to_master.url(cluster.scheme),
                                WORKER_ADVERTISE_URL=to_worker.url(cluster.scheme), **env)
+        if stream is not None:
+            # Faults on a worker still beating over HTTP would test nothing
+            # of the stream: wait until the master lists it on gRPC.
+            def on_stream():
+                rec = master.worker_record(w.worker_id)
+                return stream.connections > 0 and rec is not None and \
+                    rec.get("protocol") == "grpc" and rec["status"] == "alive"
+            h.wait_until(on_stream, h.START_TIMEOUT_S, what=f"{name} on its gRPC stream")
         return w, to_worker, to_master
 
     def block_port(self, port: int) -> PortBlock:
