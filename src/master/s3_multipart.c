@@ -221,22 +221,11 @@ static void part_free(void *op)
 static int part_open_session(void *ctx, char *session_id)
 {
 	struct part_op *p = ctx;
-	struct efs_session_info sess = {0};
-	int r;
-	if ((r = efs_random_hex(sess.session_id, EFS_FILE_ID_LEN / 2)) < 0)
+	int r = efs_s3_session_open(p->m, p->owner, p->name, p->expected, session_id);
+	if (r < 0)
 		return r;
-	efs_strlcpy(sess.owner, p->owner, sizeof(sess.owner));
-	efs_strlcpy(sess.name, p->name, sizeof(sess.name));
-	sess.declared_size = (int64_t)p->expected;
-	sess.chunk_size = p->m->cfg.chunk_size;
-	sess.hidden = true;
-	sess.created_at_ms = efs_now_ms();
-	sess.expires_at_ms = sess.created_at_ms + p->m->cfg.upload_idle_ms;
-	if ((r = efs_meta_session_create(p->m->meta, &sess)) < 0)
-		return r;
-	efs_strlcpy(p->session_id, sess.session_id, sizeof(p->session_id));
+	efs_strlcpy(p->session_id, session_id, sizeof(p->session_id));
 	p->session_open = true;
-	efs_strlcpy(session_id, sess.session_id, EFS_ID_MAX + 1);
 	return 0;
 }
 

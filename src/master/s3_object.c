@@ -83,21 +83,30 @@ static void put_free(void *op)
 static int open_session(void *ctx, char *session_id)
 {
 	struct put_op *p = ctx;
+	int r = efs_s3_session_open(p->m, p->owner, p->name, p->expected, session_id);
+	if (r < 0)
+		return r;
+	efs_strlcpy(p->session_id, session_id, sizeof(p->session_id));
+	p->session_open = true;
+	return 0;
+}
+
+int efs_s3_session_open(struct efs_master *m, const char *owner, const char *name,
+			uint64_t expected, char session_id[EFS_ID_MAX + 1])
+{
 	struct efs_session_info sess = {0};
 	int r;
 	if ((r = efs_random_hex(sess.session_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
-	efs_strlcpy(sess.owner, p->owner, sizeof(sess.owner));
-	efs_strlcpy(sess.name, p->name, sizeof(sess.name));
-	sess.declared_size = (int64_t)p->expected;
-	sess.chunk_size = p->m->cfg.chunk_size;
+	efs_strlcpy(sess.owner, owner, sizeof(sess.owner));
+	efs_strlcpy(sess.name, name, sizeof(sess.name));
+	sess.declared_size = (int64_t)expected;
+	sess.chunk_size = m->cfg.chunk_size;
 	sess.hidden = true;
 	sess.created_at_ms = efs_now_ms();
-	sess.expires_at_ms = sess.created_at_ms + p->m->cfg.upload_idle_ms;
-	if ((r = efs_meta_session_create(p->m->meta, &sess)) < 0)
+	sess.expires_at_ms = sess.created_at_ms + m->cfg.upload_idle_ms;
+	if ((r = efs_meta_session_create(m->meta, &sess)) < 0)
 		return r;
-	efs_strlcpy(p->session_id, sess.session_id, sizeof(p->session_id));
-	p->session_open = true;
 	efs_strlcpy(session_id, sess.session_id, EFS_ID_MAX + 1);
 	return 0;
 }

@@ -60,6 +60,12 @@ int efs_s3_object_headers(struct efs_s3_req *s, struct efs_object_info *o);
 /* The name of an object's file: @key's last segment, made a valid EchoFS
  * name (control characters as '_', cut to @size - 1 bytes). */
 void efs_s3_file_name(const char *key, char *out, size_t size);
+/* Opens the hidden session an S3 upload's chunks are held by until it is
+ * recorded (a PutObject's, a part's), expiring UPLOAD_IDLE_MS from now
+ * unless completed or given another expiry; its id into @session_id.
+ * -errno of the store. */
+int efs_s3_session_open(struct efs_master *m, const char *owner, const char *name,
+			uint64_t expected, char session_id[EFS_ID_MAX + 1]);
 /* Content-MD5 (base64 of 16 bytes) into @out: 0, or -EINVAL. */
 int efs_s3_content_md5(const char *text, unsigned char out[16]);
 
