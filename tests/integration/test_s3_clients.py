@@ -24,8 +24,8 @@ import pytest
 from botocore.config import Config
 
 import echofs_harness as h
+from s3_helpers import REGION, access_key, start_s3
 
-REGION = "us-east-1"
 AWS_CLI = "/usr/bin/aws" if os.path.exists("/usr/bin/aws") else shutil.which("aws")
 S3CMD = shutil.which("s3cmd")
 RCLONE = shutil.which("rclone")
@@ -35,21 +35,9 @@ TIMEOUT = 120  # per client command; a hung client fails the test, never the sui
 @pytest.fixture(scope="module")
 def s3(shared_cluster):
     """The master (two workers, every chunk on both) with its S3 port."""
-    port = h.free_port()
-    master = shared_cluster.start(workers=2, master_env={
-        "S3_PORT": str(port), "REPLICATION_FACTOR": "2"})
-    master.s3_port = port
-    master.s3_url = f"{shared_cluster.scheme}://127.0.0.1:{port}"
+    master = start_s3(shared_cluster, workers=2, REPLICATION_FACTOR="2")
     master.s3_ca = str(shared_cluster.tls.ca) if shared_cluster.tls else None
     return master
-
-
-def access_key(master, user):
-    """A new access key of @user, through the REST API."""
-    r = master.user_client(user).post("/api/v1/keys")
-    assert r.status_code == 201, r.text
-    body = r.json()
-    return body["access_key_id"], body["secret_access_key"]
 
 
 def boto(master, key):
