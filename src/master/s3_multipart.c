@@ -232,19 +232,8 @@ static int part_open_session(void *ctx, char *session_id)
 static int part_body(struct efs_s3_req *s, const char *data, size_t len)
 {
 	struct part_op *p = s->op;
-	p->received += len;
-	if (p->received > p->expected)
-		return efs_s3_error(s, 400, "IncompleteBody",
-				    "The body is longer than its declared length"),
-		       -EINVAL;
-	efs_md5_update(&p->md5, data, len);
-	efs_s3_checksum_update(&p->checksum, data, len);
-	int r = efs_upload_pipeline_feed(p->pipeline, data, len);
-	if (r == -ENOSPC)
-		return efs_s3_error(s, 503, "SlowDown",
-				    "Not enough live workers with room for every replica"),
-		       r;
-	return r;
+	return efs_s3_body_feed(s, p->pipeline, &p->md5, &p->checksum, &p->received, p->expected,
+				data, len);
 }
 
 static int part_end(struct efs_s3_req *s)

@@ -259,22 +259,30 @@ static int content_md5_decode(const char *text, unsigned char out[EFS_MD5_LEN])
 	return 0;
 }
 
-static int put_body(struct efs_s3_req *s, const char *data, size_t len)
+int efs_s3_body_feed(struct efs_s3_req *s, struct efs_upload_pipeline *pipeline,
+		     struct efs_md5 *md5, struct efs_s3_checksum *checksum, uint64_t *received,
+		     uint64_t expected, const char *data, size_t len)
 {
-	struct put_op *p = s->op;
-	p->received += len;
-	if (p->received > p->expected)
+	*received += len;
+	if (*received > expected)
 		return efs_s3_error(s, 400, "IncompleteBody",
 				    "The body is longer than its declared length"),
 		       -EINVAL;
-	efs_md5_update(&p->md5, data, len);
-	efs_s3_checksum_update(&p->checksum, data, len);
-	int r = efs_upload_pipeline_feed(p->pipeline, data, len);
+	efs_md5_update(md5, data, len);
+	efs_s3_checksum_update(checksum, data, len);
+	int r = efs_upload_pipeline_feed(pipeline, data, len);
 	if (r == -ENOSPC)
 		return efs_s3_error(s, 503, "SlowDown",
 				    "Not enough live workers with room for every replica"),
 		       r;
 	return r;
+}
+
+static int put_body(struct efs_s3_req *s, const char *data, size_t len)
+{
+	struct put_op *p = s->op;
+	return efs_s3_body_feed(s, p->pipeline, &p->md5, &p->checksum, &p->received, p->expected,
+				data, len);
 }
 
 /* Deletes the file just stored for a refused PUT (its chunks go to the
