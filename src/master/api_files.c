@@ -8,9 +8,7 @@
 #include "echofs/util.h"
 #include "master/api.h"
 #include "master/cache.h"
-#include "master/chunk_workers.h"
 #include "master/download.h"
-#include "master/placement.h"
 #include "master/upload_pipeline.h"
 
 #include <string.h>
@@ -205,7 +203,6 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	const char *content_type = efs_http_header(req, "Content-Type");
 	const char *name = efs_http_query(req, "name");
 	char boundary[128];
-	size_t alive = 0;
 	bool multipart = content_type && strncasecmp(content_type, "multipart/form-data", 19) == 0;
 
 	if (multipart && efs_multipart_boundary(content_type, boundary, sizeof(boundary)) < 0)
@@ -218,17 +215,12 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	if (!multipart && !name)
 		return efs_http_reply_err(req, EFS_HTTP_E_MISSING_NAME,
 					  "a raw upload names the file with ?name=");
-	int r;
-	/* Only the worker backend places replicas: S3 takes any chunk. */
-	if (efs_chunk_workers_io(m->chunks)) {
-		r = efs_placement_live_count(&m->placement, &alive);
-		if (r < 0)
-			return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
-		if (alive < m->cfg.replication_factor)
-			return efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY,
-						  "%zu live workers, %u needed for every replica",
-						  alive, m->cfg.replication_factor);
-	}
+	char why[160];
+	int r = efs_chunk_backend_writable(m->chunks, why, sizeof(why));
+	if (r == -ENOSPC)
+		return efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY, "%s", why);
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 
 	/* The first chunk buffer and its compressed copy come from the
 	 * budget of all uploads (the pipeline's others from its own): no
@@ -413,7 +405,7 @@ int efs_api_file_list(struct efs_http_req *req)
 static json_t *chunk_json(struct efs_chunk_backend *chunks, const struct efs_file_chunk *c,
 			  bool with_urls)
 {
-	if (!efs_chunk_workers_io(chunks))
+	if (!efs_chunk_backend_shows_locations(chunks))
 		return json_pack("{s:I, s:s, s:I, s:I, s:b, s:[], s:I, s:s}", "index",
 				 (json_int_t)c->index, "chunk_id", c->chunk.chunk_id, "size",
 				 (json_int_t)c->chunk.size, "stored_size",
@@ -426,7 +418,7 @@ static json_t *chunk_json(struct efs_chunk_backend *chunks, const struct efs_fil
 		const struct efs_replica *rep = &c->replicas[k];
 		if (rep->bad)
 			continue;
-		good += efs_chunk_workers_replica_alive(chunks, rep);
+		good += efs_chunk_backend_location_live(chunks, rep);
 		json_array_append_new(reps, with_urls
 						? json_pack("{s:s, s:s}", "worker_id",
 							    rep->worker_id, "url", rep->url)

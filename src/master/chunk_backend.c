@@ -84,6 +84,23 @@ int efs_chunk_backend_get_fresh(struct efs_chunk_backend *b, struct efs_meta *me
 	return efs_chunk_backend_get(b, chunk, fresh, fresh_count, out, scratch);
 }
 
+int efs_chunk_backend_writable(struct efs_chunk_backend *b, char *why, size_t why_len)
+{
+	if (why_len)
+		why[0] = '\0';
+	return b->ops->writable ? b->ops->writable(b->impl, why, why_len) : 0;
+}
+
+bool efs_chunk_backend_shows_locations(const struct efs_chunk_backend *b)
+{
+	return b->ops->location_live != NULL;
+}
+
+bool efs_chunk_backend_location_live(struct efs_chunk_backend *b, const struct efs_replica *rep)
+{
+	return b->ops->location_live && b->ops->location_live(b->impl, rep);
+}
+
 int efs_chunk_backend_redundant(struct efs_chunk_backend *b, const struct efs_chunk_info *chunk,
 				const struct efs_replica *known, unsigned known_count,
 				char keep[EFS_ID_MAX + 1], char (*drop)[EFS_ID_MAX + 1],

@@ -147,6 +147,19 @@ struct efs_chunk_backend_ops {
 	void (*pin)(void *impl, const char *chunk_id);
 	void (*unpin)(void *impl, const char *chunk_id);
 	bool (*pinned)(void *impl, const char *chunk_id);
+	/* 0 when a new chunk can be stored now with the durability the
+	 * backend promises; -ENOSPC, with why in @why (for the client), when
+	 * it cannot (the worker backend: fewer live workers than
+	 * REPLICATION_FACTOR); -errno when that could not be told (a metadata
+	 * error). Asked before an upload takes its memory, so that a cluster
+	 * that cannot place the bytes refuses at once. NULL: always 0 (S3
+	 * takes any chunk; a failure shows at put). */
+	int (*writable)(void *impl, char *why, size_t why_len);
+	/* Whether recorded location @rep is a copy a read can use now (the
+	 * worker backend: not bad, its worker alive). NULL: the backend's
+	 * locations are its own business (S3 generations) and are not shown
+	 * to users as replicas. */
+	bool (*location_live)(void *impl, const struct efs_replica *rep);
 	/* NULL: health is the worker registry's (workers alive). */
 	int (*health)(void *impl, struct efs_chunk_health *out);
 	void (*free)(void *impl);
@@ -206,6 +219,13 @@ bool efs_chunk_backend_pinned(struct efs_chunk_backend *b, const char *chunk_id)
  * @out swap their allocations (each keeps its cap). */
 int efs_chunk_from_stored(const struct efs_chunk_info *chunk, bool gzip, struct efs_buf *scratch,
 			  struct efs_buf *out);
+/* ops->writable; 0 when the backend has none. */
+int efs_chunk_backend_writable(struct efs_chunk_backend *b, char *why, size_t why_len);
+/* Whether the backend shows its recorded locations as replicas a user
+ * can count (ops->location_live exists). */
+bool efs_chunk_backend_shows_locations(const struct efs_chunk_backend *b);
+/* ops->location_live; false when the backend has none. */
+bool efs_chunk_backend_location_live(struct efs_chunk_backend *b, const struct efs_replica *rep);
 /* -ENOTSUP when the backend's health is the worker registry's. */
 int efs_chunk_backend_health(struct efs_chunk_backend *b, struct efs_chunk_health *out);
 

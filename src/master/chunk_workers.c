@@ -220,6 +220,26 @@ static void workers_free(void *impl)
 	free(w);
 }
 
+static int workers_writable(void *impl, char *why, size_t why_len)
+{
+	struct workers *w = impl;
+	size_t alive = 0;
+	int r = efs_placement_live_count(w->io.placement, &alive);
+	if (r < 0)
+		return r;
+	if (alive >= w->replication_factor)
+		return 0;
+	snprintf(why, why_len, "%zu live workers, %u needed for every replica", alive,
+		 w->replication_factor);
+	return -ENOSPC;
+}
+
+static bool workers_location_live(void *impl, const struct efs_replica *rep)
+{
+	struct workers *w = impl;
+	return !rep->bad && efs_replica_alive(&w->io, rep);
+}
+
 static const struct efs_chunk_backend_ops workers_ops = {
 	.name = "workers",
 	.put = workers_put,
@@ -230,6 +250,8 @@ static const struct efs_chunk_backend_ops workers_ops = {
 	.pin = workers_pin,
 	.unpin = workers_unpin,
 	.pinned = workers_pinned,
+	.writable = workers_writable,
+	.location_live = workers_location_live,
 	.health = NULL, /* the registry's workers alive */
 	.free = workers_free,
 };
@@ -256,8 +278,3 @@ struct efs_chunk_io *efs_chunk_workers_io(struct efs_chunk_backend *b)
 	return &((struct workers *)b->impl)->io;
 }
 
-bool efs_chunk_workers_replica_alive(struct efs_chunk_backend *b, const struct efs_replica *rep)
-{
-	struct efs_chunk_io *io = efs_chunk_workers_io(b);
-	return io && efs_replica_alive(io, rep);
-}

@@ -42,12 +42,10 @@ struct efs_chunk_workers_config {
 int efs_chunk_workers_new(const struct efs_chunk_workers_config *cfg,
 			  struct efs_chunk_backend **out);
 
-/* The worker backend's transfers and write guard (repair, reports and
- * tests); NULL when @b is another backend. */
+/* The worker backend's transfers and write guard, for the duties that
+ * exist only with workers (repair, reports, the late-write watch: master.c
+ * wires them); NULL when @b is another backend. Request handlers go
+ * through chunk_backend.h only. */
 struct efs_chunk_io *efs_chunk_workers_io(struct efs_chunk_backend *b);
-
-/* True when @b is the worker backend and @rep's worker is alive now (the
- * file's chunk listing counts the copies a read can use). */
-bool efs_chunk_workers_replica_alive(struct efs_chunk_backend *b, const struct efs_replica *rep);
 
 #endif

@@ -26,10 +26,8 @@
 #include "master/api.h"
 #include "master/chunk_backend.h"
 #include "master/chunk_cache.h"
-#include "master/chunk_workers.h"
 #include "master/download.h"
 #include "master/s3_checksum.h"
-#include "master/placement.h"
 #include "master/s3_bucket.h"
 #include "master/s3_object.h"
 #include "master/s3_xml.h"
@@ -472,7 +470,6 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 	const char *number_s = efs_s3_query(s, "partNumber");
 	const char *copy_header = efs_http_header(s->http, "x-amz-copy-source");
 	uint64_t number = 0;
-	size_t alive = 0;
 	int64_t length;
 	int r = 0;
 
@@ -502,18 +499,9 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 				 "part).");
 		goto out;
 	}
-	if (efs_chunk_workers_io(m->chunks)) {
-		if ((r = efs_placement_live_count(&m->placement, &alive)) < 0) {
-			r = efs_s3_error_store(s, r, "UploadPart placement");
-			goto out;
-		}
-		if (alive < m->cfg.replication_factor) {
-			r = efs_s3_error(s, 503, "SlowDown",
-					 "%zu live workers, %u needed for every "
-					 "replica",
-					 alive, m->cfg.replication_factor);
-			goto out;
-		}
+	if (efs_s3_writable(s, "UploadPart") < 0) {
+		r = 0;
+		goto out;
 	}
 	struct part_op *p = calloc(1, sizeof(*p));
 	if (!p) {

@@ -16,9 +16,7 @@
 #include "echofs/s3.h"
 #include "echofs/util.h"
 #include "echofs/xml.h"
-#include "master/chunk_workers.h"
 #include "master/download.h"
-#include "master/placement.h"
 #include "master/s3_checksum.h"
 #include "master/s3_xml.h"
 #include "master/upload_pipeline.h"
@@ -444,7 +442,6 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 {
 	struct efs_master *m = s->m;
 	struct efs_bucket_info b;
-	size_t alive = 0;
 	int64_t length;
 	int r;
 
@@ -459,14 +456,8 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 		return efs_s3_error(s, 400, "EntityTooLarge",
 				    "Your proposed upload exceeds the maximum allowed object size "
 				    "(5 GiB in one PUT; use multipart upload for more).");
-	if (efs_chunk_workers_io(m->chunks)) {
-		if ((r = efs_placement_live_count(&m->placement, &alive)) < 0)
-			return efs_s3_error_store(s, r, "PutObject placement");
-		if (alive < m->cfg.replication_factor)
-			return efs_s3_error(s, 503, "SlowDown",
-					    "%zu live workers, %u needed for every replica", alive,
-					    m->cfg.replication_factor);
-	}
+	if (efs_s3_writable(s, "PutObject") < 0)
+		return 0;
 	struct put_op *p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;

@@ -5,6 +5,7 @@
 #include "master/s3_routes.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
+#include "master/chunk_backend.h"
 #include "master/s3_bucket.h"
 #include "master/s3_multipart.h"
 #include "master/s3_object.h"
@@ -74,6 +75,17 @@ int efs_s3_own_bucket(struct efs_s3_req *s, struct efs_bucket_info *out)
 	else if (strcmp(out->owner, s->principal.owner) != 0)
 		efs_s3_error(s, 403, "AccessDenied", "Access Denied");
 	return r < 0 || strcmp(out->owner, s->principal.owner) != 0 ? -EACCES : 0;
+}
+
+int efs_s3_writable(struct efs_s3_req *s, const char *what)
+{
+	char why[160];
+	int r = efs_chunk_backend_writable(s->m->chunks, why, sizeof(why));
+	if (r == -ENOSPC)
+		efs_s3_error(s, 503, "SlowDown", "%s", why);
+	else if (r < 0)
+		efs_s3_error_store(s, r, what);
+	return r < 0 ? -EAGAIN : 0;
 }
 
 const char *efs_s3_query(struct efs_s3_req *s, const char *name)

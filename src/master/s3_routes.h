@@ -82,6 +82,11 @@ int efs_s3_error_store(struct efs_s3_req *s, int err, const char *what);
  * filled, or the reply made (NoSuchBucket 404, AccessDenied 403, store
  * errors) and -EACCES returned. */
 int efs_s3_own_bucket(struct efs_s3_req *s, struct efs_bucket_info *out);
+/* Checks that the chunk backend can store a new chunk now
+ * (efs_chunk_backend_writable), before an upload (@what: "PutObject")
+ * takes memory. 0, or the reply made (503 SlowDown naming why, store
+ * errors) and -EAGAIN returned. */
+int efs_s3_writable(struct efs_s3_req *s, const char *what);
 /* The request's query parameter @name (decoded), or NULL (also for a
  * parameter without a value, "?location": see efs_s3_query_has). */
 const char *efs_s3_query(struct efs_s3_req *s, const char *name);

@@ -652,3 +652,23 @@ def test_s3_configuration_errors_stop_the_master(tmp_path, env, says):
                               "DATA_DIR": str(tmp_path / "m"), **env})
     assert out.returncode == 2, out.stderr
     assert says in out.stderr
+
+
+def test_uploads_are_refused_when_the_workers_cannot_hold_every_replica(cluster):
+    """With fewer live workers than REPLICATION_FACTOR, PutObject and
+    UploadPart answer 503 SlowDown naming the shortfall before they read
+    the body (the chunk backend's `writable`), and nothing is stored."""
+    m = start_s3(cluster, workers=2, REPLICATION_FACTOR="3")
+    s = client(m, access_key(m, "s3-short"))
+    s.create_bucket(Bucket="short")
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        s.put_object(Bucket="short", Key="k", Body=b"x" * 1000)
+    err = info.value.response
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 503, err
+    assert err["Error"]["Code"] == "SlowDown", err
+    assert "2 live workers, 3 needed" in err["Error"]["Message"], err
+    up = s.create_multipart_upload(Bucket="short", Key="big")["UploadId"]
+    assert error_code(s.upload_part, Bucket="short", Key="big", UploadId=up, PartNumber=1,
+                      Body=b"y" * 1000) == "SlowDown"
+    assert s.list_parts(Bucket="short", Key="big", UploadId=up).get("Parts", []) == []
+    assert s.list_objects_v2(Bucket="short").get("KeyCount") == 0

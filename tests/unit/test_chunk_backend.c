@@ -159,7 +159,11 @@ static void test_absent_optional_operations(void **state)
 	efs_chunk_backend_unpin(b, CHUNK_ID);
 	assert_null(efs_chunk_workers_io(b));
 	struct efs_replica rep = {.last_heartbeat_ms = 1};
-	assert_false(efs_chunk_workers_replica_alive(b, &rep));
+	assert_false(efs_chunk_backend_shows_locations(b));
+	assert_false(efs_chunk_backend_location_live(b, &rep));
+	char why[64] = "x";
+	assert_int_equal(efs_chunk_backend_writable(b, why, sizeof(why)), 0);
+	assert_string_equal(why, "");
 	efs_chunk_backend_free(b);
 	assert_int_equal(freed, 1);
 }
@@ -187,6 +191,11 @@ static void test_worker_backend_pins_nest(void **state)
 	assert_true(efs_chunk_backend_pinned(b, CHUNK_ID));
 	efs_chunk_backend_unpin(b, CHUNK_ID);
 	assert_false(efs_chunk_backend_pinned(b, CHUNK_ID));
+	/* Its locations are replicas a user sees: one whose worker never
+	 * sent a heartbeat, or marked bad, cannot be read now. */
+	assert_true(efs_chunk_backend_shows_locations(b));
+	struct efs_replica rep = {.worker_id = "w1", .last_heartbeat_ms = 0};
+	assert_false(efs_chunk_backend_location_live(b, &rep));
 	/* No list: the workers report their chunks; health is the registry's. */
 	size_t count = 0;
 	struct efs_chunk_listed ids[1];
