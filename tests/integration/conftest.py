@@ -100,6 +100,9 @@ NOT_ON_POSTGRES: dict[str, str] = {
                              "test_partitions.py run each fault on PostgreSQL",
     "test_scrape_storm.py": "the metrics endpoint under load; the store is cached out of it",
     "test_slow_clients.py": "the server's connection timeouts; no store path of its own",
+    "test_rolling_restart.py": "a minute of restarts under load; on PostgreSQL test/docker.sh "
+                               "runs the same rolling restart against its compose cluster, and "
+                               "test_faults.py crashes and restarts daemons here",
 }
 NOT_UNDER_SANITIZERS: dict[str, str] = {
     "test_aws_local.py": "the local AWS servers' scripts; no EchoFS binary",
