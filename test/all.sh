@@ -8,7 +8,9 @@
 #      DynamoDB Local for the store suite on DynamoDB (also in round 3),
 #      and the local AWS servers' test (test_aws_local.py, this round only);
 #   2. the whole black-box suite again with every master on PostgreSQL and
-#      Redis, its core over HTTPS (make integration-tls), and its core in
+#      Redis and every worker on a gRPC control stream (round 1's workers
+#      heartbeat over HTTP, so each protocol runs the whole suite once),
+#      its core over HTTPS (make integration-tls), and its core in
 #      full AWS mode, chunks in S3 and metadata in DynamoDB, with S3 and
 #      DynamoDB throttling (make integration-aws, on the local servers
 #      started below);
@@ -62,8 +64,8 @@ export ECHOFS_TEST_DYNAMODB
 
 round "unit and black-box tests"
 make -j2 test
-round "black-box tests with the masters on PostgreSQL and Redis"
-ECHOFS_TEST_BACKEND=postgres make integration
+round "black-box tests with the masters on PostgreSQL and Redis, the workers on gRPC streams"
+ECHOFS_TEST_BACKEND=postgres ECHOFS_TEST_WORKER_PROTOCOL=grpc make integration
 round "the core black-box tests over HTTPS (verified certificates everywhere)"
 make integration-tls
 round "the core black-box tests in full AWS mode (S3 chunks, DynamoDB metadata)"
