@@ -198,7 +198,8 @@ AWS_CORE = tests/integration/test_aws_faults.py tests/integration/test_files.py 
 	   tests/integration/test_sessions.py tests/integration/test_download.py \
 	   tests/integration/test_auth.py tests/integration/test_wire_limits.py \
 	   tests/integration/test_s3_api.py tests/integration/test_s3_conditional.py \
-	   tests/integration/test_s3_copy.py tests/integration/test_keys.py
+	   tests/integration/test_s3_copy.py tests/integration/test_s3_multipart.py \
+	   tests/integration/test_keys.py
 integration-aws: $(PROGS)
 	ECHOFS_TEST_BACKEND=aws ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
 	  /usr/bin/python3 -m pytest -q $(AWS_CORE) $(PYTEST_ARGS)
