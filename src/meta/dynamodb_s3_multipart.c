@@ -189,12 +189,12 @@ int dyn_s3_upload_create(void *impl, const struct efs_s3_upload *u)
 	listing_sk(o->key, u->upload_id, lsk);
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
 		struct ddb_result res;
-		json_t *meta = json_pack(
-		    "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "pk", ddb_s(pk), "sk",
-		    ddb_s("META"), "bucket", ddb_s(o->bucket), "object_key", ddb_s(o->key), "owner",
-		    ddb_s(u->owner), "created_at", ddb_n(u->created_at_ms), "expires_at",
-		    ddb_n(u->expires_at_ms), "kind", ddb_s(UPLOAD_KIND), "parts_version", ddb_n(0),
-		    "completed", ddb_n(0));
+		json_t *meta = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "pk",
+					 ddb_s(pk), "sk", ddb_s("META"), "bucket", ddb_s(o->bucket),
+					 "object_key", ddb_s(o->key), "owner", ddb_s(u->owner),
+					 "created_at", ddb_n(u->created_at_ms), "expires_at",
+					 ddb_n(u->expires_at_ms), "kind", ddb_s(UPLOAD_KIND),
+					 "parts_version", ddb_n(0), "completed", ddb_n(0));
 		if (meta) {
 			set_opt(meta, "content_type", o->content_type);
 			set_opt(meta, "content_encoding", o->content_encoding);
@@ -210,16 +210,16 @@ int dyn_s3_upload_create(void *impl, const struct efs_s3_upload *u)
 		    items, dyn_tx_check(d->files, ddb_key(bpk, "META"),
 					"attribute_exists(pk) AND attribute_not_exists(#d)",
 					json_pack("{s:s}", "#d", "deleting"), NULL));
-		json_array_append_new(items, dyn_tx_put(d->sessions, meta,
-							"attribute_not_exists(pk)", NULL, NULL));
 		json_array_append_new(
-		    items, dyn_tx_put(d->sessions,
-				      json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "pk", ddb_s(lpk),
-						"sk", ddb_s(lsk), "object_key", ddb_s(o->key),
-						"upload_id", ddb_s(u->upload_id), "owner",
-						ddb_s(u->owner), "created_at",
-						ddb_n(u->created_at_ms)),
-				      NULL, NULL, NULL));
+		    items, dyn_tx_put(d->sessions, meta, "attribute_not_exists(pk)", NULL, NULL));
+		json_array_append_new(
+		    items,
+		    dyn_tx_put(d->sessions,
+			       json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "pk", ddb_s(lpk), "sk",
+					 ddb_s(lsk), "object_key", ddb_s(o->key), "upload_id",
+					 ddb_s(u->upload_id), "owner", ddb_s(u->owner),
+					 "created_at", ddb_n(u->created_at_ms)),
+			       NULL, NULL, NULL));
 		r = dyn_tx(d, items, 3, &res);
 		if (r == 0)
 			break;
@@ -263,7 +263,8 @@ static int part_from_item(const json_t *item, struct efs_s3_part *p)
 	memset(p, 0, sizeof(*p));
 	if (ddb_get_n(item, "part_number", &n) < 0 || n < 1 || n > EFS_S3_PART_MAX ||
 	    get_opt(item, "session_id", p->session_id, EFS_ID_MAX) < 0 ||
-	    ddb_get_n(item, "size", &size) < 0 || ddb_get_s(item, "etag", p->etag, EFS_S3_ETAG_MAX) < 0 ||
+	    ddb_get_n(item, "size", &size) < 0 ||
+	    ddb_get_s(item, "etag", p->etag, EFS_S3_ETAG_MAX) < 0 ||
 	    ddb_get_n(item, "chunk_size", &chunk_size) < 0 ||
 	    ddb_get_n(item, "chunk_count", &chunk_count) < 0 ||
 	    ddb_get_n(item, "stored_bytes", &stored) < 0 ||
@@ -354,39 +355,39 @@ int dyn_s3_part_put(void *impl, const char *upload_id, const char *owner,
 		size_t n = 0, session_at = SIZE_MAX;
 		/* 0: the upload open, and its parts changed (Complete checks) */
 		json_array_append_new(
-		    items,
-		    dyn_tx_update(d->sessions, ddb_key(pk, "META"), "ADD parts_version :one",
-				  "#o = :o AND completed = :zero AND attribute_not_exists(aborted)"
-				  " AND expires_at > :now",
-				  json_pack("{s:s}", "#o", "owner"),
-				  json_pack("{s:o, s:o, s:o, s:o}", ":one", ddb_n(1), ":o",
-					    ddb_s(owner), ":zero", ddb_n(0), ":now", ddb_n(now_ms))));
+		    items, dyn_tx_update(
+			       d->sessions, ddb_key(pk, "META"), "ADD parts_version :one",
+			       "#o = :o AND completed = :zero AND attribute_not_exists(aborted)"
+			       " AND expires_at > :now",
+			       json_pack("{s:s}", "#o", "owner"),
+			       json_pack("{s:o, s:o, s:o, s:o}", ":one", ddb_n(1), ":o",
+					 ddb_s(owner), ":zero", ddb_n(0), ":now", ddb_n(now_ms))));
 		n++;
 		if (p->session_id[0]) {
 			session_at = n++;
 			json_array_append_new(
-			    items,
-			    dyn_tx_update(d->sessions, ddb_key(spk, "META"),
-					  "SET expires_at = :e, #t = :ttl", "version = :v",
-					  json_pack("{s:s}", "#t", "ttl"),
-					  json_pack("{s:o, s:o, s:o}", ":e", ddb_n(st->u.expires_at_ms),
-						    ":ttl", ddb_n(ttl_of(st->u.expires_at_ms)), ":v",
-						    ddb_n(sess.version))));
+			    items, dyn_tx_update(d->sessions, ddb_key(spk, "META"),
+						 "SET expires_at = :e, #t = :ttl", "version = :v",
+						 json_pack("{s:s}", "#t", "ttl"),
+						 json_pack("{s:o, s:o, s:o}", ":e",
+							   ddb_n(st->u.expires_at_ms), ":ttl",
+							   ddb_n(ttl_of(st->u.expires_at_ms)), ":v",
+							   ddb_n(sess.version))));
 		}
 		json_t *item = json_pack(
 		    "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "pk", ddb_s(pk), "sk",
-		    ddb_s(sk), "part_number", ddb_n(p->part_number), "size", ddb_n((int64_t)p->size),
-		    "etag", ddb_s(p->etag), "chunk_size", ddb_n((int64_t)p->chunk_size),
-		    "chunk_count", ddb_n((int64_t)p->chunk_count), "stored_bytes",
-		    ddb_n((int64_t)p->stored_bytes), "last_modified", ddb_n(p->last_modified_ms),
-		    "gen", ddb_s(gen));
+		    ddb_s(sk), "part_number", ddb_n(p->part_number), "size",
+		    ddb_n((int64_t)p->size), "etag", ddb_s(p->etag), "chunk_size",
+		    ddb_n((int64_t)p->chunk_size), "chunk_count", ddb_n((int64_t)p->chunk_count),
+		    "stored_bytes", ddb_n((int64_t)p->stored_bytes), "last_modified",
+		    ddb_n(p->last_modified_ms), "gen", ddb_s(gen));
 		if (item)
 			set_opt(item, "session_id", p->session_id);
 		json_array_append_new(
-		    items, found ? dyn_tx_put(d->sessions, item, "gen = :g", NULL,
-					      json_pack("{s:o}", ":g", ddb_s(old_gen)))
-				 : dyn_tx_put(d->sessions, item, "attribute_not_exists(sk)", NULL,
-					      NULL));
+		    items,
+		    found ? dyn_tx_put(d->sessions, item, "gen = :g", NULL,
+				       json_pack("{s:o}", ":g", ddb_s(old_gen)))
+			  : dyn_tx_put(d->sessions, item, "attribute_not_exists(sk)", NULL, NULL));
 		n++;
 		if (release) {
 			snprintf(opk, sizeof(opk), "SESSION#%s", old);
@@ -394,20 +395,20 @@ int dyn_s3_part_put(void *impl, const char *upload_id, const char *owner,
 			json_array_append_new(items,
 					      dyn_tx_delete(d->sessions, ddb_key(opk, "META"),
 							    "attribute_exists(pk)", NULL, NULL));
-			json_array_append_new(items, dyn_tx_put(d->sessions,
-								dyn_release_marker(d, what,
-										   old_sess.owner,
-										   now_ms),
-								NULL, NULL, NULL));
+			json_array_append_new(
+			    items, dyn_tx_put(d->sessions,
+					      dyn_release_marker(d, what, old_sess.owner, now_ms),
+					      NULL, NULL, NULL));
 			n += 2;
 		}
 		r = dyn_tx(d, items, n, &res);
 		if (r == 0) {
 			if (release && (r = dyn_release(d, what, now_ms)) < 0)
-				efs_warn("dynamodb: S3 upload %s part %u: the session %s it replaced"
-					 " is ended, its chunks not all released yet (%s): the lease"
-					 " holder finishes it",
-					 upload_id, p->part_number, old, strerror(-r));
+				efs_warn(
+				    "dynamodb: S3 upload %s part %u: the session %s it replaced"
+				    " is ended, its chunks not all released yet (%s): the lease"
+				    " holder finishes it",
+				    upload_id, p->part_number, old, strerror(-r));
 			r = 0;
 			goto out;
 		}
@@ -437,9 +438,8 @@ struct part_rows {
 static int push_part(void *ctx, const json_t *item)
 {
 	struct part_rows *rows = ctx;
-	if (rows->limit == 0 &&
-	    efs_array_reserve((void **)&rows->out, &rows->alloc, rows->count, sizeof(*rows->out),
-			      64) < 0)
+	if (rows->limit == 0 && efs_array_reserve((void **)&rows->out, &rows->alloc, rows->count,
+						  sizeof(*rows->out), 64) < 0)
 		return -ENOMEM;
 	if (rows->limit && rows->count >= rows->limit)
 		return -E2BIG;
@@ -451,8 +451,7 @@ static int push_part(void *ctx, const json_t *item)
 
 /* Parts numbered above @after, in order: at most @rows->limit into
  * rows->out, or (limit 0) all of them into a grown array. */
-static int query_parts(struct dyn *d, const char *upload_id, unsigned after,
-		       struct part_rows *rows)
+static int query_parts(struct dyn *d, const char *upload_id, unsigned after, struct part_rows *rows)
 {
 	char pk[EFS_ID_MAX + 16], from[16];
 	upload_pk(upload_id, pk);
@@ -461,8 +460,8 @@ static int query_parts(struct dyn *d, const char *upload_id, unsigned after,
 				 "KeyConditionExpression", "pk = :pk AND sk BETWEEN :a AND :z",
 				 "ConsistentRead", 1, "ExpressionAttributeValues", ":pk", ddb_s(pk),
 				 ":a", ddb_s(from), ":z", ddb_s(PART_SK "99999"));
-	int r = body ? ddb_query_all(&d->ddb, "Query", body, rows->limit, push_part, rows)
-		     : -ENOMEM;
+	int r =
+	    body ? ddb_query_all(&d->ddb, "Query", body, rows->limit, push_part, rows) : -ENOMEM;
 	json_decref(body);
 	if (r < 0 && r != -ENOMEM && r != -EIO)
 		r = dyn_fail("Query (S3 parts)", r, NULL);
@@ -550,17 +549,17 @@ static int list_piece(struct lists *st, const char *session_pk, int64_t version,
 		for (size_t i = 0; i < n; i++)
 			json_array_append_new(ids, ddb_s(chunks[i].chunk_id));
 		json_t *items = json_array();
-		json_array_append_new(items,
-				      dyn_tx_check(d->sessions, ddb_key(session_pk, "META"),
-						   "version = :v", NULL,
-						   json_pack("{s:o}", ":v", ddb_n(version))));
 		json_array_append_new(
-		    items, dyn_tx_put(d->files,
-				      json_pack("{s:o, s:o, s:o, s:{s:o}, s:o, s:o}", "pk",
-						ddb_s(fpk), "sk", ddb_s(sk), "first",
-						ddb_n((int64_t)first), "chunk_ids", "L", ids,
-						"created_at", ddb_n(st->now_ms), "counted", ddb_n(1)),
-				      "attribute_not_exists(sk)", NULL, NULL));
+		    items, dyn_tx_check(d->sessions, ddb_key(session_pk, "META"), "version = :v",
+					NULL, json_pack("{s:o}", ":v", ddb_n(version))));
+		json_array_append_new(
+		    items,
+		    dyn_tx_put(d->files,
+			       json_pack("{s:o, s:o, s:o, s:{s:o}, s:o, s:o}", "pk", ddb_s(fpk),
+					 "sk", ddb_s(sk), "first", ddb_n((int64_t)first),
+					 "chunk_ids", "L", ids, "created_at", ddb_n(st->now_ms),
+					 "counted", ddb_n(1)),
+			       "attribute_not_exists(sk)", NULL, NULL));
 		for (size_t k = 0; k < distinct; k++)
 			json_array_append_new(items,
 					      dyn_chunk_ref(d, st->distinct[k], st->counts[k]));
@@ -572,7 +571,8 @@ static int list_piece(struct lists *st, const char *session_pk, int64_t version,
 	if (r == -ECANCELED)
 		return -ESTALE;
 	if (r < 0)
-		return r == -EBUSY ? -EAGAIN : dyn_fail("TransactWriteItems (S3 complete lists)", r, &res);
+		return r == -EBUSY ? -EAGAIN
+				   : dyn_fail("TransactWriteItems (S3 complete lists)", r, &res);
 	if (!st->first_sk[0])
 		memcpy(st->first_sk, sk, sizeof(sk));
 	st->written++;
@@ -610,7 +610,8 @@ static int part_lists(struct lists *st, const struct efs_s3_part *p, uint64_t fi
 		for (size_t j = from; j < i && !seen; j++)
 			seen = strcmp(chunks[j].chunk_id, chunks[i].chunk_id) == 0;
 		if (i - from == DYN_LIST_IDS || (!seen && distinct == PIECE_CHUNKS)) {
-			r = list_piece(st, spk, sess.version, first + from, chunks + from, i - from);
+			r = list_piece(st, spk, sess.version, first + from, chunks + from,
+				       i - from);
 			from = i;
 			distinct = 0;
 			seen = false;
@@ -676,7 +677,8 @@ struct complete_run {
  * has not claimed the lists, and the replaced object's file released. */
 static int complete_commit(struct dyn *d, const struct efs_s3_upload *u,
 			   const struct efs_file_info *file, struct complete_run *run,
-			   int64_t now_ms, struct ddb_result *res, bool *release, size_t *release_at)
+			   int64_t now_ms, struct ddb_result *res, bool *release,
+			   size_t *release_at)
 {
 	const struct efs_object_info *o = &u->obj;
 	char bpk[EFS_S3_BUCKET_MAX + 16], fpk[EFS_ID_MAX + 16], marker[EFS_ID_MAX + 24];
@@ -718,27 +720,27 @@ static int complete_commit(struct dyn *d, const struct efs_s3_upload *u,
 						  "attribute_not_exists(pk)", NULL, NULL));
 	/* 4: the upload, as its parts were read */
 	json_array_append_new(
-	    items,
-	    dyn_tx_update(d->sessions, ddb_key(pk, "META"),
-			  "SET completed = :one, file_id = :f, #s = :size, etag = :etag,"
-			  " last_modified = :lm",
-			  "#o = :o AND completed = :zero AND attribute_not_exists(aborted) AND"
-			  " parts_version = :pv AND expires_at > :now",
-			  json_pack("{s:s, s:s}", "#s", "size", "#o", "owner"),
-			  json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", ":one", ddb_n(1),
-				    ":f", ddb_s(o->file_id), ":size", ddb_n((int64_t)o->size),
-				    ":etag", ddb_s(o->etag), ":lm", ddb_n(o->last_modified_ms), ":o",
-				    ddb_s(u->owner), ":zero", ddb_n(0), ":pv",
-				    ddb_n(run->st.parts_version), ":now", ddb_n(now_ms))));
+	    items, dyn_tx_update(
+		       d->sessions, ddb_key(pk, "META"),
+		       "SET completed = :one, file_id = :f, #s = :size, etag = :etag,"
+		       " last_modified = :lm",
+		       "#o = :o AND completed = :zero AND attribute_not_exists(aborted) AND"
+		       " parts_version = :pv AND expires_at > :now",
+		       json_pack("{s:s, s:s}", "#s", "size", "#o", "owner"),
+		       json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", ":one", ddb_n(1),
+				 ":f", ddb_s(o->file_id), ":size", ddb_n((int64_t)o->size), ":etag",
+				 ddb_s(o->etag), ":lm", ddb_n(o->last_modified_ms), ":o",
+				 ddb_s(u->owner), ":zero", ddb_n(0), ":pv",
+				 ddb_n(run->st.parts_version), ":now", ddb_n(now_ms))));
 	/* 5: no longer in progress */
 	json_array_append_new(items,
 			      dyn_tx_delete(d->sessions, ddb_key(lpk, lsk), NULL, NULL, NULL));
 	n = 6;
 	/* 6: the first list is there (the sweep deletes nothing else first) */
 	if (run->lists.first_sk[0]) {
-		json_array_append_new(items, dyn_tx_check(d->files,
-							  ddb_key(fpk, run->lists.first_sk),
-							  "attribute_exists(sk)", NULL, NULL));
+		json_array_append_new(items,
+				      dyn_tx_check(d->files, ddb_key(fpk, run->lists.first_sk),
+						   "attribute_exists(sk)", NULL, NULL));
 		n++;
 	}
 	*release_at = n;
@@ -821,17 +823,18 @@ int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 			struct upload_state *now = malloc(sizeof(*now));
 			r = now ? upload_read(d, u->upload_id, now) : -ENOMEM;
 			if (r == 0)
-				r = now->u.completed ? -EALREADY
+				r = now->u.completed				     ? -EALREADY
 				    : now->aborted || now->u.expires_at_ms <= now_ms ? -ENOENT
-										      : -ESTALE;
+										     : -ESTALE;
 			free(now);
 			break;
 		} else if (r == -ECANCELED &&
 			   (res.failed[3] || (release_at > 6 && res.failed[6])) && !res.failed[1]) {
-			efs_warn("dynamodb: S3 complete of upload %s: the chunk lists of file %s were"
-				 " swept as leftovers before its commit (slower than the sweep's"
-				 " grace): not committed",
-				 u->upload_id, file->file_id);
+			efs_warn(
+			    "dynamodb: S3 complete of upload %s: the chunk lists of file %s were"
+			    " swept as leftovers before its commit (slower than the sweep's"
+			    " grace): not committed",
+			    u->upload_id, file->file_id);
 			r = -EAGAIN;
 			break;
 		} else if (r == -ECANCELED && release && res.failed[release_at] && !res.failed[1]) {
@@ -898,19 +901,18 @@ int dyn_s3_upload_abort(void *impl, const char *upload_id, const char *owner, in
 		listing_sk(st->u.obj.key, upload_id, lsk);
 		json_t *items = json_array();
 		json_array_append_new(
-		    items, dyn_tx_update(d->sessions, ddb_key(pk, "META"),
-					 "SET aborted = :one, expires_at = :now",
-					 owner ? "#o = :o AND completed = :zero AND"
-						 " attribute_not_exists(aborted)"
-					       : "attribute_exists(pk)",
-					 owner ? json_pack("{s:s}", "#o", "owner") : NULL,
-					 owner ? json_pack("{s:o, s:o, s:o, s:o}", ":one", ddb_n(1),
-							   ":now", ddb_n(now_ms), ":o", ddb_s(owner),
-							   ":zero", ddb_n(0))
-					       : json_pack("{s:o, s:o}", ":one", ddb_n(1), ":now",
-							   ddb_n(now_ms))));
-		json_array_append_new(items,
-				      dyn_tx_delete(d->sessions, ddb_key(lpk, lsk), NULL, NULL, NULL));
+		    items,
+		    dyn_tx_update(
+			d->sessions, ddb_key(pk, "META"), "SET aborted = :one, expires_at = :now",
+			owner ? "#o = :o AND completed = :zero AND"
+				" attribute_not_exists(aborted)"
+			      : "attribute_exists(pk)",
+			owner ? json_pack("{s:s}", "#o", "owner") : NULL,
+			owner ? json_pack("{s:o, s:o, s:o, s:o}", ":one", ddb_n(1), ":now",
+					  ddb_n(now_ms), ":o", ddb_s(owner), ":zero", ddb_n(0))
+			      : json_pack("{s:o, s:o}", ":one", ddb_n(1), ":now", ddb_n(now_ms))));
+		json_array_append_new(
+		    items, dyn_tx_delete(d->sessions, ddb_key(lpk, lsk), NULL, NULL, NULL));
 		r = dyn_tx(d, items, 2, &res);
 		if (r == -ECANCELED) {
 			r = -ENOENT; /* completed, aborted or gone meanwhile */
@@ -949,7 +951,7 @@ static int push_id(void *ctx, const json_t *item)
 		return -E2BIG;
 	if (rows->attr)
 		return ddb_get_s(item, rows->attr, rows->ids[rows->count++], EFS_ID_MAX) < 0 ? -EIO
-											      : 0;
+											     : 0;
 	if (ddb_get_s(item, "pk", pk, sizeof(pk) - 1) < 0 ||
 	    strncmp(pk, UPLOAD_PK, strlen(UPLOAD_PK)) != 0)
 		return 0;
@@ -1008,9 +1010,9 @@ static int push_entry(void *ctx, const json_t *item)
 	return 0;
 }
 
-int dyn_s3_upload_list(void *impl, const char *bucket, const char *prefix,
-		       const char *key_marker, const char *id_marker, size_t limit,
-		       struct efs_s3_upload_entry *out, size_t *count)
+int dyn_s3_upload_list(void *impl, const char *bucket, const char *prefix, const char *key_marker,
+		       const char *id_marker, size_t limit, struct efs_s3_upload_entry *out,
+		       size_t *count)
 {
 	struct dyn *d = impl;
 	struct entry_rows rows = {out, 0, limit, prefix, strlen(prefix)};
@@ -1048,9 +1050,8 @@ int dyn_s3_upload_list(void *impl, const char *bucket, const char *prefix,
 		cond = "pk = :pk AND begins_with(sk, :p)";
 		json_object_set_new(values, ":p", ddb_s(start));
 	}
-	body = json_pack("{s:s, s:s, s:b, s:O}", "TableName", d->sessions,
-			 "KeyConditionExpression", cond, "ConsistentRead", 1,
-			 "ExpressionAttributeValues", values);
+	body = json_pack("{s:s, s:s, s:b, s:O}", "TableName", d->sessions, "KeyConditionExpression",
+			 cond, "ConsistentRead", 1, "ExpressionAttributeValues", values);
 	r = body ? ddb_query_all(&d->ddb, "Query", body, limit, push_entry, &rows) : -ENOMEM;
 	if (r == LIST_END)
 		r = 0;
@@ -1075,15 +1076,16 @@ int dyn_s3_upload_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EF
 		*count = 0;
 		return 0;
 	}
-	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o}}", "TableName",
-				 d->sessions, "IndexName", "by_expiry", "KeyConditionExpression",
-				 "#k = :k AND #e < :now", "ExpressionAttributeNames", "#k", "kind",
-				 "#e", "expires_at", "ExpressionAttributeValues", ":k",
-				 ddb_s(UPLOAD_KIND), ":now", ddb_n(now_ms));
+	json_t *body =
+	    json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o}}", "TableName", d->sessions,
+		      "IndexName", "by_expiry", "KeyConditionExpression", "#k = :k AND #e < :now",
+		      "ExpressionAttributeNames", "#k", "kind", "#e", "expires_at",
+		      "ExpressionAttributeValues", ":k", ddb_s(UPLOAD_KIND), ":now", ddb_n(now_ms));
 	int r = body ? ddb_query_all(&d->ddb, "Query", body, max, push_id, &rows) : -ENOMEM;
 	json_decref(body);
 	if (r < 0)
-		return r == -ENOMEM || r == -EIO ? r : dyn_fail("Query (S3 uploads expired)", r, NULL);
+		return r == -ENOMEM || r == -EIO ? r
+						 : dyn_fail("Query (S3 uploads expired)", r, NULL);
 	*count = rows.count;
 	return 0;
 }

@@ -1546,6 +1546,84 @@ static void race_two(struct racer *a, void *(*fa)(void *), struct racer *b, void
 	pthread_barrier_destroy(&start);
 }
 
+struct part_racer {
+	struct efs_meta *m;
+	const char *upload_id;
+	struct efs_s3_part part;
+	int result;
+	int64_t now;
+	pthread_barrier_t *start;
+};
+
+static void *race_part(void *arg)
+{
+	struct part_racer *r = arg;
+	pthread_barrier_wait(r->start);
+	r->result = efs_meta_s3_part_put(r->m, r->upload_id, "alice", &r->part, r->now);
+	return NULL;
+}
+
+/* Two handles (two masters) acknowledge part 1 of one upload at once,
+ * each with a session of its own, over an empty part 1 (no session to
+ * end): one part remains, naming one session; the other session is ended
+ * and its chunk unreferenced (the later acknowledgement replaced the
+ * earlier one and released it: none is left holding its chunk). Not on
+ * SQLite. */
+static void test_two_masters_sending_one_part(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_meta *second = open_second(f);
+	struct efs_bucket_info b = bucket("mp", "alice");
+	static char chunks[RACE_ROUNDS][2][1][65];
+	struct part_racer racers[2];
+	struct efs_s3_part got[2], empty = part_of(1, "", 0);
+	struct efs_session_info sess;
+	pthread_barrier_t start;
+	pthread_t threads[2];
+	size_t n = 0;
+
+	if (!second) {
+		print_message("  (two handles need PostgreSQL or DynamoDB)\n");
+		return;
+	}
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	struct efs_s3_upload *u = new_upload(f, "00000000003a", "raced", f->now + 100000);
+	empty.size = 0;
+	for (int i = 0; i < RACE_ROUNDS; i++) {
+		assert_int_equal(efs_meta_s3_part_put(f->m, u->upload_id, "alice", &empty, f->now), 0);
+		pthread_barrier_init(&start, NULL, 2);
+		for (int t = 0; t < 2; t++) {
+			char sid[EFS_ID_MAX + 1];
+			make_part_session(f, 400 + 10 * i + t, 1, sid, chunks[i][t]);
+			racers[t] = (struct part_racer){t ? second : f->m, u->upload_id,
+							part_of(1, sid, 1), -1, f->now, &start};
+		}
+		for (int t = 0; t < 2; t++)
+			assert_int_equal(pthread_create(&threads[t], NULL, race_part, &racers[t]), 0);
+		for (int t = 0; t < 2; t++)
+			pthread_join(threads[t], NULL);
+		pthread_barrier_destroy(&start);
+		assert_int_equal(efs_meta_s3_part_list(f->m, u->upload_id, 0, 2, got, &n), 0);
+		assert_int_equal(n, 1);
+		size_t alive = 0;
+		for (int t = 0; t < 2; t++) {
+			assert_int_equal(racers[t].result, 0);
+			bool kept = strcmp(racers[t].part.session_id, got[0].session_id) == 0;
+			int r = efs_meta_session_get(f->m, racers[t].part.session_id, &sess);
+			assert_int_equal(r, kept ? 0 : -ENOENT);
+			assert_int_equal(garbage_among(f, chunks[i][t], 1), kept ? 0 : 1);
+			alive += kept;
+		}
+		assert_int_equal(alive, 1);
+	}
+	assert_int_equal(efs_meta_s3_upload_abort(f->m, u->upload_id, "alice", f->now), 0);
+	for (int i = 0; i < RACE_ROUNDS; i++)
+		for (int t = 0; t < 2; t++)
+			assert_int_equal(garbage_among(f, chunks[i][t], 1), 1);
+	efs_meta_close(second);
+	free(u);
+}
+
 /* Two owners create one name at once: exactly one gets it. A bucket
  * deleted while a put into it runs: never both (the object would be in no
  * bucket); a put that lost finds the bucket gone. */
@@ -1712,6 +1790,7 @@ int main(void)
 	    T(test_upload_listing_order_and_markers),
 	    T(test_two_masters_overwriting_one_key),
 	    T(test_two_masters_racing_for_a_bucket),
+	    T(test_two_masters_sending_one_part),
 	    T(test_dynamodb_put_during_a_bucket_delete),
 	    T(test_dynamodb_a_dead_deleters_mark_goes),
 	};
