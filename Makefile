@@ -192,13 +192,15 @@ endif
 # for the session (or ECHOFS_TEST_AWS_ENV's, scripts/aws_local.sh), a fresh
 # bucket and tables per cluster; tests that need workers skip, saying so;
 # plus S3 and DynamoDB throttling (test_aws_faults.py), and the S3 API with
-# its buckets, objects and access keys in DynamoDB (test_s3_api.py,
-# test_s3_conditional.py, test_keys.py: ~75 s). See docs/AWS.md.
+# its buckets, objects, multipart uploads and access keys in DynamoDB
+# (test_s3_api.py, test_s3_conditional.py, test_keys.py: ~75 s;
+# test_s3_multipart.py: ~80 s, 45 of it a 200 MiB aws s3 cp). See docs/AWS.md.
 AWS_CORE = tests/integration/test_aws_faults.py tests/integration/test_files.py \
 	   tests/integration/test_sessions.py tests/integration/test_download.py \
 	   tests/integration/test_auth.py tests/integration/test_wire_limits.py \
 	   tests/integration/test_s3_api.py tests/integration/test_s3_conditional.py \
-	   tests/integration/test_s3_copy.py tests/integration/test_keys.py
+	   tests/integration/test_s3_copy.py tests/integration/test_s3_multipart.py \
+	   tests/integration/test_keys.py
 integration-aws: $(PROGS)
 	ECHOFS_TEST_BACKEND=aws ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
 	  /usr/bin/python3 -m pytest -q $(AWS_CORE) $(PYTEST_ARGS)

@@ -416,7 +416,8 @@ int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *pre
 			 size_t *count);
 
 /* ---- S3 multipart uploads (docs/S3.md#multipart-upload) ---------------
- * The SQL backends only (NULL in DynamoDB's table: -ENOTSUP). A part's
+ * SQL and DynamoDB (docs/AWS.md, "Multipart uploads on DynamoDB": there
+ * Complete writes counted chunk lists, then commits). A part's
  * chunks are held by a hidden session (session_chunks references, as any
  * upload's): the session is named by the part's row once the part is
  * acknowledged, and its expiry is then the upload's. Completing moves the

@@ -47,8 +47,9 @@ static void expire_sessions(struct efs_gc *gc)
 
 /* Multipart uploads past their expiry (S3_MULTIPART_EXPIRY after they
  * began) are aborted: their parts' chunks released. Completed ones are
- * kept until then for a retried complete, and forgotten now. A store
- * without multipart uploads (DynamoDB) answers -ENOTSUP: nothing to do. */
+ * kept until then for a retried complete, and forgotten now (on DynamoDB
+ * also uploads whose abort or whose complete's cleanup did not finish). A
+ * store without multipart uploads answers -ENOTSUP: nothing to do. */
 static void expire_s3_uploads(struct efs_gc *gc)
 {
 	char (*ids)[EFS_ID_MAX + 1] = calloc(GC_PASS_ITEMS, sizeof(*ids));

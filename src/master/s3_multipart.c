@@ -50,7 +50,8 @@
 
 /* ---- common --------------------------------------------------------- */
 
-/* A store operation the backend does not have (DynamoDB). */
+/* A store operation the backend does not have (-ENOTSUP: every store has
+ * them now; kept for a backend that would not). */
 static int not_implemented(struct efs_s3_req *s)
 {
 	return efs_s3_error(s, 501, "NotImplemented",

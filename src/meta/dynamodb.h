@@ -205,6 +205,54 @@ int dyn_object_copy(void *impl, struct efs_object_copy *copy, int64_t now_ms);
 int dyn_object_list(void *impl, const char *bucket, const char *prefix, const char *after,
 		    size_t limit, struct efs_object_entry *out, size_t *count);
 
+/* dynamodb_s3.c, shared with dynamodb_s3_multipart.c */
+/* The object item of @o (new reference). */
+json_t *dyn_object_item(const struct efs_object_info *o);
+/* The object at (@bucket, @key) into *@out (heap: ~10 KiB). -ENOENT when
+ * there is none. */
+int dyn_object_read(struct dyn *d, const char *bucket, const char *key,
+		    struct efs_object_info *out);
+/* Appends to @items the two elements that end @file_id's life as the
+ * object at (@bucket, @key): its META out (conditioned on the link) and a
+ * release marker in. */
+void dyn_object_release_append(struct dyn *d, json_t *items, const char *file_id,
+			       const char *owner, const char *bucket, const char *key,
+			       int64_t now_ms);
+/* After the transaction that took @file_id's META: its references (a
+ * failure is logged; the lease holder finishes it). */
+void dyn_object_release_finish(struct dyn *d, const char *file_id, int64_t now_ms);
+/* Whether @file_id's META exists (a consistent read). */
+int dyn_file_exists(struct dyn *d, const char *file_id, bool *exists);
+/* A write's bucket check failed: -ENOENT (the bucket is gone), 0 (retry:
+ * a stale delete mark was cleared, or a fresh one may go away), or an
+ * error. */
+int dyn_bucket_blocked(struct dyn *d, const char *bucket, int64_t now_ms);
+
+/* dynamodb_s3_multipart.c */
+int dyn_s3_upload_create(void *impl, const struct efs_s3_upload *u);
+int dyn_s3_upload_get(void *impl, const char *upload_id, struct efs_s3_upload *out);
+int dyn_s3_part_put(void *impl, const char *upload_id, const char *owner,
+		    const struct efs_s3_part *p, int64_t now_ms);
+int dyn_s3_part_list(void *impl, const char *upload_id, unsigned after, size_t limit,
+		     struct efs_s3_part *out, size_t *count);
+int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
+			   const struct efs_s3_part *parts, size_t count,
+			   const struct efs_file_info *file, int64_t now_ms);
+int dyn_s3_upload_abort(void *impl, const char *upload_id, const char *owner, int64_t now_ms);
+int dyn_s3_upload_list(void *impl, const char *bucket, const char *prefix,
+		       const char *key_marker, const char *id_marker, size_t limit,
+		       struct efs_s3_upload_entry *out, size_t *count);
+int dyn_s3_upload_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
+			  size_t *count);
+/* A bucket delete, once no put can commit into the bucket (its mark is
+ * set) and it holds no object: aborts every upload in progress in it. */
+int dyn_s3_bucket_uploads_abort(struct dyn *d, const char *bucket, int64_t now_ms);
+/* Tests only (tests/unit/test_meta_s3.c): when set, a complete calls it
+ * after writing each chunk-list item of its new file (@step counts them
+ * from 1), before its commit. A negative return stops the complete there
+ * as a master that died would (-EINTR, nothing undone). */
+extern int (*dyn_test_complete_hook)(struct dyn *d, const char *file_id, unsigned step);
+
 /* dynamodb_files.c */
 int dyn_file_create_single(void *impl, const struct efs_file_info *file,
 			   const struct efs_chunk_info *chunk, const char *const *worker_ids,

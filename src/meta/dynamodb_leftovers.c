@@ -184,11 +184,12 @@ static int counted(struct dyn *d, const char *pk, const char *sk)
 	return r == -ENOENT ? 0 : r;
 }
 
-/* Kind D: a CopyObject's lists without META (its master died before the
- * commit). They hold references: one transaction claims them with a release
- * marker (META absent, no marker yet, the first item old: the copy's commit
- * checks the marker absent, so of the two exactly one wins), then the
- * release subtracts each item's references once. */
+/* Kind D: a CopyObject's or a multipart Complete's lists without META (its
+ * master died before the commit). They hold references: one transaction
+ * claims them with a release marker (META absent, no marker yet, the first
+ * item old: the commit checks the marker absent and that first item
+ * present, so of the two exactly one wins), then the release subtracts each
+ * item's references once. */
 static int sweep_copy(struct dyn *d, const char *pk, const char *first_sk, int64_t before_ms)
 {
 	const char *file_id = pk + strlen("FILE#");
@@ -214,8 +215,8 @@ static int sweep_copy(struct dyn *d, const char *pk, const char *first_sk, int64
 		return dyn_fail("TransactWriteItems (leftover copy)", r, &res);
 	if ((r = dyn_release(d, what, now)) < 0)
 		return r;
-	efs_info("dynamodb: released the chunk lists of file %s, a copy that never became visible"
-		 " (its master stopped before the commit)",
+	efs_info("dynamodb: released the chunk lists of file %s, a copy or a multipart complete"
+		 " that never became visible (its master stopped before the commit)",
 		 file_id);
 	return 0;
 }

@@ -283,6 +283,11 @@ int dyn_bucket_delete(void *impl, const char *name, const char *owner)
 	}
 	if (dyn_test_bucket_delete_hook)
 		dyn_test_bucket_delete_hook(name);
+	/* its multipart uploads in progress go with it (none can begin now) */
+	if ((r = dyn_s3_bucket_uploads_abort(d, name, efs_now_ms())) < 0) {
+		bucket_unmark(d, bpk, token);
+		return r;
+	}
 	/* 3. the bucket goes if the mark is still ours */
 	json_t *items = json_array();
 	json_array_append_new(items, dyn_tx_delete(d->files, ddb_key(bpk, "META"), "#d = :t",
@@ -311,7 +316,7 @@ static void set_opt(json_t *item, const char *name, const char *value)
 		json_object_set_new(item, name, ddb_s(value));
 }
 
-static json_t *object_item(const struct efs_object_info *o)
+json_t *dyn_object_item(const struct efs_object_info *o)
 {
 	char pk[BUCKET_PK_MAX];
 	objects_pk(o->bucket, pk);
@@ -362,7 +367,7 @@ static int object_from_item(const json_t *item, const char *bucket, struct efs_o
 
 /* The object at (@bucket, @key) into *@out (heap: ~10 KiB). -ENOENT when
  * there is none. */
-static int object_read(struct dyn *d, const char *bucket, const char *key,
+int dyn_object_read(struct dyn *d, const char *bucket, const char *key,
 		       struct efs_object_info *out)
 {
 	char pk[BUCKET_PK_MAX];
@@ -384,7 +389,7 @@ int dyn_object_get(void *impl, const char *bucket, const char *key,
 	struct efs_object_info *o = malloc(sizeof(*o));
 	if (!o)
 		return -ENOMEM;
-	int r = object_read(impl, bucket, key, o);
+	int r = dyn_object_read(impl, bucket, key, o);
 	if (r == 0)
 		*out = *o;
 	free(o);
@@ -394,7 +399,7 @@ int dyn_object_get(void *impl, const char *bucket, const char *key,
 /* The two elements that end @file_id's life as the object at (@bucket,
  * @key): its META out (only while it is still linked to that key, so of
  * two transactions only one releases it) and a release marker in. */
-static void append_release(struct dyn *d, json_t *items, const char *file_id, const char *owner,
+void dyn_object_release_append(struct dyn *d, json_t *items, const char *file_id, const char *owner,
 			   const char *bucket, const char *key, int64_t now_ms)
 {
 	char fpk[EFS_ID_MAX + 16], what[EFS_ID_MAX + 8];
@@ -411,7 +416,7 @@ static void append_release(struct dyn *d, json_t *items, const char *file_id, co
 }
 
 /* After a transaction that deleted @file_id's META: its references. */
-static void finish_release(struct dyn *d, const char *file_id, int64_t now_ms)
+void dyn_object_release_finish(struct dyn *d, const char *file_id, int64_t now_ms)
 {
 	char what[EFS_ID_MAX + 8];
 	snprintf(what, sizeof(what), "F#%s", file_id);
@@ -423,7 +428,7 @@ static void finish_release(struct dyn *d, const char *file_id, int64_t now_ms)
 }
 
 /* True when @file_id's META exists (a consistent read). */
-static int file_exists(struct dyn *d, const char *file_id, bool *exists)
+int dyn_file_exists(struct dyn *d, const char *file_id, bool *exists)
 {
 	char fpk[EFS_ID_MAX + 16];
 	json_t *item = NULL;
@@ -439,7 +444,7 @@ static int file_exists(struct dyn *d, const char *file_id, bool *exists)
 /* What to do about a bucket check that failed: -ENOENT (gone), 0 (retry:
  * a stale delete mark was cleared, or a fresh one may go away), or an
  * error. */
-static int bucket_blocked(struct dyn *d, const char *bucket, int64_t now_ms)
+int dyn_bucket_blocked(struct dyn *d, const char *bucket, int64_t now_ms)
 {
 	char pk[BUCKET_PK_MAX], token[33];
 	json_t *item = NULL;
@@ -503,7 +508,7 @@ int dyn_object_put(void *impl, const struct efs_object_info *o,
 	file_pk(o->file_id, fpk);
 	r = -EAGAIN;
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
-		r = object_read(d, o->bucket, o->key, &st->cur);
+		r = dyn_object_read(d, o->bucket, o->key, &st->cur);
 		if (r < 0 && r != -ENOENT)
 			goto out;
 		st->found = r == 0;
@@ -519,9 +524,9 @@ int dyn_object_put(void *impl, const struct efs_object_info *o,
 					json_pack("{s:s}", "#d", "deleting"), NULL));
 		/* 1: the object, over exactly the one read (or none) */
 		json_array_append_new(
-		    items, st->found ? dyn_tx_put(d->files, object_item(o), "file_id = :old", NULL,
+		    items, st->found ? dyn_tx_put(d->files, dyn_object_item(o), "file_id = :old", NULL,
 						  json_pack("{s:o}", ":old", ddb_s(st->cur.file_id)))
-				     : dyn_tx_put(d->files, object_item(o), "attribute_not_exists(sk)",
+				     : dyn_tx_put(d->files, dyn_object_item(o), "attribute_not_exists(sk)",
 						  NULL, NULL));
 		/* 2: the new file, linked to its key (a file is one object at
 		 * most; the same put again finds it linked to this key) */
@@ -534,16 +539,16 @@ int dyn_object_put(void *impl, const struct efs_object_info *o,
 						   ddb_s(o->key))));
 		/* 3, 4: the replaced file out, its release marker in */
 		if (release)
-			append_release(d, items, st->cur.file_id, b.owner, o->bucket, o->key,
+			dyn_object_release_append(d, items, st->cur.file_id, b.owner, o->bucket, o->key,
 				       now_ms);
 		r = dyn_tx(d, items, release ? 5 : 3, &res);
 		if (r == 0) {
 			if (release)
-				finish_release(d, st->cur.file_id, now_ms);
+				dyn_object_release_finish(d, st->cur.file_id, now_ms);
 			goto out;
 		}
 		if (r == -ECANCELED && res.failed[0]) {
-			if ((r = bucket_blocked(d, o->bucket, now_ms)) < 0)
+			if ((r = dyn_bucket_blocked(d, o->bucket, now_ms)) < 0)
 				goto out;
 		} else if (r == -ECANCELED && res.failed[2] && !res.failed[1]) {
 			efs_warn("dynamodb: S3 put %s/%s: file %s is gone or already an object",
@@ -554,7 +559,7 @@ int dyn_object_put(void *impl, const struct efs_object_info *o,
 			/* the old file lost its META without the object (not
 			 * written by this code): replace the item alone */
 			bool exists = true;
-			if ((r = file_exists(d, st->cur.file_id, &exists)) < 0)
+			if ((r = dyn_file_exists(d, st->cur.file_id, &exists)) < 0)
 				goto out;
 			st->old_file_gone = !exists;
 		} else if (r == -ECANCELED && !res.failed[1] && !res.failed[2] && !res.failed[3]) {
@@ -590,7 +595,7 @@ int dyn_object_delete(void *impl, const char *bucket, const char *key, int64_t n
 	objects_pk(bucket, opk);
 	r = -EAGAIN;
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
-		if ((r = object_read(d, bucket, key, cur)) < 0)
+		if ((r = dyn_object_read(d, bucket, key, cur)) < 0)
 			goto out;
 		json_t *items = json_array();
 		json_array_append_new(items, dyn_tx_delete(d->files, ddb_key(opk, key),
@@ -598,16 +603,16 @@ int dyn_object_delete(void *impl, const char *bucket, const char *key, int64_t n
 							   json_pack("{s:o}", ":f",
 								     ddb_s(cur->file_id))));
 		if (!old_file_gone)
-			append_release(d, items, cur->file_id, b.owner, bucket, key, now_ms);
+			dyn_object_release_append(d, items, cur->file_id, b.owner, bucket, key, now_ms);
 		r = dyn_tx(d, items, old_file_gone ? 1 : 3, &res);
 		if (r == 0) {
 			if (!old_file_gone)
-				finish_release(d, cur->file_id, now_ms);
+				dyn_object_release_finish(d, cur->file_id, now_ms);
 			goto out;
 		}
 		if (r == -ECANCELED && res.failed[1] && !res.failed[0]) {
 			bool exists = true;
-			if ((r = file_exists(d, cur->file_id, &exists)) < 0)
+			if ((r = dyn_file_exists(d, cur->file_id, &exists)) < 0)
 				goto out;
 			old_file_gone = !exists;
 		} else if (r != -ECANCELED && r != -EBUSY) {
@@ -917,7 +922,7 @@ static int copy_source(struct dyn *d, const struct efs_object_copy *p, struct ef
 		return -EACCES;
 	if (r < 0)
 		return r;
-	if ((r = object_read(d, p->src_bucket, p->src_key, src)) < 0)
+	if ((r = dyn_object_read(d, p->src_bucket, p->src_key, src)) < 0)
 		return r == -ENOENT ? -ENOKEY : r;
 	if ((r = dyn_file_get(d, src->file_id, file)) < 0)
 		return r == -ENOENT ? -ENOKEY : r;
@@ -967,9 +972,9 @@ static int copy_commit(struct dyn *d, struct efs_object_copy *p, struct copy_run
 	json_array_append_new(
 	    items,
 	    run->dst.found
-		? dyn_tx_put(d->files, object_item(dst), "file_id = :old", NULL,
+		? dyn_tx_put(d->files, dyn_object_item(dst), "file_id = :old", NULL,
 			     json_pack("{s:o}", ":old", ddb_s(run->dst.cur.file_id)))
-		: dyn_tx_put(d->files, object_item(dst), "attribute_not_exists(sk)", NULL, NULL));
+		: dyn_tx_put(d->files, dyn_object_item(dst), "attribute_not_exists(sk)", NULL, NULL));
 	json_array_append_new(items,
 			      dyn_tx_put(d->files, meta, "attribute_not_exists(pk)", NULL, NULL));
 	json_array_append_new(items, dyn_tx_check(d->sessions, ddb_key(marker, "META"),
@@ -982,7 +987,7 @@ static int copy_commit(struct dyn *d, struct efs_object_copy *p, struct copy_run
 	}
 	*release_at = n;
 	if (*release) {
-		append_release(d, items, run->dst.cur.file_id, owner, dst->bucket, dst->key,
+		dyn_object_release_append(d, items, run->dst.cur.file_id, owner, dst->bucket, dst->key,
 			       now_ms);
 		n += 2;
 	}
@@ -1011,7 +1016,7 @@ int dyn_object_copy(void *impl, struct efs_object_copy *p, int64_t now_ms)
 		if (p->check_source && (r = p->check_source(p->check_ctx, &run->src)) < 0)
 			goto out;
 		/* 2. the destination's conditions, on the object there now */
-		if ((r = object_read(d, dst->bucket, dst->key, &run->dst.cur)) < 0 && r != -ENOENT)
+		if ((r = dyn_object_read(d, dst->bucket, dst->key, &run->dst.cur)) < 0 && r != -ENOENT)
 			goto out;
 		run->dst.found = r == 0;
 		run->dst.old_file_gone = false;
@@ -1058,11 +1063,11 @@ int dyn_object_copy(void *impl, struct efs_object_copy *p, int64_t now_ms)
 		r = copy_commit(d, p, run, b.owner, now_ms, &res, &release, &release_at);
 		if (r == 0) {
 			if (release)
-				finish_release(d, run->dst.cur.file_id, now_ms);
+				dyn_object_release_finish(d, run->dst.cur.file_id, now_ms);
 			goto out;
 		}
 		if (r == -ECANCELED && res.failed[0]) {
-			if ((r = bucket_blocked(d, dst->bucket, now_ms)) < 0)
+			if ((r = dyn_bucket_blocked(d, dst->bucket, now_ms)) < 0)
 				break;
 		} else if (r == -ECANCELED && res.failed[2]) {
 			efs_warn("dynamodb: S3 copy to %s/%s: file id %s is taken", dst->bucket,
@@ -1076,7 +1081,7 @@ int dyn_object_copy(void *impl, struct efs_object_copy *p, int64_t now_ms)
 			break;
 		} else if (r == -ECANCELED && release && res.failed[release_at] && !res.failed[1]) {
 			bool exists = true;
-			if ((r = file_exists(d, run->dst.cur.file_id, &exists)) < 0)
+			if ((r = dyn_file_exists(d, run->dst.cur.file_id, &exists)) < 0)
 				break;
 			run->dst.old_file_gone = !exists;
 			continue;
@@ -1086,7 +1091,7 @@ int dyn_object_copy(void *impl, struct efs_object_copy *p, int64_t now_ms)
 		}
 		/* the destination changed: its conditions on what is there now */
 		efs_sleep_ms(5 * (attempt + 1));
-		if ((r = object_read(d, dst->bucket, dst->key, &run->dst.cur)) < 0 && r != -ENOENT)
+		if ((r = dyn_object_read(d, dst->bucket, dst->key, &run->dst.cur)) < 0 && r != -ENOENT)
 			break;
 		run->dst.found = r == 0;
 		if ((r = check_cond(&run->dst, p->cond)) < 0)

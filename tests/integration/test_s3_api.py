@@ -583,29 +583,6 @@ def test_unsupported_operations_answer_not_implemented(alice):
     assert [c["Key"] for c in alice.list_objects_v2(Bucket="nyi-bucket")["Contents"]] == ["k"]
 
 
-@pytest.mark.skipif(h.BACKEND != "aws", reason="DynamoDB metadata only (the AWS round): "
-                    "with SQL metadata multipart uploads work (test_s3_multipart.py)")
-def test_multipart_on_dynamodb_metadata_is_not_implemented(alice):
-    alice.create_bucket(Bucket="mpu-ddb")
-    upload = {"Bucket": "mpu-ddb", "Key": "k", "UploadId": "0" * 32}
-    for call, kwargs in [
-        (alice.create_multipart_upload, {"Bucket": "mpu-ddb", "Key": "k"}),
-        (alice.upload_part, {**upload, "PartNumber": 1, "Body": b"x"}),
-        (alice.list_parts, upload),
-        (alice.abort_multipart_upload, upload),
-        (alice.complete_multipart_upload, {**upload, "MultipartUpload": {"Parts": [
-            {"PartNumber": 1, "ETag": '"%s"' % hashlib.md5(b"x").hexdigest()}]}}),
-        (alice.list_multipart_uploads, {"Bucket": "mpu-ddb"}),
-    ]:
-        with pytest.raises(botocore.exceptions.ClientError) as info:
-            call(**kwargs)
-        err = info.value.response
-        assert err["ResponseMetadata"]["HTTPStatusCode"] == 501, (call, err)
-        assert err["Error"]["Code"] == "NotImplemented", (call, err)
-    assert alice.list_objects_v2(Bucket="mpu-ddb")["KeyCount"] == 0
-    alice.delete_bucket(Bucket="mpu-ddb")
-
-
 # ---- the aws CLI -----------------------------------------------------------------------
 
 
