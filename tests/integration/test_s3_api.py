@@ -631,6 +631,7 @@ def test_s3_configuration_errors_stop_the_master(tmp_path, env, says):
     assert says in out.stderr
 
 
+@pytest.mark.requires_workers(reason="counts live workers against REPLICATION_FACTOR")
 def test_uploads_are_refused_when_the_workers_cannot_hold_every_replica(cluster):
     """With fewer live workers than REPLICATION_FACTOR, PutObject and
     UploadPart answer 503 SlowDown naming the shortfall before they read
