@@ -306,6 +306,16 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	}
 	if ((r = load_dynamodb(cfg, err, errlen)) < 0)
 		return r;
+	if (cfg->default_policy.kind == EFS_POLICY_EC &&
+	    (cfg->s3_bucket || cfg->dynamodb.files_table ||
+	     cfg->default_policy.data_shards + cfg->default_policy.parity_shards >
+		     EFS_MAX_REPLICAS)) {
+		snprintf(err, errlen,
+			 "STORAGE_POLICY ec:K+M needs the worker chunk store and a SQL metadata "
+			 "store (not S3_BUCKET_NAME or DynamoDB) and at most %u shards",
+			 EFS_MAX_REPLICAS);
+		return -EINVAL;
+	}
 	if ((r = load_s3_api(cfg, err, errlen)) < 0)
 		return r;
 	if ((r = load_grpc(cfg, err, errlen)) < 0)
