@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define WRITE_ROUNDS 3 /* as chunk_io.c: a failed shard is placed anew twice */
 #define CONNECT_TIMEOUT_MS 2000
 #define STALL_TIMEOUT_S 3
 #define ERROR_BODY_MAX 4096
@@ -90,6 +91,9 @@ int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chu
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
 	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
 	char crc_headers[EFS_MAX_REPLICAS][40];
+	struct efs_target tried[EFS_MAX_REPLICAS * WRITE_ROUNDS];
+	unsigned shard_of[EFS_MAX_REPLICAS]; /* the shard each target of a round takes */
+	size_t tried_count = 0;
 	unsigned char *stripe = NULL;
 	unsigned n = chunk->ec_data + chunk->ec_parity, done = 0;
 	int r;
@@ -127,48 +131,75 @@ int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chu
 	}
 	qsort(targets, n, sizeof(*targets), target_cmp);
 	for (unsigned i = 0; i < n; i++) {
-		snprintf(urls[i], sizeof(urls[i]), "%s/chunks/%s", targets[i].url, chunk->chunk_id);
-		snprintf(crc_headers[i], sizeof(crc_headers[i]), "X-Chunk-CRC32C: %08x",
-			 efs_crc32c(0, stripe + i * slot, slot));
-		efs_http_call_init(&calls[i], "PUT", urls[i]);
-		calls[i].bearer = io->cluster_secret;
-		calls[i].content_type = "application/octet-stream";
-		calls[i].headers[0] = "X-Chunk-Encoding: identity";
-		calls[i].headers[1] = crc_headers[i];
-		calls[i].headers[2] = io->cluster_header[0] ? io->cluster_header : NULL;
-		calls[i].body = stripe + i * slot;
-		calls[i].body_len = slot;
-		calls[i].timeout_ms = transfer_timeout_ms(slot);
-		calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
-		calls[i].stall_timeout_s = STALL_TIMEOUT_S;
-		calls[i].resp_cap = 64 * 1024;
-		callp[i] = &calls[i];
-		efs_placement_load_add(io->placement, targets[i].worker_id, 1);
+		tried[tried_count++] = targets[i];
+		shard_of[i] = i;
 	}
-	efs_http_call_run_parallel(io->http, callp, n);
-	for (unsigned i = 0; i < n; i++) {
-		efs_placement_load_add(io->placement, targets[i].worker_id, -1);
-		if (calls[i].error == 0 && calls[i].status == 201) {
-			out[done++] = targets[i];
-		} else {
-			if (calls[i].error)
-				efs_warn("chunk %.12s: shard %u write to worker %s failed: %s",
-					 chunk->chunk_id, i, targets[i].worker_id, calls[i].errmsg);
-			else
-				efs_warn("chunk %.12s: worker %s answered %ld to shard %u: %.120s",
-					 chunk->chunk_id, targets[i].worker_id, calls[i].status, i,
-					 calls[i].resp.data ? calls[i].resp.data : "");
-			/* A transport failure may still land (late writes). */
-			if (calls[i].error && io->late_writes)
-				efs_late_writes_note(io->late_writes, targets[i].worker_id,
-						     targets[i].url, chunk->chunk_id);
+	unsigned pending = n;
+	/* A shard whose write failed goes to another worker, never one that
+	 * holds or was tried for a shard of this stripe; it is then out of
+	 * the order by worker id, which only makes healthy reads of this
+	 * stripe decode (the shard's header says which it is). */
+	for (int round = 0; round < WRITE_ROUNDS && pending > 0; round++) {
+		if (round > 0) {
+			chosen = efs_placement_choose(io->placement, pending, slot, tried,
+						      tried_count, targets);
+			if (chosen < (int)pending)
+				break; /* not enough workers left for them: the put fails */
+			for (unsigned i = 0; i < pending; i++)
+				tried[tried_count++] = targets[i];
 		}
-		efs_http_call_release(&calls[i]);
+		for (unsigned i = 0; i < pending; i++) {
+			const unsigned char *body = stripe + shard_of[i] * slot;
+			snprintf(urls[i], sizeof(urls[i]), "%s/chunks/%s", targets[i].url,
+				 chunk->chunk_id);
+			snprintf(crc_headers[i], sizeof(crc_headers[i]), "X-Chunk-CRC32C: %08x",
+				 efs_crc32c(0, body, slot));
+			efs_http_call_init(&calls[i], "PUT", urls[i]);
+			calls[i].bearer = io->cluster_secret;
+			calls[i].content_type = "application/octet-stream";
+			calls[i].headers[0] = "X-Chunk-Encoding: identity";
+			calls[i].headers[1] = crc_headers[i];
+			calls[i].headers[2] = io->cluster_header[0] ? io->cluster_header : NULL;
+			calls[i].body = body;
+			calls[i].body_len = slot;
+			calls[i].timeout_ms = transfer_timeout_ms(slot);
+			calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
+			calls[i].stall_timeout_s = STALL_TIMEOUT_S;
+			calls[i].resp_cap = 64 * 1024;
+			callp[i] = &calls[i];
+			efs_placement_load_add(io->placement, targets[i].worker_id, 1);
+		}
+		efs_http_call_run_parallel(io->http, callp, pending);
+		unsigned failed = 0;
+		for (unsigned i = 0; i < pending; i++) {
+			unsigned shard = shard_of[i];
+			efs_placement_load_add(io->placement, targets[i].worker_id, -1);
+			if (calls[i].error == 0 && calls[i].status == 201) {
+				out[done++] = targets[i];
+			} else {
+				if (calls[i].error)
+					efs_warn("chunk %.12s: shard %u write to worker %s failed: %s; "
+						 "trying another",
+						 chunk->chunk_id, shard, targets[i].worker_id,
+						 calls[i].errmsg);
+				else
+					efs_warn("chunk %.12s: worker %s answered %ld to shard %u: "
+						 "%.120s",
+						 chunk->chunk_id, targets[i].worker_id, calls[i].status,
+						 shard, calls[i].resp.data ? calls[i].resp.data : "");
+				/* A transport failure may still land (late writes). */
+				if (calls[i].error && io->late_writes)
+					efs_late_writes_note(io->late_writes, targets[i].worker_id,
+							     targets[i].url, chunk->chunk_id);
+				shard_of[failed++] = shard; /* in order: i >= failed */
+			}
+			efs_http_call_release(&calls[i]);
+		}
+		pending = failed;
 	}
 	*written = done;
-	/* Every shard or the write fails: a stripe is written whole (shards
-	 * are not re-placed one by one yet, which would break the order of
-	 * shards by worker id that the healthy read relies on). */
+	/* Every shard, or the put fails (its landed shards are recorded
+	 * unreferenced by the caller and collected). */
 	r = done < n ? -ENOSPC : 0;
 out:
 	free(stripe);

@@ -29,11 +29,13 @@
 
 /* Encodes @stored (@chunk->stored_size bytes, the chunk's stored form)
  * into @chunk->ec_data + @chunk->ec_parity shards and writes each to a
- * distinct live worker with room, all in parallel. 0: every shard is
- * durable; the workers, one per shard, are in @out (*@written of them).
- * -ENOSPC: fewer live workers with room than shards, or a shard write
- * failed (*@written says which shards did land: the caller records them
- * unreferenced, as for replicas); -EINVAL: the chunk is not EC or has more
+ * distinct live worker with room, all in parallel; a shard whose write
+ * fails goes to another worker the stripe does not use (three rounds, as
+ * chunk_io.c's replicas). 0: every shard is durable; the workers, one per
+ * shard, are in @out (*@written of them). -ENOSPC: fewer live workers
+ * with room than shards, or a shard found no worker (*@written says which
+ * shards did land: the caller records them unreferenced, as for
+ * replicas); -EINVAL: the chunk is not EC or has more
  * shards than EFS_MAX_REPLICAS; -ENOMEM. */
 int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		       const void *stored, struct efs_target *out, unsigned *written);

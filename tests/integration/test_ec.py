@@ -197,3 +197,23 @@ def test_deleted_ec_files_are_collected(ec_cluster):
     assert api.delete(f"/api/v1/files/{f['file_id']}").status_code == 204
     wait_until(lambda: cluster.chunk_usage().count == 0, GC_GRACE_MS / 1000 + 20,
                what="every shard collected")
+
+
+def test_a_shard_whose_worker_is_gone_is_written_elsewhere(cluster):
+    """A worker dies and the master does not know yet (it still counts it
+    alive): the shards placement gives it fail and go to another worker, so
+    the upload succeeds with every stripe on distinct live workers."""
+    h.skip_without_workers(cluster)
+    m = cluster.start(workers=5, master_env={**MASTER_ENV, "WORKER_DEAD_AFTER_MS": 60000})
+    api = m.user_client()
+    dead = cluster.workers[0]
+    dead_id = dead.stored_id()
+    dead.kill()
+    mark = m.log_mark()
+    data = random.Random(3).randbytes(8 * CHUNK)  # 8 stripes of 4 shards on 5 workers
+    f = upload(api, data, "replaced.bin", policy="ec:3+1")
+    assert "trying another" in m.stderr_since(mark)
+    for c in api.get(f"/api/v1/files/{f['file_id']}").json()["chunks"]:
+        holders = [x["worker_id"] for x in c["replicas"]]
+        assert len(set(holders)) == 4 and dead_id not in holders, c
+    assert api.get(f"/api/v1/files/{f['file_id']}/download").content == data
