@@ -61,8 +61,7 @@ static int header_check(const unsigned char *h, size_t len, const struct efs_ec_
 {
 	if (len != EFS_EC_SHARD_HDR + layout->shard_len ||
 	    memcmp(h, shard_magic, sizeof(shard_magic)) != 0 || h[8] != layout->data_shards ||
-	    h[9] != layout->parity_shards ||
-	    h[10] >= layout->data_shards + layout->parity_shards ||
+	    h[9] != layout->parity_shards || h[10] >= layout->data_shards + layout->parity_shards ||
 	    get_le(h + 16, 8) != layout->payload_len || get_le(h + 24, 8) != layout->shard_len ||
 	    get_le(h + 12, 4) != efs_ec_shard_crc(h + EFS_EC_SHARD_HDR, layout->shard_len))
 		return -1;
@@ -178,15 +177,17 @@ int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chu
 				out[done++] = targets[i];
 			} else {
 				if (calls[i].error)
-					efs_warn("chunk %.12s: shard %u write to worker %s failed: %s; "
-						 "trying another",
-						 chunk->chunk_id, shard, targets[i].worker_id,
-						 calls[i].errmsg);
+					efs_warn(
+					    "chunk %.12s: shard %u write to worker %s failed: %s; "
+					    "trying another",
+					    chunk->chunk_id, shard, targets[i].worker_id,
+					    calls[i].errmsg);
 				else
 					efs_warn("chunk %.12s: worker %s answered %ld to shard %u: "
 						 "%.120s",
-						 chunk->chunk_id, targets[i].worker_id, calls[i].status,
-						 shard, calls[i].resp.data ? calls[i].resp.data : "");
+						 chunk->chunk_id, targets[i].worker_id,
+						 calls[i].status, shard,
+						 calls[i].resp.data ? calls[i].resp.data : "");
 				/* A transport failure may still land (late writes). */
 				if (calls[i].error && io->late_writes)
 					efs_late_writes_note(io->late_writes, targets[i].worker_id,
@@ -221,8 +222,8 @@ static int shard_rank(struct efs_chunk_io *io, const struct efs_replica *rep, un
 }
 
 int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
-		      const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
-		      struct efs_buf *scratch)
+		      const struct efs_replica *replicas, unsigned replica_count,
+		      struct efs_buf *out, struct efs_buf *scratch)
 {
 	struct efs_replica rows[EFS_MAX_REPLICAS];
 	unsigned order[EFS_MAX_REPLICAS], ordered = 0;
@@ -307,15 +308,16 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 					good++;
 				}
 			} else {
-				lost = c->status == 404 ||
-				       (c->status == 500 && c->resp.data &&
-					strstr(c->resp.data, "\"chunk_corrupt\""));
+				lost =
+				    c->status == 404 || (c->status == 500 && c->resp.data &&
+							 strstr(c->resp.data, "\"chunk_corrupt\""));
 				efs_warn("chunk %.12s: worker %s answered %ld to a shard read",
 					 chunk->chunk_id, of[i]->worker_id, c->status);
 			}
 			/* Missing or corrupt there: marked as a bad replica is. */
 			if (lost)
-				efs_meta_replica_mark_bad(io->meta, chunk->chunk_id, of[i]->worker_id);
+				efs_meta_replica_mark_bad(io->meta, chunk->chunk_id,
+							  of[i]->worker_id);
 			efs_http_call_release(c);
 		}
 	}

@@ -49,7 +49,7 @@ int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chu
  * metadata. -EIO when fewer than K good shards could be read (or the
  * decoded bytes do not verify: never wrong bytes); -ENOMEM. */
 int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
-		      const struct efs_replica *replicas, unsigned replica_count, struct efs_buf *out,
-		      struct efs_buf *scratch);
+		      const struct efs_replica *replicas, unsigned replica_count,
+		      struct efs_buf *out, struct efs_buf *scratch);
 
 #endif
