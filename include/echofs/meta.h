@@ -55,6 +55,11 @@ struct efs_file_info {
 	 * efs_meta_file_*: efs_meta_object_put links a file to its key. */
 	char s3_bucket[EFS_S3_BUCKET_MAX + 1];
 	char s3_key[EFS_S3_KEY_MAX + 1];
+	/* The canonical storage policy it was uploaded with ("ec:4+2",
+	 * "replicas:3"; echofs/ec.h); "" for a file stored before policies
+	 * (replicas:@replication) and on the backends that keep none
+	 * (DynamoDB). For an EC file, @replication is K + M (its shards). */
+	char policy[24];
 };
 
 struct efs_chunk_info {
@@ -62,6 +67,12 @@ struct efs_chunk_info {
 	uint64_t size;        /* uncompressed */
 	uint64_t stored_size; /* as stored on the workers */
 	bool compressed;      /* stored as gzip */
+	/* An erasure-coded chunk (issue 17): its stored form is one stripe
+	 * of ec_data (K) data and ec_parity (M) parity shards, each replica
+	 * row one shard (master/chunk_ec.h). 0, 0: full replicas. Only the
+	 * SQL stores keep them (DynamoDB: always 0, and EC is refused). */
+	unsigned ec_data;
+	unsigned ec_parity;
 };
 
 /* A replica as the master sees it: where it is and whether it is usable. */

@@ -28,6 +28,7 @@ static const struct efs_http_error_kind kinds[EFS_HTTP_E_COUNT] = {
     [EFS_HTTP_E_INVALID_REPORT] = {400, "invalid_report", NOLOG},
     [EFS_HTTP_E_INVALID_NAME] = {400, "invalid_name", NOLOG},
     [EFS_HTTP_E_MISSING_NAME] = {400, "missing_name", NOLOG},
+    [EFS_HTTP_E_INVALID_POLICY] = {400, "invalid_policy", NOLOG},
     [EFS_HTTP_E_MISSING_FILE] = {400, "missing_file", NOLOG},
     [EFS_HTTP_E_FORM_TOO_LARGE] = {413, "form_too_large", NOLOG},
     [EFS_HTTP_E_INVALID_MULTIPART] = {400, "invalid_multipart", NOLOG},

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* api_files.c - the file endpoints: one-request upload, metadata, listing,
  * download with ranges, delete. */
+#include "echofs/ec.h"
 #include "echofs/hash.h"
 #include "echofs/log.h"
 #include "echofs/multipart.h"
@@ -9,6 +10,7 @@
 #include "master/api.h"
 #include "master/cache.h"
 #include "master/download.h"
+#include "master/upload.h"
 #include "master/upload_pipeline.h"
 
 #include <string.h>
@@ -30,6 +32,15 @@ json_t *efs_api_file_json(const struct efs_file_info *f)
 			 (json_int_t)f->chunk_count, "replication", (json_int_t)f->replication,
 			 "stored_bytes", (json_int_t)f->stored_bytes, "owner", f->owner,
 			 "created_at", efs_iso8601(f->created_at_ms, when));
+	/* Its storage policy (issue 17); files from before policies were
+	 * replicated. */
+	char policy[EFS_POLICY_MAX_LEN + 1];
+	if (f->policy[0])
+		efs_strlcpy(policy, f->policy, sizeof(policy));
+	else
+		snprintf(policy, sizeof(policy), "replicas:%u", f->replication);
+	if (obj)
+		json_object_set_new(obj, "policy", json_string(policy));
 	/* An S3 object (docs/S3.md): where it is in S3's terms. */
 	if (obj && f->s3_bucket[0]) {
 		json_object_set_new(obj, "bucket", json_string(f->s3_bucket));
@@ -76,6 +87,10 @@ struct upload {
 	enum efs_http_err fail_kind;
 	char fail_message[256];
 	size_t reserved; /* taken from the master's upload_memory */
+	/* The master's uploader with this upload's storage policy: what the
+	 * pipeline stores through (it outlives the pipeline). */
+	struct efs_uploader uploader;
+	char policy[EFS_POLICY_MAX_LEN + 1]; /* canonical, for the file row */
 };
 
 #define OTHER_PARTS_MAX (64 * 1024) /* form fields beside the file */
@@ -195,6 +210,46 @@ static int open_hidden_session(void *ctx, char *session_id)
 	return 0;
 }
 
+/* The storage policy of an upload (issue 17): ?policy= or STORAGE_POLICY,
+ * into *@out. 0; or 1 after replying 400 invalid_policy (a policy this
+ * cluster cannot store this way). */
+static int upload_policy(struct efs_http_req *req, struct efs_master *m, struct efs_policy *out)
+{
+	const char *asked = efs_http_query(req, "policy");
+	struct efs_policy p = m->cfg.default_policy;
+	if (asked && efs_ec_policy_parse(asked, &p) < 0) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
+				   "policy must be replicas:N or ec:K+M (for example ec:4+2), "
+				   "without spaces or leading zeros");
+		return 1;
+	}
+	if (p.kind == EFS_POLICY_REPLICAS && p.replicas != m->cfg.replication_factor) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
+				   "this cluster stores replicated files with %u copies "
+				   "(REPLICATION_FACTOR): replicas:%u",
+				   m->cfg.replication_factor, m->cfg.replication_factor);
+		return 1;
+	}
+	if (p.kind == EFS_POLICY_EC) {
+		if (p.data_shards + p.parity_shards > EFS_MAX_REPLICAS) {
+			efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
+					   "ec:K+M stores at most %u shards per stripe",
+					   EFS_MAX_REPLICAS);
+			return 1;
+		}
+		bool coded = efs_chunk_backend_erasure_coding(m->chunks);
+		if (!coded || m->cfg.dynamodb.files_table) {
+			efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
+					   "erasure coding needs the worker chunk store and a SQL "
+					   "metadata store (this master has %s)",
+					   coded ? "DynamoDB" : "S3 chunks");
+			return 1;
+		}
+	}
+	*out = p;
+	return 0;
+}
+
 /* Headers are in: decide raw or multipart, check the name and capacity,
  * and set up the pipeline (the hidden session comes later, if needed). */
 int efs_api_file_upload_begin(struct efs_http_req *req)
@@ -215,8 +270,17 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	if (!multipart && !name)
 		return efs_http_reply_err(req, EFS_HTTP_E_MISSING_NAME,
 					  "a raw upload names the file with ?name=");
+	int r;
+	struct efs_policy policy;
+	if ((r = upload_policy(req, m, &policy)) != 0)
+		return r < 0 ? r : 0; /* replied */
+	bool ec = policy.kind == EFS_POLICY_EC;
+	/* The distinct places each new chunk needs: K+M shards, or the
+	 * replicas (the backend's default). */
 	char why[160];
-	int r = efs_chunk_backend_writable(m->chunks, why, sizeof(why));
+	r = efs_chunk_backend_writable(m->chunks,
+				       ec ? policy.data_shards + policy.parity_shards : 0, why,
+				       sizeof(why));
 	if (r == -ENOSPC)
 		return efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY, "%s", why);
 	if (r < 0)
@@ -242,6 +306,10 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	}
 	up->m = m;
 	up->reserved = 2 * most;
+	up->uploader = m->uploader;
+	up->uploader.ec_data = ec ? policy.data_shards : 0;
+	up->uploader.ec_parity = ec ? policy.parity_shards : 0;
+	efs_ec_policy_format(&policy, up->policy, sizeof(up->policy));
 	efs_strlcpy(up->user, req->user, sizeof(up->user));
 	req->state = up;
 	req->state_free = upload_free;
@@ -249,7 +317,7 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 		efs_strlcpy(up->name, name, sizeof(up->name));
 	if (multipart && (r = efs_multipart_new(boundary, &upload_parts, up, &up->mp)) < 0)
 		return r;
-	return efs_upload_pipeline_new(&m->uploader, &m->upload_budget, m->cfg.chunk_size,
+	return efs_upload_pipeline_new(&up->uploader, &m->upload_budget, m->cfg.chunk_size,
 				       open_hidden_session, up, &up->pipeline);
 }
 
@@ -303,7 +371,9 @@ int efs_api_file_upload(struct efs_http_req *req)
 	efs_strlcpy(f.owner, req->user, sizeof(f.owner));
 	efs_strlcpy(f.name, up->name, sizeof(f.name));
 	f.chunk_size = m->cfg.chunk_size;
-	f.replication = m->cfg.replication_factor;
+	f.replication = up->uploader.ec_data ? up->uploader.ec_data + up->uploader.ec_parity
+					     : m->cfg.replication_factor;
+	efs_strlcpy(f.policy, up->policy, sizeof(f.policy));
 	f.created_at_ms = efs_now_ms();
 	/* Every chunk is durable and recorded once this returns; a body of
 	 * one chunk (or none) is recorded with its file row already. */

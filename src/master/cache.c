@@ -182,6 +182,8 @@ int efs_cache_file_get(struct efs_cache *c, const char *file_id, struct efs_file
 	    take_u64(j, "replication", &replication) &&
 	    take_u64(j, "stored_bytes", &f.stored_bytes) && take_u64(j, "created_at", &created) &&
 	    strcmp(f.file_id, file_id) == 0) {
+		/* absent from entries cached before policies: "" (replicas) */
+		(void)take_str(j, "policy", f.policy, sizeof(f.policy));
 		json_decref(j);
 		f.replication = (unsigned)replication;
 		f.created_at_ms = (int64_t)created;
@@ -195,13 +197,13 @@ int efs_cache_file_get(struct efs_cache *c, const char *file_id, struct efs_file
 		return r;
 	if (c->redis)
 		cache_put(c, "file", file_id,
-			  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "file_id",
+			  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:s}", "file_id",
 				    f.file_id, "owner", f.owner, "name", f.name, "size",
 				    (json_int_t)f.size, "sha256", f.sha256, "chunk_size",
 				    (json_int_t)f.chunk_size, "chunk_count", (json_int_t)f.chunk_count,
 				    "replication", (json_int_t)f.replication, "stored_bytes",
 				    (json_int_t)f.stored_bytes, "created_at",
-				    (json_int_t)f.created_at_ms),
+				    (json_int_t)f.created_at_ms, "policy", f.policy),
 			  EFS_FILE_CACHE_TTL_MS);
 	local_put(c, &f);
 	*out = f;

@@ -84,11 +84,17 @@ int efs_chunk_backend_get_fresh(struct efs_chunk_backend *b, struct efs_meta *me
 	return efs_chunk_backend_get(b, chunk, fresh, fresh_count, out, scratch);
 }
 
-int efs_chunk_backend_writable(struct efs_chunk_backend *b, char *why, size_t why_len)
+int efs_chunk_backend_writable(struct efs_chunk_backend *b, unsigned copies, char *why,
+			       size_t why_len)
 {
 	if (why_len)
 		why[0] = '\0';
-	return b->ops->writable ? b->ops->writable(b->impl, why, why_len) : 0;
+	return b->ops->writable ? b->ops->writable(b->impl, copies, why, why_len) : 0;
+}
+
+bool efs_chunk_backend_erasure_coding(const struct efs_chunk_backend *b)
+{
+	return b->ops->erasure_coding;
 }
 
 bool efs_chunk_backend_shows_locations(const struct efs_chunk_backend *b)

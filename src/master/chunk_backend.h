@@ -87,6 +87,10 @@ struct efs_chunk_health {
  * marks an optional operation the backend does not have. */
 struct efs_chunk_backend_ops {
 	const char *name; /* "workers", "s3": logged at start */
+	/* put and get take erasure-coded chunks (efs_chunk_info's ec_data
+	 * and ec_parity set: K+M shards on distinct places); false: the
+	 * backend stores every chunk whole (S3's own durability). */
+	bool erasure_coding;
 	/* Makes chunk @chunk durable from its stored form @stored
 	 * (@chunk->stored_size bytes, gzip when @chunk->compressed), reusing
 	 * the copies @known[0..@known_count) still holds (dedup). @recorded:
@@ -147,14 +151,15 @@ struct efs_chunk_backend_ops {
 	void (*pin)(void *impl, const char *chunk_id);
 	void (*unpin)(void *impl, const char *chunk_id);
 	bool (*pinned)(void *impl, const char *chunk_id);
-	/* 0 when a new chunk can be stored now with the durability the
-	 * backend promises; -ENOSPC, with why in @why (for the client), when
-	 * it cannot (the worker backend: fewer live workers than
-	 * REPLICATION_FACTOR); -errno when that could not be told (a metadata
+	/* 0 when a new chunk can be stored now on @copies distinct places
+	 * (REPLICATION_FACTOR replicas, or the K+M shards of an erasure-coded
+	 * policy; 0: the backend's own default); -ENOSPC, with why in @why
+	 * (for the client), when it cannot (the worker backend: fewer live
+	 * workers than that); -errno when that could not be told (a metadata
 	 * error). Asked before an upload takes its memory, so that a cluster
 	 * that cannot place the bytes refuses at once. NULL: always 0 (S3
 	 * takes any chunk; a failure shows at put). */
-	int (*writable)(void *impl, char *why, size_t why_len);
+	int (*writable)(void *impl, unsigned copies, char *why, size_t why_len);
 	/* Whether recorded location @rep is a copy a read can use now (the
 	 * worker backend: not bad, its worker alive). NULL: the backend's
 	 * locations are its own business (S3 generations) and are not shown
@@ -219,8 +224,11 @@ bool efs_chunk_backend_pinned(struct efs_chunk_backend *b, const char *chunk_id)
  * @out swap their allocations (each keeps its cap). */
 int efs_chunk_from_stored(const struct efs_chunk_info *chunk, bool gzip, struct efs_buf *scratch,
 			  struct efs_buf *out);
+/* ops->erasure_coding. */
+bool efs_chunk_backend_erasure_coding(const struct efs_chunk_backend *b);
 /* ops->writable; 0 when the backend has none. */
-int efs_chunk_backend_writable(struct efs_chunk_backend *b, char *why, size_t why_len);
+int efs_chunk_backend_writable(struct efs_chunk_backend *b, unsigned copies, char *why,
+			       size_t why_len);
 /* Whether the backend shows its recorded locations as replicas a user
  * can count (ops->location_live exists). */
 bool efs_chunk_backend_shows_locations(const struct efs_chunk_backend *b);

@@ -8,6 +8,7 @@
 #include "echofs/http_client.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
+#include "master/chunk_ec.h"
 #include "master/chunk_io.h"
 #include "master/late_writes.h"
 
@@ -53,6 +54,21 @@ static int workers_put(void *impl, const struct efs_chunk_info *chunk, const voi
 	struct efs_target have[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
 	unsigned want = w->replication_factor, written = 0;
 
+	if (chunk->ec_data > 0) {
+		/* An EC chunk already recorded is referenced as it is (the
+		 * dedup rule, docs/ARCHITECTURE.md "Erasure coding"); a new one
+		 * is encoded and its K + M shards written, one per worker. */
+		if (known_count > 0)
+			return 0;
+		out->sent = true;
+		int r = efs_chunk_ec_write(&w->io, chunk, stored, added, &written);
+		for (unsigned i = 0; i < written; i++)
+			efs_strlcpy(out->location_ids[i], added[i].worker_id,
+				    sizeof(out->location_ids[i]));
+		out->location_count = written;
+		return r;
+	}
+
 	/* Workers holding a good, live replica are not asked again; a bad
 	 * replica's worker may take a fresh copy (it overwrites). */
 	unsigned good = usable_targets(w, known, known_count, have);
@@ -81,6 +97,8 @@ static int workers_get(void *impl, const struct efs_chunk_info *chunk,
 		       struct efs_buf *scratch)
 {
 	struct workers *w = impl;
+	if (chunk->ec_data > 0)
+		return efs_chunk_ec_read(&w->io, chunk, known, known_count, out, scratch);
 	return efs_chunk_read(&w->io, chunk, known, known_count, out, scratch);
 }
 
@@ -220,17 +238,18 @@ static void workers_free(void *impl)
 	free(w);
 }
 
-static int workers_writable(void *impl, char *why, size_t why_len)
+static int workers_writable(void *impl, unsigned copies, char *why, size_t why_len)
 {
 	struct workers *w = impl;
 	size_t alive = 0;
+	unsigned needed = copies ? copies : w->replication_factor;
 	int r = efs_placement_live_count(w->io.placement, &alive);
 	if (r < 0)
 		return r;
-	if (alive >= w->replication_factor)
+	if (alive >= needed)
 		return 0;
-	snprintf(why, why_len, "%zu live workers, %u needed for every replica", alive,
-		 w->replication_factor);
+	snprintf(why, why_len, "%zu live workers, %u needed for every %s", alive, needed,
+		 copies && copies != w->replication_factor ? "stripe's shards" : "replica");
 	return -ENOSPC;
 }
 
@@ -250,6 +269,7 @@ static const struct efs_chunk_backend_ops workers_ops = {
 	.pin = workers_pin,
 	.unpin = workers_unpin,
 	.pinned = workers_pinned,
+	.erasure_coding = true,
 	.writable = workers_writable,
 	.location_live = workers_location_live,
 	.health = NULL, /* the registry's workers alive */

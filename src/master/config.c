@@ -9,10 +9,43 @@
 #include "master/placement.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* DynamoDB metadata: the three tables together or none; not with
  * DATABASE_URL. Chunks in S3 (S3_BUCKET_NAME) or on workers, both. */
+/* STORAGE_POLICY, after REPLICATION_FACTOR (issue 17). */
+static int load_storage_policy(struct efs_master_config *cfg, char *err, size_t errlen)
+{
+	const char *text = NULL;
+	int r = efs_env_string("STORAGE_POLICY", NULL, false, &text, err, errlen);
+	if (r < 0)
+		return r;
+	memset(&cfg->default_policy, 0, sizeof(cfg->default_policy));
+	cfg->default_policy.kind = EFS_POLICY_REPLICAS;
+	cfg->default_policy.replicas = cfg->replication_factor;
+	if (!text)
+		return 0;
+	if (efs_ec_policy_parse(text, &cfg->default_policy) < 0) {
+		snprintf(err, errlen,
+			 "STORAGE_POLICY: '%.32s' is not replicas:N (1-%u) or ec:K+M (K, M >= 1, "
+			 "K + M <= %u)",
+			 text, EFS_POLICY_MAX_REPLICAS, EFS_EC_MAX_SHARDS);
+		return -EINVAL;
+	}
+	if (cfg->default_policy.kind == EFS_POLICY_REPLICAS) {
+		if (getenv("REPLICATION_FACTOR") &&
+		    cfg->default_policy.replicas != cfg->replication_factor) {
+			snprintf(err, errlen,
+				 "STORAGE_POLICY %s and REPLICATION_FACTOR %u disagree: set one",
+				 text, cfg->replication_factor);
+			return -EINVAL;
+		}
+		cfg->replication_factor = cfg->default_policy.replicas;
+	}
+	return 0;
+}
+
 static int load_dynamodb(struct efs_master_config *cfg, char *err, size_t errlen)
 {
 	static const char *const vars[3] = {"DYNAMODB_FILES_TABLE", "DYNAMODB_CHUNKS_TABLE",
@@ -182,6 +215,8 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			     errlen)) < 0)
 		return r;
 	cfg->replication_factor = (unsigned)v;
+	if ((r = load_storage_policy(cfg, err, errlen)) < 0)
+		return r;
 	if ((r = efs_env_u64("MIN_CHUNK_SIZE", EFS_MASTER_DEFAULT_MIN_CHUNK_SIZE, 1,
 			     EFS_MAX_CHUNK_SIZE, true, &cfg->min_chunk_size, err, errlen)) < 0 ||
 	    (r = efs_env_u64("CHUNK_SIZE", 1024 * 1024, 1, EFS_MAX_CHUNK_SIZE, true,
@@ -271,6 +306,16 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	}
 	if ((r = load_dynamodb(cfg, err, errlen)) < 0)
 		return r;
+	if (cfg->default_policy.kind == EFS_POLICY_EC &&
+	    (cfg->s3_bucket || cfg->dynamodb.files_table ||
+	     cfg->default_policy.data_shards + cfg->default_policy.parity_shards >
+		     EFS_MAX_REPLICAS)) {
+		snprintf(err, errlen,
+			 "STORAGE_POLICY ec:K+M needs the worker chunk store and a SQL metadata "
+			 "store (not S3_BUCKET_NAME or DynamoDB) and at most %u shards",
+			 EFS_MAX_REPLICAS);
+		return -EINVAL;
+	}
 	if ((r = load_s3_api(cfg, err, errlen)) < 0)
 		return r;
 	if ((r = load_grpc(cfg, err, errlen)) < 0)

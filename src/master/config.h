@@ -6,6 +6,7 @@
 
 #include "echofs/aws.h"
 #include "echofs/config.h"
+#include "echofs/ec.h"
 #include "echofs/log.h"
 #include "echofs/meta.h"
 
@@ -30,6 +31,10 @@ struct efs_master_config {
 	unsigned max_access_keys_per_user; /* MAX_ACCESS_KEYS_PER_USER */
 	const char *cluster_secret;
 	unsigned replication_factor;
+	/* STORAGE_POLICY: how an upload that asks for no ?policy= stores its
+	 * chunks (echofs/ec.h). Unset: replicas:REPLICATION_FACTOR; a
+	 * "replicas:N" sets REPLICATION_FACTOR (both set must agree). */
+	struct efs_policy default_policy;
 	uint64_t chunk_size;
 	uint64_t min_chunk_size; /* smallest chunk_size a session may ask for */
 	uint64_t upload_memory;  /* chunk bytes of all uploads in flight together */

@@ -80,7 +80,7 @@ int efs_s3_own_bucket(struct efs_s3_req *s, struct efs_bucket_info *out)
 int efs_s3_writable(struct efs_s3_req *s, const char *what)
 {
 	char why[160];
-	int r = efs_chunk_backend_writable(s->m->chunks, why, sizeof(why));
+	int r = efs_chunk_backend_writable(s->m->chunks, 0, why, sizeof(why));
 	if (r == -ENOSPC)
 		efs_s3_error(s, 503, "SlowDown", "%s", why);
 	else if (r < 0)

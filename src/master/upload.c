@@ -133,6 +133,10 @@ static int store_chunk(const struct efs_uploader *up, const struct record_target
 		bool dedup = r == 0;
 		if (r < 0 && r != -ENOENT)
 			return r;
+		/* A chunk already stored is referenced as it is stored, whatever
+		 * this upload's policy (replicated or EC: the dedup rule). */
+		chunk.ec_data = dedup ? existing.ec_data : chunkp->ec_data;
+		chunk.ec_parity = dedup ? existing.ec_parity : chunkp->ec_parity;
 		/* The backend reuses the copies that still hold the chunk and
 		 * writes what is missing (nothing: deduplicated). */
 		r = efs_chunk_backend_put(up->chunks, &chunk, stored, replicas,
@@ -184,6 +188,8 @@ static int upload_one(const struct efs_uploader *up, struct efs_upload_buffers *
 	else
 		efs_sha256_hex(data, len, chunk.chunk_id);
 	chunk.size = len;
+	chunk.ec_data = up->ec_data;
+	chunk.ec_parity = up->ec_parity;
 	r = efs_codec_encode(data, len, &bufs->encoded, &chunk.compressed);
 	if (r < 0)
 		return r;

@@ -42,6 +42,12 @@ struct efs_uploader {
 	int64_t session_ttl_ms;         /* a client's session lives at least this long
 					 * after each chunk */
 	struct efs_master_counters *counters; /* counted into */
+	/* The upload's storage policy for new chunks: ec_data (K) data and
+	 * ec_parity (M) parity shards per chunk, or 0, 0 for the backend's
+	 * replicas. An upload with its own policy stores through a copy of
+	 * the master's uploader with these set. */
+	unsigned ec_data;
+	unsigned ec_parity;
 };
 
 struct efs_chunk_result {

@@ -19,6 +19,10 @@ struct judged_row {
 	int64_t refcount;
 	int64_t state; /* this worker's replica state; -1: no replica row */
 	int64_t good;  /* good replicas on live workers (this one included) */
+	/* An erasure-coded chunk: each replica row is a distinct shard, never
+	 * surplus to another, and a copy no row names is not adopted (which
+	 * shard it is is in its bytes, not known here): deleted once old. */
+	bool ec;
 };
 
 /* What the rules ask to be written for one chunk. */

@@ -226,6 +226,19 @@ static const char schema_v8_postgres[] = SCHEMA_V8("COLLATE \"C\"");
 static const char schema_v9[] = SCHEMA_V9("");
 static const char schema_v9_postgres[] = SCHEMA_V9("COLLATE \"C\"");
 
+/* Version 10: erasure-coded chunks (issue 17, docs/ARCHITECTURE.md
+ * "Erasure coding"). A chunk with ec_data = K > 0 is one Reed-Solomon
+ * stripe of K data and ec_parity = M parity shards: each of its replica
+ * rows is one shard, on its own worker, stored under the chunk's id (the
+ * shard's index is in the shard's own header). ec_data = 0: full copies,
+ * as before. A file's policy is the canonical policy string it was
+ * uploaded with ("ec:4+2"), '' for the files before it (replicas:N, N =
+ * replication). */
+static const char schema_v10[] =
+    "ALTER TABLE chunks ADD COLUMN ec_data INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE chunks ADD COLUMN ec_parity INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE files ADD COLUMN policy TEXT NOT NULL DEFAULT '';";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1, NULL},
 	{2, schema_v2, NULL},
@@ -236,5 +249,6 @@ const struct efs_migration efs_migrations[] = {
 	{7, schema_v7, NULL},
 	{8, schema_v8, schema_v8_postgres},
 	{9, schema_v9, schema_v9_postgres},
+	{10, schema_v10, NULL},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

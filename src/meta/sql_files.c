@@ -164,12 +164,13 @@ static int take_chunk_ref(struct sql_conn *c, const struct efs_chunk_info *chunk
 	} else {
 		r = SQL_Q(c,
 			  "INSERT INTO chunks (chunk_id, size, stored_size, compressed, refcount,"
-			  "  zero_since, created_at) VALUES ($1, $2, $3, $4, 1, NULL, $5)"
+			  "  zero_since, created_at, ec_data, ec_parity)"
+			  " VALUES ($1, $2, $3, $4, 1, NULL, $5, $6, $7)"
 			  " ON CONFLICT (chunk_id) DO UPDATE SET refcount = chunks.refcount + 1,"
 			  "  zero_since = NULL",
 			  NULL, NULL, NULL, SQL_TEXT(chunk->chunk_id), SQL_INT(chunk->size),
 			  SQL_INT(chunk->stored_size), SQL_INT(chunk->compressed ? 1 : 0),
-			  SQL_INT(now_ms));
+			  SQL_INT(now_ms), SQL_INT(chunk->ec_data), SQL_INT(chunk->ec_parity));
 		if (r < 0)
 			return r;
 	}
@@ -258,12 +259,12 @@ int sql_file_insert(struct sql_conn *c, const struct efs_file_info *f)
 {
 	return SQL_Q(c,
 		     "INSERT INTO files (file_id, owner, name, size, sha256, chunk_size, chunk_count,"
-		     "  replication, stored_bytes, created_at)"
-		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+		     "  replication, stored_bytes, created_at, policy)"
+		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 		     NULL, NULL, NULL, SQL_TEXT(f->file_id), SQL_TEXT(f->owner), SQL_TEXT(f->name),
 		     SQL_INT(f->size), SQL_TEXT(f->sha256), SQL_INT(f->chunk_size),
 		     SQL_INT(f->chunk_count), SQL_INT(f->replication), SQL_INT(f->stored_bytes),
-		     SQL_INT(f->created_at_ms));
+		     SQL_INT(f->created_at_ms), SQL_TEXT(f->policy));
 }
 
 static int complete_tx(struct sql_conn *c, void *ctx)
@@ -432,7 +433,7 @@ int sql_session_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_
 /* A file and, when it is an S3 object, its bucket and key. */
 #define FILE_COLUMNS                                                                              \
 	"f.file_id, f.owner, f.name, f.size, f.sha256, f.chunk_size, f.chunk_count,"            \
-	" f.replication, f.stored_bytes, f.created_at, o.bucket, o.object_key"
+	" f.replication, f.stored_bytes, f.created_at, o.bucket, o.object_key, f.policy"
 #define FILE_FROM " FROM files f LEFT JOIN s3_objects o ON o.file_id = f.file_id"
 
 static void file_from_row(const struct efs_sql_row *row, struct efs_file_info *f)
@@ -449,6 +450,7 @@ static void file_from_row(const struct efs_sql_row *row, struct efs_file_info *f
 	f->created_at_ms = efs_sql_int(row, 9);
 	efs_strlcpy(f->s3_bucket, efs_sql_text(row, 10), sizeof(f->s3_bucket));
 	efs_strlcpy(f->s3_key, efs_sql_text(row, 11), sizeof(f->s3_key));
+	efs_strlcpy(f->policy, efs_sql_text(row, 12), sizeof(f->policy));
 }
 
 static int row_file_push(void *ctx, const struct efs_sql_row *row)
@@ -512,6 +514,8 @@ static int row_file_chunk(void *ctx, const struct efs_sql_row *row)
 		fc->chunk.size = (uint64_t)efs_sql_int(row, 2);
 		fc->chunk.stored_size = (uint64_t)efs_sql_int(row, 3);
 		fc->chunk.compressed = efs_sql_int(row, 4) != 0;
+		fc->chunk.ec_data = (unsigned)efs_sql_int(row, 11);
+		fc->chunk.ec_parity = (unsigned)efs_sql_int(row, 12);
 	}
 	if (!efs_sql_null(row, 5) && fc->replica_count < EFS_MAX_REPLICAS)
 		replica_from_row(row, 5, &fc->replicas[fc->replica_count++]);
@@ -523,16 +527,17 @@ int sql_file_chunks(void *impl, const char *file_id, uint64_t first, size_t max,
 {
 	struct sql_rows rows = SQL_ROWS_GROW(struct efs_file_chunk);
 	void *items;
-	int r = SQL_ONE(impl,
-			"SELECT fc.idx, c.chunk_id, c.size, c.stored_size, c.compressed,"
-			"  r.worker_id, r.state, w.url, w.last_heartbeat, r.created_at, r.bad_marks"
-			" FROM file_chunks fc JOIN chunks c ON c.chunk_id = fc.chunk_id"
-			" LEFT JOIN replicas r ON r.chunk_id = c.chunk_id"
-			" LEFT JOIN workers w ON w.worker_id = r.worker_id"
-			" WHERE fc.file_id = $1 AND fc.idx >= $2 AND fc.idx < $3"
-			" ORDER BY fc.idx, r.worker_id",
-			row_file_chunk, &rows, NULL, SQL_TEXT(file_id), SQL_INT(first),
-			SQL_INT(first + max));
+	int r = SQL_ONE(
+	    impl,
+	    "SELECT fc.idx, c.chunk_id, c.size, c.stored_size, c.compressed,"
+	    "  r.worker_id, r.state, w.url, w.last_heartbeat, r.created_at, r.bad_marks,"
+	    "  c.ec_data, c.ec_parity"
+	    " FROM file_chunks fc JOIN chunks c ON c.chunk_id = fc.chunk_id"
+	    " LEFT JOIN replicas r ON r.chunk_id = c.chunk_id"
+	    " LEFT JOIN workers w ON w.worker_id = r.worker_id"
+	    " WHERE fc.file_id = $1 AND fc.idx >= $2 AND fc.idx < $3"
+	    " ORDER BY fc.idx, r.worker_id",
+	    row_file_chunk, &rows, NULL, SQL_TEXT(file_id), SQL_INT(first), SQL_INT(first + max));
 	if ((r = sql_rows_finish(&rows, r, &items, count)) == 0)
 		*out = items;
 	return r;
@@ -592,6 +597,8 @@ static int row_chunk(void *ctx, const struct efs_sql_row *row)
 	c->size = (uint64_t)efs_sql_int(row, 1);
 	c->stored_size = (uint64_t)efs_sql_int(row, 2);
 	c->compressed = efs_sql_int(row, 3) != 0;
+	c->ec_data = (unsigned)efs_sql_int(row, 4);
+	c->ec_parity = (unsigned)efs_sql_int(row, 5);
 	return 0;
 }
 
@@ -617,8 +624,8 @@ int sql_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 	struct efs_chunk_info c;
 	memset(&c, 0, sizeof(c));
 	int r = SQL_ONE(impl,
-			"SELECT chunk_id, size, stored_size, compressed FROM chunks"
-			" WHERE chunk_id = $1",
+			"SELECT chunk_id, size, stored_size, compressed, ec_data, ec_parity"
+			" FROM chunks WHERE chunk_id = $1",
 			row_chunk, &c, NULL, SQL_TEXT(chunk_id));
 	if (r < 0)
 		return r;
@@ -674,11 +681,12 @@ static int record_unreferenced_tx(struct sql_conn *c, void *ctx)
 	struct unreferenced *u = ctx;
 	int r = SQL_Q(c,
 		      "INSERT INTO chunks (chunk_id, size, stored_size, compressed, refcount,"
-		      "  zero_since, created_at) VALUES ($1, $2, $3, $4, 0, $5, $5)"
+		      "  zero_since, created_at, ec_data, ec_parity)"
+		      " VALUES ($1, $2, $3, $4, 0, $5, $5, $6, $7)"
 		      " ON CONFLICT (chunk_id) DO NOTHING",
 		      NULL, NULL, NULL, SQL_TEXT(u->chunk->chunk_id), SQL_INT(u->chunk->size),
 		      SQL_INT(u->chunk->stored_size), SQL_INT(u->chunk->compressed ? 1 : 0),
-		      SQL_INT(u->now_ms));
+		      SQL_INT(u->now_ms), SQL_INT(u->chunk->ec_data), SQL_INT(u->chunk->ec_parity));
 	if (r < 0)
 		return r;
 	return add_replicas(c, u->chunk->chunk_id, u->worker_ids, u->count, u->now_ms);

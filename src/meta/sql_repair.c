@@ -15,13 +15,15 @@
  * clocks take no part in it. */
 #define SKEW_MARGIN_MS 5000
 
-/* Referenced chunks with the number of good replicas on workers heard
- * from after $1. */
+/* Referenced replicated chunks with the number of good replicas on
+ * workers heard from after $1. Erasure-coded chunks (ec_data > 0) are not
+ * repaired by copying: a shard is rebuilt from K others, which is not
+ * written yet (docs/ARCHITECTURE.md "Erasure coding"). */
 #define HOLDING_SQL                                                                               \
 	"SELECT c.chunk_id AS chunk_id, (SELECT COUNT(*) FROM replicas r"                        \
 	"  JOIN workers w ON w.worker_id = r.worker_id"                                          \
 	"  WHERE r.chunk_id = c.chunk_id AND r.state = 0 AND w.last_heartbeat > $1) AS holding" \
-	" FROM chunks c WHERE c.refcount > 0"
+	" FROM chunks c WHERE c.refcount > 0 AND c.ec_data = 0"
 
 static int row_need(void *ctx, const struct efs_sql_row *row)
 {
@@ -81,7 +83,7 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 	if (row->state >= 0) {
 		if (row->state != 0 || row->refcount == 0)
 			return JUDGE_WRITE_SEEN; /* bad replicas: repair decides; garbage: the collector */
-		if (row->good > (int64_t)ctx->replication) {
+		if (!row->ec && row->good > (int64_t)ctx->replication) {
 			e->verdict = EFS_REPORT_DELETE; /* surplus, e.g. repaired while away */
 			return JUDGE_WRITE_SEEN | JUDGE_WRITE_DROP;
 		}
@@ -96,7 +98,7 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 		e->verdict = old ? EFS_REPORT_DELETE : EFS_REPORT_YOUNG;
 		return JUDGE_WRITE_NONE;
 	}
-	if (row->good >= (int64_t)ctx->replication) {
+	if (row->ec || row->good >= (int64_t)ctx->replication) {
 		/* Fully replicated elsewhere: surplus, e.g. a write the master
 		 * gave up on that the worker finished later. But a first upload
 		 * of the same bytes through another master may be writing it
@@ -171,6 +173,7 @@ static int row_load(void *arg, const struct efs_sql_row *row)
 	jr->refcount = efs_sql_int(row, 1);
 	jr->state = efs_sql_null(row, 2) ? -1 : efs_sql_int(row, 2);
 	jr->good = efs_sql_int(row, 3);
+	jr->ec = efs_sql_int(row, 4) > 0;
 	return 0;
 }
 
@@ -220,7 +223,8 @@ static int report_slice_tx(struct sql_conn *c, struct slice *s)
 	if ((r = SLICE_RUN(c, s, 0,
 			   "SELECT c.chunk_id, c.refcount, r.state,"
 			   " (SELECT COUNT(*) FROM replicas g JOIN workers w ON w.worker_id = g.worker_id"
-			   "  WHERE g.chunk_id = c.chunk_id AND g.state = 0 AND w.last_heartbeat > $2)"
+			   "  WHERE g.chunk_id = c.chunk_id AND g.state = 0 AND w.last_heartbeat > $2),"
+			   " c.ec_data"
 			   " FROM chunks c LEFT JOIN replicas r ON r.chunk_id = c.chunk_id"
 			   " AND r.worker_id = $1 WHERE c.chunk_id",
 			   row_load, SQL_TEXT(ctx->worker_id), SQL_INT(ctx->live_after_ms))) < 0)

@@ -415,9 +415,9 @@ static int copy_file(struct sql_conn *c, const struct efs_object_copy *p, const 
 		return -ENOKEY; /* the file went (its row goes with it) */
 	r = SQL_Q(c,
 		  "INSERT INTO files (file_id, owner, name, size, sha256, chunk_size, chunk_count,"
-		  "  replication, stored_bytes, created_at)"
+		  "  replication, stored_bytes, created_at, policy)"
 		  " SELECT $1, $2, $3, size, sha256, chunk_size, chunk_count, replication,"
-		  "  stored_bytes, $4 FROM files WHERE file_id = $5",
+		  "  stored_bytes, $4, policy FROM files WHERE file_id = $5",
 		  NULL, NULL, NULL, SQL_TEXT(p->dst->file_id), SQL_TEXT(p->owner),
 		  SQL_TEXT(p->file_name), SQL_INT(now_ms), SQL_TEXT(src_file));
 	if (r < 0)

@@ -162,7 +162,7 @@ static void test_absent_optional_operations(void **state)
 	assert_false(efs_chunk_backend_shows_locations(b));
 	assert_false(efs_chunk_backend_location_live(b, &rep));
 	char why[64] = "x";
-	assert_int_equal(efs_chunk_backend_writable(b, why, sizeof(why)), 0);
+	assert_int_equal(efs_chunk_backend_writable(b, 3, why, sizeof(why)), 0);
 	assert_string_equal(why, "");
 	efs_chunk_backend_free(b);
 	assert_int_equal(freed, 1);

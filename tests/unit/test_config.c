@@ -35,6 +35,7 @@ static const char *const config_vars[] = {
 	"JWT_SECRET",
 	"CLUSTER_SECRET",
 	"REPLICATION_FACTOR",
+	"STORAGE_POLICY",
 	"CHUNK_SIZE",
 	"MIN_CHUNK_SIZE",
 	"UPLOAD_MEMORY",
@@ -517,6 +518,38 @@ static void test_master_replication(void **state)
 	assert_int_equal(cfg.replication_factor, EFS_MAX_REPLICATION);
 }
 
+/* STORAGE_POLICY (issue 17): the default policy of uploads; a replicas:N
+ * is REPLICATION_FACTOR, and both set must agree. */
+static void test_master_storage_policy(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_int_equal(cfg.default_policy.kind, EFS_POLICY_REPLICAS);
+	assert_int_equal(cfg.default_policy.replicas, 3);
+	env_set("STORAGE_POLICY", "ec:4+2");
+	master_loads(&cfg);
+	assert_int_equal(cfg.default_policy.kind, EFS_POLICY_EC);
+	assert_int_equal(cfg.default_policy.data_shards, 4);
+	assert_int_equal(cfg.default_policy.parity_shards, 2);
+	assert_int_equal(cfg.replication_factor, 3);
+	env_set("STORAGE_POLICY", "replicas:2");
+	master_loads(&cfg);
+	assert_int_equal(cfg.replication_factor, 2);
+	env_set("REPLICATION_FACTOR", "3");
+	master_refused("STORAGE_POLICY");
+	env_set("REPLICATION_FACTOR", "2");
+	master_loads(&cfg);
+	assert_int_equal(cfg.replication_factor, 2);
+	env_set("STORAGE_POLICY", "ec:4+02");
+	master_refused("STORAGE_POLICY");
+	env_set("STORAGE_POLICY", "raid5");
+	master_refused("STORAGE_POLICY");
+	env_set("STORAGE_POLICY", "ec:15+2"); /* 17 shards: more than a chunk lists */
+	master_refused("STORAGE_POLICY");
+}
+
 static void test_master_log_level(void **state)
 {
 	struct efs_master_config cfg;
@@ -875,6 +908,7 @@ int main(void)
 		T(test_master_history_interval),
 		T(test_master_s3_multipart_expiry),
 		T(test_master_replication),
+		T(test_master_storage_policy),
 		T(test_master_log_level),
 		T(test_topology_visible_to),
 		T(test_master_dead_after_heartbeat),

@@ -1392,6 +1392,54 @@ static void test_report_surplus_unnamed_copy(void **state)
 	assert_null(find_replica(replicas, count, "w4"));
 }
 
+/* Issue 17: an erasure-coded chunk keeps its shape (ec_data, ec_parity)
+ * and its replica rows are its shards: a report never drops one as
+ * surplus (K + M rows exceed the replication factor by design), and never
+ * adopts an unnamed copy (which shard it is is not known here); such a
+ * copy is an orphan once old. SQL stores only (DynamoDB keeps no EC). */
+static void test_report_ec_shards_are_never_surplus(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+
+	if (strcmp(efs_meta_backend(f->m), "dynamodb") == 0)
+		skip();
+	a.ec_data = 2;
+	a.ec_parity = 1;
+	add_worker(f, "w4");
+	put_on(f, 1, &a, WORKERS); /* shards on w1, w2, w3 */
+	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
+	assert_int_equal(got.ec_data, 2);
+	assert_int_equal(got.ec_parity, 1);
+	assert_int_equal(count, WORKERS);
+
+	/* replication 2: three good rows would make a replica surplus */
+	struct efs_report_context ctx = report_ctx(f, "w1", f->now);
+	ctx.replication = 2;
+	struct efs_report_entry e;
+	memset(&e, 0, sizeof(e));
+	efs_strlcpy(e.chunk_id, a.chunk_id, sizeof(e.chunk_id));
+	e.mtime_ms = f->now - GRACE_MS - 1000;
+	assert_int_equal(efs_meta_report_batch(f->m, &ctx, &e, 1), 0);
+	assert_int_equal(e.verdict, EFS_REPORT_KEEP);
+
+	/* replication 5: a replicated chunk would adopt w4's copy */
+	ctx = report_ctx(f, "w4", f->now);
+	ctx.replication = 5;
+	e.verdict = (enum efs_report_verdict)-1;
+	e.mtime_ms = f->now - 10;
+	assert_int_equal(efs_meta_report_batch(f->m, &ctx, &e, 1), 0);
+	assert_int_equal(e.verdict, EFS_REPORT_YOUNG);
+	e.mtime_ms = f->now - GRACE_MS - 1000;
+	assert_int_equal(efs_meta_report_batch(f->m, &ctx, &e, 1), 0);
+	assert_int_equal(e.verdict, EFS_REPORT_DELETE);
+	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
+	assert_int_equal(count, WORKERS);
+	assert_null(find_replica(replicas, count, "w4"));
+}
+
 /* The same copy judged on a worker whose clock is far from the master's:
  * the age is the worker's now minus the worker's write time, so a young
  * copy is kept whether the worker is hours behind or ahead. */
@@ -2134,6 +2182,7 @@ int main(void)
 		T(test_report_unreferenced_unnamed_copy),
 		T(test_report_surplus_unnamed_copy),
 		T(test_report_age_is_judged_on_the_worker_clock),
+		T(test_report_ec_shards_are_never_surplus),
 		T(test_report_finish_judges_on_the_master_clock),
 		T(test_report_adopts_copy_of_under_replicated_chunk),
 		T(test_replica_mark_good_only_the_same_bad_replica),

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/* chunk_ec.h - erasure-coded chunks on the workers (issue 17): one chunk's
+ * stored bytes as one Reed-Solomon stripe of K data and M parity shards
+ * (echofs/ec.h), each shard on its own worker.
+ *
+ * A shard is stored on its worker as an ordinary chunk copy under the
+ * chunk's id, so the worker's store, its checksums, its reports, the
+ * scrubber and the collector's conditional delete handle it unchanged; the
+ * chunk's replica rows are its shards, one per worker. A shard's bytes
+ * start with a header (EFS_EC_SHARD_HDR bytes) that says which shard it
+ * is, the stripe's K, M and payload length and the CRC32C of the shard:
+ * the header is the truth on a read, the metadata only says where the
+ * shards are. At write time shard i goes to the i-th of the chosen
+ * workers by worker id (strcmp), so a healthy read asks the K first rows
+ * by worker id for the data shards and decodes nothing.
+ *
+ * Writes and reads log each shard they give up on (as chunk_io.c does for
+ * replicas); the caller logs the chunk's outcome.
+ */
+#ifndef ECHOFS_MASTER_CHUNK_EC_H
+#define ECHOFS_MASTER_CHUNK_EC_H
+
+#include "echofs/buf.h"
+#include "echofs/meta.h"
+#include "master/chunk_io.h"
+
+/* The bytes before a shard's payload on its worker. */
+#define EFS_EC_SHARD_HDR 32
+
+/* Encodes @stored (@chunk->stored_size bytes, the chunk's stored form)
+ * into @chunk->ec_data + @chunk->ec_parity shards and writes each to a
+ * distinct live worker with room, all in parallel; a shard whose write
+ * fails goes to another worker the stripe does not use (three rounds, as
+ * chunk_io.c's replicas). 0: every shard is durable; the workers, one per
+ * shard, are in @out (*@written of them). -ENOSPC: fewer live workers
+ * with room than shards, or a shard found no worker (*@written says which
+ * shards did land: the caller records them unreferenced, as for
+ * replicas); -EINVAL: the chunk is not EC or has more
+ * shards than EFS_MAX_REPLICAS; -ENOMEM. */
+int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+		       const void *stored, struct efs_target *out, unsigned *written);
+
+/* Reads EC chunk @chunk from its shards @replicas (one row per shard) into
+ * @out, decoded and verified against the chunk id; @scratch holds the
+ * reassembled stored form. The K data shards first, in parallel; a shard
+ * that is missing, corrupt (its CRC32C, its header) or on a dead worker is
+ * replaced by another (parity) one and the stripe is reconstructed from
+ * any K good shards. A shard found missing or corrupt is marked bad in the
+ * metadata. -EIO when fewer than K good shards could be read (or the
+ * decoded bytes do not verify: never wrong bytes); -ENOMEM. */
+int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+		      const struct efs_replica *replicas, unsigned replica_count,
+		      struct efs_buf *out, struct efs_buf *scratch);
+
+#endif

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/* test_chunk_ec.c - the shard header of src/master/chunk_ec.c: what a read
+ * accepts from a worker as shard i of a stripe. The transfers themselves
+ * are tested black-box (tests/integration/test_ec.py). Includes the .c to
+ * reach its static functions. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "../../src/master/chunk_ec.c"
+
+/* A 4+2 stripe of @payload_len bytes, shard @index, header included, into
+ * @buf (EFS_EC_SHARD_HDR + shard_len bytes); its layout into *@layout. */
+static size_t make_shard(unsigned char *buf, size_t cap, uint64_t payload_len, unsigned index,
+			 struct efs_ec_layout *layout)
+{
+	struct efs_ec *ec = NULL;
+	assert_int_equal(efs_ec_new(4, 2, &ec), 0);
+	assert_int_equal(efs_ec_layout(ec, payload_len, layout), 0);
+	efs_ec_free(ec);
+	size_t len = EFS_EC_SHARD_HDR + layout->shard_len;
+	assert_true(len <= cap);
+	for (size_t i = 0; i < layout->shard_len; i++)
+		buf[EFS_EC_SHARD_HDR + i] = (unsigned char)(i * 7 + index);
+	header_write(buf, layout, index);
+	return len;
+}
+
+static void test_header_round_trip(void **state)
+{
+	(void)state;
+	unsigned char buf[EFS_EC_SHARD_HDR + 4096];
+	struct efs_ec_layout layout;
+	for (unsigned index = 0; index < 6; index++) {
+		size_t len = make_shard(buf, sizeof(buf), 10000, index, &layout);
+		assert_int_equal(header_check(buf, len, &layout), (int)index);
+	}
+}
+
+/* Any flipped byte, of the header or of the shard, and any other length or
+ * stripe shape: not this stripe's shard (never decoded into wrong bytes). */
+static void test_header_rejects_damage(void **state)
+{
+	(void)state;
+	unsigned char buf[EFS_EC_SHARD_HDR + 4096];
+	struct efs_ec_layout layout;
+	size_t len = make_shard(buf, sizeof(buf), 10000, 3, &layout);
+	for (size_t i = 0; i < len; i++) {
+		if (i == 11)
+			continue; /* the reserved byte: not checked */
+		buf[i] ^= 0x20;
+		assert_int_equal(header_check(buf, len, &layout), -1);
+		buf[i] ^= 0x20;
+	}
+	assert_int_equal(header_check(buf, len - 1, &layout), -1);
+	assert_int_equal(header_check(buf, 0, &layout), -1);
+	struct efs_ec_layout other = layout;
+	other.payload_len--;
+	assert_int_equal(header_check(buf, len, &other), -1);
+	other = layout;
+	other.parity_shards = 3;
+	assert_int_equal(header_check(buf, len, &other), -1);
+	/* An index past the stripe, with a valid CRC otherwise. */
+	buf[10] = 6;
+	assert_int_equal(header_check(buf, len, &layout), -1);
+	/* A full replica (no header) is not a shard. */
+	memset(buf, 0, len);
+	assert_int_equal(header_check(buf, len, &layout), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_header_round_trip),
+	    cmocka_unit_test(test_header_rejects_damage),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
