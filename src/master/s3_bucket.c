@@ -281,6 +281,12 @@ int efs_s3_token_decode(const char *token, char *out, size_t size)
 	return efs_utf8_valid(out, len / 2) ? 0 : -EINVAL;
 }
 
+/* After a jump past a common prefix, the store is asked for this many
+ * rows first (then twice as many each time a batch is used up without a
+ * jump): a listing of N prefixes costs about N small reads, not N reads
+ * of max_keys + 1 rows of which one is used (bench/s3_list.sh). */
+#define JUMP_BATCH 8
+
 /* Lists up to @max_keys keys and common prefixes after @start. A common
  * prefix is reported once, then the scan jumps past its keys; one that
  * sorts at or before @start (the client has it) is skipped. The store
@@ -301,11 +307,11 @@ static int list_scan(struct efs_s3_req *s, const char *prefix, const char *delim
 		goto out;
 	}
 	efs_strlcpy(cursor, start, CURSOR_MAX + 1);
+	size_t ask = batch_max;
 	for (;;) {
 		size_t got = 0;
 		bool jumped = false;
-		r = efs_meta_object_list(s->m->meta, s->bucket, prefix, cursor, batch_max, batch,
-					 &got);
+		r = efs_meta_object_list(s->m->meta, s->bucket, prefix, cursor, ask, batch, &got);
 		if (r < 0)
 			goto out;
 		for (size_t i = 0; i < got; i++) {
@@ -352,8 +358,11 @@ static int list_scan(struct efs_s3_req *s, const char *prefix, const char *delim
 			efs_strlcpy(cursor, key, CURSOR_MAX + 1);
 			efs_strlcpy(out->next, key, sizeof(out->next));
 		}
-		if (!jumped && got < batch_max)
+		if (!jumped && got < ask)
 			break; /* the end of the prefix's keys */
+		/* After a jump the next prefix may hold few keys or many: start
+		 * small and grow while batches are used up. */
+		ask = jumped ? EFS_MIN(batch_max, (size_t)JUMP_BATCH) : EFS_MIN(batch_max, 2 * ask);
 	}
 out:
 	free(batch);
