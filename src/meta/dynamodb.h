@@ -228,6 +228,43 @@ int dyn_file_exists(struct dyn *d, const char *file_id, bool *exists);
  * error. */
 int dyn_bucket_blocked(struct dyn *d, const char *bucket, int64_t now_ms);
 
+/* dynamodb_lists.c: the counted chunk lists of a new file written from
+ * chunks another item holds (CopyObject, multipart Complete). */
+#define DYN_LISTS_TX_CHUNKS (DDB_MAX_TX_ITEMS - 2)
+struct dyn_lists {
+	struct dyn *d;
+	const char *file_id; /* the new file */
+	int64_t now_ms;
+	const char *what; /* "copy", "S3 complete": for logs */
+	/* Tests: called after each list item written (@step from 1); a
+	 * negative return stops the writer as a master that died would
+	 * (-EINTR, nothing undone). NULL otherwise. */
+	int (*hook)(struct dyn *d, const char *file_id, unsigned step);
+	unsigned written;  /* list items written */
+	bool died;	   /* stopped by the hook: no undo */
+	char first_sk[32]; /* the first list item written ("": none yet) */
+	char distinct[DYN_LISTS_TX_CHUNKS][65];
+	int64_t counts[DYN_LISTS_TX_CHUNKS];
+};
+/* Writes the @n chunk ids at @ids, @stride bytes apart (the id i at
+ * @ids + i * @stride, NUL-terminated), as @st->file_id's list items from
+ * chunk index @first: pieces of at most DYN_LIST_IDS ids and
+ * DYN_LISTS_TX_CHUNKS distinct chunks, each one transaction of a copy of
+ * @guard (a condition check on the item that holds the chunks; the caller
+ * keeps @guard), the list item put with `counted`, and each distinct
+ * chunk's count raised by its occurrences. Transaction conflicts are
+ * retried. 0; -ECANCELED when a piece's guard (or its item's absence)
+ * failed: that piece wrote nothing, earlier ones stay counted (undo them);
+ * -EINTR (the hook); -EAGAIN (conflicts went on); -errno. */
+int dyn_lists_write(struct dyn_lists *st, const json_t *guard, uint64_t first, const char *ids,
+		    size_t stride, size_t n);
+/* Undoes the lists @st wrote and did not commit: a release marker of the
+ * file, then dyn_release() (each list's counts subtracted once). A
+ * failure is logged and leaves them `counted` without META: the leftovers
+ * sweep releases them. Nothing when none was written or the hook
+ * stopped the writer. */
+void dyn_lists_undo(struct dyn_lists *st, const char *owner);
+
 /* dynamodb_s3_multipart.c */
 int dyn_s3_upload_create(void *impl, const struct efs_s3_upload *u);
 int dyn_s3_upload_get(void *impl, const char *upload_id, struct efs_s3_upload *out);

@@ -716,88 +716,24 @@ int dyn_object_list(void *impl, const char *bucket, const char *prefix, const ch
 
 /* A copy writes the new file's chunk lists first, each in one transaction
  * with the references it adds (so the lists hold counts while the file is
- * invisible), then commits the file META and the object in one more
- * (docs/AWS.md, "CopyObject"). Chunk ids one list-writing transaction
- * takes: 100 items less the source's list item (checked) and the new one
- * (put). */
-#define COPY_TX_CHUNKS (DDB_MAX_TX_ITEMS - 2)
+ * invisible: dynamodb_lists.c), then commits the file META and the object
+ * in one more (docs/AWS.md, "CopyObject"). */
 
 int (*dyn_test_copy_hook)(struct dyn *d, const char *dst_file_id, unsigned step);
 
 struct copy_state {
-	struct dyn *d;
+	struct dyn_lists lists; /* the new file's */
 	const char *src_file;
-	const char *dst_file;
-	int64_t now_ms;
-	uint64_t written;  /* chunk ids listed in the new file so far */
-	bool died;	   /* tests: stopped as a master that died (no undo) */
-	unsigned lists;	   /* list items written */
-	char first_sk[32]; /* the new file's first list item ("": none yet) */
+	json_t *guard; /* the source file's META still there */
 	char ids[DYN_LIST_IDS][65];
-	char distinct[COPY_TX_CHUNKS][65];
-	int64_t counts[COPY_TX_CHUNKS];
 };
 
-/* One transaction: the source file's META still there (a release deletes
- * it before any of its lists: so every list of the source still holds its
- * references, no chunk can be collected meanwhile, and the Query that
- * read them saw them all),
- * the new list item of ids [@from, @to) of @st->ids put with `counted`
- * (the sweep then releases it rather than dropping it), and each distinct
- * chunk's count raised. -ENOKEY when the source's item is gone. */
-static int copy_piece(struct copy_state *st, uint64_t first, size_t from, size_t to)
-{
-	struct dyn *d = st->d;
-	struct ddb_result res;
-	char spk[EFS_ID_MAX + 16], dpk[EFS_ID_MAX + 16], sk[32];
-	size_t distinct = 0;
-
-	for (size_t i = from; i < to; i++) {
-		size_t k = 0;
-		while (k < distinct && strcmp(st->distinct[k], st->ids[i]) != 0)
-			k++;
-		if (k == distinct) {
-			memcpy(st->distinct[distinct], st->ids[i], 65);
-			st->counts[distinct++] = 0;
-		}
-		st->counts[k]++;
-	}
-	file_pk(st->src_file, spk);
-	file_pk(st->dst_file, dpk);
-	dyn_list_sk(first + from, sk);
-	json_t *ids = json_array();
-	for (size_t i = from; i < to; i++)
-		json_array_append_new(ids, ddb_s(st->ids[i]));
-	json_t *items = json_array();
-	json_array_append_new(items, dyn_tx_check(d->files, ddb_key(spk, "META"),
-						  "attribute_exists(pk)", NULL, NULL));
-	json_array_append_new(
-	    items,
-	    dyn_tx_put(d->files,
-		       json_pack("{s:o, s:o, s:o, s:{s:o}, s:o, s:o}", "pk", ddb_s(dpk), "sk",
-				 ddb_s(sk), "first", ddb_n((int64_t)(first + from)), "chunk_ids",
-				 "L", ids, "created_at", ddb_n(st->now_ms), "counted", ddb_n(1)),
-		       "attribute_not_exists(sk)", NULL, NULL));
-	for (size_t k = 0; k < distinct; k++)
-		json_array_append_new(items, dyn_chunk_ref(d, st->distinct[k], st->counts[k]));
-	int r = dyn_tx(d, items, 2 + distinct, &res);
-	if (r == -ECANCELED && res.failed[0])
-		return -ENOKEY;
-	if (r < 0)
-		return r == -ECANCELED ? -ENOKEY
-				       : dyn_fail("TransactWriteItems (copy chunks)", r, &res);
-	if (!st->first_sk[0])
-		memcpy(st->first_sk, sk, sizeof(sk));
-	st->lists++;
-	if (dyn_test_copy_hook && dyn_test_copy_hook(d, st->dst_file, st->lists) < 0) {
-		st->died = true;
-		return -EINTR;
-	}
-	return 0;
-}
-
-/* One of the source's list items: copied in pieces of at most
- * COPY_TX_CHUNKS distinct chunks. */
+/* One of the source's list items, copied as the new file's lists of the
+ * same chunk indexes. Each piece is conditioned on the source file's META
+ * (a release deletes it before any of its lists: so every list of the
+ * source still holds its references, no chunk can be collected
+ * meanwhile, and the Query that read them saw them all). -ENOKEY when the
+ * source's META is gone. */
 static int copy_list_item(void *ctx, const json_t *item)
 {
 	struct copy_state *st = ctx;
@@ -805,7 +741,6 @@ static int copy_list_item(void *ctx, const json_t *item)
 	char src_sk[32];
 	int64_t first = 0;
 	size_t n = 0, k;
-	int r;
 
 	if (ddb_get_s(item, "sk", src_sk, sizeof(src_sk) - 1) < 0 ||
 	    ddb_get_n(item, "first", &first) < 0 || first < 0 || !list ||
@@ -818,73 +753,39 @@ static int copy_list_item(void *ctx, const json_t *item)
 			return -EIO;
 		memcpy(st->ids[n++], s, 65);
 	}
-	/* pieces: cut before an id that would make one distinct chunk too many */
-	size_t from = 0, distinct = 0;
-	for (size_t i = 0; i < n; i++) {
-		bool seen = false;
-		for (size_t j = from; j < i && !seen; j++)
-			seen = strcmp(st->ids[j], st->ids[i]) == 0;
-		if (!seen && distinct == COPY_TX_CHUNKS) {
-			if ((r = copy_piece(st, (uint64_t)first, from, i)) < 0)
-				return r;
-			from = i;
-			distinct = 0;
-		}
-		distinct += !seen;
-	}
-	if (n > from && (r = copy_piece(st, (uint64_t)first, from, n)) < 0)
-		return r;
-	st->written += n;
-	return 0;
-}
-
-/* Undoes the chunk lists a copy wrote and did not commit: a release marker,
- * then the release (which subtracts exactly what each list item counted). A
- * failure leaves the items (`counted`): the leftovers sweep releases them. */
-static void copy_undo(struct copy_state *st, const char *owner)
-{
-	struct ddb_result res;
-	char what[EFS_ID_MAX + 8];
-	if (!st->lists || st->died)
-		return;
-	snprintf(what, sizeof(what), "F#%s", st->dst_file);
-	json_t *marker = dyn_release_marker(st->d, what, owner, st->now_ms);
-	int r = marker ? dyn_put(st->d, st->d->sessions, marker, NULL, NULL, NULL, &res) : -ENOMEM;
-	json_decref(marker);
-	if (r == 0)
-		r = dyn_release(st->d, what, st->now_ms);
-	if (r < 0)
-		efs_warn("dynamodb: copy into file %s abandoned: its chunk lists are not all"
-			 " released yet (%s); the leftovers sweep does it",
-			 st->dst_file, strerror(-r));
-	st->lists = 0;
-	st->written = 0;
-	st->first_sk[0] = 0;
+	int r = dyn_lists_write(&st->lists, st->guard, (uint64_t)first, st->ids[0],
+				sizeof(st->ids[0]), n);
+	return r == -ECANCELED ? -ENOKEY : r;
 }
 
 /* Writes the new file's chunk lists from the source file's (-ENOKEY when
  * the source goes meanwhile; then nothing stays counted). */
 static int copy_lists(struct copy_state *st, const char *owner)
 {
+	struct dyn *d = st->lists.d;
 	char spk[EFS_ID_MAX + 16];
 	file_pk(st->src_file, spk);
-	json_t *body = json_pack("{s:s, s:s, s:b, s:{s:o, s:o}}", "TableName", st->d->files,
+	st->guard = dyn_tx_check(d->files, ddb_key(spk, "META"), "attribute_exists(pk)", NULL, NULL);
+	json_t *body = json_pack("{s:s, s:s, s:b, s:{s:o, s:o}}", "TableName", d->files,
 				 "KeyConditionExpression", "pk = :pk AND begins_with(sk, :p)",
 				 "ConsistentRead", 1, "ExpressionAttributeValues", ":pk",
 				 ddb_s(spk), ":p", ddb_s("CHUNKS#"));
-	int r = body ? ddb_query_all(&st->d->ddb, "Query", body, 0, copy_list_item, st) : -ENOMEM;
+	int r = body && st->guard ? ddb_query_all(&d->ddb, "Query", body, 0, copy_list_item, st)
+				  : -ENOMEM;
 	json_decref(body);
-	if (r == 0 && st->lists == 0) {
+	json_decref(st->guard);
+	st->guard = NULL;
+	if (r == 0 && st->lists.written == 0) {
 		/* no list: the file is empty only if its META is still there
 		 * (else a release may have taken the lists before the Query) */
 		struct efs_file_info *f = malloc(sizeof(*f));
-		r = f ? dyn_file_get(st->d, st->src_file, f) : -ENOMEM;
+		r = f ? dyn_file_get(d, st->src_file, f) : -ENOMEM;
 		free(f);
 		if (r == -ENOENT)
 			r = -ENOKEY;
 	}
 	if (r < 0) {
-		copy_undo(st, owner);
+		dyn_lists_undo(&st->lists, owner);
 		if (r != -ENOKEY && r != -ENOMEM && r != -EIO && r != -EINTR)
 			r = dyn_fail("Query (copy source chunks)", r, NULL);
 	}
@@ -980,8 +881,8 @@ static int copy_commit(struct dyn *d, struct efs_object_copy *p, struct copy_run
 	json_array_append_new(items, dyn_tx_check(d->sessions, ddb_key(marker, "META"),
 						  "attribute_not_exists(pk)", NULL, NULL));
 	n = 4;
-	if (run->st.first_sk[0]) {
-		json_array_append_new(items, dyn_tx_check(d->files, ddb_key(fpk, run->st.first_sk),
+	if (run->st.lists.first_sk[0]) {
+		json_array_append_new(items, dyn_tx_check(d->files, ddb_key(fpk, run->st.lists.first_sk),
 							  "attribute_exists(sk)", NULL, NULL));
 		n++;
 	}
@@ -1006,9 +907,11 @@ int dyn_object_copy(void *impl, struct efs_object_copy *p, int64_t now_ms)
 	struct copy_run *run = calloc(1, sizeof(*run));
 	if (!run)
 		return -ENOMEM;
-	run->st.d = d;
-	run->st.dst_file = dst->file_id;
-	run->st.now_ms = now_ms;
+	run->st.lists.d = d;
+	run->st.lists.file_id = dst->file_id;
+	run->st.lists.now_ms = now_ms;
+	run->st.lists.what = "copy";
+	run->st.lists.hook = dyn_test_copy_hook;
 	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
 		/* 1. the source, as read now; its checks */
 		if ((r = copy_source(d, p, &run->src, &run->file)) < 0)
@@ -1099,7 +1002,7 @@ int dyn_object_copy(void *impl, struct efs_object_copy *p, int64_t now_ms)
 		r = -EAGAIN;
 	}
 	/* not committed: the lists go again */
-	copy_undo(&run->st, p->owner);
+	dyn_lists_undo(&run->st.lists, p->owner);
 out:
 	free(run);
 	return r;

@@ -49,9 +49,6 @@
 #define UPLOADS_PK "UPLOADS#"
 #define PART_SK "PART#"
 #define UPLOAD_KIND "s3upload"
-/* Chunk ids one list-writing transaction counts: 100 items less the
- * session's check and the list item. */
-#define PIECE_CHUNKS (DDB_MAX_TX_ITEMS - 2)
 /* A listing item's sort key: the key escaped (\1 -> \1\2), \1\1, the id. */
 #define LISTING_SK_MAX (2 * EFS_S3_KEY_MAX + EFS_ID_MAX + 8)
 
@@ -507,84 +504,8 @@ static int release_parts(struct dyn *d, const char *upload_id, int64_t now_ms)
 
 /* ---- complete ---------------------------------------------------------- */
 
-struct lists {
-	struct dyn *d;
-	const char *file_id;
-	int64_t now_ms;
-	unsigned written; /* list items written */
-	bool died;	  /* tests: stopped as a master that died (no undo) */
-	char first_sk[32];
-	char distinct[PIECE_CHUNKS][65];
-	int64_t counts[PIECE_CHUNKS];
-};
-
-/* One transaction: the part's session unchanged (version @version: it
- * still holds every chunk, so none of them is at 0), the new file's list
- * item of @chunks[0..n) at index @first put with `counted`, and each
- * distinct chunk's count raised by its occurrences. -ESTALE when the
- * session changed or ended. */
-static int list_piece(struct lists *st, const char *session_pk, int64_t version, uint64_t first,
-		      const struct efs_session_chunk *chunks, size_t n)
-{
-	struct dyn *d = st->d;
-	struct ddb_result res;
-	char fpk[EFS_ID_MAX + 16], sk[32];
-	size_t distinct = 0;
-	int r = -EAGAIN;
-
-	for (size_t i = 0; i < n; i++) {
-		size_t k = 0;
-		while (k < distinct && strcmp(st->distinct[k], chunks[i].chunk_id) != 0)
-			k++;
-		if (k == distinct) {
-			memcpy(st->distinct[distinct], chunks[i].chunk_id, 65);
-			st->counts[distinct++] = 0;
-		}
-		st->counts[k]++;
-	}
-	snprintf(fpk, sizeof(fpk), "FILE#%s", st->file_id);
-	dyn_list_sk(first, sk);
-	for (int attempt = 0; attempt < DYN_TX_ATTEMPTS; attempt++) {
-		json_t *ids = json_array();
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(ids, ddb_s(chunks[i].chunk_id));
-		json_t *items = json_array();
-		json_array_append_new(
-		    items, dyn_tx_check(d->sessions, ddb_key(session_pk, "META"), "version = :v",
-					NULL, json_pack("{s:o}", ":v", ddb_n(version))));
-		json_array_append_new(
-		    items,
-		    dyn_tx_put(d->files,
-			       json_pack("{s:o, s:o, s:o, s:{s:o}, s:o, s:o}", "pk", ddb_s(fpk),
-					 "sk", ddb_s(sk), "first", ddb_n((int64_t)first),
-					 "chunk_ids", "L", ids, "created_at", ddb_n(st->now_ms),
-					 "counted", ddb_n(1)),
-			       "attribute_not_exists(sk)", NULL, NULL));
-		for (size_t k = 0; k < distinct; k++)
-			json_array_append_new(items,
-					      dyn_chunk_ref(d, st->distinct[k], st->counts[k]));
-		r = dyn_tx(d, items, 2 + distinct, &res);
-		if (r != -EBUSY)
-			break;
-		efs_sleep_ms(5 * (attempt + 1));
-	}
-	if (r == -ECANCELED)
-		return -ESTALE;
-	if (r < 0)
-		return r == -EBUSY ? -EAGAIN
-				   : dyn_fail("TransactWriteItems (S3 complete lists)", r, &res);
-	if (!st->first_sk[0])
-		memcpy(st->first_sk, sk, sizeof(sk));
-	st->written++;
-	if (dyn_test_complete_hook && dyn_test_complete_hook(d, st->file_id, st->written) < 0) {
-		st->died = true;
-		return -EINTR;
-	}
-	return 0;
-}
-
 /* Part @p's chunks become the new file's chunks @first.., counted. */
-static int part_lists(struct lists *st, const struct efs_s3_part *p, uint64_t first)
+static int part_lists(struct dyn_lists *st, const struct efs_s3_part *p, uint64_t first)
 {
 	struct efs_session_info sess;
 	struct efs_session_chunk *chunks = NULL;
@@ -603,48 +524,20 @@ static int part_lists(struct lists *st, const struct efs_s3_part *p, uint64_t fi
 		if (chunks[i].index != i)
 			r = -ESTALE;
 	snprintf(spk, sizeof(spk), "SESSION#%s", p->session_id);
-	/* pieces: at most DYN_LIST_IDS ids, PIECE_CHUNKS distinct ones */
-	size_t from = 0, distinct = 0;
-	for (size_t i = 0; r == 0 && i < count; i++) {
-		bool seen = false;
-		for (size_t j = from; j < i && !seen; j++)
-			seen = strcmp(chunks[j].chunk_id, chunks[i].chunk_id) == 0;
-		if (i - from == DYN_LIST_IDS || (!seen && distinct == PIECE_CHUNKS)) {
-			r = list_piece(st, spk, sess.version, first + from, chunks + from,
-				       i - from);
-			from = i;
-			distinct = 0;
-			seen = false;
-		}
-		distinct += !seen;
-	}
-	if (r == 0 && count > from)
-		r = list_piece(st, spk, sess.version, first + from, chunks + from, count - from);
+	/* the part's session unchanged (its version: it still holds every
+	 * chunk, so none of them is at 0) */
+	json_t *guard = r == 0 ? dyn_tx_check(st->d->sessions, ddb_key(spk, "META"), "version = :v",
+					      NULL, json_pack("{s:o}", ":v", ddb_n(sess.version)))
+			       : NULL;
+	if (r == 0 && count)
+		r = guard ? dyn_lists_write(st, guard, first, chunks[0].chunk_id, sizeof(chunks[0]),
+					    count)
+			  : -ENOMEM;
+	json_decref(guard);
+	if (r == -ECANCELED)
+		r = -ESTALE; /* the session changed or ended */
 	free(chunks);
 	return r;
-}
-
-/* Undoes the lists a complete wrote and did not commit: a release marker,
- * then the release (each list's counts subtracted once). A failure leaves
- * them `counted` without META: the leftovers sweep releases them. */
-static void lists_undo(struct lists *st, const char *owner)
-{
-	struct ddb_result res;
-	char what[EFS_ID_MAX + 8];
-	if (!st->written || st->died)
-		return;
-	snprintf(what, sizeof(what), "F#%s", st->file_id);
-	json_t *marker = dyn_release_marker(st->d, what, owner, st->now_ms);
-	int r = marker ? dyn_put(st->d, st->d->sessions, marker, NULL, NULL, NULL, &res) : -ENOMEM;
-	json_decref(marker);
-	if (r == 0)
-		r = dyn_release(st->d, what, st->now_ms);
-	if (r < 0)
-		efs_warn("dynamodb: S3 complete into file %s abandoned: its chunk lists are not all"
-			 " released yet (%s); the leftovers sweep does it",
-			 st->file_id, strerror(-r));
-	st->written = 0;
-	st->first_sk[0] = 0;
 }
 
 /* The listed parts are the upload's current ones (same session each). */
@@ -668,7 +561,7 @@ struct complete_run {
 	struct upload_state st;
 	struct efs_object_info cur; /* the object being replaced */
 	bool found, old_file_gone;
-	struct lists lists;
+	struct dyn_lists lists;
 };
 
 /* The commit: the object, the new file's META (linked to the key), the
@@ -769,6 +662,8 @@ int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 	run->lists.d = d;
 	run->lists.file_id = file->file_id;
 	run->lists.now_ms = now_ms;
+	run->lists.what = "S3 complete";
+	run->lists.hook = dyn_test_complete_hook;
 	/* 1. the upload and its parts, as the caller read them */
 	if ((r = upload_read(d, u->upload_id, &run->st)) < 0)
 		goto out;
@@ -865,7 +760,7 @@ int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 	r = 0;
 	goto out;
 undo:
-	lists_undo(&run->lists, u->owner);
+	dyn_lists_undo(&run->lists, u->owner);
 out:
 	free(run);
 	return r;
