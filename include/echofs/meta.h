@@ -655,6 +655,13 @@ struct efs_meta_stats {
 	uint64_t chunk_count;   /* distinct chunks referenced by files or sessions */
 	uint64_t chunk_bytes;   /* their uncompressed sizes, each chunk once */
 	uint64_t stored_bytes;  /* their stored sizes, each chunk once (one replica) */
+	/* Of those, the erasure-coded ones (ec_data > 0): how many, their
+	 * stored sizes (in stored_bytes too), and what their K + M shards
+	 * take on the workers: per chunk (K + M) x (32-byte shard header +
+	 * ceil(stored / K) rounded up to 64), as chunk_ec.c lays them out. */
+	uint64_t ec_chunk_count;
+	uint64_t ec_stored_bytes;
+	uint64_t ec_shard_bytes;
 };
 /* The totals above, in one statement: one aggregate pass over files and
  * one over chunks, no joins. *out is untouched on failure. */

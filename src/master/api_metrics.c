@@ -28,6 +28,10 @@ struct snapshot {
 	uint64_t stats_computed;
 	struct efs_chunk_cache_stats chunk_cache;
 	uint64_t slow_abandons_write, slow_abandons_read;
+	/* What the chunks take on the workers, by storage policy: replicated
+	 * chunks' stored sizes times REPLICATION_FACTOR (once with a backend
+	 * that keeps its own copies: S3), EC chunks' shards. */
+	uint64_t disk_replicas, disk_ec;
 };
 
 static void take_snapshot(struct efs_master *m, struct snapshot *s)
@@ -37,6 +41,9 @@ static void take_snapshot(struct efs_master *m, struct snapshot *s)
 
 	memset(s, 0, sizeof(*s));
 	s->meta_error = efs_stats_cache_get(&m->stats_cache, m->meta, &s->totals);
+	uint64_t copies = efs_chunk_backend_shows_locations(m->chunks) ? m->cfg.replication_factor : 1;
+	s->disk_replicas = (s->totals.stored_bytes - s->totals.ec_stored_bytes) * copies;
+	s->disk_ec = s->totals.ec_shard_bytes;
 	s->stats_computed = atomic_load(&m->stats_cache.computations);
 	s->workers_error = efs_registry_list(&m->registry, &workers, &n);
 	if (s->workers_error == 0) {
@@ -71,8 +78,9 @@ static double ratio(uint64_t num, uint64_t den)
 
 /* ---- GET /metrics -------------------------------------------------------- */
 
-static int put_totals(struct efs_metrics *reg, const struct efs_meta_stats *t)
+static int put_totals(struct efs_metrics *reg, const struct snapshot *s)
 {
+	const struct efs_meta_stats *t = &s->totals;
 	static const struct {
 		const char *name, *help;
 		size_t offset;
@@ -87,6 +95,8 @@ static int put_totals(struct efs_metrics *reg, const struct efs_meta_stats *t)
 	    {"echofs_stored_bytes",
 	     "Stored (compressed) size of the distinct chunks, one replica each.",
 	     offsetof(struct efs_meta_stats, stored_bytes)},
+	    {"echofs_ec_chunks", "Distinct erasure-coded chunks (in echofs_chunks too).",
+	     offsetof(struct efs_meta_stats, ec_chunk_count)},
 	};
 	int r = 0;
 	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(gauges); i++) {
@@ -104,6 +114,25 @@ static int put_totals(struct efs_metrics *reg, const struct efs_meta_stats *t)
 				    "echofs_logical_bytes / echofs_chunk_bytes: what "
 				    "deduplication saves (1 when nothing is stored).",
 				    ratio(t->logical_bytes, t->chunk_bytes));
+	static const char *const by_policy[] = {"policy", NULL};
+	struct efs_metric *disk;
+	if (r == 0)
+		r = efs_metrics_declare(reg, EFS_METRIC_GAUGE, "echofs_disk_bytes",
+					"What the chunks take on the workers by storage policy: "
+					"replicas (stored size x REPLICATION_FACTOR), ec (the K+M "
+					"shards with their headers).",
+					by_policy, NULL, 0, &disk);
+	if (r == 0)
+		r = efs_metric_set(disk, (const char *const[]){"replicas"}, (double)s->disk_replicas);
+	if (r == 0)
+		r = efs_metric_set(disk, (const char *const[]){"ec"}, (double)s->disk_ec);
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_storage_overhead",
+				    "sum(echofs_disk_bytes) / echofs_stored_bytes: the disk each "
+				    "stored byte costs (REPLICATION_FACTOR when every chunk is "
+				    "replicated, (K+M)/K and a little for ec:K+M; 1 when nothing "
+				    "is stored).",
+				    ratio(s->disk_replicas + s->disk_ec, t->stored_bytes));
 	return r;
 }
 
@@ -252,7 +281,7 @@ static int scrape(struct efs_master *m, struct efs_metrics *reg)
 			    "1 when the metadata store answered (within the last second), else 0.",
 			    s.meta_error == 0 && s.workers_error == 0);
 	if (r == 0 && s.meta_error == 0)
-		r = put_totals(reg, &s.totals);
+		r = put_totals(reg, &s);
 	if (r == 0 && s.workers_error == 0)
 		r = put_workers(reg, &s);
 	if (r == 0)
@@ -330,14 +359,17 @@ int efs_api_stats(struct efs_http_req *req)
 	json_t *gc = json_pack("{s:I, s:I}", "chunks_collected_total", J(s.chunks_collected),
 			       "sessions_expired_total", J(s.sessions_expired));
 	json_t *under = s.under_replicated >= 0 ? json_integer(s.under_replicated) : json_null();
+	json_t *disk = json_pack("{s:I, s:I}", "replicas", J(s.disk_replicas), "ec", J(s.disk_ec));
 	/* "o" steals each part, also when the pack fails (NULL: ENOMEM). */
 	json_t *body = json_pack(
-	    "{s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:o, s:o, s:o, s:o, s:o}", "files",
+	    "{s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:o, s:f, s:o, s:o, s:o, s:o, s:o}",
+	    "files",
 	    J(t->file_count), "logical_bytes", J(t->logical_bytes), "chunks", J(t->chunk_count),
 	    "chunk_bytes", J(t->chunk_bytes), "stored_bytes", J(t->stored_bytes),
 	    "compression_ratio", ratio(t->chunk_bytes, t->stored_bytes), "dedup_ratio",
 	    ratio(t->logical_bytes, t->chunk_bytes), "replication_factor",
-	    J(m->cfg.replication_factor), "workers", workers, "under_replicated", under, "repair",
+	    J(m->cfg.replication_factor), "ec_chunks", J(t->ec_chunk_count), "disk_bytes", disk,
+	    "storage_overhead", ratio(s.disk_replicas + s.disk_ec, t->stored_bytes), "workers", workers, "under_replicated", under, "repair",
 	    repair, "uploads", uploads, "gc", gc);
 	if (!body)
 		return -ENOMEM;

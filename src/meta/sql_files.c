@@ -763,6 +763,9 @@ static int row_stats(void *ctx, const struct efs_sql_row *row)
 	st->chunk_count = (uint64_t)efs_sql_int(row, 2);
 	st->chunk_bytes = (uint64_t)efs_sql_int(row, 3);
 	st->stored_bytes = (uint64_t)efs_sql_int(row, 4);
+	st->ec_chunk_count = (uint64_t)efs_sql_int(row, 5);
+	st->ec_stored_bytes = (uint64_t)efs_sql_int(row, 6);
+	st->ec_shard_bytes = (uint64_t)efs_sql_int(row, 7);
 	return 0;
 }
 
@@ -771,11 +774,21 @@ int sql_stats(void *impl, struct efs_meta_stats *out)
 	struct efs_meta_stats st;
 	memset(&st, 0, sizeof(st));
 	int r = sql_run_one(impl,
-			    "SELECT f.n, f.bytes, c.n, c.bytes, c.stored FROM"
+			    "SELECT f.n, f.bytes, c.n, c.bytes, c.stored, c.ec_n, c.ec_stored,"
+			    " c.ec_shards FROM"
 			    " (SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes"
 			    "  FROM files) f,"
 			    " (SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes,"
-			    "  CAST(COALESCE(SUM(stored_size), 0) AS BIGINT) AS stored"
+			    "  CAST(COALESCE(SUM(stored_size), 0) AS BIGINT) AS stored,"
+			    "  CAST(COALESCE(SUM(CASE WHEN ec_data > 0 THEN 1 ELSE 0 END), 0)"
+			    "   AS BIGINT) AS ec_n,"
+			    "  CAST(COALESCE(SUM(CASE WHEN ec_data > 0 THEN stored_size ELSE 0 END), 0)"
+			    "   AS BIGINT) AS ec_stored,"
+			    /* chunk_ec.c's layout: a 32-byte header and ceil(stored / K)
+			     * rounded up to 64 bytes, on each of the K + M shards */
+			    "  CAST(COALESCE(SUM(CASE WHEN ec_data > 0 THEN (ec_data + ec_parity) *"
+			    "   (32 + ((stored_size + ec_data - 1) / ec_data + 63) / 64 * 64)"
+			    "   ELSE 0 END), 0) AS BIGINT) AS ec_shards"
 			    "  FROM chunks WHERE refcount > 0) c",
 			    NULL, 0, row_stats, &st, NULL);
 	if (r == 0)

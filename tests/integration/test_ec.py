@@ -125,6 +125,19 @@ def test_ec_files_survive_any_two_workers_and_refuse_three(ec_cluster):
                 on_disk += rec.length
     size = len(stored["random.bin"][1])
     assert size * 1.5 <= on_disk <= size * 1.55, (on_disk, size)
+    # The stats count the same shards: every EC chunk's K+M shard records
+    # on the workers' disks, and an overhead between ec:4+2's 1.5 and 3.
+    ec_ids = {c["chunk_id"] for f, _ in stored.values()
+              for c in api.get(f"/api/v1/files/{f['file_id']}").json()["chunks"]}
+    shard_bytes = sum(rec.length for w in cluster.workers
+                      for cid, rec in h.chunk_records(w.data_dir).items() if cid in ec_ids)
+    stats = api.get("/api/v1/stats").json()
+    assert stats["ec_chunks"] == len(ec_ids), stats
+    assert stats["disk_bytes"]["ec"] == shard_bytes, (stats, shard_bytes)
+    assert stats["disk_bytes"]["replicas"] > 0, stats  # replicated.bin, and others' files
+    assert 1.5 < stats["storage_overhead"] < 3, stats
+    metrics = m.client().get("/metrics").text
+    assert f'echofs_disk_bytes{{policy="ec"}} {shard_bytes}' in metrics, metrics
 
     read_all(api, stored)
     # Range reads cut across shard and chunk boundaries.
