@@ -231,6 +231,11 @@ static int put_grpc(struct efs_metrics *reg, struct efs_control *ctl)
 				    "Pushed replica deletes the worker acknowledged in time (the "
 				    "others were retried over HTTP).",
 				    (double)atomic_load(&ctl->deletes_acked));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_report_batches_total",
+				    "Chunk report batches judged from gRPC Report calls (the "
+				    "others came over HTTP).",
+				    (double)atomic_load(&ctl->report_batches));
 	return r;
 }
 

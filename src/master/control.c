@@ -8,6 +8,7 @@
 #include "echofs/rpc.h"
 #include "echofs/ticker.h"
 #include "echofs/util.h"
+#include "master/api.h"
 #include "master/master.h"
 
 #include <stdlib.h>
@@ -341,21 +342,179 @@ static void connect_close(void *state, bool broken)
 	free(st);
 }
 
-/* ---- Report: not served yet ---- */
+/* ---- Report ---- */
+
+/* One Report call: the worker it reports for, fixed by its first batch. */
+struct report_call {
+	struct efs_control *ctl;
+	char worker_id[EFS_ID_MAX + 1];
+};
 
 static int report_open(void *arg, struct efs_rpc_call *call, const char *auth, void **state)
 {
-	int r = check_secret(arg, call, auth);
+	struct efs_control *ctl = arg;
+	int r = check_secret(ctl, call, auth);
 	if (r < 0)
 		return r;
-	efs_rpc_call_set_why(call, "Report is not served yet: send reports over HTTP");
-	return -ENOSYS;
+	struct report_call *rc = calloc(1, sizeof(*rc));
+	if (!rc)
+		return -ENOMEM;
+	rc->ctl = ctl;
+	*state = rc;
+	return 0;
+}
+
+/* Who the batch is from: the first names a registered worker of this
+ * cluster, the others the same one. 0 or -errno (the call's status). */
+static int report_who(struct report_call *rc, struct efs_rpc_call *call,
+		      const Echofs__V1__ReportBatch *b)
+{
+	struct efs_master *m = rc->ctl->master;
+	const char *ours = efs_meta_cluster_id(m->meta);
+	struct efs_worker_info info;
+
+	if (rc->worker_id[0]) {
+		if (strcmp(rc->worker_id, b->worker_id) == 0)
+			return 0;
+		efs_rpc_call_set_why(call, "every batch of a report names the same worker_id");
+		return -EINVAL;
+	}
+	if (!efs_id_valid(b->worker_id)) {
+		efs_rpc_call_set_why(call, "worker_id must be 1-64 characters of [A-Za-z0-9_-]");
+		return -EINVAL;
+	}
+	/* as the HTTP report's EFS_HDR_CLUSTER: another cluster's chunks are
+	 * not this cluster's orphans */
+	if (b->cluster_id[0] && strcmp(b->cluster_id, ours) != 0) {
+		efs_error("worker %s (cluster %.64s) sent a gRPC report to this master of "
+			  "cluster %s: refused",
+			  b->worker_id, b->cluster_id, ours);
+		efs_rpc_call_set_why(call, "this master belongs to cluster %s", ours);
+		return -EXDEV;
+	}
+	int r = efs_meta_worker_get(m->meta, b->worker_id, &info);
+	if (r < 0) {
+		efs_rpc_call_set_why(call, r == -ENOENT ? "unknown worker: register again"
+							: "metadata store unavailable");
+		return r == -ENOENT ? r : -EAGAIN;
+	}
+	efs_strlcpy(rc->worker_id, b->worker_id, sizeof(rc->worker_id));
+	return 0;
+}
+
+/* The batch as the HTTP report's checked body (efs_api_report_parse's
+ * rules); @lost is a new JSON array the caller frees. */
+static int report_body(struct efs_rpc_call *call, const Echofs__V1__ReportBatch *b,
+		       struct efs_report_body *rb, json_t **lost)
+{
+	if (b->started_at_ms > INT64_MAX || b->now_ms > INT64_MAX) {
+		efs_rpc_call_set_why(call, "started_at_ms and now_ms must be below 2^63");
+		return -EINVAL;
+	}
+	struct efs_report_entry *e = calloc(b->n_chunks ? b->n_chunks : 1, sizeof(*e));
+	json_t *list = json_array();
+	if (!e || !list) {
+		free(e);
+		json_decref(list);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		const char *id = b->chunks[i]->chunk_id;
+		if (!efs_chunk_id_valid(id)) {
+			efs_rpc_call_set_why(call, "chunks[%zu]: chunk_id must be 64 hex", i);
+			free(e);
+			json_decref(list);
+			return -EINVAL;
+		}
+		efs_strlcpy(e[i].chunk_id, id, sizeof(e[i].chunk_id));
+		e[i].mtime_ms = b->chunks[i]->mtime_ms;
+	}
+	for (size_t i = 0; i < b->n_lost; i++)
+		json_array_append_new(list, json_string(b->lost[i]));
+	*rb = (struct efs_report_body){
+	    .started_ms = (int64_t)b->started_at_ms,
+	    .worker_now_ms = (int64_t)b->now_ms,
+	    .master_started_ms = b->master_started_ms,
+	    .entries = e,
+	    .count = b->n_chunks,
+	    .lost = list,
+	    .last = b->last,
+	};
+	*lost = list;
+	return 0;
+}
+
+/* One batch: judged as an HTTP report's (efs_api_report_judge), answered
+ * with its verdicts. Runs on rpc.c's thread: a batch's transaction holds
+ * the other streams' messages meanwhile (a batch is at most a few
+ * thousand chunks). */
+static int report_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
+{
+	struct report_call *rc = state;
+	struct efs_master *m = rc->ctl->master;
+	struct efs_report_body rb;
+	struct efs_report_verdicts v = {0};
+	json_t *lost = NULL;
+	int r;
+
+	Echofs__V1__ReportBatch *b = echofs__v1__report_batch__unpack(NULL, len, data);
+	if (!b) {
+		efs_rpc_call_set_why(call, "malformed ReportBatch");
+		return -EINVAL;
+	}
+	if ((r = report_who(rc, call, b)) < 0 || (r = report_body(call, b, &rb, &lost)) < 0)
+		goto out;
+	r = efs_api_report_judge(m, rc->worker_id, &rb, &v);
+	free(rb.entries);
+	json_decref(lost);
+	if (r < 0) {
+		efs_warn("gRPC report batch of worker %s not judged: %s", rc->worker_id,
+			 strerror(-r));
+		efs_rpc_call_set_why(call, "metadata store: %s", strerror(-r));
+		r = r == -ENOMEM ? r : -EAGAIN;
+		goto out;
+	}
+	atomic_fetch_add(&rc->ctl->report_batches, 1);
+	size_t n = json_array_size(v.del);
+	char **ids = calloc(n ? n : 1, sizeof(*ids));
+	if (!ids) {
+		r = -ENOMEM;
+		goto verdicts;
+	}
+	for (size_t i = 0; i < n; i++)
+		ids[i] = (char *)json_string_value(json_array_get(v.del, i));
+	Echofs__V1__ReportReply reply = ECHOFS__V1__REPORT_REPLY__INIT;
+	reply.accepted = b->n_chunks;
+	reply.n_delete_ = n;
+	reply.delete_ = ids;
+	reply.adopted = (uint64_t)v.adopted;
+	reply.lost_marked = (uint64_t)v.marked;
+	reply.now_ms = (uint64_t)efs_now_ms();
+	reply.report_again_in_ms = (uint64_t)EFS_MAX(v.again_in_ms, 0);
+	size_t plen = echofs__v1__report_reply__get_packed_size(&reply);
+	uint8_t *buf = malloc(plen ? plen : 1);
+	if (!buf) {
+		r = -ENOMEM;
+	} else {
+		echofs__v1__report_reply__pack(&reply, buf);
+		r = efs_rpc_call_send(call, buf, plen);
+		if (r == -EMSGSIZE)
+			efs_rpc_call_set_why(call, "the verdicts on this batch exceed a message: "
+						   "send smaller batches");
+		free(buf);
+	}
+	free(ids);
+verdicts:
+	json_decref(v.del);
+out:
+	echofs__v1__report_batch__free_unpacked(b, NULL);
+	return r;
 }
 
 static const struct efs_rpc_method methods[] = {
     {PATH_REGISTER, open_call, register_message, register_end, plain_close},
     {PATH_CONNECT, open_call, connect_message, NULL, connect_close},
-    {PATH_REPORT, report_open, NULL, NULL, NULL},
+    {PATH_REPORT, report_open, report_message, NULL, plain_close},
 };
 
 int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, size_t errlen)
@@ -373,6 +532,7 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	atomic_init(&ctl->streams_opened, 0);
 	atomic_init(&ctl->streams_broken, 0);
 	atomic_init(&ctl->heartbeats, 0);
+	atomic_init(&ctl->report_batches, 0);
 	if (!m->cfg.grpc_port)
 		return 0;
 	struct efs_rpc_server_config cfg = {

@@ -14,7 +14,9 @@
  * shutdown suspects nobody. The collector's replica deletes go down the
  * stream of a worker that has one (efs_control_delete) and wait for its
  * Ack; without a stream they stay HTTP calls. Chunk deltas are read and
- * ignored; Report answers UNIMPLEMENTED (reports stay HTTP).
+ * ignored. A Report call is a full chunk report in batches, each judged
+ * by the HTTP report's own code (efs_api_report_judge) and answered with
+ * its verdicts (a ReportReply) before the next.
  */
 #ifndef ECHOFS_MASTER_CONTROL_H
 #define ECHOFS_MASTER_CONTROL_H
@@ -43,6 +45,7 @@ struct efs_control {
 	uint64_t next_instruction;
 	_Atomic uint64_t streams_opened, streams_broken, heartbeats;
 	_Atomic uint64_t deletes_pushed, deletes_acked;
+	_Atomic uint64_t report_batches; /* Report batches judged */
 };
 
 /* Listens on MASTER_HOST:GRPC_PORT (nothing when it is 0). 0, or -errno

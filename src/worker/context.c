@@ -64,6 +64,13 @@ void efs_worker_ctx_release(struct efs_worker_ctx *ctx)
 	pthread_mutex_destroy(&ctx->lock);
 }
 
+void efs_worker_ctx_grpc_target(struct efs_worker_ctx *ctx, char *target)
+{
+	pthread_mutex_lock(&ctx->lock);
+	memcpy(target, ctx->grpc_target, sizeof(ctx->grpc_target));
+	pthread_mutex_unlock(&ctx->lock);
+}
+
 void efs_worker_ctx_note_delete(struct efs_worker_ctx *ctx, const char *chunk_id)
 {
 	if (atomic_load(&ctx->report_listing))

@@ -70,6 +70,11 @@ struct efs_worker_ctx {
 	char cluster_id[EFS_CLUSTER_ID_LEN + 1];
 	bool registered;
 	unsigned master_index; /* the master being talked to */
+	/* The current master's gRPC address ("host:port") while this worker
+	 * has a Connect stream open to it, else "": the worker speaks gRPC
+	 * to that master, and its chunk reports go there as Report calls
+	 * (report.c), over HTTP otherwise. */
+	char grpc_target[EFS_URL_MAX + 1];
 
 	/* Set by the heartbeat on every (re)registration: a registered worker
 	 * reports what it holds; the report thread takes it (report.c). */
@@ -113,6 +118,10 @@ const char *efs_worker_ctx_master_url(const struct efs_worker_ctx *ctx);
 /* Copies the current id (EFS_ID_MAX + 1 bytes) and registration state. Any
  * thread. */
 void efs_worker_ctx_status(struct efs_worker_ctx *ctx, char *worker_id, bool *registered);
+
+/* Copies grpc_target (EFS_URL_MAX + 1 bytes; "" when no stream is open).
+ * Any thread. */
+void efs_worker_ctx_grpc_target(struct efs_worker_ctx *ctx, char *target);
 
 /* Copies the cluster id (EFS_CLUSTER_ID_LEN + 1 bytes; "" when none yet).
  * Any thread. */

@@ -191,6 +191,8 @@ static void take_interval(struct efs_heartbeat *hb, const json_t *answer)
 }
 
 /* Registers with the current master. 0 on success. */
+static void stream_open(struct efs_heartbeat *hb);
+
 static int do_register(struct efs_heartbeat *hb)
 {
 	struct efs_worker_ctx *ctx = hb->ctx;
@@ -248,6 +250,9 @@ static int do_register(struct efs_heartbeat *hb)
 	pthread_mutex_lock(&ctx->lock);
 	ctx->registered = true;
 	pthread_mutex_unlock(&ctx->lock);
+	/* The stream first (when gRPC is wanted), so that the report below
+	 * finds it and goes as a Report call. */
+	stream_open(hb);
 	/* a (re)registered worker reports what it holds */
 	atomic_store(&ctx->full_report_due, true);
 	efs_info("registered with %s as %s; heartbeat every %lld ms",
@@ -332,6 +337,9 @@ static void stream_drop(struct efs_heartbeat *hb, int r, const char *doing)
 	efs_rpc_stream_close(hb->stream);
 	hb->stream = NULL;
 	atomic_store(&hb->streaming, false);
+	pthread_mutex_lock(&hb->ctx->lock);
+	hb->ctx->grpc_target[0] = '\0';
+	pthread_mutex_unlock(&hb->ctx->lock);
 	hb->grpc_backoff_ms = hb->grpc_backoff_ms
 				      ? EFS_MIN(hb->grpc_backoff_ms * 2, GRPC_BACKOFF_MAX_MS)
 				      : GRPC_BACKOFF_MIN_MS;
@@ -399,6 +407,9 @@ static void stream_open(struct efs_heartbeat *hb)
 		 efs_worker_ctx_master_url(ctx));
 	hb->grpc_failing = false;
 	atomic_store(&hb->streaming, true);
+	pthread_mutex_lock(&ctx->lock); /* the report thread reads it */
+	efs_strlcpy(ctx->grpc_target, target, sizeof(ctx->grpc_target));
+	pthread_mutex_unlock(&ctx->lock);
 }
 
 /* One heartbeat on the stream. 0 or -errno (the stream is then dropped). */
