@@ -236,6 +236,15 @@ static int put_grpc(struct efs_metrics *reg, struct efs_control *ctl)
 				    "Chunk report batches judged from gRPC Report calls (the "
 				    "others came over HTTP).",
 				    (double)atomic_load(&ctl->report_batches));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_chunk_deltas_total",
+				    "Chunk deltas received on gRPC control streams.",
+				    (double)atomic_load(&ctl->deltas));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_delta_marked_bad_total",
+				    "Replicas marked bad because a worker's chunk delta named them "
+				    "corrupt or deleted (repair follows).",
+				    (double)atomic_load(&ctl->delta_marked));
 	return r;
 }
 

@@ -259,6 +259,47 @@ static void acked(struct control_stream *st, const Echofs__V1__Ack *ack)
 	pthread_mutex_unlock(&ctl->lock);
 }
 
+/* Marks @worker_id's replicas of @ids bad (the report's `lost`); returns
+ * how many rows changed. An id no row of that worker names changes
+ * nothing. */
+static size_t mark_bad(struct efs_master *m, const char *worker_id, char **ids, size_t n)
+{
+	size_t marked = 0;
+	for (size_t i = 0; i < n; i++)
+		marked += efs_meta_replica_mark_bad(m->meta, ids[i], worker_id) == 0;
+	return marked;
+}
+
+/* A ChunkDelta: the corrupt (quarantined by the scrubber) and removed
+ * (deleted, still gone) copies lose their replica: marked bad, as a
+ * report's `lost`, so repair copies the chunk from a good replica (and
+ * removes the bad row once it has). Added ids are not acted on: whether
+ * an unnamed copy is adopted, kept or deleted is a full report's verdict
+ * (its age, the chunk's replicas), and the next report gives it. */
+static int delta(struct control_stream *st, struct efs_rpc_call *call,
+		 const Echofs__V1__ChunkDelta *d)
+{
+	struct efs_master *m = st->ctl->master;
+	for (size_t i = 0; i < d->n_corrupt; i++)
+		if (!efs_chunk_id_valid(d->corrupt[i]))
+			goto bad;
+	for (size_t i = 0; i < d->n_removed; i++)
+		if (!efs_chunk_id_valid(d->removed[i]))
+			goto bad;
+	size_t corrupt = mark_bad(m, st->worker_id, d->corrupt, d->n_corrupt);
+	size_t removed = mark_bad(m, st->worker_id, d->removed, d->n_removed);
+	atomic_fetch_add(&st->ctl->deltas, 1);
+	atomic_fetch_add(&st->ctl->delta_marked, corrupt + removed);
+	if (d->n_corrupt || corrupt || removed)
+		efs_warn("worker %s (gRPC delta): %zu chunks corrupt, %zu deleted; %zu replicas "
+			 "marked bad for repair",
+			 st->worker_id, d->n_corrupt, d->n_removed, corrupt + removed);
+	return 0;
+bad:
+	efs_rpc_call_set_why(call, "delta: chunk ids must be 64 hex");
+	return -EINVAL;
+}
+
 static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
 {
 	struct control_stream *st = state;
@@ -287,7 +328,8 @@ static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t
 		acked(st, msg->ack);
 		break;
 	case ECHOFS__V1__WORKER_MESSAGE__BODY_DELTA:
-		break; /* read; nothing acts on them yet (control.h) */
+		r = delta(st, call, msg->delta);
+		break;
 	default:
 		efs_rpc_call_set_why(call, "empty WorkerMessage");
 		r = -EINVAL;
@@ -533,6 +575,8 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	atomic_init(&ctl->streams_broken, 0);
 	atomic_init(&ctl->heartbeats, 0);
 	atomic_init(&ctl->report_batches, 0);
+	atomic_init(&ctl->deltas, 0);
+	atomic_init(&ctl->delta_marked, 0);
 	if (!m->cfg.grpc_port)
 		return 0;
 	struct efs_rpc_server_config cfg = {

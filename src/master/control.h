@@ -13,8 +13,10 @@
  * again (efs_registry_suspect); a stream ended by this master's own
  * shutdown suspects nobody. The collector's replica deletes go down the
  * stream of a worker that has one (efs_control_delete) and wait for its
- * Ack; without a stream they stay HTTP calls. Chunk deltas are read and
- * ignored. A Report call is a full chunk report in batches, each judged
+ * Ack; without a stream they stay HTTP calls. A ChunkDelta's corrupt and
+ * removed ids mark the worker's replicas of them bad (as a report's
+ * `lost`: repair follows); its added ids are left to the next full
+ * report. A Report call is a full chunk report in batches, each judged
  * by the HTTP report's own code (efs_api_report_judge) and answered with
  * its verdicts (a ReportReply) before the next.
  */
@@ -46,6 +48,7 @@ struct efs_control {
 	_Atomic uint64_t streams_opened, streams_broken, heartbeats;
 	_Atomic uint64_t deletes_pushed, deletes_acked;
 	_Atomic uint64_t report_batches; /* Report batches judged */
+	_Atomic uint64_t deltas, delta_marked; /* ChunkDeltas; replicas they marked bad */
 };
 
 /* Listens on MASTER_HOST:GRPC_PORT (nothing when it is 0). 0, or -errno

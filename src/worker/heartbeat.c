@@ -412,11 +412,85 @@ static void stream_open(struct efs_heartbeat *hb)
 	pthread_mutex_unlock(&ctx->lock);
 }
 
-/* One heartbeat on the stream. 0 or -errno (the stream is then dropped). */
+/* Chunk ids per list of a ChunkDelta: 1024 * 2 * ~67 bytes, far under
+ * the 1 MiB message cap; more wait for the next beat. */
+#define DELTA_MAX_IDS 1024
+
+/* Puts @n ids back in @q (a delta that did not go). */
+static void requeue(struct efs_lost_queue *q, char (*ids)[65], size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		efs_lost_queue_push(q, ids[i]);
+}
+
+/* Sends what changed since the last beat as a ChunkDelta: the chunks the
+ * scrubber quarantined (corrupt) and those deleted through the API or a
+ * pushed delete that are still gone (removed; a copy written again since
+ * is held, so not sent). The master marks their replicas bad at once
+ * (repair follows). 0, or -errno: the stream is dropped and the ids are
+ * queued again (the corrupt ones then go in an HTTP report). */
+static int stream_deltas(struct efs_heartbeat *hb)
+{
+	struct efs_worker_ctx *ctx = hb->ctx;
+	char(*corrupt)[65] = malloc(DELTA_MAX_IDS * sizeof(*corrupt));
+	char(*removed)[65] = malloc(DELTA_MAX_IDS * sizeof(*removed));
+	char **cp = calloc(DELTA_MAX_IDS, sizeof(*cp)), **rp = calloc(DELTA_MAX_IDS, sizeof(*rp));
+	size_t nc = 0, nr = 0, kept = 0;
+	int r = 0;
+
+	if (!corrupt || !removed || !cp || !rp)
+		goto out; /* next beat */
+	nc = efs_lost_queue_take(&ctx->lost, corrupt, DELTA_MAX_IDS);
+	nr = efs_lost_queue_take(&ctx->removed, removed, DELTA_MAX_IDS);
+	for (size_t i = 0; i < nc; i++)
+		cp[i] = corrupt[i];
+	for (size_t i = 0; i < nr; i++) {
+		uint64_t length;
+		uint32_t flags;
+		int64_t mtime_ms;
+		if (efs_store_stat(ctx->store, removed[i], &length, &flags, &mtime_ms) == -ENOENT)
+			rp[kept++] = removed[i];
+	}
+	if (nc == 0 && kept == 0)
+		goto out;
+	Echofs__V1__WorkerMessage msg = ECHOFS__V1__WORKER_MESSAGE__INIT;
+	Echofs__V1__ChunkDelta delta = ECHOFS__V1__CHUNK_DELTA__INIT;
+	delta.n_corrupt = nc;
+	delta.corrupt = cp;
+	delta.n_removed = kept;
+	delta.removed = rp;
+	msg.body_case = ECHOFS__V1__WORKER_MESSAGE__BODY_DELTA;
+	msg.delta = &delta;
+	if ((r = stream_send(hb, &msg)) < 0) {
+		requeue(&ctx->lost, corrupt, nc);
+		requeue(&ctx->removed, removed, nr);
+		stream_drop(hb, r, "chunk delta to");
+		goto out;
+	}
+	atomic_fetch_add(&hb->deltas_sent, 1);
+	if (nc)
+		efs_warn("reported %zu corrupt chunks to the master on the gRPC stream, for repair",
+			 nc);
+	if (kept)
+		efs_info("told the master on the gRPC stream that %zu deleted chunks are gone",
+			 kept);
+out:
+	free(corrupt);
+	free(removed);
+	free(cp);
+	free(rp);
+	return r;
+}
+
+/* One heartbeat on the stream, after the chunk deltas. 0 or -errno (the
+ * stream is then dropped). */
 static int stream_beat(struct efs_heartbeat *hb)
 {
 	struct efs_worker_space space = {0};
-	int r = efs_worker_ctx_space(hb->ctx, &space);
+	int r = stream_deltas(hb);
+	if (r < 0)
+		return r;
+	r = efs_worker_ctx_space(hb->ctx, &space);
 	if (r < 0)
 		efs_warn("cannot measure %s: %s", hb->ctx->cfg->data_dir, strerror(-r));
 	Echofs__V1__WorkerMessage msg = ECHOFS__V1__WORKER_MESSAGE__INIT;

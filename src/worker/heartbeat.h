@@ -15,7 +15,9 @@
  * "grpc_url"), the beats after registration go on one Connect stream
  * (proto/echofs.proto) instead of one HTTP request each; the thread waits
  * between beats for the master's instructions on it (the interval, a full
- * report). When the stream cannot be opened or breaks, the beats go over
+ * report, deletes). Before each beat on the stream go the chunk deltas:
+ * the chunks the scrubber found corrupt and those deleted since (corrupt
+ * and removed ids of a ChunkDelta). When the stream cannot be opened or breaks, the beats go over
  * HTTP at once, and the stream is tried again after a backoff (1 s,
  * doubling up to 5 s). Registration stays HTTP.
  *
@@ -59,6 +61,7 @@ struct efs_heartbeat {
 	 * the master pushed on one and this worker carried out (204). */
 	atomic_bool streaming;
 	_Atomic uint64_t pushed_deletes;
+	_Atomic uint64_t deltas_sent; /* ChunkDelta messages sent */
 };
 
 /* Loads the stored id (if any) into @ctx and starts the thread. 0 or

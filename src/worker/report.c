@@ -425,6 +425,12 @@ static void report_tick(struct efs_reporter *rp)
 	pthread_mutex_lock(&ctx->lost.lock);
 	pending = ctx->lost.count > 0;
 	pthread_mutex_unlock(&ctx->lost.lock);
+	/* With a gRPC stream open, corrupt chunks go up it as deltas before
+	 * the next beat (heartbeat.c); a full report still takes them. */
+	char target[EFS_URL_MAX + 1];
+	efs_worker_ctx_grpc_target(ctx, target);
+	if (target[0])
+		pending = false;
 	if (!full && !pending)
 		return;
 	/* A connection of its own for the report's requests, closed after:

@@ -346,13 +346,21 @@ def test_full_report_drops_lost_copies_deletes_orphans_and_adopts(cluster, proto
     api = w.client(h.CLUSTER_SECRET)
     copy = api.get(f"/chunks/{lost}")
     assert copy.status_code == 200, copy.text
-    # Lost behind the master's back (an operator's cleanup), and an old
-    # chunk the master never knew (an orphan).
+    # Lost behind the master's back (an operator's cleanup while the master
+    # is down: no stream, so no delta tells it), and an old chunk the
+    # master never knew (an orphan).
+    m.stop()
+    wait_until(lambda: re.search(r"^echofs_worker_grpc_connected 0$",
+                                 w.client().get("/metrics").text, re.M), 20,
+               what="the worker's stream to go")
     assert api.delete(f"/chunks/{lost}").status_code in (200, 204)
     orphan = os.urandom(32).hex()
     r = api.put(f"/chunks/{orphan}", data=os.urandom(16),
                 headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 201, r.text
+    m.start()
+    m.wait_ready()
+    wait_protocol(m, wid, protocol)
     # The orphan older than ORPHAN_GRACE_MS, the replicas older than the
     # 5 s margin a report's end leaves for the masters' clocks (SKEW_MARGIN_MS
     # in src/meta): only those are judged missing.
@@ -386,6 +394,7 @@ def test_full_report_drops_lost_copies_deletes_orphans_and_adopts(cluster, proto
         assert all(v == [wid] for k, v in now.items() if k != lost), now
         assert api.head(f"/chunks/{orphan}").status_code == 404
         assert f"worker {wid} no longer holds 1 replicas it should" in m.stderr(), m.log_tail()
+        assert not metric(m, "echofs_grpc_delta_marked_bad_total")
     report(w, lambda: wait_until(lambda: _passes(dropped_and_deleted), 20,
                                  what="the lost replica dropped and the orphan deleted"))
 
@@ -407,6 +416,51 @@ def test_full_report_drops_lost_copies_deletes_orphans_and_adopts(cluster, proto
                          m.stderr_since(mark)), m.log_tail()
     report(other, lambda: wait_until(lambda: _passes(adopted), 20,
                                      what="the copy adopted"))
+    assert alice.download(fid) == data
+
+
+def test_corrupt_and_deleted_copies_go_up_the_stream_as_deltas_and_are_repaired(cluster):
+    """A copy the scrubber finds corrupt, and one deleted behind the
+    master's back, reach the master as a ChunkDelta on the worker's stream
+    before its next beat (no report: REPORT_INTERVAL_MS is an hour, and
+    nothing reads the chunks): their replicas are marked bad, and repair
+    copies them from the good ones."""
+    # The harness's short WORKER_DEAD_AFTER_MS: repair starts 2x that after
+    # the master does.
+    m = cluster.add_master(REPLICATION_FACTOR=2, CHUNK_SIZE=65536, CHUNK_CACHE_SIZE=0)
+    ws = [cluster.add_worker(SCRUB_INTERVAL_MS=500, **GRPC_ENV) for _ in range(3)]
+    for w in ws:
+        wait_protocol(m, w.worker_id, "grpc")
+    by_id = {w.worker_id: w for w in ws}
+    alice = m.user_client("alice")
+    data = os.urandom(2 * 65536 + 3)
+    fid = alice.upload(data, "c.bin")["file_id"]
+    reps = good_replicas(alice, fid)
+    corrupt, deleted = sorted(reps)[:2]
+    rotten, emptied = by_id[reps[corrupt][0]], by_id[reps[deleted][0]]
+    marks = {w.worker_id: w.log_mark() for w in ws}
+    mark = m.log_mark()
+    import random
+    h.damage_chunk_payload(rotten.data_dir, corrupt, random.Random(7))
+    r = emptied.client(h.CLUSTER_SECRET).delete(f"/chunks/{deleted}")
+    assert r.status_code in (200, 204), r.text
+
+    def repaired():
+        now = good_replicas(alice, fid)
+        assert all(len(v) == 2 for v in now.values()), now
+        assert metric(m, "echofs_grpc_delta_marked_bad_total") == 2, m.log_tail()
+    wait_until(lambda: _passes(repaired), 30, what="both copies marked bad and repaired")
+    log = m.stderr_since(mark)
+    # (one delta or two: both may be on the same worker)
+    deltas = re.findall(r"worker (\S+) \(gRPC delta\): (\d+) chunks corrupt, (\d+) deleted", log)
+    assert sum(int(c) for _, c, _ in deltas) == 1 and sum(int(d) for *_, d in deltas) == 1, log
+    assert {w for w, *_ in deltas} == {rotten.worker_id, emptied.worker_id}, log
+    # not by an HTTP report
+    assert "/report " not in log, log
+    assert "reported 1 corrupt chunks to the master on the gRPC stream" in \
+        rotten.stderr_since(marks[rotten.worker_id]), rotten.log_tail()
+    wm = rotten.client().get("/metrics").text
+    assert re.search(r"^echofs_worker_chunk_deltas_total [1-9]", wm, re.M), wm
     assert alice.download(fid) == data
 
 
