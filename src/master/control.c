@@ -185,8 +185,16 @@ static int hello(struct control_stream *st, struct efs_rpc_call *call, const Ech
 	}
 	if (h->cluster_id[0] && strcmp(h->cluster_id, ours) != 0) {
 		efs_error("worker %s belongs to cluster %.64s, this master to cluster %s: its gRPC "
-			  "stream is refused",
+			  "stream is refused (told WrongCluster)",
 			  h->worker_id, h->cluster_id, ours);
+		/* the instruction first, then the status: the worker stops
+		 * using this master's control plane either way */
+		Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+		Echofs__V1__WrongCluster wrong = ECHOFS__V1__WRONG_CLUSTER__INIT;
+		wrong.cluster_id = (char *)ours;
+		down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_WRONG_CLUSTER;
+		down.wrong_cluster = &wrong;
+		send_down(call, &down);
 		efs_rpc_call_set_why(call, "this master belongs to cluster %s", ours);
 		return -EXDEV;
 	}

@@ -305,7 +305,7 @@ static const char *grpc_target(const struct efs_heartbeat *hb)
 {
 	const struct efs_worker_config *cfg = hb->ctx->cfg;
 	unsigned i = hb->ctx->master_index;
-	if (!cfg->use_grpc)
+	if (!cfg->use_grpc || hb->grpc_wrong_cluster[i])
 		return NULL;
 	if (cfg->master_grpc[i][0])
 		return cfg->master_grpc[i];
@@ -322,6 +322,29 @@ static int stream_send(struct efs_heartbeat *hb, const Echofs__V1__WorkerMessage
 	int r = efs_rpc_stream_send(hb->stream, buf, len, GRPC_TIMEOUT_MS);
 	free(buf);
 	return r;
+}
+
+/* The current master's control plane belongs to another cluster
+ * (@theirs, may be "" when only the status said so): this worker stops
+ * using it (grpc_target() names it no more) and registers again over
+ * HTTP, which checks the cluster once more: refused there too, the worker
+ * moves to its next master, as after any wrong_cluster answer. */
+static void wrong_cluster(struct efs_heartbeat *hb, const char *theirs)
+{
+	struct efs_worker_ctx *ctx = hb->ctx;
+	unsigned i = ctx->master_index;
+	if (hb->grpc_wrong_cluster[i])
+		return;
+	hb->grpc_wrong_cluster[i] = true;
+	efs_error("the gRPC control plane of master %s (%s) belongs to cluster %.64s, this "
+		  "worker's data to cluster %s: refusing it, no more streams to it (nothing "
+		  "deleted; check MASTER_GRPC_URL); registering again over HTTP",
+		  efs_worker_ctx_master_url(ctx),
+		  ctx->cfg->master_grpc[i][0] ? ctx->cfg->master_grpc[i] : hb->grpc_learned[i],
+		  theirs[0] ? theirs : "(another)", ctx->cluster_id[0] ? ctx->cluster_id : "(none)");
+	pthread_mutex_lock(&ctx->lock);
+	ctx->registered = false;
+	pthread_mutex_unlock(&ctx->lock);
 }
 
 /* Closes the stream after @r (a failure), logs once per outage, and sets
@@ -344,6 +367,11 @@ static void stream_drop(struct efs_heartbeat *hb, int r, const char *doing)
 				      ? EFS_MIN(hb->grpc_backoff_ms * 2, GRPC_BACKOFF_MAX_MS)
 				      : GRPC_BACKOFF_MIN_MS;
 	hb->grpc_retry_ms = efs_mono_ms() + hb->grpc_backoff_ms;
+	if (r == -EXDEV) {
+		/* FAILED_PRECONDITION: the master's cluster is not ours */
+		wrong_cluster(hb, "");
+		return;
+	}
 	if (r == -ENOENT) {
 		/* the master does not know us: register again (over HTTP) */
 		pthread_mutex_lock(&hb->ctx->lock);
@@ -590,6 +618,13 @@ static void instruction(struct efs_heartbeat *hb, const struct efs_buf *in, int6
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS:
 		ack(hb, msg->instruction_id, pushed_delete(hb, msg->delete_chunks));
 		break;
+	case ECHOFS__V1__MASTER_MESSAGE__BODY_WRONG_CLUSTER: {
+		char theirs[EFS_CLUSTER_ID_LEN + 1];
+		efs_strlcpy(theirs, msg->wrong_cluster->cluster_id, sizeof(theirs));
+		wrong_cluster(hb, efs_cluster_id_valid(theirs) ? theirs : "");
+		stream_drop(hb, -EXDEV, "stream to");
+		break;
+	}
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT:
 		/* as the HTTP answer's "full_report" (do_heartbeat) */
 		if (atomic_load(&hb->ctx->full_report_began_ms) < beat_ms &&

@@ -50,6 +50,11 @@ struct efs_heartbeat {
 	/* The gRPC control plane (heartbeat thread only). Each master's
 	 * address as its registration answer named it ("" : none). */
 	char grpc_learned[EFS_MAX_MASTERS][EFS_URL_MAX + 1];
+	/* That master's control plane answered WrongCluster (or ended a
+	 * stream with FAILED_PRECONDITION): no stream is opened to it again
+	 * (until the worker restarts); its beats stay HTTP, where the
+	 * registration checks the cluster again. */
+	bool grpc_wrong_cluster[EFS_MAX_MASTERS];
 	struct efs_rpc_stream *stream; /* NULL: beats go over HTTP */
 	unsigned stream_master;	       /* the master index it goes to */
 	int64_t stream_opened_ms;      /* efs_mono_ms() */

@@ -464,6 +464,44 @@ def test_corrupt_and_deleted_copies_go_up_the_stream_as_deltas_and_are_repaired(
     assert alice.download(fid) == data
 
 
+def test_worker_told_wrong_cluster_stops_using_that_masters_control_plane(cluster, messages):
+    """A worker whose MASTER_GRPC_URL names another cluster's master: that
+    master answers its Hello with WrongCluster (then FAILED_PRECONDITION),
+    and the worker opens no more streams to it, beating over HTTP to its
+    own master, whose registration checked the cluster."""
+    M = messages
+    m = grpc_master(cluster)
+    other = cluster.add_master(name="other")
+    other.restart(fresh_data_dir=True)  # its own metadata: another cluster
+    other.wait_ready()
+    mark = other.log_mark()
+    w = cluster.add_worker(MASTER_GRPC_URL=f"grpc://127.0.0.1:{other.grpc_port}", **GRPC_ENV)
+    w.wait_for_log(r"no more streams to it", timeout=20)
+    # Retried streams would come 1, 2 and 4 s apart (the backoff): none.
+    time.sleep(4)
+    refused = re.findall(r"its gRPC stream is refused", other.stderr_since(mark))
+    assert len(refused) == 1, other.log_tail()
+    assert w.stderr().count("no more streams to it") == 1, w.log_tail()
+    wait_protocol(m, w.worker_id, "http")
+    assert other.workers() == []
+
+    # From an independent client: the instruction, then the status.
+    channel = grpc.insecure_channel(f"127.0.0.1:{other.grpc_port}")
+    connect = channel.stream_stream(
+        SERVICE + "Connect", request_serializer=lambda x: x.SerializeToString(),
+        response_deserializer=M("MasterMessage").FromString)
+    call = connect(iter([M("WorkerMessage")(hello=M("Hello")(
+        worker_id=w.worker_id, cluster_id=w.data_dir.joinpath("cluster_id").read_text().strip()))]),
+        metadata=[("authorization", f"Bearer {h.CLUSTER_SECRET}")], timeout=10)
+    first = next(call)
+    assert first.WhichOneof("body") == "wrong_cluster", first
+    assert len(first.wrong_cluster.cluster_id) == 32, first
+    with pytest.raises(grpc.RpcError) as e:
+        next(call)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    channel.close()
+
+
 def _passes(check):
     try:
         check()
