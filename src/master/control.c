@@ -23,6 +23,7 @@ struct control_pending {
 	const struct control_stream *stream; /* the stream it went down */
 	int status;			     /* the Ack's, or -EPIPE */
 	bool done;
+	bool copy;			     /* a CopyChunk (else a delete) */
 	struct control_pending *next;
 };
 
@@ -259,7 +260,7 @@ static void acked(struct control_stream *st, const Echofs__V1__Ack *ack)
 		if (p->id == ack->instruction_id && p->stream == st && !p->done) {
 			p->status = ack->status > 0 && ack->status < 600 ? (int)ack->status : 500;
 			p->done = true;
-			atomic_fetch_add(&ctl->deletes_acked, 1);
+			atomic_fetch_add(p->copy ? &ctl->copies_acked : &ctl->deletes_acked, 1);
 			pthread_cond_broadcast(&ctl->acked);
 			break;
 		}
@@ -584,6 +585,8 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	atomic_init(&ctl->heartbeats, 0);
 	atomic_init(&ctl->report_batches, 0);
 	atomic_init(&ctl->deltas, 0);
+	atomic_init(&ctl->copies_pushed, 0);
+	atomic_init(&ctl->copies_acked, 0);
 	atomic_init(&ctl->delta_marked, 0);
 	if (!m->cfg.grpc_port)
 		return 0;
@@ -624,26 +627,20 @@ bool efs_control_streaming(struct efs_control *ctl, const char *worker_id)
 	return found;
 }
 
-int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
-		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms)
+/* Sends @down (its instruction id set here) to @worker_id's stream and
+ * waits up to @timeout_ms for the Ack: its status, or -ENOTCONN (no
+ * stream), -EPIPE (it ended first), -ETIMEDOUT. */
+static int push(struct efs_control *ctl, const char *worker_id, Echofs__V1__MasterMessage *down,
+		bool copy, int64_t timeout_ms)
 {
-	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
-	Echofs__V1__DeleteChunks del = ECHOFS__V1__DELETE_CHUNKS__INIT;
-	char *ids[1] = {(char *)chunk_id};
-	struct control_pending p = {0};
+	struct control_pending p = {.copy = copy};
 	struct control_stream *st;
-	uint8_t buf[512];
+	uint8_t buf[2048];
 	struct timespec deadline;
 	int r;
 
 	if (!ctl->rpc)
 		return -ENOTCONN;
-	del.n_chunk_ids = 1;
-	del.chunk_ids = ids;
-	del.lease_epoch = lease_epoch;
-	del.unmodified_for_ms = (uint64_t)EFS_MAX(unmodified_for_ms, 0);
-	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS;
-	down.delete_chunks = &del;
 	efs_ticker_deadline(timeout_ms, &deadline);
 	pthread_mutex_lock(&ctl->lock);
 	for (st = ctl->streams; st && strcmp(st->worker_id, worker_id) != 0; st = st->next)
@@ -652,19 +649,19 @@ int efs_control_delete(struct efs_control *ctl, const char *worker_id, const cha
 		r = -ENOTCONN;
 		goto out;
 	}
-	down.instruction_id = p.id = ++ctl->next_instruction;
-	size_t len = echofs__v1__master_message__get_packed_size(&down);
+	down->instruction_id = p.id = ++ctl->next_instruction;
+	size_t len = echofs__v1__master_message__get_packed_size(down);
 	if (len > sizeof(buf)) {
 		r = -ENOTCONN;
 		goto out;
 	}
-	echofs__v1__master_message__pack(&down, buf);
+	echofs__v1__master_message__pack(down, buf);
 	/* Under the lock: @st cannot be closed (and freed) meanwhile. */
 	if (efs_rpc_call_send(st->call, buf, len) < 0) {
 		r = -ENOTCONN;
 		goto out;
 	}
-	atomic_fetch_add(&ctl->deletes_pushed, 1);
+	atomic_fetch_add(copy ? &ctl->copies_pushed : &ctl->deletes_pushed, 1);
 	p.stream = st;
 	p.next = ctl->pending;
 	ctl->pending = &p;
@@ -680,6 +677,37 @@ int efs_control_delete(struct efs_control *ctl, const char *worker_id, const cha
 out:
 	pthread_mutex_unlock(&ctl->lock);
 	return r;
+}
+
+int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms)
+{
+	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+	Echofs__V1__DeleteChunks del = ECHOFS__V1__DELETE_CHUNKS__INIT;
+	char *ids[1] = {(char *)chunk_id};
+
+	del.n_chunk_ids = 1;
+	del.chunk_ids = ids;
+	del.lease_epoch = lease_epoch;
+	del.unmodified_for_ms = (uint64_t)EFS_MAX(unmodified_for_ms, 0);
+	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS;
+	down.delete_chunks = &del;
+	return push(ctl, worker_id, &down, false, timeout_ms);
+}
+
+int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+		     uint64_t size, const char *from_url, uint64_t lease_epoch, int64_t timeout_ms)
+{
+	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+	Echofs__V1__CopyChunk copy = ECHOFS__V1__COPY_CHUNK__INIT;
+
+	copy.chunk_id = (char *)chunk_id;
+	copy.from_url = (char *)from_url;
+	copy.lease_epoch = lease_epoch;
+	copy.size = size;
+	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_COPY_CHUNK;
+	down.copy_chunk = &copy;
+	return push(ctl, worker_id, &down, true, timeout_ms);
 }
 
 size_t efs_control_streams(struct efs_control *ctl)

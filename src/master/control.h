@@ -49,6 +49,7 @@ struct efs_control {
 	_Atomic uint64_t deletes_pushed, deletes_acked;
 	_Atomic uint64_t report_batches; /* Report batches judged */
 	_Atomic uint64_t deltas, delta_marked; /* ChunkDeltas; replicas they marked bad */
+	_Atomic uint64_t copies_pushed, copies_acked; /* repair's CopyChunk instructions */
 };
 
 /* Listens on MASTER_HOST:GRPC_PORT (nothing when it is 0). 0, or -errno
@@ -68,6 +69,15 @@ bool efs_control_streaming(struct efs_control *ctl, const char *worker_id);
  * over HTTP). Any thread but the control plane's own. */
 int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
 		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms);
+/* Pushes a repair copy to @worker_id's stream: the worker fetches
+ * @chunk_id (@size bytes uncompressed) from @from_url over HTTP, checks
+ * its SHA-256, and stores it (refused under a lease epoch older than one it
+ * saw). Waits up to @timeout_ms for the Ack: 201 stored, 204 already held
+ * (idempotent), 409 stale epoch, 502 the source failed or its bytes did
+ * not verify, 507 no room, 500; or -ENOTCONN (no stream: copy it over
+ * HTTP), -EPIPE, -ETIMEDOUT. Any thread but the control plane's own. */
+int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+		     uint64_t size, const char *from_url, uint64_t lease_epoch, int64_t timeout_ms);
 /* How many workers have an open stream to this master now. */
 size_t efs_control_streams(struct efs_control *ctl);
 /* Ends every stream (no worker is suspected for it) and stops. A zeroed,

@@ -2,6 +2,9 @@
 /* heartbeat.c - registration, heartbeats and master failover. */
 #include "worker/heartbeat.h"
 #include "echofs.pb-c.h"
+#include "echofs/codec.h"
+#include "echofs/config.h"
+#include "echofs/hash.h"
 #include "echofs/http_client.h"
 #include "echofs/json.h"
 #include "echofs/log.h"
@@ -30,6 +33,8 @@
 #define GRPC_WAIT_SLICE_MS 100
 #define PATH_CONNECT "/echofs.v1.ControlPlane/Connect"
 #define ID_FILE "worker_id"
+/* The largest chunk a pushed copy takes (the master's CHUNK_SIZE cap). */
+#define COPY_SIZE_MAX (64ULL * 1024 * 1024)
 #define CLUSTER_FILE "cluster_id"
 /* do_register's answer when the master is another cluster's. */
 #define WRONG_CLUSTER (-EXDEV)
@@ -582,6 +587,98 @@ static unsigned pushed_delete(struct efs_heartbeat *hb, const Echofs__V1__Delete
 	return status;
 }
 
+/* A pushed copy (CopyChunk): repair's copy of a chunk to this worker.
+ * Fetched from the source worker over HTTP (the data path), verified (the
+ * SHA-256 of the uncompressed bytes is the chunk id), and stored as it came.
+ * Runs on the heartbeat thread: the next beat waits for it (a chunk is at
+ * most 64 MiB, over the cluster's network). Returns the Ack's status. */
+static unsigned pushed_copy(struct efs_heartbeat *hb, const Echofs__V1__CopyChunk *c)
+{
+	struct efs_worker_ctx *ctx = hb->ctx;
+	char url[EFS_URL_MAX + 80], cluster[EFS_CLUSTER_ID_LEN + 1];
+	char header[EFS_CLUSTER_ID_LEN + 32], hex[EFS_SHA256_HEX_LEN + 1];
+	struct efs_http_call call;
+	struct efs_buf raw;
+	uint64_t length;
+	uint32_t flags;
+	int64_t mtime_ms;
+	unsigned status;
+
+	if (!efs_chunk_id_valid(c->chunk_id) || strlen(c->from_url) > EFS_URL_MAX ||
+	    !efs_http_url_valid(c->from_url) || c->size == 0 || c->size > COPY_SIZE_MAX)
+		return 400;
+	if (c->lease_epoch && ctx->fence) {
+		int r = efs_fence_admit(ctx->fence, c->lease_epoch);
+		if (r == -ESTALE) {
+			efs_warn("pushed copy of chunk %s refused: lease epoch %llu is older than "
+				 "%llu, the newest seen",
+				 c->chunk_id, (unsigned long long)c->lease_epoch,
+				 (unsigned long long)efs_fence_newest(ctx->fence));
+			return 409;
+		}
+		if (r < 0)
+			return 500;
+	}
+	if (efs_store_stat(ctx->store, c->chunk_id, &length, &flags, &mtime_ms) == 0)
+		return 204; /* held already: the copy is idempotent */
+	snprintf(url, sizeof(url), "%s/chunks/%s", c->from_url, c->chunk_id);
+	efs_http_call_init(&call, "GET", url);
+	call.bearer = ctx->cfg->cluster_secret;
+	efs_worker_ctx_cluster(ctx, cluster);
+	if (cluster[0]) {
+		snprintf(header, sizeof(header), EFS_HDR_CLUSTER ": %s", cluster);
+		call.headers[0] = header;
+	}
+	call.capture_header = EFS_HDR_ENCODING;
+	call.resp_cap = (size_t)c->size + 4096; /* gzip of incompressible bytes: a little more */
+	call.timeout_ms = 60000;
+	int r = efs_http_call_run(ctx->http, &call);
+	efs_buf_init(&raw, (size_t)c->size);
+	if (r < 0 || call.status != 200) {
+		efs_warn("pushed copy of chunk %s: GET from %s failed (%s)", c->chunk_id,
+			 c->from_url, r < 0 ? strerror(-r) : "an HTTP error status");
+		status = 502;
+		goto out;
+	}
+	bool gzip = strcasecmp(call.captured, "gzip") == 0;
+	const struct efs_buf *plain = &call.resp;
+	if (gzip) {
+		if (efs_codec_decode(call.resp.data, call.resp.len, (size_t)c->size, &raw) < 0) {
+			efs_warn("pushed copy of chunk %s from %s: not valid gzip; not stored",
+				 c->chunk_id, c->from_url);
+			status = 502;
+			goto out;
+		}
+		plain = &raw;
+	}
+	efs_sha256_hex(plain->data, plain->len, hex);
+	if (plain->len != c->size || strcmp(hex, c->chunk_id) != 0) {
+		efs_warn("pushed copy of chunk %s from %s: the bytes do not verify; not stored",
+			 c->chunk_id, c->from_url);
+		status = 502;
+		goto out;
+	}
+	struct efs_store_writer *w;
+	r = efs_store_write_begin(ctx->store, c->chunk_id, call.resp.len,
+				  gzip ? EFS_STORE_GZIP : 0, &w);
+	if (r == 0 && (r = efs_store_write(w, call.resp.data, call.resp.len)) < 0)
+		efs_store_write_abort(w);
+	else if (r == 0)
+		r = efs_store_write_commit(w, false, 0);
+	status = r == 0 ? 201 : r == -ENOSPC ? 507 : 500;
+	if (r == 0) {
+		atomic_fetch_add(&hb->pushed_copies, 1);
+		efs_debug("chunk %s copied from %s (pushed by the master)", c->chunk_id,
+			  c->from_url);
+	} else {
+		efs_warn("pushed copy of chunk %s: cannot store it: %s", c->chunk_id, strerror(-r));
+	}
+out:
+	efs_buf_release(&raw);
+	efs_http_call_release(&call);
+	return status;
+}
+
 /* Answers instruction @id with @status. A failed send drops the stream
  * (the master retries the instruction over HTTP). */
 static void ack(struct efs_heartbeat *hb, uint64_t id, unsigned status)
@@ -617,6 +714,9 @@ static void instruction(struct efs_heartbeat *hb, const struct efs_buf *in, int6
 	}
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS:
 		ack(hb, msg->instruction_id, pushed_delete(hb, msg->delete_chunks));
+		break;
+	case ECHOFS__V1__MASTER_MESSAGE__BODY_COPY_CHUNK:
+		ack(hb, msg->instruction_id, pushed_copy(hb, msg->copy_chunk));
 		break;
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_WRONG_CLUSTER: {
 		char theirs[EFS_CLUSTER_ID_LEN + 1];

@@ -67,6 +67,7 @@ struct efs_heartbeat {
 	atomic_bool streaming;
 	_Atomic uint64_t pushed_deletes;
 	_Atomic uint64_t deltas_sent; /* ChunkDelta messages sent */
+	_Atomic uint64_t pushed_copies; /* repair copies pushed on a stream, stored */
 };
 
 /* Loads the stored id (if any) into @ctx and starts the thread. 0 or

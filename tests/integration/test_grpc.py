@@ -502,6 +502,50 @@ def test_worker_told_wrong_cluster_stops_using_that_masters_control_plane(cluste
     channel.close()
 
 
+def test_killed_workers_chunks_are_repaired_by_copies_pushed_down_the_streams(cluster):
+    """Repair's copies to workers with a stream go down it as CopyChunk:
+    the target fetches the chunk from a good replica's worker over HTTP,
+    verifies it, stores it and acks; the master writes nothing over HTTP
+    (no PUT in the target's access log)."""
+    m = cluster.add_master(REPLICATION_FACTOR=2, CHUNK_SIZE=65536, CHUNK_CACHE_SIZE=0,
+                           REPAIR_AFTER_MS=200, GRPC_STREAM_GRACE_MS=300)
+    ws = [cluster.add_worker(**GRPC_ENV) for _ in range(3)]
+    for w in ws:
+        wait_protocol(m, w.worker_id, "grpc")
+    by_id = {w.worker_id: w for w in ws}
+    alice = m.user_client("alice")
+    data = os.urandom(5 * 65536 + 11)
+    fid = alice.upload(data, "k.bin")["file_id"]
+    reps = good_replicas(alice, fid)
+    counts = {w.worker_id: sum(w.worker_id in v for v in reps.values()) for w in ws}
+    victim = by_id[max(counts, key=counts.get)]
+    lost = counts[victim.worker_id]
+    assert lost >= 1, reps
+    rest = [w for w in ws if w is not victim]
+    marks = {w.worker_id: w.log_mark() for w in rest}
+    victim.kill()
+
+    def repaired():
+        now = good_replicas(alice, fid)
+        # (the dead worker's rows stay listed until it is gone for good)
+        assert all(len(set(v) - {victim.worker_id}) == 2 for v in now.values()), now
+    wait_until(lambda: _passes(repaired), 30, what="the victim's chunks copied elsewhere")
+    assert metric(m, "echofs_grpc_copies_pushed_total") == lost, m.log_tail()
+    assert metric(m, "echofs_grpc_copies_acked_total") == lost, m.log_tail()
+    stored = 0
+    for w in rest:
+        log = w.stderr_since(marks[w.worker_id])
+        assert "access PUT /chunks/" not in log, w.log_tail()  # nothing over HTTP
+        found = re.search(r"^echofs_worker_pushed_copies_total (\d+)",
+                          w.client().get("/metrics").text, re.M)
+        stored += int(found.group(1))
+    assert stored == lost
+    # the bytes travelled worker to worker over HTTP
+    assert sum(len(re.findall(r"access GET /chunks/", w.stderr_since(marks[w.worker_id])))
+               for w in rest) >= lost
+    assert alice.download(fid) == data
+
+
 def _passes(check):
     try:
         check()
