@@ -13,7 +13,9 @@
  * again (efs_registry_suspect); a stream ended by this master's own
  * shutdown suspects nobody. The collector's replica deletes go down the
  * stream of a worker that has one (efs_control_delete) and wait for its
- * Ack; without a stream they stay HTTP calls. A ChunkDelta's corrupt and
+ * Ack; without a stream they stay HTTP calls. Repair's copies to a worker
+ * with a stream go down it too (efs_control_copy: the worker fetches the
+ * chunk from another worker over HTTP). A ChunkDelta's corrupt and
  * removed ids mark the worker's replicas of them bad (as a report's
  * `lost`: repair follows); its added ids are left to the next full
  * report. A Report call is a full chunk report in batches, each judged
