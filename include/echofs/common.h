@@ -38,6 +38,10 @@
  * worker sends the one its data belongs to on every call to a master. */
 #define EFS_CLUSTER_ID_LEN 32
 #define EFS_HDR_CLUSTER "X-Echofs-Cluster"
+/* Of a chunk's bytes between master and workers (and worker to worker, a
+ * pushed repair copy): how they are stored, and their CRC32C. */
+#define EFS_HDR_ENCODING "X-Chunk-Encoding" /* "gzip" or "identity" */
+#define EFS_HDR_CRC32C "X-Chunk-CRC32C"     /* 8 hex digits, of the payload */
 
 /* The lease epoch a background duty's instruction to a worker carries (a
  * GC delete, a repair copy): decimal, >= 1. A worker refuses an epoch

@@ -31,6 +31,22 @@ struct efs_report_body {
  * wrong in @why (@why_size bytes), or -ENOMEM; *out untouched on failure. */
 int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *why,
 			 size_t why_size);
+/* The verdicts on one report batch (efs_api_report_judge). */
+struct efs_report_verdicts {
+	json_t *del;		 /* new reference: chunk ids the worker deletes */
+	int adopted;		 /* replicas recorded again */
+	int marked;		 /* lost ids whose replica was marked bad */
+	int64_t again_in_ms;	 /* > 0: the worker reports again within this */
+};
+/* Judges one checked report batch of @worker_id (known to the registry):
+ * notes the contact, marks the lost ids' replicas bad, records or
+ * condemns each listed copy, and after the last batch drops the rows it
+ * did not list. The one judge of both transports: POST
+ * /api/v1/workers/{id}/report and the gRPC Report stream (control.c).
+ * Fills @rb's entries' verdicts. 0 with *@out set (the caller decrefs
+ * out->del), or -errno from the metadata store (out->del NULL). */
+int efs_api_report_judge(struct efs_master *m, const char *worker_id,
+			 const struct efs_report_body *rb, struct efs_report_verdicts *out);
 /* api_keys.c: the caller's S3 access keys */
 int efs_api_key_create(struct efs_http_req *req);
 int efs_api_key_list(struct efs_http_req *req);

@@ -260,6 +260,29 @@ static int put_grpc(struct efs_metrics *reg, struct efs_control *ctl)
 				    "Pushed replica deletes the worker acknowledged in time (the "
 				    "others were retried over HTTP).",
 				    (double)atomic_load(&ctl->deletes_acked));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_report_batches_total",
+				    "Chunk report batches judged from gRPC Report calls (the "
+				    "others came over HTTP).",
+				    (double)atomic_load(&ctl->report_batches));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_copies_pushed_total",
+				    "Repair copies sent down gRPC control streams (CopyChunk) instead "
+				    "of written over HTTP.",
+				    (double)atomic_load(&ctl->copies_pushed));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_copies_acked_total",
+				    "Pushed repair copies the worker acknowledged in time (any status).",
+				    (double)atomic_load(&ctl->copies_acked));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_chunk_deltas_total",
+				    "Chunk deltas received on gRPC control streams.",
+				    (double)atomic_load(&ctl->deltas));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_delta_marked_bad_total",
+				    "Replicas marked bad because a worker's chunk delta named them "
+				    "corrupt or deleted (repair follows).",
+				    (double)atomic_load(&ctl->delta_marked));
 	return r;
 }
 

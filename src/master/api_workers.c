@@ -256,54 +256,17 @@ int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *
 	return 0;
 }
 
-/* POST /api/v1/workers/{workerId}/report - a worker's list of the chunks
- * it holds (in batches), and the chunks its scrubber found corrupt:
- *
- *   {"started_at_ms": T, "now_ms": N, "master_started_ms": M,
- *    "chunks": [["<id>", mtime_ms], ...], "last": true, "lost": ["<id>", ...]}
- *
- * Answers {"delete": [ids], "adopted": n, "lost_marked": n, "now_ms": this
- * master's clock}: the worker deletes the listed chunks unless it wrote
- * them after T. With "report_again_in_ms": D (at most ORPHAN_GRACE_MS +
- * REPORT_RECHECK_MARGIN_MS) some listed copies were kept only for their
- * youth (EFS_REPORT_YOUNG): the worker sends its next full report within D. A full report begins
- * with a request listing nothing; the worker takes its snapshot after the answer and sends that
- * answer's now_ms back as M, so the end of the report compares master times with master times (T
- * and N are the worker's clock). */
-int efs_api_worker_report(struct efs_http_req *req)
+int efs_api_report_judge(struct efs_master *m, const char *worker_id,
+			 const struct efs_report_body *rb_in, struct efs_report_verdicts *out)
 {
-	struct efs_master *m = efs_api_master(req);
-	const char *worker_id = efs_http_param(req, "workerId");
-	struct efs_worker_info w;
-	struct efs_report_body rb = {0};
-	struct efs_report_entry *entries = NULL;
+	const struct efs_report_body rb = *rb_in;
+	struct efs_report_entry *entries = rb.entries;
+	size_t n = rb.count, i;
 	bool *pinned = NULL; /* entries[i] was pinned before the verdicts */
-	json_t *body, *item;
-	size_t n = 0, i;
+	const json_t *item;
 	int adopted = 0, marked = 0, r;
-	char why[EFS_HTTP_JSON_WHY_MAX];
 
-	if (!efs_id_valid(worker_id))
-		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_WORKER_ID,
-					  "worker id must be 1-64 characters of [A-Za-z0-9_-]");
-	if (refuse_other_cluster(req, m, worker_id))
-		return 0;
-	if ((r = efs_http_body_json(req, &body, why)) < 0)
-		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
-	r = efs_meta_worker_get(m->meta, worker_id, &w);
-	if (r < 0) {
-		efs_http_reply_errno(req, EFS_HTTP_OP_WORKER, r, worker_id);
-		goto out;
-	}
-	r = efs_api_report_parse(body, &rb, why, sizeof(why));
-	if (r == -EINVAL) {
-		efs_http_reply_err(req, EFS_HTTP_E_INVALID_REPORT, "%s", why);
-		goto out;
-	}
-	if (r < 0)
-		goto out;
-	entries = rb.entries;
-	n = rb.count;
+	out->del = NULL;
 	efs_registry_note_contact(&m->registry, worker_id);
 	/* A report under way whose snapshot follows a rejoin ask answers it:
 	 * the beats stop asking now, not at its end (a long report's beats
@@ -341,15 +304,13 @@ int efs_api_worker_report(struct efs_http_req *req)
 	 * check). Read after the batch alone, an upload that recorded and
 	 * unpinned in between would lose a replica it had just reported
 	 * durable. Read again after it, for uploads that pinned meanwhile. */
-	if (n > 0 && !(pinned = calloc(n, sizeof(*pinned)))) {
-		r = -ENOMEM;
-		goto out;
-	}
+	if (n > 0 && !(pinned = calloc(n, sizeof(*pinned))))
+		return -ENOMEM;
 	for (i = 0; i < n; i++)
 		pinned[i] = efs_chunk_backend_pinned(m->chunks, entries[i].chunk_id);
 	if (n > 0 && (r = efs_meta_report_batch(m->meta, &ctx, entries, n)) < 0) {
-		efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
-		goto out;
+		free(pinned);
+		return r;
 	}
 	json_t *del = json_array();
 	int64_t recheck_ms = 0;
@@ -378,25 +339,82 @@ int efs_api_worker_report(struct efs_http_req *req)
 				 "repair",
 				 worker_id, r);
 		if (r < 0) {
-			efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
-			goto out;
+			json_decref(del);
+			free(pinned);
+			return r;
 		}
-		r = 0;
 	}
 	if (adopted || json_array_size(del) || marked)
 		efs_info("worker %s report: %zu chunks, %d adopted again, %zu to delete, %d "
 			 "reported corrupt",
 			 worker_id, n, adopted, json_array_size(del), marked);
-	json_t *answer = json_pack("{s:o, s:i, s:i, s:I}", "delete", del, "adopted", adopted,
-				   "lost_marked", marked, "now_ms", (json_int_t)efs_now_ms());
-	if (recheck_ms > 0)
-		json_object_set_new(
-		    answer, "report_again_in_ms",
-		    json_integer((json_int_t)EFS_MIN(recheck_ms, ctx.orphan_grace_ms +
-								     REPORT_RECHECK_MARGIN_MS)));
+	free(pinned);
+	out->del = del;
+	out->adopted = adopted;
+	out->marked = marked;
+	out->again_in_ms =
+	    recheck_ms > 0 ? EFS_MIN(recheck_ms, ctx.orphan_grace_ms + REPORT_RECHECK_MARGIN_MS) : 0;
+	return 0;
+}
+
+/* POST /api/v1/workers/{workerId}/report - a worker's list of the chunks
+ * it holds (in batches), and the chunks its scrubber found corrupt:
+ *
+ *   {"started_at_ms": T, "now_ms": N, "master_started_ms": M,
+ *    "chunks": [["<id>", mtime_ms], ...], "last": true, "lost": ["<id>", ...]}
+ *
+ * Answers {"delete": [ids], "adopted": n, "lost_marked": n, "now_ms": this
+ * master's clock}: the worker deletes the listed chunks unless it wrote
+ * them after T. With "report_again_in_ms": D (at most ORPHAN_GRACE_MS +
+ * REPORT_RECHECK_MARGIN_MS) some listed copies were kept only for their
+ * youth (EFS_REPORT_YOUNG): the worker sends its next full report within D. A full report begins
+ * with a request listing nothing; the worker takes its snapshot after the answer and sends that
+ * answer's now_ms back as M, so the end of the report compares master times with master times (T
+ * and N are the worker's clock). */
+int efs_api_worker_report(struct efs_http_req *req)
+{
+	struct efs_master *m = efs_api_master(req);
+	const char *worker_id = efs_http_param(req, "workerId");
+	struct efs_worker_info w;
+	struct efs_report_body rb = {0};
+	struct efs_report_entry *entries = NULL;
+	struct efs_report_verdicts v = {0};
+	json_t *body;
+	int r;
+	char why[EFS_HTTP_JSON_WHY_MAX];
+
+	if (!efs_id_valid(worker_id))
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_WORKER_ID,
+					  "worker id must be 1-64 characters of [A-Za-z0-9_-]");
+	if (refuse_other_cluster(req, m, worker_id))
+		return 0;
+	if ((r = efs_http_body_json(req, &body, why)) < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_JSON_BODY, r, why);
+	r = efs_meta_worker_get(m->meta, worker_id, &w);
+	if (r < 0) {
+		efs_http_reply_errno(req, EFS_HTTP_OP_WORKER, r, worker_id);
+		goto out;
+	}
+	r = efs_api_report_parse(body, &rb, why, sizeof(why));
+	if (r == -EINVAL) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_REPORT, "%s", why);
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	entries = rb.entries;
+	r = efs_api_report_judge(m, worker_id, &rb, &v);
+	if (r < 0) {
+		efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
+		goto out;
+	}
+	json_t *answer = json_pack("{s:o, s:i, s:i, s:I}", "delete", v.del, "adopted", v.adopted,
+				   "lost_marked", v.marked, "now_ms", (json_int_t)efs_now_ms());
+	if (v.again_in_ms > 0)
+		json_object_set_new(answer, "report_again_in_ms",
+				    json_integer((json_int_t)v.again_in_ms));
 	efs_http_reply_json(req, 200, answer);
 out:
-	free(pinned);
 	free(entries);
 	json_decref(body);
 	return r < 0 && !efs_http_replied(req) ? r : 0;

@@ -8,6 +8,7 @@
 #include "echofs/rpc.h"
 #include "echofs/ticker.h"
 #include "echofs/util.h"
+#include "master/api.h"
 #include "master/master.h"
 
 #include <stdlib.h>
@@ -22,6 +23,7 @@ struct control_pending {
 	const struct control_stream *stream; /* the stream it went down */
 	int status;			     /* the Ack's, or -EPIPE */
 	bool done;
+	bool copy;			     /* a CopyChunk (else a delete) */
 	struct control_pending *next;
 };
 
@@ -184,8 +186,16 @@ static int hello(struct control_stream *st, struct efs_rpc_call *call, const Ech
 	}
 	if (h->cluster_id[0] && strcmp(h->cluster_id, ours) != 0) {
 		efs_error("worker %s belongs to cluster %.64s, this master to cluster %s: its gRPC "
-			  "stream is refused",
+			  "stream is refused (told WrongCluster)",
 			  h->worker_id, h->cluster_id, ours);
+		/* the instruction first, then the status: the worker stops
+		 * using this master's control plane either way */
+		Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+		Echofs__V1__WrongCluster wrong = ECHOFS__V1__WRONG_CLUSTER__INIT;
+		wrong.cluster_id = (char *)ours;
+		down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_WRONG_CLUSTER;
+		down.wrong_cluster = &wrong;
+		send_down(call, &down);
 		efs_rpc_call_set_why(call, "this master belongs to cluster %s", ours);
 		return -EXDEV;
 	}
@@ -250,12 +260,53 @@ static void acked(struct control_stream *st, const Echofs__V1__Ack *ack)
 		if (p->id == ack->instruction_id && p->stream == st && !p->done) {
 			p->status = ack->status > 0 && ack->status < 600 ? (int)ack->status : 500;
 			p->done = true;
-			atomic_fetch_add(&ctl->deletes_acked, 1);
+			atomic_fetch_add(p->copy ? &ctl->copies_acked : &ctl->deletes_acked, 1);
 			pthread_cond_broadcast(&ctl->acked);
 			break;
 		}
 	}
 	pthread_mutex_unlock(&ctl->lock);
+}
+
+/* Marks @worker_id's replicas of @ids bad (the report's `lost`); returns
+ * how many rows changed. An id no row of that worker names changes
+ * nothing. */
+static size_t mark_bad(struct efs_master *m, const char *worker_id, char **ids, size_t n)
+{
+	size_t marked = 0;
+	for (size_t i = 0; i < n; i++)
+		marked += efs_meta_replica_mark_bad(m->meta, ids[i], worker_id) == 0;
+	return marked;
+}
+
+/* A ChunkDelta: the corrupt (quarantined by the scrubber) and removed
+ * (deleted, still gone) copies lose their replica: marked bad, as a
+ * report's `lost`, so repair copies the chunk from a good replica (and
+ * removes the bad row once it has). Added ids are not acted on: whether
+ * an unnamed copy is adopted, kept or deleted is a full report's verdict
+ * (its age, the chunk's replicas), and the next report gives it. */
+static int delta(struct control_stream *st, struct efs_rpc_call *call,
+		 const Echofs__V1__ChunkDelta *d)
+{
+	struct efs_master *m = st->ctl->master;
+	for (size_t i = 0; i < d->n_corrupt; i++)
+		if (!efs_chunk_id_valid(d->corrupt[i]))
+			goto bad;
+	for (size_t i = 0; i < d->n_removed; i++)
+		if (!efs_chunk_id_valid(d->removed[i]))
+			goto bad;
+	size_t corrupt = mark_bad(m, st->worker_id, d->corrupt, d->n_corrupt);
+	size_t removed = mark_bad(m, st->worker_id, d->removed, d->n_removed);
+	atomic_fetch_add(&st->ctl->deltas, 1);
+	atomic_fetch_add(&st->ctl->delta_marked, corrupt + removed);
+	if (d->n_corrupt || corrupt || removed)
+		efs_warn("worker %s (gRPC delta): %zu chunks corrupt, %zu deleted; %zu replicas "
+			 "marked bad for repair",
+			 st->worker_id, d->n_corrupt, d->n_removed, corrupt + removed);
+	return 0;
+bad:
+	efs_rpc_call_set_why(call, "delta: chunk ids must be 64 hex");
+	return -EINVAL;
 }
 
 static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
@@ -286,7 +337,8 @@ static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t
 		acked(st, msg->ack);
 		break;
 	case ECHOFS__V1__WORKER_MESSAGE__BODY_DELTA:
-		break; /* read; nothing acts on them yet (control.h) */
+		r = delta(st, call, msg->delta);
+		break;
 	default:
 		efs_rpc_call_set_why(call, "empty WorkerMessage");
 		r = -EINVAL;
@@ -341,21 +393,179 @@ static void connect_close(void *state, bool broken)
 	free(st);
 }
 
-/* ---- Report: not served yet ---- */
+/* ---- Report ---- */
+
+/* One Report call: the worker it reports for, fixed by its first batch. */
+struct report_call {
+	struct efs_control *ctl;
+	char worker_id[EFS_ID_MAX + 1];
+};
 
 static int report_open(void *arg, struct efs_rpc_call *call, const char *auth, void **state)
 {
-	int r = check_secret(arg, call, auth);
+	struct efs_control *ctl = arg;
+	int r = check_secret(ctl, call, auth);
 	if (r < 0)
 		return r;
-	efs_rpc_call_set_why(call, "Report is not served yet: send reports over HTTP");
-	return -ENOSYS;
+	struct report_call *rc = calloc(1, sizeof(*rc));
+	if (!rc)
+		return -ENOMEM;
+	rc->ctl = ctl;
+	*state = rc;
+	return 0;
+}
+
+/* Who the batch is from: the first names a registered worker of this
+ * cluster, the others the same one. 0 or -errno (the call's status). */
+static int report_who(struct report_call *rc, struct efs_rpc_call *call,
+		      const Echofs__V1__ReportBatch *b)
+{
+	struct efs_master *m = rc->ctl->master;
+	const char *ours = efs_meta_cluster_id(m->meta);
+	struct efs_worker_info info;
+
+	if (rc->worker_id[0]) {
+		if (strcmp(rc->worker_id, b->worker_id) == 0)
+			return 0;
+		efs_rpc_call_set_why(call, "every batch of a report names the same worker_id");
+		return -EINVAL;
+	}
+	if (!efs_id_valid(b->worker_id)) {
+		efs_rpc_call_set_why(call, "worker_id must be 1-64 characters of [A-Za-z0-9_-]");
+		return -EINVAL;
+	}
+	/* as the HTTP report's EFS_HDR_CLUSTER: another cluster's chunks are
+	 * not this cluster's orphans */
+	if (b->cluster_id[0] && strcmp(b->cluster_id, ours) != 0) {
+		efs_error("worker %s (cluster %.64s) sent a gRPC report to this master of "
+			  "cluster %s: refused",
+			  b->worker_id, b->cluster_id, ours);
+		efs_rpc_call_set_why(call, "this master belongs to cluster %s", ours);
+		return -EXDEV;
+	}
+	int r = efs_meta_worker_get(m->meta, b->worker_id, &info);
+	if (r < 0) {
+		efs_rpc_call_set_why(call, r == -ENOENT ? "unknown worker: register again"
+							: "metadata store unavailable");
+		return r == -ENOENT ? r : -EAGAIN;
+	}
+	efs_strlcpy(rc->worker_id, b->worker_id, sizeof(rc->worker_id));
+	return 0;
+}
+
+/* The batch as the HTTP report's checked body (efs_api_report_parse's
+ * rules); @lost is a new JSON array the caller frees. */
+static int report_body(struct efs_rpc_call *call, const Echofs__V1__ReportBatch *b,
+		       struct efs_report_body *rb, json_t **lost)
+{
+	if (b->started_at_ms > INT64_MAX || b->now_ms > INT64_MAX) {
+		efs_rpc_call_set_why(call, "started_at_ms and now_ms must be below 2^63");
+		return -EINVAL;
+	}
+	struct efs_report_entry *e = calloc(b->n_chunks ? b->n_chunks : 1, sizeof(*e));
+	json_t *list = json_array();
+	if (!e || !list) {
+		free(e);
+		json_decref(list);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		const char *id = b->chunks[i]->chunk_id;
+		if (!efs_chunk_id_valid(id)) {
+			efs_rpc_call_set_why(call, "chunks[%zu]: chunk_id must be 64 hex", i);
+			free(e);
+			json_decref(list);
+			return -EINVAL;
+		}
+		efs_strlcpy(e[i].chunk_id, id, sizeof(e[i].chunk_id));
+		e[i].mtime_ms = b->chunks[i]->mtime_ms;
+	}
+	for (size_t i = 0; i < b->n_lost; i++)
+		json_array_append_new(list, json_string(b->lost[i]));
+	*rb = (struct efs_report_body){
+	    .started_ms = (int64_t)b->started_at_ms,
+	    .worker_now_ms = (int64_t)b->now_ms,
+	    .master_started_ms = b->master_started_ms,
+	    .entries = e,
+	    .count = b->n_chunks,
+	    .lost = list,
+	    .last = b->last,
+	};
+	*lost = list;
+	return 0;
+}
+
+/* One batch: judged as an HTTP report's (efs_api_report_judge), answered
+ * with its verdicts. Runs on rpc.c's thread: a batch's transaction holds
+ * the other streams' messages meanwhile (a batch is at most a few
+ * thousand chunks). */
+static int report_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
+{
+	struct report_call *rc = state;
+	struct efs_master *m = rc->ctl->master;
+	struct efs_report_body rb;
+	struct efs_report_verdicts v = {0};
+	json_t *lost = NULL;
+	int r;
+
+	Echofs__V1__ReportBatch *b = echofs__v1__report_batch__unpack(NULL, len, data);
+	if (!b) {
+		efs_rpc_call_set_why(call, "malformed ReportBatch");
+		return -EINVAL;
+	}
+	if ((r = report_who(rc, call, b)) < 0 || (r = report_body(call, b, &rb, &lost)) < 0)
+		goto out;
+	r = efs_api_report_judge(m, rc->worker_id, &rb, &v);
+	free(rb.entries);
+	json_decref(lost);
+	if (r < 0) {
+		efs_warn("gRPC report batch of worker %s not judged: %s", rc->worker_id,
+			 strerror(-r));
+		efs_rpc_call_set_why(call, "metadata store: %s", strerror(-r));
+		r = r == -ENOMEM ? r : -EAGAIN;
+		goto out;
+	}
+	atomic_fetch_add(&rc->ctl->report_batches, 1);
+	size_t n = json_array_size(v.del);
+	char **ids = calloc(n ? n : 1, sizeof(*ids));
+	if (!ids) {
+		r = -ENOMEM;
+		goto verdicts;
+	}
+	for (size_t i = 0; i < n; i++)
+		ids[i] = (char *)json_string_value(json_array_get(v.del, i));
+	Echofs__V1__ReportReply reply = ECHOFS__V1__REPORT_REPLY__INIT;
+	reply.accepted = b->n_chunks;
+	reply.n_delete_ = n;
+	reply.delete_ = ids;
+	reply.adopted = (uint64_t)v.adopted;
+	reply.lost_marked = (uint64_t)v.marked;
+	reply.now_ms = (uint64_t)efs_now_ms();
+	reply.report_again_in_ms = (uint64_t)EFS_MAX(v.again_in_ms, 0);
+	size_t plen = echofs__v1__report_reply__get_packed_size(&reply);
+	uint8_t *buf = malloc(plen ? plen : 1);
+	if (!buf) {
+		r = -ENOMEM;
+	} else {
+		echofs__v1__report_reply__pack(&reply, buf);
+		r = efs_rpc_call_send(call, buf, plen);
+		if (r == -EMSGSIZE)
+			efs_rpc_call_set_why(call, "the verdicts on this batch exceed a message: "
+						   "send smaller batches");
+		free(buf);
+	}
+	free(ids);
+verdicts:
+	json_decref(v.del);
+out:
+	echofs__v1__report_batch__free_unpacked(b, NULL);
+	return r;
 }
 
 static const struct efs_rpc_method methods[] = {
     {PATH_REGISTER, open_call, register_message, register_end, plain_close},
     {PATH_CONNECT, open_call, connect_message, NULL, connect_close},
-    {PATH_REPORT, report_open, NULL, NULL, NULL},
+    {PATH_REPORT, report_open, report_message, NULL, plain_close},
 };
 
 int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, size_t errlen)
@@ -373,6 +583,11 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	atomic_init(&ctl->streams_opened, 0);
 	atomic_init(&ctl->streams_broken, 0);
 	atomic_init(&ctl->heartbeats, 0);
+	atomic_init(&ctl->report_batches, 0);
+	atomic_init(&ctl->deltas, 0);
+	atomic_init(&ctl->copies_pushed, 0);
+	atomic_init(&ctl->copies_acked, 0);
+	atomic_init(&ctl->delta_marked, 0);
 	if (!m->cfg.grpc_port)
 		return 0;
 	struct efs_rpc_server_config cfg = {
@@ -412,26 +627,20 @@ bool efs_control_streaming(struct efs_control *ctl, const char *worker_id)
 	return found;
 }
 
-int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
-		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms)
+/* Sends @down (its instruction id set here) to @worker_id's stream and
+ * waits up to @timeout_ms for the Ack: its status, or -ENOTCONN (no
+ * stream), -EPIPE (it ended first), -ETIMEDOUT. */
+static int push(struct efs_control *ctl, const char *worker_id, Echofs__V1__MasterMessage *down,
+		bool copy, int64_t timeout_ms)
 {
-	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
-	Echofs__V1__DeleteChunks del = ECHOFS__V1__DELETE_CHUNKS__INIT;
-	char *ids[1] = {(char *)chunk_id};
-	struct control_pending p = {0};
+	struct control_pending p = {.copy = copy};
 	struct control_stream *st;
-	uint8_t buf[512];
+	uint8_t buf[2048];
 	struct timespec deadline;
 	int r;
 
 	if (!ctl->rpc)
 		return -ENOTCONN;
-	del.n_chunk_ids = 1;
-	del.chunk_ids = ids;
-	del.lease_epoch = lease_epoch;
-	del.unmodified_for_ms = (uint64_t)EFS_MAX(unmodified_for_ms, 0);
-	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS;
-	down.delete_chunks = &del;
 	efs_ticker_deadline(timeout_ms, &deadline);
 	pthread_mutex_lock(&ctl->lock);
 	for (st = ctl->streams; st && strcmp(st->worker_id, worker_id) != 0; st = st->next)
@@ -440,19 +649,19 @@ int efs_control_delete(struct efs_control *ctl, const char *worker_id, const cha
 		r = -ENOTCONN;
 		goto out;
 	}
-	down.instruction_id = p.id = ++ctl->next_instruction;
-	size_t len = echofs__v1__master_message__get_packed_size(&down);
+	down->instruction_id = p.id = ++ctl->next_instruction;
+	size_t len = echofs__v1__master_message__get_packed_size(down);
 	if (len > sizeof(buf)) {
 		r = -ENOTCONN;
 		goto out;
 	}
-	echofs__v1__master_message__pack(&down, buf);
+	echofs__v1__master_message__pack(down, buf);
 	/* Under the lock: @st cannot be closed (and freed) meanwhile. */
 	if (efs_rpc_call_send(st->call, buf, len) < 0) {
 		r = -ENOTCONN;
 		goto out;
 	}
-	atomic_fetch_add(&ctl->deletes_pushed, 1);
+	atomic_fetch_add(copy ? &ctl->copies_pushed : &ctl->deletes_pushed, 1);
 	p.stream = st;
 	p.next = ctl->pending;
 	ctl->pending = &p;
@@ -468,6 +677,37 @@ int efs_control_delete(struct efs_control *ctl, const char *worker_id, const cha
 out:
 	pthread_mutex_unlock(&ctl->lock);
 	return r;
+}
+
+int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms)
+{
+	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+	Echofs__V1__DeleteChunks del = ECHOFS__V1__DELETE_CHUNKS__INIT;
+	char *ids[1] = {(char *)chunk_id};
+
+	del.n_chunk_ids = 1;
+	del.chunk_ids = ids;
+	del.lease_epoch = lease_epoch;
+	del.unmodified_for_ms = (uint64_t)EFS_MAX(unmodified_for_ms, 0);
+	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS;
+	down.delete_chunks = &del;
+	return push(ctl, worker_id, &down, false, timeout_ms);
+}
+
+int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+		     uint64_t size, const char *from_url, uint64_t lease_epoch, int64_t timeout_ms)
+{
+	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+	Echofs__V1__CopyChunk copy = ECHOFS__V1__COPY_CHUNK__INIT;
+
+	copy.chunk_id = (char *)chunk_id;
+	copy.from_url = (char *)from_url;
+	copy.lease_epoch = lease_epoch;
+	copy.size = size;
+	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_COPY_CHUNK;
+	down.copy_chunk = &copy;
+	return push(ctl, worker_id, &down, true, timeout_ms);
 }
 
 size_t efs_control_streams(struct efs_control *ctl)

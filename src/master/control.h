@@ -13,8 +13,14 @@
  * again (efs_registry_suspect); a stream ended by this master's own
  * shutdown suspects nobody. The collector's replica deletes go down the
  * stream of a worker that has one (efs_control_delete) and wait for its
- * Ack; without a stream they stay HTTP calls. Chunk deltas are read and
- * ignored; Report answers UNIMPLEMENTED (reports stay HTTP).
+ * Ack; without a stream they stay HTTP calls. Repair's copies to a worker
+ * with a stream go down it too (efs_control_copy: the worker fetches the
+ * chunk from another worker over HTTP). A ChunkDelta's corrupt and
+ * removed ids mark the worker's replicas of them bad (as a report's
+ * `lost`: repair follows); its added ids are left to the next full
+ * report. A Report call is a full chunk report in batches, each judged
+ * by the HTTP report's own code (efs_api_report_judge) and answered with
+ * its verdicts (a ReportReply) before the next.
  */
 #ifndef ECHOFS_MASTER_CONTROL_H
 #define ECHOFS_MASTER_CONTROL_H
@@ -43,6 +49,9 @@ struct efs_control {
 	uint64_t next_instruction;
 	_Atomic uint64_t streams_opened, streams_broken, heartbeats;
 	_Atomic uint64_t deletes_pushed, deletes_acked;
+	_Atomic uint64_t report_batches; /* Report batches judged */
+	_Atomic uint64_t deltas, delta_marked; /* ChunkDeltas; replicas they marked bad */
+	_Atomic uint64_t copies_pushed, copies_acked; /* repair's CopyChunk instructions */
 };
 
 /* Listens on MASTER_HOST:GRPC_PORT (nothing when it is 0). 0, or -errno
@@ -62,6 +71,15 @@ bool efs_control_streaming(struct efs_control *ctl, const char *worker_id);
  * over HTTP). Any thread but the control plane's own. */
 int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
 		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms);
+/* Pushes a repair copy to @worker_id's stream: the worker fetches
+ * @chunk_id (@size bytes uncompressed) from @from_url over HTTP, checks
+ * its SHA-256, and stores it (refused under a lease epoch older than one it
+ * saw). Waits up to @timeout_ms for the Ack: 201 stored, 204 already held
+ * (idempotent), 409 stale epoch, 502 the source failed or its bytes did
+ * not verify, 507 no room, 500; or -ENOTCONN (no stream: copy it over
+ * HTTP), -EPIPE, -ETIMEDOUT. Any thread but the control plane's own. */
+int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+		     uint64_t size, const char *from_url, uint64_t lease_epoch, int64_t timeout_ms);
 /* How many workers have an open stream to this master now. */
 size_t efs_control_streams(struct efs_control *ctl);
 /* Ends every stream (no worker is suspected for it) and stops. A zeroed,

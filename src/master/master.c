@@ -291,6 +291,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.worker_dead_after_ms = m->cfg.worker_dead_after_ms,
 		.repair_after_ms = m->cfg.repair_after_ms,
 		.bandwidth = m->cfg.repair_bandwidth,
+		.control = &m->control,
 	};
 	/* No replicas, no repair: a backend without chunk_io has none. */
 	if ((r = efs_gc_start(&m->gc, &gc)) < 0 ||

@@ -6,6 +6,7 @@
 #include "echofs/pace.h"
 #include "echofs/util.h"
 #include "master/chunk_io.h"
+#include "master/control.h"
 #include "master/placement.h"
 
 #include <string.h>
@@ -15,6 +16,42 @@
 /* Chunks taken from the metadata per repair pass (the most under-replicated
  * first); the rest wait for the next pass, REPAIR_INTERVAL_MS later. */
 #define REPAIR_PASS_CHUNKS 64
+/* How long a pushed copy may take (the worker fetches and stores the chunk,
+ * up to 64 MiB) before it is written over HTTP instead. */
+#define COPY_ACK_MS 30000
+
+/* Copies @chunk to up to @want targets that have a control stream, as
+ * CopyChunk instructions (the worker fetches it from @from_url, a good
+ * replica's worker); the targets that stored it (or held it) into @added.
+ * Returns how many; *@stale when a worker refused the lease epoch. */
+static unsigned push_copies(const struct efs_repair_deps *d, const struct efs_chunk_info *chunk,
+			    const struct efs_target *keep, unsigned holding, unsigned want,
+			    uint64_t epoch, struct efs_target *added, bool *stale)
+{
+	struct efs_target to[EFS_MAX_REPLICAS];
+	unsigned pushed = 0;
+	*stale = false;
+	if (!d->control || holding == 0 || efs_control_streams(d->control) == 0)
+		return 0;
+	int n = efs_placement_choose(d->placement, want, chunk->stored_size, keep, holding, to);
+	for (int i = 0; i < n && !*stale; i++) {
+		if (!efs_control_streaming(d->control, to[i].worker_id))
+			continue;
+		int st = efs_control_copy(d->control, to[i].worker_id, chunk->chunk_id, chunk->size,
+					  keep[0].url, epoch, COPY_ACK_MS);
+		if (st == 201 || st == 204) {
+			added[pushed++] = to[i];
+			continue;
+		}
+		*stale = st == 409;
+		efs_warn("repair: pushed copy of chunk %.12s to worker %s from %s failed (%s%d): %s",
+			 chunk->chunk_id, to[i].worker_id, keep[0].url, st < 0 ? "errno " : "status ",
+			 st < 0 ? -st : st,
+			 *stale ? "a newer lease epoch was seen: stopping"
+				: "writing it over HTTP instead");
+	}
+	return pushed;
+}
 
 /* The workers that hold (or may still hold) a good replica of the chunk,
  * into @keep; returns how many. */
@@ -111,8 +148,19 @@ static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repa
 	if (epoch == 0)
 		return -ESTALE;
 	efs_chunk_writing_begin(d->chunk_io, chunk.chunk_id);
-	int w = efs_chunk_write(d->chunk_io, chunk.chunk_id, bytes, len, gzip, missing, keep,
-				holding, epoch, added, &written);
+	/* Down the targets' control streams first; the rest over HTTP, to
+	 * other workers than those. */
+	bool stale = false;
+	unsigned pushed = push_copies(d, &chunk, keep, holding, missing, epoch, added, &stale);
+	int w = stale ? -ESTALE : 0;
+	if (!stale && pushed < missing) {
+		struct efs_target exclude[2 * EFS_MAX_REPLICAS];
+		memcpy(exclude, keep, holding * sizeof(*keep));
+		memcpy(exclude + holding, added, pushed * sizeof(*added));
+		w = efs_chunk_write(d->chunk_io, chunk.chunk_id, bytes, len, gzip, missing - pushed,
+				    exclude, holding + pushed, epoch, added + pushed, &written);
+	}
+	written += pushed;
 	/* Whatever was written counts, even when not all of it could be. */
 	for (unsigned i = 0; i < written; i++)
 		added_ids[i] = added[i].worker_id;

@@ -27,6 +27,8 @@ struct efs_placement;
 
 /* What re-replication works with: parts borrowed from the master (which
  * outlives the loop) and the settings it follows. */
+struct efs_control;
+
 struct efs_repair_deps {
 	struct efs_meta *meta;           /* under-replicated chunks, new replicas */
 	struct efs_placement *placement; /* where new copies go */
@@ -35,6 +37,9 @@ struct efs_repair_deps {
 	int64_t worker_dead_after_ms;
 	int64_t repair_after_ms;         /* a dead worker's copies are replaced after this */
 	uint64_t bandwidth;              /* bytes/s copied at most */
+	/* Copies to a worker with a control stream go down it (CopyChunk);
+	 * NULL: every copy is written over HTTP. */
+	struct efs_control *control;
 };
 
 struct efs_repair {

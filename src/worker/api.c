@@ -78,6 +78,13 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 		 "Chunk deletes the master pushed on the control stream that this worker carried "
 		 "out.",
 		 (double)atomic_load(&w->heartbeat.pushed_deletes), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_pushed_copies_total",
+		 "Repair copies the master pushed on the control stream that this worker fetched, "
+		 "verified and stored.",
+		 (double)atomic_load(&w->heartbeat.pushed_copies), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_chunk_deltas_total",
+		 "Chunk deltas (corrupt and deleted chunks) sent up the gRPC control stream.",
+		 (double)atomic_load(&w->heartbeat.deltas_sent), true},
 		{EFS_METRIC_GAUGE, "echofs_worker_lease_epoch",
 		 "The newest lease epoch a master's background duty has sent (0: none yet).",
 		 (double)efs_fence_newest(&w->fence), true},

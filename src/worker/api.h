@@ -8,8 +8,9 @@
 #include "worker/worker.h"
 
 /* Headers of the chunk protocol between master and workers. */
-#define EFS_HDR_ENCODING "X-Chunk-Encoding"   /* "gzip" or "identity" */
-#define EFS_HDR_CRC32C "X-Chunk-CRC32C"       /* 8 hex digits, of the payload */
+/* EFS_HDR_ENCODING, EFS_HDR_CRC32C: echofs/common.h (a pushed copy reads
+ * the first too, heartbeat.c) */
+#include "echofs/common.h"
 #define EFS_HDR_UNMODIFIED "X-Unmodified-Since-Ms"   /* conditional DELETE, worker clock */
 #define EFS_HDR_UNMODIFIED_FOR "X-Unmodified-For-Ms" /* conditional DELETE, a duration */
 

@@ -34,6 +34,17 @@ void efs_lost_queue_push(struct efs_lost_queue *q, const char *chunk_id)
 	pthread_mutex_unlock(&q->lock);
 }
 
+size_t efs_lost_queue_take(struct efs_lost_queue *q, char (*out)[65], size_t max)
+{
+	pthread_mutex_lock(&q->lock);
+	size_t n = EFS_MIN(q->count, max);
+	memcpy(out, q->ids, n * sizeof(*q->ids));
+	memmove(q->ids, q->ids + n, (q->count - n) * sizeof(*q->ids));
+	q->count -= n;
+	pthread_mutex_unlock(&q->lock);
+	return n;
+}
+
 int efs_worker_ctx_init(struct efs_worker_ctx *ctx, const struct efs_worker_config *cfg,
 			struct efs_store *store)
 {
@@ -46,9 +57,13 @@ int efs_worker_ctx_init(struct efs_worker_ctx *ctx, const struct efs_worker_conf
 	int r = efs_lost_queue_init(&ctx->lost);
 	if (r == 0)
 		r = efs_lost_queue_init(&ctx->deleted_in_report);
+	if (r == 0)
+		r = efs_lost_queue_init(&ctx->removed);
 	if (r < 0 || (r = efs_http_client_new(&ctx->http)) < 0) {
+		/* a queue never set up is zeroed (memset): releasing it is a no-op */
 		efs_lost_queue_release(&ctx->lost);
 		efs_lost_queue_release(&ctx->deleted_in_report);
+		efs_lost_queue_release(&ctx->removed);
 		return r;
 	}
 	pthread_mutex_init(&ctx->lock, NULL);
@@ -61,13 +76,26 @@ void efs_worker_ctx_release(struct efs_worker_ctx *ctx)
 	ctx->http = NULL;
 	efs_lost_queue_release(&ctx->lost);
 	efs_lost_queue_release(&ctx->deleted_in_report);
+	efs_lost_queue_release(&ctx->removed);
 	pthread_mutex_destroy(&ctx->lock);
+}
+
+void efs_worker_ctx_grpc_target(struct efs_worker_ctx *ctx, char *target)
+{
+	pthread_mutex_lock(&ctx->lock);
+	memcpy(target, ctx->grpc_target, sizeof(ctx->grpc_target));
+	pthread_mutex_unlock(&ctx->lock);
 }
 
 void efs_worker_ctx_note_delete(struct efs_worker_ctx *ctx, const char *chunk_id)
 {
 	if (atomic_load(&ctx->report_listing))
 		efs_lost_queue_push(&ctx->deleted_in_report, chunk_id);
+	pthread_mutex_lock(&ctx->lock);
+	bool streaming = ctx->grpc_target[0] != '\0';
+	pthread_mutex_unlock(&ctx->lock);
+	if (streaming)
+		efs_lost_queue_push(&ctx->removed, chunk_id);
 }
 
 int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,

@@ -39,6 +39,9 @@ void efs_lost_queue_release(struct efs_lost_queue *q);
 /* Queues a chunk id (dropped when the queue is full: the next full report
  * finds the chunk missing anyway). */
 void efs_lost_queue_push(struct efs_lost_queue *q, const char *chunk_id);
+/* Moves up to @max queued ids (the oldest first) into @out; returns how
+ * many. */
+size_t efs_lost_queue_take(struct efs_lost_queue *q, char (*out)[65], size_t max);
 
 /* What the worker reports about its space: the capacity (the filesystem's
  * size, or WORKER_CAPACITY_BYTES) and what is still free of it. */
@@ -57,6 +60,11 @@ struct efs_worker_ctx {
 	 * control stream are fenced like the HTTP calls. Set by worker.c. */
 	struct efs_fence *fence;
 	struct efs_lost_queue lost; /* corrupt chunks for the master */
+	/* Chunks deleted through the API or a pushed delete while a gRPC
+	 * stream was open: sent as a ChunkDelta's removed ids (heartbeat.c),
+	 * so the master marks a replica row that still names the copy bad at
+	 * once, not at the next full report. */
+	struct efs_lost_queue removed;
 	struct efs_http_client *http; /* the worker's calls to the masters run on it */
 
 	/* The link to the master. Written by the heartbeat thread only, under
@@ -70,6 +78,11 @@ struct efs_worker_ctx {
 	char cluster_id[EFS_CLUSTER_ID_LEN + 1];
 	bool registered;
 	unsigned master_index; /* the master being talked to */
+	/* The current master's gRPC address ("host:port") while this worker
+	 * has a Connect stream open to it, else "": the worker speaks gRPC
+	 * to that master, and its chunk reports go there as Report calls
+	 * (report.c), over HTTP otherwise. */
+	char grpc_target[EFS_URL_MAX + 1];
 
 	/* Set by the heartbeat on every (re)registration: a registered worker
 	 * reports what it holds; the report thread takes it (report.c). */
@@ -114,6 +127,10 @@ const char *efs_worker_ctx_master_url(const struct efs_worker_ctx *ctx);
  * thread. */
 void efs_worker_ctx_status(struct efs_worker_ctx *ctx, char *worker_id, bool *registered);
 
+/* Copies grpc_target (EFS_URL_MAX + 1 bytes; "" when no stream is open).
+ * Any thread. */
+void efs_worker_ctx_grpc_target(struct efs_worker_ctx *ctx, char *target);
+
 /* Copies the cluster id (EFS_CLUSTER_ID_LEN + 1 bytes; "" when none yet).
  * Any thread. */
 void efs_worker_ctx_cluster(struct efs_worker_ctx *ctx, char *cluster_id);
@@ -123,8 +140,9 @@ void efs_worker_ctx_cluster(struct efs_worker_ctx *ctx, char *cluster_id);
  * worker and the caller name a cluster and they differ. Any thread. */
 bool efs_worker_ctx_cluster_ok(struct efs_worker_ctx *ctx, const char *theirs);
 
-/* A chunk was deleted through the API: queued in deleted_in_report while
- * a full report is under way (report_listing), else nothing. Any thread. */
+/* A chunk was deleted through the API (or a pushed delete): queued in
+ * deleted_in_report while a full report is under way (report_listing),
+ * and in removed while a gRPC stream is open. Any thread. */
 void efs_worker_ctx_note_delete(struct efs_worker_ctx *ctx, const char *chunk_id);
 
 /* Measures the data directory's filesystem and the store. 0 or -errno. */

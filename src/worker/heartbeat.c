@@ -2,6 +2,9 @@
 /* heartbeat.c - registration, heartbeats and master failover. */
 #include "worker/heartbeat.h"
 #include "echofs.pb-c.h"
+#include "echofs/codec.h"
+#include "echofs/config.h"
+#include "echofs/hash.h"
 #include "echofs/http_client.h"
 #include "echofs/json.h"
 #include "echofs/log.h"
@@ -30,6 +33,8 @@
 #define GRPC_WAIT_SLICE_MS 100
 #define PATH_CONNECT "/echofs.v1.ControlPlane/Connect"
 #define ID_FILE "worker_id"
+/* The largest chunk a pushed copy takes (the master's CHUNK_SIZE cap). */
+#define COPY_SIZE_MAX (64ULL * 1024 * 1024)
 #define CLUSTER_FILE "cluster_id"
 /* do_register's answer when the master is another cluster's. */
 #define WRONG_CLUSTER (-EXDEV)
@@ -191,6 +196,8 @@ static void take_interval(struct efs_heartbeat *hb, const json_t *answer)
 }
 
 /* Registers with the current master. 0 on success. */
+static void stream_open(struct efs_heartbeat *hb);
+
 static int do_register(struct efs_heartbeat *hb)
 {
 	struct efs_worker_ctx *ctx = hb->ctx;
@@ -248,6 +255,9 @@ static int do_register(struct efs_heartbeat *hb)
 	pthread_mutex_lock(&ctx->lock);
 	ctx->registered = true;
 	pthread_mutex_unlock(&ctx->lock);
+	/* The stream first (when gRPC is wanted), so that the report below
+	 * finds it and goes as a Report call. */
+	stream_open(hb);
 	/* a (re)registered worker reports what it holds */
 	atomic_store(&ctx->full_report_due, true);
 	efs_info("registered with %s as %s; heartbeat every %lld ms",
@@ -300,7 +310,7 @@ static const char *grpc_target(const struct efs_heartbeat *hb)
 {
 	const struct efs_worker_config *cfg = hb->ctx->cfg;
 	unsigned i = hb->ctx->master_index;
-	if (!cfg->use_grpc)
+	if (!cfg->use_grpc || hb->grpc_wrong_cluster[i])
 		return NULL;
 	if (cfg->master_grpc[i][0])
 		return cfg->master_grpc[i];
@@ -319,6 +329,29 @@ static int stream_send(struct efs_heartbeat *hb, const Echofs__V1__WorkerMessage
 	return r;
 }
 
+/* The current master's control plane belongs to another cluster
+ * (@theirs, may be "" when only the status said so): this worker stops
+ * using it (grpc_target() names it no more) and registers again over
+ * HTTP, which checks the cluster once more: refused there too, the worker
+ * moves to its next master, as after any wrong_cluster answer. */
+static void wrong_cluster(struct efs_heartbeat *hb, const char *theirs)
+{
+	struct efs_worker_ctx *ctx = hb->ctx;
+	unsigned i = ctx->master_index;
+	if (hb->grpc_wrong_cluster[i])
+		return;
+	hb->grpc_wrong_cluster[i] = true;
+	efs_error("the gRPC control plane of master %s (%s) belongs to cluster %.64s, this "
+		  "worker's data to cluster %s: refusing it, no more streams to it (nothing "
+		  "deleted; check MASTER_GRPC_URL); registering again over HTTP",
+		  efs_worker_ctx_master_url(ctx),
+		  ctx->cfg->master_grpc[i][0] ? ctx->cfg->master_grpc[i] : hb->grpc_learned[i],
+		  theirs[0] ? theirs : "(another)", ctx->cluster_id[0] ? ctx->cluster_id : "(none)");
+	pthread_mutex_lock(&ctx->lock);
+	ctx->registered = false;
+	pthread_mutex_unlock(&ctx->lock);
+}
+
 /* Closes the stream after @r (a failure), logs once per outage, and sets
  * when to try again. Beats go over HTTP meanwhile. */
 static void stream_drop(struct efs_heartbeat *hb, int r, const char *doing)
@@ -332,10 +365,18 @@ static void stream_drop(struct efs_heartbeat *hb, int r, const char *doing)
 	efs_rpc_stream_close(hb->stream);
 	hb->stream = NULL;
 	atomic_store(&hb->streaming, false);
+	pthread_mutex_lock(&hb->ctx->lock);
+	hb->ctx->grpc_target[0] = '\0';
+	pthread_mutex_unlock(&hb->ctx->lock);
 	hb->grpc_backoff_ms = hb->grpc_backoff_ms
 				      ? EFS_MIN(hb->grpc_backoff_ms * 2, GRPC_BACKOFF_MAX_MS)
 				      : GRPC_BACKOFF_MIN_MS;
 	hb->grpc_retry_ms = efs_mono_ms() + hb->grpc_backoff_ms;
+	if (r == -EXDEV) {
+		/* FAILED_PRECONDITION: the master's cluster is not ours */
+		wrong_cluster(hb, "");
+		return;
+	}
 	if (r == -ENOENT) {
 		/* the master does not know us: register again (over HTTP) */
 		pthread_mutex_lock(&hb->ctx->lock);
@@ -399,13 +440,90 @@ static void stream_open(struct efs_heartbeat *hb)
 		 efs_worker_ctx_master_url(ctx));
 	hb->grpc_failing = false;
 	atomic_store(&hb->streaming, true);
+	pthread_mutex_lock(&ctx->lock); /* the report thread reads it */
+	efs_strlcpy(ctx->grpc_target, target, sizeof(ctx->grpc_target));
+	pthread_mutex_unlock(&ctx->lock);
 }
 
-/* One heartbeat on the stream. 0 or -errno (the stream is then dropped). */
+/* Chunk ids per list of a ChunkDelta: 1024 * 2 * ~67 bytes, far under
+ * the 1 MiB message cap; more wait for the next beat. */
+#define DELTA_MAX_IDS 1024
+
+/* Puts @n ids back in @q (a delta that did not go). */
+static void requeue(struct efs_lost_queue *q, char (*ids)[65], size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		efs_lost_queue_push(q, ids[i]);
+}
+
+/* Sends what changed since the last beat as a ChunkDelta: the chunks the
+ * scrubber quarantined (corrupt) and those deleted through the API or a
+ * pushed delete that are still gone (removed; a copy written again since
+ * is held, so not sent). The master marks their replicas bad at once
+ * (repair follows). 0, or -errno: the stream is dropped and the ids are
+ * queued again (the corrupt ones then go in an HTTP report). */
+static int stream_deltas(struct efs_heartbeat *hb)
+{
+	struct efs_worker_ctx *ctx = hb->ctx;
+	char(*corrupt)[65] = malloc(DELTA_MAX_IDS * sizeof(*corrupt));
+	char(*removed)[65] = malloc(DELTA_MAX_IDS * sizeof(*removed));
+	char **cp = calloc(DELTA_MAX_IDS, sizeof(*cp)), **rp = calloc(DELTA_MAX_IDS, sizeof(*rp));
+	size_t nc = 0, nr = 0, kept = 0;
+	int r = 0;
+
+	if (!corrupt || !removed || !cp || !rp)
+		goto out; /* next beat */
+	nc = efs_lost_queue_take(&ctx->lost, corrupt, DELTA_MAX_IDS);
+	nr = efs_lost_queue_take(&ctx->removed, removed, DELTA_MAX_IDS);
+	for (size_t i = 0; i < nc; i++)
+		cp[i] = corrupt[i];
+	for (size_t i = 0; i < nr; i++) {
+		uint64_t length;
+		uint32_t flags;
+		int64_t mtime_ms;
+		if (efs_store_stat(ctx->store, removed[i], &length, &flags, &mtime_ms) == -ENOENT)
+			rp[kept++] = removed[i];
+	}
+	if (nc == 0 && kept == 0)
+		goto out;
+	Echofs__V1__WorkerMessage msg = ECHOFS__V1__WORKER_MESSAGE__INIT;
+	Echofs__V1__ChunkDelta delta = ECHOFS__V1__CHUNK_DELTA__INIT;
+	delta.n_corrupt = nc;
+	delta.corrupt = cp;
+	delta.n_removed = kept;
+	delta.removed = rp;
+	msg.body_case = ECHOFS__V1__WORKER_MESSAGE__BODY_DELTA;
+	msg.delta = &delta;
+	if ((r = stream_send(hb, &msg)) < 0) {
+		requeue(&ctx->lost, corrupt, nc);
+		requeue(&ctx->removed, removed, nr);
+		stream_drop(hb, r, "chunk delta to");
+		goto out;
+	}
+	atomic_fetch_add(&hb->deltas_sent, 1);
+	if (nc)
+		efs_warn("reported %zu corrupt chunks to the master on the gRPC stream, for repair",
+			 nc);
+	if (kept)
+		efs_info("told the master on the gRPC stream that %zu deleted chunks are gone",
+			 kept);
+out:
+	free(corrupt);
+	free(removed);
+	free(cp);
+	free(rp);
+	return r;
+}
+
+/* One heartbeat on the stream, after the chunk deltas. 0 or -errno (the
+ * stream is then dropped). */
 static int stream_beat(struct efs_heartbeat *hb)
 {
 	struct efs_worker_space space = {0};
-	int r = efs_worker_ctx_space(hb->ctx, &space);
+	int r = stream_deltas(hb);
+	if (r < 0)
+		return r;
+	r = efs_worker_ctx_space(hb->ctx, &space);
 	if (r < 0)
 		efs_warn("cannot measure %s: %s", hb->ctx->cfg->data_dir, strerror(-r));
 	Echofs__V1__WorkerMessage msg = ECHOFS__V1__WORKER_MESSAGE__INIT;
@@ -469,6 +587,98 @@ static unsigned pushed_delete(struct efs_heartbeat *hb, const Echofs__V1__Delete
 	return status;
 }
 
+/* A pushed copy (CopyChunk): repair's copy of a chunk to this worker.
+ * Fetched from the source worker over HTTP (the data path), verified (the
+ * SHA-256 of the uncompressed bytes is the chunk id), and stored as it came.
+ * Runs on the heartbeat thread: the next beat waits for it (a chunk is at
+ * most 64 MiB, over the cluster's network). Returns the Ack's status. */
+static unsigned pushed_copy(struct efs_heartbeat *hb, const Echofs__V1__CopyChunk *c)
+{
+	struct efs_worker_ctx *ctx = hb->ctx;
+	char url[EFS_URL_MAX + 80], cluster[EFS_CLUSTER_ID_LEN + 1];
+	char header[EFS_CLUSTER_ID_LEN + 32], hex[EFS_SHA256_HEX_LEN + 1];
+	struct efs_http_call call;
+	struct efs_buf raw;
+	uint64_t length;
+	uint32_t flags;
+	int64_t mtime_ms;
+	unsigned status;
+
+	if (!efs_chunk_id_valid(c->chunk_id) || strlen(c->from_url) > EFS_URL_MAX ||
+	    !efs_http_url_valid(c->from_url) || c->size == 0 || c->size > COPY_SIZE_MAX)
+		return 400;
+	if (c->lease_epoch && ctx->fence) {
+		int r = efs_fence_admit(ctx->fence, c->lease_epoch);
+		if (r == -ESTALE) {
+			efs_warn("pushed copy of chunk %s refused: lease epoch %llu is older than "
+				 "%llu, the newest seen",
+				 c->chunk_id, (unsigned long long)c->lease_epoch,
+				 (unsigned long long)efs_fence_newest(ctx->fence));
+			return 409;
+		}
+		if (r < 0)
+			return 500;
+	}
+	if (efs_store_stat(ctx->store, c->chunk_id, &length, &flags, &mtime_ms) == 0)
+		return 204; /* held already: the copy is idempotent */
+	snprintf(url, sizeof(url), "%s/chunks/%s", c->from_url, c->chunk_id);
+	efs_http_call_init(&call, "GET", url);
+	call.bearer = ctx->cfg->cluster_secret;
+	efs_worker_ctx_cluster(ctx, cluster);
+	if (cluster[0]) {
+		snprintf(header, sizeof(header), EFS_HDR_CLUSTER ": %s", cluster);
+		call.headers[0] = header;
+	}
+	call.capture_header = EFS_HDR_ENCODING;
+	call.resp_cap = (size_t)c->size + 4096; /* gzip of incompressible bytes: a little more */
+	call.timeout_ms = 60000;
+	int r = efs_http_call_run(ctx->http, &call);
+	efs_buf_init(&raw, (size_t)c->size);
+	if (r < 0 || call.status != 200) {
+		efs_warn("pushed copy of chunk %s: GET from %s failed (%s)", c->chunk_id,
+			 c->from_url, r < 0 ? strerror(-r) : "an HTTP error status");
+		status = 502;
+		goto out;
+	}
+	bool gzip = strcasecmp(call.captured, "gzip") == 0;
+	const struct efs_buf *plain = &call.resp;
+	if (gzip) {
+		if (efs_codec_decode(call.resp.data, call.resp.len, (size_t)c->size, &raw) < 0) {
+			efs_warn("pushed copy of chunk %s from %s: not valid gzip; not stored",
+				 c->chunk_id, c->from_url);
+			status = 502;
+			goto out;
+		}
+		plain = &raw;
+	}
+	efs_sha256_hex(plain->data, plain->len, hex);
+	if (plain->len != c->size || strcmp(hex, c->chunk_id) != 0) {
+		efs_warn("pushed copy of chunk %s from %s: the bytes do not verify; not stored",
+			 c->chunk_id, c->from_url);
+		status = 502;
+		goto out;
+	}
+	struct efs_store_writer *w;
+	r = efs_store_write_begin(ctx->store, c->chunk_id, call.resp.len,
+				  gzip ? EFS_STORE_GZIP : 0, &w);
+	if (r == 0 && (r = efs_store_write(w, call.resp.data, call.resp.len)) < 0)
+		efs_store_write_abort(w);
+	else if (r == 0)
+		r = efs_store_write_commit(w, false, 0);
+	status = r == 0 ? 201 : r == -ENOSPC ? 507 : 500;
+	if (r == 0) {
+		atomic_fetch_add(&hb->pushed_copies, 1);
+		efs_debug("chunk %s copied from %s (pushed by the master)", c->chunk_id,
+			  c->from_url);
+	} else {
+		efs_warn("pushed copy of chunk %s: cannot store it: %s", c->chunk_id, strerror(-r));
+	}
+out:
+	efs_buf_release(&raw);
+	efs_http_call_release(&call);
+	return status;
+}
+
 /* Answers instruction @id with @status. A failed send drops the stream
  * (the master retries the instruction over HTTP). */
 static void ack(struct efs_heartbeat *hb, uint64_t id, unsigned status)
@@ -505,6 +715,16 @@ static void instruction(struct efs_heartbeat *hb, const struct efs_buf *in, int6
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS:
 		ack(hb, msg->instruction_id, pushed_delete(hb, msg->delete_chunks));
 		break;
+	case ECHOFS__V1__MASTER_MESSAGE__BODY_COPY_CHUNK:
+		ack(hb, msg->instruction_id, pushed_copy(hb, msg->copy_chunk));
+		break;
+	case ECHOFS__V1__MASTER_MESSAGE__BODY_WRONG_CLUSTER: {
+		char theirs[EFS_CLUSTER_ID_LEN + 1];
+		efs_strlcpy(theirs, msg->wrong_cluster->cluster_id, sizeof(theirs));
+		wrong_cluster(hb, efs_cluster_id_valid(theirs) ? theirs : "");
+		stream_drop(hb, -EXDEV, "stream to");
+		break;
+	}
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT:
 		/* as the HTTP answer's "full_report" (do_heartbeat) */
 		if (atomic_load(&hb->ctx->full_report_began_ms) < beat_ms &&

@@ -15,7 +15,9 @@
  * "grpc_url"), the beats after registration go on one Connect stream
  * (proto/echofs.proto) instead of one HTTP request each; the thread waits
  * between beats for the master's instructions on it (the interval, a full
- * report). When the stream cannot be opened or breaks, the beats go over
+ * report, deletes). Before each beat on the stream go the chunk deltas:
+ * the chunks the scrubber found corrupt and those deleted since (corrupt
+ * and removed ids of a ChunkDelta). When the stream cannot be opened or breaks, the beats go over
  * HTTP at once, and the stream is tried again after a backoff (1 s,
  * doubling up to 5 s). Registration stays HTTP.
  *
@@ -48,6 +50,11 @@ struct efs_heartbeat {
 	/* The gRPC control plane (heartbeat thread only). Each master's
 	 * address as its registration answer named it ("" : none). */
 	char grpc_learned[EFS_MAX_MASTERS][EFS_URL_MAX + 1];
+	/* That master's control plane answered WrongCluster (or ended a
+	 * stream with FAILED_PRECONDITION): no stream is opened to it again
+	 * (until the worker restarts); its beats stay HTTP, where the
+	 * registration checks the cluster again. */
+	bool grpc_wrong_cluster[EFS_MAX_MASTERS];
 	struct efs_rpc_stream *stream; /* NULL: beats go over HTTP */
 	unsigned stream_master;	       /* the master index it goes to */
 	int64_t stream_opened_ms;      /* efs_mono_ms() */
@@ -59,6 +66,8 @@ struct efs_heartbeat {
 	 * the master pushed on one and this worker carried out (204). */
 	atomic_bool streaming;
 	_Atomic uint64_t pushed_deletes;
+	_Atomic uint64_t deltas_sent; /* ChunkDelta messages sent */
+	_Atomic uint64_t pushed_copies; /* repair copies pushed on a stream, stored */
 };
 
 /* Loads the stored id (if any) into @ctx and starts the thread. 0 or

@@ -2,13 +2,16 @@
 /* report.c - full chunk reports and lost-chunk reports to the master, on
  * the reporter's own thread. */
 #include "worker/report.h"
+#include "echofs.pb-c.h"
 #include "echofs/http_client.h"
 #include "echofs/log.h"
+#include "echofs/rpc.h"
 #include "echofs/util.h"
 #include "worker/context.h"
 
 #include <jansson.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* How often the report thread looks for work: a (re)registration's report
@@ -23,8 +26,18 @@
 #define REPORT_KEPT_RECHECK_MS 30000
 
 /* Chunk ids per report request to the master: bounds the request body (about
- * 100 bytes of JSON each) and the master's work per transaction. */
+ * 100 bytes of JSON each) and the master's work per transaction. The same
+ * batches go over gRPC (about 75 bytes each there, with up to EFS_LOST_MAX
+ * lost ids: well under the 1 MiB message cap). */
 #define REPORT_BATCH_CHUNKS 5000
+
+#define PATH_REPORT "/echofs.v1.ControlPlane/Report"
+/* Most opening a Report call or writing one batch on it may take. */
+#define REPORT_GRPC_SEND_MS 10000
+/* Most the master may take to judge one batch (one transaction). */
+#define REPORT_GRPC_REPLY_MS 60000
+/* The longest slice of a wait for a verdict (the stop is checked between). */
+#define REPORT_GRPC_SLICE_MS 200
 
 /* Moves the queued ids into a JSON array. */
 static json_t *lost_take(struct efs_lost_queue *q)
@@ -47,6 +60,9 @@ struct report {
 	json_t *chunks; /* the batch being filled */
 	json_t *lost;   /* sent with the first batch */
 	char path[EFS_ID_MAX + 64];
+	const char *worker_id;
+	/* Non-NULL: the batches go on this Report call (gRPC), else HTTP. */
+	struct efs_rpc_stream *stream;
 	size_t listed, deleted;
 	size_t kept_newer; /* told to delete, but written after the report began */
 	int64_t again_in_ms; /* the longest "report_again_in_ms" answered */
@@ -63,11 +79,123 @@ static bool stopping(struct efs_reporter *rp)
 	return stop;
 }
 
+/* One batch as a ReportBatch on rep->stream, and its ReportReply as the
+ * HTTP report's answer (*@answer: "delete", "now_ms",
+ * "report_again_in_ms"). 0 or -errno (-EPIPE and the like: the caller
+ * goes over HTTP). */
+static int exchange_grpc(struct report *rep, const json_t *body, json_t **answer)
+{
+	Echofs__V1__ReportBatch b = ECHOFS__V1__REPORT_BATCH__INIT;
+	const json_t *chunks = json_object_get(body, "chunks");
+	const json_t *lost = json_object_get(body, "lost");
+	size_t n = json_array_size(chunks), nl = json_array_size(lost), i;
+	char cluster[EFS_CLUSTER_ID_LEN + 1];
+	struct efs_buf in;
+	uint8_t *buf = NULL;
+	int r;
+
+	Echofs__V1__ReportedChunk *items = calloc(n ? n : 1, sizeof(*items));
+	Echofs__V1__ReportedChunk **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+	char **lost_ids = calloc(nl ? nl : 1, sizeof(*lost_ids));
+	efs_buf_init(&in, EFS_RPC_MESSAGE_MAX);
+	if (!items || !ptrs || !lost_ids) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		const json_t *c = json_array_get(chunks, i);
+		echofs__v1__reported_chunk__init(&items[i]);
+		items[i].chunk_id = (char *)json_string_value(json_array_get(c, 0));
+		items[i].mtime_ms = (int64_t)json_integer_value(json_array_get(c, 1));
+		ptrs[i] = &items[i];
+	}
+	for (i = 0; i < nl; i++)
+		lost_ids[i] = (char *)json_string_value(json_array_get(lost, i));
+	efs_worker_ctx_cluster(rep->ctx, cluster);
+	b.worker_id = (char *)rep->worker_id;
+	b.cluster_id = cluster;
+	b.started_at_ms = (uint64_t)json_integer_value(json_object_get(body, "started_at_ms"));
+	b.now_ms = (uint64_t)json_integer_value(json_object_get(body, "now_ms"));
+	b.master_started_ms =
+	    (uint64_t)json_integer_value(json_object_get(body, "master_started_ms"));
+	b.last = json_is_true(json_object_get(body, "last"));
+	b.n_chunks = n;
+	b.chunks = ptrs;
+	b.n_lost = nl;
+	b.lost = lost_ids;
+	size_t len = echofs__v1__report_batch__get_packed_size(&b);
+	if (len > EFS_RPC_MESSAGE_MAX) {
+		r = -EMSGSIZE;
+		goto out;
+	}
+	if (!(buf = malloc(len ? len : 1))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	echofs__v1__report_batch__pack(&b, buf);
+	if ((r = efs_rpc_stream_send(rep->stream, buf, len, REPORT_GRPC_SEND_MS)) < 0)
+		goto out;
+	int64_t deadline = efs_mono_ms() + REPORT_GRPC_REPLY_MS;
+	while ((r = efs_rpc_stream_recv(rep->stream, REPORT_GRPC_SLICE_MS, &in)) == 0) {
+		if (stopping(rep->rp)) {
+			r = -ECANCELED;
+			goto out;
+		}
+		if (efs_mono_ms() >= deadline) {
+			r = -ETIMEDOUT;
+			goto out;
+		}
+	}
+	if (r < 0)
+		goto out;
+	Echofs__V1__ReportReply *reply =
+	    echofs__v1__report_reply__unpack(NULL, in.len, (const uint8_t *)in.data);
+	if (!reply) {
+		r = -EPROTO;
+		goto out;
+	}
+	json_t *del = json_array();
+	for (i = 0; i < reply->n_delete_; i++)
+		json_array_append_new(del, json_string(reply->delete_[i]));
+	*answer = json_pack("{s:o, s:I, s:I}", "delete", del, "now_ms",
+			    (json_int_t)EFS_MIN(reply->now_ms, (uint64_t)INT64_MAX),
+			    "report_again_in_ms",
+			    (json_int_t)EFS_MIN(reply->report_again_in_ms, (uint64_t)INT32_MAX));
+	echofs__v1__report_reply__free_unpacked(reply, NULL);
+	r = *answer ? 0 : -ENOMEM;
+out:
+	free(buf);
+	free(items);
+	free(ptrs);
+	free(lost_ids);
+	efs_buf_release(&in);
+	return r;
+}
+
+/* Sends @body (a batch, borrowed) to the master on the report's transport;
+ * *@answer gets the master's answer (NULL when it does not parse). 0 or
+ * -errno (-ENOENT: the master does not know this worker). */
+static int exchange(struct report *rep, json_t *body, json_t **answer)
+{
+	struct efs_http_call call;
+	*answer = NULL;
+	if (rep->stream)
+		return exchange_grpc(rep, body, answer);
+	int r = efs_worker_ctx_post_on(rep->ctx, rep->rp->http, &call, rep->path,
+				       json_incref(body));
+	if (r == 0 && call.status != 200)
+		r = call.status == 404 ? -ENOENT : -EIO;
+	if (r == 0)
+		*answer = json_loadb(call.resp.data, call.resp.len, 0, NULL);
+	efs_http_call_release(&call);
+	return r;
+}
+
 /* Sends the current batch; deletes what the master says is not needed. */
 static int send_batch(struct report *rep, bool last)
 {
 	struct efs_worker_ctx *ctx = rep->ctx;
-	struct efs_http_call call;
+	json_t *answer = NULL;
 	if (stopping(rep->rp))
 		return -ECANCELED;
 	json_t *body = json_pack("{s:I, s:I, s:o, s:b}", "started_at_ms",
@@ -81,9 +209,8 @@ static int send_batch(struct report *rep, bool last)
 	rep->lost = NULL;
 	if (lost)
 		json_object_set(body, "lost", lost);
-	int r = efs_worker_ctx_post_on(ctx, rep->rp->http, &call, rep->path, body);
-	if (r == 0 && call.status != 200)
-		r = call.status == 404 ? -ENOENT : -EIO;
+	int r = body ? exchange(rep, body, &answer) : -ENOMEM;
+	json_decref(body);
 	if (r < 0 && lost) {
 		/* Not delivered: queued again for the next attempt. */
 		json_t *item;
@@ -93,7 +220,6 @@ static int send_batch(struct report *rep, bool last)
 	}
 	json_decref(lost);
 	if (r == 0) {
-		json_t *answer = json_loadb(call.resp.data, call.resp.len, 0, NULL);
 		json_t *item;
 		size_t i;
 		/* Only an answer received before the snapshot can stand for
@@ -120,7 +246,6 @@ static int send_batch(struct report *rep, bool last)
 		}
 		json_decref(answer);
 	}
-	efs_http_call_release(&call);
 	return r;
 }
 
@@ -179,11 +304,12 @@ static int report_deleted(struct report *rep)
 	return r;
 }
 
-static int report_full(struct efs_reporter *rp, const char *worker_id)
+static int report_full(struct efs_reporter *rp, const char *worker_id,
+		       struct efs_rpc_stream *stream)
 {
 	struct efs_worker_ctx *ctx = rp->ctx;
 	struct report rep = {.ctx = ctx, .rp = rp, .started_ms = efs_now_ms(),
-			     .chunks = json_array()};
+			     .chunks = json_array(), .worker_id = worker_id, .stream = stream};
 	rep.lost = lost_take(&ctx->lost);
 	snprintf(rep.path, sizeof(rep.path), "/api/v1/workers/%s/report", worker_id);
 	/* First a request listing nothing (it carries the lost ids): its
@@ -220,18 +346,19 @@ static int report_full(struct efs_reporter *rp, const char *worker_id)
 			 rep.kept_newer, REPORT_KEPT_RECHECK_MS);
 	}
 	if (r == 0)
-		efs_info("chunk report sent: %zu chunks held, %zu deleted as not needed%s",
-			 rep.listed, rep.deleted,
+		efs_info("chunk report sent%s: %zu chunks held, %zu deleted as not needed%s",
+			 stream ? " over gRPC" : "", rep.listed, rep.deleted,
 			 rep.again_in_ms ? "; the master asks for another once young copies age"
 					 : "");
 	return r;
 }
 
-static int report_lost(struct efs_reporter *rp, const char *worker_id)
+static int report_lost(struct efs_reporter *rp, const char *worker_id,
+		       struct efs_rpc_stream *stream)
 {
 	struct efs_worker_ctx *ctx = rp->ctx;
 	struct report rep = {.ctx = ctx, .rp = rp, .started_ms = efs_now_ms(),
-			     .chunks = json_array()};
+			     .chunks = json_array(), .worker_id = worker_id, .stream = stream};
 	rep.lost = lost_take(&ctx->lost);
 	size_t n = json_array_size(rep.lost);
 	snprintf(rep.path, sizeof(rep.path), "/api/v1/workers/%s/report", worker_id);
@@ -241,6 +368,41 @@ static int report_lost(struct efs_reporter *rp, const char *worker_id)
 	if (r == 0)
 		efs_warn("reported %zu corrupt chunks to the master for repair", n);
 	return r;
+}
+
+/* Opens a Report call to the master this worker has a Connect stream to
+ * (it speaks gRPC): NULL when it has none, or the call cannot be opened
+ * (logged; the report then goes over HTTP). */
+static struct efs_rpc_stream *report_stream(struct efs_reporter *rp)
+{
+	struct efs_worker_ctx *ctx = rp->ctx;
+	char target[EFS_URL_MAX + 1], auth[520], why[EFS_RPC_WHY_MAX + 1];
+	struct efs_rpc_stream *s = NULL;
+
+	efs_worker_ctx_grpc_target(ctx, target);
+	if (!target[0])
+		return NULL;
+	int n = snprintf(auth, sizeof(auth), "Bearer %s", ctx->cfg->cluster_secret);
+	if (n < 0 || n > 512) /* too long for gRPC here: the heartbeat said so */
+		return NULL;
+	int r = efs_rpc_stream_open(target, PATH_REPORT, auth, REPORT_GRPC_SEND_MS, &s, why,
+				    sizeof(why));
+	if (r < 0) {
+		efs_warn("cannot open a gRPC chunk report to %s (%s%s%s): sending it over HTTP",
+			 target, strerror(-r), why[0] ? ": " : "", why);
+		return NULL;
+	}
+	return s;
+}
+
+/* Why a report on @s failed, for the log. */
+static void report_stream_failed(struct efs_rpc_stream *s, int r)
+{
+	char why[EFS_RPC_WHY_MAX + 1] = "";
+	if (r == -EPIPE)
+		r = efs_rpc_stream_error(s, why, sizeof(why));
+	efs_warn("chunk report over gRPC failed (%s%s%s): sending it over HTTP",
+		 strerror(-r), why[0] ? ": " : "", why);
 }
 
 /* One look for work: a full report when due (or asked for by a
@@ -263,6 +425,12 @@ static void report_tick(struct efs_reporter *rp)
 	pthread_mutex_lock(&ctx->lost.lock);
 	pending = ctx->lost.count > 0;
 	pthread_mutex_unlock(&ctx->lost.lock);
+	/* With a gRPC stream open, corrupt chunks go up it as deltas before
+	 * the next beat (heartbeat.c); a full report still takes them. */
+	char target[EFS_URL_MAX + 1];
+	efs_worker_ctx_grpc_target(ctx, target);
+	if (target[0])
+		pending = false;
 	if (!full && !pending)
 		return;
 	/* A connection of its own for the report's requests, closed after:
@@ -271,9 +439,16 @@ static void report_tick(struct efs_reporter *rp)
 		goto out;
 	if ((r = efs_http_client_set_ca_file(rp->http, ctx->cfg->tls.ca_file)) < 0)
 		goto done; /* TLS_CA_FILE, as the heartbeat's client */
+	struct efs_rpc_stream *stream = report_stream(rp);
 	if (full) {
 		atomic_store(&ctx->full_report_began_ms, (long long)efs_mono_ms());
-		r = report_full(rp, id);
+		r = report_full(rp, id, stream);
+		/* Anything but a stop: the whole report again, over HTTP (the
+		 * batches judged over gRPC stand; the next ones judge again) */
+		if (stream && r < 0 && r != -ECANCELED) {
+			report_stream_failed(stream, r);
+			r = report_full(rp, id, NULL);
+		}
 		rp->next_report_ms = now + (r == 0 ? ctx->cfg->report_interval_ms : REPORT_RETRY_MS);
 		/* Copies kept for their youth are judged again once old, not
 		 * at the next interval (at most one grace away). */
@@ -282,8 +457,13 @@ static void report_tick(struct efs_reporter *rp)
 						     efs_mono_ms() +
 							     EFS_MAX(rp->again_in_ms, REPORT_POLL_MS));
 	} else {
-		r = report_lost(rp, id);
+		r = report_lost(rp, id, stream);
+		if (stream && r < 0 && r != -ECANCELED) {
+			report_stream_failed(stream, r);
+			r = report_lost(rp, id, NULL);
+		}
 	}
+	efs_rpc_stream_close(stream);
 done:
 	efs_http_client_free(rp->http);
 	rp->http = NULL;

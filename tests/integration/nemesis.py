@@ -583,7 +583,9 @@ class Nemesis:
         to_worker = self.proxy(port, f"to-{name}")
         to_master = self.proxy(master.port, f"{name}-to-master")
         stream = None
-        if h.WORKER_PROTOCOL == "grpc" and not cluster.tls and "MASTER_GRPC_URL" not in env:
+        # (a test may pin this worker to HTTP: WORKER_PROTOCOL="http" in env)
+        if h.WORKER_PROTOCOL == "grpc" and not cluster.tls and "MASTER_GRPC_URL" not in env \
+                and env.get("WORKER_PROTOCOL", "grpc") == "grpc":
             stream = self.proxy(master.grpc_port, f"{name}-grpc-to-master")
             to_master.link(stream, {UP: UP, DOWN: DOWN})
             to_worker.link(stream, {UP: DOWN, DOWN: DOWN}, reset=True)

@@ -316,3 +316,295 @@ def test_python_grpc_client_registers_streams_heartbeats_and_is_refused_bad_inpu
                                           space=space), metadata=auth, timeout=10)
     assert again.worker_id == reply.worker_id
     channel.close()
+
+
+def good_replicas(api, fid):
+    r = api.get(f"/api/v1/files/{fid}")
+    assert r.status_code == 200, r.text
+    return {c["chunk_id"]: sorted(x["worker_id"] for x in c["replicas"])
+            for c in r.json()["chunks"]}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_full_report_drops_lost_copies_deletes_orphans_and_adopts(cluster, protocol):
+    """A worker's full report (sent at each registration) over a Report
+    call when the worker speaks gRPC, over HTTP otherwise: the same verdicts
+    either way (one judge, efs_api_report_judge). A copy the worker lost
+    behind the master's back loses its replica, an old chunk the master does
+    not know is deleted, and a copy that is back is adopted again."""
+    m = grpc_master(cluster, REPLICATION_FACTOR=1, ORPHAN_GRACE_MS=500, CHUNK_SIZE=65536,
+                    CHUNK_CACHE_SIZE=0)
+    w = cluster.add_worker(WORKER_PROTOCOL=protocol)
+    wid = w.worker_id
+    wait_protocol(m, wid, protocol)
+    alice = m.user_client("alice")
+    data = os.urandom(3 * 65536 + 5)
+    fid = alice.upload(data, "r.bin")["file_id"]
+    before = good_replicas(alice, fid)
+    assert len(before) == 4 and all(v == [wid] for v in before.values()), before
+    lost = sorted(before)[0]
+    api = w.client(h.CLUSTER_SECRET)
+    copy = api.get(f"/chunks/{lost}")
+    assert copy.status_code == 200, copy.text
+    # Lost behind the master's back (an operator's cleanup while the master
+    # is down: no stream, so no delta tells it), and an old chunk the
+    # master never knew (an orphan).
+    m.stop()
+    wait_until(lambda: re.search(r"^echofs_worker_grpc_connected 0$",
+                                 w.client().get("/metrics").text, re.M), 20,
+               what="the worker's stream to go")
+    assert api.delete(f"/chunks/{lost}").status_code in (200, 204)
+    orphan = os.urandom(32).hex()
+    r = api.put(f"/chunks/{orphan}", data=os.urandom(16),
+                headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    m.start()
+    m.wait_ready()
+    wait_protocol(m, wid, protocol)
+    # The orphan older than ORPHAN_GRACE_MS, the replicas older than the
+    # 5 s margin a report's end leaves for the masters' clocks (SKEW_MARGIN_MS
+    # in src/meta): only those are judged missing.
+    time.sleep(5.5)
+
+    def report(worker, expect):
+        mark, wmark = m.log_mark(), worker.log_mark()
+        batches = metric(m, "echofs_grpc_report_batches_total")
+        wid_ = worker.worker_id
+        worker.restart()  # a registration asks for a full report
+        assert worker.wait_registered() == wid_
+        wait_protocol(m, wid_, protocol)
+        worker.wait_for_log(r"chunk report sent", timeout=20, since=wmark)
+        expect()
+        http_reports = re.findall(rf"access POST /api/v1/workers/{wid_}/report ",
+                                  m.stderr_since(mark))
+        sent = worker.stderr_since(wmark)
+        if protocol == "grpc":
+            assert not http_reports, m.log_tail()
+            assert "chunk report sent over gRPC" in sent, worker.log_tail()
+            # the report's first batch (nothing listed) and its last at least
+            assert metric(m, "echofs_grpc_report_batches_total") >= batches + 2
+        else:
+            assert http_reports, m.log_tail()
+            assert "chunk report sent over gRPC" not in sent, worker.log_tail()
+            assert metric(m, "echofs_grpc_report_batches_total") == batches
+
+    def dropped_and_deleted():
+        now = good_replicas(alice, fid)
+        assert now[lost] == [], now
+        assert all(v == [wid] for k, v in now.items() if k != lost), now
+        assert api.head(f"/chunks/{orphan}").status_code == 404
+        assert f"worker {wid} no longer holds 1 replicas it should" in m.stderr(), m.log_tail()
+        assert not metric(m, "echofs_grpc_delta_marked_bad_total")
+    report(w, lambda: wait_until(lambda: _passes(dropped_and_deleted), 20,
+                                 what="the lost replica dropped and the orphan deleted"))
+
+    # A copy on another worker, which no replica row names (put there by an
+    # operator, older than ORPHAN_GRACE_MS): its report adopts it, the
+    # chunk having no good replica left.
+    other = cluster.add_worker(WORKER_PROTOCOL=protocol)
+    wait_protocol(m, other.worker_id, protocol)
+    mark = m.log_mark()
+    r = other.client(h.CLUSTER_SECRET).put(
+        f"/chunks/{lost}", data=copy.content,
+        headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    time.sleep(1.0)
+
+    def adopted():
+        assert good_replicas(alice, fid)[lost] == [other.worker_id]
+        assert re.search(rf"worker {other.worker_id} report: \d+ chunks, 1 adopted again",
+                         m.stderr_since(mark)), m.log_tail()
+    report(other, lambda: wait_until(lambda: _passes(adopted), 20,
+                                     what="the copy adopted"))
+    assert alice.download(fid) == data
+
+
+def test_corrupt_and_deleted_copies_go_up_the_stream_as_deltas_and_are_repaired(cluster):
+    """A copy the scrubber finds corrupt, and one deleted behind the
+    master's back, reach the master as a ChunkDelta on the worker's stream
+    before its next beat (no report: REPORT_INTERVAL_MS is an hour, and
+    nothing reads the chunks): their replicas are marked bad, and repair
+    copies them from the good ones."""
+    # The harness's short WORKER_DEAD_AFTER_MS: repair starts 2x that after
+    # the master does.
+    m = cluster.add_master(REPLICATION_FACTOR=2, CHUNK_SIZE=65536, CHUNK_CACHE_SIZE=0)
+    ws = [cluster.add_worker(SCRUB_INTERVAL_MS=500, **GRPC_ENV) for _ in range(3)]
+    for w in ws:
+        wait_protocol(m, w.worker_id, "grpc")
+    by_id = {w.worker_id: w for w in ws}
+    alice = m.user_client("alice")
+    data = os.urandom(2 * 65536 + 3)
+    fid = alice.upload(data, "c.bin")["file_id"]
+    reps = good_replicas(alice, fid)
+    corrupt, deleted = sorted(reps)[:2]
+    rotten, emptied = by_id[reps[corrupt][0]], by_id[reps[deleted][0]]
+    marks = {w.worker_id: w.log_mark() for w in ws}
+    mark = m.log_mark()
+    import random
+    h.damage_chunk_payload(rotten.data_dir, corrupt, random.Random(7))
+    r = emptied.client(h.CLUSTER_SECRET).delete(f"/chunks/{deleted}")
+    assert r.status_code in (200, 204), r.text
+
+    def repaired():
+        now = good_replicas(alice, fid)
+        assert all(len(v) == 2 for v in now.values()), now
+        assert metric(m, "echofs_grpc_delta_marked_bad_total") == 2, m.log_tail()
+    wait_until(lambda: _passes(repaired), 30, what="both copies marked bad and repaired")
+    log = m.stderr_since(mark)
+    # (one delta or two: both may be on the same worker)
+    deltas = re.findall(r"worker (\S+) \(gRPC delta\): (\d+) chunks corrupt, (\d+) deleted", log)
+    assert sum(int(c) for _, c, _ in deltas) == 1 and sum(int(d) for *_, d in deltas) == 1, log
+    assert {w for w, *_ in deltas} == {rotten.worker_id, emptied.worker_id}, log
+    # not by an HTTP report
+    assert "/report " not in log, log
+    assert "reported 1 corrupt chunks to the master on the gRPC stream" in \
+        rotten.stderr_since(marks[rotten.worker_id]), rotten.log_tail()
+    wm = rotten.client().get("/metrics").text
+    assert re.search(r"^echofs_worker_chunk_deltas_total [1-9]", wm, re.M), wm
+    assert alice.download(fid) == data
+
+
+def test_worker_told_wrong_cluster_stops_using_that_masters_control_plane(cluster, messages):
+    """A worker whose MASTER_GRPC_URL names another cluster's master: that
+    master answers its Hello with WrongCluster (then FAILED_PRECONDITION),
+    and the worker opens no more streams to it, beating over HTTP to its
+    own master, whose registration checked the cluster."""
+    M = messages
+    m = grpc_master(cluster)
+    other = cluster.add_master(name="other")
+    other.restart(fresh_data_dir=True)  # its own metadata: another cluster
+    other.wait_ready()
+    mark = other.log_mark()
+    w = cluster.add_worker(MASTER_GRPC_URL=f"grpc://127.0.0.1:{other.grpc_port}", **GRPC_ENV)
+    w.wait_for_log(r"no more streams to it", timeout=20)
+    # Retried streams would come 1, 2 and 4 s apart (the backoff): none.
+    time.sleep(4)
+    refused = re.findall(r"its gRPC stream is refused", other.stderr_since(mark))
+    assert len(refused) == 1, other.log_tail()
+    assert w.stderr().count("no more streams to it") == 1, w.log_tail()
+    wait_protocol(m, w.worker_id, "http")
+    assert other.workers() == []
+
+    # From an independent client: the instruction, then the status.
+    channel = grpc.insecure_channel(f"127.0.0.1:{other.grpc_port}")
+    connect = channel.stream_stream(
+        SERVICE + "Connect", request_serializer=lambda x: x.SerializeToString(),
+        response_deserializer=M("MasterMessage").FromString)
+    call = connect(iter([M("WorkerMessage")(hello=M("Hello")(
+        worker_id=w.worker_id, cluster_id=w.data_dir.joinpath("cluster_id").read_text().strip()))]),
+        metadata=[("authorization", f"Bearer {h.CLUSTER_SECRET}")], timeout=10)
+    first = next(call)
+    assert first.WhichOneof("body") == "wrong_cluster", first
+    assert len(first.wrong_cluster.cluster_id) == 32, first
+    with pytest.raises(grpc.RpcError) as e:
+        next(call)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    channel.close()
+
+
+def test_killed_workers_chunks_are_repaired_by_copies_pushed_down_the_streams(cluster):
+    """Repair's copies to workers with a stream go down it as CopyChunk:
+    the target fetches the chunk from a good replica's worker over HTTP,
+    verifies it, stores it and acks; the master writes nothing over HTTP
+    (no PUT in the target's access log)."""
+    m = cluster.add_master(REPLICATION_FACTOR=2, CHUNK_SIZE=65536, CHUNK_CACHE_SIZE=0,
+                           REPAIR_AFTER_MS=200, GRPC_STREAM_GRACE_MS=300)
+    ws = [cluster.add_worker(**GRPC_ENV) for _ in range(3)]
+    for w in ws:
+        wait_protocol(m, w.worker_id, "grpc")
+    by_id = {w.worker_id: w for w in ws}
+    alice = m.user_client("alice")
+    data = os.urandom(5 * 65536 + 11)
+    fid = alice.upload(data, "k.bin")["file_id"]
+    reps = good_replicas(alice, fid)
+    counts = {w.worker_id: sum(w.worker_id in v for v in reps.values()) for w in ws}
+    victim = by_id[max(counts, key=counts.get)]
+    lost = counts[victim.worker_id]
+    assert lost >= 1, reps
+    rest = [w for w in ws if w is not victim]
+    marks = {w.worker_id: w.log_mark() for w in rest}
+    victim.kill()
+
+    def repaired():
+        now = good_replicas(alice, fid)
+        # (the dead worker's rows stay listed until it is gone for good)
+        assert all(len(set(v) - {victim.worker_id}) == 2 for v in now.values()), now
+    wait_until(lambda: _passes(repaired), 30, what="the victim's chunks copied elsewhere")
+    assert metric(m, "echofs_grpc_copies_pushed_total") == lost, m.log_tail()
+    assert metric(m, "echofs_grpc_copies_acked_total") == lost, m.log_tail()
+    stored = 0
+    for w in rest:
+        log = w.stderr_since(marks[w.worker_id])
+        assert "access PUT /chunks/" not in log, w.log_tail()  # nothing over HTTP
+        found = re.search(r"^echofs_worker_pushed_copies_total (\d+)",
+                          w.client().get("/metrics").text, re.M)
+        stored += int(found.group(1))
+    assert stored == lost
+    # the bytes travelled worker to worker over HTTP
+    assert sum(len(re.findall(r"access GET /chunks/", w.stderr_since(marks[w.worker_id])))
+               for w in rest) >= lost
+    assert alice.download(fid) == data
+
+
+def _passes(check):
+    try:
+        check()
+        return True
+    except AssertionError:
+        return False
+
+
+def test_python_grpc_client_reports_in_batches_and_is_refused_bad_batches(cluster, messages):
+    """The Report call from an independent client: each batch is answered
+    with its verdicts before the next; a batch from an unknown worker, of
+    another cluster, malformed, or naming another worker than the first
+    ends the call; the master is unharmed."""
+    M = messages
+    m = grpc_master(cluster, ORPHAN_GRACE_MS=500)
+    channel = grpc.insecure_channel(f"127.0.0.1:{m.grpc_port}")
+    auth = [("authorization", f"Bearer {h.CLUSTER_SECRET}")]
+    ser = lambda msg: msg.SerializeToString()  # noqa: E731
+    register = channel.unary_unary(SERVICE + "Register", request_serializer=ser,
+                                   response_deserializer=M("RegisterReply").FromString)
+    space = M("Space")(capacity_bytes=1 << 30, free_bytes=1 << 29)
+    reg = register(M("RegisterRequest")(url="http://127.0.0.1:9", space=space),
+                   metadata=auth, timeout=10)
+    report = channel.stream_stream(SERVICE + "Report", request_serializer=ser,
+                                   response_deserializer=M("ReportReply").FromString)
+    now = int(time.time() * 1000)
+    old = os.urandom(32).hex()
+    young = os.urandom(32).hex()
+
+    def batch(worker_id=reg.worker_id, chunks=(), last=False, **kw):
+        return M("ReportBatch")(
+            worker_id=worker_id, started_at_ms=now, now_ms=now, last=last,
+            chunks=[M("ReportedChunk")(chunk_id=c, mtime_ms=t) for c, t in chunks], **kw)
+    replies = list(report(iter([batch(), batch(chunks=[(old, now - 60000), (young, now)]),
+                                batch(last=True)]), metadata=auth, timeout=10))
+    assert len(replies) == 3, replies
+    assert replies[0].accepted == 0 and replies[0].now_ms > 0
+    # unknown to the master: the old one is an orphan, the young one is
+    # kept while younger than ORPHAN_GRACE_MS
+    assert list(replies[1].delete) == [old], replies[1]
+    assert replies[1].accepted == 2, replies[1]
+
+    def code_of(batches, metadata=auth):
+        with pytest.raises(grpc.RpcError) as e:
+            list(report(iter(batches), metadata=metadata, timeout=10))
+        return e.value.code()
+    assert code_of([batch()], metadata=[]) == grpc.StatusCode.UNAUTHENTICATED
+    assert code_of([batch(worker_id="w-unknown")]) == grpc.StatusCode.NOT_FOUND
+    assert code_of([batch(worker_id="bad id!")]) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of([batch(cluster_id="f" * 32)]) == grpc.StatusCode.FAILED_PRECONDITION
+    assert code_of([batch(chunks=[("xyz", now)])]) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of([batch(), batch(worker_id=reg.worker_id + "x")]) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    raw = channel.stream_stream(SERVICE + "Report")
+    with pytest.raises(grpc.RpcError) as e:
+        list(raw(iter([b"\xff\xfe"]), metadata=auth, timeout=10))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        list(raw(iter([b"z" * (2 << 20)]), metadata=auth, timeout=10))
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert m.health()["metadata"] == "ok"
+    channel.close()

@@ -276,7 +276,12 @@ def test_a_copy_deleted_while_its_report_is_judged_is_not_counted(cluster, nemes
     data = random.Random(1905).randbytes(3000)
     fid = api.upload(data, name="adopted.bin")["file_id"]
     (chunk,) = chunk_ids_of(api, [fid])
-    victim, to_victim, from_victim = nemesis.add_linked_worker(cluster, m, "victim")
+    # HTTP whatever ECHOFS_TEST_WORKER_PROTOCOL says: the test throttles
+    # the report's HTTP requests and watches them in the access log (with a
+    # stream, the report is a gRPC Report call, and the delete below a
+    # chunk delta).
+    victim, to_victim, from_victim = nemesis.add_linked_worker(cluster, m, "victim",
+                                                               WORKER_PROTOCOL="http")
     m.wait_workers(alive=4, total=4)
     vid = victim.worker_id
     direct = victim.client(h.CLUSTER_SECRET)

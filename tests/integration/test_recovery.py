@@ -200,8 +200,12 @@ def test_upload_of_stored_bytes_rewrites_copies_lost_behind_the_masters_back(clu
     """The copies of a file's chunks are deleted from the workers without the
     master knowing (its rows still say good): every copy of chunk 0, one of
     chunk 1. The same bytes uploaded again as a new file must read back
-    right after the 201, and each chunk must be on 3 workers again."""
-    m = cluster.start(workers=3, master_env=master_env())
+    right after the 201, and each chunk must be on 3 workers again.
+    The workers beat over HTTP whatever ECHOFS_TEST_WORKER_PROTOCOL says:
+    on a gRPC stream a worker tells the master of a deleted copy at its next
+    beat (a chunk delta, test_grpc.py), and the master would know."""
+    m = cluster.start(workers=3, master_env=master_env(),
+                      worker_env={"WORKER_PROTOCOL": "http"})
     api = m.user_client()
     data = random.Random(37).randbytes(3 * CHUNK)
     first = api.upload(data, "one.bin")["file_id"]
