@@ -91,6 +91,12 @@ int efs_rpc_call_send(struct efs_rpc_call *call, const void *data, size_t len);
  * EFS_RPC_WHY_MAX). Call it before the callback returns the error. */
 void efs_rpc_call_set_why(struct efs_rpc_call *call, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Ends the call now with the status of @err (its message @why, may be
+ * NULL), whatever is queued: the peer is told (when its connection still
+ * carries anything) and @close follows, broken. For a call that went
+ * silent. 0, or -EPIPE when the call is already over or ending. Any thread
+ * holding what keeps @call alive (the lock @close takes). */
+int efs_rpc_call_cancel(struct efs_rpc_call *call, int err, const char *why);
 /* The peer's address ("ipv4:127.0.0.1:5555"), for logs. */
 const char *efs_rpc_call_peer(const struct efs_rpc_call *call);
 

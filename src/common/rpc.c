@@ -149,10 +149,12 @@ int efs_rpc_errno_status(int err)
 	}
 }
 
-/* Both sides ping an idle connection every KEEPALIVE_MS and drop it when
- * no answer comes within KEEPALIVE_TIMEOUT_MS: a partition that sends no
- * reset still breaks the stream (the master then suspects the worker; the
- * worker falls back to HTTP). The server accepts the clients' pings. */
+/* Both sides ping every KEEPALIVE_MS and drop the connection when no
+ * answer comes within KEEPALIVE_TIMEOUT_MS: a partition that sends no
+ * reset still breaks a client's stream (the worker falls back to HTTP).
+ * The server accepts the clients' pings; its own did not break a frozen
+ * stream in grpc 1.51, so the master ends silent streams itself
+ * (efs_rpc_call_cancel from control.c's sweep). */
 #define KEEPALIVE_MS 10000
 #define KEEPALIVE_TIMEOUT_MS 5000
 #define CHANNEL_ARGS 6
@@ -622,6 +624,23 @@ void efs_rpc_call_set_why(struct efs_rpc_call *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(c->why, sizeof(c->why), fmt, ap);
 	va_end(ap);
+}
+
+int efs_rpc_call_cancel(struct efs_rpc_call *c, int err, const char *why)
+{
+	int r = 0;
+	pthread_mutex_lock(&c->lock);
+	if (c->done || c->ending) {
+		r = -EPIPE;
+	} else {
+		/* no status batch of ours follows: close() sees it broken */
+		c->ending = true;
+		c->end_err = err;
+		grpc_call_cancel_with_status(c->call, (grpc_status_code)efs_rpc_errno_status(err),
+					     why ? why : "", NULL);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
 }
 
 const char *efs_rpc_call_peer(const struct efs_rpc_call *c)

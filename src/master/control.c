@@ -28,9 +28,11 @@ struct control_pending {
 struct control_stream {
 	struct efs_control *ctl;
 	struct efs_rpc_call *call;
-	char worker_id[EFS_ID_MAX + 1]; /* set by the Hello */
-	bool listed;			/* in ctl->streams (under ctl->lock) */
-	bool answered;			/* Register: its one reply is sent */
+	char worker_id[EFS_ID_MAX + 1];	 /* set by the Hello */
+	bool listed;			 /* in ctl->streams (under ctl->lock) */
+	bool answered;			 /* Register: its one reply is sent */
+	_Atomic int64_t last_message_ms; /* efs_mono_ms() of its latest message */
+	bool silenced;			 /* the sweep ended it (under ctl->lock) */
 	struct control_stream *next;
 };
 
@@ -196,6 +198,7 @@ static int hello(struct control_stream *st, struct efs_rpc_call *call, const Ech
 		return r == -ENOENT ? r : -EAGAIN;
 	}
 	efs_strlcpy(st->worker_id, h->worker_id, sizeof(st->worker_id));
+	atomic_store(&st->last_message_ms, efs_mono_ms());
 	list_stream(st->ctl, st);
 	atomic_fetch_add(&st->ctl->streams_opened, 1);
 	efs_info("worker %s connected over gRPC from %s", st->worker_id, efs_rpc_call_peer(call));
@@ -261,6 +264,7 @@ static void acked(struct control_stream *st, const Echofs__V1__Ack *ack)
 static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
 {
 	struct control_stream *st = state;
+	atomic_store(&st->last_message_ms, efs_mono_ms());
 	Echofs__V1__WorkerMessage *msg = echofs__v1__worker_message__unpack(NULL, len, data);
 	int r = 0;
 	if (!msg) {
@@ -310,6 +314,7 @@ static void connect_close(void *state, bool broken)
 		}
 	}
 	bool current = st->listed;
+	bool silenced = st->silenced;
 	if (current) {
 		for (struct control_stream **p = &ctl->streams; *p; p = &(*p)->next) {
 			if (*p == st) {
@@ -323,22 +328,63 @@ static void connect_close(void *state, bool broken)
 	bool stopping = efs_rpc_server_stopping(ctl->rpc);
 	if (current && broken && !stopping) {
 		int64_t grace = ctl->master->cfg.grpc_stream_grace_ms;
+		const char *how = silenced ? "went silent (ended by this master)" : "broke";
 		atomic_fetch_add(&ctl->streams_broken, 1);
+		if (silenced)
+			atomic_fetch_add(&ctl->streams_silenced, 1);
 		int r = efs_registry_suspect(&ctl->master->registry, st->worker_id, grace);
 		if (r < 0)
-			efs_warn(
-			    "worker %s: its gRPC stream broke; cannot mark it suspect (%s): it "
-			    "is counted dead WORKER_DEAD_AFTER_MS after its last beat",
-			    st->worker_id, strerror(-r));
+			efs_warn("worker %s: its gRPC stream %s; cannot mark it suspect (%s): it "
+				 "is counted dead WORKER_DEAD_AFTER_MS after its last beat",
+				 st->worker_id, how, strerror(-r));
 		else
-			efs_warn("worker %s: its gRPC stream broke: suspect now, dead in %lld ms "
+			efs_warn("worker %s: its gRPC stream %s: suspect now, dead in %lld ms "
 				 "(GRPC_STREAM_GRACE_MS) unless it beats again",
-				 st->worker_id, (long long)grace);
+				 st->worker_id, how, (long long)grace);
 	} else if (current) {
 		efs_info("worker %s: its gRPC stream ended%s", st->worker_id,
 			 stopping ? " (this master is stopping)" : "");
 	}
 	free(st);
+}
+
+/* ---- the silence sweep ---- */
+
+/* A partition that sends neither FIN nor RST leaves a stream open and
+ * silent: nothing breaks it before the keepalive (rpc.c), and the registry
+ * would wait WORKER_DEAD_AFTER_MS. A listed stream with no message for
+ * CONTROL_SILENT_BEATS heartbeat intervals (the interval it was told at
+ * its Hello) is ended here: its close suspects the worker, dead
+ * GRPC_STREAM_GRACE_MS later unless it beats again (the worker's own
+ * keepalive breaks its side; it then beats over HTTP and reconnects). */
+static int64_t silence_ms(const struct efs_control *ctl)
+{
+	return CONTROL_SILENT_BEATS * ctl->master->cfg.heartbeat_interval_ms;
+}
+
+static void sweep_main(struct efs_ticker *t, void *arg)
+{
+	struct efs_control *ctl = arg;
+	int64_t limit = silence_ms(ctl);
+	int64_t period = EFS_MAX(ctl->master->cfg.heartbeat_interval_ms / 2, 10);
+
+	while (!efs_ticker_wait(t, period)) {
+		int64_t now = efs_mono_ms();
+		pthread_mutex_lock(&ctl->lock);
+		/* listed streams are alive: close() unlists under this lock */
+		for (struct control_stream *st = ctl->streams; st; st = st->next) {
+			int64_t quiet = now - atomic_load(&st->last_message_ms);
+			if (st->silenced || quiet <= limit)
+				continue;
+			st->silenced = true;
+			efs_warn("worker %s: no message on its gRPC stream from %s for %lld ms (%d "
+				 "heartbeat intervals): ending the stream",
+				 st->worker_id, efs_rpc_call_peer(st->call), (long long)quiet,
+				 CONTROL_SILENT_BEATS);
+			efs_rpc_call_cancel(st->call, -EIO, "no message for 3 heartbeat intervals");
+		}
+		pthread_mutex_unlock(&ctl->lock);
+	}
 }
 
 /* ---- Report: not served yet ---- */
@@ -373,6 +419,7 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	atomic_init(&ctl->streams_opened, 0);
 	atomic_init(&ctl->streams_broken, 0);
 	atomic_init(&ctl->heartbeats, 0);
+	atomic_init(&ctl->streams_silenced, 0);
 	if (!m->cfg.grpc_port)
 		return 0;
 	struct efs_rpc_server_config cfg = {
@@ -388,10 +435,16 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 			 m->cfg.host, m->cfg.grpc_port);
 		return r;
 	}
+	if ((r = efs_ticker_start(&ctl->sweep, sweep_main, ctl)) < 0) {
+		snprintf(err, errlen, "cannot start the gRPC silence sweep: %s", strerror(-r));
+		efs_rpc_server_stop(ctl->rpc);
+		ctl->rpc = NULL;
+		return r;
+	}
 	efs_info("gRPC control plane listening on %s:%u; a broken worker stream counts the "
-		 "worker dead after %lld ms",
-		 m->cfg.host, efs_rpc_server_port(ctl->rpc),
-		 (long long)m->cfg.grpc_stream_grace_ms);
+		 "worker dead after %lld ms, a stream silent for %lld ms is ended",
+		 m->cfg.host, efs_rpc_server_port(ctl->rpc), (long long)m->cfg.grpc_stream_grace_ms,
+		 (long long)silence_ms(ctl));
 	return 0;
 }
 
@@ -486,6 +539,7 @@ void efs_control_stop(struct efs_control *ctl)
 {
 	if (!ctl || !ctl->master)
 		return;
+	efs_ticker_stop(&ctl->sweep);
 	efs_rpc_server_stop(ctl->rpc);
 	ctl->rpc = NULL;
 	pthread_cond_destroy(&ctl->acked);

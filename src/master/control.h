@@ -11,20 +11,26 @@
  * stream breaks (the worker died, the connection dropped), the worker is
  * suspect at once and dead GRPC_STREAM_GRACE_MS later unless it beats
  * again (efs_registry_suspect); a stream ended by this master's own
- * shutdown suspects nobody. The collector's replica deletes go down the
- * stream of a worker that has one (efs_control_delete) and wait for its
- * Ack; without a stream they stay HTTP calls. Chunk deltas are read and
- * ignored; Report answers UNIMPLEMENTED (reports stay HTTP).
+ * shutdown suspects nobody. A stream with no message for
+ * CONTROL_SILENT_BEATS heartbeat intervals (a partition that closed
+ * nothing) is ended by this master and counts as broken. The collector's replica deletes go down
+ * the stream of a worker that has one (efs_control_delete) and wait for its Ack; without a stream
+ * they stay HTTP calls. Chunk deltas are read and ignored; Report answers UNIMPLEMENTED (reports
+ * stay HTTP).
  */
 #ifndef ECHOFS_MASTER_CONTROL_H
 #define ECHOFS_MASTER_CONTROL_H
 
 #include "echofs/common.h"
+#include "echofs/ticker.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+/* Heartbeat intervals without a message after which a stream is ended. */
+#define CONTROL_SILENT_BEATS 3
 
 struct efs_master;
 struct efs_rpc_server;
@@ -43,6 +49,8 @@ struct efs_control {
 	uint64_t next_instruction;
 	_Atomic uint64_t streams_opened, streams_broken, heartbeats;
 	_Atomic uint64_t deletes_pushed, deletes_acked;
+	_Atomic uint64_t streams_silenced; /* of streams_broken: by the sweep */
+	struct efs_ticker sweep;	   /* ends silent streams (control.c) */
 };
 
 /* Listens on MASTER_HOST:GRPC_PORT (nothing when it is 0). 0, or -errno

@@ -316,3 +316,43 @@ def test_python_grpc_client_registers_streams_heartbeats_and_is_refused_bad_inpu
                                           space=space), metadata=auth, timeout=10)
     assert again.worker_id == reply.worker_id
     channel.close()
+
+
+def test_frozen_stream_is_ended_by_the_master_and_the_worker_comes_back(cluster, nemesis):
+    # A partition that sends neither FIN nor RST: the proxy holds every
+    # byte of the open stream both ways. Only the master's silence sweep
+    # (3 heartbeat intervals without a message) can end it before
+    # WORKER_DEAD_AFTER_MS; the worker's keepalive then breaks its side,
+    # and when the link heals it streams again.
+    m = grpc_master(cluster)
+    link = nemesis.proxy(m.grpc_port, "grpc-freeze")
+    w = cluster.add_worker(MASTER_GRPC_URL=link.url("grpc"), **GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    assert link.connections == 1
+    mark = m.log_mark()
+    assert link.freeze() == 1
+    frozen = time.monotonic()
+    m.wait_worker_status(w.worker_id, "dead", timeout=DEAD_AFTER_MS / 1000 / 2)
+    assert time.monotonic() - frozen < DEAD_AFTER_MS / 1000 / 2
+    log = m.stderr_since(mark)
+    assert re.search(rf"worker {w.worker_id}: no message on its gRPC stream", log), \
+        m.log_tail()
+    assert re.search(rf"worker {w.worker_id}: its gRPC stream went silent", log), m.log_tail()
+    assert metric(m, "echofs_grpc_streams_silenced_total") == 1
+    link.heal()
+    # Back on a stream (a new connection through the healed proxy) and alive.
+    wait_protocol(m, w.worker_id, "grpc", timeout=60)
+    assert metric(m, "echofs_grpc_streams") == 1
+
+
+def test_a_worker_beating_on_time_is_never_silenced(cluster):
+    # The sweep ends silent streams only: workers beating every interval
+    # keep theirs (the same stream, opened once).
+    m = grpc_master(cluster)
+    w = cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    opened = metric(m, "echofs_grpc_streams_opened_total")
+    time.sleep(3)  # 10 heartbeat intervals, over 3 silence limits
+    assert metric(m, "echofs_grpc_streams_silenced_total") == 0
+    assert metric(m, "echofs_grpc_streams_opened_total") == opened
+    assert m.worker_record(w.worker_id)["protocol"] == "grpc"
