@@ -354,12 +354,13 @@ static void connect_close(void *state, bool broken)
  * silent: nothing breaks it before the keepalive (rpc.c), and the registry
  * would wait WORKER_DEAD_AFTER_MS. A listed stream with no message for
  * CONTROL_SILENT_BEATS heartbeat intervals (the interval it was told at
- * its Hello) is ended here: its close suspects the worker, dead
+ * its Hello), and at least CONTROL_SILENT_MIN_MS, is ended here: its close suspects the worker, dead
  * GRPC_STREAM_GRACE_MS later unless it beats again (the worker's own
  * keepalive breaks its side; it then beats over HTTP and reconnects). */
 static int64_t silence_ms(const struct efs_control *ctl)
 {
-	return CONTROL_SILENT_BEATS * ctl->master->cfg.heartbeat_interval_ms;
+	return EFS_MAX(CONTROL_SILENT_BEATS * ctl->master->cfg.heartbeat_interval_ms,
+		       CONTROL_SILENT_MIN_MS);
 }
 
 static void sweep_main(struct efs_ticker *t, void *arg)
@@ -377,11 +378,11 @@ static void sweep_main(struct efs_ticker *t, void *arg)
 			if (st->silenced || quiet <= limit)
 				continue;
 			st->silenced = true;
-			efs_warn("worker %s: no message on its gRPC stream from %s for %lld ms (%d "
-				 "heartbeat intervals): ending the stream",
+			efs_warn("worker %s: no message on its gRPC stream from %s for %lld ms (more "
+				 "than %lld): ending the stream",
 				 st->worker_id, efs_rpc_call_peer(st->call), (long long)quiet,
-				 CONTROL_SILENT_BEATS);
-			efs_rpc_call_cancel(st->call, -EIO, "no message for 3 heartbeat intervals");
+				 (long long)limit);
+			efs_rpc_call_cancel(st->call, -EIO, "no message for too long (a partition?)");
 		}
 		pthread_mutex_unlock(&ctl->lock);
 	}

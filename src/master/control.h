@@ -12,8 +12,9 @@
  * suspect at once and dead GRPC_STREAM_GRACE_MS later unless it beats
  * again (efs_registry_suspect); a stream ended by this master's own
  * shutdown suspects nobody. A stream with no message for
- * CONTROL_SILENT_BEATS heartbeat intervals (a partition that closed
- * nothing) is ended by this master and counts as broken. The collector's replica deletes go down
+ * CONTROL_SILENT_BEATS heartbeat intervals and CONTROL_SILENT_MIN_MS (a
+ * partition that closed nothing) is ended by this master and counts as
+ * broken. The collector's replica deletes go down
  * the stream of a worker that has one (efs_control_delete) and wait for its Ack; without a stream
  * they stay HTTP calls. Chunk deltas are read and ignored; Report answers UNIMPLEMENTED (reports
  * stay HTTP).
@@ -29,8 +30,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Heartbeat intervals without a message after which a stream is ended. */
+/* A stream without a message for CONTROL_SILENT_BEATS heartbeat intervals,
+ * and at least CONTROL_SILENT_MIN_MS (a loaded master or worker can delay a
+ * few short beats), is ended. */
 #define CONTROL_SILENT_BEATS 3
+#define CONTROL_SILENT_MIN_MS 5000
 
 struct efs_master;
 struct efs_rpc_server;

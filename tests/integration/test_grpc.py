@@ -321,7 +321,7 @@ def test_python_grpc_client_registers_streams_heartbeats_and_is_refused_bad_inpu
 def test_frozen_stream_is_ended_by_the_master_and_the_worker_comes_back(cluster, nemesis):
     # A partition that sends neither FIN nor RST: the proxy holds every
     # byte of the open stream both ways. Only the master's silence sweep
-    # (3 heartbeat intervals without a message) can end it before
+    # (3 heartbeat intervals without a message, 5 s at least) can end it before
     # WORKER_DEAD_AFTER_MS; the worker's keepalive then breaks its side,
     # and when the link heals it streams again.
     m = grpc_master(cluster)
@@ -352,7 +352,7 @@ def test_a_worker_beating_on_time_is_never_silenced(cluster):
     w = cluster.add_worker(**GRPC_ENV)
     wait_protocol(m, w.worker_id, "grpc")
     opened = metric(m, "echofs_grpc_streams_opened_total")
-    time.sleep(3)  # 10 heartbeat intervals, over 3 silence limits
+    time.sleep(6)  # 20 heartbeat intervals, past the silence limit (5 s at least)
     assert metric(m, "echofs_grpc_streams_silenced_total") == 0
     assert metric(m, "echofs_grpc_streams_opened_total") == opened
     assert m.worker_record(w.worker_id)["protocol"] == "grpc"
