@@ -89,7 +89,7 @@ def proc_fds(pid):
 
 
 class Master:
-    def __init__(self, bin_dir, workdir, name, interval_ms, grpc_on):
+    def __init__(self, bin_dir, workdir, name, interval_ms, grpc_on, redis_addr=None):
         self.dir = Path(workdir) / name
         self.dir.mkdir()
         self.port = free_port()
@@ -104,6 +104,8 @@ class Master:
         })
         for k in ("DATABASE_URL", "REDIS_ADDR", "TLS_CERT_FILE", "TLS_KEY_FILE"):
             env.pop(k, None)
+        if redis_addr:
+            env["REDIS_ADDR"] = redis_addr
         self.log = open(self.dir / "master.log", "wb")
         self.proc = subprocess.Popen([str(Path(bin_dir) / "echofs-master")], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -174,7 +176,7 @@ async def measure(master, seconds):
 
 
 async def grpc_phase(args, M, workdir):
-    master = Master(args.bin_dir, workdir, "grpc", args.interval_ms, True)
+    master = Master(args.bin_dir, workdir, "grpc", args.interval_ms, True, args.redis_addr)
     auth = [("authorization", f"Bearer {master.secret}")]
     target = f"127.0.0.1:{master.grpc_port}"
     space = M("Space")(capacity_bytes=1 << 40, free_bytes=1 << 39, chunk_count=1000)
@@ -281,7 +283,7 @@ async def http_beat(reader, writer, host, secret, wid, body):
 
 
 async def http_phase(args, workdir):
-    master = Master(args.bin_dir, workdir, "http", args.interval_ms, False)
+    master = Master(args.bin_dir, workdir, "http", args.interval_ms, False, args.redis_addr)
     host = f"127.0.0.1:{master.port}"
     result = {"phase": "http"}
     body = json.dumps({"capacity_bytes": 1 << 40, "free_bytes": 1 << 39,
@@ -396,6 +398,9 @@ def main():
     ap.add_argument("--kill", type=int, default=10)
     ap.add_argument("--http-conns", type=int, default=200)
     ap.add_argument("--bin-dir", default=str(ROOT / "bin"))
+    ap.add_argument("--redis-addr", help="REDIS_ADDR for both masters (host:port of a Redis "
+                    "nobody else uses: liveness in Redis, the store written once a quarter "
+                    "of WORKER_DEAD_AFTER_MS per worker)")
     ap.add_argument("--json", help="also write the report here")
     ap.add_argument("--keep", action="store_true", help="keep the masters' directories")
     args = ap.parse_args()
@@ -403,7 +408,8 @@ def main():
     report = asyncio.run(main_async(args))
     g, h, r = report["grpc"], report["http"], report["ratio_http_over_grpc"]
     print(f"{args.workers} simulated workers, {args.interval_ms} ms heartbeats, "
-          f"{args.measure_s:g} s measured, one master (SQLite)")
+          f"{args.measure_s:g} s measured, one master (SQLite"
+          f"{', Redis' if args.redis_addr else ''})")
     print(f"{'':22}{'gRPC streams':>14}{'HTTP polling':>14}{'HTTP/gRPC':>11}")
     print(f"{'master CPU s/min':22}{g['cpu_s_per_min']:14.2f}{h['cpu_s_per_min']:14.2f}"
           f"{r['cpu'] or 0:11.2f}")
