@@ -429,11 +429,15 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	    .methods = methods,
 	    .method_count = EFS_ARRAY_SIZE(methods),
 	    .ctx = ctl,
+	    .tls_cert_file = m->cfg.tls.cert_file, /* both or neither (efs_env_tls) */
+	    .tls_key_file = m->cfg.tls.key_file,
 	};
 	r = efs_rpc_server_start(&cfg, &ctl->rpc);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/GRPC_PORT) for gRPC",
-			 m->cfg.host, m->cfg.grpc_port);
+		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/GRPC_PORT) for gRPC%s: %s",
+			 m->cfg.host, m->cfg.grpc_port,
+			 cfg.tls_cert_file ? " over TLS (TLS_CERT_FILE, TLS_KEY_FILE)" : "",
+			 strerror(-r));
 		return r;
 	}
 	if ((r = efs_ticker_start(&ctl->sweep, sweep_main, ctl)) < 0) {
@@ -442,10 +446,10 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 		ctl->rpc = NULL;
 		return r;
 	}
-	efs_info("gRPC control plane listening on %s:%u; a broken worker stream counts the "
+	efs_info("gRPC control plane listening on %s:%u%s; a broken worker stream counts the "
 		 "worker dead after %lld ms, a stream silent for %lld ms is ended",
-		 m->cfg.host, efs_rpc_server_port(ctl->rpc), (long long)m->cfg.grpc_stream_grace_ms,
-		 (long long)silence_ms(ctl));
+		 m->cfg.host, efs_rpc_server_port(ctl->rpc), cfg.tls_cert_file ? " (TLS)" : "",
+		 (long long)m->cfg.grpc_stream_grace_ms, (long long)silence_ms(ctl));
 	return 0;
 }
 
