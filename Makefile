@@ -218,7 +218,11 @@ bench: deps all
 # About 3 minutes; not part of `make bench`.
 BENCH_GRPC_WORKERS ?= 1000
 BENCH_GRPC_INTERVAL_MS ?= 1000
-bench-grpc: deps all
+$(BUILD)/bench/grpc_sim_client: bench/grpc_sim_client.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+bench-grpc: deps all $(BUILD)/bench/grpc_sim_client
 	@/usr/bin/python3 bench/grpc_sim.py --workers $(BENCH_GRPC_WORKERS) \
 	  --interval-ms $(BENCH_GRPC_INTERVAL_MS) \
 	  --json bench/results/grpc-sim-$$(date -u +%Y-%m-%dT%H%M).json

@@ -193,6 +193,11 @@ async def grpc_phase(args, M, workdir):
             ids.append(r.worker_id)
         await reg_ch.close()
 
+        if args.client != "python":
+            result.update(await c_streams(args, master, ids, workdir))
+            result["client"] = "c"
+            return result
+        result["client"] = "python"
         channels, calls, every_call, drains = {}, {}, {}, []
         beat = M("WorkerMessage")(heartbeat=M("Heartbeat")(space=space, sequence=1))
         beat = beat.SerializeToString()  # one message, packed once: the client stays cheap
@@ -262,6 +267,47 @@ async def grpc_phase(args, M, workdir):
         await asyncio.gather(*tasks, *drains, return_exceptions=True)
     finally:
         master.stop()
+    return result
+
+
+async def c_streams(args, master, ids, workdir):
+    """The gRPC phase's streams from bench/grpc_sim_client.c: the victims in
+    a process of their own, SIGKILLed to kill them."""
+    result = {}
+    victims, rest = ids[:args.kill], ids[args.kill:]
+    procs = []
+    try:
+        for name, part in (("victims", victims), ("rest", rest)):
+            if not part:
+                continue
+            path = Path(workdir) / f"ids-{name}"
+            path.write_text("\n".join(part) + "\n")
+            env = dict(os.environ, CLUSTER_SECRET=master.secret)
+            p = await asyncio.create_subprocess_exec(
+                args.client, f"127.0.0.1:{master.grpc_port}", str(path), str(args.interval_ms),
+                env=env, stdout=asyncio.subprocess.PIPE)
+            procs.append(p)
+        t0 = time.monotonic()
+        for p in procs:
+            line = (await asyncio.wait_for(p.stdout.readline(), 180)).decode().strip()
+            if not line.startswith("open "):
+                raise SystemExit(f"grpc_sim_client: {line or 'exited'}")
+        result["connect_s"] = time.monotonic() - t0
+        await asyncio.sleep(args.warmup_s)
+        beats0 = master.metric("echofs_grpc_heartbeats_total")
+        result.update(await measure(master, args.measure_s))
+        result["beats_per_s"] = (master.metric("echofs_grpc_heartbeats_total") - beats0) \
+            / args.measure_s
+        result["silenced_before_kill"] = master.metric("echofs_grpc_streams_silenced_total")
+        if victims:
+            procs[0].kill()  # SIGKILL: the kernel closes their connections
+            result["dead_after_kill_s"] = await wait_dead(master, victims, 60)
+        result["silenced"] = master.metric("echofs_grpc_streams_silenced_total")
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+            await p.wait()
     return result
 
 
@@ -398,6 +444,9 @@ def main():
     ap.add_argument("--kill", type=int, default=10)
     ap.add_argument("--http-conns", type=int, default=200)
     ap.add_argument("--bin-dir", default=str(ROOT / "bin"))
+    ap.add_argument("--client", default=str(ROOT / "build/dev/bench/grpc_sim_client"),
+                    help="the gRPC streams' client: the path of grpc_sim_client (make "
+                    "bench-grpc builds it), or 'python' for grpc.aio in this process")
     ap.add_argument("--redis-addr", help="REDIS_ADDR for both masters (host:port of a Redis "
                     "nobody else uses: liveness in Redis, the store written once a quarter "
                     "of WORKER_DEAD_AFTER_MS per worker)")
@@ -405,6 +454,9 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the masters' directories")
     args = ap.parse_args()
     args.kill = min(args.kill, args.workers)
+    if args.client != "python" and not os.access(args.client, os.X_OK):
+        raise SystemExit(f"{args.client} is missing: `make build/dev/bench/grpc_sim_client`, "
+                         "or --client python")
     report = asyncio.run(main_async(args))
     g, h, r = report["grpc"], report["http"], report["ratio_http_over_grpc"]
     print(f"{args.workers} simulated workers, {args.interval_ms} ms heartbeats, "

@@ -777,7 +777,7 @@ static int stream_open(const char *target, const char *path, const char *authori
 	struct efs_rpc_stream *s;
 	grpc_channel_credentials *creds;
 	char *ca = NULL;
-	grpc_arg args[CHANNEL_ARGS];
+	grpc_arg args[CHANNEL_ARGS + 1];
 	grpc_channel_args list;
 	int r = 0;
 
@@ -797,6 +797,13 @@ static int stream_open(const char *target, const char *path, const char *authori
 	grpc_metadata_array_init(&s->initial_md);
 	grpc_metadata_array_init(&s->trailing_md);
 	channel_args(args, &list, EFS_RPC_MESSAGE_MAX, false);
+	/* Each stream its own connection, never one shared by grpc among the
+	 * process's channels to the same target (one worker has one stream;
+	 * bench/grpc_sim_client.c has a thousand, as a thousand workers). */
+	args[list.num_args].type = GRPC_ARG_INTEGER;
+	args[list.num_args].key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
+	args[list.num_args].value.integer = 1;
+	list.num_args++;
 	creds = tls ? grpc_ssl_credentials_create(ca, NULL, NULL, NULL)
 		    : grpc_insecure_credentials_create();
 	free(ca);
