@@ -33,6 +33,8 @@ struct control_stream {
 	bool answered;			 /* Register: its one reply is sent */
 	_Atomic int64_t last_message_ms; /* efs_mono_ms() of its latest message */
 	bool silenced;			 /* the sweep ended it (under ctl->lock) */
+	struct control_beat *beat;	 /* its beat waiting in the queue (lock) */
+	int recording;			 /* its beats being recorded now (lock) */
 	struct control_stream *next;
 };
 
@@ -210,38 +212,107 @@ static int hello(struct control_stream *st, struct efs_rpc_call *call, const Ech
 	return send_down(call, &down);
 }
 
+/* A stream's heartbeat waiting for (or under) efs_registry_heartbeat on a
+ * beat thread; one per stream at most: a newer beat replaces the data of
+ * one still queued. @stream is NULL once the stream closed. */
+struct control_beat {
+	struct control_stream *stream;
+	char worker_id[EFS_ID_MAX + 1];
+	uint64_t capacity_bytes, free_bytes, chunk_count;
+	struct control_beat *next;
+};
+
+/* Queues the beat: the CQ thread never waits for the store. */
 static int heartbeat(struct control_stream *st, struct efs_rpc_call *call,
 		     const Echofs__V1__Heartbeat *hb)
 {
-	struct efs_master *m = st->ctl->master;
-	bool rejoined = false;
+	struct efs_control *ctl = st->ctl;
 	int r = space_valid(call, hb->space);
 	if (r < 0)
 		return r;
-	r = efs_registry_heartbeat(&m->registry, st->worker_id, hb->space->capacity_bytes,
-				   hb->space->free_bytes, hb->space->chunk_count, &rejoined);
+	pthread_mutex_lock(&ctl->lock);
+	struct control_beat *b = st->beat;
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b) {
+			pthread_mutex_unlock(&ctl->lock);
+			return 0; /* the next beat may pass */
+		}
+		b->stream = st;
+		efs_strlcpy(b->worker_id, st->worker_id, sizeof(b->worker_id));
+		if (ctl->beats_tail)
+			ctl->beats_tail->next = b;
+		else
+			ctl->beats_head = b;
+		ctl->beats_tail = b;
+		st->beat = b;
+		pthread_cond_signal(&ctl->beat_ready);
+	}
+	b->capacity_bytes = hb->space->capacity_bytes;
+	b->free_bytes = hb->space->free_bytes;
+	b->chunk_count = hb->space->chunk_count;
+	pthread_mutex_unlock(&ctl->lock);
+	return 0;
+}
+
+/* Records one queued beat (the lock is not held), then answers a rejoin
+ * or ends the stream of an unknown worker while the stream still lives. */
+static void beat_record(struct efs_control *ctl, struct control_beat *b)
+{
+	struct efs_master *m = ctl->master;
+	bool rejoined = false;
+	int r = efs_registry_heartbeat(&m->registry, b->worker_id, b->capacity_bytes,
+				       b->free_bytes, b->chunk_count, &rejoined);
+	if (r < 0 && r != -ENOENT)
+		efs_warn("heartbeat of worker %s (gRPC) not recorded: %s", b->worker_id,
+			 strerror(-r)); /* the stream stays, the next may pass */
+	if (r == 0)
+		atomic_fetch_add(&ctl->heartbeats, 1);
+	pthread_mutex_lock(&ctl->lock);
+	struct control_stream *st = b->stream; /* alive: close() waits for us */
+	st->recording--;
 	if (r == -ENOENT) {
 		efs_warn("worker %s beats on gRPC but is unknown here: ending its stream (it "
 			 "registers again)",
-			 st->worker_id);
-		efs_rpc_call_set_why(call, "unknown worker: register again");
-		return r;
+			 b->worker_id);
+		efs_rpc_call_cancel(st->call, -ENOENT, "unknown worker: register again");
+	} else if (rejoined) {
+		Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+		Echofs__V1__SendFullReport ask = ECHOFS__V1__SEND_FULL_REPORT__INIT;
+		down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT;
+		down.send_full_report = &ask;
+		send_down(st->call, &down); /* failed or full: asked again next beat */
 	}
-	if (r < 0) {
-		/* the store failed this beat; the stream stays, the next may pass */
-		efs_warn("heartbeat of worker %s (gRPC) not recorded: %s", st->worker_id,
-			 strerror(-r));
-		return 0;
+	pthread_cond_broadcast(&ctl->beat_done);
+	pthread_mutex_unlock(&ctl->lock);
+	free(b);
+}
+
+static void *beat_main(void *arg)
+{
+	struct efs_control *ctl = arg;
+	pthread_mutex_lock(&ctl->lock);
+	for (;;) {
+		while (!ctl->beats_head && !ctl->beats_stopping)
+			pthread_cond_wait(&ctl->beat_ready, &ctl->lock);
+		struct control_beat *b = ctl->beats_head;
+		if (!b)
+			break; /* stopping, nothing left */
+		ctl->beats_head = b->next;
+		if (!ctl->beats_head)
+			ctl->beats_tail = NULL;
+		if (!b->stream) { /* its stream closed first */
+			free(b);
+			continue;
+		}
+		b->stream->beat = NULL; /* a newer beat queues anew */
+		b->stream->recording++;
+		pthread_mutex_unlock(&ctl->lock);
+		beat_record(ctl, b);
+		pthread_mutex_lock(&ctl->lock);
 	}
-	atomic_fetch_add(&st->ctl->heartbeats, 1);
-	if (!rejoined)
-		return 0;
-	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
-	Echofs__V1__SendFullReport ask = ECHOFS__V1__SEND_FULL_REPORT__INIT;
-	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT;
-	down.send_full_report = &ask;
-	r = send_down(call, &down);
-	return r == -ENOBUFS ? 0 : r; /* a full queue: asked again next beat */
+	pthread_mutex_unlock(&ctl->lock);
+	return NULL;
 }
 
 /* An Ack from @st's worker: its waiting instruction is answered. */
@@ -305,6 +376,13 @@ static void connect_close(void *state, bool broken)
 	struct control_stream *st = state;
 	struct efs_control *ctl = st->ctl;
 	pthread_mutex_lock(&ctl->lock);
+	/* Its beat: a queued one is dropped; one being recorded is waited for,
+	 * so that no beat of this stream lands after the suspicion below. */
+	while (st->recording > 0)
+		pthread_cond_wait(&ctl->beat_done, &ctl->lock);
+	if (st->beat)
+		st->beat->stream = NULL;
+	st->beat = NULL;
 	/* what still waits for an Ack on it: the callers go over HTTP */
 	for (struct control_pending *p = ctl->pending; p; p = p->next) {
 		if (p->stream == st && !p->done) {
@@ -346,6 +424,22 @@ static void connect_close(void *state, bool broken)
 			 stopping ? " (this master is stopping)" : "");
 	}
 	free(st);
+}
+
+/* Stops the beat threads (what is still queued names no stream). */
+static void beats_stop(struct efs_control *ctl)
+{
+	if (!ctl->master->cfg.grpc_port)
+		return;
+	pthread_mutex_lock(&ctl->lock);
+	ctl->beats_stopping = true;
+	pthread_cond_broadcast(&ctl->beat_ready);
+	pthread_mutex_unlock(&ctl->lock);
+	for (size_t i = 0; i < ctl->beat_thread_count; i++)
+		pthread_join(ctl->beat_threads[i], NULL);
+	ctl->beat_thread_count = 0;
+	pthread_cond_destroy(&ctl->beat_ready);
+	pthread_cond_destroy(&ctl->beat_done);
 }
 
 /* ---- the silence sweep ---- */
@@ -423,6 +517,17 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	atomic_init(&ctl->streams_silenced, 0);
 	if (!m->cfg.grpc_port)
 		return 0;
+	pthread_cond_init(&ctl->beat_ready, NULL);
+	pthread_cond_init(&ctl->beat_done, NULL);
+	for (size_t i = 0; i < CONTROL_BEAT_THREADS; i++) {
+		if ((r = -pthread_create(&ctl->beat_threads[i], NULL, beat_main, ctl)) < 0) {
+			snprintf(err, errlen, "cannot start the gRPC beat threads: %s",
+				 strerror(-r));
+			beats_stop(ctl);
+			return r;
+		}
+		ctl->beat_thread_count++;
+	}
 	struct efs_rpc_server_config cfg = {
 	    .host = m->cfg.host,
 	    .port = m->cfg.grpc_port,
@@ -434,6 +539,7 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	};
 	r = efs_rpc_server_start(&cfg, &ctl->rpc);
 	if (r < 0) {
+		beats_stop(ctl);
 		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/GRPC_PORT) for gRPC%s: %s",
 			 m->cfg.host, m->cfg.grpc_port,
 			 cfg.tls_cert_file ? " over TLS (TLS_CERT_FILE, TLS_KEY_FILE)" : "",
@@ -444,6 +550,7 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 		snprintf(err, errlen, "cannot start the gRPC silence sweep: %s", strerror(-r));
 		efs_rpc_server_stop(ctl->rpc);
 		ctl->rpc = NULL;
+		beats_stop(ctl);
 		return r;
 	}
 	efs_info("gRPC control plane listening on %s:%u%s; a broken worker stream counts the "
@@ -545,8 +652,9 @@ void efs_control_stop(struct efs_control *ctl)
 	if (!ctl || !ctl->master)
 		return;
 	efs_ticker_stop(&ctl->sweep);
-	efs_rpc_server_stop(ctl->rpc);
+	efs_rpc_server_stop(ctl->rpc); /* every close() ran: no beat names a stream */
 	ctl->rpc = NULL;
+	beats_stop(ctl);
 	pthread_cond_destroy(&ctl->acked);
 	pthread_mutex_destroy(&ctl->lock);
 	ctl->master = NULL;

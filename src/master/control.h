@@ -40,6 +40,11 @@ struct efs_master;
 struct efs_rpc_server;
 struct control_stream;
 struct control_pending;
+struct control_beat;
+/* Threads that record the streams' heartbeats in the registry, so that the
+ * store's group commit batches them (one thread would wait for one commit
+ * per beat: about 400 beats/s here, short of 1,000 workers at 1 s). */
+#define CONTROL_BEAT_THREADS 8
 
 struct efs_control {
 	struct efs_master *master;
@@ -55,6 +60,13 @@ struct efs_control {
 	_Atomic uint64_t deletes_pushed, deletes_acked;
 	_Atomic uint64_t streams_silenced; /* of streams_broken: by the sweep */
 	struct efs_ticker sweep;	   /* ends silent streams (control.c) */
+	/* Stream beats waiting to be recorded (under lock), by
+	 * CONTROL_BEAT_THREADS threads (control.c: off the CQ thread). */
+	struct control_beat *beats_head, *beats_tail;
+	pthread_cond_t beat_ready, beat_done;
+	pthread_t beat_threads[CONTROL_BEAT_THREADS];
+	size_t beat_thread_count;
+	bool beats_stopping;
 };
 
 /* Listens on MASTER_HOST:GRPC_PORT (nothing when it is 0). 0, or -errno
