@@ -11,9 +11,10 @@ free ports on 127.0.0.1, HEARTBEAT_INTERVAL_MS=--interval-ms, the default
 WORKER_DEAD_AFTER_MS and GRPC_STREAM_GRACE_MS):
 
   grpc  N workers registered with the Register RPC, each keeping its own
-        Connect stream (its own channel, so its own TCP connection and
-        HTTP/2 session, as real workers have) with a Hello and a Heartbeat
-        every interval (starts spread over one interval);
+        Connect stream (its own connection and HTTP/2 session, as real
+        workers have) with a Hello and a Heartbeat every interval (spread
+        over the interval), from bench/grpc_sim_client.c (--client; or
+        --client python: grpc.aio here, which falls behind at 1,000);
   http  N workers registered with POST /api/v1/workers/register, each
         beating with POST /api/v1/workers/{id}/heartbeat every interval on
         keep-alive connections (a pool of --http-conns: the master serves
@@ -22,7 +23,7 @@ WORKER_DEAD_AFTER_MS and GRPC_STREAM_GRACE_MS):
 In each, once every worker beats: --measure-s seconds of the master's CPU
 time (utime + stime from /proc, reported as CPU seconds per minute and as
 % of one core) and its RSS at the end; then K (--kill) workers die at once
-(their channels closed / their beats stopped) and the time until
+(their client process SIGKILLed / their beats stopped) and the time until
 GET /api/v1/workers lists all K dead is measured. The report gives both
 phases and the ratios http/grpc. Nothing here asserts a speed: it is a
 benchmark, run by hand or by `make bench-grpc`, never by the tests.

@@ -255,6 +255,20 @@ static int heartbeat(struct control_stream *st, struct efs_rpc_call *call,
 	return 0;
 }
 
+/* Under ctl->lock: @st is no longer its worker's current stream. */
+static void unlist_locked(struct efs_control *ctl, struct control_stream *st)
+{
+	if (!st->listed)
+		return;
+	for (struct control_stream **p = &ctl->streams; *p; p = &(*p)->next) {
+		if (*p == st) {
+			*p = st->next;
+			break;
+		}
+	}
+	st->listed = false;
+}
+
 /* Records one queued beat (the lock is not held), then answers a rejoin
  * or ends the stream of an unknown worker while the stream still lives. */
 static void beat_record(struct efs_control *ctl, struct control_beat *b)
@@ -275,6 +289,7 @@ static void beat_record(struct efs_control *ctl, struct control_beat *b)
 		efs_warn("worker %s beats on gRPC but is unknown here: ending its stream (it "
 			 "registers again)",
 			 b->worker_id);
+		unlist_locked(ctl, st); /* refused, not broken: nobody to suspect */
 		efs_rpc_call_cancel(st->call, -ENOENT, "unknown worker: register again");
 	} else if (rejoined) {
 		Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
