@@ -224,7 +224,8 @@ $(BUILD)/bench/grpc_sim_client: bench/grpc_sim_client.c $(LIB)
 
 bench-grpc: deps all $(BUILD)/bench/grpc_sim_client
 	@/usr/bin/python3 bench/grpc_sim.py --workers $(BENCH_GRPC_WORKERS) \
-	  --interval-ms $(BENCH_GRPC_INTERVAL_MS) \
+	  --interval-ms $(BENCH_GRPC_INTERVAL_MS) --bin-dir $(abspath $(BIN)) \
+	  --client $(abspath $(BUILD)/bench/grpc_sim_client) \
 	  --json bench/results/grpc-sim-$$(date -u +%Y-%m-%dT%H%M).json
 
 # Not part of `all` or `test`: needs clang (libFuzzer, ASan, UBSan). One
