@@ -6,6 +6,7 @@
 #                             the same under ASan/UBSan (separate build tree)
 #   make run                  start a local cluster (master + 3 workers)
 #   make bench [QUICK=1]      benchmarks (never part of `make test`), bench/run.sh
+#   make bench-grpc           1000 simulated workers, gRPC streams vs HTTP polling
 #   make fuzz                 libFuzzer harnesses (clang): bin/fuzz_<name>
 #   make fuzz-smoke           every harness for FUZZ_SECONDS (15) each, for CI
 
@@ -60,7 +61,7 @@ TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test unit integration integration-parallel integration-serial integration-tls \
-	integration-aws run bench clean format fuzz fuzz-smoke install uninstall
+	integration-aws run bench bench-grpc clean format fuzz fuzz-smoke install uninstall
 all: $(PROGS) $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c | $(GEN_HDR)
@@ -212,6 +213,22 @@ run: deps all
 bench: deps all
 	@$(MAKE) --no-print-directory -C bench
 	@QUICK=$(QUICK) ./bench/run.sh
+
+# The gRPC control plane against HTTP polling: BENCH_GRPC_WORKERS (1000)
+# simulated workers beating every BENCH_GRPC_INTERVAL_MS (1000) on one
+# master each way (bench/grpc_sim.py; figures in docs/PERFORMANCE.md).
+# About 3 minutes; not part of `make bench`.
+BENCH_GRPC_WORKERS ?= 1000
+BENCH_GRPC_INTERVAL_MS ?= 1000
+$(BUILD)/bench/grpc_sim_client: bench/grpc_sim_client.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+bench-grpc: deps all $(BUILD)/bench/grpc_sim_client
+	@/usr/bin/python3 bench/grpc_sim.py --workers $(BENCH_GRPC_WORKERS) \
+	  --interval-ms $(BENCH_GRPC_INTERVAL_MS) --bin-dir $(abspath $(BIN)) \
+	  --client $(abspath $(BUILD)/bench/grpc_sim_client) \
+	  --json bench/results/grpc-sim-$$(date -u +%Y-%m-%dT%H%M).json
 
 # Not part of `all` or `test`: needs clang (libFuzzer, ASan, UBSan). One
 # harness per parser that reads network (or disk) bytes, in

@@ -39,6 +39,8 @@
 #define EFS_RPC_SENDQ_MAX 64
 /* The longest status message kept (longer ones are cut). */
 #define EFS_RPC_WHY_MAX 200
+/* The largest PEM file (certificate chain, key, CAs) read for TLS. */
+#define EFS_RPC_PEM_MAX (1024 * 1024)
 
 struct efs_rpc_server;
 struct efs_rpc_call;
@@ -70,10 +72,16 @@ struct efs_rpc_server_config {
 	size_t method_count;
 	void *ctx;	    /* passed to open */
 	size_t max_message; /* 0: EFS_RPC_MESSAGE_MAX */
+	/* Both set: serve TLS only, with this PEM certificate (chain) and key
+	 * (no client certificates asked: calls authenticate with their
+	 * authorization metadata). Both NULL: plaintext. */
+	const char *tls_cert_file;
+	const char *tls_key_file;
 };
 
 /* Starts a server and its completion-queue thread. 0 or -errno
- * (-EADDRINUSE or -EINVAL when it cannot listen). */
+ * (-EADDRINUSE or -EINVAL when it cannot listen; the error of reading a
+ * TLS file, -E2BIG past EFS_RPC_PEM_MAX). */
 int efs_rpc_server_start(const struct efs_rpc_server_config *cfg, struct efs_rpc_server **out);
 /* The port it listens on. */
 uint16_t efs_rpc_server_port(const struct efs_rpc_server *s);
@@ -91,6 +99,12 @@ int efs_rpc_call_send(struct efs_rpc_call *call, const void *data, size_t len);
  * EFS_RPC_WHY_MAX). Call it before the callback returns the error. */
 void efs_rpc_call_set_why(struct efs_rpc_call *call, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Ends the call now with the status of @err (its message @why, may be
+ * NULL), whatever is queued: the peer is told (when its connection still
+ * carries anything) and @close follows, broken. For a call that went
+ * silent. 0, or -EPIPE when the call is already over or ending. Any thread
+ * holding what keeps @call alive (the lock @close takes). */
+int efs_rpc_call_cancel(struct efs_rpc_call *call, int err, const char *why);
 /* The peer's address ("ipv4:127.0.0.1:5555"), for logs. */
 const char *efs_rpc_call_peer(const struct efs_rpc_call *call);
 
@@ -106,6 +120,14 @@ struct efs_rpc_stream;
 int efs_rpc_stream_open(const char *target, const char *path, const char *authorization,
 			int64_t timeout_ms, struct efs_rpc_stream **out, char *why,
 			size_t why_size);
+/* As efs_rpc_stream_open, over TLS: the server's certificate must chain to
+ * a CA of the PEM file @ca_file (NULL: grpc's default roots) and name
+ * @target's host. A server that fails that check ends the open with
+ * -ECONNREFUSED (grpc tells no more: @why says "TLS"); an unreadable
+ * @ca_file is its -errno (-E2BIG past EFS_RPC_PEM_MAX). */
+int efs_rpc_stream_open_tls(const char *target, const char *path, const char *authorization,
+			    const char *ca_file, int64_t timeout_ms, struct efs_rpc_stream **out,
+			    char *why, size_t why_size);
 /* Sends one message and waits up to @timeout_ms until it is written. 0,
  * -EPIPE when the stream has ended (efs_rpc_stream_error says how), or
  * -ETIMEDOUT. */

@@ -149,10 +149,12 @@ int efs_rpc_errno_status(int err)
 	}
 }
 
-/* Both sides ping an idle connection every KEEPALIVE_MS and drop it when
- * no answer comes within KEEPALIVE_TIMEOUT_MS: a partition that sends no
- * reset still breaks the stream (the master then suspects the worker; the
- * worker falls back to HTTP). The server accepts the clients' pings. */
+/* Both sides ping every KEEPALIVE_MS and drop the connection when no
+ * answer comes within KEEPALIVE_TIMEOUT_MS: a partition that sends no
+ * reset still breaks a client's stream (the worker falls back to HTTP).
+ * The server accepts the clients' pings; its own did not break a frozen
+ * stream in grpc 1.51, so the master ends silent streams itself
+ * (efs_rpc_call_cancel from control.c's sweep). */
 #define KEEPALIVE_MS 10000
 #define KEEPALIVE_TIMEOUT_MS 5000
 #define CHANNEL_ARGS 6
@@ -180,6 +182,44 @@ static void channel_args(grpc_arg args[CHANNEL_ARGS], grpc_channel_args *list, s
 	list->args = args;
 	/* the last one is the server's ping policy */
 	list->num_args = server ? CHANNEL_ARGS : CHANNEL_ARGS - 1;
+}
+
+/* A PEM file, NUL-terminated, into a malloc'd *@out. 0 or -errno. */
+static int read_pem(const char *path, char **out)
+{
+	char *buf = malloc(EFS_RPC_PEM_MAX + 1);
+	if (!buf)
+		return -ENOMEM;
+	long n = efs_read_file(path, buf, EFS_RPC_PEM_MAX + 1);
+	if (n < 0) {
+		free(buf);
+		return (int)n;
+	}
+	*out = buf;
+	return 0;
+}
+
+/* The server's credentials: TLS from @cert_file and @key_file, or
+ * plaintext when they are NULL. */
+static int server_credentials(const char *cert_file, const char *key_file,
+			      grpc_server_credentials **out)
+{
+	char *cert = NULL, *key = NULL;
+	int r = 0;
+	if (!cert_file || !key_file) {
+		*out = grpc_insecure_server_credentials_create();
+		return 0;
+	}
+	if ((r = read_pem(cert_file, &cert)) < 0 || (r = read_pem(key_file, &key)) < 0)
+		goto out;
+	grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+	*out = grpc_ssl_server_credentials_create(NULL, &pair, 1, 0, NULL);
+	if (!*out)
+		r = -EINVAL;
+out:
+	free(cert);
+	free(key);
+	return r;
 }
 
 /* The whole message of @bb into a malloc'd buffer (NULL on no memory). */
@@ -527,10 +567,12 @@ int efs_rpc_server_start(const struct efs_rpc_server_config *cfg, struct efs_rpc
 		r = -EINVAL;
 		goto fail;
 	}
+	grpc_server_credentials *creds = NULL;
+	if ((r = server_credentials(cfg->tls_cert_file, cfg->tls_key_file, &creds)) < 0)
+		goto fail;
 	s->cq = grpc_completion_queue_create_for_next(NULL);
 	s->server = grpc_server_create(&list, NULL);
 	grpc_server_register_completion_queue(s->server, s->cq, NULL);
-	grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
 	int port = grpc_server_add_http2_port(s->server, addr, creds);
 	grpc_server_credentials_release(creds);
 	if (port <= 0) {
@@ -624,6 +666,23 @@ void efs_rpc_call_set_why(struct efs_rpc_call *c, const char *fmt, ...)
 	va_end(ap);
 }
 
+int efs_rpc_call_cancel(struct efs_rpc_call *c, int err, const char *why)
+{
+	int r = 0;
+	pthread_mutex_lock(&c->lock);
+	if (c->done || c->ending) {
+		r = -EPIPE;
+	} else {
+		/* no status batch of ours follows: close() sees it broken */
+		c->ending = true;
+		c->end_err = err;
+		grpc_call_cancel_with_status(c->call, (grpc_status_code)efs_rpc_errno_status(err),
+					     why ? why : "", NULL);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
 const char *efs_rpc_call_peer(const struct efs_rpc_call *c)
 {
 	return c->peer;
@@ -711,18 +770,25 @@ static void client_post_recv(struct efs_rpc_stream *s)
 		s->recv_end = true;
 }
 
-int efs_rpc_stream_open(const char *target, const char *path, const char *authorization,
-			int64_t timeout_ms, struct efs_rpc_stream **out, char *why, size_t why_size)
+static int stream_open(const char *target, const char *path, const char *authorization,
+		       bool tls, const char *ca_file, int64_t timeout_ms,
+		       struct efs_rpc_stream **out, char *why, size_t why_size)
 {
-	struct efs_rpc_stream *s = calloc(1, sizeof(*s));
-	grpc_arg args[CHANNEL_ARGS];
+	struct efs_rpc_stream *s;
+	grpc_channel_credentials *creds;
+	char *ca = NULL;
+	grpc_arg args[CHANNEL_ARGS + 1];
 	grpc_channel_args list;
 	int r = 0;
 
 	if (why && why_size)
 		why[0] = '\0';
-	if (!s)
+	if (tls && ca_file && (r = read_pem(ca_file, &ca)) < 0)
+		return r;
+	if (!(s = calloc(1, sizeof(*s)))) {
+		free(ca);
 		return -ENOMEM;
+	}
 	grpc_init();
 	s->t_meta.kind = T_META;
 	s->t_status.kind = T_STATUS;
@@ -731,7 +797,16 @@ int efs_rpc_stream_open(const char *target, const char *path, const char *author
 	grpc_metadata_array_init(&s->initial_md);
 	grpc_metadata_array_init(&s->trailing_md);
 	channel_args(args, &list, EFS_RPC_MESSAGE_MAX, false);
-	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+	/* Each stream its own connection, never one shared by grpc among the
+	 * process's channels to the same target (one worker has one stream;
+	 * bench/grpc_sim_client.c has a thousand, as a thousand workers). */
+	args[list.num_args].type = GRPC_ARG_INTEGER;
+	args[list.num_args].key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
+	args[list.num_args].value.integer = 1;
+	list.num_args++;
+	creds = tls ? grpc_ssl_credentials_create(ca, NULL, NULL, NULL)
+		    : grpc_insecure_credentials_create();
+	free(ca);
 	s->channel = grpc_channel_create(target, creds, &list);
 	grpc_channel_credentials_release(creds);
 	s->cq = grpc_completion_queue_create_for_next(NULL);
@@ -783,6 +858,21 @@ int efs_rpc_stream_open(const char *target, const char *path, const char *author
 fail:
 	efs_rpc_stream_close(s);
 	return r;
+}
+
+int efs_rpc_stream_open(const char *target, const char *path, const char *authorization,
+			int64_t timeout_ms, struct efs_rpc_stream **out, char *why, size_t why_size)
+{
+	return stream_open(target, path, authorization, false, NULL, timeout_ms, out, why,
+			   why_size);
+}
+
+int efs_rpc_stream_open_tls(const char *target, const char *path, const char *authorization,
+			    const char *ca_file, int64_t timeout_ms, struct efs_rpc_stream **out,
+			    char *why, size_t why_size)
+{
+	return stream_open(target, path, authorization, true, ca_file, timeout_ms, out, why,
+			   why_size);
 }
 
 int efs_rpc_stream_send(struct efs_rpc_stream *s, const void *data, size_t len, int64_t timeout_ms)

@@ -248,6 +248,11 @@ static int put_grpc(struct efs_metrics *reg, struct efs_control *ctl)
 				    "and dead after GRPC_STREAM_GRACE_MS unless it beat again).",
 				    (double)atomic_load(&ctl->streams_broken));
 	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_streams_silenced_total",
+				    "Of the broken gRPC control streams, those this master ended "
+				    "because no message came for 3 heartbeat intervals (5 s at least).",
+				    (double)atomic_load(&ctl->streams_silenced));
+	if (r == 0)
 		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_heartbeats_total",
 				    "Heartbeats recorded from gRPC control streams.",
 				    (double)atomic_load(&ctl->heartbeats));

@@ -128,22 +128,16 @@ static int load_s3_api(struct efs_master_config *cfg, char *err, size_t errlen)
 static int load_grpc(struct efs_master_config *cfg, char *err, size_t errlen)
 {
 	uint64_t port, grace;
-	bool tls = cfg->tls.cert_file != NULL;
 	int r;
-	/* No TLS on gRPC yet: plaintext beside HTTPS would undo it. */
-	if ((r = efs_env_u64("GRPC_PORT", tls ? 0 : EFS_MASTER_DEFAULT_GRPC_PORT, 0, 65535, false,
-			     &port, err, errlen)) < 0 ||
+	/* With TLS_CERT_FILE the control plane serves TLS from the same files
+	 * (control.c): never plaintext beside HTTPS. */
+	if ((r = efs_env_u64("GRPC_PORT", EFS_MASTER_DEFAULT_GRPC_PORT, 0, 65535, false, &port,
+			     err, errlen)) < 0 ||
 	    (r = efs_env_u64("GRPC_STREAM_GRACE_MS", EFS_MASTER_DEFAULT_GRPC_GRACE_MS, 0, 3600000,
 			     false, &grace, err, errlen)) < 0)
 		return r;
 	cfg->grpc_port = (uint16_t)port;
 	cfg->grpc_stream_grace_ms = (int64_t)grace;
-	if (tls && cfg->grpc_port) {
-		snprintf(err, errlen,
-			 "GRPC_PORT: the gRPC control plane has no TLS yet; with TLS_CERT_FILE set, "
-			 "leave GRPC_PORT unset (or 0) and workers beat over HTTPS");
-		return -EINVAL;
-	}
 	if (cfg->grpc_port && (cfg->grpc_port == cfg->port || cfg->grpc_port == cfg->s3_port)) {
 		snprintf(err, errlen, "GRPC_PORT (%u) must differ from MASTER_PORT and S3_PORT",
 			 cfg->grpc_port);

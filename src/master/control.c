@@ -30,9 +30,13 @@ struct control_pending {
 struct control_stream {
 	struct efs_control *ctl;
 	struct efs_rpc_call *call;
-	char worker_id[EFS_ID_MAX + 1]; /* set by the Hello */
-	bool listed;			/* in ctl->streams (under ctl->lock) */
-	bool answered;			/* Register: its one reply is sent */
+	char worker_id[EFS_ID_MAX + 1];	 /* set by the Hello */
+	bool listed;			 /* in ctl->streams (under ctl->lock) */
+	bool answered;			 /* Register: its one reply is sent */
+	_Atomic int64_t last_message_ms; /* efs_mono_ms() of its latest message */
+	bool silenced;			 /* the sweep ended it (under ctl->lock) */
+	struct control_beat *beat;	 /* its beat waiting in the queue (lock) */
+	int recording;			 /* its beats being recorded now (lock) */
 	struct control_stream *next;
 };
 
@@ -206,6 +210,7 @@ static int hello(struct control_stream *st, struct efs_rpc_call *call, const Ech
 		return r == -ENOENT ? r : -EAGAIN;
 	}
 	efs_strlcpy(st->worker_id, h->worker_id, sizeof(st->worker_id));
+	atomic_store(&st->last_message_ms, efs_mono_ms());
 	list_stream(st->ctl, st);
 	atomic_fetch_add(&st->ctl->streams_opened, 1);
 	efs_info("worker %s connected over gRPC from %s", st->worker_id, efs_rpc_call_peer(call));
@@ -217,38 +222,122 @@ static int hello(struct control_stream *st, struct efs_rpc_call *call, const Ech
 	return send_down(call, &down);
 }
 
+/* A stream's heartbeat waiting for (or under) efs_registry_heartbeat on a
+ * beat thread; one per stream at most: a newer beat replaces the data of
+ * one still queued. @stream is NULL once the stream closed. */
+struct control_beat {
+	struct control_stream *stream;
+	char worker_id[EFS_ID_MAX + 1];
+	uint64_t capacity_bytes, free_bytes, chunk_count;
+	struct control_beat *next;
+};
+
+/* Queues the beat: the CQ thread never waits for the store. */
 static int heartbeat(struct control_stream *st, struct efs_rpc_call *call,
 		     const Echofs__V1__Heartbeat *hb)
 {
-	struct efs_master *m = st->ctl->master;
-	bool rejoined = false;
+	struct efs_control *ctl = st->ctl;
 	int r = space_valid(call, hb->space);
 	if (r < 0)
 		return r;
-	r = efs_registry_heartbeat(&m->registry, st->worker_id, hb->space->capacity_bytes,
-				   hb->space->free_bytes, hb->space->chunk_count, &rejoined);
+	pthread_mutex_lock(&ctl->lock);
+	struct control_beat *b = st->beat;
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b) {
+			pthread_mutex_unlock(&ctl->lock);
+			return 0; /* the next beat may pass */
+		}
+		b->stream = st;
+		efs_strlcpy(b->worker_id, st->worker_id, sizeof(b->worker_id));
+		if (ctl->beats_tail)
+			ctl->beats_tail->next = b;
+		else
+			ctl->beats_head = b;
+		ctl->beats_tail = b;
+		st->beat = b;
+		pthread_cond_signal(&ctl->beat_ready);
+	}
+	b->capacity_bytes = hb->space->capacity_bytes;
+	b->free_bytes = hb->space->free_bytes;
+	b->chunk_count = hb->space->chunk_count;
+	pthread_mutex_unlock(&ctl->lock);
+	return 0;
+}
+
+/* Under ctl->lock: @st is no longer its worker's current stream. */
+static void unlist_locked(struct efs_control *ctl, struct control_stream *st)
+{
+	if (!st->listed)
+		return;
+	for (struct control_stream **p = &ctl->streams; *p; p = &(*p)->next) {
+		if (*p == st) {
+			*p = st->next;
+			break;
+		}
+	}
+	st->listed = false;
+}
+
+/* Records one queued beat (the lock is not held), then answers a rejoin
+ * or ends the stream of an unknown worker while the stream still lives. */
+static void beat_record(struct efs_control *ctl, struct control_beat *b)
+{
+	struct efs_master *m = ctl->master;
+	bool rejoined = false;
+	int r = efs_registry_heartbeat(&m->registry, b->worker_id, b->capacity_bytes,
+				       b->free_bytes, b->chunk_count, &rejoined);
+	if (r < 0 && r != -ENOENT)
+		efs_warn("heartbeat of worker %s (gRPC) not recorded: %s", b->worker_id,
+			 strerror(-r)); /* the stream stays, the next may pass */
+	if (r == 0)
+		atomic_fetch_add(&ctl->heartbeats, 1);
+	pthread_mutex_lock(&ctl->lock);
+	struct control_stream *st = b->stream; /* alive: close() waits for us */
+	st->recording--;
 	if (r == -ENOENT) {
 		efs_warn("worker %s beats on gRPC but is unknown here: ending its stream (it "
 			 "registers again)",
-			 st->worker_id);
-		efs_rpc_call_set_why(call, "unknown worker: register again");
-		return r;
+			 b->worker_id);
+		unlist_locked(ctl, st); /* refused, not broken: nobody to suspect */
+		efs_rpc_call_cancel(st->call, -ENOENT, "unknown worker: register again");
+	} else if (rejoined) {
+		Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+		Echofs__V1__SendFullReport ask = ECHOFS__V1__SEND_FULL_REPORT__INIT;
+		down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT;
+		down.send_full_report = &ask;
+		send_down(st->call, &down); /* failed or full: asked again next beat */
 	}
-	if (r < 0) {
-		/* the store failed this beat; the stream stays, the next may pass */
-		efs_warn("heartbeat of worker %s (gRPC) not recorded: %s", st->worker_id,
-			 strerror(-r));
-		return 0;
+	pthread_cond_broadcast(&ctl->beat_done);
+	pthread_mutex_unlock(&ctl->lock);
+	free(b);
+}
+
+static void *beat_main(void *arg)
+{
+	struct efs_control *ctl = arg;
+	pthread_mutex_lock(&ctl->lock);
+	for (;;) {
+		while (!ctl->beats_head && !ctl->beats_stopping)
+			pthread_cond_wait(&ctl->beat_ready, &ctl->lock);
+		struct control_beat *b = ctl->beats_head;
+		if (!b)
+			break; /* stopping, nothing left */
+		ctl->beats_head = b->next;
+		if (!ctl->beats_head)
+			ctl->beats_tail = NULL;
+		if (!b->stream) { /* its stream closed first */
+			free(b);
+			continue;
+		}
+		b->stream->beat = NULL; /* a newer beat queues anew */
+		b->stream->recording++;
+		pthread_mutex_unlock(&ctl->lock);
+		beat_record(ctl, b);
+		pthread_mutex_lock(&ctl->lock);
 	}
-	atomic_fetch_add(&st->ctl->heartbeats, 1);
-	if (!rejoined)
-		return 0;
-	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
-	Echofs__V1__SendFullReport ask = ECHOFS__V1__SEND_FULL_REPORT__INIT;
-	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT;
-	down.send_full_report = &ask;
-	r = send_down(call, &down);
-	return r == -ENOBUFS ? 0 : r; /* a full queue: asked again next beat */
+	pthread_mutex_unlock(&ctl->lock);
+	return NULL;
 }
 
 /* An Ack from @st's worker: its waiting instruction is answered. */
@@ -312,6 +401,7 @@ bad:
 static int connect_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
 {
 	struct control_stream *st = state;
+	atomic_store(&st->last_message_ms, efs_mono_ms());
 	Echofs__V1__WorkerMessage *msg = echofs__v1__worker_message__unpack(NULL, len, data);
 	int r = 0;
 	if (!msg) {
@@ -353,6 +443,13 @@ static void connect_close(void *state, bool broken)
 	struct control_stream *st = state;
 	struct efs_control *ctl = st->ctl;
 	pthread_mutex_lock(&ctl->lock);
+	/* Its beat: a queued one is dropped; one being recorded is waited for,
+	 * so that no beat of this stream lands after the suspicion below. */
+	while (st->recording > 0)
+		pthread_cond_wait(&ctl->beat_done, &ctl->lock);
+	if (st->beat)
+		st->beat->stream = NULL;
+	st->beat = NULL;
 	/* what still waits for an Ack on it: the callers go over HTTP */
 	for (struct control_pending *p = ctl->pending; p; p = p->next) {
 		if (p->stream == st && !p->done) {
@@ -362,6 +459,7 @@ static void connect_close(void *state, bool broken)
 		}
 	}
 	bool current = st->listed;
+	bool silenced = st->silenced;
 	if (current) {
 		for (struct control_stream **p = &ctl->streams; *p; p = &(*p)->next) {
 			if (*p == st) {
@@ -375,22 +473,80 @@ static void connect_close(void *state, bool broken)
 	bool stopping = efs_rpc_server_stopping(ctl->rpc);
 	if (current && broken && !stopping) {
 		int64_t grace = ctl->master->cfg.grpc_stream_grace_ms;
+		const char *how = silenced ? "went silent (ended by this master)" : "broke";
 		atomic_fetch_add(&ctl->streams_broken, 1);
+		if (silenced)
+			atomic_fetch_add(&ctl->streams_silenced, 1);
 		int r = efs_registry_suspect(&ctl->master->registry, st->worker_id, grace);
 		if (r < 0)
-			efs_warn(
-			    "worker %s: its gRPC stream broke; cannot mark it suspect (%s): it "
-			    "is counted dead WORKER_DEAD_AFTER_MS after its last beat",
-			    st->worker_id, strerror(-r));
+			efs_warn("worker %s: its gRPC stream %s; cannot mark it suspect (%s): it "
+				 "is counted dead WORKER_DEAD_AFTER_MS after its last beat",
+				 st->worker_id, how, strerror(-r));
 		else
-			efs_warn("worker %s: its gRPC stream broke: suspect now, dead in %lld ms "
+			efs_warn("worker %s: its gRPC stream %s: suspect now, dead in %lld ms "
 				 "(GRPC_STREAM_GRACE_MS) unless it beats again",
-				 st->worker_id, (long long)grace);
+				 st->worker_id, how, (long long)grace);
 	} else if (current) {
 		efs_info("worker %s: its gRPC stream ended%s", st->worker_id,
 			 stopping ? " (this master is stopping)" : "");
 	}
 	free(st);
+}
+
+/* Stops the beat threads (what is still queued names no stream). */
+static void beats_stop(struct efs_control *ctl)
+{
+	if (!ctl->master->cfg.grpc_port)
+		return;
+	pthread_mutex_lock(&ctl->lock);
+	ctl->beats_stopping = true;
+	pthread_cond_broadcast(&ctl->beat_ready);
+	pthread_mutex_unlock(&ctl->lock);
+	for (size_t i = 0; i < ctl->beat_thread_count; i++)
+		pthread_join(ctl->beat_threads[i], NULL);
+	ctl->beat_thread_count = 0;
+	pthread_cond_destroy(&ctl->beat_ready);
+	pthread_cond_destroy(&ctl->beat_done);
+}
+
+/* ---- the silence sweep ---- */
+
+/* A partition that sends neither FIN nor RST leaves a stream open and
+ * silent: nothing breaks it before the keepalive (rpc.c), and the registry
+ * would wait WORKER_DEAD_AFTER_MS. A listed stream with no message for
+ * CONTROL_SILENT_BEATS heartbeat intervals (the interval it was told at
+ * its Hello), and at least CONTROL_SILENT_MIN_MS, is ended here: its close suspects the worker, dead
+ * GRPC_STREAM_GRACE_MS later unless it beats again (the worker's own
+ * keepalive breaks its side; it then beats over HTTP and reconnects). */
+static int64_t silence_ms(const struct efs_control *ctl)
+{
+	return EFS_MAX(CONTROL_SILENT_BEATS * ctl->master->cfg.heartbeat_interval_ms,
+		       CONTROL_SILENT_MIN_MS);
+}
+
+static void sweep_main(struct efs_ticker *t, void *arg)
+{
+	struct efs_control *ctl = arg;
+	int64_t limit = silence_ms(ctl);
+	int64_t period = EFS_MAX(ctl->master->cfg.heartbeat_interval_ms / 2, 10);
+
+	while (!efs_ticker_wait(t, period)) {
+		int64_t now = efs_mono_ms();
+		pthread_mutex_lock(&ctl->lock);
+		/* listed streams are alive: close() unlists under this lock */
+		for (struct control_stream *st = ctl->streams; st; st = st->next) {
+			int64_t quiet = now - atomic_load(&st->last_message_ms);
+			if (st->silenced || quiet <= limit)
+				continue;
+			st->silenced = true;
+			efs_warn("worker %s: no message on its gRPC stream from %s for %lld ms (more "
+				 "than %lld): ending the stream",
+				 st->worker_id, efs_rpc_call_peer(st->call), (long long)quiet,
+				 (long long)limit);
+			efs_rpc_call_cancel(st->call, -EIO, "no message for too long (a partition?)");
+		}
+		pthread_mutex_unlock(&ctl->lock);
+	}
 }
 
 /* ---- Report ---- */
@@ -588,25 +744,49 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	atomic_init(&ctl->copies_pushed, 0);
 	atomic_init(&ctl->copies_acked, 0);
 	atomic_init(&ctl->delta_marked, 0);
+	atomic_init(&ctl->streams_silenced, 0);
 	if (!m->cfg.grpc_port)
 		return 0;
+	pthread_cond_init(&ctl->beat_ready, NULL);
+	pthread_cond_init(&ctl->beat_done, NULL);
+	for (size_t i = 0; i < CONTROL_BEAT_THREADS; i++) {
+		if ((r = -pthread_create(&ctl->beat_threads[i], NULL, beat_main, ctl)) < 0) {
+			snprintf(err, errlen, "cannot start the gRPC beat threads: %s",
+				 strerror(-r));
+			beats_stop(ctl);
+			return r;
+		}
+		ctl->beat_thread_count++;
+	}
 	struct efs_rpc_server_config cfg = {
 	    .host = m->cfg.host,
 	    .port = m->cfg.grpc_port,
 	    .methods = methods,
 	    .method_count = EFS_ARRAY_SIZE(methods),
 	    .ctx = ctl,
+	    .tls_cert_file = m->cfg.tls.cert_file, /* both or neither (efs_env_tls) */
+	    .tls_key_file = m->cfg.tls.key_file,
 	};
 	r = efs_rpc_server_start(&cfg, &ctl->rpc);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/GRPC_PORT) for gRPC",
-			 m->cfg.host, m->cfg.grpc_port);
+		beats_stop(ctl);
+		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/GRPC_PORT) for gRPC%s: %s",
+			 m->cfg.host, m->cfg.grpc_port,
+			 cfg.tls_cert_file ? " over TLS (TLS_CERT_FILE, TLS_KEY_FILE)" : "",
+			 strerror(-r));
 		return r;
 	}
-	efs_info("gRPC control plane listening on %s:%u; a broken worker stream counts the "
-		 "worker dead after %lld ms",
-		 m->cfg.host, efs_rpc_server_port(ctl->rpc),
-		 (long long)m->cfg.grpc_stream_grace_ms);
+	if ((r = efs_ticker_start(&ctl->sweep, sweep_main, ctl)) < 0) {
+		snprintf(err, errlen, "cannot start the gRPC silence sweep: %s", strerror(-r));
+		efs_rpc_server_stop(ctl->rpc);
+		ctl->rpc = NULL;
+		beats_stop(ctl);
+		return r;
+	}
+	efs_info("gRPC control plane listening on %s:%u%s; a broken worker stream counts the "
+		 "worker dead after %lld ms, a stream silent for %lld ms is ended",
+		 m->cfg.host, efs_rpc_server_port(ctl->rpc), cfg.tls_cert_file ? " (TLS)" : "",
+		 (long long)m->cfg.grpc_stream_grace_ms, (long long)silence_ms(ctl));
 	return 0;
 }
 
@@ -726,8 +906,10 @@ void efs_control_stop(struct efs_control *ctl)
 {
 	if (!ctl || !ctl->master)
 		return;
-	efs_rpc_server_stop(ctl->rpc);
+	efs_ticker_stop(&ctl->sweep);
+	efs_rpc_server_stop(ctl->rpc); /* every close() ran: no beat names a stream */
 	ctl->rpc = NULL;
+	beats_stop(ctl);
 	pthread_cond_destroy(&ctl->acked);
 	pthread_mutex_destroy(&ctl->lock);
 	ctl->master = NULL;

@@ -6,12 +6,16 @@
  * Every call must carry "authorization: Bearer <CLUSTER_SECRET>". A
  * Connect stream begins with a Hello naming a registered worker of this
  * cluster; each Heartbeat on it is what POST /api/v1/workers/{id}/heartbeat
- * does (the same registry); the master answers a rejoin with a
+ * does (the same registry), recorded by CONTROL_BEAT_THREADS threads off
+ * the completion-queue thread; the master answers a rejoin with a
  * SendFullReport instruction and tells the interval at once. When a
  * stream breaks (the worker died, the connection dropped), the worker is
  * suspect at once and dead GRPC_STREAM_GRACE_MS later unless it beats
  * again (efs_registry_suspect); a stream ended by this master's own
- * shutdown suspects nobody. The collector's replica deletes go down the
+ * shutdown suspects nobody. A stream with no message for
+ * CONTROL_SILENT_BEATS heartbeat intervals and CONTROL_SILENT_MIN_MS (a
+ * partition that closed nothing) is ended by this master and counts as
+ * broken. The collector's replica deletes go down the
  * stream of a worker that has one (efs_control_delete) and wait for its
  * Ack; without a stream they stay HTTP calls. Repair's copies to a worker
  * with a stream go down it too (efs_control_copy: the worker fetches the
@@ -26,16 +30,28 @@
 #define ECHOFS_MASTER_CONTROL_H
 
 #include "echofs/common.h"
+#include "echofs/ticker.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+/* A stream without a message for CONTROL_SILENT_BEATS heartbeat intervals,
+ * and at least CONTROL_SILENT_MIN_MS (a loaded master or worker can delay a
+ * few short beats), is ended. */
+#define CONTROL_SILENT_BEATS 3
+#define CONTROL_SILENT_MIN_MS 5000
+
 struct efs_master;
 struct efs_rpc_server;
 struct control_stream;
 struct control_pending;
+struct control_beat;
+/* Threads that record the streams' heartbeats in the registry, so that the
+ * store's group commit batches them (one thread would wait for one commit
+ * per beat: about 400 beats/s here, short of 1,000 workers at 1 s). */
+#define CONTROL_BEAT_THREADS 8
 
 struct efs_control {
 	struct efs_master *master;
@@ -52,6 +68,15 @@ struct efs_control {
 	_Atomic uint64_t report_batches; /* Report batches judged */
 	_Atomic uint64_t deltas, delta_marked; /* ChunkDeltas; replicas they marked bad */
 	_Atomic uint64_t copies_pushed, copies_acked; /* repair's CopyChunk instructions */
+	_Atomic uint64_t streams_silenced; /* of streams_broken: by the sweep */
+	struct efs_ticker sweep;	   /* ends silent streams (control.c) */
+	/* Stream beats waiting to be recorded (under lock), by
+	 * CONTROL_BEAT_THREADS threads (control.c: off the CQ thread). */
+	struct control_beat *beats_head, *beats_tail;
+	pthread_cond_t beat_ready, beat_done;
+	pthread_t beat_threads[CONTROL_BEAT_THREADS];
+	size_t beat_thread_count;
+	bool beats_stopping;
 };
 
 /* Listens on MASTER_HOST:GRPC_PORT (nothing when it is 0). 0, or -errno

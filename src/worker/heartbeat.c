@@ -416,8 +416,14 @@ static void stream_open(struct efs_heartbeat *hb)
 		hb->grpc_retry_ms = INT64_MAX;
 		return;
 	}
-	r = efs_rpc_stream_open(target, PATH_CONNECT, auth, GRPC_TIMEOUT_MS, &hb->stream, why,
-				sizeof(why));
+	/* TLS exactly when this master is reached over HTTPS (its control
+	 * plane serves TLS from the same certificate), verified as HTTPS is */
+	if (strncmp(efs_worker_ctx_master_url(ctx), "https://", 8) == 0)
+		r = efs_rpc_stream_open_tls(target, PATH_CONNECT, auth, ctx->cfg->tls.ca_file,
+					    GRPC_TIMEOUT_MS, &hb->stream, why, sizeof(why));
+	else
+		r = efs_rpc_stream_open(target, PATH_CONNECT, auth, GRPC_TIMEOUT_MS, &hb->stream,
+					why, sizeof(why));
 	if (r < 0) {
 		hb->stream = NULL;
 		stream_drop(hb, r, "stream to");

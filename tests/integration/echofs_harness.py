@@ -1270,7 +1270,7 @@ class Master(Process):
         super().__init__(cluster, name, env)
         self.port = port or free_port()
         # The gRPC control plane's port (GRPC_PORT): a free one of its own,
-        # kept across restarts; none in TLS mode (gRPC has no TLS yet).
+        # kept across restarts (in TLS mode it serves TLS).
         self.grpc_port = free_port()
         self.data_dirs = 0
         self.data_dir = self._new_data_dir()
@@ -1295,7 +1295,7 @@ class Master(Process):
             **self.cluster.tls_env(),
             "MASTER_HOST": "127.0.0.1",
             "MASTER_PORT": self.port,
-            "GRPC_PORT": 0 if self.cluster.tls else self.grpc_port,
+            "GRPC_PORT": self.grpc_port,  # TLS too: it serves TLS then
             "DATA_DIR": self.data_dir,
             "JWT_SECRET": JWT_SECRET,
             "CLUSTER_SECRET": CLUSTER_SECRET,

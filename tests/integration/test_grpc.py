@@ -19,8 +19,9 @@ import echofs_harness as h
 from echofs_harness import wait_until
 
 grpc = pytest.importorskip("grpc", reason="python3-grpcio is not installed")
-pytestmark = pytest.mark.skipif(h.TLS, reason="the gRPC control plane has no TLS yet: the "
-                                "harness turns GRPC_PORT off in TLS mode")
+pytestmark = pytest.mark.skipif(h.TLS, reason="these tests speak plaintext gRPC to their "
+                                "masters; test_tls_cluster_streams_over_tls... makes a TLS "
+                                "cluster of its own in every round")
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "/echofs.v1.ControlPlane/"
@@ -608,3 +609,102 @@ def test_python_grpc_client_reports_in_batches_and_is_refused_bad_batches(cluste
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert m.health()["metadata"] == "ok"
     channel.close()
+
+
+def test_frozen_stream_is_ended_by_the_master_and_the_worker_comes_back(cluster, nemesis):
+    # A partition that sends neither FIN nor RST: the proxy holds every
+    # byte of the open stream both ways. Only the master's silence sweep
+    # (3 heartbeat intervals without a message, 5 s at least) can end it before
+    # WORKER_DEAD_AFTER_MS; the worker's keepalive then breaks its side,
+    # and when the link heals it streams again.
+    m = grpc_master(cluster)
+    link = nemesis.proxy(m.grpc_port, "grpc-freeze")
+    w = cluster.add_worker(MASTER_GRPC_URL=link.url("grpc"), **GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    assert link.connections == 1
+    mark = m.log_mark()
+    assert link.freeze() == 1
+    frozen = time.monotonic()
+    m.wait_worker_status(w.worker_id, "dead", timeout=DEAD_AFTER_MS / 1000 / 2)
+    assert time.monotonic() - frozen < DEAD_AFTER_MS / 1000 / 2
+    log = m.stderr_since(mark)
+    assert re.search(rf"worker {w.worker_id}: no message on its gRPC stream", log), \
+        m.log_tail()
+    assert re.search(rf"worker {w.worker_id}: its gRPC stream went silent", log), m.log_tail()
+    assert metric(m, "echofs_grpc_streams_silenced_total") == 1
+    link.heal()
+    # Back on a stream (a new connection through the healed proxy) and alive.
+    wait_protocol(m, w.worker_id, "grpc", timeout=60)
+    assert metric(m, "echofs_grpc_streams") == 1
+
+
+def test_a_worker_beating_on_time_is_never_silenced(cluster):
+    # The sweep ends silent streams only: workers beating every interval
+    # keep theirs (the same stream, opened once).
+    m = grpc_master(cluster)
+    w = cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    opened = metric(m, "echofs_grpc_streams_opened_total")
+    time.sleep(6)  # 20 heartbeat intervals, past the silence limit (5 s at least)
+    assert metric(m, "echofs_grpc_streams_silenced_total") == 0
+    assert metric(m, "echofs_grpc_streams_opened_total") == opened
+    assert m.worker_record(w.worker_id)["protocol"] == "grpc"
+
+
+@pytest.fixture
+def tls_cluster(request, tmp_path):
+    c = h.Cluster(tmp_path, label=request.node.nodeid, tls=True)
+    yield c
+    c.close()
+
+
+def test_tls_cluster_streams_over_tls_and_refuses_plaintext_and_strangers(
+        tls_cluster, messages, tmp_path):
+    M = messages
+    m = grpc_master(tls_cluster, REPLICATION_FACTOR=1)
+    assert m.url.startswith("https://")
+    assert re.search(r"gRPC control plane listening on \S+ \(TLS\)", m.stderr()), m.log_tail()
+    # A worker that reaches the master over HTTPS streams over TLS, verified
+    # with its TLS_CA_FILE, and files round-trip through it.
+    w = tls_cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    assert f"heartbeats go over gRPC to 127.0.0.1:{m.grpc_port}" in w.stderr(), w.log_tail()
+    alice = m.user_client("alice")
+    data = os.urandom(300 * 1024 + 3)
+    f = alice.upload(data, "t.bin")
+    assert alice.download(f["file_id"]) == data
+
+    ca = tls_cluster.tls.ca.read_bytes()
+    target = f"127.0.0.1:{m.grpc_port}"
+    space = M("Space")(capacity_bytes=1 << 30, free_bytes=1 << 29)
+    req = M("RegisterRequest")(url="https://127.0.0.1:9", space=space)
+    ser = lambda msg: msg.SerializeToString()  # noqa: E731
+
+    def register(channel, **kw):
+        call = channel.unary_unary(SERVICE + "Register", request_serializer=ser,
+                                   response_deserializer=M("RegisterReply").FromString)
+        return call(req, timeout=10, **kw)
+
+    def code_of(channel, **kw):
+        with pytest.raises(grpc.RpcError) as e:
+            register(channel, **kw)
+        return e.value.code()
+    auth = [("authorization", f"Bearer {h.CLUSTER_SECRET}")]
+    # TLS with the cluster's CA and the secret: taken.
+    with grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca)) as ch:
+        assert register(ch, metadata=auth).worker_id
+        # The secret still authenticates each call over TLS.
+        assert code_of(ch) == grpc.StatusCode.UNAUTHENTICATED
+        assert code_of(ch, metadata=[("authorization", "Bearer nope")]) == \
+            grpc.StatusCode.UNAUTHENTICATED
+    # Plaintext to the TLS port: no call gets through.
+    with grpc.insecure_channel(target) as ch:
+        assert code_of(ch, metadata=auth) == grpc.StatusCode.UNAVAILABLE
+    # A client that trusts another CA refuses the master's certificate.
+    other = h.make_tls_material(tmp_path / "other-ca", name="Other")
+    with grpc.secure_channel(target, grpc.ssl_channel_credentials(
+            root_certificates=other.ca.read_bytes())) as ch:
+        assert code_of(ch, metadata=auth) == grpc.StatusCode.UNAVAILABLE
+    # The master is unharmed and the worker still streams.
+    assert m.health()["metadata"] == "ok"
+    assert m.worker_record(w.worker_id)["protocol"] == "grpc"
