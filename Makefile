@@ -6,6 +6,7 @@
 #                             the same under ASan/UBSan (separate build tree)
 #   make run                  start a local cluster (master + 3 workers)
 #   make bench [QUICK=1]      benchmarks (never part of `make test`), bench/run.sh
+#   make bench-million [N=..]  costs at a million files (minutes), bench/million.sh
 #   make fuzz                 libFuzzer harnesses (clang): bin/fuzz_<name>
 #   make fuzz-smoke           every harness for FUZZ_SECONDS (15) each, for CI
 
@@ -60,7 +61,7 @@ TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test unit integration integration-parallel integration-serial integration-tls \
-	integration-aws run bench clean format fuzz fuzz-smoke install uninstall
+	integration-aws run bench bench-million clean format fuzz fuzz-smoke install uninstall
 all: $(PROGS) $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c | $(GEN_HDR)
@@ -210,6 +211,12 @@ run: deps all
 bench: deps all
 	@$(MAKE) --no-print-directory -C bench
 	@QUICK=$(QUICK) ./bench/run.sh
+
+# Costs at a million files (not part of `make bench`: the fill alone takes
+# minutes). N=..., BACKENDS="sqlite postgres", SECONDS=... See bench/million.sh.
+bench-million: all
+	@$(MAKE) --no-print-directory -C bench million
+	@N=$(N) BACKENDS="$(BACKENDS)" SECONDS=$(SECONDS) ./bench/million.sh
 
 # Not part of `all` or `test`: needs clang (libFuzzer, ASan, UBSan). One
 # harness per parser that reads network (or disk) bytes, in
