@@ -199,7 +199,8 @@ static int meta_probe(struct efs_meta *m)
 	r |= efs_meta_session_expired(m, now, 128, sids, &n);
 	r |= efs_meta_session_done_purge(m, now, 128, &n);
 	int s3 = efs_meta_s3_upload_expired(m, now, 128, sids, &n);
-	printf(", \"gc_pass_ms\": %.2f", r < 0 || (s3 < 0 && s3 != -ENOTSUP) ? -1 : now_ms_f() - t0);
+	printf(", \"gc_pass_ms\": %.2f",
+	       r < 0 || (s3 < 0 && s3 != -ENOTSUP) ? -1 : now_ms_f() - t0);
 	/* One repair pass's store calls (every REPAIR_INTERVAL_MS). */
 	t0 = now_ms_f();
 	r = efs_meta_under_replicated(m, 1, now - 60000, &under);
@@ -302,8 +303,8 @@ int main(int argc, char **argv)
 	uint64_t n = strtoull(opt(argc, argv, "--n", "0"), NULL, 10);
 	if (strcmp(cmd, "store-probe") == 0) {
 		const char *dir = opt(argc, argv, "--dir", NULL);
-		return dir ? store_probe(dir, strtoull(opt(argc, argv, "--sample", "20000"), NULL,
-						       10))
+		return dir ? store_probe(dir,
+					 strtoull(opt(argc, argv, "--sample", "20000"), NULL, 10))
 			   : usage();
 	}
 	if (strcmp(cmd, "store-fill") == 0) {

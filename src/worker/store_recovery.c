@@ -111,8 +111,8 @@ static int window_read(struct scan_window *w, int fd, uint64_t end, void *out, s
 		w->start = offset;
 		w->len = 0;
 		while (w->len < len) {
-			ssize_t got = pread(fd, w->buf + w->len, want - w->len,
-					    (off_t)(offset + w->len));
+			ssize_t got =
+			    pread(fd, w->buf + w->len, want - w->len, (off_t)(offset + w->len));
 			if (got < 0 && errno == EINTR)
 				continue;
 			if (got < 0)
