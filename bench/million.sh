@@ -180,6 +180,7 @@ for BACKEND in $BACKENDS; do
 	unset DATABASE_URL
 	if [ "$BACKEND" = postgres ]; then
 		PG_DIR=$WORK/services
+		chmod 755 "$WORK" # services.sh runs PostgreSQL as the postgres user, under it
 		"$ROOT/scripts/services.sh" start "$PG_DIR" >/dev/null || bench_die "services.sh start failed"
 		set -a
 		# shellcheck disable=SC1091
