@@ -7,6 +7,7 @@
 #   make run                  start a local cluster (master + 3 workers)
 #   make bench [QUICK=1]      benchmarks (never part of `make test`), bench/run.sh
 #   make bench-grpc           1000 simulated workers, gRPC streams vs HTTP polling
+#   make bench-million [N=..]  costs at a million files (minutes), bench/million.sh
 #   make fuzz                 libFuzzer harnesses (clang): bin/fuzz_<name>
 #   make fuzz-smoke           every harness for FUZZ_SECONDS (15) each, for CI
 
@@ -61,7 +62,7 @@ TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test unit integration integration-parallel integration-serial integration-tls \
-	integration-aws run bench bench-grpc clean format fuzz fuzz-smoke install uninstall
+	integration-aws run bench bench-grpc bench-million clean format fuzz fuzz-smoke install uninstall
 all: $(PROGS) $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c | $(GEN_HDR)
@@ -229,6 +230,12 @@ bench-grpc: deps all $(BUILD)/bench/grpc_sim_client
 	  --interval-ms $(BENCH_GRPC_INTERVAL_MS) --bin-dir $(abspath $(BIN)) \
 	  --client $(abspath $(BUILD)/bench/grpc_sim_client) \
 	  --json bench/results/grpc-sim-$$(date -u +%Y-%m-%dT%H%M).json
+
+# Costs at a million files (not part of `make bench`: the fill alone takes
+# minutes). N=..., BACKENDS="sqlite postgres", SECONDS=... See bench/million.sh.
+bench-million: all
+	@$(MAKE) --no-print-directory -C bench million
+	@N=$(N) BACKENDS="$(BACKENDS)" SECONDS=$(SECONDS) ./bench/million.sh
 
 # Not part of `all` or `test`: needs clang (libFuzzer, ASan, UBSan). One
 # harness per parser that reads network (or disk) bytes, in

@@ -16,6 +16,10 @@
 /* Chunks taken from the metadata per repair pass (the most under-replicated
  * first); the rest wait for the next pass, REPAIR_INTERVAL_MS later. */
 #define REPAIR_PASS_CHUNKS 64
+/* After a pass that found nothing under-replicated, the next waits this
+ * many times as long as the count took (repair.h). */
+#define REPAIR_IDLE_SHARE 10
+
 /* How long a pushed copy may take (the worker fetches and stores the chunk,
  * up to 64 MiB) before it is written over HTTP instead. */
 #define COPY_ACK_MS 30000
@@ -197,9 +201,17 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 
 	/* What the operator watches: chunks short of good replicas on workers
 	 * alive right now. */
+	int64_t scan_started = efs_mono_ms();
 	if (efs_meta_under_replicated(d->meta, d->replication_factor,
 				      now - d->worker_dead_after_ms, &under) == 0) {
 		atomic_store(&rp->under_replicated, (int64_t)under);
+		/* Nothing to do: the count's cost sets when to look again. */
+		int64_t took = efs_mono_ms() - scan_started;
+		rp->idle_until = under == 0 ? scan_started + took * REPAIR_IDLE_SHARE : 0;
+		if (under == 0 && took * REPAIR_IDLE_SHARE > REPAIR_INTERVAL_MS)
+			efs_debug("repair: counting under-replicated chunks took %lld ms; the next "
+				  "count in %lld ms",
+				  (long long)took, (long long)(took * REPAIR_IDLE_SHARE));
 	} else {
 		rp->store_ok_since = efs_mono_ms(); /* counts from its return */
 		efs_meta_lease_drop(d->meta);
@@ -262,7 +274,8 @@ static void repair_main(struct efs_ticker *t, void *ctx)
 	efs_buf_init(&scratch, SIZE_MAX);
 	efs_buf_init(&encoded, SIZE_MAX);
 	while (!efs_ticker_wait(t, REPAIR_INTERVAL_MS)) {
-		if (efs_mono_ms() >= rp->backoff_until)
+		int64_t mono = efs_mono_ms();
+		if (mono >= rp->backoff_until && mono >= rp->idle_until)
 			repair_pass(rp, &data, &scratch, &encoded);
 	}
 	efs_buf_release(&data);
@@ -275,6 +288,7 @@ int efs_repair_start(struct efs_repair *rp, const struct efs_repair_deps *deps)
 	rp->deps = *deps;
 	rp->store_ok_since = efs_mono_ms();
 	rp->backoff_until = 0;
+	rp->idle_until = 0;
 	atomic_init(&rp->under_replicated, -1);
 	atomic_init(&rp->repaired_total, 0);
 	atomic_init(&rp->failed_total, 0);

@@ -12,6 +12,13 @@
  * forgotten. Copying is paced to REPAIR_BANDWIDTH bytes per second so
  * repair never starves client traffic. The count of under-replicated
  * chunks (good replicas on live workers only) is kept for /health.
+ *
+ * Counting them scans every referenced chunk (a million: about a second
+ * on SQLite). A pass that finds nothing to do makes the next one wait
+ * REPAIR_IDLE_SHARE times as long as its count took (at least the second),
+ * so an idle master spends at most about a tenth of a core on it however
+ * large the store; a pass that finds work is followed by the next at once,
+ * as before (docs/PERFORMANCE.md#costs-at-a-million-files).
  */
 #ifndef ECHOFS_MASTER_REPAIR_H
 #define ECHOFS_MASTER_REPAIR_H
@@ -51,6 +58,7 @@ struct efs_repair {
 	/* Loop thread only. */
 	int64_t store_ok_since; /* monotonic ms: the store answered since then */
 	int64_t backoff_until;  /* monotonic ms: no pass before */
+	int64_t idle_until;     /* monotonic ms: the last pass found nothing; none before */
 };
 
 /* Starts the loop with @deps (copied). 0 or -errno. */

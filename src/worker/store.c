@@ -30,6 +30,8 @@
 
 #define DEFAULT_VOLUME_BYTES (256ull << 20)
 #define DEFAULT_ITERATE_SLICE 4096
+/* A large index is walked in at most about this many slices. */
+#define ITERATE_SCANS 16
 #define DEFAULT_COMPACT_INTERVAL_MS 2000
 
 /* ---- reading ----------------------------------------------------------- */
@@ -234,9 +236,12 @@ static size_t slice_take(struct efs_store *s, const uint8_t *after, struct liste
 		if (count == max) {
 			if (memcmp(slot->key, heap[0].key, EFS_CHUNK_KEY_LEN) >= 0)
 				continue;
-			count--; /* the largest makes room */
-			heap[0] = heap[count];
+			/* It takes the largest's place: one sift, not two. */
+			memcpy(heap[0].key, slot->key, EFS_CHUNK_KEY_LEN);
+			heap[0].length = slot->loc.length;
+			heap[0].mtime_ms = slot->loc.mtime_ms;
 			heap_sift_down(heap, count, 0);
+			continue;
 		}
 		memcpy(heap[count].key, slot->key, EFS_CHUNK_KEY_LEN);
 		heap[count].length = slot->loc.length;
@@ -261,11 +266,14 @@ int efs_store_iterate(struct efs_store *s, efs_store_iter_fn fn, void *ctx)
 	 * deletes as it goes). Key order makes the walk immune to the table
 	 * moving entries between slices: every chunk present for the whole
 	 * walk is listed exactly once; one written or deleted meanwhile may
-	 * or may not be. A slice is iterate_slice chunks, or 1/64 of the
-	 * index when that is more, so a large index takes at most about 64
-	 * scans. */
+	 * or may not be. Each slice costs one scan of the whole table under
+	 * the lock whatever its size, so the walk's cost is the number of
+	 * slices times the index: a slice is iterate_slice chunks, or 1/ITERATE_SCANS
+	 * of the index when that is more (a million chunks: 16 scans and a 3 MB
+	 * heap; with 64 scans the walk took 13 s,
+	 * docs/PERFORMANCE.md#costs-at-a-million-files). */
 	pthread_mutex_lock(&s->lock);
-	size_t max = EFS_MAX(s->iterate_slice, s->index.count / 64);
+	size_t max = EFS_MAX(s->iterate_slice, s->index.count / ITERATE_SCANS);
 	pthread_mutex_unlock(&s->lock);
 	struct listed *heap = malloc(max * sizeof(*heap));
 	if (!heap)

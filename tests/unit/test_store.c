@@ -1108,6 +1108,75 @@ static void test_reopen_skips_an_aborted_region(void **state)
 	assert_memory_equal(f->buf.data, data, 300);
 }
 
+/* The replay at open reads the volumes through a window of 64 KiB
+ * (store_recovery.c:store_scan_volume): records that straddle its edges
+ * (small ones of varied sizes by the hundred, one larger than the window),
+ * a tombstone and an aborted region among them, and a torn tail: every
+ * chunk comes back as it was written. */
+static void test_reopen_reads_records_across_the_scan_window(void **state)
+{
+	struct fixture *f = *state;
+	enum { SMALL = 400, BIG = 150 * 1024 };
+	unsigned char *big = malloc(BIG);
+	unsigned char data[1500];
+	char id[65], path[PATH_MAX];
+	struct efs_store_writer *w = NULL;
+	uint32_t flags;
+	uint64_t bytes = 0;
+	off_t offset;
+
+	assert_non_null(big);
+	fill_pattern(big, BIG, 41);
+	fill_pattern(data, sizeof(data), 42);
+	for (unsigned i = 0; i < SMALL; i++) {
+		chunk_id(7000 + i, id);
+		if (i == 150) {
+			chunk_id(6999, id);
+			put(f->store, id, big, BIG, 0);
+			bytes += BIG;
+			chunk_id(7000 + i, id);
+		}
+		if (i == 200) {
+			assert_int_equal(efs_store_write_begin(f->store, id, 900, 0, &w), 0);
+			assert_int_equal(efs_store_write(w, data, 100), 0);
+			efs_store_write_abort(w);
+		}
+		put(f->store, id, data, 1 + (i * 37) % sizeof(data), i % 3 ? 0 : EFS_STORE_GZIP);
+		bytes += 1 + (i * 37) % sizeof(data);
+	}
+	chunk_id(7000 + 10, id);
+	assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	bytes -= 1 + (10 * 37) % sizeof(data);
+	efs_store_close(f->store);
+	f->store = NULL;
+	chunk_id(7000 + SMALL - 1, id);
+	chunk_file(f, id, path, sizeof(path), &offset);
+	FILE *fp = fopen(path, "a");
+	assert_non_null(fp);
+	assert_int_equal(fwrite("EFSR\x01", 1, 5, fp), 5); /* a torn tail */
+	assert_int_equal(fclose(fp), 0);
+
+	assert_int_equal(open_store(f, 0), 0);
+	expect_stats(f->store, SMALL, bytes);
+	for (unsigned i = 0; i < SMALL; i++) {
+		size_t len = 1 + (i * 37) % sizeof(data);
+		chunk_id(7000 + i, id);
+		if (i == 10) {
+			assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
+			continue;
+		}
+		assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+		assert_int_equal(flags, i % 3 ? 0 : EFS_STORE_GZIP);
+		assert_int_equal(f->buf.len, len);
+		assert_memory_equal(f->buf.data, data, len);
+	}
+	chunk_id(6999, id);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+	assert_int_equal(f->buf.len, BIG);
+	assert_memory_equal(f->buf.data, big, BIG);
+	free(big);
+}
+
 #define GROUP_THREADS 16
 #define GROUP_PUTS 40
 
@@ -1596,6 +1665,7 @@ int main(int argc, char **argv)
 		T(test_rewriting_a_chunk_replaces_it),
 		T(test_write_committed_after_a_delete_survives_reopen),
 		T(test_reopen_skips_an_aborted_region),
+		T(test_reopen_reads_records_across_the_scan_window),
 		T(test_concurrent_commits_are_all_kept),
 		T(test_compaction_reclaims_deleted_space),
 		T(test_compaction_retries_a_failed_volume_later),
