@@ -19,6 +19,12 @@
 #define REPORT_POLL_MS 200
 /* A failed full report is tried again after this. */
 #define REPORT_RETRY_MS 5000
+/* A worker that speaks gRPC opens its control stream right after a
+ * (re)registration; the full report the registration asks for waits this
+ * long for it, so that it goes on the stream (judged and counted on the
+ * control plane) rather than racing it over HTTP. Then HTTP: a master
+ * without GRPC_PORT never gives one. */
+#define REPORT_STREAM_WAIT_MS 3000
 /* A report that kept copies the master said to delete (written after it
  * began) is followed by another within this: soon enough for the copy to
  * go within a minute, rarely enough that a worker under constant upload
@@ -419,8 +425,10 @@ static void report_tick(struct efs_reporter *rp)
 		return;
 	int64_t now = efs_mono_ms();
 	/* A (re)registration asks for a full report at once. */
-	if (atomic_exchange(&ctx->full_report_due, false))
+	if (atomic_exchange(&ctx->full_report_due, false)) {
 		rp->next_report_ms = 0;
+		rp->stream_wait_until_ms = ctx->cfg->use_grpc ? now + REPORT_STREAM_WAIT_MS : 0;
+	}
 	bool full = now >= rp->next_report_ms;
 	pthread_mutex_lock(&ctx->lost.lock);
 	pending = ctx->lost.count > 0;
@@ -431,6 +439,8 @@ static void report_tick(struct efs_reporter *rp)
 	efs_worker_ctx_grpc_target(ctx, target);
 	if (target[0])
 		pending = false;
+	else if (full && now < rp->stream_wait_until_ms)
+		return; /* the stream is opening: the report goes on it */
 	if (!full && !pending)
 		return;
 	/* A connection of its own for the report's requests, closed after:

@@ -37,6 +37,9 @@ struct efs_reporter {
 	struct efs_http_client *http; /* the report under way's calls to the master */
 	int64_t next_report_ms;	      /* monotonic: when the next full report is due */
 	int64_t again_in_ms;	      /* the last report's "report_again_in_ms" (0: none) */
+	/* monotonic: a full report due after a (re)registration waits until
+	 * then for the control stream (WORKER_PROTOCOL=grpc; 0: no wait) */
+	int64_t stream_wait_until_ms;
 };
 
 /* Starts the report thread for @ctx: the first full report goes out once
