@@ -372,10 +372,13 @@ int efs_registry_suspect(struct efs_registry *reg, const char *worker_id, int64_
 		char key[EFS_ID_MAX + 32], value[24];
 		hb_key(worker_id, key, sizeof(key));
 		int n = snprintf(value, sizeof(value), "%lld", (long long)dead_from);
-		if (grace_ms > 0)
-			efs_redis_set(reg->redis, key, value, (size_t)n, grace_ms, false);
-		else
+		/* A grace of WORKER_DEAD_AFTER_MS or more changes nothing: the
+		 * key of the last beat expires first (setting it anew would keep
+		 * a killed worker alive for the whole grace). */
+		if (grace_ms <= 0)
 			efs_redis_del(reg->redis, key);
+		else if (grace_ms < reg->dead_after_ms)
+			efs_redis_set(reg->redis, key, value, (size_t)n, grace_ms, false);
 		/* its next beat writes the store again at once */
 		snprintf(key, sizeof(key), "efs:worker:%s:stored", worker_id);
 		efs_redis_del(reg->redis, key);

@@ -133,11 +133,12 @@ void efs_registry_report_begun(struct efs_registry *reg, const char *worker_id,
 void efs_registry_note_write(struct efs_registry *reg, const char *worker_id, bool ok);
 /* @worker_id's control stream to this master broke (control.c): it is
  * suspect now and dead @grace_ms from now unless it beats again (on a new
- * stream or over HTTP), instead of WORKER_DEAD_AFTER_MS after its last
- * beat. Its recorded last beat is moved back (never forward) to
- * now - WORKER_DEAD_AFTER_MS + @grace_ms, and its Redis key expires in
- * @grace_ms, so every master over the store agrees; the cached list is
- * dropped. Repair counts from the death as always (REPAIR_AFTER_MS later).
+ * stream or over HTTP), or WORKER_DEAD_AFTER_MS after its last beat if
+ * that is sooner (a grace never extends a life). Its recorded last beat
+ * is moved back (never forward) to now - WORKER_DEAD_AFTER_MS +
+ * @grace_ms, and its Redis key expires in @grace_ms when that is shorter
+ * than WORKER_DEAD_AFTER_MS (else the last beat's key expires first), so
+ * every master over the store agrees; the cached list is dropped. Repair counts from the death as always (REPAIR_AFTER_MS later).
  * 0, -ENOENT (unknown worker) or the store's error. */
 int efs_registry_suspect(struct efs_registry *reg, const char *worker_id, int64_t grace_ms);
 /* Every worker with its liveness at this moment. *out is malloc'd. */
