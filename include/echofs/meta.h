@@ -517,6 +517,31 @@ int efs_meta_s3_upload_list(struct efs_meta *m, const char *bucket, const char *
 int efs_meta_s3_upload_expired(struct efs_meta *m, int64_t now_ms, size_t max,
 			       char (*ids)[EFS_ID_MAX + 1], size_t *count);
 
+/* The part layout of an object made by CompleteMultipartUpload, for
+ * GetObject/HeadObject with ?partNumber (src/meta/s3_parts.c): the sizes
+ * of the parts it joined, in order (part N is the Nth part Complete
+ * listed, whatever number it was uploaded as). */
+
+/* The layout of @parts (@count of them, in order) into *out (malloc'd,
+ * the caller frees it; "" for none). 0 or -ENOMEM. */
+int efs_s3_parts_encode(const struct efs_s3_part *parts, size_t count, char **out);
+/* Part @number (1-based) of @layout: its offset in the object into
+ * *first, its size into *size; the number of parts into *count. 0;
+ * -ERANGE when @number is 0 or past the last part (*count set, *first and
+ * *size untouched; "" has 0 parts); -EIO when @layout does not parse. */
+int efs_s3_parts_find(const char *layout, unsigned number, uint64_t *first, uint64_t *size,
+		      unsigned *count);
+/* Part @number of the object at (@bucket, @key), as efs_s3_parts_find,
+ * read from the object's row; *count 0 (and -ERANGE unless @number is 1,
+ * then the whole object: *first 0, *size the object's size) for an
+ * object not made by a multipart upload (a PutObject, a CopyObject).
+ * -ESTALE when the key holds no object or another file than @file_id now
+ * (an overwrite since @file_id was read: read again); -ENOTSUP when the
+ * backend keeps no layouts; or a store error. */
+int efs_meta_object_part(struct efs_meta *m, const char *bucket, const char *key,
+			 const char *file_id, uint64_t object_size, unsigned number,
+			 uint64_t *first, uint64_t *size, unsigned *count);
+
 /* ---- chunks, replicas, garbage --------------------------------------- */
 
 /* A stored chunk and its replicas (NULL @replicas: just the chunk).

@@ -628,6 +628,57 @@ static int get_conditions(struct efs_s3_req *s, const struct efs_object_info *o)
 	return 0;
 }
 
+/* ?partNumber of GetObject/HeadObject into *number (0: absent). 1 when
+ * replied (400: not 1..10000, or with a Range, as S3), else 0. */
+static int part_number_param(struct efs_s3_req *s, unsigned *number)
+{
+	const char *text = efs_s3_query(s, "partNumber");
+	uint64_t n = 0;
+	*number = 0;
+	if (!text)
+		return 0;
+	if (efs_parse_u64(text, false, &n) < 0 || n < 1 || n > EFS_S3_PART_MAX) {
+		efs_s3_error(s, 400, "InvalidArgument",
+			     "Part number must be an integer between 1 and %d, inclusive",
+			     EFS_S3_PART_MAX);
+		return 1;
+	}
+	if (efs_http_header(s->http, "Range")) {
+		efs_s3_error(s, 400, "InvalidRequest",
+			     "Cannot specify both Range header and partNumber query parameter");
+		return 1;
+	}
+	*number = (unsigned)n;
+	return 0;
+}
+
+/* The byte range of part @number of the object @x read: *first, *last,
+ * *count (parts of a multipart object, 0 for another). 0; 1 when replied
+ * (416 InvalidPartNumber, or a store error); -ESTALE when the object
+ * changed since @x was read (read again). */
+static int part_range(struct efs_s3_req *s, const struct efs_object_read *x, unsigned number,
+		      uint64_t *first, uint64_t *last, unsigned *count)
+{
+	uint64_t offset = 0, size = 0;
+	int r = efs_meta_object_part(s->m->meta, s->bucket, s->key, x->object.file_id, x->file.size,
+				     number, &offset, &size, count);
+	if (r == -ESTALE)
+		return r;
+	if (r == -ERANGE) {
+		efs_s3_error(s, 416, "InvalidPartNumber",
+			     "The requested partnumber is not "
+			     "satisfiable");
+		return 1;
+	}
+	if (r < 0) {
+		efs_s3_error_store(s, r, "GetObject");
+		return 1;
+	}
+	*first = offset;
+	*last = size ? offset + size - 1 : offset;
+	return 0;
+}
+
 int efs_s3_get_object(struct efs_s3_req *s)
 {
 	struct efs_master *m = s->m;
@@ -640,8 +691,11 @@ int efs_s3_get_object(struct efs_s3_req *s)
 	bool partial = false;
 	uint64_t first = 0, last = 0;
 	char range[96];
+	unsigned part_number = 0, parts_count = 0; /* ?partNumber */
 	int r = 0;
 
+	if (part_number_param(s, &part_number))
+		return 0;
 	if (!x)
 		return -ENOMEM;
 	/* The row, its file and (GET) the first chunk: an overwrite between
@@ -676,8 +730,17 @@ int efs_s3_get_object(struct efs_s3_req *s)
 		if ((r = found) == -ESTALE)
 			continue;
 		partial = false;
-		if (efs_range_parse(efs_http_header(s->http, "Range"), f->size, &partial, &first,
-				    &last) < 0) {
+		if (part_number) {
+			if ((r = part_range(s, x, part_number, &first, &last, &parts_count)) ==
+			    -ESTALE)
+				continue;
+			if (r) {
+				r = 0;
+				goto out;
+			}
+			partial = f->size > 0;
+		} else if (efs_range_parse(efs_http_header(s->http, "Range"), f->size, &partial,
+					   &first, &last) < 0) {
 			snprintf(range, sizeof(range), "bytes */%llu", (unsigned long long)f->size);
 			efs_http_add_header(s->http, "Content-Range", range);
 			r = efs_s3_error(s, 416, "InvalidRange",
@@ -708,6 +771,11 @@ int efs_s3_get_object(struct efs_s3_req *s)
 		goto out;
 	}
 	object_headers(s, o);
+	if (parts_count) {
+		char count_text[16];
+		snprintf(count_text, sizeof(count_text), "%u", parts_count);
+		efs_http_add_header(s->http, "x-amz-mp-parts-count", count_text);
+	}
 	unsigned status = partial ? 206 : 200;
 	if (partial) {
 		snprintf(range, sizeof(range), "bytes %llu-%llu/%llu", (unsigned long long)first,

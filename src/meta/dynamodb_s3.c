@@ -383,6 +383,33 @@ int dyn_object_read(struct dyn *d, const char *bucket, const char *key,
 	return r;
 }
 
+int dyn_object_parts(void *impl, const char *bucket, const char *key, char *file_id,
+		     char **layout)
+{
+	struct dyn *d = impl;
+	char pk[BUCKET_PK_MAX];
+	json_t *item = NULL;
+	if (strlen(bucket) > EFS_S3_BUCKET_MAX || !key[0] || strlen(key) > EFS_S3_KEY_MAX)
+		return -ENOENT;
+	objects_pk(bucket, pk);
+	int r = dyn_get(d, d->files, pk, key, &item);
+	if (r < 0)
+		return r;
+	/* The parts attribute is absent for an object no Complete made. */
+	const char *parts = json_string_value(json_object_get(json_object_get(item, "parts"), "S"));
+	char *text = strdup(parts ? parts : "");
+	if (!text)
+		r = -ENOMEM;
+	else if (ddb_get_s(item, "file_id", file_id, EFS_ID_MAX) < 0)
+		r = -EIO;
+	if (r < 0)
+		free(text);
+	else
+		*layout = text;
+	json_decref(item);
+	return r;
+}
+
 int dyn_object_get(void *impl, const char *bucket, const char *key,
 			  struct efs_object_info *out)
 {

@@ -562,6 +562,7 @@ struct complete_run {
 	struct efs_object_info cur; /* the object being replaced */
 	bool found, old_file_gone;
 	struct dyn_lists lists;
+	char *layout; /* efs_s3_parts_encode's: the object item's parts attribute */
 };
 
 /* The commit: the object, the new file's META (linked to the key), the
@@ -593,6 +594,9 @@ static int complete_commit(struct dyn *d, const struct efs_s3_upload *u,
 		json_object_set_new(meta, "s3_bucket", ddb_s(o->bucket));
 		json_object_set_new(meta, "s3_key", ddb_s(o->key));
 	}
+	json_t *object = dyn_object_item(o);
+	if (object && run->layout[0])
+		json_object_set_new(object, "parts", ddb_s(run->layout));
 	json_t *items = json_array();
 	/* 0 */
 	json_array_append_new(items,
@@ -601,10 +605,10 @@ static int complete_commit(struct dyn *d, const struct efs_s3_upload *u,
 					   json_pack("{s:s}", "#d", "deleting"), NULL));
 	/* 1 */
 	json_array_append_new(
-	    items, run->found ? dyn_tx_put(d->files, dyn_object_item(o), "file_id = :old", NULL,
-					   json_pack("{s:o}", ":old", ddb_s(run->cur.file_id)))
-			      : dyn_tx_put(d->files, dyn_object_item(o), "attribute_not_exists(sk)",
-					   NULL, NULL));
+	    items, run->found
+		       ? dyn_tx_put(d->files, object, "file_id = :old", NULL,
+				    json_pack("{s:o}", ":old", ddb_s(run->cur.file_id)))
+		       : dyn_tx_put(d->files, object, "attribute_not_exists(sk)", NULL, NULL));
 	/* 2 */
 	json_array_append_new(items,
 			      dyn_tx_put(d->files, meta, "attribute_not_exists(pk)", NULL, NULL));
@@ -664,6 +668,8 @@ int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 	run->lists.now_ms = now_ms;
 	run->lists.what = "S3 complete";
 	run->lists.hook = dyn_test_complete_hook;
+	if ((r = efs_s3_parts_encode(parts, count, &run->layout)) < 0)
+		goto out;
 	/* 1. the upload and its parts, as the caller read them */
 	if ((r = upload_read(d, u->upload_id, &run->st)) < 0)
 		goto out;
@@ -762,6 +768,7 @@ int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 undo:
 	dyn_lists_undo(&run->lists, u->owner);
 out:
+	free(run->layout);
 	free(run);
 	return r;
 }

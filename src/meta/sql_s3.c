@@ -255,6 +255,40 @@ static int row_file_id(void *ctx, const struct efs_sql_row *row)
 	return 0;
 }
 
+/* An object's file id and part layout (sql_object_parts). */
+struct object_parts_row {
+	char *file_id;
+	char *layout;
+	bool found;
+};
+
+static int row_object_parts(void *ctx, const struct efs_sql_row *row)
+{
+	struct object_parts_row *p = ctx;
+	efs_strlcpy(p->file_id, efs_sql_text(row, 0), EFS_ID_MAX + 1);
+	free(p->layout);
+	if (!(p->layout = strdup(efs_sql_text(row, 1))))
+		return -ENOMEM;
+	p->found = true;
+	return 0;
+}
+
+int sql_object_parts(void *impl, const char *bucket, const char *key, char *file_id, char **layout)
+{
+	struct object_parts_row p = {file_id, NULL, false};
+	int r = SQL_ONE(
+	    impl, "SELECT file_id, parts FROM s3_objects WHERE bucket = $1 AND object_key = $2",
+	    row_object_parts, &p, NULL, SQL_TEXT(bucket), SQL_TEXT(key));
+	if (r == 0 && !p.found)
+		r = -ENOENT;
+	if (r < 0) {
+		free(p.layout);
+		return r;
+	}
+	*layout = p.layout;
+	return 0;
+}
+
 /* Deletes the row at (@bucket, @key) and its file: -ENOENT when none. */
 static int drop_object(struct sql_conn *c, const char *bucket, const char *key, int64_t now_ms)
 {

@@ -265,6 +265,7 @@ struct complete {
 	const struct efs_s3_part *parts;
 	size_t count;
 	const struct efs_file_info *file;
+	const char *layout; /* efs_s3_parts_encode's, for the object's parts column */
 	int64_t now_ms;
 };
 
@@ -317,6 +318,10 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 		return -ENXIO;
 	if (r < 0)
 		return r;
+	r = SQL_Q(c, "UPDATE s3_objects SET parts = $3 WHERE bucket = $1 AND object_key = $2", NULL,
+		  NULL, NULL, SQL_TEXT(u->obj.bucket), SQL_TEXT(u->obj.key), SQL_TEXT(a->layout));
+	if (r < 0)
+		return r;
 	r = SQL_Q(c,
 		  "UPDATE s3_uploads SET completed = completed WHERE upload_id = $1 AND owner = $2",
 		  NULL, NULL, &changed, SQL_TEXT(u->upload_id), SQL_TEXT(u->owner));
@@ -355,8 +360,14 @@ int sql_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 			   const struct efs_s3_part *parts, size_t count,
 			   const struct efs_file_info *file, int64_t now_ms)
 {
-	struct complete a = {u, parts, count, file, now_ms};
-	return sql_run_tx(impl, complete_tx, &a);
+	char *layout = NULL;
+	int r = efs_s3_parts_encode(parts, count, &layout);
+	if (r < 0)
+		return r;
+	struct complete a = {u, parts, count, file, layout, now_ms};
+	r = sql_run_tx(impl, complete_tx, &a);
+	free(layout);
+	return r;
 }
 
 struct abort_args {

@@ -9,6 +9,8 @@ InvalidPartOrder, InvalidPart for an unknown part or a wrong ETag,
 EntityTooSmall, MalformedXML; a retried Complete answers the same),
 Abort (NoSuchUpload after, the parts' chunks collected), ListParts and
 ListMultipartUploads with their pagination, another user's upload id,
+GetObject/HeadObject of one part (?partNumber: 206, x-amz-mp-parts-count,
+InvalidPartNumber),
 expiry by the collector (S3_MULTIPART_EXPIRY), and the issue's "done when":
 a 200 MiB `aws s3 cp` (multipart above 8 MiB) identical through S3 and the
 REST API with a "-N" ETag.
@@ -26,6 +28,7 @@ import requests
 from boto3.s3.transfer import TransferConfig
 
 import echofs_harness as h
+from s3_helpers import failure, status_of
 from test_s3_api import AWS_CLI, REGION, access_key, client, error_code, signed_request
 
 MIB = 1024 * 1024
@@ -223,18 +226,86 @@ def test_upload_part_errors_and_another_users_upload(s3, alice, bob):
                       PartNumber=1, Body=b"x") == "NoSuchUpload"
     assert error_code(bob.abort_multipart_upload, Bucket="mpu-bob", Key="mine",
                       UploadId=upload_id) == "NoSuchUpload"
-    # reading one part of an object is not implemented
-    alice.put_object(Bucket="mpu", Key="whole", Body=b"abc")
-    for call in (alice.get_object, alice.head_object):
-        with pytest.raises(botocore.exceptions.ClientError) as info:
-            call(Bucket="mpu", Key="whole", PartNumber=1)
-        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
     # a Content-MD5 that is not the part's
     assert error_code(alice.upload_part, Bucket="mpu", Key="mine", UploadId=upload_id,
                       PartNumber=1, Body=b"abc",
                       ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==") == "BadDigest"
     assert alice.list_parts(Bucket="mpu", Key="mine", UploadId=upload_id).get("Parts", []) == []
     alice.abort_multipart_upload(Bucket="mpu", Key="mine", UploadId=upload_id)
+
+
+def assert_part(c, key, number, data, first, total, parts_count, etag):
+    """GetObject and HeadObject of part @number of @key: 206, its bytes
+    @data at @first of @total, x-amz-mp-parts-count (absent when 0)."""
+    r = c.get_object(Bucket="mpu", Key=key, PartNumber=number)
+    body = r["Body"].read()
+    head = c.head_object(Bucket="mpu", Key=key, PartNumber=number)
+    for answer in (r, head):
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 206
+        assert answer["ContentLength"] == len(data)
+        # (botocore's HeadObject has no ContentRange member)
+        assert (answer["ResponseMetadata"]["HTTPHeaders"]["content-range"] ==
+                f"bytes {first}-{first + len(data) - 1}/{total}")
+        assert answer["ETag"] == etag
+        assert answer.get("PartsCount") == (parts_count or None)
+    assert body == data
+
+
+def test_get_and_head_of_one_part(s3, alice, alice_key):
+    parts = [os.urandom(5 * MIB), os.urandom(6 * MIB), os.urandom(4321)]
+    data = b"".join(parts)
+    upload_id, listed = upload_parts(alice, "parts/obj", parts)
+    alice.complete_multipart_upload(Bucket="mpu", Key="parts/obj", UploadId=upload_id,
+                                    MultipartUpload={"Parts": listed})
+    etag = multipart_etag(parts)
+    first = 0
+    for n, part in enumerate(parts, 1):
+        assert_part(alice, "parts/obj", n, part, first, len(data), 3, etag)
+        first += len(part)
+    # past the last part: 416 InvalidPartNumber, as S3
+    assert failure(alice.get_object, Bucket="mpu", Key="parts/obj",
+                   PartNumber=4) == (416, "InvalidPartNumber")
+    assert status_of(alice.head_object, Bucket="mpu", Key="parts/obj", PartNumber=4) == 416
+    # not a part number, or with a Range: 400, as S3
+    url = f"{s3.s3_url}/mpu/parts/obj"
+    for number in ("0", "10001", "x", ""):
+        headers = signed_request(alice_key, "GET", f"{url}?partNumber={number}")
+        r = requests.get(f"{url}?partNumber={number}", headers=headers, verify=s3.s3_verify)
+        assert r.status_code == 400 and "<Code>InvalidArgument</Code>" in r.text, (number,
+                                                                                  r.text)
+    assert failure(alice.get_object, Bucket="mpu", Key="parts/obj", PartNumber=1,
+                   Range="bytes=0-1") == (400, "InvalidRequest")
+    # the conditions still hold first
+    assert status_of(alice.get_object, Bucket="mpu", Key="parts/obj", PartNumber=1,
+                     IfNoneMatch=etag) == 304
+
+    # parts left out of the Complete: part N is the Nth part joined
+    upload_id, listed = upload_parts(alice, "parts/sparse", parts)
+    alice.complete_multipart_upload(Bucket="mpu", Key="parts/sparse", UploadId=upload_id,
+                                    MultipartUpload={"Parts": [listed[0], listed[2]]})
+    sparse = multipart_etag([parts[0], parts[2]])
+    assert_part(alice, "parts/sparse", 1, parts[0], 0, len(parts[0]) + len(parts[2]), 2, sparse)
+    assert_part(alice, "parts/sparse", 2, parts[2], len(parts[0]),
+                len(parts[0]) + len(parts[2]), 2, sparse)
+    assert failure(alice.get_object, Bucket="mpu", Key="parts/sparse",
+                   PartNumber=3) == (416, "InvalidPartNumber")
+
+    # a single PUT: part 1 is the whole object, with no parts count
+    alice.put_object(Bucket="mpu", Key="parts/whole", Body=b"abcdef")
+    assert_part(alice, "parts/whole", 1, b"abcdef", 0, 6, 0, '"%s"' % md5(b"abcdef"))
+    assert failure(alice.get_object, Bucket="mpu", Key="parts/whole",
+                   PartNumber=2) == (416, "InvalidPartNumber")
+    # a multipart object overwritten by a PUT has no parts any more
+    alice.put_object(Bucket="mpu", Key="parts/sparse", Body=b"xyz")
+    assert_part(alice, "parts/sparse", 1, b"xyz", 0, 3, 0, '"%s"' % md5(b"xyz"))
+    assert failure(alice.get_object, Bucket="mpu", Key="parts/sparse",
+                   PartNumber=2) == (416, "InvalidPartNumber")
+    # a copy of a multipart object is one part (as S3's CopyObject makes)
+    alice.copy_object(Bucket="mpu", Key="parts/copy", CopySource="mpu/parts/obj")
+    assert_part(alice, "parts/copy", 1, data, 0, len(data), 0, etag)
+    # another user's bucket
+    assert failure(client(s3, access_key(s3, "mpu-eve")).get_object, Bucket="mpu",
+                   Key="parts/obj", PartNumber=1) == (403, "AccessDenied")
 
 
 def test_abort_releases_the_parts_and_their_chunks_are_collected(s3, alice):

@@ -1030,6 +1030,56 @@ static struct efs_s3_part part_of(unsigned number, const char *session_id, unsig
 	return p;
 }
 
+/* The run-length layout of parts of unequal sizes, and part 1 of an
+ * object no Complete made (the whole of it). */
+static void test_part_layout(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_s3_part parts[5];
+	uint64_t sizes[5] = {5, 5, 5, 9, 2}, first = 0, size = 0;
+	unsigned count = 0;
+	char *layout = NULL;
+	memset(parts, 0, sizeof(parts));
+	for (unsigned i = 0; i < 5; i++)
+		parts[i].size = sizes[i];
+	assert_int_equal(efs_s3_parts_encode(parts, 5, &layout), 0);
+	assert_string_equal(layout, "5*3,9*1,2*1");
+	uint64_t offset = 0;
+	for (unsigned i = 0; i < 5; i++) {
+		assert_int_equal(efs_s3_parts_find(layout, i + 1, &first, &size, &count), 0);
+		assert_int_equal(first, offset);
+		assert_int_equal(size, sizes[i]);
+		assert_int_equal(count, 5);
+		offset += sizes[i];
+	}
+	assert_int_equal(efs_s3_parts_find(layout, 6, &first, &size, &count), -ERANGE);
+	assert_int_equal(efs_s3_parts_find(layout, 0, &first, &size, &count), -ERANGE);
+	assert_int_equal(efs_s3_parts_find("", 1, &first, &size, &count), -ERANGE);
+	assert_int_equal(count, 0);
+	assert_int_equal(efs_s3_parts_find("5*", 1, &first, &size, &count), -EIO);
+	assert_int_equal(efs_s3_parts_find("5*0", 1, &first, &size, &count), -EIO);
+	assert_int_equal(efs_s3_parts_find("5*10001", 1, &first, &size, &count), -EIO);
+	free(layout);
+
+	/* a PutObject's object: part 1 is all of it, no parts count */
+	struct efs_bucket_info b = bucket("plain", "alice");
+	char file_id[EFS_ID_MAX + 1], chunk_id[65];
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, file_id, chunk_id);
+	struct efs_object_info *o = object("plain", "k", file_id);
+	assert_int_equal(efs_meta_object_put(f->m, o, f->now), 0);
+	first = 9;
+	assert_int_equal(
+	    efs_meta_object_part(f->m, "plain", "k", o->file_id, 300, 1, &first, &size, &count), 0);
+	assert_int_equal(first, 0);
+	assert_int_equal(size, 300);
+	assert_int_equal(count, 0);
+	assert_int_equal(
+	    efs_meta_object_part(f->m, "plain", "k", o->file_id, 300, 2, &first, &size, &count),
+	    -ERANGE);
+	free(o);
+}
+
 static struct efs_s3_upload *new_upload(struct fixture *f, const char *id, const char *key,
 					int64_t expires_at_ms)
 {
@@ -1135,6 +1185,25 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	assert_int_equal(efs_meta_object_get(f->m, "mp", "k", obj), 0);
 	assert_string_equal(obj->file_id, fi.file_id);
 	assert_string_equal(obj->etag, u->obj.etag);
+	/* the part layout went with the object (?partNumber) */
+	uint64_t part_first = 7, part_size = 7;
+	unsigned part_count = 0;
+	assert_int_equal(efs_meta_object_part(f->m, "mp", "k", fi.file_id, 2048, 2, &part_first,
+					      &part_size, &part_count),
+			 0);
+	assert_int_equal(part_first, 1024);
+	assert_int_equal(part_size, 1024);
+	assert_int_equal(part_count, 2);
+	assert_int_equal(efs_meta_object_part(f->m, "mp", "k", fi.file_id, 2048, 3, &part_first,
+					      &part_size, &part_count),
+			 -ERANGE);
+	assert_int_equal(part_count, 2);
+	assert_int_equal(efs_meta_object_part(f->m, "mp", "k", "0123", 2048, 1, &part_first,
+					      &part_size, &part_count),
+			 -ESTALE);
+	assert_int_equal(efs_meta_object_part(f->m, "mp", "nokey", fi.file_id, 2048, 1, &part_first,
+					      &part_size, &part_count),
+			 -ESTALE);
 	assert_int_equal(efs_meta_s3_upload_get(f->m, u->upload_id, got), 0);
 	assert_true(got->completed);
 	assert_string_equal(got->obj.etag, u->obj.etag);
@@ -1785,6 +1854,7 @@ int main(void)
 	    T(test_dynamodb_copy_leftovers),
 	    T(test_listing_in_byte_order_by_prefix_and_after),
 	    T(test_multipart_parts_hold_their_chunks_and_complete_moves_them),
+	    T(test_part_layout),
 	    T(test_dynamodb_multipart_complete_leftovers),
 	    T(test_bucket_delete_aborts_its_uploads),
 	    T(test_upload_listing_order_and_markers),
