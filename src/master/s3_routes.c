@@ -398,7 +398,8 @@ static const char *const BUCKET_GET_PARAMS[] = {
     "continuation-token", "start-after", "max-keys", "encoding-type",
     "fetch-owner",	  "marker",	 "versioning", NULL};
 static const char *const UPLOADS_GET_PARAMS[] = {
-    "uploads", "prefix", "key-marker", "upload-id-marker", "max-uploads", "encoding-type", NULL};
+    "uploads",     "prefix",        "delimiter", "key-marker", "upload-id-marker",
+    "max-uploads", "encoding-type", NULL};
 
 /* Conditional headers are implemented for GetObject/HeadObject, and
  * If-Match / If-None-Match / If-Unmodified-Since for PutObject and

@@ -8,7 +8,8 @@ and releases its chunks), Complete (the object appears with ETag
 InvalidPartOrder, InvalidPart for an unknown part or a wrong ETag,
 EntityTooSmall, MalformedXML; a retried Complete answers the same),
 Abort (NoSuchUpload after, the parts' chunks collected), ListParts and
-ListMultipartUploads with their pagination, another user's upload id,
+ListMultipartUploads with their pagination, a delimiter (CommonPrefixes)
+and encoding-type=url, another user's upload id,
 GetObject/HeadObject of one part (?partNumber: 206, x-amz-mp-parts-count,
 InvalidPartNumber),
 expiry by the collector (S3_MULTIPART_EXPIRY), and the issue's "done when":
@@ -374,6 +375,70 @@ def test_list_parts_and_uploads_paginate(s3, alice):
     alice.delete_bucket(Bucket="mpu-list")
     assert error_code(alice.list_parts, Bucket="mpu-list", Key="a/1",
                       UploadId=upload_id) == "NoSuchBucket"
+
+
+def uploads_page(c, **kwargs):
+    """One ListMultipartUploads page as (entries, answer): ("upload", key)
+    and ("prefix", prefix) in the order S3 sorts them (byte order)."""
+    page = c.list_multipart_uploads(Bucket="mpu-delim", **kwargs)
+    entries = [("upload", u["Key"]) for u in page.get("Uploads", [])]
+    entries += [("prefix", p["Prefix"]) for p in page.get("CommonPrefixes", [])]
+    return sorted(entries, key=lambda e: e[1].encode()), page
+
+
+def test_list_uploads_with_a_delimiter(s3, alice, alice_key):
+    alice.create_bucket(Bucket="mpu-delim")
+    keys = ["a.txt", "photos/2024/1.jpg", "photos/2024/2.jpg", "photos/2025/1.jpg",
+            "photos/x.jpg", "videos/v.mp4", "z", "\u00fc/\u00e9"]
+    # A prefix too long to jump past: passed over upload by upload. (Not on
+    # DynamoDB, which refuses uploads of a key that long: see docs/S3.md.)
+    long_keys = h.BACKEND != "aws"
+    if long_keys:
+        keys += ["L" * 1015 + "/1", "L" * 1015 + "/2", "L" * 1015 + "/3"]
+    ids = {k: alice.create_multipart_upload(Bucket="mpu-delim", Key=k)["UploadId"] for k in keys}
+    top = [("prefix", "L" * 1015 + "/")] if long_keys else []
+    top += [("upload", "a.txt"), ("prefix", "photos/"), ("prefix", "videos/"), ("upload", "z"),
+           ("prefix", "\u00fc/")]
+    entries, page = uploads_page(alice, Delimiter="/")
+    assert entries == top and not page["IsTruncated"] and page["Delimiter"] == "/"
+    # within a prefix
+    entries, _ = uploads_page(alice, Delimiter="/", Prefix="photos/")
+    assert entries == [("prefix", "photos/2024/"), ("prefix", "photos/2025/"),
+                       ("upload", "photos/x.jpg")]
+    # a delimiter other than "/", and one ending inside a segment
+    entries, _ = uploads_page(alice, Delimiter="2", Prefix="photos/")
+    assert entries == [("prefix", "photos/2"), ("upload", "photos/x.jpg")]
+    entries, _ = uploads_page(alice, Delimiter="/", Prefix="photos/202")
+    assert entries == [("prefix", "photos/2024/"), ("prefix", "photos/2025/")]
+    # one entry a page: each prefix once, counted in max-uploads
+    got, marker = [], {}
+    while True:
+        entries, page = uploads_page(alice, Delimiter="/", MaxUploads=1, **marker)
+        assert len(entries) == 1
+        got += entries
+        if not page["IsTruncated"]:
+            break
+        marker = {"KeyMarker": page["NextKeyMarker"],
+                  "UploadIdMarker": page["NextUploadIdMarker"]}
+    assert got == top
+    # a key-marker that is a common prefix (or inside one) skips it
+    after_photos = top[top.index(("prefix", "photos/")) + 1:]
+    assert uploads_page(alice, Delimiter="/", KeyMarker="photos/")[0] == after_photos
+    assert uploads_page(alice, Delimiter="/", KeyMarker="photos/2024/1.jpg")[0] == after_photos
+    if long_keys:
+        assert uploads_page(alice, Delimiter="/", KeyMarker="L" * 1015 + "/2")[0] == top[1:]
+    # without a delimiter, every upload as before
+    entries, _ = uploads_page(alice)
+    assert entries == [("upload", k) for k in sorted(keys, key=str.encode)]
+    # encoding-type=url: prefixes, the delimiter and keys encoded in the XML
+    url = f"{s3.s3_url}/mpu-delim?uploads&delimiter=%2F&encoding-type=url"
+    r = requests.get(url, headers=signed_request(alice_key, "GET", url), verify=s3.s3_verify)
+    assert r.status_code == 200, r.text
+    assert "<Prefix>%C3%BC/</Prefix>" in r.text and "<Delimiter>/</Delimiter>" in r.text
+    assert "<Key>a.txt</Key>" in r.text and "<EncodingType>url</EncodingType>" in r.text
+    for k, u in ids.items():
+        alice.abort_multipart_upload(Bucket="mpu-delim", Key=k, UploadId=u)
+    alice.delete_bucket(Bucket="mpu-delim")
 
 
 def test_incomplete_uploads_expire_and_are_collected(cluster):
