@@ -27,7 +27,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from s3_helpers import REGION, access_key, client, start_s3
+from s3_helpers import REGION, access_key, client, signed_request, start_s3
 
 USER = "s3-sum-alice"
 BUCKET = "sums"
@@ -88,11 +88,8 @@ def url_of(s3, obj, query=""):
 def header_put(s3, key, obj, data, headers, query=""):
     """A PUT of @data (signed payload) with @headers."""
     url = url_of(s3, obj, query)
-    request = AWSRequest(method="PUT", url=url, data=data, headers=dict(headers))
-    request.headers["x-amz-content-sha256"] = hashlib.sha256(data).hexdigest()
-    S3SigV4Auth(Credentials(*key), "s3", REGION).add_auth(request)
-    return requests.put(url, data=data, headers=dict(request.headers.items()), timeout=30,
-                        verify=s3.s3_verify)
+    return requests.put(url, data=data, headers=signed_request(key, "PUT", url, data, headers),
+                        timeout=30, verify=s3.s3_verify)
 
 
 def trailer_put(s3, key, obj, data, kind="crc32", value=None, signed=False, query="",

@@ -23,14 +23,14 @@ import os
 import subprocess
 import time
 
-import botocore
 import pytest
 import requests
 from boto3.s3.transfer import TransferConfig
 
 import echofs_harness as h
-from s3_helpers import failure, status_of
-from test_s3_api import AWS_CLI, REGION, access_key, client, error_code, signed_request
+from s3_helpers import (REGION, access_key, client, error_code, failure, signed_request,
+                        status_of)
+from test_s3_api import AWS_CLI
 
 MIB = 1024 * 1024
 
