@@ -275,6 +275,10 @@ int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *ow
 #define EFS_S3_HEADER_MAX 1024
 #define EFS_S3_USER_META_MAX 4096 /* the JSON object holding them */
 #define EFS_S3_ETAG_MAX 64
+/* A stored x-amz-checksum: "<ALG>:<base64 value>" ("CRC32:4waSgw=="), the
+ * value of a multipart object's composite checksum ending in "-<parts>";
+ * "" when the object or part was stored without one (docs/S3.md#checksums). */
+#define EFS_S3_CHECKSUM_MAX 80
 
 struct efs_bucket_info {
 	char name[EFS_S3_BUCKET_MAX + 1];
@@ -298,6 +302,7 @@ struct efs_object_info {
 	char expires[EFS_S3_HEADER_MAX + 1];
 	char user_meta[EFS_S3_USER_META_MAX + 1]; /* JSON object: name -> value */
 	int64_t last_modified_ms;
+	char checksum[EFS_S3_CHECKSUM_MAX + 1]; /* the one it was put with, or "" */
 };
 
 /* One entry of a listing: what ListObjects shows of an object. */
@@ -462,6 +467,7 @@ struct efs_s3_part {
 	uint64_t chunk_count;
 	uint64_t stored_bytes;
 	int64_t last_modified_ms;
+	char checksum[EFS_S3_CHECKSUM_MAX + 1]; /* the one it was uploaded with, or "" */
 };
 
 /* One entry of ListMultipartUploads. */

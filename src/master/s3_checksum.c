@@ -180,6 +180,118 @@ void efs_s3_checksum_reply(struct efs_s3_req *s, const struct efs_s3_checksum *c
 		efs_http_add_header(s->http, ALGS[ck->alg].header, ck->value);
 }
 
+void efs_s3_checksum_stored(const struct efs_s3_checksum *ck, char *out, size_t size)
+{
+	out[0] = '\0';
+	if (ck->alg != EFS_S3_CHECKSUM_NONE && ck->value[0])
+		snprintf(out, size, "%s:%s", ALGS[ck->alg].name, ck->value);
+}
+
+/* The algorithm of a stored checksum and where its value starts, or NONE. */
+static enum efs_s3_checksum_alg stored_alg(const char *stored, const char **value)
+{
+	const char *colon = strchr(stored, ':');
+	for (size_t i = 1; colon && i < ALG_COUNT; i++)
+		if (strlen(ALGS[i].name) == (size_t)(colon - stored) &&
+		    strncmp(stored, ALGS[i].name, (size_t)(colon - stored)) == 0) {
+			*value = colon + 1;
+			return (enum efs_s3_checksum_alg)i;
+		}
+	return EFS_S3_CHECKSUM_NONE;
+}
+
+/* @len bytes from the hex of a digest we computed (well formed). */
+static void hex_bytes(const char *hex, unsigned char *out, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		out[i] = (unsigned char)(efs_hex_value((unsigned char)hex[2 * i]) * 16 +
+					 efs_hex_value((unsigned char)hex[2 * i + 1]));
+}
+
+static void base64_encode(const unsigned char *data, size_t len, char *out)
+{
+	static const char table[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 0;
+	for (size_t i = 0; i < len; i += 3) {
+		uint32_t v = (uint32_t)data[i] << 16;
+		if (i + 1 < len)
+			v |= (uint32_t)data[i + 1] << 8;
+		if (i + 2 < len)
+			v |= data[i + 2];
+		out[o++] = table[(v >> 18) & 63];
+		out[o++] = table[(v >> 12) & 63];
+		out[o++] = i + 1 < len ? table[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < len ? table[v & 63] : '=';
+	}
+	out[o] = '\0';
+}
+
+int efs_s3_checksum_composite(const struct efs_s3_part *parts, size_t count, char *out, size_t size)
+{
+	struct efs_s3_checksum ck;
+	enum efs_s3_checksum_alg alg = EFS_S3_CHECKSUM_NONE;
+	unsigned char digest[EFS_SHA256_LEN];
+	char hex[EFS_SHA256_HEX_LEN + 1], value[EFS_S3_CHECKSUM_VALUE_MAX + 1];
+	int r = 0;
+
+	out[0] = '\0';
+	memset(&ck, 0, sizeof(ck));
+	for (size_t i = 0; i < count; i++) {
+		const char *v = NULL;
+		enum efs_s3_checksum_alg a = stored_alg(parts[i].checksum, &v);
+		if (a == EFS_S3_CHECKSUM_NONE || (i && a != alg))
+			goto out;
+		alg = a;
+	}
+	if (alg == EFS_S3_CHECKSUM_NONE)
+		goto out;
+	ck.alg = alg;
+	if ((alg == EFS_S3_CHECKSUM_SHA1 && (r = efs_sha1_init(&ck.sha1)) < 0) ||
+	    (alg == EFS_S3_CHECKSUM_SHA256 && (r = efs_sha256_init(&ck.sha256)) < 0))
+		goto out;
+	for (size_t i = 0; i < count; i++) {
+		const char *v = NULL;
+		stored_alg(parts[i].checksum, &v);
+		if (efs_base64_decode_exact(v, digest, ALGS[alg].len) < 0)
+			goto out; /* not what efs_s3_checksum_stored wrote: none */
+		efs_s3_checksum_update(&ck, digest, ALGS[alg].len);
+	}
+	switch (alg) {
+	case EFS_S3_CHECKSUM_CRC32:
+	case EFS_S3_CHECKSUM_CRC32C:
+		for (int b = 0; b < 4; b++)
+			digest[b] = (unsigned char)(ck.crc >> (24 - 8 * b));
+		break;
+	case EFS_S3_CHECKSUM_SHA1:
+		efs_sha1_final_hex(&ck.sha1, hex);
+		hex_bytes(hex, digest, EFS_SHA1_LEN);
+		break;
+	case EFS_S3_CHECKSUM_SHA256:
+		efs_sha256_final_hex(&ck.sha256, hex);
+		hex_bytes(hex, digest, EFS_SHA256_LEN);
+		break;
+	case EFS_S3_CHECKSUM_NONE:
+		break;
+	}
+	base64_encode(digest, ALGS[alg].len, value);
+	snprintf(out, size, "%s:%s-%zu", ALGS[alg].name, value, count);
+out:
+	efs_s3_checksum_release(&ck);
+	return r;
+}
+
+void efs_s3_checksum_reply_stored(struct efs_s3_req *s, const char *stored)
+{
+	const char *value = NULL;
+	enum efs_s3_checksum_alg alg = stored_alg(stored, &value);
+	if (alg == EFS_S3_CHECKSUM_NONE || !*value)
+		return;
+	efs_http_add_header(s->http, ALGS[alg].header, value);
+	efs_http_add_header(s->http, "x-amz-checksum-type",
+			    strchr(value, '-') ? "COMPOSITE" : "FULL_OBJECT");
+}
+
 void efs_s3_checksum_release(struct efs_s3_checksum *ck)
 {
 	efs_sha1_release(&ck->sha1);

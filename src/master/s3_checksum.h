@@ -9,13 +9,17 @@
  * every decoded body byte, efs_s3_checksum_check once the body is whole
  * (the trailer has been read by then: s3_routes.c finishes the aws-chunked
  * decoder before the operation's end step), and efs_s3_checksum_reply to
- * echo it on the success reply, as S3 does. Nothing is stored: a GET does
- * not return it (docs/S3.md#checksums).
+ * echo it on the success reply, as S3 does. efs_s3_checksum_stored gives
+ * the text an object or part keeps ("CRC32:4waSgw=="), _composite a
+ * multipart object's from its parts' ("CRC32:...-N"), and
+ * efs_s3_checksum_reply_stored returns a kept one on a GET or HEAD with
+ * x-amz-checksum-mode: ENABLED (docs/S3.md#checksums).
  */
 #ifndef ECHOFS_MASTER_S3_CHECKSUM_H
 #define ECHOFS_MASTER_S3_CHECKSUM_H
 
 #include "echofs/hash.h"
+#include "echofs/meta.h"
 #include "master/s3_auth.h"
 
 #include <stdbool.h>
@@ -63,6 +67,20 @@ void efs_s3_checksum_update(struct efs_s3_checksum *ck, const void *data, size_t
 int efs_s3_checksum_check(struct efs_s3_req *s, struct efs_s3_checksum *ck);
 /* Adds the x-amz-checksum-<alg> header to @s's reply (nothing for NONE). */
 void efs_s3_checksum_reply(struct efs_s3_req *s, const struct efs_s3_checksum *ck);
+/* The text to store for @ck once checked ("<ALG>:<base64>", as
+ * efs_object_info.checksum), "" for none, into @out (@size bytes, at
+ * least EFS_S3_CHECKSUM_MAX + 1). */
+void efs_s3_checksum_stored(const struct efs_s3_checksum *ck, char *out, size_t size);
+/* A multipart object's composite checksum from its @count parts (in
+ * order), as S3 makes it: the algorithm's digest of the parts' digests
+ * joined, base64, then "-<count>" ("CRC32:Ck6Rsg==-3"); "" when a part
+ * has none or the parts' algorithms differ. Into @out as above. 0 or
+ * -ENOMEM. */
+int efs_s3_checksum_composite(const struct efs_s3_part *parts, size_t count, char *out,
+			      size_t size);
+/* Adds @stored's x-amz-checksum-<alg> and x-amz-checksum-type (FULL_OBJECT,
+ * or COMPOSITE for a "-N" value) to @s's reply; nothing for "". */
+void efs_s3_checksum_reply_stored(struct efs_s3_req *s, const char *stored);
 /* Frees what @ck holds. A zeroed @ck accepted. */
 void efs_s3_checksum_release(struct efs_s3_checksum *ck);
 

@@ -274,6 +274,8 @@ static int part_end(struct efs_s3_req *s)
 	if (!p->copy && (r = efs_s3_checksum_check(s, &p->checksum)) != 0)
 		return r < 0 ? r : 0; /* the part is not recorded; part_free drops its chunks */
 	part.part_number = p->part_number;
+	/* Kept for the object's composite checksum (a copied part has none). */
+	efs_s3_checksum_stored(&p->checksum, part.checksum, sizeof(part.checksum));
 	efs_strlcpy(part.session_id, p->session_open ? p->session_id : "", sizeof(part.session_id));
 	part.size = sum.size;
 	part.chunk_size = p->m->cfg.chunk_size;
@@ -618,7 +620,7 @@ static int complete_start(void *ctx, int depth, const char *name)
 	if (depth == 3 && c->in_part &&
 	    (strcmp(name, "PartNumber") == 0 || strcmp(name, "ETag") == 0 ||
 	     strncmp(name, "Checksum", 8) == 0))
-		return 0; /* checksums are not kept: ignored, as for a PUT without them */
+		return 0; /* a part's checksum: its stored one counts (docs/S3.md) */
 	return -EBADMSG;
 }
 
@@ -930,6 +932,10 @@ static int complete_upload_end(struct efs_s3_req *s)
 		}
 		efs_strlcpy(u->obj.file_id, file->file_id, sizeof(u->obj.file_id));
 		efs_strlcpy(u->obj.etag, etag, sizeof(u->obj.etag));
+		/* The parts' checksums (each verified when it came) combined. */
+		if ((r = efs_s3_checksum_composite(chosen, c->listed_count, u->obj.checksum,
+						   sizeof(u->obj.checksum))) < 0)
+			goto out;
 		u->obj.size = file->size;
 		u->obj.last_modified_ms = file->created_at_ms;
 		r = efs_meta_s3_upload_complete(m->meta, u, chosen, c->listed_count, file,

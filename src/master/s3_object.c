@@ -365,6 +365,7 @@ static int put_end(struct efs_s3_req *s)
 	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
 	p->obj.size = f.size;
 	p->obj.last_modified_ms = f.created_at_ms;
+	efs_s3_checksum_stored(&p->checksum, p->obj.checksum, sizeof(p->obj.checksum));
 	r = efs_meta_object_put_if(m->meta, &p->obj, &p->cond, efs_now_ms());
 	if (r < 0) {
 		drop_new_file(p, f.file_id);
@@ -771,6 +772,11 @@ int efs_s3_get_object(struct efs_s3_req *s)
 		goto out;
 	}
 	object_headers(s, o);
+	/* The stored checksum, of the whole object only (not of a range or
+	 * of one part of several), as S3. */
+	const char *mode = efs_http_header(s->http, "x-amz-checksum-mode");
+	if (mode && strcasecmp(mode, "ENABLED") == 0 && (!partial || (part_number && !parts_count)))
+		efs_s3_checksum_reply_stored(s, o->checksum);
 	if (parts_count) {
 		char count_text[16];
 		snprintf(count_text, sizeof(count_text), "%u", parts_count);

@@ -265,7 +265,8 @@ static int part_from_item(const json_t *item, struct efs_s3_part *p)
 	    ddb_get_n(item, "chunk_size", &chunk_size) < 0 ||
 	    ddb_get_n(item, "chunk_count", &chunk_count) < 0 ||
 	    ddb_get_n(item, "stored_bytes", &stored) < 0 ||
-	    ddb_get_n(item, "last_modified", &p->last_modified_ms) < 0)
+	    ddb_get_n(item, "last_modified", &p->last_modified_ms) < 0 ||
+	    get_opt(item, "checksum", p->checksum, EFS_S3_CHECKSUM_MAX) < 0)
 		return -EIO;
 	p->part_number = (unsigned)n;
 	p->size = (uint64_t)size;
@@ -378,8 +379,10 @@ int dyn_s3_part_put(void *impl, const char *upload_id, const char *owner,
 		    ddb_n((int64_t)p->chunk_size), "chunk_count", ddb_n((int64_t)p->chunk_count),
 		    "stored_bytes", ddb_n((int64_t)p->stored_bytes), "last_modified",
 		    ddb_n(p->last_modified_ms), "gen", ddb_s(gen));
-		if (item)
+		if (item) {
 			set_opt(item, "session_id", p->session_id);
+			set_opt(item, "checksum", p->checksum);
+		}
 		json_array_append_new(
 		    items,
 		    found ? dyn_tx_put(d->sessions, item, "gen = :g", NULL,

@@ -242,8 +242,14 @@ static const char schema_v10[] =
 /* Version 11: the part layout of an object a multipart upload made, for
  * GetObject/HeadObject with ?partNumber (docs/S3.md): efs_s3_parts_encode's
  * run-length text of the parts' sizes ("8388608*24,1048576*1"), '' for any
- * other object (those before it included: partNumber=1 is all of one). */
-static const char schema_v11[] = "ALTER TABLE s3_objects ADD COLUMN parts TEXT NOT NULL DEFAULT '';";
+ * other object (those before it included: partNumber=1 is all of one).
+ * And the x-amz-checksum an object or part was stored with
+ * ("CRC32:4waSgw==", a multipart object's composite "...-3"; '' none),
+ * which GetObject/HeadObject return with x-amz-checksum-mode: ENABLED. */
+static const char schema_v11[] =
+    "ALTER TABLE s3_objects ADD COLUMN parts TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE s3_objects ADD COLUMN checksum TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE s3_parts ADD COLUMN checksum TEXT NOT NULL DEFAULT '';";
 
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1, NULL},

@@ -31,7 +31,7 @@
 
 #define PART_COLUMNS                                                                               \
 	"part_number, session_id, size, etag, chunk_size, chunk_count, stored_bytes, "             \
-	"last_modified"
+	"last_modified, checksum"
 
 static int row_upload(void *ctx, const struct efs_sql_row *row)
 {
@@ -71,6 +71,7 @@ static int row_part(void *ctx, const struct efs_sql_row *row)
 	p->chunk_count = (uint64_t)efs_sql_int(row, 5);
 	p->stored_bytes = (uint64_t)efs_sql_int(row, 6);
 	p->last_modified_ms = efs_sql_int(row, 7);
+	efs_strlcpy(p->checksum, efs_sql_text(row, 8), sizeof(p->checksum));
 	return 0;
 }
 
@@ -233,11 +234,11 @@ static int part_put_tx(struct sql_conn *c, void *ctx)
 		return r;
 	return SQL_Q(c,
 		     "INSERT INTO s3_parts (upload_id, " PART_COLUMNS ")"
-		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 		     NULL, NULL, NULL, SQL_TEXT(a->upload_id), SQL_INT(p->part_number),
 		     SQL_TEXT(p->session_id), SQL_INT(p->size), SQL_TEXT(p->etag),
 		     SQL_INT(p->chunk_size), SQL_INT(p->chunk_count), SQL_INT(p->stored_bytes),
-		     SQL_INT(p->last_modified_ms));
+		     SQL_INT(p->last_modified_ms), SQL_TEXT(p->checksum));
 }
 
 int sql_s3_part_put(void *impl, const char *upload_id, const char *owner,

@@ -13,7 +13,11 @@ trailer signature, a missing one, and a bad checksum; UploadPart with a
 trailer (good: the part completes; bad: no part recorded); a refused PUT
 stores nothing (no object, no file, an older object untouched); an
 x-amz-trailer that is not a checksum, and a CRC64NVME, refused; boto3's
-multipart upload with ChecksumAlgorithm (Create, UploadPart, Complete).
+multipart upload with ChecksumAlgorithm (Create, UploadPart, Complete);
+the checksums stored and returned with x-amz-checksum-mode: ENABLED
+(GetObject, HeadObject, boto3 ChecksumMode; FULL_OBJECT, and a multipart
+object's COMPOSITE "-N" value; none for a range or one part of several;
+kept by a copy, dropped by an overwrite without one).
 """
 
 import base64
@@ -288,7 +292,8 @@ def test_upload_part_header_checksum(s3, key, alice):
 def test_boto3_multipart_with_checksum_algorithm(s3, alice):
     # what newer SDKs' managed transfers send: the algorithm on Create, a
     # checksum on each UploadPart (header over HTTP, trailer over HTTPS),
-    # the parts' checksums in Complete (accepted, not kept)
+    # the parts' checksums in Complete (accepted; the object's composite
+    # checksum comes from the parts' stored ones)
     obj = "boto-mpu"
     upload = alice.create_multipart_upload(Bucket=BUCKET, Key=obj,
                                            ChecksumAlgorithm="CRC32")["UploadId"]
@@ -300,3 +305,101 @@ def test_boto3_multipart_with_checksum_algorithm(s3, alice):
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"],
                                     "ChecksumCRC32": part["ChecksumCRC32"]}]})
     assert alice.get_object(Bucket=BUCKET, Key=obj)["Body"].read() == DATA
+    head = alice.head_object(Bucket=BUCKET, Key=obj, ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == composite("crc32", [checksum("crc32", DATA)])
+
+
+def returned_checksums(c, obj, **kwargs):
+    """The x-amz-checksum-* headers GetObject and HeadObject answer with
+    x-amz-checksum-mode: ENABLED (the same for both; botocore checks a
+    full-object one against the body it reads)."""
+    seen = []
+    for call in (c.get_object, c.head_object):
+        r = call(Bucket=BUCKET, Key=obj, ChecksumMode="ENABLED", **kwargs)
+        if "Body" in r:
+            r["Body"].read()
+        seen.append({k: v for k, v in r["ResponseMetadata"]["HTTPHeaders"].items()
+                     if k.startswith("x-amz-checksum-")})
+    assert seen[0] == seen[1]
+    return seen[0]
+
+
+@pytest.mark.parametrize("kind", ["crc32", "crc32c", "sha1", "sha256"])
+def test_a_stored_checksum_is_returned_with_checksum_mode(s3, key, alice, kind):
+    obj = f"kept-{kind}"
+    value = checksum(kind, DATA)
+    r = header_put(s3, key, obj, DATA, {f"x-amz-checksum-{kind}": value})
+    assert r.status_code == 200, r.text
+    assert returned_checksums(alice, obj) == {f"x-amz-checksum-{kind}": value,
+                                              "x-amz-checksum-type": "FULL_OBJECT"}
+    # part 1 of a single PUT is the whole object: returned too
+    assert returned_checksums(alice, obj, PartNumber=1)[f"x-amz-checksum-{kind}"] == value
+    # not without the mode, nor for a range
+    plain = alice.get_object(Bucket=BUCKET, Key=obj)
+    assert plain["Body"].read() == DATA
+    assert not [k for k in plain["ResponseMetadata"]["HTTPHeaders"]
+                if k.startswith("x-amz-checksum")]
+    assert returned_checksums(alice, obj, Range="bytes=0-9") == {}
+    # a copy has the same bytes and keeps it; an overwrite without one drops it
+    alice.copy_object(Bucket=BUCKET, Key=obj + "-copy", CopySource=f"{BUCKET}/{obj}")
+    assert returned_checksums(alice, obj + "-copy")[f"x-amz-checksum-{kind}"] == value
+    alice.put_object(Bucket=BUCKET, Key=obj, Body=b"new")
+    assert returned_checksums(alice, obj) == {}
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_a_trailer_checksum_is_stored(s3, key, alice, signed):
+    obj = f"kept-trailer-{signed}"
+    r = trailer_put(s3, key, obj, DATA, kind="crc32c", signed=signed)
+    assert r.status_code == 200, r.text
+    assert returned_checksums(alice, obj)["x-amz-checksum-crc32c"] == checksum("crc32c", DATA)
+
+
+def test_boto3_reads_the_stored_checksum(s3, alice):
+    alice.put_object(Bucket=BUCKET, Key="kept-boto", Body=DATA, ChecksumAlgorithm="SHA256")
+    got = alice.get_object(Bucket=BUCKET, Key="kept-boto", ChecksumMode="ENABLED")
+    assert got["ChecksumSHA256"] == checksum("sha256", DATA)
+    assert got["Body"].read() == DATA
+    head = alice.head_object(Bucket=BUCKET, Key="kept-boto", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == checksum("sha256", DATA)
+
+
+def composite(kind, values):
+    """S3's composite checksum of parts with checksums @values (base64)."""
+    joined = b"".join(base64.b64decode(v) for v in values)
+    digest = base64.b64decode(checksum(kind, joined))
+    return base64.b64encode(digest).decode() + f"-{len(values)}"
+
+
+def test_a_multipart_object_has_the_composite_checksum(s3, key, alice):
+    first = bytes(range(256)) * (5 * 4096)  # 5 MiB: a part but the last
+    parts = []
+    for kind in ("crc32", "sha256"):
+        obj = f"kept-mpu-{kind}"
+        upload = alice.create_multipart_upload(Bucket=BUCKET, Key=obj)["UploadId"]
+        values = []
+        for n, body in enumerate([first, DATA], 1):
+            value = checksum(kind, body)
+            r = header_put(s3, key, obj, body, {f"x-amz-checksum-{kind}": value},
+                           query=f"partNumber={n}&uploadId={upload}")
+            assert r.status_code == 200, r.text
+            parts.append({"PartNumber": n, "ETag": r.headers["ETag"]})
+            values.append(value)
+        alice.complete_multipart_upload(Bucket=BUCKET, Key=obj, UploadId=upload,
+                                        MultipartUpload={"Parts": parts[-2:]})
+        assert returned_checksums(alice, obj) == {
+            f"x-amz-checksum-{kind}": composite(kind, values),
+            "x-amz-checksum-type": "COMPOSITE"}
+        # one part of several: no checksum (the object's is not the part's)
+        assert returned_checksums(alice, obj, PartNumber=2) == {}
+    # a part without a checksum: the object has none
+    obj = "kept-mpu-mixed"
+    upload = alice.create_multipart_upload(Bucket=BUCKET, Key=obj)["UploadId"]
+    r = header_put(s3, key, obj, first, {"x-amz-checksum-crc32": checksum("crc32", first)},
+                   query=f"partNumber=1&uploadId={upload}")
+    assert r.status_code == 200, r.text
+    last = alice.upload_part(Bucket=BUCKET, Key=obj, UploadId=upload, PartNumber=2, Body=DATA)
+    alice.complete_multipart_upload(Bucket=BUCKET, Key=obj, UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": r.headers["ETag"]},
+                  {"PartNumber": 2, "ETag": last["ETag"]}]})
+    assert returned_checksums(alice, obj) == {}

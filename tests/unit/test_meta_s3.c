@@ -244,6 +244,7 @@ static struct efs_object_info *object(const char *bucket_name, const char *key, 
 	efs_strlcpy(o->etag, "0123456789abcdef0123456789abcdef", sizeof(o->etag));
 	efs_strlcpy(o->content_type, "text/plain", sizeof(o->content_type));
 	efs_strlcpy(o->user_meta, "{\"a\":\"b\"}", sizeof(o->user_meta));
+	efs_strlcpy(o->checksum, "CRC32:4waSgw==", sizeof(o->checksum));
 	o->last_modified_ms = 2000;
 	return o;
 }
@@ -316,6 +317,7 @@ static void test_overwrite_releases_the_old_file_in_the_same_step(void **state)
 	struct efs_object_info *o1 = object("docs", "a/b.txt", first);
 	struct efs_object_info *o2 = object("docs", "a/b.txt", second);
 	efs_strlcpy(o2->content_type, "application/json", sizeof(o2->content_type));
+	o2->checksum[0] = '\0';
 
 	assert_int_equal(efs_meta_object_get(f->m, "docs", "a/b.txt", got), -ENOENT);
 	assert_int_equal(efs_meta_object_put(f->m, o1, f->now), 0);
@@ -324,6 +326,7 @@ static void test_overwrite_releases_the_old_file_in_the_same_step(void **state)
 	assert_string_equal(got->etag, o1->etag);
 	assert_string_equal(got->content_type, "text/plain");
 	assert_string_equal(got->user_meta, "{\"a\":\"b\"}");
+	assert_string_equal(got->checksum, "CRC32:4waSgw==");
 	assert_int_equal(got->last_modified_ms, 2000);
 	/* the file knows it is an object */
 	assert_int_equal(efs_meta_file_get(f->m, first, &fi), 0);
@@ -334,6 +337,7 @@ static void test_overwrite_releases_the_old_file_in_the_same_step(void **state)
 	assert_int_equal(efs_meta_object_get(f->m, "docs", "a/b.txt", got), 0);
 	assert_string_equal(got->file_id, second);
 	assert_string_equal(got->content_type, "application/json");
+	assert_string_equal(got->checksum, ""); /* the new object's: none */
 	assert_int_equal(efs_meta_file_get(f->m, first, &fi), -ENOENT);
 	assert_true(is_garbage(f, chunk1));
 	assert_false(is_garbage(f, chunk2));
@@ -386,6 +390,7 @@ static void test_object_read_joins_bucket_object_and_file(void **state)
 	assert_string_equal(x->object.etag, o1->etag);
 	assert_string_equal(x->object.content_type, "text/plain");
 	assert_string_equal(x->object.user_meta, "{\"a\":\"b\"}");
+	assert_string_equal(x->object.checksum, "CRC32:4waSgw==");
 	assert_int_equal(x->object.last_modified_ms, 2000);
 	assert_string_equal(x->file.file_id, first);
 	assert_string_equal(x->file.owner, "carol");
@@ -498,6 +503,7 @@ static void test_copy_shares_the_chunks_and_counts_them(void **state)
 	assert_string_equal(got->etag, o1->etag);
 	assert_string_equal(got->content_type, "text/plain");
 	assert_string_equal(got->user_meta, "{\"a\":\"b\"}");
+	assert_string_equal(got->checksum, o1->checksum); /* the same bytes */
 	assert_int_equal(got->size, o1->size);
 	assert_int_equal(got->last_modified_ms, 5000);
 	assert_int_equal(efs_meta_file_get(f->m, first, &fi), 0);
@@ -1024,6 +1030,7 @@ static struct efs_s3_part part_of(unsigned number, const char *session_id, unsig
 	efs_strlcpy(p.session_id, session_id, sizeof(p.session_id));
 	p.size = chunks * 1024;
 	snprintf(p.etag, sizeof(p.etag), "%032x", number);
+	snprintf(p.checksum, sizeof(p.checksum), "SHA1:part%u", number);
 	p.chunk_size = 1024;
 	p.chunk_count = chunks;
 	p.last_modified_ms = 3000;
@@ -1147,6 +1154,7 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	assert_int_equal(n, 3);
 	assert_int_equal(parts[0].part_number, 1);
 	assert_string_equal(parts[0].session_id, s1b);
+	assert_string_equal(parts[0].checksum, "SHA1:part1");
 	assert_int_equal(efs_meta_s3_part_list(f->m, u->upload_id, 1, 1, parts + 4, &n), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(parts[4].part_number, 2);
