@@ -30,6 +30,7 @@ static const struct {
     [EFS_S3_CHECKSUM_CRC32C] = {"x-amz-checksum-crc32c", "CRC32C", 4},
     [EFS_S3_CHECKSUM_SHA1] = {"x-amz-checksum-sha1", "SHA1", EFS_SHA1_LEN},
     [EFS_S3_CHECKSUM_SHA256] = {"x-amz-checksum-sha256", "SHA256", EFS_SHA256_LEN},
+    [EFS_S3_CHECKSUM_CRC64NVME] = {"x-amz-checksum-crc64nvme", "CRC64NVME", 8},
 };
 #define ALG_COUNT (sizeof(ALGS) / sizeof(ALGS[0]))
 
@@ -77,12 +78,6 @@ int efs_s3_checksum_begin(struct efs_s3_req *s, struct efs_s3_checksum *ck)
 		alg = (enum efs_s3_checksum_alg)i;
 		value = v;
 	}
-	if (efs_http_header(s->http, "x-amz-checksum-crc64nvme")) {
-		efs_s3_error(s, 400, "InvalidRequest",
-			     "The CRC64NVME checksum is not supported here; use CRC32, CRC32C, "
-			     "SHA1 or SHA256.");
-		return 1;
-	}
 	if (s->principal.trailer[0]) {
 		if (value) {
 			efs_s3_error(s, 400, "InvalidRequest",
@@ -123,6 +118,9 @@ void efs_s3_checksum_update(struct efs_s3_checksum *ck, const void *data, size_t
 	case EFS_S3_CHECKSUM_CRC32C:
 		ck->crc = efs_crc32c(ck->crc, data, len);
 		break;
+	case EFS_S3_CHECKSUM_CRC64NVME:
+		ck->crc64 = efs_crc64nvme(ck->crc64, data, len);
+		break;
 	case EFS_S3_CHECKSUM_SHA1:
 		efs_sha1_update(&ck->sha1, data, len);
 		break;
@@ -151,6 +149,10 @@ int efs_s3_checksum_check(struct efs_s3_req *s, struct efs_s3_checksum *ck)
 	case EFS_S3_CHECKSUM_CRC32:
 	case EFS_S3_CHECKSUM_CRC32C: /* big-endian bytes, as S3 encodes it */
 		snprintf(computed_hex, sizeof(computed_hex), "%08x", (unsigned)ck->crc);
+		break;
+	case EFS_S3_CHECKSUM_CRC64NVME:
+		snprintf(computed_hex, sizeof(computed_hex), "%016llx",
+			 (unsigned long long)ck->crc64);
 		break;
 	case EFS_S3_CHECKSUM_SHA1:
 		efs_sha1_final_hex(&ck->sha1, computed_hex);
@@ -240,7 +242,7 @@ int efs_s3_checksum_composite(const struct efs_s3_part *parts, size_t count, cha
 	for (size_t i = 0; i < count; i++) {
 		const char *v = NULL;
 		enum efs_s3_checksum_alg a = stored_alg(parts[i].checksum, &v);
-		if (a == EFS_S3_CHECKSUM_NONE || (i && a != alg))
+		if (a == EFS_S3_CHECKSUM_NONE || a == EFS_S3_CHECKSUM_CRC64NVME || (i && a != alg))
 			goto out;
 		alg = a;
 	}
@@ -271,6 +273,7 @@ int efs_s3_checksum_composite(const struct efs_s3_part *parts, size_t count, cha
 		efs_sha256_final_hex(&ck.sha256, hex);
 		hex_bytes(hex, digest, EFS_SHA256_LEN);
 		break;
+	case EFS_S3_CHECKSUM_CRC64NVME: /* refused above */
 	case EFS_S3_CHECKSUM_NONE:
 		break;
 	}

@@ -34,19 +34,21 @@ enum efs_s3_checksum_alg {
 	EFS_S3_CHECKSUM_CRC32C,
 	EFS_S3_CHECKSUM_SHA1,
 	EFS_S3_CHECKSUM_SHA256,
+	EFS_S3_CHECKSUM_CRC64NVME,
 };
 
 /* The longest base64 checksum value accepted (SHA-256's is 44). */
 #define EFS_S3_CHECKSUM_VALUE_MAX EFS_S3_TRAILER_VALUE_MAX
 
 /* The algorithm of header @name ("x-amz-checksum-crc32" ..., any case),
- * or EFS_S3_CHECKSUM_NONE when it is not one of the four. */
+ * or EFS_S3_CHECKSUM_NONE when it is not one of the five. */
 enum efs_s3_checksum_alg efs_s3_checksum_alg_of(const char *name);
 
 struct efs_s3_checksum {
 	enum efs_s3_checksum_alg alg; /* NONE: the request has no checksum */
 	bool from_trailer;	      /* the value comes with the aws-chunked trailer */
 	uint32_t crc;
+	uint64_t crc64; /* CRC64NVME */
 	struct efs_sha1 sha1;
 	struct efs_sha256 sha256;
 	char value[EFS_S3_CHECKSUM_VALUE_MAX + 1]; /* base64 as the client sent it */
@@ -55,8 +57,7 @@ struct efs_s3_checksum {
 /* Reads @s's checksum into @ck (zeroed first): an x-amz-checksum-* header
  * or the trailer the principal declares (x-amz-trailer). 0 (ck->alg NONE
  * when there is none); 1 when refused, @s replied (400 InvalidRequest:
- * two checksums, a value that is not the base64 of its digest, an
- * algorithm not supported such as CRC64NVME); -ENOMEM. Release with
+ * two checksums, a value that is not the base64 of its digest); -ENOMEM. Release with
  * efs_s3_checksum_release whatever it returned. */
 int efs_s3_checksum_begin(struct efs_s3_req *s, struct efs_s3_checksum *ck);
 void efs_s3_checksum_update(struct efs_s3_checksum *ck, const void *data, size_t len);
@@ -74,7 +75,8 @@ void efs_s3_checksum_stored(const struct efs_s3_checksum *ck, char *out, size_t 
 /* A multipart object's composite checksum from its @count parts (in
  * order), as S3 makes it: the algorithm's digest of the parts' digests
  * joined, base64, then "-<count>" ("CRC32:Ck6Rsg==-3"); "" when a part
- * has none or the parts' algorithms differ. Into @out as above. 0 or
+ * has none, the parts' algorithms differ, or they are CRC64NVME (which S3
+ * combines into a full-object CRC instead: not done here). Into @out as above. 0 or
  * -ENOMEM. */
 int efs_s3_checksum_composite(const struct efs_s3_part *parts, size_t count, char *out,
 			      size_t size);
