@@ -653,12 +653,12 @@ static int part_number_param(struct efs_s3_req *s, unsigned *number)
 	return 0;
 }
 
-/* The byte range of part @number of the object @x read: *first, *last,
- * *count (parts of a multipart object, 0 for another). 0; 1 when replied
- * (416 InvalidPartNumber, or a store error); -ESTALE when the object
- * changed since @x was read (read again). */
+/* Where part @number of the object @x read is: *first, *size, *count
+ * (parts of a multipart object, 0 for another). 0; 1 when replied (416
+ * InvalidPartNumber, or a store error); -ESTALE when the object changed
+ * since @x was read (read again). */
 static int part_range(struct efs_s3_req *s, const struct efs_object_read *x, unsigned number,
-		      uint64_t *first, uint64_t *last, unsigned *count)
+		      uint64_t *first, uint64_t *part_size, unsigned *count)
 {
 	uint64_t offset = 0, size = 0;
 	int r = efs_meta_object_part(s->m->meta, s->bucket, s->key, x->object.file_id, x->file.size,
@@ -676,7 +676,7 @@ static int part_range(struct efs_s3_req *s, const struct efs_object_read *x, uns
 		return 1;
 	}
 	*first = offset;
-	*last = size ? offset + size - 1 : offset;
+	*part_size = size;
 	return 0;
 }
 
@@ -693,6 +693,7 @@ int efs_s3_get_object(struct efs_s3_req *s)
 	uint64_t first = 0, last = 0;
 	char range[96];
 	unsigned part_number = 0, parts_count = 0; /* ?partNumber */
+	bool empty_part = false;		   /* an empty part (or object): no body */
 	int r = 0;
 
 	if (part_number_param(s, &part_number))
@@ -732,14 +733,18 @@ int efs_s3_get_object(struct efs_s3_req *s)
 			continue;
 		partial = false;
 		if (part_number) {
-			if ((r = part_range(s, x, part_number, &first, &last, &parts_count)) ==
+			uint64_t part_size = 0;
+			if ((r = part_range(s, x, part_number, &first, &part_size, &parts_count)) ==
 			    -ESTALE)
 				continue;
 			if (r) {
 				r = 0;
 				goto out;
 			}
-			partial = f->size > 0;
+			/* An empty part has no byte range to name: 200, empty. */
+			empty_part = part_size == 0;
+			partial = !empty_part;
+			last = empty_part ? first : first + part_size - 1;
 		} else if (efs_range_parse(efs_http_header(s->http, "Range"), f->size, &partial,
 					   &first, &last) < 0) {
 			snprintf(range, sizeof(range), "bytes */%llu", (unsigned long long)f->size);
@@ -752,7 +757,7 @@ int efs_s3_get_object(struct efs_s3_req *s)
 			first = 0;
 			last = f->size ? f->size - 1 : 0;
 		}
-		if (head || f->size == 0)
+		if (head || f->size == 0 || empty_part)
 			break;
 		if ((r = efs_reader_new(&m->reader_source, f, first, last, &rd)) < 0)
 			goto out;
@@ -775,7 +780,7 @@ int efs_s3_get_object(struct efs_s3_req *s)
 	/* The stored checksum, of the whole object only (not of a range or
 	 * of one part of several), as S3. */
 	const char *mode = efs_http_header(s->http, "x-amz-checksum-mode");
-	if (mode && strcasecmp(mode, "ENABLED") == 0 && (!partial || (part_number && !parts_count)))
+	if (mode && strcasecmp(mode, "ENABLED") == 0 && (part_number ? parts_count == 0 : !partial))
 		efs_s3_checksum_reply_stored(s, o->checksum);
 	if (parts_count) {
 		char count_text[16];
@@ -788,7 +793,7 @@ int efs_s3_get_object(struct efs_s3_req *s)
 			 (unsigned long long)last, (unsigned long long)f->size);
 		efs_http_add_header(s->http, "Content-Range", range);
 	}
-	uint64_t length = f->size ? last - first + 1 : 0;
+	uint64_t length = f->size && !empty_part ? last - first + 1 : 0;
 	if (length == 0) {
 		r = efs_http_reply_empty(s->http, status);
 	} else if (head) {

@@ -296,6 +296,21 @@ def test_get_and_head_of_one_part(s3, alice, alice_key):
     assert_part(alice, "parts/whole", 1, b"abcdef", 0, 6, 0, '"%s"' % md5(b"abcdef"))
     assert failure(alice.get_object, Bucket="mpu", Key="parts/whole",
                    PartNumber=2) == (416, "InvalidPartNumber")
+    # an empty part (the last may be) or object has no range to name: 200, empty
+    upload_id, listed = upload_parts(alice, "parts/empty-last", [parts[0], b""])
+    alice.complete_multipart_upload(Bucket="mpu", Key="parts/empty-last", UploadId=upload_id,
+                                    MultipartUpload={"Parts": listed})
+    alice.put_object(Bucket="mpu", Key="parts/empty", Body=b"")
+    for key, number, count in (("parts/empty-last", 2, 2), ("parts/empty", 1, None)):
+        for call in (alice.get_object, alice.head_object):
+            r = call(Bucket="mpu", Key=key, PartNumber=number)
+            assert r["ResponseMetadata"]["HTTPStatusCode"] == 200, (key, call)
+            assert r["ContentLength"] == 0 and r.get("PartsCount") == count
+            assert "content-range" not in r["ResponseMetadata"]["HTTPHeaders"]
+            if "Body" in r:
+                assert r["Body"].read() == b""
+    assert_part(alice, "parts/empty-last", 1, parts[0], 0, len(parts[0]), 2,
+                multipart_etag([parts[0], b""]))
     # a multipart object overwritten by a PUT has no parts any more
     alice.put_object(Bucket="mpu", Key="parts/sparse", Body=b"xyz")
     assert_part(alice, "parts/sparse", 1, b"xyz", 0, 3, 0, '"%s"' % md5(b"xyz"))
