@@ -696,10 +696,10 @@ int efs_s3_get_object(struct efs_s3_req *s)
 	bool empty_part = false;		   /* an empty part (or object): no body */
 	int r = 0;
 
-	if (part_number_param(s, &part_number))
-		return 0;
 	if (!x)
 		return -ENOMEM;
+	if (part_number_param(s, &part_number))
+		goto out; /* replied */
 	/* The row, its file and (GET) the first chunk: an overwrite between
 	 * them released the file read, so the row is read again. */
 	for (int attempt = 0; attempt < GET_ATTEMPTS; attempt++) {
