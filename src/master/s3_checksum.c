@@ -284,6 +284,15 @@ out:
 	return r;
 }
 
+bool efs_s3_checksum_element(const char *stored, char element[32], const char **value)
+{
+	enum efs_s3_checksum_alg alg = stored_alg(stored, value);
+	if (alg == EFS_S3_CHECKSUM_NONE || !**value)
+		return false;
+	snprintf(element, 32, "Checksum%s", ALGS[alg].name);
+	return true;
+}
+
 void efs_s3_checksum_reply_stored(struct efs_s3_req *s, const char *stored)
 {
 	const char *value = NULL;

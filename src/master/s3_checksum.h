@@ -80,6 +80,10 @@ void efs_s3_checksum_stored(const struct efs_s3_checksum *ck, char *out, size_t 
  * -ENOMEM. */
 int efs_s3_checksum_composite(const struct efs_s3_part *parts, size_t count, char *out,
 			      size_t size);
+/* The XML element of @stored ("ChecksumCRC32", as S3's <Part> of
+ * ListParts names it) into @element and where its value starts into
+ * *value; false for "" (no element then). */
+bool efs_s3_checksum_element(const char *stored, char element[32], const char **value);
 /* Adds @stored's x-amz-checksum-<alg> and x-amz-checksum-type (FULL_OBJECT,
  * or COMPOSITE for a "-N" value) to @s's reply; nothing for "". */
 void efs_s3_checksum_reply_stored(struct efs_s3_req *s, const char *stored);

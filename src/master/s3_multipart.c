@@ -1091,6 +1091,10 @@ int efs_s3_list_parts(struct efs_s3_req *s)
 		snprintf(text, sizeof(text), "\"%s\"", parts[i].etag);
 		efs_s3_xml_text(&x, "ETag", text);
 		efs_s3_xml_u64(&x, "Size", parts[i].size);
+		char element[32];
+		const char *value = NULL;
+		if (efs_s3_checksum_element(parts[i].checksum, element, &value))
+			efs_s3_xml_text(&x, element, value);
 		efs_s3_xml_close(&x, "Part");
 	}
 	efs_s3_xml_close(&x, "ListPartsResult");

@@ -17,6 +17,7 @@ multipart upload with ChecksumAlgorithm (Create, UploadPart, Complete);
 the checksums stored and returned with x-amz-checksum-mode: ENABLED
 (GetObject, HeadObject, boto3 ChecksumMode; FULL_OBJECT, and a multipart
 object's COMPOSITE "-N" value; none for a range or one part of several;
+each part's in ListParts;
 kept by a copy, dropped by an overwrite without one).
 """
 
@@ -411,6 +412,9 @@ def test_a_multipart_object_has_the_composite_checksum(s3, key, alice):
             assert r.status_code == 200, r.text
             parts.append({"PartNumber": n, "ETag": r.headers["ETag"]})
             values.append(value)
+        # ListParts shows each part's
+        listed = alice.list_parts(Bucket=BUCKET, Key=obj, UploadId=upload)["Parts"]
+        assert [p.get(f"Checksum{kind.upper()}") for p in listed] == values
         alice.complete_multipart_upload(Bucket=BUCKET, Key=obj, UploadId=upload,
                                         MultipartUpload={"Parts": parts[-2:]})
         assert returned_checksums(alice, obj) == {
@@ -439,6 +443,8 @@ def test_a_multipart_object_has_the_composite_checksum(s3, key, alice):
                    query=f"partNumber=1&uploadId={upload}")
     assert r.status_code == 200, r.text
     last = alice.upload_part(Bucket=BUCKET, Key=obj, UploadId=upload, PartNumber=2, Body=DATA)
+    listed = alice.list_parts(Bucket=BUCKET, Key=obj, UploadId=upload)["Parts"]
+    assert [p.get("ChecksumCRC32") for p in listed] == [checksum("crc32", first), None]
     alice.complete_multipart_upload(Bucket=BUCKET, Key=obj, UploadId=upload, MultipartUpload={
         "Parts": [{"PartNumber": 1, "ETag": r.headers["ETag"]},
                   {"PartNumber": 2, "ETag": last["ETag"]}]})
