@@ -783,6 +783,14 @@ static int complete_reply(struct efs_s3_req *s, const struct efs_object_info *o)
 	efs_s3_xml_text(&x, "Bucket", o->bucket);
 	efs_s3_xml_text(&x, "Key", o->key);
 	efs_s3_xml_text(&x, "ETag", etag);
+	/* The composite checksum (a retried Complete's answer has none: the
+	 * upload's row does not keep it). */
+	char element[32];
+	const char *value = NULL;
+	if (efs_s3_checksum_element(o->checksum, element, &value)) {
+		efs_s3_xml_text(&x, element, value);
+		efs_s3_xml_text(&x, "ChecksumType", "COMPOSITE");
+	}
 	efs_s3_xml_close(&x, "CompleteMultipartUploadResult");
 	return efs_s3_xml_reply(s->http, 200, &x);
 }

@@ -415,8 +415,9 @@ def test_a_multipart_object_has_the_composite_checksum(s3, key, alice):
         # ListParts shows each part's
         listed = alice.list_parts(Bucket=BUCKET, Key=obj, UploadId=upload)["Parts"]
         assert [p.get(f"Checksum{kind.upper()}") for p in listed] == values
-        alice.complete_multipart_upload(Bucket=BUCKET, Key=obj, UploadId=upload,
-                                        MultipartUpload={"Parts": parts[-2:]})
+        done = alice.complete_multipart_upload(Bucket=BUCKET, Key=obj, UploadId=upload,
+                                               MultipartUpload={"Parts": parts[-2:]})
+        assert done[f"Checksum{kind.upper()}"] == composite(kind, values)
         assert returned_checksums(alice, obj) == {
             f"x-amz-checksum-{kind}": composite(kind, values),
             "x-amz-checksum-type": "COMPOSITE"}
