@@ -612,9 +612,14 @@ struct efs_report_context {
  * each entry's verdict. */
 int efs_meta_report_batch(struct efs_meta *m, const struct efs_report_context *ctx,
 			  struct efs_report_entry *entries, size_t count);
+/* Clock skew tolerated between two masters at a report's end: replica
+ * creation times (the recording master's clock) are compared with the
+ * report's start as read by the master that answered its first request.
+ * Worker clocks take no part in it. One value for every store. */
+#define EFS_META_SKEW_MARGIN_MS 5000
 /* Ends a report: good replicas on the worker that it did not report, not
- * seen in this report, and recorded before ctx->master_started_ms (less a
- * margin for the masters' clocks) are marked bad; with no
+ * seen in this report, and recorded before ctx->master_started_ms (less
+ * EFS_META_SKEW_MARGIN_MS) are marked bad; with no
  * master_started_ms nothing is. Both times of that comparison are master
  * clocks, so the worker's clock cannot get a fresh replica marked. Returns
  * how many. */
