@@ -19,9 +19,10 @@
 # Environment: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONCURRENCY
 # (16), ECHOFS_BIN_DIR (bin/: the daemons to measure; point it at a copy
 # of older binaries to compare two builds in the same session),
-# BENCH_SYSCALLS=1 (before round 1's S3 GETs, one extra REST download
-# phase and one S3 GET phase under `perf stat`: fcntl and pread64 calls of
-# the master per request, printed after the table; needs perf),
+# BENCH_SYSCALLS=1 (before round 1's S3 GETs, one extra phase of each
+# operation under `perf stat`: the master's fcntl and pread64 calls per
+# download and GET, its fdatasync, fsync, pwrite64 and fcntl calls per
+# upload and PUT (SQLite's commits), printed after the table; needs perf),
 # BENCH_PERF=1 (perf record the master during round 1's S3 GETs: its
 # flat profile goes to bench/results/s3-small-get.perf.txt; needs perf),
 # BENCH_TMPDIR, BENCH_KEEP=1.
@@ -112,20 +113,26 @@ for round in $(seq 1 "$ROUNDS"); do
 	if [ "${BENCH_SYSCALLS:-0}" = 1 ] && [ "$round" = 1 ]; then
 		# Store work per request, which load does not blur: SQLite's
 		# locks (fcntl) and page reads (pread64) in the master.
-		for op in down get; do
-			perf stat -x, -e syscalls:sys_enter_fcntl,syscalls:sys_enter_pread64 \
-				-p "$MASTER_PID" -o "$WORK/$op.stat" &
+		# Writes: SQLite's commits (synchronous=FULL: an fdatasync of
+		# the WAL per group commit) and WAL page writes per upload/PUT.
+		for op in up put down get; do
+			case $op in
+			up | put) events=syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync,syscalls:sys_enter_pwrite64,syscalls:sys_enter_fcntl ;;
+			*) events=syscalls:sys_enter_fcntl,syscalls:sys_enter_pread64 ;;
+			esac
+			perf stat -x, -e "$events" -p "$MASTER_PID" -o "$WORK/$op.stat" &
 			stat_pid=$!
 			sleep 0.5
-			if [ $op = down ]; then
-				phase "sys-down" download "${rest[@]}" --ids "$WORK/ids$round.txt" >"$WORK/$op.rate"
-			else
-				phase "sys-get" s3get "${s3[@]}" --ids "$WORK/keys$round.txt" >"$WORK/$op.rate"
-			fi
+			case $op in
+			up) phase "sys-up" upload "${rest[@]}" >"$WORK/$op.rate" ;;
+			put) phase "sys-put" s3put "${s3[@]}" >"$WORK/$op.rate" ;;
+			down) phase "sys-down" download "${rest[@]}" --ids "$WORK/ids$round.txt" >"$WORK/$op.rate" ;;
+			get) phase "sys-get" s3get "${s3[@]}" --ids "$WORK/keys$round.txt" >"$WORK/$op.rate" ;;
+			esac
 			kill -INT "$stat_pid" && wait "$stat_pid" || true
 			ops=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ops"])' "$WORK/sys-$op.json")
 			awk -F, -v ops="$ops" -v op="$op" '$3 ~ /sys_enter/ { sub(/.*sys_enter_/, "", $3);
-				printf "syscalls %-5s %-8s %.2f per request (%d requests)\n", op == "get" ? "S3" : "REST", $3, $1 / ops, ops }' \
+				printf "syscalls %-5s %-4s %-9s %.2f per request (%d requests)\n", op == "get" || op == "put" ? "S3" : "REST", op, $3, $1 / ops, ops }' \
 				"$WORK/$op.stat" | tee -a "$OUT.sys"
 		done
 	fi
