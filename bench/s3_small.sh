@@ -23,6 +23,10 @@
 # operation under `perf stat`: the master's fcntl and pread64 calls per
 # download and GET, its fdatasync, fsync, pwrite64 and fcntl calls per
 # upload and PUT (SQLite's commits), printed after the table; needs perf),
+# BENCH_S3_SIGNER (curl: libcurl's CURLOPT_AWS_SIGV4, the key derived for
+# every request, as make bench; cached: loadgen's own signer, the derived
+# key made once per day as the AWS SDKs keep it: less client CPU per
+# request, the same signature checked by the master),
 # BENCH_PERF=1 (perf record the master during round 1's S3 GETs: its
 # flat profile goes to bench/results/s3-small-get.perf.txt; needs perf),
 # BENCH_TMPDIR, BENCH_KEEP=1.
@@ -41,6 +45,8 @@ BIN=${ECHOFS_BIN_DIR:-$ROOT/bin}
 OUT=$ROOT/bench/results/s3-small.txt
 LOADGEN=$ROOT/build/bench/loadgen
 REGION=${AWS_REGION:-us-east-1}
+SIGNER=${BENCH_S3_SIGNER:-curl}
+case "$SIGNER" in curl | cached) ;; *) bench_die "BENCH_S3_SIGNER must be curl or cached" ;; esac
 export WORKER_COUNT=3 REPLICATION_FACTOR=3 LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
 unset CHUNK_SIZE DATABASE_URL REDIS_ADDR
 
@@ -93,11 +99,11 @@ print("%.0f %.0f %.0f" % (lg["ops_per_s"], us, client_us))
 EOF
 }
 
-s3=(--url "$S3_URL" --bucket echofs-bench --s3-user "$KEY_ID:$SECRET" --region "$REGION")
+s3=(--url "$S3_URL" --bucket echofs-bench --s3-user "$KEY_ID:$SECRET" --region "$REGION" --signer "$SIGNER")
 rest=(--url "$MASTER_URL" --token "$TOKEN")
 {
 	echo "# s3_small.sh $(date -u +%FT%TZ) $(git -C "$ROOT" rev-parse --short HEAD) bin=$BIN"
-	echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); ${SECS} s phases, concurrency $CONC"
+	echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); ${SECS} s phases, concurrency $CONC, S3 signer $SIGNER"
 	printf '%-5s %-12s %10s %10s %8s %14s %14s %14s %14s\n' round op s3_ops_s rest_ops_s ratio s3_master_us rest_master_us s3_client_us rest_client_us
 } | tee "$OUT"
 rm -f "$OUT.sys"
