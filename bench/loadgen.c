@@ -359,7 +359,7 @@ struct slot {
 	uint64_t resp_bytes;
 	double started;
 	char url[URL_CAP];
-	char key[KEY_CAP]; /* s3put: the key being written */
+	char key[KEY_CAP];		   /* s3put: the key being written */
 	struct curl_slist *signed_headers; /* --signer cached: this request's */
 };
 

@@ -359,8 +359,8 @@ static int put_end(struct efs_s3_req *s)
 	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED)
 		signed_sha256 = s->principal.payload_sha256;
 	r = efs_upload_pipeline_finish_object(
-		p->pipeline, &f, signed_sha256,
-		efs_meta_has_file_create_object(m->meta) ? &link : NULL, &sum);
+	    p->pipeline, &f, signed_sha256, efs_meta_has_file_create_object(m->meta) ? &link : NULL,
+	    &sum);
 	if (r == -EBADMSG) {
 		efs_info("s3 put %s/%s refused: the body's SHA-256 is not the signed %s "
 			 "(request %s)",

@@ -84,8 +84,9 @@ int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *b
  * is recorded (copies already written are recorded unreferenced, as for a
  * chunk, when the store takes that record; otherwise the workers' reports
  * find them as orphans). */
-int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs, const char *data,
-		      size_t len, const char *chunk_id, struct efs_file_info *file,
-		      struct efs_object_link *link, struct efs_chunk_result *out);
+int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+		      const char *data, size_t len, const char *chunk_id,
+		      struct efs_file_info *file, struct efs_object_link *link,
+		      struct efs_chunk_result *out);
 
 #endif
