@@ -479,7 +479,25 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 		}
 		asked[asked_count] = rep;
 		asked_row[asked_count++] = i;
+		efs_strlcpy(tried[tried_count].worker_id, rep->worker_id,
+			    sizeof(tried[tried_count].worker_id));
+		efs_strlcpy(tried[tried_count].url, rep->url, sizeof(tried[tried_count].url));
+		tried_count++;
 	}
+	/* Somewhere to put a shard? If not, read nothing (as replica repair:
+	 * a cluster of exactly K + M workers with one dead would otherwise
+	 * read and decode its stripes at every pass for nothing). A stripe
+	 * short of K good rows is read all the same: it is found
+	 * unrecoverable (or rebuildable from bad rows) and said so. */
+	struct efs_target probe[1];
+	if (asked_count >= k) {
+		r = efs_placement_choose(io->placement, 1, slot, tried, tried_count, probe);
+		if (r <= 0) {
+			r = r < 0 ? r : -ENOSPC;
+			goto out;
+		}
+	}
+	tried_count = 0;
 	fetch_shards(io, chunk, &layout, asked, asked_count, shards, &held, outcome);
 	for (unsigned a = 0; a < asked_count; a++) {
 		if (outcome[a] == FETCH_UNREACHABLE) {

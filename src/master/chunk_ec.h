@@ -81,7 +81,8 @@ struct efs_ec_rebuild {
  * not be read (its worker is down, not yet for the repair delay, or did
  * not answer): nothing written. -EIO: fewer than K good shards, or they do
  * not decode to the chunk: nothing written, never wrong bytes. -ENOSPC:
- * no worker took a shard; -ESTALE: a worker refused @epoch; -ENOMEM. */
+ * no live worker with room outside the good shards' (nothing read), or
+ * none took a shard; -ESTALE: a worker refused @epoch; -ENOMEM. */
 int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 			 const struct efs_replica *replicas, unsigned count,
 			 int64_t holding_after_ms, uint64_t epoch, struct efs_buf *data,

@@ -142,7 +142,11 @@ static int64_t rebuild_one(struct efs_repair *rp, const struct efs_chunk_info *c
 		return w;
 	}
 	if (w < 0 && rb.added_count == 0) {
-		if (w != -ESTALE)
+		if (w == -ENOSPC) /* no worker free for it: counted, as replica repair's */
+			efs_debug("repair: EC chunk %.12s (%u shards): no live worker with room "
+				  "outside those holding its good shards; not rebuilt",
+				  chunk->chunk_id, n);
+		else if (w != -ESTALE)
 			efs_warn("repair: EC chunk %.12s: %u of %u shards missing; rebuild failed: "
 				 "%s",
 				 chunk->chunk_id, rb.missing, n, strerror(-w));

@@ -183,3 +183,34 @@ def test_dead_workers_shards_are_rebuilt_elsewhere(cluster):
     rebuilt_before = metric(m, "echofs_ec_shards_rebuilt_total")
     m.wait_for_log("is UNRECOVERABLE for now", timeout=repair_after_ms / 1000 + 10, since=mark)
     assert metric(m, "echofs_ec_shards_rebuilt_total") == rebuilt_before
+
+
+def test_no_free_worker_means_no_rebuild_and_nothing_dropped(cluster):
+    """Six workers, ec:4+2, one dead past REPAIR_AFTER_MS: every other worker
+    holds a good shard of each stripe, so there is nowhere to rebuild; the
+    stripes stay degraded and readable, nothing is written or removed, and
+    once the worker is back they are whole again."""
+    h.skip_without_workers(cluster)
+    m = cluster.start(workers=6, master_env=master_env(REPAIR_AFTER_MS=0))
+    api = m.user_client()
+    stored = upload_files(api, random.Random(43))
+    chunks = chunks_of(api, stored)
+    wait_until(lambda: metric(m, "echofs_ec_stripes_degraded") == 0, 10,
+               what="the repair loop's first count of EC stripes")
+    victim = cluster.workers[2]
+    mark = m.log_mark()
+    victim.kill()
+    wait_until(lambda: metric(m, "echofs_ec_stripes_degraded") == len(chunks),
+               m.dead_deadline_s() + 2, what="every stripe degraded")
+    # A repair pass tried them all and placed nothing.
+    m.wait_for_log(r"repair: 0 chunks re-replicated or rebuilt .*, [1-9]\d* failed",
+                   timeout=10, since=mark)
+    assert metric(m, "echofs_ec_shards_rebuilt_total") == 0
+    assert chunks_of(api, stored) == chunks, "no shard row was added or removed"
+    read_all(api, stored)
+    victim.start()
+    victim.wait_ready()
+    wait_until(lambda: metric(m, "echofs_ec_stripes_degraded") == 0, 10,
+               what="the stripes whole again with the worker back")
+    assert metric(m, "echofs_ec_shards_rebuilt_total") == 0
+    read_all(api, stored)
