@@ -471,7 +471,7 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 		if (!efs_replica_alive(io, rep) || !rep->url[0]) {
 			/* Dead for less than the repair delay: its shard counts
 			 * as held, but which one it is cannot be known now. */
-			efs_debug("repair: chunk %.12s waits: the shard on worker %s (down, not "
+			efs_debug("repair: EC chunk %.12s waits: the shard on worker %s (down, not "
 				  "for REPAIR_AFTER_MS yet) cannot be named",
 				  chunk->chunk_id, rep->worker_id);
 			r = -EAGAIN;
