@@ -256,7 +256,7 @@ static int shard_rank(struct efs_chunk_io *io, const struct efs_replica *rep, un
 }
 
 /* What fetch_shards found for one row. */
-#define FETCH_LOST (-1)        /* missing or corrupt there: marked bad */
+#define FETCH_LOST (-1)	       /* missing or corrupt there: marked bad */
 #define FETCH_UNREACHABLE (-2) /* no answer (or no worker): nothing known */
 
 /* GETs the shards of @rows (@count, at most EFS_MAX_REPLICAS) in parallel,
@@ -267,9 +267,9 @@ static int shard_rank(struct efs_chunk_io *io, const struct efs_replica *rep, un
  * marked bad in the metadata, as a bad replica is) or FETCH_UNREACHABLE.
  * Returns how many shards were added. */
 static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
-			     const struct efs_ec_layout *layout, const struct efs_replica *const *rows,
-			     unsigned count, unsigned char *const shards[], uint32_t *present,
-			     int *outcome)
+			     const struct efs_ec_layout *layout,
+			     const struct efs_replica *const *rows, unsigned count,
+			     unsigned char *const shards[], uint32_t *present, int *outcome)
 {
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
@@ -310,9 +310,10 @@ static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_inf
 			    header_check((const unsigned char *)c->resp.data, c->resp.len, layout);
 			if (index < 0) {
 				*res = FETCH_LOST;
-				efs_warn("chunk %.12s: the shard on worker %s fails its checksum or "
-					 "header; reading another",
-					 chunk->chunk_id, rep->worker_id);
+				efs_warn(
+				    "chunk %.12s: the shard on worker %s fails its checksum or "
+				    "header; reading another",
+				    chunk->chunk_id, rep->worker_id);
 			} else {
 				*res = index;
 				if (!(*present & (1u << index))) {
@@ -323,9 +324,8 @@ static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_inf
 				}
 			}
 		} else {
-			if (c->status == 404 ||
-			    (c->status == 500 && c->resp.data &&
-			     strstr(c->resp.data, "\"chunk_corrupt\"")))
+			if (c->status == 404 || (c->status == 500 && c->resp.data &&
+						 strstr(c->resp.data, "\"chunk_corrupt\"")))
 				*res = FETCH_LOST;
 			efs_warn("chunk %.12s: worker %s answered %ld to a shard read",
 				 chunk->chunk_id, rep->worker_id, c->status);
@@ -566,8 +566,8 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 				    sizeof(tried[tried_count].url));
 			tried_count++;
 		}
-	r = put_shards(io, chunk, stripe, slot, shard_of, pending, NULL, tried, &tried_count,
-		       epoch, out->added, &out->added_count);
+	r = put_shards(io, chunk, stripe, slot, shard_of, pending, NULL, tried, &tried_count, epoch,
+		       out->added, &out->added_count);
 	if (r < 0 && r != -ENOSPC)
 		goto out;
 	if (out->added_count == 0) {

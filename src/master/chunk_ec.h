@@ -54,7 +54,7 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 
 /* What efs_chunk_ec_rebuild did to a stripe. */
 struct efs_ec_rebuild {
-	unsigned missing;                          /* shards no good row held */
+	unsigned missing;			   /* shards no good row held */
 	struct efs_target added[EFS_MAX_REPLICAS]; /* the workers that took a rebuilt one */
 	unsigned added_count;
 	/* Rows (indexes into the caller's replicas) whose shard is replaced:

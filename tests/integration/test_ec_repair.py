@@ -129,7 +129,7 @@ def test_corrupt_shards_are_scrubbed_and_rebuilt(cluster):
 
 def test_dead_workers_shards_are_rebuilt_elsewhere(cluster):
     h.skip_without_workers(cluster)
-    repair_after_ms = 3000
+    repair_after_ms = 5000
     m = cluster.start(workers=7, master_env=master_env(REPAIR_AFTER_MS=repair_after_ms))
     api = m.user_client()
     stored = upload_files(api, random.Random(42))
