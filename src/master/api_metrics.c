@@ -399,9 +399,9 @@ int efs_api_stats(struct efs_http_req *req)
 	    json_pack("{s:I, s:I, s:I, s:I, s:I}", "alive", J(s.workers_alive), "dead",
 		      J(s.workers_total - s.workers_alive), "total", J(s.workers_total),
 		      "capacity_bytes", J(s.capacity_bytes), "free_bytes", J(s.free_bytes));
-	json_t *repair = json_pack("{s:I, s:I, s:I}", "repaired_total", J(s.repaired),
-				   "failed_total", J(s.repair_failed), "ec_shards_rebuilt_total",
-				   J(s.ec_rebuilt));
+	json_t *repair =
+	    json_pack("{s:I, s:I, s:I}", "repaired_total", J(s.repaired), "failed_total",
+		      J(s.repair_failed), "ec_shards_rebuilt_total", J(s.ec_rebuilt));
 	json_t *ec_degraded = s.ec_degraded >= 0 ? json_integer(s.ec_degraded) : json_null();
 	json_t *ec_lost = s.ec_unrecoverable >= 0 ? json_integer(s.ec_unrecoverable) : json_null();
 	json_t *uploads = json_pack("{s:I, s:I}", "chunks_total", J(s.chunks_uploaded),
@@ -414,15 +414,14 @@ int efs_api_stats(struct efs_http_req *req)
 	json_t *body = json_pack(
 	    "{s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:o, s:o, s:o, s:f, s:o, s:o, s:o, s:o, "
 	    "s:o}",
-	    "files",
-	    J(t->file_count), "logical_bytes", J(t->logical_bytes), "chunks", J(t->chunk_count),
-	    "chunk_bytes", J(t->chunk_bytes), "stored_bytes", J(t->stored_bytes),
+	    "files", J(t->file_count), "logical_bytes", J(t->logical_bytes), "chunks",
+	    J(t->chunk_count), "chunk_bytes", J(t->chunk_bytes), "stored_bytes", J(t->stored_bytes),
 	    "compression_ratio", ratio(t->chunk_bytes, t->stored_bytes), "dedup_ratio",
 	    ratio(t->logical_bytes, t->chunk_bytes), "replication_factor",
-	    J(m->cfg.replication_factor), "ec_chunks", J(t->ec_chunk_count),
-	    "ec_stripes_degraded", ec_degraded, "ec_stripes_unrecoverable", ec_lost, "disk_bytes", disk,
-	    "storage_overhead", ratio(s.disk_replicas + s.disk_ec, t->stored_bytes), "workers", workers, "under_replicated", under, "repair",
-	    repair, "uploads", uploads, "gc", gc);
+	    J(m->cfg.replication_factor), "ec_chunks", J(t->ec_chunk_count), "ec_stripes_degraded",
+	    ec_degraded, "ec_stripes_unrecoverable", ec_lost, "disk_bytes", disk,
+	    "storage_overhead", ratio(s.disk_replicas + s.disk_ec, t->stored_bytes), "workers",
+	    workers, "under_replicated", under, "repair", repair, "uploads", uploads, "gc", gc);
 	if (!body)
 		return -ENOMEM;
 	return efs_http_reply_json(req, 200, body);

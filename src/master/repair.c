@@ -121,10 +121,10 @@ static int64_t rebuild_one(struct efs_repair *rp, const struct efs_chunk_info *c
 	/* Whatever landed is recorded, even when not all of it could be. */
 	for (unsigned i = 0; i < rb.added_count; i++)
 		added_ids[i] = rb.added[i].worker_id;
-	int r = rb.added_count ? meta_failed(d, efs_meta_replica_add(d->meta, chunk->chunk_id,
-								     added_ids, rb.added_count,
-								     efs_now_ms()))
-			       : 0;
+	int r = rb.added_count
+		    ? meta_failed(d, efs_meta_replica_add(d->meta, chunk->chunk_id, added_ids,
+							  rb.added_count, efs_now_ms()))
+		    : 0;
 	efs_chunk_writing_end(d->chunk_io, chunk->chunk_id);
 	if (w == -EAGAIN)
 		return 0; /* its next pass (logged at debug by the rebuild) */
@@ -133,12 +133,13 @@ static int64_t rebuild_one(struct efs_repair *rp, const struct efs_chunk_info *c
 		for (unsigned i = 0; i < count; i++)
 			good += !replicas[i].bad && replicas[i].last_heartbeat_ms > holding_after;
 		if (!logged_before(rp, chunk->chunk_id))
-			efs_error("repair: EC chunk %s (ec:%u+%u) is UNRECOVERABLE for now: fewer "
-				  "than %u of its %u shards read back good (%u good rows of %u "
-				  "recorded); nothing rebuilt (never from wrong bytes): its data is "
-				  "unavailable until a worker holding a shard of it returns",
-				  chunk->chunk_id, chunk->ec_data, chunk->ec_parity, chunk->ec_data,
-				  n, good, count);
+			efs_error(
+			    "repair: EC chunk %s (ec:%u+%u) is UNRECOVERABLE for now: fewer "
+			    "than %u of its %u shards read back good (%u good rows of %u "
+			    "recorded); nothing rebuilt (never from wrong bytes): its data is "
+			    "unavailable until a worker holding a shard of it returns",
+			    chunk->chunk_id, chunk->ec_data, chunk->ec_parity, chunk->ec_data, n,
+			    good, count);
 		return w;
 	}
 	if (w < 0 && rb.added_count == 0) {
@@ -161,8 +162,8 @@ static int64_t rebuild_one(struct efs_repair *rp, const struct efs_chunk_info *c
 		efs_meta_replica_remove(d->meta, chunk->chunk_id, replicas[rb.drop[i]].worker_id);
 	efs_info("repair: EC chunk %.12s (ec:%u+%u): %u of %u shards were missing; rebuilt %u "
 		 "(first on worker %s), %u replaced rows removed",
-		 chunk->chunk_id, chunk->ec_data, chunk->ec_parity, rb.missing, n,
-		 rb.added_count, rb.added[0].worker_id, rb.drop_count);
+		 chunk->chunk_id, chunk->ec_data, chunk->ec_parity, rb.missing, n, rb.added_count,
+		 rb.added[0].worker_id, rb.drop_count);
 	if (w < 0)
 		return w; /* -ESTALE after some landed */
 	return (int64_t)(rb.shard_bytes * rb.added_count);
@@ -289,8 +290,8 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	/* What the operator watches: chunks short of good replicas on workers
 	 * alive right now. */
 	int64_t scan_started = efs_mono_ms();
-	if (efs_meta_under_replicated(d->meta, d->replication_factor,
-				      now - d->worker_dead_after_ms, &under) == 0 &&
+	if (efs_meta_under_replicated(d->meta, d->replication_factor, now - d->worker_dead_after_ms,
+				      &under) == 0 &&
 	    efs_meta_ec_stripes(d->meta, now - d->worker_dead_after_ms, &degraded,
 				&unrecoverable) == 0) {
 		atomic_store(&rp->under_replicated, (int64_t)under);
@@ -352,11 +353,12 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	/* Nothing could be done (no room, nothing readable): back off. */
 	rp->backoff_until = done == 0 && failed > 0 ? efs_mono_ms() + REPAIR_BACKOFF_MS : 0;
 	if (done || failed)
-		efs_info("repair: %llu chunks re-replicated or rebuilt (%llu bytes), %llu failed; "
-			 "%llu were under-replicated, %llu EC stripes degraded (%llu unrecoverable)",
-			 (unsigned long long)done, (unsigned long long)copied,
-			 (unsigned long long)failed, (unsigned long long)(under - degraded),
-			 (unsigned long long)degraded, (unsigned long long)unrecoverable);
+		efs_info(
+		    "repair: %llu chunks re-replicated or rebuilt (%llu bytes), %llu failed; "
+		    "%llu were under-replicated, %llu EC stripes degraded (%llu unrecoverable)",
+		    (unsigned long long)done, (unsigned long long)copied,
+		    (unsigned long long)failed, (unsigned long long)(under - degraded),
+		    (unsigned long long)degraded, (unsigned long long)unrecoverable);
 }
 
 static void repair_main(struct efs_ticker *t, void *ctx)
