@@ -5,10 +5,11 @@ rebuilt.
 
 * Corrupting one shard of every stripe on one worker (its bytes on disk):
   every read is still byte-identical, the worker's scrubber finds the
-  shards, and repair rebuilds them on that worker (the only one holding no
-  good shard of the stripes with six workers and ec:4+2). Then two other
-  workers are killed and every file still reads: the rebuilt shards are
-  good.
+  shards (parity shards: no healthy read asks them), and repair rebuilds
+  them on that worker (the only one holding no good shard of the stripes
+  with six workers and ec:4+2). The same with data shards on another
+  worker, found by the reads. Then two more workers are killed and every
+  file still reads: the rebuilt shards are good.
 * A worker is killed (seven workers, so each stripe has a spare one): its
   stripes count as degraded, and once it has been dead for REPAIR_AFTER_MS
   each regains six shards on six distinct live workers; two more workers
@@ -119,11 +120,25 @@ def test_corrupt_shards_are_scrubbed_and_rebuilt(cluster):
     assert "failed its checksum" in victim.stderr(), "the scrubber found the damage"
     assert "rebuilt 1" in m.stderr()
 
-    # The rebuilt shards are good: with data shards 0 and 1 gone, every
-    # stripe needs the rebuilt parity shard 5.
+    # Data shard 0 of every stripe rots on the first worker by id: the
+    # reads find it (the worker answers chunk_corrupt), mark it bad, decode
+    # from parity, and repair rebuilds it (the scrubber may get there
+    # first: either way).
     ws = sorted(cluster.workers, key=lambda w: w.stored_id())
-    ws[0].kill()
+    victim = ws[0]
+    rebuilt_before = metric(m, "echofs_ec_shards_rebuilt_total")
+    damaged = {}
+    for cid in chunks:
+        h.damage_chunk_payload(victim.data_dir, cid, rng)
+        damaged[cid] = sha(h.read_chunk_payload(victim.data_dir, cid))
+    read_all(api, stored)
+    wait_until(rebuilt, 30, what="the data shards found bad to be rebuilt")
+    assert metric(m, "echofs_ec_shards_rebuilt_total") >= rebuilt_before + len(chunks)
+
+    # The rebuilt shards are good: with data shards 1 and 2 gone, every
+    # stripe needs the rebuilt data shard 0 and parity shard 5.
     ws[1].kill()
+    ws[2].kill()
     read_all(api, stored)
 
 
