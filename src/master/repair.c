@@ -98,6 +98,15 @@ static bool logged_before(struct efs_repair *rp, const char *chunk_id)
 	return false;
 }
 
+/* @chunk_id was rebuilt: should it become unrecoverable again, it is
+ * logged again. */
+static void logged_forget(struct efs_repair *rp, const char *chunk_id)
+{
+	for (unsigned i = 0; i < EFS_REPAIR_LOGGED_MAX; i++)
+		if (strcmp(rp->unrecoverable_logged[i], chunk_id) == 0)
+			rp->unrecoverable_logged[i][0] = '\0';
+}
+
 /* Rebuilds the missing shards of EC chunk @chunk (rows @replicas): the
  * new shards are durable (efs_chunk_ec_rebuild) and recorded before any
  * replaced row is removed. Returns the bytes written (for pacing), 0 when
@@ -156,6 +165,7 @@ static int64_t rebuild_one(struct efs_repair *rp, const struct efs_chunk_info *c
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
 	atomic_fetch_add(&rp->ec_shards_rebuilt_total, rb.added_count);
+	logged_forget(rp, chunk->chunk_id);
 	/* The replaced rows go last: their workers, if they still hold a
 	 * copy, are told to delete it at their next report. */
 	for (unsigned i = 0; i < rb.drop_count; i++)
