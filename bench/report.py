@@ -253,6 +253,7 @@ def build_s3(work, facts, figures, lg):
     s3lg = {name: read_loadgen(work, name) for name in ("s3-small-put", "s3-small-get")}
     large_mib = int(facts["large_bytes"]) // MIB
     conc = int(facts["concurrency"])
+    signer = facts.get("s3_signer", "curl")
     rows = (
         ("s3_put_large_mib_s", f"S3 PUT {large_mib} MiB random (boto3)", "MiB/s",
          large["put_mib_s"], "upload_random_mib_s", 0.9, None),
@@ -262,9 +263,9 @@ def build_s3(work, facts, figures, lg):
          num(facts, "s3_curl_put_mib_s"), "upload_random_mib_s", None, None),
         ("s3_curl_get_large_mib_s", f"S3 GET {large_mib} MiB random (curl)", "MiB/s",
          num(facts, "s3_curl_get_mib_s"), "download_random_mib_s", None, None),
-        ("s3_small_put_ops_s", f"S3 PUT 4 KiB, c={conc} (loadgen)", "ops/s",
+        ("s3_small_put_ops_s", f"S3 PUT 4 KiB, c={conc} (loadgen, {signer} signer)", "ops/s",
          s3lg["s3-small-put"]["ops_per_s"], "small_upload_ops_s", 0.8, "s3-small-put"),
-        ("s3_small_get_ops_s", f"S3 GET 4 KiB, c={conc} (loadgen)", "ops/s",
+        ("s3_small_get_ops_s", f"S3 GET 4 KiB, c={conc} (loadgen, {signer} signer)", "ops/s",
          s3lg["s3-small-get"]["ops_per_s"], "small_download_ops_s", 0.8, "s3-small-get"),
     )
     out = {}

@@ -34,6 +34,10 @@
 #   BENCH_LARGE_MIB       large file size (512; QUICK 64)
 #   BENCH_SMALL_SECONDS   duration of each 4 KiB phase (20; QUICK 5)
 #   BENCH_CONCURRENCY     4 KiB phase concurrency (16)
+#   BENCH_S3_SIGNER       the 4 KiB S3 phases' signer: curl (libcurl derives
+#                         the SigV4 key for every request; default) or cached
+#                         (loadgen's own, the derived key kept per day as the
+#                         AWS SDKs keep it: less client CPU on a shared machine)
 #   BENCH_BASELINE_RUNS   dd and nginx large-file runs; the median counts (3)
 #   BENCH_LOG_LEVEL       the daemons' LOG_LEVEL (warn: no access log lines)
 #   BENCH_TMPDIR          where the run's temp dir goes (ROOT/build); keep it
@@ -71,6 +75,8 @@ else
 	SMALL_SECONDS=${BENCH_SMALL_SECONDS:-20}
 fi
 CONCURRENCY=${BENCH_CONCURRENCY:-16}
+S3_SIGNER=${BENCH_S3_SIGNER:-curl}
+case "$S3_SIGNER" in curl | cached) ;; *) bench_die "BENCH_S3_SIGNER must be curl or cached" ;; esac
 BASELINE_RUNS=${BENCH_BASELINE_RUNS:-3}
 SMALL_SIZE=4096
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results/latest.json}
@@ -141,6 +147,7 @@ fact large_bytes "$LARGE_BYTES"
 fact small_size "$SMALL_SIZE"
 fact small_seconds "$SMALL_SECONDS"
 fact concurrency "$CONCURRENCY"
+fact s3_signer "$S3_SIGNER"
 fact baseline_runs "$BASELINE_RUNS"
 fact workers "$WORKER_COUNT"
 fact replication "$REPLICATION_FACTOR"
@@ -466,13 +473,13 @@ bench_alive "${DAEMONS[@]}"
 fact s3_curl_large_cpu_s "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
 bench_log "S3: 4 KiB PUTs, concurrency $CONCURRENCY, ${SMALL_SECONDS} s"
 loadgen_run s3-small-put s3put --url "$S3_URL" --bucket "$S3_BUCKET" --s3-user "$S3_KEY_ID:$S3_SECRET" \
-	--region "$S3_REGION" \
+	--region "$S3_REGION" --signer "$S3_SIGNER" \
 	--size "$SMALL_SIZE" --concurrency "$CONCURRENCY" --seconds "$SMALL_SECONDS" \
 	--ids-out "$WORK/s3-keys.txt"
 bench_alive "${DAEMONS[@]}"
 bench_log "S3: 4 KiB GETs, concurrency $CONCURRENCY, ${SMALL_SECONDS} s"
 loadgen_run s3-small-get s3get --url "$S3_URL" --bucket "$S3_BUCKET" --s3-user "$S3_KEY_ID:$S3_SECRET" \
-	--region "$S3_REGION" \
+	--region "$S3_REGION" --signer "$S3_SIGNER" \
 	--ids "$WORK/s3-keys.txt" --size "$SMALL_SIZE" --concurrency "$CONCURRENCY" \
 	--seconds "$SMALL_SECONDS"
 bench_alive "${DAEMONS[@]}"

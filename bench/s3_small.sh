@@ -19,9 +19,14 @@
 # Environment: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONCURRENCY
 # (16), ECHOFS_BIN_DIR (bin/: the daemons to measure; point it at a copy
 # of older binaries to compare two builds in the same session),
-# BENCH_SYSCALLS=1 (before round 1's S3 GETs, one extra REST download
-# phase and one S3 GET phase under `perf stat`: fcntl and pread64 calls of
-# the master per request, printed after the table; needs perf),
+# BENCH_SYSCALLS=1 (before round 1's S3 GETs, one extra phase of each
+# operation under `perf stat`: the master's fcntl and pread64 calls per
+# download and GET, its fdatasync, fsync, pwrite64 and fcntl calls per
+# upload and PUT (SQLite's commits), printed after the table; needs perf),
+# BENCH_S3_SIGNER (curl: libcurl's CURLOPT_AWS_SIGV4, the key derived for
+# every request, as make bench; cached: loadgen's own signer, the derived
+# key made once per day as the AWS SDKs keep it: less client CPU per
+# request, the same signature checked by the master),
 # BENCH_PERF=1 (perf record the master during round 1's S3 GETs: its
 # flat profile goes to bench/results/s3-small-get.perf.txt; needs perf),
 # BENCH_TMPDIR, BENCH_KEEP=1.
@@ -40,6 +45,8 @@ BIN=${ECHOFS_BIN_DIR:-$ROOT/bin}
 OUT=$ROOT/bench/results/s3-small.txt
 LOADGEN=$ROOT/build/bench/loadgen
 REGION=${AWS_REGION:-us-east-1}
+SIGNER=${BENCH_S3_SIGNER:-curl}
+case "$SIGNER" in curl | cached) ;; *) bench_die "BENCH_S3_SIGNER must be curl or cached" ;; esac
 export WORKER_COUNT=3 REPLICATION_FACTOR=3 LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
 unset CHUNK_SIZE DATABASE_URL REDIS_ADDR
 
@@ -92,11 +99,11 @@ print("%.0f %.0f %.0f" % (lg["ops_per_s"], us, client_us))
 EOF
 }
 
-s3=(--url "$S3_URL" --bucket echofs-bench --s3-user "$KEY_ID:$SECRET" --region "$REGION")
+s3=(--url "$S3_URL" --bucket echofs-bench --s3-user "$KEY_ID:$SECRET" --region "$REGION" --signer "$SIGNER")
 rest=(--url "$MASTER_URL" --token "$TOKEN")
 {
 	echo "# s3_small.sh $(date -u +%FT%TZ) $(git -C "$ROOT" rev-parse --short HEAD) bin=$BIN"
-	echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); ${SECS} s phases, concurrency $CONC"
+	echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); ${SECS} s phases, concurrency $CONC, S3 signer $SIGNER"
 	printf '%-5s %-12s %10s %10s %8s %14s %14s %14s %14s\n' round op s3_ops_s rest_ops_s ratio s3_master_us rest_master_us s3_client_us rest_client_us
 } | tee "$OUT"
 rm -f "$OUT.sys"
@@ -112,20 +119,26 @@ for round in $(seq 1 "$ROUNDS"); do
 	if [ "${BENCH_SYSCALLS:-0}" = 1 ] && [ "$round" = 1 ]; then
 		# Store work per request, which load does not blur: SQLite's
 		# locks (fcntl) and page reads (pread64) in the master.
-		for op in down get; do
-			perf stat -x, -e syscalls:sys_enter_fcntl,syscalls:sys_enter_pread64 \
-				-p "$MASTER_PID" -o "$WORK/$op.stat" &
+		# Writes: SQLite's commits (synchronous=FULL: an fdatasync of
+		# the WAL per group commit) and WAL page writes per upload/PUT.
+		for op in up put down get; do
+			case $op in
+			up | put) events=syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync,syscalls:sys_enter_pwrite64,syscalls:sys_enter_fcntl ;;
+			*) events=syscalls:sys_enter_fcntl,syscalls:sys_enter_pread64 ;;
+			esac
+			perf stat -x, -e "$events" -p "$MASTER_PID" -o "$WORK/$op.stat" &
 			stat_pid=$!
 			sleep 0.5
-			if [ $op = down ]; then
-				phase "sys-down" download "${rest[@]}" --ids "$WORK/ids$round.txt" >"$WORK/$op.rate"
-			else
-				phase "sys-get" s3get "${s3[@]}" --ids "$WORK/keys$round.txt" >"$WORK/$op.rate"
-			fi
+			case $op in
+			up) phase "sys-up" upload "${rest[@]}" >"$WORK/$op.rate" ;;
+			put) phase "sys-put" s3put "${s3[@]}" >"$WORK/$op.rate" ;;
+			down) phase "sys-down" download "${rest[@]}" --ids "$WORK/ids$round.txt" >"$WORK/$op.rate" ;;
+			get) phase "sys-get" s3get "${s3[@]}" --ids "$WORK/keys$round.txt" >"$WORK/$op.rate" ;;
+			esac
 			kill -INT "$stat_pid" && wait "$stat_pid" || true
 			ops=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ops"])' "$WORK/sys-$op.json")
 			awk -F, -v ops="$ops" -v op="$op" '$3 ~ /sys_enter/ { sub(/.*sys_enter_/, "", $3);
-				printf "syscalls %-5s %-8s %.2f per request (%d requests)\n", op == "get" ? "S3" : "REST", $3, $1 / ops, ops }' \
+				printf "syscalls %-5s %-4s %-9s %.2f per request (%d requests)\n", op == "get" || op == "put" ? "S3" : "REST", op, $3, $1 / ops, ops }' \
 				"$WORK/$op.stat" | tee -a "$OUT.sys"
 		done
 	fi

@@ -239,6 +239,33 @@ int efs_meta_session_done_purge(struct efs_meta *m, int64_t now_ms, size_t max, 
 int efs_meta_file_create_single(struct efs_meta *m, const struct efs_file_info *file,
 				const struct efs_chunk_info *chunk, const char *const *worker_ids,
 				size_t worker_count, bool dedup, int64_t now_ms);
+/* The S3 object a file recorded by efs_meta_file_create_object becomes.
+ * @object is the row as efs_meta_object_put takes it (file_id, size and
+ * last_modified_ms those of the file); @cond as for efs_meta_object_put_if
+ * (NULL: unconditional). @refused is set by the call: 0, or why the object
+ * could not be written (-ENOENT: no bucket; -EEXIST, -ENODATA, -ESTALE: as
+ * efs_meta_object_put_if's @cond). */
+struct efs_object_link {
+	const struct efs_object_info *object;
+	const struct efs_object_cond *cond;
+	int refused;
+};
+/* Whether the store can record a one-chunk file and its S3 object in one
+ * transaction (efs_meta_file_create_object); else the caller records the
+ * file, then puts the object. */
+bool efs_meta_has_file_create_object(const struct efs_meta *m);
+/* efs_meta_file_create_single and efs_meta_object_put_if(@link->object,
+ * @link->cond) in one transaction (a small PutObject: one commit instead
+ * of two). The bucket's row is locked and @link->cond checked first. When
+ * the object is refused nothing is recorded, @link->refused says why and
+ * the call returns -ECANCELED; the other errors are
+ * efs_meta_file_create_single's (-ESTALE: a deduplicated chunk collected
+ * meanwhile, store it again; -EEXIST: the file id is taken). -ENOTSUP
+ * unless efs_meta_has_file_create_object. */
+int efs_meta_file_create_object(struct efs_meta *m, const struct efs_file_info *file,
+				const struct efs_chunk_info *chunk, const char *const *worker_ids,
+				size_t worker_count, bool dedup, struct efs_object_link *link,
+				int64_t now_ms);
 /* Ends a session and releases its chunks. -ENOENT when unknown. */
 int efs_meta_session_delete(struct efs_meta *m, const char *session_id, int64_t now_ms);
 /* Up to @max ids of sessions that expired before @now_ms. */
@@ -623,9 +650,14 @@ struct efs_report_context {
  * each entry's verdict. */
 int efs_meta_report_batch(struct efs_meta *m, const struct efs_report_context *ctx,
 			  struct efs_report_entry *entries, size_t count);
+/* Clock skew tolerated between two masters at a report's end: replica
+ * creation times (the recording master's clock) are compared with the
+ * report's start as read by the master that answered its first request.
+ * Worker clocks take no part in it. One value for every store. */
+#define EFS_META_SKEW_MARGIN_MS 5000
 /* Ends a report: good replicas on the worker that it did not report, not
- * seen in this report, and recorded before ctx->master_started_ms (less a
- * margin for the masters' clocks) are marked bad; with no
+ * seen in this report, and recorded before ctx->master_started_ms (less
+ * EFS_META_SKEW_MARGIN_MS) are marked bad; with no
  * master_started_ms nothing is. Both times of that comparison are master
  * clocks, so the worker's clock cannot get a fresh replica marked. Returns
  * how many. */

@@ -152,8 +152,8 @@ struct efs_chunk_backend_ops {
 	void (*unpin)(void *impl, const char *chunk_id);
 	bool (*pinned)(void *impl, const char *chunk_id);
 	/* 0 when a new chunk can be stored now on @copies distinct places
-	 * (REPLICATION_FACTOR replicas, or the K+M shards of an erasure-coded
-	 * policy; 0: the backend's own default); -ENOSPC, with why in @why
+	 * (the K+M shards of an erasure-coded policy; 0: the backend's own
+	 * replicas, REPLICATION_FACTOR of them); -ENOSPC, with why in @why
 	 * (for the client), when it cannot (the worker backend: fewer live
 	 * workers than that); -errno when that could not be told (a metadata
 	 * error). Asked before an upload takes its memory, so that a cluster

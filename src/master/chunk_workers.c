@@ -249,7 +249,7 @@ static int workers_writable(void *impl, unsigned copies, char *why, size_t why_l
 	if (alive >= needed)
 		return 0;
 	snprintf(why, why_len, "%zu live workers, %u needed for every %s", alive, needed,
-		 copies && copies != w->replication_factor ? "stripe's shards" : "replica");
+		 copies ? "stripe's shards" : "replica");
 	return -ENOSPC;
 }
 

@@ -293,6 +293,32 @@ static void drop_new_file(struct put_op *p, const char *file_id)
 			 p->obj.bucket, p->obj.key, file_id, strerror(-r));
 }
 
+/* The answer to a PUT whose object row was refused (-ENOENT, -ENODATA,
+ * -EEXIST, -ESTALE as efs_meta_object_put_if) or could not be written. */
+static int put_refused(struct efs_s3_req *s, struct put_op *p, int r)
+{
+	if (r == -ENOENT)
+		return efs_s3_error(s, 404, "NoSuchBucket", "The specified bucket does not exist");
+	if (r == -ENODATA)
+		return efs_s3_error(s, 404, "NoSuchKey", "The specified key does not exist.");
+	if (r == -EEXIST || r == -ESTALE) {
+		efs_info("s3 put %s/%s refused: %s (request %s)", p->obj.bucket, p->obj.key,
+			 r == -EEXIST ? "If-None-Match: * and the key exists"
+				      : "If-Match or If-Unmodified-Since does not hold",
+			 s->request_id);
+		return efs_s3_error(s, 412, "PreconditionFailed",
+				    "At least one of the pre-conditions you specified did "
+				    "not hold");
+	}
+	return efs_s3_error_store(s, r, "PutObject");
+}
+
+/* Every check of the body (Content-MD5, x-amz-checksum-*, the signed
+ * SHA-256, which the pipeline checks) comes before anything is recorded,
+ * so a refused body leaves no file behind (its session's chunks are
+ * released by put_free). A body of one chunk is then recorded with its
+ * object row in one transaction where the store can
+ * (efs_meta_file_create_object): one commit per small PUT. */
 static int put_end(struct efs_s3_req *s)
 {
 	struct put_op *p = s->op;
@@ -300,6 +326,8 @@ static int put_end(struct efs_s3_req *s)
 	struct efs_file_info f = {0};
 	struct efs_upload_summary sum;
 	struct efs_session_info sess;
+	struct efs_object_link link = {&p->obj, &p->cond, 0};
+	const char *signed_sha256 = NULL;
 	char etag[EFS_S3_ETAG_MAX + 3];
 	int r;
 
@@ -307,6 +335,17 @@ static int put_end(struct efs_s3_req *s)
 		return efs_s3_error(s, 400, "IncompleteBody",
 				    "You did not provide the number of bytes specified by the "
 				    "Content-Length HTTP header");
+	efs_md5_final_hex(&p->md5, p->obj.etag);
+	if (p->has_md5) {
+		char expected[EFS_MD5_HEX_LEN + 1];
+		efs_hex_encode(p->content_md5, EFS_MD5_LEN, expected);
+		if (strcmp(expected, p->obj.etag) != 0)
+			return efs_s3_error(s, 400, "BadDigest",
+					    "The Content-MD5 you specified did not match what we "
+					    "received.");
+	}
+	if ((r = efs_s3_checksum_check(s, &p->checksum)) != 0)
+		return r < 0 ? r : 0;
 	if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
 	efs_strlcpy(f.owner, p->owner, sizeof(f.owner));
@@ -314,7 +353,25 @@ static int put_end(struct efs_s3_req *s)
 	f.chunk_size = m->cfg.chunk_size;
 	f.replication = m->cfg.replication_factor;
 	f.created_at_ms = efs_now_ms();
-	if ((r = efs_upload_pipeline_finish(p->pipeline, &f, &sum)) < 0) {
+	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
+	p->obj.size = p->received;
+	p->obj.last_modified_ms = f.created_at_ms;
+	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED)
+		signed_sha256 = s->principal.payload_sha256;
+	r = efs_upload_pipeline_finish_object(
+	    p->pipeline, &f, signed_sha256, efs_meta_has_file_create_object(m->meta) ? &link : NULL,
+	    &sum);
+	if (r == -EBADMSG) {
+		efs_info("s3 put %s/%s refused: the body's SHA-256 is not the signed %s "
+			 "(request %s)",
+			 p->obj.bucket, p->obj.key, s->principal.payload_sha256, s->request_id);
+		return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
+				    "The provided 'x-amz-content-sha256' header does not match "
+				    "what was computed.");
+	}
+	if (r == -ECANCELED)
+		return put_refused(s, p, link.refused);
+	if (r < 0) {
 		if (r == -ENOSPC)
 			return efs_s3_error(s, 503, "SlowDown",
 					    "Not enough live workers with room for every replica");
@@ -334,56 +391,10 @@ static int put_end(struct efs_s3_req *s)
 			return efs_s3_error_store(s, r, "PutObject complete");
 		p->session_open = false;
 	}
-	/* The file is recorded; it becomes the object only if the body is the
-	 * one that was signed. */
-	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED &&
-	    strcasecmp(f.sha256, s->principal.payload_sha256) != 0) {
+	if (!sum.object_linked &&
+	    (r = efs_meta_object_put_if(m->meta, &p->obj, &p->cond, efs_now_ms())) < 0) {
 		drop_new_file(p, f.file_id);
-		efs_info("s3 put %s/%s refused: the body's SHA-256 %s is not the signed %s "
-			 "(request %s)",
-			 p->obj.bucket, p->obj.key, f.sha256, s->principal.payload_sha256,
-			 s->request_id);
-		return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
-				    "The provided 'x-amz-content-sha256' header does not match "
-				    "what was computed.");
-	}
-	efs_md5_final_hex(&p->md5, p->obj.etag);
-	if (p->has_md5) {
-		char expected[EFS_MD5_HEX_LEN + 1];
-		efs_hex_encode(p->content_md5, EFS_MD5_LEN, expected);
-		if (strcmp(expected, p->obj.etag) != 0) {
-			drop_new_file(p, f.file_id);
-			return efs_s3_error(s, 400, "BadDigest",
-					    "The Content-MD5 you specified did not match what we "
-					    "received.");
-		}
-	}
-	if ((r = efs_s3_checksum_check(s, &p->checksum)) != 0) {
-		drop_new_file(p, f.file_id);
-		return r < 0 ? r : 0;
-	}
-	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
-	p->obj.size = f.size;
-	p->obj.last_modified_ms = f.created_at_ms;
-	r = efs_meta_object_put_if(m->meta, &p->obj, &p->cond, efs_now_ms());
-	if (r < 0) {
-		drop_new_file(p, f.file_id);
-		if (r == -ENOENT)
-			return efs_s3_error(s, 404, "NoSuchBucket",
-					    "The specified bucket does not exist");
-		if (r == -ENODATA)
-			return efs_s3_error(s, 404, "NoSuchKey",
-					    "The specified key does not exist.");
-		if (r == -EEXIST || r == -ESTALE) {
-			efs_info("s3 put %s/%s refused: %s (request %s)", p->obj.bucket, p->obj.key,
-				 r == -EEXIST ? "If-None-Match: * and the key exists"
-					      : "If-Match or If-Unmodified-Since does not hold",
-				 s->request_id);
-			return efs_s3_error(s, 412, "PreconditionFailed",
-					    "At least one of the pre-conditions you specified did "
-					    "not hold");
-		}
-		return efs_s3_error_store(s, r, "PutObject");
+		return put_refused(s, p, r);
 	}
 	efs_info("s3 object %s/%s stored: file %s, %llu bytes in %llu chunks, owner %s "
 		 "(request %s)",

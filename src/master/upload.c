@@ -33,6 +33,7 @@ struct record_target {
 	const char *session_id;
 	uint64_t index;
 	struct efs_file_info *file;
+	struct efs_object_link *link; /* with @file: its S3 object, or NULL */
 };
 
 /* The reference to the chunk (written, or reused with @dedup), in one
@@ -49,6 +50,9 @@ static int record_chunk(const struct efs_uploader *up, const struct record_targe
 						  now + up->upload_idle_ms, now + up->session_ttl_ms);
 	to->file->chunk_count = 1;
 	to->file->stored_bytes = dedup ? existing->stored_size : chunk->stored_size;
+	if (to->link)
+		return efs_meta_file_create_object(up->meta, to->file, chunk, added_ids, added,
+						   dedup, to->link, now);
 	return efs_meta_file_create_single(up->meta, to->file, chunk, added_ids, added, dedup, now);
 }
 
@@ -209,20 +213,24 @@ int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *b
 		     const char *session_id, uint64_t index, const char *data, size_t len,
 		     const char *chunk_id, struct efs_chunk_result *out)
 {
-	struct record_target to = {session_id, index, NULL};
+	struct record_target to = {session_id, index, NULL, NULL};
 	return upload_one(up, bufs, &to, data, len, chunk_id, out);
 }
 
 int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
 		      const char *data, size_t len, const char *chunk_id,
-		      struct efs_file_info *file, struct efs_chunk_result *out)
+		      struct efs_file_info *file, struct efs_object_link *link,
+		      struct efs_chunk_result *out)
 {
-	struct record_target to = {NULL, 0, file};
+	struct record_target to = {NULL, 0, file, link};
 	if (len == 0) {
 		/* No chunk: the file row alone. */
 		file->chunk_count = 0;
 		file->stored_bytes = 0;
 		memset(out, 0, sizeof(*out));
+		if (link)
+			return efs_meta_file_create_object(up->meta, file, NULL, NULL, 0, false,
+							   link, efs_now_ms());
 		return efs_meta_file_create_single(up->meta, file, NULL, NULL, 0, false,
 						   efs_now_ms());
 	}

@@ -76,13 +76,17 @@ int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *b
  * transaction (efs_meta_file_create_single), once every replica is
  * durable; @len 0 records an empty file without a chunk. @file is filled
  * by the caller except chunk_count and stored_bytes, which are set here.
- * @chunk_id as for efs_upload_chunk. Errors as for efs_upload_chunk
+ * With @link (a PutObject; NULL otherwise) its object is written in the
+ * same transaction (efs_meta_file_create_object): -ECANCELED with
+ * link->refused set when it is refused. @chunk_id as for efs_upload_chunk.
+ * Errors as for efs_upload_chunk
  * (never -ENOENT), and -EEXIST when @file's id is taken; on error no file
  * is recorded (copies already written are recorded unreferenced, as for a
  * chunk, when the store takes that record; otherwise the workers' reports
  * find them as orphans). */
-int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs, const char *data,
-		      size_t len, const char *chunk_id, struct efs_file_info *file,
+int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+		      const char *data, size_t len, const char *chunk_id,
+		      struct efs_file_info *file, struct efs_object_link *link,
 		      struct efs_chunk_result *out);
 
 #endif

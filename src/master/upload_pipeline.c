@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_QUEUED, SLOT_BUSY };
 
@@ -328,7 +329,8 @@ int efs_upload_pipeline_feed(struct efs_upload_pipeline *p, const char *data, si
 
 /* The whole stream is in the one slot being filled (or there is none: an
  * empty stream): stored and recorded with @file in one transaction, here. */
-static int finish_single(struct efs_upload_pipeline *p, struct efs_file_info *file)
+static int finish_single(struct efs_upload_pipeline *p, struct efs_file_info *file,
+			 const char *expect_sha256, struct efs_object_link *link)
 {
 	struct efs_chunk_result res;
 	struct slot *s = p->filling;
@@ -337,8 +339,10 @@ static int finish_single(struct efs_upload_pipeline *p, struct efs_file_info *fi
 	/* The file's SHA-256 is its one chunk's id: hashed once. */
 	file->size = p->total_bytes;
 	efs_sha256_final_hex(&p->file_hash, file->sha256);
+	if (expect_sha256 && strcasecmp(file->sha256, expect_sha256) != 0)
+		return -EBADMSG; /* not the pipeline's error: nothing failed */
 	r = efs_upload_single(p->up, &p->bufs, s ? s->data.data : "", s ? s->data.len : 0,
-			      file->sha256, file, &res);
+			      file->sha256, file, link, &res);
 	pthread_mutex_lock(&p->lock);
 	if (r < 0)
 		record_error(p, r, 0);
@@ -351,6 +355,13 @@ static int finish_single(struct efs_upload_pipeline *p, struct efs_file_info *fi
 int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_file_info *file,
 			       struct efs_upload_summary *out)
 {
+	return efs_upload_pipeline_finish_object(p, file, NULL, NULL, out);
+}
+
+int efs_upload_pipeline_finish_object(struct efs_upload_pipeline *p, struct efs_file_info *file,
+				      const char *expect_sha256, struct efs_object_link *link,
+				      struct efs_upload_summary *out)
+{
 	struct efs_file_info single;
 	int r;
 
@@ -358,7 +369,7 @@ int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_file_in
 		return r;
 	if (p->next_index == 0 && file) {
 		single = *file;
-		if ((r = finish_single(p, &single)) < 0)
+		if ((r = finish_single(p, &single, expect_sha256, link)) < 0)
 			return r;
 		*file = single;
 		out->size = file->size;
@@ -366,6 +377,7 @@ int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_file_in
 		out->stored_bytes = file->stored_bytes;
 		efs_strlcpy(out->sha256, file->sha256, sizeof(out->sha256));
 		out->recorded = true;
+		out->object_linked = link != NULL;
 		return 0;
 	}
 	/* The last chunk is stored here: the thread would only wait anyway. */
@@ -382,7 +394,10 @@ int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_file_in
 	out->chunk_count = p->next_index;
 	out->stored_bytes = p->stored_bytes;
 	efs_sha256_final_hex(&p->file_hash, out->sha256);
+	if (expect_sha256 && strcasecmp(out->sha256, expect_sha256) != 0)
+		return -EBADMSG;
 	out->recorded = false;
+	out->object_linked = false;
 	return 0;
 }
 

@@ -90,6 +90,9 @@ struct efs_upload_summary {
 	/* The file row is written (one chunk or none, no session); otherwise
 	 * the chunks are in the session and the caller completes it. */
 	bool recorded;
+	/* efs_upload_pipeline_finish_object: the object row is written with
+	 * the file, in the same transaction (only when recorded). */
+	bool object_linked;
 };
 
 /* Opens the session the upload's chunks will be recorded in and writes its
@@ -131,6 +134,20 @@ int efs_upload_pipeline_feed(struct efs_upload_pipeline *p, const char *data, si
  * untouched). Call it again only to get the error back. */
 int efs_upload_pipeline_finish(struct efs_upload_pipeline *p, struct efs_file_info *file,
 			       struct efs_upload_summary *out);
+
+/* efs_upload_pipeline_finish for PutObject. @expect_sha256 (hex, any
+ * case; NULL: none) is the SHA-256 the stream must have: when it differs
+ * the call returns -EBADMSG, having stored nothing more of a stream that
+ * fitted in one chunk (no file is recorded in either case; a session's
+ * chunks are the caller's to release, as on any error). A stream recorded
+ * with @file (out->recorded) is recorded with @link's object in the same
+ * transaction when @link is not NULL (efs_meta_file_create_object):
+ * out->object_linked is then true; when the object is refused nothing is
+ * recorded, -ECANCELED is returned and link->refused says why.
+ * link->object must already name @file's id, size and created_at_ms. */
+int efs_upload_pipeline_finish_object(struct efs_upload_pipeline *p, struct efs_file_info *file,
+				      const char *expect_sha256, struct efs_object_link *link,
+				      struct efs_upload_summary *out);
 
 /* After feed or finish failed with a chunk's error: the index of the
  * chunk whose failure came first; otherwise UINT64_MAX. */

@@ -39,6 +39,11 @@ struct efs_meta_ops {
 	int (*file_create_single)(void *impl, const struct efs_file_info *file,
 				  const struct efs_chunk_info *chunk, const char *const *worker_ids,
 				  size_t worker_count, bool dedup, int64_t now_ms);
+	/* NULL in a backend without it (efs_meta_has_file_create_object) */
+	int (*file_create_object)(void *impl, const struct efs_file_info *file,
+				  const struct efs_chunk_info *chunk, const char *const *worker_ids,
+				  size_t worker_count, bool dedup, struct efs_object_link *link,
+				  int64_t now_ms);
 	int (*session_delete)(void *impl, const char *session_id, int64_t now_ms);
 	int (*session_expired)(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
 			       size_t *count);

@@ -20,9 +20,6 @@
 
 #define WORKERS_PK "WORKERS"
 #define REPLICA_SK "REPLICA#"
-/* Clock skew tolerated between two masters at a report's end (as SQL's
- * sql_repair.c). */
-#define SKEW_MARGIN_MS 5000
 
 static void replica_sk(const char *worker_id, char out[EFS_ID_MAX + 16])
 {
@@ -777,7 +774,7 @@ static int mark_unseen(void *arg, const json_t *item)
 	/* the index is eventually consistent: the condition re-checks on the
 	 * item itself */
 	json_t *values = json_pack("{s:o, s:o, s:o, s:o}", ":g", ddb_n(0), ":one", ddb_n(1), ":m",
-				   ddb_n(f->ctx->master_started_ms - SKEW_MARGIN_MS), ":s",
+				   ddb_n(f->ctx->master_started_ms - EFS_META_SKEW_MARGIN_MS), ":s",
 				   ddb_n(f->ctx->started_ms));
 	json_t *names = state_name();
 	int r = values && names ? dyn_update(f->d, f->d->chunks, chunk_id, sk,
@@ -800,7 +797,7 @@ int dyn_report_finish(void *impl, const struct efs_report_context *ctx)
 	struct dyn *d = impl;
 	struct finish f = {d, ctx, 0, 0};
 	/* as SQL: with no master reading of the report's start, nothing */
-	if (ctx->master_started_ms <= SKEW_MARGIN_MS)
+	if (ctx->master_started_ms <= EFS_META_SKEW_MARGIN_MS)
 		return 0;
 	json_t *body = json_pack(
 	    "{s:s, s:s, s:s, s:s, s:s, s:{s:s}, s:{s:o, s:o, s:o, s:o}}", "TableName", d->chunks,
@@ -809,7 +806,7 @@ int dyn_report_finish(void *impl, const struct efs_report_context *ctx)
 	    "#st = :g AND created_at < :m AND (attribute_not_exists(seen_at) OR seen_at < :s)",
 	    "ProjectionExpression", "pk, sk", "ExpressionAttributeNames", "#st", "state",
 	    "ExpressionAttributeValues", ":w", ddb_s(ctx->worker_id), ":g", ddb_n(0), ":m",
-	    ddb_n(ctx->master_started_ms - SKEW_MARGIN_MS), ":s", ddb_n(ctx->started_ms));
+	    ddb_n(ctx->master_started_ms - EFS_META_SKEW_MARGIN_MS), ":s", ddb_n(ctx->started_ms));
 	int r = body ? ddb_query_all(&d->ddb, "Query", body, 0, mark_unseen, &f) : -ENOMEM;
 	json_decref(body);
 	if (f.err < 0)

@@ -190,6 +190,25 @@ int efs_meta_file_create_single(struct efs_meta *m, const struct efs_file_info *
 	return r;
 }
 
+bool efs_meta_has_file_create_object(const struct efs_meta *m)
+{
+	return m->ops->file_create_object != NULL;
+}
+
+int efs_meta_file_create_object(struct efs_meta *m, const struct efs_file_info *file,
+				const struct efs_chunk_info *chunk, const char *const *worker_ids,
+				size_t worker_count, bool dedup, struct efs_object_link *link,
+				int64_t now_ms)
+{
+	link->refused = 0;
+	if (!m->ops->file_create_object)
+		return -ENOTSUP;
+	int r = m->ops->file_create_object(m->impl, file, chunk, worker_ids, worker_count, dedup,
+					   link, now_ms);
+	atomic_fetch_add(&m->changes, 1);
+	return r;
+}
+
 int efs_meta_session_delete(struct efs_meta *m, const char *session_id, int64_t now_ms)
 {
 	int r = m->ops->session_delete(m->impl, session_id, now_ms);

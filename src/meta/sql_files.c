@@ -358,27 +358,57 @@ struct single {
 	size_t worker_count;
 	bool dedup;
 	int64_t now_ms;
+	struct efs_object_link *link; /* NULL: the file alone */
 };
 
-/* The file row first: a taken id fails before any reference is taken. */
+/* With an object, the bucket's row is locked first, as every object put
+ * does (sql_object_replace), so no two transactions take the bucket and a
+ * chunk row in opposite orders; its condition is checked before anything
+ * is written. Then the file row: a taken id fails before any reference is
+ * taken. */
 static int create_single_tx(struct sql_conn *c, void *ctx)
 {
 	struct single *p = ctx;
-	int r = sql_file_insert(c, p->file);
-	if (r < 0 || !p->chunk)
+	int r;
+	if (p->link) {
+		p->link->refused = 0;
+		r = sql_object_lock_check(c, p->link->object, p->link->cond);
+		if (r == -ENOENT || r == -EEXIST || r == -ENODATA || r == -ESTALE) {
+			p->link->refused = r;
+			return -ECANCELED;
+		}
+		if (r < 0)
+			return r;
+	}
+	if ((r = sql_file_insert(c, p->file)) < 0)
 		return r;
-	if ((r = take_chunk_ref(c, p->chunk, p->worker_ids, p->worker_count, p->dedup,
-				p->now_ms)) < 0)
-		return r;
-	return SQL_Q(c, "INSERT INTO file_chunks (file_id, idx, chunk_id) VALUES ($1, 0, $2)", NULL,
-		     NULL, NULL, SQL_TEXT(p->file->file_id), SQL_TEXT(p->chunk->chunk_id));
+	if (p->chunk) {
+		if ((r = take_chunk_ref(c, p->chunk, p->worker_ids, p->worker_count, p->dedup,
+					p->now_ms)) < 0)
+			return r;
+		r = SQL_Q(c, "INSERT INTO file_chunks (file_id, idx, chunk_id) VALUES ($1, 0, $2)",
+			  NULL, NULL, NULL, SQL_TEXT(p->file->file_id),
+			  SQL_TEXT(p->chunk->chunk_id));
+		if (r < 0)
+			return r;
+	}
+	return p->link ? sql_object_write(c, p->link->object, p->now_ms) : 0;
 }
 
 int sql_file_create_single(void *impl, const struct efs_file_info *file,
 			   const struct efs_chunk_info *chunk, const char *const *worker_ids,
 			   size_t worker_count, bool dedup, int64_t now_ms)
 {
-	struct single p = {file, chunk, worker_ids, worker_count, dedup, now_ms};
+	struct single p = {file, chunk, worker_ids, worker_count, dedup, now_ms, NULL};
+	return sql_run_tx(impl, create_single_tx, &p);
+}
+
+int sql_file_create_object(void *impl, const struct efs_file_info *file,
+			   const struct efs_chunk_info *chunk, const char *const *worker_ids,
+			   size_t worker_count, bool dedup, struct efs_object_link *link,
+			   int64_t now_ms)
+{
+	struct single p = {file, chunk, worker_ids, worker_count, dedup, now_ms, link};
 	return sql_run_tx(impl, create_single_tx, &p);
 }
 

@@ -9,12 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Clock skew tolerated between two masters: the end of a report compares
- * replica creation times (the recording master's clock) with the report's
- * start as read by the master that answered its first request. Worker
- * clocks take no part in it. */
-#define SKEW_MARGIN_MS 5000
-
 /* Referenced chunks with the number of good replicas (for an EC chunk:
  * of shard rows) on workers heard from after $1, and their stripe shape
  * (0, 0: replicated); @where narrows the chunks. */
@@ -360,13 +354,13 @@ int sql_report_finish(void *impl, const struct efs_report_context *ctx)
 	 * no such reading (a worker that does not send it), nothing is: a
 	 * worker's clock ahead of the master's would otherwise get fresh
 	 * replicas marked. seen_at and started_ms are both the worker's. */
-	if (ctx->master_started_ms <= SKEW_MARGIN_MS)
+	if (ctx->master_started_ms <= EFS_META_SKEW_MARGIN_MS)
 		return 0;
 	int r = SQL_WRITE(impl,
 			"UPDATE replicas SET state = 1, bad_marks = bad_marks + 1"
 			" WHERE worker_id = $1 AND state = 0"
 			" AND created_at < $2 AND (seen_at IS NULL OR seen_at < $3)",
 			NULL, NULL, &changed, SQL_TEXT(ctx->worker_id),
-			SQL_INT(ctx->master_started_ms - SKEW_MARGIN_MS), SQL_INT(ctx->started_ms));
+			SQL_INT(ctx->master_started_ms - EFS_META_SKEW_MARGIN_MS), SQL_INT(ctx->started_ms));
 	return r < 0 ? r : (int)changed;
 }

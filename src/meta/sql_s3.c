@@ -329,16 +329,24 @@ int sql_object_replace(struct sql_conn *c, const struct efs_object_info *o, int6
 	return object_put_tx(c, &p);
 }
 
+int sql_object_lock_check(struct sql_conn *c, const struct efs_object_info *o,
+			  const struct efs_object_cond *cond)
+{
+	int r = lock_bucket(c, o->bucket, NULL);
+	return r < 0 ? r : check_cond(c, o, cond);
+}
+
 static int object_put_tx(struct sql_conn *c, void *ctx)
 {
 	struct object_put *p = ctx;
-	const struct efs_object_info *o = p->o;
-	int r = lock_bucket(c, o->bucket, NULL);
-	if (r < 0)
-		return r;
-	if ((r = check_cond(c, o, p->cond)) < 0)
-		return r;
-	if ((r = drop_object(c, o->bucket, o->key, p->now_ms)) < 0 && r != -ENOENT)
+	int r = sql_object_lock_check(c, p->o, p->cond);
+	return r < 0 ? r : sql_object_write(c, p->o, p->now_ms);
+}
+
+int sql_object_write(struct sql_conn *c, const struct efs_object_info *o, int64_t now_ms)
+{
+	int r = drop_object(c, o->bucket, o->key, now_ms);
+	if (r < 0 && r != -ENOENT)
 		return r;
 	return SQL_Q(c,
 		     "INSERT INTO s3_objects (" OBJECT_COLUMNS ")"

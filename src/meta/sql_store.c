@@ -666,6 +666,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.session_done_get = sql_session_done_get,
 	.session_done_purge = sql_session_done_purge,
 	.file_create_single = sql_file_create_single,
+	.file_create_object = sql_file_create_object,
 	.session_delete = sql_session_delete,
 	.session_expired = sql_session_expired,
 	.file_get = sql_file_get,

@@ -174,6 +174,10 @@ int sql_session_done_purge(void *impl, int64_t now_ms, size_t max, size_t *count
 int sql_file_create_single(void *impl, const struct efs_file_info *file,
 			   const struct efs_chunk_info *chunk, const char *const *worker_ids,
 			   size_t worker_count, bool dedup, int64_t now_ms);
+int sql_file_create_object(void *impl, const struct efs_file_info *file,
+			   const struct efs_chunk_info *chunk, const char *const *worker_ids,
+			   size_t worker_count, bool dedup, struct efs_object_link *link,
+			   int64_t now_ms);
 int sql_session_delete(void *impl, const char *session_id, int64_t now_ms);
 int sql_session_expired(void *impl, int64_t now_ms, size_t max, char (*ids)[EFS_ID_MAX + 1],
 			size_t *count);
@@ -225,6 +229,14 @@ int sql_file_insert(struct sql_conn *c, const struct efs_file_info *f);
  * efs_meta_object_put (the bucket's row locked, the old object's file
  * released). -ENOENT when the bucket is gone. */
 int sql_object_replace(struct sql_conn *c, const struct efs_object_info *o, int64_t now_ms);
+/* sql_object_replace in two steps, for a transaction that writes more
+ * between them (sql_file_create_object): first the bucket's row locked
+ * and @cond (NULL: none) checked against the current row (-ENOENT: no
+ * bucket; -EEXIST, -ENODATA, -ESTALE as efs_meta_object_put_if), then the
+ * old object's file released and @o's row written. */
+int sql_object_lock_check(struct sql_conn *c, const struct efs_object_info *o,
+			  const struct efs_object_cond *cond);
+int sql_object_write(struct sql_conn *c, const struct efs_object_info *o, int64_t now_ms);
 int sql_bucket_create(void *impl, const struct efs_bucket_info *b);
 int sql_bucket_get(void *impl, const char *name, struct efs_bucket_info *out);
 int sql_bucket_list(void *impl, const char *owner, struct efs_bucket_info **out, size_t *count);

@@ -192,7 +192,18 @@ def test_ec_files_survive_any_two_workers_and_refuse_three(ec_cluster):
     f3 = upload(api, small, "narrow.bin", policy="ec:2+1")
     assert f3["policy"] == "ec:2+1"
     assert api.get(f"/api/v1/files/{f3['file_id']}/download").content == small
-    restart(m, (ws[3], ws[4], ws[5]))
+    # Refused with two live workers: the message names the stripe's shards,
+    # even where K + M equals REPLICATION_FACTOR (3).
+    ws[2].kill()
+    m.wait_workers(alive=2, total=6)
+    err = assert_json_error(api.post("/api/v1/files/upload",
+                                     params={"name": "x", "policy": "ec:2+1"},
+                                     data=b"x" * 100), 503, "no_capacity")
+    assert "shards" in err["message"] and "replica" not in err["message"], err
+    err = assert_json_error(api.post("/api/v1/files/upload", params={"name": "x"},
+                                     data=b"x" * 100), 503, "no_capacity")
+    assert "replica" in err["message"], err
+    restart(m, (ws[2], ws[3], ws[4], ws[5]))
 
 
 @pytest.mark.parametrize("policy", ["ec:4+0", "ec:0+2", "ec:04+2", "EC:4+2", "ec:4+2 ",

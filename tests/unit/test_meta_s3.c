@@ -348,6 +348,95 @@ static void test_overwrite_releases_the_old_file_in_the_same_step(void **state)
 	free(got);
 }
 
+/* efs_meta_file_create_object: a small PutObject's file, chunk and object
+ * row in one transaction; a refused object (no bucket, a condition that
+ * does not hold) leaves no file and no chunk reference behind; an
+ * overwrite releases the old file. Backends without it say so. */
+static void test_file_and_object_in_one_step(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("small", "alice");
+	struct efs_object_info *got = calloc(1, sizeof(*got));
+	struct efs_object_cond absent = {.if_absent = true};
+	struct efs_object_cond other = {.if_etag = "fedcba9876543210fedcba9876543210"};
+	char old_file[EFS_ID_MAX + 1], old_chunk[65];
+	const char *data = "one small object";
+	struct efs_file_info fi, read_back;
+	struct efs_chunk_info c;
+
+	if (!efs_meta_has_file_create_object(f->m)) {
+		struct efs_object_link link = {got, NULL, 0};
+		memset(&fi, 0, sizeof(fi));
+		assert_int_equal(efs_meta_file_create_object(f->m, &fi, NULL, NULL, 0, false, &link,
+							     f->now),
+				 -ENOTSUP);
+		free(got);
+		skip();
+	}
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 7, old_file, old_chunk);
+	struct efs_object_info *old = object("small", "k", old_file);
+	assert_int_equal(efs_meta_object_put(f->m, old, f->now), 0);
+
+	memset(&fi, 0, sizeof(fi));
+	memset(&c, 0, sizeof(c));
+	efs_sha256_hex(data, strlen(data), c.chunk_id);
+	c.size = c.stored_size = strlen(data);
+	assert_int_equal(efs_random_hex(fi.file_id, EFS_FILE_ID_LEN / 2), 0);
+	efs_strlcpy(fi.owner, "alice", sizeof(fi.owner));
+	efs_strlcpy(fi.name, "k", sizeof(fi.name));
+	fi.size = c.size;
+	efs_strlcpy(fi.sha256, c.chunk_id, sizeof(fi.sha256));
+	fi.chunk_size = 1024;
+	fi.replication = 1;
+	fi.chunk_count = 1;
+	fi.stored_bytes = c.size;
+	fi.created_at_ms = f->now;
+	struct efs_object_info *o = object("small", "k", fi.file_id);
+	struct efs_object_link link = {o, &absent, 0};
+
+	/* refused by its condition: nothing recorded */
+	assert_int_equal(efs_meta_file_create_object(f->m, &fi, &c, worker_ids, 1, false, &link,
+						     f->now),
+			 -ECANCELED);
+	assert_int_equal(link.refused, -EEXIST);
+	link.cond = &other;
+	assert_int_equal(efs_meta_file_create_object(f->m, &fi, &c, worker_ids, 1, false, &link,
+						     f->now),
+			 -ECANCELED);
+	assert_int_equal(link.refused, -ESTALE);
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &read_back), -ENOENT);
+	assert_int_equal(efs_meta_object_get(f->m, "small", "k", got), 0);
+	assert_string_equal(got->file_id, old_file);
+	/* no bucket */
+	struct efs_object_info *nowhere = object("nobucket", "k", fi.file_id);
+	struct efs_object_link lost = {nowhere, NULL, 0};
+	assert_int_equal(efs_meta_file_create_object(f->m, &fi, &c, worker_ids, 1, false, &lost,
+						     f->now),
+			 -ECANCELED);
+	assert_int_equal(lost.refused, -ENOENT);
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &read_back), -ENOENT);
+
+	/* unconditional: the file, its chunk and the row; the old file goes */
+	link.cond = NULL;
+	assert_int_equal(efs_meta_file_create_object(f->m, &fi, &c, worker_ids, 1, false, &link,
+						     f->now),
+			 0);
+	assert_int_equal(link.refused, 0);
+	assert_int_equal(efs_meta_object_get(f->m, "small", "k", got), 0);
+	assert_string_equal(got->file_id, fi.file_id);
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &read_back), 0);
+	assert_string_equal(read_back.s3_bucket, "small");
+	assert_int_equal(read_back.chunk_count, 1);
+	assert_false(is_garbage(f, c.chunk_id));
+	assert_int_equal(efs_meta_file_get(f->m, old_file, &read_back), -ENOENT);
+	assert_true(is_garbage(f, old_chunk));
+	free(old);
+	free(o);
+	free(nowhere);
+	free(got);
+}
+
 /* efs_meta_object_read (GetObject's one read): no bucket, no key, the
  * object with its file, the new file after an overwrite. SQL answers it
  * with one join; DynamoDB through meta.c's three reads. */
@@ -1775,6 +1864,7 @@ int main(void)
 	    T(test_a_bucket_with_an_object_is_not_deleted),
 	    T(test_overwrite_releases_the_old_file_in_the_same_step),
 	    T(test_deleting_the_file_deletes_the_object),
+	    T(test_file_and_object_in_one_step),
 	    T(test_object_read_joins_bucket_object_and_file),
 	    T(test_conditional_put_checks_the_current_row),
 	    T(test_copy_shares_the_chunks_and_counts_them),

@@ -27,6 +27,7 @@
 #include "../../src/master/upload_pipeline.c"
 #include "master/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <string.h>
 #include <time.h>
@@ -70,6 +71,7 @@ struct recorder {
 	size_t single_len;
 	bool single_bad; /* wrong bytes, id or file fields */
 	int single_fail;
+	struct efs_object_link *single_link; /* the link efs_upload_single got */
 };
 
 static struct recorder rec;
@@ -172,13 +174,15 @@ int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *b
  * and fills the file as the real one does. */
 int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
 		      const char *data, size_t len, const char *chunk_id,
-		      struct efs_file_info *file, struct efs_chunk_result *out)
+		      struct efs_file_info *file, struct efs_object_link *link,
+		      struct efs_chunk_result *out)
 {
 	char hex[EFS_SHA256_HEX_LEN + 1];
 
 	efs_sha256_hex(data, len, hex);
 	rec.single_calls++;
 	rec.single_len = len;
+	rec.single_link = link;
 	if (!pthread_equal(pthread_self(), rec.main_thread))
 		rec.off_main = true;
 	if (strcmp(hex, chunk_id) != 0 || strcmp(file->sha256, hex) != 0 || file->size != len ||
@@ -379,6 +383,59 @@ static void test_one_chunk_needs_no_session(void **state)
 	assert_int_equal(sum.chunk_count, 1);
 	assert_int_equal(sum.stored_bytes, chunk / 2 + 1);
 	efs_upload_pipeline_free(p);
+}
+
+/* PutObject's finish: the object goes to efs_upload_single with a body
+ * of one chunk (recorded in the same transaction), and a body whose
+ * SHA-256 is not the signed one is refused before anything is stored. */
+static void test_finish_object_links_one_chunk(void **state)
+{
+	size_t chunk = 64 * KIB, len = 4 * KIB;
+	unsigned char *s = make_stream(len, 15);
+	recorder_reset(chunk, s);
+	struct efs_upload_pipeline *p = new_pipeline(chunk);
+	struct efs_file_info f = file_template();
+	struct efs_object_info obj = {0};
+	struct efs_object_link link = {&obj, NULL, 0};
+	struct efs_upload_summary sum;
+	char want[EFS_SHA256_HEX_LEN + 1];
+
+	efs_sha256_hex(s, len, want);
+	for (char *c = want; *c; c++) /* the signed hash in any case */
+		*c = (char)toupper((unsigned char)*c);
+	assert_int_equal(feed_in_pieces(p, s, len), 0);
+	assert_int_equal(efs_upload_pipeline_finish_object(p, &f, want, &link, &sum), 0);
+	assert_true(sum.recorded);
+	assert_true(sum.object_linked);
+	assert_int_equal(rec.single_calls, 1);
+	assert_ptr_equal(rec.single_link, &link);
+	assert_false(rec.single_bad);
+	efs_upload_pipeline_free(p);
+}
+
+static void test_finish_object_refuses_another_sha256(void **state)
+{
+	size_t chunk = 64 * KIB;
+	size_t lens[] = {4 * KIB, 3 * chunk + 5};
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(lens); i++) {
+		unsigned char *s = make_stream(lens[i], 16 + i);
+		recorder_reset(chunk, s);
+		struct efs_upload_pipeline *p = new_pipeline(chunk);
+		struct efs_file_info f = file_template();
+		struct efs_object_info obj = {0};
+		struct efs_object_link link = {&obj, NULL, 0};
+		struct efs_upload_summary sum = {0};
+		char other[EFS_SHA256_HEX_LEN + 1];
+
+		efs_sha256_hex("not the body", 12, other);
+		assert_int_equal(feed_in_pieces(p, s, lens[i]), 0);
+		assert_int_equal(efs_upload_pipeline_finish_object(p, &f, other, &link, &sum),
+				 -EBADMSG);
+		assert_int_equal(rec.single_calls, 0); /* nothing recorded */
+		assert_false(sum.recorded);
+		assert_int_equal(f.size, 0); /* untouched */
+		efs_upload_pipeline_free(p);
+	}
 }
 
 /* One byte more and the session is opened, once, before the first chunk
@@ -712,6 +769,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_empty_stream_has_no_chunk, teardown),
 		cmocka_unit_test_teardown(test_one_chunk_is_stored_by_the_feeding_thread, teardown),
 		cmocka_unit_test_teardown(test_one_chunk_needs_no_session, teardown),
+		cmocka_unit_test_teardown(test_finish_object_links_one_chunk, teardown),
+		cmocka_unit_test_teardown(test_finish_object_refuses_another_sha256, teardown),
 		cmocka_unit_test_teardown(test_second_chunk_opens_the_session, teardown),
 		cmocka_unit_test_teardown(test_session_open_failure_fails_the_upload, teardown),
 		cmocka_unit_test_teardown(test_single_failure_is_returned_by_finish, teardown),
