@@ -290,7 +290,7 @@ def build_s3(work, facts, figures, lg):
         rest_cpu = num(facts, "upload_random_cpu_s") + num(facts, "download_random_cpu_s")
     return {
         "endpoint": f"the cluster's master, S3_PORT {facts.get('s3_port', '?')}",
-        "large_client": large["client"] + "; no multipart (not implemented by the endpoint yet)",
+        "large_client": large["client"] + "; put_object, one request (no multipart)",
         "small_client": "bench/loadgen s3put/s3get (libcurl SigV4, UNSIGNED-PAYLOAD, keep-alive)",
         "figures": out,
         "large_client_cpu_s": {"put": large["put_client_cpu_s"], "get": large["get_client_cpu_s"]},
@@ -331,8 +331,8 @@ def print_s3(s3):
           f" S3 curl {cpu['s3_curl_put_get']:.2f}, REST {rest};"
           f" boto3's own CPU: PUT {s3['large_client_cpu_s']['put']:.2f} s,"
           f" GET {s3['large_client_cpu_s']['get']:.2f} s")
-    print("Large: boto3 put_object/get_object, one request each (no multipart: not implemented"
-          " yet; targets judged here), and curl --aws-sigv4 (the REST lines' client, no target),"
+    print("Large: boto3 put_object/get_object, one request each (put_object, no multipart;"
+          " targets judged here), and curl --aws-sigv4 (the REST lines' client, no target),"
           " against curl's REST upload/download of the random file; 4 KiB: the same loadgen,"
           " concurrency and duration as the REST lines.")
 

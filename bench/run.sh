@@ -14,8 +14,8 @@
 #              seconds per GiB uploaded
 #   S3         the same cluster's S3 listener (S3_PORT, issue 13): one large
 #              PUT and GET of another random file with boto3 (bench/s3_large.py,
-#              put_object: one request, no multipart, which the endpoint does
-#              not implement yet), the same with curl --aws-sigv4 and a third
+#              put_object: one request, no multipart, as the REST upload is
+#              one stream), the same with curl --aws-sigv4 and a third
 #              file (the REST lines' client), 4 KiB PUTs/GETs with bench/loadgen
 #              s3put/s3get (SigV4 by libcurl); each as a ratio to the same
 #              operation through the REST API above

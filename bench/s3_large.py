@@ -9,8 +9,8 @@ for bench/run.sh's S3 lines (issue 13).
 PUT: one put_object of FILE, the body an open file object (botocore streams
 it; over plain HTTP it first reads the file once to compute the payload's
 SHA-256 for the signature, as every boto3 user on HTTP pays). One request,
-no multipart: the EchoFS S3 endpoint does not implement multipart upload
-yet, and boto3's upload_file would switch to it above 8 MiB. The ETag
+no multipart, to compare one stream with the REST upload's one stream
+(boto3's upload_file would switch to multipart above 8 MiB). The ETag
 answered must be the file's MD5.
 
 GET: one get_object, the body read in 1 MiB pieces and dropped; its length

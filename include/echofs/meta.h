@@ -618,23 +618,34 @@ int efs_meta_replica_remove_if(struct efs_meta *m, const char *chunk_id, const c
 /* ---- repair and worker reports ---------------------------------------- */
 
 /* A referenced chunk with fewer than @replication good replicas on workers
- * whose last heartbeat is after @holding_after_ms. */
+ * whose last heartbeat is after @holding_after_ms; for an erasure-coded
+ * chunk, fewer than K + M good shard rows there. */
 struct efs_repair_need {
 	char chunk_id[65];
 	unsigned holding; /* good replicas on such workers */
 };
-/* Up to @max chunks needing repair, those with the fewest replicas first,
- * then those with no good replica but a bad one on such a worker (repair
- * tries to read it: intact bytes make it good again). Chunks with no
+/* Up to @max chunks needing repair, replicated and erasure-coded, those
+ * that survive the fewest further losses first (good replicas above 1,
+ * good shards above K), then those that cannot be read as they are (no
+ * good replica, or fewer than K good shards) but have a bad row on such a
+ * worker (repair tries to read it: intact bytes make it good again, or
+ * serve as a source of a rebuild). Chunks with no
  * replica at all on such workers are left out: nothing can be copied from
  * them until a worker holding one comes back (they still count in
  * efs_meta_under_replicated). */
 int efs_meta_repair_list(struct efs_meta *m, unsigned replication, int64_t holding_after_ms,
 			 size_t max, struct efs_repair_need *out, size_t *count);
-/* How many referenced chunks have fewer than @replication good replicas on
- * workers that heartbeat after @live_after_ms. */
+/* How many referenced replicated chunks have fewer than @replication good
+ * replicas on workers that heartbeat after @live_after_ms (EC chunks are
+ * counted by efs_meta_ec_stripes). */
 int efs_meta_under_replicated(struct efs_meta *m, unsigned replication, int64_t live_after_ms,
 			      uint64_t *count);
+/* Of the referenced erasure-coded chunks, how many have fewer than K + M
+ * good shard rows on workers that heartbeat after @live_after_ms
+ * (*@degraded) and how many fewer than K (*@unrecoverable, counted in
+ * *@degraded too). 0, 0 on a backend without EC chunks; -errno. */
+int efs_meta_ec_stripes(struct efs_meta *m, int64_t live_after_ms, uint64_t *degraded,
+			uint64_t *unrecoverable);
 
 /* One chunk a worker reports holding, and what the master decides. */
 enum efs_report_verdict {

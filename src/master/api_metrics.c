@@ -23,6 +23,8 @@ struct snapshot {
 	uint64_t capacity_bytes, free_bytes; /* over live workers */
 	int64_t under_replicated;	     /* -1 before the repair loop's first pass */
 	uint64_t repaired, repair_failed;
+	int64_t ec_degraded, ec_unrecoverable; /* -1 before the repair loop's first pass */
+	uint64_t ec_rebuilt;
 	uint64_t chunks_uploaded, chunks_deduplicated;
 	uint64_t chunks_collected, sessions_expired;
 	uint64_t stats_computed;
@@ -60,6 +62,9 @@ static void take_snapshot(struct efs_master *m, struct snapshot *s)
 	s->under_replicated = atomic_load(&m->repair.under_replicated);
 	s->repaired = atomic_load(&m->repair.repaired_total);
 	s->repair_failed = atomic_load(&m->repair.failed_total);
+	s->ec_degraded = atomic_load(&m->repair.ec_degraded);
+	s->ec_unrecoverable = atomic_load(&m->repair.ec_unrecoverable);
+	s->ec_rebuilt = atomic_load(&m->repair.ec_shards_rebuilt_total);
 	s->chunks_uploaded = atomic_load(&m->counters.chunks_uploaded);
 	s->chunks_deduplicated = atomic_load(&m->counters.chunks_deduplicated);
 	s->chunks_collected = atomic_load(&m->gc.chunks_collected);
@@ -171,6 +176,10 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 	     "Chunks re-replicated to new workers since the master started.", s->repaired},
 	    {"echofs_repair_failures_total", "Chunk copies by repair that failed.",
 	     s->repair_failed},
+	    {"echofs_ec_shards_rebuilt_total",
+	     "Shards of erasure-coded chunks rebuilt by repair (lost, corrupt, or on a worker "
+	     "dead past REPAIR_AFTER_MS) since the master started.",
+	     s->ec_rebuilt},
 	    {"echofs_upload_chunks_total", "Chunks stored by uploads (one-request and sessions).",
 	     s->chunks_uploaded},
 	    {"echofs_upload_chunks_deduplicated_total",
@@ -321,6 +330,16 @@ static int scrape(struct efs_master *m, struct efs_metrics *reg)
 				    "Referenced chunks with fewer good replicas on live workers "
 				    "than REPLICATION_FACTOR (as of the repair loop's last pass).",
 				    (double)s.under_replicated);
+	if (r == 0 && s.ec_degraded >= 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_ec_stripes_degraded",
+				    "Referenced erasure-coded chunks with fewer than K + M good "
+				    "shards on live workers (as of the repair loop's last pass).",
+				    (double)s.ec_degraded);
+	if (r == 0 && s.ec_unrecoverable >= 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_ec_stripes_unrecoverable",
+				    "Referenced erasure-coded chunks with fewer than K good shards "
+				    "on live workers: unreadable until a worker returns.",
+				    (double)s.ec_unrecoverable);
 	if (r == 0)
 		r = put_counters(reg, &s);
 	if (r == 0 && m->redis)
@@ -380,8 +399,11 @@ int efs_api_stats(struct efs_http_req *req)
 	    json_pack("{s:I, s:I, s:I, s:I, s:I}", "alive", J(s.workers_alive), "dead",
 		      J(s.workers_total - s.workers_alive), "total", J(s.workers_total),
 		      "capacity_bytes", J(s.capacity_bytes), "free_bytes", J(s.free_bytes));
-	json_t *repair = json_pack("{s:I, s:I}", "repaired_total", J(s.repaired), "failed_total",
-				   J(s.repair_failed));
+	json_t *repair =
+	    json_pack("{s:I, s:I, s:I}", "repaired_total", J(s.repaired), "failed_total",
+		      J(s.repair_failed), "ec_shards_rebuilt_total", J(s.ec_rebuilt));
+	json_t *ec_degraded = s.ec_degraded >= 0 ? json_integer(s.ec_degraded) : json_null();
+	json_t *ec_lost = s.ec_unrecoverable >= 0 ? json_integer(s.ec_unrecoverable) : json_null();
 	json_t *uploads = json_pack("{s:I, s:I}", "chunks_total", J(s.chunks_uploaded),
 				    "chunks_deduplicated_total", J(s.chunks_deduplicated));
 	json_t *gc = json_pack("{s:I, s:I}", "chunks_collected_total", J(s.chunks_collected),
@@ -390,15 +412,16 @@ int efs_api_stats(struct efs_http_req *req)
 	json_t *disk = json_pack("{s:I, s:I}", "replicas", J(s.disk_replicas), "ec", J(s.disk_ec));
 	/* "o" steals each part, also when the pack fails (NULL: ENOMEM). */
 	json_t *body = json_pack(
-	    "{s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:o, s:f, s:o, s:o, s:o, s:o, s:o}",
-	    "files",
-	    J(t->file_count), "logical_bytes", J(t->logical_bytes), "chunks", J(t->chunk_count),
-	    "chunk_bytes", J(t->chunk_bytes), "stored_bytes", J(t->stored_bytes),
+	    "{s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:o, s:o, s:o, s:f, s:o, s:o, s:o, s:o, "
+	    "s:o}",
+	    "files", J(t->file_count), "logical_bytes", J(t->logical_bytes), "chunks",
+	    J(t->chunk_count), "chunk_bytes", J(t->chunk_bytes), "stored_bytes", J(t->stored_bytes),
 	    "compression_ratio", ratio(t->chunk_bytes, t->stored_bytes), "dedup_ratio",
 	    ratio(t->logical_bytes, t->chunk_bytes), "replication_factor",
-	    J(m->cfg.replication_factor), "ec_chunks", J(t->ec_chunk_count), "disk_bytes", disk,
-	    "storage_overhead", ratio(s.disk_replicas + s.disk_ec, t->stored_bytes), "workers", workers, "under_replicated", under, "repair",
-	    repair, "uploads", uploads, "gc", gc);
+	    J(m->cfg.replication_factor), "ec_chunks", J(t->ec_chunk_count), "ec_stripes_degraded",
+	    ec_degraded, "ec_stripes_unrecoverable", ec_lost, "disk_bytes", disk,
+	    "storage_overhead", ratio(s.disk_replicas + s.disk_ec, t->stored_bytes), "workers",
+	    workers, "under_replicated", under, "repair", repair, "uploads", uploads, "gc", gc);
 	if (!body)
 		return -ENOMEM;
 	return efs_http_reply_json(req, 200, body);

@@ -80,17 +80,115 @@ static int replica_cmp(const void *a, const void *b)
 		      ((const struct efs_replica *)b)->worker_id);
 }
 
+/* Room for the workers a stripe's writes may not use: those holding its
+ * shards (at most EFS_MAX_REPLICAS) and those tried in each round. */
+#define TRIED_MAX (EFS_MAX_REPLICAS * (WRITE_ROUNDS + 1))
+
+/* Writes the @pending shards listed in @shard_of (shard s's bytes, header
+ * first, at @stripe + s * @slot) to distinct workers: in the first round to
+ * @first (one worker per shard, in order) when given, else to workers
+ * placement chooses outside @tried; later rounds place the shards that
+ * failed again, outside @tried. Every worker tried joins @tried
+ * (TRIED_MAX). The workers that stored one are appended to @out (*@done).
+ * A non-zero @epoch goes with each write (a duty's: a worker that has seen
+ * a newer one refuses it). 0 when all landed; -ENOSPC when some found no
+ * worker; -ESTALE when a worker refused @epoch (no further round). */
+static int put_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+		      const unsigned char *stripe, size_t slot, unsigned *shard_of,
+		      unsigned pending, const struct efs_target *first, struct efs_target *tried,
+		      size_t *tried_count, uint64_t epoch, struct efs_target *out, unsigned *done)
+{
+	struct efs_target targets[EFS_MAX_REPLICAS];
+	struct efs_http_call calls[EFS_MAX_REPLICAS];
+	struct efs_http_call *callp[EFS_MAX_REPLICAS];
+	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
+	char crc_headers[EFS_MAX_REPLICAS][40];
+	char epoch_header[64];
+	bool fenced = false;
+
+	snprintf(epoch_header, sizeof(epoch_header), EFS_HDR_LEASE_EPOCH ": %llu",
+		 (unsigned long long)epoch);
+	/* A shard whose write failed goes to another worker, never one that
+	 * holds or was tried for a shard of this stripe; it is then out of
+	 * the order by worker id, which only makes healthy reads of this
+	 * stripe decode (the shard's header says which it is). */
+	for (int round = 0; round < WRITE_ROUNDS && pending > 0 && !fenced; round++) {
+		if (round == 0 && first) {
+			memcpy(targets, first, pending * sizeof(*targets));
+		} else {
+			int chosen = efs_placement_choose(io->placement, pending, slot, tried,
+							  *tried_count, targets);
+			if (chosen < (int)pending)
+				break; /* not enough workers left for them */
+		}
+		for (unsigned i = 0; i < pending && *tried_count < TRIED_MAX; i++)
+			tried[(*tried_count)++] = targets[i];
+		for (unsigned i = 0; i < pending; i++) {
+			const unsigned char *body = stripe + shard_of[i] * slot;
+			snprintf(urls[i], sizeof(urls[i]), "%s/chunks/%s", targets[i].url,
+				 chunk->chunk_id);
+			snprintf(crc_headers[i], sizeof(crc_headers[i]), "X-Chunk-CRC32C: %08x",
+				 efs_crc32c(0, body, slot));
+			efs_http_call_init(&calls[i], "PUT", urls[i]);
+			calls[i].bearer = io->cluster_secret;
+			calls[i].content_type = "application/octet-stream";
+			calls[i].headers[0] = "X-Chunk-Encoding: identity";
+			calls[i].headers[1] = crc_headers[i];
+			calls[i].headers[2] = io->cluster_header[0] ? io->cluster_header : NULL;
+			calls[i].headers[3] = epoch ? epoch_header : NULL;
+			calls[i].body = body;
+			calls[i].body_len = slot;
+			calls[i].timeout_ms = transfer_timeout_ms(slot);
+			calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
+			calls[i].stall_timeout_s = STALL_TIMEOUT_S;
+			calls[i].resp_cap = 64 * 1024;
+			callp[i] = &calls[i];
+			efs_placement_load_add(io->placement, targets[i].worker_id, 1);
+		}
+		efs_http_call_run_parallel(io->http, callp, pending);
+		unsigned failed = 0;
+		for (unsigned i = 0; i < pending; i++) {
+			unsigned shard = shard_of[i];
+			efs_placement_load_add(io->placement, targets[i].worker_id, -1);
+			if (calls[i].error == 0 && calls[i].status == 201) {
+				out[(*done)++] = targets[i];
+			} else {
+				if (calls[i].error)
+					efs_warn(
+					    "chunk %.12s: shard %u write to worker %s failed: %s; "
+					    "trying another",
+					    chunk->chunk_id, shard, targets[i].worker_id,
+					    calls[i].errmsg);
+				else
+					efs_warn("chunk %.12s: worker %s answered %ld to shard %u: "
+						 "%.120s",
+						 chunk->chunk_id, targets[i].worker_id,
+						 calls[i].status, shard,
+						 calls[i].resp.data ? calls[i].resp.data : "");
+				if (calls[i].error == 0 && calls[i].status == 409 &&
+				    calls[i].resp.data &&
+				    strstr(calls[i].resp.data, "\"stale_lease_epoch\""))
+					fenced = true; /* another master holds the lease */
+				/* A transport failure may still land (late writes). */
+				if (calls[i].error && io->late_writes)
+					efs_late_writes_note(io->late_writes, targets[i].worker_id,
+							     targets[i].url, chunk->chunk_id);
+				shard_of[failed++] = shard; /* in order: i >= failed */
+			}
+			efs_http_call_release(&calls[i]);
+		}
+		pending = failed;
+	}
+	return fenced ? -ESTALE : pending > 0 ? -ENOSPC : 0;
+}
+
 int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		       const void *stored, struct efs_target *out, unsigned *written)
 {
 	struct efs_ec *ec = NULL;
 	struct efs_ec_layout layout;
 	struct efs_target targets[EFS_MAX_REPLICAS];
-	struct efs_http_call calls[EFS_MAX_REPLICAS];
-	struct efs_http_call *callp[EFS_MAX_REPLICAS];
-	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
-	char crc_headers[EFS_MAX_REPLICAS][40];
-	struct efs_target tried[EFS_MAX_REPLICAS * WRITE_ROUNDS];
+	struct efs_target tried[TRIED_MAX];
 	unsigned shard_of[EFS_MAX_REPLICAS]; /* the shard each target of a round takes */
 	size_t tried_count = 0;
 	unsigned char *stripe = NULL;
@@ -129,79 +227,15 @@ int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chu
 		goto out;
 	}
 	qsort(targets, n, sizeof(*targets), target_cmp);
-	for (unsigned i = 0; i < n; i++) {
-		tried[tried_count++] = targets[i];
+	for (unsigned i = 0; i < n; i++)
 		shard_of[i] = i;
-	}
-	unsigned pending = n;
-	/* A shard whose write failed goes to another worker, never one that
-	 * holds or was tried for a shard of this stripe; it is then out of
-	 * the order by worker id, which only makes healthy reads of this
-	 * stripe decode (the shard's header says which it is). */
-	for (int round = 0; round < WRITE_ROUNDS && pending > 0; round++) {
-		if (round > 0) {
-			chosen = efs_placement_choose(io->placement, pending, slot, tried,
-						      tried_count, targets);
-			if (chosen < (int)pending)
-				break; /* not enough workers left for them: the put fails */
-			for (unsigned i = 0; i < pending; i++)
-				tried[tried_count++] = targets[i];
-		}
-		for (unsigned i = 0; i < pending; i++) {
-			const unsigned char *body = stripe + shard_of[i] * slot;
-			snprintf(urls[i], sizeof(urls[i]), "%s/chunks/%s", targets[i].url,
-				 chunk->chunk_id);
-			snprintf(crc_headers[i], sizeof(crc_headers[i]), "X-Chunk-CRC32C: %08x",
-				 efs_crc32c(0, body, slot));
-			efs_http_call_init(&calls[i], "PUT", urls[i]);
-			calls[i].bearer = io->cluster_secret;
-			calls[i].content_type = "application/octet-stream";
-			calls[i].headers[0] = "X-Chunk-Encoding: identity";
-			calls[i].headers[1] = crc_headers[i];
-			calls[i].headers[2] = io->cluster_header[0] ? io->cluster_header : NULL;
-			calls[i].body = body;
-			calls[i].body_len = slot;
-			calls[i].timeout_ms = transfer_timeout_ms(slot);
-			calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
-			calls[i].stall_timeout_s = STALL_TIMEOUT_S;
-			calls[i].resp_cap = 64 * 1024;
-			callp[i] = &calls[i];
-			efs_placement_load_add(io->placement, targets[i].worker_id, 1);
-		}
-		efs_http_call_run_parallel(io->http, callp, pending);
-		unsigned failed = 0;
-		for (unsigned i = 0; i < pending; i++) {
-			unsigned shard = shard_of[i];
-			efs_placement_load_add(io->placement, targets[i].worker_id, -1);
-			if (calls[i].error == 0 && calls[i].status == 201) {
-				out[done++] = targets[i];
-			} else {
-				if (calls[i].error)
-					efs_warn(
-					    "chunk %.12s: shard %u write to worker %s failed: %s; "
-					    "trying another",
-					    chunk->chunk_id, shard, targets[i].worker_id,
-					    calls[i].errmsg);
-				else
-					efs_warn("chunk %.12s: worker %s answered %ld to shard %u: "
-						 "%.120s",
-						 chunk->chunk_id, targets[i].worker_id,
-						 calls[i].status, shard,
-						 calls[i].resp.data ? calls[i].resp.data : "");
-				/* A transport failure may still land (late writes). */
-				if (calls[i].error && io->late_writes)
-					efs_late_writes_note(io->late_writes, targets[i].worker_id,
-							     targets[i].url, chunk->chunk_id);
-				shard_of[failed++] = shard; /* in order: i >= failed */
-			}
-			efs_http_call_release(&calls[i]);
-		}
-		pending = failed;
-	}
+	r = put_shards(io, chunk, stripe, slot, shard_of, n, targets, tried, &tried_count, 0, out,
+		       &done);
 	*written = done;
 	/* Every shard, or the put fails (its landed shards are recorded
 	 * unreferenced by the caller and collected). */
-	r = done < n ? -ENOSPC : 0;
+	if (r < 0)
+		r = -ENOSPC;
 out:
 	free(stripe);
 	efs_ec_free(ec);
@@ -219,6 +253,89 @@ static int shard_rank(struct efs_chunk_io *io, const struct efs_replica *rep, un
 	if (rep->bad)
 		return 2;
 	return pos < data_shards ? 0 : 1;
+}
+
+/* What fetch_shards found for one row. */
+#define FETCH_LOST (-1)	       /* missing or corrupt there: marked bad */
+#define FETCH_UNREACHABLE (-2) /* no answer (or no worker): nothing known */
+
+/* GETs the shards of @rows (@count, at most EFS_MAX_REPLICAS) in parallel,
+ * each checked (header, length, CRC32C); a good one not yet in *@present
+ * is copied to @shards[index] and added there. @outcome[i] says what row i
+ * gave: its shard index (also when that index was in already), FETCH_LOST
+ * (404, the worker's chunk_corrupt, or a bad header or CRC: the row is
+ * marked bad in the metadata, as a bad replica is) or FETCH_UNREACHABLE.
+ * Returns how many shards were added. */
+static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+			     const struct efs_ec_layout *layout,
+			     const struct efs_replica *const *rows, unsigned count,
+			     unsigned char *const shards[], uint32_t *present, int *outcome)
+{
+	struct efs_http_call calls[EFS_MAX_REPLICAS];
+	struct efs_http_call *callp[EFS_MAX_REPLICAS];
+	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
+	unsigned asked[EFS_MAX_REPLICAS]; /* the row each call reads */
+	unsigned batch = 0, added = 0;
+	size_t slot = EFS_EC_SHARD_HDR + layout->shard_len;
+
+	for (unsigned i = 0; i < count && i < EFS_MAX_REPLICAS; i++) {
+		const struct efs_replica *rep = rows[i];
+		outcome[i] = FETCH_UNREACHABLE;
+		if (!rep->url[0])
+			continue; /* its worker is unknown now */
+		snprintf(urls[batch], sizeof(urls[batch]), "%s/chunks/%s", rep->url,
+			 chunk->chunk_id);
+		efs_http_call_init(&calls[batch], "GET", urls[batch]);
+		calls[batch].bearer = io->cluster_secret;
+		calls[batch].headers[0] = io->cluster_header[0] ? io->cluster_header : NULL;
+		calls[batch].timeout_ms = transfer_timeout_ms(slot);
+		calls[batch].connect_timeout_ms = CONNECT_TIMEOUT_MS;
+		calls[batch].stall_timeout_s = STALL_TIMEOUT_S;
+		calls[batch].resp_cap = EFS_MAX(slot + 1, (size_t)ERROR_BODY_MAX);
+		callp[batch] = &calls[batch];
+		asked[batch++] = i;
+	}
+	if (batch == 0)
+		return 0;
+	efs_http_call_run_parallel(io->http, callp, batch);
+	for (unsigned b = 0; b < batch; b++) {
+		struct efs_http_call *c = &calls[b];
+		const struct efs_replica *rep = rows[asked[b]];
+		int *res = &outcome[asked[b]];
+		if (c->error) {
+			efs_warn("chunk %.12s: shard read from worker %s failed: %s",
+				 chunk->chunk_id, rep->worker_id, c->errmsg);
+		} else if (c->status == 200) {
+			int index =
+			    header_check((const unsigned char *)c->resp.data, c->resp.len, layout);
+			if (index < 0) {
+				*res = FETCH_LOST;
+				efs_warn(
+				    "chunk %.12s: the shard on worker %s fails its checksum or "
+				    "header; reading another",
+				    chunk->chunk_id, rep->worker_id);
+			} else {
+				*res = index;
+				if (!(*present & (1u << index))) {
+					memcpy(shards[index], c->resp.data + EFS_EC_SHARD_HDR,
+					       layout->shard_len);
+					*present |= 1u << index;
+					added++;
+				}
+			}
+		} else {
+			if (c->status == 404 || (c->status == 500 && c->resp.data &&
+						 strstr(c->resp.data, "\"chunk_corrupt\"")))
+				*res = FETCH_LOST;
+			efs_warn("chunk %.12s: worker %s answered %ld to a shard read",
+				 chunk->chunk_id, rep->worker_id, c->status);
+		}
+		/* Missing or corrupt there: marked as a bad replica is. */
+		if (*res == FETCH_LOST)
+			efs_meta_replica_mark_bad(io->meta, chunk->chunk_id, rep->worker_id);
+		efs_http_call_release(c);
+	}
+	return added;
 }
 
 int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
@@ -257,69 +374,21 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 	for (unsigned i = 0; i < n; i++)
 		shards[i] = stripe + i * layout.shard_len;
 
-	size_t slot = EFS_EC_SHARD_HDR + layout.shard_len;
 	unsigned next = 0;
 	/* Rounds of parallel reads, each asking as many rows as shards are
 	 * still missing, until K good ones are in or no row is left. */
 	while (good < k && next < ordered) {
-		struct efs_http_call calls[EFS_MAX_REPLICAS];
-		struct efs_http_call *callp[EFS_MAX_REPLICAS];
-		char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
-		const struct efs_replica *of[EFS_MAX_REPLICAS];
-		unsigned batch = 0;
-		while (batch < k - good && next < ordered) {
+		const struct efs_replica *batch[EFS_MAX_REPLICAS];
+		int outcome[EFS_MAX_REPLICAS];
+		unsigned want = k - good, count = 0;
+		while (count < want && next < ordered) {
 			const struct efs_replica *rep = &rows[order[next++]];
-			if (!rep->url[0])
-				continue; /* its worker is unknown now */
-			of[batch] = rep;
-			snprintf(urls[batch], sizeof(urls[batch]), "%s/chunks/%s", rep->url,
-				 chunk->chunk_id);
-			efs_http_call_init(&calls[batch], "GET", urls[batch]);
-			calls[batch].bearer = io->cluster_secret;
-			calls[batch].headers[0] = io->cluster_header[0] ? io->cluster_header : NULL;
-			calls[batch].timeout_ms = transfer_timeout_ms(slot);
-			calls[batch].connect_timeout_ms = CONNECT_TIMEOUT_MS;
-			calls[batch].stall_timeout_s = STALL_TIMEOUT_S;
-			calls[batch].resp_cap = EFS_MAX(slot + 1, (size_t)ERROR_BODY_MAX);
-			callp[batch] = &calls[batch];
-			batch++;
+			if (rep->url[0])
+				batch[count++] = rep;
 		}
-		if (batch == 0)
+		if (count == 0)
 			break;
-		efs_http_call_run_parallel(io->http, callp, batch);
-		for (unsigned i = 0; i < batch; i++) {
-			struct efs_http_call *c = &calls[i];
-			bool lost = false;
-			if (c->error) {
-				efs_warn("chunk %.12s: shard read from worker %s failed: %s",
-					 chunk->chunk_id, of[i]->worker_id, c->errmsg);
-			} else if (c->status == 200) {
-				int index = header_check((const unsigned char *)c->resp.data,
-							 c->resp.len, &layout);
-				if (index < 0) {
-					lost = true;
-					efs_warn("chunk %.12s: the shard on worker %s fails its "
-						 "checksum or header; reading another",
-						 chunk->chunk_id, of[i]->worker_id);
-				} else if (!(present & (1u << index))) {
-					memcpy(shards[index], c->resp.data + EFS_EC_SHARD_HDR,
-					       layout.shard_len);
-					present |= 1u << index;
-					good++;
-				}
-			} else {
-				lost =
-				    c->status == 404 || (c->status == 500 && c->resp.data &&
-							 strstr(c->resp.data, "\"chunk_corrupt\""));
-				efs_warn("chunk %.12s: worker %s answered %ld to a shard read",
-					 chunk->chunk_id, of[i]->worker_id, c->status);
-			}
-			/* Missing or corrupt there: marked as a bad replica is. */
-			if (lost)
-				efs_meta_replica_mark_bad(io->meta, chunk->chunk_id,
-							  of[i]->worker_id);
-			efs_http_call_release(c);
-		}
+		good += fetch_shards(io, chunk, &layout, batch, count, shards, &present, outcome);
 	}
 	if (good < k) {
 		r = -EIO; /* more than M shards lost: reported, never guessed */
@@ -340,6 +409,185 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 	r = efs_chunk_from_stored(chunk, chunk->compressed, scratch, out);
 	if (r == -EBADMSG)
 		r = -EIO;
+out:
+	free(stripe);
+	efs_ec_free(ec);
+	return r;
+}
+
+static unsigned popcount32(uint32_t v)
+{
+	unsigned c = 0;
+	for (; v; v &= v - 1)
+		c++;
+	return c;
+}
+
+int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+			 const struct efs_replica *replicas, unsigned count,
+			 int64_t holding_after_ms, uint64_t epoch, struct efs_buf *data,
+			 struct efs_buf *scratch, struct efs_ec_rebuild *out)
+{
+	const struct efs_replica *asked[EFS_MAX_REPLICAS] = {0};
+	unsigned asked_row[EFS_MAX_REPLICAS], asked_count = 0;
+	int outcome[EFS_MAX_REPLICAS];
+	int row_index[EFS_MAX_REPLICAS]; /* the good shard each row gave, or -1 */
+	struct efs_target tried[TRIED_MAX];
+	size_t tried_count = 0;
+	unsigned shard_of[EFS_MAX_REPLICAS];
+	struct efs_ec *ec = NULL;
+	struct efs_ec_layout layout;
+	unsigned char *stripe = NULL;
+	unsigned k = chunk->ec_data, n = chunk->ec_data + chunk->ec_parity;
+	uint32_t held = 0, sources = 0;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (k == 0 || n > EFS_MAX_REPLICAS)
+		return -EINVAL;
+	count = EFS_MIN(count, EFS_MAX_REPLICAS);
+	if ((r = efs_ec_new(chunk->ec_data, chunk->ec_parity, &ec)) < 0)
+		return r;
+	if ((r = efs_ec_layout(ec, chunk->stored_size, &layout)) < 0)
+		goto out;
+	size_t slot = EFS_EC_SHARD_HDR + layout.shard_len;
+	out->shard_bytes = slot;
+	if (!(stripe = calloc(n, slot))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	unsigned char *shards[EFS_EC_MAX_SHARDS];
+	for (unsigned i = 0; i < n; i++)
+		shards[i] = stripe + i * slot + EFS_EC_SHARD_HDR;
+
+	/* Every counted shard (a good row on a worker heard from after
+	 * @holding_after_ms) is read, not only K: which shards are missing is
+	 * known only from the headers of those that are not. */
+	for (unsigned i = 0; i < count; i++) {
+		row_index[i] = -1;
+		const struct efs_replica *rep = &replicas[i];
+		if (rep->bad || rep->last_heartbeat_ms <= holding_after_ms)
+			continue;
+		if (!efs_replica_alive(io, rep) || !rep->url[0]) {
+			/* Dead for less than the repair delay: its shard counts
+			 * as held, but which one it is cannot be known now. */
+			efs_debug("repair: EC chunk %.12s waits: the shard on worker %s (down, not "
+				  "for REPAIR_AFTER_MS yet) cannot be named",
+				  chunk->chunk_id, rep->worker_id);
+			r = -EAGAIN;
+			goto out;
+		}
+		asked[asked_count] = rep;
+		asked_row[asked_count++] = i;
+		efs_strlcpy(tried[tried_count].worker_id, rep->worker_id,
+			    sizeof(tried[tried_count].worker_id));
+		efs_strlcpy(tried[tried_count].url, rep->url, sizeof(tried[tried_count].url));
+		tried_count++;
+	}
+	/* Somewhere to put a shard? If not, read nothing (as replica repair:
+	 * a cluster of exactly K + M workers with one dead would otherwise
+	 * read and decode its stripes at every pass for nothing). A stripe
+	 * short of K good rows is read all the same: it is found
+	 * unrecoverable (or rebuildable from bad rows) and said so. */
+	struct efs_target probe[1];
+	if (asked_count >= k) {
+		r = efs_placement_choose(io->placement, 1, slot, tried, tried_count, probe);
+		if (r <= 0) {
+			r = r < 0 ? r : -ENOSPC;
+			goto out;
+		}
+	}
+	tried_count = 0;
+	fetch_shards(io, chunk, &layout, asked, asked_count, shards, &held, outcome);
+	for (unsigned a = 0; a < asked_count; a++) {
+		if (outcome[a] == FETCH_UNREACHABLE) {
+			r = -EAGAIN; /* a counted shard did not answer: try again later */
+			goto out;
+		}
+		row_index[asked_row[a]] = outcome[a];
+	}
+	sources = held;
+	/* Fewer than K good: the rows marked bad on live workers may still
+	 * hold intact bytes (marked by a passing failure). Such a shard is a
+	 * source only; its index is rebuilt all the same, so that its row can
+	 * go. */
+	if (popcount32(sources) < k) {
+		asked_count = 0;
+		for (unsigned i = 0; i < count; i++)
+			if (replicas[i].bad && efs_replica_alive(io, &replicas[i]) &&
+			    replicas[i].url[0])
+				asked[asked_count++] = &replicas[i];
+		fetch_shards(io, chunk, &layout, asked, asked_count, shards, &sources, outcome);
+	}
+	uint32_t all = n == 32 ? UINT32_MAX : (1u << n) - 1;
+	uint32_t missing = all & ~held;
+	out->missing = popcount32(missing);
+	if (missing == 0)
+		goto out; /* r == 0: nothing to rebuild */
+	if (popcount32(sources) < k) {
+		r = -EIO; /* more than M shards lost: reported, never guessed */
+		goto out;
+	}
+	/* The missing shards, and the data shards the check below needs. */
+	uint32_t data_mask = (k == 32) ? UINT32_MAX : ((1u << k) - 1);
+	if ((r = efs_ec_reconstruct(ec, layout.shard_len, shards, sources,
+				    (missing | data_mask) & ~sources)) < 0) {
+		r = -EIO;
+		goto out;
+	}
+	/* The stripe decodes to the chunk's bytes (the id checked) before any
+	 * shard of it is written: a rebuild never stores wrong bytes. */
+	efs_buf_reset(scratch);
+	scratch->cap = SIZE_MAX;
+	if ((r = efs_buf_reserve(scratch, layout.payload_len)) < 0)
+		goto out;
+	efs_ec_join(&layout, shards, scratch->data);
+	scratch->len = layout.payload_len;
+	if ((r = efs_chunk_from_stored(chunk, chunk->compressed, scratch, data)) < 0) {
+		efs_error("repair: chunk %s: its stripe rebuilt from %u shards does not match "
+			  "the chunk id; nothing written",
+			  chunk->chunk_id, popcount32(sources));
+		r = -EIO;
+		goto out;
+	}
+	unsigned pending = 0;
+	for (unsigned s = 0; s < n; s++)
+		if (missing & (1u << s)) {
+			header_write(stripe + s * slot, &layout, s);
+			shard_of[pending++] = s;
+		}
+	/* Distinct workers: none holding a good shard of the stripe. A worker
+	 * whose row is bad (or gone) may take one: its copy is replaced. */
+	for (unsigned i = 0; i < count; i++)
+		if (row_index[i] >= 0) {
+			efs_strlcpy(tried[tried_count].worker_id, replicas[i].worker_id,
+				    sizeof(tried[tried_count].worker_id));
+			efs_strlcpy(tried[tried_count].url, replicas[i].url,
+				    sizeof(tried[tried_count].url));
+			tried_count++;
+		}
+	r = put_shards(io, chunk, stripe, slot, shard_of, pending, NULL, tried, &tried_count, epoch,
+		       out->added, &out->added_count);
+	if (r < 0 && r != -ENOSPC)
+		goto out;
+	if (out->added_count == 0) {
+		r = -ENOSPC;
+		goto out;
+	}
+	r = 0;
+	/* Every missing shard is placed: the rows that held no good shard
+	 * (bad, lost, or on workers dead past the repair delay) are replaced,
+	 * unless a new shard went to their worker. Some shards unplaced: no
+	 * row can be said replaced (a bad row's index is unknown). */
+	if (out->added_count < out->missing)
+		goto out;
+	for (unsigned i = 0; i < count; i++) {
+		bool rewritten = false;
+		for (unsigned a = 0; a < out->added_count; a++)
+			rewritten |= strcmp(out->added[a].worker_id, replicas[i].worker_id) == 0;
+		if (row_index[i] < 0 && !rewritten)
+			out->drop[out->drop_count++] = i;
+	}
 out:
 	free(stripe);
 	efs_ec_free(ec);

@@ -52,4 +52,40 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 		      const struct efs_replica *replicas, unsigned replica_count,
 		      struct efs_buf *out, struct efs_buf *scratch);
 
+/* What efs_chunk_ec_rebuild did to a stripe. */
+struct efs_ec_rebuild {
+	unsigned missing;			   /* shards no good row held */
+	struct efs_target added[EFS_MAX_REPLICAS]; /* the workers that took a rebuilt one */
+	unsigned added_count;
+	/* Rows (indexes into the caller's replicas) whose shard is replaced:
+	 * set only when every missing shard was written. */
+	unsigned drop[EFS_MAX_REPLICAS];
+	unsigned drop_count;
+	size_t shard_bytes; /* one shard as stored, header included */
+};
+
+/* Rebuilds the shards EC chunk @chunk lacks (repair). Its rows
+ * @replicas: the good ones on workers heard from after @holding_after_ms
+ * are its held shards, and every one of them is read (which shards are
+ * missing is known from the headers of those that are not); rows marked
+ * bad on live workers are read too when fewer than K good shards answer,
+ * as sources only. The missing shards are reconstructed, the stripe is
+ * decoded and checked against the chunk id, and each missing shard is
+ * written (with @epoch) to a live worker holding no good shard of the
+ * stripe, distinct ones (a worker with a bad row may take one: its copy
+ * is overwritten). A shard read missing or corrupt is marked bad.
+ * @data and @scratch are work buffers. Nothing is recorded: the caller
+ * records @out->added, then removes the @out->drop rows, in that order.
+ * 0: @out says what was done (added_count 0 when nothing was missing;
+ * fewer than missing when workers ran out). -EAGAIN: a held shard could
+ * not be read (its worker is down, not yet for the repair delay, or did
+ * not answer): nothing written. -EIO: fewer than K good shards, or they do
+ * not decode to the chunk: nothing written, never wrong bytes. -ENOSPC:
+ * no live worker with room outside the good shards' (nothing read), or
+ * none took a shard; -ESTALE: a worker refused @epoch; -ENOMEM. */
+int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+			 const struct efs_replica *replicas, unsigned count,
+			 int64_t holding_after_ms, uint64_t epoch, struct efs_buf *data,
+			 struct efs_buf *scratch, struct efs_ec_rebuild *out);
+
 #endif

@@ -5,6 +5,7 @@
 #include "echofs/log.h"
 #include "echofs/pace.h"
 #include "echofs/util.h"
+#include "master/chunk_ec.h"
 #include "master/chunk_io.h"
 #include "master/control.h"
 #include "master/placement.h"
@@ -84,13 +85,108 @@ static int meta_failed(const struct efs_repair_deps *d, int r)
 	return r;
 }
 
-/* Copies one chunk to as many new workers as it lacks. Returns the bytes
- * copied (for pacing) or -errno; -ESTALE when the lease is no longer held
- * here (the pass stops). */
-static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repair_need *need,
+/* Whether unrecoverable stripe @chunk_id is logged already; notes it if
+ * not (the last EFS_REPAIR_LOGGED_MAX are remembered). */
+static bool logged_before(struct efs_repair *rp, const char *chunk_id)
+{
+	for (unsigned i = 0; i < EFS_REPAIR_LOGGED_MAX; i++)
+		if (strcmp(rp->unrecoverable_logged[i], chunk_id) == 0)
+			return true;
+	efs_strlcpy(rp->unrecoverable_logged[rp->unrecoverable_next], chunk_id,
+		    sizeof(rp->unrecoverable_logged[0]));
+	rp->unrecoverable_next = (rp->unrecoverable_next + 1) % EFS_REPAIR_LOGGED_MAX;
+	return false;
+}
+
+/* @chunk_id was rebuilt: should it become unrecoverable again, it is
+ * logged again. */
+static void logged_forget(struct efs_repair *rp, const char *chunk_id)
+{
+	for (unsigned i = 0; i < EFS_REPAIR_LOGGED_MAX; i++)
+		if (strcmp(rp->unrecoverable_logged[i], chunk_id) == 0)
+			rp->unrecoverable_logged[i][0] = '\0';
+}
+
+/* Rebuilds the missing shards of EC chunk @chunk (rows @replicas): the
+ * new shards are durable (efs_chunk_ec_rebuild) and recorded before any
+ * replaced row is removed. Returns the bytes written (for pacing), 0 when
+ * it must wait (a held shard cannot be read now), or -errno; -ESTALE when
+ * the lease is no longer held here. */
+static int64_t rebuild_one(struct efs_repair *rp, const struct efs_chunk_info *chunk,
+			   const struct efs_replica *replicas, unsigned count,
+			   int64_t holding_after, struct efs_buf *data, struct efs_buf *scratch)
+{
+	const struct efs_repair_deps *d = &rp->deps;
+	const char *added_ids[EFS_MAX_REPLICAS];
+	struct efs_ec_rebuild rb;
+	unsigned n = chunk->ec_data + chunk->ec_parity;
+	/* The lease as of now: dropped, nothing is sent. */
+	uint64_t epoch = efs_meta_lease_epoch(d->meta);
+	if (epoch == 0)
+		return -ESTALE;
+	efs_chunk_writing_begin(d->chunk_io, chunk->chunk_id);
+	int w = efs_chunk_ec_rebuild(d->chunk_io, chunk, replicas, count, holding_after, epoch,
+				     data, scratch, &rb);
+	/* Whatever landed is recorded, even when not all of it could be. */
+	for (unsigned i = 0; i < rb.added_count; i++)
+		added_ids[i] = rb.added[i].worker_id;
+	int r = rb.added_count
+		    ? meta_failed(d, efs_meta_replica_add(d->meta, chunk->chunk_id, added_ids,
+							  rb.added_count, efs_now_ms()))
+		    : 0;
+	efs_chunk_writing_end(d->chunk_io, chunk->chunk_id);
+	if (w == -EAGAIN)
+		return 0; /* its next pass (logged at debug by the rebuild) */
+	if (w == -EIO) {
+		unsigned good = 0;
+		for (unsigned i = 0; i < count; i++)
+			good += !replicas[i].bad && replicas[i].last_heartbeat_ms > holding_after;
+		if (!logged_before(rp, chunk->chunk_id))
+			efs_error(
+			    "repair: EC chunk %s (ec:%u+%u) is UNRECOVERABLE for now: fewer "
+			    "than %u of its %u shards read back good (%u good rows of %u "
+			    "recorded); nothing rebuilt (never from wrong bytes): its data is "
+			    "unavailable until a worker holding a shard of it returns",
+			    chunk->chunk_id, chunk->ec_data, chunk->ec_parity, chunk->ec_data, n,
+			    good, count);
+		return w;
+	}
+	if (w < 0 && rb.added_count == 0) {
+		if (w == -ENOSPC) /* no worker free for it: counted, as replica repair's */
+			efs_debug("repair: EC chunk %.12s (%u shards): no live worker with room "
+				  "outside those holding its good shards; not rebuilt",
+				  chunk->chunk_id, n);
+		else if (w != -ESTALE)
+			efs_warn("repair: EC chunk %.12s: %u of %u shards missing; rebuild failed: "
+				 "%s",
+				 chunk->chunk_id, rb.missing, n, strerror(-w));
+		return w;
+	}
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	atomic_fetch_add(&rp->ec_shards_rebuilt_total, rb.added_count);
+	logged_forget(rp, chunk->chunk_id);
+	/* The replaced rows go last: their workers, if they still hold a
+	 * copy, are told to delete it at their next report. */
+	for (unsigned i = 0; i < rb.drop_count; i++)
+		efs_meta_replica_remove(d->meta, chunk->chunk_id, replicas[rb.drop[i]].worker_id);
+	efs_info("repair: EC chunk %.12s (ec:%u+%u): %u of %u shards were missing; rebuilt %u "
+		 "(first on worker %s), %u replaced rows removed",
+		 chunk->chunk_id, chunk->ec_data, chunk->ec_parity, rb.missing, n, rb.added_count,
+		 rb.added[0].worker_id, rb.drop_count);
+	if (w < 0)
+		return w; /* -ESTALE after some landed */
+	return (int64_t)(rb.shard_bytes * rb.added_count);
+}
+
+/* Copies one chunk to as many new workers as it lacks (an EC chunk: its
+ * missing shards are rebuilt). Returns the bytes copied (for pacing) or
+ * -errno; -ESTALE when the lease is no longer held here (the pass stops). */
+static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *need,
 			  int64_t holding_after, struct efs_buf *data, struct efs_buf *scratch,
 			  struct efs_buf *encoded)
 {
+	const struct efs_repair_deps *d = &rp->deps;
 	struct efs_chunk_info chunk;
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
 	struct efs_target keep[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
@@ -99,6 +195,8 @@ static int64_t repair_one(const struct efs_repair_deps *d, const struct efs_repa
 	int r = meta_failed(d, efs_meta_chunk_get(d->meta, need->chunk_id, &chunk, replicas, &count));
 	if (r < 0)
 		return r == -ENOENT ? 0 : r; /* collected meanwhile */
+	if (chunk.ec_data > 0)
+		return rebuild_one(rp, &chunk, replicas, count, holding_after, data, scratch);
 
 	unsigned holding = holding_workers(replicas, count, holding_after, keep);
 	if (holding >= d->replication_factor)
@@ -195,16 +293,21 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 {
 	const struct efs_repair_deps *d = &rp->deps;
 	struct efs_repair_need needs[REPAIR_PASS_CHUNKS];
-	uint64_t under = 0;
+	uint64_t under = 0, degraded = 0, unrecoverable = 0;
 	size_t n = 0;
 	int64_t now = efs_now_ms();
 
 	/* What the operator watches: chunks short of good replicas on workers
 	 * alive right now. */
 	int64_t scan_started = efs_mono_ms();
-	if (efs_meta_under_replicated(d->meta, d->replication_factor,
-				      now - d->worker_dead_after_ms, &under) == 0) {
+	if (efs_meta_under_replicated(d->meta, d->replication_factor, now - d->worker_dead_after_ms,
+				      &under) == 0 &&
+	    efs_meta_ec_stripes(d->meta, now - d->worker_dead_after_ms, &degraded,
+				&unrecoverable) == 0) {
 		atomic_store(&rp->under_replicated, (int64_t)under);
+		atomic_store(&rp->ec_degraded, (int64_t)degraded);
+		atomic_store(&rp->ec_unrecoverable, (int64_t)unrecoverable);
+		under += degraded; /* what this pass may act on */
 		/* Nothing to do: the count's cost sets when to look again. */
 		int64_t took = efs_mono_ms() - scan_started;
 		rp->idle_until = under == 0 ? scan_started + took * REPAIR_IDLE_SHARE : 0;
@@ -236,7 +339,7 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	uint64_t copied = 0, done = 0, failed = 0;
 	efs_pace_init(&pace, d->bandwidth);
 	for (size_t i = 0; i < n; i++) {
-		int64_t r = repair_one(d, &needs[i], holding_after, data, scratch, encoded);
+		int64_t r = repair_one(rp, &needs[i], holding_after, data, scratch, encoded);
 		if (r == -ESTALE || (r < 0 && efs_meta_lease_epoch(d->meta) == 0)) {
 			/* The lease is gone (dropped here, or a worker has
 			 * seen a newer epoch: another master holds it): not
@@ -260,10 +363,12 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	/* Nothing could be done (no room, nothing readable): back off. */
 	rp->backoff_until = done == 0 && failed > 0 ? efs_mono_ms() + REPAIR_BACKOFF_MS : 0;
 	if (done || failed)
-		efs_info("repair: %llu chunks re-replicated (%llu bytes), %llu failed; %llu were "
-			 "under-replicated",
-			 (unsigned long long)done, (unsigned long long)copied,
-			 (unsigned long long)failed, (unsigned long long)under);
+		efs_info(
+		    "repair: %llu chunks re-replicated or rebuilt (%llu bytes), %llu failed; "
+		    "%llu were under-replicated, %llu EC stripes degraded (%llu unrecoverable)",
+		    (unsigned long long)done, (unsigned long long)copied,
+		    (unsigned long long)failed, (unsigned long long)(under - degraded),
+		    (unsigned long long)degraded, (unsigned long long)unrecoverable);
 }
 
 static void repair_main(struct efs_ticker *t, void *ctx)
@@ -292,6 +397,11 @@ int efs_repair_start(struct efs_repair *rp, const struct efs_repair_deps *deps)
 	atomic_init(&rp->under_replicated, -1);
 	atomic_init(&rp->repaired_total, 0);
 	atomic_init(&rp->failed_total, 0);
+	atomic_init(&rp->ec_degraded, -1);
+	atomic_init(&rp->ec_unrecoverable, -1);
+	atomic_init(&rp->ec_shards_rebuilt_total, 0);
+	memset(rp->unrecoverable_logged, 0, sizeof(rp->unrecoverable_logged));
+	rp->unrecoverable_next = 0;
 	return efs_ticker_start(&rp->ticker, repair_main, rp);
 }
 

@@ -13,6 +13,16 @@
  * repair never starves client traffic. The count of under-replicated
  * chunks (good replicas on live workers only) is kept for /health.
  *
+ * Erasure-coded chunks (issue 17) are repaired by rebuilding: a stripe
+ * with fewer than K + M good shard rows (a shard lost, corrupt, or on a
+ * worker dead for REPAIR_AFTER_MS) has its missing shards reconstructed
+ * from K good ones and written to live workers holding no good shard of
+ * it (efs_chunk_ec_rebuild), recorded, and only then are the replaced rows
+ * removed. They are taken in the same list as replicated chunks, by how
+ * many further losses each survives, and paced by the same knobs; a
+ * stripe with fewer than K good shards is counted (ec_unrecoverable) and
+ * logged once, never rebuilt into wrong bytes.
+ *
  * Counting them scans every referenced chunk (a million: about a second
  * on SQLite). A pass that finds nothing to do makes the next one wait
  * REPAIR_IDLE_SHARE times as long as its count took (at least the second),
@@ -36,6 +46,8 @@ struct efs_placement;
  * outlives the loop) and the settings it follows. */
 struct efs_control;
 
+#define EFS_REPAIR_LOGGED_MAX 256
+
 struct efs_repair_deps {
 	struct efs_meta *meta;           /* under-replicated chunks, new replicas */
 	struct efs_placement *placement; /* where new copies go */
@@ -55,6 +67,13 @@ struct efs_repair {
 	_Atomic int64_t under_replicated; /* -1 until the first pass */
 	_Atomic uint64_t repaired_total;   /* chunks copied since start */
 	_Atomic uint64_t failed_total;     /* copies that failed */
+	_Atomic int64_t ec_degraded;       /* EC chunks short of K + M good shards; -1 until known */
+	_Atomic int64_t ec_unrecoverable;  /* ... short of K; -1 until known */
+	_Atomic uint64_t ec_shards_rebuilt_total;
+	/* The last unrecoverable stripes logged, so each is logged once
+	 * (while fewer than EFS_REPAIR_LOGGED_MAX others are logged after it). */
+	char unrecoverable_logged[EFS_REPAIR_LOGGED_MAX][65];
+	unsigned unrecoverable_next;
 	/* Loop thread only. */
 	int64_t store_ok_since; /* monotonic ms: the store answered since then */
 	int64_t backoff_until;  /* monotonic ms: no pass before */

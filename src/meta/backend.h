@@ -71,6 +71,9 @@ struct efs_meta_ops {
 			   struct efs_repair_need *out, size_t *count);
 	int (*under_replicated)(void *impl, unsigned replication, int64_t live_after_ms,
 				uint64_t *count);
+	/* NULL on a backend that stores no EC chunk (efs_meta_ec_stripes: 0, 0) */
+	int (*ec_stripes)(void *impl, int64_t live_after_ms, uint64_t *degraded,
+			  uint64_t *unrecoverable);
 	int (*report_batch)(void *impl, const struct efs_report_context *ctx,
 			    struct efs_report_entry *entries, size_t count);
 	int (*report_finish)(void *impl, const struct efs_report_context *ctx);

@@ -318,6 +318,16 @@ int efs_meta_under_replicated(struct efs_meta *m, unsigned replication, int64_t 
 	return m->ops->under_replicated(m->impl, replication, live_after_ms, count);
 }
 
+int efs_meta_ec_stripes(struct efs_meta *m, int64_t live_after_ms, uint64_t *degraded,
+			uint64_t *unrecoverable)
+{
+	if (!m->ops->ec_stripes) {
+		*degraded = *unrecoverable = 0;
+		return 0;
+	}
+	return m->ops->ec_stripes(m->impl, live_after_ms, degraded, unrecoverable);
+}
+
 int efs_meta_report_batch(struct efs_meta *m, const struct efs_report_context *ctx,
 			  struct efs_report_entry *entries, size_t count)
 {

@@ -9,15 +9,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Referenced replicated chunks with the number of good replicas on
- * workers heard from after $1. Erasure-coded chunks (ec_data > 0) are not
- * repaired by copying: a shard is rebuilt from K others, which is not
- * written yet (docs/ARCHITECTURE.md "Erasure coding"). */
-#define HOLDING_SQL                                                                               \
-	"SELECT c.chunk_id AS chunk_id, (SELECT COUNT(*) FROM replicas r"                        \
+/* Referenced chunks with the number of good replicas (for an EC chunk:
+ * of shard rows) on workers heard from after $1, and their stripe shape
+ * (0, 0: replicated); @where narrows the chunks. */
+#define HOLDING_SQL(where)                                                                        \
+	"SELECT c.chunk_id AS chunk_id, c.ec_data AS ec_data, c.ec_parity AS ec_parity,"        \
+	" (SELECT COUNT(*) FROM replicas r"                                                      \
 	"  JOIN workers w ON w.worker_id = r.worker_id"                                          \
 	"  WHERE r.chunk_id = c.chunk_id AND r.state = 0 AND w.last_heartbeat > $1) AS holding" \
-	" FROM chunks c WHERE c.refcount > 0 AND c.ec_data = 0"
+	" FROM chunks c WHERE c.refcount > 0" where
+
+/* What a chunk needs, in SQL over HOLDING_SQL's columns: its full count
+ * (REPLICATION_FACTOR, $2, or K + M shards) and the fewest it can be read
+ * from (1, or K). */
+#define WANT_SQL "CASE WHEN ec_data > 0 THEN ec_data + ec_parity ELSE $2 END"
+#define LEAST_SQL "CASE WHEN ec_data > 0 THEN ec_data ELSE 1 END"
 
 static int row_need(void *ctx, const struct efs_sql_row *row)
 {
@@ -36,14 +42,19 @@ int sql_repair_list(void *impl, unsigned replication, int64_t holding_after_ms, 
 	/* A chunk with no good replica is listed when a bad one is on a worker
 	 * heard from: its bytes may be intact (marked bad by a passing
 	 * failure, a disk back from the dead), and repair reads it to find
-	 * out. Such chunks come after every chunk with a good replica, so
-	 * those that turn out unreadable do not hold the others up. */
+	 * out. Chunks are taken by how many more losses they survive (good
+	 * copies above 1, good shards above K: an EC stripe with M shards
+	 * missing comes with a chunk down to its last replica); those that
+	 * cannot be read at all (no good replica, fewer than K good shards)
+	 * come after every other, so they do not hold the others up. */
 	int r = SQL_ONE(impl,
-			"SELECT chunk_id, holding FROM (" HOLDING_SQL ") t"
-			" WHERE holding < $2 AND (holding > 0 OR EXISTS (SELECT 1 FROM replicas b"
+			"SELECT chunk_id, holding FROM (" HOLDING_SQL("") ") t"
+			" WHERE holding < " WANT_SQL
+			" AND (holding > 0 OR EXISTS (SELECT 1 FROM replicas b"
 			"  JOIN workers w ON w.worker_id = b.worker_id"
 			"  WHERE b.chunk_id = t.chunk_id AND b.state <> 0 AND w.last_heartbeat > $1))"
-			" ORDER BY CASE WHEN holding > 0 THEN 0 ELSE 1 END, holding, chunk_id LIMIT $3",
+			" ORDER BY CASE WHEN holding >= " LEAST_SQL " THEN 0 ELSE 1 END,"
+			" holding - " LEAST_SQL ", chunk_id LIMIT $3",
 			row_need, &rows, NULL, SQL_INT(holding_after_ms), SQL_INT(replication),
 			SQL_INT(max));
 	return sql_rows_finish(&rows, r, NULL, count);
@@ -53,10 +64,36 @@ int sql_under_replicated(void *impl, unsigned replication, int64_t live_after_ms
 			 uint64_t *count)
 {
 	int64_t n = 0;
-	int r = SQL_ONE(impl, "SELECT COUNT(*) FROM (" HOLDING_SQL ") t WHERE holding < $2",
+	int r = SQL_ONE(impl,
+			"SELECT COUNT(*) FROM (" HOLDING_SQL(" AND c.ec_data = 0") ") t"
+			" WHERE holding < $2",
 			sql_row_int, &n, NULL, SQL_INT(live_after_ms), SQL_INT(replication));
 	if (r == 0)
 		*count = (uint64_t)n;
+	return r;
+}
+
+static int row_ec_stripes(void *ctx, const struct efs_sql_row *row)
+{
+	uint64_t *counts = ctx;
+	counts[0] = efs_sql_null(row, 0) ? 0 : (uint64_t)efs_sql_int(row, 0);
+	counts[1] = efs_sql_null(row, 1) ? 0 : (uint64_t)efs_sql_int(row, 1);
+	return 0;
+}
+
+int sql_ec_stripes(void *impl, int64_t live_after_ms, uint64_t *degraded,
+		   uint64_t *unrecoverable)
+{
+	uint64_t counts[2] = {0, 0};
+	int r = SQL_ONE(impl,
+			"SELECT SUM(CASE WHEN holding < ec_data + ec_parity THEN 1 ELSE 0 END),"
+			" SUM(CASE WHEN holding < ec_data THEN 1 ELSE 0 END)"
+			" FROM (" HOLDING_SQL(" AND c.ec_data > 0") ") t",
+			row_ec_stripes, counts, NULL, SQL_INT(live_after_ms));
+	if (r == 0) {
+		*degraded = counts[0];
+		*unrecoverable = counts[1];
+	}
 	return r;
 }
 

@@ -682,6 +682,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.replica_remove_if = sql_replica_remove_if,
 	.repair_list = sql_repair_list,
 	.under_replicated = sql_under_replicated,
+	.ec_stripes = sql_ec_stripes,
 	.report_batch = sql_report_batch,
 	.report_finish = sql_report_finish,
 	.lease = store_lease,

@@ -206,6 +206,8 @@ int sql_repair_list(void *impl, unsigned replication, int64_t holding_after_ms, 
 		    struct efs_repair_need *out, size_t *count);
 int sql_under_replicated(void *impl, unsigned replication, int64_t live_after_ms,
 			 uint64_t *count);
+int sql_ec_stripes(void *impl, int64_t live_after_ms, uint64_t *degraded,
+		   uint64_t *unrecoverable);
 int sql_report_batch(void *impl, const struct efs_report_context *ctx,
 		     struct efs_report_entry *entries, size_t count);
 int sql_report_finish(void *impl, const struct efs_report_context *ctx);

@@ -154,7 +154,8 @@ def test_every_metric_used_exists_on_a_live_cluster(cluster):
 
     # echofs_chunks_under_replicated appears after the repair loop's first
     # pass, the others once the abort and the slow close are counted.
-    late = {"echofs_chunks_under_replicated", "echofs_http_requests_aborted_total",
+    late = {"echofs_chunks_under_replicated", "echofs_ec_stripes_unrecoverable",
+            "echofs_http_requests_aborted_total",
             "echofs_http_slow_connections_closed_total"}
     try:
         master = wait_until(lambda: (lambda n: n if late <= n else None)(scrape(m.url)), 15,

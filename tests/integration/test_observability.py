@@ -208,7 +208,7 @@ def test_stats_needs_a_token_and_adds_up(cluster):
     assert s["uploads"]["chunks_total"] == 4
     assert s["uploads"]["chunks_deduplicated_total"] == 2
     assert s["workers"]["capacity_bytes"] >= s["workers"]["free_bytes"] > 0
-    assert set(s["repair"]) == {"repaired_total", "failed_total"}
+    assert set(s["repair"]) == {"repaired_total", "failed_total", "ec_shards_rebuilt_total"}
     assert set(s["gc"]) == {"chunks_collected_total", "sessions_expired_total"}
     def repair_pass_done():
         stats = c.get("/api/v1/stats").json()

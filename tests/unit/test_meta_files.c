@@ -1604,6 +1604,59 @@ static void test_repair_list_tries_bad_replicas_last(void **state)
 	assert_int_equal(under, 2);
 }
 
+/* Issue 17: EC chunks short of K + M good shard rows are listed for repair
+ * with the replicated ones, by how many more losses each survives (good
+ * shards above K, good replicas above 1); one with fewer than K good
+ * shards comes after every other. efs_meta_ec_stripes counts the
+ * degraded and unrecoverable ones; under_replicated counts replicated
+ * chunks only. SQL stores only (DynamoDB keeps no EC). */
+static void test_repair_list_orders_ec_stripes_by_shards_left(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info full = chunk(1), rep = chunk(2), ec1 = chunk(3), ec2 = chunk(4);
+	struct efs_repair_need needs[8];
+	size_t count = 0;
+	uint64_t degraded = 99, unrecoverable = 99, under = 99;
+
+	if (strcmp(efs_meta_backend(f->m), "dynamodb") == 0)
+		skip();
+	full.ec_data = ec1.ec_data = ec2.ec_data = 2;
+	full.ec_parity = ec1.ec_parity = ec2.ec_parity = 1;
+	put_on(f, 1, &full, WORKERS); /* 3 of 3 shards */
+	put_on(f, 2, &rep, WORKERS);
+	put_on(f, 3, &ec1, WORKERS);
+	put_on(f, 4, &ec2, WORKERS);
+	assert_int_equal(efs_meta_ec_stripes(f->m, 0, &degraded, &unrecoverable), 0);
+	assert_int_equal(degraded, 0);
+	assert_int_equal(unrecoverable, 0);
+
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, rep.chunk_id, "w1"), 0); /* 1 spare */
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, ec1.chunk_id, "w2"), 0); /* K left */
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, ec2.chunk_id, "w1"), 0);
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, ec2.chunk_id, "w3"), 0); /* < K */
+
+	assert_int_equal(efs_meta_repair_list(f->m, WORKERS, 0, 8, needs, &count), 0);
+	assert_int_equal(count, 3);
+	assert_string_equal(needs[0].chunk_id, ec1.chunk_id);
+	assert_int_equal(needs[0].holding, 2);
+	assert_string_equal(needs[1].chunk_id, rep.chunk_id);
+	assert_int_equal(needs[1].holding, 2);
+	assert_string_equal(needs[2].chunk_id, ec2.chunk_id);
+	assert_int_equal(needs[2].holding, 1);
+
+	assert_int_equal(efs_meta_ec_stripes(f->m, 0, &degraded, &unrecoverable), 0);
+	assert_int_equal(degraded, 2);
+	assert_int_equal(unrecoverable, 1);
+	assert_int_equal(efs_meta_under_replicated(f->m, WORKERS, 0, &under), 0);
+	assert_int_equal(under, 1);
+	/* no worker heard from after the cut: every stripe is unrecoverable */
+	assert_int_equal(efs_meta_ec_stripes(f->m, worker_heartbeat(WORKERS), &degraded,
+					     &unrecoverable),
+			 0);
+	assert_int_equal(degraded, 3);
+	assert_int_equal(unrecoverable, 3);
+}
+
 /* LIFECYCLE T18: a copy of a referenced chunk short of good replicas, that
  * no row names, is adopted: recorded as a good replica of that worker. */
 static void test_report_adopts_copy_of_under_replicated_chunk(void **state)
@@ -2187,6 +2240,7 @@ int main(void)
 		T(test_report_adopts_copy_of_under_replicated_chunk),
 		T(test_replica_mark_good_only_the_same_bad_replica),
 		T(test_repair_list_tries_bad_replicas_last),
+		T(test_repair_list_orders_ec_stripes_by_shards_left),
 		T(test_report_batch_of_5000),
 		T(test_report_batch_of_known_chunks),
 		T(test_stats),
