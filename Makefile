@@ -109,7 +109,8 @@ $(BUILD)/tests/%: tests/tools/%.c $(LIB)
 deps:
 	@./scripts/install-deps.sh
 
-# How many test programs run at a time (unit, integration, integration-tls).
+# How many test programs run at a time (unit, integration, integration-tls,
+# integration-aws).
 # Default 1: one at a time, in order. TEST_JOBS=N (N > 1; test/all.sh sets
 # 3): the unit programs run N at a time, and the black-box tests in two
 # parts: integration-parallel runs every test not marked serial on N

@@ -71,10 +71,11 @@ SERIAL: dict[str, str] = {
     # test's workers die only after 5 s of silence, for a loaded machine).
     "test_clock_skew.py::test_collector_keeps_a_copy_written_again_on_a_worker_behind":
         "a copy written again 9 s into a 12 s grace must beat the collector",
-    # Four tests of the file; the others (scrub, lost files, rejoin, master
-    # crash, full disk, old layout, the last replica, unreadable chunks)
-    # poll for repair and reports with deadlines of 5 s and more on events
-    # a second or two away, as the parallel files' repair tests do.
+    # Four tests of the file; the other ten (scrub, a damaged replica read,
+    # lost files, rejoin, master crash, full disk, old layout, the last
+    # replica, unreadable chunks) poll for repair and reports with
+    # deadlines of 5 s and more on events a second or two away, as the
+    # parallel files' repair tests do.
     "test_faults.py::test_worker_crash_reads_fail_over_at_once_then_chunks_are_rereplicated":
         "every read must fail over before the master notices the crash (3 s)",
     "test_faults.py::test_uploads_survive_a_worker_crash":
