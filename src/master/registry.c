@@ -2,6 +2,7 @@
 /* registry.c - worker registration, heartbeats and liveness. */
 #include "master/registry.h"
 #include "echofs/log.h"
+#include "echofs/ticker.h"
 #include "echofs/util.h"
 
 #include <stdlib.h>
@@ -22,6 +23,19 @@ void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct e
 	memset(&reg->late_writes, 0, sizeof(reg->late_writes));
 	memset(&reg->contact, 0, sizeof(reg->contact));
 	reg->repair_after_ms = 0;
+	pthread_mutex_init(&reg->stamp_lock, NULL);
+	pthread_mutex_init(&reg->flush_lock, NULL);
+	efs_ticker_cond_init(&reg->flush_wake);
+	reg->stamps = NULL;
+	reg->stamp_count = 0;
+	reg->stamp_alloc = 0;
+	reg->flush_urgent = false;
+	reg->flusher_stop = false;
+	reg->flusher_running = false;
+	reg->full_below_bytes = 0;
+	atomic_init(&reg->flushes, 0);
+	atomic_init(&reg->flushed_beats, 0);
+	atomic_init(&reg->stamped_beats, 0);
 }
 
 void efs_registry_release(struct efs_registry *reg)
@@ -40,8 +54,14 @@ void efs_registry_release(struct efs_registry *reg)
 	memset(&reg->contact, 0, sizeof(reg->contact));
 	memset(&reg->report_wanted, 0, sizeof(reg->report_wanted));
 	memset(&reg->late_writes, 0, sizeof(reg->late_writes));
+	free(reg->stamps);
+	reg->stamps = NULL;
+	reg->stamp_count = reg->stamp_alloc = 0;
 	/* A zeroed mutex is PTHREAD_MUTEX_INITIALIZER on Linux: safe to destroy. */
 	pthread_mutex_destroy(&reg->cache_lock);
+	pthread_mutex_destroy(&reg->stamp_lock);
+	pthread_mutex_destroy(&reg->flush_lock);
+	pthread_cond_destroy(&reg->flush_wake);
 }
 
 /* Drops the cached list; the caller holds cache_lock. */
@@ -357,7 +377,279 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 	return 0;
 }
 
-int efs_registry_suspect(struct efs_registry *reg, const char *worker_id, int64_t grace_ms)
+/* ---- stream beats: stamps in memory, one flusher ---- */
+
+/* The stamp of @worker_id, or NULL; the caller holds stamp_lock. */
+static struct efs_registry_stamp *stamp_find(struct efs_registry *reg, const char *worker_id)
+{
+	for (size_t i = 0; i < reg->stamp_count; i++)
+		if (strcmp(reg->stamps[i].worker_id, worker_id) == 0)
+			return &reg->stamps[i];
+	return NULL;
+}
+
+/* Removes @worker_id's stamp; the caller holds stamp_lock. */
+static void stamp_remove_locked(struct efs_registry *reg, const char *worker_id)
+{
+	struct efs_registry_stamp *e = stamp_find(reg, worker_id);
+	if (!e)
+		return;
+	size_t i = (size_t)(e - reg->stamps);
+	if (i != --reg->stamp_count)
+		reg->stamps[i] = reg->stamps[reg->stamp_count];
+}
+
+/* Whether a move of free space from @before to @after is one placement on
+ * every master must see now: across full_below_bytes, or by an eighth of
+ * the capacity. */
+static bool space_material(const struct efs_registry *reg, uint64_t capacity_bytes,
+			   uint64_t before, uint64_t after)
+{
+	uint64_t line = reg->full_below_bytes;
+	if (line && (before < line) != (after < line))
+		return true;
+	uint64_t moved = before > after ? before - after : after - before;
+	return capacity_bytes && moved >= capacity_bytes / 8;
+}
+
+int efs_registry_stamp(struct efs_registry *reg, const char *worker_id, uint64_t capacity_bytes,
+		       uint64_t free_bytes, uint64_t chunk_count, bool *rejoined)
+{
+	int64_t now = efs_now_ms();
+	bool urgent = false;
+
+	pthread_mutex_lock(&reg->stamp_lock);
+	struct efs_registry_stamp *e = stamp_find(reg, worker_id);
+	/* Fresh: its last beat was flushed (or written) long before anyone
+	 * could count it dead, so this beat cannot be a rejoin. */
+	if (!e || now - e->at_ms > reg->dead_after_ms / 2 || now < e->at_ms) {
+		pthread_mutex_unlock(&reg->stamp_lock);
+		return -EAGAIN;
+	}
+	if (space_material(reg, capacity_bytes, e->flushed_free, free_bytes) &&
+	    !reg->flush_urgent) {
+		reg->flush_urgent = urgent = true;
+		pthread_cond_signal(&reg->flush_wake);
+	}
+	e->capacity_bytes = capacity_bytes;
+	e->free_bytes = free_bytes;
+	e->chunk_count = chunk_count;
+	e->at_ms = now;
+	e->dirty = true;
+	pthread_mutex_unlock(&reg->stamp_lock);
+	if (urgent)
+		efs_info("worker %s: free space now %llu of %llu bytes: writing its beat at once",
+			 worker_id, (unsigned long long)free_bytes,
+			 (unsigned long long)capacity_bytes);
+	atomic_fetch_add(&reg->stamped_beats, 1);
+	cache_note_heartbeat(reg, worker_id, capacity_bytes, free_bytes, chunk_count, now);
+	efs_registry_note_contact(reg, worker_id);
+	if (rejoined)
+		*rejoined = report_wanted(reg, worker_id, false);
+	return 0;
+}
+
+int efs_registry_stream_heartbeat(struct efs_registry *reg, const char *worker_id,
+				  uint64_t capacity_bytes, uint64_t free_bytes,
+				  uint64_t chunk_count, bool *rejoined)
+{
+	int r = efs_registry_heartbeat(reg, worker_id, capacity_bytes, free_bytes, chunk_count,
+				       rejoined);
+	if (r < 0)
+		return r;
+	int64_t now = efs_now_ms();
+	pthread_mutex_lock(&reg->stamp_lock);
+	struct efs_registry_stamp *e = stamp_find(reg, worker_id);
+	if (!e && reg->stamp_count < EFS_REGISTRY_STAMPS_MAX) {
+		if (reg->stamp_count == reg->stamp_alloc) {
+			size_t alloc = reg->stamp_alloc ? reg->stamp_alloc * 2 : 64;
+			void *grown = realloc(reg->stamps, alloc * sizeof(*reg->stamps));
+			if (grown) {
+				reg->stamps = grown;
+				reg->stamp_alloc = alloc;
+			}
+		}
+		if (reg->stamp_count < reg->stamp_alloc) {
+			e = &reg->stamps[reg->stamp_count++];
+			memset(e, 0, sizeof(*e));
+			efs_strlcpy(e->worker_id, worker_id, sizeof(e->worker_id));
+		}
+	}
+	if (e) { /* just written: clean */
+		e->capacity_bytes = capacity_bytes;
+		e->free_bytes = free_bytes;
+		e->chunk_count = chunk_count;
+		e->at_ms = now;
+		e->flushed_free = free_bytes;
+		e->dirty = false;
+	}
+	pthread_mutex_unlock(&reg->stamp_lock);
+	return 0;
+}
+
+/* Writes @n beats to Redis, each key expiring WORKER_DEAD_AFTER_MS after
+ * its beat (not after this flush: a master that dies with stamps unwritten
+ * must not lengthen anyone's life). */
+static void flush_redis(struct efs_registry *reg, const struct efs_worker_beat *beats,
+			const int *results, size_t n, int64_t now)
+{
+	char (*keys)[EFS_ID_MAX + 32] = calloc(n, sizeof(*keys));
+	char (*values)[24] = calloc(n, sizeof(*values));
+	const char **key_ptrs = calloc(n, sizeof(*key_ptrs));
+	const char **value_ptrs = calloc(n, sizeof(*value_ptrs));
+	int64_t *ttls = calloc(n, sizeof(*ttls));
+	size_t m = 0;
+	if (keys && values && key_ptrs && value_ptrs && ttls) {
+		for (size_t i = 0; i < n; i++) {
+			int64_t ttl = reg->dead_after_ms - (now - beats[i].at_ms);
+			if (results[i] < 0 || ttl <= 0)
+				continue;
+			hb_key(beats[i].worker_id, keys[m], sizeof(keys[m]));
+			snprintf(values[m], sizeof(values[m]), "%lld", (long long)beats[i].at_ms);
+			key_ptrs[m] = keys[m];
+			value_ptrs[m] = values[m];
+			ttls[m++] = ttl;
+		}
+		/* a failure leaves the store's copy, which alone says alive */
+		efs_redis_set_many(reg->redis, key_ptrs, value_ptrs, ttls, m);
+	}
+	free(keys);
+	free(values);
+	free(key_ptrs);
+	free(value_ptrs);
+	free(ttls);
+}
+
+int efs_registry_flush(struct efs_registry *reg)
+{
+	struct efs_worker_beat *beats = NULL;
+	int *results = NULL;
+	size_t n = 0, dropped = 0;
+	int64_t now = efs_now_ms();
+	int r = 0;
+
+	pthread_mutex_lock(&reg->flush_lock);
+	pthread_mutex_lock(&reg->stamp_lock);
+	reg->flush_urgent = false;
+	if (reg->stamp_count) {
+		beats = malloc(reg->stamp_count * sizeof(*beats));
+		results = calloc(reg->stamp_count, sizeof(*results));
+	}
+	for (size_t i = 0; beats && results && i < reg->stamp_count;) {
+		struct efs_registry_stamp *e = &reg->stamps[i];
+		if (now - e->at_ms > reg->dead_after_ms) {
+			/* No beat for a whole period: its stream went quiet or
+			 * ended unseen; its next beat goes through the store. */
+			reg->stamps[i] = reg->stamps[--reg->stamp_count];
+			dropped++;
+			continue;
+		}
+		if (e->dirty) {
+			struct efs_worker_beat *b = &beats[n++];
+			efs_strlcpy(b->worker_id, e->worker_id, sizeof(b->worker_id));
+			b->capacity_bytes = e->capacity_bytes;
+			b->free_bytes = e->free_bytes;
+			b->chunk_count = e->chunk_count;
+			b->at_ms = e->at_ms;
+			e->dirty = false;
+			e->flushed_free = e->free_bytes;
+		}
+		i++;
+	}
+	pthread_mutex_unlock(&reg->stamp_lock);
+	if (reg->stamp_count && (!beats || !results)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t done = 0; done < n; done += EFS_META_BEATS_MAX) {
+		size_t batch = EFS_MIN(n - done, (size_t)EFS_META_BEATS_MAX);
+		int w = efs_meta_worker_heartbeat_many(reg->meta, beats + done, batch,
+						       results + done);
+		if (w < 0) {
+			r = w;
+			for (size_t i = done; i < done + batch; i++)
+				results[i] = w;
+		}
+	}
+	if (reg->redis && n)
+		flush_redis(reg, beats, results, n, now);
+	pthread_mutex_lock(&reg->stamp_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct efs_registry_stamp *e = stamp_find(reg, beats[i].worker_id);
+		if (results[i] == -ENOENT) {
+			efs_warn("worker %s beats on its stream but the store does not know it: "
+				 "its next beat asks it to register again",
+				 beats[i].worker_id);
+			stamp_remove_locked(reg, beats[i].worker_id);
+		} else if (results[i] < 0 && e && !e->dirty) {
+			e->dirty = true; /* written at the next flush */
+		}
+	}
+	pthread_mutex_unlock(&reg->stamp_lock);
+	if (r < 0)
+		efs_warn("stream heartbeats of %zu workers not written to the metadata store (%s): "
+			 "tried again in %lld ms; other masters may count them dead meanwhile",
+			 n, strerror(-r), (long long)EFS_MAX(reg->dead_after_ms / 4, 1));
+	atomic_fetch_add(&reg->flushes, 1);
+	atomic_fetch_add(&reg->flushed_beats, n);
+	if (dropped)
+		efs_info("%zu stream workers sent no beat for %lld ms: their stamps dropped", dropped,
+			 (long long)reg->dead_after_ms);
+out:
+	pthread_mutex_unlock(&reg->flush_lock);
+	free(beats);
+	free(results);
+	return r;
+}
+
+static void *flusher_main(void *arg)
+{
+	struct efs_registry *reg = arg;
+	int64_t period = EFS_MAX(reg->dead_after_ms / 4, 1);
+	int64_t last = efs_mono_ms();
+
+	pthread_mutex_lock(&reg->stamp_lock);
+	while (!reg->flusher_stop) {
+		struct timespec deadline;
+		efs_ticker_deadline(last + period - efs_mono_ms(), &deadline);
+		while (!reg->flusher_stop && !reg->flush_urgent &&
+		       pthread_cond_timedwait(&reg->flush_wake, &reg->stamp_lock, &deadline) == 0)
+			;
+		if (reg->flusher_stop)
+			break;
+		pthread_mutex_unlock(&reg->stamp_lock);
+		last = efs_mono_ms();
+		efs_registry_flush(reg);
+		pthread_mutex_lock(&reg->stamp_lock);
+	}
+	pthread_mutex_unlock(&reg->stamp_lock);
+	return NULL;
+}
+
+int efs_registry_flusher_start(struct efs_registry *reg)
+{
+	reg->flusher_stop = false;
+	int r = -pthread_create(&reg->flusher, NULL, flusher_main, reg);
+	if (r == 0)
+		reg->flusher_running = true;
+	return r;
+}
+
+void efs_registry_flusher_stop(struct efs_registry *reg)
+{
+	if (!reg->flusher_running)
+		return;
+	pthread_mutex_lock(&reg->stamp_lock);
+	reg->flusher_stop = true;
+	pthread_cond_signal(&reg->flush_wake);
+	pthread_mutex_unlock(&reg->stamp_lock);
+	pthread_join(reg->flusher, NULL);
+	reg->flusher_running = false;
+	efs_registry_flush(reg);
+}
+
+/* efs_registry_suspect under flush_lock. */
+static int suspect_locked(struct efs_registry *reg, const char *worker_id, int64_t grace_ms)
 {
 	struct efs_worker_info w;
 	int64_t dead_from = efs_now_ms() - reg->dead_after_ms + EFS_MAX(grace_ms, 0);
@@ -387,6 +679,19 @@ int efs_registry_suspect(struct efs_registry *reg, const char *worker_id, int64_
 	cache_drop_locked(reg);
 	pthread_mutex_unlock(&reg->cache_lock);
 	return 0;
+}
+
+int efs_registry_suspect(struct efs_registry *reg, const char *worker_id, int64_t grace_ms)
+{
+	/* No flush may write its beat after this (a flush under way ends
+	 * first): the stream's proof of life ended with it. */
+	pthread_mutex_lock(&reg->flush_lock);
+	pthread_mutex_lock(&reg->stamp_lock);
+	stamp_remove_locked(reg, worker_id);
+	pthread_mutex_unlock(&reg->stamp_lock);
+	int r = suspect_locked(reg, worker_id, grace_ms);
+	pthread_mutex_unlock(&reg->flush_lock);
+	return r;
 }
 
 /* Liveness from Redis, where it answers: the key expires with the worker. */
