@@ -17,6 +17,8 @@ void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct e
 	pthread_mutex_init(&reg->cache_lock, NULL);
 	reg->cache = NULL;
 	reg->cache_count = 0;
+	reg->cache_index = NULL;
+	reg->cache_index_size = 0;
 	reg->cache_at_ms = 0;
 	reg->cache_generation = 0;
 	memset(&reg->report_wanted, 0, sizeof(reg->report_wanted));
@@ -45,6 +47,8 @@ void efs_registry_release(struct efs_registry *reg)
 	free(reg->cache);
 	reg->cache = NULL;
 	reg->cache_count = 0;
+	free(reg->cache_index);
+	reg->cache_index = NULL;
 	free(reg->report_wanted.ids);
 	free(reg->report_wanted.asked_ms);
 	free(reg->late_writes.ids);
@@ -70,7 +74,57 @@ static void cache_drop_locked(struct efs_registry *reg)
 	free(reg->cache);
 	reg->cache = NULL;
 	reg->cache_count = 0;
+	free(reg->cache_index);
+	reg->cache_index = NULL;
+	reg->cache_index_size = 0;
 	reg->cache_generation++;
+}
+
+static size_t id_hash(const char *worker_id);
+
+/* Indexes the copy just installed (cache_lock held); without memory it
+ * stays unindexed and is walked. */
+static void cache_index_build(struct efs_registry *reg)
+{
+	free(reg->cache_index);
+	reg->cache_index = NULL;
+	reg->cache_index_size = 0;
+	if (!reg->cache_count || reg->cache_count > UINT32_MAX / 4)
+		return;
+	size_t size = 16;
+	while (size < reg->cache_count * 2)
+		size *= 2;
+	uint32_t *index = calloc(size, sizeof(*index));
+	if (!index)
+		return;
+	for (size_t i = 0; i < reg->cache_count; i++) {
+		size_t j = id_hash(reg->cache[i].info.worker_id) & (size - 1);
+		while (index[j])
+			j = (j + 1) & (size - 1);
+		index[j] = (uint32_t)(i + 1);
+	}
+	reg->cache_index = index;
+	reg->cache_index_size = size;
+}
+
+/* @worker_id's entry in the copy, or NULL (cache_lock held). */
+static struct efs_worker_status *cache_find(struct efs_registry *reg, const char *worker_id)
+{
+	if (!reg->cache)
+		return NULL;
+	if (!reg->cache_index) {
+		for (size_t i = 0; i < reg->cache_count; i++)
+			if (strcmp(reg->cache[i].info.worker_id, worker_id) == 0)
+				return &reg->cache[i];
+		return NULL;
+	}
+	size_t mask = reg->cache_index_size - 1;
+	for (size_t j = id_hash(worker_id) & mask; reg->cache_index[j]; j = (j + 1) & mask) {
+		struct efs_worker_status *w = &reg->cache[reg->cache_index[j] - 1];
+		if (strcmp(w->info.worker_id, worker_id) == 0)
+			return w;
+	}
+	return NULL;
 }
 
 /* After a heartbeat this master took: a worker the copy shows alive gets its
@@ -82,11 +136,9 @@ static void cache_note_heartbeat(struct efs_registry *reg, const char *worker_id
 {
 	pthread_mutex_lock(&reg->cache_lock);
 	if (reg->cache) {
-		size_t i = 0;
-		while (i < reg->cache_count && strcmp(reg->cache[i].info.worker_id, worker_id) != 0)
-			i++;
-		if (i < reg->cache_count && reg->cache[i].alive) {
-			struct efs_worker_info *w = &reg->cache[i].info;
+		struct efs_worker_status *found = cache_find(reg, worker_id);
+		if (found && found->alive) {
+			struct efs_worker_info *w = &found->info;
 			w->capacity_bytes = capacity_bytes;
 			w->free_bytes = free_bytes;
 			w->chunk_count = chunk_count;
@@ -159,6 +211,7 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 }
 
 static bool ids_has(const struct efs_registry_ids *set, const char *worker_id);
+static struct efs_registry_stamp *stamp_find(struct efs_registry *reg, const char *worker_id);
 static void ids_add(struct efs_registry_ids *set, const char *worker_id, int64_t now);
 
 /* Whether this master heard from @worker_id within WORKER_DEAD_AFTER_MS. */
@@ -166,6 +219,15 @@ static bool heard_lately(struct efs_registry *reg, const char *worker_id)
 {
 	int64_t mono = efs_mono_ms();
 	bool heard = false;
+	/* a stream worker's stamps are contacts too (efs_registry_stamp does
+	 * not note them one by one) */
+	int64_t now = efs_now_ms();
+	pthread_mutex_lock(&reg->stamp_lock);
+	const struct efs_registry_stamp *e = stamp_find(reg, worker_id);
+	heard = e && now - e->at_ms <= reg->dead_after_ms;
+	pthread_mutex_unlock(&reg->stamp_lock);
+	if (heard)
+		return true;
 	pthread_mutex_lock(&reg->cache_lock);
 	for (size_t i = 0; i < reg->contact.count; i++) {
 		if (strcmp(reg->contact.ids[i], worker_id) == 0) {
@@ -201,14 +263,10 @@ static bool was_dead(struct efs_registry *reg, const char *worker_id, int64_t no
 		dead_after += EFS_MAX(reg->repair_after_ms, 0);
 	bool recent = false;
 	pthread_mutex_lock(&reg->cache_lock);
-	for (size_t i = 0; reg->cache && i < reg->cache_count; i++) {
-		const struct efs_worker_info *w = &reg->cache[i].info;
-		if (strcmp(w->worker_id, worker_id) == 0) {
-			recent = w->last_heartbeat_ms > 0 &&
-				 now - w->last_heartbeat_ms <= dead_after;
-			break;
-		}
-	}
+	const struct efs_worker_status *cached = cache_find(reg, worker_id);
+	if (cached)
+		recent = cached->info.last_heartbeat_ms > 0 &&
+			 now - cached->info.last_heartbeat_ms <= dead_after;
 	pthread_mutex_unlock(&reg->cache_lock);
 	if (recent)
 		return false;
@@ -379,24 +437,88 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 
 /* ---- stream beats: stamps in memory, one flusher ---- */
 
+/* The stamps are an open-addressing hash table (linear probing, a power
+ * of two of slots, at most half full; an empty worker_id is a free slot):
+ * a beat finds its worker without a walk over a thousand ids. */
+static size_t id_hash(const char *worker_id)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (const unsigned char *p = (const unsigned char *)worker_id; *p; p++)
+		h = (h ^ *p) * 1099511628211ULL;
+	return (size_t)h;
+}
+
 /* The stamp of @worker_id, or NULL; the caller holds stamp_lock. */
 static struct efs_registry_stamp *stamp_find(struct efs_registry *reg, const char *worker_id)
 {
-	for (size_t i = 0; i < reg->stamp_count; i++)
-		if (strcmp(reg->stamps[i].worker_id, worker_id) == 0)
-			return &reg->stamps[i];
-	return NULL;
+	if (!reg->stamp_alloc)
+		return NULL;
+	size_t mask = reg->stamp_alloc - 1;
+	for (size_t i = id_hash(worker_id) & mask;; i = (i + 1) & mask) {
+		struct efs_registry_stamp *e = &reg->stamps[i];
+		if (!e->worker_id[0])
+			return NULL;
+		if (strcmp(e->worker_id, worker_id) == 0)
+			return e;
+	}
 }
 
-/* Removes @worker_id's stamp; the caller holds stamp_lock. */
+/* A free slot for @worker_id (not in the table), the table grown first
+ * when needed; NULL when full (EFS_REGISTRY_STAMPS_MAX) or out of memory.
+ * The caller holds stamp_lock. */
+static struct efs_registry_stamp *stamp_add(struct efs_registry *reg, const char *worker_id)
+{
+	if (reg->stamp_count >= EFS_REGISTRY_STAMPS_MAX)
+		return NULL;
+	if ((reg->stamp_count + 1) * 2 > reg->stamp_alloc) {
+		size_t alloc = reg->stamp_alloc ? reg->stamp_alloc * 2 : 256;
+		struct efs_registry_stamp *old = reg->stamps, *grown = calloc(alloc, sizeof(*grown));
+		if (!grown)
+			return NULL;
+		size_t old_alloc = reg->stamp_alloc;
+		reg->stamps = grown;
+		reg->stamp_alloc = alloc;
+		for (size_t i = 0; i < old_alloc; i++) {
+			if (!old[i].worker_id[0])
+				continue;
+			size_t j = id_hash(old[i].worker_id) & (alloc - 1);
+			while (grown[j].worker_id[0])
+				j = (j + 1) & (alloc - 1);
+			grown[j] = old[i];
+		}
+		free(old);
+	}
+	size_t mask = reg->stamp_alloc - 1, i = id_hash(worker_id) & mask;
+	while (reg->stamps[i].worker_id[0])
+		i = (i + 1) & mask;
+	struct efs_registry_stamp *e = &reg->stamps[i];
+	memset(e, 0, sizeof(*e));
+	efs_strlcpy(e->worker_id, worker_id, sizeof(e->worker_id));
+	reg->stamp_count++;
+	return e;
+}
+
+/* Removes @worker_id's stamp (backward-shift deletion: the entries after
+ * it in its probe run move up, so no lookup stops short); the caller
+ * holds stamp_lock. */
 static void stamp_remove_locked(struct efs_registry *reg, const char *worker_id)
 {
 	struct efs_registry_stamp *e = stamp_find(reg, worker_id);
 	if (!e)
 		return;
-	size_t i = (size_t)(e - reg->stamps);
-	if (i != --reg->stamp_count)
-		reg->stamps[i] = reg->stamps[reg->stamp_count];
+	size_t mask = reg->stamp_alloc - 1, hole = (size_t)(e - reg->stamps);
+	memset(e, 0, sizeof(*e));
+	reg->stamp_count--;
+	for (size_t j = (hole + 1) & mask; reg->stamps[j].worker_id[0]; j = (j + 1) & mask) {
+		size_t home = id_hash(reg->stamps[j].worker_id) & mask;
+		/* stays when its home lies cyclically in (hole, j] */
+		bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+		if (stays)
+			continue;
+		reg->stamps[hole] = reg->stamps[j];
+		memset(&reg->stamps[j], 0, sizeof(reg->stamps[j]));
+		hole = j;
+	}
 }
 
 /* Whether a move of free space from @before to @after is one placement on
@@ -443,7 +565,6 @@ int efs_registry_stamp(struct efs_registry *reg, const char *worker_id, uint64_t
 			 (unsigned long long)capacity_bytes);
 	atomic_fetch_add(&reg->stamped_beats, 1);
 	cache_note_heartbeat(reg, worker_id, capacity_bytes, free_bytes, chunk_count, now);
-	efs_registry_note_contact(reg, worker_id);
 	if (rejoined)
 		*rejoined = report_wanted(reg, worker_id, false);
 	return 0;
@@ -460,21 +581,8 @@ int efs_registry_stream_heartbeat(struct efs_registry *reg, const char *worker_i
 	int64_t now = efs_now_ms();
 	pthread_mutex_lock(&reg->stamp_lock);
 	struct efs_registry_stamp *e = stamp_find(reg, worker_id);
-	if (!e && reg->stamp_count < EFS_REGISTRY_STAMPS_MAX) {
-		if (reg->stamp_count == reg->stamp_alloc) {
-			size_t alloc = reg->stamp_alloc ? reg->stamp_alloc * 2 : 64;
-			void *grown = realloc(reg->stamps, alloc * sizeof(*reg->stamps));
-			if (grown) {
-				reg->stamps = grown;
-				reg->stamp_alloc = alloc;
-			}
-		}
-		if (reg->stamp_count < reg->stamp_alloc) {
-			e = &reg->stamps[reg->stamp_count++];
-			memset(e, 0, sizeof(*e));
-			efs_strlcpy(e->worker_id, worker_id, sizeof(e->worker_id));
-		}
-	}
+	if (!e)
+		e = stamp_add(reg, worker_id); /* NULL: its beats keep going to the store */
 	if (e) { /* just written: clean */
 		e->capacity_bytes = capacity_bytes;
 		e->free_bytes = free_bytes;
@@ -531,16 +639,22 @@ int efs_registry_flush(struct efs_registry *reg)
 	pthread_mutex_lock(&reg->flush_lock);
 	pthread_mutex_lock(&reg->stamp_lock);
 	reg->flush_urgent = false;
-	if (reg->stamp_count) {
-		beats = malloc(reg->stamp_count * sizeof(*beats));
+	/* @beats: the n to write from its start, stale ids from its end */
+	size_t slots = reg->stamp_count;
+	if (slots) {
+		beats = malloc(slots * sizeof(*beats));
 		results = calloc(reg->stamp_count, sizeof(*results));
 	}
-	for (size_t i = 0; beats && results && i < reg->stamp_count;) {
+	for (size_t i = 0; beats && results && i < reg->stamp_alloc; i++) {
 		struct efs_registry_stamp *e = &reg->stamps[i];
+		if (!e->worker_id[0])
+			continue;
 		if (now - e->at_ms > reg->dead_after_ms) {
 			/* No beat for a whole period: its stream went quiet or
-			 * ended unseen; its next beat goes through the store. */
-			reg->stamps[i] = reg->stamps[--reg->stamp_count];
+			 * ended unseen; its next beat goes through the store.
+			 * (Removed below: a removal moves other entries.) */
+			efs_strlcpy(beats[slots - 1 - dropped].worker_id, e->worker_id,
+				    sizeof(beats[0].worker_id));
 			dropped++;
 			continue;
 		}
@@ -554,10 +668,14 @@ int efs_registry_flush(struct efs_registry *reg)
 			e->dirty = false;
 			e->flushed_free = e->free_bytes;
 		}
-		i++;
+	}
+	for (size_t k = 0; beats && results && k < dropped; k++) {
+		char stale[EFS_ID_MAX + 1];
+		efs_strlcpy(stale, beats[slots - 1 - k].worker_id, sizeof(stale));
+		stamp_remove_locked(reg, stale);
 	}
 	pthread_mutex_unlock(&reg->stamp_lock);
-	if (reg->stamp_count && (!beats || !results)) {
+	if (slots && (!beats || !results)) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -786,6 +904,7 @@ int efs_registry_list_cached(struct efs_registry *reg, struct efs_worker_status 
 			free(reg->cache);
 			reg->cache = keep;
 			reg->cache_count = n;
+			cache_index_build(reg);
 			reg->cache_at_ms = read_at;
 			keep = NULL;
 		}

@@ -59,6 +59,11 @@ struct efs_registry {
 	pthread_mutex_t cache_lock;
 	struct efs_worker_status *cache; /* NULL: no copy */
 	size_t cache_count;
+	/* Hash index of the copy by worker id (a power of two of slots, each
+	 * an index + 1, 0 free; NULL: look up by a walk), so that a beat
+	 * patches its worker without a walk over a thousand ids. */
+	uint32_t *cache_index;
+	size_t cache_index_size;
 	int64_t cache_at_ms;	   /* efs_mono_ms() of the read behind it */
 	uint64_t cache_generation; /* bumped when the copy is dropped */
 	/* Rejoined workers asked for a full report that has not begun yet,
