@@ -465,6 +465,33 @@ static void test_material_space_change_is_flushed_at_once(void **state)
 	assert_true(f->registry.flush_urgent);
 }
 
+/* The stamp table is a hash table with deletions: after many workers and
+ * the removal of every third, each remaining one is still found (its
+ * beat stamped in memory) and each removed one is not. */
+static void test_stamp_table_survives_many_removals(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = 300 };
+	static char ids[N][EFS_ID_MAX + 1];
+	struct efs_registry reg; /* a long period: stamps stay fresh here */
+
+	efs_registry_init(&reg, f->meta, NULL, 600000);
+	for (int i = 0; i < N; i++) {
+		register_worker(&reg, i, ids[i]);
+		assert_int_equal(efs_registry_stream_heartbeat(&reg, ids[i], FREE_BYTES, FREE_BYTES,
+							       0, NULL),
+				 0);
+	}
+	assert_int_equal(reg.stamp_count, N);
+	for (int i = 0; i < N; i += 3)
+		assert_int_equal(efs_registry_suspect(&reg, ids[i], 1000), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(efs_registry_stamp(&reg, ids[i], FREE_BYTES, FREE_BYTES, 1, NULL),
+				 i % 3 == 0 ? -EAGAIN : 0);
+	assert_int_equal(reg.stamp_count, N - (N + 2) / 3);
+	efs_registry_release(&reg);
+}
+
 int main(void)
 {
 	efs_log_set_level(EFS_LOG_ERROR);
@@ -481,6 +508,7 @@ int main(void)
 		T(test_stale_stamp_goes_through_the_store),
 		T(test_suspect_drops_the_stamp),
 		T(test_material_space_change_is_flushed_at_once),
+		T(test_stamp_table_survives_many_removals),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
