@@ -548,9 +548,12 @@ int efs_registry_stamp(struct efs_registry *reg, const char *worker_id, uint64_t
 		pthread_mutex_unlock(&reg->stamp_lock);
 		return -EAGAIN;
 	}
+	/* Logged once per worker and flush (the next compares with what
+	 * this flush writes), whether or not another worker asked first. */
 	if (space_material(reg, capacity_bytes, e->flushed_free, free_bytes) &&
-	    !reg->flush_urgent) {
-		reg->flush_urgent = urgent = true;
+	    !space_material(reg, capacity_bytes, e->flushed_free, e->free_bytes)) {
+		urgent = true;
+		reg->flush_urgent = true;
 		pthread_cond_signal(&reg->flush_wake);
 	}
 	e->capacity_bytes = capacity_bytes;

@@ -781,6 +781,10 @@ def test_full_stream_worker_gets_no_writes_through_another_master(request, tmp_p
         for w in (roomy, full):
             wait_protocol(a, w.worker_id, "grpc")
             b.wait_worker_status(w.worker_id, "alive", timeout=10)
+        # Both past their streams' first beats (written through the store):
+        # from now on their beats are only stamped on A.
+        wait_until(lambda: (metric(a, "echofs_grpc_heartbeats_stamped_total") or 0) >= 6, 10,
+                   what="stamped beats on A")
         alice = b.user_client("alice")
         # Writes through B until one lands on the small worker.
         for i in range(40):
