@@ -22,10 +22,12 @@
 #   7. the container image and the compose cluster on a real Docker engine
 #      (test/docker.sh; it skips, saying why, where Docker cannot run).
 #
-# Rounds 1-3 run the black-box tests on TEST_JOBS (default 3) pytest-xdist
-# workers, then the tests marked serial (tests/integration/conftest.py:
-# SERIAL) alone; the unit programs run TEST_JOBS at a time, the fuzzers two
-# at a time. TEST_JOBS=1 runs everything one at a time, as before.
+# Rounds 1-3 (and round 2's HTTPS and AWS parts) run the black-box tests on
+# TEST_JOBS (default 3) pytest-xdist workers, longest files first (by the
+# durations the sessions before recorded in build/), then the tests marked
+# serial (tests/integration/conftest.py: SERIAL) alone; the unit programs
+# run TEST_JOBS at a time, the fuzzers two at a time. TEST_JOBS=1 runs
+# everything one at a time, as before.
 # docs/HACKING.md ("How CI spends its time") has each round's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."

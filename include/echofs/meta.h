@@ -180,6 +180,22 @@ int efs_meta_worker_retire_url(struct efs_meta *m, const char *url, const char *
 int efs_meta_worker_heartbeat(struct efs_meta *m, const char *worker_id,
 			      uint64_t capacity_bytes, uint64_t free_bytes,
 			      uint64_t chunk_count, int64_t now_ms);
+/* One worker's heartbeat, for efs_meta_worker_heartbeat_many. */
+struct efs_worker_beat {
+	char worker_id[EFS_ID_MAX + 1];
+	uint64_t capacity_bytes, free_bytes, chunk_count;
+	int64_t at_ms; /* the beat's time: last_heartbeat */
+};
+/* Most beats one efs_meta_worker_heartbeat_many call takes. */
+#define EFS_META_BEATS_MAX 1024
+/* Records @n (at most EFS_META_BEATS_MAX) heartbeats as
+ * efs_meta_worker_heartbeat does, in one transaction where the backend
+ * has them (SQL: one commit for all), else one by one. @results[i] is 0
+ * or -ENOENT (an unknown worker). Returns 0, -EINVAL (too many), or the
+ * store's error: then on SQL none is recorded (one by one, those before
+ * the failure are). */
+int efs_meta_worker_heartbeat_many(struct efs_meta *m, const struct efs_worker_beat *beats,
+				   size_t n, int *results);
 /* Reads one worker. -ENOENT when unknown. */
 int efs_meta_worker_get(struct efs_meta *m, const char *worker_id, struct efs_worker_info *out);
 /* Every worker, ordered by worker_id. *out is a malloc'd array the caller

@@ -48,6 +48,11 @@ int efs_redis_ping(struct efs_redis *r);
  * returns 1 when set, 0 when the key existed. */
 int efs_redis_set(struct efs_redis *r, const char *key, const void *value, size_t len,
 		  int64_t ttl_ms, bool only_new);
+/* SET keys[i] values[i] PX ttls_ms[i] for each of @n keys (values are
+ * strings), pipelined: one round trip for all. 0 when every SET was
+ * answered OK, else -EAGAIN (some may have been set). */
+int efs_redis_set_many(struct efs_redis *r, const char *const *keys, const char *const *values,
+		       const int64_t *ttls_ms, size_t n);
 /* GET into @out: 0, -ENOENT (no key), -E2BIG, -EAGAIN. */
 int efs_redis_get(struct efs_redis *r, const char *key, struct efs_buf *out);
 /* DEL: 0 or -EAGAIN. */

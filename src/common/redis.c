@@ -342,6 +342,43 @@ int efs_redis_set(struct efs_redis *r, const char *key, const void *value, size_
 	return only_new ? rc : 0;
 }
 
+int efs_redis_set_many(struct efs_redis *r, const char *const *keys, const char *const *values,
+		       const int64_t *ttls_ms, size_t n)
+{
+	int slot, why;
+	size_t i, answered = 0;
+	bool ok = true;
+
+	if (n == 0)
+		return 0;
+	redisContext *c = borrow(r, &slot, &why);
+	if (!c)
+		return -EAGAIN;
+	for (i = 0; i < n; i++) {
+		char ttl[24];
+		snprintf(ttl, sizeof(ttl), "%lld", (long long)EFS_MAX(ttls_ms[i], 1));
+		const char *argv[5] = {"SET", keys[i], values[i], "PX", ttl};
+		if (redisAppendCommandArgv(c, 5, argv, NULL) != REDIS_OK)
+			break;
+	}
+	/* every appended command's reply, even after a failure: the
+	 * connection goes back to the pool in step (or broken: c->err) */
+	for (size_t sent = i; answered < sent; answered++) {
+		redisReply *reply = NULL;
+		if (redisGetReply(c, (void **)&reply) != REDIS_OK || !reply) {
+			ok = false;
+			break;
+		}
+		ok = ok && reply->type != REDIS_REPLY_ERROR;
+		freeReplyObject(reply);
+	}
+	bool unreachable = c->err != 0;
+	give_back(r, slot, c);
+	if (unreachable)
+		breaker_open(r);
+	return ok && !unreachable && answered == n ? 0 : -EAGAIN;
+}
+
 int efs_redis_get(struct efs_redis *r, const char *key, struct efs_buf *out)
 {
 	const char *argv[] = {"GET", key};

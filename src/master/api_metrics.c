@@ -266,6 +266,16 @@ static int put_grpc(struct efs_metrics *reg, struct efs_control *ctl)
 				    "Heartbeats recorded from gRPC control streams.",
 				    (double)atomic_load(&ctl->heartbeats));
 	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_heartbeats_stamped_total",
+				    "Of those, heartbeats only stamped in memory (written later by "
+				    "the flusher, with the others of that quarter period).",
+				    (double)atomic_load(&ctl->master->registry.stamped_beats));
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_beat_flushes_total",
+				    "Flushes of stamped stream heartbeats to the store (one "
+				    "transaction each) and Redis (one pipeline).",
+				    (double)atomic_load(&ctl->master->registry.flushes));
+	if (r == 0)
 		r = efs_metrics_put(reg, EFS_METRIC_COUNTER, "echofs_grpc_deletes_pushed_total",
 				    "Replica deletes sent down gRPC control streams instead of HTTP.",
 				    (double)atomic_load(&ctl->deletes_pushed));

@@ -232,14 +232,43 @@ struct control_beat {
 	struct control_beat *next;
 };
 
-/* Queues the beat: the CQ thread never waits for the store. */
+/* Asks @st's worker for a full chunk report (a rejoin); a failed send is
+ * asked again at its next beat. */
+static void ask_report(struct control_stream *st)
+{
+	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
+	Echofs__V1__SendFullReport ask = ECHOFS__V1__SEND_FULL_REPORT__INIT;
+	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT;
+	down.send_full_report = &ask;
+	send_down(st->call, &down);
+}
+
+/* A beat of a worker stamped lately is stamped again here, in memory
+ * (efs_registry_stamp: the registry's flusher writes it); any other (the
+ * stream's first, one after a gap) is queued for a beat thread, which
+ * goes through the store: the CQ thread never waits for it. */
 static int heartbeat(struct control_stream *st, struct efs_rpc_call *call,
 		     const Echofs__V1__Heartbeat *hb)
 {
 	struct efs_control *ctl = st->ctl;
+	struct efs_registry *reg = &ctl->master->registry;
 	int r = space_valid(call, hb->space);
 	if (r < 0)
 		return r;
+	pthread_mutex_lock(&ctl->lock);
+	/* Only this thread queues its beats: with none queued or under way,
+	 * none can start before the stamp below (beats stay in order). */
+	bool idle = !st->beat && st->recording == 0;
+	pthread_mutex_unlock(&ctl->lock);
+	bool rejoined = false;
+	if (idle && efs_registry_stamp(reg, st->worker_id, hb->space->capacity_bytes,
+				       hb->space->free_bytes, hb->space->chunk_count,
+				       &rejoined) == 0) {
+		atomic_fetch_add(&ctl->heartbeats, 1);
+		if (rejoined)
+			ask_report(st);
+		return 0;
+	}
 	pthread_mutex_lock(&ctl->lock);
 	struct control_beat *b = st->beat;
 	if (!b) {
@@ -285,8 +314,8 @@ static void beat_record(struct efs_control *ctl, struct control_beat *b)
 {
 	struct efs_master *m = ctl->master;
 	bool rejoined = false;
-	int r = efs_registry_heartbeat(&m->registry, b->worker_id, b->capacity_bytes,
-				       b->free_bytes, b->chunk_count, &rejoined);
+	int r = efs_registry_stream_heartbeat(&m->registry, b->worker_id, b->capacity_bytes,
+					      b->free_bytes, b->chunk_count, &rejoined);
 	if (r < 0 && r != -ENOENT)
 		efs_warn("heartbeat of worker %s (gRPC) not recorded: %s", b->worker_id,
 			 strerror(-r)); /* the stream stays, the next may pass */
@@ -302,11 +331,7 @@ static void beat_record(struct efs_control *ctl, struct control_beat *b)
 		unlist_locked(ctl, st); /* refused, not broken: nobody to suspect */
 		efs_rpc_call_cancel(st->call, -ENOENT, "unknown worker: register again");
 	} else if (rejoined) {
-		Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
-		Echofs__V1__SendFullReport ask = ECHOFS__V1__SEND_FULL_REPORT__INIT;
-		down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_SEND_FULL_REPORT;
-		down.send_full_report = &ask;
-		send_down(st->call, &down); /* failed or full: asked again next beat */
+		ask_report(st);
 	}
 	pthread_cond_broadcast(&ctl->beat_done);
 	pthread_mutex_unlock(&ctl->lock);
@@ -776,17 +801,22 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 			 strerror(-r));
 		return r;
 	}
-	if ((r = efs_ticker_start(&ctl->sweep, sweep_main, ctl)) < 0) {
-		snprintf(err, errlen, "cannot start the gRPC silence sweep: %s", strerror(-r));
+	if ((r = efs_registry_flusher_start(&m->registry)) < 0 ||
+	    (r = efs_ticker_start(&ctl->sweep, sweep_main, ctl)) < 0) {
+		snprintf(err, errlen, "cannot start the gRPC silence sweep or beat flusher: %s",
+			 strerror(-r));
 		efs_rpc_server_stop(ctl->rpc);
 		ctl->rpc = NULL;
 		beats_stop(ctl);
+		efs_registry_flusher_stop(&m->registry);
 		return r;
 	}
 	efs_info("gRPC control plane listening on %s:%u%s; a broken worker stream counts the "
-		 "worker dead after %lld ms, a stream silent for %lld ms is ended",
+		 "worker dead after %lld ms, a stream silent for %lld ms is ended; stream beats "
+		 "are written to the store every %lld ms",
 		 m->cfg.host, efs_rpc_server_port(ctl->rpc), cfg.tls_cert_file ? " (TLS)" : "",
-		 (long long)m->cfg.grpc_stream_grace_ms, (long long)silence_ms(ctl));
+		 (long long)m->cfg.grpc_stream_grace_ms, (long long)silence_ms(ctl),
+		 (long long)EFS_MAX(m->cfg.worker_dead_after_ms / 4, 1));
 	return 0;
 }
 
@@ -910,6 +940,7 @@ void efs_control_stop(struct efs_control *ctl)
 	efs_rpc_server_stop(ctl->rpc); /* every close() ran: no beat names a stream */
 	ctl->rpc = NULL;
 	beats_stop(ctl);
+	efs_registry_flusher_stop(&ctl->master->registry); /* writes the last stamps */
 	pthread_cond_destroy(&ctl->acked);
 	pthread_mutex_destroy(&ctl->lock);
 	ctl->master = NULL;

@@ -5,9 +5,12 @@
  *
  * Every call must carry "authorization: Bearer <CLUSTER_SECRET>". A
  * Connect stream begins with a Hello naming a registered worker of this
- * cluster; each Heartbeat on it is what POST /api/v1/workers/{id}/heartbeat
- * does (the same registry), recorded by CONTROL_BEAT_THREADS threads off
- * the completion-queue thread; the master answers a rejoin with a
+ * cluster; each Heartbeat on it goes to the same registry as POST
+ * /api/v1/workers/{id}/heartbeat: stamped in memory on the completion-queue
+ * thread (efs_registry_stamp; the registry's flusher writes the stamps),
+ * or, with no fresh stamp (the stream's first beat, one after a gap),
+ * recorded through the store by CONTROL_BEAT_THREADS threads off that
+ * thread (efs_registry_stream_heartbeat); the master answers a rejoin with a
  * SendFullReport instruction and tells the interval at once. When a
  * stream breaks (the worker died, the connection dropped), the worker is
  * suspect at once and dead GRPC_STREAM_GRACE_MS later unless it beats

@@ -166,6 +166,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	}
 	efs_registry_init(&m->registry, m->meta, m->redis, cfg->worker_dead_after_ms);
 	m->registry.repair_after_ms = cfg->repair_after_ms;
+	/* a stream worker falling under a chunk's room is written at once */
+	m->registry.full_below_bytes = cfg->chunk_size + EFS_PLACEMENT_FREE_MARGIN;
 	if ((r = efs_token_cache_new(&m->tokens)) < 0 ||
 	    (r = efs_http_client_new(&m->http_client)) < 0 ||
 	    (r = efs_http_client_set_ca_file(m->http_client, cfg->tls.ca_file)) < 0 ||

@@ -27,8 +27,23 @@
 #include "echofs/redis.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+/* Most workers this master stamps in memory at once (more beat through
+ * the store, as HTTP beats do). */
+#define EFS_REGISTRY_STAMPS_MAX 65536
+
+/* A stream worker's latest beat, held in memory until the flusher writes
+ * it (efs_registry_stamp). */
+struct efs_registry_stamp {
+	char worker_id[EFS_ID_MAX + 1];
+	uint64_t capacity_bytes, free_bytes, chunk_count;
+	int64_t at_ms;	       /* efs_now_ms() of its latest beat */
+	uint64_t flushed_free; /* free_bytes as last written to the store */
+	bool dirty;	       /* beat since the last write */
+};
 
 /* Longest time efs_registry_list_cached serves one read of the store. */
 #define EFS_REGISTRY_CACHE_MS 250
@@ -44,6 +59,11 @@ struct efs_registry {
 	pthread_mutex_t cache_lock;
 	struct efs_worker_status *cache; /* NULL: no copy */
 	size_t cache_count;
+	/* Hash index of the copy by worker id (a power of two of slots, each
+	 * an index + 1, 0 free; NULL: look up by a walk), so that a beat
+	 * patches its worker without a walk over a thousand ids. */
+	uint32_t *cache_index;
+	size_t cache_index_size;
 	int64_t cache_at_ms;	   /* efs_mono_ms() of the read behind it */
 	uint64_t cache_generation; /* bumped when the copy is dropped */
 	/* Rejoined workers asked for a full report that has not begun yet,
@@ -71,6 +91,23 @@ struct efs_registry {
 	 * than WORKER_DEAD_AFTER_MS + this, i.e. when repair may have copied
 	 * its chunks meanwhile. */
 	int64_t repair_after_ms;
+	/* Stream beats stamped in memory (efs_registry_stamp) and their
+	 * flusher. stamp_lock guards the table, flush_urgent, flusher_stop;
+	 * flush_lock is held across a whole flush and by efs_registry_suspect,
+	 * so that no flush writes a beat after the worker was suspected. */
+	pthread_mutex_t stamp_lock, flush_lock;
+	pthread_cond_t flush_wake; /* CLOCK_MONOTONIC */
+	struct efs_registry_stamp *stamps;
+	size_t stamp_count, stamp_alloc;
+	bool flush_urgent, flusher_stop, flusher_running;
+	pthread_t flusher;
+	/* A stamp whose free space crosses this line (either way) since the
+	 * last flush is written at once: placement on every master must see
+	 * a worker fill up (and free up) without waiting a quarter period.
+	 * 0: only a change of an eighth of the capacity counts. */
+	uint64_t full_below_bytes;
+	/* Counters for /metrics: flushes done, beats they wrote, stamps. */
+	_Atomic uint64_t flushes, flushed_beats, stamped_beats;
 };
 
 struct efs_worker_status {
@@ -109,6 +146,44 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
 			   uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count,
 			   bool *rejoined);
+/* Stream beats (the gRPC control plane). An open, beating stream is this
+ * master's proof of the worker's life, so a stream beat is only stamped
+ * in memory; one flusher writes the stamps of every stream worker that
+ * beat since its last pass to the store (one transaction) and to Redis
+ * (one pipeline, each key expiring WORKER_DEAD_AFTER_MS after the beat it
+ * records), every WORKER_DEAD_AFTER_MS / 4, and at once when a worker's
+ * free space crosses full_below_bytes or moves by an eighth of its
+ * capacity. Other masters thus see a stream worker's liveness at most a
+ * quarter period (plus one interval) late, well within
+ * WORKER_DEAD_AFTER_MS; this master patches its placement copy at every
+ * beat. A broken stream still suspects the worker at once
+ * (efs_registry_suspect drops its stamp first).
+ *
+ * efs_registry_stamp: the beat of a worker stamped within
+ * WORKER_DEAD_AFTER_MS / 2 is stamped again, in memory only: 0, with
+ * *@rejoined true while the worker still owes a rejoin report (as
+ * efs_registry_heartbeat). -EAGAIN: no fresh stamp (the stream's first
+ * beat, or one after a gap, which may be a rejoin), or no room: call
+ * efs_registry_stream_heartbeat from a thread that may wait for the
+ * store. Never blocks on I/O. */
+int efs_registry_stamp(struct efs_registry *reg, const char *worker_id, uint64_t capacity_bytes,
+		       uint64_t free_bytes, uint64_t chunk_count, bool *rejoined);
+/* efs_registry_heartbeat (the store, the rejoin check), then stamps the
+ * worker so that its next beats take efs_registry_stamp's fast path. */
+int efs_registry_stream_heartbeat(struct efs_registry *reg, const char *worker_id,
+				  uint64_t capacity_bytes, uint64_t free_bytes,
+				  uint64_t chunk_count, bool *rejoined);
+/* Writes every stamp that changed since the last flush (as the flusher
+ * does) and drops stamps older than WORKER_DEAD_AFTER_MS; a stamp whose
+ * worker the store does not know is dropped too (its next beat goes to
+ * efs_registry_stream_heartbeat, which answers -ENOENT). 0 or the store's
+ * error (those stamps are written at the next flush). */
+int efs_registry_flush(struct efs_registry *reg);
+/* Starts / stops the flusher thread (0 or -errno); stop is a no-op when
+ * not started and flushes once more before it returns. */
+int efs_registry_flusher_start(struct efs_registry *reg);
+void efs_registry_flusher_stop(struct efs_registry *reg);
+
 /* A request from @worker_id arrived (a report batch): it is talking to
  * this master, however slowly the store records its beats. */
 void efs_registry_note_contact(struct efs_registry *reg, const char *worker_id);
@@ -131,8 +206,8 @@ void efs_registry_report_begun(struct efs_registry *reg, const char *worker_id,
  * deleted by the follow-up report the master asks for
  * ("report_again_in_ms"). */
 void efs_registry_note_write(struct efs_registry *reg, const char *worker_id, bool ok);
-/* @worker_id's control stream to this master broke (control.c): it is
- * suspect now and dead @grace_ms from now unless it beats again (on a new
+/* @worker_id's control stream to this master broke (control.c): its
+ * stamp is dropped (waiting for a flush under way), and it is suspect now and dead @grace_ms from now unless it beats again (on a new
  * stream or over HTTP), or WORKER_DEAD_AFTER_MS after its last beat if
  * that is sooner (a grace never extends a life). Its recorded last beat
  * is moved back (never forward) to now - WORKER_DEAD_AFTER_MS +

@@ -22,6 +22,9 @@ struct efs_meta_ops {
 	int (*worker_retire_url)(void *impl, const char *url, const char *keep_id);
 	int (*worker_heartbeat)(void *impl, const char *worker_id, uint64_t capacity_bytes,
 				uint64_t free_bytes, uint64_t chunk_count, int64_t now_ms);
+	/* optional: without it meta.c calls worker_heartbeat for each beat */
+	int (*worker_heartbeat_many)(void *impl, const struct efs_worker_beat *beats, size_t n,
+				     int *results);
 	int (*worker_get)(void *impl, const char *worker_id, struct efs_worker_info *out);
 	int (*worker_list)(void *impl, struct efs_worker_info **out, size_t *count);
 	int (*session_create)(void *impl, const struct efs_session_info *s);

@@ -122,6 +122,26 @@ int efs_meta_worker_heartbeat(struct efs_meta *m, const char *worker_id,
 					chunk_count, now_ms);
 }
 
+int efs_meta_worker_heartbeat_many(struct efs_meta *m, const struct efs_worker_beat *beats,
+				   size_t n, int *results)
+{
+	if (n > EFS_META_BEATS_MAX)
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	if (m->ops->worker_heartbeat_many)
+		return m->ops->worker_heartbeat_many(m->impl, beats, n, results);
+	for (size_t i = 0; i < n; i++) {
+		const struct efs_worker_beat *b = &beats[i];
+		int r = m->ops->worker_heartbeat(m->impl, b->worker_id, b->capacity_bytes,
+						 b->free_bytes, b->chunk_count, b->at_ms);
+		if (r < 0 && r != -ENOENT)
+			return r;
+		results[i] = r;
+	}
+	return 0;
+}
+
 int efs_meta_worker_get(struct efs_meta *m, const char *worker_id, struct efs_worker_info *out)
 {
 	return m->ops->worker_get(m->impl, worker_id, out);

@@ -656,6 +656,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.worker_register = sql_worker_register,
 	.worker_retire_url = sql_worker_retire_url,
 	.worker_heartbeat = sql_worker_heartbeat,
+	.worker_heartbeat_many = sql_worker_heartbeat_many,
 	.worker_get = sql_worker_get,
 	.worker_list = sql_worker_list,
 	.session_create = sql_session_create,

@@ -155,6 +155,8 @@ int sql_worker_register(void *impl, const struct efs_worker_info *w);
 int sql_worker_retire_url(void *impl, const char *url, const char *keep_id);
 int sql_worker_heartbeat(void *impl, const char *worker_id, uint64_t capacity_bytes,
 			 uint64_t free_bytes, uint64_t chunk_count, int64_t now_ms);
+int sql_worker_heartbeat_many(void *impl, const struct efs_worker_beat *beats, size_t n,
+			      int *results);
 int sql_worker_get(void *impl, const char *worker_id, struct efs_worker_info *out);
 int sql_worker_list(void *impl, struct efs_worker_info **out, size_t *count);
 

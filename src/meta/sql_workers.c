@@ -44,6 +44,43 @@ int sql_worker_heartbeat(void *impl, const char *worker_id, uint64_t capacity_by
 	return changed > 0 ? 0 : -ENOENT;
 }
 
+struct beats_many {
+	const struct efs_worker_beat *beats;
+	size_t n;
+	int *results;
+};
+
+/* Every beat in one transaction: one commit (one fdatasync on SQLite)
+ * for the lot. A batch holds beats stamped a while ago: it never moves a
+ * newer last_heartbeat back (an HTTP beat since). May run again after a
+ * conflict: it writes only results. */
+static int beats_many_tx(struct sql_conn *c, void *ctx)
+{
+	struct beats_many *bm = ctx;
+	for (size_t i = 0; i < bm->n; i++) {
+		const struct efs_worker_beat *b = &bm->beats[i];
+		int64_t changed = 0;
+		int r = SQL_Q(c,
+			      "UPDATE workers SET capacity_bytes = $2, free_bytes = $3,"
+			      "  chunk_count = $4, last_heartbeat = CASE WHEN last_heartbeat < $5"
+			      "  THEN $5 ELSE last_heartbeat END WHERE worker_id = $1",
+			      NULL, NULL, &changed, SQL_TEXT(b->worker_id),
+			      SQL_INT(b->capacity_bytes), SQL_INT(b->free_bytes),
+			      SQL_INT(b->chunk_count), SQL_INT(b->at_ms));
+		if (r < 0)
+			return r;
+		bm->results[i] = changed > 0 ? 0 : -ENOENT;
+	}
+	return 0;
+}
+
+int sql_worker_heartbeat_many(void *impl, const struct efs_worker_beat *beats, size_t n,
+			      int *results)
+{
+	struct beats_many bm = {beats, n, results};
+	return sql_run_tx(impl, beats_many_tx, &bm);
+}
+
 #define WORKER_COLUMNS                                                                            \
 	"worker_id, url, capacity_bytes, free_bytes, chunk_count, registered_at, last_heartbeat"
 

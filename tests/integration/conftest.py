@@ -43,6 +43,7 @@ harness for a worker (NO_WORKERS); NOT_ON_AWS lists whole files that do not
 apply. `make integration-aws` runs the core of the suite this way.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -63,11 +64,32 @@ SERIAL: dict[str, str] = {
     "test_abuse.py": "floods and slow attackers against deadlines",
     "test_cli.py::test_put_killed_halfway_resumes_and_get_returns_the_same_bytes":
         "kills 200 MiB rate-limited transfers halfway; counts what a 1 s settle stored",
-    "test_clock_skew.py": "waits out clock-dependent windows",
-    "test_faults.py": "crashes and hangs timed against heartbeat deadlines",
+    # One test of the file: the collector must not run before a copy is
+    # written again 9 s into a 12 s grace (3 s of margin, and the test fails
+    # saying the machine is too slow). The others run beside other files:
+    # their deadlines are 5 s and more for events a second away (the churn
+    # test's workers die only after 5 s of silence, for a loaded machine).
+    "test_clock_skew.py::test_collector_keeps_a_copy_written_again_on_a_worker_behind":
+        "a copy written again 9 s into a 12 s grace must beat the collector",
+    # Four tests of the file; the other ten (scrub, a damaged replica read,
+    # lost files, rejoin, master crash, full disk, old layout, the last
+    # replica, unreadable chunks) poll for repair and reports with
+    # deadlines of 5 s and more on events a second or two away, as the
+    # parallel files' repair tests do.
+    "test_faults.py::test_worker_crash_reads_fail_over_at_once_then_chunks_are_rereplicated":
+        "every read must fail over before the master notices the crash (3 s)",
+    "test_faults.py::test_uploads_survive_a_worker_crash":
+        "not one upload may fail around a SIGKILL; counts uploads in flight at that moment",
+    "test_faults.py::test_paused_worker_stalls_are_detected_and_uploads_succeed":
+        "uploads timed against the 3 s stall detection",
+    "test_faults.py::test_replica_written_before_a_slow_one_is_not_reported_as_an_orphan":
+        "a report must land inside a 3 s stalled write",
     "test_random_faults.py": "random kills, pauses and partitions timed against heartbeat deadlines",
     "test_recovery.py": "repair and its gauges awaited against short deadlines",
-    "test_reports.py": "heartbeats timed while a report loads the worker",
+    # One test of the file: the other plays the worker by hand and awaits
+    # each step (test_a_rejoin_asks_for_one_report_not_one_per_beat).
+    "test_reports.py::test_worker_stays_alive_through_a_long_report":
+        "heartbeats timed while a report loads the worker",
     "test_rolling_restart.py": "counts failed requests while daemons restart, timed against heartbeats",
     "test_scaleout.py::test_postgres_outage_answers_503_and_recovers_without_restart":
         "stops the shared PostgreSQL",
@@ -80,8 +102,9 @@ SERIAL: dict[str, str] = {
 
 # The PostgreSQL round and the sanitizer round of CI (test/all.sh) run the
 # suite again for what changes with them: the metadata store's SQL, and
-# memory errors in the daemons' C. Files whose subject is neither are not
-# repeated there (they ran in the first round): file -> why.
+# memory errors in the daemons' C. Files (or single tests, "file::test")
+# whose subject is neither are not repeated there (they ran in the first
+# round): file -> why.
 NOT_ON_POSTGRES: dict[str, str] = {
     "test_abuse.py": "HTTP limits and deadlines of the server; no store path of its own",
     "test_aws_local.py": "the local AWS servers' scripts; no EchoFS store",
@@ -103,6 +126,11 @@ NOT_ON_POSTGRES: dict[str, str] = {
     "test_rolling_restart.py": "a minute of restarts under load; on PostgreSQL test/docker.sh "
                                "runs the same rolling restart against its compose cluster, and "
                                "test_faults.py crashes and restarts daemons here",
+    # One test of a file (as SERIAL names them).
+    "test_cli.py::test_put_killed_halfway_resumes_and_get_returns_the_same_bytes":
+        "the client's resume of a killed 200 MiB transfer (its state file, ranges, memory); "
+        "the session calls it makes run on PostgreSQL in test_sessions.py and test_cli.py's "
+        "other resume tests",
 }
 NOT_UNDER_SANITIZERS: dict[str, str] = {
     "test_aws_local.py": "the local AWS servers' scripts; no EchoFS binary",
@@ -131,6 +159,8 @@ NOT_UNDER_SANITIZERS: dict[str, str] = {
 
 
 def pytest_configure(config):
+    if DURATIONS_FILE != "off":
+        config.pluginmanager.register(_Durations(config), "echofs-durations")
     config.addinivalue_line(
         "markers", "slow(reason): takes several seconds (the reason says why); "
         "deselect with -m 'not slow'")
@@ -206,12 +236,12 @@ def pytest_collection_modifyitems(config, items):
             reason = SQLITE_ONLY.get(node) or SQLITE_ONLY.get(node.split("[", 1)[0])
             if reason:
                 item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
-            elif module in NOT_ON_POSTGRES:
-                item.add_marker(pytest.mark.skip(
-                    reason=f"not repeated on PostgreSQL: {NOT_ON_POSTGRES[module]}"))
-        if h.SANITIZE and module in NOT_UNDER_SANITIZERS:
-            item.add_marker(pytest.mark.skip(
-                reason=f"not repeated under sanitizers: {NOT_UNDER_SANITIZERS[module]}"))
+            elif (why := NOT_ON_POSTGRES.get(module) or
+                  NOT_ON_POSTGRES.get(node.split("[", 1)[0])):
+                item.add_marker(pytest.mark.skip(reason=f"not repeated on PostgreSQL: {why}"))
+        if h.SANITIZE and (why := NOT_UNDER_SANITIZERS.get(module) or
+                           NOT_UNDER_SANITIZERS.get(node.split("[", 1)[0])):
+            item.add_marker(pytest.mark.skip(reason=f"not repeated under sanitizers: {why}"))
         for mark in item.iter_markers("requires_workers"):
             reason = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "")
             if not reason:
@@ -228,6 +258,112 @@ def pytest_collection_modifyitems(config, items):
             if bug:
                 item.add_marker(pytest.mark.xfail(reason=f"known bug in AWS mode: {bug}",
                                                   strict=False))
+
+
+# ---- longest files first on xdist workers ----------------------------------
+#
+# `--dist loadfile` hands out whole files in collection order, so a long
+# file collected late (test_scaleout.py, test_sessions.py) ran alone at the
+# end while the other workers idled. Each session records how long each
+# test took (setup + call + teardown; skipped tests keep their last figure)
+# in DURATIONS_FILE, per round (backend, TLS, sanitizers; a round without
+# figures of its own uses the SQLite round's); an xdist run then collects
+# its files longest first (files with no figure first of all: a new file
+# may be long), each file's tests in their usual order. Only the order
+# changes: every selected test still runs once. The controller reads the
+# file once and passes the figures to every worker, so that all workers
+# collect the same order even if another session rewrites the file.
+# ECHOFS_TEST_DURATIONS=off: collection order, nothing recorded.
+DURATIONS_FILE = os.environ.get("ECHOFS_TEST_DURATIONS") or \
+    str(h.REPO / "build" / "integration-durations.json")
+DURATIONS_CAP = 8 << 20  # bytes read of DURATIONS_FILE; a bigger one is ignored
+
+
+def _round_key() -> str:
+    return f"{h.BACKEND}{'+tls' if h.TLS else ''}{'+san' if h.SANITIZE else ''}"
+
+
+def _read_durations() -> dict:
+    """{round: {nodeid: seconds}} from DURATIONS_FILE; {} when it is
+    missing, too big or not what we wrote."""
+    if DURATIONS_FILE == "off":
+        return {}
+    try:
+        with open(DURATIONS_FILE, encoding="utf-8") as f:
+            text = f.read(DURATIONS_CAP + 1)
+        data = json.loads(text) if len(text) <= DURATIONS_CAP else {}
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: {n: float(t) for n, t in v.items() if isinstance(t, (int, float))}
+            for k, v in data.items() if isinstance(v, dict)}
+
+
+def _round_durations(data: dict) -> dict:
+    return {**data.get("sqlite", {}), **data.get(_round_key(), {})}
+
+
+class _Durations:
+    """The plugin behind the above: registered by pytest_configure."""
+
+    def __init__(self, config):
+        self.worker = hasattr(config, "workerinput")
+        # Worker: the controller's figures (none without xdist: no reorder).
+        self.order = config.workerinput.get("efs_durations") if self.worker else None
+        self.figures = {} if self.worker else _round_durations(_read_durations())
+        self.ran: dict[str, float] = {}
+        self.skipped: set[str] = set()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node):
+        """xdist controller: the figures every worker orders its tests by."""
+        node.workerinput["efs_durations"] = self.figures
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items):
+        """After -m deselected what does not run: longest files first."""
+        if not self.order:
+            return
+        weight: dict[str, float] = {}
+        first: dict[str, int] = {}
+        for i, item in enumerate(items):
+            path = item.nodeid.split("::", 1)[0]
+            first.setdefault(path, i)
+            # A test this round skips (NOT_ON_POSTGRES...) takes no time.
+            t = 0.0 if item.get_closest_marker("skip") else self.order.get(item.nodeid)
+            weight[path] = float("inf") if t is None else weight.get(path, 0.0) + t
+        items.sort(key=lambda it: (-weight[it.nodeid.split("::", 1)[0]],
+                                   first[it.nodeid.split("::", 1)[0]]))
+
+    def pytest_runtest_logreport(self, report):
+        if self.worker:
+            return
+        if report.skipped:
+            self.skipped.add(report.nodeid)
+        self.ran[report.nodeid] = self.ran.get(report.nodeid, 0.0) + report.duration
+
+    def pytest_sessionfinish(self, session):
+        if not self.worker:
+            _write_durations({n: t for n, t in self.ran.items() if n not in self.skipped})
+
+
+def _write_durations(ran: dict) -> None:
+    if not ran or DURATIONS_FILE == "off":
+        return
+    data = _read_durations()
+    data.setdefault(_round_key(), {}).update({n: round(t, 2) for n, t in ran.items()})
+    # The figures of files deleted or renamed since go.
+    data = {k: {n: t for n, t in v.items() if (h.REPO / n.split("::", 1)[0]).is_file()}
+            for k, v in data.items()}
+    tmp = f"{DURATIONS_FILE}.{os.getpid()}.tmp"
+    try:
+        Path(DURATIONS_FILE).parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=0, sort_keys=True)
+        os.replace(tmp, DURATIONS_FILE)
+    except OSError as e:  # an optimisation only: say so, never fail the run
+        print(f"warning: could not record test durations in {DURATIONS_FILE}: {e}")
 
 
 def pytest_report_header(config):

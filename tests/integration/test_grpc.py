@@ -708,3 +708,102 @@ def test_tls_cluster_streams_over_tls_and_refuses_plaintext_and_strangers(
     # The master is unharmed and the worker still streams.
     assert m.health()["metadata"] == "ok"
     assert m.worker_record(w.worker_id)["protocol"] == "grpc"
+
+
+# ---- several masters: what another master sees of a stream worker ----------
+#
+# docs/LIFECYCLE.md "Worker liveness": a stream beat is only stamped in the
+# memory of the master holding the stream; its flusher writes every stream
+# worker's latest beat to the store (and Redis) every WORKER_DEAD_AFTER_MS/4,
+# at once when free space crosses the full line. Another master sees that.
+
+SHARED_DEAD_AFTER_MS = 4000  # flushes every 1 s
+
+
+def shared_pair(request, tmp_path, redis):
+    if not h.PG_URL:
+        pytest.skip("two masters on one store need PostgreSQL: set ECHOFS_TEST_PG_URL "
+                    "(scripts/services.sh start DIR && . DIR/env)")
+    if redis and not Path(h.REDIS_SERVER).exists():
+        pytest.skip("needs redis-server")
+    c = h.Cluster(tmp_path, label=request.node.nodeid, backend="postgres",
+                  redis="dedicated" if redis else False)
+    env = dict(WORKER_DEAD_AFTER_MS=SHARED_DEAD_AFTER_MS, HEARTBEAT_INTERVAL_MS=300,
+               GRPC_STREAM_GRACE_MS=GRACE_MS, REPLICATION_FACTOR=1, CHUNK_SIZE=65536,
+               CHUNK_CACHE_SIZE=0)
+    a = c.add_master("master-a", **env)
+    b = c.add_master("master-b", **env)
+    return c, a, b
+
+
+@pytest.mark.parametrize("redis", [False, True], ids=["store", "redis"])
+def test_stream_worker_is_alive_on_another_master_and_dead_on_both_after_a_kill(
+        request, tmp_path, redis):
+    c, a, b = shared_pair(request, tmp_path, redis)
+    try:
+        # Streams to A only: B knows of it only through the store (Redis).
+        w = c.add_worker(master=a, **GRPC_ENV)
+        wait_protocol(a, w.worker_id, "grpc")
+        b.wait_worker_status(w.worker_id, "alive", timeout=10)
+        mark = a.log_mark()
+        # For twice WORKER_DEAD_AFTER_MS B keeps listing it alive: only the
+        # flushes of A's stamps (its stream beats write nothing else) can
+        # keep its record young enough.
+        until = time.monotonic() + 2 * SHARED_DEAD_AFTER_MS / 1000
+        while time.monotonic() < until:
+            rec = b.worker_record(w.worker_id)
+            assert rec["status"] == "alive", (rec, a.log_tail())
+            time.sleep(0.2)
+        assert http_beats(a, w.worker_id, mark) == 0, "the worker beat over HTTP"
+        assert metric(a, "echofs_grpc_beat_flushes_total") >= 2
+        assert metric(a, "echofs_grpc_heartbeats_stamped_total") >= 5
+
+        # Killed: its stream breaks on A, which suspects it in the store
+        # (and Redis): dead on both within the grace, well before
+        # WORKER_DEAD_AFTER_MS would end the life of its last flushed beat.
+        w.kill()
+        killed = time.monotonic()
+        for m in (a, b):
+            m.wait_worker_status(w.worker_id, "dead", timeout=SHARED_DEAD_AFTER_MS / 1000)
+        assert time.monotonic() - killed < SHARED_DEAD_AFTER_MS / 1000, \
+            "not dead on both masters within WORKER_DEAD_AFTER_MS of the kill"
+    finally:
+        c.close()
+
+
+def test_full_stream_worker_gets_no_writes_through_another_master(request, tmp_path):
+    c, a, b = shared_pair(request, tmp_path, False)
+    try:
+        small = 120000  # room for one 64 KiB chunk
+        # weights by free space: the small one gets about one write in six
+        roomy = c.add_worker(master=a, WORKER_CAPACITY_BYTES=4 << 20, **GRPC_ENV)
+        full = c.add_worker(master=a, WORKER_CAPACITY_BYTES=small, **GRPC_ENV)
+        for w in (roomy, full):
+            wait_protocol(a, w.worker_id, "grpc")
+            b.wait_worker_status(w.worker_id, "alive", timeout=10)
+        # Both past their streams' first beats (written through the store):
+        # from now on their beats are only stamped on A.
+        wait_until(lambda: (metric(a, "echofs_grpc_heartbeats_stamped_total") or 0) >= 6, 10,
+                   what="stamped beats on A")
+        alice = b.user_client("alice")
+        # Writes through B until one lands on the small worker.
+        for i in range(40):
+            alice.upload(os.urandom(60000), f"f{i}.bin")
+            if full.chunk_usage().count:
+                break
+        used = full.chunk_usage()
+        assert used.count == 1, f"no chunk reached {full.name}"
+
+        # Its free space went up A's stream; A's flusher wrote it (at once:
+        # it crossed the full line), and B reads it from the store.
+        def b_knows():
+            rec = b.worker_record(full.worker_id)
+            return rec if rec["free_bytes"] == small - used.payload_bytes else None
+        wait_until(b_knows, SHARED_DEAD_AFTER_MS / 1000, what="B to see the worker full")
+        # B places nothing more there: every upload lands on the roomy one.
+        for i in range(10):
+            alice.upload(os.urandom(60000), f"g{i}.bin")
+        assert full.chunk_usage().count == 1, "B placed a chunk on a full worker"
+        assert f"worker {full.worker_id}: free space now" in a.stderr(), a.log_tail()
+    finally:
+        c.close()

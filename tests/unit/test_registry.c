@@ -329,6 +329,169 @@ static void test_suspect_moves_the_last_beat_back_never_forward(void **state)
 	assert_int_equal(cached_alive(&f->registry, NULL), 1);
 }
 
+/* Issue 14: a stream beat is stamped in memory; the flusher writes the
+ * stamps (one transaction), which is what another master reads. */
+static void test_stream_beats_are_stamped_then_flushed(void **state)
+{
+	struct fixture *f = *state;
+	char id[EFS_ID_MAX + 1];
+	struct efs_worker_info first, seen;
+	size_t alive, total;
+	bool rejoined = true;
+
+	register_worker(&f->registry, 0, id);
+	/* No stamp yet: the stream's first beat goes through the store. */
+	assert_int_equal(efs_registry_stamp(&f->registry, id, FREE_BYTES, FREE_BYTES, 1, NULL),
+			 -EAGAIN);
+	assert_int_equal(efs_registry_stream_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES,
+						       1, &rejoined),
+			 0);
+	assert_false(rejoined);
+	assert_int_equal(efs_meta_worker_get(f->other_meta, id, &first), 0);
+	assert_int_equal(first.chunk_count, 1);
+	sleep_ms(5);
+	/* The next beats are stamped only: the store keeps the first. */
+	rejoined = true;
+	assert_int_equal(efs_registry_stamp(&f->registry, id, FREE_BYTES, FREE_BYTES - 10, 42,
+					    &rejoined),
+			 0);
+	assert_false(rejoined);
+	assert_int_equal(efs_meta_worker_get(f->other_meta, id, &seen), 0);
+	assert_int_equal(seen.chunk_count, 1);
+	assert_int_equal(seen.last_heartbeat_ms, first.last_heartbeat_ms);
+	/* The flush writes them: another master reads the latest beat. */
+	assert_int_equal(efs_registry_flush(&f->registry), 0);
+	assert_int_equal(efs_meta_worker_get(f->other_meta, id, &seen), 0);
+	assert_int_equal(seen.chunk_count, 42);
+	assert_int_equal(seen.free_bytes, FREE_BYTES - 10);
+	assert_true(seen.last_heartbeat_ms > first.last_heartbeat_ms);
+	assert_int_equal(efs_registry_count(&f->other, &alive, &total), 0);
+	assert_int_equal(alive, 1);
+	/* Nothing stamped since: a flush writes nothing. */
+	uint64_t written = atomic_load(&f->registry.flushed_beats);
+	assert_int_equal(efs_registry_flush(&f->registry), 0);
+	assert_int_equal(atomic_load(&f->registry.flushed_beats), written);
+}
+
+/* A stamp older than half a period is not renewed in memory: that beat
+ * goes through the store (and its rejoin check), and a flush drops stamps
+ * with no beat for a whole period. */
+static void test_stale_stamp_goes_through_the_store(void **state)
+{
+	struct fixture *f = *state;
+	char id[EFS_ID_MAX + 1];
+
+	register_worker(&f->registry, 0, id);
+	assert_int_equal(efs_registry_stream_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES,
+						       0, NULL),
+			 0);
+	sleep_ms(DEAD_AFTER_MS / 2 + 20);
+	assert_int_equal(efs_registry_stamp(&f->registry, id, FREE_BYTES, FREE_BYTES, 0, NULL),
+			 -EAGAIN);
+	sleep_ms(DEAD_AFTER_MS / 2 + 20);
+	assert_int_equal(efs_registry_flush(&f->registry), 0);
+	assert_int_equal(f->registry.stamp_count, 0);
+	/* Dead by now: the beat through the store is a rejoin. */
+	bool rejoined = false;
+	assert_int_equal(efs_registry_stream_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES,
+						       0, &rejoined),
+			 0);
+	assert_true(rejoined);
+	/* ...and the stamps that follow keep asking until a report begins. */
+	rejoined = false;
+	assert_int_equal(efs_registry_stamp(&f->registry, id, FREE_BYTES, FREE_BYTES, 0,
+					    &rejoined),
+			 0);
+	assert_true(rejoined);
+	efs_registry_report_done(&f->registry, id);
+	assert_int_equal(efs_registry_stamp(&f->registry, id, FREE_BYTES, FREE_BYTES, 0,
+					    &rejoined),
+			 0);
+	assert_false(rejoined);
+}
+
+/* A broken stream: its stamp is gone, no flush writes it back to life. */
+static void test_suspect_drops_the_stamp(void **state)
+{
+	struct fixture *f = *state;
+	char id[EFS_ID_MAX + 1];
+	size_t alive, total;
+
+	register_worker(&f->registry, 0, id);
+	assert_int_equal(efs_registry_stream_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES,
+						       0, NULL),
+			 0);
+	assert_int_equal(efs_registry_stamp(&f->registry, id, FREE_BYTES, FREE_BYTES, 0, NULL), 0);
+	assert_int_equal(efs_registry_suspect(&f->registry, id, 0), 0);
+	assert_int_equal(efs_registry_flush(&f->registry), 0);
+	sleep_ms(5);
+	assert_int_equal(efs_registry_count(&f->other, &alive, &total), 0);
+	assert_int_equal(alive, 0);
+	assert_int_equal(efs_registry_stamp(&f->registry, id, FREE_BYTES, FREE_BYTES, 0, NULL),
+			 -EAGAIN);
+}
+
+/* Free space crossing the full line (or moving by an eighth of the
+ * capacity) asks for a flush at once; small moves wait for the period.
+ * This master's placement sees every stamp at once. */
+static void test_material_space_change_is_flushed_at_once(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_target out[1];
+	char id[EFS_ID_MAX + 1];
+
+	f->registry.full_below_bytes = 1 << 20;
+	register_worker(&f->registry, 0, id);
+	assert_int_equal(efs_registry_stream_heartbeat(&f->registry, id, FREE_BYTES, FREE_BYTES,
+						       0, NULL),
+			 0);
+	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 1);
+	assert_int_equal(efs_registry_stamp(&f->registry, id, FREE_BYTES, FREE_BYTES - 4096, 1,
+					    NULL),
+			 0);
+	assert_false(f->registry.flush_urgent);
+	/* Full: urgent, and this master places nothing there already. */
+	assert_int_equal(efs_registry_stamp(&f->registry, id, FREE_BYTES, 100, 2, NULL), 0);
+	assert_true(f->registry.flush_urgent);
+	assert_int_equal(efs_placement_choose(&f->placement, 1, 4096, NULL, 0, out), 0);
+	assert_int_equal(efs_registry_flush(&f->registry), 0);
+	assert_false(f->registry.flush_urgent);
+	struct efs_worker_info seen;
+	assert_int_equal(efs_meta_worker_get(f->other_meta, id, &seen), 0);
+	assert_int_equal(seen.free_bytes, 100);
+	/* Freed again: urgent too. */
+	assert_int_equal(efs_registry_stamp(&f->registry, id, FREE_BYTES, FREE_BYTES / 2, 2, NULL),
+			 0);
+	assert_true(f->registry.flush_urgent);
+}
+
+/* The stamp table is a hash table with deletions: after many workers and
+ * the removal of every third, each remaining one is still found (its
+ * beat stamped in memory) and each removed one is not. */
+static void test_stamp_table_survives_many_removals(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = 300 };
+	static char ids[N][EFS_ID_MAX + 1];
+	struct efs_registry reg; /* a long period: stamps stay fresh here */
+
+	efs_registry_init(&reg, f->meta, NULL, 600000);
+	for (int i = 0; i < N; i++) {
+		register_worker(&reg, i, ids[i]);
+		assert_int_equal(efs_registry_stream_heartbeat(&reg, ids[i], FREE_BYTES, FREE_BYTES,
+							       0, NULL),
+				 0);
+	}
+	assert_int_equal(reg.stamp_count, N);
+	for (int i = 0; i < N; i += 3)
+		assert_int_equal(efs_registry_suspect(&reg, ids[i], 1000), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(efs_registry_stamp(&reg, ids[i], FREE_BYTES, FREE_BYTES, 1, NULL),
+				 i % 3 == 0 ? -EAGAIN : 0);
+	assert_int_equal(reg.stamp_count, N - (N + 2) / 3);
+	efs_registry_release(&reg);
+}
+
 int main(void)
 {
 	efs_log_set_level(EFS_LOG_ERROR);
@@ -341,6 +504,11 @@ int main(void)
 		T(test_rejoin_asks_for_a_report_until_one_ends),
 		T(test_good_write_after_given_up_ones_asks_for_a_report),
 		T(test_suspect_moves_the_last_beat_back_never_forward),
+		T(test_stream_beats_are_stamped_then_flushed),
+		T(test_stale_stamp_goes_through_the_store),
+		T(test_suspect_drops_the_stamp),
+		T(test_material_space_change_is_flushed_at_once),
+		T(test_stamp_table_survives_many_removals),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
