@@ -8,6 +8,7 @@
 #include "master/chunk_ec.h"
 #include "master/chunk_io.h"
 #include "master/control.h"
+#include "master/ec_convert.h"
 #include "master/placement.h"
 
 #include <string.h>
@@ -382,6 +383,9 @@ static void repair_main(struct efs_ticker *t, void *ctx)
 		int64_t mono = efs_mono_ms();
 		if (mono >= rp->backoff_until && mono >= rp->idle_until)
 			repair_pass(rp, &data, &scratch, &encoded);
+		/* In this thread: never on a chunk repair is working on. */
+		if (rp->deps.convert)
+			efs_ec_convert_pass(rp->deps.convert, t, &data, &scratch);
 	}
 	efs_buf_release(&data);
 	efs_buf_release(&scratch);
