@@ -671,7 +671,7 @@ struct efs_ec_candidate {
 int efs_meta_ec_candidates(struct efs_meta *m, int64_t created_before_ms, uint64_t min_size,
 			   int64_t after_created_ms, const char *after_id, size_t max,
 			   struct efs_ec_candidate *out, size_t *count);
-/* The flip of a conversion (docs/LIFECYCLE.md C3), in one transaction:
+/* The flip of a conversion (docs/LIFECYCLE.md T37), in one transaction:
  * referenced replicated chunk @chunk_id becomes an ec:@data_shards+
  * @parity_shards stripe and @worker_ids (which hold shards already) are
  * added to its rows; its existing rows stay (their full copies are read

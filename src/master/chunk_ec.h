@@ -90,7 +90,7 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 			 int64_t holding_after_ms, uint64_t epoch, struct efs_buf *data,
 			 struct efs_buf *scratch, struct efs_ec_rebuild *out);
 
-/* Conversion of a replicated chunk to EC (docs/LIFECYCLE.md C1-C5): the
+/* Conversion of a replicated chunk to EC (docs/LIFECYCLE.md T36-T40): the
  * stripe of its stored form and where each shard goes. */
 struct efs_ec_convert {
 	unsigned char *stripe; /* K + M slots of @slot bytes, header first */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* ec_convert.c - old replicated files become erasure-coded (see
- * ec_convert.h; the order of the steps: docs/LIFECYCLE.md C1-C5). */
+ * ec_convert.h; the order of the steps: docs/LIFECYCLE.md T36-T40). */
 #include "master/ec_convert.h"
 #include "echofs/log.h"
 #include "echofs/pace.h"
@@ -62,8 +62,8 @@ static bool ready(struct efs_ec_converter *cv, const struct efs_chunk_info *chun
 	return chosen >= (int)(n - count);
 }
 
-/* Converts chunk @chunk_id (LIFECYCLE C1-C5), or completes its conversion
- * when it is EC already (C5 after a crash). Adds the shard bytes written
+/* Converts chunk @chunk_id (LIFECYCLE T36-T40), or completes its conversion
+ * when it is EC already (T39, after a crash). Adds the shard bytes written
  * to *@written. CHUNK_WHOLE, CHUNK_LATER, or -ESTALE (the lease is gone)
  * or another -errno of the store (the pass stops). */
 static int convert_chunk(struct efs_ec_converter *cv, const char *chunk_id, uint64_t epoch,
@@ -101,7 +101,7 @@ static int convert_chunk(struct efs_ec_converter *cv, const char *chunk_id, uint
 			  chunk_id, count, "its shards");
 		return CHUNK_LATER;
 	}
-	/* C1: the stored form, verified against the chunk id. */
+	/* T36: the stored form, verified against the chunk id. */
 	if ((r = efs_chunk_read(d->chunk_io, &chunk, replicas, count, data, scratch)) < 0) {
 		efs_warn("ec convert: chunk %.12s: no replica read back good; not converted",
 			 chunk_id);
@@ -113,14 +113,14 @@ static int convert_chunk(struct efs_ec_converter *cv, const char *chunk_id, uint
 	struct efs_chunk_info target = chunk;
 	target.ec_data = d->policy.data_shards;
 	target.ec_parity = d->policy.parity_shards;
-	/* C2: the shards of the workers holding no copy, durable, unnamed
+	/* T36: the shards of the workers holding no copy, durable, unnamed
 	 * (the write guard keeps this master's reports from deleting them;
 	 * any master's keep them until ORPHAN_GRACE_MS). */
 	efs_chunk_writing_begin(d->chunk_io, chunk_id);
 	r = efs_chunk_ec_convert_begin(d->chunk_io, &target, stored->data, replicas, count, epoch,
 				       &plan);
 	if (r == 0) {
-		/* C3: the flip, with the new shards' rows, in one transaction. */
+		/* T37: the flip, with the new shards' rows, in one transaction. */
 		for (unsigned i = 0; i < plan.added_count; i++)
 			added_ids[i] = plan.added[i].worker_id;
 		r = efs_meta_chunk_make_ec(d->meta, chunk_id, target.ec_data, target.ec_parity,
@@ -145,9 +145,9 @@ static int convert_chunk(struct efs_ec_converter *cv, const char *chunk_id, uint
 	}
 	atomic_fetch_add(&cv->chunks_total, 1);
 	atomic_fetch_add(&cv->bytes_total, chunk.size);
-	/* C4: each holder's full copy becomes its shard, one at a time: the
+	/* T38: each holder's full copy becomes its shard, one at a time: the
 	 * rows name them already. One that fails stays a full copy, readable;
-	 * a later pass finishes it (C5). */
+	 * a later pass finishes it (T39). */
 	for (unsigned h = 0; h < plan.holder_count; h++) {
 		int w = efs_chunk_ec_convert_overwrite(d->chunk_io, &target, &plan, h, epoch);
 		if (w == -ESTALE) {

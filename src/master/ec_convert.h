@@ -7,7 +7,7 @@
  * master holding the lease, in the repair loop's thread (after each repair
  * pass: repair first, and never both on one chunk at once), paced to
  * EC_CONVERT_BANDWIDTH bytes per second of shards written. Each chunk of
- * such a file is converted in the order of docs/LIFECYCLE.md C1-C5: read
+ * such a file is converted in the order of docs/LIFECYCLE.md T36-T40: read
  * and verified; its shards written to workers that hold no copy; flipped
  * to EC with their rows in one transaction (the old rows stay: their full
  * copies are read as such); then each old holder's copy overwritten with
