@@ -13,7 +13,8 @@
 #      another random file (other bytes: no dedup) as ec:4+2; MiB/s, the
 #      master's and the workers' CPU, and the workers' disk (du of their
 #      data dirs, allocated blocks) before and after each upload
-#   2. download each (healthy), MiB/s and CPU; then the replicated file is
+#   2. download each (healthy; every download line is the median of
+#      ECC_RUNS), MiB/s and CPU; then the replicated file is
 #      deleted, so that repair copies nothing of it while workers are down
 #   3. degraded reads of the EC file: the worker with the lowest id (data
 #      shard 0 of every stripe) SIGKILLed, download; the next lowest
@@ -30,7 +31,9 @@
 #
 # Environment: WORK (a directory of its own), FACTS (the facts file),
 # LARGE_BYTES, LOADGEN, ROOT; optional ECC_REPAIR_BANDWIDTH,
-# ECC_REBUILD_TIMEOUT_S (600), LOG_LEVEL. Alone:
+# ECC_REBUILD_TIMEOUT_S (600), ECC_RUNS (3: each download line is the
+# median of that many runs, by MiB/s, with that run's CPU), LOG_LEVEL.
+# Alone:
 #   WORK=$(mktemp -d) FACTS=/tmp/f.env LARGE_BYTES=$((64<<20)) \
 #     LOADGEN=build/bench/loadgen bench/ec_cluster.sh
 set -euo pipefail
@@ -50,6 +53,7 @@ PYTHON=/usr/bin/python3
 [ -x "$PYTHON" ] || PYTHON=python3
 CLK_TCK=$(getconf CLK_TCK)
 REBUILD_TIMEOUT_S=${ECC_REBUILD_TIMEOUT_S:-600}
+RUNS=${ECC_RUNS:-3}
 
 fact() {
 	printf 'ecc_%s=%s\n' "$1" "$2" >>"$FACTS"
@@ -163,26 +167,31 @@ upload() {
 	fact "stored_${tag}_bytes" "$(sed -n 's/.*"stored_bytes": *\([0-9]*\).*/\1/p' "$WORK/upload-$tag.json")"
 }
 
-# download TAG NAME - one download of FILE_ID[TAG] to /dev/null; facts
-# download_<name>_*.
+# download TAG NAME - ECC_RUNS downloads of FILE_ID[TAG] to /dev/null; facts
+# download_<name>_* of the median run (by MiB/s) and every run's MiB/s.
 download() {
-	local tag=$1 name=$2 out code secs bytes m0 w0 m1 w1 live=()
-	local pid
+	local tag=$1 name=$2 out code secs bytes m0 w0 m1 w1 live=() run rows=() pid mib m w
 	for pid in "${WORKER_PIDS[@]}"; do
 		kill -0 "$pid" 2>/dev/null && live+=("$pid")
 	done
-	m0=$(master_ticks)
-	w0=$(bench_cpu_ticks "${live[@]}")
-	out=$(curl -sS -H "$AUTH" -o /dev/null -w '%{http_code} %{time_total} %{size_download}' \
-		"$MASTER_URL/api/v1/files/${FILE_ID[$tag]}/download")
-	m1=$(master_ticks)
-	w1=$(bench_cpu_ticks "${live[@]}")
-	read -r code secs bytes <<<"$out"
-	{ [ "$code" = 200 ] && [ "$bytes" = "$LARGE_BYTES" ]; } ||
-		bench_die "EC phase: download $name: HTTP $code, $bytes bytes"
-	fact "download_${name}_mib_s" "$(mib_per_s "$LARGE_BYTES" "$secs")"
-	fact "download_${name}_master_cpu_s" "$(secs $((m1 - m0)))"
-	fact "download_${name}_workers_cpu_s" "$(secs $((w1 - w0)))"
+	for run in $(seq 1 "$RUNS"); do
+		m0=$(master_ticks)
+		w0=$(bench_cpu_ticks "${live[@]}")
+		out=$(curl -sS -H "$AUTH" -o /dev/null -w '%{http_code} %{time_total} %{size_download}' \
+			"$MASTER_URL/api/v1/files/${FILE_ID[$tag]}/download")
+		m1=$(master_ticks)
+		w1=$(bench_cpu_ticks "${live[@]}")
+		read -r code secs bytes <<<"$out"
+		{ [ "$code" = 200 ] && [ "$bytes" = "$LARGE_BYTES" ]; } ||
+			bench_die "EC phase: download $name: HTTP $code, $bytes bytes"
+		rows+=("$(mib_per_s "$LARGE_BYTES" "$secs") $((m1 - m0)) $((w1 - w0))")
+	done
+	# the median row by throughput, with its own CPU figures
+	read -r mib m w <<<"$(printf '%s\n' "${rows[@]}" | sort -n -k1,1 | sed -n "$(((RUNS + 1) / 2))p")"
+	fact "download_${name}_mib_s" "$mib"
+	fact "download_${name}_master_cpu_s" "$(secs "$m")"
+	fact "download_${name}_workers_cpu_s" "$(secs "$w")"
+	fact "download_${name}_samples" "$(printf '%s\n' "${rows[@]}" | cut -d' ' -f1 | tr '\n' ' ' | sed 's/ $//')"
 }
 
 bench_log "EC phase: upload as replicas:3"
@@ -220,6 +229,7 @@ bench_forget "$second_pid"
 download ec degraded2
 bench_log "EC phase: sha256 of a download with 2 workers down"
 sha=$(curl -sS -H "$AUTH" "$MASTER_URL/api/v1/files/${FILE_ID[ec]}/download" | sha256sum | cut -d' ' -f1)
+fact runs "$RUNS"
 [ "$sha" = "$EC_SHA" ] || bench_die "EC phase: the degraded download's sha256 is $sha, expected $EC_SHA"
 fact degraded2_sha_ok 1
 
