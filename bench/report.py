@@ -429,6 +429,8 @@ def build_ecc(facts):
     figures["rebuild_mib_s"] = {
         "label": "rebuild of a lost worker's shards", "unit": "MiB/s",
         "value": f("rebuild_mib_s"), "seconds": f("rebuild_seconds"),
+        "stripes_per_s": int(facts["ecc_rebuild_shards"]) / f("rebuild_seconds")
+        if f("rebuild_seconds") else None,
         "shards": int(facts["ecc_rebuild_shards"]), "stripes": int(facts["ecc_stripes"]),
         "degraded_seen": int(facts.get("ecc_degraded_seen") or 0),
         "shard_bytes": int(facts["ecc_rebuild_shard_bytes"]),
@@ -490,7 +492,8 @@ def print_ecc(facts, ecc):
               f"{fig['master_cpu_s_per_gib']:>6.2f} s/GiB  {fig['workers_cpu_s_per_gib']:>6.2f} s/GiB")
     rb = ecc["figures"]["rebuild_mib_s"]
     print(f"{rb['label']:{w}} {fmt(rb['value'], rb['unit']):>14}  {rb['shards']} shards of"
-          f" {rb['stripes']} stripes in {rb['seconds']:.2f} s (REPAIR_BANDWIDTH"
+          f" {rb['stripes']} stripes in {rb['seconds']:.2f} s"
+          f" ({rb['stripes_per_s'] or 0:.1f} stripes/s; REPAIR_BANDWIDTH"
           f" {rb['repair_bandwidth']}); CPU master {rb['master_cpu_s']:.2f} s,"
           f" workers {rb['workers_cpu_s']:.2f} s")
     for tag in ("rep", "ec"):
