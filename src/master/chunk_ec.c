@@ -68,6 +68,12 @@ static int header_check(const unsigned char *h, size_t len, const struct efs_ec_
 	return h[10];
 }
 
+bool efs_chunk_ec_is_shard(const struct efs_chunk_info *chunk, const void *bytes, size_t len)
+{
+	return len > EFS_EC_SHARD_HDR && len != chunk->stored_size &&
+	       memcmp(bytes, shard_magic, sizeof(shard_magic)) == 0;
+}
+
 static int target_cmp(const void *a, const void *b)
 {
 	return strcmp(((const struct efs_target *)a)->worker_id,

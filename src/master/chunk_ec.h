@@ -90,6 +90,12 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 			 int64_t holding_after_ms, uint64_t epoch, struct efs_buf *data,
 			 struct efs_buf *scratch, struct efs_ec_rebuild *out);
 
+/* Whether @len bytes read for @chunk as a full copy are an EC shard of it
+ * instead (its header's magic, and not @chunk->stored_size bytes): the
+ * chunk was converted to EC after the reader loaded it as replicated.
+ * Such bytes are no sign of a bad replica. */
+bool efs_chunk_ec_is_shard(const struct efs_chunk_info *chunk, const void *bytes, size_t len);
+
 /* Conversion of a replicated chunk to EC (docs/LIFECYCLE.md T36-T40): the
  * stripe of its stored form and where each shard goes. */
 struct efs_ec_convert {

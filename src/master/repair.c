@@ -218,6 +218,8 @@ static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *n
 	 * ones: bytes that verify make that replica good again. */
 	bool had_good = holding > 0;
 	r = efs_chunk_read(d->chunk_io, &chunk, replicas, count, data, scratch);
+	if (r == -ESTALE)
+		r = -EIO; /* a row holds a shard (ec_convert.c): not the lease's -ESTALE */
 	if (r < 0) {
 		/* With no good replica this is expected of a chunk truly lost
 		 * (it still counts in under_replicated): not an error each
