@@ -17,8 +17,8 @@ than that into EC_POLICY (ec:4+2) by itself.
 The live records of the workers' volume files (h.chunk_records) are the
 bytes a chunk takes; an overwritten copy's old record is garbage until the
 worker's compactor reclaims its volume (LIFECYCLE T27), so du of the
-volume files falls later than this test looks (it fell from 2.1 MB to
-1.9 MB within 30 s in a trial run, against 1.1 MB of live records).
+volume files falls later than this test looks (from 2.1 MB to 1.9 MB
+within 30 s in a trial run).
 """
 
 from __future__ import annotations
