@@ -327,8 +327,8 @@ static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_inf
 		calls[batch].connect_timeout_ms = CONNECT_TIMEOUT_MS;
 		calls[batch].stall_timeout_s = STALL_TIMEOUT_S;
 		/* A full copy (conversion) is larger than a shard. */
-		calls[batch].resp_cap = EFS_MAX(EFS_MAX(slot, chunk->stored_size) + 1,
-						(size_t)ERROR_BODY_MAX);
+		calls[batch].resp_cap =
+		    EFS_MAX(EFS_MAX(slot, chunk->stored_size) + 1, (size_t)ERROR_BODY_MAX);
 		callp[batch] = &calls[batch];
 		asked[batch++] = i;
 	}

@@ -255,8 +255,9 @@ void efs_ec_convert_pass(struct efs_ec_converter *cv, struct efs_ticker *t, stru
 		 * nothing waits before the next (nothing old enough, or
 		 * nothing that can be converted now). */
 		if (!cv->cycle_progress) {
-			int64_t idle = EFS_MIN(EFS_MAX(d->after_ms / 10, (int64_t)CONVERT_IDLE_MIN_MS),
-					       (int64_t)CONVERT_IDLE_MAX_MS);
+			int64_t idle =
+			    EFS_MIN(EFS_MAX(d->after_ms / 10, (int64_t)CONVERT_IDLE_MIN_MS),
+				    (int64_t)CONVERT_IDLE_MAX_MS);
 			cv->idle_until = efs_mono_ms() + idle;
 		}
 		cv->cycle_progress = false;
@@ -276,8 +277,8 @@ void efs_ec_convert_pass(struct efs_ec_converter *cv, struct efs_ticker *t, stru
 			return;
 		if (r < 0) {
 			if (r != -ESTALE)
-				efs_warn("ec convert: file %s: %s; the pass stops", files[i].file_id,
-					 strerror(-r));
+				efs_warn("ec convert: file %s: %s; the pass stops",
+					 files[i].file_id, strerror(-r));
 			/* The lease may be gone, or the store: no further
 			 * instruction until it is taken again. */
 			efs_meta_lease_drop(d->meta);
