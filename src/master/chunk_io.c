@@ -174,7 +174,8 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 	 * written here; the zones of the others tried (failed) are not
 	 * counted as used (placement.h). */
 	struct efs_target held[2 * EFS_MAX_REPLICAS];
-	memcpy(held, exclude, exclude_count * sizeof(*exclude));
+	if (exclude_count)
+		memcpy(held, exclude, exclude_count * sizeof(*exclude));
 	for (int round = 0; round < WRITE_ROUNDS && done < want && !fenced; round++) {
 		size_t candidates = 0, held_count = exclude_count;
 		for (unsigned i = 0; i < done; i++)
