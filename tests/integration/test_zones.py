@@ -4,8 +4,9 @@ distinct zones first, then evenly (docs/ARCHITECTURE.md "Zones").
 
 * Six workers in three zones of two, `ec:4+2` and `replicas:3` files:
   every stripe has exactly two shards per zone, every replicated chunk one
-  copy per zone; /api/v1/workers shows each worker's zone; both workers of
-  one zone killed, every file still reads byte-identical.
+  copy per zone; /api/v1/workers shows each worker's zone (a registration
+  with a bad one is 400 invalid_field); both workers of one zone killed,
+  every file still reads byte-identical.
 * Eight workers in zones of four, two and two: the large zone gets no more
   than its share (two shards of a stripe, one replica), which a choice by
   free space alone breaks for most stripes; the whole large zone killed,
@@ -25,7 +26,7 @@ import hashlib
 import random
 
 import echofs_harness as h
-from echofs_harness import wait_until
+from echofs_harness import assert_json_error, wait_until
 
 CHUNK = 64 * 1024
 EC = {"policy": "ec:4+2"}
@@ -104,6 +105,13 @@ def test_six_workers_in_three_zones_lose_a_whole_zone(cluster):
     listed = {w["worker_id"]: w["zone"] for w in m.user_client().get("/api/v1/workers")
               .json()["workers"]}
     assert listed == {wid: z for wid, (_, z) in workers.items()}, listed
+
+    # A registration with a bad zone is refused, naming the field.
+    for zone in ("rack 7", "z" * 33, "a/b", 7):
+        r = m.cluster_client().post("/api/v1/workers/register", json={
+            "url": "http://127.0.0.1:9", "capacity_bytes": 10, "free_bytes": 10, "zone": zone})
+        err = assert_json_error(r, 400, "invalid_field")
+        assert "zone" in err["message"], err
 
     api = m.user_client()
     stored = upload_files(api, random.Random(17))
