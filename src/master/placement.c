@@ -166,6 +166,13 @@ static uint64_t zone_hash(const char *s)
  * of its own. Returns 0 or -ENOMEM. */
 static int number_zones(const struct efs_worker_status *list, size_t n, size_t *zone_of)
 {
+	bool any = false;
+	for (size_t i = 0; i < n; i++) {
+		zone_of[i] = i;
+		any |= list[i].info.zone[0] != '\0';
+	}
+	if (!any) /* no zones: no table */
+		return 0;
 	size_t size = 16;
 	while (size < 2 * n)
 		size *= 2;
@@ -175,7 +182,6 @@ static int number_zones(const struct efs_worker_status *list, size_t n, size_t *
 	memset(table, 0, size * sizeof(*table));
 	for (size_t i = 0; i < n; i++) {
 		const char *zone = list[i].info.zone;
-		zone_of[i] = i;
 		if (!zone[0])
 			continue;
 		for (size_t h = zone_hash(zone) & (size - 1);; h = (h + 1) & (size - 1)) {
