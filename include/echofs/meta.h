@@ -31,6 +31,9 @@ struct efs_worker_info {
 	uint64_t chunk_count;
 	int64_t registered_at_ms;  /* first registration, Unix ms */
 	int64_t last_heartbeat_ms; /* last registration or heartbeat, Unix ms */
+	/* The failure domain the worker declared (WORKER_ZONE) at its latest
+	 * registration; "" for none: the worker is a zone of its own. */
+	char zone[EFS_ZONE_MAX + 1];
 };
 
 #define EFS_NAME_MAX 255     /* longest file name, bytes */

@@ -504,7 +504,7 @@ static void test_put_chunk_adds_chunk_with_replicas(void **state)
 /* The worker calls on every backend (test_meta_sqlite.c has the details
  * on SQL): registration keeps registered_at, a heartbeat of an unknown
  * worker is -ENOENT, the list is ordered by id, retire_url marks every
- * other worker at the URL dead once. */
+ * other worker at the URL dead once, the zone is kept and replaced. */
 static void test_worker_calls(void **state)
 {
 	struct fixture *f = *state;
@@ -555,6 +555,29 @@ static void test_worker_calls(void **state)
 	assert_int_equal(efs_meta_worker_get(f->m, "rt-new", &got), 0);
 	assert_int_equal(got.last_heartbeat_ms, 2001);
 	assert_int_equal(efs_meta_worker_retire_url(f->m, "http://10.0.0.5:8081", "rt-new"), 0);
+
+	/* The zone: none by default, recorded, kept by heartbeats, replaced
+	 * (or cleared) by the next registration, listed. */
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-old", &got), 0);
+	assert_string_equal(got.zone, "");
+	efs_strlcpy(w.zone, "eu-west-1a", sizeof(w.zone));
+	assert_int_equal(efs_meta_worker_register(f->m, &w), 0);
+	assert_int_equal(efs_meta_worker_heartbeat(f->m, "rt-B", 300, 200, 7, 8000), 0);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-B", &got), 0);
+	assert_string_equal(got.zone, "eu-west-1a");
+	assert_int_equal(efs_meta_worker_list(f->m, &list, &count), 0);
+	int zoned = 0;
+	for (size_t i = 0; i < count; i++)
+		if (strcmp(list[i].worker_id, "rt-B") == 0)
+			zoned += strcmp(list[i].zone, "eu-west-1a") == 0;
+		else if (strncmp(list[i].worker_id, "rt-", 3) == 0)
+			assert_string_equal(list[i].zone, "");
+	free(list);
+	assert_int_equal(zoned, 1);
+	w.zone[0] = '\0';
+	assert_int_equal(efs_meta_worker_register(f->m, &w), 0);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-B", &got), 0);
+	assert_string_equal(got.zone, "");
 }
 
 static void test_replica_on_unknown_worker(void **state)
