@@ -106,6 +106,11 @@ struct efs_session_info {
 	int64_t version;       /* bumped by every chunk received */
 	int64_t created_at_ms;
 	int64_t expires_at_ms;
+	/* The canonical storage policy its chunks are stored by ("ec:4+2"),
+	 * fixed at init; '' for the master's default (sessions from before
+	 * schema version 12, hidden sessions, and every session on DynamoDB,
+	 * which stores only the default, replicated policy). */
+	char policy[24];
 };
 
 /* A session completed into a file, remembered so that a repeated complete

@@ -210,12 +210,9 @@ static int open_hidden_session(void *ctx, char *session_id)
 	return 0;
 }
 
-/* The storage policy of an upload (issue 17): ?policy= or STORAGE_POLICY,
- * into *@out. 0; or 1 after replying 400 invalid_policy (a policy this
- * cluster cannot store this way). */
-static int upload_policy(struct efs_http_req *req, struct efs_master *m, struct efs_policy *out)
+int efs_api_upload_policy(struct efs_http_req *req, const char *asked, struct efs_policy *out)
 {
-	const char *asked = efs_http_query(req, "policy");
+	struct efs_master *m = efs_api_master(req);
 	struct efs_policy p = m->cfg.default_policy;
 	if (asked && efs_ec_policy_parse(asked, &p) < 0) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
@@ -230,7 +227,8 @@ static int upload_policy(struct efs_http_req *req, struct efs_master *m, struct 
 				   m->cfg.replication_factor, m->cfg.replication_factor);
 		return 1;
 	}
-	if (p.kind == EFS_POLICY_EC) {
+	bool ec = p.kind == EFS_POLICY_EC;
+	if (ec) {
 		if (p.data_shards + p.parity_shards > EFS_MAX_REPLICAS) {
 			efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
 					   "ec:K+M stores at most %u shards per stripe",
@@ -246,8 +244,28 @@ static int upload_policy(struct efs_http_req *req, struct efs_master *m, struct 
 			return 1;
 		}
 	}
+	/* The distinct places each new chunk needs: K+M shards, or the
+	 * replicas (the backend's default). */
+	char why[160];
+	int r = efs_chunk_backend_writable(m->chunks, ec ? p.data_shards + p.parity_shards : 0, why,
+					   sizeof(why));
+	if (r == -ENOSPC) {
+		efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY, "%s", why);
+		return 1;
+	}
+	if (r < 0)
+		return r;
 	*out = p;
 	return 0;
+}
+
+void efs_api_policy_uploader(const struct efs_uploader *base, const struct efs_policy *policy,
+			     struct efs_uploader *out)
+{
+	bool ec = policy->kind == EFS_POLICY_EC;
+	*out = *base;
+	out->ec_data = ec ? policy->data_shards : 0;
+	out->ec_parity = ec ? policy->parity_shards : 0;
 }
 
 /* Headers are in: decide raw or multipart, check the name and capacity,
@@ -272,19 +290,8 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 					  "a raw upload names the file with ?name=");
 	int r;
 	struct efs_policy policy;
-	if ((r = upload_policy(req, m, &policy)) != 0)
-		return r < 0 ? r : 0; /* replied */
-	bool ec = policy.kind == EFS_POLICY_EC;
-	/* The distinct places each new chunk needs: K+M shards, or the
-	 * replicas (the backend's default). */
-	char why[160];
-	r = efs_chunk_backend_writable(m->chunks,
-				       ec ? policy.data_shards + policy.parity_shards : 0, why,
-				       sizeof(why));
-	if (r == -ENOSPC)
-		return efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY, "%s", why);
-	if (r < 0)
-		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
+	if ((r = efs_api_upload_policy(req, efs_http_query(req, "policy"), &policy)) != 0)
+		return r < 0 ? efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL) : 0;
 
 	/* The first chunk buffer and its compressed copy come from the
 	 * budget of all uploads (the pipeline's others from its own): no
@@ -306,9 +313,7 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	}
 	up->m = m;
 	up->reserved = 2 * most;
-	up->uploader = m->uploader;
-	up->uploader.ec_data = ec ? policy.data_shards : 0;
-	up->uploader.ec_parity = ec ? policy.parity_shards : 0;
+	efs_api_policy_uploader(&m->uploader, &policy, &up->uploader);
 	efs_ec_policy_format(&policy, up->policy, sizeof(up->policy));
 	efs_strlcpy(up->user, req->user, sizeof(up->user));
 	req->state = up;

@@ -239,6 +239,12 @@ static const char schema_v10[] =
     "ALTER TABLE chunks ADD COLUMN ec_parity INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE files ADD COLUMN policy TEXT NOT NULL DEFAULT '';";
 
+/* Version 12 (11 is the S3 parts' of issue 13): an upload session's
+ * storage policy (issue 17), the canonical string its init asked for, ''
+ * for the default. Each chunk the session receives is stored by it, and
+ * complete gives it to the file. */
+static const char schema_v12[] = "ALTER TABLE sessions ADD COLUMN policy TEXT NOT NULL DEFAULT '';";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1, NULL},
 	{2, schema_v2, NULL},
@@ -250,5 +256,6 @@ const struct efs_migration efs_migrations[] = {
 	{8, schema_v8, schema_v8_postgres},
 	{9, schema_v9, schema_v9_postgres},
 	{10, schema_v10, NULL},
+    {12, schema_v12, NULL},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);
