@@ -323,6 +323,10 @@ int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *ow
 #define EFS_S3_HEADER_MAX 1024
 #define EFS_S3_USER_META_MAX 4096 /* the JSON object holding them */
 #define EFS_S3_ETAG_MAX 64
+/* A stored x-amz-checksum: "<ALG>:<base64 value>" ("CRC32:4waSgw=="), the
+ * value of a multipart object's composite checksum ending in "-<parts>";
+ * "" when the object or part was stored without one (docs/S3.md#checksums). */
+#define EFS_S3_CHECKSUM_MAX 80
 
 struct efs_bucket_info {
 	char name[EFS_S3_BUCKET_MAX + 1];
@@ -346,6 +350,7 @@ struct efs_object_info {
 	char expires[EFS_S3_HEADER_MAX + 1];
 	char user_meta[EFS_S3_USER_META_MAX + 1]; /* JSON object: name -> value */
 	int64_t last_modified_ms;
+	char checksum[EFS_S3_CHECKSUM_MAX + 1]; /* the one it was put with, or "" */
 };
 
 /* One entry of a listing: what ListObjects shows of an object. */
@@ -510,6 +515,7 @@ struct efs_s3_part {
 	uint64_t chunk_count;
 	uint64_t stored_bytes;
 	int64_t last_modified_ms;
+	char checksum[EFS_S3_CHECKSUM_MAX + 1]; /* the one it was uploaded with, or "" */
 };
 
 /* One entry of ListMultipartUploads. */
@@ -564,6 +570,31 @@ int efs_meta_s3_upload_list(struct efs_meta *m, const char *bucket, const char *
 /* Up to @max ids of uploads whose expires_at_ms is before @now_ms. */
 int efs_meta_s3_upload_expired(struct efs_meta *m, int64_t now_ms, size_t max,
 			       char (*ids)[EFS_ID_MAX + 1], size_t *count);
+
+/* The part layout of an object made by CompleteMultipartUpload, for
+ * GetObject/HeadObject with ?partNumber (src/meta/s3_parts.c): the sizes
+ * of the parts it joined, in order (part N is the Nth part Complete
+ * listed, whatever number it was uploaded as). */
+
+/* The layout of @parts (@count of them, in order) into *out (malloc'd,
+ * the caller frees it; "" for none). 0 or -ENOMEM. */
+int efs_s3_parts_encode(const struct efs_s3_part *parts, size_t count, char **out);
+/* Part @number (1-based) of @layout: its offset in the object into
+ * *first, its size into *size; the number of parts into *count. 0;
+ * -ERANGE when @number is 0 or past the last part (*count set, *first and
+ * *size untouched; "" has 0 parts); -EIO when @layout does not parse. */
+int efs_s3_parts_find(const char *layout, unsigned number, uint64_t *first, uint64_t *size,
+		      unsigned *count);
+/* Part @number of the object at (@bucket, @key), as efs_s3_parts_find,
+ * read from the object's row; *count 0 (and -ERANGE unless @number is 1,
+ * then the whole object: *first 0, *size the object's size) for an
+ * object not made by a multipart upload (a PutObject, a CopyObject).
+ * -ESTALE when the key holds no object or another file than @file_id now
+ * (an overwrite since @file_id was read: read again); -ENOTSUP when the
+ * backend keeps no layouts; or a store error. */
+int efs_meta_object_part(struct efs_meta *m, const char *bucket, const char *key,
+			 const char *file_id, uint64_t object_size, unsigned number,
+			 uint64_t *first, uint64_t *size, unsigned *count);
 
 /* ---- chunks, replicas, garbage --------------------------------------- */
 

@@ -4,6 +4,7 @@
 #include "echofs/util.h"
 
 #include <isa-l/crc.h>
+#include <pthread.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -132,6 +133,30 @@ uint32_t efs_crc32(uint32_t crc, const void *data, size_t len)
 	/* crc32_gzip_refl inverts on the way in and out itself (zlib's
 	 * convention): the standard CRC-32 value continues from @crc. */
 	return crc32_gzip_refl(crc, (unsigned char *)data, len);
+}
+
+/* The reflected CRC-64/NVME table, built once. */
+static uint64_t crc64nvme_table[256];
+static pthread_once_t crc64nvme_once = PTHREAD_ONCE_INIT;
+
+static void crc64nvme_init(void)
+{
+	for (unsigned i = 0; i < 256; i++) {
+		uint64_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ 0x9A6C9329AC4BC9B5ULL : c >> 1;
+		crc64nvme_table[i] = c;
+	}
+}
+
+uint64_t efs_crc64nvme(uint64_t crc, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	pthread_once(&crc64nvme_once, crc64nvme_init);
+	crc = ~crc;
+	for (size_t i = 0; i < len; i++)
+		crc = crc64nvme_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+	return ~crc;
 }
 
 uint32_t efs_crc32c(uint32_t crc, const void *data, size_t len)

@@ -167,7 +167,8 @@ static bool sha256_hex_valid(const char *s)
 static bool trailer_name_valid(const char *name, char out[EFS_S3_TRAILER_NAME_MAX + 1])
 {
 	static const char *const names[] = {"x-amz-checksum-crc32", "x-amz-checksum-crc32c",
-					    "x-amz-checksum-sha1", "x-amz-checksum-sha256"};
+					    "x-amz-checksum-sha1", "x-amz-checksum-sha256",
+					    "x-amz-checksum-crc64nvme"};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if (strcasecmp(name, names[i]) == 0) {
 			efs_strlcpy(out, names[i], EFS_S3_TRAILER_NAME_MAX + 1);
@@ -418,7 +419,8 @@ int efs_s3_auth_verify(struct efs_s3_auth *a, const struct efs_s3_auth_request *
 				return refuse(err, 400, "InvalidRequest",
 					      "x-amz-trailer must name one checksum: "
 					      "x-amz-checksum-crc32, x-amz-checksum-crc32c, "
-					      "x-amz-checksum-sha1 or x-amz-checksum-sha256");
+					      "x-amz-checksum-sha1, x-amz-checksum-sha256 or "
+					      "x-amz-checksum-crc64nvme");
 		}
 	}
 	r = efs_sigv4_check_time(&auth, amz_date, now_s, EFS_S3_AUTH_MAX_SKEW_S, &reason);

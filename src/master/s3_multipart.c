@@ -274,6 +274,8 @@ static int part_end(struct efs_s3_req *s)
 	if (!p->copy && (r = efs_s3_checksum_check(s, &p->checksum)) != 0)
 		return r < 0 ? r : 0; /* the part is not recorded; part_free drops its chunks */
 	part.part_number = p->part_number;
+	/* Kept for the object's composite checksum (a copied part has none). */
+	efs_s3_checksum_stored(&p->checksum, part.checksum, sizeof(part.checksum));
 	efs_strlcpy(part.session_id, p->session_open ? p->session_id : "", sizeof(part.session_id));
 	part.size = sum.size;
 	part.chunk_size = p->m->cfg.chunk_size;
@@ -618,7 +620,7 @@ static int complete_start(void *ctx, int depth, const char *name)
 	if (depth == 3 && c->in_part &&
 	    (strcmp(name, "PartNumber") == 0 || strcmp(name, "ETag") == 0 ||
 	     strncmp(name, "Checksum", 8) == 0))
-		return 0; /* checksums are not kept: ignored, as for a PUT without them */
+		return 0; /* a part's checksum: its stored one counts (docs/S3.md) */
 	return -EBADMSG;
 }
 
@@ -781,6 +783,14 @@ static int complete_reply(struct efs_s3_req *s, const struct efs_object_info *o)
 	efs_s3_xml_text(&x, "Bucket", o->bucket);
 	efs_s3_xml_text(&x, "Key", o->key);
 	efs_s3_xml_text(&x, "ETag", etag);
+	/* The composite checksum (a retried Complete's answer has none: the
+	 * upload's row does not keep it). */
+	char element[32];
+	const char *value = NULL;
+	if (efs_s3_checksum_element(o->checksum, element, &value)) {
+		efs_s3_xml_text(&x, element, value);
+		efs_s3_xml_text(&x, "ChecksumType", "COMPOSITE");
+	}
 	efs_s3_xml_close(&x, "CompleteMultipartUploadResult");
 	return efs_s3_xml_reply(s->http, 200, &x);
 }
@@ -930,6 +940,10 @@ static int complete_upload_end(struct efs_s3_req *s)
 		}
 		efs_strlcpy(u->obj.file_id, file->file_id, sizeof(u->obj.file_id));
 		efs_strlcpy(u->obj.etag, etag, sizeof(u->obj.etag));
+		/* The parts' checksums (each verified when it came) combined. */
+		if ((r = efs_s3_checksum_composite(chosen, c->listed_count, u->obj.checksum,
+						   sizeof(u->obj.checksum))) < 0)
+			goto out;
 		u->obj.size = file->size;
 		u->obj.last_modified_ms = file->created_at_ms;
 		r = efs_meta_s3_upload_complete(m->meta, u, chosen, c->listed_count, file,
@@ -1085,6 +1099,10 @@ int efs_s3_list_parts(struct efs_s3_req *s)
 		snprintf(text, sizeof(text), "\"%s\"", parts[i].etag);
 		efs_s3_xml_text(&x, "ETag", text);
 		efs_s3_xml_u64(&x, "Size", parts[i].size);
+		char element[32];
+		const char *value = NULL;
+		if (efs_s3_checksum_element(parts[i].checksum, element, &value))
+			efs_s3_xml_text(&x, element, value);
 		efs_s3_xml_close(&x, "Part");
 	}
 	efs_s3_xml_close(&x, "ListPartsResult");
@@ -1097,17 +1115,142 @@ out:
 
 /* ---- ListMultipartUploads --------------------------------------------- */
 
+/* Appended to a common prefix, it sorts after every valid UTF-8 key that
+ * starts with it (U+10FFFF four times, as the object listing's jump in
+ * s3_bucket.c): the scan resumes past the prefix's uploads unread. */
+#define PAST_PREFIX "\xf4\x8f\xbf\xbf\xf4\x8f\xbf\xbf\xf4\x8f\xbf\xbf\xf4\x8f\xbf\xbf"
+/* After a jump the store is asked for this many uploads first (then twice
+ * as many while batches are used up), as the object listing does. */
+#define UPLOADS_JUMP_BATCH 8
+
+/* One entry of the answer: an upload, or a common prefix (its key). */
+struct upload_item {
+	bool is_prefix;
+	struct efs_s3_upload_entry entry;
+};
+
+/* Where the scan goes on: after (key, id), or after every upload of key
+ * (no id). */
+struct uploads_cursor {
+	char key[EFS_S3_KEY_MAX + 1];
+	char id[EFS_ID_MAX + 1];
+	bool has_id;
+};
+
+/* The cursor past every upload whose key starts with @common, read at
+ * @key: common + PAST_PREFIX when that is a key the store takes, else
+ * (a prefix near the key length limit, or a key sorting past that point)
+ * after every upload of @key alone, which still moves forward. */
+static void cursor_past(struct uploads_cursor *c, const char *common, const char *key)
+{
+	char jump[EFS_S3_KEY_MAX + 1];
+	c->has_id = false;
+	if (strlen(common) + sizeof(PAST_PREFIX) - 1 <= EFS_S3_KEY_MAX) {
+		snprintf(jump, sizeof(jump), "%s%s", common, PAST_PREFIX);
+		if (strcmp(key, jump) < 0) {
+			efs_strlcpy(c->key, jump, sizeof(c->key));
+			return;
+		}
+	}
+	efs_strlcpy(c->key, key, sizeof(c->key));
+}
+
+/* Up to @max uploads and common prefixes (keys with @delimiter after
+ * @prefix, each reported once, then skipped over in the store's order)
+ * after (@key_marker, @id_marker) into @items (@max of them); *truncated
+ * when more follow. A common prefix at or before @key_marker is the
+ * client's already. One bounded store read per batch. */
+static int uploads_scan(struct efs_s3_req *s, const char *prefix, const char *delimiter,
+			const char *key_marker, const char *id_marker, size_t max,
+			struct upload_item *items, size_t *count, bool *truncated)
+{
+	size_t batch_max = max + 1, plen = strlen(prefix), dlen = delimiter ? strlen(delimiter) : 0;
+	struct efs_s3_upload_entry *batch = calloc(batch_max, sizeof(*batch));
+	struct uploads_cursor *cursor = calloc(1, sizeof(*cursor));
+	char *common = malloc(EFS_S3_KEY_MAX + 1), *last_prefix = calloc(1, EFS_S3_KEY_MAX + 1);
+	size_t n = 0, ask = batch_max;
+	int r = 0;
+
+	*truncated = false;
+	if (!batch || !cursor || !common || !last_prefix) {
+		r = -ENOMEM;
+		goto out;
+	}
+	efs_strlcpy(cursor->key, key_marker, sizeof(cursor->key));
+	if (id_marker) {
+		efs_strlcpy(cursor->id, id_marker, sizeof(cursor->id));
+		cursor->has_id = true;
+	}
+	for (;;) {
+		size_t got = 0;
+		bool jumped = false;
+		r = efs_meta_s3_upload_list(s->m->meta, s->bucket, prefix, cursor->key,
+					    cursor->has_id ? cursor->id : NULL, ask, batch, &got);
+		if (r < 0)
+			goto out;
+		for (size_t i = 0; i < got && !jumped; i++) {
+			const struct efs_s3_upload_entry *e = &batch[i];
+			const char *d = dlen ? strstr(e->key + plen, delimiter) : NULL;
+			if (d) {
+				size_t clen = (size_t)(d - e->key) + dlen;
+				memcpy(common, e->key, clen);
+				common[clen] = '\0';
+				bool seen = strcmp(common, key_marker) <= 0 ||
+					    strcmp(common, last_prefix) == 0;
+				if (!seen && n == max) {
+					*truncated = true;
+					goto out;
+				}
+				if (!seen) {
+					items[n].is_prefix = true;
+					efs_strlcpy(items[n].entry.key, common,
+						    sizeof(items[n].entry.key));
+					n++;
+					efs_strlcpy(last_prefix, common, EFS_S3_KEY_MAX + 1);
+				}
+				cursor_past(cursor, common, e->key);
+				/* A jump leaves the batch; passing one key keeps to it. */
+				jumped = strcmp(cursor->key, e->key) != 0;
+				continue;
+			}
+			if (n == max) {
+				*truncated = true;
+				goto out;
+			}
+			items[n].is_prefix = false;
+			items[n++].entry = *e;
+			efs_strlcpy(cursor->key, e->key, sizeof(cursor->key));
+			efs_strlcpy(cursor->id, e->upload_id, sizeof(cursor->id));
+			cursor->has_id = true;
+		}
+		if (!jumped && got < ask)
+			break; /* the end of the prefix's uploads */
+		ask = jumped ? EFS_MIN(batch_max, (size_t)UPLOADS_JUMP_BATCH)
+			     : EFS_MIN(batch_max, 2 * ask);
+	}
+out:
+	if (r == 0)
+		*count = n;
+	free(batch);
+	free(cursor);
+	free(common);
+	free(last_prefix);
+	return r;
+}
+
 int efs_s3_list_uploads(struct efs_s3_req *s)
 {
 	struct efs_bucket_info b;
-	struct efs_s3_upload_entry *items = NULL;
+	struct upload_item *items = NULL;
 	struct efs_s3_xml x;
 	const char *prefix = efs_s3_query(s, "prefix");
+	const char *delimiter = efs_s3_query(s, "delimiter");
 	const char *key_marker = efs_s3_query(s, "key-marker");
 	const char *id_marker = efs_s3_query(s, "upload-id-marker");
 	const char *encoding = efs_s3_query(s, "encoding-type");
 	uint64_t max_uploads;
 	size_t n = 0, esize = 3 * EFS_S3_KEY_MAX + 1;
+	bool truncated = false;
 	char *ebuf = NULL;
 	int r = 0;
 
@@ -1120,18 +1263,24 @@ int efs_s3_list_uploads(struct efs_s3_req *s)
 				    "Invalid Encoding Method specified in Request");
 	prefix = prefix ? prefix : "";
 	key_marker = key_marker ? key_marker : "";
+	if (delimiter && !*delimiter)
+		delimiter = NULL;
 	if (strlen(prefix) > EFS_S3_KEY_MAX || strlen(key_marker) > EFS_S3_KEY_MAX ||
+	    (delimiter && strlen(delimiter) > EFS_S3_KEY_MAX) ||
 	    (id_marker && strlen(id_marker) > EFS_ID_MAX))
-		return efs_s3_error(s, 400, "InvalidArgument", "a marker or prefix is too long");
-	/* S3 ignores upload-id-marker without key-marker. */
-	if (!*key_marker)
+		return efs_s3_error(s, 400, "InvalidArgument",
+				    "a marker, prefix or delimiter is too long");
+	/* S3 ignores upload-id-marker without key-marker; an empty one (the
+	 * NextUploadIdMarker after a common prefix) is none. */
+	if (!*key_marker || (id_marker && !*id_marker))
 		id_marker = NULL;
-	if (!(items = malloc((max_uploads + 1) * sizeof(*items))) || !(ebuf = malloc(esize))) {
+	if (!(items = calloc(max_uploads ? max_uploads : 1, sizeof(*items))) ||
+	    !(ebuf = malloc(esize))) {
 		r = -ENOMEM;
 		goto out;
 	}
-	r = efs_meta_s3_upload_list(s->m->meta, s->bucket, prefix, key_marker, id_marker,
-				    max_uploads + 1, items, &n);
+	r = uploads_scan(s, prefix, delimiter, key_marker, id_marker, max_uploads, items, &n,
+			 &truncated);
 	if (r == -ENOTSUP) {
 		r = not_implemented(s);
 		goto out;
@@ -1140,33 +1289,47 @@ int efs_s3_list_uploads(struct efs_s3_req *s)
 		r = efs_s3_error_store(s, r, "ListMultipartUploads");
 		goto out;
 	}
-	bool truncated = n > max_uploads, url = encoding != NULL;
-	if (truncated)
-		n = max_uploads;
+	bool url = encoding != NULL;
 	efs_s3_xml_init(&x);
 	efs_s3_xml_open(&x, "ListMultipartUploadsResult", EFS_S3_XMLNS);
 	efs_s3_xml_text(&x, "Bucket", s->bucket);
 	efs_s3_xml_text(&x, "KeyMarker", efs_s3_url_encoded(url, key_marker, ebuf, esize));
 	efs_s3_xml_text(&x, "UploadIdMarker", id_marker ? id_marker : "");
 	if (n) {
+		/* After a common prefix: the prefix, whose uploads a next
+		 * request with it as key-marker skips (no upload id). */
 		efs_s3_xml_text(&x, "NextKeyMarker",
-				efs_s3_url_encoded(url, items[n - 1].key, ebuf, esize));
-		efs_s3_xml_text(&x, "NextUploadIdMarker", items[n - 1].upload_id);
+				efs_s3_url_encoded(url, items[n - 1].entry.key, ebuf, esize));
+		efs_s3_xml_text(&x, "NextUploadIdMarker",
+				items[n - 1].is_prefix ? "" : items[n - 1].entry.upload_id);
 	}
 	efs_s3_xml_text(&x, "Prefix", efs_s3_url_encoded(url, prefix, ebuf, esize));
+	if (delimiter)
+		efs_s3_xml_text(&x, "Delimiter", efs_s3_url_encoded(url, delimiter, ebuf, esize));
 	if (url)
 		efs_s3_xml_text(&x, "EncodingType", "url");
 	efs_s3_xml_u64(&x, "MaxUploads", max_uploads);
 	efs_s3_xml_bool(&x, "IsTruncated", truncated);
 	for (size_t i = 0; i < n; i++) {
+		const struct efs_s3_upload_entry *e = &items[i].entry;
+		if (items[i].is_prefix)
+			continue;
 		efs_s3_xml_open(&x, "Upload", NULL);
-		efs_s3_xml_text(&x, "Key", efs_s3_url_encoded(url, items[i].key, ebuf, esize));
-		efs_s3_xml_text(&x, "UploadId", items[i].upload_id);
-		efs_s3_owner_xml(&x, "Initiator", items[i].owner);
-		efs_s3_owner_xml(&x, "Owner", items[i].owner);
+		efs_s3_xml_text(&x, "Key", efs_s3_url_encoded(url, e->key, ebuf, esize));
+		efs_s3_xml_text(&x, "UploadId", e->upload_id);
+		efs_s3_owner_xml(&x, "Initiator", e->owner);
+		efs_s3_owner_xml(&x, "Owner", e->owner);
 		efs_s3_xml_text(&x, "StorageClass", "STANDARD");
-		efs_s3_xml_time(&x, "Initiated", items[i].created_at_ms);
+		efs_s3_xml_time(&x, "Initiated", e->created_at_ms);
 		efs_s3_xml_close(&x, "Upload");
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!items[i].is_prefix)
+			continue;
+		efs_s3_xml_open(&x, "CommonPrefixes", NULL);
+		efs_s3_xml_text(&x, "Prefix",
+				efs_s3_url_encoded(url, items[i].entry.key, ebuf, esize));
+		efs_s3_xml_close(&x, "CommonPrefixes");
 	}
 	efs_s3_xml_close(&x, "ListMultipartUploadsResult");
 	r = efs_s3_xml_reply(s->http, 200, &x);

@@ -356,6 +356,7 @@ static int put_end(struct efs_s3_req *s)
 	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
 	p->obj.size = p->received;
 	p->obj.last_modified_ms = f.created_at_ms;
+	efs_s3_checksum_stored(&p->checksum, p->obj.checksum, sizeof(p->obj.checksum));
 	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED)
 		signed_sha256 = s->principal.payload_sha256;
 	r = efs_upload_pipeline_finish_object(
@@ -639,6 +640,57 @@ static int get_conditions(struct efs_s3_req *s, const struct efs_object_info *o)
 	return 0;
 }
 
+/* ?partNumber of GetObject/HeadObject into *number (0: absent). 1 when
+ * replied (400: not 1..10000, or with a Range, as S3), else 0. */
+static int part_number_param(struct efs_s3_req *s, unsigned *number)
+{
+	const char *text = efs_s3_query(s, "partNumber");
+	uint64_t n = 0;
+	*number = 0;
+	if (!text)
+		return 0;
+	if (efs_parse_u64(text, false, &n) < 0 || n < 1 || n > EFS_S3_PART_MAX) {
+		efs_s3_error(s, 400, "InvalidArgument",
+			     "Part number must be an integer between 1 and %d, inclusive",
+			     EFS_S3_PART_MAX);
+		return 1;
+	}
+	if (efs_http_header(s->http, "Range")) {
+		efs_s3_error(s, 400, "InvalidRequest",
+			     "Cannot specify both Range header and partNumber query parameter");
+		return 1;
+	}
+	*number = (unsigned)n;
+	return 0;
+}
+
+/* Where part @number of the object @x read is: *first, *size, *count
+ * (parts of a multipart object, 0 for another). 0; 1 when replied (416
+ * InvalidPartNumber, or a store error); -ESTALE when the object changed
+ * since @x was read (read again). */
+static int part_range(struct efs_s3_req *s, const struct efs_object_read *x, unsigned number,
+		      uint64_t *first, uint64_t *part_size, unsigned *count)
+{
+	uint64_t offset = 0, size = 0;
+	int r = efs_meta_object_part(s->m->meta, s->bucket, s->key, x->object.file_id, x->file.size,
+				     number, &offset, &size, count);
+	if (r == -ESTALE)
+		return r;
+	if (r == -ERANGE) {
+		efs_s3_error(s, 416, "InvalidPartNumber",
+			     "The requested partnumber is not "
+			     "satisfiable");
+		return 1;
+	}
+	if (r < 0) {
+		efs_s3_error_store(s, r, "GetObject");
+		return 1;
+	}
+	*first = offset;
+	*part_size = size;
+	return 0;
+}
+
 int efs_s3_get_object(struct efs_s3_req *s)
 {
 	struct efs_master *m = s->m;
@@ -651,10 +703,14 @@ int efs_s3_get_object(struct efs_s3_req *s)
 	bool partial = false;
 	uint64_t first = 0, last = 0;
 	char range[96];
+	unsigned part_number = 0, parts_count = 0; /* ?partNumber */
+	bool empty_part = false;		   /* an empty part (or object): no body */
 	int r = 0;
 
 	if (!x)
 		return -ENOMEM;
+	if (part_number_param(s, &part_number))
+		goto out; /* replied */
 	/* The row, its file and (GET) the first chunk: an overwrite between
 	 * them released the file read, so the row is read again. */
 	for (int attempt = 0; attempt < GET_ATTEMPTS; attempt++) {
@@ -687,8 +743,21 @@ int efs_s3_get_object(struct efs_s3_req *s)
 		if ((r = found) == -ESTALE)
 			continue;
 		partial = false;
-		if (efs_range_parse(efs_http_header(s->http, "Range"), f->size, &partial, &first,
-				    &last) < 0) {
+		if (part_number) {
+			uint64_t part_size = 0;
+			if ((r = part_range(s, x, part_number, &first, &part_size, &parts_count)) ==
+			    -ESTALE)
+				continue;
+			if (r) {
+				r = 0;
+				goto out;
+			}
+			/* An empty part has no byte range to name: 200, empty. */
+			empty_part = part_size == 0;
+			partial = !empty_part;
+			last = empty_part ? first : first + part_size - 1;
+		} else if (efs_range_parse(efs_http_header(s->http, "Range"), f->size, &partial,
+					   &first, &last) < 0) {
 			snprintf(range, sizeof(range), "bytes */%llu", (unsigned long long)f->size);
 			efs_http_add_header(s->http, "Content-Range", range);
 			r = efs_s3_error(s, 416, "InvalidRange",
@@ -699,7 +768,7 @@ int efs_s3_get_object(struct efs_s3_req *s)
 			first = 0;
 			last = f->size ? f->size - 1 : 0;
 		}
-		if (head || f->size == 0)
+		if (head || f->size == 0 || empty_part)
 			break;
 		if ((r = efs_reader_new(&m->reader_source, f, first, last, &rd)) < 0)
 			goto out;
@@ -719,13 +788,23 @@ int efs_s3_get_object(struct efs_s3_req *s)
 		goto out;
 	}
 	object_headers(s, o);
+	/* The stored checksum, of the whole object only (not of a range or
+	 * of one part of several), as S3. */
+	const char *mode = efs_http_header(s->http, "x-amz-checksum-mode");
+	if (mode && strcasecmp(mode, "ENABLED") == 0 && (part_number ? parts_count == 0 : !partial))
+		efs_s3_checksum_reply_stored(s, o->checksum);
+	if (parts_count) {
+		char count_text[16];
+		snprintf(count_text, sizeof(count_text), "%u", parts_count);
+		efs_http_add_header(s->http, "x-amz-mp-parts-count", count_text);
+	}
 	unsigned status = partial ? 206 : 200;
 	if (partial) {
 		snprintf(range, sizeof(range), "bytes %llu-%llu/%llu", (unsigned long long)first,
 			 (unsigned long long)last, (unsigned long long)f->size);
 		efs_http_add_header(s->http, "Content-Range", range);
 	}
-	uint64_t length = f->size ? last - first + 1 : 0;
+	uint64_t length = f->size && !empty_part ? last - first + 1 : 0;
 	if (length == 0) {
 		r = efs_http_reply_empty(s->http, status);
 	} else if (head) {

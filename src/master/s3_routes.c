@@ -398,7 +398,8 @@ static const char *const BUCKET_GET_PARAMS[] = {
     "continuation-token", "start-after", "max-keys", "encoding-type",
     "fetch-owner",	  "marker",	 "versioning", NULL};
 static const char *const UPLOADS_GET_PARAMS[] = {
-    "uploads", "prefix", "key-marker", "upload-id-marker", "max-uploads", "encoding-type", NULL};
+    "uploads",     "prefix",        "delimiter", "key-marker", "upload-id-marker",
+    "max-uploads", "encoding-type", NULL};
 
 /* Conditional headers are implemented for GetObject/HeadObject, and
  * If-Match / If-None-Match / If-Unmodified-Since for PutObject and
@@ -468,10 +469,10 @@ static int dispatch_upload(struct efs_s3_req *s, const char *raw_query)
 		allowed = list_params;
 	else if (strcmp(method, "DELETE") == 0)
 		allowed = abort_params;
-	/* GetObject/HeadObject of one part (?partNumber) are not implemented. */
+	/* (GET/HEAD ?partNumber without ?uploadId is GetObject of a part.) */
 	if (!allowed || (strcmp(method, "PUT") != 0 && efs_s3_query_has(s, "partNumber")))
 		return efs_s3_error(s, 501, "NotImplemented",
-				    "%s with ?partNumber or ?uploadId is not implemented by this "
+				    "%s with ?partNumber and ?uploadId is not implemented by this "
 				    "server",
 				    method);
 	if (unsupported_param(raw_query, allowed, param, sizeof(param)))
@@ -529,6 +530,15 @@ static int dispatch(struct efs_s3_req *s, const char *raw_query)
 		if (unsupported_param(raw_query, complete_params, param, sizeof(param)))
 			goto not_implemented;
 		return efs_s3_complete_upload_begin(s);
+	}
+	/* GetObject/HeadObject of one part: ?partNumber without ?uploadId. */
+	if (s->has_key && !efs_s3_query_has(s, "uploadId") && efs_s3_query_has(s, "partNumber") &&
+	    (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
+		static const char *const part_get_params[] = {"partNumber", NULL};
+		if (unsupported_param(raw_query, part_get_params, param, sizeof(param)))
+			goto not_implemented;
+		s->on_end = efs_s3_get_object;
+		return 0;
 	}
 	if (s->has_key && (efs_s3_query_has(s, "uploadId") || efs_s3_query_has(s, "partNumber")))
 		return dispatch_upload(s, raw_query);

@@ -120,6 +120,11 @@ struct efs_meta_ops {
 			      struct efs_s3_upload_entry *out, size_t *count);
 	int (*s3_upload_expired)(void *impl, int64_t now_ms, size_t max,
 				 char (*ids)[EFS_ID_MAX + 1], size_t *count);
+	/* The object's file id (EFS_ID_MAX + 1 bytes) and its part layout
+	 * (malloc'd, "" when none: efs_s3_parts_encode's text). -ENOENT when
+	 * the key holds no object. */
+	int (*object_parts)(void *impl, const char *bucket, const char *key, char *file_id,
+			    char **layout);
 	int (*garbage_take)(void *impl, const char *chunk_id, struct efs_replica *replicas,
 			    unsigned *replica_count);
 	int (*key_create)(void *impl, const struct efs_access_key *k, unsigned max_per_owner);

@@ -610,6 +610,7 @@ const struct efs_meta_ops efs_dynamodb_ops = {
 	.object_delete = dyn_object_delete,
 	.object_copy = dyn_object_copy,
 	.object_list = dyn_object_list,
+	.object_parts = dyn_object_parts,
 	.s3_upload_create = dyn_s3_upload_create,
 	.s3_upload_get = dyn_s3_upload_get,
 	.s3_part_put = dyn_s3_part_put,

@@ -332,6 +332,7 @@ json_t *dyn_object_item(const struct efs_object_info *o)
 	set_opt(item, "cache_control", o->cache_control);
 	set_opt(item, "expires", o->expires);
 	set_opt(item, "user_meta", o->user_meta);
+	set_opt(item, "checksum", o->checksum);
 	return item;
 }
 
@@ -359,7 +360,8 @@ static int object_from_item(const json_t *item, const char *bucket, struct efs_o
 	    get_opt(item, "content_disposition", o->content_disposition, EFS_S3_HEADER_MAX) < 0 ||
 	    get_opt(item, "cache_control", o->cache_control, EFS_S3_HEADER_MAX) < 0 ||
 	    get_opt(item, "expires", o->expires, EFS_S3_HEADER_MAX) < 0 ||
-	    get_opt(item, "user_meta", o->user_meta, EFS_S3_USER_META_MAX) < 0)
+	    get_opt(item, "user_meta", o->user_meta, EFS_S3_USER_META_MAX) < 0 ||
+	    get_opt(item, "checksum", o->checksum, EFS_S3_CHECKSUM_MAX) < 0)
 		return -EIO;
 	o->size = (uint64_t)size;
 	return 0;
@@ -379,6 +381,33 @@ int dyn_object_read(struct dyn *d, const char *bucket, const char *key,
 	if (r < 0)
 		return r;
 	r = object_from_item(item, bucket, out);
+	json_decref(item);
+	return r;
+}
+
+int dyn_object_parts(void *impl, const char *bucket, const char *key, char *file_id,
+		     char **layout)
+{
+	struct dyn *d = impl;
+	char pk[BUCKET_PK_MAX];
+	json_t *item = NULL;
+	if (strlen(bucket) > EFS_S3_BUCKET_MAX || !key[0] || strlen(key) > EFS_S3_KEY_MAX)
+		return -ENOENT;
+	objects_pk(bucket, pk);
+	int r = dyn_get(d, d->files, pk, key, &item);
+	if (r < 0)
+		return r;
+	/* The parts attribute is absent for an object no Complete made. */
+	const char *parts = json_string_value(json_object_get(json_object_get(item, "parts"), "S"));
+	char *text = strdup(parts ? parts : "");
+	if (!text)
+		r = -ENOMEM;
+	else if (ddb_get_s(item, "file_id", file_id, EFS_ID_MAX) < 0)
+		r = -EIO;
+	if (r < 0)
+		free(text);
+	else
+		*layout = text;
 	json_decref(item);
 	return r;
 }
@@ -945,6 +974,7 @@ int dyn_object_copy(void *impl, struct efs_object_copy *p, int64_t now_ms)
 		goto out;
 	dst->size = run->src.size;
 	efs_strlcpy(dst->etag, run->src.etag, sizeof(dst->etag));
+	efs_strlcpy(dst->checksum, run->src.checksum, sizeof(dst->checksum));
 	if (p->copy_headers) {
 		memcpy(dst->content_type, run->src.content_type, sizeof(dst->content_type));
 		memcpy(dst->content_encoding, run->src.content_encoding,

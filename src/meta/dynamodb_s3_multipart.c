@@ -265,7 +265,8 @@ static int part_from_item(const json_t *item, struct efs_s3_part *p)
 	    ddb_get_n(item, "chunk_size", &chunk_size) < 0 ||
 	    ddb_get_n(item, "chunk_count", &chunk_count) < 0 ||
 	    ddb_get_n(item, "stored_bytes", &stored) < 0 ||
-	    ddb_get_n(item, "last_modified", &p->last_modified_ms) < 0)
+	    ddb_get_n(item, "last_modified", &p->last_modified_ms) < 0 ||
+	    get_opt(item, "checksum", p->checksum, EFS_S3_CHECKSUM_MAX) < 0)
 		return -EIO;
 	p->part_number = (unsigned)n;
 	p->size = (uint64_t)size;
@@ -378,8 +379,10 @@ int dyn_s3_part_put(void *impl, const char *upload_id, const char *owner,
 		    ddb_n((int64_t)p->chunk_size), "chunk_count", ddb_n((int64_t)p->chunk_count),
 		    "stored_bytes", ddb_n((int64_t)p->stored_bytes), "last_modified",
 		    ddb_n(p->last_modified_ms), "gen", ddb_s(gen));
-		if (item)
+		if (item) {
 			set_opt(item, "session_id", p->session_id);
+			set_opt(item, "checksum", p->checksum);
+		}
 		json_array_append_new(
 		    items,
 		    found ? dyn_tx_put(d->sessions, item, "gen = :g", NULL,
@@ -562,6 +565,7 @@ struct complete_run {
 	struct efs_object_info cur; /* the object being replaced */
 	bool found, old_file_gone;
 	struct dyn_lists lists;
+	char *layout; /* efs_s3_parts_encode's: the object item's parts attribute */
 };
 
 /* The commit: the object, the new file's META (linked to the key), the
@@ -593,6 +597,9 @@ static int complete_commit(struct dyn *d, const struct efs_s3_upload *u,
 		json_object_set_new(meta, "s3_bucket", ddb_s(o->bucket));
 		json_object_set_new(meta, "s3_key", ddb_s(o->key));
 	}
+	json_t *object = dyn_object_item(o);
+	if (object && run->layout[0])
+		json_object_set_new(object, "parts", ddb_s(run->layout));
 	json_t *items = json_array();
 	/* 0 */
 	json_array_append_new(items,
@@ -601,10 +608,10 @@ static int complete_commit(struct dyn *d, const struct efs_s3_upload *u,
 					   json_pack("{s:s}", "#d", "deleting"), NULL));
 	/* 1 */
 	json_array_append_new(
-	    items, run->found ? dyn_tx_put(d->files, dyn_object_item(o), "file_id = :old", NULL,
-					   json_pack("{s:o}", ":old", ddb_s(run->cur.file_id)))
-			      : dyn_tx_put(d->files, dyn_object_item(o), "attribute_not_exists(sk)",
-					   NULL, NULL));
+	    items, run->found
+		       ? dyn_tx_put(d->files, object, "file_id = :old", NULL,
+				    json_pack("{s:o}", ":old", ddb_s(run->cur.file_id)))
+		       : dyn_tx_put(d->files, object, "attribute_not_exists(sk)", NULL, NULL));
 	/* 2 */
 	json_array_append_new(items,
 			      dyn_tx_put(d->files, meta, "attribute_not_exists(pk)", NULL, NULL));
@@ -664,6 +671,8 @@ int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 	run->lists.now_ms = now_ms;
 	run->lists.what = "S3 complete";
 	run->lists.hook = dyn_test_complete_hook;
+	if ((r = efs_s3_parts_encode(parts, count, &run->layout)) < 0)
+		goto out;
 	/* 1. the upload and its parts, as the caller read them */
 	if ((r = upload_read(d, u->upload_id, &run->st)) < 0)
 		goto out;
@@ -762,6 +771,7 @@ int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 undo:
 	dyn_lists_undo(&run->lists, u->owner);
 out:
+	free(run->layout);
 	free(run);
 	return r;
 }

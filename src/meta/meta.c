@@ -471,6 +471,40 @@ int efs_meta_object_list(struct efs_meta *m, const char *bucket, const char *pre
 		       : -ENOTSUP;
 }
 
+int efs_meta_object_part(struct efs_meta *m, const char *bucket, const char *key,
+			 const char *file_id, uint64_t object_size, unsigned number,
+			 uint64_t *first, uint64_t *size, unsigned *count)
+{
+	char current[EFS_ID_MAX + 1];
+	char *layout = NULL;
+	if (!m->ops->object_parts)
+		return -ENOTSUP;
+	int r = m->ops->object_parts(m->impl, bucket, key, current, &layout);
+	if (r == -ENOENT)
+		return -ESTALE;
+	if (r < 0)
+		return r;
+	if (strcmp(current, file_id) != 0) {
+		r = -ESTALE;
+		goto out;
+	}
+	if (layout[0]) {
+		r = efs_s3_parts_find(layout, number, first, size, count);
+		goto out;
+	}
+	/* Not a multipart object: part 1 is all of it. */
+	*count = 0;
+	if (number != 1) {
+		r = -ERANGE;
+		goto out;
+	}
+	*first = 0;
+	*size = object_size;
+out:
+	free(layout);
+	return r;
+}
+
 /* ---- S3 multipart uploads -------------------------------------------- */
 
 int efs_meta_s3_upload_create(struct efs_meta *m, const struct efs_s3_upload *u)

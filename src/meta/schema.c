@@ -239,7 +239,19 @@ static const char schema_v10[] =
     "ALTER TABLE chunks ADD COLUMN ec_parity INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE files ADD COLUMN policy TEXT NOT NULL DEFAULT '';";
 
-/* Version 12 (11 is the S3 parts' of issue 13): an upload session's
+/* Version 11: the part layout of an object a multipart upload made, for
+ * GetObject/HeadObject with ?partNumber (docs/S3.md): efs_s3_parts_encode's
+ * run-length text of the parts' sizes ("8388608*24,1048576*1"), '' for any
+ * other object (those before it included: partNumber=1 is all of one).
+ * And the x-amz-checksum an object or part was stored with
+ * ("CRC32:4waSgw==", a multipart object's composite "...-3"; '' none),
+ * which GetObject/HeadObject return with x-amz-checksum-mode: ENABLED. */
+static const char schema_v11[] =
+    "ALTER TABLE s3_objects ADD COLUMN parts TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE s3_objects ADD COLUMN checksum TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE s3_parts ADD COLUMN checksum TEXT NOT NULL DEFAULT '';";
+
+/* Version 12: an upload session's
  * storage policy (issue 17), the canonical string its init asked for, ''
  * for the default. Each chunk the session receives is stored by it, and
  * complete gives it to the file. */
@@ -256,6 +268,7 @@ const struct efs_migration efs_migrations[] = {
 	{8, schema_v8, schema_v8_postgres},
 	{9, schema_v9, schema_v9_postgres},
 	{10, schema_v10, NULL},
-    {12, schema_v12, NULL},
+	{11, schema_v11, NULL},
+	{12, schema_v12, NULL},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

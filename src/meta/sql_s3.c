@@ -135,9 +135,10 @@ int sql_bucket_delete(void *impl, const char *name, const char *owner)
 
 #define OBJECT_COLUMNS                                                                             \
 	"bucket, object_key, file_id, size, etag, content_type, content_encoding,"                 \
-	" content_disposition, cache_control, expires, user_meta, last_modified"
+	" content_disposition, cache_control, expires, user_meta, last_modified, checksum"
 
-/* OBJECT_COLUMNS from column @at on. */
+/* OBJECT_COLUMNS from column @at on (checksum, the last, at @at + 12;
+ * sql_object_read's join reads it from its own place over this). */
 static void object_from_row(const struct efs_sql_row *row, int at, struct efs_object_info *o)
 {
 	efs_strlcpy(o->bucket, efs_sql_text(row, at + 0), sizeof(o->bucket));
@@ -153,6 +154,7 @@ static void object_from_row(const struct efs_sql_row *row, int at, struct efs_ob
 	efs_strlcpy(o->expires, efs_sql_text(row, at + 9), sizeof(o->expires));
 	efs_strlcpy(o->user_meta, efs_sql_text(row, at + 10), sizeof(o->user_meta));
 	o->last_modified_ms = efs_sql_int(row, at + 11);
+	efs_strlcpy(o->checksum, efs_sql_text(row, at + 12), sizeof(o->checksum));
 }
 
 static int row_object(void *ctx, const struct efs_sql_row *row)
@@ -192,7 +194,7 @@ int sql_object_get(void *impl, const char *bucket, const char *key, struct efs_o
 	"b.owner, o.bucket, o.object_key, o.file_id, o.size, o.etag, o.content_type,"              \
 	" o.content_encoding, o.content_disposition, o.cache_control, o.expires, o.user_meta,"     \
 	" o.last_modified, f.file_id, f.owner, f.name, f.size, f.sha256, f.chunk_size,"            \
-	" f.chunk_count, f.replication, f.stored_bytes, f.created_at"
+	" f.chunk_count, f.replication, f.stored_bytes, f.created_at, o.checksum"
 #define READ_FROM                                                                                  \
 	" FROM s3_buckets b"                                                                       \
 	" LEFT JOIN s3_objects o ON o.bucket = b.name AND o.object_key = $2"                       \
@@ -214,6 +216,7 @@ static int row_object_read(void *ctx, const struct efs_sql_row *row)
 		return 0;
 	}
 	object_from_row(row, 1, &x->object);
+	efs_strlcpy(x->object.checksum, efs_sql_text(row, 23), sizeof(x->object.checksum));
 	if (efs_sql_null(row, 13)) {
 		p->found = -ESTALE;
 		return 0;
@@ -252,6 +255,40 @@ int sql_object_read(void *impl, const char *bucket, const char *key, struct efs_
 static int row_file_id(void *ctx, const struct efs_sql_row *row)
 {
 	efs_strlcpy(ctx, efs_sql_text(row, 0), EFS_ID_MAX + 1);
+	return 0;
+}
+
+/* An object's file id and part layout (sql_object_parts). */
+struct object_parts_row {
+	char *file_id;
+	char *layout;
+	bool found;
+};
+
+static int row_object_parts(void *ctx, const struct efs_sql_row *row)
+{
+	struct object_parts_row *p = ctx;
+	efs_strlcpy(p->file_id, efs_sql_text(row, 0), EFS_ID_MAX + 1);
+	free(p->layout);
+	if (!(p->layout = strdup(efs_sql_text(row, 1))))
+		return -ENOMEM;
+	p->found = true;
+	return 0;
+}
+
+int sql_object_parts(void *impl, const char *bucket, const char *key, char *file_id, char **layout)
+{
+	struct object_parts_row p = {file_id, NULL, false};
+	int r = SQL_ONE(
+	    impl, "SELECT file_id, parts FROM s3_objects WHERE bucket = $1 AND object_key = $2",
+	    row_object_parts, &p, NULL, SQL_TEXT(bucket), SQL_TEXT(key));
+	if (r == 0 && !p.found)
+		r = -ENOENT;
+	if (r < 0) {
+		free(p.layout);
+		return r;
+	}
+	*layout = p.layout;
 	return 0;
 }
 
@@ -350,12 +387,12 @@ int sql_object_write(struct sql_conn *c, const struct efs_object_info *o, int64_
 		return r;
 	return SQL_Q(c,
 		     "INSERT INTO s3_objects (" OBJECT_COLUMNS ")"
-		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
 		     NULL, NULL, NULL, SQL_TEXT(o->bucket), SQL_TEXT(o->key), SQL_TEXT(o->file_id),
 		     SQL_INT(o->size), SQL_TEXT(o->etag), SQL_TEXT(o->content_type),
 		     SQL_TEXT(o->content_encoding), SQL_TEXT(o->content_disposition),
 		     SQL_TEXT(o->cache_control), SQL_TEXT(o->expires), SQL_TEXT(o->user_meta),
-		     SQL_INT(o->last_modified_ms));
+		     SQL_INT(o->last_modified_ms), SQL_TEXT(o->checksum));
 }
 
 int sql_object_put(void *impl, const struct efs_object_info *o, const struct efs_object_cond *cond,
@@ -520,6 +557,8 @@ static int object_copy_tx(struct sql_conn *c, void *ctx)
 		return r;
 	dst->size = src->size;
 	efs_strlcpy(dst->etag, src->etag, sizeof(dst->etag));
+	/* the same bytes: the same checksum (a REST file's: none) */
+	efs_strlcpy(dst->checksum, src->checksum, sizeof(dst->checksum));
 	if (p->copy_headers) {
 		memcpy(dst->content_type, src->content_type, sizeof(dst->content_type));
 		memcpy(dst->content_encoding, src->content_encoding, sizeof(dst->content_encoding));
@@ -533,13 +572,13 @@ static int object_copy_tx(struct sql_conn *c, void *ctx)
 		return r;
 	return SQL_Q(c,
 		     "INSERT INTO s3_objects (" OBJECT_COLUMNS ")"
-		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
 		     NULL, NULL, NULL, SQL_TEXT(dst->bucket), SQL_TEXT(dst->key),
 		     SQL_TEXT(dst->file_id), SQL_INT(dst->size), SQL_TEXT(dst->etag),
 		     SQL_TEXT(dst->content_type), SQL_TEXT(dst->content_encoding),
 		     SQL_TEXT(dst->content_disposition), SQL_TEXT(dst->cache_control),
 		     SQL_TEXT(dst->expires), SQL_TEXT(dst->user_meta),
-		     SQL_INT(dst->last_modified_ms));
+		     SQL_INT(dst->last_modified_ms), SQL_TEXT(dst->checksum));
 }
 
 int sql_object_copy(void *impl, struct efs_object_copy *copy, int64_t now_ms)

@@ -31,7 +31,7 @@
 
 #define PART_COLUMNS                                                                               \
 	"part_number, session_id, size, etag, chunk_size, chunk_count, stored_bytes, "             \
-	"last_modified"
+	"last_modified, checksum"
 
 static int row_upload(void *ctx, const struct efs_sql_row *row)
 {
@@ -71,6 +71,7 @@ static int row_part(void *ctx, const struct efs_sql_row *row)
 	p->chunk_count = (uint64_t)efs_sql_int(row, 5);
 	p->stored_bytes = (uint64_t)efs_sql_int(row, 6);
 	p->last_modified_ms = efs_sql_int(row, 7);
+	efs_strlcpy(p->checksum, efs_sql_text(row, 8), sizeof(p->checksum));
 	return 0;
 }
 
@@ -233,11 +234,11 @@ static int part_put_tx(struct sql_conn *c, void *ctx)
 		return r;
 	return SQL_Q(c,
 		     "INSERT INTO s3_parts (upload_id, " PART_COLUMNS ")"
-		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 		     NULL, NULL, NULL, SQL_TEXT(a->upload_id), SQL_INT(p->part_number),
 		     SQL_TEXT(p->session_id), SQL_INT(p->size), SQL_TEXT(p->etag),
 		     SQL_INT(p->chunk_size), SQL_INT(p->chunk_count), SQL_INT(p->stored_bytes),
-		     SQL_INT(p->last_modified_ms));
+		     SQL_INT(p->last_modified_ms), SQL_TEXT(p->checksum));
 }
 
 int sql_s3_part_put(void *impl, const char *upload_id, const char *owner,
@@ -265,6 +266,7 @@ struct complete {
 	const struct efs_s3_part *parts;
 	size_t count;
 	const struct efs_file_info *file;
+	const char *layout; /* efs_s3_parts_encode's, for the object's parts column */
 	int64_t now_ms;
 };
 
@@ -317,6 +319,10 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 		return -ENXIO;
 	if (r < 0)
 		return r;
+	r = SQL_Q(c, "UPDATE s3_objects SET parts = $3 WHERE bucket = $1 AND object_key = $2", NULL,
+		  NULL, NULL, SQL_TEXT(u->obj.bucket), SQL_TEXT(u->obj.key), SQL_TEXT(a->layout));
+	if (r < 0)
+		return r;
 	r = SQL_Q(c,
 		  "UPDATE s3_uploads SET completed = completed WHERE upload_id = $1 AND owner = $2",
 		  NULL, NULL, &changed, SQL_TEXT(u->upload_id), SQL_TEXT(u->owner));
@@ -355,8 +361,14 @@ int sql_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 			   const struct efs_s3_part *parts, size_t count,
 			   const struct efs_file_info *file, int64_t now_ms)
 {
-	struct complete a = {u, parts, count, file, now_ms};
-	return sql_run_tx(impl, complete_tx, &a);
+	char *layout = NULL;
+	int r = efs_s3_parts_encode(parts, count, &layout);
+	if (r < 0)
+		return r;
+	struct complete a = {u, parts, count, file, layout, now_ms};
+	r = sql_run_tx(impl, complete_tx, &a);
+	free(layout);
+	return r;
 }
 
 struct abort_args {

@@ -702,6 +702,7 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.object_delete = sql_object_delete,
 	.object_copy = sql_object_copy,
 	.object_list = sql_object_list,
+	.object_parts = sql_object_parts,
 	.s3_upload_create = sql_s3_upload_create,
 	.s3_upload_get = sql_s3_upload_get,
 	.s3_part_put = sql_s3_part_put,

@@ -249,6 +249,7 @@ int sql_object_put(void *impl, const struct efs_object_info *o, const struct efs
 		   int64_t now_ms);
 int sql_object_delete(void *impl, const char *bucket, const char *key, int64_t now_ms);
 int sql_object_copy(void *impl, struct efs_object_copy *copy, int64_t now_ms);
+int sql_object_parts(void *impl, const char *bucket, const char *key, char *file_id, char **layout);
 int sql_object_list(void *impl, const char *bucket, const char *prefix, const char *after,
 		    size_t limit, struct efs_object_entry *out, size_t *count);
 

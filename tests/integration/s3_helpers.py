@@ -1,11 +1,18 @@
 """s3_helpers.py - what the S3 black-box tests share (test_s3_api.py,
-test_s3_copy.py): a master with an S3 listener, access keys from the REST
-API, boto3 clients, and the error an S3 call fails with."""
+test_s3_copy.py, test_s3_multipart.py, test_s3_conformance.py,
+test_s3_checksums.py...): a master with an S3 listener, access keys from
+the REST API, boto3 clients, requests signed by botocore's SigV4 signer for
+the raw HTTP tests, and the error an S3 call fails with."""
+
+import hashlib
 
 import boto3
 import botocore
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 import echofs_harness as h
 
@@ -40,6 +47,17 @@ def client(master, key, **config):
         aws_access_key_id=key_id, aws_secret_access_key=secret, verify=master.s3_verify,
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                       signature_version="s3v4", **config))
+
+
+def signed_request(key, method, url, body=b"", headers=None, payload_sha256=None):
+    """The headers of a request signed with SigV4 by botocore for @key
+    (id, secret): the caller sends it, possibly with another body than the
+    one signed. x-amz-content-sha256 is @payload_sha256, else the SHA-256
+    of @body."""
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    request.headers["x-amz-content-sha256"] = payload_sha256 or hashlib.sha256(body).hexdigest()
+    S3SigV4Auth(Credentials(*key), "s3", REGION).add_auth(request)
+    return dict(request.headers.items())
 
 
 def error_code(call, *args, **kwargs):

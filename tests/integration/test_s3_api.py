@@ -32,7 +32,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 import echofs_harness as h
-from s3_helpers import REGION, access_key, client, error_code, start_s3, status_of
+from s3_helpers import (REGION, access_key, client, error_code, signed_request, start_s3,
+                        status_of)
 
 S3_DOMAIN = "s3.echofs.test"
 AWS_CLI = "/usr/bin/aws"  # Debian's awscli: the `aws` on PATH may be a shim
@@ -52,15 +53,6 @@ def alice(s3):
 @pytest.fixture(scope="module")
 def bob(s3):
     return client(s3, access_key(s3, "s3-bob"))
-
-
-def signed_request(key, method, url, body=b"", headers=None, payload_sha256=None):
-    """A request signed with SigV4 by botocore, as (url, headers): the
-    caller sends it, possibly with another body than the one signed."""
-    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
-    request.headers["x-amz-content-sha256"] = payload_sha256 or hashlib.sha256(body).hexdigest()
-    S3SigV4Auth(Credentials(*key), "s3", REGION).add_auth(request)
-    return dict(request.headers.items())
 
 
 STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"

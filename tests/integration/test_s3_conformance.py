@@ -20,8 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from s3_helpers import access_key, client, error_code, failure, start_s3
-from test_s3_api import signed_request
+from s3_helpers import access_key, client, error_code, failure, signed_request, start_s3
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 

@@ -554,6 +554,20 @@ static void test_sha256_incremental_equals_one_shot(void **state)
 	efs_sha256_release(&h); /* NULL ctx accepted */
 }
 
+/* CRC-64/NVME's catalogue check value, the empty input, and a value
+ * continued across calls (S3's CRC64NVME streams over the body). */
+static void test_crc64nvme_check_value(void **state)
+{
+	(void)state;
+	assert_true(efs_crc64nvme(0, "123456789", 9) == 0xAE8B14860A799888ULL);
+	assert_true(efs_crc64nvme(0, "", 0) == 0);
+	assert_true(efs_crc64nvme(efs_crc64nvme(0, "1234", 4), "56789", 5) ==
+		    0xAE8B14860A799888ULL);
+	/* the aws-checksums library's vector: 32 zero bytes */
+	unsigned char zeros[32] = {0};
+	assert_true(efs_crc64nvme(0, zeros, sizeof(zeros)) == 0xCF3473434D4ECF3BULL);
+}
+
 static void test_crc32c_check_value(void **state)
 {
 	assert_int_equal(efs_crc32c(0, "123456789", 9), 0xE3069283u);
@@ -628,6 +642,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sha256_incremental_equals_one_shot, setup,
 						teardown),
 		cmocka_unit_test(test_crc32c_check_value),
+		cmocka_unit_test(test_crc64nvme_check_value),
 	    cmocka_unit_test(test_crc32_check_value),
 		cmocka_unit_test(test_fnv1a_known_vectors),
 		cmocka_unit_test_setup_teardown(test_crc32c_continues, setup, teardown),

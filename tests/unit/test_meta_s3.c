@@ -244,6 +244,7 @@ static struct efs_object_info *object(const char *bucket_name, const char *key, 
 	efs_strlcpy(o->etag, "0123456789abcdef0123456789abcdef", sizeof(o->etag));
 	efs_strlcpy(o->content_type, "text/plain", sizeof(o->content_type));
 	efs_strlcpy(o->user_meta, "{\"a\":\"b\"}", sizeof(o->user_meta));
+	efs_strlcpy(o->checksum, "CRC32:4waSgw==", sizeof(o->checksum));
 	o->last_modified_ms = 2000;
 	return o;
 }
@@ -316,6 +317,7 @@ static void test_overwrite_releases_the_old_file_in_the_same_step(void **state)
 	struct efs_object_info *o1 = object("docs", "a/b.txt", first);
 	struct efs_object_info *o2 = object("docs", "a/b.txt", second);
 	efs_strlcpy(o2->content_type, "application/json", sizeof(o2->content_type));
+	o2->checksum[0] = '\0';
 
 	assert_int_equal(efs_meta_object_get(f->m, "docs", "a/b.txt", got), -ENOENT);
 	assert_int_equal(efs_meta_object_put(f->m, o1, f->now), 0);
@@ -324,6 +326,7 @@ static void test_overwrite_releases_the_old_file_in_the_same_step(void **state)
 	assert_string_equal(got->etag, o1->etag);
 	assert_string_equal(got->content_type, "text/plain");
 	assert_string_equal(got->user_meta, "{\"a\":\"b\"}");
+	assert_string_equal(got->checksum, "CRC32:4waSgw==");
 	assert_int_equal(got->last_modified_ms, 2000);
 	/* the file knows it is an object */
 	assert_int_equal(efs_meta_file_get(f->m, first, &fi), 0);
@@ -334,6 +337,7 @@ static void test_overwrite_releases_the_old_file_in_the_same_step(void **state)
 	assert_int_equal(efs_meta_object_get(f->m, "docs", "a/b.txt", got), 0);
 	assert_string_equal(got->file_id, second);
 	assert_string_equal(got->content_type, "application/json");
+	assert_string_equal(got->checksum, ""); /* the new object's: none */
 	assert_int_equal(efs_meta_file_get(f->m, first, &fi), -ENOENT);
 	assert_true(is_garbage(f, chunk1));
 	assert_false(is_garbage(f, chunk2));
@@ -475,6 +479,7 @@ static void test_object_read_joins_bucket_object_and_file(void **state)
 	assert_string_equal(x->object.etag, o1->etag);
 	assert_string_equal(x->object.content_type, "text/plain");
 	assert_string_equal(x->object.user_meta, "{\"a\":\"b\"}");
+	assert_string_equal(x->object.checksum, "CRC32:4waSgw==");
 	assert_int_equal(x->object.last_modified_ms, 2000);
 	assert_string_equal(x->file.file_id, first);
 	assert_string_equal(x->file.owner, "carol");
@@ -587,6 +592,7 @@ static void test_copy_shares_the_chunks_and_counts_them(void **state)
 	assert_string_equal(got->etag, o1->etag);
 	assert_string_equal(got->content_type, "text/plain");
 	assert_string_equal(got->user_meta, "{\"a\":\"b\"}");
+	assert_string_equal(got->checksum, o1->checksum); /* the same bytes */
 	assert_int_equal(got->size, o1->size);
 	assert_int_equal(got->last_modified_ms, 5000);
 	assert_int_equal(efs_meta_file_get(f->m, first, &fi), 0);
@@ -1113,10 +1119,61 @@ static struct efs_s3_part part_of(unsigned number, const char *session_id, unsig
 	efs_strlcpy(p.session_id, session_id, sizeof(p.session_id));
 	p.size = chunks * 1024;
 	snprintf(p.etag, sizeof(p.etag), "%032x", number);
+	snprintf(p.checksum, sizeof(p.checksum), "SHA1:part%u", number);
 	p.chunk_size = 1024;
 	p.chunk_count = chunks;
 	p.last_modified_ms = 3000;
 	return p;
+}
+
+/* The run-length layout of parts of unequal sizes, and part 1 of an
+ * object no Complete made (the whole of it). */
+static void test_part_layout(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_s3_part parts[5];
+	uint64_t sizes[5] = {5, 5, 5, 9, 2}, first = 0, size = 0;
+	unsigned count = 0;
+	char *layout = NULL;
+	memset(parts, 0, sizeof(parts));
+	for (unsigned i = 0; i < 5; i++)
+		parts[i].size = sizes[i];
+	assert_int_equal(efs_s3_parts_encode(parts, 5, &layout), 0);
+	assert_string_equal(layout, "5*3,9*1,2*1");
+	uint64_t offset = 0;
+	for (unsigned i = 0; i < 5; i++) {
+		assert_int_equal(efs_s3_parts_find(layout, i + 1, &first, &size, &count), 0);
+		assert_int_equal(first, offset);
+		assert_int_equal(size, sizes[i]);
+		assert_int_equal(count, 5);
+		offset += sizes[i];
+	}
+	assert_int_equal(efs_s3_parts_find(layout, 6, &first, &size, &count), -ERANGE);
+	assert_int_equal(efs_s3_parts_find(layout, 0, &first, &size, &count), -ERANGE);
+	assert_int_equal(efs_s3_parts_find("", 1, &first, &size, &count), -ERANGE);
+	assert_int_equal(count, 0);
+	assert_int_equal(efs_s3_parts_find("5*", 1, &first, &size, &count), -EIO);
+	assert_int_equal(efs_s3_parts_find("5*0", 1, &first, &size, &count), -EIO);
+	assert_int_equal(efs_s3_parts_find("5*10001", 1, &first, &size, &count), -EIO);
+	free(layout);
+
+	/* a PutObject's object: part 1 is all of it, no parts count */
+	struct efs_bucket_info b = bucket("plain", "alice");
+	char file_id[EFS_ID_MAX + 1], chunk_id[65];
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 1, file_id, chunk_id);
+	struct efs_object_info *o = object("plain", "k", file_id);
+	assert_int_equal(efs_meta_object_put(f->m, o, f->now), 0);
+	first = 9;
+	assert_int_equal(
+	    efs_meta_object_part(f->m, "plain", "k", o->file_id, 300, 1, &first, &size, &count), 0);
+	assert_int_equal(first, 0);
+	assert_int_equal(size, 300);
+	assert_int_equal(count, 0);
+	assert_int_equal(
+	    efs_meta_object_part(f->m, "plain", "k", o->file_id, 300, 2, &first, &size, &count),
+	    -ERANGE);
+	free(o);
 }
 
 static struct efs_s3_upload *new_upload(struct fixture *f, const char *id, const char *key,
@@ -1186,6 +1243,7 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	assert_int_equal(n, 3);
 	assert_int_equal(parts[0].part_number, 1);
 	assert_string_equal(parts[0].session_id, s1b);
+	assert_string_equal(parts[0].checksum, "SHA1:part1");
 	assert_int_equal(efs_meta_s3_part_list(f->m, u->upload_id, 1, 1, parts + 4, &n), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(parts[4].part_number, 2);
@@ -1224,6 +1282,25 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	assert_int_equal(efs_meta_object_get(f->m, "mp", "k", obj), 0);
 	assert_string_equal(obj->file_id, fi.file_id);
 	assert_string_equal(obj->etag, u->obj.etag);
+	/* the part layout went with the object (?partNumber) */
+	uint64_t part_first = 7, part_size = 7;
+	unsigned part_count = 0;
+	assert_int_equal(efs_meta_object_part(f->m, "mp", "k", fi.file_id, 2048, 2, &part_first,
+					      &part_size, &part_count),
+			 0);
+	assert_int_equal(part_first, 1024);
+	assert_int_equal(part_size, 1024);
+	assert_int_equal(part_count, 2);
+	assert_int_equal(efs_meta_object_part(f->m, "mp", "k", fi.file_id, 2048, 3, &part_first,
+					      &part_size, &part_count),
+			 -ERANGE);
+	assert_int_equal(part_count, 2);
+	assert_int_equal(efs_meta_object_part(f->m, "mp", "k", "0123", 2048, 1, &part_first,
+					      &part_size, &part_count),
+			 -ESTALE);
+	assert_int_equal(efs_meta_object_part(f->m, "mp", "nokey", fi.file_id, 2048, 1, &part_first,
+					      &part_size, &part_count),
+			 -ESTALE);
 	assert_int_equal(efs_meta_s3_upload_get(f->m, u->upload_id, got), 0);
 	assert_true(got->completed);
 	assert_string_equal(got->obj.etag, u->obj.etag);
@@ -1875,6 +1952,7 @@ int main(void)
 	    T(test_dynamodb_copy_leftovers),
 	    T(test_listing_in_byte_order_by_prefix_and_after),
 	    T(test_multipart_parts_hold_their_chunks_and_complete_moves_them),
+	    T(test_part_layout),
 	    T(test_dynamodb_multipart_complete_leftovers),
 	    T(test_bucket_delete_aborts_its_uploads),
 	    T(test_upload_listing_order_and_markers),
