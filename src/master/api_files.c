@@ -210,53 +210,60 @@ static int open_hidden_session(void *ctx, char *session_id)
 	return 0;
 }
 
-int efs_api_upload_policy(struct efs_http_req *req, const char *asked, struct efs_policy *out)
+int efs_api_policy_check(struct efs_master *m, const char *asked, struct efs_policy *out,
+			 char *why, size_t why_size)
 {
-	struct efs_master *m = efs_api_master(req);
 	struct efs_policy p = m->cfg.default_policy;
 	if (asked && efs_ec_policy_parse(asked, &p) < 0) {
-		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
-				   "policy must be replicas:N or ec:K+M (for example ec:4+2), "
-				   "without spaces or leading zeros");
-		return 1;
+		snprintf(why, why_size,
+			 "policy must be replicas:N or ec:K+M (for example ec:4+2), without spaces "
+			 "or leading zeros");
+		return -EINVAL;
 	}
 	if (p.kind == EFS_POLICY_REPLICAS && p.replicas != m->cfg.replication_factor) {
-		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
-				   "this cluster stores replicated files with %u copies "
-				   "(REPLICATION_FACTOR): replicas:%u",
-				   m->cfg.replication_factor, m->cfg.replication_factor);
-		return 1;
+		snprintf(why, why_size,
+			 "this cluster stores replicated files with %u copies "
+			 "(REPLICATION_FACTOR): replicas:%u",
+			 m->cfg.replication_factor, m->cfg.replication_factor);
+		return -EINVAL;
 	}
 	bool ec = p.kind == EFS_POLICY_EC;
 	if (ec) {
 		if (p.data_shards + p.parity_shards > EFS_MAX_REPLICAS) {
-			efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
-					   "ec:K+M stores at most %u shards per stripe",
-					   EFS_MAX_REPLICAS);
-			return 1;
+			snprintf(why, why_size, "ec:K+M stores at most %u shards per stripe",
+				 EFS_MAX_REPLICAS);
+			return -EINVAL;
 		}
 		bool coded = efs_chunk_backend_erasure_coding(m->chunks);
 		if (!coded || m->cfg.dynamodb.files_table) {
-			efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
-					   "erasure coding needs the worker chunk store and a SQL "
-					   "metadata store (this master has %s)",
-					   coded ? "DynamoDB" : "S3 chunks");
-			return 1;
+			snprintf(why, why_size,
+				 "erasure coding needs the worker chunk store and a SQL metadata "
+				 "store (this master has %s)",
+				 coded ? "DynamoDB" : "S3 chunks");
+			return -EINVAL;
 		}
 	}
 	/* The distinct places each new chunk needs: K+M shards, or the
 	 * replicas (the backend's default). */
-	char why[160];
-	int r = efs_chunk_backend_writable(m->chunks, ec ? p.data_shards + p.parity_shards : 0, why,
-					   sizeof(why));
-	if (r == -ENOSPC) {
-		efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY, "%s", why);
-		return 1;
-	}
+	int r = efs_chunk_backend_writable(m->chunks, ec ? p.data_shards + p.parity_shards : 0,
+					   why, why_size);
 	if (r < 0)
 		return r;
 	*out = p;
 	return 0;
+}
+
+int efs_api_upload_policy(struct efs_http_req *req, const char *asked, struct efs_policy *out)
+{
+	char why[160];
+	int r = efs_api_policy_check(efs_api_master(req), asked, out, why, sizeof(why));
+	if (r == -EINVAL)
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY, "%s", why);
+	else if (r == -ENOSPC)
+		efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY, "%s", why);
+	else
+		return r;
+	return 1;
 }
 
 void efs_api_policy_uploader(const struct efs_uploader *base, const struct efs_policy *policy,

@@ -251,11 +251,14 @@ static const char schema_v11[] =
     "ALTER TABLE s3_objects ADD COLUMN checksum TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE s3_parts ADD COLUMN checksum TEXT NOT NULL DEFAULT '';";
 
-/* Version 12: an upload session's
- * storage policy (issue 17), the canonical string its init asked for, ''
- * for the default. Each chunk the session receives is stored by it, and
- * complete gives it to the file. */
-static const char schema_v12[] = "ALTER TABLE sessions ADD COLUMN policy TEXT NOT NULL DEFAULT '';";
+/* Version 12: the storage policy (issue 17) of an upload session and of
+ * an S3 multipart upload, the canonical string asked for at init or
+ * CreateMultipartUpload, '' for the default (STORAGE_POLICY). Each chunk
+ * the session or a part receives is stored by it, and complete gives it
+ * to the file. */
+static const char schema_v12[] =
+    "ALTER TABLE sessions ADD COLUMN policy TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE s3_uploads ADD COLUMN policy TEXT NOT NULL DEFAULT '';";
 
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1, NULL},
