@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 """report.py - turn one bench/run.sh run into the table and latest.json.
 
-Reads WORK/facts.env (KEY=VALUE lines written by run.sh, and by
-bench/ec_bench --facts) and the load
+Reads WORK/facts.env (KEY=VALUE lines written by run.sh, by
+bench/ec_bench --facts and, prefixed ecc_, by bench/ec_cluster.sh) and the load
 generator's JSON (WORK/nginx-4k.json, small-upload.json,
 small-download.json, and for the S3 lines s3-large.json, s3-small-put.json,
 s3-small-get.json); prints each figure with its baseline, ratio, target
@@ -391,6 +391,124 @@ def print_ec(ec):
               f"({100 * layout['decode_setup_us'] / layout['rebuild_m_us']:.1f}% of rebuilding M)")
 
 
+def build_ecc(facts):
+    """The EC cluster phase (bench/ec_cluster.sh, facts ecc_*): one file of
+    the same size stored as replicas:3 and another as ec:4+2 on one
+    6-worker cluster. Figures, and the issue 17 targets as ratios: EC
+    upload / replicated upload >= 0.8, EC healthy download / replicated
+    download >= 0.9, the EC file's disk / its stored size <= 1.55 (against
+    3 for replicas:3). Degraded / healthy download and the rebuild have no
+    target. None when the phase did not run."""
+    if "ecc_upload_ec_mib_s" not in facts:
+        return None
+    large = int(facts["ecc_large_bytes"])
+    gib = large / GIB
+    mib = large // MIB
+
+    def f(key):
+        return num(facts, "ecc_" + key)
+
+    def ratio(a, b):
+        return a / b if b else None
+
+    figures = {}
+    for op in ("upload", "download"):
+        for tag, policy in (("rep", "replicas:3"), ("ec", "ec:4+2")):
+            figures[f"{op}_{tag}_mib_s"] = {
+                "label": f"{op} {mib} MiB random, {policy}", "unit": "MiB/s",
+                "value": f(f"{op}_{tag}_mib_s"),
+                "master_cpu_s_per_gib": f(f"{op}_{tag}_master_cpu_s") / gib,
+                "workers_cpu_s_per_gib": f(f"{op}_{tag}_workers_cpu_s") / gib}
+    for name, label in (("degraded1", "1 worker down"), ("degraded2", "2 workers down"),
+                        ("rebuilt", "after the rebuild")):
+        figures[f"download_{name}_mib_s"] = {
+            "label": f"download ec:4+2, {label}", "unit": "MiB/s",
+            "value": f(f"download_{name}_mib_s"),
+            "master_cpu_s_per_gib": f(f"download_{name}_master_cpu_s") / gib,
+            "workers_cpu_s_per_gib": f(f"download_{name}_workers_cpu_s") / gib}
+    figures["rebuild_mib_s"] = {
+        "label": "rebuild of a lost worker's shards", "unit": "MiB/s",
+        "value": f("rebuild_mib_s"), "seconds": f("rebuild_seconds"),
+        "stripes_per_s": int(facts["ecc_rebuild_shards"]) / f("rebuild_seconds")
+        if f("rebuild_seconds") else None,
+        "shards": int(facts["ecc_rebuild_shards"]), "stripes": int(facts["ecc_stripes"]),
+        "degraded_seen": int(facts.get("ecc_degraded_seen") or 0),
+        "shard_bytes": int(facts["ecc_rebuild_shard_bytes"]),
+        "repair_bandwidth": facts.get("ecc_repair_bandwidth"),
+        "master_cpu_s": f("rebuild_master_cpu_s"), "workers_cpu_s": f("rebuild_workers_cpu_s")}
+    stored = {tag: int(facts.get(f"ecc_stored_{tag}_bytes") or large) for tag in ("rep", "ec")}
+    for tag, policy in (("rep", "replicas:3"), ("ec", "ec:4+2")):
+        disk = int(facts[f"ecc_disk_{tag}_bytes"])
+        figures[f"disk_{tag}_ratio"] = {
+            "label": f"disk used / stored size, {policy}", "unit": "x",
+            "value": disk / stored[tag], "disk_bytes": disk, "stored_bytes": stored[tag],
+            "metric_disk_bytes": int(facts.get(
+                "ecc_metric_disk_" + ("replicas" if tag == "rep" else "ec") + "_bytes") or 0)}
+    v = {k: x["value"] for k, x in figures.items()}
+    targets = [
+        {"figure": "upload_ec_mib_s", "label": "EC upload / replicated upload",
+         "ratio": ratio(v["upload_ec_mib_s"], v["upload_rep_mib_s"]), "target": ">= 0.8",
+         "minimum": 0.8},
+        {"figure": "download_ec_mib_s", "label": "EC healthy download / replicated download",
+         "ratio": ratio(v["download_ec_mib_s"], v["download_rep_mib_s"]), "target": ">= 0.9",
+         "minimum": 0.9},
+        {"figure": "download_degraded1_mib_s", "label": "EC download, 1 down / healthy",
+         "ratio": ratio(v["download_degraded1_mib_s"], v["download_ec_mib_s"]), "target": None},
+        {"figure": "download_degraded2_mib_s", "label": "EC download, 2 down / healthy",
+         "ratio": ratio(v["download_degraded2_mib_s"], v["download_ec_mib_s"]), "target": None},
+        {"figure": "disk_ec_ratio", "label": "EC disk / stored size",
+         "ratio": v["disk_ec_ratio"], "target": "<= 1.55", "maximum": 1.55},
+        {"figure": "disk_rep_ratio", "label": "replicas:3 disk / stored size",
+         "ratio": v["disk_rep_ratio"], "target": None},
+        {"figure": "disk_ec_ratio", "label": "EC disk / replicated disk",
+         "ratio": ratio(v["disk_ec_ratio"], v["disk_rep_ratio"]), "target": None},
+    ]
+    for t in targets:
+        if t["target"] is None:
+            t["pass"] = None
+        elif "minimum" in t:
+            t["pass"] = t["ratio"] is not None and t["ratio"] >= t.pop("minimum")
+        else:
+            t["pass"] = t["ratio"] is not None and t["ratio"] <= t.pop("maximum")
+    return {"workers": int(facts["ecc_workers"]), "file_bytes": large,
+            "figures": figures, "ratios": targets,
+            "sha256_with_2_down_ok": facts.get("ecc_degraded2_sha_ok") == "1",
+            "master_peak_rss_mib": int(facts["ecc_master_vmhwm_kib"]) / 1024}
+
+
+def print_ecc(facts, ecc):
+    print()
+    if ecc is None:
+        print(f"EC cluster: skipped ({facts.get('ecc_skipped', 'not measured')}).")
+        return
+    print(f"EC cluster (bench/ec_cluster.sh, issue 17): 1 master + {ecc['workers']} workers,"
+          f" {ecc['file_bytes'] // MIB} MiB random files as replicas:3 and as ec:4+2")
+    w = 44
+    print(f"{'figure':{w}} {'value':>14}  {'master CPU':>12}  {'workers CPU':>12}")
+    for key, fig in ecc["figures"].items():
+        if key.startswith("disk_") or key == "rebuild_mib_s":
+            continue
+        print(f"{fig['label']:{w}} {fmt(fig['value'], fig['unit']):>14}  "
+              f"{fig['master_cpu_s_per_gib']:>6.2f} s/GiB  {fig['workers_cpu_s_per_gib']:>6.2f} s/GiB")
+    rb = ecc["figures"]["rebuild_mib_s"]
+    print(f"{rb['label']:{w}} {fmt(rb['value'], rb['unit']):>14}  {rb['shards']} shards of"
+          f" {rb['stripes']} stripes in {rb['seconds']:.2f} s"
+          f" ({rb['stripes_per_s'] or 0:.1f} stripes/s; REPAIR_BANDWIDTH"
+          f" {rb['repair_bandwidth']}); CPU master {rb['master_cpu_s']:.2f} s,"
+          f" workers {rb['workers_cpu_s']:.2f} s")
+    for tag in ("rep", "ec"):
+        fig = ecc["figures"][f"disk_{tag}_ratio"]
+        print(f"{fig['label']:{w}} {fmt(fig['value'], fig['unit']):>14}  "
+              f"({fig['disk_bytes']:,} bytes on disk, echofs_disk_bytes {fig['metric_disk_bytes']:,})")
+    print(f"{'ratio':{w}} {'value':>14}  {'target':<8} result")
+    for t in ecc["ratios"]:
+        result = "-" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
+        value = "-" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        print(f"{t['label']:{w}} {value:>14}  {t['target'] or '-':<8} {result}")
+    print("  the download with 2 workers down is byte-identical: "
+          + ("yes" if ecc["sha256_with_2_down_ok"] else "NOT CHECKED"))
+
+
 def print_aws(facts, aws):
     print()
     if aws is None:
@@ -485,6 +603,8 @@ def main():
     print_table(facts, figures, baselines, targets)
     print_s3(s3)
     print_ec(ec)
+    ecc = build_ecc(facts)
+    print_ecc(facts, ecc)
     print_aws(facts, aws)
 
     result = {
@@ -525,6 +645,8 @@ def main():
         "loadgen": lg,
         "s3": s3 if s3 is not None else {"skipped": "not measured"},
         "erasure_coding": ec if ec is not None else {"skipped": "not measured"},
+        "ec_cluster": ecc if ecc is not None else {"skipped": facts.get("ecc_skipped",
+                                                                       "not measured")},
         "aws_mode": aws if aws is not None else {"skipped": facts.get("aws_skipped",
                                                                      "not measured")},
     }
@@ -537,6 +659,8 @@ def main():
     if args.strict and result["targets_met"] < result["targets_total"]:
         return 1
     if args.strict and s3 is not None and any(f["pass"] is False for f in s3["figures"].values()):
+        return 1
+    if args.strict and ecc is not None and any(t["pass"] is False for t in ecc["ratios"]):
         return 1
     return 0
 

@@ -22,6 +22,12 @@
 #   EC         erasure coding (src/common/ec.c) of 4 MiB stripes, 4+2 and
 #              10+4, one thread: encode and rebuild throughput as ratios to
 #              memcpy of the same bytes (bench/ec_bench, no cluster)
+#   EC cluster bench/ec_cluster.sh: a cluster of its own (1 master + 6
+#              workers) with one file of the large size as replicas:3 and
+#              one as ec:4+2: upload and download MiB/s side by side,
+#              degraded reads with 1 and 2 workers SIGKILLed, the rebuild
+#              of a lost worker's shards onto a spare, master and worker
+#              CPU per GiB, and the workers' disk per stored byte
 #   AWS mode   the local S3 server alone (s3rver through scripts/aws_local.sh,
 #              on free ports): curl PUT and GET of each large file as one
 #              object; then 1 master with S3_BUCKET_NAME (no workers) over
@@ -46,6 +52,8 @@
 #   BENCH_KEEP=1          keep the temp dir (logs, data) for inspection
 #   BENCH_STRICT=1        exit 1 when a target is missed (default: exit 0
 #                         whenever the measurements themselves succeeded)
+#   BENCH_EC=0            skip the EC cluster phase (bench/ec_cluster.sh)
+#   BENCH_EC_LARGE_MIB    the EC cluster phase's file size (the large size)
 #   BENCH_AWS=0           skip the AWS-mode phase (it is skipped, with the
 #                         reason in the report, when node or s3rver is missing)
 #   BENCH_AWS_METADATA    sqlite | dynamodb: the AWS-mode master's metadata.
@@ -82,6 +90,11 @@ SMALL_SIZE=4096
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results/latest.json}
 LOADGEN=$ROOT/build/bench/loadgen
 LARGE_BYTES=$((LARGE_MIB * 1048576))
+EC_LARGE_MIB=${BENCH_EC_LARGE_MIB:-$LARGE_MIB}
+case "${BENCH_EC:-1}" in
+0 | no | false) EC_RUN=0 ;;
+*) EC_RUN=1 ;;
+esac
 
 # The daemons' settings: the defaults, stated, except the log level.
 export WORKER_COUNT=3 REPLICATION_FACTOR=3 LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
@@ -129,6 +142,9 @@ fact() {
 # The S3 phase adds two more random files and their 3 replicas.
 need_mib=$((LARGE_MIB * 2 + LARGE_MIB + LARGE_MIB * 3 + LARGE_MIB * 3 / 4 + 1024 + LARGE_MIB * 9 / 4 +
 	LARGE_MIB * 8))
+# The EC cluster phase, after the first cluster's data is gone: its two
+# files, 3 replicas of one and 1.5x of the other, and the rebuilt shards.
+[ "$EC_RUN" = 1 ] && need_mib=$((need_mib + EC_LARGE_MIB * 7))
 avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
 [ "$avail_mib" -ge "$need_mib" ] ||
 	bench_die "$WORK has $avail_mib MiB free, the run needs about $need_mib MiB"
@@ -486,6 +502,22 @@ bench_alive "${DAEMONS[@]}"
 fact s3_master_vmhwm_kib "$(bench_status_kib "$MASTER_PID" VmHWM)"
 bench_stop "${DAEMONS[@]}"
 unset S3_PORT
+
+# ---- 6c. erasure coding in a cluster -------------------------------------------
+
+# A cluster of its own (bench/ec_cluster.sh: 6 workers, ec:4+2 beside
+# replicas:3), after the first one has stopped and its data is removed.
+if [ "$EC_RUN" = 1 ]; then
+	rm -rf "$WORK/cluster"
+	bench_log "EC cluster: ${EC_LARGE_MIB} MiB as replicas:3 and as ec:4+2 (bench/ec_cluster.sh)"
+	WORK="$WORK/ec" FACTS="$FACTS" LARGE_BYTES=$((EC_LARGE_MIB * 1048576)) LOADGEN="$LOADGEN" \
+		ROOT="$ROOT" LOG_LEVEL="$LOG_LEVEL" "$ROOT/bench/ec_cluster.sh" ||
+		bench_die "the EC cluster phase failed (BENCH_KEEP=1 keeps its logs under $WORK/ec)"
+	[ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$WORK/ec"
+else
+	bench_log "EC cluster phase skipped: BENCH_EC=0"
+	fact ecc_skipped "BENCH_EC=0"
+fi
 
 # ---- 7. AWS mode: the same large files through S3 ----------------------------
 

@@ -769,6 +769,11 @@ struct efs_meta_stats {
 	uint64_t ec_chunk_count;
 	uint64_t ec_stored_bytes;
 	uint64_t ec_shard_bytes;
+	/* Of the complete files, those uploaded erasure-coded (policy
+	 * "ec:K+M"): how many, and the sum of their sizes (in logical_bytes
+	 * too). 0 on DynamoDB, which keeps no policy (its files are in S3). */
+	uint64_t ec_file_count;
+	uint64_t ec_logical_bytes;
 };
 /* The totals above, in one statement: one aggregate pass over files and
  * one over chunks, no joins. *out is untouched on failure. */

@@ -131,6 +131,34 @@ static int put_totals(struct efs_metrics *reg, const struct snapshot *s)
 		r = efs_metric_set(disk, (const char *const[]){"replicas"}, (double)s->disk_replicas);
 	if (r == 0)
 		r = efs_metric_set(disk, (const char *const[]){"ec"}, (double)s->disk_ec);
+	struct efs_metric *logical_by, *stored_by;
+	if (r == 0)
+		r = efs_metrics_declare(reg, EFS_METRIC_GAUGE, "echofs_policy_logical_bytes",
+					"echofs_logical_bytes by the policy each file was uploaded "
+					"with: replicas, ec.",
+					by_policy, NULL, 0, &logical_by);
+	if (r == 0)
+		r = efs_metric_set(logical_by, (const char *const[]){"replicas"},
+				   (double)(t->logical_bytes - t->ec_logical_bytes));
+	if (r == 0)
+		r = efs_metric_set(logical_by, (const char *const[]){"ec"},
+				   (double)t->ec_logical_bytes);
+	if (r == 0)
+		r = efs_metrics_declare(reg, EFS_METRIC_GAUGE, "echofs_policy_stored_bytes",
+					"echofs_stored_bytes by how each chunk is stored: replicas "
+					"(one copy counted), ec.",
+					by_policy, NULL, 0, &stored_by);
+	if (r == 0)
+		r = efs_metric_set(stored_by, (const char *const[]){"replicas"},
+				   (double)(t->stored_bytes - t->ec_stored_bytes));
+	if (r == 0)
+		r = efs_metric_set(stored_by, (const char *const[]){"ec"}, (double)t->ec_stored_bytes);
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_effective_overhead",
+				    "sum(echofs_disk_bytes) / echofs_logical_bytes: the disk each "
+				    "byte of the files costs, after compression, deduplication and "
+				    "the storage policies (1 when no file is stored).",
+				    ratio(s->disk_replicas + s->disk_ec, t->logical_bytes));
 	if (r == 0)
 		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_storage_overhead",
 				    "sum(echofs_disk_bytes) / echofs_stored_bytes: the disk each "
@@ -420,18 +448,31 @@ int efs_api_stats(struct efs_http_req *req)
 			       "sessions_expired_total", J(s.sessions_expired));
 	json_t *under = s.under_replicated >= 0 ? json_integer(s.under_replicated) : json_null();
 	json_t *disk = json_pack("{s:I, s:I}", "replicas", J(s.disk_replicas), "ec", J(s.disk_ec));
+	/* Per policy: files by the policy they were uploaded with, chunks by
+	 * how they are stored (a chunk two files of different policies share
+	 * is stored as the first one stored it), disk from the chunks. */
+	uint64_t rep_stored = t->stored_bytes - t->ec_stored_bytes;
+	json_t *by_policy = json_pack(
+	    "{s:{s:I, s:I, s:I, s:I, s:f}, s:{s:I, s:I, s:I, s:I, s:f}}", "replicas", "files",
+	    J(t->file_count - t->ec_file_count), "logical_bytes",
+	    J(t->logical_bytes - t->ec_logical_bytes), "stored_bytes", J(rep_stored), "disk_bytes",
+	    J(s.disk_replicas), "overhead", ratio(s.disk_replicas, rep_stored), "ec", "files",
+	    J(t->ec_file_count), "logical_bytes", J(t->ec_logical_bytes), "stored_bytes",
+	    J(t->ec_stored_bytes), "disk_bytes", J(s.disk_ec), "overhead",
+	    ratio(s.disk_ec, t->ec_stored_bytes));
 	/* "o" steals each part, also when the pack fails (NULL: ENOMEM). */
 	json_t *body = json_pack(
-	    "{s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:o, s:o, s:o, s:f, s:o, s:o, s:o, s:o, "
-	    "s:o}",
+	    "{s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:o, s:o, s:o, s:f, s:f, s:o, s:o, s:o, "
+	    "s:o, s:o, s:o}",
 	    "files", J(t->file_count), "logical_bytes", J(t->logical_bytes), "chunks",
 	    J(t->chunk_count), "chunk_bytes", J(t->chunk_bytes), "stored_bytes", J(t->stored_bytes),
 	    "compression_ratio", ratio(t->chunk_bytes, t->stored_bytes), "dedup_ratio",
 	    ratio(t->logical_bytes, t->chunk_bytes), "replication_factor",
 	    J(m->cfg.replication_factor), "ec_chunks", J(t->ec_chunk_count), "ec_stripes_degraded",
 	    ec_degraded, "ec_stripes_unrecoverable", ec_lost, "disk_bytes", disk,
-	    "storage_overhead", ratio(s.disk_replicas + s.disk_ec, t->stored_bytes), "workers",
-	    workers, "under_replicated", under, "repair", repair, "uploads", uploads, "gc", gc);
+	    "storage_overhead", ratio(s.disk_replicas + s.disk_ec, t->stored_bytes),
+	    "effective_overhead", ratio(s.disk_replicas + s.disk_ec, t->logical_bytes), "by_policy",
+	    by_policy, "workers", workers, "under_replicated", under, "repair", repair, "uploads", uploads, "gc", gc);
 	if (!body)
 		return -ENOMEM;
 	return efs_http_reply_json(req, 200, body);

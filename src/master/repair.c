@@ -48,6 +48,12 @@ static unsigned push_copies(const struct efs_repair_deps *d, const struct efs_ch
 			added[pushed++] = to[i];
 			continue;
 		}
+		if (st == 503) { /* its copier's queue is full (a busy worker) */
+			efs_info("repair: worker %s is busy with other pushed copies: chunk %.12s "
+				 "is written over HTTP instead",
+				 to[i].worker_id, chunk->chunk_id);
+			continue;
+		}
 		*stale = st == 409;
 		efs_warn("repair: pushed copy of chunk %.12s to worker %s from %s failed (%s%d): %s",
 			 chunk->chunk_id, to[i].worker_id, keep[0].url, st < 0 ? "errno " : "status ",

@@ -797,6 +797,8 @@ static int row_stats(void *ctx, const struct efs_sql_row *row)
 	st->ec_chunk_count = (uint64_t)efs_sql_int(row, 5);
 	st->ec_stored_bytes = (uint64_t)efs_sql_int(row, 6);
 	st->ec_shard_bytes = (uint64_t)efs_sql_int(row, 7);
+	st->ec_file_count = (uint64_t)efs_sql_int(row, 8);
+	st->ec_logical_bytes = (uint64_t)efs_sql_int(row, 9);
 	return 0;
 }
 
@@ -806,8 +808,12 @@ int sql_stats(void *impl, struct efs_meta_stats *out)
 	memset(&st, 0, sizeof(st));
 	int r = sql_run_one(impl,
 			    "SELECT f.n, f.bytes, c.n, c.bytes, c.stored, c.ec_n, c.ec_stored,"
-			    " c.ec_shards FROM"
-			    " (SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes"
+			    " c.ec_shards, f.ec_n, f.ec_bytes FROM"
+			    " (SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes,"
+			    "  CAST(COALESCE(SUM(CASE WHEN policy LIKE 'ec:%' THEN 1 ELSE 0 END), 0)"
+			    "   AS BIGINT) AS ec_n,"
+			    "  CAST(COALESCE(SUM(CASE WHEN policy LIKE 'ec:%' THEN size ELSE 0 END), 0)"
+			    "   AS BIGINT) AS ec_bytes"
 			    "  FROM files) f,"
 			    " (SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes,"
 			    "  CAST(COALESCE(SUM(stored_size), 0) AS BIGINT) AS stored,"

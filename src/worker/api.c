@@ -81,7 +81,19 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 		{EFS_METRIC_COUNTER, "echofs_worker_pushed_copies_total",
 		 "Repair copies the master pushed on the control stream that this worker fetched, "
 		 "verified and stored.",
-		 (double)atomic_load(&w->heartbeat.pushed_copies), true},
+		 (double)atomic_load(&w->heartbeat.copier.stored), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_pushed_copies_held_total",
+		 "Repair copies pushed on the control stream for a chunk this worker held "
+		 "already: answered 204, nothing fetched.",
+		 (double)atomic_load(&w->heartbeat.copier.held), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_pushed_copies_busy_total",
+		 "Repair copies pushed on the control stream refused busy (503): the copy queue "
+		 "was full; the master writes them over HTTP.",
+		 (double)atomic_load(&w->heartbeat.copier.refused), true},
+		{EFS_METRIC_GAUGE, "echofs_worker_pushed_copies_pending",
+		 "Repair copies pushed on the control stream now waiting or under way (off the "
+		 "heartbeat thread).",
+		 (double)atomic_load(&w->heartbeat.copier.running), true},
 		{EFS_METRIC_COUNTER, "echofs_worker_chunk_deltas_total",
 		 "Chunk deltas (corrupt and deleted chunks) sent up the gRPC control stream.",
 		 (double)atomic_load(&w->heartbeat.deltas_sent), true},

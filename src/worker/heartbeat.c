@@ -2,15 +2,14 @@
 /* heartbeat.c - registration, heartbeats and master failover. */
 #include "worker/heartbeat.h"
 #include "echofs.pb-c.h"
-#include "echofs/codec.h"
 #include "echofs/config.h"
-#include "echofs/hash.h"
 #include "echofs/http_client.h"
 #include "echofs/json.h"
 #include "echofs/log.h"
 #include "echofs/rpc.h"
 #include "echofs/util.h"
 #include "worker/context.h"
+#include "worker/copier.h"
 #include "worker/fence.h"
 #include "worker/store.h"
 
@@ -33,8 +32,9 @@
 #define GRPC_WAIT_SLICE_MS 100
 #define PATH_CONNECT "/echofs.v1.ControlPlane/Connect"
 #define ID_FILE "worker_id"
-/* The largest chunk a pushed copy takes (the master's CHUNK_SIZE cap). */
-#define COPY_SIZE_MAX (64ULL * 1024 * 1024)
+/* How long the master waits for a pushed copy's Ack (repair.c's
+ * COPY_ACK_MS) before it writes the copy over HTTP instead. */
+#define COPIER_ACK_WAIT_MS 30000
 #define CLUSTER_FILE "cluster_id"
 /* do_register's answer when the master is another cluster's. */
 #define WRONG_CLUSTER (-EXDEV)
@@ -431,6 +431,7 @@ static void stream_open(struct efs_heartbeat *hb)
 	}
 	hb->stream_master = ctx->master_index;
 	hb->stream_opened_ms = efs_mono_ms();
+	hb->stream_generation++; /* copies pushed on an older one are not acked here */
 	hb->stream_sequence = 0;
 	Echofs__V1__WorkerMessage msg = ECHOFS__V1__WORKER_MESSAGE__INIT;
 	Echofs__V1__Hello hello = ECHOFS__V1__HELLO__INIT;
@@ -594,24 +595,26 @@ static unsigned pushed_delete(struct efs_heartbeat *hb, const Echofs__V1__Delete
 }
 
 /* A pushed copy (CopyChunk): repair's copy of a chunk to this worker.
- * Fetched from the source worker over HTTP (the data path), verified (the
- * SHA-256 of the uncompressed bytes is the chunk id), and stored as it came.
- * Runs on the heartbeat thread: the next beat waits for it (a chunk is at
- * most 64 MiB, over the cluster's network). Returns the Ack's status. */
-static unsigned pushed_copy(struct efs_heartbeat *hb, const Echofs__V1__CopyChunk *c)
+ * Checked here (a malformed instruction 400, a stale lease epoch 409, a
+ * chunk held already 204: the copy is idempotent), then handed to the
+ * copier (copier.h), whose threads fetch, verify and store it while this
+ * thread goes on beating; acks_send() answers it when it is done. Returns
+ * the Ack's status now, or 0 when the copier took it; 503 (busy) when
+ * its queue is full: the master writes that copy over HTTP instead. */
+static unsigned pushed_copy(struct efs_heartbeat *hb, uint64_t instruction_id,
+			    const Echofs__V1__CopyChunk *c)
 {
 	struct efs_worker_ctx *ctx = hb->ctx;
-	char url[EFS_URL_MAX + 80], cluster[EFS_CLUSTER_ID_LEN + 1];
-	char header[EFS_CLUSTER_ID_LEN + 32], hex[EFS_SHA256_HEX_LEN + 1];
-	struct efs_http_call call;
-	struct efs_buf raw;
+	struct efs_copy_request req = {.instruction_id = instruction_id,
+				       .stream_generation = hb->stream_generation,
+				       .size = c->size,
+				       .lease_epoch = c->lease_epoch};
 	uint64_t length;
 	uint32_t flags;
 	int64_t mtime_ms;
-	unsigned status;
 
 	if (!efs_chunk_id_valid(c->chunk_id) || strlen(c->from_url) > EFS_URL_MAX ||
-	    !efs_http_url_valid(c->from_url) || c->size == 0 || c->size > COPY_SIZE_MAX)
+	    !efs_http_url_valid(c->from_url) || c->size == 0 || c->size > EFS_COPIER_SIZE_MAX)
 		return 400;
 	if (c->lease_epoch && ctx->fence) {
 		int r = efs_fence_admit(ctx->fence, c->lease_epoch);
@@ -625,64 +628,20 @@ static unsigned pushed_copy(struct efs_heartbeat *hb, const Echofs__V1__CopyChun
 		if (r < 0)
 			return 500;
 	}
-	if (efs_store_stat(ctx->store, c->chunk_id, &length, &flags, &mtime_ms) == 0)
+	if (efs_store_stat(ctx->store, c->chunk_id, &length, &flags, &mtime_ms) == 0) {
+		atomic_fetch_add(&hb->copier.held, 1);
 		return 204; /* held already: the copy is idempotent */
-	snprintf(url, sizeof(url), "%s/chunks/%s", c->from_url, c->chunk_id);
-	efs_http_call_init(&call, "GET", url);
-	call.bearer = ctx->cfg->cluster_secret;
-	efs_worker_ctx_cluster(ctx, cluster);
-	if (cluster[0]) {
-		snprintf(header, sizeof(header), EFS_HDR_CLUSTER ": %s", cluster);
-		call.headers[0] = header;
 	}
-	call.capture_header = EFS_HDR_ENCODING;
-	call.resp_cap = (size_t)c->size + 4096; /* gzip of incompressible bytes: a little more */
-	call.timeout_ms = 60000;
-	int r = efs_http_call_run(ctx->http, &call);
-	efs_buf_init(&raw, (size_t)c->size);
-	if (r < 0 || call.status != 200) {
-		efs_warn("pushed copy of chunk %s: GET from %s failed (%s)", c->chunk_id,
-			 c->from_url, r < 0 ? strerror(-r) : "an HTTP error status");
-		status = 502;
-		goto out;
+	efs_strlcpy(req.chunk_id, c->chunk_id, sizeof(req.chunk_id));
+	efs_strlcpy(req.from_url, c->from_url, sizeof(req.from_url));
+	int r = efs_copier_submit(&hb->copier, &req);
+	if (r == -EBUSY) {
+		efs_info("pushed copy of chunk %.12s refused: %d copies are under way or waiting "
+			 "(busy: the master writes it over HTTP)",
+			 c->chunk_id, EFS_COPIER_JOBS_MAX);
+		return 503;
 	}
-	bool gzip = strcasecmp(call.captured, "gzip") == 0;
-	const struct efs_buf *plain = &call.resp;
-	if (gzip) {
-		if (efs_codec_decode(call.resp.data, call.resp.len, (size_t)c->size, &raw) < 0) {
-			efs_warn("pushed copy of chunk %s from %s: not valid gzip; not stored",
-				 c->chunk_id, c->from_url);
-			status = 502;
-			goto out;
-		}
-		plain = &raw;
-	}
-	efs_sha256_hex(plain->data, plain->len, hex);
-	if (plain->len != c->size || strcmp(hex, c->chunk_id) != 0) {
-		efs_warn("pushed copy of chunk %s from %s: the bytes do not verify; not stored",
-			 c->chunk_id, c->from_url);
-		status = 502;
-		goto out;
-	}
-	struct efs_store_writer *w;
-	r = efs_store_write_begin(ctx->store, c->chunk_id, call.resp.len,
-				  gzip ? EFS_STORE_GZIP : 0, &w);
-	if (r == 0 && (r = efs_store_write(w, call.resp.data, call.resp.len)) < 0)
-		efs_store_write_abort(w);
-	else if (r == 0)
-		r = efs_store_write_commit(w, false, 0);
-	status = r == 0 ? 201 : r == -ENOSPC ? 507 : 500;
-	if (r == 0) {
-		atomic_fetch_add(&hb->pushed_copies, 1);
-		efs_debug("chunk %s copied from %s (pushed by the master)", c->chunk_id,
-			  c->from_url);
-	} else {
-		efs_warn("pushed copy of chunk %s: cannot store it: %s", c->chunk_id, strerror(-r));
-	}
-out:
-	efs_buf_release(&raw);
-	efs_http_call_release(&call);
-	return status;
+	return r < 0 ? 503 : 0;
 }
 
 /* Answers instruction @id with @status. A failed send drops the stream
@@ -699,6 +658,30 @@ static void ack(struct efs_heartbeat *hb, uint64_t id, unsigned status)
 	int r = stream_send(hb, &msg);
 	if (r < 0)
 		stream_drop(hb, r, "ack to");
+}
+
+/* Sends the Acks of the copies the copier finished. A copy whose stream
+ * has closed since it came is not answered (the master gave up on it
+ * then, -EPIPE, and wrote the copy over HTTP); nor is one the master
+ * stopped waiting for (COPIER_ACK_WAIT_MS). If such a copy was stored,
+ * it is a copy the master may not record: a full report soon lets the
+ * master judge it (kept while younger than its orphan grace, adopted, or
+ * deleted), as after an HTTP write that stalled (api.c). */
+static void acks_send(struct efs_heartbeat *hb)
+{
+	struct efs_copy_result done[EFS_COPIER_JOBS_MAX];
+	size_t n = efs_copier_take(&hb->copier, done, EFS_COPIER_JOBS_MAX);
+	for (size_t i = 0; i < n; i++) {
+		bool answered = hb->stream && done[i].stream_generation == hb->stream_generation;
+		if (answered)
+			ack(hb, done[i].instruction_id, done[i].status);
+		if ((!answered || done[i].took_ms >= COPIER_ACK_WAIT_MS) && done[i].status == 201 &&
+		    !atomic_exchange(&hb->ctx->full_report_due, true))
+			efs_warn("a pushed copy was stored after %lld ms%s (written elsewhere "
+				 "by the master meanwhile?): sending a full chunk report",
+				 (long long)done[i].took_ms,
+				 answered ? "" : ", its stream closed since");
+	}
 }
 
 /* Acts on one instruction from the master. */
@@ -721,9 +704,12 @@ static void instruction(struct efs_heartbeat *hb, const struct efs_buf *in, int6
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS:
 		ack(hb, msg->instruction_id, pushed_delete(hb, msg->delete_chunks));
 		break;
-	case ECHOFS__V1__MASTER_MESSAGE__BODY_COPY_CHUNK:
-		ack(hb, msg->instruction_id, pushed_copy(hb, msg->copy_chunk));
+	case ECHOFS__V1__MASTER_MESSAGE__BODY_COPY_CHUNK: {
+		unsigned status = pushed_copy(hb, msg->instruction_id, msg->copy_chunk);
+		if (status)
+			ack(hb, msg->instruction_id, status);
 		break;
+	}
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_WRONG_CLUSTER: {
 		char theirs[EFS_CLUSTER_ID_LEN + 1];
 		efs_strlcpy(theirs, msg->wrong_cluster->cluster_id, sizeof(theirs));
@@ -759,6 +745,9 @@ static bool stream_wait(struct efs_heartbeat *hb, struct efs_ticker *t, int64_t 
 	bool stopping = false;
 	efs_buf_init(&in, EFS_RPC_MESSAGE_MAX);
 	while (hb->stream) {
+		acks_send(hb); /* copies finished meanwhile: their Acks go now */
+		if (!hb->stream)
+			break;
 		int64_t left = until - efs_mono_ms();
 		if (left <= 0)
 			break;
@@ -788,6 +777,7 @@ static void heartbeat_main(struct efs_ticker *t, void *arg)
 	for (;;) {
 		int r;
 		int64_t beat_ms = efs_mono_ms();
+		acks_send(hb); /* without a stream: drops those of closed ones */
 		if (ctx->registered)
 			stream_open(hb);
 		if (!ctx->registered) {
@@ -865,7 +855,11 @@ int efs_heartbeat_start(struct efs_heartbeat *hb, struct efs_worker_ctx *ctx)
 	int r = cluster_load(hb);
 	if (r < 0)
 		return r;
-	return efs_ticker_start(&hb->ticker, heartbeat_main, hb);
+	if ((r = efs_copier_start(&hb->copier, ctx)) < 0)
+		return r;
+	if ((r = efs_ticker_start(&hb->ticker, heartbeat_main, hb)) < 0)
+		efs_copier_stop(&hb->copier);
+	return r;
 }
 
 void efs_heartbeat_stop(struct efs_heartbeat *hb)
@@ -873,4 +867,5 @@ void efs_heartbeat_stop(struct efs_heartbeat *hb)
 	if (!hb->ticker.running)
 		return;
 	efs_ticker_stop(&hb->ticker);
+	efs_copier_stop(&hb->copier); /* after the thread that hands copies over */
 }

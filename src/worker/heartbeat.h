@@ -15,7 +15,11 @@
  * "grpc_url"), the beats after registration go on one Connect stream
  * (proto/echofs.proto) instead of one HTTP request each; the thread waits
  * between beats for the master's instructions on it (the interval, a full
- * report, deletes). Before each beat on the stream go the chunk deltas:
+ * report, deletes, repair copies). A repair copy (CopyChunk) is only
+ * checked here and then runs on the copier's threads (copier.h), so a slow
+ * copy never delays a beat; the thread sends each finished copy's Ack
+ * between the slices of its wait, on the stream the copy came down. Before
+ * each beat on the stream go the chunk deltas:
  * the chunks the scrubber found corrupt and those deleted since (corrupt
  * and removed ids of a ChunkDelta). When the stream cannot be opened or breaks, the beats go over
  * HTTP at once, and the stream is tried again after a backoff (1 s,
@@ -31,6 +35,7 @@
 
 #include "echofs/common.h"
 #include "echofs/ticker.h"
+#include "worker/copier.h"
 #include "worker/config.h"
 
 #include <stdatomic.h>
@@ -67,7 +72,12 @@ struct efs_heartbeat {
 	atomic_bool streaming;
 	_Atomic uint64_t pushed_deletes;
 	_Atomic uint64_t deltas_sent; /* ChunkDelta messages sent */
-	_Atomic uint64_t pushed_copies; /* repair copies pushed on a stream, stored */
+	/* Streams opened so far: a pushed copy is acked only on the stream
+	 * it came down (heartbeat thread only). */
+	uint64_t stream_generation;
+	/* Runs the repair copies pushed on a stream (CopyChunk) off this
+	 * thread; its counters are the worker's metrics. */
+	struct efs_copier copier;
 };
 
 /* Loads the stored id (if any) into @ctx and starts the thread. 0 or

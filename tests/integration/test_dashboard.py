@@ -234,3 +234,131 @@ def test_dashboard_charts_show_an_upload_burst(cluster, tmp_path):
         max(max(s["bytes_in_per_second"], s["bytes_out_per_second"]) for s in samples))
     assert charts["repair"]["caption"].startswith("Under-replicated chunks: 0"), charts["repair"]
     assert screenshot.exists() and screenshot.stat().st_size > 5_000
+
+
+POLICIES_SPEC = BROWSER_DIR / "dashboard_policies.spec.js"
+
+
+def page_bytes(n: int) -> str:
+    """The page's bytes() in Python: what a size reads as on the page."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    i, v = 0, float(n)
+    while v >= 1024 and i < len(units) - 1:
+        v /= 1024
+        i += 1
+    return f"{v:.1f} {units[i]}" if i else f"{n} {units[0]}"
+
+
+@pytest.mark.slow(reason="starts a browser, kills workers and waits for the EC rebuild")
+def test_dashboard_shows_storage_policies_and_ec_stripes(cluster, tmp_path):
+    """Issue 17: the totals show, by storage policy, the files, their
+    logical, stored and on-disk bytes and the overhead, beside the disk
+    used per logical byte, the EC stripes degraded and unrecoverable and the
+    shards rebuilt; each as /api/v1/stats says, with six workers and
+    ec:4+2 files, then one worker lost (every stripe degraded: no seventh
+    worker to rebuild onto), then a seventh worker (every stripe rebuilt),
+    then three holders of every stripe lost (every stripe unrecoverable)."""
+    node = browser_tools()
+    chunk = 64 * 1024
+    m = cluster.start(workers=6, master_env={"CHUNK_SIZE": chunk, "CHUNK_CACHE_SIZE": 0,
+                                             "REPLICATION_FACTOR": 3, "REPAIR_AFTER_MS": 0})
+    api = m.user_client("alice")
+    ec_data = os.urandom(4 * chunk + 100)          # 5 stripes, stored as is
+    rep_data = os.urandom(2 * chunk + 7)           # 3 replicated chunks
+    for data, name, params in ((ec_data, "ec.bin", {"policy": "ec:4+2"}),
+                               (rep_data, "rep.bin", {})):
+        r = api.post("/api/v1/files/upload", params={"name": name, **params}, data=data)
+        assert r.status_code == 201, r.text
+    stripes = 5
+
+    stats = api.get("/api/v1/stats").json()
+    ec, rep = stats["by_policy"]["ec"], stats["by_policy"]["replicas"]
+    assert (ec["files"], ec["logical_bytes"], ec["stored_bytes"]) == (1, len(ec_data), len(ec_data))
+    assert (rep["files"], rep["logical_bytes"], rep["stored_bytes"]) == \
+        (1, len(rep_data), len(rep_data))
+    # The disk: what the workers hold of each policy's chunks, per policy.
+    on_disk = sum(rec.length for w in cluster.workers
+                  for rec in h.chunk_records(w.data_dir).values())
+    assert ec["disk_bytes"] == stats["disk_bytes"]["ec"]
+    assert rep["disk_bytes"] == stats["disk_bytes"]["replicas"] == 3 * len(rep_data)
+    assert ec["disk_bytes"] + rep["disk_bytes"] == on_disk, (stats, on_disk)
+    assert 1.5 <= ec["overhead"] <= 1.55 and rep["overhead"] == 3.0, stats
+    logical = len(ec_data) + len(rep_data)
+    assert stats["effective_overhead"] == pytest.approx(on_disk / logical), stats
+    metrics = m.client().get("/metrics").text
+    assert f'echofs_policy_logical_bytes{{policy="ec"}} {len(ec_data)}' in metrics
+    assert f'echofs_policy_stored_bytes{{policy="replicas"}} {len(rep_data)}' in metrics
+    assert "echofs_effective_overhead " in metrics
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "dashboard-policies.png"
+    screenshot.unlink(missing_ok=True)
+    env = {**h.base_environ(), "ECHOFS_URL": m.url, "ECHOFS_TOKEN": cluster.token("alice"),
+           "SCREENSHOT": str(screenshot), "CHROMIUM": str(CHROMIUM),
+           "STEP_TIMEOUT_MS": str(STEP_TIMEOUT_S * 1000)}
+    script = Script(node, env, tmp_path / "browser.log", POLICIES_SPEC)
+    deadline = time.monotonic() + TOTAL_TIMEOUT_S
+
+    def show(want: dict) -> dict:
+        """The page once it shows @want (element id -> exact text)."""
+        script.send(json.dumps(want))
+        line = script.next_line(deadline)
+        assert line is not None and line.startswith("SNAP "), \
+            f"expected SNAP, got {line!r}; steps: {script.steps}"
+        return json.loads(line[len("SNAP "):])
+
+    def api_stats() -> dict:
+        return api.get("/api/v1/stats").json()
+
+    result = None
+    try:
+        healthy = show({"#t-ec-degraded": "0", "#t-ec-lost": "0", "#t-ec-rebuilt": "0",
+                        "#t-files": "2"})
+        assert healthy["cards"]["t-overhead"] == f"{stats['effective_overhead']:.2f}×"
+        for key, p in (("ec", ec), ("replicas", rep)):
+            row = healthy["policies"][key]
+            assert row[1:] == [str(p["files"]), page_bytes(p["logical_bytes"]),
+                               page_bytes(p["stored_bytes"]), page_bytes(p["disk_bytes"]),
+                               f"{p['overhead']:.2f}×"], (key, row, p)
+        assert healthy["policies"]["replicas"][0] == "replicated (replicas:3)"
+
+        # One worker lost: every stripe has 5 of 6 shards, and none can be
+        # rebuilt (each of the 5 live workers holds a shard of each).
+        ws = sorted(cluster.workers, key=lambda w: w.stored_id())
+        ws[0].kill()
+        m.wait_workers(alive=5, total=6)
+        h.wait_until(lambda: api_stats()["ec_stripes_degraded"] == stripes, timeout=30,
+                   what="every stripe degraded")
+        degraded = show({"#t-ec-degraded": str(stripes), "#t-ec-lost": "0"})
+        assert degraded["cards"]["t-ec-rebuilt"] == "0"
+
+        # A seventh worker: the lost shards are rebuilt onto it.
+        cluster.add_worker()
+        h.wait_until(lambda: api_stats()["ec_stripes_degraded"] == 0, timeout=60,
+                   what="every stripe rebuilt")
+        s = api_stats()
+        assert s["repair"]["ec_shards_rebuilt_total"] == stripes, s
+        rebuilt = show({"#t-ec-degraded": "0", "#t-ec-rebuilt": str(stripes)})
+        assert rebuilt["cards"]["t-ec-lost"] == "0"
+
+        # Three holders of every stripe lost: more than M, unrecoverable.
+        for w in ws[1:4]:
+            w.kill()
+        h.wait_until(lambda: api_stats()["ec_stripes_unrecoverable"] == stripes, timeout=30,
+                   what="every stripe unrecoverable")
+        lost = show({"#t-ec-degraded": str(stripes), "#t-ec-lost": str(stripes)})
+        assert lost["policies"]["ec"][1] == "1"  # the file is still counted
+
+        script.send("END")
+        line = script.next_line(deadline)
+        assert line is not None and line.startswith("RESULT "), \
+            f"expected RESULT, got {line!r}; steps: {script.steps}"
+        result = json.loads(line[len("RESULT "):])
+        assert script.proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+    finally:
+        script.close()
+        log = (tmp_path / "browser.log").read_text(errors="replace")
+        if result is None:
+            print(f"browser script steps: {script.steps}\n{log}")
+    assert result["pageErrors"] == [], result["pageErrors"]
+    assert screenshot.exists() and screenshot.stat().st_size > 10_000

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import echofs_harness as h
+import nemesis as nm
 from echofs_harness import wait_until
 
 grpc = pytest.importorskip("grpc", reason="python3-grpcio is not installed")
@@ -544,6 +545,115 @@ def test_killed_workers_chunks_are_repaired_by_copies_pushed_down_the_streams(cl
     # the bytes travelled worker to worker over HTTP
     assert sum(len(re.findall(r"access GET /chunks/", w.stderr_since(marks[w.worker_id])))
                for w in rest) >= lost
+    assert alice.download(fid) == data
+
+
+def test_a_pushed_copy_slower_than_the_dead_limit_leaves_its_worker_alive(cluster, nemesis):
+    """A repair copy runs off the worker's heartbeat thread (a copier
+    thread): a copy from a slow source, taking longer than both
+    WORKER_DEAD_AFTER_MS and the master's silence limit, does not stop the
+    target's beats: it stays alive on its stream the whole time, and the
+    copy still lands, pushed and acked."""
+    chunk = 128 * 1024
+    m = cluster.add_master(REPLICATION_FACTOR=2, CHUNK_SIZE=chunk, CHUNK_CACHE_SIZE=0,
+                           REPAIR_AFTER_MS=200, GRPC_STREAM_GRACE_MS=300)
+    dead_after_s = m.dead_after_ms / 1000
+    # The source is reached (by the master's verifying read and by the
+    # target's fetch) through a proxy the test throttles; its own stream
+    # goes straight to the master.
+    port = h.free_port()
+    slow = nemesis.proxy(port, "to-source")
+    source = cluster.add_worker(port=port, WORKER_ADVERTISE_URL=slow.url(cluster.scheme),
+                                **GRPC_ENV)
+    victim = cluster.add_worker(**GRPC_ENV)
+    for w in (source, victim):
+        wait_protocol(m, w.worker_id, "grpc")
+    alice = m.user_client("alice")
+    data = os.urandom(chunk)  # one chunk, incompressible: on source and victim
+    fid = alice.upload(data, "slow.bin")["file_id"]
+    target = cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, target.worker_id, "grpc")
+    mark = target.log_mark()
+    # 128 KiB at 20,000 B/s: each read of the source takes about 6.5 s,
+    # past the dead limit and the master's silence limit (5 s at least),
+    # within the master's read budget (10 s).
+    rate = 20000
+    assert chunk / rate > max(dead_after_s, 5.0) + 1
+    slow.throttle(rate, dirs=nm.DOWN)
+    victim.kill()
+
+    def copied():
+        return int(re.search(r"^echofs_worker_pushed_copies_total (\d+)",
+                             target.client().get("/metrics").text, re.M).group(1)) == 1
+    started = time.monotonic()
+    seen = set()
+    while not copied():
+        assert time.monotonic() - started < 90, \
+            f"the pushed copy did not land: {m.log_tail()}\n{target.log_tail()}"
+        rec = m.worker_record(target.worker_id)
+        seen.add((rec["status"], rec.get("protocol")))
+        time.sleep(0.1)
+    took = time.monotonic() - started
+    assert seen == {("alive", "grpc")}, (seen, m.log_tail(), target.log_tail())
+    assert took > dead_after_s, took  # the copy did outlast the dead limit
+    slow.heal()
+    wait_until(lambda: metric(m, "echofs_grpc_copies_acked_total") == 1, 30,
+               what="the pushed copy's Ack")
+    assert metric(m, "echofs_grpc_copies_pushed_total") == 1
+    assert metric(m, "echofs_grpc_streams_silenced_total") == 0
+    assert metric(m, "echofs_grpc_streams_broken_total") == 1  # the victim's only
+    log = target.stderr_since(mark)
+    assert "access PUT /chunks/" not in log, target.log_tail()  # nothing over HTTP
+    wait_until(lambda: good_replicas(alice, fid) and all(
+        target.worker_id in v for v in good_replicas(alice, fid).values()), 30,
+        what="the copy recorded on the target")
+    assert alice.download(fid) == data
+
+
+def test_a_copy_pushed_to_a_worker_holding_the_chunk_is_answered_204_and_recorded(cluster):
+    """A CopyChunk for a chunk the target holds already (unrecorded, as an
+    earlier copy whose Ack was lost leaves it) is answered 204 at once,
+    nothing fetched, and the master records the target's replica."""
+    chunk = 64 * 1024
+    m = cluster.add_master(REPLICATION_FACTOR=2, CHUNK_SIZE=chunk, CHUNK_CACHE_SIZE=0,
+                           REPAIR_AFTER_MS=200, GRPC_STREAM_GRACE_MS=300,
+                           ORPHAN_GRACE_MS=3600000)
+    source, victim = (cluster.add_worker(**GRPC_ENV) for _ in range(2))
+    for w in (source, victim):
+        wait_protocol(m, w.worker_id, "grpc")
+    alice = m.user_client("alice")
+    data = os.urandom(chunk)
+    fid = alice.upload(data, "held.bin")["file_id"]
+    (cid,) = good_replicas(alice, fid)
+    target = cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, target.worker_id, "grpc")
+    # Its first report done (none follows for an hour: REPORT_INTERVAL_MS),
+    # so no report adopts the copy below before repair pushes one.
+    wait_until(lambda: "chunk report sent" in target.stderr(), 20,
+               what="the target's first chunk report")
+    # The target gets the stored bytes straight from the source.
+    r = source.client(h.CLUSTER_SECRET).get(f"/chunks/{cid}")
+    assert r.status_code == 200, r.text
+    encoding = r.headers.get("X-Chunk-Encoding", "identity")
+    r = target.client(h.CLUSTER_SECRET).put(
+        f"/chunks/{cid}", data=r.content,
+        headers={"X-Chunk-Encoding": encoding, "X-Chunk-CRC32C": f"{h.crc32c(r.content):08x}"})
+    assert r.status_code == 201, r.text
+    assert good_replicas(alice, fid)[cid] == sorted([source.worker_id, victim.worker_id])
+    mark = source.log_mark()
+    victim.kill()
+    wait_until(lambda: target.worker_id in good_replicas(alice, fid)[cid], 30,
+               what="the target's copy recorded by repair")
+    assert metric(m, "echofs_grpc_copies_pushed_total") == 1, m.log_tail()
+    assert metric(m, "echofs_grpc_copies_acked_total") == 1, m.log_tail()
+    wm = target.client().get("/metrics").text
+    assert re.search(r"^echofs_worker_pushed_copies_total 0$", wm, re.M), wm
+    assert re.search(r"^echofs_worker_pushed_copies_held_total 1$", wm, re.M), wm
+    assert target.chunk_usage().count == 1
+    # Only the master's verifying read went to the source: the target
+    # fetched nothing.
+    assert len(re.findall(r"access GET /chunks/", source.stderr_since(mark))) == 1, \
+        source.log_tail()
     assert alice.download(fid) == data
 
 

@@ -1841,6 +1841,23 @@ static void test_stats(void **state)
 	assert_int_equal(st.logical_bytes, 12345 + 2);
 	assert_int_equal(st.chunk_count, 4); /* chunk 1 waits for the collector */
 	assert_int_equal(st.chunk_bytes, 1000 * (2 + 3 + 4 + 5) + 4);
+	assert_true(st.ec_file_count == 0 && st.ec_logical_bytes == 0);
+
+	/* An erasure-coded file counts in the totals and in its policy's
+	 * (DynamoDB keeps no policy: its files are in S3, never EC). */
+	if (ddb_on)
+		return;
+	struct efs_file_info ec = file_info(3, "dave", 300, 1);
+	efs_strlcpy(ec.policy, "ec:4+2", sizeof(ec.policy));
+	new_session(f, 1003, "dave");
+	struct efs_chunk_info c2 = chunk(2);
+	assert_int_equal(put(f, 1003, 0, &c2, false), 0);
+	complete(f, 1003, &ec);
+	assert_int_equal(efs_meta_stats(f->m, &st), 0);
+	assert_int_equal(st.file_count, 2);
+	assert_int_equal(st.logical_bytes, (12345 + 2) + (12345 + 3));
+	assert_int_equal(st.ec_file_count, 1);
+	assert_int_equal(st.ec_logical_bytes, 12345 + 3);
 }
 
 /* ---- two stores on one database (two masters) ---------------------------- */

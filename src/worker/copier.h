@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+/* copier.h - repair copies the master pushed on the control stream
+ * (CopyChunk), carried out off the heartbeat thread.
+ *
+ * A copy fetches a chunk of up to 64 MiB from another worker over HTTP;
+ * from a slow source that takes longer than the master's silence limit
+ * and WORKER_DEAD_AFTER_MS. Run on the heartbeat thread, it stopped the
+ * beats and the master ended the stream and counted the worker dead. So
+ * the heartbeat thread only checks an instruction (validity, lease epoch,
+ * chunk held already) and hands it here: a bounded queue
+ * (EFS_COPIER_JOBS_MAX jobs queued, running, or finished and not yet
+ * taken) served by EFS_COPIER_THREADS threads. A full queue refuses the
+ * job (-EBUSY: the heartbeat thread answers 503, busy, and the master
+ * writes that copy over HTTP instead). Each finished job leaves its
+ * result (the Ack's status) for the heartbeat thread, which takes it
+ * between slices of its wait on the stream and sends the Ack on the
+ * stream the instruction came down, if that stream is still open
+ * (@stream_generation); a result for a stream since closed is dropped
+ * (the master gave up on it when the stream closed: -EPIPE, and wrote the
+ * copy over HTTP).
+ *
+ * A job checks again when it starts what the heartbeat thread checked:
+ * a newer lease epoch seen meanwhile refuses it (409), a copy stored
+ * meanwhile answers 204 without a fetch. Two jobs for the same chunk may
+ * run at once (a master that gave up and sent it again): both store the
+ * same verified bytes, the store keeps one (the later record).
+ *
+ * Memory: each thread holds at most one chunk (its fetched bytes, and
+ * the decoded ones of a gzip copy), 2 x 64 MiB at most per thread.
+ */
+#ifndef ECHOFS_WORKER_COPIER_H
+#define ECHOFS_WORKER_COPIER_H
+
+#include "echofs/common.h"
+#include "echofs/meta.h" /* EFS_URL_MAX */
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct efs_worker_ctx;
+
+/* Copies carried out at once. */
+#define EFS_COPIER_THREADS 2
+/* Jobs held at once: queued, running, or finished and not yet taken. */
+#define EFS_COPIER_JOBS_MAX 16
+/* The largest chunk a pushed copy takes (the master's CHUNK_SIZE cap). */
+#define EFS_COPIER_SIZE_MAX (64ULL * 1024 * 1024)
+
+/* One pushed copy, as the heartbeat thread hands it over. */
+struct efs_copy_request {
+	uint64_t instruction_id;
+	uint64_t stream_generation; /* the stream it came down (heartbeat.c) */
+	char chunk_id[65];
+	char from_url[EFS_URL_MAX + 1];
+	uint64_t size;	      /* uncompressed bytes */
+	uint64_t lease_epoch; /* 0: none */
+};
+
+/* A finished copy: the Ack to send. */
+struct efs_copy_result {
+	uint64_t instruction_id;
+	uint64_t stream_generation;
+	unsigned status; /* 201 stored, 204 held, 409, 502, 507, 500 */
+	int64_t took_ms; /* from the hand-over to now */
+};
+
+struct efs_copy_job;
+
+struct efs_copier {
+	struct efs_worker_ctx *ctx;
+	pthread_mutex_t lock;
+	pthread_cond_t ready; /* a job queued, or stopping */
+	pthread_t threads[EFS_COPIER_THREADS];
+	size_t thread_count;
+	bool stopping;				 /* under lock */
+	atomic_bool aborting;			 /* running fetches give up (stop) */
+	struct efs_copy_job *queue, *queue_tail; /* to run, oldest first */
+	struct efs_copy_job *done, *done_tail;	 /* results not yet taken */
+	size_t jobs;				 /* queued + running + done */
+	/* For the worker's metrics (any thread). */
+	_Atomic uint64_t stored;  /* fetched, verified and stored (201) */
+	_Atomic uint64_t held;	  /* answered 204: held already, nothing fetched */
+	_Atomic uint64_t refused; /* refused busy: the queue was full */
+	_Atomic uint64_t running; /* jobs queued or running now */
+};
+
+/* Starts the copy threads. 0 or -errno (nothing to stop then). */
+int efs_copier_start(struct efs_copier *cp, struct efs_worker_ctx *ctx);
+/* Hands one copy over (copied). 0 queued; -EBUSY when EFS_COPIER_JOBS_MAX
+ * jobs are held (counted in refused); -ENOMEM; -ESHUTDOWN when
+ * stopping. */
+int efs_copier_submit(struct efs_copier *cp, const struct efs_copy_request *req);
+/* Moves up to @max finished results into @out, oldest first; returns how
+ * many. */
+size_t efs_copier_take(struct efs_copier *cp, struct efs_copy_result *out, size_t max);
+/* Makes running fetches give up, drops queued jobs and results, joins the
+ * threads. Safe on a copier that never started (zeroed). */
+void efs_copier_stop(struct efs_copier *cp);
+
+#endif
