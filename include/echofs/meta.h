@@ -536,6 +536,7 @@ struct efs_s3_upload_entry {
 	char upload_id[EFS_ID_MAX + 1];
 	char owner[EFS_ID_MAX + 1];
 	int64_t created_at_ms;
+	char policy[24]; /* as efs_s3_upload's ('' on DynamoDB) */
 };
 
 /* Records upload @u (not completed) in its bucket, in one transaction with

@@ -1343,7 +1343,7 @@ int efs_s3_list_uploads(struct efs_s3_req *s)
 		efs_s3_xml_text(&x, "UploadId", e->upload_id);
 		efs_s3_owner_xml(&x, "Initiator", e->owner);
 		efs_s3_owner_xml(&x, "Owner", e->owner);
-		efs_s3_xml_text(&x, "StorageClass", "STANDARD");
+		efs_s3_xml_text(&x, "StorageClass", efs_s3_storage_class(e->policy));
 		efs_s3_xml_time(&x, "Initiated", e->created_at_ms);
 		efs_s3_xml_close(&x, "Upload");
 	}

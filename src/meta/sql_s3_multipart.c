@@ -434,6 +434,7 @@ static int row_upload_entry(void *ctx, const struct efs_sql_row *row)
 	efs_strlcpy(e->upload_id, efs_sql_text(row, 1), sizeof(e->upload_id));
 	efs_strlcpy(e->owner, efs_sql_text(row, 2), sizeof(e->owner));
 	e->created_at_ms = efs_sql_int(row, 3);
+	efs_strlcpy(e->policy, efs_sql_text(row, 4), sizeof(e->policy));
 	return 0;
 }
 
@@ -446,7 +447,7 @@ int sql_s3_upload_list(void *impl, const char *bucket, const char *prefix, const
 	 * scan, the substr test ends the prefix. */
 	int r = SQL_ONE(
 	    impl,
-	    "SELECT object_key, upload_id, owner, created_at FROM s3_uploads"
+	    "SELECT object_key, upload_id, owner, created_at, policy FROM s3_uploads"
 	    " WHERE bucket = $1 AND completed = 0"
 	    "  AND (object_key > CAST($2 AS TEXT)"
 	    "       OR (object_key = CAST($2 AS TEXT) AND upload_id > CAST($3 AS TEXT)))"

@@ -138,6 +138,8 @@ def test_multipart_parts_are_stored_by_the_uploads_policy(s3, alice, key):
         listed = alice.list_parts(Bucket="pol", Key=name, UploadId=up)
         want_class = "STANDARD" if policy.startswith("replicas") else "STANDARD_IA"
         assert listed["StorageClass"] == want_class, listed
+        uploads = alice.list_multipart_uploads(Bucket="pol", Prefix=name)["Uploads"]
+        assert [(u["UploadId"], u["StorageClass"]) for u in uploads] == [(up, want_class)]
         alice.complete_multipart_upload(
             Bucket="pol", Key=name, UploadId=up,
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e}
