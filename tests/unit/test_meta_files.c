@@ -455,15 +455,21 @@ static void test_session_create_and_get(void **state)
 	assert_int_equal(got.version, 0);
 	assert_int_equal(got.created_at_ms, 1000);
 	assert_int_equal(got.expires_at_ms, 99999);
+	assert_string_equal(got.policy, ""); /* the default */
 
 	struct efs_session_info s2 = session_info(2, "bob", 123456);
 	s2.declared_size = 10 * (int64_t)EFS_GIB;
+	efs_strlcpy(s2.policy, "ec:4+2", sizeof(s2.policy));
 	assert_int_equal(efs_meta_session_create(f->m, &s2), 0);
 	assert_int_equal(efs_meta_session_get(f->m, s2.session_id, &got), 0);
 	assert_int_equal(got.declared_size, 10 * (int64_t)EFS_GIB);
 	assert_false(got.hidden);
 	assert_string_equal(got.owner, "bob");
 	assert_int_equal(got.expires_at_ms, 123456);
+	/* SQL keeps the session's policy (schema version 12); DynamoDB only
+	 * the default (the master refuses EC there). */
+	bool dynamodb = strcmp(efs_meta_backend(f->m), "dynamodb") == 0;
+	assert_string_equal(got.policy, dynamodb ? "" : "ec:4+2");
 }
 
 static void test_session_create_conflict_and_unknown(void **state)
