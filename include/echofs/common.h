@@ -32,6 +32,8 @@
 
 /* Longest id (worker, file, session) accepted anywhere, without the NUL. */
 #define EFS_ID_MAX 64
+/* A worker's failure domain (WORKER_ZONE): 0..EFS_ZONE_MAX bytes. */
+#define EFS_ZONE_MAX 32
 
 /* A cluster's id: 32 lowercase hex digits, drawn with its metadata. The
  * master sends it to the workers in EFS_HDR_CLUSTER on every call, a

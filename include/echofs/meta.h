@@ -31,6 +31,9 @@ struct efs_worker_info {
 	uint64_t chunk_count;
 	int64_t registered_at_ms;  /* first registration, Unix ms */
 	int64_t last_heartbeat_ms; /* last registration or heartbeat, Unix ms */
+	/* The failure domain the worker declared (WORKER_ZONE) at its latest
+	 * registration; "" for none: the worker is a zone of its own. */
+	char zone[EFS_ZONE_MAX + 1];
 };
 
 #define EFS_NAME_MAX 255     /* longest file name, bytes */
@@ -106,6 +109,11 @@ struct efs_session_info {
 	int64_t version;       /* bumped by every chunk received */
 	int64_t created_at_ms;
 	int64_t expires_at_ms;
+	/* The canonical storage policy its chunks are stored by ("ec:4+2"),
+	 * fixed at init; '' for the master's default (sessions from before
+	 * schema version 12, hidden sessions, and every session on DynamoDB,
+	 * which stores only the default, replicated policy). */
+	char policy[24];
 };
 
 /* A session completed into a file, remembered so that a repeated complete
@@ -354,6 +362,7 @@ struct efs_object_entry {
 	uint64_t size;
 	char etag[EFS_S3_ETAG_MAX + 1];
 	int64_t last_modified_ms;
+	char policy[24]; /* its file's (its storage class); '' replicated (DynamoDB: always) */
 };
 
 /* Creates bucket @b. -EEXIST when the name is taken (by anyone: read it
@@ -442,6 +451,12 @@ struct efs_object_copy {
 	 * and is returned. NULL: no check. */
 	int (*check_source)(void *ctx, const struct efs_object_info *src);
 	void *check_ctx;
+	/* The new file's policy and replication columns (issue 17; a policy
+	 * asked for the copy): NULL or "" and 0 for the source file's. The
+	 * chunks are the source's either way, stored as they are. DynamoDB
+	 * keeps the source's (it stores the default policy only). */
+	const char *dst_policy;
+	unsigned dst_replication;
 };
 /* Makes a new object at (dst->bucket, dst->key) holding the bytes of the
  * object at (src_bucket, src_key), in one transaction and without
@@ -498,6 +513,11 @@ struct efs_s3_upload {
 	 * the row is kept (for a retried complete) until expires_at_ms. */
 	bool completed;
 	struct efs_object_info obj;
+	/* The canonical storage policy its parts are stored by ("ec:4+2"),
+	 * fixed at creation; '' for STORAGE_POLICY (uploads from before
+	 * schema version 12, and every upload on DynamoDB, which keeps only
+	 * the default, replicated policy). */
+	char policy[24];
 };
 
 /* One acknowledged part. */
@@ -519,6 +539,7 @@ struct efs_s3_upload_entry {
 	char upload_id[EFS_ID_MAX + 1];
 	char owner[EFS_ID_MAX + 1];
 	int64_t created_at_ms;
+	char policy[24]; /* as efs_s3_upload's ('' on DynamoDB) */
 };
 
 /* Records upload @u (not completed) in its bucket, in one transaction with

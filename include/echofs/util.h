@@ -63,6 +63,11 @@ int efs_parse_u64(const char *s, bool allow_suffix, uint64_t *out);
  * are safe in paths, URLs, SQL text and log lines. */
 bool efs_id_valid(const char *s);
 
+/* True when @s is a worker zone (WORKER_ZONE): "" (no zone: the worker is
+ * a failure domain of its own) or 1..EFS_ZONE_MAX characters of
+ * [A-Za-z0-9._-]. Zones that pass are safe in SQL text, JSON and logs. */
+bool efs_zone_valid(const char *s);
+
 /* True when @s is exactly 64 lowercase hex digits (a SHA-256 chunk id). */
 bool efs_chunk_id_valid(const char *s);
 /* True when @s is exactly EFS_CLUSTER_ID_LEN lowercase hex digits. */

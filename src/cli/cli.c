@@ -15,7 +15,7 @@
 static const struct efs_cli_command commands[] = {
     {"put", "upload files; prints each new file id",
      "put [-q] [--name NAME] [--chunk-size SIZE] [--parallel N] [--threshold SIZE]\n"
-     "           [--limit-rate RATE] [--resume | --no-resume] FILE...\n"
+     "           [--limit-rate RATE] [--policy POLICY] [--resume | --no-resume] FILE...\n"
      "\n"
      "  Uploads each FILE and prints its new file id, one line per file, in the\n"
      "  order given. FILE - reads standard input (then --name is required).\n"
@@ -33,6 +33,8 @@ static const struct efs_cli_command commands[] = {
      "  --parallel N       chunks in flight at once (1 to 32, default 4)\n"
      "  --threshold SIZE   files larger than SIZE use a session (default 8M)\n"
      "  --limit-rate RATE  at most RATE bytes per second in all (K, M suffixes)\n"
+     "  --policy POLICY    store by replicas:N or ec:K+M (default: the master's\n"
+     "                     STORAGE_POLICY); a resumed session keeps its own\n"
      "  --resume           continue a saved session (the default; says so when none)\n"
      "  --no-resume        abort any saved session and start over\n"
      "  -q, --quiet        no progress bar\n",

@@ -26,6 +26,7 @@
 #define DEFAULT_PARALLEL 4
 #define MAX_PARALLEL 32
 #define NAME_URL_MAX (255 * 3 + 1)
+#define POLICY_URL_MAX 64 /* "&policy=" and an escaped policy ("ec:10+4" is 7 bytes) */
 
 struct put_opts {
 	const char *name; /* --name, or NULL for each file's basename */
@@ -80,12 +81,21 @@ static int put_request(const struct efs_cli *cli, const struct put_opts *opts, i
 		       struct efs_cli_api_result *res)
 {
 	char url[EFS_CLI_API_URL_MAX], escaped[NAME_URL_MAX], sha[EFS_SHA256_HEX_LEN + 1];
+	char policy[POLICY_URL_MAX] = "";
 	struct source src = {.fd = fd, .left = size, .progress = progress};
 	struct efs_http_call call;
 	int r;
 
+	if (opts->session.policy) {
+		memcpy(policy, "&policy=", 8);
+		if (efs_cli_api_escape(opts->session.policy, policy + 8, sizeof(policy) - 8) < 0) {
+			snprintf(res->err, sizeof(res->err), "the policy is too long");
+			return -ENAMETOOLONG;
+		}
+	}
 	if (efs_cli_api_escape(name, escaped, sizeof(escaped)) < 0 ||
-	    efs_cli_api_url(cli, url, sizeof(url), "/api/v1/files/upload?name=%s", escaped) < 0) {
+	    efs_cli_api_url(cli, url, sizeof(url), "/api/v1/files/upload?name=%s%s", escaped,
+			    policy) < 0) {
 		snprintf(res->err, sizeof(res->err), "the name is too long (255 bytes at most)");
 		return -ENAMETOOLONG;
 	}
@@ -298,6 +308,10 @@ int efs_cli_put(struct efs_cli *cli, int argc, char **argv)
 			if (parse_size("--limit-rate", value, 1, INT64_MAX, &v) < 0)
 				goto out;
 			opts.session.max_speed = (int64_t)v;
+		} else if ((r = efs_cli_opt(argc, argv, &i, "--policy", &value)) != 0) {
+			if (r < 0)
+				goto missing;
+			opts.session.policy = value; /* the master checks it */
 		} else if (strcmp(argv[i], "--resume") == 0) {
 			opts.resume = true;
 		} else if (strcmp(argv[i], "--no-resume") == 0) {

@@ -143,6 +143,8 @@ static int start_new(struct efs_put_session *s, const struct efs_cli *cli,
 	}
 	if (opts->chunk_size)
 		json_object_set_new(body, "chunk_size", json_integer((json_int_t)opts->chunk_size));
+	if (opts->policy)
+		json_object_set_new(body, "policy", json_string(opts->policy));
 	r = efs_cli_api_json(cli, "POST", "/api/v1/files/upload/init", body, 201, 0, &reply, res);
 	if (r < 0)
 		goto out;

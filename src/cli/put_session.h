@@ -34,6 +34,9 @@ struct efs_put_session_opts {
 	unsigned parallel;   /* chunks in flight at once, >= 1 */
 	bool fresh;	     /* abort a saved session and start over */
 	int64_t max_speed;   /* bytes/s over all chunks in flight; 0 = no cap */
+	/* The storage policy of a new session ("ec:4+2"; NULL = the master's
+	 * STORAGE_POLICY). A resumed session keeps the one it began with. */
+	const char *policy;
 };
 
 struct efs_put_session {

@@ -217,6 +217,21 @@ bool efs_id_valid(const char *s)
 	return n > 0;
 }
 
+bool efs_zone_valid(const char *s)
+{
+	size_t n = 0;
+	if (!s)
+		return false;
+	for (; s[n]; n++) {
+		char c = s[n];
+		if (n >= EFS_ZONE_MAX)
+			return false;
+		if (!(isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
 /* True when @s is exactly @len lowercase hex digits. */
 static bool lower_hex(const char *s, size_t len)
 {

@@ -85,6 +85,23 @@ json_t *efs_api_file_json(const struct efs_file_info *f);
  * efs_upload_memory_take returned (-EDQUOT: the user's share is full,
  * else the whole budget is). */
 const char *efs_api_upload_memory_full(int err);
+/* The storage policy an upload asks for (issue 17): @asked is ?policy=,
+ * the "policy" of a session's init or an S3 header, NULL for the master's
+ * STORAGE_POLICY. Checks that this cluster stores it (REPLICATION_FACTOR
+ * copies, or EC on the worker chunk store with SQL metadata) and can
+ * place a chunk by it now (K+M or the replicas' live workers with room).
+ * 0 with *@out set; -EINVAL (not a policy this cluster stores) or -ENOSPC
+ * (cannot be placed now) with @why saying so; or a negative errno of the
+ * store. *@out is untouched on error. */
+int efs_api_policy_check(struct efs_master *m, const char *asked, struct efs_policy *out,
+			 char *why, size_t why_size);
+/* efs_api_policy_check for a REST request: 0 with *@out set; 1 after
+ * replying 400 invalid_policy or 503 no_capacity; or a negative errno of
+ * the store, nothing replied. */
+int efs_api_upload_policy(struct efs_http_req *req, const char *asked, struct efs_policy *out);
+/* *@out = *@base storing by @policy (its ec_data, ec_parity). */
+void efs_api_policy_uploader(const struct efs_uploader *base, const struct efs_policy *policy,
+			     struct efs_uploader *out);
 /* api_sessions.c */
 int efs_api_session_init(struct efs_http_req *req);
 int efs_api_session_chunk_begin(struct efs_http_req *req);

@@ -210,44 +210,69 @@ static int open_hidden_session(void *ctx, char *session_id)
 	return 0;
 }
 
-/* The storage policy of an upload (issue 17): ?policy= or STORAGE_POLICY,
- * into *@out. 0; or 1 after replying 400 invalid_policy (a policy this
- * cluster cannot store this way). */
-static int upload_policy(struct efs_http_req *req, struct efs_master *m, struct efs_policy *out)
+int efs_api_policy_check(struct efs_master *m, const char *asked, struct efs_policy *out,
+			 char *why, size_t why_size)
 {
-	const char *asked = efs_http_query(req, "policy");
 	struct efs_policy p = m->cfg.default_policy;
 	if (asked && efs_ec_policy_parse(asked, &p) < 0) {
-		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
-				   "policy must be replicas:N or ec:K+M (for example ec:4+2), "
-				   "without spaces or leading zeros");
-		return 1;
+		snprintf(why, why_size,
+			 "policy must be replicas:N or ec:K+M (for example ec:4+2), without spaces "
+			 "or leading zeros");
+		return -EINVAL;
 	}
 	if (p.kind == EFS_POLICY_REPLICAS && p.replicas != m->cfg.replication_factor) {
-		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
-				   "this cluster stores replicated files with %u copies "
-				   "(REPLICATION_FACTOR): replicas:%u",
-				   m->cfg.replication_factor, m->cfg.replication_factor);
-		return 1;
+		snprintf(why, why_size,
+			 "this cluster stores replicated files with %u copies "
+			 "(REPLICATION_FACTOR): replicas:%u",
+			 m->cfg.replication_factor, m->cfg.replication_factor);
+		return -EINVAL;
 	}
-	if (p.kind == EFS_POLICY_EC) {
+	bool ec = p.kind == EFS_POLICY_EC;
+	if (ec) {
 		if (p.data_shards + p.parity_shards > EFS_MAX_REPLICAS) {
-			efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
-					   "ec:K+M stores at most %u shards per stripe",
-					   EFS_MAX_REPLICAS);
-			return 1;
+			snprintf(why, why_size, "ec:K+M stores at most %u shards per stripe",
+				 EFS_MAX_REPLICAS);
+			return -EINVAL;
 		}
 		bool coded = efs_chunk_backend_erasure_coding(m->chunks);
 		if (!coded || m->cfg.dynamodb.files_table) {
-			efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
-					   "erasure coding needs the worker chunk store and a SQL "
-					   "metadata store (this master has %s)",
-					   coded ? "DynamoDB" : "S3 chunks");
-			return 1;
+			snprintf(why, why_size,
+				 "erasure coding needs the worker chunk store and a SQL metadata "
+				 "store (this master has %s)",
+				 coded ? "DynamoDB" : "S3 chunks");
+			return -EINVAL;
 		}
 	}
+	/* The distinct places each new chunk needs: K+M shards, or the
+	 * replicas (the backend's default). */
+	int r = efs_chunk_backend_writable(m->chunks, ec ? p.data_shards + p.parity_shards : 0,
+					   why, why_size);
+	if (r < 0)
+		return r;
 	*out = p;
 	return 0;
+}
+
+int efs_api_upload_policy(struct efs_http_req *req, const char *asked, struct efs_policy *out)
+{
+	char why[160];
+	int r = efs_api_policy_check(efs_api_master(req), asked, out, why, sizeof(why));
+	if (r == -EINVAL)
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY, "%s", why);
+	else if (r == -ENOSPC)
+		efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY, "%s", why);
+	else
+		return r;
+	return 1;
+}
+
+void efs_api_policy_uploader(const struct efs_uploader *base, const struct efs_policy *policy,
+			     struct efs_uploader *out)
+{
+	bool ec = policy->kind == EFS_POLICY_EC;
+	*out = *base;
+	out->ec_data = ec ? policy->data_shards : 0;
+	out->ec_parity = ec ? policy->parity_shards : 0;
 }
 
 /* Headers are in: decide raw or multipart, check the name and capacity,
@@ -272,19 +297,8 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 					  "a raw upload names the file with ?name=");
 	int r;
 	struct efs_policy policy;
-	if ((r = upload_policy(req, m, &policy)) != 0)
-		return r < 0 ? r : 0; /* replied */
-	bool ec = policy.kind == EFS_POLICY_EC;
-	/* The distinct places each new chunk needs: K+M shards, or the
-	 * replicas (the backend's default). */
-	char why[160];
-	r = efs_chunk_backend_writable(m->chunks,
-				       ec ? policy.data_shards + policy.parity_shards : 0, why,
-				       sizeof(why));
-	if (r == -ENOSPC)
-		return efs_http_reply_err(req, EFS_HTTP_E_NO_CAPACITY, "%s", why);
-	if (r < 0)
-		return efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
+	if ((r = efs_api_upload_policy(req, efs_http_query(req, "policy"), &policy)) != 0)
+		return r < 0 ? efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL) : 0;
 
 	/* The first chunk buffer and its compressed copy come from the
 	 * budget of all uploads (the pipeline's others from its own): no
@@ -306,9 +320,7 @@ int efs_api_file_upload_begin(struct efs_http_req *req)
 	}
 	up->m = m;
 	up->reserved = 2 * most;
-	up->uploader = m->uploader;
-	up->uploader.ec_data = ec ? policy.data_shards : 0;
-	up->uploader.ec_parity = ec ? policy.parity_shards : 0;
+	efs_api_policy_uploader(&m->uploader, &policy, &up->uploader);
 	efs_ec_policy_format(&policy, up->policy, sizeof(up->policy));
 	efs_strlcpy(up->user, req->user, sizeof(up->user));
 	req->state = up;

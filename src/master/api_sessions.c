@@ -105,6 +105,19 @@ static int64_t expected_chunks(const struct efs_session_info *s)
 	return (int64_t)(((uint64_t)s->declared_size + s->chunk_size - 1) / s->chunk_size);
 }
 
+/* The policy session @s stores its chunks by: the one its init chose, or
+ * STORAGE_POLICY for a session without one. 0, or -EIO for a stored
+ * policy that does not parse (a damaged row). */
+static int session_policy(const struct efs_master *m, const struct efs_session_info *s,
+			  struct efs_policy *out)
+{
+	if (!s->policy[0]) {
+		*out = m->cfg.default_policy;
+		return 0;
+	}
+	return efs_ec_policy_parse(s->policy, out) < 0 ? -EIO : 0;
+}
+
 /* ---- POST /api/v1/files/upload/init ----------------------------------- */
 
 int efs_api_session_init(struct efs_http_req *req)
@@ -145,6 +158,33 @@ int efs_api_session_init(struct efs_http_req *req)
 	}
 	s.declared_size = r == 0 ? (int64_t)size : -1;
 	s.chunk_size = chunk_size;
+	/* The policy: ?policy= or the body's "policy" (the same, if both;
+	 * null is absent, as for size). */
+	const char *asked = efs_http_query(req, "policy");
+	const char *in_body = NULL;
+	json_t *policy_json = json_object_get(body, "policy");
+	if (policy_json && !json_is_null(policy_json) &&
+	    efs_json_str(body, "policy", EFS_POLICY_MAX_LEN + 8, &in_body) < 0) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
+				   "policy must be a string: replicas:N or ec:K+M");
+		goto out;
+	}
+	if (asked && in_body && strcmp(asked, in_body) != 0) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_POLICY,
+				   "?policy=%.24s and the body's policy differ", asked);
+		goto out;
+	}
+	/* An asked policy is checked as a one-request upload's is (400, or
+	 * 503 when it cannot be placed now); the default is not, so that an
+	 * init stays possible while workers come up, as before policies: its
+	 * chunks answer 503 no_capacity until they can be stored. */
+	struct efs_policy policy = m->cfg.default_policy;
+	if ((asked || in_body) &&
+	    (r = efs_api_upload_policy(req, asked ? asked : in_body, &policy)) != 0)
+		goto out; /* replied, or a store error */
+	/* Remembered canonical, so that every master stores its chunks
+	 * alike whatever its own STORAGE_POLICY. */
+	efs_ec_policy_format(&policy, s.policy, sizeof(s.policy));
 	if (expected_chunks(&s) > MAX_SESSION_CHUNKS) {
 		efs_http_reply_err(req, EFS_HTTP_E_TOO_MANY_CHUNKS,
 				   "size / chunk_size exceeds %d chunks", MAX_SESSION_CHUNKS);
@@ -160,11 +200,12 @@ int efs_api_session_init(struct efs_http_req *req)
 		efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
 		goto out;
 	}
-	efs_info("session %s opened by %s for \"%s\"", s.session_id, s.owner, s.name);
+	efs_info("session %s opened by %s for \"%s\", policy %s", s.session_id, s.owner, s.name,
+		 s.policy);
 	efs_http_reply_json(req, 201,
-			    json_pack("{s:s, s:I, s:s}", "session_id", s.session_id, "chunk_size",
-				      (json_int_t)s.chunk_size, "expires_at",
-				      efs_iso8601(s.expires_at_ms, when)));
+			    json_pack("{s:s, s:I, s:s, s:s}", "session_id", s.session_id,
+				      "chunk_size", (json_int_t)s.chunk_size, "expires_at",
+				      efs_iso8601(s.expires_at_ms, when), "policy", s.policy));
 out:
 	json_decref(body);
 	return r < 0 && !efs_http_replied(req) ? r : 0;
@@ -482,8 +523,13 @@ int efs_api_session_chunk(struct efs_http_req *req)
 					  "X-Chunk-SHA256 does not match the chunk's bytes "
 					  "(got %s)",
 					  sha);
+	struct efs_policy policy;
+	if ((r = session_policy(m, &s, &policy)) < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, s.session_id);
+	struct efs_uploader uploader;
+	efs_api_policy_uploader(&m->uploader, &policy, &uploader);
 	efs_upload_buffers_init(&bufs);
-	r = efs_upload_chunk(&m->uploader, &bufs, s.session_id, index,
+	r = efs_upload_chunk(&uploader, &bufs, s.session_id, index,
 			     cu->data.data ? cu->data.data : "", cu->data.len, sha, &res);
 	efs_upload_buffers_release(&bufs);
 	size_t len = cu->data.len;
@@ -620,7 +666,13 @@ int efs_api_session_complete(struct efs_http_req *req)
 		f.size = size;
 		f.chunk_size = s.chunk_size;
 		f.chunk_count = n;
-		f.replication = m->cfg.replication_factor;
+		struct efs_policy policy;
+		if ((r = session_policy(m, &s, &policy)) < 0)
+			return efs_http_reply_errno(req, EFS_HTTP_OP_SESSION, r, s.session_id);
+		f.replication = policy.kind == EFS_POLICY_EC
+				    ? policy.data_shards + policy.parity_shards
+				    : m->cfg.replication_factor;
+		efs_ec_policy_format(&policy, f.policy, sizeof(f.policy));
 		f.stored_bytes = stored;
 		f.created_at_ms = efs_now_ms();
 		/* Remembered for a repeated complete until the session would

@@ -114,11 +114,21 @@ int efs_api_worker_register(struct efs_http_req *req)
 		goto out;
 	}
 	bool with_id = r == 0;
+	const char *zone = "";
+	r = efs_json_str(body, "zone", EFS_ZONE_MAX, &zone);
+	if (r == -EINVAL || (r == 0 && !efs_zone_valid(zone))) {
+		efs_http_reply_err(req, EFS_HTTP_E_INVALID_FIELD,
+				   "zone must be at most %d characters of [A-Za-z0-9._-]",
+				   EFS_ZONE_MAX);
+		goto out;
+	}
+	if (r < 0)
+		zone = "";
 	if (read_capacity(body, &capacity, &free_bytes, &chunk_count, why, sizeof(why)) < 0) {
 		efs_http_reply_err(req, EFS_HTTP_E_INVALID_FIELD, "%s", why);
 		goto out;
 	}
-	r = efs_registry_register(&m->registry, with_id ? worker_id : NULL, url, capacity,
+	r = efs_registry_register(&m->registry, with_id ? worker_id : NULL, url, zone, capacity,
 				  free_bytes, chunk_count, id);
 	if (r < 0) {
 		efs_http_reply_errno(req, EFS_HTTP_OP_META, r, NULL);
@@ -197,8 +207,8 @@ int efs_api_worker_list(struct efs_http_req *req)
 		int64_t slow_ms = efs_placement_slow_for_ms(&m->placement, w->worker_id);
 		json_array_append_new(
 			workers,
-			json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:I, s:s}", "worker_id",
-				  w->worker_id, "url", w->url, "status",
+			json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:I, s:s}",
+				  "worker_id", w->worker_id, "url", w->url, "zone", w->zone, "status",
 				  list[i].alive ? "alive" : "dead", "last_heartbeat",
 				  efs_iso8601(w->last_heartbeat_ms, when), "capacity_bytes",
 				  (json_int_t)w->capacity_bytes, "free_bytes",

@@ -237,6 +237,7 @@ int efs_cache_session_get(struct efs_cache *c, const char *session_id,
 		s.chunk_size = chunk_size;
 		s.created_at_ms = (int64_t)created;
 		s.expires_at_ms = (int64_t)expires;
+		(void)take_str(j, "policy", s.policy, sizeof(s.policy)); /* "" if absent */
 		s.version = -1;
 		json_decref(j);
 		*out = s;
@@ -249,12 +250,12 @@ int efs_cache_session_get(struct efs_cache *c, const char *session_id,
 	/* Hidden sessions move their expiry with every chunk: not cached. */
 	if (c->redis && !s.hidden)
 		cache_put(c, "session", session_id,
-			  json_pack("{s:s, s:s, s:s, s:I, s:I, s:b, s:I, s:I}", "session_id",
+			  json_pack("{s:s, s:s, s:s, s:I, s:I, s:b, s:I, s:I, s:s}", "session_id",
 				    s.session_id, "owner", s.owner, "name", s.name, "declared_size",
 				    (json_int_t)s.declared_size, "chunk_size",
 				    (json_int_t)s.chunk_size, "hidden", s.hidden, "created_at",
 				    (json_int_t)s.created_at_ms, "expires_at",
-				    (json_int_t)s.expires_at_ms),
+				    (json_int_t)s.expires_at_ms, "policy", s.policy),
 			  s.expires_at_ms - efs_now_ms());
 	*out = s;
 	return 0;

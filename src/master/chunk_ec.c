@@ -114,18 +114,30 @@ static int put_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 	char epoch_header[64];
 	bool fenced = false;
 
+	/* The workers that hold a shard of the stripe: those in @tried on
+	 * entry (a rebuild's good rows) and those that stored one here. */
+	struct efs_target held[2 * EFS_MAX_REPLICAS];
+	size_t held_before = EFS_MIN(*tried_count, (size_t)EFS_MAX_REPLICAS);
+	memcpy(held, tried, held_before * sizeof(*held));
+
 	snprintf(epoch_header, sizeof(epoch_header), EFS_HDR_LEASE_EPOCH ": %llu",
 		 (unsigned long long)epoch);
 	/* A shard whose write failed goes to another worker, never one that
-	 * holds or was tried for a shard of this stripe; it is then out of
-	 * the order by worker id, which only makes healthy reads of this
-	 * stripe decode (the shard's header says which it is). */
+	 * holds or was tried for a shard of this stripe, in the zones holding
+	 * the fewest shards (placement.h: a failed worker's zone is not
+	 * counted); it is then out of the order by worker id, which only
+	 * makes healthy reads of this stripe decode (the shard's header says
+	 * which it is). */
 	for (int round = 0; round < rounds && pending > 0 && !fenced; round++) {
 		if (round == 0 && first) {
 			memcpy(targets, first, pending * sizeof(*targets));
 		} else {
-			int chosen = efs_placement_choose(io->placement, pending, slot, tried,
-							  *tried_count, targets);
+			size_t held_count = held_before, candidates;
+			for (unsigned i = 0; i < *done && held_count < EFS_ARRAY_SIZE(held); i++)
+				held[held_count++] = out[i];
+			int chosen = efs_placement_choose_spread(io->placement, pending, slot, held,
+								 held_count, tried, *tried_count,
+								 targets, &candidates);
 			if (chosen < (int)pending)
 				break; /* not enough workers left for them */
 		}

@@ -29,7 +29,8 @@
 
 /* Encodes @stored (@chunk->stored_size bytes, the chunk's stored form)
  * into @chunk->ec_data + @chunk->ec_parity shards and writes each to a
- * distinct live worker with room, all in parallel; a shard whose write
+ * distinct live worker with room, spread over zones (placement.h: as many
+ * zones as there are, then evenly), all in parallel; a shard whose write
  * fails goes to another worker the stripe does not use (three rounds, as
  * chunk_io.c's replicas). 0: every shard is durable; the workers, one per
  * shard, are in @out (*@written of them). -ENOSPC: fewer live workers
@@ -75,7 +76,8 @@ struct efs_ec_rebuild {
  * decoded and checked against the chunk id, and each missing shard is
  * written (with @epoch) to a live worker holding no good shard of the
  * stripe, distinct ones (a worker with a bad row may take one: its copy
- * is overwritten). A shard read missing or corrupt is marked bad.
+ * is overwritten), in the zones holding the fewest of the stripe's good
+ * shards (placement.h). A shard read missing or corrupt is marked bad.
  * @data and @scratch are work buffers. Nothing is recorded: the caller
  * records @out->added, then removes the @out->drop rows, in that order.
  * 0: @out says what was done (added_count 0 when nothing was missing;

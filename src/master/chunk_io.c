@@ -171,10 +171,19 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 	snprintf(epoch_header, sizeof(epoch_header), EFS_HDR_LEASE_EPOCH ": %llu",
 		 (unsigned long long)lease_epoch);
 
+	/* The workers holding the chunk: @exclude (the copies kept) and those
+	 * written here; the zones of the others tried (failed) are not
+	 * counted as used (placement.h). */
+	struct efs_target held[2 * EFS_MAX_REPLICAS];
+	if (exclude_count)
+		memcpy(held, exclude, exclude_count * sizeof(*exclude));
 	for (int round = 0; round < WRITE_ROUNDS && done < want && !fenced; round++) {
-		size_t candidates = 0;
-		int n = efs_placement_choose_counted(io->placement, want - done, len, tried,
-						     tried_count, pending, &candidates);
+		size_t candidates = 0, held_count = exclude_count;
+		for (unsigned i = 0; i < done; i++)
+			held[held_count++] = out[i];
+		int n = efs_placement_choose_spread(io->placement, want - done, len, held,
+						    held_count, tried, tried_count, pending,
+						    &candidates);
 		if (n < 0) {
 			*written = done;
 			return n;

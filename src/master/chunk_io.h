@@ -74,8 +74,11 @@ void efs_chunk_io_release(struct efs_chunk_io *io);
 /* Names the cluster (@cluster_id, copied) on every later call to a worker. */
 void efs_chunk_io_set_cluster(struct efs_chunk_io *io, const char *cluster_id);
 
-/* Stores the encoded chunk on @want workers besides those in @exclude.
- * Returns 0 with the targets in @out, or -ENOSPC (not enough live workers
+/* Stores the encoded chunk on @want workers besides those in @exclude,
+ * which are the workers holding it (at most EFS_MAX_REPLICAS): their
+ * zones count as used, so the new copies go to the zones holding the
+ * fewest (placement.h; a worker tried and failed here is excluded
+ * without its zone counting). Returns 0 with the targets in @out, or -ENOSPC (not enough live workers
  * with room: no capacity) or another -errno. *written is how many targets
  * in @out hold the chunk, on failure too: the caller records them (as
  * garbage, or as extra replicas) so no copy is left unaccounted for.

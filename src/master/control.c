@@ -115,12 +115,16 @@ static int register_message(void *state, struct efs_rpc_call *call, const uint8_
 	} else if (req->worker_id[0] && !efs_id_valid(req->worker_id)) {
 		efs_rpc_call_set_why(call, "worker_id must be 1-64 characters of [A-Za-z0-9_-]");
 		r = -EINVAL;
+	} else if (!efs_zone_valid(req->zone)) {
+		efs_rpc_call_set_why(call, "zone must be at most %d characters of [A-Za-z0-9._-]",
+				     EFS_ZONE_MAX);
+		r = -EINVAL;
 	} else if (req->cluster_id[0] && strcmp(req->cluster_id, ours) != 0) {
 		efs_rpc_call_set_why(call, "this master belongs to cluster %s", ours);
 		r = -EXDEV;
 	} else if ((r = space_valid(call, req->space)) == 0) {
 		r = efs_registry_register(&m->registry, req->worker_id[0] ? req->worker_id : NULL,
-					  req->url, req->space->capacity_bytes,
+					  req->url, req->zone, req->space->capacity_bytes,
 					  req->space->free_bytes, req->space->chunk_count, id);
 		if (r < 0) {
 			efs_rpc_call_set_why(call, "metadata store: %s", strerror(-r));

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* placement.c - weighted random choice of live workers for new replicas,
- * slow workers last. */
+/* placement.c - weighted random choice of live workers for new replicas:
+ * the least used zones first, slow workers last. */
 #include "master/placement.h"
 #include "echofs/util.h"
 
 #include <stdatomic.h>
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,13 +140,69 @@ int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_b
 			 struct efs_target *out)
 {
 	size_t candidates;
-	return efs_placement_choose_counted(p, want, need_bytes, exclude, exclude_count, out,
-					    &candidates);
+	return efs_placement_choose_spread(p, want, need_bytes, exclude, exclude_count, NULL, 0,
+					   out, &candidates);
 }
 
 int efs_placement_choose_counted(struct efs_placement *p, unsigned want, uint64_t need_bytes,
 				 const struct efs_target *exclude, size_t exclude_count,
 				 struct efs_target *out, size_t *candidates)
+{
+	return efs_placement_choose_spread(p, want, need_bytes, exclude, exclude_count, NULL, 0,
+					   out, candidates);
+}
+
+/* FNV-1a: zone names into the zone table. */
+static uint64_t zone_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+/* Numbers the zones of @list into @zone_of (n entries): workers with the
+ * same non-empty zone share a number, a worker without one has a number
+ * of its own. Returns 0 or -ENOMEM. */
+static int number_zones(const struct efs_worker_status *list, size_t n, size_t *zone_of)
+{
+	bool any = false;
+	for (size_t i = 0; i < n; i++) {
+		zone_of[i] = i;
+		any |= list[i].info.zone[0] != '\0';
+	}
+	if (!any) /* no zones: no table */
+		return 0;
+	size_t size = 16;
+	while (size < 2 * n)
+		size *= 2;
+	size_t *table = malloc(size * sizeof(*table)); /* a worker index + 1; 0 free */
+	if (!table)
+		return -ENOMEM;
+	memset(table, 0, size * sizeof(*table));
+	for (size_t i = 0; i < n; i++) {
+		const char *zone = list[i].info.zone;
+		if (!zone[0])
+			continue;
+		for (size_t h = zone_hash(zone) & (size - 1);; h = (h + 1) & (size - 1)) {
+			if (table[h] == 0) {
+				table[h] = i + 1;
+				break;
+			}
+			if (strcmp(list[table[h] - 1].info.zone, zone) == 0) {
+				zone_of[i] = zone_of[table[h] - 1];
+				break;
+			}
+		}
+	}
+	free(table);
+	return 0;
+}
+
+int efs_placement_choose_spread(struct efs_placement *p, unsigned want, uint64_t need_bytes,
+				const struct efs_target *held, size_t held_count,
+				const struct efs_target *exclude, size_t exclude_count,
+				struct efs_target *out, size_t *candidates)
 {
 	struct efs_worker_status *list;
 	size_t n;
@@ -155,17 +212,25 @@ int efs_placement_choose_counted(struct efs_placement *p, unsigned want, uint64_
 		return r;
 	double *weight = calloc(n ? n : 1, sizeof(*weight));
 	bool *slow = calloc(n ? n : 1, sizeof(*slow));
-	if (!weight || !slow) {
-		free(weight);
-		free(slow);
-		free(list);
-		return -ENOMEM;
+	size_t *zone_of = calloc(n ? n : 1, sizeof(*zone_of));
+	unsigned *in_zone = calloc(n ? n : 1, sizeof(*in_zone)); /* by zone number */
+	if (!weight || !slow || !zone_of || !in_zone || number_zones(list, n, zone_of) < 0) {
+		r = -ENOMEM;
+		goto out;
 	}
+	/* The zones the chunk is in already: its holders' (dead ones too:
+	 * the rows are what the chunk will have once they come back). */
+	for (size_t i = 0; i < n; i++)
+		for (size_t h = 0; h < held_count; h++)
+			if (strcmp(held[h].worker_id, list[i].info.worker_id) == 0) {
+				in_zone[zone_of[i]]++;
+				break;
+			}
 	*candidates = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct efs_worker_info *w = &list[i].info;
 		if (!list[i].alive || w->free_bytes < need_bytes + EFS_PLACEMENT_FREE_MARGIN ||
-		    excluded(w, exclude, exclude_count))
+		    excluded(w, held, held_count) || excluded(w, exclude, exclude_count))
 			continue;
 		/* +1 MiB keeps nearly full workers selectable but rare. */
 		weight[i] = ((double)w->free_bytes + 1048576.0) /
@@ -174,16 +239,26 @@ int efs_placement_choose_counted(struct efs_placement *p, unsigned want, uint64_
 		(*candidates)++;
 	}
 	while (chosen < want) {
-		/* The workers that are not slow first; slow ones only when
-		 * none of those is left. */
+		/* The zones holding the fewest of the chunk's copies first
+		 * (a zone not holding one before any other): the number of
+		 * zones used is the most the candidates allow, and no zone
+		 * gets a second copy while another that could take one has
+		 * none. Among the workers of those zones, the ones that are
+		 * not slow first; slow ones only when none of those is left. */
+		unsigned fewest = UINT_MAX;
+		for (size_t i = 0; i < n; i++)
+			if (weight[i] > 0 && in_zone[zone_of[i]] < fewest)
+				fewest = in_zone[zone_of[i]];
 		double total = 0;
 		bool tier_slow = false;
 		for (size_t i = 0; i < n; i++)
-			total += slow[i] ? 0 : weight[i];
+			if (in_zone[zone_of[i]] == fewest)
+				total += slow[i] ? 0 : weight[i];
 		if (total <= 0) {
 			tier_slow = true;
 			for (size_t i = 0; i < n; i++)
-				total += slow[i] ? weight[i] : 0;
+				if (in_zone[zone_of[i]] == fewest)
+					total += slow[i] ? weight[i] : 0;
 		}
 		if (total <= 0)
 			break;
@@ -192,26 +267,32 @@ int efs_placement_choose_counted(struct efs_placement *p, unsigned want, uint64_
 		double pick = (double)(rnd >> 11) / (double)(1ULL << 53) * total;
 		size_t i = 0;
 		for (; i < n; i++) {
-			if (weight[i] <= 0 || slow[i] != tier_slow)
+			if (weight[i] <= 0 || slow[i] != tier_slow || in_zone[zone_of[i]] != fewest)
 				continue;
 			if (pick < weight[i])
 				break;
 			pick -= weight[i];
 		}
 		if (i == n) /* rounding: take the last candidate */
-			for (i = n; i-- > 0 && (weight[i] <= 0 || slow[i] != tier_slow);)
+			for (i = n; i-- > 0 && (weight[i] <= 0 || slow[i] != tier_slow ||
+						in_zone[zone_of[i]] != fewest);)
 				;
 		efs_strlcpy(out[chosen].worker_id, list[i].info.worker_id,
 			    sizeof(out[chosen].worker_id));
 		efs_strlcpy(out[chosen].url, list[i].info.url, sizeof(out[chosen].url));
 		chosen++;
+		in_zone[zone_of[i]]++;
 		/* Never twice the same worker or the same URL. */
 		for (size_t j = 0; j < n; j++)
 			if (strcmp(list[j].info.url, list[i].info.url) == 0)
 				weight[j] = 0;
 	}
+	r = (int)chosen;
+out:
 	free(weight);
 	free(slow);
+	free(zone_of);
+	free(in_zone);
 	free(list);
-	return (int)chosen;
+	return r;
 }

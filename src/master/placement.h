@@ -7,14 +7,27 @@
  * divided by (1 + the writes this master has in flight to the worker), so
  * emptier and idler workers get more and a burst does not pile on one.
  *
+ * Zones (failure domains): a worker declares one with WORKER_ZONE; a
+ * worker without one is a zone of its own. Every pick is made among the
+ * candidates of the zones that hold the fewest copies of the chunk so far
+ * (counting the workers that hold it already, @held), and only then by
+ * the weighting above. So the copies (replicas, or an EC stripe's shards)
+ * land in as many distinct zones as the candidates allow, and with fewer
+ * zones than copies they are spread evenly: no zone gets one more while
+ * another zone with a candidate left holds fewer (so none holds more than
+ * ceil(copies / zones) when every zone has room; held copies already over
+ * that are not moved). Without zones every worker is a zone of its own
+ * and the choice is exactly the weighted one.
+ *
  * Slow workers: a transfer to or from a worker that chunk_io gave up on
  * for moving under SLOW_WORKER_MIN_RATE (not a stall), or one that
  * finished under that rate (efs_placement_finished_slowly), marks the
  * worker slow for SLOW_WORKER_AVOID_MS (each such abandon starts the time
  * again). While a worker is slow, placement chooses it only when the
  * workers that are not slow cannot fill the request (so the replication
- * factor is still met with exactly that many live workers), and reads try
- * its replicas last. The mark expires by itself: a recovered worker is
+ * factor is still met with exactly that many live workers) or the spread
+ * over zones needs it (zones come first: a slow worker is chosen rather
+ * than a second copy in one zone), and reads try its replicas last. The mark expires by itself: a recovered worker is
  * chosen again once its time is over.
  */
 #ifndef ECHOFS_MASTER_PLACEMENT_H
@@ -69,16 +82,25 @@ void efs_placement_release(struct efs_placement *p);
  * exactly the chunk's size free is chosen and answers 507. */
 #define EFS_PLACEMENT_FREE_MARGIN (16 * 1024)
 
-/* Chooses up to @want targets for @need_bytes: live workers, not in
- * @exclude, with at least @need_bytes + EFS_PLACEMENT_FREE_MARGIN free as
- * last reported. Returns how many were chosen (possibly fewer than @want,
- * possibly 0) or a store error. */
+/* Chooses up to @want targets for @need_bytes, spread over zones (see
+ * the top of this file): live workers, not in @held nor @exclude, with at
+ * least @need_bytes + EFS_PLACEMENT_FREE_MARGIN free as last reported.
+ * @held are the workers holding the chunk already (their zones count as
+ * used, matched by worker id); @exclude others it must not go to (tried
+ * and failed: their zones do not count). Sets *@candidates to how many
+ * workers were eligible, chosen ones included: more than the return value
+ * means a replacement exists. Returns how many were chosen (possibly
+ * fewer than @want, possibly 0), -ENOMEM or a store error. */
+int efs_placement_choose_spread(struct efs_placement *p, unsigned want, uint64_t need_bytes,
+				const struct efs_target *held, size_t held_count,
+				const struct efs_target *exclude, size_t exclude_count,
+				struct efs_target *out, size_t *candidates);
+/* efs_placement_choose_spread with @exclude as the holders (@held) and
+ * nothing else excluded: for callers whose exclusions all hold the chunk. */
 int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_bytes,
 			 const struct efs_target *exclude, size_t exclude_count,
 			 struct efs_target *out);
-/* As efs_placement_choose, and sets *@candidates to how many workers
- * were eligible (live, with room, not excluded), chosen ones included:
- * more than the return value means a replacement exists. */
+/* The same, with the count of eligible workers in *@candidates. */
 int efs_placement_choose_counted(struct efs_placement *p, unsigned want, uint64_t need_bytes,
 				 const struct efs_target *exclude, size_t exclude_count,
 				 struct efs_target *out, size_t *candidates);

@@ -167,13 +167,19 @@ static int redis_beat(struct efs_registry *reg, const char *worker_id, int64_t n
 }
 
 int efs_registry_register(struct efs_registry *reg, const char *worker_id, const char *url,
-			  uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count,
-			  char *out_id)
+			  const char *zone, uint64_t capacity_bytes, uint64_t free_bytes,
+			  uint64_t chunk_count, char *out_id)
 {
 	struct efs_worker_info w = {0};
 	struct efs_worker_info old;
 	int64_t now = efs_now_ms();
 	int r;
+
+	if (!zone)
+		zone = "";
+	if (!efs_zone_valid(zone))
+		return -EINVAL;
+	efs_strlcpy(w.zone, zone, sizeof(w.zone));
 
 	if (worker_id) {
 		efs_strlcpy(w.worker_id, worker_id, sizeof(w.worker_id));
@@ -198,9 +204,9 @@ int efs_registry_register(struct efs_registry *reg, const char *worker_id, const
 	if (r > 0)
 		efs_warn("worker %s now answers at %s: %d older record(s) at that URL marked dead",
 			 w.worker_id, w.url, r);
-	efs_info("worker %s %s at %s (capacity %llu, free %llu, chunks %llu)", w.worker_id,
-		 known ? "registered again" : "registered", w.url,
-		 (unsigned long long)capacity_bytes, (unsigned long long)free_bytes,
+	efs_info("worker %s %s at %s%s%s (capacity %llu, free %llu, chunks %llu)", w.worker_id,
+		 known ? "registered again" : "registered", w.url, w.zone[0] ? " in zone " : "",
+		 w.zone, (unsigned long long)capacity_bytes, (unsigned long long)free_bytes,
 		 (unsigned long long)chunk_count);
 	/* A new worker, a new URL or a retired record: placement sees it now. */
 	pthread_mutex_lock(&reg->cache_lock);

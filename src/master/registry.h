@@ -120,13 +120,16 @@ void efs_registry_init(struct efs_registry *reg, struct efs_meta *meta, struct e
 /* Frees the cached list; a zeroed, never initialised registry is accepted. */
 void efs_registry_release(struct efs_registry *reg);
 
-/* Registers a worker at @url. With @worker_id NULL a new id is made;
- * otherwise the worker keeps that id (a restart). The id is written to
- * @out_id (EFS_ID_MAX + 1 bytes). Other records at the same URL are the
- * same machine under an old id: they are marked dead. */
+/* Registers a worker at @url in failure domain @zone (efs_zone_valid;
+ * "" or NULL: none, a zone of its own; a registration replaces the zone
+ * recorded before). With @worker_id NULL a new id is made; otherwise the
+ * worker keeps that id (a restart). The id is written to @out_id
+ * (EFS_ID_MAX + 1 bytes). Other records at the same URL are the same
+ * machine under an old id: they are marked dead. -EINVAL for an invalid
+ * zone. */
 int efs_registry_register(struct efs_registry *reg, const char *worker_id, const char *url,
-			  uint64_t capacity_bytes, uint64_t free_bytes, uint64_t chunk_count,
-			  char *out_id);
+			  const char *zone, uint64_t capacity_bytes, uint64_t free_bytes,
+			  uint64_t chunk_count, char *out_id);
 /* Records a heartbeat; -ENOENT for an unknown worker (it registers again).
  * @rejoined (may be NULL) is set to true when the worker was dead just
  * before this beat (its last one older than WORKER_DEAD_AFTER_MS, and no

@@ -16,7 +16,10 @@
 #define REPAIR_INTERVAL_MS 1000
 #define REPAIR_BACKOFF_MS 10000
 /* Chunks taken from the metadata per repair pass (the most under-replicated
- * first); the rest wait for the next pass, REPAIR_INTERVAL_MS later. */
+ * first); the rest wait for the next pass: REPAIR_INTERVAL_MS later, or at
+ * once after a full pass that repaired something (then without the count,
+ * which scans every chunk), so that REPAIR_BANDWIDTH, not this number,
+ * bounds how fast a dead worker's chunks are copied. */
 #define REPAIR_PASS_CHUNKS 64
 /* After a pass that found nothing under-replicated, the next waits this
  * many times as long as the count took (repair.h). */
@@ -297,8 +300,11 @@ static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *n
 	return (int64_t)len * missing;
 }
 
-static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_buf *scratch,
-			struct efs_buf *encoded)
+/* One pass: count (unless @recount is false: a full pass just ran), then
+ * repair up to REPAIR_PASS_CHUNKS chunks. True when the pass was full and
+ * repaired some: the next should follow at once. */
+static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_buf *scratch,
+			struct efs_buf *encoded, bool recount)
 {
 	const struct efs_repair_deps *d = &rp->deps;
 	struct efs_repair_need needs[REPAIR_PASS_CHUNKS];
@@ -309,7 +315,9 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	/* What the operator watches: chunks short of good replicas on workers
 	 * alive right now. */
 	int64_t scan_started = efs_mono_ms();
-	if (efs_meta_under_replicated(d->meta, d->replication_factor, now - d->worker_dead_after_ms,
+	if (!recount) {
+		under = 1; /* unknown: the list says */
+	} else if (efs_meta_under_replicated(d->meta, d->replication_factor, now - d->worker_dead_after_ms,
 				      &under) == 0 &&
 	    efs_meta_ec_stripes(d->meta, now - d->worker_dead_after_ms, &degraded,
 				&unrecoverable) == 0) {
@@ -327,25 +335,26 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	} else {
 		rp->store_ok_since = efs_mono_ms(); /* counts from its return */
 		efs_meta_lease_drop(d->meta);
-		return;
+		return false;
 	}
 	if (under == 0 || !efs_meta_lease(d->meta))
-		return; /* nothing to do, or another master repairs */
+		return false; /* nothing to do, or another master repairs */
 	/* Heartbeat times in the store are stale after a start or an outage
 	 * of the store: wait until every live worker has beaten again, or
 	 * all of them would look dead and be copied needlessly. */
 	if (efs_mono_ms() - rp->store_ok_since < 2 * d->worker_dead_after_ms)
-		return;
+		return false;
 	/* What repair acts on: a dead worker's replicas count until it has
 	 * been dead for REPAIR_AFTER_MS. */
 	int64_t holding_after = now - d->worker_dead_after_ms - d->repair_after_ms;
 	if (meta_failed(d, efs_meta_repair_list(d->meta, d->replication_factor, holding_after,
 						REPAIR_PASS_CHUNKS, needs, &n)) < 0 ||
 	    n == 0)
-		return;
+		return false;
 
 	struct efs_pace pace;
 	uint64_t copied = 0, done = 0, failed = 0;
+	bool stopped = false;
 	efs_pace_init(&pace, d->bandwidth);
 	for (size_t i = 0; i < n; i++) {
 		int64_t r = repair_one(rp, &needs[i], holding_after, data, scratch, encoded);
@@ -354,6 +363,7 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 			 * seen a newer epoch: another master holds it): not
 			 * another instruction until it is taken again. */
 			efs_meta_lease_drop(d->meta);
+			stopped = true;
 			break;
 		}
 		if (r < 0) {
@@ -364,20 +374,28 @@ static void repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 		copied += (uint64_t)r;
 		/* Pace: never ahead of REPAIR_BANDWIDTH bytes per second. */
 		int64_t ahead = efs_pace_add(&pace, (uint64_t)r);
-		if (ahead > 0 && efs_ticker_wait(&rp->ticker, ahead))
+		if (ahead > 0 && efs_ticker_wait(&rp->ticker, ahead)) {
+			stopped = true;
 			break;
+		}
 	}
 	atomic_fetch_add(&rp->repaired_total, done);
 	atomic_fetch_add(&rp->failed_total, failed);
 	/* Nothing could be done (no room, nothing readable): back off. */
 	rp->backoff_until = done == 0 && failed > 0 ? efs_mono_ms() + REPAIR_BACKOFF_MS : 0;
-	if (done || failed)
+	if ((done || failed) && recount)
 		efs_info(
 		    "repair: %llu chunks re-replicated or rebuilt (%llu bytes), %llu failed; "
 		    "%llu were under-replicated, %llu EC stripes degraded (%llu unrecoverable)",
 		    (unsigned long long)done, (unsigned long long)copied,
 		    (unsigned long long)failed, (unsigned long long)(under - degraded),
 		    (unsigned long long)degraded, (unsigned long long)unrecoverable);
+	else if (done || failed)
+		efs_info("repair: %llu more chunks re-replicated or rebuilt (%llu bytes), %llu "
+			 "failed (a full pass continued)",
+			 (unsigned long long)done, (unsigned long long)copied,
+			 (unsigned long long)failed);
+	return !stopped && n == REPAIR_PASS_CHUNKS && done > 0;
 }
 
 static void repair_main(struct efs_ticker *t, void *ctx)
@@ -387,12 +405,14 @@ static void repair_main(struct efs_ticker *t, void *ctx)
 	efs_buf_init(&data, SIZE_MAX);
 	efs_buf_init(&scratch, SIZE_MAX);
 	efs_buf_init(&encoded, SIZE_MAX);
-	while (!efs_ticker_wait(t, REPAIR_INTERVAL_MS)) {
+	bool again = false; /* the last pass was full: the next follows at once */
+	while (!efs_ticker_wait(t, again ? 0 : REPAIR_INTERVAL_MS)) {
 		int64_t mono = efs_mono_ms();
-		if (mono >= rp->backoff_until && mono >= rp->idle_until)
-			repair_pass(rp, &data, &scratch, &encoded);
-		/* In this thread: never on a chunk repair is working on. */
-		if (rp->deps.convert)
+		if (again || (mono >= rp->backoff_until && mono >= rp->idle_until))
+			again = repair_pass(rp, &data, &scratch, &encoded, !again);
+		/* In this thread: never on a chunk repair is working on, and
+		 * only when repair has no full pass to follow at once. */
+		if (rp->deps.convert && !again)
 			efs_ec_convert_pass(rp->deps.convert, t, &data, &scratch);
 	}
 	efs_buf_release(&data);

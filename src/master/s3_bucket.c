@@ -4,6 +4,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "echofs/xml.h"
+#include "master/s3_policy.h"
 #include "master/s3_xml.h"
 
 #include <ctype.h>
@@ -478,7 +479,7 @@ int efs_s3_list_objects(struct efs_s3_req *s)
 		efs_s3_xml_u64(&x, "Size", it->entry.size);
 		if (!v2 || (fetch_owner && strcmp(fetch_owner, "true") == 0))
 			owner_xml(&x, b.owner);
-		efs_s3_xml_text(&x, "StorageClass", "STANDARD");
+		efs_s3_xml_text(&x, "StorageClass", efs_s3_storage_class(it->entry.policy));
 		efs_s3_xml_close(&x, "Contents");
 	}
 	for (size_t i = 0; i < list.count; i++) {

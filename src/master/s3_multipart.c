@@ -30,6 +30,7 @@
 #include "master/s3_checksum.h"
 #include "master/s3_bucket.h"
 #include "master/s3_object.h"
+#include "master/s3_policy.h"
 #include "master/s3_xml.h"
 #include "master/upload_pipeline.h"
 
@@ -131,6 +132,16 @@ int efs_s3_create_upload(struct efs_s3_req *s)
 		r = efs_http_replied(s->http) ? 0 : r;
 		goto out;
 	}
+	/* The parts' policy, checked now if asked, and remembered canonical
+	 * so that every master stores the parts alike (SQL; DynamoDB keeps
+	 * none: its only policy is the default). */
+	struct efs_policy policy;
+	bool asked;
+	if ((r = efs_s3_policy(s, &policy, &asked)) < 0) {
+		r = efs_http_replied(s->http) ? 0 : r;
+		goto out;
+	}
+	efs_ec_policy_format(&policy, u->policy, sizeof(u->policy));
 	/* Upload ids sort by creation time (ListMultipartUploads lists the
 	 * uploads of a key in that order, as S3): 12 hex digits of the
 	 * milliseconds, then 20 random ones. */
@@ -156,8 +167,8 @@ int efs_s3_create_upload(struct efs_s3_req *s)
 		r = efs_s3_error_store(s, r, "CreateMultipartUpload");
 		goto out;
 	}
-	efs_info("s3 multipart upload %s of %s/%s started by %s (request %s)", u->upload_id,
-		 s->bucket, s->key, s->principal.owner, s->request_id);
+	efs_info("s3 multipart upload %s of %s/%s started by %s, policy %s (request %s)",
+		 u->upload_id, s->bucket, s->key, s->principal.owner, u->policy, s->request_id);
 	efs_s3_xml_init(&x);
 	efs_s3_xml_open(&x, "InitiateMultipartUploadResult", EFS_S3_XMLNS);
 	efs_s3_xml_text(&x, "Bucket", s->bucket);
@@ -188,6 +199,8 @@ struct part_op {
 	unsigned char content_md5[EFS_MD5_LEN];
 	struct efs_s3_checksum checksum; /* x-amz-checksum-*, header or trailer */
 	size_t reserved;		 /* from the master's upload_memory */
+	/* The upload's storage policy: the pipeline stores through this. */
+	struct efs_uploader uploader;
 	/* UploadPartCopy: the source file and the range of it to copy */
 	bool copy;
 	struct efs_file_info source;
@@ -519,6 +532,12 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 	efs_s3_file_name(s->key, p->name, sizeof(p->name));
 	p->part_number = (unsigned)number;
 	p->expected = (uint64_t)length;
+	struct efs_policy policy;
+	if ((r = efs_s3_upload_policy(m, u, &policy)) < 0) {
+		r = efs_s3_error_store(s, r, "UploadPart policy");
+		goto out;
+	}
+	efs_api_policy_uploader(&m->uploader, &policy, &p->uploader);
 	if (copy_header) {
 		p->copy = true;
 		if ((r = copy_source(s, p, copy_header)) < 0) {
@@ -551,7 +570,7 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 	if ((r = efs_md5_init(&p->md5)) < 0)
 		goto out;
 	p->md5_ready = true;
-	if ((r = efs_upload_pipeline_new(&m->uploader, &m->upload_budget, m->cfg.chunk_size,
+	if ((r = efs_upload_pipeline_new(&p->uploader, &m->upload_budget, m->cfg.chunk_size,
 					 part_open_session, p, &p->pipeline)) < 0)
 		goto out;
 	if (copy_header) {
@@ -926,7 +945,12 @@ static int complete_upload_end(struct efs_s3_req *s)
 			goto out;
 		efs_strlcpy(file->owner, u->owner, sizeof(file->owner));
 		efs_s3_file_name(s->key, file->name, sizeof(file->name));
-		file->replication = m->cfg.replication_factor;
+		struct efs_policy policy;
+		if ((r = efs_s3_upload_policy(m, u, &policy)) < 0) {
+			r = efs_s3_error_store(s, r, "CompleteMultipartUpload policy");
+			goto out;
+		}
+		efs_s3_policy_file(m, &policy, file);
 		file->created_at_ms = efs_now_ms();
 		r = hash_parts(m, chosen, c->listed_count, file->sha256);
 		if (r == -ESTALE)
@@ -1087,7 +1111,7 @@ int efs_s3_list_parts(struct efs_s3_req *s)
 	efs_s3_xml_text(&x, "UploadId", u->upload_id);
 	efs_s3_owner_xml(&x, "Initiator", u->owner);
 	efs_s3_owner_xml(&x, "Owner", u->owner);
-	efs_s3_xml_text(&x, "StorageClass", "STANDARD");
+	efs_s3_xml_text(&x, "StorageClass", efs_s3_storage_class(u->policy));
 	efs_s3_xml_u64(&x, "PartNumberMarker", marker);
 	efs_s3_xml_u64(&x, "NextPartNumberMarker", n ? parts[n - 1].part_number : marker);
 	efs_s3_xml_u64(&x, "MaxParts", max_parts);
@@ -1319,7 +1343,7 @@ int efs_s3_list_uploads(struct efs_s3_req *s)
 		efs_s3_xml_text(&x, "UploadId", e->upload_id);
 		efs_s3_owner_xml(&x, "Initiator", e->owner);
 		efs_s3_owner_xml(&x, "Owner", e->owner);
-		efs_s3_xml_text(&x, "StorageClass", "STANDARD");
+		efs_s3_xml_text(&x, "StorageClass", efs_s3_storage_class(e->policy));
 		efs_s3_xml_time(&x, "Initiated", e->created_at_ms);
 		efs_s3_xml_close(&x, "Upload");
 	}

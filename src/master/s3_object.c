@@ -18,6 +18,7 @@
 #include "echofs/xml.h"
 #include "master/download.h"
 #include "master/s3_checksum.h"
+#include "master/s3_policy.h"
 #include "master/s3_xml.h"
 #include "master/upload_pipeline.h"
 
@@ -55,6 +56,10 @@ struct put_op {
 	/* If-None-Match: * / If-Match, checked when the row is written */
 	struct efs_object_cond cond;
 	char if_etag[EFS_S3_ETAG_MAX + 1];
+	/* The storage policy (s3_policy.h): the pipeline stores through
+	 * uploader, the file row records policy (canonical). */
+	struct efs_uploader uploader;
+	struct efs_policy policy;
 };
 
 static void put_free(void *op)
@@ -351,7 +356,7 @@ static int put_end(struct efs_s3_req *s)
 	efs_strlcpy(f.owner, p->owner, sizeof(f.owner));
 	efs_strlcpy(f.name, p->name, sizeof(f.name));
 	f.chunk_size = m->cfg.chunk_size;
-	f.replication = m->cfg.replication_factor;
+	efs_s3_policy_file(m, &p->policy, &f);
 	f.created_at_ms = efs_now_ms();
 	efs_strlcpy(p->obj.file_id, f.file_id, sizeof(p->obj.file_id));
 	p->obj.size = p->received;
@@ -397,10 +402,10 @@ static int put_end(struct efs_s3_req *s)
 		drop_new_file(p, f.file_id);
 		return put_refused(s, p, r);
 	}
-	efs_info("s3 object %s/%s stored: file %s, %llu bytes in %llu chunks, owner %s "
+	efs_info("s3 object %s/%s stored: file %s, %llu bytes in %llu chunks, policy %s, owner %s "
 		 "(request %s)",
 		 p->obj.bucket, p->obj.key, f.file_id, (unsigned long long)f.size,
-		 (unsigned long long)f.chunk_count, f.owner, s->request_id);
+		 (unsigned long long)f.chunk_count, f.policy, f.owner, s->request_id);
 	snprintf(etag, sizeof(etag), "\"%s\"", p->obj.etag);
 	efs_http_add_header(s->http, "ETag", etag);
 	efs_s3_checksum_reply(s, &p->checksum);
@@ -450,6 +455,32 @@ static int put_conditions(struct efs_s3_req *s, struct efs_object_cond *cond,
 	return 0;
 }
 
+/* Sets up @p's storing by p->policy of p->expected bytes: its memory
+ * from UPLOAD_MEMORY, the MD5, the pipeline. Replies 503 SlowDown and
+ * returns -EBUSY when the memory is taken; -ENOMEM. */
+static int put_start(struct efs_s3_req *s, struct put_op *p)
+{
+	struct efs_master *m = p->m;
+	int r;
+
+	efs_api_policy_uploader(&m->uploader, &p->policy, &p->uploader);
+	/* The first chunk buffer and its compressed copy, from the budget of
+	 * all uploads (as api_files.c): no bigger than the body. */
+	size_t most = (size_t)EFS_MIN((uint64_t)m->cfg.chunk_size, p->expected);
+	if ((r = efs_upload_memory_take(&m->upload_memory, p->owner, 2 * most)) < 0) {
+		if (r == -ENOMEM)
+			return r;
+		efs_http_add_header(s->http, "Retry-After", "1");
+		return efs_s3_error(s, 503, "SlowDown", "%s", efs_api_upload_memory_full(r)),
+		       -EBUSY;
+	}
+	p->reserved = 2 * most;
+	if ((r = efs_md5_init(&p->md5)) < 0)
+		return r;
+	return efs_upload_pipeline_new(&p->uploader, &m->upload_budget, m->cfg.chunk_size,
+				       open_session, p, &p->pipeline);
+}
+
 int efs_s3_put_object_begin(struct efs_s3_req *s)
 {
 	struct efs_master *m = s->m;
@@ -492,22 +523,11 @@ int efs_s3_put_object_begin(struct efs_s3_req *s)
 		return r < 0 ? r : 0;
 	if ((r = put_conditions(s, &p->cond, p->if_etag)) < 0)
 		return efs_http_replied(s->http) ? 0 : r;
-
-	/* The first chunk buffer and its compressed copy, from the budget of
-	 * all uploads (as api_files.c): no bigger than the body. */
-	size_t most = (size_t)EFS_MIN((uint64_t)m->cfg.chunk_size, p->expected);
-	if ((r = efs_upload_memory_take(&m->upload_memory, p->owner, 2 * most)) < 0) {
-		if (r == -ENOMEM)
-			return r;
-		efs_http_add_header(s->http, "Retry-After", "1");
-		return efs_s3_error(s, 503, "SlowDown", "%s", efs_api_upload_memory_full(r));
-	}
-	p->reserved = 2 * most;
-	if ((r = efs_md5_init(&p->md5)) < 0)
-		return r;
-	if ((r = efs_upload_pipeline_new(&m->uploader, &m->upload_budget, m->cfg.chunk_size,
-					 open_session, p, &p->pipeline)) < 0)
-		return r;
+	bool asked;
+	if ((r = efs_s3_policy(s, &p->policy, &asked)) < 0)
+		return efs_http_replied(s->http) ? 0 : r;
+	if ((r = put_start(s, p)) < 0)
+		return efs_http_replied(s->http) ? 0 : r;
 	s->on_body = put_body;
 	s->on_end = put_end;
 	return 0;
@@ -788,6 +808,11 @@ int efs_s3_get_object(struct efs_s3_req *s)
 		goto out;
 	}
 	object_headers(s, o);
+	/* How the file is stored now (s3_policy.h); STANDARD goes unsaid, as
+	 * S3 leaves it. */
+	const char *storage_class = efs_s3_storage_class(f->policy);
+	if (strcmp(storage_class, "STANDARD") != 0)
+		efs_http_add_header(s->http, "x-amz-storage-class", storage_class);
 	/* The stored checksum, of the whole object only (not of a range or
 	 * of one part of several), as S3. */
 	const char *mode = efs_http_header(s->http, "x-amz-checksum-mode");
@@ -1155,6 +1180,14 @@ struct copy_op {
 	struct efs_object_cond cond; /* the destination's, as PutObject's */
 	char if_etag[EFS_S3_ETAG_MAX + 1];
 	struct efs_object_info obj; /* the new object */
+	/* x-amz-storage-class / x-echofs-policy (s3_policy.h): the new
+	 * file's policy (canonical; "" without the headers: the source's).
+	 * The copy still shares the source's chunks, which stay stored as they
+	 * are, as any chunk deduplication shares (docs/S3.md). */
+	bool policy_asked;
+	struct efs_policy policy;
+	char dst_policy[EFS_POLICY_MAX_LEN + 1];
+	unsigned dst_replication;
 };
 
 /* The copy-source conditions on the source's row @src, as S3 evaluates
@@ -1292,6 +1325,8 @@ copy:
 	    .cond = &c->cond,
 	    .check_source = copy_source_check,
 	    .check_ctx = c,
+	    .dst_policy = c->dst_policy,
+	    .dst_replication = c->dst_replication,
 	};
 	r = efs_meta_object_copy(s->m->meta, &copy, efs_now_ms());
 	switch (r) {
@@ -1392,7 +1427,16 @@ int efs_s3_copy_object_begin(struct efs_s3_req *s)
 	if (directive && strcmp(directive, "COPY") != 0 && strcmp(directive, "REPLACE") != 0)
 		return efs_s3_error(s, 400, "InvalidArgument", "Unknown metadata directive.");
 	c->replace_headers = directive && strcmp(directive, "REPLACE") == 0;
-	if (!c->replace_headers && !c->from_file && strcmp(c->source.bucket, s->bucket) == 0 &&
+	if ((r = efs_s3_policy(s, &c->policy, &c->policy_asked)) < 0)
+		return efs_http_replied(s->http) ? 0 : r;
+	if (c->policy_asked) {
+		struct efs_file_info as_stored = {0};
+		efs_s3_policy_file(s->m, &c->policy, &as_stored);
+		efs_strlcpy(c->dst_policy, as_stored.policy, sizeof(c->dst_policy));
+		c->dst_replication = as_stored.replication;
+	}
+	if (!c->replace_headers && !c->policy_asked && !c->from_file &&
+	    strcmp(c->source.bucket, s->bucket) == 0 &&
 	    strcmp(c->source.key, s->key) == 0)
 		return efs_s3_error(s, 400, "InvalidRequest",
 				    "This copy request is illegal because it is trying to copy an "

@@ -416,6 +416,18 @@ static bool condition_supported(struct efs_s3_req *s, const char *header)
 		strcmp(header, "If-Unmodified-Since") == 0);
 }
 
+/* PutObject, CopyObject (a PUT of a key that is not UploadPart) or
+ * CreateMultipartUpload (POST ?uploads). */
+static bool policy_writer(struct efs_s3_req *s)
+{
+	const char *method = s->http->method;
+	if (!s->has_key)
+		return false;
+	if (strcmp(method, "PUT") == 0)
+		return !efs_s3_query_has(s, "uploadId") && !efs_s3_query_has(s, "partNumber");
+	return strcmp(method, "POST") == 0 && efs_s3_query_has(s, "uploads");
+}
+
 /* Request headers whose meaning we do not implement: answered 501 rather
  * than ignored (a conditional request must not succeed regardless). */
 static const char *unsupported_header(struct efs_s3_req *s)
@@ -442,9 +454,15 @@ static const char *unsupported_header(struct efs_s3_req *s)
 	const char *acl = efs_http_header(s->http, "x-amz-acl");
 	if (acl && strcmp(acl, "private") != 0)
 		return "x-amz-acl";
+	/* PutObject, CopyObject and CreateMultipartUpload take a storage
+	 * class or policy (s3_policy.h); other operations only STANDARD. */
+	if (policy_writer(s))
+		return NULL;
 	const char *sc = efs_http_header(s->http, "x-amz-storage-class");
 	if (sc && strcmp(sc, "STANDARD") != 0)
 		return "x-amz-storage-class";
+	if (efs_http_header(s->http, "x-echofs-policy"))
+		return "x-echofs-policy";
 	return NULL;
 }
 

@@ -684,6 +684,7 @@ static int push_entry(void *ctx, const json_t *item)
 		return LIST_END;
 	}
 	e->size = (uint64_t)size;
+	e->policy[0] = '\0'; /* DynamoDB stores every file replicated */
 	rows->count++;
 	return 0;
 }

@@ -911,6 +911,7 @@ static int push_entry(void *ctx, const json_t *item)
 		return -EIO;
 	if (strncmp(e->key, rows->prefix, rows->prefix_len) != 0)
 		return LIST_END; /* beyond the prefix */
+	e->policy[0] = '\0'; /* DynamoDB keeps the default policy only */
 	rows->count++;
 	return 0;
 }

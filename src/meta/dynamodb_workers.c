@@ -37,17 +37,27 @@ int dyn_worker_register(void *impl, const struct efs_worker_info *w)
 {
 	struct dyn *d = impl;
 	struct ddb_result res;
-	json_t *names = json_pack("{s:s}", "#u", "url");
+	/* "zone" is a DynamoDB reserved word: named through #z */
+	json_t *names = json_pack("{s:s, s:s}", "#u", "url", "#z", "zone");
 	json_t *values =
 	    json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", ":u", ddb_s(w->url), ":c",
 		      ddb_n((int64_t)w->capacity_bytes), ":f", ddb_n((int64_t)w->free_bytes), ":n",
 		      ddb_n((int64_t)w->chunk_count), ":r", ddb_n(w->registered_at_ms), ":h",
 		      ddb_n(w->last_heartbeat_ms));
+	/* No zone: no attribute (an item written before zones reads the same). */
+	if (values && w->zone[0])
+		json_object_set_new(values, ":z", ddb_s(w->zone));
 	/* registered_at is kept when the worker exists, as SQL's upsert */
 	int r = names && values ? dyn_update(d, d->files, WORKERS_PK, w->worker_id,
-					     "SET #u = :u, capacity_bytes = :c, free_bytes = :f,"
-					     " chunk_count = :n, last_heartbeat = :h,"
-					     " registered_at = if_not_exists(registered_at, :r)",
+					     w->zone[0]
+						 ? "SET #u = :u, capacity_bytes = :c, free_bytes = :f,"
+						   " chunk_count = :n, last_heartbeat = :h,"
+						   " registered_at = if_not_exists(registered_at, :r),"
+						   " #z = :z"
+						 : "SET #u = :u, capacity_bytes = :c, free_bytes = :f,"
+						   " chunk_count = :n, last_heartbeat = :h,"
+						   " registered_at = if_not_exists(registered_at, :r)"
+						   " REMOVE #z",
 					     NULL, names, values, true, &res)
 				: -ENOMEM;
 	json_decref(names);
@@ -85,6 +95,9 @@ static int worker_from_item(const json_t *item, struct efs_worker_info *w)
 	    ddb_get_n(item, "chunk_count", &chunks) < 0 ||
 	    ddb_get_n(item, "registered_at", &w->registered_at_ms) < 0 ||
 	    ddb_get_n(item, "last_heartbeat", &w->last_heartbeat_ms) < 0)
+		return -EIO;
+	/* absent: no zone (memset above) */
+	if (ddb_get_s(item, "zone", w->zone, EFS_ZONE_MAX) == -EINVAL)
 		return -EIO;
 	w->capacity_bytes = (uint64_t)cap;
 	w->free_bytes = (uint64_t)free_bytes;

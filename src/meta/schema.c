@@ -251,6 +251,21 @@ static const char schema_v11[] =
     "ALTER TABLE s3_objects ADD COLUMN checksum TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE s3_parts ADD COLUMN checksum TEXT NOT NULL DEFAULT '';";
 
+/* Version 12: the storage policy (issue 17) of an upload session and of
+ * an S3 multipart upload, the canonical string asked for at init or
+ * CreateMultipartUpload, '' for the default (STORAGE_POLICY). Each chunk
+ * the session or a part receives is stored by it, and complete gives it
+ * to the file. */
+static const char schema_v12[] =
+    "ALTER TABLE sessions ADD COLUMN policy TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE s3_uploads ADD COLUMN policy TEXT NOT NULL DEFAULT '';";
+
+/* Version 13: the failure domain a worker
+ * declares (WORKER_ZONE) at registration, '' for none (the worker is a
+ * zone of its own; every worker before it). Placement spreads a chunk's
+ * replicas and shards over distinct zones first (placement.h). */
+static const char schema_v13[] = "ALTER TABLE workers ADD COLUMN zone TEXT NOT NULL DEFAULT '';";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1, NULL},
 	{2, schema_v2, NULL},
@@ -263,5 +278,7 @@ const struct efs_migration efs_migrations[] = {
 	{9, schema_v9, schema_v9_postgres},
 	{10, schema_v10, NULL},
 	{11, schema_v11, NULL},
+	{12, schema_v12, NULL},
+	{13, schema_v13, NULL},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

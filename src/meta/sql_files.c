@@ -30,17 +30,17 @@ static int row_text(void *ctx, const struct efs_sql_row *row)
 
 #define SESSION_COLUMNS                                                                           \
 	"session_id, owner, name, declared_size, chunk_size, hidden, version, created_at,"       \
-	" expires_at"
+	" expires_at, policy"
 
 int sql_session_create(void *impl, const struct efs_session_info *s)
 {
 	return SQL_WRITE(impl,
 		       "INSERT INTO sessions (" SESSION_COLUMNS ")"
-		       " VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
+		       " VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9)",
 		       NULL, NULL, NULL, SQL_TEXT(s->session_id), SQL_TEXT(s->owner),
 		       SQL_TEXT(s->name), s->declared_size < 0 ? SQL_NULL : SQL_INT(s->declared_size),
 		       SQL_INT(s->chunk_size), SQL_INT(s->hidden ? 1 : 0), SQL_INT(s->created_at_ms),
-		       SQL_INT(s->expires_at_ms));
+		       SQL_INT(s->expires_at_ms), SQL_TEXT(s->policy));
 }
 
 static int row_session(void *ctx, const struct efs_sql_row *row)
@@ -55,6 +55,7 @@ static int row_session(void *ctx, const struct efs_sql_row *row)
 	s->version = efs_sql_int(row, 6);
 	s->created_at_ms = efs_sql_int(row, 7);
 	s->expires_at_ms = efs_sql_int(row, 8);
+	efs_strlcpy(s->policy, efs_sql_text(row, 9), sizeof(s->policy));
 	return 0;
 }
 

@@ -194,7 +194,7 @@ int sql_object_get(void *impl, const char *bucket, const char *key, struct efs_o
 	"b.owner, o.bucket, o.object_key, o.file_id, o.size, o.etag, o.content_type,"              \
 	" o.content_encoding, o.content_disposition, o.cache_control, o.expires, o.user_meta,"     \
 	" o.last_modified, f.file_id, f.owner, f.name, f.size, f.sha256, f.chunk_size,"            \
-	" f.chunk_count, f.replication, f.stored_bytes, f.created_at, o.checksum"
+	" f.chunk_count, f.replication, f.stored_bytes, f.created_at, o.checksum, f.policy"
 #define READ_FROM                                                                                  \
 	" FROM s3_buckets b"                                                                       \
 	" LEFT JOIN s3_objects o ON o.bucket = b.name AND o.object_key = $2"                       \
@@ -233,6 +233,7 @@ static int row_object_read(void *ctx, const struct efs_sql_row *row)
 	f->replication = (unsigned)efs_sql_int(row, 20);
 	f->stored_bytes = (uint64_t)efs_sql_int(row, 21);
 	f->created_at_ms = efs_sql_int(row, 22);
+	efs_strlcpy(f->policy, efs_sql_text(row, 24), sizeof(f->policy));
 	efs_strlcpy(f->s3_bucket, x->object.bucket, sizeof(f->s3_bucket));
 	efs_strlcpy(f->s3_key, x->object.key, sizeof(f->s3_key));
 	p->found = 0;
@@ -461,10 +462,12 @@ static int copy_file(struct sql_conn *c, const struct efs_object_copy *p, const 
 	r = SQL_Q(c,
 		  "INSERT INTO files (file_id, owner, name, size, sha256, chunk_size, chunk_count,"
 		  "  replication, stored_bytes, created_at, policy)"
-		  " SELECT $1, $2, $3, size, sha256, chunk_size, chunk_count, replication,"
-		  "  stored_bytes, $4, policy FROM files WHERE file_id = $5",
+		  " SELECT $1, $2, $3, size, sha256, chunk_size, chunk_count,"
+		  "  CASE WHEN $6 = '' THEN replication ELSE $7 END, stored_bytes, $4,"
+		  "  CASE WHEN $6 = '' THEN policy ELSE $6 END FROM files WHERE file_id = $5",
 		  NULL, NULL, NULL, SQL_TEXT(p->dst->file_id), SQL_TEXT(p->owner),
-		  SQL_TEXT(p->file_name), SQL_INT(now_ms), SQL_TEXT(src_file));
+		  SQL_TEXT(p->file_name), SQL_INT(now_ms), SQL_TEXT(src_file),
+		  SQL_TEXT(p->dst_policy ? p->dst_policy : ""), SQL_INT(p->dst_replication));
 	if (r < 0)
 		return r;
 	r = SQL_Q(c,
@@ -600,6 +603,7 @@ static int row_entry(void *ctx, const struct efs_sql_row *row)
 	e->size = (uint64_t)efs_sql_int(row, 1);
 	efs_strlcpy(e->etag, efs_sql_text(row, 2), sizeof(e->etag));
 	e->last_modified_ms = efs_sql_int(row, 3);
+	efs_strlcpy(e->policy, efs_sql_text(row, 4), sizeof(e->policy));
 	return 0;
 }
 
@@ -610,12 +614,15 @@ int sql_object_list(void *impl, const char *bucket, const char *prefix, const ch
 	/* The range condition (>= prefix) lets the primary key index serve
 	 * the scan; the substr test ends the prefix. Both engines count
 	 * characters in substr and length, alike for valid UTF-8. */
+	/* The file's policy is the storage class ListObjects shows. */
 	int r = SQL_ONE(impl,
-			"SELECT object_key, size, etag, last_modified FROM s3_objects"
-			" WHERE bucket = $1 AND object_key > CAST($2 AS TEXT)"
-			"  AND object_key >= CAST($3 AS TEXT)"
-			"  AND substr(object_key, 1, length(CAST($3 AS TEXT))) = CAST($3 AS TEXT)"
-			" ORDER BY object_key LIMIT $4",
+			"SELECT o.object_key, o.size, o.etag, o.last_modified,"
+			"  COALESCE(f.policy, '') FROM s3_objects o"
+			" LEFT JOIN files f ON f.file_id = o.file_id"
+			" WHERE o.bucket = $1 AND o.object_key > CAST($2 AS TEXT)"
+			"  AND o.object_key >= CAST($3 AS TEXT)"
+			"  AND substr(o.object_key, 1, length(CAST($3 AS TEXT))) = CAST($3 AS TEXT)"
+			" ORDER BY o.object_key LIMIT $4",
 			row_entry, &rows, NULL, SQL_TEXT(bucket), SQL_TEXT(after), SQL_TEXT(prefix),
 			SQL_INT(limit));
 	return sql_rows_finish(&rows, r, NULL, count);

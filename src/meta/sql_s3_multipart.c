@@ -27,7 +27,7 @@
 #define UPLOAD_COLUMNS                                                                             \
 	"upload_id, bucket, object_key, owner, content_type, content_encoding,"                    \
 	" content_disposition, cache_control, expires, user_meta, created_at, expires_at,"         \
-	" completed, file_id, size, etag, last_modified"
+	" completed, file_id, size, etag, last_modified, policy"
 
 #define PART_COLUMNS                                                                               \
 	"part_number, session_id, size, etag, chunk_size, chunk_count, stored_bytes, "             \
@@ -55,6 +55,7 @@ static int row_upload(void *ctx, const struct efs_sql_row *row)
 	o->size = (uint64_t)efs_sql_int(row, 14);
 	efs_strlcpy(o->etag, efs_sql_text(row, 15), sizeof(o->etag));
 	o->last_modified_ms = efs_sql_int(row, 16);
+	efs_strlcpy(u->policy, efs_sql_text(row, 17), sizeof(u->policy));
 	return 0;
 }
 
@@ -116,13 +117,13 @@ static int upload_create_tx(struct sql_conn *c, void *ctx)
 	return SQL_Q(c,
 		     "INSERT INTO s3_uploads (upload_id, bucket, object_key, owner, content_type,"
 		     "  content_encoding, content_disposition, cache_control, expires, user_meta,"
-		     "  created_at, expires_at)"
-		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+		     "  created_at, expires_at, policy)"
+		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
 		     NULL, NULL, NULL, SQL_TEXT(u->upload_id), SQL_TEXT(o->bucket),
 		     SQL_TEXT(o->key), SQL_TEXT(u->owner), SQL_TEXT(o->content_type),
 		     SQL_TEXT(o->content_encoding), SQL_TEXT(o->content_disposition),
 		     SQL_TEXT(o->cache_control), SQL_TEXT(o->expires), SQL_TEXT(o->user_meta),
-		     SQL_INT(u->created_at_ms), SQL_INT(u->expires_at_ms));
+		     SQL_INT(u->created_at_ms), SQL_INT(u->expires_at_ms), SQL_TEXT(u->policy));
 }
 
 int sql_s3_upload_create(void *impl, const struct efs_s3_upload *u)
@@ -433,6 +434,7 @@ static int row_upload_entry(void *ctx, const struct efs_sql_row *row)
 	efs_strlcpy(e->upload_id, efs_sql_text(row, 1), sizeof(e->upload_id));
 	efs_strlcpy(e->owner, efs_sql_text(row, 2), sizeof(e->owner));
 	e->created_at_ms = efs_sql_int(row, 3);
+	efs_strlcpy(e->policy, efs_sql_text(row, 4), sizeof(e->policy));
 	return 0;
 }
 
@@ -445,7 +447,7 @@ int sql_s3_upload_list(void *impl, const char *bucket, const char *prefix, const
 	 * scan, the substr test ends the prefix. */
 	int r = SQL_ONE(
 	    impl,
-	    "SELECT object_key, upload_id, owner, created_at FROM s3_uploads"
+	    "SELECT object_key, upload_id, owner, created_at, policy FROM s3_uploads"
 	    " WHERE bucket = $1 AND completed = 0"
 	    "  AND (object_key > CAST($2 AS TEXT)"
 	    "       OR (object_key = CAST($2 AS TEXT) AND upload_id > CAST($3 AS TEXT)))"

@@ -10,14 +10,15 @@ int sql_worker_register(void *impl, const struct efs_worker_info *w)
 {
 	return SQL_WRITE(impl,
 		   "INSERT INTO workers (worker_id, url, capacity_bytes, free_bytes, chunk_count,"
-		   "  registered_at, last_heartbeat)"
-		   " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+		   "  registered_at, last_heartbeat, zone)"
+		   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 		   " ON CONFLICT (worker_id) DO UPDATE SET url = excluded.url,"
 		   "  capacity_bytes = excluded.capacity_bytes, free_bytes = excluded.free_bytes,"
-		   "  chunk_count = excluded.chunk_count, last_heartbeat = excluded.last_heartbeat",
+		   "  chunk_count = excluded.chunk_count, last_heartbeat = excluded.last_heartbeat,"
+		   "  zone = excluded.zone",
 		   NULL, NULL, NULL, SQL_TEXT(w->worker_id), SQL_TEXT(w->url),
 		   SQL_INT(w->capacity_bytes), SQL_INT(w->free_bytes), SQL_INT(w->chunk_count),
-		   SQL_INT(w->registered_at_ms), SQL_INT(w->last_heartbeat_ms));
+		   SQL_INT(w->registered_at_ms), SQL_INT(w->last_heartbeat_ms), SQL_TEXT(w->zone));
 }
 
 int sql_worker_retire_url(void *impl, const char *url, const char *keep_id)
@@ -82,7 +83,8 @@ int sql_worker_heartbeat_many(void *impl, const struct efs_worker_beat *beats, s
 }
 
 #define WORKER_COLUMNS                                                                            \
-	"worker_id, url, capacity_bytes, free_bytes, chunk_count, registered_at, last_heartbeat"
+	"worker_id, url, capacity_bytes, free_bytes, chunk_count, registered_at, last_heartbeat,"    \
+	" zone"
 
 static void worker_from_row(const struct efs_sql_row *row, struct efs_worker_info *w)
 {
@@ -93,6 +95,7 @@ static void worker_from_row(const struct efs_sql_row *row, struct efs_worker_inf
 	w->chunk_count = (uint64_t)efs_sql_int(row, 4);
 	w->registered_at_ms = efs_sql_int(row, 5);
 	w->last_heartbeat_ms = efs_sql_int(row, 6);
+	efs_strlcpy(w->zone, efs_sql_text(row, 7), sizeof(w->zone));
 }
 
 struct worker_one {

@@ -120,7 +120,7 @@ static int parse_grpc_urls(struct efs_worker_config *cfg, const char *list, char
 
 int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errlen)
 {
-	const char *advertise, *masters, *grpc_urls, *protocol;
+	const char *advertise, *masters, *grpc_urls, *protocol, *zone;
 	uint64_t v;
 	int r;
 
@@ -169,6 +169,16 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 		return -EINVAL;
 	}
 	cfg->use_grpc = strcmp(protocol, "grpc") == 0;
+	if ((r = efs_env_string("WORKER_ZONE", "", false, &zone, err, errlen)) < 0)
+		return r;
+	if (!efs_zone_valid(zone)) {
+		snprintf(err, errlen,
+			 "WORKER_ZONE: '%.40s' is not a zone name (at most %d characters of "
+			 "[A-Za-z0-9._-]; empty for none)",
+			 zone, EFS_ZONE_MAX);
+		return -EINVAL;
+	}
+	efs_strlcpy(cfg->zone, zone, sizeof(cfg->zone));
 
 	if (advertise) {
 		size_t len = efs_strlcpy(cfg->advertise_url, advertise, sizeof(cfg->advertise_url));

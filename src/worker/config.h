@@ -22,6 +22,9 @@ struct efs_worker_config {
 	unsigned listen_addrlen;
 	const char *data_dir;
 	char advertise_url[EFS_URL_MAX + 1];
+	/* WORKER_ZONE: the failure domain the worker declares at registration
+	 * (efs_zone_valid); "" for none, a zone of its own. */
+	char zone[EFS_ZONE_MAX + 1];
 	/* MASTER_URL split at commas, without trailing slashes. */
 	char master_urls[EFS_MAX_MASTERS][EFS_URL_MAX + 1];
 	unsigned master_count;

@@ -209,6 +209,9 @@ static int do_register(struct efs_heartbeat *hb)
 	json_object_set_new(body, "url", json_string(ctx->cfg->advertise_url));
 	if (ctx->worker_id[0])
 		json_object_set_new(body, "worker_id", json_string(ctx->worker_id));
+	/* Sent only when set: a master from before zones never sees it. */
+	if (ctx->cfg->zone[0])
+		json_object_set_new(body, "zone", json_string(ctx->cfg->zone));
 	r = efs_worker_ctx_post(ctx, &call, "/api/v1/workers/register", body);
 	if (r < 0)
 		goto out;

@@ -64,6 +64,9 @@ def test_master_bad_configuration_exits_2(cluster, variable, env):
     ("WORKER_HOST", {"WORKER_HOST": "nowhere"}),
     ("TOPOLOGY_VISIBLE_TO", {"TOPOLOGY_VISIBLE_TO": "everyone"}),
     ("HEADER_TIMEOUT_MS", {"HEADER_TIMEOUT_MS": "10"}),
+    ("WORKER_ZONE", {"WORKER_ZONE": "rack 7"}),
+    ("WORKER_ZONE", {"WORKER_ZONE": "z" * 33}),
+    ("WORKER_ZONE", {"WORKER_ZONE": "eu/west"}),
 ], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={val}" for k, val in v.items()))
 def test_worker_bad_configuration_exits_2(cluster, variable, env):
     w = cluster.add_worker(master_url=f"http://127.0.0.1:{h.free_port()}", wait=False, **env)

@@ -206,6 +206,105 @@ def test_ec_files_survive_any_two_workers_and_refuse_three(ec_cluster):
     restart(m, (ws[2], ws[3], ws[4], ws[5]))
 
 
+def session_upload(api: h.ApiClient, data: bytes, name: str, *, params=None,
+                   body=None) -> dict:
+    """Uploads @data through an upload session (init, chunks, complete);
+    the file object."""
+    r = api.post("/api/v1/files/upload/init", params=params or {},
+                 json={"name": name, "size": len(data), **(body or {})})
+    assert r.status_code == 201, r.text
+    sid = r.json()["session_id"]
+    for i in range(0, max(len(data), 1), CHUNK):
+        r = api.post("/api/v1/files/upload/chunk",
+                     params={"session_id": sid, "chunk_index": i // CHUNK},
+                     data=data[i:i + CHUNK],
+                     headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 200, r.text
+    r = api.post("/api/v1/files/upload/complete", json={"session_id": sid}, timeout=60)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def test_session_uploads_take_the_policy(ec_cluster):
+    """?policy= or the init body's "policy": the session remembers it, every
+    chunk is a stripe of it, complete gives it to the file; checked at init
+    as a one-request upload is (400, 503)."""
+    cluster, m = ec_cluster
+    api = m.user_client()
+    m.wait_workers(alive=6, total=6)
+    rng = random.Random(1717)
+    r = api.post("/api/v1/files/upload/init", json={"name": "p.bin", **EC})
+    assert r.status_code == 201 and r.json()["policy"] == "ec:4+2", r.text
+    stored = {
+        "sq.bin": (session_upload(api, d := rng.randbytes(4 * CHUNK + 321), "sq.bin",
+                                  params=EC), d),
+        "sb.bin": (session_upload(api, d := rng.randbytes(2 * CHUNK), "sb.bin", body=EC), d),
+        "both.bin": (session_upload(api, d := b"short stripe", "both.bin", params=EC,
+                                    body=EC), d),
+    }
+    ids = {w.stored_id() for w in cluster.workers}
+    for name, (f, _) in stored.items():
+        assert f["policy"] == "ec:4+2", f
+        g = api.get(f"/api/v1/files/{f['file_id']}").json()
+        assert g["policy"] == "ec:4+2", g
+        for c in g["chunks"]:
+            holders = [x["worker_id"] for x in c["replicas"]]
+            assert sorted(holders) == sorted(ids), (name, c)  # one shard per worker
+    # Without a policy a session stores by STORAGE_POLICY, as before.
+    rep = session_upload(api, rng.randbytes(CHUNK + 1), "rep.bin")
+    assert rep["policy"] == "replicas:3", rep
+    read_all(api, stored)
+
+    ws = by_id(cluster)
+    pair = (ws[1], ws[4])  # a data shard and a parity shard
+    for w in pair:
+        w.kill()
+    read_all(api, stored)
+    # Four live workers cannot place ec:4+2's six shards: refused at init.
+    m.wait_workers(alive=4, total=6)
+    for kw in ({"params": EC}, {"json": {"name": "x", **EC}}):
+        r = api.post("/api/v1/files/upload/init", **({"json": {"name": "x"}} | kw))
+        assert_json_error(r, 503, "no_capacity")
+    restart(m, pair)
+
+    # Malformed, not a string, or two different policies: 400.
+    for body, params in (({"policy": "ec:4+0"}, {}), ({"policy": 42}, {}),
+                         ({}, {"policy": "raid5"}), ({}, {"policy": "replicas:2"}),
+                         ({"policy": "ec:4+2"}, {"policy": "ec:2+1"})):
+        r = api.post("/api/v1/files/upload/init", params=params, json={"name": "x", **body})
+        assert_json_error(r, 400, "invalid_policy")
+
+
+def test_cli_put_takes_the_policy(ec_cluster, tmp_path):
+    """`echofs put --policy ec:4+2`: a small file (one request, ?policy=) and
+    one over --threshold (a session, the init body's policy) are stored by
+    it; a bad policy is the server's 400."""
+    from test_cli import cli_env, echofs
+    cluster, m = ec_cluster
+    api = m.user_client()
+    m.wait_workers(alive=6, total=6)
+    env = cli_env(m, tmp_path)
+    rng = random.Random(1718)
+    small, large = tmp_path / "small.bin", tmp_path / "large.bin"
+    small.write_bytes(rng.randbytes(CHUNK // 2))
+    large.write_bytes(rng.randbytes(3 * CHUNK + 5))
+    p = echofs(env, "put", "-q", "--policy", "ec:4+2", "--threshold", str(CHUNK),
+               "--chunk-size", str(CHUNK), str(small), str(large))
+    assert p.returncode == 0, p.stderr.decode()
+    ids = p.stdout.decode().split()
+    assert len(ids) == 2, p.stdout
+    for fid, path in zip(ids, (small, large)):
+        g = api.get(f"/api/v1/files/{fid}").json()
+        assert g["policy"] == "ec:4+2", g
+        assert api.get(f"/api/v1/files/{fid}/download").content == path.read_bytes()
+    for size in (10, 3 * CHUNK):  # one request, then a session
+        f = tmp_path / f"bad{size}.bin"
+        f.write_bytes(rng.randbytes(size))
+        p = echofs(env, "put", "-q", "--policy", "raid5", "--threshold", str(CHUNK),
+                   "--chunk-size", str(CHUNK), str(f))
+        assert p.returncode != 0 and b"400 invalid_policy" in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("policy", ["ec:4+0", "ec:0+2", "ec:04+2", "EC:4+2", "ec:4+2 ",
                                     "replicas:2", "raid5", "ec:10+7", ""])
 def test_bad_policy_is_400(ec_cluster, policy):

@@ -440,6 +440,31 @@ def test_worker_crash_reads_fail_over_at_once_then_chunks_are_rereplicated(clust
     assert_downloads(api, files, "after re-replication")
 
 
+@pytest.mark.slow(reason="waits for a dead worker's chunks to be re-replicated")
+def test_a_dead_workers_many_chunks_are_repaired_in_back_to_back_passes(cluster):
+    """A pass takes at most 64 chunks; a full one that repaired something is
+    followed at once (without the count), not a second later, so that
+    REPAIR_BANDWIDTH bounds a dead worker's repair, not 64 chunks/s."""
+    m = cluster.start(workers=4, master_env=master_env(REPAIR_AFTER_MS=0,
+                                                       REPAIR_BANDWIDTH="1G"))
+    api = m.user_client()
+    files = upload_files(api, random.Random(64), 8, 20, 30)
+    where = holders(api, files)
+    victim = cluster.workers[0]
+    held = sum(victim.worker_id in hs for hs in where.values())
+    assert held > 2 * 64, f"the victim holds {held} chunks: not enough for three passes"
+    mark = m.log_mark()
+    victim.kill()
+    m.wait_worker_status(victim.worker_id, "dead", timeout=secs(5))
+    wait_fully_replicated(cluster, api, m, files, secs(60),
+                          "every chunk back to 3 replicas on the 3 survivors")
+    log = m.stderr_since(mark)
+    assert "(a full pass continued)" in log, \
+        "no full repair pass was followed at once:\n" + "\n".join(
+            line for line in log.splitlines() if "repair:" in line)
+    assert_downloads(api, files, "after the repair")
+
+
 @pytest.mark.slow(reason="waits for re-replication from the last replica")
 def test_two_workers_lost_at_once_chunks_are_copied_from_the_last_replica(cluster):
     m = cluster.start(workers=5, master_env=master_env(REPAIR_AFTER_MS=0))

@@ -252,6 +252,19 @@ def test_python_grpc_client_registers_streams_heartbeats_and_is_refused_bad_inpu
     assert code_of(register, M("RegisterRequest")(
         url="http://127.0.0.1:9", space=M("Space")(capacity_bytes=1, free_bytes=2)),
         metadata=auth) == grpc.StatusCode.INVALID_ARGUMENT
+    for zone in ("rack 1", "z" * 33, "a/b"):
+        assert code_of(register, M("RegisterRequest")(url="http://127.0.0.1:9", space=space,
+                                                      zone=zone),
+                       metadata=auth) == grpc.StatusCode.INVALID_ARGUMENT, zone
+    # A zone (WORKER_ZONE) is recorded and listed; registering again
+    # without one clears it.
+    zoned = register(M("RegisterRequest")(url="http://127.0.0.1:8", space=space,
+                                          zone="rack-1.a"), metadata=auth, timeout=10)
+    assert m.worker_record(zoned.worker_id)["zone"] == "rack-1.a"
+    assert m.worker_record(reply.worker_id)["zone"] == ""
+    register(M("RegisterRequest")(url="http://127.0.0.1:8", worker_id=zoned.worker_id,
+                                  space=space), metadata=auth, timeout=10)
+    assert m.worker_record(zoned.worker_id)["zone"] == ""
     raw = channel.unary_unary(SERVICE + "Register")
     assert code_of(raw, b"\xff\xff\xff\xff", metadata=auth) == grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(raw, b"\x0a" + b"\x80" * 8 + b"\x01", metadata=auth) == \

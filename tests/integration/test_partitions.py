@@ -176,6 +176,11 @@ def test_a_given_up_write_that_lands_late_is_deleted_within_seconds(cluster, nem
     m, victim, to_victim, from_victim = start(cluster, nemesis)
     api = m.user_client()
     vid = victim.worker_id
+    # The victim's first report is sent before the cut: held by it (a
+    # gRPC stream's instructions pass the same link), it would arrive after
+    # the heal with the late copy in it, and the report's verdict would
+    # delete the copy before the watcher of given-up writes does.
+    victim.wait_for_log(r"chunk report sent", timeout=secs(10))
     mark = m.log_mark()
     to_victim.cut(nm.UP)  # requests to the victim held; its answers and beats pass
     rng = random.Random(1903)

@@ -455,15 +455,21 @@ static void test_session_create_and_get(void **state)
 	assert_int_equal(got.version, 0);
 	assert_int_equal(got.created_at_ms, 1000);
 	assert_int_equal(got.expires_at_ms, 99999);
+	assert_string_equal(got.policy, ""); /* the default */
 
 	struct efs_session_info s2 = session_info(2, "bob", 123456);
 	s2.declared_size = 10 * (int64_t)EFS_GIB;
+	efs_strlcpy(s2.policy, "ec:4+2", sizeof(s2.policy));
 	assert_int_equal(efs_meta_session_create(f->m, &s2), 0);
 	assert_int_equal(efs_meta_session_get(f->m, s2.session_id, &got), 0);
 	assert_int_equal(got.declared_size, 10 * (int64_t)EFS_GIB);
 	assert_false(got.hidden);
 	assert_string_equal(got.owner, "bob");
 	assert_int_equal(got.expires_at_ms, 123456);
+	/* SQL keeps the session's policy (schema version 12); DynamoDB only
+	 * the default (the master refuses EC there). */
+	bool dynamodb = strcmp(efs_meta_backend(f->m), "dynamodb") == 0;
+	assert_string_equal(got.policy, dynamodb ? "" : "ec:4+2");
 }
 
 static void test_session_create_conflict_and_unknown(void **state)
@@ -504,7 +510,7 @@ static void test_put_chunk_adds_chunk_with_replicas(void **state)
 /* The worker calls on every backend (test_meta_sqlite.c has the details
  * on SQL): registration keeps registered_at, a heartbeat of an unknown
  * worker is -ENOENT, the list is ordered by id, retire_url marks every
- * other worker at the URL dead once. */
+ * other worker at the URL dead once, the zone is kept and replaced. */
 static void test_worker_calls(void **state)
 {
 	struct fixture *f = *state;
@@ -555,6 +561,29 @@ static void test_worker_calls(void **state)
 	assert_int_equal(efs_meta_worker_get(f->m, "rt-new", &got), 0);
 	assert_int_equal(got.last_heartbeat_ms, 2001);
 	assert_int_equal(efs_meta_worker_retire_url(f->m, "http://10.0.0.5:8081", "rt-new"), 0);
+
+	/* The zone: none by default, recorded, kept by heartbeats, replaced
+	 * (or cleared) by the next registration, listed. */
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-old", &got), 0);
+	assert_string_equal(got.zone, "");
+	efs_strlcpy(w.zone, "eu-west-1a", sizeof(w.zone));
+	assert_int_equal(efs_meta_worker_register(f->m, &w), 0);
+	assert_int_equal(efs_meta_worker_heartbeat(f->m, "rt-B", 300, 200, 7, 8000), 0);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-B", &got), 0);
+	assert_string_equal(got.zone, "eu-west-1a");
+	assert_int_equal(efs_meta_worker_list(f->m, &list, &count), 0);
+	int zoned = 0;
+	for (size_t i = 0; i < count; i++)
+		if (strcmp(list[i].worker_id, "rt-B") == 0)
+			zoned += strcmp(list[i].zone, "eu-west-1a") == 0;
+		else if (strncmp(list[i].worker_id, "rt-", 3) == 0)
+			assert_string_equal(list[i].zone, "");
+	free(list);
+	assert_int_equal(zoned, 1);
+	w.zone[0] = '\0';
+	assert_int_equal(efs_meta_worker_register(f->m, &w), 0);
+	assert_int_equal(efs_meta_worker_get(f->m, "rt-B", &got), 0);
+	assert_string_equal(got.zone, "");
 }
 
 static void test_replica_on_unknown_worker(void **state)

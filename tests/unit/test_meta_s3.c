@@ -1187,6 +1187,7 @@ static struct efs_s3_upload *new_upload(struct fixture *f, const char *id, const
 	efs_strlcpy(u->obj.key, key, sizeof(u->obj.key));
 	efs_strlcpy(u->obj.content_type, "text/plain", sizeof(u->obj.content_type));
 	efs_strlcpy(u->obj.user_meta, "{}", sizeof(u->obj.user_meta));
+	efs_strlcpy(u->policy, "ec:4+2", sizeof(u->policy));
 	u->created_at_ms = f->now;
 	u->expires_at_ms = expires_at_ms;
 	assert_int_equal(efs_meta_s3_upload_create(f->m, u), 0);
@@ -1213,6 +1214,9 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	assert_false(got->completed);
 	assert_string_equal(got->obj.key, "k");
 	assert_string_equal(got->obj.content_type, "text/plain");
+	/* the parts' policy (schema version 12); DynamoDB keeps none */
+	assert_string_equal(got->policy,
+			    strcmp(efs_meta_backend(f->m), "dynamodb") == 0 ? "" : "ec:4+2");
 
 	/* part 1: two chunks, held; a wrong owner or chunk count changes nothing */
 	make_part_session(f, 1, 2, s1, c1);

@@ -89,7 +89,7 @@ static void register_worker(struct efs_registry *reg, int n, char *id)
 {
 	char url[64];
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", 9000 + n);
-	assert_int_equal(efs_registry_register(reg, NULL, url, FREE_BYTES, FREE_BYTES, 0, id), 0);
+	assert_int_equal(efs_registry_register(reg, NULL, url, NULL, FREE_BYTES, FREE_BYTES, 0, id), 0);
 }
 
 static size_t cached_alive(struct efs_registry *reg, size_t *total)
