@@ -97,6 +97,23 @@ int sql_ec_stripes(void *impl, int64_t live_after_ms, uint64_t *degraded,
 	return r;
 }
 
+/* Whether a surplus good copy on the reporting worker may go without
+ * narrowing the chunk's spread over zones: the other good copies on live
+ * workers still cover as many distinct zones as all of them do, or at
+ * least REPLICATION_FACTOR zones (more zones than copies cannot be kept,
+ * and a rule asking for them would keep every copy of a chunk spread over
+ * more zones than REPLICATION_FACTOR). A copy kept so is left for the
+ * report of a holder in a zone with two copies, whose own copy is spare:
+ * the over-represented zone loses its extra copy, the returning zone keeps
+ * its own. Without zones each worker is a zone of its own, its copy's
+ * removal leaves good - 1 >= REPLICATION_FACTOR zones: always spare, as
+ * before zones. */
+static bool zone_spare(const struct efs_report_context *ctx, const struct judged_row *row)
+{
+	int64_t need = EFS_MIN(row->zones, (int64_t)ctx->replication);
+	return row->zones_without >= need;
+}
+
 /* THE RULES: decides one reported chunk from its loaded row data and sets
  * e->verdict; returns the writes it needs (enum judge_write bits). Pure:
  * no queries. report_slice_tx loads the rows and applies the writes. */
@@ -114,7 +131,7 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 	if (row->state >= 0) {
 		if (row->state != 0 || row->refcount == 0)
 			return JUDGE_WRITE_SEEN; /* bad replicas: repair decides; garbage: the collector */
-		if (!row->ec && row->good > (int64_t)ctx->replication) {
+		if (!row->ec && row->good > (int64_t)ctx->replication && zone_spare(ctx, row)) {
 			e->verdict = EFS_REPORT_DELETE; /* surplus, e.g. repaired while away */
 			return JUDGE_WRITE_SEEN | JUDGE_WRITE_DROP;
 		}
@@ -168,7 +185,12 @@ static void slice_sql(char *sql, size_t size, const char *head, size_t lead)
 		snprintf(sql + len, size - len, ")");
 }
 
-#define SLICE_SQL_MAX (512 + REPORT_SLICE * 8)
+#define SLICE_SQL_MAX (1024 + REPORT_SLICE * 8)
+
+/* A worker's zone for counting distinct zones (workers w): its zone, or
+ * for a worker without one (zone ''), a zone of its own named after it;
+ * the prefixes keep the two kinds of name apart. */
+#define ZONE_KEY_SQL "CASE WHEN w.zone = '' THEN 'w:' || w.worker_id ELSE 'z:' || w.zone END"
 
 struct slice {
 	const struct efs_report_context *ctx;
@@ -205,6 +227,8 @@ static int row_load(void *arg, const struct efs_sql_row *row)
 	jr->state = efs_sql_null(row, 2) ? -1 : efs_sql_int(row, 2);
 	jr->good = efs_sql_int(row, 3);
 	jr->ec = efs_sql_int(row, 4) > 0;
+	jr->zones = efs_sql_int(row, 5);
+	jr->zones_without = efs_sql_int(row, 6);
 	return 0;
 }
 
@@ -255,7 +279,14 @@ static int report_slice_tx(struct sql_conn *c, struct slice *s)
 			   "SELECT c.chunk_id, c.refcount, r.state,"
 			   " (SELECT COUNT(*) FROM replicas g JOIN workers w ON w.worker_id = g.worker_id"
 			   "  WHERE g.chunk_id = c.chunk_id AND g.state = 0 AND w.last_heartbeat > $2),"
-			   " c.ec_data"
+			   " c.ec_data,"
+			   " (SELECT COUNT(DISTINCT " ZONE_KEY_SQL ") FROM replicas g"
+			   "  JOIN workers w ON w.worker_id = g.worker_id"
+			   "  WHERE g.chunk_id = c.chunk_id AND g.state = 0 AND w.last_heartbeat > $2),"
+			   " (SELECT COUNT(DISTINCT " ZONE_KEY_SQL ") FROM replicas g"
+			   "  JOIN workers w ON w.worker_id = g.worker_id"
+			   "  WHERE g.chunk_id = c.chunk_id AND g.state = 0 AND w.last_heartbeat > $2"
+			   "  AND g.worker_id <> $1)"
 			   " FROM chunks c LEFT JOIN replicas r ON r.chunk_id = c.chunk_id"
 			   " AND r.worker_id = $1 WHERE c.chunk_id",
 			   row_load, SQL_TEXT(ctx->worker_id), SQL_INT(ctx->live_after_ms))) < 0)
