@@ -2,6 +2,7 @@
 /* repair.c - the re-replication loop. */
 #include "master/repair.h"
 #include "echofs/codec.h"
+#include "echofs/control_plane.h"
 #include "echofs/log.h"
 #include "echofs/pace.h"
 #include "echofs/util.h"
@@ -24,10 +25,6 @@
  * many times as long as the count took (repair.h). */
 #define REPAIR_IDLE_SHARE 10
 
-/* How long a pushed copy may take (the worker fetches and stores the chunk,
- * up to 64 MiB) before it is written over HTTP instead. */
-#define COPY_ACK_MS 30000
-
 /* Copies @chunk to up to @want targets that have a control stream, as
  * CopyChunk instructions (the worker fetches it from @from_url, a good
  * replica's worker); the targets that stored it (or held it) into @added.
@@ -46,7 +43,7 @@ static unsigned push_copies(const struct efs_repair_deps *d, const struct efs_ch
 		if (!efs_control_streaming(d->control, to[i].worker_id))
 			continue;
 		int st = efs_control_copy(d->control, to[i].worker_id, chunk->chunk_id, chunk->size,
-					  keep[0].url, epoch, COPY_ACK_MS);
+					  keep[0].url, epoch, EFS_COPY_ACK_MS);
 		if (st == 201 || st == 204) {
 			added[pushed++] = to[i];
 			continue;
