@@ -21,8 +21,9 @@
  * broken. The collector's replica deletes go down the
  * stream of a worker that has one (efs_control_delete) and wait for its
  * Ack; without a stream they stay HTTP calls. Repair's copies to a worker
- * with a stream go down it too (efs_control_copy: the worker fetches the
- * chunk from another worker over HTTP). A ChunkDelta's corrupt and
+ * with a stream go down it too (efs_control_copy_send: the worker fetches
+ * the chunk from another worker over HTTP), several at once, each Ack
+ * collected as it comes (efs_control_collect). A ChunkDelta's corrupt and
  * removed ids mark the worker's replicas of them bad (as a report's
  * `lost`: repair follows); its added ids are left to the next full
  * report. A Report call is a full chunk report in batches, each judged
