@@ -677,6 +677,37 @@ int efs_meta_repair_list(struct efs_meta *m, unsigned replication, int64_t holdi
  * counted by efs_meta_ec_stripes). */
 int efs_meta_under_replicated(struct efs_meta *m, unsigned replication, int64_t live_after_ms,
 			      uint64_t *count);
+/* ---- conversion of replicated files to erasure coding (issue 17) ------ */
+
+/* A file conversion may take: a replicated one (policy '' or replicas:N). */
+struct efs_ec_candidate {
+	char file_id[EFS_ID_MAX + 1];
+	int64_t created_at_ms;
+	uint64_t size;
+};
+/* Up to @max replicated files created before @created_before_ms of at
+ * least @min_size bytes, ordered by (created_at, file_id) after the cursor
+ * (@after_created_ms, @after_id; "" starts at the first). -ENOTSUP on a
+ * backend without EC chunks (DynamoDB). */
+int efs_meta_ec_candidates(struct efs_meta *m, int64_t created_before_ms, uint64_t min_size,
+			   int64_t after_created_ms, const char *after_id, size_t max,
+			   struct efs_ec_candidate *out, size_t *count);
+/* The flip of a conversion (docs/LIFECYCLE.md T37), in one transaction:
+ * referenced replicated chunk @chunk_id becomes an ec:@data_shards+
+ * @parity_shards stripe and @worker_ids (which hold shards already) are
+ * added to its rows; its existing rows stay (their full copies are read
+ * as such until overwritten by their shards). -ENOENT: no such chunk, or
+ * unreferenced; -EALREADY: it is EC already (nothing written); -ENOTSUP. */
+int efs_meta_chunk_make_ec(struct efs_meta *m, const char *chunk_id, unsigned data_shards,
+			   unsigned parity_shards, const char *const *worker_ids,
+			   size_t worker_count, int64_t now_ms);
+/* Sets file @file_id's policy (canonical text) and replication (K + M),
+ * only when every chunk of it is EC (one statement). 0 when set; -EAGAIN
+ * when a chunk of it is still replicated; -ENOENT when the file is gone;
+ * -ENOTSUP. */
+int efs_meta_file_set_policy(struct efs_meta *m, const char *file_id, const char *policy,
+			     unsigned replication);
+
 /* Of the referenced erasure-coded chunks, how many have fewer than K + M
  * good shard rows on workers that heartbeat after @live_after_ms
  * (*@degraded) and how many fewer than K (*@unrecoverable, counted in

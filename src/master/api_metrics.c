@@ -25,6 +25,7 @@ struct snapshot {
 	uint64_t repaired, repair_failed;
 	int64_t ec_degraded, ec_unrecoverable; /* -1 before the repair loop's first pass */
 	uint64_t ec_rebuilt;
+	uint64_t ec_converted_chunks, ec_converted_bytes, ec_converted_files;
 	uint64_t chunks_uploaded, chunks_deduplicated;
 	uint64_t chunks_collected, sessions_expired;
 	uint64_t stats_computed;
@@ -65,6 +66,9 @@ static void take_snapshot(struct efs_master *m, struct snapshot *s)
 	s->ec_degraded = atomic_load(&m->repair.ec_degraded);
 	s->ec_unrecoverable = atomic_load(&m->repair.ec_unrecoverable);
 	s->ec_rebuilt = atomic_load(&m->repair.ec_shards_rebuilt_total);
+	s->ec_converted_chunks = atomic_load(&m->ec_convert.chunks_total);
+	s->ec_converted_bytes = atomic_load(&m->ec_convert.bytes_total);
+	s->ec_converted_files = atomic_load(&m->ec_convert.files_total);
 	s->chunks_uploaded = atomic_load(&m->counters.chunks_uploaded);
 	s->chunks_deduplicated = atomic_load(&m->counters.chunks_deduplicated);
 	s->chunks_collected = atomic_load(&m->gc.chunks_collected);
@@ -208,6 +212,18 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 	     "Shards of erasure-coded chunks rebuilt by repair (lost, corrupt, or on a worker "
 	     "dead past REPAIR_AFTER_MS) since the master started.",
 	     s->ec_rebuilt},
+	    {"echofs_ec_converted_chunks_total",
+	     "Replicated chunks converted to erasure coding (EC_AFTER) by this master since it "
+	     "started.",
+	     s->ec_converted_chunks},
+	    {"echofs_ec_converted_bytes_total",
+	     "Logical (uncompressed) bytes of the chunks converted to erasure coding since the "
+	     "master started.",
+	     s->ec_converted_bytes},
+	    {"echofs_ec_converted_files_total",
+	     "Files whose every chunk was converted and whose policy became EC_POLICY since the "
+	     "master started.",
+	     s->ec_converted_files},
 	    {"echofs_upload_chunks_total", "Chunks stored by uploads (one-request and sessions).",
 	     s->chunks_uploaded},
 	    {"echofs_upload_chunks_deduplicated_total",

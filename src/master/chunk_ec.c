@@ -68,6 +68,12 @@ static int header_check(const unsigned char *h, size_t len, const struct efs_ec_
 	return h[10];
 }
 
+bool efs_chunk_ec_is_shard(const struct efs_chunk_info *chunk, const void *bytes, size_t len)
+{
+	return len > EFS_EC_SHARD_HDR && len != chunk->stored_size &&
+	       memcmp(bytes, shard_magic, sizeof(shard_magic)) == 0;
+}
+
 static int target_cmp(const void *a, const void *b)
 {
 	return strcmp(((const struct efs_target *)a)->worker_id,
@@ -89,14 +95,16 @@ static int replica_cmp(const void *a, const void *b)
  * @first (one worker per shard, in order) when given, else to workers
  * placement chooses outside @tried; later rounds place the shards that
  * failed again, outside @tried. Every worker tried joins @tried
- * (TRIED_MAX). The workers that stored one are appended to @out (*@done).
+ * (TRIED_MAX). At most @rounds rounds (1: @first only, no other worker).
+ * The workers that stored one are appended to @out (*@done).
  * A non-zero @epoch goes with each write (a duty's: a worker that has seen
  * a newer one refuses it). 0 when all landed; -ENOSPC when some found no
  * worker; -ESTALE when a worker refused @epoch (no further round). */
 static int put_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		      const unsigned char *stripe, size_t slot, unsigned *shard_of,
 		      unsigned pending, const struct efs_target *first, struct efs_target *tried,
-		      size_t *tried_count, uint64_t epoch, struct efs_target *out, unsigned *done)
+		      size_t *tried_count, uint64_t epoch, int rounds, struct efs_target *out,
+		      unsigned *done)
 {
 	struct efs_target targets[EFS_MAX_REPLICAS];
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
@@ -120,7 +128,7 @@ static int put_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 	 * counted); it is then out of the order by worker id, which only
 	 * makes healthy reads of this stripe decode (the shard's header says
 	 * which it is). */
-	for (int round = 0; round < WRITE_ROUNDS && pending > 0 && !fenced; round++) {
+	for (int round = 0; round < rounds && pending > 0 && !fenced; round++) {
 		if (round == 0 && first) {
 			memcpy(targets, first, pending * sizeof(*targets));
 		} else {
@@ -241,8 +249,8 @@ int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chu
 	qsort(targets, n, sizeof(*targets), target_cmp);
 	for (unsigned i = 0; i < n; i++)
 		shard_of[i] = i;
-	r = put_shards(io, chunk, stripe, slot, shard_of, n, targets, tried, &tried_count, 0, out,
-		       &done);
+	r = put_shards(io, chunk, stripe, slot, shard_of, n, targets, tried, &tried_count, 0,
+		       WRITE_ROUNDS, out, &done);
 	*written = done;
 	/* Every shard, or the put fails (its landed shards are recorded
 	 * unreferenced by the caller and collected). */
@@ -270,6 +278,25 @@ static int shard_rank(struct efs_chunk_io *io, const struct efs_replica *rep, un
 /* What fetch_shards found for one row. */
 #define FETCH_LOST (-1)	       /* missing or corrupt there: marked bad */
 #define FETCH_UNREACHABLE (-2) /* no answer (or no worker): nothing known */
+#define FETCH_FULL (-3)	       /* a full copy of the chunk, not a shard (conversion) */
+
+/* Whether @len bytes are @chunk's whole stored form, intact: what a
+ * worker holds of a chunk being converted from replicas to EC (a copy
+ * written before the conversion overwrote it with its shard). */
+static bool full_copy_verifies(const struct efs_chunk_info *chunk, const void *bytes, size_t len)
+{
+	struct efs_buf stored, plain;
+	bool ok = false;
+	if (len != chunk->stored_size)
+		return false;
+	efs_buf_init(&stored, SIZE_MAX);
+	efs_buf_init(&plain, SIZE_MAX);
+	if (efs_buf_append(&stored, bytes, len) == 0)
+		ok = efs_chunk_from_stored(chunk, chunk->compressed, &stored, &plain) == 0;
+	efs_buf_release(&stored);
+	efs_buf_release(&plain);
+	return ok;
+}
 
 /* GETs the shards of @rows (@count, at most EFS_MAX_REPLICAS) in parallel,
  * each checked (header, length, CRC32C); a good one not yet in *@present
@@ -277,11 +304,19 @@ static int shard_rank(struct efs_chunk_io *io, const struct efs_replica *rep, un
  * gave: its shard index (also when that index was in already), FETCH_LOST
  * (404, the worker's chunk_corrupt, or a bad header or CRC: the row is
  * marked bad in the metadata, as a bad replica is) or FETCH_UNREACHABLE.
+ * With @full, a row holding a full copy of the chunk instead of a shard
+ * (stored_size bytes, no shard header: a chunk being converted from
+ * replicas) gives FETCH_FULL, not marked: the first such copy that
+ * verifies against the chunk id is kept in @full (its stored form, left
+ * empty by the caller), later ones are only counted (any of them is
+ * overwritten by its shard at the conversion's end). Without @full, or
+ * when the bytes do not verify, such a row is FETCH_LOST.
  * Returns how many shards were added. */
 static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 			     const struct efs_ec_layout *layout,
 			     const struct efs_replica *const *rows, unsigned count,
-			     unsigned char *const shards[], uint32_t *present, int *outcome)
+			     unsigned char *const shards[], uint32_t *present, int *outcome,
+			     struct efs_buf *full)
 {
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
@@ -303,7 +338,9 @@ static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_inf
 		calls[batch].timeout_ms = transfer_timeout_ms(slot);
 		calls[batch].connect_timeout_ms = CONNECT_TIMEOUT_MS;
 		calls[batch].stall_timeout_s = STALL_TIMEOUT_S;
-		calls[batch].resp_cap = EFS_MAX(slot + 1, (size_t)ERROR_BODY_MAX);
+		/* A full copy (conversion) is larger than a shard. */
+		calls[batch].resp_cap =
+		    EFS_MAX(EFS_MAX(slot, chunk->stored_size) + 1, (size_t)ERROR_BODY_MAX);
 		callp[batch] = &calls[batch];
 		asked[batch++] = i;
 	}
@@ -320,7 +357,12 @@ static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_inf
 		} else if (c->status == 200) {
 			int index =
 			    header_check((const unsigned char *)c->resp.data, c->resp.len, layout);
-			if (index < 0) {
+			if (index < 0 && full && c->resp.len == chunk->stored_size &&
+			    (full->len > 0 ||
+			     (full_copy_verifies(chunk, c->resp.data, c->resp.len) &&
+			      efs_buf_append(full, c->resp.data, c->resp.len) == 0))) {
+				*res = FETCH_FULL; /* not a shard yet: conversion's business */
+			} else if (index < 0) {
 				*res = FETCH_LOST;
 				efs_warn(
 				    "chunk %.12s: the shard on worker %s fails its checksum or "
@@ -387,9 +429,14 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 		shards[i] = stripe + i * layout.shard_len;
 
 	unsigned next = 0;
+	/* A row may hold a full copy, not a shard (a chunk half converted
+	 * from replicas): kept here, and then it is the chunk. */
+	efs_buf_reset(scratch);
+	scratch->cap = SIZE_MAX;
 	/* Rounds of parallel reads, each asking as many rows as shards are
-	 * still missing, until K good ones are in or no row is left. */
-	while (good < k && next < ordered) {
+	 * still missing, until K good ones (or a full copy) are in or no row
+	 * is left. */
+	while (good < k && next < ordered && scratch->len == 0) {
 		const struct efs_replica *batch[EFS_MAX_REPLICAS];
 		int outcome[EFS_MAX_REPLICAS];
 		unsigned want = k - good, count = 0;
@@ -400,7 +447,16 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 		}
 		if (count == 0)
 			break;
-		good += fetch_shards(io, chunk, &layout, batch, count, shards, &present, outcome);
+		good += fetch_shards(io, chunk, &layout, batch, count, shards, &present, outcome,
+				     scratch);
+	}
+	if (scratch->len > 0) {
+		/* A full copy, verified by fetch_shards: decoded once more
+		 * into @out (a few half-converted chunks only). */
+		r = efs_chunk_from_stored(chunk, chunk->compressed, scratch, out);
+		if (r == -EBADMSG)
+			r = -EIO;
+		goto out;
 	}
 	if (good < k) {
 		r = -EIO; /* more than M shards lost: reported, never guessed */
@@ -425,6 +481,11 @@ out:
 	free(stripe);
 	efs_ec_free(ec);
 	return r;
+}
+
+static uint32_t all_shards(unsigned n)
+{
+	return n == 32 ? UINT32_MAX : (1u << n) - 1;
 }
 
 static unsigned popcount32(uint32_t v)
@@ -510,7 +571,12 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 		}
 	}
 	tried_count = 0;
-	fetch_shards(io, chunk, &layout, asked, asked_count, shards, &held, outcome);
+	/* A row may hold a full copy (a chunk half converted from replicas):
+	 * a source of every shard, but no shard itself: its row is replaced
+	 * (or its worker overwritten with a missing shard), as a lost one's. */
+	efs_buf_reset(scratch);
+	scratch->cap = SIZE_MAX;
+	fetch_shards(io, chunk, &layout, asked, asked_count, shards, &held, outcome, scratch);
 	for (unsigned a = 0; a < asked_count; a++) {
 		if (outcome[a] == FETCH_UNREACHABLE) {
 			r = -EAGAIN; /* a counted shard did not answer: try again later */
@@ -529,10 +595,17 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 			if (replicas[i].bad && efs_replica_alive(io, &replicas[i]) &&
 			    replicas[i].url[0])
 				asked[asked_count++] = &replicas[i];
-		fetch_shards(io, chunk, &layout, asked, asked_count, shards, &sources, outcome);
+		fetch_shards(io, chunk, &layout, asked, asked_count, shards, &sources, outcome,
+			     scratch);
 	}
-	uint32_t all = n == 32 ? UINT32_MAX : (1u << n) - 1;
-	uint32_t missing = all & ~held;
+	if (scratch->len > 0) {
+		/* A verified full copy: every shard from it. */
+		efs_ec_split(&layout, scratch->data, shards);
+		if ((r = efs_ec_encode(ec, layout.shard_len, shards, shards + k)) < 0)
+			goto out;
+		sources = all_shards(n);
+	}
+	uint32_t missing = all_shards(n) & ~held;
 	out->missing = popcount32(missing);
 	if (missing == 0)
 		goto out; /* r == 0: nothing to rebuild */
@@ -579,7 +652,7 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 			tried_count++;
 		}
 	r = put_shards(io, chunk, stripe, slot, shard_of, pending, NULL, tried, &tried_count, epoch,
-		       out->added, &out->added_count);
+		       WRITE_ROUNDS, out->added, &out->added_count);
 	if (r < 0 && r != -ENOSPC)
 		goto out;
 	if (out->added_count == 0) {
@@ -600,6 +673,231 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 		if (row_index[i] < 0 && !rewritten)
 			out->drop[out->drop_count++] = i;
 	}
+out:
+	free(stripe);
+	efs_ec_free(ec);
+	return r;
+}
+
+/* The K + M shards of @stored (@chunk's stored form), each with its
+ * header, at slot s of a new stripe (*@stripe, to free; *@slot bytes a
+ * slot). 0, -ENOMEM or ISA-L's error. */
+static int stripe_build(const struct efs_chunk_info *chunk, const void *stored,
+			unsigned char **stripe, size_t *slot)
+{
+	struct efs_ec *ec = NULL;
+	struct efs_ec_layout layout;
+	unsigned n = chunk->ec_data + chunk->ec_parity;
+	unsigned char *bytes = NULL;
+	int r;
+	if ((r = efs_ec_new(chunk->ec_data, chunk->ec_parity, &ec)) < 0)
+		return r;
+	if ((r = efs_ec_layout(ec, chunk->stored_size, &layout)) < 0)
+		goto out;
+	size_t size = EFS_EC_SHARD_HDR + layout.shard_len;
+	if (!(bytes = calloc(n, size))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	unsigned char *shards[EFS_EC_MAX_SHARDS];
+	for (unsigned i = 0; i < n; i++)
+		shards[i] = bytes + i * size + EFS_EC_SHARD_HDR;
+	efs_ec_split(&layout, stored, shards);
+	if ((r = efs_ec_encode(ec, layout.shard_len, shards, shards + chunk->ec_data)) < 0)
+		goto out;
+	for (unsigned i = 0; i < n; i++)
+		header_write(bytes + i * size, &layout, i);
+	*stripe = bytes;
+	*slot = size;
+	bytes = NULL;
+out:
+	free(bytes);
+	efs_ec_free(ec);
+	return r;
+}
+
+int efs_chunk_ec_convert_begin(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+			       const void *stored, const struct efs_replica *holders,
+			       unsigned holder_count, uint64_t epoch, struct efs_ec_convert *plan)
+{
+	struct efs_target all[EFS_MAX_REPLICAS], fresh[EFS_MAX_REPLICAS];
+	struct efs_target tried[TRIED_MAX];
+	unsigned shard_of[EFS_MAX_REPLICAS];
+	size_t tried_count = 0;
+	unsigned n = chunk->ec_data + chunk->ec_parity;
+	int r;
+
+	memset(plan, 0, sizeof(*plan));
+	if (chunk->ec_data == 0 || n > EFS_MAX_REPLICAS || holder_count > n)
+		return -EINVAL;
+	if ((r = stripe_build(chunk, stored, &plan->stripe, &plan->slot)) < 0)
+		return r;
+	for (unsigned i = 0; i < holder_count; i++) {
+		efs_strlcpy(all[i].worker_id, holders[i].worker_id, sizeof(all[i].worker_id));
+		efs_strlcpy(all[i].url, holders[i].url, sizeof(all[i].url));
+		tried[tried_count++] = all[i];
+	}
+	/* The workers that hold no copy take the shards the holders cannot. */
+	unsigned want = n - holder_count;
+	if (want > 0) {
+		int chosen = efs_placement_choose(io->placement, want, plan->slot, tried,
+						  tried_count, fresh);
+		if (chosen < 0)
+			return chosen;
+		if ((unsigned)chosen < want)
+			return -ENOSPC;
+		memcpy(all + holder_count, fresh, want * sizeof(*fresh));
+	}
+	/* Shard i on the i-th of all K + M workers by id, as a write puts
+	 * them (a healthy read then decodes nothing). */
+	qsort(all, n, sizeof(*all), target_cmp);
+	unsigned pending = 0;
+	for (unsigned s = 0; s < n; s++) {
+		bool holder = false;
+		for (unsigned h = 0; h < holder_count; h++)
+			holder |= strcmp(all[s].worker_id, holders[h].worker_id) == 0;
+		if (holder) {
+			plan->holders[plan->holder_count] = all[s];
+			plan->holder_shard[plan->holder_count++] = s;
+		} else {
+			fresh[pending] = all[s];
+			shard_of[pending++] = s;
+		}
+	}
+	if (pending == 0)
+		return 0;
+	r = put_shards(io, chunk, plan->stripe, plan->slot, shard_of, pending, fresh, tried,
+		       &tried_count, epoch, WRITE_ROUNDS, plan->added, &plan->added_count);
+	return r;
+}
+
+int efs_chunk_ec_convert_overwrite(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+				   struct efs_ec_convert *plan, unsigned holder, uint64_t epoch)
+{
+	struct efs_target tried[TRIED_MAX], landed[1];
+	size_t tried_count = 0;
+	unsigned shard_of[1] = {plan->holder_shard[holder]}, done = 0;
+	if (holder >= plan->holder_count || !plan->stripe)
+		return -EINVAL;
+	return put_shards(io, chunk, plan->stripe, plan->slot, shard_of, 1, &plan->holders[holder],
+			  tried, &tried_count, epoch, 1, landed, &done);
+}
+
+void efs_ec_convert_release(struct efs_ec_convert *plan)
+{
+	free(plan->stripe);
+	plan->stripe = NULL;
+}
+
+int efs_chunk_ec_finish(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+			const struct efs_replica *replicas, unsigned count, uint64_t epoch,
+			struct efs_buf *data, struct efs_buf *scratch, unsigned *left)
+{
+	const struct efs_replica *asked[EFS_MAX_REPLICAS];
+	int outcome[EFS_MAX_REPLICAS];
+	struct efs_ec *ec = NULL;
+	struct efs_ec_layout layout;
+	unsigned char *stripe = NULL;
+	unsigned k = chunk->ec_data, n = chunk->ec_data + chunk->ec_parity, asked_count = 0;
+	uint32_t held = 0;
+	int r;
+
+	*left = 0;
+	if (k == 0 || n > EFS_MAX_REPLICAS)
+		return -EINVAL;
+	count = EFS_MIN(count, EFS_MAX_REPLICAS);
+	for (unsigned i = 0; i < count; i++) {
+		if (replicas[i].bad)
+			continue; /* repair's business */
+		if (!efs_replica_alive(io, &replicas[i]) || !replicas[i].url[0])
+			return -EAGAIN; /* what it holds cannot be known now */
+		asked[asked_count++] = &replicas[i];
+	}
+	if ((r = efs_ec_new(chunk->ec_data, chunk->ec_parity, &ec)) < 0)
+		return r;
+	if ((r = efs_ec_layout(ec, chunk->stored_size, &layout)) < 0)
+		goto out;
+	size_t slot = EFS_EC_SHARD_HDR + layout.shard_len;
+	if (!(stripe = calloc(n, slot))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	unsigned char *shards[EFS_EC_MAX_SHARDS];
+	for (unsigned i = 0; i < n; i++)
+		shards[i] = stripe + i * slot + EFS_EC_SHARD_HDR;
+	efs_buf_reset(scratch);
+	scratch->cap = SIZE_MAX;
+	fetch_shards(io, chunk, &layout, asked, asked_count, shards, &held, outcome, scratch);
+	unsigned full_rows[EFS_MAX_REPLICAS], full_count = 0;
+	for (unsigned a = 0; a < asked_count; a++) {
+		if (outcome[a] == FETCH_UNREACHABLE) {
+			r = -EAGAIN;
+			goto out;
+		}
+		if (outcome[a] == FETCH_FULL)
+			full_rows[full_count++] = a;
+	}
+	if (full_count == 0)
+		goto out; /* r == 0: every good row holds a shard */
+	uint32_t missing = all_shards(n) & ~held;
+	if (scratch->len > 0) {
+		efs_ec_split(&layout, scratch->data, shards);
+		if ((r = efs_ec_encode(ec, layout.shard_len, shards, shards + k)) < 0)
+			goto out;
+	} else if (popcount32(held) >= k) {
+		/* Only unverified full copies (never here: the first one is
+		 * verified or is no full copy): from K shards, checked. */
+		uint32_t data_mask = (k == 32) ? UINT32_MAX : ((1u << k) - 1);
+		if ((r = efs_ec_reconstruct(ec, layout.shard_len, shards, held,
+					    (missing | data_mask) & ~held)) < 0) {
+			r = -EIO;
+			goto out;
+		}
+		efs_buf_reset(scratch);
+		if ((r = efs_buf_reserve(scratch, layout.payload_len)) < 0)
+			goto out;
+		efs_ec_join(&layout, shards, scratch->data);
+		scratch->len = layout.payload_len;
+		if (efs_chunk_from_stored(chunk, chunk->compressed, scratch, data) < 0) {
+			r = -EIO;
+			goto out;
+		}
+	} else {
+		r = -EIO;
+		goto out;
+	}
+	/* Each full copy, one at a time, becomes a missing shard; the stripe
+	 * is whole (every row a distinct shard) once none is left. */
+	unsigned f = 0;
+	for (unsigned s = 0; s < n && f < full_count; s++) {
+		if (!(missing & (1u << s)))
+			continue;
+		const struct efs_replica *rep = asked[full_rows[f++]];
+		struct efs_target target, tried[TRIED_MAX], landed[1];
+		size_t tried_count = 0;
+		unsigned shard_of[1] = {s}, done = 0;
+		efs_strlcpy(target.worker_id, rep->worker_id, sizeof(target.worker_id));
+		efs_strlcpy(target.url, rep->url, sizeof(target.url));
+		header_write(stripe + s * slot, &layout, s);
+		r = put_shards(io, chunk, stripe, slot, shard_of, 1, &target, tried, &tried_count,
+			       epoch, 1, landed, &done);
+		if (r == -ESTALE)
+			goto out;
+		if (r < 0)
+			++*left;
+	}
+	/* More full copies than missing shards (a copy added after the
+	 * conversion began): surplus to a stripe now whole, their rows go
+	 * (their copies are deleted at their workers' next report). While a
+	 * shard is still missing they stay: they are the chunk. */
+	for (; f < full_count; f++) {
+		if (*left == 0)
+			efs_meta_replica_remove(io->meta, chunk->chunk_id,
+						asked[full_rows[f]]->worker_id);
+		else
+			++*left;
+	}
+	r = 0;
 out:
 	free(stripe);
 	efs_ec_free(ec);

@@ -47,7 +47,9 @@ int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chu
  * that is missing, corrupt (its CRC32C, its header) or on a dead worker is
  * replaced by another (parity) one and the stripe is reconstructed from
  * any K good shards. A shard found missing or corrupt is marked bad in the
- * metadata. -EIO when fewer than K good shards could be read (or the
+ * metadata. A row holding a full copy of the chunk instead of a shard (a
+ * chunk half converted from replicas, efs_chunk_ec_convert_begin) is read
+ * as that copy, verified. -EIO when fewer than K good shards could be read (or the
  * decoded bytes do not verify: never wrong bytes); -ENOMEM. */
 int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		      const struct efs_replica *replicas, unsigned replica_count,
@@ -89,5 +91,63 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 			 const struct efs_replica *replicas, unsigned count,
 			 int64_t holding_after_ms, uint64_t epoch, struct efs_buf *data,
 			 struct efs_buf *scratch, struct efs_ec_rebuild *out);
+
+/* Whether @len bytes read for @chunk as a full copy are an EC shard of it
+ * instead (its header's magic, and not @chunk->stored_size bytes): the
+ * chunk was converted to EC after the reader loaded it as replicated.
+ * Such bytes are no sign of a bad replica. */
+bool efs_chunk_ec_is_shard(const struct efs_chunk_info *chunk, const void *bytes, size_t len);
+
+/* Conversion of a replicated chunk to EC (docs/LIFECYCLE.md T36-T40): the
+ * stripe of its stored form and where each shard goes. */
+struct efs_ec_convert {
+	unsigned char *stripe; /* K + M slots of @slot bytes, header first */
+	size_t slot;
+	/* Workers that held no copy and now hold their shard: the rows the
+	 * flip records. */
+	struct efs_target added[EFS_MAX_REPLICAS];
+	unsigned added_count;
+	/* The workers holding a full copy, and the shard each gets last. */
+	struct efs_target holders[EFS_MAX_REPLICAS];
+	unsigned holder_shard[EFS_MAX_REPLICAS];
+	unsigned holder_count;
+};
+
+/* First step of converting replicated chunk @chunk (given with the target
+ * ec_data/ec_parity set) whose stored form is @stored and whose full
+ * copies are on @holders (@holder_count <= K + M, all alive): encodes the
+ * stripe, assigns shard i to the i-th of the holders and K + M -
+ * @holder_count workers holding no copy (by worker id), and writes their
+ * shards to the latter, with @epoch. Nothing is recorded. 0: every new
+ * shard is durable, @plan->added (to record at the flip) and the holders'
+ * shards are in @plan; -ENOSPC: too few live workers with room outside
+ * the holders, or a shard found none (@plan->added says which landed: left
+ * unnamed, they are deleted at their workers' reports once older than
+ * ORPHAN_GRACE_MS); -ESTALE: a worker refused @epoch; -EINVAL, -ENOMEM.
+ * @plan is released with efs_ec_convert_release in every case. */
+int efs_chunk_ec_convert_begin(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+			       const void *stored, const struct efs_replica *holders,
+			       unsigned holder_count, uint64_t epoch, struct efs_ec_convert *plan);
+
+/* After the flip: overwrites holder @holder's full copy with its shard
+ * (one PUT, no other worker tried). 0, -ENOSPC (not written: the full
+ * copy stays, readable; efs_chunk_ec_finish completes it later), -ESTALE. */
+int efs_chunk_ec_convert_overwrite(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+				   struct efs_ec_convert *plan, unsigned holder, uint64_t epoch);
+void efs_ec_convert_release(struct efs_ec_convert *plan);
+
+/* Completes the conversion of EC chunk @chunk (rows @replicas) that may
+ * still have full copies on some of its rows (a conversion interrupted
+ * after its flip): reads every good row; each full copy is overwritten
+ * with one of the shards no row holds, one at a time (from a verified
+ * full copy, or from K good shards, checked against the chunk id). Full
+ * copies beyond the missing shards (surplus to the whole stripe) lose
+ * their rows. *@left: full copies still in place (0: the stripe is whole,
+ * or was). -EAGAIN: a good row's worker is down or did not answer
+ * (nothing written); -EIO: neither a full copy nor K shards; -ESTALE;
+ * -ENOMEM. @data and @scratch are work buffers. */
+int efs_chunk_ec_finish(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+			const struct efs_replica *replicas, unsigned count, uint64_t epoch,
+			struct efs_buf *data, struct efs_buf *scratch, unsigned *left);
 
 #endif

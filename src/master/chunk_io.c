@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* chunk_io.c - parallel replica writes with replacement, verified reads. */
 #include "master/chunk_io.h"
+#include "master/chunk_ec.h"
 #include "master/late_writes.h"
 #include "master/chunk_backend.h"
 #include "echofs/hash.h"
@@ -380,7 +381,12 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 		finished_slowly(io, rep->worker_id, false, scratch->len, call.elapsed_ms);
 	bool gzip = strcmp(call.captured, "gzip") == 0 ||
 		    (call.captured[0] == '\0' && chunk->compressed);
-	return efs_chunk_from_stored(chunk, gzip, scratch, out);
+	r = efs_chunk_from_stored(chunk, gzip, scratch, out);
+	/* A shard, not a bad copy: the chunk became EC since it was loaded
+	 * (ec_convert.c overwrote this copy). */
+	if (r == -EBADMSG && efs_chunk_ec_is_shard(chunk, scratch->data, scratch->len))
+		return -ESTALE;
+	return r;
 }
 
 int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
@@ -388,11 +394,13 @@ int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		   struct efs_buf *scratch)
 {
 	unsigned order[EFS_MAX_REPLICAS], usable = 0;
+	bool converted = false;
 	replica_count = EFS_MIN(replica_count, EFS_MAX_REPLICAS);
 	order_replicas(io, replicas, replica_count, order, &usable);
 	for (unsigned k = 0; k < replica_count; k++) {
 		const struct efs_replica *rep = &replicas[order[k]];
 		int r = read_replica(io, chunk, rep, k + 1 < usable, out, scratch);
+		converted |= r == -ESTALE; /* a shard there: not marked */
 		if (r == 0) {
 			/* Bytes that verify against the chunk id: a replica
 			 * marked bad is intact after all (a passing failure, a
@@ -407,5 +415,6 @@ int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
 		if (r == -EBADMSG)
 			efs_meta_replica_mark_bad(io->meta, chunk->chunk_id, rep->worker_id);
 	}
-	return -EIO; /* the caller, which knows what the bytes were for, logs */
+	/* The caller, which knows what the bytes were for, logs. */
+	return converted ? -ESTALE : -EIO;
 }

@@ -93,7 +93,10 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 /* Reads chunk @chunk from one of its replicas into @out (decoded and
  * verified). @scratch holds the stored bytes. -EIO when no replica gave
  * good bytes. Never logs (a replica found missing or corrupt is marked bad
- * in the metadata): the caller logs the failure once. A replica marked bad
+ * in the metadata): the caller logs the failure once. -ESTALE instead
+ * when some replica held an EC shard of the chunk (not marked: the chunk
+ * was converted to EC since @chunk was loaded; load it again and read it
+ * as EC). A replica marked bad
  * that gives bytes verifying against the chunk id is made good again
  * (efs_meta_replica_mark_good: only if not marked bad anew since
  * @replicas were loaded). */

@@ -99,7 +99,18 @@ static int workers_get(void *impl, const struct efs_chunk_info *chunk,
 	struct workers *w = impl;
 	if (chunk->ec_data > 0)
 		return efs_chunk_ec_read(&w->io, chunk, known, known_count, out, scratch);
-	return efs_chunk_read(&w->io, chunk, known, known_count, out, scratch);
+	int r = efs_chunk_read(&w->io, chunk, known, known_count, out, scratch);
+	if (r != -ESTALE)
+		return r;
+	/* Converted to EC since the caller loaded it (ec_convert.c): read
+	 * as it is now. */
+	struct efs_chunk_info now;
+	struct efs_replica rows[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+	if (efs_meta_chunk_get(w->io.meta, chunk->chunk_id, &now, rows, &count) < 0 ||
+	    now.ec_data == 0)
+		return -EIO;
+	return efs_chunk_ec_read(&w->io, &now, rows, count, out, scratch);
 }
 
 /* Deletes the replicas of one collected chunk from their workers, each

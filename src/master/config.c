@@ -46,6 +46,66 @@ static int load_storage_policy(struct efs_master_config *cfg, char *err, size_t 
 	return 0;
 }
 
+/* A duration: decimal digits and a unit (ms, s, m, h, d; none: seconds),
+ * at most 10 years. 0 or -EINVAL. */
+static int duration_parse(const char *text, int64_t *out_ms)
+{
+	static const struct {
+		const char *unit;
+		int64_t ms;
+	} units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
+		     {"d", 86400000}};
+	uint64_t n = 0;
+	const char *p = text;
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		n = n * 10 + (uint64_t)(*p - '0');
+		if (n > 10ULL * 365 * 86400000)
+			return -EINVAL;
+	}
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(p, units[i].unit) == 0) {
+			if (n * (uint64_t)units[i].ms > 10ULL * 365 * 86400000)
+				return -EINVAL;
+			*out_ms = (int64_t)n * units[i].ms;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/* EC_AFTER, EC_POLICY, EC_MIN_SIZE, EC_CONVERT_BANDWIDTH (issue 17). */
+static int load_ec_convert(struct efs_master_config *cfg, char *err, size_t errlen)
+{
+	const char *text = NULL;
+	int r = efs_env_string("EC_AFTER", NULL, false, &text, err, errlen);
+	if (r < 0)
+		return r;
+	cfg->ec_after_ms = 0;
+	if (text && duration_parse(text, &cfg->ec_after_ms) < 0) {
+		snprintf(err, errlen,
+			 "EC_AFTER: '%.32s' is not a duration (digits and ms, s, m, h or d; 0: "
+			 "off)",
+			 text);
+		return -EINVAL;
+	}
+	if ((r = efs_env_string("EC_POLICY", "ec:4+2", false, &text, err, errlen)) < 0)
+		return r;
+	if (efs_ec_policy_parse(text, &cfg->ec_policy) < 0 ||
+	    cfg->ec_policy.kind != EFS_POLICY_EC ||
+	    cfg->ec_policy.data_shards + cfg->ec_policy.parity_shards > EFS_MAX_REPLICAS) {
+		snprintf(err, errlen, "EC_POLICY: '%.32s' is not ec:K+M (K, M >= 1, K + M <= %u)",
+			 text, EFS_MAX_REPLICAS);
+		return -EINVAL;
+	}
+	if ((r = efs_env_u64("EC_MIN_SIZE", EFS_MASTER_DEFAULT_EC_MIN_SIZE, 0, UINT64_MAX >> 2,
+			     true, &cfg->ec_min_size, err, errlen)) < 0 ||
+	    (r = efs_env_u64("EC_CONVERT_BANDWIDTH", EFS_MASTER_DEFAULT_EC_CONVERT_BANDWIDTH, 1024,
+			     UINT64_MAX >> 2, true, &cfg->ec_convert_bandwidth, err, errlen)) < 0)
+		return r;
+	return 0;
+}
+
 static int load_dynamodb(struct efs_master_config *cfg, char *err, size_t errlen)
 {
 	static const char *const vars[3] = {"DYNAMODB_FILES_TABLE", "DYNAMODB_CHUNKS_TABLE",
@@ -263,6 +323,8 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	cfg->orphan_grace_ms = (int64_t)v;
 	if ((r = efs_env_u64("REPAIR_BANDWIDTH", EFS_MASTER_DEFAULT_REPAIR_BANDWIDTH, 1024,
 			     UINT64_MAX >> 2, true, &cfg->repair_bandwidth, err, errlen)) < 0)
+		return r;
+	if ((r = load_ec_convert(cfg, err, errlen)) < 0)
 		return r;
 	if ((r = efs_env_u64("CHUNK_CACHE_SIZE", EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE, 0,
 			     (uint64_t)16 << 30, true, &cfg->chunk_cache_size, err, errlen)) < 0)

@@ -49,6 +49,13 @@ struct efs_master_config {
 	int64_t upload_idle_ms;  /* a one-request upload silent this long is dropped */
 	int64_t orphan_grace_ms; /* unknown chunks on a worker younger than this are kept */
 	uint64_t repair_bandwidth; /* bytes/s that re-replication may copy */
+	/* Conversion of old replicated files to EC (ec_convert.h): files
+	 * older than EC_AFTER (0: off) and of at least EC_MIN_SIZE bytes
+	 * become EC_POLICY (an ec:K+M), paced to EC_CONVERT_BANDWIDTH. */
+	int64_t ec_after_ms;
+	struct efs_policy ec_policy;
+	uint64_t ec_min_size;
+	uint64_t ec_convert_bandwidth;
 	uint64_t chunk_cache_size; /* bytes of verified chunks kept for reads; 0: none */
 	int64_t history_interval_ms; /* the dashboard's charts: one sample this often */
 	/* Slow workers (placement.h): a transfer under this many bytes/s
@@ -90,6 +97,8 @@ struct efs_master_config {
 #define EFS_MASTER_DEFAULT_UPLOAD_IDLE_MS 900000
 #define EFS_MASTER_DEFAULT_ORPHAN_GRACE_MS 3600000
 #define EFS_MASTER_DEFAULT_REPAIR_BANDWIDTH (32 * 1024 * 1024)
+#define EFS_MASTER_DEFAULT_EC_MIN_SIZE (4 * 1024 * 1024)
+#define EFS_MASTER_DEFAULT_EC_CONVERT_BANDWIDTH (32 * 1024 * 1024)
 #define EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE (64 * 1024 * 1024)
 /* 360 samples of 10 s: the dashboard's charts cover the last hour. */
 #define EFS_MASTER_DEFAULT_HISTORY_INTERVAL_MS 10000

@@ -295,6 +295,23 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.bandwidth = m->cfg.repair_bandwidth,
 		.control = &m->control,
 	};
+	if (m->cfg.ec_after_ms > 0 && repair.chunk_io) {
+		struct efs_ec_convert_deps convert = {
+			.meta = m->meta,
+			.chunk_io = repair.chunk_io,
+			.policy = m->cfg.ec_policy,
+			.after_ms = m->cfg.ec_after_ms,
+			.min_size = m->cfg.ec_min_size,
+			.bandwidth = m->cfg.ec_convert_bandwidth,
+			.worker_dead_after_ms = m->cfg.worker_dead_after_ms,
+		};
+		efs_ec_convert_init(&m->ec_convert, &convert);
+		repair.convert = &m->ec_convert;
+	} else if (m->cfg.ec_after_ms > 0) {
+		efs_warn("EC_AFTER is set, but the chunks are not on workers (%s): conversion to "
+			 "EC is off",
+			 efs_chunk_backend_name(m->chunks));
+	}
 	/* No replicas, no repair: a backend without chunk_io has none. */
 	if ((r = efs_gc_start(&m->gc, &gc)) < 0 ||
 	    (repair.chunk_io && (r = efs_repair_start(&m->repair, &repair)) < 0)) {

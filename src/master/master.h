@@ -15,6 +15,7 @@
 #include "echofs/keyseal.h"
 #include "master/config.h"
 #include "master/download.h"
+#include "master/ec_convert.h"
 #include "master/gc.h"
 #include "master/late_writes.h"
 #include "master/history.h"
@@ -63,6 +64,7 @@ struct efs_master {
 	struct efs_s3_auth *s3_auth;
 	struct efs_gc gc;
 	struct efs_repair repair;
+	struct efs_ec_converter ec_convert; /* run by repair's thread when EC_AFTER is set */
 	struct efs_late_writes late_writes; /* the worker backend's given-up writes */
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
 	struct efs_master_counters counters;

@@ -9,6 +9,7 @@
 #include "master/chunk_ec.h"
 #include "master/chunk_io.h"
 #include "master/control.h"
+#include "master/ec_convert.h"
 #include "master/placement.h"
 
 #include <stdlib.h>
@@ -350,6 +351,8 @@ static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *n
 	 * ones: bytes that verify make that replica good again. */
 	bool had_good = holding > 0;
 	r = efs_chunk_read(d->chunk_io, &chunk, replicas, count, data, scratch);
+	if (r == -ESTALE)
+		r = -EIO; /* a row holds a shard (ec_convert.c): not the lease's -ESTALE */
 	if (r < 0) {
 		/* With no good replica this is expected of a chunk truly lost
 		 * (it still counts in under_replicated): not an error each
@@ -593,6 +596,10 @@ static void repair_main(struct efs_ticker *t, void *ctx)
 		int64_t mono = efs_mono_ms();
 		if (again || (mono >= rp->backoff_until && mono >= rp->idle_until))
 			again = repair_pass(rp, &data, &scratch, &encoded, !again);
+		/* In this thread: never on a chunk repair is working on, and
+		 * only when repair has no full pass to follow at once. */
+		if (rp->deps.convert && !again)
+			efs_ec_convert_pass(rp->deps.convert, t, &data, &scratch);
 	}
 	efs_buf_release(&data);
 	efs_buf_release(&scratch);

@@ -45,6 +45,7 @@ struct efs_placement;
 /* What re-replication works with: parts borrowed from the master (which
  * outlives the loop) and the settings it follows. */
 struct efs_control;
+struct efs_ec_converter;
 
 #define EFS_REPAIR_LOGGED_MAX 256
 
@@ -59,6 +60,9 @@ struct efs_repair_deps {
 	/* Copies to a worker with a control stream go down it (CopyChunk);
 	 * NULL: every copy is written over HTTP. */
 	struct efs_control *control;
+	/* Conversion of old replicated files to EC, run after each pass in
+	 * this loop's thread (ec_convert.h); NULL: none. */
+	struct efs_ec_converter *convert;
 };
 
 struct efs_repair {

@@ -31,6 +31,7 @@ int efs_s3_policy(struct efs_s3_req *s, struct efs_policy *out, bool *asked)
 	const char *class_name = efs_http_header(s->http, "x-amz-storage-class");
 	const char *policy = efs_http_header(s->http, "x-echofs-policy");
 	const char *want = NULL;
+	char ia_policy[EFS_POLICY_MAX_LEN + 1];
 	char why[160];
 	int r;
 
@@ -51,8 +52,10 @@ int efs_s3_policy(struct efs_s3_req *s, struct efs_policy *out, bool *asked)
 		/* The IA classes erasure-code where this master can, and store as
 		 * STANDARD where it cannot (docs/S3.md). */
 		if (classes[i].kind == CLASS_IA && efs_chunk_backend_erasure_coding(m->chunks) &&
-		    !m->cfg.dynamodb.files_table)
-			want = EFS_S3_IA_POLICY;
+		    !m->cfg.dynamodb.files_table) {
+			efs_ec_policy_format(&m->cfg.ec_policy, ia_policy, sizeof(ia_policy));
+			want = ia_policy;
+		}
 	}
 	if (policy) {
 		if (strlen(policy) > EFS_S3_POLICY_HEADER_MAX)

@@ -8,7 +8,7 @@
  *
  *   STANDARD, REDUCED_REDUNDANCY,   the master's STORAGE_POLICY (EchoFS
  *   INTELLIGENT_TIERING             has no less durable policy)
- *   STANDARD_IA, ONEZONE_IA,        EFS_S3_IA_POLICY (ec:4+2), on a master
+ *   STANDARD_IA, ONEZONE_IA,        EC_POLICY (default ec:4+2), on a master
  *   GLACIER_IR                      that erasure-codes; STORAGE_POLICY on
  *                                   one that cannot (S3 chunks, DynamoDB)
  *   GLACIER, DEEP_ARCHIVE,          501 NotImplemented (archival: a GET
@@ -30,8 +30,6 @@
 struct efs_master;
 struct efs_s3_req;
 
-/* The policy the infrequent-access classes store by. */
-#define EFS_S3_IA_POLICY "ec:4+2"
 /* The longest x-echofs-policy taken. */
 #define EFS_S3_POLICY_HEADER_MAX 32
 

@@ -77,6 +77,16 @@ struct efs_meta_ops {
 	/* NULL on a backend that stores no EC chunk (efs_meta_ec_stripes: 0, 0) */
 	int (*ec_stripes)(void *impl, int64_t live_after_ms, uint64_t *degraded,
 			  uint64_t *unrecoverable);
+	/* Conversion to EC (issue 17); NULL on a backend without EC chunks
+	 * (efs_meta_ec_*: -ENOTSUP). */
+	int (*ec_candidates)(void *impl, int64_t created_before_ms, uint64_t min_size,
+			     int64_t after_created_ms, const char *after_id, size_t max,
+			     struct efs_ec_candidate *out, size_t *count);
+	int (*chunk_make_ec)(void *impl, const char *chunk_id, unsigned data_shards,
+			     unsigned parity_shards, const char *const *worker_ids,
+			     size_t worker_count, int64_t now_ms);
+	int (*file_set_policy)(void *impl, const char *file_id, const char *policy,
+			       unsigned replication);
 	int (*report_batch)(void *impl, const struct efs_report_context *ctx,
 			    struct efs_report_entry *entries, size_t count);
 	int (*report_finish)(void *impl, const struct efs_report_context *ctx);

@@ -338,6 +338,36 @@ int efs_meta_under_replicated(struct efs_meta *m, unsigned replication, int64_t 
 	return m->ops->under_replicated(m->impl, replication, live_after_ms, count);
 }
 
+int efs_meta_ec_candidates(struct efs_meta *m, int64_t created_before_ms, uint64_t min_size,
+			   int64_t after_created_ms, const char *after_id, size_t max,
+			   struct efs_ec_candidate *out, size_t *count)
+{
+	if (!m->ops->ec_candidates)
+		return -ENOTSUP;
+	return m->ops->ec_candidates(m->impl, created_before_ms, min_size, after_created_ms,
+				     after_id, max, out, count);
+}
+
+int efs_meta_chunk_make_ec(struct efs_meta *m, const char *chunk_id, unsigned data_shards,
+			   unsigned parity_shards, const char *const *worker_ids,
+			   size_t worker_count, int64_t now_ms)
+{
+	if (!m->ops->chunk_make_ec)
+		return -ENOTSUP;
+	if (data_shards == 0 || parity_shards == 0)
+		return -EINVAL;
+	return m->ops->chunk_make_ec(m->impl, chunk_id, data_shards, parity_shards, worker_ids,
+				     worker_count, now_ms);
+}
+
+int efs_meta_file_set_policy(struct efs_meta *m, const char *file_id, const char *policy,
+			     unsigned replication)
+{
+	if (!m->ops->file_set_policy)
+		return -ENOTSUP;
+	return m->ops->file_set_policy(m->impl, file_id, policy, replication);
+}
+
 int efs_meta_ec_stripes(struct efs_meta *m, int64_t live_after_ms, uint64_t *degraded,
 			uint64_t *unrecoverable)
 {

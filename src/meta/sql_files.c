@@ -875,3 +875,90 @@ int sql_garbage_take(void *impl, const char *chunk_id, struct efs_replica *repli
 		*replica_count = (unsigned)t.replicas.count;
 	return r;
 }
+
+/* ---- conversion to erasure coding (issue 17) -------------------------- */
+
+static int row_candidate(void *ctx, const struct efs_sql_row *row)
+{
+	struct efs_ec_candidate *c = sql_rows_push(ctx);
+	if (!c)
+		return sql_rows_full(ctx);
+	efs_strlcpy(c->file_id, efs_sql_text(row, 0), sizeof(c->file_id));
+	c->created_at_ms = efs_sql_int(row, 1);
+	c->size = (uint64_t)efs_sql_int(row, 2);
+	return 0;
+}
+
+int sql_ec_candidates(void *impl, int64_t created_before_ms, uint64_t min_size,
+		      int64_t after_created_ms, const char *after_id, size_t max,
+		      struct efs_ec_candidate *out, size_t *count)
+{
+	struct sql_rows rows = SQL_ROWS_FIXED(out, max);
+	/* Replicated: policy '' (before policies) or replicas:N. */
+	int r = SQL_ONE(impl,
+			"SELECT file_id, created_at, size FROM files"
+			" WHERE created_at < $1 AND size >= $2 AND policy NOT LIKE 'ec:%'"
+			" AND (created_at > $3 OR (created_at = $3 AND file_id > $4))"
+			" ORDER BY created_at, file_id LIMIT $5",
+			row_candidate, &rows, NULL, SQL_INT(created_before_ms),
+			SQL_INT((int64_t)EFS_MIN(min_size, (uint64_t)INT64_MAX)),
+			SQL_INT(after_created_ms), SQL_TEXT(after_id), SQL_INT(max));
+	return sql_rows_finish(&rows, r, NULL, count);
+}
+
+struct make_ec {
+	const char *chunk_id;
+	unsigned data_shards, parity_shards;
+	const char *const *worker_ids;
+	size_t count;
+	int64_t now_ms;
+};
+
+static int chunk_make_ec_tx(struct sql_conn *c, void *ctx)
+{
+	struct make_ec *a = ctx;
+	int64_t changed = 0, ec = -1;
+	int r = SQL_Q(c,
+		      "UPDATE chunks SET ec_data = $2, ec_parity = $3"
+		      " WHERE chunk_id = $1 AND ec_data = 0 AND refcount > 0",
+		      NULL, NULL, &changed, SQL_TEXT(a->chunk_id), SQL_INT(a->data_shards),
+		      SQL_INT(a->parity_shards));
+	if (r < 0)
+		return r;
+	if (changed == 0) {
+		r = SQL_Q(c, "SELECT ec_data FROM chunks WHERE chunk_id = $1 AND refcount > 0",
+			  sql_row_int, &ec, NULL, SQL_TEXT(a->chunk_id));
+		if (r < 0)
+			return r;
+		return ec > 0 ? -EALREADY : -ENOENT;
+	}
+	return add_replicas(c, a->chunk_id, a->worker_ids, a->count, a->now_ms);
+}
+
+int sql_chunk_make_ec(void *impl, const char *chunk_id, unsigned data_shards,
+		      unsigned parity_shards, const char *const *worker_ids, size_t worker_count,
+		      int64_t now_ms)
+{
+	struct make_ec a = {chunk_id, data_shards, parity_shards, worker_ids, worker_count, now_ms};
+	return sql_run_tx(impl, chunk_make_ec_tx, &a);
+}
+
+int sql_file_set_policy(void *impl, const char *file_id, const char *policy,
+			unsigned replication)
+{
+	int64_t changed = 0, found = 0;
+	int r = SQL_WRITE(impl,
+			  "UPDATE files SET policy = $2, replication = $3 WHERE file_id = $1"
+			  " AND NOT EXISTS (SELECT 1 FROM file_chunks fc"
+			  "  JOIN chunks c ON c.chunk_id = fc.chunk_id"
+			  "  WHERE fc.file_id = $1 AND c.ec_data = 0)",
+			  NULL, NULL, &changed, SQL_TEXT(file_id), SQL_TEXT(policy),
+			  SQL_INT(replication));
+	if (r < 0 || changed > 0)
+		return r;
+	r = SQL_ONE(impl, "SELECT 1 FROM files WHERE file_id = $1", sql_row_int, &found, NULL,
+		    SQL_TEXT(file_id));
+	if (r < 0)
+		return r;
+	return found ? -EAGAIN : -ENOENT;
+}

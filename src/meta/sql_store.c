@@ -448,9 +448,18 @@ static int migrate_tx(struct sql_conn *c, void *ctx)
 		  &version, NULL);
 	if (r < 0)
 		return r;
+	/* Every migration without a row is applied, not only those above the
+	 * highest: two changes developed side by side may land in either
+	 * order, and a store that took the later number first still gets the
+	 * earlier one (each is independent of the other's columns). */
 	for (size_t i = 0; i < efs_migration_count; i++) {
 		const struct efs_migration *mig = &efs_migrations[i];
-		if (mig->version <= version)
+		int64_t applied = 0;
+		if (mig->version <= version &&
+		    (r = SQL_Q(c, "SELECT COUNT(*) FROM efs_schema WHERE version = $1", sql_row_int,
+			       &applied, NULL, SQL_INT(mig->version))) < 0)
+			return r;
+		if (applied > 0)
 			continue;
 		const char *sql = mig->postgres_sql && strcmp(d->name, "postgres") == 0
 					  ? mig->postgres_sql
@@ -684,6 +693,9 @@ const struct efs_meta_ops efs_sql_store_ops = {
 	.repair_list = sql_repair_list,
 	.under_replicated = sql_under_replicated,
 	.ec_stripes = sql_ec_stripes,
+	.ec_candidates = sql_ec_candidates,
+	.chunk_make_ec = sql_chunk_make_ec,
+	.file_set_policy = sql_file_set_policy,
 	.report_batch = sql_report_batch,
 	.report_finish = sql_report_finish,
 	.lease = store_lease,

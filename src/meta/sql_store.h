@@ -202,6 +202,14 @@ int sql_replica_remove(void *impl, const char *chunk_id, const char *worker_id);
 int sql_replica_remove_if(void *impl, const char *chunk_id, const char *worker_id,
 			  const char *keep_id);
 int sql_stats(void *impl, struct efs_meta_stats *out);
+int sql_ec_candidates(void *impl, int64_t created_before_ms, uint64_t min_size,
+		      int64_t after_created_ms, const char *after_id, size_t max,
+		      struct efs_ec_candidate *out, size_t *count);
+int sql_chunk_make_ec(void *impl, const char *chunk_id, unsigned data_shards,
+		      unsigned parity_shards, const char *const *worker_ids, size_t worker_count,
+		      int64_t now_ms);
+int sql_file_set_policy(void *impl, const char *file_id, const char *policy,
+			unsigned replication);
 
 /* sql_repair.c */
 int sql_repair_list(void *impl, unsigned replication, int64_t holding_after_ms, size_t max,

@@ -26,7 +26,7 @@ from echofs_harness import CLUSTER_SECRET, assert_json_error
 WORKER_KEYS = {"worker_id", "url", "status", "last_heartbeat", "capacity_bytes", "free_bytes",
                "chunk_count"}
 # What the worker list adds (docs/API.md, "Additions and interpretations").
-WORKER_EXTRA = {"slow", "slow_for_ms", "protocol"}
+WORKER_EXTRA = {"slow", "slow_for_ms", "protocol", "zone"}
 CHUNK_KEYS = {"index", "chunk_id", "size", "stored_size", "compressed", "replicas"}
 HEALTH_KEYS = {"status", "workers_alive", "workers_total", "metadata"}
 # What the health adds for those who may see the topology (docs/API.md).

@@ -36,6 +36,10 @@ static const char *const config_vars[] = {
 	"CLUSTER_SECRET",
 	"REPLICATION_FACTOR",
 	"STORAGE_POLICY",
+	"EC_AFTER",
+	"EC_POLICY",
+	"EC_MIN_SIZE",
+	"EC_CONVERT_BANDWIDTH",
 	"CHUNK_SIZE",
 	"MIN_CHUNK_SIZE",
 	"UPLOAD_MEMORY",
@@ -550,6 +554,49 @@ static void test_master_storage_policy(void **state)
 	master_refused("STORAGE_POLICY");
 }
 
+/* EC_AFTER, EC_POLICY, EC_MIN_SIZE, EC_CONVERT_BANDWIDTH (issue 17):
+ * conversion is off by default; a duration with its unit; an ec:K+M only. */
+static void test_master_ec_convert(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_int_equal(cfg.ec_after_ms, 0);
+	assert_int_equal(cfg.ec_policy.kind, EFS_POLICY_EC);
+	assert_int_equal(cfg.ec_policy.data_shards, 4);
+	assert_int_equal(cfg.ec_policy.parity_shards, 2);
+	assert_int_equal(cfg.ec_min_size, 4 * 1024 * 1024);
+	static const struct {
+		const char *text;
+		int64_t ms;
+	} ok[] = {{"0", 0},	   {"90", 90000},	{"90s", 90000},	 {"250ms", 250},
+		  {"5m", 300000}, {"2h", 7200000},	{"7d", 604800000}};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		env_set("EC_AFTER", ok[i].text);
+		master_loads(&cfg);
+		assert_int_equal(cfg.ec_after_ms, ok[i].ms);
+	}
+	static const char *const bad[] = {"7 d", "-1s", "1w", "d", "7D", "99999999d"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		env_set("EC_AFTER", bad[i]);
+		master_refused("EC_AFTER");
+	}
+	env_set("EC_AFTER", "7d");
+	env_set("EC_POLICY", "ec:6+3");
+	env_set("EC_MIN_SIZE", "1M");
+	env_set("EC_CONVERT_BANDWIDTH", "8M");
+	master_loads(&cfg);
+	assert_int_equal(cfg.ec_policy.data_shards, 6);
+	assert_int_equal(cfg.ec_policy.parity_shards, 3);
+	assert_int_equal(cfg.ec_min_size, 1024 * 1024);
+	assert_int_equal(cfg.ec_convert_bandwidth, 8 * 1024 * 1024);
+	env_set("EC_POLICY", "replicas:2"); /* conversion goes to EC only */
+	master_refused("EC_POLICY");
+	env_set("EC_POLICY", "ec:15+2");
+	master_refused("EC_POLICY");
+}
+
 static void test_master_log_level(void **state)
 {
 	struct efs_master_config cfg;
@@ -909,6 +956,7 @@ int main(void)
 		T(test_master_s3_multipart_expiry),
 		T(test_master_replication),
 		T(test_master_storage_policy),
+		T(test_master_ec_convert),
 		T(test_master_log_level),
 		T(test_topology_visible_to),
 		T(test_master_dead_after_heartbeat),

@@ -461,6 +461,43 @@ static void test_reopen_keeps_data(void **state)
 	assert_int_equal(applied_after, applied_before);
 }
 
+/* A migration numbered below the store's highest but never applied there
+ * (two changes landed in the other order than their numbers) is applied
+ * at the next open: version 12 (sessions.policy) removed as if the store
+ * had been migrated to 13 by a build without 12. */
+static void test_a_skipped_migration_is_applied(void **state)
+{
+	const char *dir = *state;
+	char db[PATH_MAX];
+	sqlite3 *raw = NULL;
+	int rows = 0;
+	int64_t max_version = 0, applied = 0;
+
+	path_in(db, sizeof(db), dir, "echofs.db");
+	efs_meta_close(open_ok(NULL, dir));
+	assert_int_equal(sqlite3_open_v2(db, &raw, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(raw,
+				      "ALTER TABLE sessions DROP COLUMN policy;"
+				      "ALTER TABLE s3_uploads DROP COLUMN policy;"
+				      "DELETE FROM efs_schema WHERE version = 12",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(raw);
+	schema_rows(db, &rows, &max_version, &applied);
+	assert_int_equal(rows, (int)efs_migration_count - 1);
+	assert_int_equal(max_version, LATEST_SCHEMA_VERSION);
+	assert_true(LATEST_SCHEMA_VERSION > 12);
+
+	efs_meta_close(open_ok(NULL, dir));
+	schema_rows(db, &rows, &max_version, &applied);
+	assert_int_equal(rows, (int)efs_migration_count);
+	assert_int_equal(sqlite3_open_v2(db, &raw, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(raw, "SELECT policy FROM sessions; SELECT policy FROM s3_uploads",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(raw);
+}
+
 static void test_two_stores_one_file(void **state)
 {
 	struct efs_meta *a = open_ok(NULL, *state);
@@ -747,6 +784,7 @@ int main(void)
 		T(test_worker_register_twice),
 		T(test_worker_retire_url),
 		T(test_reopen_keeps_data),
+		T(test_a_skipped_migration_is_applied),
 		T(test_two_stores_one_file),
 		T(test_concurrent_heartbeats),
 		T(test_more_threads_than_connections),
