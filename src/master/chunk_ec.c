@@ -202,39 +202,60 @@ static int put_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 	return fenced ? -ESTALE : pending > 0 ? -ENOSPC : 0;
 }
 
-int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
-		       const void *stored, struct efs_target *out, unsigned *written)
+/* The K + M shards of @stored (@chunk's stored form), each with its
+ * header, at slot s of a new stripe (*@stripe, to free; *@slot bytes a
+ * slot). 0, -ENOMEM or ISA-L's error. */
+static int stripe_build(const struct efs_chunk_info *chunk, const void *stored,
+			unsigned char **stripe, size_t *slot)
 {
 	struct efs_ec *ec = NULL;
 	struct efs_ec_layout layout;
+	unsigned n = chunk->ec_data + chunk->ec_parity;
+	unsigned char *bytes = NULL;
+	int r;
+	if ((r = efs_ec_new(chunk->ec_data, chunk->ec_parity, &ec)) < 0)
+		return r;
+	if ((r = efs_ec_layout(ec, chunk->stored_size, &layout)) < 0)
+		goto out;
+	size_t size = EFS_EC_SHARD_HDR + layout.shard_len;
+	if (!(bytes = calloc(n, size))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	unsigned char *shards[EFS_EC_MAX_SHARDS];
+	for (unsigned i = 0; i < n; i++)
+		shards[i] = bytes + i * size + EFS_EC_SHARD_HDR;
+	efs_ec_split(&layout, stored, shards);
+	if ((r = efs_ec_encode(ec, layout.shard_len, shards, shards + chunk->ec_data)) < 0)
+		goto out;
+	for (unsigned i = 0; i < n; i++)
+		header_write(bytes + i * size, &layout, i);
+	*stripe = bytes;
+	*slot = size;
+	bytes = NULL;
+out:
+	free(bytes);
+	efs_ec_free(ec);
+	return r;
+}
+
+int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
+		       const void *stored, struct efs_target *out, unsigned *written)
+{
 	struct efs_target targets[EFS_MAX_REPLICAS];
 	struct efs_target tried[TRIED_MAX];
 	unsigned shard_of[EFS_MAX_REPLICAS]; /* the shard each target of a round takes */
 	size_t tried_count = 0;
 	unsigned char *stripe = NULL;
+	size_t slot = 0;
 	unsigned n = chunk->ec_data + chunk->ec_parity, done = 0;
 	int r;
 
 	*written = 0;
 	if (chunk->ec_data == 0 || n > EFS_MAX_REPLICAS)
 		return -EINVAL;
-	if ((r = efs_ec_new(chunk->ec_data, chunk->ec_parity, &ec)) < 0)
+	if ((r = stripe_build(chunk, stored, &stripe, &slot)) < 0)
 		return r;
-	if ((r = efs_ec_layout(ec, chunk->stored_size, &layout)) < 0)
-		goto out;
-	size_t slot = EFS_EC_SHARD_HDR + layout.shard_len;
-	if (!(stripe = calloc(n, slot))) {
-		r = -ENOMEM;
-		goto out;
-	}
-	unsigned char *shards[EFS_EC_MAX_SHARDS];
-	for (unsigned i = 0; i < n; i++)
-		shards[i] = stripe + i * slot + EFS_EC_SHARD_HDR;
-	efs_ec_split(&layout, stored, shards);
-	if ((r = efs_ec_encode(ec, layout.shard_len, shards, shards + chunk->ec_data)) < 0)
-		goto out;
-	for (unsigned i = 0; i < n; i++)
-		header_write(stripe + i * slot, &layout, i);
 
 	/* Distinct workers, one shard each; shard i on the i-th by id. */
 	int chosen = efs_placement_choose(io->placement, n, slot, NULL, 0, targets);
@@ -258,7 +279,6 @@ int efs_chunk_ec_write(struct efs_chunk_io *io, const struct efs_chunk_info *chu
 		r = -ENOSPC;
 out:
 	free(stripe);
-	efs_ec_free(ec);
 	return r;
 }
 
@@ -675,43 +695,6 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 	}
 out:
 	free(stripe);
-	efs_ec_free(ec);
-	return r;
-}
-
-/* The K + M shards of @stored (@chunk's stored form), each with its
- * header, at slot s of a new stripe (*@stripe, to free; *@slot bytes a
- * slot). 0, -ENOMEM or ISA-L's error. */
-static int stripe_build(const struct efs_chunk_info *chunk, const void *stored,
-			unsigned char **stripe, size_t *slot)
-{
-	struct efs_ec *ec = NULL;
-	struct efs_ec_layout layout;
-	unsigned n = chunk->ec_data + chunk->ec_parity;
-	unsigned char *bytes = NULL;
-	int r;
-	if ((r = efs_ec_new(chunk->ec_data, chunk->ec_parity, &ec)) < 0)
-		return r;
-	if ((r = efs_ec_layout(ec, chunk->stored_size, &layout)) < 0)
-		goto out;
-	size_t size = EFS_EC_SHARD_HDR + layout.shard_len;
-	if (!(bytes = calloc(n, size))) {
-		r = -ENOMEM;
-		goto out;
-	}
-	unsigned char *shards[EFS_EC_MAX_SHARDS];
-	for (unsigned i = 0; i < n; i++)
-		shards[i] = bytes + i * size + EFS_EC_SHARD_HDR;
-	efs_ec_split(&layout, stored, shards);
-	if ((r = efs_ec_encode(ec, layout.shard_len, shards, shards + chunk->ec_data)) < 0)
-		goto out;
-	for (unsigned i = 0; i < n; i++)
-		header_write(bytes + i * size, &layout, i);
-	*stripe = bytes;
-	*slot = size;
-	bytes = NULL;
-out:
-	free(bytes);
 	efs_ec_free(ec);
 	return r;
 }
