@@ -18,13 +18,16 @@
 #define PATH_CONNECT "/echofs.v1.ControlPlane/Connect"
 #define PATH_REPORT "/echofs.v1.ControlPlane/Report"
 
-struct control_pending {
+/* An instruction sent and not yet collected (efs_control_collect), on
+ * ctl->pending under ctl->lock. */
+struct efs_control_ticket {
 	uint64_t id;
 	const struct control_stream *stream; /* the stream it went down */
 	int status;			     /* the Ack's, or -EPIPE */
 	bool done;
 	bool copy;			     /* a CopyChunk (else a delete) */
-	struct control_pending *next;
+	int64_t deadline_ms;		     /* efs_mono_ms(): the wait for its Ack ends */
+	struct efs_control_ticket *next;
 };
 
 struct control_stream {
@@ -374,7 +377,7 @@ static void acked(struct control_stream *st, const Echofs__V1__Ack *ack)
 {
 	struct efs_control *ctl = st->ctl;
 	pthread_mutex_lock(&ctl->lock);
-	for (struct control_pending *p = ctl->pending; p; p = p->next) {
+	for (struct efs_control_ticket *p = ctl->pending; p; p = p->next) {
 		if (p->id == ack->instruction_id && p->stream == st && !p->done) {
 			p->status = ack->status > 0 && ack->status < 600 ? (int)ack->status : 500;
 			p->done = true;
@@ -480,7 +483,7 @@ static void connect_close(void *state, bool broken)
 		st->beat->stream = NULL;
 	st->beat = NULL;
 	/* what still waits for an Ack on it: the callers go over HTTP */
-	for (struct control_pending *p = ctl->pending; p; p = p->next) {
+	for (struct efs_control_ticket *p = ctl->pending; p; p = p->next) {
 		if (p->stream == st && !p->done) {
 			p->status = -EPIPE;
 			p->done = true;
@@ -841,21 +844,26 @@ bool efs_control_streaming(struct efs_control *ctl, const char *worker_id)
 	return found;
 }
 
-/* Sends @down (its instruction id set here) to @worker_id's stream and
- * waits up to @timeout_ms for the Ack: its status, or -ENOTCONN (no
- * stream), -EPIPE (it ended first), -ETIMEDOUT. */
-static int push(struct efs_control *ctl, const char *worker_id, Echofs__V1__MasterMessage *down,
-		bool copy, int64_t timeout_ms)
+/* Sends @down (its instruction id set here) to @worker_id's stream; its
+ * Ack is awaited until @timeout_ms from now. 0 and *@out (a ticket on
+ * ctl->pending, for efs_control_collect), or -ENOTCONN (no stream, or
+ * the send failed), -ENOMEM. */
+static int push_send(struct efs_control *ctl, const char *worker_id,
+		     Echofs__V1__MasterMessage *down, bool copy, int64_t timeout_ms,
+		     struct efs_control_ticket **out)
 {
-	struct control_pending p = {.copy = copy};
+	struct efs_control_ticket *p;
 	struct control_stream *st;
 	uint8_t buf[2048];
-	struct timespec deadline;
-	int r;
+	int r = 0;
 
 	if (!ctl->rpc)
 		return -ENOTCONN;
-	efs_ticker_deadline(timeout_ms, &deadline);
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->copy = copy;
+	p->deadline_ms = efs_mono_ms() + EFS_MAX(timeout_ms, 0);
 	pthread_mutex_lock(&ctl->lock);
 	for (st = ctl->streams; st && strcmp(st->worker_id, worker_id) != 0; st = st->next)
 		;
@@ -863,7 +871,7 @@ static int push(struct efs_control *ctl, const char *worker_id, Echofs__V1__Mast
 		r = -ENOTCONN;
 		goto out;
 	}
-	down->instruction_id = p.id = ++ctl->next_instruction;
+	down->instruction_id = p->id = ++ctl->next_instruction;
 	size_t len = echofs__v1__master_message__get_packed_size(down);
 	if (len > sizeof(buf)) {
 		r = -ENOTCONN;
@@ -876,21 +884,78 @@ static int push(struct efs_control *ctl, const char *worker_id, Echofs__V1__Mast
 		goto out;
 	}
 	atomic_fetch_add(copy ? &ctl->copies_pushed : &ctl->deletes_pushed, 1);
-	p.stream = st;
-	p.next = ctl->pending;
-	ctl->pending = &p;
-	while (!p.done && pthread_cond_timedwait(&ctl->acked, &ctl->lock, &deadline) == 0)
-		;
-	for (struct control_pending **q = &ctl->pending; *q; q = &(*q)->next) {
-		if (*q == &p) {
-			*q = p.next;
+	p->stream = st;
+	p->next = ctl->pending;
+	ctl->pending = p;
+	*out = p;
+	p = NULL;
+out:
+	pthread_mutex_unlock(&ctl->lock);
+	free(p);
+	return r;
+}
+
+/* Takes @p off ctl->pending and frees it. Under ctl->lock. */
+static void ticket_drop(struct efs_control *ctl, struct efs_control_ticket *p)
+{
+	for (struct efs_control_ticket **q = &ctl->pending; *q; q = &(*q)->next) {
+		if (*q == p) {
+			*q = p->next;
 			break;
 		}
 	}
-	r = p.done ? p.status : -ETIMEDOUT;
-out:
+	free(p);
+}
+
+size_t efs_control_collect(struct efs_control *ctl, struct efs_control_ticket *const *tickets,
+			   size_t n, int *status)
+{
+	struct timespec deadline;
+	size_t found = n;
+	pthread_mutex_lock(&ctl->lock);
+	for (;;) {
+		/* An answer first; else the first wait that ended. */
+		int64_t now = efs_mono_ms(), soonest = INT64_MAX;
+		for (size_t i = 0; i < n && found == n; i++)
+			if (tickets[i]->done)
+				found = i;
+		for (size_t i = 0; i < n && found == n; i++) {
+			if (tickets[i]->deadline_ms <= now)
+				found = i;
+			soonest = EFS_MIN(soonest, tickets[i]->deadline_ms);
+		}
+		if (found < n)
+			break;
+		efs_ticker_deadline(soonest - now, &deadline);
+		pthread_cond_timedwait(&ctl->acked, &ctl->lock, &deadline);
+	}
+	*status = tickets[found]->done ? tickets[found]->status : -ETIMEDOUT;
+	ticket_drop(ctl, tickets[found]);
 	pthread_mutex_unlock(&ctl->lock);
-	return r;
+	return found;
+}
+
+void efs_control_forget(struct efs_control *ctl, struct efs_control_ticket *ticket)
+{
+	if (!ticket)
+		return;
+	pthread_mutex_lock(&ctl->lock);
+	ticket_drop(ctl, ticket);
+	pthread_mutex_unlock(&ctl->lock);
+}
+
+/* push_send, then the wait for its Ack: its status, or -ENOTCONN, -EPIPE
+ * (the stream ended first), -ETIMEDOUT, -ENOMEM. */
+static int push(struct efs_control *ctl, const char *worker_id, Echofs__V1__MasterMessage *down,
+		bool copy, int64_t timeout_ms)
+{
+	struct efs_control_ticket *ticket;
+	int status;
+	int r = push_send(ctl, worker_id, down, copy, timeout_ms, &ticket);
+	if (r < 0)
+		return r;
+	efs_control_collect(ctl, &ticket, 1, &status);
+	return status;
 }
 
 int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
@@ -909,8 +974,9 @@ int efs_control_delete(struct efs_control *ctl, const char *worker_id, const cha
 	return push(ctl, worker_id, &down, false, timeout_ms);
 }
 
-int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
-		     uint64_t size, const char *from_url, uint64_t lease_epoch, int64_t timeout_ms)
+int efs_control_copy_send(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+			  uint64_t size, const char *from_url, uint64_t lease_epoch,
+			  int64_t timeout_ms, struct efs_control_ticket **ticket)
 {
 	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
 	Echofs__V1__CopyChunk copy = ECHOFS__V1__COPY_CHUNK__INIT;
@@ -921,7 +987,20 @@ int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char 
 	copy.size = size;
 	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_COPY_CHUNK;
 	down.copy_chunk = &copy;
-	return push(ctl, worker_id, &down, true, timeout_ms);
+	return push_send(ctl, worker_id, &down, true, timeout_ms, ticket);
+}
+
+int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+		     uint64_t size, const char *from_url, uint64_t lease_epoch, int64_t timeout_ms)
+{
+	struct efs_control_ticket *ticket;
+	int status;
+	int r = efs_control_copy_send(ctl, worker_id, chunk_id, size, from_url, lease_epoch,
+				      timeout_ms, &ticket);
+	if (r < 0)
+		return r;
+	efs_control_collect(ctl, &ticket, 1, &status);
+	return status;
 }
 
 size_t efs_control_streams(struct efs_control *ctl)

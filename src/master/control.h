@@ -21,8 +21,9 @@
  * broken. The collector's replica deletes go down the
  * stream of a worker that has one (efs_control_delete) and wait for its
  * Ack; without a stream they stay HTTP calls. Repair's copies to a worker
- * with a stream go down it too (efs_control_copy: the worker fetches the
- * chunk from another worker over HTTP). A ChunkDelta's corrupt and
+ * with a stream go down it too (efs_control_copy_send: the worker fetches
+ * the chunk from another worker over HTTP), several at once, each Ack
+ * collected as it comes (efs_control_collect). A ChunkDelta's corrupt and
  * removed ids mark the worker's replicas of them bad (as a report's
  * `lost`: repair follows); its added ids are left to the next full
  * report. A Report call is a full chunk report in batches, each judged
@@ -49,7 +50,7 @@
 struct efs_master;
 struct efs_rpc_server;
 struct control_stream;
-struct control_pending;
+struct efs_control_ticket;
 struct control_beat;
 /* Threads that record the streams' heartbeats in the registry, so that the
  * store's group commit batches them (one thread would wait for one commit
@@ -63,7 +64,7 @@ struct efs_control {
 	struct control_stream *streams; /* the current stream of each worker */
 	/* Instructions waiting for their Ack, under lock; @acked is signalled
 	 * (CLOCK_MONOTONIC) when one is answered or its stream ends. */
-	struct control_pending *pending;
+	struct efs_control_ticket *pending;
 	pthread_cond_t acked;
 	uint64_t next_instruction;
 	_Atomic uint64_t streams_opened, streams_broken, heartbeats;
@@ -108,6 +109,26 @@ int efs_control_delete(struct efs_control *ctl, const char *worker_id, const cha
  * HTTP), -EPIPE, -ETIMEDOUT. Any thread but the control plane's own. */
 int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
 		     uint64_t size, const char *from_url, uint64_t lease_epoch, int64_t timeout_ms);
+/* efs_control_copy without the wait: sends the CopyChunk and returns 0
+ * with *@ticket, whose Ack is awaited until @timeout_ms from now and
+ * taken with efs_control_collect (or dropped with efs_control_forget):
+ * exactly one of the two, once. So a caller has several copies under way
+ * at once. -ENOTCONN (no stream: copy it over HTTP) or -ENOMEM, no
+ * ticket. */
+int efs_control_copy_send(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
+			  uint64_t size, const char *from_url, uint64_t lease_epoch,
+			  int64_t timeout_ms, struct efs_control_ticket **ticket);
+/* Waits until one of @tickets[0..@n) (@n > 0) is answered, its stream
+ * ended or its wait ran out, whichever comes first; an answered one is
+ * taken before one whose wait ran out. Frees that ticket and returns its
+ * index (the caller drops it from its array), with its status in
+ * *@status as efs_control_copy returns it (the Ack's status, -EPIPE,
+ * -ETIMEDOUT). Any thread but the control plane's own. */
+size_t efs_control_collect(struct efs_control *ctl, struct efs_control_ticket *const *tickets,
+			   size_t n, int *status);
+/* Drops @ticket unanswered (a caller that stops waiting: its Ack, if one
+ * comes, is ignored). NULL is accepted. */
+void efs_control_forget(struct efs_control *ctl, struct efs_control_ticket *ticket);
 /* How many workers have an open stream to this master now. */
 size_t efs_control_streams(struct efs_control *ctl);
 /* Ends every stream (no worker is suspected for it) and stops. A zeroed,

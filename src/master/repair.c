@@ -2,6 +2,7 @@
 /* repair.c - the re-replication loop. */
 #include "master/repair.h"
 #include "echofs/codec.h"
+#include "echofs/control_plane.h"
 #include "echofs/log.h"
 #include "echofs/pace.h"
 #include "echofs/util.h"
@@ -11,6 +12,7 @@
 #include "master/ec_convert.h"
 #include "master/placement.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define REPAIR_INTERVAL_MS 1000
@@ -24,49 +26,6 @@
 /* After a pass that found nothing under-replicated, the next waits this
  * many times as long as the count took (repair.h). */
 #define REPAIR_IDLE_SHARE 10
-
-/* How long a pushed copy may take (the worker fetches and stores the chunk,
- * up to 64 MiB) before it is written over HTTP instead. */
-#define COPY_ACK_MS 30000
-
-/* Copies @chunk to up to @want targets that have a control stream, as
- * CopyChunk instructions (the worker fetches it from @from_url, a good
- * replica's worker); the targets that stored it (or held it) into @added.
- * Returns how many; *@stale when a worker refused the lease epoch. */
-static unsigned push_copies(const struct efs_repair_deps *d, const struct efs_chunk_info *chunk,
-			    const struct efs_target *keep, unsigned holding, unsigned want,
-			    uint64_t epoch, struct efs_target *added, bool *stale)
-{
-	struct efs_target to[EFS_MAX_REPLICAS];
-	unsigned pushed = 0;
-	*stale = false;
-	if (!d->control || holding == 0 || efs_control_streams(d->control) == 0)
-		return 0;
-	int n = efs_placement_choose(d->placement, want, chunk->stored_size, keep, holding, to);
-	for (int i = 0; i < n && !*stale; i++) {
-		if (!efs_control_streaming(d->control, to[i].worker_id))
-			continue;
-		int st = efs_control_copy(d->control, to[i].worker_id, chunk->chunk_id, chunk->size,
-					  keep[0].url, epoch, COPY_ACK_MS);
-		if (st == 201 || st == 204) {
-			added[pushed++] = to[i];
-			continue;
-		}
-		if (st == 503) { /* its copier's queue is full (a busy worker) */
-			efs_info("repair: worker %s is busy with other pushed copies: chunk %.12s "
-				 "is written over HTTP instead",
-				 to[i].worker_id, chunk->chunk_id);
-			continue;
-		}
-		*stale = st == 409;
-		efs_warn("repair: pushed copy of chunk %.12s to worker %s from %s failed (%s%d): %s",
-			 chunk->chunk_id, to[i].worker_id, keep[0].url, st < 0 ? "errno " : "status ",
-			 st < 0 ? -st : st,
-			 *stale ? "a newer lease epoch was seen: stopping"
-				: "writing it over HTTP instead");
-	}
-	return pushed;
-}
 
 /* The workers that hold (or may still hold) a good replica of the chunk,
  * into @keep; returns how many. */
@@ -93,6 +52,174 @@ static int meta_failed(const struct efs_repair_deps *d, int r)
 	if (r < 0 && r != -ENOENT)
 		efs_meta_lease_drop(d->meta);
 	return r;
+}
+
+/* Pushed copies a pass has under way at once (sent, their Acks not yet
+ * collected), in all and to one worker: a share of the worker copier's
+ * queue (EFS_COPIER_JOBS_MAX, 16), so that repair alone does not fill it
+ * and have copies refused busy. */
+#define REPAIR_PUSHED_MAX 32
+#define REPAIR_PUSHED_PER_WORKER 4
+
+/* A chunk with pushed copies not all answered: it stays being written
+ * (efs_chunk_writing_begin) until they are; then its replaced bad rows
+ * are forgotten and, if a copy failed, it is written over HTTP. */
+struct pushed_chunk {
+	char chunk_id[65];
+	unsigned waiting; /* copies unanswered, +1 while repair_one holds it; 0: free */
+	bool failed;	  /* a copy failed or timed out: a retry over HTTP follows */
+	bool keep_bad;	  /* the HTTP write or its record failed: keep the bad rows */
+	unsigned bad_count, added_count;
+	char bad[EFS_MAX_REPLICAS][EFS_ID_MAX + 1];   /* bad replicas to forget */
+	char added[EFS_MAX_REPLICAS][EFS_ID_MAX + 1]; /* the new copies recorded */
+};
+
+/* One pass's pushed copies: tickets[i] is copies[i]'s. */
+struct repair_pushes {
+	struct efs_control_ticket *tickets[REPAIR_PUSHED_MAX];
+	struct {
+		size_t chunk; /* into chunks[] */
+		char worker_id[EFS_ID_MAX + 1];
+	} copies[REPAIR_PUSHED_MAX];
+	size_t count;
+	struct pushed_chunk chunks[REPAIR_PUSHED_MAX + 1]; /* + the one being sent */
+	struct efs_repair_need retry[REPAIR_PASS_CHUNKS];  /* to write over HTTP */
+	size_t retry_count;
+	bool stale; /* a worker refused the lease epoch (409): no more instructions */
+};
+
+/* All of @c's copies are answered: forget the bad replicas the new copies
+ * replace (their workers, if they still hold a copy, are told to delete
+ * it at their next report), end its write, and queue an HTTP retry if a
+ * copy failed. */
+static void chunk_finish(struct efs_repair *rp, struct repair_pushes *ps, size_t c)
+{
+	const struct efs_repair_deps *d = &rp->deps;
+	struct pushed_chunk *pc = &ps->chunks[c];
+	for (unsigned i = 0; i < pc->bad_count && !pc->keep_bad && !ps->stale; i++) {
+		bool rewritten = false;
+		for (unsigned k = 0; k < pc->added_count; k++)
+			rewritten |= strcmp(pc->added[k], pc->bad[i]) == 0;
+		if (!rewritten)
+			efs_meta_replica_remove(d->meta, pc->chunk_id, pc->bad[i]);
+	}
+	efs_chunk_writing_end(d->chunk_io, pc->chunk_id);
+	if (pc->failed && !ps->stale && ps->retry_count < REPAIR_PASS_CHUNKS) {
+		struct efs_repair_need *need = &ps->retry[ps->retry_count++];
+		memset(need, 0, sizeof(*need));
+		efs_strlcpy(need->chunk_id, pc->chunk_id, sizeof(need->chunk_id));
+	}
+}
+
+/* Waits for the first of the pass's pushed copies to be answered (or to
+ * run out of time) and acts on it: a copy the worker stored (201) or held
+ * (204) is recorded now, not before; any other answer leaves its chunk
+ * for an HTTP retry (a 409 stops the pass). */
+static void collect_one(struct efs_repair *rp, struct repair_pushes *ps)
+{
+	const struct efs_repair_deps *d = &rp->deps;
+	int st;
+	size_t i = efs_control_collect(d->control, ps->tickets, ps->count, &st);
+	size_t c = ps->copies[i].chunk;
+	char worker_id[EFS_ID_MAX + 1];
+	efs_strlcpy(worker_id, ps->copies[i].worker_id, sizeof(worker_id));
+	ps->count--;
+	ps->tickets[i] = ps->tickets[ps->count];
+	ps->copies[i] = ps->copies[ps->count];
+	struct pushed_chunk *pc = &ps->chunks[c];
+	if (st == 201 || st == 204) {
+		const char *ids[1] = {worker_id};
+		int r = meta_failed(d, efs_meta_replica_add(d->meta, pc->chunk_id, ids, 1,
+							   efs_now_ms()));
+		if (r == 0 && pc->added_count < EFS_MAX_REPLICAS)
+			efs_strlcpy(pc->added[pc->added_count++], worker_id, sizeof(pc->added[0]));
+		if (r == 0)
+			efs_debug("repair: chunk %.12s: the copy pushed to worker %s is stored "
+				  "(%d): recorded",
+				  pc->chunk_id, worker_id, st);
+		pc->keep_bad |= r < 0 && r != -ENOENT;
+	} else if (st == 503) { /* its copier's queue is full (a busy worker) */
+		efs_info("repair: worker %s is busy with other pushed copies: chunk %.12s is "
+			 "written over HTTP instead",
+			 worker_id, pc->chunk_id);
+		pc->failed = true;
+	} else {
+		ps->stale |= st == 409;
+		pc->failed = true;
+		efs_warn("repair: pushed copy of chunk %.12s to worker %s failed (%s%d): %s",
+			 pc->chunk_id, worker_id, st < 0 ? "errno " : "status ", st < 0 ? -st : st,
+			 st == 409 ? "a newer lease epoch was seen: stopping"
+				   : "writing it over HTTP instead");
+	}
+	if (--pc->waiting == 0)
+		chunk_finish(rp, ps, c);
+}
+
+/* Copies @chunk (slot @c of @ps) to up to @want targets that have a
+ * control stream, as CopyChunk instructions (the worker fetches it from a
+ * good replica's worker, keep[0]), without waiting for their Acks: the
+ * targets sent to go into @sent. With REPAIR_PUSHED_MAX copies under way,
+ * or REPAIR_PUSHED_PER_WORKER on a target, the oldest answers are
+ * collected first. Returns how many were sent. */
+static unsigned push_copies(struct efs_repair *rp, struct repair_pushes *ps, size_t c,
+			    const struct efs_chunk_info *chunk, const struct efs_target *keep,
+			    unsigned holding, unsigned want, uint64_t epoch, struct efs_target *sent)
+{
+	const struct efs_repair_deps *d = &rp->deps;
+	struct efs_target to[EFS_MAX_REPLICAS];
+	unsigned pushed = 0;
+	int n = efs_placement_choose(d->placement, want, chunk->stored_size, keep, holding, to);
+	for (int i = 0; i < n && !ps->stale; i++) {
+		if (!efs_control_streaming(d->control, to[i].worker_id))
+			continue;
+		for (;;) {
+			size_t on_worker = 0;
+			for (size_t k = 0; k < ps->count; k++)
+				on_worker += strcmp(ps->copies[k].worker_id, to[i].worker_id) == 0;
+			if (ps->count < REPAIR_PUSHED_MAX && on_worker < REPAIR_PUSHED_PER_WORKER)
+				break;
+			collect_one(rp, ps);
+		}
+		if (ps->stale)
+			break;
+		struct efs_control_ticket *ticket;
+		int r = efs_control_copy_send(d->control, to[i].worker_id, chunk->chunk_id,
+					      chunk->size, keep[0].url, epoch, EFS_COPY_ACK_MS, &ticket);
+		if (r < 0) {
+			efs_warn("repair: pushed copy of chunk %.12s to worker %s not sent (errno "
+				 "%d): writing it over HTTP instead",
+				 chunk->chunk_id, to[i].worker_id, -r);
+			continue;
+		}
+		ps->tickets[ps->count] = ticket;
+		ps->copies[ps->count].chunk = c;
+		efs_strlcpy(ps->copies[ps->count].worker_id, to[i].worker_id,
+			    sizeof(ps->copies[0].worker_id));
+		ps->count++;
+		ps->chunks[c].waiting++;
+		sent[pushed++] = to[i];
+	}
+	return pushed;
+}
+
+/* A free slot of @ps for @chunk_id (one always is: at most
+ * REPAIR_PUSHED_MAX chunks have copies under way), held by the caller
+ * (waiting 1), with the bad replicas of @replicas to forget. */
+static size_t chunk_slot(struct repair_pushes *ps, const char *chunk_id,
+			 const struct efs_replica *replicas, unsigned count)
+{
+	size_t c = 0;
+	while (ps->chunks[c].waiting > 0)
+		c++;
+	struct pushed_chunk *pc = &ps->chunks[c];
+	memset(pc, 0, sizeof(*pc));
+	efs_strlcpy(pc->chunk_id, chunk_id, sizeof(pc->chunk_id));
+	pc->waiting = 1;
+	for (unsigned i = 0; i < count; i++)
+		if (replicas[i].bad)
+			efs_strlcpy(pc->bad[pc->bad_count++], replicas[i].worker_id,
+				    sizeof(pc->bad[0]));
+	return c;
 }
 
 /* Whether unrecoverable stripe @chunk_id is logged already; notes it if
@@ -190,11 +317,14 @@ static int64_t rebuild_one(struct efs_repair *rp, const struct efs_chunk_info *c
 }
 
 /* Copies one chunk to as many new workers as it lacks (an EC chunk: its
- * missing shards are rebuilt). Returns the bytes copied (for pacing) or
- * -errno; -ESTALE when the lease is no longer held here (the pass stops). */
+ * missing shards are rebuilt): down control streams as pushed copies
+ * (with @ps; NULL: all over HTTP), whose Acks the pass collects later,
+ * and the rest over HTTP now. Returns the bytes copied or sent (for
+ * pacing) or -errno; -ESTALE when the lease is no longer held here (the
+ * pass stops). */
 static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *need,
 			  int64_t holding_after, struct efs_buf *data, struct efs_buf *scratch,
-			  struct efs_buf *encoded)
+			  struct efs_buf *encoded, struct repair_pushes *ps)
 {
 	const struct efs_repair_deps *d = &rp->deps;
 	struct efs_chunk_info chunk;
@@ -262,42 +392,63 @@ static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *n
 	if (epoch == 0)
 		return -ESTALE;
 	efs_chunk_writing_begin(d->chunk_io, chunk.chunk_id);
-	/* Down the targets' control streams first; the rest over HTTP, to
-	 * other workers than those. */
-	bool stale = false;
-	unsigned pushed = push_copies(d, &chunk, keep, holding, missing, epoch, added, &stale);
+	/* Down the targets' control streams first (their Acks are collected
+	 * later: the copies are recorded as they come); the rest over HTTP now,
+	 * to other workers than those. */
+	unsigned sent = 0;
+	size_t c = SIZE_MAX;
+	if (ps && d->control && holding > 0 && efs_control_streams(d->control) > 0) {
+		c = chunk_slot(ps, chunk.chunk_id, replicas, count);
+		sent = push_copies(rp, ps, c, &chunk, keep, holding, missing, epoch, added);
+	}
+	bool stale = ps && ps->stale;
 	int w = stale ? -ESTALE : 0;
-	if (!stale && pushed < missing) {
+	if (!stale && sent < missing) {
 		struct efs_target exclude[2 * EFS_MAX_REPLICAS];
 		memcpy(exclude, keep, holding * sizeof(*keep));
-		memcpy(exclude + holding, added, pushed * sizeof(*added));
-		w = efs_chunk_write(d->chunk_io, chunk.chunk_id, bytes, len, gzip, missing - pushed,
-				    exclude, holding + pushed, epoch, added + pushed, &written);
+		memcpy(exclude + holding, added, sent * sizeof(*added));
+		w = efs_chunk_write(d->chunk_io, chunk.chunk_id, bytes, len, gzip, missing - sent,
+				    exclude, holding + sent, epoch, added + sent, &written);
 	}
-	written += pushed;
 	/* Whatever was written counts, even when not all of it could be. */
 	for (unsigned i = 0; i < written; i++)
-		added_ids[i] = added[i].worker_id;
+		added_ids[i] = added[sent + i].worker_id;
 	r = written ? meta_failed(d, efs_meta_replica_add(d->meta, chunk.chunk_id, added_ids,
 							  written, efs_now_ms()))
 		    : 0;
-	efs_chunk_writing_end(d->chunk_io, chunk.chunk_id);
+	if (c != SIZE_MAX) {
+		/* The rest when its last pushed copy is answered (chunk_finish). */
+		struct pushed_chunk *pc = &ps->chunks[c];
+		for (unsigned i = 0; i < written && r == 0; i++)
+			efs_strlcpy(pc->added[pc->added_count++], added_ids[i],
+				    sizeof(pc->added[0]));
+		pc->keep_bad |= w < 0 || r < 0;
+		if (--pc->waiting == 0)
+			chunk_finish(rp, ps, c);
+	} else {
+		efs_chunk_writing_end(d->chunk_io, chunk.chunk_id);
+	}
 	if (w < 0)
 		return w;
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
-	/* The bad replicas are replaced: forget them (their workers, if they
-	 * still hold a copy, are told to delete it at their next report). */
-	for (unsigned i = 0; i < count; i++) {
-		bool rewritten = false;
-		for (unsigned k = 0; k < missing; k++)
-			rewritten |= strcmp(added[k].worker_id, replicas[i].worker_id) == 0;
-		if (replicas[i].bad && !rewritten)
-			efs_meta_replica_remove(d->meta, chunk.chunk_id, replicas[i].worker_id);
+	if (c == SIZE_MAX) {
+		/* The bad replicas are replaced: forget them (their workers, if
+		 * they still hold a copy, are told to delete it at their next
+		 * report). */
+		for (unsigned i = 0; i < count; i++) {
+			bool rewritten = false;
+			for (unsigned k = 0; k < written; k++)
+				rewritten |= strcmp(added[k].worker_id, replicas[i].worker_id) == 0;
+			if (replicas[i].bad && !rewritten)
+				efs_meta_replica_remove(d->meta, chunk.chunk_id,
+							replicas[i].worker_id);
+		}
 	}
-	efs_debug("repair: chunk %.12s had %u usable replicas; copied to %u more (first: %s)",
-		  chunk.chunk_id, holding, missing, added[0].worker_id);
-	return (int64_t)len * missing;
+	efs_debug("repair: chunk %.12s had %u usable replicas; %u copies pushed, %u written "
+		  "(first: %s)",
+		  chunk.chunk_id, holding, sent, written, added[0].worker_id);
+	return (int64_t)len * (sent + written);
 }
 
 /* One pass: count (unless @recount is false: a full pass just ran), then
@@ -354,11 +505,32 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 
 	struct efs_pace pace;
 	uint64_t copied = 0, done = 0, failed = 0;
-	bool stopped = false;
+	bool stopped = false, stopping = false;
+	struct repair_pushes *ps = calloc(1, sizeof(*ps));
+	if (!ps)
+		return false;
 	efs_pace_init(&pace, d->bandwidth);
-	for (size_t i = 0; i < n; i++) {
-		int64_t r = repair_one(rp, &needs[i], holding_after, data, scratch, encoded);
-		if (r == -ESTALE || (r < 0 && efs_meta_lease_epoch(d->meta) == 0)) {
+	/* The pass's chunks, then those whose pushed copies failed (over
+	 * HTTP), once the copies still under way are answered. */
+	for (size_t i = 0; !stopped; i++) {
+		const struct efs_repair_need *need = NULL;
+		bool http_only = false;
+		if (i < n) {
+			need = &needs[i];
+		} else if (ps->count > 0) {
+			collect_one(rp, ps);
+			i--;
+			continue;
+		} else if (ps->retry_count > 0 && !ps->stale) {
+			need = &ps->retry[--ps->retry_count];
+			http_only = true;
+			i--;
+		} else {
+			break;
+		}
+		int64_t r = repair_one(rp, need, holding_after, data, scratch, encoded,
+				       http_only ? NULL : ps);
+		if (r == -ESTALE || ps->stale || (r < 0 && efs_meta_lease_epoch(d->meta) == 0)) {
 			/* The lease is gone (dropped here, or a worker has
 			 * seen a newer epoch: another master holds it): not
 			 * another instruction until it is taken again. */
@@ -375,10 +547,24 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 		/* Pace: never ahead of REPAIR_BANDWIDTH bytes per second. */
 		int64_t ahead = efs_pace_add(&pace, (uint64_t)r);
 		if (ahead > 0 && efs_ticker_wait(&rp->ticker, ahead)) {
-			stopped = true;
+			stopped = stopping = true;
 			break;
 		}
 	}
+	/* What is still under way: answered and recorded (their HTTP retries
+	 * wait for the next pass), or, when the master stops, forgotten. */
+	while (ps->count > 0) {
+		if (!stopping) {
+			collect_one(rp, ps);
+			continue;
+		}
+		ps->count--;
+		efs_control_forget(d->control, ps->tickets[ps->count]);
+		if (--ps->chunks[ps->copies[ps->count].chunk].waiting == 0)
+			efs_chunk_writing_end(d->chunk_io,
+					      ps->chunks[ps->copies[ps->count].chunk].chunk_id);
+	}
+	free(ps);
 	atomic_fetch_add(&rp->repaired_total, done);
 	atomic_fetch_add(&rp->failed_total, failed);
 	/* Nothing could be done (no room, nothing readable): back off. */

@@ -617,9 +617,37 @@ static int entry_cmp(const void *a, const void *b)
 	return strcmp((*x)->chunk_id, (*y)->chunk_id);
 }
 
+/* The zone of @worker_id in @workers, NULL for a worker without one (or
+ * not listed): a zone of its own. */
+static const char *zone_of(const struct efs_worker_info *workers, size_t worker_count,
+			   const char *worker_id)
+{
+	for (size_t i = 0; i < worker_count; i++)
+		if (strcmp(workers[i].worker_id, worker_id) == 0)
+			return workers[i].zone[0] ? workers[i].zone : NULL;
+	return NULL;
+}
+
+/* The distinct zones of @zones (one per good replica on a live worker,
+ * NULL: a zone of its own), leaving out entry @skip (n: none). */
+static int64_t distinct_zones(const char *const *zones, unsigned n, unsigned skip)
+{
+	int64_t count = 0;
+	for (unsigned i = 0; i < n; i++) {
+		bool seen = false;
+		if (i == skip)
+			continue;
+		for (unsigned j = 0; j < i && zones[i] && !seen; j++)
+			seen = j != skip && zones[j] && strcmp(zones[i], zones[j]) == 0;
+		count += !seen;
+	}
+	return count;
+}
+
 /* Loads what the rules need about one chunk: its item (refcount and the
  * drop version "rv"), this worker's replica and the good ones on live
- * workers. */
+ * workers, with the zones those cover (the SQL judge's counts, from the
+ * worker list read once per batch). */
 static int judge_load(struct dyn *d, const struct efs_report_context *ctx,
 		      const struct efs_worker_info *workers, size_t worker_count,
 		      const char *chunk_id, struct judged_row *row, int64_t *rv)
@@ -641,12 +669,19 @@ static int judge_load(struct dyn *d, const struct efs_report_context *ctx,
 	json_decref(item);
 	if ((r = dyn_replicas_load(d, chunk_id, workers, worker_count, reps, &n)) < 0)
 		return r;
+	const char *zones[EFS_MAX_REPLICAS];
+	unsigned mine = EFS_MAX_REPLICAS; /* this worker's entry of zones: none */
 	for (unsigned i = 0; i < n; i++) {
 		if (strcmp(reps[i].worker_id, ctx->worker_id) == 0)
 			row->state = reps[i].bad ? 1 : 0;
-		if (!reps[i].bad && reps[i].last_heartbeat_ms > ctx->live_after_ms)
-			row->good++;
+		if (!reps[i].bad && reps[i].last_heartbeat_ms > ctx->live_after_ms) {
+			if (strcmp(reps[i].worker_id, ctx->worker_id) == 0)
+				mine = (unsigned)row->good;
+			zones[row->good++] = zone_of(workers, worker_count, reps[i].worker_id);
+		}
 	}
+	row->zones = distinct_zones(zones, (unsigned)row->good, (unsigned)row->good);
+	row->zones_without = distinct_zones(zones, (unsigned)row->good, mine);
 	return 0;
 }
 

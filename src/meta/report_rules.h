@@ -19,6 +19,12 @@ struct judged_row {
 	int64_t refcount;
 	int64_t state; /* this worker's replica state; -1: no replica row */
 	int64_t good;  /* good replicas on live workers (this one included) */
+	/* The distinct zones those good replicas cover, and the distinct
+	 * zones the same replicas but this worker's cover. A worker without
+	 * a zone is a zone of its own. zones_without == zones: this worker's
+	 * copy shares its zone with another good copy (or is not counted). */
+	int64_t zones;
+	int64_t zones_without;
 	/* An erasure-coded chunk: each replica row is a distinct shard, never
 	 * surplus to another, and a copy no row names is not adopted (which
 	 * shard it is is in its bytes, not known here): deleted once old. */

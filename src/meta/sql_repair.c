@@ -97,6 +97,23 @@ int sql_ec_stripes(void *impl, int64_t live_after_ms, uint64_t *degraded,
 	return r;
 }
 
+/* Whether a surplus good copy on the reporting worker may go without
+ * narrowing the chunk's spread over zones: the other good copies on live
+ * workers still cover as many distinct zones as all of them do, or at
+ * least REPLICATION_FACTOR zones (more zones than copies cannot be kept,
+ * and a rule asking for them would keep every copy of a chunk spread over
+ * more zones than REPLICATION_FACTOR). A copy kept so is left for the
+ * report of a holder in a zone with two copies, whose own copy is spare:
+ * the over-represented zone loses its extra copy, the returning zone keeps
+ * its own. Without zones each worker is a zone of its own, its copy's
+ * removal leaves good - 1 >= REPLICATION_FACTOR zones: always spare, as
+ * before zones. */
+static bool zone_spare(const struct efs_report_context *ctx, const struct judged_row *row)
+{
+	int64_t need = EFS_MIN(row->zones, (int64_t)ctx->replication);
+	return row->zones_without >= need;
+}
+
 /* THE RULES: decides one reported chunk from its loaded row data and sets
  * e->verdict; returns the writes it needs (enum judge_write bits). Pure:
  * no queries. report_slice_tx loads the rows and applies the writes. */
@@ -114,7 +131,7 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 	if (row->state >= 0) {
 		if (row->state != 0 || row->refcount == 0)
 			return JUDGE_WRITE_SEEN; /* bad replicas: repair decides; garbage: the collector */
-		if (!row->ec && row->good > (int64_t)ctx->replication) {
+		if (!row->ec && row->good > (int64_t)ctx->replication && zone_spare(ctx, row)) {
 			e->verdict = EFS_REPORT_DELETE; /* surplus, e.g. repaired while away */
 			return JUDGE_WRITE_SEEN | JUDGE_WRITE_DROP;
 		}
@@ -157,18 +174,40 @@ unsigned efs_meta_report_judge(const struct efs_report_context *ctx, const struc
 #define REPORT_SLICE 500
 #define SLICE_LEAD_MAX 3 /* parameters before the ids */
 
-/* "<head> IN ($<lead+1>, ..., $<lead+REPORT_SLICE>)" into @sql. */
+/* "<head> IN ($<lead+1>, ..., $<lead+REPORT_SLICE>)" into @sql; a head
+ * that names the ids itself has each SLICE_IDS in it replaced by that IN
+ * list instead (a statement that filters two tables by the slice). */
+#define SLICE_IDS "@IDS"
 static void slice_sql(char *sql, size_t size, const char *head, size_t lead)
 {
-	size_t len = (size_t)snprintf(sql, size, "%s IN (", head);
-	for (size_t i = 0; i < REPORT_SLICE && len < size; i++)
-		len += (size_t)snprintf(sql + len, size - len, "%s$%zu", i ? ", " : "",
-					lead + 1 + i);
-	if (len < size)
-		snprintf(sql + len, size - len, ")");
+	const char *at = strstr(head, SLICE_IDS);
+	size_t len = 0;
+	for (;;) {
+		size_t part = at ? (size_t)(at - head) : strlen(head);
+		len += (size_t)snprintf(sql + len, size - len, "%.*s IN (", (int)part, head);
+		for (size_t i = 0; i < REPORT_SLICE && len < size; i++)
+			len += (size_t)snprintf(sql + len, size - len, "%s$%zu", i ? ", " : "",
+						lead + 1 + i);
+		if (len < size)
+			len += (size_t)snprintf(sql + len, size - len, ")");
+		if (!at || len >= size)
+			break;
+		head = at + strlen(SLICE_IDS);
+		at = strstr(head, SLICE_IDS);
+		if (!at) {
+			if (len < size)
+				snprintf(sql + len, size - len, "%s", head);
+			break;
+		}
+	}
 }
 
-#define SLICE_SQL_MAX (512 + REPORT_SLICE * 8)
+#define SLICE_SQL_MAX (1024 + 2 * REPORT_SLICE * 8)
+
+/* A worker's zone for counting distinct zones (workers w): its zone, or
+ * for a worker without one (zone ''), a zone of its own named after it;
+ * the prefixes keep the two kinds of name apart. */
+#define ZONE_KEY_SQL "CASE WHEN w.zone = '' THEN 'w:' || w.worker_id ELSE 'z:' || w.zone END"
 
 struct slice {
 	const struct efs_report_context *ctx;
@@ -205,6 +244,8 @@ static int row_load(void *arg, const struct efs_sql_row *row)
 	jr->state = efs_sql_null(row, 2) ? -1 : efs_sql_int(row, 2);
 	jr->good = efs_sql_int(row, 3);
 	jr->ec = efs_sql_int(row, 4) > 0;
+	jr->zones = efs_sql_int(row, 5);
+	jr->zones_without = efs_sql_int(row, 6);
 	return 0;
 }
 
@@ -250,14 +291,23 @@ static int report_slice_tx(struct sql_conn *c, struct slice *s)
 			   "UPDATE chunks SET refcount = refcount WHERE CAST($1 AS TEXT) <> '' AND chunk_id", NULL,
 			   SQL_TEXT(ctx->worker_id))) < 0)
 		return r;
-	/* Then everything judge() needs, for the whole slice. */
+	/* Then everything judge() needs, for the whole slice: the good
+	 * replicas on live workers and the zones they cover, with and without
+	 * this worker's, in one pass over the slice's replicas (a grouped
+	 * join: three correlated subqueries cost half as much again). */
 	if ((r = SLICE_RUN(c, s, 0,
-			   "SELECT c.chunk_id, c.refcount, r.state,"
-			   " (SELECT COUNT(*) FROM replicas g JOIN workers w ON w.worker_id = g.worker_id"
-			   "  WHERE g.chunk_id = c.chunk_id AND g.state = 0 AND w.last_heartbeat > $2),"
-			   " c.ec_data"
+			   "SELECT c.chunk_id, c.refcount, r.state, COALESCE(z.good, 0), c.ec_data,"
+			   " COALESCE(z.zones, 0), COALESCE(z.zones_without, 0)"
 			   " FROM chunks c LEFT JOIN replicas r ON r.chunk_id = c.chunk_id"
-			   " AND r.worker_id = $1 WHERE c.chunk_id",
+			   " AND r.worker_id = $1"
+			   " LEFT JOIN (SELECT g.chunk_id AS chunk_id, COUNT(*) AS good,"
+			   "  COUNT(DISTINCT " ZONE_KEY_SQL ") AS zones,"
+			   "  COUNT(DISTINCT CASE WHEN g.worker_id <> $1 THEN " ZONE_KEY_SQL " END)"
+			   "  AS zones_without"
+			   "  FROM replicas g JOIN workers w ON w.worker_id = g.worker_id"
+			   "  WHERE g.state = 0 AND w.last_heartbeat > $2 AND g.chunk_id " SLICE_IDS
+			   "  GROUP BY g.chunk_id) z ON z.chunk_id = c.chunk_id"
+			   " WHERE c.chunk_id " SLICE_IDS,
 			   row_load, SQL_TEXT(ctx->worker_id), SQL_INT(ctx->live_after_ms))) < 0)
 		return r;
 	for (size_t i = 0; i < s->count; i++) {

@@ -77,7 +77,7 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 		{EFS_METRIC_COUNTER, "echofs_worker_pushed_deletes_total",
 		 "Chunk deletes the master pushed on the control stream that this worker carried "
 		 "out.",
-		 (double)atomic_load(&w->heartbeat.pushed_deletes), true},
+		 (double)atomic_load(&w->heartbeat.copier.deleted), true},
 		{EFS_METRIC_COUNTER, "echofs_worker_pushed_copies_total",
 		 "Repair copies the master pushed on the control stream that this worker fetched, "
 		 "verified and stored.",
@@ -90,6 +90,14 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 		 "Repair copies pushed on the control stream refused busy (503): the copy queue "
 		 "was full; the master writes them over HTTP.",
 		 (double)atomic_load(&w->heartbeat.copier.refused), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_pushed_copies_expired_total",
+		 "Repair copies pushed on the control stream answered 504: their deadline "
+		 "(shorter than the master's wait) passed before they were stored.",
+		 (double)atomic_load(&w->heartbeat.copier.expired), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_pushed_deletes_busy_total",
+		 "Chunk deletes pushed on the control stream refused busy (503): the delete "
+		 "queue was full; the master deletes them over HTTP.",
+		 (double)atomic_load(&w->heartbeat.copier.deletes_refused), true},
 		{EFS_METRIC_GAUGE, "echofs_worker_pushed_copies_pending",
 		 "Repair copies pushed on the control stream now waiting or under way (off the "
 		 "heartbeat thread).",

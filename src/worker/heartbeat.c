@@ -3,6 +3,7 @@
 #include "worker/heartbeat.h"
 #include "echofs.pb-c.h"
 #include "echofs/config.h"
+#include "echofs/control_plane.h"
 #include "echofs/http_client.h"
 #include "echofs/json.h"
 #include "echofs/log.h"
@@ -32,9 +33,6 @@
 #define GRPC_WAIT_SLICE_MS 100
 #define PATH_CONNECT "/echofs.v1.ControlPlane/Connect"
 #define ID_FILE "worker_id"
-/* How long the master waits for a pushed copy's Ack (repair.c's
- * COPY_ACK_MS) before it writes the copy over HTTP instead. */
-#define COPIER_ACK_WAIT_MS 30000
 #define CLUSTER_FILE "cluster_id"
 /* do_register's answer when the master is another cluster's. */
 #define WRONG_CLUSTER (-EXDEV)
@@ -553,12 +551,24 @@ static int stream_beat(struct efs_heartbeat *hb)
 }
 
 /* A pushed delete (DeleteChunks): what DELETE /chunks/{id} with
- * X-Unmodified-For-Ms and the lease epoch does (api.c), for each chunk;
- * the status of the last one (the master sends one per instruction). */
-static unsigned pushed_delete(struct efs_heartbeat *hb, const Echofs__V1__DeleteChunks *del)
+ * X-Unmodified-For-Ms and the lease epoch does (api.c), for each chunk.
+ * Checked here (the lease epoch admitted or 409, a malformed instruction
+ * or any id not a chunk id 400, nothing deleted), then handed to the
+ * copier's delete thread (copier.h): each delete writes and syncs a
+ * tombstone, not for this thread, which goes on beating; acks_send()
+ * answers it (the status of its last id) when it is done. Returns the
+ * Ack's status now, or 0 when the copier took it; 503 (busy) when its
+ * delete queue is full: the collector deletes it over HTTP instead. */
+static unsigned pushed_delete(struct efs_heartbeat *hb, uint64_t instruction_id,
+			      const Echofs__V1__DeleteChunks *del)
 {
 	struct efs_worker_ctx *ctx = hb->ctx;
-	unsigned status = 204;
+	if (del->unmodified_for_ms > INT64_MAX / 2 || del->n_chunk_ids == 0 ||
+	    del->n_chunk_ids > EFS_COPIER_DELETE_IDS_MAX)
+		return 400;
+	for (size_t i = 0; i < del->n_chunk_ids; i++)
+		if (!efs_chunk_id_valid(del->chunk_ids[i]))
+			return 400;
 	if (del->lease_epoch && ctx->fence) {
 		int r = efs_fence_admit(ctx->fence, del->lease_epoch);
 		if (r == -ESTALE) {
@@ -574,27 +584,17 @@ static unsigned pushed_delete(struct efs_heartbeat *hb, const Echofs__V1__Delete
 			return 500;
 		}
 	}
-	if (del->unmodified_for_ms > INT64_MAX / 2 || del->n_chunk_ids == 0)
-		return 400;
-	for (size_t i = 0; i < del->n_chunk_ids; i++) {
-		const char *id = del->chunk_ids[i];
-		if (!efs_chunk_id_valid(id)) {
-			status = 400;
-			continue;
-		}
-		int r = efs_store_delete_unmodified_for(ctx->store, id,
-							(int64_t)del->unmodified_for_ms);
-		status = r == 0 ? 204 : r == -ENOENT ? 404 : r == -EBUSY ? 412 : 500;
-		if (r == 0) {
-			atomic_fetch_add(&hb->pushed_deletes, 1);
-			/* as a DELETE over HTTP: a full report may have listed it */
-			efs_worker_ctx_note_delete(ctx, id);
-			efs_debug("chunk %s deleted (pushed by the master)", id);
-		}
-		else if (status == 500)
-			efs_warn("pushed delete of chunk %s failed: %s", id, strerror(-r));
-	}
-	return status;
+	struct efs_delete_request req = {.instruction_id = instruction_id,
+					 .stream_generation = hb->stream_generation,
+					 .chunk_ids = (const char *const *)del->chunk_ids,
+					 .chunk_count = del->n_chunk_ids,
+					 .unmodified_for_ms = (int64_t)del->unmodified_for_ms};
+	int r = efs_copier_submit_delete(&hb->copier, &req);
+	if (r == -EBUSY)
+		efs_info("pushed delete of chunk %.12s refused: %d deletes are under way or "
+			 "waiting (busy: the master deletes it over HTTP)",
+			 del->chunk_ids[0], EFS_COPIER_DELETES_MAX);
+	return r < 0 ? 503 : 0;
 }
 
 /* A pushed copy (CopyChunk): repair's copy of a chunk to this worker.
@@ -663,10 +663,10 @@ static void ack(struct efs_heartbeat *hb, uint64_t id, unsigned status)
 		stream_drop(hb, r, "ack to");
 }
 
-/* Sends the Acks of the copies the copier finished. A copy whose stream
+/* Sends the Acks of the copies and deletes the copier finished. One whose stream
  * has closed since it came is not answered (the master gave up on it
  * then, -EPIPE, and wrote the copy over HTTP); nor is one the master
- * stopped waiting for (COPIER_ACK_WAIT_MS). If such a copy was stored,
+ * stopped waiting for (EFS_COPY_ACK_MS). If such a copy was stored,
  * it is a copy the master may not record: a full report soon lets the
  * master judge it (kept while younger than its orphan grace, adopted, or
  * deleted), as after an HTTP write that stalled (api.c). */
@@ -678,7 +678,7 @@ static void acks_send(struct efs_heartbeat *hb)
 		bool answered = hb->stream && done[i].stream_generation == hb->stream_generation;
 		if (answered)
 			ack(hb, done[i].instruction_id, done[i].status);
-		if ((!answered || done[i].took_ms >= COPIER_ACK_WAIT_MS) && done[i].status == 201 &&
+		if ((!answered || done[i].took_ms >= EFS_COPY_ACK_MS) && done[i].status == 201 &&
 		    !atomic_exchange(&hb->ctx->full_report_due, true))
 			efs_warn("a pushed copy was stored after %lld ms%s (written elsewhere "
 				 "by the master meanwhile?): sending a full chunk report",
@@ -705,8 +705,12 @@ static void instruction(struct efs_heartbeat *hb, const struct efs_buf *in, int6
 		break;
 	}
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS:
-		ack(hb, msg->instruction_id, pushed_delete(hb, msg->delete_chunks));
+	{
+		unsigned status = pushed_delete(hb, msg->instruction_id, msg->delete_chunks);
+		if (status)
+			ack(hb, msg->instruction_id, status);
 		break;
+	}
 	case ECHOFS__V1__MASTER_MESSAGE__BODY_COPY_CHUNK: {
 		unsigned status = pushed_copy(hb, msg->instruction_id, msg->copy_chunk);
 		if (status)

@@ -67,10 +67,9 @@ struct efs_heartbeat {
 	int64_t grpc_retry_ms;	       /* efs_mono_ms() of the next try to open one */
 	int64_t grpc_backoff_ms;
 	bool grpc_failing;	       /* a failure was logged; quiet until it works */
-	/* For the worker's metrics (any thread): a stream is open; deletes
-	 * the master pushed on one and this worker carried out (204). */
+	/* For the worker's metrics (any thread): a stream is open (the
+	 * pushed deletes carried out are the copier's `deleted`). */
 	atomic_bool streaming;
-	_Atomic uint64_t pushed_deletes;
 	_Atomic uint64_t deltas_sent; /* ChunkDelta messages sent */
 	/* Streams opened so far: a pushed copy is acked only on the stream
 	 * it came down (heartbeat thread only). */

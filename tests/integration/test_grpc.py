@@ -6,6 +6,7 @@ GRPC_PORT=0 keeps them on HTTP, and an independent client (Debian's
 python3-grpcio, messages from the proto's descriptors) drives the service,
 malformed and oversized messages included."""
 
+import hashlib
 import os
 import re
 import subprocess
@@ -621,6 +622,68 @@ def test_a_pushed_copy_slower_than_the_dead_limit_leaves_its_worker_alive(cluste
         target.worker_id in v for v in good_replicas(alice, fid).values()), 30,
         what="the copy recorded on the target")
     assert alice.download(fid) == data
+
+
+def test_a_slow_pushed_copy_does_not_hold_up_the_next_one_in_its_pass(cluster, nemesis):
+    """Repair sends a pass's pushed copies without waiting for each Ack
+    and records each copy when its own Ack comes: of two chunks repaired
+    in one pass, the first copied from a throttled source, the second's
+    copy is recorded while the first is still being fetched (before, the
+    pass waited for the first Ack, up to 30 s, before it sent the
+    second)."""
+    chunk = 128 * 1024
+    m = cluster.add_master(REPLICATION_FACTOR=2, CHUNK_SIZE=chunk, CHUNK_CACHE_SIZE=0,
+                           REPAIR_AFTER_MS=5000, GRPC_STREAM_GRACE_MS=300)
+    # slow_source is reached (by the master's read and the other worker's
+    # fetch) through a proxy the test throttles; fast_source directly.
+    port = h.free_port()
+    slow = nemesis.proxy(port, "to-slow-source")
+    slow_source = cluster.add_worker(port=port, WORKER_ADVERTISE_URL=slow.url(cluster.scheme),
+                                     **GRPC_ENV)
+    victim = cluster.add_worker(**GRPC_ENV)
+    for w in (slow_source, victim):
+        wait_protocol(m, w.worker_id, "grpc")
+    # The pass takes chunks by id among equals: the slow one first.
+    first, second = sorted((os.urandom(chunk) for _ in range(2)),
+                           key=lambda b: hashlib.sha256(b).hexdigest())
+    alice = m.user_client("alice")
+    fid_slow = alice.upload(first, "slow.bin")["file_id"]  # on slow_source and victim
+    # The second chunk on fast_source and victim: slow_source is away.
+    slow_source.stop()
+    wait_until(lambda: m.worker_record(slow_source.worker_id)["status"] != "alive", 20,
+               what="slow_source counted away")
+    fast_source = cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, fast_source.worker_id, "grpc")
+    fid_fast = alice.upload(second, "fast.bin")["file_id"]
+    slow_source.start()
+    wait_protocol(m, slow_source.worker_id, "grpc")
+    (cid_slow,) = good_replicas(alice, fid_slow)
+    (cid_fast,) = good_replicas(alice, fid_fast)
+    assert cid_slow < cid_fast
+    assert good_replicas(alice, fid_slow)[cid_slow] == sorted(
+        [slow_source.worker_id, victim.worker_id])
+    assert good_replicas(alice, fid_fast)[cid_fast] == sorted(
+        [fast_source.worker_id, victim.worker_id])
+    # 128 KiB at 20,000 B/s: the master's read of the slow chunk and
+    # fast_source's fetch of it take about 6.5 s each.
+    slow.throttle(20000, dirs=nm.DOWN)
+    marks = {w.worker_id: w.log_mark() for w in (slow_source, fast_source)}
+    victim.kill()
+    # The second chunk's copy (to slow_source, from fast_source) is
+    # recorded while the first's (to fast_source) is still on its way.
+    wait_until(lambda: slow_source.worker_id in good_replicas(alice, fid_fast)[cid_fast], 90,
+               what="the fast chunk's pushed copy recorded")
+    assert fast_source.worker_id not in good_replicas(alice, fid_slow)[cid_slow], \
+        (m.log_tail(), fast_source.log_tail())
+    assert metric(m, "echofs_grpc_copies_pushed_total") == 2, m.log_tail()
+    slow.heal()
+    wait_until(lambda: fast_source.worker_id in good_replicas(alice, fid_slow)[cid_slow], 60,
+               what="the slow chunk's pushed copy recorded")
+    assert metric(m, "echofs_grpc_copies_acked_total") == 2, m.log_tail()
+    for w in (slow_source, fast_source):  # nothing over HTTP
+        assert "access PUT /chunks/" not in w.stderr_since(marks[w.worker_id]), w.log_tail()
+    assert alice.download(fid_slow) == first
+    assert alice.download(fid_fast) == second
 
 
 def test_a_copy_pushed_to_a_worker_holding_the_chunk_is_answered_204_and_recorded(cluster):

@@ -16,6 +16,12 @@ distinct zones first, then evenly (docs/ARCHITECTURE.md "Zones").
   written again in its own zone (the one holding fewest), never in a zone
   that holds its share already.
 
+* A zone back from an outage longer than `REPAIR_AFTER_MS` (repair copied
+  its chunks into the other zones meanwhile): its workers' reports keep
+  their copies, the only ones of their zone, and the extra copy in the
+  zone that got two goes at its holder's report; every chunk ends with
+  one copy per zone (LIFECYCLE T19).
+
 A bad `WORKER_ZONE` stops the worker at start: test_config.py.
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import random
+import time
 
 import echofs_harness as h
 from echofs_harness import assert_json_error, wait_until
@@ -37,12 +44,14 @@ def master_env(**extra) -> dict:
     return {"CHUNK_SIZE": CHUNK, "CHUNK_CACHE_SIZE": 0, "REPLICATION_FACTOR": 3, **extra}
 
 
-def start_zoned(cluster: h.Cluster, zones: list[str], **env) -> tuple[h.Master, dict]:
-    """A master and one worker per entry of zones (its WORKER_ZONE); returns
-    the master and {worker id: (worker, zone)}."""
+def start_zoned(cluster: h.Cluster, zones: list[str], worker_env: dict | None = None,
+                **env) -> tuple[h.Master, dict]:
+    """A master and one worker per entry of zones (its WORKER_ZONE, and
+    worker_env); returns the master and {worker id: (worker, zone)}."""
     h.skip_without_workers(cluster)
     m = cluster.add_master(**master_env(**env))
-    ws = [cluster.add_worker(master=m, wait=False, WORKER_ZONE=z) for z in zones]
+    ws = [cluster.add_worker(master=m, wait=False, WORKER_ZONE=z, **(worker_env or {}))
+          for z in zones]
     for w in ws:
         w.wait_registered()
     m.wait_workers(alive=len(ws), total=len(ws))
@@ -177,4 +186,79 @@ def test_repair_and_rebuild_write_in_the_zone_that_lost_a_copy(cluster):
         if len(set(kept)) != len(kept) or per_zone(kept, workers) != want:
             bad.append(f"{cid[:12]} ({policy}): {per_zone(kept, workers)}")
     assert not bad, f"repaired outside the zone that lost a copy: {bad}"
+    read_all(api, stored)
+
+
+def test_a_zone_back_from_an_outage_keeps_its_copies_and_the_extra_one_goes(cluster):
+    repair_after_ms = 1500
+    zones = ["a", "a", "b", "b", "c", "c"]
+    # Reports every second: the holders of the extra copies report soon
+    # after the zone is back (at most REPORT_INTERVAL_MS in production).
+    m, workers = start_zoned(cluster, zones, worker_env={"REPORT_INTERVAL_MS": 1000},
+                             REPAIR_AFTER_MS=repair_after_ms)
+    api = m.user_client()
+    rng = random.Random(41)
+    stored = {}
+    for name, data in (("rep-random.bin", rng.randbytes(8 * CHUNK + 5)),
+                       ("rep-small.bin", b"one chunk, three zones"),
+                       ("rep-two.bin", rng.randbytes(2 * CHUNK - 3))):
+        r = api.post("/api/v1/files/upload", params={"name": name}, data=data)
+        assert r.status_code == 201, r.text
+        stored[name] = (r.json(), data)
+    assert_spread(api, stored, workers, {}, {"a": 1, "b": 1, "c": 1})
+
+    # Zone a down (SIGKILL) longer than REPAIR_AFTER_MS: repair copies
+    # every chunk into b or c, one of which then holds two.
+    away = {wid for wid, (_, z) in workers.items() if z == "a"}
+    for wid in away:
+        workers[wid][0].kill()
+    m.wait_workers(alive=4, total=6)
+
+    def repaired():
+        now = chunks_of(api, stored)
+        for cid, (_, holders) in now.items():
+            if len([x for x in holders if x not in away]) != 3:
+                return None
+        return now
+    during = wait_until(repaired, m.dead_deadline_s() + repair_after_ms / 1000 + 30,
+                        what="every chunk of zone a copied into b and c")
+    for cid, (_, holders) in during.items():
+        kept = [x for x in holders if x not in away]
+        assert sorted(per_zone(kept, workers).values()) == [1, 2], (cid[:12], kept)
+    read_all(api, stored)
+
+    # Zone a back: its workers register and report at once.
+    for wid in away:
+        workers[wid][0].start()
+    for wid in away:
+        assert workers[wid][0].wait_registered() == wid
+    m.wait_workers(alive=6, total=6)
+
+    def disk_holders(cid):
+        return sorted(wid for wid, (w, _) in workers.items() if cid in w.chunk_usage().ids)
+
+    def settled():
+        now = chunks_of(api, stored)
+        problems = []
+        for cid, (_, holders) in now.items():
+            if len(holders) != 3 or per_zone(holders, workers) != {"a": 1, "b": 1, "c": 1}:
+                problems.append(f"{cid[:12]}: {per_zone(holders, workers)}")
+            elif disk_holders(cid) != sorted(holders):
+                problems.append(f"{cid[:12]}: on the disks of {len(disk_holders(cid))}")
+        return None if problems else now
+
+    try:
+        wait_until(settled, 30, interval=0.25,
+                   what="every chunk at three copies, one per zone")
+    except AssertionError:
+        now = chunks_of(api, stored)
+        raise AssertionError("not one copy per zone: " + ", ".join(
+            f"{cid[:12]} {per_zone(x, workers)}" for cid, (_, x) in now.items())) from None
+    # Zone a's copies were never dropped: its disks still hold them.
+    for cid in during:
+        assert any(cid in workers[wid][0].chunk_usage().ids for wid in away), cid[:12]
+    read_all(api, stored)
+    # and it stays so: the next reports keep every copy
+    time.sleep(2.5)
+    assert settled() is not None
     read_all(api, stored)

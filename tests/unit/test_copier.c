@@ -3,7 +3,10 @@
  * over a real store: its bound (a full queue refuses busy, finished
  * results count until taken), a chunk held when the job starts answers 204
  * without a fetch, an unreachable source 502, a stale lease epoch 409, and
- * a stop with jobs queued. The fetch and store of a real copy are the
+ * a stop with jobs queued; pushed deletes on their own thread (204, 404,
+ * 412, a bounded queue) that never wait behind stalled copies, and a
+ * copy whose deadline passed while it was queued answers 504 without a
+ * fetch. The fetch and store of a real copy are the
  * black-box tests' (test_grpc.py). */
 #include <errno.h>
 #include <ftw.h>
@@ -14,15 +17,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "echofs/control_plane.h"
 #include "echofs/util.h"
 #include "worker/context.h"
-#include "worker/copier.h"
 #include "worker/fence.h"
+/* the module itself, to reach copy_run() */
+#include "../../src/worker/copier.c"
 
 #define ID_A "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 /* Nothing listens on port 1: a fetch fails at once (connection refused). */
@@ -182,6 +190,144 @@ static void test_stop_with_jobs_queued(void **state)
 	efs_copier_stop(&f->copier); /* twice is fine (teardown) */
 }
 
+static void put_chunk(struct fixture *f, const char *chunk_id)
+{
+	struct efs_store_writer *w;
+	char payload[1000] = {0};
+	assert_int_equal(efs_store_write_begin(f->store, chunk_id, sizeof(payload), 0, &w), 0);
+	assert_int_equal(efs_store_write(w, payload, sizeof(payload)), 0);
+	assert_int_equal(efs_store_write_commit(w, false, 0), 0);
+}
+
+static struct efs_delete_request delete_request(uint64_t instruction_id, const char **ids,
+						size_t n, int64_t unmodified_for_ms)
+{
+	struct efs_delete_request req = {.instruction_id = instruction_id,
+					 .stream_generation = 7,
+					 .chunk_ids = ids,
+					 .chunk_count = n,
+					 .unmodified_for_ms = unmodified_for_ms};
+	return req;
+}
+
+static void test_pushed_deletes_run_on_the_copier_and_answer_as_http(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_copy_result done;
+	uint64_t length;
+	uint32_t flags;
+	int64_t mtime_ms;
+	const char *ids[] = {ID_A};
+
+	put_chunk(f, ID_A);
+	/* written just now: kept under an hour's X-Unmodified-For-Ms */
+	struct efs_delete_request req = delete_request(1, ids, 1, 3600000);
+	assert_int_equal(efs_copier_submit_delete(&f->copier, &req), 0);
+	take_all(&f->copier, &done, 1);
+	assert_int_equal(done.instruction_id, 1);
+	assert_int_equal(done.status, 412);
+	assert_int_equal(efs_store_stat(f->store, ID_A, &length, &flags, &mtime_ms), 0);
+
+	usleep(5000); /* unwritten for more than 0 ms */
+	req = delete_request(2, ids, 1, 0);
+	assert_int_equal(efs_copier_submit_delete(&f->copier, &req), 0);
+	take_all(&f->copier, &done, 1);
+	assert_int_equal(done.instruction_id, 2);
+	assert_int_equal(done.stream_generation, 7);
+	assert_int_equal(done.status, 204);
+	assert_int_equal(efs_store_stat(f->store, ID_A, &length, &flags, &mtime_ms), -ENOENT);
+	assert_int_equal(atomic_load(&f->copier.deleted), 1);
+
+	/* idempotent: gone already */
+	req = delete_request(3, ids, 1, 0);
+	assert_int_equal(efs_copier_submit_delete(&f->copier, &req), 0);
+	take_all(&f->copier, &done, 1);
+	assert_int_equal(done.status, 404);
+	assert_int_equal(atomic_load(&f->copier.deleted), 1);
+
+	req = delete_request(4, ids, 0, 0);
+	assert_int_equal(efs_copier_submit_delete(&f->copier, &req), -EINVAL);
+}
+
+static void test_full_delete_queue_refuses_busy(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_copy_result done[EFS_COPIER_DELETES_MAX];
+	const char *ids[] = {ID_A};
+
+	for (unsigned i = 0; i < EFS_COPIER_DELETES_MAX; i++) {
+		struct efs_delete_request req = delete_request(i, ids, 1, 0);
+		assert_int_equal(efs_copier_submit_delete(&f->copier, &req), 0);
+	}
+	struct efs_delete_request extra = delete_request(999, ids, 1, 0);
+	assert_int_equal(efs_copier_submit_delete(&f->copier, &extra), -EBUSY);
+	assert_int_equal(atomic_load(&f->copier.deletes_refused), 1);
+	/* The copies' bound is their own: a copy is still taken. */
+	struct efs_copy_request copy = request(1000, ID_A);
+	assert_int_equal(efs_copier_submit(&f->copier, &copy), 0);
+	take_all(&f->copier, done, EFS_COPIER_DELETES_MAX);
+	take_all(&f->copier, done, 1);
+	assert_int_equal(efs_copier_submit_delete(&f->copier, &extra), 0);
+	take_all(&f->copier, done, 1);
+}
+
+/* A loopback port that accepts connections (the kernel's backlog) and
+ * never answers: a fetch from it stalls. */
+static int silent_listener(char *url, size_t size)
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(addr);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
+	snprintf(url, size, "http://127.0.0.1:%u", (unsigned)ntohs(addr.sin_port));
+	return fd;
+}
+
+static void test_delete_does_not_wait_behind_stalled_copies(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_copy_result done[EFS_COPIER_THREADS + 1];
+	char url[64], id[65];
+	const char *ids[] = {ID_A};
+	int fd = silent_listener(url, sizeof(url));
+
+	/* Every copy thread busy on a fetch that stalls (EFS_COPY_STALL_S). */
+	for (unsigned i = 0; i < EFS_COPIER_THREADS; i++) {
+		chunk_id_of(i, id);
+		struct efs_copy_request req = request(100 + i, id);
+		efs_strlcpy(req.from_url, url, sizeof(req.from_url));
+		assert_int_equal(efs_copier_submit(&f->copier, &req), 0);
+	}
+	while (atomic_load(&f->copier.running) > 0 && f->copier.queue)
+		usleep(1000); /* both taken by a thread */
+	put_chunk(f, ID_A);
+	usleep(5000); /* unwritten for more than 0 ms */
+	struct efs_delete_request del = delete_request(1, ids, 1, 0);
+	assert_int_equal(efs_copier_submit_delete(&f->copier, &del), 0);
+	/* The delete's Ack comes first, the stalled copies' (502) after. */
+	take_all(&f->copier, done, 1);
+	assert_int_equal(done[0].instruction_id, 1);
+	assert_int_equal(done[0].status, 204);
+	take_all(&f->copier, done, EFS_COPIER_THREADS);
+	for (unsigned i = 0; i < EFS_COPIER_THREADS; i++)
+		assert_int_equal(done[i].status, 502);
+	close(fd);
+}
+
+static void test_copy_past_its_deadline_when_it_starts_answers_504(void **state)
+{
+	struct fixture *f = *state;
+	/* copy_run() as a copier thread calls it, for a job that was handed
+	 * over longer than the deadline ago: nothing fetched (the source is
+	 * unreachable, which would answer 502). */
+	struct efs_copy_request req = request(8, ID_A);
+	assert_int_equal(copy_run(&f->copier, &req, efs_mono_ms() - EFS_COPY_DEADLINE_MS - 1), 504);
+	assert_int_equal(atomic_load(&f->copier.expired), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -192,6 +338,13 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_epoch_superseded_while_queued_is_refused, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_stop_with_jobs_queued, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pushed_deletes_run_on_the_copier_and_answer_as_http,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_full_delete_queue_refuses_busy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_does_not_wait_behind_stalled_copies, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_copy_past_its_deadline_when_it_starts_answers_504,
+					    setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

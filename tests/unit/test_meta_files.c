@@ -1421,6 +1421,81 @@ static void test_report_surplus_unnamed_copy(void **state)
 	assert_null(find_replica(replicas, count, "w4"));
 }
 
+/* Registers the fixture's workers again with @zones ("" none). */
+static void set_zones(struct fixture *f, const char *const zones[WORKERS])
+{
+	for (size_t i = 0; i < WORKERS; i++) {
+		struct efs_worker_info w;
+		memset(&w, 0, sizeof(w));
+		efs_strlcpy(w.worker_id, worker_ids[i], sizeof(w.worker_id));
+		worker_url(i, w.url, sizeof(w.url));
+		w.capacity_bytes = 1000000;
+		w.free_bytes = 500000;
+		w.registered_at_ms = 1000;
+		w.last_heartbeat_ms = worker_heartbeat(i);
+		efs_strlcpy(w.zone, zones[i], sizeof(w.zone));
+		assert_int_equal(efs_meta_worker_register(f->m, &w), 0);
+	}
+}
+
+/* A report of chunk @a by @worker_id with REPLICATION_FACTOR 2 (the
+ * fixture's three good rows make one surplus). */
+static enum efs_report_verdict report_rf2(struct fixture *f, const char *worker_id,
+					  const struct efs_chunk_info *a)
+{
+	struct efs_report_context ctx = report_ctx(f, worker_id, f->now);
+	ctx.replication = 2;
+	struct efs_report_entry e;
+	memset(&e, 0, sizeof(e));
+	efs_strlcpy(e.chunk_id, a->chunk_id, sizeof(e.chunk_id));
+	e.mtime_ms = f->now - 10;
+	e.verdict = (enum efs_report_verdict)-1;
+	assert_int_equal(efs_meta_report_batch(f->m, &ctx, &e, 1), 0);
+	return e.verdict;
+}
+
+/* LIFECYCLE T19 with zones (issue 17): a surplus good replica goes only
+ * if the other good copies still cover as many zones (or the replication
+ * factor's worth). w1 alone in zone a, w2 and w3 in zone b: w1's copy is
+ * kept (its zone's only one), w2's goes, and then w3's is no longer
+ * surplus. Without zones, or over more zones than the replication factor,
+ * the first report drops its copy, as before zones. */
+static void test_report_surplus_keeps_a_zone_s_only_copy(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2), c = chunk(3), got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+
+	put_on(f, 1, &a, WORKERS);
+	put_on(f, 2, &b, WORKERS);
+	put_on(f, 3, &c, WORKERS);
+
+	/* no zones: each worker a zone of its own, the reporter's copy goes */
+	assert_int_equal(report_rf2(f, "w1", &a), EFS_REPORT_DELETE);
+	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
+	assert_int_equal(count, 2);
+	assert_null(find_replica(replicas, count, "w1"));
+
+	/* a, b, b: the only copy of zone a stays, one of zone b goes */
+	set_zones(f, (const char *const[WORKERS]){"a", "b", "b"});
+	assert_int_equal(report_rf2(f, "w1", &b), EFS_REPORT_KEEP);
+	assert_int_equal(report_rf2(f, "w1", &b), EFS_REPORT_KEEP); /* and again */
+	assert_int_equal(report_rf2(f, "w2", &b), EFS_REPORT_DELETE);
+	assert_int_equal(report_rf2(f, "w3", &b), EFS_REPORT_KEEP); /* not surplus now */
+	assert_int_equal(efs_meta_chunk_get(f->m, b.chunk_id, &got, replicas, &count), 0);
+	assert_int_equal(count, 2);
+	assert_non_null(find_replica(replicas, count, "w1"));
+	assert_non_null(find_replica(replicas, count, "w3"));
+
+	/* a, b, c with REPLICATION_FACTOR 2: any two cover two zones */
+	set_zones(f, (const char *const[WORKERS]){"a", "b", "c"});
+	assert_int_equal(report_rf2(f, "w3", &c), EFS_REPORT_DELETE);
+	assert_int_equal(efs_meta_chunk_get(f->m, c.chunk_id, &got, replicas, &count), 0);
+	assert_int_equal(count, 2);
+	assert_null(find_replica(replicas, count, "w3"));
+}
+
 /* Issue 17: an erasure-coded chunk keeps its shape (ec_data, ec_parity)
  * and its replica rows are its shards: a report never drops one as
  * surplus (K + M rows exceed the replication factor by design), and never
@@ -2280,6 +2355,7 @@ int main(void)
 		T(test_report_unknown_chunk),
 		T(test_report_unreferenced_unnamed_copy),
 		T(test_report_surplus_unnamed_copy),
+		T(test_report_surplus_keeps_a_zone_s_only_copy),
 		T(test_report_age_is_judged_on_the_worker_clock),
 		T(test_report_ec_shards_are_never_surplus),
 		T(test_report_finish_judges_on_the_master_clock),
