@@ -314,9 +314,9 @@ struct shard_sink {
 	unsigned char *const *shards;
 	uint32_t *claimed; /* the batch's: shards present or being received in place */
 	unsigned char hdr[EFS_EC_SHARD_HDR];
-	size_t got;	    /* body bytes received so far */
-	int index;	    /* the shard received in place, or -1 (to resp) */
-	bool decided;	    /* header seen (or not a 200): where the bytes go is known */
+	size_t got;   /* body bytes received so far */
+	int index;    /* the shard received in place, or -1 (to resp) */
+	bool decided; /* header seen (or not a 200): where the bytes go is known */
 };
 
 /* The bytes received in place so far, moved to resp: the body turned out
@@ -473,7 +473,8 @@ static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_inf
 				    (full->len > 0 ||
 				     (full_copy_verifies(chunk, c->resp.data, c->resp.len) &&
 				      efs_buf_append(full, c->resp.data, c->resp.len) == 0))) {
-					*res = FETCH_FULL; /* not a shard yet: conversion's business */
+					*res =
+					    FETCH_FULL; /* not a shard yet: conversion's business */
 				} else if (index < 0) {
 					*res = FETCH_LOST;
 					efs_warn("chunk %.12s: the shard on worker %s fails its "
@@ -489,9 +490,8 @@ static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_inf
 					}
 				}
 			} else {
-				if (c->status == 404 ||
-				    (c->status == 500 && c->resp.data &&
-				     strstr(c->resp.data, "\"chunk_corrupt\"")))
+				if (c->status == 404 || (c->status == 500 && c->resp.data &&
+							 strstr(c->resp.data, "\"chunk_corrupt\"")))
 					*res = FETCH_LOST;
 				efs_warn("chunk %.12s: worker %s answered %ld to a shard read",
 					 chunk->chunk_id, rep->worker_id, c->status);

@@ -5,13 +5,12 @@
  * While the connection's thread hands out chunk N, a helper thread of the
  * reader fetches and verifies chunk N+1 (efs_chunk_backend_get: on the
  * worker backend, failover and bad replica marking as for any read; or
- * from the master's chunk cache), so the backend's round trip, the SHA-256 and the decompression of the next
- * chunk overlap the sending of this one. When chunk N+2 is erasure-coded
- * a second helper fetches it at the same time: an EC chunk is ready only
- * when the slowest of its K shard GETs is, and two in flight hide that.
- * Helpers exist only for ranges that span more than one chunk; a reader
- * holds at most two chunks (the current one and the next), three when
- * the file is erasure-coded.
+ * from the master's chunk cache), so the backend's round trip, the SHA-256 and the decompression of
+ * the next chunk overlap the sending of this one. When chunk N+2 is erasure-coded a second helper
+ * fetches it at the same time: an EC chunk is ready only when the slowest of its K shard GETs is,
+ * and two in flight hide that. Helpers exist only for ranges that span more than one chunk; a
+ * reader holds at most two chunks (the current one and the next), three when the file is
+ * erasure-coded.
  *
  * Who touches what: a helper's slot and its copy of the chunk's row belong
  * to it from the moment a fetch is requested until it reports it done;
@@ -49,9 +48,9 @@ struct slot {
 };
 
 enum ahead_state {
-	AHEAD_IDLE,      /* no fetch requested; the slot is free */
+	AHEAD_IDLE,	 /* no fetch requested; the slot is free */
 	AHEAD_REQUESTED, /* the helper owns the slot and the entry */
-	AHEAD_DONE,      /* fetched (or failed: result) */
+	AHEAD_DONE,	 /* fetched (or failed: result) */
 };
 
 struct efs_reader;
@@ -158,8 +157,8 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 		free(rd->batch);
 		rd->batch = NULL;
 		rd->batch_count = 0;
-		int r = efs_meta_file_chunks(rd->src.meta, rd->file.file_id, index, DOWNLOAD_CHUNK_ROWS,
-					     &rd->batch, &rd->batch_count);
+		int r = efs_meta_file_chunks(rd->src.meta, rd->file.file_id, index,
+					     DOWNLOAD_CHUNK_ROWS, &rd->batch, &rd->batch_count);
 		if (r < 0)
 			return r;
 		if (rd->batch_count == 0)

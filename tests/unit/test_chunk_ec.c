@@ -35,7 +35,8 @@ static void test_header_round_trip(void **state)
 	struct efs_ec_layout layout;
 	for (unsigned index = 0; index < 6; index++) {
 		size_t len = make_shard(buf, sizeof(buf), 10000, index, &layout);
-		assert_int_equal(header_check(buf, buf + EFS_EC_SHARD_HDR, len, &layout), (int)index);
+		assert_int_equal(header_check(buf, buf + EFS_EC_SHARD_HDR, len, &layout),
+				 (int)index);
 	}
 }
 
@@ -113,7 +114,9 @@ static void test_full_copy_is_told_from_a_shard(void **state)
 	assert_int_equal(slot, EFS_EC_SHARD_HDR + layout.shard_len);
 	for (unsigned i = 0; i < 6; i++) {
 		/* Shard i in slot i, with its header: what a read accepts. */
-		assert_int_equal(header_check(stripe + i * slot, stripe + i * slot + EFS_EC_SHARD_HDR, slot, &layout), (int)i);
+		assert_int_equal(header_check(stripe + i * slot,
+					      stripe + i * slot + EFS_EC_SHARD_HDR, slot, &layout),
+				 (int)i);
 		assert_true(efs_chunk_ec_is_shard(&chunk, stripe + i * slot, slot));
 		assert_false(full_copy_verifies(&chunk, stripe + i * slot, slot));
 	}
