@@ -55,15 +55,17 @@ static void header_write(unsigned char *h, const struct efs_ec_layout *layout, u
 	put_le(h + 24, layout->shard_len, 8);
 }
 
-/* The shard index of @len bytes read back for a stripe of @layout, or -1
+/* The shard index of @len bytes read back for a stripe of @layout (the
+ * header @h, and the shard bytes at @body when @len covers them), or -1
  * when they are not one of its shards, intact. */
-static int header_check(const unsigned char *h, size_t len, const struct efs_ec_layout *layout)
+static int header_check(const unsigned char *h, const unsigned char *body, size_t len,
+			const struct efs_ec_layout *layout)
 {
 	if (len != EFS_EC_SHARD_HDR + layout->shard_len ||
 	    memcmp(h, shard_magic, sizeof(shard_magic)) != 0 || h[8] != layout->data_shards ||
 	    h[9] != layout->parity_shards || h[10] >= layout->data_shards + layout->parity_shards ||
 	    get_le(h + 16, 8) != layout->payload_len || get_le(h + 24, 8) != layout->shard_len ||
-	    get_le(h + 12, 4) != efs_ec_shard_crc(h + EFS_EC_SHARD_HDR, layout->shard_len))
+	    get_le(h + 12, 4) != efs_ec_shard_crc(body, layout->shard_len))
 		return -1;
 	return h[10];
 }
@@ -318,9 +320,85 @@ static bool full_copy_verifies(const struct efs_chunk_info *chunk, const void *b
 	return ok;
 }
 
+/* Where one shard GET's body goes while it arrives (fetch_shards' sink).
+ * A 200 answer's header is kept apart; when it names a shard of the
+ * stripe that no other call of the batch has claimed and none is in yet,
+ * the shard bytes that follow go straight to that shard's place in the
+ * stripe (no copy afterwards). Anything else (an error body, a full copy
+ * of the chunk, a header naming a shard already claimed, a body longer
+ * than a shard) goes to the call's resp buffer, capped as before, and is
+ * judged from there after the transfer. */
+struct shard_sink {
+	struct efs_http_call *call;
+	const struct efs_ec_layout *layout;
+	unsigned char *const *shards;
+	uint32_t *claimed; /* the batch's: shards present or being received in place */
+	unsigned char hdr[EFS_EC_SHARD_HDR];
+	size_t got;   /* body bytes received so far */
+	int index;    /* the shard received in place, or -1 (to resp) */
+	bool decided; /* header seen (or not a 200): where the bytes go is known */
+};
+
+/* The bytes received in place so far, moved to resp: the body turned out
+ * not to be a shard of this stripe. */
+static int sink_spill(struct shard_sink *k)
+{
+	int r = efs_buf_append(&k->call->resp, k->hdr, EFS_MIN(k->got, (size_t)EFS_EC_SHARD_HDR));
+	if (r == 0 && k->index >= 0 && k->got > EFS_EC_SHARD_HDR)
+		r = efs_buf_append(&k->call->resp, k->shards[k->index], k->got - EFS_EC_SHARD_HDR);
+	if (k->index >= 0)
+		*k->claimed &= ~(1u << k->index);
+	k->index = -1;
+	return r;
+}
+
+static int shard_sink_write(void *ctx, const char *data, size_t len)
+{
+	struct shard_sink *k = ctx;
+	const struct efs_ec_layout *layout = k->layout;
+
+	if (!k->decided && k->call->status != 200)
+		k->decided = true; /* an error body: to resp */
+	if (!k->decided) {
+		size_t take = EFS_MIN(len, EFS_EC_SHARD_HDR - k->got);
+		memcpy(k->hdr + k->got, data, take);
+		k->got += take;
+		data += take;
+		len -= take;
+		if (k->got < EFS_EC_SHARD_HDR)
+			return 0;
+		k->decided = true;
+		unsigned index = k->hdr[10];
+		if (memcmp(k->hdr, shard_magic, sizeof(shard_magic)) == 0 &&
+		    index < layout->data_shards + layout->parity_shards &&
+		    !(*k->claimed & (1u << index))) {
+			k->index = (int)index;
+			*k->claimed |= 1u << index;
+		} else {
+			int r = efs_buf_append(&k->call->resp, k->hdr, EFS_EC_SHARD_HDR);
+			if (r < 0)
+				return r;
+		}
+	}
+	if (k->index >= 0 && k->got - EFS_EC_SHARD_HDR + len > layout->shard_len) {
+		int r = sink_spill(k); /* longer than a shard: judged (lost) from resp */
+		if (r < 0)
+			return r;
+	}
+	if (k->index >= 0) {
+		memcpy(k->shards[k->index] + (k->got - EFS_EC_SHARD_HDR), data, len);
+		k->got += len;
+		return 0;
+	}
+	k->got += len;
+	return efs_buf_append(&k->call->resp, data, len);
+}
+
 /* GETs the shards of @rows (@count, at most EFS_MAX_REPLICAS) in parallel,
  * each checked (header, length, CRC32C); a good one not yet in *@present
- * is copied to @shards[index] and added there. @outcome[i] says what row i
+ * lands in @shards[index] (received there directly when it can be) and is
+ * added there. A @shards[i] not in *@present on return may hold any bytes.
+ * @outcome[i] says what row i
  * gave: its shard index (also when that index was in already), FETCH_LOST
  * (404, the worker's chunk_corrupt, or a bad header or CRC: the row is
  * marked bad in the metadata, as a bad replica is) or FETCH_UNREACHABLE.
@@ -340,9 +418,11 @@ static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_inf
 {
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
+	struct shard_sink sinks[EFS_MAX_REPLICAS];
 	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
 	unsigned asked[EFS_MAX_REPLICAS]; /* the row each call reads */
 	unsigned batch = 0, added = 0;
+	uint32_t claimed = *present;
 	size_t slot = EFS_EC_SHARD_HDR + layout->shard_len;
 
 	for (unsigned i = 0; i < count && i < EFS_MAX_REPLICAS; i++) {
@@ -361,53 +441,87 @@ static unsigned fetch_shards(struct efs_chunk_io *io, const struct efs_chunk_inf
 		/* A full copy (conversion) is larger than a shard. */
 		calls[batch].resp_cap =
 		    EFS_MAX(EFS_MAX(slot, chunk->stored_size) + 1, (size_t)ERROR_BODY_MAX);
+		sinks[batch] = (struct shard_sink){.call = &calls[batch],
+						   .layout = layout,
+						   .shards = shards,
+						   .claimed = &claimed,
+						   .index = -1};
+		calls[batch].sink = shard_sink_write;
+		calls[batch].sink_ctx = &sinks[batch];
 		callp[batch] = &calls[batch];
 		asked[batch++] = i;
 	}
 	if (batch == 0)
 		return 0;
 	efs_http_call_run_parallel(io->http, callp, batch);
-	for (unsigned b = 0; b < batch; b++) {
-		struct efs_http_call *c = &calls[b];
-		const struct efs_replica *rep = rows[asked[b]];
-		int *res = &outcome[asked[b]];
-		if (c->error) {
-			efs_warn("chunk %.12s: shard read from worker %s failed: %s",
-				 chunk->chunk_id, rep->worker_id, c->errmsg);
-		} else if (c->status == 200) {
-			int index =
-			    header_check((const unsigned char *)c->resp.data, c->resp.len, layout);
-			if (index < 0 && full && c->resp.len == chunk->stored_size &&
-			    (full->len > 0 ||
-			     (full_copy_verifies(chunk, c->resp.data, c->resp.len) &&
-			      efs_buf_append(full, c->resp.data, c->resp.len) == 0))) {
-				*res = FETCH_FULL; /* not a shard yet: conversion's business */
-			} else if (index < 0) {
-				*res = FETCH_LOST;
-				efs_warn(
-				    "chunk %.12s: the shard on worker %s fails its checksum or "
-				    "header; reading another",
-				    chunk->chunk_id, rep->worker_id);
-			} else {
-				*res = index;
-				if (!(*present & (1u << index))) {
-					memcpy(shards[index], c->resp.data + EFS_EC_SHARD_HDR,
-					       layout->shard_len);
+	/* Shards received in place are judged first (each on its own bytes),
+	 * then those in resp, copied only into a place still empty. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (unsigned b = 0; b < batch; b++) {
+			struct efs_http_call *c = &calls[b];
+			struct shard_sink *k = &sinks[b];
+			const struct efs_replica *rep = rows[asked[b]];
+			int *res = &outcome[asked[b]];
+			bool in_place = !c->error && c->status == 200 && k->index >= 0;
+			if (in_place != (pass == 0))
+				continue;
+			if (!c->error && !k->decided && k->got > 0 &&
+			    efs_buf_append(&c->resp, k->hdr, k->got) < 0)
+				c->resp.len = 0; /* shorter than a header: judged lost */
+			if (c->error) {
+				efs_warn("chunk %.12s: shard read from worker %s failed: %s",
+					 chunk->chunk_id, rep->worker_id, c->errmsg);
+			} else if (in_place) {
+				int index = header_check(k->hdr, shards[k->index], k->got, layout);
+				if (index < 0) {
+					*res = FETCH_LOST;
+					efs_warn("chunk %.12s: the shard on worker %s fails its "
+						 "checksum or header; reading another",
+						 chunk->chunk_id, rep->worker_id);
+				} else {
+					*res = index;
 					*present |= 1u << index;
 					added++;
 				}
+			} else if (c->status == 200) {
+				const unsigned char *body = (const unsigned char *)c->resp.data;
+				int index = c->resp.len >= EFS_EC_SHARD_HDR
+						? header_check(body, body + EFS_EC_SHARD_HDR,
+							       c->resp.len, layout)
+						: -1;
+				if (index < 0 && full && c->resp.len == chunk->stored_size &&
+				    (full->len > 0 ||
+				     (full_copy_verifies(chunk, c->resp.data, c->resp.len) &&
+				      efs_buf_append(full, c->resp.data, c->resp.len) == 0))) {
+					*res =
+					    FETCH_FULL; /* not a shard yet: conversion's business */
+				} else if (index < 0) {
+					*res = FETCH_LOST;
+					efs_warn("chunk %.12s: the shard on worker %s fails its "
+						 "checksum or header; reading another",
+						 chunk->chunk_id, rep->worker_id);
+				} else {
+					*res = index;
+					if (!(*present & (1u << index))) {
+						memcpy(shards[index], body + EFS_EC_SHARD_HDR,
+						       layout->shard_len);
+						*present |= 1u << index;
+						added++;
+					}
+				}
+			} else {
+				if (c->status == 404 || (c->status == 500 && c->resp.data &&
+							 strstr(c->resp.data, "\"chunk_corrupt\"")))
+					*res = FETCH_LOST;
+				efs_warn("chunk %.12s: worker %s answered %ld to a shard read",
+					 chunk->chunk_id, rep->worker_id, c->status);
 			}
-		} else {
-			if (c->status == 404 || (c->status == 500 && c->resp.data &&
-						 strstr(c->resp.data, "\"chunk_corrupt\"")))
-				*res = FETCH_LOST;
-			efs_warn("chunk %.12s: worker %s answered %ld to a shard read",
-				 chunk->chunk_id, rep->worker_id, c->status);
+			/* Missing or corrupt there: marked as a bad replica is. */
+			if (*res == FETCH_LOST)
+				efs_meta_replica_mark_bad(io->meta, chunk->chunk_id,
+							  rep->worker_id);
+			efs_http_call_release(c);
 		}
-		/* Missing or corrupt there: marked as a bad replica is. */
-		if (*res == FETCH_LOST)
-			efs_meta_replica_mark_bad(io->meta, chunk->chunk_id, rep->worker_id);
-		efs_http_call_release(c);
 	}
 	return added;
 }
@@ -420,7 +534,7 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 	unsigned order[EFS_MAX_REPLICAS], ordered = 0;
 	struct efs_ec *ec = NULL;
 	struct efs_ec_layout layout;
-	unsigned char *stripe = NULL;
+	struct efs_buf full;
 	unsigned k = chunk->ec_data, n = chunk->ec_data + chunk->ec_parity;
 	uint32_t present = 0;
 	unsigned good = 0;
@@ -436,27 +550,31 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 			if (shard_rank(io, &rows[i], i, k) == rank)
 				order[ordered++] = i;
 
+	/* A row may hold a full copy, not a shard (a chunk half converted
+	 * from replicas): kept here, and then it is the chunk. */
+	efs_buf_init(&full, SIZE_MAX);
 	if ((r = efs_ec_new(chunk->ec_data, chunk->ec_parity, &ec)) < 0)
 		return r;
 	if ((r = efs_ec_layout(ec, chunk->stored_size, &layout)) < 0)
 		goto out;
-	if (!(stripe = calloc(n, layout.shard_len ? layout.shard_len : 1))) {
-		r = -ENOMEM;
+	/* The stripe is @scratch itself, shard after shard, not zeroed:
+	 * shards are received straight into their places, and a place is
+	 * read only once its shard is in (or reconstructed). The data shards
+	 * lie in payload order, so the first payload_len bytes are the
+	 * stored form, without a join. */
+	efs_buf_reset(scratch);
+	scratch->cap = SIZE_MAX; /* as a replica read leaves it: the stored form's size is capped */
+	if ((r = efs_buf_reserve(scratch, (size_t)n * layout.shard_len + 1)) < 0)
 		goto out;
-	}
 	unsigned char *shards[EFS_EC_MAX_SHARDS];
 	for (unsigned i = 0; i < n; i++)
-		shards[i] = stripe + i * layout.shard_len;
+		shards[i] = (unsigned char *)scratch->data + i * layout.shard_len;
 
 	unsigned next = 0;
-	/* A row may hold a full copy, not a shard (a chunk half converted
-	 * from replicas): kept here, and then it is the chunk. */
-	efs_buf_reset(scratch);
-	scratch->cap = SIZE_MAX;
 	/* Rounds of parallel reads, each asking as many rows as shards are
 	 * still missing, until K good ones (or a full copy) are in or no row
 	 * is left. */
-	while (good < k && next < ordered && scratch->len == 0) {
+	while (good < k && next < ordered && full.len == 0) {
 		const struct efs_replica *batch[EFS_MAX_REPLICAS];
 		int outcome[EFS_MAX_REPLICAS];
 		unsigned want = k - good, count = 0;
@@ -468,12 +586,12 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 		if (count == 0)
 			break;
 		good += fetch_shards(io, chunk, &layout, batch, count, shards, &present, outcome,
-				     scratch);
+				     &full);
 	}
-	if (scratch->len > 0) {
+	if (full.len > 0) {
 		/* A full copy, verified by fetch_shards: decoded once more
 		 * into @out (a few half-converted chunks only). */
-		r = efs_chunk_from_stored(chunk, chunk->compressed, scratch, out);
+		r = efs_chunk_from_stored(chunk, chunk->compressed, &full, out);
 		if (r == -EBADMSG)
 			r = -EIO;
 		goto out;
@@ -488,17 +606,13 @@ int efs_chunk_ec_read(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 		r = -EIO;
 		goto out;
 	}
-	efs_buf_reset(scratch);
-	scratch->cap = SIZE_MAX; /* as a replica read leaves it: the stored form's size is capped */
-	if ((r = efs_buf_reserve(scratch, layout.payload_len)) < 0)
-		goto out;
-	efs_ec_join(&layout, shards, scratch->data);
 	scratch->len = layout.payload_len;
+	scratch->data[scratch->len] = '\0'; /* as efs_buf keeps it; the shards are used */
 	r = efs_chunk_from_stored(chunk, chunk->compressed, scratch, out);
 	if (r == -EBADMSG)
 		r = -EIO;
 out:
-	free(stripe);
+	efs_buf_release(&full);
 	efs_ec_free(ec);
 	return r;
 }

@@ -1,18 +1,21 @@
 /* SPDX-License-Identifier: MIT */
-/* download.c - a streaming, verifying reader of file ranges, with one
- * chunk of read-ahead.
+/* download.c - a streaming, verifying reader of file ranges, with
+ * read-ahead: one chunk, two for erasure-coded chunks.
  *
  * While the connection's thread hands out chunk N, a helper thread of the
  * reader fetches and verifies chunk N+1 (efs_chunk_backend_get: on the
  * worker backend, failover and bad replica marking as for any read; or
- * from the master's chunk cache), so the backend's round trip, the SHA-256 and the decompression of the next
- * chunk overlap the sending of this one.
- * The helper exists only for ranges that span more than one chunk; a
- * reader holds at most two chunks (the current one and the next).
+ * from the master's chunk cache), so the backend's round trip, the SHA-256 and the decompression of
+ * the next chunk overlap the sending of this one. When chunk N+2 is erasure-coded a second helper
+ * fetches it at the same time: an EC chunk is ready only when the slowest of its K shard GETs is,
+ * and two in flight hide that. Helpers exist only for ranges that span more than one chunk; a
+ * reader holds at most two chunks (the current one and the next), three when the file is
+ * erasure-coded.
  *
- * Who touches what: the chunk list batch and the "next" slot belong to the
- * helper from the moment a fetch is requested until it reports it done;
- * the connection's thread waits for that before it uses either. */
+ * Who touches what: a helper's slot and its copy of the chunk's row belong
+ * to it from the moment a fetch is requested until it reports it done;
+ * the connection's thread waits for that before it uses either. The chunk
+ * list batch is the connection's thread's alone. */
 #include "master/download.h"
 #include "master/chunk_cache.h"
 #include "master/chunk_backend.h"
@@ -24,6 +27,19 @@
  * download walks a file: one query per this many chunks. */
 #define DOWNLOAD_CHUNK_ROWS 64
 
+/* How many chunks a download reads ahead: one for a replicated chunk;
+ * for an erasure-coded one two, fetched at once by two helpers, since
+ * each EC chunk waits for the slowest of its K shard GETs (measured in
+ * docs/PERFORMANCE.md, "Erasure coding in a cluster"). Replicated chunks
+ * stay at one: two helpers were measured slower for them on the 2-CPU
+ * development machine. */
+#define AHEAD_MAX 2
+/* The second chunk ahead only for EC chunks stored in at most this many
+ * bytes: an EC slot holds its stripe (1.5x the stored size for 4+2) and
+ * the decoded chunk, so the extra slot costs a download about 3x this at
+ * most (48 MiB), 3 MiB at the default 1 MiB CHUNK_SIZE. */
+#define AHEAD_EC_MAX_STORED ((uint64_t)16 << 20)
+
 /* One decoded chunk and the buffer its stored bytes arrived in. */
 struct slot {
 	int64_t index; /* -1: none */
@@ -32,9 +48,25 @@ struct slot {
 };
 
 enum ahead_state {
-	AHEAD_IDLE,      /* no fetch requested; the next slot is free */
-	AHEAD_REQUESTED, /* the helper owns the next slot and the batch */
-	AHEAD_DONE,      /* fetched (or failed: ahead_result) */
+	AHEAD_IDLE,	 /* no fetch requested; the slot is free */
+	AHEAD_REQUESTED, /* the helper owns the slot and the entry */
+	AHEAD_DONE,	 /* fetched (or failed: result) */
+};
+
+struct efs_reader;
+
+/* A read-ahead helper thread and the chunk it fetches. */
+struct ahead {
+	struct efs_reader *rd;
+	struct slot s;
+	/* The chunk's row, copied from the batch when requested: the
+	 * helpers never touch the batch, the connection's thread owns it. */
+	struct efs_file_chunk entry;
+	int64_t index; /* the chunk requested; the connection's thread's */
+	enum ahead_state state;
+	int result;
+	bool running;
+	pthread_t thread;
 };
 
 struct efs_reader {
@@ -46,14 +78,10 @@ struct efs_reader {
 	struct efs_file_chunk *batch;
 	size_t batch_count;
 	struct slot cur; /* the chunk being handed out */
-	/* read-ahead */
-	struct slot next;
-	bool helper_running;
-	pthread_t helper;
+	/* read-ahead, under lock */
+	struct ahead ahead[AHEAD_MAX];
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	enum ahead_state ahead;
-	int ahead_result;
 	bool stop;
 };
 
@@ -81,7 +109,10 @@ int efs_reader_new(const struct efs_reader_source *src, const struct efs_file_in
 	rd->pos = first;
 	rd->last = last;
 	slot_init(&rd->cur);
-	slot_init(&rd->next);
+	for (int i = 0; i < AHEAD_MAX; i++) {
+		rd->ahead[i].rd = rd;
+		slot_init(&rd->ahead[i].s);
+	}
 	pthread_mutex_init(&rd->lock, NULL);
 	pthread_cond_init(&rd->cond, NULL);
 	*out = rd;
@@ -92,19 +123,20 @@ void efs_reader_free(struct efs_reader *rd)
 {
 	if (!rd)
 		return;
-	if (rd->helper_running) {
-		/* A fetch in progress ends within its transfer timeouts. */
-		pthread_mutex_lock(&rd->lock);
-		rd->stop = true;
-		pthread_cond_broadcast(&rd->cond);
-		pthread_mutex_unlock(&rd->lock);
-		pthread_join(rd->helper, NULL);
-	}
+	/* A fetch in progress ends within its transfer timeouts. */
+	pthread_mutex_lock(&rd->lock);
+	rd->stop = true;
+	pthread_cond_broadcast(&rd->cond);
+	pthread_mutex_unlock(&rd->lock);
+	for (int i = 0; i < AHEAD_MAX; i++)
+		if (rd->ahead[i].running)
+			pthread_join(rd->ahead[i].thread, NULL);
 	pthread_cond_destroy(&rd->cond);
 	pthread_mutex_destroy(&rd->lock);
 	free(rd->batch);
 	slot_release(&rd->cur);
-	slot_release(&rd->next);
+	for (int i = 0; i < AHEAD_MAX; i++)
+		slot_release(&rd->ahead[i].s);
 	free(rd);
 }
 
@@ -125,8 +157,8 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 		free(rd->batch);
 		rd->batch = NULL;
 		rd->batch_count = 0;
-		int r = efs_meta_file_chunks(rd->src.meta, rd->file.file_id, index, DOWNLOAD_CHUNK_ROWS,
-					     &rd->batch, &rd->batch_count);
+		int r = efs_meta_file_chunks(rd->src.meta, rd->file.file_id, index,
+					     DOWNLOAD_CHUNK_ROWS, &rd->batch, &rd->batch_count);
 		if (r < 0)
 			return r;
 		if (rd->batch_count == 0)
@@ -135,7 +167,28 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 	return -EIO; /* the chunk list has no such chunk */
 }
 
-/* Fetches, decodes and verifies chunk @index into @s. */
+/* Fetches, decodes and verifies the chunk of row @fc into @s. */
+static int load_entry(struct efs_reader *rd, const struct efs_file_chunk *fc, struct slot *s)
+{
+	s->index = -1;
+	/* Verified bytes read before: the id is their SHA-256, so they are
+	 * right for any file that lists it, and the list was just read. */
+	if (efs_chunk_cache_get(rd->src.chunk_cache, fc->chunk.chunk_id, &s->data) == 0 &&
+	    s->data.len == fc->chunk.size) {
+		s->index = (int64_t)fc->index;
+		return 0;
+	}
+	/* The batch may be older than a trim of a redundant copy (R13). */
+	int r = efs_chunk_backend_get_fresh(rd->src.chunks, rd->src.meta, &fc->chunk, fc->replicas,
+					    fc->replica_count, &s->data, &s->scratch);
+	if (r < 0)
+		return r;
+	efs_chunk_cache_put(rd->src.chunk_cache, fc->chunk.chunk_id, s->data.data, s->data.len);
+	s->index = (int64_t)fc->index;
+	return 0;
+}
+
+/* Fetches chunk @index into @s on the connection's thread. */
 static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 {
 	const struct efs_file_chunk *fc;
@@ -143,74 +196,73 @@ static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 	int r = chunk_entry(rd, index, &fc);
 	if (r < 0)
 		return r;
-	/* Verified bytes read before: the id is their SHA-256, so they are
-	 * right for any file that lists it, and the list was just read. */
-	if (efs_chunk_cache_get(rd->src.chunk_cache, fc->chunk.chunk_id, &s->data) == 0 &&
-	    s->data.len == fc->chunk.size) {
-		s->index = (int64_t)index;
-		return 0;
-	}
-	/* The batch may be older than a trim of a redundant copy (R13). */
-	r = efs_chunk_backend_get_fresh(rd->src.chunks, rd->src.meta, &fc->chunk, fc->replicas,
-					fc->replica_count, &s->data, &s->scratch);
-	if (r < 0)
-		return r;
-	efs_chunk_cache_put(rd->src.chunk_cache, fc->chunk.chunk_id, s->data.data, s->data.len);
-	s->index = (int64_t)index;
-	return 0;
+	return load_entry(rd, fc, s);
 }
 
 static void *helper_main(void *arg)
 {
-	struct efs_reader *rd = arg;
+	struct ahead *a = arg;
+	struct efs_reader *rd = a->rd;
 	pthread_mutex_lock(&rd->lock);
 	for (;;) {
-		while (!rd->stop && rd->ahead != AHEAD_REQUESTED)
+		while (!rd->stop && a->state != AHEAD_REQUESTED)
 			pthread_cond_wait(&rd->cond, &rd->lock);
 		if (rd->stop)
 			break;
-		uint64_t index = (uint64_t)rd->next.index;
 		pthread_mutex_unlock(&rd->lock);
-		int r = load(rd, index, &rd->next);
+		int r = load_entry(rd, &a->entry, &a->s);
 		pthread_mutex_lock(&rd->lock);
-		rd->ahead_result = r;
-		rd->ahead = AHEAD_DONE;
+		a->result = r;
+		a->state = AHEAD_DONE;
 		pthread_cond_broadcast(&rd->cond);
 	}
 	pthread_mutex_unlock(&rd->lock);
 	return NULL;
 }
 
-/* Asks the helper for chunk @index, starting the helper on first use.
- * Without a helper (no thread could be made) reading simply stays
+/* Asks helper @a (idle) for chunk @fc, starting its thread on first use.
+ * Without a thread (none could be made) reading simply stays
  * synchronous. */
-static void ahead_request(struct efs_reader *rd, uint64_t index)
+static void ahead_request(struct efs_reader *rd, struct ahead *a, const struct efs_file_chunk *fc)
 {
-	if (!rd->helper_running) {
-		if (pthread_create(&rd->helper, NULL, helper_main, rd) != 0)
+	if (!a->running) {
+		if (pthread_create(&a->thread, NULL, helper_main, a) != 0)
 			return;
-		rd->helper_running = true;
+		a->running = true;
 	}
 	pthread_mutex_lock(&rd->lock);
-	rd->next.index = (int64_t)index;
-	rd->ahead = AHEAD_REQUESTED;
+	a->entry = *fc;
+	a->index = (int64_t)fc->index;
+	a->state = AHEAD_REQUESTED;
 	pthread_cond_broadcast(&rd->cond);
 	pthread_mutex_unlock(&rd->lock);
 }
 
-/* Waits for a requested fetch; afterwards the next slot and the batch are
- * the caller's again. Returns the fetch's result (0 when none was asked). */
-static int ahead_wait(struct efs_reader *rd)
+/* Waits for @a's requested fetch; afterwards its slot is the caller's
+ * again and @a is idle. Returns the fetch's result (0 when none was
+ * asked). */
+static int ahead_wait(struct efs_reader *rd, struct ahead *a)
 {
 	int r = 0;
 	pthread_mutex_lock(&rd->lock);
-	while (rd->ahead == AHEAD_REQUESTED)
+	while (a->state == AHEAD_REQUESTED)
 		pthread_cond_wait(&rd->cond, &rd->lock);
-	if (rd->ahead == AHEAD_DONE)
-		r = rd->ahead_result;
-	rd->ahead = AHEAD_IDLE;
+	if (a->state == AHEAD_DONE)
+		r = a->result;
+	a->state = AHEAD_IDLE;
 	pthread_mutex_unlock(&rd->lock);
 	return r;
+}
+
+/* The helper asked for chunk @index, or NULL. Only the connection's
+ * thread changes a helper's state to requested or idle, so it may read
+ * them without the lock. */
+static struct ahead *ahead_find(struct efs_reader *rd, int64_t index)
+{
+	for (int i = 0; i < AHEAD_MAX; i++)
+		if (rd->ahead[i].state != AHEAD_IDLE && rd->ahead[i].index == index)
+			return &rd->ahead[i];
+	return NULL;
 }
 
 int efs_reader_prefetch(struct efs_reader *rd)
@@ -222,18 +274,46 @@ int efs_reader_prefetch(struct efs_reader *rd)
 		return 0;
 	/* The chunk read ahead, when it is this one and it arrived intact;
 	 * a failed read-ahead is tried again now, as a read would be. */
-	if (ahead_wait(rd) == 0 && rd->next.index == (int64_t)index) {
+	struct ahead *got = ahead_find(rd, (int64_t)index);
+	if (got && ahead_wait(rd, got) == 0 && got->s.index == (int64_t)index) {
 		struct slot t = rd->cur;
-		rd->cur = rd->next;
-		rd->next = t;
+		rd->cur = got->s;
+		got->s = t;
 	} else {
 		int r = load(rd, index, &rd->cur);
 		if (r < 0)
 			return r;
 	}
-	rd->next.index = -1;
-	if ((index + 1) * rd->file.chunk_size <= rd->last)
-		ahead_request(rd, index + 1);
+	if (got)
+		got->s.index = -1;
+	/* Fetches for chunks this download will not take (behind it, or
+	 * further ahead than it reads) are waited out. */
+	for (int i = 0; i < AHEAD_MAX; i++) {
+		struct ahead *a = &rd->ahead[i];
+		if (a->state != AHEAD_IDLE &&
+		    (a->index <= (int64_t)index || a->index > (int64_t)(index + AHEAD_MAX))) {
+			ahead_wait(rd, a);
+			a->s.index = -1;
+		}
+	}
+	/* The next chunk; for an EC chunk the one after it too. */
+	for (uint64_t want = index + 1; want <= index + AHEAD_MAX; want++) {
+		if (want * rd->file.chunk_size > rd->last)
+			break;
+		const struct efs_file_chunk *fc;
+		if (chunk_entry(rd, want, &fc) < 0)
+			break; /* the read itself reports it */
+		if (want > index + 1 &&
+		    (fc->chunk.ec_data == 0 || fc->chunk.stored_size > AHEAD_EC_MAX_STORED))
+			break;
+		if (ahead_find(rd, (int64_t)want))
+			continue;
+		for (int i = 0; i < AHEAD_MAX; i++)
+			if (rd->ahead[i].state == AHEAD_IDLE) {
+				ahead_request(rd, &rd->ahead[i], fc);
+				break;
+			}
+	}
 	return 0;
 }
 

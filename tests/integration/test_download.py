@@ -1,5 +1,5 @@
 """Downloads, black box: the master reads the next chunk ahead (and only
-one) while it sends the current one, a client that goes away mid-download
+one; two for an erasure-coded file) while it sends the current one, a client that goes away mid-download
 frees the reader and its read-ahead, and small files come out whole.
 
 The workers' /metrics count the chunk GETs they answered; that is how the
@@ -103,6 +103,42 @@ def test_next_chunk_is_read_ahead_while_the_client_is_not_reading(cluster):
     n, digest = c.download_sha256(f["file_id"])
     assert (n, digest) == (len(data), hashlib.sha256(data).hexdigest())
     assert chunk_gets_since(cluster.workers, before, 2 + 3) == 2 + 3
+
+
+@pytest.mark.requires_workers(reason="counts the shard reads the workers serve")
+def test_ec_files_are_read_two_chunks_ahead(cluster):
+    """An ec:4+2 chunk is ready when the slowest of its 4 data-shard GETs
+    is, so the master reads two chunks ahead for it (4 GETs each), and no
+    more; replicated files stay at one (the test above)."""
+    m = cluster.start(workers=6, master_env={"CHUNK_SIZE": BIG_CHUNK})
+    tok = h.make_jwt({"sub": "ahead-ec", "exp": int(time.time()) + 3600})
+    c = m.client(tok)
+    data = os.urandom(4 * BIG_CHUNK + 1)  # chunks 0-3 and a 1-byte chunk 4
+    r = c.post("/api/v1/files/upload", params={"name": "ahead-ec.bin", "policy": "ec:4+2"},
+               data=data, headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text[:500]
+    f = r.json()
+    assert f["policy"] == "ec:4+2", f
+    before = chunk_gets(cluster.workers)
+
+    s = stalled_download(m, tok, f["file_id"])
+    try:
+        # Chunk 0 was read before the status line (its 4 data shards);
+        # chunks 1 and 2 are read ahead although the client has not taken
+        # even chunk 0; chunk 3 is not.
+        wait_until(lambda: chunk_gets(cluster.workers) - before == 3 * 4, 10.0,
+                   what="the master to read chunks 1 and 2 ahead")
+        time.sleep(0.5)
+        assert chunk_gets(cluster.workers) - before == 3 * 4, "read more than two chunks ahead"
+    finally:
+        s.close()
+    wait_until(lambda: requests_in_flight(m) <= 1, 10.0,
+               what="the abandoned download to end")  # 1: this scrape itself
+    m.check_alive()
+
+    n, digest = c.download_sha256(f["file_id"])
+    assert (n, digest) == (len(data), hashlib.sha256(data).hexdigest())
+    assert chunk_gets_since(cluster.workers, before, 3 * 4 + 5 * 4) == 3 * 4 + 5 * 4
 
 
 @pytest.fixture(scope="module")

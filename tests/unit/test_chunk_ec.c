@@ -35,7 +35,8 @@ static void test_header_round_trip(void **state)
 	struct efs_ec_layout layout;
 	for (unsigned index = 0; index < 6; index++) {
 		size_t len = make_shard(buf, sizeof(buf), 10000, index, &layout);
-		assert_int_equal(header_check(buf, len, &layout), (int)index);
+		assert_int_equal(header_check(buf, buf + EFS_EC_SHARD_HDR, len, &layout),
+				 (int)index);
 	}
 }
 
@@ -51,23 +52,23 @@ static void test_header_rejects_damage(void **state)
 		if (i == 11)
 			continue; /* the reserved byte: not checked */
 		buf[i] ^= 0x20;
-		assert_int_equal(header_check(buf, len, &layout), -1);
+		assert_int_equal(header_check(buf, buf + EFS_EC_SHARD_HDR, len, &layout), -1);
 		buf[i] ^= 0x20;
 	}
-	assert_int_equal(header_check(buf, len - 1, &layout), -1);
-	assert_int_equal(header_check(buf, 0, &layout), -1);
+	assert_int_equal(header_check(buf, buf + EFS_EC_SHARD_HDR, len - 1, &layout), -1);
+	assert_int_equal(header_check(buf, buf + EFS_EC_SHARD_HDR, 0, &layout), -1);
 	struct efs_ec_layout other = layout;
 	other.payload_len--;
-	assert_int_equal(header_check(buf, len, &other), -1);
+	assert_int_equal(header_check(buf, buf + EFS_EC_SHARD_HDR, len, &other), -1);
 	other = layout;
 	other.parity_shards = 3;
-	assert_int_equal(header_check(buf, len, &other), -1);
+	assert_int_equal(header_check(buf, buf + EFS_EC_SHARD_HDR, len, &other), -1);
 	/* An index past the stripe, with a valid CRC otherwise. */
 	buf[10] = 6;
-	assert_int_equal(header_check(buf, len, &layout), -1);
+	assert_int_equal(header_check(buf, buf + EFS_EC_SHARD_HDR, len, &layout), -1);
 	/* A full replica (no header) is not a shard. */
 	memset(buf, 0, len);
-	assert_int_equal(header_check(buf, len, &layout), -1);
+	assert_int_equal(header_check(buf, buf + EFS_EC_SHARD_HDR, len, &layout), -1);
 }
 
 /* A raw chunk of @len bytes of @payload: its info, id computed. */
@@ -113,7 +114,9 @@ static void test_full_copy_is_told_from_a_shard(void **state)
 	assert_int_equal(slot, EFS_EC_SHARD_HDR + layout.shard_len);
 	for (unsigned i = 0; i < 6; i++) {
 		/* Shard i in slot i, with its header: what a read accepts. */
-		assert_int_equal(header_check(stripe + i * slot, slot, &layout), (int)i);
+		assert_int_equal(header_check(stripe + i * slot,
+					      stripe + i * slot + EFS_EC_SHARD_HDR, slot, &layout),
+				 (int)i);
 		assert_true(efs_chunk_ec_is_shard(&chunk, stripe + i * slot, slot));
 		assert_false(full_copy_verifies(&chunk, stripe + i * slot, slot));
 	}
