@@ -204,6 +204,20 @@ static int put_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 	return fenced ? -ESTALE : pending > 0 ? -ENOSPC : 0;
 }
 
+/* A zeroed stripe of @n slots for @layout, each a shard header and its
+ * payload; *@slot is a slot's size and @shards[i] the payload of slot i.
+ * NULL when out of memory. */
+static unsigned char *stripe_alloc(const struct efs_ec_layout *layout, unsigned n, size_t *slot,
+				   unsigned char **shards)
+{
+	*slot = EFS_EC_SHARD_HDR + layout->shard_len;
+	unsigned char *stripe = calloc(n, *slot);
+	if (stripe)
+		for (unsigned i = 0; i < n; i++)
+			shards[i] = stripe + i * *slot + EFS_EC_SHARD_HDR;
+	return stripe;
+}
+
 /* The K + M shards of @stored (@chunk's stored form), each with its
  * header, at slot s of a new stripe (*@stripe, to free; *@slot bytes a
  * slot). 0, -ENOMEM or ISA-L's error. */
@@ -219,14 +233,12 @@ static int stripe_build(const struct efs_chunk_info *chunk, const void *stored,
 		return r;
 	if ((r = efs_ec_layout(ec, chunk->stored_size, &layout)) < 0)
 		goto out;
-	size_t size = EFS_EC_SHARD_HDR + layout.shard_len;
-	if (!(bytes = calloc(n, size))) {
+	size_t size;
+	unsigned char *shards[EFS_EC_MAX_SHARDS];
+	if (!(bytes = stripe_alloc(&layout, n, &size, shards))) {
 		r = -ENOMEM;
 		goto out;
 	}
-	unsigned char *shards[EFS_EC_MAX_SHARDS];
-	for (unsigned i = 0; i < n; i++)
-		shards[i] = bytes + i * size + EFS_EC_SHARD_HDR;
 	efs_ec_split(&layout, stored, shards);
 	if ((r = efs_ec_encode(ec, layout.shard_len, shards, shards + chunk->ec_data)) < 0)
 		goto out;
@@ -657,15 +669,14 @@ int efs_chunk_ec_rebuild(struct efs_chunk_io *io, const struct efs_chunk_info *c
 		return r;
 	if ((r = efs_ec_layout(ec, chunk->stored_size, &layout)) < 0)
 		goto out;
-	size_t slot = EFS_EC_SHARD_HDR + layout.shard_len;
+	size_t slot;
+	unsigned char *shards[EFS_EC_MAX_SHARDS];
+	stripe = stripe_alloc(&layout, n, &slot, shards);
 	out->shard_bytes = slot;
-	if (!(stripe = calloc(n, slot))) {
+	if (!stripe) {
 		r = -ENOMEM;
 		goto out;
 	}
-	unsigned char *shards[EFS_EC_MAX_SHARDS];
-	for (unsigned i = 0; i < n; i++)
-		shards[i] = stripe + i * slot + EFS_EC_SHARD_HDR;
 
 	/* Every counted shard (a good row on a worker heard from after
 	 * @holding_after_ms) is read, not only K: which shards are missing is
@@ -914,14 +925,12 @@ int efs_chunk_ec_finish(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 		return r;
 	if ((r = efs_ec_layout(ec, chunk->stored_size, &layout)) < 0)
 		goto out;
-	size_t slot = EFS_EC_SHARD_HDR + layout.shard_len;
-	if (!(stripe = calloc(n, slot))) {
+	size_t slot;
+	unsigned char *shards[EFS_EC_MAX_SHARDS];
+	if (!(stripe = stripe_alloc(&layout, n, &slot, shards))) {
 		r = -ENOMEM;
 		goto out;
 	}
-	unsigned char *shards[EFS_EC_MAX_SHARDS];
-	for (unsigned i = 0; i < n; i++)
-		shards[i] = stripe + i * slot + EFS_EC_SHARD_HDR;
 	efs_buf_reset(scratch);
 	scratch->cap = SIZE_MAX;
 	fetch_shards(io, chunk, &layout, asked, asked_count, shards, &held, outcome, scratch);
