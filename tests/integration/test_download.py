@@ -76,6 +76,25 @@ def stalled_download(master, tok: str, file_id: str) -> socket.socket:
     return s
 
 
+def assert_stalled_download_reads(cluster, m, tok: str, file_id: str, before: int, gets: int,
+                                  ahead: str) -> None:
+    """A download whose client reads nothing makes the workers answer
+    exactly @gets chunk GETs since @before (what is read ahead, @ahead, and
+    no more); once the client is gone, so is the reader."""
+    s = stalled_download(m, tok, file_id)
+    try:
+        wait_until(lambda: chunk_gets(cluster.workers) - before == gets, 10.0,
+                   what=f"the master to read {ahead} ahead")
+        time.sleep(0.5)
+        assert chunk_gets(cluster.workers) - before == gets, f"read more than {ahead} ahead"
+    finally:
+        s.close()
+    # The reader (and its read-ahead threads) went with the connection.
+    wait_until(lambda: requests_in_flight(m) <= 1, 10.0,
+               what="the abandoned download to end")  # 1: this scrape itself
+    m.check_alive()
+
+
 @pytest.mark.requires_workers(reason="counts the chunk reads the workers serve")
 def test_next_chunk_is_read_ahead_while_the_client_is_not_reading(cluster):
     m = cluster.start(workers=3, master_env={"CHUNK_SIZE": BIG_CHUNK})
@@ -85,20 +104,9 @@ def test_next_chunk_is_read_ahead_while_the_client_is_not_reading(cluster):
     f = c.upload(data, "ahead.bin")
     before = chunk_gets(cluster.workers)
 
-    s = stalled_download(m, tok, f["file_id"])
-    try:
-        # Chunk 0 was read before the status line; chunk 1 is read ahead
-        # although the client has not taken even chunk 0.
-        wait_until(lambda: chunk_gets(cluster.workers) - before == 2, 10.0,
-                   what="the master to read chunk 1 ahead")
-        time.sleep(0.5)
-        assert chunk_gets(cluster.workers) - before == 2, "read more than one chunk ahead"
-    finally:
-        s.close()
-    # The reader (and its read-ahead thread) went with the connection.
-    wait_until(lambda: requests_in_flight(m) <= 1, 10.0,
-               what="the abandoned download to end")  # 1: this scrape itself
-    m.check_alive()
+    # Chunk 0 was read before the status line; chunk 1 is read ahead
+    # although the client has not taken even chunk 0.
+    assert_stalled_download_reads(cluster, m, tok, f["file_id"], before, 2, "chunk 1")
 
     n, digest = c.download_sha256(f["file_id"])
     assert (n, digest) == (len(data), hashlib.sha256(data).hexdigest())
@@ -121,20 +129,11 @@ def test_ec_files_are_read_two_chunks_ahead(cluster):
     assert f["policy"] == "ec:4+2", f
     before = chunk_gets(cluster.workers)
 
-    s = stalled_download(m, tok, f["file_id"])
-    try:
-        # Chunk 0 was read before the status line (its 4 data shards);
-        # chunks 1 and 2 are read ahead although the client has not taken
-        # even chunk 0; chunk 3 is not.
-        wait_until(lambda: chunk_gets(cluster.workers) - before == 3 * 4, 10.0,
-                   what="the master to read chunks 1 and 2 ahead")
-        time.sleep(0.5)
-        assert chunk_gets(cluster.workers) - before == 3 * 4, "read more than two chunks ahead"
-    finally:
-        s.close()
-    wait_until(lambda: requests_in_flight(m) <= 1, 10.0,
-               what="the abandoned download to end")  # 1: this scrape itself
-    m.check_alive()
+    # Chunk 0 was read before the status line (its 4 data shards); chunks
+    # 1 and 2 are read ahead although the client has not taken even chunk
+    # 0; chunk 3 is not.
+    assert_stalled_download_reads(cluster, m, tok, f["file_id"], before, 3 * 4,
+                                  "chunks 1 and 2")
 
     n, digest = c.download_sha256(f["file_id"])
     assert (n, digest) == (len(data), hashlib.sha256(data).hexdigest())
