@@ -88,6 +88,16 @@ class Script:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
+    def result(self, deadline: float):
+        """The script's closing "RESULT <json>" line, parsed, once the
+        script has exited 0."""
+        line = self.next_line(deadline)
+        assert line is not None and line.startswith("RESULT "), \
+            f"expected RESULT, got {line!r}; steps: {self.steps}"
+        result = json.loads(line[len("RESULT "):])
+        assert self.proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+        return result
+
     def close(self) -> None:
         if self.proc.poll() is None:  # the browser too: it is in the session
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -124,11 +134,7 @@ def test_dashboard_shows_the_cluster_uploads_and_downloads(cluster, tmp_path):
         assert line == "KILL", f"expected KILL, got {line!r}; steps: {script.steps}"
         victim.kill()
         script.send(f"killed {victim.worker_id}")
-        line = script.next_line(deadline)
-        assert line is not None and line.startswith("RESULT "), \
-            f"expected RESULT, got {line!r}; steps: {script.steps}"
-        result = json.loads(line[len("RESULT "):])
-        assert script.proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+        result = script.result(deadline)
     finally:
         script.close()
         log = (tmp_path / "browser.log").read_text(errors="replace")
@@ -164,11 +170,7 @@ def test_dashboard_under_operators_mode_shows_users_their_files_only(cluster, tm
     deadline = time.monotonic() + TOTAL_TIMEOUT_S
     result = None
     try:
-        line = script.next_line(deadline)
-        assert line is not None and line.startswith("RESULT "), \
-            f"expected RESULT, got {line!r}; steps: {script.steps}"
-        result = json.loads(line[len("RESULT "):])
-        assert script.proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+        result = script.result(deadline)
     finally:
         script.close()
         log = (tmp_path / "browser.log").read_text(errors="replace")
@@ -201,6 +203,12 @@ def test_dashboard_charts_show_an_upload_burst(cluster, tmp_path):
         data = os.urandom(256 * 1024)
         c.upload(data, f"burst-{i}.bin")
         sent += len(data)
+    # The repair chart's caption needs a sample taken after the repair
+    # loop's first count (null before it, about a second after start): a
+    # fast burst can end sooner.
+    h.wait_until(lambda: any(x["under_replicated_chunks"] is not None
+                             for x in c.get("/api/v1/stats/history").json()["samples"][-1:]),
+                 10, interval=0.2, what="a history sample after the first repair pass")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "dashboard-charts.png"
     screenshot.unlink(missing_ok=True)
@@ -211,11 +219,7 @@ def test_dashboard_charts_show_an_upload_burst(cluster, tmp_path):
     deadline = time.monotonic() + TOTAL_TIMEOUT_S
     result = None
     try:
-        line = script.next_line(deadline)
-        assert line is not None and line.startswith("RESULT "), \
-            f"expected RESULT, got {line!r}; steps: {script.steps}"
-        result = json.loads(line[len("RESULT "):])
-        assert script.proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+        result = script.result(deadline)
     finally:
         script.close()
         log = (tmp_path / "browser.log").read_text(errors="replace")
@@ -350,11 +354,7 @@ def test_dashboard_shows_storage_policies_and_ec_stripes(cluster, tmp_path):
         assert lost["policies"]["ec"][1] == "1"  # the file is still counted
 
         script.send("END")
-        line = script.next_line(deadline)
-        assert line is not None and line.startswith("RESULT "), \
-            f"expected RESULT, got {line!r}; steps: {script.steps}"
-        result = json.loads(line[len("RESULT "):])
-        assert script.proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+        result = script.result(deadline)
     finally:
         script.close()
         log = (tmp_path / "browser.log").read_text(errors="replace")
