@@ -143,8 +143,9 @@ static void worker_url(size_t i, char *url, size_t size)
 	snprintf(url, size, "http://10.0.0.%zu:9000", i + 1);
 }
 
-/* The fixture's WORKERS workers, registered on every backend. */
-static int register_workers(struct fixture *f)
+/* Registers the fixture's WORKERS workers, in @zones (NULL: none). 0 or
+ * -1. */
+static int register_workers_in(struct fixture *f, const char *const *zones)
 {
 	for (size_t i = 0; i < WORKERS; i++) {
 		struct efs_worker_info w;
@@ -155,9 +156,19 @@ static int register_workers(struct fixture *f)
 		w.free_bytes = 500000;
 		w.registered_at_ms = 1000;
 		w.last_heartbeat_ms = worker_heartbeat(i);
+		if (zones)
+			efs_strlcpy(w.zone, zones[i], sizeof(w.zone));
 		if (efs_meta_worker_register(f->m, &w) < 0)
 			return -1;
 	}
+	return 0;
+}
+
+/* The fixture's WORKERS workers, registered on every backend. */
+static int register_workers(struct fixture *f)
+{
+	if (register_workers_in(f, NULL) < 0)
+		return -1;
 	f->now = efs_now_ms();
 	return 0;
 }
@@ -1424,18 +1435,7 @@ static void test_report_surplus_unnamed_copy(void **state)
 /* Registers the fixture's workers again with @zones ("" none). */
 static void set_zones(struct fixture *f, const char *const zones[WORKERS])
 {
-	for (size_t i = 0; i < WORKERS; i++) {
-		struct efs_worker_info w;
-		memset(&w, 0, sizeof(w));
-		efs_strlcpy(w.worker_id, worker_ids[i], sizeof(w.worker_id));
-		worker_url(i, w.url, sizeof(w.url));
-		w.capacity_bytes = 1000000;
-		w.free_bytes = 500000;
-		w.registered_at_ms = 1000;
-		w.last_heartbeat_ms = worker_heartbeat(i);
-		efs_strlcpy(w.zone, zones[i], sizeof(w.zone));
-		assert_int_equal(efs_meta_worker_register(f->m, &w), 0);
-	}
+	assert_int_equal(register_workers_in(f, zones), 0);
 }
 
 /* A report of chunk @a by @worker_id with REPLICATION_FACTOR 2 (the
