@@ -130,7 +130,7 @@ record() { # KEY VALUE
 }
 
 json_field() { # FILE KEY
-	sed -n "s/.*\"$2\": *\"\{0,1\}\([^,\"}]*\).*/\1/p" "$1" | head -n 1
+	sed -n "s/.*\"$2\": *\"\{0,1\}\([^,\"}]*\).*/\1/p;T;q" "$1"
 }
 
 http_measure() { # DIR

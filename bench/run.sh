@@ -600,8 +600,8 @@ if [ "${AWS_RUN:-0}" = 1 ]; then
 		"$S3_PROBE" bucket-create >"$WORK/aws-bucket.log" 2>&1 ||
 			{ cat "$WORK/aws-bucket.log" >&2; bench_die "could not create the bucket"; }
 	fi
-	fact s3rver_version "$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' \
-		"$AWS_PREFIX/node_modules/s3rver/package.json" | head -n 1)"
+	fact s3rver_version "$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p;T;q' \
+		"$AWS_PREFIX/node_modules/s3rver/package.json")"
 	fact node_version "$(node --version)"
 
 	# The S3 server alone: each large file PUT as one object and GET back

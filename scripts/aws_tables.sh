@@ -31,7 +31,9 @@ for v in S3_BUCKET_NAME DYNAMODB_FILES_TABLE DYNAMODB_CHUNKS_TABLE DYNAMODB_SESS
 	fi
 done
 # Debian's CLI first: another one earlier in PATH may be a different major.
-AWS_CLI=${AWS_CLI:-$(command -v /usr/bin/aws aws | head -n 1)}
+# No "| head": under pipefail a reader that exits early can kill the
+# writer with SIGPIPE (exit 141, no message), as CI saw once.
+AWS_CLI=${AWS_CLI:-$(command -v /usr/bin/aws || command -v aws || true)}
 [ -n "$AWS_CLI" ] || { echo "aws_tables: the aws CLI is missing (Debian: awscli)" >&2; exit 1; }
 export AWS_REGION=${AWS_REGION:-us-east-1}
 export AWS_DEFAULT_REGION=$AWS_REGION
