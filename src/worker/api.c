@@ -343,15 +343,6 @@ static void add_chunk_headers(struct efs_http_req *req, uint32_t flags, uint32_t
 	}
 }
 
-/* A payload of at least this many bytes is sent from the volume file
- * (sendfile) on plain HTTP. A smaller one is read whole with its record in
- * one system call, and sent from that buffer: it fits the store's
- * verification buffer anyway, so sending it from the file would not save
- * the read's copy, only add a second pass over the page cache and a few
- * system calls (a dup, separate header and trailer reads, a separate send
- * of the response head). */
-#define SEND_FROM_FILE_MIN (256u << 10)
-
 int efs_worker_api_chunk_get(struct efs_http_req *req)
 {
 	struct efs_worker *w = efs_http_ctx(req);
@@ -363,9 +354,13 @@ int efs_worker_api_chunk_get(struct efs_http_req *req)
 		return 0;
 	if (!id)
 		return reply_invalid_chunk_id(req);
-	/* Over TLS the bytes would be read again to be encrypted: they are
-	 * sent from the buffer they were verified in. */
-	uint64_t by_fd_min = efs_http_sends_files(req) ? SEND_FROM_FILE_MIN : UINT64_MAX;
+	/* With WORKER_SENDFILE_MIN_BYTES a large chunk is verified through a
+	 * small buffer and sent from the volume file. Not over TLS: the bytes
+	 * would be read again to be encrypted; they are sent from the buffer
+	 * they were verified in. */
+	uint64_t by_fd_min = w->cfg.sendfile_min_bytes > 0 && efs_http_sends_files(req)
+				     ? w->cfg.sendfile_min_bytes
+				     : UINT64_MAX;
 	efs_buf_init(&data, EFS_STORE_MAX_CHUNK);
 	int r = efs_store_get_payload(w->store, id, by_fd_min, &data, &payload);
 	if (r < 0) {

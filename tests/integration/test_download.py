@@ -257,11 +257,10 @@ def test_failed_chunk_read_is_logged_once(cluster):
     assert "chunk_unavailable" in lines[0], lines[0]
 
 
-# ---- chunks sent from the volume file (sendfile) ----------------------------------------
+# ---- chunks sent from the volume file (WORKER_SENDFILE_MIN_BYTES) ------------------------
 
-# Over this, a worker sends a chunk from its volume file (api.c,
-# SEND_FROM_FILE_MIN is 256 KiB); under it, from the buffer it read it into.
-SENT_FROM_FILE_MIN = 256 << 10
+SENDFILE_MIN = 256 << 10
+SENDFILE_ENV = {"WORKER_SENDFILE_MIN_BYTES": "256K"}
 SENT_FROM_FILE = "echofs_worker_chunk_bytes_sent_from_file_total"
 
 
@@ -282,17 +281,19 @@ def put_chunk(w, body: bytes) -> str:
     return cid
 
 
-def test_large_chunks_are_sent_from_the_volume_file_small_ones_from_memory(cluster):
-    """A chunk GET of a large chunk is sent from the volume file, after the
-    worker verified it (the counter grows by its length); a small one from
-    the buffer it was read into (the counter stays). Both carry the same
-    headers and bytes."""
+@pytest.mark.parametrize("env", [{}, SENDFILE_ENV], ids=["default", "sendfile-256K"])
+def test_large_chunks_are_sent_from_the_volume_file_only_with_sendfile_on(cluster, env):
+    """With WORKER_SENDFILE_MIN_BYTES=256K a chunk GET of a large chunk is
+    sent from the volume file, after the worker verified it (the counter
+    grows by its length), and a smaller one from the buffer it was read
+    into; by default (0) every chunk is sent from the buffer. Either way
+    the same bytes and headers."""
     m = cluster.add_master()
-    w = cluster.add_worker(master=m)
+    w = cluster.add_worker(master=m, **env)
     wc = w.client(h.CLUSTER_SECRET)
-    large = os.urandom(3 * SENT_FROM_FILE_MIN + 1000)  # a last piece shorter than the rest
-    small = os.urandom(SENT_FROM_FILE_MIN - 1)
-    for body, from_file in ((large, len(large)), (small, 0)):
+    large = os.urandom(3 * SENDFILE_MIN + 1000)  # a last piece shorter than the rest
+    small = os.urandom(SENDFILE_MIN - 1)
+    for body, from_file in ((large, len(large) if env else 0), (small, 0)):
         cid = put_chunk(w, body)
         before = worker_metric(w, SENT_FROM_FILE)
         r = wc.get(f"/chunks/{cid}")
@@ -306,15 +307,16 @@ def test_large_chunks_are_sent_from_the_volume_file_small_ones_from_memory(clust
 
 
 @pytest.mark.parametrize("where", ["first", "middle", "last"])
-def test_a_large_chunk_damaged_on_disk_is_refused_not_sent(cluster, where):
-    """The worker verifies a chunk before it hands the volume file to
-    sendfile: a payload byte flipped on disk (in the first, a middle or the
-    last, short, piece the store reads to verify it) is answered 500
-    chunk_corrupt, quarantined, then 404; none of its bytes are sent."""
+def test_a_large_chunk_damaged_on_disk_is_refused_not_sent_with_sendfile_on(cluster, where):
+    """With WORKER_SENDFILE_MIN_BYTES the worker still verifies a chunk
+    before it hands the volume file to sendfile: a payload byte flipped on
+    disk (in the first, a middle or the last, short, piece the store reads
+    to verify it) is answered 500 chunk_corrupt, quarantined, then 404;
+    none of its bytes are sent."""
     m = cluster.add_master()
-    w = cluster.add_worker(master=m)
+    w = cluster.add_worker(master=m, **SENDFILE_ENV)
     wc = w.client(h.CLUSTER_SECRET)
-    body = os.urandom(3 * SENT_FROM_FILE_MIN + 1000)
+    body = os.urandom(3 * SENDFILE_MIN + 1000)
     cid = put_chunk(w, body)
     rec = h.chunk_records(w.data_dir)[cid]
     at = {"first": 0, "middle": len(body) // 2, "last": len(body) - 1}[where]
@@ -332,11 +334,12 @@ def test_a_large_chunk_damaged_on_disk_is_refused_not_sent(cluster, where):
 
 @pytest.mark.requires_workers(reason="counts the bytes the workers send from their volume files")
 def test_download_and_ranges_of_large_chunks_sent_from_the_volume_files(cluster):
-    """End to end with 1 MiB chunks: the whole file and a range across a
-    chunk boundary come out right, and the workers sent the chunks from
-    their volume files."""
+    """End to end with 1 MiB chunks and WORKER_SENDFILE_MIN_BYTES on: the
+    whole file and a range across a chunk boundary come out right, and the
+    workers sent the chunks from their volume files."""
     chunk = 1 << 20
-    m = cluster.start(workers=3, master_env={"CHUNK_SIZE": chunk, "CHUNK_CACHE_SIZE": 0})
+    m = cluster.start(workers=3, master_env={"CHUNK_SIZE": chunk, "CHUNK_CACHE_SIZE": 0},
+                      worker_env=SENDFILE_ENV)
     c = m.user_client()
     data = os.urandom(3 * chunk + 12345)
     f = c.upload(data, "large.bin")
