@@ -11,10 +11,11 @@
  * one sync each.
  *
  * Invariants owned here: every read checks the header, the trailer and
- * the payload CRC, and a record that fails is quarantined (-EBADMSG); a
- * stat checks the header only; open replays every volume and imports the
- * old layout before the store serves, and new records always go to a new
- * volume after an open.
+ * the payload CRC, and a record that fails is quarantined (-EBADMSG), also
+ * one handed out by descriptor, which is checked before the descriptor is
+ * made; a stat checks the header only; open replays every volume and
+ * imports the old layout before the store serves, and new records always
+ * go to a new volume after an open.
  */
 #include "worker/store_internal.h"
 #include "echofs/hash.h"
