@@ -73,7 +73,8 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 		 (double)atomic_load(&w->scrub.corrupt_found), true},
 		{EFS_METRIC_COUNTER, "echofs_worker_chunk_bytes_sent_from_file_total",
 		 "Chunk payload bytes GET /chunks sent straight from the volume file (sendfile, "
-		 "after verifying them): large chunks over plain HTTP.",
+		 "after verifying them): chunks of WORKER_SENDFILE_MIN_BYTES or more over plain "
+		 "HTTP; 0 while that is 0 (the default).",
 		 (double)atomic_load(&w->chunk_bytes_sent_from_file), true},
 		{EFS_METRIC_GAUGE, "echofs_worker_grpc_connected",
 		 "1 while this worker beats on a gRPC control stream to its master, 0 over HTTP.",
