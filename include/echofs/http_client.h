@@ -70,6 +70,19 @@ struct efs_http_call {
 	efs_http_source_fn source;
 	void *source_ctx;
 	int64_t source_len;
+	/* Send a memory body of 64 KiB or more straight from @body (sendmsg
+	 * of head and body, on a kept-alive connection of the client's own)
+	 * rather than through libcurl, which copies every byte into its upload
+	 * buffer first: for replica writes to workers. Everything else holds
+	 * as for any call (the fields below, the results, keep-alive and the
+	 * send again on a new connection when a reused one was closed). The
+	 * call goes through libcurl after all for an https:// URL, a smaller
+	 * body, a streamed one, with progress, max_speed or a sink, when a
+	 * proxy is set in the environment (http_proxy, all_proxy), or when
+	 * another call of the same parallel batch cannot go direct. The peer
+	 * must answer in HTTP/1.1 or 1.0 (Content-Length, chunked or
+	 * until close). */
+	bool direct_body;
 	efs_http_progress_fn progress; /* or NULL */
 	void *progress_ctx;
 	int64_t max_speed;        /* bytes/s cap each way; 0 = none */
