@@ -22,8 +22,10 @@
  * source callback (source/source_len), so a client can send a file of any
  * size without holding it. A memory body must stay valid and unchanged
  * until the call returns; one under 64 KiB goes out in the same write as
- * the request head. No Content-Type is sent unless the call names one. A progress hook sees the bytes moved while a
- * transfer runs, and max_speed caps its rate.
+ * the request head, and a larger one marked direct_body goes out from the
+ * caller's buffer without libcurl (see the field). No Content-Type is
+ * sent unless the call names one. A progress hook sees the bytes moved
+ * while a transfer runs, and max_speed caps its rate.
  */
 #ifndef ECHOFS_HTTP_CLIENT_H
 #define ECHOFS_HTTP_CLIENT_H

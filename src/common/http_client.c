@@ -8,7 +8,11 @@
  * chunk's three replica writes open no new connection once warm). A multi
  * is used by one thread at a time; libcurl closes a connection whose
  * transfer failed, timed out or was aborted, so only connections that
- * completed a response cleanly are kept. */
+ * completed a response cleanly are kept.
+ *
+ * Calls marked direct_body skip libcurl (the "Direct bodies" section
+ * below): their bodies leave from the caller's buffer on sockets of the
+ * client's own pool, and this file speaks HTTP/1.1 for them. */
 #include "echofs/http_client.h"
 #include "echofs/util.h"
 
@@ -968,9 +972,9 @@ static void direct_open(struct direct_pool *p, struct direct *d)
 			      d->url.host, d->url.port, strerror(d->connect_errno));
 }
 
-/* The connection broke before any byte of a reply: a reused one (the
- * server closed it while it sat idle) sends the request again on
- * another; otherwise the call fails with -EIO. */
+/* The connection broke (@err, 0 at EOF). Before any byte of a reply, a
+ * reused connection (the server closed it while it sat idle) sends the
+ * request again on another; otherwise the call fails with -EIO. */
 static void direct_broken(struct efs_http_client *c, struct direct *d, int err)
 {
 	struct direct_pool *p = &c->direct;
@@ -1079,6 +1083,8 @@ static int direct_parse_head(struct direct *d, const char *head, size_t len)
 	    strspn(head + 9, "0123456789") < 3)
 		return -EIO;
 	d->status = (head[9] - '0') * 100 + (head[10] - '0') * 10 + (head[11] - '0');
+	if (d->status < 100)
+		return -EIO;
 	d->keep_alive = head[7] == '1';
 	bool length_known = false, chunked = false;
 	const char *line = memchr(head, '\n', len);
@@ -1175,15 +1181,32 @@ static int direct_heads(struct direct *d)
 	return 0;
 }
 
+/* Takes @len more bytes of the reply, however they were cut: 0, or
+ * -EIO (malformed, a head over DIRECT_RESP_HEAD_MAX), -E2BIG (a body over
+ * the call's cap) or a header_fn's error. Then d->resp_done says whether
+ * the reply is complete (tests/fuzz/fuzz_http_reply.c feeds it). */
+static int direct_take(struct direct *d, const char *data, size_t len)
+{
+	while (len > 0 && !d->head_done) {
+		size_t n = EFS_MIN(len, sizeof(d->rhead) - d->rhead_len);
+		memcpy(d->rhead + d->rhead_len, data, n);
+		d->rhead_len += n;
+		data += n;
+		len -= n;
+		int r = direct_heads(d);
+		if (r < 0)
+			return r;
+	}
+	return len > 0 ? direct_body_bytes(d, data, len) : 0;
+}
+
 /* Reads what the connection has; ends the call when the reply is
  * complete or the connection failed. */
 static void direct_recv(struct efs_http_client *c, struct direct *d)
 {
 	char buf[16384];
 	while (!d->done) {
-		char *into = d->head_done ? buf : d->rhead + d->rhead_len;
-		size_t cap = d->head_done ? sizeof(buf) : sizeof(d->rhead) - d->rhead_len;
-		ssize_t n = recv(d->fd, into, cap, MSG_DONTWAIT);
+		ssize_t n = recv(d->fd, buf, sizeof(buf), MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -1199,13 +1222,7 @@ static void direct_recv(struct efs_http_client *c, struct direct *d)
 			return;
 		}
 		d->received += n;
-		int r;
-		if (d->head_done) {
-			r = direct_body_bytes(d, buf, (size_t)n);
-		} else {
-			d->rhead_len += (size_t)n;
-			r = direct_heads(d);
-		}
+		int r = direct_take(d, buf, (size_t)n);
 		if (r == -E2BIG) {
 			direct_finish(&c->direct, d, -E2BIG, "%s", "response too large");
 			return;
@@ -1391,8 +1408,12 @@ static int run_transfers(struct efs_http_client *client, struct efs_http_call **
 {
 	/* A batch goes direct when every call in it can (a cluster's
 	 * workers are all http or all https); otherwise libcurl runs it all. */
-	struct direct *ds = n ? calloc(n, sizeof(*ds)) : NULL;
-	bool direct = ds != NULL;
+	bool direct = n > 0;
+	for (size_t i = 0; direct && i < n; i++)
+		direct = calls[i]->direct_body && calls[i]->body &&
+			 calls[i]->body_len >= INLINE_BODY_MAX;
+	struct direct *ds = direct ? calloc(n, sizeof(*ds)) : NULL;
+	direct = ds != NULL;
 	for (size_t i = 0; direct && i < n; i++)
 		direct = direct_prepare(&client->direct, &ds[i], calls[i]);
 	if (direct)
