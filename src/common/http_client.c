@@ -57,8 +57,14 @@
  * replica of a small file. */
 #define INLINE_BODY_MAX (64 * 1024)
 
-#define DIRECT_IDLE_MAX 64        /* idle direct connections a client keeps */
-#define DIRECT_IDLE_PER_ORIGIN 32 /* ... to one server (MULTI_POOL_MAX for libcurl's) */
+/* Idle direct connections a client keeps, to all servers and to one (as
+ * for libcurl's: MULTI_POOL_MAX, each multi keeping one per server): a
+ * chunk's replicas on 3 workers, 16 uploads with 3 chunks in flight each,
+ * fit; a give-back beyond a server's 32 closes the connection, beyond
+ * the total the oldest idle one. Take and give scan the list: 256 short
+ * compares under the lock, against a body of 64 KiB or more. */
+#define DIRECT_IDLE_MAX 256
+#define DIRECT_IDLE_PER_ORIGIN 32
 #define DIRECT_ORIGIN_MAX 280     /* "host:port" as in the URL */
 #define DIRECT_HEAD_MAX 8192      /* our request head; a call whose head is longer uses libcurl */
 #define DIRECT_RESP_HEAD_MAX 16384 /* one response head; longer fails the call (-EIO) */
