@@ -161,6 +161,10 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 			     err, errlen)) < 0)
 		return r;
 	cfg->header_timeout_ms = (unsigned)v;
+	if ((r = efs_env_u64("WORKER_HTTP_THREADS", EFS_WORKER_DEFAULT_HTTP_THREADS, 0,
+			     EFS_HTTP_MAX_EVENT_THREADS, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->http_threads = (unsigned)v;
 	if ((r = efs_env_string("MASTER_GRPC_URL", NULL, false, &grpc_urls, err, errlen)) < 0 ||
 	    (r = efs_env_string("WORKER_PROTOCOL", "grpc", false, &protocol, err, errlen)) < 0)
 		return r;
