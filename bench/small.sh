@@ -11,7 +11,9 @@
 #                               (default: this one); loadgen is this one's
 #
 # Environment: BENCH_SMALL_SECONDS (10), BENCH_CONCURRENCY (16),
-# BENCH_TMPDIR (ROOT/build), and whatever the daemons read
+# BENCH_LARGE_MIB (0: none; else one upload and one download of a random
+# file this large with curl, after the 4 KiB phases, as MiB/s and worker
+# CPU s per GiB), BENCH_TMPDIR (ROOT/build), and whatever the daemons read
 # (WORKER_HTTP_THREADS, CHUNK_CACHE_SIZE...), passed through.
 set -euo pipefail
 
@@ -21,6 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOADGEN=$ROOT/build/bench/loadgen
 BIN_ROOT=$(cd "${1:-$ROOT}" && pwd)
 SECONDS_EACH=${BENCH_SMALL_SECONDS:-10}
+LARGE_MIB=${BENCH_LARGE_MIB:-0}
 CONCURRENCY=${BENCH_CONCURRENCY:-16}
 export WORKER_COUNT=3 REPLICATION_FACTOR=3 LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
 
@@ -99,6 +102,33 @@ run_loadgen download download --url "$MASTER_URL" --token "$TOKEN" --ids "$WORK/
 read -r w2 m2 <<<"$(ticks)"
 bench_alive "$MASTER_PID" "${WORKER_PIDS[@]}"
 
+# ---- optional: one large upload and download ---------------------------------
+large=""
+if [ "$LARGE_MIB" -gt 0 ]; then
+	"$LOADGEN" gen --kind random --size $((LARGE_MIB * 1048576)) --seed 1 >"$WORK/files/large.bin"
+	sync "$WORK/files/large.bin"
+	read -r w3 _ <<<"$(ticks)"
+	bench_log "EchoFS: upload of a ${LARGE_MIB} MiB random file"
+	out=$(curl -sS -X POST -T "$WORK/files/large.bin" -H "Authorization: Bearer $TOKEN" \
+		-H 'Expect:' -o "$WORK/large.json" -w '%{http_code} %{time_total}' \
+		"$MASTER_URL/api/v1/files/upload?name=large")
+	read -r code up_s <<<"$out"
+	[ "$code" = 201 ] || bench_die "large upload: HTTP $code"
+	read -r w4 _ <<<"$(ticks)"
+	id=$(sed -n 's/.*"file_id": *"\([0-9a-f]*\)".*/\1/p' "$WORK/large.json")
+	bench_log "EchoFS: download of it"
+	out=$(curl -sS -o /dev/null -H "Authorization: Bearer $TOKEN" -w '%{http_code} %{time_total}' \
+		"$MASTER_URL/api/v1/files/$id/download")
+	read -r code down_s <<<"$out"
+	[ "$code" = 200 ] || bench_die "large download: HTTP $code"
+	read -r w5 _ <<<"$(ticks)"
+	large=$(awk -v mib="$LARGE_MIB" -v us="$up_s" -v ds="$down_s" -v wu=$((w4 - w3)) \
+		-v wd=$((w5 - w4)) -v hz="$(getconf CLK_TCK)" 'BEGIN {
+		printf ", \"large_upload_mib_s\": %.1f, \"large_download_mib_s\": %.1f, ", mib / us, mib / ds
+		printf "\"worker_cpu_s_per_gib_upload\": %.2f, \"worker_cpu_s_per_gib_download\": %.2f", wu / hz / mib * 1024, wd / hz / mib * 1024
+	}')
+fi
+
 hz=$(getconf CLK_TCK)
 awk -v nginx="$(field nginx ops_per_s)" \
 	-v up="$(field upload ops_per_s)" -v up_ops="$(field upload ops)" \
@@ -111,5 +141,6 @@ awk -v nginx="$(field nginx ops_per_s)" \
 	printf "\"upload_per_s\": %.0f, \"upload_vs_nginx\": %.4f, \"upload_p99_ms\": %.1f, \"upload_errors\": %d, ", up, up / nginx, up_p99, up_err
 	printf "\"download_per_s\": %.0f, \"download_vs_nginx\": %.4f, \"download_p99_ms\": %.1f, \"download_errors\": %d, ", down, down / nginx, down_p99, down_err
 	printf "\"worker_cpu_s_per_1k_upload\": %.3f, \"master_cpu_s_per_1k_upload\": %.3f, ", wu / hz / up_ops * 1000, mu / hz / up_ops * 1000
-	printf "\"worker_cpu_s_per_1k_download\": %.3f, \"master_cpu_s_per_1k_download\": %.3f}\n", wd / hz / down_ops * 1000, md / hz / down_ops * 1000
+	printf "\"worker_cpu_s_per_1k_download\": %.3f, \"master_cpu_s_per_1k_download\": %.3f", wd / hz / down_ops * 1000, md / hz / down_ops * 1000
 }'
+echo "$large}"

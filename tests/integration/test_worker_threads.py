@@ -202,3 +202,33 @@ def test_stop_waits_for_uploads_held_in_their_sync(cluster, tmp_path, threads):
     for _, cid, body in held:
         r = wc.get(f"/chunks/{cid}")
         assert r.status_code == 200 and r.content == body, cid
+
+
+@pytest.mark.parametrize("threads", ["0", "2"])
+def test_the_limits_hold_on_event_threads(cluster, threads):
+    """The connection limits are the server's, whatever its threading: a
+    connection that never finishes its headers is closed after
+    HEADER_TIMEOUT_MS (the reaper shuts its socket down; an event thread
+    must see that as it would a client's close), an over-long request
+    target is refused with JSON, an upload refused in begin() gets its
+    reply, and the worker answers throughout."""
+    m = cluster.add_master()
+    w = cluster.add_worker(master=m, WORKER_HTTP_THREADS=threads, HEADER_TIMEOUT_MS=500)
+    wc = w.client(h.CLUSTER_SECRET)
+    trickling = [connect(w) for _ in range(8)]
+    for i, s in enumerate(trickling):
+        s.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow-{i}: ".encode())
+    assert wc.get("/health").status_code == 200
+    h.wait_until(lambda: all(answered(s) for s in trickling), h.HTTP_TIMEOUT_S,
+                 what="the worker to close the connections without headers")
+    for s in trickling:
+        s.settimeout(h.HTTP_TIMEOUT_S)
+        assert s.recv(4096) == b"", "a reply to a request whose headers never ended"
+        s.close()
+    r = wc.get("/health?" + "a" * 9000)
+    assert r.status_code == 414 and r.json()["error"]["code"]
+    cid, body = chunk(400)
+    r = wc.put(f"/chunks/{cid}", data=body, headers={"X-Chunk-Encoding": "zstd"})
+    assert r.status_code == 400, r.text
+    assert wc.put(f"/chunks/{cid}", data=body).status_code == 201
+    assert wc.get(f"/chunks/{cid}").content == body
