@@ -260,7 +260,8 @@ int efs_http_reply_buf(struct efs_http_req *req, unsigned status, const char *co
 int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const char *code,
 			       json_t *extra, const char *fmt, ...) EFS_PRINTF(5, 6);
 
-/* Streaming reply: read() is called from the connection's thread for the
+/* Streaming reply: read() is called from the thread serving the connection
+ * (its own, or its event thread: it must not block long) for the
  * next piece at byte offset @pos, returns the bytes written into @out
  * (1..max), 0 at the end, or a negative errno to abort the connection.
  * @length is the Content-Length or -1 (chunked). free_fn(ctx) runs when the
