@@ -232,3 +232,35 @@ def test_the_limits_hold_on_event_threads(cluster, threads):
     assert r.status_code == 400, r.text
     assert wc.put(f"/chunks/{cid}", data=body).status_code == 201
     assert wc.get(f"/chunks/{cid}").content == body
+
+
+@pytest.mark.parametrize("threads", ["0", "2"])
+def test_clients_leaving_while_their_uploads_are_held(cluster, tmp_path, threads):
+    """Clients that close their connections while their uploads wait for a
+    held fdatasync: a parked request cannot see the close, so it is
+    answered into a closed socket once the sync goes through. The worker
+    stays up, the chunks are stored (the commit happened before the
+    wait), and the in-flight count comes back to just the scrape."""
+    gate = tmp_path / "sync-gate"
+    w = gated_worker(cluster, threads, gate)
+    gate.touch()
+    gone = []
+    try:
+        for i in range(6):
+            cid, body = chunk(500 + i)
+            s = connect(w)
+            s.sendall(request_head("PUT", cid, len(body)) + body)
+            gone.append((s, cid, body))
+        h.wait_until(lambda: in_flight(w) >= len(gone), h.HTTP_TIMEOUT_S,
+                     what=f"{len(gone)} uploads in flight")
+        for s, _, _ in gone:
+            s.close()
+    finally:
+        gate.unlink(missing_ok=True)
+    h.wait_until(lambda: in_flight(w) == 1, h.HTTP_TIMEOUT_S,
+                 what="the abandoned uploads to finish")
+    wc = w.client(h.CLUSTER_SECRET)
+    for _, cid, body in gone:
+        r = wc.get(f"/chunks/{cid}")
+        assert r.status_code == 200 and r.content == body, cid
+    w.check_alive()
