@@ -252,10 +252,11 @@ int efs_store_stat(struct efs_store *s, const char *chunk_id, uint64_t *length, 
 	return 0;
 }
 
-int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodified_since_ms)
+/* Writes the tombstone of a delete; *ticket is for store_wait_durable(). */
+static int delete_begin(struct efs_store *s, const char *chunk_id, int64_t unmodified_since_ms,
+			uint64_t *ticket)
 {
 	uint8_t key[EFS_CHUNK_KEY_LEN];
-	uint64_t ticket = 0;
 	int r;
 
 	if (!efs_chunk_id_valid(chunk_id))
@@ -268,18 +269,46 @@ int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodifi
 	else if (unmodified_since_ms > 0 && loc->mtime_ms >= unmodified_since_ms)
 		r = -EBUSY;
 	else if ((r = store_append_tombstone(s, chunk_id, loc->first_volume, loc->last_volume,
-					     &ticket)) == 0)
+					     ticket)) == 0)
 		store_index_drop(s, key, loc);
 	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodified_since_ms)
+{
+	uint64_t ticket = 0;
+	int r = delete_begin(s, chunk_id, unmodified_since_ms, &ticket);
 	return r < 0 ? r : store_wait_durable(s, ticket);
+}
+
+void efs_store_delete_async(struct efs_store *s, const char *chunk_id,
+			    int64_t unmodified_since_ms, struct efs_store_waiter *waiter)
+{
+	uint64_t ticket = 0;
+	int r = delete_begin(s, chunk_id, unmodified_since_ms, &ticket);
+	if (r < 0)
+		waiter->done(waiter, r);
+	else
+		store_wait_async(s, ticket, waiter);
+}
+
+/* Kept when mtime >= now - for_ms: written within the last @for_ms. A
+ * copy stamped ahead of now (the clock was stepped back) is kept too. */
+static int64_t unmodified_since(int64_t for_ms)
+{
+	return EFS_MAX(efs_now_ms() - EFS_MAX(for_ms, 0), 1);
 }
 
 int efs_store_delete_unmodified_for(struct efs_store *s, const char *chunk_id, int64_t for_ms)
 {
-	/* Kept when mtime >= now - for_ms: written within the last @for_ms. A
-	 * copy stamped ahead of now (the clock was stepped back) is kept too. */
-	int64_t since_ms = efs_now_ms() - EFS_MAX(for_ms, 0);
-	return efs_store_delete(s, chunk_id, EFS_MAX(since_ms, 1));
+	return efs_store_delete(s, chunk_id, unmodified_since(for_ms));
+}
+
+void efs_store_delete_unmodified_for_async(struct efs_store *s, const char *chunk_id,
+					   int64_t for_ms, struct efs_store_waiter *waiter)
+{
+	efs_store_delete_async(s, chunk_id, unmodified_since(for_ms), waiter);
 }
 
 struct listed {
@@ -420,6 +449,7 @@ int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 		return -ENOMEM;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->synced, NULL);
+	pthread_cond_init(&s->waiters_cond, NULL);
 	efs_chunk_index_init(&s->index);
 	s->vol_dir_fd = -1;
 	s->capacity = opt->capacity_bytes;
@@ -468,6 +498,8 @@ int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 			goto fail;
 		s->compactor_running = true;
 	}
+	if ((r = store_committer_start(s)) < 0)
+		goto fail;
 	s->opened = true;
 	*out = s;
 	return 0;
@@ -491,6 +523,7 @@ void efs_store_close(struct efs_store *s)
 		return;
 	if (s->compactor_running)
 		efs_ticker_stop(&s->compactor);
+	store_committer_stop(s);
 	store_mark_clean(s);
 	/* No writer is left (the caller stopped serving); a last sync round
 	 * may hold dirty volumes: drop those references too. */
@@ -505,6 +538,7 @@ void efs_store_close(struct efs_store *s)
 	if (s->vol_dir_fd >= 0)
 		close(s->vol_dir_fd);
 	efs_chunk_index_release(&s->index);
+	pthread_cond_destroy(&s->waiters_cond);
 	pthread_cond_destroy(&s->synced);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
