@@ -36,9 +36,9 @@
 #define ITERATE_SCANS 16
 #define DEFAULT_COMPACT_INTERVAL_MS 2000
 /* Payload bytes read at a time when a payload is verified without being
- * kept (efs_store_get_payload by descriptor): the buffer stays in the
- * CPU's cache, and a 4 MiB chunk costs 16 reads. */
-#define VERIFY_PIECE_LEN (256u << 10)
+ * kept (efs_store_get_payload by descriptor, efs_store_verify): the buffer
+ * stays in the CPU's cache, and a 4 MiB chunk costs 16 reads. */
+#define VERIFY_PIECE_LEN EFS_STORE_VERIFY_PIECE
 
 /* ---- reading ----------------------------------------------------------- */
 
@@ -132,6 +132,45 @@ static int crc_in_pieces(struct volume *v, const struct efs_chunk_loc *loc, uint
 	return r;
 }
 
+/* Header, trailer and payload CRC32C of the record at @loc checked
+ * without keeping the payload (crc_in_pieces); the trailer decoded into
+ * *@c. 0, -EBADMSG (the caller quarantines), -errno. */
+static int verify_in_pieces(struct volume *v, const struct efs_chunk_loc *loc,
+			    const char *chunk_id, struct commit *c)
+{
+	unsigned char header[HEADER_LEN], trailer[TRAILER_LEN];
+	struct record rec;
+	uint32_t crc = 0;
+	int r;
+	/* Header and trailer first: a record that does not check is refused
+	 * before its payload is read. */
+	if ((r = store_read_all(v->fd, header, HEADER_LEN, loc->offset)) < 0 ||
+	    (r = store_read_all(v->fd, trailer, TRAILER_LEN,
+				loc->offset + HEADER_LEN + loc->length)) < 0 ||
+	    (r = check_header(header, chunk_id, loc, &rec)) < 0 ||
+	    (r = store_trailer_decode(trailer, rec.header_crc, c)) < 0 ||
+	    (r = crc_in_pieces(v, loc, &crc)) < 0)
+		return r;
+	return crc == c->payload_crc ? 0 : -EBADMSG;
+}
+
+int efs_store_verify(struct efs_store *s, const char *chunk_id, uint64_t *length)
+{
+	struct efs_chunk_loc loc;
+	struct commit c;
+	int r = lookup(s, chunk_id, &loc);
+	if (r < 0)
+		return r;
+	struct volume *v = loc.volume;
+	r = verify_in_pieces(v, &loc, chunk_id, &c);
+	if (r == -EBADMSG)
+		store_quarantine(s, chunk_id, v, loc.offset, loc.length);
+	put_volume(s, v);
+	if (r == 0)
+		*length = loc.length;
+	return r;
+}
+
 int efs_store_get_payload(struct efs_store *s, const char *chunk_id, uint64_t by_fd_min,
 			  struct efs_buf *buf, struct efs_store_payload *out)
 {
@@ -149,28 +188,20 @@ int efs_store_get_payload(struct efs_store *s, const char *chunk_id, uint64_t by
 	bool by_fd = loc.length >= by_fd_min;
 	efs_buf_reset(buf);
 	if (by_fd) {
-		/* Header and trailer first: a record that does not check is
-		 * refused before its payload is read. */
-		if ((r = store_read_all(v->fd, header, HEADER_LEN, loc.offset)) < 0 ||
-		    (r = store_read_all(v->fd, trailer, TRAILER_LEN,
-					loc.offset + HEADER_LEN + loc.length)) < 0)
+		if ((r = verify_in_pieces(v, &loc, chunk_id, &c)) < 0)
 			goto out;
 	} else {
 		if ((r = efs_buf_reserve(buf, loc.length)) < 0 ||
-		    (r = read_record(v, &loc, header, buf->data, trailer)) < 0)
+		    (r = read_record(v, &loc, header, buf->data, trailer)) < 0 ||
+		    (r = check_header(header, chunk_id, &loc, &rec)) < 0 ||
+		    (r = store_trailer_decode(trailer, rec.header_crc, &c)) < 0)
 			goto out;
-	}
-	if ((r = check_header(header, chunk_id, &loc, &rec)) < 0 ||
-	    (r = store_trailer_decode(trailer, rec.header_crc, &c)) < 0)
-		goto out;
-	if (by_fd)
-		r = crc_in_pieces(v, &loc, &crc);
-	else
 		crc = efs_crc32c(0, buf->data, loc.length);
-	if (r == 0 && crc != c.payload_crc)
-		r = -EBADMSG;
-	if (r < 0)
-		goto out;
+		if (crc != c.payload_crc) {
+			r = -EBADMSG;
+			goto out;
+		}
+	}
 	/* The caller's own descriptor of the volume file: it keeps the file's
 	 * bytes (even once compaction unlinks it) after the reference below
 	 * is dropped, and a committed record's bytes are never written again

@@ -157,6 +157,16 @@ struct efs_store_payload {
  * on failure. */
 int efs_store_get_payload(struct efs_store *s, const char *chunk_id, uint64_t by_fd_min,
 			  struct efs_buf *buf, struct efs_store_payload *out);
+/* Bytes of a payload efs_store_verify (and efs_store_get_payload by
+ * descriptor) reads at a time: what checking a chunk holds in memory,
+ * whatever its size. */
+#define EFS_STORE_VERIFY_PIECE (256u << 10)
+/* Checks a chunk as a read does (header, trailer, payload CRC32C) without
+ * keeping it: the payload is read EFS_STORE_VERIFY_PIECE bytes at a time
+ * into one buffer of at most that size. 0 with its payload length in
+ * *@length, -ENOENT, -EBADMSG (corrupt: quarantined, as efs_store_get
+ * does), -ENOMEM, -errno; *@length untouched on failure. */
+int efs_store_verify(struct efs_store *s, const char *chunk_id, uint64_t *length);
 /* Length, flags and last write time (Unix ms) without reading the payload. */
 int efs_store_stat(struct efs_store *s, const char *chunk_id, uint64_t *length, uint32_t *flags,
 		   int64_t *mtime_ms);
