@@ -477,13 +477,10 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 			goto fail;                                                                \
 	} while (0)
 
-static int transfer_setup(struct transfer *t, struct efs_http_client *client,
-			  struct efs_http_call *call)
+/* Clears @call's results before it is run (either path) and applies its
+ * reply cap. */
+static void call_reset(struct efs_http_call *call)
 {
-	char header[4200]; /* fits "Authorization: Bearer " + a token */
-	memset(t, 0, sizeof(*t));
-	t->client = client;
-	t->call = call;
 	call->status = 0;
 	call->error = 0;
 	call->too_slow = false;
@@ -491,6 +488,16 @@ static int transfer_setup(struct transfer *t, struct efs_http_client *client,
 	call->errmsg[0] = '\0';
 	if (call->resp_cap)
 		call->resp.cap = call->resp_cap;
+}
+
+static int transfer_setup(struct transfer *t, struct efs_http_client *client,
+			  struct efs_http_call *call)
+{
+	char header[4200]; /* fits "Authorization: Bearer " + a token */
+	memset(t, 0, sizeof(*t));
+	t->client = client;
+	t->call = call;
+	call_reset(call);
 	efs_buf_reset(&call->resp);
 
 	t->easy = handle_get(client);
@@ -1351,13 +1358,7 @@ static void direct_run(struct efs_http_client *c, struct direct *ds, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		struct direct *d = &ds[i];
 		struct efs_http_call *call = d->call;
-		call->status = 0;
-		call->error = 0;
-		call->too_slow = false;
-		call->elapsed_ms = 0;
-		call->errmsg[0] = '\0';
-		if (call->resp_cap)
-			call->resp.cap = call->resp_cap;
+		call_reset(call);
 		d->total = d->head_len + call->body_len;
 		d->start_ms = start;
 		if (!pfds || !which)

@@ -562,6 +562,17 @@ def test_killed_workers_chunks_are_repaired_by_copies_pushed_down_the_streams(cl
     assert alice.download(fid) == data
 
 
+def worker_behind_proxy(cluster, nemesis, link, name=None):
+    """A gRPC worker that the master and other workers reach through a
+    nemesis proxy named @link (for the test to throttle or cut); its own
+    stream goes straight to the master. (proxy, worker)"""
+    port = h.free_port()
+    proxy = nemesis.proxy(port, link)
+    w = cluster.add_worker(name, port=port, WORKER_ADVERTISE_URL=proxy.url(cluster.scheme),
+                           **GRPC_ENV)
+    return proxy, w
+
+
 def test_a_pushed_copy_slower_than_the_dead_limit_leaves_its_worker_alive(cluster, nemesis):
     """A repair copy runs off the worker's heartbeat thread (a copier
     thread): a copy from a slow source, taking longer than both
@@ -575,10 +586,7 @@ def test_a_pushed_copy_slower_than_the_dead_limit_leaves_its_worker_alive(cluste
     # The source is reached (by the master's verifying read and by the
     # target's fetch) through a proxy the test throttles; its own stream
     # goes straight to the master.
-    port = h.free_port()
-    slow = nemesis.proxy(port, "to-source")
-    source = cluster.add_worker(port=port, WORKER_ADVERTISE_URL=slow.url(cluster.scheme),
-                                **GRPC_ENV)
+    slow, source = worker_behind_proxy(cluster, nemesis, "to-source")
     victim = cluster.add_worker(**GRPC_ENV)
     for w in (source, victim):
         wait_protocol(m, w.worker_id, "grpc")
@@ -636,10 +644,7 @@ def test_a_slow_pushed_copy_does_not_hold_up_the_next_one_in_its_pass(cluster, n
                            REPAIR_AFTER_MS=5000, GRPC_STREAM_GRACE_MS=300)
     # slow_source is reached (by the master's read and the other worker's
     # fetch) through a proxy the test throttles; fast_source directly.
-    port = h.free_port()
-    slow = nemesis.proxy(port, "to-slow-source")
-    slow_source = cluster.add_worker(port=port, WORKER_ADVERTISE_URL=slow.url(cluster.scheme),
-                                     **GRPC_ENV)
+    slow, slow_source = worker_behind_proxy(cluster, nemesis, "to-slow-source")
     victim = cluster.add_worker(**GRPC_ENV)
     for w in (slow_source, victim):
         wait_protocol(m, w.worker_id, "grpc")
@@ -746,10 +751,7 @@ def test_stopping_a_master_does_not_wait_for_a_pushed_copy_in_flight(cluster, ne
                            REPAIR_AFTER_MS=200, GRPC_STREAM_GRACE_MS=300)
     # The source is reached (by the master's verifying read and by the
     # target's fetch) through a proxy the test throttles.
-    port = h.free_port()
-    slow = nemesis.proxy(port, "to-source")
-    source = cluster.add_worker(port=port, WORKER_ADVERTISE_URL=slow.url(cluster.scheme),
-                                **GRPC_ENV)
+    slow, source = worker_behind_proxy(cluster, nemesis, "to-source")
     victim = cluster.add_worker(**GRPC_ENV)
     for w in (source, victim):
         wait_protocol(m, w.worker_id, "grpc")
@@ -826,10 +828,7 @@ def test_a_pushed_copy_rewritten_over_http_counts_one_repair(cluster, nemesis):
     # the victim directly.
     links = {}
     for name in ("source-a", "source-b"):
-        port = h.free_port()
-        link = nemesis.proxy(port, f"to-{name}")
-        w = cluster.add_worker(name, port=port, WORKER_ADVERTISE_URL=link.url(cluster.scheme),
-                               **GRPC_ENV)
+        link, w = worker_behind_proxy(cluster, nemesis, f"to-{name}", name)
         links[w.worker_id] = (w, link)
     victim = cluster.add_worker(**GRPC_ENV)
     for wid in [*links, victim.worker_id]:
