@@ -128,7 +128,8 @@ bench_secret() {
 	od -An -tx1 -N32 /dev/urandom | tr -d ' \n'
 }
 
-# bench_cluster_start DIR - one master and WORKER_COUNT (3) workers on
+# bench_cluster_start DIR - one master and WORKER_COUNT (3) workers (the
+# binaries of BENCH_BIN, default ROOT/bin: another build for a before/after) on
 # 127.0.0.1 with data under DIR, on free ports. Sets MASTER_URL, TOKEN,
 # MASTER_PID and WORKER_PIDS. Settings the daemons read (CHUNK_SIZE,
 # REPLICATION_FACTOR, LOG_LEVEL...) pass through the environment.
@@ -141,14 +142,14 @@ bench_cluster_start() {
 	base=$(bench_pick_ports $((count + 1))) || bench_die "no free ports for the cluster"
 	MASTER_URL="http://127.0.0.1:$base"
 	MASTER_HOST=127.0.0.1 MASTER_PORT=$base GRPC_PORT=0 DATA_DIR="$dir/master" \
-		bench_spawn "$dir/logs/master.log" "$ROOT/bin/echofs-master"
+		bench_spawn "$dir/logs/master.log" "${BENCH_BIN:-$ROOT/bin}/echofs-master"
 	MASTER_PID=$BENCH_LAST_PID
 	WORKER_PIDS=()
 	for i in $(seq 1 "$count"); do
 		port=$((base + i))
 		WORKER_HOST=127.0.0.1 WORKER_PORT=$port WORKER_DATA_DIR="$dir/worker$i" \
 			MASTER_URL="$MASTER_URL" \
-			bench_spawn "$dir/logs/worker$i.log" "$ROOT/bin/echofs-worker"
+			bench_spawn "$dir/logs/worker$i.log" "${BENCH_BIN:-$ROOT/bin}/echofs-worker"
 		WORKER_PIDS+=("$BENCH_LAST_PID")
 	done
 	alive=0
@@ -164,7 +165,7 @@ bench_cluster_start() {
 		bench_die "the cluster did not come up (logs in $dir/logs)"
 	fi
 	# shellcheck disable=SC2034 # for the scripts that source this file
-	TOKEN=$("$ROOT/bin/echofs" token --user bench --ttl 86400)
+	TOKEN=$("${BENCH_BIN:-$ROOT/bin}/echofs" token --user bench --ttl 86400)
 }
 
 # bench_cpu_ticks PID... - utime + stime of the processes, in clock ticks

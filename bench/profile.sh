@@ -59,7 +59,7 @@ AUTH="Authorization: Bearer $TOKEN"
 CLK_TCK=$(getconf CLK_TCK)
 
 STAT_EVENTS=task-clock,context-switches,page-faults
-for call in fdatasync fsync rename openat pwrite64 write read sendto recvfrom accept4 clone3 futex \
+for call in fdatasync fsync rename openat pwrite64 write read sendto sendmsg recvfrom poll accept4 clone3 futex \
 	clock_nanosleep mmap munmap; do
 	STAT_EVENTS+=",syscalls:sys_enter_$call"
 done

@@ -226,6 +226,18 @@ int efs_http_reply_bytes(struct efs_http_req *req, unsigned status, const char *
  * lie outside the buffer (@buf untouched). */
 int efs_http_reply_buf(struct efs_http_req *req, unsigned status, const char *content_type,
 		       struct efs_buf *buf, size_t offset, size_t len);
+/* Replies with @len bytes of the file @fd from @offset, which must not
+ * change until the reply is done. It takes @fd: closed when the reply is
+ * done or dropped, or at once when this fails. On plain HTTP the kernel
+ * sends them from the page cache (sendfile, no copy through user space);
+ * over TLS libmicrohttpd reads them into a buffer to encrypt them (see
+ * efs_http_sends_files). @content_type may be NULL. */
+int efs_http_reply_file(struct efs_http_req *req, unsigned status, const char *content_type, int fd,
+			uint64_t offset, uint64_t len);
+/* True when efs_http_reply_file sends without copying: the server speaks
+ * plain HTTP. Over TLS a caller that reads the bytes anyway (to verify
+ * them) does better replying from its buffer than having them read again. */
+bool efs_http_sends_files(const struct efs_http_req *req);
 /* {"error": {"code": code, "message": ...}}; @extra (stolen, may be NULL)
  * is merged into the error object, e.g. {"missing": [1, 2]}. The raw form
  * under http_error.h: handlers reply errors with efs_http_reply_err or

@@ -398,6 +398,27 @@ int efs_http_reply_buf(struct efs_http_req *req, unsigned status, const char *co
 	return reply_owned(req, status, content_type, resp, data, len);
 }
 
+int efs_http_reply_file(struct efs_http_req *req, unsigned status, const char *content_type, int fd,
+			uint64_t offset, uint64_t len)
+{
+	/* libmicrohttpd closes @fd when it destroys the response (also one
+	 * never queued), but not when it fails to make one. */
+	struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, offset);
+	if (!resp) {
+		close(fd);
+		return -ENOMEM;
+	}
+	if (content_type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	req->priv->bytes_out = len;
+	return set_reply(req, status, resp);
+}
+
+bool efs_http_sends_files(const struct efs_http_req *req)
+{
+	return req->server->tls_cert == NULL;
+}
+
 int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const char *code,
 			       json_t *extra, const char *fmt, ...)
 {

@@ -160,6 +160,8 @@ static int put_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 			calls[i].headers[3] = epoch ? epoch_header : NULL;
 			calls[i].body = body;
 			calls[i].body_len = slot;
+			/* Sent from this buffer, not copied into libcurl's. */
+			calls[i].direct_body = true;
 			calls[i].timeout_ms = transfer_timeout_ms(slot);
 			calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
 			calls[i].stall_timeout_s = STALL_TIMEOUT_S;

@@ -203,6 +203,8 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 			calls[i].headers[3] = lease_epoch ? epoch_header : NULL;
 			calls[i].body = data;
 			calls[i].body_len = len;
+			/* Sent from this buffer, not copied into libcurl's. */
+			calls[i].direct_body = true;
 			calls[i].timeout_ms = transfer_timeout_ms(len);
 			calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
 			calls[i].stall_timeout_s = STALL_TIMEOUT_S;

@@ -845,6 +845,29 @@ static void redis_alive(struct efs_registry *reg, struct efs_worker_status *list
 	free(alive);
 }
 
+/* R17: a stream beating to this master proves its worker alive here,
+ * whether or not the flusher has written its latest beat yet (a flush
+ * held up by a slow store or a starved thread must not make every stream
+ * worker dead on the very master that hears them). A fresher stamp also
+ * gives the entry its beat's time and space figures. */
+static void stamps_alive(struct efs_registry *reg, struct efs_worker_status *list, size_t n,
+			 int64_t now)
+{
+	pthread_mutex_lock(&reg->stamp_lock);
+	for (size_t i = 0; i < n && reg->stamp_count; i++) {
+		const struct efs_registry_stamp *e = stamp_find(reg, list[i].info.worker_id);
+		if (!e || e->at_ms > now || now - e->at_ms > reg->dead_after_ms ||
+		    e->at_ms <= list[i].info.last_heartbeat_ms)
+			continue;
+		list[i].alive = true;
+		list[i].info.last_heartbeat_ms = e->at_ms;
+		list[i].info.capacity_bytes = e->capacity_bytes;
+		list[i].info.free_bytes = e->free_bytes;
+		list[i].info.chunk_count = e->chunk_count;
+	}
+	pthread_mutex_unlock(&reg->stamp_lock);
+}
+
 int efs_registry_list(struct efs_registry *reg, struct efs_worker_status **out, size_t *count)
 {
 	struct efs_worker_info *infos = NULL;
@@ -866,6 +889,7 @@ int efs_registry_list(struct efs_registry *reg, struct efs_worker_status **out, 
 	free(infos);
 	if (reg->redis && n > 0)
 		redis_alive(reg, list, n);
+	stamps_alive(reg, list, n, now);
 	*out = list;
 	*count = n;
 	return 0;

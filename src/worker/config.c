@@ -161,6 +161,9 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 			     err, errlen)) < 0)
 		return r;
 	cfg->header_timeout_ms = (unsigned)v;
+	if ((r = efs_env_u64("WORKER_SENDFILE_MIN_BYTES", 0, 0, UINT64_MAX >> 2, true,
+			     &cfg->sendfile_min_bytes, err, errlen)) < 0)
+		return r;
 	if ((r = efs_env_string("MASTER_GRPC_URL", NULL, false, &grpc_urls, err, errlen)) < 0 ||
 	    (r = efs_env_string("WORKER_PROTOCOL", "grpc", false, &protocol, err, errlen)) < 0)
 		return r;

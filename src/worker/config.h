@@ -45,6 +45,11 @@ struct efs_worker_config {
 	/* TOPOLOGY_VISIBLE_TO: "operators" puts /metrics behind the cluster secret */
 	enum efs_topology_audience topology;
 	unsigned header_timeout_ms; /* HEADER_TIMEOUT_MS: request headers complete within */
+	/* WORKER_SENDFILE_MIN_BYTES: chunk GETs of at least this many bytes
+	 * are sent from the volume file (sendfile) on plain HTTP; 0 (the
+	 * default): never, every chunk is sent from the buffer it was
+	 * verified in (docs/PERFORMANCE.md: on loopback sendfile costs more). */
+	uint64_t sendfile_min_bytes;
 };
 
 #define EFS_WORKER_DEFAULT_SCRUB_MS (24LL * 3600 * 1000)

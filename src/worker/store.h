@@ -113,6 +113,30 @@ int efs_store_get(struct efs_store *s, const char *chunk_id, struct efs_buf *out
  * @crc is set only on success. */
 int efs_store_get_crc(struct efs_store *s, const char *chunk_id, struct efs_buf *out,
 		      uint32_t *flags, uint32_t *crc);
+
+/* A verified payload, as efs_store_get_payload hands it out. */
+struct efs_store_payload {
+	uint32_t flags;
+	uint32_t crc;	 /* the payload's CRC32C, as verified */
+	uint64_t length; /* payload bytes */
+	/* -1: the payload is in the caller's buffer. Else the caller's own
+	 * descriptor (O_CLOEXEC; the caller closes it) of the volume file,
+	 * the payload at @offset: those bytes stay as verified while it is
+	 * open, even when compaction moves the chunk and unlinks the file. */
+	int fd;
+	uint64_t offset;
+};
+
+/* Reads and verifies a chunk (header, trailer, payload CRC32C) like
+ * efs_store_get_crc, for sending it. A payload shorter than @by_fd_min is
+ * read into @buf (reset first; its cap must allow the payload), out->fd -1.
+ * A longer one is verified through a small buffer, not kept (@buf only
+ * reset): out->fd and out->offset say where to send it from (sendfile), a
+ * second read of the same page-cache pages. UINT64_MAX: always in @buf.
+ * -ENOENT, -EBADMSG (corrupt: quarantined), -EMFILE, -errno; @out untouched
+ * on failure. */
+int efs_store_get_payload(struct efs_store *s, const char *chunk_id, uint64_t by_fd_min,
+			  struct efs_buf *buf, struct efs_store_payload *out);
 /* Length, flags and last write time (Unix ms) without reading the payload. */
 int efs_store_stat(struct efs_store *s, const char *chunk_id, uint64_t *length, uint32_t *flags,
 		   int64_t *mtime_ms);

@@ -35,6 +35,8 @@ struct efs_worker {
 	struct efs_scrub scrub;
 	struct efs_fence fence; /* the newest lease epoch seen (fence.h) */
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
+	/* Payload bytes chunk GETs handed to sendfile (api.c). */
+	_Atomic uint64_t chunk_bytes_sent_from_file;
 };
 
 /* Prepares the data directory, starts serving and the heartbeat loop. On

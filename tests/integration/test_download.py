@@ -255,3 +255,101 @@ def test_failed_chunk_read_is_logged_once(cluster):
     assert len(lines) == 1, "a failed chunk read logged %d lines:\n%s" % (
         len(lines), "\n".join(lines))
     assert "chunk_unavailable" in lines[0], lines[0]
+
+
+# ---- chunks sent from the volume file (WORKER_SENDFILE_MIN_BYTES) ------------------------
+
+SENDFILE_MIN = 256 << 10
+SENDFILE_ENV = {"WORKER_SENDFILE_MIN_BYTES": "256K"}
+SENT_FROM_FILE = "echofs_worker_chunk_bytes_sent_from_file_total"
+
+
+def worker_metric(w, name: str) -> float:
+    text = w.client(h.CLUSTER_SECRET).get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{w.name}'s /metrics has no {name}")
+
+
+def put_chunk(w, body: bytes) -> str:
+    cid = hashlib.sha256(body).hexdigest()
+    r = w.client(h.CLUSTER_SECRET).put(
+        f"/chunks/{cid}", data=body,
+        headers={"X-Chunk-Encoding": "identity", "X-Chunk-CRC32C": f"{h.crc32c(body):08x}"})
+    assert r.status_code == 201, r.text
+    return cid
+
+
+@pytest.mark.parametrize("env", [{}, SENDFILE_ENV], ids=["default", "sendfile-256K"])
+def test_large_chunks_are_sent_from_the_volume_file_only_with_sendfile_on(cluster, env):
+    """With WORKER_SENDFILE_MIN_BYTES=256K a chunk GET of a large chunk is
+    sent from the volume file, after the worker verified it (the counter
+    grows by its length), and a smaller one from the buffer it was read
+    into; by default (0) every chunk is sent from the buffer. Either way
+    the same bytes and headers."""
+    m = cluster.add_master()
+    w = cluster.add_worker(master=m, **env)
+    wc = w.client(h.CLUSTER_SECRET)
+    large = os.urandom(3 * SENDFILE_MIN + 1000)  # a last piece shorter than the rest
+    small = os.urandom(SENDFILE_MIN - 1)
+    for body, from_file in ((large, len(large) if env else 0), (small, 0)):
+        cid = put_chunk(w, body)
+        before = worker_metric(w, SENT_FROM_FILE)
+        r = wc.get(f"/chunks/{cid}")
+        assert r.status_code == 200, r.text
+        assert r.content == body
+        assert r.headers["Content-Length"] == str(len(body))
+        assert r.headers["Content-Type"] == "application/octet-stream"
+        assert r.headers["X-Chunk-Encoding"] == "identity"
+        assert r.headers["X-Chunk-CRC32C"] == f"{h.crc32c(body):08x}"
+        assert worker_metric(w, SENT_FROM_FILE) - before == from_file
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_a_large_chunk_damaged_on_disk_is_refused_not_sent_with_sendfile_on(cluster, where):
+    """With WORKER_SENDFILE_MIN_BYTES the worker still verifies a chunk
+    before it hands the volume file to sendfile: a payload byte flipped on
+    disk (in the first, a middle or the last, short, piece the store reads
+    to verify it) is answered 500 chunk_corrupt, quarantined, then 404;
+    none of its bytes are sent."""
+    m = cluster.add_master()
+    w = cluster.add_worker(master=m, **SENDFILE_ENV)
+    wc = w.client(h.CLUSTER_SECRET)
+    body = os.urandom(3 * SENDFILE_MIN + 1000)
+    cid = put_chunk(w, body)
+    rec = h.chunk_records(w.data_dir)[cid]
+    at = {"first": 0, "middle": len(body) // 2, "last": len(body) - 1}[where]
+    with open(rec.path, "r+b") as f:
+        f.seek(rec.payload_offset + at)
+        byte = f.read(1)
+        f.seek(rec.payload_offset + at)
+        f.write(bytes([byte[0] ^ 0x01]))
+    before = worker_metric(w, SENT_FROM_FILE)
+    h.assert_json_error(wc.get(f"/chunks/{cid}"), 500, "chunk_corrupt")
+    assert worker_metric(w, SENT_FROM_FILE) == before, "a damaged chunk was sent"
+    assert (w.data_dir / "corrupt" / cid).is_file(), "the damaged record was not quarantined"
+    h.assert_json_error(wc.get(f"/chunks/{cid}"), 404, "chunk_not_found")
+
+
+@pytest.mark.requires_workers(reason="counts the bytes the workers send from their volume files")
+def test_download_and_ranges_of_large_chunks_sent_from_the_volume_files(cluster):
+    """End to end with 1 MiB chunks and WORKER_SENDFILE_MIN_BYTES on: the
+    whole file and a range across a chunk boundary come out right, and the
+    workers sent the chunks from their volume files."""
+    chunk = 1 << 20
+    m = cluster.start(workers=3, master_env={"CHUNK_SIZE": chunk, "CHUNK_CACHE_SIZE": 0},
+                      worker_env=SENDFILE_ENV)
+    c = m.user_client()
+    data = os.urandom(3 * chunk + 12345)
+    f = c.upload(data, "large.bin")
+    before = sum(worker_metric(w, SENT_FROM_FILE) for w in cluster.workers)
+    assert c.download(f["file_id"]) == data
+    r = c.get(f"/api/v1/files/{f['file_id']}/download",
+              headers={"Range": f"bytes={chunk - 10}-{2 * chunk + 9}"})
+    assert r.status_code == 206, r.text[:200]
+    assert r.content == data[chunk - 10:2 * chunk + 10]
+    # The 3 large chunks of the file (its last, 12345 bytes, from memory),
+    # then the 3 the range covers.
+    sent = sum(worker_metric(w, SENT_FROM_FILE) for w in cluster.workers) - before
+    assert sent == 6 * chunk, f"the workers sent {sent} bytes from their volume files"

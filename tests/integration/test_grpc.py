@@ -922,6 +922,80 @@ def shared_pair(request, tmp_path, redis):
     return c, a, b
 
 
+class StoreWriteLock:
+    """Holds the metadata store's write lock on the workers' rows from
+    another process (SQLite: BEGIN IMMEDIATE on the master's database, which
+    WAL readers pass; PostgreSQL: LOCK TABLE workers IN EXCLUSIVE MODE, which
+    SELECTs pass). stored_beats() reads the workers' stored last beats."""
+
+    def __init__(self, cluster, m):
+        self.cluster, self.m = cluster, m
+        self.db = self.thread = None
+
+    def __enter__(self):
+        if h.BACKEND == "postgres":
+            self.thread = threading.Thread(target=self.cluster.psql, args=(
+                "BEGIN; LOCK TABLE workers IN EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT",),
+                kwargs={"timeout": 60})
+            self.thread.start()
+            wait_until(lambda: self.cluster.psql(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = 'workers' AND l.mode = 'ExclusiveLock' AND l.granted"
+            ).stdout.strip() == "1", 10, what="the lock on workers")
+        else:
+            import sqlite3
+            self.db = sqlite3.connect(str(self.m.data_dir / "echofs.db"), timeout=10,
+                                      isolation_level=None)
+            self.db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def stored_beats(self):
+        if self.db is None:
+            return [int(x) for x in self.cluster.psql(
+                "SELECT last_heartbeat FROM workers").stdout.split()]
+        return [row[0] for row in self.db.execute("SELECT last_heartbeat FROM workers")]
+
+    def __exit__(self, *exc):
+        if self.db is not None:
+            self.db.execute("ROLLBACK")
+            self.db.close()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def test_stream_workers_stay_alive_on_their_master_while_its_store_cannot_be_written(cluster):
+    """R17: a stream beating to a master proves its worker alive there,
+    whatever the flusher has managed to write. The store's write lock is
+    held by another process for more than WORKER_DEAD_AFTER_MS: the stored
+    beats (and Redis keys, written after them) grow older than the dead
+    limit, yet the master hearing the streams keeps listing its workers
+    alive, and they stay alive after the lock goes. (CI on a loaded machine
+    saw a master refuse uploads with "0 live workers" while every stream
+    beat: its liveness came from the flushed beats alone.)"""
+    dead_ms = 2000
+    m = cluster.add_master(WORKER_DEAD_AFTER_MS=dead_ms, HEARTBEAT_INTERVAL_MS=200,
+                           GRPC_STREAM_GRACE_MS=300)
+    ws = [cluster.add_worker(**GRPC_ENV) for _ in range(3)]
+    for w in ws:
+        wait_protocol(m, w.worker_id, "grpc")
+    time.sleep(1.0)  # every stream past its first (written) beat: stamped
+    with StoreWriteLock(cluster, m) as lock:
+        held = time.monotonic()
+        while time.monotonic() - held < 2 * dead_ms / 1000:
+            for w in ws:
+                rec = m.worker_record(w.worker_id)
+                assert rec["status"] == "alive", (rec, m.log_tail())
+            time.sleep(0.2)
+        stale = [b for b in lock.stored_beats() if time.time() * 1000 - b > dead_ms]
+        assert len(stale) >= len(ws), \
+            f"the stored beats stayed fresh {lock.stored_beats()}: the lock held nothing back"
+    for w in ws:
+        assert m.worker_record(w.worker_id)["status"] == "alive"
+    alice = m.user_client("alice")
+    data = os.urandom(100_000)
+    assert alice.download(alice.upload(data, "after.bin")["file_id"]) == data
+
+
 @pytest.mark.parametrize("redis", [False, True], ids=["store", "redis"])
 def test_stream_worker_is_alive_on_another_master_and_dead_on_both_after_a_kill(
         request, tmp_path, redis):

@@ -206,6 +206,10 @@ def test_upload_of_stored_bytes_rewrites_copies_lost_behind_the_masters_back(clu
     beat (a chunk delta, test_grpc.py), and the master would know."""
     m = cluster.start(workers=3, master_env=master_env(),
                       worker_env={"WORKER_PROTOCOL": "http"})
+    # Each worker's first full report in first: one sent after the deletes
+    # below (late on a loaded machine) tells the master of them (seen in CI).
+    for w in cluster.workers:
+        w.wait_for_log(r"chunk report sent", timeout=secs(20))
     api = m.user_client()
     data = random.Random(37).randbytes(3 * CHUNK)
     first = api.upload(data, "one.bin")["file_id"]

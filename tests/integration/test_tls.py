@@ -70,6 +70,30 @@ def test_one_request_and_multipart_uploads_download_with_range_and_delete(tls_cl
     h.assert_json_error(c.get(f"/api/v1/files/{f['file_id']}"), 404, "file_not_found")
 
 
+def test_worker_sends_large_chunks_over_https_from_memory_whatever_sendfile_says(cluster):
+    """libmicrohttpd cannot sendfile into TLS: over HTTPS a worker with
+    WORKER_SENDFILE_MIN_BYTES set still sends a large chunk from the buffer
+    it verified it in (its counter of bytes sent from volume files stays
+    0), with the same bytes and headers."""
+    cluster.tls = h.session_tls()
+    m = cluster.add_master()
+    w = cluster.add_worker(master=m, WORKER_SENDFILE_MIN_BYTES="256K")
+    wc = w.client(h.CLUSTER_SECRET)
+    body = os.urandom(1 << 20)
+    cid = hashlib.sha256(body).hexdigest()
+    r = wc.put(f"/chunks/{cid}", data=body,
+               headers={"X-Chunk-Encoding": "identity", "X-Chunk-CRC32C": f"{h.crc32c(body):08x}"})
+    assert r.status_code == 201, r.text
+    r = wc.get(f"/chunks/{cid}")
+    assert r.status_code == 200, r.text
+    assert r.content == body
+    assert r.headers["X-Chunk-CRC32C"] == f"{h.crc32c(body):08x}"
+    assert r.headers["X-Chunk-Encoding"] == "identity"
+    sent = [line for line in wc.get("/metrics").text.splitlines()
+            if line.startswith("echofs_worker_chunk_bytes_sent_from_file_total ")]
+    assert sent == ["echofs_worker_chunk_bytes_sent_from_file_total 0"], sent
+
+
 def test_session_upload_raw_and_multipart_chunks(tls_cluster):
     c = tls_cluster.master.user_client()
     parts = [os.urandom(CHUNK), os.urandom(CHUNK), os.urandom(1000)]

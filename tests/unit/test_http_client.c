@@ -11,7 +11,12 @@
  * every size whole (small ones go inline with the request head, larger
  * ones through libcurl's read callback), the method unchanged, no
  * Content-Type the caller did not ask for, and an error status reported.
- * A reply that trickles in is given up by the min_speed rule. */
+ * A reply that trickles in is given up by the min_speed rule.
+ *
+ * Every test runs twice: through libcurl, and with direct_body (bodies of
+ * 64 KiB or more sent from the caller's buffer on the client's own
+ * connections), where the replies are also chunked, preceded by a
+ * 100 Continue, sent before the body was read, or ended by a close. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -43,6 +48,10 @@ enum server_mode {
 	SLOW_FIRST,        /* answer the very first request only after 1 s */
 	FAIL,              /* answer every request with a 500 */
 	SLOW_REPLY,        /* answer 200 with SLOW_REPLY_LEN bytes, 16 KiB every 100 ms */
+	CHUNKED,           /* answer 201 "ok" in a chunked body, with a trailer */
+	CONTINUE,          /* a 100 Continue with a header, then the 201 */
+	UNTIL_CLOSE,       /* answer 201 "ok" without a length, then close */
+	EARLY,             /* read the head only, answer 413 and close */
 };
 
 #define SLOW_REPLY_LEN (256 * 1024)
@@ -74,6 +83,8 @@ struct conn {
  * one was read, 0 at EOF, -1 on error. */
 /* The client every test's calls run on, as a master's do. */
 static struct efs_http_client *client;
+/* The calls of this round set direct_body. */
+static bool use_direct;
 
 static int read_request(struct server *srv, int fd)
 {
@@ -119,9 +130,60 @@ static int read_request(struct server *srv, int fd)
 	return 1;
 }
 
+/* Reads a request head only (EARLY); false at EOF. */
+static bool read_head_only(int fd)
+{
+	char head[8192];
+	size_t used = 0;
+	while (used < sizeof(head) - 1) {
+		ssize_t n = recv(fd, head + used, 1, 0);
+		if (n <= 0)
+			return false;
+		used += (size_t)n;
+		head[used] = '\0';
+		if (used >= 4 && memcmp(head + used - 4, "\r\n\r\n", 4) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The reply of modes that only change its form. */
+static const char *form_reply(enum server_mode mode)
+{
+	switch (mode) {
+	case CHUNKED:
+		return "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-Answer: chunked\r\n\r\n"
+		       "1\r\no\r\n1;ext=1\r\nk\r\n0\r\nX-Trailer: t\r\n\r\n";
+	case CONTINUE:
+		return "HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n"
+		       "HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Answer: final\r\n\r\nok";
+	case UNTIL_CLOSE:
+		return "HTTP/1.1 201 Created\r\nConnection: close\r\n\r\nok";
+	default:
+		return NULL;
+	}
+}
+
 static void *serve_conn(void *arg)
 {
 	struct conn *c = arg;
+	if (c->srv->mode == EARLY) {
+		static const char early[] = "HTTP/1.1 413 Payload Too Large\r\n"
+					    "Content-Length: 8\r\nConnection: close\r\n\r\ntoo big!";
+		if (read_head_only(c->fd)) {
+			atomic_fetch_add(&c->srv->answered, 1);
+			send(c->fd, early, sizeof(early) - 1, MSG_NOSIGNAL);
+		}
+		shutdown(c->fd, SHUT_WR);
+		/* Drain what comes (as a server does before it closes), so the
+		 * client sees the reply rather than a reset. */
+		char sink[4096];
+		while (recv(c->fd, sink, sizeof(sink), 0) > 0)
+			;
+		shutdown(c->fd, SHUT_RDWR);
+		free(c);
+		return NULL;
+	}
 	static const char reply[] = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
 	static const char failure[] = "HTTP/1.1 500 Internal Server Error\r\n"
 				      "Content-Length: 4\r\n\r\nfail";
@@ -149,6 +211,13 @@ static void *serve_conn(void *arg)
 		}
 		/* Counted before the client can see the answer. */
 		atomic_fetch_add(&c->srv->answered, 1);
+		const char *form = form_reply(c->srv->mode);
+		if (form) {
+			if (send(c->fd, form, strlen(form), MSG_NOSIGNAL) < 0 ||
+			    c->srv->mode == UNTIL_CLOSE)
+				break;
+			continue;
+		}
 		bool fail = c->srv->mode == FAIL;
 		if (send(c->fd, fail ? failure : reply, (fail ? sizeof(failure) : sizeof(reply)) - 1,
 			 MSG_NOSIGNAL) < 0)
@@ -225,6 +294,14 @@ static void put_init(struct efs_http_call *call, char *url, size_t url_len,
 	call->body = body;
 	call->body_len = BODY_LEN;
 	call->stall_timeout_s = 3;
+	call->direct_body = use_direct;
+}
+
+/* Connections one server sees for calls with bodies on both sides of
+ * the 64 KiB limit: libcurl's and, with direct_body, the direct one. */
+static int mixed_connections(void)
+{
+	return use_direct ? 2 : 1;
 }
 
 /* Sizes on both sides of the inline limit and of libcurl's buffer. */
@@ -255,7 +332,7 @@ static void test_bodies_of_every_size_arrive_whole(void **state)
 	assert_int_equal(atomic_load(&srv.not_put), 0);
 	assert_int_equal(atomic_load(&srv.typed), 0);
 	assert_int_equal(atomic_load(&srv.body_bytes), sent);
-	assert_int_equal(atomic_load(&srv.accepted), 1);
+	assert_int_equal(atomic_load(&srv.accepted), mixed_connections());
 	server_stop(&srv);
 }
 
@@ -294,7 +371,7 @@ static void test_failed_put_is_reported(void **state)
 		efs_http_call_release(&call);
 	}
 	assert_int_equal(atomic_load(&srv.bad_bodies), 0);
-	assert_int_equal(atomic_load(&srv.accepted), 1);
+	assert_int_equal(atomic_load(&srv.accepted), mixed_connections());
 	server_stop(&srv);
 }
 
@@ -469,6 +546,107 @@ static void test_min_speed_gives_up_a_trickling_transfer(void **state)
 	server_stop(&srv);
 }
 
+/* Replies in other forms arrive whole: chunked (with an extension and a
+ * trailer) and after an interim 100 on one kept connection; a reply that
+ * ends with the connection, on a new connection each time. The headers
+ * of every response are seen, the interim's too. */
+static int count_header(void *ctx, const char *name, size_t name_len, const char *value,
+			size_t value_len)
+{
+	int *count = ctx;
+	(*count)++;
+	return 0;
+}
+
+static void test_reply_forms(void **state)
+{
+	static const enum server_mode modes[] = {CHUNKED, CONTINUE, UNTIL_CLOSE};
+	static const char *const answers[] = {"chunked", "final", ""};
+	for (size_t m = 0; m < EFS_ARRAY_SIZE(modes); m++) {
+		struct server srv;
+		server_start(&srv, modes[m]);
+		for (int n = 0; n < 2; n++) {
+			struct efs_http_call call;
+			char url[64];
+			int headers = 0;
+			put_init(&call, url, sizeof(url), &srv, n);
+			call.capture_header = "X-Answer";
+			call.header_fn = count_header;
+			call.header_ctx = &headers;
+			assert_int_equal(efs_http_call_run(client, &call), 0);
+			assert_int_equal(call.status, 201);
+			assert_string_equal(call.resp.data, "ok");
+			assert_string_equal(call.captured, answers[m]);
+			assert_true(headers >= (modes[m] == CONTINUE ? 3 : 1));
+			efs_http_call_release(&call);
+		}
+		assert_int_equal(atomic_load(&srv.answered), 2);
+		assert_int_equal(atomic_load(&srv.bad_bodies), 0);
+		assert_int_equal(atomic_load(&srv.accepted), modes[m] == UNTIL_CLOSE ? 2 : 1);
+		server_stop(&srv);
+	}
+}
+
+/* A server that answers before it has read the body (and closes) gives
+ * the call its status, not a send error; the body is not sent again. */
+static void test_early_reply_is_the_answer(void **state)
+{
+	struct server srv;
+	server_start(&srv, EARLY);
+	for (int n = 0; n < 2; n++) {
+		struct efs_http_call call;
+		char url[64];
+		put_init(&call, url, sizeof(url), &srv, n);
+		call.body_len = BODY_MAX;
+		assert_int_equal(efs_http_call_run(client, &call), 0);
+		assert_int_equal(call.status, 413);
+		assert_string_equal(call.resp.data, "too big!");
+		efs_http_call_release(&call);
+	}
+	assert_int_equal(atomic_load(&srv.answered), 2);
+	assert_int_equal(atomic_load(&srv.accepted), 2);
+	server_stop(&srv);
+}
+
+/* Nobody listens: -ECONNREFUSED with a message, as through libcurl; a
+ * reply over the cap is -E2BIG. */
+static void test_refused_and_oversized(void **state)
+{
+	struct server srv;
+	struct efs_http_call call;
+	char url[64];
+	server_start(&srv, SLOW_REPLY);
+	uint16_t port = srv.port;
+	put_init(&call, url, sizeof(url), &srv, 1);
+	call.resp_cap = 1024;
+	assert_int_equal(efs_http_call_run(client, &call), -E2BIG);
+	assert_int_equal(call.status, 0);
+	efs_http_call_release(&call);
+	server_stop(&srv);
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/chunks/x", port);
+	efs_http_call_init(&call, "PUT", url);
+	call.body = body;
+	call.body_len = BODY_LEN;
+	call.direct_body = use_direct;
+	assert_int_equal(efs_http_call_run(client, &call), -ECONNREFUSED);
+	assert_int_equal(call.status, 0);
+	assert_true(call.errmsg[0] != '\0');
+	efs_http_call_release(&call);
+}
+
+static int libcurl_round(void **state)
+{
+	use_direct = false;
+	return 0;
+}
+
+static int direct_round(void **state)
+{
+	use_direct = true;
+	return 0;
+}
+
 int main(void)
 {
 	memset(body, 'x', sizeof(body));
@@ -484,8 +662,12 @@ int main(void)
 		cmocka_unit_test(test_inline_body_keeps_the_callers_content_type),
 		cmocka_unit_test(test_failed_put_is_reported),
 		cmocka_unit_test(test_closed_connection_is_replaced_inline),
+		cmocka_unit_test(test_reply_forms),
+		cmocka_unit_test(test_early_reply_is_the_answer),
+		cmocka_unit_test(test_refused_and_oversized),
 	};
-	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	int failed = cmocka_run_group_tests_name("libcurl", tests, libcurl_round, NULL);
+	failed += cmocka_run_group_tests_name("direct_body", tests, direct_round, NULL);
 	efs_http_client_free(client);
 	efs_http_client_global_cleanup();
 	return failed;

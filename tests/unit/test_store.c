@@ -730,6 +730,91 @@ static void test_flipped_header_byte_is_quarantined(void **state)
 	}
 }
 
+/* ---- payloads handed out by descriptor (efs_store_get_payload) ------- */
+
+/* Longer than two of the store's 256 KiB verification pieces, with a short
+ * last one. */
+#define BY_FD_LEN (600 * 1000 + 1)
+
+/* The @len bytes at @offset of @fd equal @data. */
+static void expect_fd_bytes(int fd, uint64_t offset, const unsigned char *data, size_t len)
+{
+	unsigned char *got = malloc(len);
+	assert_non_null(got);
+	assert_int_equal(pread(fd, got, len, (off_t)offset), (ssize_t)len);
+	assert_memory_equal(got, data, len);
+	free(got);
+}
+
+static void test_payload_by_fd_or_in_the_buffer(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char *data = malloc(BY_FD_LEN);
+	char id[65];
+	struct efs_store_payload p;
+
+	assert_non_null(data);
+	fill_pattern(data, BY_FD_LEN, 30);
+	chunk_id(300, id);
+	put(f->store, id, data, BY_FD_LEN, EFS_STORE_GZIP);
+	uint32_t crc = efs_crc32c(0, data, BY_FD_LEN);
+
+	/* At or over the threshold: verified, not kept; a descriptor. */
+	assert_int_equal(efs_store_get_payload(f->store, id, BY_FD_LEN, &f->buf, &p), 0);
+	assert_true(p.fd >= 0);
+	assert_int_equal(f->buf.len, 0);
+	assert_int_equal(p.length, BY_FD_LEN);
+	assert_int_equal(p.flags, EFS_STORE_GZIP);
+	assert_int_equal(p.crc, crc);
+	assert_true(fcntl(p.fd, F_GETFD) & FD_CLOEXEC);
+	expect_fd_bytes(p.fd, p.offset, data, BY_FD_LEN);
+	close(p.fd);
+
+	/* Under it (and with UINT64_MAX): in the buffer, as efs_store_get_crc. */
+	static const uint64_t in_buffer[] = {BY_FD_LEN + 1, UINT64_MAX};
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(in_buffer); i++) {
+		assert_int_equal(efs_store_get_payload(f->store, id, in_buffer[i], &f->buf, &p), 0);
+		assert_int_equal(p.fd, -1);
+		assert_int_equal(p.crc, crc);
+		assert_int_equal(f->buf.len, BY_FD_LEN);
+		assert_memory_equal(f->buf.data, data, BY_FD_LEN);
+	}
+	free(data);
+}
+
+/* A record that does not check is refused by the descriptor path as by a
+ * read into memory: quarantined, no descriptor handed out. The payload is
+ * damaged in each verification piece (the first, a middle one, the last
+ * short one), then the header and the trailer. */
+static void test_payload_by_fd_refuses_a_damaged_record(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char *data = malloc(BY_FD_LEN);
+	char id[65], path[PATH_MAX], quarantine[PATH_MAX];
+	static const off_t offsets[] = {HEADER, HEADER + (300 << 10), HEADER + BY_FD_LEN - 1, 8,
+					HEADER + BY_FD_LEN + 2};
+
+	assert_non_null(data);
+	fill_pattern(data, BY_FD_LEN, 31);
+	chunk_id(301, id);
+	corrupt_file(f, id, quarantine, sizeof(quarantine));
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(offsets); i++) {
+		struct efs_store_payload p = {.fd = -7};
+		off_t offset;
+		put(f->store, id, data, BY_FD_LEN, 0);
+		chunk_file(f, id, path, sizeof(path), &offset);
+		flip_byte(path, offset + offsets[i]);
+		remove(quarantine);
+		print_message("record byte %lld\n", (long long)offsets[i]);
+		assert_int_equal(efs_store_get_payload(f->store, id, 1, &f->buf, &p), -EBADMSG);
+		assert_int_equal(p.fd, -7);
+		assert_true(exists(quarantine));
+		assert_int_equal(efs_store_get_payload(f->store, id, 1, &f->buf, &p), -ENOENT);
+		expect_stats(f->store, 0, 0);
+	}
+	free(data);
+}
+
 /* Where the volume is cut, from the start of the record. */
 static const off_t truncated_lengths[] = {HEADER + 1000 + 31, HEADER + 999, HEADER + 500,
 					  HEADER, 10, 0};
@@ -1449,6 +1534,42 @@ static void test_compaction_quarantines_a_damaged_record(void **state)
 	assert_int_equal(efs_store_get(f->store, damaged, &f->buf, &flags), -ENOENT);
 }
 
+/* The descriptor keeps the verified bytes after the chunk is deleted and
+ * compaction removed its volume file, and after other chunks were written
+ * (they never go where the old record was). */
+static void test_payload_fd_outlives_delete_and_compaction(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char *data = malloc(BY_FD_LEN), other[3000];
+	char id[65], other_id[65];
+	struct efs_store_payload p;
+	struct located loc;
+
+	assert_non_null(data);
+	fill_pattern(data, BY_FD_LEN, 32);
+	chunk_id(302, id);
+	put(f->store, id, data, BY_FD_LEN, 0);
+	assert_true(locate(f, id, &loc));
+	assert_int_equal(efs_store_get_payload(f->store, id, 1, &f->buf, &p), 0);
+
+	assert_int_equal(efs_store_delete(f->store, id, 0), 0);
+	for (unsigned i = 0; i < 8; i++) {
+		chunk_id(310 + i, other_id);
+		fill_pattern(other, sizeof(other), 40 + i);
+		put(f->store, other_id, other, sizeof(other), 0);
+	}
+	compact_all(f->store);
+	assert_false(exists(loc.path)); /* its volume is gone */
+	for (unsigned i = 0; i < 8; i++) {
+		chunk_id(320 + i, other_id);
+		fill_pattern(other, sizeof(other), 50 + i);
+		put(f->store, other_id, other, sizeof(other), 0);
+	}
+	expect_fd_bytes(p.fd, p.offset, data, BY_FD_LEN);
+	close(p.fd);
+	free(data);
+}
+
 /* Every open starts a new volume; the small ones restarts leave behind
  * are merged, and what they hold stays readable. */
 static void test_small_volumes_left_by_restarts_are_merged(void **state)
@@ -1656,6 +1777,8 @@ int main(int argc, char **argv)
 		T(test_flipped_payload_byte_is_quarantined),
 		T(test_flipped_header_byte_is_quarantined),
 		T(test_truncated_file_is_quarantined),
+		T(test_payload_by_fd_or_in_the_buffer),
+		T(test_payload_by_fd_refuses_a_damaged_record),
 		T(test_truncated_chunk_releases_its_bytes),
 		T(test_reopen_counts_existing_chunks),
 		T(test_reopen_ignores_a_torn_tail),
@@ -1671,6 +1794,7 @@ int main(int argc, char **argv)
 		T(test_compaction_retries_a_failed_volume_later),
 		T(test_compaction_keeps_needed_tombstones),
 		T(test_compaction_quarantines_a_damaged_record),
+		T(test_payload_fd_outlives_delete_and_compaction),
 		T(test_small_volumes_left_by_restarts_are_merged),
 		T(test_old_layout_is_imported),
 	};
