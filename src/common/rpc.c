@@ -514,10 +514,12 @@ static void take_call(struct efs_rpc_server *s)
  * (a write finished, a window update) complete nothing of ours. */
 #define DRAINED_POLLS 3
 
-/* The batching sleep: none within EFS_RPC_ANSWER_MS of a send. */
-static void batch_sleep(struct efs_rpc_server *s)
+/* The batching sleep, after a wake-up that took @taken completions: none
+ * when it took one (a quiet server: sleeping would only add a wake-up),
+ * nor within EFS_RPC_ANSWER_MS of a send. */
+static void batch_sleep(struct efs_rpc_server *s, int taken)
 {
-	if (!s->batch_ms || atomic_load(&s->stopping) ||
+	if (!s->batch_ms || taken < 2 || atomic_load(&s->stopping) ||
 	    efs_mono_ms() - atomic_load(&s->last_send_ms) < EFS_RPC_ANSWER_MS)
 		return;
 	struct timespec nap = {.tv_sec = s->batch_ms / 1000,
@@ -529,18 +531,22 @@ static void *server_main(void *arg)
 {
 	struct efs_rpc_server *s = arg;
 	int empty_polls = DRAINED_POLLS; /* start by waiting */
+	int taken = 0;			 /* completions since the last wait */
 	for (;;) {
 		/* Draining: a past deadline polls once without waiting. */
 		bool drained = empty_polls >= DRAINED_POLLS;
+		if (drained)
+			taken = 0;
 		grpc_event ev = grpc_completion_queue_next(
 		    s->cq,
 		    drained ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : gpr_time_0(GPR_CLOCK_MONOTONIC),
 		    NULL);
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {
 			if (++empty_polls >= DRAINED_POLLS)
-				batch_sleep(s);
+				batch_sleep(s, taken);
 			continue;
 		}
+		taken++;
 		empty_polls = s->batch_ms ? 0 : DRAINED_POLLS;
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
