@@ -60,10 +60,15 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # tests/integration/test_s3_client.py.
 TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
+# LD_PRELOAD shims the black-box tests load into a daemon (tests/preload/*.c):
+# e.g. sync_gate.so for tests/integration/test_worker_threads.py. Plain
+# shared objects, never sanitized.
+PRELOAD_SRC := $(wildcard tests/preload/*.c)
+PRELOAD_SO  := $(PRELOAD_SRC:tests/preload/%.c=$(BUILD)/tests/%.so)
 
 .PHONY: all deps test unit integration integration-parallel integration-serial integration-tls \
 	integration-aws run bench bench-grpc bench-million clean format fuzz fuzz-smoke install uninstall
-all: $(PROGS) $(TOOL_BIN)
+all: $(PROGS) $(TOOL_BIN) $(PRELOAD_SO)
 
 $(BUILD)/%.o: %.c | $(GEN_HDR)
 	@mkdir -p $(dir $@)
@@ -105,6 +110,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 $(BUILD)/tests/%: tests/tools/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%.so: tests/preload/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -std=c17 $(WARN) -fPIC -shared -o $@ $< -ldl
 
 deps:
 	@./scripts/install-deps.sh

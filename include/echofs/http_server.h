@@ -34,12 +34,19 @@
  * server speaks only HTTPS (libmicrohttpd with GnuTLS); a plain HTTP
  * request on it fails its handshake and the connection is closed.
  *
- * Threading: one thread per connection (libmicrohttpd's
- * MHD_USE_THREAD_PER_CONNECTION), so a handler may block on disk or on
- * another server; the request's thread is the only one touching it.
- * Per-request state lives in struct efs_http_req, allocated on the first
- * call and freed, with req->state (via state_free), when the request is
- * complete. One access-log line is written per request at info level.
+ * Threading, chosen per server (cfg.event_threads):
+ *   0  one thread per connection (MHD_USE_THREAD_PER_CONNECTION): a
+ *      handler may block on disk or on another server. The master's
+ *      servers run so: their handlers wait for workers.
+ *   N  N event threads, each serving many connections through epoll
+ *      (libmicrohttpd's internal thread pool): fewer threads and context
+ *      switches, but a callback that blocks stalls every connection of
+ *      its thread. Callbacks may do short disk I/O; a wait that may be
+ *      long (an fdatasync) is parked instead with efs_http_defer().
+ * Either way one thread at a time touches a request. Per-request state
+ * lives in struct efs_http_req, allocated on the first call and freed,
+ * with req->state (via state_free), when the request is complete. One
+ * access-log line is written per request at info level.
  *
  * Metrics: given a registry (cfg.metrics), the server records every
  * request in it when the request completes, labelled with the route's
@@ -101,6 +108,8 @@ struct efs_http_route {
 #define EFS_HTTP_MIN_HEADER_TIMEOUT_MS 100
 #define EFS_HTTP_MAX_HEADER_TIMEOUT_MS 600000
 
+#define EFS_HTTP_MAX_EVENT_THREADS 256
+
 #define EFS_HTTP_MAX_PARAMS 4
 #define EFS_HTTP_PARAM_MAX 128 /* longest path parameter, bytes */
 
@@ -151,6 +160,10 @@ struct efs_http_server_config {
 	 * (10000); the next request on a kept-alive connection has
 	 * idle_timeout_s instead. */
 	unsigned header_timeout_ms;
+	/* 0: a thread per connection; 1..EFS_HTTP_MAX_EVENT_THREADS: that many
+	 * epoll event threads (see Threading above). max_connections is then
+	 * shared out between them by libmicrohttpd (each takes its share). */
+	unsigned event_threads;
 	struct efs_metrics *metrics; /* optional: requests are recorded here (see above);
 				      * must outlive the server */
 	/* HTTPS: PEM files of the server's certificate (chain) and its private
@@ -180,8 +193,9 @@ int efs_http_tls_check(const char *cert_file, const char *key_file, char *err, s
 /* The port actually bound (useful with port 0). */
 uint16_t efs_http_server_port(const struct efs_http_server *srv);
 /* Graceful stop: stops accepting, waits up to @grace_ms for requests in
- * flight to finish, then closes every connection and frees the server.
- * NULL is accepted. */
+ * flight to finish, then for every parked request to be resumed (however
+ * long: see efs_http_defer), then closes every connection and frees the
+ * server. NULL is accepted. */
 void efs_http_server_stop(struct efs_http_server *srv, int64_t grace_ms);
 
 /* The ctx given in the server config. */
@@ -208,6 +222,19 @@ int efs_http_headers(const struct efs_http_req *req, efs_http_req_header_fn fn, 
 const char *efs_http_query(const struct efs_http_req *req, const char *name);
 /* True when a reply has been set for this request. */
 bool efs_http_replied(const struct efs_http_req *req);
+
+/* Parks the request so that no thread waits for it (event-thread servers
+ * only): called from handle(), which then returns 0 without a reply. The
+ * connection reads and times out nothing until efs_http_resume(). From
+ * here on the request belongs to whoever will resume it: that thread sets
+ * the reply (efs_http_reply_*; none set becomes a 500) and then calls
+ * efs_http_resume(req), after which it must not touch req again. The
+ * resume may come from any thread, even before handle() returns. Every
+ * parked request must be resumed: efs_http_server_stop() waits for it.
+ * 0, or -ENOTSUP on a thread-per-connection server (handle() then blocks
+ * as usual), -EALREADY when a reply is set already. */
+int efs_http_defer(struct efs_http_req *req);
+void efs_http_resume(struct efs_http_req *req);
 
 /* Adds a response header to the reply that will be sent. 0 or -ENOMEM,
  * -E2BIG past 48 headers. */
@@ -245,7 +272,8 @@ bool efs_http_sends_files(const struct efs_http_req *req);
 int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const char *code,
 			       json_t *extra, const char *fmt, ...) EFS_PRINTF(5, 6);
 
-/* Streaming reply: read() is called from the connection's thread for the
+/* Streaming reply: read() is called from the thread serving the connection
+ * (its own, or its event thread: it must not block long) for the
  * next piece at byte offset @pos, returns the bytes written into @out
  * (1..max), 0 at the end, or a negative errno to abort the connection.
  * @length is the Content-Length or -1 (chunked). free_fn(ctx) runs when the

@@ -87,6 +87,7 @@ struct efs_http_server {
 	uint16_t port;
 	struct efs_http_server_config cfg;
 	atomic_int inflight;
+	atomic_int parked; /* requests between efs_http_defer() and efs_http_resume() */
 	struct http_metrics metrics;
 	/* Open connections (see struct conn_entry) and the reaper that closes
 	 * those whose request headers are overdue. */
@@ -124,6 +125,7 @@ struct efs_http_req_private {
 	_Atomic uint64_t bytes_out;
 	uint64_t discarded;
 	bool queued; /* the reply has been handed to libmicrohttpd */
+	bool parked; /* efs_http_defer(): the next final call is the resumed one */
 	unsigned header_count;
 	struct reply_header headers[MAX_REPLY_HEADERS];
 };
@@ -1123,14 +1125,44 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		return keep ? MHD_YES : MHD_NO;
 	}
 
-	/* The whole body is in. */
-	if (!efs_http_replied(req))
-		run_callback(req, req->route->handle);
+	/* The whole body is in. A parked request comes back here when
+	 * resumed, its reply set by the thread that resumed it. */
+	if (req->priv->parked) {
+		req->priv->parked = false;
+	} else {
+		if (!efs_http_replied(req))
+			run_callback(req, req->route->handle);
+		/* Parked: req may be another thread's by now, resumed or not;
+		 * libmicrohttpd calls again once it is resumed. */
+		if (req->priv->parked)
+			return MHD_YES;
+	}
 	if (!efs_http_replied(req)) {
 		efs_error("%s %s: handler returned without a reply", req->method, req->path);
 		efs_http_reply_err(req, EFS_HTTP_E_INTERNAL_ERROR, "no reply");
 	}
 	return queue_reply(req);
+}
+
+int efs_http_defer(struct efs_http_req *req)
+{
+	struct efs_http_req_private *priv = req->priv;
+	if (req->server->cfg.event_threads == 0)
+		return -ENOTSUP;
+	if (efs_http_replied(req))
+		return -EALREADY;
+	priv->parked = true;
+	atomic_fetch_add(&req->server->parked, 1);
+	MHD_suspend_connection(priv->conn);
+	return 0;
+}
+
+void efs_http_resume(struct efs_http_req *req)
+{
+	/* Once resumed, the event thread may finish and free req at once. */
+	struct efs_http_server *srv = req->server;
+	MHD_resume_connection(req->priv->conn);
+	atomic_fetch_sub(&srv->parked, 1);
 }
 
 static void req_free(struct efs_http_req *req)
@@ -1345,6 +1377,9 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 	if (!srv->cfg.header_timeout_ms)
 		srv->cfg.header_timeout_ms = EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
 	atomic_init(&srv->inflight, 0);
+	atomic_init(&srv->parked, 0);
+	if (srv->cfg.event_threads > EFS_HTTP_MAX_EVENT_THREADS)
+		srv->cfg.event_threads = EFS_HTTP_MAX_EVENT_THREADS;
 	pthread_mutex_init(&srv->conns_lock, NULL);
 
 	srv->cfg.error = NULL; /* the caller's buffer serves this call only */
@@ -1364,20 +1399,30 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 		server_free(srv);
 		return r;
 	}
-	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-			 MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	/* The threading model's and TLS's options, through one MHD_OPTION_ARRAY. */
+	struct MHD_OptionItem options[4];
+	size_t n_options = 0;
+	if (srv->cfg.event_threads > 0) {
+		/* Suspend/resume parks requests (efs_http_defer); ITC wakes a
+		 * thread's epoll when one is resumed from another thread. */
+		flags |= MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
+		options[n_options++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
+							       srv->cfg.event_threads, NULL};
+	} else {
+		flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+			 MHD_USE_POLL;
+	}
 	if (((const struct sockaddr *)cfg->addr)->sa_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	/* The TLS options, or nothing, through one MHD_OPTION_ARRAY. */
-	struct MHD_OptionItem tls_options[] = {
-		{MHD_OPTION_HTTPS_MEM_CERT, 0, srv->tls_cert},
-		{MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
-		{MHD_OPTION_END, 0, NULL},
-	};
-	if (srv->tls_cert)
+	if (srv->tls_cert) {
 		flags |= MHD_USE_TLS;
-	else
-		tls_options[0].option = MHD_OPTION_END;
+		options[n_options++] =
+			(struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, srv->tls_cert};
+		options[n_options++] =
+			(struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key};
+	}
+	options[n_options] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 	srv->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, access_handler, srv,
 		MHD_OPTION_LISTEN_SOCKET, srv->listen_fd,
@@ -1388,7 +1433,7 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 		MHD_OPTION_URI_LOG_CALLBACK, uri_seen, srv,
 		MHD_OPTION_NOTIFY_CONNECTION, notify_connection, srv,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-		MHD_OPTION_ARRAY, tls_options,
+		MHD_OPTION_ARRAY, options,
 		MHD_OPTION_END);
 	if (!srv->daemon) {
 		close(srv->listen_fd);
@@ -1426,6 +1471,15 @@ void efs_http_server_stop(struct efs_http_server *srv, int64_t grace_ms)
 	if (left > 0)
 		efs_warn("shutdown: %d requests still in flight after %lld ms, closing them", left,
 			 (long long)grace_ms);
+	/* libmicrohttpd must not be stopped with a connection suspended: a
+	 * parked request is resumed by its owner whatever happens (the
+	 * worker's committer after its sync round), so wait for it. */
+	for (int64_t waited_ms = 0; atomic_load(&srv->parked) > 0; waited_ms += 10) {
+		if (waited_ms % 5000 == 0)
+			efs_warn("shutdown: waiting for %d parked requests to be resumed",
+				 atomic_load(&srv->parked));
+		efs_sleep_ms(10);
+	}
 	efs_ticker_stop(&srv->reaper);
 	MHD_stop_daemon(srv->daemon);
 	if (fd != MHD_INVALID_SOCKET)

@@ -205,7 +205,10 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 		uint64_t value;
 	} counters[] = {
 	    {"echofs_repair_chunks_repaired_total",
-	     "Chunks re-replicated to new workers since the master started.", s->repaired},
+	     "Chunks repaired since the master started, each once when done: its copies "
+	     "written, or every pushed copy acknowledged (a failed one counts when rewritten "
+	     "over HTTP).",
+	     s->repaired},
 	    {"echofs_repair_failures_total", "Chunk copies by repair that failed.",
 	     s->repair_failed},
 	    {"echofs_ec_shards_rebuilt_total",

@@ -909,12 +909,18 @@ static void ticket_drop(struct efs_control *ctl, struct efs_control_ticket *p)
 }
 
 size_t efs_control_collect(struct efs_control *ctl, struct efs_control_ticket *const *tickets,
-			   size_t n, int *status)
+			   size_t n, int *status, const atomic_bool *cancel)
 {
 	struct timespec deadline;
 	size_t found = n;
 	pthread_mutex_lock(&ctl->lock);
 	for (;;) {
+		/* Checked under the lock efs_control_wake signals under: a
+		 * cancel set before that call is never slept through. */
+		if (cancel && atomic_load(cancel)) {
+			pthread_mutex_unlock(&ctl->lock);
+			return n;
+		}
 		/* An answer first; else the first wait that ended. */
 		int64_t now = efs_mono_ms(), soonest = INT64_MAX;
 		for (size_t i = 0; i < n && found == n; i++)
@@ -936,6 +942,13 @@ size_t efs_control_collect(struct efs_control *ctl, struct efs_control_ticket *c
 	return found;
 }
 
+void efs_control_wake(struct efs_control *ctl)
+{
+	pthread_mutex_lock(&ctl->lock);
+	pthread_cond_broadcast(&ctl->acked);
+	pthread_mutex_unlock(&ctl->lock);
+}
+
 void efs_control_forget(struct efs_control *ctl, struct efs_control_ticket *ticket)
 {
 	if (!ticket)
@@ -955,7 +968,7 @@ static int push(struct efs_control *ctl, const char *worker_id, Echofs__V1__Mast
 	int r = push_send(ctl, worker_id, down, copy, timeout_ms, &ticket);
 	if (r < 0)
 		return r;
-	efs_control_collect(ctl, &ticket, 1, &status);
+	efs_control_collect(ctl, &ticket, 1, &status, NULL);
 	return status;
 }
 
@@ -1000,7 +1013,7 @@ int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char 
 				      timeout_ms, &ticket);
 	if (r < 0)
 		return r;
-	efs_control_collect(ctl, &ticket, 1, &status);
+	efs_control_collect(ctl, &ticket, 1, &status, NULL);
 	return status;
 }
 
@@ -1025,7 +1038,23 @@ void efs_control_stop(struct efs_control *ctl)
 	ctl->rpc = NULL;
 	beats_stop(ctl);
 	efs_registry_flusher_stop(&ctl->master->registry); /* writes the last stamps */
-	pthread_cond_destroy(&ctl->acked);
-	pthread_mutex_destroy(&ctl->lock);
+	/* Every stream's close answered its tickets -EPIPE; what is still
+	 * pending is abandoned here: answered (so a collector returns at once)
+	 * and taken off the list, each left to its holder's collect or forget,
+	 * which frees it (control.h). No Ack can come any more. The lock and
+	 * the Ack condition outlive the stop for those calls (they hold no
+	 * resource: nothing to destroy), so the holder may stop before or
+	 * after this. */
+	pthread_mutex_lock(&ctl->lock);
+	for (struct efs_control_ticket *p = ctl->pending, *next; p; p = next) {
+		next = p->next;
+		if (!p->done)
+			p->status = -EPIPE;
+		p->done = true;
+		p->next = NULL;
+	}
+	ctl->pending = NULL;
+	pthread_cond_broadcast(&ctl->acked);
+	pthread_mutex_unlock(&ctl->lock);
 	ctl->master = NULL;
 }

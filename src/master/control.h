@@ -130,16 +130,26 @@ int efs_control_copy_send(struct efs_control *ctl, const char *worker_id, const 
  * taken before one whose wait ran out. Frees that ticket and returns its
  * index (the caller drops it from its array), with its status in
  * *@status as efs_control_copy returns it (the Ack's status, -EPIPE,
- * -ETIMEDOUT). Any thread but the control plane's own. */
+ * -ETIMEDOUT). With @cancel (NULL: none) true, or made true and then
+ * efs_control_wake called, returns @n at once instead: no ticket taken,
+ * *@status untouched (the caller collects or forgets them later). Any
+ * thread but the control plane's own. */
 size_t efs_control_collect(struct efs_control *ctl, struct efs_control_ticket *const *tickets,
-			   size_t n, int *status);
+			   size_t n, int *status, const atomic_bool *cancel);
+/* Wakes every efs_control_collect waiting now, so that each looks at its
+ * @cancel again (set it first). */
+void efs_control_wake(struct efs_control *ctl);
 /* Drops @ticket unanswered (a caller that stops waiting: its Ack, if one
- * comes, is ignored). NULL is accepted. */
+ * comes, is ignored: the ticket is off the list Acks are matched on before
+ * it is freed). NULL is accepted. */
 void efs_control_forget(struct efs_control *ctl, struct efs_control_ticket *ticket);
 /* How many workers have an open stream to this master now. */
 size_t efs_control_streams(struct efs_control *ctl);
-/* Ends every stream (no worker is suspected for it) and stops. A zeroed,
- * never started one is accepted. */
+/* Ends every stream (no worker is suspected for it) and stops. Tickets
+ * still held are abandoned, not freed: answered -EPIPE at once, each still
+ * its holder's to collect or forget (before or after this returns: both
+ * go on working, so the holder may be stopped after the control plane).
+ * A zeroed, never started one is accepted. */
 void efs_control_stop(struct efs_control *ctl);
 
 #endif

@@ -85,13 +85,17 @@ struct repair_pushes {
 	struct pushed_chunk chunks[REPAIR_PUSHED_MAX + 1]; /* + the one being sent */
 	struct efs_repair_need retry[REPAIR_PASS_CHUNKS];  /* to write over HTTP */
 	size_t retry_count;
-	bool stale; /* a worker refused the lease epoch (409): no more instructions */
+	bool stale;    /* a worker refused the lease epoch (409): no more instructions */
+	bool stopping; /* the master is stopping: a collect gave up waiting */
+	uint64_t done; /* chunks whose pushed copies all landed (chunk_finish) */
 };
 
 /* All of @c's copies are answered: forget the bad replicas the new copies
  * replace (their workers, if they still hold a copy, are told to delete
  * it at their next report), end its write, and queue an HTTP retry if a
- * copy failed. */
+ * copy failed. The chunk counts as repaired here, once, when every copy
+ * landed (acknowledged and recorded, its HTTP part written); a failed one
+ * counts when its retry writes it. */
 static void chunk_finish(struct efs_repair *rp, struct repair_pushes *ps, size_t c)
 {
 	const struct efs_repair_deps *d = &rp->deps;
@@ -104,6 +108,8 @@ static void chunk_finish(struct efs_repair *rp, struct repair_pushes *ps, size_t
 			efs_meta_replica_remove(d->meta, pc->chunk_id, pc->bad[i]);
 	}
 	efs_chunk_writing_end(d->chunk_io, pc->chunk_id);
+	if (!pc->failed && !pc->keep_bad && pc->added_count > 0)
+		ps->done++;
 	if (pc->failed && !ps->stale && ps->retry_count < REPAIR_PASS_CHUNKS) {
 		struct efs_repair_need *need = &ps->retry[ps->retry_count++];
 		memset(need, 0, sizeof(*need));
@@ -114,12 +120,18 @@ static void chunk_finish(struct efs_repair *rp, struct repair_pushes *ps, size_t
 /* Waits for the first of the pass's pushed copies to be answered (or to
  * run out of time) and acts on it: a copy the worker stored (201) or held
  * (204) is recorded now, not before; any other answer leaves its chunk
- * for an HTTP retry (a 409 stops the pass). */
+ * for an HTTP retry (a 409 stops the pass). When the master stops
+ * meanwhile (efs_repair_stop), returns at once with ps->stopping set and
+ * every copy still under way. */
 static void collect_one(struct efs_repair *rp, struct repair_pushes *ps)
 {
 	const struct efs_repair_deps *d = &rp->deps;
 	int st;
-	size_t i = efs_control_collect(d->control, ps->tickets, ps->count, &st);
+	size_t i = efs_control_collect(d->control, ps->tickets, ps->count, &st, &rp->stopping);
+	if (i == ps->count) {
+		ps->stopping = true;
+		return;
+	}
 	size_t c = ps->copies[i].chunk;
 	char worker_id[EFS_ID_MAX + 1];
 	efs_strlcpy(worker_id, ps->copies[i].worker_id, sizeof(worker_id));
@@ -169,18 +181,19 @@ static unsigned push_copies(struct efs_repair *rp, struct repair_pushes *ps, siz
 	struct efs_target to[EFS_MAX_REPLICAS];
 	unsigned pushed = 0;
 	int n = efs_placement_choose(d->placement, want, chunk->stored_size, keep, holding, to);
-	for (int i = 0; i < n && !ps->stale; i++) {
+	for (int i = 0; i < n && !ps->stale && !ps->stopping; i++) {
 		if (!efs_control_streaming(d->control, to[i].worker_id))
 			continue;
 		for (;;) {
 			size_t on_worker = 0;
 			for (size_t k = 0; k < ps->count; k++)
 				on_worker += strcmp(ps->copies[k].worker_id, to[i].worker_id) == 0;
-			if (ps->count < REPAIR_PUSHED_MAX && on_worker < REPAIR_PUSHED_PER_WORKER)
+			if (ps->stopping || (ps->count < REPAIR_PUSHED_MAX &&
+					     on_worker < REPAIR_PUSHED_PER_WORKER))
 				break;
 			collect_one(rp, ps);
 		}
-		if (ps->stale)
+		if (ps->stale || ps->stopping)
 			break;
 		struct efs_control_ticket *ticket;
 		int r = efs_control_copy_send(d->control, to[i].worker_id, chunk->chunk_id,
@@ -321,10 +334,12 @@ static int64_t rebuild_one(struct efs_repair *rp, const struct efs_chunk_info *c
  * (with @ps; NULL: all over HTTP), whose Acks the pass collects later,
  * and the rest over HTTP now. Returns the bytes copied or sent (for
  * pacing) or -errno; -ESTALE when the lease is no longer held here (the
- * pass stops). */
+ * pass stops), -ECANCELED when the master stops. *@repaired: the chunk
+ * is whole now (count it); false as well when pushed copies are under way
+ * (chunk_finish counts it when they have all landed). */
 static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *need,
 			  int64_t holding_after, struct efs_buf *data, struct efs_buf *scratch,
-			  struct efs_buf *encoded, struct repair_pushes *ps)
+			  struct efs_buf *encoded, struct repair_pushes *ps, bool *repaired)
 {
 	const struct efs_repair_deps *d = &rp->deps;
 	struct efs_chunk_info chunk;
@@ -332,11 +347,16 @@ static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *n
 	struct efs_target keep[EFS_MAX_REPLICAS], added[EFS_MAX_REPLICAS];
 	const char *added_ids[EFS_MAX_REPLICAS];
 	unsigned count = 0;
+	*repaired = false;
 	int r = meta_failed(d, efs_meta_chunk_get(d->meta, need->chunk_id, &chunk, replicas, &count));
 	if (r < 0)
 		return r == -ENOENT ? 0 : r; /* collected meanwhile */
-	if (chunk.ec_data > 0)
-		return rebuild_one(rp, &chunk, replicas, count, holding_after, data, scratch);
+	if (chunk.ec_data > 0) {
+		int64_t rebuilt = rebuild_one(rp, &chunk, replicas, count, holding_after, data,
+					      scratch);
+		*repaired = rebuilt > 0;
+		return rebuilt;
+	}
 
 	unsigned holding = holding_workers(replicas, count, holding_after, keep);
 	if (holding >= d->replication_factor)
@@ -401,9 +421,9 @@ static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *n
 		c = chunk_slot(ps, chunk.chunk_id, replicas, count);
 		sent = push_copies(rp, ps, c, &chunk, keep, holding, missing, epoch, added);
 	}
-	bool stale = ps && ps->stale;
-	int w = stale ? -ESTALE : 0;
-	if (!stale && sent < missing) {
+	bool stale = ps && ps->stale, stopping = ps && ps->stopping;
+	int w = stale ? -ESTALE : stopping ? -ECANCELED : 0;
+	if (w == 0 && sent < missing) {
 		struct efs_target exclude[2 * EFS_MAX_REPLICAS];
 		memcpy(exclude, keep, holding * sizeof(*keep));
 		memcpy(exclude + holding, added, sent * sizeof(*added));
@@ -448,6 +468,7 @@ static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *n
 	efs_debug("repair: chunk %.12s had %u usable replicas; %u copies pushed, %u written "
 		  "(first: %s)",
 		  chunk.chunk_id, holding, sent, written, added[0].worker_id);
+	*repaired = c == SIZE_MAX && written > 0;
 	return (int64_t)len * (sent + written);
 }
 
@@ -515,10 +536,15 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	for (size_t i = 0; !stopped; i++) {
 		const struct efs_repair_need *need = NULL;
 		bool http_only = false;
+		if (atomic_load(&rp->stopping)) {
+			stopped = stopping = true; /* no more copies sent or written */
+			break;
+		}
 		if (i < n) {
 			need = &needs[i];
 		} else if (ps->count > 0) {
 			collect_one(rp, ps);
+			stopped = stopping = ps->stopping;
 			i--;
 			continue;
 		} else if (ps->retry_count > 0 && !ps->stale) {
@@ -528,8 +554,13 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 		} else {
 			break;
 		}
+		bool repaired;
 		int64_t r = repair_one(rp, need, holding_after, data, scratch, encoded,
-				       http_only ? NULL : ps);
+				       http_only ? NULL : ps, &repaired);
+		if (r == -ECANCELED || ps->stopping) {
+			stopped = stopping = true; /* the master stops: the lease stays */
+			break;
+		}
 		if (r == -ESTALE || ps->stale || (r < 0 && efs_meta_lease_epoch(d->meta) == 0)) {
 			/* The lease is gone (dropped here, or a worker has
 			 * seen a newer epoch: another master holds it): not
@@ -542,7 +573,7 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 			failed++;
 			continue;
 		}
-		done += r > 0;
+		done += repaired;
 		copied += (uint64_t)r;
 		/* Pace: never ahead of REPAIR_BANDWIDTH bytes per second. */
 		int64_t ahead = efs_pace_add(&pace, (uint64_t)r);
@@ -552,18 +583,27 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 		}
 	}
 	/* What is still under way: answered and recorded (their HTTP retries
-	 * wait for the next pass), or, when the master stops, forgotten. */
+	 * wait for the next pass), or, when the master stops, forgotten (an
+	 * Ack that comes later finds no ticket: efs_control_forget). */
+	size_t abandoned = 0;
 	while (ps->count > 0) {
 		if (!stopping) {
 			collect_one(rp, ps);
+			stopping = ps->stopping;
 			continue;
 		}
+		abandoned++;
 		ps->count--;
 		efs_control_forget(d->control, ps->tickets[ps->count]);
 		if (--ps->chunks[ps->copies[ps->count].chunk].waiting == 0)
 			efs_chunk_writing_end(d->chunk_io,
 					      ps->chunks[ps->copies[ps->count].chunk].chunk_id);
 	}
+	if (abandoned)
+		efs_info("repair: stopping: %zu pushed copies not waited for (their Acks are "
+			 "ignored; the next lease holder repairs what they did not)",
+			 abandoned);
+	done += ps->done;
 	free(ps);
 	atomic_fetch_add(&rp->repaired_total, done);
 	atomic_fetch_add(&rp->failed_total, failed);
@@ -609,6 +649,7 @@ static void repair_main(struct efs_ticker *t, void *ctx)
 int efs_repair_start(struct efs_repair *rp, const struct efs_repair_deps *deps)
 {
 	rp->deps = *deps;
+	atomic_init(&rp->stopping, false);
 	rp->store_ok_since = efs_mono_ms();
 	rp->backoff_until = 0;
 	rp->idle_until = 0;
@@ -625,5 +666,12 @@ int efs_repair_start(struct efs_repair *rp, const struct efs_repair_deps *deps)
 
 void efs_repair_stop(struct efs_repair *rp)
 {
+	if (!rp->ticker.running)
+		return;
+	/* A pass waiting for pushed copies' Acks (up to EFS_COPY_ACK_MS) gives
+	 * up at once, as its pacing wait does when the ticker stops. */
+	atomic_store(&rp->stopping, true);
+	if (rp->deps.control)
+		efs_control_wake(rp->deps.control);
 	efs_ticker_stop(&rp->ticker);
 }

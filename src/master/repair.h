@@ -68,8 +68,15 @@ struct efs_repair_deps {
 struct efs_repair {
 	struct efs_repair_deps deps;
 	struct efs_ticker ticker;
+	/* Set by efs_repair_stop: a pass waiting for pushed copies' Acks gives
+	 * up (efs_control_collect's cancel). */
+	atomic_bool stopping;
 	_Atomic int64_t under_replicated; /* -1 until the first pass */
-	_Atomic uint64_t repaired_total;   /* chunks copied since start */
+	/* Chunks repaired since start, each once, when done: its copies
+	 * written over HTTP, or every pushed copy acknowledged and recorded
+	 * (one that failed counts when its HTTP retry writes it); an EC chunk
+	 * when shards were rebuilt. */
+	_Atomic uint64_t repaired_total;
 	_Atomic uint64_t failed_total;     /* copies that failed */
 	_Atomic int64_t ec_degraded;       /* EC chunks short of K + M good shards; -1 until known */
 	_Atomic int64_t ec_unrecoverable;  /* ... short of K; -1 until known */
@@ -86,6 +93,9 @@ struct efs_repair {
 
 /* Starts the loop with @deps (copied). 0 or -errno. */
 int efs_repair_start(struct efs_repair *rp, const struct efs_repair_deps *deps);
+/* Stops the loop promptly: a pass waiting for pushed copies' Acks stops
+ * waiting (the copies are forgotten: a late Ack touches nothing) and ends
+ * without writing their chunks over HTTP. Does nothing if not started. */
 void efs_repair_stop(struct efs_repair *rp);
 
 #endif

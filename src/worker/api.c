@@ -6,6 +6,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -236,6 +237,11 @@ struct chunk_put {
 	struct efs_store_writer *writer;
 	int64_t last_data_ms;	 /* efs_mono_ms() of the headers or the last body bytes */
 	int64_t longest_gap_ms; /* the longest wait for body bytes */
+	/* Parked for its group commit (event-thread server): the store calls
+	 * back through waiter, which answers and resumes req. */
+	struct efs_store_waiter waiter;
+	struct efs_http_req *req;
+	int64_t gap_ms;
 };
 
 static void writer_free(void *state)
@@ -300,9 +306,41 @@ int efs_worker_api_chunk_put_body(struct efs_http_req *req, const char *data, si
 	return 0;
 }
 
-int efs_worker_api_chunk_put(struct efs_http_req *req)
+/* The answer to a chunk upload once its commit is over (@r: its result). */
+static int chunk_put_reply(struct efs_http_req *req, struct chunk_put *put, int r)
 {
 	struct efs_worker *w = efs_http_ctx(req);
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, r,
+					    efs_http_param(req, "chunkId"));
+	/* Stored after a long stall: the master probably wrote it elsewhere
+	 * meanwhile. A full report soon lets it judge the copy (kept while
+	 * younger than its orphan grace, then deleted by the report it asks
+	 * for), instead of at REPORT_INTERVAL_MS. */
+	if (put->gap_ms >= STALLED_WRITE_MS && !atomic_exchange(&w->ctx.full_report_due, true))
+		efs_warn("chunk %.12s stored after its upload stalled for %lld ms (given up by "
+			 "the master?): sending a full chunk report",
+			 efs_http_param(req, "chunkId"), (long long)put->gap_ms);
+	return efs_http_reply_json(req, 201,
+				   json_pack("{s:s, s:I}", "chunk_id", efs_http_param(req, "chunkId"),
+					     "size", (json_int_t)req->content_length));
+}
+
+/* The store's call once a parked upload's commit is durable or failed:
+ * on the committer thread, or on the event thread when it failed at once. */
+static void chunk_put_durable(struct efs_store_waiter *waiter, int result)
+{
+	struct chunk_put *put = (struct chunk_put *)((char *)waiter - offsetof(struct chunk_put, waiter));
+	struct efs_http_req *req = put->req;
+	int r = chunk_put_reply(req, put, result);
+	if (r < 0 && !efs_http_replied(req)) /* out of memory: the wrapper's 500 */
+		efs_warn("chunk %.12s: cannot build the reply: %s", efs_http_param(req, "chunkId"),
+			 strerror(-r));
+	efs_http_resume(req);
+}
+
+int efs_worker_api_chunk_put(struct efs_http_req *req)
+{
 	struct chunk_put *put = req->state;
 	struct efs_store_writer *writer = put->writer;
 	const char *crc_hex = efs_http_header(req, EFS_HDR_CRC32C);
@@ -315,23 +353,17 @@ int efs_worker_api_chunk_put(struct efs_http_req *req)
 						  EFS_HDR_CRC32C " must be 8 hex digits");
 		crc = (uint32_t)strtoul(crc_hex, NULL, 16);
 	}
-	int64_t gap_ms = EFS_MAX(put->longest_gap_ms, efs_mono_ms() - put->last_data_ms);
+	put->gap_ms = EFS_MAX(put->longest_gap_ms, efs_mono_ms() - put->last_data_ms);
 	put->writer = NULL; /* commit frees the writer whatever happens */
-	int r = efs_store_write_commit(writer, crc_hex != NULL, crc);
-	if (r < 0)
-		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, r,
-					    efs_http_param(req, "chunkId"));
-	/* Stored after a long stall: the master probably wrote it elsewhere
-	 * meanwhile. A full report soon lets it judge the copy (kept while
-	 * younger than its orphan grace, then deleted by the report it asks
-	 * for), instead of at REPORT_INTERVAL_MS. */
-	if (gap_ms >= STALLED_WRITE_MS && !atomic_exchange(&w->ctx.full_report_due, true))
-		efs_warn("chunk %.12s stored after its upload stalled for %lld ms (given up by "
-			 "the master?): sending a full chunk report",
-			 efs_http_param(req, "chunkId"), (long long)gap_ms);
-	return efs_http_reply_json(req, 201,
-				   json_pack("{s:s, s:I}", "chunk_id", efs_http_param(req, "chunkId"),
-					     "size", (json_int_t)req->content_length));
+	/* On an event thread the wait for the group commit's fdatasync must
+	 * not hold the thread: park the request, the committer answers. */
+	if (efs_http_defer(req) == 0) {
+		put->req = req;
+		put->waiter.done = chunk_put_durable;
+		efs_store_write_commit_async(writer, crc_hex != NULL, crc, &put->waiter);
+		return 0;
+	}
+	return chunk_put_reply(req, put, efs_store_write_commit(writer, crc_hex != NULL, crc));
 }
 
 static void add_chunk_headers(struct efs_http_req *req, uint32_t flags, uint32_t crc, bool with_crc)
@@ -412,6 +444,35 @@ int efs_worker_api_chunk_head(struct efs_http_req *req)
 	return efs_http_reply_stream(req, 200, (int64_t)length, no_body, NULL, NULL);
 }
 
+/* A chunk delete parked for its tombstone's sync. */
+struct chunk_delete {
+	struct efs_store_waiter waiter;
+	struct efs_http_req *req;
+};
+
+static int chunk_delete_reply(struct efs_http_req *req, int r)
+{
+	struct efs_worker *w = efs_http_ctx(req);
+	const char *id = efs_http_param(req, "chunkId");
+	if (r < 0)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_DELETE, r, id);
+	efs_worker_ctx_note_delete(&w->ctx, id);
+	efs_debug("chunk %s deleted", id);
+	return efs_http_reply_empty(req, 204);
+}
+
+static void chunk_delete_durable(struct efs_store_waiter *waiter, int result)
+{
+	struct chunk_delete *del =
+		(struct chunk_delete *)((char *)waiter - offsetof(struct chunk_delete, waiter));
+	struct efs_http_req *req = del->req;
+	int r = chunk_delete_reply(req, result);
+	if (r < 0 && !efs_http_replied(req))
+		efs_warn("chunk %.12s: cannot build the reply: %s", efs_http_param(req, "chunkId"),
+			 strerror(-r));
+	efs_http_resume(req);
+}
+
 int efs_worker_api_chunk_delete(struct efs_http_req *req)
 {
 	struct efs_worker *w = efs_http_ctx(req);
@@ -437,13 +498,26 @@ int efs_worker_api_chunk_delete(struct efs_http_req *req)
 	/* The duration is measured on this worker's clock, against the write
 	 * time this worker stamped: the collector's guard does not depend on
 	 * the master's clock agreeing with ours. */
+	struct chunk_delete *del = calloc(1, sizeof(*del));
+	if (!del)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_DELETE, -ENOMEM, id);
+	req->state = del;
+	req->state_free = free;
+	/* As an upload's commit: the tombstone's sync parks the request on an
+	 * event-thread server. */
+	if (efs_http_defer(req) == 0) {
+		del->req = req;
+		del->waiter.done = chunk_delete_durable;
+		if (unmodified_for)
+			efs_store_delete_unmodified_for_async(w->store, id, (int64_t)for_ms,
+							      &del->waiter);
+		else
+			efs_store_delete_async(w->store, id, (int64_t)since_ms, &del->waiter);
+		return 0;
+	}
 	if (unmodified_for)
 		r = efs_store_delete_unmodified_for(w->store, id, (int64_t)for_ms);
 	else
 		r = efs_store_delete(w->store, id, (int64_t)since_ms);
-	if (r < 0)
-		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_DELETE, r, id);
-	efs_worker_ctx_note_delete(&w->ctx, id);
-	efs_debug("chunk %s deleted", id);
-	return efs_http_reply_empty(req, 204);
+	return chunk_delete_reply(req, r);
 }

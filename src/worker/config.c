@@ -161,6 +161,10 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 			     err, errlen)) < 0)
 		return r;
 	cfg->header_timeout_ms = (unsigned)v;
+	if ((r = efs_env_u64("WORKER_HTTP_THREADS", EFS_WORKER_DEFAULT_HTTP_THREADS, 0,
+			     EFS_HTTP_MAX_EVENT_THREADS, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->http_threads = (unsigned)v;
 	if ((r = efs_env_u64("WORKER_SENDFILE_MIN_BYTES", 0, 0, UINT64_MAX >> 2, true,
 			     &cfg->sendfile_min_bytes, err, errlen)) < 0)
 		return r;

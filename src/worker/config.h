@@ -45,6 +45,9 @@ struct efs_worker_config {
 	/* TOPOLOGY_VISIBLE_TO: "operators" puts /metrics behind the cluster secret */
 	enum efs_topology_audience topology;
 	unsigned header_timeout_ms; /* HEADER_TIMEOUT_MS: request headers complete within */
+	/* WORKER_HTTP_THREADS: 0, a thread per connection; N, N epoll event
+	 * threads (http_server.h, Threading). */
+	unsigned http_threads;
 	/* WORKER_SENDFILE_MIN_BYTES: chunk GETs of at least this many bytes
 	 * are sent from the volume file (sendfile) on plain HTTP; 0 (the
 	 * default): never, every chunk is sent from the buffer it was
@@ -55,6 +58,7 @@ struct efs_worker_config {
 #define EFS_WORKER_DEFAULT_SCRUB_MS (24LL * 3600 * 1000)
 #define EFS_WORKER_DEFAULT_SCRUB_BANDWIDTH (32 * 1024 * 1024)
 #define EFS_WORKER_DEFAULT_REPORT_MS (3600LL * 1000)
+#define EFS_WORKER_DEFAULT_HTTP_THREADS 0
 
 /* Reads the worker's variables. 0, or -EINVAL with one line naming the
  * variable in @err. */

@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* scrub.c - periodic verification of every stored chunk. */
+/* scrub.c - periodic verification of every stored chunk.
+ *
+ * Each chunk is checked in pieces (efs_store_verify): the scrubber holds
+ * EFS_STORE_VERIFY_PIECE bytes of it at a time, whatever the chunk's size,
+ * and keeps nothing between chunks. */
 #include "worker/scrub.h"
 #include "echofs/log.h"
 #include "echofs/pace.h"
@@ -31,7 +35,7 @@ static int collect(void *ctx, const char *chunk_id, uint64_t length, int64_t mti
 }
 
 /* One pass over every chunk. Returns false when asked to stop. */
-static bool scrub_pass(struct efs_scrub *sc, struct efs_buf *buf)
+static bool scrub_pass(struct efs_scrub *sc)
 {
 	struct efs_worker_ctx *ctx = sc->ctx;
 	struct id_list list = {0};
@@ -48,8 +52,8 @@ static bool scrub_pass(struct efs_scrub *sc, struct efs_buf *buf)
 		return true;
 	}
 	for (size_t i = 0; i < list.count; i++) {
-		uint32_t flags;
-		int r = efs_store_get(ctx->store, list.ids[i], buf, &flags);
+		uint64_t length = 0;
+		int r = efs_store_verify(ctx->store, list.ids[i], &length);
 		atomic_fetch_add(&sc->chunks_checked, 1);
 		if (r == -EBADMSG) {
 			corrupt++;
@@ -57,10 +61,9 @@ static bool scrub_pass(struct efs_scrub *sc, struct efs_buf *buf)
 			efs_error("scrub: chunk %s failed its checksum: quarantined, reporting it",
 				  list.ids[i]);
 			efs_lost_queue_push(&ctx->lost, list.ids[i]);
-		} else if (r == 0) {
-			bytes += buf->len;
 		}
-		int64_t ahead = efs_pace_add(&pace, r == 0 ? buf->len : 0);
+		bytes += length; /* 0 unless it checked */
+		int64_t ahead = efs_pace_add(&pace, length);
 		if (ahead > 0 && efs_ticker_wait(&sc->ticker, ahead)) {
 			go_on = false;
 			break;
@@ -77,8 +80,6 @@ static bool scrub_pass(struct efs_scrub *sc, struct efs_buf *buf)
 static void scrub_main(struct efs_ticker *t, void *ctx)
 {
 	struct efs_scrub *sc = ctx;
-	struct efs_buf buf;
-	efs_buf_init(&buf, SIZE_MAX);
 	int64_t interval = sc->ctx->cfg->scrub_interval_ms;
 	/* The first pass comes within 5 minutes of a start, so a worker that
 	 * restarts more often than SCRUB_INTERVAL_MS is still scrubbed. */
@@ -87,13 +88,12 @@ static void scrub_main(struct efs_ticker *t, void *ctx)
 		if (efs_ticker_wait(t, wait_ms))
 			break;
 		int64_t started = efs_mono_ms();
-		if (!scrub_pass(sc, &buf))
+		if (!scrub_pass(sc))
 			break;
 		/* Passes start SCRUB_INTERVAL_MS apart (or back to back when a
 		 * pass takes longer than that). */
 		wait_ms = EFS_MAX(interval - (efs_mono_ms() - started), 0);
 	}
-	efs_buf_release(&buf);
 }
 
 int efs_scrub_start(struct efs_scrub *sc, struct efs_worker_ctx *ctx)

@@ -36,9 +36,9 @@
 #define ITERATE_SCANS 16
 #define DEFAULT_COMPACT_INTERVAL_MS 2000
 /* Payload bytes read at a time when a payload is verified without being
- * kept (efs_store_get_payload by descriptor): the buffer stays in the
- * CPU's cache, and a 4 MiB chunk costs 16 reads. */
-#define VERIFY_PIECE_LEN (256u << 10)
+ * kept (efs_store_get_payload by descriptor, efs_store_verify): the buffer
+ * stays in the CPU's cache, and a 4 MiB chunk costs 16 reads. */
+#define VERIFY_PIECE_LEN EFS_STORE_VERIFY_PIECE
 
 /* ---- reading ----------------------------------------------------------- */
 
@@ -132,6 +132,45 @@ static int crc_in_pieces(struct volume *v, const struct efs_chunk_loc *loc, uint
 	return r;
 }
 
+/* Header, trailer and payload CRC32C of the record at @loc checked
+ * without keeping the payload (crc_in_pieces); the trailer decoded into
+ * *@c. 0, -EBADMSG (the caller quarantines), -errno. */
+static int verify_in_pieces(struct volume *v, const struct efs_chunk_loc *loc,
+			    const char *chunk_id, struct commit *c)
+{
+	unsigned char header[HEADER_LEN], trailer[TRAILER_LEN];
+	struct record rec;
+	uint32_t crc = 0;
+	int r;
+	/* Header and trailer first: a record that does not check is refused
+	 * before its payload is read. */
+	if ((r = store_read_all(v->fd, header, HEADER_LEN, loc->offset)) < 0 ||
+	    (r = store_read_all(v->fd, trailer, TRAILER_LEN,
+				loc->offset + HEADER_LEN + loc->length)) < 0 ||
+	    (r = check_header(header, chunk_id, loc, &rec)) < 0 ||
+	    (r = store_trailer_decode(trailer, rec.header_crc, c)) < 0 ||
+	    (r = crc_in_pieces(v, loc, &crc)) < 0)
+		return r;
+	return crc == c->payload_crc ? 0 : -EBADMSG;
+}
+
+int efs_store_verify(struct efs_store *s, const char *chunk_id, uint64_t *length)
+{
+	struct efs_chunk_loc loc;
+	struct commit c;
+	int r = lookup(s, chunk_id, &loc);
+	if (r < 0)
+		return r;
+	struct volume *v = loc.volume;
+	r = verify_in_pieces(v, &loc, chunk_id, &c);
+	if (r == -EBADMSG)
+		store_quarantine(s, chunk_id, v, loc.offset, loc.length);
+	put_volume(s, v);
+	if (r == 0)
+		*length = loc.length;
+	return r;
+}
+
 int efs_store_get_payload(struct efs_store *s, const char *chunk_id, uint64_t by_fd_min,
 			  struct efs_buf *buf, struct efs_store_payload *out)
 {
@@ -149,28 +188,20 @@ int efs_store_get_payload(struct efs_store *s, const char *chunk_id, uint64_t by
 	bool by_fd = loc.length >= by_fd_min;
 	efs_buf_reset(buf);
 	if (by_fd) {
-		/* Header and trailer first: a record that does not check is
-		 * refused before its payload is read. */
-		if ((r = store_read_all(v->fd, header, HEADER_LEN, loc.offset)) < 0 ||
-		    (r = store_read_all(v->fd, trailer, TRAILER_LEN,
-					loc.offset + HEADER_LEN + loc.length)) < 0)
+		if ((r = verify_in_pieces(v, &loc, chunk_id, &c)) < 0)
 			goto out;
 	} else {
 		if ((r = efs_buf_reserve(buf, loc.length)) < 0 ||
-		    (r = read_record(v, &loc, header, buf->data, trailer)) < 0)
+		    (r = read_record(v, &loc, header, buf->data, trailer)) < 0 ||
+		    (r = check_header(header, chunk_id, &loc, &rec)) < 0 ||
+		    (r = store_trailer_decode(trailer, rec.header_crc, &c)) < 0)
 			goto out;
-	}
-	if ((r = check_header(header, chunk_id, &loc, &rec)) < 0 ||
-	    (r = store_trailer_decode(trailer, rec.header_crc, &c)) < 0)
-		goto out;
-	if (by_fd)
-		r = crc_in_pieces(v, &loc, &crc);
-	else
 		crc = efs_crc32c(0, buf->data, loc.length);
-	if (r == 0 && crc != c.payload_crc)
-		r = -EBADMSG;
-	if (r < 0)
-		goto out;
+		if (crc != c.payload_crc) {
+			r = -EBADMSG;
+			goto out;
+		}
+	}
 	/* The caller's own descriptor of the volume file: it keeps the file's
 	 * bytes (even once compaction unlinks it) after the reference below
 	 * is dropped, and a committed record's bytes are never written again
@@ -221,10 +252,11 @@ int efs_store_stat(struct efs_store *s, const char *chunk_id, uint64_t *length, 
 	return 0;
 }
 
-int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodified_since_ms)
+/* Writes the tombstone of a delete; *ticket is for store_wait_durable(). */
+static int delete_begin(struct efs_store *s, const char *chunk_id, int64_t unmodified_since_ms,
+			uint64_t *ticket)
 {
 	uint8_t key[EFS_CHUNK_KEY_LEN];
-	uint64_t ticket = 0;
 	int r;
 
 	if (!efs_chunk_id_valid(chunk_id))
@@ -237,18 +269,46 @@ int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodifi
 	else if (unmodified_since_ms > 0 && loc->mtime_ms >= unmodified_since_ms)
 		r = -EBUSY;
 	else if ((r = store_append_tombstone(s, chunk_id, loc->first_volume, loc->last_volume,
-					     &ticket)) == 0)
+					     ticket)) == 0)
 		store_index_drop(s, key, loc);
 	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodified_since_ms)
+{
+	uint64_t ticket = 0;
+	int r = delete_begin(s, chunk_id, unmodified_since_ms, &ticket);
 	return r < 0 ? r : store_wait_durable(s, ticket);
+}
+
+void efs_store_delete_async(struct efs_store *s, const char *chunk_id,
+			    int64_t unmodified_since_ms, struct efs_store_waiter *waiter)
+{
+	uint64_t ticket = 0;
+	int r = delete_begin(s, chunk_id, unmodified_since_ms, &ticket);
+	if (r < 0)
+		waiter->done(waiter, r);
+	else
+		store_wait_async(s, ticket, waiter);
+}
+
+/* Kept when mtime >= now - for_ms: written within the last @for_ms. A
+ * copy stamped ahead of now (the clock was stepped back) is kept too. */
+static int64_t unmodified_since(int64_t for_ms)
+{
+	return EFS_MAX(efs_now_ms() - EFS_MAX(for_ms, 0), 1);
 }
 
 int efs_store_delete_unmodified_for(struct efs_store *s, const char *chunk_id, int64_t for_ms)
 {
-	/* Kept when mtime >= now - for_ms: written within the last @for_ms. A
-	 * copy stamped ahead of now (the clock was stepped back) is kept too. */
-	int64_t since_ms = efs_now_ms() - EFS_MAX(for_ms, 0);
-	return efs_store_delete(s, chunk_id, EFS_MAX(since_ms, 1));
+	return efs_store_delete(s, chunk_id, unmodified_since(for_ms));
+}
+
+void efs_store_delete_unmodified_for_async(struct efs_store *s, const char *chunk_id,
+					   int64_t for_ms, struct efs_store_waiter *waiter)
+{
+	efs_store_delete_async(s, chunk_id, unmodified_since(for_ms), waiter);
 }
 
 struct listed {
@@ -389,6 +449,7 @@ int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 		return -ENOMEM;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->synced, NULL);
+	pthread_cond_init(&s->waiters_cond, NULL);
 	efs_chunk_index_init(&s->index);
 	s->vol_dir_fd = -1;
 	s->capacity = opt->capacity_bytes;
@@ -437,6 +498,8 @@ int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 			goto fail;
 		s->compactor_running = true;
 	}
+	if ((r = store_committer_start(s)) < 0)
+		goto fail;
 	s->opened = true;
 	*out = s;
 	return 0;
@@ -460,6 +523,7 @@ void efs_store_close(struct efs_store *s)
 		return;
 	if (s->compactor_running)
 		efs_ticker_stop(&s->compactor);
+	store_committer_stop(s);
 	store_mark_clean(s);
 	/* No writer is left (the caller stopped serving); a last sync round
 	 * may hold dirty volumes: drop those references too. */
@@ -474,6 +538,7 @@ void efs_store_close(struct efs_store *s)
 	if (s->vol_dir_fd >= 0)
 		close(s->vol_dir_fd);
 	efs_chunk_index_release(&s->index);
+	pthread_cond_destroy(&s->waiters_cond);
 	pthread_cond_destroy(&s->synced);
 	pthread_mutex_destroy(&s->lock);
 	free(s);

@@ -88,7 +88,9 @@ int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 /* The same with 256 MiB volumes and a compaction step every 2 s. */
 int efs_store_open(const char *dir, uint64_t capacity_bytes, struct efs_store **out, char *err,
 		   size_t errlen);
-/* Stops the compactor and frees the store; no call may be in flight. */
+/* Stops the compactor, runs the sync round every async waiter still
+ * waits for (see struct efs_store_waiter) and frees the store; no call may
+ * be in flight. */
 void efs_store_close(struct efs_store *s);
 
 /* Starts writing chunk @chunk_id of exactly @length payload bytes.
@@ -101,6 +103,24 @@ int efs_store_write(struct efs_store_writer *w, const void *data, size_t len);
  * @check_crc, the payload's CRC32C must equal @crc. -EPROTO (short),
  * -EBADMSG (CRC mismatch), -errno. The writer is freed on every outcome. */
 int efs_store_write_commit(struct efs_store_writer *w, bool check_crc, uint32_t crc);
+/* Waiting for durability without a thread: a caller-owned node handed to
+ * the *_async calls below. done(waiter, result) is called exactly once,
+ * with 0 once the change is durable or a negative errno (the same codes as
+ * the blocking call): on the calling thread, before the call returns, when
+ * the change failed before it had to be synced; otherwise on the store's
+ * committer thread, which runs sync rounds for every waiter at once (group
+ * commit, shared with the blocking calls). done must not block: the next
+ * round waits for it. The node must stay valid until done is called. */
+struct efs_store_waiter {
+	void (*done)(struct efs_store_waiter *waiter, int result);
+	uint64_t ticket;		      /* private to the store */
+	struct efs_store_waiter *next; /* private to the store */
+};
+
+/* efs_store_write_commit without waiting: the writer is freed before this
+ * returns, @waiter->done says when (and whether) the chunk is durable. */
+void efs_store_write_commit_async(struct efs_store_writer *w, bool check_crc, uint32_t crc,
+				  struct efs_store_waiter *waiter);
 /* Drops an unfinished write; NULL accepted. */
 void efs_store_write_abort(struct efs_store_writer *w);
 
@@ -137,6 +157,16 @@ struct efs_store_payload {
  * on failure. */
 int efs_store_get_payload(struct efs_store *s, const char *chunk_id, uint64_t by_fd_min,
 			  struct efs_buf *buf, struct efs_store_payload *out);
+/* Bytes of a payload efs_store_verify (and efs_store_get_payload by
+ * descriptor) reads at a time: what checking a chunk holds in memory,
+ * whatever its size. */
+#define EFS_STORE_VERIFY_PIECE (256u << 10)
+/* Checks a chunk as a read does (header, trailer, payload CRC32C) without
+ * keeping it: the payload is read EFS_STORE_VERIFY_PIECE bytes at a time
+ * into one buffer of at most that size. 0 with its payload length in
+ * *@length, -ENOENT, -EBADMSG (corrupt: quarantined, as efs_store_get
+ * does), -ENOMEM, -errno; *@length untouched on failure. */
+int efs_store_verify(struct efs_store *s, const char *chunk_id, uint64_t *length);
 /* Length, flags and last write time (Unix ms) without reading the payload. */
 int efs_store_stat(struct efs_store *s, const char *chunk_id, uint64_t *length, uint32_t *flags,
 		   int64_t *mtime_ms);
@@ -150,6 +180,12 @@ int efs_store_delete(struct efs_store *s, const char *chunk_id, int64_t unmodifi
  * duration, not a time of its own clock, so no skew between the master
  * and this worker can make a fresh copy look old. */
 int efs_store_delete_unmodified_for(struct efs_store *s, const char *chunk_id, int64_t for_ms);
+/* The two deletes without waiting for the tombstone to be durable:
+ * @waiter->done gets their result (see struct efs_store_waiter). */
+void efs_store_delete_async(struct efs_store *s, const char *chunk_id,
+			    int64_t unmodified_since_ms, struct efs_store_waiter *waiter);
+void efs_store_delete_unmodified_for_async(struct efs_store *s, const char *chunk_id,
+					   int64_t for_ms, struct efs_store_waiter *waiter);
 
 /* Calls @fn for every chunk, without the store's lock (@fn may call the
  * store), in key order; a negative return stops the walk and is returned.

@@ -10,7 +10,9 @@
  * only once its trailer is written, and a committed record the index does
  * not know of is uncommitted again; a commit is acknowledged only after a
  * sync round that started after its ticket was handed out; after a failed
- * fdatasync the store refuses writes (s->broken).
+ * fdatasync the store refuses writes (s->broken). Async waiters
+ * (store.h) are acknowledged by the committer thread, which joins the
+ * same sync rounds as the blocking callers.
  */
 #include "worker/store_internal.h"
 #include "echofs/hash.h"
@@ -82,6 +84,74 @@ int store_wait_durable(struct efs_store *s, uint64_t ticket)
 		r = s->broken;
 	pthread_mutex_unlock(&s->lock);
 	return r;
+}
+
+/* ---- the committer: sync rounds for async waiters ---------------------- */
+
+void store_wait_async(struct efs_store *s, uint64_t ticket, struct efs_store_waiter *waiter)
+{
+	waiter->ticket = ticket;
+	waiter->next = NULL;
+	pthread_mutex_lock(&s->lock);
+	if (s->waiters_tail)
+		s->waiters_tail->next = waiter;
+	else
+		s->waiters_head = waiter;
+	s->waiters_tail = waiter;
+	pthread_cond_signal(&s->waiters_cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Takes every queued waiter, waits for a round covering the newest ticket
+ * among them (they were all handed out before it), and calls them: the
+ * waiters that arrive meanwhile share the next round, as blocking commits
+ * that arrive during a round do. Runs until stopped with none queued. */
+static void *committer_main(void *arg)
+{
+	struct efs_store *s = arg;
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		while (!s->waiters_head && !s->committer_stop)
+			pthread_cond_wait(&s->waiters_cond, &s->lock);
+		struct efs_store_waiter *list = s->waiters_head;
+		if (!list)
+			break; /* stopping, nothing left */
+		s->waiters_head = s->waiters_tail = NULL;
+		uint64_t target = 0;
+		for (struct efs_store_waiter *w = list; w; w = w->next)
+			target = EFS_MAX(target, w->ticket);
+		pthread_mutex_unlock(&s->lock);
+		int r = store_wait_durable(s, target);
+		while (list) {
+			struct efs_store_waiter *next = list->next;
+			list->done(list, r); /* may free the node */
+			list = next;
+		}
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+int store_committer_start(struct efs_store *s)
+{
+	int r = pthread_create(&s->committer, NULL, committer_main, s);
+	if (r != 0)
+		return -r;
+	s->committer_running = true;
+	return 0;
+}
+
+void store_committer_stop(struct efs_store *s)
+{
+	if (!s->committer_running)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->committer_stop = true;
+	pthread_cond_signal(&s->waiters_cond);
+	pthread_mutex_unlock(&s->lock);
+	pthread_join(s->committer, NULL);
+	s->committer_running = false;
 }
 
 /* ---- the index and the counts (under s->lock) ------------------------ */
@@ -279,6 +349,18 @@ int efs_store_write(struct efs_store_writer *w, const void *data, size_t len)
 int efs_store_write_commit(struct efs_store_writer *w, bool check_crc, uint32_t crc)
 {
 	return store_writer_commit(w, check_crc, crc, 0, true, NULL);
+}
+
+void efs_store_write_commit_async(struct efs_store_writer *w, bool check_crc, uint32_t crc,
+				  struct efs_store_waiter *waiter)
+{
+	struct efs_store *s = w->s;
+	uint64_t ticket = 0;
+	int r = store_writer_commit(w, check_crc, crc, 0, false, &ticket);
+	if (r < 0)
+		waiter->done(waiter, r);
+	else
+		store_wait_async(s, ticket, waiter);
 }
 
 void efs_store_write_abort(struct efs_store_writer *w)

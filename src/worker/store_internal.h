@@ -89,6 +89,12 @@ struct efs_store {
 	uint64_t sync_requested, sync_done;
 	bool syncing;
 	int broken; /* a failed fdatasync: writes refused from then on */
+	/* Async waiters (store.h), in arrival order, and the committer thread
+	 * that syncs for them (store_commit.c). */
+	struct efs_store_waiter *waiters_head, *waiters_tail;
+	pthread_cond_t waiters_cond;
+	pthread_t committer;
+	bool committer_running, committer_stop;
 	bool compactor_running;
 	struct efs_ticker compactor;
 	int64_t compact_interval_ms;
@@ -193,6 +199,12 @@ uint64_t store_mark_dirty(struct efs_store *s, struct volume *v);
 /* Takes s->lock itself: returns once a sync round covers @ticket, or the
  * error that broke the store. */
 int store_wait_durable(struct efs_store *s, uint64_t ticket);
+/* Hands @waiter, whose change has @ticket, to the committer thread. */
+void store_wait_async(struct efs_store *s, uint64_t ticket, struct efs_store_waiter *waiter);
+/* Start and stop of the committer thread (open and close). Stopping runs
+ * the rounds the waiters still queued need before the thread ends. */
+int store_committer_start(struct efs_store *s);
+void store_committer_stop(struct efs_store *s);
 /* Under s->lock: drops @key (at @loc) from the index and the counts. */
 void store_index_drop(struct efs_store *s, const uint8_t *key, const struct efs_chunk_loc *loc);
 /* Under s->lock: appends a tombstone for @chunk_id covering volumes

@@ -65,6 +65,7 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 		.ctx = w,
 		.metrics = w->metrics,
 		.header_timeout_ms = cfg->header_timeout_ms,
+		.event_threads = cfg->http_threads,
 		.tls_cert_file = cfg->tls.cert_file,
 		.tls_key_file = cfg->tls.key_file,
 		.error = tls_error,
@@ -89,9 +90,12 @@ int efs_worker_start(struct efs_worker *w, const struct efs_worker_config *cfg, 
 		w->http = NULL;
 		goto fail_store;
 	}
-	efs_info("listening on %s:%u, advertised as %s; data in %s; masters: %s%s",
-		 cfg->host, efs_http_server_port(w->http), cfg->advertise_url, cfg->data_dir,
-		 cfg->master_urls[0], cfg->master_count > 1 ? " (and more)" : "");
+	char threading[48] = "a thread per connection";
+	if (cfg->http_threads)
+		snprintf(threading, sizeof(threading), "%u event threads", cfg->http_threads);
+	efs_info("listening on %s:%u (%s), advertised as %s; data in %s; masters: %s%s",
+		 cfg->host, efs_http_server_port(w->http), threading, cfg->advertise_url,
+		 cfg->data_dir, cfg->master_urls[0], cfg->master_count > 1 ? " (and more)" : "");
 	return 0;
 fail_store:
 	efs_metrics_free(w->metrics);

@@ -129,6 +129,10 @@ WORKER_DEAD_AFTER_MS = 1000
 # heartbeat counts, proxies and faults address the HTTP path), or "grpc"
 # to run it with gRPC control streams (ECHOFS_TEST_WORKER_PROTOCOL=grpc).
 WORKER_PROTOCOL = os.environ.get("ECHOFS_TEST_WORKER_PROTOCOL") or "http"
+# The workers' WORKER_HTTP_THREADS when set (ECHOFS_TEST_WORKER_HTTP_THREADS=2
+# runs a file with the workers on epoll event threads); unset: the daemon's
+# default.
+WORKER_HTTP_THREADS = (os.environ.get("ECHOFS_TEST_WORKER_HTTP_THREADS") or "").strip() or None
 TIMING_MARGIN_S = float(os.environ.get("ECHOFS_TIMING_MARGIN") or (1.5 if SANITIZE else 0.5))
 # How long a process may take to answer after start, and to exit after SIGTERM.
 START_TIMEOUT_S = 30.0 if SANITIZE else 10.0
@@ -1468,6 +1472,7 @@ class Worker(Process):
             # How workers beat: HTTP unless ECHOFS_TEST_WORKER_PROTOCOL=grpc
             # (the daemon's own default is grpc; test_grpc.py sets it).
             "WORKER_PROTOCOL": WORKER_PROTOCOL,
+            "WORKER_HTTP_THREADS": WORKER_HTTP_THREADS,
         }
 
     def client(self, bearer: Optional[str] = None) -> ApiClient:

@@ -67,6 +67,8 @@ def test_master_bad_configuration_exits_2(cluster, variable, env):
     ("WORKER_ZONE", {"WORKER_ZONE": "rack 7"}),
     ("WORKER_ZONE", {"WORKER_ZONE": "z" * 33}),
     ("WORKER_ZONE", {"WORKER_ZONE": "eu/west"}),
+    ("WORKER_HTTP_THREADS", {"WORKER_HTTP_THREADS": "257"}),
+    ("WORKER_HTTP_THREADS", {"WORKER_HTTP_THREADS": "-1"}),
 ], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={val}" for k, val in v.items()))
 def test_worker_bad_configuration_exits_2(cluster, variable, env):
     w = cluster.add_worker(master_url=f"http://127.0.0.1:{h.free_port()}", wait=False, **env)

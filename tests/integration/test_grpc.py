@@ -733,6 +733,102 @@ def test_a_copy_pushed_to_a_worker_holding_the_chunk_is_answered_204_and_recorde
     assert alice.download(fid) == data
 
 
+def test_stopping_a_master_does_not_wait_for_a_pushed_copy_in_flight(cluster, nemesis):
+    """A repair pass waiting for a pushed copy's Ack (up to EFS_COPY_ACK_MS,
+    30 s) stops waiting when the master is told to stop: SIGTERM with a
+    copy in flight to a worker whose stream is healthy (the copy crawls
+    from a throttled source, so its Ack would come only at the worker's
+    25 s deadline) ends the master well within 10 s, with its graceful
+    stop logged and the copy forgotten (before: the stop waited for the
+    Ack, about 25 s)."""
+    chunk = 512 * 1024
+    m = cluster.add_master(REPLICATION_FACTOR=2, CHUNK_SIZE=chunk, CHUNK_CACHE_SIZE=0,
+                           REPAIR_AFTER_MS=200, GRPC_STREAM_GRACE_MS=300)
+    # The source is reached (by the master's verifying read and by the
+    # target's fetch) through a proxy the test throttles.
+    port = h.free_port()
+    slow = nemesis.proxy(port, "to-source")
+    source = cluster.add_worker(port=port, WORKER_ADVERTISE_URL=slow.url(cluster.scheme),
+                                **GRPC_ENV)
+    victim = cluster.add_worker(**GRPC_ENV)
+    for w in (source, victim):
+        wait_protocol(m, w.worker_id, "grpc")
+    alice = m.user_client("alice")
+    fid = alice.upload(os.urandom(chunk), "inflight.bin")["file_id"]  # on source and victim
+    target = cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, target.worker_id, "grpc")
+    # The master's read of 512 KiB at 100,000 B/s takes about 5 s, within
+    # its 10 s budget; once the copy is pushed, the target's fetch goes on
+    # at 12,000 B/s: above the worker's floor (EFS_COPY_MIN_SPEED, 8 KiB/s),
+    # so it neither stalls nor fails, and it would take about 40 s.
+    slow.throttle(100000, dirs=nm.DOWN)
+    victim.kill()
+    wait_until(lambda: metric(m, "echofs_grpc_copies_pushed_total") == 1, 60,
+               what="the copy pushed to the target")
+    slow.throttle(12000, dirs=nm.DOWN)
+    assert metric(m, "echofs_grpc_copies_acked_total") == 0, m.log_tail()
+    assert target.worker_id not in good_replicas(alice, fid).popitem()[1]
+    mark = m.log_mark()
+    took = m.stop(timeout=60)  # exit status 0, and no sanitizer report
+    slow.heal()
+    log = m.stderr_since(mark)
+    assert took < 10, (f"the master took {took:.1f} s to stop with a pushed copy in "
+                       f"flight\n{log}")
+    assert "received: finishing requests in flight" in log, log
+    assert "repair: stopping: 1 pushed copies not waited for" in log, log
+    assert re.search(r"\bstopped$", log, re.M), log
+
+
+def test_a_pushed_copy_rewritten_over_http_counts_one_repair(cluster, nemesis):
+    """echofs_repair_chunks_repaired_total counts a chunk once, when it is
+    repaired: a pushed copy that fails (its source refuses the target) and
+    is then written over HTTP is one repair, not two (before, the chunk
+    counted when its copy was sent and again when it was rewritten)."""
+    chunk = 64 * 1024
+    m = cluster.add_master(REPLICATION_FACTOR=3, CHUNK_SIZE=chunk, CHUNK_CACHE_SIZE=0,
+                           REPAIR_AFTER_MS=200, GRPC_STREAM_GRACE_MS=300)
+    # Two holders reached (by the master and the target) through proxies;
+    # the victim directly.
+    links = {}
+    for name in ("source-a", "source-b"):
+        port = h.free_port()
+        link = nemesis.proxy(port, f"to-{name}")
+        w = cluster.add_worker(name, port=port, WORKER_ADVERTISE_URL=link.url(cluster.scheme),
+                               **GRPC_ENV)
+        links[w.worker_id] = (w, link)
+    victim = cluster.add_worker(**GRPC_ENV)
+    for wid in [*links, victim.worker_id]:
+        wait_protocol(m, wid, "grpc")
+    alice = m.user_client("alice")
+    data = os.urandom(chunk)
+    fid = alice.upload(data, "counted.bin")["file_id"]
+    (cid,) = good_replicas(alice, fid)
+    assert good_replicas(alice, fid)[cid] == sorted([*links, victim.worker_id])
+    target = cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, target.worker_id, "grpc")
+    # A pushed copy's source is the first good replica by worker id: it
+    # refuses every connection, so the target's fetch fails (502) and the
+    # master writes the copy over HTTP, reading the other holder.
+    refusing = min(links)
+    links[refusing][1].cut(reset=True)
+    before = metric(m, "echofs_repair_chunks_repaired_total")
+    marks = (m.log_mark(), target.log_mark())
+    victim.kill()
+    wait_until(lambda: target.worker_id in good_replicas(alice, fid)[cid], 60,
+               what="the chunk rewritten on the target")
+    # (the pass adds its count when it ends)
+    wait_until(lambda: metric(m, "echofs_repair_chunks_repaired_total") > before, 30,
+               what="the repair counted")
+    log = m.stderr_since(marks[0])
+    assert re.search(rf"pushed copy of chunk {cid[:12]} to worker {target.worker_id} failed "
+                     r"\(status 502\)", log), log
+    assert "access PUT /chunks/" in target.stderr_since(marks[1]), target.log_tail()
+    assert metric(m, "echofs_grpc_copies_pushed_total") == 1, log
+    assert metric(m, "echofs_repair_chunks_repaired_total") == before + 1, log
+    assert metric(m, "echofs_repair_failures_total") == 0, log
+    assert alice.download(fid) == data
+
+
 def _passes(check):
     try:
         check()

@@ -1324,6 +1324,118 @@ static void test_concurrent_commits_are_all_kept(void **state)
 	assert_true(vs.volume_count > 1); /* 4 KiB volumes: sealed as they filled */
 }
 
+/* An async waiter that records its result and wakes the test. */
+struct test_waiter {
+	struct efs_store_waiter waiter;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool called;
+	int calls;
+	int result;
+	pthread_t thread;
+};
+
+static void test_waiter_done(struct efs_store_waiter *waiter, int result)
+{
+	struct test_waiter *t =
+		(struct test_waiter *)((char *)waiter - offsetof(struct test_waiter, waiter));
+	pthread_mutex_lock(&t->lock);
+	t->called = true;
+	t->calls++;
+	t->result = result;
+	t->thread = pthread_self();
+	pthread_cond_broadcast(&t->cond);
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void test_waiter_init(struct test_waiter *t)
+{
+	memset(t, 0, sizeof(*t));
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->cond, NULL);
+	t->waiter.done = test_waiter_done;
+}
+
+static int test_waiter_wait(struct test_waiter *t)
+{
+	pthread_mutex_lock(&t->lock);
+	while (!t->called)
+		pthread_cond_wait(&t->cond, &t->lock);
+	int r = t->result;
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+static void test_waiter_release(struct test_waiter *t)
+{
+	pthread_cond_destroy(&t->cond);
+	pthread_mutex_destroy(&t->lock);
+}
+
+/* The async commit and delete: done is called once, from the committer
+ * (not the caller's thread) when the change had to be synced, at once on
+ * the caller's thread when it failed before; what it acknowledged is there
+ * after a reopen. */
+#define ASYNC_PUTS 8
+static void test_async_commit_and_delete(void **state)
+{
+	struct fixture *f = *state;
+	struct test_waiter waiters[ASYNC_PUTS], bad, del, absent;
+	unsigned char data[300];
+	char id[65];
+	uint32_t flags;
+
+	for (unsigned i = 0; i < ASYNC_PUTS; i++) {
+		struct efs_store_writer *w = NULL;
+		fill_pattern(data, sizeof(data), 500 + i);
+		chunk_id(500 + i, id);
+		test_waiter_init(&waiters[i]);
+		assert_int_equal(efs_store_write_begin(f->store, id, sizeof(data), 0, &w), 0);
+		assert_int_equal(efs_store_write(w, data, sizeof(data)), 0);
+		efs_store_write_commit_async(w, true, efs_crc32c(0, data, sizeof(data)),
+					     &waiters[i].waiter);
+	}
+	for (unsigned i = 0; i < ASYNC_PUTS; i++) {
+		assert_int_equal(test_waiter_wait(&waiters[i]), 0);
+		assert_int_equal(waiters[i].calls, 1);
+		assert_false(pthread_equal(waiters[i].thread, pthread_self()));
+	}
+
+	/* A CRC mismatch fails before any sync: answered on this thread. */
+	struct efs_store_writer *w = NULL;
+	chunk_id(600, id);
+	test_waiter_init(&bad);
+	assert_int_equal(efs_store_write_begin(f->store, id, sizeof(data), 0, &w), 0);
+	assert_int_equal(efs_store_write(w, data, sizeof(data)), 0);
+	efs_store_write_commit_async(w, true, efs_crc32c(0, data, sizeof(data)) ^ 1, &bad.waiter);
+	assert_true(bad.called);
+	assert_int_equal(bad.result, -EBADMSG);
+	assert_true(pthread_equal(bad.thread, pthread_self()));
+
+	chunk_id(500, id);
+	test_waiter_init(&del);
+	efs_store_delete_async(f->store, id, 0, &del.waiter);
+	assert_int_equal(test_waiter_wait(&del), 0);
+	test_waiter_init(&absent);
+	efs_store_delete_unmodified_for_async(f->store, id, 0, &absent.waiter);
+	assert_true(absent.called);
+	assert_int_equal(absent.result, -ENOENT);
+
+	reopen(f);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), -ENOENT);
+	for (unsigned i = 1; i < ASYNC_PUTS; i++) {
+		fill_pattern(data, sizeof(data), 500 + i);
+		chunk_id(500 + i, id);
+		assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+		assert_memory_equal(f->buf.data, data, sizeof(data));
+	}
+	for (unsigned i = 0; i < ASYNC_PUTS; i++)
+		test_waiter_release(&waiters[i]);
+	test_waiter_release(&bad);
+	test_waiter_release(&del);
+	test_waiter_release(&absent);
+}
+
 static struct efs_store_volume_stats volumes(struct efs_store *s)
 {
 	struct efs_store_volume_stats vs;
@@ -1790,6 +1902,7 @@ int main(int argc, char **argv)
 		T(test_reopen_skips_an_aborted_region),
 		T(test_reopen_reads_records_across_the_scan_window),
 		T(test_concurrent_commits_are_all_kept),
+		T(test_async_commit_and_delete),
 		T(test_compaction_reclaims_deleted_space),
 		T(test_compaction_retries_a_failed_volume_later),
 		T(test_compaction_keeps_needed_tombstones),
