@@ -115,7 +115,10 @@ struct efs_chunk_backend_ops {
 	 * many copies could not be deleted (a copy kept because it was
 	 * modified within the duration, or already gone, counts as done):
 	 * those stay as orphans for the backend's reconciliation, logged by
-	 * the backend with where they are.
+	 * the backend with where they are. -ECANCELED instead when the master
+	 * is stopping and some copy's delete was not waited for (the worker
+	 * backend's pushed deletes, efs_control_stopping): the caller stops
+	 * too; what stays is an orphan as well.
 	 * @lease_epoch: the lease epoch of the duty that decided it (the
 	 * worker backend sends it, EFS_HDR_LEASE_EPOCH; a worker that has
 	 * seen a newer one keeps its copy); 0: none.

@@ -156,6 +156,7 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 	char condition[64], epoch_header[64];
 	unsigned n = 0;
 	int failed = 0;
+	bool cancelled = false;
 
 	snprintf(condition, sizeof(condition), "X-Unmodified-For-Ms: %lld",
 		 (long long)unmodified_for_ms);
@@ -177,6 +178,18 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 			snprintf(where, sizeof(where), "worker %s (gRPC)", known[i].worker_id);
 			failed += delete_outcome(w, chunk_id, &known[i], where, pushed, pushed == 409,
 						 NULL, lease_epoch);
+			continue;
+		}
+		if (pushed == -ECANCELED) {
+			/* Sent, not waited for: the master is stopping
+			 * (efs_control_delete says why that is safe). No
+			 * HTTP retry: it could wait DELETE_TIMEOUT_MS. */
+			efs_info("chunk %.12s: delete pushed to worker %s not waited for: this "
+				 "master is stopping (a copy it leaves is an orphan for the "
+				 "worker's next chunk report)",
+				 chunk_id, known[i].worker_id);
+			cancelled = true;
+			failed++;
 			continue;
 		}
 		if (pushed != -ENOTCONN)
@@ -210,7 +223,7 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 					 calls[i].error ? calls[i].errmsg : NULL, lease_epoch);
 		efs_http_call_release(&calls[i]);
 	}
-	return failed;
+	return cancelled ? -ECANCELED : failed;
 }
 
 static int workers_exists(void *impl, const char *chunk_id, const struct efs_replica *known,

@@ -501,8 +501,9 @@ static void connect_close(void *state, bool broken)
 		}
 		st->listed = false;
 	}
+	/* NULL only before start published it: not stopping then */
+	bool stopping = ctl->rpc && efs_rpc_server_stopping(ctl->rpc);
 	pthread_mutex_unlock(&ctl->lock);
-	bool stopping = efs_rpc_server_stopping(ctl->rpc);
 	if (current && broken && !stopping) {
 		int64_t grace = ctl->master->cfg.grpc_stream_grace_ms;
 		const char *how = silenced ? "went silent (ended by this master)" : "broke";
@@ -777,6 +778,7 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	atomic_init(&ctl->copies_acked, 0);
 	atomic_init(&ctl->delta_marked, 0);
 	atomic_init(&ctl->streams_silenced, 0);
+	atomic_init(&ctl->stopping, false);
 	if (!m->cfg.grpc_port)
 		return 0;
 	pthread_cond_init(&ctl->beat_ready, NULL);
@@ -800,7 +802,8 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	    .tls_key_file = m->cfg.tls.key_file,
 	    .batch_ms = CONTROL_BATCH_MS,
 	};
-	r = efs_rpc_server_start(&cfg, &ctl->rpc);
+	struct efs_rpc_server *rpc;
+	r = efs_rpc_server_start(&cfg, &rpc);
 	if (r < 0) {
 		beats_stop(ctl);
 		snprintf(err, errlen, "cannot listen on %s:%u (MASTER_HOST/GRPC_PORT) for gRPC%s: %s",
@@ -809,12 +812,19 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 			 strerror(-r));
 		return r;
 	}
+	/* Published under the lock: its thread (a stream's close) already
+	 * runs, and reads it under the lock. */
+	pthread_mutex_lock(&ctl->lock);
+	ctl->rpc = rpc;
+	pthread_mutex_unlock(&ctl->lock);
 	if ((r = efs_registry_flusher_start(&m->registry)) < 0 ||
 	    (r = efs_ticker_start(&ctl->sweep, sweep_main, ctl)) < 0) {
 		snprintf(err, errlen, "cannot start the gRPC silence sweep or beat flusher: %s",
 			 strerror(-r));
-		efs_rpc_server_stop(ctl->rpc);
+		efs_rpc_server_stop(rpc);
+		pthread_mutex_lock(&ctl->lock);
 		ctl->rpc = NULL;
+		pthread_mutex_unlock(&ctl->lock);
 		beats_stop(ctl);
 		efs_registry_flusher_stop(&m->registry);
 		return r;
@@ -822,7 +832,7 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	efs_info("gRPC control plane listening on %s:%u%s; a broken worker stream counts the "
 		 "worker dead after %lld ms, a stream silent for %lld ms is ended; stream beats "
 		 "are written to the store every %lld ms",
-		 m->cfg.host, efs_rpc_server_port(ctl->rpc), cfg.tls_cert_file ? " (TLS)" : "",
+		 m->cfg.host, efs_rpc_server_port(rpc), cfg.tls_cert_file ? " (TLS)" : "",
 		 (long long)m->cfg.grpc_stream_grace_ms, (long long)silence_ms(ctl),
 		 (long long)EFS_MAX(m->cfg.worker_dead_after_ms / 4, 1));
 	return 0;
@@ -836,10 +846,9 @@ uint16_t efs_control_port(const struct efs_control *ctl)
 bool efs_control_streaming(struct efs_control *ctl, const char *worker_id)
 {
 	bool found = false;
-	if (!ctl->rpc)
-		return false;
 	pthread_mutex_lock(&ctl->lock);
-	for (struct control_stream *st = ctl->streams; st && !found; st = st->next)
+	for (struct control_stream *st = ctl->rpc ? ctl->streams : NULL; st && !found;
+	     st = st->next)
 		found = strcmp(st->worker_id, worker_id) == 0;
 	pthread_mutex_unlock(&ctl->lock);
 	return found;
@@ -858,15 +867,14 @@ static int push_send(struct efs_control *ctl, const char *worker_id,
 	uint8_t buf[2048];
 	int r = 0;
 
-	if (!ctl->rpc)
-		return -ENOTCONN;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	p->copy = copy;
 	p->deadline_ms = efs_mono_ms() + EFS_MAX(timeout_ms, 0);
 	pthread_mutex_lock(&ctl->lock);
-	for (st = ctl->streams; st && strcmp(st->worker_id, worker_id) != 0; st = st->next)
+	for (st = ctl->rpc ? ctl->streams : NULL; st && strcmp(st->worker_id, worker_id) != 0;
+	     st = st->next)
 		;
 	if (!st) {
 		r = -ENOTCONN;
@@ -959,16 +967,21 @@ void efs_control_forget(struct efs_control *ctl, struct efs_control_ticket *tick
 }
 
 /* push_send, then the wait for its Ack: its status, or -ENOTCONN, -EPIPE
- * (the stream ended first), -ETIMEDOUT, -ENOMEM. */
+ * (the stream ended first), -ETIMEDOUT, -ENOMEM; -ECANCELED when @cancel
+ * (NULL: none) is set before the Ack comes (the ticket is forgotten: a
+ * late Ack touches nothing). */
 static int push(struct efs_control *ctl, const char *worker_id, Echofs__V1__MasterMessage *down,
-		bool copy, int64_t timeout_ms)
+		bool copy, int64_t timeout_ms, const atomic_bool *cancel)
 {
 	struct efs_control_ticket *ticket;
 	int status;
 	int r = push_send(ctl, worker_id, down, copy, timeout_ms, &ticket);
 	if (r < 0)
 		return r;
-	efs_control_collect(ctl, &ticket, 1, &status, NULL);
+	if (efs_control_collect(ctl, &ticket, 1, &status, cancel) == 1) {
+		efs_control_forget(ctl, ticket);
+		return -ECANCELED;
+	}
 	return status;
 }
 
@@ -985,7 +998,22 @@ int efs_control_delete(struct efs_control *ctl, const char *worker_id, const cha
 	del.unmodified_for_ms = (uint64_t)EFS_MAX(unmodified_for_ms, 0);
 	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS;
 	down.delete_chunks = &del;
-	return push(ctl, worker_id, &down, false, timeout_ms);
+	/* A stopping master abandons the wait: the worker may still carry the
+	 * delete out (it is idempotent); if not, the copy is an orphan that
+	 * its next chunk report finds (LIFECYCLE T13, T14), as after any
+	 * delete that failed. The collector does not retry it: the chunk's
+	 * row is gone. */
+	return push(ctl, worker_id, &down, false, timeout_ms, &ctl->stopping);
+}
+
+void efs_control_stopping(struct efs_control *ctl)
+{
+	if (!ctl->master)
+		return; /* never started */
+	/* Set before the wake, which signals under the lock that collect
+	 * checks the flag under: no waiter sleeps through it. */
+	atomic_store(&ctl->stopping, true);
+	efs_control_wake(ctl);
 }
 
 int efs_control_copy_send(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
@@ -1020,10 +1048,8 @@ int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char 
 size_t efs_control_streams(struct efs_control *ctl)
 {
 	size_t n = 0;
-	if (!ctl->rpc)
-		return 0;
 	pthread_mutex_lock(&ctl->lock);
-	for (struct control_stream *st = ctl->streams; st; st = st->next)
+	for (struct control_stream *st = ctl->rpc ? ctl->streams : NULL; st; st = st->next)
 		n++;
 	pthread_mutex_unlock(&ctl->lock);
 	return n;
@@ -1035,7 +1061,11 @@ void efs_control_stop(struct efs_control *ctl)
 		return;
 	efs_ticker_stop(&ctl->sweep);
 	efs_rpc_server_stop(ctl->rpc); /* every close() ran: no beat names a stream */
+	/* Under the lock the callers read it under (push_send, streaming,
+	 * streams: no longer at stop today, but not by contract). */
+	pthread_mutex_lock(&ctl->lock);
 	ctl->rpc = NULL;
+	pthread_mutex_unlock(&ctl->lock);
 	beats_stop(ctl);
 	efs_registry_flusher_stop(&ctl->master->registry); /* writes the last stamps */
 	/* Every stream's close answered its tickets -EPIPE; what is still

@@ -66,8 +66,13 @@ struct control_beat;
 
 struct efs_control {
 	struct efs_master *master;
-	struct efs_rpc_server *rpc;	/* NULL: GRPC_PORT=0 */
+	/* NULL: GRPC_PORT=0, not started yet, or stopped. Published (start)
+	 * and cleared (stop) under @lock, read under it (efs_control_port
+	 * excepted: between start and stop only). */
+	struct efs_rpc_server *rpc;
 	pthread_mutex_t lock;		/* streams */
+	/* Set by efs_control_stopping: pushed deletes wait for no Ack. */
+	atomic_bool stopping;
 	struct control_stream *streams; /* the current stream of each worker */
 	/* Instructions waiting for their Ack, under lock; @acked is signalled
 	 * (CLOCK_MONOTONIC) when one is answered or its stream ends. */
@@ -93,7 +98,8 @@ struct efs_control {
 /* Listens on MASTER_HOST:GRPC_PORT (nothing when it is 0). 0, or -errno
  * with one line in @err. */
 int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, size_t errlen);
-/* The port it listens on; 0 when off. */
+/* The port it listens on; 0 when off. Between start and stop only (it
+ * reads ctl->rpc unlocked: the HTTP handlers that ask run within them). */
 uint16_t efs_control_port(const struct efs_control *ctl);
 /* Whether @worker_id has an open Connect stream to this master. */
 bool efs_control_streaming(struct efs_control *ctl, const char *worker_id);
@@ -104,7 +110,10 @@ bool efs_control_streaming(struct efs_control *ctl, const char *worker_id);
  * HTTP DELETE would answer), or -ENOTCONN (no stream to this master: call
  * it over HTTP), -EPIPE (the stream ended first) or -ETIMEDOUT; after a
  * negative answer the delete may still happen (it is idempotent: retry it
- * over HTTP). Any thread but the control plane's own. */
+ * over HTTP). -ECANCELED once the master is stopping
+ * (efs_control_stopping, before the call or during its wait): the delete
+ * was sent but is not waited for (nor worth an HTTP retry now). Any
+ * thread but the control plane's own. */
 int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
 		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms);
 /* Pushes a repair copy to @worker_id's stream: the worker fetches
@@ -143,6 +152,11 @@ void efs_control_wake(struct efs_control *ctl);
  * comes, is ignored: the ticket is off the list Acks are matched on before
  * it is freed). NULL is accepted. */
 void efs_control_forget(struct efs_control *ctl, struct efs_control_ticket *ticket);
+/* The master is stopping: every efs_control_delete waiting for its Ack
+ * stops waiting now and returns -ECANCELED, as do later ones as soon as
+ * they are sent. Copies are not touched (repair stops its own waits:
+ * efs_control_collect's cancel). Before efs_control_stop; idempotent. */
+void efs_control_stopping(struct efs_control *ctl);
 /* How many workers have an open stream to this master now. */
 size_t efs_control_streams(struct efs_control *ctl);
 /* Ends every stream (no worker is suspected for it) and stops. Tickets

@@ -109,10 +109,16 @@ int efs_gc_run_once(struct efs_gc *gc)
 		}
 		/* Each copy goes only if unmodified for grace/2 where it
 		 * lives, by that clock (docs/LIFECYCLE.md). */
-		efs_chunk_backend_remove(gc->deps.chunks, ids[i], replicas, count,
-					 gc->deps.grace_ms / 2, epoch);
+		int removed = efs_chunk_backend_remove(gc->deps.chunks, ids[i], replicas, count,
+						       gc->deps.grace_ms / 2, epoch);
 		atomic_fetch_add(&gc->chunks_collected, 1);
 		collected++;
+		if (removed == -ECANCELED) {
+			/* The master is stopping: no more chunks taken (their
+			 * rows stay for the next lease holder's pass). */
+			r = removed;
+			break;
+		}
 	}
 	free(ids);
 	if (collected > 0)
@@ -221,8 +227,9 @@ static void gc_main(struct efs_ticker *t, void *ctx)
 		int r = efs_gc_run_once(gc);
 		if (r >= 0)
 			r = efs_gc_sweep_once(gc);
-		/* -ESTALE: the lease was dropped (logged by the store) */
-		if (r < 0 && r != -ESTALE && !failing)
+		/* -ESTALE: the lease was dropped (logged by the store);
+		 * -ECANCELED: the master is stopping (efs_gc_stop follows) */
+		if (r < 0 && r != -ESTALE && r != -ECANCELED && !failing)
 			efs_warn("collector: pass failed: %s (retrying every second)", strerror(-r));
 		failing = r < 0;
 	}

@@ -62,7 +62,9 @@ struct efs_gc {
 /* Starts the collector's loop with @deps (copied). 0 or -errno. */
 int efs_gc_start(struct efs_gc *gc, const struct efs_gc_deps *deps);
 void efs_gc_stop(struct efs_gc *gc);
-/* One pass now (tests and the loop). Returns chunks collected or -errno. */
+/* One pass now (tests and the loop). Returns chunks collected or -errno;
+ * -ECANCELED when the master stopping ended it (a remove that did not wait:
+ * efs_chunk_backend_remove). */
 int efs_gc_run_once(struct efs_gc *gc);
 /* One page of the orphan sweep, when one is due (the loop). Returns the
  * orphans handed to the conditional remove, 0 when not due or for a backend without a listing, or

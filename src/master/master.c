@@ -30,6 +30,9 @@ static void release(struct efs_master *m, int64_t grace_ms)
 {
 	efs_history_stop(&m->history);
 	efs_repair_stop(&m->repair);
+	/* The collector's pushed deletes wait for no Ack any more (up to 5 s
+	 * each): its pass ends at the first one (efs_control_delete). */
+	efs_control_stopping(&m->control);
 	efs_gc_stop(&m->gc);
 	efs_http_server_stop(m->s3_http, grace_ms);
 	m->s3_http = NULL;

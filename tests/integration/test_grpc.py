@@ -779,6 +779,41 @@ def test_stopping_a_master_does_not_wait_for_a_pushed_copy_in_flight(cluster, ne
     assert re.search(r"\bstopped$", log, re.M), log
 
 
+def test_stopping_a_master_does_not_wait_for_a_pushed_delete(cluster):
+    """The collector's deletes pushed down a stream wait up to 5 s each for
+    their Ack (then the same delete over HTTP, 5 s more): a master told to
+    stop no longer waits for them. A frozen worker (SIGSTOP, its stream
+    still open) holds four collected chunks; SIGTERM once the first delete
+    is pushed ends the master well within 10 s, the delete logged as not
+    waited for and the pass ended there (before: about 25 s, that delete's
+    wait, its HTTP retry and an HTTP delete per further chunk)."""
+    chunk = 64 * 1024
+    m = grpc_master(cluster, GC_GRACE_MS=300, REPLICATION_FACTOR=1, CHUNK_SIZE=chunk,
+                    CHUNK_CACHE_SIZE=0)
+    w = cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    alice = m.user_client("alice")
+    f = alice.upload(os.urandom(4 * chunk), "frozen.bin")
+    assert w.chunk_usage().count == 4
+    w.pause()
+    r = alice.delete(f"/api/v1/files/{f['file_id']}")
+    assert r.status_code in (200, 204), r.text
+    wait_until(lambda: metric(m, "echofs_grpc_deletes_pushed_total") == 1, 30,
+               what="the first delete pushed to the frozen worker")
+    assert metric(m, "echofs_grpc_deletes_acked_total") == 0, m.log_tail()
+    mark = m.log_mark()
+    took = m.stop(timeout=90)  # exit status 0, and no sanitizer report
+    log = m.stderr_since(mark)
+    w.resume()
+    assert took < 10, (f"the master took {took:.1f} s to stop with a pushed delete "
+                       f"pending\n{log}")
+    assert "received: finishing requests in flight" in log, log
+    assert re.search(rf"delete pushed to worker {w.worker_id} not waited for: this master "
+                     r"is stopping", log), log
+    assert "calling it over HTTP" not in log, log
+    assert re.search(r"\bstopped$", log, re.M), log
+
+
 def test_a_pushed_copy_rewritten_over_http_counts_one_repair(cluster, nemesis):
     """echofs_repair_chunks_repaired_total counts a chunk once, when it is
     repaired: a pushed copy that fails (its source refuses the target) and
