@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* rpc.c - grpc's core C API, wrapped once (contracts in echofs/rpc.h).
  *
- * Server: one completion queue and one thread. Each batch we start carries
+ * Server: one completion queue and one thread. With batch_ms the thread,
+ * once nothing is ready, sleeps that long before it waits again: at a
+ * thousand streams of one beat a second each, waking for every message
+ * cost the master more than handling it (context switches were a quarter
+ * of its samples; docs/PERFORMANCE.md). Each batch we start carries
  * a tag naming its call and its kind; the call is freed when the last of
  * its batches has completed, which is never before RECV_CLOSE_ON_SERVER
  * (started first, completes when the call is over). Sends are queued per
@@ -30,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define AUTH_MAX 512
 #define PEER_MAX 96
@@ -51,7 +56,9 @@ struct efs_rpc_server {
 	void *ctx;
 	size_t max_message;
 	uint16_t port;
+	unsigned batch_ms;
 	atomic_bool stopping;
+	_Atomic int64_t last_send_ms; /* efs_mono_ms() of the latest send */
 	/* CQ thread only: calls taken and not yet freed, and whether the
 	 * server's shutdown tag came. The queue is shut down only when both
 	 * say so: a live call may still start a batch (a send from another
@@ -502,12 +509,45 @@ static void take_call(struct efs_rpc_server *s)
 	post_recv(c);
 }
 
+/* Polls without waiting that find nothing, in a row, before the queue
+ * counts as drained: one poll handles one descriptor's events, and some
+ * (a write finished, a window update) complete nothing of ours. */
+#define DRAINED_POLLS 3
+
+/* The batching sleep, after a wake-up that took @taken completions: none
+ * when it took one (a quiet server: sleeping would only add a wake-up),
+ * nor within EFS_RPC_ANSWER_MS of a send. */
+static void batch_sleep(struct efs_rpc_server *s, int taken)
+{
+	if (!s->batch_ms || taken < 2 || atomic_load(&s->stopping) ||
+	    efs_mono_ms() - atomic_load(&s->last_send_ms) < EFS_RPC_ANSWER_MS)
+		return;
+	struct timespec nap = {.tv_sec = s->batch_ms / 1000,
+			       .tv_nsec = (long)(s->batch_ms % 1000) * 1000000};
+	nanosleep(&nap, NULL);
+}
+
 static void *server_main(void *arg)
 {
 	struct efs_rpc_server *s = arg;
+	int empty_polls = DRAINED_POLLS; /* start by waiting */
+	int taken = 0;			 /* completions since the last wait */
 	for (;;) {
-		grpc_event ev =
-		    grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		/* Draining: a past deadline polls once without waiting. */
+		bool drained = empty_polls >= DRAINED_POLLS;
+		if (drained)
+			taken = 0;
+		grpc_event ev = grpc_completion_queue_next(
+		    s->cq,
+		    drained ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : gpr_time_0(GPR_CLOCK_MONOTONIC),
+		    NULL);
+		if (ev.type == GRPC_QUEUE_TIMEOUT) {
+			if (++empty_polls >= DRAINED_POLLS)
+				batch_sleep(s, taken);
+			continue;
+		}
+		taken++;
+		empty_polls = s->batch_ms ? 0 : DRAINED_POLLS;
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
 		if (ev.type != GRPC_OP_COMPLETE)
@@ -562,6 +602,8 @@ int efs_rpc_server_start(const struct efs_rpc_server_config *cfg, struct efs_rpc
 	s->method_count = cfg->method_count;
 	s->ctx = cfg->ctx;
 	s->max_message = cfg->max_message ? cfg->max_message : EFS_RPC_MESSAGE_MAX;
+	s->batch_ms = cfg->batch_ms;
+	atomic_init(&s->last_send_ms, INT64_MIN / 2);
 	s->request_tag.kind = T_REQUEST;
 	s->shutdown_tag.kind = T_SHUTDOWN;
 	atomic_init(&s->stopping, false);
@@ -653,6 +695,7 @@ int efs_rpc_call_send(struct efs_rpc_call *c, const void *data, size_t len)
 	else if (c->q_count >= EFS_RPC_SENDQ_MAX)
 		r = -ENOBUFS;
 	if (r == 0) {
+		atomic_store(&c->srv->last_send_ms, efs_mono_ms());
 		c->queue[(c->q_head + c->q_count) % EFS_RPC_SENDQ_MAX] = bb;
 		c->q_count++;
 		pump_sends_locked(c);

@@ -800,6 +800,7 @@ int efs_control_start(struct efs_control *ctl, struct efs_master *m, char *err, 
 	    .ctx = ctl,
 	    .tls_cert_file = m->cfg.tls.cert_file, /* both or neither (efs_env_tls) */
 	    .tls_key_file = m->cfg.tls.key_file,
+	    .batch_ms = CONTROL_BATCH_MS,
 	};
 	struct efs_rpc_server *rpc;
 	r = efs_rpc_server_start(&cfg, &rpc);

@@ -46,6 +46,13 @@
  * few short beats), is ended. */
 #define CONTROL_SILENT_BEATS 3
 #define CONTROL_SILENT_MIN_MS 5000
+/* The gRPC thread, with nothing ready after taking more than one
+ * completion, sleeps this long before it waits again
+ * (efs_rpc_server_config.batch_ms): a thousand streams' beats are
+ * taken a few per wake-up instead of one or two. At most this much later
+ * for a message, a broken stream's suspicion, a Register's answer; never
+ * for an Ack (no sleep for EFS_RPC_ANSWER_MS after an instruction). */
+#define CONTROL_BATCH_MS 5
 
 struct efs_master;
 struct efs_rpc_server;

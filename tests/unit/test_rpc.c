@@ -5,7 +5,8 @@
  * errno with the status message; a message over the cap is refused before
  * any callback sees it; close() runs once per accepted call, "broken" when
  * the client cancelled or the server stopped, not when the server ended
- * the call itself. */
+ * the call itself. A server that batches its wake-ups (batch_ms) still
+ * takes every message of many streams, and every stream's end. */
 #include "echofs/rpc.h"
 #include "echofs/util.h"
 
@@ -61,20 +62,30 @@ static void echo_close(void *state, bool broken)
 	atomic_fetch_add(broken ? &counts.closed_broken : &counts.closed, 1);
 }
 
+/* Counts each message and answers none (a heartbeat stream): nothing
+ * sent, so a batching server sleeps between its wake-ups. */
+static int sink_message(void *state, struct efs_rpc_call *call, const uint8_t *data, size_t len)
+{
+	atomic_fetch_add(&counts.messages, 1);
+	return 0;
+}
+
 static const struct efs_rpc_method methods[] = {
     {"/t.T/Echo", echo_open, echo_message, NULL, echo_close},
+    {"/t.T/Sink", echo_open, sink_message, NULL, echo_close},
 };
 
-static struct efs_rpc_server *start_server(char *target, size_t size)
+static struct efs_rpc_server *start_batching_server(char *target, size_t size, unsigned batch_ms)
 {
 	struct efs_rpc_server *s = NULL;
 	struct efs_rpc_server_config cfg = {
 	    .host = "127.0.0.1",
 	    .port = 0,
 	    .methods = methods,
-	    .method_count = 1,
+	    .method_count = EFS_ARRAY_SIZE(methods),
 	    .ctx = &counts,
 	    .max_message = MAX_MESSAGE,
+	    .batch_ms = batch_ms,
 	};
 	memset(&counts, 0, sizeof(counts));
 	assert_int_equal(efs_rpc_server_start(&cfg, &s), 0);
@@ -82,6 +93,11 @@ static struct efs_rpc_server *start_server(char *target, size_t size)
 	snprintf(target, size, "127.0.0.1:%u", efs_rpc_server_port(s));
 	counts.server = s;
 	return s;
+}
+
+static struct efs_rpc_server *start_server(char *target, size_t size)
+{
+	return start_batching_server(target, size, 0);
 }
 
 /* Waits up to 10 s for *@counter to reach @want. */
@@ -211,6 +227,35 @@ static void test_server_stop_closes_open_calls_as_broken(void **state)
 	efs_buf_release(&in);
 }
 
+#define BATCH_STREAMS 16
+#define BATCH_MESSAGES 25
+
+/* Streams that only send (as workers beat) to a server that sleeps 20 ms
+ * whenever it has drained what was ready: every message is taken, and
+ * every stream's end is seen. */
+static void test_batching_server_takes_every_message_and_end(void **state)
+{
+	char target[64];
+	struct efs_rpc_server *s = start_batching_server(target, sizeof(target), 20);
+	struct efs_rpc_stream *st[BATCH_STREAMS] = {0};
+
+	for (int i = 0; i < BATCH_STREAMS; i++)
+		assert_int_equal(
+		    efs_rpc_stream_open(target, "/t.T/Sink", SECRET, 5000, &st[i], NULL, 0), 0);
+	for (int m = 0; m < BATCH_MESSAGES; m++) {
+		for (int i = 0; i < BATCH_STREAMS; i++)
+			assert_int_equal(efs_rpc_stream_send(st[i], "beat", 4, 5000), 0);
+		if (m % 5 == 0)
+			usleep(30000); /* some arrive while it sleeps, some while it waits */
+	}
+	wait_count(&counts.messages, BATCH_STREAMS * BATCH_MESSAGES);
+	for (int i = 0; i < BATCH_STREAMS; i++)
+		efs_rpc_stream_close(st[i]);
+	wait_count(&counts.closed_broken, BATCH_STREAMS);
+	assert_int_equal(atomic_load(&counts.opened), BATCH_STREAMS);
+	efs_rpc_server_stop(s);
+}
+
 static void test_status_mapping_round_trips(void **state)
 {
 	static const int errs[] = {0, -EACCES, -EINVAL, -ENOENT, -EXDEV, -ENOSYS, -EMSGSIZE};
@@ -228,6 +273,7 @@ int main(void)
 	    cmocka_unit_test(test_handler_error_ends_the_call_cleanly),
 	    cmocka_unit_test(test_oversized_message_is_refused_before_the_handler),
 	    cmocka_unit_test(test_server_stop_closes_open_calls_as_broken),
+	    cmocka_unit_test(test_batching_server_takes_every_message_and_end),
 	    cmocka_unit_test(test_status_mapping_round_trips),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
