@@ -129,6 +129,9 @@ WORKER_DEAD_AFTER_MS = 1000
 # heartbeat counts, proxies and faults address the HTTP path), or "grpc"
 # to run it with gRPC control streams (ECHOFS_TEST_WORKER_PROTOCOL=grpc).
 WORKER_PROTOCOL = os.environ.get("ECHOFS_TEST_WORKER_PROTOCOL") or "http"
+# EFS_REGISTRY_CACHE_MS (src/master/registry.h) and a margin: the longest a
+# master's placement copy of the worker list lags its store.
+PLACEMENT_COPY_S = 0.3
 # The workers' WORKER_HTTP_THREADS when set (ECHOFS_TEST_WORKER_HTTP_THREADS=2
 # runs a file with the workers on epoll event threads); unset: the daemon's
 # default.
@@ -1402,7 +1405,10 @@ class Master(Process):
     def wait_workers(self, alive: int, total: Optional[int] = None,
                      timeout: Optional[float] = None) -> dict:
         """Polls health until workers_alive == alive (and workers_total ==
-        total when given); returns the health body."""
+        total when given); returns the health body. Health reads the store;
+        placement reads a copy of the worker list up to EFS_REGISTRY_CACHE_MS
+        (250 ms, registry.h) older: the wait ends once such a copy is past
+        too, so the next upload places on what health showed."""
         skip_without_workers(self.cluster)
 
         def reached():
@@ -1411,9 +1417,11 @@ class Master(Process):
             ok = health.get("workers_alive") == alive and \
                 (total is None or health.get("workers_total") == total)
             return health if ok else None
-        return wait_until(reached, START_TIMEOUT_S if timeout is None else timeout,
-                          what=f"{self.name}: {alive} workers alive" +
-                          (f" of {total}" if total is not None else ""))
+        health = wait_until(reached, START_TIMEOUT_S if timeout is None else timeout,
+                            what=f"{self.name}: {alive} workers alive" +
+                            (f" of {total}" if total is not None else ""))
+        time.sleep(PLACEMENT_COPY_S)
+        return health
 
 
 class Worker(Process):
