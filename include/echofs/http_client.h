@@ -64,7 +64,7 @@ struct efs_http_call {
 	const char *url;
 	const char *bearer;       /* Authorization: Bearer <bearer>, or NULL */
 	const char *content_type; /* or NULL */
-	const char *headers[16];  /* more "Name: value" headers; unused slots NULL */
+	const char *headers[16];  /* more "Name: value" headers; unused slots NULL, anywhere */
 	const void *body;         /* request body from memory, or NULL */
 	size_t body_len;
 	/* Or a streamed request body (used when body is NULL): source_len

@@ -575,8 +575,9 @@ static int transfer_setup(struct transfer *t, struct efs_http_client *client,
 		 * too): a removal, so libcurl adds none to an inline body. */
 		t->headers = curl_slist_append(t->headers, "Content-Type:");
 	}
-	for (size_t i = 0; i < EFS_ARRAY_SIZE(call->headers) && call->headers[i]; i++)
-		t->headers = curl_slist_append(t->headers, call->headers[i]);
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(call->headers); i++)
+		if (call->headers[i]) /* unused slots may sit anywhere */
+			t->headers = curl_slist_append(t->headers, call->headers[i]);
 	if (!t->headers)
 		goto fail;
 	SETOPT(h, CURLOPT_HTTPHEADER, t->headers);
@@ -856,8 +857,10 @@ static int direct_head(struct direct *d)
 		r = head_add(d, "Authorization: Bearer %s\r\n", call->bearer);
 	if (r == 0 && call->content_type)
 		r = head_add(d, "Content-Type: %s\r\n", call->content_type);
-	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(call->headers) && call->headers[i]; i++) {
+	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(call->headers); i++) {
 		const char *h = call->headers[i];
+		if (!h)
+			continue; /* unused slots may sit anywhere */
 		const char *colon = strchr(h, ':');
 		size_t len = strlen(h);
 		if (colon && colon[1 + strspn(colon + 1, " \t")] == '\0')

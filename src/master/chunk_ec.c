@@ -156,12 +156,8 @@ static int put_shards(struct efs_chunk_io *io, const struct efs_chunk_info *chun
 			calls[i].content_type = "application/octet-stream";
 			calls[i].headers[0] = "X-Chunk-Encoding: identity";
 			calls[i].headers[1] = crc_headers[i];
-			/* the list ends at its first NULL: no gap before the epoch */
-			int h = 2;
-			if (io->cluster_header[0])
-				calls[i].headers[h++] = io->cluster_header;
-			if (epoch)
-				calls[i].headers[h++] = epoch_header;
+			calls[i].headers[2] = io->cluster_header[0] ? io->cluster_header : NULL;
+			calls[i].headers[3] = epoch ? epoch_header : NULL;
 			calls[i].body = body;
 			calls[i].body_len = slot;
 			/* Sent from this buffer, not copied into libcurl's. */

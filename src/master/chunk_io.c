@@ -199,12 +199,8 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 			calls[i].headers[0] = gzip ? "X-Chunk-Encoding: gzip"
 						   : "X-Chunk-Encoding: identity";
 			calls[i].headers[1] = crc_header;
-			/* the list ends at its first NULL: no gap before the epoch */
-			int h = 2;
-			if (io->cluster_header[0])
-				calls[i].headers[h++] = io->cluster_header;
-			if (lease_epoch)
-				calls[i].headers[h++] = epoch_header;
+			calls[i].headers[2] = io->cluster_header[0] ? io->cluster_header : NULL;
+			calls[i].headers[3] = lease_epoch ? epoch_header : NULL;
 			calls[i].body = data;
 			calls[i].body_len = len;
 			/* Sent from this buffer, not copied into libcurl's. */

@@ -202,11 +202,8 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 		calls[n].headers[0] = condition;
 		/* A worker of another cluster answers 409 wrong_cluster and
 		 * keeps the chunk. */
-		int h = 1; /* the list ends at its first NULL: no gap */
-		if (w->io.cluster_header[0])
-			calls[n].headers[h++] = w->io.cluster_header;
-		if (lease_epoch)
-			calls[n].headers[h++] = epoch_header;
+		calls[n].headers[1] = w->io.cluster_header[0] ? w->io.cluster_header : NULL;
+		calls[n].headers[2] = lease_epoch ? epoch_header : NULL;
 		calls[n].timeout_ms = DELETE_TIMEOUT_MS;
 		calls[n].connect_timeout_ms = DELETE_CONNECT_TIMEOUT_MS;
 		calls[n].resp_cap = 16 * 1024;
