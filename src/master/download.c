@@ -178,13 +178,16 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 	return -EIO; /* the chunk list has no such chunk */
 }
 
-/* Fetches, decodes and verifies the chunk of row @fc into @s. */
-static int load_entry(struct efs_reader *rd, const struct efs_file_chunk *fc, struct slot *s)
+/* Fetches, decodes and verifies the chunk of row @fc into @s; looks in
+ * the chunk cache first unless @cache_tried (a known id just missed). */
+static int load_entry(struct efs_reader *rd, const struct efs_file_chunk *fc, struct slot *s,
+		      bool cache_tried)
 {
 	s->index = -1;
 	/* Verified bytes read before: the id is their SHA-256, so they are
 	 * right for any file that lists it, and the list was just read. */
-	if (efs_chunk_cache_get(rd->src.chunk_cache, fc->chunk.chunk_id, &s->data) == 0 &&
+	if (!cache_tried &&
+	    efs_chunk_cache_get(rd->src.chunk_cache, fc->chunk.chunk_id, &s->data) == 0 &&
 	    s->data.len == fc->chunk.size) {
 		s->index = (int64_t)fc->index;
 		return 0;
@@ -205,18 +208,23 @@ static int load_entry(struct efs_reader *rd, const struct efs_file_chunk *fc, st
 static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 {
 	const struct efs_file_chunk *fc;
+	bool missed = false; /* the known id is not in the cache */
 	s->index = -1;
-	if (index < rd->known.count &&
-	    efs_chunk_cache_get(rd->src.chunk_cache, rd->known.chunk[index].chunk_id, &s->data) ==
-		0 &&
-	    s->data.len == rd->known.chunk[index].size) {
-		s->index = (int64_t)index;
-		return 0;
+	if (index < rd->known.count) {
+		int r = efs_chunk_cache_get(rd->src.chunk_cache, rd->known.chunk[index].chunk_id,
+					    &s->data);
+		if (r == 0 && s->data.len == rd->known.chunk[index].size) {
+			s->index = (int64_t)index;
+			return 0;
+		}
+		missed = r == -ENOENT;
 	}
 	int r = chunk_entry(rd, index, &fc);
 	if (r < 0)
 		return r;
-	return load_entry(rd, fc, s);
+	/* The list's id is the known one (a file's ids never change). */
+	return load_entry(rd, fc, s,
+			  missed && strcmp(fc->chunk.chunk_id, rd->known.chunk[index].chunk_id) == 0);
 }
 
 static void *helper_main(void *arg)
@@ -230,7 +238,7 @@ static void *helper_main(void *arg)
 		if (rd->stop)
 			break;
 		pthread_mutex_unlock(&rd->lock);
-		int r = load_entry(rd, &a->entry, &a->s);
+		int r = load_entry(rd, &a->entry, &a->s, false);
 		pthread_mutex_lock(&rd->lock);
 		a->result = r;
 		a->state = AHEAD_DONE;
