@@ -223,8 +223,8 @@ static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 	if (r < 0)
 		return r;
 	/* The list's id is the known one (a file's ids never change). */
-	return load_entry(rd, fc, s,
-			  missed && strcmp(fc->chunk.chunk_id, rd->known.chunk[index].chunk_id) == 0);
+	bool same = missed && strcmp(fc->chunk.chunk_id, rd->known.chunk[index].chunk_id) == 0;
+	return load_entry(rd, fc, s, same);
 }
 
 static void *helper_main(void *arg)

@@ -90,9 +90,8 @@ static int setup(void **state)
 		return -1;
 	efs_chunk_cache_put(f->chunk_cache, f->chunk.chunk_id, f->bytes, sizeof(f->bytes));
 	/* No chunk backend: every chunk these tests read is in the cache. */
-	f->src = (struct efs_reader_source){.meta = f->meta,
-					    .chunk_cache = f->chunk_cache,
-					    .chunk_lists_read = &f->lists_read};
+	f->src = (struct efs_reader_source){
+	    .meta = f->meta, .chunk_cache = f->chunk_cache, .chunk_lists_read = &f->lists_read};
 	*state = f;
 	return 0;
 }
