@@ -61,9 +61,9 @@ def fmt(value, unit):
 
 
 # The targets `make bench` judges: issue 16's table (the second performance
-# round). The first round's (0.75 of dd/3, 0.6 of dd, 0.35 of nginx, 0.15
-# of nginx 4 KiB for uploads, p99 < 50 ms, RSS < 200 MiB) are history in
-# docs/PERFORMANCE.md, no longer judged.
+# round). The first round's (issue 5: 0.75 of dd/3, 0.6 of dd, 0.35 of
+# nginx, 0.15 of nginx 4 KiB for uploads, p99 < 50 ms, RSS < 200 MiB) are
+# history in docs/PERFORMANCE.md, no longer judged.
 TARGETS_FROM = "issue 16 (second performance round)"
 
 
