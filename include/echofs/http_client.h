@@ -24,9 +24,8 @@
  * until the call returns; through libcurl one under 64 KiB goes out in the
  * same write as the request head, and one marked direct_body, of any size,
  * goes out from the caller's buffer without libcurl (see the field). No
- * Content-Type is
- * sent unless the call names one. A progress hook sees the bytes moved
- * while a transfer runs, and max_speed caps its rate.
+ * Content-Type is sent unless the call names one. A progress hook sees the
+ * bytes moved while a transfer runs, and max_speed caps its rate.
  */
 #ifndef ECHOFS_HTTP_CLIENT_H
 #define ECHOFS_HTTP_CLIENT_H

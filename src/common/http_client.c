@@ -848,8 +848,9 @@ static int head_add(struct direct *d, const char *fmt, ...)
 }
 
 /* The request head, with the headers libcurl would send for the call:
- * Host, Accept, Content-Length (with a body), then the call's own; no Expect (so no
- * 100-continue round trip), no Content-Type unless the call names one.
+ * Host, Accept, Content-Length (with a body), then the call's own; no
+ * Expect (so no 100-continue round trip), no Content-Type unless the call
+ * names one.
  * A call header "Name:" (a removal, for libcurl) is left out, "Name;"
  * goes as an empty "Name:"; like libcurl's list, they end at the first
  * NULL slot. */
@@ -899,9 +900,9 @@ static bool direct_prepare(const struct direct_pool *p, struct direct *d,
 {
 	d->call = call;
 	d->fd = -1;
-	return !p->off && direct_wanted(call) && !call->progress && !call->sink && call->max_speed == 0 &&
-	       strcmp(call->method, "HEAD") != 0 && direct_url_parse(call->url, &d->url) &&
-	       direct_head(d) == 0;
+	return !p->off && direct_wanted(call) && !call->progress && !call->sink &&
+	       call->max_speed == 0 && strcmp(call->method, "HEAD") != 0 &&
+	       direct_url_parse(call->url, &d->url) && direct_head(d) == 0;
 }
 
 /* ---- one call's connection and reply ---- */
