@@ -240,8 +240,7 @@ static int part_open_session(void *ctx, char *session_id)
 static int part_body(struct efs_s3_req *s, const char *data, size_t len)
 {
 	struct part_op *p = s->op;
-	return efs_s3_body_feed(s, p->pipeline, &p->checksum, &p->received, p->expected, data,
-				len);
+	return efs_s3_body_feed(s, p->pipeline, &p->checksum, &p->received, p->expected, data, len);
 }
 
 static int part_end(struct efs_s3_req *s)

@@ -282,8 +282,7 @@ int efs_s3_body_feed(struct efs_s3_req *s, struct efs_upload_pipeline *pipeline,
 static int put_body(struct efs_s3_req *s, const char *data, size_t len)
 {
 	struct put_op *p = s->op;
-	return efs_s3_body_feed(s, p->pipeline, &p->checksum, &p->received, p->expected, data,
-				len);
+	return efs_s3_body_feed(s, p->pipeline, &p->checksum, &p->received, p->expected, data, len);
 }
 
 /* Storing the body failed (@r from the pipeline): 503 SlowDown when the

@@ -74,8 +74,8 @@ int efs_s3_session_open(struct efs_master *m, const char *owner, const char *nam
 struct efs_upload_pipeline;
 struct efs_s3_checksum;
 int efs_s3_body_feed(struct efs_s3_req *s, struct efs_upload_pipeline *pipeline,
-		     struct efs_s3_checksum *checksum, uint64_t *received,
-		     uint64_t expected, const char *data, size_t len);
+		     struct efs_s3_checksum *checksum, uint64_t *received, uint64_t expected,
+		     const char *data, size_t len);
 /* Content-MD5 (base64 of 16 bytes) into @out: 0, or -EINVAL. */
 int efs_s3_content_md5(const char *text, unsigned char out[16]);
 

@@ -79,8 +79,8 @@ struct efs_upload_pipeline {
 	 * feeding thread takes it back once md5_queue is empty and
 	 * md5_active false, or when the thread never started. */
 	bool want_md5;
-	bool md5_thread;  /* started (joined by free) */
-	bool md5_active;  /* the digest thread is hashing a chunk */
+	bool md5_thread;   /* started (joined by free) */
+	bool md5_active;   /* the digest thread is hashing a chunk */
 	bool digests_done; /* end_stream ran: sha256_hex, md5_hex final */
 	struct efs_md5 md5;
 	struct slot *md5_queue[EFS_UPLOAD_PIPELINE_MAX_DEPTH]; /* ring, index order */
@@ -541,8 +541,8 @@ int efs_upload_pipeline_hash_md5(struct efs_upload_pipeline *p)
 	return 0;
 }
 
-int efs_upload_pipeline_digests(struct efs_upload_pipeline *p,
-				char sha256[EFS_SHA256_HEX_LEN + 1], char md5[EFS_MD5_HEX_LEN + 1])
+int efs_upload_pipeline_digests(struct efs_upload_pipeline *p, char sha256[EFS_SHA256_HEX_LEN + 1],
+				char md5[EFS_MD5_HEX_LEN + 1])
 {
 	int r;
 	if ((r = atomic_load(&p->error)) < 0)

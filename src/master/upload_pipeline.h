@@ -175,8 +175,8 @@ int efs_upload_pipeline_finish_object(struct efs_upload_pipeline *p, struct efs_
  * on (at most the upload's depth); the chunk being filled is hashed by the
  * calling thread. 0, or the pipeline's first error (the digests are then
  * untouched). Finish reports the same digests. */
-int efs_upload_pipeline_digests(struct efs_upload_pipeline *p,
-				char sha256[EFS_SHA256_HEX_LEN + 1], char md5[EFS_MD5_HEX_LEN + 1]);
+int efs_upload_pipeline_digests(struct efs_upload_pipeline *p, char sha256[EFS_SHA256_HEX_LEN + 1],
+				char md5[EFS_MD5_HEX_LEN + 1]);
 
 /* After feed or finish failed with a chunk's error: the index of the
  * chunk whose failure came first; otherwise UINT64_MAX. */

@@ -786,7 +786,8 @@ static void test_md5_of_many_chunks_on_its_own_thread(void **state)
 	for (int with = 0; with <= 1; with++) {
 		rec.stream = NULL; /* s lives on: teardown frees it */
 		recorder_reset(chunk, s);
-		struct efs_upload_pipeline *p = with ? new_md5_pipeline(chunk) : new_pipeline(chunk);
+		struct efs_upload_pipeline *p =
+		    with ? new_md5_pipeline(chunk) : new_pipeline(chunk);
 		struct efs_upload_summary sum;
 		assert_int_equal(feed_in_pieces(p, s, len), 0);
 		assert_int_equal(finish(p, &sum), 0);
