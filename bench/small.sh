@@ -13,9 +13,11 @@
 # Environment: BENCH_SMALL_SECONDS (10), BENCH_CONCURRENCY (16),
 # BENCH_LARGE_MIB (0: none; else one upload and one download of a random
 # file this large with curl, after the 4 KiB phases, as MiB/s and the
-# workers' and the master's CPU s per GiB), BENCH_TMPDIR (ROOT/build),
-# and whatever the daemons read (WORKER_HTTP_THREADS, CHUNK_CACHE_SIZE...),
-# passed through.
+# workers' and the master's CPU s per GiB), BENCH_DOWNLOAD_FILES (unset:
+# every file uploaded; N: the downloads draw from the first N, so that
+# runs of two builds download as many files whatever their upload rates),
+# BENCH_TMPDIR (ROOT/build), and whatever the daemons read
+# (WORKER_HTTP_THREADS, CHUNK_CACHE_SIZE...), passed through.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -96,9 +98,13 @@ ticks() { # PID...: echo "worker_ticks master_ticks"
 read -r w0 m0 <<<"$(ticks)"
 bench_log "EchoFS 4 KiB uploads (WORKER_HTTP_THREADS=${WORKER_HTTP_THREADS:-unset})"
 run_loadgen upload upload --url "$MASTER_URL" --token "$TOKEN" --size 4096 --ids-out "$WORK/ids.txt"
-read -r w1 m1 <<<"$(ticks)"
 bench_alive "$MASTER_PID" "${WORKER_PIDS[@]}"
-bench_log "EchoFS 4 KiB downloads"
+if [ -n "${BENCH_DOWNLOAD_FILES:-}" ]; then
+	head -n "$BENCH_DOWNLOAD_FILES" "$WORK/ids.txt" >"$WORK/ids.head" && mv "$WORK/ids.head" "$WORK/ids.txt"
+fi
+download_files=$(wc -l <"$WORK/ids.txt")
+bench_log "EchoFS 4 KiB downloads over $download_files files"
+read -r w1 m1 <<<"$(ticks)"
 run_loadgen download download --url "$MASTER_URL" --token "$TOKEN" --ids "$WORK/ids.txt" --size 4096
 read -r w2 m2 <<<"$(ticks)"
 bench_alive "$MASTER_PID" "${WORKER_PIDS[@]}"
@@ -138,8 +144,9 @@ awk -v nginx="$(field nginx ops_per_s)" \
 	-v down="$(field download ops_per_s)" -v down_ops="$(field download ops)" \
 	-v down_p99="$(field download p99_ms)" -v down_err="$(field download errors)" \
 	-v wu=$((w1 - w0)) -v mu=$((m1 - m0)) -v wd=$((w2 - w1)) -v md=$((m2 - m1)) -v hz="$hz" \
-	-v threads="${WORKER_HTTP_THREADS:-unset}" -v bin="$BIN_ROOT" 'BEGIN {
+	-v threads="${WORKER_HTTP_THREADS:-unset}" -v bin="$BIN_ROOT" -v files="$download_files" 'BEGIN {
 	printf "{\"bin\": \"%s\", \"worker_http_threads\": \"%s\", \"nginx_4k_per_s\": %.0f, ", bin, threads, nginx
+	printf "\"download_files\": %d, ", files
 	printf "\"upload_per_s\": %.0f, \"upload_vs_nginx\": %.4f, \"upload_p99_ms\": %.1f, \"upload_errors\": %d, ", up, up / nginx, up_p99, up_err
 	printf "\"download_per_s\": %.0f, \"download_vs_nginx\": %.4f, \"download_p99_ms\": %.1f, \"download_errors\": %d, ", down, down / nginx, down_p99, down_err
 	printf "\"worker_cpu_s_per_1k_upload\": %.3f, \"master_cpu_s_per_1k_upload\": %.3f, ", wu / hz / up_ops * 1000, mu / hz / up_ops * 1000

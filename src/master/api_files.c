@@ -49,16 +49,19 @@ json_t *efs_api_file_json(const struct efs_file_info *f)
 	return obj;
 }
 
-/* Loads file @file_id of the caller (through the Redis cache when @cached:
- * downloads, which check the chunk list anyway). 0, -ENOENT (also for
- * another user's file: its existence is not revealed) or a store error:
- * the caller replies EFS_HTTP_OP_FILE. */
-static int load_own_file(struct efs_http_req *req, const char *file_id, bool cached,
-			 struct efs_file_info *out)
+/* Loads file @file_id of the caller (through the caches when @known is
+ * not NULL: downloads, which check the chunk list unless the cache vouches
+ * for the chunk ids it puts in @known). 0, -ENOENT (also for another
+ * user's file: its existence is not revealed) or a store error: the
+ * caller replies EFS_HTTP_OP_FILE. */
+static int load_own_file(struct efs_http_req *req, const char *file_id,
+			 struct efs_reader_known *known, struct efs_file_info *out)
 {
 	struct efs_master *m = efs_api_master(req);
+	if (known)
+		known->count = 0;
 	int r = !efs_id_valid(file_id)	? -ENOENT
-		: cached		? efs_cache_file_get(m->cache, file_id, out)
+		: known			? efs_cache_file_get(m->cache, file_id, out, known)
 					: efs_meta_file_get(m->meta, file_id, out);
 	if (r == 0 && strcmp(out->owner, req->user) != 0)
 		r = -ENOENT;
@@ -529,7 +532,7 @@ int efs_api_file_get(struct efs_http_req *req)
 	if (from_s && efs_parse_u64(from_s, false, &from) < 0)
 		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_CURSOR,
 					  "chunks_from must be a chunk index (a next_chunk value)");
-	int r = load_own_file(req, file_id, false, &f);
+	int r = load_own_file(req, file_id, NULL, &f);
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, file_id);
 	json_t *obj = efs_api_file_json(&f);
@@ -618,8 +621,9 @@ int efs_api_file_download(struct efs_http_req *req)
 	char header[CONTENT_DISPOSITION_LEN], etag[80];
 	uint64_t first = 0, last = 0;
 	unsigned status = 200;
+	struct efs_reader_known known, learned;
 	const char *file_id = efs_http_param(req, "fileId");
-	int r = load_own_file(req, file_id, true, &f);
+	int r = load_own_file(req, file_id, &known, &f);
 
 	if (r < 0)
 		return efs_http_reply_errno(req, EFS_HTTP_OP_FILE, r, file_id);
@@ -645,6 +649,8 @@ int efs_api_file_download(struct efs_http_req *req)
 		return r;
 	if (f.size == 0)
 		efs_reader_free(rd), rd = NULL;
+	else
+		efs_reader_know(rd, &known);
 	/* The first chunk is fetched now: if no replica answers, the client
 	 * gets a JSON 503 instead of a stream cut short. */
 	if (rd && (r = efs_reader_prefetch(rd)) < 0) {
@@ -655,6 +661,10 @@ int efs_api_file_download(struct efs_http_req *req)
 			efs_cache_file_forget(m->cache, f.file_id);
 		return efs_http_reply_errno(req, EFS_HTTP_OP_DOWNLOAD, r, f.file_id);
 	}
+	/* A small file's chunk ids, read with its chunk list, spare the next
+	 * download of it that list while its chunks are cached. */
+	if (rd && !known.count && efs_reader_learned(rd, &learned))
+		efs_cache_file_learn(m->cache, f.file_id, &learned);
 	snprintf(etag, sizeof(etag), "\"%s\"", f.sha256);
 	content_disposition(f.name, header, sizeof(header));
 	efs_http_add_header(req, "Content-Type", "application/octet-stream");

@@ -26,7 +26,7 @@ struct snapshot {
 	int64_t ec_degraded, ec_unrecoverable; /* -1 before the repair loop's first pass */
 	uint64_t ec_rebuilt;
 	uint64_t ec_converted_chunks, ec_converted_bytes, ec_converted_files;
-	uint64_t chunks_uploaded, chunks_deduplicated;
+	uint64_t chunks_uploaded, chunks_deduplicated, chunk_lists_read;
 	uint64_t chunks_collected, sessions_expired;
 	uint64_t stats_computed;
 	struct efs_chunk_cache_stats chunk_cache;
@@ -71,6 +71,7 @@ static void take_snapshot(struct efs_master *m, struct snapshot *s)
 	s->ec_converted_files = atomic_load(&m->ec_convert.files_total);
 	s->chunks_uploaded = atomic_load(&m->counters.chunks_uploaded);
 	s->chunks_deduplicated = atomic_load(&m->counters.chunks_deduplicated);
+	s->chunk_lists_read = atomic_load(&m->counters.chunk_lists_read);
 	s->chunks_collected = atomic_load(&m->gc.chunks_collected);
 	s->sessions_expired = atomic_load(&m->gc.sessions_expired);
 	efs_chunk_cache_stats(m->chunk_cache, &s->chunk_cache);
@@ -246,6 +247,10 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 	    {"echofs_chunk_cache_misses_total",
 	     "Chunks downloads looked for in the chunk cache and read from a worker.",
 	     s->chunk_cache.misses},
+	    {"echofs_download_chunk_lists_read_total",
+	     "Chunk list queries of downloads (batches of up to 64 chunks with their replicas); "
+	     "a small file's download whose chunks are cached makes none.",
+	     s->chunk_lists_read},
 	};
 	int r = 0;
 	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(counters); i++)

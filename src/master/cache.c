@@ -15,17 +15,37 @@
 /* The local tier: direct-mapped by file id, EFS_FILE_CACHE_TTL_MS. It
  * saves the store query (or the Redis round trip) that every download
  * began with. Another master's delete does not reach it; see cache.h for
- * why downloads stay correct. */
-#define LOCAL_FILE_SLOTS 1024
+ * why downloads stay correct. Its slots hold what a download uses of a
+ * file row (not its S3 bucket and key, which the Redis entries do not
+ * carry either): about 870 bytes each, 14 MiB for all, of which only the
+ * slots used are ever touched. */
+#define LOCAL_FILE_SLOTS 16384
+
+struct local_file {
+	int64_t added_ms; /* efs_mono_ms */
+	char file_id[EFS_ID_MAX + 1]; /* "": empty slot */
+	char owner[EFS_ID_MAX + 1];
+	char name[EFS_NAME_MAX + 1];
+	char sha256[65];
+	char policy[24];
+	uint64_t size, chunk_size, chunk_count, stored_bytes;
+	int64_t created_at_ms;
+	unsigned replication;
+	struct efs_reader_known known; /* count 0: not learnt */
+};
+
+/* Copied field by field with memcpy: the arrays must be the row's. */
+_Static_assert(sizeof(((struct local_file *)0)->policy) ==
+		   sizeof(((struct efs_file_info *)0)->policy),
+	       "local_file.policy");
+_Static_assert(sizeof(((struct local_file *)0)->name) == sizeof(((struct efs_file_info *)0)->name),
+	       "local_file.name");
 
 struct efs_cache {
 	struct efs_meta *meta;
 	struct efs_redis *redis; /* NULL: no Redis tier */
 	pthread_mutex_t local_lock;
-	struct {
-		int64_t added_ms;          /* efs_mono_ms */
-		struct efs_file_info file; /* file_id "": empty slot */
-	} local_files[LOCAL_FILE_SLOTS];
+	struct local_file local_files[LOCAL_FILE_SLOTS];
 };
 
 int efs_cache_new(struct efs_meta *meta, struct efs_redis *redis, struct efs_cache **out)
@@ -53,15 +73,42 @@ static size_t local_slot(const char *file_id)
 	return (size_t)(efs_fnv1a(EFS_FNV1A_INIT, file_id, strlen(file_id)) % LOCAL_FILE_SLOTS);
 }
 
-static bool local_get(struct efs_cache *c, const char *file_id, struct efs_file_info *out)
+static bool local_fresh(struct efs_cache *c, size_t i, const char *file_id)
+{
+	return strcmp(c->local_files[i].file_id, file_id) == 0 &&
+	       efs_mono_ms() - c->local_files[i].added_ms < EFS_FILE_CACHE_TTL_MS;
+}
+
+/* The local entry of @file_id, with its chunk ids in @known (when not
+ * NULL) if they were read at the current removal count. */
+static bool local_get(struct efs_cache *c, const char *file_id, struct efs_file_info *out,
+		      struct efs_reader_known *known)
 {
 	size_t i = local_slot(file_id);
 	bool hit = false;
+	uint64_t removals;
+	/* Read before the entry: a removal after it is a concurrent
+	 * request's, which may go either way. */
+	bool counted = known && efs_meta_removals(c->meta, &removals) == 0;
 	pthread_mutex_lock(&c->local_lock);
-	if (strcmp(c->local_files[i].file.file_id, file_id) == 0 &&
-	    efs_mono_ms() - c->local_files[i].added_ms < EFS_FILE_CACHE_TTL_MS) {
-		*out = c->local_files[i].file;
+	if (local_fresh(c, i, file_id)) {
+		const struct local_file *l = &c->local_files[i];
+		memset(out, 0, sizeof(*out));
+		memcpy(out->file_id, l->file_id, sizeof(out->file_id));
+		memcpy(out->owner, l->owner, sizeof(out->owner));
+		memcpy(out->name, l->name, sizeof(out->name));
+		memcpy(out->sha256, l->sha256, sizeof(out->sha256));
+		memcpy(out->policy, l->policy, sizeof(out->policy));
+		out->size = l->size;
+		out->chunk_size = l->chunk_size;
+		out->chunk_count = l->chunk_count;
+		out->stored_bytes = l->stored_bytes;
+		out->created_at_ms = l->created_at_ms;
+		out->replication = l->replication;
 		hit = true;
+		if (counted && c->local_files[i].known.count > 0 &&
+		    c->local_files[i].known.removals == removals)
+			*known = c->local_files[i].known;
 	}
 	pthread_mutex_unlock(&c->local_lock);
 	return hit;
@@ -74,8 +121,20 @@ static void local_put(struct efs_cache *c, const struct efs_file_info *f)
 		return;
 	size_t i = local_slot(f->file_id);
 	pthread_mutex_lock(&c->local_lock);
-	c->local_files[i].file = *f;
-	c->local_files[i].added_ms = efs_mono_ms();
+	struct local_file *l = &c->local_files[i];
+	memcpy(l->file_id, f->file_id, sizeof(l->file_id));
+	memcpy(l->owner, f->owner, sizeof(l->owner));
+	memcpy(l->name, f->name, sizeof(l->name));
+	memcpy(l->sha256, f->sha256, sizeof(l->sha256));
+	memcpy(l->policy, f->policy, sizeof(l->policy));
+	l->size = f->size;
+	l->chunk_size = f->chunk_size;
+	l->chunk_count = f->chunk_count;
+	l->stored_bytes = f->stored_bytes;
+	l->created_at_ms = f->created_at_ms;
+	l->replication = f->replication;
+	l->known.count = 0;
+	l->added_ms = efs_mono_ms();
 	pthread_mutex_unlock(&c->local_lock);
 }
 
@@ -83,8 +142,8 @@ static void local_forget(struct efs_cache *c, const char *file_id)
 {
 	size_t i = local_slot(file_id);
 	pthread_mutex_lock(&c->local_lock);
-	if (strcmp(c->local_files[i].file.file_id, file_id) == 0)
-		c->local_files[i].file.file_id[0] = '\0';
+	if (strcmp(c->local_files[i].file_id, file_id) == 0)
+		c->local_files[i].file_id[0] = '\0';
 	pthread_mutex_unlock(&c->local_lock);
 }
 
@@ -162,12 +221,27 @@ static bool take_u64(const json_t *j, const char *name, uint64_t *out)
 	return efs_json_u64(j, name, out) == 0;
 }
 
-int efs_cache_file_get(struct efs_cache *c, const char *file_id, struct efs_file_info *out)
+void efs_cache_file_learn(struct efs_cache *c, const char *file_id,
+			  const struct efs_reader_known *known)
+{
+	if (!known->count || known->count > EFS_READER_KNOWN_MAX)
+		return;
+	size_t i = local_slot(file_id);
+	pthread_mutex_lock(&c->local_lock);
+	if (local_fresh(c, i, file_id))
+		c->local_files[i].known = *known;
+	pthread_mutex_unlock(&c->local_lock);
+}
+
+int efs_cache_file_get(struct efs_cache *c, const char *file_id, struct efs_file_info *out,
+		       struct efs_reader_known *known)
 {
 	struct efs_file_info f;
 	uint64_t replication, created;
 	bool gone;
-	if (local_get(c, file_id, out))
+	if (known)
+		known->count = 0;
+	if (local_get(c, file_id, out, known))
 		return 0;
 	json_t *j = cache_get(c, "file", file_id, &gone);
 	if (gone)

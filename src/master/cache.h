@@ -15,13 +15,24 @@
  * kept). A delete through this master forgets its entry; a delete through
  * another master does not, which is safe because efs_cache_file_get serves
  * downloads only, and a download reads the file's chunk list from the
- * store anyway: an empty list answers 404 and forgets the entry.
+ * store: an empty list answers 404 and forgets the entry.
+ *
+ * With a file of at most EFS_READER_KNOWN_MAX chunks the local entry may
+ * also hold the chunk ids a download read (efs_cache_file_learn), which
+ * let the next download take cached chunks without reading the chunk
+ * list. They are handed out only while the store's removal count
+ * (efs_meta_removals) is what it was before that chunk list was read:
+ * only when no other process writes the store (SQLite: one master), and
+ * any file removal through this master (a REST delete, an S3 object
+ * deleted or replaced) stops them all, so a removed file is still never
+ * served once its removal has returned.
  */
 #ifndef ECHOFS_MASTER_CACHE_H
 #define ECHOFS_MASTER_CACHE_H
 
 #include "echofs/meta.h"
 #include "echofs/redis.h"
+#include "master/download.h"
 
 /* One master's caches: its local tier, and the store and Redis (shared
  * with the other masters) it reads through. */
@@ -36,8 +47,16 @@ int efs_cache_new(struct efs_meta *meta, struct efs_redis *redis, struct efs_cac
 void efs_cache_free(struct efs_cache *cache);
 
 /* efs_meta_file_get through the caches, for downloads only (a deleted file
- * may still be found: the caller must check the chunk list). */
-int efs_cache_file_get(struct efs_cache *cache, const char *file_id, struct efs_file_info *out);
+ * may still be found: the caller must check the chunk list, unless
+ * @known says otherwise). @known (NULL: not wanted) gets the file's chunk
+ * ids when the local entry holds them and no file was removed since they
+ * were read (see above: then the file still exists); else its count is 0. */
+int efs_cache_file_get(struct efs_cache *cache, const char *file_id, struct efs_file_info *out,
+		       struct efs_reader_known *known);
+/* Keeps @known (efs_reader_learned) with @file_id's local entry, if this
+ * master has one. */
+void efs_cache_file_learn(struct efs_cache *cache, const char *file_id,
+			  const struct efs_reader_known *known);
 void efs_cache_file_forget(struct efs_cache *cache, const char *file_id);
 /* efs_meta_session_get through the cache; out->version is -1 when it came
  * from the cache. */

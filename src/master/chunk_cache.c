@@ -161,6 +161,16 @@ out:
 	return r;
 }
 
+bool efs_chunk_cache_contains(struct efs_chunk_cache *c, const char *chunk_id)
+{
+	if (!c || !id_ok(chunk_id))
+		return false;
+	pthread_mutex_lock(&c->lock);
+	bool found = find(c, chunk_id, NULL) != NULL;
+	pthread_mutex_unlock(&c->lock);
+	return found;
+}
+
 void efs_chunk_cache_put(struct efs_chunk_cache *c, const char *chunk_id, const void *data,
 			 size_t len)
 {

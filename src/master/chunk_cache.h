@@ -22,6 +22,7 @@
 
 #include "echofs/buf.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,10 @@ void efs_chunk_cache_free(struct efs_chunk_cache *c);
  * (always with a NULL cache); -E2BIG (over @out's cap) or -ENOMEM, with
  * @out's contents then unspecified. */
 int efs_chunk_cache_get(struct efs_chunk_cache *c, const char *chunk_id, struct efs_buf *out);
+/* Whether @chunk_id is cached now (it may be evicted before a get): a
+ * peek that neither copies nor counts a hit or miss nor marks the entry
+ * used. false with a NULL cache. */
+bool efs_chunk_cache_contains(struct efs_chunk_cache *c, const char *chunk_id);
 /* Keeps a copy of @len bytes as @chunk_id; the caller has verified that
  * they hash to it. Does nothing when the chunk is too large, already
  * cached, or memory is short. */

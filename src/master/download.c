@@ -77,6 +77,12 @@ struct efs_reader {
 	/* chunk list batch */
 	struct efs_file_chunk *batch;
 	size_t batch_count;
+	/* efs_meta_removals before the batch was read (ok: counted) */
+	bool batch_removals_ok;
+	uint64_t batch_removals;
+	/* chunk ids told by efs_reader_know: tried in the chunk cache before
+	 * the chunk list is read */
+	struct efs_reader_known known;
 	struct slot cur; /* the chunk being handed out */
 	/* read-ahead, under lock */
 	struct ahead ahead[AHEAD_MAX];
@@ -157,6 +163,11 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 		free(rd->batch);
 		rd->batch = NULL;
 		rd->batch_count = 0;
+		/* Read before the list: a removal after this is counted past it
+		 * (efs_reader_learned). */
+		rd->batch_removals_ok = efs_meta_removals(rd->src.meta, &rd->batch_removals) == 0;
+		if (rd->src.chunk_lists_read)
+			atomic_fetch_add(rd->src.chunk_lists_read, 1);
 		int r = efs_meta_file_chunks(rd->src.meta, rd->file.file_id, index,
 					     DOWNLOAD_CHUNK_ROWS, &rd->batch, &rd->batch_count);
 		if (r < 0)
@@ -167,13 +178,16 @@ static int chunk_entry(struct efs_reader *rd, uint64_t index, const struct efs_f
 	return -EIO; /* the chunk list has no such chunk */
 }
 
-/* Fetches, decodes and verifies the chunk of row @fc into @s. */
-static int load_entry(struct efs_reader *rd, const struct efs_file_chunk *fc, struct slot *s)
+/* Fetches, decodes and verifies the chunk of row @fc into @s; looks in
+ * the chunk cache first unless @cache_tried (a known id just missed). */
+static int load_entry(struct efs_reader *rd, const struct efs_file_chunk *fc, struct slot *s,
+		      bool cache_tried)
 {
 	s->index = -1;
 	/* Verified bytes read before: the id is their SHA-256, so they are
 	 * right for any file that lists it, and the list was just read. */
-	if (efs_chunk_cache_get(rd->src.chunk_cache, fc->chunk.chunk_id, &s->data) == 0 &&
+	if (!cache_tried &&
+	    efs_chunk_cache_get(rd->src.chunk_cache, fc->chunk.chunk_id, &s->data) == 0 &&
 	    s->data.len == fc->chunk.size) {
 		s->index = (int64_t)fc->index;
 		return 0;
@@ -188,15 +202,29 @@ static int load_entry(struct efs_reader *rd, const struct efs_file_chunk *fc, st
 	return 0;
 }
 
-/* Fetches chunk @index into @s on the connection's thread. */
+/* Fetches chunk @index into @s on the connection's thread: from the chunk
+ * cache by a known id without reading the chunk list, else as its row
+ * says. */
 static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 {
 	const struct efs_file_chunk *fc;
+	bool missed = false; /* the known id is not in the cache */
 	s->index = -1;
+	if (index < rd->known.count) {
+		int r = efs_chunk_cache_get(rd->src.chunk_cache, rd->known.chunk[index].chunk_id,
+					    &s->data);
+		if (r == 0 && s->data.len == rd->known.chunk[index].size) {
+			s->index = (int64_t)index;
+			return 0;
+		}
+		missed = r == -ENOENT;
+	}
 	int r = chunk_entry(rd, index, &fc);
 	if (r < 0)
 		return r;
-	return load_entry(rd, fc, s);
+	/* The list's id is the known one (a file's ids never change). */
+	bool same = missed && strcmp(fc->chunk.chunk_id, rd->known.chunk[index].chunk_id) == 0;
+	return load_entry(rd, fc, s, same);
 }
 
 static void *helper_main(void *arg)
@@ -210,7 +238,7 @@ static void *helper_main(void *arg)
 		if (rd->stop)
 			break;
 		pthread_mutex_unlock(&rd->lock);
-		int r = load_entry(rd, &a->entry, &a->s);
+		int r = load_entry(rd, &a->entry, &a->s, false);
 		pthread_mutex_lock(&rd->lock);
 		a->result = r;
 		a->state = AHEAD_DONE;
@@ -300,6 +328,11 @@ int efs_reader_prefetch(struct efs_reader *rd)
 	for (uint64_t want = index + 1; want <= index + AHEAD_MAX; want++) {
 		if (want * rd->file.chunk_size > rd->last)
 			break;
+		/* A known chunk in the cache is copied from there when its turn
+		 * comes: no helper, no chunk list. */
+		if (want < rd->known.count &&
+		    efs_chunk_cache_contains(rd->src.chunk_cache, rd->known.chunk[want].chunk_id))
+			continue;
 		const struct efs_file_chunk *fc;
 		if (chunk_entry(rd, want, &fc) < 0)
 			break; /* the read itself reports it */
@@ -332,6 +365,31 @@ ssize_t efs_reader_read(struct efs_reader *rd, char *out, size_t max)
 	memcpy(out, rd->cur.data.data + offset, n);
 	rd->pos += n;
 	return (ssize_t)n;
+}
+
+void efs_reader_know(struct efs_reader *rd, const struct efs_reader_known *known)
+{
+	if (known && known->count <= EFS_READER_KNOWN_MAX)
+		rd->known = *known;
+}
+
+bool efs_reader_learned(const struct efs_reader *rd, struct efs_reader_known *out)
+{
+	uint64_t count = rd->file.chunk_count;
+	if (!rd->batch_removals_ok || count == 0 || count > EFS_READER_KNOWN_MAX ||
+	    rd->batch_count != count)
+		return false;
+	for (size_t i = 0; i < count; i++)
+		if (rd->batch[i].index != i)
+			return false;
+	out->count = (size_t)count;
+	out->removals = rd->batch_removals;
+	for (size_t i = 0; i < count; i++) {
+		memcpy(out->chunk[i].chunk_id, rd->batch[i].chunk.chunk_id,
+		       sizeof(out->chunk[i].chunk_id));
+		out->chunk[i].size = rd->batch[i].chunk.size;
+	}
+	return true;
 }
 
 const char *efs_reader_file_id(const struct efs_reader *rd)

@@ -16,6 +16,7 @@
 #include "echofs/buf.h"
 #include "echofs/meta.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -29,11 +30,37 @@ struct efs_reader_source {
 	struct efs_meta *meta;		     /* the file's chunk list */
 	struct efs_chunk_backend *chunks;    /* where the bytes are read from */
 	struct efs_chunk_cache *chunk_cache; /* verified chunks; NULL: none */
+	_Atomic uint64_t *chunk_lists_read;  /* +1 per chunk list query; NULL: none */
+};
+
+/* What a reader may be told of a small file's chunks beforehand: their
+ * ids and sizes, without replicas (which change), and the
+ * efs_meta_removals count read before they were. Enough to take each
+ * chunk from the chunk cache without reading the chunk list; the list
+ * (with replicas) is read only for a chunk that is not cached. */
+#define EFS_READER_KNOWN_MAX 4
+struct efs_reader_known {
+	size_t count; /* chunks 0 .. count-1 of the file; 0: none known */
+	uint64_t removals;
+	struct {
+		char chunk_id[65];
+		uint64_t size; /* uncompressed */
+	} chunk[EFS_READER_KNOWN_MAX];
 };
 
 /* A reader of bytes [@first, @last] of @file, from @src. */
 int efs_reader_new(const struct efs_reader_source *src, const struct efs_file_info *file,
 		   uint64_t first, uint64_t last, struct efs_reader **out);
+/* Tells @rd the file's chunk ids (before the first read). The caller
+ * vouches that the file still exists (efs_cache_file_get checks the
+ * removal count): a chunk found in the chunk cache by these ids is served
+ * without a store read. NULL or a count of 0 changes nothing. */
+void efs_reader_know(struct efs_reader *rd, const struct efs_reader_known *known);
+/* What the reader learnt of the file's chunks for a later efs_reader_know:
+ * true and *out filled when it read the whole chunk list from the store in
+ * one query (at most EFS_READER_KNOWN_MAX chunks) and the store counts
+ * removals (efs_meta_removals); false otherwise, *out untouched. */
+bool efs_reader_learned(const struct efs_reader *rd, struct efs_reader_known *out);
 /* Frees the reader; waits for a read-ahead in progress to end (within its
  * transfer timeouts). NULL is accepted. */
 void efs_reader_free(struct efs_reader *rd);

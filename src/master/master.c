@@ -249,6 +249,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.meta = m->meta,
 		.chunks = m->chunks,
 		.chunk_cache = m->chunk_cache,
+		.chunk_lists_read = &m->counters.chunk_lists_read,
 	};
 
 	struct efs_http_server_config http = {

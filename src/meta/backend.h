@@ -149,6 +149,11 @@ struct efs_meta {
 	/* Calls through this handle that may change the totals (meta.c);
 	 * efs_meta_changes. */
 	_Atomic uint64_t changes;
+	/* Calls through this handle that may remove a file row, counted once
+	 * they return (meta.c); efs_meta_removals. */
+	_Atomic uint64_t removals;
+	/* Only this process writes the store (SQLite: one master). */
+	bool exclusive;
 };
 
 #endif

@@ -56,6 +56,9 @@ int efs_meta_open(const char *database_url, const char *data_dir, struct efs_met
 		return r;
 	}
 	m->ops = &efs_sql_store_ops;
+	/* SQLite serves one master (docs/ARCHITECTURE.md, "Metadata
+	 * backends"); PostgreSQL is shared by several. */
+	m->exclusive = driver == &efs_sql_sqlite_driver;
 	*out = m;
 	return 0;
 }
@@ -226,6 +229,7 @@ int efs_meta_file_create_object(struct efs_meta *m, const struct efs_file_info *
 	int r = m->ops->file_create_object(m->impl, file, chunk, worker_ids, worker_count, dedup,
 					   link, now_ms);
 	atomic_fetch_add(&m->changes, 1);
+	atomic_fetch_add(&m->removals, 1);
 	return r;
 }
 
@@ -265,6 +269,7 @@ int efs_meta_file_delete(struct efs_meta *m, const char *file_id, const char *ow
 {
 	int r = m->ops->file_delete(m->impl, file_id, owner, now_ms);
 	atomic_fetch_add(&m->changes, 1);
+	atomic_fetch_add(&m->removals, 1);
 	return r;
 }
 
@@ -288,6 +293,14 @@ int efs_meta_replica_mark_good(struct efs_meta *m, const char *chunk_id,
 uint64_t efs_meta_changes(struct efs_meta *m)
 {
 	return atomic_load(&m->changes);
+}
+
+int efs_meta_removals(struct efs_meta *m, uint64_t *out)
+{
+	if (!m->exclusive)
+		return -ENOTSUP;
+	*out = atomic_load(&m->removals);
+	return 0;
 }
 
 int efs_meta_stats(struct efs_meta *m, struct efs_meta_stats *out)
@@ -465,6 +478,7 @@ int efs_meta_object_put_if(struct efs_meta *m, const struct efs_object_info *o,
 		return -ENOTSUP;
 	int r = m->ops->object_put(m->impl, o, cond, now_ms);
 	atomic_fetch_add(&m->changes, 1);
+	atomic_fetch_add(&m->removals, 1);
 	return r;
 }
 
@@ -480,6 +494,7 @@ int efs_meta_object_delete(struct efs_meta *m, const char *bucket, const char *k
 		return -ENOTSUP;
 	int r = m->ops->object_delete(m->impl, bucket, key, now_ms);
 	atomic_fetch_add(&m->changes, 1);
+	atomic_fetch_add(&m->removals, 1);
 	return r;
 }
 
@@ -489,6 +504,7 @@ int efs_meta_object_copy(struct efs_meta *m, struct efs_object_copy *copy, int64
 		return -ENOTSUP;
 	int r = m->ops->object_copy(m->impl, copy, now_ms);
 	atomic_fetch_add(&m->changes, 1);
+	atomic_fetch_add(&m->removals, 1);
 	return r;
 }
 
@@ -573,6 +589,7 @@ int efs_meta_s3_upload_complete(struct efs_meta *m, const struct efs_s3_upload *
 		return -ENOTSUP;
 	int r = m->ops->s3_upload_complete(m->impl, u, parts, count, file, now_ms);
 	atomic_fetch_add(&m->changes, 1);
+	atomic_fetch_add(&m->removals, 1);
 	return r;
 }
 

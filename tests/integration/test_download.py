@@ -15,6 +15,8 @@ import requests
 
 import echofs_harness as h
 from echofs_harness import wait_until
+from s3_helpers import access_key, start_s3
+from s3_helpers import client as s3_client
 
 # Chunks far larger than what the loopback socket buffers hold, so a client
 # that stops reading stops the master inside chunk 0.
@@ -207,6 +209,118 @@ def test_chunks_read_again_come_from_the_master_cache_unless_it_is_off(cluster, 
     c.delete(f"/api/v1/files/{f['file_id']}").raise_for_status()
     r = c.get(f"/api/v1/files/{f['file_id']}/download")
     h.assert_json_error(r, 404, "file_not_found")
+
+
+LISTS_READ = "echofs_download_chunk_lists_read_total"
+
+
+@pytest.mark.parametrize("cache", ["default", "0"])
+def test_small_file_downloads_read_no_chunk_list_while_its_chunks_are_cached(cluster, cache):
+    """A file of up to 4 chunks whose chunk ids a download read keeps them
+    with its cached row: the next downloads (whole or a range) take the
+    chunks from the chunk cache without reading the chunk list again,
+    with SQLite, which no other master writes. With CHUNK_CACHE_SIZE=0, or
+    a store other masters share (PostgreSQL, DynamoDB), every download
+    reads it, as before. A delete through this master is a 404 at once."""
+    env = {"CHUNK_SIZE": 65536}
+    if cache != "default":
+        env["CHUNK_CACHE_SIZE"] = cache
+    m = cluster.start(workers=3, master_env=env)
+    c = m.user_client("known")
+    small = os.urandom(4096)
+    three = os.urandom(2 * 65536 + 100)  # 3 chunks, the last one short
+    files = [c.upload(small, "small.bin"), c.upload(three, "three.bin")]
+    before = master_metric(m, LISTS_READ)
+    for f, data in zip(files, (small, three)):
+        assert c.download(f["file_id"]) == data
+    assert master_metric(m, LISTS_READ) - before == 2, "a first download reads the list"
+
+    before = master_metric(m, LISTS_READ)
+    downloads = 0
+    for f, data in zip(files, (small, three)):
+        for _ in range(3):
+            assert c.download(f["file_id"]) == data
+            downloads += 1
+        r = c.get(f"/api/v1/files/{f['file_id']}/download", headers={"Range": "bytes=100-4000"})
+        assert r.status_code == 206 and r.content == data[100:4001]
+        downloads += 1
+    r = c.get(f"/api/v1/files/{files[1]['file_id']}/download",
+              headers={"Range": "bytes=65000-131100"})  # chunks 0, 1 and 2
+    assert r.status_code == 206 and r.content == three[65000:131101]
+    downloads += 1
+    lists = master_metric(m, LISTS_READ) - before
+    if cache == "0" or cluster.backend != "sqlite":
+        assert lists == downloads, f"{lists} chunk list reads for {downloads} downloads"
+    else:
+        assert lists == 0, f"{lists} chunk list reads for {downloads} downloads of cached chunks"
+
+    for f in files:
+        assert c.delete(f"/api/v1/files/{f['file_id']}").status_code == 204
+        h.assert_json_error(c.get(f"/api/v1/files/{f['file_id']}/download"), 404,
+                            "file_not_found")
+
+
+def test_file_removed_through_s3_is_never_served_from_its_known_chunks(cluster):
+    """An S3 delete, overwrite or copy over a key removes the key's file
+    without telling the REST file cache (the store does it in the same
+    transaction): a file whose chunk ids this master knows, its chunk
+    cached, is a 404 on its REST download as soon as the S3 call has
+    answered, as when every download read the chunk list."""
+    m = start_s3(cluster, workers=2, REPLICATION_FACTOR="2")
+    s3 = s3_client(m, access_key(m, "s3-known"))
+    rest = m.user_client("s3-known")
+    s3.create_bucket(Bucket="known")
+
+    def file_of(key, data):
+        s3.put_object(Bucket="known", Key=key, Body=data)
+        files = rest.get("/api/v1/files", params={"limit": 1000}).json()["files"]
+        fid = [f["file_id"] for f in files if f.get("bucket") == "known" and f.get("key") == key]
+        assert len(fid) == 1, files
+        for _ in range(3):  # the first reads the chunk ids, the others need not
+            assert rest.download(fid[0]) == data
+        return fid[0]
+
+    deleted = file_of("deleted", os.urandom(4096))
+    s3.delete_object(Bucket="known", Key="deleted")
+    h.assert_json_error(rest.get(f"/api/v1/files/{deleted}/download"), 404, "file_not_found")
+
+    replaced = file_of("replaced", os.urandom(4096))
+    s3.put_object(Bucket="known", Key="replaced", Body=b"new bytes")
+    h.assert_json_error(rest.get(f"/api/v1/files/{replaced}/download"), 404, "file_not_found")
+
+    copied_over = file_of("copied-over", os.urandom(4096))
+    s3.copy_object(Bucket="known", Key="copied-over", CopySource="known/replaced")
+    h.assert_json_error(rest.get(f"/api/v1/files/{copied_over}/download"), 404,
+                        "file_not_found")
+    assert s3.get_object(Bucket="known", Key="copied-over")["Body"].read() == b"new bytes"
+
+
+@pytest.mark.requires_workers(reason="kills workers holding the chunk")
+def test_known_chunk_not_cached_is_read_from_the_replicas_the_store_lists_now(cluster):
+    """The chunk ids kept with a file's row carry no replicas: a chunk not
+    in the chunk cache (CHUNK_CACHE_SIZE=0 here) is read through the chunk
+    list as it is now: a download after one worker lost the chunk (its
+    record dead on disk, the worker back) and another died is served by
+    the third."""
+    m = cluster.start(workers=3, master_env={"CHUNK_CACHE_SIZE": "0"})
+    c = m.user_client("replicas")
+    data = os.urandom(4096)
+    f = c.upload(data, "replicas.bin")
+    assert c.download(f["file_id"]) == data  # the ids are known from here on
+    assert c.download(f["file_id"]) == data
+    chunk_id = c.get(f"/api/v1/files/{f['file_id']}").json()["chunks"][0]["chunk_id"]
+    lost, dead = cluster.workers[0], cluster.workers[1]
+    lost_id = lost.worker_id
+    lost.kill()
+    h.drop_chunk_record(lost.data_dir, chunk_id)  # its bytes lost while it was down
+    mark = lost.log_mark()
+    lost.start()
+    # Its record from before the kill may still say alive: wait for this run's registration.
+    lost.wait_for_log("registered with", timeout=h.START_TIMEOUT_S, since=mark)
+    assert lost.wait_registered() == lost_id
+    dead.kill()
+    for _ in range(3):
+        assert c.download(f["file_id"]) == data
 
 
 def test_worker_chunk_get_crc_header_matches_the_bytes(cluster):

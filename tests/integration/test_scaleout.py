@@ -347,6 +347,31 @@ def test_files_move_between_masters(pg_cluster):
         assert h.redis_cli(pg_cluster.redis_addr, "GET", key).stdout.strip() == "deleted"
 
 
+def lists_read(m) -> float:
+    text = m.cluster_client().get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith("echofs_download_chunk_lists_read_total "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{m.name}'s /metrics has no echofs_download_chunk_lists_read_total")
+
+
+def test_cached_small_file_deleted_through_the_other_master_is_a_404(pg_cluster):
+    """A small file A has downloaded (its row, chunk ids and chunk cached
+    in A's memory) and B deletes: A's next download is a 404. With a
+    store other masters write, every download reads the chunk list, which
+    is what finds the delete: A's own caches never hear of it."""
+    a, b = start_pair(pg_cluster)
+    ca, cb = a.user_client("alice"), b.user_client("alice")
+    data = payload(4096)
+    f = ca.upload(data, "small.bin")
+    before = lists_read(a)
+    for _ in range(3):
+        assert ca.download(f["file_id"]) == data
+    assert lists_read(a) - before == 3, "a shared store: every download reads the chunk list"
+    assert cb.delete(f"/api/v1/files/{f['file_id']}").status_code == 204
+    assert_json_error(ca.get(f"/api/v1/files/{f['file_id']}/download"), 404, "file_not_found")
+
+
 def test_same_content_through_both_masters_at_once_keeps_every_reference(pg_cluster):
     """Deduplication and reference counts under concurrency across masters:
     the same bytes uploaded through A and B at the same time, copies deleted

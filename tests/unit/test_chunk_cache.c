@@ -81,6 +81,34 @@ static void test_get_returns_what_was_put(void **state)
 	efs_chunk_cache_free(c);
 }
 
+/* contains is a peek: it counts neither a hit nor a miss and does not
+ * make an entry recently used. */
+static void test_contains_peeks_without_touching(void **state)
+{
+	struct efs_chunk_cache *c;
+	char id[65];
+	const unsigned fit = 65536 / (1024 + 128); /* 1 KiB entries that fit: 56 */
+	assert_false(efs_chunk_cache_contains(NULL, "x"));
+	assert_int_equal(efs_chunk_cache_new(65536, &c), 0);
+	for (unsigned n = 1; n <= fit; n++)
+		put_n(c, n, 1024);
+	make_id(1, id);
+	assert_true(efs_chunk_cache_contains(c, id));
+	make_id(fit + 1, id);
+	assert_false(efs_chunk_cache_contains(c, id));
+	assert_false(efs_chunk_cache_contains(c, "abc"));
+	struct efs_chunk_cache_stats st;
+	efs_chunk_cache_stats(c, &st);
+	assert_int_equal(st.hits, 0);
+	assert_int_equal(st.misses, 0);
+	put_n(c, fit + 1, 1024); /* 1 is still the oldest: it goes */
+	make_id(1, id);
+	assert_false(efs_chunk_cache_contains(c, id));
+	assert_true(has_n(c, 2, 1024));
+	assert_true(has_n(c, fit + 1, 1024));
+	efs_chunk_cache_free(c);
+}
+
 static void test_malformed_ids_are_never_cached(void **state)
 {
 	struct efs_chunk_cache *c;
@@ -149,6 +177,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_capacity_0_is_no_cache),
 	    cmocka_unit_test(test_get_returns_what_was_put),
+	    cmocka_unit_test(test_contains_peeks_without_touching),
 	    cmocka_unit_test(test_malformed_ids_are_never_cached),
 	    cmocka_unit_test(test_bytes_stay_under_capacity_oldest_out_first),
 	    cmocka_unit_test(test_chunks_over_the_item_limit_are_not_kept),

@@ -322,10 +322,11 @@ static void test_both_masters_store_and_serve(void **state)
 	 * only: the other master's file is not found through it. */
 	for (int i = 0; i < 2; i++) {
 		struct efs_file_info info;
-		assert_int_equal(efs_cache_file_get(f->side[i].master.cache, ids[i][1], &info), 0);
+		assert_int_equal(
+		    efs_cache_file_get(f->side[i].master.cache, ids[i][1], &info, NULL), 0);
 		assert_string_equal(info.file_id, ids[i][1]);
-		assert_int_equal(efs_cache_file_get(f->side[!i].master.cache, ids[i][1], &info),
-				 -ENOENT);
+		assert_int_equal(
+		    efs_cache_file_get(f->side[!i].master.cache, ids[i][1], &info, NULL), -ENOENT);
 	}
 	/* Each master called its worker on its own client. */
 	assert_ptr_not_equal(a->master.http_client, b->master.http_client);
