@@ -141,9 +141,8 @@ bench_cluster_start() {
 	export JWT_SECRET CLUSTER_SECRET
 	base=$(bench_pick_ports $((count + 1))) || bench_die "no free ports for the cluster"
 	MASTER_URL="http://127.0.0.1:$base"
-	MASTER_HOST=127.0.0.1 MASTER_PORT=$base GRPC_PORT=0 DATA_DIR="$dir/master" \
-		bench_spawn "$dir/logs/master.log" "${BENCH_BIN:-$ROOT/bin}/echofs-master"
-	MASTER_PID=$BENCH_LAST_PID
+	BENCH_MASTER_PORT=$base
+	bench_master_spawn "$dir" "$dir/logs/master.log"
 	WORKER_PIDS=()
 	for i in $(seq 1 "$count"); do
 		port=$((base + i))
@@ -168,6 +167,41 @@ bench_cluster_start() {
 	TOKEN=$("${BENCH_BIN:-$ROOT/bin}/echofs" token --user bench --ttl 86400)
 }
 
+# bench_master_spawn DIR LOG [NAME=VALUE...] - start the master of the
+# cluster in DIR (data DIR/master, port BENCH_MASTER_PORT) with the extra
+# settings given, output to LOG; sets MASTER_PID. Does not wait.
+bench_master_spawn() {
+	local dir=$1 log=$2
+	shift 2
+	bench_spawn "$log" env MASTER_HOST=127.0.0.1 MASTER_PORT="$BENCH_MASTER_PORT" GRPC_PORT=0 \
+		DATA_DIR="$dir/master" "$@" "${BENCH_BIN:-$ROOT/bin}/echofs-master"
+	MASTER_PID=$BENCH_LAST_PID
+}
+
+# bench_master_restart DIR NAME [NAME=VALUE...] - stop the master of the
+# cluster bench_cluster_start made in DIR and start it again on the same
+# port and data, with the extra settings given (the environment's as
+# before otherwise; log DIR/logs/master.NAME.log), then wait until
+# /api/v1/health counts WORKER_COUNT workers alive again. Sets MASTER_PID;
+# the workers keep running. Dies (with the log's tail) when the master
+# does not come back within 15 s.
+bench_master_restart() {
+	local dir=$1 name=$2 count=${WORKER_COUNT:-3} log body alive=0 i
+	shift 2
+	log=$dir/logs/master.$name.log
+	bench_stop "$MASTER_PID"
+	bench_master_spawn "$dir" "$log" "$@"
+	for i in $(seq 1 150); do
+		kill -0 "$MASTER_PID" 2>/dev/null || break
+		body=$(curl -s "$MASTER_URL/api/v1/health" || true)
+		alive=$(printf '%s' "$body" | sed -n 's/.*"workers_alive": *\([0-9]*\).*/\1/p')
+		[ "${alive:-0}" -ge "$count" ] && return 0
+		sleep 0.1
+	done
+	tail -n 5 "$log" >&2 || true
+	bench_die "the master did not come back with $count workers alive (log: $log)"
+}
+
 # bench_cpu_ticks PID... - utime + stime of the processes, in clock ticks
 # (fields 14 and 15 of /proc/PID/stat, counted after the command name).
 bench_cpu_ticks() {
@@ -176,6 +210,16 @@ bench_cpu_ticks() {
 		total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
 	done
 	echo "$total"
+}
+
+# bench_cpu_each PID... - utime + stime of each process, in clock ticks,
+# on one line in the order given.
+bench_cpu_each() {
+	local pid out=()
+	for pid in "$@"; do
+		out+=("$(bench_cpu_ticks "$pid")")
+	done
+	echo "${out[*]}"
 }
 
 # bench_status_kib PID FIELD - a kB figure from /proc/PID/status (VmHWM...).

@@ -32,6 +32,11 @@
 # PostgreSQL runs through scripts/services.sh on free ports (its own data
 # directory, stopped at the end). Not a test: nothing asserts a time; the
 # machine may be shared, so compare the ratios, and note the load (printed).
+#
+# Output: the table on stdout (and build/bench/million-STAMP.md), and the
+# same figures as JSON in bench/results/million-STAMP.json, copied to
+# BENCH_MILLION_RESULTS (bench/results/million-latest.json), which
+# `make bench`'s report quotes with its date and commit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +45,9 @@ BACKENDS=${BACKENDS:-sqlite}
 SECONDS_EACH=${SECONDS:-10}
 REPORT_WAIT=${REPORT_WAIT:-600} # seconds a full chunk report may take before the run goes on
 MILLION=$ROOT/build/bench/million
+MILLION_RESULTS=${BENCH_MILLION_RESULTS:-$ROOT/bench/results/million-latest.json}
+START_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 LOADGEN=$ROOT/build/bench/loadgen
 WORK=$(mktemp -d /var/tmp/echofs-million.XXXXXX)
 # shellcheck source=bench/lib.sh
@@ -226,6 +234,8 @@ for BACKEND in $BACKENDS; do
 done
 
 bench_log "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+table_md=$ROOT/build/bench/million-$stamp.md
 echo
 echo "N=$N files; full/empty (same run); machine load $(cut -d' ' -f1-3 /proc/loadavg)"
 awk '
@@ -239,4 +249,44 @@ END {
 		r = (e + 0 > 0) ? sprintf("%.2f", f / e) : "-"
 		printf "| %-8s | %-30s | %12s | %12s | %9s |\n", p[1], p[2], e, f, r
 	}
-}' "$WORK/results.txt" | tee "$ROOT/build/bench/million-$(date -u +%Y%m%dT%H%M%SZ).md"
+}' "$WORK/results.txt" | tee "$table_md"
+
+# The JSON: {"results": {BACKEND: {MEASUREMENT: {"empty", "full",
+# "full_over_empty"}}}} and the run's facts. A value that is not a number
+# (">600000": no report within REPORT_WAIT) stays a string, and its ratio
+# is null.
+json_out=$ROOT/bench/results/million-$stamp.json
+mkdir -p "$(dirname "$json_out")" "$(dirname "$MILLION_RESULTS")"
+awk -v date="$START_DATE" -v commit="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+	-v n="$N" -v backends="$BACKENDS" -v secs="$SECONDS_EACH" -v nproc="$(nproc)" \
+	-v load0="$START_LOAD" -v load1="$(cut -d' ' -f1-3 /proc/loadavg)" -v table="$table_md" '
+function isnum(x) { return x ~ /^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$/ }
+function val(x) { return x == "" ? "null" : (isnum(x) ? x : "\"" x "\"") }
+{
+	if (!($1 in bseen)) { bseen[$1] = 1; border[++nb] = $1 }
+	key = $1 SUBSEP $3
+	if (!(key in mseen)) { mseen[key] = 1; morder[$1, ++nm[$1]] = $3 }
+	v[$1, $3, $2] = $4
+}
+END {
+	printf "{\n  \"schema\": 1,\n  \"date\": \"%s\",\n  \"git_commit\": \"%s\",\n", date, commit
+	printf "  \"n\": %d,\n  \"backends\": \"%s\",\n  \"seconds_each\": %s,\n", n, backends, secs
+	printf "  \"nproc\": %d,\n  \"loadavg_start\": \"%s\",\n  \"loadavg_end\": \"%s\",\n", nproc, load0, load1
+	printf "  \"table\": \"%s\",\n  \"results\": {", table
+	for (b = 1; b <= nb; b++) {
+		be = border[b]
+		printf "%s\n    \"%s\": {", (b > 1 ? "," : ""), be
+		for (i = 1; i <= nm[be]; i++) {
+			m = morder[be, i]; e = v[be, m, "empty"]; f = v[be, m, "full"]
+			r = (isnum(e) && isnum(f) && e + 0 > 0) ? sprintf("%.4f", f / e) : "null"
+			printf "%s\n      \"%s\": {\"empty\": %s, \"full\": %s, \"full_over_empty\": %s}", \
+				(i > 1 ? "," : ""), m, val(e), val(f), r
+		}
+		printf "\n    }"
+	}
+	printf "\n  }\n}\n"
+}' "$WORK/results.txt" >"$json_out.tmp"
+mv "$json_out.tmp" "$json_out"
+cp "$json_out" "$MILLION_RESULTS.tmp"
+mv "$MILLION_RESULTS.tmp" "$MILLION_RESULTS"
+bench_log "results: $json_out (and $MILLION_RESULTS)"

@@ -4,7 +4,7 @@
 for bench/run.sh's S3 lines (issue 13).
 
     s3_large.py --endpoint URL --key-id ID --secret S [--region R]
-                --bucket B --key K --file FILE [--create-bucket]
+                --bucket B --key K --file FILE [--create-bucket] [--put-only]
 
 PUT: one put_object of FILE, the body an open file object (botocore streams
 it; over plain HTTP it first reads the file once to compute the payload's
@@ -14,7 +14,8 @@ no multipart, to compare one stream with the REST upload's one stream
 answered must be the file's MD5.
 
 GET: one get_object, the body read in 1 MiB pieces and dropped; its length
-must be the file's.
+must be the file's. --put-only skips it (bench/s3_large.sh's BENCH_BOTO3
+rounds, which take the master's CPU around the PUT alone).
 
 Prints one JSON object: put_seconds, get_seconds, bytes, put/get MiB/s and
 the client's own CPU seconds for each (user + system of this process), so
@@ -50,6 +51,7 @@ def main():
     ap.add_argument("--key", required=True)
     ap.add_argument("--file", required=True)
     ap.add_argument("--create-bucket", action="store_true")
+    ap.add_argument("--put-only", action="store_true")
     args = ap.parse_args()
 
     s3 = boto3.client(
@@ -78,10 +80,12 @@ def main():
         return 1
 
     cpu0, t0 = cpu_seconds(), time.monotonic()
-    body = s3.get_object(Bucket=args.bucket, Key=args.key)["Body"]
-    got = 0
-    for piece in iter(lambda: body.read(PIECE), b""):
-        got += len(piece)
+    got = size
+    if not args.put_only:
+        body = s3.get_object(Bucket=args.bucket, Key=args.key)["Body"]
+        got = 0
+        for piece in iter(lambda: body.read(PIECE), b""):
+            got += len(piece)
     get_s, get_cpu = time.monotonic() - t0, cpu_seconds() - cpu0
     if got != size:
         print(f"s3_large: GET sent {got} bytes, the object has {size}", file=sys.stderr)
@@ -90,7 +94,8 @@ def main():
     mib = size / 1048576
     json.dump({"client": f"boto3 {boto3.__version__}, put_object/get_object, one request each",
                "bytes": size, "put_seconds": round(put_s, 4), "get_seconds": round(get_s, 4),
-               "put_mib_s": round(mib / put_s, 2), "get_mib_s": round(mib / get_s, 2),
+               "put_mib_s": round(mib / put_s, 2),
+               "get_mib_s": None if args.put_only else round(mib / get_s, 2),
                "put_client_cpu_s": round(put_cpu, 3), "get_client_cpu_s": round(get_cpu, 3)},
               sys.stdout)
     print()

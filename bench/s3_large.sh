@@ -18,6 +18,13 @@
 # (/proc/PID/stat). The medians of the rounds close the report, which
 # also goes to bench/results/s3-large.txt.
 #
+# BENCH_BOTO3=1 adds to each round, after the curl S3 PUT, a boto3 PUT
+# (bench/s3_large.py --put-only: put_object of one more fresh file, the
+# payload's SHA-256 signed over plain HTTP as boto3 does, so the master
+# verifies it), reported as op "b3put" against the round's REST upload;
+# its MiB/s counts the client's own pass over the file before it sends,
+# its CPU columns are the daemons' only.
+#
 # Environment: BENCH_ROUNDS (3), BENCH_LARGE_MIB (64), ECHOFS_BIN_DIR
 # (bin/, as bench/s3_small.sh), BENCH_PERF=1 (perf record the master
 # during round 1's S3 PUT and REST upload: flat profiles to
@@ -47,7 +54,7 @@ mkdir -p "$tmp_parent" "$(dirname "$OUT")"
 WORK=$(mktemp -d "$tmp_parent/bench-s3large.XXXXXX")
 bench_install_traps
 avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
-need_mib=$((MIB * (2 + 2 * 3) * ROUNDS + 512))
+need_mib=$((MIB * (3 + 3 * 3) * ROUNDS + 512))
 [ "$avail_mib" -ge "$need_mib" ] || bench_die "$WORK has $avail_mib MiB free, the run needs about $need_mib MiB"
 
 # bench_cluster_start runs $ROOT/bin/*: a copy of ROOT whose bin is $BIN.
@@ -91,6 +98,9 @@ transfer() {
 		{
 			perf report -i "$WORK/$name.perf" --stdio --no-children --sort dso -g none \
 				--percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$'
+			echo "# by thread (upload-md5: the S3 body's MD5, upload-helper: chunk stores)"
+			perf report -i "$WORK/$name.perf" --stdio --no-children --sort comm -g none \
+				--percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$'
 			echo "# by symbol"
 			perf report -i "$WORK/$name.perf" --stdio --no-children --sort dso,symbol -g none \
 				--percent-limit 0.7 2>/dev/null | grep -v '^#' | grep -v '^$'
@@ -101,6 +111,22 @@ transfer() {
 	[ "$code" = "$want" ] || bench_die "$name: HTTP $code: $(head -c 300 "$WORK/$name.out")"
 	awk -v b="$BYTES" -v s="$secs" -v m=$((m1 - m0)) -v w=$((w1 - w0)) -v hz="$CLK_TCK" \
 		'BEGIN { g = b / 1073741824; printf "%.1f %.2f %.2f\n", b / 1048576 / s, m / hz / g, w / hz / g }'
+}
+
+# boto_put FILE KEY - the boto3 PUT of BENCH_BOTO3; prints as transfer.
+boto_put() {
+	local m0 m1 w0 w1 json
+	m0=$(bench_cpu_ticks "$MASTER_PID")
+	w0=$(bench_cpu_ticks "${WORKER_PIDS[@]}")
+	json=$(/usr/bin/python3 "$ROOT/bench/s3_large.py" --endpoint "$S3_URL" --key-id "$KEY_ID" \
+		--secret "$SECRET" --region "$REGION" --bucket echofs-bench --key "$2" --file "$1" \
+		--put-only) || bench_die "the boto3 PUT of $2 failed"
+	m1=$(bench_cpu_ticks "$MASTER_PID")
+	w1=$(bench_cpu_ticks "${WORKER_PIDS[@]}")
+	bench_alive "$MASTER_PID" "${WORKER_PIDS[@]}"
+	/usr/bin/python3 -c 'import json, sys; print(json.loads(sys.argv[1])["put_mib_s"])' "$json" |
+		awk -v b="$BYTES" -v m=$((m1 - m0)) -v w=$((w1 - w0)) -v hz="$CLK_TCK" \
+			'{ g = b / 1073741824; printf "%.1f %.2f %.2f\n", $1, m / hz / g, w / hz / g }'
 }
 
 {
@@ -120,15 +146,26 @@ for round in $(seq 1 "$ROUNDS"); do
 	file_id=$(sed -n 's/.*"file_id": *"\([0-9a-f]*\)".*/\1/p' "$WORK/up.out")
 	read -r put_r put_m put_w < <(transfer put 200 "${sig[@]}" -T "$WORK/put.bin" \
 		-H 'Content-Type: application/octet-stream' "$S3_URL/echofs-bench/large-$round")
+	if [ "${BENCH_BOTO3:-0}" = 1 ]; then
+		"$LOADGEN" gen --kind random --size "$BYTES" --seed $((round * 2 + 1001)) >"$WORK/b3.bin"
+		sync "$WORK/b3.bin"
+		read -r b3_r b3_m b3_w < <(boto_put "$WORK/b3.bin" "large-b3-$round")
+		rm -f "$WORK/b3.bin"
+	fi
 	read -r down_r down_m down_w < <(transfer down 200 "${auth[@]}" \
 		"$MASTER_URL/api/v1/files/$file_id/download")
 	read -r get_r get_m get_w < <(transfer get 200 "${sig[@]}" "$S3_URL/echofs-bench/large-$round")
 	[ "$(stat -c %s "$WORK/get.out")" = "$BYTES" ] || bench_die "the S3 GET of round $round is short"
 	cmp -s "$WORK/get.out" "$WORK/put.bin" || bench_die "the S3 GET of round $round returned other bytes"
 	rm -f "$WORK/up.bin" "$WORK/put.bin" "$WORK/down.out" "$WORK/get.out"
-	for op in put get; do
-		if [ $op = put ]; then set -- "$put_r" "$up_r" "$put_m" "$up_m" "$put_w" "$up_w"; else
-			set -- "$get_r" "$down_r" "$get_m" "$down_m" "$get_w" "$down_w"; fi
+	ops="put get"
+	[ "${BENCH_BOTO3:-0}" != 1 ] || ops="put b3put get"
+	for op in $ops; do
+		case $op in
+		put) set -- "$put_r" "$up_r" "$put_m" "$up_m" "$put_w" "$up_w" ;;
+		b3put) set -- "$b3_r" "$up_r" "$b3_m" "$up_m" "$b3_w" "$up_w" ;;
+		*) set -- "$get_r" "$down_r" "$get_m" "$down_m" "$get_w" "$down_w" ;;
+		esac
 		printf '%-5s %-6s %9s %9s %7s %13s %13s %13s %13s\n' "$round" "$op" "$1" "$2" \
 			"$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }')" "$3" "$4" "$5" "$6" | tee -a "$OUT"
 	done

@@ -12,9 +12,10 @@
 #
 # Environment: BENCH_SMALL_SECONDS (10), BENCH_CONCURRENCY (16),
 # BENCH_LARGE_MIB (0: none; else one upload and one download of a random
-# file this large with curl, after the 4 KiB phases, as MiB/s and worker
-# CPU s per GiB), BENCH_TMPDIR (ROOT/build), and whatever the daemons read
-# (WORKER_HTTP_THREADS, CHUNK_CACHE_SIZE...), passed through.
+# file this large with curl, after the 4 KiB phases, as MiB/s and the
+# workers' and the master's CPU s per GiB), BENCH_TMPDIR (ROOT/build),
+# and whatever the daemons read (WORKER_HTTP_THREADS, CHUNK_CACHE_SIZE...),
+# passed through.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -107,25 +108,26 @@ large=""
 if [ "$LARGE_MIB" -gt 0 ]; then
 	"$LOADGEN" gen --kind random --size $((LARGE_MIB * 1048576)) --seed 1 >"$WORK/files/large.bin"
 	sync "$WORK/files/large.bin"
-	read -r w3 _ <<<"$(ticks)"
+	read -r w3 m3 <<<"$(ticks)"
 	bench_log "EchoFS: upload of a ${LARGE_MIB} MiB random file"
 	out=$(curl -sS -X POST -T "$WORK/files/large.bin" -H "Authorization: Bearer $TOKEN" \
 		-H 'Expect:' -o "$WORK/large.json" -w '%{http_code} %{time_total}' \
 		"$MASTER_URL/api/v1/files/upload?name=large")
 	read -r code up_s <<<"$out"
 	[ "$code" = 201 ] || bench_die "large upload: HTTP $code"
-	read -r w4 _ <<<"$(ticks)"
+	read -r w4 m4 <<<"$(ticks)"
 	id=$(sed -n 's/.*"file_id": *"\([0-9a-f]*\)".*/\1/p' "$WORK/large.json")
 	bench_log "EchoFS: download of it"
 	out=$(curl -sS -o /dev/null -H "Authorization: Bearer $TOKEN" -w '%{http_code} %{time_total}' \
 		"$MASTER_URL/api/v1/files/$id/download")
 	read -r code down_s <<<"$out"
 	[ "$code" = 200 ] || bench_die "large download: HTTP $code"
-	read -r w5 _ <<<"$(ticks)"
+	read -r w5 m5 <<<"$(ticks)"
 	large=$(awk -v mib="$LARGE_MIB" -v us="$up_s" -v ds="$down_s" -v wu=$((w4 - w3)) \
-		-v wd=$((w5 - w4)) -v hz="$(getconf CLK_TCK)" 'BEGIN {
+		-v wd=$((w5 - w4)) -v mu=$((m4 - m3)) -v md=$((m5 - m4)) -v hz="$(getconf CLK_TCK)" 'BEGIN {
 		printf ", \"large_upload_mib_s\": %.1f, \"large_download_mib_s\": %.1f, ", mib / us, mib / ds
-		printf "\"worker_cpu_s_per_gib_upload\": %.2f, \"worker_cpu_s_per_gib_download\": %.2f", wu / hz / mib * 1024, wd / hz / mib * 1024
+		printf "\"worker_cpu_s_per_gib_upload\": %.2f, \"worker_cpu_s_per_gib_download\": %.2f, ", wu / hz / mib * 1024, wd / hz / mib * 1024
+		printf "\"master_cpu_s_per_gib_upload\": %.2f, \"master_cpu_s_per_gib_download\": %.2f", mu / hz / mib * 1024, md / hz / mib * 1024
 	}')
 fi
 

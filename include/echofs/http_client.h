@@ -21,11 +21,11 @@
  * A request body comes from memory (body/body_len) or is streamed from a
  * source callback (source/source_len), so a client can send a file of any
  * size without holding it. A memory body must stay valid and unchanged
- * until the call returns; one under 64 KiB goes out in the same write as
- * the request head, and a larger one marked direct_body goes out from the
- * caller's buffer without libcurl (see the field). No Content-Type is
- * sent unless the call names one. A progress hook sees the bytes moved
- * while a transfer runs, and max_speed caps its rate.
+ * until the call returns; through libcurl one under 64 KiB goes out in the
+ * same write as the request head, and one marked direct_body, of any size,
+ * goes out from the caller's buffer without libcurl (see the field). No
+ * Content-Type is sent unless the call names one. A progress hook sees the
+ * bytes moved while a transfer runs, and max_speed caps its rate.
  */
 #ifndef ECHOFS_HTTP_CLIENT_H
 #define ECHOFS_HTTP_CLIENT_H
@@ -72,18 +72,22 @@ struct efs_http_call {
 	efs_http_source_fn source;
 	void *source_ctx;
 	int64_t source_len;
-	/* Send a memory body of 64 KiB or more straight from @body (sendmsg
-	 * of head and body, on a kept-alive connection of the client's own)
-	 * rather than through libcurl, which copies every byte into its upload
-	 * buffer first: for replica writes to workers. Everything else holds
-	 * as for any call (the fields below, the results, keep-alive and the
-	 * send again on a new connection when a reused one was closed). The
-	 * call goes through libcurl after all for an https:// URL, a smaller
-	 * body, a streamed one, with progress, max_speed or a sink, when a
-	 * proxy is set in the environment (http_proxy, all_proxy), or when
-	 * another call of the same parallel batch cannot go direct. The peer
-	 * must answer in HTTP/1.1 or 1.0 (Content-Length, chunked or
-	 * until close). */
+	/* Run the call without libcurl, on a kept-alive connection of the
+	 * client's own: a memory body of any size leaves straight from @body
+	 * (one sendmsg of head and body; libcurl copies every byte into its
+	 * upload buffer first, and costs more set-up per call than a small
+	 * body's send), and the reply's body, when it has a Content-Length,
+	 * is received straight into @resp (sized for it once; libcurl
+	 * receives into its own buffer and a write callback copies it out).
+	 * For replica writes and chunk reads between master and workers.
+	 * Everything else holds as for any call (the fields below, the
+	 * results, keep-alive and the send again on a new connection when a
+	 * reused one was closed). The call goes through libcurl after all for
+	 * an https:// URL, a HEAD, a streamed body, with progress, max_speed
+	 * or a sink, when a proxy is set in the environment (http_proxy,
+	 * all_proxy), or when another call of the same parallel batch cannot
+	 * go direct. The peer must answer in HTTP/1.1 or 1.0 (Content-Length,
+	 * chunked or until close). */
 	bool direct_body;
 	efs_http_progress_fn progress; /* or NULL */
 	void *progress_ctx;

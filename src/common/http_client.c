@@ -11,8 +11,9 @@
  * completed a response cleanly are kept.
  *
  * Calls marked direct_body skip libcurl (the "Direct bodies" section
- * below): their bodies leave from the caller's buffer on sockets of the
- * client's own pool, and this file speaks HTTP/1.1 for them. */
+ * below): their bodies leave from the caller's buffer, and their replies'
+ * bodies arrive in the caller's, on sockets of the client's own pool;
+ * this file speaks HTTP/1.1 for them. */
 #include "echofs/http_client.h"
 #include "echofs/util.h"
 
@@ -62,7 +63,8 @@
  * chunk's replicas on 3 workers, 16 uploads with 3 chunks in flight each,
  * fit; a give-back beyond a server's 32 closes the connection, beyond
  * the total the oldest idle one. Take and give scan the list: 256 short
- * compares under the lock, against a body of 64 KiB or more. */
+ * compares under the lock, about what libcurl's own connection-cache
+ * lookup and handle set-up cost per call. */
 #define DIRECT_IDLE_MAX 256
 #define DIRECT_IDLE_PER_ORIGIN 32
 #define DIRECT_ORIGIN_MAX 280     /* "host:port" as in the URL */
@@ -652,11 +654,16 @@ static void transfer_finish(struct transfer *t, CURLcode code)
  * (ours, or libcurl's own for POSTFIELDS), which fills the 64 KiB buffer;
  * a larger CURLOPT_UPLOAD_BUFFERSIZE makes fewer, larger copies of the
  * same bytes, and CURL_READFUNC_PAUSE only delays them. For a replica
- * write that is the chunk copied once more per replica. A call marked
- * direct_body skips libcurl: its head and body leave with sendmsg()
- * straight from the caller's buffer, on a plain-HTTP connection from the
- * client's own pool, and the reply is parsed here (status line, headers,
- * Content-Length or chunked body). The rules of a libcurl call hold:
+ * write that is the chunk copied once more per replica; for a small one
+ * libcurl's per-call set-up (handle options, header list, multi loop,
+ * connection cache) costs more than the send. A reply body is received
+ * into libcurl's buffer and copied out by the write callback. A call
+ * marked direct_body skips libcurl: its head and body (if any) leave with
+ * sendmsg() straight from the caller's buffer, on a plain-HTTP connection
+ * from the client's own pool, and the reply is parsed here (status line,
+ * headers, Content-Length or chunked body); the rest of a Content-Length
+ * body after the head's recv() is received straight into call->resp.
+ * The rules of a libcurl call hold:
  * deadlines, the stall and min_speed rules, the reply cap, the error
  * codes, keep-alive with the same age limit, a reused connection found
  * closed sends the request again on another (the body is in memory), and
@@ -841,18 +848,20 @@ static int head_add(struct direct *d, const char *fmt, ...)
 }
 
 /* The request head, with the headers libcurl would send for the call:
- * Host, Accept, Content-Length, then the call's own; no Expect (so no
- * 100-continue round trip), no Content-Type unless the call names one.
+ * Host, Accept, Content-Length (with a body), then the call's own; no
+ * Expect (so no 100-continue round trip), no Content-Type unless the call
+ * names one.
  * A call header "Name:" (a removal, for libcurl) is left out, "Name;"
  * goes as an empty "Name:"; like libcurl's list, they end at the first
  * NULL slot. */
 static int direct_head(struct direct *d)
 {
 	const struct efs_http_call *call = d->call;
-	int r = head_add(d, "%s %s%.*s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\n"
-			 "Content-Length: %zu\r\n",
+	int r = head_add(d, "%s %s%.*s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\n",
 			 call->method, d->url.path[0] == '/' ? "" : "/", (int)d->url.path_len,
-			 d->url.path, d->url.origin, call->body_len);
+			 d->url.path, d->url.origin);
+	if (r == 0 && call->body)
+		r = head_add(d, "Content-Length: %zu\r\n", call->body_len);
 	if (r == 0 && call->bearer)
 		r = head_add(d, "Authorization: Bearer %s\r\n", call->bearer);
 	if (r == 0 && call->content_type)
@@ -875,16 +884,25 @@ static int direct_head(struct direct *d)
 	return r;
 }
 
+/* Whether @call asks for the direct path: marked direct_body, with a
+ * memory body of any size (a small one leaves in one sendmsg with its
+ * head, as an inline body does through libcurl, without libcurl's
+ * per-transfer set-up, multi loop and header list) or none at all (a GET,
+ * whose reply body is received straight into call->resp). */
+static bool direct_wanted(const struct efs_http_call *call)
+{
+	return call->direct_body && !call->source;
+}
+
 /* Whether @call may take the direct path, and its head if so. */
 static bool direct_prepare(const struct direct_pool *p, struct direct *d,
 			   struct efs_http_call *call)
 {
 	d->call = call;
 	d->fd = -1;
-	return !p->off && call->direct_body && call->body && call->body_len >= INLINE_BODY_MAX &&
-	       !call->progress && !call->sink && call->max_speed == 0 &&
-	       strcmp(call->method, "HEAD") != 0 && direct_url_parse(call->url, &d->url) &&
-	       direct_head(d) == 0;
+	return !p->off && direct_wanted(call) && !call->progress && !call->sink &&
+	       call->max_speed == 0 && strcmp(call->method, "HEAD") != 0 &&
+	       direct_url_parse(call->url, &d->url) && direct_head(d) == 0;
 }
 
 /* ---- one call's connection and reply ---- */
@@ -1216,13 +1234,43 @@ static int direct_take(struct direct *d, const char *data, size_t len)
 	return len > 0 ? direct_body_bytes(d, data, len) : 0;
 }
 
+/* Where the rest of a Content-Length body goes: straight into the
+ * call's reply buffer, sized for it once (the body's only copy on this
+ * side is the kernel's into it). NULL when the reply is not at that
+ * point; -E2BIG in *@err when the body would pass the call's cap. */
+static char *direct_body_room(struct direct *d, size_t *room, int *err)
+{
+	struct efs_buf *resp = &d->call->resp;
+	if (!d->head_done || d->chunked || d->resp_done || d->body_left <= 0)
+		return NULL;
+	if (d->body_left > (int64_t)(SIZE_MAX / 2)) {
+		*err = -E2BIG;
+		return NULL;
+	}
+	*err = efs_buf_reserve(resp, (size_t)d->body_left);
+	if (*err < 0)
+		return NULL;
+	*room = (size_t)d->body_left;
+	return resp->data + resp->len;
+}
+
 /* Reads what the connection has; ends the call when the reply is
- * complete or the connection failed. */
+ * complete or the connection failed. The head, and what comes with it
+ * in its recv(), go through @buf; the rest of a Content-Length body is
+ * received into call->resp (direct_body_room). */
 static void direct_recv(struct efs_http_client *c, struct direct *d)
 {
 	char buf[16384];
 	while (!d->done) {
-		ssize_t n = recv(d->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		int err = 0;
+		size_t room = sizeof(buf);
+		char *into = direct_body_room(d, &room, &err);
+		if (err < 0) {
+			direct_finish(&c->direct, d, err, "%s",
+				      err == -E2BIG ? "response too large" : strerror(-err));
+			return;
+		}
+		ssize_t n = recv(d->fd, into ? into : buf, room, MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -1238,7 +1286,17 @@ static void direct_recv(struct efs_http_client *c, struct direct *d)
 			return;
 		}
 		d->received += n;
-		int r = direct_take(d, buf, (size_t)n);
+		int r = 0;
+		if (into) {
+			struct efs_buf *resp = &d->call->resp;
+			resp->len += (size_t)n;
+			resp->data[resp->len] = '\0';
+			d->body_got += n;
+			d->body_left -= n;
+			d->resp_done = d->body_left == 0;
+		} else {
+			r = direct_take(d, buf, (size_t)n);
+		}
 		if (r == -E2BIG) {
 			direct_finish(&c->direct, d, -E2BIG, "%s", "response too large");
 			return;
@@ -1270,7 +1328,7 @@ static void direct_send(struct direct *d)
 			iov[0].iov_base = d->head + d->sent;
 			iov[0].iov_len = d->head_len - d->sent;
 			iov[1].iov_base = (void *)call->body;
-			iov[1].iov_len = call->body_len;
+			iov[1].iov_len = d->total - d->head_len;
 			msg.msg_iovlen = 2;
 		} else {
 			iov[0].iov_base = (char *)call->body + (d->sent - d->head_len);
@@ -1362,12 +1420,17 @@ static void direct_run(struct efs_http_client *c, struct direct *ds, size_t n)
 		struct direct *d = &ds[i];
 		struct efs_http_call *call = d->call;
 		call_reset(call);
-		d->total = d->head_len + call->body_len;
+		d->total = d->head_len + (call->body ? call->body_len : 0);
 		d->start_ms = start;
-		if (!pfds || !which)
+		if (!pfds || !which) {
 			direct_finish(&c->direct, d, -ENOMEM, "%s", "out of memory");
-		else
-			direct_open(&c->direct, d);
+			continue;
+		}
+		direct_open(&c->direct, d);
+		/* A kept connection is writable: a small request leaves now,
+		 * without a poll() round first. */
+		if (!d->done && !d->connecting)
+			direct_send(d);
 	}
 	for (;;) {
 		size_t active = 0;
@@ -1420,8 +1483,7 @@ static int run_transfers(struct efs_http_client *client, struct efs_http_call **
 	 * workers are all http or all https); otherwise libcurl runs it all. */
 	bool direct = n > 0;
 	for (size_t i = 0; direct && i < n; i++)
-		direct = calls[i]->direct_body && calls[i]->body &&
-			 calls[i]->body_len >= INLINE_BODY_MAX;
+		direct = direct_wanted(calls[i]);
 	struct direct *ds = direct ? calloc(n, sizeof(*ds)) : NULL;
 	direct = ds != NULL;
 	for (size_t i = 0; direct && i < n; i++)

@@ -358,6 +358,10 @@ static int read_replica(struct efs_chunk_io *io, const struct efs_chunk_info *ch
 	if (may_bypass)
 		call.min_speed = io->placement->slow_min_rate;
 	call.capture_header = "X-Chunk-Encoding";
+	/* Received straight into @scratch, not through libcurl's buffer and
+	 * write callback: with the swap in efs_chunk_from_stored(), a raw
+	 * chunk is copied once on the master (socket to scratch). */
+	call.direct_body = true;
 	call.resp = *scratch; /* reuse the caller's allocation */
 	/* Raw or gzip (kept only when smaller): never more than size; but
 	 * room for an error's JSON body, which may be longer than a small

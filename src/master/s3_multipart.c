@@ -191,9 +191,7 @@ struct part_op {
 	unsigned part_number;
 	char session_id[EFS_ID_MAX + 1];
 	bool session_open; /* deleted at the end unless the part was acknowledged */
-	struct efs_upload_pipeline *pipeline;
-	struct efs_md5 md5;
-	bool md5_ready;
+	struct efs_upload_pipeline *pipeline; /* hashes the part's MD5 too */
 	uint64_t expected, received;
 	bool has_md5;
 	unsigned char content_md5[EFS_MD5_LEN];
@@ -220,8 +218,6 @@ static void part_free(void *op)
 				 "(%s); the session collector will",
 				 p->upload_id, p->part_number, p->session_id, strerror(-r));
 	}
-	if (p->md5_ready)
-		efs_md5_release(&p->md5);
 	efs_s3_checksum_release(&p->checksum);
 	efs_upload_memory_give(&p->m->upload_memory, p->owner, p->reserved);
 	free(p);
@@ -244,8 +240,7 @@ static int part_open_session(void *ctx, char *session_id)
 static int part_body(struct efs_s3_req *s, const char *data, size_t len)
 {
 	struct part_op *p = s->op;
-	return efs_s3_body_feed(s, p->pipeline, &p->md5, &p->checksum, &p->received, p->expected,
-				data, len);
+	return efs_s3_body_feed(s, p->pipeline, &p->checksum, &p->received, p->expected, data, len);
 }
 
 static int part_end(struct efs_s3_req *s)
@@ -275,7 +270,7 @@ static int part_end(struct efs_s3_req *s)
 				    "The provided 'x-amz-content-sha256' header does not match "
 				    "what was computed.");
 	memset(&part, 0, sizeof(part));
-	efs_md5_final_hex(&p->md5, part.etag);
+	efs_strlcpy(part.etag, sum.md5, sizeof(part.etag));
 	if (p->has_md5) {
 		char expected[EFS_MD5_HEX_LEN + 1];
 		efs_hex_encode(p->content_md5, EFS_MD5_LEN, expected);
@@ -567,11 +562,9 @@ int efs_s3_upload_part_begin(struct efs_s3_req *s)
 		goto out;
 	}
 	p->reserved = 2 * most;
-	if ((r = efs_md5_init(&p->md5)) < 0)
-		goto out;
-	p->md5_ready = true;
 	if ((r = efs_upload_pipeline_new(&p->uploader, &m->upload_budget, m->cfg.chunk_size,
-					 part_open_session, p, &p->pipeline)) < 0)
+					 part_open_session, p, &p->pipeline)) < 0 ||
+	    (r = efs_upload_pipeline_hash_md5(p->pipeline)) < 0)
 		goto out;
 	if (copy_header) {
 		s->on_end = copy_end; /* no body: the small one is buffered and ignored */

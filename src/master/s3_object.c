@@ -2,9 +2,10 @@
 /* s3_object.c - S3 objects as EchoFS files (contract in s3_object.h).
  *
  * PutObject streams the body into the upload pipeline as the REST
- * one-request upload does (its memory taken from UPLOAD_MEMORY first),
- * hashing MD5 (the ETag) on the way; the pipeline hashes SHA-256, which a
- * signed payload's x-amz-content-sha256 must match. Only when the file is
+ * one-request upload does (its memory taken from UPLOAD_MEMORY first); the
+ * pipeline hashes SHA-256, which a signed payload's x-amz-content-sha256
+ * must match, and MD5 (the ETag) on a thread of its own for a body of
+ * several chunks (upload_pipeline.h). Only when the file is
  * recorded and checked does the object row point at it
  * (efs_meta_object_put, which releases a replaced object's file in the
  * same transaction); a refused body's file is deleted again.
@@ -45,7 +46,6 @@ struct put_op {
 	char session_id[EFS_ID_MAX + 1];
 	bool session_open;
 	struct efs_upload_pipeline *pipeline;
-	struct efs_md5 md5;
 	uint64_t expected; /* the body's (decoded) length */
 	bool has_md5;	   /* Content-MD5 was sent: the body must match */
 	unsigned char content_md5[EFS_MD5_LEN];
@@ -75,7 +75,6 @@ static void put_free(void *op)
 				 "the session collector will",
 				 p->obj.bucket, p->obj.key, p->session_id, strerror(-r));
 	}
-	efs_md5_release(&p->md5);
 	efs_s3_checksum_release(&p->checksum);
 	efs_upload_memory_give(&p->m->upload_memory, p->owner, p->reserved);
 	free(p);
@@ -263,15 +262,14 @@ static int content_md5_decode(const char *text, unsigned char out[EFS_MD5_LEN])
 }
 
 int efs_s3_body_feed(struct efs_s3_req *s, struct efs_upload_pipeline *pipeline,
-		     struct efs_md5 *md5, struct efs_s3_checksum *checksum, uint64_t *received,
-		     uint64_t expected, const char *data, size_t len)
+		     struct efs_s3_checksum *checksum, uint64_t *received, uint64_t expected,
+		     const char *data, size_t len)
 {
 	*received += len;
 	if (*received > expected)
 		return efs_s3_error(s, 400, "IncompleteBody",
 				    "The body is longer than its declared length"),
 		       -EINVAL;
-	efs_md5_update(md5, data, len);
 	efs_s3_checksum_update(checksum, data, len);
 	int r = efs_upload_pipeline_feed(pipeline, data, len);
 	if (r == -ENOSPC)
@@ -284,8 +282,19 @@ int efs_s3_body_feed(struct efs_s3_req *s, struct efs_upload_pipeline *pipeline,
 static int put_body(struct efs_s3_req *s, const char *data, size_t len)
 {
 	struct put_op *p = s->op;
-	return efs_s3_body_feed(s, p->pipeline, &p->md5, &p->checksum, &p->received, p->expected,
-				data, len);
+	return efs_s3_body_feed(s, p->pipeline, &p->checksum, &p->received, p->expected, data, len);
+}
+
+/* Storing the body failed (@r from the pipeline): 503 SlowDown when the
+ * workers have no room, otherwise logged and returned. */
+static int put_store_failed(struct efs_s3_req *s, struct put_op *p, int r)
+{
+	if (r == -ENOSPC)
+		return efs_s3_error(s, 503, "SlowDown",
+				    "Not enough live workers with room for every replica");
+	efs_error("s3 put %s/%s: storing the body failed: %s (request %s)", p->obj.bucket,
+		  p->obj.key, strerror(-r), s->request_id);
+	return r;
 }
 
 /* Deletes the file just stored for a refused PUT (its chunks go to the
@@ -334,13 +343,16 @@ static int put_end(struct efs_s3_req *s)
 	struct efs_object_link link = {&p->obj, &p->cond, 0};
 	const char *signed_sha256 = NULL;
 	char etag[EFS_S3_ETAG_MAX + 3];
+	char sha256[EFS_SHA256_HEX_LEN + 1];
 	int r;
 
 	if (p->received != p->expected)
 		return efs_s3_error(s, 400, "IncompleteBody",
 				    "You did not provide the number of bytes specified by the "
 				    "Content-Length HTTP header");
-	efs_md5_final_hex(&p->md5, p->obj.etag);
+	/* The MD5 (its thread caught up) before the last chunk is stored. */
+	if ((r = efs_upload_pipeline_digests(p->pipeline, sha256, p->obj.etag)) < 0)
+		return put_store_failed(s, p, r);
 	if (p->has_md5) {
 		char expected[EFS_MD5_HEX_LEN + 1];
 		efs_hex_encode(p->content_md5, EFS_MD5_LEN, expected);
@@ -377,14 +389,8 @@ static int put_end(struct efs_s3_req *s)
 	}
 	if (r == -ECANCELED)
 		return put_refused(s, p, link.refused);
-	if (r < 0) {
-		if (r == -ENOSPC)
-			return efs_s3_error(s, 503, "SlowDown",
-					    "Not enough live workers with room for every replica");
-		efs_error("s3 put %s/%s: storing the body failed: %s (request %s)", p->obj.bucket,
-			  p->obj.key, strerror(-r), s->request_id);
-		return r;
-	}
+	if (r < 0)
+		return put_store_failed(s, p, r);
 	if (!sum.recorded) {
 		if ((r = efs_meta_session_get(m->meta, p->session_id, &sess)) < 0)
 			return efs_s3_error_store(s, r, "PutObject session");
@@ -456,7 +462,7 @@ static int put_conditions(struct efs_s3_req *s, struct efs_object_cond *cond,
 }
 
 /* Sets up @p's storing by p->policy of p->expected bytes: its memory
- * from UPLOAD_MEMORY, the MD5, the pipeline. Replies 503 SlowDown and
+ * from UPLOAD_MEMORY, the pipeline hashing MD5 too. Replies 503 SlowDown and
  * returns -EBUSY when the memory is taken; -ENOMEM. */
 static int put_start(struct efs_s3_req *s, struct put_op *p)
 {
@@ -475,10 +481,10 @@ static int put_start(struct efs_s3_req *s, struct put_op *p)
 		       -EBUSY;
 	}
 	p->reserved = 2 * most;
-	if ((r = efs_md5_init(&p->md5)) < 0)
+	if ((r = efs_upload_pipeline_new(&p->uploader, &m->upload_budget, m->cfg.chunk_size,
+					 open_session, p, &p->pipeline)) < 0)
 		return r;
-	return efs_upload_pipeline_new(&p->uploader, &m->upload_budget, m->cfg.chunk_size,
-				       open_session, p, &p->pipeline);
+	return efs_upload_pipeline_hash_md5(p->pipeline);
 }
 
 int efs_s3_put_object_begin(struct efs_s3_req *s)

@@ -68,14 +68,14 @@ int efs_s3_session_open(struct efs_master *m, const char *owner, const char *nam
 			uint64_t expected, char session_id[EFS_ID_MAX + 1]);
 /* One piece of an upload's body (a PutObject's, a part's): counted into
  * @received, refused past @expected (400 IncompleteBody, -EINVAL),
- * hashed into @md5 and @checksum, fed to @pipeline (no room on the
- * workers: 503 SlowDown, -ENOSPC). Replies on those two failures. */
+ * hashed into @checksum, fed to @pipeline, which hashes its MD5
+ * (efs_upload_pipeline_hash_md5; no room on the workers: 503 SlowDown,
+ * -ENOSPC). Replies on those two failures. */
 struct efs_upload_pipeline;
-struct efs_md5;
 struct efs_s3_checksum;
 int efs_s3_body_feed(struct efs_s3_req *s, struct efs_upload_pipeline *pipeline,
-		     struct efs_md5 *md5, struct efs_s3_checksum *checksum, uint64_t *received,
-		     uint64_t expected, const char *data, size_t len);
+		     struct efs_s3_checksum *checksum, uint64_t *received, uint64_t expected,
+		     const char *data, size_t len);
 /* Content-MD5 (base64 of 16 bytes) into @out: 0, or -EINVAL. */
 int efs_s3_content_md5(const char *text, unsigned char out[16]);
 

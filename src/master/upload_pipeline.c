@@ -5,8 +5,18 @@
  * Every chunk buffer (a slot) goes FREE -> FILLING (the feeding thread
  * copies into it) -> QUEUED -> BUSY (a helper, or the feeding thread for
  * the last chunk and at depth 1, stores it) -> FREE. One mutex guards the
- * slot states, the queue and the results; the bytes of a FILLING or BUSY
- * slot belong to the one thread working on it and are touched unlocked.
+ * slot states, the queues and the results; the bytes of a FILLING or BUSY
+ * slot belong to the one thread writing or storing it and are touched
+ * unlocked.
+ *
+ * With the MD5 asked for (efs_upload_pipeline_hash_md5) and a stream of
+ * more than one chunk, a digest thread hashes the handed-on chunks in
+ * index order, reading the slot's bytes while a helper stores them (both
+ * only read). Such a slot is `hashing` from its hand-over until its MD5
+ * is done; when its store ends first it waits as SLOT_STORED, and it is
+ * FREE (its bytes reset) only once both are over. So the MD5 adds no
+ * buffer, and a digest thread that falls behind holds the feeding thread
+ * back through the slots, as slow stores do.
  */
 #include "master/upload_pipeline.h"
 #include "echofs/log.h"
@@ -19,7 +29,8 @@
 #include <string.h>
 #include <strings.h>
 
-enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_QUEUED, SLOT_BUSY };
+/* SLOT_STORED: stored (or dropped), its MD5 not done yet. */
+enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_QUEUED, SLOT_BUSY, SLOT_STORED };
 
 struct slot {
 	enum slot_state state;
@@ -28,6 +39,7 @@ struct slot {
 	struct efs_buf data;
 	uint64_t index;
 	bool storing; /* its chunk_id is set and being stored */
+	bool hashing; /* handed to the digest thread, its MD5 not done */
 	char chunk_id[EFS_SHA256_HEX_LEN + 1];
 };
 
@@ -61,6 +73,21 @@ struct efs_upload_pipeline {
 	pthread_t threads[EFS_UPLOAD_PIPELINE_MAX_DEPTH - 1];
 	unsigned thread_count;
 	bool stopping;
+
+	/* The MD5 (efs_upload_pipeline_hash_md5). While the digest thread
+	 * runs, md5 is its own but between its chunks (under lock); the
+	 * feeding thread takes it back once md5_queue is empty and
+	 * md5_active false, or when the thread never started. */
+	bool want_md5;
+	bool md5_thread;   /* started (joined by free) */
+	bool md5_active;   /* the digest thread is hashing a chunk */
+	bool digests_done; /* end_stream ran: sha256_hex, md5_hex final */
+	struct efs_md5 md5;
+	struct slot *md5_queue[EFS_UPLOAD_PIPELINE_MAX_DEPTH]; /* ring, index order */
+	unsigned md5_head, md5_len;
+	pthread_t md5_tid;
+	char sha256_hex[EFS_SHA256_HEX_LEN + 1];
+	char md5_hex[EFS_MD5_HEX_LEN + 1];
 	atomic_int error; /* the first failure; written under lock */
 	uint64_t failed_index;
 	uint64_t stored_bytes;
@@ -134,14 +161,26 @@ static void record_error(struct efs_upload_pipeline *p, int err, uint64_t index)
 	}
 }
 
-/* Under lock: the slot's work is over (stored, failed or dropped). */
+/* Under lock: @s is FREE again (its bytes reset) once neither its store
+ * nor its MD5 is pending; a stored slot still being hashed waits as
+ * SLOT_STORED. */
+static void slot_settle(struct efs_upload_pipeline *p, struct slot *s)
+{
+	if (s->hashing) {
+		s->state = SLOT_STORED;
+	} else {
+		s->state = SLOT_FREE;
+		efs_buf_reset(&s->data);
+	}
+	pthread_cond_broadcast(&p->changed);
+}
+
+/* Under lock: the slot's store is over (stored, failed or dropped). */
 static void slot_done(struct efs_upload_pipeline *p, struct slot *s)
 {
-	s->state = SLOT_FREE;
 	s->storing = false;
-	efs_buf_reset(&s->data);
 	p->in_flight--;
-	pthread_cond_broadcast(&p->changed);
+	slot_settle(p, s);
 }
 
 /* Under lock: another chunk of this upload with the same id is being
@@ -220,6 +259,90 @@ static void *helper_main(void *arg)
 	return NULL;
 }
 
+/* The digest thread: the MD5 of the handed-on chunks, in index order.
+ * After a failure or once stopping it only drains its queue (the MD5 is
+ * of no use then), so that every slot settles and free can join it. */
+static void *digest_main(void *arg)
+{
+	struct efs_upload_pipeline *p = arg;
+
+	pthread_setname_np(pthread_self(), "upload-md5"); /* for top and perf */
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		while (p->md5_len == 0 && !p->stopping)
+			pthread_cond_wait(&p->changed, &p->lock);
+		if (p->md5_len == 0)
+			break; /* stopping, nothing left */
+		struct slot *s = p->md5_queue[p->md5_head];
+		p->md5_head = (p->md5_head + 1) % EFS_UPLOAD_PIPELINE_MAX_DEPTH;
+		p->md5_len--;
+		if (!p->stopping && atomic_load(&p->error) == 0) {
+			p->md5_active = true;
+			pthread_mutex_unlock(&p->lock);
+			/* The slot's bytes stay put while it is hashing. */
+			efs_md5_update(&p->md5, s->data.data, s->data.len);
+			pthread_mutex_lock(&p->lock);
+			p->md5_active = false;
+		}
+		s->hashing = false;
+		if (s->state == SLOT_STORED)
+			slot_settle(p, s);
+		else
+			pthread_cond_broadcast(&p->changed); /* end_stream may wait */
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/* Chunk @s, just numbered (chunks come here in index order, in the
+ * feeding thread), goes into the MD5: to the digest thread, started at
+ * the first chunk of a stream that has more (not @here); hashed here when
+ * that thread could not start. A stream of one chunk never comes here
+ * with a thread: end_stream or this call hashes it in the feeding thread. */
+static void md5_hand_over(struct efs_upload_pipeline *p, struct slot *s, bool here)
+{
+	if (!p->md5_thread && s->index == 0 && !here) {
+		int r = pthread_create(&p->md5_tid, NULL, digest_main, p);
+		if (r == 0)
+			p->md5_thread = true;
+		else
+			efs_warn("upload %s: cannot start the MD5 thread (%s): hashing in the "
+				 "connection's thread",
+				 p->session_id, strerror(r));
+	}
+	if (!p->md5_thread) {
+		efs_md5_update(&p->md5, s->data.data, s->data.len);
+		return;
+	}
+	pthread_mutex_lock(&p->lock);
+	s->hashing = true;
+	p->md5_queue[(p->md5_head + p->md5_len) % EFS_UPLOAD_PIPELINE_MAX_DEPTH] = s;
+	p->md5_len++;
+	pthread_cond_broadcast(&p->changed);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* The stream ended (feeding thread): its SHA-256 and MD5 made final into
+ * sha256_hex and md5_hex, once. The MD5 waits for the digest thread to
+ * have hashed every chunk handed on (it drains its queue even after a
+ * failure), then takes the chunk being filled, not handed on yet. */
+static void end_stream(struct efs_upload_pipeline *p)
+{
+	if (p->digests_done)
+		return;
+	if (p->want_md5) {
+		pthread_mutex_lock(&p->lock);
+		while (p->md5_len > 0 || p->md5_active)
+			pthread_cond_wait(&p->changed, &p->lock);
+		pthread_mutex_unlock(&p->lock);
+		if (p->filling)
+			efs_md5_update(&p->md5, p->filling->data.data, p->filling->data.len);
+		efs_md5_final_hex(&p->md5, p->md5_hex);
+	}
+	efs_sha256_final_hex(&p->file_hash, p->sha256_hex);
+	p->digests_done = true;
+}
+
 /* A free slot for the feeding thread, waiting while all it may use are
  * in flight. */
 static int acquire_slot(struct efs_upload_pipeline *p)
@@ -266,6 +389,8 @@ static int submit_slot(struct efs_upload_pipeline *p, struct slot *s, bool here)
 	}
 	p->filling = NULL;
 	s->index = p->next_index++;
+	if (p->want_md5 && !p->digests_done)
+		md5_hand_over(p, s, here);
 	/* More buffers while the budget allows: tried at each full chunk, as
 	 * other uploads end and give theirs back. */
 	while (!here && p->extra + 1 < p->depth && efs_upload_budget_take(p->budget, p->chunk_size))
@@ -337,8 +462,9 @@ static int finish_single(struct efs_upload_pipeline *p, struct efs_file_info *fi
 	int r;
 
 	/* The file's SHA-256 is its one chunk's id: hashed once. */
+	end_stream(p);
 	file->size = p->total_bytes;
-	efs_sha256_final_hex(&p->file_hash, file->sha256);
+	efs_strlcpy(file->sha256, p->sha256_hex, sizeof(file->sha256));
 	if (expect_sha256 && strcasecmp(file->sha256, expect_sha256) != 0)
 		return -EBADMSG; /* not the pipeline's error: nothing failed */
 	r = efs_upload_single(p->up, &p->bufs, s ? s->data.data : "", s ? s->data.len : 0,
@@ -376,6 +502,7 @@ int efs_upload_pipeline_finish_object(struct efs_upload_pipeline *p, struct efs_
 		out->chunk_count = file->chunk_count;
 		out->stored_bytes = file->stored_bytes;
 		efs_strlcpy(out->sha256, file->sha256, sizeof(out->sha256));
+		efs_strlcpy(out->md5, p->md5_hex, sizeof(out->md5));
 		out->recorded = true;
 		out->object_linked = link != NULL;
 		return 0;
@@ -390,14 +517,41 @@ int efs_upload_pipeline_finish_object(struct efs_upload_pipeline *p, struct efs_
 	pthread_mutex_unlock(&p->lock);
 	if (r < 0)
 		return r;
+	end_stream(p);
 	out->size = p->total_bytes;
 	out->chunk_count = p->next_index;
 	out->stored_bytes = p->stored_bytes;
-	efs_sha256_final_hex(&p->file_hash, out->sha256);
+	efs_strlcpy(out->sha256, p->sha256_hex, sizeof(out->sha256));
+	efs_strlcpy(out->md5, p->md5_hex, sizeof(out->md5));
 	if (expect_sha256 && strcasecmp(out->sha256, expect_sha256) != 0)
 		return -EBADMSG;
 	out->recorded = false;
 	out->object_linked = false;
+	return 0;
+}
+
+int efs_upload_pipeline_hash_md5(struct efs_upload_pipeline *p)
+{
+	int r;
+	if (p->want_md5)
+		return 0;
+	if ((r = efs_md5_init(&p->md5)) < 0)
+		return r;
+	p->want_md5 = true;
+	return 0;
+}
+
+int efs_upload_pipeline_digests(struct efs_upload_pipeline *p, char sha256[EFS_SHA256_HEX_LEN + 1],
+				char md5[EFS_MD5_HEX_LEN + 1])
+{
+	int r;
+	if ((r = atomic_load(&p->error)) < 0)
+		return r;
+	end_stream(p);
+	if ((r = atomic_load(&p->error)) < 0)
+		return r;
+	efs_strlcpy(sha256, p->sha256_hex, EFS_SHA256_HEX_LEN + 1);
+	efs_strlcpy(md5, p->md5_hex, EFS_MD5_HEX_LEN + 1);
 	return 0;
 }
 
@@ -419,6 +573,9 @@ void efs_upload_pipeline_free(struct efs_upload_pipeline *p)
 	pthread_mutex_unlock(&p->lock);
 	for (unsigned i = 0; i < p->thread_count; i++)
 		pthread_join(p->threads[i], NULL);
+	if (p->md5_thread)
+		pthread_join(p->md5_tid, NULL);
+	efs_md5_release(&p->md5);
 	for (unsigned i = 0; i < EFS_UPLOAD_PIPELINE_MAX_DEPTH; i++)
 		efs_buf_release(&p->slots[i].data);
 	efs_upload_budget_give(p->budget, p->extra * p->chunk_size);

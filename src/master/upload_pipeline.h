@@ -40,6 +40,17 @@
  * chunks of the upload with the same id are stored one after the other,
  * the second as a deduplicated reference.
  *
+ * PutObject and UploadPart also want the stream's MD5 (the S3 ETag;
+ * efs_upload_pipeline_hash_md5). For a stream of more than one chunk a
+ * digest thread of the upload hashes the chunks in order as they are
+ * handed on, beside the helpers storing them, so the MD5 is off the
+ * feeding thread (which keeps the file's SHA-256). It reads the chunk
+ * buffers in place: a buffer is free again only once both its store and
+ * its MD5 are done, so the MD5 adds no buffer to the budget above, and a
+ * digest thread that falls behind slows the feeding thread (back pressure)
+ * rather than holding more memory. A stream of one chunk starts no thread:
+ * its MD5 is computed by the feeding thread at the end.
+ *
  * The first failure stops the pipeline: no further chunk is started, the
  * chunks in flight end (copies written for a failed chunk are recorded as
  * upload.h says), and feed and finish return that error from then on.
@@ -87,6 +98,8 @@ struct efs_upload_summary {
 	uint64_t chunk_count;  /* chunks stored, indexes 0 .. chunk_count - 1 */
 	uint64_t stored_bytes; /* sum of the chunks' stored (maybe gzip) sizes */
 	char sha256[EFS_SHA256_HEX_LEN + 1]; /* of the whole stream */
+	/* Of the whole stream with efs_upload_pipeline_hash_md5; "" without. */
+	char md5[EFS_MD5_HEX_LEN + 1];
 	/* The file row is written (one chunk or none, no session); otherwise
 	 * the chunks are in the session and the caller completes it. */
 	bool recorded;
@@ -112,6 +125,11 @@ int efs_upload_pipeline_new(const struct efs_uploader *up, struct efs_upload_bud
 			    size_t chunk_size,
 			    efs_upload_session_open_fn open_session, void *open_ctx,
 			    struct efs_upload_pipeline **out);
+
+/* Also hash the stream with MD5 (the S3 ETag), as described above; its
+ * hex digest comes in the summary and from efs_upload_pipeline_digests.
+ * Call before the first feed. 0 or -ENOMEM. */
+int efs_upload_pipeline_hash_md5(struct efs_upload_pipeline *p);
 
 /* Adds @len bytes of the stream; every chunk they complete is handed on
  * (or, at depth 1, stored before this returns). Waits while every buffer
@@ -149,12 +167,23 @@ int efs_upload_pipeline_finish_object(struct efs_upload_pipeline *p, struct efs_
 				      const char *expect_sha256, struct efs_object_link *link,
 				      struct efs_upload_summary *out);
 
+/* The stream ended (no feed after this): its SHA-256 into @sha256 and its
+ * MD5 into @md5 ("" unless efs_upload_pipeline_hash_md5), known before the
+ * last chunk is stored and before anything is recorded, so that the
+ * caller can refuse the body (Content-MD5, checksums) and then call
+ * finish, or free. Waits for the digest thread to hash the chunks handed
+ * on (at most the upload's depth); the chunk being filled is hashed by the
+ * calling thread. 0, or the pipeline's first error (the digests are then
+ * untouched). Finish reports the same digests. */
+int efs_upload_pipeline_digests(struct efs_upload_pipeline *p, char sha256[EFS_SHA256_HEX_LEN + 1],
+				char md5[EFS_MD5_HEX_LEN + 1]);
+
 /* After feed or finish failed with a chunk's error: the index of the
  * chunk whose failure came first; otherwise UINT64_MAX. */
 uint64_t efs_upload_pipeline_failed_index(struct efs_upload_pipeline *p);
 
 /* Stops the pipeline (chunks not yet started are dropped, those being
- * stored are waited for), joins its threads and frees it. NULL accepted.
+ * stored or hashed are waited for), joins its threads and frees it. NULL accepted.
  * Afterwards no thread of the pipeline touches the session: the caller may
  * end it. */
 void efs_upload_pipeline_free(struct efs_upload_pipeline *p);

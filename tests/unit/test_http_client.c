@@ -14,9 +14,9 @@
  * A reply that trickles in is given up by the min_speed rule.
  *
  * Every test runs twice: through libcurl, and with direct_body (bodies of
- * 64 KiB or more sent from the caller's buffer on the client's own
- * connections), where the replies are also chunked, preceded by a
- * 100 Continue, sent before the body was read, or ended by a close. */
+ * every size, 0 bytes included, sent from the caller's buffer on the
+ * client's own connections), where the replies are also chunked, preceded
+ * by a 100 Continue, sent before the body was read, or ended by a close. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -52,6 +52,7 @@ enum server_mode {
 	CONTINUE,          /* a 100 Continue with a header, then the 201 */
 	UNTIL_CLOSE,       /* answer 201 "ok" without a length, then close */
 	EARLY,             /* read the head only, answer 413 and close */
+	SERVE_GET,         /* answer "GET /chunks/N" with N pattern bytes (get_byte), a PUT with 201 */
 };
 
 #define SLOW_REPLY_LEN (256 * 1024)
@@ -86,7 +87,14 @@ static struct efs_http_client *client;
 /* The calls of this round set direct_body. */
 static bool use_direct;
 
-static int read_request(struct server *srv, int fd)
+/* Byte @i of a SERVE_GET body: a pattern, so a byte out of place shows. */
+static char get_byte(size_t i)
+{
+	return (char)('a' + (i * 7) % 23);
+}
+
+/* @asked: the N of a "GET /chunks/N" request, else -1. */
+static int read_request(struct server *srv, int fd, long *asked)
 {
 	char head[8192];
 	size_t used = 0;
@@ -103,6 +111,7 @@ static int read_request(struct server *srv, int fd)
 	}
 	size_t header_len = (size_t)(end + 4 - head);
 	size_t content_length = 0;
+	*asked = strncmp(head, "GET /chunks/", 12) == 0 ? strtol(head + 12, NULL, 10) : -1;
 	if (strncmp(head, "PUT ", 4) != 0)
 		atomic_fetch_add(&srv->not_put, 1);
 	for (char *line = strstr(head, "\r\n"); line && line < end; line = strstr(line + 2, "\r\n")) {
@@ -188,7 +197,8 @@ static void *serve_conn(void *arg)
 	static const char failure[] = "HTTP/1.1 500 Internal Server Error\r\n"
 				      "Content-Length: 4\r\n\r\nfail";
 	for (int n = 1;; n++) {
-		if (read_request(c->srv, c->fd) <= 0)
+		long asked = -1;
+		if (read_request(c->srv, c->fd, &asked) <= 0)
 			break;
 		if (c->srv->mode == DROP_SECOND && n == 2)
 			break;
@@ -211,6 +221,32 @@ static void *serve_conn(void *arg)
 		}
 		/* Counted before the client can see the answer. */
 		atomic_fetch_add(&c->srv->answered, 1);
+		if (c->srv->mode == SERVE_GET && asked >= 0) {
+			/* The head with the first bytes, then the rest: the
+			 * client sees a body cut anywhere. */
+			char head[128];
+			int head_len = snprintf(head, sizeof(head),
+						"HTTP/1.1 200 OK\r\nContent-Length: %ld\r\n"
+						"X-Chunk-Encoding: identity\r\n\r\n",
+						asked);
+			char *reply_buf = malloc((size_t)head_len + (size_t)asked);
+			assert_non_null(reply_buf);
+			memcpy(reply_buf, head, (size_t)head_len);
+			for (long i = 0; i < asked; i++)
+				reply_buf[head_len + i] = get_byte((size_t)i);
+			size_t first = (size_t)head_len + (size_t)EFS_MIN(asked, 100);
+			size_t total = (size_t)head_len + (size_t)asked;
+			bool sent = send(c->fd, reply_buf, first, MSG_NOSIGNAL) == (ssize_t)first;
+			for (size_t off = first; sent && off < total;) {
+				ssize_t k = send(c->fd, reply_buf + off, total - off, MSG_NOSIGNAL);
+				sent = k > 0;
+				off += sent ? (size_t)k : 0;
+			}
+			free(reply_buf);
+			if (!sent)
+				break;
+			continue;
+		}
 		const char *form = form_reply(c->srv->mode);
 		if (form) {
 			if (send(c->fd, form, strlen(form), MSG_NOSIGNAL) < 0 ||
@@ -297,18 +333,13 @@ static void put_init(struct efs_http_call *call, char *url, size_t url_len,
 	call->direct_body = use_direct;
 }
 
-/* Connections one server sees for calls with bodies on both sides of
- * the 64 KiB limit: libcurl's and, with direct_body, the direct one. */
-static int mixed_connections(void)
-{
-	return use_direct ? 2 : 1;
-}
-
 /* Sizes on both sides of the inline limit and of libcurl's buffer. */
 static const size_t body_sizes[] = {0, 1, 4096, BODY_LEN - 1, BODY_LEN, BODY_LEN + 1, BODY_MAX};
 
 /* Every size arrives whole, as a PUT without a Content-Type, all on the
- * one kept-alive connection (inline and streamed bodies alternate on it). */
+ * one kept-alive connection (inline and streamed bodies alternate on it;
+ * with direct_body every size goes direct: when bodies under 64 KiB still
+ * went through libcurl, the server saw a second connection). */
 static void test_bodies_of_every_size_arrive_whole(void **state)
 {
 	struct server srv;
@@ -332,7 +363,7 @@ static void test_bodies_of_every_size_arrive_whole(void **state)
 	assert_int_equal(atomic_load(&srv.not_put), 0);
 	assert_int_equal(atomic_load(&srv.typed), 0);
 	assert_int_equal(atomic_load(&srv.body_bytes), sent);
-	assert_int_equal(atomic_load(&srv.accepted), mixed_connections());
+	assert_int_equal(atomic_load(&srv.accepted), 1);
 	server_stop(&srv);
 }
 
@@ -371,12 +402,12 @@ static void test_failed_put_is_reported(void **state)
 		efs_http_call_release(&call);
 	}
 	assert_int_equal(atomic_load(&srv.bad_bodies), 0);
-	assert_int_equal(atomic_load(&srv.accepted), mixed_connections());
+	assert_int_equal(atomic_load(&srv.accepted), 1);
 	server_stop(&srv);
 }
 
-/* test_closed_connection_is_replaced with an inline body: libcurl sends
- * it again on the new connection. */
+/* test_closed_connection_is_replaced with a small body: libcurl (inline)
+ * or the direct path sends it again on the new connection. */
 static void test_closed_connection_is_replaced_inline(void **state)
 {
 	struct server srv;
@@ -608,6 +639,72 @@ static void test_early_reply_is_the_answer(void **state)
 	server_stop(&srv);
 }
 
+/* GETs (a master's chunk reads) of every size come back whole, on the
+ * connection a PUT to the same server used: with direct_body that is the
+ * direct path's (the reply body received straight into call->resp), so one
+ * connection in both rounds; when direct_body GETs still went through
+ * libcurl, the direct round saw two. A reply over the call's cap is
+ * -E2BIG, and a reused connection the server closed is replaced. */
+static void test_get_bodies_of_every_size(void **state)
+{
+	static const size_t sizes[] = {0, 1, 100, 4096, 16383, 16384, 16385, BODY_MAX, 1048576};
+	struct server srv;
+	struct efs_http_call call;
+	char url[64];
+	server_start(&srv, SERVE_GET);
+	put_init(&call, url, sizeof(url), &srv, 0);
+	call.body_len = 4096;
+	assert_int_equal(efs_http_call_run(client, &call), 0);
+	assert_int_equal(call.status, 201);
+	efs_http_call_release(&call);
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < EFS_ARRAY_SIZE(sizes); i++) {
+			snprintf(url, sizeof(url), "http://127.0.0.1:%u/chunks/%zu", srv.port, sizes[i]);
+			efs_http_call_init(&call, "GET", url);
+			call.direct_body = use_direct;
+			call.stall_timeout_s = 3;
+			call.resp_cap = sizes[i] + round; /* exactly the body, then one more */
+			call.capture_header = "X-Chunk-Encoding";
+			assert_int_equal(efs_http_call_run(client, &call), 0);
+			assert_int_equal(call.status, 200);
+			assert_string_equal(call.captured, "identity");
+			assert_int_equal(call.resp.len, sizes[i]);
+			for (size_t k = 0; k < sizes[i]; k++)
+				if (call.resp.data[k] != get_byte(k))
+					fail_msg("byte %zu of %zu is wrong", k, sizes[i]);
+			if (call.resp.data)
+				assert_int_equal(call.resp.data[call.resp.len], '\0');
+			efs_http_call_release(&call);
+		}
+	}
+	assert_int_equal(atomic_load(&srv.accepted), 1);
+	/* Over the cap: -E2BIG, and that connection is not kept. */
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/chunks/%d", srv.port, BODY_MAX);
+	efs_http_call_init(&call, "GET", url);
+	call.direct_body = use_direct;
+	call.resp_cap = BODY_MAX - 1;
+	assert_int_equal(efs_http_call_run(client, &call), -E2BIG);
+	assert_int_equal(call.status, 0);
+	efs_http_call_release(&call);
+	server_stop(&srv);
+
+	/* A kept connection closed by the server: the GET goes again on a
+	 * new one (DROP_SECOND reads the second request, then closes). */
+	server_start(&srv, DROP_SECOND);
+	for (int n = 0; n < 3; n++) {
+		snprintf(url, sizeof(url), "http://127.0.0.1:%u/x/%d", srv.port, n);
+		efs_http_call_init(&call, "GET", url);
+		call.direct_body = use_direct;
+		assert_int_equal(efs_http_call_run(client, &call), 0);
+		assert_int_equal(call.status, 201);
+		assert_string_equal(call.resp.data, "ok");
+		efs_http_call_release(&call);
+	}
+	assert_int_equal(atomic_load(&srv.answered), 3);
+	assert_int_equal(atomic_load(&srv.accepted), 3);
+	server_stop(&srv);
+}
+
 /* Nobody listens: -ECONNREFUSED with a message, as through libcurl; a
  * reply over the cap is -E2BIG. */
 static void test_refused_and_oversized(void **state)
@@ -664,6 +761,7 @@ int main(void)
 		cmocka_unit_test(test_closed_connection_is_replaced_inline),
 		cmocka_unit_test(test_reply_forms),
 		cmocka_unit_test(test_early_reply_is_the_answer),
+		cmocka_unit_test(test_get_bodies_of_every_size),
 		cmocka_unit_test(test_refused_and_oversized),
 	};
 	int failed = cmocka_run_group_tests_name("libcurl", tests, libcurl_round, NULL);

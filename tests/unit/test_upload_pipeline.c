@@ -16,7 +16,10 @@
  * joins everything (the sanitizer build checks for leaks). A stream that
  * fits in one chunk (or is empty) opens no session and goes to
  * efs_upload_single (also replaced) with the file; a longer one opens its
- * session once, before its first chunk is stored.
+ * session once, before its first chunk is stored. With the MD5 asked
+ * for, it is the stream's whatever the chunk buffers' reuse, hashed by a
+ * thread of its own only for a stream of several chunks, known before the
+ * last chunk is stored, and that thread ends with the pipeline.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -750,6 +753,195 @@ static void test_shared_budget_limits_chunks_in_flight(void **state)
 	}
 }
 
+/* ---- the MD5 (PutObject's and UploadPart's ETag) ----------------------- */
+
+static void md5_of(const unsigned char *s, size_t len, char hex[EFS_MD5_HEX_LEN + 1])
+{
+	struct efs_md5 h;
+	assert_int_equal(efs_md5_init(&h), 0);
+	efs_md5_update(&h, s, len);
+	efs_md5_final_hex(&h, hex);
+}
+
+static struct efs_upload_pipeline *new_md5_pipeline(size_t chunk_size)
+{
+	struct efs_upload_pipeline *p = new_pipeline(chunk_size);
+	assert_int_equal(efs_upload_pipeline_hash_md5(p), 0);
+	return p;
+}
+
+/* A stream of many chunks: its MD5 is hashed by a digest thread of its
+ * own, in order, from the chunk buffers, which are reused many times
+ * over (64 chunks through 4 buffers, stores that take no time): a buffer
+ * reused before its MD5 was done would give another digest. Without the
+ * MD5 asked for there is no such thread and the summary's md5 is "". */
+static void test_md5_of_many_chunks_on_its_own_thread(void **state)
+{
+	size_t chunk = 64 * KIB, len = 64 * chunk + 4321;
+	unsigned char *s = make_stream(len, 21);
+	char want[EFS_MD5_HEX_LEN + 1], want_sha[EFS_SHA256_HEX_LEN + 1];
+	md5_of(s, len, want);
+	efs_sha256_hex(s, len, want_sha);
+
+	for (int with = 0; with <= 1; with++) {
+		rec.stream = NULL; /* s lives on: teardown frees it */
+		recorder_reset(chunk, s);
+		struct efs_upload_pipeline *p =
+		    with ? new_md5_pipeline(chunk) : new_pipeline(chunk);
+		struct efs_upload_summary sum;
+		assert_int_equal(feed_in_pieces(p, s, len), 0);
+		assert_int_equal(finish(p, &sum), 0);
+		assert_int_equal(sum.chunk_count, 65);
+		assert_string_equal(sum.sha256, want_sha);
+		assert_string_equal(sum.md5, with ? want : "");
+		assert_true(p->md5_thread == (with == 1));
+		assert_false(rec.bad_bytes);
+		efs_upload_pipeline_free(p);
+	}
+}
+
+/* Bodies of one chunk or less (empty, small, exactly one chunk) start no
+ * thread at all: the MD5 is the feeding thread's, at the end. */
+static void test_md5_of_one_chunk_starts_no_thread(void **state)
+{
+	size_t chunk = 64 * KIB;
+	size_t lens[] = {0, 4 * KIB, chunk};
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(lens); i++) {
+		unsigned char *s = make_stream(lens[i], 22 + i);
+		char want[EFS_MD5_HEX_LEN + 1];
+		md5_of(s, lens[i], want);
+		recorder_reset(chunk, s);
+		struct efs_upload_pipeline *p = new_md5_pipeline(chunk);
+		struct efs_upload_summary sum;
+		assert_int_equal(feed_in_pieces(p, s, lens[i]), 0);
+		assert_int_equal(finish(p, &sum), 0);
+		assert_string_equal(sum.md5, want);
+		assert_false(p->md5_thread);
+		assert_int_equal(p->thread_count, 0);
+		efs_upload_pipeline_free(p);
+	}
+	/* A part of one chunk (no file: stored in the session) alike. */
+	unsigned char *s = make_stream(4 * KIB, 25);
+	char want[EFS_MD5_HEX_LEN + 1];
+	md5_of(s, 4 * KIB, want);
+	recorder_reset(chunk, s);
+	struct efs_upload_pipeline *p = new_md5_pipeline(chunk);
+	struct efs_upload_summary sum;
+	assert_int_equal(feed_in_pieces(p, s, 4 * KIB), 0);
+	assert_int_equal(efs_upload_pipeline_finish(p, NULL, &sum), 0);
+	assert_string_equal(sum.md5, want);
+	assert_false(p->md5_thread);
+	assert_int_equal(rec.calls, 1);
+	efs_upload_pipeline_free(p);
+}
+
+/* PutObject asks for the digests before finish: the last chunk is not
+ * stored yet (and a one-chunk body not recorded), so a body refused for
+ * its Content-MD5 leaves nothing; finish then reports the same digests. */
+static void test_digests_come_before_the_last_chunk(void **state)
+{
+	size_t chunk = 64 * KIB;
+	size_t lens[] = {4 * KIB, 5 * chunk + 17, 3 * chunk};
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(lens); i++) {
+		unsigned char *s = make_stream(lens[i], 30 + i);
+		char want[EFS_MD5_HEX_LEN + 1], want_sha[EFS_SHA256_HEX_LEN + 1];
+		char md5[EFS_MD5_HEX_LEN + 1], sha[EFS_SHA256_HEX_LEN + 1];
+		md5_of(s, lens[i], want);
+		efs_sha256_hex(s, lens[i], want_sha);
+		recorder_reset(chunk, s);
+		struct efs_upload_pipeline *p = new_md5_pipeline(chunk);
+		struct efs_upload_summary sum;
+		size_t chunks = (lens[i] + chunk - 1) / chunk;
+
+		assert_int_equal(feed_in_pieces(p, s, lens[i]), 0);
+		assert_int_equal(efs_upload_pipeline_digests(p, sha, md5), 0);
+		assert_string_equal(md5, want);
+		assert_string_equal(sha, want_sha);
+		pthread_mutex_lock(&p->lock);
+		while (p->in_flight > 0)
+			pthread_cond_wait(&p->changed, &p->lock);
+		pthread_mutex_unlock(&p->lock);
+		assert_int_equal(rec.single_calls, 0);
+		assert_int_equal(rec.calls, chunks > 1 ? chunks - 1 : 0); /* not the last */
+		assert_int_equal(finish(p, &sum), 0);
+		assert_string_equal(sum.md5, want);
+		assert_string_equal(sum.sha256, want_sha);
+		assert_int_equal(rec.calls + rec.single_calls, chunks);
+		efs_upload_pipeline_free(p);
+	}
+}
+
+/* At depth 1 (one buffer) the digest thread hashes the chunk the feeding
+ * thread is storing, from the same buffer, which is refilled only after
+ * both: the MD5 is still the stream's. */
+static void test_md5_at_depth_one(void **state)
+{
+	size_t chunk = 4 * 1024 * KIB, len = 3 * chunk + 10;
+	unsigned char *s = make_stream(len, 35);
+	char want[EFS_MD5_HEX_LEN + 1];
+	md5_of(s, len, want);
+	recorder_reset(chunk, s);
+	struct efs_upload_pipeline *p = new_md5_pipeline(chunk);
+	struct efs_upload_summary sum;
+
+	assert_int_equal(p->depth, 1);
+	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, len), 0);
+	assert_int_equal(finish(p, &sum), 0);
+	assert_string_equal(sum.md5, want);
+	assert_true(p->md5_thread);
+	assert_false(rec.off_main); /* stores stay in the feeding thread */
+	assert_false(rec.bad_bytes);
+	efs_upload_pipeline_free(p);
+}
+
+/* A chunk fails while the digest thread runs: finish and digests return
+ * the error, and free joins the digest thread (the sanitizer build checks
+ * that nothing leaks). */
+static void test_md5_thread_ends_after_a_failure(void **state)
+{
+	size_t chunk = 64 * KIB, len = 20 * chunk;
+	unsigned char *s = make_stream(len, 36);
+	recorder_reset(chunk, s);
+	rec.fail_index = 2;
+	rec.fail_code = -ENOSPC;
+	struct efs_upload_pipeline *p = new_md5_pipeline(chunk);
+	struct efs_upload_summary sum = {0};
+	char md5[EFS_MD5_HEX_LEN + 1] = "", sha[EFS_SHA256_HEX_LEN + 1] = "";
+
+	int r = feed_in_pieces(p, s, len);
+	if (r == 0)
+		r = efs_upload_pipeline_digests(p, sha, md5);
+	assert_int_equal(r, -ENOSPC);
+	assert_string_equal(md5, ""); /* untouched */
+	assert_int_equal(finish(p, &sum), -ENOSPC);
+	assert_true(p->md5_thread);
+	efs_upload_pipeline_free(p);
+}
+
+/* The client hangs up mid-body with the digest thread running and a
+ * chunk stuck in a helper: free stops both and joins them. */
+static void test_free_mid_stream_joins_the_md5_thread(void **state)
+{
+	size_t chunk = 64 * KIB, len = 3 * chunk + 7;
+	unsigned char *s = make_stream(len, 37);
+	recorder_reset(chunk, s);
+	rec.slow_index = 0;
+	struct efs_upload_pipeline *p = new_md5_pipeline(chunk);
+
+	assert_int_equal(efs_upload_pipeline_feed(p, (const char *)s, len), 0);
+	assert_true(p->md5_thread);
+	pthread_mutex_lock(&rec.lock);
+	while (!rec.slow_entered)
+		pthread_cond_wait(&rec.changed, &rec.lock);
+	pthread_mutex_unlock(&rec.lock);
+	pthread_t releaser;
+	assert_int_equal(pthread_create(&releaser, NULL, release_when_stopping, p), 0);
+	efs_upload_pipeline_free(p);
+	assert_false(rec.twice);
+	assert_false(rec.bad_bytes);
+	pthread_join(releaser, NULL);
+}
+
 static int teardown(void **state)
 {
 	free(rec.stream);
@@ -783,6 +975,12 @@ int main(void)
 		cmocka_unit_test_teardown(test_same_chunk_is_not_stored_twice_at_once, teardown),
 		cmocka_unit_test_teardown(test_free_mid_stream_joins_everything, teardown),
 		cmocka_unit_test_teardown(test_shared_budget_limits_chunks_in_flight, teardown),
+		cmocka_unit_test_teardown(test_md5_of_many_chunks_on_its_own_thread, teardown),
+		cmocka_unit_test_teardown(test_md5_of_one_chunk_starts_no_thread, teardown),
+		cmocka_unit_test_teardown(test_digests_come_before_the_last_chunk, teardown),
+		cmocka_unit_test_teardown(test_md5_at_depth_one, teardown),
+		cmocka_unit_test_teardown(test_md5_thread_ends_after_a_failure, teardown),
+		cmocka_unit_test_teardown(test_free_mid_stream_joins_the_md5_thread, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
