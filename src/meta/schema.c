@@ -266,6 +266,17 @@ static const char schema_v12[] =
  * replicas and shards over distinct zones first (placement.h). */
 static const char schema_v13[] = "ALTER TABLE workers ADD COLUMN zone TEXT NOT NULL DEFAULT '';";
 
+/* Version 14: the good replicas of each chunk, for counting them without
+ * reading the table: repair's under-replicated count (sql_repair.c) runs
+ * over every referenced chunk, and this index makes its per-chunk probe
+ * (SQLite: a covering search, hence state among the columns, which SQLite
+ * does not take from the WHERE) or its one ordered pass over the good
+ * replicas (PostgreSQL: an index-only scan) cheaper; docs/PERFORMANCE.md
+ * "Costs at a million files". Most replicas are good, so it is about the
+ * primary key's size. */
+static const char schema_v14[] =
+    "CREATE INDEX replicas_good ON replicas (chunk_id, worker_id, state) WHERE state = 0;";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1, NULL},
 	{2, schema_v2, NULL},
@@ -280,5 +291,6 @@ const struct efs_migration efs_migrations[] = {
 	{11, schema_v11, NULL},
 	{12, schema_v12, NULL},
 	{13, schema_v13, NULL},
+	{14, schema_v14, NULL},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);

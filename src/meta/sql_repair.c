@@ -60,14 +60,32 @@ int sql_repair_list(void *impl, unsigned replication, int64_t holding_after_ms, 
 	return sql_rows_finish(&rows, r, NULL, count);
 }
 
+/* The same count, set-based: the good replicas on live workers grouped
+ * once (an index-only scan of replicas_good, in chunk order), joined to
+ * the referenced chunks; a chunk without any such replica has no group
+ * and counts as 0. PostgreSQL runs it as one pass and a hash join
+ * (2.4 s at a million chunks against 6-12 s for the correlated form);
+ * SQLite has no hash join and runs the correlated form faster (its
+ * probe into replicas_good: 4.9 s against 9.3 s), so each gets its own. */
+static const char under_replicated_grouped_sql[] =
+	"SELECT COUNT(*) FROM chunks c LEFT JOIN"
+	" (SELECT r.chunk_id AS chunk_id, COUNT(*) AS holding FROM replicas r"
+	"  JOIN workers w ON w.worker_id = r.worker_id"
+	"  WHERE r.state = 0 AND w.last_heartbeat > $1 GROUP BY r.chunk_id) h"
+	" ON h.chunk_id = c.chunk_id"
+	" WHERE c.refcount > 0 AND c.ec_data = 0 AND COALESCE(h.holding, 0) < $2";
+
 int sql_under_replicated(void *impl, unsigned replication, int64_t live_after_ms,
 			 uint64_t *count)
 {
+	const struct sql_store *s = impl;
 	int64_t n = 0;
-	int r = SQL_ONE(impl,
-			"SELECT COUNT(*) FROM (" HOLDING_SQL(" AND c.ec_data = 0") ") t"
-			" WHERE holding < $2",
-			sql_row_int, &n, NULL, SQL_INT(live_after_ms), SQL_INT(replication));
+	const char *sql = strcmp(s->driver->name, "postgres") == 0
+				  ? under_replicated_grouped_sql
+				  : "SELECT COUNT(*) FROM (" HOLDING_SQL(" AND c.ec_data = 0") ") t"
+				    " WHERE holding < $2";
+	int r = SQL_ONE(impl, sql, sql_row_int, &n, NULL, SQL_INT(live_after_ms),
+			SQL_INT(replication));
 	if (r == 0)
 		*count = (uint64_t)n;
 	return r;

@@ -1670,6 +1670,42 @@ static void test_replica_mark_good_only_the_same_bad_replica(void **state)
 	assert_int_equal(marked.bad_marks, loaded.bad_marks + 1);
 }
 
+/* The under-replicated count (each backend has its own form of it) takes
+ * only good replicas on workers heard from after the cut, counts a chunk
+ * with no replica row at all, and leaves out unreferenced chunks. */
+static void test_under_replicated_counts_good_live_replicas(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2), c = chunk(3), d = chunk(4), e = chunk(5);
+	uint64_t under = 99;
+
+	put_on(f, 1, &a, WORKERS); /* full */
+	put_on(f, 2, &b, 2);       /* w1, w2 */
+	put_on(f, 3, &c, WORKERS); /* one bad below */
+	put_on(f, 4, &d, 1);       /* w1 */
+	put_on(f, 5, &e, WORKERS); /* every row removed below */
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, c.chunk_id, "w3"), 0);
+	for (size_t i = 0; i < WORKERS; i++)
+		assert_int_equal(efs_meta_replica_remove(f->m, e.chunk_id, worker_ids[i]), 0);
+
+	assert_int_equal(efs_meta_under_replicated(f->m, WORKERS, 0, &under), 0);
+	assert_int_equal(under, 4); /* b, c, d, e */
+	assert_int_equal(efs_meta_under_replicated(f->m, 1, 0, &under), 0);
+	assert_int_equal(under, 1); /* e */
+	/* w1 not heard from after the cut: a, b, c and d lose its copy */
+	assert_int_equal(efs_meta_under_replicated(f->m, 2, worker_heartbeat(0), &under), 0);
+	assert_int_equal(under, 4); /* b (1), c (1: w2; w3 is bad), d (0), e (0); a keeps 2 */
+	assert_int_equal(efs_meta_under_replicated(f->m, 1, worker_heartbeat(WORKERS), &under), 0);
+	assert_int_equal(under, 5);
+
+	/* a session that lets go of its chunk: no longer referenced, not counted */
+	char sid[EFS_ID_MAX + 1];
+	session_id(5, sid);
+	assert_int_equal(efs_meta_session_delete(f->m, sid, f->now), 0);
+	assert_int_equal(efs_meta_under_replicated(f->m, 1, 0, &under), 0);
+	assert_int_equal(under, 0);
+}
+
 /* LIFECYCLE T25/T26: repair lists chunks short of good replicas, fewest
  * first, then those with none good but a bad one on a worker heard from
  * (it may be intact); a chunk whose only replicas are on workers not heard
@@ -2362,6 +2398,7 @@ int main(void)
 		T(test_report_adopts_copy_of_under_replicated_chunk),
 		T(test_replica_mark_good_only_the_same_bad_replica),
 		T(test_repair_list_tries_bad_replicas_last),
+		T(test_under_replicated_counts_good_live_replicas),
 		T(test_repair_list_orders_ec_stripes_by_shards_left),
 		T(test_report_batch_of_5000),
 		T(test_report_batch_of_known_chunks),
