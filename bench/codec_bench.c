@@ -64,13 +64,13 @@ enum stage {
 	STAGES
 };
 static const char *const stage_names[STAGES] = {
-	"memcpy", "sha256",    "encode",   "sha+encode", "encode_hash", "fused 16K",
-	"fused 256K", "L0",    "L1 small", "L1 xl",      "L1 hist 14",  "L2",
+    "memcpy",	  "sha256", "encode",	"sha+encode", "encode_hash", "fused 16K",
+    "fused 256K", "L0",	    "L1 small", "L1 xl",      "L1 hist 14",  "L2",
 };
 
 static unsigned char level_buf[ISAL_DEF_LVL1_EXTRA_LARGE > ISAL_DEF_LVL2_DEFAULT
-				       ? ISAL_DEF_LVL1_EXTRA_LARGE
-				       : ISAL_DEF_LVL2_DEFAULT];
+				   ? ISAL_DEF_LVL1_EXTRA_LARGE
+				   : ISAL_DEF_LVL2_DEFAULT];
 
 static double thread_seconds(void)
 {
@@ -184,13 +184,16 @@ static double run_stage(enum stage st, const unsigned char *in, size_t len, unsi
 			total += deflate_once(c, CHUNK, out, 2 * CHUNK, 1, ISAL_DEF_LVL1_SMALL, 0);
 			break;
 		case L1_XL:
-			total += deflate_once(c, CHUNK, out, 2 * CHUNK, 1, ISAL_DEF_LVL1_EXTRA_LARGE, 0);
+			total +=
+			    deflate_once(c, CHUNK, out, 2 * CHUNK, 1, ISAL_DEF_LVL1_EXTRA_LARGE, 0);
 			break;
 		case L1_HIST14:
-			total += deflate_once(c, CHUNK, out, 2 * CHUNK, 1, ISAL_DEF_LVL1_DEFAULT, 14);
+			total +=
+			    deflate_once(c, CHUNK, out, 2 * CHUNK, 1, ISAL_DEF_LVL1_DEFAULT, 14);
 			break;
 		case L2:
-			total += deflate_once(c, CHUNK, out, 2 * CHUNK, 2, ISAL_DEF_LVL2_DEFAULT, 0);
+			total +=
+			    deflate_once(c, CHUNK, out, 2 * CHUNK, 2, ISAL_DEF_LVL2_DEFAULT, 0);
 			break;
 		case STAGES:
 			break;
@@ -240,7 +243,8 @@ int main(int argc, char **argv)
 	}
 	for (int r = 0; r < runs; r++)
 		for (int st = 0; st < STAGES; st++)
-			if ((samples[st][r] = run_stage(st, in, len, out, &encoded, &produced[st])) < 0) {
+			if ((samples[st][r] =
+				 run_stage(st, in, len, out, &encoded, &produced[st])) < 0) {
 				fprintf(stderr, "codec_bench: out of memory\n");
 				goto out;
 			}

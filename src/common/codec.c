@@ -218,8 +218,8 @@ int efs_codec_encode_hash(const void *in, size_t len, struct efs_buf *out, bool 
 		if (isal_deflate(stream) != COMP_OK || stream->avail_in != 0)
 			break;
 	}
-	deflated = hashed == len && stream->avail_in == 0 &&
-		   stream->internal_state.state == ZSTATE_END;
+	deflated =
+	    hashed == len && stream->avail_in == 0 && stream->internal_state.state == ZSTATE_END;
 	if (hashed < len)
 		efs_sha256_update(&hash, bytes + hashed, len - hashed);
 	efs_sha256_final_hex(&hash, sha256_hex);
