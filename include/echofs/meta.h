@@ -818,12 +818,16 @@ int efs_meta_stats(struct efs_meta *m, struct efs_meta_stats *out);
  * at an unchanged count are still those of this process's writes. */
 uint64_t efs_meta_changes(struct efs_meta *m);
 /* A count that grows after every call through @m that may remove a file
- * row (efs_meta_file_delete, and the S3 calls that delete, replace or copy
- * over an object or complete a multipart upload over a key), once the call
- * has returned, whatever its result. When only this process writes the
- * store (SQLite, which serves one master), a file whose row and chunk list
- * were read after the count was N is still there while the count is N:
- * 0 and the count in *out. -ENOTSUP (*out untouched) when other processes
+ * row or change what efs_meta_object_read answers (efs_meta_file_delete,
+ * efs_meta_file_create_object, efs_meta_file_set_policy, and the S3 calls
+ * that put, delete, replace or copy over an object, complete a multipart
+ * upload over a key or delete a bucket), once the call has returned,
+ * whatever its result. When only this process writes the store (SQLite,
+ * which serves one master), a file whose row and chunk list were read
+ * after the count was N is still there while the count is N, and an
+ * object read (efs_meta_object_read, answer 0) after the count was N is
+ * still what the store holds while the count is N: 0 and the count in
+ * *out. -ENOTSUP (*out untouched) when other processes
  * may write the store (PostgreSQL, DynamoDB: other masters' deletes are
  * not counted here). */
 int efs_meta_removals(struct efs_meta *m, uint64_t *out);

@@ -26,7 +26,7 @@ struct snapshot {
 	int64_t ec_degraded, ec_unrecoverable; /* -1 before the repair loop's first pass */
 	uint64_t ec_rebuilt;
 	uint64_t ec_converted_chunks, ec_converted_bytes, ec_converted_files;
-	uint64_t chunks_uploaded, chunks_deduplicated, chunk_lists_read;
+	uint64_t chunks_uploaded, chunks_deduplicated, chunk_lists_read, s3_object_reads;
 	uint64_t chunks_collected, sessions_expired;
 	uint64_t stats_computed;
 	struct efs_chunk_cache_stats chunk_cache;
@@ -72,6 +72,7 @@ static void take_snapshot(struct efs_master *m, struct snapshot *s)
 	s->chunks_uploaded = atomic_load(&m->counters.chunks_uploaded);
 	s->chunks_deduplicated = atomic_load(&m->counters.chunks_deduplicated);
 	s->chunk_lists_read = atomic_load(&m->counters.chunk_lists_read);
+	s->s3_object_reads = atomic_load(&m->counters.s3_object_reads);
 	s->chunks_collected = atomic_load(&m->gc.chunks_collected);
 	s->sessions_expired = atomic_load(&m->gc.sessions_expired);
 	efs_chunk_cache_stats(m->chunk_cache, &s->chunk_cache);
@@ -251,6 +252,10 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 	     "Chunk list queries of downloads (batches of up to 64 chunks with their replicas); "
 	     "a small file's download whose chunks are cached makes none.",
 	     s->chunk_lists_read},
+	    {"echofs_s3_object_reads_total",
+	     "Object reads (bucket, object row and file row) of S3 GetObject and HeadObject "
+	     "from the store; one answered from the master's object cache makes none.",
+	     s->s3_object_reads},
 	};
 	int r = 0;
 	for (size_t i = 0; r == 0 && i < EFS_ARRAY_SIZE(counters); i++)

@@ -46,6 +46,8 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	m->s3_auth = NULL;
 	efs_cache_free(m->cache);
 	m->cache = NULL;
+	efs_object_cache_free(m->object_cache);
+	m->object_cache = NULL;
 	efs_chunk_backend_free(m->chunks);
 	m->chunks = NULL;
 	efs_placement_release(&m->placement);
@@ -174,7 +176,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	if ((r = efs_token_cache_new(&m->tokens)) < 0 ||
 	    (r = efs_http_client_new(&m->http_client)) < 0 ||
 	    (r = efs_http_client_set_ca_file(m->http_client, cfg->tls.ca_file)) < 0 ||
-	    (r = efs_cache_new(m->meta, m->redis, &m->cache)) < 0) {
+	    (r = efs_cache_new(m->meta, m->redis, &m->cache)) < 0 ||
+	    (r = efs_object_cache_new(&m->object_cache)) < 0) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}

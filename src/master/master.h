@@ -10,6 +10,7 @@
 #include "echofs/redis.h"
 #include "echofs/metrics.h"
 #include "master/cache.h"
+#include "master/object_cache.h"
 #include "master/chunk_backend.h"
 #include "master/control.h"
 #include "echofs/keyseal.h"
@@ -50,6 +51,7 @@ struct efs_master {
 	struct efs_placement placement;		/* over registry */
 	struct efs_chunk_backend *chunks;	/* where chunk bytes live (workers) */
 	struct efs_cache *cache;		/* file and session metadata */
+	struct efs_object_cache *object_cache;	/* GetObject's reads (SQLite only) */
 	struct efs_upload_budget upload_budget; /* extra buffers of all uploads */
 	/* Chunk bytes of uploads in flight, both ways in (UPLOAD_MEMORY), and
 	 * each user's share (UPLOAD_MEMORY_PER_USER). */

@@ -720,8 +720,10 @@ static int part_range(struct efs_s3_req *s, const struct efs_object_read *x, uns
 int efs_s3_get_object(struct efs_s3_req *s)
 {
 	struct efs_master *m = s->m;
-	/* The bucket's owner, the row and its file: one store read. */
-	struct efs_object_read *x = malloc(sizeof(*x));
+	/* The bucket's owner, the row and its file: one store read, or none
+	 * when this master's object cache holds them (object_cache.h).
+	 * Zeroed: the cache keeps the struct with its zeros squeezed out. */
+	struct efs_object_read *x = calloc(1, sizeof(*x));
 	struct efs_object_info *o = x ? &x->object : NULL;
 	const struct efs_file_info *f = x ? &x->file : NULL;
 	struct efs_reader *rd = NULL;
@@ -731,6 +733,10 @@ int efs_s3_get_object(struct efs_s3_req *s)
 	char range[96];
 	unsigned part_number = 0, parts_count = 0; /* ?partNumber */
 	bool empty_part = false;		   /* an empty part (or object): no body */
+	struct efs_reader_known known, learned;
+	uint64_t removals = 0;
+	bool counted = false; /* the store counts removals: @removals, cacheable */
+	bool cached = false;  /* @x came from the object cache */
 	int r = 0;
 
 	if (!x)
@@ -742,7 +748,24 @@ int efs_s3_get_object(struct efs_s3_req *s)
 	for (int attempt = 0; attempt < GET_ATTEMPTS; attempt++) {
 		efs_reader_free(rd);
 		rd = NULL;
-		r = efs_meta_object_read(m->meta, s->bucket, s->key, x);
+		known.count = 0;
+		/* Read before the object: a write after this is counted past
+		 * it, so an entry stored with it is never newer than it says. */
+		counted = efs_meta_removals(m->meta, &removals) == 0;
+		/* Only the first attempt: a later one follows a file gone
+		 * under the entry. */
+		cached = counted && attempt == 0 &&
+			 efs_object_cache_get(m->object_cache, s->bucket, s->key, removals, x,
+					      &known) == 0;
+		if (cached) {
+			r = 0;
+		} else {
+			atomic_fetch_add(&m->counters.s3_object_reads, 1);
+			r = efs_meta_object_read(m->meta, s->bucket, s->key, x);
+			/* Objects that exist only: never a NoSuchKey. */
+			if (r == 0 && counted)
+				efs_object_cache_put(m->object_cache, x, removals);
+		}
 		/* As efs_s3_own_bucket: no bucket, then another's, then the key. */
 		if (r == -ENOENT) {
 			r = efs_s3_error(s, 404, "NoSuchBucket",
@@ -798,8 +821,17 @@ int efs_s3_get_object(struct efs_s3_req *s)
 			break;
 		if ((r = efs_reader_new(&m->reader_source, f, first, last, &rd)) < 0)
 			goto out;
-		if ((r = efs_reader_prefetch(rd)) == 0)
+		efs_reader_know(rd, &known);
+		if ((r = efs_reader_prefetch(rd)) == 0) {
+			/* A small file's chunk ids, read with its chunk list at
+			 * the entry's count, spare the next GET that list. */
+			if (counted && !known.count && efs_reader_learned(rd, &learned))
+				efs_object_cache_learn(m->object_cache, s->bucket, s->key,
+						       f->file_id, &learned);
 			break;
+		}
+		if (r == -ENOENT)
+			efs_object_cache_forget(m->object_cache, s->bucket, s->key);
 		if (r != -ENOENT) {
 			efs_error("s3 get %s/%s: file %s unreadable: %s (request %s)", s->bucket,
 				  s->key, f->file_id, strerror(-r), s->request_id);

@@ -33,6 +33,7 @@ struct efs_master_counters {
 	_Atomic uint64_t chunks_uploaded;     /* chunks stored by uploads, both ways in */
 	_Atomic uint64_t chunks_deduplicated; /* of those, already on enough workers */
 	_Atomic uint64_t chunk_lists_read;    /* chunk list queries of downloads (download.c) */
+	_Atomic uint64_t s3_object_reads;     /* store reads of GetObject/HeadObject (s3_object.c) */
 };
 
 /* What storing chunks needs, all borrowed from the master (which outlives

@@ -378,7 +378,11 @@ int efs_meta_file_set_policy(struct efs_meta *m, const char *file_id, const char
 {
 	if (!m->ops->file_set_policy)
 		return -ENOTSUP;
-	return m->ops->file_set_policy(m->impl, file_id, policy, replication);
+	/* The storage class GetObject reports changes: counted as an object
+	 * write (efs_meta_removals). */
+	int r = m->ops->file_set_policy(m->impl, file_id, policy, replication);
+	atomic_fetch_add(&m->removals, 1);
+	return r;
 }
 
 int efs_meta_ec_stripes(struct efs_meta *m, int64_t live_after_ms, uint64_t *degraded,
@@ -444,7 +448,12 @@ int efs_meta_bucket_list(struct efs_meta *m, const char *owner, struct efs_bucke
 
 int efs_meta_bucket_delete(struct efs_meta *m, const char *name, const char *owner)
 {
-	return m->ops->bucket_delete ? m->ops->bucket_delete(m->impl, name, owner) : -ENOTSUP;
+	if (!m->ops->bucket_delete)
+		return -ENOTSUP;
+	/* Its name is free for another owner: counted (efs_meta_removals). */
+	int r = m->ops->bucket_delete(m->impl, name, owner);
+	atomic_fetch_add(&m->removals, 1);
+	return r;
 }
 
 int efs_meta_object_get(struct efs_meta *m, const char *bucket, const char *key,
