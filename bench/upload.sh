@@ -4,8 +4,10 @@
 # upload path, measured before and after in one session (a full `make
 # bench` takes minutes and mixes every phase).
 #
-# Writes UPLOAD_RUNS random files of UPLOAD_MIB MiB (xoshiro256**, other
-# bytes each, so deduplication skips nothing), measures `dd conv=fsync` of
+# Writes UPLOAD_RUNS files of UPLOAD_MIB MiB of UPLOAD_KIND (`random`:
+# xoshiro256**; `text`: loadgen's English-like text, which EchoFS stores
+# gzip'd, ~3.9x smaller; other bytes each, so deduplication skips
+# nothing), measures `dd conv=fsync` of
 # the first (median of 3: the disk baseline, as run.sh), starts a cluster
 # like run.sh's (1 master + 3 workers, replication 3, default CHUNK_SIZE,
 # SQLite) and uploads each file in one request with `curl -T`, checking
@@ -13,7 +15,11 @@
 #
 #   upload N: MiB/s, ratio to dd/3, master CPU s/GiB, workers CPU s/GiB
 #
-# Environment: UPLOAD_MIB (256), UPLOAD_RUNS (3), BENCH_BIN (ROOT/bin: the
+# (text: the ratio is to dd, as run.sh's text target: 3 replicas of a
+# quarter of the bytes are fewer bytes than dd writes.)
+#
+# Environment: UPLOAD_MIB (256), UPLOAD_RUNS (3), UPLOAD_KIND (random or
+# text), BENCH_BIN (ROOT/bin: the
 # daemons to measure; point it at another build's bin/ for the "before"
 # and alternate the two), BENCH_TMPDIR, BENCH_KEEP=1, BENCH_LOG_LEVEL.
 set -euo pipefail
@@ -25,6 +31,12 @@ cd "$ROOT"
 
 MIB=${UPLOAD_MIB:-256}
 RUNS=${UPLOAD_RUNS:-3}
+KIND=${UPLOAD_KIND:-random}
+case $KIND in
+random) DD_SHARE=3 ;; # each of 3 replicas carries every byte
+text) DD_SHARE=1 ;;
+*) bench_die "UPLOAD_KIND must be random or text, not '$KIND'" ;;
+esac
 BYTES=$((MIB * 1048576))
 BIN=${BENCH_BIN:-$ROOT/bin}
 LOADGEN=$ROOT/build/bench/loadgen
@@ -43,9 +55,9 @@ median() { # NUMBER...
 	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
-bench_log "generating $RUNS x $MIB MiB of random data"
+bench_log "generating $RUNS x $MIB MiB of $KIND data"
 for i in $(seq 1 "$RUNS"); do
-	"$LOADGEN" gen --kind random --size "$BYTES" --seed $((100 + i)) >"$WORK/up-$i.bin"
+	"$LOADGEN" gen --kind "$KIND" --size "$BYTES" --seed $((100 + i)) >"$WORK/up-$i.bin"
 done
 sync "$WORK"/up-*.bin
 
@@ -63,6 +75,8 @@ bench_log "dd conv=fsync: ${dd_samples[*]} MiB/s (median $DD)"
 bench_cluster_start "$WORK/cluster"
 AUTH="Authorization: Bearer $TOKEN"
 HZ=$(getconf CLK_TCK)
+dd_name=dd/3
+[ "$DD_SHARE" = 1 ] && dd_name=dd
 rates=() ratios=() masters=() workers=()
 for i in $(seq 1 "$RUNS"); do
 	file=$WORK/up-$i.bin
@@ -77,13 +91,13 @@ for i in $(seq 1 "$RUNS"); do
 	read -r code secs <<<"$out"
 	[ "$code" = 201 ] || bench_die "upload $i: HTTP $code: $(head -c 300 "$WORK/upload.json")"
 	grep -q "\"sha256\": *\"$want\"" "$WORK/upload.json" || bench_die "upload $i: wrong sha256"
-	line=$(awk -v b="$BYTES" -v s="$secs" -v dd="$DD" -v m=$((m1 - m0)) -v w=$((w1 - w0)) \
+	line=$(awk -v b="$BYTES" -v s="$secs" -v dd="$DD" -v share="$DD_SHARE" -v m=$((m1 - m0)) -v w=$((w1 - w0)) \
 		-v hz="$HZ" 'BEGIN { r = b / 1048576 / s; g = b / 1073741824;
-			printf "%.1f %.3f %.2f %.2f", r, r / (dd / 3), m / hz / g, w / hz / g }')
+			printf "%.1f %.3f %.2f %.2f", r, r / (dd / share), m / hz / g, w / hz / g }')
 	read -r rate ratio mcpu wcpu <<<"$line"
 	rates+=("$rate") ratios+=("$ratio") masters+=("$mcpu") workers+=("$wcpu")
-	echo "upload $i: $rate MiB/s, ratio to dd/3 $ratio, master $mcpu CPU s/GiB, workers $wcpu CPU s/GiB"
+	echo "upload $i ($KIND): $rate MiB/s, ratio to $dd_name $ratio, master $mcpu CPU s/GiB, workers $wcpu CPU s/GiB"
 done
-echo "median: $(median "${rates[@]}") MiB/s, ratio to dd/3 $(median "${ratios[@]}"), master" \
+echo "median ($KIND): $(median "${rates[@]}") MiB/s, ratio to $dd_name $(median "${ratios[@]}"), master" \
 	"$(median "${masters[@]}") CPU s/GiB, workers $(median "${workers[@]}") CPU s/GiB" \
 	"(dd $DD MiB/s; $RUNS x $MIB MiB; $BIN)"

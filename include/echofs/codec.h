@@ -16,6 +16,7 @@
 
 #include "echofs/buf.h"
 #include "echofs/common.h"
+#include "echofs/hash.h"
 
 #include <stdbool.h>
 
@@ -27,6 +28,16 @@
  * 360 KiB, allocated by its first encode that deflates and freed when the
  * thread exits). */
 int efs_codec_encode(const void *in, size_t len, struct efs_buf *out, bool *gzip);
+
+/* efs_codec_encode, and the SHA-256 of @in (its chunk id) into
+ * @sha256_hex in the same pass over the bytes: each 64 KiB piece is hashed
+ * just before it is deflated, while it is in cache, instead of two passes
+ * over the whole chunk (stateful deflate: the gzip bytes may differ from
+ * efs_codec_encode's, but they decode to @in alike, and equal inputs give
+ * equal outputs). Stored raw under the same rules; @sha256_hex is set
+ * whenever 0 is returned. -ENOMEM: *gzip and @sha256_hex untouched. */
+int efs_codec_encode_hash(const void *in, size_t len, struct efs_buf *out, bool *gzip,
+			  char sha256_hex[EFS_SHA256_HEX_LEN + 1]);
 
 /* The sample test alone: false when @len is at least 256 KiB and none of
  * the samples of @in shrinks under deflate (encode then stores the chunk

@@ -19,6 +19,7 @@
 void efs_upload_buffers_init(struct efs_upload_buffers *b)
 {
 	efs_buf_init(&b->encoded, EFS_MAX_CHUNK_SIZE);
+	b->encoded_gzip = false;
 }
 
 void efs_upload_buffers_release(struct efs_upload_buffers *b)
@@ -177,26 +178,31 @@ static int store_chunk(const struct efs_uploader *up, const struct record_target
 	return -EAGAIN;
 }
 
-/* Hash (unless @chunk_id is given), encode, then store_chunk under the
- * in-flight guard. */
+/* Hash (unless @chunk_id is given) and encode, both in one pass when
+ * hashing, unless @encoded (efs_upload_encode did both into @bufs, and
+ * @chunk_id is its id); then store_chunk under the in-flight guard. */
 static int upload_one(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
 		      const struct record_target *to, const char *data, size_t len,
-		      const char *chunk_id, struct efs_chunk_result *out)
+		      const char *chunk_id, bool encoded, struct efs_chunk_result *out)
 {
 	struct efs_chunk_info chunk;
 	int r;
 
 	memset(&chunk, 0, sizeof(chunk));
-	if (chunk_id)
-		efs_strlcpy(chunk.chunk_id, chunk_id, sizeof(chunk.chunk_id));
-	else
-		efs_sha256_hex(data, len, chunk.chunk_id);
 	chunk.size = len;
 	chunk.ec_data = up->ec_data;
 	chunk.ec_parity = up->ec_parity;
-	r = efs_codec_encode(data, len, &bufs->encoded, &chunk.compressed);
-	if (r < 0)
+	if (encoded) {
+		efs_strlcpy(chunk.chunk_id, chunk_id, sizeof(chunk.chunk_id));
+		chunk.compressed = bufs->encoded_gzip;
+	} else if (chunk_id) {
+		efs_strlcpy(chunk.chunk_id, chunk_id, sizeof(chunk.chunk_id));
+		if ((r = efs_codec_encode(data, len, &bufs->encoded, &chunk.compressed)) < 0)
+			return r;
+	} else if ((r = efs_codec_encode_hash(data, len, &bufs->encoded, &chunk.compressed,
+					      chunk.chunk_id)) < 0) {
 		return r;
+	}
 	const char *stored = chunk.compressed ? bufs->encoded.data : data;
 	chunk.stored_size = chunk.compressed ? bufs->encoded.len : len;
 
@@ -214,7 +220,21 @@ int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *b
 		     const char *chunk_id, struct efs_chunk_result *out)
 {
 	struct record_target to = {session_id, index, NULL, NULL};
-	return upload_one(up, bufs, &to, data, len, chunk_id, out);
+	return upload_one(up, bufs, &to, data, len, chunk_id, false, out);
+}
+
+int efs_upload_encode(struct efs_upload_buffers *bufs, const char *data, size_t len,
+		      char chunk_id[EFS_SHA256_HEX_LEN + 1])
+{
+	return efs_codec_encode_hash(data, len, &bufs->encoded, &bufs->encoded_gzip, chunk_id);
+}
+
+int efs_upload_chunk_encoded(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+			     const char *session_id, uint64_t index, const char *data, size_t len,
+			     const char *chunk_id, struct efs_chunk_result *out)
+{
+	struct record_target to = {session_id, index, NULL, NULL};
+	return upload_one(up, bufs, &to, data, len, chunk_id, true, out);
 }
 
 int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
@@ -234,5 +254,5 @@ int efs_upload_single(const struct efs_uploader *up, struct efs_upload_buffers *
 		return efs_meta_file_create_single(up->meta, file, NULL, NULL, 0, false,
 						   efs_now_ms());
 	}
-	return upload_one(up, bufs, &to, data, len, chunk_id, out);
+	return upload_one(up, bufs, &to, data, len, chunk_id, false, out);
 }

@@ -20,6 +20,7 @@
 #define ECHOFS_MASTER_UPLOAD_H
 
 #include "echofs/buf.h"
+#include "echofs/hash.h"
 #include "echofs/meta.h"
 
 #include <stdatomic.h>
@@ -61,6 +62,7 @@ struct efs_chunk_result {
  * chunk). */
 struct efs_upload_buffers {
 	struct efs_buf encoded;
+	bool encoded_gzip; /* efs_upload_encode: encoded holds gzip, else raw */
 };
 
 void efs_upload_buffers_init(struct efs_upload_buffers *b);
@@ -73,6 +75,19 @@ void efs_upload_buffers_release(struct efs_upload_buffers *b);
 int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
 		     const char *session_id, uint64_t index, const char *data, size_t len,
 		     const char *chunk_id, struct efs_chunk_result *out);
+
+/* The first half of efs_upload_chunk, for a caller that needs the chunk
+ * id before storing (the upload pipeline's same-chunk check): hashes and
+ * encodes @data into @bufs in one pass over its bytes
+ * (efs_codec_encode_hash), its SHA-256 hex into @chunk_id. 0 or -ENOMEM. */
+int efs_upload_encode(struct efs_upload_buffers *bufs, const char *data, size_t len,
+		      char chunk_id[EFS_SHA256_HEX_LEN + 1]);
+
+/* efs_upload_chunk for @data that efs_upload_encode has just encoded into
+ * @bufs, @chunk_id the id it gave; the same errors. */
+int efs_upload_chunk_encoded(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+			     const char *session_id, uint64_t index, const char *data, size_t len,
+			     const char *chunk_id, struct efs_chunk_result *out);
 
 /* Stores @data as the only chunk of @file and records both in one
  * transaction (efs_meta_file_create_single), once every replica is

@@ -197,14 +197,22 @@ static bool same_chunk_storing(const struct efs_upload_pipeline *p, const struct
 
 /* Stores BUSY slot @s with @bufs (the calling thread's); called unlocked.
  * The chunk's SHA-256 is computed here, in the storing thread, so it
- * overlaps the feeding thread's whole-file hash. */
+ * overlaps the feeding thread's whole-file hash, and in the same pass as
+ * its compression (efs_upload_encode), before the same-chunk check needs
+ * the id. */
 static int store_slot(struct efs_upload_pipeline *p, struct slot *s,
 		      struct efs_upload_buffers *bufs)
 {
 	struct efs_chunk_result res;
 	int r;
 
-	efs_sha256_hex(s->data.data, s->data.len, s->chunk_id);
+	if ((r = efs_upload_encode(bufs, s->data.data, s->data.len, s->chunk_id)) < 0) {
+		pthread_mutex_lock(&p->lock);
+		record_error(p, r, s->index);
+		slot_done(p, s); /* not started: dropped */
+		pthread_mutex_unlock(&p->lock);
+		return r;
+	}
 	pthread_mutex_lock(&p->lock);
 	while (same_chunk_storing(p, s) && !atomic_load(&p->error) && !p->stopping)
 		pthread_cond_wait(&p->changed, &p->lock);
@@ -216,8 +224,8 @@ static int store_slot(struct efs_upload_pipeline *p, struct slot *s,
 	s->storing = true;
 	pthread_mutex_unlock(&p->lock);
 
-	r = efs_upload_chunk(p->up, bufs, p->session_id, s->index, s->data.data, s->data.len,
-			     s->chunk_id, &res);
+	r = efs_upload_chunk_encoded(p->up, bufs, p->session_id, s->index, s->data.data,
+				     s->data.len, s->chunk_id, &res);
 
 	pthread_mutex_lock(&p->lock);
 	if (r == 0)

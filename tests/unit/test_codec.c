@@ -500,6 +500,63 @@ static void test_mixed_chunks_choose_the_right_encoding(void **state)
 	check_encoding(f, 300 * 1024 + 3, 1);
 }
 
+/* efs_codec_encode_hash on @len bytes of f->data: the id is the SHA-256 of
+ * every byte, whether the chunk was deflated, stored raw after the samples
+ * or stored raw after an overflow midway; the encoding chosen is @want, a
+ * gzip result decodes back, saves at least 10% and is the same each time. */
+static void check_encode_hash(struct fixture *f, size_t len, int want)
+{
+	char want_id[EFS_SHA256_HEX_LEN + 1], id[EFS_SHA256_HEX_LEN + 1];
+	bool gzip = !want;
+
+	efs_sha256_hex(f->data, len, want_id);
+	memset(id, 'x', sizeof(id));
+	assert_int_equal(efs_buf_puts(&f->out, "left over"), 0);
+	assert_int_equal(efs_codec_encode_hash(f->data, len, &f->out, &gzip, id), 0);
+	assert_string_equal(id, want_id);
+	assert_int_equal(gzip, want);
+	if (!want) {
+		assert_int_equal(f->out.len, 0);
+		return;
+	}
+	assert_true(f->out.len <= len - len / 10);
+	assert_int_equal(efs_codec_decode(f->out.data, f->out.len, len, &f->other), 0);
+	assert_memory_equal(f->other.data, f->data, len);
+	assert_int_equal(efs_codec_encode_hash(f->data, len, &f->capped, &gzip, id), 0);
+	assert_int_equal(f->capped.len, f->out.len);
+	assert_memory_equal(f->capped.data, f->out.data, f->out.len);
+}
+
+static void test_encode_hash_gives_the_id_of_every_byte(void **state)
+{
+	struct fixture *f = *state;
+	const size_t sample_len = 4096, samples = 16;
+
+	/* Text: deflated in 64 KiB pieces, and a size that is not a
+	 * multiple of them. */
+	memcpy(f->data, f->text, MIB);
+	check_encode_hash(f, MIB, 1);
+	check_encode_hash(f, 300 * 1024 + 3, 1);
+	/* Random: the samples send it raw at once. */
+	fill_random(f->data, MIB, 21);
+	check_encode_hash(f, MIB, 0);
+	/* Too short to deflate, and empty. */
+	check_encode_hash(f, 63, 0);
+	check_encode_hash(f, 0, 0);
+	/* Random with text exactly where the samples look: they say "try",
+	 * the whole chunk saves under 10%, so deflate overflows midway and
+	 * the bytes after that point are hashed on their own. */
+	fill_random(f->data, MIB, 22);
+	for (size_t k = 0; k < samples; k++)
+		memcpy(f->data + k * (MIB - sample_len) / (samples - 1), f->text + k * sample_len,
+		       sample_len);
+	assert_true(efs_codec_worth_trying(f->data, MIB));
+	check_encode_hash(f, MIB, 0);
+	/* Zeros: the output is tiny, the input ends in the last piece. */
+	memset(f->data, 0, MIB);
+	check_encode_hash(f, MIB, 1);
+}
+
 /* ---- hashes ----------------------------------------------------------- */
 
 #define SHA256_EMPTY "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -637,6 +694,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_samples_find_random_incompressible, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_mixed_chunks_choose_the_right_encoding, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_encode_hash_gives_the_id_of_every_byte, setup,
 						teardown),
 		cmocka_unit_test(test_sha256_known_vectors),
 		cmocka_unit_test_setup_teardown(test_sha256_incremental_equals_one_shot, setup,

@@ -2,7 +2,7 @@
 /* test_upload_pipeline.c - unit tests of the one-request upload pipeline
  * (src/master/upload_pipeline.h).
  *
- * The pipeline is included whole and efs_upload_chunk (upload.h: store
+ * The pipeline is included whole and efs_upload_chunk_encoded (upload.h: store
  * one chunk) is replaced by a recorder, so the tests see every chunk the
  * pipeline hands on, from which thread, and in which order, and can make
  * one fail or wait. The contract under test: every chunk but the last is
@@ -29,6 +29,7 @@
 
 #include "../../src/master/upload_pipeline.c"
 #include "master/config.h"
+#include "echofs/codec.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -39,7 +40,7 @@
 #define MAX_CHUNKS 256
 #define KIB 1024
 
-/* ---- the recorder standing in for efs_upload_chunk ------------------- */
+/* ---- the recorder standing in for efs_upload_chunk_encoded ---------- */
 
 struct recorder {
 	pthread_mutex_t lock;
@@ -69,7 +70,7 @@ struct recorder {
 	/* open_session and efs_upload_single */
 	unsigned sessions_opened;
 	int open_fail;             /* open_session's answer when < 0 */
-	bool chunk_before_session; /* efs_upload_chunk without a session id */
+	bool chunk_before_session; /* a chunk stored without a session id */
 	unsigned single_calls;
 	size_t single_len;
 	bool single_bad; /* wrong bytes, id or file fields */
@@ -104,10 +105,19 @@ void efs_upload_buffers_release(struct efs_upload_buffers *b)
 	efs_buf_release(&b->encoded);
 }
 
-/* No cmocka asserts here: this runs on the pipeline's threads. */
-int efs_upload_chunk(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
-		     const char *session_id, uint64_t index, const char *data, size_t len,
-		     const char *chunk_id, struct efs_chunk_result *out)
+/* upload.c's first half, as the real one: the id and the encoding in one
+ * pass (the stand-in buffer's 16-byte cap stores every chunk raw). */
+int efs_upload_encode(struct efs_upload_buffers *bufs, const char *data, size_t len,
+		      char chunk_id[EFS_SHA256_HEX_LEN + 1])
+{
+	return efs_codec_encode_hash(data, len, &bufs->encoded, &bufs->encoded_gzip, chunk_id);
+}
+
+/* No cmocka asserts here: this runs on the pipeline's threads. The id it
+ * is given must be its bytes' SHA-256 (efs_upload_encode's). */
+int efs_upload_chunk_encoded(const struct efs_uploader *up, struct efs_upload_buffers *bufs,
+			     const char *session_id, uint64_t index, const char *data, size_t len,
+			     const char *chunk_id, struct efs_chunk_result *out)
 {
 	char hex[EFS_SHA256_HEX_LEN + 1];
 	int r = 0;
