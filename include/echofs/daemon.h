@@ -23,6 +23,14 @@ void efs_daemon_signals_block(void);
 /* Blocks until SIGINT or SIGTERM arrives; returns the signal number. */
 int efs_daemon_wait_for_signal(void);
 
+/* Caps the malloc arenas of the process at @max (glibc's M_ARENA_MAX;
+ * glibc's default is 8 per CPU). Call it before any thread starts. An
+ * arena is where a thread that found the others locked allocates from
+ * then on, and each keeps the memory freed into it for its own reuse: on
+ * a busy master with many threads, tens of MiB sit free in a dozen
+ * arenas. Returns 0, -EINVAL for @max 0, or -ENOTSUP without glibc. */
+int efs_daemon_malloc_arenas(unsigned max);
+
 /* Whether this binary was built with libsystemd (sd_notify readiness). */
 bool efs_daemon_notify_supported(void);
 /* Tells the service manager the daemon serves requests: call it once its

@@ -10,10 +10,14 @@
 #include "echofs/log.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* mallopt */
+#endif
 
 #ifdef EFS_HAVE_LIBSYSTEMD
 #include <systemd/sd-daemon.h>
@@ -45,6 +49,17 @@ int efs_daemon_wait_for_signal(void)
 	while (sigwait(&set, &sig) != 0)
 		;
 	return sig;
+}
+
+int efs_daemon_malloc_arenas(unsigned max)
+{
+	if (max == 0 || max > INT_MAX)
+		return -EINVAL;
+#ifdef __GLIBC__
+	return mallopt(M_ARENA_MAX, (int)max) == 1 ? 0 : -EINVAL;
+#else
+	return -ENOTSUP;
+#endif
 }
 
 bool efs_daemon_notify_supported(void)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* DynamoDB metadata: the three tables together or none; not with
  * DATABASE_URL. Chunks in S3 (S3_BUCKET_NAME) or on workers, both. */
@@ -329,6 +330,15 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 	if ((r = efs_env_u64("CHUNK_CACHE_SIZE", EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE, 0,
 			     (uint64_t)16 << 30, true, &cfg->chunk_cache_size, err, errlen)) < 0)
 		return r;
+	/* One malloc arena per CPU (at least 2) rather than glibc's 8 per CPU:
+	 * docs/OPERATIONS.md, "Memory". */
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	uint64_t arenas_default =
+	    cpus > EFS_MASTER_MIN_MALLOC_ARENAS ? (uint64_t)cpus : EFS_MASTER_MIN_MALLOC_ARENAS;
+	if ((r = efs_env_u64("MALLOC_ARENA_MAX", arenas_default, 1, EFS_MASTER_MAX_MALLOC_ARENAS,
+			     false, &v, err, errlen)) < 0)
+		return r;
+	cfg->malloc_arena_max = (unsigned)v;
 	if ((r = efs_env_u64("HISTORY_INTERVAL_MS", EFS_MASTER_DEFAULT_HISTORY_INTERVAL_MS, 100,
 			     3600000, false, &v, err, errlen)) < 0)
 		return r;

@@ -58,6 +58,10 @@ struct efs_master_config {
 	uint64_t ec_convert_bandwidth;
 	uint64_t chunk_cache_size; /* bytes of verified chunks kept for reads; 0: none */
 	int64_t history_interval_ms; /* the dashboard's charts: one sample this often */
+	/* glibc malloc arenas at most (efs_daemon_malloc_arenas), set before
+	 * any thread starts: each arena keeps its own freed memory, so the
+	 * count bounds memory held free in them. */
+	unsigned malloc_arena_max;
 	/* Slow workers (placement.h): a transfer under this many bytes/s
 	 * over the stall window is given up on when another worker can take
 	 * it (0: only stalls are); a worker given up on is avoided this long. */
@@ -102,6 +106,9 @@ struct efs_master_config {
 #define EFS_MASTER_DEFAULT_CHUNK_CACHE_SIZE (64 * 1024 * 1024)
 /* 360 samples of 10 s: the dashboard's charts cover the last hour. */
 #define EFS_MASTER_DEFAULT_HISTORY_INTERVAL_MS 10000
+/* MALLOC_ARENA_MAX: unset, the number of online CPUs but at least this. */
+#define EFS_MASTER_MIN_MALLOC_ARENAS 2
+#define EFS_MASTER_MAX_MALLOC_ARENAS 1024
 #define EFS_MAX_CHUNK_SIZE (64 * 1024 * 1024)
 /* A chunk list's cost is per chunk: below this a file's metadata outweighs
  * its bytes (MIN_CHUNK_SIZE lowers it, for tests only). */

@@ -7,6 +7,7 @@
 #include "echofs/log.h"
 #include "master/master.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,6 +24,11 @@ int main(void)
 		return EFS_EXIT_CONFIG;
 	}
 	efs_log_set_level(cfg.log_level);
+	/* Before the first thread: an arena is made when a thread finds the
+	 * others busy. */
+	if ((r = efs_daemon_malloc_arenas(cfg.malloc_arena_max)) < 0)
+		efs_warn("cannot cap malloc arenas at %u (MALLOC_ARENA_MAX): %s",
+			 cfg.malloc_arena_max, strerror(-r));
 	efs_daemon_signals_block();
 	if (efs_http_client_global_init() < 0) {
 		efs_error("cannot initialise libcurl");

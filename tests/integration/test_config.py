@@ -39,6 +39,7 @@ def expect_config_error(proc, variable):
     ("TOPOLOGY_VISIBLE_TO", {"TOPOLOGY_VISIBLE_TO": "admins"}),
     ("HEARTBEAT_INTERVAL_MS", {"HEARTBEAT_INTERVAL_MS": "-5"}),
     ("HISTORY_INTERVAL_MS", {"HISTORY_INTERVAL_MS": "50"}),
+    ("MALLOC_ARENA_MAX", {"MALLOC_ARENA_MAX": "0"}),
     ("WORKER_DEAD_AFTER_MS", {"HEARTBEAT_INTERVAL_MS": "2000", "WORKER_DEAD_AFTER_MS": "1000"}),
     # AWS mode (S3 chunks): a malformed bucket, a half-set configuration.
     ("S3_BUCKET_NAME", {"S3_BUCKET_NAME": "Not_A_Bucket"}),
