@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 #define EFS_OBJECT_CACHE_SLOTS 16384
-#define EFS_OBJECT_CACHE_BYTES (32u * 1024 * 1024)
+#define EFS_OBJECT_CACHE_BYTES (16u * 1024 * 1024)
 
 struct efs_object_cache;
 
