@@ -28,7 +28,8 @@ int efs_daemon_wait_for_signal(void);
  * arena is where a thread that found the others locked allocates from
  * then on, and each keeps the memory freed into it for its own reuse: on
  * a busy master with many threads, tens of MiB sit free in a dozen
- * arenas. Returns 0, -EINVAL for @max 0, or -ENOTSUP without glibc. */
+ * arenas. Returns 0, -EINVAL for @max 0, or -ENOTSUP without glibc or
+ * when the allocator in use does not take the option (a sanitizer's). */
 int efs_daemon_malloc_arenas(unsigned max);
 
 /* Whether this binary was built with libsystemd (sd_notify readiness). */

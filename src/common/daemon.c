@@ -56,7 +56,9 @@ int efs_daemon_malloc_arenas(unsigned max)
 	if (max == 0 || max > INT_MAX)
 		return -EINVAL;
 #ifdef __GLIBC__
-	return mallopt(M_ARENA_MAX, (int)max) == 1 ? 0 : -EINVAL;
+	/* 0 from mallopt: the allocator in use is not glibc's own (the
+	 * sanitizers replace malloc and answer 0 to every option). */
+	return mallopt(M_ARENA_MAX, (int)max) == 1 ? 0 : -ENOTSUP;
 #else
 	return -ENOTSUP;
 #endif

@@ -26,7 +26,12 @@ int main(void)
 	efs_log_set_level(cfg.log_level);
 	/* Before the first thread: an arena is made when a thread finds the
 	 * others busy. */
-	if ((r = efs_daemon_malloc_arenas(cfg.malloc_arena_max)) < 0)
+	/* Not glibc's allocator (a sanitizer build): nothing to cap, and
+	 * nothing to warn about on every start. */
+	if ((r = efs_daemon_malloc_arenas(cfg.malloc_arena_max)) == -ENOTSUP)
+		efs_debug("malloc arenas not capped: the allocator in use does not take "
+			  "MALLOC_ARENA_MAX");
+	else if (r < 0)
 		efs_warn("cannot cap malloc arenas at %u (MALLOC_ARENA_MAX): %s",
 			 cfg.malloc_arena_max, strerror(-r));
 	efs_daemon_signals_block();
