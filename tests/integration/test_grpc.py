@@ -979,7 +979,9 @@ def test_tls_cluster_streams_over_tls_and_refuses_plaintext_and_strangers(
     M = messages
     m = grpc_master(tls_cluster, REPLICATION_FACTOR=1)
     assert m.url.startswith("https://")
-    assert re.search(r"gRPC control plane listening on \S+ \(TLS\)", m.stderr()), m.log_tail()
+    # The HTTP listener may answer /health before the control plane's
+    # start is logged (slow under the sanitizers): wait for the line.
+    m.wait_for_log(r"gRPC control plane listening on \S+ \(TLS\)", timeout=10)
     # A worker that reaches the master over HTTPS streams over TLS, verified
     # with its TLS_CA_FILE, and files round-trip through it.
     w = tls_cluster.add_worker(**GRPC_ENV)
