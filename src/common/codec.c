@@ -150,21 +150,36 @@ static void stream_start(struct encoder *e, bool stateless, const void *in, size
 	stream->level_buf_size = CODEC_LEVEL_BUF;
 }
 
+/* Resets @out and decides whether @in (@len bytes) is worth deflating
+ * into at most @limit bytes: 1 with the thread's encoder in *@e and room
+ * reserved in @out, 0 when it is stored raw (too small or large, the
+ * sample does not compress, @limit over @out's cap), or -errno. */
+static int encode_begin(const void *in, size_t len, size_t limit, struct efs_buf *out,
+			struct encoder **e)
+{
+	int r;
+	efs_buf_reset(out);
+	if (len < 64 || len > UINT32_MAX || !efs_codec_worth_trying(in, len))
+		return 0;
+	if ((r = efs_buf_reserve(out, limit)) == -E2BIG)
+		return 0;
+	if (r < 0)
+		return r;
+	if (!(*e = thread_encoder()))
+		return -ENOMEM;
+	return 1;
+}
+
 int efs_codec_encode(const void *in, size_t len, struct efs_buf *out, bool *gzip)
 {
 	size_t limit = len - len / 10; /* must save at least 10% */
 	struct encoder *e;
 	int r;
 
-	efs_buf_reset(out);
-	if (len < 64 || len > UINT32_MAX || !efs_codec_worth_trying(in, len))
-		goto raw;
-	if ((r = efs_buf_reserve(out, limit)) == -E2BIG)
-		goto raw;
-	if (r < 0)
+	if ((r = encode_begin(in, len, limit, out, &e)) < 0)
 		return r;
-	if (!(e = thread_encoder()))
-		return -ENOMEM;
+	if (r == 0)
+		goto raw;
 	struct isal_zstream *stream = &e->stream;
 	stream_start(e, true, in, len, out, limit);
 	r = isal_deflate_stateless(stream);
@@ -191,15 +206,10 @@ int efs_codec_encode_hash(const void *in, size_t len, struct efs_buf *out, bool 
 	bool deflated = false;
 	int r;
 
-	efs_buf_reset(out);
-	if (len < 64 || len > UINT32_MAX || !efs_codec_worth_trying(in, len))
-		goto raw;
-	if ((r = efs_buf_reserve(out, limit)) == -E2BIG)
-		goto raw;
-	if (r < 0)
+	if ((r = encode_begin(in, len, limit, out, &e)) < 0)
 		return r;
-	if (!(e = thread_encoder()))
-		return -ENOMEM;
+	if (r == 0)
+		goto raw;
 	if ((r = efs_sha256_init(&hash)) < 0)
 		return r;
 	struct isal_zstream *stream = &e->stream;
