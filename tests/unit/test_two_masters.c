@@ -159,6 +159,32 @@ static int wait_registered(struct side *s)
 	return -1;
 }
 
+/*
+ * Starts @s's master, then its worker. A port free_port() found free may be
+ * taken before we bind it (another master's outgoing connection, a test
+ * running alongside us: the CI runs the black-box suite meanwhile), so a
+ * start that fails is retried on fresh ports, a few times.
+ */
+static int start_side(struct side *s)
+{
+	for (int attempt = 0;; attempt++) {
+		if (start_master(s) == 0)
+			break;
+		if (attempt == 4 || !(s->master_port = free_port()))
+			return -1;
+		snprintf(s->master_url, sizeof(s->master_url), "http://127.0.0.1:%u",
+			 s->master_port);
+		print_message("master %c: retrying on port %u\n", s->name, s->master_port);
+	}
+	for (int attempt = 0;; attempt++) {
+		if (start_worker(s) == 0)
+			return 0;
+		if (attempt == 4 || !(s->worker_port = free_port()))
+			return -1;
+		print_message("worker %c: retrying on port %u\n", s->name, s->worker_port);
+	}
+}
+
 static void stop_side(struct side *s)
 {
 	if (s->worker_up)
@@ -208,7 +234,7 @@ static int setup(void **state)
 			return -1;
 	}
 	for (int i = 0; i < 2; i++)
-		if (start_master(&f->side[i]) < 0 || start_worker(&f->side[i]) < 0)
+		if (start_side(&f->side[i]) < 0)
 			return -1;
 	for (int i = 0; i < 2; i++)
 		if (wait_registered(&f->side[i]) < 0)
