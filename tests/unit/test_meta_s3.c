@@ -1270,8 +1270,8 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	struct efs_s3_upload *other = calloc(1, sizeof(*other));
 	*other = *u;
 	efs_strlcpy(other->owner, "bob", sizeof(other->owner));
-	assert_int_equal(efs_meta_s3_upload_complete(f->m, other, parts, 2, &fi, f->now), -ENOENT);
-	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, &fi, f->now), 0);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, other, parts, 2, NULL, &fi, f->now), -ENOENT);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, NULL, &fi, f->now), 0);
 	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 0, 8, &chunks, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(chunks[0].chunk.chunk_id, c1b[0]);
@@ -1308,7 +1308,7 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	assert_int_equal(efs_meta_s3_upload_get(f->m, u->upload_id, got), 0);
 	assert_true(got->completed);
 	assert_string_equal(got->obj.etag, u->obj.etag);
-	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, &fi, f->now), -EALREADY);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, NULL, &fi, f->now), -EALREADY);
 	assert_int_equal(efs_meta_s3_upload_abort(f->m, u->upload_id, "alice", f->now), -ENOENT);
 
 	/* a part replaced after it was read: the complete moves nothing */
@@ -1323,7 +1323,7 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	assert_int_equal(efs_random_hex(fi.file_id, EFS_FILE_ID_LEN / 2), 0);
 	fi.chunk_count = 1;
 	efs_strlcpy(u2->obj.file_id, fi.file_id, sizeof(u2->obj.file_id));
-	assert_int_equal(efs_meta_s3_upload_complete(f->m, u2, parts, 1, &fi, f->now), -ESTALE);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u2, parts, 1, NULL, &fi, f->now), -ESTALE);
 	assert_int_equal(efs_meta_object_get(f->m, "mp", "k2", obj), -ENOENT);
 	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &back), -ENOENT);
 	assert_false(is_garbage(f, c2[0]));
@@ -1463,7 +1463,7 @@ static void test_dynamodb_multipart_complete_leftovers(void **state)
 			complete_hook_state.at_step = 3;
 		}
 		dyn_test_complete_hook = during_complete;
-		int r = efs_meta_s3_upload_complete(f->m, u, parts, 2, &fi, f->now);
+		int r = efs_meta_s3_upload_complete(f->m, u, parts, 2, NULL, &fi, f->now);
 		dyn_test_complete_hook = NULL;
 		assert_int_equal(complete_hook_state.fired, 1);
 		assert_int_equal(r, round == 0 ? -EINTR
@@ -1497,7 +1497,7 @@ static void test_dynamodb_multipart_complete_leftovers(void **state)
 	assert_int_equal(efs_meta_s3_part_put(f->m, u->upload_id, "alice", &p, f->now), 0);
 	assert_int_equal(efs_meta_s3_part_list(f->m, u->upload_id, 0, 2, parts, &n), 0);
 	complete_target(u, &fi, MP_BIG);
-	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 1, &fi, f->now), 0);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 1, NULL, &fi, f->now), 0);
 	assert_int_equal(efs_meta_session_get(f->m, s1, &(struct efs_session_info){0}), -ENOENT);
 	assert_int_equal(garbage_among(f, ids, MP_BIG), 0);
 	assert_int_equal(efs_meta_object_delete(f->m, "mp", "big", f->now), 0);
