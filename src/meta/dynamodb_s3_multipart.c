@@ -665,8 +665,9 @@ static int complete_commit(struct dyn *d, const struct efs_s3_upload *u,
 }
 
 int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
-			   const struct efs_s3_part *parts, size_t count, const char *chunks_session,
-			   const struct efs_file_info *file, int64_t now_ms)
+			   const struct efs_s3_part *parts, size_t count,
+			   const char *chunks_session, const struct efs_file_info *file,
+			   int64_t now_ms)
 {
 	struct dyn *d = impl;
 	const struct efs_object_info *o = &u->obj;
@@ -703,8 +704,8 @@ int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 		goto out;
 	/* 2. the new file's chunk lists, counted, each checked against the
 	 * part's session (or the copy's, which holds them all) */
-	if (chunks_session && (r = session_lists(&run->lists, chunks_session, file->chunk_count,
-						 0)) < 0)
+	if (chunks_session &&
+	    (r = session_lists(&run->lists, chunks_session, file->chunk_count, 0)) < 0)
 		goto undo;
 	for (size_t i = 0; i < count && !chunks_session; i++) {
 		if ((r = part_lists(&run->lists, &parts[i], next)) < 0)

@@ -387,8 +387,9 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 }
 
 int sql_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
-			   const struct efs_s3_part *parts, size_t count, const char *chunks_session,
-			   const struct efs_file_info *file, int64_t now_ms)
+			   const struct efs_s3_part *parts, size_t count,
+			   const char *chunks_session, const struct efs_file_info *file,
+			   int64_t now_ms)
 {
 	char *layout = NULL;
 	int r = efs_s3_parts_encode(parts, count, &layout);
