@@ -9,7 +9,8 @@ parts' boundaries and the new chunks', per part (?partNumber=1..3: the
 part layout is the listed parts'), and through the REST API with its
 SHA-256; the ETag is the multipart one ("-3"); a retried Complete answers
 the same; nothing leaks (the parts' chunks that the copy does not share
-are collected; an aborted misaligned upload releases everything); parts
+are collected; an aborted misaligned upload releases everything; so does a
+copy cut short by a master killed during it); parts
 uploaded under CHUNK_SIZE 1 MiB and 4 MiB (a master restart between them)
 complete into 4 MiB chunks. On main these Completes answer 400 InvalidPart.
 """
@@ -168,6 +169,9 @@ def test_parts_stored_before_a_chunk_size_change_complete(cluster):
     r1 = c.upload_part(Bucket="mpu", Key="resized", UploadId=upload_id, PartNumber=1,
                        Body=first)
     master.restart(CHUNK_SIZE=str(4 * MIB))
+    master.wait_ready()
+    if cluster.backend != "aws":
+        master.wait_workers(alive=1, total=1)
     rest = [os.urandom(5 * MIB), os.urandom(1000)]  # 4 MiB + 1 MiB chunks, then 1
     listed = [{"PartNumber": 1, "ETag": r1["ETag"]}]
     for n, data in enumerate(rest, 2):
@@ -187,6 +191,36 @@ def test_parts_stored_before_a_chunk_size_change_complete(cluster):
 SYNC_GATE_SO = h.REPO / "build" / ("san" if h.SANITIZE else "dev") / "tests" / "sync_gate.so"
 
 
+def gated_s3_master(cluster, gate, **env):
+    """A master serving S3 and one worker whose fdatasync waits while the
+    file @gate exists (tests/preload/sync_gate.c): the copy's new chunks
+    cannot be stored while it does."""
+    assert SYNC_GATE_SO.exists(), f"{SYNC_GATE_SO} is missing: build it first (make)"
+    worker_env = {"LD_PRELOAD": str(SYNC_GATE_SO), "ECHOFS_SYNC_GATE": str(gate)}
+    if h.SANITIZE:
+        worker_env["ASAN_OPTIONS"] = h.ASAN_OPTIONS + ":verify_asan_link_order=0"
+    port = h.free_port()
+    master = cluster.start(workers=1, worker_env=worker_env, master_env={
+        "S3_PORT": str(port), "REPLICATION_FACTOR": "1", "GC_GRACE_MS": "500",
+        "CHUNK_SIZE": str(MIB), **env})
+    master.s3_url = f"{cluster.scheme}://127.0.0.1:{port}"
+    master.s3_verify = str(cluster.tls.ca) if cluster.tls else True
+    return master
+
+
+def complete_in_thread(c, key, upload_id, listed, answer):
+    """Complete on a thread of its own: its answer (or error) into @answer."""
+    def run():
+        try:
+            answer["done"] = c.complete_multipart_upload(
+                Bucket="mpu", Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed})
+        except Exception as e:  # the caller checks it
+            answer["error"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
 @pytest.mark.requires_workers(reason="holds the worker's disk writes (tests/preload/sync_gate.c)")
 def test_a_part_replaced_during_the_copy_is_never_mixed_in(cluster, tmp_path):
     """The worker's fdatasync is held (the copy's new chunks cannot be
@@ -194,17 +228,8 @@ def test_a_part_replaced_during_the_copy_is_never_mixed_in(cluster, tmp_path):
     already (part 1's: nothing to write); then released. The Complete
     listing the old part 2 is refused (its ETag is gone), its copy's
     chunks are released; listing the new one completes."""
-    assert SYNC_GATE_SO.exists(), f"{SYNC_GATE_SO} is missing: build it first (make)"
     gate = tmp_path / "gate"
-    env = {"LD_PRELOAD": str(SYNC_GATE_SO), "ECHOFS_SYNC_GATE": str(gate)}
-    if h.SANITIZE:
-        env["ASAN_OPTIONS"] = h.ASAN_OPTIONS + ":verify_asan_link_order=0"
-    port = h.free_port()
-    master = cluster.start(workers=1, worker_env=env, master_env={
-        "S3_PORT": str(port), "REPLICATION_FACTOR": "1", "GC_GRACE_MS": "500",
-        "CHUNK_SIZE": str(MIB)})
-    master.s3_url = f"{cluster.scheme}://127.0.0.1:{port}"
-    master.s3_verify = str(cluster.tls.ca) if cluster.tls else True
+    master = gated_s3_master(cluster, gate)
     key = access_key(master, "rechunk-carol")
     c, racing = client(master, key), client(master, key)
     c.create_bucket(Bucket="mpu")
@@ -212,25 +237,17 @@ def test_a_part_replaced_during_the_copy_is_never_mixed_in(cluster, tmp_path):
     p1, p2, p3 = os.urandom(5 * MIB + 1), os.urandom(5 * MIB + 1), os.urandom(99)
     upload_id, listed = upload_parts(c, "raced", [p1, p2, p3])
     answer = {}
-
-    def complete():
-        try:
-            answer["done"] = racing.complete_multipart_upload(
-                Bucket="mpu", Key="raced", UploadId=upload_id,
-                MultipartUpload={"Parts": listed})
-        except Exception as e:  # the answer is checked below
-            answer["error"] = e
-
     gate.touch()
     mark = master.log_mark()
-    t = threading.Thread(target=complete)
+    t = None
     try:
-        t.start()
+        t = complete_in_thread(racing, "raced", upload_id, listed, answer)
         master.wait_for_log(r"parts not aligned on chunks: copying", 30, since=mark)
         r = c.upload_part(Bucket="mpu", Key="raced", UploadId=upload_id, PartNumber=2, Body=p1)
     finally:
         gate.unlink()
-        t.join(120)
+        if t:
+            t.join(120)
     assert not t.is_alive()
     assert "error" in answer, answer
     assert answer["error"].response["Error"]["Code"] == "InvalidPart"
@@ -241,3 +258,47 @@ def test_a_part_replaced_during_the_copy_is_never_mixed_in(cluster, tmp_path):
                                        MultipartUpload={"Parts": listed})
     assert done["ETag"] == multipart_etag([p1, p1, p3])
     assert_reads_back(master, c, "rechunk-carol", "raced", [p1, p1, p3])
+
+
+@pytest.mark.requires_workers(reason="holds the worker's disk writes (tests/preload/sync_gate.c)")
+def test_a_master_killed_during_the_copy_leaks_nothing(cluster, tmp_path):
+    """The master dies while the copy's chunks are being stored: after a
+    restart the copy's session expires (UPLOAD_IDLE_TIMEOUT_MS) and its
+    chunks are collected, the parts' stay, and the upload completes."""
+    gate = tmp_path / "gate"
+    master = gated_s3_master(cluster, gate, UPLOAD_IDLE_TIMEOUT_MS="1000")
+    key = access_key(master, "rechunk-dave")
+    c, racing = client(master, key), client(master, key)
+    c.create_bucket(Bucket="mpu")
+    before, _ = referenced_chunks(master)
+    parts = [os.urandom(5 * MIB + 1), os.urandom(5 * MIB + 1), os.urandom(99)]
+    upload_id, listed = upload_parts(c, "crashed", parts)
+    h.wait_until(lambda: referenced_chunks(master)[0] == before + 13, 10)
+    answer = {}
+    gate.touch()
+    mark = master.log_mark()
+    t = None
+    try:
+        t = complete_in_thread(racing, "crashed", upload_id, listed, answer)
+        master.wait_for_log(r"parts not aligned on chunks: copying", 30, since=mark)
+        master.kill()
+    finally:
+        gate.unlink()
+        if t:
+            t.join(120)
+    assert not t.is_alive() and "error" in answer, answer
+    master.restart()
+    master.wait_ready()
+    master.wait_workers(alive=1, total=1)
+    # nothing new was recorded: the parts' 13 chunks
+    assert referenced_chunks(master)[0] == before + 13
+    done = c.complete_multipart_upload(Bucket="mpu", Key="crashed", UploadId=upload_id,
+                                       MultipartUpload={"Parts": listed})
+    assert done["ETag"] == multipart_etag(parts)
+    assert_reads_back(master, c, "rechunk-dave", "crashed", parts)
+    # file: ceil((10 MiB + 101) / 1 MiB) = 11 chunks, 5 of them part 1's
+    h.wait_until(lambda: referenced_chunks(master)[0] == before + 11, 10)
+    # the dead copy had recorded part 1's 5 chunks in its session before
+    # the first new one blocked: once the object goes, nothing holds them
+    c.delete_object(Bucket="mpu", Key="crashed")
+    h.wait_until(lambda: referenced_chunks(master)[0] == before, 60)
