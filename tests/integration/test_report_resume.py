@@ -1,0 +1,216 @@
+"""A full chunk report whose batch fails resumes at that batch (issue 16
+follow-up): the batches the master answered stand, the failed one is sent
+again, and the report goes on; it used to start over from the first
+chunk after REPORT_RETRY_MS, so at a million chunks one slow batch cost
+the whole report again.
+
+The worker reaches its master over HTTP (WORKER_PROTOCOL=http) through a
+proxy in this test that forwards every request and counts the chunk ids
+of every report batch. Armed, it fails the second batch of the next
+report that carries chunks, one of two ways:
+
+* timeout: the batch never reaches the master; the proxy holds the
+  connection until the worker gives up on it;
+* lost answer: the master judges the batch (its replicas' seen_at are
+  written, its verdicts given) and the proxy drops the answer.
+
+Then every chunk of the store is in the report once, and the failed
+batch's chunks twice; the report ends (its last batch answered), and the
+master marked no replica bad for it: files whose only replica is on this
+worker are still fully replicated and read back.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import http.server
+import json
+import os
+import re
+import select
+import threading
+import urllib.parse
+
+import pytest
+
+import echofs_harness as h
+
+BATCH = 5000                 # REPORT_BATCH_CHUNKS in src/worker/report.c
+EXTRA_CHUNKS = 2 * BATCH + 500   # three batches with chunks, and more
+WRITERS = 8
+REPORT_RE = re.compile(r"^/api/v1/workers/[^/]+/report$")
+
+
+class ReportProxy(http.server.ThreadingHTTPServer):
+    """Forwards HTTP requests to the master at @target; records each report
+    batch's chunk ids; fails one batch when armed."""
+
+    daemon_threads = True
+
+    def __init__(self, target: str):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        parts = urllib.parse.urlsplit(target)
+        self.target = (parts.hostname, parts.port)
+        self.lock = threading.Lock()
+        self.batches: list[list[str]] = []   # every batch with chunks, in order
+        self.fault = None                    # "timeout" or "lost-answer" while armed
+        self.fault_at = 0                    # the armed report's batch with chunks to fail
+        self.seen_since_armed = 0
+        self.failed_batch: list[str] = []
+        self.last_answered = threading.Event()
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def arm(self, fault: str, at: int = 2) -> None:
+        with self.lock:
+            self.batches = []
+            self.fault, self.fault_at, self.seen_since_armed = fault, at, 0
+            self.failed_batch = []
+            self.last_answered.clear()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: ReportProxy
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _forward(self, body: bytes):
+        conn = http.client.HTTPConnection(*self.server.target, timeout=60)
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("host", "connection", "content-length",
+                                        "transfer-encoding", "expect")}
+        conn.request(self.command, self.path, body=body if body else None, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp, data
+
+    def _reply(self, resp, data: bytes) -> None:
+        self.send_response_only(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
+
+    def _hold_until_client_leaves(self) -> None:
+        # the worker times the request out and closes its end; at most 60 s
+        select.select([self.connection], [], [], 60)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        proxy = self.server
+        fault = None
+        last = False
+        if self.command == "POST" and REPORT_RE.match(urllib.parse.urlsplit(self.path).path):
+            batch = json.loads(body)
+            ids = [c[0] for c in batch.get("chunks", [])]
+            last = bool(batch.get("last"))
+            if ids:
+                with proxy.lock:
+                    proxy.batches.append(ids)
+                    if proxy.fault:
+                        proxy.seen_since_armed += 1
+                        if proxy.seen_since_armed == proxy.fault_at:
+                            fault, proxy.fault = proxy.fault, None
+                            proxy.failed_batch = ids
+        if fault == "timeout":
+            self._hold_until_client_leaves()
+            self.close_connection = True
+            return
+        resp, data = self._forward(body)
+        if fault == "lost-answer":
+            self.close_connection = True  # judged by the master, never answered
+            return
+        self._reply(resp, data)
+        if last and resp.status == 200:
+            proxy.last_answered.set()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+
+def put_chunks(worker, count):
+    """PUTs @count small chunks of random ids straight into @worker's store."""
+    def run(part):
+        api = worker.client(h.CLUSTER_SECRET)
+        for _ in range(part):
+            r = api.put(f"/chunks/{os.urandom(32).hex()}", data=os.urandom(16),
+                        headers={"Content-Type": "application/octet-stream"})
+            assert r.status_code == 201, r.text
+    parts = [count // WRITERS + (1 if i < count % WRITERS else 0) for i in range(WRITERS)]
+    with concurrent.futures.ThreadPoolExecutor(WRITERS) as pool:
+        for f in [pool.submit(run, p) for p in parts]:
+            f.result()
+
+
+def metric(url: str, name: str) -> float:
+    import requests
+    r = requests.get(f"{url}/metrics", timeout=5)
+    assert r.status_code == 200, r.text
+    m = re.search(rf"^{name} (\S+)$", r.text, re.M)
+    assert m, f"{name} not in {url}/metrics"
+    return float(m.group(1))
+
+
+@pytest.mark.parametrize("fault", ["timeout", "lost-answer"])
+def test_a_failed_batch_is_sent_again_and_the_report_resumes(cluster, fault):
+    m = cluster.add_master(REPLICATION_FACTOR=1, CHUNK_SIZE=65536)
+    proxy = ReportProxy(m.url)
+    try:
+        run(cluster, m, proxy, fault)
+    finally:
+        proxy.close()
+
+
+def run(cluster, m, proxy: ReportProxy, fault: str):
+    w = cluster.add_worker(master=m, master_url=proxy.url, WORKER_PROTOCOL="http")
+    api = m.user_client()
+    files = {}
+    for i in range(5):
+        data = os.urandom(150_000)  # 3 chunks each, their only replica on w
+        files[api.upload(data, f"f{i}.bin")["file_id"]] = data
+    put_chunks(w, EXTRA_CHUNKS)
+
+    # A restart registers again, which asks for a full report at once.
+    w.stop()
+    held = set(w.chunk_usage().ids)
+    assert len(held) >= 2 * BATCH + 1, len(held)
+    proxy.arm(fault)
+    w.start()
+    assert proxy.last_answered.wait(120), "the report did not end within 120 s"
+
+    with proxy.lock:
+        batches = list(proxy.batches)
+        failed = list(proxy.failed_batch)
+    assert failed, "the armed fault never fired: the report had fewer batches than expected"
+    sent = [cid for b in batches for cid in b]
+    assert set(sent) == held, "the report did not list exactly the chunks the worker holds"
+    # every chunk once, the failed batch's chunks twice: nothing started over
+    assert len(sent) == len(held) + len(failed), (
+        f"{len(sent)} chunk ids sent for {len(held)} held and one failed batch of "
+        f"{len(failed)}: the report started over")
+    assert batches.count(failed) == 2, "the failed batch was not sent again as it was"
+    assert metric(w.url, "echofs_worker_report_batches_resent_total") == 1
+    assert metric(w.url, "echofs_worker_full_reports_failed_total") == 0
+
+    # The master marked nothing bad for the interrupted batch: each chunk's
+    # one replica (on w) is still good.
+    for fid, data in files.items():
+        info = api.get(f"/api/v1/files/{fid}").json()
+        assert all(c["good_replicas"] == 1 for c in info["chunks"]), info
+        assert api.download(fid) == data
+    assert "sent again" in w.stderr(), "the worker's log does not say it sent a batch again"
