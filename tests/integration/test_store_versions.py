@@ -51,8 +51,17 @@ def newer_schema_refused(master, read_sql, write_sql):
     master.wait_ready()
 
 
-def test_master_refuses_a_sqlite_store_of_a_newer_schema(cluster):
-    m = cluster.add_master()
+def test_master_refuses_a_sqlite_store_of_a_newer_schema(tmp_path, request):
+    # SQLite whatever ECHOFS_TEST_BACKEND says: the store is the file
+    c = h.Cluster(tmp_path, label=request.node.nodeid, backend="sqlite", redis=False)
+    try:
+        sqlite_case(c)
+    finally:
+        c.close()
+
+
+def sqlite_case(c):
+    m = c.add_master()
     db = m.data_dir / "echofs.db"
 
     def read_sql(sql):
