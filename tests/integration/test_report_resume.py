@@ -30,6 +30,7 @@ import os
 import re
 import select
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -69,7 +70,7 @@ class ReportProxy(http.server.ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def arm(self, fault: str, at: int = 2) -> None:
+    def arm(self, fault: "str | None", at: int = 2) -> None:
         with self.lock:
             self.batches = []
             self.fault, self.fault_at, self.seen_since_armed = fault, at, 0
@@ -226,3 +227,49 @@ def run(cluster, m, proxy: ReportProxy, fault: str):
         assert all(c["good_replicas"] == 1 for c in info["chunks"]), info
         assert api.download(fid) == data
     assert "sent again" in w.stderr(), "the worker's log does not say it sent a batch again"
+
+
+def test_a_broken_grpc_report_goes_on_over_http_from_the_failed_batch(cluster, nemesis):
+    """A gRPC worker's Report call that breaks partway: the rest of the
+    report, from the failed batch on, goes over HTTP; the batches judged
+    on the call are not listed again (it used to send the whole report
+    again over HTTP). The call goes through a TCP proxy, throttled so that
+    a batch takes seconds, and reset once the master has judged the
+    report's first request and its first batch of chunks."""
+    m = cluster.add_master(REPLICATION_FACTOR=1, CHUNK_SIZE=65536)
+    proxy = ReportProxy(m.url)
+    try:
+        grpc_case(cluster, m, proxy, nemesis)
+    finally:
+        proxy.close()
+
+
+def grpc_case(cluster, m, proxy: ReportProxy, nemesis):
+    stream = nemesis.proxy(m.grpc_port, "grpc-to-master")
+    w = cluster.add_worker(master=m, master_url=proxy.url, WORKER_PROTOCOL="grpc",
+                           MASTER_GRPC_URL=stream.url("grpc"))
+    put_chunks(w, EXTRA_CHUNKS)
+    w.stop()
+    held = set(w.chunk_usage().ids)
+    judged = metric(m.url, "echofs_grpc_report_batches_total")
+    proxy.arm(None)  # counts only: no batch fails at the proxy
+    stream.throttle(100_000, dirs="up")  # a 5000-chunk batch: ~4 s
+    w.start()
+    deadline = time.monotonic() + 60
+    while metric(m.url, "echofs_grpc_report_batches_total") < judged + 2:
+        assert time.monotonic() < deadline, "the report's first batches never came on gRPC"
+        time.sleep(0.05)
+    stream.cut(reset=True)
+    assert proxy.last_answered.wait(120), "the report did not end within 120 s"
+    stream.heal()
+
+    with proxy.lock:
+        over_http = [cid for b in proxy.batches for cid in b]
+    on_grpc = metric(m.url, "echofs_grpc_report_batches_total") - judged
+    assert over_http, "no batch went over HTTP: the call was not broken in time"
+    assert len(set(over_http)) == len(over_http), "a chunk was sent twice over HTTP"
+    # at least the first batch of chunks stood on the call
+    assert len(over_http) <= len(held) - BATCH, (
+        f"{len(over_http)} of {len(held)} chunks went over HTTP after {on_grpc:.0f} "
+        f"batches judged on gRPC: the report started over")
+    assert "over HTTP after gRPC failed" in w.stderr()
