@@ -16,7 +16,10 @@
 #include <stdint.h>
 
 #define EFS_EXIT_CONFIG 2
-#define EFS_CONFIG_ERR_LEN 256
+/* A start-up refusal: room for a message naming a file under a long data
+ * directory (a PATH_MAX path would not fit any message; a few hundred
+ * bytes of path do). */
+#define EFS_CONFIG_ERR_LEN 1024
 
 /* A string; @def when unset (may be NULL). With @required an unset
  * variable is an error. *out points into the environment or at @def. */
