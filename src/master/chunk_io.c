@@ -153,6 +153,7 @@ struct write_outcome {
 	int error;	    /* transport failure, -errno */
 	long status;	    /* else the worker's answer */
 	bool too_slow;	    /* given up by the min-rate rule */
+	bool unsent;	    /* with error: never sent (replica_batch.h) */
 	int64_t elapsed_ms;
 	const char *errmsg; /* with error */
 	const char *body;   /* the answer's body, or NULL */
@@ -278,6 +279,7 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 			else {
 				const struct efs_replica_batch_result *b = &batched[batch_of[i]];
 				o = (struct write_outcome){.error = b->error,
+							   .unsent = b->unsent,
 							   .status = b->status,
 							   .elapsed_ms = b->elapsed_ms,
 							   .errmsg = b->errmsg,
@@ -285,7 +287,7 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 			}
 			efs_placement_load_add(io->placement, pending[i].worker_id, -1);
 			/* A transport failure may still land (late writes). */
-			if (io->placement->registry)
+			if (io->placement->registry && !o.unsent)
 				efs_registry_note_write(io->placement->registry,
 							pending[i].worker_id, o.error == 0);
 			if (o.error == 0 && o.status == 201) {
@@ -307,7 +309,7 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 					 chunk_id, pending[i].worker_id, o.errmsg);
 				if (o.too_slow)
 					note_slow(io, pending[i].worker_id, true, o.errmsg);
-				if (io->late_writes)
+				if (io->late_writes && !o.unsent)
 					efs_late_writes_note(io->late_writes, pending[i].worker_id,
 							     pending[i].url, chunk_id);
 			} else {

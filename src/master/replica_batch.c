@@ -167,6 +167,24 @@ static void fail_all(struct outgoing *o, int error, const char *why)
 	}
 }
 
+/* Under b->lock, after @o failed in transport: the items queued behind it
+ * on its worker are failed unsent (replica_batch.h), not sent into the
+ * same stall. */
+static void fail_queued(struct outgoing *o)
+{
+	struct lane *l = o->lane;
+	for (struct item *q = l->head; q; q = q->next) {
+		memset(q->res, 0, sizeof(*q->res));
+		q->res->error = o->call.error;
+		q->res->unsent = true;
+		snprintf(q->res->errmsg, sizeof(q->res->errmsg),
+			 "not sent: the batch before it to this worker failed: %.100s",
+			 o->call.errmsg);
+		q->done = true;
+	}
+	l->head = l->tail = NULL;
+}
+
 /* The reply of a batch that was sent: each item's result. */
 static void read_reply(struct efs_replica_batch *b, struct outgoing *o)
 {
@@ -351,6 +369,8 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 			for (size_t k = 0; k < n; k++) {
 				for (size_t i = 0; i < out[k]->count; i++)
 					out[k]->items[i]->done = true;
+				if (out[k]->call.error)
+					fail_queued(out[k]);
 				out[k]->lane->in_flight = false;
 				efs_http_call_release(&out[k]->call);
 				efs_buf_release(&out[k]->body);

@@ -50,11 +50,16 @@ struct efs_replica_batch_config {
  * failure of the batch (-errno, @errmsg says what), else @status the
  * item's own (201 stored and durable) and @body its error object, if any.
  * @unsupported: the worker has no batch endpoint, nothing was written by
- * the batch: write it with a single PUT. */
+ * the batch: write it with a single PUT. @unsent (with @error): never sent,
+ * because the batch before it to the same worker failed in transport (a
+ * stalled or unreachable worker): no copy can land late, and the caller
+ * places the replica elsewhere at once instead of waiting out a second
+ * stall on the same worker. */
 struct efs_replica_batch_result {
 	int error;
 	long status;
 	bool unsupported;
+	bool unsent;
 	int64_t elapsed_ms; /* of the whole batch */
 	char errmsg[160];
 	char body[256]; /* {"error": {...}} of a refused item, cut; "" */
