@@ -206,13 +206,14 @@ endif
 # plus S3 and DynamoDB throttling (test_aws_faults.py), and the S3 API with
 # its buckets, objects, multipart uploads and access keys in DynamoDB
 # (test_s3_api.py, test_s3_conditional.py, test_keys.py: ~75 s;
-# test_s3_multipart.py: ~80 s, 45 of it a 200 MiB aws s3 cp). See docs/AWS.md.
+# test_s3_multipart.py: ~80 s, 45 of it a 200 MiB aws s3 cp;
+# test_s3_multipart_rechunk.py: ~15 s). See docs/AWS.md.
 AWS_CORE = tests/integration/test_aws_faults.py tests/integration/test_files.py \
 	   tests/integration/test_sessions.py tests/integration/test_download.py \
 	   tests/integration/test_auth.py tests/integration/test_wire_limits.py \
 	   tests/integration/test_s3_api.py tests/integration/test_s3_conditional.py \
 	   tests/integration/test_s3_copy.py tests/integration/test_s3_multipart.py \
-	   tests/integration/test_keys.py
+	   tests/integration/test_s3_multipart_rechunk.py tests/integration/test_keys.py
 #
 # In parallel (TEST_JOBS=N) its files run on N pytest-xdist workers, then
 # its serial tests (none today: pytest exits 5 when nothing is selected).

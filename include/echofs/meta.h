@@ -562,16 +562,27 @@ int efs_meta_s3_part_list(struct efs_meta *m, const char *upload_id, unsigned af
 /* Completes upload @u into object u->obj (file_id, size, etag,
  * last_modified_ms set by the caller) with file @file, from @parts (in
  * order, as read before with efs_meta_s3_part_list), in one transaction:
- * the object replaces what the key held (as efs_meta_object_put); each
- * listed part's session references become the file's chunks, in order
- * (moved, not copied); parts not listed are released; the upload is kept
- * as completed. -ENOENT: no such upload of u->owner, or expired;
- * -EALREADY: already completed (read it again); -ESTALE: a listed part
- * was replaced or its session is gone since it was read (read again);
+ * the object replaces what the key held (as efs_meta_object_put); the
+ * object's part layout is @parts' sizes; parts not listed are released;
+ * the upload is kept as completed. The file's chunks:
+ * - @chunks_session NULL (parts aligned on chunks): each listed part's
+ *   session references become the file's chunks, in order (moved, not
+ *   copied);
+ * - otherwise the references of session @chunks_session (the parts'
+ *   bytes copied once into file->chunk_count chunks of file->chunk_size,
+ *   a hidden session of the caller's) become the file's chunks, that
+ *   session ends, and every part is released (its chunks go to the
+ *   collector unless the copy's reference them). The listed parts are
+ *   still checked current. On error that session is untouched: the
+ *   caller ends it.
+ * -ENOENT: no such upload of u->owner, or expired; -EALREADY: already
+ * completed (read it again); -ESTALE: a listed part was replaced or its
+ * session (or @chunks_session) is gone since it was read (read again);
  * -ENXIO: the bucket is gone. Nothing changes on error. */
 int efs_meta_s3_upload_complete(struct efs_meta *m, const struct efs_s3_upload *u,
 				const struct efs_s3_part *parts, size_t count,
-				const struct efs_file_info *file, int64_t now_ms);
+				const char *chunks_session, const struct efs_file_info *file,
+				int64_t now_ms);
 /* Aborts the upload: its parts' sessions are released and its rows go, in
  * one transaction. @owner NULL: whoever's (the collector), completed ones
  * too. -ENOENT when there is none (of @owner, not completed). */

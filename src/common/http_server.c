@@ -88,6 +88,10 @@ struct efs_http_server {
 	struct efs_http_server_config cfg;
 	atomic_int inflight;
 	atomic_int parked; /* requests between efs_http_defer() and efs_http_resume() */
+	/* Set when efs_http_server_stop() begins: every reply from then on
+	 * closes its connection, so kept-alive clients cannot keep the drain
+	 * busy with new requests until the grace runs out. */
+	atomic_bool stopping;
 	struct http_metrics metrics;
 	/* Open connections (see struct conn_entry) and the reaper that closes
 	 * those whose request headers are overdue. */
@@ -772,6 +776,8 @@ static enum MHD_Result queue_reply(struct efs_http_req *req)
 	if (priv->queued)
 		return MHD_YES;
 	priv->queued = true;
+	if (atomic_load(&req->server->stopping))
+		MHD_add_response_header(priv->response, MHD_HTTP_HEADER_CONNECTION, "close");
 	enum MHD_Result ret = MHD_queue_response(priv->conn, priv->status, priv->response);
 	if (ret != MHD_YES)
 		efs_warn("could not queue the %u reply to %s %s", priv->status, req->method,
@@ -1377,6 +1383,7 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 	if (!srv->cfg.header_timeout_ms)
 		srv->cfg.header_timeout_ms = EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
 	atomic_init(&srv->inflight, 0);
+	atomic_init(&srv->stopping, false);
 	atomic_init(&srv->parked, 0);
 	if (srv->cfg.event_threads > EFS_HTTP_MAX_EVENT_THREADS)
 		srv->cfg.event_threads = EFS_HTTP_MAX_EVENT_THREADS;
@@ -1463,6 +1470,7 @@ void efs_http_server_stop(struct efs_http_server *srv, int64_t grace_ms)
 {
 	if (!srv)
 		return;
+	atomic_store(&srv->stopping, true);
 	MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
 	int64_t deadline = efs_mono_ms() + grace_ms;
 	while (atomic_load(&srv->inflight) > 0 && efs_mono_ms() < deadline)

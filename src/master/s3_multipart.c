@@ -12,11 +12,22 @@
  * Complete turns the listed parts' sessions into one file's chunk list
  * in one transaction: no byte is copied. A file's chunks are all
  * chunk_size long but the last (the download reader finds a byte by
- * division), so every part but the last must be a whole number of chunks;
- * with the default CHUNK_SIZE (1 MiB) every client's part size (5, 8, 15,
- * 16 MiB...) is. The file's SHA-256 (EchoFS's own checksum, which the
- * REST API and `echofs get` check) cannot be derived from the parts'
- * hashes, so Complete reads the parts' chunks once to compute it.
+ * division), so this needs every part but the last to be a whole number
+ * of chunks, all of one chunk size; with the default CHUNK_SIZE (1 MiB)
+ * every client's part size (5, 8, 15, 16 MiB...) is. The file's SHA-256
+ * (EchoFS's own checksum, which the REST API and `echofs get` check)
+ * cannot be derived from the parts' hashes, so Complete reads the parts'
+ * chunks once to compute it.
+ *
+ * Parts that do not line up (5,000,000 bytes; 5 MiB parts with a 4 MiB
+ * CHUNK_SIZE; parts stored before a CHUNK_SIZE change) are re-chunked:
+ * the same read streams their bytes through an upload pipeline into new
+ * chunks of the server's chunk size, in a hidden session of Complete's
+ * own (chunks equal to the parts' are deduplicated as for any upload),
+ * and the store commits that session's chunks as the file's, releasing
+ * the parts. Time and I/O grow with the object; memory does not (one
+ * chunk read at a time plus the pipeline's bounded buffers). The object's
+ * part layout (?partNumber) still comes from the parts' sizes.
  */
 #include "master/s3_multipart.h"
 #include "echofs/hash.h"
@@ -733,17 +744,21 @@ static int read_parts(struct efs_meta *meta, const char *upload_id, struct efs_s
 	return 0;
 }
 
-/* The SHA-256 of the parts' bytes, in order, read from their chunks (one
- * chunk in memory at a time). */
-static int hash_parts(struct efs_master *m, const struct efs_s3_part *parts, size_t n,
-		      char out[EFS_SHA256_HEX_LEN + 1])
+/* Receives the parts' bytes, one chunk at a time, in order. 0 or -errno,
+ * which stops the walk. */
+typedef int (*part_bytes_fn)(void *ctx, const char *data, size_t len);
+
+/* Reads the chunks of @parts (@n of them, in order) and gives each one's
+ * bytes to @fn: from the chunk cache, else from the chunk's copies (one
+ * chunk in memory at a time). 0; -ESTALE when a part's session no longer
+ * holds its chunks (the upload expired, or the part was replaced, meanwhile);
+ * a read error; or @fn's error. */
+static int walk_parts(struct efs_master *m, const struct efs_s3_part *parts, size_t n,
+		      part_bytes_fn fn, void *ctx)
 {
-	struct efs_sha256 hash;
 	struct efs_buf data, scratch;
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
-	int r = efs_sha256_init(&hash);
-	if (r < 0)
-		return r;
+	int r = 0;
 	efs_buf_init(&data, SIZE_MAX);
 	efs_buf_init(&scratch, SIZE_MAX);
 	for (size_t i = 0; i < n && r == 0; i++) {
@@ -752,8 +767,10 @@ static int hash_parts(struct efs_master *m, const struct efs_s3_part *parts, siz
 		if (!parts[i].session_id[0])
 			continue;
 		if ((r = efs_meta_session_chunks(m->meta, parts[i].session_id, &chunks, &count)) <
-		    0)
+		    0) {
+			r = r == -ENOENT ? -ESTALE : r;
 			break;
+		}
 		if (count != parts[i].chunk_count)
 			r = -ESTALE; /* its session is gone: the upload expired meanwhile */
 		for (size_t j = 0; j < count && r == 0; j++) {
@@ -761,7 +778,7 @@ static int hash_parts(struct efs_master *m, const struct efs_s3_part *parts, siz
 			unsigned replica_count = 0;
 			if (efs_chunk_cache_get(m->chunk_cache, chunks[j].chunk_id, &data) == 0 &&
 			    data.len == chunks[j].size) {
-				efs_sha256_update(&hash, data.data, data.len);
+				r = fn(ctx, data.data, data.len);
 				continue;
 			}
 			if ((r = efs_meta_chunk_get(m->meta, chunks[j].chunk_id, &info, replicas,
@@ -770,16 +787,114 @@ static int hash_parts(struct efs_master *m, const struct efs_s3_part *parts, siz
 			r = efs_chunk_backend_get_fresh(m->chunks, m->meta, &info, replicas,
 							replica_count, &data, &scratch);
 			if (r == 0)
-				efs_sha256_update(&hash, data.data, data.len);
+				r = fn(ctx, data.data, data.len);
 		}
 		free(chunks);
 	}
-	if (r == 0)
-		efs_sha256_final_hex(&hash, out);
-	efs_sha256_release(&hash);
 	efs_buf_release(&data);
 	efs_buf_release(&scratch);
 	return r;
+}
+
+static int hash_bytes(void *ctx, const char *data, size_t len)
+{
+	efs_sha256_update(ctx, data, len);
+	return 0;
+}
+
+/* The SHA-256 of the parts' bytes, in order (walk_parts' errors). */
+static int hash_parts(struct efs_master *m, const struct efs_s3_part *parts, size_t n,
+		      char out[EFS_SHA256_HEX_LEN + 1])
+{
+	struct efs_sha256 hash;
+	int r = efs_sha256_init(&hash);
+	if (r < 0)
+		return r;
+	if ((r = walk_parts(m, parts, n, hash_bytes, &hash)) == 0)
+		efs_sha256_final_hex(&hash, out);
+	efs_sha256_release(&hash);
+	return r;
+}
+
+/* A copy of misaligned parts into new chunks of the server's chunk size
+ * (re-chunking at Complete), in a hidden session of its own. */
+struct parts_copy {
+	struct efs_master *m;
+	const char *owner, *name;
+	uint64_t size; /* the parts' bytes together */
+	struct efs_upload_pipeline *pipeline;
+	char session_id[EFS_ID_MAX + 1];
+	bool session_open; /* ended by copy_release unless the object took it */
+	size_t reserved;   /* from the master's upload_memory */
+};
+
+/* The pipeline's efs_upload_session_open_fn, as part_open_session. */
+static int copy_open_session(void *ctx, char *session_id)
+{
+	struct parts_copy *cp = ctx;
+	int r = efs_s3_session_open(cp->m, cp->owner, cp->name, cp->size, session_id);
+	if (r < 0)
+		return r;
+	efs_strlcpy(cp->session_id, session_id, sizeof(cp->session_id));
+	cp->session_open = true;
+	return 0;
+}
+
+static int copy_bytes(void *ctx, const char *data, size_t len)
+{
+	struct parts_copy *cp = ctx;
+	return efs_upload_pipeline_feed(cp->pipeline, data, len);
+}
+
+/* Ends what copy_parts made: the pipeline, the session (unless handed
+ * over: session_open false), the memory. @cp can be used again. */
+static void copy_release(struct parts_copy *cp, const char *upload_id)
+{
+	efs_upload_pipeline_free(cp->pipeline);
+	cp->pipeline = NULL;
+	if (cp->session_open) {
+		int r = efs_meta_session_delete(cp->m->meta, cp->session_id, efs_now_ms());
+		if (r < 0 && r != -ENOENT)
+			efs_warn("s3 upload %s: could not release the chunks of its copy's session "
+				 "%s (%s); the session collector will",
+				 upload_id, cp->session_id, strerror(-r));
+		cp->session_open = false;
+	}
+	efs_upload_memory_give(&cp->m->upload_memory, cp->owner, cp->reserved);
+	cp->reserved = 0;
+}
+
+/* Streams the bytes of @parts (@n, in order, @file->size together) through
+ * a new upload pipeline storing with @uploader: chunks of the server's
+ * chunk size in session cp->session_id (deduplicated against the parts'
+ * where they line up). Fills @file's size, sha256, chunk_size,
+ * chunk_count and stored_bytes. Memory: one chunk read at a time, and the
+ * pipeline's (its first two chunks from the upload memory budget). 0;
+ * -EDQUOT/-ENOSPC (that budget is full), walk_parts' and the pipeline's
+ * errors; the caller calls copy_release in every case. */
+static int copy_parts(struct parts_copy *cp, const struct efs_uploader *uploader,
+		      const struct efs_s3_part *parts, size_t n, struct efs_file_info *file)
+{
+	struct efs_master *m = cp->m;
+	struct efs_upload_summary sum;
+	size_t most = (size_t)EFS_MIN((uint64_t)m->cfg.chunk_size, EFS_MAX(file->size, 1));
+	int r = efs_upload_memory_take(&m->upload_memory, cp->owner, 2 * most);
+	if (r < 0)
+		return r;
+	cp->reserved = 2 * most;
+	cp->size = file->size;
+	if ((r = efs_upload_pipeline_new(uploader, &m->upload_budget, m->cfg.chunk_size,
+					 copy_open_session, cp, &cp->pipeline)) < 0 ||
+	    (r = walk_parts(m, parts, n, copy_bytes, cp)) < 0 ||
+	    (r = efs_upload_pipeline_finish(cp->pipeline, NULL, &sum)) < 0)
+		return r;
+	if (sum.size != file->size || !cp->session_open)
+		return -ESTALE; /* a part's chunks were not what its row says */
+	file->chunk_size = m->cfg.chunk_size;
+	file->chunk_count = sum.chunk_count;
+	file->stored_bytes = sum.stored_bytes;
+	efs_strlcpy(file->sha256, sum.sha256, sizeof(file->sha256));
+	return 0;
 }
 
 /* The CompleteMultipartUploadResult of the object @o. */
@@ -807,14 +922,19 @@ static int complete_reply(struct efs_s3_req *s, const struct efs_object_info *o)
 	return efs_s3_xml_reply(s->http, 200, &x);
 }
 
-/* Checks the listed parts against @parts (the upload's, in order) and
- * fills @file and @u->obj. Replies and returns -EINVAL when the list is
- * refused. */
+/* Checks the listed parts against @parts (the upload's, in order), copies
+ * them into @chosen and fills @file's size, chunk_size, chunk_count and
+ * stored_bytes as joined parts make them. 0 when the parts' chunks line
+ * up (every part but the last a whole number of chunks, all of one chunk
+ * size); 1 when they do not ("misaligned": they must be copied into new
+ * chunks, @file's chunk fields then mean nothing). Replies and returns
+ * -EINVAL when the list is refused. */
 static int check_parts(struct efs_s3_req *s, const struct complete_op *c,
 		       const struct efs_s3_part *parts, size_t n, struct efs_s3_part *chosen,
 		       struct efs_file_info *file)
 {
 	size_t j = 0;
+	bool misaligned = false;
 	memset(file, 0, sizeof(*file));
 	file->chunk_size = s->m->cfg.chunk_size;
 	for (size_t i = 0; i < c->listed_count; i++) {
@@ -844,27 +964,19 @@ static int check_parts(struct efs_s3_req *s, const struct complete_op *c,
 		if (parts[j].chunk_count > 0) {
 			if (file->chunk_count == 0)
 				file->chunk_size = parts[j].chunk_size;
-			/* Chunks must line up: a file's chunks are all chunk_size
-			 * long but the last. */
+			/* Joined, chunks must line up: a file's chunks are all
+			 * chunk_size long but the last. */
 			bool whole = parts[j].chunk_size == file->chunk_size &&
 				     (last || parts[j].size % parts[j].chunk_size == 0);
 			bool after_short = file->size % file->chunk_size != 0;
 			if (!whole || after_short)
-				return efs_s3_error(
-					   s, 400, "InvalidPart",
-					   "Part %u is %llu bytes: every part but the last must "
-					   "be a multiple of the server's chunk size (%llu bytes) "
-					   "to be joined without copying "
-					   "(docs/S3.md#multipart-upload).",
-					   l->number, (unsigned long long)parts[j].size,
-					   (unsigned long long)file->chunk_size),
-				       -EINVAL;
+				misaligned = true;
 		}
 		file->size += parts[j].size;
 		file->chunk_count += parts[j].chunk_count;
 		file->stored_bytes += parts[j].stored_bytes;
 	}
-	return 0;
+	return misaligned ? 1 : 0;
 }
 
 static int complete_upload_end(struct efs_s3_req *s)
@@ -875,8 +987,10 @@ static int complete_upload_end(struct efs_s3_req *s)
 	struct efs_s3_upload *u = NULL;
 	struct efs_s3_part *parts = NULL, *chosen = NULL;
 	struct efs_file_info *file = NULL;
+	struct parts_copy copy = {.m = m};
 	char etag[EFS_S3_ETAG_MAX + 1];
 	size_t n = 0;
+	int misaligned = 0;
 	int r;
 
 	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED) {
@@ -930,7 +1044,7 @@ static int complete_upload_end(struct efs_s3_req *s)
 			r = efs_s3_error_store(s, r, "CompleteMultipartUpload parts");
 			goto out;
 		}
-		if (check_parts(s, c, parts, n, chosen, file) < 0) {
+		if ((misaligned = check_parts(s, c, parts, n, chosen, file)) < 0) {
 			r = 0;
 			goto out;
 		}
@@ -945,9 +1059,33 @@ static int complete_upload_end(struct efs_s3_req *s)
 		}
 		efs_s3_policy_file(m, &policy, file);
 		file->created_at_ms = efs_now_ms();
-		r = hash_parts(m, chosen, c->listed_count, file->sha256);
-		if (r == -ESTALE)
+		if (misaligned) {
+			/* Re-chunk: the parts' bytes, copied once into new chunks
+			 * (the pipeline hashes them as they pass). */
+			struct efs_uploader uploader;
+			efs_api_policy_uploader(&m->uploader, &policy, &uploader);
+			copy.owner = u->owner;
+			copy.name = file->name;
+			efs_info("s3 upload %s: parts not aligned on chunks: copying %llu bytes of "
+				 "%zu parts into chunks of %llu bytes (request %s)",
+				 u->upload_id, (unsigned long long)file->size, c->listed_count,
+				 (unsigned long long)m->cfg.chunk_size, s->request_id);
+			r = copy_parts(&copy, &uploader, chosen, c->listed_count, file);
+		} else {
+			r = hash_parts(m, chosen, c->listed_count, file->sha256);
+		}
+		if (r == -ESTALE) {
+			copy_release(&copy, u->upload_id);
 			continue; /* a part changed under us: read them again */
+		}
+		if ((r == -EDQUOT || r == -ENOSPC) && misaligned) {
+			efs_http_add_header(s->http, "Retry-After", "1");
+			r = efs_s3_error(s, 503, "SlowDown", "%s",
+					 copy.reserved ? "Not enough live workers with room for "
+							 "every replica"
+						       : efs_api_upload_memory_full(r));
+			goto out;
+		}
 		if (r < 0) {
 			efs_error("s3 upload %s: reading the parts back failed: %s (request %s)",
 				  u->upload_id, strerror(-r), s->request_id);
@@ -963,8 +1101,12 @@ static int complete_upload_end(struct efs_s3_req *s)
 			goto out;
 		u->obj.size = file->size;
 		u->obj.last_modified_ms = file->created_at_ms;
-		r = efs_meta_s3_upload_complete(m->meta, u, chosen, c->listed_count, file,
+		r = efs_meta_s3_upload_complete(m->meta, u, chosen, c->listed_count,
+						misaligned ? copy.session_id : NULL, file,
 						efs_now_ms());
+		if (r == 0)
+			copy.session_open = false; /* the file's chunks now */
+		copy_release(&copy, u->upload_id);
 		if (r == -ESTALE || r == -EALREADY)
 			continue; /* read the upload and its parts again */
 		break;
@@ -991,11 +1133,13 @@ static int complete_upload_end(struct efs_s3_req *s)
 		goto out;
 	}
 	efs_info("s3 multipart upload %s completed: object %s/%s, file %s, %llu bytes in %zu "
-		 "parts, %llu chunks (request %s)",
+		 "parts, %llu chunks%s (request %s)",
 		 u->upload_id, s->bucket, s->key, file->file_id, (unsigned long long)file->size,
-		 c->listed_count, (unsigned long long)file->chunk_count, s->request_id);
+		 c->listed_count, (unsigned long long)file->chunk_count,
+		 misaligned ? " (copied)" : "", s->request_id);
 	r = complete_reply(s, &u->obj);
 out:
+	copy_release(&copy, u ? u->upload_id : "");
 	free(u);
 	free(file);
 	free(parts);

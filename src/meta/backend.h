@@ -122,6 +122,7 @@ struct efs_meta_ops {
 			    struct efs_s3_part *out, size_t *count);
 	int (*s3_upload_complete)(void *impl, const struct efs_s3_upload *u,
 				  const struct efs_s3_part *parts, size_t count,
+				  const char *chunks_session,
 				  const struct efs_file_info *file, int64_t now_ms);
 	int (*s3_upload_abort)(void *impl, const char *upload_id, const char *owner,
 			       int64_t now_ms);

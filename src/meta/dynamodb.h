@@ -275,6 +275,7 @@ int dyn_s3_part_list(void *impl, const char *upload_id, unsigned after, size_t l
 		     struct efs_s3_part *out, size_t *count);
 int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 			   const struct efs_s3_part *parts, size_t count,
+			   const char *chunks_session,
 			   const struct efs_file_info *file, int64_t now_ms);
 int dyn_s3_upload_abort(void *impl, const char *upload_id, const char *owner, int64_t now_ms);
 int dyn_s3_upload_list(void *impl, const char *bucket, const char *prefix,

@@ -31,7 +31,10 @@
  * chunks (so no count can have reached 0); then one commit transaction (the
  * object, the file META, the upload marked completed at the parts_version
  * its parts were read at, the listing item out); then every part's session
- * is released and its PART# item deleted. A master that dies before the
+ * is released and its PART# item deleted. Misaligned parts copied by the
+ * master into a session of its own: the lists come from that session
+ * (the listed parts still checked current), which is released after the
+ * commit with the parts. A master that dies before the
  * commit leaves counted lists without META (kind D of the leftovers sweep);
  * one that dies after it leaves part sessions and PART# items that the
  * upload's expiry releases (the collector's abort of the completed upload).
@@ -507,8 +510,10 @@ static int release_parts(struct dyn *d, const char *upload_id, int64_t now_ms)
 
 /* ---- complete ---------------------------------------------------------- */
 
-/* Part @p's chunks become the new file's chunks @first.., counted. */
-static int part_lists(struct dyn_lists *st, const struct efs_s3_part *p, uint64_t first)
+/* Session @session_id's @chunk_count chunks become the new file's chunks
+ * @first.., counted; -ESTALE when it no longer holds exactly those. */
+static int session_lists(struct dyn_lists *st, const char *session_id, uint64_t chunk_count,
+			 uint64_t first)
 {
 	struct efs_session_info sess;
 	struct efs_session_chunk *chunks = NULL;
@@ -516,17 +521,17 @@ static int part_lists(struct dyn_lists *st, const struct efs_s3_part *p, uint64_
 	size_t count = 0;
 	int r;
 
-	if (!p->session_id[0])
-		return p->chunk_count ? -ESTALE : 0;
-	if ((r = dyn_session_get(st->d, p->session_id, &sess)) < 0 ||
-	    (r = dyn_session_chunks(st->d, p->session_id, &chunks, &count)) < 0)
+	if (!session_id[0])
+		return chunk_count ? -ESTALE : 0;
+	if ((r = dyn_session_get(st->d, session_id, &sess)) < 0 ||
+	    (r = dyn_session_chunks(st->d, session_id, &chunks, &count)) < 0)
 		return r == -ENOENT ? -ESTALE : r;
-	if (count != p->chunk_count)
+	if (count != chunk_count)
 		r = -ESTALE;
 	for (size_t i = 0; i < count && r == 0; i++)
 		if (chunks[i].index != i)
 			r = -ESTALE;
-	snprintf(spk, sizeof(spk), "SESSION#%s", p->session_id);
+	snprintf(spk, sizeof(spk), "SESSION#%s", session_id);
 	/* the part's session unchanged (its version: it still holds every
 	 * chunk, so none of them is at 0) */
 	json_t *guard = r == 0 ? dyn_tx_check(st->d->sessions, ddb_key(spk, "META"), "version = :v",
@@ -541,6 +546,12 @@ static int part_lists(struct dyn_lists *st, const struct efs_s3_part *p, uint64_
 		r = -ESTALE; /* the session changed or ended */
 	free(chunks);
 	return r;
+}
+
+/* Part @p's chunks become the new file's chunks @first.., counted. */
+static int part_lists(struct dyn_lists *st, const struct efs_s3_part *p, uint64_t first)
+{
+	return session_lists(st, p->session_id, p->chunk_count, first);
 }
 
 /* The listed parts are the upload's current ones (same session each). */
@@ -655,7 +666,8 @@ static int complete_commit(struct dyn *d, const struct efs_s3_upload *u,
 
 int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 			   const struct efs_s3_part *parts, size_t count,
-			   const struct efs_file_info *file, int64_t now_ms)
+			   const char *chunks_session, const struct efs_file_info *file,
+			   int64_t now_ms)
 {
 	struct dyn *d = impl;
 	const struct efs_object_info *o = &u->obj;
@@ -691,8 +703,11 @@ int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 	if ((r = parts_current(d, u->upload_id, parts, count)) < 0)
 		goto out;
 	/* 2. the new file's chunk lists, counted, each checked against the
-	 * part's session */
-	for (size_t i = 0; i < count; i++) {
+	 * part's session (or the copy's, which holds them all) */
+	if (chunks_session &&
+	    (r = session_lists(&run->lists, chunks_session, file->chunk_count, 0)) < 0)
+		goto undo;
+	for (size_t i = 0; i < count && !chunks_session; i++) {
 		if ((r = part_lists(&run->lists, &parts[i], next)) < 0)
 			goto undo;
 		next += parts[i].chunk_count;
@@ -761,11 +776,17 @@ int dyn_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 	}
 	if (r < 0)
 		goto undo;
-	/* 4. the parts' sessions: the file's lists count their chunks now */
+	/* 4. the parts' sessions (and the copy's): the file's lists count
+	 * their chunks now */
 	if ((r = release_parts(d, u->upload_id, now_ms)) < 0)
 		efs_warn("dynamodb: S3 upload %s completed, its parts not all released yet (%s):"
 			 " the upload's expiry does it",
 			 u->upload_id, strerror(-r));
+	if (chunks_session && (r = dyn_session_delete(d, chunks_session, now_ms)) < 0 &&
+	    r != -ENOENT)
+		efs_warn("dynamodb: S3 upload %s completed, its copy's session %s not released"
+			 " yet (%s): its expiry does it",
+			 u->upload_id, chunks_session, strerror(-r));
 	r = 0;
 	goto out;
 undo:

@@ -592,11 +592,12 @@ int efs_meta_s3_part_list(struct efs_meta *m, const char *upload_id, unsigned af
 
 int efs_meta_s3_upload_complete(struct efs_meta *m, const struct efs_s3_upload *u,
 				const struct efs_s3_part *parts, size_t count,
-				const struct efs_file_info *file, int64_t now_ms)
+				const char *chunks_session, const struct efs_file_info *file,
+				int64_t now_ms)
 {
 	if (!m->ops->s3_upload_complete)
 		return -ENOTSUP;
-	int r = m->ops->s3_upload_complete(m->impl, u, parts, count, file, now_ms);
+	int r = m->ops->s3_upload_complete(m->impl, u, parts, count, chunks_session, file, now_ms);
 	atomic_fetch_add(&m->changes, 1);
 	atomic_fetch_add(&m->removals, 1);
 	return r;

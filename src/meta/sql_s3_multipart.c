@@ -9,7 +9,9 @@
  * one way to let them go: sql_session_release, on replacement, abort,
  * expiry or a bucket's deletion. Completing moves the session_chunks rows
  * into file_chunks (the reference moves, the count stays), as
- * session_complete does for one session.
+ * session_complete does for one session; when the master copied
+ * misaligned parts into a session of its own, that session's rows move
+ * instead and every part is released.
  *
  * Lock order, everywhere: the bucket's row, then the upload's, then
  * sessions. Complete locks the bucket first (through sql_object_replace),
@@ -266,43 +268,60 @@ struct complete {
 	const struct efs_s3_upload *u;
 	const struct efs_s3_part *parts;
 	size_t count;
+	const char *chunks_session; /* NULL: the parts' chunks are the file's */
 	const struct efs_file_info *file;
 	const char *layout; /* efs_s3_parts_encode's, for the object's parts column */
 	int64_t now_ms;
 };
 
-/* Part @p's chunk references become chunks @first.. of @file_id. */
-static int move_part(struct sql_conn *c, const char *upload_id, const struct efs_s3_part *p,
-		     const char *file_id, uint64_t first)
+/* Part @p is still the upload's part of its number, with the same session
+ * as when it was read; else -ESTALE (replaced meanwhile). */
+static int part_current(struct sql_conn *c, const char *upload_id, const struct efs_s3_part *p)
 {
 	struct {
 		bool found;
 		id_text id;
 	} cur = {0};
-	int64_t moved = 0;
 	int r =
 	    SQL_Q(c, "SELECT session_id FROM s3_parts WHERE upload_id = $1 AND part_number = $2",
 		  row_one_id, &cur, NULL, SQL_TEXT(upload_id), SQL_INT(p->part_number));
 	if (r < 0)
 		return r;
-	if (!cur.found || strcmp(cur.id, p->session_id) != 0)
-		return -ESTALE; /* replaced since it was read */
-	if (p->session_id[0]) {
-		r = SQL_Q(
-		    c,
-		    "INSERT INTO file_chunks (file_id, idx, chunk_id)"
-		    " SELECT $1, idx + $2, chunk_id FROM session_chunks WHERE session_id = $3",
-		    NULL, NULL, &moved, SQL_TEXT(file_id), SQL_INT(first), SQL_TEXT(p->session_id));
-		if (r < 0)
-			return r;
-		if ((uint64_t)moved != p->chunk_count)
-			return -ESTALE; /* the session is gone: nothing may be half moved */
-		if ((r = SQL_Q(c, "DELETE FROM session_chunks WHERE session_id = $1", NULL, NULL,
-			       NULL, SQL_TEXT(p->session_id))) < 0 ||
-		    (r = SQL_Q(c, "DELETE FROM sessions WHERE session_id = $1", NULL, NULL, NULL,
-			       SQL_TEXT(p->session_id))) < 0)
-			return r;
-	}
+	return cur.found && strcmp(cur.id, p->session_id) == 0 ? 0 : -ESTALE;
+}
+
+/* Session @session_id's @count chunk references become chunks @first..
+ * of @file_id (moved: the counts stay) and the session ends. -ESTALE when
+ * it does not hold exactly @count (gone: nothing may be half moved). */
+static int move_session(struct sql_conn *c, const char *session_id, uint64_t count,
+			const char *file_id, uint64_t first)
+{
+	int64_t moved = 0;
+	int r = SQL_Q(c,
+		      "INSERT INTO file_chunks (file_id, idx, chunk_id)"
+		      " SELECT $1, idx + $2, chunk_id FROM session_chunks WHERE session_id = $3",
+		      NULL, NULL, &moved, SQL_TEXT(file_id), SQL_INT(first), SQL_TEXT(session_id));
+	if (r < 0)
+		return r;
+	if ((uint64_t)moved != count)
+		return -ESTALE;
+	if ((r = SQL_Q(c, "DELETE FROM session_chunks WHERE session_id = $1", NULL, NULL, NULL,
+		       SQL_TEXT(session_id))) < 0)
+		return r;
+	return SQL_Q(c, "DELETE FROM sessions WHERE session_id = $1", NULL, NULL, NULL,
+		     SQL_TEXT(session_id));
+}
+
+/* Part @p's chunk references become chunks @first.. of @file_id. */
+static int move_part(struct sql_conn *c, const char *upload_id, const struct efs_s3_part *p,
+		     const char *file_id, uint64_t first)
+{
+	int r = part_current(c, upload_id, p);
+	if (r < 0)
+		return r;
+	if (p->session_id[0] &&
+	    (r = move_session(c, p->session_id, p->chunk_count, file_id, first)) < 0)
+		return r;
 	return SQL_Q(c, "DELETE FROM s3_parts WHERE upload_id = $1 AND part_number = $2", NULL,
 		     NULL, NULL, SQL_TEXT(upload_id), SQL_INT(p->part_number));
 }
@@ -344,11 +363,20 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 	if ((r = sql_file_insert(c, a->file)) < 0)
 		return r;
 	for (size_t i = 0; i < a->count; i++) {
-		if ((r = move_part(c, u->upload_id, &a->parts[i], a->file->file_id, next)) < 0)
+		r = a->chunks_session
+			? part_current(c, u->upload_id, &a->parts[i])
+			: move_part(c, u->upload_id, &a->parts[i], a->file->file_id, next);
+		if (r < 0)
 			return r;
 		next += a->parts[i].chunk_count;
 	}
-	/* Parts the list left out are released (as S3 discards them). */
+	/* A copy: its session holds the file's chunks; the parts (all
+	 * released below) only lent it their bytes. */
+	if (a->chunks_session &&
+	    (r = move_session(c, a->chunks_session, a->file->chunk_count, a->file->file_id, 0)) < 0)
+		return r;
+	/* Parts the list left out (all, after a copy) are released (as S3
+	 * discards them). */
 	if ((r = release_parts(c, u->upload_id, a->now_ms)) < 0)
 		return r;
 	return SQL_Q(c,
@@ -360,13 +388,14 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 
 int sql_s3_upload_complete(void *impl, const struct efs_s3_upload *u,
 			   const struct efs_s3_part *parts, size_t count,
-			   const struct efs_file_info *file, int64_t now_ms)
+			   const char *chunks_session, const struct efs_file_info *file,
+			   int64_t now_ms)
 {
 	char *layout = NULL;
 	int r = efs_s3_parts_encode(parts, count, &layout);
 	if (r < 0)
 		return r;
-	struct complete a = {u, parts, count, file, layout, now_ms};
+	struct complete a = {u, parts, count, chunks_session, file, layout, now_ms};
 	r = sql_run_tx(impl, complete_tx, &a);
 	free(layout);
 	return r;

@@ -211,6 +211,53 @@ def test_sigterm_lets_a_request_in_flight_finish(cluster):
     assert rc == 0, m.log_tail()
 
 
+def read_head_and_body(s: socket.socket) -> tuple[bytes, bytes]:
+    """One response on @s: its head (status line and fields) and its body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = s.recv(65536)
+        assert piece, f"connection closed before a whole head: {data!r}"
+        data += piece
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+    while len(rest) < length:
+        piece = s.recv(65536)
+        assert piece, "connection closed inside the body"
+        rest += piece
+    return head, rest
+
+
+@pytest.mark.requires_workers(reason="the request in flight is a worker registration")
+def test_sigterm_closes_kept_connections_after_their_next_reply(cluster):
+    """Once the master drains, a kept-alive client's next request is answered
+    with "Connection: close" and the connection ends, so a client looping on
+    its connection cannot hold the drain open until the grace runs out (the
+    rolling-restart test under load saw the master serve for the full 10 s
+    its stop allowed)."""
+    m = cluster.add_master()
+    body = json.dumps({"url": "http://127.0.0.1:9", "capacity_bytes": 10,
+                       "free_bytes": 5}).encode()
+    get = b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", m.port), timeout=h.HTTP_TIMEOUT_S) as kept:
+        kept.sendall(get)
+        head, _ = read_head_and_body(kept)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert not re.search(rb"(?im)^connection:\s*close", head), head
+        held = open_request(m, body[:10], len(body))  # keeps the drain waiting
+        with held:
+            m.signal(signal.SIGTERM)
+            m.wait_for_log(r"(?i)terminated|sigterm", timeout=5)
+            kept.sendall(get)
+            head, _ = read_head_and_body(kept)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert re.search(rb"(?im)^connection:\s*close", head), head
+            assert kept.recv(1) == b"", "the connection stayed open after its last reply"
+            held.sendall(body[10:])
+            status, answer = read_response(held)
+        assert status == 200, answer
+    assert m.wait_exit(timeout=5) == 0, m.log_tail()
+
+
 def test_sigterm_with_a_half_sent_request_line_exits_promptly(cluster):
     m = cluster.add_master()
     with socket.create_connection(("127.0.0.1", m.port)) as s:

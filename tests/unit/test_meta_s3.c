@@ -1194,6 +1194,99 @@ static struct efs_s3_upload *new_upload(struct fixture *f, const char *id, const
 	return u;
 }
 
+/* A Complete of parts the master copied into new chunks (re-chunked: their
+ * sizes not whole chunks): the file's chunks are the copy's session's, the
+ * layout the parts', every part is released; a stale part or a copy's
+ * session that does not hold the file's chunks changes nothing. */
+static void test_multipart_complete_from_a_copy_session(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("mp", "alice");
+	char s1[EFS_ID_MAX + 1], s2[EFS_ID_MAX + 1], s2b[EFS_ID_MAX + 1], cs[EFS_ID_MAX + 1];
+	char c1[2][65], c2[1][65], c2b[1][65], cc[3][65];
+	struct efs_s3_part parts[4], p;
+	struct efs_session_info sess;
+	struct efs_file_info fi, back;
+	struct efs_file_chunk *chunks = NULL;
+	struct efs_object_info *obj = calloc(1, sizeof(*obj));
+	size_t n = 0;
+
+	assert_non_null(obj);
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	struct efs_s3_upload *u = new_upload(f, "00000000000c", "r", f->now + 100000);
+	make_part_session(f, 21, 2, s1, c1);
+	p = part_of(1, s1, 2);
+	p.size = 1500; /* not a whole number of 1024-byte chunks */
+	assert_int_equal(efs_meta_s3_part_put(f->m, u->upload_id, "alice", &p, f->now), 0);
+	make_part_session(f, 22, 1, s2, c2);
+	p = part_of(2, s2, 1);
+	p.size = 600;
+	assert_int_equal(efs_meta_s3_part_put(f->m, u->upload_id, "alice", &p, f->now), 0);
+	assert_int_equal(efs_meta_s3_part_list(f->m, u->upload_id, 0, 4, parts, &n), 0);
+	assert_int_equal(n, 2);
+	/* the copy: 2100 bytes in three chunks */
+	make_part_session(f, 23, 3, cs, cc);
+	memset(&fi, 0, sizeof(fi));
+	assert_int_equal(efs_random_hex(fi.file_id, EFS_FILE_ID_LEN / 2), 0);
+	efs_strlcpy(fi.owner, "alice", sizeof(fi.owner));
+	efs_strlcpy(fi.name, "r", sizeof(fi.name));
+	fi.size = 2100;
+	efs_strlcpy(fi.sha256, cc[0], sizeof(fi.sha256));
+	fi.chunk_size = 1024;
+	fi.replication = 1;
+	fi.created_at_ms = f->now;
+	efs_strlcpy(u->obj.file_id, fi.file_id, sizeof(u->obj.file_id));
+	efs_strlcpy(u->obj.etag, "00000000000000000000000000000000-2", sizeof(u->obj.etag));
+	u->obj.size = 2100;
+	u->obj.last_modified_ms = 4000;
+
+	/* the copy's session does not hold the file's chunk count: nothing */
+	fi.chunk_count = 4;
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, cs, &fi, f->now), -ESTALE);
+	fi.chunk_count = 3;
+	/* part 2 replaced after it was read: nothing either */
+	make_part_session(f, 24, 1, s2b, c2b);
+	p = part_of(2, s2b, 1);
+	p.size = 600;
+	assert_int_equal(efs_meta_s3_part_put(f->m, u->upload_id, "alice", &p, f->now), 0);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, cs, &fi, f->now), -ESTALE);
+	assert_int_equal(efs_meta_object_get(f->m, "mp", "r", obj), -ENOENT);
+	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &back), -ENOENT);
+	assert_int_equal(efs_meta_session_get(f->m, cs, &sess), 0);
+	assert_false(is_garbage(f, cc[2]));
+	assert_false(is_garbage(f, c1[0]));
+
+	/* read again: the copy's chunks are the file's, every part goes */
+	assert_int_equal(efs_meta_s3_part_list(f->m, u->upload_id, 0, 4, parts, &n), 0);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, cs, &fi, f->now), 0);
+	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 0, 8, &chunks, &n), 0);
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_string_equal(chunks[i].chunk.chunk_id, cc[i]);
+		assert_false(is_garbage(f, cc[i]));
+	}
+	free(chunks);
+	assert_true(is_garbage(f, c1[0]));
+	assert_true(is_garbage(f, c1[1]));
+	assert_true(is_garbage(f, c2b[0]));
+	assert_int_equal(efs_meta_session_get(f->m, cs, &sess), -ENOENT);
+	assert_int_equal(efs_meta_session_get(f->m, s1, &sess), -ENOENT);
+	assert_int_equal(efs_meta_session_get(f->m, s2b, &sess), -ENOENT);
+	/* the layout is the parts': part 2 is bytes 1500..2099 */
+	uint64_t part_first = 0, part_size = 0;
+	unsigned part_count = 0;
+	assert_int_equal(efs_meta_object_part(f->m, "mp", "r", fi.file_id, 2100, 2, &part_first,
+					      &part_size, &part_count),
+			 0);
+	assert_int_equal(part_first, 1500);
+	assert_int_equal(part_size, 600);
+	assert_int_equal(part_count, 2);
+	assert_int_equal(efs_meta_s3_upload_get(f->m, u->upload_id, u), 0);
+	assert_true(u->completed);
+	free(u);
+	free(obj);
+}
+
 static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void **state)
 {
 	struct fixture *f = *state;
@@ -1270,8 +1363,9 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	struct efs_s3_upload *other = calloc(1, sizeof(*other));
 	*other = *u;
 	efs_strlcpy(other->owner, "bob", sizeof(other->owner));
-	assert_int_equal(efs_meta_s3_upload_complete(f->m, other, parts, 2, &fi, f->now), -ENOENT);
-	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, &fi, f->now), 0);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, other, parts, 2, NULL, &fi, f->now),
+			 -ENOENT);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, NULL, &fi, f->now), 0);
 	assert_int_equal(efs_meta_file_chunks(f->m, fi.file_id, 0, 8, &chunks, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(chunks[0].chunk.chunk_id, c1b[0]);
@@ -1308,7 +1402,8 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	assert_int_equal(efs_meta_s3_upload_get(f->m, u->upload_id, got), 0);
 	assert_true(got->completed);
 	assert_string_equal(got->obj.etag, u->obj.etag);
-	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, &fi, f->now), -EALREADY);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 2, NULL, &fi, f->now),
+			 -EALREADY);
 	assert_int_equal(efs_meta_s3_upload_abort(f->m, u->upload_id, "alice", f->now), -ENOENT);
 
 	/* a part replaced after it was read: the complete moves nothing */
@@ -1323,7 +1418,8 @@ static void test_multipart_parts_hold_their_chunks_and_complete_moves_them(void 
 	assert_int_equal(efs_random_hex(fi.file_id, EFS_FILE_ID_LEN / 2), 0);
 	fi.chunk_count = 1;
 	efs_strlcpy(u2->obj.file_id, fi.file_id, sizeof(u2->obj.file_id));
-	assert_int_equal(efs_meta_s3_upload_complete(f->m, u2, parts, 1, &fi, f->now), -ESTALE);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u2, parts, 1, NULL, &fi, f->now),
+			 -ESTALE);
 	assert_int_equal(efs_meta_object_get(f->m, "mp", "k2", obj), -ENOENT);
 	assert_int_equal(efs_meta_file_get(f->m, fi.file_id, &back), -ENOENT);
 	assert_false(is_garbage(f, c2[0]));
@@ -1463,7 +1559,7 @@ static void test_dynamodb_multipart_complete_leftovers(void **state)
 			complete_hook_state.at_step = 3;
 		}
 		dyn_test_complete_hook = during_complete;
-		int r = efs_meta_s3_upload_complete(f->m, u, parts, 2, &fi, f->now);
+		int r = efs_meta_s3_upload_complete(f->m, u, parts, 2, NULL, &fi, f->now);
 		dyn_test_complete_hook = NULL;
 		assert_int_equal(complete_hook_state.fired, 1);
 		assert_int_equal(r, round == 0 ? -EINTR
@@ -1497,7 +1593,7 @@ static void test_dynamodb_multipart_complete_leftovers(void **state)
 	assert_int_equal(efs_meta_s3_part_put(f->m, u->upload_id, "alice", &p, f->now), 0);
 	assert_int_equal(efs_meta_s3_part_list(f->m, u->upload_id, 0, 2, parts, &n), 0);
 	complete_target(u, &fi, MP_BIG);
-	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 1, &fi, f->now), 0);
+	assert_int_equal(efs_meta_s3_upload_complete(f->m, u, parts, 1, NULL, &fi, f->now), 0);
 	assert_int_equal(efs_meta_session_get(f->m, s1, &(struct efs_session_info){0}), -ENOENT);
 	assert_int_equal(garbage_among(f, ids, MP_BIG), 0);
 	assert_int_equal(efs_meta_object_delete(f->m, "mp", "big", f->now), 0);
@@ -1957,6 +2053,7 @@ int main(void)
 	    T(test_listing_in_byte_order_by_prefix_and_after),
 	    T(test_multipart_parts_hold_their_chunks_and_complete_moves_them),
 	    T(test_part_layout),
+	    T(test_multipart_complete_from_a_copy_session),
 	    T(test_dynamodb_multipart_complete_leftovers),
 	    T(test_bucket_delete_aborts_its_uploads),
 	    T(test_upload_listing_order_and_markers),
