@@ -28,6 +28,7 @@ import signal
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 import echofs_harness as h
@@ -72,8 +73,13 @@ def upload_many(api: h.ApiClient, count: int, threads: int = 16) -> dict[str, by
         return dict(pool.map(one, range(count)))
 
 
-def test_concurrent_small_uploads_go_in_batches_and_are_on_every_worker(cluster):
-    m = cluster.start(workers=3, master_env={"REPLICATION_FACTOR": 3})
+# WORKER_HTTP_THREADS 0: the handler waits for the group commit on its
+# connection's thread; 2: it parks the request and the store's committer
+# answers (event threads).
+@pytest.mark.parametrize("http_threads", [0, 2])
+def test_concurrent_small_uploads_go_in_batches_and_are_on_every_worker(cluster, http_threads):
+    m = cluster.start(workers=3, master_env={"REPLICATION_FACTOR": 3},
+                      worker_env={"WORKER_HTTP_THREADS": http_threads})
     api = m.user_client()
     files = upload_many(api, 400)
     batches = metric(m.url, "echofs_replica_batches_total")
