@@ -293,6 +293,11 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 		r = efs_metric_set(slow, (const char *const[]){"read"},
 				   (double)s->slow_abandons_read);
 	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_replica_batch_queued",
+				    "Small replica writes waiting now for their worker's batch in "
+				    "flight to end (REPLICA_BATCH_MAX_ITEMS).",
+				    (double)s->replica_batch.queued);
+	if (r == 0)
 		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_chunk_cache_bytes",
 				    "Bytes the chunk cache holds, 128 per entry included.",
 				    (double)s->chunk_cache.bytes);

@@ -62,6 +62,7 @@ struct efs_replica_batch {
 	struct lane **lanes;
 	size_t lane_count;
 	_Atomic uint64_t batches, items, unsupported;
+	uint64_t queued; /* items waiting in a queue, not yet in a batch (under lock) */
 };
 
 int efs_replica_batch_new(const struct efs_replica_batch_config *cfg,
@@ -149,6 +150,7 @@ static struct outgoing *take_batch(struct efs_replica_batch *b, struct lane *l)
 		it->next = NULL;
 		it->taken = true;
 		o->items[o->count++] = it;
+		b->queued--;
 	}
 	if (!l->head)
 		l->tail = NULL;
@@ -170,10 +172,11 @@ static void fail_all(struct outgoing *o, int error, const char *why)
 /* Under b->lock, after @o failed in transport: the items queued behind it
  * on its worker are failed unsent (replica_batch.h), not sent into the
  * same stall. */
-static void fail_queued(struct outgoing *o)
+static void fail_queued(struct efs_replica_batch *b, struct outgoing *o)
 {
 	struct lane *l = o->lane;
 	for (struct item *q = l->head; q; q = q->next) {
+		b->queued--;
 		memset(q->res, 0, sizeof(*q->res));
 		q->res->error = o->call.error;
 		q->res->unsent = true;
@@ -328,6 +331,7 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 		else
 			it->lane->head = it;
 		it->lane->tail = it;
+		b->queued++;
 	}
 	for (;;) {
 		struct outgoing *out[EFS_MAX_REPLICAS];
@@ -340,8 +344,10 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 			struct lane *l = it->lane;
 			if (l->unsupported) {
 				/* Found out while these waited: all of them back. */
-				for (struct item *q = l->head; q; q = q->next)
+				for (struct item *q = l->head; q; q = q->next) {
 					mark_unsupported(q);
+					b->queued--;
+				}
 				l->head = l->tail = NULL;
 				pthread_cond_broadcast(&b->cond);
 				continue;
@@ -350,6 +356,7 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 			if (!o) {
 				/* Out of memory: this one item as a single PUT. */
 				mark_unsupported(it);
+				b->queued--;
 				for (struct item **p = &l->head; *p; p = &(*p)->next)
 					if (*p == it) {
 						*p = it->next;
@@ -370,7 +377,7 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 				for (size_t i = 0; i < out[k]->count; i++)
 					out[k]->items[i]->done = true;
 				if (out[k]->call.error)
-					fail_queued(out[k]);
+					fail_queued(b, out[k]);
 				out[k]->lane->in_flight = false;
 				efs_http_call_release(&out[k]->call);
 				efs_buf_release(&out[k]->body);
@@ -396,4 +403,7 @@ void efs_replica_batch_stats(struct efs_replica_batch *b, struct efs_replica_bat
 	out->batches = atomic_load(&b->batches);
 	out->items = atomic_load(&b->items);
 	out->unsupported = atomic_load(&b->unsupported);
+	pthread_mutex_lock(&b->lock);
+	out->queued = b->queued;
+	pthread_mutex_unlock(&b->lock);
 }

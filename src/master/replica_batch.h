@@ -13,7 +13,11 @@
  * out at once, alone. A caller that is leading one worker's batch does
  * not lead another's until it is back, so its items elsewhere may wait for
  * another caller to send them; each caller returns once every item it
- * queued has its own answer.
+ * queued has its own answer. A caller that leads batches to several
+ * workers sends them in parallel and frees their queues when the last of
+ * them ends: a stalled worker (3 s, the stall rule) holds the other
+ * workers' next batches of those callers for as long (per-worker sender
+ * threads would not; not built).
  *
  * A worker that answers the endpoint 404 or 405 (one older than it,
  * during a rolling upgrade, or WORKER_BATCH_WRITES=0) is remembered: its
@@ -87,6 +91,7 @@ struct efs_replica_batch_stats {
 	uint64_t batches;     /* POST /chunks/batch sent */
 	uint64_t items;	      /* items they held */
 	uint64_t unsupported; /* workers found without the endpoint */
+	uint64_t queued;      /* replica writes waiting now for a batch */
 };
 void efs_replica_batch_stats(struct efs_replica_batch *b, struct efs_replica_batch_stats *out);
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -177,3 +178,64 @@ def test_batches_off(cluster):
     for w in cluster.workers:
         assert metric(w.url, "echofs_worker_batch_requests_total") == 0
         assert w.chunk_usage().count == len(files)
+
+
+SYNC_GATE_SO = h.REPO / "build" / ("san" if h.SANITIZE else "dev") / "tests" / "sync_gate.so"
+
+
+def test_an_item_refused_in_a_batch_fails_only_its_upload(cluster, tmp_path):
+    """Two uploads whose replicas share one batch to a worker that has room
+    for only one of them: that one is stored (201), the other's item is
+    refused (507: over WORKER_CAPACITY_BYTES) and, with no fourth worker to
+    take the replica, its upload fails; the first is untouched. Sizes: the
+    tight worker holds 38,000 bytes; after a 20,000-byte file, 1,000 bytes
+    fit and 20,000 do not, in either order in the batch. Its heartbeats are
+    30 s apart, so placement still sees it empty (it needs a chunk's size
+    plus 16 KiB free) and chooses it. The shared batch is arranged with
+    tests/preload/sync_gate.c: the tight worker's group commit is held
+    while a first batch is in flight there, so the next two uploads queue
+    behind it and go together once the gate opens. The master gives up on
+    a batch held for 3 s (its stall rule): the gate opens as soon as both
+    have queued, well inside that."""
+    assert SYNC_GATE_SO.exists(), f"{SYNC_GATE_SO} is missing: build it first (make)"
+    gate = tmp_path / "gate"
+    m = cluster.add_master(REPLICATION_FACTOR=3, HEARTBEAT_INTERVAL_MS=30000,
+                           WORKER_DEAD_AFTER_MS=120000)
+    roomy = [cluster.add_worker(master=m, wait=False) for _ in range(2)]
+    tight = cluster.add_worker("tight", master=m, wait=False, WORKER_CAPACITY_BYTES=38000,
+                               LD_PRELOAD=str(SYNC_GATE_SO), ECHOFS_SYNC_GATE=str(gate))
+    for w in (*roomy, tight):
+        w.wait_registered()
+    m.wait_workers(alive=3, total=3)
+    api = m.user_client()
+
+    def items_on(w) -> float:
+        return metric(w.url, "echofs_worker_batch_items_total")
+
+    api.upload(os.urandom(20000), name="first.bin")
+    gate.touch()
+    held_data, fits, refused = os.urandom(10), os.urandom(1000), os.urandom(20000)
+    with ThreadPoolExecutor(3) as pool:
+        held = pool.submit(api.upload, held_data, name="held.bin")
+        # Its batch to the tight worker is parsed there, its sync held.
+        h.wait_until(lambda: metric(tight.url, "echofs_worker_batch_requests_total") == 2,
+                     timeout=10)
+        ok = pool.submit(api.upload, fits, name="fits.bin")
+        bad = pool.submit(api.post, "/api/v1/files/upload", params={"name": "refused.bin"},
+                          data=refused, headers={"Content-Type": "application/octet-stream"})
+        # Both wait in the queues behind the held batch: the held upload's
+        # leader sent to all three workers at once and frees their queues
+        # when the last of its batches ends (replica_batch.h).
+        h.wait_until(lambda: metric(m.url, "echofs_replica_batch_queued") == 6, timeout=10)
+        gate.unlink()
+        held_body, ok_body, bad_resp = held.result(), ok.result(), bad.result()
+    # One batch carried both to the tight worker: 3 requests, 4 items.
+    assert metric(tight.url, "echofs_worker_batch_requests_total") == 3
+    assert items_on(tight) == 4
+    assert bad_resp.status_code != 201, bad_resp.text
+    assert api.download(ok_body["file_id"]) == fits
+    assert api.download(held_body["file_id"]) == held_data
+    chunk = api.get(f"/api/v1/files/{ok_body['file_id']}").json()["chunks"][0]
+    assert len(chunk["replicas"]) == 3, chunk
+    assert re.search(rf"worker {re.escape(tight.worker_id)} answered 507 to a write",
+                     m.stderr()), m.log_tail()
