@@ -47,6 +47,8 @@ struct lane {
 
 /* A batch taken off a lane, being sent by its leader. */
 struct outgoing {
+	struct efs_replica_batch *b;
+	bool finished; /* its items answered, its lane free (finish_batch) */
 	struct lane *lane;
 	struct item *items[EFS_CHUNK_BATCH_MAX_ITEMS];
 	size_t count;
@@ -138,6 +140,7 @@ static struct outgoing *take_batch(struct efs_replica_batch *b, struct lane *l)
 	if (!o)
 		return NULL;
 	size_t bytes = EFS_CHUNK_BATCH_HEAD_LEN;
+	o->b = b;
 	o->lane = l;
 	snprintf(o->url, sizeof(o->url), "%s/chunks/batch", l->head->url);
 	while (l->head && o->count < b->cfg.max_items) {
@@ -253,13 +256,39 @@ static void read_reply(struct efs_replica_batch *b, struct outgoing *o)
 	json_decref(root);
 }
 
-/* Sends the batches (in parallel: one per worker) and fills in their
- * items' results; nothing held. */
+/* A batch's call ended (or never started): its items get their answers,
+ * those queued behind a transport failure fail unsent, and its worker's
+ * queue is free for the next leader at once, whatever the leader's other
+ * batches still wait for. */
+static void finish_batch(struct efs_replica_batch *b, struct outgoing *o)
+{
+	if (o->finished)
+		return;
+	o->finished = true;
+	read_reply(b, o);
+	pthread_mutex_lock(&b->lock);
+	for (size_t i = 0; i < o->count; i++)
+		o->items[i]->done = true;
+	if (o->call.error)
+		fail_queued(b, o);
+	o->lane->in_flight = false;
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+}
+
+static void batch_call_done(struct efs_http_call *call, void *ctx)
+{
+	(void)call;
+	struct outgoing *o = ctx;
+	finish_batch(o->b, o);
+}
+
+/* Sends the batches (in parallel: one per worker); each is finished as
+ * its own call ends. Nothing held. */
 static void send_batches(struct efs_replica_batch *b, struct outgoing **out, size_t n)
 {
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
 	size_t sending = 0;
-	struct outgoing *sent[EFS_MAX_REPLICAS];
 
 	for (size_t k = 0; k < n; k++) {
 		struct outgoing *o = out[k];
@@ -278,7 +307,9 @@ static void send_batches(struct efs_replica_batch *b, struct outgoing **out, siz
 		}
 		efs_http_call_init(&o->call, "POST", o->url);
 		if (r < 0) {
-			fail_all(o, r, "cannot build the batch");
+			o->call.error = r;
+			snprintf(o->call.errmsg, sizeof(o->call.errmsg), "cannot build the batch: %s",
+				 strerror(-r));
 			continue;
 		}
 		o->call.bearer = b->cfg.cluster_secret;
@@ -291,15 +322,17 @@ static void send_batches(struct efs_replica_batch *b, struct outgoing **out, siz
 		o->call.connect_timeout_ms = CONNECT_TIMEOUT_MS;
 		o->call.stall_timeout_s = STALL_TIMEOUT_S;
 		o->call.resp_cap = REPLY_CAP;
-		callp[sending] = &o->call;
-		sent[sending++] = o;
+		o->call.on_done = batch_call_done;
+		o->call.on_done_ctx = o;
+		callp[sending++] = &o->call;
 		atomic_fetch_add(&b->batches, 1);
 		atomic_fetch_add(&b->items, o->count);
 	}
 	if (sending)
 		efs_http_call_run_parallel(b->cfg.http, callp, sending);
-	for (size_t k = 0; k < sending; k++)
-		read_reply(b, sent[k]);
+	/* Those not sent, or failed before they started (no on_done). */
+	for (size_t k = 0; k < n; k++)
+		finish_batch(b, out[k]);
 }
 
 void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, const void *data,
@@ -372,18 +405,12 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 		if (n > 0) {
 			pthread_mutex_unlock(&b->lock);
 			send_batches(b, out, n);
-			pthread_mutex_lock(&b->lock);
 			for (size_t k = 0; k < n; k++) {
-				for (size_t i = 0; i < out[k]->count; i++)
-					out[k]->items[i]->done = true;
-				if (out[k]->call.error)
-					fail_queued(b, out[k]);
-				out[k]->lane->in_flight = false;
 				efs_http_call_release(&out[k]->call);
 				efs_buf_release(&out[k]->body);
 				free(out[k]);
 			}
-			pthread_cond_broadcast(&b->cond);
+			pthread_mutex_lock(&b->lock);
 			continue;
 		}
 		for (size_t i = 0; i < count; i++)

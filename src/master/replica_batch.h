@@ -14,10 +14,9 @@
  * not lead another's until it is back, so its items elsewhere may wait for
  * another caller to send them; each caller returns once every item it
  * queued has its own answer. A caller that leads batches to several
- * workers sends them in parallel and frees their queues when the last of
- * them ends: a stalled worker (3 s, the stall rule) holds the other
- * workers' next batches of those callers for as long (per-worker sender
- * threads would not; not built).
+ * workers sends them in parallel and frees each worker's queue as soon as
+ * that worker's batch ends (efs_http_call.on_done): a stalled worker holds
+ * its own queue only.
  *
  * A worker that answers the endpoint 404 or 405 (one older than it,
  * during a rolling upgrade, or WORKER_BATCH_WRITES=0) is remembered: its

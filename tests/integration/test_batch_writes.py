@@ -223,10 +223,11 @@ def test_an_item_refused_in_a_batch_fails_only_its_upload(cluster, tmp_path):
         ok = pool.submit(api.upload, fits, name="fits.bin")
         bad = pool.submit(api.post, "/api/v1/files/upload", params={"name": "refused.bin"},
                           data=refused, headers={"Content-Type": "application/octet-stream"})
-        # Both wait in the queues behind the held batch: the held upload's
-        # leader sent to all three workers at once and frees their queues
-        # when the last of its batches ends (replica_batch.h).
-        h.wait_until(lambda: metric(m.url, "echofs_replica_batch_queued") == 6, timeout=10)
+        # Both wait in the tight worker's queue behind the held batch; the
+        # roomy workers took theirs at once: a held batch holds its own
+        # worker's queue only (replica_batch.h).
+        h.wait_until(lambda: metric(m.url, "echofs_replica_batch_queued") == 2, timeout=10)
+        h.wait_until(lambda: all(items_on(w) == 4 for w in roomy), timeout=10)
         gate.unlink()
         held_body, ok_body, bad_resp = held.result(), ok.result(), bad.result()
     # One batch carried both to the tight worker: 3 requests, 4 items.
