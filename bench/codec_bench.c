@@ -26,7 +26,8 @@
  *                  compression ratio each gives
  *
  * Rounds alternate the stages so that each sees the same machine state;
- * each figure is the median of --runs rounds. Not a test: it asserts
+ * each figure is the median of --runs rounds (of an even count, the mean of
+ * the two middle rounds). Not a test: it asserts
  * nothing about speed.
  *
  *   make -C bench codec_bench            (needs `make` at the top first)
@@ -253,7 +254,9 @@ int main(int argc, char **argv)
 	printf("%-12s %10s %8s\n", "stage", "ms/MiB", "ratio");
 	for (int st = 0; st < STAGES; st++) {
 		qsort(samples[st], (size_t)runs, sizeof(double), cmp_double);
-		double ms = samples[st][runs / 2] * 1000.0 / (double)(len / CHUNK);
+		double mid = runs % 2 ? samples[st][runs / 2]
+				      : (samples[st][runs / 2 - 1] + samples[st][runs / 2]) / 2;
+		double ms = mid * 1000.0 / (double)(len / CHUNK);
 		if (produced[st])
 			printf("%-12s %10.3f %8.3f\n", stage_names[st], ms,
 			       (double)len / (double)produced[st]);

@@ -31,8 +31,8 @@
 #
 # Environment: WORK (a directory of its own), FACTS (the facts file),
 # LARGE_BYTES, LOADGEN, ROOT; optional ECC_REPAIR_BANDWIDTH,
-# ECC_REBUILD_TIMEOUT_S (600), ECC_RUNS (3: each download line is the
-# median of that many runs, by MiB/s, with that run's CPU), LOG_LEVEL.
+# ECC_REBUILD_TIMEOUT_S (600), ECC_RUNS (3, odd: each download line is the
+# median run of that many, by MiB/s, with that run's CPU), LOG_LEVEL.
 # Alone:
 #   WORK=$(mktemp -d) FACTS=/tmp/f.env LARGE_BYTES=$((64<<20)) \
 #     LOADGEN=build/bench/loadgen bench/ec_cluster.sh
@@ -54,6 +54,11 @@ PYTHON=/usr/bin/python3
 CLK_TCK=$(getconf CLK_TCK)
 REBUILD_TIMEOUT_S=${ECC_REBUILD_TIMEOUT_S:-600}
 RUNS=${ECC_RUNS:-3}
+# The median run is one of the runs (its MiB/s with its own CPU), so the
+# count must be odd: an even one has no middle run.
+if ! [[ $RUNS =~ ^[0-9]+$ ]] || ((RUNS % 2 == 0)); then
+	bench_die "ECC_RUNS must be an odd number of runs (the median run is reported), not '$RUNS'"
+fi
 
 fact() {
 	printf 'ecc_%s=%s\n' "$1" "$2" >>"$FACTS"

@@ -12,6 +12,16 @@
 BENCH_PIDS=()
 BENCH_CLEANUP_HOOKS=()
 
+# bench_median NUMBER... - the median of the arguments: the middle value of
+# an odd count (printed as given), the mean of the two middle values of an
+# even one (%.10g); nothing for none. Every bench script's median is this
+# one (they used to print the lower middle value of an even count).
+bench_median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+		END { if (NR % 2) print v[(NR + 1) / 2]
+		      else if (NR) printf "%.10g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 BENCH_T0=${EPOCHREALTIME:-0}
 
 # bench_log MESSAGE - to stderr, with the seconds since the script started.

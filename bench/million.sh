@@ -120,8 +120,8 @@ worker_start() {
 	fi
 }
 
-# median of the arguments
-median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# median of the arguments (lib.sh: the mean of the two middle values of an even count)
+median() { bench_median "$@"; }
 
 list_ms() { # QUERY
 	local i t=()

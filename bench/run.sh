@@ -306,8 +306,8 @@ mib_per_s() { # BYTES SECONDS
 	awk -v b="$1" -v s="$2" 'BEGIN { printf "%.2f", b / 1048576 / s }'
 }
 
-median() { # NUMBER...
-	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+median() { # NUMBER... (lib.sh: the mean of the two middle values of an even count)
+	bench_median "$@"
 }
 
 # loadgen_run NAME ARGS... - run the load generator, keep its JSON as

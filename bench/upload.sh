@@ -11,7 +11,8 @@
 # the first (median of 3: the disk baseline, as run.sh), starts a cluster
 # like run.sh's (1 master + 3 workers, replication 3, default CHUNK_SIZE,
 # SQLite) and uploads each file in one request with `curl -T`, checking
-# its SHA-256. Prints one line per upload and a summary (medians):
+# its SHA-256. Prints one line per upload and a summary (medians; of an
+# even UPLOAD_RUNS, the mean of the two middle values, bench/lib.sh):
 #
 #   upload N: MiB/s, ratio to dd/3, master CPU s/GiB, workers CPU s/GiB
 #
@@ -51,8 +52,8 @@ mkdir -p "$tmp_parent"
 WORK=$(mktemp -d "$tmp_parent/bench-upload.XXXXXX")
 bench_install_traps
 
-median() { # NUMBER...
-	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+median() { # NUMBER... (lib.sh: the mean of the two middle values of an even count)
+	bench_median "$@"
 }
 
 bench_log "generating $RUNS x $MIB MiB of $KIND data"

@@ -99,9 +99,9 @@ for round in $(seq 1 "$ROUNDS"); do
 		measure "$variant" "$round"
 	done
 done
-median() { # COLUMN VARIANT - the median of a column of WORK/samples
-	awk -v v="$2" -v c="$1" '$1 == v { print $c }' "$WORK/samples" | sort -g |
-		awk '{ x[NR] = $1 } END { print x[int((NR + 1) / 2)] }'
+median() { # COLUMN VARIANT - the median of a column of WORK/samples (lib.sh's)
+	# shellcheck disable=SC2046 # one number a word
+	bench_median $(awk -v v="$2" -v c="$1" '$1 == v { print $c }' "$WORK/samples")
 }
 for variant in "${VARIANTS[@]}"; do
 	printf 'median %-9s %12s %8s\n' "$variant" "$(median 2 "$variant")" "$(median 3 "$variant")"

@@ -282,8 +282,11 @@ static int dyn_ping(void *impl)
 	return r == -ENOENT ? 0 : r < 0 ? -EAGAIN : 0;
 }
 
-/* The cluster id: drawn by the first master, read by every later one. */
-static int load_cluster_id(struct dyn *d)
+/* The cluster id: drawn by the first master, read by every later one,
+ * with the item layout's version the first master wrote beside it (in
+ * *@version; 1 when the item has none). The caller refuses a version
+ * above DYN_SCHEMA_VERSION. */
+static int load_cluster_id(struct dyn *d, int64_t *version)
 {
 	char fresh[EFS_CLUSTER_ID_LEN + 1];
 	struct ddb_result res;
@@ -302,7 +305,11 @@ static int load_cluster_id(struct dyn *d)
 	if ((r = dyn_get(d, d->files, "CLUSTER", "META", &item)) < 0)
 		return r;
 	r = ddb_get_s(item, "cluster_id", d->cluster_id, EFS_CLUSTER_ID_LEN);
+	*version = DYN_SCHEMA_VERSION;
+	int v = ddb_get_n(item, "schema_version", version);
 	json_decref(item);
+	if (v < 0 && v != -ENOENT)
+		return -EIO;
 	return r == 0 && efs_cluster_id_valid(d->cluster_id) ? 0 : -EIO;
 }
 
@@ -390,10 +397,22 @@ int efs_dynamodb_store_open(const struct efs_meta_dynamodb_config *cfg, void **o
 	}
 	if ((r = efs_random_hex(d->holder, 16)) < 0 || (r = check_tables(d, err, errlen)) < 0)
 		goto fail;
-	if ((r = load_cluster_id(d)) < 0) {
+	int64_t version = 0;
+	if ((r = load_cluster_id(d, &version)) < 0) {
 		snprintf(err, errlen, "DynamoDB at %s: cannot read or write the cluster id in %s",
 			 d->ddb.url, d->files);
 		r = r == -EAGAIN ? -EAGAIN : -EIO;
+		goto fail;
+	}
+	if (version > DYN_SCHEMA_VERSION) {
+		/* A newer binary's item layout: a configuration error (exit
+		 * status 2), docs/OPERATIONS.md#upgrades-and-downgrades. */
+		snprintf(err, errlen,
+			 "the DynamoDB metadata tables are at schema version %lld, newer than this "
+			 "binary's (%d): run the newer echofs-master that wrote them (or a later "
+			 "one); DYNAMODB_FILES_TABLE %s",
+			 (long long)version, DYN_SCHEMA_VERSION, d->files);
+		r = -EINVAL;
 		goto fail;
 	}
 	*out = d;

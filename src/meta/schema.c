@@ -294,3 +294,12 @@ const struct efs_migration efs_migrations[] = {
 	{14, schema_v14, NULL},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);
+
+int efs_schema_latest(void)
+{
+	int latest = 0;
+	for (size_t i = 0; i < efs_migration_count; i++)
+		if (efs_migrations[i].version > latest)
+			latest = efs_migrations[i].version;
+	return latest;
+}

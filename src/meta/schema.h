@@ -16,4 +16,10 @@ struct efs_migration {
 extern const struct efs_migration efs_migrations[];
 extern const size_t efs_migration_count;
 
+/* The highest schema version this binary knows (the last migration's). A
+ * store whose efs_schema holds a higher one was migrated by a newer
+ * binary: opening it is refused (-EPROTONOSUPPORT from the open), since
+ * this one would write rows the newer schema does not expect. */
+int efs_schema_latest(void);
+
 #endif

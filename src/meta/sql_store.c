@@ -448,6 +448,12 @@ static int migrate_tx(struct sql_conn *c, void *ctx)
 		  &version, NULL);
 	if (r < 0)
 		return r;
+	/* A newer binary migrated this store: nothing is applied or written
+	 * (the cluster id included), the caller refuses to start. */
+	if (version > efs_schema_latest()) {
+		result->old_version = version;
+		return -EPROTONOSUPPORT;
+	}
 	/* Every migration without a row is applied, not only those above the
 	 * highest: two changes developed side by side may land in either
 	 * order, and a store that took the later number first still gets the
@@ -614,6 +620,17 @@ int efs_sql_store_open(const struct efs_sql_driver *driver, const char *target, 
 	if (r < 0)
 		goto fail;
 	r = sql_run_tx(s, migrate_tx, &migrated);
+	if (r == -EPROTONOSUPPORT) {
+		/* A configuration error (exit status 2): this binary is too old
+		 * for the store, docs/OPERATIONS.md#upgrades-and-downgrades. */
+		snprintf(err, errlen,
+			 "the %s metadata store is at schema version %lld, newer than this "
+			 "binary's (%d): run the newer echofs-master that migrated it (or a later "
+			 "one)",
+			 driver->name, (long long)migrated.old_version, efs_schema_latest());
+		r = -EINVAL;
+		goto fail;
+	}
 	if (r < 0) {
 		snprintf(err, errlen, "%s: schema migration failed: %s", driver->name,
 			 strerror(-r));

@@ -119,6 +119,17 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 		{EFS_METRIC_COUNTER, "echofs_worker_chunk_deltas_total",
 		 "Chunk deltas (corrupt and deleted chunks) sent up the gRPC control stream.",
 		 (double)atomic_load(&w->heartbeat.deltas_sent), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_report_batches_total",
+		 "Chunk report batches (full and lost-chunk reports) the master answered.",
+		 (double)atomic_load(&w->report.batches_answered), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_report_batches_resent_total",
+		 "Chunk report batches sent again after a failed exchange (a timeout, a lost "
+		 "answer, a broken gRPC call): the report resumed at that batch.",
+		 (double)atomic_load(&w->report.batches_resent), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_full_reports_failed_total",
+		 "Full chunk reports given up (a batch failed every attempt): each starts over "
+		 "later.",
+		 (double)atomic_load(&w->report.reports_failed), true},
 		{EFS_METRIC_GAUGE, "echofs_worker_lease_epoch",
 		 "The newest lease epoch a master's background duty has sent (0: none yet).",
 		 (double)efs_fence_newest(&w->fence), true},

@@ -44,6 +44,11 @@
 #define REPORT_GRPC_REPLY_MS 60000
 /* The longest slice of a wait for a verdict (the stop is checked between). */
 #define REPORT_GRPC_SLICE_MS 200
+/* Exchanges of one batch before the report is given up (report.h): the
+ * first and this many less one resends, REPORT_BATCH_BACKOFF_MS times the
+ * attempt apart (a broken gRPC call goes on over HTTP at once). */
+#define REPORT_BATCH_ATTEMPTS 4
+#define REPORT_BATCH_BACKOFF_MS 500
 
 /* Moves the queued ids into a JSON array. */
 static json_t *lost_take(struct efs_lost_queue *q)
@@ -70,6 +75,7 @@ struct report {
 	/* Non-NULL: the batches go on this Report call (gRPC), else HTTP. */
 	struct efs_rpc_stream *stream;
 	size_t listed, deleted;
+	size_t batches, resent; /* batches answered; exchanges repeated after a failure */
 	size_t kept_newer; /* told to delete, but written after the report began */
 	int64_t again_in_ms; /* the longest "report_again_in_ms" answered */
 	int error;
@@ -197,7 +203,51 @@ static int exchange(struct report *rep, json_t *body, json_t **answer)
 	return r;
 }
 
-/* Sends the current batch; deletes what the master says is not needed. */
+static void report_stream_failed(struct efs_rpc_stream *s, int r);
+
+/* Whether a failed exchange of a batch is worth repeating: not a stop,
+ * nor a master that does not know this worker (it must register again),
+ * nor a batch that can never go. */
+static bool batch_retryable(int r)
+{
+	return r != -ECANCELED && r != -ENOENT && r != -ENOMEM && r != -EMSGSIZE;
+}
+
+/* Exchanges @body (borrowed) until the master answers, at most
+ * REPORT_BATCH_ATTEMPTS times: the report resumes at this batch rather
+ * than starting over (report.h). A failure on the gRPC call moves the rest
+ * of the report to HTTP (the call may still carry a late answer to this
+ * batch, which would be taken for the next one's). */
+static int exchange_batch(struct report *rep, json_t *body, json_t **answer)
+{
+	int r;
+	for (int attempt = 1;; attempt++) {
+		r = exchange(rep, body, answer);
+		if (r == 0 || !batch_retryable(r) || attempt >= REPORT_BATCH_ATTEMPTS)
+			break;
+		rep->resent++;
+		atomic_fetch_add(&rep->rp->batches_resent, 1);
+		if (rep->stream) {
+			report_stream_failed(rep->stream, r);
+			rep->stream = NULL; /* the caller closes it */
+			continue;
+		}
+		efs_warn("chunk report: a batch of %zu chunks failed (%s): sending it again "
+			 "(attempt %d of %d); the batches before it stand",
+			 json_array_size(json_object_get(body, "chunks")), strerror(-r),
+			 attempt + 1, REPORT_BATCH_ATTEMPTS);
+		if (efs_ticker_wait(&rep->rp->ticker, (int64_t)REPORT_BATCH_BACKOFF_MS * attempt))
+			return -ECANCELED;
+	}
+	if (r == 0) {
+		rep->batches++;
+		atomic_fetch_add(&rep->rp->batches_answered, 1);
+	}
+	return r;
+}
+
+/* Sends the current batch (again, while it fails, exchange_batch);
+ * deletes what the master says is not needed. */
 static int send_batch(struct report *rep, bool last)
 {
 	struct efs_worker_ctx *ctx = rep->ctx;
@@ -215,7 +265,7 @@ static int send_batch(struct report *rep, bool last)
 	rep->lost = NULL;
 	if (lost)
 		json_object_set(body, "lost", lost);
-	int r = body ? exchange(rep, body, &answer) : -ENOMEM;
+	int r = body ? exchange_batch(rep, body, &answer) : -ENOMEM;
 	json_decref(body);
 	if (r < 0 && lost) {
 		/* Not delivered: queued again for the next attempt. */
@@ -352,10 +402,14 @@ static int report_full(struct efs_reporter *rp, const char *worker_id,
 			 rep.kept_newer, REPORT_KEPT_RECHECK_MS);
 	}
 	if (r == 0)
-		efs_info("chunk report sent%s: %zu chunks held, %zu deleted as not needed%s",
-			 stream ? " over gRPC" : "", rep.listed, rep.deleted,
+		efs_info("chunk report sent%s: %zu chunks held, %zu requests answered (%zu sent "
+			 "again after a failure), %zu deleted as not needed%s",
+			 rep.stream ? " over gRPC" : stream ? " (over HTTP after gRPC failed)" : "",
+			 rep.listed, rep.batches, rep.resent, rep.deleted,
 			 rep.again_in_ms ? "; the master asks for another once young copies age"
 					 : "");
+	else if (r != -ECANCELED)
+		atomic_fetch_add(&rp->reports_failed, 1);
 	return r;
 }
 
@@ -452,13 +506,10 @@ static void report_tick(struct efs_reporter *rp)
 	struct efs_rpc_stream *stream = report_stream(rp);
 	if (full) {
 		atomic_store(&ctx->full_report_began_ms, (long long)efs_mono_ms());
+		/* A failed batch is sent again, over HTTP once the gRPC call
+		 * broke (send_batch); a report that fails all the same starts
+		 * over after REPORT_RETRY_MS. */
 		r = report_full(rp, id, stream);
-		/* Anything but a stop: the whole report again, over HTTP (the
-		 * batches judged over gRPC stand; the next ones judge again) */
-		if (stream && r < 0 && r != -ECANCELED) {
-			report_stream_failed(stream, r);
-			r = report_full(rp, id, NULL);
-		}
 		rp->next_report_ms = now + (r == 0 ? ctx->cfg->report_interval_ms : REPORT_RETRY_MS);
 		/* Copies kept for their youth are judged again once old, not
 		 * at the next interval (at most one grace away). */
@@ -467,11 +518,7 @@ static void report_tick(struct efs_reporter *rp)
 						     efs_mono_ms() +
 							     EFS_MAX(rp->again_in_ms, REPORT_POLL_MS));
 	} else {
-		r = report_lost(rp, id, stream);
-		if (stream && r < 0 && r != -ECANCELED) {
-			report_stream_failed(stream, r);
-			r = report_lost(rp, id, NULL);
-		}
+		r = report_lost(rp, id, stream); /* over HTTP if the gRPC call breaks */
 	}
 	efs_rpc_stream_close(stream);
 done:

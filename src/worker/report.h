@@ -20,12 +20,25 @@
  * dead). The thread looks for work every 200 ms: the context's
  * full_report_due (set by every registration), the interval, and the
  * lost-chunk queue (context.h, filled by the scrubber).
+ *
+ * A batch whose exchange fails (a timeout, a lost connection or answer, a
+ * broken gRPC call, a master answering 5xx) is sent again, up to
+ * REPORT_BATCH_ATTEMPTS times in all, and the report goes on from there:
+ * the batches the master answered stand (each is judged on its own, with
+ * the report's started_at_ms and master_started_ms, which a resend keeps),
+ * so the report resumes at the first batch not acknowledged instead of
+ * listing the store again. A broken gRPC call goes on over HTTP. Only when
+ * one batch fails every attempt (or the master no longer knows this
+ * worker) is the report given up, to start over after REPORT_RETRY_MS; the
+ * master marks missing replicas only at a report's last batch, so a report
+ * given up half way marks nothing.
  */
 #ifndef ECHOFS_WORKER_REPORT_H
 #define ECHOFS_WORKER_REPORT_H
 
 #include "echofs/ticker.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct efs_worker_ctx;
@@ -40,6 +53,13 @@ struct efs_reporter {
 	/* monotonic: a full report due after a (re)registration waits until
 	 * then for the control stream (WORKER_PROTOCOL=grpc; 0: no wait) */
 	int64_t stream_wait_until_ms;
+	/* For /metrics: report requests the master answered (every batch of
+	 * full and lost-chunk reports), batches sent again after a failed
+	 * exchange (the report resumed there), and full reports given up (to
+	 * start over). */
+	atomic_ullong batches_answered;
+	atomic_ullong batches_resent;
+	atomic_ullong reports_failed;
 };
 
 /* Starts the report thread for @ctx: the first full report goes out once

@@ -504,7 +504,19 @@ int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 	*out = s;
 	return 0;
 fail:
-	snprintf(err, errlen, "cannot open the chunk store in %s: %s", dir, strerror(-r));
+	if (r == -EPROTONOSUPPORT && s->newer_format) {
+		/* A configuration error (exit status 2), as the master's newer
+		 * schema: docs/OPERATIONS.md#upgrades-and-downgrades. */
+		snprintf(err, errlen,
+			 "the chunk store holds records of format version %u, newer than this "
+			 "binary's (%d): run the newer echofs-worker that wrote them (or a later "
+			 "one); first in %s/volumes/%010u.vol",
+			 s->newer_format, FORMAT_VERSION, dir, s->newer_format_volume);
+		r = -EINVAL;
+	} else {
+		snprintf(err, errlen, "cannot open the chunk store in %s: %s", dir,
+			 strerror(-r));
+	}
 	efs_store_close(s);
 	return r;
 }

@@ -82,7 +82,9 @@ struct efs_store_options {
 
 /* Opens (creating) the store under @dir: rebuilds the index from the
  * volumes and imports chunk files of the old layout. On failure writes one
- * line to @err. */
+ * line to @err; -EINVAL when a volume holds a record of a format newer
+ * than this binary's (written by a newer worker: nothing is changed on
+ * disk, the caller must not start). */
 int efs_store_open_with(const char *dir, const struct efs_store_options *opt,
 			struct efs_store **out, char *err, size_t errlen);
 /* The same with 256 MiB volumes and a compaction step every 2 s. */

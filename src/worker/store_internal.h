@@ -33,6 +33,11 @@
 #define TRAILER_LEN 32
 #define RECORD_MAGIC "EFSR"
 #define COMMIT_MAGIC "EFSK"
+/* Every format keeps the first 5 bytes of a header ("EFSR", version) and
+ * the CRC32C of its first 92 bytes at 92, so that an older binary can
+ * tell a newer format's record from damage and refuse the store
+ * (store_header_decode: -EPROTONOSUPPORT) instead of taking it for a torn
+ * tail, which replay would drop and compaction would then delete. */
 #define FORMAT_VERSION 1
 #define TYPE_CHUNK 1
 #define TYPE_TOMBSTONE 2
@@ -102,6 +107,10 @@ struct efs_store {
 	/* Volumes up to this id hold no record torn by a crash: synced by a
 	 * clean close, or checked at open (see CLEAN_FILE). */
 	uint32_t clean_through;
+	/* Set by the scan that met a newer format's record (the open is
+	 * refused): its format version and volume, for the error. */
+	unsigned newer_format;
+	uint32_t newer_format_volume;
 	bool opened; /* open succeeded: close may record a clean shutdown */
 };
 
@@ -155,7 +164,9 @@ typedef int (*scan_fn)(struct efs_store *s, struct volume *v, const struct scann
 uint64_t store_get_le(const unsigned char *p, int n);
 /* Encodes @rec into HEADER_LEN bytes at @h; returns the header CRC. */
 uint32_t store_header_encode(unsigned char *h, const struct record *rec);
-/* 0, or -EBADMSG when the header does not check or names nothing valid. */
+/* 0, or -EBADMSG when the header does not check or names nothing valid,
+ * or -EPROTONOSUPPORT when it is an intact header of a format version
+ * above FORMAT_VERSION (a newer binary's; @rec untouched). */
 int store_header_decode(const unsigned char *h, struct record *rec);
 /* Encodes the TRAILER_LEN bytes that commit the header of CRC @header_crc. */
 void store_trailer_encode(unsigned char *t, uint32_t header_crc, const struct commit *c);

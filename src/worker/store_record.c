@@ -56,8 +56,12 @@ uint32_t store_header_encode(unsigned char *h, const struct record *rec)
 int store_header_decode(const unsigned char *h, struct record *rec)
 {
 	uint32_t crc = (uint32_t)store_get_le(h + 92, 4);
-	if (memcmp(h, RECORD_MAGIC, 4) != 0 || h[4] != FORMAT_VERSION ||
-	    efs_crc32c(0, h, 92) != crc)
+	if (memcmp(h, RECORD_MAGIC, 4) != 0 || efs_crc32c(0, h, 92) != crc)
+		return -EBADMSG;
+	/* Intact, so written that way: by a newer binary above ours. */
+	if (h[4] > FORMAT_VERSION)
+		return -EPROTONOSUPPORT;
+	if (h[4] != FORMAT_VERSION)
 		return -EBADMSG;
 	rec->type = h[5];
 	rec->flags = h[6];

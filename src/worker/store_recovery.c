@@ -129,7 +129,9 @@ static int window_read(struct scan_window *w, int fd, uint64_t end, void *out, s
 /* Follows the chain of headers from the start of @v up to @end. A region
  * whose trailer does not check (aborted, or cut by a crash) is skipped by
  * its length; a header that does not check ends the scan: what follows is
- * a torn tail (or damage) and counts as dead. @fn may write to @v at or
+ * a torn tail (or damage) and counts as dead; an intact header of a newer
+ * format ends it with -EPROTONOSUPPORT (s->newer_format says which).
+ * @fn may write to @v at or
  * before the record it is handed (an uncommit), never after it: the window
  * only ever holds bytes at or past the record being read. */
 int store_scan_volume(struct efs_store *s, struct volume *v, uint64_t end, scan_fn fn, void *ctx)
@@ -145,9 +147,17 @@ int store_scan_volume(struct efs_store *s, struct volume *v, uint64_t end, scan_
 		}
 		if (err < 0)
 			break;
-		if (store_header_decode(r.header, &r.rec) < 0 ||
-		    off + RECORD_LEN(r.rec.length) > end)
+		if ((err = store_header_decode(r.header, &r.rec)) == -EPROTONOSUPPORT) {
+			/* a newer binary's record: nothing here may be trusted
+			 * to be dead, the whole open is refused */
+			s->newer_format = r.header[4];
+			s->newer_format_volume = v->id;
 			break;
+		}
+		if (err < 0 || off + RECORD_LEN(r.rec.length) > end) {
+			err = 0;
+			break;
+		}
 		err = window_read(&w, v->fd, end, r.trailer, TRAILER_LEN,
 				  off + HEADER_LEN + r.rec.length);
 		if (err < 0 && err != -EBADMSG)

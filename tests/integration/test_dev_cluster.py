@@ -46,6 +46,16 @@ def worker_base_port(count: int) -> int:
     pytest.fail("no run of free ports for the workers")
 
 
+def interrupt_default():
+    """In the script's process, before exec: SIGINT and SIGQUIT back to their
+    defaults. A test run started in the background of a non-interactive
+    shell inherits them ignored, and bash cannot trap a signal ignored on
+    entry, so the Ctrl-C this test sends would do nothing (CI saw the
+    script outlive the 60 s wait)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
     """The script's stdout up to and including the line holding marker."""
     out = []
@@ -74,7 +84,7 @@ def test_run_master_comes_up_and_its_printed_commands_work(tmp_path):
     env.update({"DATA": str(data), "WORKER_COUNT": "3", "HOME": str(tmp_path)})
     proc = subprocess.Popen([str(h.REPO / "run_master.sh")], cwd=h.REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=interrupt_default)
     try:
         printed = read_until(proc, "Ctrl-C stops the cluster.", 120)
         assert f"EchoFS is running: master http://127.0.0.1:{ports['MASTER_PORT']} with 3 workers" \

@@ -242,6 +242,35 @@ def test_missing_tables_stop_the_master_naming_them(cluster, tables):
                          "aws_tables.sh create")
 
 
+@needs_s3_chunks
+def test_tables_of_a_newer_schema_stop_the_master(cluster, tables):
+    """The CLUSTER item's schema_version above the binary's (tables a newer
+    master wrote): exit 2, one line naming both versions and what to do,
+    and the item left as it was (test_store_versions.py has SQL's)."""
+    tables.create()
+    tables.create_bucket()
+    m = cluster.add_master(**tables.env())
+    m.stop()
+    key = {"pk": {"S": "CLUSTER"}, "sk": {"S": "META"}}
+    item = tables.aws.dynamodb("GetItem", {"TableName": tables.files, "Key": key,
+                                           "ConsistentRead": True})["Item"]
+    known = int(item["schema_version"]["N"])
+    tables.aws.dynamodb("UpdateItem", {
+        "TableName": tables.files, "Key": key, "UpdateExpression": "SET schema_version = :v",
+        "ExpressionAttributeValues": {":v": {"N": str(known + 1)}}})
+    m.start()
+    rc = m.wait_exit()
+    lines = m.stderr_lines()
+    assert rc == 2, f"master exited {rc}, expected 2: {lines}"
+    assert len(lines) == 1, lines
+    for needle in (f"schema version {known + 1}", f"({known})", "run the newer echofs-master",
+                   tables.files):
+        assert needle in lines[0], f"the line does not say {needle!r}: {lines[0]!r}"
+    after = tables.aws.dynamodb("GetItem", {"TableName": tables.files, "Key": key,
+                                            "ConsistentRead": True})["Item"]
+    assert after == dict(item, schema_version={"N": str(known + 1)})
+
+
 def session_upload(c, data: bytes, name: str):
     r = c.post("/api/v1/files/upload/init",
                json={"name": name, "size": len(data), "chunk_size": CHUNK})

@@ -730,6 +730,54 @@ static void test_flipped_header_byte_is_quarantined(void **state)
 	}
 }
 
+/* An intact header of a newer format (its CRC recomputed, as a newer
+ * binary writes it) is not a torn tail: the open is refused with -EINVAL
+ * and a line naming both versions, and nothing on disk changes; with the
+ * header as it was, the store opens and serves the chunk. */
+static void test_newer_format_refuses_the_open(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char data[700], header[HEADER], original[HEADER];
+	char id[65], path[PATH_MAX], err[256] = "", want[64];
+	struct efs_store_options opt = {0};
+	uint32_t flags;
+	off_t offset;
+
+	fill_pattern(data, sizeof(data), 23);
+	chunk_id(77, id);
+	put(f->store, id, data, sizeof(data), 0);
+	chunk_file(f, id, path, sizeof(path), &offset);
+	efs_store_close(f->store);
+	f->store = NULL;
+
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, original, HEADER, offset), HEADER);
+	memcpy(header, original, HEADER);
+	header[4] = FORMAT_VERSION + 1;
+	uint32_t crc = efs_crc32c(0, header, 92);
+	for (int i = 0; i < 4; i++)
+		header[92 + i] = (unsigned char)(crc >> (8 * i));
+	assert_int_equal(pwrite(fd, header, HEADER, offset), HEADER);
+	off_t size = file_size(path);
+
+	assert_int_equal(efs_store_open_with(f->dir, &opt, &f->store, err, sizeof(err)), -EINVAL);
+	assert_null(f->store);
+	snprintf(want, sizeof(want), "format version %d, newer than this binary's (%d)",
+		 FORMAT_VERSION + 1, FORMAT_VERSION);
+	assert_non_null(strstr(err, want));
+	assert_int_equal(file_size(path), size);
+	unsigned char now[HEADER];
+	assert_int_equal(pread(fd, now, HEADER, offset), HEADER);
+	assert_memory_equal(now, header, HEADER);
+
+	assert_int_equal(pwrite(fd, original, HEADER, offset), HEADER);
+	close(fd);
+	assert_int_equal(open_store(f, 0), 0);
+	assert_int_equal(efs_store_get(f->store, id, &f->buf, &flags), 0);
+	assert_memory_equal(f->buf.data, data, sizeof(data));
+}
+
 /* ---- payloads handed out by descriptor (efs_store_get_payload) ------- */
 
 /* Longer than two of the store's 256 KiB verification pieces, with a short
@@ -1888,6 +1936,7 @@ int main(int argc, char **argv)
 		T(test_conditional_delete_by_age),
 		T(test_flipped_payload_byte_is_quarantined),
 		T(test_flipped_header_byte_is_quarantined),
+		T(test_newer_format_refuses_the_open),
 		T(test_truncated_file_is_quarantined),
 		T(test_payload_by_fd_or_in_the_buffer),
 		T(test_payload_by_fd_refuses_a_damaged_record),
