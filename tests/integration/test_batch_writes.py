@@ -202,8 +202,12 @@ def test_an_item_refused_in_a_batch_fails_only_its_upload(cluster, tmp_path):
     m = cluster.add_master(REPLICATION_FACTOR=3, HEARTBEAT_INTERVAL_MS=30000,
                            WORKER_DEAD_AFTER_MS=120000)
     roomy = [cluster.add_worker(master=m, wait=False) for _ in range(2)]
-    tight = cluster.add_worker("tight", master=m, wait=False, WORKER_CAPACITY_BYTES=38000,
-                               LD_PRELOAD=str(SYNC_GATE_SO), ECHOFS_SYNC_GATE=str(gate))
+    env = {"WORKER_CAPACITY_BYTES": 38000, "LD_PRELOAD": str(SYNC_GATE_SO),
+           "ECHOFS_SYNC_GATE": str(gate)}
+    if h.SANITIZE:
+        # ASan wants to be the first preloaded library; the shim is.
+        env["ASAN_OPTIONS"] = h.ASAN_OPTIONS + ":verify_asan_link_order=0"
+    tight = cluster.add_worker("tight", master=m, wait=False, **env)
     for w in (*roomy, tight):
         w.wait_registered()
     m.wait_workers(alive=3, total=3)
