@@ -41,8 +41,8 @@ int efs_chunk_batch_parse(const void *body, size_t len, struct efs_chunk_batch_i
 			 EFS_CHUNK_BATCH_HEAD_LEN);
 		return -EBADMSG;
 	}
-	if (memcmp(p, EFS_CHUNK_BATCH_MAGIC, 4) != 0 || p[4] != EFS_CHUNK_BATCH_VERSION ||
-	    p[5] || p[6] || p[7]) {
+	if (memcmp(p, EFS_CHUNK_BATCH_MAGIC, 4) != 0 || p[4] != EFS_CHUNK_BATCH_VERSION || p[5] ||
+	    p[6] || p[7]) {
 		snprintf(why, why_len, "not a version %d batch (magic, version or reserved bytes)",
 			 EFS_CHUNK_BATCH_VERSION);
 		return -EBADMSG;
@@ -65,7 +65,8 @@ int efs_chunk_batch_parse(const void *body, size_t len, struct efs_chunk_batch_i
 		it->chunk_id[EFS_CHUNK_BATCH_ID_LEN] = '\0';
 		/* A NUL among the 64 bytes makes a shorter string: refused. */
 		if (!efs_chunk_id_valid(it->chunk_id)) {
-			snprintf(why, why_len, "item %zu: a chunk id is 64 lowercase hex digits", n);
+			snprintf(why, why_len, "item %zu: a chunk id is 64 lowercase hex digits",
+				 n);
 			return -EBADMSG;
 		}
 		it->flags = h[64];
@@ -80,8 +81,9 @@ int efs_chunk_batch_parse(const void *body, size_t len, struct efs_chunk_batch_i
 			return -EBADMSG;
 		}
 		if (it->length > EFS_CHUNK_BATCH_MAX_ITEM) {
-			snprintf(why, why_len, "item %zu: %u bytes, over the %d a batched chunk may hold",
-				 n, it->length, EFS_CHUNK_BATCH_MAX_ITEM);
+			snprintf(why, why_len,
+				 "item %zu: %u bytes, over the %d a batched chunk may hold", n,
+				 it->length, EFS_CHUNK_BATCH_MAX_ITEM);
 			return -EBADMSG;
 		}
 		pos += EFS_CHUNK_BATCH_ITEM_HEAD_LEN;

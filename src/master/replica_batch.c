@@ -206,9 +206,10 @@ static void read_reply(struct efs_replica_batch *b, struct outgoing *o)
 		pthread_mutex_unlock(&b->lock);
 		if (first) {
 			atomic_fetch_add(&b->unsupported, 1);
-			efs_info("worker %s answered %ld to POST /chunks/batch (an older worker, or "
-				 "WORKER_BATCH_WRITES=0): its replicas are written one PUT each",
-				 o->lane->worker_id, c->status);
+			efs_info(
+			    "worker %s answered %ld to POST /chunks/batch (an older worker, or "
+			    "WORKER_BATCH_WRITES=0): its replicas are written one PUT each",
+			    o->lane->worker_id, c->status);
 		}
 		for (size_t i = 0; i < o->count; i++)
 			mark_unsupported(o->items[i]);
@@ -242,7 +243,8 @@ static void read_reply(struct efs_replica_batch *b, struct outgoing *o)
 		res->elapsed_ms = c->elapsed_ms;
 		if (!json_is_integer(st)) {
 			res->error = -EPROTO;
-			efs_strlcpy(res->errmsg, "malformed item in the reply to POST /chunks/batch",
+			efs_strlcpy(res->errmsg,
+				    "malformed item in the reply to POST /chunks/batch",
 				    sizeof(res->errmsg));
 			continue;
 		}
@@ -302,14 +304,14 @@ static void send_batches(struct efs_replica_batch *b, struct outgoing **out, siz
 			r = efs_chunk_batch_begin(&o->body, o->count);
 		for (size_t i = 0; r == 0 && i < o->count; i++) {
 			struct item *it = o->items[i];
-			r = efs_chunk_batch_add(&o->body, it->chunk_id, it->flags, it->crc, it->data,
-						it->len);
+			r = efs_chunk_batch_add(&o->body, it->chunk_id, it->flags, it->crc,
+						it->data, it->len);
 		}
 		efs_http_call_init(&o->call, "POST", o->url);
 		if (r < 0) {
 			o->call.error = r;
-			snprintf(o->call.errmsg, sizeof(o->call.errmsg), "cannot build the batch: %s",
-				 strerror(-r));
+			snprintf(o->call.errmsg, sizeof(o->call.errmsg),
+				 "cannot build the batch: %s", strerror(-r));
 			continue;
 		}
 		o->call.bearer = b->cfg.cluster_secret;
@@ -346,9 +348,8 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 	for (size_t i = 0; i < count; i++) {
 		struct item *it = &mine[i];
 		it->res = &results[i];
-		it->lane = len <= EFS_CHUNK_BATCH_MAX_ITEM
-				   ? lane_get(b, targets[i].worker_id, true)
-				   : NULL;
+		it->lane = len <= EFS_CHUNK_BATCH_MAX_ITEM ? lane_get(b, targets[i].worker_id, true)
+							   : NULL;
 		if (!it->lane || it->lane->unsupported) {
 			mark_unsupported(it);
 			continue;

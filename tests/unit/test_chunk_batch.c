@@ -32,11 +32,11 @@ static void build(struct efs_buf *out, size_t count, size_t len)
 	assert_int_equal(efs_chunk_batch_begin(out, count), 0);
 	for (size_t i = 0; i < count; i++) {
 		memset(payload, (int)i, len);
-		assert_int_equal(efs_chunk_batch_add(out, i % 2 ? ID_B : ID_A,
-						     EFS_CHUNK_BATCH_CRC |
-							 (i % 2 ? EFS_CHUNK_BATCH_GZIP : 0),
-						     (uint32_t)(0x1000 + i), payload, len),
-				 0);
+		assert_int_equal(
+		    efs_chunk_batch_add(out, i % 2 ? ID_B : ID_A,
+					EFS_CHUNK_BATCH_CRC | (i % 2 ? EFS_CHUNK_BATCH_GZIP : 0),
+					(uint32_t)(0x1000 + i), payload, len),
+		    0);
 	}
 	free(payload);
 	assert_int_equal(out->len, efs_chunk_batch_size(count, count * len));
@@ -197,17 +197,17 @@ static void test_bad_head_fields(void **state)
 		size_t at;
 		char value;
 	} cases[] = {
-	    {0, 'X'},		       /* magic */
-	    {4, 2},		       /* version */
-	    {5, 1},		       /* reserved */
-	    {7, 1},		       /* reserved */
-	    {item + 0, 'G'},	       /* chunk id: not hex */
-	    {item + 63, 'A'},	       /* chunk id: upper case */
-	    {item + 10, '\0'},	       /* chunk id: a NUL inside */
-	    {item + 64, 0x4},	       /* unknown flag */
-	    {item + 65, 1},	       /* reserved */
-	    {item + 67, 1},	       /* reserved */
-	    {item + 76, 1},	       /* reserved */
+	    {0, 'X'},		     /* magic */
+	    {4, 2},		     /* version */
+	    {5, 1},		     /* reserved */
+	    {7, 1},		     /* reserved */
+	    {item + 0, 'G'},	     /* chunk id: not hex */
+	    {item + 63, 'A'},	     /* chunk id: upper case */
+	    {item + 10, '\0'},	     /* chunk id: a NUL inside */
+	    {item + 64, 0x4},	     /* unknown flag */
+	    {item + 65, 1},	     /* reserved */
+	    {item + 67, 1},	     /* reserved */
+	    {item + 76, 1},	     /* reserved */
 	    {item + 79, (char)0x80}, /* reserved */
 	};
 	for (size_t i = 0; i < EFS_ARRAY_SIZE(cases); i++) {
@@ -238,15 +238,15 @@ static void test_builder_respects_the_buffer_cap(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_round_trip),
-		cmocka_unit_test(test_empty_payload_and_caps_exactly),
-		cmocka_unit_test(test_truncated_anywhere),
-		cmocka_unit_test(test_trailing_bytes),
-		cmocka_unit_test(test_bad_counts),
-		cmocka_unit_test(test_item_over_cap),
-		cmocka_unit_test(test_body_over_cap),
-		cmocka_unit_test(test_bad_head_fields),
-		cmocka_unit_test(test_builder_respects_the_buffer_cap),
+	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_empty_payload_and_caps_exactly),
+	    cmocka_unit_test(test_truncated_anywhere),
+	    cmocka_unit_test(test_trailing_bytes),
+	    cmocka_unit_test(test_bad_counts),
+	    cmocka_unit_test(test_item_over_cap),
+	    cmocka_unit_test(test_body_over_cap),
+	    cmocka_unit_test(test_bad_head_fields),
+	    cmocka_unit_test(test_builder_respects_the_buffer_cap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
