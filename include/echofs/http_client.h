@@ -91,6 +91,14 @@ struct efs_http_call {
 	bool direct_body;
 	efs_http_progress_fn progress; /* or NULL */
 	void *progress_ctx;
+	/* Optional: called once, on the thread running the call, as soon as
+	 * this call's results below are final, while other calls of the same
+	 * efs_http_call_run_parallel may still be running (a batch's queue is
+	 * freed when its own call ends, not the slowest of the lot). Must not
+	 * block or release the call. Not called for a call that failed before
+	 * it started (set-up, out of memory): its error is set all the same. */
+	void (*on_done)(struct efs_http_call *call, void *ctx);
+	void *on_done_ctx;
 	int64_t max_speed;        /* bytes/s cap each way; 0 = none */
 	long timeout_ms;          /* whole transfer; 0 = 30 s */
 	long connect_timeout_ms;  /* 0 = 2 s */

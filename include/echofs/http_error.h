@@ -83,6 +83,7 @@ enum efs_http_err {
 	EFS_HTTP_E_INVALID_CHUNK_ID,
 	EFS_HTTP_E_INVALID_ENCODING,
 	EFS_HTTP_E_INVALID_CHECKSUM,
+	EFS_HTTP_E_INVALID_BATCH, /* "invalid_batch", 400: POST /chunks/batch (worker) */
 	EFS_HTTP_E_LENGTH_MISMATCH,
 	EFS_HTTP_E_LENGTH_REQUIRED,
 	EFS_HTTP_E_CHUNK_TOO_LARGE, /* "chunk_too_large", 413 (worker PUT) */

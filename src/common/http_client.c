@@ -645,6 +645,8 @@ static void transfer_finish(struct transfer *t, CURLcode code)
 	t->headers = NULL;
 	handle_put(t->client, t->easy);
 	t->easy = NULL;
+	if (call->on_done)
+		call->on_done(call, call->on_done_ctx);
 }
 
 /* ---- Direct bodies ------------------------------------------------------
@@ -930,14 +932,16 @@ static void direct_finish(struct direct_pool *p, struct direct *d, int error, co
 		call->error = error;
 		call->status = 0;
 		direct_close(d);
-		return;
+	} else {
+		call->status = d->status;
+		if (d->keep_alive && !d->extra && d->sent == d->total && d->send_errno == 0)
+			direct_idle_give(p, d->url.origin, d->fd);
+		else
+			close(d->fd);
+		d->fd = -1;
 	}
-	call->status = d->status;
-	if (d->keep_alive && !d->extra && d->sent == d->total && d->send_errno == 0)
-		direct_idle_give(p, d->url.origin, d->fd);
-	else
-		close(d->fd);
-	d->fd = -1;
+	if (call->on_done)
+		call->on_done(call, call->on_done_ctx);
 }
 
 /* Starts a connection to the next resolved address; -ECONNREFUSED when

@@ -57,6 +57,7 @@ static const struct efs_http_error_kind kinds[EFS_HTTP_E_COUNT] = {
     [EFS_HTTP_E_INVALID_CHUNK_ID] = {400, "invalid_chunk_id", NOLOG},
     [EFS_HTTP_E_INVALID_ENCODING] = {400, "invalid_encoding", NOLOG},
     [EFS_HTTP_E_INVALID_CHECKSUM] = {400, "invalid_checksum", NOLOG},
+    [EFS_HTTP_E_INVALID_BATCH] = {400, "invalid_batch", NOLOG},
     [EFS_HTTP_E_LENGTH_MISMATCH] = {400, "length_mismatch", NOLOG},
     [EFS_HTTP_E_LENGTH_REQUIRED] = {411, "length_required", NOLOG},
     [EFS_HTTP_E_CHUNK_TOO_LARGE] = {413, "chunk_too_large", NOLOG},

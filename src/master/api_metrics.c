@@ -12,6 +12,8 @@
 #include "echofs/log.h"
 #include "master/api.h"
 #include "master/chunk_cache.h"
+#include "master/chunk_io.h"
+#include "master/chunk_workers.h"
 
 #include <string.h>
 
@@ -31,6 +33,7 @@ struct snapshot {
 	uint64_t stats_computed;
 	struct efs_chunk_cache_stats chunk_cache;
 	uint64_t slow_abandons_write, slow_abandons_read;
+	struct efs_replica_batch_stats replica_batch;
 	/* What the chunks take on the workers, by storage policy: replicated
 	 * chunks' stored sizes times REPLICATION_FACTOR (once with a backend
 	 * that keeps its own copies: S3), EC chunks' shards. */
@@ -78,6 +81,8 @@ static void take_snapshot(struct efs_master *m, struct snapshot *s)
 	efs_chunk_cache_stats(m->chunk_cache, &s->chunk_cache);
 	s->slow_abandons_write = atomic_load(&m->placement.slow_abandons_write);
 	s->slow_abandons_read = atomic_load(&m->placement.slow_abandons_read);
+	struct efs_chunk_io *io = efs_chunk_workers_io(m->chunks);
+	efs_replica_batch_stats(io ? io->batch : NULL, &s->replica_batch);
 }
 
 /* @num / @den, or 1 when there is nothing to divide (no data: no
@@ -252,6 +257,17 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 	     "Chunk list queries of downloads (batches of up to 64 chunks with their replicas); "
 	     "a small file's download whose chunks are cached makes none.",
 	     s->chunk_lists_read},
+	    {"echofs_replica_batches_total",
+	     "POST /chunks/batch requests sent to workers: the small replica writes of "
+	     "concurrent uploads, several to a worker in one request (REPLICA_BATCH_MAX_ITEMS).",
+	     s->replica_batch.batches},
+	    {"echofs_replica_batch_items_total",
+	     "Replica writes those batches held (more than the batches when uploads share them).",
+	     s->replica_batch.items},
+	    {"echofs_replica_batch_unsupported_workers_total",
+	     "Workers that answered 404/405 to POST /chunks/batch (older, or "
+	     "WORKER_BATCH_WRITES=0): written one PUT per replica since.",
+	     s->replica_batch.unsupported},
 	    {"echofs_s3_object_reads_total",
 	     "Object reads (bucket, object row and file row) of S3 GetObject and HeadObject "
 	     "from the store; one answered from the master's object cache makes none.",
@@ -276,6 +292,11 @@ static int put_counters(struct efs_metrics *reg, const struct snapshot *s)
 	if (r == 0)
 		r = efs_metric_set(slow, (const char *const[]){"read"},
 				   (double)s->slow_abandons_read);
+	if (r == 0)
+		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_replica_batch_queued",
+				    "Small replica writes waiting now for their worker's batch in "
+				    "flight to end (REPLICA_BATCH_MAX_ITEMS).",
+				    (double)s->replica_batch.queued);
 	if (r == 0)
 		r = efs_metrics_put(reg, EFS_METRIC_GAUGE, "echofs_chunk_cache_bytes",
 				    "Bytes the chunk cache holds, 128 per entry included.",

@@ -147,6 +147,47 @@ bool efs_replica_alive(const struct efs_chunk_io *io, const struct efs_replica *
 	       efs_now_ms() - rep->last_heartbeat_ms <= io->worker_dead_after_ms;
 }
 
+/* How one replica write ended, from its own PUT or from its item of a
+ * batch (replica_batch.h): the same judgement either way. */
+struct write_outcome {
+	int error;	    /* transport failure, -errno */
+	long status;	    /* else the worker's answer */
+	bool too_slow;	    /* given up by the min-rate rule */
+	bool unsent;	    /* with error: never sent (replica_batch.h) */
+	int64_t elapsed_ms;
+	const char *errmsg; /* with error */
+	const char *body;   /* the answer's body, or NULL */
+};
+
+/* Sets up @call as the single PUT of a replica to @target. */
+static void single_put(struct efs_chunk_io *io, struct efs_http_call *call, char *url,
+		       size_t url_size, const struct efs_target *target, const char *chunk_id,
+		       const void *data, size_t len, bool gzip, const char *crc_header,
+		       const char *epoch_header, bool may_bypass)
+{
+	snprintf(url, url_size, "%s/chunks/%s", target->url, chunk_id);
+	efs_http_call_init(call, "PUT", url);
+	call->bearer = io->cluster_secret;
+	call->content_type = "application/octet-stream";
+	call->headers[0] = gzip ? "X-Chunk-Encoding: gzip" : "X-Chunk-Encoding: identity";
+	call->headers[1] = crc_header;
+	call->headers[2] = io->cluster_header[0] ? io->cluster_header : NULL;
+	call->headers[3] = epoch_header;
+	call->body = data;
+	call->body_len = len;
+	/* Sent from this buffer, not copied into libcurl's. */
+	call->direct_body = true;
+	call->timeout_ms = transfer_timeout_ms(len);
+	call->connect_timeout_ms = CONNECT_TIMEOUT_MS;
+	call->stall_timeout_s = STALL_TIMEOUT_S;
+	/* Only with a worker to replace it: with none left (as many live
+	 * workers as replicas) a slow one is waited for, up to the deadline,
+	 * rather than the write failed. */
+	if (may_bypass)
+		call->min_speed = io->placement->slow_min_rate;
+	call->resp_cap = 64 * 1024;
+}
+
 int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *data, size_t len,
 		    bool gzip, unsigned want, const struct efs_target *exclude,
 		    size_t exclude_count, uint64_t lease_epoch, struct efs_target *out,
@@ -156,6 +197,8 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 	struct efs_target pending[EFS_MAX_REPLICAS];
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
+	struct efs_replica_batch_result batched[EFS_MAX_REPLICAS];
+	struct efs_target batch_targets[EFS_MAX_REPLICAS];
 	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
 	char crc_header[40], epoch_header[64];
 	size_t tried_count = 0;
@@ -167,9 +210,13 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 		return -EINVAL;
 	memcpy(tried, exclude, exclude_count * sizeof(*exclude));
 	tried_count = exclude_count;
-	snprintf(crc_header, sizeof(crc_header), "X-Chunk-CRC32C: %08x", efs_crc32c(0, data, len));
+	uint32_t crc = efs_crc32c(0, data, len);
+	snprintf(crc_header, sizeof(crc_header), "X-Chunk-CRC32C: %08x", crc);
 	snprintf(epoch_header, sizeof(epoch_header), EFS_HDR_LEASE_EPOCH ": %llu",
 		 (unsigned long long)lease_epoch);
+	/* An upload's small replica (not a duty's: those carry a lease epoch)
+	 * joins its worker's batch. */
+	bool may_batch = io->batch && lease_epoch == 0 && len <= EFS_REPLICA_BATCH_MAX_CHUNK;
 
 	/* The workers holding the chunk: @exclude (the copies kept) and those
 	 * written here; the zones of the others tried (failed) are not
@@ -190,48 +237,66 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 		}
 		if (n == 0)
 			break;
+		bool may_bypass = candidates > (size_t)n && round < WRITE_ROUNDS - 1;
+		bool single[EFS_MAX_REPLICAS] = {false};
+		int batch_of[EFS_MAX_REPLICAS]; /* index in batched[], or -1 */
+		size_t batch_count = 0, call_count = 0;
 		for (int i = 0; i < n; i++) {
 			tried[tried_count++] = pending[i];
-			snprintf(urls[i], sizeof(urls[i]), "%s/chunks/%s", pending[i].url, chunk_id);
-			efs_http_call_init(&calls[i], "PUT", urls[i]);
-			calls[i].bearer = io->cluster_secret;
-			calls[i].content_type = "application/octet-stream";
-			calls[i].headers[0] = gzip ? "X-Chunk-Encoding: gzip"
-						   : "X-Chunk-Encoding: identity";
-			calls[i].headers[1] = crc_header;
-			calls[i].headers[2] = io->cluster_header[0] ? io->cluster_header : NULL;
-			calls[i].headers[3] = lease_epoch ? epoch_header : NULL;
-			calls[i].body = data;
-			calls[i].body_len = len;
-			/* Sent from this buffer, not copied into libcurl's. */
-			calls[i].direct_body = true;
-			calls[i].timeout_ms = transfer_timeout_ms(len);
-			calls[i].connect_timeout_ms = CONNECT_TIMEOUT_MS;
-			calls[i].stall_timeout_s = STALL_TIMEOUT_S;
-			/* Only with a worker to replace it: with none left (as
-			 * many live workers as replicas) a slow one is waited
-			 * for, up to the deadline, rather than the write failed. */
-			if (candidates > (size_t)n && round < WRITE_ROUNDS - 1)
-				calls[i].min_speed = io->placement->slow_min_rate;
-			calls[i].resp_cap = 64 * 1024;
-			callp[i] = &calls[i];
 			efs_placement_load_add(io->placement, pending[i].worker_id, 1);
+			batch_of[i] = -1;
+			if (may_batch && efs_replica_batch_supported(io->batch, pending[i].worker_id)) {
+				batch_of[i] = (int)batch_count;
+				batch_targets[batch_count++] = pending[i];
+			}
 		}
-		efs_http_call_run_parallel(io->http, callp, (size_t)n);
+		/* The batched replicas first (a leader sends them to every
+		 * worker at once); then single PUTs for the rest, and for a
+		 * worker found without the batch endpoint. */
+		if (batch_count)
+			efs_replica_batch_write(io->batch, chunk_id, data, len, gzip, crc,
+						batch_targets, batch_count, batched);
 		for (int i = 0; i < n; i++) {
+			if (batch_of[i] >= 0 && !batched[batch_of[i]].unsupported)
+				continue;
+			single[i] = true;
+			single_put(io, &calls[i], urls[i], sizeof(urls[i]), &pending[i], chunk_id, data,
+				   len, gzip, crc_header, lease_epoch ? epoch_header : NULL,
+				   may_bypass);
+			callp[call_count++] = &calls[i];
+		}
+		if (call_count)
+			efs_http_call_run_parallel(io->http, callp, call_count);
+		for (int i = 0; i < n; i++) {
+			struct write_outcome o;
+			if (single[i])
+				o = (struct write_outcome){.error = calls[i].error,
+							   .status = calls[i].status,
+							   .too_slow = calls[i].too_slow,
+							   .elapsed_ms = calls[i].elapsed_ms,
+							   .errmsg = calls[i].errmsg,
+							   .body = calls[i].resp.data};
+			else {
+				const struct efs_replica_batch_result *b = &batched[batch_of[i]];
+				o = (struct write_outcome){.error = b->error,
+							   .unsent = b->unsent,
+							   .status = b->status,
+							   .elapsed_ms = b->elapsed_ms,
+							   .errmsg = b->errmsg,
+							   .body = b->body};
+			}
 			efs_placement_load_add(io->placement, pending[i].worker_id, -1);
 			/* A transport failure may still land (late writes). */
-			if (io->placement->registry)
+			if (io->placement->registry && !o.unsent)
 				efs_registry_note_write(io->placement->registry,
-							pending[i].worker_id, calls[i].error == 0);
-			if (calls[i].error == 0 && calls[i].status == 201) {
+							pending[i].worker_id, o.error == 0);
+			if (o.error == 0 && o.status == 201) {
 				out[done++] = pending[i];
-				if (efs_placement_finished_slowly(io->placement, len,
-								  calls[i].elapsed_ms))
+				if (efs_placement_finished_slowly(io->placement, len, o.elapsed_ms))
 					finished_slowly(io, pending[i].worker_id, true, len,
-							calls[i].elapsed_ms);
-			} else if (calls[i].error == 0 && calls[i].status == 409 && calls[i].resp.data &&
-				   strstr(calls[i].resp.data, "\"stale_lease_epoch\"")) {
+							o.elapsed_ms);
+			} else if (o.error == 0 && o.status == 409 && o.body &&
+				   strstr(o.body, "\"stale_lease_epoch\"")) {
 				/* Another master holds the lease now: this duty
 				 * stops, on every worker. */
 				fenced = true;
@@ -239,20 +304,21 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 					 "stale there (another master took the lease)",
 					 chunk_id, pending[i].worker_id,
 					 (unsigned long long)lease_epoch);
-			} else if (calls[i].error) {
+			} else if (o.error) {
 				efs_warn("chunk %.12s: write to worker %s failed: %s; trying another",
-					 chunk_id, pending[i].worker_id, calls[i].errmsg);
-				if (calls[i].too_slow)
-					note_slow(io, pending[i].worker_id, true, calls[i].errmsg);
-				if (io->late_writes)
+					 chunk_id, pending[i].worker_id, o.errmsg);
+				if (o.too_slow)
+					note_slow(io, pending[i].worker_id, true, o.errmsg);
+				if (io->late_writes && !o.unsent)
 					efs_late_writes_note(io->late_writes, pending[i].worker_id,
 							     pending[i].url, chunk_id);
 			} else {
 				efs_warn("chunk %.12s: worker %s answered %ld to a write: %.120s",
-					 chunk_id, pending[i].worker_id, calls[i].status,
-					 calls[i].resp.data ? calls[i].resp.data : "");
+					 chunk_id, pending[i].worker_id, o.status,
+					 o.body ? o.body : "");
 			}
-			efs_http_call_release(&calls[i]);
+			if (single[i])
+				efs_http_call_release(&calls[i]);
 		}
 	}
 	*written = done;

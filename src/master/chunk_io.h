@@ -21,6 +21,7 @@
 #include "echofs/buf.h"
 #include "echofs/meta.h"
 #include "master/placement.h"
+#include "master/replica_batch.h"
 
 #include <pthread.h>
 
@@ -64,6 +65,9 @@ struct efs_chunk_io {
 	struct efs_chunk_writing writing;
 	/* Given-up writes are noted here (late_writes.h); NULL: not watched. */
 	struct efs_late_writes *late_writes;
+	/* Small replica writes of uploads go through per-worker batches
+	 * (replica_batch.h); NULL: every replica is one PUT. */
+	struct efs_replica_batch *batch;
 };
 
 /* Sets up @io with the given parts and an empty write guard. */

@@ -258,6 +258,7 @@ static void workers_free(void *impl)
 	struct workers *w = impl;
 	if (!w)
 		return;
+	efs_replica_batch_free(w->io.batch);
 	efs_chunk_io_release(&w->io);
 	free(w);
 }
@@ -312,6 +313,17 @@ int efs_chunk_workers_new(const struct efs_chunk_workers_config *cfg,
 		efs_chunk_io_set_cluster(&w->io, cfg->cluster_id);
 	w->replication_factor = cfg->replication_factor;
 	w->control = cfg->control;
+	if (cfg->replica_batch_items > 0) {
+		struct efs_replica_batch_config bc = {.http = cfg->http,
+						      .cluster_secret = cfg->cluster_secret,
+						      .cluster_header = w->io.cluster_header,
+						      .max_items = cfg->replica_batch_items};
+		int r = efs_replica_batch_new(&bc, &w->io.batch);
+		if (r < 0) {
+			workers_free(w);
+			return r;
+		}
+	}
 	return efs_chunk_backend_new(&workers_ops, w, out);
 }
 

@@ -36,6 +36,10 @@ struct efs_chunk_workers_config {
 	/* The gRPC control plane: replica deletes go down a worker's stream
 	 * when it has one (NULL, or no stream: HTTP). */
 	struct efs_control *control;
+	/* REPLICA_BATCH_MAX_ITEMS: small replica writes of concurrent uploads
+	 * go to each worker in batches of up to this many (replica_batch.h);
+	 * 0: one PUT per replica. */
+	unsigned replica_batch_items;
 };
 
 /* The worker backend over @cfg. 0 or -ENOMEM. */

@@ -7,6 +7,8 @@
 #include "echofs/redis.h"
 #include "echofs/util.h"
 #include "master/placement.h"
+#include "master/replica_batch.h"
+#include "echofs/chunk_batch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -351,6 +353,10 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			     86400000, false, &v, err, errlen)) < 0)
 		return r;
 	cfg->slow_worker_avoid_ms = (int64_t)v;
+	if ((r = efs_env_u64("REPLICA_BATCH_MAX_ITEMS", EFS_REPLICA_BATCH_DEFAULT_ITEMS, 0,
+			     EFS_CHUNK_BATCH_MAX_ITEMS, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->replica_batch_items = (unsigned)v;
 
 	if ((r = efs_env_string("S3_BUCKET_NAME", NULL, false, &cfg->s3_bucket, err, errlen)) < 0)
 		return r;

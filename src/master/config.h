@@ -67,6 +67,9 @@ struct efs_master_config {
 	 * it (0: only stalls are); a worker given up on is avoided this long. */
 	int64_t slow_worker_min_rate; /* SLOW_WORKER_MIN_RATE */
 	int64_t slow_worker_avoid_ms; /* SLOW_WORKER_AVOID_MS */
+	/* REPLICA_BATCH_MAX_ITEMS: small replica writes per batch to a worker
+	 * (master/replica_batch.h); 0: one PUT per replica. */
+	unsigned replica_batch_items;
 	struct efs_tls_config tls; /* HTTPS served with cert/key; workers verified with ca */
 	enum efs_topology_audience topology; /* TOPOLOGY_VISIBLE_TO */
 	/* S3_BUCKET_NAME: chunks in this bucket instead of on workers; NULL:

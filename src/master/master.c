@@ -206,6 +206,7 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.replication_factor = m->cfg.replication_factor,
 		/* started later (after the HTTP listener), before the collector */
 		.control = &m->control,
+		.replica_batch_items = m->cfg.replica_batch_items,
 	};
 	struct efs_chunk_s3_config s3 = {
 		.aws = &m->cfg.aws,

@@ -2,6 +2,7 @@
 /* api.c - the worker's HTTP handlers. */
 #include "worker/api.h"
 #include "echofs/auth.h"
+#include "echofs/chunk_batch.h"
 #include "echofs/hash.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
@@ -77,6 +78,13 @@ static int scrape(struct efs_worker *w, struct efs_metrics *reg)
 		 "after verifying them): chunks of WORKER_SENDFILE_MIN_BYTES or more over plain "
 		 "HTTP; 0 while that is 0 (the default).",
 		 (double)atomic_load(&w->chunk_bytes_sent_from_file), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_batch_requests_total",
+		 "POST /chunks/batch requests (several small chunks under one group commit) "
+		 "this worker parsed and stored.",
+		 (double)atomic_load(&w->batch_requests), true},
+		{EFS_METRIC_COUNTER, "echofs_worker_batch_items_total",
+		 "Chunks those batch requests held (each stored, or refused on its own).",
+		 (double)atomic_load(&w->batch_items), true},
 		{EFS_METRIC_GAUGE, "echofs_worker_grpc_connected",
 		 "1 while this worker beats on a gRPC control stream to its master, 0 over HTTP.",
 		 (double)atomic_load(&w->heartbeat.streaming), true},
@@ -375,6 +383,110 @@ int efs_worker_api_chunk_put(struct efs_http_req *req)
 		return 0;
 	}
 	return chunk_put_reply(req, put, efs_store_write_commit(writer, crc_hex != NULL, crc));
+}
+
+/* A batched write under way: each item's result, then the wait for the
+ * one group commit that covers every item stored. */
+struct chunk_batch {
+	struct efs_store_waiter waiter; /* parked for the commit (event threads) */
+	struct efs_http_req *req;
+	size_t count;
+	int results[EFS_CHUNK_BATCH_MAX_ITEMS]; /* 0 stored, or the store's -errno */
+};
+
+/* {"items": [{"status": 201} | {"status": N, "error": {"code", "message"}}, ...]}
+ * in item order, @synced the group commit's result: a stored item is 201
+ * only when it is durable, as the single PUT's reply. */
+static int chunk_batch_reply(struct efs_http_req *req, struct chunk_batch *b, int synced)
+{
+	json_t *items = json_array();
+	if (!items)
+		return -ENOMEM;
+	for (size_t i = 0; i < b->count; i++) {
+		int r = b->results[i] < 0 ? b->results[i] : synced;
+		json_t *item;
+		if (r == 0) {
+			item = json_pack("{s:i}", "status", 201);
+		} else {
+			const struct efs_http_errno_rule *rule =
+			    efs_http_errno_rule(EFS_HTTP_OP_CHUNK_WRITE, r);
+			const struct efs_http_error_kind *kind = efs_http_error_kind(rule->kind);
+			char message[256];
+			efs_http_errno_message(rule, r, "", message, sizeof(message));
+			item = json_pack("{s:i, s:{s:s, s:s}}", "status", (int)kind->status, "error",
+					 "code", kind->code, "message", message);
+		}
+		if (!item || json_array_append_new(items, item) < 0) {
+			json_decref(items);
+			return -ENOMEM;
+		}
+	}
+	return efs_http_reply_json(req, 200, json_pack("{s:o}", "items", items));
+}
+
+static void chunk_batch_durable(struct efs_store_waiter *waiter, int result)
+{
+	struct chunk_batch *b =
+	    (struct chunk_batch *)((char *)waiter - offsetof(struct chunk_batch, waiter));
+	struct efs_http_req *req = b->req;
+	int r = chunk_batch_reply(req, b, result);
+	if (r < 0 && !efs_http_replied(req))
+		efs_warn("chunk batch: cannot build the reply: %s", strerror(-r));
+	efs_http_resume(req);
+}
+
+int efs_worker_api_chunk_batch(struct efs_http_req *req)
+{
+	struct efs_worker *w = efs_http_ctx(req);
+	struct efs_chunk_batch_item items[EFS_CHUNK_BATCH_MAX_ITEMS];
+	char why[160];
+	size_t count = 0;
+	uint64_t ticket = 0;
+	bool stored = false;
+
+	if (!w->cfg.batch_writes)
+		return efs_http_reply_err(req, EFS_HTTP_E_NOT_FOUND,
+					  "batched writes are off on this worker "
+					  "(WORKER_BATCH_WRITES=0): use PUT /chunks/{id}");
+	if (refuse_other_cluster(req, w))
+		return 0;
+	if (refuse_stale_epoch(req, w, EFS_HTTP_OP_CHUNK_WRITE))
+		return 0;
+	int r = efs_chunk_batch_parse(req->body.data, req->body.len, items, &count, why,
+				      sizeof(why));
+	if (r < 0)
+		return efs_http_reply_err(req, EFS_HTTP_E_INVALID_BATCH, "malformed batch: %s", why);
+	struct chunk_batch *b = calloc(1, sizeof(*b));
+	if (!b)
+		return efs_http_reply_errno(req, EFS_HTTP_OP_CHUNK_WRITE, -ENOMEM, "");
+	req->state = b;
+	req->state_free = free;
+	b->count = count;
+	atomic_fetch_add(&w->batch_requests, 1);
+	atomic_fetch_add(&w->batch_items, count);
+	/* Each item as a single PUT would store it (an existing id is
+	 * rewritten, its write time refreshed); none waits for its sync. */
+	for (size_t i = 0; i < count; i++) {
+		uint64_t t = 0;
+		b->results[i] = efs_store_put_nowait(
+		    w->store, items[i].chunk_id, items[i].payload, items[i].length,
+		    (items[i].flags & EFS_CHUNK_BATCH_GZIP) ? EFS_STORE_GZIP : 0,
+		    (items[i].flags & EFS_CHUNK_BATCH_CRC) != 0, items[i].crc, &t);
+		if (b->results[i] == 0) {
+			ticket = EFS_MAX(ticket, t);
+			stored = true;
+		}
+	}
+	if (!stored)
+		return chunk_batch_reply(req, b, 0);
+	/* One wait for the newest ticket covers every item stored above. */
+	if (efs_http_defer(req) == 0) {
+		b->req = req;
+		b->waiter.done = chunk_batch_durable;
+		efs_store_wait_async(w->store, ticket, &b->waiter);
+		return 0;
+	}
+	return chunk_batch_reply(req, b, efs_store_wait(w->store, ticket));
 }
 
 static void add_chunk_headers(struct efs_http_req *req, uint32_t flags, uint32_t crc, bool with_crc)

@@ -19,6 +19,9 @@ int efs_worker_api_metrics(struct efs_http_req *req);
 int efs_worker_api_chunk_put_begin(struct efs_http_req *req);
 int efs_worker_api_chunk_put_body(struct efs_http_req *req, const char *data, size_t len);
 int efs_worker_api_chunk_put(struct efs_http_req *req);
+/* POST /chunks/batch: several small chunks (echofs/chunk_batch.h) under
+ * one group commit; a buffered route capped at EFS_CHUNK_BATCH_MAX_BODY. */
+int efs_worker_api_chunk_batch(struct efs_http_req *req);
 int efs_worker_api_chunk_get(struct efs_http_req *req);
 int efs_worker_api_chunk_head(struct efs_http_req *req);
 int efs_worker_api_chunk_delete(struct efs_http_req *req);

@@ -168,6 +168,9 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 	if ((r = efs_env_u64("WORKER_SENDFILE_MIN_BYTES", 0, 0, UINT64_MAX >> 2, true,
 			     &cfg->sendfile_min_bytes, err, errlen)) < 0)
 		return r;
+	if ((r = efs_env_u64("WORKER_BATCH_WRITES", 1, 0, 1, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->batch_writes = v != 0;
 	if ((r = efs_env_string("MASTER_GRPC_URL", NULL, false, &grpc_urls, err, errlen)) < 0 ||
 	    (r = efs_env_string("WORKER_PROTOCOL", "grpc", false, &protocol, err, errlen)) < 0)
 		return r;

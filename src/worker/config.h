@@ -53,6 +53,11 @@ struct efs_worker_config {
 	 * default): never, every chunk is sent from the buffer it was
 	 * verified in (docs/PERFORMANCE.md: on loopback sendfile costs more). */
 	uint64_t sendfile_min_bytes;
+	/* WORKER_BATCH_WRITES: 1 (the default) serves POST /chunks/batch
+	 * (several small chunks under one group commit); 0 answers it 404 as
+	 * a worker without the endpoint would (tests of the master's
+	 * fallback, or to rule it out). */
+	bool batch_writes;
 };
 
 #define EFS_WORKER_DEFAULT_SCRUB_MS (24LL * 3600 * 1000)

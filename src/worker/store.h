@@ -123,6 +123,22 @@ struct efs_store_waiter {
  * returns, @waiter->done says when (and whether) the chunk is durable. */
 void efs_store_write_commit_async(struct efs_store_writer *w, bool check_crc, uint32_t crc,
 				  struct efs_store_waiter *waiter);
+/* A batch of writes under one group commit (POST /chunks/batch): writes
+ * a whole payload held in memory and commits it like
+ * efs_store_write_commit, without waiting; 0 with *@ticket for
+ * efs_store_wait / efs_store_wait_async (the chunk is visible at once,
+ * durable only once that wait ends), or the codes of begin and commit
+ * (nothing committed). Waiting once for the largest ticket of several
+ * writes covers them all: one fdatasync round for the lot. */
+int efs_store_put_nowait(struct efs_store *s, const char *chunk_id, const void *data,
+			 size_t len, uint32_t flags, bool check_crc, uint32_t crc,
+			 uint64_t *ticket);
+/* Returns once every write whose ticket is at most @ticket is durable: 0,
+ * or the failed sync's -errno (the store then refuses writes). */
+int efs_store_wait(struct efs_store *s, uint64_t ticket);
+/* efs_store_wait without blocking: @waiter->done gets its result (see
+ * struct efs_store_waiter). */
+void efs_store_wait_async(struct efs_store *s, uint64_t ticket, struct efs_store_waiter *waiter);
 /* Drops an unfinished write; NULL accepted. */
 void efs_store_write_abort(struct efs_store_writer *w);
 

@@ -363,6 +363,31 @@ void efs_store_write_commit_async(struct efs_store_writer *w, bool check_crc, ui
 		store_wait_async(s, ticket, waiter);
 }
 
+int efs_store_put_nowait(struct efs_store *s, const char *chunk_id, const void *data,
+			 size_t len, uint32_t flags, bool check_crc, uint32_t crc,
+			 uint64_t *ticket)
+{
+	struct efs_store_writer *w;
+	int r = efs_store_write_begin(s, chunk_id, len, flags, &w);
+	if (r < 0)
+		return r;
+	if ((r = efs_store_write(w, data, len)) < 0) {
+		writer_drop(w);
+		return r;
+	}
+	return store_writer_commit(w, check_crc, crc, 0, false, ticket);
+}
+
+int efs_store_wait(struct efs_store *s, uint64_t ticket)
+{
+	return store_wait_durable(s, ticket);
+}
+
+void efs_store_wait_async(struct efs_store *s, uint64_t ticket, struct efs_store_waiter *waiter)
+{
+	store_wait_async(s, ticket, waiter);
+}
+
 void efs_store_write_abort(struct efs_store_writer *w)
 {
 	if (w)

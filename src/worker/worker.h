@@ -37,6 +37,8 @@ struct efs_worker {
 	struct efs_metrics *metrics; /* every HTTP request (http_server.c) */
 	/* Payload bytes chunk GETs handed to sendfile (api.c). */
 	_Atomic uint64_t chunk_bytes_sent_from_file;
+	/* POST /chunks/batch requests answered, and the items they held (api.c). */
+	_Atomic uint64_t batch_requests, batch_items;
 };
 
 /* Prepares the data directory, starts serving and the heartbeat loop. On

@@ -53,6 +53,7 @@ enum server_mode {
 	UNTIL_CLOSE,       /* answer 201 "ok" without a length, then close */
 	EARLY,             /* read the head only, answer 413 and close */
 	SERVE_GET,         /* answer "GET /chunks/N" with N pattern bytes (get_byte), a PUT with 201 */
+	WAIT_RELEASE,      /* answer once release is set (at most 5 s; release_seen says which) */
 };
 
 #define SLOW_REPLY_LEN (256 * 1024)
@@ -69,6 +70,8 @@ struct server {
 	atomic_int typed;      /* requests with a Content-Type header */
 	atomic_llong body_bytes; /* body bytes received, all requests */
 	atomic_bool slow_done;  /* SLOW_FIRST: the slow answer has been decided */
+	atomic_bool release;      /* WAIT_RELEASE: answer now */
+	atomic_bool release_seen; /* WAIT_RELEASE: answered because of it, not the 5 s */
 	pthread_mutex_t lock;
 	int fds[MAX_CONNS];
 	pthread_t threads[MAX_CONNS];
@@ -204,6 +207,11 @@ static void *serve_conn(void *arg)
 			break;
 		if (c->srv->mode == SLOW_FIRST && !atomic_exchange(&c->srv->slow_done, true))
 			usleep(1000 * 1000);
+		if (c->srv->mode == WAIT_RELEASE) {
+			for (int waited = 0; waited < 500 && !atomic_load(&c->srv->release); waited++)
+				usleep(10 * 1000);
+			atomic_store(&c->srv->release_seen, atomic_load(&c->srv->release));
+		}
 		if (c->srv->mode == SLOW_REPLY) {
 			static const char head[] = "HTTP/1.1 200 OK\r\nContent-Length: 262144\r\n\r\n";
 			static char piece[16384];
@@ -465,6 +473,52 @@ static void test_parallel_calls_reuse_connections(void **state)
 		server_stop(&srv[i]);
 	}
 	assert_int_equal(efs_http_client_connections_opened(client) - opened, 3);
+}
+
+/* on_done of a parallel run's call comes when that call ends, not when the
+ * run does: the first call's on_done releases the second's server, which
+ * otherwise holds its answer for 5 s (past the 3 s stall rule: the second
+ * call would fail). Each on_done comes once. */
+static atomic_int done_calls;
+
+static void release_other(struct efs_http_call *call, void *ctx)
+{
+	struct server *held = ctx;
+	assert_int_equal(call->status, 201);
+	atomic_store(&held->release, true);
+	atomic_fetch_add(&done_calls, 1);
+}
+
+static void count_done(struct efs_http_call *call, void *ctx)
+{
+	(void)call;
+	(void)ctx;
+	atomic_fetch_add(&done_calls, 1);
+}
+
+static void test_on_done_comes_as_each_parallel_call_ends(void **state)
+{
+	struct server fast, held;
+	struct efs_http_call calls[2], *callp[2] = {&calls[0], &calls[1]};
+	char urls[2][64];
+	server_start(&fast, ANSWER);
+	server_start(&held, WAIT_RELEASE);
+	atomic_store(&done_calls, 0);
+	put_init(&calls[0], urls[0], sizeof(urls[0]), &fast, 1);
+	calls[0].on_done = release_other;
+	calls[0].on_done_ctx = &held;
+	put_init(&calls[1], urls[1], sizeof(urls[1]), &held, 2);
+	calls[1].on_done = count_done;
+	assert_int_equal(efs_http_call_run_parallel(client, callp, 2), 0);
+	assert_int_equal(calls[0].status, 201);
+	assert_int_equal(calls[1].error, 0);
+	assert_int_equal(calls[1].status, 201);
+	assert_true(atomic_load(&held.release_seen));
+	assert_int_equal(atomic_load(&done_calls), 2);
+	for (int i = 0; i < 2; i++)
+		efs_http_call_release(&calls[i]);
+	server_stop(&fast);
+	server_stop(&held);
 }
 
 /* Two clients share no connection: a server called through both sees two,
@@ -752,6 +806,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_clients_keep_their_own_connections),
 		cmocka_unit_test(test_parallel_calls_reuse_connections),
+		cmocka_unit_test(test_on_done_comes_as_each_parallel_call_ends),
 		cmocka_unit_test(test_closed_connection_is_replaced),
 		cmocka_unit_test(test_timed_out_connection_is_not_reused),
 		cmocka_unit_test(test_min_speed_gives_up_a_trickling_transfer),
