@@ -125,10 +125,17 @@ bool efs_replica_batch_supported(struct efs_replica_batch *b, const char *worker
 	return ok;
 }
 
+/* The result of a replica to write as a single PUT instead. */
+static void set_unsupported(struct efs_replica_batch_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	res->unsupported = true;
+}
+
+/* Under b->lock: @it is done, to be written as a single PUT. */
 static void mark_unsupported(struct item *it)
 {
-	memset(it->res, 0, sizeof(*it->res));
-	it->res->unsupported = true;
+	set_unsupported(it->res);
 	it->done = true;
 }
 
@@ -211,8 +218,10 @@ static void read_reply(struct efs_replica_batch *b, struct outgoing *o)
 			    "WORKER_BATCH_WRITES=0): its replicas are written one PUT each",
 			    o->lane->worker_id, c->status);
 		}
+		/* Results only: done is set under the lock (finish_batch), as
+		 * the owner may wake and leave as soon as it reads it. */
 		for (size_t i = 0; i < o->count; i++)
-			mark_unsupported(o->items[i]);
+			set_unsupported(o->items[i]->res);
 		return;
 	}
 	if (c->status != 200) {
