@@ -239,7 +239,7 @@ int sql_session_put_chunk(void *impl, const char *session_id, uint64_t index,
 
 /* Removes a session and its chunk list (their references were moved or
  * released by the caller). */
-static int end_session(struct sql_conn *c, const char *session_id)
+int sql_session_end(struct sql_conn *c, const char *session_id)
 {
 	int r = SQL_Q(c, "DELETE FROM session_chunks WHERE session_id = $1", NULL, NULL, NULL,
 		      SQL_TEXT(session_id));
@@ -293,7 +293,7 @@ static int complete_tx(struct sql_conn *c, void *ctx)
 		  NULL, NULL, NULL, SQL_TEXT(f->file_id), SQL_TEXT(p->session_id));
 	if (r < 0)
 		return r;
-	if ((r = end_session(c, p->session_id)) < 0)
+	if ((r = sql_session_end(c, p->session_id)) < 0)
 		return r;
 	if (p->remember_until_ms <= 0)
 		return 0;
@@ -435,7 +435,7 @@ int sql_session_release(struct sql_conn *c, const char *session_id, int64_t now_
 		  NULL, NULL, NULL, SQL_TEXT(session_id), SQL_INT(now_ms));
 	if (r < 0)
 		return r;
-	return end_session(c, session_id);
+	return sql_session_end(c, session_id);
 }
 
 static int session_delete_tx(struct sql_conn *c, void *ctx)

@@ -305,11 +305,7 @@ static int move_session(struct sql_conn *c, const char *session_id, uint64_t cou
 		return r;
 	if ((uint64_t)moved != count)
 		return -ESTALE;
-	if ((r = SQL_Q(c, "DELETE FROM session_chunks WHERE session_id = $1", NULL, NULL, NULL,
-		       SQL_TEXT(session_id))) < 0)
-		return r;
-	return SQL_Q(c, "DELETE FROM sessions WHERE session_id = $1", NULL, NULL, NULL,
-		     SQL_TEXT(session_id));
+	return sql_session_end(c, session_id);
 }
 
 /* Part @p's chunk references become chunks @first.. of @file_id. */

@@ -227,6 +227,10 @@ int sql_report_finish(void *impl, const struct efs_report_context *ctx);
  * chunks. -ENOENT when there is no such file. */
 int sql_file_release(struct sql_conn *c, const char *file_id, const char *owner, int64_t now_ms);
 
+/* In a transaction (sql_files.c): deletes session @session_id's rows
+ * and its chunk rows, leaving the chunks' counts alone (the caller moved
+ * the references, or released them). */
+int sql_session_end(struct sql_conn *c, const char *session_id);
 /* In a transaction (sql_files.c): ends session @session_id and releases
  * its chunks, as efs_meta_session_delete. -ENOENT when there is none. */
 int sql_session_release(struct sql_conn *c, const char *session_id, int64_t now_ms);
