@@ -776,7 +776,8 @@ static enum MHD_Result queue_reply(struct efs_http_req *req)
 	if (priv->queued)
 		return MHD_YES;
 	priv->queued = true;
-	if (atomic_load(&req->server->stopping))
+	if (atomic_load(&req->server->stopping) &&
+	    !MHD_get_response_header(priv->response, MHD_HTTP_HEADER_CONNECTION))
 		MHD_add_response_header(priv->response, MHD_HTTP_HEADER_CONNECTION, "close");
 	enum MHD_Result ret = MHD_queue_response(priv->conn, priv->status, priv->response);
 	if (ret != MHD_YES)
