@@ -86,6 +86,9 @@ struct efs_master_config {
 	const char *s3_domain;
 	const char *s3_region;
 	int64_t s3_multipart_expiry_ms; /* S3_MULTIPART_EXPIRY: an upload left this long is aborted */
+	/* S3_KEEPALIVE_MS: a Complete that copies parts answers 200 at once
+	 * and sends a space this often until its document (s3_hold.h). */
+	int64_t s3_keepalive_ms;
 	/* The gRPC control plane (control.h): GRPC_PORT on MASTER_HOST (0:
 	 * off; default 8090, 0 when TLS_CERT_FILE is set), and how long a
 	 * worker whose stream broke stays suspect before it is dead

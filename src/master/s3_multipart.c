@@ -39,6 +39,7 @@
 #include "master/chunk_cache.h"
 #include "master/download.h"
 #include "master/s3_checksum.h"
+#include "master/s3_hold.h"
 #include "master/s3_bucket.h"
 #include "master/s3_object.h"
 #include "master/s3_policy.h"
@@ -820,6 +821,7 @@ static int hash_parts(struct efs_master *m, const struct efs_s3_part *parts, siz
  * (re-chunking at Complete), in a hidden session of its own. */
 struct parts_copy {
 	struct efs_master *m;
+	const struct efs_s3_req *s; /* held: the copy stops if the client leaves */
 	const char *owner, *name;
 	uint64_t size; /* the parts' bytes together */
 	struct efs_upload_pipeline *pipeline;
@@ -843,6 +845,8 @@ static int copy_open_session(void *ctx, char *session_id)
 static int copy_bytes(void *ctx, const char *data, size_t len)
 {
 	struct parts_copy *cp = ctx;
+	if (efs_s3_hold_cancelled(cp->s))
+		return -ECANCELED;
 	return efs_upload_pipeline_feed(cp->pipeline, data, len);
 }
 
@@ -919,7 +923,7 @@ static int complete_reply(struct efs_s3_req *s, const struct efs_object_info *o)
 		efs_s3_xml_text(&x, "ChecksumType", "COMPOSITE");
 	}
 	efs_s3_xml_close(&x, "CompleteMultipartUploadResult");
-	return efs_s3_xml_reply(s->http, 200, &x);
+	return efs_s3_reply_xml(s, 200, &x);
 }
 
 /* Checks the listed parts against @parts (the upload's, in order), copies
@@ -979,46 +983,32 @@ static int check_parts(struct efs_s3_req *s, const struct complete_op *c,
 	return misaligned ? 1 : 0;
 }
 
-static int complete_upload_end(struct efs_s3_req *s)
+/* complete_commit's answer when the parts must be copied and the request
+ * is not held yet: nothing was done, the caller holds it and runs
+ * complete_commit again on the hold's thread. */
+#define COMPLETE_HOLD 1
+
+/* Completes the upload from the listed parts (c->listed, checked well
+ * formed) and replies: joins aligned parts; copies misaligned ones
+ * (COMPLETE_HOLD first when @may_hold and the request is not held). 0
+ * (replied), COMPLETE_HOLD, or -errno without a reply. */
+static int complete_commit(struct efs_s3_req *s, bool may_hold)
 {
 	struct complete_op *c = s->op;
 	struct efs_master *m = s->m;
-	struct efs_bucket_info b;
 	struct efs_s3_upload *u = NULL;
 	struct efs_s3_part *parts = NULL, *chosen = NULL;
 	struct efs_file_info *file = NULL;
-	struct parts_copy copy = {.m = m};
+	struct parts_copy copy = {.m = m, .s = s};
+	/* As long as the copy's pipeline: its threads use them until
+	 * copy_release, which may come at out: */
+	struct efs_policy policy;
+	struct efs_uploader uploader;
 	char etag[EFS_S3_ETAG_MAX + 1];
 	size_t n = 0;
 	int misaligned = 0;
 	int r;
 
-	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED) {
-		char sha[EFS_SHA256_HEX_LEN + 1];
-		efs_sha256_hex(c->body.data ? c->body.data : "", c->body.len, sha);
-		if (strcasecmp(sha, s->principal.payload_sha256) != 0)
-			return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
-					    "The provided 'x-amz-content-sha256' header does not "
-					    "match what was computed.");
-	}
-	if (!(c->listed = malloc(EFS_S3_PART_MAX * sizeof(*c->listed))))
-		return -ENOMEM;
-	r = efs_s3_complete_parse(c->body.data, c->body.len, c->listed, &c->listed_count);
-	if (r == -EBADMSG)
-		return efs_s3_error(
-		    s, 400, "MalformedXML",
-		    "The XML you provided was not well-formed or did not validate "
-		    "against our published schema (a <CompleteMultipartUpload> of 1 "
-		    "to %d <Part>s, each with a <PartNumber> and an <ETag>).",
-		    EFS_S3_PART_MAX);
-	if (r == -ERANGE)
-		return efs_s3_error(s, 400, "InvalidPartOrder",
-				    "The list of parts was not in ascending order. The parts list "
-				    "must be specified in order by part number.");
-	if (r < 0)
-		return r;
-	if (efs_s3_own_bucket(s, &b) < 0)
-		return 0;
 	if (!(u = malloc(sizeof(*u))) || !(file = malloc(sizeof(*file))) ||
 	    !(chosen = malloc(c->listed_count * sizeof(*chosen)))) {
 		r = -ENOMEM;
@@ -1048,11 +1038,14 @@ static int complete_upload_end(struct efs_s3_req *s)
 			r = 0;
 			goto out;
 		}
+		if (misaligned && may_hold && !s->hold) {
+			r = COMPLETE_HOLD;
+			goto out;
+		}
 		if ((r = efs_random_hex(file->file_id, EFS_FILE_ID_LEN / 2)) < 0)
 			goto out;
 		efs_strlcpy(file->owner, u->owner, sizeof(file->owner));
 		efs_s3_file_name(s->key, file->name, sizeof(file->name));
-		struct efs_policy policy;
 		if ((r = efs_s3_upload_policy(m, u, &policy)) < 0) {
 			r = efs_s3_error_store(s, r, "CompleteMultipartUpload policy");
 			goto out;
@@ -1062,7 +1055,6 @@ static int complete_upload_end(struct efs_s3_req *s)
 		if (misaligned) {
 			/* Re-chunk: the parts' bytes, copied once into new chunks
 			 * (the pipeline hashes them as they pass). */
-			struct efs_uploader uploader;
 			efs_api_policy_uploader(&m->uploader, &policy, &uploader);
 			copy.owner = u->owner;
 			copy.name = file->name;
@@ -1078,8 +1070,15 @@ static int complete_upload_end(struct efs_s3_req *s)
 			copy_release(&copy, u->upload_id);
 			continue; /* a part changed under us: read them again */
 		}
+		if (r == -ECANCELED && efs_s3_hold_cancelled(s)) {
+			efs_warn("s3 upload %s: the client left during the copy of its parts: "
+				 "stopped, the copy released, the upload still open (request %s)",
+				 u->upload_id, s->request_id);
+			goto out;
+		}
 		if ((r == -EDQUOT || r == -ENOSPC) && misaligned) {
-			efs_http_add_header(s->http, "Retry-After", "1");
+			if (!s->hold) /* a held reply's head went out */
+				efs_http_add_header(s->http, "Retry-After", "1");
 			r = efs_s3_error(s, 503, "SlowDown", "%s",
 					 copy.reserved ? "Not enough live workers with room for "
 							 "every replica"
@@ -1145,6 +1144,58 @@ out:
 	free(parts);
 	free(chosen);
 	return r;
+}
+
+/* efs_s3_hold_start's operation: the copy and the rest, held. */
+static int complete_held(struct efs_s3_req *s, void *ctx)
+{
+	(void)ctx;
+	return complete_commit(s, false);
+}
+
+static int complete_upload_end(struct efs_s3_req *s)
+{
+	struct complete_op *c = s->op;
+	struct efs_bucket_info b;
+	int r;
+
+	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED) {
+		char sha[EFS_SHA256_HEX_LEN + 1];
+		efs_sha256_hex(c->body.data ? c->body.data : "", c->body.len, sha);
+		if (strcasecmp(sha, s->principal.payload_sha256) != 0)
+			return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
+					    "The provided 'x-amz-content-sha256' header does not "
+					    "match what was computed.");
+	}
+	if (!(c->listed = malloc(EFS_S3_PART_MAX * sizeof(*c->listed))))
+		return -ENOMEM;
+	r = efs_s3_complete_parse(c->body.data, c->body.len, c->listed, &c->listed_count);
+	if (r == -EBADMSG)
+		return efs_s3_error(
+		    s, 400, "MalformedXML",
+		    "The XML you provided was not well-formed or did not validate "
+		    "against our published schema (a <CompleteMultipartUpload> of 1 "
+		    "to %d <Part>s, each with a <PartNumber> and an <ETag>).",
+		    EFS_S3_PART_MAX);
+	if (r == -ERANGE)
+		return efs_s3_error(s, 400, "InvalidPartOrder",
+				    "The list of parts was not in ascending order. The parts list "
+				    "must be specified in order by part number.");
+	if (r < 0)
+		return r;
+	if (efs_s3_own_bucket(s, &b) < 0)
+		return 0;
+	/* Parts to copy can take minutes: as S3, 200 at once, then spaces
+	 * until the document (s3_hold.h). Errors found before the copy
+	 * starts still get their own status. */
+	if ((r = complete_commit(s, true)) != COMPLETE_HOLD)
+		return r;
+	if ((r = efs_s3_hold_start(s, complete_held, NULL, s->m->cfg.s3_keepalive_ms)) == 0)
+		return 0;
+	efs_warn("s3 request %s: cannot hold the reply (%s): copying the parts before any "
+		 "answer",
+		 s->request_id, strerror(-r));
+	return complete_commit(s, false);
 }
 
 int efs_s3_complete_upload_begin(struct efs_s3_req *s)

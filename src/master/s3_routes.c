@@ -7,6 +7,7 @@
 #include "echofs/util.h"
 #include "master/chunk_backend.h"
 #include "master/s3_bucket.h"
+#include "master/s3_hold.h"
 #include "master/s3_multipart.h"
 #include "master/s3_object.h"
 #include "master/s3_xml.h"
@@ -42,8 +43,21 @@ int efs_s3_error(struct efs_s3_req *s, unsigned status, const char *code, const 
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
 	resource_of(s, resource, sizeof(resource));
+	if (s->hold) {
+		struct efs_s3_xml x;
+		efs_s3_xml_error(&x, code, message, resource, s->request_id);
+		efs_s3_hold_document(s, status, &x);
+		return 0;
+	}
 	efs_s3_reply_error(s->http, status, code, resource, s->request_id, "%s", message);
 	return 0;
+}
+
+int efs_s3_reply_xml(struct efs_s3_req *s, unsigned status, struct efs_s3_xml *x)
+{
+	if (efs_s3_hold_document(s, status, x))
+		return 0;
+	return efs_s3_xml_reply(s->http, status, x);
 }
 
 int efs_s3_error_store(struct efs_s3_req *s, int err, const char *what)
@@ -156,6 +170,7 @@ static void s3_req_free(void *state)
 	struct efs_s3_req *s = state;
 	if (!s)
 		return;
+	efs_s3_hold_end(s); /* a held operation uses the op until it returns */
 	if (s->op_free)
 		s->op_free(s->op);
 	efs_s3_chunked_free(s->chunked);

@@ -48,6 +48,9 @@ struct efs_s3_req {
 	efs_s3_fn on_end;
 	void *op;
 	void (*op_free)(void *op);
+	/* Set when the reply's 200 went out before the operation ended
+	 * (s3_hold.h): its documents go into the held body. */
+	struct efs_s3_hold *hold;
 };
 
 /* The bucket and key a request addresses. */
@@ -75,6 +78,10 @@ extern const size_t efs_s3_route_count;
  * path. Returns 0 (the reply's own failure is logged by the wrapper). */
 int efs_s3_error(struct efs_s3_req *s, unsigned status, const char *code, const char *fmt, ...)
     EFS_PRINTF(4, 5);
+/* Replies the document @x (released) with @status; into the held body
+ * when the request is held (s3_hold.h). As efs_s3_xml_reply. */
+struct efs_s3_xml;
+int efs_s3_reply_xml(struct efs_s3_req *s, unsigned status, struct efs_s3_xml *x);
 /* Replies the S3 error for a metadata store failure @err (503
  * ServiceUnavailable for -EAGAIN, else 500 InternalError), logged. */
 int efs_s3_error_store(struct efs_s3_req *s, int err, const char *what);

@@ -10,7 +10,7 @@
 void efs_s3_xml_init(struct efs_s3_xml *x)
 {
 	efs_buf_init(&x->buf, EFS_S3_XML_MAX);
-	x->err = efs_buf_puts(&x->buf, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+	x->err = efs_buf_puts(&x->buf, EFS_S3_XML_DECLARATION);
 }
 
 void efs_s3_xml_release(struct efs_s3_xml *x)
@@ -132,6 +132,19 @@ int efs_s3_xml_reply(struct efs_http_req *req, unsigned status, struct efs_s3_xm
 	return r;
 }
 
+void efs_s3_xml_error(struct efs_s3_xml *x, const char *code, const char *message,
+		      const char *resource, const char *request_id)
+{
+	efs_s3_xml_init(x);
+	efs_s3_xml_open(x, "Error", NULL);
+	efs_s3_xml_text(x, "Code", code);
+	efs_s3_xml_text(x, "Message", message);
+	if (resource)
+		efs_s3_xml_text(x, "Resource", resource);
+	efs_s3_xml_text(x, "RequestId", request_id);
+	efs_s3_xml_close(x, "Error");
+}
+
 int efs_s3_reply_error(struct efs_http_req *req, unsigned status, const char *code,
 		       const char *resource, const char *request_id, const char *fmt, ...)
 {
@@ -142,13 +155,6 @@ int efs_s3_reply_error(struct efs_http_req *req, unsigned status, const char *co
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
 
-	efs_s3_xml_init(&x);
-	efs_s3_xml_open(&x, "Error", NULL);
-	efs_s3_xml_text(&x, "Code", code);
-	efs_s3_xml_text(&x, "Message", message);
-	if (resource)
-		efs_s3_xml_text(&x, "Resource", resource);
-	efs_s3_xml_text(&x, "RequestId", request_id);
-	efs_s3_xml_close(&x, "Error");
+	efs_s3_xml_error(&x, code, message, resource, request_id);
 	return efs_s3_xml_reply(req, status, &x);
 }

@@ -21,6 +21,9 @@
 /* The largest document: a listing of 1000 keys of 1024 bytes, escaped. */
 #define EFS_S3_XML_MAX ((size_t)16 * 1024 * 1024)
 
+/* The first line of every document. */
+#define EFS_S3_XML_DECLARATION "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+
 struct efs_s3_xml {
 	struct efs_buf buf;
 	int err; /* the first failure, 0 while none */
@@ -48,6 +51,10 @@ void efs_s3_xml_escape(struct efs_s3_xml *x, const char *text);
  * sent then). */
 int efs_s3_xml_reply(struct efs_http_req *req, unsigned status, struct efs_s3_xml *x);
 
+/* Starts @x as an S3 error document (the one efs_s3_reply_error sends),
+ * for a caller that sends it itself. @resource may be NULL. */
+void efs_s3_xml_error(struct efs_s3_xml *x, const char *code, const char *message,
+		      const char *resource, const char *request_id);
 /* Replies an S3 error document:
  *   <Error><Code>@code</Code><Message>...</Message>
  *   <Resource>@resource</Resource><RequestId>@request_id</RequestId></Error>

@@ -35,7 +35,7 @@ TIMEOUT = 120  # per client command; a hung client fails the test, never the sui
 @pytest.fixture(scope="module")
 def s3(shared_cluster):
     """The master (two workers, every chunk on both) with its S3 port."""
-    master = start_s3(shared_cluster, workers=2, REPLICATION_FACTOR="2")
+    master = start_s3(shared_cluster, workers=2, REPLICATION_FACTOR="2", CHUNK_SIZE=str(4 << 20))
     master.s3_ca = str(shared_cluster.tls.ca) if shared_cluster.tls else None
     return master
 

@@ -16,13 +16,16 @@ complete into 4 MiB chunks. On main these Completes answer 400 InvalidPart.
 """
 
 import hashlib
+import http.client
 import os
+import ssl
 import threading
+from xml.etree import ElementTree
 
 import pytest
 
 import echofs_harness as h
-from s3_helpers import access_key, client, error_code
+from s3_helpers import access_key, client, error_code, signed_request
 from test_s3_multipart import md5, multipart_etag, referenced_chunks, upload_parts
 
 MIB = 1024 * 1024
@@ -302,3 +305,130 @@ def test_a_master_killed_during_the_copy_leaks_nothing(cluster, tmp_path):
     # the first new one blocked: once the object goes, nothing holds them
     c.delete_object(Bucket="mpu", Key="crashed")
     h.wait_until(lambda: referenced_chunks(master)[0] == before, 60)
+
+
+def complete_body(listed):
+    return ("<CompleteMultipartUpload>" + "".join(
+        f"<Part><PartNumber>{p['PartNumber']}</PartNumber><ETag>{p['ETag']}</ETag></Part>"
+        for p in listed) + "</CompleteMultipartUpload>").encode()
+
+
+def raw_complete(master, key, object_key, upload_id, listed):
+    """POSTs a Complete by hand (http.client: the body is read piece by
+    piece); returns (connection, response) once the head has come."""
+    body = complete_body(listed)
+    path = f"/mpu/{object_key}?uploadId={upload_id}"
+    headers = signed_request(key, "POST", master.s3_url + path, body)
+    port = int(master.s3_url.rsplit(":", 1)[1])
+    if master.s3_url.startswith("https"):
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=60,
+            context=ssl.create_default_context(cafile=master.s3_verify))
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", path, body=body, headers=headers)
+    return conn, conn.getresponse()
+
+
+DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+@pytest.mark.requires_workers(reason="holds the worker's disk writes (tests/preload/sync_gate.c)")
+def test_a_long_copy_answers_200_at_once_and_spaces_until_its_document(cluster, tmp_path):
+    """As S3 does for a Complete that takes long: the head (200) comes at
+    once, then the XML declaration and a space every S3_KEEPALIVE_MS while
+    the copy cannot store its chunks (the worker's fdatasync held), then
+    the result. A client's read timeout never sees a silent connection."""
+    gate = tmp_path / "gate"
+    master = gated_s3_master(cluster, gate, S3_KEEPALIVE_MS="50")
+    key = access_key(master, "rechunk-erin")
+    c = client(master, key)
+    c.create_bucket(Bucket="mpu")
+    parts = [os.urandom(5 * MIB + 1), os.urandom(5 * MIB + 1), os.urandom(99)]
+    upload_id, listed = upload_parts(c, "held", parts)
+    gate.touch()
+    conn = None
+    try:
+        mark = master.log_mark()
+        conn, resp = raw_complete(master, key, "held", upload_id, listed)
+        # the head while no chunk of the copy can be stored
+        assert resp.status == 200
+        assert resp.getheader("Content-Type") == "application/xml"
+        assert resp.getheader("x-amz-request-id")
+        master.wait_for_log(r"parts not aligned on chunks: copying", 30, since=mark)
+        assert resp.read(len(DECLARATION)) == DECLARATION
+        assert resp.read(5) == b"     "  # 5 keepalive intervals
+    finally:
+        gate.unlink()
+    rest = resp.read()
+    conn.close()
+    doc = rest.lstrip(b" ")
+    assert doc.startswith(b"<CompleteMultipartUploadResult"), rest[:300]
+    root = ElementTree.fromstring(DECLARATION + rest)  # the whole body is one document
+    ns = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
+    assert root.find("s3:ETag", ns).text == multipart_etag(parts)
+    assert root.find("s3:Key", ns).text == "held"
+    assert_reads_back(master, c, "rechunk-erin", "held", parts)
+
+
+@pytest.mark.requires_workers(reason="holds the worker's disk writes (tests/preload/sync_gate.c)")
+def test_an_error_after_the_200_is_the_body_and_a_client_that_leaves_stops_the_copy(
+        cluster, tmp_path):
+    """A held Complete whose part 2 is replaced during the copy: 200, then
+    an <Error> InvalidPart as the body (S3 clients look for it). Another,
+    whose client hangs up during the copy: the copy stops, its chunks are
+    released (the parts' stay), the upload stays open and completes later."""
+    gate = tmp_path / "gate"
+    master = gated_s3_master(cluster, gate, S3_KEEPALIVE_MS="50")
+    key = access_key(master, "rechunk-frank")
+    c = client(master, key)
+    c.create_bucket(Bucket="mpu")
+    before, _ = referenced_chunks(master)
+    p1, p2, p3 = os.urandom(5 * MIB + 1), os.urandom(5 * MIB + 1), os.urandom(99)
+    upload_id, listed = upload_parts(c, "raced", [p1, p2, p3])
+    h.wait_until(lambda: referenced_chunks(master)[0] == before + 13, 10)
+    gate.touch()
+    try:
+        mark = master.log_mark()
+        conn, resp = raw_complete(master, key, "raced", upload_id, listed)
+        assert resp.status == 200
+        master.wait_for_log(r"parts not aligned on chunks: copying", 30, since=mark)
+        r = c.upload_part(Bucket="mpu", Key="raced", UploadId=upload_id, PartNumber=2, Body=p1)
+    finally:
+        gate.unlink()
+    body = resp.read()
+    conn.close()
+    assert body.startswith(DECLARATION), body[:300]
+    root = ElementTree.fromstring(body)
+    assert root.tag == "Error" and root.find("Code").text == "InvalidPart", body
+    assert root.find("RequestId").text == resp.getheader("x-amz-request-id")
+    # the parts' chunks only (part 2 is part 1's now): 6 + 1
+    h.wait_until(lambda: referenced_chunks(master)[0] == before + 7, 10)
+    listed[1] = {"PartNumber": 2, "ETag": r["ETag"]}
+
+    # The client leaves while the copy waits for the worker's disk.
+    big = os.urandom(5 * MIB + 7)
+    r = c.upload_part(Bucket="mpu", Key="raced", UploadId=upload_id, PartNumber=1, Body=big)
+    listed[0] = {"PartNumber": 1, "ETag": r["ETag"]}
+    h.wait_until(lambda: referenced_chunks(master)[0] == before + 13, 10)
+    gate.touch()
+    try:
+        mark = master.log_mark()
+        conn, resp = raw_complete(master, key, "raced", upload_id, listed)
+        assert resp.status == 200
+        master.wait_for_log(r"parts not aligned on chunks: copying", 30, since=mark)
+        assert resp.read(len(DECLARATION) + 2).startswith(DECLARATION)
+        conn.close()  # hangs up
+        # the master's next space finds the connection gone
+        master.wait_for_log(r"access POST /mpu/raced\S* 200 .*aborted=", 30, since=mark)
+    finally:
+        gate.unlink()
+    master.wait_for_log(r"the client left during the copy of its parts: stopped", 30,
+                        since=mark)
+    # the copy's chunks released: the parts' 6 + 6 + 1 stay
+    h.wait_until(lambda: referenced_chunks(master)[0] == before + 13, 20)
+    assert error_code(c.head_object, Bucket="mpu", Key="raced") == "404"
+    done = c.complete_multipart_upload(Bucket="mpu", Key="raced", UploadId=upload_id,
+                                       MultipartUpload={"Parts": listed})
+    assert done["ETag"] == multipart_etag([big, p1, p3])
+    assert_reads_back(master, c, "rechunk-frank", "raced", [big, p1, p3])
