@@ -12,7 +12,10 @@ the same; nothing leaks (the parts' chunks that the copy does not share
 are collected; an aborted misaligned upload releases everything; so does a
 copy cut short by a master killed during it); parts
 uploaded under CHUNK_SIZE 1 MiB and 4 MiB (a master restart between them)
-complete into 4 MiB chunks. On main these Completes answer 400 InvalidPart.
+complete into 4 MiB chunks. A copy that takes long answers as S3 does
+(src/master/s3_hold.c): 200 at once, the XML declaration, a space every
+S3_KEEPALIVE_MS, then the result or an <Error> as the body; a client that
+hangs up stops the copy, which releases its chunks.
 """
 
 import hashlib
