@@ -154,6 +154,13 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 			     30LL * 86400000, false, &v, err, errlen)) < 0)
 		return r;
 	cfg->report_interval_ms = (int64_t)v;
+	/* A master judges a batch of 5000 chunks in tens of milliseconds; a
+	 * minute covers a store that stalls (a checkpoint, a failover) without
+	 * judging the batch again. */
+	if ((r = efs_env_u64("REPORT_BATCH_TIMEOUT_MS", 60000, 1000, 600000, false, &v, err,
+			     errlen)) < 0)
+		return r;
+	cfg->report_batch_timeout_ms = (int64_t)v;
 	if ((r = efs_env_tls(&cfg->tls, err, errlen)) < 0)
 		return r;
 	if ((r = efs_env_u64("HEADER_TIMEOUT_MS", EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS,

@@ -40,6 +40,9 @@ struct efs_worker_config {
 	int64_t scrub_interval_ms;
 	uint64_t scrub_bandwidth;   /* bytes/s the scrubber may read */
 	int64_t report_interval_ms; /* full chunk reports, besides one per registration */
+	/* REPORT_BATCH_TIMEOUT_MS: how long a report batch waits for the
+	 * master's verdicts (HTTP and gRPC) before it is sent again. */
+	int64_t report_batch_timeout_ms;
 	struct efs_tls_config tls;  /* HTTPS served with cert/key; masters verified with ca */
 	enum efs_log_level log_level;
 	/* TOPOLOGY_VISIBLE_TO: "operators" puts /metrics behind the cluster secret */

@@ -117,10 +117,12 @@ void efs_worker_ctx_release(struct efs_worker_ctx *ctx);
  * initialised in every case: release it after. Heartbeat thread only. */
 int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,
 			json_t *body);
-/* efs_worker_ctx_post on the caller's own client @http: any thread (the
- * report thread). */
+/* efs_worker_ctx_post on the caller's own client @http, waiting up to
+ * @timeout_ms for the whole exchange (0: efs_worker_ctx_post's 5 s): any
+ * thread (the report thread). */
 int efs_worker_ctx_post_on(struct efs_worker_ctx *ctx, struct efs_http_client *http,
-			   struct efs_http_call *call, const char *path, json_t *body);
+			   long timeout_ms, struct efs_http_call *call, const char *path,
+			   json_t *body);
 /* The current master's URL (for messages). Heartbeat thread only. */
 const char *efs_worker_ctx_master_url(const struct efs_worker_ctx *ctx);
 /* Copies the current id (EFS_ID_MAX + 1 bytes) and registration state. Any

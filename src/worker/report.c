@@ -40,8 +40,8 @@
 #define PATH_REPORT "/echofs.v1.ControlPlane/Report"
 /* Most opening a Report call or writing one batch on it may take. */
 #define REPORT_GRPC_SEND_MS 10000
-/* Most the master may take to judge one batch (one transaction). */
-#define REPORT_GRPC_REPLY_MS 60000
+/* The most the master may take to judge one batch, on either transport:
+ * cfg->report_batch_timeout_ms (REPORT_BATCH_TIMEOUT_MS). */
 /* The longest slice of a wait for a verdict (the stop is checked between). */
 #define REPORT_GRPC_SLICE_MS 200
 /* Exchanges of one batch before the report is given up (report.h): the
@@ -147,7 +147,7 @@ static int exchange_grpc(struct report *rep, const json_t *body, json_t **answer
 	echofs__v1__report_batch__pack(&b, buf);
 	if ((r = efs_rpc_stream_send(rep->stream, buf, len, REPORT_GRPC_SEND_MS)) < 0)
 		goto out;
-	int64_t deadline = efs_mono_ms() + REPORT_GRPC_REPLY_MS;
+	int64_t deadline = efs_mono_ms() + rep->ctx->cfg->report_batch_timeout_ms;
 	while ((r = efs_rpc_stream_recv(rep->stream, REPORT_GRPC_SLICE_MS, &in)) == 0) {
 		if (stopping(rep->rp)) {
 			r = -ECANCELED;
@@ -193,7 +193,8 @@ static int exchange(struct report *rep, json_t *body, json_t **answer)
 	*answer = NULL;
 	if (rep->stream)
 		return exchange_grpc(rep, body, answer);
-	int r = efs_worker_ctx_post_on(rep->ctx, rep->rp->http, &call, rep->path,
+	int r = efs_worker_ctx_post_on(rep->ctx, rep->rp->http,
+				       (long)rep->ctx->cfg->report_batch_timeout_ms, &call, rep->path,
 				       json_incref(body));
 	if (r == 0 && call.status != 200)
 		r = call.status == 404 ? -ENOENT : -EIO;

@@ -14,6 +14,10 @@ report that carries chunks, one of two ways:
 * lost answer: the master judges the batch (its replicas' seen_at are
   written, its verdicts given) and the proxy drops the answer.
 
+And one way that is not a failure: a slow answer (7 s, a master whose
+store is slow to judge a batch) is waited for (REPORT_BATCH_TIMEOUT_MS,
+60 s), not sent again: batches over HTTP used to time out after 5 s.
+
 Then every chunk of the store is in the report once, and the failed
 batch's chunks twice; the report ends (its last batch answered), and the
 master marked no replica bad for it: files whose only replica is on this
@@ -140,6 +144,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault == "lost-answer":
             self.close_connection = True  # judged by the master, never answered
             return
+        if fault == "slow-answer":
+            time.sleep(SLOW_ANSWER_S)
         self._reply(resp, data)
         if last and resp.status == 200:
             proxy.last_answered.set()
@@ -169,7 +175,10 @@ def metric(url: str, name: str) -> float:
     return float(m.group(1))
 
 
-@pytest.mark.parametrize("fault", ["timeout", "lost-answer"])
+SLOW_ANSWER_S = 7  # past the 5 s the worker's HTTP calls used to allow a batch
+
+
+@pytest.mark.parametrize("fault", ["timeout", "lost-answer", "slow-answer"])
 def test_a_failed_batch_is_sent_again_and_the_report_resumes(cluster, fault):
     m = cluster.add_master(REPLICATION_FACTOR=1, CHUNK_SIZE=65536)
     proxy = ReportProxy(m.url)
@@ -180,7 +189,10 @@ def test_a_failed_batch_is_sent_again_and_the_report_resumes(cluster, fault):
 
 
 def run(cluster, m, proxy: ReportProxy, fault: str):
-    w = cluster.add_worker(master=m, master_url=proxy.url, WORKER_PROTOCOL="http")
+    # the held batch is given up after 3 s (the default 60 s would make
+    # this test wait that long)
+    env = {"REPORT_BATCH_TIMEOUT_MS": "3000"} if fault == "timeout" else {}
+    w = cluster.add_worker(master=m, master_url=proxy.url, WORKER_PROTOCOL="http", **env)
     api = m.user_client()
     files = {}
     for i in range(5):
@@ -216,8 +228,14 @@ def run(cluster, m, proxy: ReportProxy, fault: str):
         seen.update(batch)
     assert seen == held, "the report did not list exactly the chunks the worker holds"
     i = batches.index(failed)
-    assert batches[i + 1] == failed, "the failed batch was not sent again as it was"
-    assert metric(w.url, "echofs_worker_report_batches_resent_total") == resends >= 1
+    if fault == "slow-answer":
+        # waited for: once, then the next batch
+        assert batches.count(failed) == 1 and batches[i + 1] != failed, \
+            "a batch answered in 7 s was sent again"
+        assert metric(w.url, "echofs_worker_report_batches_resent_total") == resends == 0
+    else:
+        assert batches[i + 1] == failed, "the failed batch was not sent again as it was"
+        assert metric(w.url, "echofs_worker_report_batches_resent_total") == resends >= 1
     assert metric(w.url, "echofs_worker_full_reports_failed_total") == 0
 
     # The master marked nothing bad for the interrupted batch: each chunk's
@@ -226,7 +244,8 @@ def run(cluster, m, proxy: ReportProxy, fault: str):
         info = api.get(f"/api/v1/files/{fid}").json()
         assert all(c["good_replicas"] == 1 for c in info["chunks"]), info
         assert api.download(fid) == data
-    assert "sent again" in w.stderr(), "the worker's log does not say it sent a batch again"
+    if fault != "slow-answer":
+        assert "sent again" in w.stderr(), "the worker's log does not say it sent a batch again"
 
 
 def test_a_broken_grpc_report_goes_on_over_http_from_the_failed_batch(cluster, nemesis):
