@@ -266,6 +266,28 @@ int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *
 	return 0;
 }
 
+/* At most this many copies of one report batch kept for a write under way
+ * are handed to the late-write watch; any more wait for the next report
+ * (uploads pin only the chunks they are writing: a handful). */
+#define WITHHELD_MAX 64
+
+/* Hands the copies of @worker_id a report's verdicts said to delete, kept
+ * because this master is writing those chunks right now, to the
+ * late-write watch (late_writes.h): no row names them, and the next full
+ * report may be an hour away. */
+static void watch_withheld(struct efs_master *m, const char *worker_id, const char *const *ids,
+			   size_t count)
+{
+	struct efs_worker_info w;
+	if (efs_meta_worker_get(m->meta, worker_id, &w) < 0)
+		return; /* gone: nothing to call; a report of its next life judges */
+	for (size_t i = 0; i < count; i++)
+		efs_late_writes_note(&m->late_writes, worker_id, w.url, ids[i]);
+	efs_info("worker %s report: %zu copies to delete kept for now (this master is writing "
+		 "those chunks): watched, deleted once the writes end unless a row names them",
+		 worker_id, count);
+}
+
 int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 			 const struct efs_report_body *rb_in, struct efs_report_verdicts *out)
 {
@@ -275,6 +297,8 @@ int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 	bool *pinned = NULL; /* entries[i] was pinned before the verdicts */
 	const json_t *item;
 	int adopted = 0, marked = 0, r;
+	const char *withheld_ids[WITHHELD_MAX];
+	size_t withheld = 0;
 
 	out->del = NULL;
 	efs_registry_note_contact(&m->registry, worker_id);
@@ -336,12 +360,21 @@ int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 		}
 		/* A copy this master is writing right now is kept, however
 		 * short ORPHAN_GRACE_MS is (the age check in the verdict is
-		 * what protects other masters' writes). */
-		if (entries[i].verdict == EFS_REPORT_DELETE && !pinned[i] &&
-		    !efs_chunk_backend_pinned(m->chunks, entries[i].chunk_id))
-			json_array_append_new(del, json_string(entries[i].chunk_id));
+		 * what protects other masters' writes). But no row names it
+		 * now (the verdict dropped a surplus replica's, or there was
+		 * none), and the worker's next full report may be an hour
+		 * away: the late-write watch deletes it once the write is
+		 * over, unless a row names it by then (late_writes.h). */
+		if (entries[i].verdict == EFS_REPORT_DELETE) {
+			if (!pinned[i] && !efs_chunk_backend_pinned(m->chunks, entries[i].chunk_id))
+				json_array_append_new(del, json_string(entries[i].chunk_id));
+			else if (withheld < WITHHELD_MAX)
+				withheld_ids[withheld++] = entries[i].chunk_id;
+		}
 		adopted += entries[i].verdict == EFS_REPORT_ADOPT;
 	}
+	if (withheld > 0)
+		watch_withheld(m, worker_id, withheld_ids, withheld);
 	if (rb.last) {
 		r = efs_meta_report_finish(m->meta, &ctx);
 		if (r > 0)

@@ -3,7 +3,10 @@ judged by the master and many deleted by the worker as orphans) keeps
 beating all along; the report runs on its own thread (issue 12, defect 4)."""
 
 import concurrent.futures
+import hashlib
 import os
+import re
+import threading
 import time
 
 import echofs_harness as h
@@ -148,3 +151,73 @@ def test_a_rejoin_asks_for_one_report_not_one_per_beat(cluster):
     report(True, again)
     assert beat() is False, "a report begun after the ask did not answer it"
     m.wait_for_log(rf"worker {wid} beats again after it was counted dead", timeout=5)
+
+
+SYNC_GATE_SO = h.REPO / "build" / ("san" if h.SANITIZE else "dev") / "tests" / "sync_gate.so"
+
+
+def in_flight(worker):
+    r = worker.client().get("/metrics")
+    m = re.search(r"^echofs_http_requests_in_flight (\d+)", r.text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def test_a_copy_a_report_would_delete_during_an_upload_of_it_is_deleted_after(cluster, tmp_path):
+    """A worker's report judges an old copy no row names (an orphan) while
+    this master is uploading the same bytes: the master keeps the copy for
+    now (the upload may be about to count it) and the worker's next full
+    report is an hour away, so the late-write watch deletes it once the
+    upload is over (a random-faults run found such a copy left at 4 copies
+    of a chunk: a surplus replica whose row the report had dropped). The
+    upload's one worker holds its disk writes (tests/preload/sync_gate.c)
+    while the orphan's worker reports; the orphan's worker is full, so no
+    upload writes there."""
+    assert SYNC_GATE_SO.exists(), f"{SYNC_GATE_SO} is missing: build it first (make)"
+    gate = tmp_path / "gate"
+    m = cluster.add_master(REPLICATION_FACTOR=1, ORPHAN_GRACE_MS=500,
+                           WORKER_DEAD_AFTER_MS=60000)
+    env = {"LD_PRELOAD": str(SYNC_GATE_SO), "ECHOFS_SYNC_GATE": str(gate)}
+    if h.SANITIZE:
+        env["ASAN_OPTIONS"] = h.ASAN_OPTIONS + ":verify_asan_link_order=0"
+    writer = cluster.add_worker("gated", master=m, **env)
+    # room for the orphan, not for an upload (placement wants 16 KiB spare)
+    full = cluster.add_worker("full", master=m, WORKER_CAPACITY_BYTES=30000)
+    m.wait_workers(alive=2, total=2)
+    data = os.urandom(20_000)  # random: stored as it is, one chunk
+    chunk_id = hashlib.sha256(data).hexdigest()
+    secret = full.client(h.CLUSTER_SECRET)
+    r = secret.put(f"/chunks/{chunk_id}", data=data,
+                   headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    time.sleep(1.0)  # older than ORPHAN_GRACE_MS
+    api = m.user_client()
+    answer = {}
+    gate.touch()
+    mark, upload = m.log_mark(), None
+    try:
+        upload = threading.Thread(target=lambda: answer.update(r=api.post(
+            "/api/v1/files/upload", params={"name": "same.bin"}, data=data,
+            headers={"Content-Type": "application/octet-stream"})))
+        upload.start()
+        # the upload's write is at the gated worker's disk: the chunk is
+        # pinned until it is stored (the master gives up after 3 s)
+        wait_until(lambda: in_flight(writer) >= 2, 3, interval=0.01,
+                   what="the upload's write to be under way")
+        wmark = full.log_mark()
+        full.restart()  # its registration asks for a full report
+        full.wait_for_log(r"chunk report sent", timeout=10, since=wmark)
+    finally:
+        gate.unlink()
+        if upload:
+            upload.join(30)
+    assert answer["r"].status_code == 201, answer["r"].text
+    fid = answer["r"].json()["file_id"]
+    info = api.get(f"/api/v1/files/{fid}").json()
+    assert [c["chunk_id"] for c in info["chunks"]] == [chunk_id], info
+    assert m.wait_for_log(r"copies to delete kept for now \(this master is writing", 5,
+                          since=mark)
+    # deleted by the watch, not left for the report an hour away
+    wait_until(lambda: secret.head(f"/chunks/{chunk_id}").status_code == 404, 20,
+               what="the orphan copy deleted")
+    assert api.download(fid) == data
+    assert writer.client(h.CLUSTER_SECRET).head(f"/chunks/{chunk_id}").status_code == 200
