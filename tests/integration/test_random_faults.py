@@ -415,7 +415,10 @@ def run(cluster: h.Cluster, nemesis: nm.Nemesis) -> None:
     # beating (the master's watch of given-up writes, late_writes.c); a
     # copy an upload wrote again while a report dropped its row (the
     # worker's follow-up report); a copy a report adopted after a DELETE
-    # removed it (the worker's lost ids after the report, report.c).
+    # removed it (the worker's lost ids after the report, report.c); a
+    # copy a report said to delete (a surplus replica after a return, its
+    # row dropped) kept because an upload of the same bytes was under way
+    # (the late-write watch too, api_workers.c:watch_withheld).
     # docs/OPERATIONS.md "The randomized run" has the long runs.
     poll(settled, SETTLE_S * SLOWDOWN + h.TIMING_MARGIN_S,
          "every chunk to settle at exactly 3 copies, and no orphan", interval=0.5)
