@@ -392,6 +392,7 @@ struct chunk_batch {
 	struct efs_http_req *req;
 	size_t count;
 	int results[EFS_CHUNK_BATCH_MAX_ITEMS]; /* 0 stored, or the store's -errno */
+	char ids[EFS_CHUNK_BATCH_MAX_ITEMS][65]; /* for the log of refusals */
 };
 
 /* {"items": [{"status": 201} | {"status": N, "error": {"code", "message"}}, ...]}
@@ -400,6 +401,9 @@ struct chunk_batch {
 static int chunk_batch_reply(struct efs_http_req *req, struct chunk_batch *b, int synced)
 {
 	json_t *items = json_array();
+	size_t refused = 0, first = 0;
+	unsigned first_status = 0;
+	char first_message[256] = "";
 	if (!items)
 		return -ENOMEM;
 	for (size_t i = 0; i < b->count; i++) {
@@ -415,12 +419,22 @@ static int chunk_batch_reply(struct efs_http_req *req, struct chunk_batch *b, in
 			efs_http_errno_message(rule, r, "", message, sizeof(message));
 			item = json_pack("{s:i, s:{s:s, s:s}}", "status", (int)kind->status, "error",
 					 "code", kind->code, "message", message);
+			if (refused++ == 0) {
+				first = i;
+				first_status = kind->status;
+				efs_strlcpy(first_message, message, sizeof(first_message));
+			}
 		}
 		if (!item || json_array_append_new(items, item) < 0) {
 			json_decref(items);
 			return -ENOMEM;
 		}
 	}
+	/* The access log shows the batch's 200: what it refused is said here,
+	 * as a refused single PUT's status is there. */
+	if (refused > 0)
+		efs_warn("chunk batch: %zu of %zu chunks refused (the first, chunk %.12s: %u %s)",
+			 refused, b->count, b->ids[first], first_status, first_message);
 	return efs_http_reply_json(req, 200, json_pack("{s:o}", "items", items));
 }
 
@@ -468,6 +482,7 @@ int efs_worker_api_chunk_batch(struct efs_http_req *req)
 	 * rewritten, its write time refreshed); none waits for its sync. */
 	for (size_t i = 0; i < count; i++) {
 		uint64_t t = 0;
+		efs_strlcpy(b->ids[i], items[i].chunk_id, sizeof(b->ids[i]));
 		b->results[i] = efs_store_put_nowait(
 		    w->store, items[i].chunk_id, items[i].payload, items[i].length,
 		    (items[i].flags & EFS_CHUNK_BATCH_GZIP) ? EFS_STORE_GZIP : 0,

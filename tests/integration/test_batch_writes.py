@@ -126,6 +126,9 @@ def test_worker_answers_each_item_of_a_batch(cluster):
     assert [i["status"] for i in got] == [201, 400, 507], got
     assert got[1]["error"]["code"] == "checksum_mismatch", got
     assert got[2]["error"]["code"] == "insufficient_storage", got
+    # the access log says 200 for the batch: the refusals are logged
+    full.wait_for_log(rf"chunk batch: 2 of 3 chunks refused \(the first, chunk "
+                      rf"{sha(bad)[:12]}: 400 ", timeout=5)
     r = wc.get(f"/chunks/{sha(good[0])}")
     assert r.status_code == 200 and r.content == good[0]
     assert r.headers["X-Chunk-Encoding"] == "identity"
