@@ -346,15 +346,8 @@ static int copy_end(struct efs_s3_req *s)
 	char *block = NULL;
 	int r = 0;
 
-	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED) {
-		char sha[EFS_SHA256_HEX_LEN + 1];
-		efs_sha256_hex(s->small_body.data ? s->small_body.data : "", s->small_body.len,
-			       sha);
-		if (strcasecmp(sha, s->principal.payload_sha256) != 0)
-			return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
-					    "The provided 'x-amz-content-sha256' header does not "
-					    "match what was computed.");
-	}
+	if (efs_s3_check_signed_body(s, s->small_body.data, s->small_body.len) < 0)
+		return 0;
 	if (p->expected > 0) {
 		if (!(block = malloc(COPY_BLOCK)))
 			return -ENOMEM;
@@ -1159,14 +1152,8 @@ static int complete_upload_end(struct efs_s3_req *s)
 	struct efs_bucket_info b;
 	int r;
 
-	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED) {
-		char sha[EFS_SHA256_HEX_LEN + 1];
-		efs_sha256_hex(c->body.data ? c->body.data : "", c->body.len, sha);
-		if (strcasecmp(sha, s->principal.payload_sha256) != 0)
-			return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
-					    "The provided 'x-amz-content-sha256' header does not "
-					    "match what was computed.");
-	}
+	if (efs_s3_check_signed_body(s, c->body.data, c->body.len) < 0)
+		return 0;
 	if (!(c->listed = malloc(EFS_S3_PART_MAX * sizeof(*c->listed))))
 		return -ENOMEM;
 	r = efs_s3_complete_parse(c->body.data, c->body.len, c->listed, &c->listed_count);

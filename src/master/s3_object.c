@@ -1113,14 +1113,8 @@ static int delete_objects_end(struct efs_s3_req *s)
 	size_t deleted = 0, failed = 0;
 	int r;
 
-	if (s->principal.payload == EFS_S3_PAYLOAD_SIGNED) {
-		char sha[EFS_SHA256_HEX_LEN + 1];
-		efs_sha256_hex(d->body.data ? d->body.data : "", d->body.len, sha);
-		if (strcasecmp(sha, s->principal.payload_sha256) != 0)
-			return efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
-					    "The provided 'x-amz-content-sha256' header does not "
-					    "match what was computed.");
-	}
+	if (efs_s3_check_signed_body(s, d->body.data, d->body.len) < 0)
+		return 0;
 	if ((r = delete_body_integrity(s, d)) != 0)
 		return r < 0 ? r : 0;
 	r = efs_s3_delete_parse(d->body.data, d->body.len, &d->list);

@@ -3,6 +3,7 @@
  * authenticates, refuses what is not implemented, dispatches (contract
  * in s3_routes.h). */
 #include "master/s3_routes.h"
+#include "echofs/hash.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "master/chunk_backend.h"
@@ -51,6 +52,20 @@ int efs_s3_error(struct efs_s3_req *s, unsigned status, const char *code, const 
 	}
 	efs_s3_reply_error(s->http, status, code, resource, s->request_id, "%s", message);
 	return 0;
+}
+
+int efs_s3_check_signed_body(struct efs_s3_req *s, const char *data, size_t len)
+{
+	char sha[EFS_SHA256_HEX_LEN + 1];
+	if (s->principal.payload != EFS_S3_PAYLOAD_SIGNED)
+		return 0;
+	efs_sha256_hex(data ? data : "", len, sha);
+	if (strcasecmp(sha, s->principal.payload_sha256) == 0)
+		return 0;
+	efs_s3_error(s, 400, "XAmzContentSHA256Mismatch",
+		     "The provided 'x-amz-content-sha256' header does not match what was "
+		     "computed.");
+	return -EINVAL;
 }
 
 int efs_s3_reply_xml(struct efs_s3_req *s, unsigned status, struct efs_s3_xml *x)

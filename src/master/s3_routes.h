@@ -82,6 +82,10 @@ int efs_s3_error(struct efs_s3_req *s, unsigned status, const char *code, const 
  * when the request is held (s3_hold.h). As efs_s3_xml_reply. */
 struct efs_s3_xml;
 int efs_s3_reply_xml(struct efs_s3_req *s, unsigned status, struct efs_s3_xml *x);
+/* For a buffered body (@data may be NULL when @len is 0): 0 when the
+ * request's payload is not signed or its signed SHA-256 is the body's;
+ * otherwise replies 400 XAmzContentSHA256Mismatch and returns -EINVAL. */
+int efs_s3_check_signed_body(struct efs_s3_req *s, const char *data, size_t len);
 /* Replies the S3 error for a metadata store failure @err (503
  * ServiceUnavailable for -EAGAIN, else 500 InternalError), logged. */
 int efs_s3_error_store(struct efs_s3_req *s, int err, const char *what);

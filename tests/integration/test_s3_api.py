@@ -157,6 +157,36 @@ def test_a_body_other_than_the_signed_one_is_not_stored(s3, alice):
     assert sum(1 for f in files["files"] if f["name"] == "swapped") == 1
 
 
+def test_a_request_document_other_than_the_signed_one_is_refused(s3, alice):
+    """The operations whose body is a document read whole (DeleteObjects,
+    CompleteMultipartUpload) check it against the signed SHA-256 too:
+    400 XAmzContentSHA256Mismatch, nothing done."""
+    alice.create_bucket(Bucket="doc-bucket")
+    alice.put_object(Bucket="doc-bucket", Key="keep", Body=b"kept")
+    key = access_key(s3, "s3-alice")
+
+    def swapped(url, signed, sent):
+        headers = signed_request(key, "POST", url, body=signed)
+        r = requests.post(url, data=sent, headers=headers, timeout=10, verify=s3.s3_verify)
+        assert r.status_code == 400, r.text
+        assert ET.fromstring(r.content).findtext("Code") == "XAmzContentSHA256Mismatch"
+
+    delete = b"<Delete><Object><Key>keep</Key></Object></Delete>"
+    swapped(f"{s3.s3_url}/doc-bucket?delete", b"<Delete></Delete>", delete)
+    assert alice.get_object(Bucket="doc-bucket", Key="keep")["Body"].read() == b"kept"
+    upload_id = alice.create_multipart_upload(Bucket="doc-bucket", Key="mpu")["UploadId"]
+    etag = alice.upload_part(Bucket="doc-bucket", Key="mpu", UploadId=upload_id,
+                             PartNumber=1, Body=b"one part")["ETag"]
+    complete = (f"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
+                f"<ETag>{etag}</ETag></Part></CompleteMultipartUpload>").encode()
+    swapped(f"{s3.s3_url}/doc-bucket/mpu?uploadId={upload_id}", b"<x/>", complete)
+    assert error_code(alice.head_object, Bucket="doc-bucket", Key="mpu") == "404"
+    done = alice.complete_multipart_upload(Bucket="doc-bucket", Key="mpu", UploadId=upload_id,
+                                           MultipartUpload={"Parts": [
+                                               {"PartNumber": 1, "ETag": etag}]})
+    assert done["ETag"].endswith('-1"')
+
+
 def test_aws_chunked_body_is_decoded_and_every_chunk_verified(s3, alice):
     alice.create_bucket(Bucket="chunked-bucket")
     key = access_key(s3, "s3-alice")
