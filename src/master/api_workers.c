@@ -284,7 +284,8 @@ static void watch_withheld(struct efs_master *m, const char *worker_id, const ch
 	for (size_t i = 0; i < count; i++)
 		efs_late_writes_note(&m->late_writes, worker_id, w.url, ids[i]);
 	efs_info("worker %s report: %zu copies to delete kept for now (this master is writing "
-		 "those chunks): watched, deleted once the writes end unless a row names them",
+		 "those chunks): handed to the late-write watch, which deletes each once the "
+		 "write is over unless a row names it or its chunk is short of good copies",
 		 worker_id, count);
 }
 

@@ -172,9 +172,10 @@ static int load_s3_api(struct efs_master_config *cfg, char *err, size_t errlen)
 		return r;
 	cfg->s3_multipart_expiry_ms = (int64_t)expiry_s * 1000;
 	/* Well inside the common clients' read timeouts (60 s for the aws CLI
-	 * and boto3, 300 s for s3cmd, 5 min for rclone). */
+	 * and boto3, 300 s for s3cmd, 5 min for rclone) and the server's own
+	 * 60 s idle timeout: at most half of either. */
 	uint64_t keepalive;
-	if ((r = efs_env_u64("S3_KEEPALIVE_MS", 5000, 10, 60000, false, &keepalive, err,
+	if ((r = efs_env_u64("S3_KEEPALIVE_MS", 5000, 10, 30000, false, &keepalive, err,
 			     errlen)) < 0)
 		return r;
 	cfg->s3_keepalive_ms = (int64_t)keepalive;

@@ -64,20 +64,27 @@ void efs_late_writes_note(struct efs_late_writes *lw, const char *worker_id, con
 }
 
 /* Whether a replica row names @e's worker for its chunk: 1, 0 (none, or
- * the chunk is not stored at all), or -errno (the store did not answer). */
-static int named(struct efs_late_writes *lw, const struct efs_late_write *e)
+ * the chunk is not stored at all), or -errno (the store did not answer).
+ * *@short_of is set when the chunk (full replicas) has fewer good replicas
+ * on live workers than REPLICATION_FACTOR: the copy may be worth keeping
+ * (a report adopts such a copy, sql_repair.c judge()). */
+static int named(struct efs_late_writes *lw, const struct efs_late_write *e, bool *short_of)
 {
 	struct efs_chunk_info chunk;
 	struct efs_replica replicas[EFS_MAX_REPLICAS];
-	unsigned count = 0;
+	unsigned count = 0, good = 0;
+	*short_of = false;
 	int r = efs_meta_chunk_get(lw->meta, e->chunk_id, &chunk, replicas, &count);
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0)
 		return r;
-	for (unsigned i = 0; i < EFS_MIN(count, (unsigned)EFS_MAX_REPLICAS); i++)
+	for (unsigned i = 0; i < EFS_MIN(count, (unsigned)EFS_MAX_REPLICAS); i++) {
 		if (strcmp(replicas[i].worker_id, e->worker_id) == 0)
 			return 1;
+		good += !replicas[i].bad && efs_replica_alive(lw->chunk_io, &replicas[i]);
+	}
+	*short_of = chunk.ec_data == 0 && good < lw->replication;
 	return 0;
 }
 
@@ -86,9 +93,14 @@ static enum outcome check(struct efs_late_writes *lw, const struct efs_late_writ
 {
 	struct efs_chunk_io *io = lw->chunk_io;
 	char url[EFS_URL_MAX + 80], condition[64];
-	int r = named(lw, e);
+	bool short_of;
+	int r = named(lw, e, &short_of);
 	if (r != 0)
 		return r > 0 ? LATE_DONE : LATE_AGAIN;
+	/* Not deleted while the chunk is short of good copies: repair adds
+	 * one, or the worker's next report adopts this one. */
+	if (short_of)
+		return LATE_AGAIN;
 	/* This master's own upload or repair of the chunk, under way. */
 	if (efs_chunk_is_writing(io, e->chunk_id))
 		return LATE_AGAIN;
@@ -178,11 +190,13 @@ static void late_main(struct efs_ticker *t, void *arg)
 }
 
 int efs_late_writes_start(struct efs_late_writes *lw, struct efs_meta *meta,
-			  struct efs_chunk_io *chunk_io, int64_t orphan_grace_ms)
+			  struct efs_chunk_io *chunk_io, int64_t orphan_grace_ms,
+			  unsigned replication)
 {
 	lw->meta = meta;
 	lw->chunk_io = chunk_io;
 	lw->orphan_grace_ms = orphan_grace_ms;
+	lw->replication = replication;
 	lw->count = 0;
 	lw->full_logged = false;
 	atomic_init(&lw->deleted_total, 0);

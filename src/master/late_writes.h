@@ -17,7 +17,9 @@
  * EFS_LATE_WRITES_WATCH_MS after it: when a replica row names that worker
  * for the chunk, the copy is a replica (a later write put it there) and
  * the watch ends. Otherwise, unless this master is writing the chunk right
- * now, the worker is sent DELETE /chunks/{id} with X-Unmodified-For-Ms:
+ * now or the chunk has fewer good replicas on live workers than
+ * REPLICATION_FACTOR (the copy is then left for repair or the worker's
+ * next report, which adopts it), the worker is sent DELETE /chunks/{id} with X-Unmodified-For-Ms:
  * ORPHAN_GRACE_MS (measured on the worker's clock): 204, deleted, ends the
  * watch; 404 (not landed, or not yet), 412 (written within the grace: the
  * late copy is young, or an upload wrote it again) and failures are tried
@@ -57,6 +59,7 @@ struct efs_late_writes {
 	struct efs_meta *meta;
 	struct efs_chunk_io *chunk_io; /* transport, credentials, write guard */
 	int64_t orphan_grace_ms;
+	unsigned replication; /* REPLICATION_FACTOR */
 	struct efs_ticker ticker;
 	pthread_mutex_t lock; /* over the list */
 	struct efs_late_write *list; /* EFS_LATE_WRITES_MAX, from start */
@@ -69,7 +72,8 @@ struct efs_late_writes {
  * A zeroed, never started struct is accepted by efs_late_writes_note (it
  * drops the note) and by efs_late_writes_stop. */
 int efs_late_writes_start(struct efs_late_writes *lw, struct efs_meta *meta,
-			  struct efs_chunk_io *chunk_io, int64_t orphan_grace_ms);
+			  struct efs_chunk_io *chunk_io, int64_t orphan_grace_ms,
+			  unsigned replication);
 /* Stops the thread and frees the list. */
 void efs_late_writes_stop(struct efs_late_writes *lw);
 /* A write of @chunk_id to @worker_id at @url was given up in transport:

@@ -232,7 +232,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 	struct efs_chunk_io *chunk_io = efs_chunk_workers_io(m->chunks);
 	if (chunk_io) {
 		if ((r = efs_late_writes_start(&m->late_writes, m->meta, chunk_io,
-					       m->cfg.orphan_grace_ms)) < 0) {
+					       m->cfg.orphan_grace_ms,
+					       m->cfg.replication_factor)) < 0) {
 			snprintf(err, errlen, "cannot start the late-write watch: %s",
 				 strerror(-r));
 			goto fail;

@@ -86,6 +86,18 @@ static void *hold_main(void *arg)
 		}
 	}
 	pthread_mutex_lock(&h->lock);
+	if (!h->have_doc && !atomic_load(&h->cancelled)) {
+		/* Not even the fallback could be stored (out of memory): the
+		 * body must still say the operation failed, or the client takes
+		 * the bare 200 for a success. */
+		static const char bare[] = "<Error><Code>InternalError</Code><Message>internal "
+					   "error</Message></Error>";
+		efs_buf_reset(&h->doc);
+		if (efs_buf_append(&h->doc, bare, sizeof(bare) - 1) == 0) {
+			h->have_doc = true;
+			h->status = 500;
+		}
+	}
 	h->done = true;
 	if (h->have_doc && h->status != 200)
 		efs_info("s3 request %s: answered 200 at once, then an error document (status "
@@ -125,7 +137,8 @@ static ssize_t hold_read(void *ctx, uint64_t pos, char *out, size_t max)
 		}
 	}
 	size_t k = EFS_MIN(max, h->doc.len - h->doc_sent);
-	memcpy(out, h->doc.data + h->doc_sent, k);
+	if (k > 0)
+		memcpy(out, h->doc.data + h->doc_sent, k);
 	h->doc_sent += k;
 	n = (ssize_t)k; /* 0: the end */
 out:

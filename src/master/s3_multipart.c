@@ -79,12 +79,13 @@ static int no_such_upload(struct efs_s3_req *s)
 			    "or the upload may have been aborted or completed.");
 }
 
-/* The upload named by ?uploadId, in progress, for this bucket and key, into
- * @u. 0, or the reply made (NoSuchUpload, 501, store errors) and -EACCES.
- * With @completed_ok a completed upload is found too. */
-static int find_upload(struct efs_s3_req *s, struct efs_s3_upload *u, bool completed_ok)
+/* The upload @upload_id (?uploadId, may be NULL), in progress, for this
+ * bucket and key, into @u. 0, or the reply made (NoSuchUpload, 501, store
+ * errors) and -EACCES. With @completed_ok a completed upload is found too.
+ * Reads nothing of the HTTP request (a held Complete's thread calls it). */
+static int find_upload_id(struct efs_s3_req *s, const char *upload_id, struct efs_s3_upload *u,
+			  bool completed_ok)
 {
-	const char *upload_id = efs_s3_query(s, "uploadId");
 	int r;
 	if (!upload_id || !*upload_id || strlen(upload_id) > EFS_ID_MAX)
 		return no_such_upload(s), -EACCES;
@@ -101,6 +102,12 @@ static int find_upload(struct efs_s3_req *s, struct efs_s3_upload *u, bool compl
 	    (!u->completed && u->expires_at_ms <= efs_now_ms()))
 		return no_such_upload(s), -EACCES;
 	return 0;
+}
+
+/* find_upload_id of the request's ?uploadId. */
+static int find_upload(struct efs_s3_req *s, struct efs_s3_upload *u, bool completed_ok)
+{
+	return find_upload_id(s, efs_s3_query(s, "uploadId"), u, completed_ok);
 }
 
 /* A hex MD5 from an ETag as clients send it (quoted or not). false when
@@ -588,6 +595,9 @@ struct complete_op {
 	struct efs_buf body;
 	struct efs_s3_listed_part *listed;
 	size_t listed_count;
+	/* ?uploadId, read on the connection's thread ("" when absent or too
+	 * long: NoSuchUpload) */
+	char upload_id[EFS_ID_MAX + 1];
 };
 
 static void complete_free(void *op)
@@ -775,11 +785,20 @@ static int walk_parts(struct efs_master *m, const struct efs_s3_part *parts, siz
 				r = fn(ctx, data.data, data.len);
 				continue;
 			}
+			/* A chunk collected meanwhile belonged to a part
+			 * replaced since (its session released): -ESTALE, the
+			 * caller reads the parts again. */
 			if ((r = efs_meta_chunk_get(m->meta, chunks[j].chunk_id, &info, replicas,
-						    &replica_count)) < 0)
+						    &replica_count)) < 0) {
+				r = r == -ENOENT ? -ESTALE : r;
 				break;
+			}
 			r = efs_chunk_backend_get_fresh(m->chunks, m->meta, &info, replicas,
 							replica_count, &data, &scratch);
+			if (r < 0 && r != -ENOMEM &&
+			    efs_meta_chunk_get(m->meta, chunks[j].chunk_id, &info, replicas,
+					       &replica_count) == -ENOENT)
+				r = -ESTALE; /* collected while it was read */
 			if (r == 0)
 				r = fn(ctx, data.data, data.len);
 		}
@@ -1010,7 +1029,7 @@ static int complete_commit(struct efs_s3_req *s, bool may_hold)
 	if ((r = multipart_etag(c->listed, c->listed_count, etag, sizeof(etag))) < 0)
 		goto out;
 	for (int attempt = 0; attempt < COMPLETE_ATTEMPTS; attempt++) {
-		if ((r = find_upload(s, u, true)) < 0) {
+		if ((r = find_upload_id(s, c->upload_id, u, true)) < 0) {
 			r = 0;
 			goto out;
 		}
@@ -1154,6 +1173,9 @@ static int complete_upload_end(struct efs_s3_req *s)
 
 	if (efs_s3_check_signed_body(s, c->body.data, c->body.len) < 0)
 		return 0;
+	const char *upload_id = efs_s3_query(s, "uploadId");
+	if (upload_id && strlen(upload_id) <= EFS_ID_MAX)
+		efs_strlcpy(c->upload_id, upload_id, sizeof(c->upload_id));
 	if (!(c->listed = malloc(EFS_S3_PART_MAX * sizeof(*c->listed))))
 		return -ENOMEM;
 	r = efs_s3_complete_parse(c->body.data, c->body.len, c->listed, &c->listed_count);

@@ -101,12 +101,12 @@ void efs_worker_ctx_note_delete(struct efs_worker_ctx *ctx, const char *chunk_id
 int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,
 			json_t *body)
 {
-	return efs_worker_ctx_post_on(ctx, ctx->http, 0, call, path, body);
+	return efs_worker_ctx_post_on(ctx, ctx->http, 0, NULL, NULL, call, path, body);
 }
 
 int efs_worker_ctx_post_on(struct efs_worker_ctx *ctx, struct efs_http_client *http,
-			   long timeout_ms, struct efs_http_call *call, const char *path,
-			   json_t *body)
+			   long timeout_ms, efs_http_progress_fn progress, void *progress_ctx,
+			   struct efs_http_call *call, const char *path, json_t *body)
 {
 	char url[EFS_URL_MAX + 128];
 	pthread_mutex_lock(&ctx->lock); /* the heartbeat may be failing over */
@@ -130,6 +130,8 @@ int efs_worker_ctx_post_on(struct efs_worker_ctx *ctx, struct efs_http_client *h
 	call->body = text;
 	call->body_len = strlen(text);
 	call->timeout_ms = timeout_ms > 0 ? timeout_ms : REQUEST_TIMEOUT_MS;
+	call->progress = progress;
+	call->progress_ctx = progress_ctx;
 	call->resp_cap = 4 * 1024 * 1024;
 	int r = efs_http_call_run(http, call);
 	call->headers[0] = NULL; /* it pointed here */

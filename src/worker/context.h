@@ -14,6 +14,7 @@
 #define ECHOFS_WORKER_CONTEXT_H
 
 #include "echofs/common.h"
+#include "echofs/http_client.h"
 #include "worker/config.h"
 #include "worker/store.h"
 
@@ -118,11 +119,13 @@ void efs_worker_ctx_release(struct efs_worker_ctx *ctx);
 int efs_worker_ctx_post(struct efs_worker_ctx *ctx, struct efs_http_call *call, const char *path,
 			json_t *body);
 /* efs_worker_ctx_post on the caller's own client @http, waiting up to
- * @timeout_ms for the whole exchange (0: efs_worker_ctx_post's 5 s): any
- * thread (the report thread). */
+ * @timeout_ms for the whole exchange (0: efs_worker_ctx_post's 5 s);
+ * @progress (may be NULL) is called about once a second while it runs and
+ * ends it early by returning a negative errno: any thread (the report
+ * thread, which stops a long wait when the worker stops). */
 int efs_worker_ctx_post_on(struct efs_worker_ctx *ctx, struct efs_http_client *http,
-			   long timeout_ms, struct efs_http_call *call, const char *path,
-			   json_t *body);
+			   long timeout_ms, efs_http_progress_fn progress, void *progress_ctx,
+			   struct efs_http_call *call, const char *path, json_t *body);
 /* The current master's URL (for messages). Heartbeat thread only. */
 const char *efs_worker_ctx_master_url(const struct efs_worker_ctx *ctx);
 /* Copies the current id (EFS_ID_MAX + 1 bytes) and registration state. Any

@@ -184,6 +184,15 @@ out:
 	return r;
 }
 
+/* The progress hook of a batch's HTTP exchange: a worker that stops does
+ * not wait out REPORT_BATCH_TIMEOUT_MS for the verdicts. */
+static int stop_waiting(void *ctx, int64_t down_total, int64_t down_now, int64_t up_total,
+			int64_t up_now)
+{
+	(void)down_total, (void)down_now, (void)up_total, (void)up_now;
+	return stopping(ctx) ? -ECANCELED : 0;
+}
+
 /* Sends @body (a batch, borrowed) to the master on the report's transport;
  * *@answer gets the master's answer (NULL when it does not parse). 0 or
  * -errno (-ENOENT: the master does not know this worker). */
@@ -194,8 +203,8 @@ static int exchange(struct report *rep, json_t *body, json_t **answer)
 	if (rep->stream)
 		return exchange_grpc(rep, body, answer);
 	int r = efs_worker_ctx_post_on(rep->ctx, rep->rp->http,
-				       (long)rep->ctx->cfg->report_batch_timeout_ms, &call, rep->path,
-				       json_incref(body));
+				       (long)rep->ctx->cfg->report_batch_timeout_ms, stop_waiting,
+				       rep->rp, &call, rep->path, json_incref(body));
 	if (r == 0 && call.status != 200)
 		r = call.status == 404 ? -ENOENT : -EIO;
 	if (r == 0)

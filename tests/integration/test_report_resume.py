@@ -292,3 +292,28 @@ def grpc_case(cluster, m, proxy: ReportProxy, nemesis):
         f"{len(over_http)} of {len(held)} chunks went over HTTP after {on_grpc:.0f} "
         f"batches judged on gRPC: the report started over")
     assert "over HTTP after gRPC failed" in w.stderr()
+
+
+def test_a_worker_stopped_while_the_master_holds_a_batch_exits_at_once(cluster):
+    """A batch the master has not answered is waited for up to
+    REPORT_BATCH_TIMEOUT_MS (a minute), but a worker told to stop meanwhile
+    gives up the wait and exits within the usual stop time, as over gRPC."""
+    m = cluster.add_master(REPLICATION_FACTOR=1, CHUNK_SIZE=65536)
+    proxy = ReportProxy(m.url)
+    try:
+        w = cluster.add_worker(master=m, master_url=proxy.url, WORKER_PROTOCOL="http")
+        put_chunks(w, EXTRA_CHUNKS)
+        w.stop()
+        proxy.arm("timeout")  # held until the worker closes the connection
+        w.start()
+        deadline = time.monotonic() + 60
+        while True:
+            with proxy.lock:
+                if proxy.failed_batch:
+                    break
+            assert time.monotonic() < deadline, "the report never reached its second batch"
+            time.sleep(0.05)
+        took = w.stop()  # within STOP_TIMEOUT_S, or the harness fails the test
+        assert took < h.STOP_TIMEOUT_S, took
+    finally:
+        proxy.close()
