@@ -331,12 +331,14 @@ int efs_chunk_write(struct efs_chunk_io *io, const char *chunk_id, const void *d
 #define CONFIRM_TIMEOUT_MS 3000
 
 int efs_chunk_confirm(struct efs_chunk_io *io, const char *chunk_id, struct efs_target *targets,
-		      unsigned *count)
+		      unsigned *count, struct efs_target *unreached, unsigned *unreached_count)
 {
 	struct efs_http_call calls[EFS_MAX_REPLICAS];
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
 	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
 	unsigned n = EFS_MIN(*count, EFS_MAX_REPLICAS), kept = 0;
+	if (unreached_count)
+		*unreached_count = 0;
 
 	for (unsigned i = 0; i < n; i++) {
 		snprintf(urls[i], sizeof(urls[i]), "%s/chunks/%s", targets[i].url, chunk_id);
@@ -359,6 +361,8 @@ int efs_chunk_confirm(struct efs_chunk_io *io, const char *chunk_id, struct efs_
 			/* Lost there (deleted, a disk replaced): as a read
 			 * finding it gone would. */
 			efs_meta_replica_mark_bad(io->meta, chunk_id, targets[i].worker_id);
+		} else if (calls[i].error != 0 && unreached) {
+			unreached[(*unreached_count)++] = targets[i];
 		}
 		efs_http_call_release(&calls[i]);
 	}

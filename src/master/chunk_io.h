@@ -113,9 +113,10 @@ int efs_chunk_read(struct efs_chunk_io *io, const struct efs_chunk_info *chunk,
  * header, not the payload). Keeps in @targets, in order, those that
  * answered 200 and sets *count to how many; a target that answered 404 no
  * longer holds it, and its replica is marked bad. A target that could not
- * be asked is dropped but not marked. Returns 0. */
+ * be asked is dropped but not marked; with @unreached (room for *count
+ * targets) it is copied there and counted in *@unreached_count. 0. */
 int efs_chunk_confirm(struct efs_chunk_io *io, const char *chunk_id, struct efs_target *targets,
-		      unsigned *count);
+		      unsigned *count, struct efs_target *unreached, unsigned *unreached_count);
 
 /* The write guard of @io (struct efs_chunk_writing above). Every begin is
  * matched by one end for the same id; efs_chunk_is_writing is true for

@@ -76,8 +76,11 @@ static int workers_put(void *impl, const struct efs_chunk_info *chunk, const voi
 	 * or on a disk replaced since, would leave the new file unreadable.
 	 * Only the workers that say they hold it count; the others are
 	 * written as for a new chunk. */
+	struct efs_target unreached[EFS_MAX_REPLICAS];
+	unsigned unreached_count = 0;
 	if (good > 0)
-		efs_chunk_confirm(&w->io, chunk->chunk_id, have, &good);
+		efs_chunk_confirm(&w->io, chunk->chunk_id, have, &good, unreached,
+				  &unreached_count);
 	unsigned missing = good >= want ? 0 : want - good;
 	if (missing == 0)
 		return 0;
@@ -86,6 +89,12 @@ static int workers_put(void *impl, const struct efs_chunk_info *chunk, const voi
 	out->sent = true;
 	int r = efs_chunk_write(&w->io, chunk->chunk_id, stored, chunk->stored_size,
 				chunk->compressed, missing, have, good, 0, added, &written);
+	/* Written in place of copies that could not be confirmed: those
+	 * workers' reports trim what is surplus now. */
+	for (unsigned i = 0; written > 0 && i < unreached_count; i++)
+		if (w->io.placement->registry)
+			efs_registry_ask_report(w->io.placement->registry, unreached[i].worker_id,
+						chunk->chunk_id);
 	for (unsigned i = 0; i < written; i++)
 		efs_strlcpy(out->location_ids[i], added[i].worker_id, sizeof(out->location_ids[i]));
 	out->location_count = written;
@@ -231,7 +240,7 @@ static int workers_exists(void *impl, const char *chunk_id, const struct efs_rep
 	unsigned good = usable_targets(w, known, known_count, have);
 	if (good == 0)
 		return 0;
-	efs_chunk_confirm(&w->io, chunk_id, have, &good);
+	efs_chunk_confirm(&w->io, chunk_id, have, &good, NULL, NULL);
 	return good > 0;
 }
 

@@ -368,6 +368,20 @@ void efs_registry_report_done(struct efs_registry *reg, const char *worker_id)
 	pthread_mutex_unlock(&reg->cache_lock);
 }
 
+void efs_registry_ask_report(struct efs_registry *reg, const char *worker_id,
+			     const char *chunk_id)
+{
+	pthread_mutex_lock(&reg->cache_lock);
+	bool asked = ids_has(&reg->report_wanted, worker_id);
+	ids_add(&reg->report_wanted, worker_id, efs_now_ms());
+	pthread_mutex_unlock(&reg->cache_lock);
+	if (!asked)
+		efs_warn("worker %s did not answer whether it holds chunk %.12s, and a copy was "
+			 "written elsewhere in its place: asking it for a full chunk report, which "
+			 "drops its copy if it is surplus",
+			 worker_id, chunk_id);
+}
+
 void efs_registry_report_begun(struct efs_registry *reg, const char *worker_id,
 			       int64_t master_started_ms)
 {

@@ -193,6 +193,14 @@ void efs_registry_note_contact(struct efs_registry *reg, const char *worker_id);
 /* A full report of @worker_id ended (its last batch): it owes no report
  * for a rejoin any more. */
 void efs_registry_report_done(struct efs_registry *reg, const char *worker_id);
+/* Asks @worker_id for a full chunk report from now on (its beats say so
+ * until a report begun later is under way): the master could not ask it
+ * whether it holds chunk @chunk_id and wrote a copy elsewhere in its place,
+ * so its own copy, if it is still there, is a surplus replica that only
+ * its report can trim (a worker whose beats arrive is never counted dead,
+ * so no rejoin report comes). */
+void efs_registry_ask_report(struct efs_registry *reg, const char *worker_id,
+			     const char *chunk_id);
 /* A batch of a full report of @worker_id whose snapshot was taken after
  * @master_started_ms (a master's clock, the "master_started_ms" the worker
  * sends) arrived: a rejoin ask made at or before that time is answered, and

@@ -323,3 +323,51 @@ def test_a_copy_deleted_while_its_report_is_judged_is_not_counted(cluster, nemes
         return not problems, problems
     poll(counted_only_where_stored, secs(10),
          "the adopted replica whose copy was deleted to be marked bad")
+
+
+@pytest.mark.slow(reason="an upload of stored bytes waits out a held HEAD (3 s)")
+def test_a_copy_written_in_place_of_an_unconfirmed_one_is_trimmed(cluster, nemesis):
+    """An upload of bytes already stored asks each replica's worker whether
+    it still holds them (HEAD). A worker the master cannot reach (its
+    requests held; its beats still arrive, so it is never counted dead and
+    owes no rejoin report) is not counted, and a copy is written elsewhere
+    in its place: four good replicas, one a surplus that only that worker's
+    full report can trim (found by a random-faults CI run that settled at
+    four). The master now asks that worker for a full report, whose verdict
+    drops its copy: every chunk settles at exactly three."""
+    m, victim, to_victim, from_victim = start(cluster, nemesis)
+    api = m.user_client()
+    vid = victim.worker_id
+    victim.wait_for_log(r"chunk report sent", timeout=secs(10))
+    rng = random.Random(2029)
+    files, data = {}, None
+    for i in range(12):  # until placement has put one on the victim (3 of 4 workers)
+        got = upload_files(api, rng, 1, 1, 1, prefix=f"head{i}-")
+        files.update(got)
+        (fid, blob), = got.items()
+        if any(vid in ws for ws in holders(api, [fid]).values()):
+            data = blob
+            break
+    assert data is not None, "placement never put a chunk on the victim"
+    chunk_id = next(iter(chunk_ids_of(api, [fid])))
+    mark = m.log_mark()
+    to_victim.cut(nm.UP)  # requests to the victim held; its beats and answers pass
+    try:
+        again = api.upload(data, "same-bytes.bin")  # the HEAD to the victim times out
+    finally:
+        nemesis.heal()
+    files[again["file_id"]] = data
+    log = m.wait_for_log(rf"worker {re.escape(vid)} did not answer whether it holds chunk "
+                         rf"{chunk_id[:12]}", timeout=secs(5), since=mark)
+    assert log
+    assert len(holders(api, [again["file_id"]])[chunk_id]) >= 3
+    needed = chunk_ids_of(api, files)
+
+    def settled():
+        problems = disk_vs_needed(cluster, needed)
+        rows = holders(api, files)
+        problems += [f"{c[:12]} on {sorted(ws)}" for c, ws in rows.items() if len(ws) != RF]
+        return not problems, problems
+    poll(settled, secs(15), "the surplus copy to be trimmed")
+    assert vid not in holders(api, files)[chunk_id], "the unconfirmed copy is the surplus"
+    assert_downloads(api, files, "after the trim")
