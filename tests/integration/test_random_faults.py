@@ -418,7 +418,9 @@ def run(cluster: h.Cluster, nemesis: nm.Nemesis) -> None:
     # removed it (the worker's lost ids after the report, report.c); a
     # copy a report said to delete (a surplus replica after a return, its
     # row dropped) kept because an upload of the same bytes was under way
-    # (the late-write watch too, api_workers.c:watch_withheld).
+    # (the late-write watch too, api_workers.c:watch_withheld); a copy an
+    # upload wrote in place of one it could not confirm (the unreachable
+    # worker is asked for a full report, chunk_workers.c).
     # docs/OPERATIONS.md "The randomized run" has the long runs.
     poll(settled, SETTLE_S * SLOWDOWN + h.TIMING_MARGIN_S,
          "every chunk to settle at exactly 3 copies, and no orphan", interval=0.5)
