@@ -82,8 +82,8 @@ round "AWS mode end to end (local S3 and DynamoDB servers, free ports)"
 # the caller's: the script starts its own.
 env -u ECHOFS_URL -u AWS_LOCAL_DYNAMODB_PORT -u AWS_LOCAL_S3_PORT -u AWS_ENDPOINT_URL \
 	-u AWS_ENDPOINT_URL_S3 -u AWS_ENDPOINT_URL_DYNAMODB ./test/aws_integration.sh
-round "fuzzing each parser harness for 10 s"
-make -j2 fuzz-smoke FUZZ_SECONDS=10
+round "fuzzing each parser harness for 6 s"
+make -j2 fuzz-smoke FUZZ_SECONDS=6
 round "the container image and the compose cluster (test/docker.sh)"
 ./test/docker.sh
 round "all tests passed"
