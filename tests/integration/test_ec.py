@@ -327,11 +327,12 @@ def test_deleted_ec_files_are_collected(ec_cluster):
         assert api.delete(f"/api/v1/files/{f['file_id']}").status_code == 204
     f = upload(api, os.urandom(3 * CHUNK), "gone.bin", **EC)
     assert api.delete(f"/api/v1/files/{f['file_id']}").status_code == 204
-    # Workers on gRPC streams acknowledge a pushed delete with their next
-    # beat, and the collector takes one chunk (its six shards) at a time:
-    # about one beat interval (0.6 s here) per chunk, ~20 s for the 36
-    # chunks the module's files leave (issue 16's note: the collector's
-    # pushed deletes wait a beat each). 60 s covers that on a loaded machine.
+    # With workers on gRPC streams the collector pushes a chunk's six shard
+    # deletes one after another, and a worker's Ack for each leaves at the
+    # end of its stream loop's 100 ms receive slice (heartbeat.c
+    # stream_wait): ~0.6 s per chunk, ~20 s for the 36 chunks the module's
+    # files leave (issue 16's note: push them in parallel, wake the loop
+    # when the copier finishes). 60 s covers that on a loaded machine.
     wait_until(lambda: cluster.chunk_usage().count == 0, GC_GRACE_MS / 1000 + 60,
                what="every shard collected")
 
