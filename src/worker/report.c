@@ -40,8 +40,6 @@
 #define PATH_REPORT "/echofs.v1.ControlPlane/Report"
 /* Most opening a Report call or writing one batch on it may take. */
 #define REPORT_GRPC_SEND_MS 10000
-/* The most the master may take to judge one batch, on either transport:
- * cfg->report_batch_timeout_ms (REPORT_BATCH_TIMEOUT_MS). */
 /* The longest slice of a wait for a verdict (the stop is checked between). */
 #define REPORT_GRPC_SLICE_MS 200
 /* Exchanges of one batch before the report is given up (report.h): the
@@ -147,6 +145,8 @@ static int exchange_grpc(struct report *rep, const json_t *body, json_t **answer
 	echofs__v1__report_batch__pack(&b, buf);
 	if ((r = efs_rpc_stream_send(rep->stream, buf, len, REPORT_GRPC_SEND_MS)) < 0)
 		goto out;
+	/* The most the master may take to judge one batch, on either
+	 * transport (REPORT_BATCH_TIMEOUT_MS). */
 	int64_t deadline = efs_mono_ms() + rep->ctx->cfg->report_batch_timeout_ms;
 	while ((r = efs_rpc_stream_recv(rep->stream, REPORT_GRPC_SLICE_MS, &in)) == 0) {
 		if (stopping(rep->rp)) {

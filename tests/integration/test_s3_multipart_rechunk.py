@@ -336,6 +336,17 @@ def raw_complete(master, key, object_key, upload_id, listed):
 DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
+def held_complete(master, key, object_key, upload_id, listed):
+    """raw_complete while the gate holds the copy's chunks: the head is
+    200 before the copy has begun; returns (connection, response, the
+    master's log mark from before the request) once the copy is under way."""
+    mark = master.log_mark()
+    conn, resp = raw_complete(master, key, object_key, upload_id, listed)
+    assert resp.status == 200
+    master.wait_for_log(r"parts not aligned on chunks: copying", 30, since=mark)
+    return conn, resp, mark
+
+
 @pytest.mark.requires_workers(reason="holds the worker's disk writes (tests/preload/sync_gate.c)")
 def test_a_long_copy_answers_200_at_once_and_spaces_until_its_document(cluster, tmp_path):
     """As S3 does for a Complete that takes long: the head (200) comes at
@@ -350,15 +361,11 @@ def test_a_long_copy_answers_200_at_once_and_spaces_until_its_document(cluster, 
     parts = [os.urandom(5 * MIB + 1), os.urandom(5 * MIB + 1), os.urandom(99)]
     upload_id, listed = upload_parts(c, "held", parts)
     gate.touch()
-    conn = None
     try:
-        mark = master.log_mark()
-        conn, resp = raw_complete(master, key, "held", upload_id, listed)
         # the head while no chunk of the copy can be stored
-        assert resp.status == 200
+        conn, resp, _ = held_complete(master, key, "held", upload_id, listed)
         assert resp.getheader("Content-Type") == "application/xml"
         assert resp.getheader("x-amz-request-id")
-        master.wait_for_log(r"parts not aligned on chunks: copying", 30, since=mark)
         assert resp.read(len(DECLARATION)) == DECLARATION
         assert resp.read(5) == b"     "  # 5 keepalive intervals
     finally:
@@ -392,10 +399,7 @@ def test_an_error_after_the_200_is_the_body_and_a_client_that_leaves_stops_the_c
     h.wait_until(lambda: referenced_chunks(master)[0] == before + 13, 10)
     gate.touch()
     try:
-        mark = master.log_mark()
-        conn, resp = raw_complete(master, key, "raced", upload_id, listed)
-        assert resp.status == 200
-        master.wait_for_log(r"parts not aligned on chunks: copying", 30, since=mark)
+        conn, resp, _ = held_complete(master, key, "raced", upload_id, listed)
         r = c.upload_part(Bucket="mpu", Key="raced", UploadId=upload_id, PartNumber=2, Body=p1)
     finally:
         gate.unlink()
@@ -416,10 +420,7 @@ def test_an_error_after_the_200_is_the_body_and_a_client_that_leaves_stops_the_c
     h.wait_until(lambda: referenced_chunks(master)[0] == before + 13, 10)
     gate.touch()
     try:
-        mark = master.log_mark()
-        conn, resp = raw_complete(master, key, "raced", upload_id, listed)
-        assert resp.status == 200
-        master.wait_for_log(r"parts not aligned on chunks: copying", 30, since=mark)
+        conn, resp, mark = held_complete(master, key, "raced", upload_id, listed)
         assert resp.read(len(DECLARATION) + 2).startswith(DECLARATION)
         conn.close()  # hangs up
         # the master's next space finds the connection gone
