@@ -122,12 +122,6 @@ static int workers_get(void *impl, const struct efs_chunk_info *chunk,
 	return efs_chunk_ec_read(&w->io, &now, rows, count, out, scratch);
 }
 
-/* Deletes the replicas of one collected chunk from their workers, each
- * only if its worker last wrote it more than @unmodified_for_ms ago by the
- * worker's own clock: a copy an upload stored again after the decision is
- * kept (412), whatever the skew between this master and the worker. With
- * @lease_epoch, a worker that has seen a newer lease epoch keeps it too
- * (409 stale_lease_epoch: the decision was an old lease holder's). */
 /* The outcome of one replica delete, @status as the worker answered (HTTP
  * or an Ack on its stream; 0 with @error for a transport failure). 1 when
  * it failed (the copy stays), 0 otherwise. */
@@ -154,6 +148,15 @@ static int delete_outcome(struct workers *w, const char *chunk_id, const struct 
 	return 1;
 }
 
+/* Deletes the replicas of one collected chunk from their workers, each
+ * only if its worker last wrote it more than @unmodified_for_ms ago by the
+ * worker's own clock: a copy an upload stored again after the decision is
+ * kept (412), whatever the skew between this master and the worker. With
+ * @lease_epoch, a worker that has seen a newer lease epoch keeps it too
+ * (409 stale_lease_epoch: the decision was an old lease holder's). The deletes go down
+ * the control streams of the workers that have one, all at once, then
+ * over HTTP, in parallel, to the others and to those whose push was not
+ * answered. */
 static int workers_remove(void *impl, const char *chunk_id, const struct efs_replica *known,
 			   unsigned known_count, int64_t unmodified_for_ms, uint64_t lease_epoch)
 {
@@ -162,63 +165,86 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 	struct efs_http_call *callp[EFS_MAX_REPLICAS];
 	char urls[EFS_MAX_REPLICAS][EFS_URL_MAX + 80];
 	const struct efs_replica *of[EFS_MAX_REPLICAS];
+	struct efs_control_ticket *tickets[EFS_MAX_REPLICAS];
+	const struct efs_replica *pushed_to[EFS_MAX_REPLICAS];
 	char condition[64], epoch_header[64];
-	unsigned n = 0;
+	unsigned n = 0, pushes = 0;
 	int failed = 0;
 	bool cancelled = false;
 
-	snprintf(condition, sizeof(condition), "X-Unmodified-For-Ms: %lld",
-		 (long long)unmodified_for_ms);
-	snprintf(epoch_header, sizeof(epoch_header), EFS_HDR_LEASE_EPOCH ": %llu",
-		 (unsigned long long)lease_epoch);
 	known_count = EFS_MIN(known_count, EFS_MAX_REPLICAS);
 	for (unsigned i = 0; i < known_count; i++) {
 		if (!known[i].url[0])
 			continue; /* its worker is unknown now */
 		/* Down the worker's control stream when it has one; the same
 		 * conditions, answered by an Ack. No stream, or no Ack in time:
-		 * the HTTP call below (a delete is idempotent). */
-		int pushed = w->control ? efs_control_delete(w->control, known[i].worker_id,
+		 * an HTTP call (a delete is idempotent). */
+		int r = w->control ? efs_control_delete_send(w->control, known[i].worker_id,
 							     chunk_id, unmodified_for_ms,
-							     lease_epoch, DELETE_TIMEOUT_MS)
-					: -ENOTCONN;
-		if (pushed > 0) {
-			char where[EFS_ID_MAX + 32];
-			snprintf(where, sizeof(where), "worker %s (gRPC)", known[i].worker_id);
-			failed += delete_outcome(w, chunk_id, &known[i], where, pushed, pushed == 409,
-						 NULL, lease_epoch);
-			continue;
-		}
-		if (pushed == -ECANCELED) {
+							     lease_epoch, DELETE_TIMEOUT_MS,
+							     &tickets[pushes])
+				   : -ENOTCONN;
+		if (r == 0)
+			pushed_to[pushes++] = &known[i];
+		else
+			of[n++] = &known[i];
+	}
+	while (pushes > 0) {
+		int st;
+		size_t k = efs_control_collect(w->control, tickets, pushes, &st, NULL);
+		if (k == pushes) {
 			/* Sent, not waited for: the master is stopping
-			 * (efs_control_delete says why that is safe). No
-			 * HTTP retry: it could wait DELETE_TIMEOUT_MS. */
-			efs_info("chunk %.12s: delete pushed to worker %s not waited for: this "
-				 "master is stopping (a copy it leaves is an orphan for the "
-				 "worker's next chunk report)",
-				 chunk_id, known[i].worker_id);
+			 * (efs_control_delete_send says why that is safe).
+			 * No HTTP retry: it could wait DELETE_TIMEOUT_MS. */
+			for (unsigned j = 0; j < pushes; j++) {
+				efs_info("chunk %.12s: delete pushed to worker %s not waited for: "
+					 "this master is stopping (a copy it leaves is an orphan "
+					 "for the worker's next chunk report)",
+					 chunk_id, pushed_to[j]->worker_id);
+				efs_control_forget(w->control, tickets[j]);
+			}
+			failed += (int)pushes;
 			cancelled = true;
-			failed++;
+			break;
+		}
+		const struct efs_replica *to = pushed_to[k];
+		pushes--;
+		tickets[k] = tickets[pushes];
+		pushed_to[k] = pushed_to[pushes];
+		if (st > 0 && st != 503) {
+			char where[EFS_ID_MAX + 32];
+			snprintf(where, sizeof(where), "worker %s (gRPC)", to->worker_id);
+			failed += delete_outcome(w, chunk_id, to, where, st, st == 409, NULL,
+						 lease_epoch);
 			continue;
 		}
-		if (pushed != -ENOTCONN)
+		if (st == 503)
+			efs_info("chunk %.12s: worker %s is busy with other pushed deletes: calling "
+				 "it over HTTP",
+				 chunk_id, to->worker_id);
+		else
 			efs_warn("chunk %.12s: delete pushed to worker %s got no answer (%s): "
 				 "calling it over HTTP",
-				 chunk_id, known[i].worker_id, strerror(-pushed));
-		snprintf(urls[n], sizeof(urls[n]), "%s/chunks/%s", known[i].url, chunk_id);
-		efs_http_call_init(&calls[n], "DELETE", urls[n]);
-		calls[n].bearer = w->io.cluster_secret;
-		calls[n].headers[0] = condition;
+				 chunk_id, to->worker_id, strerror(-st));
+		of[n++] = to;
+	}
+	snprintf(condition, sizeof(condition), "X-Unmodified-For-Ms: %lld",
+		 (long long)unmodified_for_ms);
+	snprintf(epoch_header, sizeof(epoch_header), EFS_HDR_LEASE_EPOCH ": %llu",
+		 (unsigned long long)lease_epoch);
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(urls[i], sizeof(urls[i]), "%s/chunks/%s", of[i]->url, chunk_id);
+		efs_http_call_init(&calls[i], "DELETE", urls[i]);
+		calls[i].bearer = w->io.cluster_secret;
+		calls[i].headers[0] = condition;
 		/* A worker of another cluster answers 409 wrong_cluster and
 		 * keeps the chunk. */
-		calls[n].headers[1] = w->io.cluster_header[0] ? w->io.cluster_header : NULL;
-		calls[n].headers[2] = lease_epoch ? epoch_header : NULL;
-		calls[n].timeout_ms = DELETE_TIMEOUT_MS;
-		calls[n].connect_timeout_ms = DELETE_CONNECT_TIMEOUT_MS;
-		calls[n].resp_cap = 16 * 1024;
-		callp[n] = &calls[n];
-		of[n] = &known[i];
-		n++;
+		calls[i].headers[1] = w->io.cluster_header[0] ? w->io.cluster_header : NULL;
+		calls[i].headers[2] = lease_epoch ? epoch_header : NULL;
+		calls[i].timeout_ms = DELETE_TIMEOUT_MS;
+		calls[i].connect_timeout_ms = DELETE_CONNECT_TIMEOUT_MS;
+		calls[i].resp_cap = 16 * 1024;
+		callp[i] = &calls[i];
 	}
 	efs_http_call_run_parallel(w->io.http, callp, n);
 	for (unsigned i = 0; i < n; i++) {

@@ -921,11 +921,20 @@ size_t efs_control_collect(struct efs_control *ctl, struct efs_control_ticket *c
 {
 	struct timespec deadline;
 	size_t found = n;
+	bool deletes = false;
+	/* A stopping master abandons its waits for deletes: the worker may
+	 * still carry one out (it is idempotent); if not, the copy is an
+	 * orphan that its next chunk report finds (LIFECYCLE T13, T14), as
+	 * after any delete that failed. The collector does not retry it: the
+	 * chunk's row is gone. */
+	for (size_t i = 0; i < n; i++)
+		deletes |= !tickets[i]->copy;
 	pthread_mutex_lock(&ctl->lock);
 	for (;;) {
 		/* Checked under the lock efs_control_wake signals under: a
-		 * cancel set before that call is never slept through. */
-		if (cancel && atomic_load(cancel)) {
+		 * cancel (or stop) set before that call is never slept
+		 * through. */
+		if ((cancel && atomic_load(cancel)) || (deletes && atomic_load(&ctl->stopping))) {
 			pthread_mutex_unlock(&ctl->lock);
 			return n;
 		}
@@ -966,27 +975,9 @@ void efs_control_forget(struct efs_control *ctl, struct efs_control_ticket *tick
 	pthread_mutex_unlock(&ctl->lock);
 }
 
-/* push_send, then the wait for its Ack: its status, or -ENOTCONN, -EPIPE
- * (the stream ended first), -ETIMEDOUT, -ENOMEM; -ECANCELED when @cancel
- * (NULL: none) is set before the Ack comes (the ticket is forgotten: a
- * late Ack touches nothing). */
-static int push(struct efs_control *ctl, const char *worker_id, Echofs__V1__MasterMessage *down,
-		bool copy, int64_t timeout_ms, const atomic_bool *cancel)
-{
-	struct efs_control_ticket *ticket;
-	int status;
-	int r = push_send(ctl, worker_id, down, copy, timeout_ms, &ticket);
-	if (r < 0)
-		return r;
-	if (efs_control_collect(ctl, &ticket, 1, &status, cancel) == 1) {
-		efs_control_forget(ctl, ticket);
-		return -ECANCELED;
-	}
-	return status;
-}
-
-int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
-		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms)
+int efs_control_delete_send(struct efs_control *ctl, const char *worker_id,
+			    const char *chunk_id, int64_t unmodified_for_ms, uint64_t lease_epoch,
+			    int64_t timeout_ms, struct efs_control_ticket **ticket)
 {
 	Echofs__V1__MasterMessage down = ECHOFS__V1__MASTER_MESSAGE__INIT;
 	Echofs__V1__DeleteChunks del = ECHOFS__V1__DELETE_CHUNKS__INIT;
@@ -998,12 +989,7 @@ int efs_control_delete(struct efs_control *ctl, const char *worker_id, const cha
 	del.unmodified_for_ms = (uint64_t)EFS_MAX(unmodified_for_ms, 0);
 	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_DELETE_CHUNKS;
 	down.delete_chunks = &del;
-	/* A stopping master abandons the wait: the worker may still carry the
-	 * delete out (it is idempotent); if not, the copy is an orphan that
-	 * its next chunk report finds (LIFECYCLE T13, T14), as after any
-	 * delete that failed. The collector does not retry it: the chunk's
-	 * row is gone. */
-	return push(ctl, worker_id, &down, false, timeout_ms, &ctl->stopping);
+	return push_send(ctl, worker_id, &down, false, timeout_ms, ticket);
 }
 
 void efs_control_stopping(struct efs_control *ctl)

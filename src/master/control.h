@@ -19,8 +19,8 @@
  * CONTROL_SILENT_BEATS heartbeat intervals and CONTROL_SILENT_MIN_MS (a
  * partition that closed nothing) is ended by this master and counts as
  * broken. The collector's replica deletes go down the
- * stream of a worker that has one (efs_control_delete) and wait for its
- * Ack; without a stream they stay HTTP calls. Repair's copies to a worker
+ * stream of a worker that has one (efs_control_delete_send), all of a
+ * chunk's at once, and wait for their Acks; without a stream they stay HTTP calls. Repair's copies to a worker
  * with a stream go down it too (efs_control_copy_send: the worker fetches
  * the chunk from another worker over HTTP), several at once, each Ack
  * collected as it comes (efs_control_collect). A ChunkDelta's corrupt and
@@ -105,17 +105,22 @@ uint16_t efs_control_port(const struct efs_control *ctl);
 bool efs_control_streaming(struct efs_control *ctl, const char *worker_id);
 /* Pushes a conditional delete of @chunk_id (kept unless unwritten for
  * @unmodified_for_ms, refused under a lease epoch older than one the
- * worker saw) to @worker_id's stream and waits up to @timeout_ms for the
- * worker's Ack. Returns its status (204, 404, 412, 409, 400, 500: as the
- * HTTP DELETE would answer), or -ENOTCONN (no stream to this master: call
- * it over HTTP), -EPIPE (the stream ended first) or -ETIMEDOUT; after a
- * negative answer the delete may still happen (it is idempotent: retry it
- * over HTTP). -ECANCELED once the master is stopping
- * (efs_control_stopping, before the call or during its wait): the delete
- * was sent but is not waited for (nor worth an HTTP retry now). Any
- * thread but the control plane's own. */
-int efs_control_delete(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
-		       int64_t unmodified_for_ms, uint64_t lease_epoch, int64_t timeout_ms);
+ * worker saw) to @worker_id's stream without waiting: 0 with *@ticket,
+ * whose Ack is awaited until @timeout_ms from now and taken with
+ * efs_control_collect (or dropped with efs_control_forget), exactly one
+ * of the two, once; so a chunk's deletes on several workers are under way
+ * at once. The Ack's status is the HTTP DELETE's answer (204, 404, 412,
+ * 409, 400, 500; 503: the worker's delete queue is full), or -EPIPE (the
+ * stream ended first) or -ETIMEDOUT; after a negative answer the delete
+ * may still happen (it is idempotent: retry it over HTTP). -ENOTCONN (no
+ * stream to this master: call it over HTTP) or -ENOMEM, no ticket. Once
+ * the master is stopping (efs_control_stopping) a collect that waits on
+ * a delete's ticket returns at once, as for its cancel: the delete was
+ * sent but is not waited for (nor worth an HTTP retry now). Any thread but
+ * the control plane's own. */
+int efs_control_delete_send(struct efs_control *ctl, const char *worker_id,
+			    const char *chunk_id, int64_t unmodified_for_ms, uint64_t lease_epoch,
+			    int64_t timeout_ms, struct efs_control_ticket **ticket);
 /* Pushes a repair copy to @worker_id's stream: the worker fetches
  * @chunk_id (@size bytes uncompressed) from @from_url over HTTP, checks
  * its SHA-256, and stores it (refused under a lease epoch older than one it
@@ -141,8 +146,9 @@ int efs_control_copy_send(struct efs_control *ctl, const char *worker_id, const 
  * *@status as efs_control_copy returns it (the Ack's status, -EPIPE,
  * -ETIMEDOUT). With @cancel (NULL: none) true, or made true and then
  * efs_control_wake called, returns @n at once instead: no ticket taken,
- * *@status untouched (the caller collects or forgets them later). Any
- * thread but the control plane's own. */
+ * *@status untouched (the caller collects or forgets them later); so
+ * too, once the master is stopping, when one of @tickets is a delete's.
+ * Any thread but the control plane's own. */
 size_t efs_control_collect(struct efs_control *ctl, struct efs_control_ticket *const *tickets,
 			   size_t n, int *status, const atomic_bool *cancel);
 /* Wakes every efs_control_collect waiting now, so that each looks at its
@@ -152,9 +158,8 @@ void efs_control_wake(struct efs_control *ctl);
  * comes, is ignored: the ticket is off the list Acks are matched on before
  * it is freed). NULL is accepted. */
 void efs_control_forget(struct efs_control *ctl, struct efs_control_ticket *ticket);
-/* The master is stopping: every efs_control_delete waiting for its Ack
- * stops waiting now and returns -ECANCELED, as do later ones as soon as
- * they are sent. Copies are not touched (repair stops its own waits:
+/* The master is stopping: every efs_control_collect waiting on a delete's
+ * ticket returns now, as do later ones at once. Copies are not touched (repair stops its own waits:
  * efs_control_collect's cancel). Before efs_control_stop; idempotent. */
 void efs_control_stopping(struct efs_control *ctl);
 /* How many workers have an open stream to this master now. */

@@ -363,6 +363,17 @@ size_t efs_copier_take(struct efs_copier *cp, struct efs_copy_result *out, size_
 	return n;
 }
 
+void efs_copier_held(struct efs_copier *cp, size_t *copies, size_t *deletes)
+{
+	*copies = *deletes = 0;
+	if (!cp->ctx)
+		return;
+	pthread_mutex_lock(&cp->lock);
+	*copies = cp->jobs;
+	*deletes = cp->delete_jobs;
+	pthread_mutex_unlock(&cp->lock);
+}
+
 static void free_jobs(struct efs_copy_job *job)
 {
 	while (job) {

@@ -133,6 +133,9 @@ int efs_copier_submit_delete(struct efs_copier *cp, const struct efs_delete_requ
 /* Moves up to @max finished results into @out, oldest first; returns how
  * many. */
 size_t efs_copier_take(struct efs_copier *cp, struct efs_copy_result *out, size_t max);
+/* How many copies and deletes are held (queued, running, or finished and
+ * not yet taken) now, into *@copies and *@deletes. */
+void efs_copier_held(struct efs_copier *cp, size_t *copies, size_t *deletes);
 /* Makes running fetches give up, drops queued jobs and results, joins the
  * threads. Safe on a copier that never started (zeroed). */
 void efs_copier_stop(struct efs_copier *cp);

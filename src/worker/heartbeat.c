@@ -31,6 +31,12 @@
 /* The longest slice of a wait on the stream (the ticker's stop is checked
  * between slices). */
 #define GRPC_WAIT_SLICE_MS 100
+/* The slice while the copier holds pushed deletes (each done in a few ms:
+ * a tombstone written and synced) or copies: their Acks are sent between
+ * slices, and the master's collector waits for a chunk's Acks before its
+ * next chunk (a 100 ms slice cost each pushed delete ~50 ms). */
+#define GRPC_DELETE_SLICE_MS 2
+#define GRPC_COPY_SLICE_MS 20
 #define PATH_CONNECT "/echofs.v1.ControlPlane/Connect"
 #define ID_FILE "worker_id"
 #define CLUSTER_FILE "cluster_id"
@@ -758,7 +764,12 @@ static bool stream_wait(struct efs_heartbeat *hb, struct efs_ticker *t, int64_t 
 		int64_t left = until - efs_mono_ms();
 		if (left <= 0)
 			break;
-		int r = efs_rpc_stream_recv(hb->stream, EFS_MIN(left, GRPC_WAIT_SLICE_MS), &in);
+		size_t copies, deletes;
+		efs_copier_held(&hb->copier, &copies, &deletes);
+		int64_t slice = deletes  ? GRPC_DELETE_SLICE_MS
+				: copies ? GRPC_COPY_SLICE_MS
+					 : GRPC_WAIT_SLICE_MS;
+		int r = efs_rpc_stream_recv(hb->stream, EFS_MIN(left, slice), &in);
 		if (r > 0) {
 			instruction(hb, &in, beat_ms);
 			continue;

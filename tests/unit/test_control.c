@@ -20,13 +20,14 @@
 #include <sched.h>
 #include <time.h>
 
-/* A ticket as push_send leaves it (sent, its Ack awaited until
- * @deadline_ms), on @ctl's pending list. */
-static struct efs_control_ticket *pending_ticket(struct efs_control *ctl, int64_t deadline_ms)
+/* A copy's or a delete's ticket as push_send leaves it (sent, its Ack
+ * awaited until @deadline_ms), on @ctl's pending list. */
+static struct efs_control_ticket *pushed_ticket(struct efs_control *ctl, int64_t deadline_ms,
+						bool copy)
 {
 	struct efs_control_ticket *p = calloc(1, sizeof(*p));
 	assert_non_null(p);
-	p->copy = true;
+	p->copy = copy;
 	p->deadline_ms = deadline_ms;
 	pthread_mutex_lock(&ctl->lock);
 	p->id = ++ctl->next_instruction;
@@ -34,6 +35,11 @@ static struct efs_control_ticket *pending_ticket(struct efs_control *ctl, int64_
 	ctl->pending = p;
 	pthread_mutex_unlock(&ctl->lock);
 	return p;
+}
+
+static struct efs_control_ticket *pending_ticket(struct efs_control *ctl, int64_t deadline_ms)
+{
+	return pushed_ticket(ctl, deadline_ms, true);
 }
 
 /* A holder waiting for its ticket on another thread. */
@@ -49,6 +55,47 @@ static void *collect_main(void *arg)
 	struct collector *c = arg;
 	c->index = efs_control_collect(c->ctl, &c->ticket, 1, &c->status, NULL);
 	return NULL;
+}
+
+/* The collector's wait for a chunk's pushed deletes ends when the master
+ * starts stopping (efs_control_stopping), with nothing taken: it forgets
+ * them (chunk_workers.c) instead of waiting out their deadlines. A copy's
+ * wait is not touched (repair has its own cancel). */
+static void test_stopping_ends_a_wait_for_deletes_not_for_copies(void **state)
+{
+	struct efs_master *m = calloc(1, sizeof(*m));
+	struct efs_control *ctl = calloc(1, sizeof(*ctl));
+	char err[256] = "";
+	assert_non_null(m);
+	assert_non_null(ctl);
+	assert_int_equal(efs_control_start(ctl, m, err, sizeof(err)), 0);
+	int64_t never = INT64_MAX / 2;
+	struct collector c = {.ctl = ctl, .ticket = pushed_ticket(ctl, never, false),
+			      .status = 12345, .index = 99};
+	pthread_t thread;
+	assert_int_equal(pthread_create(&thread, NULL, collect_main, &c), 0);
+	struct timespec nap = {0, 50 * 1000 * 1000};
+	nanosleep(&nap, NULL);
+	efs_control_stopping(ctl);
+	pthread_join(thread, NULL); /* a hang here is the failure */
+	assert_int_equal(c.index, 1);
+	assert_int_equal(c.status, 12345);
+	assert_ptr_equal(ctl->pending, c.ticket); /* still its holder's */
+	efs_control_forget(ctl, c.ticket);
+
+	/* Stopping already: a delete's wait returns at once; a copy's runs to
+	 * its deadline (-ETIMEDOUT). */
+	struct efs_control_ticket *del = pushed_ticket(ctl, never, false);
+	int status = 12345;
+	assert_int_equal(efs_control_collect(ctl, &del, 1, &status, NULL), 1);
+	efs_control_forget(ctl, del);
+	struct efs_control_ticket *copy = pushed_ticket(ctl, efs_mono_ms() + 20, true);
+	assert_int_equal(efs_control_collect(ctl, &copy, 1, &status, NULL), 0);
+	assert_int_equal(status, -ETIMEDOUT);
+	assert_null(ctl->pending);
+	efs_control_stop(ctl);
+	free(ctl);
+	free(m);
 }
 
 static void test_stop_abandons_pending_tickets_to_their_holders(void **state)
@@ -180,6 +227,7 @@ int main(void)
 	    cmocka_unit_test(test_stop_abandons_pending_tickets_to_their_holders),
 	    cmocka_unit_test(test_forget_after_stop_frees_the_ticket),
 	    cmocka_unit_test(test_collect_gives_up_when_cancelled),
+	    cmocka_unit_test(test_stopping_ends_a_wait_for_deletes_not_for_copies),
 	    cmocka_unit_test(test_stream_lookups_during_the_stop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
