@@ -281,12 +281,14 @@ static void watch_withheld(struct efs_master *m, const char *worker_id, const ch
 	struct efs_worker_info w;
 	if (efs_meta_worker_get(m->meta, worker_id, &w) < 0)
 		return; /* gone: nothing to call; a report of its next life judges */
+	size_t watched = 0;
 	for (size_t i = 0; i < count; i++)
-		efs_late_writes_note(&m->late_writes, worker_id, w.url, ids[i]);
+		watched += efs_late_writes_note(&m->late_writes, worker_id, w.url, ids[i]);
 	efs_info("worker %s report: %zu copies to delete kept for now (this master is writing "
-		 "those chunks): handed to the late-write watch, which deletes each once the "
-		 "write is over unless a row names it or its chunk is short of good copies",
-		 worker_id, count);
+		 "those chunks): %zu handed to the late-write watch, which deletes each once the "
+		 "write is over unless a row names it or its chunk is short of good copies%s",
+		 worker_id, count, watched,
+		 watched < count ? "; the others wait for the worker's next full report" : "");
 }
 
 int efs_api_report_judge(struct efs_master *m, const char *worker_id,

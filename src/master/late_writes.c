@@ -26,7 +26,7 @@
 
 enum outcome { LATE_DONE, LATE_AGAIN };
 
-void efs_late_writes_note(struct efs_late_writes *lw, const char *worker_id, const char *url,
+bool efs_late_writes_note(struct efs_late_writes *lw, const char *worker_id, const char *url,
 			  const char *chunk_id)
 {
 	int64_t now = efs_mono_ms();
@@ -34,7 +34,7 @@ void efs_late_writes_note(struct efs_late_writes *lw, const char *worker_id, con
 	pthread_mutex_lock(&lw->lock);
 	if (!lw->list) {
 		pthread_mutex_unlock(&lw->lock);
-		return; /* not started: the reports alone settle it */
+		return false; /* not started: the reports alone settle it */
 	}
 	size_t i = 0;
 	while (i < lw->count && (strcmp(lw->list[i].chunk_id, chunk_id) != 0 ||
@@ -61,6 +61,7 @@ void efs_late_writes_note(struct efs_late_writes *lw, const char *worker_id, con
 		efs_warn("%d given-up replica writes watched already: copies more of them leave "
 			 "on their workers wait for the workers' chunk reports",
 			 EFS_LATE_WRITES_MAX);
+	return i != SIZE_MAX;
 }
 
 /* Whether a replica row names @e's worker for its chunk: 1, 0 (none, or

@@ -38,6 +38,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define EFS_LATE_WRITES_MAX 4096
@@ -77,9 +78,10 @@ int efs_late_writes_start(struct efs_late_writes *lw, struct efs_meta *meta,
 /* Stops the thread and frees the list. */
 void efs_late_writes_stop(struct efs_late_writes *lw);
 /* A write of @chunk_id to @worker_id at @url was given up in transport:
- * watch it (again from now, if it is watched already). Thread-safe; never
- * blocks on I/O. */
-void efs_late_writes_note(struct efs_late_writes *lw, const char *worker_id, const char *url,
+ * watch it (again from now, if it is watched already). True when it is
+ * watched; false when the watch is not running or is full (the copy waits
+ * for its worker's chunk report). Thread-safe; never blocks on I/O. */
+bool efs_late_writes_note(struct efs_late_writes *lw, const char *worker_id, const char *url,
 			  const char *chunk_id);
 
 #endif

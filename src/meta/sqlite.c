@@ -16,6 +16,7 @@
 #include "echofs/log.h"
 #include "echofs/util.h"
 #include "meta/sql.h"
+#include "meta/sqlite_checkpoint.h"
 
 #include <limits.h>
 #include <sqlite3.h>
@@ -33,6 +34,8 @@ struct sqlite_conn {
 		sqlite3_stmt *stmt;
 	} cache[STMT_CACHE];
 	size_t cached;
+	/* Checkpoints off the committing thread (NULL: SQLite's own). */
+	struct efs_sqlite_checkpointer *checkpointer;
 };
 
 static int map_error(int rc)
@@ -73,6 +76,7 @@ static void sqlite_disconnect(void *conn)
 		sqlite3_finalize(c->cache[i].stmt);
 		free(c->cache[i].sql);
 	}
+	efs_sqlite_checkpointer_detach(c->checkpointer);
 	sqlite3_close(c->db);
 	free(c);
 }
@@ -112,6 +116,9 @@ static int sqlite_connect(const char *target, void **conn, char *err, size_t err
 	}
 	if (rc != SQLITE_OK)
 		goto fail;
+	/* After the pragmas: a connection of the pool that never writes
+	 * never starts its thread. */
+	c->checkpointer = efs_sqlite_checkpointer_attach(c->db, target);
 	*conn = c;
 	return 0;
 fail:

@@ -747,13 +747,16 @@ def test_pipelined_upload_gives_each_chunk_its_encoding(cluster):
 
 # Threads grpc's core library starts and sizes by itself (the gRPC control
 # plane, src/common/rpc.c): its executor and timers come and go with the
-# streams, not with uploads.
+# streams, not with uploads. And the SQLite store's checkpoint thread
+# (src/meta/sqlite_checkpoint.c), which starts once the WAL first holds
+# 1,000 pages and stays.
 GRPC_THREADS = ("default-executo", "event_engine", "grpc_global_tim", "resolver-execut",
-                "timer_manager")
+                "timer_manager", "meta-checkpoint")
 
 
 def own_threads(pid):
-    """The process's threads but grpc's own pool."""
+    """The process's threads but grpc's own pool and the store's checkpoint
+    thread."""
     names = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
