@@ -20,6 +20,20 @@
 #include <sched.h>
 #include <time.h>
 
+/* A control plane started for @m (zeroed: no gRPC listener, the tickets
+ * are made here); freed with free() by the test, after efs_control_stop
+ * where it needs one. */
+static struct efs_control *started_control(struct efs_master **m)
+{
+	struct efs_control *ctl = calloc(1, sizeof(*ctl));
+	char err[256] = "";
+	*m = calloc(1, sizeof(**m));
+	assert_non_null(*m);
+	assert_non_null(ctl);
+	assert_int_equal(efs_control_start(ctl, *m, err, sizeof(err)), 0);
+	return ctl;
+}
+
 /* A copy's or a delete's ticket as push_send leaves it (sent, its Ack
  * awaited until @deadline_ms), on @ctl's pending list. */
 static struct efs_control_ticket *pushed_ticket(struct efs_control *ctl, int64_t deadline_ms,
@@ -63,12 +77,8 @@ static void *collect_main(void *arg)
  * wait is not touched (repair has its own cancel). */
 static void test_stopping_ends_a_wait_for_deletes_not_for_copies(void **state)
 {
-	struct efs_master *m = calloc(1, sizeof(*m));
-	struct efs_control *ctl = calloc(1, sizeof(*ctl));
-	char err[256] = "";
-	assert_non_null(m);
-	assert_non_null(ctl);
-	assert_int_equal(efs_control_start(ctl, m, err, sizeof(err)), 0);
+	struct efs_master *m;
+	struct efs_control *ctl = started_control(&m);
 	int64_t never = INT64_MAX / 2;
 	struct collector c = {.ctl = ctl, .ticket = pushed_ticket(ctl, never, false),
 			      .status = 12345, .index = 99};
@@ -100,13 +110,8 @@ static void test_stopping_ends_a_wait_for_deletes_not_for_copies(void **state)
 
 static void test_stop_abandons_pending_tickets_to_their_holders(void **state)
 {
-	struct efs_master *m = calloc(1, sizeof(*m));
-	struct efs_control *ctl = calloc(1, sizeof(*ctl));
-	char err[256] = "";
-	assert_non_null(m);
-	assert_non_null(ctl);
-	m->cfg.grpc_port = 0; /* no listener: the tickets are made here */
-	assert_int_equal(efs_control_start(ctl, m, err, sizeof(err)), 0);
+	struct efs_master *m;
+	struct efs_control *ctl = started_control(&m);
 
 	/* Deadlines that never come: only the stop can answer them. */
 	int64_t never = INT64_MAX / 2;
@@ -138,12 +143,8 @@ static void test_stop_abandons_pending_tickets_to_their_holders(void **state)
 
 static void test_forget_after_stop_frees_the_ticket(void **state)
 {
-	struct efs_master *m = calloc(1, sizeof(*m));
-	struct efs_control *ctl = calloc(1, sizeof(*ctl));
-	char err[256] = "";
-	assert_non_null(m);
-	assert_non_null(ctl);
-	assert_int_equal(efs_control_start(ctl, m, err, sizeof(err)), 0);
+	struct efs_master *m;
+	struct efs_control *ctl = started_control(&m);
 	struct efs_control_ticket *held = pending_ticket(ctl, INT64_MAX / 2);
 	efs_control_stop(ctl);
 	assert_null(ctl->pending);
@@ -154,14 +155,10 @@ static void test_forget_after_stop_frees_the_ticket(void **state)
 
 static void test_collect_gives_up_when_cancelled(void **state)
 {
-	struct efs_master *m = calloc(1, sizeof(*m));
-	struct efs_control *ctl = calloc(1, sizeof(*ctl));
-	char err[256] = "";
+	struct efs_master *m;
+	struct efs_control *ctl = started_control(&m);
 	atomic_bool cancel;
 	int status = 12345;
-	assert_non_null(m);
-	assert_non_null(ctl);
-	assert_int_equal(efs_control_start(ctl, m, err, sizeof(err)), 0);
 	struct efs_control_ticket *t = pending_ticket(ctl, INT64_MAX / 2);
 	atomic_init(&cancel, true);
 	/* Cancelled: n, nothing taken, the status untouched. */
@@ -200,12 +197,8 @@ static void *look_main(void *arg)
 
 static void test_stream_lookups_during_the_stop(void **state)
 {
-	struct efs_master *m = calloc(1, sizeof(*m));
-	struct efs_control *ctl = calloc(1, sizeof(*ctl));
-	char err[256] = "";
-	assert_non_null(m);
-	assert_non_null(ctl);
-	assert_int_equal(efs_control_start(ctl, m, err, sizeof(err)), 0);
+	struct efs_master *m;
+	struct efs_control *ctl = started_control(&m);
 	struct looker l = {.ctl = ctl};
 	atomic_init(&l.started, false);
 	atomic_init(&l.done, false);
