@@ -184,10 +184,15 @@ static int workers_remove(void *impl, const char *chunk_id, const struct efs_rep
 							     lease_epoch, DELETE_TIMEOUT_MS,
 							     &tickets[pushes])
 				   : -ENOTCONN;
-		if (r == 0)
+		if (r == 0) {
 			pushed_to[pushes++] = &known[i];
-		else
-			of[n++] = &known[i];
+			continue;
+		}
+		if (r != -ENOTCONN)
+			efs_warn("chunk %.12s: cannot push its delete to worker %s (%s): calling "
+				 "it over HTTP",
+				 chunk_id, known[i].worker_id, strerror(-r));
+		of[n++] = &known[i];
 	}
 	while (pushes > 0) {
 		int st;

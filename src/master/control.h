@@ -18,10 +18,10 @@
  * shutdown suspects nobody. A stream with no message for
  * CONTROL_SILENT_BEATS heartbeat intervals and CONTROL_SILENT_MIN_MS (a
  * partition that closed nothing) is ended by this master and counts as
- * broken. The collector's replica deletes go down the
- * stream of a worker that has one (efs_control_delete_send), all of a
- * chunk's at once, and wait for their Acks; without a stream they stay HTTP calls. Repair's copies to a worker
- * with a stream go down it too (efs_control_copy_send: the worker fetches
+ * broken. The collector's replica deletes go down the stream of a worker
+ * that has one (efs_control_delete_send), all of a chunk's at once, and
+ * wait for their Acks; without a stream they stay HTTP calls. Repair's
+ * copies to a worker with a stream go down it too (efs_control_copy_send: the worker fetches
  * the chunk from another worker over HTTP), several at once, each Ack
  * collected as it comes (efs_control_collect). A ChunkDelta's corrupt and
  * removed ids mark the worker's replicas of them bad (as a report's

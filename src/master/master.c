@@ -31,7 +31,8 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	efs_history_stop(&m->history);
 	efs_repair_stop(&m->repair);
 	/* The collector's pushed deletes wait for no Ack any more (up to 5 s
-	 * each): its pass ends at the first one (efs_control_delete). */
+	 * per chunk): its pass ends at the first chunk it waits for
+	 * (efs_control_collect on a delete's ticket). */
 	efs_control_stopping(&m->control);
 	efs_gc_stop(&m->gc);
 	efs_http_server_stop(m->s3_http, grace_ms);

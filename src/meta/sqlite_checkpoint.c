@@ -21,6 +21,11 @@ struct efs_sqlite_checkpointer {
 	int mark_pages, inline_pages;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
+	/* Held over every checkpoint of the thread and of the writer: the
+	 * writer's at the cap waits for the thread's under way instead of
+	 * failing busy (a PASSIVE checkpoint never waits) and letting the WAL
+	 * grow past it. */
+	pthread_mutex_t run_lock;
 	pthread_t thread;
 	/* Under lock: */
 	bool started;	  /* the thread runs */
@@ -31,7 +36,8 @@ struct efs_sqlite_checkpointer {
 	int copied;	     /* the WAL's frames copied, as of the thread's last checkpoint */
 	int last_pages;	     /* the WAL's size at the last commit */
 	uint64_t generation; /* WAL restarts seen (a smaller size than the last) */
-	uint64_t background, inline_runs; /* checkpoints run (tests read them) */
+	uint64_t background;  /* the thread's checkpoints (tests read them) */
+	uint64_t inline_runs; /* the writer's that did not fail */
 };
 
 /* Opens the thread's own connection: NULL when it cannot (logged). */
@@ -84,13 +90,18 @@ static void *checkpoint_main(void *arg)
 		ck->busy = true;
 		uint64_t generation = ck->generation;
 		pthread_mutex_unlock(&ck->lock);
+		pthread_mutex_lock(&ck->run_lock);
 		int copied = checkpoint(db, ck->path, "background");
+		pthread_mutex_unlock(&ck->run_lock);
 		pthread_mutex_lock(&ck->lock);
 		ck->busy = false;
 		ck->background++;
 		if (generation != ck->generation)
 			continue; /* of a WAL since restarted */
-		if (copied > ck->copied) {
+		if (copied >= 0 && copied != ck->copied) {
+			/* More copied; or fewer: the WAL started again without
+			 * the hook seeing it shrink (a first transaction as large
+			 * as the old WAL). */
 			ck->copied = copied;
 			continue;
 		}
@@ -137,11 +148,16 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 		ck->due = true;
 		pthread_cond_signal(&ck->wake);
 	}
-	ck->inline_runs += inline_now;
 	pthread_mutex_unlock(&ck->lock);
 	/* Its result is not the commit's: the commit happened. */
-	if (inline_now)
-		checkpoint(db, ck->path, "inline");
+	if (inline_now) {
+		pthread_mutex_lock(&ck->run_lock);
+		int copied = checkpoint(db, ck->path, "inline");
+		pthread_mutex_unlock(&ck->run_lock);
+		pthread_mutex_lock(&ck->lock);
+		ck->inline_runs += copied >= 0;
+		pthread_mutex_unlock(&ck->lock);
+	}
 	return SQLITE_OK;
 }
 
@@ -156,7 +172,9 @@ struct efs_sqlite_checkpointer *efs_sqlite_checkpointer_attach(sqlite3 *db, cons
 	ck->mark_pages = EFS_SQLITE_CHECKPOINT_PAGES;
 	ck->inline_pages = EFS_SQLITE_CHECKPOINT_INLINE_PAGES;
 	pthread_mutex_init(&ck->lock, NULL);
+	pthread_mutex_init(&ck->run_lock, NULL);
 	if (efs_ticker_cond_init(&ck->wake) < 0) {
+		pthread_mutex_destroy(&ck->run_lock);
 		pthread_mutex_destroy(&ck->lock);
 		free(ck->path);
 		free(ck);
@@ -179,6 +197,7 @@ void efs_sqlite_checkpointer_detach(struct efs_sqlite_checkpointer *ck)
 	if (started)
 		pthread_join(ck->thread, NULL);
 	pthread_cond_destroy(&ck->wake);
+	pthread_mutex_destroy(&ck->run_lock);
 	pthread_mutex_destroy(&ck->lock);
 	free(ck->path);
 	free(ck);

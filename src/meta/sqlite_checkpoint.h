@@ -19,8 +19,9 @@
  * checkpoint that copied every frame. Under a write load that never
  * pauses the checkpoint may not catch up, and the WAL would grow without
  * bound: past EFS_SQLITE_CHECKPOINT_INLINE_PAGES the committing
- * connection checkpoints inline, as SQLite's default does (the writer
- * then appends nothing meanwhile, so the WAL restarts). If the thread or
+ * connection checkpoints inline, as SQLite's default does (after the
+ * thread's checkpoint under way, if one is; the writer appends nothing
+ * meanwhile, so its next transaction starts the WAL again). If the thread or
  * its connection cannot be had, every checkpoint is inline, at
  * EFS_SQLITE_CHECKPOINT_PAGES, as before.
  *
