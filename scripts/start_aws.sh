@@ -132,13 +132,19 @@ trap 'restart=true; [ -n "$master_pid" ] && kill "$master_pid" 2>/dev/null || tr
 
 start_master
 echo $$ >"$state/start_aws.pid"
-{
-	echo "ECHOFS_URL=$url"
-	echo "ECHOFS_AWS_DIR=$state"
-	echo "JWT_SECRET=$JWT_SECRET"
-	env | grep -E '^(AWS_[A-Z0-9_]+|S3_BUCKET_NAME|DYNAMODB_[A-Z_]+_TABLE|DATA_DIR|DATABASE_URL)=' || true
-} >"$state/env"
-chmod 600 "$state/env"
+# Written aside and renamed: a reader that waits for the file
+# (test/aws_integration.sh polls for it) never sources half of it. It
+# holds JWT_SECRET: readable by its owner only from the start.
+(
+	umask 077
+	{
+		echo "ECHOFS_URL=$url"
+		echo "ECHOFS_AWS_DIR=$state"
+		echo "JWT_SECRET=$JWT_SECRET"
+		env | grep -E '^(AWS_[A-Z0-9_]+|S3_BUCKET_NAME|DYNAMODB_[A-Z_]+_TABLE|DATA_DIR|DATABASE_URL)=' || true
+	} >"$state/env.tmp"
+)
+mv -f "$state/env.tmp" "$state/env"
 token=$("$BIN/echofs" token --user alice)
 grep -E "chunk backend|listening on" "$state/master.log" | tail -n 2 | sed 's/^/start_aws: /' >&2
 cat >&2 <<EOF
