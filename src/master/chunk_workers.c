@@ -153,10 +153,10 @@ static int delete_outcome(struct workers *w, const char *chunk_id, const struct 
  * worker's own clock: a copy an upload stored again after the decision is
  * kept (412), whatever the skew between this master and the worker. With
  * @lease_epoch, a worker that has seen a newer lease epoch keeps it too
- * (409 stale_lease_epoch: the decision was an old lease holder's). The deletes go down
- * the control streams of the workers that have one, all at once, then
- * over HTTP, in parallel, to the others and to those whose push was not
- * answered. */
+ * (409 stale_lease_epoch: the decision was an old lease holder's). The
+ * deletes go down the control streams of the workers that have one, all
+ * at once, then over HTTP, in parallel, to the others and to those whose
+ * push was not answered. */
 static int workers_remove(void *impl, const char *chunk_id, const struct efs_replica *known,
 			   unsigned known_count, int64_t unmodified_for_ms, uint64_t lease_epoch)
 {

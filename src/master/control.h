@@ -21,9 +21,9 @@
  * broken. The collector's replica deletes go down the stream of a worker
  * that has one (efs_control_delete_send), all of a chunk's at once, and
  * wait for their Acks; without a stream they stay HTTP calls. Repair's
- * copies to a worker with a stream go down it too (efs_control_copy_send: the worker fetches
- * the chunk from another worker over HTTP), several at once, each Ack
- * collected as it comes (efs_control_collect). A ChunkDelta's corrupt and
+ * copies to a worker with a stream go down it too (efs_control_copy_send:
+ * the worker fetches the chunk from another worker over HTTP), several at
+ * once, each Ack collected as it comes (efs_control_collect). A ChunkDelta's corrupt and
  * removed ids mark the worker's replicas of them bad (as a report's
  * `lost`: repair follows); its added ids are left to the next full
  * report. A Report call is a full chunk report in batches, each judged
@@ -159,8 +159,9 @@ void efs_control_wake(struct efs_control *ctl);
  * it is freed). NULL is accepted. */
 void efs_control_forget(struct efs_control *ctl, struct efs_control_ticket *ticket);
 /* The master is stopping: every efs_control_collect waiting on a delete's
- * ticket returns now, as do later ones at once. Copies are not touched (repair stops its own waits:
- * efs_control_collect's cancel). Before efs_control_stop; idempotent. */
+ * ticket returns now, as do later ones at once. Copies are not touched
+ * (repair stops its own waits: efs_control_collect's cancel). Before
+ * efs_control_stop; idempotent. */
 void efs_control_stopping(struct efs_control *ctl);
 /* How many workers have an open stream to this master now. */
 size_t efs_control_streams(struct efs_control *ctl);

@@ -113,7 +113,6 @@ static void *checkpoint_main(void *arg)
 		while (!ck->stopping && pthread_cond_timedwait(&ck->wake, &ck->lock, &until) == 0)
 			;
 	}
-	ck->busy = false;
 	pthread_mutex_unlock(&ck->lock);
 	sqlite3_close(db);
 	return NULL;
@@ -131,8 +130,9 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 		ck->copied = 0;
 	}
 	ck->last_pages = pages;
-	if (pages - ck->copied >= ck->mark_pages && !ck->started &&
-	    !ck->inline_only) {
+	/* Enough not copied yet (all of it when the thread never runs). */
+	bool want = pages - ck->copied >= ck->mark_pages;
+	if (want && !ck->started && !ck->inline_only) {
 		int r = pthread_create(&ck->thread, NULL, checkpoint_main, ck);
 		ck->started = r == 0;
 		ck->inline_only = r != 0;
@@ -142,9 +142,8 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 				 strerror(r));
 	}
 	if (ck->inline_only) {
-		inline_now |= pages >= ck->mark_pages;
-	} else if (!inline_now && !ck->busy && !ck->due &&
-		   pages - ck->copied >= ck->mark_pages) {
+		inline_now |= want;
+	} else if (want && !inline_now && !ck->busy && !ck->due) {
 		ck->due = true;
 		pthread_cond_signal(&ck->wake);
 	}
