@@ -130,7 +130,15 @@ deps:
 TEST_JOBS ?= 1
 PARALLEL   := $(filter-out 0 1,$(TEST_JOBS))
 PYTEST     := /usr/bin/python3 -m pytest -q
-PYTEST_ENV  = ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE)
+# A black-box test (its fixtures included) or a unit program that runs
+# longer than TEST_TIMEOUT seconds fails, named, with its threads' stacks
+# (pytest-timeout; coreutils' timeout for the unit programs), instead of
+# holding the whole run until CI's own limit (90 min) ends it with no word
+# of which. The longest test takes about a minute. 0: no limit.
+TEST_TIMEOUT ?= 600
+PYTEST_ENV  = ECHOFS_BIN_DIR=$(abspath $(BIN)) ECHOFS_SANITIZE=$(SANITIZE) \
+	      PYTEST_TIMEOUT=$(TEST_TIMEOUT)
+UNIT_RUN    = timeout -k 10 $(TEST_TIMEOUT)
 
 # `make test` = install what is missing, build, unit tests, black-box tests.
 ifeq ($(PARALLEL),)
@@ -152,13 +160,13 @@ endif
 # PostgreSQL each program makes databases named by its pid.)
 unit: $(UNIT_BIN)
 ifeq ($(PARALLEL),)
-	@failed=""; for t in $(UNIT_BIN); do echo "== $$t"; $$t || failed="$$failed $$t"; done; \
+	@failed=""; for t in $(UNIT_BIN); do echo "== $$t"; $(UNIT_RUN) $$t || failed="$$failed $$t"; done; \
 	if [ -n "$$failed" ]; then echo "unit tests failed:$$failed"; exit 1; fi
 else
 	@logs=$$(mktemp -d); \
 	printf '%s\n' $(filter %/test_meta_files %/test_meta_sqlite,$(UNIT_BIN)) \
 	  $(filter-out %/test_meta_files %/test_meta_sqlite,$(UNIT_BIN)) | \
-	  xargs -P $(TEST_JOBS) -I{} sh -c 'n=$$(basename "$$1"); "$$1" >"$$2/$$n.log" 2>&1 || \
+	  xargs -P $(TEST_JOBS) -I{} sh -c 'n=$$(basename "$$1"); $(UNIT_RUN) "$$1" >"$$2/$$n.log" 2>&1 || \
 	    touch "$$2/$$n.failed"' sh {} $$logs; \
 	failed=""; for t in $(UNIT_BIN); do n=$$(basename $$t); echo "== $$t"; cat $$logs/$$n.log; \
 	  [ ! -e $$logs/$$n.failed ] || failed="$$failed $$t"; done; rm -rf $$logs; \

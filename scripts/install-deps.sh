@@ -15,7 +15,9 @@ set -euo pipefail
 # rclone and python3-boto3: the S3 API's client tests (test_s3_api.py,
 # test_s3_clients.py); libgrpc-dev, libprotobuf-c-dev and protobuf-c-compiler:
 # the gRPC control plane (proto/echofs.proto, src/common/rpc.c);
-# python3-grpcio and python3-protobuf: its interop test (test_grpc.py).
+# python3-grpcio and python3-protobuf: its interop test (test_grpc.py);
+# python3-pytest-timeout: a black-box test that hangs fails after
+# TEST_TIMEOUT seconds, named, instead of holding CI to its limit (Makefile).
 PACKAGES=(
 	build-essential pkg-config
 	libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libisal-dev
@@ -23,7 +25,7 @@ PACKAGES=(
 	libcmocka-dev libexpat1-dev libsystemd-dev
 	libgrpc-dev libprotobuf-c-dev protobuf-c-compiler python3-grpcio python3-protobuf
 	clang libclang-rt-14-dev
-	python3-pytest python3-pytest-xdist python3-requests
+	python3-pytest python3-pytest-xdist python3-pytest-timeout python3-requests
 	postgresql-15 redis-server
 	curl procps openssl faketime systemd groff-base iptables
 	prometheus chromium
