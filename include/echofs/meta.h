@@ -633,6 +633,14 @@ int efs_meta_chunk_get(struct efs_meta *m, const char *chunk_id, struct efs_chun
  * and repair replaces it. Counts the mark (efs_replica.bad_marks), also on
  * a replica already bad. */
 int efs_meta_replica_mark_bad(struct efs_meta *m, const char *chunk_id, const char *worker_id);
+/* As efs_meta_replica_mark_bad, for a copy its worker found gone after
+ * @recorded_by_ms (master clock): marks the row only if it was recorded
+ * at or before then. A later row names a copy written again since (an
+ * upload or a repair recorded it after the worker looked), and is left
+ * as it is. 1 when the row was marked, 0 when none was (no row, or a
+ * later one), -errno. */
+int efs_meta_replica_mark_lost(struct efs_meta *m, const char *chunk_id, const char *worker_id,
+			       int64_t recorded_by_ms);
 /* Makes bad replica @rep of @chunk_id good again, because bytes read from
  * it just now verified against the chunk id; recorded at @now_ms (so a
  * report whose snapshot predates the read does not mark it again). Only

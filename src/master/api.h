@@ -22,10 +22,14 @@ struct efs_report_body {
 	struct efs_report_entry *entries; /* malloc'd: count entries, verdicts unset */
 	size_t count;
 	const json_t *lost; /* borrowed from the body: an array, or NULL */
+	/* Master clock: every lost id was found gone after it (the master's
+	 * answer to the report's last batch); 0: absent. */
+	uint64_t lost_checked_after_ms;
 	bool last;
 };
 /* The parse step of a report, no I/O (so it can be fuzzed alone): reads
- * started_at_ms, now_ms (0..INT64_MAX), master_started_ms (optional), chunks ([["<64 hex>", mtime_ms],
+ * started_at_ms, now_ms (0..INT64_MAX), master_started_ms and
+ * lost_checked_after_ms (optional), chunks ([["<64 hex>", mtime_ms],
  * ...]), lost (an array; its items are checked where used) and last. 0
  * with *out filled (the caller frees out->entries), -EINVAL with what is
  * wrong in @why (@why_size bytes), or -ENOMEM; *out untouched on failure. */

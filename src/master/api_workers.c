@@ -228,13 +228,14 @@ int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *
 	const json_t *chunks = json_object_get(body, "chunks");
 	const json_t *lost = json_object_get(body, "lost");
 	const json_t *item;
-	uint64_t started = 0, worker_now = 0, master_started = 0;
+	uint64_t started = 0, worker_now = 0, master_started = 0, lost_after = 0;
 	size_t n, i;
 
 	if (efs_json_u64(body, "started_at_ms", &started) < 0 ||
 	    efs_json_u64(body, "now_ms", &worker_now) < 0 || started > INT64_MAX ||
 	    worker_now > INT64_MAX ||
 	    efs_json_u64(body, "master_started_ms", &master_started) == -EINVAL ||
+	    efs_json_u64(body, "lost_checked_after_ms", &lost_after) == -EINVAL ||
 	    (chunks && !json_is_array(chunks)) ||
 	    (lost && !json_is_array(lost))) {
 		snprintf(why, why_size, "a report needs started_at_ms, now_ms, and arrays chunks/lost");
@@ -262,6 +263,7 @@ int efs_api_report_parse(const json_t *body, struct efs_report_body *out, char *
 	out->entries = entries;
 	out->count = n;
 	out->lost = lost;
+	out->lost_checked_after_ms = lost_after;
 	out->last = json_is_true(json_object_get(body, "last"));
 	return 0;
 }
@@ -291,6 +293,50 @@ static void watch_withheld(struct efs_master *m, const char *worker_id, const ch
 		 watched < count ? "; the others wait for the worker's next full report" : "");
 }
 
+/* Whether a replica row of @chunk_id on @worker_id exists. */
+static bool replica_recorded(struct efs_master *m, const char *chunk_id, const char *worker_id)
+{
+	struct efs_chunk_info info;
+	struct efs_replica reps[EFS_MAX_REPLICAS];
+	unsigned n = 0;
+	if (efs_meta_chunk_get(m->meta, chunk_id, &info, reps, &n) < 0)
+		return false;
+	for (unsigned i = 0; i < n; i++)
+		if (strcmp(reps[i].worker_id, worker_id) == 0)
+			return true;
+	return false;
+}
+
+/* Marks @worker_id's replicas of a batch's lost ids bad: copies its
+ * scrubber quarantined, or deleted while its report listed the store.
+ * With lost_checked_after_ms (the deleted ones), only rows recorded by
+ * then: a later row names a copy an upload or a repair wrote again after
+ * the worker found it gone, and is good (marked bad, it sent a good chunk
+ * to repair, and its copy stayed on the disk beside the repair's: a bad
+ * row on a chunk with enough good ones is never looked at again). Returns
+ * how many lost ids have such a later row; *@marked counts the rows
+ * marked. */
+static unsigned mark_lost(struct efs_master *m, const char *worker_id,
+			  const struct efs_report_body *rb, int64_t now, int *marked)
+{
+	int64_t by = rb->lost_checked_after_ms > 0
+			 ? (int64_t)EFS_MIN(rb->lost_checked_after_ms, (uint64_t)now)
+			 : INT64_MAX;
+	unsigned later = 0;
+	const json_t *item;
+	size_t i;
+	json_array_foreach(rb->lost, i, item)
+	{
+		const char *id = json_string_value(item);
+		if (!efs_chunk_id_valid(id))
+			continue;
+		int r = efs_meta_replica_mark_lost(m->meta, id, worker_id, by);
+		*marked += r > 0;
+		later += r == 0 && by != INT64_MAX && replica_recorded(m, id, worker_id);
+	}
+	return later;
+}
+
 int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 			 const struct efs_report_body *rb_in, struct efs_report_verdicts *out)
 {
@@ -298,7 +344,6 @@ int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 	struct efs_report_entry *entries = rb.entries;
 	size_t n = rb.count, i;
 	bool *pinned = NULL; /* entries[i] was pinned before the verdicts */
-	const json_t *item;
 	int adopted = 0, marked = 0, r;
 	const char *withheld_ids[WITHHELD_MAX];
 	size_t withheld = 0;
@@ -315,14 +360,17 @@ int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 							   (uint64_t)efs_now_ms()));
 	else if (rb.last)
 		efs_registry_report_done(&m->registry, worker_id);
-	/* Replicas the scrubber found corrupt (the worker quarantined them). */
-	json_array_foreach(rb.lost, i, item)
-	{
-		const char *id = json_string_value(item);
-		if (efs_chunk_id_valid(id) && efs_meta_replica_mark_bad(m->meta, id, worker_id) == 0)
-			marked++;
-	}
 	int64_t now = efs_now_ms();
+	/* A copy written again after the worker found it gone: its next full
+	 * report, soon, tells (it lists the copy, or its end marks the row). */
+	int64_t recheck_ms = 0;
+	unsigned later = mark_lost(m, worker_id, &rb, now, &marked);
+	if (later > 0) {
+		efs_info("worker %s report: %u chunks it found deleted have a replica here recorded "
+			 "since (written again): left good, the worker reports again within %d ms",
+			 worker_id, later, REPORT_RECHECK_MARGIN_MS);
+		recheck_ms = REPORT_RECHECK_MARGIN_MS;
+	}
 	struct efs_report_context ctx = {
 		.worker_id = worker_id,
 		.started_ms = rb.started_ms,
@@ -350,7 +398,6 @@ int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 		return r;
 	}
 	json_t *del = json_array();
-	int64_t recheck_ms = 0;
 	for (i = 0; i < n; i++) {
 		/* A young unnamed copy of a known chunk: the worker reports
 		 * again once the youngest is past the grace (a late write

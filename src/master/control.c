@@ -678,6 +678,7 @@ static int report_body(struct efs_rpc_call *call, const Echofs__V1__ReportBatch 
 	    .entries = e,
 	    .count = b->n_chunks,
 	    .lost = list,
+	    .lost_checked_after_ms = b->lost_checked_after_ms,
 	    .last = b->last,
 	};
 	*lost = list;

@@ -59,7 +59,10 @@ struct efs_meta_ops {
 	int (*file_delete)(void *impl, const char *file_id, const char *owner, int64_t now_ms);
 	int (*chunk_get)(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 			 struct efs_replica *replicas, unsigned *replica_count);
-	int (*replica_mark_bad)(void *impl, const char *chunk_id, const char *worker_id);
+	/* Marks the row bad only if recorded at or before @recorded_by_ms
+	 * (INT64_MAX: whenever): 1 when it did, 0 when no row was marked. */
+	int (*replica_mark_bad)(void *impl, const char *chunk_id, const char *worker_id,
+				int64_t recorded_by_ms);
 	int (*replica_mark_good)(void *impl, const char *chunk_id, const struct efs_replica *rep,
 				 int64_t now_ms);
 	int (*replica_add)(void *impl, const char *chunk_id, const char *const *worker_ids,

@@ -153,7 +153,8 @@ int dyn_worker_heartbeat(void *impl, const char *worker_id, uint64_t capacity_by
 			 uint64_t free_bytes, uint64_t chunk_count, int64_t now_ms);
 int dyn_worker_get(void *impl, const char *worker_id, struct efs_worker_info *out);
 int dyn_worker_list(void *impl, struct efs_worker_info **out, size_t *count);
-int dyn_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id);
+int dyn_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id,
+			 int64_t recorded_by_ms);
 int dyn_replica_mark_good(void *impl, const char *chunk_id, const struct efs_replica *rep,
 			  int64_t now_ms);
 int dyn_replica_add(void *impl, const char *chunk_id, const char *const *worker_ids,

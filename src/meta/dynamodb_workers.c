@@ -362,23 +362,26 @@ int dyn_replica_remove_if(void *impl, const char *chunk_id, const char *worker_i
 	return r < 0 ? dyn_fail("TransactWriteItems (replica trim)", r, &res) : 0;
 }
 
-int dyn_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id)
+int dyn_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id,
+			 int64_t recorded_by_ms)
 {
 	struct dyn *d = impl;
 	struct ddb_result res;
 	char sk[EFS_ID_MAX + 16];
 	replica_sk(worker_id, sk);
 	/* every mark counts, on a bad replica too (mark_good compares) */
-	json_t *names = state_name(), *values = json_pack("{s:o}", ":one", ddb_n(1));
+	json_t *names = state_name(), *values = json_pack("{s:o, s:o}", ":one", ddb_n(1), ":by",
+							  ddb_n(recorded_by_ms));
 	int r = names && values
 		    ? dyn_update(d, d->chunks, chunk_id, sk, "SET #st = :one ADD bad_marks :one",
-				 "attribute_exists(sk)", names, values, false, &res)
+				 "attribute_exists(sk) AND created_at <= :by", names, values, false,
+				 &res)
 		    : -ENOMEM;
 	json_decref(names);
 	json_decref(values);
 	if (r == -ECANCELED)
-		return 0; /* no such replica: nothing to mark, as SQL */
-	return r < 0 ? dyn_fail("UpdateItem (replica bad)", r, &res) : 0;
+		return 0; /* no such replica, or a later one: nothing marked, as SQL */
+	return r < 0 ? dyn_fail("UpdateItem (replica bad)", r, &res) : 1;
 }
 
 int dyn_replica_mark_good(void *impl, const char *chunk_id, const struct efs_replica *rep,

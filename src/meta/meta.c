@@ -281,7 +281,14 @@ int efs_meta_chunk_get(struct efs_meta *m, const char *chunk_id, struct efs_chun
 
 int efs_meta_replica_mark_bad(struct efs_meta *m, const char *chunk_id, const char *worker_id)
 {
-	return m->ops->replica_mark_bad(m->impl, chunk_id, worker_id);
+	int r = m->ops->replica_mark_bad(m->impl, chunk_id, worker_id, INT64_MAX);
+	return r < 0 ? r : 0;
+}
+
+int efs_meta_replica_mark_lost(struct efs_meta *m, const char *chunk_id, const char *worker_id,
+			       int64_t recorded_by_ms)
+{
+	return m->ops->replica_mark_bad(m->impl, chunk_id, worker_id, recorded_by_ms);
 }
 
 int efs_meta_replica_mark_good(struct efs_meta *m, const char *chunk_id,

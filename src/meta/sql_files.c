@@ -754,14 +754,18 @@ int sql_replica_remove_if(void *impl, const char *chunk_id, const char *worker_i
 	return changed > 0 ? 0 : -ENOENT;
 }
 
-int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id)
+int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id,
+			 int64_t recorded_by_ms)
 {
+	int64_t changed = 0;
 	/* Every mark counts, on a bad replica too: a verified read that began
 	 * before it must not undo it (sql_replica_mark_good). */
-	return SQL_WRITE(impl,
-		       "UPDATE replicas SET state = 1, bad_marks = bad_marks + 1"
-		       " WHERE chunk_id = $1 AND worker_id = $2",
-		       NULL, NULL, NULL, SQL_TEXT(chunk_id), SQL_TEXT(worker_id));
+	int r = SQL_WRITE(impl,
+			"UPDATE replicas SET state = 1, bad_marks = bad_marks + 1"
+			" WHERE chunk_id = $1 AND worker_id = $2 AND created_at <= $3",
+			NULL, NULL, &changed, SQL_TEXT(chunk_id), SQL_TEXT(worker_id),
+			SQL_INT(recorded_by_ms));
+	return r < 0 ? r : changed > 0;
 }
 
 int sql_replica_mark_good(void *impl, const char *chunk_id, const struct efs_replica *rep,

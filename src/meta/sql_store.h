@@ -191,7 +191,8 @@ int sql_file_list(void *impl, const char *owner, int64_t after_created_ms, const
 int sql_file_delete(void *impl, const char *file_id, const char *owner, int64_t now_ms);
 int sql_chunk_get(void *impl, const char *chunk_id, struct efs_chunk_info *out,
 		  struct efs_replica *replicas, unsigned *replica_count);
-int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id);
+int sql_replica_mark_bad(void *impl, const char *chunk_id, const char *worker_id,
+			 int64_t recorded_by_ms);
 int sql_replica_mark_good(void *impl, const char *chunk_id, const struct efs_replica *rep,
 			  int64_t now_ms);
 int sql_replica_add(void *impl, const char *chunk_id, const char *const *worker_ids,

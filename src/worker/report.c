@@ -65,6 +65,10 @@ struct report {
 	struct efs_reporter *rp;
 	int64_t started_ms;	   /* our clock, before the snapshot */
 	int64_t master_started_ms; /* the master's, before the snapshot (0: unknown) */
+	int64_t master_last_ms;	   /* the master's, in its last answer (0: none yet) */
+	/* Sent with the lost ids when > 0: they were found gone after it
+	 * (the master's clock). */
+	int64_t lost_checked_after_ms;
 	bool reading_start;	   /* the request whose answer gives master_started_ms */
 	json_t *chunks; /* the batch being filled */
 	json_t *lost;   /* sent with the first batch */
@@ -128,6 +132,8 @@ static int exchange_grpc(struct report *rep, const json_t *body, json_t **answer
 	b.now_ms = (uint64_t)json_integer_value(json_object_get(body, "now_ms"));
 	b.master_started_ms =
 	    (uint64_t)json_integer_value(json_object_get(body, "master_started_ms"));
+	b.lost_checked_after_ms =
+	    (uint64_t)json_integer_value(json_object_get(body, "lost_checked_after_ms"));
 	b.last = json_is_true(json_object_get(body, "last"));
 	b.n_chunks = n;
 	b.chunks = ptrs;
@@ -271,6 +277,9 @@ static int send_batch(struct report *rep, bool last)
 	if (rep->master_started_ms > 0)
 		json_object_set_new(body, "master_started_ms",
 				    json_integer((json_int_t)rep->master_started_ms));
+	if (rep->lost_checked_after_ms > 0)
+		json_object_set_new(body, "lost_checked_after_ms",
+				    json_integer((json_int_t)rep->lost_checked_after_ms));
 	json_t *lost = rep->lost; /* ours until the master has it */
 	rep->lost = NULL;
 	if (lost)
@@ -293,6 +302,8 @@ static int send_batch(struct report *rep, bool last)
 		json_t *master_now = json_object_get(answer, "now_ms");
 		if (rep->reading_start && json_is_integer(master_now))
 			rep->master_started_ms = (int64_t)json_integer_value(master_now);
+		if (json_is_integer(master_now))
+			rep->master_last_ms = (int64_t)json_integer_value(master_now);
 		json_t *again = json_object_get(answer, "report_again_in_ms");
 		if (json_is_integer(again) && json_integer_value(again) > 0)
 			rep->again_in_ms =
@@ -333,12 +344,18 @@ static int list_chunk(void *ctx, const char *chunk_id, uint64_t length, int64_t 
  * the next full report (REPORT_INTERVAL_MS). Sent as lost ids after the
  * last batch's answer, so after any adoption: the master marks such a
  * replica bad, for repair; an id no replica row of this worker names
- * changes nothing there. A copy written again since is not sent. More
- * deletes than the queue holds: the next full report soon (its end marks
+ * changes nothing there. A copy written again since is not sent; one
+ * written again just after the look below (an upload of the same bytes)
+ * is recorded after the master's answer to the last batch, whose now_ms
+ * goes with the ids: the master leaves such a later row alone
+ * (efs_meta_replica_mark_lost). More deletes than the queue holds: the next full report soon (its end marks
  * what it does not list). */
 static int report_deleted(struct report *rep)
 {
 	struct efs_worker_ctx *ctx = rep->ctx;
+	/* Every adoption of the report's batches came before this reading,
+	 * and every look below after it. */
+	int64_t checked_after = rep->master_last_ms;
 	json_t *deleted = lost_take(&ctx->deleted_in_report);
 	json_t *gone = json_array(), *item;
 	size_t i;
@@ -361,6 +378,7 @@ static int report_deleted(struct report *rep)
 	}
 	/* Not a batch of the report: no reading of the master's clock. */
 	rep->master_started_ms = 0;
+	rep->lost_checked_after_ms = checked_after;
 	rep->lost = gone;
 	int r = send_batch(rep, false);
 	if (r == 0)

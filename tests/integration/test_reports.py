@@ -227,3 +227,57 @@ def test_a_copy_a_report_would_delete_during_an_upload_of_it_is_deleted_after(cl
                what="the orphan copy deleted")
     assert api.download(fid) == data
     assert writer.client(h.CLUSTER_SECRET).head(f"/chunks/{chunk_id}").status_code == 200
+
+
+def test_a_lost_copy_written_again_after_the_worker_looked_stays_good(cluster):
+    """A worker's `lost` ids with `lost_checked_after_ms` (the copies a
+    DELETE removed while its full report listed the store, still absent
+    after the report's last answer) mark only the replicas recorded by
+    then: a later row names a copy an upload wrote again after the worker
+    looked (CI, 2026-12-05: the churn test of test_clock_skew.py found a
+    rewritten, good copy marked bad, repaired to a fourth disk and its own
+    copy never removed). Such a row stays good and the worker is asked
+    for its next full report soon; a row recorded before is marked, as is
+    any row for lost ids without the field (the scrubber's)."""
+    m = cluster.add_master(CHUNK_SIZE=64 * 1024, REPLICATION_FACTOR=3)
+    workers = [cluster.add_worker(master=m) for _ in range(3)]
+    m.wait_workers(alive=3, total=3)
+    c = m.cluster_client()
+    api = m.user_client()
+    w1, w2 = workers[0].stored_id(), workers[1].stored_id()
+
+    def report(worker_id, **extra):
+        now = int(time.time() * 1000)
+        r = c.post(f"/api/v1/workers/{worker_id}/report",
+                   json={"started_at_ms": now, "now_ms": now, "chunks": [], **extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def holders(fid):
+        info = api.get(f"/api/v1/files/{fid}").json()
+        assert len(info["chunks"]) == 1, info
+        return sorted(x["worker_id"] for x in info["chunks"][0]["replicas"])
+
+    # The worker looked (the master's answer), then the copies were written.
+    looked = report(w1)["now_ms"]
+    time.sleep(0.01)
+    f = api.upload(os.urandom(1000), name="again.bin")
+    chunk_id = api.get(f"/api/v1/files/{f['file_id']}").json()["chunks"][0]["chunk_id"]
+    assert len(holders(f["file_id"])) == 3
+
+    answer = report(w1, lost=[chunk_id], lost_checked_after_ms=looked)
+    assert answer["lost_marked"] == 0, answer
+    assert answer.get("report_again_in_ms", 0) > 0, answer
+    assert w1 in holders(f["file_id"])
+    assert m.wait_for_log(rf"worker {w1} report: 1 chunks it found deleted have a replica "
+                          r"here recorded since")
+
+    # Looked after the row was recorded: the copy is gone, the row bad.
+    answer = report(w1, lost=[chunk_id], lost_checked_after_ms=answer["now_ms"])
+    assert answer["lost_marked"] == 1, answer
+    assert "report_again_in_ms" not in answer, answer
+    assert w1 not in holders(f["file_id"])
+    # Without the field (the scrubber's ids): marked whenever recorded.
+    answer = report(w2, lost=[chunk_id])
+    assert answer["lost_marked"] == 1, answer
+    assert holders(f["file_id"]) == [workers[2].stored_id()]

@@ -1314,6 +1314,34 @@ static void test_replica_mark_bad(void **state)
 	free(chunks);
 }
 
+/* A worker's lost id (a copy deleted while its report listed the store)
+ * marks only a replica recorded by the time it found the copy gone: a
+ * later row names a copy an upload wrote again since, which is there. */
+static void test_replica_mark_lost_spares_a_later_row(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1);
+	const char *w2[] = {"w2"};
+
+	new_session(f, 1, "alice");
+	assert_int_equal(put(f, 1, 0, &a, false), 0);
+	/* w2's copy written again, recorded at now + 5000 */
+	assert_int_equal(efs_meta_replica_add(f->m, a.chunk_id, w2, 1, f->now + 5000), 0);
+	assert_int_equal(efs_meta_replica_mark_lost(f->m, a.chunk_id, "w2", f->now + 4999), 0);
+	expect_chunk(f, &a, NULL);
+	/* no row of that worker: nothing marked */
+	assert_int_equal(efs_meta_replica_mark_lost(f->m, a.chunk_id, "w9", INT64_MAX), 0);
+	expect_chunk(f, &a, NULL);
+	/* found gone after the row was recorded: marked */
+	assert_int_equal(efs_meta_replica_mark_lost(f->m, a.chunk_id, "w2", f->now + 5000), 1);
+	expect_chunk(f, &a, "w2");
+	/* efs_meta_replica_mark_bad marks whenever the row was recorded */
+	assert_int_equal(efs_meta_replica_add(f->m, a.chunk_id, w2, 1, f->now + 9000), 0);
+	expect_chunk(f, &a, NULL);
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, a.chunk_id, "w2"), 0);
+	expect_chunk(f, &a, "w2");
+}
+
 /* ---- worker reports ---------------------------------------------------- */
 
 #define GRACE_MS 60000
@@ -2388,6 +2416,7 @@ int main(void)
 		T(test_session_delete_releases_chunks),
 		T(test_session_expired),
 		T(test_replica_mark_bad),
+		T(test_replica_mark_lost_spares_a_later_row),
 		T(test_report_unknown_chunk),
 		T(test_report_unreferenced_unnamed_copy),
 		T(test_report_surplus_unnamed_copy),
