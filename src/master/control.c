@@ -932,18 +932,21 @@ size_t efs_control_collect(struct efs_control *ctl, struct efs_control_ticket *c
 		deletes |= !tickets[i]->copy;
 	pthread_mutex_lock(&ctl->lock);
 	for (;;) {
-		/* Checked under the lock efs_control_wake signals under: a
-		 * cancel (or stop) set before that call is never slept
-		 * through. */
-		if ((cancel && atomic_load(cancel)) || (deletes && atomic_load(&ctl->stopping))) {
-			pthread_mutex_unlock(&ctl->lock);
-			return n;
-		}
-		/* An answer first; else the first wait that ended. */
-		int64_t now = efs_mono_ms(), soonest = INT64_MAX;
+		/* An answer first, also once cancelled or stopping (it came:
+		 * the caller records it rather than count it lost). */
 		for (size_t i = 0; i < n && found == n; i++)
 			if (tickets[i]->done)
 				found = i;
+		/* Checked under the lock efs_control_wake signals under: a
+		 * cancel (or stop) set before that call is never slept
+		 * through. */
+		if (found == n &&
+		    ((cancel && atomic_load(cancel)) || (deletes && atomic_load(&ctl->stopping)))) {
+			pthread_mutex_unlock(&ctl->lock);
+			return n;
+		}
+		/* Else the first wait that ended. */
+		int64_t now = efs_mono_ms(), soonest = INT64_MAX;
 		for (size_t i = 0; i < n && found == n; i++) {
 			if (tickets[i]->deadline_ms <= now)
 				found = i;
@@ -1017,19 +1020,6 @@ int efs_control_copy_send(struct efs_control *ctl, const char *worker_id, const 
 	down.body_case = ECHOFS__V1__MASTER_MESSAGE__BODY_COPY_CHUNK;
 	down.copy_chunk = &copy;
 	return push_send(ctl, worker_id, &down, true, timeout_ms, ticket);
-}
-
-int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
-		     uint64_t size, const char *from_url, uint64_t lease_epoch, int64_t timeout_ms)
-{
-	struct efs_control_ticket *ticket;
-	int status;
-	int r = efs_control_copy_send(ctl, worker_id, chunk_id, size, from_url, lease_epoch,
-				      timeout_ms, &ticket);
-	if (r < 0)
-		return r;
-	efs_control_collect(ctl, &ticket, 1, &status, NULL);
-	return status;
 }
 
 size_t efs_control_streams(struct efs_control *ctl)

@@ -124,18 +124,14 @@ int efs_control_delete_send(struct efs_control *ctl, const char *worker_id,
 /* Pushes a repair copy to @worker_id's stream: the worker fetches
  * @chunk_id (@size bytes uncompressed) from @from_url over HTTP, checks
  * its SHA-256, and stores it (refused under a lease epoch older than one it
- * saw). Waits up to @timeout_ms for the Ack: 201 stored, 204 already held
- * (idempotent), 409 stale epoch, 502 the source failed or its bytes did
- * not verify, 507 no room, 500; or -ENOTCONN (no stream: copy it over
- * HTTP), -EPIPE, -ETIMEDOUT. Any thread but the control plane's own. */
-int efs_control_copy(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
-		     uint64_t size, const char *from_url, uint64_t lease_epoch, int64_t timeout_ms);
-/* efs_control_copy without the wait: sends the CopyChunk and returns 0
- * with *@ticket, whose Ack is awaited until @timeout_ms from now and
- * taken with efs_control_collect (or dropped with efs_control_forget):
- * exactly one of the two, once. So a caller has several copies under way
- * at once. -ENOTCONN (no stream: copy it over HTTP) or -ENOMEM, no
- * ticket. */
+ * saw). Sends the CopyChunk and returns 0 with *@ticket, whose Ack is
+ * awaited until @timeout_ms from now and taken with efs_control_collect
+ * (or dropped with efs_control_forget): exactly one of the two, once. So
+ * a caller has several copies under way at once. The Ack's status: 201
+ * stored, 204 already held (idempotent), 409 stale epoch, 502 the source
+ * failed or its bytes did not verify, 507 no room, 503 busy, 500.
+ * -ENOTCONN (no stream: copy it over HTTP) or -ENOMEM, no ticket. Any
+ * thread but the control plane's own. */
 int efs_control_copy_send(struct efs_control *ctl, const char *worker_id, const char *chunk_id,
 			  uint64_t size, const char *from_url, uint64_t lease_epoch,
 			  int64_t timeout_ms, struct efs_control_ticket **ticket);
@@ -143,11 +139,12 @@ int efs_control_copy_send(struct efs_control *ctl, const char *worker_id, const 
  * ended or its wait ran out, whichever comes first; an answered one is
  * taken before one whose wait ran out. Frees that ticket and returns its
  * index (the caller drops it from its array), with its status in
- * *@status as efs_control_copy returns it (the Ack's status, -EPIPE,
- * -ETIMEDOUT). With @cancel (NULL: none) true, or made true and then
- * efs_control_wake called, returns @n at once instead: no ticket taken,
- * *@status untouched (the caller collects or forgets them later); so
- * too, once the master is stopping, when one of @tickets is a delete's.
+ * *@status (the Ack's status, -EPIPE: its stream ended, -ETIMEDOUT).
+ * With @cancel (NULL: none) true, or made true and then efs_control_wake
+ * called, returns @n at once instead when none is answered: no ticket
+ * taken, *@status untouched (the caller collects or forgets them later);
+ * so too, once the master is stopping, when one of @tickets is a
+ * delete's.
  * Any thread but the control plane's own. */
 size_t efs_control_collect(struct efs_control *ctl, struct efs_control_ticket *const *tickets,
 			   size_t n, int *status, const atomic_bool *cancel);

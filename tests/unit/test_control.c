@@ -165,6 +165,21 @@ static void test_collect_gives_up_when_cancelled(void **state)
 	assert_int_equal(efs_control_collect(ctl, &t, 1, &status, &cancel), 1);
 	assert_int_equal(status, 12345);
 	assert_ptr_equal(ctl->pending, t);
+	/* But an Ack that came is taken, cancelled or stopping: the caller
+	 * records what landed rather than count it failed. */
+	struct efs_control_ticket *pair[2] = {pending_ticket(ctl, INT64_MAX / 2),
+					      pushed_ticket(ctl, INT64_MAX / 2, false)};
+	pthread_mutex_lock(&ctl->lock);
+	pair[1]->done = true;
+	pair[1]->status = 204;
+	pthread_mutex_unlock(&ctl->lock);
+	efs_control_stopping(ctl);
+	assert_int_equal(efs_control_collect(ctl, pair, 2, &status, &cancel), 1);
+	assert_int_equal(status, 204);
+	status = 12345;
+	assert_int_equal(efs_control_collect(ctl, pair, 1, &status, &cancel), 1);
+	assert_int_equal(status, 12345);
+	efs_control_forget(ctl, pair[0]);
 	efs_control_forget(ctl, t);
 	assert_null(ctl->pending);
 	efs_control_stop(ctl);
