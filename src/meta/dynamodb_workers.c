@@ -705,17 +705,18 @@ static int write_seen(struct dyn *d, const struct efs_report_context *ctx, const
 
 /* Drops the worker's surplus replica (R8): the chunk item's drop version
  * "rv" must still be the one judged on, so of two reports judging the
- * same chunk concurrently only one drops. -ECANCELED when it moved. */
+ * same chunk concurrently only one drops, and the replica still in the
+ * @state judged on (good, or bad). -ECANCELED when either moved. */
 static int write_drop(struct dyn *d, const struct efs_report_context *ctx, const char *chunk_id,
-		      int64_t rv)
+		      int64_t rv, int64_t state)
 {
 	struct ddb_result res;
 	char sk[EFS_ID_MAX + 16];
 	replica_sk(ctx->worker_id, sk);
 	json_t *items = json_array();
 	json_array_append_new(items,
-			      dyn_tx_delete(d->chunks, ddb_key(chunk_id, sk), "#st = :g",
-					    state_name(), json_pack("{s:o}", ":g", ddb_n(0))));
+			      dyn_tx_delete(d->chunks, ddb_key(chunk_id, sk), "#st = :st",
+					    state_name(), json_pack("{s:o}", ":st", ddb_n(state))));
 	json_array_append_new(
 	    items, dyn_tx_update(
 		       d->chunks, ddb_key(chunk_id, "META"), "ADD rv :one",
@@ -785,7 +786,7 @@ int dyn_report_batch(void *impl, const struct efs_report_context *ctx,
 			goto out;
 		unsigned writes = efs_meta_report_judge(ctx, &row, e);
 		if (writes & JUDGE_WRITE_DROP) {
-			r = write_drop(d, ctx, e->chunk_id, rv);
+			r = write_drop(d, ctx, e->chunk_id, rv, row.state);
 			if (r == -ECANCELED) {
 				/* another report dropped a copy meanwhile: keep
 				 * this one, judged again at the next report */

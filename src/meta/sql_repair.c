@@ -147,8 +147,20 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 		return JUDGE_WRITE_NONE;
 	}
 	if (row->state >= 0) {
-		if (row->state != 0 || row->refcount == 0)
-			return JUDGE_WRITE_SEEN; /* bad replicas: repair decides; garbage: the collector */
+		if (row->refcount == 0)
+			return JUDGE_WRITE_SEEN; /* garbage: the collector's */
+		if (row->state != 0) {
+			/* A bad replica: repair replaces it and then drops its row.
+			 * But with REPLICATION_FACTOR good replicas on live workers
+			 * besides it, the chunk is never repair's again (a copy
+			 * marked bad while repair replaced it, or after): row and
+			 * copy would stay for ever. Surplus. */
+			if (!row->ec && row->good >= (int64_t)ctx->replication) {
+				e->verdict = EFS_REPORT_DELETE;
+				return JUDGE_WRITE_SEEN | JUDGE_WRITE_DROP;
+			}
+			return JUDGE_WRITE_SEEN; /* repair decides */
+		}
 		if (!row->ec && row->good > (int64_t)ctx->replication && zone_spare(ctx, row)) {
 			e->verdict = EFS_REPORT_DELETE; /* surplus, e.g. repaired while away */
 			return JUDGE_WRITE_SEEN | JUDGE_WRITE_DROP;

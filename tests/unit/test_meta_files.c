@@ -1460,6 +1460,37 @@ static void test_report_surplus_unnamed_copy(void **state)
 	assert_null(find_replica(replicas, count, "w4"));
 }
 
+/* A bad replica whose worker lists its copy, on a chunk with
+ * REPLICATION_FACTOR good replicas besides it (marked bad while repair
+ * replaced it: CI, 2026-12-05), is surplus: repair never looks at the
+ * chunk again, so it goes (row and copy). With fewer good ones it is
+ * kept for repair. */
+static void test_report_drops_a_bad_replica_of_a_chunk_good_elsewhere(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1);
+	struct efs_chunk_info got;
+	struct efs_replica replicas[EFS_MAX_REPLICAS];
+	unsigned count = 0;
+	const char *w4[] = {"w4"};
+
+	add_worker(f, "w4");
+	put_on(f, 1, &a, WORKERS); /* rows on w1, w2, w3 */
+	assert_int_equal(efs_meta_replica_mark_bad(f->m, a.chunk_id, "w2"), 0);
+	/* two good besides it: repair's */
+	assert_int_equal(report_one(f, "w2", &a, f->now - 10), EFS_REPORT_KEEP);
+	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
+	assert_int_equal(count, WORKERS);
+	/* repair wrote w4's copy but kept w2's row (marked meanwhile) */
+	assert_int_equal(efs_meta_replica_add(f->m, a.chunk_id, w4, 1, f->now), 0);
+	assert_int_equal(report_one(f, "w2", &a, f->now - 10), EFS_REPORT_DELETE);
+	assert_int_equal(efs_meta_chunk_get(f->m, a.chunk_id, &got, replicas, &count), 0);
+	assert_int_equal(count, WORKERS);
+	assert_null(find_replica(replicas, count, "w2"));
+	for (unsigned i = 0; i < count; i++)
+		assert_false(replicas[i].bad);
+}
+
 /* Registers the fixture's workers again with @zones ("" none). */
 static void set_zones(struct fixture *f, const char *const zones[WORKERS])
 {
@@ -2417,6 +2448,7 @@ int main(void)
 		T(test_session_expired),
 		T(test_replica_mark_bad),
 		T(test_replica_mark_lost_spares_a_later_row),
+		T(test_report_drops_a_bad_replica_of_a_chunk_good_elsewhere),
 		T(test_report_unknown_chunk),
 		T(test_report_unreferenced_unnamed_copy),
 		T(test_report_surplus_unnamed_copy),
