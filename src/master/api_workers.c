@@ -362,15 +362,22 @@ int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 		efs_registry_report_done(&m->registry, worker_id);
 	int64_t now = efs_now_ms();
 	/* A copy written again after the worker found it gone: its next full
-	 * report, soon, tells (it lists the copy, or its end marks the row). */
-	int64_t recheck_ms = 0;
+	 * report tells, one that begins late enough for its end to mark the
+	 * row if the copy is not there (rows recorded EFS_META_SKEW_MARGIN_MS
+	 * before its start). */
+	int64_t lost_recheck_ms = 0;
 	unsigned later = mark_lost(m, worker_id, &rb, now, &marked);
 	if (later > 0) {
+		lost_recheck_ms = EFS_META_SKEW_MARGIN_MS + REPORT_RECHECK_MARGIN_MS;
 		efs_info("worker %s report: %u chunks it found deleted have a replica here recorded "
-			 "since (written again): left good, the worker reports again within %d ms",
-			 worker_id, later, REPORT_RECHECK_MARGIN_MS);
-		recheck_ms = REPORT_RECHECK_MARGIN_MS;
+			 "since (written again): left good, the worker reports again within %lld ms",
+			 worker_id, later, (long long)lost_recheck_ms);
 	}
+	if (marked > 0 && rb.lost_checked_after_ms > 0)
+		efs_info("worker %s report: %d replicas of chunks deleted while its report listed "
+			 "the store marked bad (recorded by %llu, the master's time before it looked)",
+			 worker_id, marked, (unsigned long long)rb.lost_checked_after_ms);
+	int64_t recheck_ms = 0;
 	struct efs_report_context ctx = {
 		.worker_id = worker_id,
 		.started_ms = rb.started_ms,
@@ -439,14 +446,15 @@ int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 	}
 	if (adopted || json_array_size(del) || marked)
 		efs_info("worker %s report: %zu chunks, %d adopted again, %zu to delete, %d "
-			 "reported corrupt",
+			 "replicas marked bad (lost)",
 			 worker_id, n, adopted, json_array_size(del), marked);
 	free(pinned);
 	out->del = del;
 	out->adopted = adopted;
 	out->marked = marked;
-	out->again_in_ms =
-	    recheck_ms > 0 ? EFS_MIN(recheck_ms, ctx.orphan_grace_ms + REPORT_RECHECK_MARGIN_MS) : 0;
+	out->again_in_ms = EFS_MAX(
+	    recheck_ms > 0 ? EFS_MIN(recheck_ms, ctx.orphan_grace_ms + REPORT_RECHECK_MARGIN_MS) : 0,
+	    lost_recheck_ms);
 	return 0;
 }
 

@@ -396,7 +396,7 @@ static size_t mark_bad(struct efs_master *m, const char *worker_id, char **ids, 
 {
 	size_t marked = 0;
 	for (size_t i = 0; i < n; i++)
-		marked += efs_meta_replica_mark_bad(m->meta, ids[i], worker_id) == 0;
+		marked += efs_meta_replica_mark_lost(m->meta, ids[i], worker_id, INT64_MAX) > 0;
 	return marked;
 }
 

@@ -132,6 +132,9 @@ static void collect_one(struct efs_repair *rp, struct repair_pushes *ps)
 		ps->stopping = true;
 		return;
 	}
+	/* An Ack that came before the stop is still recorded below; no more
+	 * copies are sent after it. */
+	ps->stopping |= atomic_load(&rp->stopping);
 	size_t c = ps->copies[i].chunk;
 	char worker_id[EFS_ID_MAX + 1];
 	efs_strlcpy(worker_id, ps->copies[i].worker_id, sizeof(worker_id));

@@ -154,8 +154,16 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 			 * But with REPLICATION_FACTOR good replicas on live workers
 			 * besides it, the chunk is never repair's again (a copy
 			 * marked bad while repair replaced it, or after): row and
-			 * copy would stay for ever. Surplus. */
+			 * copy would stay for ever. Surplus, once older than the
+			 * orphan grace (worker clock): a young copy may be a write
+			 * over the bad one that another master is about to record
+			 * good (an upload or a repair may write to a bad row's
+			 * worker); judged again once old. */
 			if (!row->ec && row->good >= (int64_t)ctx->replication) {
+				if (ctx->worker_now_ms - e->mtime_ms <= ctx->orphan_grace_ms) {
+					e->verdict = EFS_REPORT_YOUNG;
+					return JUDGE_WRITE_SEEN;
+				}
 				e->verdict = EFS_REPORT_DELETE;
 				return JUDGE_WRITE_SEEN | JUDGE_WRITE_DROP;
 			}

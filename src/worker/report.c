@@ -71,7 +71,7 @@ struct report {
 	int64_t lost_checked_after_ms;
 	bool reading_start;	   /* the request whose answer gives master_started_ms */
 	json_t *chunks; /* the batch being filled */
-	json_t *lost;   /* sent with the first batch */
+	json_t *lost;   /* sent with the next request (the first batch, or the deleted ids') */
 	char path[EFS_ID_MAX + 64];
 	const char *worker_id;
 	/* Non-NULL: the batches go on this Report call (gRPC), else HTTP. */
@@ -286,7 +286,15 @@ static int send_batch(struct report *rep, bool last)
 		json_object_set(body, "lost", lost);
 	int r = body ? exchange_batch(rep, body, &answer) : -ENOMEM;
 	json_decref(body);
-	if (r < 0 && lost) {
+	if (r < 0 && lost && rep->lost_checked_after_ms > 0) {
+		/* Deleted while the report listed the store, not delivered:
+		 * not queued with the scrubber's (they would go without their
+		 * time and mark a copy written again since); the next full
+		 * report's end marks a replica that is not there. */
+		efs_warn("chunk report: %zu chunks deleted while it listed the store not told to "
+			 "the master (%s): left to the next full report",
+			 json_array_size(lost), strerror(-r));
+	} else if (r < 0 && lost) {
 		/* Not delivered: queued again for the next attempt. */
 		json_t *item;
 		size_t i;

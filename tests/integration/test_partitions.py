@@ -323,6 +323,12 @@ def test_a_copy_deleted_while_its_report_is_judged_is_not_counted(cluster, nemes
         return not problems, problems
     poll(counted_only_where_stored, secs(10),
          "the adopted replica whose copy was deleted to be marked bad")
+    # Marked by the ids the worker sent with the master's time before it
+    # looked (lost_checked_after_ms, on either transport): a copy written
+    # again after that look would have been left good.
+    m.wait_for_log(rf"worker {re.escape(vid)} report: 1 replicas of chunks deleted while its "
+                   r"report listed the store marked bad \(recorded by \d+", timeout=secs(5),
+                   since=mark)
 
 
 @pytest.mark.slow(reason="an upload of stored bytes waits out a held HEAD (3 s)")
