@@ -298,6 +298,8 @@ static int heartbeat(struct control_stream *st, struct efs_rpc_call *call,
 	b->free_bytes = hb->space->free_bytes;
 	b->chunk_count = hb->space->chunk_count;
 	pthread_mutex_unlock(&ctl->lock);
+	/* Alive here while that beat waits for the store (R17). */
+	efs_registry_heard(reg, st->worker_id);
 	return 0;
 }
 

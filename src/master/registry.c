@@ -220,6 +220,12 @@ static bool ids_has(const struct efs_registry_ids *set, const char *worker_id);
 static struct efs_registry_stamp *stamp_find(struct efs_registry *reg, const char *worker_id);
 static void ids_add(struct efs_registry_ids *set, const char *worker_id, int64_t now);
 
+/* When @e's worker was last heard on its stream. */
+static int64_t stamp_heard(const struct efs_registry_stamp *e)
+{
+	return EFS_MAX(e->at_ms, e->heard_ms);
+}
+
 /* Whether this master heard from @worker_id within WORKER_DEAD_AFTER_MS. */
 static bool heard_lately(struct efs_registry *reg, const char *worker_id)
 {
@@ -230,7 +236,7 @@ static bool heard_lately(struct efs_registry *reg, const char *worker_id)
 	int64_t now = efs_now_ms();
 	pthread_mutex_lock(&reg->stamp_lock);
 	const struct efs_registry_stamp *e = stamp_find(reg, worker_id);
-	heard = e && now - e->at_ms <= reg->dead_after_ms;
+	heard = e && now - stamp_heard(e) <= reg->dead_after_ms;
 	pthread_mutex_unlock(&reg->stamp_lock);
 	if (heard)
 		return true;
@@ -593,6 +599,16 @@ int efs_registry_stamp(struct efs_registry *reg, const char *worker_id, uint64_t
 	return 0;
 }
 
+void efs_registry_heard(struct efs_registry *reg, const char *worker_id)
+{
+	int64_t now = efs_now_ms();
+	pthread_mutex_lock(&reg->stamp_lock);
+	struct efs_registry_stamp *e = stamp_find(reg, worker_id);
+	if (e && now >= stamp_heard(e) && now - stamp_heard(e) <= reg->dead_after_ms)
+		e->heard_ms = now;
+	pthread_mutex_unlock(&reg->stamp_lock);
+}
+
 int efs_registry_stream_heartbeat(struct efs_registry *reg, const char *worker_id,
 				  uint64_t capacity_bytes, uint64_t free_bytes,
 				  uint64_t chunk_count, bool *rejoined)
@@ -672,7 +688,7 @@ int efs_registry_flush(struct efs_registry *reg)
 		struct efs_registry_stamp *e = &reg->stamps[i];
 		if (!e->worker_id[0])
 			continue;
-		if (now - e->at_ms > reg->dead_after_ms) {
+		if (now - stamp_heard(e) > reg->dead_after_ms) {
 			/* No beat for a whole period: its stream went quiet or
 			 * ended unseen; its next beat goes through the store.
 			 * (Removed below: a removal moves other entries.) */
@@ -870,14 +886,19 @@ static void stamps_alive(struct efs_registry *reg, struct efs_worker_status *lis
 	pthread_mutex_lock(&reg->stamp_lock);
 	for (size_t i = 0; i < n && reg->stamp_count; i++) {
 		const struct efs_registry_stamp *e = stamp_find(reg, list[i].info.worker_id);
-		if (!e || e->at_ms > now || now - e->at_ms > reg->dead_after_ms ||
-		    e->at_ms <= list[i].info.last_heartbeat_ms)
+		if (!e || stamp_heard(e) > now || now - stamp_heard(e) > reg->dead_after_ms)
 			continue;
-		list[i].alive = true;
-		list[i].info.last_heartbeat_ms = e->at_ms;
-		list[i].info.capacity_bytes = e->capacity_bytes;
-		list[i].info.free_bytes = e->free_bytes;
-		list[i].info.chunk_count = e->chunk_count;
+		/* Heard lately, its stamp fresher than the store's copy or a
+		 * beat of it waiting for the store (efs_registry_heard). */
+		if (e->at_ms > list[i].info.last_heartbeat_ms) {
+			list[i].alive = true;
+			list[i].info.last_heartbeat_ms = e->at_ms;
+			list[i].info.capacity_bytes = e->capacity_bytes;
+			list[i].info.free_bytes = e->free_bytes;
+			list[i].info.chunk_count = e->chunk_count;
+		} else if (e->heard_ms > list[i].info.last_heartbeat_ms) {
+			list[i].alive = true;
+		}
 	}
 	pthread_mutex_unlock(&reg->stamp_lock);
 }

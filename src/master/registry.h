@@ -41,6 +41,9 @@ struct efs_registry_stamp {
 	char worker_id[EFS_ID_MAX + 1];
 	uint64_t capacity_bytes, free_bytes, chunk_count;
 	int64_t at_ms;	       /* efs_now_ms() of its latest beat */
+	/* efs_now_ms() of its latest beat heard while one went through the
+	 * store (efs_registry_heard): alive here, not fresh for a stamp */
+	int64_t heard_ms;
 	uint64_t flushed_free; /* free_bytes as last written to the store */
 	bool dirty;	       /* beat since the last write */
 };
@@ -171,6 +174,16 @@ int efs_registry_heartbeat(struct efs_registry *reg, const char *worker_id,
  * store. Never blocks on I/O. */
 int efs_registry_stamp(struct efs_registry *reg, const char *worker_id, uint64_t capacity_bytes,
 		       uint64_t free_bytes, uint64_t chunk_count, bool *rejoined);
+/* A beat of @worker_id's stream that goes through the store
+ * (efs_registry_stream_heartbeat, queued: the stamp was not fresh, or a
+ * beat is already queued or under way): while that write waits for a
+ * slow or locked store, the stream still proves the worker alive on this
+ * master (R17), so a stamp within WORKER_DEAD_AFTER_MS is kept alive (for
+ * efs_registry_list and the flusher's drop), though not fresh for
+ * efs_registry_stamp: the rejoin check stays the store's. A worker with
+ * no stamp, or one already past the limit here, is left to the store.
+ * Never blocks on I/O. */
+void efs_registry_heard(struct efs_registry *reg, const char *worker_id);
 /* efs_registry_heartbeat (the store, the rejoin check), then stamps the
  * worker so that its next beats take efs_registry_stamp's fast path. */
 int efs_registry_stream_heartbeat(struct efs_registry *reg, const char *worker_id,

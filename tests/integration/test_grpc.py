@@ -1148,6 +1148,37 @@ def test_stream_workers_stay_alive_on_their_master_while_its_store_cannot_be_wri
     assert alice.download(alice.upload(data, "after.bin")["file_id"]) == data
 
 
+def test_a_stream_beat_waiting_for_a_locked_store_keeps_its_worker_alive(cluster):
+    """R17 again, for a beat that must go through the store: after a gap of
+    more than WORKER_DEAD_AFTER_MS / 2 (the worker paused 1.3 s) a stream's
+    beat is no longer stamped in memory but written (the rejoin check), and
+    while the store's write lock is held elsewhere that write waits, and
+    every later beat of the stream queues behind it. The stream still beats
+    to this master: its worker stays alive here all along (CI once saw one
+    counted dead 2.2 s into the lock of the test above: a 1 s gap in its
+    beats just before it). Without efs_registry_heard it is dead within
+    WORKER_DEAD_AFTER_MS of its last stamp."""
+    dead_ms = 2000
+    m = cluster.add_master(WORKER_DEAD_AFTER_MS=dead_ms, HEARTBEAT_INTERVAL_MS=200,
+                           GRPC_STREAM_GRACE_MS=300, REPLICATION_FACTOR=1)
+    w = cluster.add_worker(**GRPC_ENV)
+    wait_protocol(m, w.worker_id, "grpc")
+    time.sleep(0.5)
+    w.pause()
+    time.sleep(1.3)  # its stamp past WORKER_DEAD_AFTER_MS / 2, not yet dead
+    with StoreWriteLock(cluster, m):
+        w.resume()
+        held = time.monotonic()
+        while time.monotonic() - held < 2 * dead_ms / 1000:
+            rec = m.worker_record(w.worker_id)
+            assert rec["status"] == "alive", (rec, m.log_tail())
+            time.sleep(0.2)
+    m.wait_worker_status(w.worker_id, "alive", timeout=10)
+    alice = m.user_client("alice")
+    data = os.urandom(10_000)
+    assert alice.download(alice.upload(data, "after.bin")["file_id"]) == data
+
+
 @pytest.mark.parametrize("redis", [False, True], ids=["store", "redis"])
 def test_stream_worker_is_alive_on_another_master_and_dead_on_both_after_a_kill(
         request, tmp_path, redis):
