@@ -377,7 +377,6 @@ int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 		efs_info("worker %s report: %d replicas of chunks deleted while its report listed "
 			 "the store marked bad (recorded by %llu, the master's time before it looked)",
 			 worker_id, marked, (unsigned long long)rb.lost_checked_after_ms);
-	int64_t recheck_ms = 0;
 	struct efs_report_context ctx = {
 		.worker_id = worker_id,
 		.started_ms = rb.started_ms,
@@ -405,6 +404,7 @@ int efs_api_report_judge(struct efs_master *m, const char *worker_id,
 		return r;
 	}
 	json_t *del = json_array();
+	int64_t recheck_ms = 0;
 	for (i = 0; i < n; i++) {
 		/* A young unnamed copy of a known chunk: the worker reports
 		 * again once the youngest is past the grace (a late write

@@ -23,10 +23,10 @@
  * wait for their Acks; without a stream they stay HTTP calls. Repair's
  * copies to a worker with a stream go down it too (efs_control_copy_send:
  * the worker fetches the chunk from another worker over HTTP), several at
- * once, each Ack collected as it comes (efs_control_collect). A ChunkDelta's corrupt and
- * removed ids mark the worker's replicas of them bad (as a report's
- * `lost`: repair follows); its added ids are left to the next full
- * report. A Report call is a full chunk report in batches, each judged
+ * once, each Ack collected as it comes (efs_control_collect). A
+ * ChunkDelta's corrupt and removed ids mark the worker's replicas of them
+ * bad (as a report's `lost`: repair follows); its added ids are left to
+ * the next full report. A Report call is a full chunk report in batches, each judged
  * by the HTTP report's own code (efs_api_report_judge) and answered with
  * its verdicts (a ReportReply) before the next.
  */

@@ -138,11 +138,15 @@ static bool zone_spare(const struct efs_report_context *ctx, const struct judged
 static unsigned judge(const struct efs_report_context *ctx, const struct judged_row *row,
 		      struct efs_report_entry *e)
 {
+	/* Older than the orphan grace (both times the worker's clock): a
+	 * younger copy may be a write not yet recorded, through this master or
+	 * any other. */
+	bool old = ctx->worker_now_ms - e->mtime_ms > ctx->orphan_grace_ms;
 	e->verdict = EFS_REPORT_KEEP;
 	if (!row->known) {
 		/* Unknown to the master: an orphan once it is old enough not to
 		 * belong to an upload still under way. */
-		if (ctx->worker_now_ms - e->mtime_ms > ctx->orphan_grace_ms)
+		if (old)
 			e->verdict = EFS_REPORT_DELETE;
 		return JUDGE_WRITE_NONE;
 	}
@@ -160,7 +164,7 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 			 * good (an upload or a repair may write to a bad row's
 			 * worker); judged again once old. */
 			if (!row->ec && row->good >= (int64_t)ctx->replication) {
-				if (ctx->worker_now_ms - e->mtime_ms <= ctx->orphan_grace_ms) {
+				if (!old) {
 					e->verdict = EFS_REPORT_YOUNG;
 					return JUDGE_WRITE_SEEN;
 				}
@@ -176,9 +180,8 @@ static unsigned judge(const struct efs_report_context *ctx, const struct judged_
 		return JUDGE_WRITE_SEEN;
 	}
 	/* A copy no replica row names may be an upload's, written and not yet
-	 * recorded, through this master or any other: only one older than the
-	 * orphan grace is dropped. Both times are the worker's clock. */
-	bool old = ctx->worker_now_ms - e->mtime_ms > ctx->orphan_grace_ms;
+	 * recorded, through this master or any other: only an old one is
+	 * dropped. */
 	if (row->refcount == 0) {
 		/* unreferenced, not recorded here */
 		e->verdict = old ? EFS_REPORT_DELETE : EFS_REPORT_YOUNG;

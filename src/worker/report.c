@@ -356,14 +356,14 @@ static int list_chunk(void *ctx, const char *chunk_id, uint64_t length, int64_t 
  * written again just after the look below (an upload of the same bytes)
  * is recorded after the master's answer to the last batch, whose now_ms
  * goes with the ids: the master leaves such a later row alone
- * (efs_meta_replica_mark_lost). More deletes than the queue holds: the next full report soon (its end marks
- * what it does not list). */
+ * (efs_meta_replica_mark_lost). More deletes than the queue holds: the
+ * next full report soon (its end marks what it does not list). */
 static int report_deleted(struct report *rep)
 {
 	struct efs_worker_ctx *ctx = rep->ctx;
-	/* Every adoption of the report's batches came before this reading,
-	 * and every look below after it. */
-	int64_t checked_after = rep->master_last_ms;
+	/* Every adoption of the report's batches came before the master's
+	 * reading in its last answer, and every look below after it. */
+	rep->lost_checked_after_ms = rep->master_last_ms;
 	json_t *deleted = lost_take(&ctx->deleted_in_report);
 	json_t *gone = json_array(), *item;
 	size_t i;
@@ -386,7 +386,6 @@ static int report_deleted(struct report *rep)
 	}
 	/* Not a batch of the report: no reading of the master's clock. */
 	rep->master_started_ms = 0;
-	rep->lost_checked_after_ms = checked_after;
 	rep->lost = gone;
 	int r = send_batch(rep, false);
 	if (r == 0)
