@@ -880,10 +880,14 @@ static void redis_alive(struct efs_registry *reg, struct efs_worker_status *list
  * held up by a slow store or a starved thread must not make every stream
  * worker dead on the very master that hears them). A fresher stamp also
  * gives the entry its beat's time and space figures. */
-static void stamps_alive(struct efs_registry *reg, struct efs_worker_status *list, size_t n,
-			 int64_t now)
+static void stamps_alive(struct efs_registry *reg, struct efs_worker_status *list, size_t n)
 {
 	pthread_mutex_lock(&reg->stamp_lock);
+	/* Read under the lock, not before the store's list: a beat stamped
+	 * while the list was read is not "from the future" (a reading taken
+	 * before it made a worker beating every 200 ms look dead whenever a
+	 * beat landed during the read and its stored beat was old). */
+	int64_t now = efs_now_ms();
 	for (size_t i = 0; i < n && reg->stamp_count; i++) {
 		const struct efs_registry_stamp *e = stamp_find(reg, list[i].info.worker_id);
 		if (!e || stamp_heard(e) > now || now - stamp_heard(e) > reg->dead_after_ms)
@@ -924,7 +928,7 @@ int efs_registry_list(struct efs_registry *reg, struct efs_worker_status **out, 
 	free(infos);
 	if (reg->redis && n > 0)
 		redis_alive(reg, list, n);
-	stamps_alive(reg, list, n, now);
+	stamps_alive(reg, list, n);
 	*out = list;
 	*count = n;
 	return 0;

@@ -6,6 +6,7 @@ GRPC_PORT=0 keeps them on HTTP, and an independent client (Debian's
 python3-grpcio, messages from the proto's descriptors) drives the service,
 malformed and oversized messages included."""
 
+import calendar
 import hashlib
 import os
 import re
@@ -1177,6 +1178,50 @@ def test_a_stream_beat_waiting_for_a_locked_store_keeps_its_worker_alive(cluster
     alice = m.user_client("alice")
     data = os.urandom(10_000)
     assert alice.download(alice.upload(data, "after.bin")["file_id"]) == data
+
+
+@pytest.mark.skipif(h.BACKEND != "postgres", reason="needs a lock that holds back the "
+                    "store's reads (PostgreSQL's ACCESS EXCLUSIVE; SQLite's WAL readers pass)")
+def test_a_beat_stamped_while_the_workers_are_read_counts_as_heard(cluster):
+    """R17, the list's side: GET /api/v1/workers reads the stored beats,
+    then the stamps. A beat stamped while the read went on is not from the
+    future: it proves its worker alive. The test holds every access to the
+    workers table (ACCESS EXCLUSIVE) for 3 s, so that the stored beats age
+    past WORKER_DEAD_AFTER_MS, and asks for the list 2.3 s in: its read
+    waits for the lock while the streams go on beating. (CI saw a stream
+    worker listed dead 3.8 s into the store lock of the test above: a
+    reading of the clock taken before the read made each stamp taken
+    during it look newer than "now", and so not counted.)"""
+    dead_ms = 2000
+    m = cluster.add_master(WORKER_DEAD_AFTER_MS=dead_ms, HEARTBEAT_INTERVAL_MS=200,
+                           GRPC_STREAM_GRACE_MS=300)
+    ws = [cluster.add_worker(**GRPC_ENV) for _ in range(3)]
+    for w in ws:
+        wait_protocol(m, w.worker_id, "grpc")
+    time.sleep(1.0)  # every stream past its first (written) beat: stamped
+    hold = threading.Thread(target=cluster.psql, args=(
+        "BEGIN; LOCK TABLE workers IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT",),
+        kwargs={"timeout": 60})
+    hold.start()
+    try:
+        wait_until(lambda: cluster.psql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE c.relname = 'workers' AND l.mode = 'AccessExclusiveLock' AND l.granted"
+        ).stdout.strip() == "1", 10, what="the lock on workers")
+        held, held_wall = time.monotonic(), int(time.time())
+        time.sleep(2.3)  # every stored beat (and Redis key) past the limit
+        listed = {r["worker_id"]: r for r in m.workers()}
+        assert time.monotonic() - held > 2.8, "the list did not wait for the lock"
+        for w in ws:
+            rec = listed[w.worker_id]
+            assert rec["status"] == "alive", (rec, m.log_tail())
+            # its beat time is the stamp's, taken during the lock
+            beat = calendar.timegm(time.strptime(rec["last_heartbeat"], "%Y-%m-%dT%H:%M:%SZ"))
+            assert beat >= held_wall + 2, (rec, held_wall)
+    finally:
+        hold.join()
+    for w in ws:
+        assert m.worker_record(w.worker_id)["status"] == "alive"
 
 
 @pytest.mark.parametrize("redis", [False, True], ids=["store", "redis"])
