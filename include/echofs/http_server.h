@@ -236,8 +236,10 @@ bool efs_http_replied(const struct efs_http_req *req);
 int efs_http_defer(struct efs_http_req *req);
 void efs_http_resume(struct efs_http_req *req);
 
-/* Adds a response header to the reply that will be sent. 0 or -ENOMEM,
- * -E2BIG past 48 headers. */
+/* Sets a response header of the reply that will be sent: one added
+ * before under the same name (any case) gets this value instead, so that
+ * a fallback reply after a failed one never sends a header twice. 0 or
+ * -ENOMEM, -E2BIG past 48 headers. */
 int efs_http_add_header(struct efs_http_req *req, const char *name, const char *value);
 
 /* Replies. Each returns 0 or a negative errno; only the first reply of a

@@ -303,6 +303,16 @@ bool efs_http_replied(const struct efs_http_req *req)
 int efs_http_add_header(struct efs_http_req *req, const char *name, const char *value)
 {
 	struct efs_http_req_private *priv = req->priv;
+	for (unsigned i = 0; i < priv->header_count; i++) {
+		if (strcasecmp(priv->headers[i].name, name) != 0)
+			continue;
+		char *v = strdup(value);
+		if (!v)
+			return -ENOMEM;
+		free(priv->headers[i].value);
+		priv->headers[i].value = v;
+		return 0;
+	}
 	if (priv->header_count >= MAX_REPLY_HEADERS)
 		return -E2BIG;
 	char *n = strdup(name), *v = strdup(value);
@@ -329,8 +339,12 @@ static int set_reply(struct efs_http_req *req, unsigned status, struct MHD_Respo
 		MHD_destroy_response(resp);
 		return -EALREADY;
 	}
+	/* A header the reply itself set (its content type) wins over one
+	 * added before: a fallback reply after a failed stream keeps its own. */
 	for (unsigned i = 0; i < priv->header_count; i++)
-		MHD_add_response_header(resp, priv->headers[i].name, priv->headers[i].value);
+		if (!MHD_get_response_header(resp, priv->headers[i].name))
+			MHD_add_response_header(resp, priv->headers[i].name,
+						priv->headers[i].value);
 	priv->response = resp;
 	priv->status = status;
 	return 0;
