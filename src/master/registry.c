@@ -638,8 +638,11 @@ int efs_registry_stream_heartbeat(struct efs_registry *reg, const char *worker_i
  * its beat (not after this flush: a master that dies with stamps unwritten
  * must not lengthen anyone's life). */
 static void flush_redis(struct efs_registry *reg, const struct efs_worker_beat *beats,
-			const int *results, size_t n, int64_t now)
+			const int *results, size_t n)
 {
+	/* Read now, after the store write: a flush that waited for a locked
+	 * store must not give the keys that wait on top of their life. */
+	int64_t now = efs_now_ms();
 	char (*keys)[EFS_ID_MAX + 32] = calloc(n, sizeof(*keys));
 	char (*values)[24] = calloc(n, sizeof(*values));
 	const char **key_ptrs = calloc(n, sizeof(*key_ptrs));
@@ -729,7 +732,7 @@ int efs_registry_flush(struct efs_registry *reg)
 		}
 	}
 	if (reg->redis && n)
-		flush_redis(reg, beats, results, n, now);
+		flush_redis(reg, beats, results, n);
 	pthread_mutex_lock(&reg->stamp_lock);
 	for (size_t i = 0; i < n; i++) {
 		struct efs_registry_stamp *e = stamp_find(reg, beats[i].worker_id);

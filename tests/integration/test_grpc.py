@@ -1180,48 +1180,116 @@ def test_a_stream_beat_waiting_for_a_locked_store_keeps_its_worker_alive(cluster
     assert alice.download(alice.upload(data, "after.bin")["file_id"]) == data
 
 
-@pytest.mark.skipif(h.BACKEND != "postgres", reason="needs a lock that holds back the "
-                    "store's reads (PostgreSQL's ACCESS EXCLUSIVE; SQLite's WAL readers pass)")
-def test_a_beat_stamped_while_the_workers_are_read_counts_as_heard(cluster):
+def test_a_beat_stamped_while_the_workers_are_read_counts_as_heard(request, tmp_path):
     """R17, the list's side: GET /api/v1/workers reads the stored beats,
     then the stamps. A beat stamped while the read went on is not from the
     future: it proves its worker alive. The test holds every access to the
-    workers table (ACCESS EXCLUSIVE) for 3 s, so that the stored beats age
-    past WORKER_DEAD_AFTER_MS, and asks for the list 2.3 s in: its read
-    waits for the lock while the streams go on beating. (CI saw a stream
-    worker listed dead 3.8 s into the store lock of the test above: a
-    reading of the clock taken before the read made each stamp taken
-    during it look newer than "now", and so not counted.)"""
-    dead_ms = 2000
-    m = cluster.add_master(WORKER_DEAD_AFTER_MS=dead_ms, HEARTBEAT_INTERVAL_MS=200,
-                           GRPC_STREAM_GRACE_MS=300)
-    ws = [cluster.add_worker(**GRPC_ENV) for _ in range(3)]
-    for w in ws:
-        wait_protocol(m, w.worker_id, "grpc")
-    time.sleep(1.0)  # every stream past its first (written) beat: stamped
-    hold = threading.Thread(target=cluster.psql, args=(
-        "BEGIN; LOCK TABLE workers IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT",),
-        kwargs={"timeout": 60})
-    hold.start()
+    workers table (ACCESS EXCLUSIVE) for 4.5 s, so that the stored beats age
+    past WORKER_DEAD_AFTER_MS, and asks for the list 3 s in: its read
+    waits for the lock while the streams go on beating. No Redis: a flush
+    landing its keys just before the list's look would hide the stale
+    reading. (CI saw a stream worker listed dead 3.8 s into the store lock
+    of the test above: a reading of the clock taken before the read made
+    each stamp taken during it look newer than "now", and so not counted.)"""
+    if not h.PG_URL:
+        pytest.skip("needs a lock that holds back the store's reads: PostgreSQL's ACCESS "
+                    "EXCLUSIVE (set ECHOFS_TEST_PG_URL; SQLite's WAL readers pass any lock)")
+    c = h.Cluster(tmp_path, label=request.node.nodeid, backend="postgres", redis=False)
     try:
-        wait_until(lambda: cluster.psql(
-            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-            "WHERE c.relname = 'workers' AND l.mode = 'AccessExclusiveLock' AND l.granted"
-        ).stdout.strip() == "1", 10, what="the lock on workers")
-        held, held_wall = time.monotonic(), int(time.time())
-        time.sleep(2.3)  # every stored beat (and Redis key) past the limit
-        listed = {r["worker_id"]: r for r in m.workers()}
-        assert time.monotonic() - held > 2.8, "the list did not wait for the lock"
+        dead_ms = 2000
+        m = c.add_master(WORKER_DEAD_AFTER_MS=dead_ms, HEARTBEAT_INTERVAL_MS=200,
+                         GRPC_STREAM_GRACE_MS=300)
+        ws = [c.add_worker(**GRPC_ENV) for _ in range(3)]
         for w in ws:
-            rec = listed[w.worker_id]
-            assert rec["status"] == "alive", (rec, m.log_tail())
-            # its beat time is the stamp's, taken during the lock
-            beat = calendar.timegm(time.strptime(rec["last_heartbeat"], "%Y-%m-%dT%H:%M:%SZ"))
-            assert beat >= held_wall + 2, (rec, held_wall)
+            wait_protocol(m, w.worker_id, "grpc")
+        time.sleep(1.0)  # every stream past its first (written) beat: stamped
+        hold = threading.Thread(target=c.psql, args=(
+            "BEGIN; LOCK TABLE workers IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4.5); COMMIT",),
+            kwargs={"timeout": 60})
+        hold.start()
+        try:
+            wait_until(lambda: c.psql(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class k ON k.oid = l.relation "
+                "WHERE k.relname = 'workers' AND l.mode = 'AccessExclusiveLock' AND l.granted"
+            ).stdout.strip() == "1", 10, what="the lock on workers")
+            held_wall = int(time.time())
+            # Past the limit: every stored beat, and the one a flush that
+            # waits for the lock holds (copied at most a flush period, 0.5
+            # s, in), which may land just before the list's read.
+            time.sleep(3.0)
+            asked = time.monotonic()
+            listed = {r["worker_id"]: r for r in m.workers()}
+            assert time.monotonic() - asked > 0.5, "the list did not wait for the lock"
+            for w in ws:
+                rec = listed[w.worker_id]
+                assert rec["status"] == "alive", (rec, m.log_tail())
+                # its beat time is the stamp's, taken during the lock
+                beat = calendar.timegm(time.strptime(rec["last_heartbeat"],
+                                                     "%Y-%m-%dT%H:%M:%SZ"))
+                assert beat >= held_wall + 2, (rec, held_wall)
+        finally:
+            hold.join()
+        for w in ws:
+            assert m.worker_record(w.worker_id)["status"] == "alive"
     finally:
-        hold.join()
-    for w in ws:
-        assert m.worker_record(w.worker_id)["status"] == "alive"
+        c.close()
+
+
+def test_a_flush_that_waited_for_the_store_gives_no_redis_key_a_longer_life(request,
+                                                                           tmp_path):
+    """R17: a stream worker's Redis key expires WORKER_DEAD_AFTER_MS after
+    the beat it holds, never later, even when the flush that writes it
+    waited seconds for a slow or locked store (its TTL once came from a
+    clock reading taken before that wait: any master reading Redis counted
+    a worker that stopped beating alive for as long again as the flush
+    waited). The worker is paused, then the workers table write-locked for
+    4 s: the flush of its last beat waits for the lock; after it the key's
+    beat and expiry are read together (one Lua call): the key of the old
+    beat must not outlive it. Resumed, the worker's fresh keys must hold
+    the same rule."""
+    if not h.PG_URL or not Path(h.REDIS_SERVER).exists():
+        pytest.skip("needs PostgreSQL and redis-server (scripts/services.sh start DIR && "
+                    ". DIR/env)")
+    c = h.Cluster(tmp_path, label=request.node.nodeid, backend="postgres", redis="dedicated")
+    try:
+        dead_ms = 2000
+        m = c.add_master(WORKER_DEAD_AFTER_MS=dead_ms, HEARTBEAT_INTERVAL_MS=200,
+                         GRPC_STREAM_GRACE_MS=300)
+        w = c.add_worker(**GRPC_ENV)
+        wait_protocol(m, w.worker_id, "grpc")
+        time.sleep(1.0)  # its stream past its first (written) beat: stamped, flushed
+        key = f"efs:worker:{w.worker_id}:alive"
+        script = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}"
+        seen = []
+
+        def check_key():
+            out = h.redis_cli(c.redis_addr, "EVAL", script, "1", key).stdout.split()
+            now_ms = time.time() * 1000
+            if len(out) == 2 and out[0].isdigit() and int(out[1]) > 0:
+                beat, ttl = int(out[0]), int(out[1])
+                seen.append(beat)
+                assert now_ms + ttl <= beat + dead_ms + 150, \
+                    (f"the key of a beat at {beat} expires {now_ms + ttl - beat:.0f} ms after "
+                     f"it (WORKER_DEAD_AFTER_MS {dead_ms})", m.log_tail())
+
+        w.pause()
+        try:
+            c.psql("BEGIN; LOCK TABLE workers IN EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT",
+                   timeout=60)
+            until = time.monotonic() + 1.0
+            while time.monotonic() < until:
+                check_key()
+                time.sleep(0.02)
+        finally:
+            w.resume()
+        before = len(seen)
+        until = time.monotonic() + 3.0
+        while time.monotonic() < until:
+            check_key()
+            time.sleep(0.05)
+        assert len(seen) > before, "no key written after the worker resumed: nothing checked"
+    finally:
+        c.close()
 
 
 @pytest.mark.parametrize("redis", [False, True], ids=["store", "redis"])
