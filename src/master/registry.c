@@ -155,7 +155,9 @@ static void hb_key(const char *worker_id, char *out, size_t size)
 	snprintf(out, size, "efs:worker:%s:alive", worker_id);
 }
 
-/* Records liveness in Redis. 0, or -EAGAIN when Redis is not there. */
+/* Records liveness in Redis: a beat at @now, its key expiring
+ * WORKER_DEAD_AFTER_MS after it (not after a store write that came
+ * between). 0, or -EAGAIN when Redis is not there. */
 static int redis_beat(struct efs_registry *reg, const char *worker_id, int64_t now)
 {
 	char key[EFS_ID_MAX + 32], value[24];
@@ -163,7 +165,10 @@ static int redis_beat(struct efs_registry *reg, const char *worker_id, int64_t n
 		return -EAGAIN;
 	hb_key(worker_id, key, sizeof(key));
 	int n = snprintf(value, sizeof(value), "%lld", (long long)now);
-	return efs_redis_set(reg->redis, key, value, (size_t)n, reg->dead_after_ms, false);
+	int64_t ttl = reg->dead_after_ms - EFS_MAX(efs_now_ms() - now, 0);
+	if (ttl <= 0)
+		return 0; /* a beat that old proves nothing now: a newer key stays */
+	return efs_redis_set(reg->redis, key, value, (size_t)n, ttl, false);
 }
 
 int efs_registry_register(struct efs_registry *reg, const char *worker_id, const char *url,
