@@ -110,6 +110,17 @@ static struct efs_sqlite_checkpointer snapshot(struct efs_sqlite_checkpointer *c
 	return copy;
 }
 
+/* Waits up to 10 s for the thread to have run @runs checkpoints. */
+static bool ran_at_least(struct efs_sqlite_checkpointer *ck, uint64_t runs)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (snapshot(ck).background >= runs)
+			return true;
+		efs_sleep_ms(10);
+	}
+	return false;
+}
+
 /* Waits up to 10 s for the thread to have copied @frames of the WAL. */
 static bool copied_at_least(struct efs_sqlite_checkpointer *ck, int frames)
 {
@@ -181,7 +192,12 @@ static void test_a_reader_on_an_old_snapshot_does_not_make_it_spin(void **state)
 	int64_t began = efs_mono_ms();
 	write_rows(f, 200, 10); /* ~2,000 pages: the mark passed at ~50 commits */
 	int64_t took = efs_mono_ms() - began;
+	/* The thread, started at the mark, may not have run yet on a loaded
+	 * machine (CI once saw none 50 ms after 23 ms of commits): wait for
+	 * its first run. With no commit after these, it runs at most once
+	 * more (one wake-up pending), whatever the wait. */
 	efs_sleep_ms(50);
+	assert_true(ran_at_least(f->ck, 1));
 	struct efs_sqlite_checkpointer now = snapshot(f->ck);
 	/* Each run after the first copies nothing (the frames are after the
 	 * reader's snapshot) and waits EFS_SQLITE_CHECKPOINT_RETRY_MS before
