@@ -19,6 +19,7 @@
 #include "meta/sqlite_checkpoint.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,8 +82,25 @@ static void sqlite_disconnect(void *conn)
 	free(c);
 }
 
+/* How much of a statement journal SQLite keeps in memory before it
+ * spills the rest to a temp file. Every request of a group commit runs
+ * in a SAVEPOINT (sqlite_begin), so every page it changes is first copied
+ * to that journal: SQLite's default, 64 KiB, was less than one 4 KiB
+ * upload's pages (18), and each upload wrote about 5 pages to a file in
+ * /var/tmp besides its WAL frames. The journal is emptied at each
+ * RELEASE: this bounds the memory of the one request under way. */
+#define SQLITE_STMTJRNL_SPILL_BYTES (4 << 20)
+
+static void sqlite_configure(void)
+{
+	/* Before any connection (sqlite3_config refuses once SQLite is
+	 * initialised: then the default stays, which is only slower). */
+	sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, SQLITE_STMTJRNL_SPILL_BYTES);
+}
+
 static int sqlite_connect(const char *target, void **conn, char *err, size_t errlen)
 {
+	static pthread_once_t configured = PTHREAD_ONCE_INIT;
 	static const char pragmas[] = "PRAGMA journal_mode = WAL;"
 				      "PRAGMA synchronous = FULL;"
 				      "PRAGMA foreign_keys = ON;";
@@ -92,6 +110,7 @@ static int sqlite_connect(const char *target, void **conn, char *err, size_t err
 
 	if (!c)
 		return -ENOMEM;
+	pthread_once(&configured, sqlite_configure);
 	int r = parent_dir_create(target);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot create the directory of %s: %s", target, strerror(-r));

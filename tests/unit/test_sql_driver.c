@@ -3,8 +3,10 @@
  * postgres.c when ECHOFS_TEST_PG_URL is set) below the store: their
  * prepared-statement caches find a statement by its text, so SQL built at
  * run time in one reused buffer runs as the statement it says, and more
- * distinct texts than a cache holds still run. Also the row collector
- * (struct sql_rows) the queries share. */
+ * distinct texts than a cache holds still run; SQLite's savepoint
+ * journals stay in memory (no temp file per request). Also the row
+ * collector (struct sql_rows) the queries share. */
+#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -245,6 +247,60 @@ static void test_rows_fixed(void **state)
 	assert_string_equal(ids[2], "id2");
 }
 
+/* Open files of this process whose path holds @part (deleted ones too:
+ * SQLite unlinks a temp file as soon as it opens it). */
+static int open_files_named(const char *part)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	int found = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		char link[300], target[512];
+		snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+		ssize_t n = readlink(link, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		found += strstr(target, part) != NULL;
+	}
+	closedir(d);
+	return found;
+}
+
+/* A request of a group commit runs in a savepoint, and SQLite first
+ * copies every page it changes into a statement journal: beyond SQLite's
+ * default 64 KiB that journal spilled to a temp file (etilqs_* in
+ * /var/tmp), a few pages a 4 KiB upload. The driver keeps one request's
+ * journal in memory (sqlite.c, SQLITE_STMTJRNL_SPILL_BYTES): 40 rows of
+ * 3,500 bytes (a page each, 160 KiB) in a savepoint open no temp file. */
+static void test_savepoint_journal_stays_in_memory(void **state)
+{
+	struct driver_case *dc = *state;
+	const struct efs_sql_driver *d = dc->driver;
+	assert_int_equal(d->exec_script(dc->conn, "CREATE TABLE big (k INTEGER PRIMARY KEY, v BLOB)"),
+			 0);
+	assert_int_equal(d->begin(dc->conn), 0);
+	assert_int_equal(d->savepoint(dc->conn), 0);
+	for (int k = 0; k < 40; k++)
+		assert_int_equal(d->exec(dc->conn, "INSERT INTO big (k, v) VALUES ($1, zeroblob(3500))",
+					 (struct efs_sql_value[]){SQL_INT(k)}, 1, NULL, NULL, NULL),
+				 0);
+	/* Rewritten in a second savepoint: every page journaled again. */
+	assert_int_equal(d->savepoint_release(dc->conn), 0);
+	assert_int_equal(d->savepoint(dc->conn), 0);
+	assert_int_equal(d->exec(dc->conn, "UPDATE big SET v = zeroblob(3600)", NULL, 0, NULL, NULL,
+				 NULL),
+			 0);
+	assert_int_equal(open_files_named("etilqs"), 0);
+	assert_int_equal(d->savepoint_release(dc->conn), 0);
+	assert_int_equal(d->commit(dc->conn), 0);
+	int64_t rows = -1;
+	assert_int_equal(d->exec(dc->conn, "SELECT COUNT(*) FROM big", NULL, 0, row_int, &rows, NULL),
+			 0);
+	assert_int_equal(rows, 40);
+}
+
 #define SQLITE(fn) cmocka_unit_test_setup_teardown(fn, sqlite_setup, case_teardown)
 #define PG(fn) cmocka_unit_test_setup_teardown(fn, pg_setup, case_teardown)
 
@@ -258,6 +314,7 @@ int main(void)
 		SQLITE(test_same_text_two_addresses),
 		SQLITE(test_more_texts_than_cache),
 		SQLITE(test_same_text_nested),
+		SQLITE(test_savepoint_journal_stays_in_memory),
 		PG(test_runtime_sql_in_one_buffer),
 		PG(test_same_text_two_addresses),
 		PG(test_more_texts_than_cache),
