@@ -231,6 +231,16 @@ static int64_t stamp_heard(const struct efs_registry_stamp *e)
 	return EFS_MAX(e->at_ms, e->heard_ms);
 }
 
+/* Whether @e's worker was heard within WORKER_DEAD_AFTER_MS before @now
+ * (a stamp after @now is not counted: read under stamp_lock, @now is
+ * later than every stamp unless the clock stepped back). */
+static bool stamp_live(const struct efs_registry *reg, const struct efs_registry_stamp *e,
+		       int64_t now)
+{
+	int64_t heard = stamp_heard(e);
+	return heard <= now && now - heard <= reg->dead_after_ms;
+}
+
 /* Whether this master heard from @worker_id within WORKER_DEAD_AFTER_MS. */
 static bool heard_lately(struct efs_registry *reg, const char *worker_id)
 {
@@ -609,7 +619,7 @@ void efs_registry_heard(struct efs_registry *reg, const char *worker_id)
 	int64_t now = efs_now_ms();
 	pthread_mutex_lock(&reg->stamp_lock);
 	struct efs_registry_stamp *e = stamp_find(reg, worker_id);
-	if (e && now >= stamp_heard(e) && now - stamp_heard(e) <= reg->dead_after_ms)
+	if (e && stamp_live(reg, e, now))
 		e->heard_ms = now;
 	pthread_mutex_unlock(&reg->stamp_lock);
 }
@@ -898,7 +908,7 @@ static void stamps_alive(struct efs_registry *reg, struct efs_worker_status *lis
 	int64_t now = efs_now_ms();
 	for (size_t i = 0; i < n && reg->stamp_count; i++) {
 		const struct efs_registry_stamp *e = stamp_find(reg, list[i].info.worker_id);
-		if (!e || stamp_heard(e) > now || now - stamp_heard(e) > reg->dead_after_ms)
+		if (!e || !stamp_live(reg, e, now))
 			continue;
 		/* Heard lately, its stamp fresher than the store's copy or a
 		 * beat of it waiting for the store (efs_registry_heard). */

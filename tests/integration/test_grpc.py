@@ -1075,6 +1075,39 @@ def shared_pair(request, tmp_path, redis):
     return c, a, b
 
 
+# A master that counts a worker dead 2 s after its last beat, beats every
+# 200 ms and a broken stream dead after 300 ms: the liveness tests below.
+LIVENESS_ENV = dict(WORKER_DEAD_AFTER_MS=2000, HEARTBEAT_INTERVAL_MS=200,
+                    GRPC_STREAM_GRACE_MS=300)
+
+
+def stream_trio(cluster):
+    """A master with LIVENESS_ENV and three gRPC stream workers, each past
+    its stream's first (written) beat: stamped. Returns (master, workers)."""
+    m = cluster.add_master(**LIVENESS_ENV)
+    ws = [cluster.add_worker(**GRPC_ENV) for _ in range(3)]
+    for w in ws:
+        wait_protocol(m, w.worker_id, "grpc")
+    time.sleep(1.0)
+    return m, ws
+
+
+def hold_workers_lock(cluster, mode: str, seconds: float) -> threading.Thread:
+    """Takes `LOCK TABLE workers IN <mode> MODE` on the cluster's PostgreSQL
+    database from another process for `seconds`; returns the thread that
+    holds it (join it to wait for the release) once the lock is granted."""
+    held = "".join(word.capitalize() for word in mode.split()) + "Lock"  # pg_locks' name
+    thread = threading.Thread(target=cluster.psql, args=(
+        f"BEGIN; LOCK TABLE workers IN {mode} MODE; SELECT pg_sleep({seconds}); COMMIT",),
+        kwargs={"timeout": 60})
+    thread.start()
+    wait_until(lambda: cluster.psql(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+        f"WHERE c.relname = 'workers' AND l.mode = '{held}' AND l.granted"
+    ).stdout.strip() == "1", 10, what="the lock on workers")
+    return thread
+
+
 class StoreWriteLock:
     """Holds the metadata store's write lock on the workers' rows from
     another process (SQLite: BEGIN IMMEDIATE on the master's database, which
@@ -1087,14 +1120,7 @@ class StoreWriteLock:
 
     def __enter__(self):
         if h.BACKEND == "postgres":
-            self.thread = threading.Thread(target=self.cluster.psql, args=(
-                "BEGIN; LOCK TABLE workers IN EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT",),
-                kwargs={"timeout": 60})
-            self.thread.start()
-            wait_until(lambda: self.cluster.psql(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                "WHERE c.relname = 'workers' AND l.mode = 'ExclusiveLock' AND l.granted"
-            ).stdout.strip() == "1", 10, what="the lock on workers")
+            self.thread = hold_workers_lock(self.cluster, "EXCLUSIVE", 5)
         else:
             import sqlite3
             self.db = sqlite3.connect(str(self.m.data_dir / "echofs.db"), timeout=10,
@@ -1125,13 +1151,8 @@ def test_stream_workers_stay_alive_on_their_master_while_its_store_cannot_be_wri
     alive, and they stay alive after the lock goes. (CI on a loaded machine
     saw a master refuse uploads with "0 live workers" while every stream
     beat: its liveness came from the flushed beats alone.)"""
-    dead_ms = 2000
-    m = cluster.add_master(WORKER_DEAD_AFTER_MS=dead_ms, HEARTBEAT_INTERVAL_MS=200,
-                           GRPC_STREAM_GRACE_MS=300)
-    ws = [cluster.add_worker(**GRPC_ENV) for _ in range(3)]
-    for w in ws:
-        wait_protocol(m, w.worker_id, "grpc")
-    time.sleep(1.0)  # every stream past its first (written) beat: stamped
+    dead_ms = LIVENESS_ENV["WORKER_DEAD_AFTER_MS"]
+    m, ws = stream_trio(cluster)
     with StoreWriteLock(cluster, m) as lock:
         held = time.monotonic()
         while time.monotonic() - held < 2 * dead_ms / 1000:
@@ -1159,9 +1180,8 @@ def test_a_stream_beat_waiting_for_a_locked_store_keeps_its_worker_alive(cluster
     counted dead 2.2 s into the lock of the test above: a 1 s gap in its
     beats just before it). Without efs_registry_heard it is dead within
     WORKER_DEAD_AFTER_MS of its last stamp."""
-    dead_ms = 2000
-    m = cluster.add_master(WORKER_DEAD_AFTER_MS=dead_ms, HEARTBEAT_INTERVAL_MS=200,
-                           GRPC_STREAM_GRACE_MS=300, REPLICATION_FACTOR=1)
+    dead_ms = LIVENESS_ENV["WORKER_DEAD_AFTER_MS"]
+    m = cluster.add_master(**LIVENESS_ENV, REPLICATION_FACTOR=1)
     w = cluster.add_worker(**GRPC_ENV)
     wait_protocol(m, w.worker_id, "grpc")
     time.sleep(0.5)
@@ -1196,22 +1216,9 @@ def test_a_beat_stamped_while_the_workers_are_read_counts_as_heard(request, tmp_
                     "EXCLUSIVE (set ECHOFS_TEST_PG_URL; SQLite's WAL readers pass any lock)")
     c = h.Cluster(tmp_path, label=request.node.nodeid, backend="postgres", redis=False)
     try:
-        dead_ms = 2000
-        m = c.add_master(WORKER_DEAD_AFTER_MS=dead_ms, HEARTBEAT_INTERVAL_MS=200,
-                         GRPC_STREAM_GRACE_MS=300)
-        ws = [c.add_worker(**GRPC_ENV) for _ in range(3)]
-        for w in ws:
-            wait_protocol(m, w.worker_id, "grpc")
-        time.sleep(1.0)  # every stream past its first (written) beat: stamped
-        hold = threading.Thread(target=c.psql, args=(
-            "BEGIN; LOCK TABLE workers IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4.5); COMMIT",),
-            kwargs={"timeout": 60})
-        hold.start()
+        m, ws = stream_trio(c)
+        hold = hold_workers_lock(c, "ACCESS EXCLUSIVE", 4.5)
         try:
-            wait_until(lambda: c.psql(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class k ON k.oid = l.relation "
-                "WHERE k.relname = 'workers' AND l.mode = 'AccessExclusiveLock' AND l.granted"
-            ).stdout.strip() == "1", 10, what="the lock on workers")
             held_wall = int(time.time())
             # Past the limit: every stored beat, and the one a flush that
             # waits for the lock holds (copied at most a flush period, 0.5
@@ -1255,9 +1262,8 @@ def test_a_beat_that_waited_for_the_store_gives_no_redis_key_a_longer_life(reque
                     ". DIR/env)")
     c = h.Cluster(tmp_path, label=request.node.nodeid, backend="postgres", redis="dedicated")
     try:
-        dead_ms = 2000
-        m = c.add_master(WORKER_DEAD_AFTER_MS=dead_ms, HEARTBEAT_INTERVAL_MS=200,
-                         GRPC_STREAM_GRACE_MS=300)
+        dead_ms = LIVENESS_ENV["WORKER_DEAD_AFTER_MS"]
+        m = c.add_master(**LIVENESS_ENV)
         w = c.add_worker(WORKER_PROTOCOL=protocol)
         wait_protocol(m, w.worker_id, protocol)
         time.sleep(1.0)  # a stream past its first (written) beat: stamped, flushed
