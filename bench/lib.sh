@@ -222,6 +222,17 @@ bench_cpu_ticks() {
 	echo "$total"
 }
 
+# bench_write_bytes PID... - the bytes the processes sent to storage so far
+# (/proc/PID/io write_bytes, summed: pages they dirtied in the page cache
+# or wrote directly, counted once per page until it is written back).
+bench_write_bytes() {
+	local pid total=0
+	for pid in "$@"; do
+		total=$((total + $(awk '$1 == "write_bytes:" { print $2 }' "/proc/$pid/io")))
+	done
+	echo "$total"
+}
+
 # bench_cpu_each PID... - utime + stime of each process, in clock ticks,
 # on one line in the order given.
 bench_cpu_each() {

@@ -4,8 +4,10 @@
 # 4 KiB GETs (the baseline), then on a fresh cluster (1 master + 3 workers,
 # replication 3) 4 KiB uploads and 4 KiB downloads of every file uploaded,
 # each with bench/loadgen at concurrency 16. Prints one JSON object: the
-# rates, their ratios to nginx, p99s, and the CPU seconds the workers (all
-# three) and the master spent per 1,000 requests of each phase.
+# rates, their ratios to nginx, p99s, the CPU seconds the workers (all
+# three) and the master spent per 1,000 requests of each phase, and the
+# KiB the master wrote to its disk per upload (its metadata store: WAL
+# pages and their checkpoints).
 #
 #   bench/small.sh [BIN_ROOT]   BIN_ROOT: the checkout whose bin/ runs
 #                               (default: this one); loadgen is this one's
@@ -96,6 +98,7 @@ ticks() { # PID...: echo "worker_ticks master_ticks"
 	echo "$(bench_cpu_ticks "${WORKER_PIDS[@]}") $(bench_cpu_ticks "$MASTER_PID")"
 }
 read -r w0 m0 <<<"$(ticks)"
+mio0=$(bench_write_bytes "$MASTER_PID")
 bench_log "EchoFS 4 KiB uploads (WORKER_HTTP_THREADS=${WORKER_HTTP_THREADS:-unset})"
 run_loadgen upload upload --url "$MASTER_URL" --token "$TOKEN" --size 4096 --ids-out "$WORK/ids.txt"
 bench_alive "$MASTER_PID" "${WORKER_PIDS[@]}"
@@ -105,6 +108,7 @@ fi
 download_files=$(wc -l <"$WORK/ids.txt")
 bench_log "EchoFS 4 KiB downloads over $download_files files"
 read -r w1 m1 <<<"$(ticks)"
+mio1=$(bench_write_bytes "$MASTER_PID")
 run_loadgen download download --url "$MASTER_URL" --token "$TOKEN" --ids "$WORK/ids.txt" --size 4096
 read -r w2 m2 <<<"$(ticks)"
 bench_alive "$MASTER_PID" "${WORKER_PIDS[@]}"
@@ -143,13 +147,14 @@ awk -v nginx="$(field nginx ops_per_s)" \
 	-v up_p99="$(field upload p99_ms)" -v up_err="$(field upload errors)" \
 	-v down="$(field download ops_per_s)" -v down_ops="$(field download ops)" \
 	-v down_p99="$(field download p99_ms)" -v down_err="$(field download errors)" \
-	-v wu=$((w1 - w0)) -v mu=$((m1 - m0)) -v wd=$((w2 - w1)) -v md=$((m2 - m1)) -v hz="$hz" \
+	-v wu=$((w1 - w0)) -v mu=$((m1 - m0)) -v mio=$((mio1 - mio0)) -v wd=$((w2 - w1)) -v md=$((m2 - m1)) -v hz="$hz" \
 	-v threads="${WORKER_HTTP_THREADS:-unset}" -v bin="$BIN_ROOT" -v files="$download_files" 'BEGIN {
 	printf "{\"bin\": \"%s\", \"worker_http_threads\": \"%s\", \"nginx_4k_per_s\": %.0f, ", bin, threads, nginx
 	printf "\"download_files\": %d, ", files
 	printf "\"upload_per_s\": %.0f, \"upload_vs_nginx\": %.4f, \"upload_p99_ms\": %.1f, \"upload_errors\": %d, ", up, up / nginx, up_p99, up_err
 	printf "\"download_per_s\": %.0f, \"download_vs_nginx\": %.4f, \"download_p99_ms\": %.1f, \"download_errors\": %d, ", down, down / nginx, down_p99, down_err
 	printf "\"worker_cpu_s_per_1k_upload\": %.3f, \"master_cpu_s_per_1k_upload\": %.3f, ", wu / hz / up_ops * 1000, mu / hz / up_ops * 1000
+	printf "\"master_write_kib_per_upload\": %.1f, ", mio / 1024 / up_ops
 	printf "\"worker_cpu_s_per_1k_download\": %.3f, \"master_cpu_s_per_1k_download\": %.3f", wd / hz / down_ops * 1000, md / hz / down_ops * 1000
 }'
 echo "$large}"

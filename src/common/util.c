@@ -139,6 +139,21 @@ int efs_random_hex(char *out, size_t nbytes)
 	return 0;
 }
 
+int efs_ordered_hex(char *out, size_t nbytes)
+{
+	unsigned char raw[64];
+	if (nbytes <= 6 || nbytes > sizeof(raw))
+		return -EINVAL;
+	int r = efs_random_bytes(raw + 6, nbytes - 6);
+	if (r < 0)
+		return r;
+	uint64_t ms = (uint64_t)efs_now_ms();
+	for (int i = 5; i >= 0; i--, ms >>= 8)
+		raw[i] = (unsigned char)ms;
+	efs_hex_encode(raw, nbytes, out);
+	return 0;
+}
+
 int efs_array_reserve(void **items, size_t *alloc, size_t count, size_t elem, size_t first)
 {
 	if (count < *alloc)

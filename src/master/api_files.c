@@ -196,7 +196,7 @@ static int open_hidden_session(void *ctx, char *session_id)
 	struct efs_session_info s = {0};
 	int r;
 
-	if ((r = efs_random_hex(s.session_id, EFS_FILE_ID_LEN / 2)) < 0)
+	if ((r = efs_ordered_hex(s.session_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
 	efs_strlcpy(s.owner, up->user, sizeof(s.owner));
 	efs_strlcpy(s.name, up->name[0] ? up->name : "-", sizeof(s.name));
@@ -381,7 +381,7 @@ int efs_api_file_upload(struct efs_http_req *req)
 						  "the file part has no filename and there is "
 						  "no ?name=");
 	}
-	if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
+	if ((r = efs_ordered_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
 	efs_strlcpy(f.owner, req->user, sizeof(f.owner));
 	efs_strlcpy(f.name, up->name, sizeof(f.name));

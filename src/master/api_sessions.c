@@ -190,7 +190,7 @@ int efs_api_session_init(struct efs_http_req *req)
 				   "size / chunk_size exceeds %d chunks", MAX_SESSION_CHUNKS);
 		goto out;
 	}
-	if ((r = efs_random_hex(s.session_id, EFS_FILE_ID_LEN / 2)) < 0)
+	if ((r = efs_ordered_hex(s.session_id, EFS_FILE_ID_LEN / 2)) < 0)
 		goto out;
 	efs_strlcpy(s.owner, req->user, sizeof(s.owner));
 	efs_strlcpy(s.name, name, sizeof(s.name));
@@ -655,7 +655,7 @@ int efs_api_session_complete(struct efs_http_req *req)
 							  short_index);
 			}
 		}
-		if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0 ||
+		if ((r = efs_ordered_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0 ||
 		    (r = hash_chunks(m, chunks, n, f.sha256)) < 0) {
 			free(chunks);
 			return efs_http_reply_errno(req, EFS_HTTP_OP_READ_BACK, r, NULL);

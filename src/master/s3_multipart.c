@@ -1054,7 +1054,7 @@ static int complete_commit(struct efs_s3_req *s, bool may_hold)
 			r = COMPLETE_HOLD;
 			goto out;
 		}
-		if ((r = efs_random_hex(file->file_id, EFS_FILE_ID_LEN / 2)) < 0)
+		if ((r = efs_ordered_hex(file->file_id, EFS_FILE_ID_LEN / 2)) < 0)
 			goto out;
 		efs_strlcpy(file->owner, u->owner, sizeof(file->owner));
 		efs_s3_file_name(s->key, file->name, sizeof(file->name));

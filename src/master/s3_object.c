@@ -98,7 +98,7 @@ int efs_s3_session_open(struct efs_master *m, const char *owner, const char *nam
 {
 	struct efs_session_info sess = {0};
 	int r;
-	if ((r = efs_random_hex(sess.session_id, EFS_FILE_ID_LEN / 2)) < 0)
+	if ((r = efs_ordered_hex(sess.session_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
 	efs_strlcpy(sess.owner, owner, sizeof(sess.owner));
 	efs_strlcpy(sess.name, name, sizeof(sess.name));
@@ -363,7 +363,7 @@ static int put_end(struct efs_s3_req *s)
 	}
 	if ((r = efs_s3_checksum_check(s, &p->checksum)) != 0)
 		return r < 0 ? r : 0;
-	if ((r = efs_random_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
+	if ((r = efs_ordered_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
 	efs_strlcpy(f.owner, p->owner, sizeof(f.owner));
 	efs_strlcpy(f.name, p->name, sizeof(f.name));
@@ -1339,7 +1339,7 @@ static int copy_end(struct efs_s3_req *s)
 		return efs_s3_error(s, 403, "AccessDenied", "Access Denied");
 	}
 copy:
-	if ((r = efs_random_hex(c->obj.file_id, EFS_FILE_ID_LEN / 2)) < 0)
+	if ((r = efs_ordered_hex(c->obj.file_id, EFS_FILE_ID_LEN / 2)) < 0)
 		return r;
 	efs_strlcpy(c->obj.bucket, s->bucket, sizeof(c->obj.bucket));
 	efs_strlcpy(c->obj.key, s->key, sizeof(c->obj.key));

@@ -277,6 +277,21 @@ static const char schema_v13[] = "ALTER TABLE workers ADD COLUMN zone TEXT NOT N
 static const char schema_v14[] =
     "CREATE INDEX replicas_good ON replicas (chunk_id, worker_id, state) WHERE state = 0;";
 
+/* Version 15: fewer index entries per upload (docs/PERFORMANCE.md, "Fewer
+ * index pages per 4 KiB upload"). No query looks file_chunks or session_chunks
+ * up by chunk alone: every one names its file or session, the primary
+ * key's prefix (a release counts a file's references to each chunk in one
+ * grouped pass, sql_files.c), so their by-chunk indexes only cost a
+ * random B-tree leaf per chunk reference written. The collector asks
+ * chunks_garbage only for rows with a zero_since (sql_garbage_list), so
+ * it keeps only those: a chunk written with references, every upload's,
+ * adds no entry. */
+static const char schema_v15[] =
+    "DROP INDEX file_chunks_by_chunk;"
+    "DROP INDEX session_chunks_by_chunk;"
+    "DROP INDEX chunks_garbage;"
+    "CREATE INDEX chunks_garbage ON chunks (zero_since) WHERE zero_since IS NOT NULL;";
+
 const struct efs_migration efs_migrations[] = {
 	{1, schema_v1, NULL},
 	{2, schema_v2, NULL},
@@ -292,6 +307,7 @@ const struct efs_migration efs_migrations[] = {
 	{12, schema_v12, NULL},
 	{13, schema_v13, NULL},
 	{14, schema_v14, NULL},
+	{15, schema_v15, NULL},
 };
 const size_t efs_migration_count = sizeof(efs_migrations) / sizeof(efs_migrations[0]);
 

@@ -425,13 +425,12 @@ int sql_session_release(struct sql_conn *c, const char *session_id, int64_t now_
 	if (r < 0)
 		return r;
 	r = SQL_Q(c,
-		  "UPDATE chunks SET"
-		  "  refcount = refcount - (SELECT COUNT(*) FROM session_chunks sc"
-		  "   WHERE sc.session_id = $1 AND sc.chunk_id = chunks.chunk_id),"
-		  "  zero_since = CASE WHEN refcount - (SELECT COUNT(*) FROM session_chunks sc"
-		  "   WHERE sc.session_id = $1 AND sc.chunk_id = chunks.chunk_id) <= 0"
-		  "   THEN $2 ELSE zero_since END"
-		  " WHERE chunk_id IN (SELECT chunk_id FROM session_chunks WHERE session_id = $1)",
+		  "UPDATE chunks SET refcount = chunks.refcount - d.n,"
+		  "  zero_since = CASE WHEN chunks.refcount - d.n <= 0"
+		  "   THEN $2 ELSE chunks.zero_since END"
+		  " FROM (SELECT chunk_id, COUNT(*) AS n FROM session_chunks"
+		  "  WHERE session_id = $1 GROUP BY chunk_id) AS d"
+		  " WHERE chunks.chunk_id = d.chunk_id",
 		  NULL, NULL, NULL, SQL_TEXT(session_id), SQL_INT(now_ms));
 	if (r < 0)
 		return r;
@@ -593,13 +592,12 @@ int sql_file_release(struct sql_conn *c, const char *file_id, const char *owner,
 	if (r < 0)
 		return r;
 	r = SQL_Q(c,
-		  "UPDATE chunks SET"
-		  "  refcount = refcount - (SELECT COUNT(*) FROM file_chunks fc"
-		  "   WHERE fc.file_id = $1 AND fc.chunk_id = chunks.chunk_id),"
-		  "  zero_since = CASE WHEN refcount - (SELECT COUNT(*) FROM file_chunks fc"
-		  "   WHERE fc.file_id = $1 AND fc.chunk_id = chunks.chunk_id) <= 0"
-		  "   THEN $2 ELSE zero_since END"
-		  " WHERE chunk_id IN (SELECT chunk_id FROM file_chunks WHERE file_id = $1)",
+		  "UPDATE chunks SET refcount = chunks.refcount - d.n,"
+		  "  zero_since = CASE WHEN chunks.refcount - d.n <= 0"
+		  "   THEN $2 ELSE chunks.zero_since END"
+		  " FROM (SELECT chunk_id, COUNT(*) AS n FROM file_chunks"
+		  "  WHERE file_id = $1 GROUP BY chunk_id) AS d"
+		  " WHERE chunks.chunk_id = d.chunk_id",
 		  NULL, NULL, NULL, SQL_TEXT(file_id), SQL_INT(now_ms));
 	if (r < 0)
 		return r;

@@ -479,11 +479,10 @@ static int copy_file(struct sql_conn *c, const struct efs_object_copy *p, const 
 	/* The source holds every one of these references, so no count is 0
 	 * here; zero_since is cleared all the same, as take_chunk_ref does. */
 	return SQL_Q(c,
-		     "UPDATE chunks SET"
-		     "  refcount = refcount + (SELECT COUNT(*) FROM file_chunks fc"
-		     "   WHERE fc.file_id = $1 AND fc.chunk_id = chunks.chunk_id),"
-		     "  zero_since = NULL"
-		     " WHERE chunk_id IN (SELECT chunk_id FROM file_chunks WHERE file_id = $1)",
+		     "UPDATE chunks SET refcount = chunks.refcount + d.n, zero_since = NULL"
+		     " FROM (SELECT chunk_id, COUNT(*) AS n FROM file_chunks"
+		     "  WHERE file_id = $1 GROUP BY chunk_id) AS d"
+		     " WHERE chunks.chunk_id = d.chunk_id",
 		     NULL, NULL, NULL, SQL_TEXT(p->dst->file_id));
 }
 

@@ -98,6 +98,11 @@ def check_file_object(f, *, data, name, owner, chunk_size=CHUNK, replication=RF)
     assert f["owner"] == owner, f
     created = h.parse_iso8601(f["created_at"])
     assert abs(time.time() - created.timestamp()) < 120, f"created_at {created} is not now"
+    # The id starts with the time it was made (Unix ms), read just before
+    # created_at (whole seconds here).
+    id_s = int(f["file_id"][:12], 16) / 1000
+    assert created.timestamp() - 1 <= id_s <= created.timestamp() + 1, \
+        f"file id {f['file_id']} says {id_s}, created_at {created}"
 
 
 def get_file(client, file_id):
@@ -181,6 +186,34 @@ def test_raw_upload_answers_201_and_downloads_identically(master, shared_cluster
     assert f["stored_bytes"] == len(data), "random data must stay uncompressed"
     assert c.download(f["file_id"]) == data
     check_chunks(shared_cluster, master, c, f, data)
+
+
+def test_ids_sort_by_creation_time(master):
+    """File and session ids start with the time they were made (docs/API.md):
+    ids made a few ms apart sort in that order, whichever way the file was
+    uploaded, so the store's indexes keyed by them grow at one end."""
+    _, c = new_user(master)
+    ids = []
+    for i in range(3):
+        r = c.post("/api/v1/files/upload", params={"name": f"o{i}"}, data=os.urandom(100))
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["file_id"])
+        time.sleep(0.005)
+    r = c.post("/api/v1/files/upload/init", json={"name": "s.bin"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["session_id"]
+    ids.append(sid)
+    time.sleep(0.005)
+    r = c.post("/api/v1/files/upload/chunk", params={"session_id": sid, "chunk_index": 0},
+               data=b"x" * 100, headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 200, r.text
+    r = c.post("/api/v1/files/upload/complete", json={"session_id": sid})
+    assert r.status_code == 201, r.text
+    ids.append(r.json()["file_id"])
+    assert all(FILE_ID_RE.match(i) for i in ids), ids
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), f"ids out of creation order: {ids}"
+    stamps = [int(i[:12], 16) for i in ids]
+    assert abs(stamps[-1] / 1000 - time.time()) < 60, f"id time {stamps[-1]} is not now"
 
 
 def test_multipart_upload_answers_201_and_downloads_identically(master, shared_cluster):

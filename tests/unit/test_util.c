@@ -2,6 +2,7 @@
 /* test_util.c - unit tests of util.h and buf.h: number parsing with size
  * suffixes, id and secret checks, bounded string copy, ISO 8601 times,
  * atomic file writes and capped reads, and the capped growable buffer. */
+#include <ctype.h>
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -583,10 +585,50 @@ static void test_hex_value(void **state)
 	}
 }
 
+/* efs_ordered_hex: 2 * nbytes hex digits, the first 12 the time it was
+ * made in ms; an id made a few ms later sorts after; a burst of ids made in
+ * the same ms stays distinct (the random part). */
+static void test_ordered_hex(void **state)
+{
+	(void)state;
+	char id[33], prev[33] = "", first[33];
+	int64_t before = efs_now_ms();
+	assert_int_equal(efs_ordered_hex(id, 16), 0);
+	int64_t after = efs_now_ms();
+	assert_int_equal(strlen(id), 32);
+	for (size_t i = 0; i < 32; i++)
+		assert_true(efs_hex_value((unsigned char)id[i]) >= 0 &&
+			    !isupper((unsigned char)id[i]));
+	assert_true(efs_id_valid(id));
+	int64_t stamped = 0;
+	for (size_t i = 0; i < 12; i++)
+		stamped = stamped << 4 | efs_hex_value((unsigned char)id[i]);
+	assert_true(stamped >= before && stamped <= after);
+
+	/* In a burst: prefixes never go back, no id repeats. */
+	memcpy(first, id, sizeof(first));
+	for (int k = 0; k < 1000; k++) {
+		assert_int_equal(efs_ordered_hex(id, 16), 0);
+		assert_true(strncmp(id, prev, 12) >= 0);
+		assert_string_not_equal(id, prev);
+		assert_string_not_equal(id, first);
+		memcpy(prev, id, sizeof(prev));
+	}
+	struct timespec two_ms = {0, 2 * 1000 * 1000};
+	nanosleep(&two_ms, NULL);
+	assert_int_equal(efs_ordered_hex(id, 16), 0);
+	assert_true(strcmp(id, prev) > 0);
+
+	/* Not enough bytes for the time and some randomness, or too many. */
+	assert_int_equal(efs_ordered_hex(id, 6), -EINVAL);
+	assert_int_equal(efs_ordered_hex(id, 65), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hex_value),
+		cmocka_unit_test(test_ordered_hex),
 		cmocka_unit_test(test_base64_decode_exact),
 		cmocka_unit_test(test_parse_u64_plain),
 		cmocka_unit_test(test_parse_u64_suffixes),
