@@ -43,6 +43,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-1000000}
 BACKENDS=${BACKENDS:-sqlite}
 SECONDS_EACH=${SECONDS:-10}
+# bash's own SECONDS (time since the shell started, 0 here) when the caller
+# did not set it: the default then.
+[ "$SECONDS_EACH" -gt 0 ] || SECONDS_EACH=10
 REPORT_WAIT=${REPORT_WAIT:-600} # seconds a full chunk report may take before the run goes on
 MILLION=$ROOT/build/bench/million
 MILLION_RESULTS=${BENCH_MILLION_RESULTS:-$ROOT/bench/results/million-latest.json}
