@@ -498,6 +498,81 @@ static void test_a_skipped_migration_is_applied(void **state)
 	sqlite3_close(raw);
 }
 
+/* One text value of a query on @db (NULL column: ""), into @out. */
+static void raw_text(sqlite3 *db, const char *sql, char *out, size_t size)
+{
+	sqlite3_stmt *stmt = NULL;
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	const unsigned char *v = sqlite3_column_text(stmt, 0);
+	snprintf(out, size, "%s", v ? (const char *)v : "");
+	sqlite3_finalize(stmt);
+}
+
+/* A store at version 14 (as every store before versions 15 and 16 is:
+ * the by-chunk indexes, chunks_garbage over every row, replicas a rowid
+ * table with replicas_good) is migrated with its rows: every replica and
+ * each of its columns survives the rebuild into a WITHOUT ROWID table,
+ * the indexes 15 dropped are gone, chunks_garbage lists only rows with a
+ * zero_since. */
+static void test_versions_15_and_16_keep_the_rows(void **state)
+{
+	const char *dir = *state;
+	char db[PATH_MAX], got[512];
+	sqlite3 *raw = NULL;
+
+	path_in(db, sizeof(db), dir, "echofs.db");
+	efs_meta_close(open_ok(NULL, dir));
+	assert_int_equal(sqlite3_open_v2(db, &raw, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(raw,
+			 "DROP TABLE replicas;"
+			 "CREATE TABLE replicas (chunk_id TEXT NOT NULL, worker_id TEXT NOT NULL,"
+			 " state INTEGER NOT NULL DEFAULT 0, created_at BIGINT NOT NULL,"
+			 " PRIMARY KEY (chunk_id, worker_id));"
+			 "CREATE INDEX replicas_by_worker ON replicas (worker_id);"
+			 "ALTER TABLE replicas ADD COLUMN seen_at BIGINT;"
+			 "ALTER TABLE replicas ADD COLUMN bad_marks BIGINT NOT NULL DEFAULT 0;"
+			 "CREATE INDEX replicas_good ON replicas (chunk_id, worker_id, state)"
+			 " WHERE state = 0;"
+			 "CREATE INDEX file_chunks_by_chunk ON file_chunks (chunk_id);"
+			 "CREATE INDEX session_chunks_by_chunk ON session_chunks (chunk_id);"
+			 "DROP INDEX chunks_garbage;"
+			 "CREATE INDEX chunks_garbage ON chunks (zero_since);"
+			 "INSERT INTO replicas VALUES ('c1', 'w1', 0, 100, NULL, 0),"
+			 " ('c1', 'w2', 1, 101, 555, 2), ('c2', 'w1', 0, 102, 556, 0);"
+			 "DELETE FROM efs_schema WHERE version IN (15, 16)",
+			 NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(raw);
+
+	struct efs_meta *m = open_ok(NULL, dir);
+	efs_meta_close(m);
+	assert_int_equal(sqlite3_open_v2(db, &raw, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	raw_text(raw,
+		 "SELECT group_concat(chunk_id || '/' || worker_id || '/' || state || '/' ||"
+		 " created_at || '/' || COALESCE(seen_at, '-') || '/' || bad_marks, ' ')"
+		 " FROM (SELECT * FROM replicas ORDER BY chunk_id, worker_id)",
+		 got, sizeof(got));
+	assert_string_equal(got, "c1/w1/0/100/-/0 c1/w2/1/101/555/2 c2/w1/0/102/556/0");
+	/* No rowid: the rows live in the key's B-tree. */
+	assert_int_not_equal(sqlite3_exec(raw, "SELECT rowid FROM replicas", NULL, NULL, NULL),
+			     SQLITE_OK);
+	raw_text(raw,
+		 "SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_master"
+		 " WHERE type = 'index' AND tbl_name IN ('replicas', 'file_chunks',"
+		 " 'session_chunks', 'chunks') AND sql IS NOT NULL ORDER BY name)",
+		 got, sizeof(got));
+	assert_string_equal(got, "chunks_garbage replicas_by_worker");
+	raw_text(raw, "SELECT sql FROM sqlite_master WHERE name = 'chunks_garbage'", got,
+		 sizeof(got));
+	assert_non_null(strstr(got, "WHERE zero_since IS NOT NULL"));
+	raw_text(raw, "SELECT sql FROM sqlite_master WHERE name = 'replicas_by_worker'", got,
+		 sizeof(got));
+	assert_non_null(strstr(got, "(worker_id, created_at)"));
+	sqlite3_close(raw);
+}
+
 static void test_two_stores_one_file(void **state)
 {
 	struct efs_meta *a = open_ok(NULL, *state);
@@ -785,6 +860,7 @@ int main(void)
 		T(test_worker_retire_url),
 		T(test_reopen_keeps_data),
 		T(test_a_skipped_migration_is_applied),
+		T(test_versions_15_and_16_keep_the_rows),
 		T(test_two_stores_one_file),
 		T(test_concurrent_heartbeats),
 		T(test_more_threads_than_connections),
