@@ -212,25 +212,28 @@ bench_master_restart() {
 	bench_die "the master did not come back with $count workers alive (log: $log)"
 }
 
+# bench_proc_sum FILE PROGRAM PID... - the sum over the processes of the
+# number awk PROGRAM prints from /proc/PID/FILE.
+bench_proc_sum() {
+	local file=$1 program=$2 pid total=0
+	shift 2
+	for pid in "$@"; do
+		total=$((total + $(awk "$program" "/proc/$pid/$file")))
+	done
+	echo "$total"
+}
+
 # bench_cpu_ticks PID... - utime + stime of the processes, in clock ticks
 # (fields 14 and 15 of /proc/PID/stat, counted after the command name).
 bench_cpu_ticks() {
-	local pid total=0
-	for pid in "$@"; do
-		total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
-	done
-	echo "$total"
+	bench_proc_sum stat '{ sub(/.*\) /, ""); print $12 + $13 }' "$@"
 }
 
 # bench_write_bytes PID... - the bytes the processes sent to storage so far
 # (/proc/PID/io write_bytes, summed: pages they dirtied in the page cache
 # or wrote directly, counted once per page until it is written back).
 bench_write_bytes() {
-	local pid total=0
-	for pid in "$@"; do
-		total=$((total + $(awk '$1 == "write_bytes:" { print $2 }' "/proc/$pid/io")))
-	done
-	echo "$total"
+	bench_proc_sum io '$1 == "write_bytes:" { print $2 }' "$@"
 }
 
 # bench_cpu_each PID... - utime + stime of each process, in clock ticks,

@@ -655,8 +655,7 @@ int efs_api_session_complete(struct efs_http_req *req)
 							  short_index);
 			}
 		}
-		if ((r = efs_ordered_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0 ||
-		    (r = hash_chunks(m, chunks, n, f.sha256)) < 0) {
+		if ((r = hash_chunks(m, chunks, n, f.sha256)) < 0) {
 			free(chunks);
 			return efs_http_reply_errno(req, EFS_HTTP_OP_READ_BACK, r, NULL);
 		}
@@ -674,6 +673,9 @@ int efs_api_session_complete(struct efs_http_req *req)
 				    : m->cfg.replication_factor;
 		efs_ec_policy_format(&policy, f.policy, sizeof(f.policy));
 		f.stored_bytes = stored;
+		/* After the read-back: the id's time is the file's creation. */
+		if ((r = efs_ordered_hex(f.file_id, EFS_FILE_ID_LEN / 2)) < 0)
+			return r;
 		f.created_at_ms = efs_now_ms();
 		/* Remembered for a repeated complete until the session would
 		 * have expired, and at least SESSION_TTL. */

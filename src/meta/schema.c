@@ -294,8 +294,9 @@ static const char schema_v15[] =
 
 /* Version 16 (SQLite): replicas becomes a WITHOUT ROWID table, its rows
  * stored in the primary key's B-tree (chunk_id, worker_id). A new row
- * then writes one random leaf instead of three (the key's index,
- * replicas_good's and the table's), and the key covers every column, so
+ * then writes one random leaf instead of two (the key's index's and
+ * replicas_good's) and no page at the rowid table's end, and the key
+ * covers every column, so
  * replicas_good (a copy of the key for covering probes, v14) is not needed
  * there. replicas_by_worker gains created_at: its entries carry the key
  * instead of a rowid, and ordered by creation they still land at each
@@ -303,7 +304,12 @@ static const char schema_v15[] =
  * "this worker's replicas created before" is a range of it. The rows are
  * copied once (docs/PERFORMANCE.md, "Fewer index pages per 4 KiB
  * upload"). PostgreSQL keeps its heap and v14's index (its
- * under-replicated count is an index-only scan of replicas_good). */
+ * under-replicated count is an index-only scan of replicas_good).
+ * Unlike the others, this migration is not independent of later ones: it
+ * copies the six columns replicas has up to here, so a later migration
+ * that adds a column to replicas must be numbered after it and land
+ * after it (a store that took that one first would lose the column
+ * here). */
 static const char schema_v16[] =
     "CREATE TABLE replicas_v16 ("
     "  chunk_id TEXT NOT NULL,"

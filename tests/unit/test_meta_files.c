@@ -1256,6 +1256,33 @@ static void test_session_delete_releases_chunks(void **state)
 	assert_int_equal(efs_meta_session_delete(f->m, sid, f->now), -ENOENT);
 }
 
+/* A session listing a chunk twice holds two references, and its release
+ * drops both at once (one grouped count per chunk): the chunk stays
+ * while another session still names it, and becomes garbage with it. */
+static void test_session_release_counts_a_repeated_chunk_twice(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_chunk_info a = chunk(1), b = chunk(2);
+	char sid1[EFS_ID_MAX + 1], sid2[EFS_ID_MAX + 1];
+
+	new_session(f, 1, "alice");
+	new_session(f, 2, "alice");
+	session_id(1, sid1);
+	session_id(2, sid2);
+	assert_int_equal(put(f, 1, 0, &a, false), 0);
+	assert_int_equal(put(f, 1, 1, &a, true), 0);
+	assert_int_equal(put(f, 1, 2, &b, false), 0);
+	assert_int_equal(put(f, 2, 0, &a, true), 0);
+
+	assert_int_equal(efs_meta_session_delete(f->m, sid1, f->now), 0);
+	assert_false(is_garbage(f, f->now + 1, &a));
+	assert_true(is_garbage(f, f->now + 1, &b));
+	assert_int_equal(garbage_count(f, f->now + 1), 1);
+	assert_int_equal(efs_meta_session_delete(f->m, sid2, f->now), 0);
+	assert_true(is_garbage(f, f->now + 1, &a));
+	assert_int_equal(garbage_count(f, f->now + 1), 2);
+}
+
 static void test_session_expired(void **state)
 {
 	struct fixture *f = *state;
@@ -2450,6 +2477,7 @@ int main(void)
 		T_NO_WORKERS(test_locations_without_workers_are_returned_like_replicas),
 		T_NO_WORKERS(test_replica_remove_if_keeps_the_keeper),
 		T(test_session_delete_releases_chunks),
+		T(test_session_release_counts_a_repeated_chunk_twice),
 		T(test_session_expired),
 		T(test_replica_mark_bad),
 		T(test_replica_mark_lost_spares_a_later_row),
