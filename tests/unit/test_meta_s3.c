@@ -555,6 +555,79 @@ static int refuse_source(void *ctx, const struct efs_object_info *src)
 	return strcmp(src->etag, "0123456789abcdef0123456789abcdef") == 0 ? -ECANCELED : 0;
 }
 
+/* CopyObject of a file listing chunk A twice adds two references (one
+ * grouped count per chunk, sql_s3.c): with a third file holding A once,
+ * A outlives the source and the copy and is garbage only with the third.
+ * An increment of one per distinct chunk would let the two deletes (two
+ * references each) free A under the third file. */
+static void test_copy_counts_a_repeated_chunk_twice(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_bucket_info b = bucket("rptsrc", "alice");
+	struct efs_session_info s;
+	struct efs_file_info fi;
+	struct efs_chunk_info c;
+	char third[EFS_ID_MAX + 1], chunk_a[65];
+	char data[32];
+
+	assert_int_equal(efs_meta_bucket_create(f->m, &b), 0);
+	make_file(f, "alice", 77, third, chunk_a);
+	memset(&s, 0, sizeof(s));
+	memset(&fi, 0, sizeof(fi));
+	memset(&c, 0, sizeof(c));
+	snprintf(data, sizeof(data), "object bytes %d", 77); /* make_file's bytes */
+	efs_strlcpy(c.chunk_id, chunk_a, sizeof(c.chunk_id));
+	c.size = c.stored_size = strlen(data);
+	efs_strlcpy(s.session_id, "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", sizeof(s.session_id));
+	efs_strlcpy(s.owner, "alice", sizeof(s.owner));
+	efs_strlcpy(s.name, "rpt", sizeof(s.name));
+	s.declared_size = -1;
+	s.chunk_size = c.size;
+	s.created_at_ms = f->now;
+	s.expires_at_ms = f->now + 3600000;
+	assert_int_equal(efs_meta_session_create(f->m, &s), 0);
+	for (uint64_t i = 0; i < 2; i++)
+		assert_int_equal(efs_meta_session_put_chunk(f->m, s.session_id, i, &c, worker_ids, 1,
+							    true, f->now, f->now + 60000, 0),
+				 0);
+	assert_int_equal(efs_meta_session_get(f->m, s.session_id, &s), 0);
+	efs_strlcpy(fi.file_id, "5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f", sizeof(fi.file_id));
+	efs_strlcpy(fi.owner, "alice", sizeof(fi.owner));
+	efs_strlcpy(fi.name, "rpt", sizeof(fi.name));
+	fi.size = 2 * c.size;
+	efs_strlcpy(fi.sha256, chunk_a, sizeof(fi.sha256));
+	fi.chunk_size = c.size;
+	fi.chunk_count = 2;
+	fi.replication = 1;
+	fi.stored_bytes = 2 * c.size;
+	fi.created_at_ms = f->now;
+	assert_int_equal(efs_meta_session_complete(f->m, s.session_id, s.version, &fi, 0), 0);
+	struct efs_object_info *o = object("rptsrc", "k", fi.file_id);
+	assert_int_equal(efs_meta_object_put(f->m, o, f->now), 0);
+
+	struct efs_object_info *dst = calloc(1, sizeof(*dst));
+	assert_non_null(dst);
+	efs_strlcpy(dst->bucket, "rptsrc", sizeof(dst->bucket));
+	efs_strlcpy(dst->key, "k2", sizeof(dst->key));
+	efs_strlcpy(dst->file_id, "5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d", sizeof(dst->file_id));
+	dst->last_modified_ms = 5000;
+	struct efs_object_copy copy = {.owner = "alice",
+				       .src_bucket = "rptsrc",
+				       .src_key = "k",
+				       .dst = dst,
+				       .file_name = "k2",
+				       .copy_headers = true};
+	assert_int_equal(efs_meta_object_copy(f->m, &copy, f->now), 0);
+
+	assert_int_equal(efs_meta_object_delete(f->m, "rptsrc", "k", f->now), 0);
+	assert_int_equal(efs_meta_object_delete(f->m, "rptsrc", "k2", f->now), 0);
+	assert_false(is_garbage(f, chunk_a));
+	assert_int_equal(efs_meta_file_delete(f->m, third, "alice", f->now), 0);
+	assert_true(is_garbage(f, chunk_a));
+	free(o);
+	free(dst);
+}
+
 /* CopyObject: a new file listing the same chunks, counted once more. */
 static void test_copy_shares_the_chunks_and_counts_them(void **state)
 {
@@ -2045,6 +2118,7 @@ int main(void)
 	    T(test_object_read_joins_bucket_object_and_file),
 	    T(test_conditional_put_checks_the_current_row),
 	    T(test_copy_shares_the_chunks_and_counts_them),
+	    T(test_copy_counts_a_repeated_chunk_twice),
 	    T(test_put_if_unmodified_since),
 	    T(test_copy_from_a_file),
 	    T(test_copy_of_a_source_deleted_meanwhile_is_refused),
