@@ -35,9 +35,9 @@ int efs_random_hex(char *out, size_t nbytes);
  * so the indexes keyed by them (files, file_chunks, sessions,
  * session_chunks) take each new row at their right edge instead of on a
  * random leaf: fewer pages written per upload, in SQLite's WAL and
- * PostgreSQL's (docs/PERFORMANCE.md, "Fewer index pages per 4 KiB upload"). A clock
- * stepped back only costs that locality. The id tells when it was made,
- * as its row's created_at does. 0 or -errno. */
+ * PostgreSQL's (docs/PERFORMANCE.md, "Fewer index pages per 4 KiB
+ * upload"). A clock stepped back only costs that locality. The id tells
+ * when it was made, as its row's created_at does. 0 or -errno. */
 int efs_ordered_hex(char *out, size_t nbytes);
 
 /* Writes @len bytes of @in as lowercase hex plus a NUL into @out

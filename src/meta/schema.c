@@ -278,14 +278,14 @@ static const char schema_v14[] =
     "CREATE INDEX replicas_good ON replicas (chunk_id, worker_id, state) WHERE state = 0;";
 
 /* Version 15: fewer index entries per upload (docs/PERFORMANCE.md, "Fewer
- * index pages per 4 KiB upload"). No query looks file_chunks or session_chunks
- * up by chunk alone: every one names its file or session, the primary
- * key's prefix (a release counts a file's references to each chunk in one
- * grouped pass, sql_files.c), so their by-chunk indexes only cost a
- * random B-tree leaf per chunk reference written. The collector asks
- * chunks_garbage only for rows with a zero_since (sql_garbage_list), so
- * it keeps only those: a chunk written with references, every upload's,
- * adds no entry. */
+ * index pages per 4 KiB upload"). No query looks file_chunks or
+ * session_chunks up by chunk alone: every one names its file or session,
+ * the primary key's prefix (a release counts a file's references to each
+ * chunk in one grouped pass, sql_files.c), so their by-chunk indexes only
+ * cost a random B-tree leaf per chunk reference written. The collector
+ * asks chunks_garbage only for rows with a zero_since (sql_garbage_list),
+ * so it keeps only those: a chunk written with references, every
+ * upload's, adds no entry. */
 static const char schema_v15[] =
     "DROP INDEX file_chunks_by_chunk;"
     "DROP INDEX session_chunks_by_chunk;"
@@ -296,20 +296,19 @@ static const char schema_v15[] =
  * stored in the primary key's B-tree (chunk_id, worker_id). A new row
  * then writes one random leaf instead of two (the key's index's and
  * replicas_good's) and no page at the rowid table's end, and the key
- * covers every column, so
- * replicas_good (a copy of the key for covering probes, v14) is not needed
- * there. replicas_by_worker gains created_at: its entries carry the key
- * instead of a rowid, and ordered by creation they still land at each
- * worker's end of the index, not on a random leaf; report_finish's
- * "this worker's replicas created before" is a range of it. The rows are
- * copied once (docs/PERFORMANCE.md, "Fewer index pages per 4 KiB
- * upload"). PostgreSQL keeps its heap and v14's index (its
- * under-replicated count is an index-only scan of replicas_good).
- * Unlike the others, this migration is not independent of later ones: it
- * copies the six columns replicas has up to here, so a later migration
- * that adds a column to replicas must be numbered after it and land
- * after it (a store that took that one first would lose the column
- * here). */
+ * covers every column, so replicas_good (a copy of the key for covering
+ * probes, v14) is not needed there. replicas_by_worker gains created_at:
+ * its entries carry the key instead of a rowid, and ordered by creation
+ * they still land at each worker's end of the index, not on a random
+ * leaf; report_finish's "this worker's replicas created before" is a
+ * range of it. The rows are copied once (docs/PERFORMANCE.md, "Fewer
+ * index pages per 4 KiB upload"). PostgreSQL keeps its heap and v14's
+ * index (its under-replicated count is an index-only scan of
+ * replicas_good). Unlike the others, this migration is not independent of
+ * later ones: it copies the six columns replicas has up to here, so a
+ * later migration that adds a column to replicas must be numbered after
+ * it and land after it (a store that took that one first would lose the
+ * column here). */
 static const char schema_v16[] =
     "CREATE TABLE replicas_v16 ("
     "  chunk_id TEXT NOT NULL,"

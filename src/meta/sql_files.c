@@ -413,6 +413,12 @@ int sql_file_create_object(void *impl, const struct efs_file_info *file,
 	return sql_run_tx(impl, create_single_tx, &p);
 }
 
+/* With SQL_REFS_PER_CHUNK: drops a file's or session's references from
+ * their chunks; a count that reaches 0 gets zero_since $2. */
+#define RELEASE_SQL                                                                                \
+	"UPDATE chunks SET refcount = chunks.refcount - d.n, zero_since = CASE"                    \
+	" WHEN chunks.refcount - d.n <= 0 THEN $2 ELSE chunks.zero_since END"
+
 struct release {
 	const char *id;
 	const char *owner; /* files only */
@@ -424,14 +430,8 @@ int sql_session_release(struct sql_conn *c, const char *session_id, int64_t now_
 	int r = lock_session(c, session_id);
 	if (r < 0)
 		return r;
-	r = SQL_Q(c,
-		  "UPDATE chunks SET refcount = chunks.refcount - d.n,"
-		  "  zero_since = CASE WHEN chunks.refcount - d.n <= 0"
-		  "   THEN $2 ELSE chunks.zero_since END"
-		  " FROM (SELECT chunk_id, COUNT(*) AS n FROM session_chunks"
-		  "  WHERE session_id = $1 GROUP BY chunk_id) AS d"
-		  " WHERE chunks.chunk_id = d.chunk_id",
-		  NULL, NULL, NULL, SQL_TEXT(session_id), SQL_INT(now_ms));
+	r = SQL_Q(c, RELEASE_SQL SQL_REFS_PER_CHUNK("session_chunks", "session_id"), NULL, NULL,
+		  NULL, SQL_TEXT(session_id), SQL_INT(now_ms));
 	if (r < 0)
 		return r;
 	return sql_session_end(c, session_id);
@@ -591,14 +591,8 @@ int sql_file_release(struct sql_conn *c, const char *file_id, const char *owner,
 		  SQL_TEXT(file_id));
 	if (r < 0)
 		return r;
-	r = SQL_Q(c,
-		  "UPDATE chunks SET refcount = chunks.refcount - d.n,"
-		  "  zero_since = CASE WHEN chunks.refcount - d.n <= 0"
-		  "   THEN $2 ELSE chunks.zero_since END"
-		  " FROM (SELECT chunk_id, COUNT(*) AS n FROM file_chunks"
-		  "  WHERE file_id = $1 GROUP BY chunk_id) AS d"
-		  " WHERE chunks.chunk_id = d.chunk_id",
-		  NULL, NULL, NULL, SQL_TEXT(file_id), SQL_INT(now_ms));
+	r = SQL_Q(c, RELEASE_SQL SQL_REFS_PER_CHUNK("file_chunks", "file_id"), NULL, NULL, NULL,
+		  SQL_TEXT(file_id), SQL_INT(now_ms));
 	if (r < 0)
 		return r;
 	return SQL_Q(c, "DELETE FROM file_chunks WHERE file_id = $1", NULL, NULL, NULL,

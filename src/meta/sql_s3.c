@@ -479,10 +479,8 @@ static int copy_file(struct sql_conn *c, const struct efs_object_copy *p, const 
 	/* The source holds every one of these references, so no count is 0
 	 * here; zero_since is cleared all the same, as take_chunk_ref does. */
 	return SQL_Q(c,
-		     "UPDATE chunks SET refcount = chunks.refcount + d.n, zero_since = NULL"
-		     " FROM (SELECT chunk_id, COUNT(*) AS n FROM file_chunks"
-		     "  WHERE file_id = $1 GROUP BY chunk_id) AS d"
-		     " WHERE chunks.chunk_id = d.chunk_id",
+		     "UPDATE chunks SET refcount = chunks.refcount + d.n,"
+		     " zero_since = NULL" SQL_REFS_PER_CHUNK("file_chunks", "file_id"),
 		     NULL, NULL, NULL, SQL_TEXT(p->dst->file_id));
 }
 

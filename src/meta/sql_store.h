@@ -134,6 +134,14 @@ int sql_rows_finish(struct sql_rows *r, int result, void **out, size_t *count);
 #define SQL_PARAMS(...) (const struct efs_sql_value[]){__VA_ARGS__}
 #define SQL_NPARAMS(...) (sizeof(SQL_PARAMS(__VA_ARGS__)) / sizeof(struct efs_sql_value))
 
+/* The FROM and WHERE of an UPDATE of chunks by the references one file's
+ * or session's list holds: d.n per chunk named in @table's rows whose
+ * @key is $1, grouped once (a chunk listed twice counts 2), read through
+ * the table's primary key (schema v15 has no by-chunk index). */
+#define SQL_REFS_PER_CHUNK(table, key)                                                             \
+	" FROM (SELECT chunk_id, COUNT(*) AS n FROM " table " WHERE " key " = $1"                  \
+	" GROUP BY chunk_id) AS d WHERE chunks.chunk_id = d.chunk_id"
+
 /* sql_q / sql_run_one / sql_write_one with the parameters listed inline. */
 #define SQL_Q(c, sql, cb, ctx, changes, ...)                                                      \
 	sql_q((c), (sql), SQL_PARAMS(__VA_ARGS__), SQL_NPARAMS(__VA_ARGS__), (cb), (ctx), (changes))
