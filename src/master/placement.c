@@ -2,6 +2,7 @@
 /* placement.c - weighted random choice of live workers for new replicas:
  * the least used zones first, slow workers last. */
 #include "master/placement.h"
+#include "echofs/hash.h"
 #include "echofs/util.h"
 
 #include <stdatomic.h>
@@ -135,6 +136,24 @@ int efs_placement_live_count(struct efs_placement *p, size_t *alive)
 	return efs_registry_count_cached(p->registry, alive, &total);
 }
 
+int efs_placement_live_digest(struct efs_placement *p, uint64_t *digest)
+{
+	struct efs_worker_status *list;
+	size_t n;
+	int r = efs_registry_list_cached(p->registry, &list, &n);
+	if (r < 0)
+		return r;
+	/* A sum of the ids' hashes: the list's order does not matter. */
+	uint64_t d = 0;
+	for (size_t i = 0; i < n; i++)
+		if (list[i].alive)
+			d += efs_fnv1a(EFS_FNV1A_INIT, list[i].info.worker_id,
+				       strlen(list[i].info.worker_id));
+	free(list);
+	*digest = d;
+	return 0;
+}
+
 int efs_placement_choose(struct efs_placement *p, unsigned want, uint64_t need_bytes,
 			 const struct efs_target *exclude, size_t exclude_count,
 			 struct efs_target *out)
@@ -150,15 +169,6 @@ int efs_placement_choose_counted(struct efs_placement *p, unsigned want, uint64_
 {
 	return efs_placement_choose_spread(p, want, need_bytes, exclude, exclude_count, NULL, 0,
 					   out, candidates);
-}
-
-/* FNV-1a: zone names into the zone table. */
-static uint64_t zone_hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return h;
 }
 
 /* Numbers the zones of @list into @zone_of (n entries): workers with the
@@ -184,7 +194,8 @@ static int number_zones(const struct efs_worker_status *list, size_t n, size_t *
 		const char *zone = list[i].info.zone;
 		if (!zone[0])
 			continue;
-		for (size_t h = zone_hash(zone) & (size - 1);; h = (h + 1) & (size - 1)) {
+		for (size_t h = efs_fnv1a(EFS_FNV1A_INIT, zone, strlen(zone)) & (size - 1);;
+		     h = (h + 1) & (size - 1)) {
 			if (table[h] == 0) {
 				table[h] = i + 1;
 				break;

@@ -610,8 +610,14 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	free(ps);
 	atomic_fetch_add(&rp->repaired_total, done);
 	atomic_fetch_add(&rp->failed_total, failed);
-	/* Nothing could be done (no room, nothing readable): back off. */
-	rp->backoff_until = done == 0 && failed > 0 ? efs_mono_ms() + REPAIR_BACKOFF_MS : 0;
+	/* Nothing could be done (no room, nothing readable): back off, until a
+	 * worker dies or comes (backoff_over). */
+	rp->backoff_until = 0;
+	if (done == 0 && failed > 0) {
+		rp->backoff_until = efs_mono_ms() + REPAIR_BACKOFF_MS;
+		rp->backoff_watched =
+		    efs_placement_live_digest(d->placement, &rp->backoff_live) == 0;
+	}
 	if ((done || failed) && recount)
 		efs_info(
 		    "repair: %llu chunks re-replicated or rebuilt (%llu bytes), %llu failed; "
@@ -627,6 +633,24 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	return !stopped && n == REPAIR_PASS_CHUNKS && done > 0;
 }
 
+/* Whether a back-off ends early: the live workers changed since it began.
+ * A pass fails every chunk it takes when their counted holders are
+ * workers dying one after another (a rack lost at once: the last to be
+ * judged dead still counts, but does not answer), and those chunks, the
+ * fewest-replica ones, fill the next pass too while that lasts; once
+ * they are judged dead the chunks fall out of the list and the others
+ * can be copied. A worker that comes may be the room a pass lacked. */
+static bool backoff_over(struct efs_repair *rp)
+{
+	uint64_t live;
+	if (!rp->backoff_watched || efs_placement_live_digest(rp->deps.placement, &live) < 0 ||
+	    live == rp->backoff_live)
+		return false;
+	efs_info("repair: the live workers changed during a back-off after a pass that "
+		 "repaired nothing: repairing again now");
+	return true;
+}
+
 static void repair_main(struct efs_ticker *t, void *ctx)
 {
 	struct efs_repair *rp = ctx;
@@ -637,6 +661,8 @@ static void repair_main(struct efs_ticker *t, void *ctx)
 	bool again = false; /* the last pass was full: the next follows at once */
 	while (!efs_ticker_wait(t, again ? 0 : REPAIR_INTERVAL_MS)) {
 		int64_t mono = efs_mono_ms();
+		if (mono < rp->backoff_until && backoff_over(rp))
+			rp->backoff_until = 0;
 		if (again || (mono >= rp->backoff_until && mono >= rp->idle_until))
 			again = repair_pass(rp, &data, &scratch, &encoded, !again);
 		/* In this thread: never on a chunk repair is working on, and
@@ -655,6 +681,7 @@ int efs_repair_start(struct efs_repair *rp, const struct efs_repair_deps *deps)
 	atomic_init(&rp->stopping, false);
 	rp->store_ok_since = efs_mono_ms();
 	rp->backoff_until = 0;
+	rp->backoff_watched = false;
 	rp->idle_until = 0;
 	atomic_init(&rp->under_replicated, -1);
 	atomic_init(&rp->repaired_total, 0);

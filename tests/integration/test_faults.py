@@ -529,6 +529,80 @@ def test_unreadable_chunks_do_not_starve_the_repair_of_others(cluster):
     assert_downloads(api, {fid: files[fid] for fid in savable}, "after the repair")
 
 
+def chunks_whose_ids(rng: random.Random, sizes: list[int], first_hex: str) -> bytes:
+    """Random chunks of these sizes, each drawn until its id (SHA-256)
+    starts with a digit in first_hex: the order repair takes them in."""
+    out = bytearray()
+    for size in sizes:
+        while True:
+            piece = rng.randbytes(size)
+            if sha(piece)[0] in first_hex:
+                break
+        out += piece
+    return bytes(out)
+
+
+def test_a_pass_that_repaired_nothing_backs_off_only_until_a_worker_dies(cluster, nemesis):
+    """A repair pass that could repair nothing backs off for 10 s, unless
+    the live workers change meanwhile. Workers lost one after another (a
+    rack at once) leave chunks whose only counted holder is a worker still
+    to be judged dead: it does not answer, so every read fails, and with
+    the fewest replicas left those chunks fill a whole pass. Here the last
+    holder of 70 chunks (ids sorting first: they fill the 64 of a pass)
+    stays alive but unreachable; the pass fails all 64 and repairs none of
+    the chunks that can be copied. Once that worker dies, the copies must
+    be made at once, not after the rest of the 10 s (they used to be: the
+    cause of a CI failure of the test above)."""
+    m = cluster.start(workers=2, master_env=master_env(REPAIR_AFTER_MS=0))
+    last, to_last, _ = nemesis.add_linked_worker(cluster, m, "last-holder")
+    api = m.user_client()
+    rng = random.Random(13)
+    lost = api.upload(chunks_whose_ids(rng, [CHUNK] * 70, "0"), name="only-on-abc.bin")
+    first = list(cluster.workers)
+    for _ in range(3):
+        cluster.add_worker()
+    m.wait_workers(alive=6, total=6)
+    files = {}
+    for i in range(12):
+        sizes = [CHUNK] * rng.randint(1, 2) + [rng.randint(1, CHUNK)]
+        data = chunks_whose_ids(rng, sizes, "123456789abcdef")
+        files[api.upload(data, name=f"f{i}.bin")["file_id"]] = data
+    first_ids = {w.worker_id for w in first}
+    where = holders(api, files)
+    savable = {fid for fid in files
+               if all(where[c["chunk_id"]] - first_ids for c in file_info(api, fid)["chunks"])}
+    assert len(savable) >= 6, "placement put almost everything on the first three workers"
+    lost_where = holders(api, [lost["file_id"]])
+    assert len(lost_where) == 70 and all(ws == first_ids for ws in lost_where.values()), \
+        lost_where
+    unreadable = {c for c, ws in {**where, **lost_where}.items() if not ws - first_ids}
+
+    to_last.cut(reset=True)  # the master's reads of it fail; its beats still arrive
+    dying = [w for w in first if w is not last]
+    for w in dying:  # both before either is judged dead: no pass reads from one
+        w.kill()
+    for w in dying:
+        m.wait_worker_status(w.worker_id, "dead", timeout=secs(5))
+    _, repaired, failed = repair_stats(m)
+    # A pass after both deaths: all 64 of its chunks held only by the last.
+    poll(lambda: (repair_stats(m)[2] >= failed + 64, repair_stats(m)),
+         secs(15), "a repair pass that fails every chunk it takes")
+    failed_at = time.monotonic()
+    assert m.worker_record(last.worker_id)["status"] == "alive"
+    assert repair_stats(m)[1] == repaired, "a chunk was repaired while the pass was full of " \
+        "unreadable ones: the test does not test the back-off"
+
+    mark = m.log_mark()
+    last.kill()
+    wait_fully_replicated(cluster, api, m, savable, secs(20),
+                          "the chunks with a surviving replica to be re-replicated",
+                          under_expected=len(unreadable))
+    took = time.monotonic() - failed_at
+    assert took < 9.5, f"repaired {took:.1f} s after the failed pass: the back-off ran out"
+    assert "the live workers changed during a back-off" in m.stderr_since(mark)
+    assert_downloads(api, {fid: files[fid] for fid in savable}, "after the repair")
+
+
 # ---- 2. a worker crashes under 4 uploading clients ---------------------------------------
 
 

@@ -5,7 +5,8 @@
  * expires by itself, each abandon is counted, the candidate count tells
  * chunk_io whether a replacement exists, and which finished transfers are
  * judged slow; and the zone rule: copies spread over the most zones, then
- * evenly, the holders' zones counted, zones before slowness.
+ * evenly, the holders' zones counted, zones before slowness; and the
+ * digest of the live workers that ends repair's back-off.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -189,6 +190,30 @@ static void test_finished_slowly_judges_long_large_transfers_only(void **state)
 	assert_true(efs_placement_slow_for_ms(&f->placement, f->id[3]) > 0);
 	assert_int_equal(atomic_load(&f->placement.slow_abandons_write), 0);
 	assert_int_equal(atomic_load(&f->placement.slow_abandons_read), 0);
+}
+
+/* The live digest: the same for the same live workers (read again, or
+ * from the store once the cached copy has expired), another once a worker
+ * joins. (A death changes it too: test_faults.py's back-off test.) */
+static void test_live_digest_follows_the_live_set(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t d1, d2, d3;
+	char id[EFS_ID_MAX + 1];
+
+	assert_int_equal(efs_placement_live_digest(&f->placement, &d1), 0);
+	assert_int_equal(efs_placement_live_digest(&f->placement, &d2), 0);
+	assert_true(d1 != 0);
+	assert_true(d1 == d2);
+	assert_int_equal(efs_registry_register(&f->registry, NULL, "http://127.0.0.1:9990", NULL,
+					       FREE_BYTES, FREE_BYTES, 0, id),
+			 0);
+	assert_int_equal(efs_placement_live_digest(&f->placement, &d2), 0);
+	assert_true(d2 != d1);
+	struct timespec past_cache = {0, (EFS_REGISTRY_CACHE_MS + 50) * 1000000L};
+	nanosleep(&past_cache, NULL);
+	assert_int_equal(efs_placement_live_digest(&f->placement, &d3), 0);
+	assert_true(d3 == d2);
 }
 
 /* ---- zones ---------------------------------------------------------------- */
@@ -421,16 +446,17 @@ int main(void)
 	efs_log_set_level(EFS_LOG_ERROR);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_defaults_and_nothing_slow),
-		T(test_slow_worker_is_chosen_only_when_the_others_do_not_suffice),
-		T(test_slow_mark_expires),
-		T(test_avoid_zero_marks_nothing_but_counts),
-		T(test_finished_slowly_judges_long_large_transfers_only),
-		T(test_zones_spread_a_stripe_evenly),
-		T(test_zones_fewer_than_places),
-		T(test_zones_count_the_holders_not_the_failed),
-		T(test_zones_before_slowness),
-		T(test_zone_names),
+	    T(test_defaults_and_nothing_slow),
+	    T(test_slow_worker_is_chosen_only_when_the_others_do_not_suffice),
+	    T(test_slow_mark_expires),
+	    T(test_avoid_zero_marks_nothing_but_counts),
+	    T(test_finished_slowly_judges_long_large_transfers_only),
+	    T(test_live_digest_follows_the_live_set),
+	    T(test_zones_spread_a_stripe_evenly),
+	    T(test_zones_fewer_than_places),
+	    T(test_zones_count_the_holders_not_the_failed),
+	    T(test_zones_before_slowness),
+	    T(test_zone_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
