@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* replica_batch.c - per-worker queues of small replica writes, sent as
  * one POST /chunks/batch at a time per worker by whichever caller finds
- * that worker idle (replica_batch.h). One lock and one condition for all
- * the queues: the critical sections are a few pointer moves. */
+ * that worker idle (replica_batch.h). One lock for all the queues (the
+ * critical sections are a few pointer moves) and a condition per caller:
+ * a batch's end wakes the callers whose last item it answered, and one
+ * caller waiting with an item queued on its worker, to send the next; the
+ * others sleep on (a broadcast to all woke each of them at every batch's
+ * end, to queue on the lock and sleep again). */
 #include "master/replica_batch.h"
 #include "echofs/chunk_batch.h"
 #include "echofs/json.h"
@@ -22,6 +26,13 @@
 
 struct lane;
 
+/* One caller of efs_replica_batch_write, on its stack; under b->lock. */
+struct waiter {
+	pthread_cond_t cond;
+	size_t pending; /* its items not done */
+	bool waiting;	/* in pthread_cond_wait (not sending a batch) */
+};
+
 /* One replica of one chunk, on its caller's stack until done. */
 struct item {
 	const char *chunk_id;
@@ -32,6 +43,7 @@ struct item {
 	const char *url; /* the worker's, from the caller's target */
 	struct efs_replica_batch_result *res;
 	struct lane *lane;
+	struct waiter *owner;
 	bool taken; /* in a batch being sent */
 	bool done;  /* res is final (set under the lock, after res) */
 	struct item *next;
@@ -60,7 +72,6 @@ struct outgoing {
 struct efs_replica_batch {
 	struct efs_replica_batch_config cfg;
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* a batch ended: items done, a lane idle */
 	struct lane **lanes;
 	size_t lane_count;
 	_Atomic uint64_t batches, items, unsupported;
@@ -82,7 +93,6 @@ int efs_replica_batch_new(const struct efs_replica_batch_config *cfg,
 	}
 	b->cfg = *cfg;
 	pthread_mutex_init(&b->lock, NULL);
-	pthread_cond_init(&b->cond, NULL);
 	*out = b;
 	return 0;
 }
@@ -94,7 +104,6 @@ void efs_replica_batch_free(struct efs_replica_batch *b)
 	for (size_t i = 0; i < b->lane_count; i++)
 		free(b->lanes[i]);
 	free(b->lanes);
-	pthread_cond_destroy(&b->cond);
 	pthread_mutex_destroy(&b->lock);
 	free(b);
 }
@@ -132,11 +141,32 @@ static void set_unsupported(struct efs_replica_batch_result *res)
 	res->unsupported = true;
 }
 
+/* Under b->lock: @it has its answer; its owner is woken if it was the
+ * last it waited for (the owner cannot leave before the lock is free). */
+static void item_done(struct item *it)
+{
+	it->done = true;
+	if (--it->owner->pending == 0)
+		pthread_cond_signal(&it->owner->cond);
+}
+
 /* Under b->lock: @it is done, to be written as a single PUT. */
 static void mark_unsupported(struct item *it)
 {
 	set_unsupported(it->res);
-	it->done = true;
+	item_done(it);
+}
+
+/* Under b->lock, @l idle: wakes one caller waiting with an item queued
+ * there, to send it. A caller busy sending another batch is not woken: it
+ * looks at every lane of its items when it is back. */
+static void wake_leader(struct lane *l)
+{
+	for (struct item *q = l->head; q; q = q->next)
+		if (q->owner->waiting) {
+			pthread_cond_signal(&q->owner->cond);
+			return;
+		}
 }
 
 /* Under b->lock: takes the lane's queue head into a batch (at least one
@@ -193,7 +223,7 @@ static void fail_queued(struct efs_replica_batch *b, struct outgoing *o)
 		snprintf(q->res->errmsg, sizeof(q->res->errmsg),
 			 "not sent: the batch before it to this worker failed: %.100s",
 			 o->call.errmsg);
-		q->done = true;
+		item_done(q);
 	}
 	l->head = l->tail = NULL;
 }
@@ -279,11 +309,11 @@ static void finish_batch(struct efs_replica_batch *b, struct outgoing *o)
 	read_reply(b, o);
 	pthread_mutex_lock(&b->lock);
 	for (size_t i = 0; i < o->count; i++)
-		o->items[i]->done = true;
+		item_done(o->items[i]);
 	if (o->call.error)
 		fail_queued(b, o);
 	o->lane->in_flight = false;
-	pthread_cond_broadcast(&b->cond);
+	wake_leader(o->lane);
 	pthread_mutex_unlock(&b->lock);
 }
 
@@ -351,12 +381,16 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 			     size_t count, struct efs_replica_batch_result *results)
 {
 	struct item mine[EFS_MAX_REPLICAS];
+	struct waiter me = {.pending = 0};
 	count = EFS_MIN(count, EFS_MAX_REPLICAS);
 	memset(mine, 0, sizeof(mine));
+	pthread_cond_init(&me.cond, NULL);
+	me.pending = count;
 	pthread_mutex_lock(&b->lock);
 	for (size_t i = 0; i < count; i++) {
 		struct item *it = &mine[i];
 		it->res = &results[i];
+		it->owner = &me;
 		it->lane = len <= EFS_CHUNK_BATCH_MAX_ITEM ? lane_get(b, targets[i].worker_id, true)
 							   : NULL;
 		if (!it->lane || it->lane->unsupported) {
@@ -379,7 +413,6 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 	for (;;) {
 		struct outgoing *out[EFS_MAX_REPLICAS];
 		size_t n = 0;
-		bool all_done = true;
 		for (size_t i = 0; i < count; i++) {
 			struct item *it = &mine[i];
 			if (it->done || it->taken || it->lane->in_flight)
@@ -392,7 +425,6 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 					b->queued--;
 				}
 				l->head = l->tail = NULL;
-				pthread_cond_broadcast(&b->cond);
 				continue;
 			}
 			struct outgoing *o = take_batch(b, l);
@@ -423,13 +455,14 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 			pthread_mutex_lock(&b->lock);
 			continue;
 		}
-		for (size_t i = 0; i < count; i++)
-			all_done &= mine[i].done;
-		if (all_done)
+		if (me.pending == 0)
 			break;
-		pthread_cond_wait(&b->cond, &b->lock);
+		me.waiting = true;
+		pthread_cond_wait(&me.cond, &b->lock);
+		me.waiting = false;
 	}
 	pthread_mutex_unlock(&b->lock);
+	pthread_cond_destroy(&me.cond);
 }
 
 void efs_replica_batch_stats(struct efs_replica_batch *b, struct efs_replica_batch_stats *out)

@@ -215,6 +215,7 @@ static void group_finish(struct sql_writer *w, struct sql_tx_request **batch, si
 		if (q->retry)
 			q->result = -EAGAIN; /* stays busy */
 		q->done = true;
+		pthread_cond_signal(&q->wake); /* under the lock: it cannot leave before */
 	}
 	if (again) {
 		last->next = w->head;
@@ -237,6 +238,7 @@ static int run_grouped(struct sql_store *s, sql_tx_fn fn, void *ctx)
 	struct sql_tx_request req = {.fn = fn, .ctx = ctx};
 	struct sql_tx_request *batch[SQL_GROUP_MAX];
 
+	pthread_cond_init(&req.wake, NULL);
 	pthread_mutex_lock(&w->lock);
 	if (w->tail)
 		w->tail->next = &req;
@@ -246,7 +248,7 @@ static int run_grouped(struct sql_store *s, sql_tx_fn fn, void *ctx)
 	w->queued++;
 	while (!req.done) {
 		if (w->running) {
-			pthread_cond_wait(&w->cond, &w->lock);
+			pthread_cond_wait(&req.wake, &w->lock);
 			continue;
 		}
 		w->running = true;
@@ -263,9 +265,11 @@ static int run_grouped(struct sql_store *s, sql_tx_fn fn, void *ctx)
 		pthread_mutex_lock(&w->lock);
 		group_finish(w, batch, n, kept);
 		w->running = false;
-		pthread_cond_broadcast(&w->cond);
+		if (w->head && w->head != &req)
+			pthread_cond_signal(&w->head->wake);
 	}
 	pthread_mutex_unlock(&w->lock);
+	pthread_cond_destroy(&req.wake);
 	return req.result;
 }
 
@@ -586,7 +590,6 @@ static void store_close(void *impl)
 	if (s->writer.conn)
 		s->driver->disconnect(s->writer.conn);
 	pthread_mutex_destroy(&s->writer.lock);
-	pthread_cond_destroy(&s->writer.cond);
 	for (unsigned i = 0; i < s->size; i++)
 		if (s->conns[i])
 			s->driver->disconnect(s->conns[i]);
@@ -613,7 +616,6 @@ int efs_sql_store_open(const struct efs_sql_driver *driver, const char *target, 
 	efs_ticker_cond_init(&s->cond); /* conn_acquire's deadline is monotonic */
 	pthread_mutex_init(&s->lease_lock, NULL);
 	pthread_mutex_init(&s->writer.lock, NULL);
-	pthread_cond_init(&s->writer.cond, NULL);
 
 	/* Connect one now, so a bad target fails at start with its reason. */
 	r = driver->connect(target, &s->conns[0], err, errlen);

@@ -25,6 +25,9 @@ struct sql_tx_request {
 	bool retry;   /* set by the group: queue it again */
 	bool blameless; /* ...and do not count it: another one lost the group */
 	bool done;    /* written under sql_writer.lock */
+	/* Its caller waits here: signalled when it is done, or when it heads
+	 * the queue with no group running (it leads the next). */
+	pthread_cond_t wake;
 	struct sql_tx_request *next;
 };
 
@@ -32,10 +35,11 @@ struct sql_tx_request {
  * transactions and the connection they run on. The first waiter finding
  * no group running becomes its leader: it takes up to SQL_GROUP_MAX queued
  * transactions, runs each in its own savepoint of one transaction,
- * commits once, and wakes the rest. */
+ * commits once, and wakes their callers and the new head of the queue
+ * (the next leader), each on its own condition: the other waiters sleep
+ * on (a broadcast woke them all to queue on the lock and sleep again). */
 struct sql_writer {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
 	struct sql_tx_request *head, *tail;
 	size_t queued;
 	bool running; /* a leader owns @conn */
