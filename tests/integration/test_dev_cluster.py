@@ -12,11 +12,13 @@ of README.md, as from a checkout. Ctrl-C (SIGINT) must stop everything.
 """
 
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -57,17 +59,49 @@ def interrupt_default():
 
 
 def read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
-    """The script's stdout up to and including the line holding marker."""
+    """The script's stdout up to and including the line holding marker. A
+    thread reads the lines (and keeps reading them after, so the script
+    never blocks on a full pipe): a script that prints nothing more cannot
+    hold the test past timeout in a blocking readline."""
+    lines: queue.Queue = getattr(proc, "lines_read", None)
+    if lines is None:
+        lines = proc.lines_read = queue.Queue()
+
+        def pump():
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+        threading.Thread(target=pump, daemon=True).start()
     out = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            lines.put(None)  # the end, for a later call too
             break
         out.append(line)
         if marker in line:
             return "".join(out)
     raise AssertionError(f"no {marker!r} from the script within {timeout:.0f}s; it printed:\n"
+                         + "".join(out))
+
+
+def read_rest(proc: subprocess.Popen, timeout: float) -> str:
+    """What the script printed after read_until's marker, to its end."""
+    out = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = proc.lines_read.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            return "".join(out)
+        out.append(line)
+    raise AssertionError(f"the script's output did not end within {timeout:.0f}s:\n"
                          + "".join(out))
 
 
@@ -129,7 +163,8 @@ def test_run_master_comes_up_and_its_printed_commands_work(tmp_path):
         run(rb)
 
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        rest = read_rest(proc, 10)
         assert proc.returncode == 0, rest
         assert "dev-cluster: stopped." in rest, rest
         for port in (ports["MASTER_PORT"], ports["S3_PORT"], ports["WORKER_BASE_PORT"]):
