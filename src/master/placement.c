@@ -136,7 +136,7 @@ int efs_placement_live_count(struct efs_placement *p, size_t *alive)
 	return efs_registry_count_cached(p->registry, alive, &total);
 }
 
-int efs_placement_live_digest(struct efs_placement *p, uint64_t *digest)
+int efs_placement_heard_digest(struct efs_placement *p, int64_t heard_after_ms, uint64_t *digest)
 {
 	struct efs_worker_status *list;
 	size_t n;
@@ -146,7 +146,7 @@ int efs_placement_live_digest(struct efs_placement *p, uint64_t *digest)
 	/* A sum of the ids' hashes: the list's order does not matter. */
 	uint64_t d = 0;
 	for (size_t i = 0; i < n; i++)
-		if (list[i].alive)
+		if (list[i].info.last_heartbeat_ms > heard_after_ms)
 			d += efs_fnv1a(EFS_FNV1A_INIT, list[i].info.worker_id,
 				       strlen(list[i].info.worker_id));
 	free(list);

@@ -106,10 +106,11 @@ int efs_placement_choose_counted(struct efs_placement *p, unsigned want, uint64_
 				 struct efs_target *out, size_t *candidates);
 /* Counts the live workers. */
 int efs_placement_live_count(struct efs_placement *p, size_t *alive);
-/* A digest of which workers are alive now (the registry's cached list, at
- * most EFS_REGISTRY_CACHE_MS old) into *@digest: two equal digests mean,
- * short of a 64-bit collision, the same live set. 0 or -errno. */
-int efs_placement_live_digest(struct efs_placement *p, uint64_t *digest);
+/* A digest of which workers were heard from after @heard_after_ms (Unix
+ * ms; the registry's cached list, at most EFS_REGISTRY_CACHE_MS old) into
+ * *@digest: two equal digests mean, short of a 64-bit collision, the same
+ * set of workers. 0 or -errno. */
+int efs_placement_heard_digest(struct efs_placement *p, int64_t heard_after_ms, uint64_t *digest);
 
 /* Writes in flight to a worker, for the load part of the weighting. */
 void efs_placement_load_add(struct efs_placement *p, const char *worker_id, int delta);

@@ -520,8 +520,11 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	if (efs_mono_ms() - rp->store_ok_since < 2 * d->worker_dead_after_ms)
 		return false;
 	/* What repair acts on: a dead worker's replicas count until it has
-	 * been dead for REPAIR_AFTER_MS. */
+	 * been dead for REPAIR_AFTER_MS. The workers counted so, as the list
+	 * is read: the baseline of a back-off after this pass. */
 	int64_t holding_after = now - d->worker_dead_after_ms - d->repair_after_ms;
+	uint64_t counted;
+	bool watched = efs_placement_heard_digest(d->placement, holding_after, &counted) == 0;
 	if (meta_failed(d, efs_meta_repair_list(d->meta, d->replication_factor, holding_after,
 						REPAIR_PASS_CHUNKS, needs, &n)) < 0 ||
 	    n == 0)
@@ -610,13 +613,13 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	free(ps);
 	atomic_fetch_add(&rp->repaired_total, done);
 	atomic_fetch_add(&rp->failed_total, failed);
-	/* Nothing could be done (no room, nothing readable): back off, until a
-	 * worker dies or comes (backoff_over). */
+	/* Nothing could be done (no room, nothing readable): back off, until
+	 * the workers repair counts change (backoff_over). */
 	rp->backoff_until = 0;
 	if (done == 0 && failed > 0) {
 		rp->backoff_until = efs_mono_ms() + REPAIR_BACKOFF_MS;
-		rp->backoff_watched =
-		    efs_placement_live_digest(d->placement, &rp->backoff_live) == 0;
+		rp->backoff_counted = counted;
+		rp->backoff_watched = watched;
 	}
 	if ((done || failed) && recount)
 		efs_info(
@@ -633,21 +636,27 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	return !stopped && n == REPAIR_PASS_CHUNKS && done > 0;
 }
 
-/* Whether a back-off ends early: the live workers changed since it began.
- * A pass fails every chunk it takes when their counted holders are
- * workers dying one after another (a rack lost at once: the last to be
- * judged dead still counts, but does not answer), and those chunks, the
- * fewest-replica ones, fill the next pass too while that lasts; once
- * they are judged dead the chunks fall out of the list and the others
- * can be copied. A worker that comes may be the room a pass lacked. */
+/* Whether a back-off ends early: the workers repair counts as holding
+ * their replicas (heard from within WORKER_DEAD_AFTER_MS +
+ * REPAIR_AFTER_MS) changed since the failed pass read its list. Workers
+ * lost one after another (a rack at once) leave chunks whose only counted
+ * holders are dead (or unreachable) but still counted: every read of
+ * them fails, and with the fewest replicas they fill the next pass too,
+ * until the last of those holders drops out of the count. Then they leave
+ * the list and the chunks that can be copied come first: at once, not
+ * the rest of REPAIR_BACKOFF_MS later. A worker that joins counts too (it
+ * may be the room a pass lacked). */
 static bool backoff_over(struct efs_repair *rp)
 {
-	uint64_t live;
-	if (!rp->backoff_watched || efs_placement_live_digest(rp->deps.placement, &live) < 0 ||
-	    live == rp->backoff_live)
+	const struct efs_repair_deps *d = &rp->deps;
+	int64_t holding_after = efs_now_ms() - d->worker_dead_after_ms - d->repair_after_ms;
+	uint64_t counted;
+	if (!rp->backoff_watched ||
+	    efs_placement_heard_digest(d->placement, holding_after, &counted) < 0 ||
+	    counted == rp->backoff_counted)
 		return false;
-	efs_info("repair: the live workers changed during a back-off after a pass that "
-		 "repaired nothing: repairing again now");
+	efs_info("repair: the workers counted as holding replicas changed during a back-off "
+		 "after a pass that repaired nothing: repairing again now");
 	return true;
 }
 

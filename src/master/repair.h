@@ -88,9 +88,10 @@ struct efs_repair {
 	/* Loop thread only. */
 	int64_t store_ok_since; /* monotonic ms: the store answered since then */
 	int64_t backoff_until;  /* monotonic ms: no pass before */
-	/* The live workers' digest when the back-off began (watched: it was
-	 * read): a change ends the back-off. */
-	uint64_t backoff_live;
+	/* The digest of the workers repair counted (efs_placement_heard_digest
+	 * after its holding_after) when the pass before the back-off listed
+	 * its chunks (watched: it was read): a change ends the back-off. */
+	uint64_t backoff_counted;
 	bool backoff_watched;
 	int64_t idle_until;     /* monotonic ms: the last pass found nothing; none before */
 };

@@ -440,6 +440,7 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 				l->tail = NULL;
 				for (struct item *q = l->head; q; q = q->next)
 					l->tail = q;
+				wake_leader(l); /* the others queued there: one of them sends */
 				continue;
 			}
 			out[n++] = o;

@@ -542,18 +542,23 @@ def chunks_whose_ids(rng: random.Random, sizes: list[int], first_hex: str) -> by
     return bytes(out)
 
 
-def test_a_pass_that_repaired_nothing_backs_off_only_until_a_worker_dies(cluster, nemesis):
+@pytest.mark.parametrize("repair_after_ms", [0, 1000])
+def test_a_pass_that_repaired_nothing_backs_off_only_until_a_worker_dies(cluster, nemesis,
+                                                                        repair_after_ms):
     """A repair pass that could repair nothing backs off for 10 s, unless
-    the live workers change meanwhile. Workers lost one after another (a
-    rack at once) leave chunks whose only counted holder is a worker still
-    to be judged dead: it does not answer, so every read fails, and with
-    the fewest replicas left those chunks fill a whole pass. Here the last
+    the workers repair counts as holding replicas change meanwhile (those
+    heard from within WORKER_DEAD_AFTER_MS + REPAIR_AFTER_MS). Workers lost
+    one after another (a rack at once) leave chunks whose only counted
+    holder is one that does not answer: every read fails, and with the
+    fewest replicas left those chunks fill a whole pass. Here the last
     holder of 70 chunks (ids sorting first: they fill the 64 of a pass)
     stays alive but unreachable; the pass fails all 64 and repairs none of
-    the chunks that can be copied. Once that worker dies, the copies must
-    be made at once, not after the rest of the 10 s (they used to be: the
-    cause of a CI failure of the test above)."""
-    m = cluster.start(workers=2, master_env=master_env(REPAIR_AFTER_MS=0))
+    the chunks that can be copied. Once that worker is dead and no longer
+    counted, the copies must be made at once, not after the rest of the
+    10 s (they used to be: the cause of a CI failure of the test above).
+    With REPAIR_AFTER_MS > 0 that is REPAIR_AFTER_MS after it is judged
+    dead, not when it is judged dead (a pass then still counts it)."""
+    m = cluster.start(workers=2, master_env=master_env(REPAIR_AFTER_MS=repair_after_ms))
     last, to_last, _ = nemesis.add_linked_worker(cluster, m, "last-holder")
     api = m.user_client()
     rng = random.Random(13)
@@ -599,7 +604,8 @@ def test_a_pass_that_repaired_nothing_backs_off_only_until_a_worker_dies(cluster
                           under_expected=len(unreadable))
     took = time.monotonic() - failed_at
     assert took < 9.5, f"repaired {took:.1f} s after the failed pass: the back-off ran out"
-    assert "the live workers changed during a back-off" in m.stderr_since(mark)
+    assert "the workers counted as holding replicas changed during a back-off" in \
+        m.stderr_since(mark)
     assert_downloads(api, {fid: files[fid] for fid in savable}, "after the repair")
 
 

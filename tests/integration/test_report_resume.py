@@ -262,8 +262,8 @@ def test_a_broken_grpc_report_goes_on_over_http_from_the_failed_batch(cluster, n
     report, from the failed batch on, goes over HTTP; the batches judged
     on the call are not listed again (it used to send the whole report
     again over HTTP). The call goes through a TCP proxy, throttled so that
-    a batch takes seconds, and reset once the master has judged the
-    report's first request and its first batch of chunks."""
+    a batch takes seconds, and reset once the worker has the master's
+    answers to the report's first request and its first batch of chunks."""
     m = cluster.add_master(REPLICATION_FACTOR=1, CHUNK_SIZE=65536)
     proxy = ReportProxy(m.url)
     try:

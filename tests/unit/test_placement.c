@@ -6,7 +6,7 @@
  * chunk_io whether a replacement exists, and which finished transfers are
  * judged slow; and the zone rule: copies spread over the most zones, then
  * evenly, the holders' zones counted, zones before slowness; and the
- * digest of the live workers that ends repair's back-off.
+ * digest of the workers heard from that ends repair's back-off.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -192,28 +192,47 @@ static void test_finished_slowly_judges_long_large_transfers_only(void **state)
 	assert_int_equal(atomic_load(&f->placement.slow_abandons_read), 0);
 }
 
-/* The live digest: the same for the same live workers (read again, or
- * from the store once the cached copy has expired), another once a worker
- * joins. (A death changes it too: test_faults.py's back-off test.) */
-static void test_live_digest_follows_the_live_set(void **state)
+/* The heard digest: the same for the same workers (read again, or from
+ * the store once the cached copy has expired); another once a worker
+ * joins, or once one's last beat falls behind the limit while another's
+ * does not, though as many are counted either way. */
+static void test_heard_digest_follows_the_counted_set(void **state)
 {
 	struct fixture *f = *state;
-	uint64_t d1, d2, d3;
+	uint64_t all, again, joined, only_b, only_a;
 	char id[EFS_ID_MAX + 1];
+	struct timespec past_cache = {0, (EFS_REGISTRY_CACHE_MS + 50) * 1000000L};
+	int64_t t0 = efs_now_ms();
 
-	assert_int_equal(efs_placement_live_digest(&f->placement, &d1), 0);
-	assert_int_equal(efs_placement_live_digest(&f->placement, &d2), 0);
-	assert_true(d1 != 0);
-	assert_true(d1 == d2);
+	assert_int_equal(efs_placement_heard_digest(&f->placement, t0 - 60000, &all), 0);
+	assert_int_equal(efs_placement_heard_digest(&f->placement, t0 - 60000, &again), 0);
+	assert_true(all != 0);
+	assert_true(all == again);
 	assert_int_equal(efs_registry_register(&f->registry, NULL, "http://127.0.0.1:9990", NULL,
 					       FREE_BYTES, FREE_BYTES, 0, id),
 			 0);
-	assert_int_equal(efs_placement_live_digest(&f->placement, &d2), 0);
-	assert_true(d2 != d1);
-	struct timespec past_cache = {0, (EFS_REGISTRY_CACHE_MS + 50) * 1000000L};
+	assert_int_equal(efs_placement_heard_digest(&f->placement, t0 - 60000, &joined), 0);
+	assert_true(joined != all);
 	nanosleep(&past_cache, NULL);
-	assert_int_equal(efs_placement_live_digest(&f->placement, &d3), 0);
-	assert_true(d3 == d2);
+	assert_int_equal(efs_placement_heard_digest(&f->placement, t0 - 60000, &again), 0);
+	assert_true(again == joined);
+
+	/* One beat each, 300 ms apart: after the first, only it counts; after
+	 * the second, with the limit between them, only the second. */
+	int64_t t1 = efs_now_ms();
+	assert_int_equal(
+	    efs_registry_heartbeat(&f->registry, f->id[1], FREE_BYTES, FREE_BYTES, 0, NULL), 0);
+	assert_int_equal(efs_placement_heard_digest(&f->placement, t1 - 1, &only_b), 0);
+	nanosleep(&past_cache, NULL);
+	int64_t t2 = efs_now_ms();
+	assert_int_equal(
+	    efs_registry_heartbeat(&f->registry, f->id[0], FREE_BYTES, FREE_BYTES, 0, NULL), 0);
+	assert_int_equal(efs_placement_heard_digest(&f->placement, t2 - 1, &only_a), 0);
+	assert_true(only_a != 0 && only_b != 0);
+	assert_true(only_a != only_b);
+	/* Nobody heard from since: nothing counted. */
+	assert_int_equal(efs_placement_heard_digest(&f->placement, efs_now_ms() + 1000, &again), 0);
+	assert_true(again == 0);
 }
 
 /* ---- zones ---------------------------------------------------------------- */
@@ -451,7 +470,7 @@ int main(void)
 	    T(test_slow_mark_expires),
 	    T(test_avoid_zero_marks_nothing_but_counts),
 	    T(test_finished_slowly_judges_long_large_transfers_only),
-	    T(test_live_digest_follows_the_live_set),
+	    T(test_heard_digest_follows_the_counted_set),
 	    T(test_zones_spread_a_stripe_evenly),
 	    T(test_zones_fewer_than_places),
 	    T(test_zones_count_the_holders_not_the_failed),
