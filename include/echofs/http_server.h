@@ -105,6 +105,10 @@ struct efs_http_route {
 
 /* HEADER_TIMEOUT_MS of both daemons: its default and its range. */
 #define EFS_HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000
+/* SHUTDOWN_GRACE_MS of both daemons (efs_http_server_stop's wait for the
+ * requests in flight at a SIGTERM): its default and its cap. */
+#define EFS_HTTP_DEFAULT_SHUTDOWN_GRACE_MS 30000
+#define EFS_HTTP_MAX_SHUTDOWN_GRACE_MS 3600000
 #define EFS_HTTP_MIN_HEADER_TIMEOUT_MS 100
 #define EFS_HTTP_MAX_HEADER_TIMEOUT_MS 600000
 

@@ -40,6 +40,7 @@ struct efs_master_config {
 	uint64_t upload_memory;  /* chunk bytes of all uploads in flight together */
 	uint64_t upload_memory_per_user; /* ... of one user's uploads in flight */
 	unsigned header_timeout_ms; /* HEADER_TIMEOUT_MS: request headers complete within */
+	int64_t shutdown_grace_ms;  /* SHUTDOWN_GRACE_MS: requests in flight at a stop */
 	enum efs_log_level log_level;
 	int64_t heartbeat_interval_ms;
 	int64_t worker_dead_after_ms;

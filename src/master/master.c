@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHUTDOWN_GRACE_MS 30000
 /* Each connection's libmicrohttpd memory pool, which holds the request
  * line and headers and the buffer the body is received into (half the
  * pool at first). libmicrohttpd zeroes the whole pool before every request
@@ -353,5 +352,5 @@ fail:
 
 void efs_master_stop(struct efs_master *m)
 {
-	release(m, SHUTDOWN_GRACE_MS);
+	release(m, m->cfg.shutdown_grace_ms);
 }

@@ -168,6 +168,10 @@ int efs_worker_config_load(struct efs_worker_config *cfg, char *err, size_t errl
 			     err, errlen)) < 0)
 		return r;
 	cfg->header_timeout_ms = (unsigned)v;
+	if ((r = efs_env_u64("SHUTDOWN_GRACE_MS", EFS_HTTP_DEFAULT_SHUTDOWN_GRACE_MS, 0,
+			     EFS_HTTP_MAX_SHUTDOWN_GRACE_MS, false, &v, err, errlen)) < 0)
+		return r;
+	cfg->shutdown_grace_ms = (int64_t)v;
 	if ((r = efs_env_u64("WORKER_HTTP_THREADS", EFS_WORKER_DEFAULT_HTTP_THREADS, 0,
 			     EFS_HTTP_MAX_EVENT_THREADS, false, &v, err, errlen)) < 0)
 		return r;

@@ -48,6 +48,7 @@ struct efs_worker_config {
 	/* TOPOLOGY_VISIBLE_TO: "operators" puts /metrics behind the cluster secret */
 	enum efs_topology_audience topology;
 	unsigned header_timeout_ms; /* HEADER_TIMEOUT_MS: request headers complete within */
+	int64_t shutdown_grace_ms;  /* SHUTDOWN_GRACE_MS: requests in flight at a stop */
 	/* WORKER_HTTP_THREADS: 0, a thread per connection; N, N epoll event
 	 * threads (http_server.h, Threading). */
 	unsigned http_threads;

@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SHUTDOWN_GRACE_MS 30000
-
 int efs_worker_space(const struct efs_worker *w, struct efs_worker_space *out)
 {
 	return efs_worker_ctx_space(&w->ctx, out);
@@ -113,7 +111,7 @@ void efs_worker_stop(struct efs_worker *w)
 	efs_scrub_stop(&w->scrub);
 	efs_report_stop(&w->report);
 	efs_heartbeat_stop(&w->heartbeat);
-	efs_http_server_stop(w->http, SHUTDOWN_GRACE_MS);
+	efs_http_server_stop(w->http, w->cfg.shutdown_grace_ms);
 	w->http = NULL;
 	efs_store_close(w->store);
 	w->store = NULL;

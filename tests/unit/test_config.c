@@ -26,46 +26,47 @@
 
 /* Every variable either loader reads. */
 static const char *const config_vars[] = {
-	"MASTER_HOST",
-	"MASTER_PORT",
-	"DATABASE_URL",
-	"DATA_DIR",
-	"REDIS_ADDR",
-	"REDIS_TIMEOUT_MS",
-	"JWT_SECRET",
-	"CLUSTER_SECRET",
-	"REPLICATION_FACTOR",
-	"STORAGE_POLICY",
-	"EC_AFTER",
-	"EC_POLICY",
-	"EC_MIN_SIZE",
-	"EC_CONVERT_BANDWIDTH",
-	"CHUNK_SIZE",
-	"MIN_CHUNK_SIZE",
-	"UPLOAD_MEMORY",
-	"UPLOAD_MEMORY_PER_USER",
-	"HEADER_TIMEOUT_MS",
-	"CHUNK_CACHE_SIZE",
-	"HISTORY_INTERVAL_MS",
-	"KEYS_ENCRYPTION_KEY",
-	"MAX_ACCESS_KEYS_PER_USER",
-	"LOG_LEVEL",
-	"TOPOLOGY_VISIBLE_TO",
-	"HEARTBEAT_INTERVAL_MS",
-	"WORKER_DEAD_AFTER_MS",
-	"REPAIR_AFTER_MS",
-	"WORKER_HOST",
-	"WORKER_PORT",
-	"WORKER_DATA_DIR",
-	"WORKER_ADVERTISE_URL",
-	"MASTER_URL",
-	"WORKER_CAPACITY_BYTES",
-	"SCRUB_INTERVAL_MS",
-	"TLS_CERT_FILE",
-	"TLS_KEY_FILE",
-	"TLS_CA_FILE",
-	"EFS_TEST_VAR",
-	"S3_MULTIPART_EXPIRY",
+    "MASTER_HOST",
+    "MASTER_PORT",
+    "DATABASE_URL",
+    "DATA_DIR",
+    "REDIS_ADDR",
+    "REDIS_TIMEOUT_MS",
+    "JWT_SECRET",
+    "CLUSTER_SECRET",
+    "REPLICATION_FACTOR",
+    "STORAGE_POLICY",
+    "EC_AFTER",
+    "EC_POLICY",
+    "EC_MIN_SIZE",
+    "EC_CONVERT_BANDWIDTH",
+    "CHUNK_SIZE",
+    "MIN_CHUNK_SIZE",
+    "UPLOAD_MEMORY",
+    "UPLOAD_MEMORY_PER_USER",
+    "HEADER_TIMEOUT_MS",
+    "SHUTDOWN_GRACE_MS",
+    "CHUNK_CACHE_SIZE",
+    "HISTORY_INTERVAL_MS",
+    "KEYS_ENCRYPTION_KEY",
+    "MAX_ACCESS_KEYS_PER_USER",
+    "LOG_LEVEL",
+    "TOPOLOGY_VISIBLE_TO",
+    "HEARTBEAT_INTERVAL_MS",
+    "WORKER_DEAD_AFTER_MS",
+    "REPAIR_AFTER_MS",
+    "WORKER_HOST",
+    "WORKER_PORT",
+    "WORKER_DATA_DIR",
+    "WORKER_ADVERTISE_URL",
+    "MASTER_URL",
+    "WORKER_CAPACITY_BYTES",
+    "SCRUB_INTERVAL_MS",
+    "TLS_CERT_FILE",
+    "TLS_KEY_FILE",
+    "TLS_CA_FILE",
+    "EFS_TEST_VAR",
+    "S3_MULTIPART_EXPIRY",
 };
 
 static int env_clear(void **state)
@@ -907,6 +908,32 @@ static void test_header_timeout(void **state)
 	}
 }
 
+/* SHUTDOWN_GRACE_MS: both daemons, 30 s by default, 0 (no wait) to 1 h. */
+static void test_shutdown_grace(void **state)
+{
+	struct efs_master_config mcfg;
+	struct efs_worker_config wcfg;
+
+	env_secrets();
+	master_loads(&mcfg);
+	worker_loads(&wcfg);
+	assert_int_equal(mcfg.shutdown_grace_ms, 30000);
+	assert_int_equal(wcfg.shutdown_grace_ms, 30000);
+	for (size_t i = 0; i < 2; i++) {
+		const char *ok = (const char *[]){"0", "3600000"}[i];
+		env_set("SHUTDOWN_GRACE_MS", ok);
+		master_loads(&mcfg);
+		worker_loads(&wcfg);
+		assert_int_equal(mcfg.shutdown_grace_ms, i ? 3600000 : 0);
+		assert_int_equal(wcfg.shutdown_grace_ms, i ? 3600000 : 0);
+	}
+	for (size_t i = 0; i < 3; i++) {
+		env_set("SHUTDOWN_GRACE_MS", (const char *[]){"-1", "3600001", "30s"}[i]);
+		master_refused("SHUTDOWN_GRACE_MS");
+		worker_refused("SHUTDOWN_GRACE_MS");
+	}
+}
+
 /* UPLOAD_MEMORY_PER_USER: a quarter of UPLOAD_MEMORY, but at least one
  * chunk of the largest size, and at most UPLOAD_MEMORY. */
 static void test_master_upload_memory_per_user(void **state)
@@ -937,42 +964,43 @@ static void test_master_upload_memory_per_user(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(test_env_string),
-		T(test_env_u64),
-		T(test_env_listen_host),
-		T(test_http_url_valid),
-		T(test_master_defaults),
-		T(test_master_overrides),
-		T(test_master_redis_timeout_bounds),
+	    T(test_env_string),
+	    T(test_env_u64),
+	    T(test_env_listen_host),
+	    T(test_http_url_valid),
+	    T(test_master_defaults),
+	    T(test_master_overrides),
+	    T(test_master_redis_timeout_bounds),
 	    T(test_master_redis_timeout_bounds),
 	    T(test_master_missing_jwt_secret),
-		T(test_master_missing_cluster_secret),
-		T(test_master_port),
-		T(test_master_chunk_size),
-		T(test_master_min_chunk_size_and_session_memory),
-		T(test_master_chunk_cache_size),
-		T(test_master_access_keys),
-		T(test_master_history_interval),
-		T(test_master_s3_multipart_expiry),
-		T(test_master_replication),
-		T(test_master_storage_policy),
-		T(test_master_ec_convert),
-		T(test_master_log_level),
-		T(test_topology_visible_to),
-		T(test_master_dead_after_heartbeat),
-		T(test_master_host),
-		T(test_worker_defaults),
-		T(test_worker_missing_cluster_secret),
-		T(test_worker_advertise_url),
-		T(test_worker_advertise_url_too_long),
-		T(test_worker_master_urls),
-		T(test_worker_master_url_refused),
-		T(test_worker_capacity),
-		T(test_worker_scrub_interval),
-		T(test_worker_port_and_host),
-		T(test_tls_files),
-		T(test_header_timeout),
-		T(test_master_upload_memory_per_user),
+	    T(test_master_missing_cluster_secret),
+	    T(test_master_port),
+	    T(test_master_chunk_size),
+	    T(test_master_min_chunk_size_and_session_memory),
+	    T(test_master_chunk_cache_size),
+	    T(test_master_access_keys),
+	    T(test_master_history_interval),
+	    T(test_master_s3_multipart_expiry),
+	    T(test_master_replication),
+	    T(test_master_storage_policy),
+	    T(test_master_ec_convert),
+	    T(test_master_log_level),
+	    T(test_topology_visible_to),
+	    T(test_master_dead_after_heartbeat),
+	    T(test_master_host),
+	    T(test_worker_defaults),
+	    T(test_worker_missing_cluster_secret),
+	    T(test_worker_advertise_url),
+	    T(test_worker_advertise_url_too_long),
+	    T(test_worker_master_urls),
+	    T(test_worker_master_url_refused),
+	    T(test_worker_capacity),
+	    T(test_worker_scrub_interval),
+	    T(test_worker_port_and_host),
+	    T(test_tls_files),
+	    T(test_header_timeout),
+	    T(test_shutdown_grace),
+	    T(test_master_upload_memory_per_user),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
