@@ -196,10 +196,15 @@ int efs_http_tls_check(const char *cert_file, const char *key_file, char *err, s
 
 /* The port actually bound (useful with port 0). */
 uint16_t efs_http_server_port(const struct efs_http_server *srv);
-/* Graceful stop: stops accepting, waits up to @grace_ms for requests in
- * flight to finish, then for every parked request to be resumed (however
- * long: see efs_http_defer), then closes every connection and frees the
- * server. NULL is accepted. */
+/* The first half of a graceful stop: stops accepting connections, and
+ * every reply from now on closes its connection. A daemon with several
+ * servers quiesces them all before it waits for any, so that the drains
+ * share one grace. NULL is accepted; a second call does nothing. */
+void efs_http_server_quiesce(struct efs_http_server *srv);
+/* Graceful stop: quiesces (if not done yet), waits up to @grace_ms for
+ * requests in flight to finish, then for every parked request to be
+ * resumed (however long: see efs_http_defer), then closes every
+ * connection and frees the server. NULL is accepted. */
 void efs_http_server_stop(struct efs_http_server *srv, int64_t grace_ms);
 
 /* The ctx given in the server config. */

@@ -92,6 +92,10 @@ struct efs_http_server {
 	 * closes its connection, so kept-alive clients cannot keep the drain
 	 * busy with new requests until the grace runs out. */
 	atomic_bool stopping;
+	/* efs_http_server_quiesce's: it ran, and the listening socket
+	 * libmicrohttpd gave back (closed at the stop). */
+	bool quiesced;
+	MHD_socket quiesced_fd;
 	struct http_metrics metrics;
 	/* Open connections (see struct conn_entry) and the reaper that closes
 	 * those whose request headers are overdue. */
@@ -1481,12 +1485,21 @@ uint16_t efs_http_server_port(const struct efs_http_server *srv)
 	return srv->port;
 }
 
+void efs_http_server_quiesce(struct efs_http_server *srv)
+{
+	if (!srv || srv->quiesced)
+		return;
+	atomic_store(&srv->stopping, true);
+	srv->quiesced_fd = MHD_quiesce_daemon(srv->daemon);
+	srv->quiesced = true;
+}
+
 void efs_http_server_stop(struct efs_http_server *srv, int64_t grace_ms)
 {
 	if (!srv)
 		return;
-	atomic_store(&srv->stopping, true);
-	MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+	efs_http_server_quiesce(srv);
+	MHD_socket fd = srv->quiesced_fd;
 	int64_t deadline = efs_mono_ms() + grace_ms;
 	while (atomic_load(&srv->inflight) > 0 && efs_mono_ms() < deadline)
 		efs_sleep_ms(10);

@@ -34,9 +34,13 @@ static void release(struct efs_master *m, int64_t grace_ms)
 	 * (efs_control_collect on a delete's ticket). */
 	efs_control_stopping(&m->control);
 	efs_gc_stop(&m->gc);
+	/* Both listeners drain at once, within one grace. */
+	efs_http_server_quiesce(m->s3_http);
+	efs_http_server_quiesce(m->http);
+	int64_t drained_by = efs_mono_ms() + grace_ms;
 	efs_http_server_stop(m->s3_http, grace_ms);
 	m->s3_http = NULL;
-	efs_http_server_stop(m->http, grace_ms);
+	efs_http_server_stop(m->http, EFS_MAX(0, drained_by - efs_mono_ms()));
 	m->http = NULL;
 	efs_late_writes_stop(&m->late_writes);
 	/* after every caller of the chunk backend's remove (gc, repair, the

@@ -523,7 +523,7 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	 * been dead for REPAIR_AFTER_MS. The workers counted so, as the list
 	 * is read: the baseline of a back-off after this pass. */
 	int64_t holding_after = now - d->worker_dead_after_ms - d->repair_after_ms;
-	uint64_t counted;
+	uint64_t counted = 0;
 	bool watched = efs_placement_heard_digest(d->placement, holding_after, &counted) == 0;
 	if (meta_failed(d, efs_meta_repair_list(d->meta, d->replication_factor, holding_after,
 						REPAIR_PASS_CHUNKS, needs, &n)) < 0 ||

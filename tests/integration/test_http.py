@@ -14,6 +14,7 @@ import pytest
 import requests
 
 import echofs_harness as h
+import s3_helpers as s3h
 from echofs_harness import CLUSTER_SECRET, assert_json_error
 
 
@@ -285,6 +286,29 @@ def test_sigterm_with_an_idle_keep_alive_connection_exits_promptly(cluster):
 
 
 GRACE_S = 3  # SHUTDOWN_GRACE_MS here; 30 s by default (tests/unit/test_config.c)
+
+
+def test_sigterm_drains_the_api_and_s3_listeners_within_one_grace(cluster):
+    """With S3_PORT the master has two listeners: a stop quiesces both
+    and drains them at once, so requests stalled on both hold it for one
+    SHUTDOWN_GRACE_MS, not one after the other (it used to take two)."""
+    grace_s = 4
+    m = s3h.start_s3(cluster, workers=1, SHUTDOWN_GRACE_MS=grace_s * 1000, REPLICATION_FACTOR=1)
+    key = s3h.access_key(m, "alice")
+    s3h.client(m, key).create_bucket(Bucket="drain")
+    url = f"{m.s3_url}/drain/key"
+    signed = s3h.signed_request(key, "PUT", url, payload_sha256="UNSIGNED-PAYLOAD")
+    s3 = socket.create_connection(("127.0.0.1", m.s3_port), timeout=h.HTTP_TIMEOUT_S)
+    s3.sendall((f"PUT /drain/key HTTP/1.1\r\nHost: 127.0.0.1:{m.s3_port}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+                + "Expect: 100-continue\r\nContent-Length: 100\r\n\r\n").encode())
+    interim = s3.recv(1024)
+    assert interim.startswith(b"HTTP/1.1 100"), interim
+    s3.sendall(b"half of it")
+    api = open_request(m, b"{\"url\":", 100)
+    with api, s3:
+        took = m.stop(timeout=2 * grace_s + 10 + h.TIMING_MARGIN_S)
+    assert grace_s - 0.5 <= took < 2 * grace_s - 1, f"took {took:.1f}s to exit"
 
 
 @pytest.mark.parametrize("daemon", ["master", "worker"])

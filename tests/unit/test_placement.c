@@ -465,17 +465,17 @@ int main(void)
 	efs_log_set_level(EFS_LOG_ERROR);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 	const struct CMUnitTest tests[] = {
-	    T(test_defaults_and_nothing_slow),
-	    T(test_slow_worker_is_chosen_only_when_the_others_do_not_suffice),
-	    T(test_slow_mark_expires),
-	    T(test_avoid_zero_marks_nothing_but_counts),
-	    T(test_finished_slowly_judges_long_large_transfers_only),
-	    T(test_heard_digest_follows_the_counted_set),
-	    T(test_zones_spread_a_stripe_evenly),
-	    T(test_zones_fewer_than_places),
-	    T(test_zones_count_the_holders_not_the_failed),
-	    T(test_zones_before_slowness),
-	    T(test_zone_names),
+		T(test_defaults_and_nothing_slow),
+		T(test_slow_worker_is_chosen_only_when_the_others_do_not_suffice),
+		T(test_slow_mark_expires),
+		T(test_avoid_zero_marks_nothing_but_counts),
+		T(test_finished_slowly_judges_long_large_transfers_only),
+		T(test_heard_digest_follows_the_counted_set),
+		T(test_zones_spread_a_stripe_evenly),
+		T(test_zones_fewer_than_places),
+		T(test_zones_count_the_holders_not_the_failed),
+		T(test_zones_before_slowness),
+		T(test_zone_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
