@@ -475,6 +475,15 @@ static int64_t repair_one(struct efs_repair *rp, const struct efs_repair_need *n
 	return (int64_t)len * (sent + written);
 }
 
+/* The heartbeat time after which a worker's replicas count as held at
+ * @now_ms (Unix ms): a dead worker's count until it has been dead for
+ * REPAIR_AFTER_MS. A pass's list and a back-off's watch use this one
+ * rule, so that the watch sees the change that changes the list. */
+static int64_t holding_after_at(const struct efs_repair_deps *d, int64_t now_ms)
+{
+	return now_ms - d->worker_dead_after_ms - d->repair_after_ms;
+}
+
 /* One pass: count (unless @recount is false: a full pass just ran), then
  * repair up to REPAIR_PASS_CHUNKS chunks. True when the pass was full and
  * repaired some: the next should follow at once. */
@@ -519,10 +528,9 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 	 * all of them would look dead and be copied needlessly. */
 	if (efs_mono_ms() - rp->store_ok_since < 2 * d->worker_dead_after_ms)
 		return false;
-	/* What repair acts on: a dead worker's replicas count until it has
-	 * been dead for REPAIR_AFTER_MS. The workers counted so, as the list
-	 * is read: the baseline of a back-off after this pass. */
-	int64_t holding_after = now - d->worker_dead_after_ms - d->repair_after_ms;
+	/* What repair acts on; the workers counted so, as the list is read:
+	 * the baseline of a back-off after this pass. */
+	int64_t holding_after = holding_after_at(d, now);
 	uint64_t counted = 0;
 	bool watched = efs_placement_heard_digest(d->placement, holding_after, &counted) == 0;
 	if (meta_failed(d, efs_meta_repair_list(d->meta, d->replication_factor, holding_after,
@@ -649,7 +657,7 @@ static bool repair_pass(struct efs_repair *rp, struct efs_buf *data, struct efs_
 static bool backoff_over(struct efs_repair *rp)
 {
 	const struct efs_repair_deps *d = &rp->deps;
-	int64_t holding_after = efs_now_ms() - d->worker_dead_after_ms - d->repair_after_ms;
+	int64_t holding_after = holding_after_at(d, efs_now_ms());
 	uint64_t counted;
 	if (!rp->backoff_watched ||
 	    efs_placement_heard_digest(d->placement, holding_after, &counted) < 0 ||

@@ -381,11 +381,10 @@ void efs_replica_batch_write(struct efs_replica_batch *b, const char *chunk_id, 
 			     size_t count, struct efs_replica_batch_result *results)
 {
 	struct item mine[EFS_MAX_REPLICAS];
-	struct waiter me = {.pending = 0};
 	count = EFS_MIN(count, EFS_MAX_REPLICAS);
+	struct waiter me = {.pending = count};
 	memset(mine, 0, sizeof(mine));
 	pthread_cond_init(&me.cond, NULL);
-	me.pending = count;
 	pthread_mutex_lock(&b->lock);
 	for (size_t i = 0; i < count; i++) {
 		struct item *it = &mine[i];
