@@ -43,6 +43,17 @@
  *      switches, but a callback that blocks stalls every connection of
  *      its thread. Callbacks may do short disk I/O; a wait that may be
  *      long (an fdatasync) is parked instead with efs_http_defer().
+ *   N event threads and M blocking threads (cfg.blocking_threads): the
+ *      event threads do the I/O of every connection, and the callbacks
+ *      run on a pool of M threads that may block (begin() with the first
+ *      piece of the body or with handle(), each piece of a streaming
+ *      body, handle(), and each read() of a streaming reply, which the
+ *      pool reads ahead by up to 256 KiB); the connection is suspended
+ *      meanwhile. A route marked nonblocking runs on the event thread
+ *      instead, and its handle() may hand itself over to the pool with
+ *      efs_http_offload() when it finds it must wait. The master's API
+ *      runs so with MASTER_HTTP_THREADS: cached downloads are answered
+ *      by the event threads, everything else waits on the pool.
  * Either way one thread at a time touches a request. Per-request state
  * lives in struct efs_http_req, allocated on the first call and freed,
  * with req->state (via state_free), when the request is complete. One
@@ -101,6 +112,9 @@ struct efs_http_route {
 	efs_http_body_fn body; /* optional: streaming body */
 	efs_http_fn handle;    /* required */
 	size_t max_body;       /* buffered routes: 0 = the server default */
+	/* With blocking threads: the callbacks run on the event thread (they
+	 * never wait, or call efs_http_offload when they must). */
+	bool nonblocking;
 };
 
 /* HEADER_TIMEOUT_MS of both daemons: its default and its range. */
@@ -113,6 +127,7 @@ struct efs_http_route {
 #define EFS_HTTP_MAX_HEADER_TIMEOUT_MS 600000
 
 #define EFS_HTTP_MAX_EVENT_THREADS 256
+#define EFS_HTTP_MAX_BLOCKING_THREADS 1024
 
 #define EFS_HTTP_MAX_PARAMS 4
 #define EFS_HTTP_PARAM_MAX 128 /* longest path parameter, bytes */
@@ -168,6 +183,10 @@ struct efs_http_server_config {
 	 * epoll event threads (see Threading above). max_connections is then
 	 * shared out between them by libmicrohttpd (each takes its share). */
 	unsigned event_threads;
+	/* With event_threads: 0, the callbacks run on the event threads; M,
+	 * they run on a pool of M threads (see Threading) unless their route
+	 * is nonblocking. Ignored without event threads. */
+	unsigned blocking_threads;
 	struct efs_metrics *metrics; /* optional: requests are recorded here (see above);
 				      * must outlive the server */
 	/* HTTPS: PEM files of the server's certificate (chain) and its private
@@ -240,10 +259,20 @@ bool efs_http_replied(const struct efs_http_req *req);
  * efs_http_resume(req), after which it must not touch req again. The
  * resume may come from any thread, even before handle() returns. Every
  * parked request must be resumed: efs_http_server_stop() waits for it.
- * 0, or -ENOTSUP on a thread-per-connection server (handle() then blocks
- * as usual), -EALREADY when a reply is set already. */
+ * 0, or -ENOTSUP on a thread-per-connection server or a blocking thread
+ * (handle() then blocks as usual), -EALREADY when a reply is set already. */
 int efs_http_defer(struct efs_http_req *req);
 void efs_http_resume(struct efs_http_req *req);
+
+/* From handle() of a nonblocking route running on an event thread: the
+ * request is suspended and handle() is called again, from the start, on a
+ * blocking thread; this call returns 0 and handle() must return 0 without
+ * a reply. -ENOTSUP when the server has no blocking threads or the caller
+ * is one (go on and block), -EALREADY when a reply is set. */
+int efs_http_offload(struct efs_http_req *req);
+/* True when the calling callback may block: a thread-per-connection
+ * server, or a blocking thread. */
+bool efs_http_may_block(const struct efs_http_req *req);
 
 /* Sets a response header of the reply that will be sent: one added
  * before under the same name (any case) gets this value instead, so that

@@ -37,6 +37,9 @@
  * dropped (so the client sees the reply); past it the connection closes. */
 #define MAX_DISCARD_BYTES (64 * 1024 * 1024)
 #define STREAM_BLOCK_SIZE (64 * 1024)
+/* With a blocking pool, a streaming reply's read() runs on a pool thread
+ * into a buffer of this size, which the event thread then sends. */
+#define STREAM_BRIDGE_SIZE (256 * 1024)
 #define MAX_METRICS_TEXT (16 * 1024 * 1024)
 /* A certificate chain or a key file larger than this is refused. */
 #define MAX_TLS_FILE (1024 * 1024)
@@ -107,6 +110,23 @@ struct efs_http_server {
 	/* HTTPS: the PEM texts handed to libmicrohttpd (kept for its life). */
 	char *tls_cert;
 	char *tls_key;
+	/* The blocking pool (cfg.blocking_threads): requests whose next step
+	 * may wait, queued by the event threads (suspended meanwhile). */
+	pthread_mutex_t pool_lock;
+	pthread_cond_t pool_cond;
+	struct efs_http_req *jobs_head, *jobs_tail;
+	bool pool_stop;
+	unsigned pool_started;
+	pthread_t *pool_threads;
+};
+
+/* What a pool thread does for a suspended request (see Threading). */
+enum pool_job {
+	JOB_NONE = 0,
+	JOB_BEGIN,  /* begin(), from the first call */
+	JOB_BODY,   /* a piece of the body */
+	JOB_HANDLE, /* handle() */
+	JOB_FILL,   /* a streaming reply's next read() into its bridge */
 };
 
 struct reply_header {
@@ -134,15 +154,51 @@ struct efs_http_req_private {
 	uint64_t discarded;
 	bool queued; /* the reply has been handed to libmicrohttpd */
 	bool parked; /* efs_http_defer(): the next final call is the resumed one */
+	/* The blocking pool: this request's callbacks run there (offloaded),
+	 * its begin() ran there (the next call is the first call again:
+	 * first_again), the job queued or running, and the link in the
+	 * server's queue. One step at a time: the connection is suspended
+	 * while a job holds the request. */
+	bool offloaded;
+	bool first_again;
+	bool begin_due; /* begin() runs first in the next job */
+	enum pool_job job;
+	struct efs_http_req *job_next;
+	/* The body not yet handed to the route: copied here until the next
+	 * job (the buffer grows to the largest piece, at most libmicrohttpd's
+	 * read buffer; the body's last piece waits for JOB_HANDLE), its
+	 * bytes counted in body_seen, and job_close when the pool's
+	 * body_piece() said to close. */
+	char *piece;
+	size_t piece_len, piece_cap;
+	uint64_t body_seen;
+	bool job_close;
+	/* held: set by the event thread when it suspends the request for a
+	 * job, cleared by it once it sees job_finished, which the pool sets
+	 * under pool_lock together with its resume (see job_running). */
+	bool held;
+	bool job_finished;
+	struct stream_tramp *stream; /* a bridged streaming reply (JOB_FILL) */
 	unsigned header_count;
 	struct reply_header headers[MAX_REPLY_HEADERS];
+};
+
+/* A streaming reply read on the blocking pool: what the last read()
+ * there gave, sent from here by the event thread. */
+struct stream_bridge {
+	size_t len, off;
+	ssize_t end;  /* 0, or the MHD_CONTENT_READER_END_* that comes next */
+	uint64_t pos; /* the offset the next read() starts at */
+	char data[];
 };
 
 struct stream_tramp {
 	efs_http_read_fn read;
 	void *ctx;
 	void (*free_fn)(void *ctx);
+	struct efs_http_req *req;
 	struct efs_http_req_private *priv;
+	struct stream_bridge *bridge; /* NULL: read() runs where libmicrohttpd calls it */
 };
 
 /* ---- route matching ------------------------------------------------- */
@@ -463,9 +519,32 @@ int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const 
 	return efs_http_reply_json(req, status, json_pack("{s:o}", "error", err));
 }
 
+static void offload(struct efs_http_req *req, enum pool_job job);
+static bool job_running(struct efs_http_req *req);
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct stream_tramp *t = cls;
+	struct stream_bridge *b = t->bridge;
+	if (b) {
+		if (job_running(t->req))
+			return 0; /* still suspended, the pool reading */
+		if (b->off == b->len && !b->end) {
+			/* Empty: the pool reads the next piece while the
+			 * connection is suspended; libmicrohttpd calls again once
+			 * it is resumed (0 is allowed with a suspend). */
+			b->pos = pos;
+			offload(t->req, JOB_FILL);
+			return 0;
+		}
+		if (b->off == b->len)
+			return b->end;
+		size_t n = EFS_MIN(max, b->len - b->off);
+		memcpy(buf, b->data + b->off, n);
+		b->off += n;
+		t->priv->bytes_out += n;
+		return (ssize_t)n;
+	}
 	ssize_t n = t->read(t->ctx, pos, buf, max);
 	if (n == 0)
 		return MHD_CONTENT_READER_END_OF_STREAM;
@@ -475,11 +554,25 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 	return n;
 }
 
+/* JOB_FILL, on a pool thread: the next read() into the bridge. */
+static void stream_fill(struct stream_tramp *t)
+{
+	struct stream_bridge *b = t->bridge;
+	ssize_t n = t->read(t->ctx, b->pos, b->data, STREAM_BRIDGE_SIZE);
+	b->off = 0;
+	b->len = n > 0 ? (size_t)n : 0;
+	if (n == 0)
+		b->end = MHD_CONTENT_READER_END_OF_STREAM;
+	else if (n < 0)
+		b->end = MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
 static void stream_free(void *cls)
 {
 	struct stream_tramp *t = cls;
 	if (t->free_fn)
 		t->free_fn(t->ctx);
+	free(t->bridge);
 	free(t);
 }
 
@@ -487,7 +580,11 @@ int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t len
 			  efs_http_read_fn read, void *ctx, void (*free_fn)(void *ctx))
 {
 	struct stream_tramp *t = calloc(1, sizeof(*t));
-	if (!t) {
+	/* With a blocking pool every read() runs there: it may wait. */
+	if (t && req->server->cfg.blocking_threads > 0)
+		t->bridge = calloc(1, sizeof(*t->bridge) + STREAM_BRIDGE_SIZE);
+	if (!t || (req->server->cfg.blocking_threads > 0 && !t->bridge)) {
+		free(t);
 		if (free_fn)
 			free_fn(ctx);
 		return -ENOMEM;
@@ -495,6 +592,7 @@ int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t len
 	t->read = read;
 	t->ctx = ctx;
 	t->free_fn = free_fn;
+	t->req = req;
 	t->priv = req->priv;
 	uint64_t size = length < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)length;
 	/* libmicrohttpd allocates (and zeroes) the block with the response:
@@ -507,7 +605,10 @@ int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t len
 		stream_free(t);
 		return -ENOMEM;
 	}
-	return set_reply(req, status, resp);
+	int r = set_reply(req, status, resp);
+	if (r == 0)
+		req->priv->stream = t;
+	return r;
 }
 
 int efs_http_reply_metrics(struct efs_http_req *req, struct efs_metrics *const *regs,
@@ -992,6 +1093,16 @@ static int64_t parse_content_length(struct MHD_Connection *conn)
 	return (int64_t)v;
 }
 
+/* True when the client is sending a body it did not ask permission for. */
+static bool body_expected(struct MHD_Connection *conn, const struct efs_http_req *req)
+{
+	const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
+	if (expect && strcasecmp(expect, "100-continue") == 0)
+		return false;
+	return req->content_length > 0 || (te && strcasestr(te, "chunked"));
+}
+
 /* First call for a request: route, authenticate, begin(). */
 static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
 {
@@ -1034,8 +1145,20 @@ static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
 				   (long long)req->content_length, max_body);
 		return;
 	}
-	if (route->begin)
+	/* With a blocking pool begin() runs there. When the client waits for
+	 * 100 Continue (or sends no body) it runs now: libmicrohttpd makes the
+	 * first call again once it is resumed, before it asks for the body, so
+	 * a refusal still comes first. Otherwise the body is on its way
+	 * anyway, and begin() runs with the first job that follows. */
+	priv->offloaded = srv->cfg.blocking_threads > 0 && !route->nonblocking;
+	if (route->begin && priv->offloaded && !body_expected(priv->conn, req)) {
+		priv->first_again = true;
+		offload(req, JOB_BEGIN);
+	} else if (route->begin && priv->offloaded) {
+		priv->begin_due = true;
+	} else if (route->begin) {
 		run_callback(req, route->begin);
+	}
 }
 
 /* A piece of the body. Returns false when the connection must close. */
@@ -1059,14 +1182,154 @@ static bool body_piece(struct efs_http_req *req, const char *data, size_t len)
 	return true;
 }
 
-/* True when the client is sending a body it did not ask permission for. */
-static bool body_expected(struct MHD_Connection *conn, const struct efs_http_req *req)
+/* ---- the blocking pool ----------------------------------------------- */
+
+/* The server whose pool the calling thread belongs to (NULL: none). */
+static _Thread_local const struct efs_http_server *pool_member;
+
+/* Suspends @req's connection and queues @job for a pool thread: from now
+ * until run_job() resumes it, @req belongs to that thread. Called by the
+ * event thread serving @req, from libmicrohttpd's callbacks only. */
+static void offload(struct efs_http_req *req, enum pool_job job)
 {
-	const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
-	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
-	if (expect && strcasecmp(expect, "100-continue") == 0)
+	struct efs_http_server *srv = req->server;
+	struct efs_http_req_private *priv = req->priv;
+	priv->job = job;
+	priv->job_next = NULL;
+	priv->held = true;
+	priv->job_finished = false;
+	atomic_fetch_add(&srv->parked, 1);
+	MHD_suspend_connection(priv->conn);
+	pthread_mutex_lock(&srv->pool_lock);
+	if (srv->jobs_tail)
+		srv->jobs_tail->priv->job_next = req;
+	else
+		srv->jobs_head = req;
+	srv->jobs_tail = req;
+	pthread_cond_signal(&srv->pool_cond);
+	pthread_mutex_unlock(&srv->pool_lock);
+}
+
+/* Runs @req's job on a pool thread, then hands the request back to its
+ * event thread (which may free it at once). */
+static void run_job(struct efs_http_req *req)
+{
+	struct efs_http_req_private *priv = req->priv;
+	enum pool_job job = priv->job;
+	priv->job = JOB_NONE;
+	if (priv->begin_due && job != JOB_FILL) {
+		priv->begin_due = false;
+		if (!efs_http_replied(req))
+			run_callback(req, req->route->begin);
+	}
+	if (priv->piece_len > 0 && (job == JOB_BODY || job == JOB_HANDLE)) {
+		priv->job_close = !body_piece(req, priv->piece, priv->piece_len);
+		priv->piece_len = 0;
+	}
+	if (job == JOB_BEGIN) {
+		run_callback(req, req->route->begin);
+	} else if (job == JOB_HANDLE) {
+		/* parked is set: the resumed final call queues the reply */
+		if (!efs_http_replied(req))
+			run_callback(req, req->route->handle);
+	} else if (job == JOB_FILL) {
+		stream_fill(priv->stream);
+	}
+	/* Finished and resumed at once, as job_running() expects; req may be
+	 * freed once resumed (efs_http_resume reads nothing of it after). */
+	struct efs_http_server *srv = req->server;
+	pthread_mutex_lock(&srv->pool_lock);
+	priv->job_finished = true;
+	efs_http_resume(req);
+	pthread_mutex_unlock(&srv->pool_lock);
+}
+
+/* Called by the event thread whenever libmicrohttpd calls about @req: true
+ * while a job it queued is still running. libmicrohttpd may call again
+ * before it has noticed its own suspend (a chunked body's next piece in
+ * the same pass), and must then be told to wait. Once the pool has
+ * finished, the hold ends here; a suspend from now on is safe even if
+ * libmicrohttpd has not yet applied the pool's resume (it cancels it). */
+static bool job_running(struct efs_http_req *req)
+{
+	struct efs_http_req_private *priv = req->priv;
+	if (!priv->held)
 		return false;
-	return req->content_length > 0 || (te && strcasestr(te, "chunked"));
+	pthread_mutex_lock(&req->server->pool_lock);
+	bool finished = priv->job_finished;
+	pthread_mutex_unlock(&req->server->pool_lock);
+	if (!finished)
+		return true;
+	priv->held = false;
+	priv->job_finished = false;
+	return false;
+}
+
+static void *pool_main(void *arg)
+{
+	struct efs_http_server *srv = arg;
+	pool_member = srv;
+	pthread_setname_np(pthread_self(), "http-blocking"); /* for top and perf */
+	pthread_mutex_lock(&srv->pool_lock);
+	for (;;) {
+		while (!srv->jobs_head && !srv->pool_stop)
+			pthread_cond_wait(&srv->pool_cond, &srv->pool_lock);
+		struct efs_http_req *req = srv->jobs_head;
+		if (!req)
+			break; /* stopping, and nothing is left */
+		srv->jobs_head = req->priv->job_next;
+		if (!srv->jobs_head)
+			srv->jobs_tail = NULL;
+		pthread_mutex_unlock(&srv->pool_lock);
+		run_job(req);
+		pthread_mutex_lock(&srv->pool_lock);
+	}
+	pthread_mutex_unlock(&srv->pool_lock);
+	return NULL;
+}
+
+static int pool_start(struct efs_http_server *srv)
+{
+	unsigned n = srv->cfg.blocking_threads;
+	if (!(srv->pool_threads = calloc(n, sizeof(*srv->pool_threads))))
+		return -ENOMEM;
+	for (; srv->pool_started < n; srv->pool_started++) {
+		int r = pthread_create(&srv->pool_threads[srv->pool_started], NULL, pool_main, srv);
+		if (r != 0)
+			return -r;
+	}
+	return 0;
+}
+
+/* Once libmicrohttpd has stopped: no job can be queued any more. */
+static void pool_stop(struct efs_http_server *srv)
+{
+	pthread_mutex_lock(&srv->pool_lock);
+	srv->pool_stop = true;
+	pthread_cond_broadcast(&srv->pool_cond);
+	pthread_mutex_unlock(&srv->pool_lock);
+	for (unsigned i = 0; i < srv->pool_started; i++)
+		pthread_join(srv->pool_threads[i], NULL);
+	srv->pool_started = 0;
+	free(srv->pool_threads);
+	srv->pool_threads = NULL;
+}
+
+int efs_http_offload(struct efs_http_req *req)
+{
+	struct efs_http_req_private *priv = req->priv;
+	if (req->server->cfg.blocking_threads == 0 || pool_member == req->server)
+		return -ENOTSUP;
+	if (efs_http_replied(req))
+		return -EALREADY;
+	priv->parked = true;
+	offload(req, JOB_HANDLE);
+	return 0;
+}
+
+bool efs_http_may_block(const struct efs_http_req *req)
+{
+	return req->server->cfg.event_threads == 0 || pool_member == req->server;
 }
 
 static struct efs_http_req *req_new(struct efs_http_server *srv, struct MHD_Connection *conn)
@@ -1107,6 +1370,25 @@ static void *uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
 	return req;
 }
 
+/* The end of the first call, once begin() has run. */
+static enum MHD_Result first_call_done(struct MHD_Connection *conn, struct efs_http_req *req)
+{
+	struct efs_http_req_private *priv = req->priv;
+	/* Refused, but the reply could not be made (out of memory): no
+	 * route or no authentication to go on with, so close. */
+	if (!efs_http_replied(req) && (!req->route || priv->abort))
+		return MHD_NO;
+	/* A reply decided before the body is read goes out now when the
+	 * client waits for "100 Continue" (it then sends no body) or
+	 * sends none, or when the body's framing is in doubt (the
+	 * connection then closes); otherwise the body is read and
+	 * dropped first, so a client still sending sees the reply, not
+	 * a reset. */
+	if (efs_http_replied(req) && (priv->must_close || !body_expected(conn, req)))
+		return queue_reply(req);
+	return MHD_YES;
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 				      const char *method, const char *version,
 				      const char *upload_data, size_t *upload_data_size,
@@ -1129,21 +1411,43 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 			efs_metric_add(srv->metrics.in_flight, NULL, 1);
 		*con_cls = req;
 		first_call(srv, req);
-		/* Refused, but the reply could not be made (out of memory): no
-		 * route or no authentication to go on with, so close. */
-		if (!efs_http_replied(req) && (!req->route || priv->abort))
-			return MHD_NO;
-		/* A reply decided before the body is read goes out now when the
-		 * client waits for "100 Continue" (it then sends no body) or
-		 * sends none, or when the body's framing is in doubt (the
-		 * connection then closes); otherwise the body is read and
-		 * dropped first, so a client still sending sees the reply, not
-		 * a reset. */
-		if (efs_http_replied(req) && (priv->must_close || !body_expected(conn, req)))
-			return queue_reply(req);
-		return MHD_YES;
+		if (priv->first_again)
+			return MHD_YES; /* begin() is on the pool */
+		return first_call_done(conn, req);
 	}
 
+	struct efs_http_req_private *priv = req->priv;
+	/* A piece left unread is handed over again once resumed. */
+	if (job_running(req))
+		return MHD_YES;
+	if (priv->job_close)
+		return MHD_NO; /* the pool's last piece said so (body_piece) */
+	if (priv->first_again) {
+		/* begin() has run on the pool: the first call's end */
+		priv->first_again = false;
+		return first_call_done(conn, req);
+	}
+	if (*upload_data_size > 0 && priv->offloaded && !efs_http_replied(req) &&
+	    req->route->body) {
+		/* Copied: libmicrohttpd moves what is left in its buffer once
+		 * this returns, while the pool may still be reading. */
+		size_t len = *upload_data_size;
+		if (len > priv->piece_cap - priv->piece_len) {
+			char *p = realloc(priv->piece, priv->piece_len + len);
+			if (!p)
+				return MHD_NO;
+			priv->piece = p;
+			priv->piece_cap = priv->piece_len + len;
+		}
+		memcpy(priv->piece + priv->piece_len, upload_data, len);
+		priv->piece_len += len;
+		priv->body_seen += len;
+		*upload_data_size = 0;
+		/* The body's last piece goes with handle(): one job, not two. */
+		if (req->content_length < 0 || priv->body_seen < (uint64_t)req->content_length)
+			offload(req, JOB_BODY);
+		return MHD_YES;
+	}
 	if (*upload_data_size > 0) {
 		bool keep = body_piece(req, upload_data, *upload_data_size);
 		*upload_data_size = 0;
@@ -1152,8 +1456,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 
 	/* The whole body is in. A parked request comes back here when
 	 * resumed, its reply set by the thread that resumed it. */
-	if (req->priv->parked) {
-		req->priv->parked = false;
+	if (priv->parked) {
+		priv->parked = false;
+	} else if (priv->offloaded && !efs_http_replied(req)) {
+		priv->parked = true;
+		offload(req, JOB_HANDLE);
+		return MHD_YES;
 	} else {
 		if (!efs_http_replied(req))
 			run_callback(req, req->route->handle);
@@ -1172,7 +1480,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 int efs_http_defer(struct efs_http_req *req)
 {
 	struct efs_http_req_private *priv = req->priv;
-	if (req->server->cfg.event_threads == 0)
+	if (req->server->cfg.event_threads == 0 || pool_member == req->server)
 		return -ENOTSUP;
 	if (efs_http_replied(req))
 		return -EALREADY;
@@ -1204,6 +1512,7 @@ static void req_free(struct efs_http_req *req)
 	}
 	free(priv->raw_target);
 	free(priv->log_target);
+	free(priv->piece);
 	free(priv);
 	free(req);
 }
@@ -1285,7 +1594,11 @@ static void server_free(struct efs_http_server *srv)
 {
 	if (!srv)
 		return;
+	if (srv->pool_threads)
+		pool_stop(srv);
 	pthread_mutex_destroy(&srv->conns_lock);
+	pthread_mutex_destroy(&srv->pool_lock);
+	pthread_cond_destroy(&srv->pool_cond);
 	free(srv->tls_cert);
 	free(srv->tls_key);
 	free(srv);
@@ -1406,7 +1719,13 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 	atomic_init(&srv->parked, 0);
 	if (srv->cfg.event_threads > EFS_HTTP_MAX_EVENT_THREADS)
 		srv->cfg.event_threads = EFS_HTTP_MAX_EVENT_THREADS;
+	if (srv->cfg.blocking_threads > EFS_HTTP_MAX_BLOCKING_THREADS)
+		srv->cfg.blocking_threads = EFS_HTTP_MAX_BLOCKING_THREADS;
+	if (srv->cfg.event_threads == 0)
+		srv->cfg.blocking_threads = 0; /* a thread per connection may block anyway */
 	pthread_mutex_init(&srv->conns_lock, NULL);
+	pthread_mutex_init(&srv->pool_lock, NULL);
+	pthread_cond_init(&srv->pool_cond, NULL);
 
 	srv->cfg.error = NULL; /* the caller's buffer serves this call only */
 	srv->cfg.error_len = 0;
@@ -1417,6 +1736,10 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 	if (r == 0 && cfg->metrics)
 		r = declare_metrics(cfg->metrics, &srv->metrics);
 	if (r < 0) {
+		server_free(srv);
+		return r;
+	}
+	if (srv->cfg.blocking_threads > 0 && (r = pool_start(srv)) < 0) {
 		server_free(srv);
 		return r;
 	}

@@ -9,6 +9,7 @@
 #include "echofs/util.h"
 #include "master/api.h"
 #include "master/cache.h"
+#include "master/chunk_cache.h"
 #include "master/download.h"
 #include "master/upload.h"
 #include "master/upload_pipeline.h"
@@ -613,6 +614,32 @@ static void content_disposition(const char *name, char *out, size_t size)
 			 encoded);
 }
 
+/* How a download may run on an event thread (MASTER_HTTP_THREADS), which
+ * must not wait for a worker, Redis or a remote store. True when it can
+ * be answered from this master's memory (its file entry with its chunk
+ * ids, every chunk in the chunk cache), or when the store is local
+ * (SQLite, no Redis in front: reads from the page cache that never wait
+ * for the writer, as a worker's event threads read its volumes) and then
+ * only from the chunk cache (efs_reader_cached_only). A chunk evicted
+ * between the check and the read is read from a worker all the same. */
+static bool store_is_local(const struct efs_master *m)
+{
+	return !m->redis && strcmp(efs_meta_backend(m->meta), "sqlite") == 0;
+}
+
+static bool download_in_memory(struct efs_master *m, const char *file_id)
+{
+	struct efs_file_info f;
+	struct efs_reader_known known;
+	if (!efs_id_valid(file_id) || efs_cache_file_peek(m->cache, file_id, &f, &known) < 0 ||
+	    known.count == 0 || known.count < f.chunk_count)
+		return false;
+	for (size_t i = 0; i < known.count; i++)
+		if (!efs_chunk_cache_contains(m->chunk_cache, known.chunk[i].chunk_id))
+			return false;
+	return true;
+}
+
 int efs_api_file_download(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
@@ -623,6 +650,11 @@ int efs_api_file_download(struct efs_http_req *req)
 	unsigned status = 200;
 	struct efs_reader_known known, learned;
 	const char *file_id = efs_http_param(req, "fileId");
+	/* The route runs on an event thread with MASTER_HTTP_THREADS: what
+	 * would wait for the store or a worker goes to a blocking thread. */
+	bool on_event_thread = !efs_http_may_block(req);
+	if (on_event_thread && !store_is_local(m) && !download_in_memory(m, file_id))
+		return efs_http_offload(req);
 	int r = load_own_file(req, file_id, &known, &f);
 
 	if (r < 0)
@@ -651,10 +683,14 @@ int efs_api_file_download(struct efs_http_req *req)
 		efs_reader_free(rd), rd = NULL;
 	else
 		efs_reader_know(rd, &known);
+	if (rd && on_event_thread)
+		efs_reader_cached_only(rd, true);
 	/* The first chunk is fetched now: if no replica answers, the client
 	 * gets a JSON 503 instead of a stream cut short. */
 	if (rd && (r = efs_reader_prefetch(rd)) < 0) {
 		efs_reader_free(rd);
+		if (r == -EWOULDBLOCK) /* not cached: a blocking thread fetches it */
+			return efs_http_offload(req);
 		/* -ENOENT: deleted since it was cached (on another master, or
 		 * while Redis was away). */
 		if (r == -ENOENT)
@@ -684,6 +720,8 @@ int efs_api_file_download(struct efs_http_req *req)
 		efs_buf_release(&whole);
 		return r;
 	}
+	/* The stream's reads run on a blocking thread (http_server.h) */
+	efs_reader_cached_only(rd, false);
 	return efs_http_reply_stream(req, status, (int64_t)(last - first + 1), download_read, rd,
 				     download_free);
 }

@@ -233,6 +233,13 @@ void efs_cache_file_learn(struct efs_cache *c, const char *file_id,
 	pthread_mutex_unlock(&c->local_lock);
 }
 
+int efs_cache_file_peek(struct efs_cache *c, const char *file_id, struct efs_file_info *out,
+			struct efs_reader_known *known)
+{
+	known->count = 0;
+	return local_get(c, file_id, out, known) ? 0 : -EAGAIN;
+}
+
 int efs_cache_file_get(struct efs_cache *c, const char *file_id, struct efs_file_info *out,
 		       struct efs_reader_known *known)
 {

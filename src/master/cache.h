@@ -53,6 +53,10 @@ void efs_cache_free(struct efs_cache *cache);
  * were read (see above: then the file still exists); else its count is 0. */
 int efs_cache_file_get(struct efs_cache *cache, const char *file_id, struct efs_file_info *out,
 		       struct efs_reader_known *known);
+/* efs_cache_file_get from this master's memory only, never waiting for
+ * Redis or the store: -EAGAIN when the local entry is missing. */
+int efs_cache_file_peek(struct efs_cache *cache, const char *file_id, struct efs_file_info *out,
+			struct efs_reader_known *known);
 /* Keeps @known (efs_reader_learned) with @file_id's local entry, if this
  * master has one. */
 void efs_cache_file_learn(struct efs_cache *cache, const char *file_id,

@@ -268,6 +268,10 @@ int efs_master_config_load(struct efs_master_config *cfg, char *err, size_t errl
 			     EFS_HTTP_MAX_SHUTDOWN_GRACE_MS, false, &v, err, errlen)) < 0)
 		return r;
 	cfg->shutdown_grace_ms = (int64_t)v;
+	if ((r = efs_env_u64("MASTER_HTTP_THREADS", 0, 0, EFS_HTTP_MAX_EVENT_THREADS, false, &v,
+			     err, errlen)) < 0)
+		return r;
+	cfg->http_threads = (unsigned)v;
 	if (cfg->redis_addr) {
 		char host[256];
 		uint16_t port;

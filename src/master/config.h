@@ -41,6 +41,10 @@ struct efs_master_config {
 	uint64_t upload_memory_per_user; /* ... of one user's uploads in flight */
 	unsigned header_timeout_ms; /* HEADER_TIMEOUT_MS: request headers complete within */
 	int64_t shutdown_grace_ms;  /* SHUTDOWN_GRACE_MS: requests in flight at a stop */
+	/* MASTER_HTTP_THREADS: 0, the API serves a thread per connection; N,
+	 * N event threads and EFS_MASTER_HTTP_BLOCKING_THREADS threads for
+	 * the handlers that wait (http_server.h, Threading). */
+	unsigned http_threads;
 	enum efs_log_level log_level;
 	int64_t heartbeat_interval_ms;
 	int64_t worker_dead_after_ms;
@@ -99,6 +103,10 @@ struct efs_master_config {
 };
 
 #define EFS_MASTER_DEFAULT_HEARTBEAT_MS 2000
+/* With MASTER_HTTP_THREADS: the threads that run the API's waiting
+ * handlers (each waits for the store or the workers, as a connection's
+ * thread does without it): requests past this many wait their turn. */
+#define EFS_MASTER_HTTP_BLOCKING_THREADS 64
 #define EFS_MASTER_DEFAULT_DEAD_AFTER_MS 10000
 #define EFS_MASTER_DEFAULT_GRPC_PORT 8090
 #define EFS_MASTER_DEFAULT_GRPC_GRACE_MS 2000

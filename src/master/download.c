@@ -84,6 +84,9 @@ struct efs_reader {
 	 * the chunk list is read */
 	struct efs_reader_known known;
 	struct slot cur; /* the chunk being handed out */
+	/* efs_reader_cached_only: a chunk not in the chunk cache is not
+	 * fetched (-EWOULDBLOCK) */
+	bool cached_only;
 	/* read-ahead, under lock */
 	struct ahead ahead[AHEAD_MAX];
 	pthread_mutex_t lock;
@@ -192,6 +195,8 @@ static int load_entry(struct efs_reader *rd, const struct efs_file_chunk *fc, st
 		s->index = (int64_t)fc->index;
 		return 0;
 	}
+	if (rd->cached_only)
+		return -EWOULDBLOCK;
 	/* The batch may be older than a trim of a redundant copy (R13). */
 	int r = efs_chunk_backend_get_fresh(rd->src.chunks, rd->src.meta, &fc->chunk, fc->replicas,
 					    fc->replica_count, &s->data, &s->scratch);
@@ -365,6 +370,11 @@ ssize_t efs_reader_read(struct efs_reader *rd, char *out, size_t max)
 	memcpy(out, rd->cur.data.data + offset, n);
 	rd->pos += n;
 	return (ssize_t)n;
+}
+
+void efs_reader_cached_only(struct efs_reader *rd, bool on)
+{
+	rd->cached_only = on;
 }
 
 void efs_reader_know(struct efs_reader *rd, const struct efs_reader_known *known)

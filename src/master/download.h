@@ -56,6 +56,10 @@ int efs_reader_new(const struct efs_reader_source *src, const struct efs_file_in
  * removal count): a chunk found in the chunk cache by these ids is served
  * without a store read. NULL or a count of 0 changes nothing. */
 void efs_reader_know(struct efs_reader *rd, const struct efs_reader_known *known);
+/* With @on, a chunk that is not in the chunk cache is not fetched from
+ * its replicas: efs_reader_prefetch and efs_reader_read fail with
+ * -EWOULDBLOCK instead (a caller that must not wait for a worker). */
+void efs_reader_cached_only(struct efs_reader *rd, bool on);
 /* What the reader learnt of the file's chunks for a later efs_reader_know:
  * true and *out filled when it read the whole chunk list from the store in
  * one query (at most EFS_READER_KNOWN_MAX chunks) and the store counts

@@ -272,6 +272,8 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		.metrics = m->metrics,
 		.conn_memory_limit = MASTER_CONN_MEMORY,
 		.header_timeout_ms = cfg->header_timeout_ms,
+		.event_threads = cfg->http_threads,
+		.blocking_threads = cfg->http_threads ? EFS_MASTER_HTTP_BLOCKING_THREADS : 0,
 		.tls_cert_file = cfg->tls.cert_file,
 		.tls_key_file = cfg->tls.key_file,
 		.error = tls_error,
@@ -342,9 +344,13 @@ int efs_master_start(struct efs_master *m, const struct efs_master_config *cfg, 
 		snprintf(err, errlen, "cannot start the dashboard's history: %s", strerror(-r));
 		goto fail;
 	}
-	efs_info("listening on %s:%u; cluster %s; metadata in %s%s%s; chunks on %s; replication "
-		 "%u, chunk size %llu",
-		 cfg->host, efs_http_server_port(m->http), efs_meta_cluster_id(m->meta),
+	char threading[64] = "a thread per connection";
+	if (cfg->http_threads)
+		snprintf(threading, sizeof(threading), "%u event threads, %u blocking",
+			 cfg->http_threads, EFS_MASTER_HTTP_BLOCKING_THREADS);
+	efs_info("listening on %s:%u (%s); cluster %s; metadata in %s%s%s; chunks on %s; "
+		 "replication %u, chunk size %llu",
+		 cfg->host, efs_http_server_port(m->http), threading, efs_meta_cluster_id(m->meta),
 		 efs_meta_backend(m->meta), m->redis ? ", redis at " : "",
 		 m->redis ? cfg->redis_addr : "", efs_chunk_backend_name(m->chunks),
 		 cfg->replication_factor, (unsigned long long)cfg->chunk_size);

@@ -40,8 +40,10 @@ const struct efs_http_route efs_master_routes[] = {
 	{"GET", "/api/v1/files", EFS_AUTH_USER, .handle = efs_api_file_list},
 	{"GET", "/api/v1/files/{fileId}", EFS_AUTH_USER, .handle = efs_api_file_get},
 	{"DELETE", "/api/v1/files/{fileId}", EFS_AUTH_USER, .handle = efs_api_file_delete},
+	/* nonblocking: a cached download is answered by an event thread
+	 * (MASTER_HTTP_THREADS), the others offload themselves */
 	{"GET", "/api/v1/files/{fileId}/download", EFS_AUTH_USER,
-	 .handle = efs_api_file_download},
+	 .handle = efs_api_file_download, .nonblocking = true},
 	/* the caller's S3 access keys (api_keys.c); POST takes no body */
 	{"POST", "/api/v1/keys", EFS_AUTH_USER, .handle = efs_api_key_create, .max_body = 4096},
 	{"GET", "/api/v1/keys", EFS_AUTH_USER, .handle = efs_api_key_list},

@@ -136,6 +136,10 @@ PLACEMENT_COPY_S = 0.3
 # runs a file with the workers on epoll event threads); unset: the daemon's
 # default.
 WORKER_HTTP_THREADS = (os.environ.get("ECHOFS_TEST_WORKER_HTTP_THREADS") or "").strip() or None
+# The masters' MASTER_HTTP_THREADS when set (ECHOFS_TEST_MASTER_HTTP_THREADS=2
+# runs a file with the master's API on event threads and its blocking
+# pool); unset: the daemon's default (a thread per connection).
+MASTER_HTTP_THREADS = (os.environ.get("ECHOFS_TEST_MASTER_HTTP_THREADS") or "").strip() or None
 TIMING_MARGIN_S = float(os.environ.get("ECHOFS_TIMING_MARGIN") or (1.5 if SANITIZE else 0.5))
 # How long a process may take to answer after start, and to exit after SIGTERM.
 START_TIMEOUT_S = 30.0 if SANITIZE else 10.0
@@ -1309,6 +1313,7 @@ class Master(Process):
             "HEARTBEAT_INTERVAL_MS": HEARTBEAT_INTERVAL_MS,
             "WORKER_DEAD_AFTER_MS": WORKER_DEAD_AFTER_MS,
             "LOG_LEVEL": "info",
+            "MASTER_HTTP_THREADS": MASTER_HTTP_THREADS,
             "DATABASE_URL": self.database_url,
             "REDIS_ADDR": self.cluster.redis_addr,
             **({**session_aws().env, **self.aws_env} if self.aws_env else {}),

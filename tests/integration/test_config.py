@@ -33,6 +33,7 @@ def expect_config_error(proc, variable):
     ("UPLOAD_MEMORY_PER_USER", {"UPLOAD_MEMORY_PER_USER": "64M"}),
     ("HEADER_TIMEOUT_MS", {"HEADER_TIMEOUT_MS": "10"}),
     ("SHUTDOWN_GRACE_MS", {"SHUTDOWN_GRACE_MS": "3600001"}),
+    ("MASTER_HTTP_THREADS", {"MASTER_HTTP_THREADS": "257"}),
     ("REPLICATION_FACTOR", {"REPLICATION_FACTOR": "0"}),
     ("DATABASE_URL", {"DATABASE_URL": "mysql://x"}),
     ("MASTER_HOST", {"MASTER_HOST": "not-an-address"}),

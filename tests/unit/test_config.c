@@ -67,6 +67,7 @@ static const char *const config_vars[] = {
 	"TLS_CA_FILE",
 	"EFS_TEST_VAR",
 	"S3_MULTIPART_EXPIRY",
+	"MASTER_HTTP_THREADS",
 };
 
 static int env_clear(void **state)
@@ -934,6 +935,26 @@ static void test_shutdown_grace(void **state)
 	}
 }
 
+/* MASTER_HTTP_THREADS: 0 (a thread per connection) by default, up to
+ * EFS_HTTP_MAX_EVENT_THREADS. */
+static void test_master_http_threads(void **state)
+{
+	struct efs_master_config cfg;
+
+	env_secrets();
+	master_loads(&cfg);
+	assert_int_equal(cfg.http_threads, 0);
+	for (size_t i = 0; i < 2; i++) {
+		env_set("MASTER_HTTP_THREADS", (const char *[]){"2", "256"}[i]);
+		master_loads(&cfg);
+		assert_int_equal(cfg.http_threads, i ? 256 : 2);
+	}
+	for (size_t i = 0; i < 3; i++) {
+		env_set("MASTER_HTTP_THREADS", (const char *[]){"-1", "257", "two"}[i]);
+		master_refused("MASTER_HTTP_THREADS");
+	}
+}
+
 /* UPLOAD_MEMORY_PER_USER: a quarter of UPLOAD_MEMORY, but at least one
  * chunk of the largest size, and at most UPLOAD_MEMORY. */
 static void test_master_upload_memory_per_user(void **state)
@@ -1000,6 +1021,7 @@ int main(void)
 		T(test_tls_files),
 		T(test_header_timeout),
 		T(test_shutdown_grace),
+		T(test_master_http_threads),
 		T(test_master_upload_memory_per_user),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

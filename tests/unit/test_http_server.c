@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* test_http_server.c - unit tests of the reply headers of http_server.h.
+/* test_http_server.c - unit tests of http_server.h: reply headers, and a
+ * server on event threads with a blocking pool.
  *
  * A plain server on loopback and http_client.h's calls, which list every
  * response header: a header added twice under one name (any case) is sent
@@ -14,12 +15,15 @@
 
 #include <cmocka.h>
 
+#include "echofs/hash.h"
 #include "echofs/http_client.h"
 #include "echofs/http_server.h"
 #include "echofs/log.h"
 #include "echofs/util.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -138,11 +142,272 @@ static void test_the_replys_own_content_type_wins(void **state)
 	assert_string_equal(kept.values[0], "yes");
 }
 
+
+/* ---- event threads with a blocking pool ------------------------------- */
+
+/* Set when a callback that must run on a blocking thread did not, or one
+ * that must run on the event thread did not either. */
+static atomic_int misplaced;
+/* /wait: entered, and let go. */
+static atomic_bool waiting, let_go;
+
+struct sum {
+	uint32_t crc;
+	uint64_t len;
+};
+
+static void sum_free(void *p)
+{
+	free(p);
+}
+
+static int sum_begin(struct efs_http_req *req)
+{
+	if (!efs_http_may_block(req))
+		atomic_fetch_add(&misplaced, 1);
+	if (!(req->state = calloc(1, sizeof(struct sum))))
+		return -ENOMEM;
+	req->state_free = sum_free;
+	return 0;
+}
+
+static int sum_body(struct efs_http_req *req, const char *data, size_t len)
+{
+	struct sum *s = req->state;
+	if (!efs_http_may_block(req))
+		atomic_fetch_add(&misplaced, 1);
+	s->crc = efs_crc32c(s->crc, data, len);
+	s->len += len;
+	return 0;
+}
+
+static int sum_handle(struct efs_http_req *req)
+{
+	struct sum *s = req->state;
+	if (!efs_http_may_block(req))
+		atomic_fetch_add(&misplaced, 1);
+	return efs_http_reply_json(req, 200, json_pack("{s:I, s:I}", "crc", (json_int_t)s->crc,
+						       "len", (json_int_t)s->len));
+}
+
+#define STREAM_LEN (1024 * 1024 + 5)
+
+static char stream_byte(uint64_t pos)
+{
+	return (char)(pos * 7 + pos / 4096);
+}
+
+struct streamer {
+	struct efs_http_req *req;
+};
+
+static ssize_t stream_read_fn(void *ctx, uint64_t pos, char *out, size_t max)
+{
+	struct streamer *st = ctx;
+	if (!efs_http_may_block(st->req))
+		atomic_fetch_add(&misplaced, 1);
+	size_t n = EFS_MIN(max, (size_t)(STREAM_LEN - pos));
+	n = EFS_MIN(n, 10000); /* pieces that do not line up with any buffer */
+	for (size_t i = 0; i < n; i++)
+		out[i] = stream_byte(pos + i);
+	return (ssize_t)n;
+}
+
+static int stream_handle(struct efs_http_req *req)
+{
+	struct streamer *st = malloc(sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->req = req;
+	return efs_http_reply_stream(req, 200, STREAM_LEN, stream_read_fn, st, free);
+}
+
+static int wait_handle(struct efs_http_req *req)
+{
+	atomic_store(&waiting, true);
+	while (!atomic_load(&let_go))
+		efs_sleep_ms(1);
+	return efs_http_reply_bytes(req, 200, "text/plain", "waited", 6);
+}
+
+/* nonblocking: answers on the event thread, or (?offload=1) hands itself
+ * over and answers from the pool. */
+static int fast_handle(struct efs_http_req *req)
+{
+	bool may_block = efs_http_may_block(req);
+	const char *offload = efs_http_query(req, "offload");
+	if (offload && !may_block)
+		return efs_http_offload(req);
+	if (!offload && may_block)
+		atomic_fetch_add(&misplaced, 1);
+	return efs_http_reply_bytes(req, 200, "text/plain", may_block ? "pool" : "event", 5);
+}
+
+static const struct efs_http_route pool_routes[] = {
+    {"POST", "/sum", EFS_AUTH_NONE, .begin = sum_begin, .body = sum_body, .handle = sum_handle},
+    {"GET", "/stream", EFS_AUTH_NONE, .handle = stream_handle},
+    {"GET", "/wait", EFS_AUTH_NONE, .handle = wait_handle},
+    {"GET", "/fast", EFS_AUTH_NONE, .handle = fast_handle, .nonblocking = true},
+};
+
+static struct efs_http_server *pool_server;
+static uint16_t pool_port;
+
+static int pool_setup(void **state)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct efs_http_server_config cfg = {
+	    .addr = &sa,
+	    .addrlen = sizeof(sa),
+	    .routes = pool_routes,
+	    .route_count = EFS_ARRAY_SIZE(pool_routes),
+	    .event_threads = 1,
+	    .blocking_threads = 2,
+	};
+	if (efs_http_server_start(&cfg, &pool_server) < 0)
+		return -1;
+	pool_port = efs_http_server_port(pool_server);
+	atomic_store(&misplaced, 0);
+	return 0;
+}
+
+static int pool_teardown(void **state)
+{
+	efs_http_server_stop(pool_server, 1000);
+	return 0;
+}
+
+static void pool_url(char *url, size_t size, const char *path)
+{
+	snprintf(url, size, "http://127.0.0.1:%u%s", pool_port, path);
+}
+
+struct source {
+	const char *data;
+	size_t len, pos;
+};
+
+static ssize_t source_read(void *ctx, char *buf, size_t cap)
+{
+	struct source *src = ctx;
+	size_t n = EFS_MIN(cap, src->len - src->pos);
+	n = EFS_MIN(n, 3000);
+	memcpy(buf, src->data + src->pos, n);
+	src->pos += n;
+	return (ssize_t)n;
+}
+
+/* A body in many pieces, with a length and chunked, reaches body() whole
+ * and in order, each piece on a blocking thread. */
+static void test_a_streaming_body_runs_on_the_pool_in_order(void **state)
+{
+	size_t len = 3 * 1024 * 1024 + 11;
+	char *data = malloc(len);
+	assert_non_null(data);
+	for (size_t i = 0; i < len; i++)
+		data[i] = (char)(i * 31 + i / 977);
+	uint32_t want = efs_crc32c(0, data, len);
+	for (int chunked = 0; chunked < 2; chunked++) {
+		char url[64];
+		struct efs_http_call call;
+		struct source src = {data, len, 0};
+		pool_url(url, sizeof(url), "/sum");
+		efs_http_call_init(&call, "POST", url);
+		call.content_type = "application/octet-stream";
+		call.source = source_read;
+		call.source_ctx = &src;
+		call.source_len = chunked ? -1 : (int64_t)len;
+		assert_int_equal(efs_http_call_run(client, &call), 0);
+		assert_int_equal(call.status, 200);
+		json_t *j = json_loadb(call.resp.data, call.resp.len, 0, NULL);
+		assert_non_null(j);
+		assert_int_equal(json_integer_value(json_object_get(j, "len")), len);
+		assert_int_equal(json_integer_value(json_object_get(j, "crc")), want);
+		json_decref(j);
+		efs_http_call_release(&call);
+	}
+	free(data);
+	assert_int_equal(atomic_load(&misplaced), 0);
+}
+
+/* A streamed reply larger than the pool's read-ahead arrives whole, each
+ * read() on a blocking thread. */
+static void test_a_streamed_reply_is_read_on_the_pool(void **state)
+{
+	char url[64];
+	struct efs_http_call call;
+	pool_url(url, sizeof(url), "/stream");
+	efs_http_call_init(&call, "GET", url);
+	call.resp_cap = 2 * STREAM_LEN;
+	assert_int_equal(efs_http_call_run(client, &call), 0);
+	assert_int_equal(call.status, 200);
+	assert_int_equal(call.resp.len, STREAM_LEN);
+	for (size_t i = 0; i < STREAM_LEN; i++)
+		if (call.resp.data[i] != stream_byte(i))
+			fail_msg("byte %zu differs", i);
+	efs_http_call_release(&call);
+	assert_int_equal(atomic_load(&misplaced), 0);
+}
+
+static void *wait_call(void *arg)
+{
+	char url[64];
+	struct efs_http_client *c;
+	struct efs_http_call call;
+	long *status = arg;
+	pool_url(url, sizeof(url), "/wait");
+	if (efs_http_client_new(&c) < 0)
+		return NULL;
+	efs_http_call_init(&call, "GET", url);
+	if (efs_http_call_run(c, &call) == 0)
+		*status = call.status;
+	efs_http_call_release(&call);
+	efs_http_client_free(c);
+	return NULL;
+}
+
+/* A handler waiting on the pool does not stop the event thread: a
+ * nonblocking route answers meanwhile, from the event thread, and one
+ * that offloads itself answers from the other pool thread. */
+static void test_a_waiting_handler_does_not_stop_the_event_thread(void **state)
+{
+	pthread_t t;
+	long status = 0;
+	char url[64];
+	atomic_store(&waiting, false);
+	atomic_store(&let_go, false);
+	assert_int_equal(pthread_create(&t, NULL, wait_call, &status), 0);
+	for (int i = 0; i < 5000 && !atomic_load(&waiting); i++)
+		efs_sleep_ms(1);
+	assert_true(atomic_load(&waiting));
+	for (int offload = 0; offload < 2; offload++) {
+		struct efs_http_call call;
+		pool_url(url, sizeof(url), offload ? "/fast?offload=1" : "/fast");
+		efs_http_call_init(&call, "GET", url);
+		assert_int_equal(efs_http_call_run(client, &call), 0);
+		assert_int_equal(call.status, 200);
+		assert_int_equal(call.resp.len, 5);
+		assert_memory_equal(call.resp.data, offload ? "pool" : "event", 5);
+		efs_http_call_release(&call);
+	}
+	assert_false(atomic_load(&let_go)); /* all answered while it waited */
+	atomic_store(&let_go, true);
+	pthread_join(t, NULL);
+	assert_int_equal(status, 200);
+	assert_int_equal(atomic_load(&misplaced), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_a_header_added_twice_is_sent_once_with_the_last_value),
 	    cmocka_unit_test(test_the_replys_own_content_type_wins),
+	    cmocka_unit_test_setup_teardown(test_a_streaming_body_runs_on_the_pool_in_order,
+					    pool_setup, pool_teardown),
+	    cmocka_unit_test_setup_teardown(test_a_streamed_reply_is_read_on_the_pool,
+					    pool_setup, pool_teardown),
+	    cmocka_unit_test_setup_teardown(test_a_waiting_handler_does_not_stop_the_event_thread,
+					    pool_setup, pool_teardown),
 	};
 	efs_log_set_level(EFS_LOG_ERROR);
 	if (efs_http_client_global_init() < 0)
