@@ -13,6 +13,10 @@ must name at least one function and one test.
 
 When code moves, the failure names each missing reference with its line,
 and where the function or test is defined now when it can find it.
+
+Every environment variable a daemon reads by name (efs_env_*() or
+getenv() in src/master or src/worker) must be listed in its man page
+(`.B NAME`) and named in docs/OPERATIONS.md.
 """
 
 import re
@@ -167,3 +171,36 @@ int sql_garbage_list(void *impl, int64_t before_ms, size_t max, char (*ids)[65],
     assert TEST_REF.findall(line) == [("tests/x/test_y.py", "test_z")]
     assert missing_reference("function", "src/master/gc.c", "no_such_function_here")
     assert missing_reference("function", "src/master/gc.c", "efs_gc_run_once") is None
+
+
+# ---- settings: every variable a daemon reads is documented ----------------
+
+# How the daemons read a setting by name: efs_env_u64("CHUNK_SIZE", ...),
+# efs_env_str(...), getenv("...").
+SETTING_READ = re.compile(r"\b(?:efs_env_\w+|getenv)\(\s*\"([A-Z][A-Z0-9_]+)\"")
+
+
+def settings_read(daemon: str) -> set:
+    names = set()
+    for path in sorted((ROOT / "src" / daemon).glob("*.c")):
+        names.update(SETTING_READ.findall(path.read_text(encoding="utf-8")))
+    return names
+
+
+@pytest.mark.parametrize("daemon", ["master", "worker"])
+def test_every_setting_a_daemon_reads_is_in_its_man_page_and_operations(daemon):
+    names = settings_read(daemon)
+    assert len(names) > 10, f"the pattern found only {sorted(names)} in src/{daemon}"
+    man = (ROOT / "man" / f"echofs-{daemon}.8").read_text(encoding="utf-8")
+    ops = (ROOT / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
+    missing_man = sorted(n for n in names if not re.search(r"\.B " + n + r"\b", man))
+    missing_ops = sorted(n for n in names if f"`{n}`" not in ops)
+    assert not missing_man, f"man/echofs-{daemon}.8 does not list {missing_man}"
+    assert not missing_ops, f"docs/OPERATIONS.md does not name {missing_ops}"
+
+
+def test_the_setting_pattern_finds_reads_only():
+    src = ('efs_env_u64("HEADER_TIMEOUT_MS", 1, 2);\n'
+           'const char *v = getenv( "MASTER_URL");\n'
+           'efs_info("set CHUNK_SIZE");\n')
+    assert SETTING_READ.findall(src) == ["HEADER_TIMEOUT_MS", "MASTER_URL"]
