@@ -45,15 +45,19 @@
  *      long (an fdatasync) is parked instead with efs_http_defer().
  *   N event threads and M blocking threads (cfg.blocking_threads): the
  *      event threads do the I/O of every connection, and the callbacks
- *      run on a pool of M threads that may block (begin() with the first
- *      piece of the body or with handle(), each piece of a streaming
- *      body, handle(), and each read() of a streaming reply, which the
- *      pool reads ahead by up to 256 KiB); the connection is suspended
- *      meanwhile. A route marked nonblocking runs on the event thread
+ *      run on a pool of M threads that may block, one step at a time with
+ *      the connection suspended: begin() (at once when the client waits
+ *      for 100 Continue, sends no body, or the route buffers its body;
+ *      else with the body's first piece), each piece of a streaming body
+ *      (copied; the last goes with handle()), handle(), each read() of a
+ *      streaming reply (read ahead into a buffer of up to 256 KiB), and
+ *      the request's free (state_free, the reply's free_fn) once it is
+ *      complete. A route marked nonblocking runs on the event thread
  *      instead, and its handle() may hand itself over to the pool with
- *      efs_http_offload() when it finds it must wait. The master's API
- *      runs so with MASTER_HTTP_THREADS: cached downloads are answered
- *      by the event threads, everything else waits on the pool.
+ *      efs_http_offload() when it finds it must wait. Past M waiting
+ *      steps the others queue. Once a stop's grace is over nothing more
+ *      is handed over: such a request's connection is closed. The
+ *      master's API runs so with MASTER_HTTP_THREADS.
  * Either way one thread at a time touches a request. Per-request state
  * lives in struct efs_http_req, allocated on the first call and freed,
  * with req->state (via state_free), when the request is complete. One
@@ -267,8 +271,11 @@ void efs_http_resume(struct efs_http_req *req);
 /* From handle() of a nonblocking route running on an event thread: the
  * request is suspended and handle() is called again, from the start, on a
  * blocking thread; this call returns 0 and handle() must return 0 without
- * a reply. -ENOTSUP when the server has no blocking threads or the caller
- * is one (go on and block), -EALREADY when a reply is set. */
+ * a reply. -ENOTSUP when the server has no blocking threads (without
+ * event threads the caller may block; on event threads alone it must not)
+ * or the caller is one of them, -EALREADY when a reply is set,
+ * -ESHUTDOWN once a stop's grace is over (return it: a 500, the
+ * connection closes). */
 int efs_http_offload(struct efs_http_req *req);
 /* True when the calling callback may block: a thread-per-connection
  * server, or a blocking thread. */

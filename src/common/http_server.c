@@ -116,6 +116,9 @@ struct efs_http_server {
 	pthread_cond_t pool_cond;
 	struct efs_http_req *jobs_head, *jobs_tail;
 	bool pool_stop;
+	/* Set by efs_http_server_stop once its grace is over: no connection
+	 * is suspended for a job from then on (offload refuses). */
+	bool pool_closing;
 	unsigned pool_started;
 	pthread_t *pool_threads;
 };
@@ -127,6 +130,7 @@ enum pool_job {
 	JOB_BODY,   /* a piece of the body */
 	JOB_HANDLE, /* handle() */
 	JOB_FILL,   /* a streaming reply's next read() into its bridge */
+	JOB_FREE,   /* the request is complete: free it (no connection) */
 };
 
 struct reply_header {
@@ -186,6 +190,7 @@ struct efs_http_req_private {
 /* A streaming reply read on the blocking pool: what the last read()
  * there gave, sent from here by the event thread. */
 struct stream_bridge {
+	size_t cap; /* of data: STREAM_BRIDGE_SIZE, or the body's length if less */
 	size_t len, off;
 	ssize_t end;  /* 0, or the MHD_CONTENT_READER_END_* that comes next */
 	uint64_t pos; /* the offset the next read() starts at */
@@ -519,8 +524,9 @@ int efs_http_reply_error_extra(struct efs_http_req *req, unsigned status, const 
 	return efs_http_reply_json(req, status, json_pack("{s:o}", "error", err));
 }
 
-static void offload(struct efs_http_req *req, enum pool_job job);
+static bool offload(struct efs_http_req *req, enum pool_job job);
 static bool job_running(struct efs_http_req *req);
+static void req_free(struct efs_http_req *req);
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -534,7 +540,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 			 * connection is suspended; libmicrohttpd calls again once
 			 * it is resumed (0 is allowed with a suspend). */
 			b->pos = pos;
-			offload(t->req, JOB_FILL);
+			if (!offload(t->req, JOB_FILL))
+				return MHD_CONTENT_READER_END_WITH_ERROR; /* stopping */
 			return 0;
 		}
 		if (b->off == b->len)
@@ -558,7 +565,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void stream_fill(struct stream_tramp *t)
 {
 	struct stream_bridge *b = t->bridge;
-	ssize_t n = t->read(t->ctx, b->pos, b->data, STREAM_BRIDGE_SIZE);
+	ssize_t n = t->read(t->ctx, b->pos, b->data, b->cap);
 	b->off = 0;
 	b->len = n > 0 ? (size_t)n : 0;
 	if (n == 0)
@@ -581,8 +588,11 @@ int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t len
 {
 	struct stream_tramp *t = calloc(1, sizeof(*t));
 	/* With a blocking pool every read() runs there: it may wait. */
-	if (t && req->server->cfg.blocking_threads > 0)
-		t->bridge = calloc(1, sizeof(*t->bridge) + STREAM_BRIDGE_SIZE);
+	size_t bridge = length >= 0 && length < STREAM_BRIDGE_SIZE ? (size_t)EFS_MAX(length, 1)
+								   : STREAM_BRIDGE_SIZE;
+	if (t && req->server->cfg.blocking_threads > 0 &&
+	    (t->bridge = malloc(sizeof(*t->bridge) + bridge)))
+		*t->bridge = (struct stream_bridge){.cap = bridge};
 	if (!t || (req->server->cfg.blocking_threads > 0 && !t->bridge)) {
 		free(t);
 		if (free_fn)
@@ -1146,14 +1156,18 @@ static void first_call(struct efs_http_server *srv, struct efs_http_req *req)
 		return;
 	}
 	/* With a blocking pool begin() runs there. When the client waits for
-	 * 100 Continue (or sends no body) it runs now: libmicrohttpd makes the
-	 * first call again once it is resumed, before it asks for the body, so
-	 * a refusal still comes first. Otherwise the body is on its way
-	 * anyway, and begin() runs with the first job that follows. */
+	 * 100 Continue (or sends no body), or the route buffers its body, it
+	 * runs now: libmicrohttpd makes the first call again once it is
+	 * resumed, before it asks for the body, so a refusal still comes
+	 * first. Otherwise a streamed body is on its way anyway, and begin()
+	 * runs with the first job that follows. */
 	priv->offloaded = srv->cfg.blocking_threads > 0 && !route->nonblocking;
-	if (route->begin && priv->offloaded && !body_expected(priv->conn, req)) {
+	if (route->begin && priv->offloaded && (!route->body || !body_expected(priv->conn, req))) {
 		priv->first_again = true;
-		offload(req, JOB_BEGIN);
+		if (!offload(req, JOB_BEGIN)) {
+			priv->first_again = false;
+			priv->abort = true; /* stopping: close */
+		}
 	} else if (route->begin && priv->offloaded) {
 		priv->begin_due = true;
 	} else if (route->begin) {
@@ -1187,26 +1201,53 @@ static bool body_piece(struct efs_http_req *req, const char *data, size_t len)
 /* The server whose pool the calling thread belongs to (NULL: none). */
 static _Thread_local const struct efs_http_server *pool_member;
 
-/* Suspends @req's connection and queues @job for a pool thread: from now
- * until run_job() resumes it, @req belongs to that thread. Called by the
- * event thread serving @req, from libmicrohttpd's callbacks only. */
-static void offload(struct efs_http_req *req, enum pool_job job)
+/* Appends @req to the pool's queue; under pool_lock. */
+static void enqueue(struct efs_http_server *srv, struct efs_http_req *req)
 {
-	struct efs_http_server *srv = req->server;
-	struct efs_http_req_private *priv = req->priv;
-	priv->job = job;
-	priv->job_next = NULL;
-	priv->held = true;
-	priv->job_finished = false;
-	atomic_fetch_add(&srv->parked, 1);
-	MHD_suspend_connection(priv->conn);
-	pthread_mutex_lock(&srv->pool_lock);
+	req->priv->job_next = NULL;
 	if (srv->jobs_tail)
 		srv->jobs_tail->priv->job_next = req;
 	else
 		srv->jobs_head = req;
 	srv->jobs_tail = req;
 	pthread_cond_signal(&srv->pool_cond);
+}
+
+/* Suspends @req's connection and queues @job for a pool thread: from now
+ * until run_job() resumes it, @req belongs to that thread. Called by the
+ * event thread serving @req, from libmicrohttpd's callbacks only. False,
+ * with nothing suspended, once the server's stop has passed its grace
+ * (pool_closing): libmicrohttpd must not be stopped with a connection
+ * suspended, so the caller ends the request (closes the connection). The
+ * suspend happens under pool_lock, as run_job's resume does. */
+static bool offload(struct efs_http_req *req, enum pool_job job)
+{
+	struct efs_http_server *srv = req->server;
+	struct efs_http_req_private *priv = req->priv;
+	pthread_mutex_lock(&srv->pool_lock);
+	if (srv->pool_closing) {
+		pthread_mutex_unlock(&srv->pool_lock);
+		return false;
+	}
+	priv->job = job;
+	priv->held = true;
+	priv->job_finished = false;
+	atomic_fetch_add(&srv->parked, 1);
+	MHD_suspend_connection(priv->conn);
+	enqueue(srv, req);
+	pthread_mutex_unlock(&srv->pool_lock);
+	return true;
+}
+
+/* request_completed(), with a blocking pool: frees @req there, since its
+ * state_free and its reply's free_fn may wait (an upload's pipeline, a
+ * download's read-ahead). The connection is done with it. */
+static void free_on_pool(struct efs_http_req *req)
+{
+	struct efs_http_server *srv = req->server;
+	req->priv->job = JOB_FREE;
+	pthread_mutex_lock(&srv->pool_lock);
+	enqueue(srv, req);
 	pthread_mutex_unlock(&srv->pool_lock);
 }
 
@@ -1217,6 +1258,10 @@ static void run_job(struct efs_http_req *req)
 	struct efs_http_req_private *priv = req->priv;
 	enum pool_job job = priv->job;
 	priv->job = JOB_NONE;
+	if (job == JOB_FREE) {
+		req_free(req);
+		return;
+	}
 	if (priv->begin_due && job != JOB_FILL) {
 		priv->begin_due = false;
 		if (!efs_http_replied(req))
@@ -1323,7 +1368,10 @@ int efs_http_offload(struct efs_http_req *req)
 	if (efs_http_replied(req))
 		return -EALREADY;
 	priv->parked = true;
-	offload(req, JOB_HANDLE);
+	if (!offload(req, JOB_HANDLE)) {
+		priv->parked = false;
+		return -ESHUTDOWN;
+	}
 	return 0;
 }
 
@@ -1444,8 +1492,9 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		priv->body_seen += len;
 		*upload_data_size = 0;
 		/* The body's last piece goes with handle(): one job, not two. */
-		if (req->content_length < 0 || priv->body_seen < (uint64_t)req->content_length)
-			offload(req, JOB_BODY);
+		if ((req->content_length < 0 || priv->body_seen < (uint64_t)req->content_length) &&
+		    !offload(req, JOB_BODY))
+			return MHD_NO; /* stopping */
 		return MHD_YES;
 	}
 	if (*upload_data_size > 0) {
@@ -1460,7 +1509,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		priv->parked = false;
 	} else if (priv->offloaded && !efs_http_replied(req)) {
 		priv->parked = true;
-		offload(req, JOB_HANDLE);
+		if (!offload(req, JOB_HANDLE))
+			return MHD_NO; /* stopping */
 		return MHD_YES;
 	} else {
 		if (!efs_http_replied(req))
@@ -1545,7 +1595,10 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 			 shown, priv->status, (unsigned long long)priv->bytes_in,
 			 (unsigned long long)priv->bytes_out, ms, user, (int)toe);
 
-	req_free(req);
+	if (srv->cfg.blocking_threads > 0)
+		free_on_pool(req);
+	else
+		req_free(req);
 	/* A kept-alive connection has the idle timeout for its next request's
 	 * headers: clients reuse idle connections for a while (http_client.c:
 	 * 20 s), and under pressure the waiting ones go first anyway. */
@@ -1830,6 +1883,11 @@ void efs_http_server_stop(struct efs_http_server *srv, int64_t grace_ms)
 	if (left > 0)
 		efs_warn("shutdown: %d requests still in flight after %lld ms, closing them", left,
 			 (long long)grace_ms);
+	/* From here no connection is suspended for the pool (offload), so the
+	 * wait below ends once the jobs running have. */
+	pthread_mutex_lock(&srv->pool_lock);
+	srv->pool_closing = true;
+	pthread_mutex_unlock(&srv->pool_lock);
 	/* libmicrohttpd must not be stopped with a connection suspended: a
 	 * parked request is resumed by its owner whatever happens (the
 	 * worker's committer after its sync round), so wait for it. */

@@ -620,8 +620,8 @@ static void content_disposition(const char *name, char *out, size_t size)
  * ids, every chunk in the chunk cache), or when the store is local
  * (SQLite, no Redis in front: reads from the page cache that never wait
  * for the writer, as a worker's event threads read its volumes) and then
- * only from the chunk cache (efs_reader_cached_only). A chunk evicted
- * between the check and the read is read from a worker all the same. */
+ * only from the chunk cache (efs_reader_cached_only): a chunk evicted
+ * between the check and the read sends it to the pool after all. */
 static bool store_is_local(const struct efs_master *m)
 {
 	return !m->redis && strcmp(efs_meta_backend(m->meta), "sqlite") == 0;
@@ -640,16 +640,72 @@ static bool download_in_memory(struct efs_master *m, const char *file_id)
 	return true;
 }
 
+/* A download handed to a blocking thread when its chunk was not cached
+ * (MASTER_HTTP_THREADS): what it had read, its row, range and reader
+ * (with the chunk list), for the blocking thread to go on from the fetch
+ * instead of reading them again. */
+struct parked_download {
+	struct efs_file_info f;
+	struct efs_reader *rd;
+	uint64_t first, last;
+	unsigned status;
+	bool learn;
+};
+
+static void parked_download_free(void *p)
+{
+	struct parked_download *d = p;
+	efs_reader_free(d->rd);
+	free(d);
+}
+
+static int download_send(struct efs_http_req *req, const struct efs_file_info *f,
+			 struct efs_reader *rd, uint64_t first, uint64_t last, unsigned status,
+			 bool learn);
+
+/* Parks the download (its row, range and @rd, taken) for a blocking
+ * thread, which runs the handler again. */
+static int park_download(struct efs_http_req *req, const struct efs_file_info *f,
+			 struct efs_reader *rd, uint64_t first, uint64_t last, unsigned status,
+			 bool learn)
+{
+	struct parked_download *d = calloc(1, sizeof(*d));
+	if (!d) {
+		efs_reader_free(rd);
+		return -ENOMEM;
+	}
+	*d = (struct parked_download){*f, rd, first, last, status, learn};
+	/* Set before the offload: the blocking thread may run at once. */
+	req->state = d;
+	req->state_free = parked_download_free;
+	int r = efs_http_offload(req);
+	if (r < 0) {
+		req->state = NULL;
+		req->state_free = NULL;
+		parked_download_free(d);
+	}
+	return r;
+}
+
 int efs_api_file_download(struct efs_http_req *req)
 {
 	struct efs_master *m = efs_api_master(req);
 	struct efs_file_info f;
 	struct efs_reader *rd;
-	char header[CONTENT_DISPOSITION_LEN], etag[80];
+	char header[CONTENT_DISPOSITION_LEN];
 	uint64_t first = 0, last = 0;
 	unsigned status = 200;
-	struct efs_reader_known known, learned;
+	struct efs_reader_known known;
 	const char *file_id = efs_http_param(req, "fileId");
+	struct parked_download *parked = req->state;
+	if (parked) {
+		/* On a blocking thread, after park_download: go on. */
+		rd = parked->rd;
+		parked->rd = NULL;
+		efs_reader_cached_only(rd, false);
+		return download_send(req, &parked->f, rd, parked->first, parked->last,
+				     parked->status, parked->learn);
+	}
 	/* The route runs on an event thread with MASTER_HTTP_THREADS: what
 	 * would wait for the store or a worker goes to a blocking thread. */
 	bool on_event_thread = !efs_http_may_block(req);
@@ -685,24 +741,38 @@ int efs_api_file_download(struct efs_http_req *req)
 		efs_reader_know(rd, &known);
 	if (rd && on_event_thread)
 		efs_reader_cached_only(rd, true);
+	return download_send(req, &f, rd, first, last, status, known.count == 0);
+}
+
+/* The rest of a download from its first chunk's fetch on: takes @rd
+ * (NULL: an empty file). @learn: keep the chunk ids it reads with the
+ * cached row. */
+static int download_send(struct efs_http_req *req, const struct efs_file_info *f,
+			 struct efs_reader *rd, uint64_t first, uint64_t last, unsigned status,
+			 bool learn)
+{
+	struct efs_master *m = efs_api_master(req);
+	struct efs_reader_known learned;
+	char header[CONTENT_DISPOSITION_LEN], etag[80];
+	int r;
 	/* The first chunk is fetched now: if no replica answers, the client
 	 * gets a JSON 503 instead of a stream cut short. */
 	if (rd && (r = efs_reader_prefetch(rd)) < 0) {
-		efs_reader_free(rd);
 		if (r == -EWOULDBLOCK) /* not cached: a blocking thread fetches it */
-			return efs_http_offload(req);
+			return park_download(req, f, rd, first, last, status, learn);
+		efs_reader_free(rd);
 		/* -ENOENT: deleted since it was cached (on another master, or
 		 * while Redis was away). */
 		if (r == -ENOENT)
-			efs_cache_file_forget(m->cache, f.file_id);
-		return efs_http_reply_errno(req, EFS_HTTP_OP_DOWNLOAD, r, f.file_id);
+			efs_cache_file_forget(m->cache, f->file_id);
+		return efs_http_reply_errno(req, EFS_HTTP_OP_DOWNLOAD, r, f->file_id);
 	}
 	/* A small file's chunk ids, read with its chunk list, spare the next
 	 * download of it that list while its chunks are cached. */
-	if (rd && !known.count && efs_reader_learned(rd, &learned))
-		efs_cache_file_learn(m->cache, f.file_id, &learned);
-	snprintf(etag, sizeof(etag), "\"%s\"", f.sha256);
-	content_disposition(f.name, header, sizeof(header));
+	if (rd && learn && efs_reader_learned(rd, &learned))
+		efs_cache_file_learn(m->cache, f->file_id, &learned);
+	snprintf(etag, sizeof(etag), "\"%s\"", f->sha256);
+	content_disposition(f->name, header, sizeof(header));
 	efs_http_add_header(req, "Content-Type", "application/octet-stream");
 	efs_http_add_header(req, "Content-Disposition", header);
 	efs_http_add_header(req, "ETag", etag);

@@ -85,7 +85,7 @@ struct efs_reader {
 	struct efs_reader_known known;
 	struct slot cur; /* the chunk being handed out */
 	/* efs_reader_cached_only: a chunk not in the chunk cache is not
-	 * fetched (-EWOULDBLOCK) */
+	 * fetched (-EWOULDBLOCK), nor read ahead */
 	bool cached_only;
 	/* read-ahead, under lock */
 	struct ahead ahead[AHEAD_MAX];
@@ -223,6 +223,10 @@ static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 			return 0;
 		}
 		missed = r == -ENOENT;
+		/* The chunk list would be read from the store (Redis and
+		 * PostgreSQL included) for a fetch that cached_only forbids. */
+		if (missed && rd->cached_only)
+			return -EWOULDBLOCK;
 	}
 	int r = chunk_entry(rd, index, &fc);
 	if (r < 0)
@@ -329,8 +333,10 @@ int efs_reader_prefetch(struct efs_reader *rd)
 			a->s.index = -1;
 		}
 	}
-	/* The next chunk; for an EC chunk the one after it too. */
-	for (uint64_t want = index + 1; want <= index + AHEAD_MAX; want++) {
+	/* The next chunk; for an EC chunk the one after it too (not while
+	 * cached_only: its caller must not wait, and the helpers would read
+	 * the flag it clears). */
+	for (uint64_t want = index + 1; !rd->cached_only && want <= index + AHEAD_MAX; want++) {
 		if (want * rd->file.chunk_size > rd->last)
 			break;
 		/* A known chunk in the cache is copied from there when its turn

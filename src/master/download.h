@@ -58,7 +58,10 @@ int efs_reader_new(const struct efs_reader_source *src, const struct efs_file_in
 void efs_reader_know(struct efs_reader *rd, const struct efs_reader_known *known);
 /* With @on, a chunk that is not in the chunk cache is not fetched from
  * its replicas: efs_reader_prefetch and efs_reader_read fail with
- * -EWOULDBLOCK instead (a caller that must not wait for a worker). */
+ * -EWOULDBLOCK instead (a caller that must not wait for a worker), and
+ * no chunk is read ahead. A known chunk id (efs_reader_know) that is no
+ * longer cached fails so too, before any store read; without known ids
+ * the chunk list is still read from the store (the caller's to allow). */
 void efs_reader_cached_only(struct efs_reader *rd, bool on);
 /* What the reader learnt of the file's chunks for a later efs_reader_know:
  * true and *out filled when it read the whole chunk list from the store in
