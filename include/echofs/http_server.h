@@ -55,7 +55,8 @@
  *      complete. A route marked nonblocking runs on the event thread
  *      instead, and its handle() may hand itself over to the pool with
  *      efs_http_offload() when it finds it must wait. Past M waiting
- *      steps the others queue. Once a stop's grace is over nothing more
+ *      steps the others queue; an urgent route's go first, and 4 more
+ *      threads take only those. Once a stop's grace is over nothing more
  *      is handed over: such a request's connection is closed. The
  *      master's API runs so with MASTER_HTTP_THREADS.
  * Either way one thread at a time touches a request. Per-request state
@@ -119,6 +120,10 @@ struct efs_http_route {
 	/* With blocking threads: the callbacks run on the event thread (they
 	 * never wait, or call efs_http_offload when they must). */
 	bool nonblocking;
+	/* With blocking threads: its steps go before the others' and have
+	 * EFS_HTTP_URGENT_THREADS threads of their own, so that requests hung
+	 * on slow peers cannot hold it up (heartbeats, health). */
+	bool urgent;
 };
 
 /* HEADER_TIMEOUT_MS of both daemons: its default and its range. */
@@ -132,6 +137,8 @@ struct efs_http_route {
 
 #define EFS_HTTP_MAX_EVENT_THREADS 256
 #define EFS_HTTP_MAX_BLOCKING_THREADS 1024
+/* Threads for urgent routes alone, besides blocking_threads. */
+#define EFS_HTTP_URGENT_THREADS 4
 
 #define EFS_HTTP_MAX_PARAMS 4
 #define EFS_HTTP_PARAM_MAX 128 /* longest path parameter, bytes */

@@ -84,6 +84,11 @@ struct conn_entry {
 	bool shut; /* shutdown() already */
 };
 
+/* Requests waiting for a pool thread, linked through priv->job_next. */
+struct job_queue {
+	struct efs_http_req *head, *tail;
+};
+
 struct efs_http_server {
 	struct MHD_Daemon *daemon;
 	int listen_fd;
@@ -113,8 +118,11 @@ struct efs_http_server {
 	/* The blocking pool (cfg.blocking_threads): requests whose next step
 	 * may wait, queued by the event threads (suspended meanwhile). */
 	pthread_mutex_t pool_lock;
-	pthread_cond_t pool_cond;
-	struct efs_http_req *jobs_head, *jobs_tail;
+	pthread_cond_t pool_cond;   /* the general threads wait here */
+	pthread_cond_t urgent_cond; /* the urgent threads wait here */
+	/* [0]: the steps of urgent routes, taken first by every thread and
+	 * alone by the EFS_HTTP_URGENT_THREADS urgent ones; [1]: the others. */
+	struct job_queue jobs[2];
 	bool pool_stop;
 	/* Set by efs_http_server_stop once its grace is over: no connection
 	 * is suspended for a job from then on (offload refuses). */
@@ -1204,13 +1212,33 @@ static _Thread_local const struct efs_http_server *pool_member;
 /* Appends @req to the pool's queue; under pool_lock. */
 static void enqueue(struct efs_http_server *srv, struct efs_http_req *req)
 {
+	bool urgent = req->route && req->route->urgent && req->priv->job != JOB_FREE;
+	struct job_queue *q = &srv->jobs[urgent ? 0 : 1];
 	req->priv->job_next = NULL;
-	if (srv->jobs_tail)
-		srv->jobs_tail->priv->job_next = req;
+	if (q->tail)
+		q->tail->priv->job_next = req;
 	else
-		srv->jobs_head = req;
-	srv->jobs_tail = req;
+		q->head = req;
+	q->tail = req;
 	pthread_cond_signal(&srv->pool_cond);
+	if (urgent)
+		pthread_cond_signal(&srv->urgent_cond);
+}
+
+/* The next job a thread takes (@urgent_only: an urgent thread), or NULL;
+ * under pool_lock. */
+static struct efs_http_req *dequeue(struct efs_http_server *srv, bool urgent_only)
+{
+	for (int i = 0; i < (urgent_only ? 1 : 2); i++) {
+		struct efs_http_req *req = srv->jobs[i].head;
+		if (!req)
+			continue;
+		srv->jobs[i].head = req->priv->job_next;
+		if (!srv->jobs[i].head)
+			srv->jobs[i].tail = NULL;
+		return req;
+	}
+	return NULL;
 }
 
 /* Suspends @req's connection and queues @job for a pool thread: from now
@@ -1310,36 +1338,47 @@ static bool job_running(struct efs_http_req *req)
 	return false;
 }
 
-static void *pool_main(void *arg)
+static void pool_run(struct efs_http_server *srv, bool urgent_only)
 {
-	struct efs_http_server *srv = arg;
 	pool_member = srv;
-	pthread_setname_np(pthread_self(), "http-blocking"); /* for top and perf */
+	pthread_cond_t *cond = urgent_only ? &srv->urgent_cond : &srv->pool_cond;
 	pthread_mutex_lock(&srv->pool_lock);
 	for (;;) {
-		while (!srv->jobs_head && !srv->pool_stop)
-			pthread_cond_wait(&srv->pool_cond, &srv->pool_lock);
-		struct efs_http_req *req = srv->jobs_head;
+		struct efs_http_req *req;
+		while (!(req = dequeue(srv, urgent_only)) && !srv->pool_stop)
+			pthread_cond_wait(cond, &srv->pool_lock);
 		if (!req)
 			break; /* stopping, and nothing is left */
-		srv->jobs_head = req->priv->job_next;
-		if (!srv->jobs_head)
-			srv->jobs_tail = NULL;
 		pthread_mutex_unlock(&srv->pool_lock);
 		run_job(req);
 		pthread_mutex_lock(&srv->pool_lock);
 	}
 	pthread_mutex_unlock(&srv->pool_lock);
+}
+
+static void *pool_main(void *arg)
+{
+	pthread_setname_np(pthread_self(), "http-blocking"); /* for top and perf */
+	pool_run(arg, false);
+	return NULL;
+}
+
+static void *pool_urgent_main(void *arg)
+{
+	pthread_setname_np(pthread_self(), "http-urgent");
+	pool_run(arg, true);
 	return NULL;
 }
 
 static int pool_start(struct efs_http_server *srv)
 {
-	unsigned n = srv->cfg.blocking_threads;
+	unsigned n = srv->cfg.blocking_threads + EFS_HTTP_URGENT_THREADS;
 	if (!(srv->pool_threads = calloc(n, sizeof(*srv->pool_threads))))
 		return -ENOMEM;
 	for (; srv->pool_started < n; srv->pool_started++) {
-		int r = pthread_create(&srv->pool_threads[srv->pool_started], NULL, pool_main, srv);
+		bool urgent = srv->pool_started < EFS_HTTP_URGENT_THREADS;
+		int r = pthread_create(&srv->pool_threads[srv->pool_started], NULL,
+				       urgent ? pool_urgent_main : pool_main, srv);
 		if (r != 0)
 			return -r;
 	}
@@ -1352,6 +1391,7 @@ static void pool_stop(struct efs_http_server *srv)
 	pthread_mutex_lock(&srv->pool_lock);
 	srv->pool_stop = true;
 	pthread_cond_broadcast(&srv->pool_cond);
+	pthread_cond_broadcast(&srv->urgent_cond);
 	pthread_mutex_unlock(&srv->pool_lock);
 	for (unsigned i = 0; i < srv->pool_started; i++)
 		pthread_join(srv->pool_threads[i], NULL);
@@ -1652,6 +1692,7 @@ static void server_free(struct efs_http_server *srv)
 	pthread_mutex_destroy(&srv->conns_lock);
 	pthread_mutex_destroy(&srv->pool_lock);
 	pthread_cond_destroy(&srv->pool_cond);
+	pthread_cond_destroy(&srv->urgent_cond);
 	free(srv->tls_cert);
 	free(srv->tls_key);
 	free(srv);
@@ -1779,6 +1820,7 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 	pthread_mutex_init(&srv->conns_lock, NULL);
 	pthread_mutex_init(&srv->pool_lock, NULL);
 	pthread_cond_init(&srv->pool_cond, NULL);
+	pthread_cond_init(&srv->urgent_cond, NULL);
 
 	srv->cfg.error = NULL; /* the caller's buffer serves this call only */
 	srv->cfg.error_len = 0;

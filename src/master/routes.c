@@ -7,20 +7,22 @@
 
 const struct efs_http_route efs_master_routes[] = {
 	/* system */
-	{"GET", "/api/v1/health", EFS_AUTH_NONE, .handle = efs_api_health},
+	/* urgent (MASTER_HTTP_THREADS): threads of their own, so that the
+	 * workers' beats and the probes never wait behind hung requests */
+	{"GET", "/api/v1/health", EFS_AUTH_NONE, .handle = efs_api_health, .urgent = true},
 	{"GET", "/api/v1/stats", EFS_AUTH_ANY, .handle = efs_api_stats},
 	{"GET", "/api/v1/stats/history", EFS_AUTH_ANY, .handle = efs_api_stats_history},
 	/* observability: Prometheus scrapes without credentials (see
 	 * docs/OPERATIONS.md); the page holds no data of its own */
-	{"GET", "/metrics", EFS_AUTH_NONE, .handle = efs_api_metrics},
+	{"GET", "/metrics", EFS_AUTH_NONE, .handle = efs_api_metrics, .urgent = true},
 	{"GET", "/", EFS_AUTH_NONE, .handle = efs_api_dashboard},
 	/* workers (cluster) */
 	{"POST", "/api/v1/workers/register", EFS_AUTH_CLUSTER,
-	 .handle = efs_api_worker_register, .max_body = JSON_BODY_MAX},
+	 .handle = efs_api_worker_register, .max_body = JSON_BODY_MAX, .urgent = true},
 	{"POST", "/api/v1/workers/{workerId}/heartbeat", EFS_AUTH_CLUSTER,
-	 .handle = efs_api_worker_heartbeat, .max_body = JSON_BODY_MAX},
+	 .handle = efs_api_worker_heartbeat, .max_body = JSON_BODY_MAX, .urgent = true},
 	{"POST", "/api/v1/workers/{workerId}/report", EFS_AUTH_CLUSTER,
-	 .handle = efs_api_worker_report, .max_body = 4 * 1024 * 1024},
+	 .handle = efs_api_worker_report, .max_body = 4 * 1024 * 1024, .urgent = true},
 	{"GET", "/api/v1/workers", EFS_AUTH_ANY, .handle = efs_api_worker_list},
 	/* upload sessions (users) */
 	{"POST", "/api/v1/files/upload/init", EFS_AUTH_USER, .handle = efs_api_session_init,

@@ -148,8 +148,9 @@ static void test_the_replys_own_content_type_wins(void **state)
 /* Set when a callback that must run on a blocking thread did not, or one
  * that must run on the event thread did not either. */
 static atomic_int misplaced;
-/* /wait: entered, and let go. */
-static atomic_bool waiting, let_go;
+/* /wait: how many entered, and let go. */
+static atomic_int waiting;
+static atomic_bool let_go;
 
 struct sum {
 	uint32_t crc;
@@ -238,7 +239,7 @@ static int big_handle(struct efs_http_req *req)
 
 static int wait_handle(struct efs_http_req *req)
 {
-	atomic_store(&waiting, true);
+	atomic_fetch_add(&waiting, 1);
 	while (!atomic_load(&let_go))
 		efs_sleep_ms(1);
 	return efs_http_reply_bytes(req, 200, "text/plain", "waited", 6);
@@ -257,11 +258,19 @@ static int fast_handle(struct efs_http_req *req)
 	return efs_http_reply_bytes(req, 200, "text/plain", may_block ? "pool" : "event", 5);
 }
 
+static int urgent_handle(struct efs_http_req *req)
+{
+	if (!efs_http_may_block(req))
+		atomic_fetch_add(&misplaced, 1);
+	return efs_http_reply_bytes(req, 200, "text/plain", "urgent", 6);
+}
+
 static const struct efs_http_route pool_routes[] = {
     {"POST", "/sum", EFS_AUTH_NONE, .begin = sum_begin, .body = sum_body, .handle = sum_handle},
     {"GET", "/stream", EFS_AUTH_NONE, .handle = stream_handle},
     {"GET", "/wait", EFS_AUTH_NONE, .handle = wait_handle},
     {"GET", "/big", EFS_AUTH_NONE, .handle = big_handle},
+    {"GET", "/urgent", EFS_AUTH_NONE, .handle = urgent_handle, .urgent = true},
     {"GET", "/fast", EFS_AUTH_NONE, .handle = fast_handle, .nonblocking = true},
 };
 
@@ -389,12 +398,12 @@ static void test_a_waiting_handler_does_not_stop_the_event_thread(void **state)
 	pthread_t t;
 	long status = 0;
 	char url[64];
-	atomic_store(&waiting, false);
+	atomic_store(&waiting, 0);
 	atomic_store(&let_go, false);
 	assert_int_equal(pthread_create(&t, NULL, wait_call, &status), 0);
-	for (int i = 0; i < 5000 && !atomic_load(&waiting); i++)
+	for (int i = 0; i < 5000 && atomic_load(&waiting) < 1; i++)
 		efs_sleep_ms(1);
-	assert_true(atomic_load(&waiting));
+	assert_int_equal(atomic_load(&waiting), 1);
 	for (int offload = 0; offload < 2; offload++) {
 		struct efs_http_call call;
 		pool_url(url, sizeof(url), offload ? "/fast?offload=1" : "/fast");
@@ -409,6 +418,36 @@ static void test_a_waiting_handler_does_not_stop_the_event_thread(void **state)
 	atomic_store(&let_go, true);
 	pthread_join(t, NULL);
 	assert_int_equal(status, 200);
+	assert_int_equal(atomic_load(&misplaced), 0);
+}
+
+/* Every blocking thread held by a waiting handler: an urgent route still
+ * answers, on a thread of its own. */
+static void test_an_urgent_route_answers_while_every_blocking_thread_waits(void **state)
+{
+	pthread_t t[2]; /* pool_setup's blocking_threads */
+	long status[2] = {0, 0};
+	char url[64];
+	struct efs_http_call call;
+	atomic_store(&waiting, 0);
+	atomic_store(&let_go, false);
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(t); i++)
+		assert_int_equal(pthread_create(&t[i], NULL, wait_call, &status[i]), 0);
+	for (int i = 0; i < 5000 && atomic_load(&waiting) < 2; i++)
+		efs_sleep_ms(1);
+	assert_int_equal(atomic_load(&waiting), 2);
+	pool_url(url, sizeof(url), "/urgent");
+	efs_http_call_init(&call, "GET", url);
+	assert_int_equal(efs_http_call_run(client, &call), 0);
+	assert_int_equal(call.status, 200);
+	assert_memory_equal(call.resp.data, "urgent", 6);
+	efs_http_call_release(&call);
+	assert_false(atomic_load(&let_go)); /* answered while both waited */
+	atomic_store(&let_go, true);
+	for (size_t i = 0; i < EFS_ARRAY_SIZE(t); i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(status[i], 200);
+	}
 	assert_int_equal(atomic_load(&misplaced), 0);
 }
 
@@ -473,6 +512,9 @@ int main(void)
 					    pool_setup, pool_teardown),
 	    cmocka_unit_test_setup_teardown(test_a_waiting_handler_does_not_stop_the_event_thread,
 					    pool_setup, pool_teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_an_urgent_route_answers_while_every_blocking_thread_waits, pool_setup,
+		pool_teardown),
 	    cmocka_unit_test_setup_teardown(test_a_stop_with_streams_in_flight_closes_them,
 					    pool_setup, pool_teardown),
 	};
