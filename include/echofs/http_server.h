@@ -122,7 +122,8 @@ struct efs_http_route {
 	bool nonblocking;
 	/* With blocking threads: its steps go before the others' and have
 	 * EFS_HTTP_URGENT_THREADS threads of their own, so that requests hung
-	 * on slow peers cannot hold it up (heartbeats, health). */
+	 * on slow peers cannot hold it up (the workers' heartbeats). Only for
+	 * routes that strangers cannot flood. */
 	bool urgent;
 };
 

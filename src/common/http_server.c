@@ -212,6 +212,11 @@ struct stream_tramp {
 	struct efs_http_req *req;
 	struct efs_http_req_private *priv;
 	struct stream_bridge *bridge; /* NULL: read() runs where libmicrohttpd calls it */
+	/* Whoever sets it first calls free_fn: stream_free (libmicrohttpd's
+	 * last reference, on whichever thread drops it) or, with a pool,
+	 * req_free on the pool, so that a free_fn that waits (a download's
+	 * read-ahead) never runs on an event thread. */
+	atomic_bool free_claimed;
 };
 
 /* ---- route matching ------------------------------------------------- */
@@ -585,7 +590,7 @@ static void stream_fill(struct stream_tramp *t)
 static void stream_free(void *cls)
 {
 	struct stream_tramp *t = cls;
-	if (t->free_fn)
+	if (t->free_fn && !atomic_exchange(&t->free_claimed, true))
 		t->free_fn(t->ctx);
 	free(t->bridge);
 	free(t);
@@ -1349,6 +1354,12 @@ static void pool_run(struct efs_http_server *srv, bool urgent_only)
 			pthread_cond_wait(cond, &srv->pool_lock);
 		if (!req)
 			break; /* stopping, and nothing is left */
+		/* A wake may have been meant for a job of the other queue than
+		 * the one taken: pass it on while work is left. */
+		if (srv->jobs[0].head || srv->jobs[1].head)
+			pthread_cond_signal(&srv->pool_cond);
+		if (srv->jobs[0].head)
+			pthread_cond_signal(&srv->urgent_cond);
 		pthread_mutex_unlock(&srv->pool_lock);
 		run_job(req);
 		pthread_mutex_lock(&srv->pool_lock);
@@ -1594,6 +1605,11 @@ static void req_free(struct efs_http_req *req)
 	if (req->state_free)
 		req->state_free(req->state);
 	efs_buf_release(&req->body);
+	/* The stream's free_fn here, while this reference keeps it alive:
+	 * libmicrohttpd may drop its own last, on the event thread. */
+	struct stream_tramp *t = priv->stream;
+	if (t && t->free_fn && !atomic_exchange(&t->free_claimed, true))
+		t->free_fn(t->ctx);
 	if (priv->response)
 		MHD_destroy_response(priv->response);
 	for (unsigned i = 0; i < priv->header_count; i++) {
@@ -1635,7 +1651,9 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 			 shown, priv->status, (unsigned long long)priv->bytes_in,
 			 (unsigned long long)priv->bytes_out, ms, user, (int)toe);
 
-	if (srv->cfg.blocking_threads > 0)
+	/* What may wait (a route's state, a stream's free_fn) is freed on the
+	 * pool; the rest at once. */
+	if (srv->cfg.blocking_threads > 0 && (req->state_free || priv->stream))
 		free_on_pool(req);
 	else
 		req_free(req);

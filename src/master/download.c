@@ -225,7 +225,7 @@ static int load(struct efs_reader *rd, uint64_t index, struct slot *s)
 		missed = r == -ENOENT;
 		/* The chunk list would be read from the store (Redis and
 		 * PostgreSQL included) for a fetch that cached_only forbids. */
-		if (missed && rd->cached_only)
+		if (rd->cached_only)
 			return -EWOULDBLOCK;
 	}
 	int r = chunk_entry(rd, index, &fc);

@@ -7,16 +7,16 @@
 
 const struct efs_http_route efs_master_routes[] = {
 	/* system */
-	/* urgent (MASTER_HTTP_THREADS): threads of their own, so that the
-	 * workers' beats and the probes never wait behind hung requests */
-	{"GET", "/api/v1/health", EFS_AUTH_NONE, .handle = efs_api_health, .urgent = true},
+	{"GET", "/api/v1/health", EFS_AUTH_NONE, .handle = efs_api_health},
 	{"GET", "/api/v1/stats", EFS_AUTH_ANY, .handle = efs_api_stats},
 	{"GET", "/api/v1/stats/history", EFS_AUTH_ANY, .handle = efs_api_stats_history},
 	/* observability: Prometheus scrapes without credentials (see
 	 * docs/OPERATIONS.md); the page holds no data of its own */
-	{"GET", "/metrics", EFS_AUTH_NONE, .handle = efs_api_metrics, .urgent = true},
+	{"GET", "/metrics", EFS_AUTH_NONE, .handle = efs_api_metrics},
 	{"GET", "/", EFS_AUTH_NONE, .handle = efs_api_dashboard},
-	/* workers (cluster) */
+	/* workers (cluster); urgent (MASTER_HTTP_THREADS): threads of their
+	 * own, so that the beats never wait behind requests hung on a worker
+	 * (only the cluster may send these: no flood can outrank the rest) */
 	{"POST", "/api/v1/workers/register", EFS_AUTH_CLUSTER,
 	 .handle = efs_api_worker_register, .max_body = JSON_BODY_MAX, .urgent = true},
 	{"POST", "/api/v1/workers/{workerId}/heartbeat", EFS_AUTH_CLUSTER,
