@@ -661,7 +661,7 @@ static void parked_download_free(void *p)
 
 static int download_send(struct efs_http_req *req, const struct efs_file_info *f,
 			 struct efs_reader *rd, uint64_t first, uint64_t last, unsigned status,
-			 bool learn);
+			 bool learn, bool cached_only);
 
 /* Parks the download (its row, range and @rd, taken) for a blocking
  * thread, which runs the handler again. */
@@ -704,7 +704,7 @@ int efs_api_file_download(struct efs_http_req *req)
 		parked->rd = NULL;
 		efs_reader_cached_only(rd, false);
 		return download_send(req, &parked->f, rd, parked->first, parked->last,
-				     parked->status, parked->learn);
+				     parked->status, parked->learn, false);
 	}
 	/* The route runs on an event thread with MASTER_HTTP_THREADS: what
 	 * would wait for the store or a worker goes to a blocking thread. */
@@ -741,15 +741,17 @@ int efs_api_file_download(struct efs_http_req *req)
 		efs_reader_know(rd, &known);
 	if (rd && on_event_thread)
 		efs_reader_cached_only(rd, true);
-	return download_send(req, &f, rd, first, last, status, known.count == 0);
+	return download_send(req, &f, rd, first, last, status, known.count == 0, on_event_thread);
 }
 
 /* The rest of a download from its first chunk's fetch on: takes @rd
  * (NULL: an empty file). @learn: keep the chunk ids it reads with the
- * cached row. */
+ * cached row. @cached_only: @rd is (efs_reader_cached_only), so its
+ * -EWOULDBLOCK means "not cached" (it is -EAGAIN too, which the store
+ * answers when unreachable: a 503 otherwise). */
 static int download_send(struct efs_http_req *req, const struct efs_file_info *f,
 			 struct efs_reader *rd, uint64_t first, uint64_t last, unsigned status,
-			 bool learn)
+			 bool learn, bool cached_only)
 {
 	struct efs_master *m = efs_api_master(req);
 	struct efs_reader_known learned;
@@ -758,7 +760,7 @@ static int download_send(struct efs_http_req *req, const struct efs_file_info *f
 	/* The first chunk is fetched now: if no replica answers, the client
 	 * gets a JSON 503 instead of a stream cut short. */
 	if (rd && (r = efs_reader_prefetch(rd)) < 0) {
-		if (r == -EWOULDBLOCK) /* not cached: a blocking thread fetches it */
+		if (r == -EWOULDBLOCK && cached_only) /* a blocking thread fetches it */
 			return park_download(req, f, rd, first, last, status, learn);
 		efs_reader_free(rd);
 		/* -ENOENT: deleted since it was cached (on another master, or
