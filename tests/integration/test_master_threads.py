@@ -25,15 +25,14 @@ ECHOFS_TEST_MASTER_HTTP_THREADS=2 is set (docs/HACKING.md).
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
 import threading
 
 import pytest
 
 import echofs_harness as h
+from test_upload_memory import refused_before_the_body
 
 pytestmark = [
     pytest.mark.skipif(h.TLS, reason="the refusal test speaks plain HTTP on a raw socket"),
@@ -101,31 +100,9 @@ def test_every_kind_of_upload_and_download(cluster, threads):
 @pytest.mark.parametrize("threads", THREADS)
 def test_a_refusal_still_comes_before_the_body(cluster, threads):
     m = start(cluster, threads)
-    token = cluster.token("alice")
-    sock = socket.create_connection(("127.0.0.1", m.port), timeout=10)
-    try:
-        sock.sendall((f"POST /api/v1/files/upload/chunk?session_id={'0' * 32}&chunk_index=0 "
-                      f"HTTP/1.1\r\nHost: 127.0.0.1:{m.port}\r\n"
-                      f"Authorization: Bearer {token}\r\n"
-                      "Content-Type: application/octet-stream\r\n"
-                      f"Content-Length: {64 * 1024 * 1024}\r\n"
-                      "Expect: 100-continue\r\n\r\n").encode())
-        got = b""
-        while b"\r\n\r\n" not in got:
-            more = sock.recv(65536)
-            assert more, f"closed after {got!r}"
-            got += more
-        head, _, rest = got.partition(b"\r\n\r\n")
-        status = int(head.split()[1])
-        assert status == 404, f"the master answered {head!r} to a chunk for no session"
-        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
-        while len(rest) < length:
-            more = sock.recv(65536)
-            assert more
-            rest += more
-        assert json.loads(rest[:length])["error"]["code"] == "session_not_found"
-    finally:
-        sock.close()
+    status, _, body = refused_before_the_body(m, cluster.token("alice"),
+                                              f"session_id={'0' * 32}&chunk_index=0")
+    assert (status, body["error"]["code"]) == (404, "session_not_found"), (status, body)
 
 
 def in_flight(m: h.Master) -> float:
