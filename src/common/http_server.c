@@ -210,7 +210,6 @@ struct stream_tramp {
 	void *ctx;
 	void (*free_fn)(void *ctx);
 	struct efs_http_req *req;
-	struct efs_http_req_private *priv;
 	struct stream_bridge *bridge; /* NULL: read() runs where libmicrohttpd calls it */
 	/* Whoever sets it first calls free_fn: stream_free (libmicrohttpd's
 	 * last reference, on whichever thread drops it) or, with a pool,
@@ -562,7 +561,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 		size_t n = EFS_MIN(max, b->len - b->off);
 		memcpy(buf, b->data + b->off, n);
 		b->off += n;
-		t->priv->bytes_out += n;
+		t->req->priv->bytes_out += n;
 		return (ssize_t)n;
 	}
 	ssize_t n = t->read(t->ctx, pos, buf, max);
@@ -570,7 +569,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 		return MHD_CONTENT_READER_END_OF_STREAM;
 	if (n < 0)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
-	t->priv->bytes_out += (uint64_t)n;
+	t->req->priv->bytes_out += (uint64_t)n;
 	return n;
 }
 
@@ -616,7 +615,6 @@ int efs_http_reply_stream(struct efs_http_req *req, unsigned status, int64_t len
 	t->ctx = ctx;
 	t->free_fn = free_fn;
 	t->req = req;
-	t->priv = req->priv;
 	uint64_t size = length < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)length;
 	/* libmicrohttpd allocates (and zeroes) the block with the response:
 	 * no bigger than the body. */
