@@ -12,49 +12,79 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The local tier: direct-mapped by file id, EFS_FILE_CACHE_TTL_MS. It
- * saves the store query (or the Redis round trip) that every download
- * began with. Another master's delete does not reach it; see cache.h for
- * why downloads stay correct. Its slots hold what a download uses of a
- * file row (not its S3 bucket and key, which the Redis entries do not
- * carry either): about 870 bytes each, 14 MiB for all, of which only the
- * slots used are ever touched. */
-#define LOCAL_FILE_SLOTS 16384
+/* The local tier: set-associative by file id (LOCAL_SETS sets of
+ * LOCAL_WAYS entries, the least recently used of a full set replaced),
+ * EFS_FILE_CACHE_TTL_MS. It saves the store query (or the Redis round
+ * trip) that every download began with, and with the chunk ids it may
+ * hold (efs_cache_file_learn) the chunk list query too. Another master's
+ * delete does not reach it; see cache.h for why downloads stay correct.
+ * Its entries hold what a download uses of a file row (not its S3 bucket
+ * and key, which the Redis entries do not carry either), the name out of
+ * line and the chunk ids as bytes: about 470 bytes each, 15 MiB for all
+ * 32,768, of which only the sets used are ever touched. Direct-mapped
+ * 16,384 slots held about 40% of 35,000 files downloaded at random (a
+ * full `make bench` upload phase); these hold nearly all of them
+ * (docs/PERFORMANCE.md, "A local file tier of 32,768 entries"). */
+#define LOCAL_WAYS EFS_FILE_CACHE_WAYS
+#define LOCAL_SETS EFS_FILE_CACHE_SETS
 
 struct local_file {
 	int64_t added_ms; /* efs_mono_ms */
-	char file_id[EFS_ID_MAX + 1]; /* "": empty slot */
+	uint64_t used;	  /* efs_cache.clock at its last put or hit */
+	char file_id[EFS_ID_MAX + 1];
 	char owner[EFS_ID_MAX + 1];
-	char name[EFS_NAME_MAX + 1];
+	char *name; /* malloc'd; NULL for "" */
 	char sha256[65];
 	char policy[24];
 	uint64_t size, chunk_size, chunk_count, stored_bytes;
 	int64_t created_at_ms;
 	unsigned replication;
-	struct efs_reader_known known; /* count 0: not learnt */
+	/* The chunk ids a download learnt (efs_reader_known, packed): 0 none. */
+	unsigned known_count;
+	uint64_t known_removals;
+	struct {
+		uint8_t id[32];
+		uint64_t size;
+	} known[EFS_READER_KNOWN_MAX];
+};
+
+struct local_set {
+	/* Per way: a hash of its file id, never 0; 0: the way is empty. Read
+	 * before any entry's id, so a miss touches one cache line. */
+	uint32_t tag[LOCAL_WAYS];
+	struct local_file way[LOCAL_WAYS];
 };
 
 /* Copied field by field with memcpy: the arrays must be the row's. */
 _Static_assert(sizeof(((struct local_file *)0)->policy) ==
 		   sizeof(((struct efs_file_info *)0)->policy),
 	       "local_file.policy");
-_Static_assert(sizeof(((struct local_file *)0)->name) == sizeof(((struct efs_file_info *)0)->name),
-	       "local_file.name");
+_Static_assert(sizeof(((struct local_file *)0)->sha256) ==
+		   sizeof(((struct efs_file_info *)0)->sha256),
+	       "local_file.sha256");
+_Static_assert(sizeof(((struct efs_file_info *)0)->name) == EFS_NAME_MAX + 1, "efs_file_info.name");
 
 struct efs_cache {
 	struct efs_meta *meta;
 	struct efs_redis *redis; /* NULL: no Redis tier */
 	pthread_mutex_t local_lock;
-	struct local_file local_files[LOCAL_FILE_SLOTS];
+	uint64_t clock;		 /* under local_lock: one tick per put or hit */
+	struct local_set *local; /* LOCAL_SETS */
 };
 
 int efs_cache_new(struct efs_meta *meta, struct efs_redis *redis, struct efs_cache **out)
 {
 	struct efs_cache *c = calloc(1, sizeof(*c));
-	if (!c)
+	/* Untouched until used: calloc maps zero pages. */
+	struct local_set *local = calloc(LOCAL_SETS, sizeof(*local));
+	if (!c || !local) {
+		free(c);
+		free(local);
 		return -ENOMEM;
+	}
 	c->meta = meta;
 	c->redis = redis;
+	c->local = local;
 	pthread_mutex_init(&c->local_lock, NULL);
 	*out = c;
 	return 0;
@@ -64,19 +94,68 @@ void efs_cache_free(struct efs_cache *c)
 {
 	if (!c)
 		return;
+	for (size_t s = 0; s < LOCAL_SETS; s++)
+		for (size_t w = 0; w < LOCAL_WAYS; w++)
+			free(c->local[s].way[w].name);
+	free(c->local);
 	pthread_mutex_destroy(&c->local_lock);
 	free(c);
 }
 
-static size_t local_slot(const char *file_id)
+struct local_key {
+	size_t set;
+	uint32_t tag;
+};
+
+static struct local_key local_key(const char *file_id)
 {
-	return (size_t)(efs_fnv1a(EFS_FNV1A_INIT, file_id, strlen(file_id)) % LOCAL_FILE_SLOTS);
+	uint64_t h = efs_fnv1a(EFS_FNV1A_INIT, file_id, strlen(file_id));
+	uint32_t tag = (uint32_t)(h >> 32);
+	return (struct local_key){.set = (size_t)(h % LOCAL_SETS), .tag = tag ? tag : 1};
 }
 
-static bool local_fresh(struct efs_cache *c, size_t i, const char *file_id)
+size_t efs_cache_file_set(const char *file_id)
 {
-	return strcmp(c->local_files[i].file_id, file_id) == 0 &&
-	       efs_mono_ms() - c->local_files[i].added_ms < EFS_FILE_CACHE_TTL_MS;
+	return local_key(file_id).set;
+}
+
+/* The way of @set holding @file_id, or -1. Under local_lock. */
+static int local_find(const struct local_set *set, struct local_key k, const char *file_id)
+{
+	for (int w = 0; w < LOCAL_WAYS; w++)
+		if (set->tag[w] == k.tag && strcmp(set->way[w].file_id, file_id) == 0)
+			return w;
+	return -1;
+}
+
+/* The way of @file_id's entry if it is there and fresh, or -1. Under
+ * local_lock. */
+static int local_fresh(struct efs_cache *c, struct local_key k, const char *file_id)
+{
+	const struct local_set *set = &c->local[k.set];
+	int w = local_find(set, k, file_id);
+	if (w >= 0 && efs_mono_ms() - set->way[w].added_ms >= EFS_FILE_CACHE_TTL_MS)
+		return -1;
+	return w;
+}
+
+static int lower_hex_value(char ch)
+{
+	return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Packs exactly 64 lowercase hex digits (a chunk id, as efs_hex_encode
+ * gives it back) into @out; false for anything else. */
+static bool id_pack(const char *hex, uint8_t out[32])
+{
+	for (size_t i = 0; i < 32; i++) {
+		int hi = lower_hex_value(hex[2 * i]);
+		int lo = hi < 0 ? -1 : lower_hex_value(hex[2 * i + 1]);
+		if (lo < 0)
+			return false;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return hex[64] == '\0';
 }
 
 /* The local entry of @file_id, with its chunk ids in @known (when not
@@ -84,19 +163,20 @@ static bool local_fresh(struct efs_cache *c, size_t i, const char *file_id)
 static bool local_get(struct efs_cache *c, const char *file_id, struct efs_file_info *out,
 		      struct efs_reader_known *known)
 {
-	size_t i = local_slot(file_id);
-	bool hit = false;
+	struct local_key k = local_key(file_id);
 	uint64_t removals;
 	/* Read before the entry: a removal after it is a concurrent
 	 * request's, which may go either way. */
 	bool counted = known && efs_meta_removals(c->meta, &removals) == 0;
 	pthread_mutex_lock(&c->local_lock);
-	if (local_fresh(c, i, file_id)) {
-		const struct local_file *l = &c->local_files[i];
+	int w = local_fresh(c, k, file_id);
+	if (w >= 0) {
+		struct local_file *l = &c->local[k.set].way[w];
 		memset(out, 0, sizeof(*out));
 		memcpy(out->file_id, l->file_id, sizeof(out->file_id));
 		memcpy(out->owner, l->owner, sizeof(out->owner));
-		memcpy(out->name, l->name, sizeof(out->name));
+		if (l->name)
+			efs_strlcpy(out->name, l->name, sizeof(out->name));
 		memcpy(out->sha256, l->sha256, sizeof(out->sha256));
 		memcpy(out->policy, l->policy, sizeof(out->policy));
 		out->size = l->size;
@@ -105,13 +185,19 @@ static bool local_get(struct efs_cache *c, const char *file_id, struct efs_file_
 		out->stored_bytes = l->stored_bytes;
 		out->created_at_ms = l->created_at_ms;
 		out->replication = l->replication;
-		hit = true;
-		if (counted && c->local_files[i].known.count > 0 &&
-		    c->local_files[i].known.removals == removals)
-			*known = c->local_files[i].known;
+		l->used = ++c->clock;
+		if (counted && l->known_count > 0 && l->known_removals == removals) {
+			known->count = l->known_count;
+			known->removals = l->known_removals;
+			for (unsigned i = 0; i < l->known_count; i++) {
+				efs_hex_encode(l->known[i].id, sizeof(l->known[i].id),
+					       known->chunk[i].chunk_id);
+				known->chunk[i].size = l->known[i].size;
+			}
+		}
 	}
 	pthread_mutex_unlock(&c->local_lock);
-	return hit;
+	return w >= 0;
 }
 
 static void local_put(struct efs_cache *c, const struct efs_file_info *f)
@@ -119,12 +205,30 @@ static void local_put(struct efs_cache *c, const struct efs_file_info *f)
 	/* An empty file has no chunk list that would reveal its deletion. */
 	if (f->size == 0 || !f->file_id[0])
 		return;
-	size_t i = local_slot(f->file_id);
+	char *name = NULL;
+	if (f->name[0] && !(name = strdup(f->name)))
+		return; /* out of memory: not kept */
+	struct local_key k = local_key(f->file_id);
 	pthread_mutex_lock(&c->local_lock);
-	struct local_file *l = &c->local_files[i];
+	struct local_set *set = &c->local[k.set];
+	int w = local_find(set, k, f->file_id);
+	if (w < 0) { /* an empty way, else the least recently used */
+		w = 0;
+		for (int i = 0; i < LOCAL_WAYS; i++) {
+			if (!set->tag[i]) {
+				w = i;
+				break;
+			}
+			if (set->way[i].used < set->way[w].used)
+				w = i;
+		}
+	}
+	struct local_file *l = &set->way[w];
+	char *old = l->name;
+	set->tag[w] = k.tag;
 	memcpy(l->file_id, f->file_id, sizeof(l->file_id));
 	memcpy(l->owner, f->owner, sizeof(l->owner));
-	memcpy(l->name, f->name, sizeof(l->name));
+	l->name = name;
 	memcpy(l->sha256, f->sha256, sizeof(l->sha256));
 	memcpy(l->policy, f->policy, sizeof(l->policy));
 	l->size = f->size;
@@ -133,18 +237,28 @@ static void local_put(struct efs_cache *c, const struct efs_file_info *f)
 	l->stored_bytes = f->stored_bytes;
 	l->created_at_ms = f->created_at_ms;
 	l->replication = f->replication;
-	l->known.count = 0;
+	l->known_count = 0;
 	l->added_ms = efs_mono_ms();
+	l->used = ++c->clock;
 	pthread_mutex_unlock(&c->local_lock);
+	free(old);
 }
 
 static void local_forget(struct efs_cache *c, const char *file_id)
 {
-	size_t i = local_slot(file_id);
+	struct local_key k = local_key(file_id);
+	char *old = NULL;
 	pthread_mutex_lock(&c->local_lock);
-	if (strcmp(c->local_files[i].file_id, file_id) == 0)
-		c->local_files[i].file_id[0] = '\0';
+	struct local_set *set = &c->local[k.set];
+	int w = local_find(set, k, file_id);
+	if (w >= 0) {
+		set->tag[w] = 0;
+		set->way[w].file_id[0] = '\0';
+		old = set->way[w].name;
+		set->way[w].name = NULL;
+	}
 	pthread_mutex_unlock(&c->local_lock);
+	free(old);
 }
 
 #define ENTRY_MAX (8 * 1024)
@@ -224,12 +338,24 @@ static bool take_u64(const json_t *j, const char *name, uint64_t *out)
 void efs_cache_file_learn(struct efs_cache *c, const char *file_id,
 			  const struct efs_reader_known *known)
 {
+	uint8_t ids[EFS_READER_KNOWN_MAX][32];
 	if (!known->count || known->count > EFS_READER_KNOWN_MAX)
 		return;
-	size_t i = local_slot(file_id);
+	for (size_t i = 0; i < known->count; i++)
+		if (!id_pack(known->chunk[i].chunk_id, ids[i]))
+			return; /* not a chunk id as the store writes them: not kept */
+	struct local_key k = local_key(file_id);
 	pthread_mutex_lock(&c->local_lock);
-	if (local_fresh(c, i, file_id))
-		c->local_files[i].known = *known;
+	int w = local_fresh(c, k, file_id);
+	if (w >= 0) {
+		struct local_file *l = &c->local[k.set].way[w];
+		l->known_count = (unsigned)known->count;
+		l->known_removals = known->removals;
+		for (size_t i = 0; i < known->count; i++) {
+			memcpy(l->known[i].id, ids[i], sizeof(l->known[i].id));
+			l->known[i].size = known->chunk[i].size;
+		}
+	}
 	pthread_mutex_unlock(&c->local_lock);
 }
 

@@ -10,9 +10,10 @@
  * changes with every chunk, is always read from the store. Without Redis,
  * or while it is unreachable, every call goes to the store.
  *
- * In front of Redis, each master keeps the file metadata of up to 1024
+ * In front of Redis, each master keeps the file metadata of up to 32,768
  * recent downloads in its own memory (same TTL; files of 0 bytes are not
- * kept). A delete through this master forgets its entry; a delete through
+ * kept; EFS_FILE_CACHE_SETS sets of EFS_FILE_CACHE_WAYS entries by file
+ * id, a full set dropping its least recently used entry). A delete through this master forgets its entry; a delete through
  * another master does not, which is safe because efs_cache_file_get serves
  * downloads only, and a download reads the file's chunk list from the
  * store: an empty list answers 404 and forgets the entry.
@@ -39,6 +40,8 @@
 struct efs_cache;
 
 #define EFS_FILE_CACHE_TTL_MS (10 * 60 * 1000)
+#define EFS_FILE_CACHE_WAYS 8
+#define EFS_FILE_CACHE_SETS 4096
 
 /* A cache in front of @meta, with @redis as the shared tier (NULL: none);
  * both must outlive it. 0 or -ENOMEM. */
@@ -62,6 +65,9 @@ int efs_cache_file_peek(struct efs_cache *cache, const char *file_id, struct efs
 void efs_cache_file_learn(struct efs_cache *cache, const char *file_id,
 			  const struct efs_reader_known *known);
 void efs_cache_file_forget(struct efs_cache *cache, const char *file_id);
+/* The set of this master's memory that @file_id's entry goes to, 0 ..
+ * EFS_FILE_CACHE_SETS - 1 (for tests that fill one set). */
+size_t efs_cache_file_set(const char *file_id);
 /* efs_meta_session_get through the cache; out->version is -1 when it came
  * from the cache. */
 int efs_cache_session_get(struct efs_cache *cache, const char *session_id,

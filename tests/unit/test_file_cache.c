@@ -255,6 +255,98 @@ static void test_learn_without_an_entry_keeps_nothing(void **state)
 	assert_int_equal(efs_cache_file_get(f->cache, f->file.file_id, &got, NULL), 0);
 }
 
+/* Records a one-chunk file @file_id named @name in the store (the
+ * fixture's chunk, deduplicated), its row in *out. */
+static void create_file(struct fixture *f, const char *file_id, const char *name,
+			struct efs_file_info *out)
+{
+	*out = f->file;
+	efs_strlcpy(out->file_id, file_id, sizeof(out->file_id));
+	efs_strlcpy(out->name, name, sizeof(out->name));
+	assert_int_equal(efs_meta_file_create_single(f->meta, out, &f->chunk, worker_ids, WORKERS,
+						     true, efs_now_ms()),
+			 0);
+}
+
+/* Whether this master's memory holds @file_id's row (peek never reads
+ * the store); when it does, the row must be @want's. */
+static bool held(struct fixture *f, const struct efs_file_info *want)
+{
+	struct efs_file_info got;
+	struct efs_reader_known known;
+	if (efs_cache_file_peek(f->cache, want->file_id, &got, &known) < 0)
+		return false;
+	assert_string_equal(got.file_id, want->file_id);
+	assert_string_equal(got.owner, want->owner);
+	assert_string_equal(got.name, want->name);
+	assert_string_equal(got.sha256, want->sha256);
+	assert_int_equal(got.size, want->size);
+	assert_int_equal(got.chunk_count, want->chunk_count);
+	assert_int_equal(got.replication, want->replication);
+	return true;
+}
+
+/* 3,000 files read once are all held afterwards, with their names (out
+ * of line: a long one, an empty one). Direct-mapped slots lost about 9%
+ * of them to collisions (16,384 slots: 263 here). */
+#define MANY_FILES 3000
+static void test_many_files_are_all_held(void **state)
+{
+	struct fixture *f = *state;
+	static struct efs_file_info files[MANY_FILES];
+	struct efs_file_info got;
+	char id[EFS_ID_MAX + 1], name[EFS_NAME_MAX + 1];
+	for (size_t i = 0; i < MANY_FILES; i++) {
+		snprintf(id, sizeof(id), "%032zx", 0x100000 + i);
+		if (i == 1)
+			memset(name, 'n', EFS_NAME_MAX), name[EFS_NAME_MAX] = '\0';
+		else
+			snprintf(name, sizeof(name), i == 2 ? "" : "file-%zu", i);
+		create_file(f, id, name, &files[i]);
+	}
+	for (size_t i = 0; i < MANY_FILES; i++) {
+		assert_false(held(f, &files[i]));
+		assert_int_equal(efs_cache_file_get(f->cache, files[i].file_id, &got, NULL), 0);
+	}
+	for (size_t i = 0; i < MANY_FILES; i++)
+		assert_true(held(f, &files[i]));
+}
+
+/* A full set drops its least recently used entry, not its oldest: nine
+ * files of one set, the first read again before the ninth comes in. */
+static void test_a_full_set_drops_its_least_recently_used(void **state)
+{
+	struct fixture *f = *state;
+	struct efs_file_info files[EFS_FILE_CACHE_WAYS + 1], got;
+	char id[EFS_ID_MAX + 1];
+	size_t n = 0, set = SIZE_MAX;
+	for (unsigned i = 0; n < EFS_FILE_CACHE_WAYS + 1; i++) {
+		snprintf(id, sizeof(id), "%032x", 0x200000 + i);
+		if (set == SIZE_MAX)
+			set = efs_cache_file_set(id);
+		if (efs_cache_file_set(id) == set)
+			create_file(f, id, "same-set", &files[n++]);
+	}
+	for (size_t i = 0; i < EFS_FILE_CACHE_WAYS; i++)
+		assert_int_equal(efs_cache_file_get(f->cache, files[i].file_id, &got, NULL), 0);
+	assert_true(held(f, &files[0])); /* a hit: now the most recently used */
+	assert_int_equal(efs_cache_file_get(f->cache, files[EFS_FILE_CACHE_WAYS].file_id, &got,
+					    NULL),
+			 0);
+	assert_true(held(f, &files[EFS_FILE_CACHE_WAYS]));
+	assert_true(held(f, &files[0]));
+	assert_false(held(f, &files[1]));
+	for (size_t i = 2; i < EFS_FILE_CACHE_WAYS; i++)
+		assert_true(held(f, &files[i]));
+
+	/* A forgotten entry's way takes the next file; the others stay. */
+	efs_cache_file_forget(f->cache, files[3].file_id);
+	assert_false(held(f, &files[3]));
+	assert_int_equal(efs_cache_file_get(f->cache, files[1].file_id, &got, NULL), 0);
+	for (size_t i = 0; i < EFS_FILE_CACHE_WAYS + 1; i++)
+		assert_true(i == 3 ? !held(f, &files[i]) : held(f, &files[i]));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -268,6 +360,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ids_read_before_a_removal_are_not_handed_out,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_learn_without_an_entry_keeps_nothing, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_many_files_are_all_held, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_a_full_set_drops_its_least_recently_used, setup,
 					    teardown),
 	};
 	efs_log_set_level(EFS_LOG_WARN);
