@@ -192,8 +192,9 @@ struct efs_http_server_config {
 	 * idle_timeout_s instead. */
 	unsigned header_timeout_ms;
 	/* 0: a thread per connection; 1..EFS_HTTP_MAX_EVENT_THREADS: that many
-	 * epoll event threads (see Threading above). max_connections is then
-	 * shared out between them by libmicrohttpd (each takes its share). */
+	 * epoll event threads (see Threading above). max_connections then
+	 * holds over all of them (not libmicrohttpd's share per thread); two
+	 * threads accepting at the same instant may each let one more in. */
 	unsigned event_threads;
 	/* With event_threads: 0, the callbacks run on the event threads; M,
 	 * they run on a pool of M threads (see Threading) unless their route

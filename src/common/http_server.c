@@ -849,6 +849,25 @@ static void conn_closed(struct efs_http_server *srv, void **socket_context)
 	*socket_context = NULL;
 }
 
+/* With event threads, libmicrohttpd shares its connection limit out
+ * between them, and a thread at its share stops accepting: with its
+ * share taken, connections waited in the listen backlog (a client saw no
+ * answer at all) while other threads had room. So each thread's share is
+ * the whole max_connections, and the limit is kept here, over all of
+ * them: past it a new connection is closed at once, as libmicrohttpd does
+ * with a thread per connection. Two threads accepting at the same moment
+ * may both pass: at most event_threads - 1 over, for as long as those
+ * connections last. */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct efs_http_server *srv = cls;
+	(void)addr, (void)addrlen;
+	pthread_mutex_lock(&srv->conns_lock);
+	bool room = srv->conn_count < srv->cfg.max_connections;
+	pthread_mutex_unlock(&srv->conns_lock);
+	return room ? MHD_YES : MHD_NO;
+}
+
 static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 			      enum MHD_ConnectionNotificationCode code)
 {
@@ -1863,12 +1882,15 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 	/* The threading model's and TLS's options, through one MHD_OPTION_ARRAY. */
 	struct MHD_OptionItem options[4];
 	size_t n_options = 0;
+	unsigned mhd_limit = srv->cfg.max_connections;
 	if (srv->cfg.event_threads > 0) {
 		/* Suspend/resume parks requests (efs_http_defer); ITC wakes a
 		 * thread's epoll when one is resumed from another thread. */
 		flags |= MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
 		options[n_options++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
 							       srv->cfg.event_threads, NULL};
+		/* The limit over all threads: accept_policy. */
+		mhd_limit = srv->cfg.max_connections * srv->cfg.event_threads;
 	} else {
 		flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 			 MHD_USE_POLL;
@@ -1884,9 +1906,9 @@ int efs_http_server_start(const struct efs_http_server_config *cfg,
 	}
 	options[n_options] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 	srv->daemon = MHD_start_daemon(
-		flags, 0, NULL, NULL, access_handler, srv,
+		flags, 0, srv->cfg.event_threads > 0 ? accept_policy : NULL, srv, access_handler, srv,
 		MHD_OPTION_LISTEN_SOCKET, srv->listen_fd,
-		MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
+		MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
 		MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout_s,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, srv->cfg.conn_memory_limit,
 		MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv,

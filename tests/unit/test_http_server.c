@@ -25,9 +25,12 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* Adds Content-Type and ETag twice each (the second in other case), then
  * replies with no content type of its own. */
@@ -501,6 +504,96 @@ static void test_a_stop_with_streams_in_flight_closes_them(void **state)
 	}
 }
 
+/* ---- the connection limit over every event thread ---------------------- */
+
+#define LIMIT_CONNECTIONS 8
+
+static int limit_setup(void **state)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct efs_http_server_config cfg = {
+	    .addr = &sa,
+	    .addrlen = sizeof(sa),
+	    .routes = pool_routes,
+	    .route_count = EFS_ARRAY_SIZE(pool_routes),
+	    .max_connections = LIMIT_CONNECTIONS,
+	    .event_threads = 2,
+	    .blocking_threads = 2,
+	};
+	if (efs_http_server_start(&cfg, &pool_server) < 0)
+		return -1;
+	pool_port = efs_http_server_port(pool_server);
+	return 0;
+}
+
+/* A connection to the server that has sent @request. */
+static int open_with(const char *request)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons(pool_port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(send(fd, request, strlen(request), MSG_NOSIGNAL),
+			 (ssize_t)strlen(request));
+	return fd;
+}
+
+/* What the server did with @fd within @ms: 1 it answered (the first bytes
+ * of a reply are in @out), 0 it closed the connection, -1 nothing. */
+static int outcome(int fd, int ms, char *out, size_t size)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	if (poll(&p, 1, ms) <= 0)
+		return -1;
+	ssize_t n = recv(fd, out, size - 1, 0);
+	if (n <= 0)
+		return 0;
+	out[n] = '\0';
+	return 1;
+}
+
+/* With two event threads, libmicrohttpd's own limit is shared out (4 each
+ * here), and a thread at its share stopped accepting: the connection past
+ * the limit waited in the listen backlog, unanswered. Now the limit holds
+ * over both: every busy connection is served, the next one is closed at
+ * once, and a slot freed is taken again. */
+static void test_the_connection_limit_holds_over_every_event_thread(void **state)
+{
+	int busy[LIMIT_CONNECTIONS];
+	char buf[256];
+	/* Headers complete, a body still coming: busy, not slow clients. */
+	const char *held = "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+			   "0123456789";
+	for (int i = 0; i < LIMIT_CONNECTIONS; i++)
+		busy[i] = open_with(held);
+	for (int i = 0; i < LIMIT_CONNECTIONS; i++)
+		assert_int_equal(outcome(busy[i], 200, buf, sizeof(buf)), -1); /* still open */
+
+	int past = open_with("GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+	assert_int_equal(outcome(past, 2000, buf, sizeof(buf)), 0);
+	close(past);
+
+	close(busy[0]);
+	int again = -1;
+	/* The close reaches the server a moment later. */
+	for (int tries = 0; tries < 50 && again < 0; tries++) {
+		int fd = open_with("GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+		if (outcome(fd, 2000, buf, sizeof(buf)) == 1)
+			again = fd;
+		else {
+			close(fd);
+			efs_sleep_ms(20);
+		}
+	}
+	assert_true(again >= 0);
+	assert_non_null(strstr(buf, "200"));
+	close(again);
+	for (int i = 1; i < LIMIT_CONNECTIONS; i++)
+		close(busy[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -517,6 +610,8 @@ int main(void)
 		pool_teardown),
 	    cmocka_unit_test_setup_teardown(test_a_stop_with_streams_in_flight_closes_them,
 					    pool_setup, pool_teardown),
+	    cmocka_unit_test_setup_teardown(test_the_connection_limit_holds_over_every_event_thread,
+					    limit_setup, pool_teardown),
 	};
 	efs_log_set_level(EFS_LOG_ERROR);
 	if (efs_http_client_global_init() < 0)
