@@ -798,6 +798,10 @@ static void evict_waiting(struct efs_http_server *srv, int64_t now)
 	}
 }
 
+/* The socket context of a connection counted in conn_count but not in
+ * the list (its entry could not be made). */
+static struct conn_entry untracked_conn;
+
 static void conn_started(struct efs_http_server *srv, struct MHD_Connection *conn,
 			 void **socket_context)
 {
@@ -805,8 +809,13 @@ static void conn_started(struct efs_http_server *srv, struct MHD_Connection *con
 		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 	struct conn_entry *c = calloc(1, sizeof(*c));
 	if (!c || !info) {
-		/* Not tracked: only libmicrohttpd's idle timeout applies. */
+		/* Not tracked: only libmicrohttpd's idle timeout applies. Still
+		 * counted, for accept_policy's limit. */
 		free(c);
+		pthread_mutex_lock(&srv->conns_lock);
+		srv->conn_count++;
+		pthread_mutex_unlock(&srv->conns_lock);
+		*socket_context = &untracked_conn;
 		return;
 	}
 	c->fd = info->connect_fd;
@@ -835,6 +844,12 @@ static void conn_closed(struct efs_http_server *srv, void **socket_context)
 	if (!c)
 		return;
 	pthread_mutex_lock(&srv->conns_lock);
+	if (c == &untracked_conn) {
+		srv->conn_count--;
+		pthread_mutex_unlock(&srv->conns_lock);
+		*socket_context = NULL;
+		return;
+	}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -857,7 +872,10 @@ static void conn_closed(struct efs_http_server *srv, void **socket_context)
  * them: past it a new connection is closed at once, as libmicrohttpd does
  * with a thread per connection. Two threads accepting at the same moment
  * may both pass: at most event_threads - 1 over, for as long as those
- * connections last. */
+ * connections last. Nothing evens the connections out between the
+ * threads any more: whichever thread's epoll wakes first accepts, so one
+ * may hold more than its share (libmicrohttpd's own balance, with its
+ * per-thread limits, was what left connections in the backlog). */
 static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
 	struct efs_http_server *srv = cls;
@@ -886,7 +904,7 @@ static void set_header_deadline(struct efs_http_server *srv, struct MHD_Connecti
 	const union MHD_ConnectionInfo *info =
 		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	struct conn_entry *c = info ? info->socket_context : NULL;
-	if (!c)
+	if (!c || c == &untracked_conn)
 		return;
 	int64_t now = timeout_ms ? efs_mono_ms() : 0;
 	pthread_mutex_lock(&srv->conns_lock);

@@ -13,9 +13,11 @@
  * In front of Redis, each master keeps the file metadata of up to 32,768
  * recent downloads in its own memory (same TTL; files of 0 bytes are not
  * kept; EFS_FILE_CACHE_SETS sets of EFS_FILE_CACHE_WAYS entries by file
- * id, a full set dropping its least recently used entry). A delete through this master forgets its entry; a delete through
- * another master does not, which is safe because efs_cache_file_get serves
- * downloads only, and a download reads the file's chunk list from the
+ * id, a full set dropping an expired or else its least recently used
+ * entry). A delete through this master forgets its entry; a delete
+ * through another master does not, which is safe because
+ * efs_cache_file_get serves downloads only, and a download reads the
+ * file's chunk list from the
  * store: an empty list answers 404 and forgets the entry.
  *
  * With a file of at most EFS_READER_KNOWN_MAX chunks the local entry may
