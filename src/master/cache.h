@@ -17,8 +17,8 @@
  * entry). A delete through this master forgets its entry; a delete
  * through another master does not, which is safe because
  * efs_cache_file_get serves downloads only, and a download reads the
- * file's chunk list from the
- * store: an empty list answers 404 and forgets the entry.
+ * file's chunk list from the store: an empty list answers 404 and
+ * forgets the entry.
  *
  * With a file of at most EFS_READER_KNOWN_MAX chunks the local entry may
  * also hold the chunk ids a download read (efs_cache_file_learn), which
