@@ -280,7 +280,9 @@ static const struct efs_http_route pool_routes[] = {
 static struct efs_http_server *pool_server;
 static uint16_t pool_port;
 
-static int pool_setup(void **state)
+/* pool_server on @event_threads event threads and 2 blocking threads,
+ * @max_connections (0: the default). */
+static int start_pool_server(unsigned event_threads, unsigned max_connections)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	struct efs_http_server_config cfg = {
@@ -288,7 +290,8 @@ static int pool_setup(void **state)
 	    .addrlen = sizeof(sa),
 	    .routes = pool_routes,
 	    .route_count = EFS_ARRAY_SIZE(pool_routes),
-	    .event_threads = 1,
+	    .max_connections = max_connections,
+	    .event_threads = event_threads,
 	    .blocking_threads = 2,
 	};
 	if (efs_http_server_start(&cfg, &pool_server) < 0)
@@ -296,6 +299,11 @@ static int pool_setup(void **state)
 	pool_port = efs_http_server_port(pool_server);
 	atomic_store(&misplaced, 0);
 	return 0;
+}
+
+static int pool_setup(void **state)
+{
+	return start_pool_server(1, 0);
 }
 
 static int pool_teardown(void **state)
@@ -510,20 +518,7 @@ static void test_a_stop_with_streams_in_flight_closes_them(void **state)
 
 static int limit_setup(void **state)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct efs_http_server_config cfg = {
-	    .addr = &sa,
-	    .addrlen = sizeof(sa),
-	    .routes = pool_routes,
-	    .route_count = EFS_ARRAY_SIZE(pool_routes),
-	    .max_connections = LIMIT_CONNECTIONS,
-	    .event_threads = 2,
-	    .blocking_threads = 2,
-	};
-	if (efs_http_server_start(&cfg, &pool_server) < 0)
-		return -1;
-	pool_port = efs_http_server_port(pool_server);
-	return 0;
+	return start_pool_server(2, LIMIT_CONNECTIONS);
 }
 
 /* A connection to the server that has sent @request. */
