@@ -53,46 +53,85 @@
 #define HISTOGRAM_LEN 1024
 #define HISTOGRAM_WORTH_PERCENT 88
 
-/* Deflated size of one sample; SAMPLE_LEN when it does not shrink.
- * @stream is zeroed once by the caller and reused: the init resets what a
- * stateless call uses (clearing the 80 KiB struct for each sample would
- * cost more than deflating it). */
-static size_t sample_size(struct isal_zstream *stream, const unsigned char *in)
+/* One thread's deflate state, reused by each of its encodes. */
+struct encoder {
+	struct isal_zstream stream;
+	unsigned char level_buf[CODEC_LEVEL_BUF];
+};
+
+/* Deflated size of @n bytes (at most SAMPLE_LEN) at level 0; @n when
+ * they do not shrink. @stream is zeroed once by the caller and reused, or
+ * a thread encoder's: the init resets what a stateless call uses
+ * (clearing the 80 KiB struct for each sample would cost more than
+ * deflating it), and every public field such a call reads is set here. */
+static size_t sample_size(struct isal_zstream *stream, const unsigned char *in, size_t n)
 {
 	unsigned char out[SAMPLE_LEN];
 
 	isal_deflate_stateless_init(stream);
 	stream->next_in = (uint8_t *)in;
-	stream->avail_in = SAMPLE_LEN;
+	stream->avail_in = (uint32_t)n;
 	stream->next_out = out;
-	stream->avail_out = sizeof(out);
+	stream->avail_out = (uint32_t)n; /* no room for more: it did not shrink */
 	stream->end_of_stream = 1;
 	stream->flush = NO_FLUSH;
+	stream->gzip_flag = 0;
+	stream->hist_bits = 0;
 	stream->level = 0;
+	stream->level_buf = NULL;
+	stream->level_buf_size = 0;
 	int r = isal_deflate_stateless(stream);
 	if (r != COMP_OK || stream->avail_in != 0)
-		return SAMPLE_LEN;
-	return EFS_MIN(stream->total_out, (size_t)SAMPLE_LEN);
+		return n;
+	return EFS_MIN(stream->total_out, n);
+}
+
+/* Whether @n bytes counted in @count have an order-0 entropy of at most
+ * HISTOGRAM_WORTH_PERCENT of 8 bits a byte. */
+static bool skewed(const uint32_t count[256], size_t n)
+{
+	double bits = 0;
+	for (size_t b = 0; b < 256; b++)
+		if (count[b])
+			bits -= count[b] * log2((double)count[b] / (double)n);
+	return bits <= (double)n * 8 * HISTOGRAM_WORTH_PERCENT / 100;
 }
 
 /* Whether the bytes the samples start with are skewed enough that
  * Huffman coding alone would save about 10% (see HISTOGRAM_LEN). */
-static bool skewed_bytes(const unsigned char *bytes, size_t len)
+static bool skewed_samples(const unsigned char *bytes, size_t len)
 {
 	uint32_t count[256] = {0};
-	double bits = 0;
-	size_t n = 0;
 
 	for (size_t k = 0; k < SAMPLE_COUNT; k++) {
 		const unsigned char *p = bytes + k * (len - SAMPLE_LEN) / (SAMPLE_COUNT - 1);
 		for (size_t i = 0; i < HISTOGRAM_LEN; i++)
 			count[p[i]]++;
-		n += HISTOGRAM_LEN;
 	}
-	for (size_t b = 0; b < 256; b++)
-		if (count[b])
-			bits -= count[b] * log2((double)count[b] / (double)n);
-	return bits <= (double)n * 8 * HISTOGRAM_WORTH_PERCENT / 100;
+	return skewed(count, (size_t)SAMPLE_COUNT * HISTOGRAM_LEN);
+}
+
+static struct encoder *thread_encoder(void);
+
+/* A chunk of at most SAMPLE_LEN bytes (every 4 KiB upload) is judged
+ * whole, by the same two tests in the cheaper order: its bytes counted
+ * (skewed: tried), then deflated at level 0 (repeats: tried). Random
+ * bytes are stored raw after both, about 8 us for 4 KiB, where the
+ * failed level-1 attempt took 17 (docs/PERFORMANCE.md, "Pipelined
+ * upload and sampled compression"). */
+static bool small_worth_trying(const unsigned char *bytes, size_t len)
+{
+	uint32_t count[256] = {0};
+	struct encoder *e;
+
+	for (size_t i = 0; i < len; i++)
+		count[bytes[i]]++;
+	if (skewed(count, len))
+		return true;
+	/* Out of memory: tried, and the encode reports it. */
+	if (!(e = thread_encoder()))
+		return true;
+	return sample_size(&e->stream, bytes, len) <= len * SAMPLE_WORTH_PERCENT / 100;
 }
 
 bool efs_codec_worth_trying(const void *in, size_t len)
@@ -102,26 +141,24 @@ bool efs_codec_worth_trying(const void *in, size_t len)
 	const unsigned char *bytes = in;
 	size_t total = 0;
 
+	if (len <= SAMPLE_LEN)
+		return len == 0 || small_worth_trying(bytes, len);
 	if (len < SAMPLE_FROM)
 		return true;
-	/* Zeroed only here: a small chunk (every 4 KiB upload) is not sampled
-	 * and should not pay for clearing 80 KiB. */
+	/* Zeroed only here: a small chunk is not sampled and should not pay
+	 * for clearing 80 KiB. */
 	memset(&stream, 0, sizeof(stream));
 	for (size_t k = 0; k < SAMPLE_COUNT; k++) {
-		total += sample_size(&stream, bytes + k * (len - SAMPLE_LEN) / (SAMPLE_COUNT - 1));
+		total += sample_size(&stream, bytes + k * (len - SAMPLE_LEN) / (SAMPLE_COUNT - 1),
+				     SAMPLE_LEN);
 		/* Decided once even incompressible samples from here on could
 		 * not lift the total over the bar: text stops after one. */
 		if (total + (SAMPLE_COUNT - 1 - k) * SAMPLE_LEN <= bar)
 			return true;
 	}
-	return total <= bar || skewed_bytes(bytes, len);
+	return total <= bar || skewed_samples(bytes, len);
 }
 
-/* One thread's deflate state, reused by each of its encodes. */
-struct encoder {
-	struct isal_zstream stream;
-	unsigned char level_buf[CODEC_LEVEL_BUF];
-};
 
 /* Process-wide on purpose: a pthread key names per-thread storage, so it
  * is created once per process (pthread_once) and holds no state of any

@@ -450,7 +450,8 @@ static void test_samples_find_random_incompressible(void **state)
 	fill_random(f->data, MIB, 11);
 	assert_false(efs_codec_worth_trying(f->data, MIB));
 	assert_true(efs_codec_worth_trying(f->text, MIB));
-	/* Short chunks are always tried whole: sampling would not pay. */
+	/* Chunks under 256 KiB are tried whole (those of at most 4 KiB
+	 * after a look: test_small_chunks_are_judged_whole). */
 	assert_true(efs_codec_worth_trying(f->data, 128 * 1024));
 	assert_int_equal(encode(f->data, 128 * 1024, &f->out), 0);
 }
@@ -564,6 +565,59 @@ static void test_samples_see_a_small_alphabet(void **state)
 	fill_alphabet(f->data, MIB, wide, sizeof(wide), 23);
 	assert_false(efs_codec_worth_trying(f->data, MIB));
 	check_encoding(f, MIB, 0);
+}
+
+/* Chunks of at most 4 KiB are judged whole before the level-1 attempt:
+ * their bytes counted, then deflated at level 0. What either test finds
+ * (skewed bytes, repeats) is tried and deflated; random bytes and a wide
+ * alphabet are stored raw without the attempt; and a level-0 test on the
+ * thread's encoder leaves the next encode's output as it was. */
+static void test_small_chunks_are_judged_whole(void **state)
+{
+	struct fixture *f = *state;
+	const size_t n = 4096;
+	char wide[200];
+	for (size_t i = 0; i < sizeof(wide); i++)
+		wide[i] = (char)(i + 28);
+
+	fill_random(f->data, n, 31);
+	assert_false(efs_codec_worth_trying(f->data, n));
+	check_encoding(f, n, 0);
+	check_encode_hash(f, n, 0);
+	fill_random(f->data, 1000, 32);
+	check_encoding(f, 1000, 0);
+
+	fill_alphabet(f->data, n, wide, sizeof(wide), 33);
+	assert_false(efs_codec_worth_trying(f->data, n));
+	check_encoding(f, n, 0);
+
+	/* Repeats only: 2 KiB of random bytes twice. */
+	fill_random(f->data, n / 2, 34);
+	memcpy(f->data + n / 2, f->data, n / 2);
+	assert_true(efs_codec_worth_trying(f->data, n));
+	check_encoding(f, n, 1);
+	check_encode_hash(f, n, 1);
+
+	/* Skewed bytes only: hex digits. */
+	fill_alphabet(f->data, n, "0123456789abcdef", 16, 35);
+	assert_true(efs_codec_worth_trying(f->data, n));
+	check_encoding(f, n, 1);
+
+	memset(f->data, 0, 100);
+	check_encoding(f, 100, 1);
+
+	/* Text, encoded before and after a level-0 test on random bytes. */
+	memcpy(f->data, f->text, n);
+	assert_true(efs_codec_worth_trying(f->data, n));
+	assert_int_equal(encode(f->data, n, &f->out), 1);
+	efs_buf_reset(&f->other);
+	assert_int_equal(efs_buf_append(&f->other, f->out.data, f->out.len), 0);
+	fill_random(f->data + n, n, 36);
+	assert_false(efs_codec_worth_trying(f->data + n, n));
+	assert_int_equal(encode(f->data, n, &f->out), 1);
+	assert_int_equal(f->out.len, f->other.len);
+	assert_memory_equal(f->out.data, f->other.data, f->out.len);
+	check_encoding(f, n, 1);
 }
 
 static void test_encode_hash_gives_the_id_of_every_byte(void **state)
@@ -733,6 +787,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_samples_find_random_incompressible, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_samples_see_a_small_alphabet, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_small_chunks_are_judged_whole, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_mixed_chunks_choose_the_right_encoding, setup,
 						teardown),
