@@ -159,7 +159,6 @@ bool efs_codec_worth_trying(const void *in, size_t len)
 	return total <= bar || skewed_samples(bytes, len);
 }
 
-
 /* Process-wide on purpose: a pthread key names per-thread storage, so it
  * is created once per process (pthread_once) and holds no state of any
  * master or worker, only each thread's own scratch encoder. */
