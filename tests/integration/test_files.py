@@ -4,6 +4,7 @@ compression and deduplication as seen on the workers' disks, range reads
 and download headers, listing with pagination, deletion and collection,
 ownership, concurrency and uploads while workers are down."""
 
+import base64
 import hashlib
 import itertools
 import math
@@ -758,17 +759,24 @@ def test_pipelined_upload_gives_each_chunk_its_encoding(cluster):
     m = cluster.start(workers=3, master_env=PIPE_ENV)
     user, c = new_user(m)
     half = os.urandom(PIPE_CHUNK // 2) + english_text(PIPE_CHUNK // 2, 6)
+    # Hex digits and base64 of random bytes: no repeats for the samples'
+    # level 0 to find, but 4 and 6 bits a byte (stored raw before the
+    # samples' bytes were counted).
+    hex_digits = os.urandom(PIPE_CHUNK // 2).hex().encode()
+    b64 = base64.b64encode(os.urandom(PIPE_CHUNK * 3 // 4))
     pieces = [english_text(PIPE_CHUNK, 5), os.urandom(PIPE_CHUNK), half, bytes(PIPE_CHUNK),
               os.urandom(PIPE_CHUNK), english_text(PIPE_CHUNK, 7), bytes(PIPE_CHUNK),
-              english_text(PIPE_CHUNK // 3, 8)]
+              hex_digits, b64, english_text(PIPE_CHUNK // 3, 8)]
     data = b"".join(pieces)
     f = c.upload(data, "mixed.bin")
     check_file_object(f, data=data, name="mixed.bin", owner=user, chunk_size=PIPE_CHUNK)
     chunks = check_chunks(cluster, m, c, f, data, chunk_size=PIPE_CHUNK)
     assert [ch["compressed"] for ch in chunks] == \
-        [True, False, True, True, False, True, True, True], chunks
+        [True, False, True, True, False, True, True, True, True, True], chunks
+    assert chunks[7]["stored_size"] < 0.6 * PIPE_CHUNK, chunks[7]
+    assert chunks[8]["stored_size"] < 0.8 * PIPE_CHUNK, chunks[8]
     assert chunks[3]["chunk_id"] == chunks[6]["chunk_id"]  # stored once, referenced twice
-    assert cluster.chunk_usage().count == RF * 7
+    assert cluster.chunk_usage().count == RF * 9
     assert c.download(f["file_id"]) == data
     # The multipart way in takes the same path.
     f2 = c.post("/api/v1/files/upload", files={"file": ("mixed2.bin", data[::-1])})
