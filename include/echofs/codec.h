@@ -25,8 +25,8 @@
  * false when the chunk is better stored raw (@out is then empty; also when
  * the samples showed it incompressible); or -ENOMEM (*gzip untouched).
  * Thread-safe: each calling thread keeps its own deflate state (about
- * 360 KiB, allocated by its first encode that deflates and freed when the
- * thread exits). */
+ * 360 KiB, allocated by its first encode that deflates or tests a chunk
+ * of at most 4 KiB, and freed when the thread exits). */
 int efs_codec_encode(const void *in, size_t len, struct efs_buf *out, bool *gzip);
 
 /* efs_codec_encode, and the SHA-256 of @in (its chunk id) into
@@ -39,10 +39,13 @@ int efs_codec_encode(const void *in, size_t len, struct efs_buf *out, bool *gzip
 int efs_codec_encode_hash(const void *in, size_t len, struct efs_buf *out, bool *gzip,
 			  char sha256_hex[EFS_SHA256_HEX_LEN + 1]);
 
-/* The sample test alone: false when @len is at least 256 KiB, none of
- * the samples of @in shrinks under deflate and their bytes are not skewed
- * enough for Huffman coding alone to save about 10% (encode then stores
- * the chunk raw at once); true otherwise. */
+/* The test before the full attempt, alone: false (encode then stores the
+ * chunk raw at once) when @len is at least 256 KiB, none of the samples
+ * of @in shrinks under deflate and their bytes are not skewed enough for
+ * Huffman coding alone to save about 10%; or when @len is 1 to 4096, the
+ * bytes' entropy is over 95% of 8 bits and the static code does not
+ * shrink them (it then makes the calling thread's deflate state, as an
+ * encode would); true otherwise. */
 bool efs_codec_worth_trying(const void *in, size_t len);
 
 /* Decompresses gzip @in into @out (reset first), which must come to exactly

@@ -36,22 +36,31 @@
  * comes to ~40%, random data to 100%. A chunk whose compressible part is
  * small enough to fall between the samples (under ~1/16 of it) would not
  * save 10% anyway. */
-#define SAMPLE_FROM (256 * 1024) /* shorter chunks: the full attempt is cheap */
+#define SAMPLE_FROM (256 * 1024) /* shorter chunks: tried whole (see below) */
 #define SAMPLE_COUNT 16
 #define SAMPLE_LEN 4096
 #define SAMPLE_WORTH_PERCENT 97
 
-/* Level 0 codes with ISA-L's fixed tables, which give no byte fewer bits
- * than 8 unless it repeats: bytes drawn from a small alphabet without
- * repeats (hex digits, base64, which level 1's own tables code in 4 and 6
- * bits) did not shrink in the samples, and whole chunks of them that
- * deflate to 52% and 75% were stored raw. So when the samples do not
- * shrink, the first HISTOGRAM_LEN bytes of each are counted too, and the
- * chunk is tried when their order-0 entropy is at most
+/* Level 0 codes with ISA-L's default table, trained on typical data (a
+ * byte costs 5 to 11 bits, about 9.8 for random ones, after a 109-byte
+ * header), not with the sample's own: bytes drawn from a small alphabet
+ * without repeats (hex digits, base64, which level 1's own tables code in
+ * 4 and 6 bits) did not shrink in the samples, and whole 1 MiB chunks of
+ * them that deflate to 54% and 75% were stored raw. So when the samples
+ * do not shrink, the first HISTOGRAM_LEN bytes of each are counted too,
+ * and the chunk is tried when their order-0 entropy is at most
  * HISTOGRAM_WORTH_PERCENT of 8 bits a byte (Huffman coding alone would
  * then save about 10%, its tables aside). Random data comes to ~99.9%. */
 #define HISTOGRAM_LEN 1024
 #define HISTOGRAM_WORTH_PERCENT 88
+
+/* A chunk of at most SAMPLE_LEN bytes (every 4 KiB upload) is judged
+ * whole and cautiously, so that no chunk level 1 would save 10% of is
+ * left raw: tried when its own entropy is at most SMALL_WORTH_PERCENT of
+ * 8 bits, or when the standard static code (8 or 9 bits a byte, no
+ * header: unlike the default table it does not penalise high bytes)
+ * shrinks it at all, which repeats of about 6% of it already do. */
+#define SMALL_WORTH_PERCENT 95
 
 /* One thread's deflate state, reused by each of its encodes. */
 struct encoder {
@@ -59,16 +68,20 @@ struct encoder {
 	unsigned char level_buf[CODEC_LEVEL_BUF];
 };
 
-/* Deflated size of @n bytes (at most SAMPLE_LEN) at level 0; @n when
- * they do not shrink. @stream is zeroed once by the caller and reused, or
- * a thread encoder's: the init resets what a stateless call uses
- * (clearing the 80 KiB struct for each sample would cost more than
- * deflating it), and every public field such a call reads is set here. */
-static size_t sample_size(struct isal_zstream *stream, const unsigned char *in, size_t n)
+/* Deflated size of @n bytes (at most SAMPLE_LEN) at level 0, with the
+ * default table or (@static_code) the standard static one; @n when they
+ * do not shrink. @stream is zeroed once by the caller and reused, or a
+ * thread encoder's: the init resets what a stateless call uses (clearing
+ * the 80 KiB struct for each sample would cost more than deflating it),
+ * and every public field such a call reads is set here. */
+static size_t sample_size(struct isal_zstream *stream, const unsigned char *in, size_t n,
+			  bool static_code)
 {
 	unsigned char out[SAMPLE_LEN];
 
 	isal_deflate_stateless_init(stream);
+	if (static_code && isal_deflate_set_hufftables(stream, NULL, IGZIP_HUFFTABLE_STATIC) != 0)
+		return n;
 	stream->next_in = (uint8_t *)in;
 	stream->avail_in = (uint32_t)n;
 	stream->next_out = out;
@@ -87,14 +100,14 @@ static size_t sample_size(struct isal_zstream *stream, const unsigned char *in, 
 }
 
 /* Whether @n bytes counted in @count have an order-0 entropy of at most
- * HISTOGRAM_WORTH_PERCENT of 8 bits a byte. */
-static bool skewed(const uint32_t count[256], size_t n)
+ * @percent of 8 bits a byte. */
+static bool skewed(const uint32_t count[256], size_t n, unsigned percent)
 {
 	double bits = 0;
 	for (size_t b = 0; b < 256; b++)
 		if (count[b])
 			bits -= count[b] * log2((double)count[b] / (double)n);
-	return bits <= (double)n * 8 * HISTOGRAM_WORTH_PERCENT / 100;
+	return bits <= (double)n * 8 * percent / 100;
 }
 
 /* Whether the bytes the samples start with are skewed enough that
@@ -108,17 +121,15 @@ static bool skewed_samples(const unsigned char *bytes, size_t len)
 		for (size_t i = 0; i < HISTOGRAM_LEN; i++)
 			count[p[i]]++;
 	}
-	return skewed(count, (size_t)SAMPLE_COUNT * HISTOGRAM_LEN);
+	return skewed(count, (size_t)SAMPLE_COUNT * HISTOGRAM_LEN, HISTOGRAM_WORTH_PERCENT);
 }
 
 static struct encoder *thread_encoder(void);
 
-/* A chunk of at most SAMPLE_LEN bytes (every 4 KiB upload) is judged
- * whole, by the same two tests in the cheaper order: its bytes counted
- * (skewed: tried), then deflated at level 0 (repeats: tried). Random
- * bytes are stored raw after both, about 8 us for 4 KiB, where the
- * failed level-1 attempt took 17 (docs/PERFORMANCE.md, "Pipelined
- * upload and sampled compression"). */
+/* See SMALL_WORTH_PERCENT: the bytes counted first (skewed: tried), then
+ * deflated at level 0 (shrinks: tried). Random bytes are stored raw after
+ * both, about 8 us for 4 KiB, where the failed level-1 attempt took 17
+ * (docs/PERFORMANCE.md, "Pipelined upload and sampled compression"). */
 static bool small_worth_trying(const unsigned char *bytes, size_t len)
 {
 	uint32_t count[256] = {0};
@@ -126,12 +137,12 @@ static bool small_worth_trying(const unsigned char *bytes, size_t len)
 
 	for (size_t i = 0; i < len; i++)
 		count[bytes[i]]++;
-	if (skewed(count, len))
+	if (skewed(count, len, SMALL_WORTH_PERCENT))
 		return true;
 	/* Out of memory: tried, and the encode reports it. */
 	if (!(e = thread_encoder()))
 		return true;
-	return sample_size(&e->stream, bytes, len) <= len * SAMPLE_WORTH_PERCENT / 100;
+	return sample_size(&e->stream, bytes, len, true) < len;
 }
 
 bool efs_codec_worth_trying(const void *in, size_t len)
@@ -150,7 +161,7 @@ bool efs_codec_worth_trying(const void *in, size_t len)
 	memset(&stream, 0, sizeof(stream));
 	for (size_t k = 0; k < SAMPLE_COUNT; k++) {
 		total += sample_size(&stream, bytes + k * (len - SAMPLE_LEN) / (SAMPLE_COUNT - 1),
-				     SAMPLE_LEN);
+				     SAMPLE_LEN, false);
 		/* Decided once even incompressible samples from here on could
 		 * not lift the total over the bar: text stops after one. */
 		if (total + (SAMPLE_COUNT - 1 - k) * SAMPLE_LEN <= bar)
