@@ -119,7 +119,7 @@ NOT_ON_POSTGRES: dict[str, str] = {
     "test_slow_worker.py": "placement's slowness marks live in the master's memory",
     "test_clock_skew.py": "the store compares times the master passes in, never the "
                           "database's clock; test_faults.py runs the collector here",
-    "test_random_faults.py": "its 20 rounds ran on SQLite; test_faults.py and "
+    "test_random_faults.py": "its rounds ran on SQLite; test_faults.py and "
                              "test_partitions.py run each fault on PostgreSQL",
     "test_scrape_storm.py": "the metrics endpoint under load; the store is cached out of it",
     "test_slow_clients.py": "the server's connection timeouts; no store path of its own",
@@ -145,7 +145,7 @@ NOT_UNDER_SANITIZERS: dict[str, str] = {
     # longer; the fault paths they take run here in test_faults.py,
     # test_partitions.py, test_recovery.py and test_reports.py.
     "test_clock_skew.py": "clock-dependent windows; its C paths run in test_faults.py",
-    "test_random_faults.py": "20 random fault rounds; each fault's path runs in test_faults.py "
+    "test_random_faults.py": "random fault rounds; each fault's path runs in test_faults.py "
                              "and test_partitions.py",
     "test_rolling_restart.py": "counts failed requests during restarts; test_faults.py restarts "
                                "daemons here",
