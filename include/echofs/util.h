@@ -55,6 +55,11 @@ int efs_base64_decode_exact(const char *text, void *out, size_t n);
 /* The value of one hex digit (either case), or -1 when @c is not one. */
 int efs_hex_value(unsigned char c);
 
+/* Writes the @len bytes that the 2 * @len hex digits (either case) of
+ * @hex stand for into @out. @hex must be checked by the caller (every
+ * digit valid): efs_hex_encode's inverse for hex we made or validated. */
+void efs_hex_decode(const char *hex, size_t len, void *out);
+
 /* Copies @src into @dst of @size bytes, always NUL-terminated when size > 0.
  * Returns strlen(src); a value >= size means it was truncated. */
 size_t efs_strlcpy(char *dst, const char *src, size_t size);

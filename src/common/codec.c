@@ -99,6 +99,14 @@ static size_t sample_size(struct isal_zstream *stream, const unsigned char *in, 
 	return EFS_MIN(stream->total_out, n);
 }
 
+/* Where sample @k (0 .. SAMPLE_COUNT - 1) of a chunk of @len bytes
+ * (at least SAMPLE_LEN) begins: evenly spread, the last one ending on
+ * its last byte. */
+static const unsigned char *sample_at(const unsigned char *bytes, size_t len, size_t k)
+{
+	return bytes + k * (len - SAMPLE_LEN) / (SAMPLE_COUNT - 1);
+}
+
 /* Whether @n bytes counted in @count have an order-0 entropy of at most
  * @percent of 8 bits a byte. */
 static bool skewed(const uint32_t count[256], size_t n, unsigned percent)
@@ -117,7 +125,7 @@ static bool skewed_samples(const unsigned char *bytes, size_t len)
 	uint32_t count[256] = {0};
 
 	for (size_t k = 0; k < SAMPLE_COUNT; k++) {
-		const unsigned char *p = bytes + k * (len - SAMPLE_LEN) / (SAMPLE_COUNT - 1);
+		const unsigned char *p = sample_at(bytes, len, k);
 		for (size_t i = 0; i < HISTOGRAM_LEN; i++)
 			count[p[i]]++;
 	}
@@ -127,9 +135,10 @@ static bool skewed_samples(const unsigned char *bytes, size_t len)
 static struct encoder *thread_encoder(void);
 
 /* See SMALL_WORTH_PERCENT: the bytes counted first (skewed: tried), then
- * deflated at level 0 (shrinks: tried). Random bytes are stored raw after
- * both, about 8 us for 4 KiB, where the failed level-1 attempt took 17
- * (docs/PERFORMANCE.md, "Pipelined upload and sampled compression"). */
+ * deflated at level 0 with the static code (shrinks: tried). An encode of
+ * 4 KiB of random bytes, stored raw after both, takes about 11 us, where
+ * with the failed level-1 attempt it took 17 (docs/PERFORMANCE.md,
+ * "Pipelined upload and sampled compression"). */
 static bool small_worth_trying(const unsigned char *bytes, size_t len)
 {
 	uint32_t count[256] = {0};
@@ -156,12 +165,11 @@ bool efs_codec_worth_trying(const void *in, size_t len)
 		return len == 0 || small_worth_trying(bytes, len);
 	if (len < SAMPLE_FROM)
 		return true;
-	/* Zeroed only here: a small chunk is not sampled and should not pay
-	 * for clearing 80 KiB. */
+	/* Zeroed only here: a chunk under SAMPLE_FROM never comes here, and
+	 * a small one's test uses its thread's encoder instead. */
 	memset(&stream, 0, sizeof(stream));
 	for (size_t k = 0; k < SAMPLE_COUNT; k++) {
-		total += sample_size(&stream, bytes + k * (len - SAMPLE_LEN) / (SAMPLE_COUNT - 1),
-				     SAMPLE_LEN, false);
+		total += sample_size(&stream, sample_at(bytes, len, k), SAMPLE_LEN, false);
 		/* Decided once even incompressible samples from here on could
 		 * not lift the total over the bar: text stops after one. */
 		if (total + (SAMPLE_COUNT - 1 - k) * SAMPLE_LEN <= bar)

@@ -78,6 +78,14 @@ void efs_hex_encode(const void *in, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
+void efs_hex_decode(const char *hex, size_t len, void *out)
+{
+	unsigned char *p = out;
+	for (size_t i = 0; i < len; i++)
+		p[i] = (unsigned char)(efs_hex_value((unsigned char)hex[2 * i]) << 4 |
+				       efs_hex_value((unsigned char)hex[2 * i + 1]));
+}
+
 int efs_hex_value(unsigned char c)
 {
 	if (c >= '0' && c <= '9')

@@ -152,25 +152,6 @@ static int local_fresh(struct efs_cache *c, struct local_key k, const char *file
 	return w;
 }
 
-static int lower_hex_value(char ch)
-{
-	return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/* Packs exactly 64 lowercase hex digits (a chunk id, as efs_hex_encode
- * gives it back) into @out; false for anything else. */
-static bool id_pack(const char *hex, uint8_t out[32])
-{
-	for (size_t i = 0; i < 32; i++) {
-		int hi = lower_hex_value(hex[2 * i]);
-		int lo = hi < 0 ? -1 : lower_hex_value(hex[2 * i + 1]);
-		if (lo < 0)
-			return false;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return hex[64] == '\0';
-}
-
 /* The local entry of @file_id, with its chunk ids in @known (when not
  * NULL) if they were read at the current removal count. */
 static bool local_get(struct efs_cache *c, const char *file_id, struct efs_file_info *out,
@@ -355,9 +336,13 @@ void efs_cache_file_learn(struct efs_cache *c, const char *file_id,
 	uint8_t ids[EFS_READER_KNOWN_MAX][32];
 	if (!known->count || known->count > EFS_READER_KNOWN_MAX)
 		return;
-	for (size_t i = 0; i < known->count; i++)
-		if (!id_pack(known->chunk[i].chunk_id, ids[i]))
-			return; /* not a chunk id as the store writes them: not kept */
+	/* Packed, so they must come back as they were: 64 lowercase hex
+	 * digits (every chunk id is; anything else is not kept). */
+	for (size_t i = 0; i < known->count; i++) {
+		if (!efs_chunk_id_valid(known->chunk[i].chunk_id))
+			return;
+		efs_hex_decode(known->chunk[i].chunk_id, sizeof(ids[i]), ids[i]);
+	}
 	struct local_key k = local_key(file_id);
 	pthread_mutex_lock(&c->local_lock);
 	int w = local_fresh(c, k, file_id);

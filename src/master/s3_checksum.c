@@ -202,14 +202,6 @@ static enum efs_s3_checksum_alg stored_alg(const char *stored, const char **valu
 	return EFS_S3_CHECKSUM_NONE;
 }
 
-/* @len bytes from the hex of a digest we computed (well formed). */
-static void hex_bytes(const char *hex, unsigned char *out, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		out[i] = (unsigned char)(efs_hex_value((unsigned char)hex[2 * i]) * 16 +
-					 efs_hex_value((unsigned char)hex[2 * i + 1]));
-}
-
 static void base64_encode(const unsigned char *data, size_t len, char *out)
 {
 	static const char table[] =
@@ -267,11 +259,11 @@ int efs_s3_checksum_composite(const struct efs_s3_part *parts, size_t count, cha
 		break;
 	case EFS_S3_CHECKSUM_SHA1:
 		efs_sha1_final_hex(&ck.sha1, hex);
-		hex_bytes(hex, digest, EFS_SHA1_LEN);
+		efs_hex_decode(hex, EFS_SHA1_LEN, digest); /* a digest we computed */
 		break;
 	case EFS_S3_CHECKSUM_SHA256:
 		efs_sha256_final_hex(&ck.sha256, hex);
-		hex_bytes(hex, digest, EFS_SHA256_LEN);
+		efs_hex_decode(hex, EFS_SHA256_LEN, digest);
 		break;
 	case EFS_S3_CHECKSUM_CRC64NVME: /* refused above */
 	case EFS_S3_CHECKSUM_NONE:

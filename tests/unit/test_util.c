@@ -585,6 +585,25 @@ static void test_hex_value(void **state)
 	}
 }
 
+/* efs_hex_decode undoes efs_hex_encode for every byte value, and takes
+ * either case. */
+static void test_hex_decode(void **state)
+{
+	(void)state;
+	unsigned char all[256], back[256];
+	char hex[2 * sizeof(all) + 1];
+	for (size_t i = 0; i < sizeof(all); i++)
+		all[i] = (unsigned char)(255 - i);
+	efs_hex_encode(all, sizeof(all), hex);
+	memset(back, 0, sizeof(back));
+	efs_hex_decode(hex, sizeof(back), back);
+	assert_memory_equal(back, all, sizeof(all));
+	efs_hex_decode("0aFf7E", 3, back);
+	assert_int_equal(back[0], 0x0a);
+	assert_int_equal(back[1], 0xff);
+	assert_int_equal(back[2], 0x7e);
+}
+
 /* efs_ordered_hex: 2 * nbytes hex digits, the first 12 the time it was
  * made in ms; an id made a few ms later sorts after; a burst of ids made in
  * the same ms stays distinct (the random part). */
@@ -628,6 +647,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hex_value),
+		cmocka_unit_test(test_hex_decode),
 		cmocka_unit_test(test_ordered_hex),
 		cmocka_unit_test(test_base64_decode_exact),
 		cmocka_unit_test(test_parse_u64_plain),
