@@ -704,7 +704,15 @@ static int multipart_etag(const struct efs_s3_listed_part *listed, size_t n, cha
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
-		efs_hex_decode(listed[i].etag, EFS_MD5_LEN, bin);
+		/* Not efs_hex_decode: a listed ETag need not be hex yet (one
+		 * that is not gets InvalidPart once the parts are matched), and
+		 * this arithmetic stays defined for any byte. */
+		for (size_t j = 0; j < EFS_MD5_LEN; j++)
+			bin[j] =
+			    (unsigned char)(efs_hex_value((unsigned char)listed[i].etag[2 * j]) *
+						16 +
+					    efs_hex_value(
+						(unsigned char)listed[i].etag[2 * j + 1]));
 		efs_md5_update(&md5, (const char *)bin, EFS_MD5_LEN);
 	}
 	efs_md5_final_hex(&md5, hex);
